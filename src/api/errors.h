@@ -1,0 +1,22 @@
+#pragma once
+// Error bodies in the shape each client surface expects. Messages are written by Turnpike
+// and never quote the request body.
+
+#include <string>
+#include <string_view>
+
+#include "core/status.h"
+
+namespace tp::api {
+
+enum class Surface { kOpenAI, kAnthropic };
+
+unsigned http_status(ErrorKind kind);
+
+// OpenAI: {"error":{"message","type","param":null,"code"}}.
+// Anthropic: {"type":"error","error":{"type","message"}}.
+// `code` defaults to one derived from the status.
+std::string error_body(Surface surface, unsigned status, std::string_view message,
+                       std::string_view code = {});
+
+}  // namespace tp::api

@@ -1,0 +1,385 @@
+#include "api/gateway.h"
+
+#include <fmt/format.h>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/beast/http/fields.hpp>
+#include <chrono>
+
+#include "api/errors.h"
+#include "api/request_body.h"
+#include "core/ids.h"
+#include "core/json_writer.h"
+#include "core/log.h"
+#include "http/sse.h"
+
+namespace tp::api {
+namespace {
+
+using http::Header;
+using http::Responder;
+using http::Task;
+using catalog::Api;
+namespace asio = boost::asio;
+
+constexpr std::string_view kJson = "application/json";
+constexpr std::string_view kDefaultAnthropicVersion = "2023-06-01";
+constexpr std::size_t kErrorBodyDrainBytesMax = 64 * 1024;
+constexpr std::size_t kMessagePathBytesMax = 200;
+
+enum class Operation { kChat, kEmbeddings, kMessages };
+
+struct OperationInfo {
+  std::string_view upstream_suffix;
+  Api api;
+  Surface surface;
+};
+
+OperationInfo info_for(Operation op) {
+  switch (op) {
+    case Operation::kChat: return {"/chat/completions", Api::kOpenAI, Surface::kOpenAI};
+    case Operation::kEmbeddings: return {"/embeddings", Api::kOpenAI, Surface::kOpenAI};
+    case Operation::kMessages: return {"/messages", Api::kAnthropic, Surface::kAnthropic};
+  }
+  return {};
+}
+
+bool valid_privacy_tier(std::string_view v) {
+  return v == "confidential" || v == "cloud" || v == "community";
+}
+
+// `default|priority|auto` or a flex duration `HHh-MMm-SSs`.
+bool valid_start_within(std::string_view v) {
+  if (v == "default" || v == "priority" || v == "auto") return true;
+  if (v.size() != 11) return false;
+  auto digits = [&](std::size_t at) {
+    return v[at] >= '0' && v[at] <= '9' && v[at + 1] >= '0' && v[at + 1] <= '9';
+  };
+  return digits(0) && v.substr(2, 2) == "h-" && digits(4) && v.substr(6, 2) == "m-" &&
+         digits(8) && v[10] == 's';
+}
+
+// Upstream headers worth passing to the client: rate-limit information and the provider's
+// own request id (renamed, since x-request-id is Turnpike's).
+void forwardable_headers(const boost::beast::http::fields& fields, std::vector<Header>& out) {
+  for (const auto& f : fields) {
+    const std::string_view name = f.name_string();
+    auto starts = [&](std::string_view prefix) {
+      return name.size() >= prefix.size() &&
+             std::equal(prefix.begin(), prefix.end(), name.begin(),
+                        [](char a, char b) { return a == std::tolower(b); });
+    };
+    if (starts("retry-after") || starts("x-ratelimit-") || starts("anthropic-ratelimit-") ||
+        starts("openai-")) {
+      out.push_back({name, f.value()});
+    } else if (starts("x-request-id") || starts("request-id")) {
+      out.push_back({"x-upstream-request-id", f.value()});
+    }
+  }
+}
+
+std::string_view bearer_token(const http::Request& req) {
+  const std::string_view auth = req[boost::beast::http::field::authorization];
+  if (auth.size() > 7 && (auth.substr(0, 7) == "Bearer " || auth.substr(0, 7) == "bearer ")) {
+    return auth.substr(7);
+  }
+  return {};
+}
+
+class Gateway final : public http::Handler {
+ public:
+  Gateway(asio::io_context& ioc, std::shared_ptr<const GatewayState> state)
+      : state_(std::move(state)), pool_(ioc, state_->provider_count()) {}
+
+  Task<void> handle(http::Request& req, Responder& res) override;
+  Task<void> reject(unsigned status, std::string_view message, std::string_view target,
+                    Responder& res) override;
+
+ private:
+  Task<void> proxy(Operation op, http::Request& req, Responder& res);
+  Task<void> relay_stream(http::UpstreamResponse& upstream, Surface surface, Responder& res,
+                          std::span<const Header> headers);
+  Task<void> send_error(Responder& res, Surface surface, unsigned status,
+                        std::string_view message, std::string_view code = {});
+
+  std::shared_ptr<const GatewayState> state_;
+  http::UpstreamPool pool_;
+};
+
+Task<void> Gateway::send_error(Responder& res, Surface surface, unsigned status,
+                               std::string_view message, std::string_view code) {
+  const std::string body = error_body(surface, status, message, code);
+  co_await res.send(status, kJson, body);
+}
+
+Task<void> Gateway::reject(unsigned status, std::string_view message, std::string_view target,
+                           Responder& res) {
+  const Surface surface =
+      target.starts_with("/v1/messages") ? Surface::kAnthropic : Surface::kOpenAI;
+  co_await send_error(res, surface, status, message);
+}
+
+Task<void> Gateway::handle(http::Request& req, Responder& res) {
+  const auto started = std::chrono::steady_clock::now();
+  const std::string request_id = random_id("req_");
+  res.add_header("x-request-id", request_id);
+
+  const std::string_view target = req.target();
+  const std::string_view path = target.substr(0, target.find('?'));
+  const auto method = req.method();
+  using boost::beast::http::verb;
+
+  auto route_post = [&](Operation op) -> Task<void> {
+    if (method != verb::post) {
+      co_await send_error(res, info_for(op).surface, 405,
+                          fmt::format("{} accepts POST only", path));
+    } else {
+      co_await proxy(op, req, res);
+    }
+  };
+
+  if (path == "/v1/chat/completions") {
+    co_await route_post(Operation::kChat);
+  } else if (path == "/v1/messages") {
+    co_await route_post(Operation::kMessages);
+  } else if (path == "/v1/embeddings") {
+    co_await route_post(Operation::kEmbeddings);
+  } else if (path == "/v1/models" && method == verb::get) {
+    co_await res.send(200, kJson, state_->models_body());
+  } else if ((path == "/healthz" || path == "/readyz") && method == verb::get) {
+    co_await res.send(200, kJson, R"({"status":"ok"})");
+  } else {
+    co_await send_error(res, Surface::kOpenAI, 404,
+                        fmt::format("unknown path: {} {}", std::string_view(req.method_string()),
+                                    path.substr(0, kMessagePathBytesMax)),
+                        "unknown_path");
+  }
+
+  if (state_->config().access_log) {
+    const auto elapsed = std::chrono::steady_clock::now() - started;
+    log::info("request",
+              {{"request_id", request_id},
+               {"method", std::string_view(req.method_string())},
+               {"path", path.substr(0, kMessagePathBytesMax)},
+               {"status", res.status()},
+               {"duration_us",
+                static_cast<std::int64_t>(
+                    std::chrono::duration_cast<std::chrono::microseconds>(elapsed).count())}});
+  }
+}
+
+Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res) {
+  const OperationInfo info = info_for(op);
+  const Surface surface = info.surface;
+
+  std::string_view key = bearer_token(req);
+  if (key.empty() && surface == Surface::kAnthropic) key = req["x-api-key"];
+  if (key.empty()) {
+    co_await send_error(res, surface, 401,
+                        surface == Surface::kAnthropic
+                            ? "missing API key: send it in the x-api-key header or as a bearer token"
+                            : "missing API key: send it as 'Authorization: Bearer KEY'");
+    co_return;
+  }
+
+  auto parsed = parse_request_body(req.body());
+  if (!parsed) {
+    co_await send_error(res, surface, 400, parsed.status().message());
+    co_return;
+  }
+  RequestBody& body = parsed.value();
+  if (!body.has_model || body.model.empty()) {
+    co_await send_error(res, surface, 400, "'model' is required");
+    co_return;
+  }
+  const std::string_view header_tier = req["x-turnpike-privacy-tier"];
+  const std::string_view header_start = req["x-turnpike-start-within"];
+  for (const std::string_view tier : {std::string_view(body.privacy_tier), header_tier}) {
+    if (!tier.empty() && !valid_privacy_tier(tier)) {
+      co_await send_error(res, surface, 400,
+                          "privacy_tier must be confidential, cloud or community");
+      co_return;
+    }
+  }
+  for (const std::string_view start : {std::string_view(body.start_within), header_start}) {
+    if (!start.empty() && !valid_start_within(start)) {
+      co_await send_error(res, surface, 400,
+                          "start_within must be default, priority, auto or a duration like "
+                          "00h-00m-30s");
+      co_return;
+    }
+  }
+  const bool stream = body.stream && op != Operation::kEmbeddings;
+
+  const catalog::Catalog& cat = state_->catalog();
+  const catalog::Model* model = cat.find_model(body.model);
+  if (model == nullptr) {
+    co_await send_error(res, surface, 404,
+                        fmt::format("model '{}' does not exist", body.model.substr(0, 200)),
+                        "model_not_found");
+    co_return;
+  }
+  const catalog::Route& route = model->routes.front();
+  const catalog::Provider& provider = cat.provider(route);
+  if (provider.api != info.api) {
+    co_await send_error(
+        res, surface, 400,
+        fmt::format("model '{}' is served through the {} API; call {}", model->name,
+                    catalog::api_name(provider.api),
+                    provider.api == Api::kOpenAI ? "/v1/chat/completions" : "/v1/messages"),
+        "wrong_api");
+    co_return;
+  }
+
+  // Forward the client's bytes untouched unless the model name or Turnpike's own options
+  // must change.
+  std::string rewritten;
+  std::string_view upstream_body = req.body();
+  if (route.upstream_model != body.model || body.has_options()) {
+    rewritten = rewrite_request_body(body, route.upstream_model);
+    upstream_body = rewritten;
+  }
+
+  const http::UpstreamEndpoint& endpoint = state_->endpoint(provider.index);
+  std::string head;
+  head.reserve(512);
+  fmt::format_to(std::back_inserter(head),
+                 "POST {}{} HTTP/1.1\r\n{}Content-Type: application/json\r\n"
+                 "Content-Length: {}\r\n",
+                 endpoint.url.path, info.upstream_suffix, state_->head_lines(provider.index),
+                 upstream_body.size());
+  if (provider.api == Api::kAnthropic) {
+    const std::string_view version = req["anthropic-version"];
+    fmt::format_to(std::back_inserter(head), "anthropic-version: {}\r\n",
+                   version.empty() ? kDefaultAnthropicVersion : version);
+    if (const std::string_view beta = req["anthropic-beta"]; !beta.empty()) {
+      fmt::format_to(std::back_inserter(head), "anthropic-beta: {}\r\n", beta);
+    }
+  }
+  head += stream ? "Accept: text/event-stream\r\n\r\n" : "Accept: application/json\r\n\r\n";
+
+  auto sent = co_await pool_.send(endpoint, head, upstream_body, state_->config().upstream);
+  if (!sent) {
+    log::warn("upstream failed", {{"provider", provider.name}, {"error", sent.status().message()}});
+    co_await send_error(res, surface, http_status(sent.status().kind()), sent.status().message());
+    co_return;
+  }
+  http::UpstreamResponse& upstream = *sent.value();
+
+  std::vector<Header> headers;
+  headers.reserve(8);
+  headers.push_back({"x-turnpike-provider", provider.name});
+  forwardable_headers(upstream.headers(), headers);
+
+  if (upstream.status() >= 500) {
+    // The provider's own error text stays with the provider; the client learns which
+    // provider failed and how.
+    (void)co_await upstream.read_all(kErrorBodyDrainBytesMax);
+    log::warn("upstream error status",
+              {{"provider", provider.name}, {"status", upstream.status()}});
+    co_await send_error(res, surface, 502,
+                        fmt::format("upstream '{}' answered HTTP {}", provider.name,
+                                    upstream.status()));
+    co_return;
+  }
+  if (stream && upstream.status() == 200 && upstream.is_event_stream()) {
+    co_await relay_stream(upstream, surface, res, headers);
+    co_return;
+  }
+  auto whole = co_await upstream.read_all();
+  if (!whole) {
+    co_await send_error(res, surface, http_status(whole.status().kind()), whole.status().message());
+    co_return;
+  }
+  const std::string_view type = upstream.headers()[boost::beast::http::field::content_type];
+  co_await res.send(upstream.status(), type.empty() ? kJson : type, whole.value(), headers);
+}
+
+Task<void> Gateway::relay_stream(http::UpstreamResponse& upstream, Surface surface,
+                                 Responder& res, std::span<const Header> headers) {
+  if (!co_await res.begin_stream(200, "text/event-stream", headers)) co_return;
+  // Whole events only go to the client; `pending` holds the tail of an unfinished one.
+  std::string pending;
+  for (;;) {
+    auto piece = co_await upstream.read_some();
+    if (!piece) {
+      // Headers are gone already: report in-band, in the surface's stream error shape, and
+      // cut the connection so no client can take the stream for complete.
+      const std::string body = error_body(surface, 502, piece.status().message());
+      const std::string event = surface == Surface::kAnthropic
+                                    ? fmt::format("event: error\ndata: {}\n\n", body)
+                                    : fmt::format("data: {}\n\n", body);
+      co_await res.write_chunk(pending);
+      co_await res.write_chunk(event);
+      res.close_after();
+      co_return;
+    }
+    if (piece->empty()) break;
+    std::string_view ready;
+    if (pending.empty()) {
+      const std::size_t n = http::sse_complete_prefix(*piece);
+      ready = piece->substr(0, n);
+      pending.assign(piece->substr(n));
+    } else {
+      pending.append(*piece);
+      ready = std::string_view(pending).substr(0, http::sse_complete_prefix(pending));
+    }
+    if (!ready.empty() && !co_await res.write_chunk(ready)) co_return;  // client gone
+    if (ready.data() == pending.data()) pending.erase(0, ready.size());
+    if (pending.size() > limits::kSseEventBytesMax) {
+      log::warn("upstream event over limit", {{"bytes_max", limits::kSseEventBytesMax}});
+      res.close_after();
+      co_return;
+    }
+  }
+  if (!pending.empty() && !co_await res.write_chunk(pending)) co_return;
+  co_await res.end_stream();
+}
+
+}  // namespace
+
+Result<std::shared_ptr<const GatewayState>> GatewayState::create(const ops::Config& config) {
+  std::shared_ptr<GatewayState> state(new GatewayState(config));
+  const catalog::Catalog& cat = *config.catalog;
+  for (const catalog::Provider& p : cat.providers()) {
+    auto url = http::parse_base_url(p.base_url);
+    if (!url) return url.status();
+    http::UpstreamEndpoint ep{p.name, std::move(url.value()), p.index, nullptr};
+    if (ep.url.tls) {
+      auto tls = http::make_tls_client_context(p.ca_file);
+      if (!tls) {
+        return Status{ErrorKind::kInvalidRequest,
+                      fmt::format("provider '{}': {}", p.name, tls.status().message())};
+      }
+      ep.tls = std::move(tls.value());
+    }
+    std::string lines = fmt::format("Host: {}\r\n", ep.url.host_header);
+    if (!p.api_key.empty()) {
+      lines += p.api == Api::kAnthropic ? fmt::format("x-api-key: {}\r\n", p.api_key)
+                                        : fmt::format("Authorization: Bearer {}\r\n", p.api_key);
+    }
+    state->endpoints_.push_back(std::move(ep));
+    state->head_lines_.push_back(std::move(lines));
+  }
+
+  const auto created = std::chrono::duration_cast<std::chrono::seconds>(
+                           std::chrono::system_clock::now().time_since_epoch())
+                           .count();
+  json::Writer w(state->models_body_);
+  w.begin_object().field("object", "list").key("data").begin_array();
+  for (const catalog::Model& m : cat.models()) {
+    w.begin_object().field("id", m.name).field("object", "model");
+    w.field("created", static_cast<std::int64_t>(created)).field("owned_by", "turnpike");
+    w.end_object();
+  }
+  w.end_array().end_object();
+  return std::shared_ptr<const GatewayState>(std::move(state));
+}
+
+http::HandlerFactory make_gateway_factory(std::shared_ptr<const GatewayState> state) {
+  return [state](boost::asio::io_context& ioc) -> std::unique_ptr<http::Handler> {
+    return std::make_unique<Gateway>(ioc, state);
+  };
+}
+
+}  // namespace tp::api

@@ -1,0 +1,44 @@
+#pragma once
+// The client-facing API: the OpenAI surface (/v1/chat/completions, /v1/embeddings,
+// /v1/models) and the Anthropic surface (/v1/messages), health endpoints, and the path
+// from a client request to an upstream and back.
+//
+// GatewayState is built once from config and shared read-only by every I/O thread; each
+// thread has its own Gateway (a Handler) with its own upstream connection pools.
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "catalog/catalog.h"
+#include "http/server.h"
+#include "http/upstream.h"
+#include "ops/config.h"
+
+namespace tp::api {
+
+class GatewayState {
+ public:
+  // Resolves provider URLs and TLS trust; fails on an unreadable CA file.
+  static Result<std::shared_ptr<const GatewayState>> create(const ops::Config& config);
+
+  const ops::Config& config() const { return config_; }
+  const catalog::Catalog& catalog() const { return *config_.catalog; }
+  const http::UpstreamEndpoint& endpoint(std::size_t provider) const { return endpoints_[provider]; }
+  // Per provider: the Host and credential header lines, preformatted once.
+  const std::string& head_lines(std::size_t provider) const { return head_lines_[provider]; }
+  const std::string& models_body() const { return models_body_; }
+  std::size_t provider_count() const { return endpoints_.size(); }
+
+ private:
+  explicit GatewayState(const ops::Config& config) : config_(config) {}
+  ops::Config config_;
+  std::vector<http::UpstreamEndpoint> endpoints_;
+  std::vector<std::string> head_lines_;
+  std::string models_body_;
+};
+
+// Makes one Gateway per I/O thread.
+http::HandlerFactory make_gateway_factory(std::shared_ptr<const GatewayState> state);
+
+}  // namespace tp::api

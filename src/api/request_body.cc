@@ -1,0 +1,146 @@
+#include "api/request_body.h"
+
+#include <fmt/format.h>
+#include <simdjson.h>
+
+#include "core/json_writer.h"
+
+namespace tp::api {
+namespace {
+
+// Skips JSON whitespace from `i`.
+std::size_t skip_ws(std::string_view s, std::size_t i) {
+  while (i < s.size() && (s[i] == ' ' || s[i] == '\n' || s[i] == '\r' || s[i] == '\t')) ++i;
+  return i;
+}
+
+// `i` at an opening quote; returns the index just past the closing quote.
+std::size_t skip_string(std::string_view s, std::size_t i) {
+  for (++i; i < s.size(); ++i) {
+    if (s[i] == '\\') {
+      ++i;
+    } else if (s[i] == '"') {
+      return i + 1;
+    }
+  }
+  return s.size();
+}
+
+// `i` at the first byte of a value; returns the index just past it. The document is
+// already validated, so only strings and nesting need care.
+std::size_t skip_value(std::string_view s, std::size_t i) {
+  if (s[i] == '"') return skip_string(s, i);
+  if (s[i] == '{' || s[i] == '[') {
+    int depth = 0;
+    while (i < s.size()) {
+      const char c = s[i];
+      if (c == '"') {
+        i = skip_string(s, i);
+        continue;
+      }
+      if (c == '{' || c == '[') ++depth;
+      if (c == '}' || c == ']') {
+        if (--depth == 0) return i + 1;
+      }
+      ++i;
+    }
+    return i;
+  }
+  while (i < s.size() && s[i] != ',' && s[i] != '}' && s[i] != ']' && s[i] != ' ' &&
+         s[i] != '\n' && s[i] != '\r' && s[i] != '\t') {
+    ++i;
+  }
+  return i;
+}
+
+// Records the raw spans of the top-level members of a validated JSON object.
+void scan_members(std::string_view s, std::vector<RequestBody::Member>& out) {
+  std::size_t i = skip_ws(s, 0);
+  TP_ASSERT(s[i] == '{');
+  i = skip_ws(s, i + 1);
+  while (i < s.size() && s[i] != '}') {
+    const std::size_t key_end = skip_string(s, i);
+    const std::string_view key = s.substr(i + 1, key_end - i - 2);
+    i = skip_ws(s, key_end);
+    i = skip_ws(s, i + 1);  // ':'
+    const std::size_t value_end = skip_value(s, i);
+    out.push_back({key, s.substr(i, value_end - i)});
+    i = skip_ws(s, value_end);
+    if (i < s.size() && s[i] == ',') i = skip_ws(s, i + 1);
+  }
+}
+
+Status invalid(std::string message) { return {ErrorKind::kInvalidRequest, std::move(message)}; }
+
+}  // namespace
+
+Result<RequestBody> parse_request_body(std::string_view text) {
+  thread_local simdjson::dom::parser parser;
+  simdjson::dom::element doc;
+  if (auto error = parser.parse(text.data(), text.size()).get(doc); error) {
+    return invalid(fmt::format("request body is not valid JSON: {}",
+                               simdjson::error_message(error)));
+  }
+  simdjson::dom::object object;
+  if (doc.get_object().get(object)) return invalid("request body must be a JSON object");
+
+  RequestBody body;
+  for (auto [key, value] : object) {
+    if (key == "model") {
+      std::string_view model;
+      if (value.get_string().get(model)) return invalid("'model' must be a string");
+      body.model = std::string(model);
+      body.has_model = true;
+    } else if (key == "stream") {
+      if (!value.is_null() && value.get_bool().get(body.stream)) {
+        return invalid("'stream' must be true or false");
+      }
+    } else if (key == "max_tokens" || key == "max_completion_tokens") {
+      std::int64_t n = 0;
+      if (value.is_null()) continue;
+      if (value.get_int64().get(n) || n < 0) {
+        return invalid(fmt::format("'{}' must be a non-negative integer", key));
+      }
+      body.max_tokens = n;
+    } else if (key == kOptionPrivacyTier || key == kOptionStartWithin) {
+      std::string_view option;
+      if (value.get_string().get(option) || option.empty()) {
+        return invalid(fmt::format("'{}' must be a non-empty string", key));
+      }
+      (key == kOptionPrivacyTier ? body.privacy_tier : body.start_within) = std::string(option);
+    }
+  }
+  scan_members(text, body.members);
+  return body;
+}
+
+std::string rewrite_request_body(const RequestBody& body, std::string_view upstream_model,
+                                 std::string_view extra) {
+  std::string out;
+  std::size_t size = 2 + extra.size() + upstream_model.size();
+  for (const auto& m : body.members) size += m.key.size() + m.value.size() + 4;
+  out.reserve(size);
+  out.push_back('{');
+  bool first = true;
+  for (const auto& m : body.members) {
+    if (m.key == kOptionPrivacyTier || m.key == kOptionStartWithin) continue;
+    if (!first) out.push_back(',');
+    first = false;
+    out.push_back('"');
+    out.append(m.key);
+    out += "\":";
+    if (m.key == "model") {
+      json::append_quoted(out, upstream_model);
+    } else {
+      out.append(m.value);
+    }
+  }
+  if (!extra.empty()) {
+    if (!first) out.push_back(',');
+    out.append(extra);
+  }
+  out.push_back('}');
+  return out;
+}
+
+}  // namespace tp::api

@@ -1,0 +1,46 @@
+#pragma once
+// Reads what the gateway needs from a JSON request body without building a DOM of it, and
+// rewrites only the top-level members that must change. The rest of the body (messages,
+// tools, unknown fields) is forwarded byte for byte.
+
+#include <cstddef>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/status.h"
+
+namespace tp::api {
+
+// Top-level members Turnpike consumes itself and removes before forwarding (CONTRACT.md).
+inline constexpr std::string_view kOptionPrivacyTier = "privacy_tier";
+inline constexpr std::string_view kOptionStartWithin = "start_within";
+
+struct RequestBody {
+  struct Member {
+    std::string_view key;    // raw key text between the quotes (not unescaped)
+    std::string_view value;  // raw JSON text of the value
+  };
+  std::vector<Member> members;  // in document order, views into the original body
+
+  std::string model;
+  bool has_model = false;
+  bool stream = false;
+  std::optional<std::int64_t> max_tokens;  // max_tokens or max_completion_tokens
+  std::string privacy_tier;                // empty when absent
+  std::string start_within;                // empty when absent
+
+  bool has_options() const { return !privacy_tier.empty() || !start_within.empty(); }
+};
+
+// Parses and validates `body` (UTF-8 JSON object). Errors (kInvalidRequest) say what is
+// wrong without quoting the body.
+Result<RequestBody> parse_request_body(std::string_view body);
+
+// The body to forward: `model` replaced by `upstream_model`, Turnpike's options removed,
+// `extra` members (raw "key":value pairs without braces) appended.
+std::string rewrite_request_body(const RequestBody& body, std::string_view upstream_model,
+                                 std::string_view extra = {});
+
+}  // namespace tp::api

@@ -1,0 +1,34 @@
+#include "catalog/catalog.h"
+
+#include "core/assert.h"
+
+namespace tp::catalog {
+
+std::string_view api_name(Api api) { return api == Api::kOpenAI ? "openai" : "anthropic"; }
+
+std::string_view privacy_tier_name(PrivacyTier tier) {
+  switch (tier) {
+    case PrivacyTier::kConfidential: return "confidential";
+    case PrivacyTier::kCloud: return "cloud";
+    case PrivacyTier::kCommunity: return "community";
+  }
+  return "cloud";
+}
+
+Catalog::Catalog(std::vector<Provider> providers, std::vector<Model> models)
+    : providers_(std::move(providers)), models_(std::move(models)) {
+  for (std::size_t i = 0; i < providers_.size(); ++i) {
+    TP_ASSERT(providers_[i].index == i);
+  }
+  for (std::size_t i = 0; i < models_.size(); ++i) {
+    for (const Route& r : models_[i].routes) TP_ASSERT(r.provider < providers_.size());
+    by_name_.emplace(models_[i].name, i);
+  }
+}
+
+const Model* Catalog::find_model(std::string_view name) const {
+  const auto it = by_name_.find(name);
+  return it == by_name_.end() ? nullptr : &models_[it->second];
+}
+
+}  // namespace tp::catalog

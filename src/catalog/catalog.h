@@ -1,0 +1,71 @@
+#pragma once
+// What can be served and by whom: providers, models and the routes between them. Built once
+// from config and immutable afterwards; a reload builds a new Catalog and swaps it whole.
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+namespace tp::catalog {
+
+enum class Api { kOpenAI, kAnthropic };
+enum class PrivacyTier { kConfidential, kCloud, kCommunity };
+
+std::string_view api_name(Api api);
+std::string_view privacy_tier_name(PrivacyTier tier);
+
+struct Provider {
+  std::string name;
+  Api api = Api::kOpenAI;
+  std::string base_url;
+  std::string api_key_env;
+  std::string api_key;  // resolved from api_key_env at load; never logged
+  std::string ca_file;  // extra trust anchor for https base URLs; empty: system store
+  PrivacyTier privacy_tier = PrivacyTier::kCloud;
+  double rebate_percent = 0;
+  std::size_t index = 0;  // position in Catalog::providers
+};
+
+struct Route {
+  std::size_t provider = 0;  // index into Catalog::providers
+  std::string upstream_model;
+  // USD per million tokens, exact decimal strings as configured.
+  std::string input_per_mtok;
+  std::string output_per_mtok;
+  std::string cached_input_per_mtok;
+};
+
+struct Model {
+  std::string name;
+  double quality = 0.5;
+  std::string tier = "medium";
+  std::uint32_t max_output_tokens = 4096;
+  std::uint32_t context_tokens = 128'000;
+  std::vector<Route> routes;
+};
+
+class Catalog {
+ public:
+  Catalog() = default;
+  Catalog(std::vector<Provider> providers, std::vector<Model> models);
+  // The name index points into models_, so copies are not allowed; moves keep it valid.
+  Catalog(const Catalog&) = delete;
+  Catalog& operator=(const Catalog&) = delete;
+  Catalog(Catalog&&) = default;
+  Catalog& operator=(Catalog&&) = default;
+
+  const std::vector<Provider>& providers() const { return providers_; }
+  const std::vector<Model>& models() const { return models_; }
+  // nullptr when no model has this name.
+  const Model* find_model(std::string_view name) const;
+  const Provider& provider(const Route& route) const { return providers_[route.provider]; }
+
+ private:
+  std::vector<Provider> providers_;
+  std::vector<Model> models_;
+  std::unordered_map<std::string_view, std::size_t> by_name_;
+};
+
+}  // namespace tp::catalog

@@ -1,0 +1,124 @@
+#include "cli/cli.h"
+
+#include <fmt/format.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <filesystem>
+#include <thread>
+
+#include "api/gateway.h"
+#include "core/log.h"
+#include "ops/config.h"
+
+namespace tp::cli {
+namespace {
+
+constexpr std::string_view kVersion = "0.1.0";
+
+struct ServeOptions {
+  std::string config_path;
+  std::string listen;
+  std::string data_dir = "./var";
+  int threads = -1;
+};
+
+int serve(const ServeOptions& opts) {
+  auto loaded = ops::load_config(opts.config_path);
+  if (!loaded) {
+    std::fprintf(stderr, "turnpike: config error: %s\n", loaded.status().message().c_str());
+    return 2;
+  }
+  ops::Config& config = loaded.value();
+  bool level_ok = false;
+  log::set_level(log::parse_level(config.log_level, &level_ok));
+  if (!opts.listen.empty()) {
+    if (auto s = ops::parse_listen(opts.listen, config.listen_host, config.listen_port); !s) {
+      std::fprintf(stderr, "turnpike: --listen: %s\n", s.message().c_str());
+      return 2;
+    }
+  }
+  if (opts.threads >= 0) config.threads = opts.threads;
+  const int threads = config.threads > 0
+                          ? config.threads
+                          : static_cast<int>(std::max(1U, std::thread::hardware_concurrency()));
+
+  std::error_code ec;
+  std::filesystem::create_directories(opts.data_dir, ec);
+  if (ec) {
+    std::fprintf(stderr, "turnpike: --data-dir %s: %s\n", opts.data_dir.c_str(),
+                 ec.message().c_str());
+    return 2;
+  }
+
+  auto state = api::GatewayState::create(config);
+  if (!state) {
+    std::fprintf(stderr, "turnpike: %s\n", state.status().message().c_str());
+    return 2;
+  }
+  http::Server server(config.server, api::make_gateway_factory(std::move(state.value())));
+  if (auto s = server.listen(config.listen_host, config.listen_port, threads); !s) {
+    std::fprintf(stderr, "turnpike: %s\n", s.message().c_str());
+    return 1;
+  }
+  log::info("listening", {{"host", config.listen_host},
+                          {"port", static_cast<int>(server.port())},
+                          {"threads", threads},
+                          {"models", config.catalog->models().size()},
+                          {"providers", config.catalog->providers().size()},
+                          {"version", kVersion}});
+  server.run();
+  log::info("stopped");
+  return 0;
+}
+
+}  // namespace
+
+int run_turnpike(int argc, char** argv) {
+  CLI::App app{"Turnpike: a self-hosted LLM inference gateway.\n"
+               "Serves the OpenAI and Anthropic APIs and forwards to configured providers.",
+               "turnpike"};
+  app.require_subcommand(1);
+
+  ServeOptions serve_opts;
+  CLI::App* serve_cmd = app.add_subcommand("serve", "Run the gateway until SIGTERM or SIGINT");
+  serve_cmd->add_option("--config,-c", serve_opts.config_path, "YAML config file (docs/config.md)")
+      ->required();
+  serve_cmd->add_option("--listen", serve_opts.listen,
+                        "HOST:PORT to listen on; overrides the config's listen (default "
+                        "127.0.0.1:8080; port 0 picks a free port, logged at start)");
+  serve_cmd->add_option("--data-dir", serve_opts.data_dir,
+                        "Directory for the embedded store and secrets")
+      ->capture_default_str();
+  serve_cmd->add_option("--threads", serve_opts.threads,
+                        "I/O threads; overrides the config (0: one per core)")
+      ->check(CLI::Range(0, 256));
+
+  std::string check_path;
+  CLI::App* check_cmd = app.add_subcommand("check-config", "Validate a config file and exit");
+  check_cmd->add_option("config", check_path, "YAML config file")->required();
+
+  app.add_subcommand("version", "Print the version");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+
+  if (*serve_cmd) return serve(serve_opts);
+  if (*check_cmd) {
+    auto loaded = ops::load_config(check_path);
+    if (!loaded) {
+      std::fprintf(stderr, "turnpike: config error: %s\n", loaded.status().message().c_str());
+      return 2;
+    }
+    std::printf("%s: ok (%zu providers, %zu models)\n", check_path.c_str(),
+                loaded->catalog->providers().size(), loaded->catalog->models().size());
+    return 0;
+  }
+  std::printf("turnpike %.*s\n", static_cast<int>(kVersion.size()), kVersion.data());
+  return 0;
+}
+
+}  // namespace tp::cli

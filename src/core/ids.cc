@@ -1,0 +1,47 @@
+#include "core/ids.h"
+
+#include <cstdint>
+#include <random>
+
+namespace tp {
+namespace {
+
+// splitmix64: fast, good enough for identifiers, seeded per thread from the OS.
+struct IdGenerator {
+  std::uint64_t state;
+  IdGenerator() {
+    std::random_device rd;
+    state = (static_cast<std::uint64_t>(rd()) << 32) ^ rd();
+  }
+  std::uint64_t next() {
+    std::uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+  }
+};
+
+}  // namespace
+
+std::string random_id(std::string_view prefix, std::size_t length) {
+  static constexpr char kAlphabet[] =
+      "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+  thread_local IdGenerator gen;
+  std::string id;
+  id.reserve(prefix.size() + length);
+  id.append(prefix);
+  std::uint64_t bits = 0;
+  int left = 0;
+  for (std::size_t i = 0; i < length; ++i) {
+    if (left == 0) {
+      bits = gen.next();
+      left = 10;  // 10 draws of 6 bits from 64
+    }
+    id.push_back(kAlphabet[(bits & 63) % 62]);
+    bits >>= 6;
+    --left;
+  }
+  return id;
+}
+
+}  // namespace tp

@@ -1,0 +1,42 @@
+#pragma once
+// Every bound in Turnpike, named with its unit last. Values here are defaults or hard caps;
+// the configurable ones are documented in docs/config.md under the same names.
+
+#include <cstddef>
+#include <cstdint>
+
+namespace tp::limits {
+
+// Client side (server).
+inline constexpr std::size_t kHeaderBytesMax = 16 * 1024;
+inline constexpr std::size_t kBodyBytesMax = 8 * 1024 * 1024;
+inline constexpr std::uint32_t kHeaderTimeoutMs = 10'000;  // first byte to end of headers
+inline constexpr std::uint32_t kBodyTimeoutMs = 60'000;    // end of headers to end of body
+inline constexpr std::uint32_t kIdleTimeoutMs = 60'000;    // keep-alive wait between requests
+inline constexpr std::uint32_t kWriteTimeoutMs = 30'000;   // one write to a client that stalls
+inline constexpr std::uint32_t kDrainTimeoutMs = 30'000;   // SIGTERM: wait for in-flight work
+inline constexpr std::size_t kConnectionsPerThreadMax = 10'000;
+
+// Upstream side (client and pools).
+inline constexpr std::uint32_t kUpstreamConnectTimeoutMs = 5'000;
+inline constexpr std::uint32_t kUpstreamFirstByteTimeoutMs = 60'000;  // request sent → headers
+inline constexpr std::uint32_t kUpstreamIdleTimeoutMs = 60'000;       // between body reads
+inline constexpr std::uint32_t kUpstreamTotalTimeoutMs = 600'000;     // whole exchange
+inline constexpr std::size_t kUpstreamIdleConnectionsMax = 64;        // per thread, per provider
+inline constexpr std::uint32_t kUpstreamPooledIdleMs = 30'000;        // drop older idle ones
+inline constexpr std::size_t kUpstreamResponseBytesMax = 32 * 1024 * 1024;
+inline constexpr std::size_t kUpstreamHeaderBytesMax = 64 * 1024;
+inline constexpr std::size_t kSseEventBytesMax = 4 * 1024 * 1024;
+inline constexpr std::size_t kUpstreamReadChunkBytes = 16 * 1024;
+inline constexpr int kUpstreamFreshRetriesMax = 1;  // after a failure before any byte
+
+static_assert(kUpstreamReadChunkBytes <= kSseEventBytesMax);
+static_assert(kHeaderBytesMax <= kBodyBytesMax);
+static_assert(kUpstreamConnectTimeoutMs < kUpstreamFirstByteTimeoutMs);
+static_assert(kUpstreamFirstByteTimeoutMs <= kUpstreamTotalTimeoutMs);
+
+// Config.
+inline constexpr std::size_t kConfigBytesMax = 4 * 1024 * 1024;
+inline constexpr int kThreadsMax = 256;
+
+}  // namespace tp::limits

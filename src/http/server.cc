@@ -1,0 +1,339 @@
+#include "http/server.h"
+
+#include <fmt/format.h>
+#include <sys/socket.h>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http/error.hpp>
+#include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/status.hpp>
+#include <chrono>
+#include <unordered_set>
+
+#include "core/log.h"
+
+namespace tp::http {
+namespace bhttp = beast::http;
+using tcp = asio::ip::tcp;
+using std::chrono::milliseconds;
+
+// ---------------------------------------------------------------------------------------
+// Responder
+
+Responder::Responder(beast::tcp_stream& stream, const ServerLimits& limits,
+                     unsigned http_version, bool keep_alive)
+    : stream_(stream), limits_(limits), http_version_(http_version), keep_alive_(keep_alive) {}
+
+void Responder::add_header(std::string_view name, std::string_view value) {
+  common_headers_.push_back({name, value});
+}
+
+void Responder::append_head(unsigned status, std::string_view content_type,
+                            std::span<const Header> headers) {
+  status_ = status;
+  head_.clear();
+  head_ += http_version_ == 10 ? "HTTP/1.0 " : "HTTP/1.1 ";
+  fmt::format_to(std::back_inserter(head_), "{} ", status);
+  head_ += bhttp::obsolete_reason(static_cast<bhttp::status>(status));
+  head_ += "\r\n";
+  if (!content_type.empty()) {
+    head_ += "Content-Type: ";
+    head_ += content_type;
+    head_ += "\r\n";
+  }
+  for (const std::span<const Header> list : {std::span<const Header>(common_headers_), headers}) {
+    for (const Header& h : list) {
+      head_ += h.name;
+      head_ += ": ";
+      head_ += h.value;
+      head_ += "\r\n";
+    }
+  }
+  if (!keep_alive_) {
+    head_ += "Connection: close\r\n";
+  } else if (http_version_ == 10) {
+    head_ += "Connection: keep-alive\r\n";
+  }
+}
+
+Task<bool> Responder::write_buffers(std::span<const asio::const_buffer> buffers) {
+  if (failed_) co_return false;
+  stream_.expires_after(milliseconds(limits_.write_timeout_ms));
+  auto [ec, n] = co_await asio::async_write(stream_, buffers, use_nothrow);
+  if (ec) {
+    failed_ = true;
+    co_return false;
+  }
+  co_return true;
+}
+
+Task<bool> Responder::send(unsigned status, std::string_view content_type, std::string_view body,
+                           std::span<const Header> headers) {
+  TP_ASSERT(!started_);
+  started_ = true;
+  append_head(status, content_type, headers);
+  fmt::format_to(std::back_inserter(head_), "Content-Length: {}\r\n\r\n", body.size());
+  const std::array<asio::const_buffer, 2> buffers{asio::buffer(head_), asio::buffer(body)};
+  const bool ok = co_await write_buffers(buffers);
+  finished_ = true;
+  co_return ok;
+}
+
+Task<bool> Responder::begin_stream(unsigned status, std::string_view content_type,
+                                   std::span<const Header> headers) {
+  TP_ASSERT(!started_);
+  started_ = true;
+  // HTTP/1.0 has no chunked encoding: the body ends when the connection closes.
+  chunked_ = http_version_ != 10;
+  if (!chunked_) keep_alive_ = false;
+  append_head(status, content_type, headers);
+  head_ += chunked_ ? "Transfer-Encoding: chunked\r\nCache-Control: no-cache\r\n\r\n"
+                    : "Cache-Control: no-cache\r\n\r\n";
+  const std::array<asio::const_buffer, 1> buffers{asio::buffer(head_)};
+  co_return co_await write_buffers(buffers);
+}
+
+Task<bool> Responder::write_chunk(std::string_view data) {
+  TP_ASSERT(started_ && !finished_);
+  if (data.empty()) co_return !failed_;
+  if (!chunked_) {
+    const std::array<asio::const_buffer, 1> buffers{asio::buffer(data)};
+    co_return co_await write_buffers(buffers);
+  }
+  char size_line[24];
+  const auto end = fmt::format_to(size_line, "{:x}\r\n", data.size());
+  const std::array<asio::const_buffer, 3> buffers{
+      asio::buffer(size_line, static_cast<std::size_t>(end - size_line)), asio::buffer(data),
+      asio::buffer("\r\n", 2)};
+  co_return co_await write_buffers(buffers);
+}
+
+Task<bool> Responder::end_stream() {
+  TP_ASSERT(started_ && !finished_);
+  finished_ = true;
+  if (!chunked_) co_return !failed_;
+  const std::array<asio::const_buffer, 1> buffers{asio::buffer("0\r\n\r\n", 5)};
+  co_return co_await write_buffers(buffers);
+}
+
+// ---------------------------------------------------------------------------------------
+// Server
+
+struct Server::Worker {
+  asio::io_context ioc{1};
+  std::unique_ptr<tcp::acceptor> acceptor;
+  std::unique_ptr<Handler> handler;
+  std::thread thread;
+  // Connections waiting for their next request; closed at once when a drain starts.
+  std::unordered_set<beast::tcp_stream*> idle;
+  std::size_t connections = 0;
+  bool draining = false;
+};
+
+Server::Server(ServerLimits limits, HandlerFactory factory)
+    : limits_(limits), factory_(std::move(factory)) {}
+
+Server::~Server() {
+  for (auto& w : workers_) {
+    w->ioc.stop();
+    if (w->thread.joinable()) w->thread.join();
+  }
+}
+
+Status Server::listen(const std::string& host, std::uint16_t port, int threads) {
+  boost::system::error_code ec;
+  const auto address = asio::ip::make_address(host, ec);
+  if (ec) return {ErrorKind::kInvalidRequest, fmt::format("listen: bad address '{}'", host)};
+  for (int i = 0; i < threads; ++i) {
+    auto w = std::make_unique<Worker>();
+    auto acceptor = std::make_unique<tcp::acceptor>(w->ioc);
+    const tcp::endpoint endpoint(address, port);
+    acceptor->open(endpoint.protocol(), ec);
+    if (!ec) acceptor->set_option(asio::socket_base::reuse_address(true), ec);
+    if (!ec) {
+      const int one = 1;
+      if (::setsockopt(acceptor->native_handle(), SOL_SOCKET, SO_REUSEPORT, &one,
+                       sizeof one) != 0) {
+        ec.assign(errno, boost::system::system_category());
+      }
+    }
+    if (!ec) acceptor->bind(endpoint, ec);
+    if (!ec) acceptor->listen(asio::socket_base::max_listen_connections, ec);
+    if (ec) {
+      return {ErrorKind::kUnavailable,
+              fmt::format("listen on {}:{}: {}", host, port, ec.message())};
+    }
+    // Port 0 asks the OS once; the other threads join the same port.
+    port = acceptor->local_endpoint().port();
+    w->acceptor = std::move(acceptor);
+    w->handler = factory_(w->ioc);
+    workers_.push_back(std::move(w));
+  }
+  port_ = port;
+  return Status::ok();
+}
+
+void Server::run() {
+  for (auto& w : workers_) {
+    asio::co_spawn(w->ioc, accept_loop(*w), asio::detached);
+    w->thread = std::thread([&ioc = w->ioc] { ioc.run(); });
+  }
+  asio::signal_set signals(control_, SIGTERM, SIGINT);
+  signals.async_wait([this](const boost::system::error_code& ec, int signo) {
+    if (ec) return;
+    log::info("drain started", {{"signal", signo}});
+    begin_drain();
+  });
+  // The control loop wakes on a signal or on drain(); after that it polls until every
+  // connection has finished or the drain deadline passes.
+  auto work = asio::make_work_guard(control_);
+  control_.run();
+  for (auto& w : workers_) {
+    w->ioc.stop();
+    w->thread.join();
+  }
+}
+
+void Server::drain() {
+  asio::post(control_, [this] { begin_drain(); });
+}
+
+void Server::begin_drain() {
+  if (draining_.exchange(true)) return;
+  for (auto& w : workers_) {
+    asio::post(w->ioc, [w = w.get()] {
+      w->draining = true;
+      boost::system::error_code ignored;
+      w->acceptor->close(ignored);
+      for (beast::tcp_stream* s : w->idle) s->socket().close(ignored);
+    });
+  }
+  const auto deadline = std::chrono::steady_clock::now() + milliseconds(limits_.drain_timeout_ms);
+  auto timer = std::make_shared<asio::steady_timer>(control_);
+  auto poll = std::make_shared<std::function<void()>>();
+  *poll = [this, deadline, timer, poll] {
+    const std::size_t open = connections_.load();
+    if (open == 0 || std::chrono::steady_clock::now() >= deadline) {
+      log::info("drain finished", {{"connections_cut", open}});
+      control_.stop();
+      *poll = nullptr;  // break the self-reference
+      return;
+    }
+    timer->expires_after(milliseconds(20));
+    timer->async_wait([poll](const boost::system::error_code&) {
+      if (*poll) (*poll)();
+    });
+  };
+  (*poll)();
+}
+
+Task<void> Server::accept_loop(Worker& worker) {
+  for (;;) {
+    auto [ec, socket] = co_await worker.acceptor->async_accept(use_nothrow);
+    if (ec) {
+      if (ec == asio::error::operation_aborted || worker.draining) co_return;
+      // Out of descriptors or similar: log, back off briefly, keep serving.
+      log::warn("accept failed", {{"error", ec.message()}});
+      asio::steady_timer backoff(worker.ioc, milliseconds(50));
+      co_await backoff.async_wait(use_nothrow);
+      continue;
+    }
+    if (worker.connections >= limits_.connections_per_thread_max) {
+      log::warn("connection refused: per-thread limit", {{"limit", limits_.connections_per_thread_max}});
+      continue;  // the socket closes as it leaves scope
+    }
+    asio::co_spawn(worker.ioc, serve_connection(worker, std::move(socket)), asio::detached);
+  }
+}
+
+namespace {
+
+// Maps a parse failure to the status a client should see.
+unsigned status_for_read_error(const boost::system::error_code& ec) {
+  if (ec == bhttp::error::body_limit) return 413;
+  if (ec == bhttp::error::header_limit) return 431;
+  if (ec == beast::error::timeout) return 408;
+  return 400;
+}
+
+}  // namespace
+
+Task<void> Server::serve_connection(Worker& worker, tcp::socket socket) {
+  ++worker.connections;
+  ++connections_;
+  boost::system::error_code ignored;
+  socket.set_option(tcp::no_delay(true), ignored);
+  beast::tcp_stream stream(std::move(socket));
+  beast::flat_buffer buffer;
+
+  for (;;) {
+    if (worker.draining) break;
+    if (buffer.size() == 0) {
+      // Idle keep-alive wait: the only state in which a drain may close us at once.
+      worker.idle.insert(&stream);
+      stream.expires_after(milliseconds(limits_.idle_timeout_ms));
+      auto [ec, n] = co_await stream.async_read_some(buffer.prepare(4096), use_nothrow);
+      worker.idle.erase(&stream);
+      if (ec) break;
+      buffer.commit(n);
+    }
+
+    bhttp::request_parser<bhttp::string_body> parser;
+    parser.header_limit(static_cast<std::uint32_t>(limits_.header_bytes_max));
+    parser.body_limit(limits_.body_bytes_max);
+    // The header timer runs from the request's first byte, so a client trickling bytes
+    // (slowloris) is cut off no matter how steadily it sends.
+    stream.expires_after(milliseconds(limits_.header_timeout_ms));
+    auto [hec, hn] = co_await bhttp::async_read_header(stream, buffer, parser, use_nothrow);
+    if (!hec && !parser.is_done()) {
+      if (parser.get()[bhttp::field::expect] == "100-continue") {
+        static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+        co_await asio::async_write(stream, asio::buffer(kContinue), use_nothrow);
+      }
+      stream.expires_after(milliseconds(limits_.body_timeout_ms));
+      auto [bec, bn] = co_await bhttp::async_read(stream, buffer, parser, use_nothrow);
+      hec = bec;
+    }
+    if (hec) {
+      if (hec == bhttp::error::end_of_stream || hec == asio::error::eof ||
+          hec == asio::error::connection_reset || hec == asio::error::operation_aborted) {
+        break;
+      }
+      const unsigned status = status_for_read_error(hec);
+      const std::string target = parser.is_header_done() ? std::string(parser.get().target()) : "";
+      Responder res(stream, limits_, 11, /*keep_alive=*/false);
+      const std::string message =
+          status == 413   ? fmt::format("request body exceeds the limit of {} bytes",
+                                        limits_.body_bytes_max)
+          : status == 431 ? fmt::format("request headers exceed the limit of {} bytes",
+                                        limits_.header_bytes_max)
+          : status == 408 ? std::string("request not received in time")
+                          : fmt::format("malformed HTTP request: {}", hec.message());
+      co_await worker.handler->reject(status, message, target, res);
+      break;
+    }
+
+    Request req = parser.release();
+    Responder res(stream, limits_, req.version(), req.keep_alive() && !worker.draining);
+    co_await worker.handler->handle(req, res);
+    if (!res.started()) {
+      log::error("handler sent no response", {{"target", std::string_view(req.target())}});
+      co_await worker.handler->reject(500, "internal error: no response", req.target(), res);
+    }
+    if (!res.keep_alive()) break;
+  }
+
+  stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
+  stream.socket().close(ignored);
+  --worker.connections;
+  --connections_;
+}
+
+}  // namespace tp::http

@@ -1,0 +1,142 @@
+#pragma once
+// The HTTP/1.1 server: N I/O threads, each with its own io_context and SO_REUSEPORT
+// acceptor, so a connection and every request on it live on one thread. Keep-alive and
+// pipelined requests are answered in order. Every read has a limit and a timer.
+//
+// The server knows nothing about LLMs: it parses requests, applies limits and hands each
+// request to the Handler of its thread.
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http/message.hpp>
+#include <boost/beast/http/string_body.hpp>
+
+#include "core/limits.h"
+#include "core/status.h"
+#include "http/asio.h"
+
+namespace tp::http {
+
+namespace beast = boost::beast;
+using Request = beast::http::request<beast::http::string_body>;
+
+struct Header {
+  std::string_view name;
+  std::string_view value;
+};
+
+struct ServerLimits {
+  std::size_t header_bytes_max = limits::kHeaderBytesMax;
+  std::size_t body_bytes_max = limits::kBodyBytesMax;
+  std::uint32_t header_timeout_ms = limits::kHeaderTimeoutMs;
+  std::uint32_t body_timeout_ms = limits::kBodyTimeoutMs;
+  std::uint32_t idle_timeout_ms = limits::kIdleTimeoutMs;
+  std::uint32_t write_timeout_ms = limits::kWriteTimeoutMs;
+  std::uint32_t drain_timeout_ms = limits::kDrainTimeoutMs;
+  std::size_t connections_per_thread_max = limits::kConnectionsPerThreadMax;
+};
+
+// Writes the one response to one request: either whole (send) or as a chunked stream
+// (begin_stream, write_chunk..., end_stream). Every call returns false once the client is
+// gone; callers stop writing then. Not thread-safe: it lives on its request's thread.
+class Responder {
+ public:
+  Responder(beast::tcp_stream& stream, const ServerLimits& limits, unsigned http_version,
+            bool keep_alive);
+
+  // Headers added to whichever response is sent (e.g. x-request-id). Views must outlive
+  // the response.
+  void add_header(std::string_view name, std::string_view value);
+
+  Task<bool> send(unsigned status, std::string_view content_type, std::string_view body,
+                  std::span<const Header> headers = {});
+  Task<bool> begin_stream(unsigned status, std::string_view content_type,
+                          std::span<const Header> headers = {});
+  Task<bool> write_chunk(std::string_view data);
+  Task<bool> end_stream();
+
+  bool started() const { return started_; }
+  unsigned status() const { return status_; }  // 0 until a response started
+  bool finished() const { return finished_; }
+  bool failed() const { return failed_; }
+  // A stream cut short cannot be followed by another response on the same connection.
+  bool keep_alive() const { return keep_alive_ && !failed_ && (!started_ || finished_); }
+  void close_after() { keep_alive_ = false; }
+
+ private:
+  void append_head(unsigned status, std::string_view content_type,
+                   std::span<const Header> headers);
+  Task<bool> write_buffers(std::span<const asio::const_buffer> buffers);
+
+  beast::tcp_stream& stream_;
+  const ServerLimits& limits_;
+  unsigned http_version_;
+  bool keep_alive_;
+  unsigned status_ = 0;
+  bool chunked_ = false;
+  bool started_ = false;
+  bool finished_ = false;
+  bool failed_ = false;
+  std::vector<Header> common_headers_;
+  std::string head_;
+};
+
+// One Handler per I/O thread (made by the HandlerFactory on that thread's io_context), so
+// it may keep per-thread state such as upstream connection pools without locks.
+class Handler {
+ public:
+  virtual ~Handler() = default;
+  // Must answer through `res` (send or a complete stream) unless the client vanished.
+  virtual Task<void> handle(Request& req, Responder& res) = 0;
+  // Answers a request the server could not parse or accept (400, 408, 413, 431).
+  // `target` is empty when the request line itself was not read.
+  virtual Task<void> reject(unsigned status, std::string_view message, std::string_view target,
+                            Responder& res) = 0;
+};
+using HandlerFactory = std::function<std::unique_ptr<Handler>(asio::io_context&)>;
+
+class Server {
+ public:
+  Server(ServerLimits limits, HandlerFactory factory);
+  ~Server();
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  // Binds `threads` acceptors to host:port (port 0 picks a free port, shared by all).
+  Status listen(const std::string& host, std::uint16_t port, int threads);
+  std::uint16_t port() const { return port_; }
+
+  // Serves until SIGTERM/SIGINT or drain(); then stops accepting, lets in-flight requests
+  // (streams included) finish within drain_timeout_ms, and returns.
+  void run();
+  // Starts the drain from any thread.
+  void drain();
+
+  std::size_t open_connections() const { return connections_.load(); }
+
+ private:
+  struct Worker;
+  Task<void> accept_loop(Worker& worker);
+  Task<void> serve_connection(Worker& worker, asio::ip::tcp::socket socket);
+  void begin_drain();
+
+  ServerLimits limits_;
+  HandlerFactory factory_;
+  std::vector<std::unique_ptr<Worker>> workers_;
+  std::uint16_t port_ = 0;
+  std::atomic<std::size_t> connections_{0};
+  std::atomic<bool> draining_{false};
+  asio::io_context control_;
+};
+
+}  // namespace tp::http

@@ -1,0 +1,33 @@
+#pragma once
+// Server-sent events framing (WHATWG HTML, "Server-sent events"): events are separated by a
+// blank line; lines end in LF, CRLF or CR. Turnpike relays whole events, so it must know
+// where each one ends while bytes arrive in arbitrary pieces.
+
+#include <cstddef>
+#include <string_view>
+
+namespace tp::http {
+
+// Length of the prefix of `data` that holds only complete events (0 if none is complete).
+// `data` may end in the middle of an event or of a line terminator.
+std::size_t sse_complete_prefix(std::string_view data);
+
+// Walks the complete events of a prefix returned above, one at a time.
+class SseEvents {
+ public:
+  explicit SseEvents(std::string_view complete) : rest_(complete) {}
+
+  struct Event {
+    std::string_view raw;    // the event's bytes including its terminating blank line
+    std::string_view name;   // value of the last "event:" field, empty if none
+    std::string_view data;   // value of the first "data:" field (OpenAI and Anthropic
+                             // send one data line per event)
+  };
+  // False when no event is left.
+  bool next(Event& event);
+
+ private:
+  std::string_view rest_;
+};
+
+}  // namespace tp::http

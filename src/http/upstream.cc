@@ -1,0 +1,281 @@
+#include "http/upstream.h"
+
+#include <fmt/format.h>
+#include <sys/socket.h>
+
+#include <array>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http/buffer_body.hpp>
+#include <boost/beast/http/error.hpp>
+#include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/ssl/ssl_stream.hpp>
+#include <optional>
+
+namespace tp::http {
+namespace beast = boost::beast;
+namespace bhttp = beast::http;
+namespace ssl = asio::ssl;
+using tcp = asio::ip::tcp;
+using std::chrono::milliseconds;
+using SteadyTime = std::chrono::steady_clock::time_point;
+
+struct UpstreamConnection {
+  std::size_t endpoint_index = 0;
+  std::optional<beast::tcp_stream> tcp;
+  std::optional<beast::ssl_stream<beast::tcp_stream>> tls;
+  beast::flat_buffer buffer;
+  SteadyTime idle_since{};
+
+  beast::tcp_stream& lowest() { return tls ? beast::get_lowest_layer(*tls) : *tcp; }
+
+  // Runs `op` on whichever stream this connection has; both branches yield the same type.
+  template <typename Op>
+  auto with_stream(Op&& op) {
+    return tls ? op(*tls) : op(*tcp);
+  }
+
+  // A pooled connection the server has closed (or sent unexpected bytes on) is useless.
+  // A non-blocking peek tells without waiting: "would block" is the only healthy answer.
+  bool looks_alive() {
+    char byte;
+    const ssize_t n = ::recv(lowest().socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+  }
+};
+
+namespace {
+
+Status upstream_error(const UpstreamEndpoint& ep, std::string_view what,
+                      const boost::system::error_code& ec) {
+  const bool timeout = ec == beast::error::timeout;
+  return {timeout ? ErrorKind::kUpstreamTimeout : ErrorKind::kUpstreamFailed,
+          fmt::format("upstream '{}' {}: {}", ep.name, what,
+                      timeout ? std::string("timed out") : ec.message())};
+}
+
+}  // namespace
+
+Result<std::shared_ptr<ssl::context>> make_tls_client_context(const std::string& ca_file) {
+  auto ctx = std::make_shared<ssl::context>(ssl::context::tls_client);
+  boost::system::error_code ec;
+  ctx->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
+                       ssl::context::no_sslv3 | ssl::context::no_tlsv1 |
+                       ssl::context::no_tlsv1_1,
+                   ec);
+  ctx->set_verify_mode(ssl::verify_peer, ec);
+  if (ca_file.empty()) {
+    ctx->set_default_verify_paths(ec);
+  } else {
+    ctx->load_verify_file(ca_file, ec);
+  }
+  if (ec) {
+    return Status{ErrorKind::kInvalidRequest,
+                  fmt::format("TLS trust store{}: {}", ca_file.empty() ? "" : " " + ca_file,
+                              ec.message())};
+  }
+  return ctx;
+}
+
+// ---------------------------------------------------------------------------------------
+// UpstreamResponse
+
+struct UpstreamResponse::Impl {
+  UpstreamPool* pool = nullptr;
+  const UpstreamEndpoint* endpoint = nullptr;
+  std::unique_ptr<UpstreamConnection> conn;
+  bhttp::response_parser<bhttp::buffer_body> parser;
+  UpstreamTimeouts timeouts;
+  std::array<char, limits::kUpstreamReadChunkBytes> chunk;
+};
+
+UpstreamResponse::UpstreamResponse(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+UpstreamResponse::~UpstreamResponse() {
+  if (!impl_ || !impl_->conn) return;
+  if (impl_->parser.is_done() && impl_->parser.get().keep_alive()) {
+    impl_->pool->give_back(std::move(impl_->conn));
+  }
+}
+
+unsigned UpstreamResponse::status() const { return impl_->parser.get().result_int(); }
+
+const bhttp::fields& UpstreamResponse::headers() const { return impl_->parser.get().base(); }
+
+bool UpstreamResponse::is_event_stream() const {
+  const auto type = impl_->parser.get()[bhttp::field::content_type];
+  return type.substr(0, 17) == "text/event-stream";
+}
+
+bool UpstreamResponse::done() const { return impl_->parser.is_done(); }
+
+Task<Result<std::string_view>> UpstreamResponse::read_some() {
+  Impl& r = *impl_;
+  while (!r.parser.is_done()) {
+    auto& body = r.parser.get().body();
+    body.data = r.chunk.data();
+    body.size = r.chunk.size();
+    body.more = true;
+    r.conn->lowest().expires_after(milliseconds(r.timeouts.idle_timeout_ms));
+    auto [ec, n] = co_await r.conn->with_stream([&](auto& stream) {
+      return bhttp::async_read_some(stream, r.conn->buffer, r.parser, use_nothrow);
+    });
+    if (ec == bhttp::error::need_buffer) ec = {};
+    if (ec) {
+      r.conn.reset();  // never reuse a connection in an unknown state
+      co_return upstream_error(*r.endpoint, "body", ec);
+    }
+    const std::size_t got = r.chunk.size() - body.size;
+    if (got > 0) co_return std::string_view(r.chunk.data(), got);
+  }
+  co_return std::string_view{};
+}
+
+Task<Result<std::string>> UpstreamResponse::read_all(std::size_t limit) {
+  std::string out;
+  for (;;) {
+    auto piece = co_await read_some();
+    if (!piece) co_return piece.status();
+    if (piece->empty()) co_return out;
+    if (out.size() + piece->size() > limit) {
+      impl_->conn.reset();
+      co_return Status{ErrorKind::kUpstreamFailed,
+                       fmt::format("upstream '{}' response exceeds {} bytes",
+                                   impl_->endpoint->name, limit)};
+    }
+    out.append(*piece);
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// UpstreamPool
+
+UpstreamPool::UpstreamPool(asio::io_context& ioc, std::size_t endpoints)
+    : ioc_(ioc), idle_(endpoints) {}
+
+UpstreamPool::~UpstreamPool() = default;
+
+std::size_t UpstreamPool::idle_connections(std::size_t endpoint_index) const {
+  return idle_.at(endpoint_index).size();
+}
+
+std::unique_ptr<UpstreamConnection> UpstreamPool::take_idle(std::size_t index) {
+  auto& list = idle_[index];
+  const auto oldest_allowed = std::chrono::steady_clock::now() -
+                              milliseconds(limits::kUpstreamPooledIdleMs);
+  // Most recently used first: it is the likeliest to still be open.
+  while (!list.empty()) {
+    std::unique_ptr<UpstreamConnection> conn = std::move(list.back());
+    list.pop_back();
+    if (conn->idle_since >= oldest_allowed && conn->looks_alive()) return conn;
+  }
+  return nullptr;
+}
+
+void UpstreamPool::give_back(std::unique_ptr<UpstreamConnection> conn) {
+  auto& list = idle_[conn->endpoint_index];
+  if (list.size() >= limits::kUpstreamIdleConnectionsMax) return;  // closes it
+  conn->idle_since = std::chrono::steady_clock::now();
+  conn->buffer.clear();
+  list.push_back(std::move(conn));
+}
+
+Task<Result<std::unique_ptr<UpstreamConnection>>> UpstreamPool::connect(
+    const UpstreamEndpoint& ep, const UpstreamTimeouts& timeouts) {
+  ++stats_.connects;
+  tcp::resolver resolver(ioc_);
+  auto [rec, results] = co_await resolver.async_resolve(ep.url.host, ep.url.port, use_nothrow);
+  if (rec) co_return upstream_error(ep, "resolve", rec);
+
+  auto conn = std::make_unique<UpstreamConnection>();
+  conn->endpoint_index = ep.index;
+  if (ep.url.tls) {
+    conn->tls.emplace(ioc_, *ep.tls);
+  } else {
+    conn->tcp.emplace(ioc_);
+  }
+  auto& lowest = conn->lowest();
+  lowest.expires_after(milliseconds(timeouts.connect_timeout_ms));
+  auto [cec, connected] = co_await lowest.async_connect(results, use_nothrow);
+  if (cec) co_return upstream_error(ep, "connect", cec);
+  boost::system::error_code ignored;
+  lowest.socket().set_option(tcp::no_delay(true), ignored);
+
+  if (conn->tls) {
+    if (!SSL_set_tlsext_host_name(conn->tls->native_handle(), ep.url.host.c_str())) {
+      co_return Status{ErrorKind::kUpstreamFailed,
+                       fmt::format("upstream '{}' TLS: cannot set SNI", ep.name)};
+    }
+    conn->tls->set_verify_callback(ssl::host_name_verification(ep.url.host));
+    auto [hec] = co_await conn->tls->async_handshake(ssl::stream_base::client, use_nothrow);
+    if (hec) co_return upstream_error(ep, "TLS handshake", hec);
+  }
+  co_return conn;
+}
+
+Task<Result<std::unique_ptr<UpstreamResponse>>> UpstreamPool::send(
+    const UpstreamEndpoint& ep, std::string_view head, std::string_view body,
+    const UpstreamTimeouts& timeouts) {
+  int fresh_retries = 0;
+  for (;;) {
+    std::unique_ptr<UpstreamConnection> conn = take_idle(ep.index);
+    const bool reused = conn != nullptr;
+    if (reused) {
+      ++stats_.reuses;
+    } else {
+      auto connected = co_await connect(ep, timeouts);
+      if (!connected) {
+        if (connected.status().kind() == ErrorKind::kUpstreamFailed &&
+            fresh_retries < limits::kUpstreamFreshRetriesMax) {
+          ++fresh_retries;
+          ++stats_.fresh_retries;
+          continue;
+        }
+        co_return connected.status();
+      }
+      conn = std::move(connected.value());
+    }
+
+    auto impl = std::make_unique<UpstreamResponse::Impl>();
+    impl->pool = this;
+    impl->endpoint = &ep;
+    impl->timeouts = timeouts;
+    impl->parser.header_limit(static_cast<std::uint32_t>(limits::kUpstreamHeaderBytesMax));
+    impl->parser.body_limit(boost::none);  // bounded by the reader (read_all, SSE limits)
+
+    conn->lowest().expires_after(milliseconds(timeouts.first_byte_timeout_ms));
+    const std::array<asio::const_buffer, 2> request{asio::buffer(head), asio::buffer(body)};
+    auto [wec, written] = co_await conn->with_stream(
+        [&](auto& stream) { return asio::async_write(stream, request, use_nothrow); });
+    boost::system::error_code ec = wec;
+    if (!ec) {
+      auto [hec, n] = co_await conn->with_stream([&](auto& stream) {
+        return bhttp::async_read_header(stream, conn->buffer, impl->parser, use_nothrow);
+      });
+      ec = hec;
+    }
+    if (!ec) {
+      impl->conn = std::move(conn);
+      co_return std::unique_ptr<UpstreamResponse>(new UpstreamResponse(std::move(impl)));
+    }
+
+    const bool timed_out = ec == beast::error::timeout;
+    if (reused && !timed_out && !impl->parser.got_some()) {
+      ++stats_.stale_retries;  // the server closed it while it sat in the pool
+      continue;
+    }
+    if (!timed_out && fresh_retries < limits::kUpstreamFreshRetriesMax) {
+      ++fresh_retries;
+      ++stats_.fresh_retries;
+      continue;
+    }
+    co_return upstream_error(ep, "request", ec);
+  }
+}
+
+}  // namespace tp::http

@@ -1,0 +1,122 @@
+#pragma once
+// The upstream HTTP client: per-thread keep-alive pools, one per endpoint, over plain TCP or
+// TLS (certificate and host name verified, SNI set, system CA store or a given CA file).
+//
+// A request is written whole (head + body) and answered by an UpstreamResponse whose body
+// is read piece by piece, so streams are relayed as they arrive. A pooled connection that
+// turns out stale is replaced transparently; a connection that fails before any response
+// byte arrived is retried once on a fresh connection. Timeouts: connect, first byte
+// (request written → response headers), idle (between body reads).
+//
+// Not thread-safe: a pool and its responses live on one I/O thread.
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <boost/beast/http/fields.hpp>
+
+#include "core/limits.h"
+#include "core/status.h"
+#include "http/asio.h"
+#include "http/url.h"
+
+namespace boost::asio {
+class io_context;
+namespace ssl {
+class context;
+}
+}  // namespace boost::asio
+
+namespace tp::http {
+
+struct UpstreamTimeouts {
+  std::uint32_t connect_timeout_ms = limits::kUpstreamConnectTimeoutMs;
+  std::uint32_t first_byte_timeout_ms = limits::kUpstreamFirstByteTimeoutMs;
+  std::uint32_t idle_timeout_ms = limits::kUpstreamIdleTimeoutMs;
+};
+
+// An upstream server as configured: where it is and how to trust it. Immutable; shared
+// by every thread.
+struct UpstreamEndpoint {
+  std::string name;   // for messages and logs
+  Url url;
+  std::size_t index;  // slot in each thread's pool table
+  std::shared_ptr<asio::ssl::context> tls;  // set when url.tls
+};
+
+// A TLS client context that verifies certificates against the system store, or against
+// `ca_file` when it is not empty.
+Result<std::shared_ptr<asio::ssl::context>> make_tls_client_context(const std::string& ca_file);
+
+class UpstreamPool;
+struct UpstreamConnection;
+
+class UpstreamResponse {
+ public:
+  ~UpstreamResponse();
+  UpstreamResponse(const UpstreamResponse&) = delete;
+  UpstreamResponse& operator=(const UpstreamResponse&) = delete;
+
+  unsigned status() const;
+  const boost::beast::http::fields& headers() const;
+  bool is_event_stream() const;
+
+  // The next piece of the body as it arrives; empty once the body is complete.
+  // The view is valid until the next call.
+  Task<Result<std::string_view>> read_some();
+  // The rest of the body, at most `limit` bytes (kUpstreamFailed past it).
+  Task<Result<std::string>> read_all(std::size_t limit = limits::kUpstreamResponseBytesMax);
+  bool done() const;
+
+  // Destroying the response returns the connection to its pool when the body was read to
+  // the end and the server allows keep-alive; otherwise the connection is closed, which also
+  // cancels the upstream request (used when the client went away).
+
+ private:
+  friend class UpstreamPool;
+  struct Impl;
+  explicit UpstreamResponse(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// Counters of one pool, read by tests and metrics.
+struct UpstreamPoolStats {
+  std::uint64_t connects = 0;
+  std::uint64_t reuses = 0;
+  std::uint64_t stale_retries = 0;
+  std::uint64_t fresh_retries = 0;
+};
+
+class UpstreamPool {
+ public:
+  UpstreamPool(asio::io_context& ioc, std::size_t endpoints);
+  ~UpstreamPool();
+
+  // Sends one request and reads the response headers. `head` is the full request head
+  // (request line and headers, ending in an empty line); `body` follows it.
+  // Errors: kUpstreamFailed (refused, reset, TLS, malformed), kUpstreamTimeout.
+  Task<Result<std::unique_ptr<UpstreamResponse>>> send(const UpstreamEndpoint& endpoint,
+                                                       std::string_view head,
+                                                       std::string_view body,
+                                                       const UpstreamTimeouts& timeouts);
+
+  const UpstreamPoolStats& stats() const { return stats_; }
+  std::size_t idle_connections(std::size_t endpoint_index) const;
+
+ private:
+  friend class UpstreamResponse;
+  Task<Result<std::unique_ptr<UpstreamConnection>>> connect(const UpstreamEndpoint& endpoint,
+                                                            const UpstreamTimeouts& timeouts);
+  std::unique_ptr<UpstreamConnection> take_idle(std::size_t index);
+  void give_back(std::unique_ptr<UpstreamConnection> conn);
+
+  asio::io_context& ioc_;
+  std::vector<std::vector<std::unique_ptr<UpstreamConnection>>> idle_;
+  UpstreamPoolStats stats_;
+};
+
+}  // namespace tp::http

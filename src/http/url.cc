@@ -1,0 +1,61 @@
+#include "http/url.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <charconv>
+
+namespace tp::http {
+
+Result<Url> parse_base_url(std::string_view text) {
+  Url url;
+  std::string_view rest = text;
+  if (rest.starts_with("https://")) {
+    url.tls = true;
+    rest.remove_prefix(8);
+  } else if (rest.starts_with("http://")) {
+    rest.remove_prefix(7);
+  } else {
+    return Status{ErrorKind::kInvalidRequest, "must start with http:// or https://"};
+  }
+  const std::size_t slash = rest.find('/');
+  std::string_view authority = rest.substr(0, slash);
+  std::string_view path = slash == std::string_view::npos ? "" : rest.substr(slash);
+  if (authority.find('@') != std::string_view::npos) {
+    return Status{ErrorKind::kInvalidRequest, "must not carry credentials (use api_key_env)"};
+  }
+  if (path.find_first_of("?#") != std::string_view::npos) {
+    return Status{ErrorKind::kInvalidRequest, "must not have a query or fragment"};
+  }
+  std::string_view host = authority;
+  std::string_view port;
+  if (authority.starts_with("[")) {
+    const std::size_t close = authority.find(']');
+    if (close == std::string_view::npos) return Status{ErrorKind::kInvalidRequest, "bad IPv6 host"};
+    host = authority.substr(1, close - 1);
+    std::string_view after = authority.substr(close + 1);
+    if (!after.empty()) {
+      if (after.front() != ':') return Status{ErrorKind::kInvalidRequest, "bad port"};
+      port = after.substr(1);
+    }
+  } else if (const std::size_t colon = authority.rfind(':'); colon != std::string_view::npos) {
+    host = authority.substr(0, colon);
+    port = authority.substr(colon + 1);
+  }
+  if (host.empty()) return Status{ErrorKind::kInvalidRequest, "has no host"};
+  if (!port.empty()) {
+    unsigned value = 0;
+    const auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), value);
+    if (ec != std::errc{} || end != port.data() + port.size() || value == 0 || value > 65535) {
+      return Status{ErrorKind::kInvalidRequest, fmt::format("bad port '{}'", port)};
+    }
+  }
+  url.host = std::string(host);
+  url.port = port.empty() ? (url.tls ? "443" : "80") : std::string(port);
+  while (path.ends_with('/')) path.remove_suffix(1);
+  url.path = std::string(path);
+  url.host_header = std::string(authority);
+  return url;
+}
+
+}  // namespace tp::http

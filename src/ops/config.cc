@@ -1,0 +1,390 @@
+#include "ops/config.h"
+
+#include <fmt/format.h>
+#include <yaml-cpp/yaml.h>
+
+#include <charconv>
+#include <cstdlib>
+#include <fstream>
+#include <initializer_list>
+#include <set>
+#include <sstream>
+
+#include "core/limits.h"
+#include "core/log.h"
+#include "http/url.h"
+
+namespace tp::ops {
+namespace {
+
+using catalog::Api;
+using catalog::PrivacyTier;
+
+// Thrown only inside parse_config and turned into a Status there: exceptions are allowed
+// while loading config, nowhere else.
+struct ConfigError {
+  std::string message;
+};
+
+class Reader {
+ public:
+  explicit Reader(std::string_view source) : source_(source) {}
+
+  [[noreturn]] void fail(const YAML::Node& at, std::string_view path, std::string_view what) const {
+    const int line = at.IsDefined() ? at.Mark().line + 1 : 0;
+    throw ConfigError{line > 0 ? fmt::format("{}:{}: {}: {}", source_, line, path, what)
+                               : fmt::format("{}: {}: {}", source_, path, what)};
+  }
+
+  void expect_map(const YAML::Node& n, std::string_view path) const {
+    if (!n.IsMap()) fail(n, path, "must be a mapping");
+  }
+
+  void check_keys(const YAML::Node& n, std::string_view path,
+                  std::initializer_list<std::string_view> allowed) const {
+    expect_map(n, path);
+    for (const auto& kv : n) {
+      const std::string key = kv.first.as<std::string>();
+      bool known = false;
+      for (auto a : allowed) known = known || a == key;
+      if (!known) {
+        std::string list;
+        for (auto a : allowed) list += fmt::format("{}{}", list.empty() ? "" : ", ", a);
+        fail(kv.first, join(path, key), fmt::format("unknown key (expected one of: {})", list));
+      }
+    }
+  }
+
+  static std::string join(std::string_view path, std::string_view key) {
+    return path.empty() ? std::string(key) : fmt::format("{}.{}", path, key);
+  }
+
+  std::string scalar(const YAML::Node& n, std::string_view path) const {
+    if (!n.IsScalar()) fail(n, path, "must be a single value");
+    return n.Scalar();
+  }
+
+  std::string string(const YAML::Node& parent, std::string_view key, std::string_view path,
+                     const std::string& fallback, bool required = false) const {
+    const YAML::Node n = parent[std::string(key)];
+    if (!n.IsDefined() || n.IsNull()) {
+      if (required) fail(parent, join(path, key), "is required");
+      return fallback;
+    }
+    return scalar(n, join(path, key));
+  }
+
+  std::uint64_t integer(const YAML::Node& parent, std::string_view key, std::string_view path,
+                        std::uint64_t fallback, std::uint64_t min, std::uint64_t max) const {
+    const YAML::Node n = parent[std::string(key)];
+    if (!n.IsDefined() || n.IsNull()) return fallback;
+    const std::string p = join(path, key);
+    const std::string text = scalar(n, p);
+    std::uint64_t value = 0;
+    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+    if (ec != std::errc{} || end != text.data() + text.size()) {
+      fail(n, p, fmt::format("must be a whole number, got '{}'", text));
+    }
+    if (value < min || value > max) {
+      fail(n, p, fmt::format("must be between {} and {}, got {}", min, max, value));
+    }
+    return value;
+  }
+
+  double number(const YAML::Node& parent, std::string_view key, std::string_view path,
+                double fallback, double min, double max) const {
+    const YAML::Node n = parent[std::string(key)];
+    if (!n.IsDefined() || n.IsNull()) return fallback;
+    const std::string p = join(path, key);
+    const std::string text = scalar(n, p);
+    char* end = nullptr;
+    const double value = std::strtod(text.c_str(), &end);
+    if (text.empty() || end != text.c_str() + text.size()) {
+      fail(n, p, fmt::format("must be a number, got '{}'", text));
+    }
+    if (!(value >= min && value <= max)) {
+      fail(n, p, fmt::format("must be between {} and {}, got {}", min, max, text));
+    }
+    return value;
+  }
+
+  bool boolean(const YAML::Node& parent, std::string_view key, std::string_view path,
+               bool fallback) const {
+    const YAML::Node n = parent[std::string(key)];
+    if (!n.IsDefined() || n.IsNull()) return fallback;
+    const std::string text = scalar(n, join(path, key));
+    if (text == "true") return true;
+    if (text == "false") return false;
+    fail(n, join(path, key), fmt::format("must be true or false, got '{}'", text));
+  }
+
+  // USD per million tokens as an exact decimal: digits, optionally '.' and up to 9 digits.
+  std::string price(const YAML::Node& parent, std::string_view key, std::string_view path,
+                    bool required) const {
+    const std::string p = join(path, key);
+    const std::string text = string(parent, key, path, "", required);
+    if (text.empty() && !required) return text;
+    const std::size_t dot = text.find('.');
+    const std::string_view whole = std::string_view(text).substr(0, dot);
+    const std::string_view frac =
+        dot == std::string::npos ? std::string_view{} : std::string_view(text).substr(dot + 1);
+    auto all_digits = [](std::string_view s) {
+      return s.find_first_not_of("0123456789") == std::string_view::npos;
+    };
+    if (whole.empty() || !all_digits(whole) || !all_digits(frac) || frac.size() > 9 ||
+        (dot != std::string::npos && frac.empty()) || whole.size() > 9) {
+      fail(parent[std::string(key)], p,
+           fmt::format("must be a decimal USD amount per million tokens like \"0.15\", got '{}'",
+                       text));
+    }
+    return text;
+  }
+
+ private:
+  std::string source_;
+};
+
+PrivacyTier parse_tier(const Reader& r, const YAML::Node& parent, std::string_view path) {
+  const std::string text = r.string(parent, "privacy_tier", path, "cloud");
+  if (text == "confidential") return PrivacyTier::kConfidential;
+  if (text == "cloud") return PrivacyTier::kCloud;
+  if (text == "community") return PrivacyTier::kCommunity;
+  r.fail(parent["privacy_tier"], Reader::join(path, "privacy_tier"),
+         fmt::format("must be confidential, cloud or community, got '{}'", text));
+}
+
+std::vector<catalog::Provider> parse_providers(const Reader& r, const YAML::Node& root) {
+  const YAML::Node list = root["providers"];
+  if (!list.IsDefined() || !list.IsSequence() || list.size() == 0) {
+    r.fail(list.IsDefined() ? list : root, "providers", "must be a non-empty list");
+  }
+  std::vector<catalog::Provider> providers;
+  std::set<std::string> names;
+  for (std::size_t i = 0; i < list.size(); ++i) {
+    const YAML::Node n = list[i];
+    const std::string path = fmt::format("providers[{}]", i);
+    r.check_keys(n, path, {"name", "api", "base_url", "api_key_env", "privacy_tier",
+                           "rebate_percent", "ca_file"});
+    catalog::Provider p;
+    p.index = i;
+    p.name = r.string(n, "name", path, "", true);
+    if (!names.insert(p.name).second) {
+      r.fail(n["name"], path + ".name", fmt::format("duplicate provider name '{}'", p.name));
+    }
+    const std::string api = r.string(n, "api", path, "openai");
+    if (api == "openai") {
+      p.api = Api::kOpenAI;
+    } else if (api == "anthropic") {
+      p.api = Api::kAnthropic;
+    } else {
+      r.fail(n["api"], path + ".api", fmt::format("must be openai or anthropic, got '{}'", api));
+    }
+    p.base_url = r.string(n, "base_url", path, "", true);
+    if (auto url = http::parse_base_url(p.base_url); !url) {
+      r.fail(n["base_url"], path + ".base_url", url.status().message());
+    }
+    p.api_key_env = r.string(n, "api_key_env", path, "");
+    if (!p.api_key_env.empty()) {
+      const char* value = std::getenv(p.api_key_env.c_str());
+      if (value == nullptr || *value == '\0') {
+        r.fail(n["api_key_env"], path + ".api_key_env",
+               fmt::format("environment variable {} is not set", p.api_key_env));
+      }
+      p.api_key = value;
+    }
+    p.ca_file = r.string(n, "ca_file", path, "");
+    p.privacy_tier = parse_tier(r, n, path);
+    p.rebate_percent = r.number(n, "rebate_percent", path, 0, 0, 100);
+    providers.push_back(std::move(p));
+  }
+  return providers;
+}
+
+std::vector<catalog::Model> parse_models(const Reader& r, const YAML::Node& root,
+                                         const std::vector<catalog::Provider>& providers) {
+  const YAML::Node list = root["models"];
+  if (!list.IsDefined() || !list.IsSequence() || list.size() == 0) {
+    r.fail(list.IsDefined() ? list : root, "models", "must be a non-empty list");
+  }
+  std::vector<catalog::Model> models;
+  std::set<std::string> names;
+  for (std::size_t i = 0; i < list.size(); ++i) {
+    const YAML::Node n = list[i];
+    const std::string path = fmt::format("models[{}]", i);
+    r.check_keys(n, path, {"name", "quality", "tier", "max_output_tokens", "context_tokens",
+                           "routes"});
+    catalog::Model m;
+    m.name = r.string(n, "name", path, "", true);
+    if (!names.insert(m.name).second) {
+      r.fail(n["name"], path + ".name", fmt::format("duplicate model name '{}'", m.name));
+    }
+    m.quality = r.number(n, "quality", path, 0.5, 0, 1);
+    m.tier = r.string(n, "tier", path, "medium");
+    if (m.tier != "small" && m.tier != "medium" && m.tier != "large" && m.tier != "premium") {
+      r.fail(n["tier"], path + ".tier",
+             fmt::format("must be small, medium, large or premium, got '{}'", m.tier));
+    }
+    m.max_output_tokens =
+        static_cast<std::uint32_t>(r.integer(n, "max_output_tokens", path, 4096, 1, 10'000'000));
+    m.context_tokens =
+        static_cast<std::uint32_t>(r.integer(n, "context_tokens", path, 128'000, 1, 100'000'000));
+    const YAML::Node routes = n["routes"];
+    if (!routes.IsDefined() || !routes.IsSequence() || routes.size() == 0) {
+      r.fail(routes.IsDefined() ? routes : n, path + ".routes", "must be a non-empty list");
+    }
+    for (std::size_t j = 0; j < routes.size(); ++j) {
+      const YAML::Node rn = routes[j];
+      const std::string rpath = fmt::format("{}.routes[{}]", path, j);
+      r.check_keys(rn, rpath, {"provider", "upstream_model", "input_per_mtok", "output_per_mtok",
+                               "cached_input_per_mtok"});
+      catalog::Route route;
+      const std::string provider = r.string(rn, "provider", rpath, "", true);
+      const auto it = std::find_if(providers.begin(), providers.end(),
+                                   [&](const auto& p) { return p.name == provider; });
+      if (it == providers.end()) {
+        r.fail(rn["provider"], rpath + ".provider",
+               fmt::format("no provider named '{}'", provider));
+      }
+      route.provider = it->index;
+      route.upstream_model = r.string(rn, "upstream_model", rpath, m.name);
+      route.input_per_mtok = r.price(rn, "input_per_mtok", rpath, true);
+      route.output_per_mtok = r.price(rn, "output_per_mtok", rpath, true);
+      route.cached_input_per_mtok = r.price(rn, "cached_input_per_mtok", rpath, false);
+      if (route.cached_input_per_mtok.empty()) route.cached_input_per_mtok = route.input_per_mtok;
+      m.routes.push_back(std::move(route));
+    }
+    models.push_back(std::move(m));
+  }
+  return models;
+}
+
+void parse_limits(const Reader& r, const YAML::Node& root, Config& c) {
+  const YAML::Node n = root["limits"];
+  if (!n.IsDefined() || n.IsNull()) return;
+  r.check_keys(n, "limits", {"header_bytes_max", "body_bytes_max", "header_timeout_ms",
+                             "body_timeout_ms", "idle_timeout_ms", "write_timeout_ms",
+                             "drain_timeout_ms", "connections_per_thread_max"});
+  auto& s = c.server;
+  constexpr std::uint64_t kHour = 3'600'000;
+  s.header_bytes_max = r.integer(n, "header_bytes_max", "limits", s.header_bytes_max, 1024, 1 << 20);
+  s.body_bytes_max = r.integer(n, "body_bytes_max", "limits", s.body_bytes_max, 1024, 1ULL << 30);
+  s.header_timeout_ms = static_cast<std::uint32_t>(
+      r.integer(n, "header_timeout_ms", "limits", s.header_timeout_ms, 100, kHour));
+  s.body_timeout_ms = static_cast<std::uint32_t>(
+      r.integer(n, "body_timeout_ms", "limits", s.body_timeout_ms, 100, kHour));
+  s.idle_timeout_ms = static_cast<std::uint32_t>(
+      r.integer(n, "idle_timeout_ms", "limits", s.idle_timeout_ms, 100, kHour));
+  s.write_timeout_ms = static_cast<std::uint32_t>(
+      r.integer(n, "write_timeout_ms", "limits", s.write_timeout_ms, 100, kHour));
+  s.drain_timeout_ms = static_cast<std::uint32_t>(
+      r.integer(n, "drain_timeout_ms", "limits", s.drain_timeout_ms, 0, kHour));
+  s.connections_per_thread_max = r.integer(n, "connections_per_thread_max", "limits",
+                                           s.connections_per_thread_max, 1, 1'000'000);
+}
+
+void parse_upstream(const Reader& r, const YAML::Node& root, Config& c) {
+  const YAML::Node n = root["upstream"];
+  if (!n.IsDefined() || n.IsNull()) return;
+  r.check_keys(n, "upstream", {"connect_timeout_ms", "first_byte_timeout_ms", "idle_timeout_ms"});
+  auto& u = c.upstream;
+  constexpr std::uint64_t kHour = 3'600'000;
+  u.connect_timeout_ms = static_cast<std::uint32_t>(
+      r.integer(n, "connect_timeout_ms", "upstream", u.connect_timeout_ms, 1, kHour));
+  u.first_byte_timeout_ms = static_cast<std::uint32_t>(
+      r.integer(n, "first_byte_timeout_ms", "upstream", u.first_byte_timeout_ms, 1, kHour));
+  u.idle_timeout_ms = static_cast<std::uint32_t>(
+      r.integer(n, "idle_timeout_ms", "upstream", u.idle_timeout_ms, 1, kHour));
+}
+
+void parse_routing(const Reader& r, const YAML::Node& root, Config& c) {
+  const YAML::Node n = root["routing"];
+  if (!n.IsDefined() || n.IsNull()) return;
+  r.check_keys(n, "routing", {"weights"});
+  const YAML::Node w = n["weights"];
+  if (!w.IsDefined() || w.IsNull()) return;
+  r.check_keys(w, "routing.weights", {"quality", "cost", "latency"});
+  c.weights.quality = r.number(w, "quality", "routing.weights", c.weights.quality, 0, 1);
+  c.weights.cost = r.number(w, "cost", "routing.weights", c.weights.cost, 0, 1);
+  c.weights.latency = r.number(w, "latency", "routing.weights", c.weights.latency, 0, 1);
+  if (c.weights.quality + c.weights.cost + c.weights.latency <= 0) {
+    r.fail(w, "routing.weights", "at least one weight must be above 0");
+  }
+}
+
+}  // namespace
+
+Status parse_listen(std::string_view text, std::string& host, std::uint16_t& port) {
+  const std::size_t colon = text.rfind(':');
+  if (colon == std::string_view::npos || colon == 0) {
+    return {ErrorKind::kInvalidRequest, fmt::format("'{}' is not HOST:PORT", text)};
+  }
+  std::string_view h = text.substr(0, colon);
+  if (h.starts_with('[') && h.ends_with(']')) h = h.substr(1, h.size() - 2);
+  const std::string_view p = text.substr(colon + 1);
+  unsigned value = 0;
+  const auto [end, ec] = std::from_chars(p.data(), p.data() + p.size(), value);
+  if (ec != std::errc{} || end != p.data() + p.size() || value > 65535) {
+    return {ErrorKind::kInvalidRequest, fmt::format("'{}' has a bad port", text)};
+  }
+  host = std::string(h);
+  port = static_cast<std::uint16_t>(value);
+  return Status::ok();
+}
+
+Result<Config> parse_config(std::string_view yaml, std::string_view source) {
+  const Reader r(source);
+  try {
+    const YAML::Node root = YAML::Load(std::string(yaml));
+    r.check_keys(root, "", {"listen", "threads", "store", "redis", "log", "limits", "upstream",
+                            "providers", "models", "routing"});
+    Config c;
+    const std::string listen = r.string(root, "listen", "", "127.0.0.1:8080");
+    if (auto s = parse_listen(listen, c.listen_host, c.listen_port); !s) {
+      r.fail(root["listen"], "listen", s.message());
+    }
+    c.threads = static_cast<int>(r.integer(root, "threads", "", 0, 0, limits::kThreadsMax));
+    c.store = r.string(root, "store", "", c.store);
+    if (!c.store.starts_with("sqlite:") && !c.store.starts_with("postgres://") &&
+        !c.store.starts_with("postgresql://")) {
+      r.fail(root["store"], "store", "must be sqlite:FILE or postgres://...");
+    }
+    c.redis = r.string(root, "redis", "", "");
+    if (!c.redis.empty() && !c.redis.starts_with("redis://")) {
+      r.fail(root["redis"], "redis", "must be redis://HOST:PORT");
+    }
+    if (const YAML::Node log = root["log"]; log.IsDefined() && !log.IsNull()) {
+      r.check_keys(log, "log", {"level", "access"});
+      c.log_level = r.string(log, "level", "log", c.log_level);
+      bool ok = false;
+      log::parse_level(c.log_level, &ok);
+      if (!ok) r.fail(log["level"], "log.level", "must be debug, info, warn or error");
+      c.access_log = r.boolean(log, "access", "log", c.access_log);
+    }
+    parse_limits(r, root, c);
+    parse_upstream(r, root, c);
+    parse_routing(r, root, c);
+    auto providers = parse_providers(r, root);
+    auto models = parse_models(r, root, providers);
+    c.catalog = std::make_shared<const catalog::Catalog>(std::move(providers), std::move(models));
+    return c;
+  } catch (const ConfigError& e) {
+    return Status{ErrorKind::kInvalidRequest, e.message};
+  } catch (const YAML::Exception& e) {
+    return Status{ErrorKind::kInvalidRequest,
+                  fmt::format("{}:{}: YAML: {}", source, e.mark.line + 1, e.msg)};
+  }
+}
+
+Result<Config> load_config(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return Status{ErrorKind::kNotFound, fmt::format("{}: cannot open config file", path)};
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (text.str().size() > limits::kConfigBytesMax) {
+    return Status{ErrorKind::kInvalidRequest,
+                  fmt::format("{}: larger than {} bytes", path, limits::kConfigBytesMax)};
+  }
+  return parse_config(text.str(), path);
+}
+
+}  // namespace tp::ops

@@ -1,0 +1,44 @@
+#pragma once
+// The YAML configuration: parsed and validated once at start-up. Any error names the key,
+// the line and what is wrong. Every option and its default is in docs/config.md.
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "catalog/catalog.h"
+#include "core/status.h"
+#include "http/server.h"
+#include "http/upstream.h"
+
+namespace tp::ops {
+
+struct RoutingWeights {
+  double quality = 0.4;
+  double cost = 0.4;
+  double latency = 0.2;
+};
+
+struct Config {
+  std::string listen_host = "127.0.0.1";
+  std::uint16_t listen_port = 8080;
+  int threads = 0;  // 0: one per core
+  std::string store = "sqlite:turnpike.db";
+  std::string redis;
+  std::string log_level = "info";
+  bool access_log = false;
+  http::ServerLimits server;
+  http::UpstreamTimeouts upstream;
+  RoutingWeights weights;
+  std::shared_ptr<const catalog::Catalog> catalog;
+};
+
+// `source` names the text in error messages (usually the file path).
+Result<Config> parse_config(std::string_view yaml, std::string_view source);
+Result<Config> load_config(const std::string& path);
+
+// "host:port" as used by `listen`; IPv6 hosts in brackets.
+Status parse_listen(std::string_view text, std::string& host, std::uint16_t& port);
+
+}  // namespace tp::ops

@@ -1,0 +1,628 @@
+#include "sim/sim.h"
+
+#include <fmt/format.h>
+#include <simdjson.h>
+
+#include <CLI/CLI.hpp>
+#include <atomic>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <chrono>
+#include <cstdio>
+#include <deque>
+#include <mutex>
+#include <random>
+#include <thread>
+
+#include "core/ids.h"
+#include "core/json_writer.h"
+#include "core/log.h"
+
+namespace tp::sim {
+namespace {
+
+namespace asio = boost::asio;
+using http::Responder;
+using http::Task;
+using std::chrono::milliseconds;
+
+constexpr std::string_view kJson = "application/json";
+constexpr std::array<std::string_view, 16> kWords = {
+    " the", " quick", " brown", " fox", " jumps", " over", " a", " lazy",
+    " dog", " while", " turnpike", " meters", " every", " token", " it", " streams"};
+
+enum class Api { kOpenAI, kAnthropic };
+
+struct RecordedRequest {
+  std::string method;
+  std::string path;
+  std::string authorization;
+  std::string x_api_key;
+  std::string anthropic_version;
+  std::string body;
+};
+
+}  // namespace
+
+class SimState {
+ public:
+  explicit SimState(SimOptions options) : options_(std::move(options)) {}
+
+  const SimOptions& options() const { return options_; }
+  std::uint64_t next_thread_seed() { return options_.seed + 7919 * thread_counter_++; }
+
+  void record(RecordedRequest r) {
+    ++requests_;
+    std::lock_guard lock(mu_);
+    log_.push_back(std::move(r));
+    while (log_.size() > options_.request_log_max) log_.pop_front();
+  }
+  void clear() {
+    std::lock_guard lock(mu_);
+    log_.clear();
+    requests_ = 0;
+  }
+  std::string requests_json() {
+    std::string out;
+    json::Writer w(out);
+    std::lock_guard lock(mu_);
+    w.begin_object().field("count", static_cast<std::int64_t>(requests_.load()));
+    w.key("requests").begin_array();
+    for (const auto& r : log_) {
+      w.begin_object().field("method", r.method).field("path", r.path);
+      w.field("authorization", r.authorization).field("x_api_key", r.x_api_key);
+      w.field("anthropic_version", r.anthropic_version);
+      w.key("body").raw(r.body.empty() ? "null" : r.body).end_object();
+    }
+    w.end_array().end_object();
+    return out;
+  }
+
+ private:
+  SimOptions options_;
+  std::atomic<std::uint64_t> thread_counter_{0};
+  std::atomic<std::uint64_t> requests_{0};
+  std::mutex mu_;
+  std::deque<RecordedRequest> log_;
+};
+
+namespace {
+
+// Everything the simulator reads from one request.
+struct Call {
+  Api api = Api::kOpenAI;
+  std::string model;
+  bool stream = false;
+  bool include_usage = false;
+  bool flex = false;
+  std::int64_t max_tokens = -1;
+  std::int64_t prompt_tokens = 1;
+  Knobs knobs;
+};
+
+std::int64_t estimate_tokens(std::size_t chars) {
+  return std::max<std::int64_t>(1, static_cast<std::int64_t>((chars + 3) / 4));
+}
+
+void apply_knob(Knobs& k, std::string_view name, double value) {
+  const auto i = static_cast<std::int64_t>(value);
+  if (name == "latency_ms") k.latency_ms = i;
+  else if (name == "ttft_ms") k.ttft_ms = i;
+  else if (name == "tokens_per_second") k.tokens_per_second = i;
+  else if (name == "output_tokens") k.output_tokens = i;
+  else if (name == "cached_tokens") k.cached_tokens = i;
+  else if (name == "error_status") { k.error_status = i; k.error_rate = 1; }
+  else if (name == "error_rate") k.error_rate = value;
+  else if (name == "drop_after_chunks") k.drop_after_chunks = i;
+  else if (name == "flex_ttft_ms") k.flex_ttft_ms = i;
+  else if (name == "flex_429_rate") k.flex_429_rate = value;
+  else if (name == "embedding_dims") k.embedding_dims = i;
+}
+
+constexpr std::array<std::string_view, 11> kKnobNames = {
+    "latency_ms",   "ttft_ms",           "tokens_per_second", "output_tokens",
+    "cached_tokens", "error_status",     "error_rate",        "drop_after_chunks",
+    "flex_ttft_ms", "flex_429_rate",     "embedding_dims"};
+
+// Header knobs: x-sim-latency-ms etc. Error status first so an explicit rate wins.
+void apply_header_knobs(const http::Request& req, Knobs& k) {
+  for (std::string_view name : kKnobNames) {
+    std::string header = "x-sim-" + std::string(name);
+    std::replace(header.begin(), header.end(), '_', '-');
+    const std::string_view value = req[header];
+    if (value.empty()) continue;
+    apply_knob(k, name, std::strtod(std::string(value).c_str(), nullptr));
+  }
+}
+
+void append_sse(std::string& out, std::string_view event, std::string_view data) {
+  if (!event.empty()) fmt::format_to(std::back_inserter(out), "event: {}\n", event);
+  out += "data: ";
+  out += data;
+  out += "\n\n";
+}
+
+std::int64_t now_seconds() {
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+class SimHandler final : public http::Handler {
+ public:
+  SimHandler(asio::io_context& ioc, std::shared_ptr<SimState> state)
+      : ioc_(ioc), state_(std::move(state)), rng_(state_->next_thread_seed()) {}
+
+  Task<void> handle(http::Request& req, Responder& res) override;
+  Task<void> reject(unsigned status, std::string_view message, std::string_view,
+                    Responder& res) override {
+    co_await send_error(res, Api::kOpenAI, status, message);
+  }
+
+ private:
+  Task<void> sleep_ms(std::int64_t ms) {
+    if (ms <= 0) co_return;
+    asio::steady_timer timer(ioc_, milliseconds(ms));
+    co_await timer.async_wait(http::use_nothrow);
+  }
+  bool chance(double p) { return p > 0 && std::uniform_real_distribution<>(0, 1)(rng_) < p; }
+  std::string_view word() { return kWords[rng_() % kWords.size()]; }
+
+  Task<void> send_error(Responder& res, Api api, unsigned status, std::string_view message);
+  Result<Call> read_call(const http::Request& req, Api api, simdjson::dom::element& doc);
+  Task<void> chat(const Call& call, Responder& res);
+  Task<void> messages(const Call& call, Responder& res);
+  Task<void> embeddings(const Call& call, simdjson::dom::element doc, Responder& res);
+  std::int64_t output_length(const Call& call) const {
+    std::int64_t n = std::max<std::int64_t>(0, call.knobs.output_tokens);
+    if (call.max_tokens >= 0) n = std::min(n, call.max_tokens);
+    return n;
+  }
+
+  asio::io_context& ioc_;
+  std::shared_ptr<SimState> state_;
+  std::mt19937_64 rng_;
+  simdjson::dom::parser parser_;
+};
+
+Task<void> SimHandler::send_error(Responder& res, Api api, unsigned status,
+                                  std::string_view message) {
+  std::string body;
+  json::Writer w(body);
+  if (api == Api::kAnthropic) {
+    const std::string_view type = status == 429   ? "rate_limit_error"
+                                  : status == 401 ? "authentication_error"
+                                  : status == 400 ? "invalid_request_error"
+                                  : status == 529 ? "overloaded_error"
+                                                  : "api_error";
+    w.begin_object().field("type", "error").key("error").begin_object();
+    w.field("type", type).field("message", message).end_object().end_object();
+  } else {
+    const std::string_view type = status == 429   ? "rate_limit_exceeded"
+                                  : status == 401 ? "invalid_request_error"
+                                  : status < 500  ? "invalid_request_error"
+                                                  : "server_error";
+    w.begin_object().key("error").begin_object().field("message", message);
+    w.field("type", type).key("param").null().key("code").null().end_object().end_object();
+  }
+  const std::array<http::Header, 1> retry{http::Header{"retry-after", "1"}};
+  co_await res.send(status, kJson, body,
+                    status == 429 ? std::span<const http::Header>(retry)
+                                  : std::span<const http::Header>());
+}
+
+Result<Call> SimHandler::read_call(const http::Request& req, Api api,
+                                   simdjson::dom::element& doc) {
+  Call call;
+  call.api = api;
+  call.knobs = state_->options().knobs;
+  if (parser_.parse(req.body().data(), req.body().size()).get(doc) || !doc.is_object()) {
+    return Status{ErrorKind::kInvalidRequest, "body is not a JSON object"};
+  }
+  std::string_view model;
+  if (doc["model"].get_string().get(model)) {
+    return Status{ErrorKind::kInvalidRequest, "'model' is required"};
+  }
+  call.model = std::string(model);
+  bool stream = false;
+  if (!doc["stream"].get_bool().get(stream)) call.stream = stream;
+  bool usage = false;
+  if (!doc["stream_options"]["include_usage"].get_bool().get(usage)) call.include_usage = usage;
+  std::string_view tier;
+  if (!doc["service_tier"].get_string().get(tier)) call.flex = tier == "flex";
+  std::int64_t max_tokens = -1;
+  if (!doc["max_tokens"].get_int64().get(max_tokens) ||
+      !doc["max_completion_tokens"].get_int64().get(max_tokens)) {
+    call.max_tokens = max_tokens;
+  }
+  std::size_t prompt_chars = 0;
+  for (const char* key : {"messages", "system", "input"}) {
+    simdjson::dom::element e;
+    if (!doc[key].get(e)) prompt_chars += simdjson::minify(e).size();
+  }
+  call.prompt_tokens = estimate_tokens(prompt_chars);
+  simdjson::dom::object knobs;
+  if (!doc["sim"].get_object().get(knobs)) {
+    for (auto [k, v] : knobs) {
+      double value = 0;
+      if (!v.get_double().get(value)) apply_knob(call.knobs, k, value);
+    }
+  }
+  apply_header_knobs(req, call.knobs);
+  return call;
+}
+
+Task<void> SimHandler::handle(http::Request& req, Responder& res) {
+  const std::string_view target = req.target();
+  const std::string_view path = target.substr(0, target.find('?'));
+  using boost::beast::http::verb;
+
+  if (path == "/sim/requests") {
+    if (req.method() == verb::delete_) {
+      state_->clear();
+      co_await res.send(200, kJson, R"({"cleared":true})");
+    } else {
+      co_await res.send(200, kJson, state_->requests_json());
+    }
+    co_return;
+  }
+  if (path == "/healthz") {
+    co_await res.send(200, kJson, R"({"status":"ok"})");
+    co_return;
+  }
+
+  const Api api = path == "/v1/messages" ? Api::kAnthropic : Api::kOpenAI;
+  state_->record({std::string(req.method_string()), std::string(path),
+                  std::string(req[boost::beast::http::field::authorization]),
+                  std::string(req["x-api-key"]), std::string(req["anthropic-version"]),
+                  req.body()});
+
+  const std::string& required_key = state_->options().api_key;
+  if (!required_key.empty()) {
+    const std::string_view presented =
+        api == Api::kAnthropic ? std::string_view(req["x-api-key"])
+                               : std::string_view(req[boost::beast::http::field::authorization]);
+    const std::string expected = api == Api::kAnthropic ? required_key : "Bearer " + required_key;
+    if (presented != expected) {
+      co_await send_error(res, api, 401, "invalid api key");
+      co_return;
+    }
+  }
+
+  if (path == "/v1/models" && req.method() == verb::get) {
+    std::string body;
+    json::Writer w(body);
+    w.begin_object().field("object", "list").key("data").begin_array();
+    w.begin_object().field("id", "sim-model").field("object", "model");
+    w.field("created", now_seconds()).field("owned_by", "turnpike-sim").end_object();
+    w.end_array().end_object();
+    co_await res.send(200, kJson, body);
+    co_return;
+  }
+  const bool known = path == "/v1/chat/completions" || path == "/v1/messages" ||
+                     path == "/v1/embeddings";
+  if (!known || req.method() != verb::post) {
+    co_await send_error(res, api, 404, fmt::format("unknown path {}", path));
+    co_return;
+  }
+
+  simdjson::dom::element doc;
+  auto call = read_call(req, api, doc);
+  if (!call) {
+    co_await send_error(res, api, 400, call.status().message());
+    co_return;
+  }
+  if (api == Api::kAnthropic && call->max_tokens < 0) {
+    co_await send_error(res, api, 400, "max_tokens: Field required");
+    co_return;
+  }
+  co_await sleep_ms(call->knobs.latency_ms);
+  if (chance(call->knobs.error_rate)) {
+    co_await send_error(res, api, static_cast<unsigned>(call->knobs.error_status),
+                        "simulated upstream error");
+    co_return;
+  }
+  if (call->flex && chance(call->knobs.flex_429_rate)) {
+    co_await send_error(res, api, 429, "Resource unavailable for flex processing; retry later");
+    co_return;
+  }
+  if (path == "/v1/embeddings") {
+    co_await embeddings(*call, doc, res);
+  } else if (api == Api::kAnthropic) {
+    co_await messages(*call, res);
+  } else {
+    co_await chat(*call, res);
+  }
+}
+
+Task<void> SimHandler::chat(const Call& call, Responder& res) {
+  const std::string id = random_id("chatcmpl-", 29);
+  const std::int64_t created = now_seconds();
+  const std::int64_t n = output_length(call);
+  const std::string_view finish = n < call.knobs.output_tokens ? "length" : "stop";
+  const std::string_view tier = call.flex ? "flex" : "default";
+  const std::int64_t first_wait = call.knobs.ttft_ms + (call.flex ? call.knobs.flex_ttft_ms : 0);
+  const std::int64_t gap_ms = call.knobs.tokens_per_second > 0 ? 1000 / call.knobs.tokens_per_second : 0;
+
+  auto usage = [&](json::Writer& w) {
+    w.key("usage").begin_object();
+    w.field("prompt_tokens", call.prompt_tokens).field("completion_tokens", n);
+    w.field("total_tokens", call.prompt_tokens + n);
+    w.key("prompt_tokens_details").begin_object().field("cached_tokens", call.knobs.cached_tokens);
+    w.field("audio_tokens", 0).end_object();
+    w.key("completion_tokens_details").begin_object().field("reasoning_tokens", 0);
+    w.field("audio_tokens", 0).end_object();
+    w.end_object();
+  };
+
+  if (!call.stream) {
+    co_await sleep_ms(first_wait + gap_ms * std::max<std::int64_t>(0, n - 1));
+    std::string text;
+    for (std::int64_t i = 0; i < n; ++i) text += word();
+    std::string body;
+    json::Writer w(body);
+    w.begin_object().field("id", id).field("object", "chat.completion");
+    w.field("created", created).field("model", call.model).key("choices").begin_array();
+    w.begin_object().field("index", 0).key("message").begin_object();
+    w.field("role", "assistant").field("content", text).key("refusal").null().end_object();
+    w.key("logprobs").null().field("finish_reason", finish).end_object().end_array();
+    usage(w);
+    w.field("service_tier", tier).field("system_fingerprint", "fp_turnpike_sim").end_object();
+    co_await res.send(200, kJson, body);
+    co_return;
+  }
+
+  if (!co_await res.begin_stream(200, "text/event-stream; charset=utf-8")) co_return;
+  auto chunk = [&](std::string_view delta_json, std::string_view finish_reason) {
+    std::string data;
+    json::Writer w(data);
+    w.begin_object().field("id", id).field("object", "chat.completion.chunk");
+    w.field("created", created).field("model", call.model);
+    w.field("service_tier", tier).field("system_fingerprint", "fp_turnpike_sim");
+    w.key("choices").begin_array().begin_object().field("index", 0).key("delta").raw(delta_json);
+    w.key("logprobs").null().key("finish_reason");
+    if (finish_reason.empty()) w.null(); else w.value(finish_reason);
+    w.end_object().end_array();
+    if (call.include_usage) w.key("usage").null();
+    w.end_object();
+    std::string event;
+    append_sse(event, {}, data);
+    return event;
+  };
+
+  co_await sleep_ms(first_wait);
+  if (!co_await res.write_chunk(chunk(R"({"role":"assistant","content":"","refusal":null})", "")))
+    co_return;
+  for (std::int64_t i = 0; i < n; ++i) {
+    if (i > 0) co_await sleep_ms(gap_ms);
+    if (call.knobs.drop_after_chunks >= 0 && i >= call.knobs.drop_after_chunks) {
+      res.close_after();  // leaves the chunked body unterminated: the peer sees a cut
+      co_return;
+    }
+    if (!co_await res.write_chunk(chunk(fmt::format(R"({{"content":{}}})", json::quoted(word())), "")))
+      co_return;
+  }
+  std::string tail = chunk("{}", finish);
+  if (call.include_usage) {
+    std::string data;
+    json::Writer w(data);
+    w.begin_object().field("id", id).field("object", "chat.completion.chunk");
+    w.field("created", created).field("model", call.model);
+    w.field("service_tier", tier).field("system_fingerprint", "fp_turnpike_sim");
+    w.key("choices").begin_array().end_array();
+    usage(w);
+    w.end_object();
+    append_sse(tail, {}, data);
+  }
+  append_sse(tail, {}, "[DONE]");
+  if (!co_await res.write_chunk(tail)) co_return;
+  co_await res.end_stream();
+}
+
+Task<void> SimHandler::messages(const Call& call, Responder& res) {
+  const std::string id = random_id("msg_", 24);
+  const std::int64_t n = output_length(call);
+  const std::string_view stop = n < call.knobs.output_tokens ? "max_tokens" : "end_turn";
+  const std::int64_t gap_ms = call.knobs.tokens_per_second > 0 ? 1000 / call.knobs.tokens_per_second : 0;
+
+  auto usage = [&](json::Writer& w, std::int64_t output) {
+    w.key("usage").begin_object().field("input_tokens", call.prompt_tokens);
+    w.field("cache_creation_input_tokens", 0);
+    w.field("cache_read_input_tokens", call.knobs.cached_tokens);
+    w.field("output_tokens", output).end_object();
+  };
+
+  if (!call.stream) {
+    co_await sleep_ms(call.knobs.ttft_ms + gap_ms * std::max<std::int64_t>(0, n - 1));
+    std::string text;
+    for (std::int64_t i = 0; i < n; ++i) text += word();
+    std::string body;
+    json::Writer w(body);
+    w.begin_object().field("id", id).field("type", "message").field("role", "assistant");
+    w.field("model", call.model).key("content").begin_array();
+    w.begin_object().field("type", "text").field("text", text).end_object().end_array();
+    w.field("stop_reason", stop).key("stop_sequence").null();
+    usage(w, n);
+    w.end_object();
+    co_await res.send(200, kJson, body);
+    co_return;
+  }
+
+  if (!co_await res.begin_stream(200, "text/event-stream; charset=utf-8")) co_return;
+  std::string events;
+  {
+    std::string data;
+    json::Writer w(data);
+    w.begin_object().field("type", "message_start").key("message").begin_object();
+    w.field("id", id).field("type", "message").field("role", "assistant");
+    w.field("model", call.model).key("content").begin_array().end_array();
+    w.key("stop_reason").null().key("stop_sequence").null();
+    usage(w, 1);
+    w.end_object().end_object();
+    append_sse(events, "message_start", data);
+  }
+  append_sse(events, "content_block_start",
+             R"({"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}})");
+  append_sse(events, "ping", R"({"type":"ping"})");
+  co_await sleep_ms(call.knobs.ttft_ms);
+  if (!co_await res.write_chunk(events)) co_return;
+  for (std::int64_t i = 0; i < n; ++i) {
+    if (i > 0) co_await sleep_ms(gap_ms);
+    if (call.knobs.drop_after_chunks >= 0 && i >= call.knobs.drop_after_chunks) {
+      res.close_after();
+      co_return;
+    }
+    events.clear();
+    append_sse(events, "content_block_delta",
+               fmt::format(R"({{"type":"content_block_delta","index":0,"delta":{{"type":"text_delta","text":{}}}}})",
+                           json::quoted(word())));
+    if (!co_await res.write_chunk(events)) co_return;
+  }
+  events.clear();
+  append_sse(events, "content_block_stop", R"({"type":"content_block_stop","index":0})");
+  {
+    std::string data;
+    json::Writer w(data);
+    w.begin_object().field("type", "message_delta").key("delta").begin_object();
+    w.field("stop_reason", stop).key("stop_sequence").null().end_object();
+    usage(w, n);  // message_delta usage is cumulative
+    w.end_object();
+    append_sse(events, "message_delta", data);
+  }
+  append_sse(events, "message_stop", R"({"type":"message_stop"})");
+  if (!co_await res.write_chunk(events)) co_return;
+  co_await res.end_stream();
+}
+
+// Little-endian float32 values, base64 encoded, as the OpenAI API returns them when asked
+// for encoding_format "base64" (the openai SDK's default).
+std::string base64_floats(const std::vector<float>& values) {
+  static constexpr char kAlphabet[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string bytes(values.size() * 4, '\0');
+  std::memcpy(bytes.data(), values.data(), bytes.size());
+  std::string out;
+  for (std::size_t i = 0; i < bytes.size(); i += 3) {
+    std::uint32_t v = static_cast<std::uint8_t>(bytes[i]) << 16;
+    if (i + 1 < bytes.size()) v |= static_cast<std::uint8_t>(bytes[i + 1]) << 8;
+    if (i + 2 < bytes.size()) v |= static_cast<std::uint8_t>(bytes[i + 2]);
+    out.push_back(kAlphabet[(v >> 18) & 63]);
+    out.push_back(kAlphabet[(v >> 12) & 63]);
+    out.push_back(i + 1 < bytes.size() ? kAlphabet[(v >> 6) & 63] : '=');
+    out.push_back(i + 2 < bytes.size() ? kAlphabet[v & 63] : '=');
+  }
+  return out;
+}
+
+Task<void> SimHandler::embeddings(const Call& call, simdjson::dom::element doc, Responder& res) {
+  std::size_t inputs = 1;
+  simdjson::dom::array list;
+  if (!doc["input"].get_array().get(list)) {
+    // An array of strings is many inputs; an array of numbers is one tokenised input.
+    simdjson::dom::element first;
+    if (!list.at(0).get(first) && (first.is_string() || first.is_array())) inputs = list.size();
+  }
+  std::int64_t dims = call.knobs.embedding_dims;
+  std::int64_t requested = 0;
+  if (!doc["dimensions"].get_int64().get(requested) && requested > 0) dims = requested;
+  dims = std::clamp<std::int64_t>(dims, 1, 4096);
+  std::string_view format = "float";
+  if (doc["encoding_format"].get_string().get(format)) format = "float";
+
+  std::string body;
+  json::Writer w(body);
+  w.begin_object().field("object", "list").key("data").begin_array();
+  for (std::size_t i = 0; i < inputs; ++i) {
+    std::vector<float> values(static_cast<std::size_t>(dims));
+    for (std::int64_t d = 0; d < dims; ++d) {
+      values[static_cast<std::size_t>(d)] = static_cast<float>((i + 1) * 0.01 + d * 0.001);
+    }
+    w.begin_object().field("object", "embedding").field("index", static_cast<std::int64_t>(i));
+    w.key("embedding");
+    if (format == "base64") {
+      w.value(base64_floats(values));
+    } else {
+      w.begin_array();
+      for (float v : values) w.value(static_cast<double>(v));
+      w.end_array();
+    }
+    w.end_object();
+  }
+  w.end_array().field("model", call.model).key("usage").begin_object();
+  w.field("prompt_tokens", call.prompt_tokens).field("total_tokens", call.prompt_tokens);
+  w.end_object().end_object();
+  co_await res.send(200, kJson, body);
+}
+
+}  // namespace
+
+std::shared_ptr<SimState> make_sim_state(SimOptions options) {
+  return std::make_shared<SimState>(std::move(options));
+}
+
+http::HandlerFactory make_sim_factory(std::shared_ptr<SimState> state) {
+  return [state](asio::io_context& ioc) -> std::unique_ptr<http::Handler> {
+    return std::make_unique<SimHandler>(ioc, state);
+  };
+}
+
+int run_sim(int argc, char** argv) {
+  CLI::App app{"turnpike-sim: an OpenAI- and Anthropic-compatible upstream simulator for demos,\n"
+               "tests and benchmarks. Every knob below is a default; a request can override it\n"
+               "with a header x-sim-<knob> (dashes) or a body member \"sim\": {\"<knob>\": v}.\n"
+               "See docs/sim.md.",
+               "turnpike-sim"};
+  std::string listen = "127.0.0.1:9000";
+  int threads = 1;
+  SimOptions opts;
+  Knobs& k = opts.knobs;
+  app.add_option("--listen", listen, "HOST:PORT (port 0 picks one, logged at start)")
+      ->capture_default_str();
+  app.add_option("--threads", threads, "I/O threads")->capture_default_str()->check(CLI::Range(1, 64));
+  app.add_option("--api-key", opts.api_key, "Require this key (bearer or x-api-key)");
+  app.add_option("--seed", opts.seed, "Seed for outputs and injected faults")->capture_default_str();
+  app.add_option("--latency-ms", k.latency_ms, "Delay before response headers")->capture_default_str();
+  app.add_option("--ttft-ms", k.ttft_ms, "Extra delay before the first token")->capture_default_str();
+  app.add_option("--tokens-per-second", k.tokens_per_second, "Stream pacing; 0 = unpaced")
+      ->capture_default_str();
+  app.add_option("--output-tokens", k.output_tokens, "Completion length before max_tokens")
+      ->capture_default_str();
+  app.add_option("--cached-tokens", k.cached_tokens, "Prompt tokens reported as cached")
+      ->capture_default_str();
+  app.add_option("--error-status", k.error_status, "Status of injected errors")->capture_default_str();
+  app.add_option("--error-rate", k.error_rate, "Chance (0..1) of an injected error")
+      ->capture_default_str()->check(CLI::Range(0.0, 1.0));
+  app.add_option("--drop-after-chunks", k.drop_after_chunks,
+                 "Cut streams after N tokens; -1 = never")->capture_default_str();
+  app.add_option("--flex-ttft-ms", k.flex_ttft_ms, "Extra delay for service_tier flex")
+      ->capture_default_str();
+  app.add_option("--flex-429-rate", k.flex_429_rate, "Chance a flex request gets 429")
+      ->capture_default_str()->check(CLI::Range(0.0, 1.0));
+  app.add_option("--embedding-dims", k.embedding_dims, "Embedding vector length")
+      ->capture_default_str();
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  const std::size_t colon = listen.rfind(':');
+  if (colon == std::string::npos) {
+    std::fprintf(stderr, "turnpike-sim: --listen must be HOST:PORT\n");
+    return 2;
+  }
+  const std::string host = listen.substr(0, colon);
+  const int port = std::atoi(listen.c_str() + colon + 1);
+  http::ServerLimits limits;
+  limits.drain_timeout_ms = 2000;
+  http::Server server(limits, make_sim_factory(make_sim_state(std::move(opts))));
+  if (auto s = server.listen(host, static_cast<std::uint16_t>(port), threads); !s) {
+    std::fprintf(stderr, "turnpike-sim: %s\n", s.message().c_str());
+    return 1;
+  }
+  log::info("listening", {{"host", host}, {"port", static_cast<int>(server.port())},
+                          {"threads", threads}, {"service", "turnpike-sim"}});
+  server.run();
+  return 0;
+}
+
+}  // namespace tp::sim
