@@ -27,9 +27,13 @@ using std::chrono::milliseconds;
 // ---------------------------------------------------------------------------------------
 // Responder
 
-Responder::Responder(beast::tcp_stream& stream, const ServerLimits& limits,
+Responder::Responder(Socket& socket, Deadline& deadline, const ServerLimits& limits,
                      unsigned http_version, bool keep_alive)
-    : stream_(stream), limits_(limits), http_version_(http_version), keep_alive_(keep_alive) {}
+    : socket_(socket),
+      deadline_(deadline),
+      limits_(limits),
+      http_version_(http_version),
+      keep_alive_(keep_alive) {}
 
 void Responder::add_header(std::string_view name, std::string_view value) {
   common_headers_.push_back({name, value});
@@ -65,8 +69,8 @@ void Responder::append_head(unsigned status, std::string_view content_type,
 
 Task<bool> Responder::write_buffers(std::span<const asio::const_buffer> buffers) {
   if (failed_) co_return false;
-  stream_.expires_after(milliseconds(limits_.write_timeout_ms));
-  auto [ec, n] = co_await asio::async_write(stream_, buffers, use_nothrow);
+  deadline_.expires_after(milliseconds(limits_.write_timeout_ms));
+  auto [ec, n] = co_await asio::async_write(socket_, buffers, use_nothrow);
   if (ec) {
     failed_ = true;
     co_return false;
@@ -127,12 +131,14 @@ Task<bool> Responder::end_stream() {
 // Server
 
 struct Server::Worker {
-  asio::io_context ioc{1};
-  std::unique_ptr<tcp::acceptor> acceptor;
+  // I/O objects are touched only by this worker's thread; other threads only post to it.
+  asio::io_context ioc{BOOST_ASIO_CONCURRENCY_HINT_UNSAFE_IO};
+  DeadlineTicker deadlines{ioc};
+  std::unique_ptr<Acceptor> acceptor;
   std::unique_ptr<Handler> handler;
   std::thread thread;
   // Connections waiting for their next request; closed at once when a drain starts.
-  std::unordered_set<beast::tcp_stream*> idle;
+  std::unordered_set<Socket*> idle;
   std::size_t connections = 0;
   bool draining = false;
 };
@@ -153,7 +159,7 @@ Status Server::listen(const std::string& host, std::uint16_t port, int threads) 
   if (ec) return {ErrorKind::kInvalidRequest, fmt::format("listen: bad address '{}'", host)};
   for (int i = 0; i < threads; ++i) {
     auto w = std::make_unique<Worker>();
-    auto acceptor = std::make_unique<tcp::acceptor>(w->ioc);
+    auto acceptor = std::make_unique<Acceptor>(w->ioc.get_executor());
     const tcp::endpoint endpoint(address, port);
     acceptor->open(endpoint.protocol(), ec);
     if (!ec) acceptor->set_option(asio::socket_base::reuse_address(true), ec);
@@ -182,7 +188,7 @@ Status Server::listen(const std::string& host, std::uint16_t port, int threads) 
 
 void Server::run() {
   for (auto& w : workers_) {
-    asio::co_spawn(w->ioc, accept_loop(*w), asio::detached);
+    asio::co_spawn(w->ioc.get_executor(), accept_loop(*w), asio::detached);
     w->thread = std::thread([&ioc = w->ioc] { ioc.run(); });
   }
   asio::signal_set signals(control_, SIGTERM, SIGINT);
@@ -212,7 +218,7 @@ void Server::begin_drain() {
       w->draining = true;
       boost::system::error_code ignored;
       w->acceptor->close(ignored);
-      for (beast::tcp_stream* s : w->idle) s->socket().close(ignored);
+      for (Socket* s : w->idle) s->close(ignored);
     });
   }
   const auto deadline = std::chrono::steady_clock::now() + milliseconds(limits_.drain_timeout_ms);
@@ -241,7 +247,7 @@ Task<void> Server::accept_loop(Worker& worker) {
       if (ec == asio::error::operation_aborted || worker.draining) co_return;
       // Out of descriptors or similar: log, back off briefly, keep serving.
       log::warn("accept failed", {{"error", ec.message()}});
-      asio::steady_timer backoff(worker.ioc, milliseconds(50));
+      Timer backoff(worker.ioc.get_executor(), milliseconds(50));
       co_await backoff.async_wait(use_nothrow);
       continue;
     }
@@ -249,38 +255,39 @@ Task<void> Server::accept_loop(Worker& worker) {
       log::warn("connection refused: per-thread limit", {{"limit", limits_.connections_per_thread_max}});
       continue;  // the socket closes as it leaves scope
     }
-    asio::co_spawn(worker.ioc, serve_connection(worker, std::move(socket)), asio::detached);
+    asio::co_spawn(worker.ioc.get_executor(), serve_connection(worker, std::move(socket)),
+                   asio::detached);
   }
 }
 
 namespace {
 
 // Maps a parse failure to the status a client should see.
-unsigned status_for_read_error(const boost::system::error_code& ec) {
+unsigned status_for_read_error(const boost::system::error_code& ec, bool timed_out) {
+  if (timed_out) return 408;
   if (ec == bhttp::error::body_limit) return 413;
   if (ec == bhttp::error::header_limit) return 431;
-  if (ec == beast::error::timeout) return 408;
   return 400;
 }
 
 }  // namespace
 
-Task<void> Server::serve_connection(Worker& worker, tcp::socket socket) {
+Task<void> Server::serve_connection(Worker& worker, Socket socket) {
   ++worker.connections;
   ++connections_;
   boost::system::error_code ignored;
   socket.set_option(tcp::no_delay(true), ignored);
-  beast::tcp_stream stream(std::move(socket));
+  Deadline deadline(worker.deadlines, socket);
   beast::flat_buffer buffer;
 
   for (;;) {
     if (worker.draining) break;
     if (buffer.size() == 0) {
       // Idle keep-alive wait: the only state in which a drain may close us at once.
-      worker.idle.insert(&stream);
-      stream.expires_after(milliseconds(limits_.idle_timeout_ms));
-      auto [ec, n] = co_await stream.async_read_some(buffer.prepare(4096), use_nothrow);
-      worker.idle.erase(&stream);
+      worker.idle.insert(&socket);
+      deadline.expires_after(milliseconds(limits_.idle_timeout_ms));
+      auto [ec, n] = co_await socket.async_read_some(buffer.prepare(4096), use_nothrow);
+      worker.idle.erase(&socket);
       if (ec) break;
       buffer.commit(n);
     }
@@ -290,25 +297,27 @@ Task<void> Server::serve_connection(Worker& worker, tcp::socket socket) {
     parser.body_limit(limits_.body_bytes_max);
     // The header timer runs from the request's first byte, so a client trickling bytes
     // (slowloris) is cut off no matter how steadily it sends.
-    stream.expires_after(milliseconds(limits_.header_timeout_ms));
-    auto [hec, hn] = co_await bhttp::async_read_header(stream, buffer, parser, use_nothrow);
+    deadline.expires_after(milliseconds(limits_.header_timeout_ms));
+    auto [hec, hn] = co_await bhttp::async_read_header(socket, buffer, parser, use_nothrow);
     if (!hec && !parser.is_done()) {
       if (parser.get()[bhttp::field::expect] == "100-continue") {
         static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
-        co_await asio::async_write(stream, asio::buffer(kContinue), use_nothrow);
+        co_await asio::async_write(socket, asio::buffer(kContinue), use_nothrow);
       }
-      stream.expires_after(milliseconds(limits_.body_timeout_ms));
-      auto [bec, bn] = co_await bhttp::async_read(stream, buffer, parser, use_nothrow);
+      deadline.expires_after(milliseconds(limits_.body_timeout_ms));
+      auto [bec, bn] = co_await bhttp::async_read(socket, buffer, parser, use_nothrow);
       hec = bec;
     }
     if (hec) {
-      if (hec == bhttp::error::end_of_stream || hec == asio::error::eof ||
-          hec == asio::error::connection_reset || hec == asio::error::operation_aborted) {
+      const bool timed_out = deadline.expired();
+      if (!timed_out && (hec == bhttp::error::end_of_stream || hec == asio::error::eof ||
+                         hec == asio::error::connection_reset ||
+                         hec == asio::error::operation_aborted)) {
         break;
       }
-      const unsigned status = status_for_read_error(hec);
+      const unsigned status = status_for_read_error(hec, timed_out);
       const std::string target = parser.is_header_done() ? std::string(parser.get().target()) : "";
-      Responder res(stream, limits_, 11, /*keep_alive=*/false);
+      Responder res(socket, deadline, limits_, 11, /*keep_alive=*/false);
       const std::string message =
           status == 413   ? fmt::format("request body exceeds the limit of {} bytes",
                                         limits_.body_bytes_max)
@@ -321,7 +330,8 @@ Task<void> Server::serve_connection(Worker& worker, tcp::socket socket) {
     }
 
     Request req = parser.release();
-    Responder res(stream, limits_, req.version(), req.keep_alive() && !worker.draining);
+    deadline.clear();  // the handler's own waits (upstream) have their own timeouts
+    Responder res(socket, deadline, limits_, req.version(), req.keep_alive() && !worker.draining);
     co_await worker.handler->handle(req, res);
     if (!res.started()) {
       log::error("handler sent no response", {{"target", std::string_view(req.target())}});
@@ -330,8 +340,8 @@ Task<void> Server::serve_connection(Worker& worker, tcp::socket socket) {
     if (!res.keep_alive()) break;
   }
 
-  stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
-  stream.socket().close(ignored);
+  socket.shutdown(tcp::socket::shutdown_send, ignored);
+  socket.close(ignored);
   --worker.connections;
   --connections_;
 }

@@ -16,14 +16,13 @@
 #include <thread>
 #include <vector>
 
-#include <boost/asio/io_context.hpp>
-#include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http/message.hpp>
 #include <boost/beast/http/string_body.hpp>
 
 #include "core/limits.h"
 #include "core/status.h"
 #include "http/asio.h"
+#include "http/deadline.h"
 
 namespace tp::http {
 
@@ -51,8 +50,8 @@ struct ServerLimits {
 // gone; callers stop writing then. Not thread-safe: it lives on its request's thread.
 class Responder {
  public:
-  Responder(beast::tcp_stream& stream, const ServerLimits& limits, unsigned http_version,
-            bool keep_alive);
+  Responder(Socket& socket, Deadline& deadline, const ServerLimits& limits,
+            unsigned http_version, bool keep_alive);
 
   // Headers added to whichever response is sent (e.g. x-request-id). Views must outlive
   // the response.
@@ -78,7 +77,8 @@ class Responder {
                    std::span<const Header> headers);
   Task<bool> write_buffers(std::span<const asio::const_buffer> buffers);
 
-  beast::tcp_stream& stream_;
+  Socket& socket_;
+  Deadline& deadline_;
   const ServerLimits& limits_;
   unsigned http_version_;
   bool keep_alive_;
@@ -127,7 +127,7 @@ class Server {
  private:
   struct Worker;
   Task<void> accept_loop(Worker& worker);
-  Task<void> serve_connection(Worker& worker, asio::ip::tcp::socket socket);
+  Task<void> serve_connection(Worker& worker, Socket socket);
   void begin_drain();
 
   ServerLimits limits_;

@@ -7,15 +7,16 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl.hpp>
+#include <boost/asio/connect.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
-#include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http/buffer_body.hpp>
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/read.hpp>
-#include <boost/beast/ssl/ssl_stream.hpp>
 #include <optional>
+
+#include "http/deadline.h"
 
 namespace tp::http {
 namespace beast = boost::beast;
@@ -27,33 +28,27 @@ using SteadyTime = std::chrono::steady_clock::time_point;
 
 struct UpstreamConnection {
   std::size_t endpoint_index = 0;
-  std::optional<beast::tcp_stream> tcp;
-  std::optional<beast::ssl_stream<beast::tcp_stream>> tls;
+  std::optional<Socket> tcp;
+  std::optional<ssl::stream<Socket>> tls;
+  std::optional<Deadline> deadline;  // bound to the socket below either stream
   beast::flat_buffer buffer;
   SteadyTime idle_since{};
+  // Body bytes land here; kept with the connection so a request allocates nothing for it.
+  std::unique_ptr<char[]> chunk{new char[limits::kUpstreamReadChunkBytes]};
 
-  beast::tcp_stream& lowest() { return tls ? beast::get_lowest_layer(*tls) : *tcp; }
+  Socket& lowest() { return tls ? tls->next_layer() : *tcp; }
 
   // Runs `op` on whichever stream this connection has; both branches yield the same type.
   template <typename Op>
   auto with_stream(Op&& op) {
     return tls ? op(*tls) : op(*tcp);
   }
-
-  // A pooled connection the server has closed (or sent unexpected bytes on) is useless.
-  // A non-blocking peek tells without waiting: "would block" is the only healthy answer.
-  bool looks_alive() {
-    char byte;
-    const ssize_t n = ::recv(lowest().socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-    return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
-  }
 };
 
 namespace {
 
 Status upstream_error(const UpstreamEndpoint& ep, std::string_view what,
-                      const boost::system::error_code& ec) {
-  const bool timeout = ec == beast::error::timeout;
+                      const boost::system::error_code& ec, bool timeout) {
   return {timeout ? ErrorKind::kUpstreamTimeout : ErrorKind::kUpstreamFailed,
           fmt::format("upstream '{}' {}: {}", ep.name, what,
                       timeout ? std::string("timed out") : ec.message())};
@@ -91,7 +86,6 @@ struct UpstreamResponse::Impl {
   std::unique_ptr<UpstreamConnection> conn;
   bhttp::response_parser<bhttp::buffer_body> parser;
   UpstreamTimeouts timeouts;
-  std::array<char, limits::kUpstreamReadChunkBytes> chunk;
 };
 
 UpstreamResponse::UpstreamResponse(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -116,22 +110,24 @@ bool UpstreamResponse::done() const { return impl_->parser.is_done(); }
 
 Task<Result<std::string_view>> UpstreamResponse::read_some() {
   Impl& r = *impl_;
+  constexpr std::size_t kChunk = limits::kUpstreamReadChunkBytes;
   while (!r.parser.is_done()) {
     auto& body = r.parser.get().body();
-    body.data = r.chunk.data();
-    body.size = r.chunk.size();
+    body.data = r.conn->chunk.get();
+    body.size = kChunk;
     body.more = true;
-    r.conn->lowest().expires_after(milliseconds(r.timeouts.idle_timeout_ms));
+    r.conn->deadline->expires_after(milliseconds(r.timeouts.idle_timeout_ms));
     auto [ec, n] = co_await r.conn->with_stream([&](auto& stream) {
       return bhttp::async_read_some(stream, r.conn->buffer, r.parser, use_nothrow);
     });
     if (ec == bhttp::error::need_buffer) ec = {};
     if (ec) {
+      const bool timed_out = r.conn->deadline->expired();
       r.conn.reset();  // never reuse a connection in an unknown state
-      co_return upstream_error(*r.endpoint, "body", ec);
+      co_return upstream_error(*r.endpoint, "body", ec, timed_out);
     }
-    const std::size_t got = r.chunk.size() - body.size;
-    if (got > 0) co_return std::string_view(r.chunk.data(), got);
+    const std::size_t got = kChunk - body.size;
+    if (got > 0) co_return std::string_view(r.conn->chunk.get(), got);
   }
   co_return std::string_view{};
 }
@@ -156,7 +152,7 @@ Task<Result<std::string>> UpstreamResponse::read_all(std::size_t limit) {
 // UpstreamPool
 
 UpstreamPool::UpstreamPool(asio::io_context& ioc, std::size_t endpoints)
-    : ioc_(ioc), idle_(endpoints) {}
+    : ioc_(ioc), deadlines_(std::make_unique<DeadlineTicker>(ioc)), idle_(endpoints) {}
 
 UpstreamPool::~UpstreamPool() = default;
 
@@ -172,7 +168,7 @@ std::unique_ptr<UpstreamConnection> UpstreamPool::take_idle(std::size_t index) {
   while (!list.empty()) {
     std::unique_ptr<UpstreamConnection> conn = std::move(list.back());
     list.pop_back();
-    if (conn->idle_since >= oldest_allowed && conn->looks_alive()) return conn;
+    if (conn->idle_since >= oldest_allowed) return conn;
   }
   return nullptr;
 }
@@ -181,6 +177,7 @@ void UpstreamPool::give_back(std::unique_ptr<UpstreamConnection> conn) {
   auto& list = idle_[conn->endpoint_index];
   if (list.size() >= limits::kUpstreamIdleConnectionsMax) return;  // closes it
   conn->idle_since = std::chrono::steady_clock::now();
+  conn->deadline->clear();
   conn->buffer.clear();
   list.push_back(std::move(conn));
 }
@@ -188,23 +185,24 @@ void UpstreamPool::give_back(std::unique_ptr<UpstreamConnection> conn) {
 Task<Result<std::unique_ptr<UpstreamConnection>>> UpstreamPool::connect(
     const UpstreamEndpoint& ep, const UpstreamTimeouts& timeouts) {
   ++stats_.connects;
-  tcp::resolver resolver(ioc_);
+  asio::ip::basic_resolver<tcp, Executor> resolver(ioc_.get_executor());
   auto [rec, results] = co_await resolver.async_resolve(ep.url.host, ep.url.port, use_nothrow);
-  if (rec) co_return upstream_error(ep, "resolve", rec);
+  if (rec) co_return upstream_error(ep, "resolve", rec, false);
 
   auto conn = std::make_unique<UpstreamConnection>();
   conn->endpoint_index = ep.index;
   if (ep.url.tls) {
-    conn->tls.emplace(ioc_, *ep.tls);
+    conn->tls.emplace(ioc_.get_executor(), *ep.tls);
   } else {
-    conn->tcp.emplace(ioc_);
+    conn->tcp.emplace(ioc_.get_executor());
   }
-  auto& lowest = conn->lowest();
-  lowest.expires_after(milliseconds(timeouts.connect_timeout_ms));
-  auto [cec, connected] = co_await lowest.async_connect(results, use_nothrow);
-  if (cec) co_return upstream_error(ep, "connect", cec);
+  Socket& lowest = conn->lowest();
+  conn->deadline.emplace(*deadlines_, lowest);
+  conn->deadline->expires_after(milliseconds(timeouts.connect_timeout_ms));
+  auto [cec, connected] = co_await asio::async_connect(lowest, results, use_nothrow);
+  if (cec) co_return upstream_error(ep, "connect", cec, conn->deadline->expired());
   boost::system::error_code ignored;
-  lowest.socket().set_option(tcp::no_delay(true), ignored);
+  lowest.set_option(tcp::no_delay(true), ignored);
 
   if (conn->tls) {
     if (!SSL_set_tlsext_host_name(conn->tls->native_handle(), ep.url.host.c_str())) {
@@ -213,7 +211,7 @@ Task<Result<std::unique_ptr<UpstreamConnection>>> UpstreamPool::connect(
     }
     conn->tls->set_verify_callback(ssl::host_name_verification(ep.url.host));
     auto [hec] = co_await conn->tls->async_handshake(ssl::stream_base::client, use_nothrow);
-    if (hec) co_return upstream_error(ep, "TLS handshake", hec);
+    if (hec) co_return upstream_error(ep, "TLS handshake", hec, conn->deadline->expired());
   }
   co_return conn;
 }
@@ -241,14 +239,14 @@ Task<Result<std::unique_ptr<UpstreamResponse>>> UpstreamPool::send(
       conn = std::move(connected.value());
     }
 
-    auto impl = std::make_unique<UpstreamResponse::Impl>();
+    std::unique_ptr<UpstreamResponse::Impl> impl(new UpstreamResponse::Impl);
     impl->pool = this;
     impl->endpoint = &ep;
     impl->timeouts = timeouts;
     impl->parser.header_limit(static_cast<std::uint32_t>(limits::kUpstreamHeaderBytesMax));
     impl->parser.body_limit(boost::none);  // bounded by the reader (read_all, SSE limits)
 
-    conn->lowest().expires_after(milliseconds(timeouts.first_byte_timeout_ms));
+    conn->deadline->expires_after(milliseconds(timeouts.first_byte_timeout_ms));
     const std::array<asio::const_buffer, 2> request{asio::buffer(head), asio::buffer(body)};
     auto [wec, written] = co_await conn->with_stream(
         [&](auto& stream) { return asio::async_write(stream, request, use_nothrow); });
@@ -264,7 +262,7 @@ Task<Result<std::unique_ptr<UpstreamResponse>>> UpstreamPool::send(
       co_return std::unique_ptr<UpstreamResponse>(new UpstreamResponse(std::move(impl)));
     }
 
-    const bool timed_out = ec == beast::error::timeout;
+    const bool timed_out = conn->deadline->expired();
     if (reused && !timed_out && !impl->parser.got_some()) {
       ++stats_.stale_retries;  // the server closed it while it sat in the pool
       continue;
@@ -274,7 +272,7 @@ Task<Result<std::unique_ptr<UpstreamResponse>>> UpstreamPool::send(
       ++stats_.fresh_retries;
       continue;
     }
-    co_return upstream_error(ep, "request", ec);
+    co_return upstream_error(ep, "request", ec, timed_out);
   }
 }
 

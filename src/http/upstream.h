@@ -24,12 +24,9 @@
 #include "http/asio.h"
 #include "http/url.h"
 
-namespace boost::asio {
-class io_context;
-namespace ssl {
+namespace boost::asio::ssl {
 class context;
-}
-}  // namespace boost::asio
+}  // namespace boost::asio::ssl
 
 namespace tp::http {
 
@@ -53,6 +50,7 @@ struct UpstreamEndpoint {
 Result<std::shared_ptr<asio::ssl::context>> make_tls_client_context(const std::string& ca_file);
 
 class UpstreamPool;
+class DeadlineTicker;
 struct UpstreamConnection;
 
 class UpstreamResponse {
@@ -115,6 +113,7 @@ class UpstreamPool {
   void give_back(std::unique_ptr<UpstreamConnection> conn);
 
   asio::io_context& ioc_;
+  std::unique_ptr<DeadlineTicker> deadlines_;  // outlives every connection below
   std::vector<std::vector<std::unique_ptr<UpstreamConnection>>> idle_;
   UpstreamPoolStats stats_;
 };

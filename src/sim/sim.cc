@@ -162,7 +162,7 @@ class SimHandler final : public http::Handler {
  private:
   Task<void> sleep_ms(std::int64_t ms) {
     if (ms <= 0) co_return;
-    asio::steady_timer timer(ioc_, milliseconds(ms));
+    http::Timer timer(ioc_.get_executor(), milliseconds(ms));
     co_await timer.async_wait(http::use_nothrow);
   }
   bool chance(double p) { return p > 0 && std::uniform_real_distribution<>(0, 1)(rng_) < p; }

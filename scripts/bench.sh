@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# Proxy benchmark: in one run, the same wrk load against
+#   direct  - a fixed-response upstream (nginx `return 200` with a chat-completion body)
+#   nginx   - nginx proxy_pass with upstream keepalive, 1 worker, in front of it
+#   turnpike- turnpike serve with 1 I/O thread in front of it
+# and a streaming run through nginx and turnpike against turnpike-sim.
+# Prints throughput at 64 connections and added latency at 1 connection, as ratios to nginx.
+# Results are printed (and saved under bench/results/), never asserted.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+
+duration=${BENCH_DURATION:-10}
+"$root/scripts/deps.sh" --bench
+if [[ ! -x build/bin/turnpike || "${BENCH_REBUILD:-1}" == 1 ]]; then
+  cmake --preset release >/dev/null
+  ninja -C build turnpike turnpike-sim >/dev/null
+fi
+
+work=$(mktemp -d /tmp/turnpike-bench.XXXXXX)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() {
+  for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done
+  echo "bench: nothing listening on port $1" >&2; return 1
+}
+
+up_port=$(free_port); ngx_port=$(free_port); tp_port=$(free_port); sim_port=$(free_port)
+ngx_sim_port=$(free_port)
+body='{"id":"chatcmpl-bench","object":"chat.completion","created":1700000000,"model":"bench-model","choices":[{"index":0,"message":{"role":"assistant","content":"Hello there! How can I help you today?"},"finish_reason":"stop"}],"usage":{"prompt_tokens":14,"completion_tokens":10,"total_tokens":24}}'
+
+# Two nginx instances, one worker each: the fixed-response upstream, and the proxy under
+# test, so the proxy's worker does nothing but proxying (as turnpike's thread does).
+nginx_conf() { # name servers...
+  cat <<NGINX
+worker_processes 1;
+daemon off;
+pid $work/$1.pid;
+error_log $work/$1-error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $work/$1-body;
+  proxy_temp_path $work/$1-proxy;
+  fastcgi_temp_path $work/$1-fastcgi;
+  uwsgi_temp_path $work/$1-uwsgi;
+  scgi_temp_path $work/$1-scgi;
+  keepalive_requests 1000000;
+  $2
+}
+NGINX
+}
+nginx_conf upstream "server { listen 127.0.0.1:$up_port; location / { default_type application/json; return 200 '$body'; } }" >"$work/upstream.conf"
+proxy_location='proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off;'
+nginx_conf proxy "
+  upstream fixed { server 127.0.0.1:$up_port; keepalive 128; keepalive_requests 1000000; }
+  upstream sim { server 127.0.0.1:$sim_port; keepalive 128; keepalive_requests 1000000; }
+  server { listen 127.0.0.1:$ngx_port; location / { proxy_pass http://fixed; $proxy_location } }
+  server { listen 127.0.0.1:$ngx_sim_port; location / { proxy_pass http://sim; $proxy_location } }
+" >"$work/proxy.conf"
+/usr/sbin/nginx -c "$work/upstream.conf" -p "$work" 2>>"$work/upstream-error.log" & pids+=($!)
+/usr/sbin/nginx -c "$work/proxy.conf" -p "$work" 2>>"$work/proxy-error.log" & pids+=($!)
+
+cat >"$work/turnpike.yaml" <<YAML
+listen: "127.0.0.1:$tp_port"
+log: { level: warn, access: false }
+providers:
+  - name: fixed
+    api: openai
+    base_url: "http://127.0.0.1:$up_port/v1"
+  - name: sim
+    api: openai
+    base_url: "http://127.0.0.1:$sim_port/v1"
+models:
+  - name: bench-model
+    routes:
+      - { provider: fixed, upstream_model: bench-model, input_per_mtok: "0.15", output_per_mtok: "0.60" }
+  - name: bench-stream
+    routes:
+      - { provider: sim, upstream_model: bench-model, input_per_mtok: "0.15", output_per_mtok: "0.60" }
+YAML
+build/bin/turnpike-sim --listen "127.0.0.1:$sim_port" --output-tokens 16 2>"$work/sim.log" & pids+=($!)
+build/bin/turnpike serve --config "$work/turnpike.yaml" --threads 1 --data-dir "$work/var" 2>"$work/turnpike.log" & pids+=($!)
+for p in $up_port $ngx_port $tp_port $sim_port $ngx_sim_port; do wait_port "$p"; done
+
+# wrk prints "Requests/sec:" and, with --latency, the 50% / 99% lines.
+run_wrk() { # conns url script
+  wrk -t1 -c"$1" -d"${duration}s" --latency -s "bench/$3" "$2" 2>&1
+}
+rps() { awk '/Requests\/sec/ {print $2}'; }
+pct() { # percentile line → microseconds
+  awk -v p="$1" '$1==p {v=$2; if (v ~ /us$/) {sub(/us/,"",v); print v} else if (v ~ /ms$/) {sub(/ms/,"",v); print v*1000} else if (v ~ /s$/) {sub(/s/,"",v); print v*1000000}}'
+}
+
+url_direct="http://127.0.0.1:$up_port/v1/chat/completions"
+url_nginx="http://127.0.0.1:$ngx_port/v1/chat/completions"
+url_tp="http://127.0.0.1:$tp_port/v1/chat/completions"
+
+echo "warming up..." >&2
+for u in "$url_direct" "$url_nginx" "$url_tp"; do wrk -t1 -c8 -d2s -s bench/chat.lua "$u" >/dev/null; done
+
+declare -A RPS P50 P99
+for name in direct nginx turnpike; do
+  var="url_$name"; [[ $name == turnpike ]] && var=url_tp
+  out=$(run_wrk 64 "${!var}" chat.lua); RPS[$name]=$(rps <<<"$out")
+  out=$(run_wrk 1 "${!var}" chat.lua); P50[$name]=$(pct 50% <<<"$out"); P99[$name]=$(pct 99% <<<"$out")
+done
+
+# Streaming: time to first byte through each proxy, one connection, against turnpike-sim.
+ttfb() { # url model
+  local total=0 n=50 t
+  for _ in $(seq $n); do
+    t=$(curl -s -o /dev/null -w '%{time_starttransfer}' -H 'Authorization: Bearer bench' \
+      -H 'Content-Type: application/json' \
+      -d "{\"model\":\"$2\",\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}" "$1")
+    total=$(python3 -c "print($total + $t)")
+  done
+  python3 -c "print(round($total / $n * 1e6))"
+}
+ttfb_direct=$(ttfb "http://127.0.0.1:$sim_port/v1/chat/completions" bench-model)
+ttfb_nginx=$(ttfb "http://127.0.0.1:$ngx_sim_port/v1/chat/completions" bench-model)
+ttfb_tp=$(ttfb "$url_tp" bench-stream)
+
+mkdir -p bench/results
+python3 - "$work" <<PY | tee "bench/results/proxy-$(date +%Y%m%d-%H%M%S).txt"
+rps = {"direct": ${RPS[direct]}, "nginx": ${RPS[nginx]}, "turnpike": ${RPS[turnpike]}}
+p50 = {"direct": ${P50[direct]}, "nginx": ${P50[nginx]}, "turnpike": ${P50[turnpike]}}
+p99 = {"direct": ${P99[direct]}, "nginx": ${P99[nginx]}, "turnpike": ${P99[turnpike]}}
+tt = {"direct": $ttfb_direct, "nginx": $ttfb_nginx, "turnpike": $ttfb_tp}
+print(f"turnpike proxy benchmark ({${duration}}s per run, wrk -t1, 1 I/O thread / 1 nginx worker)")
+print(f"{'':10}{'req/s @64':>12}{'p50 @1 (us)':>14}{'p99 @1 (us)':>14}{'stream TTFB (us)':>18}")
+for k in ("direct", "nginx", "turnpike"):
+    print(f"{k:10}{rps[k]:>12.0f}{p50[k]:>14.0f}{p99[k]:>14.0f}{tt[k]:>18.0f}")
+add = lambda d, k: d[k] - d["direct"]
+def ratio(a, b): return a / b if b > 0 else float("nan")
+print()
+print(f"throughput ratio turnpike/nginx:       {ratio(rps['turnpike'], rps['nginx']):.2f}x  (target >= 1.00)")
+print(f"added p50 latency turnpike/nginx:      {ratio(add(p50,'turnpike'), add(p50,'nginx')):.2f}x  (target <= 1.00; {add(p50,'turnpike'):.0f} us vs {add(p50,'nginx'):.0f} us)")
+print(f"added p99 latency turnpike/nginx:      {ratio(add(p99,'turnpike'), add(p99,'nginx')):.2f}x  ({add(p99,'turnpike'):.0f} us vs {add(p99,'nginx'):.0f} us)")
+print(f"added stream TTFB turnpike/nginx:      {ratio(add(tt,'turnpike'), add(tt,'nginx')):.2f}x  ({add(tt,'turnpike'):.0f} us vs {add(tt,'nginx'):.0f} us)")
+PY

@@ -1,0 +1,45 @@
+#include "http/deadline.h"
+
+#include "core/assert.h"
+
+namespace tp::http {
+
+DeadlineTicker::~DeadlineTicker() { TP_ASSERT(entries_.empty()); }
+
+void DeadlineTicker::add(Deadline* d) {
+  d->slot_ = entries_.size();
+  entries_.push_back(d);
+  if (!armed_) arm();
+}
+
+void DeadlineTicker::remove(Deadline* d) {
+  TP_ASSERT(d->slot_ < entries_.size() && entries_[d->slot_] == d);
+  Deadline* last = entries_.back();
+  entries_[d->slot_] = last;
+  last->slot_ = d->slot_;
+  entries_.pop_back();
+}
+
+void DeadlineTicker::arm() {
+  armed_ = true;
+  timer_.expires_after(kDeadlineTick);
+  timer_.async_wait([this](const boost::system::error_code& ec) {
+    if (ec) return;  // destroyed or cancelled: `this` may be gone
+    armed_ = false;
+    tick();
+  });
+}
+
+void DeadlineTicker::tick() {
+  const auto now = Deadline::Clock::now();
+  for (Deadline* d : entries_) {
+    if (d->at_ > now) continue;
+    d->at_ = Deadline::Clock::time_point::max();
+    d->expired_ = true;
+    boost::system::error_code ignored;
+    d->socket_->cancel(ignored);
+  }
+  if (!entries_.empty()) arm();
+}
+
+}  // namespace tp::http

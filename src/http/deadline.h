@@ -1,0 +1,71 @@
+#pragma once
+// Coarse timeouts without a timer per operation. Each connection owns a Deadline; one
+// DeadlineTicker per thread wakes every tick and cancels the sockets whose deadline passed.
+// Arming a deadline is a clock read and a store, so the request path pays no timer-queue
+// work; the price is precision: a timeout fires up to one tick late.
+//
+// Not thread-safe: a ticker and its deadlines live on one io_context thread.
+
+#include <chrono>
+#include <cstddef>
+#include <vector>
+
+#include "http/asio.h"
+
+namespace tp::http {
+
+inline constexpr std::chrono::milliseconds kDeadlineTick{50};
+
+class Deadline;
+
+class DeadlineTicker {
+ public:
+  explicit DeadlineTicker(asio::io_context& ioc) : timer_(ioc.get_executor()) {}
+  ~DeadlineTicker();
+  DeadlineTicker(const DeadlineTicker&) = delete;
+  DeadlineTicker& operator=(const DeadlineTicker&) = delete;
+
+ private:
+  friend class Deadline;
+  void add(Deadline* d);
+  void remove(Deadline* d);
+  void arm();
+  void tick();
+
+  Timer timer_;
+  std::vector<Deadline*> entries_;
+  bool armed_ = false;
+};
+
+class Deadline {
+ public:
+  using Clock = std::chrono::steady_clock;
+
+  // `socket` is cancelled (pending operations complete with operation_aborted) when the
+  // deadline passes. Both must outlive nothing: the Deadline unregisters itself.
+  Deadline(DeadlineTicker& ticker, Socket& socket) : ticker_(ticker), socket_(&socket) {
+    ticker_.add(this);
+  }
+  ~Deadline() { ticker_.remove(this); }
+  Deadline(const Deadline&) = delete;
+  Deadline& operator=(const Deadline&) = delete;
+
+  void expires_after(std::chrono::milliseconds ms) {
+    at_ = Clock::now() + ms;
+    expired_ = false;
+  }
+  void clear() { at_ = Clock::time_point::max(); }
+  // True once the deadline passed and the socket was cancelled; reset by expires_after.
+  bool expired() const { return expired_; }
+  void rebind(Socket& socket) { socket_ = &socket; }
+
+ private:
+  friend class DeadlineTicker;
+  DeadlineTicker& ticker_;
+  Socket* socket_;
+  Clock::time_point at_ = Clock::time_point::max();
+  bool expired_ = false;
+  std::size_t slot_ = 0;
+};
+
+}  // namespace tp::http
