@@ -270,6 +270,24 @@ unsigned status_for_read_error(const boost::system::error_code& ec, bool timed_o
   return 400;
 }
 
+// After an error answer sent while the client may still be sending (a body over the limit),
+// closing at once would make the kernel reset the connection and the client could lose the
+// answer. Instead: stop sending, then read and discard for a bounded time and size.
+Task<void> linger(Socket& socket, Deadline& deadline, beast::flat_buffer& buffer) {
+  constexpr std::size_t kLingerBytesMax = 64 * 1024 * 1024;
+  constexpr milliseconds kLingerTime{2000};
+  boost::system::error_code ignored;
+  socket.shutdown(tcp::socket::shutdown_send, ignored);
+  deadline.expires_after(kLingerTime);
+  std::size_t discarded = 0;
+  while (discarded < kLingerBytesMax) {
+    buffer.clear();
+    auto [ec, n] = co_await socket.async_read_some(buffer.prepare(64 * 1024), use_nothrow);
+    if (ec) break;
+    discarded += n;
+  }
+}
+
 }  // namespace
 
 Task<void> Server::serve_connection(Worker& worker, Socket socket) {
@@ -326,6 +344,7 @@ Task<void> Server::serve_connection(Worker& worker, Socket socket) {
           : status == 408 ? std::string("request not received in time")
                           : fmt::format("malformed HTTP request: {}", hec.message());
       co_await worker.handler->reject(status, message, target, res);
+      co_await linger(socket, deadline, buffer);
       break;
     }
 

@@ -61,12 +61,16 @@ class SimState {
     std::lock_guard lock(mu_);
     log_.clear();
     requests_ = 0;
+    cancelled_ = 0;
   }
+  // A stream whose reader went away before its end.
+  void stream_cancelled() { ++cancelled_; }
   std::string requests_json() {
     std::string out;
     json::Writer w(out);
     std::lock_guard lock(mu_);
     w.begin_object().field("count", static_cast<std::int64_t>(requests_.load()));
+    w.field("cancelled", static_cast<std::int64_t>(cancelled_.load()));
     w.key("requests").begin_array();
     for (const auto& r : log_) {
       w.begin_object().field("method", r.method).field("path", r.path);
@@ -82,6 +86,7 @@ class SimState {
   SimOptions options_;
   std::atomic<std::uint64_t> thread_counter_{0};
   std::atomic<std::uint64_t> requests_{0};
+  std::atomic<std::uint64_t> cancelled_{0};
   std::mutex mu_;
   std::deque<RecordedRequest> log_;
 };
@@ -399,8 +404,10 @@ Task<void> SimHandler::chat(const Call& call, Responder& res) {
       res.close_after();  // leaves the chunked body unterminated: the peer sees a cut
       co_return;
     }
-    if (!co_await res.write_chunk(chunk(fmt::format(R"({{"content":{}}})", json::quoted(word())), "")))
+    if (!co_await res.write_chunk(chunk(fmt::format(R"({{"content":{}}})", json::quoted(word())), ""))) {
+      state_->stream_cancelled();
       co_return;
+    }
   }
   std::string tail = chunk("{}", finish);
   if (call.include_usage) {
@@ -476,7 +483,10 @@ Task<void> SimHandler::messages(const Call& call, Responder& res) {
     append_sse(events, "content_block_delta",
                fmt::format(R"({{"type":"content_block_delta","index":0,"delta":{{"type":"text_delta","text":{}}}}})",
                            json::quoted(word())));
-    if (!co_await res.write_chunk(events)) co_return;
+    if (!co_await res.write_chunk(events)) {
+      state_->stream_cancelled();
+      co_return;
+    }
   }
   events.clear();
   append_sse(events, "content_block_stop", R"({"type":"content_block_stop","index":0})");

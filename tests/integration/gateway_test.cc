@@ -1,0 +1,290 @@
+// End-to-end through real processes: client → turnpike → turnpike-sim.
+
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <simdjson.h>
+
+#include <thread>
+
+#include "integration/harness.h"
+
+namespace tp::test {
+namespace {
+
+using namespace std::chrono_literals;
+
+const std::map<std::string, std::string> kAuth = {{"authorization", "Bearer sk-client-key-1234"}};
+
+simdjson::dom::element parse(simdjson::dom::parser& parser, const std::string& text) {
+  return parser.parse(text).value();
+}
+
+// The sim's record of the last request it received.
+simdjson::dom::element last_upstream_request(simdjson::dom::parser& parser, int sim_port) {
+  static std::string text;
+  text = http_request(sim_port, "GET", "/sim/requests").body;
+  simdjson::dom::element doc = parser.parse(text).value();
+  simdjson::dom::array list = doc["requests"].get_array().value();
+  simdjson::dom::element last;
+  for (auto r : list) last = r;
+  return last;
+}
+
+class GatewayTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() { stack_ = new Stack(); }
+  static void TearDownTestSuite() {
+    delete stack_;
+    stack_ = nullptr;
+  }
+  void SetUp() override {
+    ASSERT_GT(stack_->sim_port, 0) << stack_->sim->log();
+    ASSERT_GT(stack_->port, 0) << stack_->gateway->log();
+  }
+  HttpResponse post(const std::string& path, const std::string& body,
+                    std::map<std::string, std::string> headers = kAuth) {
+    return http_request(stack_->port, "POST", path, body, headers);
+  }
+  static Stack* stack_;
+};
+Stack* GatewayTest::stack_ = nullptr;
+
+TEST_F(GatewayTest, ChatCompletionMapsModelAndSwapsKey) {
+  const auto res = post("/v1/chat/completions",
+                        R"({"model":"gpt-test","messages":[{"role":"user","content":"hi"}],)"
+                        R"("custom_field":{"kept":[1,2,3]},"sim":{"output_tokens":5}})");
+  ASSERT_EQ(res.status, 200) << res.body;
+  EXPECT_EQ(res.header("x-turnpike-provider"), "sim-openai");
+  EXPECT_TRUE(res.header("x-request-id").starts_with("req_"));
+  EXPECT_EQ(res.header("content-type"), "application/json");
+  simdjson::dom::parser p;
+  auto doc = parse(p, res.body);
+  EXPECT_EQ(std::string_view(doc["object"].get_string().value()), "chat.completion");
+  EXPECT_EQ(doc["usage"]["completion_tokens"].get_int64().value(), 5);
+
+  simdjson::dom::parser p2;
+  auto seen = last_upstream_request(p2, stack_->sim_port);
+  EXPECT_EQ(std::string_view(seen["path"].get_string().value()), "/v1/chat/completions");
+  // The client's key never goes upstream; the provider's does.
+  EXPECT_EQ(std::string_view(seen["authorization"].get_string().value()),
+            "Bearer sk-provider-secret");
+  EXPECT_EQ(std::string_view(seen["body"]["model"].get_string().value()), "gpt-upstream");
+  // Unknown fields pass through untouched.
+  EXPECT_EQ(simdjson::minify(seen["body"]["custom_field"]), R"({"kept":[1,2,3]})");
+}
+
+TEST_F(GatewayTest, BodyForwardedByteForByteWhenNoRewriteIsNeeded) {
+  // Turnpike's own options are removed; everything else keeps its order and values.
+  const auto res = post("/v1/chat/completions",
+                        R"({"model":"gpt-test","privacy_tier":"cloud","messages":[],"z":1,"a":2})",
+                        {{"authorization", "Bearer k"}, {"x-turnpike-start-within", "auto"}});
+  ASSERT_EQ(res.status, 200) << res.body;
+  simdjson::dom::parser p;
+  auto seen = last_upstream_request(p, stack_->sim_port);
+  EXPECT_EQ(simdjson::minify(seen["body"]), R"({"model":"gpt-upstream","messages":[],"z":1,"a":2})");
+}
+
+TEST_F(GatewayTest, StreamRelaysEveryChunkAndUsage) {
+  const auto res = post("/v1/chat/completions",
+                        R"({"model":"gpt-test","stream":true,"stream_options":{"include_usage":true},)"
+                        R"("messages":[{"role":"user","content":"hi"}],"sim":{"output_tokens":7}})");
+  ASSERT_EQ(res.status, 200) << res.body;
+  EXPECT_TRUE(res.header("content-type").starts_with("text/event-stream"));
+  EXPECT_EQ(res.header("transfer-encoding"), "chunked");
+  std::size_t content_chunks = 0;
+  std::size_t pos = 0;
+  while ((pos = res.body.find("\"delta\":{\"content\":", pos)) != std::string::npos) {
+    ++content_chunks;
+    ++pos;
+  }
+  EXPECT_EQ(content_chunks, 7u);
+  EXPECT_NE(res.body.find(R"("completion_tokens":7)"), std::string::npos);
+  EXPECT_TRUE(res.body.ends_with("data: [DONE]\n\n"));
+}
+
+TEST_F(GatewayTest, StreamArrivesIncrementally) {
+  // 5 tokens at 10 tokens/s: the first event must reach the client long before the last.
+  RawConnection c(stack_->port);
+  const std::string body =
+      R"({"model":"gpt-test","stream":true,"messages":[],"sim":{"output_tokens":5,"tokens_per_second":10}})";
+  ASSERT_TRUE(c.send("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k\r\n"
+                     "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body));
+  const auto first = c.read_until("\"role\":\"assistant\"", 2s);
+  ASSERT_NE(first.find("\"role\":\"assistant\""), std::string::npos);
+  EXPECT_EQ(first.find("[DONE]"), std::string::npos) << "stream was buffered whole";
+  const auto rest = c.read_until("[DONE]", 5s);
+  EXPECT_NE(rest.find("[DONE]"), std::string::npos);
+}
+
+TEST_F(GatewayTest, AnthropicMessagesStreamAndNonStream) {
+  const std::map<std::string, std::string> headers = {{"x-api-key", "sk-ant-client"},
+                                                      {"anthropic-version", "2023-06-01"}};
+  auto res = post("/v1/messages",
+                  R"({"model":"claude-test","max_tokens":4,"messages":[{"role":"user","content":"hi"}]})",
+                  headers);
+  ASSERT_EQ(res.status, 200) << res.body;
+  EXPECT_NE(res.body.find(R"("type":"message")"), std::string::npos);
+  EXPECT_NE(res.body.find(R"("output_tokens":4)"), std::string::npos);
+  simdjson::dom::parser p;
+  auto seen = last_upstream_request(p, stack_->sim_port);
+  EXPECT_EQ(std::string_view(seen["x_api_key"].get_string().value()), "sk-provider-secret");
+  EXPECT_EQ(std::string_view(seen["anthropic_version"].get_string().value()), "2023-06-01");
+  EXPECT_EQ(std::string_view(seen["body"]["model"].get_string().value()), "claude-upstream");
+
+  res = post("/v1/messages",
+             R"({"model":"claude-test","max_tokens":3,"stream":true,"messages":[{"role":"user","content":"hi"}]})",
+             headers);
+  ASSERT_EQ(res.status, 200) << res.body;
+  for (const char* event : {"message_start", "content_block_start", "content_block_delta",
+                            "content_block_stop", "message_delta", "message_stop"}) {
+    EXPECT_NE(res.body.find(std::string("event: ") + event), std::string::npos) << event;
+  }
+}
+
+TEST_F(GatewayTest, EmbeddingsAndModels) {
+  auto res = post("/v1/embeddings", R"({"model":"embed-test","input":["a","b"]})");
+  ASSERT_EQ(res.status, 200) << res.body;
+  EXPECT_NE(res.body.find(R"("index":1)"), std::string::npos);
+
+  res = http_request(stack_->port, "GET", "/v1/models");
+  ASSERT_EQ(res.status, 200);
+  simdjson::dom::parser p;
+  auto doc = parse(p, res.body);
+  EXPECT_EQ(std::string_view(doc["object"].get_string().value()), "list");
+  std::vector<std::string> ids;
+  simdjson::dom::array data = doc["data"].get_array().value();
+  for (auto m : data) ids.emplace_back(m["id"].get_string().value());
+  EXPECT_EQ(ids, (std::vector<std::string>{"gpt-test", "embed-test", "claude-test", "dead-model"}));
+}
+
+void expect_openai_error(const HttpResponse& res, int status, const std::string& type) {
+  EXPECT_EQ(res.status, status) << res.body;
+  simdjson::dom::parser p;
+  auto doc = p.parse(res.body);
+  ASSERT_FALSE(doc.error()) << res.body;
+  EXPECT_EQ(std::string_view(doc["error"]["type"].get_string().value()), type) << res.body;
+  EXPECT_FALSE(std::string_view(doc["error"]["message"].get_string().value()).empty());
+}
+
+TEST_F(GatewayTest, ErrorsUseOpenAIShapeAndStatus) {
+  expect_openai_error(post("/v1/chat/completions", R"({"model":"gpt-test",)"), 400,
+                      "invalid_request_error");
+  expect_openai_error(post("/v1/chat/completions", R"([1,2])"), 400, "invalid_request_error");
+  expect_openai_error(post("/v1/chat/completions", R"({"messages":[]})"), 400,
+                      "invalid_request_error");
+  expect_openai_error(post("/v1/chat/completions", R"({"model":"gpt-test","stream":"yes"})"), 400,
+                      "invalid_request_error");
+  expect_openai_error(post("/v1/chat/completions", R"({"model":"gpt-test","privacy_tier":"x"})"),
+                      400, "invalid_request_error");
+  expect_openai_error(post("/v1/chat/completions", R"({"model":"nope","messages":[]})"), 404,
+                      "not_found_error");
+  expect_openai_error(post("/v1/nothing", "{}"), 404, "not_found_error");
+  expect_openai_error(http_request(stack_->port, "GET", "/v1/chat/completions"), 405,
+                      "invalid_request_error");
+  expect_openai_error(post("/v1/chat/completions", R"({"model":"gpt-test"})", {}), 401,
+                      "authentication_error");
+  // Connection refused upstream (after one retry on a fresh connection) → 502.
+  expect_openai_error(post("/v1/chat/completions", R"({"model":"dead-model","messages":[]})"), 502,
+                      "upstream_error");
+  // The provider's 500 → 502 naming the provider, never the provider's text.
+  const auto res = post("/v1/chat/completions",
+                        R"({"model":"gpt-test","messages":[],"sim":{"error_status":500}})");
+  expect_openai_error(res, 502, "upstream_error");
+  EXPECT_NE(res.body.find("sim-openai"), std::string::npos);
+  EXPECT_EQ(res.body.find("simulated"), std::string::npos);
+  // Client errors from the provider pass through as they are.
+  const auto rate = post("/v1/chat/completions",
+                         R"({"model":"gpt-test","messages":[],"sim":{"error_status":429}})");
+  EXPECT_EQ(rate.status, 429);
+  EXPECT_EQ(rate.header("retry-after"), "1");
+}
+
+TEST_F(GatewayTest, WrongSurfaceForModelIsAClearError) {
+  expect_openai_error(post("/v1/chat/completions", R"({"model":"claude-test","messages":[]})"), 400,
+                      "invalid_request_error");
+}
+
+TEST_F(GatewayTest, AnthropicErrorsUseAnthropicShape) {
+  const auto res = post("/v1/messages", R"({"model":"missing","max_tokens":1,"messages":[]})",
+                        {{"x-api-key", "k"}});
+  EXPECT_EQ(res.status, 404);
+  simdjson::dom::parser p;
+  auto doc = parse(p, res.body);
+  EXPECT_EQ(std::string_view(doc["type"].get_string().value()), "error");
+  EXPECT_EQ(std::string_view(doc["error"]["type"].get_string().value()), "not_found_error");
+}
+
+TEST_F(GatewayTest, BodyOverLimitIs413) {
+  const std::string big = R"({"model":"gpt-test","pad":")" + std::string(9 * 1024 * 1024, 'x') + "\"}";
+  expect_openai_error(post("/v1/chat/completions", big), 413, "invalid_request_error");
+}
+
+TEST_F(GatewayTest, MidStreamUpstreamDropIsReportedInBand) {
+  const auto res = post("/v1/chat/completions",
+                        R"({"model":"gpt-test","stream":true,"messages":[],"sim":{"output_tokens":10,"drop_after_chunks":3}})");
+  // The connection is cut after an error event: the chunked body never terminates, so the
+  // test client sees a failed read (status 0) — what any HTTP client reports.
+  EXPECT_EQ(res.status, 0);
+}
+
+TEST_F(GatewayTest, LogsCarryNoBodies) {
+  post("/v1/chat/completions",
+       R"({"model":"gpt-test","messages":[{"role":"user","content":"SECRET-PROMPT-TEXT"}]})");
+  std::this_thread::sleep_for(100ms);
+  const std::string log = stack_->gateway->log();
+  EXPECT_NE(log.find("\"msg\":\"request\""), std::string::npos);
+  EXPECT_EQ(log.find("SECRET-PROMPT-TEXT"), std::string::npos);
+  EXPECT_EQ(log.find("sk-client-key"), std::string::npos);
+  EXPECT_EQ(log.find("sk-provider-secret"), std::string::npos);
+}
+
+TEST(GatewayTimeouts, UpstreamFirstByteTimeoutIs504) {
+  Stack stack("upstream: { first_byte_timeout_ms: 300 }");
+  ASSERT_GT(stack.port, 0) << stack.gateway->log();
+  const auto res = http_request(stack.port, "POST", "/v1/chat/completions",
+                                R"({"model":"gpt-test","messages":[],"sim":{"latency_ms":3000}})",
+                                kAuth);
+  EXPECT_EQ(res.status, 504) << res.body;
+  EXPECT_NE(res.body.find("timeout_error"), std::string::npos);
+}
+
+TEST(GatewayUpstream, StalePooledConnectionIsRetriedTransparently) {
+  Stack stack;
+  ASSERT_GT(stack.port, 0);
+  const std::string body = R"({"model":"gpt-test","messages":[]})";
+  ASSERT_EQ(http_request(stack.port, "POST", "/v1/chat/completions", body, kAuth).status, 200);
+  // Restart the upstream on the same port: every pooled connection is now dead.
+  stack.sim.reset();
+  stack.sim = std::make_unique<Process>(
+      bin("turnpike-sim"), std::vector<std::string>{"--listen", "127.0.0.1:" + std::to_string(stack.sim_port),
+                                                    "--api-key", "sk-provider-secret", "--threads", "2"});
+  ASSERT_EQ(stack.sim->wait_listening(), stack.sim_port);
+  for (int i = 0; i < 4; ++i) {
+    const auto res = http_request(stack.port, "POST", "/v1/chat/completions", body, kAuth);
+    EXPECT_EQ(res.status, 200) << res.body;
+  }
+}
+
+TEST(GatewayUpstream, ClientDisconnectCancelsUpstreamStream) {
+  Stack stack;
+  ASSERT_GT(stack.port, 0);
+  {
+    RawConnection c(stack.port);
+    const std::string body =
+        R"({"model":"gpt-test","stream":true,"messages":[],"sim":{"output_tokens":200,"tokens_per_second":20}})";
+    ASSERT_TRUE(c.send("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k\r\n"
+                       "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body));
+    ASSERT_NE(c.read_until("content", 3s).find("content"), std::string::npos);
+  }  // the client goes away 10 s before the stream would end
+  // The sim notices its peer (turnpike) closed the upstream connection.
+  bool cancelled = false;
+  for (int i = 0; i < 60 && !cancelled; ++i) {
+    std::this_thread::sleep_for(50ms);
+    cancelled = http_request(stack.sim_port, "GET", "/sim/requests").body.find("\"cancelled\":1") !=
+                std::string::npos;
+  }
+  EXPECT_TRUE(cancelled);
+}
+
+}  // namespace
+}  // namespace tp::test

@@ -1,0 +1,96 @@
+#pragma once
+// Test harness: starts turnpike-sim and turnpike as real processes on free ports (port 0,
+// read back from their "listening" log line) and talks HTTP/1.1 to them.
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace tp::test {
+
+// A child process with stderr captured to a file. Killed (SIGKILL) on destruction unless
+// it already exited.
+class Process {
+ public:
+  Process(const std::string& binary, const std::vector<std::string>& args,
+          const std::map<std::string, std::string>& env = {});
+  ~Process();
+  Process(const Process&) = delete;
+  Process& operator=(const Process&) = delete;
+
+  // Waits for the JSON log line {"msg":"listening",...,"port":N}; returns N or 0 on timeout
+  // or exit.
+  int wait_listening(std::chrono::milliseconds timeout = std::chrono::seconds(10));
+  void signal(int signo);
+  // Exit status, or nullopt if still running after `timeout`.
+  std::optional<int> wait_exit(std::chrono::milliseconds timeout);
+  std::string log() const;
+  pid_t pid() const { return pid_; }
+
+ private:
+  pid_t pid_ = -1;
+  bool exited_ = false;
+  int status_ = 0;
+  std::string log_path_;
+};
+
+// A unique temporary directory, removed on destruction.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  const std::string& path() const { return path_; }
+  std::string write(const std::string& name, const std::string& content) const;
+
+ private:
+  std::string path_;
+};
+
+struct HttpResponse {
+  int status = 0;  // 0: connection failed or closed before a full response
+  std::map<std::string, std::string> headers;  // lower-case names
+  std::string body;
+  std::string header(const std::string& name) const;
+};
+
+// One request on a fresh connection; the body is read whole (chunked decoded).
+HttpResponse http_request(int port, const std::string& method, const std::string& target,
+                          const std::string& body = {},
+                          const std::map<std::string, std::string>& headers = {},
+                          std::chrono::milliseconds timeout = std::chrono::seconds(20));
+
+// A raw blocking TCP connection for byte-level tests.
+class RawConnection {
+ public:
+  explicit RawConnection(int port);
+  ~RawConnection();
+  bool send(const std::string& bytes);
+  // Reads until `marker` is seen, the peer closes, or the timeout passes.
+  std::string read_until(const std::string& marker, std::chrono::milliseconds timeout);
+  // True when the peer closed (read returns 0 or an error) within the timeout.
+  bool closed_within(std::chrono::milliseconds timeout);
+  void close();
+
+ private:
+  int fd_ = -1;
+};
+
+std::string bin(const std::string& name);
+
+// turnpike-sim plus turnpike with a config pointing at it.
+struct Stack {
+  explicit Stack(const std::string& extra_yaml = {}, const std::vector<std::string>& sim_args = {},
+                 const std::map<std::string, std::string>& env = {});
+  TempDir dir;
+  std::unique_ptr<Process> sim;
+  int sim_port = 0;
+  std::unique_ptr<Process> gateway;
+  int port = 0;
+  static std::string config_yaml(int sim_port, const std::string& extra);
+};
+
+}  // namespace tp::test

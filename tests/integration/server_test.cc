@@ -1,0 +1,145 @@
+// The HTTP server's own promises: limits, timeouts, keep-alive, pipelining, drain, config.
+
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <future>
+#include <thread>
+
+#include "integration/harness.h"
+
+namespace tp::test {
+namespace {
+
+using namespace std::chrono_literals;
+
+std::string chat_request(const std::string& body, bool close = false) {
+  return "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k\r\n"
+         "Content-Type: application/json\r\n" +
+         std::string(close ? "Connection: close\r\n" : "") +
+         "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+}
+
+std::size_t count(const std::string& haystack, const std::string& needle) {
+  std::size_t n = 0;
+  for (std::size_t pos = haystack.find(needle); pos != std::string::npos;
+       pos = haystack.find(needle, pos + 1)) {
+    ++n;
+  }
+  return n;
+}
+
+TEST(Server, SlowClientIsCutOffByHeaderTimeout) {
+  Stack stack("limits: { header_timeout_ms: 1000 }");
+  ASSERT_GT(stack.port, 0) << stack.gateway->log();
+  RawConnection c(stack.port);
+  // One byte per second: the request line alone would take ~20 s.
+  const std::string head = "GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n";
+  bool cut = false;
+  for (std::size_t i = 0; i < head.size(); ++i) {
+    if (!c.send(head.substr(i, 1))) {
+      cut = true;
+      break;
+    }
+    if (c.closed_within(1s)) {
+      cut = true;
+      break;
+    }
+  }
+  EXPECT_TRUE(cut) << "a client trickling its headers kept the connection";
+}
+
+TEST(Server, IdleKeepAliveConnectionIsClosed) {
+  Stack stack("limits: { idle_timeout_ms: 300 }");
+  ASSERT_GT(stack.port, 0);
+  RawConnection c(stack.port);
+  ASSERT_TRUE(c.send("GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n"));
+  ASSERT_NE(c.read_until("\"list\"", 2s).find("200 OK"), std::string::npos);
+  EXPECT_TRUE(c.closed_within(3s));
+}
+
+TEST(Server, KeepAliveAndPipelinedRequestsAnswerInOrder) {
+  Stack stack;
+  ASSERT_GT(stack.port, 0);
+  RawConnection c(stack.port);
+  const std::string a = chat_request(R"({"model":"gpt-test","messages":[],"sim":{"output_tokens":1}})");
+  const std::string b = "GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n";
+  const std::string d = chat_request(R"({"model":"nope"})");
+  ASSERT_TRUE(c.send(a + b + d));  // three requests in one write
+  const std::string got = c.read_until("does not exist", 5s);
+  EXPECT_EQ(count(got, "HTTP/1.1 "), 3u) << got;
+  const auto p1 = got.find("chat.completion");
+  const auto p2 = got.find("\"object\":\"list\"");
+  const auto p3 = got.find("does not exist");
+  ASSERT_NE(p1, std::string::npos);
+  ASSERT_NE(p2, std::string::npos);
+  ASSERT_NE(p3, std::string::npos);
+  EXPECT_LT(p1, p2);
+  EXPECT_LT(p2, p3);
+}
+
+TEST(Server, HeadersOverLimitAre431) {
+  Stack stack;
+  ASSERT_GT(stack.port, 0);
+  const auto res = http_request(stack.port, "GET", "/v1/models", "",
+                                {{"x-filler", std::string(20000, 'a')}});
+  EXPECT_EQ(res.status, 431);
+}
+
+TEST(Server, SigtermDrainsInFlightStreamThenExitsZero) {
+  Stack stack;
+  ASSERT_GT(stack.port, 0);
+  RawConnection c(stack.port);
+  // 10 tokens at 10/s: about a second of stream.
+  ASSERT_TRUE(c.send(chat_request(
+      R"({"model":"gpt-test","stream":true,"messages":[],"sim":{"output_tokens":10,"tokens_per_second":10}})",
+      true)));
+  ASSERT_NE(c.read_until("role", 3s).find("role"), std::string::npos);
+  stack.gateway->signal(SIGTERM);
+  const std::string rest = c.read_until("0\r\n\r\n", 10s);
+  EXPECT_NE(rest.find("[DONE]"), std::string::npos) << "stream cut by the drain";
+  EXPECT_EQ(stack.gateway->wait_exit(10s), std::optional<int>(0)) << stack.gateway->log();
+  // No new connections once draining.
+  EXPECT_EQ(http_request(stack.port, "GET", "/healthz").status, 0);
+}
+
+TEST(Server, SigtermWithIdleConnectionsExitsPromptly) {
+  Stack stack;
+  ASSERT_GT(stack.port, 0);
+  RawConnection idle(stack.port);
+  ASSERT_TRUE(idle.send("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"));
+  ASSERT_NE(idle.read_until("ok", 2s).find("ok"), std::string::npos);
+  stack.gateway->signal(SIGTERM);
+  EXPECT_EQ(stack.gateway->wait_exit(5s), std::optional<int>(0));
+  EXPECT_TRUE(idle.closed_within(1s));
+}
+
+TEST(Config, InvalidConfigExitsNonZeroNamingKeyAndLine) {
+  TempDir dir;
+  const std::string path = dir.write("bad.yaml",
+                                     "providers:\n"
+                                     "  - name: p\n"
+                                     "    api: openai\n"
+                                     "    base_url: \"ftp://nowhere\"\n"
+                                     "models:\n"
+                                     "  - name: m\n"
+                                     "    routes: [{provider: p, input_per_mtok: \"1\", output_per_mtok: \"1\"}]\n");
+  Process p(bin("turnpike"), {"serve", "--config", path, "--data-dir", dir.path() + "/var"});
+  const auto code = p.wait_exit(5s);
+  ASSERT_TRUE(code.has_value());
+  EXPECT_NE(*code, 0);
+  const std::string log = p.log();
+  EXPECT_NE(log.find("bad.yaml:4: providers[0].base_url"), std::string::npos) << log;
+}
+
+TEST(Cli, HelpDescribesServe) {
+  Process p(bin("turnpike"), {"serve", "--help"});
+  EXPECT_EQ(p.wait_exit(5s), std::optional<int>(0));
+  EXPECT_NE(p.log().find("--config"), std::string::npos);
+  Process sim(bin("turnpike-sim"), {"--help"});
+  EXPECT_EQ(sim.wait_exit(5s), std::optional<int>(0));
+  EXPECT_NE(sim.log().find("--ttft-ms"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace tp::test

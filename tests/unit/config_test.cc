@@ -1,0 +1,107 @@
+#include "ops/config.h"
+
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+
+namespace tp::ops {
+namespace {
+
+constexpr const char* kMinimal = R"(providers:
+  - name: main
+    base_url: "http://127.0.0.1:9000/v1"
+models:
+  - name: gpt-4o-mini
+    routes:
+      - provider: main
+        input_per_mtok: "0.15"
+        output_per_mtok: "0.60"
+)";
+
+TEST(Config, MinimalConfigGetsDocumentedDefaults) {
+  auto c = parse_config(kMinimal, "t.yaml");
+  ASSERT_TRUE(c) << c.status().message();
+  EXPECT_EQ(c->listen_host, "127.0.0.1");
+  EXPECT_EQ(c->listen_port, 8080);
+  EXPECT_EQ(c->store, "sqlite:turnpike.db");
+  EXPECT_EQ(c->server.body_bytes_max, 8u * 1024 * 1024);
+  EXPECT_EQ(c->upstream.connect_timeout_ms, 5000u);
+  EXPECT_DOUBLE_EQ(c->weights.quality, 0.4);
+  const auto* m = c->catalog->find_model("gpt-4o-mini");
+  ASSERT_NE(m, nullptr);
+  EXPECT_EQ(m->routes[0].upstream_model, "gpt-4o-mini");  // defaults to the model's name
+  EXPECT_EQ(m->routes[0].cached_input_per_mtok, "0.15");   // defaults to the input price
+  EXPECT_EQ(c->catalog->provider(m->routes[0]).privacy_tier, catalog::PrivacyTier::kCloud);
+}
+
+TEST(Config, ContractExampleIsAccepted) {
+  ::setenv("TP_CONFIG_TEST_KEY", "sk-x", 1);
+  auto c = parse_config(R"(listen: "127.0.0.1:8080"
+store: "sqlite:turnpike.db"
+redis: "redis://127.0.0.1:6379"
+providers:
+  - name: main
+    api: openai
+    base_url: "http://127.0.0.1:9000/v1"
+    api_key_env: TP_CONFIG_TEST_KEY
+    privacy_tier: cloud
+    rebate_percent: 0
+models:
+  - name: gpt-4o-mini
+    quality: 0.80
+    tier: small
+    max_output_tokens: 16384
+    routes:
+      - provider: main
+        upstream_model: gpt-4o-mini
+        input_per_mtok: "0.15"
+        output_per_mtok: "0.60"
+        cached_input_per_mtok: "0.075"
+routing:
+  weights: { quality: 0.4, cost: 0.4, latency: 0.2 }
+)", "contract.yaml");
+  ASSERT_TRUE(c) << c.status().message();
+  EXPECT_EQ(c->catalog->providers()[0].api_key, "sk-x");
+}
+
+void expect_error(const std::string& yaml, const std::string& fragment) {
+  auto c = parse_config(yaml, "t.yaml");
+  ASSERT_FALSE(c) << "accepted:\n" << yaml;
+  EXPECT_NE(c.status().message().find(fragment), std::string::npos) << c.status().message();
+}
+
+TEST(Config, ErrorsNameKeyLineAndProblem) {
+  expect_error(std::string(kMinimal) + "bogus: 1\n", "t.yaml:10: bogus: unknown key");
+  expect_error("providers: []\n", "providers: must be a non-empty list");
+  expect_error(R"(providers:
+  - name: a
+    base_url: "http://x/v1"
+    api: grpc
+models: [])", "t.yaml:4: providers[0].api: must be openai or anthropic");
+  expect_error(R"(providers:
+  - { name: a, base_url: "http://x/v1" }
+models:
+  - name: m
+    routes: [{provider: b, input_per_mtok: "1", output_per_mtok: "1"}]
+)", "models[0].routes[0].provider: no provider named 'b'");
+  expect_error(R"(providers:
+  - { name: a, base_url: "http://x/v1" }
+models:
+  - name: m
+    routes: [{provider: a, input_per_mtok: "1.5e3", output_per_mtok: "1"}]
+)", "models[0].routes[0].input_per_mtok: must be a decimal");
+  expect_error(R"(providers:
+  - { name: a, base_url: "http://x/v1", api_key_env: TP_SURELY_UNSET_VAR }
+models: [])", "environment variable TP_SURELY_UNSET_VAR is not set");
+  expect_error(std::string(kMinimal) + "limits: { body_bytes_max: 10 }\n",
+               "limits.body_bytes_max: must be between");
+  expect_error(std::string(kMinimal) + "listen: nowhere\n", "listen: 'nowhere' is not HOST:PORT");
+  expect_error(R"(providers:
+  - { name: a, base_url: "http://x/v1" }
+  - { name: a, base_url: "http://y/v1" }
+models: [])", "duplicate provider name 'a'");
+  expect_error("providers: [\n", "YAML");
+}
+
+}  // namespace
+}  // namespace tp::ops
