@@ -1,0 +1,65 @@
+// The official @anthropic-ai/sdk npm package through turnpike.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import Anthropic from '@anthropic-ai/sdk';
+import { startStack } from './stack.mjs';
+
+let stack;
+let client;
+before(async () => {
+  stack = await startStack();
+  client = new Anthropic({ apiKey: 'sk-ant-client-demo', baseURL: stack.baseURL, maxRetries: 0 });
+});
+after(() => stack?.stop());
+
+test('messages, non-stream', async () => {
+  const m = await client.messages.create({
+    model: 'claude-sonnet', max_tokens: 5, messages: [{ role: 'user', content: 'Hello' }],
+  });
+  assert.equal(m.type, 'message');
+  assert.equal(m.content[0].type, 'text');
+  assert.equal(m.usage.output_tokens, 5);
+  assert.equal(m.stop_reason, 'max_tokens');
+});
+
+test('messages, stream: every event and cumulative usage arrive', async () => {
+  const stream = await client.messages.create({
+    model: 'claude-sonnet', max_tokens: 7, stream: true,
+    messages: [{ role: 'user', content: 'Hello' }],
+  });
+  const types = [];
+  let deltas = 0;
+  let outputTokens = 0;
+  for await (const event of stream) {
+    types.push(event.type);
+    if (event.type === 'content_block_delta') deltas += 1;
+    if (event.type === 'message_delta') outputTokens = event.usage.output_tokens;
+  }
+  assert.equal(deltas, 7);
+  assert.equal(outputTokens, 7);
+  assert.equal(types[0], 'message_start');
+  assert.equal(types.at(-1), 'message_stop');
+});
+
+test('messages.stream helper assembles the final message', async () => {
+  const final = await client.messages.stream({
+    model: 'claude-sonnet', max_tokens: 3, messages: [{ role: 'user', content: 'Hi' }],
+  }).finalMessage();
+  assert.equal(final.usage.output_tokens, 3);
+  assert.equal(final.content[0].text.trim().split(/\s+/).length, 3);
+});
+
+test('errors surface as typed SDK errors', async () => {
+  await assert.rejects(
+    client.messages.create({ model: 'nope', max_tokens: 1, messages: [] }),
+    (e) => e instanceof Anthropic.NotFoundError && e.status === 404);
+  await assert.rejects(
+    client.messages.create({ model: 'claude-sonnet', max_tokens: 1, messages: [], sim: { error_status: 429 } }),
+    (e) => e instanceof Anthropic.RateLimitError && e.status === 429);
+  await assert.rejects(
+    client.messages.create({ model: 'claude-sonnet', max_tokens: 1, messages: [], sim: { error_status: 500 } }),
+    (e) => e instanceof Anthropic.InternalServerError && e.status === 502);
+  await assert.rejects(
+    client.messages.create({ model: 'gpt-4o-mini', max_tokens: 1, messages: [] }),
+    (e) => e instanceof Anthropic.BadRequestError && e.status === 400);
+});

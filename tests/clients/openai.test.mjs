@@ -1,0 +1,96 @@
+// The official openai npm package through turnpike.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import OpenAI from 'openai';
+import { startStack } from './stack.mjs';
+
+let stack;
+let client;
+before(async () => {
+  stack = await startStack();
+  client = new OpenAI({ apiKey: 'sk-client-demo', baseURL: `${stack.baseURL}/v1`, maxRetries: 0 });
+});
+after(() => stack?.stop());
+
+test('chat completion, non-stream', async () => {
+  const c = await client.chat.completions.create({
+    model: 'gpt-4o-mini',
+    messages: [{ role: 'user', content: 'Say hello' }],
+    max_tokens: 6,
+  });
+  assert.equal(c.object, 'chat.completion');
+  assert.ok(c.choices[0].message.content.length > 0);
+  assert.equal(c.usage.completion_tokens, 6);
+  assert.equal(c.choices[0].finish_reason, 'length');
+});
+
+test('chat completion, stream: every chunk and the final usage arrive', async () => {
+  const stream = await client.chat.completions.create({
+    model: 'gpt-4o-mini',
+    messages: [{ role: 'user', content: 'Count' }],
+    stream: true,
+    stream_options: { include_usage: true },
+    max_tokens: 9,
+  });
+  let contentChunks = 0;
+  let usage = null;
+  let finish = null;
+  for await (const chunk of stream) {
+    if (chunk.choices[0]?.delta?.content) contentChunks += 1;
+    if (chunk.choices[0]?.finish_reason) finish = chunk.choices[0].finish_reason;
+    if (chunk.usage) usage = chunk.usage;
+  }
+  assert.equal(contentChunks, 9);
+  assert.equal(finish, 'length');
+  assert.equal(usage?.completion_tokens, 9);
+});
+
+test('chat completion, stream helper collects the whole message', async () => {
+  const runner = client.chat.completions.stream({
+    model: 'gpt-4o-mini',
+    messages: [{ role: 'user', content: 'Hi' }],
+    max_tokens: 4,
+  });
+  const final = await runner.finalChatCompletion();
+  assert.equal(final.choices[0].message.content.trim().split(/\s+/).length, 4);
+});
+
+test('embeddings (the SDK asks for base64 and decodes it)', async () => {
+  const e = await client.embeddings.create({ model: 'text-embedding-3-small', input: ['a', 'b'] });
+  assert.equal(e.data.length, 2);
+  assert.equal(e.data[1].embedding.length, 8);
+  assert.ok(Math.abs(e.data[0].embedding[0] - 0.01) < 1e-6);
+});
+
+test('models list', async () => {
+  const ids = [];
+  for await (const m of client.models.list()) ids.push(m.id);
+  assert.deepEqual(ids, ['gpt-4o-mini', 'text-embedding-3-small', 'claude-sonnet']);
+});
+
+test('errors surface as typed SDK errors', async () => {
+  await assert.rejects(
+    client.chat.completions.create({ model: 'no-such-model', messages: [] }),
+    (e) => e instanceof OpenAI.NotFoundError && e.status === 404 && /does not exist/.test(e.message));
+  await assert.rejects(
+    client.chat.completions.create({ model: 'gpt-4o-mini', messages: [], privacy_tier: 'public' }),
+    (e) => e instanceof OpenAI.BadRequestError && e.status === 400);
+  await assert.rejects(
+    client.chat.completions.create({ model: 'gpt-4o-mini', messages: [], sim: { error_status: 503 } }),
+    (e) => e instanceof OpenAI.InternalServerError && e.status === 502);
+  await assert.rejects(
+    client.chat.completions.create({ model: 'gpt-4o-mini', messages: [], sim: { error_status: 429 } }),
+    (e) => e instanceof OpenAI.RateLimitError && e.status === 429);
+  const bare = new OpenAI({ apiKey: 'x', baseURL: `${stack.baseURL}/v1`, maxRetries: 0,
+    defaultHeaders: { Authorization: null } });
+  await assert.rejects(
+    bare.chat.completions.create({ model: 'gpt-4o-mini', messages: [] }),
+    (e) => e instanceof OpenAI.AuthenticationError && e.status === 401);
+});
+
+test('a stream the upstream cuts short fails in the SDK, never looks complete', async () => {
+  const stream = await client.chat.completions.create({
+    model: 'gpt-4o-mini', messages: [], stream: true, sim: { output_tokens: 10, drop_after_chunks: 2 },
+  });
+  await assert.rejects(async () => { for await (const _ of stream) { /* drain */ } });
+});
