@@ -9,6 +9,8 @@
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
+#include <boost/beast/core/buffers_suffix.hpp>
+#include <boost/beast/core/buffer_traits.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/http/parser.hpp>
@@ -69,9 +71,20 @@ void Responder::append_head(unsigned status, std::string_view content_type,
 
 Task<bool> Responder::write_buffers(std::span<const asio::const_buffer> buffers) {
   if (failed_) co_return false;
+  // The socket is non-blocking: try to write now, and only wait (with the write timer) for
+  // what the kernel did not take. Most responses go out without a trip through the loop.
+  boost::system::error_code ec;
+  const std::size_t written = socket_.write_some(buffers, ec);
+  if (ec && ec != asio::error::would_block && ec != asio::error::try_again) {
+    failed_ = true;
+    co_return false;
+  }
+  beast::buffers_suffix<std::span<const asio::const_buffer>> rest(buffers);
+  rest.consume(written);
+  if (beast::buffer_bytes(rest) == 0) co_return true;
   deadline_.expires_after(milliseconds(limits_.write_timeout_ms));
-  auto [ec, n] = co_await asio::async_write(socket_, buffers, use_nothrow);
-  if (ec) {
+  auto [wec, n] = co_await asio::async_write(socket_, rest, use_nothrow);
+  if (wec) {
     failed_ = true;
     co_return false;
   }
@@ -290,50 +303,78 @@ Task<void> linger(Socket& socket, Deadline& deadline, beast::flat_buffer& buffer
 
 }  // namespace
 
+// Reads one request into `parser`. Bytes already in `buffer` are parsed synchronously; the
+// socket is read only when the parser needs more. The idle timer runs until the first byte,
+// the header timer from the first byte (so a client trickling bytes cannot hold the
+// connection), the body timer after the headers.
+Task<boost::system::error_code> Server::read_request(Worker& worker, Socket& socket,
+                                                     Deadline& deadline,
+                                                     beast::flat_buffer& buffer,
+                                                     RequestParser& parser) {
+  enum class Phase { kIdle, kHeader, kBody } phase = Phase::kIdle;
+  for (;;) {
+    if (buffer.size() > 0) {
+      if (phase == Phase::kIdle) {
+        phase = Phase::kHeader;
+        deadline.expires_after(milliseconds(limits_.header_timeout_ms));
+      }
+      boost::system::error_code ec;
+      const std::size_t used = parser.put(buffer.data(), ec);
+      buffer.consume(used);
+      if (ec && ec != bhttp::error::need_more) co_return ec;
+      if (parser.is_done()) co_return ec;
+      if (phase == Phase::kHeader && parser.is_header_done()) {
+        phase = Phase::kBody;
+        deadline.expires_after(milliseconds(limits_.body_timeout_ms));
+        if (parser.get()[bhttp::field::expect] == "100-continue") {
+          static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+          co_await asio::async_write(socket, asio::buffer(kContinue), use_nothrow);
+        }
+      }
+      if (!ec && used > 0 && buffer.size() > 0) continue;
+    } else if (phase == Phase::kIdle) {
+      deadline.expires_after(milliseconds(limits_.idle_timeout_ms));
+    }
+    // Only a connection waiting for its next request may be closed at once by a drain.
+    if (phase == Phase::kIdle) worker.idle.insert(&socket);
+    const std::size_t want = phase == Phase::kBody ? 64 * 1024 : 8 * 1024;
+    auto [ec, n] = co_await socket.async_read_some(buffer.prepare(want), use_nothrow);
+    if (phase == Phase::kIdle) worker.idle.erase(&socket);
+    if (ec == asio::error::eof && phase != Phase::kIdle) {
+      parser.put_eof(ec);
+      if (!ec) ec = bhttp::error::partial_message;
+    }
+    if (ec) co_return ec;
+    buffer.commit(n);
+  }
+}
+
 Task<void> Server::serve_connection(Worker& worker, Socket socket) {
   ++worker.connections;
   ++connections_;
   boost::system::error_code ignored;
   socket.set_option(tcp::no_delay(true), ignored);
+  // Responses are first written without waiting (most fit the socket buffer); see Responder.
+  socket.non_blocking(true, ignored);
   Deadline deadline(worker.deadlines, socket);
   beast::flat_buffer buffer;
 
   for (;;) {
     if (worker.draining) break;
-    if (buffer.size() == 0) {
-      // Idle keep-alive wait: the only state in which a drain may close us at once.
-      worker.idle.insert(&socket);
-      deadline.expires_after(milliseconds(limits_.idle_timeout_ms));
-      auto [ec, n] = co_await socket.async_read_some(buffer.prepare(4096), use_nothrow);
-      worker.idle.erase(&socket);
-      if (ec) break;
-      buffer.commit(n);
-    }
-
-    bhttp::request_parser<bhttp::string_body> parser;
+    RequestParser parser;
+    parser.eager(true);
     parser.header_limit(static_cast<std::uint32_t>(limits_.header_bytes_max));
     parser.body_limit(limits_.body_bytes_max);
-    // The header timer runs from the request's first byte, so a client trickling bytes
-    // (slowloris) is cut off no matter how steadily it sends.
-    deadline.expires_after(milliseconds(limits_.header_timeout_ms));
-    auto [hec, hn] = co_await bhttp::async_read_header(socket, buffer, parser, use_nothrow);
-    if (!hec && !parser.is_done()) {
-      if (parser.get()[bhttp::field::expect] == "100-continue") {
-        static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
-        co_await asio::async_write(socket, asio::buffer(kContinue), use_nothrow);
-      }
-      deadline.expires_after(milliseconds(limits_.body_timeout_ms));
-      auto [bec, bn] = co_await bhttp::async_read(socket, buffer, parser, use_nothrow);
-      hec = bec;
-    }
-    if (hec) {
+    const boost::system::error_code ec =
+        co_await read_request(worker, socket, deadline, buffer, parser);
+    if (ec) {
       const bool timed_out = deadline.expired();
-      if (!timed_out && (hec == bhttp::error::end_of_stream || hec == asio::error::eof ||
-                         hec == asio::error::connection_reset ||
-                         hec == asio::error::operation_aborted)) {
-        break;
+      const bool started = parser.got_some() || buffer.size() > 0;
+      if (!timed_out && (!started || ec == asio::error::connection_reset ||
+                         ec == asio::error::operation_aborted)) {
+        break;  // the client closed between requests, or went away
       }
-      const unsigned status = status_for_read_error(hec, timed_out);
+      const unsigned status = status_for_read_error(ec, timed_out);
       const std::string target = parser.is_header_done() ? std::string(parser.get().target()) : "";
       Responder res(socket, deadline, limits_, 11, /*keep_alive=*/false);
       const std::string message =
@@ -342,7 +383,7 @@ Task<void> Server::serve_connection(Worker& worker, Socket socket) {
           : status == 431 ? fmt::format("request headers exceed the limit of {} bytes",
                                         limits_.header_bytes_max)
           : status == 408 ? std::string("request not received in time")
-                          : fmt::format("malformed HTTP request: {}", hec.message());
+                          : fmt::format("malformed HTTP request: {}", ec.message());
       co_await worker.handler->reject(status, message, target, res);
       co_await linger(socket, deadline, buffer);
       break;

@@ -16,7 +16,9 @@
 #include <thread>
 #include <vector>
 
+#include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http/message.hpp>
+#include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/string_body.hpp>
 
 #include "core/limits.h"
@@ -127,7 +129,10 @@ class Server {
  private:
   struct Worker;
   Task<void> accept_loop(Worker& worker);
+  using RequestParser = beast::http::request_parser<beast::http::string_body>;
   Task<void> serve_connection(Worker& worker, Socket socket);
+  Task<boost::system::error_code> read_request(Worker& worker, Socket& socket, Deadline& deadline,
+                                               beast::flat_buffer& buffer, RequestParser& parser);
   void begin_drain();
 
   ServerLimits limits_;
