@@ -340,11 +340,13 @@ Task<void> Gateway::relay_stream(http::UpstreamResponse& upstream, Surface surfa
 
 Result<std::shared_ptr<const GatewayState>> GatewayState::create(const ops::Config& config) {
   std::shared_ptr<GatewayState> state(new GatewayState(config));
+  state->resolver_ = std::make_unique<http::HostResolver>();
   const catalog::Catalog& cat = *config.catalog;
   for (const catalog::Provider& p : cat.providers()) {
     auto url = http::parse_base_url(p.base_url);
     if (!url) return url.status();
-    http::UpstreamEndpoint ep{p.name, std::move(url.value()), p.index, nullptr};
+    http::UpstreamEndpoint ep{p.name, std::move(url.value()), p.index, nullptr, nullptr};
+    ep.addresses = state->resolver_->add(ep.url.host, ep.url.port);
     if (ep.url.tls) {
       auto tls = http::make_tls_client_context(p.ca_file);
       if (!tls) {

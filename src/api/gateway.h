@@ -33,6 +33,7 @@ class GatewayState {
  private:
   explicit GatewayState(const ops::Config& config) : config_(config) {}
   ops::Config config_;
+  std::unique_ptr<http::HostResolver> resolver_;
   std::vector<http::UpstreamEndpoint> endpoints_;
   std::vector<std::string> head_lines_;
   std::string models_body_;

@@ -144,8 +144,9 @@ Task<bool> Responder::end_stream() {
 // Server
 
 struct Server::Worker {
-  // I/O objects are touched only by this worker's thread; other threads only post to it.
-  asio::io_context ioc{BOOST_ASIO_CONCURRENCY_HINT_UNSAFE_IO};
+  // Everything in this io_context is touched by this worker's thread only, so it runs
+  // without locks; other threads reach it through atomics it polls (see watch_drain).
+  asio::io_context ioc{BOOST_ASIO_CONCURRENCY_HINT_UNSAFE};
   DeadlineTicker deadlines{ioc};
   std::unique_ptr<Acceptor> acceptor;
   std::unique_ptr<Handler> handler;
@@ -154,16 +155,15 @@ struct Server::Worker {
   std::unordered_set<Socket*> idle;
   std::size_t connections = 0;
   bool draining = false;
+  std::chrono::steady_clock::time_point drain_deadline{};
 };
 
 Server::Server(ServerLimits limits, HandlerFactory factory)
     : limits_(limits), factory_(std::move(factory)) {}
 
 Server::~Server() {
-  for (auto& w : workers_) {
-    w->ioc.stop();
-    if (w->thread.joinable()) w->thread.join();
-  }
+  // run() joined every thread it started; a server that never ran has none.
+  for (auto& w : workers_) TP_CHECK(!w->thread.joinable());
 }
 
 Status Server::listen(const std::string& host, std::uint16_t port, int threads) {
@@ -202,55 +202,45 @@ Status Server::listen(const std::string& host, std::uint16_t port, int threads) 
 void Server::run() {
   for (auto& w : workers_) {
     asio::co_spawn(w->ioc.get_executor(), accept_loop(*w), asio::detached);
+    asio::co_spawn(w->ioc.get_executor(), watch_drain(*w), asio::detached);
     w->thread = std::thread([&ioc = w->ioc] { ioc.run(); });
   }
   asio::signal_set signals(control_, SIGTERM, SIGINT);
   signals.async_wait([this](const boost::system::error_code& ec, int signo) {
     if (ec) return;
     log::info("drain started", {{"signal", signo}});
-    begin_drain();
+    drain();
   });
-  // The control loop wakes on a signal or on drain(); after that it polls until every
-  // connection has finished or the drain deadline passes.
-  auto work = asio::make_work_guard(control_);
   control_.run();
-  for (auto& w : workers_) {
-    w->ioc.stop();
-    w->thread.join();
-  }
+  // Each worker stops itself once its connections are done or the drain deadline passed.
+  for (auto& w : workers_) w->thread.join();
+  log::info("drain finished", {{"connections_cut", connections_.load()}});
 }
 
 void Server::drain() {
-  asio::post(control_, [this] { begin_drain(); });
+  draining_.store(true);
+  control_.stop();
 }
 
-void Server::begin_drain() {
-  if (draining_.exchange(true)) return;
-  for (auto& w : workers_) {
-    asio::post(w->ioc, [w = w.get()] {
-      w->draining = true;
+Task<void> Server::watch_drain(Worker& worker) {
+  Timer timer(worker.ioc.get_executor());
+  for (;;) {
+    timer.expires_after(milliseconds(20));
+    co_await timer.async_wait(use_nothrow);
+    if (!draining_.load(std::memory_order_relaxed)) continue;
+    const auto now = std::chrono::steady_clock::now();
+    if (!worker.draining) {
+      worker.draining = true;
+      worker.drain_deadline = now + milliseconds(limits_.drain_timeout_ms);
       boost::system::error_code ignored;
-      w->acceptor->close(ignored);
-      for (Socket* s : w->idle) s->close(ignored);
-    });
-  }
-  const auto deadline = std::chrono::steady_clock::now() + milliseconds(limits_.drain_timeout_ms);
-  auto timer = std::make_shared<asio::steady_timer>(control_);
-  auto poll = std::make_shared<std::function<void()>>();
-  *poll = [this, deadline, timer, poll] {
-    const std::size_t open = connections_.load();
-    if (open == 0 || std::chrono::steady_clock::now() >= deadline) {
-      log::info("drain finished", {{"connections_cut", open}});
-      control_.stop();
-      *poll = nullptr;  // break the self-reference
-      return;
+      worker.acceptor->close(ignored);
+      for (Socket* s : worker.idle) s->close(ignored);
     }
-    timer->expires_after(milliseconds(20));
-    timer->async_wait([poll](const boost::system::error_code&) {
-      if (*poll) (*poll)();
-    });
-  };
-  (*poll)();
+    if (worker.connections == 0 || now >= worker.drain_deadline) {
+      worker.ioc.stop();
+      co_return;
+    }
+  }
 }
 
 Task<void> Server::accept_loop(Worker& worker) {

@@ -121,7 +121,7 @@ class Server {
   // Serves until SIGTERM/SIGINT or drain(); then stops accepting, lets in-flight requests
   // (streams included) finish within drain_timeout_ms, and returns.
   void run();
-  // Starts the drain from any thread.
+  // Starts the drain; callable from any thread.
   void drain();
 
   std::size_t open_connections() const { return connections_.load(); }
@@ -133,7 +133,7 @@ class Server {
   Task<void> serve_connection(Worker& worker, Socket socket);
   Task<boost::system::error_code> read_request(Worker& worker, Socket& socket, Deadline& deadline,
                                                beast::flat_buffer& buffer, RequestParser& parser);
-  void begin_drain();
+  Task<void> watch_drain(Worker& worker);
 
   ServerLimits limits_;
   HandlerFactory factory_;

@@ -9,6 +9,8 @@
 #include <boost/asio/ssl.hpp>
 #include <boost/asio/connect.hpp>
 #include <boost/asio/write.hpp>
+#include <boost/beast/core/buffer_traits.hpp>
+#include <boost/beast/core/buffers_suffix.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http/buffer_body.hpp>
 #include <boost/beast/http/error.hpp>
@@ -52,6 +54,42 @@ Status upstream_error(const UpstreamEndpoint& ep, std::string_view what,
   return {timeout ? ErrorKind::kUpstreamTimeout : ErrorKind::kUpstreamFailed,
           fmt::format("upstream '{}' {}: {}", ep.name, what,
                       timeout ? std::string("timed out") : ec.message())};
+}
+
+// Writes the whole request. Plain TCP sockets are non-blocking, so the request usually goes
+// out in one call without waiting; the rest (or a TLS stream) is written asynchronously.
+Task<boost::system::error_code> write_request(UpstreamConnection& conn,
+                                              const std::array<asio::const_buffer, 2>& request) {
+  beast::buffers_suffix<std::array<asio::const_buffer, 2>> rest(request);
+  if (conn.tcp) {
+    boost::system::error_code ec;
+    rest.consume(conn.tcp->write_some(request, ec));
+    if (ec && ec != asio::error::would_block && ec != asio::error::try_again) co_return ec;
+    if (beast::buffer_bytes(rest) == 0) co_return ec;
+  }
+  auto [ec, n] = co_await conn.with_stream(
+      [&](auto& stream) { return asio::async_write(stream, rest, use_nothrow); });
+  co_return ec;
+}
+
+// Reads until the response headers are parsed. Body bytes that came with them stay in the
+// connection's buffer for read_some.
+template <typename Parser>
+Task<boost::system::error_code> read_response_header(UpstreamConnection& conn, Parser& parser) {
+  for (;;) {
+    if (conn.buffer.size() > 0) {
+      boost::system::error_code ec;
+      conn.buffer.consume(parser.put(conn.buffer.data(), ec));
+      if (ec && ec != bhttp::error::need_more) co_return ec;
+      if (parser.is_header_done()) co_return boost::system::error_code{};
+    }
+    auto [ec, n] = co_await conn.with_stream([&](auto& stream) {
+      return stream.async_read_some(conn.buffer.prepare(limits::kUpstreamReadChunkBytes),
+                                    use_nothrow);
+    });
+    if (ec) co_return ec;
+    conn.buffer.commit(n);
+  }
 }
 
 }  // namespace
@@ -110,24 +148,43 @@ bool UpstreamResponse::done() const { return impl_->parser.is_done(); }
 
 Task<Result<std::string_view>> UpstreamResponse::read_some() {
   Impl& r = *impl_;
+  UpstreamConnection& conn = *r.conn;
   constexpr std::size_t kChunk = limits::kUpstreamReadChunkBytes;
   while (!r.parser.is_done()) {
-    auto& body = r.parser.get().body();
-    body.data = r.conn->chunk.get();
-    body.size = kChunk;
-    body.more = true;
-    r.conn->deadline->expires_after(milliseconds(r.timeouts.idle_timeout_ms));
-    auto [ec, n] = co_await r.conn->with_stream([&](auto& stream) {
-      return bhttp::async_read_some(stream, r.conn->buffer, r.parser, use_nothrow);
+    // Parse what is buffered first; read the socket only when the parser needs more.
+    if (conn.buffer.size() > 0) {
+      auto& body = r.parser.get().body();
+      body.data = conn.chunk.get();
+      body.size = kChunk;
+      body.more = true;
+      boost::system::error_code ec;
+      const std::size_t used = r.parser.put(conn.buffer.data(), ec);
+      conn.buffer.consume(used);
+      if (ec == bhttp::error::need_buffer) ec = {};
+      if (ec && ec != bhttp::error::need_more) {
+        r.conn.reset();
+        co_return upstream_error(*r.endpoint, "body", ec, false);
+      }
+      const std::size_t got = kChunk - body.size;
+      if (got > 0) co_return std::string_view(conn.chunk.get(), got);
+      if (!ec && used > 0 && conn.buffer.size() > 0) continue;
+      if (r.parser.is_done()) break;
+    }
+    conn.deadline->expires_after(milliseconds(r.timeouts.idle_timeout_ms));
+    auto [ec, n] = co_await conn.with_stream([&](auto& stream) {
+      return stream.async_read_some(conn.buffer.prepare(kChunk), use_nothrow);
     });
-    if (ec == bhttp::error::need_buffer) ec = {};
+    if (ec == asio::error::eof) {
+      // A body delimited by the connection's end is complete here; any other is cut short.
+      r.parser.put_eof(ec);
+      if (!ec) continue;
+    }
     if (ec) {
-      const bool timed_out = r.conn->deadline->expired();
+      const bool timed_out = conn.deadline->expired();
       r.conn.reset();  // never reuse a connection in an unknown state
       co_return upstream_error(*r.endpoint, "body", ec, timed_out);
     }
-    const std::size_t got = kChunk - body.size;
-    if (got > 0) co_return std::string_view(r.conn->chunk.get(), got);
+    conn.buffer.commit(n);
   }
   co_return std::string_view{};
 }
@@ -185,9 +242,11 @@ void UpstreamPool::give_back(std::unique_ptr<UpstreamConnection> conn) {
 Task<Result<std::unique_ptr<UpstreamConnection>>> UpstreamPool::connect(
     const UpstreamEndpoint& ep, const UpstreamTimeouts& timeouts) {
   ++stats_.connects;
-  asio::ip::basic_resolver<tcp, Executor> resolver(ioc_.get_executor());
-  auto [rec, results] = co_await resolver.async_resolve(ep.url.host, ep.url.port, use_nothrow);
-  if (rec) co_return upstream_error(ep, "resolve", rec, false);
+  const std::shared_ptr<const Addresses> addresses = ep.addresses->addresses();
+  if (addresses->empty()) {
+    co_return Status{ErrorKind::kUpstreamFailed,
+                     fmt::format("upstream '{}': cannot resolve host '{}'", ep.name, ep.url.host)};
+  }
 
   auto conn = std::make_unique<UpstreamConnection>();
   conn->endpoint_index = ep.index;
@@ -199,10 +258,11 @@ Task<Result<std::unique_ptr<UpstreamConnection>>> UpstreamPool::connect(
   Socket& lowest = conn->lowest();
   conn->deadline.emplace(*deadlines_, lowest);
   conn->deadline->expires_after(milliseconds(timeouts.connect_timeout_ms));
-  auto [cec, connected] = co_await asio::async_connect(lowest, results, use_nothrow);
+  auto [cec, connected] = co_await asio::async_connect(lowest, *addresses, use_nothrow);
   if (cec) co_return upstream_error(ep, "connect", cec, conn->deadline->expired());
   boost::system::error_code ignored;
   lowest.set_option(tcp::no_delay(true), ignored);
+  lowest.non_blocking(true, ignored);  // for write_request's first, unwaited attempt
 
   if (conn->tls) {
     if (!SSL_set_tlsext_host_name(conn->tls->native_handle(), ep.url.host.c_str())) {
@@ -248,15 +308,8 @@ Task<Result<std::unique_ptr<UpstreamResponse>>> UpstreamPool::send(
 
     conn->deadline->expires_after(milliseconds(timeouts.first_byte_timeout_ms));
     const std::array<asio::const_buffer, 2> request{asio::buffer(head), asio::buffer(body)};
-    auto [wec, written] = co_await conn->with_stream(
-        [&](auto& stream) { return asio::async_write(stream, request, use_nothrow); });
-    boost::system::error_code ec = wec;
-    if (!ec) {
-      auto [hec, n] = co_await conn->with_stream([&](auto& stream) {
-        return bhttp::async_read_header(stream, conn->buffer, impl->parser, use_nothrow);
-      });
-      ec = hec;
-    }
+    boost::system::error_code ec = co_await write_request(*conn, request);
+    if (!ec) ec = co_await read_response_header(*conn, impl->parser);
     if (!ec) {
       impl->conn = std::move(conn);
       co_return std::unique_ptr<UpstreamResponse>(new UpstreamResponse(std::move(impl)));

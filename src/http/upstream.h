@@ -22,6 +22,7 @@
 #include "core/limits.h"
 #include "core/status.h"
 #include "http/asio.h"
+#include "http/resolve.h"
 #include "http/url.h"
 
 namespace boost::asio::ssl {
@@ -43,6 +44,7 @@ struct UpstreamEndpoint {
   Url url;
   std::size_t index;  // slot in each thread's pool table
   std::shared_ptr<asio::ssl::context> tls;  // set when url.tls
+  std::shared_ptr<const ResolvedHost> addresses;  // kept fresh by a HostResolver
 };
 
 // A TLS client context that verifies certificates against the system store, or against
