@@ -2,7 +2,15 @@
 
 #include "core/assert.h"
 
+#include <time.h>
+
 namespace tp::http {
+
+CoarseClock::time_point CoarseClock::now() noexcept {
+  timespec ts;
+  ::clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+  return time_point(std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec));
+}
 
 DeadlineTicker::~DeadlineTicker() { TP_ASSERT(entries_.empty()); }
 
