@@ -4,7 +4,7 @@
 set -euo pipefail
 
 packages=(
-  build-essential cmake ninja-build pkg-config git curl ca-certificates
+  build-essential cmake ninja-build pkg-config git curl ca-certificates openssl python3
   libboost1.81-dev libsimdjson-dev libssl-dev libsqlite3-dev sqlite3 libpq-dev libhiredis-dev
   libyaml-cpp-dev libmimalloc-dev libspdlog-dev libfmt-dev libcli11-dev libgtest-dev libgmock-dev
   libbenchmark-dev nodejs npm

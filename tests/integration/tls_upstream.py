@@ -1,0 +1,41 @@
+#!/usr/bin/env python3
+"""A minimal HTTPS upstream for the TLS tests: answers any POST with a fixed chat completion.
+
+usage: tls_upstream.py CERT KEY  -- prints {"msg":"listening","port":N} on stderr when ready.
+"""
+import http.server
+import json
+import ssl
+import sys
+
+BODY = json.dumps({
+    "id": "chatcmpl-tls", "object": "chat.completion", "created": 0, "model": "tls-model",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "over tls"},
+                 "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3},
+}).encode()
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(BODY)))
+        self.end_headers()
+        self.wfile.write(BODY)
+
+    def log_message(self, *args):
+        pass
+
+
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+context.load_cert_chain(sys.argv[1], sys.argv[2])
+server.socket = context.wrap_socket(server.socket, server_side=True)
+print(json.dumps({"msg": "listening", "port": server.server_address[1]}, separators=(",", ":")),
+      file=sys.stderr,
+      flush=True)
+server.serve_forever()
