@@ -54,10 +54,12 @@ class Deadline {
 
   // `socket` is cancelled (pending operations complete with operation_aborted) when the
   // deadline passes. Both must outlive nothing: the Deadline unregisters itself.
-  Deadline(DeadlineTicker& ticker, Socket& socket) : ticker_(ticker), socket_(&socket) {
-    ticker_.add(this);
+  Deadline(DeadlineTicker& ticker, Socket& socket) : ticker_(&ticker), socket_(&socket) {
+    ticker_->add(this);
   }
-  ~Deadline() { ticker_.remove(this); }
+  ~Deadline() {
+    if (ticker_ != nullptr) ticker_->remove(this);
+  }
   Deadline(const Deadline&) = delete;
   Deadline& operator=(const Deadline&) = delete;
 
@@ -72,7 +74,7 @@ class Deadline {
 
  private:
   friend class DeadlineTicker;
-  DeadlineTicker& ticker_;
+  DeadlineTicker* ticker_;  // null once the ticker is gone (see ~DeadlineTicker)
   Socket* socket_;
   Clock::time_point at_ = Clock::time_point::max();
   bool expired_ = false;

@@ -103,6 +103,20 @@ TEST(Server, SigtermDrainsInFlightStreamThenExitsZero) {
   EXPECT_EQ(http_request(stack.port, "GET", "/healthz").status, 0);
 }
 
+TEST(Server, DrainTimeoutCutsLongStreamsAndStillExitsZero) {
+  Stack stack("limits: { drain_timeout_ms: 300 }");
+  ASSERT_GT(stack.port, 0);
+  RawConnection c(stack.port);
+  // 100 tokens at 10/s: ten seconds, far past the drain timeout.
+  ASSERT_TRUE(c.send(chat_request(
+      R"({"model":"gpt-test","stream":true,"messages":[],"sim":{"output_tokens":100,"tokens_per_second":10}})")));
+  ASSERT_NE(c.read_until("role", 3s).find("role"), std::string::npos);
+  stack.gateway->signal(SIGTERM);
+  EXPECT_EQ(stack.gateway->wait_exit(5s), std::optional<int>(0)) << stack.gateway->log();
+  EXPECT_NE(stack.gateway->log().find("\"connections_cut\":1"), std::string::npos);
+  EXPECT_TRUE(c.closed_within(2s));
+}
+
 TEST(Server, SigtermWithIdleConnectionsExitsPromptly) {
   Stack stack;
   ASSERT_GT(stack.port, 0);
