@@ -21,7 +21,6 @@ inline constexpr std::size_t kConnectionsPerThreadMax = 10'000;
 inline constexpr std::uint32_t kUpstreamConnectTimeoutMs = 5'000;
 inline constexpr std::uint32_t kUpstreamFirstByteTimeoutMs = 60'000;  // request sent → headers
 inline constexpr std::uint32_t kUpstreamIdleTimeoutMs = 60'000;       // between body reads
-inline constexpr std::uint32_t kUpstreamTotalTimeoutMs = 600'000;     // whole exchange
 inline constexpr std::size_t kUpstreamIdleConnectionsMax = 64;        // per thread, per provider
 inline constexpr std::uint32_t kUpstreamPooledIdleMs = 30'000;        // drop older idle ones
 inline constexpr std::size_t kUpstreamResponseBytesMax = 32 * 1024 * 1024;
@@ -33,7 +32,6 @@ inline constexpr int kUpstreamFreshRetriesMax = 1;  // after a failure before an
 static_assert(kUpstreamReadChunkBytes <= kSseEventBytesMax);
 static_assert(kHeaderBytesMax <= kBodyBytesMax);
 static_assert(kUpstreamConnectTimeoutMs < kUpstreamFirstByteTimeoutMs);
-static_assert(kUpstreamFirstByteTimeoutMs <= kUpstreamTotalTimeoutMs);
 
 // Config.
 inline constexpr std::size_t kConfigBytesMax = 4 * 1024 * 1024;

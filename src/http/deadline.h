@@ -70,7 +70,6 @@ class Deadline {
   void clear() { at_ = Clock::time_point::max(); }
   // True once the deadline passed and the socket was cancelled; reset by expires_after.
   bool expired() const { return expired_; }
-  void rebind(Socket& socket) { socket_ = &socket; }
 
  private:
   friend class DeadlineTicker;
