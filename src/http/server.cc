@@ -69,26 +69,24 @@ void Responder::append_head(unsigned status, std::string_view content_type,
   }
 }
 
-Task<bool> Responder::write_buffers(std::span<const asio::const_buffer> buffers) {
-  if (failed_) co_return false;
-  // The socket is non-blocking: try to write now, and only wait (with the write timer) for
-  // what the kernel did not take. Most responses go out without a trip through the loop.
+std::size_t Responder::write_now(std::span<const asio::const_buffer> buffers) {
+  if (failed_) return 0;
+  // The socket is non-blocking: most responses go out here, without a trip through the
+  // event loop or a coroutine frame.
   boost::system::error_code ec;
   const std::size_t written = socket_.write_some(buffers, ec);
-  if (ec && ec != asio::error::would_block && ec != asio::error::try_again) {
-    failed_ = true;
-    co_return false;
-  }
+  if (ec && ec != asio::error::would_block && ec != asio::error::try_again) failed_ = true;
+  return written;
+}
+
+Task<bool> Responder::write_rest(std::span<const asio::const_buffer> buffers,
+                                 std::size_t written) {
   beast::buffers_suffix<std::span<const asio::const_buffer>> rest(buffers);
   rest.consume(written);
-  if (beast::buffer_bytes(rest) == 0) co_return true;
   deadline_.expires_after(milliseconds(limits_.write_timeout_ms));
-  auto [wec, n] = co_await asio::async_write(socket_, rest, use_nothrow);
-  if (wec) {
-    failed_ = true;
-    co_return false;
-  }
-  co_return true;
+  auto [ec, n] = co_await asio::async_write(socket_, rest, use_nothrow);
+  if (ec) failed_ = true;
+  co_return !failed_;
 }
 
 Task<bool> Responder::send(unsigned status, std::string_view content_type, std::string_view body,
@@ -98,9 +96,10 @@ Task<bool> Responder::send(unsigned status, std::string_view content_type, std::
   append_head(status, content_type, headers);
   fmt::format_to(std::back_inserter(head_), "Content-Length: {}\r\n\r\n", body.size());
   const std::array<asio::const_buffer, 2> buffers{asio::buffer(head_), asio::buffer(body)};
-  const bool ok = co_await write_buffers(buffers);
   finished_ = true;
-  co_return ok;
+  const std::size_t written = write_now(buffers);
+  if (failed_ || written == head_.size() + body.size()) co_return !failed_;
+  co_return co_await write_rest(buffers, written);
 }
 
 Task<bool> Responder::begin_stream(unsigned status, std::string_view content_type,
@@ -114,7 +113,9 @@ Task<bool> Responder::begin_stream(unsigned status, std::string_view content_typ
   head_ += chunked_ ? "Transfer-Encoding: chunked\r\nCache-Control: no-cache\r\n\r\n"
                     : "Cache-Control: no-cache\r\n\r\n";
   const std::array<asio::const_buffer, 1> buffers{asio::buffer(head_)};
-  co_return co_await write_buffers(buffers);
+  const std::size_t written = write_now(buffers);
+  if (failed_ || written == head_.size()) co_return !failed_;
+  co_return co_await write_rest(buffers, written);
 }
 
 Task<bool> Responder::write_chunk(std::string_view data) {
@@ -122,14 +123,18 @@ Task<bool> Responder::write_chunk(std::string_view data) {
   if (data.empty()) co_return !failed_;
   if (!chunked_) {
     const std::array<asio::const_buffer, 1> buffers{asio::buffer(data)};
-    co_return co_await write_buffers(buffers);
+    const std::size_t written = write_now(buffers);
+    if (failed_ || written == data.size()) co_return !failed_;
+    co_return co_await write_rest(buffers, written);
   }
   char size_line[24];
   const auto end = fmt::format_to(size_line, "{:x}\r\n", data.size());
   const std::array<asio::const_buffer, 3> buffers{
       asio::buffer(size_line, static_cast<std::size_t>(end - size_line)), asio::buffer(data),
       asio::buffer("\r\n", 2)};
-  co_return co_await write_buffers(buffers);
+  const std::size_t written = write_now(buffers);
+  if (failed_ || written == buffers[0].size() + data.size() + 2) co_return !failed_;
+  co_return co_await write_rest(buffers, written);
 }
 
 Task<bool> Responder::end_stream() {
@@ -137,7 +142,9 @@ Task<bool> Responder::end_stream() {
   finished_ = true;
   if (!chunked_) co_return !failed_;
   const std::array<asio::const_buffer, 1> buffers{asio::buffer("0\r\n\r\n", 5)};
-  co_return co_await write_buffers(buffers);
+  const std::size_t written = write_now(buffers);
+  if (failed_ || written == 5) co_return !failed_;
+  co_return co_await write_rest(buffers, written);
 }
 
 // ---------------------------------------------------------------------------------------

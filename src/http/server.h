@@ -77,7 +77,10 @@ class Responder {
  private:
   void append_head(unsigned status, std::string_view content_type,
                    std::span<const Header> headers);
-  Task<bool> write_buffers(std::span<const asio::const_buffer> buffers);
+  // Writes what the socket takes without waiting; sets failed_ on a hard error.
+  std::size_t write_now(std::span<const asio::const_buffer> buffers);
+  // Waits (with the write timer) until the rest after `written` bytes is out.
+  Task<bool> write_rest(std::span<const asio::const_buffer> buffers, std::size_t written);
 
   Socket& socket_;
   Deadline& deadline_;

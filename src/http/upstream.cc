@@ -45,6 +45,15 @@ struct UpstreamConnection {
   auto with_stream(Op&& op) {
     return tls ? op(*tls) : op(*tcp);
   }
+
+  // The awaitable for one read into `buffer`. A plain function, not a coroutine, so the
+  // hot loops that await it allocate no frame for it.
+  auto read_more() {
+    return with_stream([this](auto& stream) {
+      return stream.async_read_some(buffer.prepare(limits::kUpstreamReadChunkBytes),
+                                    use_nothrow);
+    });
+  }
 };
 
 namespace {
@@ -54,42 +63,6 @@ Status upstream_error(const UpstreamEndpoint& ep, std::string_view what,
   return {timeout ? ErrorKind::kUpstreamTimeout : ErrorKind::kUpstreamFailed,
           fmt::format("upstream '{}' {}: {}", ep.name, what,
                       timeout ? std::string("timed out") : ec.message())};
-}
-
-// Writes the whole request. Plain TCP sockets are non-blocking, so the request usually goes
-// out in one call without waiting; the rest (or a TLS stream) is written asynchronously.
-Task<boost::system::error_code> write_request(UpstreamConnection& conn,
-                                              const std::array<asio::const_buffer, 2>& request) {
-  beast::buffers_suffix<std::array<asio::const_buffer, 2>> rest(request);
-  if (conn.tcp) {
-    boost::system::error_code ec;
-    rest.consume(conn.tcp->write_some(request, ec));
-    if (ec && ec != asio::error::would_block && ec != asio::error::try_again) co_return ec;
-    if (beast::buffer_bytes(rest) == 0) co_return ec;
-  }
-  auto [ec, n] = co_await conn.with_stream(
-      [&](auto& stream) { return asio::async_write(stream, rest, use_nothrow); });
-  co_return ec;
-}
-
-// Reads until the response headers are parsed. Body bytes that came with them stay in the
-// connection's buffer for read_some.
-template <typename Parser>
-Task<boost::system::error_code> read_response_header(UpstreamConnection& conn, Parser& parser) {
-  for (;;) {
-    if (conn.buffer.size() > 0) {
-      boost::system::error_code ec;
-      conn.buffer.consume(parser.put(conn.buffer.data(), ec));
-      if (ec && ec != bhttp::error::need_more) co_return ec;
-      if (parser.is_header_done()) co_return boost::system::error_code{};
-    }
-    auto [ec, n] = co_await conn.with_stream([&](auto& stream) {
-      return stream.async_read_some(conn.buffer.prepare(limits::kUpstreamReadChunkBytes),
-                                    use_nothrow);
-    });
-    if (ec) co_return ec;
-    conn.buffer.commit(n);
-  }
 }
 
 }  // namespace
@@ -146,62 +119,89 @@ bool UpstreamResponse::is_event_stream() const {
 
 bool UpstreamResponse::done() const { return impl_->parser.is_done(); }
 
-Task<Result<std::string_view>> UpstreamResponse::read_some() {
+UpstreamResponse::BodyStep UpstreamResponse::parse_buffered(std::string_view& out,
+                                                            boost::system::error_code& ec) {
   Impl& r = *impl_;
   UpstreamConnection& conn = *r.conn;
   constexpr std::size_t kChunk = limits::kUpstreamReadChunkBytes;
-  while (!r.parser.is_done()) {
-    // Parse what is buffered first; read the socket only when the parser needs more.
-    if (conn.buffer.size() > 0) {
-      auto& body = r.parser.get().body();
-      body.data = conn.chunk.get();
-      body.size = kChunk;
-      body.more = true;
-      boost::system::error_code ec;
-      const std::size_t used = r.parser.put(conn.buffer.data(), ec);
-      conn.buffer.consume(used);
-      if (ec == bhttp::error::need_buffer) ec = {};
-      if (ec && ec != bhttp::error::need_more) {
-        r.conn.reset();
-        co_return upstream_error(*r.endpoint, "body", ec, false);
-      }
-      const std::size_t got = kChunk - body.size;
-      if (got > 0) co_return std::string_view(conn.chunk.get(), got);
-      if (!ec && used > 0 && conn.buffer.size() > 0) continue;
-      if (r.parser.is_done()) break;
+  while (!r.parser.is_done() && conn.buffer.size() > 0) {
+    auto& body = r.parser.get().body();
+    body.data = conn.chunk.get();
+    body.size = kChunk;
+    body.more = true;
+    const std::size_t used = r.parser.put(conn.buffer.data(), ec);
+    conn.buffer.consume(used);
+    if (ec == bhttp::error::need_buffer) ec = {};
+    if (ec && ec != bhttp::error::need_more) return BodyStep::kError;
+    const std::size_t got = kChunk - body.size;
+    if (got > 0) {
+      out = std::string_view(conn.chunk.get(), got);
+      return BodyStep::kData;
     }
-    conn.deadline->expires_after(milliseconds(r.timeouts.idle_timeout_ms));
-    auto [ec, n] = co_await conn.with_stream([&](auto& stream) {
-      return stream.async_read_some(conn.buffer.prepare(kChunk), use_nothrow);
-    });
-    if (ec == asio::error::eof) {
-      // A body delimited by the connection's end is complete here; any other is cut short.
-      r.parser.put_eof(ec);
-      if (!ec) continue;
-    }
-    if (ec) {
-      const bool timed_out = conn.deadline->expired();
-      r.conn.reset();  // never reuse a connection in an unknown state
-      co_return upstream_error(*r.endpoint, "body", ec, timed_out);
-    }
-    conn.buffer.commit(n);
+    if (ec || used == 0) break;  // the parser needs more bytes than are buffered
   }
-  co_return std::string_view{};
+  ec = {};
+  return r.parser.is_done() ? BodyStep::kDone : BodyStep::kNeedMore;
+}
+
+Status UpstreamResponse::after_read(boost::system::error_code ec, std::size_t n) {
+  Impl& r = *impl_;
+  if (ec == asio::error::eof) {
+    // A body delimited by the connection's end is complete here; any other is cut short.
+    r.parser.put_eof(ec);
+    if (!ec) return Status::ok();
+  }
+  if (ec) {
+    const bool timed_out = r.conn->deadline->expired();
+    r.conn.reset();  // never reuse a connection in an unknown state
+    return upstream_error(*r.endpoint, "body", ec, timed_out);
+  }
+  r.conn->buffer.commit(n);
+  return Status::ok();
+}
+
+Task<Result<std::string_view>> UpstreamResponse::read_some() {
+  for (;;) {
+    std::string_view out;
+    boost::system::error_code ec;
+    switch (parse_buffered(out, ec)) {
+      case BodyStep::kData: co_return out;
+      case BodyStep::kDone: co_return std::string_view{};
+      case BodyStep::kError:
+        impl_->conn.reset();
+        co_return upstream_error(*impl_->endpoint, "body", ec, false);
+      case BodyStep::kNeedMore: break;
+    }
+    impl_->conn->deadline->expires_after(milliseconds(impl_->timeouts.idle_timeout_ms));
+    auto [rec, n] = co_await impl_->conn->read_more();
+    if (Status s = after_read(rec, n); !s) co_return s;
+  }
 }
 
 Task<Result<std::string>> UpstreamResponse::read_all(std::size_t limit) {
-  std::string out;
+  std::string all;
   for (;;) {
-    auto piece = co_await read_some();
-    if (!piece) co_return piece.status();
-    if (piece->empty()) co_return out;
-    if (out.size() + piece->size() > limit) {
-      impl_->conn.reset();
-      co_return Status{ErrorKind::kUpstreamFailed,
-                       fmt::format("upstream '{}' response exceeds {} bytes",
-                                   impl_->endpoint->name, limit)};
+    std::string_view out;
+    boost::system::error_code ec;
+    switch (parse_buffered(out, ec)) {
+      case BodyStep::kData:
+        if (all.size() + out.size() > limit) {
+          impl_->conn.reset();
+          co_return Status{ErrorKind::kUpstreamFailed,
+                           fmt::format("upstream '{}' response exceeds {} bytes",
+                                       impl_->endpoint->name, limit)};
+        }
+        all.append(out);
+        continue;
+      case BodyStep::kDone: co_return all;
+      case BodyStep::kError:
+        impl_->conn.reset();
+        co_return upstream_error(*impl_->endpoint, "body", ec, false);
+      case BodyStep::kNeedMore: break;
     }
-    out.append(*piece);
+    impl_->conn->deadline->expires_after(milliseconds(impl_->timeouts.idle_timeout_ms));
+    auto [rec, n] = co_await impl_->conn->read_more();
+    if (Status s = after_read(rec, n); !s) co_return s;
   }
 }
 
@@ -307,9 +307,33 @@ Task<Result<std::unique_ptr<UpstreamResponse>>> UpstreamPool::send(
     impl->parser.body_limit(boost::none);  // bounded by the reader (read_all, SSE limits)
 
     conn->deadline->expires_after(milliseconds(timeouts.first_byte_timeout_ms));
+    // Plain TCP sockets are non-blocking: the request usually goes out in this one call.
     const std::array<asio::const_buffer, 2> request{asio::buffer(head), asio::buffer(body)};
-    boost::system::error_code ec = co_await write_request(*conn, request);
-    if (!ec) ec = co_await read_response_header(*conn, impl->parser);
+    boost::system::error_code ec;
+    std::size_t written = 0;
+    if (conn->tcp) {
+      written = conn->tcp->write_some(request, ec);
+      if (ec == asio::error::would_block || ec == asio::error::try_again) ec = {};
+    }
+    if (!ec && written < head.size() + body.size()) {
+      beast::buffers_suffix<std::array<asio::const_buffer, 2>> rest(request);
+      rest.consume(written);
+      auto [wec, n] = co_await conn->with_stream(
+          [&](auto& stream) { return asio::async_write(stream, rest, use_nothrow); });
+      ec = wec;
+    }
+    // Read until the headers are parsed; body bytes that came with them stay buffered.
+    while (!ec) {
+      if (conn->buffer.size() > 0) {
+        conn->buffer.consume(impl->parser.put(conn->buffer.data(), ec));
+        if (ec && ec != bhttp::error::need_more) break;
+        ec = {};
+        if (impl->parser.is_header_done()) break;
+      }
+      auto [rec, n] = co_await conn->read_more();
+      ec = rec;
+      if (!ec) conn->buffer.commit(n);
+    }
     if (!ec) {
       impl->conn = std::move(conn);
       co_return std::unique_ptr<UpstreamResponse>(new UpstreamResponse(std::move(impl)));

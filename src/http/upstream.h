@@ -80,6 +80,11 @@ class UpstreamResponse {
   friend class UpstreamPool;
   struct Impl;
   explicit UpstreamResponse(std::unique_ptr<Impl> impl);
+  // One parse step over bytes already buffered, without I/O.
+  enum class BodyStep { kData, kNeedMore, kDone, kError };
+  BodyStep parse_buffered(std::string_view& out, boost::system::error_code& ec);
+  // Accounts for one socket read: commits the bytes, or ends or fails the body.
+  Status after_read(boost::system::error_code ec, std::size_t n);
   std::unique_ptr<Impl> impl_;
 };
 
