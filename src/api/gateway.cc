@@ -5,6 +5,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/beast/http/fields.hpp>
 #include <chrono>
+#include <optional>
 
 #include "api/errors.h"
 #include "api/request_body.h"
@@ -129,21 +130,19 @@ Task<void> Gateway::handle(http::Request& req, Responder& res) {
   const auto method = req.method();
   using boost::beast::http::verb;
 
-  auto route_post = [&](Operation op) -> Task<void> {
-    if (method != verb::post) {
-      co_await send_error(res, info_for(op).surface, 405,
-                          fmt::format("{} accepts POST only", path));
-    } else {
-      co_await proxy(op, req, res);
-    }
-  };
-
+  std::optional<Operation> op;
   if (path == "/v1/chat/completions") {
-    co_await route_post(Operation::kChat);
+    op = Operation::kChat;
   } else if (path == "/v1/messages") {
-    co_await route_post(Operation::kMessages);
+    op = Operation::kMessages;
   } else if (path == "/v1/embeddings") {
-    co_await route_post(Operation::kEmbeddings);
+    op = Operation::kEmbeddings;
+  }
+
+  if (op && method == verb::post) {
+    co_await proxy(*op, req, res);
+  } else if (op) {
+    co_await send_error(res, info_for(*op).surface, 405, fmt::format("{} accepts POST only", path));
   } else if (path == "/v1/models" && method == verb::get) {
     co_await res.send(200, kJson, state_->models_body());
   } else if ((path == "/healthz" || path == "/readyz") && method == verb::get) {

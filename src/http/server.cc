@@ -298,53 +298,63 @@ Task<void> linger(Socket& socket, Deadline& deadline, beast::flat_buffer& buffer
   }
 }
 
-}  // namespace
+// The reading side of one request, as plain steps so the connection's coroutine awaits the
+// socket only when the parser needs more bytes. The idle timer runs until the request's
+// first byte, the header timer from the first byte (so a client trickling bytes cannot hold
+// the connection), the body timer after the headers.
+class RequestReader {
+ public:
+  enum class Step { kDone, kNeedMore, kSendContinue, kError };
+  using Parser = bhttp::request_parser<bhttp::string_body>;
 
-// Reads one request into `parser`. Bytes already in `buffer` are parsed synchronously; the
-// socket is read only when the parser needs more. The idle timer runs until the first byte,
-// the header timer from the first byte (so a client trickling bytes cannot hold the
-// connection), the body timer after the headers.
-Task<boost::system::error_code> Server::read_request(Worker& worker, Socket& socket,
-                                                     Deadline& deadline,
-                                                     beast::flat_buffer& buffer,
-                                                     RequestParser& parser) {
-  enum class Phase { kIdle, kHeader, kBody } phase = Phase::kIdle;
-  for (;;) {
-    if (buffer.size() > 0) {
-      if (phase == Phase::kIdle) {
-        phase = Phase::kHeader;
-        deadline.expires_after(milliseconds(limits_.header_timeout_ms));
+  RequestReader(const ServerLimits& limits, Deadline& deadline)
+      : limits_(limits), deadline_(deadline) {
+    deadline_.expires_after(milliseconds(limits_.idle_timeout_ms));
+  }
+
+  // Parses what `buffer` holds.
+  Step parse(beast::flat_buffer& buffer, Parser& parser, boost::system::error_code& ec) {
+    while (buffer.size() > 0) {
+      if (phase_ == Phase::kIdle) {
+        phase_ = Phase::kHeader;
+        deadline_.expires_after(milliseconds(limits_.header_timeout_ms));
       }
-      boost::system::error_code ec;
       const std::size_t used = parser.put(buffer.data(), ec);
       buffer.consume(used);
-      if (ec && ec != bhttp::error::need_more) co_return ec;
-      if (parser.is_done()) co_return ec;
-      if (phase == Phase::kHeader && parser.is_header_done()) {
-        phase = Phase::kBody;
-        deadline.expires_after(milliseconds(limits_.body_timeout_ms));
-        if (parser.get()[bhttp::field::expect] == "100-continue") {
-          static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
-          co_await asio::async_write(socket, asio::buffer(kContinue), use_nothrow);
-        }
+      if (ec && ec != bhttp::error::need_more) return Step::kError;
+      if (parser.is_done()) return Step::kDone;
+      if (phase_ == Phase::kHeader && parser.is_header_done()) {
+        phase_ = Phase::kBody;
+        deadline_.expires_after(milliseconds(limits_.body_timeout_ms));
+        if (parser.get()[bhttp::field::expect] == "100-continue") return Step::kSendContinue;
       }
-      if (!ec && used > 0 && buffer.size() > 0) continue;
-    } else if (phase == Phase::kIdle) {
-      deadline.expires_after(milliseconds(limits_.idle_timeout_ms));
+      if (ec || used == 0) break;
     }
-    // Only a connection waiting for its next request may be closed at once by a drain.
-    if (phase == Phase::kIdle) worker.idle.insert(&socket);
-    const std::size_t want = phase == Phase::kBody ? 64 * 1024 : 8 * 1024;
-    auto [ec, n] = co_await socket.async_read_some(buffer.prepare(want), use_nothrow);
-    if (phase == Phase::kIdle) worker.idle.erase(&socket);
-    if (ec == asio::error::eof && phase != Phase::kIdle) {
+    ec = {};
+    return Step::kNeedMore;
+  }
+
+  // Only a connection waiting for its next request may be closed at once by a drain.
+  bool idle() const { return phase_ == Phase::kIdle; }
+  std::size_t read_size() const { return phase_ == Phase::kBody ? 64 * 1024 : 8 * 1024; }
+
+  // The error a failed read means for the request.
+  boost::system::error_code read_failed(boost::system::error_code ec, Parser& parser) const {
+    if (ec == asio::error::eof && phase_ != Phase::kIdle) {
       parser.put_eof(ec);
       if (!ec) ec = bhttp::error::partial_message;
     }
-    if (ec) co_return ec;
-    buffer.commit(n);
+    return ec;
   }
-}
+
+ private:
+  enum class Phase { kIdle, kHeader, kBody };
+  const ServerLimits& limits_;
+  Deadline& deadline_;
+  Phase phase_ = Phase::kIdle;
+};
+
+}  // namespace
 
 Task<void> Server::serve_connection(Worker& worker, Socket socket) {
   ++worker.connections;
@@ -358,12 +368,30 @@ Task<void> Server::serve_connection(Worker& worker, Socket socket) {
 
   for (;;) {
     if (worker.draining) break;
-    RequestParser parser;
+    RequestReader::Parser parser;
     parser.eager(true);
     parser.header_limit(static_cast<std::uint32_t>(limits_.header_bytes_max));
     parser.body_limit(limits_.body_bytes_max);
-    const boost::system::error_code ec =
-        co_await read_request(worker, socket, deadline, buffer, parser);
+    boost::system::error_code ec;
+    RequestReader reader(limits_, deadline);
+    for (;;) {
+      const RequestReader::Step step = reader.parse(buffer, parser, ec);
+      if (step == RequestReader::Step::kDone || step == RequestReader::Step::kError) break;
+      if (step == RequestReader::Step::kSendContinue) {
+        static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+        co_await asio::async_write(socket, asio::buffer(kContinue), use_nothrow);
+        continue;
+      }
+      if (reader.idle()) worker.idle.insert(&socket);
+      auto [rec, n] = co_await socket.async_read_some(buffer.prepare(reader.read_size()),
+                                                      use_nothrow);
+      if (reader.idle()) worker.idle.erase(&socket);
+      if (rec) {
+        ec = reader.read_failed(rec, parser);
+        break;
+      }
+      buffer.commit(n);
+    }
     if (ec) {
       const bool timed_out = deadline.expired();
       const bool started = parser.got_some() || buffer.size() > 0;

@@ -132,10 +132,7 @@ class Server {
  private:
   struct Worker;
   Task<void> accept_loop(Worker& worker);
-  using RequestParser = beast::http::request_parser<beast::http::string_body>;
   Task<void> serve_connection(Worker& worker, Socket socket);
-  Task<boost::system::error_code> read_request(Worker& worker, Socket& socket, Deadline& deadline,
-                                               beast::flat_buffer& buffer, RequestParser& parser);
   Task<void> watch_drain(Worker& worker);
 
   ServerLimits limits_;
