@@ -80,7 +80,7 @@ void forwardable_headers(const boost::beast::http::fields& fields, std::vector<H
 }
 
 std::string_view bearer_token(const http::Request& req) {
-  const std::string_view auth = req[boost::beast::http::field::authorization];
+  const std::string_view auth = req["authorization"];
   if (auth.size() > 7 && (auth.substr(0, 7) == "Bearer " || auth.substr(0, 7) == "bearer ")) {
     return auth.substr(7);
   }
@@ -127,8 +127,7 @@ Task<void> Gateway::handle(http::Request& req, Responder& res) {
 
   const std::string_view target = req.target();
   const std::string_view path = target.substr(0, target.find('?'));
-  const auto method = req.method();
-  using boost::beast::http::verb;
+  const std::string_view method = req.method();
 
   std::optional<Operation> op;
   if (path == "/v1/chat/completions") {
@@ -139,17 +138,17 @@ Task<void> Gateway::handle(http::Request& req, Responder& res) {
     op = Operation::kEmbeddings;
   }
 
-  if (op && method == verb::post) {
+  if (op && method == "POST") {
     co_await proxy(*op, req, res);
   } else if (op) {
     co_await send_error(res, info_for(*op).surface, 405, fmt::format("{} accepts POST only", path));
-  } else if (path == "/v1/models" && method == verb::get) {
+  } else if (path == "/v1/models" && method == "GET") {
     co_await res.send(200, kJson, state_->models_body());
-  } else if ((path == "/healthz" || path == "/readyz") && method == verb::get) {
+  } else if ((path == "/healthz" || path == "/readyz") && method == "GET") {
     co_await res.send(200, kJson, R"({"status":"ok"})");
   } else {
     co_await send_error(res, Surface::kOpenAI, 404,
-                        fmt::format("unknown path: {} {}", std::string_view(req.method_string()),
+                        fmt::format("unknown path: {} {}", req.method(),
                                     path.substr(0, kMessagePathBytesMax)),
                         "unknown_path");
   }
@@ -158,7 +157,7 @@ Task<void> Gateway::handle(http::Request& req, Responder& res) {
     const auto elapsed = std::chrono::steady_clock::now() - started;
     log::info("request",
               {{"request_id", request_id},
-               {"method", std::string_view(req.method_string())},
+               {"method", req.method()},
                {"path", path.substr(0, kMessagePathBytesMax)},
                {"status", res.status()},
                {"duration_us",

@@ -272,13 +272,6 @@ Task<void> Server::accept_loop(Worker& worker) {
 
 namespace {
 
-// Maps a parse failure to the status a client should see.
-unsigned status_for_read_error(const boost::system::error_code& ec, bool timed_out) {
-  if (timed_out) return 408;
-  if (ec == bhttp::error::body_limit) return 413;
-  if (ec == bhttp::error::header_limit) return 431;
-  return 400;
-}
 
 // After an error answer sent while the client may still be sending (a body over the limit),
 // closing at once would make the kernel reset the connection and the client could lose the
@@ -298,63 +291,114 @@ Task<void> linger(Socket& socket, Deadline& deadline, beast::flat_buffer& buffer
   }
 }
 
+}  // namespace
+
 // The reading side of one request, as plain steps so the connection's coroutine awaits the
-// socket only when the parser needs more bytes. The idle timer runs until the request's
-// first byte, the header timer from the first byte (so a client trickling bytes cannot hold
-// the connection), the body timer after the headers.
+// socket only when more bytes are needed. The idle timer runs until the request's first
+// byte, the header timer from the first byte (so a client trickling bytes cannot hold the
+// connection), the body timer after the head.
 class RequestReader {
  public:
   enum class Step { kDone, kNeedMore, kSendContinue, kError };
-  using Parser = bhttp::request_parser<bhttp::string_body>;
 
-  RequestReader(const ServerLimits& limits, Deadline& deadline)
-      : limits_(limits), deadline_(deadline) {
+  RequestReader(const ServerLimits& limits, Deadline& deadline, Request& req)
+      : limits_(limits), deadline_(deadline), req_(req) {
+    req_.body_.clear();
     deadline_.expires_after(milliseconds(limits_.idle_timeout_ms));
   }
 
-  // Parses what `buffer` holds.
-  Step parse(beast::flat_buffer& buffer, Parser& parser, boost::system::error_code& ec) {
-    while (buffer.size() > 0) {
-      if (phase_ == Phase::kIdle) {
-        phase_ = Phase::kHeader;
-        deadline_.expires_after(milliseconds(limits_.header_timeout_ms));
-      }
-      const std::size_t used = parser.put(buffer.data(), ec);
-      buffer.consume(used);
-      if (ec && ec != bhttp::error::need_more) return Step::kError;
-      if (parser.is_done()) return Step::kDone;
-      if (phase_ == Phase::kHeader && parser.is_header_done()) {
-        phase_ = Phase::kBody;
-        deadline_.expires_after(milliseconds(limits_.body_timeout_ms));
-        if (parser.get()[bhttp::field::expect] == "100-continue") return Step::kSendContinue;
-      }
-      if (ec || used == 0) break;
+  // Parses what `buffer` holds. On kError, error_status() and error() say why.
+  Step parse(beast::flat_buffer& buffer) {
+    if (phase_ == Phase::kBody && !req_.head_.chunked && remaining_ == 0) return Step::kDone;
+    if (buffer.size() == 0) return Step::kNeedMore;
+    const std::string_view data(static_cast<const char*>(buffer.data().data()), buffer.size());
+    if (phase_ == Phase::kIdle) {
+      phase_ = Phase::kHeader;
+      deadline_.expires_after(milliseconds(limits_.header_timeout_ms));
     }
-    ec = {};
-    return Step::kNeedMore;
+    if (phase_ == Phase::kHeader) {
+      std::size_t head_bytes = 0;
+      const ParseStatus status =
+          parse_request_head(data, limits_.header_bytes_max, req_.head_, head_bytes);
+      if (status == ParseStatus::kIncomplete) return Step::kNeedMore;
+      if (status == ParseStatus::kError) {
+        return fail(data.size() > limits_.header_bytes_max ? 431 : 400, req_.head_.error);
+      }
+      keep_head(data, head_bytes);
+      buffer.consume(head_bytes);
+      phase_ = Phase::kBody;
+      deadline_.expires_after(milliseconds(limits_.body_timeout_ms));
+      const auto& head = req_.head_;
+      if (head.content_length && *head.content_length > limits_.body_bytes_max) {
+        return fail(413, "body too large");
+      }
+      remaining_ = head.content_length.value_or(0);
+      if (head.expect_continue && (remaining_ > 0 || head.chunked)) return Step::kSendContinue;
+      return parse(buffer);
+    }
+    std::size_t used = 0;
+    if (req_.head_.chunked) {
+      const ParseStatus status =
+          chunked_.decode(data, used, req_.body_, limits_.body_bytes_max);
+      buffer.consume(used);
+      if (status == ParseStatus::kError) {
+        return chunked_.decoded_bytes() >= limits_.body_bytes_max
+                   ? fail(413, "body too large")
+                   : fail(400, "malformed chunked body");
+      }
+      return status == ParseStatus::kComplete ? Step::kDone : Step::kNeedMore;
+    }
+    used = static_cast<std::size_t>(std::min<std::uint64_t>(remaining_, data.size()));
+    req_.body_.append(data.data(), used);
+    buffer.consume(used);
+    remaining_ -= used;
+    return remaining_ == 0 ? Step::kDone : Step::kNeedMore;
   }
 
   // Only a connection waiting for its next request may be closed at once by a drain.
   bool idle() const { return phase_ == Phase::kIdle; }
+  bool started() const { return phase_ != Phase::kIdle; }
   std::size_t read_size() const { return phase_ == Phase::kBody ? 64 * 1024 : 8 * 1024; }
-
-  // The error a failed read means for the request.
-  boost::system::error_code read_failed(boost::system::error_code ec, Parser& parser) const {
-    if (ec == asio::error::eof && phase_ != Phase::kIdle) {
-      parser.put_eof(ec);
-      if (!ec) ec = bhttp::error::partial_message;
-    }
-    return ec;
-  }
+  unsigned error_status() const { return error_status_; }
+  const std::string& error() const { return error_; }
+  std::string_view target() const { return phase_ == Phase::kBody ? req_.target() : ""; }
 
  private:
   enum class Phase { kIdle, kHeader, kBody };
+
+  Step fail(unsigned status, std::string message) {
+    error_status_ = status;
+    error_ = std::move(message);
+    return Step::kError;
+  }
+
+  // Copies the head out of the read buffer (which the body will overwrite) and points the
+  // parsed views at the copy.
+  void keep_head(std::string_view data, std::size_t head_bytes) {
+    req_.head_bytes_.assign(data.data(), head_bytes);
+    const char* from = data.data();
+    const char* to = req_.head_bytes_.data();
+    auto move_view = [&](std::string_view& v) {
+      if (!v.empty()) v = std::string_view(to + (v.data() - from), v.size());
+    };
+    auto& head = req_.head_;
+    move_view(head.method);
+    move_view(head.target);
+    for (HeaderField& f : head.fields) {
+      move_view(f.name);
+      move_view(f.value);
+    }
+  }
+
   const ServerLimits& limits_;
   Deadline& deadline_;
+  Request& req_;
   Phase phase_ = Phase::kIdle;
+  std::uint64_t remaining_ = 0;
+  ChunkedDecoder chunked_;
+  unsigned error_status_ = 400;
+  std::string error_;
 };
-
-}  // namespace
 
 Task<void> Server::serve_connection(Worker& worker, Socket socket) {
   ++worker.connections;
@@ -366,16 +410,15 @@ Task<void> Server::serve_connection(Worker& worker, Socket socket) {
   Deadline deadline(worker.deadlines, socket);
   beast::flat_buffer buffer;
 
+  Request req;  // reused: its buffers keep their capacity from request to request
+
   for (;;) {
     if (worker.draining) break;
-    RequestReader::Parser parser;
-    parser.eager(true);
-    parser.header_limit(static_cast<std::uint32_t>(limits_.header_bytes_max));
-    parser.body_limit(limits_.body_bytes_max);
-    boost::system::error_code ec;
-    RequestReader reader(limits_, deadline);
+    RequestReader reader(limits_, deadline, req);
+    RequestReader::Step step;
+    boost::system::error_code read_error;
     for (;;) {
-      const RequestReader::Step step = reader.parse(buffer, parser, ec);
+      step = reader.parse(buffer);
       if (step == RequestReader::Step::kDone || step == RequestReader::Step::kError) break;
       if (step == RequestReader::Step::kSendContinue) {
         static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
@@ -383,43 +426,40 @@ Task<void> Server::serve_connection(Worker& worker, Socket socket) {
         continue;
       }
       if (reader.idle()) worker.idle.insert(&socket);
-      auto [rec, n] = co_await socket.async_read_some(buffer.prepare(reader.read_size()),
-                                                      use_nothrow);
+      auto [ec, n] = co_await socket.async_read_some(buffer.prepare(reader.read_size()),
+                                                     use_nothrow);
       if (reader.idle()) worker.idle.erase(&socket);
-      if (rec) {
-        ec = reader.read_failed(rec, parser);
+      if (ec) {
+        read_error = ec;
         break;
       }
       buffer.commit(n);
     }
-    if (ec) {
+
+    if (read_error || step == RequestReader::Step::kError) {
       const bool timed_out = deadline.expired();
-      const bool started = parser.got_some() || buffer.size() > 0;
-      if (!timed_out && (!started || ec == asio::error::connection_reset ||
-                         ec == asio::error::operation_aborted)) {
-        break;  // the client closed between requests, or went away
-      }
-      const unsigned status = status_for_read_error(ec, timed_out);
-      const std::string target = parser.is_header_done() ? std::string(parser.get().target()) : "";
-      Responder res(socket, deadline, limits_, 11, /*keep_alive=*/false);
+      if (read_error && !timed_out && !reader.started()) break;  // closed between requests
+      if (read_error && !timed_out && read_error != asio::error::eof) break;  // went away
+      const unsigned status = timed_out ? 408 : read_error ? 400 : reader.error_status();
       const std::string message =
           status == 413   ? fmt::format("request body exceeds the limit of {} bytes",
                                         limits_.body_bytes_max)
           : status == 431 ? fmt::format("request headers exceed the limit of {} bytes",
                                         limits_.header_bytes_max)
           : status == 408 ? std::string("request not received in time")
-                          : fmt::format("malformed HTTP request: {}", ec.message());
-      co_await worker.handler->reject(status, message, target, res);
+          : read_error    ? std::string("malformed HTTP request: connection closed mid-request")
+                          : fmt::format("malformed HTTP request: {}", reader.error());
+      Responder res(socket, deadline, limits_, 11, /*keep_alive=*/false);
+      co_await worker.handler->reject(status, message, reader.target(), res);
       co_await linger(socket, deadline, buffer);
       break;
     }
 
-    Request req = parser.release();
     deadline.clear();  // the handler's own waits (upstream) have their own timeouts
     Responder res(socket, deadline, limits_, req.version(), req.keep_alive() && !worker.draining);
     co_await worker.handler->handle(req, res);
     if (!res.started()) {
-      log::error("handler sent no response", {{"target", std::string_view(req.target())}});
+      log::error("handler sent no response", {{"target", req.target()}});
       co_await worker.handler->reject(500, "internal error: no response", req.target(), res);
     }
     if (!res.keep_alive()) break;

@@ -17,19 +17,36 @@
 #include <vector>
 
 #include <boost/beast/core/flat_buffer.hpp>
-#include <boost/beast/http/message.hpp>
-#include <boost/beast/http/parser.hpp>
-#include <boost/beast/http/string_body.hpp>
 
 #include "core/limits.h"
 #include "core/status.h"
 #include "http/asio.h"
 #include "http/deadline.h"
+#include "http/http1.h"
 
 namespace tp::http {
 
 namespace beast = boost::beast;
-using Request = beast::http::request<beast::http::string_body>;
+
+// One request as read by the server: the head (its views point into storage the request
+// owns) and the whole body, de-chunked. Reused for every request on a connection.
+class Request {
+ public:
+  std::string_view method() const { return head_.method; }
+  std::string_view target() const { return head_.target; }
+  unsigned version() const { return head_.version; }
+  bool keep_alive() const { return head_.keep_alive(); }
+  // The first header named `name` (case-insensitive), or "".
+  std::string_view operator[](std::string_view name) const { return head_.header(name); }
+  const std::vector<HeaderField>& headers() const { return head_.fields; }
+  const std::string& body() const { return body_; }
+
+ private:
+  friend class RequestReader;
+  std::string head_bytes_;
+  RequestHead head_;
+  std::string body_;
+};
 
 struct Header {
   std::string_view name;

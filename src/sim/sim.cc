@@ -260,10 +260,9 @@ Result<Call> SimHandler::read_call(const http::Request& req, Api api,
 Task<void> SimHandler::handle(http::Request& req, Responder& res) {
   const std::string_view target = req.target();
   const std::string_view path = target.substr(0, target.find('?'));
-  using boost::beast::http::verb;
 
   if (path == "/sim/requests") {
-    if (req.method() == verb::delete_) {
+    if (req.method() == "DELETE") {
       state_->clear();
       co_await res.send(200, kJson, R"({"cleared":true})");
     } else {
@@ -277,8 +276,8 @@ Task<void> SimHandler::handle(http::Request& req, Responder& res) {
   }
 
   const Api api = path == "/v1/messages" ? Api::kAnthropic : Api::kOpenAI;
-  state_->record({std::string(req.method_string()), std::string(path),
-                  std::string(req[boost::beast::http::field::authorization]),
+  state_->record({std::string(req.method()), std::string(path),
+                  std::string(req["authorization"]),
                   std::string(req["x-api-key"]), std::string(req["anthropic-version"]),
                   req.body()});
 
@@ -286,7 +285,7 @@ Task<void> SimHandler::handle(http::Request& req, Responder& res) {
   if (!required_key.empty()) {
     const std::string_view presented =
         api == Api::kAnthropic ? std::string_view(req["x-api-key"])
-                               : std::string_view(req[boost::beast::http::field::authorization]);
+                               : std::string_view(req["authorization"]);
     const std::string expected = api == Api::kAnthropic ? required_key : "Bearer " + required_key;
     if (presented != expected) {
       co_await send_error(res, api, 401, "invalid api key");
@@ -294,7 +293,7 @@ Task<void> SimHandler::handle(http::Request& req, Responder& res) {
     }
   }
 
-  if (path == "/v1/models" && req.method() == verb::get) {
+  if (path == "/v1/models" && req.method() == "GET") {
     std::string body;
     json::Writer w(body);
     w.begin_object().field("object", "list").key("data").begin_array();
@@ -306,7 +305,7 @@ Task<void> SimHandler::handle(http::Request& req, Responder& res) {
   }
   const bool known = path == "/v1/chat/completions" || path == "/v1/messages" ||
                      path == "/v1/embeddings";
-  if (!known || req.method() != verb::post) {
+  if (!known || req.method() != "POST") {
     co_await send_error(res, api, 404, fmt::format("unknown path {}", path));
     co_return;
   }

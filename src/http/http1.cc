@@ -1,0 +1,325 @@
+#include "http/http1.h"
+
+#include <fmt/format.h>
+
+#include <array>
+#include <charconv>
+
+namespace tp::http {
+namespace {
+
+// RFC 9110 token characters.
+constexpr std::array<bool, 256> kTokenChars = [] {
+  std::array<bool, 256> t{};
+  for (int c = '0'; c <= '9'; ++c) t[c] = true;
+  for (int c = 'a'; c <= 'z'; ++c) t[c] = true;
+  for (int c = 'A'; c <= 'Z'; ++c) t[c] = true;
+  for (char c : std::string_view("!#$%&'*+-.^_`|~")) t[static_cast<unsigned char>(c)] = true;
+  return t;
+}();
+
+// Field value characters: visible ASCII, space, tab and obs-text.
+bool is_value_char(unsigned char c) { return c == '\t' || (c >= 0x20 && c != 0x7f); }
+
+char lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c + 32) : c; }
+
+std::string_view trim_ows(std::string_view v) {
+  while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
+  while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) v.remove_suffix(1);
+  return v;
+}
+
+// Whether a comma-separated list contains `token` (case-insensitive).
+bool list_has(std::string_view list, std::string_view token) {
+  while (!list.empty()) {
+    const std::size_t comma = list.find(',');
+    if (iequals(trim_ows(list.substr(0, comma)), token)) return true;
+    if (comma == std::string_view::npos) break;
+    list.remove_prefix(comma + 1);
+  }
+  return false;
+}
+
+// Finds the end of the head: the index just past "\r\n\r\n", or npos.
+std::size_t find_head_end(std::string_view data) {
+  const std::size_t at = data.find("\r\n\r\n");
+  return at == std::string_view::npos ? at : at + 4;
+}
+
+bool parse_version(std::string_view v, unsigned& version) {
+  if (v == "HTTP/1.1") {
+    version = 11;
+    return true;
+  }
+  if (v == "HTTP/1.0") {
+    version = 10;
+    return true;
+  }
+  return false;
+}
+
+// Parses the field lines of a head (between the start line and the empty line) and the
+// framing fields among them. Returns false with `head.error` set.
+bool parse_fields(std::string_view lines, MessageHead& head) {
+  while (!lines.empty()) {
+    const std::size_t eol = lines.find("\r\n");
+    const std::string_view line = lines.substr(0, eol);
+    lines.remove_prefix(eol == std::string_view::npos ? lines.size() : eol + 2);
+    if (line.empty()) break;
+    if (line.front() == ' ' || line.front() == '\t') {
+      head.error = "obsolete line folding is not allowed";
+      return false;
+    }
+    const std::size_t colon = line.find(':');
+    if (colon == std::string_view::npos || colon == 0) {
+      head.error = "malformed header line";
+      return false;
+    }
+    const std::string_view name = line.substr(0, colon);
+    for (char c : name) {
+      if (!kTokenChars[static_cast<unsigned char>(c)]) {
+        head.error = "invalid character in header name";
+        return false;
+      }
+    }
+    const std::string_view value = trim_ows(line.substr(colon + 1));
+    for (char c : value) {
+      if (!is_value_char(static_cast<unsigned char>(c))) {
+        head.error = "invalid character in header value";
+        return false;
+      }
+    }
+    if (head.fields.size() >= kHeaderFieldsMax) {
+      head.error = fmt::format("more than {} header fields", kHeaderFieldsMax);
+      return false;
+    }
+    head.fields.push_back({name, value});
+
+    if (iequals(name, "content-length")) {
+      std::uint64_t n = 0;
+      const auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), n);
+      if (value.empty() || ec != std::errc{} || end != value.data() + value.size()) {
+        head.error = "invalid Content-Length";
+        return false;
+      }
+      if (head.content_length && *head.content_length != n) {
+        head.error = "conflicting Content-Length values";
+        return false;
+      }
+      head.content_length = n;
+    } else if (iequals(name, "transfer-encoding")) {
+      if (!iequals(value, "chunked") || head.chunked) {
+        head.error = "unsupported Transfer-Encoding (only a single chunked is accepted)";
+        return false;
+      }
+      head.chunked = true;
+    } else if (iequals(name, "connection")) {
+      head.connection_close = head.connection_close || list_has(value, "close");
+      head.connection_keep_alive = head.connection_keep_alive || list_has(value, "keep-alive");
+    }
+  }
+  if (head.chunked && head.content_length) {
+    head.error = "both Content-Length and Transfer-Encoding";
+    return false;
+  }
+  return true;
+}
+
+void reset(MessageHead& head) {
+  head.version = 11;
+  head.fields.clear();
+  head.content_length.reset();
+  head.chunked = false;
+  head.connection_close = false;
+  head.connection_keep_alive = false;
+  head.error.clear();
+}
+
+}  // namespace
+
+bool iequals(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    if (lower(a[i]) != lower(b[i])) return false;
+  }
+  return true;
+}
+
+std::string_view MessageHead::header(std::string_view name) const {
+  for (const HeaderField& f : fields) {
+    if (iequals(f.name, name)) return f.value;
+  }
+  return {};
+}
+
+ParseStatus parse_request_head(std::string_view data, std::size_t head_bytes_max,
+                               RequestHead& head, std::size_t& head_bytes) {
+  reset(head);
+  head.method = {};
+  head.target = {};
+  head.expect_continue = false;
+  // Tolerate empty lines before a request (RFC 9112 §2.2).
+  std::size_t skip = 0;
+  while (data.substr(skip, 2) == "\r\n") skip += 2;
+  const std::size_t end = find_head_end(data.substr(skip));
+  if (end == std::string_view::npos) {
+    if (data.size() > head_bytes_max) {
+      head.error = "request head too large";
+      return ParseStatus::kError;
+    }
+    return ParseStatus::kIncomplete;
+  }
+  if (end > head_bytes_max) {
+    head.error = "request head too large";
+    return ParseStatus::kError;
+  }
+  const std::string_view text = data.substr(skip, end);
+  const std::size_t line_end = text.find("\r\n");
+  const std::string_view line = text.substr(0, line_end);
+  const std::size_t sp1 = line.find(' ');
+  const std::size_t sp2 = sp1 == std::string_view::npos ? sp1 : line.find(' ', sp1 + 1);
+  if (sp2 == std::string_view::npos || line.find(' ', sp2 + 1) != std::string_view::npos) {
+    head.error = "malformed request line";
+    return ParseStatus::kError;
+  }
+  head.method = line.substr(0, sp1);
+  head.target = line.substr(sp1 + 1, sp2 - sp1 - 1);
+  bool method_ok = !head.method.empty();
+  for (char c : head.method) method_ok = method_ok && kTokenChars[static_cast<unsigned char>(c)];
+  bool target_ok = !head.target.empty();
+  for (char c : head.target) {
+    target_ok = target_ok && static_cast<unsigned char>(c) > 0x20 && c != 0x7f;
+  }
+  if (!method_ok || !target_ok || !parse_version(line.substr(sp2 + 1), head.version)) {
+    head.error = "malformed request line";
+    return ParseStatus::kError;
+  }
+  if (!parse_fields(text.substr(line_end + 2), head)) return ParseStatus::kError;
+  head.expect_continue = iequals(head.header("expect"), "100-continue");
+  head_bytes = skip + end;
+  return ParseStatus::kComplete;
+}
+
+ParseStatus parse_response_head(std::string_view data, std::size_t head_bytes_max,
+                                ResponseHead& head, std::size_t& head_bytes) {
+  reset(head);
+  head.status = 0;
+  const std::size_t end = find_head_end(data);
+  if (end == std::string_view::npos) {
+    if (data.size() > head_bytes_max) {
+      head.error = "response head too large";
+      return ParseStatus::kError;
+    }
+    return ParseStatus::kIncomplete;
+  }
+  const std::string_view text = data.substr(0, end);
+  const std::size_t line_end = text.find("\r\n");
+  const std::string_view line = text.substr(0, line_end);
+  // HTTP/1.x SP 3DIGIT SP reason
+  unsigned status = 0;
+  if (line.size() < 12 || !parse_version(line.substr(0, 8), head.version) || line[8] != ' ' ||
+      std::from_chars(line.data() + 9, line.data() + 12, status).ptr != line.data() + 12 ||
+      status < 100 || status > 999 || (line.size() > 12 && line[12] != ' ')) {
+    head.error = "malformed status line";
+    return ParseStatus::kError;
+  }
+  head.status = status;
+  if (!parse_fields(text.substr(line_end + 2), head)) return ParseStatus::kError;
+  head_bytes = end;
+  return ParseStatus::kComplete;
+}
+
+ParseStatus ChunkedDecoder::decode(std::string_view in, std::size_t& consumed, std::string& out,
+                                   std::uint64_t body_bytes_max) {
+  std::size_t i = 0;
+  auto fail = [&] {
+    consumed = i;
+    return ParseStatus::kError;
+  };
+  while (i < in.size() && state_ != State::kDone) {
+    const char c = in[i];
+    switch (state_) {
+      case State::kSize: {
+        int digit = -1;
+        if (c >= '0' && c <= '9') digit = c - '0';
+        else if (c >= 'a' && c <= 'f') digit = c - 'a' + 10;
+        else if (c >= 'A' && c <= 'F') digit = c - 'A' + 10;
+        if (digit >= 0) {
+          if (++size_digits_ > 15) return fail();  // keeps the size far below 2^63
+          remaining_ = remaining_ * 16 + static_cast<unsigned>(digit);
+          ++i;
+        } else if (size_digits_ == 0) {
+          return fail();
+        } else if (c == ';' || c == ' ' || c == '\t') {
+          state_ = State::kSizeExtension;
+          ++i;
+        } else if (c == '\r') {
+          state_ = State::kSizeLf;
+          ++i;
+        } else {
+          return fail();
+        }
+        break;
+      }
+      case State::kSizeExtension:
+        if (c == '\r') state_ = State::kSizeLf;
+        else if (c == '\n') return fail();
+        ++i;
+        break;
+      case State::kSizeLf:
+        if (c != '\n') return fail();
+        ++i;
+        size_digits_ = 0;
+        if (remaining_ == 0) {
+          state_ = State::kTrailer;
+        } else {
+          if (decoded_ + remaining_ > body_bytes_max) return fail();
+          state_ = State::kData;
+        }
+        break;
+      case State::kData: {
+        const std::size_t n =
+            static_cast<std::size_t>(std::min<std::uint64_t>(remaining_, in.size() - i));
+        out.append(in.data() + i, n);
+        i += n;
+        remaining_ -= n;
+        decoded_ += n;
+        if (remaining_ == 0) state_ = State::kDataCr;
+        break;
+      }
+      case State::kDataCr:
+        if (c != '\r') return fail();
+        state_ = State::kDataLf;
+        ++i;
+        break;
+      case State::kDataLf:
+        if (c != '\n') return fail();
+        state_ = State::kSize;
+        ++i;
+        break;
+      case State::kTrailer:  // at the start of a trailer line, or the final empty line
+        if (c == '\r') {
+          state_ = State::kTrailerLf;
+        } else {
+          state_ = State::kTrailerLine;
+        }
+        ++i;
+        break;
+      case State::kTrailerLf:
+        if (c != '\n') return fail();
+        state_ = State::kDone;
+        ++i;
+        break;
+      case State::kTrailerLine:
+        if (c == '\n') state_ = State::kTrailer;  // trailer fields are skipped
+        ++i;
+        break;
+      case State::kDone:
+        break;
+    }
+  }
+  consumed = i;
+  return state_ == State::kDone ? ParseStatus::kComplete : ParseStatus::kIncomplete;
+}
+
+}  // namespace tp::http

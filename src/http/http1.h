@@ -1,0 +1,85 @@
+#pragma once
+// HTTP/1.1 message heads and bodies (RFC 9112), parsed without allocating per header: a
+// head is parsed in place and its fields are views into the bytes it was parsed from.
+//
+// Strict where leniency enables request smuggling: CRLF line ends only, no obsolete line
+// folding, no Content-Length together with Transfer-Encoding, conflicting Content-Length
+// values rejected, only the "chunked" transfer coding.
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace tp::http {
+
+inline constexpr std::size_t kHeaderFieldsMax = 100;
+
+struct HeaderField {
+  std::string_view name;
+  std::string_view value;
+};
+
+enum class ParseStatus { kComplete, kIncomplete, kError };
+
+// What both requests and responses carry in their heads.
+struct MessageHead {
+  unsigned version = 11;  // 10 or 11
+  std::vector<HeaderField> fields;
+  std::optional<std::uint64_t> content_length;
+  bool chunked = false;
+  bool connection_close = false;
+  bool connection_keep_alive = false;
+  std::string error;  // why parsing failed (kError)
+
+  // The first field named `name` (case-insensitive), or "" if none.
+  std::string_view header(std::string_view name) const;
+  // Keep-alive per RFC 9112 §9.3: HTTP/1.1 unless "close"; HTTP/1.0 only with "keep-alive".
+  bool keep_alive() const {
+    return version == 11 ? !connection_close : connection_keep_alive && !connection_close;
+  }
+};
+
+struct RequestHead : MessageHead {
+  std::string_view method;
+  std::string_view target;
+  bool expect_continue = false;
+};
+
+struct ResponseHead : MessageHead {
+  unsigned status = 0;
+};
+
+// Parses a head from the start of `data`. On kComplete, `head_bytes` is the head's length
+// including the final empty line and the views in `head` point into `data`. kIncomplete:
+// more bytes are needed (kError once `data` exceeds `head_bytes_max` without a complete
+// head). `head` is reset first.
+ParseStatus parse_request_head(std::string_view data, std::size_t head_bytes_max,
+                               RequestHead& head, std::size_t& head_bytes);
+ParseStatus parse_response_head(std::string_view data, std::size_t head_bytes_max,
+                                ResponseHead& head, std::size_t& head_bytes);
+
+bool iequals(std::string_view a, std::string_view b);
+
+// Decodes a chunked body incrementally: feed it bytes as they arrive; it appends the data
+// to `out` and reports how many input bytes it consumed. Trailer fields are skipped.
+class ChunkedDecoder {
+ public:
+  // Returns kComplete after the last chunk and trailers, kIncomplete when it needs more
+  // input, kError on malformed input or when the decoded size would pass `body_bytes_max`.
+  ParseStatus decode(std::string_view in, std::size_t& consumed, std::string& out,
+                     std::uint64_t body_bytes_max);
+  std::uint64_t decoded_bytes() const { return decoded_; }
+
+ private:
+  enum class State { kSize, kSizeExtension, kSizeLf, kData, kDataCr, kDataLf, kTrailer,
+                     kTrailerLf, kTrailerLine, kDone };
+  State state_ = State::kSize;
+  std::uint64_t remaining_ = 0;  // of the current chunk
+  std::uint64_t decoded_ = 0;
+  int size_digits_ = 0;
+};
+
+}  // namespace tp::http

@@ -1,0 +1,137 @@
+#include "http/http1.h"
+
+#include <gtest/gtest.h>
+
+namespace tp::http {
+namespace {
+
+ParseStatus parse(std::string_view text, RequestHead& head, std::size_t& used) {
+  return parse_request_head(text, 16 * 1024, head, used);
+}
+
+TEST(Http1, ParsesRequestHead) {
+  const std::string text =
+      "POST /v1/chat/completions?x=1 HTTP/1.1\r\nHost: a\r\nContent-Length: 12\r\n"
+      "X-Empty:\r\nAuthorization:  Bearer k \r\n\r\nbody follows";
+  RequestHead head;
+  std::size_t used = 0;
+  ASSERT_EQ(parse(text, head, used), ParseStatus::kComplete) << head.error;
+  EXPECT_EQ(used, text.find("body"));
+  EXPECT_EQ(head.method, "POST");
+  EXPECT_EQ(head.target, "/v1/chat/completions?x=1");
+  EXPECT_EQ(head.version, 11u);
+  EXPECT_EQ(head.content_length, 12u);
+  EXPECT_EQ(head.header("authorization"), "Bearer k");
+  EXPECT_EQ(head.header("HOST"), "a");
+  EXPECT_EQ(head.header("x-empty"), "");
+  EXPECT_EQ(head.header("missing"), "");
+  EXPECT_TRUE(head.keep_alive());
+}
+
+TEST(Http1, IncompleteUntilTheEmptyLine) {
+  const std::string text = "GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+  for (std::size_t n = 0; n < text.size(); ++n) {
+    RequestHead head;
+    std::size_t used = 0;
+    EXPECT_EQ(parse(text.substr(0, n), head, used), ParseStatus::kIncomplete) << n;
+  }
+}
+
+TEST(Http1, KeepAliveRules) {
+  RequestHead head;
+  std::size_t used = 0;
+  ASSERT_EQ(parse("GET / HTTP/1.1\r\nConnection: close\r\n\r\n", head, used), ParseStatus::kComplete);
+  EXPECT_FALSE(head.keep_alive());
+  ASSERT_EQ(parse("GET / HTTP/1.0\r\n\r\n", head, used), ParseStatus::kComplete);
+  EXPECT_FALSE(head.keep_alive());
+  ASSERT_EQ(parse("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n", head, used),
+            ParseStatus::kComplete);
+  EXPECT_TRUE(head.keep_alive());
+  ASSERT_EQ(parse("GET / HTTP/1.1\r\nConnection: upgrade, close\r\n\r\n", head, used),
+            ParseStatus::kComplete);
+  EXPECT_FALSE(head.keep_alive());
+}
+
+TEST(Http1, RejectsMalformedAndSmugglingShapes) {
+  for (const char* bad : {
+           "GET /\r\n\r\n",
+           "GET  / HTTP/1.1\r\n\r\n",
+           "GET / HTTP/2.0\r\n\r\n",
+           "G(T / HTTP/1.1\r\n\r\n",
+           "GET / HTTP/1.1\r\nNo colon\r\n\r\n",
+           "GET / HTTP/1.1\r\n: empty name\r\n\r\n",
+           "GET / HTTP/1.1\r\nBad Name: x\r\n\r\n",
+           "GET / HTTP/1.1\r\nA: b\r\n folded\r\n\r\n",
+           "GET / HTTP/1.1\r\nA: b\x01c\r\n\r\n",
+           "POST / HTTP/1.1\r\nContent-Length: 1x\r\n\r\n",
+           "POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+           "POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+           "POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+           "POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+           "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+       }) {
+    RequestHead head;
+    std::size_t used = 0;
+    EXPECT_EQ(parse(bad, head, used), ParseStatus::kError) << bad;
+    EXPECT_FALSE(head.error.empty());
+  }
+}
+
+TEST(Http1, HeadLimit) {
+  RequestHead head;
+  std::size_t used = 0;
+  const std::string big = "GET / HTTP/1.1\r\nX: " + std::string(200, 'a');
+  EXPECT_EQ(parse_request_head(big, 100, head, used), ParseStatus::kError);
+  EXPECT_EQ(parse_request_head(big + "\r\n\r\n", 100, head, used), ParseStatus::kError);
+  EXPECT_EQ(parse_request_head(big, 1000, head, used), ParseStatus::kIncomplete);
+}
+
+TEST(Http1, ParsesResponseHead) {
+  ResponseHead head;
+  std::size_t used = 0;
+  const std::string text =
+      "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
+  ASSERT_EQ(parse_response_head(text, 1024, head, used), ParseStatus::kComplete) << head.error;
+  EXPECT_EQ(head.status, 429u);
+  EXPECT_TRUE(head.chunked);
+  EXPECT_EQ(used, text.size());
+  ASSERT_EQ(parse_response_head("HTTP/1.1 200\r\n\r\n", 1024, head, used), ParseStatus::kComplete);
+  for (const char* bad : {"HTTP/1.1 20 OK\r\n\r\n", "HTTP/1.1 2000 OK\r\n\r\n",
+                          "HTTP/1.1 200OK\r\n\r\n", "ICY 200 OK\r\n\r\n"}) {
+    EXPECT_EQ(parse_response_head(bad, 1024, head, used), ParseStatus::kError) << bad;
+  }
+}
+
+TEST(Http1, ChunkedDecodesSplitAnywhere) {
+  const std::string wire = "5;ext=1\r\nhello\r\n1A\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nX-T: 1\r\n\r\nNEXT";
+  for (std::size_t cut = 0; cut <= wire.size(); ++cut) {
+    ChunkedDecoder d;
+    std::string out;
+    std::size_t used1 = 0, used2 = 0;
+    auto s1 = d.decode(std::string_view(wire).substr(0, cut), used1, out, 1000);
+    ParseStatus s2 = s1;
+    if (s1 != ParseStatus::kComplete) {
+      s2 = d.decode(std::string_view(wire).substr(used1), used2, out, 1000);
+    }
+    ASSERT_EQ(s2, ParseStatus::kComplete) << "cut " << cut;
+    EXPECT_EQ(out, "helloabcdefghijklmnopqrstuvwxyz");
+    EXPECT_EQ(used1 + used2, wire.size() - 4) << "cut " << cut;
+  }
+}
+
+TEST(Http1, ChunkedRejectsMalformedAndOversize) {
+  for (const char* bad : {"x\r\n", "5\r\nhelloXX", "5\nhello\r\n", "\r\n",
+                          "10000000000000000\r\n"}) {
+    ChunkedDecoder d;
+    std::string out;
+    std::size_t used = 0;
+    EXPECT_EQ(d.decode(bad, used, out, 1000), ParseStatus::kError) << bad;
+  }
+  ChunkedDecoder d;
+  std::string out;
+  std::size_t used = 0;
+  EXPECT_EQ(d.decode("3e9\r\n", used, out, 1000), ParseStatus::kError);  // 1001 > limit
+}
+
+}  // namespace
+}  // namespace tp::http
