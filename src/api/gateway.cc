@@ -3,7 +3,6 @@
 #include <fmt/format.h>
 
 #include <boost/asio/io_context.hpp>
-#include <boost/beast/http/fields.hpp>
 #include <chrono>
 #include <optional>
 
@@ -62,9 +61,9 @@ bool valid_start_within(std::string_view v) {
 
 // Upstream headers worth passing to the client: rate-limit information and the provider's
 // own request id (renamed, since x-request-id is Turnpike's).
-void forwardable_headers(const boost::beast::http::fields& fields, std::vector<Header>& out) {
+void forwardable_headers(const std::vector<http::HeaderField>& fields, std::vector<Header>& out) {
   for (const auto& f : fields) {
-    const std::string_view name = f.name_string();
+    const std::string_view name = f.name;
     auto starts = [&](std::string_view prefix) {
       return name.size() >= prefix.size() &&
              std::equal(prefix.begin(), prefix.end(), name.begin(),
@@ -72,9 +71,9 @@ void forwardable_headers(const boost::beast::http::fields& fields, std::vector<H
     };
     if (starts("retry-after") || starts("x-ratelimit-") || starts("anthropic-ratelimit-") ||
         starts("openai-")) {
-      out.push_back({name, f.value()});
+      out.push_back({name, f.value});
     } else if (starts("x-request-id") || starts("request-id")) {
-      out.push_back({"x-upstream-request-id", f.value()});
+      out.push_back({"x-upstream-request-id", f.value});
     }
   }
 }
@@ -289,7 +288,7 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res) {
     co_await send_error(res, surface, http_status(whole.status().kind()), whole.status().message());
     co_return;
   }
-  const std::string_view type = upstream.headers()[boost::beast::http::field::content_type];
+  const std::string_view type = upstream.header("content-type");
   co_await res.send(upstream.status(), type.empty() ? kJson : type, whole.value(), headers);
 }
 

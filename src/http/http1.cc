@@ -145,6 +145,28 @@ bool iequals(std::string_view a, std::string_view b) {
   return true;
 }
 
+namespace {
+void move_view(std::string_view& v, const char* from, const char* to) {
+  if (!v.empty()) v = std::string_view(to + (v.data() - from), v.size());
+}
+void move_fields(MessageHead& head, const char* from, const char* to) {
+  for (HeaderField& f : head.fields) {
+    move_view(f.name, from, to);
+    move_view(f.value, from, to);
+  }
+}
+}  // namespace
+
+void move_views(RequestHead& head, const char* from, const char* to) {
+  move_view(head.method, from, to);
+  move_view(head.target, from, to);
+  move_fields(head, from, to);
+}
+
+void move_views(ResponseHead& head, const char* from, const char* to) {
+  move_fields(head, from, to);
+}
+
 std::string_view MessageHead::header(std::string_view name) const {
   for (const HeaderField& f : fields) {
     if (iequals(f.name, name)) return f.value;

@@ -63,6 +63,10 @@ ParseStatus parse_response_head(std::string_view data, std::size_t head_bytes_ma
 
 bool iequals(std::string_view a, std::string_view b);
 
+// After a parsed head's bytes are copied from `from` to `to`, points its views at the copy.
+void move_views(RequestHead& head, const char* from, const char* to);
+void move_views(ResponseHead& head, const char* from, const char* to);
+
 // Decodes a chunked body incrementally: feed it bytes as they arrive; it appends the data
 // to `out` and reports how many input bytes it consumed. Trailer fields are skipped.
 class ChunkedDecoder {

@@ -376,18 +376,7 @@ class RequestReader {
   // parsed views at the copy.
   void keep_head(std::string_view data, std::size_t head_bytes) {
     req_.head_bytes_.assign(data.data(), head_bytes);
-    const char* from = data.data();
-    const char* to = req_.head_bytes_.data();
-    auto move_view = [&](std::string_view& v) {
-      if (!v.empty()) v = std::string_view(to + (v.data() - from), v.size());
-    };
-    auto& head = req_.head_;
-    move_view(head.method);
-    move_view(head.target);
-    for (HeaderField& f : head.fields) {
-      move_view(f.name);
-      move_view(f.value);
-    }
+    move_views(req_.head_, data.data(), req_.head_bytes_.data());
   }
 
   const ServerLimits& limits_;

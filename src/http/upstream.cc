@@ -12,17 +12,12 @@
 #include <boost/beast/core/buffer_traits.hpp>
 #include <boost/beast/core/buffers_suffix.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
-#include <boost/beast/http/buffer_body.hpp>
-#include <boost/beast/http/error.hpp>
-#include <boost/beast/http/parser.hpp>
-#include <boost/beast/http/read.hpp>
 #include <optional>
 
 #include "http/deadline.h"
 
 namespace tp::http {
 namespace beast = boost::beast;
-namespace bhttp = beast::http;
 namespace ssl = asio::ssl;
 using tcp = asio::ip::tcp;
 using std::chrono::milliseconds;
@@ -35,8 +30,8 @@ struct UpstreamConnection {
   std::optional<Deadline> deadline;  // bound to the socket below either stream
   beast::flat_buffer buffer;
   SteadyTime idle_since{};
-  // Body bytes land here; kept with the connection so a request allocates nothing for it.
-  std::unique_ptr<char[]> chunk{new char[limits::kUpstreamReadChunkBytes]};
+  // De-chunked body bytes; kept with the connection so a request allocates nothing for it.
+  std::string decoded;
 
   Socket& lowest() { return tls ? tls->next_layer() : *tcp; }
 
@@ -63,6 +58,11 @@ Status upstream_error(const UpstreamEndpoint& ep, std::string_view what,
   return {timeout ? ErrorKind::kUpstreamTimeout : ErrorKind::kUpstreamFailed,
           fmt::format("upstream '{}' {}: {}", ep.name, what,
                       timeout ? std::string("timed out") : ec.message())};
+}
+
+Status malformed(const UpstreamEndpoint& ep, std::string_view what) {
+  return {ErrorKind::kUpstreamFailed, fmt::format("upstream '{}' sent a malformed response: {}",
+                                                  ep.name, what)};
 }
 
 }  // namespace
@@ -92,64 +92,115 @@ Result<std::shared_ptr<ssl::context>> make_tls_client_context(const std::string&
 // UpstreamResponse
 
 struct UpstreamResponse::Impl {
+  enum class Framing { kNone, kLength, kChunked, kClose };
+
   UpstreamPool* pool = nullptr;
   const UpstreamEndpoint* endpoint = nullptr;
   std::unique_ptr<UpstreamConnection> conn;
-  bhttp::response_parser<bhttp::buffer_body> parser;
   UpstreamTimeouts timeouts;
+  std::string head_bytes;  // the head, copied out of the read buffer
+  ResponseHead head;       // views into head_bytes
+  Framing framing = Framing::kNone;
+  std::uint64_t remaining = 0;     // kLength: body bytes still to come
+  ChunkedDecoder chunked;
+  std::size_t pending_consume = 0;  // bytes of conn->buffer handed out by the last step
+  bool done = false;
+
+  // Takes the parsed head (and its first `head_bytes` bytes of the buffer) and decides how
+  // the body is delimited (RFC 9112 §6.3).
+  void take_head(std::size_t n) {
+    const char* from = static_cast<const char*>(conn->buffer.data().data());
+    head_bytes.assign(from, n);
+    move_views(head, from, head_bytes.data());
+    conn->buffer.consume(n);
+    if (head.status / 100 == 1 || head.status == 204 || head.status == 304) {
+      framing = Framing::kNone;
+    } else if (head.chunked) {
+      framing = Framing::kChunked;
+    } else if (head.content_length) {
+      framing = Framing::kLength;
+      remaining = *head.content_length;
+    } else {
+      framing = Framing::kClose;
+    }
+    done = framing == Framing::kNone || (framing == Framing::kLength && remaining == 0);
+  }
 };
 
 UpstreamResponse::UpstreamResponse(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 UpstreamResponse::~UpstreamResponse() {
   if (!impl_ || !impl_->conn) return;
-  if (impl_->parser.is_done() && impl_->parser.get().keep_alive()) {
+  if (impl_->done && impl_->framing != Impl::Framing::kClose && impl_->head.keep_alive()) {
+    impl_->conn->buffer.consume(impl_->pending_consume);
     impl_->pool->give_back(std::move(impl_->conn));
   }
 }
 
-unsigned UpstreamResponse::status() const { return impl_->parser.get().result_int(); }
+unsigned UpstreamResponse::status() const { return impl_->head.status; }
 
-const bhttp::fields& UpstreamResponse::headers() const { return impl_->parser.get().base(); }
+const std::vector<HeaderField>& UpstreamResponse::headers() const { return impl_->head.fields; }
 
-bool UpstreamResponse::is_event_stream() const {
-  const auto type = impl_->parser.get()[bhttp::field::content_type];
-  return type.substr(0, 17) == "text/event-stream";
+std::string_view UpstreamResponse::header(std::string_view name) const {
+  return impl_->head.header(name);
 }
 
-bool UpstreamResponse::done() const { return impl_->parser.is_done(); }
+bool UpstreamResponse::is_event_stream() const {
+  return header("content-type").substr(0, 17) == "text/event-stream";
+}
+
+bool UpstreamResponse::done() const { return impl_->done; }
 
 UpstreamResponse::BodyStep UpstreamResponse::parse_buffered(std::string_view& out,
-                                                            boost::system::error_code& ec) {
+                                                            std::string& error) {
   Impl& r = *impl_;
-  UpstreamConnection& conn = *r.conn;
-  constexpr std::size_t kChunk = limits::kUpstreamReadChunkBytes;
-  while (!r.parser.is_done() && conn.buffer.size() > 0) {
-    auto& body = r.parser.get().body();
-    body.data = conn.chunk.get();
-    body.size = kChunk;
-    body.more = true;
-    const std::size_t used = r.parser.put(conn.buffer.data(), ec);
-    conn.buffer.consume(used);
-    if (ec == bhttp::error::need_buffer) ec = {};
-    if (ec && ec != bhttp::error::need_more) return BodyStep::kError;
-    const std::size_t got = kChunk - body.size;
-    if (got > 0) {
-      out = std::string_view(conn.chunk.get(), got);
+  auto& buffer = r.conn->buffer;
+  buffer.consume(r.pending_consume);  // the caller is done with what the last step gave
+  r.pending_consume = 0;
+  if (r.done) return BodyStep::kDone;
+  if (buffer.size() == 0) return BodyStep::kNeedMore;
+  const std::string_view data(static_cast<const char*>(buffer.data().data()), buffer.size());
+  switch (r.framing) {
+    case Impl::Framing::kLength: {
+      const auto n = static_cast<std::size_t>(std::min<std::uint64_t>(r.remaining, data.size()));
+      out = data.substr(0, n);
+      r.pending_consume = n;
+      r.remaining -= n;
+      r.done = r.remaining == 0;
       return BodyStep::kData;
     }
-    if (ec || used == 0) break;  // the parser needs more bytes than are buffered
+    case Impl::Framing::kChunked: {
+      std::string& decoded = r.conn->decoded;
+      decoded.clear();
+      std::size_t used = 0;
+      const ParseStatus status =
+          r.chunked.decode(data, used, decoded, limits::kUpstreamResponseBytesMax);
+      buffer.consume(used);
+      if (status == ParseStatus::kError) {
+        error = "malformed chunked body";
+        return BodyStep::kError;
+      }
+      r.done = status == ParseStatus::kComplete;
+      if (decoded.empty()) return r.done ? BodyStep::kDone : BodyStep::kNeedMore;
+      out = decoded;
+      return BodyStep::kData;
+    }
+    case Impl::Framing::kClose:
+      out = data;
+      r.pending_consume = data.size();
+      return BodyStep::kData;
+    case Impl::Framing::kNone:
+      break;
   }
-  ec = {};
-  return r.parser.is_done() ? BodyStep::kDone : BodyStep::kNeedMore;
+  r.done = true;
+  return BodyStep::kDone;
 }
 
 Status UpstreamResponse::after_read(boost::system::error_code ec, std::size_t n) {
   Impl& r = *impl_;
-  if (ec == asio::error::eof) {
-    // A body delimited by the connection's end is complete here; any other is cut short.
-    r.parser.put_eof(ec);
-    if (!ec) return Status::ok();
+  if (ec == asio::error::eof && r.framing == Impl::Framing::kClose) {
+    r.done = true;  // a body delimited by the connection's end is complete here
+    return Status::ok();
   }
   if (ec) {
     const bool timed_out = r.conn->deadline->expired();
@@ -163,13 +214,13 @@ Status UpstreamResponse::after_read(boost::system::error_code ec, std::size_t n)
 Task<Result<std::string_view>> UpstreamResponse::read_some() {
   for (;;) {
     std::string_view out;
-    boost::system::error_code ec;
-    switch (parse_buffered(out, ec)) {
+    std::string error;
+    switch (parse_buffered(out, error)) {
       case BodyStep::kData: co_return out;
       case BodyStep::kDone: co_return std::string_view{};
       case BodyStep::kError:
         impl_->conn.reset();
-        co_return upstream_error(*impl_->endpoint, "body", ec, false);
+        co_return malformed(*impl_->endpoint, error);
       case BodyStep::kNeedMore: break;
     }
     impl_->conn->deadline->expires_after(milliseconds(impl_->timeouts.idle_timeout_ms));
@@ -182,8 +233,8 @@ Task<Result<std::string>> UpstreamResponse::read_all(std::size_t limit) {
   std::string all;
   for (;;) {
     std::string_view out;
-    boost::system::error_code ec;
-    switch (parse_buffered(out, ec)) {
+    std::string error;
+    switch (parse_buffered(out, error)) {
       case BodyStep::kData:
         if (all.size() + out.size() > limit) {
           impl_->conn.reset();
@@ -196,7 +247,7 @@ Task<Result<std::string>> UpstreamResponse::read_all(std::size_t limit) {
       case BodyStep::kDone: co_return all;
       case BodyStep::kError:
         impl_->conn.reset();
-        co_return upstream_error(*impl_->endpoint, "body", ec, false);
+        co_return malformed(*impl_->endpoint, error);
       case BodyStep::kNeedMore: break;
     }
     impl_->conn->deadline->expires_after(milliseconds(impl_->timeouts.idle_timeout_ms));
@@ -303,8 +354,6 @@ Task<Result<std::unique_ptr<UpstreamResponse>>> UpstreamPool::send(
     impl->pool = this;
     impl->endpoint = &ep;
     impl->timeouts = timeouts;
-    impl->parser.header_limit(static_cast<std::uint32_t>(limits::kUpstreamHeaderBytesMax));
-    impl->parser.body_limit(boost::none);  // bounded by the reader (read_all, SSE limits)
 
     conn->deadline->expires_after(milliseconds(timeouts.first_byte_timeout_ms));
     // Plain TCP sockets are non-blocking: the request usually goes out in this one call.
@@ -322,25 +371,35 @@ Task<Result<std::unique_ptr<UpstreamResponse>>> UpstreamPool::send(
           [&](auto& stream) { return asio::async_write(stream, rest, use_nothrow); });
       ec = wec;
     }
-    // Read until the headers are parsed; body bytes that came with them stay buffered.
+    // Read until the head is parsed; body bytes that came with it stay buffered. Interim
+    // 1xx heads are skipped.
+    bool got_bytes = false;
     while (!ec) {
       if (conn->buffer.size() > 0) {
-        conn->buffer.consume(impl->parser.put(conn->buffer.data(), ec));
-        if (ec && ec != bhttp::error::need_more) break;
-        ec = {};
-        if (impl->parser.is_header_done()) break;
+        got_bytes = true;
+        const std::string_view data(static_cast<const char*>(conn->buffer.data().data()),
+                                    conn->buffer.size());
+        std::size_t n = 0;
+        const ParseStatus status =
+            parse_response_head(data, limits::kUpstreamHeaderBytesMax, impl->head, n);
+        if (status == ParseStatus::kError) co_return malformed(ep, impl->head.error);
+        if (status == ParseStatus::kComplete && impl->head.status / 100 == 1) {
+          conn->buffer.consume(n);
+          continue;
+        }
+        if (status == ParseStatus::kComplete) {
+          impl->conn = std::move(conn);
+          impl->take_head(n);
+          co_return std::unique_ptr<UpstreamResponse>(new UpstreamResponse(std::move(impl)));
+        }
       }
       auto [rec, n] = co_await conn->read_more();
       ec = rec;
       if (!ec) conn->buffer.commit(n);
     }
-    if (!ec) {
-      impl->conn = std::move(conn);
-      co_return std::unique_ptr<UpstreamResponse>(new UpstreamResponse(std::move(impl)));
-    }
 
     const bool timed_out = conn->deadline->expired();
-    if (reused && !timed_out && !impl->parser.got_some()) {
+    if (reused && !timed_out && !got_bytes) {
       ++stats_.stale_retries;  // the server closed it while it sat in the pool
       continue;
     }

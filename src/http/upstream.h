@@ -17,11 +17,11 @@
 #include <string_view>
 #include <vector>
 
-#include <boost/beast/http/fields.hpp>
 
 #include "core/limits.h"
 #include "core/status.h"
 #include "http/asio.h"
+#include "http/http1.h"
 #include "http/resolve.h"
 #include "http/url.h"
 
@@ -62,11 +62,13 @@ class UpstreamResponse {
   UpstreamResponse& operator=(const UpstreamResponse&) = delete;
 
   unsigned status() const;
-  const boost::beast::http::fields& headers() const;
+  const std::vector<HeaderField>& headers() const;
+  // The first header named `name` (case-insensitive), or "".
+  std::string_view header(std::string_view name) const;
   bool is_event_stream() const;
 
   // The next piece of the body as it arrives; empty once the body is complete.
-  // The view is valid until the next call.
+  // The view is valid until the next call (or the response's end).
   Task<Result<std::string_view>> read_some();
   // The rest of the body, at most `limit` bytes (kUpstreamFailed past it).
   Task<Result<std::string>> read_all(std::size_t limit = limits::kUpstreamResponseBytesMax);
@@ -80,9 +82,9 @@ class UpstreamResponse {
   friend class UpstreamPool;
   struct Impl;
   explicit UpstreamResponse(std::unique_ptr<Impl> impl);
-  // One parse step over bytes already buffered, without I/O.
+  // One parse step over bytes already buffered, without I/O. kError sets `error`.
   enum class BodyStep { kData, kNeedMore, kDone, kError };
-  BodyStep parse_buffered(std::string_view& out, boost::system::error_code& ec);
+  BodyStep parse_buffered(std::string_view& out, std::string& error);
   // Accounts for one socket read: commits the bytes, or ends or fails the body.
   Status after_read(boost::system::error_code ec, std::size_t n);
   std::unique_ptr<Impl> impl_;
