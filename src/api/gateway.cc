@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <boost/asio/io_context.hpp>
+#include <charconv>
 #include <chrono>
 #include <optional>
 
@@ -76,6 +77,19 @@ void forwardable_headers(const std::vector<http::HeaderField>& fields, std::vect
       out.push_back({"x-upstream-request-id", f.value});
     }
   }
+}
+
+void append_decimal(std::string& out, std::size_t n) {
+  char digits[24];
+  const auto end = std::to_chars(digits, digits + sizeof digits, n).ptr;
+  out.append(digits, end);
+}
+
+void append_header(std::string& out, std::string_view name, std::string_view value) {
+  out += name;
+  out += ": ";
+  out += value;
+  out += "\r\n";
 }
 
 std::string_view bearer_token(const http::Request& req) {
@@ -238,19 +252,22 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res) {
   }
 
   const http::UpstreamEndpoint& endpoint = state_->endpoint(provider.index);
+  // Built by plain appends: this runs for every request.
   std::string head;
   head.reserve(512);
-  fmt::format_to(std::back_inserter(head),
-                 "POST {}{} HTTP/1.1\r\n{}Content-Type: application/json\r\n"
-                 "Content-Length: {}\r\n",
-                 endpoint.url.path, info.upstream_suffix, state_->head_lines(provider.index),
-                 upstream_body.size());
+  head += "POST ";
+  head += endpoint.url.path;
+  head += info.upstream_suffix;
+  head += " HTTP/1.1\r\n";
+  head += state_->head_lines(provider.index);
+  head += "Content-Type: application/json\r\nContent-Length: ";
+  append_decimal(head, upstream_body.size());
+  head += "\r\n";
   if (provider.api == Api::kAnthropic) {
     const std::string_view version = req["anthropic-version"];
-    fmt::format_to(std::back_inserter(head), "anthropic-version: {}\r\n",
-                   version.empty() ? kDefaultAnthropicVersion : version);
+    append_header(head, "anthropic-version", version.empty() ? kDefaultAnthropicVersion : version);
     if (const std::string_view beta = req["anthropic-beta"]; !beta.empty()) {
-      fmt::format_to(std::back_inserter(head), "anthropic-beta: {}\r\n", beta);
+      append_header(head, "anthropic-beta", beta);
     }
   }
   head += stream ? "Accept: text/event-stream\r\n\r\n" : "Accept: application/json\r\n\r\n";

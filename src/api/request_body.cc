@@ -53,8 +53,10 @@ std::size_t skip_value(std::string_view s, std::size_t i) {
   return i;
 }
 
-// Records the raw spans of the top-level members of a validated JSON object.
-void scan_members(std::string_view s, std::vector<RequestBody::Member>& out) {
+}  // namespace
+
+std::vector<JsonMember> top_level_members(std::string_view s) {
+  std::vector<JsonMember> out;
   std::size_t i = skip_ws(s, 0);
   TP_ASSERT(s[i] == '{');
   i = skip_ws(s, i + 1);
@@ -68,7 +70,10 @@ void scan_members(std::string_view s, std::vector<RequestBody::Member>& out) {
     i = skip_ws(s, value_end);
     if (i < s.size() && s[i] == ',') i = skip_ws(s, i + 1);
   }
+  return out;
 }
+
+namespace {
 
 Status invalid(std::string message) { return {ErrorKind::kInvalidRequest, std::move(message)}; }
 
@@ -110,19 +115,18 @@ Result<RequestBody> parse_request_body(std::string_view text) {
       (key == kOptionPrivacyTier ? body.privacy_tier : body.start_within) = std::string(option);
     }
   }
-  scan_members(text, body.members);
+  body.text = text;
   return body;
 }
 
 std::string rewrite_request_body(const RequestBody& body, std::string_view upstream_model,
                                  std::string_view extra) {
+  const std::vector<JsonMember> members = top_level_members(body.text);
   std::string out;
-  std::size_t size = 2 + extra.size() + upstream_model.size();
-  for (const auto& m : body.members) size += m.key.size() + m.value.size() + 4;
-  out.reserve(size);
+  out.reserve(body.text.size() + extra.size() + upstream_model.size() + 2);
   out.push_back('{');
   bool first = true;
-  for (const auto& m : body.members) {
+  for (const auto& m : members) {
     if (m.key == kOptionPrivacyTier || m.key == kOptionStartWithin) continue;
     if (!first) out.push_back(',');
     first = false;

@@ -17,12 +17,17 @@ namespace tp::api {
 inline constexpr std::string_view kOptionPrivacyTier = "privacy_tier";
 inline constexpr std::string_view kOptionStartWithin = "start_within";
 
+struct JsonMember {
+  std::string_view key;    // raw key text between the quotes (not unescaped)
+  std::string_view value;  // raw JSON text of the value
+};
+
+// The top-level members of a JSON object already validated, in document order, as views
+// into `text`.
+std::vector<JsonMember> top_level_members(std::string_view text);
+
 struct RequestBody {
-  struct Member {
-    std::string_view key;    // raw key text between the quotes (not unescaped)
-    std::string_view value;  // raw JSON text of the value
-  };
-  std::vector<Member> members;  // in document order, views into the original body
+  std::string_view text;  // the body as received
 
   std::string model;
   bool has_model = false;
@@ -39,7 +44,8 @@ struct RequestBody {
 Result<RequestBody> parse_request_body(std::string_view body);
 
 // The body to forward: `model` replaced by `upstream_model`, Turnpike's options removed,
-// `extra` members (raw "key":value pairs without braces) appended.
+// `extra` members (raw "key":value pairs without braces) appended. `body.text` must still
+// be alive.
 std::string rewrite_request_body(const RequestBody& body, std::string_view upstream_model,
                                  std::string_view extra = {});
 

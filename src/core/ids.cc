@@ -27,9 +27,9 @@ std::string random_id(std::string_view prefix, std::size_t length) {
   static constexpr char kAlphabet[] =
       "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
   thread_local IdGenerator gen;
-  std::string id;
-  id.reserve(prefix.size() + length);
-  id.append(prefix);
+  std::string id(prefix.size() + length, '\0');
+  char* out = id.data() + prefix.size();
+  prefix.copy(id.data(), prefix.size());
   std::uint64_t bits = 0;
   int left = 0;
   for (std::size_t i = 0; i < length; ++i) {
@@ -37,7 +37,7 @@ std::string random_id(std::string_view prefix, std::size_t length) {
       bits = gen.next();
       left = 10;  // 10 draws of 6 bits from 64
     }
-    id.push_back(kAlphabet[(bits & 63) % 62]);
+    out[i] = kAlphabet[(bits & 63) % 62];
     bits >>= 6;
     --left;
   }

@@ -16,6 +16,7 @@
 #include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/status.hpp>
+#include <charconv>
 #include <chrono>
 #include <unordered_set>
 
@@ -46,7 +47,9 @@ void Responder::append_head(unsigned status, std::string_view content_type,
   status_ = status;
   head_.clear();
   head_ += http_version_ == 10 ? "HTTP/1.0 " : "HTTP/1.1 ";
-  fmt::format_to(std::back_inserter(head_), "{} ", status);
+  char code[8];
+  head_.append(code, std::to_chars(code, code + sizeof code, status).ptr);
+  head_ += ' ';
   head_ += bhttp::obsolete_reason(static_cast<bhttp::status>(status));
   head_ += "\r\n";
   if (!content_type.empty()) {
@@ -94,7 +97,10 @@ Task<bool> Responder::send(unsigned status, std::string_view content_type, std::
   TP_ASSERT(!started_);
   started_ = true;
   append_head(status, content_type, headers);
-  fmt::format_to(std::back_inserter(head_), "Content-Length: {}\r\n\r\n", body.size());
+  char length[24];
+  head_ += "Content-Length: ";
+  head_.append(length, std::to_chars(length, length + sizeof length, body.size()).ptr);
+  head_ += "\r\n\r\n";
   const std::array<asio::const_buffer, 2> buffers{asio::buffer(head_), asio::buffer(body)};
   finished_ = true;
   const std::size_t written = write_now(buffers);
@@ -128,7 +134,9 @@ Task<bool> Responder::write_chunk(std::string_view data) {
     co_return co_await write_rest(buffers, written);
   }
   char size_line[24];
-  const auto end = fmt::format_to(size_line, "{:x}\r\n", data.size());
+  char* end = std::to_chars(size_line, size_line + 16, data.size(), 16).ptr;
+  *end++ = '\r';
+  *end++ = '\n';
   const std::array<asio::const_buffer, 3> buffers{
       asio::buffer(size_line, static_cast<std::size_t>(end - size_line)), asio::buffer(data),
       asio::buffer("\r\n", 2)};
