@@ -8,6 +8,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include "core/money.h"
+
 namespace tp::catalog {
 
 enum class Api { kOpenAI, kAnthropic };
@@ -31,10 +33,9 @@ struct Provider {
 struct Route {
   std::size_t provider = 0;  // index into Catalog::providers
   std::string upstream_model;
-  // USD per million tokens, exact decimal strings as configured.
-  std::string input_per_mtok;
-  std::string output_per_mtok;
-  std::string cached_input_per_mtok;
+  PricePerMtok input_price;
+  PricePerMtok output_price;
+  PricePerMtok cached_input_price;  // the input price unless configured
 };
 
 struct Model {

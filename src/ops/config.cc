@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <initializer_list>
+#include <optional>
 #include <set>
 #include <sstream>
 
@@ -118,26 +119,19 @@ class Reader {
     fail(n, join(path, key), fmt::format("must be true or false, got '{}'", text));
   }
 
-  // USD per million tokens as an exact decimal: digits, optionally '.' and up to 9 digits.
-  std::string price(const YAML::Node& parent, std::string_view key, std::string_view path,
-                    bool required) const {
-    const std::string p = join(path, key);
+  // USD per million tokens as an exact decimal (Money syntax, not negative).
+  std::optional<PricePerMtok> price(const YAML::Node& parent, std::string_view key,
+                                    std::string_view path, bool required) const {
     const std::string text = string(parent, key, path, "", required);
-    if (text.empty() && !required) return text;
-    const std::size_t dot = text.find('.');
-    const std::string_view whole = std::string_view(text).substr(0, dot);
-    const std::string_view frac =
-        dot == std::string::npos ? std::string_view{} : std::string_view(text).substr(dot + 1);
-    auto all_digits = [](std::string_view s) {
-      return s.find_first_not_of("0123456789") == std::string_view::npos;
-    };
-    if (whole.empty() || !all_digits(whole) || !all_digits(frac) || frac.size() > 9 ||
-        (dot != std::string::npos && frac.empty()) || whole.size() > 9) {
-      fail(parent[std::string(key)], p,
-           fmt::format("must be a decimal USD amount per million tokens like \"0.15\", got '{}'",
+    if (text.empty() && !required) return std::nullopt;
+    auto price = PricePerMtok::parse(text);
+    if (!price) {
+      fail(parent[std::string(key)], join(path, key),
+           fmt::format("must be a decimal USD amount per million tokens like \"0.15\" (at most "
+                       "9 decimals, not negative), got '{}'",
                        text));
     }
-    return text;
+    return price.value();
   }
 
  private:
@@ -247,10 +241,10 @@ std::vector<catalog::Model> parse_models(const Reader& r, const YAML::Node& root
       }
       route.provider = it->index;
       route.upstream_model = r.string(rn, "upstream_model", rpath, m.name);
-      route.input_per_mtok = r.price(rn, "input_per_mtok", rpath, true);
-      route.output_per_mtok = r.price(rn, "output_per_mtok", rpath, true);
-      route.cached_input_per_mtok = r.price(rn, "cached_input_per_mtok", rpath, false);
-      if (route.cached_input_per_mtok.empty()) route.cached_input_per_mtok = route.input_per_mtok;
+      route.input_price = *r.price(rn, "input_per_mtok", rpath, true);
+      route.output_price = *r.price(rn, "output_per_mtok", rpath, true);
+      route.cached_input_price =
+          r.price(rn, "cached_input_per_mtok", rpath, false).value_or(route.input_price);
       m.routes.push_back(std::move(route));
     }
     models.push_back(std::move(m));

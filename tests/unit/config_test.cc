@@ -30,7 +30,9 @@ TEST(Config, MinimalConfigGetsDocumentedDefaults) {
   const auto* m = c->catalog->find_model("gpt-4o-mini");
   ASSERT_NE(m, nullptr);
   EXPECT_EQ(m->routes[0].upstream_model, "gpt-4o-mini");  // defaults to the model's name
-  EXPECT_EQ(m->routes[0].cached_input_per_mtok, "0.15");   // defaults to the input price
+  EXPECT_EQ(m->routes[0].input_price.nanos(), 150'000'000);
+  EXPECT_EQ(m->routes[0].output_price.nanos(), 600'000'000);
+  EXPECT_EQ(m->routes[0].cached_input_price, m->routes[0].input_price);  // the default
   EXPECT_EQ(c->catalog->provider(m->routes[0]).privacy_tier, catalog::PrivacyTier::kCloud);
 }
 
@@ -90,6 +92,12 @@ models:
   - name: m
     routes: [{provider: a, input_per_mtok: "1.5e3", output_per_mtok: "1"}]
 )", "models[0].routes[0].input_per_mtok: must be a decimal");
+  expect_error(R"(providers:
+  - { name: a, base_url: "http://x/v1" }
+models:
+  - name: m
+    routes: [{provider: a, input_per_mtok: "-1", output_per_mtok: "1"}]
+)", "not negative");
   expect_error(R"(providers:
   - { name: a, base_url: "http://x/v1", api_key_env: TP_SURELY_UNSET_VAR }
 models: [])", "environment variable TP_SURELY_UNSET_VAR is not set");

@@ -1,0 +1,104 @@
+#include "core/money.h"
+
+#include <fmt/format.h>
+
+#include <limits>
+
+#include "core/assert.h"
+
+namespace tp {
+
+Result<Money> Money::parse(std::string_view text) {
+  auto invalid = [&](std::string_view why) -> Status {
+    return {ErrorKind::kInvalidRequest,
+            fmt::format("amount '{}' {}", text.substr(0, 40), why)};
+  };
+  std::string_view rest = text;
+  const bool negative = !rest.empty() && rest.front() == '-';
+  if (negative) rest.remove_prefix(1);
+  const std::size_t dot = rest.find('.');
+  const std::string_view whole = rest.substr(0, dot);
+  const std::string_view frac = dot == std::string_view::npos ? "" : rest.substr(dot + 1);
+  auto digits = [](std::string_view s) {
+    return !s.empty() && s.find_first_not_of("0123456789") == std::string_view::npos;
+  };
+  if (!digits(whole) || (dot != std::string_view::npos && !digits(frac))) {
+    return invalid("is not a decimal number like 12.50");
+  }
+  if (frac.size() > kDecimalsMax) return invalid("has more than 9 decimals");
+  // Accumulate as a negative number so the most negative int64 still parses.
+  constexpr std::int64_t kMin = std::numeric_limits<std::int64_t>::min();
+  std::int64_t value = 0;
+  auto push_digit = [&](char c) {
+    const int d = c - '0';
+    if (value < (kMin + d) / 10) return false;
+    value = value * 10 - d;
+    return true;
+  };
+  for (char c : whole) {
+    if (!push_digit(c)) return invalid("is out of range");
+  }
+  for (std::size_t i = 0; i < static_cast<std::size_t>(kDecimalsMax); ++i) {
+    if (!push_digit(i < frac.size() ? frac[i] : '0')) return invalid("is out of range");
+  }
+  if (!negative) {
+    if (value == kMin) return invalid("is out of range");
+    value = -value;
+  }
+  return Money(value);
+}
+
+std::string Money::to_string() const {
+  // Work on the magnitude as unsigned so the most negative value prints correctly.
+  const bool negative = nanos_ < 0;
+  const std::uint64_t magnitude = negative ? 0 - static_cast<std::uint64_t>(nanos_)
+                                           : static_cast<std::uint64_t>(nanos_);
+  const std::uint64_t whole = magnitude / kNanosPerUsd;
+  std::uint64_t frac = magnitude % kNanosPerUsd;
+  int decimals = kDecimalsMax;
+  while (decimals > 2 && frac % 10 == 0) {
+    frac /= 10;
+    --decimals;
+  }
+  return fmt::format("{}{}.{:0{}}", negative ? "-" : "", whole, frac, decimals);
+}
+
+Money Money::operator-() const {
+  TP_CHECK(nanos_ != std::numeric_limits<std::int64_t>::min());
+  return Money(-nanos_);
+}
+
+Money& Money::operator+=(Money other) {
+  TP_CHECK(!__builtin_add_overflow(nanos_, other.nanos_, &nanos_));
+  return *this;
+}
+
+Money& Money::operator-=(Money other) {
+  TP_CHECK(!__builtin_sub_overflow(nanos_, other.nanos_, &nanos_));
+  return *this;
+}
+
+Result<PricePerMtok> PricePerMtok::parse(std::string_view text) {
+  auto money = Money::parse(text);
+  if (!money) return money.status();
+  if (money->is_negative()) {
+    return Status{ErrorKind::kInvalidRequest, fmt::format("price '{}' is negative", text)};
+  }
+  return PricePerMtok(money->nanos());
+}
+
+Money cost_of(std::int64_t input_tokens, PricePerMtok input_price, std::int64_t cached_tokens,
+              PricePerMtok cached_price, std::int64_t output_tokens, PricePerMtok output_price) {
+  TP_CHECK(input_tokens >= 0 && cached_tokens >= 0 && output_tokens >= 0);
+  // 128-bit intermediates: tokens × price can pass 2^63 before the division.
+  __extension__ using Int128 = __int128;
+  const Int128 total = static_cast<Int128>(input_tokens) * input_price.nanos() +
+                         static_cast<Int128>(cached_tokens) * cached_price.nanos() +
+                         static_cast<Int128>(output_tokens) * output_price.nanos();
+  constexpr Int128 kPerMillion = 1'000'000;
+  const Int128 nanos = (total + kPerMillion - 1) / kPerMillion;
+  TP_CHECK(nanos <= std::numeric_limits<std::int64_t>::max());
+  return Money::from_nanos(static_cast<std::int64_t>(nanos));
+}
+
+}  // namespace tp
