@@ -1,0 +1,69 @@
+#include "ledger/ledger.h"
+
+#include <fmt/format.h>
+
+#include "core/assert.h"
+
+namespace tp::ledger {
+
+std::string_view transfer_kind_name(TransferKind kind) {
+  switch (kind) {
+    case TransferKind::kDeposit: return "deposit";
+    case TransferKind::kHold: return "hold";
+    case TransferKind::kPost: return "post";
+    case TransferKind::kRelease: return "release";
+    case TransferKind::kOverdraft: return "overdraft";
+    case TransferKind::kExpire: return "expire";
+    case TransferKind::kRefund: return "refund";
+  }
+  return "unknown";
+}
+
+AccountId Ledger::open(std::string name, Floor floor) {
+  accounts_.push_back({std::move(name), floor, Money()});
+  return static_cast<AccountId>(accounts_.size() - 1);
+}
+
+Result<TransferId> Ledger::transfer(AccountId debit, AccountId credit, Money amount,
+                                    TransferKind kind, std::uint64_t hold, std::int64_t at_ms,
+                                    bool allow_overdraft) {
+  TP_ASSERT(debit < accounts_.size() && credit < accounts_.size());
+  if (amount <= Money() || debit == credit) {
+    return Status{ErrorKind::kInvalidRequest, "a transfer moves a positive amount between two "
+                                              "different accounts"};
+  }
+  Account& from = accounts_[debit];
+  Account& to = accounts_[credit];
+  if (from.floor == Floor::kNonNegative && !allow_overdraft && from.balance < amount) {
+    return Status{ErrorKind::kPaymentRequired,
+                  fmt::format("{} holds {} USD, {} USD needed", from.name,
+                              from.balance.to_string(), amount.to_string())};
+  }
+  from.balance -= amount;
+  to.balance += amount;
+  const TransferId id = journal_.size() + 1;
+  journal_.push_back({id, debit, credit, amount, kind, hold, at_ms});
+  return id;
+}
+
+VerifyReport Ledger::verify() const {
+  VerifyReport report;
+  std::vector<Money> recomputed(accounts_.size());
+  for (const Transfer& t : journal_) {
+    recomputed[t.debit] -= t.amount;
+    recomputed[t.credit] += t.amount;
+  }
+  Money total;
+  for (std::size_t i = 0; i < accounts_.size(); ++i) {
+    total += recomputed[i];
+    if (recomputed[i] != accounts_[i].balance) {
+      report.mismatched.push_back(static_cast<AccountId>(i));
+    }
+  }
+  report.transfers = journal_.size();
+  report.imbalance = total;
+  report.ok = total.is_zero() && report.mismatched.empty();
+  return report;
+}
+
+}  // namespace tp::ledger

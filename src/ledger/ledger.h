@@ -1,0 +1,83 @@
+#pragma once
+// The double-entry ledger: accounts that hold Money and transfers that move it, one debit
+// and one credit each. Balances are never edited: an account's balance is the sum of its
+// credits minus its debits, cached as transfers apply and recomputable from the journal at
+// any time (verify). Because every transfer adds to one account what it takes from
+// another, the balances of all accounts always sum to zero.
+//
+// Not thread-safe: a Ledger is owned by one thread (the shard that owns its accounts).
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/money.h"
+#include "core/status.h"
+
+namespace tp::ledger {
+
+using AccountId = std::uint32_t;
+using TransferId = std::uint64_t;
+
+// Whether an account may go below zero. Customer credit accounts may not, except by an
+// explicit overdraft (a response that cost more than its hold); platform and outside-world
+// accounts carry any sign.
+enum class Floor { kNonNegative, kUnbounded };
+
+enum class TransferKind : std::uint8_t {
+  kDeposit,   // credits bought or granted, from the outside world
+  kHold,      // reserve for a request: spendable → held
+  kPost,      // a request's actual cost: held → revenue
+  kRelease,   // the unused part of a hold back to where it came from
+  kOverdraft, // the part of a cost above its hold: paid (may go negative) → revenue
+  kExpire,    // an expired promo lot's remainder → expired_credits
+  kRefund,    // unused paid credit returned: paid → refunds
+};
+std::string_view transfer_kind_name(TransferKind kind);
+
+struct Transfer {
+  TransferId id = 0;
+  AccountId debit = 0;
+  AccountId credit = 0;
+  Money amount;
+  TransferKind kind = TransferKind::kDeposit;
+  std::uint64_t hold = 0;  // the hold this transfer belongs to, 0 if none
+  std::int64_t at_ms = 0;  // wall-clock time, from the caller's Clock
+};
+
+struct VerifyReport {
+  bool ok = false;
+  std::uint64_t transfers = 0;
+  Money imbalance;                 // Σ of all balances recomputed from the journal; must be 0
+  std::vector<AccountId> mismatched;  // cached balance differs from the journal's
+};
+
+class Ledger {
+ public:
+  AccountId open(std::string name, Floor floor);
+
+  // Moves `amount` (> 0) from `debit` to `credit`. Fails with kPaymentRequired when a
+  // kNonNegative debit account would go below zero, unless `allow_overdraft`.
+  Result<TransferId> transfer(AccountId debit, AccountId credit, Money amount, TransferKind kind,
+                              std::uint64_t hold, std::int64_t at_ms, bool allow_overdraft = false);
+
+  Money balance(AccountId id) const { return accounts_.at(id).balance; }
+  const std::string& name(AccountId id) const { return accounts_.at(id).name; }
+  std::size_t account_count() const { return accounts_.size(); }
+  const std::vector<Transfer>& journal() const { return journal_; }
+
+  // Recomputes every balance from the journal and compares with the cached ones.
+  VerifyReport verify() const;
+
+ private:
+  struct Account {
+    std::string name;
+    Floor floor;
+    Money balance;
+  };
+  std::vector<Account> accounts_;
+  std::vector<Transfer> journal_;
+};
+
+}  // namespace tp::ledger

@@ -1,0 +1,196 @@
+#include "ledger/wallet.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+
+#include "core/assert.h"
+
+namespace tp::ledger {
+
+PlatformAccounts PlatformAccounts::open(Ledger& ledger) {
+  PlatformAccounts p;
+  p.world = ledger.open("world", Floor::kUnbounded);
+  p.revenue = ledger.open("platform:revenue", Floor::kUnbounded);
+  p.expired_credits = ledger.open("platform:expired_credits", Floor::kUnbounded);
+  p.refunds = ledger.open("platform:refunds", Floor::kUnbounded);
+  return p;
+}
+
+Wallet::Wallet(Ledger& ledger, const PlatformAccounts& platform, const std::string& customer)
+    : ledger_(ledger),
+      platform_(platform),
+      customer_(customer),
+      paid_(ledger.open(customer + ":paid", Floor::kNonNegative)),
+      trial_(ledger.open(customer + ":trial", Floor::kNonNegative)),
+      held_(ledger.open(customer + ":held", Floor::kNonNegative)) {}
+
+Result<TransferId> Wallet::deposit_paid(Money amount, std::int64_t now_ms) {
+  return ledger_.transfer(platform_.world, paid_, amount, TransferKind::kDeposit, 0, now_ms);
+}
+
+Result<TransferId> Wallet::deposit_trial(Money amount, std::int64_t now_ms) {
+  return ledger_.transfer(platform_.world, trial_, amount, TransferKind::kDeposit, 0, now_ms);
+}
+
+Result<TransferId> Wallet::deposit_promo(Money amount, std::int64_t expires_at_ms,
+                                         std::int64_t now_ms) {
+  if (expires_at_ms <= now_ms) {
+    return Status{ErrorKind::kInvalidRequest, "a promo lot must expire in the future"};
+  }
+  const AccountId lot = ledger_.open(
+      fmt::format("{}:promo:{}", customer_, lots_.size() + 1), Floor::kNonNegative);
+  auto id = ledger_.transfer(platform_.world, lot, amount, TransferKind::kDeposit, 0, now_ms);
+  if (!id) return id;
+  const auto at = std::upper_bound(lots_.begin(), lots_.end(), expires_at_ms,
+                                   [](std::int64_t t, const Lot& l) { return t < l.expires_at_ms; });
+  lots_.insert(at, Lot{lot, expires_at_ms});
+  return id;
+}
+
+Money Wallet::promo(std::int64_t now_ms) const {
+  Money total;
+  for (const Lot& l : lots_) {
+    if (l.expires_at_ms > now_ms) total += ledger_.balance(l.account);
+  }
+  return total;
+}
+
+Money Wallet::available(std::int64_t now_ms) const { return paid() + trial() + promo(now_ms); }
+
+std::vector<AccountId> Wallet::spend_order(std::int64_t now_ms) const {
+  std::vector<AccountId> order;
+  order.reserve(lots_.size() + 2);
+  for (const Lot& l : lots_) {
+    if (l.expires_at_ms > now_ms) order.push_back(l.account);
+  }
+  order.push_back(trial_);
+  order.push_back(paid_);
+  return order;
+}
+
+void Wallet::draw(Money amount, AccountId to, TransferKind kind, HoldId hold, std::int64_t now_ms,
+                  std::vector<Leg>* legs) {
+  Money left = amount;
+  for (AccountId source : spend_order(now_ms)) {
+    if (left.is_zero()) break;
+    const Money take = std::min(left, ledger_.balance(source));
+    if (take <= Money()) continue;
+    auto moved = ledger_.transfer(source, to, take, kind, hold, now_ms);
+    TP_CHECK(moved.is_ok());  // `take` never exceeds the source's balance
+    if (legs) legs->push_back({source, take});
+    left -= take;
+  }
+  TP_CHECK(left.is_zero());
+}
+
+Result<HoldId> Wallet::hold(Money amount, std::int64_t expires_at_ms, std::int64_t now_ms) {
+  if (amount <= Money()) return Status{ErrorKind::kInvalidRequest, "a hold must be positive"};
+  const Money available_now = available(now_ms);
+  if (available_now < amount) {
+    return Status{ErrorKind::kPaymentRequired,
+                  fmt::format("insufficient balance: {} USD available, {} USD needed for this "
+                              "request's worst case",
+                              std::max(available_now, Money()).to_string(), amount.to_string())};
+  }
+  const HoldId id = next_hold_++;
+  Hold h{amount, expires_at_ms, {}};
+  draw(amount, held_, TransferKind::kHold, id, now_ms, &h.legs);
+  holds_.emplace(id, std::move(h));
+  return id;
+}
+
+void Wallet::release(Hold& hold, Money amount, HoldId id, std::int64_t now_ms) {
+  for (auto leg = hold.legs.rbegin(); leg != hold.legs.rend() && amount > Money(); ++leg) {
+    const Money back = std::min(amount, leg->amount);
+    // A promo lot swept while this hold was open cannot take money back: its share goes
+    // where the lot's remainder went.
+    const bool swept = leg->source != paid_ && leg->source != trial_ &&
+                       std::none_of(lots_.begin(), lots_.end(),
+                                    [&](const Lot& l) { return l.account == leg->source; });
+    auto moved = swept ? ledger_.transfer(held_, platform_.expired_credits, back,
+                                          TransferKind::kExpire, id, now_ms)
+                       : ledger_.transfer(held_, leg->source, back, TransferKind::kRelease, id,
+                                          now_ms);
+    TP_CHECK(moved.is_ok());  // held always covers its open holds
+    leg->amount -= back;
+    amount -= back;
+  }
+  TP_CHECK(amount.is_zero());
+}
+
+Result<Money> Wallet::post(HoldId id, Money actual, std::int64_t now_ms) {
+  const auto it = holds_.find(id);
+  if (it == holds_.end()) {
+    return Status{ErrorKind::kNotFound, fmt::format("hold {} is not open", id)};
+  }
+  if (actual < Money()) return Status{ErrorKind::kInvalidRequest, "a cost cannot be negative"};
+  Hold& h = it->second;
+  const Money covered = std::min(actual, h.amount);
+  if (covered > Money()) {
+    auto moved = ledger_.transfer(held_, platform_.revenue, covered, TransferKind::kPost, id,
+                                  now_ms);
+    TP_CHECK(moved.is_ok());
+  }
+  if (h.amount > covered) release(h, h.amount - covered, id, now_ms);
+  if (actual > h.amount) {
+    // The shortfall: first from what the customer still has, then (only for this
+    // response) an overdraft of paid.
+    Money shortfall = actual - h.amount;
+    const Money spendable = std::max(Money(), available(now_ms));
+    const Money from_books = std::min(shortfall, spendable);
+    if (from_books > Money()) {
+      draw(from_books, platform_.revenue, TransferKind::kPost, id, now_ms, nullptr);
+      shortfall -= from_books;
+    }
+    if (shortfall > Money()) {
+      auto moved = ledger_.transfer(paid_, platform_.revenue, shortfall, TransferKind::kOverdraft,
+                                    id, now_ms, /*allow_overdraft=*/true);
+      TP_CHECK(moved.is_ok());
+    }
+  }
+  holds_.erase(it);
+  return actual;
+}
+
+Status Wallet::void_hold(HoldId id, std::int64_t now_ms) {
+  const auto it = holds_.find(id);
+  if (it == holds_.end()) {
+    return Status{ErrorKind::kNotFound, fmt::format("hold {} is not open", id)};
+  }
+  release(it->second, it->second.amount, id, now_ms);
+  holds_.erase(it);
+  return Status::ok();
+}
+
+Wallet::Expired Wallet::expire(std::int64_t now_ms) {
+  Expired expired;
+  for (auto it = holds_.begin(); it != holds_.end();) {
+    if (it->second.expires_at_ms > now_ms) {
+      ++it;
+      continue;
+    }
+    release(it->second, it->second.amount, it->first, now_ms);
+    it = holds_.erase(it);
+    ++expired.holds;
+  }
+  // Released holds may have returned money to lots that expire now: sweep after them.
+  while (!lots_.empty() && lots_.front().expires_at_ms <= now_ms) {
+    const AccountId lot = lots_.front().account;
+    const Money rest = ledger_.balance(lot);
+    if (rest > Money()) {
+      auto moved = ledger_.transfer(lot, platform_.expired_credits, rest, TransferKind::kExpire,
+                                    0, now_ms);
+      TP_CHECK(moved.is_ok());
+    }
+    lots_.erase(lots_.begin());
+    ++expired.lots;
+  }
+  return expired;
+}
+
+Result<TransferId> Wallet::refund(Money amount, std::int64_t now_ms) {
+  return ledger_.transfer(paid_, platform_.refunds, amount, TransferKind::kRefund, 0, now_ms);
+}
+
+}  // namespace tp::ledger

@@ -1,0 +1,219 @@
+#include "ledger/ledger.h"
+
+#include <gtest/gtest.h>
+
+#include <map>
+#include <random>
+
+#include "ledger/wallet.h"
+
+namespace tp::ledger {
+namespace {
+
+Money usd(const char* text) { return Money::parse(text).value(); }
+
+class WalletTest : public ::testing::Test {
+ protected:
+  Ledger ledger;
+  PlatformAccounts platform = PlatformAccounts::open(ledger);
+  Wallet wallet{ledger, platform, "acct_1"};
+  std::int64_t now = 1'000'000;
+
+  void expect_balanced() {
+    const VerifyReport r = ledger.verify();
+    EXPECT_TRUE(r.ok) << "imbalance " << r.imbalance.to_string() << ", mismatched "
+                      << r.mismatched.size();
+  }
+};
+
+TEST_F(WalletTest, SpendOrderIsPromoThenTrialThenPaid) {
+  ASSERT_TRUE(wallet.deposit_paid(usd("10"), now));
+  ASSERT_TRUE(wallet.deposit_trial(usd("1"), now));
+  ASSERT_TRUE(wallet.deposit_promo(usd("2"), now + 5000, now));
+  ASSERT_TRUE(wallet.deposit_promo(usd("0.5"), now + 1000, now));  // expires first
+  auto h = wallet.hold(usd("3"), now + 60'000, now);
+  ASSERT_TRUE(h);
+  EXPECT_EQ(wallet.promo(now), usd("0"));     // both lots drawn: 0.5 first, then 2
+  EXPECT_EQ(wallet.trial(), usd("0.5"));      // then 0.5 of trial
+  EXPECT_EQ(wallet.paid(), usd("10"));
+  EXPECT_EQ(wallet.held(), usd("3"));
+  expect_balanced();
+}
+
+TEST_F(WalletTest, PostChargesActualAndReleasesTheRestToItsSources) {
+  ASSERT_TRUE(wallet.deposit_paid(usd("10"), now));
+  ASSERT_TRUE(wallet.deposit_trial(usd("1"), now));
+  auto h = wallet.hold(usd("2"), now + 60'000, now);  // 1 trial + 1 paid
+  ASSERT_TRUE(h);
+  auto charged = wallet.post(*h, usd("0.25"), now);
+  ASSERT_TRUE(charged);
+  EXPECT_EQ(*charged, usd("0.25"));
+  // Released last-drawn first: paid gets its 1 back, trial gets 0.75 of its 1.
+  EXPECT_EQ(wallet.paid(), usd("10"));
+  EXPECT_EQ(wallet.trial(), usd("0.75"));
+  EXPECT_EQ(wallet.held(), usd("0"));
+  EXPECT_EQ(ledger.balance(platform.revenue), usd("0.25"));
+  EXPECT_FALSE(wallet.post(*h, usd("0.25"), now));  // settled once only
+  expect_balanced();
+}
+
+TEST_F(WalletTest, InsufficientBalanceSaysWhatIsAvailableAndNeeded) {
+  ASSERT_TRUE(wallet.deposit_paid(usd("0.05"), now));
+  auto h = wallet.hold(usd("0.10"), now + 1000, now);
+  ASSERT_FALSE(h);
+  EXPECT_EQ(h.status().kind(), ErrorKind::kPaymentRequired);
+  EXPECT_NE(h.status().message().find("0.05 USD available"), std::string::npos);
+  EXPECT_NE(h.status().message().find("0.10 USD needed"), std::string::npos);
+}
+
+TEST_F(WalletTest, ShortfallOverHoldMayOverdrawPaidByThatMuchOnly) {
+  ASSERT_TRUE(wallet.deposit_paid(usd("1"), now));
+  auto h = wallet.hold(usd("1"), now + 1000, now);
+  ASSERT_TRUE(h);
+  ASSERT_TRUE(wallet.post(*h, usd("1.30"), now));
+  EXPECT_EQ(wallet.paid(), usd("-0.30"));
+  EXPECT_EQ(ledger.balance(platform.revenue), usd("1.30"));
+  EXPECT_FALSE(wallet.hold(usd("0.01"), now + 1000, now));  // nothing left to hold
+  ASSERT_TRUE(wallet.deposit_paid(usd("1"), now));
+  EXPECT_EQ(wallet.available(now), usd("0.70"));
+  expect_balanced();
+}
+
+TEST_F(WalletTest, VoidAndExpiryReturnEverything) {
+  ASSERT_TRUE(wallet.deposit_paid(usd("5"), now));
+  auto a = wallet.hold(usd("2"), now + 1000, now);
+  auto b = wallet.hold(usd("1"), now + 5000, now);
+  ASSERT_TRUE(a && b);
+  ASSERT_TRUE(wallet.void_hold(*a, now));
+  EXPECT_EQ(wallet.available(now), usd("4"));
+  const auto expired = wallet.expire(now + 5000);
+  EXPECT_EQ(expired.holds, 1u);
+  EXPECT_EQ(wallet.available(now), usd("5"));
+  EXPECT_EQ(wallet.held(), usd("0"));
+  EXPECT_FALSE(wallet.post(*b, usd("0.1"), now + 6000));  // an expired hold cannot be posted
+  expect_balanced();
+}
+
+TEST_F(WalletTest, PromoRemainderExpiresEvenWhenHeldAcrossItsExpiry) {
+  ASSERT_TRUE(wallet.deposit_promo(usd("2"), now + 1000, now));
+  auto h = wallet.hold(usd("1.5"), now + 10'000, now);
+  ASSERT_TRUE(h);
+  EXPECT_EQ(wallet.expire(now + 1000).lots, 1u);  // 0.5 left in the lot expires
+  EXPECT_EQ(ledger.balance(platform.expired_credits), usd("0.5"));
+  ASSERT_TRUE(wallet.post(*h, usd("1"), now + 2000));  // 0.5 released after the sweep
+  EXPECT_EQ(ledger.balance(platform.expired_credits), usd("1"));
+  EXPECT_EQ(wallet.available(now + 2000), usd("0"));
+  expect_balanced();
+}
+
+TEST_F(WalletTest, RefundsOnlyUnusedPaid) {
+  ASSERT_TRUE(wallet.deposit_paid(usd("3"), now));
+  ASSERT_TRUE(wallet.deposit_trial(usd("20"), now));
+  EXPECT_FALSE(wallet.refund(usd("3.01"), now));
+  ASSERT_TRUE(wallet.refund(usd("3"), now));
+  EXPECT_EQ(wallet.paid(), usd("0"));
+  EXPECT_EQ(wallet.trial(), usd("20"));
+  expect_balanced();
+}
+
+TEST(Ledger, RejectsNonPositiveAndSelfTransfers) {
+  Ledger l;
+  const AccountId a = l.open("a", Floor::kUnbounded);
+  const AccountId b = l.open("b", Floor::kNonNegative);
+  EXPECT_FALSE(l.transfer(a, b, Money(), TransferKind::kDeposit, 0, 0));
+  EXPECT_FALSE(l.transfer(a, b, Money::from_nanos(-1), TransferKind::kDeposit, 0, 0));
+  EXPECT_FALSE(l.transfer(a, a, Money::usd(1), TransferKind::kDeposit, 0, 0));
+  EXPECT_FALSE(l.transfer(b, a, Money::usd(1), TransferKind::kDeposit, 0, 0));  // b is empty
+  EXPECT_TRUE(l.verify().ok);
+}
+
+// Random sequences of every operation on several wallets keep the books balanced, every
+// non-negative book at or above zero, `held` equal to the open holds, and charge each
+// posted request exactly its cost once.
+TEST(LedgerProperty, RandomOperationsKeepEveryInvariant) {
+  for (std::uint64_t seed = 1; seed <= 40; ++seed) {
+    std::mt19937_64 rng(seed);
+    auto between = [&](std::int64_t lo, std::int64_t hi) {
+      return std::uniform_int_distribution<std::int64_t>(lo, hi)(rng);
+    };
+    Ledger ledger;
+    const PlatformAccounts platform = PlatformAccounts::open(ledger);
+    std::vector<std::unique_ptr<Wallet>> wallets;
+    struct OpenHold {
+      Money amount;
+      std::int64_t expires_at_ms;
+    };
+    std::vector<std::map<HoldId, OpenHold>> open(3);
+    for (int i = 0; i < 3; ++i) {
+      wallets.push_back(std::make_unique<Wallet>(ledger, platform, "acct_" + std::to_string(i)));
+    }
+    std::int64_t now = 0;
+    Money charged_total;
+    Money overdraft_allowance;  // Σ of shortfalls over holds: the most paid may go below 0
+    for (int step = 0; step < 400; ++step) {
+      const int w = static_cast<int>(between(0, 2));
+      Wallet& wallet = *wallets[w];
+      const Money amount = Money::from_nanos(between(1, 3'000'000'000));
+      switch (between(0, 8)) {
+        case 0: (void)wallet.deposit_paid(amount, now); break;
+        case 1: (void)wallet.deposit_trial(amount, now); break;
+        case 2: (void)wallet.deposit_promo(amount, now + between(1, 50'000), now); break;
+        case 3:
+        case 4:
+          if (const std::int64_t until = now + between(1, 60'000);
+              auto h = wallet.hold(amount, until, now)) {
+            open[w][*h] = {amount, until};
+          }
+          break;
+        case 5:
+        case 6:
+          if (!open[w].empty()) {
+            const auto it = std::next(open[w].begin(), between(0, open[w].size() - 1));
+            const Money held = it->second.amount;
+            const Money actual = Money::from_nanos(between(0, held.nanos() * 3 / 2));
+            auto c = wallet.post(it->first, actual, now);
+            ASSERT_TRUE(c) << c.status().message();
+            EXPECT_EQ(*c, actual);
+            charged_total += actual;
+            if (actual > held) overdraft_allowance += actual - held;
+            open[w].erase(it);
+          }
+          break;
+        case 7:
+          if (!open[w].empty()) {
+            const auto it = open[w].begin();
+            ASSERT_TRUE(wallet.void_hold(it->first, now));
+            open[w].erase(it);
+          }
+          break;
+        case 8:
+          now += between(0, 20'000);
+          for (int i = 0; i < 3; ++i) {
+            const auto expired = wallets[i]->expire(now);
+            const auto before = open[i].size();
+            std::erase_if(open[i], [&](const auto& h) { return h.second.expires_at_ms <= now; });
+            ASSERT_EQ(before - open[i].size(), expired.holds);
+          }
+          break;
+      }
+      if (between(0, 10) == 0) (void)wallet.refund(amount, now);
+
+      const VerifyReport report = ledger.verify();
+      ASSERT_TRUE(report.ok) << "seed " << seed << " step " << step;
+      for (int i = 0; i < 3; ++i) {
+        ASSERT_GE(wallets[i]->trial(), Money());
+        ASSERT_GE(wallets[i]->held(), Money());
+        ASSERT_GE(wallets[i]->promo(now), Money());
+        ASSERT_GE(wallets[i]->paid() + overdraft_allowance, Money());
+        Money open_total;
+        for (const auto& h : open[i]) open_total += h.second.amount;
+        ASSERT_EQ(wallets[i]->held(), open_total);
+        ASSERT_EQ(wallets[i]->open_holds(), open[i].size());
+      }
+      ASSERT_EQ(ledger.balance(platform.revenue), charged_total) << "seed " << seed;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace tp::ledger
