@@ -46,6 +46,17 @@ Result<TransferId> Ledger::transfer(AccountId debit, AccountId credit, Money amo
   return id;
 }
 
+Status Ledger::replay(const Transfer& t) {
+  if (t.id != journal_.size() + 1 || t.debit >= accounts_.size() ||
+      t.credit >= accounts_.size() || t.debit == t.credit || t.amount <= Money()) {
+    return {ErrorKind::kInternal, fmt::format("stored transfer {} does not follow the journal", t.id)};
+  }
+  accounts_[t.debit].balance -= t.amount;
+  accounts_[t.credit].balance += t.amount;
+  journal_.push_back(t);
+  return Status::ok();
+}
+
 VerifyReport Ledger::verify() const {
   VerifyReport report;
   std::vector<Money> recomputed(accounts_.size());

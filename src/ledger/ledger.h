@@ -62,7 +62,13 @@ class Ledger {
   Result<TransferId> transfer(AccountId debit, AccountId credit, Money amount, TransferKind kind,
                               std::uint64_t hold, std::int64_t at_ms, bool allow_overdraft = false);
 
+  // Applies a transfer read back from the store, as it was made: ids must follow on from
+  // the journal and the accounts must exist; floors are not re-checked (they held when the
+  // transfer was made, and an overdraft is legal).
+  Status replay(const Transfer& transfer);
+
   Money balance(AccountId id) const { return accounts_.at(id).balance; }
+  Floor floor(AccountId id) const { return accounts_.at(id).floor; }
   const std::string& name(AccountId id) const { return accounts_.at(id).name; }
   std::size_t account_count() const { return accounts_.size(); }
   const std::vector<Transfer>& journal() const { return journal_; }

@@ -1,0 +1,73 @@
+#include "store/migrations.h"
+
+#include <fmt/format.h>
+
+#include <array>
+#include <string_view>
+
+namespace tp::store {
+namespace {
+
+// Append only: a released migration never changes.
+constexpr std::array<std::string_view, 1> kMigrations = {
+    // 1: the ledger journal.
+    R"sql(
+CREATE TABLE ledger_accounts (
+  id INTEGER PRIMARY KEY,        -- the Ledger's AccountId
+  name TEXT NOT NULL UNIQUE,
+  floor INTEGER NOT NULL         -- 0: non-negative, 1: unbounded
+);
+CREATE TABLE transfers (
+  id INTEGER PRIMARY KEY,        -- the Ledger's TransferId, dense from 1
+  debit INTEGER NOT NULL REFERENCES ledger_accounts(id),
+  credit INTEGER NOT NULL REFERENCES ledger_accounts(id),
+  amount_nanos INTEGER NOT NULL CHECK (amount_nanos > 0),
+  kind INTEGER NOT NULL,
+  hold INTEGER NOT NULL DEFAULT 0,
+  at_ms INTEGER NOT NULL
+);
+CREATE INDEX transfers_by_hold ON transfers(hold) WHERE hold != 0;
+)sql",
+};
+
+}  // namespace
+
+int latest_schema_version() { return static_cast<int>(kMigrations.size()); }
+
+Result<int> schema_version(Database& db) {
+  if (auto s = db.exec("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)");
+      !s) {
+    return s;
+  }
+  auto select = db.prepare("SELECT version FROM schema_version");
+  if (!select) return select.status();
+  auto step = select->step();
+  if (!step) return step.status();
+  return *step == Statement::Step::kRow ? static_cast<int>(select->column_int(0)) : 0;
+}
+
+Status migrate(Database& db) {
+  auto version = schema_version(db);
+  if (!version) return version.status();
+  if (*version > latest_schema_version()) {
+    return {ErrorKind::kInternal,
+            fmt::format("{} has schema version {}, newer than this turnpike knows ({})",
+                        db.path(), *version, latest_schema_version())};
+  }
+  for (int v = *version; v < latest_schema_version(); ++v) {
+    if (auto s = db.exec("BEGIN IMMEDIATE"); !s) return s;
+    Status s = db.exec(kMigrations[static_cast<std::size_t>(v)]);
+    if (s) {
+      s = db.exec(v == 0 ? "INSERT INTO schema_version (version) VALUES (1)"
+                         : fmt::format("UPDATE schema_version SET version = {}", v + 1));
+    }
+    if (!s) {
+      (void)db.exec("ROLLBACK");
+      return {ErrorKind::kInternal, fmt::format("migration {}: {}", v + 1, s.message())};
+    }
+    if (auto c = db.exec("COMMIT"); !c) return c;
+  }
+  return Status::ok();
+}
+
+}  // namespace tp::store

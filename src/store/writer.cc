@@ -1,0 +1,84 @@
+#include "store/writer.h"
+
+#include "core/log.h"
+
+namespace tp::store {
+
+Writer::Writer(std::unique_ptr<Database> db) : db_(std::move(db)) {
+  thread_ = std::thread([this] { run(); });
+}
+
+Writer::~Writer() {
+  {
+    std::lock_guard lock(mu_);
+    stop_ = true;
+  }
+  wake_.notify_all();
+  thread_.join();
+}
+
+void Writer::submit(Work work, Done done) {
+  {
+    std::lock_guard lock(mu_);
+    queue_.push_back({std::move(work), std::move(done)});
+  }
+  wake_.notify_one();
+}
+
+Writer::Stats Writer::stats() const {
+  std::lock_guard lock(mu_);
+  return stats_;
+}
+
+void Writer::run() {
+  std::deque<Piece> batch;
+  for (;;) {
+    {
+      std::unique_lock lock(mu_);
+      wake_.wait(lock, [this] { return stop_ || !queue_.empty(); });
+      if (queue_.empty()) return;  // stopping, and everything submitted is done
+      while (!queue_.empty() && batch.size() < kWriterBatchMax) {
+        batch.push_back(std::move(queue_.front()));
+        queue_.pop_front();
+      }
+    }
+    commit(batch);
+    batch.clear();
+  }
+}
+
+void Writer::commit(std::deque<Piece>& batch) {
+  std::vector<Status> results;
+  results.reserve(batch.size());
+  Status begun = db_->exec("BEGIN IMMEDIATE");
+  for (Piece& piece : batch) {
+    if (!begun) {
+      results.push_back(begun);
+      continue;
+    }
+    Status s = db_->exec("SAVEPOINT piece");
+    if (s) s = piece.work(*db_);
+    if (s) {
+      s = db_->exec("RELEASE piece");
+    } else {
+      (void)db_->exec("ROLLBACK TO piece");
+      (void)db_->exec("RELEASE piece");
+    }
+    results.push_back(s);
+  }
+  Status committed = begun ? db_->exec("COMMIT") : begun;
+  if (!committed) {
+    log::error("store commit failed", {{"error", committed.message()}});
+    (void)db_->exec("ROLLBACK");
+  }
+  {
+    std::lock_guard lock(mu_);
+    stats_.pieces += batch.size();
+    ++stats_.commits;
+  }
+  for (std::size_t i = 0; i < batch.size(); ++i) {
+    if (batch[i].done) batch[i].done(committed ? results[i] : committed);
+  }
+}
+
+}  // namespace tp::store

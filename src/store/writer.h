@@ -1,0 +1,59 @@
+#pragma once
+// The one thread that writes to the database. Work submitted from any thread is grouped:
+// everything queued when the writer wakes runs in one transaction (group commit), each
+// piece inside its own savepoint so one failure does not undo the others. Each piece's
+// completion is called, on the writer thread, only after the commit that made it durable.
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <thread>
+
+#include "core/status.h"
+#include "store/sqlite.h"
+
+namespace tp::store {
+
+inline constexpr std::size_t kWriterBatchMax = 4096;
+
+class Writer {
+ public:
+  using Work = std::function<Status(Database&)>;
+  using Done = std::function<void(const Status&)>;
+
+  explicit Writer(std::unique_ptr<Database> db);
+  // Finishes every piece already submitted, then stops.
+  ~Writer();
+  Writer(const Writer&) = delete;
+  Writer& operator=(const Writer&) = delete;
+
+  // Thread-safe. `done` may be empty.
+  void submit(Work work, Done done = {});
+
+  struct Stats {
+    std::uint64_t pieces = 0;
+    std::uint64_t commits = 0;
+  };
+  Stats stats() const;
+
+ private:
+  struct Piece {
+    Work work;
+    Done done;
+  };
+  void run();
+  void commit(std::deque<Piece>& batch);
+
+  std::unique_ptr<Database> db_;
+  mutable std::mutex mu_;
+  std::condition_variable wake_;
+  std::deque<Piece> queue_;
+  bool stop_ = false;
+  Stats stats_;
+  std::thread thread_;
+};
+
+}  // namespace tp::store

@@ -1,0 +1,147 @@
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <filesystem>
+#include <future>
+#include <thread>
+
+#include "ledger/wallet.h"
+#include "store/ledger_store.h"
+#include "store/migrations.h"
+#include "store/writer.h"
+
+namespace tp::store {
+namespace {
+
+namespace fs = std::filesystem;
+
+class StoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string pattern = (fs::temp_directory_path() / "turnpike-store-XXXXXX").string();
+    dir_ = ::mkdtemp(pattern.data());
+    path_ = dir_ + "/t.db";
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  std::unique_ptr<Database> open() {
+    auto db = Database::open(path_);
+    EXPECT_TRUE(db) << db.status().message();
+    EXPECT_TRUE(migrate(**db));
+    return std::move(db.value());
+  }
+  std::string dir_;
+  std::string path_;
+};
+
+TEST_F(StoreTest, MigrationsApplyOnceAndRefuseNewerSchemas) {
+  auto db = open();
+  EXPECT_EQ(schema_version(*db).value(), latest_schema_version());
+  EXPECT_TRUE(migrate(*db));  // idempotent
+  ASSERT_TRUE(db->exec("UPDATE schema_version SET version = 999"));
+  const Status s = migrate(*db);
+  ASSERT_FALSE(s);
+  EXPECT_NE(s.message().find("newer"), std::string::npos);
+}
+
+TEST_F(StoreTest, LedgerSurvivesAReopen) {
+  ledger::Ledger ledger;
+  const auto platform = ledger::PlatformAccounts::open(ledger);
+  ledger::Wallet wallet(ledger, platform, "acct_1");
+  ASSERT_TRUE(wallet.deposit_paid(Money::usd(5), 1));
+  ASSERT_TRUE(wallet.deposit_promo(Money::usd(1), 100, 1));
+  auto h = wallet.hold(Money::usd(2), 50, 2);
+  ASSERT_TRUE(h);
+  ASSERT_TRUE(wallet.post(*h, Money::parse("1.25").value(), 3));
+  {
+    auto db = open();
+    ASSERT_TRUE(append_ledger(*db, ledger, 0, 0));
+    // A second append continues where the first stopped.
+    ASSERT_TRUE(wallet.deposit_paid(Money::usd(1), 4));
+    ASSERT_TRUE(append_ledger(*db, ledger, ledger.account_count(), ledger.journal().size() - 1));
+  }
+  auto db = open();
+  ledger::Ledger reloaded;
+  ASSERT_TRUE(load_ledger(*db, reloaded));
+  ASSERT_EQ(reloaded.account_count(), ledger.account_count());
+  ASSERT_EQ(reloaded.journal().size(), ledger.journal().size());
+  for (ledger::AccountId id = 0; id < ledger.account_count(); ++id) {
+    EXPECT_EQ(reloaded.balance(id), ledger.balance(id)) << ledger.name(id);
+    EXPECT_EQ(reloaded.name(id), ledger.name(id));
+  }
+  EXPECT_TRUE(reloaded.verify().ok);
+}
+
+TEST_F(StoreTest, WriterGroupsCommitsAndIsolatesFailures) {
+  ASSERT_TRUE(open()->exec("CREATE TABLE t (v INTEGER NOT NULL UNIQUE)"));
+  std::atomic<int> ok{0};
+  std::atomic<int> failed{0};
+  {
+    Writer writer(open());
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 4; ++t) {
+      threads.emplace_back([&, t] {
+        for (int i = 0; i < 500; ++i) {
+          const int v = t * 1000 + i;
+          writer.submit(
+              [v](Database& db) {
+                return db.exec("INSERT INTO t (v) VALUES (" + std::to_string(v) + ")");
+              },
+              [&](const Status& s) { (s ? ok : failed)++; });
+        }
+        // A duplicate: fails alone, inside its savepoint.
+        writer.submit([](Database& db) { return db.exec("INSERT INTO t (v) VALUES (0)"); },
+                      [&](const Status& s) { (s ? ok : failed)++; });
+      });
+    }
+    for (auto& th : threads) th.join();
+  }  // the destructor finishes every submitted piece
+  EXPECT_EQ(ok.load(), 2000);
+  EXPECT_EQ(failed.load(), 4);
+  auto db = open();
+  auto count = db->prepare("SELECT COUNT(*) FROM t");
+  ASSERT_TRUE(count && count->step());
+  EXPECT_EQ(count->column_int(0), 2000);
+}
+
+TEST_F(StoreTest, WhatWasReportedCommittedSurvivesKillDashNine) {
+  ASSERT_TRUE(open()->exec("CREATE TABLE t (v INTEGER NOT NULL)"));
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  const pid_t child = ::fork();
+  if (child == 0) {
+    ::close(fds[0]);
+    auto db = Database::open(path_);
+    Writer writer(std::move(db.value()));
+    for (int i = 1;; ++i) {  // until killed
+      std::promise<void> committed;
+      writer.submit(
+          [i](Database& d) { return d.exec("INSERT INTO t (v) VALUES (" + std::to_string(i) + ")"); },
+          [&](const Status&) { committed.set_value(); });
+      committed.get_future().wait();
+      if (::write(fds[1], &i, sizeof i) != sizeof i) ::_exit(1);
+    }
+  }
+  ::close(fds[1]);
+  int last = 0;
+  for (int n = 0; n < 200; ++n) {
+    if (::read(fds[0], &last, sizeof last) != sizeof last) break;
+  }
+  ::kill(child, SIGKILL);
+  ::waitpid(child, nullptr, 0);
+  int more = 0;
+  while (::read(fds[0], &more, sizeof more) == sizeof more) last = more;
+  ::close(fds[0]);
+  ASSERT_GE(last, 200);
+  auto db = open();
+  auto max = db->prepare("SELECT COUNT(*), MAX(v) FROM t");
+  ASSERT_TRUE(max && max->step());
+  // Every insert the child was told had committed is there (a later one may be too).
+  EXPECT_GE(max->column_int(1), last);
+  EXPECT_EQ(max->column_int(0), max->column_int(1));
+}
+
+}  // namespace
+}  // namespace tp::store
