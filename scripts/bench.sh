@@ -14,7 +14,7 @@ duration=${BENCH_DURATION:-10}
 "$root/scripts/deps.sh" --bench
 if [[ ! -x build/bin/turnpike || "${BENCH_REBUILD:-1}" == 1 ]]; then
   cmake --preset release >/dev/null
-  ninja -C build turnpike turnpike-sim >/dev/null
+  ninja -C build turnpike turnpike-sim ledger_bench >/dev/null
 fi
 
 work=$(mktemp -d /tmp/turnpike-bench.XXXXXX)
@@ -147,3 +147,7 @@ print(f"added p50 latency turnpike/nginx:      {ratio(add(p50,'turnpike'), add(p
 print(f"added p99 latency turnpike/nginx:      {ratio(add(p99,'turnpike'), add(p99,'nginx'))}  ({add(p99,'turnpike'):.0f} us vs {add(p99,'nginx'):.0f} us)")
 print(f"added stream TTFB turnpike/nginx:      {ratio(add(tt,'turnpike'), add(tt,'nginx'))}  ({add(tt,'turnpike'):.0f} us vs {add(tt,'nginx'):.0f} us)")
 PY
+
+echo
+echo "ledger path (Google Benchmark): hold + post in memory, and with group commit to SQLite"
+build/bin/ledger_bench --benchmark_counters_tabular=true 2>/dev/null | tee -a "$(ls -t bench/results/proxy-*.txt | head -1)"
