@@ -1,0 +1,130 @@
+#include "auth/keys.h"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+
+#include "core/assert.h"
+
+namespace tp::auth {
+namespace {
+
+constexpr char kBase62[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+bool is_base62(char c) {
+  return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
+
+Result<std::string> from_hex(std::string_view hex) {
+  if (hex.size() != kServerSecretBytes * 2) {
+    return Status{ErrorKind::kInvalidRequest,
+                  fmt::format("TURNPIKE_SECRET must be {} hex characters", kServerSecretBytes * 2)};
+  }
+  std::string out;
+  for (std::size_t i = 0; i < hex.size(); i += 2) {
+    unsigned v = 0;
+    for (char c : hex.substr(i, 2)) {
+      v <<= 4;
+      if (c >= '0' && c <= '9') v |= static_cast<unsigned>(c - '0');
+      else if (c >= 'a' && c <= 'f') v |= static_cast<unsigned>(c - 'a' + 10);
+      else if (c >= 'A' && c <= 'F') v |= static_cast<unsigned>(c - 'A' + 10);
+      else return Status{ErrorKind::kInvalidRequest, "TURNPIKE_SECRET must be hex"};
+    }
+    out.push_back(static_cast<char>(v));
+  }
+  return out;
+}
+
+}  // namespace
+
+NewKey KeyHasher::generate() const {
+  NewKey k;
+  k.key.reserve(kKeyPrefix.size() + kKeyRandomChars);
+  k.key += kKeyPrefix;
+  // Rejection sampling keeps every character uniform over the 62 symbols.
+  while (k.key.size() < kKeyPrefix.size() + kKeyRandomChars) {
+    std::uint8_t bytes[64];
+    TP_CHECK(RAND_bytes(bytes, sizeof bytes) == 1);
+    for (std::uint8_t b : bytes) {
+      if (b >= 248) continue;  // 248 = 4 · 62
+      k.key.push_back(kBase62[b % 62]);
+      if (k.key.size() == kKeyPrefix.size() + kKeyRandomChars) break;
+    }
+  }
+  k.digest = digest(k.key);
+  k.last4 = k.key.substr(k.key.size() - 4);
+  return k;
+}
+
+KeyDigest KeyHasher::digest(std::string_view key) const {
+  KeyDigest out{};
+  unsigned int len = 0;
+  TP_CHECK(HMAC(EVP_sha256(), secret_.data(), static_cast<int>(secret_.size()),
+                reinterpret_cast<const unsigned char*>(key.data()), key.size(), out.data(),
+                &len) != nullptr);
+  TP_CHECK(len == out.size());
+  return out;
+}
+
+bool looks_like_key(std::string_view text) {
+  if (text.size() != kKeyPrefix.size() + kKeyRandomChars || !text.starts_with(kKeyPrefix)) {
+    return false;
+  }
+  for (char c : text.substr(kKeyPrefix.size())) {
+    if (!is_base62(c)) return false;
+  }
+  return true;
+}
+
+bool digests_equal(const KeyDigest& a, const KeyDigest& b) {
+  return CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
+}
+
+std::string to_hex(const KeyDigest& digest) {
+  std::string out;
+  out.reserve(digest.size() * 2);
+  for (std::uint8_t b : digest) out += fmt::format("{:02x}", b);
+  return out;
+}
+
+Result<std::string> load_or_create_server_secret(const std::string& dir) {
+  if (const char* env = std::getenv("TURNPIKE_SECRET"); env != nullptr && *env != '\0') {
+    return from_hex(env);
+  }
+  const std::string path = dir + "/secret.key";
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd >= 0) {
+    struct stat st {};
+    std::string secret(kServerSecretBytes, '\0');
+    const bool ok = ::fstat(fd, &st) == 0 &&
+                    ::read(fd, secret.data(), secret.size()) == static_cast<ssize_t>(secret.size());
+    ::close(fd);
+    if (!ok) return Status{ErrorKind::kInternal, fmt::format("{}: unreadable", path)};
+    if ((st.st_mode & 077) != 0) {
+      return Status{ErrorKind::kInternal,
+                    fmt::format("{}: readable by others (mode {:o}); chmod 600 it", path,
+                                st.st_mode & 0777)};
+    }
+    return secret;
+  }
+  std::string secret(kServerSecretBytes, '\0');
+  TP_CHECK(RAND_bytes(reinterpret_cast<unsigned char*>(secret.data()),
+                      static_cast<int>(secret.size())) == 1);
+  const int out = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (out < 0) return Status{ErrorKind::kInternal, fmt::format("{}: cannot create", path)};
+  const bool written =
+      ::write(out, secret.data(), secret.size()) == static_cast<ssize_t>(secret.size()) &&
+      ::fsync(out) == 0;
+  ::close(out);
+  if (!written) return Status{ErrorKind::kInternal, fmt::format("{}: cannot write", path)};
+  return secret;
+}
+
+}  // namespace tp::auth
