@@ -393,7 +393,7 @@ Result<std::shared_ptr<const GatewayState>> GatewayState::create(const ops::Conf
 }
 
 http::HandlerFactory make_gateway_factory(std::shared_ptr<const GatewayState> state) {
-  return [state](boost::asio::io_context& ioc) -> std::unique_ptr<http::Handler> {
+  return [state](boost::asio::io_context& ioc, http::Inbox&) -> std::unique_ptr<http::Handler> {
     return std::make_unique<Gateway>(ioc, state);
   };
 }

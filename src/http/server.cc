@@ -163,6 +163,7 @@ struct Server::Worker {
   // without locks; other threads reach it through atomics it polls (see watch_drain).
   asio::io_context ioc{BOOST_ASIO_CONCURRENCY_HINT_UNSAFE};
   DeadlineTicker deadlines{ioc};
+  Inbox inbox{ioc};
   std::unique_ptr<Acceptor> acceptor;
   std::unique_ptr<Handler> handler;
   std::thread thread;
@@ -207,7 +208,7 @@ Status Server::listen(const std::string& host, std::uint16_t port, int threads) 
     // Port 0 asks the OS once; the other threads join the same port.
     port = acceptor->local_endpoint().port();
     w->acceptor = std::move(acceptor);
-    w->handler = factory_(w->ioc);
+    w->handler = factory_(w->ioc, w->inbox);
     workers_.push_back(std::move(w));
   }
   port_ = port;
@@ -218,6 +219,7 @@ void Server::run() {
   for (auto& w : workers_) {
     asio::co_spawn(w->ioc.get_executor(), accept_loop(*w), asio::detached);
     asio::co_spawn(w->ioc.get_executor(), watch_drain(*w), asio::detached);
+    asio::co_spawn(w->ioc.get_executor(), w->inbox.run(), asio::detached);
     w->thread = std::thread([&ioc = w->ioc] { ioc.run(); });
   }
   asio::signal_set signals(control_, SIGTERM, SIGINT);

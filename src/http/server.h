@@ -23,6 +23,7 @@
 #include "http/asio.h"
 #include "http/deadline.h"
 #include "http/http1.h"
+#include "http/inbox.h"
 
 namespace tp::http {
 
@@ -114,7 +115,8 @@ class Responder {
 };
 
 // One Handler per I/O thread (made by the HandlerFactory on that thread's io_context), so
-// it may keep per-thread state such as upstream connection pools without locks.
+// it may keep per-thread state such as upstream connection pools without locks. The
+// thread's Inbox is how other threads (the store writer) hand results back to it.
 class Handler {
  public:
   virtual ~Handler() = default;
@@ -125,7 +127,7 @@ class Handler {
   virtual Task<void> reject(unsigned status, std::string_view message, std::string_view target,
                             Responder& res) = 0;
 };
-using HandlerFactory = std::function<std::unique_ptr<Handler>(asio::io_context&)>;
+using HandlerFactory = std::function<std::unique_ptr<Handler>(asio::io_context&, Inbox&)>;
 
 class Server {
  public:

@@ -570,7 +570,7 @@ std::shared_ptr<SimState> make_sim_state(SimOptions options) {
 }
 
 http::HandlerFactory make_sim_factory(std::shared_ptr<SimState> state) {
-  return [state](asio::io_context& ioc) -> std::unique_ptr<http::Handler> {
+  return [state](asio::io_context& ioc, http::Inbox&) -> std::unique_ptr<http::Handler> {
     return std::make_unique<SimHandler>(ioc, state);
   };
 }
