@@ -9,7 +9,7 @@ namespace tp::store {
 namespace {
 
 // Append only: a released migration never changes.
-constexpr std::array<std::string_view, 1> kMigrations = {
+constexpr std::array<std::string_view, 2> kMigrations = {
     // 1: the ledger journal.
     R"sql(
 CREATE TABLE ledger_accounts (
@@ -27,6 +27,29 @@ CREATE TABLE transfers (
   at_ms INTEGER NOT NULL
 );
 CREATE INDEX transfers_by_hold ON transfers(hold) WHERE hold != 0;
+)sql",
+    // 2: customer and operator accounts, and their API keys (digests only).
+    R"sql(
+CREATE TABLE accounts (
+  id INTEGER PRIMARY KEY,
+  name TEXT NOT NULL,
+  kind TEXT NOT NULL CHECK (kind IN ('customer', 'operator')),
+  plan TEXT NOT NULL DEFAULT '',
+  created_ms INTEGER NOT NULL,
+  suspended INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE api_keys (
+  id INTEGER PRIMARY KEY,
+  account_id INTEGER NOT NULL REFERENCES accounts(id),
+  name TEXT NOT NULL DEFAULT '',
+  digest TEXT NOT NULL UNIQUE,   -- hex HMAC-SHA-256 of the key under the server secret
+  last4 TEXT NOT NULL,
+  models TEXT NOT NULL DEFAULT '',  -- comma-separated allowlist, empty: all
+  created_ms INTEGER NOT NULL,
+  expires_ms INTEGER,            -- NULL: never
+  revoked_ms INTEGER             -- NULL: active
+);
+CREATE INDEX api_keys_by_account ON api_keys(account_id);
 )sql",
 };
 

@@ -1,0 +1,204 @@
+#include "auth/directory.h"
+
+#include <fmt/format.h>
+
+#include <cstring>
+
+#include "store/sqlite.h"
+
+namespace tp::auth {
+namespace {
+
+std::string join_models(const std::vector<std::string>& models) {
+  std::string out;
+  for (const auto& m : models) out += (out.empty() ? "" : ",") + m;
+  return out;
+}
+
+std::vector<std::string> split_models(std::string_view text) {
+  std::vector<std::string> out;
+  while (!text.empty()) {
+    const std::size_t comma = text.find(',');
+    out.emplace_back(text.substr(0, comma));
+    if (comma == std::string_view::npos) break;
+    text.remove_prefix(comma + 1);
+  }
+  return out;
+}
+
+Result<KeyDigest> digest_from_hex(std::string_view hex) {
+  KeyDigest d{};
+  if (hex.size() != d.size() * 2) return Status{ErrorKind::kInternal, "stored digest malformed"};
+  for (std::size_t i = 0; i < d.size(); ++i) {
+    unsigned v = 0;
+    for (char c : hex.substr(i * 2, 2)) {
+      v = v * 16 + static_cast<unsigned>(c >= 'a' ? c - 'a' + 10 : c - '0');
+    }
+    d[i] = static_cast<std::uint8_t>(v);
+  }
+  return d;
+}
+
+}  // namespace
+
+const KeyGrant* KeyTable::find(const KeyDigest& digest) const {
+  const auto it = by_digest_.find(digest);
+  if (it == by_digest_.end() || !digests_equal(it->first, digest)) return nullptr;
+  return &it->second;
+}
+
+Result<std::unique_ptr<Directory>> Directory::load(store::Database& db) {
+  auto dir = std::make_unique<Directory>();
+  auto accounts =
+      db.prepare("SELECT id, name, kind, plan, created_ms, suspended FROM accounts ORDER BY id");
+  if (!accounts) return accounts.status();
+  for (;;) {
+    auto step = accounts->step();
+    if (!step) return step.status();
+    if (*step == store::Statement::Step::kDone) break;
+    Account a{accounts->column_int(0), std::string(accounts->column_text(1)),
+              std::string(accounts->column_text(2)), std::string(accounts->column_text(3)),
+              accounts->column_int(4), accounts->column_int(5) != 0};
+    dir->accounts_.emplace(a.id, std::move(a));
+  }
+  auto keys = db.prepare(
+      "SELECT id, account_id, name, digest, last4, models, created_ms, expires_ms, revoked_ms "
+      "FROM api_keys ORDER BY id");
+  if (!keys) return keys.status();
+  for (;;) {
+    auto step = keys->step();
+    if (!step) return step.status();
+    if (*step == store::Statement::Step::kDone) break;
+    auto digest = digest_from_hex(keys->column_text(3));
+    if (!digest) return digest.status();
+    ApiKey k;
+    k.id = keys->column_int(0);
+    k.account_id = keys->column_int(1);
+    k.name = std::string(keys->column_text(2));
+    k.digest = *digest;
+    k.last4 = std::string(keys->column_text(4));
+    k.models = split_models(keys->column_text(5));
+    k.created_ms = keys->column_int(6);
+    if (!keys->column_is_null(7)) k.expires_ms = keys->column_int(7);
+    if (!keys->column_is_null(8)) k.revoked_ms = keys->column_int(8);
+    dir->keys_.emplace(k.id, std::move(k));
+  }
+  std::lock_guard lock(dir->mu_);
+  dir->publish();
+  return dir;
+}
+
+void Directory::publish() {
+  auto table = std::make_shared<KeyTable>();
+  for (const auto& [id, k] : keys_) {
+    if (k.revoked_ms) continue;
+    const Account& a = accounts_.at(k.account_id);
+    table->by_digest_.emplace(k.digest, KeyGrant{k.id, k.account_id, a.suspended, k.expires_ms,
+                                                 k.models});
+  }
+  table_ = std::move(table);
+  version_.fetch_add(1, std::memory_order_release);
+}
+
+std::shared_ptr<const KeyTable> Directory::keys() const {
+  std::lock_guard lock(mu_);
+  return table_;
+}
+
+std::optional<Account> Directory::account(std::int64_t id) const {
+  std::lock_guard lock(mu_);
+  const auto it = accounts_.find(id);
+  return it == accounts_.end() ? std::nullopt : std::optional<Account>(it->second);
+}
+
+std::vector<ApiKey> Directory::keys_of(std::int64_t account_id) const {
+  std::lock_guard lock(mu_);
+  std::vector<ApiKey> out;
+  for (const auto& [id, k] : keys_) {
+    if (k.account_id == account_id) out.push_back(k);
+  }
+  return out;
+}
+
+Result<Account> Directory::create_account(store::Database& db, std::string name, std::string kind,
+                                          std::string plan, std::int64_t now_ms) {
+  std::lock_guard lock(mu_);
+  Account a{accounts_.empty() ? 1 : accounts_.rbegin()->first + 1, std::move(name),
+            std::move(kind), std::move(plan), now_ms, false};
+  auto insert = db.prepare(
+      "INSERT INTO accounts (id, name, kind, plan, created_ms) VALUES (?, ?, ?, ?, ?)");
+  if (!insert) return insert.status();
+  insert->bind(1, a.id).bind(2, a.name).bind(3, a.kind).bind(4, a.plan).bind(5, a.created_ms);
+  if (auto s = insert->run(); !s) return s;
+  accounts_.emplace(a.id, a);
+  return a;
+}
+
+Result<Account> Directory::set_suspended(store::Database& db, std::int64_t id, bool suspended) {
+  std::lock_guard lock(mu_);
+  const auto it = accounts_.find(id);
+  if (it == accounts_.end()) {
+    return Status{ErrorKind::kNotFound, fmt::format("no account acct_{}", id)};
+  }
+  auto update = db.prepare("UPDATE accounts SET suspended = ? WHERE id = ?");
+  if (!update) return update.status();
+  update->bind(1, suspended ? 1 : 0).bind(2, id);
+  if (auto s = update->run(); !s) return s;
+  it->second.suspended = suspended;
+  publish();
+  return it->second;
+}
+
+Result<ApiKey> Directory::create_key(store::Database& db, const KeyHasher& hasher,
+                                     std::int64_t account_id, std::string name,
+                                     std::vector<std::string> models,
+                                     std::optional<std::int64_t> expires_ms, std::int64_t now_ms,
+                                     std::string* secret) {
+  std::lock_guard lock(mu_);
+  if (!accounts_.contains(account_id)) {
+    return Status{ErrorKind::kNotFound, fmt::format("no account acct_{}", account_id)};
+  }
+  const NewKey fresh = hasher.generate();
+  ApiKey k;
+  k.id = keys_.empty() ? 1 : keys_.rbegin()->first + 1;
+  k.account_id = account_id;
+  k.name = std::move(name);
+  k.digest = fresh.digest;
+  k.last4 = fresh.last4;
+  k.models = std::move(models);
+  k.created_ms = now_ms;
+  k.expires_ms = expires_ms;
+  auto insert = db.prepare(
+      "INSERT INTO api_keys (id, account_id, name, digest, last4, models, created_ms, expires_ms) "
+      "VALUES (?, ?, ?, ?, ?, ?, ?, ?)");
+  if (!insert) return insert.status();
+  insert->bind(1, k.id).bind(2, k.account_id).bind(3, k.name).bind(4, to_hex(k.digest));
+  insert->bind(5, k.last4).bind(6, join_models(k.models)).bind(7, k.created_ms);
+  if (k.expires_ms) {
+    insert->bind(8, *k.expires_ms);
+  } else {
+    insert->bind_null(8);
+  }
+  if (auto s = insert->run(); !s) return s;
+  keys_.emplace(k.id, k);
+  publish();
+  *secret = fresh.key;
+  return k;
+}
+
+Status Directory::revoke_key(store::Database& db, std::int64_t key_id, std::int64_t now_ms) {
+  std::lock_guard lock(mu_);
+  const auto it = keys_.find(key_id);
+  if (it == keys_.end() || it->second.revoked_ms) {
+    return {ErrorKind::kNotFound, fmt::format("no active key key_{}", key_id)};
+  }
+  auto update = db.prepare("UPDATE api_keys SET revoked_ms = ? WHERE id = ?");
+  if (!update) return update.status();
+  update->bind(1, now_ms).bind(2, key_id);
+  if (auto s = update->run(); !s) return s;
+  it->second.revoked_ms = now_ms;
+  publish();
+  return Status::ok();
+}
+
+}  // namespace tp::auth

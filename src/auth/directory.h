@@ -1,0 +1,108 @@
+#pragma once
+// Accounts and their API keys: the authoritative copy in memory (loaded from the store at
+// start, changed only through the methods below, each change written through the store
+// before it is acknowledged), and an immutable KeyTable snapshot that request threads read
+// without locks. Changing methods are serialised by a mutex: they are rare (admin calls).
+
+#include <atomic>
+#include <cstring>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "auth/keys.h"
+#include "core/status.h"
+
+namespace tp::store {
+class Database;
+}
+
+namespace tp::auth {
+
+struct Account {
+  std::int64_t id = 0;
+  std::string name;
+  std::string kind;  // customer | operator
+  std::string plan;
+  std::int64_t created_ms = 0;
+  bool suspended = false;
+};
+
+struct ApiKey {
+  std::int64_t id = 0;
+  std::int64_t account_id = 0;
+  std::string name;
+  KeyDigest digest{};
+  std::string last4;
+  std::vector<std::string> models;  // empty: every model
+  std::int64_t created_ms = 0;
+  std::optional<std::int64_t> expires_ms;
+  std::optional<std::int64_t> revoked_ms;
+};
+
+// What a request needs to know about its key, looked up by digest.
+struct KeyGrant {
+  std::int64_t key_id = 0;
+  std::int64_t account_id = 0;
+  bool account_suspended = false;
+  std::optional<std::int64_t> expires_ms;
+  std::vector<std::string> models;
+};
+
+class KeyTable {
+ public:
+  // nullptr for an unknown or revoked key.
+  const KeyGrant* find(const KeyDigest& digest) const;
+  std::size_t size() const { return by_digest_.size(); }
+
+ private:
+  friend class Directory;
+  struct DigestHash {
+    std::size_t operator()(const KeyDigest& d) const {
+      std::size_t h;
+      std::memcpy(&h, d.data(), sizeof h);  // the digest is already uniformly random
+      return h;
+    }
+  };
+  std::unordered_map<KeyDigest, KeyGrant, DigestHash> by_digest_;
+};
+
+class Directory {
+ public:
+  // Loads every account and key from `db`.
+  static Result<std::unique_ptr<Directory>> load(store::Database& db);
+
+  // The current snapshot and its version; a new version replaces it after every change.
+  std::shared_ptr<const KeyTable> keys() const;
+  std::uint64_t version() const { return version_.load(std::memory_order_acquire); }
+
+  std::optional<Account> account(std::int64_t id) const;
+  std::vector<ApiKey> keys_of(std::int64_t account_id) const;
+
+  // Each change is applied to `db` (inside the caller's transaction) first, then in memory.
+  Result<Account> create_account(store::Database& db, std::string name, std::string kind,
+                                 std::string plan, std::int64_t now_ms);
+  Result<Account> set_suspended(store::Database& db, std::int64_t id, bool suspended);
+  // Returns the stored key; the full secret comes back in `secret` only.
+  Result<ApiKey> create_key(store::Database& db, const KeyHasher& hasher, std::int64_t account_id,
+                            std::string name, std::vector<std::string> models,
+                            std::optional<std::int64_t> expires_ms, std::int64_t now_ms,
+                            std::string* secret);
+  Status revoke_key(store::Database& db, std::int64_t key_id, std::int64_t now_ms);
+
+ private:
+  void publish();  // caller holds mu_
+
+  mutable std::mutex mu_;
+  std::map<std::int64_t, Account> accounts_;
+  std::map<std::int64_t, ApiKey> keys_;
+  std::shared_ptr<const KeyTable> table_;
+  std::atomic<std::uint64_t> version_{0};
+};
+
+}  // namespace tp::auth
