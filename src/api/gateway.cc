@@ -7,8 +7,10 @@
 #include <chrono>
 #include <optional>
 
+#include "api/admin.h"
 #include "api/errors.h"
 #include "api/request_body.h"
+#include "core/clock.h"
 #include "core/ids.h"
 #include "core/json_writer.h"
 #include "core/log.h"
@@ -102,8 +104,10 @@ std::string_view bearer_token(const http::Request& req) {
 
 class Gateway final : public http::Handler {
  public:
-  Gateway(asio::io_context& ioc, std::shared_ptr<const GatewayState> state)
-      : state_(std::move(state)), pool_(ioc, state_->provider_count()) {}
+  Gateway(asio::io_context& ioc, http::Inbox& inbox, std::shared_ptr<const GatewayState> state)
+      : state_(std::move(state)),
+        pool_(ioc, state_->provider_count()),
+        admin_(state_->services(), inbox, ioc) {}
 
   Task<void> handle(http::Request& req, Responder& res) override;
   Task<void> reject(unsigned status, std::string_view message, std::string_view target,
@@ -116,9 +120,48 @@ class Gateway final : public http::Handler {
   Task<void> send_error(Responder& res, Surface surface, unsigned status,
                         std::string_view message, std::string_view code = {});
 
+  // The key a request presents, checked against this thread's copy of the key table.
+  // Returns the grant, or sends the error and returns nullptr.
+  Task<const auth::KeyGrant*> authenticate(std::string_view key, Surface surface,
+                                           std::string_view model, Responder& res);
+
   std::shared_ptr<const GatewayState> state_;
   http::UpstreamPool pool_;
+  AdminApi admin_;
+  std::shared_ptr<const auth::KeyTable> keys_;  // refreshed when the directory's version moves
+  std::uint64_t keys_version_ = 0;
 };
+
+Task<const auth::KeyGrant*> Gateway::authenticate(std::string_view key, Surface surface,
+                                                  std::string_view model, Responder& res) {
+  const auth::Directory& directory = *state_->services().directory;
+  if (const std::uint64_t v = directory.version(); v != keys_version_) {
+    keys_ = directory.keys();
+    keys_version_ = v;
+  }
+  const auth::KeyGrant* grant =
+      auth::looks_like_key(key) ? keys_->find(state_->services().hasher->digest(key)) : nullptr;
+  if (grant == nullptr) {
+    co_await send_error(res, surface, 401, "invalid API key (unknown or revoked)");
+    co_return nullptr;
+  }
+  if (grant->expires_ms && *grant->expires_ms <= SystemClock::instance().unix_millis()) {
+    co_await send_error(res, surface, 401, "API key expired");
+    co_return nullptr;
+  }
+  if (grant->account_suspended) {
+    co_await send_error(res, surface, 403, "account suspended", "account_suspended");
+    co_return nullptr;
+  }
+  if (!grant->models.empty() &&
+      std::find(grant->models.begin(), grant->models.end(), model) == grant->models.end()) {
+    co_await send_error(res, surface, 403,
+                        fmt::format("this key may not use model '{}'", model.substr(0, 200)),
+                        "model_not_allowed");
+    co_return nullptr;
+  }
+  co_return grant;
+}
 
 Task<void> Gateway::send_error(Responder& res, Surface surface, unsigned status,
                                std::string_view message, std::string_view code) {
@@ -155,6 +198,8 @@ Task<void> Gateway::handle(http::Request& req, Responder& res) {
     co_await proxy(*op, req, res);
   } else if (op) {
     co_await send_error(res, info_for(*op).surface, 405, fmt::format("{} accepts POST only", path));
+  } else if (path.starts_with("/admin/v1/")) {
+    co_await admin_.handle(req, res);
   } else if (path == "/v1/models" && method == "GET") {
     co_await res.send(200, kJson, state_->models_body());
   } else if ((path == "/healthz" || path == "/readyz") && method == "GET") {
@@ -230,6 +275,8 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res) {
                         "model_not_found");
     co_return;
   }
+  const auth::KeyGrant* grant = co_await authenticate(key, surface, body.model, res);
+  if (grant == nullptr) co_return;
   const catalog::Route& route = model->routes.front();
   const catalog::Provider& provider = cat.provider(route);
   if (provider.api != info.api) {
@@ -352,8 +399,9 @@ Task<void> Gateway::relay_stream(http::UpstreamResponse& upstream, Surface surfa
 
 }  // namespace
 
-Result<std::shared_ptr<const GatewayState>> GatewayState::create(const ops::Config& config) {
-  std::shared_ptr<GatewayState> state(new GatewayState(config));
+Result<std::shared_ptr<const GatewayState>> GatewayState::create(const ops::Config& config,
+                                                                 Services services) {
+  std::shared_ptr<GatewayState> state(new GatewayState(config, std::move(services)));
   state->resolver_ = std::make_unique<http::HostResolver>();
   const catalog::Catalog& cat = *config.catalog;
   for (const catalog::Provider& p : cat.providers()) {
@@ -393,8 +441,9 @@ Result<std::shared_ptr<const GatewayState>> GatewayState::create(const ops::Conf
 }
 
 http::HandlerFactory make_gateway_factory(std::shared_ptr<const GatewayState> state) {
-  return [state](boost::asio::io_context& ioc, http::Inbox&) -> std::unique_ptr<http::Handler> {
-    return std::make_unique<Gateway>(ioc, state);
+  return [state](boost::asio::io_context& ioc,
+                 http::Inbox& inbox) -> std::unique_ptr<http::Handler> {
+    return std::make_unique<Gateway>(ioc, inbox, state);
   };
 }
 

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "api/services.h"
 #include "catalog/catalog.h"
 #include "http/server.h"
 #include "http/upstream.h"
@@ -20,7 +21,8 @@ namespace tp::api {
 class GatewayState {
  public:
   // Resolves provider URLs and TLS trust; fails on an unreadable CA file.
-  static Result<std::shared_ptr<const GatewayState>> create(const ops::Config& config);
+  static Result<std::shared_ptr<const GatewayState>> create(const ops::Config& config,
+                                                            Services services);
 
   const ops::Config& config() const { return config_; }
   const catalog::Catalog& catalog() const { return *config_.catalog; }
@@ -29,10 +31,13 @@ class GatewayState {
   const std::string& head_lines(std::size_t provider) const { return head_lines_[provider]; }
   const std::string& models_body() const { return models_body_; }
   std::size_t provider_count() const { return endpoints_.size(); }
+  const Services& services() const { return services_; }
 
  private:
-  explicit GatewayState(const ops::Config& config) : config_(config) {}
+  GatewayState(const ops::Config& config, Services services)
+      : config_(config), services_(std::move(services)) {}
   ops::Config config_;
+  Services services_;
   std::unique_ptr<http::HostResolver> resolver_;
   std::vector<http::UpstreamEndpoint> endpoints_;
   std::vector<std::string> head_lines_;

@@ -51,7 +51,16 @@ int serve(const ServeOptions& opts) {
     return 2;
   }
 
-  auto state = api::GatewayState::create(config);
+  auto services = api::open_services(config.store, opts.data_dir);
+  if (!services) {
+    std::fprintf(stderr, "turnpike: store: %s\n", services.status().message().c_str());
+    return 2;
+  }
+  const std::shared_ptr<store::Writer> writer = services->writer;
+  if (services->admin_key.empty()) {
+    log::warn("admin API disabled: TURNPIKE_ADMIN_KEY is not set");
+  }
+  auto state = api::GatewayState::create(config, std::move(services.value()));
   if (!state) {
     std::fprintf(stderr, "turnpike: %s\n", state.status().message().c_str());
     return 2;
@@ -68,6 +77,9 @@ int serve(const ServeOptions& opts) {
                           {"providers", config.catalog->providers().size()},
                           {"version", kVersion}});
   server.run();
+  // Every I/O thread has stopped: finish the writes already queued before the threads'
+  // inboxes go away with the server.
+  writer->stop();
   log::info("stopped");
   return 0;
 }

@@ -97,10 +97,14 @@ Task<bool> Responder::send(unsigned status, std::string_view content_type, std::
   TP_ASSERT(!started_);
   started_ = true;
   append_head(status, content_type, headers);
-  char length[24];
-  head_ += "Content-Length: ";
-  head_.append(length, std::to_chars(length, length + sizeof length, body.size()).ptr);
-  head_ += "\r\n\r\n";
+  if (status == 204 || status == 304) {
+    head_ += "\r\n";  // these carry no body and no Content-Length (RFC 9110 §8.6)
+  } else {
+    char length[24];
+    head_ += "Content-Length: ";
+    head_.append(length, std::to_chars(length, length + sizeof length, body.size()).ptr);
+    head_ += "\r\n\r\n";
+  }
   const std::array<asio::const_buffer, 2> buffers{asio::buffer(head_), asio::buffer(body)};
   finished_ = true;
   const std::size_t written = write_now(buffers);

@@ -8,21 +8,27 @@ Writer::Writer(std::unique_ptr<Database> db) : db_(std::move(db)) {
   thread_ = std::thread([this] { run(); });
 }
 
-Writer::~Writer() {
+Writer::~Writer() { stop(); }
+
+void Writer::stop() {
   {
     std::lock_guard lock(mu_);
     stop_ = true;
   }
   wake_.notify_all();
-  thread_.join();
+  if (thread_.joinable()) thread_.join();
 }
 
 void Writer::submit(Work work, Done done) {
   {
     std::lock_guard lock(mu_);
-    queue_.push_back({std::move(work), std::move(done)});
+    if (!stop_) {
+      queue_.push_back({std::move(work), std::move(done)});
+      wake_.notify_one();
+      return;
+    }
   }
-  wake_.notify_one();
+  if (done) done(Status{ErrorKind::kUnavailable, "the store is shutting down"});
 }
 
 Writer::Stats Writer::stats() const {

@@ -25,7 +25,9 @@ class Writer {
   using Done = std::function<void(const Status&)>;
 
   explicit Writer(std::unique_ptr<Database> db);
-  // Finishes every piece already submitted, then stops.
+  // Finishes every piece already submitted, then stops the thread. Idempotent; pieces
+  // submitted afterwards fail at once with kUnavailable.
+  void stop();
   ~Writer();
   Writer(const Writer&) = delete;
   Writer& operator=(const Writer&) = delete;

@@ -8,7 +8,7 @@ let stack;
 let client;
 before(async () => {
   stack = await startStack();
-  client = new Anthropic({ apiKey: 'sk-ant-client-demo', baseURL: stack.baseURL, maxRetries: 0 });
+  client = new Anthropic({ apiKey: stack.key, baseURL: stack.baseURL, maxRetries: 0 });
 });
 after(() => stack?.stop());
 

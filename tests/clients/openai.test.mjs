@@ -8,7 +8,7 @@ let stack;
 let client;
 before(async () => {
   stack = await startStack();
-  client = new OpenAI({ apiKey: 'sk-client-demo', baseURL: `${stack.baseURL}/v1`, maxRetries: 0 });
+  client = new OpenAI({ apiKey: stack.key, baseURL: `${stack.baseURL}/v1`, maxRetries: 0 });
 });
 after(() => stack?.stop());
 

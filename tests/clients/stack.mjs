@@ -47,11 +47,25 @@ models:
 `;
   const configPath = join(dir, 'turnpike.yaml');
   writeFileSync(configPath, config);
+  const adminKey = 'sdk-test-admin-key';
   const gw = start('turnpike', ['serve', '--config', configPath, '--data-dir', join(dir, 'var')],
-    { TP_SDK_KEY: 'sk-upstream' });
+    { TP_SDK_KEY: 'sk-upstream', TURNPIKE_ADMIN_KEY: adminKey });
   const port = await gw.port;
+  const baseURL = `http://127.0.0.1:${port}`;
+  const admin = async (path, body) => {
+    const res = await fetch(`${baseURL}/admin/v1${path}`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${adminKey}`, 'Content-Type': 'application/json' },
+      body: JSON.stringify(body),
+    });
+    if (res.status !== 201) throw new Error(`admin ${path}: ${res.status} ${await res.text()}`);
+    return res.json();
+  };
+  const account = await admin('/accounts', { name: 'sdk tests' });
+  const { key } = await admin(`/accounts/${account.id}/keys`, { name: 'sdk' });
   return {
-    baseURL: `http://127.0.0.1:${port}`,
+    baseURL,
+    key,
     stop() {
       gw.child.kill('SIGKILL');
       sim.child.kill('SIGKILL');

@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <simdjson.h>
 
+#include <optional>
 #include <thread>
 
 #include "integration/harness.h"
@@ -13,7 +14,6 @@ namespace {
 
 using namespace std::chrono_literals;
 
-const std::map<std::string, std::string> kAuth = {{"authorization", "Bearer sk-client-key-1234"}};
 
 simdjson::dom::element parse(simdjson::dom::parser& parser, const std::string& text) {
   return parser.parse(text).value();
@@ -40,10 +40,11 @@ class GatewayTest : public ::testing::Test {
   void SetUp() override {
     ASSERT_GT(stack_->sim_port, 0) << stack_->sim->log();
     ASSERT_GT(stack_->port, 0) << stack_->gateway->log();
+    ASSERT_FALSE(stack_->key.empty()) << stack_->gateway->log();
   }
   HttpResponse post(const std::string& path, const std::string& body,
-                    std::map<std::string, std::string> headers = kAuth) {
-    return http_request(stack_->port, "POST", path, body, headers);
+                    std::optional<std::map<std::string, std::string>> headers = std::nullopt) {
+    return http_request(stack_->port, "POST", path, body, headers ? *headers : stack_->auth());
   }
   static Stack* stack_;
 };
@@ -77,7 +78,7 @@ TEST_F(GatewayTest, BodyForwardedByteForByteWhenNoRewriteIsNeeded) {
   // Turnpike's own options are removed; everything else keeps its order and values.
   const auto res = post("/v1/chat/completions",
                         R"({"model":"gpt-test","privacy_tier":"cloud","messages":[],"z":1,"a":2})",
-                        {{"authorization", "Bearer k"}, {"x-turnpike-start-within", "auto"}});
+                        {{{"authorization", "Bearer " + stack_->key}, {"x-turnpike-start-within", "auto"}}});
   ASSERT_EQ(res.status, 200) << res.body;
   simdjson::dom::parser p;
   auto seen = last_upstream_request(p, stack_->sim_port);
@@ -107,8 +108,8 @@ TEST_F(GatewayTest, StreamArrivesIncrementally) {
   RawConnection c(stack_->port);
   const std::string body =
       R"({"model":"gpt-test","stream":true,"messages":[],"sim":{"output_tokens":5,"tokens_per_second":10}})";
-  ASSERT_TRUE(c.send("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k\r\n"
-                     "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body));
+ ASSERT_TRUE(c.send("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
+                     stack_->key + "\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body));
   const auto first = c.read_until("\"role\":\"assistant\"", 2s);
   ASSERT_NE(first.find("\"role\":\"assistant\""), std::string::npos);
   EXPECT_EQ(first.find("[DONE]"), std::string::npos) << "stream was buffered whole";
@@ -117,7 +118,7 @@ TEST_F(GatewayTest, StreamArrivesIncrementally) {
 }
 
 TEST_F(GatewayTest, AnthropicMessagesStreamAndNonStream) {
-  const std::map<std::string, std::string> headers = {{"x-api-key", "sk-ant-client"},
+  const std::map<std::string, std::string> headers = {{"x-api-key", stack_->key},
                                                       {"anthropic-version", "2023-06-01"}};
   auto res = post("/v1/messages",
                   R"({"model":"claude-test","max_tokens":4,"messages":[{"role":"user","content":"hi"}]})",
@@ -181,8 +182,9 @@ TEST_F(GatewayTest, ErrorsUseOpenAIShapeAndStatus) {
   expect_openai_error(post("/v1/nothing", "{}"), 404, "not_found_error");
   expect_openai_error(http_request(stack_->port, "GET", "/v1/chat/completions"), 405,
                       "invalid_request_error");
-  expect_openai_error(post("/v1/chat/completions", R"({"model":"gpt-test"})", {}), 401,
-                      "authentication_error");
+  expect_openai_error(post("/v1/chat/completions", R"({"model":"gpt-test"})",
+                           std::map<std::string, std::string>{}),
+                      401, "authentication_error");
   // Connection refused upstream (after one retry on a fresh connection) → 502.
   expect_openai_error(post("/v1/chat/completions", R"({"model":"dead-model","messages":[]})"), 502,
                       "upstream_error");
@@ -199,6 +201,75 @@ TEST_F(GatewayTest, ErrorsUseOpenAIShapeAndStatus) {
   EXPECT_EQ(rate.header("retry-after"), "1");
 }
 
+TEST_F(GatewayTest, KeysAreCheckedAndManagedThroughTheAdminApi) {
+  const std::string chat = R"({"model":"gpt-test","messages":[]})";
+  const auto as = [](const std::string& key) {
+    return std::map<std::string, std::string>{{"authorization", "Bearer " + key}};
+  };
+  // Unknown keys, well-formed or not, are 401; so is the admin key used as a client key.
+  expect_openai_error(post("/v1/chat/completions", chat, as("tp_sk_" + std::string(43, 'a'))),
+                      401, "authentication_error");
+  expect_openai_error(post("/v1/chat/completions", chat, as("sk-whatever")), 401,
+                      "authentication_error");
+  expect_openai_error(post("/v1/chat/completions", chat, as(kAdminKey)), 401,
+                      "authentication_error");
+
+  const std::map<std::string, std::string> admin = {
+      {"authorization", std::string("Bearer ") + kAdminKey}};
+  auto account = http_request(stack_->port, "POST", "/admin/v1/accounts",
+                              R"({"name":"Acme","kind":"customer"})", admin);
+  ASSERT_EQ(account.status, 201) << account.body;
+  simdjson::dom::parser p;
+  const std::string id(parse(p, account.body)["id"].get_string().value());
+  EXPECT_TRUE(id.starts_with("acct_"));
+
+  // A key limited to one model.
+  auto created = http_request(stack_->port, "POST", "/admin/v1/accounts/" + id + "/keys",
+                              R"({"name":"ci","models":["embed-test"]})", admin);
+  ASSERT_EQ(created.status, 201) << created.body;
+  simdjson::dom::parser p2;
+  auto doc = parse(p2, created.body);
+  const std::string key(doc["key"].get_string().value());
+  const std::string key_id(doc["id"].get_string().value());
+  EXPECT_EQ(std::string_view(doc["last4"].get_string().value()), key.substr(key.size() - 4));
+  expect_openai_error(post("/v1/chat/completions", chat, as(key)), 403, "permission_error");
+  EXPECT_EQ(post("/v1/embeddings", R"({"model":"embed-test","input":"x"})", as(key)).status, 200);
+
+  // The account shows its keys by last4 only.
+  auto shown = http_request(stack_->port, "GET", "/admin/v1/accounts/" + id, "", admin);
+  ASSERT_EQ(shown.status, 200);
+  EXPECT_EQ(shown.body.find(key), std::string::npos);
+  EXPECT_NE(shown.body.find(key.substr(key.size() - 4)), std::string::npos);
+
+  // Suspension is 403 until lifted.
+  ASSERT_EQ(http_request(stack_->port, "POST", "/admin/v1/accounts/" + id + "/suspend", "", admin)
+                .status, 200);
+  expect_openai_error(post("/v1/embeddings", R"({"model":"embed-test","input":"x"})", as(key)),
+                      403, "permission_error");
+  ASSERT_EQ(
+      http_request(stack_->port, "POST", "/admin/v1/accounts/" + id + "/unsuspend", "", admin)
+          .status, 200);
+  EXPECT_EQ(post("/v1/embeddings", R"({"model":"embed-test","input":"x"})", as(key)).status, 200);
+
+  // Revoked: 401 at once, and a second revoke is 404.
+  EXPECT_EQ(http_request(stack_->port, "DELETE", "/admin/v1/keys/" + key_id, "", admin).status,
+            204);
+  expect_openai_error(post("/v1/embeddings", R"({"model":"embed-test","input":"x"})", as(key)),
+                      401, "authentication_error");
+  EXPECT_EQ(http_request(stack_->port, "DELETE", "/admin/v1/keys/" + key_id, "", admin).status,
+            404);
+
+  // Admin errors.
+  EXPECT_EQ(http_request(stack_->port, "POST", "/admin/v1/accounts", "{}", admin).status, 400);
+  EXPECT_EQ(http_request(stack_->port, "POST", "/admin/v1/accounts", R"({"name":"x","kind":"y"})",
+                         admin).status, 400);
+  EXPECT_EQ(http_request(stack_->port, "GET", "/admin/v1/accounts/acct_999", "", admin).status,
+            404);
+  EXPECT_EQ(http_request(stack_->port, "GET", "/admin/v1/accounts/" + id, "",
+                         {{"authorization", "Bearer wrong"}}).status, 401);
+  EXPECT_EQ(http_request(stack_->port, "GET", "/admin/v1/accounts/" + id).status, 401);
+}
+
 TEST_F(GatewayTest, WrongSurfaceForModelIsAClearError) {
   expect_openai_error(post("/v1/chat/completions", R"({"model":"claude-test","messages":[]})"), 400,
                       "invalid_request_error");
@@ -206,7 +277,7 @@ TEST_F(GatewayTest, WrongSurfaceForModelIsAClearError) {
 
 TEST_F(GatewayTest, AnthropicErrorsUseAnthropicShape) {
   const auto res = post("/v1/messages", R"({"model":"missing","max_tokens":1,"messages":[]})",
-                        {{"x-api-key", "k"}});
+                        {{{"x-api-key", stack_->key}}});
   EXPECT_EQ(res.status, 404);
   simdjson::dom::parser p;
   auto doc = parse(p, res.body);
@@ -234,7 +305,7 @@ TEST_F(GatewayTest, LogsCarryNoBodies) {
   const std::string log = stack_->gateway->log();
   EXPECT_NE(log.find("\"msg\":\"request\""), std::string::npos);
   EXPECT_EQ(log.find("SECRET-PROMPT-TEXT"), std::string::npos);
-  EXPECT_EQ(log.find("sk-client-key"), std::string::npos);
+  EXPECT_EQ(log.find(stack_->key), std::string::npos);
   EXPECT_EQ(log.find("sk-provider-secret"), std::string::npos);
 }
 
@@ -243,7 +314,7 @@ TEST(GatewayTimeouts, UpstreamFirstByteTimeoutIs504) {
   ASSERT_GT(stack.port, 0) << stack.gateway->log();
   const auto res = http_request(stack.port, "POST", "/v1/chat/completions",
                                 R"({"model":"gpt-test","messages":[],"sim":{"latency_ms":3000}})",
-                                kAuth);
+                                stack.auth());
   EXPECT_EQ(res.status, 504) << res.body;
   EXPECT_NE(res.body.find("timeout_error"), std::string::npos);
 }
@@ -252,7 +323,7 @@ TEST(GatewayUpstream, StalePooledConnectionIsRetriedTransparently) {
   Stack stack;
   ASSERT_GT(stack.port, 0);
   const std::string body = R"({"model":"gpt-test","messages":[]})";
-  ASSERT_EQ(http_request(stack.port, "POST", "/v1/chat/completions", body, kAuth).status, 200);
+  ASSERT_EQ(http_request(stack.port, "POST", "/v1/chat/completions", body, stack.auth()).status, 200);
   // Restart the upstream on the same port: every pooled connection is now dead.
   stack.sim.reset();
   stack.sim = std::make_unique<Process>(
@@ -260,7 +331,7 @@ TEST(GatewayUpstream, StalePooledConnectionIsRetriedTransparently) {
                                                     "--api-key", "sk-provider-secret", "--threads", "2"});
   ASSERT_EQ(stack.sim->wait_listening(), stack.sim_port);
   for (int i = 0; i < 4; ++i) {
-    const auto res = http_request(stack.port, "POST", "/v1/chat/completions", body, kAuth);
+    const auto res = http_request(stack.port, "POST", "/v1/chat/completions", body, stack.auth());
     EXPECT_EQ(res.status, 200) << res.body;
   }
 }
@@ -272,8 +343,8 @@ TEST(GatewayUpstream, ClientDisconnectCancelsUpstreamStream) {
     RawConnection c(stack.port);
     const std::string body =
         R"({"model":"gpt-test","stream":true,"messages":[],"sim":{"output_tokens":200,"tokens_per_second":20}})";
-    ASSERT_TRUE(c.send("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k\r\n"
-                       "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body));
+ ASSERT_TRUE(c.send("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
+                       stack.key + "\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body));
     ASSERT_NE(c.read_until("content", 3s).find("content"), std::string::npos);
   }  // the client goes away 10 s before the stream would end
   // The sim notices its peer (turnpike) closed the upstream connection.

@@ -256,7 +256,8 @@ Stack::Stack(const std::string& extra_yaml, const std::vector<std::string>& sim_
   sim = std::make_unique<Process>(bin("turnpike-sim"), args);
   sim_port = sim->wait_listening();
   const std::string config = dir.write("turnpike.yaml", config_yaml(sim_port, extra_yaml));
-  std::map<std::string, std::string> gateway_env = {{"TP_TEST_PROVIDER_KEY", "sk-provider-secret"}};
+  std::map<std::string, std::string> gateway_env = {{"TP_TEST_PROVIDER_KEY", "sk-provider-secret"},
+                                                    {"TURNPIKE_ADMIN_KEY", kAdminKey}};
   gateway_env.insert(env.begin(), env.end());
   gateway = std::make_unique<Process>(
       bin("turnpike"),
@@ -264,6 +265,20 @@ Stack::Stack(const std::string& extra_yaml, const std::vector<std::string>& sim_
                                dir.path() + "/var"},
       gateway_env);
   port = gateway->wait_listening();
+  if (port > 0) key = create_key(port);
+}
+
+std::string create_key(int port, const std::string& body) {
+  const std::map<std::string, std::string> admin = {
+      {"authorization", std::string("Bearer ") + kAdminKey}};
+  const auto account = http_request(port, "POST", "/admin/v1/accounts", R"({"name":"test"})", admin);
+  const std::size_t at = account.body.find("\"id\":\"");
+  if (account.status != 201 || at == std::string::npos) return "";
+  const std::string id = account.body.substr(at + 6, account.body.find('"', at + 6) - at - 6);
+  const auto key = http_request(port, "POST", "/admin/v1/accounts/" + id + "/keys", body, admin);
+  const std::size_t k = key.body.find("\"key\":\"");
+  if (key.status != 201 || k == std::string::npos) return "";
+  return key.body.substr(k + 7, key.body.find('"', k + 7) - k - 7);
 }
 
 }  // namespace tp::test

@@ -81,6 +81,10 @@ class RawConnection {
 
 std::string bin(const std::string& name);
 
+inline constexpr const char* kAdminKey = "test-admin-key";
+// Creates an account and an API key through the admin API; returns the key ("" on failure).
+std::string create_key(int port, const std::string& body = "{}");
+
 // turnpike-sim plus turnpike with a config pointing at it.
 struct Stack {
   explicit Stack(const std::string& extra_yaml = {}, const std::vector<std::string>& sim_args = {},
@@ -90,6 +94,8 @@ struct Stack {
   int sim_port = 0;
   std::unique_ptr<Process> gateway;
   int port = 0;
+  std::string key;  // a working customer API key
+  std::map<std::string, std::string> auth() const { return {{"authorization", "Bearer " + key}}; }
   static std::string config_yaml(int sim_port, const std::string& extra);
 };
 

@@ -13,9 +13,9 @@ namespace {
 
 using namespace std::chrono_literals;
 
-std::string chat_request(const std::string& body, bool close = false) {
-  return "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k\r\n"
-         "Content-Type: application/json\r\n" +
+std::string chat_request(const Stack& stack, const std::string& body, bool close = false) {
+  return "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + stack.key +
+         "\r\nContent-Type: application/json\r\n" +
          std::string(close ? "Connection: close\r\n" : "") +
          "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
 }
@@ -62,9 +62,9 @@ TEST(Server, KeepAliveAndPipelinedRequestsAnswerInOrder) {
   Stack stack;
   ASSERT_GT(stack.port, 0);
   RawConnection c(stack.port);
-  const std::string a = chat_request(R"({"model":"gpt-test","messages":[],"sim":{"output_tokens":1}})");
+  const std::string a = chat_request(stack, R"({"model":"gpt-test","messages":[],"sim":{"output_tokens":1}})");
   const std::string b = "GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n";
-  const std::string d = chat_request(R"({"model":"nope"})");
+  const std::string d = chat_request(stack, R"({"model":"nope"})");
   ASSERT_TRUE(c.send(a + b + d));  // three requests in one write
   const std::string got = c.read_until("does not exist", 5s);
   EXPECT_EQ(count(got, "HTTP/1.1 "), 3u) << got;
@@ -92,7 +92,7 @@ TEST(Server, SigtermDrainsInFlightStreamThenExitsZero) {
   RawConnection c(stack.port);
   // 10 tokens at 10/s: about a second of stream.
   ASSERT_TRUE(c.send(chat_request(
-      R"({"model":"gpt-test","stream":true,"messages":[],"sim":{"output_tokens":10,"tokens_per_second":10}})",
+      stack, R"({"model":"gpt-test","stream":true,"messages":[],"sim":{"output_tokens":10,"tokens_per_second":10}})",
       true)));
   ASSERT_NE(c.read_until("role", 3s).find("role"), std::string::npos);
   stack.gateway->signal(SIGTERM);
@@ -109,7 +109,7 @@ TEST(Server, DrainTimeoutCutsLongStreamsAndStillExitsZero) {
   RawConnection c(stack.port);
   // 100 tokens at 10/s: ten seconds, far past the drain timeout.
   ASSERT_TRUE(c.send(chat_request(
-      R"({"model":"gpt-test","stream":true,"messages":[],"sim":{"output_tokens":100,"tokens_per_second":10}})")));
+      stack, R"({"model":"gpt-test","stream":true,"messages":[],"sim":{"output_tokens":100,"tokens_per_second":10}})")));
   ASSERT_NE(c.read_until("role", 3s).find("role"), std::string::npos);
   stack.gateway->signal(SIGTERM);
   EXPECT_EQ(stack.gateway->wait_exit(5s), std::optional<int>(0)) << stack.gateway->log();

@@ -54,11 +54,14 @@ class TlsUpstream : public ::testing::Test {
   }
   HttpResponse through_gateway(const std::string& config) {
     const std::string path = pki_.dir.write("gw.yaml", config);
-    Process gw(bin("turnpike"), {"serve", "--config", path, "--data-dir", pki_.dir.path() + "/var"});
+    Process gw(bin("turnpike"), {"serve", "--config", path, "--data-dir", pki_.dir.path() + "/var"},
+               {{"TURNPIKE_ADMIN_KEY", kAdminKey}});
     const int port = gw.wait_listening();
     EXPECT_GT(port, 0) << gw.log();
+    const std::string key = create_key(port);
+    EXPECT_FALSE(key.empty());
     return http_request(port, "POST", "/v1/chat/completions", R"({"model":"m","messages":[]})",
-                        {{"authorization", "Bearer k"}});
+                        {{"authorization", "Bearer " + key}});
   }
   Pki pki_;
   std::unique_ptr<Process> upstream_;

@@ -1,0 +1,39 @@
+#include "api/services.h"
+
+#include <fmt/format.h>
+
+#include <cstdlib>
+
+#include "store/migrations.h"
+#include "store/sqlite.h"
+
+namespace tp::api {
+
+Result<Services> open_services(const std::string& store_uri, const std::string& data_dir) {
+  if (!store_uri.starts_with("sqlite:")) {
+    return Status{ErrorKind::kInvalidRequest,
+                  fmt::format("store '{}': only the embedded sqlite: store is available in this "
+                              "build (PostgreSQL arrives with scale-out)",
+                              store_uri.substr(0, store_uri.find(':')))};
+  }
+  const std::string file = store_uri.substr(7);
+  const std::string path = file.starts_with('/') ? file : data_dir + "/" + file;
+  auto db = store::Database::open(path);
+  if (!db) return db.status();
+  if (auto s = store::migrate(**db); !s) return s;
+  auto directory = auth::Directory::load(**db);
+  if (!directory) return directory.status();
+  auto secret = auth::load_or_create_server_secret(data_dir);
+  if (!secret) return secret.status();
+
+  Services services;
+  services.directory = std::move(directory.value());
+  services.hasher = std::make_shared<const auth::KeyHasher>(std::move(secret.value()));
+  services.writer = std::make_shared<store::Writer>(std::move(db.value()));
+  if (const char* admin = std::getenv("TURNPIKE_ADMIN_KEY"); admin != nullptr) {
+    services.admin_key = admin;
+  }
+  return services;
+}
+
+}  // namespace tp::api
