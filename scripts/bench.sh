@@ -86,8 +86,17 @@ models:
       - { provider: sim, upstream_model: bench-model, input_per_mtok: "0.15", output_per_mtok: "0.60" }
 YAML
 build/bin/turnpike-sim --listen "127.0.0.1:$sim_port" --output-tokens 16 2>"$work/sim.log" & pids+=($!)
+export TURNPIKE_ADMIN_KEY=bench-admin-key
 build/bin/turnpike serve --config "$work/turnpike.yaml" --threads 1 --data-dir "$work/var" 2>"$work/turnpike.log" & pids+=($!)
 for p in $up_port $ngx_port $tp_port $sim_port $ngx_sim_port; do wait_port "$p"; done
+
+# Every turnpike request carries a real key, checked as in production.
+admin=(-H "Authorization: Bearer $TURNPIKE_ADMIN_KEY" -H 'Content-Type: application/json')
+account=$(curl -sf "${admin[@]}" -d '{"name":"bench"}' "http://127.0.0.1:$tp_port/admin/v1/accounts" |
+  sed -n 's/.*"id":"\([^"]*\)".*/\1/p')
+TURNPIKE_BENCH_KEY=$(curl -sf "${admin[@]}" -d '{}' \
+  "http://127.0.0.1:$tp_port/admin/v1/accounts/$account/keys" | sed -n 's/.*"key":"\([^"]*\)".*/\1/p')
+export TURNPIKE_BENCH_KEY
 
 # wrk prints "Requests/sec:" and, with --latency, the 50% / 99% lines.
 run_wrk() { # conns url script
@@ -116,7 +125,7 @@ done
 ttfb() { # url model
   local total=0 n=50 t
   for _ in $(seq $n); do
-    t=$(curl -s -o /dev/null -w '%{time_starttransfer}' -H 'Authorization: Bearer bench' \
+    t=$(curl -s -o /dev/null -w '%{time_starttransfer}' -H "Authorization: Bearer $TURNPIKE_BENCH_KEY" \
       -H 'Content-Type: application/json' \
       -d "{\"model\":\"$2\",\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}" "$1")
     total=$(python3 -c "print($total + $t)")

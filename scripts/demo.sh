@@ -26,6 +26,12 @@ trap 'exit 0' INT TERM
 
 build/bin/turnpike-sim --listen "127.0.0.1:$sim_port" --tokens-per-second 50 2>var/sim.log &
 pids+=($!)
+# The admin key stays the same across demo runs (var/admin.key, mode 0600).
+if [[ -z "${TURNPIKE_ADMIN_KEY:-}" ]]; then
+  [[ -s var/admin.key ]] || (umask 077 && openssl rand -hex 24 >var/admin.key)
+  TURNPIKE_ADMIN_KEY=$(cat var/admin.key)
+fi
+export TURNPIKE_ADMIN_KEY
 build/bin/turnpike serve --config "$config" --data-dir var 2> >(tee -a var/turnpike.log >&2) &
 pids+=($!)
 
@@ -34,17 +40,25 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 
+# A demo account and a key for it, through the admin API.
+admin=(-H "Authorization: Bearer $TURNPIKE_ADMIN_KEY" -H 'Content-Type: application/json')
+account=$(curl -sf "${admin[@]}" -d '{"name":"demo"}' "http://127.0.0.1:$port/admin/v1/accounts" |
+  sed -n 's/.*"id":"\([^"]*\)".*/\1/p')
+key=$(curl -sf "${admin[@]}" -d '{"name":"demo"}' \
+  "http://127.0.0.1:$port/admin/v1/accounts/$account/keys" | sed -n 's/.*"key":"\([^"]*\)".*/\1/p')
+
 cat <<MSG
 
 Turnpike is running.
   base URL:  http://127.0.0.1:$port/v1
-  API key:   sk-turnpike-demo   (this build accepts any non-empty key; accounts come next)
+  API key:   $key   (account $account)
+  admin key: in var/admin.key, for /admin/v1 (see docs/api.md)
   models:    gpt-4o-mini, text-embedding-3-small (OpenAI API), claude-sonnet (Anthropic API)
   upstream:  turnpike-sim on 127.0.0.1:$sim_port
 
 Try it:
   curl http://127.0.0.1:$port/v1/chat/completions \\
-    -H 'Authorization: Bearer sk-turnpike-demo' -H 'Content-Type: application/json' \\
+    -H 'Authorization: Bearer $key' -H 'Content-Type: application/json' \\
     -d '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hello"}]}'
 
 Logs: var/turnpike.log, var/sim.log. Ctrl-C stops everything.

@@ -5,6 +5,7 @@
 
 #include <array>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 
@@ -24,15 +25,26 @@ struct NewKey {
   std::string last4;
 };
 
+// HMAC-SHA-256 under the server secret, on every request: the key's inner and outer pads
+// are hashed once here, so a digest costs two SHA-256 blocks and no algorithm lookup.
+// Thread-safe: const methods only touch per-thread scratch state.
 class KeyHasher {
  public:
-  explicit KeyHasher(std::string server_secret) : secret_(std::move(server_secret)) {}
+  explicit KeyHasher(const std::string& server_secret);
+  ~KeyHasher();
+  KeyHasher(const KeyHasher&) = delete;
+  KeyHasher& operator=(const KeyHasher&) = delete;
+
   NewKey generate() const;
   KeyDigest digest(std::string_view key) const;
 
  private:
-  std::string secret_;
+  struct Pads;
+  std::unique_ptr<Pads> pads_;
 };
+
+// The same digest by OpenSSL's one-shot HMAC(), for tests and tools.
+KeyDigest reference_digest(std::string_view secret, std::string_view key);
 
 // Whether `text` has the shape of a Turnpike key (cheap check before hashing).
 bool looks_like_key(std::string_view text);

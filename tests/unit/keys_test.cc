@@ -21,6 +21,19 @@ TEST(Keys, GeneratedKeysHaveTheShapeAndAreUnique) {
   }
 }
 
+TEST(Keys, DigestIsStandardHmacSha256) {
+  for (const std::string& secret : {std::string(32, 's'), std::string("short"), std::string(100, 'L')}) {
+    const KeyHasher hasher(secret);
+    for (const std::string& key : {std::string(""), std::string("tp_sk_abc"), std::string(200, 'k')}) {
+      EXPECT_TRUE(digests_equal(hasher.digest(key), reference_digest(secret, key)));
+    }
+  }
+  // RFC 4231 test case 2.
+  const KeyHasher jefe("Jefe");
+  EXPECT_EQ(to_hex(jefe.digest("what do ya want for nothing?")),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+}
+
 TEST(Keys, DigestDependsOnTheServerSecret) {
   const KeyHasher a(std::string(32, 'a'));
   const KeyHasher b(std::string(32, 'b'));
