@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <array>
 #include <cstdlib>
 #include <cstring>
 
@@ -19,9 +20,11 @@ namespace {
 
 constexpr char kBase62[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
-bool is_base62(char c) {
-  return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
-}
+constexpr std::array<bool, 256> kBase62Chars = [] {
+  std::array<bool, 256> t{};
+  for (char c : std::string_view(kBase62)) t[static_cast<unsigned char>(c)] = true;
+  return t;
+}();
 
 Result<std::string> from_hex(std::string_view hex) {
   if (hex.size() != kServerSecretBytes * 2) {
@@ -137,10 +140,9 @@ bool looks_like_key(std::string_view text) {
   if (text.size() != kKeyPrefix.size() + kKeyRandomChars || !text.starts_with(kKeyPrefix)) {
     return false;
   }
-  for (char c : text.substr(kKeyPrefix.size())) {
-    if (!is_base62(c)) return false;
-  }
-  return true;
+  bool ok = true;
+  for (char c : text.substr(kKeyPrefix.size())) ok &= kBase62Chars[static_cast<unsigned char>(c)];
+  return ok;
 }
 
 bool digests_equal(const KeyDigest& a, const KeyDigest& b) {
