@@ -10,9 +10,11 @@
 #include <optional>
 
 #include "api/errors.h"
+#include "api/request_body.h"
 #include "core/clock.h"
 #include "core/json_writer.h"
 #include "core/log.h"
+#include "store/ledger_store.h"
 
 namespace tp::api {
 namespace {
@@ -75,7 +77,133 @@ Task<void> send_error(Responder& res, unsigned status, std::string_view message)
 
 std::int64_t now_ms() { return SystemClock::instance().unix_millis(); }
 
+std::string balance_json(const ledger::Balance& b) {
+  std::string out;
+  json::Writer w(out);
+  w.begin_object().field("paid_usd", b.paid.to_string()).field("trial_usd", b.trial.to_string());
+  w.field("promo_usd", b.promo.to_string()).field("held_usd", b.held.to_string());
+  w.field("available_usd", b.available.to_string()).end_object();
+  return out;
+}
+
+// A top-level amount given as a JSON string or number, read from the exact text the client
+// sent (a parsed double would not be exact). `body` is already validated JSON.
+std::optional<Money> exact_amount(std::string_view body, std::string_view key) {
+  for (const JsonMember& m : top_level_members(body)) {
+    if (m.key != key) continue;
+    std::string_view text = m.value;
+    if (text.size() >= 2 && text.front() == '"' && text.back() == '"') {
+      text = text.substr(1, text.size() - 2);
+    }
+    auto money = Money::parse(text);
+    return money ? std::optional<Money>(*money) : std::nullopt;
+  }
+  return std::nullopt;
+}
+
+// RFC 3339 UTC ("2026-12-31T23:59:59Z") → unix milliseconds.
+std::optional<std::int64_t> parse_rfc3339(std::string_view text) {
+  std::tm tm{};
+  const std::string s(text);
+  const char* end = strptime(s.c_str(), "%Y-%m-%dT%H:%M:%SZ", &tm);
+  if (end == nullptr || *end != '\0') return std::nullopt;
+  return static_cast<std::int64_t>(timegm(&tm)) * 1000;
+}
+
 }  // namespace
+
+Status AdminApi::persist_ledger(store::Database& db) {
+  return services_.bank->persist([&](const ledger::Ledger& ledger, std::size_t accounts,
+                                     std::size_t transfers) {
+    return store::append_ledger(db, ledger, accounts, transfers);
+  });
+}
+
+Task<void> AdminApi::add_credits(std::int64_t account, http::Request& req, Responder& res) {
+  simdjson::dom::parser parser;
+  simdjson::dom::element doc;
+  if (parser.parse(req.body()).get(doc) || !doc.is_object()) {
+    co_await send_error(res, 400, "body must be a JSON object");
+    co_return;
+  }
+  const std::optional<Money> amount = exact_amount(req.body(), "amount_usd");
+  if (!amount || *amount <= Money()) {
+    co_await send_error(res, 400,
+                        "'amount_usd' must be a positive USD amount with at most 9 decimals, "
+                        "as a string or number");
+    co_return;
+  }
+  std::string_view kind_text;
+  ledger::CreditKind kind;
+  if (doc["kind"].get_string().get(kind_text)) kind_text = "";
+  if (kind_text == "paid") kind = ledger::CreditKind::kPaid;
+  else if (kind_text == "trial") kind = ledger::CreditKind::kTrial;
+  else if (kind_text == "promo") kind = ledger::CreditKind::kPromo;
+  else {
+    co_await send_error(res, 400, "'kind' must be paid, trial or promo");
+    co_return;
+  }
+  std::optional<std::int64_t> expires_ms;
+  std::string_view expires_text;
+  if (!doc["expires_at"].get_string().get(expires_text)) {
+    expires_ms = parse_rfc3339(expires_text);
+    if (!expires_ms) {
+      co_await send_error(res, 400, "'expires_at' must be RFC 3339 UTC like 2026-12-31T23:59:59Z");
+      co_return;
+    }
+  }
+  if (kind == ledger::CreditKind::kPromo && (!expires_ms || *expires_ms <= now_ms())) {
+    co_await send_error(res, 400, "promo credit needs an 'expires_at' in the future");
+    co_return;
+  }
+  std::string_view idempotency_key;
+  if (doc["idempotency_key"].get_string().get(idempotency_key) || idempotency_key.empty() ||
+      idempotency_key.size() > 200) {
+    co_await send_error(res, 400, "'idempotency_key' is required: a string of 1 to 200 bytes");
+    co_return;
+  }
+  // What the key stands for: this call with these exact values.
+  const std::string request = fmt::format("credits acct_{} {} {} {}", account, kind_text,
+                                          amount->nanos(), expires_ms.value_or(0));
+  struct Answer {
+    unsigned status;
+    std::string body;
+  };
+  auto answer = co_await in_store<Answer>([&](store::Database& db) -> Result<Answer> {
+    auto seen = db.prepare("SELECT request, status, response FROM idempotency WHERE key = ?");
+    if (!seen) return seen.status();
+    seen->bind(1, idempotency_key);
+    auto step = seen->step();
+    if (!step) return step.status();
+    if (*step == store::Statement::Step::kRow) {
+      if (seen->column_text(0) != request) {
+        return Status{ErrorKind::kConflict,
+                      "idempotency_key was already used for a different request"};
+      }
+      return Answer{static_cast<unsigned>(seen->column_int(1)), std::string(seen->column_text(2))};
+    }
+    auto transfer = services_.bank->deposit(account, kind, *amount, expires_ms, now_ms());
+    if (!transfer) return transfer.status();
+    if (Status s = persist_ledger(db); !s) return s;
+    auto balance = services_.bank->balance(account, now_ms());
+    std::string body;
+    json::Writer w(body);
+    w.begin_object().field("transfer_id", static_cast<std::int64_t>(*transfer));
+    w.key("balance").raw(balance_json(*balance)).end_object();
+    auto insert = db.prepare(
+        "INSERT INTO idempotency (key, request, status, response) VALUES (?, ?, 200, ?)");
+    if (!insert) return insert.status();
+    insert->bind(1, idempotency_key).bind(2, request).bind(3, body);
+    if (Status s = insert->run(); !s) return s;
+    return Answer{200, std::move(body)};
+  });
+  if (!answer) {
+    co_await send_error(res, http_status(answer.status().kind()), answer.status().message());
+    co_return;
+  }
+  log::info("credits added", {{"account", account}, {"kind", kind_text}});
+  co_await res.send(answer->status, kJson, answer->body);
+}
 
 template <typename T>
 Task<Result<T>> AdminApi::in_store(std::function<Result<T>(store::Database&)> work) {
@@ -140,6 +268,19 @@ Task<void> AdminApi::handle(http::Request& req, Responder& res) {
       co_await create_key(*id, req, res);
       co_return;
     }
+    if (action == "/credits" && method == "POST") {
+      co_await add_credits(*id, req, res);
+      co_return;
+    }
+    if (action == "/balance" && method == "GET") {
+      auto balance = services_.bank->balance(*id, now_ms());
+      if (!balance) {
+        co_await send_error(res, 404, balance.status().message());
+        co_return;
+      }
+      co_await res.send(200, kJson, balance_json(*balance));
+      co_return;
+    }
     if ((action == "/suspend" || action == "/unsuspend") && method == "POST") {
       const bool suspend = action == "/suspend";
       auto account = co_await in_store<auth::Account>(
@@ -152,6 +293,16 @@ Task<void> AdminApi::handle(http::Request& req, Responder& res) {
       co_await res.send(200, kJson, account_json(*account, nullptr));
       co_return;
     }
+  }
+  if (path == "/ledger/verify" && method == "GET") {
+    const ledger::VerifyReport report = services_.bank->verify();
+    std::string out;
+    json::Writer w(out);
+    w.begin_object().field("ok", report.ok);
+    w.field("transfers", static_cast<std::int64_t>(report.transfers));
+    w.field("imbalance_usd", report.imbalance.to_string()).end_object();
+    co_await res.send(report.ok ? 200 : 500, kJson, out);
+    co_return;
   }
   if (path.starts_with("/keys/") && method == "DELETE") {
     const auto id = parse_id(path.substr(6), "key_");
@@ -197,9 +348,18 @@ Task<void> AdminApi::create_account(http::Request& req, Responder& res) {
     co_await send_error(res, 400, "'plan' must be a string");
     co_return;
   }
-  auto account = co_await in_store<auth::Account>([&](store::Database& db) {
-    return services_.directory->create_account(db, std::string(name), std::string(kind),
-                                               std::string(plan), now_ms());
+  auto account = co_await in_store<auth::Account>([&](store::Database& db) -> Result<auth::Account> {
+    auto created = services_.directory->create_account(db, std::string(name), std::string(kind),
+                                                       std::string(plan), now_ms());
+    if (!created) return created;
+    services_.bank->open_wallet(created->id);
+    if (created->kind == "customer" && services_.trial_credit > Money()) {
+      auto trial = services_.bank->deposit(created->id, ledger::CreditKind::kTrial,
+                                           services_.trial_credit, std::nullopt, now_ms());
+      if (!trial) return trial.status();
+    }
+    if (Status s = persist_ledger(db); !s) return s;
+    return created;
   });
   if (!account) {
     co_await send_error(res, http_status(account.status().kind()), account.status().message());

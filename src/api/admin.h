@@ -24,6 +24,9 @@ class AdminApi {
 
   http::Task<void> create_account(http::Request& req, http::Responder& res);
   http::Task<void> create_key(std::int64_t account, http::Request& req, http::Responder& res);
+  http::Task<void> add_credits(std::int64_t account, http::Request& req, http::Responder& res);
+  // Appends the bank's new accounts and transfers; runs inside a writer transaction.
+  Status persist_ledger(store::Database& db);
 
   const Services& services_;
   http::Inbox& inbox_;

@@ -20,6 +20,7 @@ ErrorNames names_for(unsigned status) {
     case 404: return {"not_found_error", "not_found", "not_found_error"};
     case 405: return {"invalid_request_error", "method_not_allowed", "invalid_request_error"};
     case 408: return {"invalid_request_error", "request_timeout", "invalid_request_error"};
+    case 409: return {"invalid_request_error", "conflict", "invalid_request_error"};
     case 413: return {"invalid_request_error", "request_too_large", "request_too_large"};
     case 429: return {"rate_limit_error", "rate_limit_exceeded", "rate_limit_error"};
     case 431: return {"invalid_request_error", "headers_too_large", "invalid_request_error"};
@@ -39,6 +40,7 @@ unsigned http_status(ErrorKind kind) {
     case ErrorKind::kPaymentRequired: return 402;
     case ErrorKind::kForbidden: return 403;
     case ErrorKind::kNotFound: return 404;
+    case ErrorKind::kConflict: return 409;
     case ErrorKind::kPayloadTooLarge: return 413;
     case ErrorKind::kRateLimited: return 429;
     case ErrorKind::kInternal: return 500;

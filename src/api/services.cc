@@ -4,12 +4,14 @@
 
 #include <cstdlib>
 
+#include "store/ledger_store.h"
 #include "store/migrations.h"
 #include "store/sqlite.h"
 
 namespace tp::api {
 
-Result<Services> open_services(const std::string& store_uri, const std::string& data_dir) {
+Result<Services> open_services(const std::string& store_uri, const std::string& data_dir,
+                               Money trial_credit) {
   if (!store_uri.starts_with("sqlite:")) {
     return Status{ErrorKind::kInvalidRequest,
                   fmt::format("store '{}': only the embedded sqlite: store is available in this "
@@ -25,10 +27,22 @@ Result<Services> open_services(const std::string& store_uri, const std::string& 
   if (!directory) return directory.status();
   auto secret = auth::load_or_create_server_secret(data_dir);
   if (!secret) return secret.status();
+  ledger::Ledger journal;
+  if (auto s = store::load_ledger(**db, journal); !s) return s;
+  auto bank = ledger::Bank::adopt(std::move(journal));
+  if (!bank) return bank.status();
+  if (const auto report = (*bank)->verify(); !report.ok) {
+    return Status{ErrorKind::kInternal,
+                  fmt::format("the stored ledger does not balance (imbalance {} USD); refusing "
+                              "to start",
+                              report.imbalance.to_string())};
+  }
 
   Services services;
   services.directory = std::move(directory.value());
   services.hasher = std::make_shared<const auth::KeyHasher>(std::move(secret.value()));
+  services.bank = std::move(bank.value());
+  services.trial_credit = trial_credit;
   services.writer = std::make_shared<store::Writer>(std::move(db.value()));
   if (const char* admin = std::getenv("TURNPIKE_ADMIN_KEY"); admin != nullptr) {
     services.admin_key = admin;

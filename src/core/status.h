@@ -18,6 +18,7 @@ enum class ErrorKind {
   kPaymentRequired,    // 402
   kForbidden,          // 403
   kNotFound,           // 404
+  kConflict,           // 409
   kPayloadTooLarge,    // 413
   kRateLimited,        // 429
   kInternal,           // 500

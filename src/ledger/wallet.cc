@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <optional>
 
 #include "core/assert.h"
 
@@ -15,6 +16,58 @@ PlatformAccounts PlatformAccounts::open(Ledger& ledger) {
   p.expired_credits = ledger.open("platform:expired_credits", Floor::kUnbounded);
   p.refunds = ledger.open("platform:refunds", Floor::kUnbounded);
   return p;
+}
+
+Result<PlatformAccounts> PlatformAccounts::find(const Ledger& ledger) {
+  PlatformAccounts p;
+  int found = 0;
+  for (AccountId id = 0; id < ledger.account_count(); ++id) {
+    const std::string& name = ledger.name(id);
+    if (name == "world") p.world = id, ++found;
+    else if (name == "platform:revenue") p.revenue = id, ++found;
+    else if (name == "platform:expired_credits") p.expired_credits = id, ++found;
+    else if (name == "platform:refunds") p.refunds = id, ++found;
+  }
+  if (found != 4) return Status{ErrorKind::kInternal, "the stored ledger lacks platform accounts"};
+  return p;
+}
+
+Wallet::Wallet(Ledger& ledger, const PlatformAccounts& platform, std::string customer,
+               AccountId paid, AccountId trial, AccountId held)
+    : ledger_(ledger),
+      platform_(platform),
+      customer_(std::move(customer)),
+      paid_(paid),
+      trial_(trial),
+      held_(held) {}
+
+Result<Wallet> Wallet::adopt(Ledger& ledger, const PlatformAccounts& platform,
+                             const std::string& customer) {
+  std::optional<AccountId> paid, trial, held;
+  std::vector<Lot> lots;
+  const std::string prefix = customer + ":";
+  for (AccountId id = 0; id < ledger.account_count(); ++id) {
+    std::string_view name = ledger.name(id);
+    if (!name.starts_with(prefix)) continue;
+    name.remove_prefix(prefix.size());
+    if (name == "paid") {
+      paid = id;
+    } else if (name == "trial") {
+      trial = id;
+    } else if (name == "held") {
+      held = id;
+    } else if (const auto at = name.find(":expires="); name.starts_with("promo:") && at != name.npos) {
+      lots.push_back({id, std::stoll(std::string(name.substr(at + 9)))});
+    }
+  }
+  if (!paid || !trial || !held) {
+    return Status{ErrorKind::kInternal, fmt::format("stored ledger lacks {}'s books", customer)};
+  }
+  Wallet w(ledger, platform, customer, *paid, *trial, *held);
+  std::sort(lots.begin(), lots.end(),
+            [](const Lot& a, const Lot& b) { return a.expires_at_ms < b.expires_at_ms; });
+  w.lots_ = std::move(lots);
+  return w;
 }
 
 Wallet::Wallet(Ledger& ledger, const PlatformAccounts& platform, const std::string& customer)
@@ -38,8 +91,10 @@ Result<TransferId> Wallet::deposit_promo(Money amount, std::int64_t expires_at_m
   if (expires_at_ms <= now_ms) {
     return Status{ErrorKind::kInvalidRequest, "a promo lot must expire in the future"};
   }
+  // Numbered by the ledger's account count, so names stay unique across expiries.
   const AccountId lot = ledger_.open(
-      fmt::format("{}:promo:{}", customer_, lots_.size() + 1), Floor::kNonNegative);
+      fmt::format("{}:promo:{}:expires={}", customer_, ledger_.account_count(), expires_at_ms),
+      Floor::kNonNegative);
   auto id = ledger_.transfer(platform_.world, lot, amount, TransferKind::kDeposit, 0, now_ms);
   if (!id) return id;
   const auto at = std::upper_bound(lots_.begin(), lots_.end(), expires_at_ms,

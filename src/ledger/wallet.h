@@ -28,6 +28,8 @@ struct PlatformAccounts {
   AccountId expired_credits = 0;  // promo remainders at expiry
   AccountId refunds = 0;          // paid credit handed back
   static PlatformAccounts open(Ledger& ledger);
+  // Finds them by name in a ledger rebuilt from the store; kInternal if one is missing.
+  static Result<PlatformAccounts> find(const Ledger& ledger);
 };
 
 using HoldId = std::uint64_t;
@@ -35,6 +37,10 @@ using HoldId = std::uint64_t;
 class Wallet {
  public:
   Wallet(Ledger& ledger, const PlatformAccounts& platform, const std::string& customer);
+  // Re-attaches to the accounts of `customer` in a ledger rebuilt from the store. Promo lot
+  // accounts carry their expiry in their name ("<customer>:promo:<n>:expires=<ms>").
+  static Result<Wallet> adopt(Ledger& ledger, const PlatformAccounts& platform,
+                              const std::string& customer);
 
   Result<TransferId> deposit_paid(Money amount, std::int64_t now_ms);
   Result<TransferId> deposit_trial(Money amount, std::int64_t now_ms);
@@ -66,6 +72,7 @@ class Wallet {
   Result<TransferId> refund(Money amount, std::int64_t now_ms);
 
   std::size_t open_holds() const { return holds_.size(); }
+  std::size_t promo_lots() const { return lots_.size(); }
 
  private:
   struct Lot {
@@ -82,6 +89,8 @@ class Wallet {
     std::vector<Leg> legs;  // where the held money came from, in spend order
   };
 
+  Wallet(Ledger& ledger, const PlatformAccounts& platform, std::string customer, AccountId paid,
+         AccountId trial, AccountId held);
   // Spendable accounts in spend order at `now_ms`.
   std::vector<AccountId> spend_order(std::int64_t now_ms) const;
   // Moves `amount` from the spend-order accounts to `to`; the amounts taken go to `legs`.

@@ -330,7 +330,7 @@ Result<Config> parse_config(std::string_view yaml, std::string_view source) {
   try {
     const YAML::Node root = YAML::Load(std::string(yaml));
     r.check_keys(root, "", {"listen", "threads", "store", "redis", "log", "limits", "upstream",
-                            "providers", "models", "routing"});
+                            "providers", "models", "routing", "billing"});
     Config c;
     const std::string listen = r.string(root, "listen", "", "127.0.0.1:8080");
     if (auto s = parse_listen(listen, c.listen_host, c.listen_port); !s) {
@@ -353,6 +353,16 @@ Result<Config> parse_config(std::string_view yaml, std::string_view source) {
       log::parse_level(c.log_level, &ok);
       if (!ok) r.fail(log["level"], "log.level", "must be debug, info, warn or error");
       c.access_log = r.boolean(log, "access", "log", c.access_log);
+    }
+    if (const YAML::Node billing = root["billing"]; billing.IsDefined() && !billing.IsNull()) {
+      r.check_keys(billing, "billing", {"trial_usd"});
+      const std::string trial = r.string(billing, "trial_usd", "billing", "20");
+      auto amount = Money::parse(trial);
+      if (!amount || amount->is_negative()) {
+        r.fail(billing["trial_usd"], "billing.trial_usd",
+               fmt::format("must be a non-negative USD amount like \"20\", got '{}'", trial));
+      }
+      c.trial_credit = *amount;
     }
     parse_limits(r, root, c);
     parse_upstream(r, root, c);

@@ -8,6 +8,7 @@
 #include <string_view>
 
 #include "catalog/catalog.h"
+#include "core/money.h"
 #include "core/status.h"
 #include "http/server.h"
 #include "http/upstream.h"
@@ -31,6 +32,7 @@ struct Config {
   http::ServerLimits server;
   http::UpstreamTimeouts upstream;
   RoutingWeights weights;
+  Money trial_credit = Money::usd(20);  // billing.trial_usd; 0 disables
   std::shared_ptr<const catalog::Catalog> catalog;
 };
 

@@ -9,7 +9,7 @@ namespace tp::store {
 namespace {
 
 // Append only: a released migration never changes.
-constexpr std::array<std::string_view, 2> kMigrations = {
+constexpr std::array<std::string_view, 3> kMigrations = {
     // 1: the ledger journal.
     R"sql(
 CREATE TABLE ledger_accounts (
@@ -50,6 +50,15 @@ CREATE TABLE api_keys (
   revoked_ms INTEGER             -- NULL: active
 );
 CREATE INDEX api_keys_by_account ON api_keys(account_id);
+)sql",
+    // 3: idempotency keys of money-moving admin calls: the first answer, replayed.
+    R"sql(
+CREATE TABLE idempotency (
+  key TEXT PRIMARY KEY,
+  request TEXT NOT NULL,         -- what was asked (call and canonical body)
+  status INTEGER NOT NULL,
+  response TEXT NOT NULL
+);
 )sql",
 };
 

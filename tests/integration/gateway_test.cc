@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/types.h>
 #include <simdjson.h>
 
 #include <optional>
@@ -307,6 +308,83 @@ TEST_F(GatewayTest, LogsCarryNoBodies) {
   EXPECT_EQ(log.find("SECRET-PROMPT-TEXT"), std::string::npos);
   EXPECT_EQ(log.find(stack_->key), std::string::npos);
   EXPECT_EQ(log.find("sk-provider-secret"), std::string::npos);
+}
+
+TEST(Credits, AdminCreditsAreExactIdempotentAndDurable) {
+  Stack stack;
+  ASSERT_GT(stack.port, 0) << stack.gateway->log();
+  const std::map<std::string, std::string> admin = {
+      {"authorization", std::string("Bearer ") + kAdminKey}};
+  auto account = http_request(stack.port, "POST", "/admin/v1/accounts", R"({"name":"Acme"})", admin);
+  ASSERT_EQ(account.status, 201);
+  simdjson::dom::parser p;
+  const std::string id(p.parse(account.body)["id"].get_string().value());
+  const std::string base = "/admin/v1/accounts/" + id;
+  auto balance = [&] { return http_request(stack.port, "GET", base + "/balance", "", admin); };
+
+  // New customers get the default $20 trial.
+  EXPECT_EQ(balance().body,
+            R"({"paid_usd":"0.00","trial_usd":"20.00","promo_usd":"0.00","held_usd":"0.00","available_usd":"20.00"})");
+
+  auto first = http_request(stack.port, "POST", base + "/credits",
+                            R"({"amount_usd":"12.5","kind":"paid","idempotency_key":"k1"})", admin);
+  ASSERT_EQ(first.status, 200) << first.body;
+  EXPECT_NE(first.body.find(R"("paid_usd":"12.50")"), std::string::npos) << first.body;
+  // The same call again: the same answer, nothing moved twice.
+  auto replay = http_request(stack.port, "POST", base + "/credits",
+                             R"({"amount_usd":"12.5","kind":"paid","idempotency_key":"k1"})", admin);
+  EXPECT_EQ(replay.status, 200);
+  EXPECT_EQ(replay.body, first.body);
+  // The same key for something else: 409.
+  EXPECT_EQ(http_request(stack.port, "POST", base + "/credits",
+                         R"({"amount_usd":"13","kind":"paid","idempotency_key":"k1"})", admin)
+                .status,
+            409);
+  // JSON numbers are read exactly, down to one nano-dollar.
+  ASSERT_EQ(http_request(stack.port, "POST", base + "/credits",
+                         R"({"amount_usd":0.000000001,"kind":"paid","idempotency_key":"k2"})", admin)
+                .status,
+            200);
+  EXPECT_NE(balance().body.find(R"("paid_usd":"12.500000001")"), std::string::npos)
+      << balance().body;
+  for (const char* bad : {R"({"amount_usd":"1e3","kind":"paid","idempotency_key":"b"})",
+                          R"({"amount_usd":-1,"kind":"paid","idempotency_key":"b"})",
+                          R"({"amount_usd":"1.0000000001","kind":"paid","idempotency_key":"b"})",
+                          R"({"amount_usd":"5","kind":"gift","idempotency_key":"b"})",
+                          R"({"amount_usd":"5","kind":"paid"})",
+                          R"({"amount_usd":"5","kind":"promo","idempotency_key":"b"})",
+                          R"({"amount_usd":"5","kind":"promo","expires_at":"tomorrow","idempotency_key":"b"})"}) {
+    EXPECT_EQ(http_request(stack.port, "POST", base + "/credits", bad, admin).status, 400) << bad;
+  }
+  ASSERT_EQ(http_request(stack.port, "POST", base + "/credits",
+                         R"({"amount_usd":"2","kind":"promo","expires_at":"2099-01-01T00:00:00Z","idempotency_key":"k3"})",
+                         admin)
+                .status,
+            200);
+  EXPECT_EQ(http_request(stack.port, "POST", "/admin/v1/accounts/acct_999/credits",
+                         R"({"amount_usd":"1","kind":"paid","idempotency_key":"k4"})", admin)
+                .status,
+            404);
+  const std::string before = balance().body;
+  EXPECT_NE(before.find(R"("promo_usd":"2.00")"), std::string::npos) << before;
+  EXPECT_NE(before.find(R"("available_usd":"34.500000001")"), std::string::npos) << before;
+
+  // Everything survives a restart, the books balance, and keys still work.
+  ASSERT_TRUE(stack.restart_gateway()) << stack.gateway->log();
+  EXPECT_EQ(balance().body, before);
+  const auto verify = http_request(stack.port, "GET", "/admin/v1/ledger/verify", "", admin);
+  EXPECT_EQ(verify.status, 200);
+  EXPECT_NE(verify.body.find(R"("ok":true)"), std::string::npos) << verify.body;
+  EXPECT_NE(verify.body.find(R"("imbalance_usd":"0.00")"), std::string::npos) << verify.body;
+  EXPECT_EQ(http_request(stack.port, "POST", "/v1/chat/completions",
+                         R"({"model":"gpt-test","messages":[]})", stack.auth())
+                .status,
+            200);
+  // A replay after the restart still answers the first result.
+  EXPECT_EQ(http_request(stack.port, "POST", base + "/credits",
+                         R"({"amount_usd":"12.5","kind":"paid","idempotency_key":"k1"})", admin)
+                .body,
+            first.body);
 }
 
 TEST(GatewayTimeouts, UpstreamFirstByteTimeoutIs504) {

@@ -255,17 +255,28 @@ Stack::Stack(const std::string& extra_yaml, const std::vector<std::string>& sim_
   args.insert(args.end(), sim_args.begin(), sim_args.end());
   sim = std::make_unique<Process>(bin("turnpike-sim"), args);
   sim_port = sim->wait_listening();
-  const std::string config = dir.write("turnpike.yaml", config_yaml(sim_port, extra_yaml));
-  std::map<std::string, std::string> gateway_env = {{"TP_TEST_PROVIDER_KEY", "sk-provider-secret"},
-                                                    {"TURNPIKE_ADMIN_KEY", kAdminKey}};
+  config_path = dir.write("turnpike.yaml", config_yaml(sim_port, extra_yaml));
+  gateway_env = {{"TP_TEST_PROVIDER_KEY", "sk-provider-secret"}, {"TURNPIKE_ADMIN_KEY", kAdminKey}};
   gateway_env.insert(env.begin(), env.end());
   gateway = std::make_unique<Process>(
       bin("turnpike"),
-      std::vector<std::string>{"serve", "--config", config, "--threads", "2", "--data-dir",
+      std::vector<std::string>{"serve", "--config", config_path, "--threads", "2", "--data-dir",
                                dir.path() + "/var"},
       gateway_env);
   port = gateway->wait_listening();
   if (port > 0) key = create_key(port);
+}
+
+bool Stack::restart_gateway() {
+  gateway->signal(SIGTERM);
+  if (gateway->wait_exit(std::chrono::seconds(10)) != std::optional<int>(0)) return false;
+  gateway = std::make_unique<Process>(
+      bin("turnpike"),
+      std::vector<std::string>{"serve", "--config", config_path, "--threads", "2", "--data-dir",
+                               dir.path() + "/var", "--listen",
+                               "127.0.0.1:" + std::to_string(port)},
+      gateway_env);
+  return gateway->wait_listening() == port;
 }
 
 std::string create_key(int port, const std::string& body) {

@@ -97,6 +97,10 @@ struct Stack {
   std::string key;  // a working customer API key
   std::map<std::string, std::string> auth() const { return {{"authorization", "Bearer " + key}}; }
   static std::string config_yaml(int sim_port, const std::string& extra);
+  // Stops the gateway (SIGTERM) and starts it again on the same data directory and port.
+  bool restart_gateway();
+  std::string config_path;
+  std::map<std::string, std::string> gateway_env;
 };
 
 }  // namespace tp::test

@@ -1,0 +1,93 @@
+#include "ledger/bank.h"
+
+#include <fmt/format.h>
+
+namespace tp::ledger {
+
+std::string customer_name(std::int64_t account) { return fmt::format("acct_{}", account); }
+
+std::unique_ptr<Bank> Bank::create() {
+  std::unique_ptr<Bank> bank(new Bank());
+  bank->platform_ = PlatformAccounts::open(bank->ledger_);
+  return bank;
+}
+
+Result<std::unique_ptr<Bank>> Bank::adopt(Ledger ledger) {
+  std::unique_ptr<Bank> bank(new Bank());
+  bank->ledger_ = std::move(ledger);
+  if (bank->ledger_.account_count() == 0) {
+    bank->platform_ = PlatformAccounts::open(bank->ledger_);
+  } else {
+    auto platform = PlatformAccounts::find(bank->ledger_);
+    if (!platform) return platform.status();
+    bank->platform_ = *platform;
+    bank->stored_accounts_ = bank->ledger_.account_count();
+    bank->stored_transfers_ = bank->ledger_.journal().size();
+  }
+  for (AccountId id = 0; id < bank->ledger_.account_count(); ++id) {
+    const std::string& name = bank->ledger_.name(id);
+    if (!name.starts_with("acct_") || !name.ends_with(":paid")) continue;
+    const std::string customer = name.substr(0, name.size() - 5);
+    auto wallet = Wallet::adopt(bank->ledger_, bank->platform_, customer);
+    if (!wallet) return wallet.status();
+    const std::int64_t account = std::stoll(customer.substr(5));
+    bank->wallets_.emplace(account, std::make_unique<Wallet>(std::move(wallet.value())));
+  }
+  return bank;
+}
+
+Wallet& Bank::wallet(std::int64_t account) {
+  auto it = wallets_.find(account);
+  if (it == wallets_.end()) {
+    it = wallets_.emplace(account, std::make_unique<Wallet>(ledger_, platform_,
+                                                            customer_name(account)))
+             .first;
+  }
+  return *it->second;
+}
+
+void Bank::open_wallet(std::int64_t account) {
+  std::lock_guard lock(mu_);
+  wallet(account);
+}
+
+Result<TransferId> Bank::deposit(std::int64_t account, CreditKind kind, Money amount,
+                                 std::optional<std::int64_t> expires_at_ms, std::int64_t now_ms) {
+  std::lock_guard lock(mu_);
+  Wallet& w = wallet(account);
+  switch (kind) {
+    case CreditKind::kPaid: return w.deposit_paid(amount, now_ms);
+    case CreditKind::kTrial: return w.deposit_trial(amount, now_ms);
+    case CreditKind::kPromo:
+      if (!expires_at_ms) {
+        return Status{ErrorKind::kInvalidRequest, "promo credit needs an expiry"};
+      }
+      return w.deposit_promo(amount, *expires_at_ms, now_ms);
+  }
+  return Status{ErrorKind::kInvalidRequest, "unknown credit kind"};
+}
+
+Result<Balance> Bank::balance(std::int64_t account, std::int64_t now_ms) const {
+  std::lock_guard lock(mu_);
+  const auto it = wallets_.find(account);
+  if (it == wallets_.end()) {
+    return Status{ErrorKind::kNotFound, fmt::format("no wallet for {}", customer_name(account))};
+  }
+  const Wallet& w = *it->second;
+  return Balance{w.paid(), w.trial(), w.promo(now_ms), w.held(), w.available(now_ms)};
+}
+
+VerifyReport Bank::verify() const {
+  std::lock_guard lock(mu_);
+  return ledger_.verify();
+}
+
+Status Bank::persist(const StoreFn& store) {
+  std::lock_guard lock(mu_);
+  if (Status s = store(ledger_, stored_accounts_, stored_transfers_); !s) return s;
+  stored_accounts_ = ledger_.account_count();
+  stored_transfers_ = ledger_.journal().size();
+  return Status::ok();
+}
+
+}  // namespace tp::ledger
