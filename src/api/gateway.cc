@@ -120,8 +120,11 @@ class Gateway final : public http::Handler {
   Task<void> send_error(Responder& res, Surface surface, unsigned status,
                         std::string_view message, std::string_view code = {});
 
-  // The key a request presents, checked against this thread's copy of the key table.
-  // Returns the grant, or sends the error and returns nullptr.
+  // GET /api/balance: the calling key's own account.
+  Task<void> own_balance(http::Request& req, Responder& res);
+  // The key a request presents, checked against this thread's copy of the key table
+  // (and against its model allowlist when `model` is not empty). Returns the grant, or
+  // sends the error and returns nullptr.
   Task<const auth::KeyGrant*> authenticate(std::string_view key, Surface surface,
                                            std::string_view model, Responder& res);
 
@@ -131,6 +134,24 @@ class Gateway final : public http::Handler {
   std::shared_ptr<const auth::KeyTable> keys_;  // refreshed when the directory's version moves
   std::uint64_t keys_version_ = 0;
 };
+
+Task<void> Gateway::own_balance(http::Request& req, Responder& res) {
+  const auth::KeyGrant* grant = co_await authenticate(bearer_token(req), Surface::kOpenAI, "", res);
+  if (grant == nullptr) co_return;
+  auto balance = state_->services().bank->balance(grant->account_id,
+                                                  SystemClock::instance().unix_millis());
+  if (!balance) {
+    co_await send_error(res, Surface::kOpenAI, 404, "this key's account has no wallet");
+    co_return;
+  }
+  std::string out;
+  json::Writer w(out);
+  w.begin_object().field("account", ledger::customer_name(grant->account_id));
+  w.field("paid_usd", balance->paid.to_string()).field("trial_usd", balance->trial.to_string());
+  w.field("promo_usd", balance->promo.to_string()).field("held_usd", balance->held.to_string());
+  w.field("available_usd", balance->available.to_string()).end_object();
+  co_await res.send(200, kJson, out);
+}
 
 Task<const auth::KeyGrant*> Gateway::authenticate(std::string_view key, Surface surface,
                                                   std::string_view model, Responder& res) {
@@ -153,7 +174,7 @@ Task<const auth::KeyGrant*> Gateway::authenticate(std::string_view key, Surface 
     co_await send_error(res, surface, 403, "account suspended", "account_suspended");
     co_return nullptr;
   }
-  if (!grant->models.empty() &&
+  if (!model.empty() && !grant->models.empty() &&
       std::find(grant->models.begin(), grant->models.end(), model) == grant->models.end()) {
     co_await send_error(res, surface, 403,
                         fmt::format("this key may not use model '{}'", model.substr(0, 200)),
@@ -200,6 +221,8 @@ Task<void> Gateway::handle(http::Request& req, Responder& res) {
     co_await send_error(res, info_for(*op).surface, 405, fmt::format("{} accepts POST only", path));
   } else if (path.starts_with("/admin/v1/")) {
     co_await admin_.handle(req, res);
+  } else if (path == "/api/balance" && method == "GET") {
+    co_await own_balance(req, res);
   } else if (path == "/v1/models" && method == "GET") {
     co_await res.send(200, kJson, state_->models_body());
   } else if ((path == "/healthz" || path == "/readyz") && method == "GET") {

@@ -365,6 +365,18 @@ TEST(Credits, AdminCreditsAreExactIdempotentAndDurable) {
                          R"({"amount_usd":"1","kind":"paid","idempotency_key":"k4"})", admin)
                 .status,
             404);
+  // The customer sees the same through its own key.
+  const std::string key = [&] {
+    const auto k = http_request(stack.port, "POST", base + "/keys", "{}", admin);
+    simdjson::dom::parser kp;
+    return std::string(kp.parse(k.body)["key"].get_string().value());
+  }();
+  const auto own = http_request(stack.port, "GET", "/api/balance", "",
+                                {{"authorization", "Bearer " + key}});
+  EXPECT_EQ(own.status, 200);
+  EXPECT_NE(own.body.find(R"("account":")" + id + "\""), std::string::npos) << own.body;
+  EXPECT_NE(own.body.find(R"("paid_usd":"12.500000001")"), std::string::npos) << own.body;
+  EXPECT_EQ(http_request(stack.port, "GET", "/api/balance").status, 401);
   const std::string before = balance().body;
   EXPECT_NE(before.find(R"("promo_usd":"2.00")"), std::string::npos) << before;
   EXPECT_NE(before.find(R"("available_usd":"34.500000001")"), std::string::npos) << before;
