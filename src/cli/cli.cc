@@ -10,6 +10,8 @@
 #include "api/gateway.h"
 #include "core/log.h"
 #include "ops/config.h"
+#include "store/ledger_store.h"
+#include "store/sqlite.h"
 
 namespace tp::cli {
 namespace {
@@ -84,6 +86,36 @@ int serve(const ServeOptions& opts) {
   return 0;
 }
 
+// Reads the store directly (WAL allows it while a gateway runs) and prints the same answer
+// as GET /admin/v1/ledger/verify. Exit 0 when the books balance, 1 when not, 2 on error.
+int verify_ledger(const std::string& store_uri, const std::string& data_dir) {
+  if (!store_uri.starts_with("sqlite:")) {
+    std::fprintf(stderr, "turnpike: ledger verify: only sqlite: stores are supported\n");
+    return 2;
+  }
+  const std::string file = store_uri.substr(7);
+  const std::string path = file.starts_with('/') ? file : data_dir + "/" + file;
+  if (!std::filesystem::exists(path)) {
+    std::fprintf(stderr, "turnpike: ledger verify: %s does not exist\n", path.c_str());
+    return 2;
+  }
+  auto db = store::Database::open(path);
+  if (!db) {
+    std::fprintf(stderr, "turnpike: %s\n", db.status().message().c_str());
+    return 2;
+  }
+  ledger::Ledger ledger;
+  if (auto s = store::load_ledger(**db, ledger); !s) {
+    std::fprintf(stderr, "turnpike: %s\n", s.message().c_str());
+    return 2;
+  }
+  const ledger::VerifyReport report = ledger.verify();
+  std::printf("{\"ok\":%s,\"transfers\":%llu,\"imbalance_usd\":\"%s\"}\n",
+              report.ok ? "true" : "false", static_cast<unsigned long long>(report.transfers),
+              report.imbalance.to_string().c_str());
+  return report.ok ? 0 : 1;
+}
+
 }  // namespace
 
 int run_turnpike(int argc, char** argv) {
@@ -110,6 +142,16 @@ int run_turnpike(int argc, char** argv) {
   CLI::App* check_cmd = app.add_subcommand("check-config", "Validate a config file and exit");
   check_cmd->add_option("config", check_path, "YAML config file")->required();
 
+  std::string ledger_data_dir = "./var";
+  std::string ledger_store = "sqlite:turnpike.db";
+  CLI::App* ledger_cmd = app.add_subcommand("ledger", "Ledger tools");
+  CLI::App* verify_cmd = ledger_cmd->add_subcommand(
+      "verify", "Recompute every balance from the stored transfers and check they sum to zero");
+  verify_cmd->add_option("--data-dir", ledger_data_dir, "Data directory")->capture_default_str();
+  verify_cmd->add_option("--store", ledger_store, "Store (as in the config's `store`)")
+      ->capture_default_str();
+  ledger_cmd->require_subcommand(1);
+
   app.add_subcommand("version", "Print the version");
 
   try {
@@ -119,6 +161,7 @@ int run_turnpike(int argc, char** argv) {
   }
 
   if (*serve_cmd) return serve(serve_opts);
+  if (*verify_cmd) return verify_ledger(ledger_store, ledger_data_dir);
   if (*check_cmd) {
     auto loaded = ops::load_config(check_path);
     if (!loaded) {

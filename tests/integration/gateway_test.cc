@@ -392,6 +392,10 @@ TEST(Credits, AdminCreditsAreExactIdempotentAndDurable) {
                          R"({"model":"gpt-test","messages":[]})", stack.auth())
                 .status,
             200);
+  // The CLI reads the same store and agrees, while the gateway runs.
+  Process verify_cli(bin("turnpike"), {"ledger", "verify", "--data-dir", stack.dir.path() + "/var"});
+  EXPECT_EQ(verify_cli.wait_exit(std::chrono::seconds(10)), std::optional<int>(0));
+  EXPECT_NE(verify_cli.log().find(R"("ok":true)"), std::string::npos) << verify_cli.log();
   // A replay after the restart still answers the first result.
   EXPECT_EQ(http_request(stack.port, "POST", base + "/credits",
                          R"({"amount_usd":"12.5","kind":"paid","idempotency_key":"k1"})", admin)
