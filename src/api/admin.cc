@@ -112,6 +112,72 @@ std::optional<std::int64_t> parse_rfc3339(std::string_view text) {
 
 }  // namespace
 
+Result<AdminApi::Answer> AdminApi::idempotent_move(
+    store::Database& db, std::string_view key, const std::string& request, std::int64_t account,
+    const std::function<Result<ledger::TransferId>()>& move) {
+  auto seen = db.prepare("SELECT request, status, response FROM idempotency WHERE key = ?");
+  if (!seen) return seen.status();
+  seen->bind(1, key);
+  auto step = seen->step();
+  if (!step) return step.status();
+  if (*step == store::Statement::Step::kRow) {
+    if (seen->column_text(0) != request) {
+      return Status{ErrorKind::kConflict,
+                    "idempotency_key was already used for a different request"};
+    }
+    return Answer{static_cast<unsigned>(seen->column_int(1)), std::string(seen->column_text(2))};
+  }
+  auto transfer = move();
+  if (!transfer) return transfer.status();
+  if (Status s = persist_ledger(db); !s) return s;
+  auto balance = services_.bank->balance(account, now_ms());
+  if (!balance) return balance.status();
+  std::string body;
+  json::Writer w(body);
+  w.begin_object().field("transfer_id", static_cast<std::int64_t>(*transfer));
+  w.key("balance").raw(balance_json(*balance)).end_object();
+  auto insert =
+      db.prepare("INSERT INTO idempotency (key, request, status, response) VALUES (?, ?, 200, ?)");
+  if (!insert) return insert.status();
+  insert->bind(1, key).bind(2, request).bind(3, body);
+  if (Status s = insert->run(); !s) return s;
+  return Answer{200, std::move(body)};
+}
+
+Task<void> AdminApi::refund(std::int64_t account, http::Request& req, Responder& res) {
+  simdjson::dom::parser parser;
+  simdjson::dom::element doc;
+  if (parser.parse(req.body()).get(doc) || !doc.is_object()) {
+    co_await send_error(res, 400, "body must be a JSON object");
+    co_return;
+  }
+  const std::optional<Money> amount = exact_amount(req.body(), "amount_usd");
+  if (!amount || *amount <= Money()) {
+    co_await send_error(res, 400,
+                        "'amount_usd' must be a positive USD amount with at most 9 decimals");
+    co_return;
+  }
+  std::string_view idempotency_key;
+  if (doc["idempotency_key"].get_string().get(idempotency_key) || idempotency_key.empty() ||
+      idempotency_key.size() > 200) {
+    co_await send_error(res, 400, "'idempotency_key' is required: a string of 1 to 200 bytes");
+    co_return;
+  }
+  const std::string request = fmt::format("refund acct_{} {}", account, amount->nanos());
+  auto answer = co_await in_store<Answer>([&](store::Database& db) {
+    return idempotent_move(db, idempotency_key, request, account, [&] {
+      return services_.bank->refund(account, *amount, now_ms());
+    });
+  });
+  if (!answer) {
+    // Only unused paid credit can go back: asking for more is a 402 naming what is there.
+    co_await send_error(res, http_status(answer.status().kind()), answer.status().message());
+    co_return;
+  }
+  log::info("refund", {{"account", account}});
+  co_await res.send(answer->status, kJson, answer->body);
+}
+
 Status AdminApi::persist_ledger(store::Database& db) {
   return services_.bank->persist([&](const ledger::Ledger& ledger, std::size_t accounts,
                                      std::size_t transfers) {
@@ -165,37 +231,10 @@ Task<void> AdminApi::add_credits(std::int64_t account, http::Request& req, Respo
   // What the key stands for: this call with these exact values.
   const std::string request = fmt::format("credits acct_{} {} {} {}", account, kind_text,
                                           amount->nanos(), expires_ms.value_or(0));
-  struct Answer {
-    unsigned status;
-    std::string body;
-  };
-  auto answer = co_await in_store<Answer>([&](store::Database& db) -> Result<Answer> {
-    auto seen = db.prepare("SELECT request, status, response FROM idempotency WHERE key = ?");
-    if (!seen) return seen.status();
-    seen->bind(1, idempotency_key);
-    auto step = seen->step();
-    if (!step) return step.status();
-    if (*step == store::Statement::Step::kRow) {
-      if (seen->column_text(0) != request) {
-        return Status{ErrorKind::kConflict,
-                      "idempotency_key was already used for a different request"};
-      }
-      return Answer{static_cast<unsigned>(seen->column_int(1)), std::string(seen->column_text(2))};
-    }
-    auto transfer = services_.bank->deposit(account, kind, *amount, expires_ms, now_ms());
-    if (!transfer) return transfer.status();
-    if (Status s = persist_ledger(db); !s) return s;
-    auto balance = services_.bank->balance(account, now_ms());
-    std::string body;
-    json::Writer w(body);
-    w.begin_object().field("transfer_id", static_cast<std::int64_t>(*transfer));
-    w.key("balance").raw(balance_json(*balance)).end_object();
-    auto insert = db.prepare(
-        "INSERT INTO idempotency (key, request, status, response) VALUES (?, ?, 200, ?)");
-    if (!insert) return insert.status();
-    insert->bind(1, idempotency_key).bind(2, request).bind(3, body);
-    if (Status s = insert->run(); !s) return s;
-    return Answer{200, std::move(body)};
+  auto answer = co_await in_store<Answer>([&](store::Database& db) {
+    return idempotent_move(db, idempotency_key, request, account, [&] {
+      return services_.bank->deposit(account, kind, *amount, expires_ms, now_ms());
+    });
   });
   if (!answer) {
     co_await send_error(res, http_status(answer.status().kind()), answer.status().message());
@@ -270,6 +309,10 @@ Task<void> AdminApi::handle(http::Request& req, Responder& res) {
     }
     if (action == "/credits" && method == "POST") {
       co_await add_credits(*id, req, res);
+      co_return;
+    }
+    if (action == "/refunds" && method == "POST") {
+      co_await refund(*id, req, res);
       co_return;
     }
     if (action == "/balance" && method == "GET") {

@@ -25,6 +25,19 @@ class AdminApi {
   http::Task<void> create_account(http::Request& req, http::Responder& res);
   http::Task<void> create_key(std::int64_t account, http::Request& req, http::Responder& res);
   http::Task<void> add_credits(std::int64_t account, http::Request& req, http::Responder& res);
+  http::Task<void> refund(std::int64_t account, http::Request& req, http::Responder& res);
+
+  struct Answer {
+    unsigned status;
+    std::string body;
+  };
+  // A money-moving call under an idempotency key, inside a writer transaction: the first
+  // time, runs `move`, stores the ledger and the answer ({"transfer_id","balance"}); with
+  // the same key and request again, the stored answer; with the same key and a different
+  // request, kConflict.
+  Result<Answer> idempotent_move(store::Database& db, std::string_view key,
+                                 const std::string& request, std::int64_t account,
+                                 const std::function<Result<ledger::TransferId>()>& move);
   // Appends the bank's new accounts and transfers; runs inside a writer transaction.
   Status persist_ledger(store::Database& db);
 

@@ -67,6 +67,15 @@ Result<TransferId> Bank::deposit(std::int64_t account, CreditKind kind, Money am
   return Status{ErrorKind::kInvalidRequest, "unknown credit kind"};
 }
 
+Result<TransferId> Bank::refund(std::int64_t account, Money amount, std::int64_t now_ms) {
+  std::lock_guard lock(mu_);
+  const auto it = wallets_.find(account);
+  if (it == wallets_.end()) {
+    return Status{ErrorKind::kNotFound, fmt::format("no wallet for {}", customer_name(account))};
+  }
+  return it->second->refund(amount, now_ms);
+}
+
 Result<Balance> Bank::balance(std::int64_t account, std::int64_t now_ms) const {
   std::lock_guard lock(mu_);
   const auto it = wallets_.find(account);

@@ -32,6 +32,8 @@ class Bank {
   void open_wallet(std::int64_t account);
   Result<TransferId> deposit(std::int64_t account, CreditKind kind, Money amount,
                              std::optional<std::int64_t> expires_at_ms, std::int64_t now_ms);
+  // Unused paid credit only (never trial or promo); kPaymentRequired past it.
+  Result<TransferId> refund(std::int64_t account, Money amount, std::int64_t now_ms);
   Result<Balance> balance(std::int64_t account, std::int64_t now_ms) const;
   VerifyReport verify() const;
 

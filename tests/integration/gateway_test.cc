@@ -365,6 +365,19 @@ TEST(Credits, AdminCreditsAreExactIdempotentAndDurable) {
                          R"({"amount_usd":"1","kind":"paid","idempotency_key":"k4"})", admin)
                 .status,
             404);
+  // Refunds return unused paid credit only: more than that is 402, naming what is there.
+  const auto too_much = http_request(stack.port, "POST", base + "/refunds",
+                                     R"({"amount_usd":"13","idempotency_key":"r1"})", admin);
+  EXPECT_EQ(too_much.status, 402) << too_much.body;
+  EXPECT_NE(too_much.body.find("12.500000001"), std::string::npos) << too_much.body;
+  const auto refunded = http_request(stack.port, "POST", base + "/refunds",
+                                     R"({"amount_usd":"0.000000001","idempotency_key":"r2"})", admin);
+  EXPECT_EQ(refunded.status, 200) << refunded.body;
+  EXPECT_NE(refunded.body.find(R"("paid_usd":"12.50")"), std::string::npos) << refunded.body;
+  EXPECT_EQ(http_request(stack.port, "POST", base + "/refunds",
+                         R"({"amount_usd":"0.000000001","idempotency_key":"r2"})", admin)
+                .body,
+            refunded.body);
   // The customer sees the same through its own key.
   const std::string key = [&] {
     const auto k = http_request(stack.port, "POST", base + "/keys", "{}", admin);
@@ -375,11 +388,11 @@ TEST(Credits, AdminCreditsAreExactIdempotentAndDurable) {
                                 {{"authorization", "Bearer " + key}});
   EXPECT_EQ(own.status, 200);
   EXPECT_NE(own.body.find(R"("account":")" + id + "\""), std::string::npos) << own.body;
-  EXPECT_NE(own.body.find(R"("paid_usd":"12.500000001")"), std::string::npos) << own.body;
+  EXPECT_NE(own.body.find(R"("paid_usd":"12.50")"), std::string::npos) << own.body;
   EXPECT_EQ(http_request(stack.port, "GET", "/api/balance").status, 401);
   const std::string before = balance().body;
   EXPECT_NE(before.find(R"("promo_usd":"2.00")"), std::string::npos) << before;
-  EXPECT_NE(before.find(R"("available_usd":"34.500000001")"), std::string::npos) << before;
+  EXPECT_NE(before.find(R"("available_usd":"34.50")"), std::string::npos) << before;
 
   // Everything survives a restart, the books balance, and keys still work.
   ASSERT_TRUE(stack.restart_gateway()) << stack.gateway->log();
