@@ -144,6 +144,40 @@ Result<AdminApi::Answer> AdminApi::idempotent_move(
   return Answer{200, std::move(body)};
 }
 
+Task<void> AdminApi::rotate_key(std::string_view id_text, http::Request& req, Responder& res) {
+  constexpr std::int64_t kGraceSecondsMax = 30LL * 24 * 3600;
+  const auto id = parse_id(id_text, "key_");
+  simdjson::dom::parser parser;
+  simdjson::dom::element doc;
+  std::int64_t grace_seconds = -1;
+  if (!id) {
+    co_await send_error(res, 404, "no such key");
+    co_return;
+  }
+  if (parser.parse(req.body()).get(doc) || !doc.is_object() ||
+      doc["grace_seconds"].get_int64().get(grace_seconds) || grace_seconds < 0 ||
+      grace_seconds > kGraceSecondsMax) {
+    co_await send_error(res, 400, "'grace_seconds' is required: 0 to 2592000 (30 days)");
+    co_return;
+  }
+  std::string secret;
+  std::int64_t old_expires_ms = 0;
+  auto key = co_await in_store<auth::ApiKey>([&](store::Database& db) {
+    return services_.directory->rotate_key(db, *services_.hasher, *id, grace_seconds * 1000,
+                                           now_ms(), &secret, &old_expires_ms);
+  });
+  if (!key) {
+    co_await send_error(res, http_status(key.status().kind()), key.status().message());
+    co_return;
+  }
+  log::info("key rotated", {{"old_key", *id}, {"key", key->id}, {"last4", key->last4}});
+  std::string out;
+  json::Writer w(out);
+  w.begin_object().field("id", fmt::format("key_{}", key->id)).field("key", secret);
+  w.field("last4", key->last4).field("old_key_expires_at", rfc3339(old_expires_ms)).end_object();
+  co_await res.send(200, kJson, out);
+}
+
 Task<void> AdminApi::refund(std::int64_t account, http::Request& req, Responder& res) {
   simdjson::dom::parser parser;
   simdjson::dom::element doc;
@@ -345,6 +379,10 @@ Task<void> AdminApi::handle(http::Request& req, Responder& res) {
     w.field("transfers", static_cast<std::int64_t>(report.transfers));
     w.field("imbalance_usd", report.imbalance.to_string()).end_object();
     co_await res.send(report.ok ? 200 : 500, kJson, out);
+    co_return;
+  }
+  if (path.starts_with("/keys/") && path.ends_with("/rotate") && method == "POST") {
+    co_await rotate_key(path.substr(6, path.size() - 6 - 7), req, res);
     co_return;
   }
   if (path.starts_with("/keys/") && method == "DELETE") {

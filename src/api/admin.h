@@ -26,6 +26,7 @@ class AdminApi {
   http::Task<void> create_key(std::int64_t account, http::Request& req, http::Responder& res);
   http::Task<void> add_credits(std::int64_t account, http::Request& req, http::Responder& res);
   http::Task<void> refund(std::int64_t account, http::Request& req, http::Responder& res);
+  http::Task<void> rotate_key(std::string_view id, http::Request& req, http::Responder& res);
 
   struct Answer {
     unsigned status;

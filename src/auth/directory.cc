@@ -155,6 +155,41 @@ Result<ApiKey> Directory::create_key(store::Database& db, const KeyHasher& hashe
                                      std::optional<std::int64_t> expires_ms, std::int64_t now_ms,
                                      std::string* secret) {
   std::lock_guard lock(mu_);
+  return create_key_locked(db, hasher, account_id, std::move(name), std::move(models), expires_ms,
+                           now_ms, secret);
+}
+
+Result<ApiKey> Directory::rotate_key(store::Database& db, const KeyHasher& hasher,
+                                     std::int64_t key_id, std::int64_t grace_ms,
+                                     std::int64_t now_ms, std::string* secret,
+                                     std::int64_t* old_expires_ms) {
+  std::lock_guard lock(mu_);
+  const auto it = keys_.find(key_id);
+  if (it == keys_.end() || it->second.revoked_ms ||
+      (it->second.expires_ms && *it->second.expires_ms <= now_ms)) {
+    return Status{ErrorKind::kNotFound, fmt::format("no active key key_{}", key_id)};
+  }
+  const ApiKey old = it->second;
+  auto fresh = create_key_locked(db, hasher, old.account_id, old.name, old.models, old.expires_ms,
+                                 now_ms, secret);
+  if (!fresh) return fresh;
+  const std::int64_t until =
+      old.expires_ms ? std::min(*old.expires_ms, now_ms + grace_ms) : now_ms + grace_ms;
+  auto update = db.prepare("UPDATE api_keys SET expires_ms = ? WHERE id = ?");
+  if (!update) return update.status();
+  update->bind(1, until).bind(2, key_id);
+  if (auto s = update->run(); !s) return s;
+  keys_.at(key_id).expires_ms = until;
+  *old_expires_ms = until;
+  publish();
+  return fresh;
+}
+
+Result<ApiKey> Directory::create_key_locked(store::Database& db, const KeyHasher& hasher,
+                                            std::int64_t account_id, std::string name,
+                                            std::vector<std::string> models,
+                                            std::optional<std::int64_t> expires_ms,
+                                            std::int64_t now_ms, std::string* secret) {
   if (!accounts_.contains(account_id)) {
     return Status{ErrorKind::kNotFound, fmt::format("no account acct_{}", account_id)};
   }

@@ -94,9 +94,19 @@ class Directory {
                             std::optional<std::int64_t> expires_ms, std::int64_t now_ms,
                             std::string* secret);
   Status revoke_key(store::Database& db, std::int64_t key_id, std::int64_t now_ms);
+  // A new key for the same account, name and models; the old one keeps working until
+  // now + grace (or its own earlier expiry). Returns the new key; the secret as create_key.
+  Result<ApiKey> rotate_key(store::Database& db, const KeyHasher& hasher, std::int64_t key_id,
+                            std::int64_t grace_ms, std::int64_t now_ms, std::string* secret,
+                            std::int64_t* old_expires_ms);
 
  private:
   void publish();  // caller holds mu_
+  Result<ApiKey> create_key_locked(store::Database& db, const KeyHasher& hasher,
+                                   std::int64_t account_id, std::string name,
+                                   std::vector<std::string> models,
+                                   std::optional<std::int64_t> expires_ms, std::int64_t now_ms,
+                                   std::string* secret);  // caller holds mu_
 
   mutable std::mutex mu_;
   std::map<std::int64_t, Account> accounts_;

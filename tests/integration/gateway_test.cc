@@ -252,6 +252,26 @@ TEST_F(GatewayTest, KeysAreCheckedAndManagedThroughTheAdminApi) {
           .status, 200);
   EXPECT_EQ(post("/v1/embeddings", R"({"model":"embed-test","input":"x"})", as(key)).status, 200);
 
+  // Rotation: both keys work during the grace window; with no grace, the old one stops.
+  const std::string embed = R"({"model":"embed-test","input":"x"})";
+  auto rotated = http_request(stack_->port, "POST", "/admin/v1/keys/" + key_id + "/rotate",
+                              R"({"grace_seconds":3600})", admin);
+  ASSERT_EQ(rotated.status, 200) << rotated.body;
+  simdjson::dom::parser p3;
+  auto rdoc = parse(p3, rotated.body);
+  const std::string new_key(rdoc["key"].get_string().value());
+  const std::string new_id(rdoc["id"].get_string().value());
+  EXPECT_FALSE(std::string_view(rdoc["old_key_expires_at"].get_string().value()).empty());
+  EXPECT_EQ(post("/v1/embeddings", embed, as(key)).status, 200);
+  EXPECT_EQ(post("/v1/embeddings", embed, as(new_key)).status, 200);
+  // The new key keeps the old one's model allowlist.
+  expect_openai_error(post("/v1/chat/completions", chat, as(new_key)), 403, "permission_error");
+  ASSERT_EQ(http_request(stack_->port, "POST", "/admin/v1/keys/" + new_id + "/rotate",
+                         R"({"grace_seconds":0})", admin).status, 200);
+  expect_openai_error(post("/v1/embeddings", embed, as(new_key)), 401, "authentication_error");
+  EXPECT_EQ(http_request(stack_->port, "POST", "/admin/v1/keys/" + key_id + "/rotate",
+                         R"({"grace_seconds":-1})", admin).status, 400);
+
   // Revoked: 401 at once, and a second revoke is 404.
   EXPECT_EQ(http_request(stack_->port, "DELETE", "/admin/v1/keys/" + key_id, "", admin).status,
             204);
