@@ -26,12 +26,8 @@ trap 'exit 0' INT TERM
 
 build/bin/turnpike-sim --listen "127.0.0.1:$sim_port" --tokens-per-second 50 2>var/sim.log &
 pids+=($!)
-# The admin key stays the same across demo runs (var/admin.key, mode 0600).
-if [[ -z "${TURNPIKE_ADMIN_KEY:-}" ]]; then
-  [[ -s var/admin.key ]] || (umask 077 && openssl rand -hex 24 >var/admin.key)
-  TURNPIKE_ADMIN_KEY=$(cat var/admin.key)
-fi
-export TURNPIKE_ADMIN_KEY
+# A fresh admin key for this run unless one is given; it is printed, never written down.
+export TURNPIKE_ADMIN_KEY=${TURNPIKE_ADMIN_KEY:-$(openssl rand -hex 24)}
 build/bin/turnpike serve --config "$config" --data-dir var 2> >(tee -a var/turnpike.log >&2) &
 pids+=($!)
 
@@ -52,7 +48,7 @@ cat <<MSG
 Turnpike is running.
   base URL:  http://127.0.0.1:$port/v1
   API key:   $key   (account $account)
-  admin key: in var/admin.key, for /admin/v1 (see docs/api.md)
+  admin key: $TURNPIKE_ADMIN_KEY   (for /admin/v1, see docs/api.md; new each run)
   models:    gpt-4o-mini, text-embedding-3-small (OpenAI API), claude-sonnet (Anthropic API)
   upstream:  turnpike-sim on 127.0.0.1:$sim_port
 

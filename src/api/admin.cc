@@ -101,6 +101,27 @@ std::optional<Money> exact_amount(std::string_view body, std::string_view key) {
   return std::nullopt;
 }
 
+// The fields every money-moving call has: a positive exact `amount_usd` and an
+// `idempotency_key`. Returns the client-facing error, or "" when the body is valid.
+std::string read_money_call(simdjson::dom::parser& parser, std::string_view body,
+                            simdjson::dom::element& doc, Money& amount,
+                            std::string_view& idempotency_key) {
+  if (parser.parse(body.data(), body.size()).get(doc) || !doc.is_object()) {
+    return "body must be a JSON object";
+  }
+  const std::optional<Money> parsed = exact_amount(body, "amount_usd");
+  if (!parsed || *parsed <= Money()) {
+    return "'amount_usd' must be a positive USD amount with at most 9 decimals, as a string or "
+           "number";
+  }
+  amount = *parsed;
+  if (doc["idempotency_key"].get_string().get(idempotency_key) || idempotency_key.empty() ||
+      idempotency_key.size() > 200) {
+    return "'idempotency_key' is required: a string of 1 to 200 bytes";
+  }
+  return "";
+}
+
 // RFC 3339 UTC ("2026-12-31T23:59:59Z") → unix milliseconds.
 std::optional<std::int64_t> parse_rfc3339(std::string_view text) {
   std::tm tm{};
@@ -181,26 +202,17 @@ Task<void> AdminApi::rotate_key(std::string_view id_text, http::Request& req, Re
 Task<void> AdminApi::refund(std::int64_t account, http::Request& req, Responder& res) {
   simdjson::dom::parser parser;
   simdjson::dom::element doc;
-  if (parser.parse(req.body()).get(doc) || !doc.is_object()) {
-    co_await send_error(res, 400, "body must be a JSON object");
-    co_return;
-  }
-  const std::optional<Money> amount = exact_amount(req.body(), "amount_usd");
-  if (!amount || *amount <= Money()) {
-    co_await send_error(res, 400,
-                        "'amount_usd' must be a positive USD amount with at most 9 decimals");
-    co_return;
-  }
+  Money amount;
   std::string_view idempotency_key;
-  if (doc["idempotency_key"].get_string().get(idempotency_key) || idempotency_key.empty() ||
-      idempotency_key.size() > 200) {
-    co_await send_error(res, 400, "'idempotency_key' is required: a string of 1 to 200 bytes");
+  if (const std::string error = read_money_call(parser, req.body(), doc, amount, idempotency_key);
+      !error.empty()) {
+    co_await send_error(res, 400, error);
     co_return;
   }
-  const std::string request = fmt::format("refund acct_{} {}", account, amount->nanos());
+  const std::string request = fmt::format("refund acct_{} {}", account, amount.nanos());
   auto answer = co_await in_store<Answer>([&](store::Database& db) {
     return idempotent_move(db, idempotency_key, request, account, [&] {
-      return services_.bank->refund(account, *amount, now_ms());
+      return services_.bank->refund(account, amount, now_ms());
     });
   });
   if (!answer) {
@@ -222,15 +234,11 @@ Status AdminApi::persist_ledger(store::Database& db) {
 Task<void> AdminApi::add_credits(std::int64_t account, http::Request& req, Responder& res) {
   simdjson::dom::parser parser;
   simdjson::dom::element doc;
-  if (parser.parse(req.body()).get(doc) || !doc.is_object()) {
-    co_await send_error(res, 400, "body must be a JSON object");
-    co_return;
-  }
-  const std::optional<Money> amount = exact_amount(req.body(), "amount_usd");
-  if (!amount || *amount <= Money()) {
-    co_await send_error(res, 400,
-                        "'amount_usd' must be a positive USD amount with at most 9 decimals, "
-                        "as a string or number");
+  Money amount;
+  std::string_view idempotency_key;
+  if (const std::string error = read_money_call(parser, req.body(), doc, amount, idempotency_key);
+      !error.empty()) {
+    co_await send_error(res, 400, error);
     co_return;
   }
   std::string_view kind_text;
@@ -256,18 +264,12 @@ Task<void> AdminApi::add_credits(std::int64_t account, http::Request& req, Respo
     co_await send_error(res, 400, "promo credit needs an 'expires_at' in the future");
     co_return;
   }
-  std::string_view idempotency_key;
-  if (doc["idempotency_key"].get_string().get(idempotency_key) || idempotency_key.empty() ||
-      idempotency_key.size() > 200) {
-    co_await send_error(res, 400, "'idempotency_key' is required: a string of 1 to 200 bytes");
-    co_return;
-  }
   // What the key stands for: this call with these exact values.
   const std::string request = fmt::format("credits acct_{} {} {} {}", account, kind_text,
-                                          amount->nanos(), expires_ms.value_or(0));
+                                          amount.nanos(), expires_ms.value_or(0));
   auto answer = co_await in_store<Answer>([&](store::Database& db) {
     return idempotent_move(db, idempotency_key, request, account, [&] {
-      return services_.bank->deposit(account, kind, *amount, expires_ms, now_ms());
+      return services_.bank->deposit(account, kind, amount, expires_ms, now_ms());
     });
   });
   if (!answer) {
