@@ -1,0 +1,46 @@
+#pragma once
+// Token usage as the upstream reports it, normalised across the two APIs, and its price.
+//
+// OpenAI reports prompt_tokens including cached ones (prompt_tokens_details.cached_tokens);
+// Anthropic reports input_tokens without cache reads (cache_read_input_tokens) and cache
+// writes (cache_creation_input_tokens, priced here as ordinary input). Usage keeps them
+// apart: `input_tokens` is uncached input only.
+
+#include <cstdint>
+#include <optional>
+#include <string_view>
+
+#include "catalog/catalog.h"
+#include "core/money.h"
+
+namespace tp::meter {
+
+struct Usage {
+  std::int64_t input_tokens = 0;   // uncached input
+  std::int64_t cached_tokens = 0;  // input read from the provider's cache
+  std::int64_t output_tokens = 0;
+};
+
+// The "usage" object of an OpenAI response body or stream chunk; nullopt when absent or null.
+std::optional<Usage> openai_usage(std::string_view json);
+
+// The "usage" object of an Anthropic message (non-stream body).
+std::optional<Usage> anthropic_usage(std::string_view json);
+
+// Folds an Anthropic stream: message_start carries input usage, each message_delta the
+// cumulative output so far.
+class AnthropicStreamUsage {
+ public:
+  void on_event(std::string_view name, std::string_view data);
+  bool seen() const { return started_; }
+  const Usage& usage() const { return usage_; }
+
+ private:
+  Usage usage_;
+  bool started_ = false;
+};
+
+// cost_of() at the route's prices.
+Money price(const Usage& usage, const catalog::Route& route);
+
+}  // namespace tp::meter

@@ -1,0 +1,65 @@
+#include "meter/usage.h"
+
+#include <gtest/gtest.h>
+
+namespace tp::meter {
+namespace {
+
+TEST(Usage, OpenAIBodyAndChunks) {
+  auto u = openai_usage(
+      R"({"id":"x","usage":{"prompt_tokens":100,"completion_tokens":7,"total_tokens":107,)"
+      R"("prompt_tokens_details":{"cached_tokens":40}}})");
+  ASSERT_TRUE(u);
+  EXPECT_EQ(u->input_tokens, 60);
+  EXPECT_EQ(u->cached_tokens, 40);
+  EXPECT_EQ(u->output_tokens, 7);
+  // Stream chunks carry "usage": null until the final one.
+  EXPECT_FALSE(openai_usage(R"({"choices":[{"delta":{"content":"hi"}}],"usage":null})"));
+  EXPECT_FALSE(openai_usage(R"({"choices":[]})"));
+  EXPECT_FALSE(openai_usage("not json"));
+  // Embeddings: prompt tokens only.
+  u = openai_usage(R"({"data":[],"usage":{"prompt_tokens":5,"total_tokens":5}})");
+  ASSERT_TRUE(u);
+  EXPECT_EQ(u->input_tokens, 5);
+  EXPECT_EQ(u->output_tokens, 0);
+  // Nonsense counts never go negative.
+  u = openai_usage(R"({"usage":{"prompt_tokens":3,"completion_tokens":-4,"prompt_tokens_details":{"cached_tokens":9}}})");
+  ASSERT_TRUE(u);
+  EXPECT_EQ(u->input_tokens, 0);
+  EXPECT_EQ(u->cached_tokens, 3);
+  EXPECT_EQ(u->output_tokens, 0);
+}
+
+TEST(Usage, AnthropicBodyAndStream) {
+  auto u = anthropic_usage(
+      R"({"type":"message","usage":{"input_tokens":10,"cache_creation_input_tokens":2,)"
+      R"("cache_read_input_tokens":30,"output_tokens":5}})");
+  ASSERT_TRUE(u);
+  EXPECT_EQ(u->input_tokens, 12);
+  EXPECT_EQ(u->cached_tokens, 30);
+  EXPECT_EQ(u->output_tokens, 5);
+
+  AnthropicStreamUsage s;
+  EXPECT_FALSE(s.seen());
+  s.on_event("message_start",
+             R"({"type":"message_start","message":{"usage":{"input_tokens":8,"cache_read_input_tokens":4,"output_tokens":1}}})");
+  s.on_event("content_block_delta", R"({"type":"content_block_delta"})");
+  s.on_event("message_delta", R"({"type":"message_delta","usage":{"output_tokens":3}})");
+  s.on_event("message_delta", R"({"type":"message_delta","usage":{"output_tokens":9}})");
+  ASSERT_TRUE(s.seen());
+  EXPECT_EQ(s.usage().input_tokens, 8);
+  EXPECT_EQ(s.usage().cached_tokens, 4);
+  EXPECT_EQ(s.usage().output_tokens, 9);  // cumulative, not summed
+}
+
+TEST(Usage, PricedAtTheRoute) {
+  catalog::Route route;
+  route.input_price = PricePerMtok::parse("3").value();
+  route.cached_input_price = PricePerMtok::parse("0.3").value();
+  route.output_price = PricePerMtok::parse("15").value();
+  // 1000 in ($0.003) + 1000 cached ($0.0003) + 100 out ($0.0015) = $0.0048.
+  EXPECT_EQ(price(Usage{1000, 1000, 100}, route).to_string(), "0.0048");
+}
+
+}  // namespace
+}  // namespace tp::meter
