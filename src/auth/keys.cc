@@ -1,3 +1,5 @@
+// SHA256_Init and friends: see KeyHasher::Pads for why.
+#define OPENSSL_SUPPRESS_DEPRECATED
 #include "auth/keys.h"
 
 #include <fcntl.h>
@@ -6,6 +8,7 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
+#include <openssl/sha.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -67,21 +70,19 @@ NewKey KeyHasher::generate() const {
   return k;
 }
 
+// The low-level SHA-256 interface: a prepared state is a plain struct, copied per digest,
+// with no algorithm dispatch. OpenSSL 3 marks it deprecated in favour of EVP, whose
+// per-call overhead is several times the two compression blocks this needs.
 struct KeyHasher::Pads {
-  EVP_MD* sha256 = nullptr;
-  EVP_MD_CTX* inner = nullptr;  // SHA-256 state after (secret ^ ipad)
-  EVP_MD_CTX* outer = nullptr;  // SHA-256 state after (secret ^ opad)
+  SHA256_CTX inner;  // state after (secret ^ ipad)
+  SHA256_CTX outer;  // state after (secret ^ opad)
 };
 
 KeyHasher::KeyHasher(const std::string& server_secret) : pads_(std::make_unique<Pads>()) {
   constexpr std::size_t kBlock = 64;
-  pads_->sha256 = EVP_MD_fetch(nullptr, "SHA256", nullptr);
-  TP_CHECK(pads_->sha256 != nullptr);
   unsigned char key[kBlock] = {};
   if (server_secret.size() > kBlock) {
-    unsigned int len = 0;
-    TP_CHECK(EVP_Digest(server_secret.data(), server_secret.size(), key, &len, pads_->sha256,
-                        nullptr) == 1);
+    SHA256(reinterpret_cast<const unsigned char*>(server_secret.data()), server_secret.size(), key);
   } else {
     std::memcpy(key, server_secret.data(), server_secret.size());
   }
@@ -91,39 +92,24 @@ KeyHasher::KeyHasher(const std::string& server_secret) : pads_(std::make_unique<
     ipad[i] = key[i] ^ 0x36;
     opad[i] = key[i] ^ 0x5c;
   }
-  pads_->inner = EVP_MD_CTX_new();
-  pads_->outer = EVP_MD_CTX_new();
-  TP_CHECK(EVP_DigestInit_ex(pads_->inner, pads_->sha256, nullptr) == 1 &&
-           EVP_DigestUpdate(pads_->inner, ipad, kBlock) == 1 &&
-           EVP_DigestInit_ex(pads_->outer, pads_->sha256, nullptr) == 1 &&
-           EVP_DigestUpdate(pads_->outer, opad, kBlock) == 1);
+  TP_CHECK(SHA256_Init(&pads_->inner) == 1 && SHA256_Update(&pads_->inner, ipad, kBlock) == 1 &&
+           SHA256_Init(&pads_->outer) == 1 && SHA256_Update(&pads_->outer, opad, kBlock) == 1);
   OPENSSL_cleanse(key, sizeof key);
   OPENSSL_cleanse(ipad, sizeof ipad);
   OPENSSL_cleanse(opad, sizeof opad);
 }
 
-KeyHasher::~KeyHasher() {
-  EVP_MD_CTX_free(pads_->inner);
-  EVP_MD_CTX_free(pads_->outer);
-  EVP_MD_free(pads_->sha256);
-}
+KeyHasher::~KeyHasher() { OPENSSL_cleanse(pads_.get(), sizeof(Pads)); }
 
 KeyDigest KeyHasher::digest(std::string_view key) const {
-  // One scratch context per thread, reused: copying a prepared state allocates nothing.
-  struct Scratch {
-    EVP_MD_CTX* ctx = EVP_MD_CTX_new();
-    ~Scratch() { EVP_MD_CTX_free(ctx); }
-  };
-  thread_local Scratch scratch;
   KeyDigest inner{};
   KeyDigest out{};
-  unsigned int len = 0;
-  TP_CHECK(EVP_MD_CTX_copy_ex(scratch.ctx, pads_->inner) == 1 &&
-           EVP_DigestUpdate(scratch.ctx, key.data(), key.size()) == 1 &&
-           EVP_DigestFinal_ex(scratch.ctx, inner.data(), &len) == 1 &&
-           EVP_MD_CTX_copy_ex(scratch.ctx, pads_->outer) == 1 &&
-           EVP_DigestUpdate(scratch.ctx, inner.data(), inner.size()) == 1 &&
-           EVP_DigestFinal_ex(scratch.ctx, out.data(), &len) == 1);
+  SHA256_CTX ctx = pads_->inner;
+  SHA256_Update(&ctx, key.data(), key.size());
+  SHA256_Final(inner.data(), &ctx);
+  ctx = pads_->outer;
+  SHA256_Update(&ctx, inner.data(), inner.size());
+  SHA256_Final(out.data(), &ctx);
   return out;
 }
 
