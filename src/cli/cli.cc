@@ -3,14 +3,21 @@
 #include <fmt/format.h>
 
 #include <CLI/CLI.hpp>
+#include <charconv>
 #include <cstdio>
+#include <functional>
 #include <filesystem>
 #include <thread>
 
 #include "api/gateway.h"
 #include "core/log.h"
 #include "ops/config.h"
+#include "auth/directory.h"
+#include "core/clock.h"
+#include "core/json_writer.h"
+#include "ledger/bank.h"
 #include "store/ledger_store.h"
+#include "store/migrations.h"
 #include "store/sqlite.h"
 
 namespace tp::cli {
@@ -86,6 +93,67 @@ int serve(const ServeOptions& opts) {
   return 0;
 }
 
+// Opens the store of `data_dir` for an offline change: one transaction, committed on
+// success. A running gateway keeps its own copy of accounts and keys in memory and sees
+// offline changes only after a restart; use the admin API against a running gateway.
+struct OfflineStore {
+  std::unique_ptr<store::Database> db;
+  std::unique_ptr<auth::Directory> directory;
+  std::unique_ptr<ledger::Bank> bank;
+};
+
+Result<OfflineStore> open_offline(const std::string& store_uri, const std::string& data_dir) {
+  if (!store_uri.starts_with("sqlite:")) {
+    return Status{ErrorKind::kInvalidRequest, "only sqlite: stores are supported offline"};
+  }
+  std::error_code ec;
+  std::filesystem::create_directories(data_dir, ec);
+  const std::string file = store_uri.substr(7);
+  auto db = store::Database::open(file.starts_with('/') ? file : data_dir + "/" + file);
+  if (!db) return db.status();
+  if (auto s = store::migrate(**db); !s) return s;
+  auto directory = auth::Directory::load(**db);
+  if (!directory) return directory.status();
+  ledger::Ledger journal;
+  if (auto s = store::load_ledger(**db, journal); !s) return s;
+  auto bank = ledger::Bank::adopt(std::move(journal));
+  if (!bank) return bank.status();
+  return OfflineStore{std::move(db.value()), std::move(directory.value()), std::move(bank.value())};
+}
+
+// Runs `change` in one transaction and prints its JSON answer. Exit 0, or 1 with the error.
+int offline_change(const std::string& store_uri, const std::string& data_dir,
+                   const std::function<Result<std::string>(OfflineStore&)>& change) {
+  auto opened = open_offline(store_uri, data_dir);
+  if (!opened) {
+    std::fprintf(stderr, "turnpike: %s\n", opened.status().message().c_str());
+    return 1;
+  }
+  OfflineStore& st = opened.value();
+  if (auto s = st.db->exec("BEGIN IMMEDIATE"); !s) {
+    std::fprintf(stderr, "turnpike: %s\n", s.message().c_str());
+    return 1;
+  }
+  auto answer = change(st);
+  if (answer) {
+    const Status persisted = st.bank->persist([&](const ledger::Ledger& l, std::size_t a,
+                                                  std::size_t t) {
+      return store::append_ledger(*st.db, l, a, t);
+    });
+    if (!persisted) answer = persisted;
+  }
+  if (!answer || !st.db->exec("COMMIT")) {
+    (void)st.db->exec("ROLLBACK");
+    std::fprintf(stderr, "turnpike: %s\n",
+                 answer ? "commit failed" : answer.status().message().c_str());
+    return 1;
+  }
+  std::printf("%s\n", answer->c_str());
+  return 0;
+}
+
+std::int64_t now_ms() { return SystemClock::instance().unix_millis(); }
+
 // Reads the store directly (WAL allows it while a gateway runs) and prints the same answer
 // as GET /admin/v1/ledger/verify. Exit 0 when the books balance, 1 when not, 2 on error.
 int verify_ledger(const std::string& store_uri, const std::string& data_dir) {
@@ -152,6 +220,39 @@ int run_turnpike(int argc, char** argv) {
       ->capture_default_str();
   ledger_cmd->require_subcommand(1);
 
+  // Offline account and key management on a data directory (see offline_change).
+  std::string offline_dir = "./var";
+  std::string offline_store = "sqlite:turnpike.db";
+  std::string account_name, account_kind = "customer", trial_usd = "20", account_ref, key_name;
+  std::string key_models, key_ref;
+  auto offline_options = [&](CLI::App* cmd) {
+    cmd->add_option("--data-dir", offline_dir, "Data directory")->capture_default_str();
+    cmd->add_option("--store", offline_store, "Store (as in the config's `store`)")
+        ->capture_default_str();
+  };
+  CLI::App* accounts_cmd = app.add_subcommand(
+      "accounts", "Accounts, offline on a data directory (a running gateway sees them after a "
+                  "restart; use the admin API to change a live one)");
+  CLI::App* account_create = accounts_cmd->add_subcommand("create", "Create an account");
+  account_create->add_option("--name", account_name, "Account name")->required();
+  account_create->add_option("--kind", account_kind, "customer or operator")
+      ->check(CLI::IsMember({"customer", "operator"}))
+      ->capture_default_str();
+  account_create->add_option("--trial-usd", trial_usd, "Trial credit for a customer")
+      ->capture_default_str();
+  offline_options(account_create);
+  accounts_cmd->require_subcommand(1);
+  CLI::App* keys_cmd = app.add_subcommand("keys", "API keys, offline on a data directory");
+  CLI::App* key_create = keys_cmd->add_subcommand("create", "Create a key; prints it once");
+  key_create->add_option("--account", account_ref, "Account id (acct_N)")->required();
+  key_create->add_option("--name", key_name, "Key name");
+  key_create->add_option("--models", key_models, "Comma-separated model allowlist");
+  offline_options(key_create);
+  CLI::App* key_revoke = keys_cmd->add_subcommand("revoke", "Revoke a key");
+  key_revoke->add_option("key", key_ref, "Key id (key_N)")->required();
+  offline_options(key_revoke);
+  keys_cmd->require_subcommand(1);
+
   app.add_subcommand("version", "Print the version");
 
   try {
@@ -162,6 +263,61 @@ int run_turnpike(int argc, char** argv) {
 
   if (*serve_cmd) return serve(serve_opts);
   if (*verify_cmd) return verify_ledger(ledger_store, ledger_data_dir);
+  auto id_of = [](std::string_view ref, std::string_view prefix) -> std::int64_t {
+    if (ref.starts_with(prefix)) ref.remove_prefix(prefix.size());
+    std::int64_t id = 0;
+    const auto [end, ec] = std::from_chars(ref.data(), ref.data() + ref.size(), id);
+    return ec == std::errc{} && end == ref.data() + ref.size() ? id : 0;
+  };
+  if (*account_create) {
+    auto trial = Money::parse(trial_usd);
+    if (!trial || trial->is_negative()) {
+      std::fprintf(stderr, "turnpike: --trial-usd must be a non-negative amount\n");
+      return 2;
+    }
+    return offline_change(offline_store, offline_dir, [&](OfflineStore& st) -> Result<std::string> {
+      auto account = st.directory->create_account(*st.db, account_name, account_kind, "", now_ms());
+      if (!account) return account.status();
+      st.bank->open_wallet(account->id);
+      if (account_kind == "customer" && *trial > Money()) {
+        if (auto t = st.bank->deposit(account->id, ledger::CreditKind::kTrial, *trial,
+                                      std::nullopt, now_ms());
+            !t) {
+          return t.status();
+        }
+      }
+      return fmt::format(R"({{"id":"acct_{}","name":{},"kind":"{}"}})", account->id,
+                         json::quoted(account->name), account->kind);
+    });
+  }
+  if (*key_create) {
+    std::vector<std::string> models;
+    for (std::string_view rest = key_models; !rest.empty();) {
+      const std::size_t comma = rest.find(',');
+      if (comma != 0) models.emplace_back(rest.substr(0, comma));
+      if (comma == std::string_view::npos) break;
+      rest.remove_prefix(comma + 1);
+    }
+    return offline_change(offline_store, offline_dir, [&](OfflineStore& st) -> Result<std::string> {
+      auto secret = auth::load_or_create_server_secret(offline_dir);
+      if (!secret) return secret.status();
+      const auth::KeyHasher hasher(*secret);
+      std::string full;
+      auto key = st.directory->create_key(*st.db, hasher, id_of(account_ref, "acct_"), key_name,
+                                          models, std::nullopt, now_ms(), &full);
+      if (!key) return key.status();
+      return fmt::format(R"({{"id":"key_{}","key":"{}","last4":"{}"}})", key->id, full,
+                         key->last4);
+    });
+  }
+  if (*key_revoke) {
+    return offline_change(offline_store, offline_dir, [&](OfflineStore& st) -> Result<std::string> {
+      if (Status s = st.directory->revoke_key(*st.db, id_of(key_ref, "key_"), now_ms()); !s) {
+        return s;
+      }
+      return std::string(R"({"revoked":true})");
+    });
+  }
   if (*check_cmd) {
     auto loaded = ops::load_config(check_path);
     if (!loaded) {

@@ -146,6 +146,40 @@ TEST(Config, InvalidConfigExitsNonZeroNamingKeyAndLine) {
   EXPECT_NE(log.find("bad.yaml:4: providers[0].base_url"), std::string::npos) << log;
 }
 
+TEST(Cli, OfflineAccountsAndKeysServeAfterARestart) {
+  Stack stack;
+  ASSERT_GT(stack.port, 0);
+  const std::string var = stack.dir.path() + "/var";
+  Process account(bin("turnpike"), {"accounts", "create", "--name", "Offline Co", "--data-dir", var});
+  ASSERT_EQ(account.wait_exit(10s), std::optional<int>(0)) << account.log();
+  const std::string out = account.log();
+  const std::size_t at = out.find("\"id\":\"");
+  ASSERT_NE(at, std::string::npos) << out;
+  const std::string id = out.substr(at + 6, out.find('"', at + 6) - at - 6);
+  Process key(bin("turnpike"), {"keys", "create", "--account", id, "--data-dir", var});
+  ASSERT_EQ(key.wait_exit(10s), std::optional<int>(0)) << key.log();
+  const std::string key_out = key.log();
+  const std::size_t k = key_out.find("\"key\":\"");
+  ASSERT_NE(k, std::string::npos) << key_out;
+  const std::string secret = key_out.substr(k + 7, key_out.find('"', k + 7) - k - 7);
+  // Unknown key ids and accounts are errors, not silent successes.
+  Process bad(bin("turnpike"), {"keys", "create", "--account", "acct_999", "--data-dir", var});
+  EXPECT_EQ(bad.wait_exit(10s), std::optional<int>(1));
+
+  ASSERT_TRUE(stack.restart_gateway()) << stack.gateway->log();
+  const auto balance = http_request(stack.port, "GET", "/api/balance", "",
+                                    {{"authorization", "Bearer " + secret}});
+  EXPECT_EQ(balance.status, 200) << balance.body;
+  EXPECT_NE(balance.body.find(R"("trial_usd":"20.00")"), std::string::npos) << balance.body;
+  EXPECT_EQ(http_request(stack.port, "POST", "/v1/chat/completions",
+                         R"({"model":"gpt-test","messages":[]})",
+                         {{"authorization", "Bearer " + secret}})
+                .status,
+            200);
+  Process verify(bin("turnpike"), {"ledger", "verify", "--data-dir", var});
+  EXPECT_EQ(verify.wait_exit(10s), std::optional<int>(0)) << verify.log();
+}
+
 TEST(Cli, HelpDescribesServe) {
   Process p(bin("turnpike"), {"serve", "--help"});
   EXPECT_EQ(p.wait_exit(5s), std::optional<int>(0));
