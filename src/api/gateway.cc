@@ -122,11 +122,10 @@ class Gateway final : public http::Handler {
 
   // GET /api/balance: the calling key's own account.
   Task<void> own_balance(http::Request& req, Responder& res);
-  // The key a request presents, checked against this thread's copy of the key table
-  // (and against its model allowlist when `model` is not empty). Returns the grant, or
-  // sends the error and returns nullptr.
+  // The key a request presents, checked against this thread's copy of the key table.
+  // Returns the grant, or sends the error and returns nullptr.
   Task<const auth::KeyGrant*> authenticate(std::string_view key, Surface surface,
-                                           std::string_view model, Responder& res);
+                                           Responder& res);
 
   std::shared_ptr<const GatewayState> state_;
   http::UpstreamPool pool_;
@@ -136,7 +135,7 @@ class Gateway final : public http::Handler {
 };
 
 Task<void> Gateway::own_balance(http::Request& req, Responder& res) {
-  const auth::KeyGrant* grant = co_await authenticate(bearer_token(req), Surface::kOpenAI, "", res);
+  const auth::KeyGrant* grant = co_await authenticate(bearer_token(req), Surface::kOpenAI, res);
   if (grant == nullptr) co_return;
   auto balance = state_->services().bank->balance(grant->account_id,
                                                   SystemClock::instance().unix_millis());
@@ -154,7 +153,7 @@ Task<void> Gateway::own_balance(http::Request& req, Responder& res) {
 }
 
 Task<const auth::KeyGrant*> Gateway::authenticate(std::string_view key, Surface surface,
-                                                  std::string_view model, Responder& res) {
+                                                  Responder& res) {
   const auth::Directory& directory = *state_->services().directory;
   if (const std::uint64_t v = directory.version(); v != keys_version_) {
     keys_ = directory.keys();
@@ -172,13 +171,6 @@ Task<const auth::KeyGrant*> Gateway::authenticate(std::string_view key, Surface 
   }
   if (grant->account_suspended) {
     co_await send_error(res, surface, 403, "account suspended", "account_suspended");
-    co_return nullptr;
-  }
-  if (!model.empty() && !grant->models.empty() &&
-      std::find(grant->models.begin(), grant->models.end(), model) == grant->models.end()) {
-    co_await send_error(res, surface, 403,
-                        fmt::format("this key may not use model '{}'", model.substr(0, 200)),
-                        "model_not_allowed");
     co_return nullptr;
   }
   co_return grant;
@@ -260,6 +252,10 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res) {
                             : "missing API key: send it as 'Authorization: Bearer KEY'");
     co_return;
   }
+  // Who is asking comes before anything about the request: an unauthenticated client learns
+  // nothing, not even which models exist.
+  const auth::KeyGrant* grant = co_await authenticate(key, surface, res);
+  if (grant == nullptr) co_return;
 
   auto parsed = parse_request_body(req.body());
   if (!parsed) {
@@ -298,8 +294,13 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res) {
                         "model_not_found");
     co_return;
   }
-  const auth::KeyGrant* grant = co_await authenticate(key, surface, body.model, res);
-  if (grant == nullptr) co_return;
+  if (!grant->models.empty() && std::find(grant->models.begin(), grant->models.end(),
+                                          body.model) == grant->models.end()) {
+    co_await send_error(res, surface, 403,
+                        fmt::format("this key may not use model '{}'", body.model.substr(0, 200)),
+                        "model_not_allowed");
+    co_return;
+  }
   const catalog::Route& route = model->routes.front();
   const catalog::Provider& provider = cat.provider(route);
   if (provider.api != info.api) {

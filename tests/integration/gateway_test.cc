@@ -214,6 +214,11 @@ TEST_F(GatewayTest, KeysAreCheckedAndManagedThroughTheAdminApi) {
                       "authentication_error");
   expect_openai_error(post("/v1/chat/completions", chat, as(kAdminKey)), 401,
                       "authentication_error");
+  // Authentication comes first: a bad key learns nothing about models or the body.
+  expect_openai_error(post("/v1/chat/completions", R"({"model":"no-such-model"})", as("x")), 401,
+                      "authentication_error");
+  expect_openai_error(post("/v1/chat/completions", "{not json", as("x")), 401,
+                      "authentication_error");
 
   const std::map<std::string, std::string> admin = {
       {"authorization", std::string("Bearer ") + kAdminKey}};
