@@ -209,19 +209,26 @@ Task<void> AdminApi::refund(std::int64_t account, http::Request& req, Responder&
     co_await send_error(res, 400, error);
     co_return;
   }
-  const std::string request = fmt::format("refund acct_{} {}", account, amount.nanos());
+  // Only unused paid credit can go back: asking for more is a 402 naming what is there.
+  if (co_await answer_money_call(
+          res, idempotency_key, fmt::format("refund acct_{} {}", account, amount.nanos()),
+          account, [&] { return services_.bank->refund(account, amount, now_ms()); })) {
+    log::info("refund", {{"account", account}});
+  }
+}
+
+Task<bool> AdminApi::answer_money_call(Responder& res, std::string_view idempotency_key,
+                                       const std::string& request, std::int64_t account,
+                                       const std::function<Result<ledger::TransferId>()>& move) {
   auto answer = co_await in_store<Answer>([&](store::Database& db) {
-    return idempotent_move(db, idempotency_key, request, account, [&] {
-      return services_.bank->refund(account, amount, now_ms());
-    });
+    return idempotent_move(db, idempotency_key, request, account, move);
   });
   if (!answer) {
-    // Only unused paid credit can go back: asking for more is a 402 naming what is there.
     co_await send_error(res, http_status(answer.status().kind()), answer.status().message());
-    co_return;
+    co_return false;
   }
-  log::info("refund", {{"account", account}});
   co_await res.send(answer->status, kJson, answer->body);
+  co_return true;
 }
 
 Status AdminApi::persist_ledger(store::Database& db) {
@@ -267,17 +274,11 @@ Task<void> AdminApi::add_credits(std::int64_t account, http::Request& req, Respo
   // What the key stands for: this call with these exact values.
   const std::string request = fmt::format("credits acct_{} {} {} {}", account, kind_text,
                                           amount.nanos(), expires_ms.value_or(0));
-  auto answer = co_await in_store<Answer>([&](store::Database& db) {
-    return idempotent_move(db, idempotency_key, request, account, [&] {
-      return services_.bank->deposit(account, kind, amount, expires_ms, now_ms());
-    });
-  });
-  if (!answer) {
-    co_await send_error(res, http_status(answer.status().kind()), answer.status().message());
-    co_return;
+  if (co_await answer_money_call(res, idempotency_key, request, account, [&] {
+        return services_.bank->deposit(account, kind, amount, expires_ms, now_ms());
+      })) {
+    log::info("credits added", {{"account", account}, {"kind", kind_text}});
   }
-  log::info("credits added", {{"account", account}, {"kind", kind_text}});
-  co_await res.send(answer->status, kJson, answer->body);
 }
 
 template <typename T>

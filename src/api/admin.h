@@ -36,6 +36,11 @@ class AdminApi {
   // time, runs `move`, stores the ledger and the answer ({"transfer_id","balance"}); with
   // the same key and request again, the stored answer; with the same key and a different
   // request, kConflict.
+  // Runs idempotent_move on the writer and answers with its result (or its error).
+  // True when the answer was a success (first time or replay).
+  http::Task<bool> answer_money_call(http::Responder& res, std::string_view idempotency_key,
+                                     const std::string& request, std::int64_t account,
+                                     const std::function<Result<ledger::TransferId>()>& move);
   Result<Answer> idempotent_move(store::Database& db, std::string_view key,
                                  const std::string& request, std::int64_t account,
                                  const std::function<Result<ledger::TransferId>()>& move);

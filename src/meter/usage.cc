@@ -24,15 +24,23 @@ Usage from_anthropic(simdjson::dom::element usage) {
   return u;
 }
 
-}  // namespace
-
-std::optional<Usage> openai_usage(std::string_view json) {
+// The top-level "usage" object of a JSON document, if it has one (not null).
+std::optional<simdjson::dom::element> usage_object(std::string_view json) {
   simdjson::dom::element doc;
   simdjson::dom::element usage;
   if (parser().parse(json.data(), json.size()).get(doc) || doc["usage"].get(usage) ||
       !usage.is_object()) {
     return std::nullopt;
   }
+  return usage;
+}
+
+}  // namespace
+
+std::optional<Usage> openai_usage(std::string_view json) {
+  const auto found = usage_object(json);
+  if (!found) return std::nullopt;
+  const simdjson::dom::element usage = *found;
   Usage u;
   const std::int64_t prompt = count(usage, "prompt_tokens");
   simdjson::dom::element details;
@@ -45,13 +53,9 @@ std::optional<Usage> openai_usage(std::string_view json) {
 }
 
 std::optional<Usage> anthropic_usage(std::string_view json) {
-  simdjson::dom::element doc;
-  simdjson::dom::element usage;
-  if (parser().parse(json.data(), json.size()).get(doc) || doc["usage"].get(usage) ||
-      !usage.is_object()) {
-    return std::nullopt;
-  }
-  return from_anthropic(usage);
+  const auto usage = usage_object(json);
+  if (!usage) return std::nullopt;
+  return from_anthropic(*usage);
 }
 
 void AnthropicStreamUsage::on_event(std::string_view name, std::string_view data) {
