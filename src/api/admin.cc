@@ -183,7 +183,7 @@ Task<void> AdminApi::rotate_key(std::string_view id_text, http::Request& req, Re
   }
   std::string secret;
   std::int64_t old_expires_ms = 0;
-  auto key = co_await in_store<auth::ApiKey>([&](store::Database& db) {
+  auto key = co_await link_.call<auth::ApiKey>([&](store::Database& db) {
     return services_.directory->rotate_key(db, *services_.hasher, *id, grace_seconds * 1000,
                                            now_ms(), &secret, &old_expires_ms);
   });
@@ -220,7 +220,7 @@ Task<void> AdminApi::refund(std::int64_t account, http::Request& req, Responder&
 Task<bool> AdminApi::answer_money_call(Responder& res, std::string_view idempotency_key,
                                        const std::string& request, std::int64_t account,
                                        const std::function<Result<ledger::TransferId>()>& move) {
-  auto answer = co_await in_store<Answer>([&](store::Database& db) {
+  auto answer = co_await link_.call<Answer>([&](store::Database& db) {
     return idempotent_move(db, idempotency_key, request, account, move);
   });
   if (!answer) {
@@ -279,28 +279,6 @@ Task<void> AdminApi::add_credits(std::int64_t account, http::Request& req, Respo
       })) {
     log::info("credits added", {{"account", account}, {"kind", kind_text}});
   }
-}
-
-template <typename T>
-Task<Result<T>> AdminApi::in_store(std::function<Result<T>(store::Database&)> work) {
-  http::Timer wake(ioc_.get_executor(), std::chrono::steady_clock::time_point::max());
-  std::optional<Result<T>> result;
-  Status committed;
-  services_.writer->submit(
-      [&](store::Database& db) {
-        result.emplace(work(db));
-        return result->is_ok() ? Status::ok() : result->status();
-      },
-      [&](const Status& s) {
-        // On the writer thread: hand the outcome back to this I/O thread.
-        inbox_.post([&, s] {
-          committed = s;
-          wake.cancel();
-        });
-      });
-  co_await wake.async_wait(http::use_nothrow);
-  if (!committed) co_return committed;
-  co_return std::move(*result);
 }
 
 Task<void> AdminApi::handle(http::Request& req, Responder& res) {
@@ -363,7 +341,7 @@ Task<void> AdminApi::handle(http::Request& req, Responder& res) {
     }
     if ((action == "/suspend" || action == "/unsuspend") && method == "POST") {
       const bool suspend = action == "/suspend";
-      auto account = co_await in_store<auth::Account>(
+      auto account = co_await link_.call<auth::Account>(
           [&](store::Database& db) { return services_.directory->set_suspended(db, *id, suspend); });
       if (!account) {
         co_await send_error(res, http_status(account.status().kind()), account.status().message());
@@ -394,7 +372,7 @@ Task<void> AdminApi::handle(http::Request& req, Responder& res) {
       co_await send_error(res, 404, "no such key");
       co_return;
     }
-    auto revoked = co_await in_store<bool>([&](store::Database& db) -> Result<bool> {
+    auto revoked = co_await link_.call<bool>([&](store::Database& db) -> Result<bool> {
       if (Status s = services_.directory->revoke_key(db, *id, now_ms()); !s) return s;
       return true;
     });
@@ -432,7 +410,7 @@ Task<void> AdminApi::create_account(http::Request& req, Responder& res) {
     co_await send_error(res, 400, "'plan' must be a string");
     co_return;
   }
-  auto account = co_await in_store<auth::Account>([&](store::Database& db) -> Result<auth::Account> {
+  auto account = co_await link_.call<auth::Account>([&](store::Database& db) -> Result<auth::Account> {
     auto created = services_.directory->create_account(db, std::string(name), std::string(kind),
                                                        std::string(plan), now_ms());
     if (!created) return created;
@@ -494,7 +472,7 @@ Task<void> AdminApi::create_key(std::int64_t account, http::Request& req, Respon
     }
   }
   std::string secret;
-  auto key = co_await in_store<auth::ApiKey>([&](store::Database& db) {
+  auto key = co_await link_.call<auth::ApiKey>([&](store::Database& db) {
     return services_.directory->create_key(db, *services_.hasher, account, name, models,
                                            expires_ms, now_ms(), &secret);
   });

@@ -4,6 +4,7 @@
 
 #include <cstdlib>
 
+#include "core/clock.h"
 #include "store/ledger_store.h"
 #include "store/migrations.h"
 #include "store/sqlite.h"
@@ -29,8 +30,17 @@ Result<Services> open_services(const std::string& store_uri, const std::string& 
   if (!secret) return secret.status();
   ledger::Ledger journal;
   if (auto s = store::load_ledger(**db, journal); !s) return s;
-  auto bank = ledger::Bank::adopt(std::move(journal));
+  auto bank = ledger::Bank::adopt(std::move(journal), SystemClock::instance().unix_millis());
   if (!bank) return bank.status();
+  // Holds a dead process left open were voided just now: store that before serving.
+  if (auto s = (*db)->exec("BEGIN IMMEDIATE"); !s) return s;
+  Status stored = (*bank)->persist([&](const ledger::Ledger& ledger, std::size_t accounts,
+                                       std::size_t transfers) {
+    return store::append_ledger(**db, ledger, accounts, transfers);
+  });
+  if (auto s = (*db)->exec(stored ? "COMMIT" : "ROLLBACK"); !s || !stored) {
+    return stored ? s : stored;
+  }
   if (const auto report = (*bank)->verify(); !report.ok) {
     return Status{ErrorKind::kInternal,
                   fmt::format("the stored ledger does not balance (imbalance {} USD); refusing "

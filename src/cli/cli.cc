@@ -116,7 +116,7 @@ Result<OfflineStore> open_offline(const std::string& store_uri, const std::strin
   if (!directory) return directory.status();
   ledger::Ledger journal;
   if (auto s = store::load_ledger(**db, journal); !s) return s;
-  auto bank = ledger::Bank::adopt(std::move(journal));
+  auto bank = ledger::Bank::adopt(std::move(journal), SystemClock::instance().unix_millis());
   if (!bank) return bank.status();
   return OfflineStore{std::move(db.value()), std::move(directory.value()), std::move(bank.value())};
 }

@@ -2,6 +2,10 @@
 
 #include <fmt/format.h>
 
+#include <unordered_map>
+
+#include "core/assert.h"
+
 namespace tp::ledger {
 
 std::string customer_name(std::int64_t account) { return fmt::format("acct_{}", account); }
@@ -12,7 +16,7 @@ std::unique_ptr<Bank> Bank::create() {
   return bank;
 }
 
-Result<std::unique_ptr<Bank>> Bank::adopt(Ledger ledger) {
+Result<std::unique_ptr<Bank>> Bank::adopt(Ledger ledger, std::int64_t now_ms) {
   std::unique_ptr<Bank> bank(new Bank());
   bank->ledger_ = std::move(ledger);
   if (bank->ledger_.account_count() == 0) {
@@ -33,6 +37,15 @@ Result<std::unique_ptr<Bank>> Bank::adopt(Ledger ledger) {
     const std::int64_t account = std::stoll(customer.substr(5));
     bank->wallets_.emplace(account, std::make_unique<Wallet>(std::move(wallet.value())));
   }
+  // One pass over the journal finds the holds a dead process left open; they expire now.
+  std::unordered_map<AccountId, Wallet*> by_held;
+  for (auto& [account, w] : bank->wallets_) by_held.emplace(w->held_account(), w.get());
+  for (const Transfer& t : bank->ledger_.journal()) {
+    if (t.hold == 0) continue;
+    auto it = by_held.find(t.kind == TransferKind::kHold ? t.credit : t.debit);
+    if (it != by_held.end()) it->second->recover(t, now_ms);
+  }
+  for (auto& [account, w] : bank->wallets_) w->expire(now_ms);
   return bank;
 }
 
@@ -84,6 +97,42 @@ Result<Balance> Bank::balance(std::int64_t account, std::int64_t now_ms) const {
   }
   const Wallet& w = *it->second;
   return Balance{w.paid(), w.trial(), w.promo(now_ms), w.held(), w.available(now_ms)};
+}
+
+Result<Bank::Hold> Bank::hold(std::int64_t account, Money amount, std::int64_t expires_at_ms,
+                              std::int64_t now_ms) {
+  std::lock_guard lock(mu_);
+  const auto it = wallets_.find(account);
+  if (it == wallets_.end()) {
+    return Status{ErrorKind::kNotFound, fmt::format("no wallet for {}", customer_name(account))};
+  }
+  auto id = it->second->hold(amount, expires_at_ms, now_ms);
+  if (!id) return id.status();
+  return Hold{account, *id, amount};
+}
+
+Money Bank::settle(const Hold& hold, Money actual, std::int64_t now_ms) {
+  std::lock_guard lock(mu_);
+  Wallet& w = *wallets_.at(hold.account);
+  if (auto posted = w.post(hold.id, actual, now_ms); posted) return *posted;
+  // The hold expired while the request ran: the cost is owed all the same.
+  return actual > Money() ? w.charge(actual, hold.id, now_ms) : Money();
+}
+
+void Bank::void_hold(const Hold& hold, std::int64_t now_ms) {
+  std::lock_guard lock(mu_);
+  (void)wallets_.at(hold.account)->void_hold(hold.id, now_ms);
+}
+
+Wallet::Expired Bank::expire(std::int64_t now_ms) {
+  std::lock_guard lock(mu_);
+  Wallet::Expired total;
+  for (auto& [account, w] : wallets_) {
+    const Wallet::Expired e = w->expire(now_ms);
+    total.holds += e.holds;
+    total.lots += e.lots;
+  }
+  return total;
 }
 
 VerifyReport Bank::verify() const {

@@ -25,8 +25,9 @@ class Bank {
   // A bank with only the platform accounts.
   static std::unique_ptr<Bank> create();
   // Takes a ledger rebuilt from the store (all of it already stored) and re-attaches every
-  // customer's wallet ("acct_<id>:..." accounts).
-  static Result<std::unique_ptr<Bank>> adopt(Ledger ledger);
+  // customer's wallet ("acct_<id>:..." accounts). Holds left open by a process that died
+  // are voided at `now_ms`; those transfers are not stored yet (see persist).
+  static Result<std::unique_ptr<Bank>> adopt(Ledger ledger, std::int64_t now_ms);
 
   // Idempotent.
   void open_wallet(std::int64_t account);
@@ -35,6 +36,25 @@ class Bank {
   // Unused paid credit only (never trial or promo); kPaymentRequired past it.
   Result<TransferId> refund(std::int64_t account, Money amount, std::int64_t now_ms);
   Result<Balance> balance(std::int64_t account, std::int64_t now_ms) const;
+
+  // A request's reservation: which wallet, which hold, how much.
+  struct Hold {
+    std::int64_t account = 0;
+    HoldId id = 0;
+    Money amount;
+  };
+  // Reserves `amount` for a request until `expires_at_ms`. kPaymentRequired (saying what is
+  // available and what was needed) when the account cannot cover it; kNotFound without a
+  // wallet.
+  Result<Hold> hold(std::int64_t account, Money amount, std::int64_t expires_at_ms,
+                    std::int64_t now_ms);
+  // Charges a request's actual cost against its hold and releases the rest. A hold that
+  // expired meanwhile is charged all the same, straight from the books. Returns the charge.
+  Money settle(const Hold& hold, Money actual, std::int64_t now_ms);
+  // Gives a hold back whole (the request failed). A hold that expired already is a no-op.
+  void void_hold(const Hold& hold, std::int64_t now_ms);
+  // Voids holds past their expiry and sweeps expired promo lots, in every wallet.
+  Wallet::Expired expire(std::int64_t now_ms);
   VerifyReport verify() const;
 
   // Calls `store` with the ledger and the counts of accounts and transfers already stored;

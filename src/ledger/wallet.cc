@@ -188,24 +188,41 @@ Result<Money> Wallet::post(HoldId id, Money actual, std::int64_t now_ms) {
     TP_CHECK(moved.is_ok());
   }
   if (h.amount > covered) release(h, h.amount - covered, id, now_ms);
-  if (actual > h.amount) {
-    // The shortfall: first from what the customer still has, then (only for this
-    // response) an overdraft of paid.
-    Money shortfall = actual - h.amount;
-    const Money spendable = std::max(Money(), available(now_ms));
-    const Money from_books = std::min(shortfall, spendable);
-    if (from_books > Money()) {
-      draw(from_books, platform_.revenue, TransferKind::kPost, id, now_ms, nullptr);
-      shortfall -= from_books;
-    }
-    if (shortfall > Money()) {
-      auto moved = ledger_.transfer(paid_, platform_.revenue, shortfall, TransferKind::kOverdraft,
-                                    id, now_ms, /*allow_overdraft=*/true);
-      TP_CHECK(moved.is_ok());
-    }
-  }
+  if (actual > h.amount) charge(actual - h.amount, id, now_ms);
   holds_.erase(it);
   return actual;
+}
+
+Money Wallet::charge(Money actual, HoldId hold, std::int64_t now_ms) {
+  // First from what the customer still has, then (only for this response) an overdraft of
+  // paid.
+  Money rest = actual;
+  const Money from_books = std::min(rest, std::max(Money(), available(now_ms)));
+  if (from_books > Money()) {
+    draw(from_books, platform_.revenue, TransferKind::kPost, hold, now_ms, nullptr);
+    rest -= from_books;
+  }
+  if (rest > Money()) {
+    auto moved = ledger_.transfer(paid_, platform_.revenue, rest, TransferKind::kOverdraft, hold,
+                                  now_ms, /*allow_overdraft=*/true);
+    TP_CHECK(moved.is_ok());
+  }
+  return actual;
+}
+
+void Wallet::recover(const Transfer& t, std::int64_t expires_at_ms) {
+  if (t.hold == 0) return;
+  next_hold_ = std::max(next_hold_, t.hold + 1);
+  if (t.credit == held_ && t.kind == TransferKind::kHold) {
+    Hold& h = holds_[t.hold];
+    h.amount += t.amount;
+    h.expires_at_ms = expires_at_ms;
+    h.legs.push_back({t.debit, t.amount});
+  } else if (t.debit == held_) {
+    // Posted, released or swept: the hold was closed in one step under the bank's lock,
+    // so any money leaving `held` for it means it is settled.
+    holds_.erase(t.hold);
+  }
 }
 
 Status Wallet::void_hold(HoldId id, std::int64_t now_ms) {

@@ -62,6 +62,15 @@ class Wallet {
   Result<Money> post(HoldId id, Money actual, std::int64_t now_ms);
   // Returns the whole hold. kNotFound as for post.
   Status void_hold(HoldId id, std::int64_t now_ms);
+  // Charges `actual` (> 0) without a hold, for a request whose hold expired before it
+  // finished: from the books in spend order, then an overdraft of paid for the rest. The
+  // transfers carry `hold` for the record.
+  Money charge(Money actual, HoldId hold, std::int64_t now_ms);
+  // Restart recovery: re-opens, from journal transfers touching this wallet's held account
+  // (in journal order), every hold that was taken but never posted, voided or expired.
+  // They expire at `expires_at_ms`. Later hold ids follow the largest one seen.
+  void recover(const Transfer& transfer, std::int64_t expires_at_ms);
+  AccountId held_account() const { return held_; }
   // Voids holds and empties promo lots whose time has come. Returns how many of each.
   struct Expired {
     std::size_t holds = 0;

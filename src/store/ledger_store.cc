@@ -7,8 +7,9 @@ namespace tp::store {
 Status append_ledger(Database& db, const ledger::Ledger& ledger, std::size_t accounts_from,
                      std::size_t transfers_from) {
   if (accounts_from < ledger.account_count()) {
-    auto insert = db.prepare("INSERT INTO ledger_accounts (id, name, floor) VALUES (?, ?, ?)");
-    if (!insert) return insert.status();
+    auto cached = db.cached("INSERT INTO ledger_accounts (id, name, floor) VALUES (?, ?, ?)");
+    if (!cached) return cached.status();
+    Statement* insert = *cached;
     for (std::size_t id = accounts_from; id < ledger.account_count(); ++id) {
       const auto account = static_cast<ledger::AccountId>(id);
       insert->bind(1, static_cast<std::int64_t>(id)).bind(2, ledger.name(account));
@@ -18,10 +19,11 @@ Status append_ledger(Database& db, const ledger::Ledger& ledger, std::size_t acc
   }
   const auto& journal = ledger.journal();
   if (transfers_from < journal.size()) {
-    auto insert = db.prepare(
+    auto cached = db.cached(
         "INSERT INTO transfers (id, debit, credit, amount_nanos, kind, hold, at_ms) "
         "VALUES (?, ?, ?, ?, ?, ?, ?)");
-    if (!insert) return insert.status();
+    if (!cached) return cached.status();
+    Statement* insert = *cached;
     for (std::size_t i = transfers_from; i < journal.size(); ++i) {
       const ledger::Transfer& t = journal[i];
       insert->bind(1, static_cast<std::int64_t>(t.id)).bind(2, std::int64_t{t.debit});

@@ -9,7 +9,7 @@ namespace tp::store {
 namespace {
 
 // Append only: a released migration never changes.
-constexpr std::array<std::string_view, 3> kMigrations = {
+constexpr std::array<std::string_view, 4> kMigrations = {
     // 1: the ledger journal.
     R"sql(
 CREATE TABLE ledger_accounts (
@@ -59,6 +59,30 @@ CREATE TABLE idempotency (
   status INTEGER NOT NULL,
   response TEXT NOT NULL
 );
+)sql",
+    // 4: one row per billed request, written in the transaction that settles it. Metadata
+    // only: never prompt or completion text.
+    R"sql(
+CREATE TABLE usage_log (
+  id INTEGER PRIMARY KEY,        -- commit order; the cursor of GET /api/usage
+  request_id TEXT NOT NULL,
+  account_id INTEGER NOT NULL,
+  key_id INTEGER NOT NULL,
+  at_ms INTEGER NOT NULL,        -- when the request arrived
+  model TEXT NOT NULL,
+  provider TEXT NOT NULL,
+  node TEXT,                     -- the peer operator node that served it, if any
+  input_tokens INTEGER NOT NULL, -- uncached input
+  cached_tokens INTEGER NOT NULL,
+  output_tokens INTEGER NOT NULL,
+  cost_nanos INTEGER NOT NULL,
+  input_cost_nanos INTEGER NOT NULL,
+  output_cost_nanos INTEGER NOT NULL,
+  latency_ms INTEGER NOT NULL,
+  status INTEGER NOT NULL,       -- HTTP status the client got; 499 when it went away
+  hold INTEGER NOT NULL          -- the ledger hold it settled (transfers.hold)
+);
+CREATE INDEX usage_log_by_account ON usage_log(account_id, id);
 )sql",
 };
 

@@ -103,7 +103,10 @@ Result<std::unique_ptr<Database>> Database::open(const std::string& path) {
   return database;
 }
 
-Database::~Database() { sqlite3_close(db_); }
+Database::~Database() {
+  cache_.clear();  // statements are finalised before their connection closes
+  sqlite3_close(db_);
+}
 
 Status Database::exec(std::string_view sql) {
   char* message = nullptr;
@@ -124,6 +127,17 @@ Result<Statement> Database::prepare(std::string_view sql) {
     return error(db_, "prepare");
   }
   return Statement(db_, stmt);
+}
+
+}  // namespace tp::store
+
+namespace tp::store {
+
+Result<Statement*> Database::cached(std::string_view sql) {
+  if (auto it = cache_.find(std::string(sql)); it != cache_.end()) return &it->second;
+  auto prepared = prepare(sql);
+  if (!prepared) return prepared.status();
+  return &cache_.emplace(std::string(sql), std::move(prepared.value())).first->second;
 }
 
 }  // namespace tp::store

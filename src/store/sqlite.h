@@ -6,6 +6,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 
 #include "core/status.h"
 
@@ -49,12 +50,16 @@ class Database {
 
   Status exec(std::string_view sql);
   Result<Statement> prepare(std::string_view sql);
+  // A statement prepared once per connection and kept: for what runs on every request.
+  // Reset and unbound when returned; valid until the Database goes.
+  Result<Statement*> cached(std::string_view sql);
   const std::string& path() const { return path_; }
 
  private:
   Database(sqlite3* db, std::string path) : db_(db), path_(std::move(path)) {}
   sqlite3* db_;
   std::string path_;
+  std::unordered_map<std::string, Statement> cache_;
 };
 
 }  // namespace tp::store

@@ -5,6 +5,7 @@
 #include <map>
 #include <random>
 
+#include "ledger/bank.h"
 #include "ledger/wallet.h"
 
 namespace tp::ledger {
@@ -114,6 +115,73 @@ TEST_F(WalletTest, RefundsOnlyUnusedPaid) {
   EXPECT_EQ(wallet.paid(), usd("0"));
   EXPECT_EQ(wallet.trial(), usd("20"));
   expect_balanced();
+}
+
+TEST_F(WalletTest, ChargeWithoutAHoldTakesTheBooksThenOverdrawsPaid) {
+  ASSERT_TRUE(wallet.deposit_trial(usd("1"), now));
+  ASSERT_TRUE(wallet.deposit_paid(usd("0.5"), now));
+  EXPECT_EQ(wallet.charge(usd("2"), 7, now), usd("2"));
+  EXPECT_EQ(wallet.trial(), usd("0"));
+  EXPECT_EQ(wallet.paid(), usd("-0.5"));
+  EXPECT_EQ(ledger.balance(platform.revenue), usd("2"));
+  expect_balanced();
+}
+
+// A copy of the bank's journal as the store would have it.
+Ledger stored_copy(Bank& bank) {
+  Ledger copy;
+  EXPECT_TRUE(bank.persist([&](const Ledger& l, std::size_t, std::size_t) {
+    for (AccountId id = 0; id < l.account_count(); ++id) copy.open(l.name(id), l.floor(id));
+    for (const Transfer& t : l.journal()) EXPECT_TRUE(copy.replay(t));
+    return Status::ok();
+  }));
+  return copy;
+}
+
+TEST(Bank, RestartVoidsHoldsADeadProcessLeftOpen) {
+  const std::int64_t now = 1'000'000;
+  auto bank = Bank::create();
+  ASSERT_TRUE(bank->deposit(1, CreditKind::kTrial, usd("1"), std::nullopt, now));
+  ASSERT_TRUE(bank->deposit(1, CreditKind::kPaid, usd("4"), std::nullopt, now));
+  auto settled = bank->hold(1, usd("2"), now + 60'000, now);
+  ASSERT_TRUE(settled);
+  EXPECT_EQ(bank->settle(*settled, usd("0.5"), now), usd("0.5"));
+  auto open = bank->hold(1, usd("3"), now + 60'000, now);  // the process dies holding this
+  ASSERT_TRUE(open);
+  EXPECT_EQ(bank->balance(1, now)->held, usd("3"));
+
+  auto restarted = Bank::adopt(stored_copy(*bank), now + 1);
+  ASSERT_TRUE(restarted);
+  Bank& b = **restarted;
+  const Balance after = b.balance(1, now + 1).value();
+  EXPECT_EQ(after.held, usd("0"));
+  EXPECT_EQ(after.available, usd("4.5"));
+  EXPECT_TRUE(b.verify().ok);
+  // New holds get fresh ids: settling one leaves the recovered history alone.
+  auto next = b.hold(1, usd("1"), now + 60'000, now + 2);
+  ASSERT_TRUE(next);
+  EXPECT_GT(next->id, open->id);
+  EXPECT_EQ(b.settle(*next, usd("0.25"), now + 2), usd("0.25"));
+  EXPECT_EQ(b.balance(1, now + 2)->available, usd("4.25"));
+  // And a second restart finds nothing left open.
+  auto again = Bank::adopt(stored_copy(b), now + 3);
+  ASSERT_TRUE(again);
+  EXPECT_EQ((*again)->balance(1, now + 3)->available, usd("4.25"));
+  EXPECT_TRUE((*again)->verify().ok);
+}
+
+TEST(Bank, SettlingAnExpiredHoldStillCharges) {
+  const std::int64_t now = 1'000'000;
+  auto bank = Bank::create();
+  ASSERT_TRUE(bank->deposit(1, CreditKind::kPaid, usd("1"), std::nullopt, now));
+  auto h = bank->hold(1, usd("0.5"), now + 10, now);
+  ASSERT_TRUE(h);
+  EXPECT_EQ(bank->expire(now + 10).holds, 1u);
+  EXPECT_EQ(bank->settle(*h, usd("0.2"), now + 20), usd("0.2"));
+  EXPECT_EQ(bank->balance(1, now + 20)->available, usd("0.8"));
+  bank->void_hold(*h, now + 30);  // gone already: nothing happens
+  EXPECT_EQ(bank->balance(1, now + 30)->available, usd("0.8"));
+  EXPECT_TRUE(bank->verify().ok);
 }
 
 TEST(Ledger, RejectsNonPositiveAndSelfTransfers) {

@@ -1,0 +1,36 @@
+#include "api/store_link.h"
+
+namespace tp::api {
+namespace {
+
+// What the writer's completion and the waiting coroutine share.
+struct Slot {
+  Status committed;
+  http::Timer* wake = nullptr;  // null once the waiting coroutine is gone
+};
+
+// Clears the slot's timer when the coroutine frame goes, however it goes.
+struct Detach {
+  Slot& slot;
+  ~Detach() { slot.wake = nullptr; }
+};
+
+}  // namespace
+
+http::Task<Status> StoreLink::commit(store::Writer::Work work) {
+  http::Timer wake(ioc_.get_executor(), std::chrono::steady_clock::time_point::max());
+  auto slot = std::make_shared<Slot>();
+  slot->wake = &wake;
+  const Detach detach{*slot};
+  writer_.submit(std::move(work), [slot, &inbox = inbox_](const Status& s) {
+    // On the writer thread: hand the outcome to the I/O thread.
+    inbox.post([slot, s] {
+      slot->committed = s;
+      if (slot->wake != nullptr) slot->wake->cancel();
+    });
+  });
+  co_await wake.async_wait(http::use_nothrow);
+  co_return slot->committed;
+}
+
+}  // namespace tp::api

@@ -1,0 +1,72 @@
+#include "store/usage_store.h"
+
+namespace tp::store {
+
+Status insert_usage(Database& db, const UsageRecord& r) {
+  auto cached = db.cached(
+      "INSERT INTO usage_log (request_id, account_id, key_id, at_ms, model, provider, node, "
+      "input_tokens, cached_tokens, output_tokens, cost_nanos, input_cost_nanos, "
+      "output_cost_nanos, latency_ms, status, hold) "
+      "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+  if (!cached) return cached.status();
+  Statement& insert = **cached;
+  insert.bind(1, r.request_id).bind(2, r.account_id).bind(3, r.key_id).bind(4, r.at_ms);
+  insert.bind(5, r.model).bind(6, r.provider);
+  if (r.node.empty()) insert.bind_null(7); else insert.bind(7, r.node);
+  insert.bind(8, r.input_tokens).bind(9, r.cached_tokens).bind(10, r.output_tokens);
+  insert.bind(11, r.cost.nanos()).bind(12, r.input_cost.nanos()).bind(13, r.output_cost.nanos());
+  insert.bind(14, r.latency_ms).bind(15, std::int64_t{r.status});
+  insert.bind(16, static_cast<std::int64_t>(r.hold));
+  return insert.run();
+}
+
+Result<std::vector<UsageRecord>> query_usage(Database& db, const UsageQuery& q) {
+  constexpr std::string_view kColumns =
+      "SELECT id, request_id, account_id, key_id, at_ms, model, provider, node, input_tokens, "
+      "cached_tokens, output_tokens, cost_nanos, input_cost_nanos, output_cost_nanos, "
+      "latency_ms, status, hold FROM usage_log ";
+  auto cached = db.cached(
+      q.account ? std::string(kColumns) +
+                      "WHERE account_id = ? AND id > ? AND at_ms >= ? AND at_ms < ? "
+                      "ORDER BY id LIMIT ?"
+                : std::string(kColumns) +
+                      "WHERE ? IS NULL AND id > ? AND at_ms >= ? AND at_ms < ? "
+                      "ORDER BY id LIMIT ?");
+  if (!cached) return cached.status();
+  Statement& select = **cached;
+  if (q.account) select.bind(1, *q.account); else select.bind_null(1);
+  select.bind(2, q.after_id).bind(3, q.from_ms).bind(4, q.to_ms);
+  select.bind(5, static_cast<std::int64_t>(q.limit));
+  std::vector<UsageRecord> rows;
+  for (;;) {
+    auto step = select.step();
+    if (!step) {
+      select.reset();
+      return step.status();
+    }
+    if (*step == Statement::Step::kDone) break;
+    UsageRecord r;
+    r.id = select.column_int(0);
+    r.request_id = select.column_text(1);
+    r.account_id = select.column_int(2);
+    r.key_id = select.column_int(3);
+    r.at_ms = select.column_int(4);
+    r.model = select.column_text(5);
+    r.provider = select.column_text(6);
+    r.node = select.column_text(7);
+    r.input_tokens = select.column_int(8);
+    r.cached_tokens = select.column_int(9);
+    r.output_tokens = select.column_int(10);
+    r.cost = Money::from_nanos(select.column_int(11));
+    r.input_cost = Money::from_nanos(select.column_int(12));
+    r.output_cost = Money::from_nanos(select.column_int(13));
+    r.latency_ms = select.column_int(14);
+    r.status = static_cast<int>(select.column_int(15));
+    r.hold = static_cast<std::uint64_t>(select.column_int(16));
+    rows.push_back(std::move(r));
+  }
+  select.reset();
+  return rows;
+}
+
+}  // namespace tp::store
