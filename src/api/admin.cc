@@ -183,10 +183,11 @@ Task<void> AdminApi::rotate_key(std::string_view id_text, http::Request& req, Re
   }
   std::string secret;
   std::int64_t old_expires_ms = 0;
-  auto key = co_await link_.call<auth::ApiKey>([&](store::Database& db) {
+  auto work = [&](store::Database& db) {
     return services_.directory->rotate_key(db, *services_.hasher, *id, grace_seconds * 1000,
                                            now_ms(), &secret, &old_expires_ms);
-  });
+  };
+  auto key = co_await link_.call<auth::ApiKey>(work);
   if (!key) {
     co_await send_error(res, http_status(key.status().kind()), key.status().message());
     co_return;
@@ -210,9 +211,11 @@ Task<void> AdminApi::refund(std::int64_t account, http::Request& req, Responder&
     co_return;
   }
   // Only unused paid credit can go back: asking for more is a 402 naming what is there.
-  if (co_await answer_money_call(
-          res, idempotency_key, fmt::format("refund acct_{} {}", account, amount.nanos()),
-          account, [&] { return services_.bank->refund(account, amount, now_ms()); })) {
+  const std::string request = fmt::format("refund acct_{} {}", account, amount.nanos());
+  const std::function<Result<ledger::TransferId>()> give_back = [&] {
+    return services_.bank->refund(account, amount, now_ms());
+  };
+  if (co_await answer_money_call(res, idempotency_key, request, account, give_back)) {
     log::info("refund", {{"account", account}});
   }
 }
@@ -220,9 +223,10 @@ Task<void> AdminApi::refund(std::int64_t account, http::Request& req, Responder&
 Task<bool> AdminApi::answer_money_call(Responder& res, std::string_view idempotency_key,
                                        const std::string& request, std::int64_t account,
                                        const std::function<Result<ledger::TransferId>()>& move) {
-  auto answer = co_await link_.call<Answer>([&](store::Database& db) {
+  auto work = [&](store::Database& db) {
     return idempotent_move(db, idempotency_key, request, account, move);
-  });
+  };
+  auto answer = co_await link_.call<Answer>(work);
   if (!answer) {
     co_await send_error(res, http_status(answer.status().kind()), answer.status().message());
     co_return false;
@@ -274,9 +278,10 @@ Task<void> AdminApi::add_credits(std::int64_t account, http::Request& req, Respo
   // What the key stands for: this call with these exact values.
   const std::string request = fmt::format("credits acct_{} {} {} {}", account, kind_text,
                                           amount.nanos(), expires_ms.value_or(0));
-  if (co_await answer_money_call(res, idempotency_key, request, account, [&] {
-        return services_.bank->deposit(account, kind, amount, expires_ms, now_ms());
-      })) {
+  const std::function<Result<ledger::TransferId>()> deposit = [&] {
+    return services_.bank->deposit(account, kind, amount, expires_ms, now_ms());
+  };
+  if (co_await answer_money_call(res, idempotency_key, request, account, deposit)) {
     log::info("credits added", {{"account", account}, {"kind", kind_text}});
   }
 }
@@ -341,8 +346,8 @@ Task<void> AdminApi::handle(http::Request& req, Responder& res) {
     }
     if ((action == "/suspend" || action == "/unsuspend") && method == "POST") {
       const bool suspend = action == "/suspend";
-      auto account = co_await link_.call<auth::Account>(
-          [&](store::Database& db) { return services_.directory->set_suspended(db, *id, suspend); });
+      auto work = [&](store::Database& db) { return services_.directory->set_suspended(db, *id, suspend); };
+      auto account = co_await link_.call<auth::Account>(work);
       if (!account) {
         co_await send_error(res, http_status(account.status().kind()), account.status().message());
         co_return;
@@ -372,10 +377,11 @@ Task<void> AdminApi::handle(http::Request& req, Responder& res) {
       co_await send_error(res, 404, "no such key");
       co_return;
     }
-    auto revoked = co_await link_.call<bool>([&](store::Database& db) -> Result<bool> {
+    auto work = [&](store::Database& db) -> Result<bool> {
       if (Status s = services_.directory->revoke_key(db, *id, now_ms()); !s) return s;
       return true;
-    });
+    };
+    auto revoked = co_await link_.call<bool>(work);
     if (!revoked) {
       co_await send_error(res, http_status(revoked.status().kind()), revoked.status().message());
       co_return;
@@ -410,7 +416,7 @@ Task<void> AdminApi::create_account(http::Request& req, Responder& res) {
     co_await send_error(res, 400, "'plan' must be a string");
     co_return;
   }
-  auto account = co_await link_.call<auth::Account>([&](store::Database& db) -> Result<auth::Account> {
+  auto work = [&](store::Database& db) -> Result<auth::Account> {
     auto created = services_.directory->create_account(db, std::string(name), std::string(kind),
                                                        std::string(plan), now_ms());
     if (!created) return created;
@@ -422,7 +428,8 @@ Task<void> AdminApi::create_account(http::Request& req, Responder& res) {
     }
     if (Status s = persist_ledger(db); !s) return s;
     return created;
-  });
+  };
+  auto account = co_await link_.call<auth::Account>(work);
   if (!account) {
     co_await send_error(res, http_status(account.status().kind()), account.status().message());
     co_return;
@@ -472,10 +479,11 @@ Task<void> AdminApi::create_key(std::int64_t account, http::Request& req, Respon
     }
   }
   std::string secret;
-  auto key = co_await link_.call<auth::ApiKey>([&](store::Database& db) {
+  auto work = [&](store::Database& db) {
     return services_.directory->create_key(db, *services_.hasher, account, name, models,
                                            expires_ms, now_ms(), &secret);
-  });
+  };
+  auto key = co_await link_.call<auth::ApiKey>(work);
   if (!key) {
     co_await send_error(res, http_status(key.status().kind()), key.status().message());
     co_return;

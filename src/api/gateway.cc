@@ -10,11 +10,15 @@
 #include "api/admin.h"
 #include "api/errors.h"
 #include "api/request_body.h"
+#include "api/stream_meter.h"
 #include "core/clock.h"
 #include "core/ids.h"
 #include "core/json_writer.h"
 #include "core/log.h"
 #include "http/sse.h"
+#include "meter/usage.h"
+#include "store/ledger_store.h"
+#include "store/usage_store.h"
 
 namespace tp::api {
 namespace {
@@ -102,21 +106,59 @@ std::string_view bearer_token(const http::Request& req) {
   return {};
 }
 
+// A request's money from its hold to its usage row.
+struct Bill {
+  ledger::Bank::Hold hold;  // id 0: nothing held (a free route)
+  const catalog::Route* route = nullptr;
+  std::int64_t input_estimate = 0;  // tokens, for when the upstream reports none
+  std::chrono::steady_clock::time_point started;
+  store::UsageRecord record;
+  bool closed = false;  // settled or voided
+};
+
+// An upper bound of a request's input tokens: a token is at least one byte of the text,
+// and the JSON around the text is longer than the tokens that frame the messages. (Images
+// are not counted; what they add is charged as a shortfall over the hold.)
+std::int64_t input_tokens_max(std::string_view body) {
+  return static_cast<std::int64_t>(body.size());
+}
+
+// A typical count rather than a bound, used only when the upstream reports no usage.
+std::int64_t input_tokens_estimate(std::string_view body) {
+  return static_cast<std::int64_t>((body.size() + 3) / 4);
+}
+
+// What the input part of a cost is; the output part is the rest, so the two always sum
+// to the cost.
+Money input_cost(const meter::Usage& u, const catalog::Route& route) {
+  return cost_of(u.input_tokens, route.input_price, u.cached_tokens, route.cached_input_price, 0,
+                 route.output_price);
+}
+
 class Gateway final : public http::Handler {
  public:
   Gateway(asio::io_context& ioc, http::Inbox& inbox, std::shared_ptr<const GatewayState> state)
       : state_(std::move(state)),
         pool_(ioc, state_->provider_count()),
-        admin_(state_->services(), inbox, ioc) {}
+        admin_(state_->services(), inbox, ioc),
+        link_(*state_->services().writer, inbox, ioc) {}
 
   Task<void> handle(http::Request& req, Responder& res) override;
   Task<void> reject(unsigned status, std::string_view message, std::string_view target,
                     Responder& res) override;
 
  private:
-  Task<void> proxy(Operation op, http::Request& req, Responder& res);
+  Task<void> proxy(Operation op, http::Request& req, Responder& res,
+                   std::string_view request_id, std::chrono::steady_clock::time_point started);
   Task<void> relay_stream(http::UpstreamResponse& upstream, Surface surface, Responder& res,
-                          std::span<const Header> headers);
+                          std::span<const Header> headers, Bill& bill, bool drop_usage_chunk);
+
+  // Settles `bill` at `usage`: the charge, the usage row and the ledger transfers commit in
+  // one store transaction, and this resumes after it. False if the store failed.
+  Task<bool> settle(Bill& bill, const meter::Usage& usage, int status);
+  // Gives the hold back (the request failed or was refused upstream) and records the
+  // request at no cost; nothing waits for that record.
+  void void_bill(Bill& bill, int status);
   Task<void> send_error(Responder& res, Surface surface, unsigned status,
                         std::string_view message, std::string_view code = {});
 
@@ -130,6 +172,7 @@ class Gateway final : public http::Handler {
   std::shared_ptr<const GatewayState> state_;
   http::UpstreamPool pool_;
   AdminApi admin_;
+  StoreLink link_;
   std::shared_ptr<const auth::KeyTable> keys_;  // refreshed when the directory's version moves
   std::uint64_t keys_version_ = 0;
 };
@@ -208,7 +251,7 @@ Task<void> Gateway::handle(http::Request& req, Responder& res) {
   }
 
   if (op && method == "POST") {
-    co_await proxy(*op, req, res);
+    co_await proxy(*op, req, res, request_id, started);
   } else if (op) {
     co_await send_error(res, info_for(*op).surface, 405, fmt::format("{} accepts POST only", path));
   } else if (path.starts_with("/admin/v1/")) {
@@ -239,7 +282,9 @@ Task<void> Gateway::handle(http::Request& req, Responder& res) {
   }
 }
 
-Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res) {
+Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
+                          std::string_view request_id,
+                          std::chrono::steady_clock::time_point started) {
   const OperationInfo info = info_for(op);
   const Surface surface = info.surface;
 
@@ -313,12 +358,56 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res) {
     co_return;
   }
 
+  // The grant may not outlive the next suspension (a key-table refresh replaces it).
+  Bill bill;
+  bill.route = &route;
+  bill.started = started;
+  bill.input_estimate = input_tokens_estimate(req.body());
+  bill.record.request_id = request_id;
+  bill.record.account_id = grant->account_id;
+  bill.record.key_id = grant->key_id;
+  bill.record.at_ms = SystemClock::instance().unix_millis();
+  bill.record.model = model->name;
+  bill.record.provider = provider.name;
+
+  // Hold the worst case before anything goes upstream.
+  const std::int64_t output_max =
+      op == Operation::kEmbeddings
+          ? 0
+          : std::min<std::int64_t>(body.max_tokens.value_or(model->max_output_tokens),
+                                   model->max_output_tokens);
+  const Money worst = cost_of(input_tokens_max(req.body()), route.input_price, 0,
+                              route.cached_input_price, output_max, route.output_price);
+  if (worst > Money()) {
+    const std::int64_t now = bill.record.at_ms;
+    auto hold = state_->services().bank->hold(
+        bill.record.account_id, worst, now + state_->config().billing.hold_timeout_ms, now);
+    if (!hold) {
+      co_await send_error(res, surface, 402,
+                          hold.status().kind() == ErrorKind::kPaymentRequired
+                              ? hold.status().message()
+                              : "this account has no credit",
+                          "insufficient_balance");
+      co_return;
+    }
+    bill.hold = *hold;
+  }
+  // However this coroutine ends, an unsettled hold goes back.
+  struct VoidOnExit {
+    Gateway& self;
+    Bill& bill;
+    ~VoidOnExit() {
+      if (!bill.closed) self.void_bill(bill, 499);
+    }
+  } void_on_exit{*this, bill};
+
   // Forward the client's bytes untouched unless the model name or Turnpike's own options
-  // must change.
+  // must change, or an OpenAI stream must be asked for its usage.
+  const bool ask_for_usage = stream && surface == Surface::kOpenAI && !body.include_usage;
   std::string rewritten;
   std::string_view upstream_body = req.body();
-  if (route.upstream_model != body.model || body.has_options()) {
-    rewritten = rewrite_request_body(body, route.upstream_model);
+  if (route.upstream_model != body.model || body.has_options() || ask_for_usage) {
+    rewritten = rewrite_request_body(body, route.upstream_model, ask_for_usage);
     upstream_body = rewritten;
   }
 
@@ -346,7 +435,9 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res) {
   auto sent = co_await pool_.send(endpoint, head, upstream_body, state_->config().upstream);
   if (!sent) {
     log::warn("upstream failed", {{"provider", provider.name}, {"error", sent.status().message()}});
-    co_await send_error(res, surface, http_status(sent.status().kind()), sent.status().message());
+    const unsigned status = http_status(sent.status().kind());
+    void_bill(bill, static_cast<int>(status));
+    co_await send_error(res, surface, status, sent.status().message());
     co_return;
   }
   http::UpstreamResponse& upstream = *sent.value();
@@ -362,60 +453,209 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res) {
     (void)co_await upstream.read_all(kErrorBodyDrainBytesMax);
     log::warn("upstream error status",
               {{"provider", provider.name}, {"status", upstream.status()}});
+    void_bill(bill, 502);
     co_await send_error(res, surface, 502,
                         fmt::format("upstream '{}' answered HTTP {}", provider.name,
                                     upstream.status()));
     co_return;
   }
   if (stream && upstream.status() == 200 && upstream.is_event_stream()) {
-    co_await relay_stream(upstream, surface, res, headers);
+    co_await relay_stream(upstream, surface, res, headers, bill, ask_for_usage);
     co_return;
   }
   auto whole = co_await upstream.read_all();
   if (!whole) {
-    co_await send_error(res, surface, http_status(whole.status().kind()), whole.status().message());
+    const unsigned status = http_status(whole.status().kind());
+    void_bill(bill, static_cast<int>(status));
+    co_await send_error(res, surface, status, whole.status().message());
     co_return;
+  }
+  std::string cost;
+  if (upstream.status() >= 200 && upstream.status() < 300) {
+    auto usage = surface == Surface::kAnthropic ? meter::anthropic_usage(whole.value())
+                                                : meter::openai_usage(whole.value());
+    if (!usage) {
+      log::warn("upstream reported no usage; billing an estimate", {{"provider", provider.name}});
+      usage = meter::Usage{bill.input_estimate, 0,
+                           static_cast<std::int64_t>((whole.value().size() + 3) / 4)};
+    }
+    if (!co_await settle(bill, *usage, static_cast<int>(upstream.status()))) {
+      co_await send_error(res, surface, 503, "billing is unavailable: the store failed");
+      co_return;
+    }
+    cost = bill.record.cost.to_string();
+    headers.push_back({"x-turnpike-cost-usd", cost});
+  } else {
+    void_bill(bill, static_cast<int>(upstream.status()));  // refused upstream: nothing to pay
   }
   const std::string_view type = upstream.header("content-type");
   co_await res.send(upstream.status(), type.empty() ? kJson : type, whole.value(), headers);
 }
 
+Task<bool> Gateway::settle(Bill& bill, const meter::Usage& usage, int status) {
+  bill.closed = true;
+  store::UsageRecord& r = bill.record;
+  r.input_tokens = usage.input_tokens;
+  r.cached_tokens = usage.cached_tokens;
+  r.output_tokens = usage.output_tokens;
+  r.cost = meter::price(usage, *bill.route);
+  r.input_cost = input_cost(usage, *bill.route);
+  r.output_cost = r.cost - r.input_cost;
+  r.status = status;
+  r.hold = bill.hold.id;
+  r.latency_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                     std::chrono::steady_clock::now() - bill.started)
+                     .count();
+  // The charge is taken on the writer, inside the transaction that stores it: the row
+  // and the transfers become durable together or not at all.
+  std::shared_ptr<ledger::Bank> bank = state_->services().bank;
+  store::Writer::Work work = [bank, hold = bill.hold, record = r](store::Database& db) {
+    if (hold.id != 0) bank->settle(hold, record.cost, SystemClock::instance().unix_millis());
+    if (Status s = store::insert_usage(db, record); !s) return s;
+    return bank->persist([&](const ledger::Ledger& ledger, std::size_t accounts,
+                             std::size_t transfers) {
+      return store::append_ledger(db, ledger, accounts, transfers);
+    });
+  };
+  const Status committed = co_await link_.commit(work);
+  if (!committed) {
+    log::error("settlement not stored", {{"request_id", r.request_id},
+                                         {"error", committed.message()}});
+  }
+  co_return committed.is_ok();
+}
+
+void Gateway::void_bill(Bill& bill, int status) {
+  if (bill.closed) return;
+  bill.closed = true;
+  if (bill.hold.id != 0) {
+    state_->services().bank->void_hold(bill.hold, SystemClock::instance().unix_millis());
+  }
+  bill.record.status = status;
+  bill.record.hold = bill.hold.id;
+  bill.record.latency_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                               std::chrono::steady_clock::now() - bill.started)
+                               .count();
+  std::shared_ptr<ledger::Bank> bank = state_->services().bank;
+  link_.submit([bank, record = std::move(bill.record)](store::Database& db) {
+    if (Status s = store::insert_usage(db, record); !s) return s;
+    return bank->persist([&](const ledger::Ledger& ledger, std::size_t accounts,
+                             std::size_t transfers) {
+      return store::append_ledger(db, ledger, accounts, transfers);
+    });
+  });
+}
+
 Task<void> Gateway::relay_stream(http::UpstreamResponse& upstream, Surface surface,
-                                 Responder& res, std::span<const Header> headers) {
-  if (!co_await res.begin_stream(200, "text/event-stream", headers)) co_return;
+                                 Responder& res, std::span<const Header> headers, Bill& bill,
+                                 bool drop_usage_chunk) {
+  StreamMeter meter(surface, drop_usage_chunk);
+  bool client_here = co_await res.begin_stream(200, "text/event-stream", headers);
+  // After the client left: how long and how much more is read for the final usage.
+  std::optional<std::chrono::steady_clock::time_point> drain_until;
+  std::size_t drained_bytes = 0;
+  std::int64_t relayed = 0;  // content events the client got
+  auto client_left = [&] {
+    client_here = false;
+    relayed = meter.content_events();
+    drain_until = std::chrono::steady_clock::now() +
+                  std::chrono::milliseconds(state_->config().billing.disconnect_drain_ms);
+  };
+  if (!client_here) client_left();
+  auto bill_usage = [&] { return meter.usage(bill.input_estimate, relayed); };
+
   // Whole events only go to the client; `pending` holds the tail of an unfinished one.
   std::string pending;
   for (;;) {
+    if (!client_here && (std::chrono::steady_clock::now() >= *drain_until ||
+                         drained_bytes > limits::kDisconnectDrainBytesMax || meter.reported())) {
+      break;
+    }
     auto piece = co_await upstream.read_some();
     if (!piece) {
       // Headers are gone already: report in-band, in the surface's stream error shape, and
-      // cut the connection so no client can take the stream for complete.
-      const std::string body = error_body(surface, 502, piece.status().message());
-      const std::string event = surface == Surface::kAnthropic
-                                    ? fmt::format("event: error\ndata: {}\n\n", body)
-                                    : fmt::format("data: {}\n\n", body);
-      co_await res.write_chunk(pending);
-      co_await res.write_chunk(event);
+      // cut the connection so no client can take the stream for complete. What was relayed
+      // is billed.
+      if (client_here) relayed = meter.content_events();
+      (void)co_await settle(bill, bill_usage(), 502);
+      if (client_here) {
+        const std::string body = error_body(surface, 502, piece.status().message());
+        const std::string event = surface == Surface::kAnthropic
+                                      ? fmt::format("event: error\ndata: {}\n\n", body)
+                                      : fmt::format("data: {}\n\n", body);
+        co_await res.write_chunk(pending);
+        co_await res.write_chunk(event);
+      }
       res.close_after();
       co_return;
     }
-    if (piece->empty()) break;
-    std::string_view ready;
+    if (piece->empty()) break;  // the upstream ended without a terminator
+    if (!client_here) drained_bytes += piece->size();
+
+    std::string_view buffer;
     if (pending.empty()) {
-      const std::size_t n = http::sse_complete_prefix(*piece);
-      ready = piece->substr(0, n);
-      pending.assign(piece->substr(n));
+      buffer = *piece;
     } else {
       pending.append(*piece);
-      ready = std::string_view(pending).substr(0, http::sse_complete_prefix(pending));
+      buffer = pending;
     }
-    if (!ready.empty() && !co_await res.write_chunk(ready)) co_return;  // client gone
-    if (ready.data() == pending.data()) pending.erase(0, ready.size());
+    const std::size_t complete = http::sse_complete_prefix(buffer);
+    // Forward runs of events as one write; stop a run at an event to drop or at the end.
+    std::size_t run_begin = 0;
+    std::size_t at = 0;
+    std::optional<std::size_t> final_at;
+    http::SseEvents events(buffer.substr(0, complete));
+    http::SseEvents::Event e;
+    while (events.next(e)) {
+      const std::size_t begin = at;
+      at += e.raw.size();
+      const StreamMeter::Verdict verdict = meter.on_event(e.name, e.data);
+      if (verdict == StreamMeter::Verdict::kForward) continue;
+      if (client_here && begin > run_begin &&
+          !co_await res.write_chunk(buffer.substr(run_begin, begin - run_begin))) {
+        client_left();
+      }
+      run_begin = at;
+      if (verdict == StreamMeter::Verdict::kFinal) {
+        final_at = begin;
+        break;
+      }
+    }
+    if (final_at) {
+      // The terminator waits for the settlement to be durable: a client that saw the end
+      // of the stream was billed exactly once.
+      if (client_here) relayed = meter.content_events();
+      const bool stored = co_await settle(bill, bill_usage(), client_here ? 200 : 499);
+      if (client_here && stored) {
+        if (co_await res.write_chunk(buffer.substr(*final_at))) co_await res.end_stream();
+      } else {
+        res.close_after();
+      }
+      co_return;
+    }
+    if (client_here && complete > run_begin &&
+        !co_await res.write_chunk(buffer.substr(run_begin, complete - run_begin))) {
+      client_left();
+    }
+    if (buffer.data() == pending.data()) {
+      pending.erase(0, complete);
+    } else {
+      pending.assign(buffer.substr(complete));
+    }
     if (pending.size() > limits::kSseEventBytesMax) {
       log::warn("upstream event over limit", {{"bytes_max", limits::kSseEventBytesMax}});
+      if (client_here) relayed = meter.content_events();
+      (void)co_await settle(bill, bill_usage(), 502);
       res.close_after();
       co_return;
     }
+  }
+  // The upstream ended without a terminator, or the client is gone and reading on is over.
+  if (client_here) relayed = meter.content_events();
+  const bool stored = co_await settle(bill, bill_usage(), client_here ? 200 : 499);
+  if (!client_here || !stored) {
+    res.close_after();
+    co_return;
   }
   if (!pending.empty() && !co_await res.write_chunk(pending)) co_return;
   co_await res.end_stream();

@@ -107,6 +107,16 @@ Result<RequestBody> parse_request_body(std::string_view text) {
         return invalid(fmt::format("'{}' must be a non-negative integer", key));
       }
       body.max_tokens = n;
+    } else if (key == "stream_options") {
+      if (value.is_null()) continue;
+      simdjson::dom::object options;
+      if (value.get_object().get(options)) return invalid("'stream_options' must be an object");
+      bool include = false;
+      if (simdjson::dom::element v; !options["include_usage"].get(v) && !v.is_null() &&
+                                    v.get_bool().get(include)) {
+        return invalid("'stream_options.include_usage' must be true or false");
+      }
+      body.include_usage = include;
     } else if (key == kOptionPrivacyTier || key == kOptionStartWithin) {
       std::string_view option;
       if (value.get_string().get(option) || option.empty()) {
@@ -120,28 +130,49 @@ Result<RequestBody> parse_request_body(std::string_view text) {
 }
 
 std::string rewrite_request_body(const RequestBody& body, std::string_view upstream_model,
-                                 std::string_view extra) {
+                                 bool ask_for_usage) {
+  constexpr std::string_view kIncludeUsage = "\"include_usage\":true";
   const std::vector<JsonMember> members = top_level_members(body.text);
   std::string out;
-  out.reserve(body.text.size() + extra.size() + upstream_model.size() + 2);
+  out.reserve(body.text.size() + upstream_model.size() + 64);
   out.push_back('{');
   bool first = true;
-  for (const auto& m : members) {
-    if (m.key == kOptionPrivacyTier || m.key == kOptionStartWithin) continue;
+  auto append_key = [&](std::string_view key) {
     if (!first) out.push_back(',');
     first = false;
     out.push_back('"');
-    out.append(m.key);
+    out.append(key);
     out += "\":";
+  };
+  std::string_view stream_options;  // the client's, when usage must be asked for
+  for (const auto& m : members) {
+    if (m.key == kOptionPrivacyTier || m.key == kOptionStartWithin) continue;
+    if (ask_for_usage && m.key == "stream_options") {
+      if (m.value.front() == '{') stream_options = m.value;
+      continue;
+    }
+    append_key(m.key);
     if (m.key == "model") {
       json::append_quoted(out, upstream_model);
     } else {
       out.append(m.value);
     }
   }
-  if (!extra.empty()) {
-    if (!first) out.push_back(',');
-    out.append(extra);
+  if (ask_for_usage) {
+    append_key("stream_options");
+    out.push_back('{');
+    if (!stream_options.empty()) {
+      for (const auto& option : top_level_members(stream_options)) {
+        if (option.key == "include_usage") continue;
+        out.push_back('"');
+        out.append(option.key);
+        out += "\":";
+        out.append(option.value);
+        out.push_back(',');
+      }
+    }
+    out += kIncludeUsage;
+    out.push_back('}');
   }
   out.push_back('}');
   return out;

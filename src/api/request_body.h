@@ -35,6 +35,7 @@ struct RequestBody {
   std::optional<std::int64_t> max_tokens;  // max_tokens or max_completion_tokens
   std::string privacy_tier;                // empty when absent
   std::string start_within;                // empty when absent
+  bool include_usage = false;              // stream_options.include_usage is true
 
   bool has_options() const { return !privacy_tier.empty() || !start_within.empty(); }
 };
@@ -43,10 +44,10 @@ struct RequestBody {
 // wrong without quoting the body.
 Result<RequestBody> parse_request_body(std::string_view body);
 
-// The body to forward: `model` replaced by `upstream_model`, Turnpike's options removed,
-// `extra` members (raw "key":value pairs without braces) appended. `body.text` must still
-// be alive.
+// The body to forward: `model` replaced by `upstream_model`, Turnpike's options removed.
+// With `ask_for_usage`, `stream_options.include_usage` is set to true, keeping any other
+// stream option the client gave. `body.text` must still be alive.
 std::string rewrite_request_body(const RequestBody& body, std::string_view upstream_model,
-                                 std::string_view extra = {});
+                                 bool ask_for_usage = false);
 
 }  // namespace tp::api

@@ -17,7 +17,7 @@ struct Detach {
 
 }  // namespace
 
-http::Task<Status> StoreLink::commit(store::Writer::Work work) {
+http::Task<Status> StoreLink::commit(store::Writer::Work& work) {
   http::Timer wake(ioc_.get_executor(), std::chrono::steady_clock::time_point::max());
   auto slot = std::make_shared<Slot>();
   slot->wake = &wake;

@@ -22,18 +22,24 @@ class StoreLink {
       : writer_(writer), inbox_(inbox), ioc_(ioc) {}
 
   // Runs `work` on the writer and resumes once its transaction committed. Returns the
-  // work's error, or the commit's.
-  http::Task<Status> commit(store::Writer::Work work);
+  // work's error, or the commit's. `work` is moved from.
+  //
+  // Callers pass named objects, never temporaries: GCC 12 may destroy a temporary in a
+  // co_await full-expression twice, which is harmless for a small lambda and a double free
+  // for anything owning memory.
+  http::Task<Status> commit(store::Writer::Work& work);
 
-  // As commit, handing back the work's result. `work` must not refer to the caller's frame
-  // once the caller may be gone; results travel through the shared slot.
-  template <typename T>
-  http::Task<Result<T>> call(std::function<Result<T>(store::Database&)> work) {
+  // As commit, handing back the work's result (`work` returns Result<T>). `work` must not
+  // refer to the caller's frame once the caller may be gone; the result travels through a
+  // shared slot.
+  template <typename T, typename F>
+  http::Task<Result<T>> call(F& work) {
     auto result = std::make_shared<std::optional<Result<T>>>();
-    const Status s = co_await commit([result, work = std::move(work)](store::Database& db) {
+    store::Writer::Work job = [result, work = std::move(work)](store::Database& db) {
       result->emplace(work(db));
       return (*result)->is_ok() ? Status::ok() : (*result)->status();
-    });
+    };
+    const Status s = co_await commit(job);
     if (!s) co_return s;
     co_return std::move(**result);
   }

@@ -60,7 +60,7 @@ int serve(const ServeOptions& opts) {
     return 2;
   }
 
-  auto services = api::open_services(config.store, opts.data_dir, config.trial_credit);
+  auto services = api::open_services(config.store, opts.data_dir, config.billing.trial_credit);
   if (!services) {
     std::fprintf(stderr, "turnpike: store: %s\n", services.status().message().c_str());
     return 2;

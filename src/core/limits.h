@@ -33,6 +33,11 @@ static_assert(kUpstreamReadChunkBytes <= kSseEventBytesMax);
 static_assert(kHeaderBytesMax <= kBodyBytesMax);
 static_assert(kUpstreamConnectTimeoutMs < kUpstreamFirstByteTimeoutMs);
 
+// Billing.
+inline constexpr std::uint32_t kHoldTimeoutMs = 15 * 60'000;      // a request's hold lapses
+inline constexpr std::uint32_t kDisconnectDrainMs = 30'000;       // read on after a client left
+inline constexpr std::size_t kDisconnectDrainBytesMax = 8 * 1024 * 1024;
+
 // Config.
 inline constexpr std::size_t kConfigBytesMax = 4 * 1024 * 1024;
 inline constexpr int kThreadsMax = 256;

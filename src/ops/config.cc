@@ -18,6 +18,10 @@
 namespace tp::ops {
 namespace {
 
+constexpr std::uint64_t kHour = 3'600'000;  // ms
+constexpr std::uint64_t kDay = 24 * kHour;
+
+
 using catalog::Api;
 using catalog::PrivacyTier;
 
@@ -259,7 +263,6 @@ void parse_limits(const Reader& r, const YAML::Node& root, Config& c) {
                              "body_timeout_ms", "idle_timeout_ms", "write_timeout_ms",
                              "drain_timeout_ms", "connections_per_thread_max"});
   auto& s = c.server;
-  constexpr std::uint64_t kHour = 3'600'000;
   s.header_bytes_max = r.integer(n, "header_bytes_max", "limits", s.header_bytes_max, 1024, 1 << 20);
   s.body_bytes_max = r.integer(n, "body_bytes_max", "limits", s.body_bytes_max, 1024, 1ULL << 30);
   s.header_timeout_ms = static_cast<std::uint32_t>(
@@ -281,7 +284,6 @@ void parse_upstream(const Reader& r, const YAML::Node& root, Config& c) {
   if (!n.IsDefined() || n.IsNull()) return;
   r.check_keys(n, "upstream", {"connect_timeout_ms", "first_byte_timeout_ms", "idle_timeout_ms"});
   auto& u = c.upstream;
-  constexpr std::uint64_t kHour = 3'600'000;
   u.connect_timeout_ms = static_cast<std::uint32_t>(
       r.integer(n, "connect_timeout_ms", "upstream", u.connect_timeout_ms, 1, kHour));
   u.first_byte_timeout_ms = static_cast<std::uint32_t>(
@@ -355,14 +357,18 @@ Result<Config> parse_config(std::string_view yaml, std::string_view source) {
       c.access_log = r.boolean(log, "access", "log", c.access_log);
     }
     if (const YAML::Node billing = root["billing"]; billing.IsDefined() && !billing.IsNull()) {
-      r.check_keys(billing, "billing", {"trial_usd"});
+      r.check_keys(billing, "billing", {"trial_usd", "hold_timeout_ms", "disconnect_drain_ms"});
       const std::string trial = r.string(billing, "trial_usd", "billing", "20");
       auto amount = Money::parse(trial);
       if (!amount || amount->is_negative()) {
         r.fail(billing["trial_usd"], "billing.trial_usd",
                fmt::format("must be a non-negative USD amount like \"20\", got '{}'", trial));
       }
-      c.trial_credit = *amount;
+      c.billing.trial_credit = *amount;
+      c.billing.hold_timeout_ms = static_cast<std::uint32_t>(
+          r.integer(billing, "hold_timeout_ms", "billing", c.billing.hold_timeout_ms, 1000, kDay));
+      c.billing.disconnect_drain_ms = static_cast<std::uint32_t>(r.integer(
+          billing, "disconnect_drain_ms", "billing", c.billing.disconnect_drain_ms, 0, kHour));
     }
     parse_limits(r, root, c);
     parse_upstream(r, root, c);

@@ -21,6 +21,17 @@ struct RoutingWeights {
   double latency = 0.2;
 };
 
+// billing.*: how requests are charged.
+struct Billing {
+  Money trial_credit = Money::usd(20);  // trial_usd; 0 disables
+  // A request's hold lapses by itself after this long (hold_timeout_ms); a request that
+  // finishes later is still charged.
+  std::uint32_t hold_timeout_ms = limits::kHoldTimeoutMs;
+  // After a client leaves mid-stream, how long the upstream is still read for its final
+  // usage (disconnect_drain_ms); 0 bills what was relayed at once.
+  std::uint32_t disconnect_drain_ms = limits::kDisconnectDrainMs;
+};
+
 struct Config {
   std::string listen_host = "127.0.0.1";
   std::uint16_t listen_port = 8080;
@@ -32,7 +43,7 @@ struct Config {
   http::ServerLimits server;
   http::UpstreamTimeouts upstream;
   RoutingWeights weights;
-  Money trial_credit = Money::usd(20);  // billing.trial_usd; 0 disables
+  Billing billing;
   std::shared_ptr<const catalog::Catalog> catalog;
 };
 

@@ -34,8 +34,26 @@ TEST(RequestBody, RewriteReplacesModelAndDropsOptionsKeepingTheRest) {
   ASSERT_TRUE(b);
   EXPECT_EQ(rewrite_request_body(*b, "up\"stream"),
             R"({"model":"up\"stream","messages":[{"content":"q\"uote"}],"n":null})");
-  EXPECT_EQ(rewrite_request_body(*b, "u", R"("stream_options":{"include_usage":true})"),
+  EXPECT_EQ(rewrite_request_body(*b, "u", /*ask_for_usage=*/true),
             R"({"model":"u","messages":[{"content":"q\"uote"}],"n":null,"stream_options":{"include_usage":true}})");
+}
+
+TEST(RequestBody, AskingForUsageKeepsTheClientsOtherStreamOptions) {
+  auto b = parse_request_body(
+      R"({"model":"m","stream_options":{ "include_obfuscation" : false, "include_usage":false}})");
+  ASSERT_TRUE(b);
+  EXPECT_FALSE(b->include_usage);
+  EXPECT_EQ(rewrite_request_body(*b, "m", true),
+            R"({"model":"m","stream_options":{"include_obfuscation":false,"include_usage":true}})");
+  auto asked = parse_request_body(R"({"stream_options":{"include_usage":true}})");
+  ASSERT_TRUE(asked);
+  EXPECT_TRUE(asked->include_usage);
+  auto null_options = parse_request_body(R"({"stream_options":null})");
+  ASSERT_TRUE(null_options);
+  EXPECT_EQ(rewrite_request_body(*null_options, "m", true),
+            R"({"stream_options":{"include_usage":true}})");
+  EXPECT_FALSE(parse_request_body(R"({"stream_options":[]})"));
+  EXPECT_FALSE(parse_request_body(R"({"stream_options":{"include_usage":1}})"));
 }
 
 TEST(RequestBody, EmptyObject) {

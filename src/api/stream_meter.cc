@@ -1,0 +1,90 @@
+#include "api/stream_meter.h"
+
+#include <algorithm>
+
+namespace tp::api {
+namespace {
+
+bool is_ws(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+
+// Whether `data` has a member `"key"` whose value starts with one of `starts`. Inside a
+// JSON string every quote is escaped, so an unescaped `"key"` is a real key.
+bool member_starts_with(std::string_view data, std::string_view quoted_key,
+                        std::string_view starts) {
+  for (std::size_t at = data.find(quoted_key); at != std::string_view::npos;
+       at = data.find(quoted_key, at + 1)) {
+    std::size_t i = at + quoted_key.size();
+    while (i < data.size() && is_ws(data[i])) ++i;
+    if (i >= data.size() || data[i] != ':') continue;
+    ++i;
+    while (i < data.size() && is_ws(data[i])) ++i;
+    if (i < data.size() && starts.find(data[i]) != std::string_view::npos) return true;
+  }
+  return false;
+}
+
+// A non-empty string value for `"content"` or `"arguments"` (tool calls).
+bool has_text(std::string_view data) {
+  for (std::string_view key : {std::string_view("\"content\""), std::string_view("\"arguments\"")}) {
+    for (std::size_t at = data.find(key); at != std::string_view::npos;
+         at = data.find(key, at + 1)) {
+      std::size_t i = at + key.size();
+      while (i < data.size() && is_ws(data[i])) ++i;
+      if (i >= data.size() || data[i] != ':') continue;
+      ++i;
+      while (i < data.size() && is_ws(data[i])) ++i;
+      if (i + 1 < data.size() && data[i] == '"' && data[i + 1] != '"') return true;
+    }
+  }
+  return false;
+}
+
+}  // namespace
+
+StreamMeter::Verdict StreamMeter::on_event(std::string_view name, std::string_view data) {
+  return surface_ == Surface::kAnthropic ? on_anthropic(name, data) : on_openai(data);
+}
+
+StreamMeter::Verdict StreamMeter::on_openai(std::string_view data) {
+  if (data == "[DONE]") return Verdict::kFinal;
+  if (member_starts_with(data, "\"usage\"", "{")) {
+    if (auto usage = meter::openai_usage(data)) {
+      openai_ = *usage;
+      // The chunk Turnpike asked for carries no choices; anything else goes through.
+      if (drop_usage_chunk_ && !has_text(data)) return Verdict::kDrop;
+    }
+  }
+  if (has_text(data)) ++content_events_;
+  return Verdict::kForward;
+}
+
+StreamMeter::Verdict StreamMeter::on_anthropic(std::string_view name, std::string_view data) {
+  if (name == "message_stop") return Verdict::kFinal;
+  if (name == "content_block_delta") {
+    ++content_events_;
+  } else if (name == "message_start" || name == "message_delta") {
+    anthropic_.on_event(name, data);
+    if (name == "message_delta" && member_starts_with(data, "\"usage\"", "{")) {
+      anthropic_final_ = true;
+    }
+  }
+  return Verdict::kForward;
+}
+
+bool StreamMeter::reported() const {
+  return surface_ == Surface::kAnthropic ? anthropic_final_ : openai_.has_value();
+}
+
+meter::Usage StreamMeter::usage(std::int64_t input_estimate, std::int64_t output_relayed) const {
+  if (reported()) return surface_ == Surface::kAnthropic ? anthropic_.usage() : *openai_;
+  meter::Usage u;
+  if (surface_ == Surface::kAnthropic && anthropic_.seen()) {
+    u = anthropic_.usage();  // message_start told the input
+  } else {
+    u.input_tokens = input_estimate;
+  }
+  u.output_tokens = std::max(u.output_tokens, output_relayed);
+  return u;
+}
+
+}  // namespace tp::api

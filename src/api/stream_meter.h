@@ -1,0 +1,50 @@
+#pragma once
+// Watches the events of a relayed stream for what they cost, and says which events the
+// client must not see yet (the final one waits for the settlement's commit) or at all (the
+// usage chunk Turnpike asked for on the client's behalf).
+
+#include <cstdint>
+#include <optional>
+#include <string_view>
+
+#include "api/errors.h"
+#include "meter/usage.h"
+
+namespace tp::api {
+
+class StreamMeter {
+ public:
+  // `drop_usage_chunk`: an OpenAI stream whose usage chunk Turnpike asked for itself.
+  StreamMeter(Surface surface, bool drop_usage_chunk)
+      : surface_(surface), drop_usage_chunk_(drop_usage_chunk) {}
+
+  enum class Verdict {
+    kForward,  // pass it on
+    kDrop,     // keep it from the client
+    kFinal,    // the stream's terminator: `data: [DONE]` or `message_stop`
+  };
+  // One complete event: its "event:" name (empty if none) and its data.
+  Verdict on_event(std::string_view name, std::string_view data);
+
+  // Events that carried generated text or tool-call arguments so far.
+  std::int64_t content_events() const { return content_events_; }
+  // Whether the upstream has reported its final usage.
+  bool reported() const;
+  // What to bill. With the final usage reported, exactly that. Otherwise whatever input
+  // the upstream did report (else `input_estimate`), and as output the larger of what it
+  // reported so far and `output_relayed`.
+  meter::Usage usage(std::int64_t input_estimate, std::int64_t output_relayed) const;
+
+ private:
+  Verdict on_openai(std::string_view data);
+  Verdict on_anthropic(std::string_view name, std::string_view data);
+
+  Surface surface_;
+  bool drop_usage_chunk_;
+  std::optional<meter::Usage> openai_;  // from the usage chunk
+  meter::AnthropicStreamUsage anthropic_;
+  bool anthropic_final_ = false;        // a message_delta with usage was seen
+  std::int64_t content_events_ = 0;
+};
+
+}  // namespace tp::api
