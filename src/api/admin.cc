@@ -13,6 +13,7 @@
 #include "api/request_body.h"
 #include "core/clock.h"
 #include "core/json_writer.h"
+#include "core/rfc3339.h"
 #include "core/log.h"
 #include "store/ledger_store.h"
 
@@ -26,14 +27,6 @@ constexpr std::string_view kJson = "application/json";
 constexpr std::size_t kNameBytesMax = 200;
 constexpr std::size_t kModelsMax = 100;
 
-std::string rfc3339(std::int64_t ms) {
-  const std::time_t secs = static_cast<std::time_t>(ms / 1000);
-  std::tm tm{};
-  gmtime_r(&secs, &tm);
-  return fmt::format("{:04d}-{:02d}-{:02d}T{:02d}:{:02d}:{:02d}Z", tm.tm_year + 1900,
-                     tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
-}
-
 // "acct_12" (or "12") → 12.
 std::optional<std::int64_t> parse_id(std::string_view text, std::string_view prefix) {
   if (text.starts_with(prefix)) text.remove_prefix(prefix.size());
@@ -45,7 +38,7 @@ std::optional<std::int64_t> parse_id(std::string_view text, std::string_view pre
 
 void write_account(json::Writer& w, const auth::Account& a) {
   w.field("id", fmt::format("acct_{}", a.id)).field("name", a.name).field("kind", a.kind);
-  w.field("plan", a.plan).field("created_at", rfc3339(a.created_ms));
+  w.field("plan", a.plan).field("created_at", format_rfc3339(a.created_ms));
   w.field("standing", a.suspended ? "suspended" : "active");
 }
 
@@ -60,9 +53,9 @@ std::string account_json(const auth::Account& a, const std::vector<auth::ApiKey>
       w.begin_object().field("id", fmt::format("key_{}", k.id)).field("name", k.name);
       w.field("last4", k.last4).key("models").begin_array();
       for (const auto& m : k.models) w.value(m);
-      w.end_array().field("created_at", rfc3339(k.created_ms));
+      w.end_array().field("created_at", format_rfc3339(k.created_ms));
       w.key("expires_at");
-      if (k.expires_ms) w.value(rfc3339(*k.expires_ms)); else w.null();
+      if (k.expires_ms) w.value(format_rfc3339(*k.expires_ms)); else w.null();
       w.field("revoked", k.revoked_ms.has_value()).end_object();
     }
     w.end_array();
@@ -120,15 +113,6 @@ std::string read_money_call(simdjson::dom::parser& parser, std::string_view body
     return "'idempotency_key' is required: a string of 1 to 200 bytes";
   }
   return "";
-}
-
-// RFC 3339 UTC ("2026-12-31T23:59:59Z") → unix milliseconds.
-std::optional<std::int64_t> parse_rfc3339(std::string_view text) {
-  std::tm tm{};
-  const std::string s(text);
-  const char* end = strptime(s.c_str(), "%Y-%m-%dT%H:%M:%SZ", &tm);
-  if (end == nullptr || *end != '\0') return std::nullopt;
-  return static_cast<std::int64_t>(timegm(&tm)) * 1000;
 }
 
 }  // namespace
@@ -196,7 +180,7 @@ Task<void> AdminApi::rotate_key(std::string_view id_text, http::Request& req, Re
   std::string out;
   json::Writer w(out);
   w.begin_object().field("id", fmt::format("key_{}", key->id)).field("key", secret);
-  w.field("last4", key->last4).field("old_key_expires_at", rfc3339(old_expires_ms)).end_object();
+  w.field("last4", key->last4).field("old_key_expires_at", format_rfc3339(old_expires_ms)).end_object();
   co_await res.send(200, kJson, out);
 }
 

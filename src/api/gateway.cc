@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <openssl/crypto.h>
+
 #include <boost/asio/io_context.hpp>
 #include <charconv>
 #include <chrono>
@@ -11,6 +13,7 @@
 #include "api/errors.h"
 #include "api/request_body.h"
 #include "api/stream_meter.h"
+#include "api/usage_api.h"
 #include "core/clock.h"
 #include "core/ids.h"
 #include "core/json_writer.h"
@@ -164,6 +167,8 @@ class Gateway final : public http::Handler {
 
   // GET /api/balance: the calling key's own account.
   Task<void> own_balance(http::Request& req, Responder& res);
+  // GET /api/usage: the calling key's account, or any with the admin key.
+  Task<void> usage_log(http::Request& req, Responder& res);
   // The key a request presents, checked against this thread's copy of the key table.
   // Returns the grant, or sends the error and returns nullptr.
   Task<const auth::KeyGrant*> authenticate(std::string_view key, Surface surface,
@@ -193,6 +198,42 @@ Task<void> Gateway::own_balance(http::Request& req, Responder& res) {
   w.field("promo_usd", balance->promo.to_string()).field("held_usd", balance->held.to_string());
   w.field("available_usd", balance->available.to_string()).end_object();
   co_await res.send(200, kJson, out);
+}
+
+Task<void> Gateway::usage_log(http::Request& req, Responder& res) {
+  const std::string_view token = bearer_token(req);
+  const std::string& admin_key = state_->services().admin_key;
+  const bool admin = !admin_key.empty() && token.size() == admin_key.size() &&
+                     CRYPTO_memcmp(token.data(), admin_key.data(), admin_key.size()) == 0;
+  std::optional<std::int64_t> account;
+  if (!admin) {
+    const auth::KeyGrant* grant = co_await authenticate(token, Surface::kOpenAI, res);
+    if (grant == nullptr) co_return;
+    account = grant->account_id;
+  }
+  auto params = http::parse_query(req.target());
+  if (!params) {
+    co_await send_error(res, Surface::kOpenAI, 400, params.status().message());
+    co_return;
+  }
+  auto query = parse_usage_query(*params, account);
+  if (!query) {
+    co_await send_error(res, Surface::kOpenAI, http_status(query.status().kind()),
+                        query.status().message());
+    co_return;
+  }
+  const std::size_t limit = query->limit;
+  auto fetch = [q = *query, limit](store::Database& db) {
+    store::UsageQuery one_more = q;
+    one_more.limit = limit + 1;  // the extra row tells whether a next page exists
+    return store::query_usage(db, one_more);
+  };
+  auto rows = co_await link_.call<std::vector<store::UsageRecord>>(fetch);
+  if (!rows) {
+    co_await send_error(res, Surface::kOpenAI, 503, "the usage log is unavailable");
+    co_return;
+  }
+  co_await res.send(200, kJson, usage_page_json(*rows, limit));
 }
 
 Task<const auth::KeyGrant*> Gateway::authenticate(std::string_view key, Surface surface,
@@ -258,6 +299,8 @@ Task<void> Gateway::handle(http::Request& req, Responder& res) {
     co_await admin_.handle(req, res);
   } else if (path == "/api/balance" && method == "GET") {
     co_await own_balance(req, res);
+  } else if (path == "/api/usage" && method == "GET") {
+    co_await usage_log(req, res);
   } else if (path == "/v1/models" && method == "GET") {
     co_await res.send(200, kJson, state_->models_body());
   } else if ((path == "/healthz" || path == "/readyz") && method == "GET") {

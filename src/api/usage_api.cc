@@ -1,0 +1,100 @@
+#include "api/usage_api.h"
+
+#include <fmt/format.h>
+
+#include <charconv>
+
+#include "core/json_writer.h"
+#include "core/rfc3339.h"
+
+namespace tp::api {
+namespace {
+
+constexpr std::string_view kCursorPrefix = "u_";
+
+Status invalid(std::string message) { return {ErrorKind::kInvalidRequest, std::move(message)}; }
+
+std::optional<std::int64_t> positive(std::string_view text) {
+  std::int64_t n = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
+  if (ec != std::errc{} || end != text.data() + text.size() || n <= 0) return std::nullopt;
+  return n;
+}
+
+}  // namespace
+
+Result<store::UsageQuery> parse_usage_query(const http::QueryParams& params,
+                                            std::optional<std::int64_t> account) {
+  store::UsageQuery q;
+  q.account = account;
+  q.limit = kUsagePageRowsDefault;
+  for (const auto& [key, value] : params) {
+    if (key == "from" || key == "to") {
+      const auto ms = parse_rfc3339(value);
+      if (!ms) {
+        return invalid(fmt::format("'{}' must be an RFC 3339 time like 2026-11-23T00:00:00Z", key));
+      }
+      (key == "from" ? q.from_ms : q.to_ms) = *ms;
+    } else if (key == "limit") {
+      const auto n = positive(value);
+      if (!n || *n > static_cast<std::int64_t>(kUsagePageRowsMax)) {
+        return invalid(fmt::format("'limit' must be between 1 and {}", kUsagePageRowsMax));
+      }
+      q.limit = static_cast<std::size_t>(*n);
+    } else if (key == "cursor") {
+      const std::string_view text = value;
+      const auto id = text.starts_with(kCursorPrefix) ? positive(text.substr(kCursorPrefix.size()))
+                                                      : std::nullopt;
+      if (!id) return invalid("'cursor' must be the next_cursor of an earlier page");
+      q.after_id = *id;
+    } else if (key == "account") {
+      if (account) {
+        return Status{ErrorKind::kForbidden,
+                      "'account' is for admin keys; a customer key sees its own account"};
+      }
+      const std::string_view text = value;
+      const auto id = positive(text.starts_with("acct_") ? text.substr(5) : text);
+      if (!id) return invalid("'account' must be an account id like acct_12");
+      q.account = *id;
+    } else {
+      return invalid(fmt::format("unknown query parameter '{}'; expected from, to, limit, cursor",
+                                 key.substr(0, 64)));
+    }
+  }
+  if (q.from_ms >= q.to_ms) return invalid("'from' must be before 'to'");
+  return q;
+}
+
+std::string usage_page_json(const std::vector<store::UsageRecord>& rows, std::size_t limit) {
+  std::string out;
+  out.reserve(64 + rows.size() * 360);
+  json::Writer w(out);
+  w.begin_object().key("data").begin_array();
+  const std::size_t shown = std::min(rows.size(), limit);
+  for (std::size_t i = 0; i < shown; ++i) {
+    const store::UsageRecord& r = rows[i];
+    w.begin_object().field("request_id", r.request_id);
+    w.field("timestamp", format_rfc3339(r.at_ms, /*millis=*/true));
+    w.field("account", fmt::format("acct_{}", r.account_id));
+    w.field("key", fmt::format("key_{}", r.key_id));
+    w.field("model", r.model).field("provider", r.provider).key("node");
+    if (r.node.empty()) w.null(); else w.value(r.node);
+    // input_tokens counts every input token; cached_tokens is the part read from cache.
+    w.field("input_tokens", r.input_tokens + r.cached_tokens);
+    w.field("output_tokens", r.output_tokens).field("cached_tokens", r.cached_tokens);
+    w.field("cost_usd", r.cost.to_string()).field("input_cost_usd", r.input_cost.to_string());
+    w.field("output_cost_usd", r.output_cost.to_string());
+    w.field("latency_ms", r.latency_ms).field("status", static_cast<std::int64_t>(r.status));
+    w.end_object();
+  }
+  w.end_array().key("next_cursor");
+  if (rows.size() > limit) {
+    w.value(fmt::format("{}{}", kCursorPrefix, rows[limit - 1].id));
+  } else {
+    w.null();
+  }
+  w.end_object();
+  return out;
+}
+
+}  // namespace tp::api

@@ -1,0 +1,152 @@
+// What request billing reads from streams and queries: StreamMeter, the usage query and
+// page, RFC 3339 times and query strings.
+#include <gtest/gtest.h>
+#include <simdjson.h>
+
+#include "api/stream_meter.h"
+#include "api/usage_api.h"
+#include "core/rfc3339.h"
+#include "http/query.h"
+
+namespace tp::api {
+namespace {
+
+using Verdict = StreamMeter::Verdict;
+
+TEST(StreamMeter, OpenAIDropsTheUsageChunkItAskedForAndHoldsDone) {
+  StreamMeter m(Surface::kOpenAI, /*drop_usage_chunk=*/true);
+  EXPECT_EQ(m.on_event("", R"({"choices":[{"delta":{"role":"assistant","content":""}}],"usage":null})"),
+            Verdict::kForward);
+  EXPECT_EQ(m.on_event("", R"({"choices":[{"delta":{"content":"Hi"}}],"usage":null})"),
+            Verdict::kForward);
+  EXPECT_EQ(m.on_event("", R"({"choices":[{"delta":{"content":" \"usage\": {"}}],"usage":null})"),
+            Verdict::kForward);  // text that looks like usage is text
+  EXPECT_EQ(m.content_events(), 2);
+  EXPECT_FALSE(m.reported());
+  EXPECT_EQ(m.on_event("", R"({"choices":[],"usage":{"prompt_tokens":10,"completion_tokens":7,)"
+                           R"("prompt_tokens_details":{"cached_tokens":4}}})"),
+            Verdict::kDrop);
+  EXPECT_TRUE(m.reported());
+  EXPECT_EQ(m.on_event("", "[DONE]"), Verdict::kFinal);
+  const meter::Usage u = m.usage(999, 999);
+  EXPECT_EQ(u.input_tokens, 6);
+  EXPECT_EQ(u.cached_tokens, 4);
+  EXPECT_EQ(u.output_tokens, 7);
+}
+
+TEST(StreamMeter, OpenAIKeepsTheUsageChunkTheClientAskedFor) {
+  StreamMeter m(Surface::kOpenAI, /*drop_usage_chunk=*/false);
+  EXPECT_EQ(m.on_event("", R"({"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2}})"),
+            Verdict::kForward);
+  EXPECT_TRUE(m.reported());
+}
+
+TEST(StreamMeter, WithoutReportedUsageBillsTheEstimateAndWhatWasRelayed) {
+  StreamMeter m(Surface::kOpenAI, true);
+  m.on_event("", R"({"choices":[{"delta":{"content":"a"}}]})");
+  m.on_event("", R"({"choices":[{"delta":{"tool_calls":[{"function":{"arguments":"{\"x"}}]}}]})");
+  EXPECT_EQ(m.content_events(), 2);
+  const meter::Usage u = m.usage(/*input_estimate=*/50, /*output_relayed=*/1);
+  EXPECT_EQ(u.input_tokens, 50);
+  EXPECT_EQ(u.output_tokens, 1);
+}
+
+TEST(StreamMeter, AnthropicFoldsMessageStartAndCumulativeDeltas) {
+  StreamMeter m(Surface::kAnthropic, false);
+  EXPECT_EQ(m.on_event("message_start",
+                       R"({"type":"message_start","message":{"usage":{"input_tokens":12,)"
+                       R"("cache_read_input_tokens":3,"output_tokens":1}}})"),
+            Verdict::kForward);
+  EXPECT_EQ(m.on_event("content_block_delta", R"({"delta":{"text":"x"}})"), Verdict::kForward);
+  EXPECT_EQ(m.on_event("content_block_delta", R"({"delta":{"text":"y"}})"), Verdict::kForward);
+  EXPECT_FALSE(m.reported());
+  // Cut off here: input from message_start, output from what was relayed.
+  EXPECT_EQ(m.usage(0, 2).input_tokens, 12);
+  EXPECT_EQ(m.usage(0, 2).output_tokens, 2);
+  EXPECT_EQ(m.on_event("message_delta", R"({"type":"message_delta","usage":{"output_tokens":5}})"),
+            Verdict::kForward);
+  EXPECT_TRUE(m.reported());
+  EXPECT_EQ(m.on_event("message_stop", R"({"type":"message_stop"})"), Verdict::kFinal);
+  const meter::Usage u = m.usage(0, 0);
+  EXPECT_EQ(u.input_tokens, 12);
+  EXPECT_EQ(u.cached_tokens, 3);
+  EXPECT_EQ(u.output_tokens, 5);
+}
+
+TEST(Rfc3339, ParsesZuluOffsetsAndFractionsAndRejectsTheRest) {
+  EXPECT_EQ(parse_rfc3339("1970-01-01T00:00:00Z"), 0);
+  EXPECT_EQ(parse_rfc3339("2026-11-23T19:04:50.123Z"), 1795460690123);
+  EXPECT_EQ(parse_rfc3339("2026-11-23T20:04:50+01:00"), 1795460690000);
+  EXPECT_EQ(parse_rfc3339("2026-11-23t19:04:50.5z"), 1795460690500);
+  EXPECT_EQ(parse_rfc3339("2024-02-29T00:00:00Z"), 1709164800000);
+  for (const char* bad : {"", "2026-11-23", "2026-11-23T19:04:50", "2026-13-01T00:00:00Z",
+                          "2025-02-29T00:00:00Z", "2026-11-23T19:04:50.Z",
+                          "2026-11-23T19:04:50Zjunk", "2026-11-23 19:04:50Z"}) {
+    EXPECT_FALSE(parse_rfc3339(bad)) << bad;
+  }
+  EXPECT_EQ(format_rfc3339(1795460690123), "2026-11-23T19:04:50Z");
+  EXPECT_EQ(format_rfc3339(1795460690123, true), "2026-11-23T19:04:50.123Z");
+  EXPECT_EQ(parse_rfc3339(format_rfc3339(1795460690123, true)), 1795460690123);
+}
+
+TEST(Query, DecodesPercentAndPlus) {
+  auto q = http::parse_query("/api/usage?from=2026-11-23T00%3A00%3A00%2B01%3A00&limit=5&&x");
+  ASSERT_TRUE(q);
+  ASSERT_EQ(q->size(), 3u);
+  EXPECT_EQ((*q)[0].second, "2026-11-23T00:00:00+01:00");
+  EXPECT_EQ((*q)[1].first, "limit");
+  EXPECT_EQ((*q)[2].first, "x");
+  EXPECT_EQ(http::parse_query("/p?a=b+c")->front().second, "b c");
+  EXPECT_FALSE(http::parse_query("/p?a=%4"));
+  EXPECT_FALSE(http::parse_query("/p?a=%zz"));
+  EXPECT_TRUE(http::parse_query("/p")->empty());
+}
+
+TEST(UsageQuery, ValidatesEveryParameter) {
+  auto ok = parse_usage_query({{"from", "2026-01-01T00:00:00Z"}, {"limit", "1000"},
+                               {"cursor", "u_42"}},
+                              7);
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(ok->account, 7);
+  EXPECT_EQ(ok->limit, 1000u);
+  EXPECT_EQ(ok->after_id, 42);
+  EXPECT_EQ(parse_usage_query({}, 7)->limit, kUsagePageRowsDefault);
+  for (const http::QueryParams& bad :
+       std::vector<http::QueryParams>{{{"limit", "0"}}, {{"limit", "1001"}}, {{"limit", "x"}},
+                                      {{"cursor", "42"}}, {{"from", "yesterday"}},
+                                      {{"from", "2026-01-02T00:00:00Z"}, {"to", "2026-01-01T00:00:00Z"}},
+                                      {{"colour", "blue"}}}) {
+    auto r = parse_usage_query(bad, 7);
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.status().kind(), ErrorKind::kInvalidRequest);
+  }
+  auto other = parse_usage_query({{"account", "acct_8"}}, 7);
+  ASSERT_FALSE(other);
+  EXPECT_EQ(other.status().kind(), ErrorKind::kForbidden);
+  EXPECT_EQ(parse_usage_query({{"account", "acct_8"}}, std::nullopt)->account, 8);
+  EXPECT_FALSE(parse_usage_query({}, std::nullopt)->account);
+}
+
+TEST(UsagePage, ShowsLimitRowsAndACursorOnlyWhenMoreExist) {
+  std::vector<store::UsageRecord> rows(3);
+  for (int i = 0; i < 3; ++i) {
+    rows[i].id = 10 + i;
+    rows[i].request_id = "req_" + std::to_string(i);
+    rows[i].input_tokens = 5;
+    rows[i].cached_tokens = 2;
+    rows[i].cost = Money::from_nanos(1500);
+  }
+  simdjson::dom::parser parser;
+  const std::string two = usage_page_json(rows, 2);
+  auto doc = parser.parse(two).value();
+  EXPECT_EQ(doc["data"].get_array().size(), 2u);
+  EXPECT_EQ(std::string_view(doc["next_cursor"].get_string().value()), "u_11");
+  EXPECT_EQ(doc["data"].at(0)["input_tokens"].get_int64().value(), 7);
+  EXPECT_EQ(std::string_view(doc["data"].at(0)["cost_usd"].get_string().value()), "0.0000015");
+  EXPECT_TRUE(doc["data"].at(0)["node"].is_null());
+  const std::string all = usage_page_json(rows, 3);
+  EXPECT_TRUE(parser.parse(all).value()["next_cursor"].is_null());
+}
+
+}  // namespace
+}  // namespace tp::api
