@@ -426,11 +426,11 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
     auto hold = state_->services().bank->hold(
         bill.record.account_id, worst, now + state_->config().billing.hold_timeout_ms, now);
     if (!hold) {
-      co_await send_error(res, surface, 402,
-                          hold.status().kind() == ErrorKind::kPaymentRequired
-                              ? hold.status().message()
-                              : "this account has no credit",
-                          "insufficient_balance");
+      // A named string: GCC 12 may destroy a ?: temporary in a co_await expression twice.
+      const std::string message = hold.status().kind() == ErrorKind::kPaymentRequired
+                                      ? hold.status().message()
+                                      : "this account has no credit";
+      co_await send_error(res, surface, 402, message, "insufficient_balance");
       co_return;
     }
     bill.hold = *hold;

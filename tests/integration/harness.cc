@@ -267,9 +267,10 @@ Stack::Stack(const std::string& extra_yaml, const std::vector<std::string>& sim_
   if (port > 0) key = create_key(port);
 }
 
-bool Stack::restart_gateway() {
-  gateway->signal(SIGTERM);
-  if (gateway->wait_exit(std::chrono::seconds(10)) != std::optional<int>(0)) return false;
+bool Stack::restart_gateway(int signo) {
+  gateway->signal(signo);
+  const std::optional<int> exit = gateway->wait_exit(std::chrono::seconds(10));
+  if (!exit || (signo == SIGTERM && *exit != 0)) return false;
   gateway = std::make_unique<Process>(
       bin("turnpike"),
       std::vector<std::string>{"serve", "--config", config_path, "--threads", "2", "--data-dir",

@@ -97,8 +97,9 @@ struct Stack {
   std::string key;  // a working customer API key
   std::map<std::string, std::string> auth() const { return {{"authorization", "Bearer " + key}}; }
   static std::string config_yaml(int sim_port, const std::string& extra);
-  // Stops the gateway (SIGTERM) and starts it again on the same data directory and port.
-  bool restart_gateway();
+  // Stops the gateway and starts it again on the same data directory and port. SIGTERM
+  // must drain and exit 0; SIGKILL is a crash.
+  bool restart_gateway(int signo = 15);
   std::string config_path;
   std::map<std::string, std::string> gateway_env;
 };

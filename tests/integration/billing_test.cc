@@ -1,0 +1,342 @@
+// Request billing end to end: holds, settlement, the usage log, 402, concurrency, client
+// disconnects and kill -9, against real turnpike and turnpike-sim processes.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <simdjson.h>
+
+#include <atomic>
+#include <map>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include "core/money.h"
+#include "integration/harness.h"
+
+namespace tp::test {
+namespace {
+
+using namespace std::chrono_literals;
+
+const std::map<std::string, std::string> kAdmin = {
+    {"authorization", std::string("Bearer ") + kAdminKey}};
+
+// The test catalog's prices (harness.cc).
+const PricePerMtok kGptIn = PricePerMtok::parse("0.15").value();
+const PricePerMtok kGptOut = PricePerMtok::parse("0.60").value();
+const PricePerMtok kClaudeIn = PricePerMtok::parse("3").value();
+const PricePerMtok kClaudeOut = PricePerMtok::parse("15").value();
+
+std::string field(simdjson::dom::element e, const char* key) {
+  std::string_view v;
+  return e[key].get_string().get(v) ? std::string() : std::string(v);
+}
+
+struct UsageRow {
+  std::string request_id;
+  std::int64_t input = 0, cached = 0, output = 0, status = 0;
+  Money cost;
+  std::string model;
+};
+
+// Every row of the usage log, page by page (admin: all accounts, or `account`).
+std::vector<UsageRow> usage_log(int port, const std::map<std::string, std::string>& auth,
+                                const std::string& extra = "") {
+  std::vector<UsageRow> rows;
+  std::string cursor;
+  for (int page = 0; page < 1000; ++page) {
+    const auto res = http_request(port, "GET",
+                                  "/api/usage?limit=7" + extra +
+                                      (cursor.empty() ? "" : "&cursor=" + cursor),
+                                  {}, auth);
+    EXPECT_EQ(res.status, 200) << res.body;
+    if (res.status != 200) break;
+    simdjson::dom::parser parser;
+    auto doc = parser.parse(res.body).value();
+    const simdjson::dom::array data = doc["data"].get_array().value();
+    for (auto r : data) {
+      UsageRow row;
+      row.request_id = field(r, "request_id");
+      row.input = r["input_tokens"].get_int64().value();
+      row.cached = r["cached_tokens"].get_int64().value();
+      row.output = r["output_tokens"].get_int64().value();
+      row.status = r["status"].get_int64().value();
+      row.cost = Money::parse(field(r, "cost_usd")).value();
+      row.model = field(r, "model");
+      rows.push_back(row);
+    }
+    if (doc["next_cursor"].is_null()) break;
+    cursor = std::string(doc["next_cursor"].get_string().value());
+  }
+  return rows;
+}
+
+Money expected_cost(const UsageRow& r) {
+  const bool claude = r.model == "claude-test";
+  return cost_of(r.input - r.cached, claude ? kClaudeIn : kGptIn, r.cached,
+                 claude ? kClaudeIn : kGptIn, r.output, claude ? kClaudeOut : kGptOut);
+}
+
+Money available(int port, const std::string& key) {
+  const auto res = http_request(port, "GET", "/api/balance", {}, {{"authorization", "Bearer " + key}});
+  simdjson::dom::parser parser;
+  return Money::parse(field(parser.parse(res.body).value(), "available_usd")).value();
+}
+
+// An account with `paid` credit and no trial, and a key for it.
+std::string funded_key(int port, const std::string& paid) {
+  const auto account = http_request(port, "POST", "/admin/v1/accounts", R"({"name":"b"})", kAdmin);
+  simdjson::dom::parser parser;
+  const std::string id = field(parser.parse(account.body).value(), "id");
+  if (!paid.empty()) {
+    const auto credit = http_request(
+        port, "POST", "/admin/v1/accounts/" + id + "/credits",
+        R"({"amount_usd":")" + paid + R"(","kind":"paid","idempotency_key":"fund-)" + id + R"("})",
+        kAdmin);
+    EXPECT_EQ(credit.status, 200) << credit.body;
+  }
+  const auto key = http_request(port, "POST", "/admin/v1/accounts/" + id + "/keys", "{}", kAdmin);
+  return field(parser.parse(key.body).value(), "key");
+}
+
+std::map<std::string, std::string> bearer(const std::string& key) {
+  return {{"authorization", "Bearer " + key}};
+}
+
+bool ledger_verifies(const Stack& stack) {
+  Process verify(bin("turnpike"), {"ledger", "verify", "--data-dir", stack.dir.path() + "/var"});
+  return verify.wait_exit(30s) == std::optional<int>(0);
+}
+
+TEST(Billing, NonStreamChargesTheFormulaAndLogsOneRow) {
+  Stack stack;
+  ASSERT_GT(stack.port, 0);
+  const Money before = available(stack.port, stack.key);
+  const auto res = http_request(
+      stack.port, "POST", "/v1/chat/completions",
+      R"({"model":"gpt-test","messages":[{"role":"user","content":"price me"}],"sim":{"output_tokens":9,"cached_tokens":3}})",
+      stack.auth());
+  ASSERT_EQ(res.status, 200) << res.body;
+  const auto rows = usage_log(stack.port, stack.auth());
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0].request_id, res.header("x-request-id"));
+  EXPECT_EQ(rows[0].output, 9);
+  EXPECT_EQ(rows[0].cached, 3);
+  EXPECT_EQ(rows[0].status, 200);
+  EXPECT_EQ(rows[0].cost, expected_cost(rows[0]));
+  EXPECT_EQ(res.header("x-turnpike-cost-usd"), rows[0].cost.to_string());
+  EXPECT_EQ(available(stack.port, stack.key), before - rows[0].cost);
+  const auto verify = http_request(stack.port, "GET", "/admin/v1/ledger/verify", {}, kAdmin);
+  EXPECT_NE(verify.body.find("\"ok\":true"), std::string::npos) << verify.body;
+}
+
+TEST(Billing, OpenAIStreamUsageChunkIsAskedForAndHiddenUnlessTheClientAsked) {
+  Stack stack;
+  ASSERT_GT(stack.port, 0);
+  const auto hidden = http_request(
+      stack.port, "POST", "/v1/chat/completions",
+      R"({"model":"gpt-test","stream":true,"messages":[],"sim":{"output_tokens":4}})", stack.auth());
+  ASSERT_EQ(hidden.status, 200);
+  EXPECT_EQ(hidden.body.find("\"usage\":{"), std::string::npos) << hidden.body;
+  EXPECT_TRUE(hidden.body.ends_with("data: [DONE]\n\n"));
+  const auto shown = http_request(
+      stack.port, "POST", "/v1/chat/completions",
+      R"({"model":"gpt-test","stream":true,"stream_options":{"include_usage":true},"messages":[],"sim":{"output_tokens":4}})",
+      stack.auth());
+  ASSERT_EQ(shown.status, 200);
+  EXPECT_NE(shown.body.find("\"usage\":{"), std::string::npos);
+  const auto rows = usage_log(stack.port, stack.auth());
+  ASSERT_EQ(rows.size(), 2u);
+  for (const auto& r : rows) {
+    EXPECT_EQ(r.output, 4);
+    EXPECT_EQ(r.cost, expected_cost(r));
+  }
+}
+
+TEST(Billing, AnthropicStreamIsBilledFromMessageDelta) {
+  Stack stack;
+  ASSERT_GT(stack.port, 0);
+  const auto res = http_request(
+      stack.port, "POST", "/v1/messages",
+      R"({"model":"claude-test","max_tokens":50,"stream":true,"messages":[{"role":"user","content":"hi"}],"sim":{"output_tokens":6}})",
+      {{"x-api-key", stack.key}});
+  ASSERT_EQ(res.status, 200);
+  EXPECT_NE(res.body.find("event: message_stop"), std::string::npos);
+  const auto rows = usage_log(stack.port, stack.auth());
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0].output, 6);
+  EXPECT_GT(rows[0].input, 0);
+  EXPECT_EQ(rows[0].cost, expected_cost(rows[0]));
+}
+
+TEST(Billing, ShortBalanceIs402SayingWhatIsAvailableAndNeeded) {
+  Stack stack("billing: { trial_usd: \"0\" }");
+  ASSERT_GT(stack.port, 0);
+  const std::string key = funded_key(stack.port, "0.0002");
+  // Worst case: 1000 output tokens at $0.60/M = $0.0006 > $0.0002.
+  const auto refused = http_request(stack.port, "POST", "/v1/chat/completions",
+                                    R"({"model":"gpt-test","messages":[]})", bearer(key));
+  EXPECT_EQ(refused.status, 402);
+  EXPECT_NE(refused.body.find("0.0002 USD available"), std::string::npos) << refused.body;
+  EXPECT_NE(refused.body.find("needed"), std::string::npos);
+  const auto fits = http_request(stack.port, "POST", "/v1/chat/completions",
+                                 R"({"model":"gpt-test","max_tokens":100,"messages":[]})",
+                                 bearer(key));
+  EXPECT_EQ(fits.status, 200) << fits.body;
+  // A customer sees only its own log; naming another account is refused.
+  EXPECT_EQ(usage_log(stack.port, bearer(key)).size(), 1u);
+  EXPECT_EQ(http_request(stack.port, "GET", "/api/usage?account=acct_1", {}, bearer(key)).status,
+            403);
+  EXPECT_EQ(http_request(stack.port, "GET", "/api/usage?limit=5000", {}, bearer(key)).status, 400);
+}
+
+TEST(Billing, ConcurrentRequestsNeverSpendPastTheBalance) {
+  Stack stack("billing: { trial_usd: \"0\" }", {"--threads", "2"});
+  ASSERT_GT(stack.port, 0);
+  const Money start = Money::parse("0.03").value();
+  const std::string key = funded_key(stack.port, "0.03");
+  // Each hold is ~$0.0076 (500 output tokens at $15/M plus input); each answer costs less.
+  const std::string body =
+      R"({"model":"claude-test","max_tokens":500,"messages":[{"role":"user","content":"go"}],"sim":{"output_tokens":40,"latency_ms":20}})";
+  std::atomic<int> ok{0}, refused{0}, other{0};
+  std::vector<std::thread> clients;
+  for (int i = 0; i < 200; ++i) {
+    clients.emplace_back([&] {
+      const auto res = http_request(stack.port, "POST", "/v1/messages", body, {{"x-api-key", key}});
+      (res.status == 200 ? ok : res.status == 402 ? refused : other)++;
+    });
+  }
+  for (auto& t : clients) t.join();
+  EXPECT_EQ(other.load(), 0) << stack.gateway->log().substr(0, 3000);
+  EXPECT_GT(ok.load(), 0);
+  EXPECT_GT(refused.load(), 0);
+  const auto rows = usage_log(stack.port, kAdmin, "&account=acct_2");
+  std::set<std::string> ids;
+  Money settled;
+  for (const auto& r : rows) {
+    EXPECT_TRUE(ids.insert(r.request_id).second) << "settled twice: " << r.request_id;
+    EXPECT_EQ(r.cost, expected_cost(r));
+    settled += r.cost;
+  }
+  EXPECT_EQ(static_cast<int>(rows.size()), ok.load());
+  // Every answer fit its hold, so nothing was overdrawn at all.
+  EXPECT_LE(settled, start);
+  EXPECT_EQ(available(stack.port, key), start - settled);
+  const auto verify = http_request(stack.port, "GET", "/admin/v1/ledger/verify", {}, kAdmin);
+  EXPECT_NE(verify.body.find("\"ok\":true"), std::string::npos) << verify.body;
+}
+
+// Sends a stream request and leaves after the first content arrives.
+void leave_mid_stream(const Stack& stack, const std::string& body) {
+  RawConnection c(stack.port);
+  ASSERT_TRUE(c.send("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
+                     stack.key + "\r\nContent-Length: " + std::to_string(body.size()) +
+                     "\r\n\r\n" + body));
+  ASSERT_NE(c.read_until("content", 3s).find("content"), std::string::npos);
+}
+
+std::vector<UsageRow> wait_for_rows(const Stack& stack, std::size_t n, std::chrono::seconds timeout) {
+  const auto until = std::chrono::steady_clock::now() + timeout;
+  std::vector<UsageRow> rows;
+  while (std::chrono::steady_clock::now() < until) {
+    rows = usage_log(stack.port, stack.auth());
+    if (rows.size() >= n) break;
+    std::this_thread::sleep_for(50ms);
+  }
+  return rows;
+}
+
+TEST(Billing, ClientLeavingMidStreamIsBilledTheUpstreamsFinalUsage) {
+  Stack stack;
+  ASSERT_GT(stack.port, 0);
+  leave_mid_stream(stack,
+                   R"({"model":"gpt-test","stream":true,"messages":[],"sim":{"output_tokens":30,"tokens_per_second":30}})");
+  // Turnpike reads on (bounded) until the upstream reports usage: all 30 tokens.
+  const auto rows = wait_for_rows(stack, 1, 10s);
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0].status, 499);
+  EXPECT_EQ(rows[0].output, 30);
+  EXPECT_EQ(rows[0].cost, expected_cost(rows[0]));
+  EXPECT_EQ(http_request(stack.sim_port, "GET", "/sim/requests").body.find("\"cancelled\":1"),
+            std::string::npos);
+}
+
+TEST(Billing, ClientLeavingWithoutDrainBillsWhatWasRelayedAndCancelsUpstream) {
+  Stack stack("billing: { disconnect_drain_ms: 0 }");
+  ASSERT_GT(stack.port, 0);
+  leave_mid_stream(stack,
+                   R"({"model":"gpt-test","stream":true,"messages":[],"sim":{"output_tokens":200,"tokens_per_second":20}})");
+  const auto rows = wait_for_rows(stack, 1, 10s);
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0].status, 499);
+  EXPECT_GE(rows[0].output, 1);
+  EXPECT_LT(rows[0].output, 200);
+  EXPECT_EQ(rows[0].cost, expected_cost(rows[0]));
+  bool cancelled = false;
+  for (int i = 0; i < 60 && !cancelled; ++i) {
+    std::this_thread::sleep_for(50ms);
+    cancelled = http_request(stack.sim_port, "GET", "/sim/requests").body.find("\"cancelled\":1") !=
+                std::string::npos;
+  }
+  EXPECT_TRUE(cancelled);
+}
+
+TEST(Billing, KillDashNineUnderLoadSettlesEveryCompletedRequestExactlyOnce) {
+  Stack stack({}, {"--threads", "2"});
+  ASSERT_GT(stack.port, 0);
+  std::mutex mu;
+  std::vector<std::string> completed;  // request ids whose response arrived whole
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> clients;
+  for (int i = 0; i < 8; ++i) {
+    clients.emplace_back([&, i] {
+      const bool stream = i % 2 == 0;
+      const std::string path = i % 4 < 2 ? "/v1/chat/completions" : "/v1/messages";
+      const std::string model = path == "/v1/messages" ? "claude-test" : "gpt-test";
+      const std::string body =
+          R"({"model":")" + model + R"(","max_tokens":64,"stream":)" + (stream ? "true" : "false") +
+          R"(,"messages":[{"role":"user","content":"load"}],"sim":{"output_tokens":12,"tokens_per_second":400}})";
+      while (!stop) {
+        const auto res = http_request(stack.port, "POST", path, body,
+                                      {{"authorization", "Bearer " + stack.key}}, 5s);
+        const bool whole =
+            res.status == 200 &&
+            (!stream || res.body.ends_with("data: [DONE]\n\n") ||
+             res.body.find("event: message_stop") != std::string::npos);
+        if (whole) {
+          std::lock_guard lock(mu);
+          completed.push_back(res.header("x-request-id"));
+        }
+      }
+    });
+  }
+  std::this_thread::sleep_for(1500ms);
+  ASSERT_TRUE(stack.restart_gateway(SIGKILL));
+  stop = true;
+  for (auto& t : clients) t.join();
+  ASSERT_GT(completed.size(), 20u);
+
+  std::map<std::string, int> seen;
+  Money settled;
+  for (const auto& r : usage_log(stack.port, kAdmin)) {
+    ++seen[r.request_id];
+    if (r.status == 200) {
+      EXPECT_EQ(r.cost, expected_cost(r)) << r.request_id;
+    }
+    settled += r.cost;
+  }
+  for (const auto& id : completed) {
+    EXPECT_EQ(seen[id], 1) << "request " << id << " completed but is logged " << seen[id] << " times";
+  }
+  for (const auto& [id, n] : seen) EXPECT_EQ(n, 1) << id;
+  // Holds of the requests cut off are gone; what the account lost is what the log says.
+  const auto balance = http_request(stack.port, "GET", "/api/balance", {}, stack.auth());
+  EXPECT_NE(balance.body.find("\"held_usd\":\"0.00\""), std::string::npos) << balance.body;
+  EXPECT_EQ(available(stack.port, stack.key), Money::usd(20) - settled);
+  stack.gateway->signal(SIGTERM);
+  ASSERT_EQ(stack.gateway->wait_exit(10s), std::optional<int>(0));
+  EXPECT_TRUE(ledger_verifies(stack));
+}
+
+}  // namespace
+}  // namespace tp::test
