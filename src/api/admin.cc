@@ -270,6 +270,60 @@ Task<void> AdminApi::add_credits(std::int64_t account, http::Request& req, Respo
   }
 }
 
+Task<void> AdminApi::verify_ledger(Responder& res) {
+  std::shared_ptr<ledger::Bank> bank = services_.bank;
+  std::shared_ptr<ledger::Freeze> freeze = services_.freeze;
+  auto work = [bank, freeze](store::Database& db) -> Result<ledger::Reconciliation> {
+    return reconcile_books(db, *bank, *freeze, "admin");
+  };
+  auto r = co_await link_.call<ledger::Reconciliation>(work);
+  if (!r) {
+    co_await send_error(res, 503, r.status().message());
+    co_return;
+  }
+  std::string out;
+  json::Writer w(out);
+  w.begin_object().field("ok", r->ok).field("transfers", static_cast<std::int64_t>(r->transfers));
+  w.field("imbalance_usd", r->imbalance.to_string());
+  if (!r->ok) {
+    w.field("problem", r->problem).key("mismatched").begin_array();
+    for (const auto& name : r->mismatched) w.value(name);
+    w.end_array();
+  }
+  w.field("frozen", services_.freeze->frozen()).end_object();
+  co_await res.send(r->ok ? 200 : 500, kJson, out);
+}
+
+Task<void> AdminApi::unfreeze(http::Request& req, Responder& res) {
+  simdjson::dom::parser parser;
+  simdjson::dom::element doc;
+  std::string_view note;
+  if (parser.parse(req.body().data(), req.body().size()).get(doc) ||
+      doc["note"].get_string().get(note) || note.empty() || note.size() > 2000) {
+    co_await send_error(res, 400,
+                        "'note' is required: what the investigation found (1 to 2000 bytes)");
+    co_return;
+  }
+  auto work = [&](store::Database& db) -> Result<bool> {
+    if (Status s = store::clear_freezes(db, note, now_ms()); !s) return s;
+    return true;
+  };
+  // Cleared in memory whether or not a freeze was recorded (one set by a failed store).
+  const std::string reason = services_.freeze->reason();
+  auto cleared = co_await link_.call<bool>(work);
+  if (!cleared && cleared.status().kind() != ErrorKind::kNotFound) {
+    co_await send_error(res, 503, cleared.status().message());
+    co_return;
+  }
+  if (!services_.freeze->frozen() && !cleared) {
+    co_await send_error(res, 409, "billing is not frozen");
+    co_return;
+  }
+  services_.freeze->clear();
+  log::warn("billing freeze cleared", {{"reason", reason}, {"note", note}});
+  co_await res.send(200, kJson, R"({"frozen":false})");
+}
+
 Task<void> AdminApi::handle(http::Request& req, Responder& res) {
   const std::string_view key = req["authorization"];
   if (services_.admin_key.empty()) {
@@ -342,13 +396,11 @@ Task<void> AdminApi::handle(http::Request& req, Responder& res) {
     }
   }
   if (path == "/ledger/verify" && method == "GET") {
-    const ledger::VerifyReport report = services_.bank->verify();
-    std::string out;
-    json::Writer w(out);
-    w.begin_object().field("ok", report.ok);
-    w.field("transfers", static_cast<std::int64_t>(report.transfers));
-    w.field("imbalance_usd", report.imbalance.to_string()).end_object();
-    co_await res.send(report.ok ? 200 : 500, kJson, out);
+    co_await verify_ledger(res);
+    co_return;
+  }
+  if (path == "/ledger/unfreeze" && method == "POST") {
+    co_await unfreeze(req, res);
     co_return;
   }
   if (path.starts_with("/keys/") && path.ends_with("/rotate") && method == "POST") {

@@ -23,6 +23,10 @@ class AdminApi {
   http::Task<void> add_credits(std::int64_t account, http::Request& req, http::Responder& res);
   http::Task<void> refund(std::int64_t account, http::Request& req, http::Responder& res);
   http::Task<void> rotate_key(std::string_view id, http::Request& req, http::Responder& res);
+  // GET /ledger/verify: a reconciliation now, on the writer; a failure freezes billing.
+  http::Task<void> verify_ledger(http::Responder& res);
+  // POST /ledger/unfreeze {"note"}: lifts a freeze after investigation.
+  http::Task<void> unfreeze(http::Request& req, http::Responder& res);
 
   struct Answer {
     unsigned status;

@@ -413,6 +413,14 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
   bill.record.model = model->name;
   bill.record.provider = provider.name;
 
+  if (const ledger::Freeze& freeze = *state_->services().freeze; freeze.frozen()) {
+    const std::string message = fmt::format(
+        "billing is frozen: {}. Billable requests are refused until an admin investigates and "
+        "clears the freeze",
+        freeze.reason());
+    co_await send_error(res, surface, 503, message, "billing_frozen");
+    co_return;
+  }
   // Hold the worst case before anything goes upstream.
   const std::int64_t output_max =
       op == Operation::kEmbeddings

@@ -5,6 +5,7 @@
 #include <cstdlib>
 
 #include "core/clock.h"
+#include "core/log.h"
 #include "store/ledger_store.h"
 #include "store/migrations.h"
 #include "store/sqlite.h"
@@ -32,32 +33,53 @@ Result<Services> open_services(const std::string& store_uri, const std::string& 
   if (auto s = store::load_ledger(**db, journal); !s) return s;
   auto bank = ledger::Bank::adopt(std::move(journal), SystemClock::instance().unix_millis());
   if (!bank) return bank.status();
-  // Holds a dead process left open were voided just now: store that before serving.
+  // Holds a dead process left open were voided just now: store that, and reconcile the
+  // books before serving. Books that do not reconcile freeze billing rather than stop the
+  // gateway, so an admin can look into them through the API.
+  auto freeze = std::make_shared<ledger::Freeze>();
+  auto open = store::open_freeze(**db);
+  if (!open) return open.status();
+  if (!open->empty()) {
+    freeze->set(*open);
+    log::warn("billing frozen since before this start", {{"reason", *open}});
+  }
   if (auto s = (*db)->exec("BEGIN IMMEDIATE"); !s) return s;
-  Status stored = (*bank)->persist([&](const ledger::Ledger& ledger, std::size_t accounts,
-                                       std::size_t transfers) {
-    return store::append_ledger(**db, ledger, accounts, transfers);
-  });
-  if (auto s = (*db)->exec(stored ? "COMMIT" : "ROLLBACK"); !s || !stored) {
-    return stored ? s : stored;
-  }
-  if (const auto report = (*bank)->verify(); !report.ok) {
-    return Status{ErrorKind::kInternal,
-                  fmt::format("the stored ledger does not balance (imbalance {} USD); refusing "
-                              "to start",
-                              report.imbalance.to_string())};
-  }
+  const ledger::Reconciliation r = reconcile_books(**db, **bank, *freeze, "start");
+  if (auto s = (*db)->exec("COMMIT"); !s) return s;
+  if (r.store_failed) return Status{ErrorKind::kInternal, r.problem};
 
   Services services;
   services.directory = std::move(directory.value());
   services.hasher = std::make_shared<const auth::KeyHasher>(std::move(secret.value()));
   services.bank = std::move(bank.value());
+  services.freeze = std::move(freeze);
   services.trial_credit = trial_credit;
   services.writer = std::make_shared<store::Writer>(std::move(db.value()));
   if (const char* admin = std::getenv("TURNPIKE_ADMIN_KEY"); admin != nullptr) {
     services.admin_key = admin;
   }
   return services;
+}
+
+ledger::Reconciliation reconcile_books(store::Database& db, ledger::Bank& bank,
+                                      ledger::Freeze& freeze, std::string_view trigger) {
+  ledger::Reconciliation r = bank.reconcile(
+      [&](const ledger::Ledger& ledger, std::size_t accounts, std::size_t transfers) {
+        return store::append_ledger(db, ledger, accounts, transfers);
+      },
+      [&] { return store::read_books(db); });
+  if (r.ok) {
+    log::info("ledger reconciled", {{"trigger", trigger},
+                                    {"transfers", static_cast<std::int64_t>(r.transfers)}});
+    return r;
+  }
+  const std::string reason = fmt::format("reconciliation failed ({}): {}", trigger, r.problem);
+  if (Status s = store::record_freeze(db, reason, SystemClock::instance().unix_millis()); !s) {
+    log::error("billing freeze not recorded", {{"error", s.message()}});
+  }
+  freeze.set(reason);
+  log::error("billing frozen", {{"trigger", trigger}, {"reason", r.problem}});
+  return r;
 }
 
 }  // namespace tp::api

@@ -8,6 +8,7 @@
 #include "auth/directory.h"
 #include "auth/keys.h"
 #include "ledger/bank.h"
+#include "ledger/freeze.h"
 #include "store/writer.h"
 
 namespace tp::api {
@@ -17,6 +18,7 @@ struct Services {
   std::shared_ptr<auth::Directory> directory;
   std::shared_ptr<const auth::KeyHasher> hasher;
   std::shared_ptr<ledger::Bank> bank;
+  std::shared_ptr<ledger::Freeze> freeze;  // set: billable traffic gets 503
   Money trial_credit;     // granted to every new customer account
   std::string admin_key;  // empty: the admin API answers 403
 };
@@ -26,5 +28,12 @@ struct Services {
 // TURNPIKE_ADMIN_KEY.
 Result<Services> open_services(const std::string& store_uri, const std::string& data_dir,
                                Money trial_credit);
+
+// Stores the bank's new transfers and reconciles every balance with the stored books,
+// inside the caller's store transaction (the writer's, or the start-up one). A failure
+// freezes billing: recorded in the store, logged, and set in `freeze`. `trigger` names who
+// asked: "start", "schedule" or "admin".
+ledger::Reconciliation reconcile_books(store::Database& db, ledger::Bank& bank,
+                                      ledger::Freeze& freeze, std::string_view trigger);
 
 }  // namespace tp::api

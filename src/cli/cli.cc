@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "api/gateway.h"
+#include "api/maintenance.h"
 #include "core/log.h"
 #include "ops/config.h"
 #include "auth/directory.h"
@@ -66,6 +67,7 @@ int serve(const ServeOptions& opts) {
     return 2;
   }
   const std::shared_ptr<store::Writer> writer = services->writer;
+  api::Maintenance maintenance(services.value(), config.billing);
   if (services->admin_key.empty()) {
     log::warn("admin API disabled: TURNPIKE_ADMIN_KEY is not set");
   }
@@ -88,6 +90,7 @@ int serve(const ServeOptions& opts) {
   server.run();
   // Every I/O thread has stopped: finish the writes already queued before the threads'
   // inboxes go away with the server.
+  maintenance.stop();
   writer->stop();
   log::info("stopped");
   return 0;

@@ -26,7 +26,7 @@ Result<std::unique_ptr<Bank>> Bank::adopt(Ledger ledger, std::int64_t now_ms) {
     if (!platform) return platform.status();
     bank->platform_ = *platform;
     bank->stored_accounts_ = bank->ledger_.account_count();
-    bank->stored_transfers_ = bank->ledger_.journal().size();
+    bank->stored_transfers_ = bank->ledger_.transfer_count();
   }
   for (AccountId id = 0; id < bank->ledger_.account_count(); ++id) {
     const std::string& name = bank->ledger_.name(id);
@@ -144,8 +144,58 @@ Status Bank::persist(const StoreFn& store) {
   std::lock_guard lock(mu_);
   if (Status s = store(ledger_, stored_accounts_, stored_transfers_); !s) return s;
   stored_accounts_ = ledger_.account_count();
-  stored_transfers_ = ledger_.journal().size();
+  stored_transfers_ = ledger_.transfer_count();
+  ledger_.forget_journal();  // stored: memory keeps balances, not history
   return Status::ok();
+}
+
+}  // namespace tp::ledger
+
+namespace tp::ledger {
+
+Reconciliation Bank::reconcile(const StoreFn& store,
+                               const std::function<Result<StoredBooks>()>& read_back) {
+  std::lock_guard lock(mu_);
+  Reconciliation r;
+  if (Status s = store(ledger_, stored_accounts_, stored_transfers_); !s) {
+    r.problem = fmt::format("storing the ledger failed: {}", s.message());
+    r.store_failed = true;
+    return r;
+  }
+  stored_accounts_ = ledger_.account_count();
+  stored_transfers_ = ledger_.transfer_count();
+  ledger_.forget_journal();
+
+  const VerifyReport memory = ledger_.verify();
+  auto books = read_back();
+  if (!books) {
+    r.problem = fmt::format("reading the stored ledger failed: {}", books.status().message());
+    r.store_failed = true;
+    return r;
+  }
+  r.transfers = books->transfers;
+  for (const Money& m : books->balances) r.imbalance += m;
+  for (AccountId id = 0; id < ledger_.account_count(); ++id) {
+    const Money stored = id < books->balances.size() ? books->balances[id] : Money();
+    if (stored != ledger_.balance(id)) r.mismatched.push_back(ledger_.name(id));
+  }
+  if (books->balances.size() > ledger_.account_count()) {
+    r.problem = "the store has ledger accounts this process does not know";
+  } else if (books->transfers != ledger_.transfer_count()) {
+    r.problem = fmt::format("the store has {} transfers, memory {}", books->transfers,
+                            ledger_.transfer_count());
+  } else if (!r.imbalance.is_zero()) {
+    r.problem = fmt::format("stored balances sum to {} USD, not 0", r.imbalance.to_string());
+  } else if (!r.mismatched.empty()) {
+    r.problem = fmt::format("{} account(s) differ between the store and memory, first {}",
+                            r.mismatched.size(), r.mismatched.front());
+  } else if (!memory.ok) {
+    r.problem = fmt::format("balances in memory do not follow from their transfers (imbalance {} "
+                            "USD)",
+                            memory.imbalance.to_string());
+  }
+  r.ok = r.problem.empty();
+  return r;
 }
 
 }  // namespace tp::ledger

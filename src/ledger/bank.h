@@ -8,6 +8,8 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <string>
+#include <vector>
 
 #include "ledger/ledger.h"
 #include "ledger/wallet.h"
@@ -18,6 +20,21 @@ enum class CreditKind { kPaid, kTrial, kPromo };
 
 struct Balance {
   Money paid, trial, promo, held, available;
+};
+
+// Balances as recomputed from stored transfers alone.
+struct StoredBooks {
+  std::vector<Money> balances;  // by AccountId
+  std::uint64_t transfers = 0;
+};
+
+struct Reconciliation {
+  bool ok = false;
+  std::uint64_t transfers = 0;          // stored transfers recomputed
+  Money imbalance;                      // Σ of every stored balance; must be 0
+  std::vector<std::string> mismatched;  // accounts whose books differ from memory
+  std::string problem;                  // what failed, in words; empty when ok
+  bool store_failed = false;            // the store could not be written or read
 };
 
 class Bank {
@@ -62,6 +79,12 @@ class Bank {
   using StoreFn = std::function<Status(const Ledger&, std::size_t accounts_from,
                                        std::size_t transfers_from)>;
   Status persist(const StoreFn& store);
+
+  // Stores what is new, recomputes every balance from the stored transfers (`read_back`)
+  // and compares them with the balances in memory, which must also sum to zero. Both run
+  // under the bank's lock, so nothing moves in between.
+  Reconciliation reconcile(const StoreFn& store,
+                           const std::function<Result<StoredBooks>()>& read_back);
 
  private:
   Bank() = default;

@@ -20,7 +20,7 @@ std::string_view transfer_kind_name(TransferKind kind) {
 }
 
 AccountId Ledger::open(std::string name, Floor floor) {
-  accounts_.push_back({std::move(name), floor, Money()});
+  accounts_.push_back({std::move(name), floor, Money(), Money()});
   return static_cast<AccountId>(accounts_.size() - 1);
 }
 
@@ -41,25 +41,36 @@ Result<TransferId> Ledger::transfer(AccountId debit, AccountId credit, Money amo
   }
   from.balance -= amount;
   to.balance += amount;
-  const TransferId id = journal_.size() + 1;
+  const TransferId id = next_id_++;
   journal_.push_back({id, debit, credit, amount, kind, hold, at_ms});
   return id;
 }
 
 Status Ledger::replay(const Transfer& t) {
-  if (t.id != journal_.size() + 1 || t.debit >= accounts_.size() ||
+  if (t.id != next_id_ || t.debit >= accounts_.size() ||
       t.credit >= accounts_.size() || t.debit == t.credit || t.amount <= Money()) {
     return {ErrorKind::kInternal, fmt::format("stored transfer {} does not follow the journal", t.id)};
   }
   accounts_[t.debit].balance -= t.amount;
   accounts_[t.credit].balance += t.amount;
   journal_.push_back(t);
+  ++next_id_;
   return Status::ok();
+}
+
+void Ledger::forget_journal() {
+  for (const Transfer& t : journal_) {
+    accounts_[t.debit].base -= t.amount;
+    accounts_[t.credit].base += t.amount;
+  }
+  journal_.clear();
 }
 
 VerifyReport Ledger::verify() const {
   VerifyReport report;
-  std::vector<Money> recomputed(accounts_.size());
+  std::vector<Money> recomputed;
+  recomputed.reserve(accounts_.size());
+  for (const Account& a : accounts_) recomputed.push_back(a.base);
   for (const Transfer& t : journal_) {
     recomputed[t.debit] -= t.amount;
     recomputed[t.credit] += t.amount;
@@ -71,7 +82,7 @@ VerifyReport Ledger::verify() const {
       report.mismatched.push_back(static_cast<AccountId>(i));
     }
   }
-  report.transfers = journal_.size();
+  report.transfers = transfer_count();
   report.imbalance = total;
   report.ok = total.is_zero() && report.mismatched.empty();
   return report;

@@ -68,12 +68,20 @@ class Ledger {
   Status replay(const Transfer& transfer);
 
   Money balance(AccountId id) const { return accounts_.at(id).balance; }
+  // Every transfer ever made, stored or not (ids are dense from 1).
+  std::uint64_t transfer_count() const { return next_id_ - 1; }
   Floor floor(AccountId id) const { return accounts_.at(id).floor; }
   const std::string& name(AccountId id) const { return accounts_.at(id).name; }
   std::size_t account_count() const { return accounts_.size(); }
+  // The transfers still in memory: all of them until forget_journal(), then only later
+  // ones. The first has id transfer_count() - journal().size() + 1.
   const std::vector<Transfer>& journal() const { return journal_; }
+  // Drops the transfers in memory once they are stored: the balances they produced become
+  // each account's starting point. A long-running gateway keeps only what is unstored.
+  void forget_journal();
 
-  // Recomputes every balance from the journal and compares with the cached ones.
+  // Recomputes every balance from its starting point and the journal in memory, and checks
+  // that all balances sum to zero.
   VerifyReport verify() const;
 
  private:
@@ -81,9 +89,11 @@ class Ledger {
     std::string name;
     Floor floor;
     Money balance;
+    Money base;  // the balance when the journal was last forgotten
   };
   std::vector<Account> accounts_;
   std::vector<Transfer> journal_;
+  TransferId next_id_ = 1;
 };
 
 }  // namespace tp::ledger

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <yaml-cpp/yaml.h>
 
+#include <cctype>
 #include <charconv>
 #include <cstdlib>
 #include <fstream>
@@ -357,7 +358,8 @@ Result<Config> parse_config(std::string_view yaml, std::string_view source) {
       c.access_log = r.boolean(log, "access", "log", c.access_log);
     }
     if (const YAML::Node billing = root["billing"]; billing.IsDefined() && !billing.IsNull()) {
-      r.check_keys(billing, "billing", {"trial_usd", "hold_timeout_ms", "disconnect_drain_ms"});
+      r.check_keys(billing, "billing", {"trial_usd", "hold_timeout_ms", "disconnect_drain_ms",
+                                        "reconcile_at", "reconcile_every_ms"});
       const std::string trial = r.string(billing, "trial_usd", "billing", "20");
       auto amount = Money::parse(trial);
       if (!amount || amount->is_negative()) {
@@ -369,6 +371,17 @@ Result<Config> parse_config(std::string_view yaml, std::string_view source) {
           r.integer(billing, "hold_timeout_ms", "billing", c.billing.hold_timeout_ms, 1000, kDay));
       c.billing.disconnect_drain_ms = static_cast<std::uint32_t>(r.integer(
           billing, "disconnect_drain_ms", "billing", c.billing.disconnect_drain_ms, 0, kHour));
+      const std::string at = r.string(billing, "reconcile_at", "billing", "03:00");
+      const bool at_ok = at.size() == 5 && at[2] == ':' && std::isdigit(at[0]) &&
+                         std::isdigit(at[1]) && std::isdigit(at[3]) && std::isdigit(at[4]) &&
+                         std::stoi(at.substr(0, 2)) < 24 && std::stoi(at.substr(3)) < 60;
+      if (!at_ok) {
+        r.fail(billing["reconcile_at"], "billing.reconcile_at",
+               fmt::format("must be a UTC time of day like \"03:00\", got '{}'", at));
+      }
+      c.billing.reconcile_at_minute = std::stoi(at.substr(0, 2)) * 60 + std::stoi(at.substr(3));
+      c.billing.reconcile_every_ms =
+          r.integer(billing, "reconcile_every_ms", "billing", 0, 0, 7 * kDay);
     }
     parse_limits(r, root, c);
     parse_upstream(r, root, c);

@@ -30,6 +30,10 @@ struct Billing {
   // After a client leaves mid-stream, how long the upstream is still read for its final
   // usage (disconnect_drain_ms); 0 bills what was relayed at once.
   std::uint32_t disconnect_drain_ms = limits::kDisconnectDrainMs;
+  // Scheduled reconciliation: daily at this UTC minute of the day (reconcile_at, "HH:MM",
+  // default "03:00"), or every reconcile_every_ms when that is set (> 0).
+  int reconcile_at_minute = 3 * 60;
+  std::uint64_t reconcile_every_ms = 0;
 };
 
 struct Config {

@@ -18,13 +18,18 @@ Status append_ledger(Database& db, const ledger::Ledger& ledger, std::size_t acc
     }
   }
   const auto& journal = ledger.journal();
-  if (transfers_from < journal.size()) {
+  // The journal in memory starts after the transfers already forgotten (all stored).
+  const std::size_t first_in_memory = ledger.transfer_count() - journal.size();
+  if (transfers_from < first_in_memory) {
+    return {ErrorKind::kInternal, "transfers to store were dropped from memory"};
+  }
+  if (transfers_from < ledger.transfer_count()) {
     auto cached = db.cached(
         "INSERT INTO transfers (id, debit, credit, amount_nanos, kind, hold, at_ms) "
         "VALUES (?, ?, ?, ?, ?, ?, ?)");
     if (!cached) return cached.status();
     Statement* insert = *cached;
-    for (std::size_t i = transfers_from; i < journal.size(); ++i) {
+    for (std::size_t i = transfers_from - first_in_memory; i < journal.size(); ++i) {
       const ledger::Transfer& t = journal[i];
       insert->bind(1, static_cast<std::int64_t>(t.id)).bind(2, std::int64_t{t.debit});
       insert->bind(3, std::int64_t{t.credit}).bind(4, t.amount.nanos());
@@ -34,6 +39,64 @@ Status append_ledger(Database& db, const ledger::Ledger& ledger, std::size_t acc
     }
   }
   return Status::ok();
+}
+
+Result<ledger::StoredBooks> read_books(Database& db) {
+  ledger::StoredBooks books;
+  auto count = db.prepare("SELECT (SELECT COUNT(*) FROM ledger_accounts), COUNT(*), "
+                          "COALESCE(MAX(id), 0) FROM transfers");
+  if (!count) return count.status();
+  if (auto step = count->step(); !step) return step.status();
+  books.balances.resize(static_cast<std::size_t>(count->column_int(0)));
+  books.transfers = static_cast<std::uint64_t>(count->column_int(1));
+  if (count->column_int(2) != count->column_int(1)) {
+    return Status{ErrorKind::kInternal, "stored transfer ids are not dense"};
+  }
+  auto sums = db.prepare(
+      "SELECT account, SUM(delta) FROM (SELECT credit AS account, amount_nanos AS delta FROM "
+      "transfers UNION ALL SELECT debit, -amount_nanos FROM transfers) GROUP BY account");
+  if (!sums) return sums.status();
+  for (;;) {
+    auto step = sums->step();
+    if (!step) return step.status();
+    if (*step == Statement::Step::kDone) break;
+    const auto account = static_cast<std::size_t>(sums->column_int(0));
+    if (account >= books.balances.size()) {
+      return Status{ErrorKind::kInternal, "a stored transfer names an unknown account"};
+    }
+    books.balances[account] = Money::from_nanos(sums->column_int(1));
+  }
+  return books;
+}
+
+Status record_freeze(Database& db, std::string_view reason, std::int64_t at_ms) {
+  auto insert = db.prepare("INSERT INTO billing_freezes (frozen_ms, reason) VALUES (?, ?)");
+  if (!insert) return insert.status();
+  insert->bind(1, at_ms).bind(2, reason);
+  return insert->run();
+}
+
+Status clear_freezes(Database& db, std::string_view note, std::int64_t at_ms) {
+  auto update = db.prepare(
+      "UPDATE billing_freezes SET cleared_ms = ?, cleared_note = ? WHERE cleared_ms IS NULL "
+      "RETURNING id");
+  if (!update) return update.status();
+  update->bind(1, at_ms).bind(2, note);
+  auto step = update->step();
+  if (!step) return step.status();
+  const bool any = *step == Statement::Step::kRow;
+  if (auto s = update->run(); !s) return s;
+  if (!any) return {ErrorKind::kNotFound, "billing is not frozen"};
+  return Status::ok();
+}
+
+Result<std::string> open_freeze(Database& db) {
+  auto select = db.prepare(
+      "SELECT reason FROM billing_freezes WHERE cleared_ms IS NULL ORDER BY id DESC LIMIT 1");
+  if (!select) return select.status();
+  auto step = select->step();
+  if (!step) return step.status();
+  return *step == Statement::Step::kRow ? std::string(select->column_text(0)) : std::string();
 }
 
 Status load_ledger(Database& db, ledger::Ledger& ledger) {

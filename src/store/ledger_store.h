@@ -2,8 +2,11 @@
 // The ledger's journal in the database: accounts and transfers are appended, never
 // updated, and a Ledger is rebuilt at start by replaying them in order.
 
+#include <string>
+#include <string_view>
 #include <vector>
 
+#include "ledger/bank.h"
 #include "ledger/ledger.h"
 #include "store/sqlite.h"
 
@@ -13,6 +16,16 @@ namespace tp::store {
 // `transfers_from` (both counts already stored). Runs inside the caller's transaction.
 Status append_ledger(Database& db, const ledger::Ledger& ledger, std::size_t accounts_from,
                      std::size_t transfers_from);
+
+// Every account's balance recomputed from the stored transfers alone, and their count.
+Result<ledger::StoredBooks> read_books(Database& db);
+
+// Billing freezes: recorded when set, closed when an admin clears them.
+Status record_freeze(Database& db, std::string_view reason, std::int64_t at_ms);
+// Closes every open freeze with `note`. kNotFound when none is open.
+Status clear_freezes(Database& db, std::string_view note, std::int64_t at_ms);
+// The reason of the latest open freeze, or "" when none.
+Result<std::string> open_freeze(Database& db);
 
 // Rebuilds `ledger` (which must be empty) from the database.
 Status load_ledger(Database& db, ledger::Ledger& ledger);

@@ -9,7 +9,7 @@ namespace tp::store {
 namespace {
 
 // Append only: a released migration never changes.
-constexpr std::array<std::string_view, 4> kMigrations = {
+constexpr std::array<std::string_view, 5> kMigrations = {
     // 1: the ledger journal.
     R"sql(
 CREATE TABLE ledger_accounts (
@@ -83,6 +83,16 @@ CREATE TABLE usage_log (
   hold INTEGER NOT NULL          -- the ledger hold it settled (transfers.hold)
 );
 CREATE INDEX usage_log_by_account ON usage_log(account_id, id);
+)sql",
+    // 5: billing freezes: set when reconciliation fails, cleared by an admin.
+    R"sql(
+CREATE TABLE billing_freezes (
+  id INTEGER PRIMARY KEY,
+  frozen_ms INTEGER NOT NULL,
+  reason TEXT NOT NULL,
+  cleared_ms INTEGER,            -- NULL: still frozen
+  cleared_note TEXT
+);
 )sql",
 };
 

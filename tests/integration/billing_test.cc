@@ -12,6 +12,7 @@
 
 #include "core/money.h"
 #include "integration/harness.h"
+#include "store/sqlite.h"
 
 namespace tp::test {
 namespace {
@@ -336,6 +337,74 @@ TEST(Billing, KillDashNineUnderLoadSettlesEveryCompletedRequestExactlyOnce) {
   stack.gateway->signal(SIGTERM);
   ASSERT_EQ(stack.gateway->wait_exit(10s), std::optional<int>(0));
   EXPECT_TRUE(ledger_verifies(stack));
+}
+
+// Edits a stored transfer behind the gateway's back: the books no longer reconcile.
+void tamper(const Stack& stack, std::int64_t delta_nanos) {
+  auto db = store::Database::open(stack.dir.path() + "/var/turnpike.db");
+  ASSERT_TRUE(db);
+  ASSERT_TRUE((*db)->exec("UPDATE transfers SET amount_nanos = amount_nanos + " +
+                          std::to_string(delta_nanos) + " WHERE id = 1"));
+}
+
+TEST(Billing, FailedReconciliationFreezesBillingUntilAnAdminClearsIt) {
+  Stack stack("billing: { reconcile_every_ms: 100 }");
+  ASSERT_GT(stack.port, 0);
+  const std::string chat = R"({"model":"gpt-test","messages":[]})";
+  ASSERT_EQ(http_request(stack.port, "POST", "/v1/chat/completions", chat, stack.auth()).status, 200);
+  tamper(stack, 1);
+  HttpResponse frozen;
+  for (int i = 0; i < 100; ++i) {
+    frozen = http_request(stack.port, "POST", "/v1/chat/completions", chat, stack.auth());
+    if (frozen.status == 503) break;
+    std::this_thread::sleep_for(20ms);
+  }
+  ASSERT_EQ(frozen.status, 503) << frozen.body;
+  EXPECT_NE(frozen.body.find("billing_frozen"), std::string::npos) << frozen.body;
+  EXPECT_NE(frozen.body.find("reconciliation failed"), std::string::npos) << frozen.body;
+  const auto verify = http_request(stack.port, "GET", "/admin/v1/ledger/verify", {}, kAdmin);
+  EXPECT_EQ(verify.status, 500);
+  EXPECT_NE(verify.body.find("\"ok\":false"), std::string::npos) << verify.body;
+  EXPECT_NE(verify.body.find("\"frozen\":true"), std::string::npos);
+  // Unbillable calls still work; the freeze survives a restart.
+  EXPECT_EQ(http_request(stack.port, "GET", "/api/balance", {}, stack.auth()).status, 200);
+  EXPECT_EQ(http_request(stack.port, "POST", "/admin/v1/ledger/unfreeze", "{}", kAdmin).status, 400);
+  tamper(stack, -1);  // the investigation repairs the row
+  ASSERT_TRUE(stack.restart_gateway());
+  EXPECT_EQ(http_request(stack.port, "POST", "/v1/chat/completions", chat, stack.auth()).status, 503);
+  const auto cleared = http_request(stack.port, "POST", "/admin/v1/ledger/unfreeze",
+                                    R"({"note":"row 1 edited by hand; restored"})", kAdmin);
+  EXPECT_EQ(cleared.status, 200) << cleared.body;
+  EXPECT_EQ(http_request(stack.port, "POST", "/v1/chat/completions", chat, stack.auth()).status, 200);
+  EXPECT_EQ(http_request(stack.port, "POST", "/admin/v1/ledger/unfreeze",
+                         R"({"note":"again"})", kAdmin).status,
+            409);
+  const std::string log = stack.gateway->log();
+  EXPECT_NE(log.find("billing freeze cleared"), std::string::npos);
+}
+
+TEST(Billing, AHoldThatLapsesMidRequestIsStillCharged) {
+  Stack stack("billing: { hold_timeout_ms: 1000 }");
+  ASSERT_GT(stack.port, 0);
+  const Money before = available(stack.port, stack.key);
+  HttpResponse res;
+  std::thread client([&] {
+    res = http_request(stack.port, "POST", "/v1/chat/completions",
+                       R"({"model":"gpt-test","stream":true,"messages":[],"sim":{"output_tokens":70,"tokens_per_second":20}})",
+                       stack.auth());
+  });
+  // The hold lapses after 1 s (swept within the next second); the stream goes on to 3.5 s.
+  std::this_thread::sleep_for(2500ms);
+  const auto mid = http_request(stack.port, "GET", "/api/balance", {}, stack.auth());
+  EXPECT_NE(mid.body.find("\"held_usd\":\"0.00\""), std::string::npos) << mid.body;
+  client.join();
+  ASSERT_EQ(res.status, 200);
+  const auto rows = usage_log(stack.port, stack.auth());
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0].output, 70);
+  EXPECT_EQ(available(stack.port, stack.key), before - rows[0].cost);
+  const auto verify = http_request(stack.port, "GET", "/admin/v1/ledger/verify", {}, kAdmin);
+  EXPECT_NE(verify.body.find("\"ok\":true"), std::string::npos) << verify.body;
 }
 
 }  // namespace

@@ -150,3 +150,21 @@ TEST(UsagePage, ShowsLimitRowsAndACursorOnlyWhenMoreExist) {
 
 }  // namespace
 }  // namespace tp::api
+
+#include "api/maintenance.h"
+
+namespace tp::api {
+namespace {
+
+TEST(Maintenance, ReconcilesNightlyAtTheConfiguredMinuteOrEveryInterval) {
+  ops::Billing b;  // 03:00 UTC
+  const std::int64_t midnight = 1795392000000;  // 2026-11-23T00:00:00Z
+  EXPECT_EQ(Maintenance::next_reconciliation(b, midnight), midnight + 3 * 3'600'000);
+  EXPECT_EQ(Maintenance::next_reconciliation(b, midnight + 3 * 3'600'000),
+            midnight + 27 * 3'600'000);  // exactly at 03:00: the next day's
+  b.reconcile_every_ms = 500;
+  EXPECT_EQ(Maintenance::next_reconciliation(b, midnight + 7), midnight + 507);
+}
+
+}  // namespace
+}  // namespace tp::api

@@ -285,3 +285,63 @@ TEST(LedgerProperty, RandomOperationsKeepEveryInvariant) {
 
 }  // namespace
 }  // namespace tp::ledger
+
+namespace tp::ledger {
+namespace {
+
+TEST(LedgerJournal, ForgettingStoredTransfersKeepsBalancesAndVerify) {
+  Ledger l;
+  const AccountId a = l.open("a", Floor::kUnbounded);
+  const AccountId b = l.open("b", Floor::kNonNegative);
+  ASSERT_TRUE(l.transfer(a, b, Money::usd(5), TransferKind::kDeposit, 0, 1));
+  l.forget_journal();
+  EXPECT_TRUE(l.journal().empty());
+  EXPECT_EQ(l.transfer_count(), 1u);
+  auto next = l.transfer(b, a, Money::usd(2), TransferKind::kRefund, 0, 2);
+  ASSERT_TRUE(next);
+  EXPECT_EQ(*next, 2u);  // ids go on
+  EXPECT_EQ(l.balance(b), Money::usd(3));
+  const VerifyReport r = l.verify();
+  EXPECT_TRUE(r.ok);
+  EXPECT_EQ(r.transfers, 2u);
+}
+
+TEST(Bank, ReconcileComparesStoredBooksWithMemory) {
+  auto bank = Bank::create();
+  ASSERT_TRUE(bank->deposit(1, CreditKind::kPaid, Money::usd(3), std::nullopt, 1));
+  std::vector<Transfer> stored;
+  std::size_t accounts = 0;
+  auto store = [&](const Ledger& l, std::size_t, std::size_t from) {
+    accounts = l.account_count();
+    const std::size_t first = l.transfer_count() - l.journal().size();
+    for (std::size_t i = from - first; i < l.journal().size(); ++i) stored.push_back(l.journal()[i]);
+    return Status::ok();
+  };
+  auto books = [&](Money tamper) {
+    return [&, tamper]() -> Result<StoredBooks> {
+      StoredBooks b;
+      b.balances.resize(accounts);
+      for (const Transfer& t : stored) {
+        b.balances[t.debit] -= t.amount;
+        b.balances[t.credit] += t.amount;
+      }
+      b.balances.back() += tamper;  // a row edited behind the gateway's back
+      b.transfers = stored.size();
+      return b;
+    };
+  };
+  const Reconciliation good = bank->reconcile(store, books(Money()));
+  EXPECT_TRUE(good.ok) << good.problem;
+  EXPECT_EQ(good.transfers, 1u);
+  const Reconciliation bad = bank->reconcile(store, books(Money::from_nanos(1)));
+  EXPECT_FALSE(bad.ok);
+  EXPECT_EQ(bad.imbalance, Money::from_nanos(1));
+  EXPECT_FALSE(bad.problem.empty());
+  auto failing = []() -> Result<StoredBooks> { return Status{ErrorKind::kInternal, "disk"}; };
+  const Reconciliation broken = bank->reconcile(store, failing);
+  EXPECT_FALSE(broken.ok);
+  EXPECT_TRUE(broken.store_failed);
+}
+
+}  // namespace
+}  // namespace tp::ledger

@@ -1,0 +1,41 @@
+#pragma once
+// The background thread of the money side: lapses holds and promo lots whose time has come,
+// and reconciles the books on schedule (a failure freezes billing). Its store work goes
+// through the writer like everything else.
+
+#include <condition_variable>
+#include <cstdint>
+#include <mutex>
+#include <thread>
+
+#include "api/services.h"
+#include "ops/config.h"
+
+namespace tp::api {
+
+class Maintenance {
+ public:
+  Maintenance(const Services& services, const ops::Billing& billing);
+  // Stops the thread; call before the writer stops.
+  void stop();
+  ~Maintenance();
+  Maintenance(const Maintenance&) = delete;
+  Maintenance& operator=(const Maintenance&) = delete;
+
+  // When the next scheduled reconciliation is due after `now_ms` (unix ms).
+  static std::int64_t next_reconciliation(const ops::Billing& billing, std::int64_t now_ms);
+
+ private:
+  void run();
+  void expire(std::int64_t now_ms);
+  void reconcile();
+
+  Services services_;
+  ops::Billing billing_;
+  std::mutex mu_;
+  std::condition_variable wake_;
+  bool stop_ = false;
+  std::thread thread_;
+};
+
+}  // namespace tp::api
