@@ -5,6 +5,7 @@
 #include "core/clock.h"
 #include "core/log.h"
 #include "store/ledger_store.h"
+#include "store/notice_store.h"
 
 namespace tp::api {
 namespace {
@@ -14,10 +15,33 @@ constexpr std::int64_t kDayMs = 86'400'000;
 
 }  // namespace
 
-Maintenance::Maintenance(const Services& services, const ops::Billing& billing)
-    : services_(services), billing_(billing), thread_([this] { run(); }) {}
+Result<std::unique_ptr<Maintenance>> Maintenance::start(const Services& services,
+                                                        const ops::Billing& billing) {
+  services.bank->set_low_balance_thresholds(billing.low_balance);
+  std::unique_ptr<Notifier> notifier;
+  if (!billing.low_balance_webhook.empty()) {
+    auto started = Notifier::start({billing.low_balance_webhook,
+                                    billing.low_balance_webhook_ca_file,
+                                    billing.low_balance_retry_ms, 5},
+                                   services.writer);
+    if (!started) return started.status();
+    notifier = std::move(started.value());
+  }
+  return std::unique_ptr<Maintenance>(new Maintenance(services, billing, std::move(notifier)));
+}
 
-Maintenance::~Maintenance() { stop(); }
+Maintenance::Maintenance(const Services& services, const ops::Billing& billing,
+                         std::unique_ptr<Notifier> notifier)
+    : services_(services),
+      billing_(billing),
+      notifier_(std::move(notifier)),
+      thread_([this] { run(); }) {}
+
+Maintenance::~Maintenance() {
+  stop();
+  // Last: the writer may still complete records that hand notices to the notifier.
+  if (notifier_) notifier_->stop();
+}
 
 void Maintenance::stop() {
   {
@@ -49,6 +73,7 @@ void Maintenance::run() {
     lock.unlock();
     const std::int64_t at = clock.unix_millis();
     expire(at);
+    notify();
     if (at >= next_reconcile) {
       reconcile();
       next_reconcile = next_reconciliation(billing_, clock.unix_millis());
@@ -69,6 +94,41 @@ void Maintenance::expire(std::int64_t now_ms) {
       return store::append_ledger(db, ledger, accounts, transfers);
     });
   });
+}
+
+void Maintenance::notify() {
+  std::size_t dropped = 0;
+  auto notices = std::make_shared<std::vector<ledger::LowBalanceNotice>>(
+      services_.bank->take_low_balance_notices(&dropped));
+  if (dropped > 0) {
+    log::warn("low-balance notices dropped", {{"count", static_cast<std::int64_t>(dropped)}});
+  }
+  if (notices->empty()) return;
+  for (const auto& n : *notices) {
+    log::warn("low balance", {{"account", n.account},
+                              {"threshold_usd", n.threshold.to_string()},
+                              {"balance_usd", n.balance.to_string()}});
+  }
+  // Recorded first; handed to the webhook once the record is durable.
+  auto ids = std::make_shared<std::vector<std::int64_t>>();
+  Notifier* notifier = notifier_.get();
+  services_.writer->submit(
+      [notices, ids](store::Database& db) {
+        for (const auto& n : *notices) {
+          auto id = store::insert_notice(db, n);
+          if (!id) return id.status();
+          ids->push_back(*id);
+        }
+        return Status::ok();
+      },
+      [notices, ids, notifier](const Status& committed) {
+        if (!committed || notifier == nullptr) return;
+        for (std::size_t i = 0; i < ids->size(); ++i) {
+          if (!notifier->deliver((*ids)[i], (*notices)[i])) {
+            log::warn("low-balance webhook queue full", {{"account", (*notices)[i].account}});
+          }
+        }
+      });
 }
 
 void Maintenance::reconcile() {

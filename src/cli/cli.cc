@@ -67,7 +67,11 @@ int serve(const ServeOptions& opts) {
     return 2;
   }
   const std::shared_ptr<store::Writer> writer = services->writer;
-  api::Maintenance maintenance(services.value(), config.billing);
+  auto maintenance = api::Maintenance::start(services.value(), config.billing);
+  if (!maintenance) {
+    std::fprintf(stderr, "turnpike: %s\n", maintenance.status().message().c_str());
+    return 2;
+  }
   if (services->admin_key.empty()) {
     log::warn("admin API disabled: TURNPIKE_ADMIN_KEY is not set");
   }
@@ -90,7 +94,7 @@ int serve(const ServeOptions& opts) {
   server.run();
   // Every I/O thread has stopped: finish the writes already queued before the threads'
   // inboxes go away with the server.
-  maintenance.stop();
+  (*maintenance)->stop();
   writer->stop();
   log::info("stopped");
   return 0;

@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <functional>
 #include <unordered_map>
 
 #include "core/assert.h"
@@ -55,8 +57,55 @@ Wallet& Bank::wallet(std::int64_t account) {
     it = wallets_.emplace(account, std::make_unique<Wallet>(ledger_, platform_,
                                                             customer_name(account)))
              .first;
+    below_[account] = below_mask(*it->second, 0);  // an empty wallet raises nothing
   }
   return *it->second;
+}
+
+std::uint32_t Bank::below_mask(const Wallet& w, std::int64_t now_ms) const {
+  const Money settled = w.available(now_ms) + w.held();
+  std::uint32_t mask = 0;
+  for (std::size_t i = 0; i < thresholds_.size(); ++i) {
+    const Money t = thresholds_[i];
+    if (t.is_zero() ? settled <= t : settled < t) mask |= 1U << i;
+  }
+  return mask;
+}
+
+void Bank::check_low_balance(std::int64_t account, const Wallet& w, std::int64_t now_ms) {
+  if (thresholds_.empty()) return;
+  const std::uint32_t now_below = below_mask(w, now_ms);
+  std::uint32_t& was_below = below_[account];
+  const std::uint32_t crossed = now_below & ~was_below;
+  was_below = now_below;
+  if (crossed == 0) return;
+  const Money settled = w.available(now_ms) + w.held();
+  for (std::size_t i = 0; i < thresholds_.size(); ++i) {
+    if ((crossed & (1U << i)) == 0) continue;
+    if (notices_.size() >= kLowBalancePendingMax) {
+      ++notices_dropped_;
+      continue;
+    }
+    notices_.push_back({account, thresholds_[i], settled, now_ms});
+  }
+}
+
+void Bank::set_low_balance_thresholds(std::vector<Money> thresholds) {
+  std::lock_guard lock(mu_);
+  std::sort(thresholds.begin(), thresholds.end(), std::greater<>());
+  thresholds.erase(std::unique(thresholds.begin(), thresholds.end()), thresholds.end());
+  TP_CHECK(thresholds.size() <= 32);
+  thresholds_ = std::move(thresholds);
+  for (auto& [account, w] : wallets_) below_[account] = below_mask(*w, 0);
+}
+
+std::vector<LowBalanceNotice> Bank::take_low_balance_notices(std::size_t* dropped) {
+  std::lock_guard lock(mu_);
+  std::vector<LowBalanceNotice> out;
+  out.swap(notices_);
+  if (dropped != nullptr) *dropped = notices_dropped_;
+  notices_dropped_ = 0;
+  return out;
 }
 
 void Bank::open_wallet(std::int64_t account) {
@@ -68,16 +117,17 @@ Result<TransferId> Bank::deposit(std::int64_t account, CreditKind kind, Money am
                                  std::optional<std::int64_t> expires_at_ms, std::int64_t now_ms) {
   std::lock_guard lock(mu_);
   Wallet& w = wallet(account);
+  Result<TransferId> id = Status{ErrorKind::kInvalidRequest, "unknown credit kind"};
   switch (kind) {
-    case CreditKind::kPaid: return w.deposit_paid(amount, now_ms);
-    case CreditKind::kTrial: return w.deposit_trial(amount, now_ms);
+    case CreditKind::kPaid: id = w.deposit_paid(amount, now_ms); break;
+    case CreditKind::kTrial: id = w.deposit_trial(amount, now_ms); break;
     case CreditKind::kPromo:
-      if (!expires_at_ms) {
-        return Status{ErrorKind::kInvalidRequest, "promo credit needs an expiry"};
-      }
-      return w.deposit_promo(amount, *expires_at_ms, now_ms);
+      id = expires_at_ms ? w.deposit_promo(amount, *expires_at_ms, now_ms)
+                         : Status{ErrorKind::kInvalidRequest, "promo credit needs an expiry"};
+      break;
   }
-  return Status{ErrorKind::kInvalidRequest, "unknown credit kind"};
+  check_low_balance(account, w, now_ms);
+  return id;
 }
 
 Result<TransferId> Bank::refund(std::int64_t account, Money amount, std::int64_t now_ms) {
@@ -86,7 +136,9 @@ Result<TransferId> Bank::refund(std::int64_t account, Money amount, std::int64_t
   if (it == wallets_.end()) {
     return Status{ErrorKind::kNotFound, fmt::format("no wallet for {}", customer_name(account))};
   }
-  return it->second->refund(amount, now_ms);
+  auto id = it->second->refund(amount, now_ms);
+  check_low_balance(account, *it->second, now_ms);
+  return id;
 }
 
 Result<Balance> Bank::balance(std::int64_t account, std::int64_t now_ms) const {
@@ -114,9 +166,15 @@ Result<Bank::Hold> Bank::hold(std::int64_t account, Money amount, std::int64_t e
 Money Bank::settle(const Hold& hold, Money actual, std::int64_t now_ms) {
   std::lock_guard lock(mu_);
   Wallet& w = *wallets_.at(hold.account);
-  if (auto posted = w.post(hold.id, actual, now_ms); posted) return *posted;
-  // The hold expired while the request ran: the cost is owed all the same.
-  return actual > Money() ? w.charge(actual, hold.id, now_ms) : Money();
+  Money charged;
+  if (auto posted = w.post(hold.id, actual, now_ms); posted) {
+    charged = *posted;
+  } else if (actual > Money()) {
+    // The hold expired while the request ran: the cost is owed all the same.
+    charged = w.charge(actual, hold.id, now_ms);
+  }
+  check_low_balance(hold.account, w, now_ms);
+  return charged;
 }
 
 void Bank::void_hold(const Hold& hold, std::int64_t now_ms) {
@@ -131,6 +189,7 @@ Wallet::Expired Bank::expire(std::int64_t now_ms) {
     const Wallet::Expired e = w->expire(now_ms);
     total.holds += e.holds;
     total.lots += e.lots;
+    if (e.lots > 0) check_low_balance(account, *w, now_ms);
   }
   return total;
 }

@@ -8,6 +8,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <unordered_map>
 #include <string>
 #include <vector>
 
@@ -26,6 +27,15 @@ struct Balance {
 struct StoredBooks {
   std::vector<Money> balances;  // by AccountId
   std::uint64_t transfers = 0;
+};
+
+// An account's settled balance (everything but what in-flight requests hold) fell below a
+// configured threshold.
+struct LowBalanceNotice {
+  std::int64_t account = 0;
+  Money threshold;
+  Money balance;
+  std::int64_t at_ms = 0;
 };
 
 struct Reconciliation {
@@ -72,6 +82,16 @@ class Bank {
   void void_hold(const Hold& hold, std::int64_t now_ms);
   // Voids holds past their expiry and sweeps expired promo lots, in every wallet.
   Wallet::Expired expire(std::int64_t now_ms);
+
+  // Low-balance thresholds (at most 32). A notice is raised once each time an account's
+  // settled balance goes from at or above a threshold to below it (for a threshold of 0:
+  // to 0 or below); going back above re-arms it. Holds do not count, so a request in
+  // flight never raises one. Set before traffic starts.
+  void set_low_balance_thresholds(std::vector<Money> thresholds);
+  // The notices raised since the last call, oldest first, and how many were dropped
+  // because more than kLowBalancePendingMax waited.
+  std::vector<LowBalanceNotice> take_low_balance_notices(std::size_t* dropped = nullptr);
+  static constexpr std::size_t kLowBalancePendingMax = 10'000;
   VerifyReport verify() const;
 
   // Calls `store` with the ledger and the counts of accounts and transfers already stored;
@@ -89,11 +109,19 @@ class Bank {
  private:
   Bank() = default;
   Wallet& wallet(std::int64_t account);  // caller holds mu_; opens it if needed
+  // Caller holds mu_: compares `account`'s settled balance with the thresholds and raises
+  // a notice for each one newly crossed downward.
+  void check_low_balance(std::int64_t account, const Wallet& w, std::int64_t now_ms);
+  std::uint32_t below_mask(const Wallet& w, std::int64_t now_ms) const;
 
   mutable std::mutex mu_;
   Ledger ledger_;
   PlatformAccounts platform_;
   std::map<std::int64_t, std::unique_ptr<Wallet>> wallets_;
+  std::vector<Money> thresholds_;                       // highest first
+  std::unordered_map<std::int64_t, std::uint32_t> below_;  // per account: thresholds crossed
+  std::vector<LowBalanceNotice> notices_;
+  std::size_t notices_dropped_ = 0;
   std::size_t stored_accounts_ = 0;
   std::size_t stored_transfers_ = 0;
 };

@@ -359,7 +359,9 @@ Result<Config> parse_config(std::string_view yaml, std::string_view source) {
     }
     if (const YAML::Node billing = root["billing"]; billing.IsDefined() && !billing.IsNull()) {
       r.check_keys(billing, "billing", {"trial_usd", "hold_timeout_ms", "disconnect_drain_ms",
-                                        "reconcile_at", "reconcile_every_ms"});
+                                        "reconcile_at", "reconcile_every_ms", "low_balance_usd",
+                                        "low_balance_webhook", "low_balance_webhook_ca_file",
+                                        "low_balance_retry_ms"});
       const std::string trial = r.string(billing, "trial_usd", "billing", "20");
       auto amount = Money::parse(trial);
       if (!amount || amount->is_negative()) {
@@ -382,6 +384,32 @@ Result<Config> parse_config(std::string_view yaml, std::string_view source) {
       c.billing.reconcile_at_minute = std::stoi(at.substr(0, 2)) * 60 + std::stoi(at.substr(3));
       c.billing.reconcile_every_ms =
           r.integer(billing, "reconcile_every_ms", "billing", 0, 0, 7 * kDay);
+      if (const YAML::Node list = billing["low_balance_usd"]; list.IsDefined() && !list.IsNull()) {
+        if (!list.IsSequence() || list.size() > 32) {
+          r.fail(list, "billing.low_balance_usd", "must be a list of at most 32 USD amounts");
+        }
+        c.billing.low_balance.clear();
+        for (std::size_t i = 0; i < list.size(); ++i) {
+          const std::string text = list[i].IsScalar() ? list[i].Scalar() : "";
+          auto amount = Money::parse(text);
+          if (!amount || amount->is_negative()) {
+            r.fail(list[i], fmt::format("billing.low_balance_usd[{}]", i),
+                   fmt::format("must be a non-negative USD amount like \"5\", got '{}'", text));
+          }
+          c.billing.low_balance.push_back(*amount);
+        }
+      }
+      c.billing.low_balance_webhook = r.string(billing, "low_balance_webhook", "billing", "");
+      if (!c.billing.low_balance_webhook.empty()) {
+        if (auto url = http::parse_base_url(c.billing.low_balance_webhook); !url) {
+          r.fail(billing["low_balance_webhook"], "billing.low_balance_webhook",
+                 url.status().message());
+        }
+      }
+      c.billing.low_balance_webhook_ca_file =
+          r.string(billing, "low_balance_webhook_ca_file", "billing", "");
+      c.billing.low_balance_retry_ms = static_cast<std::uint32_t>(
+          r.integer(billing, "low_balance_retry_ms", "billing", 1000, 10, kHour));
     }
     parse_limits(r, root, c);
     parse_upstream(r, root, c);

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 #include <string_view>
 
 #include "catalog/catalog.h"
@@ -34,6 +35,12 @@ struct Billing {
   // default "03:00"), or every reconcile_every_ms when that is set (> 0).
   int reconcile_at_minute = 3 * 60;
   std::uint64_t reconcile_every_ms = 0;
+  // Low-balance notices (low_balance_usd), each raised once per downward crossing; posted
+  // to low_balance_webhook when set, first retried after low_balance_retry_ms.
+  std::vector<Money> low_balance = {Money::usd(5), Money::usd(1), Money()};
+  std::string low_balance_webhook;
+  std::string low_balance_webhook_ca_file;
+  std::uint32_t low_balance_retry_ms = 1000;
 };
 
 struct Config {

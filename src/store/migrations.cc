@@ -9,7 +9,7 @@ namespace tp::store {
 namespace {
 
 // Append only: a released migration never changes.
-constexpr std::array<std::string_view, 5> kMigrations = {
+constexpr std::array<std::string_view, 6> kMigrations = {
     // 1: the ledger journal.
     R"sql(
 CREATE TABLE ledger_accounts (
@@ -92,6 +92,19 @@ CREATE TABLE billing_freezes (
   reason TEXT NOT NULL,
   cleared_ms INTEGER,            -- NULL: still frozen
   cleared_note TEXT
+);
+)sql",
+    // 6: low-balance notices and their webhook delivery.
+    R"sql(
+CREATE TABLE low_balance_notices (
+  id INTEGER PRIMARY KEY,
+  account_id INTEGER NOT NULL,
+  threshold_nanos INTEGER NOT NULL,
+  balance_nanos INTEGER NOT NULL,
+  at_ms INTEGER NOT NULL,
+  attempts INTEGER NOT NULL DEFAULT 0,
+  delivered_ms INTEGER,          -- NULL: not (yet) delivered
+  last_error TEXT
 );
 )sql",
 };

@@ -14,6 +14,11 @@
 #include "integration/harness.h"
 #include "store/sqlite.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 namespace tp::test {
 namespace {
 
@@ -405,6 +410,114 @@ TEST(Billing, AHoldThatLapsesMidRequestIsStillCharged) {
   EXPECT_EQ(available(stack.port, stack.key), before - rows[0].cost);
   const auto verify = http_request(stack.port, "GET", "/admin/v1/ledger/verify", {}, kAdmin);
   EXPECT_NE(verify.body.find("\"ok\":true"), std::string::npos) << verify.body;
+}
+
+// A webhook receiver: answers each POST with the next status of `statuses` (then 200) and
+// keeps the bodies.
+class WebhookReceiver {
+ public:
+  explicit WebhookReceiver(std::vector<int> statuses) : statuses_(std::move(statuses)) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+    ::listen(fd_, 16);
+    socklen_t len = sizeof addr;
+    ::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len);
+    port_ = ntohs(addr.sin_port);
+    thread_ = std::thread([this] { serve(); });
+  }
+  ~WebhookReceiver() {
+    ::shutdown(fd_, SHUT_RDWR);
+    ::close(fd_);
+    thread_.join();
+  }
+  int port() const { return port_; }
+  std::vector<std::string> bodies() {
+    std::lock_guard lock(mu_);
+    return bodies_;
+  }
+
+ private:
+  void serve() {
+    for (;;) {
+      const int c = ::accept(fd_, nullptr, nullptr);
+      if (c < 0) return;
+      std::string in;
+      char buf[4096];
+      for (;;) {  // one request per connection is enough: the answer closes it
+        const auto head_end = in.find("\r\n\r\n");
+        if (head_end != std::string::npos) {
+          const auto at = in.find("Content-Length: ");
+          const std::size_t length = at == std::string::npos ? 0 : std::stoul(in.substr(at + 16));
+          if (in.size() >= head_end + 4 + length) {
+            std::lock_guard lock(mu_);
+            bodies_.push_back(in.substr(head_end + 4, length));
+            break;
+          }
+        }
+        const ssize_t n = ::read(c, buf, sizeof buf);
+        if (n <= 0) break;
+        in.append(buf, static_cast<std::size_t>(n));
+      }
+      int status = 200;
+      {
+        std::lock_guard lock(mu_);
+        if (next_ < statuses_.size()) status = statuses_[next_++];
+      }
+      const std::string answer = "HTTP/1.1 " + std::to_string(status) +
+                                 " X\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok";
+      (void)::write(c, answer.data(), answer.size());
+      ::close(c);
+    }
+  }
+  int fd_ = -1;
+  int port_ = 0;
+  std::vector<int> statuses_;
+  std::size_t next_ = 0;
+  std::mutex mu_;
+  std::vector<std::string> bodies_;
+  std::thread thread_;
+};
+
+TEST(Billing, LowBalanceNoticeIsRecordedAndPostedWithRetries) {
+  WebhookReceiver hook({500});
+  Stack stack("billing: { trial_usd: \"0\", low_balance_usd: [\"0.0015\", \"0\"], "
+              "low_balance_webhook: \"http://127.0.0.1:" + std::to_string(hook.port()) +
+              "/hooks/team\", low_balance_retry_ms: 50 }");
+  ASSERT_GT(stack.port, 0);
+  const std::string key = funded_key(stack.port, "0.002");
+  const std::string body =
+      R"({"model":"claude-test","max_tokens":60,"messages":[{"role":"user","content":"x"}],"sim":{"output_tokens":40}})";
+  ASSERT_EQ(http_request(stack.port, "POST", "/v1/messages", body, {{"x-api-key", key}}).status, 200);
+  ASSERT_EQ(http_request(stack.port, "POST", "/v1/messages", body, {{"x-api-key", key}}).status, 200);
+  std::vector<std::string> bodies;
+  for (int i = 0; i < 100 && bodies.size() < 2; ++i) {
+    std::this_thread::sleep_for(50ms);
+    bodies = hook.bodies();
+  }
+  // One notice (0.0015 crossed once; still above 0): refused once with 500, then delivered.
+  ASSERT_EQ(bodies.size(), 2u);
+  EXPECT_EQ(bodies[0], bodies[1]);
+  simdjson::dom::parser parser;
+  auto doc = parser.parse(bodies[1]).value();
+  EXPECT_EQ(field(doc, "event"), "low_balance");
+  EXPECT_EQ(field(doc, "account"), "acct_2");
+  EXPECT_EQ(field(doc, "threshold_usd"), "0.0015");
+  EXPECT_NE(field(doc, "text").find("fell below 0.0015 USD"), std::string::npos);
+  std::this_thread::sleep_for(300ms);
+  EXPECT_EQ(hook.bodies().size(), 2u);
+  auto db = store::Database::open(stack.dir.path() + "/var/turnpike.db");
+  ASSERT_TRUE(db);
+  auto row = (*db)->prepare(
+      "SELECT account_id, attempts, delivered_ms IS NOT NULL FROM low_balance_notices");
+  ASSERT_TRUE(row);
+  ASSERT_EQ(row->step().value(), store::Statement::Step::kRow);
+  EXPECT_EQ(row->column_int(0), 2);
+  EXPECT_EQ(row->column_int(1), 2);
+  EXPECT_EQ(row->column_int(2), 1);
+  EXPECT_EQ(row->step().value(), store::Statement::Step::kDone);
 }
 
 }  // namespace

@@ -345,3 +345,48 @@ TEST(Bank, ReconcileComparesStoredBooksWithMemory) {
 
 }  // namespace
 }  // namespace tp::ledger
+
+namespace tp::ledger {
+namespace {
+
+TEST(Bank, LowBalanceNoticesFireOncePerDownwardCrossing) {
+  const std::int64_t now = 1'000;
+  auto bank = Bank::create();
+  bank->set_low_balance_thresholds({Money::usd(5), Money::usd(1), Money()});
+  ASSERT_TRUE(bank->deposit(1, CreditKind::kPaid, Money::usd(6), std::nullopt, now));
+  EXPECT_TRUE(bank->take_low_balance_notices().empty());  // a new wallet starts below all
+  auto spend = [&](const char* usd) {
+    auto h = bank->hold(1, Money::parse(usd).value(), now + 60'000, now);
+    ASSERT_TRUE(h);
+    bank->settle(*h, Money::parse(usd).value(), now);
+  };
+  spend("0.5");  // 5.50: nothing crossed
+  EXPECT_TRUE(bank->take_low_balance_notices().empty());
+  // A hold alone never raises one: only settled money counts.
+  auto big = bank->hold(1, Money::usd(5), now + 60'000, now);
+  ASSERT_TRUE(big);
+  EXPECT_TRUE(bank->take_low_balance_notices().empty());
+  bank->void_hold(*big, now);
+  spend("1");  // 4.50: below 5
+  auto notices = bank->take_low_balance_notices();
+  ASSERT_EQ(notices.size(), 1u);
+  EXPECT_EQ(notices[0].threshold, Money::usd(5));
+  EXPECT_EQ(notices[0].balance, Money::parse("4.5").value());
+  spend("0.5");  // 4.00: still below 5, no repeat
+  EXPECT_TRUE(bank->take_low_balance_notices().empty());
+  spend("4");  // 0.00: below 1 and at 0, in one step
+  notices = bank->take_low_balance_notices();
+  ASSERT_EQ(notices.size(), 2u);
+  EXPECT_EQ(notices[0].threshold, Money::usd(1));
+  EXPECT_EQ(notices[1].threshold, Money());
+  // A top-up re-arms them; spending down fires again.
+  ASSERT_TRUE(bank->deposit(1, CreditKind::kPaid, Money::usd(10), std::nullopt, now));
+  EXPECT_TRUE(bank->take_low_balance_notices().empty());
+  spend("6");
+  notices = bank->take_low_balance_notices();
+  ASSERT_EQ(notices.size(), 1u);
+  EXPECT_EQ(notices[0].threshold, Money::usd(5));
+}
+
+}  // namespace
+}  // namespace tp::ledger

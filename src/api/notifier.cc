@@ -1,0 +1,150 @@
+#include "api/notifier.h"
+
+#include <fmt/format.h>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+
+#include "core/clock.h"
+#include "core/json_writer.h"
+#include "core/log.h"
+#include "core/rfc3339.h"
+#include "store/notice_store.h"
+
+namespace tp::api {
+namespace {
+
+constexpr std::uint32_t kRetryMaxMs = 60'000;
+constexpr std::size_t kResponseBytesMax = 64 * 1024;
+
+}  // namespace
+
+std::string notice_json(const ledger::LowBalanceNotice& n) {
+  const std::string account = ledger::customer_name(n.account);
+  std::string out;
+  json::Writer w(out);
+  w.begin_object();
+  w.field("text", fmt::format("Turnpike: the balance of {} fell below {} USD (now {} USD)",
+                              account, n.threshold.to_string(), n.balance.to_string()));
+  w.field("event", "low_balance").field("account", account);
+  w.field("threshold_usd", n.threshold.to_string()).field("balance_usd", n.balance.to_string());
+  w.field("at", format_rfc3339(n.at_ms, true)).end_object();
+  return out;
+}
+
+Notifier::Notifier(NotifierOptions options, std::shared_ptr<store::Writer> writer)
+    : options_(std::move(options)),
+      writer_(std::move(writer)),
+      ioc_(BOOST_ASIO_CONCURRENCY_HINT_UNSAFE),
+      inbox_(ioc_) {}
+
+Result<std::unique_ptr<Notifier>> Notifier::start(NotifierOptions options,
+                                                  std::shared_ptr<store::Writer> writer) {
+  auto url = http::parse_base_url(options.url);
+  if (!url) return Status{ErrorKind::kInvalidRequest,
+                          fmt::format("low-balance webhook: {}", url.status().message())};
+  std::unique_ptr<Notifier> n(new Notifier(std::move(options), std::move(writer)));
+  n->endpoint_ = http::UpstreamEndpoint{"low-balance webhook", std::move(url.value()), 0, nullptr,
+                                        nullptr};
+  n->endpoint_.addresses = n->resolver_.add(n->endpoint_.url.host, n->endpoint_.url.port);
+  if (n->endpoint_.url.tls) {
+    auto tls = http::make_tls_client_context(n->options_.ca_file);
+    if (!tls) return tls.status();
+    n->endpoint_.tls = std::move(tls.value());
+  }
+  n->pool_ = std::make_unique<http::UpstreamPool>(n->ioc_, 1);
+  n->wake_ = std::make_unique<http::Timer>(n->ioc_.get_executor());
+  n->backoff_ = std::make_unique<http::Timer>(n->ioc_.get_executor());
+  Notifier* self = n.get();
+  boost::asio::co_spawn(n->ioc_.get_executor(), n->inbox_.run(), boost::asio::detached);
+  boost::asio::co_spawn(n->ioc_.get_executor(), self->run(), boost::asio::detached);
+  n->thread_ = std::thread([self] { self->ioc_.run(); });
+  return n;
+}
+
+Notifier::~Notifier() { stop(); }
+
+void Notifier::stop() {
+  if (stopped_.exchange(true) || !thread_.joinable()) return;
+  inbox_.post([this] {
+    stopping_ = true;
+    wake_->cancel();
+    backoff_->cancel();
+    inbox_.close();
+    ioc_.stop();
+  });
+  thread_.join();
+}
+
+bool Notifier::deliver(std::int64_t id, const ledger::LowBalanceNotice& notice) {
+  if (stopped_.load()) return false;
+  if (pending_.fetch_add(1) >= kNoticeQueueMax) {
+    pending_.fetch_sub(1);
+    return false;
+  }
+  inbox_.post([this, item = Item{id, notice}] {
+    queue_.push_back(item);
+    wake_->cancel();
+  });
+  return true;
+}
+
+http::Task<Status> Notifier::post(const std::string& body) {
+  const http::Url& url = endpoint_.url;
+  const std::string head = fmt::format(
+      "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: "
+      "{}\r\nUser-Agent: turnpike\r\n\r\n",
+      url.path.empty() ? "/" : url.path, url.host_header, body.size());
+  const http::UpstreamTimeouts timeouts{5'000, 10'000, 10'000};
+  auto sent = co_await pool_->send(endpoint_, head, body, timeouts);
+  if (!sent) co_return sent.status();
+  http::UpstreamResponse& response = *sent.value();
+  const unsigned status = response.status();
+  (void)co_await response.read_all(kResponseBytesMax);
+  if (status < 200 || status >= 300) {
+    co_return Status{ErrorKind::kUpstreamFailed, fmt::format("the webhook answered HTTP {}", status)};
+  }
+  co_return Status::ok();
+}
+
+http::Task<void> Notifier::run() {
+  while (!stopping_) {
+    if (queue_.empty()) {
+      wake_->expires_at(std::chrono::steady_clock::time_point::max());
+      co_await wake_->async_wait(http::use_nothrow);
+      continue;
+    }
+    const Item item = queue_.front();
+    queue_.pop_front();
+    const std::string body = notice_json(item.notice);
+    Status outcome;
+    int attempts = 0;
+    std::uint32_t backoff = options_.first_retry_ms;
+    while (!stopping_ && attempts < options_.attempts_max) {
+      ++attempts;
+      outcome = co_await post(body);
+      if (outcome || attempts == options_.attempts_max) break;
+      backoff_->expires_after(std::chrono::milliseconds(backoff));
+      co_await backoff_->async_wait(http::use_nothrow);
+      backoff = std::min(backoff * 2, kRetryMaxMs);
+    }
+    pending_.fetch_sub(1);
+    const std::optional<std::int64_t> delivered =
+        outcome ? std::optional<std::int64_t>(SystemClock::instance().unix_millis())
+                : std::nullopt;
+    if (outcome) {
+      log::info("low-balance notice delivered", {{"account", item.notice.account},
+                                                 {"attempts", attempts}});
+    } else {
+      log::warn("low-balance notice not delivered", {{"account", item.notice.account},
+                                                     {"attempts", attempts},
+                                                     {"error", outcome.message()}});
+    }
+    writer_->submit([id = item.id, attempts, delivered,
+                     error = outcome ? std::string() : outcome.message()](store::Database& db) {
+      return store::finish_notice(db, id, attempts, delivered, error);
+    });
+  }
+}
+
+}  // namespace tp::api

@@ -1,0 +1,36 @@
+#include "store/notice_store.h"
+
+namespace tp::store {
+
+Result<std::int64_t> insert_notice(Database& db, const ledger::LowBalanceNotice& n) {
+  auto insert = db.cached(
+      "INSERT INTO low_balance_notices (account_id, threshold_nanos, balance_nanos, at_ms) "
+      "VALUES (?, ?, ?, ?) RETURNING id");
+  if (!insert) return insert.status();
+  Statement& st = **insert;
+  st.bind(1, n.account).bind(2, n.threshold.nanos()).bind(3, n.balance.nanos()).bind(4, n.at_ms);
+  auto step = st.step();
+  if (!step) {
+    st.reset();
+    return step.status();
+  }
+  const std::int64_t id = st.column_int(0);
+  if (Status s = st.run(); !s) return s;
+  return id;
+}
+
+Status finish_notice(Database& db, std::int64_t id, int attempts,
+                     std::optional<std::int64_t> delivered_ms, std::string_view error) {
+  auto update = db.cached(
+      "UPDATE low_balance_notices SET attempts = ?, delivered_ms = ?, last_error = ? "
+      "WHERE id = ?");
+  if (!update) return update.status();
+  Statement& st = **update;
+  st.bind(1, std::int64_t{attempts});
+  if (delivered_ms) st.bind(2, *delivered_ms); else st.bind_null(2);
+  if (error.empty()) st.bind_null(3); else st.bind(3, error);
+  st.bind(4, id);
+  return st.run();
+}
+
+}  // namespace tp::store
