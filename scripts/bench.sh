@@ -97,6 +97,9 @@ account=$(curl -sf "${admin[@]}" -d '{"name":"bench"}' "http://127.0.0.1:$tp_por
 TURNPIKE_BENCH_KEY=$(curl -sf "${admin[@]}" -d '{}' \
   "http://127.0.0.1:$tp_port/admin/v1/accounts/$account/keys" | sed -n 's/.*"key":"\([^"]*\)".*/\1/p')
 export TURNPIKE_BENCH_KEY
+# Enough credit that billing never refuses a benchmark request.
+curl -sf "${admin[@]}" -d '{"amount_usd":"100000","kind":"paid","idempotency_key":"bench"}' \
+  "http://127.0.0.1:$tp_port/admin/v1/accounts/$account/credits" >/dev/null
 
 # wrk prints "Requests/sec:" and, with --latency, the 50% / 99% lines.
 run_wrk() { # conns url script

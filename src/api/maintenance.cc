@@ -1,5 +1,7 @@
 #include "api/maintenance.h"
 
+#include <pthread.h>
+
 #include <future>
 
 #include "core/clock.h"
@@ -35,7 +37,10 @@ Maintenance::Maintenance(const Services& services, const ops::Billing& billing,
     : services_(services),
       billing_(billing),
       notifier_(std::move(notifier)),
-      thread_([this] { run(); }) {}
+      thread_([this] {
+        pthread_setname_np(pthread_self(), "tp-maint");
+        run();
+      }) {}
 
 Maintenance::~Maintenance() {
   stop();

@@ -1,5 +1,7 @@
 #include "api/notifier.h"
 
+#include <pthread.h>
+
 #include <fmt/format.h>
 
 #include <boost/asio/co_spawn.hpp>
@@ -58,7 +60,10 @@ Result<std::unique_ptr<Notifier>> Notifier::start(NotifierOptions options,
   Notifier* self = n.get();
   boost::asio::co_spawn(n->ioc_.get_executor(), n->inbox_.run(), boost::asio::detached);
   boost::asio::co_spawn(n->ioc_.get_executor(), self->run(), boost::asio::detached);
-  n->thread_ = std::thread([self] { self->ioc_.run(); });
+  n->thread_ = std::thread([self] {
+    pthread_setname_np(pthread_self(), "tp-notify");
+    self->ioc_.run();
+  });
   return n;
 }
 

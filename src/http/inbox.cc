@@ -18,10 +18,15 @@ Inbox::Inbox(asio::io_context& ioc)
 Inbox::~Inbox() = default;  // wake_ closes the eventfd
 
 void Inbox::post(std::function<void()> fn) {
+  bool wake = false;
   {
     std::lock_guard lock(mu_);
+    // A queue that already holds work has a wake-up on its way: the loop takes everything
+    // queued when it runs, this too.
+    wake = queue_.empty();
     queue_.push_back(std::move(fn));
   }
+  if (!wake) return;
   const std::uint64_t one = 1;
   // The counter saturating (EAGAIN) still leaves the loop woken: nothing is lost.
   [[maybe_unused]] const ssize_t n = ::write(fd_, &one, sizeof one);

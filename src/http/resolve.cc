@@ -1,5 +1,7 @@
 #include "http/resolve.h"
 
+#include <pthread.h>
+
 #include <boost/asio/io_context.hpp>
 
 #include "core/log.h"
@@ -22,7 +24,10 @@ bool ResolvedHost::refresh() {
 }
 
 HostResolver::HostResolver(std::chrono::seconds refresh_interval) : interval_(refresh_interval) {
-  thread_ = std::thread([this] { run(); });
+  thread_ = std::thread([this] {
+    pthread_setname_np(pthread_self(), "tp-resolve");
+    run();
+  });
 }
 
 HostResolver::~HostResolver() {

@@ -1,5 +1,7 @@
 #include "http/server.h"
 
+#include <pthread.h>
+
 #include <fmt/format.h>
 #include <sys/socket.h>
 
@@ -220,11 +222,16 @@ Status Server::listen(const std::string& host, std::uint16_t port, int threads) 
 }
 
 void Server::run() {
-  for (auto& w : workers_) {
+  for (std::size_t i = 0; i < workers_.size(); ++i) {
+    auto& w = workers_[i];
     asio::co_spawn(w->ioc.get_executor(), accept_loop(*w), asio::detached);
     asio::co_spawn(w->ioc.get_executor(), watch_drain(*w), asio::detached);
     asio::co_spawn(w->ioc.get_executor(), w->inbox.run(), asio::detached);
-    w->thread = std::thread([&ioc = w->ioc] { ioc.run(); });
+    w->thread = std::thread([&ioc = w->ioc, i] {
+      const std::string name = "tp-io-" + std::to_string(i);
+      pthread_setname_np(pthread_self(), name.c_str());
+      ioc.run();
+    });
   }
   asio::signal_set signals(control_, SIGTERM, SIGINT);
   signals.async_wait([this](const boost::system::error_code& ec, int signo) {

@@ -1,11 +1,16 @@
 #include "store/writer.h"
 
+#include <pthread.h>
+
 #include "core/log.h"
 
 namespace tp::store {
 
 Writer::Writer(std::unique_ptr<Database> db) : db_(std::move(db)) {
-  thread_ = std::thread([this] { run(); });
+  thread_ = std::thread([this] {
+    pthread_setname_np(pthread_self(), "tp-writer");
+    run();
+  });
 }
 
 Writer::~Writer() { stop(); }
@@ -56,26 +61,32 @@ void Writer::run() {
 void Writer::commit(std::deque<Piece>& batch) {
   std::vector<Status> results;
   results.reserve(batch.size());
-  Status begun = db_->exec("BEGIN IMMEDIATE");
+  // Prepared once: these run for every piece.
+  auto run = [this](std::string_view sql) -> Status {
+    auto st = db_->cached(sql);
+    if (!st) return st.status();
+    return (*st)->run();
+  };
+  Status begun = run("BEGIN IMMEDIATE");
   for (Piece& piece : batch) {
     if (!begun) {
       results.push_back(begun);
       continue;
     }
-    Status s = db_->exec("SAVEPOINT piece");
+    Status s = run("SAVEPOINT piece");
     if (s) s = piece.work(*db_);
     if (s) {
-      s = db_->exec("RELEASE piece");
+      s = run("RELEASE piece");
     } else {
-      (void)db_->exec("ROLLBACK TO piece");
-      (void)db_->exec("RELEASE piece");
+      (void)run("ROLLBACK TO piece");
+      (void)run("RELEASE piece");
     }
     results.push_back(s);
   }
-  Status committed = begun ? db_->exec("COMMIT") : begun;
+  Status committed = begun ? run("COMMIT") : begun;
   if (!committed) {
     log::error("store commit failed", {{"error", committed.message()}});
-    (void)db_->exec("ROLLBACK");
+    (void)run("ROLLBACK");
   }
   {
     std::lock_guard lock(mu_);
