@@ -427,8 +427,11 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
           ? 0
           : std::min<std::int64_t>(body.max_tokens.value_or(model->max_output_tokens),
                                    model->max_output_tokens);
-  const Money worst = cost_of(input_tokens_max(req.body()), route.input_price, 0,
-                              route.cached_input_price, output_max, route.output_price);
+  // Every input token at the dearer of the two input prices.
+  const PricePerMtok input_max = std::max(route.input_price, route.cached_input_price);
+  const Money worst = cost_of(input_tokens_max(req.body()), input_max, 0, input_max, output_max,
+                              route.output_price);
+  bill.hold.account = bill.record.account_id;
   if (worst > Money()) {
     const std::int64_t now = bill.record.at_ms;
     auto hold = state_->services().bank->hold(
@@ -561,8 +564,9 @@ Task<bool> Gateway::settle(Bill& bill, const meter::Usage& usage, int status) {
   // and the transfers become durable together or not at all.
   std::shared_ptr<ledger::Bank> bank = state_->services().bank;
   store::Writer::Work work = [bank, hold = bill.hold, record = r](store::Database& db) {
-    if (hold.id != 0) bank->settle(hold, record.cost, SystemClock::instance().unix_millis());
+    // The row first: if it cannot be stored, nothing is charged.
     if (Status s = store::insert_usage(db, record); !s) return s;
+    bank->settle(hold, record.cost, SystemClock::instance().unix_millis());
     return bank->persist([&](const ledger::Ledger& ledger, std::size_t accounts,
                              std::size_t transfers) {
       return store::append_ledger(db, ledger, accounts, transfers);
@@ -572,6 +576,9 @@ Task<bool> Gateway::settle(Bill& bill, const meter::Usage& usage, int status) {
   if (!committed) {
     log::error("settlement not stored", {{"request_id", r.request_id},
                                          {"error", committed.message()}});
+    // Not charged when the row failed; a no-op when the charge was made and only the
+    // commit failed.
+    bank->void_hold(bill.hold, SystemClock::instance().unix_millis());
   }
   co_return committed.is_ok();
 }

@@ -165,9 +165,13 @@ Result<Bank::Hold> Bank::hold(std::int64_t account, Money amount, std::int64_t e
 
 Money Bank::settle(const Hold& hold, Money actual, std::int64_t now_ms) {
   std::lock_guard lock(mu_);
-  Wallet& w = *wallets_.at(hold.account);
+  const auto it = wallets_.find(hold.account);
+  if (it == wallets_.end()) return Money();  // no wallet: nothing was ever held or spendable
+  Wallet& w = *it->second;
   Money charged;
-  if (auto posted = w.post(hold.id, actual, now_ms); posted) {
+  if (auto posted = hold.id != 0 ? w.post(hold.id, actual, now_ms) : Result<Money>(Status{
+                                       ErrorKind::kNotFound, "no hold"});
+      posted) {
     charged = *posted;
   } else if (actual > Money()) {
     // The hold expired while the request ran: the cost is owed all the same.
@@ -178,6 +182,7 @@ Money Bank::settle(const Hold& hold, Money actual, std::int64_t now_ms) {
 }
 
 void Bank::void_hold(const Hold& hold, std::int64_t now_ms) {
+  if (hold.id == 0) return;
   std::lock_guard lock(mu_);
   (void)wallets_.at(hold.account)->void_hold(hold.id, now_ms);
 }

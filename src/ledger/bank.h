@@ -76,7 +76,8 @@ class Bank {
   Result<Hold> hold(std::int64_t account, Money amount, std::int64_t expires_at_ms,
                     std::int64_t now_ms);
   // Charges a request's actual cost against its hold and releases the rest. A hold that
-  // expired meanwhile is charged all the same, straight from the books. Returns the charge.
+  // expired meanwhile, or none at all (id 0: the worst case cost nothing), is charged all
+  // the same, straight from the books. Returns the charge.
   Money settle(const Hold& hold, Money actual, std::int64_t now_ms);
   // Gives a hold back whole (the request failed). A hold that expired already is a no-op.
   void void_hold(const Hold& hold, std::int64_t now_ms);

@@ -4,6 +4,8 @@
 // piece inside its own savepoint so one failure does not undo the others. Each piece's
 // completion is called, on the writer thread, only after the commit that made it durable.
 
+#include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -18,6 +20,8 @@
 namespace tp::store {
 
 inline constexpr std::size_t kWriterBatchMax = 4096;
+// How long the writer looks for new work before it sleeps.
+inline constexpr std::chrono::microseconds kWriterSpin{50};
 
 class Writer {
  public:
@@ -53,6 +57,7 @@ class Writer {
   mutable std::mutex mu_;
   std::condition_variable wake_;
   std::deque<Piece> queue_;
+  std::atomic<std::size_t> queued_{0};  // queue_.size(), readable without the lock
   bool stop_ = false;
   Stats stats_;
   std::thread thread_;

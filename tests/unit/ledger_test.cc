@@ -181,6 +181,10 @@ TEST(Bank, SettlingAnExpiredHoldStillCharges) {
   EXPECT_EQ(bank->balance(1, now + 20)->available, usd("0.8"));
   bank->void_hold(*h, now + 30);  // gone already: nothing happens
   EXPECT_EQ(bank->balance(1, now + 30)->available, usd("0.8"));
+  // No hold at all (the worst case cost nothing) is charged as well.
+  EXPECT_EQ(bank->settle(Bank::Hold{1, 0, Money()}, usd("0.1"), now + 40), usd("0.1"));
+  EXPECT_EQ(bank->balance(1, now + 40)->available, usd("0.7"));
+  bank->void_hold(Bank::Hold{1, 0, Money()}, now + 40);
   EXPECT_TRUE(bank->verify().ok);
 }
 
