@@ -1,95 +1,153 @@
-// The ledger path of one request: hold the worst case, post the actual cost, and (with the
-// store) make the transfers durable through the group-commit writer. Results are printed,
-// never asserted; scripts/bench.sh runs this after the proxy benchmark.
+// The money path of one request: hold the worst case, then settle it the way the gateway
+// does — usage row, charge and ledger transfers in one group-commit transaction on the
+// store writer. Results are printed, never asserted; scripts/bench.sh runs this after the
+// proxy benchmark.
 
 #include <benchmark/benchmark.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <filesystem>
 #include <mutex>
 
-#include "ledger/wallet.h"
+#include "ledger/bank.h"
 #include "store/ledger_store.h"
 #include "store/migrations.h"
+#include "store/usage_store.h"
 #include "store/writer.h"
 
 namespace {
 
 using tp::Money;
-using tp::ledger::Ledger;
-using tp::ledger::PlatformAccounts;
-using tp::ledger::Wallet;
+using tp::ledger::Bank;
+using tp::ledger::CreditKind;
 
-// In memory: what a request costs the ledger itself.
-void BM_HoldAndPost(benchmark::State& state) {
-  Ledger ledger;
-  const auto platform = PlatformAccounts::open(ledger);
-  Wallet wallet(ledger, platform, "acct_bench");
-  (void)wallet.deposit_paid(Money::usd(1'000'000), 0);
+constexpr std::int64_t kAccount = 1;
+
+std::unique_ptr<Bank> funded_bank() {
+  auto bank = Bank::create();
+  (void)bank->deposit(kAccount, CreditKind::kPaid, Money::usd(1'000'000), std::nullopt, 0);
+  return bank;
+}
+
+tp::store::UsageRecord record(std::int64_t n) {
+  tp::store::UsageRecord r;
+  r.request_id = "req_" + std::to_string(n);
+  r.account_id = kAccount;
+  r.key_id = 1;
+  r.at_ms = n;
+  r.model = "bench-model";
+  r.provider = "bench";
+  r.input_tokens = 14;
+  r.output_tokens = 10;
+  r.cost = Money::from_nanos(31'337);
+  r.input_cost = Money::from_nanos(2'100);
+  r.output_cost = r.cost - r.input_cost;
+  r.status = 200;
+  return r;
+}
+
+// In memory: what a request costs the bank itself.
+void BM_HoldAndSettle(benchmark::State& state) {
+  auto bank = funded_bank();
   std::int64_t now = 1;
   for (auto _ : state) {
-    auto h = wallet.hold(Money::from_nanos(50'000), now + 60'000, now);
-    benchmark::DoNotOptimize(wallet.post(*h, Money::from_nanos(31'337), now));
+    auto h = bank->hold(kAccount, Money::from_nanos(50'000), now + 60'000, now);
+    benchmark::DoNotOptimize(bank->settle(*h, Money::from_nanos(31'337), now));
+    if (now % 4096 == 0) (void)bank->persist([](auto&, auto, auto) { return tp::Status::ok(); });
     ++now;
   }
   state.SetItemsProcessed(state.iterations());
 }
-BENCHMARK(BM_HoldAndPost);
+BENCHMARK(BM_HoldAndSettle);
 
-// With the embedded store: every request's transfers are appended through the writer; the
-// writer groups whatever is queued into one transaction. Items are settled requests whose
-// transfers were committed.
-void BM_HoldPostAndCommit(benchmark::State& state) {
-  const std::string dir =
+struct Store {
+  std::string dir =
       (std::filesystem::temp_directory_path() / ("turnpike-bench-" + std::to_string(::getpid())))
           .string();
-  std::filesystem::create_directories(dir);
-  auto db = tp::store::Database::open(dir + "/bench.db").value();
-  (void)tp::store::migrate(*db);
-  Ledger ledger;
-  const auto platform = PlatformAccounts::open(ledger);
-  Wallet wallet(ledger, platform, "acct_bench");
-  (void)wallet.deposit_paid(Money::usd(1'000'000), 0);
+  std::unique_ptr<tp::store::Writer> writer;
+  Store() {
+    std::filesystem::create_directories(dir);
+    auto db = tp::store::Database::open(dir + "/bench.db").value();
+    (void)tp::store::migrate(*db);
+    if (getenv("NOCKPT")) (void)db->exec("PRAGMA wal_autocheckpoint=0");
+    writer = std::make_unique<tp::store::Writer>(std::move(db));
+  }
+  ~Store() {
+    writer.reset();
+    std::filesystem::remove_all(dir);
+  }
+};
+
+// Many requests in flight (as under load): each hold is taken here, each settlement is a
+// writer piece; the writer groups whatever is queued into one transaction. Items are
+// settlements committed.
+void BM_SettleGroupCommit(benchmark::State& state) {
+  Store store;
+  std::shared_ptr<Bank> bank = funded_bank();
   std::atomic<std::int64_t> committed{0};
-  std::int64_t submitted = 0;
-  {
-    tp::store::Writer writer(std::move(db));
-    // The ledger lives on this thread; the writer reads the journal under this lock.
-    std::mutex journal_mu;
-    std::size_t accounts_stored = 0;
-    std::size_t transfers_stored = 0;
-    writer.submit([&](tp::store::Database& d) {
-      std::lock_guard lock(journal_mu);
-      auto s = tp::store::append_ledger(d, ledger, 0, 0);
-      accounts_stored = ledger.account_count();
-      transfers_stored = ledger.journal().size();
-      return s;
-    });
-    std::int64_t now = 1;
-    for (auto _ : state) {
-      {
-        std::lock_guard lock(journal_mu);
-        auto h = wallet.hold(Money::from_nanos(50'000), now + 60'000, now);
-        (void)wallet.post(*h, Money::from_nanos(31'337), now);
-      }
-      ++submitted;
-      writer.submit(
-          [&](tp::store::Database& d) {
-            std::lock_guard lock(journal_mu);
-            auto s = tp::store::append_ledger(d, ledger, accounts_stored, transfers_stored);
-            accounts_stored = ledger.account_count();
-            transfers_stored = ledger.journal().size();
-            return s;
-          },
-          [&](const tp::Status&) { ++committed; });
-      ++now;
-    }
-  }  // waits for the last commit
+  std::int64_t n = 1;
+  for (auto _ : state) {
+    auto h = bank->hold(kAccount, Money::from_nanos(50'000), n + 60'000, n);
+    store.writer->submit(
+        [bank, hold = *h, r = record(n), n](tp::store::Database& db) {
+          return tp::store::settle_request(db, *bank, hold, r, n);
+        },
+        [&](const tp::Status&) { ++committed; });
+    ++n;
+  }
+  store.writer->stop();  // waits for the last commit
   state.SetItemsProcessed(committed.load());
-  std::filesystem::remove_all(dir);
 }
-BENCHMARK(BM_HoldPostAndCommit)->UseRealTime()->MinTime(2.0);
+BENCHMARK(BM_SettleGroupCommit)->UseRealTime()->MinTime(2.0);
+
+// One request at a time (a single client): submit, then wait for the commit. The time is
+// the commit's round trip, what a lone request waits before its final bytes.
+void BM_SettleRoundTrip(benchmark::State& state) {
+  Store store;
+  std::shared_ptr<Bank> bank = funded_bank();
+  std::mutex mu;
+  std::condition_variable cv;
+  std::int64_t n = 1;
+  for (auto _ : state) {
+    auto h = bank->hold(kAccount, Money::from_nanos(50'000), n + 60'000, n);
+    bool done = false;
+    store.writer->submit(
+        [bank, hold = *h, r = record(n), n](tp::store::Database& db) {
+          return tp::store::settle_request(db, *bank, hold, r, n);
+        },
+        [&](const tp::Status&) {
+          std::lock_guard lock(mu);
+          done = true;
+          cv.notify_one();
+        });
+    std::unique_lock lock(mu);
+    cv.wait(lock, [&] { return done; });
+    ++n;
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_SettleRoundTrip)->UseRealTime()->MinTime(2.0);
+
+void BM_SettleRoundTripSpin(benchmark::State& state) {
+  Store store;
+  std::shared_ptr<Bank> bank = funded_bank();
+  std::int64_t n = 1;
+  for (auto _ : state) {
+    auto h = bank->hold(kAccount, Money::from_nanos(50'000), n + 60'000, n);
+    std::atomic<bool> done{false};
+    store.writer->submit(
+        [bank, hold = *h, r = record(n), n](tp::store::Database& db) {
+          return tp::store::settle_request(db, *bank, hold, r, n);
+        },
+        [&](const tp::Status&) { done.store(true); });
+    while (!done.load()) __builtin_ia32_pause();
+    ++n;
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_SettleRoundTripSpin)->UseRealTime()->MinTime(2.0);
 
 }  // namespace
 

@@ -220,10 +220,7 @@ Task<bool> AdminApi::answer_money_call(Responder& res, std::string_view idempote
 }
 
 Status AdminApi::persist_ledger(store::Database& db) {
-  return services_.bank->persist([&](const ledger::Ledger& ledger, std::size_t accounts,
-                                     std::size_t transfers) {
-    return store::append_ledger(db, ledger, accounts, transfers);
-  });
+  return store::persist_bank(db, *services_.bank);
 }
 
 Task<void> AdminApi::add_credits(std::int64_t account, http::Request& req, Responder& res) {

@@ -564,13 +564,7 @@ Task<bool> Gateway::settle(Bill& bill, const meter::Usage& usage, int status) {
   // and the transfers become durable together or not at all.
   std::shared_ptr<ledger::Bank> bank = state_->services().bank;
   store::Writer::Work work = [bank, hold = bill.hold, record = r](store::Database& db) {
-    // The row first: if it cannot be stored, nothing is charged.
-    if (Status s = store::insert_usage(db, record); !s) return s;
-    bank->settle(hold, record.cost, SystemClock::instance().unix_millis());
-    return bank->persist([&](const ledger::Ledger& ledger, std::size_t accounts,
-                             std::size_t transfers) {
-      return store::append_ledger(db, ledger, accounts, transfers);
-    });
+    return store::settle_request(db, *bank, hold, record, SystemClock::instance().unix_millis());
   };
   const Status committed = co_await link_.commit(work);
   if (!committed) {
@@ -597,10 +591,7 @@ void Gateway::void_bill(Bill& bill, int status) {
   std::shared_ptr<ledger::Bank> bank = state_->services().bank;
   link_.submit([bank, record = std::move(bill.record)](store::Database& db) {
     if (Status s = store::insert_usage(db, record); !s) return s;
-    return bank->persist([&](const ledger::Ledger& ledger, std::size_t accounts,
-                             std::size_t transfers) {
-      return store::append_ledger(db, ledger, accounts, transfers);
-    });
+    return store::persist_bank(db, *bank);  // the void's releases
   });
 }
 

@@ -94,10 +94,7 @@ void Maintenance::expire(std::int64_t now_ms) {
                                {"promo_lots", static_cast<std::int64_t>(expired.lots)}});
   std::shared_ptr<ledger::Bank> bank = services_.bank;
   services_.writer->submit([bank](store::Database& db) {
-    return bank->persist([&](const ledger::Ledger& ledger, std::size_t accounts,
-                             std::size_t transfers) {
-      return store::append_ledger(db, ledger, accounts, transfers);
-    });
+    return store::persist_bank(db, *bank);
   });
 }
 

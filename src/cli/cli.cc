@@ -143,10 +143,7 @@ int offline_change(const std::string& store_uri, const std::string& data_dir,
   }
   auto answer = change(st);
   if (answer) {
-    const Status persisted = st.bank->persist([&](const ledger::Ledger& l, std::size_t a,
-                                                  std::size_t t) {
-      return store::append_ledger(*st.db, l, a, t);
-    });
+    const Status persisted = store::persist_bank(*st.db, *st.bank);
     if (!persisted) answer = persisted;
   }
   if (!answer || !st.db->exec("COMMIT")) {

@@ -16,6 +16,7 @@ inline constexpr std::uint32_t kIdleTimeoutMs = 60'000;    // keep-alive wait be
 inline constexpr std::uint32_t kWriteTimeoutMs = 30'000;   // one write to a client that stalls
 inline constexpr std::uint32_t kDrainTimeoutMs = 30'000;   // SIGTERM: wait for in-flight work
 inline constexpr std::size_t kConnectionsPerThreadMax = 10'000;
+inline constexpr int kIoSpinMicros = 50;  // an I/O thread polls this long before sleeping
 
 // Upstream side (client and pools).
 inline constexpr std::uint32_t kUpstreamConnectTimeoutMs = 5'000;

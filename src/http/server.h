@@ -63,6 +63,8 @@ struct ServerLimits {
   std::uint32_t write_timeout_ms = limits::kWriteTimeoutMs;
   std::uint32_t drain_timeout_ms = limits::kDrainTimeoutMs;
   std::size_t connections_per_thread_max = limits::kConnectionsPerThreadMax;
+  // After a burst of work an I/O thread polls this long before it sleeps; 0 never polls.
+  std::uint32_t io_spin_us = limits::kIoSpinMicros;
 };
 
 // Writes the one response to one request: either whole (send) or as a chunked stream

@@ -262,7 +262,7 @@ void parse_limits(const Reader& r, const YAML::Node& root, Config& c) {
   if (!n.IsDefined() || n.IsNull()) return;
   r.check_keys(n, "limits", {"header_bytes_max", "body_bytes_max", "header_timeout_ms",
                              "body_timeout_ms", "idle_timeout_ms", "write_timeout_ms",
-                             "drain_timeout_ms", "connections_per_thread_max"});
+                             "drain_timeout_ms", "connections_per_thread_max", "io_spin_us"});
   auto& s = c.server;
   s.header_bytes_max = r.integer(n, "header_bytes_max", "limits", s.header_bytes_max, 1024, 1 << 20);
   s.body_bytes_max = r.integer(n, "body_bytes_max", "limits", s.body_bytes_max, 1024, 1ULL << 30);
@@ -278,6 +278,8 @@ void parse_limits(const Reader& r, const YAML::Node& root, Config& c) {
       r.integer(n, "drain_timeout_ms", "limits", s.drain_timeout_ms, 0, kHour));
   s.connections_per_thread_max = r.integer(n, "connections_per_thread_max", "limits",
                                            s.connections_per_thread_max, 1, 1'000'000);
+  s.io_spin_us =
+      static_cast<std::uint32_t>(r.integer(n, "io_spin_us", "limits", s.io_spin_us, 0, 10'000));
 }
 
 void parse_upstream(const Reader& r, const YAML::Node& root, Config& c) {

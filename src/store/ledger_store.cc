@@ -41,6 +41,13 @@ Status append_ledger(Database& db, const ledger::Ledger& ledger, std::size_t acc
   return Status::ok();
 }
 
+Status persist_bank(Database& db, ledger::Bank& bank) {
+  return bank.persist([&](const ledger::Ledger& ledger, std::size_t accounts,
+                          std::size_t transfers) {
+    return append_ledger(db, ledger, accounts, transfers);
+  });
+}
+
 Result<ledger::StoredBooks> read_books(Database& db) {
   ledger::StoredBooks books;
   auto count = db.prepare("SELECT (SELECT COUNT(*) FROM ledger_accounts), COUNT(*), "

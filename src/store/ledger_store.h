@@ -17,6 +17,9 @@ namespace tp::store {
 Status append_ledger(Database& db, const ledger::Ledger& ledger, std::size_t accounts_from,
                      std::size_t transfers_from);
 
+// Appends what `bank` changed since it last stored (Bank::persist with append_ledger).
+Status persist_bank(Database& db, ledger::Bank& bank);
+
 // Every account's balance recomputed from the stored transfers alone, and their count.
 Result<ledger::StoredBooks> read_books(Database& db);
 

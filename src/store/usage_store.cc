@@ -1,5 +1,7 @@
 #include "store/usage_store.h"
 
+#include "store/ledger_store.h"
+
 namespace tp::store {
 
 Status insert_usage(Database& db, const UsageRecord& r) {
@@ -18,6 +20,13 @@ Status insert_usage(Database& db, const UsageRecord& r) {
   insert.bind(14, r.latency_ms).bind(15, std::int64_t{r.status});
   insert.bind(16, static_cast<std::int64_t>(r.hold));
   return insert.run();
+}
+
+Status settle_request(Database& db, ledger::Bank& bank, const ledger::Bank::Hold& hold,
+                      const UsageRecord& record, std::int64_t now_ms) {
+  if (Status s = insert_usage(db, record); !s) return s;
+  if (!record.cost.is_zero() || hold.id != 0) bank.settle(hold, record.cost, now_ms);
+  return persist_bank(db, bank);
 }
 
 Result<std::vector<UsageRecord>> query_usage(Database& db, const UsageQuery& q) {

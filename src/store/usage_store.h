@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "core/money.h"
+#include "ledger/bank.h"
 #include "store/sqlite.h"
 
 namespace tp::store {
@@ -34,6 +35,12 @@ struct UsageRecord {
 
 // Runs inside the caller's transaction.
 Status insert_usage(Database& db, const UsageRecord& record);
+
+// A request's settlement, inside the caller's transaction: its usage row, then its charge
+// (`record.cost`, against `hold`) and the bank's new transfers. The row goes first, so a
+// row the store refuses leaves the account uncharged.
+Status settle_request(Database& db, ledger::Bank& bank, const ledger::Bank::Hold& hold,
+                      const UsageRecord& record, std::int64_t now_ms);
 
 struct UsageQuery {
   std::optional<std::int64_t> account;  // nullopt: every account
