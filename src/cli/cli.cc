@@ -8,9 +8,19 @@
 #include <functional>
 #include <filesystem>
 #include <thread>
+#include <utility>
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include "api/gateway.h"
 #include "api/maintenance.h"
+#include "api/usage_api.h"
+#include "store/usage_store.h"
 #include "core/log.h"
 #include "ops/config.h"
 #include "auth/directory.h"
@@ -31,6 +41,40 @@ struct ServeOptions {
   std::string listen;
   std::string data_dir = "./var";
   int threads = -1;
+};
+
+// An exclusive lock on DATA_DIR/turnpike.lock: `serve` holds it for its whole life and
+// offline changes take it too, so an offline change never writes beside a live gateway
+// (their ledgers would both append transfers). Read-only commands do not need it.
+class DataDirLock {
+ public:
+  static Result<DataDirLock> acquire(const std::string& data_dir) {
+    std::error_code ec;
+    std::filesystem::create_directories(data_dir, ec);
+    const std::string path = data_dir + "/turnpike.lock";
+    const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) {
+      return Status{ErrorKind::kInternal, fmt::format("cannot open {}: {}", path,
+                                                      std::strerror(errno))};
+    }
+    if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+      ::close(fd);
+      return Status{ErrorKind::kConflict,
+                    fmt::format("{} is in use by a running turnpike (serve or another offline "
+                                "command); change a live gateway through the admin API",
+                                data_dir)};
+    }
+    return DataDirLock(fd);
+  }
+  DataDirLock(DataDirLock&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
+  DataDirLock& operator=(DataDirLock&&) = delete;
+  ~DataDirLock() {
+    if (fd_ >= 0) ::close(fd_);  // releases the lock
+  }
+
+ private:
+  explicit DataDirLock(int fd) : fd_(fd) {}
+  int fd_;
 };
 
 int serve(const ServeOptions& opts) {
@@ -58,6 +102,11 @@ int serve(const ServeOptions& opts) {
   if (ec) {
     std::fprintf(stderr, "turnpike: --data-dir %s: %s\n", opts.data_dir.c_str(),
                  ec.message().c_str());
+    return 2;
+  }
+  auto data_dir_lock = DataDirLock::acquire(opts.data_dir);
+  if (!data_dir_lock) {
+    std::fprintf(stderr, "turnpike: %s\n", data_dir_lock.status().message().c_str());
     return 2;
   }
 
@@ -131,6 +180,11 @@ Result<OfflineStore> open_offline(const std::string& store_uri, const std::strin
 // Runs `change` in one transaction and prints its JSON answer. Exit 0, or 1 with the error.
 int offline_change(const std::string& store_uri, const std::string& data_dir,
                    const std::function<Result<std::string>(OfflineStore&)>& change) {
+  auto lock = DataDirLock::acquire(data_dir);
+  if (!lock) {
+    std::fprintf(stderr, "turnpike: %s\n", lock.status().message().c_str());
+    return 1;
+  }
   auto opened = open_offline(store_uri, data_dir);
   if (!opened) {
     std::fprintf(stderr, "turnpike: %s\n", opened.status().message().c_str());
@@ -186,6 +240,41 @@ int verify_ledger(const std::string& store_uri, const std::string& data_dir) {
               report.ok ? "true" : "false", static_cast<unsigned long long>(report.transfers),
               report.imbalance.to_string().c_str());
   return report.ok ? 0 : 1;
+}
+
+// Prints one page of the usage log, as GET /api/usage answers an admin. Read-only: may run
+// beside a live gateway. Exit 0, 1 on a bad query, 2 on a store error.
+int print_usage_log(const std::string& store_uri, const std::string& data_dir,
+                    const http::QueryParams& params) {
+  if (!store_uri.starts_with("sqlite:")) {
+    std::fprintf(stderr, "turnpike: usage: only sqlite: stores are supported\n");
+    return 2;
+  }
+  auto query = api::parse_usage_query(params, std::nullopt);
+  if (!query) {
+    std::fprintf(stderr, "turnpike: usage: %s\n", query.status().message().c_str());
+    return 1;
+  }
+  const std::string file = store_uri.substr(7);
+  const std::string path = file.starts_with('/') ? file : data_dir + "/" + file;
+  if (!std::filesystem::exists(path)) {
+    std::fprintf(stderr, "turnpike: usage: %s does not exist\n", path.c_str());
+    return 2;
+  }
+  auto db = store::Database::open(path);
+  if (!db) {
+    std::fprintf(stderr, "turnpike: %s\n", db.status().message().c_str());
+    return 2;
+  }
+  const std::size_t limit = query->limit;
+  query->limit = limit + 1;  // one more tells whether a next page exists
+  auto rows = store::query_usage(**db, *query);
+  if (!rows) {
+    std::fprintf(stderr, "turnpike: %s\n", rows.status().message().c_str());
+    return 2;
+  }
+  std::printf("%s\n", api::usage_page_json(*rows, limit).c_str());
+  return 0;
 }
 
 }  // namespace
@@ -257,6 +346,19 @@ int run_turnpike(int argc, char** argv) {
   offline_options(key_revoke);
   keys_cmd->require_subcommand(1);
 
+  std::string usage_dir = "./var", usage_store = "sqlite:turnpike.db";
+  std::string usage_account, usage_from, usage_to, usage_limit, usage_cursor;
+  CLI::App* usage_cmd = app.add_subcommand(
+      "usage", "Print a page of the usage log as JSON (read-only; may run beside a gateway)");
+  usage_cmd->add_option("--data-dir", usage_dir, "Data directory")->capture_default_str();
+  usage_cmd->add_option("--store", usage_store, "Store (as in the config's `store`)")
+      ->capture_default_str();
+  usage_cmd->add_option("--account", usage_account, "Only this account (acct_N); default all");
+  usage_cmd->add_option("--from", usage_from, "From this time (RFC 3339, inclusive)");
+  usage_cmd->add_option("--to", usage_to, "Up to this time (RFC 3339, exclusive)");
+  usage_cmd->add_option("--limit", usage_limit, "Rows per page, 1 to 1000 (default 100)");
+  usage_cmd->add_option("--cursor", usage_cursor, "next_cursor of the previous page");
+
   app.add_subcommand("version", "Print the version");
 
   try {
@@ -267,6 +369,15 @@ int run_turnpike(int argc, char** argv) {
 
   if (*serve_cmd) return serve(serve_opts);
   if (*verify_cmd) return verify_ledger(ledger_store, ledger_data_dir);
+  if (*usage_cmd) {
+    http::QueryParams params;
+    for (const auto& [key, value] : {std::pair<const char*, const std::string&>{"account", usage_account},
+                                     {"from", usage_from}, {"to", usage_to},
+                                     {"limit", usage_limit}, {"cursor", usage_cursor}}) {
+      if (!value.empty()) params.emplace_back(key, value);
+    }
+    return print_usage_log(usage_store, usage_dir, params);
+  }
   auto id_of = [](std::string_view ref, std::string_view prefix) -> std::int64_t {
     if (ref.starts_with(prefix)) ref.remove_prefix(prefix.size());
     std::int64_t id = 0;

@@ -271,6 +271,15 @@ bool Stack::restart_gateway(int signo) {
   gateway->signal(signo);
   const std::optional<int> exit = gateway->wait_exit(std::chrono::seconds(10));
   if (!exit || (signo == SIGTERM && *exit != 0)) return false;
+  return start_gateway();
+}
+
+bool Stack::stop_gateway() {
+  gateway->signal(SIGTERM);
+  return gateway->wait_exit(std::chrono::seconds(10)) == std::optional<int>(0);
+}
+
+bool Stack::start_gateway() {
   gateway = std::make_unique<Process>(
       bin("turnpike"),
       std::vector<std::string>{"serve", "--config", config_path, "--threads", "2", "--data-dir",

@@ -100,6 +100,10 @@ struct Stack {
   // Stops the gateway and starts it again on the same data directory and port. SIGTERM
   // must drain and exit 0; SIGKILL is a crash.
   bool restart_gateway(int signo = 15);
+  // The two halves of a restart: stop (SIGTERM, exit 0 expected) and start again on the
+  // same data directory and port.
+  bool stop_gateway();
+  bool start_gateway();
   std::string config_path;
   std::map<std::string, std::string> gateway_env;
 };

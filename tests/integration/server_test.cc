@@ -150,6 +150,16 @@ TEST(Cli, OfflineAccountsAndKeysServeAfterARestart) {
   Stack stack;
   ASSERT_GT(stack.port, 0);
   const std::string var = stack.dir.path() + "/var";
+  // Not beside a live gateway: both would append to the ledger.
+  Process refused(bin("turnpike"), {"accounts", "create", "--name", "Too Soon", "--data-dir", var});
+  EXPECT_EQ(refused.wait_exit(10s), std::optional<int>(1));
+  EXPECT_NE(refused.log().find("in use by a running turnpike"), std::string::npos) << refused.log();
+  // Nor can a second gateway share the data directory.
+  Process second(bin("turnpike"), {"serve", "--config", stack.config_path, "--data-dir", var,
+                                   "--listen", "127.0.0.1:0"},
+                 stack.gateway_env);
+  EXPECT_EQ(second.wait_exit(10s), std::optional<int>(2));
+  ASSERT_TRUE(stack.stop_gateway());
   Process account(bin("turnpike"), {"accounts", "create", "--name", "Offline Co", "--data-dir", var});
   ASSERT_EQ(account.wait_exit(10s), std::optional<int>(0)) << account.log();
   const std::string out = account.log();
@@ -166,7 +176,7 @@ TEST(Cli, OfflineAccountsAndKeysServeAfterARestart) {
   Process bad(bin("turnpike"), {"keys", "create", "--account", "acct_999", "--data-dir", var});
   EXPECT_EQ(bad.wait_exit(10s), std::optional<int>(1));
 
-  ASSERT_TRUE(stack.restart_gateway()) << stack.gateway->log();
+  ASSERT_TRUE(stack.start_gateway()) << stack.gateway->log();
   const auto balance = http_request(stack.port, "GET", "/api/balance", "",
                                     {{"authorization", "Bearer " + secret}});
   EXPECT_EQ(balance.status, 200) << balance.body;
@@ -178,6 +188,13 @@ TEST(Cli, OfflineAccountsAndKeysServeAfterARestart) {
             200);
   Process verify(bin("turnpike"), {"ledger", "verify", "--data-dir", var});
   EXPECT_EQ(verify.wait_exit(10s), std::optional<int>(0)) << verify.log();
+  // The usage log reads beside the live gateway, with the API's paging.
+  Process usage(bin("turnpike"), {"usage", "--data-dir", var, "--account", id, "--limit", "5"});
+  ASSERT_EQ(usage.wait_exit(10s), std::optional<int>(0)) << usage.log();
+  EXPECT_NE(usage.log().find(R"("model":"gpt-test")"), std::string::npos) << usage.log();
+  EXPECT_NE(usage.log().find(R"("next_cursor":null)"), std::string::npos) << usage.log();
+  Process bad_query(bin("turnpike"), {"usage", "--data-dir", var, "--limit", "0"});
+  EXPECT_EQ(bad_query.wait_exit(10s), std::optional<int>(1));
 }
 
 TEST(Cli, HelpDescribesServe) {
