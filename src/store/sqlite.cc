@@ -134,7 +134,7 @@ Result<Statement> Database::prepare(std::string_view sql) {
 namespace tp::store {
 
 Result<Statement*> Database::cached(std::string_view sql) {
-  if (auto it = cache_.find(std::string(sql)); it != cache_.end()) return &it->second;
+  if (auto it = cache_.find(sql); it != cache_.end()) return &it->second;
   auto prepared = prepare(sql);
   if (!prepared) return prepared.status();
   return &cache_.emplace(std::string(sql), std::move(prepared.value())).first->second;

@@ -59,7 +59,12 @@ class Database {
   Database(sqlite3* db, std::string path) : db_(db), path_(std::move(path)) {}
   sqlite3* db_;
   std::string path_;
-  std::unordered_map<std::string, Statement> cache_;
+  struct SqlHash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view sql) const { return std::hash<std::string_view>{}(sql); }
+  };
+  // Looked up by string_view: no allocation per lookup.
+  std::unordered_map<std::string, Statement, SqlHash, std::equal_to<>> cache_;
 };
 
 }  // namespace tp::store
