@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Proxy benchmark: in one run, the same wrk load against
+# (BENCH_IO_SPIN_US sets turnpike's limits.io_spin_us, default 50; 0 never polls)
 #   direct  - a fixed-response upstream (nginx `return 200` with a chat-completion body)
 #   nginx   - nginx proxy_pass with upstream keepalive, 1 worker, in front of it
 #   turnpike- turnpike serve with 1 I/O thread in front of it
@@ -70,6 +71,7 @@ nginx_conf proxy "
 cat >"$work/turnpike.yaml" <<YAML
 listen: "127.0.0.1:$tp_port"
 log: { level: warn, access: false }
+limits: { io_spin_us: ${BENCH_IO_SPIN_US:-50} }
 providers:
   - name: fixed
     api: openai
