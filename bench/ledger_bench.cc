@@ -55,7 +55,10 @@ void BM_HoldAndSettle(benchmark::State& state) {
   for (auto _ : state) {
     auto h = bank->hold(kAccount, Money::from_nanos(50'000), now + 60'000, now);
     benchmark::DoNotOptimize(bank->settle(*h, Money::from_nanos(31'337), now));
-    if (now % 4096 == 0) (void)bank->persist([](auto&, auto, auto) { return tp::Status::ok(); });
+    if (now % 4096 == 0) {
+      (void)bank->persist([](auto&, auto, auto) { return tp::Status::ok(); });
+      bank->committed(true);
+    }
     ++now;
   }
   state.SetItemsProcessed(state.iterations());
@@ -86,6 +89,7 @@ struct Store {
 void BM_SettleGroupCommit(benchmark::State& state) {
   Store store;
   std::shared_ptr<Bank> bank = funded_bank();
+  store.writer->set_after_commit([bank](bool ok) { bank->committed(ok); });
   std::atomic<std::int64_t> committed{0};
   std::int64_t n = 1;
   for (auto _ : state) {
@@ -107,6 +111,7 @@ BENCHMARK(BM_SettleGroupCommit)->UseRealTime()->MinTime(2.0);
 void BM_SettleRoundTrip(benchmark::State& state) {
   Store store;
   std::shared_ptr<Bank> bank = funded_bank();
+  store.writer->set_after_commit([bank](bool ok) { bank->committed(ok); });
   std::mutex mu;
   std::condition_variable cv;
   std::int64_t n = 1;
@@ -133,6 +138,7 @@ BENCHMARK(BM_SettleRoundTrip)->UseRealTime()->MinTime(2.0);
 void BM_SettleRoundTripSpin(benchmark::State& state) {
   Store store;
   std::shared_ptr<Bank> bank = funded_bank();
+  store.writer->set_after_commit([bank](bool ok) { bank->committed(ok); });
   std::int64_t n = 1;
   for (auto _ : state) {
     auto h = bank->hold(kAccount, Money::from_nanos(50'000), n + 60'000, n);

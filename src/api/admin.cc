@@ -134,7 +134,6 @@ Result<AdminApi::Answer> AdminApi::idempotent_move(
   }
   auto transfer = move();
   if (!transfer) return transfer.status();
-  if (Status s = persist_ledger(db); !s) return s;
   auto balance = services_.bank->balance(account, now_ms());
   if (!balance) return balance.status();
   std::string body;
@@ -146,6 +145,8 @@ Result<AdminApi::Answer> AdminApi::idempotent_move(
   if (!insert) return insert.status();
   insert->bind(1, key).bind(2, request).bind(3, body);
   if (Status s = insert->run(); !s) return s;
+  // Last: once the ledger is appended nothing else in this piece can fail.
+  if (Status s = persist_ledger(db); !s) return s;
   return Answer{200, std::move(body)};
 }
 

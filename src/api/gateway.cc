@@ -117,6 +117,7 @@ struct Bill {
   std::chrono::steady_clock::time_point started;
   store::UsageRecord record;
   bool closed = false;  // settled or voided
+  std::chrono::steady_clock::time_point renew_at;  // when keep_hold next extends the hold
 };
 
 // An upper bound of a request's input tokens: a token is at least one byte of the text,
@@ -136,6 +137,26 @@ std::int64_t input_tokens_estimate(std::string_view body) {
 Money input_cost(const meter::Usage& u, const catalog::Route& route) {
   return cost_of(u.input_tokens, route.input_price, u.cached_tokens, route.cached_input_price, 0,
                  route.output_price);
+}
+
+// Gives the hold back (the request failed or was refused upstream) and records the
+// request at no cost; nothing waits for that record. Needs only the services, so it may
+// run while a coroutine frame is destroyed after its Gateway.
+void void_bill(const Services& services, Bill& bill, int status) {
+  if (bill.closed) return;
+  bill.closed = true;
+  const std::int64_t now = SystemClock::instance().unix_millis();
+  if (bill.hold.id != 0) services.bank->void_hold(bill.hold, now);
+  bill.record.status = status;
+  bill.record.hold = bill.hold.id;
+  bill.record.latency_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                               std::chrono::steady_clock::now() - bill.started)
+                               .count();
+  services.writer->submit([bank = services.bank, record = std::move(bill.record)](
+                              store::Database& db) {
+    if (Status s = store::insert_usage(db, record); !s) return s;
+    return store::persist_bank(db, *bank);  // the void's releases
+  });
 }
 
 class Gateway final : public http::Handler {
@@ -159,9 +180,8 @@ class Gateway final : public http::Handler {
   // Settles `bill` at `usage`: the charge, the usage row and the ledger transfers commit in
   // one store transaction, and this resumes after it. False if the store failed.
   Task<bool> settle(Bill& bill, const meter::Usage& usage, int status);
-  // Gives the hold back (the request failed or was refused upstream) and records the
-  // request at no cost; nothing waits for that record.
-  void void_bill(Bill& bill, int status);
+  // Extends the hold of a request still running, so it never lapses under it.
+  void keep_hold(Bill& bill);
   Task<void> send_error(Responder& res, Surface surface, unsigned status,
                         std::string_view message, std::string_view code = {});
 
@@ -445,15 +465,15 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
       co_return;
     }
     bill.hold = *hold;
+    bill.renew_at = std::chrono::steady_clock::now() +
+                    std::chrono::milliseconds(state_->config().billing.hold_timeout_ms / 2);
   }
   // However this coroutine ends, an unsettled hold goes back.
   struct VoidOnExit {
-    Gateway& self;
+    std::shared_ptr<const GatewayState> state;  // outlives the Gateway if need be
     Bill& bill;
-    ~VoidOnExit() {
-      if (!bill.closed) self.void_bill(bill, 499);
-    }
-  } void_on_exit{*this, bill};
+    ~VoidOnExit() { void_bill(state->services(), bill, 499); }
+  } void_on_exit{state_, bill};
 
   // Forward the client's bytes untouched unless the model name or Turnpike's own options
   // must change, or an OpenAI stream must be asked for its usage.
@@ -490,7 +510,7 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
   if (!sent) {
     log::warn("upstream failed", {{"provider", provider.name}, {"error", sent.status().message()}});
     const unsigned status = http_status(sent.status().kind());
-    void_bill(bill, static_cast<int>(status));
+    void_bill(state_->services(), bill, static_cast<int>(status));
     co_await send_error(res, surface, status, sent.status().message());
     co_return;
   }
@@ -507,7 +527,7 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
     (void)co_await upstream.read_all(kErrorBodyDrainBytesMax);
     log::warn("upstream error status",
               {{"provider", provider.name}, {"status", upstream.status()}});
-    void_bill(bill, 502);
+    void_bill(state_->services(), bill, 502);
     co_await send_error(res, surface, 502,
                         fmt::format("upstream '{}' answered HTTP {}", provider.name,
                                     upstream.status()));
@@ -518,9 +538,10 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
     co_return;
   }
   auto whole = co_await upstream.read_all();
+  keep_hold(bill);
   if (!whole) {
     const unsigned status = http_status(whole.status().kind());
-    void_bill(bill, static_cast<int>(status));
+    void_bill(state_->services(), bill, static_cast<int>(status));
     co_await send_error(res, surface, status, whole.status().message());
     co_return;
   }
@@ -540,10 +561,19 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
     cost = bill.record.cost.to_string();
     headers.push_back({"x-turnpike-cost-usd", cost});
   } else {
-    void_bill(bill, static_cast<int>(upstream.status()));  // refused upstream: nothing to pay
+    void_bill(state_->services(), bill, static_cast<int>(upstream.status()));  // refused upstream: nothing to pay
   }
   const std::string_view type = upstream.header("content-type");
   co_await res.send(upstream.status(), type.empty() ? kJson : type, whole.value(), headers);
+}
+
+void Gateway::keep_hold(Bill& bill) {
+  if (bill.hold.id == 0) return;
+  const auto now = std::chrono::steady_clock::now();
+  if (now < bill.renew_at) return;
+  const std::uint32_t timeout = state_->config().billing.hold_timeout_ms;
+  state_->services().bank->renew(bill.hold, SystemClock::instance().unix_millis() + timeout);
+  bill.renew_at = now + std::chrono::milliseconds(timeout / 2);
 }
 
 Task<bool> Gateway::settle(Bill& bill, const meter::Usage& usage, int status) {
@@ -568,31 +598,15 @@ Task<bool> Gateway::settle(Bill& bill, const meter::Usage& usage, int status) {
   };
   const Status committed = co_await link_.commit(work);
   if (!committed) {
-    log::error("settlement not stored", {{"request_id", r.request_id},
-                                         {"error", committed.message()}});
-    // Not charged when the row failed; a no-op when the charge was made and only the
-    // commit failed.
+    // The charge may stand in memory without its row: stop billing until an admin has
+    // looked at the store.
+    const std::string reason = fmt::format("the store failed to record a settlement: {}",
+                                           committed.message());
+    state_->services().freeze->set(reason);
+    log::error("billing frozen", {{"request_id", r.request_id}, {"reason", reason}});
     bank->void_hold(bill.hold, SystemClock::instance().unix_millis());
   }
   co_return committed.is_ok();
-}
-
-void Gateway::void_bill(Bill& bill, int status) {
-  if (bill.closed) return;
-  bill.closed = true;
-  if (bill.hold.id != 0) {
-    state_->services().bank->void_hold(bill.hold, SystemClock::instance().unix_millis());
-  }
-  bill.record.status = status;
-  bill.record.hold = bill.hold.id;
-  bill.record.latency_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                               std::chrono::steady_clock::now() - bill.started)
-                               .count();
-  std::shared_ptr<ledger::Bank> bank = state_->services().bank;
-  link_.submit([bank, record = std::move(bill.record)](store::Database& db) {
-    if (Status s = store::insert_usage(db, record); !s) return s;
-    return store::persist_bank(db, *bank);  // the void's releases
-  });
 }
 
 Task<void> Gateway::relay_stream(http::UpstreamResponse& upstream, Surface surface,
@@ -621,6 +635,7 @@ Task<void> Gateway::relay_stream(http::UpstreamResponse& upstream, Surface surfa
       break;
     }
     auto piece = co_await upstream.read_some();
+    keep_hold(bill);
     if (!piece) {
       // Headers are gone already: report in-band, in the surface's stream error shape, and
       // cut the connection so no client can take the stream for complete. What was relayed
@@ -632,7 +647,7 @@ Task<void> Gateway::relay_stream(http::UpstreamResponse& upstream, Surface surfa
         const std::string event = surface == Surface::kAnthropic
                                       ? fmt::format("event: error\ndata: {}\n\n", body)
                                       : fmt::format("data: {}\n\n", body);
-        co_await res.write_chunk(pending);
+        // An unfinished event is dropped: glued to the error it would hide it.
         co_await res.write_chunk(event);
       }
       res.close_after();
@@ -700,13 +715,20 @@ Task<void> Gateway::relay_stream(http::UpstreamResponse& upstream, Surface surfa
     }
   }
   // The upstream ended without a terminator, or the client is gone and reading on is over.
+  // A last event without its blank line still counts: metered like the others, and a
+  // usage chunk Turnpike asked for still kept from the client.
+  std::string tail;
+  http::SseEvents events(pending);
+  for (http::SseEvents::Event e; events.next(e);) {
+    if (meter.on_event(e.name, e.data) != StreamMeter::Verdict::kDrop) tail.append(e.raw);
+  }
   if (client_here) relayed = meter.content_events();
   const bool stored = co_await settle(bill, bill_usage(), client_here ? 200 : 499);
   if (!client_here || !stored) {
     res.close_after();
     co_return;
   }
-  if (!pending.empty() && !co_await res.write_chunk(pending)) co_return;
+  if (!tail.empty() && !co_await res.write_chunk(tail)) co_return;
   co_await res.end_stream();
 }
 

@@ -45,7 +45,9 @@ Result<Services> open_services(const std::string& store_uri, const std::string& 
   }
   if (auto s = (*db)->exec("BEGIN IMMEDIATE"); !s) return s;
   const ledger::Reconciliation r = reconcile_books(**db, **bank, *freeze, "start");
-  if (auto s = (*db)->exec("COMMIT"); !s) return s;
+  const Status started = (*db)->exec("COMMIT");
+  (*bank)->committed(started.is_ok());
+  if (!started) return started;
   if (r.store_failed) return Status{ErrorKind::kInternal, r.problem};
 
   Services services;
@@ -55,6 +57,9 @@ Result<Services> open_services(const std::string& store_uri, const std::string& 
   services.freeze = std::move(freeze);
   services.trial_credit = trial_credit;
   services.writer = std::make_shared<store::Writer>(std::move(db.value()));
+  // What the bank wrote counts as stored only once its transaction commits.
+  services.writer->set_after_commit(
+      [bank = services.bank](bool committed) { bank->committed(committed); });
   if (const char* admin = std::getenv("TURNPIKE_ADMIN_KEY"); admin != nullptr) {
     services.admin_key = admin;
   }

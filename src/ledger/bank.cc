@@ -27,8 +27,8 @@ Result<std::unique_ptr<Bank>> Bank::adopt(Ledger ledger, std::int64_t now_ms) {
     auto platform = PlatformAccounts::find(bank->ledger_);
     if (!platform) return platform.status();
     bank->platform_ = *platform;
-    bank->stored_accounts_ = bank->ledger_.account_count();
-    bank->stored_transfers_ = bank->ledger_.transfer_count();
+    bank->stored_accounts_ = bank->committed_accounts_ = bank->ledger_.account_count();
+    bank->stored_transfers_ = bank->committed_transfers_ = bank->ledger_.transfer_count();
   }
   for (AccountId id = 0; id < bank->ledger_.account_count(); ++id) {
     const std::string& name = bank->ledger_.name(id);
@@ -187,6 +187,14 @@ void Bank::void_hold(const Hold& hold, std::int64_t now_ms) {
   (void)wallets_.at(hold.account)->void_hold(hold.id, now_ms);
 }
 
+void Bank::renew(const Hold& hold, std::int64_t expires_at_ms) {
+  if (hold.id == 0) return;
+  std::lock_guard lock(mu_);
+  if (auto it = wallets_.find(hold.account); it != wallets_.end()) {
+    (void)it->second->renew(hold.id, expires_at_ms);
+  }
+}
+
 Wallet::Expired Bank::expire(std::int64_t now_ms) {
   std::lock_guard lock(mu_);
   Wallet::Expired total;
@@ -209,8 +217,19 @@ Status Bank::persist(const StoreFn& store) {
   if (Status s = store(ledger_, stored_accounts_, stored_transfers_); !s) return s;
   stored_accounts_ = ledger_.account_count();
   stored_transfers_ = ledger_.transfer_count();
-  ledger_.forget_journal();  // stored: memory keeps balances, not history
   return Status::ok();
+}
+
+void Bank::committed(bool ok) {
+  std::lock_guard lock(mu_);
+  if (ok) {
+    committed_accounts_ = stored_accounts_;
+    committed_transfers_ = stored_transfers_;
+    ledger_.forget_through(committed_transfers_);  // durable: memory keeps balances only
+  } else {
+    stored_accounts_ = committed_accounts_;
+    stored_transfers_ = committed_transfers_;
+  }
 }
 
 }  // namespace tp::ledger
@@ -228,7 +247,6 @@ Reconciliation Bank::reconcile(const StoreFn& store,
   }
   stored_accounts_ = ledger_.account_count();
   stored_transfers_ = ledger_.transfer_count();
-  ledger_.forget_journal();
 
   const VerifyReport memory = ledger_.verify();
   auto books = read_back();

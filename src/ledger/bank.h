@@ -81,6 +81,9 @@ class Bank {
   Money settle(const Hold& hold, Money actual, std::int64_t now_ms);
   // Gives a hold back whole (the request failed). A hold that expired already is a no-op.
   void void_hold(const Hold& hold, std::int64_t now_ms);
+  // Keeps the hold of a request still running from lapsing: it now expires at
+  // `expires_at_ms`. A lapse is for holds whose request is gone, not slow.
+  void renew(const Hold& hold, std::int64_t expires_at_ms);
   // Voids holds past their expiry and sweeps expired promo lots, in every wallet.
   Wallet::Expired expire(std::int64_t now_ms);
 
@@ -95,11 +98,15 @@ class Bank {
   static constexpr std::size_t kLowBalancePendingMax = 10'000;
   VerifyReport verify() const;
 
-  // Calls `store` with the ledger and the counts of accounts and transfers already stored;
-  // on success, everything up to now counts as stored.
+  // Calls `store` with the ledger and the counts of accounts and transfers already written;
+  // on success, everything up to now counts as written — inside the store's open
+  // transaction, so not yet durable: committed() settles that.
   using StoreFn = std::function<Status(const Ledger&, std::size_t accounts_from,
                                        std::size_t transfers_from)>;
   Status persist(const StoreFn& store);
+  // The store's transaction ended: on commit, what was written is durable and leaves
+  // memory; on failure, it is written again by the next persist.
+  void committed(bool ok);
 
   // Stores what is new, recomputes every balance from the stored transfers (`read_back`)
   // and compares them with the balances in memory, which must also sum to zero. Both run
@@ -123,8 +130,10 @@ class Bank {
   std::unordered_map<std::int64_t, std::uint32_t> below_;  // per account: thresholds crossed
   std::vector<LowBalanceNotice> notices_;
   std::size_t notices_dropped_ = 0;
-  std::size_t stored_accounts_ = 0;
+  std::size_t stored_accounts_ = 0;     // written in the open transaction, or committed
   std::size_t stored_transfers_ = 0;
+  std::size_t committed_accounts_ = 0;  // durable
+  std::size_t committed_transfers_ = 0;
 };
 
 std::string customer_name(std::int64_t account);  // "acct_<id>"

@@ -58,12 +58,14 @@ Status Ledger::replay(const Transfer& t) {
   return Status::ok();
 }
 
-void Ledger::forget_journal() {
-  for (const Transfer& t : journal_) {
+void Ledger::forget_through(TransferId last) {
+  std::size_t n = 0;
+  while (n < journal_.size() && journal_[n].id <= last) {
+    const Transfer& t = journal_[n++];
     accounts_[t.debit].base -= t.amount;
     accounts_[t.credit].base += t.amount;
   }
-  journal_.clear();
+  journal_.erase(journal_.begin(), journal_.begin() + static_cast<std::ptrdiff_t>(n));
 }
 
 VerifyReport Ledger::verify() const {

@@ -73,12 +73,13 @@ class Ledger {
   Floor floor(AccountId id) const { return accounts_.at(id).floor; }
   const std::string& name(AccountId id) const { return accounts_.at(id).name; }
   std::size_t account_count() const { return accounts_.size(); }
-  // The transfers still in memory: all of them until forget_journal(), then only later
+  // The transfers still in memory: all of them until forget_through(), then only later
   // ones. The first has id transfer_count() - journal().size() + 1.
   const std::vector<Transfer>& journal() const { return journal_; }
-  // Drops the transfers in memory once they are stored: the balances they produced become
-  // each account's starting point. A long-running gateway keeps only what is unstored.
-  void forget_journal();
+  // Drops the transfers in memory up to and including id `last`, once they are durably
+  // stored: the balances they produced become each account's starting point. A
+  // long-running gateway keeps only what is not yet committed.
+  void forget_through(TransferId last);
 
   // Recomputes every balance from its starting point and the journal in memory, and checks
   // that all balances sum to zero.

@@ -225,6 +225,13 @@ void Wallet::recover(const Transfer& t, std::int64_t expires_at_ms) {
   }
 }
 
+bool Wallet::renew(HoldId id, std::int64_t expires_at_ms) {
+  const auto it = holds_.find(id);
+  if (it == holds_.end()) return false;
+  it->second.expires_at_ms = expires_at_ms;
+  return true;
+}
+
 Status Wallet::void_hold(HoldId id, std::int64_t now_ms) {
   const auto it = holds_.find(id);
   if (it == holds_.end()) {

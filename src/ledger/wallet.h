@@ -62,6 +62,9 @@ class Wallet {
   Result<Money> post(HoldId id, Money actual, std::int64_t now_ms);
   // Returns the whole hold. kNotFound as for post.
   Status void_hold(HoldId id, std::int64_t now_ms);
+  // Moves an open hold's expiry to `expires_at_ms` (a request still running). False when
+  // the hold is not open.
+  bool renew(HoldId id, std::int64_t expires_at_ms);
   // Charges `actual` (> 0) without a hold, for a request whose hold expired before it
   // finished: from the books in spend order, then an overdraft of paid for the rest. The
   // transfers carry `hold` for the record.

@@ -2,13 +2,17 @@
 
 #include <simdjson.h>
 
+#include <algorithm>
+
 namespace tp::meter {
 namespace {
 
+// A token count as reported, clamped to kTokensMax: an upstream that reports nonsense
+// cannot overflow the cost arithmetic.
 std::int64_t count(simdjson::dom::element object, const char* key) {
   std::int64_t n = 0;
   if (object[key].get_int64().get(n) || n < 0) return 0;
-  return n;
+  return std::min(n, kTokensMax);
 }
 
 simdjson::dom::parser& parser() {
@@ -73,7 +77,8 @@ void AnthropicStreamUsage::on_event(std::string_view name, std::string_view data
   // message_delta usage is cumulative: the latest value replaces the earlier one.
   usage_.output_tokens = count(usage, "output_tokens");
   std::int64_t n = 0;
-  if (!usage["input_tokens"].get_int64().get(n)) {
+  if (!usage["input_tokens"].get_int64().get(n) && n >= 0) {
+    n = std::min(n, kTokensMax);
     usage_.input_tokens = n + count(usage, "cache_creation_input_tokens");
     usage_.cached_tokens = count(usage, "cache_read_input_tokens");
   }

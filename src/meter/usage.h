@@ -15,6 +15,9 @@
 
 namespace tp::meter {
 
+// The most tokens one count may report (a billion): more is clamped.
+inline constexpr std::int64_t kTokensMax = 1'000'000'000;
+
 struct Usage {
   std::int64_t input_tokens = 0;   // uncached input
   std::int64_t cached_tokens = 0;  // input read from the provider's cache

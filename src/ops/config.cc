@@ -130,6 +130,12 @@ class Reader {
     const std::string text = string(parent, key, path, "", required);
     if (text.empty() && !required) return std::nullopt;
     auto price = PricePerMtok::parse(text);
+    // Capped so that no request's cost can overflow: with usage clamped to a billion
+    // tokens per count, three counts at this price stay far inside int64 nano-USD.
+    if (price && *price > PricePerMtok::parse("100000").value()) {
+      fail(parent[std::string(key)], join(path, key),
+           fmt::format("must be at most 100000 USD per million tokens, got '{}'", text));
+    }
     if (!price) {
       fail(parent[std::string(key)], join(path, key),
            fmt::format("must be a decimal USD amount per million tokens like \"0.15\" (at most "

@@ -97,6 +97,7 @@ void Writer::commit(std::deque<Piece>& batch) {
     log::error("store commit failed", {{"error", committed.message()}});
     (void)run("ROLLBACK");
   }
+  if (after_commit_) after_commit_(committed.is_ok());
   {
     std::lock_guard lock(mu_);
     stats_.pieces += batch.size();

@@ -39,6 +39,12 @@ class Writer {
   // Thread-safe. `done` may be empty.
   void submit(Work work, Done done = {});
 
+  // Called on the writer thread after every transaction ends, true when it committed,
+  // before any piece's `done`. Set once, before the first submit.
+  void set_after_commit(std::function<void(bool committed)> hook) {
+    after_commit_ = std::move(hook);
+  }
+
   struct Stats {
     std::uint64_t pieces = 0;
     std::uint64_t commits = 0;
@@ -54,6 +60,7 @@ class Writer {
   void commit(std::deque<Piece>& batch);
 
   std::unique_ptr<Database> db_;
+  std::function<void(bool)> after_commit_;
   mutable std::mutex mu_;
   std::condition_variable wake_;
   std::deque<Piece> queue_;

@@ -113,3 +113,44 @@ models: [])", "duplicate provider name 'a'");
 
 }  // namespace
 }  // namespace tp::ops
+
+namespace tp::ops {
+namespace {
+
+TEST(Config, BillingKeysHaveDefaultsAndBounds) {
+  auto c = parse_config(kMinimal, "t.yaml");
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->billing.trial_credit, Money::usd(20));
+  EXPECT_EQ(c->billing.hold_timeout_ms, 900'000u);
+  EXPECT_EQ(c->billing.disconnect_drain_ms, 30'000u);
+  EXPECT_EQ(c->billing.reconcile_at_minute, 180);
+  EXPECT_EQ(c->billing.low_balance.size(), 3u);
+  EXPECT_TRUE(c->billing.low_balance_webhook.empty());
+
+  auto set = parse_config(std::string(kMinimal) +
+                              "billing: { trial_usd: \"0\", reconcile_at: \"23:30\", "
+                              "low_balance_usd: [\"2.5\"], low_balance_webhook: "
+                              "\"https://hooks.example.com/x\" }\n",
+                          "t.yaml");
+  ASSERT_TRUE(set) << set.status().message();
+  EXPECT_EQ(set->billing.reconcile_at_minute, 23 * 60 + 30);
+  EXPECT_EQ(set->billing.low_balance, std::vector<Money>{Money::parse("2.5").value()});
+
+  for (const char* bad : {"billing: { reconcile_at: \"24:00\" }",
+                          "billing: { hold_timeout_ms: 10 }",
+                          "billing: { low_balance_usd: [\"-1\"] }",
+                          "billing: { low_balance_webhook: \"ftp://x\" }",
+                          "billing: { surprise: 1 }"}) {
+    auto r = parse_config(std::string(kMinimal) + bad + "\n", "t.yaml");
+    EXPECT_FALSE(r) << bad;
+  }
+  // A price that could overflow a request's cost is refused.
+  std::string pricey = kMinimal;
+  pricey.replace(pricey.find("\"0.60\""), 6, "\"100000.01\"");
+  auto r = parse_config(pricey, "t.yaml");
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.status().message().find("at most 100000"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace tp::ops

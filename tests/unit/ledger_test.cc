@@ -293,12 +293,12 @@ TEST(LedgerProperty, RandomOperationsKeepEveryInvariant) {
 namespace tp::ledger {
 namespace {
 
-TEST(LedgerJournal, ForgettingStoredTransfersKeepsBalancesAndVerify) {
+TEST(LedgerJournal, ForgettingCommittedTransfersKeepsBalancesAndVerify) {
   Ledger l;
   const AccountId a = l.open("a", Floor::kUnbounded);
   const AccountId b = l.open("b", Floor::kNonNegative);
   ASSERT_TRUE(l.transfer(a, b, Money::usd(5), TransferKind::kDeposit, 0, 1));
-  l.forget_journal();
+  l.forget_through(1);
   EXPECT_TRUE(l.journal().empty());
   EXPECT_EQ(l.transfer_count(), 1u);
   auto next = l.transfer(b, a, Money::usd(2), TransferKind::kRefund, 0, 2);
@@ -390,6 +390,38 @@ TEST(Bank, LowBalanceNoticesFireOncePerDownwardCrossing) {
   notices = bank->take_low_balance_notices();
   ASSERT_EQ(notices.size(), 1u);
   EXPECT_EQ(notices[0].threshold, Money::usd(5));
+}
+
+}  // namespace
+}  // namespace tp::ledger
+
+namespace tp::ledger {
+namespace {
+
+TEST(Bank, WhatAFailedCommitLostIsWrittenAgain) {
+  auto bank = Bank::create();
+  ASSERT_TRUE(bank->deposit(1, CreditKind::kPaid, Money::usd(2), std::nullopt, 1));
+  std::vector<TransferId> written;
+  auto store = [&](const Ledger& l, std::size_t, std::size_t from) {
+    const std::size_t first = l.transfer_count() - l.journal().size();
+    for (std::size_t i = from - first; i < l.journal().size(); ++i) {
+      written.push_back(l.journal()[i].id);
+    }
+    return Status::ok();
+  };
+  ASSERT_TRUE(bank->persist(store));
+  EXPECT_EQ(written, std::vector<TransferId>({1}));
+  bank->committed(false);  // the transaction rolled back
+  ASSERT_TRUE(bank->deposit(1, CreditKind::kPaid, Money::usd(1), std::nullopt, 2));
+  written.clear();
+  ASSERT_TRUE(bank->persist(store));
+  EXPECT_EQ(written, std::vector<TransferId>({1, 2}));  // transfer 1 again
+  bank->committed(true);
+  written.clear();
+  ASSERT_TRUE(bank->persist(store));
+  EXPECT_TRUE(written.empty());
+  EXPECT_EQ(bank->balance(1, 3)->paid, Money::usd(3));
+  EXPECT_TRUE(bank->verify().ok);
 }
 
 }  // namespace

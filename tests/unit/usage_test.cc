@@ -63,3 +63,21 @@ TEST(Usage, PricedAtTheRoute) {
 
 }  // namespace
 }  // namespace tp::meter
+
+namespace tp::meter {
+namespace {
+
+TEST(Usage, AbsurdCountsAreClampedNotOverflowed) {
+  auto u = openai_usage(
+      R"({"usage":{"prompt_tokens":9223372036854775807,"completion_tokens":9223372036854775807}})");
+  ASSERT_TRUE(u);
+  EXPECT_EQ(u->input_tokens, kTokensMax);
+  EXPECT_EQ(u->output_tokens, kTokensMax);
+  auto a = anthropic_usage(
+      R"({"usage":{"input_tokens":9223372036854775807,"cache_creation_input_tokens":9223372036854775807}})");
+  ASSERT_TRUE(a);
+  EXPECT_EQ(a->input_tokens, 2 * kTokensMax);
+}
+
+}  // namespace
+}  // namespace tp::meter
