@@ -14,6 +14,7 @@
 #include "api/request_body.h"
 #include "api/stream_meter.h"
 #include "api/usage_api.h"
+#include "router/score.h"
 #include "core/clock.h"
 #include "core/ids.h"
 #include "core/json_writer.h"
@@ -118,6 +119,7 @@ struct Bill {
   store::UsageRecord record;
   bool closed = false;  // settled or voided
   std::chrono::steady_clock::time_point renew_at;  // when keep_hold next extends the hold
+  std::chrono::steady_clock::time_point first_byte;  // upstream response headers arrived
 };
 
 // An upper bound of a request's input tokens: a token is at least one byte of the text,
@@ -165,7 +167,8 @@ class Gateway final : public http::Handler {
       : state_(std::move(state)),
         pool_(ioc, state_->provider_count()),
         admin_(state_->services(), inbox, ioc),
-        link_(*state_->services().writer, inbox, ioc) {}
+        link_(*state_->services().writer, inbox, ioc),
+        latency_(state_->catalog().route_count()) {}
 
   Task<void> handle(http::Request& req, Responder& res) override;
   Task<void> reject(unsigned status, std::string_view message, std::string_view target,
@@ -182,6 +185,23 @@ class Gateway final : public http::Handler {
   Task<bool> settle(Bill& bill, const meter::Usage& usage, int status);
   // Extends the hold of a request still running, so it never lapses under it.
   void keep_hold(Bill& bill);
+
+  // The route the composite score picks among `model`'s routes on `api` (nullptr when it
+  // has none there), with its score. Latency comes from this thread's measurements,
+  // seeded from the config.
+  struct RouteChoice {
+    const catalog::Route* route = nullptr;
+    double score = 0;
+  };
+  RouteChoice choose_route(const catalog::Model& model, Api api, const router::Weights& weights,
+                           std::int64_t input_tokens, std::int64_t output_tokens);
+  void observe_ttfb(const catalog::Route& route, std::chrono::steady_clock::duration ttfb);
+  void observe_speed(const catalog::Route& route, std::int64_t output_tokens,
+                     std::chrono::steady_clock::duration decoding);
+  struct RouteLatency {
+    double ttfb_ms = -1;            // < 0: not measured yet
+    double tokens_per_second = -1;
+  };
   Task<void> send_error(Responder& res, Surface surface, unsigned status,
                         std::string_view message, std::string_view code = {});
 
@@ -198,6 +218,7 @@ class Gateway final : public http::Handler {
   http::UpstreamPool pool_;
   AdminApi admin_;
   StoreLink link_;
+  std::vector<RouteLatency> latency_;  // per route (Route::index), this thread's averages
   std::shared_ptr<const auth::KeyTable> keys_;  // refreshed when the directory's version moves
   std::uint64_t keys_version_ = 0;
 };
@@ -409,17 +430,40 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
                         "model_not_allowed");
     co_return;
   }
-  const catalog::Route& route = model->routes.front();
-  const catalog::Provider& provider = cat.provider(route);
-  if (provider.api != info.api) {
+  const std::int64_t output_max =
+      op == Operation::kEmbeddings
+          ? 0
+          : std::min<std::int64_t>(body.max_tokens.value_or(model->max_output_tokens),
+                                   model->max_output_tokens);
+  router::Weights weights{state_->config().weights.quality, state_->config().weights.cost,
+                          state_->config().weights.latency};
+  if (const std::string_view preference = req["x-turnpike-route-preference"];
+      !preference.empty()) {
+    const auto parsed = router::parse_preference(preference);
+    if (!parsed) {
+      co_await send_error(res, surface, 400,
+                          "x-turnpike-route-preference must be balanced, cost, quality or "
+                          "latency");
+      co_return;
+    }
+    weights = router::weights_for(*parsed, weights);
+  }
+  const RouteChoice choice = choose_route(*model, info.api, weights,
+                                          input_tokens_estimate(req.body()), output_max);
+  if (choice.route == nullptr) {
+    const catalog::Provider& first = cat.provider(model->routes.front());
     co_await send_error(
         res, surface, 400,
         fmt::format("model '{}' is served through the {} API; call {}", model->name,
-                    catalog::api_name(provider.api),
-                    provider.api == Api::kOpenAI ? "/v1/chat/completions" : "/v1/messages"),
+                    catalog::api_name(first.api),
+                    first.api == Api::kOpenAI ? "/v1/chat/completions" : "/v1/messages"),
         "wrong_api");
     co_return;
   }
+  const catalog::Route& route = *choice.route;
+  const catalog::Provider& provider = cat.provider(route);
+  const std::string route_header =
+      fmt::format("{}/{}; score={:.4f}", provider.name, route.upstream_model, choice.score);
 
   // The grant may not outlive the next suspension (a key-table refresh replaces it).
   Bill bill;
@@ -442,11 +486,6 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
     co_return;
   }
   // Hold the worst case before anything goes upstream.
-  const std::int64_t output_max =
-      op == Operation::kEmbeddings
-          ? 0
-          : std::min<std::int64_t>(body.max_tokens.value_or(model->max_output_tokens),
-                                   model->max_output_tokens);
   // Every input token at the dearer of the two input prices.
   const PricePerMtok input_max = std::max(route.input_price, route.cached_input_price);
   const Money worst = cost_of(input_tokens_max(req.body()), input_max, 0, input_max, output_max,
@@ -506,7 +545,12 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
   }
   head += stream ? "Accept: text/event-stream\r\n\r\n" : "Accept: application/json\r\n\r\n";
 
+  const auto sent_at = std::chrono::steady_clock::now();
   auto sent = co_await pool_.send(endpoint, head, upstream_body, state_->config().upstream);
+  if (sent) {
+    bill.first_byte = std::chrono::steady_clock::now();
+    observe_ttfb(route, bill.first_byte - sent_at);
+  }
   if (!sent) {
     log::warn("upstream failed", {{"provider", provider.name}, {"error", sent.status().message()}});
     const unsigned status = http_status(sent.status().kind());
@@ -519,6 +563,7 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
   std::vector<Header> headers;
   headers.reserve(8);
   headers.push_back({"x-turnpike-provider", provider.name});
+  headers.push_back({"x-turnpike-route", route_header});
   forwardable_headers(upstream.headers(), headers);
 
   if (upstream.status() >= 500) {
@@ -567,6 +612,60 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
   co_await res.send(upstream.status(), type.empty() ? kJson : type, whole.value(), headers);
 }
 
+constexpr double kLatencyEwmaWeight = 0.2;  // of each new measurement
+
+Gateway::RouteChoice Gateway::choose_route(const catalog::Model& model, Api api,
+                                           const router::Weights& weights,
+                                           std::int64_t input_tokens,
+                                           std::int64_t output_tokens) {
+  const catalog::Catalog& cat = state_->catalog();
+  // The common case, one route: its score needs no comparison.
+  std::size_t eligible = 0;
+  const catalog::Route* only = nullptr;
+  for (const catalog::Route& r : model.routes) {
+    if (cat.provider(r).api == api) ++eligible, only = &r;
+  }
+  if (eligible <= 1) {
+    return {only, only == nullptr ? 0.0
+                                  : weights.quality * model.quality + weights.cost +
+                                        weights.latency};
+  }
+  std::vector<const catalog::Route*> routes;
+  std::vector<router::Candidate> candidates;
+  routes.reserve(eligible);
+  candidates.reserve(eligible);
+  for (const catalog::Route& r : model.routes) {
+    if (cat.provider(r).api != api) continue;
+    const RouteLatency& seen = latency_[r.index];
+    routes.push_back(&r);
+    candidates.push_back(router::Candidate{
+        model.quality,
+        cost_of(input_tokens, r.input_price, 0, r.cached_input_price, output_tokens,
+                r.output_price),
+        seen.ttfb_ms >= 0 ? seen.ttfb_ms : r.ttfb_ms,
+        seen.tokens_per_second >= 0 ? seen.tokens_per_second : r.tokens_per_second,
+        static_cast<double>(output_tokens), cat.provider(r).rebate_percent});
+  }
+  const std::vector<router::Terms> terms = router::score(candidates, weights);
+  const std::size_t best = *router::pick(terms);
+  return {routes[best], terms[best].total};
+}
+
+void Gateway::observe_ttfb(const catalog::Route& route, std::chrono::steady_clock::duration ttfb) {
+  const double ms = std::chrono::duration<double, std::milli>(ttfb).count();
+  double& avg = latency_[route.index].ttfb_ms;
+  avg = avg < 0 ? ms : avg + kLatencyEwmaWeight * (ms - avg);
+}
+
+void Gateway::observe_speed(const catalog::Route& route, std::int64_t output_tokens,
+                            std::chrono::steady_clock::duration decoding) {
+  const double seconds = std::chrono::duration<double>(decoding).count();
+  if (output_tokens < 2 || seconds <= 0) return;
+  const double speed = static_cast<double>(output_tokens) / seconds;
+  double& avg = latency_[route.index].tokens_per_second;
+  avg = avg < 0 ? speed : avg + kLatencyEwmaWeight * (speed - avg);
+}
+
 void Gateway::keep_hold(Bill& bill) {
   if (bill.hold.id == 0) return;
   const auto now = std::chrono::steady_clock::now();
@@ -578,6 +677,9 @@ void Gateway::keep_hold(Bill& bill) {
 
 Task<bool> Gateway::settle(Bill& bill, const meter::Usage& usage, int status) {
   bill.closed = true;
+  if (status == 200 && bill.first_byte != std::chrono::steady_clock::time_point{}) {
+    observe_speed(*bill.route, usage.output_tokens, std::chrono::steady_clock::now() - bill.first_byte);
+  }
   store::UsageRecord& r = bill.record;
   r.input_tokens = usage.input_tokens;
   r.cached_tokens = usage.cached_tokens;

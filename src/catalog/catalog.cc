@@ -21,7 +21,10 @@ Catalog::Catalog(std::vector<Provider> providers, std::vector<Model> models)
     TP_ASSERT(providers_[i].index == i);
   }
   for (std::size_t i = 0; i < models_.size(); ++i) {
-    for (const Route& r : models_[i].routes) TP_ASSERT(r.provider < providers_.size());
+    for (Route& r : models_[i].routes) {
+      TP_ASSERT(r.provider < providers_.size());
+      r.index = route_count_++;
+    }
     by_name_.emplace(models_[i].name, i);
   }
 }

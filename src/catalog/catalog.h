@@ -36,6 +36,10 @@ struct Route {
   PricePerMtok input_price;
   PricePerMtok output_price;
   PricePerMtok cached_input_price;  // the input price unless configured
+  // The router's latency estimate until measured: time to first byte and decoding speed.
+  double ttfb_ms = 500;
+  double tokens_per_second = 50;
+  std::size_t index = 0;  // position among all routes of the catalog (for per-route stats)
 };
 
 struct Model {
@@ -62,11 +66,13 @@ class Catalog {
   // nullptr when no model has this name.
   const Model* find_model(std::string_view name) const;
   const Provider& provider(const Route& route) const { return providers_[route.provider]; }
+  std::size_t route_count() const { return route_count_; }
 
  private:
   std::vector<Provider> providers_;
   std::vector<Model> models_;
   std::unordered_map<std::string_view, std::size_t> by_name_;
+  std::size_t route_count_ = 0;
 };
 
 }  // namespace tp::catalog

@@ -241,7 +241,7 @@ std::vector<catalog::Model> parse_models(const Reader& r, const YAML::Node& root
       const YAML::Node rn = routes[j];
       const std::string rpath = fmt::format("{}.routes[{}]", path, j);
       r.check_keys(rn, rpath, {"provider", "upstream_model", "input_per_mtok", "output_per_mtok",
-                               "cached_input_per_mtok"});
+                               "cached_input_per_mtok", "ttfb_ms", "tokens_per_second"});
       catalog::Route route;
       const std::string provider = r.string(rn, "provider", rpath, "", true);
       const auto it = std::find_if(providers.begin(), providers.end(),
@@ -256,6 +256,10 @@ std::vector<catalog::Model> parse_models(const Reader& r, const YAML::Node& root
       route.output_price = *r.price(rn, "output_per_mtok", rpath, true);
       route.cached_input_price =
           r.price(rn, "cached_input_per_mtok", rpath, false).value_or(route.input_price);
+      // The router's latency estimate until the route has been measured.
+      route.ttfb_ms = r.number(rn, "ttfb_ms", rpath, route.ttfb_ms, 0, 600'000);
+      route.tokens_per_second =
+          r.number(rn, "tokens_per_second", rpath, route.tokens_per_second, 0, 1'000'000);
       m.routes.push_back(std::move(route));
     }
     models.push_back(std::move(m));

@@ -1,0 +1,91 @@
+// Routing by composite score across three upstreams of different prices and latencies.
+#include <gtest/gtest.h>
+
+#include <sstream>
+
+#include "integration/harness.h"
+
+namespace tp::test {
+namespace {
+
+using namespace std::chrono_literals;
+
+// How many requests a turnpike-sim has received.
+int received(int sim_port) {
+  const std::string body = http_request(sim_port, "GET", "/sim/requests").body;
+  const std::size_t at = body.find("\"count\":");
+  return at == std::string::npos ? -1 : std::stoi(body.substr(at + 8));
+}
+
+struct ThreeUpstreams {
+  TempDir dir;
+  std::vector<std::unique_ptr<Process>> sims;
+  std::vector<int> ports;
+  std::unique_ptr<Process> gateway;
+  int port = 0;
+  std::string key;
+
+  ThreeUpstreams() {
+    // cheap: slow and cheapest; fast: quick and dearest; mid: in between.
+    for (const char* latency : {"80", "0", "40"}) {
+      sims.push_back(std::make_unique<Process>(
+          bin("turnpike-sim"), std::vector<std::string>{"--listen", "127.0.0.1:0", "--latency-ms",
+                                                        latency}));
+      ports.push_back(sims.back()->wait_listening());
+    }
+    std::ostringstream y;
+    y << "listen: \"127.0.0.1:0\"\nproviders:\n";
+    const char* names[] = {"cheap", "fast", "mid"};
+    for (int i = 0; i < 3; ++i) {
+      y << "  - { name: " << names[i] << ", api: openai, base_url: \"http://127.0.0.1:" << ports[i]
+        << "/v1\" }\n";
+    }
+    y << "models:\n  - name: multi\n    quality: 0.8\n    routes:\n"
+      << "      - { provider: cheap, input_per_mtok: \"0.10\", output_per_mtok: \"0.40\", "
+         "ttfb_ms: 80, tokens_per_second: 1000 }\n"
+      << "      - { provider: fast, input_per_mtok: \"1.00\", output_per_mtok: \"4.00\", "
+         "ttfb_ms: 1, tokens_per_second: 1000 }\n"
+      << "      - { provider: mid, input_per_mtok: \"0.30\", output_per_mtok: \"1.20\", "
+         "ttfb_ms: 40, tokens_per_second: 1000 }\n";
+    const std::string config = dir.write("turnpike.yaml", y.str());
+    gateway = std::make_unique<Process>(
+        bin("turnpike"),
+        std::vector<std::string>{"serve", "--config", config, "--threads", "1", "--data-dir",
+                                 dir.path() + "/var"},
+        std::map<std::string, std::string>{{"TURNPIKE_ADMIN_KEY", kAdminKey}});
+    port = gateway->wait_listening();
+    if (port > 0) key = create_key(port);
+  }
+
+  HttpResponse chat(const std::string& preference) {
+    std::map<std::string, std::string> headers = {{"authorization", "Bearer " + key}};
+    if (!preference.empty()) headers["x-turnpike-route-preference"] = preference;
+    return http_request(port, "POST", "/v1/chat/completions",
+                        R"({"model":"multi","max_tokens":50,"messages":[{"role":"user","content":"hi"}]})",
+                        headers);
+  }
+};
+
+TEST(Router, CheapestWinsUnderCostPreferenceAndFastestUnderLatency) {
+  ThreeUpstreams up;
+  ASSERT_GT(up.port, 0) << up.gateway->log();
+  for (int i = 0; i < 5; ++i) {
+    const auto res = up.chat("cost");
+    ASSERT_EQ(res.status, 200) << res.body;
+    EXPECT_EQ(res.header("x-turnpike-provider"), "cheap");
+    EXPECT_TRUE(res.header("x-turnpike-route").starts_with("cheap/multi; score="))
+        << res.header("x-turnpike-route");
+  }
+  EXPECT_EQ(received(up.ports[0]), 5);  // asserted on the upstreams, not only on headers
+  for (int i = 0; i < 5; ++i) {
+    const auto res = up.chat("latency");
+    ASSERT_EQ(res.status, 200) << res.body;
+    EXPECT_EQ(res.header("x-turnpike-provider"), "fast");
+  }
+  EXPECT_EQ(received(up.ports[1]), 5);
+  EXPECT_EQ(received(up.ports[2]), 0);
+  EXPECT_EQ(up.chat("fastest").status, 400);
+}
+
+}  // namespace
+}  // namespace tp::test
