@@ -59,6 +59,17 @@ bool valid_privacy_tier(std::string_view v) {
   return v == "confidential" || v == "cloud" || v == "community";
 }
 
+// The tighter of the tiers a request asked for (body field, header); community (any
+// provider) when it asked for none. Both are already validated.
+catalog::PrivacyTier requested_tier(std::string_view body_tier, std::string_view header_tier) {
+  catalog::PrivacyTier tier = catalog::PrivacyTier::kCommunity;
+  for (const std::string_view t : {body_tier, header_tier}) {
+    if (t == "confidential") tier = std::min(tier, catalog::PrivacyTier::kConfidential);
+    if (t == "cloud") tier = std::min(tier, catalog::PrivacyTier::kCloud);
+  }
+  return tier;
+}
+
 // `default|priority|auto` or a flex duration `HHh-MMm-SSs`.
 bool valid_start_within(std::string_view v) {
   if (v == "default" || v == "priority" || v == "auto") return true;
@@ -120,6 +131,7 @@ struct Bill {
   bool closed = false;  // settled or voided
   std::chrono::steady_clock::time_point renew_at;  // when keep_hold next extends the hold
   std::chrono::steady_clock::time_point first_byte;  // upstream response headers arrived
+  bool stream = false;  // only streams measure a route's latency (see observe_ttfb)
 };
 
 // An upper bound of a request's input tokens: a token is at least one byte of the text,
@@ -192,9 +204,13 @@ class Gateway final : public http::Handler {
   struct RouteChoice {
     const catalog::Route* route = nullptr;
     double score = 0;
+    bool on_api = false;  // the model has routes on `api` (none may meet the tier)
   };
-  RouteChoice choose_route(const catalog::Model& model, Api api, const router::Weights& weights,
-                           std::int64_t input_tokens, std::int64_t output_tokens);
+  // Only providers at `tier` or tighter are candidates: confidential admits confidential
+  // providers, cloud admits confidential and cloud, community admits any.
+  RouteChoice choose_route(const catalog::Model& model, Api api, catalog::PrivacyTier tier,
+                           const router::Weights& weights, std::int64_t input_tokens,
+                           std::int64_t output_tokens);
   void observe_ttfb(const catalog::Route& route, std::chrono::steady_clock::duration ttfb);
   void observe_speed(const catalog::Route& route, std::int64_t output_tokens,
                      std::chrono::steady_clock::duration decoding);
@@ -448,8 +464,18 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
     }
     weights = router::weights_for(*parsed, weights);
   }
-  const RouteChoice choice = choose_route(*model, info.api, weights,
+  const catalog::PrivacyTier tier = requested_tier(body.privacy_tier, header_tier);
+  const RouteChoice choice = choose_route(*model, info.api, tier, weights,
                                           input_tokens_estimate(req.body()), output_max);
+  if (choice.route == nullptr && choice.on_api) {
+    // Never a silent downgrade: the request's tier is a constraint, not a preference.
+    co_await send_error(res, surface, 403,
+                        fmt::format("no route for model '{}' runs on a provider at privacy tier "
+                                    "'{}' or tighter",
+                                    model->name, catalog::privacy_tier_name(tier)),
+                        "privacy_tier_not_met");
+    co_return;
+  }
   if (choice.route == nullptr) {
     const catalog::Provider& first = cat.provider(model->routes.front());
     co_await send_error(
@@ -469,6 +495,7 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
   Bill bill;
   bill.route = &route;
   bill.started = started;
+  bill.stream = stream;
   bill.input_estimate = input_tokens_estimate(req.body());
   bill.record.request_id = request_id;
   bill.record.account_id = grant->account_id;
@@ -547,7 +574,9 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
 
   const auto sent_at = std::chrono::steady_clock::now();
   auto sent = co_await pool_.send(endpoint, head, upstream_body, state_->config().upstream);
-  if (sent) {
+  if (sent && stream) {
+    // A stream's headers come with its first token; a whole response's only at its end,
+    // which says nothing about time to first token.
     bill.first_byte = std::chrono::steady_clock::now();
     observe_ttfb(route, bill.first_byte - sent_at);
   }
@@ -615,27 +644,34 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
 constexpr double kLatencyEwmaWeight = 0.2;  // of each new measurement
 
 Gateway::RouteChoice Gateway::choose_route(const catalog::Model& model, Api api,
+                                           catalog::PrivacyTier tier,
                                            const router::Weights& weights,
                                            std::int64_t input_tokens,
                                            std::int64_t output_tokens) {
   const catalog::Catalog& cat = state_->catalog();
+  auto admitted = [&](const catalog::Route& r) {
+    const catalog::Provider& p = cat.provider(r);
+    return p.api == api && p.privacy_tier <= tier;
+  };
   // The common case, one route: its score needs no comparison.
   std::size_t eligible = 0;
+  bool on_api = false;
   const catalog::Route* only = nullptr;
   for (const catalog::Route& r : model.routes) {
-    if (cat.provider(r).api == api) ++eligible, only = &r;
+    on_api = on_api || cat.provider(r).api == api;
+    if (admitted(r)) ++eligible, only = &r;
   }
   if (eligible <= 1) {
-    return {only, only == nullptr ? 0.0
-                                  : weights.quality * model.quality + weights.cost +
-                                        weights.latency};
+    return {only,
+            only == nullptr ? 0.0 : weights.quality * model.quality + weights.cost + weights.latency,
+            on_api};
   }
   std::vector<const catalog::Route*> routes;
   std::vector<router::Candidate> candidates;
   routes.reserve(eligible);
   candidates.reserve(eligible);
   for (const catalog::Route& r : model.routes) {
-    if (cat.provider(r).api != api) continue;
+    if (!admitted(r)) continue;
     const RouteLatency& seen = latency_[r.index];
     routes.push_back(&r);
     candidates.push_back(router::Candidate{
@@ -648,7 +684,7 @@ Gateway::RouteChoice Gateway::choose_route(const catalog::Model& model, Api api,
   }
   const std::vector<router::Terms> terms = router::score(candidates, weights);
   const std::size_t best = *router::pick(terms);
-  return {routes[best], terms[best].total};
+  return {routes[best], terms[best].total, true};
 }
 
 void Gateway::observe_ttfb(const catalog::Route& route, std::chrono::steady_clock::duration ttfb) {

@@ -36,9 +36,10 @@ struct ThreeUpstreams {
     std::ostringstream y;
     y << "listen: \"127.0.0.1:0\"\nproviders:\n";
     const char* names[] = {"cheap", "fast", "mid"};
+    const char* tiers[] = {"community", "cloud", "confidential"};
     for (int i = 0; i < 3; ++i) {
-      y << "  - { name: " << names[i] << ", api: openai, base_url: \"http://127.0.0.1:" << ports[i]
-        << "/v1\" }\n";
+      y << "  - { name: " << names[i] << ", api: openai, privacy_tier: " << tiers[i]
+        << ", base_url: \"http://127.0.0.1:" << ports[i] << "/v1\" }\n";
     }
     y << "models:\n  - name: multi\n    quality: 0.8\n    routes:\n"
       << "      - { provider: cheap, input_per_mtok: \"0.10\", output_per_mtok: \"0.40\", "
@@ -46,7 +47,14 @@ struct ThreeUpstreams {
       << "      - { provider: fast, input_per_mtok: \"1.00\", output_per_mtok: \"4.00\", "
          "ttfb_ms: 1, tokens_per_second: 1000 }\n"
       << "      - { provider: mid, input_per_mtok: \"0.30\", output_per_mtok: \"1.20\", "
-         "ttfb_ms: 40, tokens_per_second: 1000 }\n";
+         "ttfb_ms: 40, tokens_per_second: 1000 }\n"
+      << "  - name: measured\n    routes:\n"
+      << "      - { provider: cheap, input_per_mtok: \"1\", output_per_mtok: \"1\", ttfb_ms: 1, "
+         "tokens_per_second: 1000 }\n"
+      << "      - { provider: fast, input_per_mtok: \"1\", output_per_mtok: \"1\", ttfb_ms: 5, "
+         "tokens_per_second: 1000 }\n"
+      << "  - name: open-only\n    routes:\n"
+      << "      - { provider: cheap, input_per_mtok: \"0.10\", output_per_mtok: \"0.40\" }\n";
     const std::string config = dir.write("turnpike.yaml", y.str());
     gateway = std::make_unique<Process>(
         bin("turnpike"),
@@ -57,11 +65,14 @@ struct ThreeUpstreams {
     if (port > 0) key = create_key(port);
   }
 
-  HttpResponse chat(const std::string& preference) {
+  HttpResponse chat(const std::string& preference, const std::string& tier_header = "",
+                    const std::string& body_extra = "", const std::string& model = "multi") {
     std::map<std::string, std::string> headers = {{"authorization", "Bearer " + key}};
     if (!preference.empty()) headers["x-turnpike-route-preference"] = preference;
+    if (!tier_header.empty()) headers["x-turnpike-privacy-tier"] = tier_header;
     return http_request(port, "POST", "/v1/chat/completions",
-                        R"({"model":"multi","max_tokens":50,"messages":[{"role":"user","content":"hi"}]})",
+                        R"({"model":")" + model + R"(","max_tokens":50,)" + body_extra +
+                            R"("messages":[{"role":"user","content":"hi"}]})",
                         headers);
   }
 };
@@ -85,6 +96,49 @@ TEST(Router, CheapestWinsUnderCostPreferenceAndFastestUnderLatency) {
   EXPECT_EQ(received(up.ports[1]), 5);
   EXPECT_EQ(received(up.ports[2]), 0);
   EXPECT_EQ(up.chat("fastest").status, 400);
+}
+
+TEST(Router, AConfidentialRequestNeverLeavesConfidentialProviders) {
+  ThreeUpstreams up;
+  ASSERT_GT(up.port, 0) << up.gateway->log();
+  // Cost would pick the community route; the tier rules it out, and cloud too.
+  for (int i = 0; i < 4; ++i) {
+    const auto res = i % 2 == 0 ? up.chat("cost", "confidential")
+                                : up.chat("cost", "", R"("privacy_tier":"confidential",)");
+    ASSERT_EQ(res.status, 200) << res.body;
+    EXPECT_EQ(res.header("x-turnpike-provider"), "mid");
+  }
+  // cloud admits confidential and cloud providers, never community.
+  const auto cloud = up.chat("cost", "cloud");
+  ASSERT_EQ(cloud.status, 200);
+  EXPECT_EQ(cloud.header("x-turnpike-provider"), "mid");  // the cheaper of the two
+  EXPECT_EQ(up.chat("latency", "cloud").header("x-turnpike-provider"), "fast");
+  // The tighter of body and header wins: a header cannot loosen the body.
+  EXPECT_EQ(up.chat("latency", "community", R"("privacy_tier":"confidential",)")
+                .header("x-turnpike-provider"),
+            "mid");
+  // No route at the tier: 403 naming it, never a silent downgrade.
+  const auto refused = up.chat("", "cloud", "", "open-only");
+  EXPECT_EQ(refused.status, 403);
+  EXPECT_NE(refused.body.find("privacy_tier_not_met"), std::string::npos) << refused.body;
+  EXPECT_NE(refused.body.find("'cloud'"), std::string::npos) << refused.body;
+  // On the upstreams themselves: the community one saw nothing at all.
+  EXPECT_EQ(received(up.ports[0]), 0);
+  EXPECT_EQ(received(up.ports[1]), 1);
+  EXPECT_EQ(received(up.ports[2]), 6);
+}
+
+TEST(Router, MeasuredLatencyReplacesTheConfiguredGuess) {
+  ThreeUpstreams up;
+  ASSERT_GT(up.port, 0) << up.gateway->log();
+  // The config claims `cheap` answers in 1 ms; it takes 80. One stream teaches the router.
+  const std::string stream = R"("stream":true,)";
+  const auto first = up.chat("latency", "", stream, "measured");
+  ASSERT_EQ(first.status, 200);
+  EXPECT_EQ(first.header("x-turnpike-provider"), "cheap");
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(up.chat("latency", "", stream, "measured").header("x-turnpike-provider"), "fast");
+  }
 }
 
 }  // namespace
