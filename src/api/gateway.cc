@@ -201,10 +201,13 @@ class Gateway final : public http::Handler {
   // The route the composite score picks among `model`'s routes on `api` (nullptr when it
   // has none there), with its score. Latency comes from this thread's measurements,
   // seeded from the config.
+  struct Ranked {
+    const catalog::Route* route;
+    double score;
+  };
   struct RouteChoice {
-    const catalog::Route* route = nullptr;
-    double score = 0;
-    bool on_api = false;  // the model has routes on `api` (none may meet the tier)
+    std::vector<Ranked> ranked;  // best first; empty when no route qualifies
+    bool on_api = false;         // the model has routes on `api` (none may meet the tier)
   };
   // Only providers at `tier` or tighter are candidates: confidential admits confidential
   // providers, cloud admits confidential and cloud, community admits any.
@@ -467,7 +470,7 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
   const catalog::PrivacyTier tier = requested_tier(body.privacy_tier, header_tier);
   const RouteChoice choice = choose_route(*model, info.api, tier, weights,
                                           input_tokens_estimate(req.body()), output_max);
-  if (choice.route == nullptr && choice.on_api) {
+  if (choice.ranked.empty() && choice.on_api) {
     // Never a silent downgrade: the request's tier is a constraint, not a preference.
     co_await send_error(res, surface, 403,
                         fmt::format("no route for model '{}' runs on a provider at privacy tier "
@@ -476,7 +479,7 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
                         "privacy_tier_not_met");
     co_return;
   }
-  if (choice.route == nullptr) {
+  if (choice.ranked.empty()) {
     const catalog::Provider& first = cat.provider(model->routes.front());
     co_await send_error(
         res, surface, 400,
@@ -486,14 +489,12 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
         "wrong_api");
     co_return;
   }
-  const catalog::Route& route = *choice.route;
-  const catalog::Provider& provider = cat.provider(route);
-  const std::string route_header =
-      fmt::format("{}/{}; score={:.4f}", provider.name, route.upstream_model, choice.score);
+  // Fallback goes down this list; the hold covers the dearest route that may serve.
+  const std::size_t attempts_max = std::min(choice.ranked.size(), limits::kRouteAttemptsMax);
 
   // The grant may not outlive the next suspension (a key-table refresh replaces it).
   Bill bill;
-  bill.route = &route;
+  bill.route = choice.ranked.front().route;
   bill.started = started;
   bill.stream = stream;
   bill.input_estimate = input_tokens_estimate(req.body());
@@ -502,7 +503,6 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
   bill.record.key_id = grant->key_id;
   bill.record.at_ms = SystemClock::instance().unix_millis();
   bill.record.model = model->name;
-  bill.record.provider = provider.name;
 
   if (const ledger::Freeze& freeze = *state_->services().freeze; freeze.frozen()) {
     const std::string message = fmt::format(
@@ -512,11 +512,15 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
     co_await send_error(res, surface, 503, message, "billing_frozen");
     co_return;
   }
-  // Hold the worst case before anything goes upstream.
-  // Every input token at the dearer of the two input prices.
-  const PricePerMtok input_max = std::max(route.input_price, route.cached_input_price);
-  const Money worst = cost_of(input_tokens_max(req.body()), input_max, 0, input_max, output_max,
-                              route.output_price);
+  // Hold the worst case before anything goes upstream: every input token at the dearer of
+  // the two input prices, on the dearest route that may serve.
+  Money worst;
+  for (std::size_t i = 0; i < attempts_max; ++i) {
+    const catalog::Route& r = *choice.ranked[i].route;
+    const PricePerMtok input_max = std::max(r.input_price, r.cached_input_price);
+    worst = std::max(worst, cost_of(input_tokens_max(req.body()), input_max, 0, input_max,
+                                    output_max, r.output_price));
+  }
   bill.hold.account = bill.record.account_id;
   if (worst > Money()) {
     const std::int64_t now = bill.record.at_ms;
@@ -544,55 +548,93 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
   // Forward the client's bytes untouched unless the model name or Turnpike's own options
   // must change, or an OpenAI stream must be asked for its usage.
   const bool ask_for_usage = stream && surface == Surface::kOpenAI && !body.include_usage;
+
+  // Down the ranking until a route answers: a refused or failed connection, a timeout
+  // before the response headers, a 5xx or a 429 moves on to the next, while nothing has
+  // reached the client yet. The last route's answer stands.
+  std::unique_ptr<http::UpstreamResponse> answered;
+  Status failure;
+  std::size_t attempt = 0;
   std::string rewritten;
-  std::string_view upstream_body = req.body();
-  if (route.upstream_model != body.model || body.has_options() || ask_for_usage) {
-    rewritten = rewrite_request_body(body, route.upstream_model, ask_for_usage);
-    upstream_body = rewritten;
-  }
-
-  const http::UpstreamEndpoint& endpoint = state_->endpoint(provider.index);
-  // Built by plain appends: this runs for every request.
   std::string head;
-  head.reserve(512);
-  head += "POST ";
-  head += endpoint.url.path;
-  head += info.upstream_suffix;
-  head += " HTTP/1.1\r\n";
-  head += state_->head_lines(provider.index);
-  head += "Content-Type: application/json\r\nContent-Length: ";
-  append_decimal(head, upstream_body.size());
-  head += "\r\n";
-  if (provider.api == Api::kAnthropic) {
-    const std::string_view version = req["anthropic-version"];
-    append_header(head, "anthropic-version", version.empty() ? kDefaultAnthropicVersion : version);
-    if (const std::string_view beta = req["anthropic-beta"]; !beta.empty()) {
-      append_header(head, "anthropic-beta", beta);
+  for (; attempt < attempts_max; ++attempt) {
+    const catalog::Route& r = *choice.ranked[attempt].route;
+    const catalog::Provider& p = cat.provider(r);
+    std::string_view upstream_body = req.body();
+    if (r.upstream_model != body.model || body.has_options() || ask_for_usage) {
+      rewritten = rewrite_request_body(body, r.upstream_model, ask_for_usage);
+      upstream_body = rewritten;
     }
-  }
-  head += stream ? "Accept: text/event-stream\r\n\r\n" : "Accept: application/json\r\n\r\n";
+    const http::UpstreamEndpoint& endpoint = state_->endpoint(p.index);
+    // Built by plain appends: this runs for every request.
+    head.clear();
+    head.reserve(512);
+    head += "POST ";
+    head += endpoint.url.path;
+    head += info.upstream_suffix;
+    head += " HTTP/1.1\r\n";
+    head += state_->head_lines(p.index);
+    head += "Content-Type: application/json\r\nContent-Length: ";
+    append_decimal(head, upstream_body.size());
+    head += "\r\n";
+    if (p.api == Api::kAnthropic) {
+      const std::string_view version = req["anthropic-version"];
+      append_header(head, "anthropic-version",
+                    version.empty() ? kDefaultAnthropicVersion : version);
+      if (const std::string_view beta = req["anthropic-beta"]; !beta.empty()) {
+        append_header(head, "anthropic-beta", beta);
+      }
+    }
+    head += stream ? "Accept: text/event-stream\r\n\r\n" : "Accept: application/json\r\n\r\n";
 
-  const auto sent_at = std::chrono::steady_clock::now();
-  auto sent = co_await pool_.send(endpoint, head, upstream_body, state_->config().upstream);
-  if (sent && stream) {
-    // A stream's headers come with its first token; a whole response's only at its end,
-    // which says nothing about time to first token.
-    bill.first_byte = std::chrono::steady_clock::now();
-    observe_ttfb(route, bill.first_byte - sent_at);
+    const auto sent_at = std::chrono::steady_clock::now();
+    auto sent = co_await pool_.send(endpoint, head, upstream_body, state_->config().upstream);
+    const bool last = attempt + 1 == attempts_max;
+    if (!sent) {
+      log::warn("upstream failed", {{"provider", p.name}, {"error", sent.status().message()}});
+      failure = sent.status();
+      continue;
+    }
+    const unsigned status = (*sent)->status();
+    if (!last && (status >= 500 || status == 429)) {
+      (void)co_await (*sent)->read_all(kErrorBodyDrainBytesMax);
+      log::warn("upstream refused; falling back", {{"provider", p.name}, {"status", status}});
+      continue;
+    }
+    if (stream) {
+      // A stream's headers come with its first token; a whole response's only at its end,
+      // which says nothing about time to first token.
+      bill.first_byte = std::chrono::steady_clock::now();
+      observe_ttfb(r, bill.first_byte - sent_at);
+    }
+    answered = std::move(sent.value());
+    break;
   }
-  if (!sent) {
-    log::warn("upstream failed", {{"provider", provider.name}, {"error", sent.status().message()}});
-    const unsigned status = http_status(sent.status().kind());
+  if (!answered) {
+    const unsigned status = http_status(failure.kind());
     void_bill(state_->services(), bill, static_cast<int>(status));
-    co_await send_error(res, surface, status, sent.status().message());
+    co_await send_error(res, surface, status, failure.message());
     co_return;
   }
-  http::UpstreamResponse& upstream = *sent.value();
+  const catalog::Route& route = *choice.ranked[attempt].route;
+  const catalog::Provider& provider = cat.provider(route);
+  bill.route = &route;
+  bill.record.provider = provider.name;
+  http::UpstreamResponse& upstream = *answered;
 
+  const std::string route_header = fmt::format("{}/{}; score={:.4f}", provider.name,
+                                               route.upstream_model, choice.ranked[attempt].score);
+  char fallbacks[8];
+  const std::string_view fallbacks_header(
+      fallbacks, static_cast<std::size_t>(std::to_chars(fallbacks, fallbacks + sizeof fallbacks,
+                                                        attempt)
+                                              .ptr -
+                                          fallbacks));
   std::vector<Header> headers;
-  headers.reserve(8);
+  headers.reserve(10);
   headers.push_back({"x-turnpike-provider", provider.name});
   headers.push_back({"x-turnpike-route", route_header});
+  headers.push_back({"x-turnpike-fallbacks", fallbacks_header});
   forwardable_headers(upstream.headers(), headers);
 
   if (upstream.status() >= 500) {
@@ -662,9 +704,12 @@ Gateway::RouteChoice Gateway::choose_route(const catalog::Model& model, Api api,
     if (admitted(r)) ++eligible, only = &r;
   }
   if (eligible <= 1) {
-    return {only,
-            only == nullptr ? 0.0 : weights.quality * model.quality + weights.cost + weights.latency,
-            on_api};
+    RouteChoice choice{{}, on_api};
+    if (only != nullptr) {
+      choice.ranked.push_back(
+          {only, weights.quality * model.quality + weights.cost + weights.latency});
+    }
+    return choice;
   }
   std::vector<const catalog::Route*> routes;
   std::vector<router::Candidate> candidates;
@@ -683,8 +728,17 @@ Gateway::RouteChoice Gateway::choose_route(const catalog::Model& model, Api api,
         static_cast<double>(output_tokens), cat.provider(r).rebate_percent});
   }
   const std::vector<router::Terms> terms = router::score(candidates, weights);
+  RouteChoice choice{{}, true};
+  choice.ranked.reserve(routes.size());
+  // The pick first (the rebate rule may break a tie), then the rest by total score.
   const std::size_t best = *router::pick(terms);
-  return {routes[best], terms[best].total, true};
+  choice.ranked.push_back({routes[best], terms[best].total});
+  for (std::size_t i = 0; i < routes.size(); ++i) {
+    if (i != best) choice.ranked.push_back({routes[i], terms[i].total});
+  }
+  std::stable_sort(choice.ranked.begin() + 1, choice.ranked.end(),
+                   [](const Ranked& a, const Ranked& b) { return a.score > b.score; });
+  return choice;
 }
 
 void Gateway::observe_ttfb(const catalog::Route& route, std::chrono::steady_clock::duration ttfb) {

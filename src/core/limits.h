@@ -29,6 +29,7 @@ inline constexpr std::size_t kUpstreamHeaderBytesMax = 64 * 1024;
 inline constexpr std::size_t kSseEventBytesMax = 4 * 1024 * 1024;
 inline constexpr std::size_t kUpstreamReadChunkBytes = 16 * 1024;
 inline constexpr int kUpstreamFreshRetriesMax = 1;  // after a failure before any byte
+inline constexpr std::size_t kRouteAttemptsMax = 3;  // routes tried per request (fallback)
 
 static_assert(kUpstreamReadChunkBytes <= kSseEventBytesMax);
 static_assert(kHeaderBytesMax <= kBodyBytesMax);

@@ -33,6 +33,11 @@ struct ThreeUpstreams {
                                                         latency}));
       ports.push_back(sims.back()->wait_listening());
     }
+    // A fourth that answers every request with 500.
+    sims.push_back(std::make_unique<Process>(
+        bin("turnpike-sim"),
+        std::vector<std::string>{"--listen", "127.0.0.1:0", "--error-rate", "1"}));
+    ports.push_back(sims.back()->wait_listening());
     std::ostringstream y;
     y << "listen: \"127.0.0.1:0\"\nproviders:\n";
     const char* names[] = {"cheap", "fast", "mid"};
@@ -41,6 +46,8 @@ struct ThreeUpstreams {
       y << "  - { name: " << names[i] << ", api: openai, privacy_tier: " << tiers[i]
         << ", base_url: \"http://127.0.0.1:" << ports[i] << "/v1\" }\n";
     }
+    y << "  - { name: erring, api: openai, base_url: \"http://127.0.0.1:" << ports[3] << "/v1\" }\n"
+      << "  - { name: dead, api: openai, base_url: \"http://127.0.0.1:1/v1\" }\n";
     y << "models:\n  - name: multi\n    quality: 0.8\n    routes:\n"
       << "      - { provider: cheap, input_per_mtok: \"0.10\", output_per_mtok: \"0.40\", "
          "ttfb_ms: 80, tokens_per_second: 1000 }\n"
@@ -53,6 +60,10 @@ struct ThreeUpstreams {
          "tokens_per_second: 1000 }\n"
       << "      - { provider: fast, input_per_mtok: \"1\", output_per_mtok: \"1\", ttfb_ms: 5, "
          "tokens_per_second: 1000 }\n"
+      << "  - name: resilient\n    routes:\n"
+      << "      - { provider: dead, input_per_mtok: \"0.01\", output_per_mtok: \"0.01\" }\n"
+      << "      - { provider: erring, input_per_mtok: \"0.02\", output_per_mtok: \"0.02\" }\n"
+      << "      - { provider: fast, input_per_mtok: \"0.30\", output_per_mtok: \"0.30\" }\n"
       << "  - name: open-only\n    routes:\n"
       << "      - { provider: cheap, input_per_mtok: \"0.10\", output_per_mtok: \"0.40\" }\n";
     const std::string config = dir.write("turnpike.yaml", y.str());
@@ -139,6 +150,29 @@ TEST(Router, MeasuredLatencyReplacesTheConfiguredGuess) {
   for (int i = 0; i < 3; ++i) {
     EXPECT_EQ(up.chat("latency", "", stream, "measured").header("x-turnpike-provider"), "fast");
   }
+}
+
+TEST(Router, FallsBackPastARefusedConnectionAndA500) {
+  ThreeUpstreams up;
+  ASSERT_GT(up.port, 0) << up.gateway->log();
+  // By cost: dead (refuses connections), then erring (500), then fast, which serves.
+  for (const std::string extra : {"", R"("stream":true,)"}) {
+    const auto res = up.chat("cost", "", extra, "resilient");
+    ASSERT_EQ(res.status, 200) << res.body;
+    EXPECT_EQ(res.header("x-turnpike-provider"), "fast");
+    EXPECT_EQ(res.header("x-turnpike-fallbacks"), "2");
+    EXPECT_TRUE(res.header("x-turnpike-route").starts_with("fast/resilient"));
+  }
+  EXPECT_EQ(received(up.ports[3]), 2);  // erring was tried each time
+  EXPECT_EQ(received(up.ports[1]), 2);
+  // Usage and cost belong to the route that served.
+  const auto usage = http_request(up.port, "GET", "/api/usage", {},
+                                  {{"authorization", "Bearer " + up.key}});
+  ASSERT_EQ(usage.status, 200);
+  EXPECT_EQ(usage.body.find("\"provider\":\"dead\""), std::string::npos) << usage.body;
+  EXPECT_NE(usage.body.find("\"provider\":\"fast\""), std::string::npos) << usage.body;
+  // A route that serves at once reports no fallback.
+  EXPECT_EQ(up.chat("cost").header("x-turnpike-fallbacks"), "0");
 }
 
 }  // namespace
