@@ -7,10 +7,11 @@ namespace {
 
 bool is_ws(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
 
-// Whether `data` has a member `"key"` whose value starts with one of `starts`. Inside a
-// JSON string every quote is escaped, so an unescaped `"key"` is a real key.
-bool member_starts_with(std::string_view data, std::string_view quoted_key,
-                        std::string_view starts) {
+// Whether `test` holds for the value text (from its first byte on) of some member
+// `quoted_key` of `data`. Inside a JSON string every quote is escaped, so an unescaped
+// `"key"` followed by a colon is a real member.
+template <typename Test>
+bool any_member_value(std::string_view data, std::string_view quoted_key, Test test) {
   for (std::size_t at = data.find(quoted_key); at != std::string_view::npos;
        at = data.find(quoted_key, at + 1)) {
     std::size_t i = at + quoted_key.size();
@@ -18,25 +19,26 @@ bool member_starts_with(std::string_view data, std::string_view quoted_key,
     if (i >= data.size() || data[i] != ':') continue;
     ++i;
     while (i < data.size() && is_ws(data[i])) ++i;
-    if (i < data.size() && starts.find(data[i]) != std::string_view::npos) return true;
+    if (test(data.substr(i))) return true;
   }
   return false;
 }
 
+// Whether `data` has a member `quoted_key` whose value starts with one of `starts`.
+bool member_starts_with(std::string_view data, std::string_view quoted_key,
+                        std::string_view starts) {
+  return any_member_value(data, quoted_key, [&](std::string_view v) {
+    return !v.empty() && starts.find(v.front()) != std::string_view::npos;
+  });
+}
+
 // A non-empty string value for `"content"` or `"arguments"` (tool calls).
 bool has_text(std::string_view data) {
-  for (std::string_view key : {std::string_view("\"content\""), std::string_view("\"arguments\"")}) {
-    for (std::size_t at = data.find(key); at != std::string_view::npos;
-         at = data.find(key, at + 1)) {
-      std::size_t i = at + key.size();
-      while (i < data.size() && is_ws(data[i])) ++i;
-      if (i >= data.size() || data[i] != ':') continue;
-      ++i;
-      while (i < data.size() && is_ws(data[i])) ++i;
-      if (i + 1 < data.size() && data[i] == '"' && data[i + 1] != '"') return true;
-    }
-  }
-  return false;
+  auto non_empty_string = [](std::string_view v) {
+    return v.size() >= 2 && v[0] == '"' && v[1] != '"';
+  };
+  return any_member_value(data, "\"content\"", non_empty_string) ||
+         any_member_value(data, "\"arguments\"", non_empty_string);
 }
 
 }  // namespace
