@@ -6,6 +6,7 @@
 
 #include <boost/asio/io_context.hpp>
 #include <charconv>
+#include <cmath>
 #include <chrono>
 #include <optional>
 
@@ -214,6 +215,13 @@ class Gateway final : public http::Handler {
   RouteChoice choose_route(const catalog::Model& model, Api api, catalog::PrivacyTier tier,
                            const router::Weights& weights, std::int64_t input_tokens,
                            std::int64_t output_tokens);
+  // Why `route` is not a candidate ("" when it is).
+  std::string exclusion(const catalog::Route& route, Api api, catalog::PrivacyTier tier) const;
+  router::Candidate candidate_for(const catalog::Model& model, const catalog::Route& route,
+                                  std::int64_t input_tokens, std::int64_t output_tokens) const;
+  // POST /v1/route/explain: what the router would do with a chat-completions body, without
+  // calling upstream.
+  Task<void> explain(http::Request& req, Responder& res);
   void observe_ttfb(const catalog::Route& route, std::chrono::steady_clock::duration ttfb);
   void observe_speed(const catalog::Route& route, std::int64_t output_tokens,
                      std::chrono::steady_clock::duration decoding);
@@ -361,6 +369,8 @@ Task<void> Gateway::handle(http::Request& req, Responder& res) {
     co_await own_balance(req, res);
   } else if (path == "/api/usage" && method == "GET") {
     co_await usage_log(req, res);
+  } else if (path == "/v1/route/explain" && method == "POST") {
+    co_await explain(req, res);
   } else if (path == "/v1/models" && method == "GET") {
     co_await res.send(200, kJson, state_->models_body());
   } else if ((path == "/healthz" || path == "/readyz") && method == "GET") {
@@ -685,6 +695,137 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
 
 constexpr double kLatencyEwmaWeight = 0.2;  // of each new measurement
 
+std::string Gateway::exclusion(const catalog::Route& route, Api api,
+                               catalog::PrivacyTier tier) const {
+  const catalog::Provider& p = state_->catalog().provider(route);
+  if (p.api != api) return fmt::format("served through the {} API", catalog::api_name(p.api));
+  if (p.privacy_tier > tier) {
+    return fmt::format("provider tier '{}' is looser than the request's '{}'",
+                       catalog::privacy_tier_name(p.privacy_tier),
+                       catalog::privacy_tier_name(tier));
+  }
+  return {};
+}
+
+router::Candidate Gateway::candidate_for(const catalog::Model& model, const catalog::Route& r,
+                                         std::int64_t input_tokens,
+                                         std::int64_t output_tokens) const {
+  const RouteLatency& seen = latency_[r.index];
+  return router::Candidate{
+      model.quality,
+      cost_of(input_tokens, r.input_price, 0, r.cached_input_price, output_tokens,
+              r.output_price),
+      seen.ttfb_ms >= 0 ? seen.ttfb_ms : r.ttfb_ms,
+      seen.tokens_per_second >= 0 ? seen.tokens_per_second : r.tokens_per_second,
+      static_cast<double>(output_tokens), state_->catalog().provider(r).rebate_percent};
+}
+
+Task<void> Gateway::explain(http::Request& req, Responder& res) {
+  const auth::KeyGrant* grant = co_await authenticate(bearer_token(req), Surface::kOpenAI, res);
+  if (grant == nullptr) co_return;
+  auto parsed = parse_request_body(req.body());
+  if (!parsed) {
+    co_await send_error(res, Surface::kOpenAI, 400, parsed.status().message());
+    co_return;
+  }
+  const RequestBody& body = parsed.value();
+  const std::string_view header_tier = req["x-turnpike-privacy-tier"];
+  for (const std::string_view t : {std::string_view(body.privacy_tier), header_tier}) {
+    if (!t.empty() && !valid_privacy_tier(t)) {
+      co_await send_error(res, Surface::kOpenAI, 400,
+                          "privacy_tier must be confidential, cloud or community");
+      co_return;
+    }
+  }
+  const catalog::Model* model = state_->catalog().find_model(body.model);
+  if (model == nullptr) {
+    co_await send_error(res, Surface::kOpenAI, 404,
+                        fmt::format("model '{}' does not exist", body.model.substr(0, 200)),
+                        "model_not_found");
+    co_return;
+  }
+  router::Weights weights{state_->config().weights.quality, state_->config().weights.cost,
+                          state_->config().weights.latency};
+  std::string_view preference = req["x-turnpike-route-preference"];
+  if (!preference.empty()) {
+    const auto p = router::parse_preference(preference);
+    if (!p) {
+      co_await send_error(res, Surface::kOpenAI, 400,
+                          "x-turnpike-route-preference must be balanced, cost, quality or "
+                          "latency");
+      co_return;
+    }
+    weights = router::weights_for(*p, weights);
+  } else {
+    preference = "balanced";
+  }
+  // The same estimate and constraints as a real request on /v1/chat/completions.
+  const catalog::PrivacyTier tier = requested_tier(body.privacy_tier, header_tier);
+  const std::int64_t input_tokens = input_tokens_estimate(req.body());
+  const std::int64_t output_tokens = std::min<std::int64_t>(
+      body.max_tokens.value_or(model->max_output_tokens), model->max_output_tokens);
+  std::vector<const catalog::Route*> routes;
+  std::vector<router::Candidate> candidates;
+  for (const catalog::Route& r : model->routes) {
+    if (!exclusion(r, Api::kOpenAI, tier).empty()) continue;
+    routes.push_back(&r);
+    candidates.push_back(candidate_for(*model, r, input_tokens, output_tokens));
+  }
+  const std::vector<router::Terms> terms = router::score(candidates, weights);
+  const std::vector<std::size_t> order = router::rank(terms);
+  const bool allowed = grant->models.empty() ||
+                       std::find(grant->models.begin(), grant->models.end(), body.model) !=
+                           grant->models.end();
+
+  // Six decimals are plenty to read and compare; the shortest exact form of a double is not.
+  auto shown = [](double x) { return std::round(x * 1e6) / 1e6; };
+  std::string out;
+  json::Writer w(out);
+  w.begin_object().field("model", model->name).field("allowed_for_key", allowed);
+  w.field("privacy_tier", catalog::privacy_tier_name(tier)).field("preference", preference);
+  w.key("weights").begin_object().field("quality", shown(weights.quality));
+  w.field("cost", shown(weights.cost)).field("latency", shown(weights.latency)).end_object();
+  w.key("estimate").begin_object().field("input_tokens", input_tokens);
+  w.field("output_tokens", output_tokens).end_object();
+  w.key("candidates").begin_array();
+  std::size_t scored = 0;
+  for (const catalog::Route& r : model->routes) {
+    const catalog::Provider& p = state_->catalog().provider(r);
+    const std::string excluded = exclusion(r, Api::kOpenAI, tier);
+    w.begin_object().field("provider", p.name).field("upstream_model", r.upstream_model);
+    w.field("privacy_tier", catalog::privacy_tier_name(p.privacy_tier));
+    w.field("verdict", excluded.empty() ? "candidate" : "excluded: " + excluded);
+    if (excluded.empty()) {
+      const router::Candidate& c = candidates[scored];
+      const router::Terms& t = terms[scored];
+      const RouteLatency& seen = latency_[r.index];
+      w.field("cost_usd", c.cost.to_string()).field("ttfb_ms", c.ttfb_ms);
+      w.field("tokens_per_second", c.tokens_per_second);
+      w.field("measured", seen.ttfb_ms >= 0 || seen.tokens_per_second >= 0);
+      w.field("rebate_percent", c.rebate_percent);
+      w.key("terms").begin_object().field("quality", shown(t.quality));
+      w.field("cost", shown(t.cost)).field("latency", shown(t.latency));
+      w.field("base", shown(t.base)).field("rebate", shown(t.rebate));
+      w.field("total", shown(t.total)).end_object();
+      const auto at = std::find(order.begin(), order.end(), scored);
+      w.field("rank", static_cast<std::int64_t>(at - order.begin()) + 1);
+      ++scored;
+    }
+    w.end_object();
+  }
+  w.end_array().key("pick");
+  if (order.empty()) {
+    w.null();
+  } else {
+    const catalog::Route& r = *routes[order.front()];
+    w.begin_object().field("provider", state_->catalog().provider(r).name);
+    w.field("upstream_model", r.upstream_model).field("score", shown(terms[order.front()].total));
+    w.end_object();
+  }
+  w.end_object();
+  co_await res.send(200, kJson, out);
+}
+
 Gateway::RouteChoice Gateway::choose_route(const catalog::Model& model, Api api,
                                            catalog::PrivacyTier tier,
                                            const router::Weights& weights,
@@ -717,27 +858,15 @@ Gateway::RouteChoice Gateway::choose_route(const catalog::Model& model, Api api,
   candidates.reserve(eligible);
   for (const catalog::Route& r : model.routes) {
     if (!admitted(r)) continue;
-    const RouteLatency& seen = latency_[r.index];
     routes.push_back(&r);
-    candidates.push_back(router::Candidate{
-        model.quality,
-        cost_of(input_tokens, r.input_price, 0, r.cached_input_price, output_tokens,
-                r.output_price),
-        seen.ttfb_ms >= 0 ? seen.ttfb_ms : r.ttfb_ms,
-        seen.tokens_per_second >= 0 ? seen.tokens_per_second : r.tokens_per_second,
-        static_cast<double>(output_tokens), cat.provider(r).rebate_percent});
+    candidates.push_back(candidate_for(model, r, input_tokens, output_tokens));
   }
   const std::vector<router::Terms> terms = router::score(candidates, weights);
   RouteChoice choice{{}, true};
   choice.ranked.reserve(routes.size());
-  // The pick first (the rebate rule may break a tie), then the rest by total score.
-  const std::size_t best = *router::pick(terms);
-  choice.ranked.push_back({routes[best], terms[best].total});
-  for (std::size_t i = 0; i < routes.size(); ++i) {
-    if (i != best) choice.ranked.push_back({routes[i], terms[i].total});
+  for (const std::size_t i : router::rank(terms)) {
+    choice.ranked.push_back({routes[i], terms[i].total});
   }
-  std::stable_sort(choice.ranked.begin() + 1, choice.ranked.end(),
-                   [](const Ranked& a, const Ranked& b) { return a.score > b.score; });
   return choice;
 }
 

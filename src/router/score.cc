@@ -93,4 +93,18 @@ std::optional<std::size_t> pick(std::span<const Terms> terms) {
   return best;
 }
 
+std::vector<std::size_t> rank(std::span<const Terms> terms) {
+  std::vector<std::size_t> order;
+  const auto best = pick(terms);
+  if (!best) return order;
+  order.reserve(terms.size());
+  order.push_back(*best);
+  for (std::size_t i = 0; i < terms.size(); ++i) {
+    if (i != *best) order.push_back(i);
+  }
+  std::stable_sort(order.begin() + 1, order.end(),
+                   [&](std::size_t a, std::size_t b) { return terms[a].total > terms[b].total; });
+  return order;
+}
+
 }  // namespace tp::router

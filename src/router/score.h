@@ -70,4 +70,8 @@ std::vector<double> rebate_terms(std::span<const double> base,
 // earlier candidate. Empty input: nullopt.
 std::optional<std::size_t> pick(std::span<const Terms> terms);
 
+// The order in which candidates are tried: the pick, then the others by total score
+// (stable). Fallback walks it.
+std::vector<std::size_t> rank(std::span<const Terms> terms);
+
 }  // namespace tp::router

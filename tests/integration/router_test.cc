@@ -175,5 +175,38 @@ TEST(Router, FallsBackPastARefusedConnectionAndA500) {
   EXPECT_EQ(up.chat("cost").header("x-turnpike-fallbacks"), "0");
 }
 
+TEST(Router, ExplainShowsEveryCandidateAndMatchesTheRealPick) {
+  ThreeUpstreams up;
+  ASSERT_GT(up.port, 0) << up.gateway->log();
+  const std::string body =
+      R"({"model":"multi","max_tokens":50,"privacy_tier":"cloud","messages":[{"role":"user","content":"hi"}]})";
+  for (const std::string preference : {"cost", "latency", "quality"}) {
+    const std::map<std::string, std::string> headers = {
+        {"authorization", "Bearer " + up.key}, {"x-turnpike-route-preference", preference}};
+    const auto explained = http_request(up.port, "POST", "/v1/route/explain", body, headers);
+    ASSERT_EQ(explained.status, 200) << explained.body;
+    const auto real = http_request(up.port, "POST", "/v1/chat/completions", body, headers);
+    ASSERT_EQ(real.status, 200) << real.body;
+    const std::string pick =
+        R"("pick":{"provider":")" + real.header("x-turnpike-provider") + "\"";
+    EXPECT_NE(explained.body.find(pick), std::string::npos)
+        << preference << ": " << explained.body;
+    // Every route is listed with its verdict; the community one is excluded by the tier.
+    EXPECT_NE(explained.body.find(
+                  R"("verdict":"excluded: provider tier 'community' is looser than the request's 'cloud'")"),
+              std::string::npos)
+        << explained.body;
+    EXPECT_NE(explained.body.find(R"("terms":{"quality":)"), std::string::npos);
+  }
+  // Nothing went upstream for the explanations: only the three real requests did.
+  EXPECT_EQ(received(up.ports[0]) + received(up.ports[1]) + received(up.ports[2]), 3);
+  EXPECT_EQ(http_request(up.port, "POST", "/v1/route/explain", R"({"model":"nope"})",
+                         {{"authorization", "Bearer " + up.key}})
+                .status,
+            404);
+  EXPECT_EQ(http_request(up.port, "POST", "/v1/route/explain", R"({"model":"multi"})").status,
+            401);
+}
+
 }  // namespace
 }  // namespace tp::test

@@ -136,3 +136,21 @@ TEST(RebateRule, PropertyHoldsOverRandomCandidateSets) {
 
 }  // namespace
 }  // namespace tp::router
+
+namespace tp::router {
+namespace {
+
+TEST(RouterScore, RankPutsThePickFirstThenTheRestByTotal) {
+  std::vector<Terms> t(4);
+  t[0].base = t[0].total = 0.5;
+  t[1].base = 0.80;
+  t[1].total = 0.80;
+  t[2].base = 0.799;  // inside the tie band, with a rebate that wins it
+  t[2].total = 0.82;
+  t[3].base = t[3].total = 0.7;
+  EXPECT_EQ(rank(t), (std::vector<std::size_t>{2, 1, 3, 0}));
+  EXPECT_TRUE(rank(std::vector<Terms>{}).empty());
+}
+
+}  // namespace
+}  // namespace tp::router
