@@ -181,7 +181,8 @@ class Gateway final : public http::Handler {
         pool_(ioc, state_->provider_count()),
         admin_(state_->services(), inbox, ioc),
         link_(*state_->services().writer, inbox, ioc),
-        latency_(state_->catalog().route_count()) {}
+        latency_(state_->catalog().route_count()),
+        health_(state_->catalog().route_count()) {}
 
   Task<void> handle(http::Request& req, Responder& res) override;
   Task<void> reject(unsigned status, std::string_view message, std::string_view target,
@@ -209,6 +210,7 @@ class Gateway final : public http::Handler {
   struct RouteChoice {
     std::vector<Ranked> ranked;  // best first; empty when no route qualifies
     bool on_api = false;         // the model has routes on `api` (none may meet the tier)
+    bool tier_ok = false;        // some meet the tier too (all may be unhealthy)
   };
   // Only providers at `tier` or tighter are candidates: confidential admits confidential
   // providers, cloud admits confidential and cloud, community admits any.
@@ -225,6 +227,15 @@ class Gateway final : public http::Handler {
   void observe_ttfb(const catalog::Route& route, std::chrono::steady_clock::duration ttfb);
   void observe_speed(const catalog::Route& route, std::int64_t output_tokens,
                      std::chrono::steady_clock::duration decoding);
+  // A route's circuit breaker on this thread.
+  struct RouteHealth {
+    std::uint32_t failures = 0;                          // in a row
+    std::chrono::steady_clock::time_point open_until{};  // skipped until then
+  };
+  // Why the breaker keeps `route` out now ("" when it may be tried).
+  std::string breaker_verdict(const catalog::Route& route) const;
+  void upstream_failed(const catalog::Route& route);
+  void upstream_answered(const catalog::Route& route);
   struct RouteLatency {
     double ttfb_ms = -1;            // < 0: not measured yet
     double tokens_per_second = -1;
@@ -246,6 +257,7 @@ class Gateway final : public http::Handler {
   AdminApi admin_;
   StoreLink link_;
   std::vector<RouteLatency> latency_;  // per route (Route::index), this thread's averages
+  std::vector<RouteHealth> health_;    // per route, this thread's breakers
   std::shared_ptr<const auth::KeyTable> keys_;  // refreshed when the directory's version moves
   std::uint64_t keys_version_ = 0;
 };
@@ -480,6 +492,14 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
   const catalog::PrivacyTier tier = requested_tier(body.privacy_tier, header_tier);
   const RouteChoice choice = choose_route(*model, info.api, tier, weights,
                                           input_tokens_estimate(req.body()), output_max);
+  if (choice.ranked.empty() && choice.tier_ok) {
+    co_await send_error(res, surface, 503,
+                        fmt::format("no healthy route for model '{}': every upstream that may "
+                                    "serve it failed repeatedly and is resting",
+                                    model->name),
+                        "no_healthy_route");
+    co_return;
+  }
   if (choice.ranked.empty() && choice.on_api) {
     // Never a silent downgrade: the request's tier is a constraint, not a preference.
     co_await send_error(res, surface, 403,
@@ -603,9 +623,15 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
     if (!sent) {
       log::warn("upstream failed", {{"provider", p.name}, {"error", sent.status().message()}});
       failure = sent.status();
+      upstream_failed(r);
       continue;
     }
     const unsigned status = (*sent)->status();
+    if (status >= 500) {
+      upstream_failed(r);
+    } else {
+      upstream_answered(r);  // a 429 is the provider's limit, not its health
+    }
     if (!last && (status >= 500 || status == 429)) {
       (void)co_await (*sent)->read_all(kErrorBodyDrainBytesMax);
       log::warn("upstream refused; falling back", {{"provider", p.name}, {"status", status}});
@@ -704,7 +730,39 @@ std::string Gateway::exclusion(const catalog::Route& route, Api api,
                        catalog::privacy_tier_name(p.privacy_tier),
                        catalog::privacy_tier_name(tier));
   }
-  return {};
+  return breaker_verdict(route);
+}
+
+std::string Gateway::breaker_verdict(const catalog::Route& route) const {
+  const RouteHealth& h = health_[route.index];
+  const auto now = std::chrono::steady_clock::now();
+  if (h.open_until <= now) return {};  // closed, or half-open: may be tried
+  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(h.open_until - now);
+  return fmt::format("circuit open after {} failures in a row; retried in {} ms", h.failures,
+                     left.count());
+}
+
+void Gateway::upstream_failed(const catalog::Route& route) {
+  RouteHealth& h = health_[route.index];
+  const ops::Breaker& b = state_->config().breaker;
+  ++h.failures;
+  // Open at the threshold; a half-open route that fails again reopens at once.
+  if (h.failures >= b.failures) {
+    h.open_until = std::chrono::steady_clock::now() + std::chrono::milliseconds(b.cooldown_ms);
+    if (h.failures == b.failures) {
+      log::warn("route circuit opened", {{"provider", state_->catalog().provider(route).name},
+                                          {"upstream_model", route.upstream_model}});
+    }
+  }
+}
+
+void Gateway::upstream_answered(const catalog::Route& route) {
+  RouteHealth& h = health_[route.index];
+  if (h.failures >= state_->config().breaker.failures) {
+    log::info("route circuit closed", {{"provider", state_->catalog().provider(route).name},
+                                        {"upstream_model", route.upstream_model}});
+  }
+  h = RouteHealth{};
 }
 
 router::Candidate Gateway::candidate_for(const catalog::Model& model, const catalog::Route& r,
@@ -832,9 +890,13 @@ Gateway::RouteChoice Gateway::choose_route(const catalog::Model& model, Api api,
                                            std::int64_t input_tokens,
                                            std::int64_t output_tokens) {
   const catalog::Catalog& cat = state_->catalog();
+  const auto now = std::chrono::steady_clock::now();
+  bool tier_ok = false;  // some route meets the tier (it may be unhealthy)
   auto admitted = [&](const catalog::Route& r) {
     const catalog::Provider& p = cat.provider(r);
-    return p.api == api && p.privacy_tier <= tier;
+    if (p.api != api || p.privacy_tier > tier) return false;
+    tier_ok = true;
+    return health_[r.index].open_until <= now;
   };
   // The common case, one route: its score needs no comparison.
   std::size_t eligible = 0;
@@ -845,7 +907,7 @@ Gateway::RouteChoice Gateway::choose_route(const catalog::Model& model, Api api,
     if (admitted(r)) ++eligible, only = &r;
   }
   if (eligible <= 1) {
-    RouteChoice choice{{}, on_api};
+    RouteChoice choice{{}, on_api, tier_ok};
     if (only != nullptr) {
       choice.ranked.push_back(
           {only, weights.quality * model.quality + weights.cost + weights.latency});
@@ -862,7 +924,7 @@ Gateway::RouteChoice Gateway::choose_route(const catalog::Model& model, Api api,
     candidates.push_back(candidate_for(model, r, input_tokens, output_tokens));
   }
   const std::vector<router::Terms> terms = router::score(candidates, weights);
-  RouteChoice choice{{}, true};
+  RouteChoice choice{{}, true, true};
   choice.ranked.reserve(routes.size());
   for (const std::size_t i : router::rank(terms)) {
     choice.ranked.push_back({routes[i], terms[i].total});

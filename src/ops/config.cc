@@ -308,7 +308,11 @@ void parse_upstream(const Reader& r, const YAML::Node& root, Config& c) {
 void parse_routing(const Reader& r, const YAML::Node& root, Config& c) {
   const YAML::Node n = root["routing"];
   if (!n.IsDefined() || n.IsNull()) return;
-  r.check_keys(n, "routing", {"weights"});
+  r.check_keys(n, "routing", {"weights", "breaker_failures", "breaker_cooldown_ms"});
+  c.breaker.failures = static_cast<std::uint32_t>(
+      r.integer(n, "breaker_failures", "routing", c.breaker.failures, 1, 1000));
+  c.breaker.cooldown_ms = static_cast<std::uint32_t>(
+      r.integer(n, "breaker_cooldown_ms", "routing", c.breaker.cooldown_ms, 10, kHour));
   const YAML::Node w = n["weights"];
   if (!w.IsDefined() || w.IsNull()) return;
   r.check_keys(w, "routing.weights", {"quality", "cost", "latency"});

@@ -22,6 +22,13 @@ struct RoutingWeights {
   double latency = 0.2;
 };
 
+// routing.breaker_*: a route whose upstream fails this many times in a row is skipped for
+// the cooldown, then tried again (one failure reopens it, one success closes it).
+struct Breaker {
+  std::uint32_t failures = 5;
+  std::uint32_t cooldown_ms = 10'000;
+};
+
 // billing.*: how requests are charged.
 struct Billing {
   Money trial_credit = Money::usd(20);  // trial_usd; 0 disables
@@ -54,6 +61,7 @@ struct Config {
   http::ServerLimits server;
   http::UpstreamTimeouts upstream;
   RoutingWeights weights;
+  Breaker breaker;
   Billing billing;
   std::shared_ptr<const catalog::Catalog> catalog;
 };

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <sstream>
+#include <thread>
 
 #include "integration/harness.h"
 
@@ -25,7 +26,7 @@ struct ThreeUpstreams {
   int port = 0;
   std::string key;
 
-  ThreeUpstreams() {
+  explicit ThreeUpstreams(const std::string& routing = "") {
     // cheap: slow and cheapest; fast: quick and dearest; mid: in between.
     for (const char* latency : {"80", "0", "40"}) {
       sims.push_back(std::make_unique<Process>(
@@ -39,7 +40,7 @@ struct ThreeUpstreams {
         std::vector<std::string>{"--listen", "127.0.0.1:0", "--error-rate", "1"}));
     ports.push_back(sims.back()->wait_listening());
     std::ostringstream y;
-    y << "listen: \"127.0.0.1:0\"\nproviders:\n";
+    y << "listen: \"127.0.0.1:0\"\n" << routing << "\nproviders:\n";
     const char* names[] = {"cheap", "fast", "mid"};
     const char* tiers[] = {"community", "cloud", "confidential"};
     for (int i = 0; i < 3; ++i) {
@@ -64,6 +65,8 @@ struct ThreeUpstreams {
       << "      - { provider: dead, input_per_mtok: \"0.01\", output_per_mtok: \"0.01\" }\n"
       << "      - { provider: erring, input_per_mtok: \"0.02\", output_per_mtok: \"0.02\" }\n"
       << "      - { provider: fast, input_per_mtok: \"0.30\", output_per_mtok: \"0.30\" }\n"
+      << "  - name: lonely\n    routes:\n"
+      << "      - { provider: erring, input_per_mtok: \"1\", output_per_mtok: \"1\" }\n"
       << "  - name: open-only\n    routes:\n"
       << "      - { provider: cheap, input_per_mtok: \"0.10\", output_per_mtok: \"0.40\" }\n";
     const std::string config = dir.write("turnpike.yaml", y.str());
@@ -206,6 +209,48 @@ TEST(Router, ExplainShowsEveryCandidateAndMatchesTheRealPick) {
             404);
   EXPECT_EQ(http_request(up.port, "POST", "/v1/route/explain", R"({"model":"multi"})").status,
             401);
+}
+
+TEST(Router, BreakerOpensAfterRepeatedFailuresAndProbesAfterTheCooldown) {
+  ThreeUpstreams up("routing: { breaker_failures: 3, breaker_cooldown_ms: 400 }");
+  ASSERT_GT(up.port, 0) << up.gateway->log();
+  // `resilient` by cost: dead, erring, fast. Three failures open dead's and erring's
+  // breakers; from then on fast serves at once.
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(up.chat("cost", "", "", "resilient").header("x-turnpike-fallbacks"), "2");
+  }
+  const int erring_before = received(up.ports[3]);
+  EXPECT_EQ(erring_before, 3);
+  for (int i = 0; i < 3; ++i) {
+    const auto res = up.chat("cost", "", "", "resilient");
+    ASSERT_EQ(res.status, 200);
+    EXPECT_EQ(res.header("x-turnpike-fallbacks"), "0");
+    EXPECT_EQ(res.header("x-turnpike-provider"), "fast");
+  }
+  EXPECT_EQ(received(up.ports[3]), erring_before);  // left alone while open
+  // Explain says why.
+  const auto explained = http_request(up.port, "POST", "/v1/route/explain",
+                                      R"({"model":"resilient"})",
+                                      {{"authorization", "Bearer " + up.key}});
+  EXPECT_NE(explained.body.find("circuit open after 3 failures in a row"), std::string::npos)
+      << explained.body;
+  // After the cooldown both are probed again, fail again, and reopen.
+  std::this_thread::sleep_for(500ms);
+  EXPECT_EQ(up.chat("cost", "", "", "resilient").header("x-turnpike-fallbacks"), "2");
+  EXPECT_EQ(received(up.ports[3]), erring_before + 1);
+  EXPECT_EQ(up.chat("cost", "", "", "resilient").header("x-turnpike-fallbacks"), "0");
+}
+
+TEST(Router, AModelWhoseOnlyRouteRestsIs503) {
+  ThreeUpstreams up("routing: { breaker_failures: 2, breaker_cooldown_ms: 60000 }");
+  ASSERT_GT(up.port, 0) << up.gateway->log();
+  const std::string body = R"({"model":"lonely","messages":[]})";
+  const std::map<std::string, std::string> auth = {{"authorization", "Bearer " + up.key}};
+  EXPECT_EQ(http_request(up.port, "POST", "/v1/chat/completions", body, auth).status, 502);
+  EXPECT_EQ(http_request(up.port, "POST", "/v1/chat/completions", body, auth).status, 502);
+  const auto resting = http_request(up.port, "POST", "/v1/chat/completions", body, auth);
+  EXPECT_EQ(resting.status, 503);
+  EXPECT_NE(resting.body.find("no_healthy_route"), std::string::npos) << resting.body;
 }
 
 }  // namespace
