@@ -114,6 +114,72 @@ void append_header(std::string& out, std::string_view name, std::string_view val
   out += "\r\n";
 }
 
+// The request head for one upstream attempt, built by plain appends: this runs for every
+// request.
+void build_upstream_head(std::string& head, const http::UpstreamEndpoint& endpoint,
+                         std::string_view provider_lines, const OperationInfo& info, Api api,
+                         const http::Request& req, std::size_t body_bytes, bool stream) {
+  head.clear();
+  head.reserve(512);
+  head += "POST ";
+  head += endpoint.url.path;
+  head += info.upstream_suffix;
+  head += " HTTP/1.1\r\n";
+  head += provider_lines;
+  head += "Content-Type: application/json\r\nContent-Length: ";
+  append_decimal(head, body_bytes);
+  head += "\r\n";
+  if (api == Api::kAnthropic) {
+    const std::string_view version = req["anthropic-version"];
+    append_header(head, "anthropic-version", version.empty() ? kDefaultAnthropicVersion : version);
+    if (const std::string_view beta = req["anthropic-beta"]; !beta.empty()) {
+      append_header(head, "anthropic-beta", beta);
+    }
+  }
+  head += stream ? "Accept: text/event-stream\r\n\r\n" : "Accept: application/json\r\n\r\n";
+}
+
+// A request refused before it goes anywhere: status, message and OpenAI error code.
+struct Refusal {
+  unsigned status;
+  std::string message;
+  std::string_view code;
+};
+
+// Checks Turnpike's own request options (privacy tier and start_within, in the body or as
+// headers; the route preference header) and sets the weights the preference selects.
+std::optional<Refusal> read_options(const RequestBody& body, const http::Request& req,
+                                    const ops::RoutingWeights& configured,
+                                    router::Weights& weights) {
+  for (const std::string_view tier :
+       {std::string_view(body.privacy_tier), req["x-turnpike-privacy-tier"]}) {
+    if (!tier.empty() && !valid_privacy_tier(tier)) {
+      return Refusal{400, "privacy_tier must be confidential, cloud or community", {}};
+    }
+  }
+  for (const std::string_view start :
+       {std::string_view(body.start_within), req["x-turnpike-start-within"]}) {
+    if (!start.empty() && !valid_start_within(start)) {
+      return Refusal{400,
+                     "start_within must be default, priority, auto or a duration like "
+                     "00h-00m-30s",
+                     {}};
+    }
+  }
+  weights = router::Weights{configured.quality, configured.cost, configured.latency};
+  if (const std::string_view preference = req["x-turnpike-route-preference"];
+      !preference.empty()) {
+    const auto parsed = router::parse_preference(preference);
+    if (!parsed) {
+      return Refusal{400,
+                     "x-turnpike-route-preference must be balanced, cost, quality or latency",
+                     {}};
+    }
+    weights = router::weights_for(*parsed, weights);
+  }
+  return std::nullopt;
+}
+
 std::string_view bearer_token(const http::Request& req) {
   const std::string_view auth = req["authorization"];
   if (auth.size() > 7 && (auth.substr(0, 7) == "Bearer " || auth.substr(0, 7) == "bearer ")) {
@@ -193,6 +259,9 @@ class Gateway final : public http::Handler {
                    std::string_view request_id, std::chrono::steady_clock::time_point started);
   Task<void> relay_stream(http::UpstreamResponse& upstream, Surface surface, Responder& res,
                           std::span<const Header> headers, Bill& bill, bool drop_usage_chunk);
+  // A whole (non-stream) response: read, settled from its usage, then sent with its cost.
+  Task<void> answer_whole(http::UpstreamResponse& upstream, Surface surface, Responder& res,
+                          std::vector<Header>& headers, Bill& bill);
 
   // Settles `bill` at `usage`: the charge, the usage row and the ledger transfers commit in
   // one store transaction, and this resumes after it. False if the store failed.
@@ -217,6 +286,25 @@ class Gateway final : public http::Handler {
   RouteChoice choose_route(const catalog::Model& model, Api api, catalog::PrivacyTier tier,
                            const router::Weights& weights, std::int64_t input_tokens,
                            std::int64_t output_tokens);
+  // Holds the worst case of `body` on the dearest of `routes` (each input token at the
+  // dearer of its input prices). kPaymentRequired names what is available and what was
+  // needed.
+  Status take_hold(Bill& bill, std::span<const Ranked> routes, std::string_view body,
+                   std::int64_t output_max);
+
+  // What the fallback loop ended with: the response that stands (null when every route
+  // failed before answering, then `failure` says how), and which route gave it.
+  struct Answered {
+    std::unique_ptr<http::UpstreamResponse> response;
+    Status failure;
+    std::size_t attempt = 0;  // index into the routes tried
+  };
+  // Down the ranking until a route answers: a refused or failed connection, a timeout
+  // before the response headers, a 5xx or a 429 moves on to the next, while nothing has
+  // reached the client yet. The last route's answer stands.
+  Task<Answered> send_with_fallback(const OperationInfo& info, const http::Request& req,
+                                    const RequestBody& body, bool stream, bool ask_for_usage,
+                                    std::span<const Ranked> routes, Bill& bill);
   // Why `route` is not a candidate ("" when it is).
   std::string exclusion(const catalog::Route& route, Api api, catalog::PrivacyTier tier) const;
   router::Candidate candidate_for(const catalog::Model& model, const catalog::Route& route,
@@ -437,22 +525,10 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
     co_await send_error(res, surface, 400, "'model' is required");
     co_return;
   }
-  const std::string_view header_tier = req["x-turnpike-privacy-tier"];
-  const std::string_view header_start = req["x-turnpike-start-within"];
-  for (const std::string_view tier : {std::string_view(body.privacy_tier), header_tier}) {
-    if (!tier.empty() && !valid_privacy_tier(tier)) {
-      co_await send_error(res, surface, 400,
-                          "privacy_tier must be confidential, cloud or community");
-      co_return;
-    }
-  }
-  for (const std::string_view start : {std::string_view(body.start_within), header_start}) {
-    if (!start.empty() && !valid_start_within(start)) {
-      co_await send_error(res, surface, 400,
-                          "start_within must be default, priority, auto or a duration like "
-                          "00h-00m-30s");
-      co_return;
-    }
+  router::Weights weights;
+  if (const auto refused = read_options(body, req, state_->config().weights, weights)) {
+    co_await send_error(res, surface, refused->status, refused->message, refused->code);
+    co_return;
   }
   const bool stream = body.stream && op != Operation::kEmbeddings;
 
@@ -476,20 +552,8 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
           ? 0
           : std::min<std::int64_t>(body.max_tokens.value_or(model->max_output_tokens),
                                    model->max_output_tokens);
-  router::Weights weights{state_->config().weights.quality, state_->config().weights.cost,
-                          state_->config().weights.latency};
-  if (const std::string_view preference = req["x-turnpike-route-preference"];
-      !preference.empty()) {
-    const auto parsed = router::parse_preference(preference);
-    if (!parsed) {
-      co_await send_error(res, surface, 400,
-                          "x-turnpike-route-preference must be balanced, cost, quality or "
-                          "latency");
-      co_return;
-    }
-    weights = router::weights_for(*parsed, weights);
-  }
-  const catalog::PrivacyTier tier = requested_tier(body.privacy_tier, header_tier);
+  const catalog::PrivacyTier tier =
+      requested_tier(body.privacy_tier, req["x-turnpike-privacy-tier"]);
   const RouteChoice choice = choose_route(*model, info.api, tier, weights,
                                           input_tokens_estimate(req.body()), output_max);
   if (choice.ranked.empty() && choice.tier_ok) {
@@ -542,31 +606,11 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
     co_await send_error(res, surface, 503, message, "billing_frozen");
     co_return;
   }
-  // Hold the worst case before anything goes upstream: every input token at the dearer of
-  // the two input prices, on the dearest route that may serve.
-  Money worst;
-  for (std::size_t i = 0; i < attempts_max; ++i) {
-    const catalog::Route& r = *choice.ranked[i].route;
-    const PricePerMtok input_max = std::max(r.input_price, r.cached_input_price);
-    worst = std::max(worst, cost_of(input_tokens_max(req.body()), input_max, 0, input_max,
-                                    output_max, r.output_price));
-  }
-  bill.hold.account = bill.record.account_id;
-  if (worst > Money()) {
-    const std::int64_t now = bill.record.at_ms;
-    auto hold = state_->services().bank->hold(
-        bill.record.account_id, worst, now + state_->config().billing.hold_timeout_ms, now);
-    if (!hold) {
-      // A named string: GCC 12 may destroy a ?: temporary in a co_await expression twice.
-      const std::string message = hold.status().kind() == ErrorKind::kPaymentRequired
-                                      ? hold.status().message()
-                                      : "this account has no credit";
-      co_await send_error(res, surface, 402, message, "insufficient_balance");
-      co_return;
-    }
-    bill.hold = *hold;
-    bill.renew_at = std::chrono::steady_clock::now() +
-                    std::chrono::milliseconds(state_->config().billing.hold_timeout_ms / 2);
+  if (Status held = take_hold(bill, std::span(choice.ranked).first(attempts_max), req.body(),
+                              output_max);
+      !held) {
+    co_await send_error(res, surface, 402, held.message(), "insufficient_balance");
+    co_return;
   }
   // However this coroutine ends, an unsettled hold goes back.
   struct VoidOnExit {
@@ -575,77 +619,13 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
     ~VoidOnExit() { void_bill(state->services(), bill, 499); }
   } void_on_exit{state_, bill};
 
-  // Forward the client's bytes untouched unless the model name or Turnpike's own options
-  // must change, or an OpenAI stream must be asked for its usage.
   const bool ask_for_usage = stream && surface == Surface::kOpenAI && !body.include_usage;
 
-  // Down the ranking until a route answers: a refused or failed connection, a timeout
-  // before the response headers, a 5xx or a 429 moves on to the next, while nothing has
-  // reached the client yet. The last route's answer stands.
-  std::unique_ptr<http::UpstreamResponse> answered;
-  Status failure;
-  std::size_t attempt = 0;
-  std::string rewritten;
-  std::string head;
-  for (; attempt < attempts_max; ++attempt) {
-    const catalog::Route& r = *choice.ranked[attempt].route;
-    const catalog::Provider& p = cat.provider(r);
-    std::string_view upstream_body = req.body();
-    if (r.upstream_model != body.model || body.has_options() || ask_for_usage) {
-      rewritten = rewrite_request_body(body, r.upstream_model, ask_for_usage);
-      upstream_body = rewritten;
-    }
-    const http::UpstreamEndpoint& endpoint = state_->endpoint(p.index);
-    // Built by plain appends: this runs for every request.
-    head.clear();
-    head.reserve(512);
-    head += "POST ";
-    head += endpoint.url.path;
-    head += info.upstream_suffix;
-    head += " HTTP/1.1\r\n";
-    head += state_->head_lines(p.index);
-    head += "Content-Type: application/json\r\nContent-Length: ";
-    append_decimal(head, upstream_body.size());
-    head += "\r\n";
-    if (p.api == Api::kAnthropic) {
-      const std::string_view version = req["anthropic-version"];
-      append_header(head, "anthropic-version",
-                    version.empty() ? kDefaultAnthropicVersion : version);
-      if (const std::string_view beta = req["anthropic-beta"]; !beta.empty()) {
-        append_header(head, "anthropic-beta", beta);
-      }
-    }
-    head += stream ? "Accept: text/event-stream\r\n\r\n" : "Accept: application/json\r\n\r\n";
-
-    const auto sent_at = std::chrono::steady_clock::now();
-    auto sent = co_await pool_.send(endpoint, head, upstream_body, state_->config().upstream);
-    const bool last = attempt + 1 == attempts_max;
-    if (!sent) {
-      log::warn("upstream failed", {{"provider", p.name}, {"error", sent.status().message()}});
-      failure = sent.status();
-      upstream_failed(r);
-      continue;
-    }
-    const unsigned status = (*sent)->status();
-    if (status >= 500) {
-      upstream_failed(r);
-    } else {
-      upstream_answered(r);  // a 429 is the provider's limit, not its health
-    }
-    if (!last && (status >= 500 || status == 429)) {
-      (void)co_await (*sent)->read_all(kErrorBodyDrainBytesMax);
-      log::warn("upstream refused; falling back", {{"provider", p.name}, {"status", status}});
-      continue;
-    }
-    if (stream) {
-      // A stream's headers come with its first token; a whole response's only at its end,
-      // which says nothing about time to first token.
-      bill.first_byte = std::chrono::steady_clock::now();
-      observe_ttfb(r, bill.first_byte - sent_at);
-    }
-    answered = std::move(sent.value());
-    break;
-  }
+  Answered sent = co_await send_with_fallback(info, req, body, stream, ask_for_usage,
+                                              std::span(choice.ranked).first(attempts_max), bill);
+  std::unique_ptr<http::UpstreamResponse>& answered = sent.response;
+  const Status& failure = sent.failure;
+  const std::size_t attempt = sent.attempt;
   if (!answered) {
     const unsigned status = http_status(failure.kind());
     void_bill(state_->services(), bill, static_cast<int>(status));
@@ -689,34 +669,7 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
     co_await relay_stream(upstream, surface, res, headers, bill, ask_for_usage);
     co_return;
   }
-  auto whole = co_await upstream.read_all();
-  keep_hold(bill);
-  if (!whole) {
-    const unsigned status = http_status(whole.status().kind());
-    void_bill(state_->services(), bill, static_cast<int>(status));
-    co_await send_error(res, surface, status, whole.status().message());
-    co_return;
-  }
-  std::string cost;
-  if (upstream.status() >= 200 && upstream.status() < 300) {
-    auto usage = surface == Surface::kAnthropic ? meter::anthropic_usage(whole.value())
-                                                : meter::openai_usage(whole.value());
-    if (!usage) {
-      log::warn("upstream reported no usage; billing an estimate", {{"provider", provider.name}});
-      usage = meter::Usage{bill.input_estimate, 0,
-                           static_cast<std::int64_t>((whole.value().size() + 3) / 4)};
-    }
-    if (!co_await settle(bill, *usage, static_cast<int>(upstream.status()))) {
-      co_await send_error(res, surface, 503, "billing is unavailable: the store failed");
-      co_return;
-    }
-    cost = bill.record.cost.to_string();
-    headers.push_back({"x-turnpike-cost-usd", cost});
-  } else {
-    void_bill(state_->services(), bill, static_cast<int>(upstream.status()));  // refused upstream: nothing to pay
-  }
-  const std::string_view type = upstream.header("content-type");
-  co_await res.send(upstream.status(), type.empty() ? kJson : type, whole.value(), headers);
+  co_await answer_whole(upstream, surface, res, headers, bill);
 }
 
 constexpr double kLatencyEwmaWeight = 0.2;  // of each new measurement
@@ -787,13 +740,10 @@ Task<void> Gateway::explain(http::Request& req, Responder& res) {
     co_return;
   }
   const RequestBody& body = parsed.value();
-  const std::string_view header_tier = req["x-turnpike-privacy-tier"];
-  for (const std::string_view t : {std::string_view(body.privacy_tier), header_tier}) {
-    if (!t.empty() && !valid_privacy_tier(t)) {
-      co_await send_error(res, Surface::kOpenAI, 400,
-                          "privacy_tier must be confidential, cloud or community");
-      co_return;
-    }
+  router::Weights weights;
+  if (const auto refused = read_options(body, req, state_->config().weights, weights)) {
+    co_await send_error(res, Surface::kOpenAI, refused->status, refused->message, refused->code);
+    co_return;
   }
   const catalog::Model* model = state_->catalog().find_model(body.model);
   if (model == nullptr) {
@@ -802,23 +752,11 @@ Task<void> Gateway::explain(http::Request& req, Responder& res) {
                         "model_not_found");
     co_return;
   }
-  router::Weights weights{state_->config().weights.quality, state_->config().weights.cost,
-                          state_->config().weights.latency};
   std::string_view preference = req["x-turnpike-route-preference"];
-  if (!preference.empty()) {
-    const auto p = router::parse_preference(preference);
-    if (!p) {
-      co_await send_error(res, Surface::kOpenAI, 400,
-                          "x-turnpike-route-preference must be balanced, cost, quality or "
-                          "latency");
-      co_return;
-    }
-    weights = router::weights_for(*p, weights);
-  } else {
-    preference = "balanced";
-  }
+  if (preference.empty()) preference = "balanced";
   // The same estimate and constraints as a real request on /v1/chat/completions.
-  const catalog::PrivacyTier tier = requested_tier(body.privacy_tier, header_tier);
+  const catalog::PrivacyTier tier =
+      requested_tier(body.privacy_tier, req["x-turnpike-privacy-tier"]);
   const std::int64_t input_tokens = input_tokens_estimate(req.body());
   const std::int64_t output_tokens = std::min<std::int64_t>(
       body.max_tokens.value_or(model->max_output_tokens), model->max_output_tokens);
@@ -954,6 +892,117 @@ void Gateway::keep_hold(Bill& bill) {
   const std::uint32_t timeout = state_->config().billing.hold_timeout_ms;
   state_->services().bank->renew(bill.hold, SystemClock::instance().unix_millis() + timeout);
   bill.renew_at = now + std::chrono::milliseconds(timeout / 2);
+}
+
+Status Gateway::take_hold(Bill& bill, std::span<const Ranked> routes, std::string_view body,
+                          std::int64_t output_max) {
+  Money worst;
+  for (const Ranked& ranked : routes) {
+    const catalog::Route& r = *ranked.route;
+    const PricePerMtok input_max = std::max(r.input_price, r.cached_input_price);
+    worst = std::max(worst, cost_of(input_tokens_max(body), input_max, 0, input_max, output_max,
+                                    r.output_price));
+  }
+  bill.hold.account = bill.record.account_id;
+  if (worst <= Money()) return Status::ok();  // free: nothing to hold
+  const std::int64_t now = bill.record.at_ms;
+  auto hold = state_->services().bank->hold(bill.record.account_id, worst,
+                                            now + state_->config().billing.hold_timeout_ms, now);
+  if (!hold) {
+    return hold.status().kind() == ErrorKind::kPaymentRequired
+               ? hold.status()
+               : Status{ErrorKind::kPaymentRequired, "this account has no credit"};
+  }
+  bill.hold = *hold;
+  bill.renew_at = std::chrono::steady_clock::now() +
+                  std::chrono::milliseconds(state_->config().billing.hold_timeout_ms / 2);
+  return Status::ok();
+}
+
+Task<Gateway::Answered> Gateway::send_with_fallback(const OperationInfo& info,
+                                                    const http::Request& req,
+                                                    const RequestBody& body, bool stream,
+                                                    bool ask_for_usage,
+                                                    std::span<const Ranked> routes, Bill& bill) {
+  Answered out;
+  std::string rewritten;
+  std::string head;
+  for (; out.attempt < routes.size(); ++out.attempt) {
+    const catalog::Route& r = *routes[out.attempt].route;
+    const catalog::Provider& p = state_->catalog().provider(r);
+    // The client's bytes go as they came unless the model name or Turnpike's own options
+    // must change, or an OpenAI stream must be asked for its usage.
+    std::string_view upstream_body = req.body();
+    if (r.upstream_model != body.model || body.has_options() || ask_for_usage) {
+      rewritten = rewrite_request_body(body, r.upstream_model, ask_for_usage);
+      upstream_body = rewritten;
+    }
+    const http::UpstreamEndpoint& endpoint = state_->endpoint(p.index);
+    build_upstream_head(head, endpoint, state_->head_lines(p.index), info, p.api, req,
+                        upstream_body.size(), stream);
+
+    const auto sent_at = std::chrono::steady_clock::now();
+    auto sent = co_await pool_.send(endpoint, head, upstream_body, state_->config().upstream);
+    const bool last = out.attempt + 1 == routes.size();
+    if (!sent) {
+      log::warn("upstream failed", {{"provider", p.name}, {"error", sent.status().message()}});
+      out.failure = sent.status();
+      upstream_failed(r);
+      continue;
+    }
+    const unsigned status = (*sent)->status();
+    if (status >= 500) {
+      upstream_failed(r);
+    } else {
+      upstream_answered(r);  // a 429 is the provider's limit, not its health
+    }
+    if (!last && (status >= 500 || status == 429)) {
+      (void)co_await (*sent)->read_all(kErrorBodyDrainBytesMax);
+      log::warn("upstream refused; falling back", {{"provider", p.name}, {"status", status}});
+      continue;
+    }
+    if (stream) {
+      // A stream's headers come with its first token; a whole response's only at its end,
+      // which says nothing about time to first token.
+      bill.first_byte = std::chrono::steady_clock::now();
+      observe_ttfb(r, bill.first_byte - sent_at);
+    }
+    out.response = std::move(sent.value());
+    break;
+  }
+  co_return out;
+}
+
+Task<void> Gateway::answer_whole(http::UpstreamResponse& upstream, Surface surface,
+                                 Responder& res, std::vector<Header>& headers, Bill& bill) {
+  auto whole = co_await upstream.read_all();
+  keep_hold(bill);
+  if (!whole) {
+    const unsigned status = http_status(whole.status().kind());
+    void_bill(state_->services(), bill, static_cast<int>(status));
+    co_await send_error(res, surface, status, whole.status().message());
+    co_return;
+  }
+  std::string cost;
+  if (upstream.status() >= 200 && upstream.status() < 300) {
+    auto usage = surface == Surface::kAnthropic ? meter::anthropic_usage(whole.value())
+                                                : meter::openai_usage(whole.value());
+    if (!usage) {
+      log::warn("upstream reported no usage; billing an estimate", {{"provider", bill.record.provider}});
+      usage = meter::Usage{bill.input_estimate, 0,
+                           static_cast<std::int64_t>((whole.value().size() + 3) / 4)};
+    }
+    if (!co_await settle(bill, *usage, static_cast<int>(upstream.status()))) {
+      co_await send_error(res, surface, 503, "billing is unavailable: the store failed");
+      co_return;
+    }
+    cost = bill.record.cost.to_string();
+    headers.push_back({"x-turnpike-cost-usd", cost});
+  } else {
+    void_bill(state_->services(), bill, static_cast<int>(upstream.status()));  // refused upstream: nothing to pay
+  }
+  const std::string_view type = upstream.header("content-type");
+  co_await res.send(upstream.status(), type.empty() ? kJson : type, whole.value(), headers);
 }
 
 Task<bool> Gateway::settle(Bill& bill, const meter::Usage& usage, int status) {
