@@ -547,6 +547,17 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
                         "model_not_allowed");
     co_return;
   }
+  // Checked against the typical estimate, not the upper bound: a long prompt should not be
+  // refused on a guess four times its size.
+  if (const std::int64_t estimate = input_tokens_estimate(req.body());
+      estimate > static_cast<std::int64_t>(model->context_tokens)) {
+    co_await send_error(
+        res, surface, 400,
+        fmt::format("this request is about {} tokens; model '{}' takes at most {}", estimate,
+                    model->name, model->context_tokens),
+        "context_length_exceeded");
+    co_return;
+  }
   const std::int64_t output_max =
       op == Operation::kEmbeddings
           ? 0

@@ -65,6 +65,8 @@ struct ThreeUpstreams {
       << "      - { provider: dead, input_per_mtok: \"0.01\", output_per_mtok: \"0.01\" }\n"
       << "      - { provider: erring, input_per_mtok: \"0.02\", output_per_mtok: \"0.02\" }\n"
       << "      - { provider: fast, input_per_mtok: \"0.30\", output_per_mtok: \"0.30\" }\n"
+      << "  - name: tiny\n    context_tokens: 10\n    routes:\n"
+      << "      - { provider: fast, input_per_mtok: \"1\", output_per_mtok: \"1\" }\n"
       << "  - name: lonely\n    routes:\n"
       << "      - { provider: erring, input_per_mtok: \"1\", output_per_mtok: \"1\" }\n"
       << "  - name: open-only\n    routes:\n"
@@ -251,6 +253,23 @@ TEST(Router, AModelWhoseOnlyRouteRestsIs503) {
   const auto resting = http_request(up.port, "POST", "/v1/chat/completions", body, auth);
   EXPECT_EQ(resting.status, 503);
   EXPECT_NE(resting.body.find("no_healthy_route"), std::string::npos) << resting.body;
+}
+
+TEST(Router, ARequestLongerThanTheModelsContextIs400) {
+  ThreeUpstreams up;
+  ASSERT_GT(up.port, 0) << up.gateway->log();
+  const std::map<std::string, std::string> auth = {{"authorization", "Bearer " + up.key}};
+  EXPECT_EQ(http_request(up.port, "POST", "/v1/chat/completions", R"({"model":"tiny"})", auth)
+                .status,
+            200);
+  const std::string long_body =
+      R"({"model":"tiny","messages":[{"role":"user","content":")" + std::string(200, 'x') +
+      R"("}]})";
+  const auto refused = http_request(up.port, "POST", "/v1/chat/completions", long_body, auth);
+  EXPECT_EQ(refused.status, 400);
+  EXPECT_NE(refused.body.find("context_length_exceeded"), std::string::npos) << refused.body;
+  EXPECT_NE(refused.body.find("takes at most 10"), std::string::npos) << refused.body;
+  EXPECT_EQ(received(up.ports[1]), 1);  // only the short one went upstream
 }
 
 }  // namespace
