@@ -214,20 +214,24 @@ std::int64_t now_ms() { return SystemClock::instance().unix_millis(); }
 
 // Reads the store directly (WAL allows it while a gateway runs) and prints the same answer
 // as GET /admin/v1/ledger/verify. Exit 0 when the books balance, 1 when not, 2 on error.
-int verify_ledger(const std::string& store_uri, const std::string& data_dir) {
+// Opens an existing store for a read-only tool (WAL lets it read beside a live gateway).
+Result<std::unique_ptr<store::Database>> open_existing_store(const std::string& store_uri,
+                                                             const std::string& data_dir) {
   if (!store_uri.starts_with("sqlite:")) {
-    std::fprintf(stderr, "turnpike: ledger verify: only sqlite: stores are supported\n");
-    return 2;
+    return Status{ErrorKind::kInvalidRequest, "only sqlite: stores are supported"};
   }
   const std::string file = store_uri.substr(7);
   const std::string path = file.starts_with('/') ? file : data_dir + "/" + file;
   if (!std::filesystem::exists(path)) {
-    std::fprintf(stderr, "turnpike: ledger verify: %s does not exist\n", path.c_str());
-    return 2;
+    return Status{ErrorKind::kNotFound, fmt::format("{} does not exist", path)};
   }
-  auto db = store::Database::open(path);
+  return store::Database::open(path);
+}
+
+int verify_ledger(const std::string& store_uri, const std::string& data_dir) {
+  auto db = open_existing_store(store_uri, data_dir);
   if (!db) {
-    std::fprintf(stderr, "turnpike: %s\n", db.status().message().c_str());
+    std::fprintf(stderr, "turnpike: ledger verify: %s\n", db.status().message().c_str());
     return 2;
   }
   ledger::Ledger ledger;
@@ -246,24 +250,14 @@ int verify_ledger(const std::string& store_uri, const std::string& data_dir) {
 // beside a live gateway. Exit 0, 1 on a bad query, 2 on a store error.
 int print_usage_log(const std::string& store_uri, const std::string& data_dir,
                     const http::QueryParams& params) {
-  if (!store_uri.starts_with("sqlite:")) {
-    std::fprintf(stderr, "turnpike: usage: only sqlite: stores are supported\n");
-    return 2;
-  }
   auto query = api::parse_usage_query(params, std::nullopt);
   if (!query) {
     std::fprintf(stderr, "turnpike: usage: %s\n", query.status().message().c_str());
     return 1;
   }
-  const std::string file = store_uri.substr(7);
-  const std::string path = file.starts_with('/') ? file : data_dir + "/" + file;
-  if (!std::filesystem::exists(path)) {
-    std::fprintf(stderr, "turnpike: usage: %s does not exist\n", path.c_str());
-    return 2;
-  }
-  auto db = store::Database::open(path);
+  auto db = open_existing_store(store_uri, data_dir);
   if (!db) {
-    std::fprintf(stderr, "turnpike: %s\n", db.status().message().c_str());
+    std::fprintf(stderr, "turnpike: usage: %s\n", db.status().message().c_str());
     return 2;
   }
   const std::size_t limit = query->limit;
