@@ -38,6 +38,7 @@ constexpr std::string_view kJson = "application/json";
 constexpr std::string_view kDefaultAnthropicVersion = "2023-06-01";
 constexpr std::size_t kErrorBodyDrainBytesMax = 64 * 1024;
 constexpr std::size_t kMessagePathBytesMax = 200;
+constexpr std::string_view kAutoModel = "auto";  // let the router choose the model too
 
 enum class Operation { kChat, kEmbeddings, kMessages };
 
@@ -275,6 +276,8 @@ class Gateway final : public http::Handler {
   struct Ranked {
     const catalog::Route* route;
     double score;
+    const catalog::Model* model;  // the route's model (several with "auto")
+    std::int64_t output_tokens;   // the request's output bound on that model
   };
   struct RouteChoice {
     std::vector<Ranked> ranked;  // best first; empty when no route qualifies
@@ -283,14 +286,21 @@ class Gateway final : public http::Handler {
   };
   // Only providers at `tier` or tighter are candidates: confidential admits confidential
   // providers, cloud admits confidential and cloud, community admits any.
-  RouteChoice choose_route(const catalog::Model& model, Api api, catalog::PrivacyTier tier,
-                           const router::Weights& weights, std::int64_t input_tokens,
-                           std::int64_t output_tokens);
+  // `output_tokens(model)`: the request's output bound on that model.
+  RouteChoice choose_route(std::span<const catalog::Model* const> models, Api api,
+                           catalog::PrivacyTier tier, const router::Weights& weights,
+                           std::int64_t input_tokens,
+                           const std::function<std::int64_t(const catalog::Model&)>& output_tokens);
+  // The models a request may be served by: the one it names, or for "auto" every model
+  // the key may use whose quality reaches routing.auto_quality_floor and whose context
+  // fits the request. Empty `why` when some qualify.
+  std::vector<const catalog::Model*> models_for(const RequestBody& body,
+                                                const auth::KeyGrant& grant,
+                                                std::int64_t input_tokens) const;
   // Holds the worst case of `body` on the dearest of `routes` (each input token at the
   // dearer of its input prices). kPaymentRequired names what is available and what was
   // needed.
-  Status take_hold(Bill& bill, std::span<const Ranked> routes, std::string_view body,
-                   std::int64_t output_max);
+  Status take_hold(Bill& bill, std::span<const Ranked> routes, std::string_view body);
 
   // What the fallback loop ended with: the response that stands (null when every route
   // failed before answering, then `failure` says how), and which route gave it.
@@ -533,40 +543,49 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
   const bool stream = body.stream && op != Operation::kEmbeddings;
 
   const catalog::Catalog& cat = state_->catalog();
-  const catalog::Model* model = cat.find_model(body.model);
-  if (model == nullptr) {
-    co_await send_error(res, surface, 404,
-                        fmt::format("model '{}' does not exist", body.model.substr(0, 200)),
-                        "model_not_found");
+  const std::int64_t input_estimate = input_tokens_estimate(req.body());
+  const std::vector<const catalog::Model*> models = models_for(body, *grant, input_estimate);
+  if (models.empty()) {
+    if (body.model == kAutoModel) {
+      co_await send_error(res, surface, 403,
+                          "no model this key may use meets routing.auto_quality_floor and fits "
+                          "this request's length",
+                          "no_model_available");
+    } else {
+      co_await send_error(res, surface, 404,
+                          fmt::format("model '{}' does not exist", body.model.substr(0, 200)),
+                          "model_not_found");
+    }
     co_return;
   }
-  if (!grant->models.empty() && std::find(grant->models.begin(), grant->models.end(),
-                                          body.model) == grant->models.end()) {
+  const catalog::Model* model = models.front();  // the named one; for "auto", see the pick
+  if (models.size() == 1 && !grant->models.empty() &&
+      std::find(grant->models.begin(), grant->models.end(), model->name) ==
+          grant->models.end()) {
     co_await send_error(res, surface, 403,
                         fmt::format("this key may not use model '{}'", body.model.substr(0, 200)),
                         "model_not_allowed");
     co_return;
   }
   // Checked against the typical estimate, not the upper bound: a long prompt should not be
-  // refused on a guess four times its size.
-  if (const std::int64_t estimate = input_tokens_estimate(req.body());
-      estimate > static_cast<std::int64_t>(model->context_tokens)) {
+  // refused on a guess four times its size. ("auto" only offers models it fits.)
+  if (input_estimate > static_cast<std::int64_t>(model->context_tokens)) {
     co_await send_error(
         res, surface, 400,
-        fmt::format("this request is about {} tokens; model '{}' takes at most {}", estimate,
-                    model->name, model->context_tokens),
+        fmt::format("this request is about {} tokens; model '{}' takes at most {}",
+                    input_estimate, model->name, model->context_tokens),
         "context_length_exceeded");
     co_return;
   }
-  const std::int64_t output_max =
-      op == Operation::kEmbeddings
-          ? 0
-          : std::min<std::int64_t>(body.max_tokens.value_or(model->max_output_tokens),
-                                   model->max_output_tokens);
+  auto output_for = [&](const catalog::Model& m) -> std::int64_t {
+    if (op == Operation::kEmbeddings) return 0;
+    return std::min<std::int64_t>(body.max_tokens.value_or(m.max_output_tokens),
+                                  m.max_output_tokens);
+  };
   const catalog::PrivacyTier tier =
       requested_tier(body.privacy_tier, req["x-turnpike-privacy-tier"]);
-  const RouteChoice choice = choose_route(*model, info.api, tier, weights,
-                                          input_tokens_estimate(req.body()), output_max);
+  const RouteChoice choice =
+      choose_route(models, info.api, tier, weights, input_estimate, output_for);
   if (choice.ranked.empty() && choice.tier_ok) {
     co_await send_error(res, surface, 503,
                         fmt::format("no healthy route for model '{}': every upstream that may "
@@ -617,8 +636,7 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
     co_await send_error(res, surface, 503, message, "billing_frozen");
     co_return;
   }
-  if (Status held = take_hold(bill, std::span(choice.ranked).first(attempts_max), req.body(),
-                              output_max);
+  if (Status held = take_hold(bill, std::span(choice.ranked).first(attempts_max), req.body());
       !held) {
     co_await send_error(res, surface, 402, held.message(), "insufficient_balance");
     co_return;
@@ -647,6 +665,7 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
   const catalog::Provider& provider = cat.provider(route);
   bill.route = &route;
   bill.record.provider = provider.name;
+  bill.record.model = choice.ranked[attempt].model->name;
   http::UpstreamResponse& upstream = *answered;
 
   const std::string route_header = fmt::format("{}/{}; score={:.4f}", provider.name,
@@ -756,10 +775,12 @@ Task<void> Gateway::explain(http::Request& req, Responder& res) {
     co_await send_error(res, Surface::kOpenAI, refused->status, refused->message, refused->code);
     co_return;
   }
-  const catalog::Model* model = state_->catalog().find_model(body.model);
-  if (model == nullptr) {
+  const std::int64_t input_tokens = input_tokens_estimate(req.body());
+  const std::vector<const catalog::Model*> models = models_for(body, *grant, input_tokens);
+  if (models.empty()) {
     co_await send_error(res, Surface::kOpenAI, 404,
-                        fmt::format("model '{}' does not exist", body.model.substr(0, 200)),
+                        fmt::format("model '{}' does not exist, or no model qualifies for it",
+                                    body.model.substr(0, 200)),
                         "model_not_found");
     co_return;
   }
@@ -768,19 +789,33 @@ Task<void> Gateway::explain(http::Request& req, Responder& res) {
   // The same estimate and constraints as a real request on /v1/chat/completions.
   const catalog::PrivacyTier tier =
       requested_tier(body.privacy_tier, req["x-turnpike-privacy-tier"]);
-  const std::int64_t input_tokens = input_tokens_estimate(req.body());
-  const std::int64_t output_tokens = std::min<std::int64_t>(
-      body.max_tokens.value_or(model->max_output_tokens), model->max_output_tokens);
-  std::vector<const catalog::Route*> routes;
+  auto output_for = [&](const catalog::Model& m) {
+    return std::min<std::int64_t>(body.max_tokens.value_or(m.max_output_tokens),
+                                  m.max_output_tokens);
+  };
+  struct Listed {
+    const catalog::Model* model;
+    const catalog::Route* route;
+    std::string excluded;
+    std::optional<std::size_t> scored;  // index into candidates
+  };
+  std::vector<Listed> listed;
   std::vector<router::Candidate> candidates;
-  for (const catalog::Route& r : model->routes) {
-    if (!exclusion(r, Api::kOpenAI, tier).empty()) continue;
-    routes.push_back(&r);
-    candidates.push_back(candidate_for(*model, r, input_tokens, output_tokens));
+  for (const catalog::Model* m : models) {
+    for (const catalog::Route& r : m->routes) {
+      Listed l{m, &r, exclusion(r, Api::kOpenAI, tier), std::nullopt};
+      if (l.excluded.empty()) {
+        l.scored = candidates.size();
+        candidates.push_back(candidate_for(*m, r, input_tokens, output_for(*m)));
+      }
+      listed.push_back(std::move(l));
+    }
   }
   const std::vector<router::Terms> terms = router::score(candidates, weights);
   const std::vector<std::size_t> order = router::rank(terms);
-  const bool allowed = grant->models.empty() ||
+  // "auto" only offers models the key may use.
+  const bool allowed = state_->catalog().find_model(body.model) == nullptr ||
+                       grant->models.empty() ||
                        std::find(grant->models.begin(), grant->models.end(), body.model) !=
                            grant->models.end();
 
@@ -788,24 +823,24 @@ Task<void> Gateway::explain(http::Request& req, Responder& res) {
   auto shown = [](double x) { return std::round(x * 1e6) / 1e6; };
   std::string out;
   json::Writer w(out);
-  w.begin_object().field("model", model->name).field("allowed_for_key", allowed);
+  w.begin_object().field("model", body.model).field("allowed_for_key", allowed);
   w.field("privacy_tier", catalog::privacy_tier_name(tier)).field("preference", preference);
   w.key("weights").begin_object().field("quality", shown(weights.quality));
   w.field("cost", shown(weights.cost)).field("latency", shown(weights.latency)).end_object();
   w.key("estimate").begin_object().field("input_tokens", input_tokens);
-  w.field("output_tokens", output_tokens).end_object();
+  w.field("output_tokens", output_for(*models.front())).end_object();
   w.key("candidates").begin_array();
-  std::size_t scored = 0;
-  for (const catalog::Route& r : model->routes) {
-    const catalog::Provider& p = state_->catalog().provider(r);
-    const std::string excluded = exclusion(r, Api::kOpenAI, tier);
-    w.begin_object().field("provider", p.name).field("upstream_model", r.upstream_model);
+  for (const Listed& l : listed) {
+    const catalog::Provider& p = state_->catalog().provider(*l.route);
+    w.begin_object();
+    if (models.size() > 1) w.field("model", l.model->name);
+    w.field("provider", p.name).field("upstream_model", l.route->upstream_model);
     w.field("privacy_tier", catalog::privacy_tier_name(p.privacy_tier));
-    w.field("verdict", excluded.empty() ? "candidate" : "excluded: " + excluded);
-    if (excluded.empty()) {
-      const router::Candidate& c = candidates[scored];
-      const router::Terms& t = terms[scored];
-      const RouteLatency& seen = latency_[r.index];
+    w.field("verdict", l.excluded.empty() ? "candidate" : "excluded: " + l.excluded);
+    if (l.scored) {
+      const router::Candidate& c = candidates[*l.scored];
+      const router::Terms& t = terms[*l.scored];
+      const RouteLatency& seen = latency_[l.route->index];
       w.field("cost_usd", c.cost.to_string()).field("ttfb_ms", c.ttfb_ms);
       w.field("tokens_per_second", c.tokens_per_second);
       w.field("measured", seen.ttfb_ms >= 0 || seen.tokens_per_second >= 0);
@@ -814,71 +849,92 @@ Task<void> Gateway::explain(http::Request& req, Responder& res) {
       w.field("cost", shown(t.cost)).field("latency", shown(t.latency));
       w.field("base", shown(t.base)).field("rebate", shown(t.rebate));
       w.field("total", shown(t.total)).end_object();
-      const auto at = std::find(order.begin(), order.end(), scored);
+      const auto at = std::find(order.begin(), order.end(), *l.scored);
       w.field("rank", static_cast<std::int64_t>(at - order.begin()) + 1);
-      ++scored;
     }
     w.end_object();
   }
   w.end_array().key("pick");
-  if (order.empty()) {
+  const auto picked = order.empty() ? listed.end()
+                                    : std::find_if(listed.begin(), listed.end(),
+                                                   [&](const Listed& l) {
+                                                     return l.scored == order.front();
+                                                   });
+  if (picked == listed.end()) {
     w.null();
   } else {
-    const catalog::Route& r = *routes[order.front()];
-    w.begin_object().field("provider", state_->catalog().provider(r).name);
-    w.field("upstream_model", r.upstream_model).field("score", shown(terms[order.front()].total));
-    w.end_object();
+    w.begin_object().field("model", picked->model->name);
+    w.field("provider", state_->catalog().provider(*picked->route).name);
+    w.field("upstream_model", picked->route->upstream_model);
+    w.field("score", shown(terms[order.front()].total)).end_object();
   }
   w.end_object();
   co_await res.send(200, kJson, out);
 }
 
-Gateway::RouteChoice Gateway::choose_route(const catalog::Model& model, Api api,
-                                           catalog::PrivacyTier tier,
-                                           const router::Weights& weights,
-                                           std::int64_t input_tokens,
-                                           std::int64_t output_tokens) {
+Gateway::RouteChoice Gateway::choose_route(
+    std::span<const catalog::Model* const> models, Api api, catalog::PrivacyTier tier,
+    const router::Weights& weights, std::int64_t input_tokens,
+    const std::function<std::int64_t(const catalog::Model&)>& output_tokens) {
   const catalog::Catalog& cat = state_->catalog();
   const auto now = std::chrono::steady_clock::now();
-  bool tier_ok = false;  // some route meets the tier (it may be unhealthy)
+  RouteChoice choice;
   auto admitted = [&](const catalog::Route& r) {
     const catalog::Provider& p = cat.provider(r);
+    choice.on_api = choice.on_api || p.api == api;
     if (p.api != api || p.privacy_tier > tier) return false;
-    tier_ok = true;
+    choice.tier_ok = true;
     return health_[r.index].open_until <= now;
   };
-  // The common case, one route: its score needs no comparison.
-  std::size_t eligible = 0;
-  bool on_api = false;
-  const catalog::Route* only = nullptr;
-  for (const catalog::Route& r : model.routes) {
-    on_api = on_api || cat.provider(r).api == api;
-    if (admitted(r)) ++eligible, only = &r;
-  }
-  if (eligible <= 1) {
-    RouteChoice choice{{}, on_api, tier_ok};
-    if (only != nullptr) {
-      choice.ranked.push_back(
-          {only, weights.quality * model.quality + weights.cost + weights.latency});
+  // The common case, one model with one route: its score needs no comparison.
+  if (models.size() == 1 && models.front()->routes.size() == 1) {
+    const catalog::Model& m = *models.front();
+    if (admitted(m.routes.front())) {
+      choice.ranked.push_back({&m.routes.front(),
+                               weights.quality * m.quality + weights.cost + weights.latency, &m,
+                               output_tokens(m)});
     }
     return choice;
   }
-  std::vector<const catalog::Route*> routes;
+  std::vector<Ranked> routes;
   std::vector<router::Candidate> candidates;
-  routes.reserve(eligible);
-  candidates.reserve(eligible);
-  for (const catalog::Route& r : model.routes) {
-    if (!admitted(r)) continue;
-    routes.push_back(&r);
-    candidates.push_back(candidate_for(model, r, input_tokens, output_tokens));
+  for (const catalog::Model* m : models) {
+    const std::int64_t output = output_tokens(*m);
+    for (const catalog::Route& r : m->routes) {
+      if (!admitted(r)) continue;
+      routes.push_back({&r, 0, m, output});
+      candidates.push_back(candidate_for(*m, r, input_tokens, output));
+    }
   }
   const std::vector<router::Terms> terms = router::score(candidates, weights);
-  RouteChoice choice{{}, true, true};
   choice.ranked.reserve(routes.size());
   for (const std::size_t i : router::rank(terms)) {
-    choice.ranked.push_back({routes[i], terms[i].total});
+    routes[i].score = terms[i].total;
+    choice.ranked.push_back(routes[i]);
   }
   return choice;
+}
+
+std::vector<const catalog::Model*> Gateway::models_for(const RequestBody& body,
+                                                       const auth::KeyGrant& grant,
+                                                       std::int64_t input_tokens) const {
+  const catalog::Catalog& cat = state_->catalog();
+  auto allowed = [&](const std::string& name) {
+    return grant.models.empty() ||
+           std::find(grant.models.begin(), grant.models.end(), name) != grant.models.end();
+  };
+  std::vector<const catalog::Model*> models;
+  if (const catalog::Model* named = cat.find_model(body.model)) {
+    models.push_back(named);  // a model may be called "auto"; then it is that model
+  } else if (body.model == kAutoModel) {
+    for (const catalog::Model& m : cat.models()) {
+      if (allowed(m.name) && m.quality >= state_->config().auto_quality_floor &&
+          input_tokens <= static_cast<std::int64_t>(m.context_tokens)) {
+        models.push_back(&m);
+      }
+    }
+  }
+  return models;
 }
 
 void Gateway::observe_ttfb(const catalog::Route& route, std::chrono::steady_clock::duration ttfb) {
@@ -905,14 +961,13 @@ void Gateway::keep_hold(Bill& bill) {
   bill.renew_at = now + std::chrono::milliseconds(timeout / 2);
 }
 
-Status Gateway::take_hold(Bill& bill, std::span<const Ranked> routes, std::string_view body,
-                          std::int64_t output_max) {
+Status Gateway::take_hold(Bill& bill, std::span<const Ranked> routes, std::string_view body) {
   Money worst;
   for (const Ranked& ranked : routes) {
     const catalog::Route& r = *ranked.route;
     const PricePerMtok input_max = std::max(r.input_price, r.cached_input_price);
-    worst = std::max(worst, cost_of(input_tokens_max(body), input_max, 0, input_max, output_max,
-                                    r.output_price));
+    worst = std::max(worst, cost_of(input_tokens_max(body), input_max, 0, input_max,
+                                    ranked.output_tokens, r.output_price));
   }
   bill.hold.account = bill.record.account_id;
   if (worst <= Money()) return Status::ok();  // free: nothing to hold

@@ -308,7 +308,10 @@ void parse_upstream(const Reader& r, const YAML::Node& root, Config& c) {
 void parse_routing(const Reader& r, const YAML::Node& root, Config& c) {
   const YAML::Node n = root["routing"];
   if (!n.IsDefined() || n.IsNull()) return;
-  r.check_keys(n, "routing", {"weights", "breaker_failures", "breaker_cooldown_ms"});
+  r.check_keys(n, "routing",
+               {"weights", "breaker_failures", "breaker_cooldown_ms", "auto_quality_floor"});
+  c.auto_quality_floor =
+      r.number(n, "auto_quality_floor", "routing", c.auto_quality_floor, 0, 1);
   c.breaker.failures = static_cast<std::uint32_t>(
       r.integer(n, "breaker_failures", "routing", c.breaker.failures, 1, 1000));
   c.breaker.cooldown_ms = static_cast<std::uint32_t>(

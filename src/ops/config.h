@@ -62,6 +62,7 @@ struct Config {
   http::UpstreamTimeouts upstream;
   RoutingWeights weights;
   Breaker breaker;
+  double auto_quality_floor = 0;  // routing.auto_quality_floor: "auto" skips models below it
   Billing billing;
   std::shared_ptr<const catalog::Catalog> catalog;
 };

@@ -193,7 +193,7 @@ TEST(Router, ExplainShowsEveryCandidateAndMatchesTheRealPick) {
     const auto real = http_request(up.port, "POST", "/v1/chat/completions", body, headers);
     ASSERT_EQ(real.status, 200) << real.body;
     const std::string pick =
-        R"("pick":{"provider":")" + real.header("x-turnpike-provider") + "\"";
+        R"("pick":{"model":"multi","provider":")" + real.header("x-turnpike-provider") + "\"";
     EXPECT_NE(explained.body.find(pick), std::string::npos)
         << preference << ": " << explained.body;
     // Every route is listed with its verdict; the community one is excluded by the tier.
@@ -270,6 +270,36 @@ TEST(Router, ARequestLongerThanTheModelsContextIs400) {
   EXPECT_NE(refused.body.find("context_length_exceeded"), std::string::npos) << refused.body;
   EXPECT_NE(refused.body.find("takes at most 10"), std::string::npos) << refused.body;
   EXPECT_EQ(received(up.ports[1]), 1);  // only the short one went upstream
+}
+
+TEST(Router, AutoChoosesAmongEveryModelTheKeyMayUse) {
+  ThreeUpstreams up("routing: { auto_quality_floor: 0.7 }");
+  ASSERT_GT(up.port, 0) << up.gateway->log();
+  // Only `multi` (quality 0.8) reaches the floor of 0.7; the others (0.5) are left out.
+  const std::string body =
+      R"({"model":"auto","max_tokens":20,"messages":[{"role":"user","content":"hi"}]})";
+  const std::map<std::string, std::string> cost = {{"authorization", "Bearer " + up.key},
+                                                   {"x-turnpike-route-preference", "cost"}};
+  const auto explained = http_request(up.port, "POST", "/v1/route/explain", body, cost);
+  ASSERT_EQ(explained.status, 200) << explained.body;
+  EXPECT_EQ(explained.body.find(R"("model":"open-only")"), std::string::npos) << explained.body;
+  EXPECT_EQ(explained.body.find(R"("model":"resilient")"), std::string::npos);
+  EXPECT_NE(explained.body.find(R"("model":"multi")"), std::string::npos);
+  const auto res = http_request(up.port, "POST", "/v1/chat/completions", body, cost);
+  ASSERT_EQ(res.status, 200) << res.body;
+  // Usage is logged under the model that served, never "auto".
+  const auto usage = http_request(up.port, "GET", "/api/usage", {},
+                                  {{"authorization", "Bearer " + up.key}});
+  EXPECT_EQ(usage.body.find(R"("model":"auto")"), std::string::npos) << usage.body;
+  EXPECT_NE(usage.body.find(R"("model":")"), std::string::npos) << usage.body;
+  // A key limited to one model gets that one from "auto".
+  const std::string limited = create_key(up.port, R"({"models":["multi"]})");
+  const auto only = http_request(up.port, "POST", "/v1/chat/completions", body,
+                                 {{"authorization", "Bearer " + limited},
+                                  {"x-turnpike-route-preference", "cost"}});
+  ASSERT_EQ(only.status, 200) << only.body;
+  EXPECT_TRUE(only.header("x-turnpike-route").find("/multi;") != std::string::npos)
+      << only.header("x-turnpike-route");
 }
 
 }  // namespace
