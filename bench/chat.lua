@@ -2,4 +2,6 @@
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer " .. (os.getenv("TURNPIKE_BENCH_KEY") or "bench")
-wrk.body = '{"model":"bench-model","messages":[{"role":"user","content":"Say hello in one short sentence."}],"max_tokens":32}'
+-- TURNPIKE_BENCH_MODEL picks the model (default bench-model: one route).
+local model = os.getenv("TURNPIKE_BENCH_MODEL") or "bench-model"
+wrk.body = '{"model":"' .. model .. '","messages":[{"role":"user","content":"Say hello in one short sentence."}],"max_tokens":32}'

@@ -86,6 +86,11 @@ models:
   - name: bench-stream
     routes:
       - { provider: sim, upstream_model: bench-model, input_per_mtok: "0.15", output_per_mtok: "0.60" }
+  - name: bench-ten
+    routes:
+$(for i in 0 1 2 3 4 5 6 7 8 9; do
+  echo "      - { provider: fixed, upstream_model: bench-model, input_per_mtok: \"0.1$i\", output_per_mtok: \"0.6$i\", ttfb_ms: $((100 + 10 * i)) }"
+done)
 YAML
 build/bin/turnpike-sim --listen "127.0.0.1:$sim_port" --output-tokens 16 2>"$work/sim.log" & pids+=($!)
 export TURNPIKE_ADMIN_KEY=bench-admin-key
@@ -126,6 +131,9 @@ for name in direct nginx turnpike; do
   out=$(run_wrk 1 "${!var}" chat.lua); P50[$name]=$(pct 50% <<<"$out"); P99[$name]=$(pct 99% <<<"$out")
 done
 
+# Routing cost: the same load on a model with 10 candidate routes (all to the same upstream).
+rps_ten=$(TURNPIKE_BENCH_MODEL=bench-ten run_wrk 64 "$url_tp" chat.lua | rps)
+
 # Streaming: time to first byte through each proxy, one connection, against turnpike-sim.
 ttfb() { # url model
   local total=0 n=50 t
@@ -160,6 +168,7 @@ print(f"throughput ratio turnpike/nginx:       {ratio(rps['turnpike'], rps['ngin
 print(f"added p50 latency turnpike/nginx:      {ratio(add(p50,'turnpike'), add(p50,'nginx'))}  (target <= 1.00; {add(p50,'turnpike'):.0f} us vs {add(p50,'nginx'):.0f} us)")
 print(f"added p99 latency turnpike/nginx:      {ratio(add(p99,'turnpike'), add(p99,'nginx'))}  ({add(p99,'turnpike'):.0f} us vs {add(p99,'nginx'):.0f} us)")
 print(f"added stream TTFB turnpike/nginx:      {ratio(add(tt,'turnpike'), add(tt,'nginx'))}  ({add(tt,'turnpike'):.0f} us vs {add(tt,'nginx'):.0f} us)")
+print(f"throughput with 10 candidate routes:   {ratio($rps_ten, rps['nginx'])} of nginx  ({$rps_ten:.0f} req/s; {ratio($rps_ten, rps['turnpike'])} of one route)")
 PY
 
 echo
