@@ -993,7 +993,16 @@ Task<Gateway::Answered> Gateway::send_with_fallback(const OperationInfo& info,
   Answered out;
   std::string rewritten;
   std::string head;
+  const auto deadline = std::chrono::steady_clock::now() +
+                        std::chrono::milliseconds(state_->config().fallback_deadline_ms);
   for (; out.attempt < routes.size(); ++out.attempt) {
+    if (out.attempt > 0 && std::chrono::steady_clock::now() >= deadline) {
+      out.failure = Status{ErrorKind::kUpstreamTimeout,
+                           fmt::format("no route answered within routing.fallback_deadline_ms "
+                                       "({} ms)",
+                                       state_->config().fallback_deadline_ms)};
+      break;
+    }
     const catalog::Route& r = *routes[out.attempt].route;
     const catalog::Provider& p = state_->catalog().provider(r);
     // The client's bytes go as they came unless the model name or Turnpike's own options

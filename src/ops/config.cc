@@ -309,7 +309,10 @@ void parse_routing(const Reader& r, const YAML::Node& root, Config& c) {
   const YAML::Node n = root["routing"];
   if (!n.IsDefined() || n.IsNull()) return;
   r.check_keys(n, "routing",
-               {"weights", "breaker_failures", "breaker_cooldown_ms", "auto_quality_floor"});
+               {"weights", "breaker_failures", "breaker_cooldown_ms", "auto_quality_floor",
+                "fallback_deadline_ms"});
+  c.fallback_deadline_ms = static_cast<std::uint32_t>(r.integer(
+      n, "fallback_deadline_ms", "routing", c.fallback_deadline_ms, 100, 10 * 60'000));
   c.auto_quality_floor =
       r.number(n, "auto_quality_floor", "routing", c.auto_quality_floor, 0, 1);
   c.breaker.failures = static_cast<std::uint32_t>(

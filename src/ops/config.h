@@ -63,6 +63,9 @@ struct Config {
   RoutingWeights weights;
   Breaker breaker;
   double auto_quality_floor = 0;  // routing.auto_quality_floor: "auto" skips models below it
+  // routing.fallback_deadline_ms: no further route is tried once this long has passed
+  // since the first attempt began.
+  std::uint32_t fallback_deadline_ms = 30'000;
   Billing billing;
   std::shared_ptr<const catalog::Catalog> catalog;
 };

@@ -34,10 +34,14 @@ struct ThreeUpstreams {
                                                         latency}));
       ports.push_back(sims.back()->wait_listening());
     }
-    // A fourth that answers every request with 500.
+    // A fourth that answers every request with 500, and a fifth that does so after 300 ms.
     sims.push_back(std::make_unique<Process>(
         bin("turnpike-sim"),
         std::vector<std::string>{"--listen", "127.0.0.1:0", "--error-rate", "1"}));
+    ports.push_back(sims.back()->wait_listening());
+    sims.push_back(std::make_unique<Process>(
+        bin("turnpike-sim"), std::vector<std::string>{"--listen", "127.0.0.1:0", "--error-rate",
+                                                      "1", "--latency-ms", "300"}));
     ports.push_back(sims.back()->wait_listening());
     std::ostringstream y;
     y << "listen: \"127.0.0.1:0\"\n" << routing << "\nproviders:\n";
@@ -48,7 +52,8 @@ struct ThreeUpstreams {
         << ", base_url: \"http://127.0.0.1:" << ports[i] << "/v1\" }\n";
     }
     y << "  - { name: erring, api: openai, base_url: \"http://127.0.0.1:" << ports[3] << "/v1\" }\n"
-      << "  - { name: dead, api: openai, base_url: \"http://127.0.0.1:1/v1\" }\n";
+      << "  - { name: dead, api: openai, base_url: \"http://127.0.0.1:1/v1\" }\n"
+      << "  - { name: slowfail, api: openai, base_url: \"http://127.0.0.1:" << ports[4] << "/v1\" }\n";
     y << "models:\n  - name: multi\n    quality: 0.8\n    routes:\n"
       << "      - { provider: cheap, input_per_mtok: \"0.10\", output_per_mtok: \"0.40\", "
          "ttfb_ms: 80, tokens_per_second: 1000 }\n"
@@ -66,6 +71,9 @@ struct ThreeUpstreams {
       << "      - { provider: erring, input_per_mtok: \"0.02\", output_per_mtok: \"0.02\" }\n"
       << "      - { provider: fast, input_per_mtok: \"0.30\", output_per_mtok: \"0.30\" }\n"
       << "  - name: tiny\n    context_tokens: 10\n    routes:\n"
+      << "      - { provider: fast, input_per_mtok: \"1\", output_per_mtok: \"1\" }\n"
+      << "  - name: patient\n    routes:\n"
+      << "      - { provider: slowfail, input_per_mtok: \"0.01\", output_per_mtok: \"0.01\" }\n"
       << "      - { provider: fast, input_per_mtok: \"1\", output_per_mtok: \"1\" }\n"
       << "  - name: lonely\n    routes:\n"
       << "      - { provider: erring, input_per_mtok: \"1\", output_per_mtok: \"1\" }\n"
@@ -300,6 +308,22 @@ TEST(Router, AutoChoosesAmongEveryModelTheKeyMayUse) {
   ASSERT_EQ(only.status, 200) << only.body;
   EXPECT_TRUE(only.header("x-turnpike-route").find("/multi;") != std::string::npos)
       << only.header("x-turnpike-route");
+}
+
+TEST(Router, FallbackStopsAtItsDeadline) {
+  // By cost, `patient` tries slowfail first: a 500 after 300 ms.
+  ThreeUpstreams in_time;
+  ASSERT_GT(in_time.port, 0) << in_time.gateway->log();
+  const auto served = in_time.chat("cost", "", "", "patient");
+  ASSERT_EQ(served.status, 200) << served.body;
+  EXPECT_EQ(served.header("x-turnpike-fallbacks"), "1");
+
+  ThreeUpstreams hurried("routing: { fallback_deadline_ms: 200 }");
+  ASSERT_GT(hurried.port, 0) << hurried.gateway->log();
+  const auto late = hurried.chat("cost", "", "", "patient");
+  EXPECT_EQ(late.status, 504) << late.body;
+  EXPECT_NE(late.body.find("fallback_deadline_ms"), std::string::npos) << late.body;
+  EXPECT_EQ(received(hurried.ports[1]), 0);  // the second route was never tried
 }
 
 }  // namespace
