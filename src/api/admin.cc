@@ -1,7 +1,6 @@
 #include "api/admin.h"
 
 #include <fmt/format.h>
-#include <openssl/crypto.h>
 #include <simdjson.h>
 
 #include <charconv>
@@ -328,9 +327,8 @@ Task<void> AdminApi::handle(http::Request& req, Responder& res) {
     co_await send_error(res, 403, "the admin API is disabled: set TURNPIKE_ADMIN_KEY");
     co_return;
   }
-  const std::string expected = "Bearer " + services_.admin_key;
-  if (key.size() != expected.size() ||
-      CRYPTO_memcmp(key.data(), expected.data(), expected.size()) != 0) {
+  constexpr std::string_view kScheme = "Bearer ";
+  if (!key.starts_with(kScheme) || !is_admin_key(key.substr(kScheme.size()), services_)) {
     co_await send_error(res, 401, "missing or wrong admin key");
     co_return;
   }

@@ -2,8 +2,6 @@
 
 #include <fmt/format.h>
 
-#include <openssl/crypto.h>
-
 #include <boost/asio/io_context.hpp>
 #include <charconv>
 #include <cmath>
@@ -221,6 +219,13 @@ Money input_cost(const meter::Usage& u, const catalog::Route& route) {
                  route.output_price);
 }
 
+// Milliseconds since the request arrived, for its usage row.
+std::int64_t elapsed_ms(const Bill& bill) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                               bill.started)
+      .count();
+}
+
 // Gives the hold back (the request failed or was refused upstream) and records the
 // request at no cost; nothing waits for that record. Needs only the services, so it may
 // run while a coroutine frame is destroyed after its Gateway.
@@ -231,9 +236,7 @@ void void_bill(const Services& services, Bill& bill, int status) {
   if (bill.hold.id != 0) services.bank->void_hold(bill.hold, now);
   bill.record.status = status;
   bill.record.hold = bill.hold.id;
-  bill.record.latency_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                               std::chrono::steady_clock::now() - bill.started)
-                               .count();
+  bill.record.latency_ms = elapsed_ms(bill);
   services.writer->submit([bank = services.bank, record = std::move(bill.record)](
                               store::Database& db) {
     if (Status s = store::insert_usage(db, record); !s) return s;
@@ -330,8 +333,10 @@ class Gateway final : public http::Handler {
     std::uint32_t failures = 0;                          // in a row
     std::chrono::steady_clock::time_point open_until{};  // skipped until then
   };
-  // Why the breaker keeps `route` out now ("" when it may be tried).
-  std::string breaker_verdict(const catalog::Route& route) const;
+  // Whether `route` may serve a request on `api` at `tier` now, and if not, why.
+  enum class Admission { kAdmitted, kOtherApi, kLooserTier, kResting };
+  Admission admission(const catalog::Route& route, Api api, catalog::PrivacyTier tier,
+                      std::chrono::steady_clock::time_point now) const;
   void upstream_failed(const catalog::Route& route);
   void upstream_answered(const catalog::Route& route);
   struct RouteLatency {
@@ -380,9 +385,7 @@ Task<void> Gateway::own_balance(http::Request& req, Responder& res) {
 
 Task<void> Gateway::usage_log(http::Request& req, Responder& res) {
   const std::string_view token = bearer_token(req);
-  const std::string& admin_key = state_->services().admin_key;
-  const bool admin = !admin_key.empty() && token.size() == admin_key.size() &&
-                     CRYPTO_memcmp(token.data(), admin_key.data(), admin_key.size()) == 0;
+  const bool admin = is_admin_key(token, state_->services());
   std::optional<std::int64_t> account;
   if (!admin) {
     const auth::KeyGrant* grant = co_await authenticate(token, Surface::kOpenAI, res);
@@ -621,7 +624,7 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
   bill.route = choice.ranked.front().route;
   bill.started = started;
   bill.stream = stream;
-  bill.input_estimate = input_tokens_estimate(req.body());
+  bill.input_estimate = input_estimate;
   bill.record.request_id = request_id;
   bill.record.account_id = grant->account_id;
   bill.record.key_id = grant->key_id;
@@ -704,25 +707,37 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
 
 constexpr double kLatencyEwmaWeight = 0.2;  // of each new measurement
 
-std::string Gateway::exclusion(const catalog::Route& route, Api api,
-                               catalog::PrivacyTier tier) const {
+Gateway::Admission Gateway::admission(const catalog::Route& route, Api api,
+                                       catalog::PrivacyTier tier,
+                                       std::chrono::steady_clock::time_point now) const {
   const catalog::Provider& p = state_->catalog().provider(route);
-  if (p.api != api) return fmt::format("served through the {} API", catalog::api_name(p.api));
-  if (p.privacy_tier > tier) {
-    return fmt::format("provider tier '{}' is looser than the request's '{}'",
-                       catalog::privacy_tier_name(p.privacy_tier),
-                       catalog::privacy_tier_name(tier));
-  }
-  return breaker_verdict(route);
+  if (p.api != api) return Admission::kOtherApi;
+  if (p.privacy_tier > tier) return Admission::kLooserTier;
+  // Closed, or half-open after the cooldown: may be tried.
+  if (health_[route.index].open_until > now) return Admission::kResting;
+  return Admission::kAdmitted;
 }
 
-std::string Gateway::breaker_verdict(const catalog::Route& route) const {
-  const RouteHealth& h = health_[route.index];
+std::string Gateway::exclusion(const catalog::Route& route, Api api,
+                               catalog::PrivacyTier tier) const {
   const auto now = std::chrono::steady_clock::now();
-  if (h.open_until <= now) return {};  // closed, or half-open: may be tried
-  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(h.open_until - now);
-  return fmt::format("circuit open after {} failures in a row; retried in {} ms", h.failures,
-                     left.count());
+  const catalog::Provider& p = state_->catalog().provider(route);
+  switch (admission(route, api, tier, now)) {
+    case Admission::kAdmitted: return {};
+    case Admission::kOtherApi:
+      return fmt::format("served through the {} API", catalog::api_name(p.api));
+    case Admission::kLooserTier:
+      return fmt::format("provider tier '{}' is looser than the request's '{}'",
+                         catalog::privacy_tier_name(p.privacy_tier),
+                         catalog::privacy_tier_name(tier));
+    case Admission::kResting: {
+      const RouteHealth& h = health_[route.index];
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(h.open_until - now);
+      return fmt::format("circuit open after {} failures in a row; retried in {} ms", h.failures,
+                         left.count());
+    }
+  }
+  return {};
 }
 
 void Gateway::upstream_failed(const catalog::Route& route) {
@@ -876,15 +891,13 @@ Gateway::RouteChoice Gateway::choose_route(
     std::span<const catalog::Model* const> models, Api api, catalog::PrivacyTier tier,
     const router::Weights& weights, std::int64_t input_tokens,
     const std::function<std::int64_t(const catalog::Model&)>& output_tokens) {
-  const catalog::Catalog& cat = state_->catalog();
   const auto now = std::chrono::steady_clock::now();
   RouteChoice choice;
   auto admitted = [&](const catalog::Route& r) {
-    const catalog::Provider& p = cat.provider(r);
-    choice.on_api = choice.on_api || p.api == api;
-    if (p.api != api || p.privacy_tier > tier) return false;
-    choice.tier_ok = true;
-    return health_[r.index].open_until <= now;
+    const Admission a = admission(r, api, tier, now);
+    choice.on_api = choice.on_api || a != Admission::kOtherApi;
+    choice.tier_ok = choice.tier_ok || a == Admission::kAdmitted || a == Admission::kResting;
+    return a == Admission::kAdmitted;
   };
   // The common case, one model with one route: its score needs no comparison.
   if (models.size() == 1 && models.front()->routes.size() == 1) {
@@ -1094,9 +1107,7 @@ Task<bool> Gateway::settle(Bill& bill, const meter::Usage& usage, int status) {
   r.output_cost = r.cost - r.input_cost;
   r.status = status;
   r.hold = bill.hold.id;
-  r.latency_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                     std::chrono::steady_clock::now() - bill.started)
-                     .count();
+  r.latency_ms = elapsed_ms(bill);
   // The charge is taken on the writer, inside the transaction that stores it: the row
   // and the transfers become durable together or not at all.
   std::shared_ptr<ledger::Bank> bank = state_->services().bank;

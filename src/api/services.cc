@@ -1,6 +1,7 @@
 #include "api/services.h"
 
 #include <fmt/format.h>
+#include <openssl/crypto.h>
 
 #include <cstdlib>
 
@@ -64,6 +65,12 @@ Result<Services> open_services(const std::string& store_uri, const std::string& 
     services.admin_key = admin;
   }
   return services;
+}
+
+bool is_admin_key(std::string_view presented, const Services& services) {
+  const std::string& key = services.admin_key;
+  return !key.empty() && presented.size() == key.size() &&
+         CRYPTO_memcmp(presented.data(), key.data(), key.size()) == 0;
 }
 
 ledger::Reconciliation reconcile_books(store::Database& db, ledger::Bank& bank,

@@ -29,6 +29,10 @@ struct Services {
 Result<Services> open_services(const std::string& store_uri, const std::string& data_dir,
                                Money trial_credit);
 
+// Whether `presented` is the admin key, compared in constant time; never when the admin
+// API is disabled (no key set).
+bool is_admin_key(std::string_view presented, const Services& services);
+
 // Stores the bank's new transfers and reconciles every balance with the stored books,
 // inside the caller's store transaction (the writer's, or the start-up one). A failure
 // freezes billing: recorded in the store, logged, and set in `freeze`. `trigger` names who

@@ -214,6 +214,10 @@ VerifyReport Bank::verify() const {
 
 Status Bank::persist(const StoreFn& store) {
   std::lock_guard lock(mu_);
+  return write_new(store);
+}
+
+Status Bank::write_new(const StoreFn& store) {
   if (Status s = store(ledger_, stored_accounts_, stored_transfers_); !s) return s;
   stored_accounts_ = ledger_.account_count();
   stored_transfers_ = ledger_.transfer_count();
@@ -240,13 +244,11 @@ Reconciliation Bank::reconcile(const StoreFn& store,
                                const std::function<Result<StoredBooks>()>& read_back) {
   std::lock_guard lock(mu_);
   Reconciliation r;
-  if (Status s = store(ledger_, stored_accounts_, stored_transfers_); !s) {
+  if (Status s = write_new(store); !s) {
     r.problem = fmt::format("storing the ledger failed: {}", s.message());
     r.store_failed = true;
     return r;
   }
-  stored_accounts_ = ledger_.account_count();
-  stored_transfers_ = ledger_.transfer_count();
 
   const VerifyReport memory = ledger_.verify();
   auto books = read_back();

@@ -117,6 +117,9 @@ class Bank {
  private:
   Bank() = default;
   Wallet& wallet(std::int64_t account);  // caller holds mu_; opens it if needed
+  // Caller holds mu_: hands what is not yet written to `store`; on success it counts as
+  // written (persist and reconcile share this).
+  Status write_new(const StoreFn& store);
   // Caller holds mu_: compares `account`'s settled balance with the thresholds and raises
   // a notice for each one newly crossed downward.
   void check_low_balance(std::int64_t account, const Wallet& w, std::int64_t now_ms);
