@@ -70,15 +70,29 @@ catalog::PrivacyTier requested_tier(std::string_view body_tier, std::string_view
   return tier;
 }
 
-// `default|priority|auto` or a flex duration `HHh-MMm-SSs`.
-bool valid_start_within(std::string_view v) {
-  if (v == "default" || v == "priority" || v == "auto") return true;
-  if (v.size() != 11) return false;
-  auto digits = [&](std::size_t at) {
-    return v[at] >= '0' && v[at] <= '9' && v[at + 1] >= '0' && v[at + 1] <= '9';
+// start_within values that ask for standard routing.
+bool standard_start(std::string_view v) {
+  return v == "default" || v == "priority" || v == "auto";
+}
+
+// A start_within flex duration `HHh-MMm-SSs` in milliseconds; nullopt when malformed.
+std::optional<std::int64_t> flex_duration_ms(std::string_view v) {
+  if (v.size() != 11 || v.substr(2, 2) != "h-" || v.substr(6, 2) != "m-" || v[10] != 's') {
+    return std::nullopt;
+  }
+  auto two_digits = [&](std::size_t at) -> int {
+    const char a = v[at];
+    const char b = v[at + 1];
+    if (a < '0' || a > '9' || b < '0' || b > '9') return -1;
+    return (a - '0') * 10 + (b - '0');
   };
-  return digits(0) && v.substr(2, 2) == "h-" && digits(4) && v.substr(6, 2) == "m-" &&
-         digits(8) && v[10] == 's';
+  const int hours = two_digits(0);
+  const int minutes = two_digits(4);
+  const int seconds = two_digits(8);
+  if (hours < 0 || minutes < 0 || minutes > 59 || seconds < 0 || seconds > 59) {
+    return std::nullopt;
+  }
+  return ((hours * 60 + minutes) * 60 + seconds) * std::int64_t{1000};
 }
 
 // Upstream headers worth passing to the client: rate-limit information and the provider's
@@ -145,27 +159,50 @@ struct Refusal {
   std::string_view code;
 };
 
+// What Turnpike's own request options ask of the router.
+struct RouteOptions {
+  router::Weights weights;  // the configured ones, or those the preference header selects
+  std::int64_t flex_ms = 0;  // start_within as a flex window; 0: standard routing
+};
+
 // Checks Turnpike's own request options (privacy tier and start_within, in the body or as
-// headers; the route preference header) and sets the weights the preference selects.
+// headers; the route preference header) and reads what they ask of the router. A
+// start_within in the body wins over the header.
 std::optional<Refusal> read_options(const RequestBody& body, const http::Request& req,
-                                    const ops::RoutingWeights& configured,
-                                    router::Weights& weights) {
+                                    const ops::RoutingWeights& configured, RouteOptions& out) {
   for (const std::string_view tier :
        {std::string_view(body.privacy_tier), req["x-turnpike-privacy-tier"]}) {
     if (!tier.empty() && !valid_privacy_tier(tier)) {
       return Refusal{400, "privacy_tier must be confidential, cloud or community", {}};
     }
   }
+  out.flex_ms = 0;
+  bool start_given = false;
   for (const std::string_view start :
        {std::string_view(body.start_within), req["x-turnpike-start-within"]}) {
-    if (!start.empty() && !valid_start_within(start)) {
+    if (start.empty()) continue;
+    const std::optional<std::int64_t> ms =
+        standard_start(start) ? std::optional<std::int64_t>(0) : flex_duration_ms(start);
+    if (!ms) {
       return Refusal{400,
-                     "start_within must be default, priority, auto or a duration like "
-                     "00h-00m-30s",
+                     "start_within must be default, priority, auto or a flex duration like "
+                     "00h-00m-30s (minutes and seconds below 60)",
                      {}};
     }
+    if (start_given) continue;
+    start_given = true;
+    if (*ms == 0 && !standard_start(start)) {
+      return Refusal{400, "start_within must be a duration of at least 1 second", {}};
+    }
+    if (*ms > limits::kStartWithinMsMax) {
+      return Refusal{400,
+                     fmt::format("start_within may be at most {} seconds",
+                                 limits::kStartWithinMsMax / 1000),
+                     {}};
+    }
+    out.flex_ms = *ms;
   }
-  weights = router::Weights{configured.quality, configured.cost, configured.latency};
+  out.weights = router::Weights{configured.quality, configured.cost, configured.latency};
   if (const std::string_view preference = req["x-turnpike-route-preference"];
       !preference.empty()) {
     const auto parsed = router::parse_preference(preference);
@@ -174,7 +211,7 @@ std::optional<Refusal> read_options(const RequestBody& body, const http::Request
                      "x-turnpike-route-preference must be balanced, cost, quality or latency",
                      {}};
     }
-    weights = router::weights_for(*parsed, weights);
+    out.weights = router::weights_for(*parsed, out.weights);
   }
   return std::nullopt;
 }
@@ -191,6 +228,7 @@ std::string_view bearer_token(const http::Request& req) {
 struct Bill {
   ledger::Bank::Hold hold;  // id 0: nothing held (a free route)
   const catalog::Route* route = nullptr;
+  bool flex = false;  // served on the route's flex tier, at its flex prices
   std::int64_t input_estimate = 0;  // tokens, for when the upstream reports none
   std::chrono::steady_clock::time_point started;
   store::UsageRecord record;
@@ -214,9 +252,9 @@ std::int64_t input_tokens_estimate(std::string_view body) {
 
 // What the input part of a cost is; the output part is the rest, so the two always sum
 // to the cost.
-Money input_cost(const meter::Usage& u, const catalog::Route& route) {
-  return cost_of(u.input_tokens, route.input_price, u.cached_tokens, route.cached_input_price, 0,
-                 route.output_price);
+Money input_cost(const meter::Usage& u, const catalog::Prices& prices) {
+  return cost_of(u.input_tokens, prices.input, u.cached_tokens, prices.cached_input, 0,
+                 prices.output);
 }
 
 // Milliseconds since the request arrived, for its usage row.
@@ -281,6 +319,9 @@ class Gateway final : public http::Handler {
     double score;
     const catalog::Model* model;  // the route's model (several with "auto")
     std::int64_t output_tokens;   // the request's output bound on that model
+    bool flex = false;            // the flex race's first attempt, on the route's flex tier
+
+    const catalog::Prices& prices() const { return flex ? *route->flex : route->prices; }
   };
   struct RouteChoice {
     std::vector<Ranked> ranked;  // best first; empty when no route qualifies
@@ -294,6 +335,10 @@ class Gateway final : public http::Handler {
                            catalog::PrivacyTier tier, const router::Weights& weights,
                            std::int64_t input_tokens,
                            const std::function<std::int64_t(const catalog::Model&)>& output_tokens);
+  // The flex race's first attempt: among `ranked` (a request's admitted routes) those
+  // with flex prices, scored at those prices; the best. nullopt when none has a flex tier.
+  std::optional<Ranked> flex_choice(std::span<const Ranked> ranked, const router::Weights& weights,
+                                    std::int64_t input_tokens) const;
   // The models a request may be served by: the one it names, or for "auto" every model
   // the key may use whose quality reaches routing.auto_quality_floor and whose context
   // fits the request. Empty `why` when some qualify.
@@ -301,9 +346,10 @@ class Gateway final : public http::Handler {
                                                 const auth::KeyGrant& grant,
                                                 std::int64_t input_tokens) const;
   // Holds the worst case of `body` on the dearest of `routes` (each input token at the
-  // dearer of its input prices). kPaymentRequired names what is available and what was
-  // needed.
-  Status take_hold(Bill& bill, std::span<const Ranked> routes, std::string_view body);
+  // dearer of its input prices) until `wait_ms` plus the hold timeout from now.
+  // kPaymentRequired names what is available and what was needed.
+  Status take_hold(Bill& bill, std::span<const Ranked> routes, std::string_view body,
+                   std::int64_t wait_ms);
 
   // What the fallback loop ended with: the response that stands (null when every route
   // failed before answering, then `failure` says how), and which route gave it.
@@ -314,14 +360,17 @@ class Gateway final : public http::Handler {
   };
   // Down the ranking until a route answers: a refused or failed connection, a timeout
   // before the response headers, a 5xx or a 429 moves on to the next, while nothing has
-  // reached the client yet. The last route's answer stands.
+  // reached the client yet. The last route's answer stands. A flex attempt (first, if
+  // any) is sent with `service_tier: flex` and given `flex_ms` to its response headers.
   Task<Answered> send_with_fallback(const OperationInfo& info, const http::Request& req,
                                     const RequestBody& body, bool stream, bool ask_for_usage,
-                                    std::span<const Ranked> routes, Bill& bill);
+                                    std::span<const Ranked> routes, std::int64_t flex_ms,
+                                    Bill& bill);
   // Why `route` is not a candidate ("" when it is).
   std::string exclusion(const catalog::Route& route, Api api, catalog::PrivacyTier tier) const;
   router::Candidate candidate_for(const catalog::Model& model, const catalog::Route& route,
-                                  std::int64_t input_tokens, std::int64_t output_tokens) const;
+                                  const catalog::Prices& prices, std::int64_t input_tokens,
+                                  std::int64_t output_tokens) const;
   // POST /v1/route/explain: what the router would do with a chat-completions body, without
   // calling upstream.
   Task<void> explain(http::Request& req, Responder& res);
@@ -538,8 +587,8 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
     co_await send_error(res, surface, 400, "'model' is required");
     co_return;
   }
-  router::Weights weights;
-  if (const auto refused = read_options(body, req, state_->config().weights, weights)) {
+  RouteOptions options;
+  if (const auto refused = read_options(body, req, state_->config().weights, options)) {
     co_await send_error(res, surface, refused->status, refused->message, refused->code);
     co_return;
   }
@@ -587,8 +636,8 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
   };
   const catalog::PrivacyTier tier =
       requested_tier(body.privacy_tier, req["x-turnpike-privacy-tier"]);
-  const RouteChoice choice =
-      choose_route(models, info.api, tier, weights, input_estimate, output_for);
+  RouteChoice choice =
+      choose_route(models, info.api, tier, options.weights, input_estimate, output_for);
   if (choice.ranked.empty() && choice.tier_ok) {
     co_await send_error(res, surface, 503,
                         fmt::format("no healthy route for model '{}': every upstream that may "
@@ -616,8 +665,17 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
         "wrong_api");
     co_return;
   }
-  // Fallback goes down this list; the hold covers the dearest route that may serve.
-  const std::size_t attempts_max = std::min(choice.ranked.size(), limits::kRouteAttemptsMax);
+  // Fallback goes down this list; the hold covers the dearest route that may serve. A
+  // flex race puts its flex attempt in front of the standard routes.
+  std::size_t attempts_max = std::min(choice.ranked.size(), limits::kRouteAttemptsMax);
+  bool flex_raced = false;
+  if (options.flex_ms > 0) {
+    if (auto flex = flex_choice(choice.ranked, options.weights, input_estimate)) {
+      choice.ranked.insert(choice.ranked.begin(), *flex);
+      ++attempts_max;
+      flex_raced = true;
+    }
+  }
 
   // The grant may not outlive the next suspension (a key-table refresh replaces it).
   Bill bill;
@@ -639,7 +697,8 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
     co_await send_error(res, surface, 503, message, "billing_frozen");
     co_return;
   }
-  if (Status held = take_hold(bill, std::span(choice.ranked).first(attempts_max), req.body());
+  if (Status held = take_hold(bill, std::span(choice.ranked).first(attempts_max), req.body(),
+                              flex_raced ? options.flex_ms : 0);
       !held) {
     co_await send_error(res, surface, 402, held.message(), "insufficient_balance");
     co_return;
@@ -653,8 +712,10 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
 
   const bool ask_for_usage = stream && surface == Surface::kOpenAI && !body.include_usage;
 
-  Answered sent = co_await send_with_fallback(info, req, body, stream, ask_for_usage,
-                                              std::span(choice.ranked).first(attempts_max), bill);
+  Answered sent =
+      co_await send_with_fallback(info, req, body, stream, ask_for_usage,
+                                  std::span(choice.ranked).first(attempts_max), options.flex_ms,
+                                  bill);
   std::unique_ptr<http::UpstreamResponse>& answered = sent.response;
   const Status& failure = sent.failure;
   const std::size_t attempt = sent.attempt;
@@ -667,6 +728,7 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
   const catalog::Route& route = *choice.ranked[attempt].route;
   const catalog::Provider& provider = cat.provider(route);
   bill.route = &route;
+  bill.flex = choice.ranked[attempt].flex;
   bill.record.provider = provider.name;
   bill.record.model = choice.ranked[attempt].model->name;
   http::UpstreamResponse& upstream = *answered;
@@ -684,6 +746,9 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
   headers.push_back({"x-turnpike-provider", provider.name});
   headers.push_back({"x-turnpike-route", route_header});
   headers.push_back({"x-turnpike-fallbacks", fallbacks_header});
+  if (options.flex_ms > 0) {
+    headers.push_back({"x-turnpike-service-tier", bill.flex ? "flex" : "standard"});
+  }
   forwardable_headers(upstream.headers(), headers);
 
   if (upstream.status() >= 500) {
@@ -764,13 +829,13 @@ void Gateway::upstream_answered(const catalog::Route& route) {
 }
 
 router::Candidate Gateway::candidate_for(const catalog::Model& model, const catalog::Route& r,
+                                         const catalog::Prices& prices,
                                          std::int64_t input_tokens,
                                          std::int64_t output_tokens) const {
   const RouteLatency& seen = latency_[r.index];
   return router::Candidate{
       model.quality,
-      cost_of(input_tokens, r.input_price, 0, r.cached_input_price, output_tokens,
-              r.output_price),
+      cost_of(input_tokens, prices.input, 0, prices.cached_input, output_tokens, prices.output),
       seen.ttfb_ms >= 0 ? seen.ttfb_ms : r.ttfb_ms,
       seen.tokens_per_second >= 0 ? seen.tokens_per_second : r.tokens_per_second,
       static_cast<double>(output_tokens), state_->catalog().provider(r).rebate_percent};
@@ -785,11 +850,12 @@ Task<void> Gateway::explain(http::Request& req, Responder& res) {
     co_return;
   }
   const RequestBody& body = parsed.value();
-  router::Weights weights;
-  if (const auto refused = read_options(body, req, state_->config().weights, weights)) {
+  RouteOptions options;
+  if (const auto refused = read_options(body, req, state_->config().weights, options)) {
     co_await send_error(res, Surface::kOpenAI, refused->status, refused->message, refused->code);
     co_return;
   }
+  const router::Weights& weights = options.weights;
   const std::int64_t input_tokens = input_tokens_estimate(req.body());
   const std::vector<const catalog::Model*> models = models_for(body, *grant, input_tokens);
   if (models.empty()) {
@@ -821,7 +887,7 @@ Task<void> Gateway::explain(http::Request& req, Responder& res) {
       Listed l{m, &r, exclusion(r, Api::kOpenAI, tier), std::nullopt};
       if (l.excluded.empty()) {
         l.scored = candidates.size();
-        candidates.push_back(candidate_for(*m, r, input_tokens, output_for(*m)));
+        candidates.push_back(candidate_for(*m, r, r.prices, input_tokens, output_for(*m)));
       }
       listed.push_back(std::move(l));
     }
@@ -856,7 +922,13 @@ Task<void> Gateway::explain(http::Request& req, Responder& res) {
       const router::Candidate& c = candidates[*l.scored];
       const router::Terms& t = terms[*l.scored];
       const RouteLatency& seen = latency_[l.route->index];
-      w.field("cost_usd", c.cost.to_string()).field("ttfb_ms", c.ttfb_ms);
+      w.field("cost_usd", c.cost.to_string());
+      if (l.route->flex) {
+        w.field("flex_cost_usd", candidate_for(*l.model, *l.route, *l.route->flex, input_tokens,
+                                               output_for(*l.model))
+                                     .cost.to_string());
+      }
+      w.field("ttfb_ms", c.ttfb_ms);
       w.field("tokens_per_second", c.tokens_per_second);
       w.field("measured", seen.ttfb_ms >= 0 || seen.tokens_per_second >= 0);
       w.field("rebate_percent", c.rebate_percent);
@@ -882,6 +954,23 @@ Task<void> Gateway::explain(http::Request& req, Responder& res) {
     w.field("provider", state_->catalog().provider(*picked->route).name);
     w.field("upstream_model", picked->route->upstream_model);
     w.field("score", shown(terms[order.front()].total)).end_object();
+  }
+  if (options.flex_ms > 0) {
+    // The flex race: its first attempt, scored among the candidates with a flex tier at
+    // their flex prices; the pick above is where it goes when flex is late or refused.
+    std::vector<Ranked> admitted;
+    for (const Listed& l : listed) {
+      if (l.scored) admitted.push_back({l.route, 0, l.model, output_for(*l.model)});
+    }
+    w.field("start_within_ms", options.flex_ms).key("flex_pick");
+    if (const auto flex = flex_choice(admitted, weights, input_tokens)) {
+      w.begin_object().field("model", flex->model->name);
+      w.field("provider", state_->catalog().provider(*flex->route).name);
+      w.field("upstream_model", flex->route->upstream_model);
+      w.field("score", shown(flex->score)).end_object();
+    } else {
+      w.null();
+    }
   }
   w.end_object();
   co_await res.send(200, kJson, out);
@@ -916,7 +1005,7 @@ Gateway::RouteChoice Gateway::choose_route(
     for (const catalog::Route& r : m->routes) {
       if (!admitted(r)) continue;
       routes.push_back({&r, 0, m, output});
-      candidates.push_back(candidate_for(*m, r, input_tokens, output));
+      candidates.push_back(candidate_for(*m, r, r.prices, input_tokens, output));
     }
   }
   const std::vector<router::Terms> terms = router::score(candidates, weights);
@@ -926,6 +1015,25 @@ Gateway::RouteChoice Gateway::choose_route(
     choice.ranked.push_back(routes[i]);
   }
   return choice;
+}
+
+std::optional<Gateway::Ranked> Gateway::flex_choice(std::span<const Ranked> ranked,
+                                                    const router::Weights& weights,
+                                                    std::int64_t input_tokens) const {
+  std::vector<Ranked> routes;
+  std::vector<router::Candidate> candidates;
+  for (const Ranked& r : ranked) {
+    if (!r.route->flex) continue;
+    routes.push_back(r);
+    routes.back().flex = true;
+    candidates.push_back(
+        candidate_for(*r.model, *r.route, *r.route->flex, input_tokens, r.output_tokens));
+  }
+  const std::vector<router::Terms> terms = router::score(candidates, weights);
+  const std::optional<std::size_t> best = router::pick(terms);
+  if (!best) return std::nullopt;
+  routes[*best].score = terms[*best].total;
+  return routes[*best];
 }
 
 std::vector<const catalog::Model*> Gateway::models_for(const RequestBody& body,
@@ -974,27 +1082,29 @@ void Gateway::keep_hold(Bill& bill) {
   bill.renew_at = now + std::chrono::milliseconds(timeout / 2);
 }
 
-Status Gateway::take_hold(Bill& bill, std::span<const Ranked> routes, std::string_view body) {
+Status Gateway::take_hold(Bill& bill, std::span<const Ranked> routes, std::string_view body,
+                          std::int64_t wait_ms) {
   Money worst;
   for (const Ranked& ranked : routes) {
-    const catalog::Route& r = *ranked.route;
-    const PricePerMtok input_max = std::max(r.input_price, r.cached_input_price);
+    const catalog::Prices& p = ranked.prices();
+    const PricePerMtok input_max = std::max(p.input, p.cached_input);
     worst = std::max(worst, cost_of(input_tokens_max(body), input_max, 0, input_max,
-                                    ranked.output_tokens, r.output_price));
+                                    ranked.output_tokens, p.output));
   }
   bill.hold.account = bill.record.account_id;
   if (worst <= Money()) return Status::ok();  // free: nothing to hold
   const std::int64_t now = bill.record.at_ms;
+  const std::uint32_t timeout = state_->config().billing.hold_timeout_ms;
   auto hold = state_->services().bank->hold(bill.record.account_id, worst,
-                                            now + state_->config().billing.hold_timeout_ms, now);
+                                            now + wait_ms + timeout, now);
   if (!hold) {
     return hold.status().kind() == ErrorKind::kPaymentRequired
                ? hold.status()
                : Status{ErrorKind::kPaymentRequired, "this account has no credit"};
   }
   bill.hold = *hold;
-  bill.renew_at = std::chrono::steady_clock::now() +
-                  std::chrono::milliseconds(state_->config().billing.hold_timeout_ms / 2);
+  bill.renew_at = std::chrono::steady_clock::now() + std::chrono::milliseconds(wait_ms) +
+                  std::chrono::milliseconds(timeout / 2);
   return Status::ok();
 }
 
@@ -1002,14 +1112,20 @@ Task<Gateway::Answered> Gateway::send_with_fallback(const OperationInfo& info,
                                                     const http::Request& req,
                                                     const RequestBody& body, bool stream,
                                                     bool ask_for_usage,
-                                                    std::span<const Ranked> routes, Bill& bill) {
+                                                    std::span<const Ranked> routes,
+                                                    std::int64_t flex_ms, Bill& bill) {
   Answered out;
   std::string rewritten;
   std::string head;
-  const auto deadline = std::chrono::steady_clock::now() +
-                        std::chrono::milliseconds(state_->config().fallback_deadline_ms);
+  // The fallback deadline counts from the first standard attempt: a flex wait is the
+  // client's own choice.
+  std::optional<std::chrono::steady_clock::time_point> deadline;
   for (; out.attempt < routes.size(); ++out.attempt) {
-    if (out.attempt > 0 && std::chrono::steady_clock::now() >= deadline) {
+    const bool flex = routes[out.attempt].flex;
+    const auto sent_at = std::chrono::steady_clock::now();
+    if (!flex && !deadline) {
+      deadline = sent_at + std::chrono::milliseconds(state_->config().fallback_deadline_ms);
+    } else if (!flex && sent_at >= *deadline) {
       out.failure = Status{ErrorKind::kUpstreamTimeout,
                            fmt::format("no route answered within routing.fallback_deadline_ms "
                                        "({} ms)",
@@ -1021,17 +1137,37 @@ Task<Gateway::Answered> Gateway::send_with_fallback(const OperationInfo& info,
     // The client's bytes go as they came unless the model name or Turnpike's own options
     // must change, or an OpenAI stream must be asked for its usage.
     std::string_view upstream_body = req.body();
-    if (r.upstream_model != body.model || body.has_options() || ask_for_usage) {
-      rewritten = rewrite_request_body(body, r.upstream_model, ask_for_usage);
+    if (r.upstream_model != body.model || body.has_options() || ask_for_usage || flex) {
+      rewritten = rewrite_request_body(body, r.upstream_model, ask_for_usage,
+                                       flex ? "flex" : std::string_view());
       upstream_body = rewritten;
     }
     const http::UpstreamEndpoint& endpoint = state_->endpoint(p.index);
     build_upstream_head(head, endpoint, state_->head_lines(p.index), info, p.api, req,
                         upstream_body.size(), stream);
 
-    const auto sent_at = std::chrono::steady_clock::now();
-    auto sent = co_await pool_.send(endpoint, head, upstream_body, state_->config().upstream);
+    http::UpstreamTimeouts timeouts = state_->config().upstream;
+    if (flex) timeouts.first_byte_timeout_ms = static_cast<std::uint32_t>(flex_ms);
+    auto sent = co_await pool_.send(endpoint, head, upstream_body, timeouts);
+    if (sent && flex && stream && (*sent)->status() == 200) {
+      // A stream's headers may come before its first token: flex must start within the
+      // window, so its first body bytes count.
+      const auto waited = std::chrono::steady_clock::now() - sent_at;
+      const auto left = std::chrono::milliseconds(flex_ms) -
+                        std::chrono::duration_cast<std::chrono::milliseconds>(waited);
+      const Status started =
+          co_await (*sent)->await_body(static_cast<std::uint32_t>(std::max<std::int64_t>(
+              1, left.count())));
+      if (!started) sent = started;
+    }
     const bool last = out.attempt + 1 == routes.size();
+    if (!sent && flex && sent.status().kind() == ErrorKind::kUpstreamTimeout) {
+      // Late is what flex may be: no mark against the route's health.
+      log::info("flex tier did not start within start_within; trying the standard tier",
+                {{"provider", p.name}, {"start_within_ms", flex_ms}});
+      out.failure = sent.status();
+      continue;
+    }
     if (!sent) {
       log::warn("upstream failed", {{"provider", p.name}, {"error", sent.status().message()}});
       out.failure = sent.status();
@@ -1051,9 +1187,10 @@ Task<Gateway::Answered> Gateway::send_with_fallback(const OperationInfo& info,
     }
     if (stream) {
       // A stream's headers come with its first token; a whole response's only at its end,
-      // which says nothing about time to first token.
+      // which says nothing about time to first token. A flex tier's queueing says nothing
+      // about the route's standard latency.
       bill.first_byte = std::chrono::steady_clock::now();
-      observe_ttfb(r, bill.first_byte - sent_at);
+      if (!flex) observe_ttfb(r, bill.first_byte - sent_at);
     }
     out.response = std::move(sent.value());
     break;
@@ -1095,16 +1232,19 @@ Task<void> Gateway::answer_whole(http::UpstreamResponse& upstream, Surface surfa
 
 Task<bool> Gateway::settle(Bill& bill, const meter::Usage& usage, int status) {
   bill.closed = true;
-  if (status == 200 && bill.first_byte != std::chrono::steady_clock::time_point{}) {
+  if (status == 200 && !bill.flex && bill.first_byte != std::chrono::steady_clock::time_point{}) {
     observe_speed(*bill.route, usage.output_tokens, std::chrono::steady_clock::now() - bill.first_byte);
   }
   store::UsageRecord& r = bill.record;
   r.input_tokens = usage.input_tokens;
   r.cached_tokens = usage.cached_tokens;
   r.output_tokens = usage.output_tokens;
-  r.cost = meter::price(usage, *bill.route);
-  r.input_cost = input_cost(usage, *bill.route);
+  const catalog::Prices& prices = bill.flex ? *bill.route->flex : bill.route->prices;
+  r.cost = meter::price(usage, prices);
+  r.input_cost = input_cost(usage, prices);
   r.output_cost = r.cost - r.input_cost;
+  r.flex = bill.flex;
+  r.standard_cost = bill.flex ? meter::price(usage, bill.route->prices) : r.cost;
   r.status = status;
   r.hold = bill.hold.id;
   r.latency_ms = elapsed_ms(bill);

@@ -130,7 +130,7 @@ Result<RequestBody> parse_request_body(std::string_view text) {
 }
 
 std::string rewrite_request_body(const RequestBody& body, std::string_view upstream_model,
-                                 bool ask_for_usage) {
+                                 bool ask_for_usage, std::string_view service_tier) {
   constexpr std::string_view kIncludeUsage = "\"include_usage\":true";
   const std::vector<JsonMember> members = top_level_members(body.text);
   std::string out;
@@ -147,6 +147,7 @@ std::string rewrite_request_body(const RequestBody& body, std::string_view upstr
   std::string_view stream_options;  // the client's, when usage must be asked for
   for (const auto& m : members) {
     if (m.key == kOptionPrivacyTier || m.key == kOptionStartWithin) continue;
+    if (!service_tier.empty() && m.key == "service_tier") continue;
     if (ask_for_usage && m.key == "stream_options") {
       if (m.value.front() == '{') stream_options = m.value;
       continue;
@@ -173,6 +174,10 @@ std::string rewrite_request_body(const RequestBody& body, std::string_view upstr
     }
     out += kIncludeUsage;
     out.push_back('}');
+  }
+  if (!service_tier.empty()) {
+    append_key("service_tier");
+    json::append_quoted(out, service_tier);
   }
   out.push_back('}');
   return out;

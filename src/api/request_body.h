@@ -46,8 +46,9 @@ Result<RequestBody> parse_request_body(std::string_view body);
 
 // The body to forward: `model` replaced by `upstream_model`, Turnpike's options removed.
 // With `ask_for_usage`, `stream_options.include_usage` is set to true, keeping any other
-// stream option the client gave. `body.text` must still be alive.
+// stream option the client gave. A non-empty `service_tier` replaces the client's (the
+// flex race sends "flex"). `body.text` must still be alive.
 std::string rewrite_request_body(const RequestBody& body, std::string_view upstream_model,
-                                 bool ask_for_usage = false);
+                                 bool ask_for_usage = false, std::string_view service_tier = {});
 
 }  // namespace tp::api

@@ -84,6 +84,8 @@ std::string usage_page_json(const std::vector<store::UsageRecord>& rows, std::si
     w.field("output_tokens", r.output_tokens).field("cached_tokens", r.cached_tokens);
     w.field("cost_usd", r.cost.to_string()).field("input_cost_usd", r.input_cost.to_string());
     w.field("output_cost_usd", r.output_cost.to_string());
+    w.field("service_tier", r.flex ? "flex" : "standard");
+    w.field("standard_cost_usd", r.standard_cost.to_string());
     w.field("latency_ms", r.latency_ms).field("status", static_cast<std::int64_t>(r.status));
     w.end_object();
   }

@@ -3,6 +3,7 @@
 // from config and immutable afterwards; a reload builds a new Catalog and swaps it whole.
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -30,12 +31,20 @@ struct Provider {
   std::size_t index = 0;  // position in Catalog::providers
 };
 
+// What a route charges per million tokens.
+struct Prices {
+  PricePerMtok input;
+  PricePerMtok output;
+  PricePerMtok cached_input;  // the input price unless configured
+};
+
 struct Route {
   std::size_t provider = 0;  // index into Catalog::providers
   std::string upstream_model;
-  PricePerMtok input_price;
-  PricePerMtok output_price;
-  PricePerMtok cached_input_price;  // the input price unless configured
+  Prices prices;
+  // The provider's flex tier (OpenAI `service_tier: flex`): cheaper, may start late or be
+  // refused. Unset: the route offers no flex tier.
+  std::optional<Prices> flex;
   // The router's latency estimate until measured: time to first byte and decoding speed.
   double ttfb_ms = 500;
   double tokens_per_second = 50;

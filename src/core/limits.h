@@ -30,6 +30,9 @@ inline constexpr std::size_t kSseEventBytesMax = 4 * 1024 * 1024;
 inline constexpr std::size_t kUpstreamReadChunkBytes = 16 * 1024;
 inline constexpr int kUpstreamFreshRetriesMax = 1;  // after a failure before any byte
 inline constexpr std::size_t kRouteAttemptsMax = 3;  // routes tried per request (fallback)
+// The longest flex window a request may ask for (start_within): how long the flex tier
+// may take to its first byte before the request goes to the standard tier.
+inline constexpr std::int64_t kStartWithinMsMax = 3'600'000;
 
 static_assert(kUpstreamReadChunkBytes <= kSseEventBytesMax);
 static_assert(kHeaderBytesMax <= kBodyBytesMax);

@@ -211,6 +211,14 @@ Status UpstreamResponse::after_read(boost::system::error_code ec, std::size_t n)
   return Status::ok();
 }
 
+Task<Status> UpstreamResponse::await_body(std::uint32_t timeout_ms) {
+  Impl& r = *impl_;
+  if (r.done || r.conn == nullptr || r.conn->buffer.size() > 0) co_return Status::ok();
+  r.conn->deadline->expires_after(milliseconds(timeout_ms));
+  auto [ec, n] = co_await r.conn->read_more();
+  co_return after_read(ec, n);
+}
+
 Task<Result<std::string_view>> UpstreamResponse::read_some() {
   for (;;) {
     std::string_view out;

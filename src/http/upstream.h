@@ -67,6 +67,11 @@ class UpstreamResponse {
   std::string_view header(std::string_view name) const;
   bool is_event_stream() const;
 
+  // Waits at most `timeout_ms` until the body's first bytes have arrived, consuming
+  // nothing: the first byte of a stream whose headers came before its first token.
+  // kUpstreamTimeout when none came in time.
+  Task<Status> await_body(std::uint32_t timeout_ms);
+
   // The next piece of the body as it arrives; empty once the body is complete.
   // The view is valid until the next call (or the response's end).
   Task<Result<std::string_view>> read_some();

@@ -84,9 +84,9 @@ void AnthropicStreamUsage::on_event(std::string_view name, std::string_view data
   }
 }
 
-Money price(const Usage& usage, const catalog::Route& route) {
-  return cost_of(usage.input_tokens, route.input_price, usage.cached_tokens,
-                 route.cached_input_price, usage.output_tokens, route.output_price);
+Money price(const Usage& usage, const catalog::Prices& prices) {
+  return cost_of(usage.input_tokens, prices.input, usage.cached_tokens, prices.cached_input,
+                 usage.output_tokens, prices.output);
 }
 
 }  // namespace tp::meter

@@ -43,7 +43,7 @@ class AnthropicStreamUsage {
   bool started_ = false;
 };
 
-// cost_of() at the route's prices.
-Money price(const Usage& usage, const catalog::Route& route);
+// cost_of() at a route's prices (standard or flex).
+Money price(const Usage& usage, const catalog::Prices& prices);
 
 }  // namespace tp::meter

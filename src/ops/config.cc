@@ -241,7 +241,8 @@ std::vector<catalog::Model> parse_models(const Reader& r, const YAML::Node& root
       const YAML::Node rn = routes[j];
       const std::string rpath = fmt::format("{}.routes[{}]", path, j);
       r.check_keys(rn, rpath, {"provider", "upstream_model", "input_per_mtok", "output_per_mtok",
-                               "cached_input_per_mtok", "ttfb_ms", "tokens_per_second"});
+                               "cached_input_per_mtok", "flex_input_per_mtok", "flex_output_per_mtok",
+                               "flex_cached_input_per_mtok", "ttfb_ms", "tokens_per_second"});
       catalog::Route route;
       const std::string provider = r.string(rn, "provider", rpath, "", true);
       const auto it = std::find_if(providers.begin(), providers.end(),
@@ -252,10 +253,23 @@ std::vector<catalog::Model> parse_models(const Reader& r, const YAML::Node& root
       }
       route.provider = it->index;
       route.upstream_model = r.string(rn, "upstream_model", rpath, m.name);
-      route.input_price = *r.price(rn, "input_per_mtok", rpath, true);
-      route.output_price = *r.price(rn, "output_per_mtok", rpath, true);
-      route.cached_input_price =
-          r.price(rn, "cached_input_per_mtok", rpath, false).value_or(route.input_price);
+      route.prices.input = *r.price(rn, "input_per_mtok", rpath, true);
+      route.prices.output = *r.price(rn, "output_per_mtok", rpath, true);
+      route.prices.cached_input =
+          r.price(rn, "cached_input_per_mtok", rpath, false).value_or(route.prices.input);
+      // A flex tier needs both its prices, and a provider that knows `service_tier`.
+      if (rn["flex_input_per_mtok"].IsDefined() || rn["flex_output_per_mtok"].IsDefined() ||
+          rn["flex_cached_input_per_mtok"].IsDefined()) {
+        if (it->api != catalog::Api::kOpenAI) {
+          r.fail(rn, rpath, "flex prices need a provider with api: openai (service_tier: flex)");
+        }
+        catalog::Prices flex;
+        flex.input = *r.price(rn, "flex_input_per_mtok", rpath, true);
+        flex.output = *r.price(rn, "flex_output_per_mtok", rpath, true);
+        flex.cached_input =
+            r.price(rn, "flex_cached_input_per_mtok", rpath, false).value_or(flex.input);
+        route.flex = flex;
+      }
       // The router's latency estimate until the route has been measured.
       route.ttfb_ms = r.number(rn, "ttfb_ms", rpath, route.ttfb_ms, 0, 600'000);
       route.tokens_per_second =

@@ -9,7 +9,7 @@ namespace tp::store {
 namespace {
 
 // Append only: a released migration never changes.
-constexpr std::array<std::string_view, 7> kMigrations = {
+constexpr std::array<std::string_view, 8> kMigrations = {
     // 1: the ledger journal.
     R"sql(
 CREATE TABLE ledger_accounts (
@@ -111,6 +111,12 @@ CREATE TABLE low_balance_notices (
     // memory); the index only cost every settlement three more B-tree inserts.
     R"sql(
 DROP INDEX transfers_by_hold;
+)sql",
+    // 8: the flex race. A flex request is charged at the route's flex prices; what the same
+    // usage costs at its standard prices is kept beside, so the saving can be computed.
+    R"sql(
+ALTER TABLE usage_log ADD COLUMN service_tier TEXT NOT NULL DEFAULT 'standard';
+ALTER TABLE usage_log ADD COLUMN standard_cost_nanos INTEGER;  -- NULL: equal to cost_nanos
 )sql",
 };
 

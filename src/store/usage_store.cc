@@ -8,8 +8,8 @@ Status insert_usage(Database& db, const UsageRecord& r) {
   auto cached = db.cached(
       "INSERT INTO usage_log (request_id, account_id, key_id, at_ms, model, provider, node, "
       "input_tokens, cached_tokens, output_tokens, cost_nanos, input_cost_nanos, "
-      "output_cost_nanos, latency_ms, status, hold) "
-      "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+      "output_cost_nanos, latency_ms, status, hold, service_tier, standard_cost_nanos) "
+      "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
   if (!cached) return cached.status();
   Statement& insert = **cached;
   insert.bind(1, r.request_id).bind(2, r.account_id).bind(3, r.key_id).bind(4, r.at_ms);
@@ -19,6 +19,8 @@ Status insert_usage(Database& db, const UsageRecord& r) {
   insert.bind(11, r.cost.nanos()).bind(12, r.input_cost.nanos()).bind(13, r.output_cost.nanos());
   insert.bind(14, r.latency_ms).bind(15, std::int64_t{r.status});
   insert.bind(16, static_cast<std::int64_t>(r.hold));
+  insert.bind(17, r.flex ? "flex" : "standard");
+  if (r.flex) insert.bind(18, r.standard_cost.nanos()); else insert.bind_null(18);
   return insert.run();
 }
 
@@ -33,7 +35,7 @@ Result<std::vector<UsageRecord>> query_usage(Database& db, const UsageQuery& q) 
   constexpr std::string_view kColumns =
       "SELECT id, request_id, account_id, key_id, at_ms, model, provider, node, input_tokens, "
       "cached_tokens, output_tokens, cost_nanos, input_cost_nanos, output_cost_nanos, "
-      "latency_ms, status, hold FROM usage_log ";
+      "latency_ms, status, hold, service_tier, standard_cost_nanos FROM usage_log ";
   auto cached = db.cached(
       q.account ? std::string(kColumns) +
                       "WHERE account_id = ? AND id > ? AND at_ms >= ? AND at_ms < ? "
@@ -72,6 +74,9 @@ Result<std::vector<UsageRecord>> query_usage(Database& db, const UsageQuery& q) 
     r.latency_ms = select.column_int(14);
     r.status = static_cast<int>(select.column_int(15));
     r.hold = static_cast<std::uint64_t>(select.column_int(16));
+    r.flex = select.column_text(17) == "flex";
+    r.standard_cost =
+        select.column_is_null(18) ? r.cost : Money::from_nanos(select.column_int(18));
     rows.push_back(std::move(r));
   }
   select.reset();

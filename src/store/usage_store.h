@@ -28,6 +28,8 @@ struct UsageRecord {
   Money cost;
   Money input_cost;
   Money output_cost;
+  bool flex = false;    // served on a flex tier, charged at its flex prices
+  Money standard_cost;  // the same usage at the route's standard prices (= cost unless flex)
   std::int64_t latency_ms = 0;
   int status = 0;
   std::uint64_t hold = 0;

@@ -4,6 +4,7 @@
 #include <sstream>
 #include <thread>
 
+#include "core/money.h"
 #include "integration/harness.h"
 
 namespace tp::test {
@@ -324,6 +325,173 @@ TEST(Router, FallbackStopsAtItsDeadline) {
   EXPECT_EQ(late.status, 504) << late.body;
   EXPECT_NE(late.body.find("fallback_deadline_ms"), std::string::npos) << late.body;
   EXPECT_EQ(received(hurried.ports[1]), 0);  // the second route was never tried
+}
+
+// The value of the first `"name":"…"` string field in `json` at or after `from`.
+std::string string_field(const std::string& json, const std::string& name, std::size_t from = 0) {
+  const std::string marker = "\"" + name + "\":\"";
+  const std::size_t at = json.find(marker, from);
+  if (at == std::string::npos) return {};
+  const std::size_t begin = at + marker.size();
+  return json.substr(begin, json.find('"', begin) - begin);
+}
+
+// Three sims whose flex tiers behave differently: `prompt` starts flex at once, `late`
+// makes flex wait 3 s before its first byte, `busy` refuses every flex request with 429.
+// Each route's flex prices are half its standard ones.
+struct FlexUpstreams {
+  TempDir dir;
+  std::vector<std::unique_ptr<Process>> sims;
+  std::vector<int> ports;
+  std::unique_ptr<Process> gateway;
+  int port = 0;
+  std::string key;
+
+  FlexUpstreams() {
+    const std::vector<std::vector<std::string>> knobs = {
+        {"--flex-ttft-ms", "0", "--flex-429-rate", "0"},
+        {"--flex-ttft-ms", "3000", "--flex-429-rate", "0"},
+        {"--flex-ttft-ms", "0", "--flex-429-rate", "1"}};
+    for (const auto& k : knobs) {
+      std::vector<std::string> args = {"--listen", "127.0.0.1:0"};
+      args.insert(args.end(), k.begin(), k.end());
+      sims.push_back(std::make_unique<Process>(bin("turnpike-sim"), args));
+      ports.push_back(sims.back()->wait_listening());
+    }
+    std::ostringstream y;
+    y << "listen: \"127.0.0.1:0\"\nproviders:\n";
+    const char* names[] = {"prompt", "late", "busy"};
+    for (int i = 0; i < 3; ++i) {
+      y << "  - { name: " << names[i] << ", api: openai, base_url: \"http://127.0.0.1:"
+        << ports[i] << "/v1\" }\n";
+    }
+    y << "models:\n";
+    for (const char* name : names) {
+      y << "  - name: " << name << "-model\n    routes:\n"
+        << "      - { provider: " << name << ", input_per_mtok: \"2\", output_per_mtok: \"4\", "
+        << "flex_input_per_mtok: \"1\", flex_output_per_mtok: \"2\" }\n";
+    }
+    const std::string config = dir.write("turnpike.yaml", y.str());
+    gateway = std::make_unique<Process>(
+        bin("turnpike"),
+        std::vector<std::string>{"serve", "--config", config, "--threads", "1", "--data-dir",
+                                 dir.path() + "/var"},
+        std::map<std::string, std::string>{{"TURNPIKE_ADMIN_KEY", kAdminKey}});
+    port = gateway->wait_listening();
+    if (port > 0) key = create_key(port);
+  }
+
+  HttpResponse chat(const std::string& model, const std::string& start_within,
+                    const std::string& body_extra = "") {
+    std::map<std::string, std::string> headers = {{"authorization", "Bearer " + key}};
+    if (!start_within.empty()) headers["x-turnpike-start-within"] = start_within;
+    return http_request(port, "POST", "/v1/chat/completions",
+                        R"({"model":")" + model + R"(","max_tokens":20,)" + body_extra +
+                            R"("messages":[{"role":"user","content":"hi"}]})",
+                        headers);
+  }
+
+  // The bodies the sim at `index` received, as its /sim/requests shows them.
+  std::string received_bodies(int index) const {
+    return http_request(ports[index], "GET", "/sim/requests").body;
+  }
+
+  std::string usage() const {
+    return http_request(port, "GET", "/api/usage", {}, {{"authorization", "Bearer " + key}}).body;
+  }
+};
+
+TEST(Router, FlexThatStartsInTimeServesAtFlexPricesAndRecordsTheStandardPrice) {
+  FlexUpstreams up;
+  ASSERT_GT(up.port, 0) << up.gateway->log();
+  for (const std::string extra : {"", R"("stream":true,)"}) {
+    const auto res = up.chat("prompt-model", "00h-00m-05s", extra);
+    ASSERT_EQ(res.status, 200) << res.body;
+    EXPECT_EQ(res.header("x-turnpike-service-tier"), "flex");
+    EXPECT_EQ(res.header("x-turnpike-fallbacks"), "0");
+  }
+  // The upstream was asked for its flex tier and never saw Turnpike's option.
+  const std::string bodies = up.received_bodies(0);
+  EXPECT_NE(bodies.find(R"("count":2)"), std::string::npos) << bodies;
+  EXPECT_NE(bodies.find(R"("service_tier":"flex")"), std::string::npos) << bodies;
+  EXPECT_EQ(bodies.find("start_within"), std::string::npos) << bodies;
+  // Charged at flex prices (half the standard ones here), the standard price beside it.
+  const std::string usage = up.usage();
+  for (std::size_t at = usage.find("\"request_id\""); at != std::string::npos;
+       at = usage.find("\"request_id\"", at + 1)) {
+    EXPECT_EQ(string_field(usage, "service_tier", at), "flex") << usage;
+    const Money cost = Money::parse(string_field(usage, "cost_usd", at)).value();
+    const Money standard = Money::parse(string_field(usage, "standard_cost_usd", at)).value();
+    EXPECT_GT(cost, Money());
+    EXPECT_EQ(standard, cost + cost) << usage;
+  }
+  // Without start_within (or with a standard value) nothing asks for flex.
+  for (const std::string start : {"", "auto", "default", "priority"}) {
+    const auto res = up.chat("prompt-model", start);
+    ASSERT_EQ(res.status, 200) << res.body;
+    EXPECT_EQ(res.header("x-turnpike-service-tier"), "");
+  }
+  EXPECT_NE(up.received_bodies(0).find(R"("count":6)"), std::string::npos);
+  const std::string later = up.usage();
+  EXPECT_NE(later.find(R"("service_tier":"standard")"), std::string::npos) << later;
+}
+
+TEST(Router, FlexThatIsLateOrRefusedFallsBackToTheStandardTier) {
+  FlexUpstreams up;
+  ASSERT_GT(up.port, 0) << up.gateway->log();
+  // late: flex would take 3 s to its first byte; the request allows 1 s.
+  for (const std::string extra : {"", R"("stream":true,)"}) {
+    const auto res = up.chat("late-model", "00h-00m-01s", extra);
+    ASSERT_EQ(res.status, 200) << res.body;
+    EXPECT_EQ(res.header("x-turnpike-service-tier"), "standard");
+    EXPECT_EQ(res.header("x-turnpike-fallbacks"), "1");
+  }
+  // Each request reached the sim twice: flex first, then standard.
+  const std::string late = up.received_bodies(1);
+  EXPECT_NE(late.find(R"("count":4)"), std::string::npos) << late;
+  // busy: flex answers 429 at once.
+  const auto busy = up.chat("busy-model", "00h-00m-30s");
+  ASSERT_EQ(busy.status, 200) << busy.body;
+  EXPECT_EQ(busy.header("x-turnpike-service-tier"), "standard");
+  EXPECT_NE(up.received_bodies(2).find(R"("count":2)"), std::string::npos);
+  // Billed at standard prices, and the standard price is the charge.
+  const std::string usage = up.usage();
+  EXPECT_EQ(usage.find(R"("service_tier":"flex")"), std::string::npos) << usage;
+  for (std::size_t at = usage.find("\"request_id\""); at != std::string::npos;
+       at = usage.find("\"request_id\"", at + 1)) {
+    EXPECT_EQ(string_field(usage, "cost_usd", at), string_field(usage, "standard_cost_usd", at));
+  }
+  // A flex tier that is late is not unhealthy: the breaker never opened.
+  EXPECT_EQ(up.gateway->log().find("route circuit opened"), std::string::npos);
+}
+
+TEST(Router, StartWithinIsValidatedAndExplainNamesTheFlexPick) {
+  FlexUpstreams up;
+  ASSERT_GT(up.port, 0) << up.gateway->log();
+  for (const std::string bad : {"30s", "00h-00m-60s", "00h-61m-00s", "00h-00m-00s", "02h-00m-00s",
+                                "soon", "00h-00m-3xs"}) {
+    const auto res = up.chat("prompt-model", bad);
+    EXPECT_EQ(res.status, 400) << bad << ": " << res.body;
+    EXPECT_NE(res.body.find("start_within"), std::string::npos) << res.body;
+  }
+  // In the body it works the same, and wins over the header.
+  const auto in_body = up.chat("prompt-model", "soon", R"("start_within":"00h-00m-05s",)");
+  EXPECT_EQ(in_body.status, 400);  // the header is still checked
+  const auto body_only = up.chat("prompt-model", "", R"("start_within":"00h-00m-05s",)");
+  ASSERT_EQ(body_only.status, 200) << body_only.body;
+  EXPECT_EQ(body_only.header("x-turnpike-service-tier"), "flex");
+
+  const auto explained = http_request(
+      up.port, "POST", "/v1/route/explain",
+      R"({"model":"prompt-model","start_within":"00h-00m-05s","messages":[]})",
+      {{"authorization", "Bearer " + up.key}});
+  ASSERT_EQ(explained.status, 200) << explained.body;
+  EXPECT_NE(explained.body.find(R"("start_within_ms":5000)"), std::string::npos)
+      << explained.body;
+  EXPECT_NE(explained.body.find(R"("flex_pick":{"model":"prompt-model","provider":"prompt")"),
+            std::string::npos)
+      << explained.body;
+  EXPECT_NE(explained.body.find(R"("flex_cost_usd":")"), std::string::npos) << explained.body;
 }
 
 }  // namespace

@@ -30,9 +30,9 @@ TEST(Config, MinimalConfigGetsDocumentedDefaults) {
   const auto* m = c->catalog->find_model("gpt-4o-mini");
   ASSERT_NE(m, nullptr);
   EXPECT_EQ(m->routes[0].upstream_model, "gpt-4o-mini");  // defaults to the model's name
-  EXPECT_EQ(m->routes[0].input_price.nanos(), 150'000'000);
-  EXPECT_EQ(m->routes[0].output_price.nanos(), 600'000'000);
-  EXPECT_EQ(m->routes[0].cached_input_price, m->routes[0].input_price);  // the default
+  EXPECT_EQ(m->routes[0].prices.input.nanos(), 150'000'000);
+  EXPECT_EQ(m->routes[0].prices.output.nanos(), 600'000'000);
+  EXPECT_EQ(m->routes[0].prices.cached_input, m->routes[0].prices.input);  // the default
   EXPECT_EQ(c->catalog->provider(m->routes[0]).privacy_tier, catalog::PrivacyTier::kCloud);
 }
 
@@ -116,6 +116,37 @@ models: [])", "duplicate provider name 'a'");
 
 namespace tp::ops {
 namespace {
+
+TEST(Config, FlexPricesNeedBothPricesAndAnOpenAIProvider) {
+  const std::string flex = R"(providers:
+  - { name: main, base_url: "http://127.0.0.1:9000/v1" }
+  - { name: claude, api: anthropic, base_url: "http://127.0.0.1:9001/v1" }
+models:
+  - name: m
+    routes:
+      - { provider: main, input_per_mtok: "2", output_per_mtok: "8",
+          flex_input_per_mtok: "1", flex_output_per_mtok: "4" }
+)";
+  auto c = parse_config(flex, "t.yaml");
+  ASSERT_TRUE(c) << c.status().message();
+  const catalog::Route& r = c->catalog->find_model("m")->routes[0];
+  ASSERT_TRUE(r.flex);
+  EXPECT_EQ(r.flex->input.nanos(), 1'000'000'000);
+  EXPECT_EQ(r.flex->output.nanos(), 4'000'000'000);
+  EXPECT_EQ(r.flex->cached_input, r.flex->input);  // the default
+  EXPECT_FALSE(parse_config(kMinimal, "t.yaml").value().catalog->models()[0].routes[0].flex);
+  expect_error(flex + R"(  - name: n
+    routes:
+      - { provider: main, input_per_mtok: "2", output_per_mtok: "8", flex_input_per_mtok: "1" }
+)",
+               "flex_output_per_mtok: is required");
+  expect_error(flex + R"(  - name: n
+    routes:
+      - { provider: claude, input_per_mtok: "2", output_per_mtok: "8",
+          flex_input_per_mtok: "1", flex_output_per_mtok: "4" }
+)",
+               "flex prices need a provider with api: openai");
+}
 
 TEST(Config, BillingKeysHaveDefaultsAndBounds) {
   auto c = parse_config(kMinimal, "t.yaml");

@@ -56,6 +56,14 @@ TEST(RequestBody, AskingForUsageKeepsTheClientsOtherStreamOptions) {
   EXPECT_FALSE(parse_request_body(R"({"stream_options":{"include_usage":1}})"));
 }
 
+TEST(RequestBody, FlexReplacesTheClientsServiceTier) {
+  auto b = parse_request_body(R"({"service_tier":"auto","model":"m","start_within":"00h-00m-30s"})");
+  ASSERT_TRUE(b);
+  EXPECT_EQ(rewrite_request_body(*b, "u", false, "flex"), R"({"model":"u","service_tier":"flex"})");
+  // Without a tier to set, the client's stays.
+  EXPECT_EQ(rewrite_request_body(*b, "u"), R"({"service_tier":"auto","model":"u"})");
+}
+
 TEST(RequestBody, EmptyObject) {
   auto b = parse_request_body("{}");
   ASSERT_TRUE(b);

@@ -54,11 +54,11 @@ TEST(Usage, AnthropicBodyAndStream) {
 
 TEST(Usage, PricedAtTheRoute) {
   catalog::Route route;
-  route.input_price = PricePerMtok::parse("3").value();
-  route.cached_input_price = PricePerMtok::parse("0.3").value();
-  route.output_price = PricePerMtok::parse("15").value();
+  route.prices.input = PricePerMtok::parse("3").value();
+  route.prices.cached_input = PricePerMtok::parse("0.3").value();
+  route.prices.output = PricePerMtok::parse("15").value();
   // 1000 in ($0.003) + 1000 cached ($0.0003) + 100 out ($0.0015) = $0.0048.
-  EXPECT_EQ(price(Usage{1000, 1000, 100}, route).to_string(), "0.0048");
+  EXPECT_EQ(price(Usage{1000, 1000, 100}, route.prices).to_string(), "0.0048");
 }
 
 }  // namespace
