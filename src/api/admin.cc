@@ -391,6 +391,10 @@ Task<void> AdminApi::handle(http::Request& req, Responder& res) {
       co_return;
     }
   }
+  if (path == "/routes" && method == "GET") {
+    co_await res.send(200, kJson, routes_report_());
+    co_return;
+  }
   if (path == "/ledger/verify" && method == "GET") {
     co_await verify_ledger(res);
     co_return;

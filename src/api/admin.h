@@ -3,6 +3,9 @@
 // One AdminApi per I/O thread. Every change is committed by the store writer before the
 // answer goes out; the writer's completion comes back through the thread's Inbox.
 
+#include <functional>
+#include <string>
+
 #include "api/services.h"
 #include "api/store_link.h"
 #include "http/inbox.h"
@@ -12,8 +15,12 @@ namespace tp::api {
 
 class AdminApi {
  public:
-  AdminApi(const Services& services, http::Inbox& inbox, boost::asio::io_context& ioc)
-      : services_(services), link_(*services.writer, inbox, ioc) {}
+  // `routes_report` answers GET /admin/v1/routes (the router's per-route statistics).
+  AdminApi(const Services& services, http::Inbox& inbox, boost::asio::io_context& ioc,
+           std::function<std::string()> routes_report)
+      : services_(services),
+        link_(*services.writer, inbox, ioc),
+        routes_report_(std::move(routes_report)) {}
 
   http::Task<void> handle(http::Request& req, http::Responder& res);
 
@@ -49,6 +56,7 @@ class AdminApi {
 
   const Services& services_;
   StoreLink link_;
+  std::function<std::string()> routes_report_;
 };
 
 }  // namespace tp::api

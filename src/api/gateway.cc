@@ -13,6 +13,8 @@
 #include "api/request_body.h"
 #include "api/stream_meter.h"
 #include "api/usage_api.h"
+#include "api/route_report.h"
+#include "router/route_stats.h"
 #include "router/score.h"
 #include "core/clock.h"
 #include "core/ids.h"
@@ -234,6 +236,7 @@ struct Bill {
   store::UsageRecord record;
   bool closed = false;  // settled or voided
   std::chrono::steady_clock::time_point renew_at;  // when keep_hold next extends the hold
+  std::chrono::steady_clock::time_point sent_at;     // the serving attempt went upstream
   std::chrono::steady_clock::time_point first_byte;  // upstream response headers arrived
   bool stream = false;  // only streams measure a route's latency (see observe_ttfb)
 };
@@ -287,10 +290,12 @@ class Gateway final : public http::Handler {
   Gateway(asio::io_context& ioc, http::Inbox& inbox, std::shared_ptr<const GatewayState> state)
       : state_(std::move(state)),
         pool_(ioc, state_->provider_count()),
-        admin_(state_->services(), inbox, ioc),
+        admin_(state_->services(), inbox, ioc,
+               [state = state_] { return routes_report(state->catalog(), state->route_stats()); }),
         link_(*state_->services().writer, inbox, ioc),
         latency_(state_->catalog().route_count()),
-        health_(state_->catalog().route_count()) {}
+        health_(state_->catalog().route_count()),
+        stats_(state_->route_stats().add_thread()) {}
 
   Task<void> handle(http::Request& req, Responder& res) override;
   Task<void> reject(unsigned status, std::string_view message, std::string_view target,
@@ -410,6 +415,7 @@ class Gateway final : public http::Handler {
   StoreLink link_;
   std::vector<RouteLatency> latency_;  // per route (Route::index), this thread's averages
   std::vector<RouteHealth> health_;    // per route, this thread's breakers
+  std::shared_ptr<router::RouteStats::Thread> stats_;  // this thread's block of the stats
   std::shared_ptr<const auth::KeyTable> keys_;  // refreshed when the directory's version moves
   std::uint64_t keys_version_ = 0;
 };
@@ -729,6 +735,7 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
   const catalog::Provider& provider = cat.provider(route);
   bill.route = &route;
   bill.flex = choice.ranked[attempt].flex;
+  if (answered->status() < 500) stats_->served(route.index, bill.flex);
   bill.record.provider = provider.name;
   bill.record.model = choice.ranked[attempt].model->name;
   http::UpstreamResponse& upstream = *answered;
@@ -809,9 +816,11 @@ void Gateway::upstream_failed(const catalog::Route& route) {
   RouteHealth& h = health_[route.index];
   const ops::Breaker& b = state_->config().breaker;
   ++h.failures;
+  stats_->error(route.index);
   // Open at the threshold; a half-open route that fails again reopens at once.
   if (h.failures >= b.failures) {
     h.open_until = std::chrono::steady_clock::now() + std::chrono::milliseconds(b.cooldown_ms);
+    stats_->circuit_open_until(route.index, h.open_until);
     if (h.failures == b.failures) {
       log::warn("route circuit opened", {{"provider", state_->catalog().provider(route).name},
                                           {"upstream_model", route.upstream_model}});
@@ -824,6 +833,7 @@ void Gateway::upstream_answered(const catalog::Route& route) {
   if (h.failures >= state_->config().breaker.failures) {
     log::info("route circuit closed", {{"provider", state_->catalog().provider(route).name},
                                         {"upstream_model", route.upstream_model}});
+    stats_->circuit_open_until(route.index, {});
   }
   h = RouteHealth{};
 }
@@ -1148,6 +1158,7 @@ Task<Gateway::Answered> Gateway::send_with_fallback(const OperationInfo& info,
 
     http::UpstreamTimeouts timeouts = state_->config().upstream;
     if (flex) timeouts.first_byte_timeout_ms = static_cast<std::uint32_t>(flex_ms);
+    stats_->attempt(r.index, flex);
     auto sent = co_await pool_.send(endpoint, head, upstream_body, timeouts);
     if (sent && flex && stream && (*sent)->status() == 200) {
       // A stream's headers may come before its first token: flex must start within the
@@ -1166,31 +1177,39 @@ Task<Gateway::Answered> Gateway::send_with_fallback(const OperationInfo& info,
       log::info("flex tier did not start within start_within; trying the standard tier",
                 {{"provider", p.name}, {"start_within_ms", flex_ms}});
       out.failure = sent.status();
+      stats_->fallback(r.index);
       continue;
     }
     if (!sent) {
       log::warn("upstream failed", {{"provider", p.name}, {"error", sent.status().message()}});
       out.failure = sent.status();
       upstream_failed(r);
+      if (!last) stats_->fallback(r.index);
       continue;
     }
     const unsigned status = (*sent)->status();
     if (status >= 500) {
       upstream_failed(r);
     } else {
+      if (status == 429) stats_->rate_limited(r.index);
       upstream_answered(r);  // a 429 is the provider's limit, not its health
     }
     if (!last && (status >= 500 || status == 429)) {
       (void)co_await (*sent)->read_all(kErrorBodyDrainBytesMax);
       log::warn("upstream refused; falling back", {{"provider", p.name}, {"status", status}});
+      stats_->fallback(r.index);
       continue;
     }
+    bill.sent_at = sent_at;
     if (stream) {
       // A stream's headers come with its first token; a whole response's only at its end,
       // which says nothing about time to first token. A flex tier's queueing says nothing
       // about the route's standard latency.
       bill.first_byte = std::chrono::steady_clock::now();
-      if (!flex) observe_ttfb(r, bill.first_byte - sent_at);
+      if (!flex) {
+        observe_ttfb(r, bill.first_byte - sent_at);
+        stats_->ttfb(r.index, bill.first_byte - sent_at);
+      }
     }
     out.response = std::move(sent.value());
     break;
@@ -1232,8 +1251,11 @@ Task<void> Gateway::answer_whole(http::UpstreamResponse& upstream, Surface surfa
 
 Task<bool> Gateway::settle(Bill& bill, const meter::Usage& usage, int status) {
   bill.closed = true;
+  const auto now = std::chrono::steady_clock::now();
+  if (status == 200) stats_->latency(bill.route->index, now - bill.sent_at);
   if (status == 200 && !bill.flex && bill.first_byte != std::chrono::steady_clock::time_point{}) {
-    observe_speed(*bill.route, usage.output_tokens, std::chrono::steady_clock::now() - bill.first_byte);
+    observe_speed(*bill.route, usage.output_tokens, now - bill.first_byte);
+    stats_->decoding(bill.route->index, usage.output_tokens, now - bill.first_byte);
   }
   store::UsageRecord& r = bill.record;
   r.input_tokens = usage.input_tokens;
@@ -1395,6 +1417,7 @@ Task<void> Gateway::relay_stream(http::UpstreamResponse& upstream, Surface surfa
 Result<std::shared_ptr<const GatewayState>> GatewayState::create(const ops::Config& config,
                                                                  Services services) {
   std::shared_ptr<GatewayState> state(new GatewayState(config, std::move(services)));
+  state->route_stats_ = std::make_shared<router::RouteStats>(config.catalog->route_count());
   state->resolver_ = std::make_unique<http::HostResolver>();
   const catalog::Catalog& cat = *config.catalog;
   for (const catalog::Provider& p : cat.providers()) {

@@ -16,6 +16,10 @@
 #include "http/upstream.h"
 #include "ops/config.h"
 
+namespace tp::router {
+class RouteStats;
+}
+
 namespace tp::api {
 
 class GatewayState {
@@ -32,6 +36,8 @@ class GatewayState {
   const std::string& models_body() const { return models_body_; }
   std::size_t provider_count() const { return endpoints_.size(); }
   const Services& services() const { return services_; }
+  // Every route's statistics; each thread writes its own block of it.
+  router::RouteStats& route_stats() const { return *route_stats_; }
 
  private:
   GatewayState(const ops::Config& config, Services services)
@@ -42,6 +48,7 @@ class GatewayState {
   std::vector<http::UpstreamEndpoint> endpoints_;
   std::vector<std::string> head_lines_;
   std::string models_body_;
+  std::shared_ptr<router::RouteStats> route_stats_;
 };
 
 // Makes one Gateway per I/O thread.

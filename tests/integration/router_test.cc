@@ -327,6 +327,52 @@ TEST(Router, FallbackStopsAtItsDeadline) {
   EXPECT_EQ(received(hurried.ports[1]), 0);  // the second route was never tried
 }
 
+// The object of `routes` whose model and provider are these, as text.
+std::string route_entry(const std::string& routes, const std::string& model,
+                        const std::string& provider) {
+  const std::string marker = R"({"model":")" + model + R"(","provider":")" + provider + "\"";
+  const std::size_t at = routes.find(marker);
+  if (at == std::string::npos) return {};
+  return routes.substr(at, routes.find("\"circuit_open_on_threads\"", at) - at);
+}
+
+TEST(Router, RouteStatsCountAttemptsFailuresFallbacksAndLatency) {
+  ThreeUpstreams up("routing: { breaker_failures: 2, breaker_cooldown_ms: 60000 }");
+  ASSERT_GT(up.port, 0) << up.gateway->log();
+  // `resilient` by cost: dead refuses, erring answers 500, fast serves. Twice, the second a
+  // stream; after that both failing routes rest and fast serves alone.
+  for (const std::string extra : {"", R"("stream":true,)", ""}) {
+    ASSERT_EQ(up.chat("cost", "", extra, "resilient").status, 200);
+  }
+  const std::map<std::string, std::string> admin = {{"authorization", std::string("Bearer ") + kAdminKey}};
+  const auto res = http_request(up.port, "GET", "/admin/v1/routes", {}, admin);
+  ASSERT_EQ(res.status, 200) << res.body;
+  EXPECT_NE(res.body.find(R"("threads":1)"), std::string::npos) << res.body;
+  const std::string dead = route_entry(res.body, "resilient", "dead");
+  EXPECT_NE(dead.find(R"("attempts":2,"served":0,"errors":2,"rate_limited":0,"fallbacks":2)"),
+            std::string::npos)
+      << dead;
+  EXPECT_NE(dead.find(R"("latency_ms":null)"), std::string::npos) << dead;
+  const std::string fast = route_entry(res.body, "resilient", "fast");
+  EXPECT_NE(fast.find(R"("attempts":3,"served":3,"errors":0,"rate_limited":0,"fallbacks":0)"),
+            std::string::npos)
+      << fast;
+  EXPECT_NE(fast.find(R"("latency_ms":{"p50":)"), std::string::npos) << fast;
+  EXPECT_NE(fast.find(R"("ttfb_ms":{"p50":)"), std::string::npos) << fast;  // from the stream
+  EXPECT_NE(fast.find(R"("tokens_per_second":)"), std::string::npos) << fast;
+  // Both failing routes have their circuits open now.
+  const std::size_t dead_at = res.body.find(R"("provider":"dead")");
+  EXPECT_NE(res.body.find(R"("circuit_open_on_threads":1)", dead_at), std::string::npos)
+      << res.body;
+  // Unrequested routes are listed, with nothing seen.
+  EXPECT_NE(route_entry(res.body, "lonely", "erring").find(R"("attempts":0)"), std::string::npos);
+  // Admin only.
+  EXPECT_EQ(http_request(up.port, "GET", "/admin/v1/routes", {},
+                         {{"authorization", "Bearer " + up.key}})
+                .status,
+            401);
+}
+
 // The value of the first `"name":"…"` string field in `json` at or after `from`.
 std::string string_field(const std::string& json, const std::string& name, std::size_t from = 0) {
   const std::string marker = "\"" + name + "\":\"";
@@ -461,6 +507,15 @@ TEST(Router, FlexThatIsLateOrRefusedFallsBackToTheStandardTier) {
        at = usage.find("\"request_id\"", at + 1)) {
     EXPECT_EQ(string_field(usage, "cost_usd", at), string_field(usage, "standard_cost_usd", at));
   }
+  const auto routes = http_request(up.port, "GET", "/admin/v1/routes", {},
+                                  {{"authorization", std::string("Bearer ") + kAdminKey}});
+  const std::string late_route = route_entry(routes.body, "late-model", "late");
+  EXPECT_NE(late_route.find(R"("attempts":4,"served":2,"errors":0,"rate_limited":0,"fallbacks":2,)"
+                            R"("flex":{"offered":true,"attempts":2,"served":0})"),
+            std::string::npos)
+      << late_route;
+  EXPECT_NE(route_entry(routes.body, "busy-model", "busy").find(R"("rate_limited":1)"),
+            std::string::npos);
   // A flex tier that is late is not unhealthy: the breaker never opened.
   EXPECT_EQ(up.gateway->log().find("route circuit opened"), std::string::npos);
 }
