@@ -3,6 +3,8 @@
 #include <fmt/format.h>
 #include <simdjson.h>
 
+#include <algorithm>
+#include <cctype>
 #include <charconv>
 #include <chrono>
 #include <ctime>
@@ -25,6 +27,8 @@ using http::Task;
 constexpr std::string_view kJson = "application/json";
 constexpr std::size_t kNameBytesMax = 200;
 constexpr std::size_t kModelsMax = 100;
+constexpr std::size_t kTagsMax = 20;
+constexpr std::size_t kTagBytesMax = 64;
 
 // "acct_12" (or "12") → 12.
 std::optional<std::int64_t> parse_id(std::string_view text, std::string_view prefix) {
@@ -35,10 +39,56 @@ std::optional<std::int64_t> parse_id(std::string_view text, std::string_view pre
   return id;
 }
 
+void write_policy(json::Writer& w, const auth::RoutingPolicy& p) {
+  w.field("privacy_tier", catalog::privacy_tier_name(p.privacy_tier)).key("routing_weights");
+  if (p.weights) {
+    w.begin_object().field("quality", p.weights->quality).field("cost", p.weights->cost);
+    w.field("latency", p.weights->latency).end_object();
+  } else {
+    w.null();
+  }
+}
+
 void write_account(json::Writer& w, const auth::Account& a) {
   w.field("id", fmt::format("acct_{}", a.id)).field("name", a.name).field("kind", a.kind);
   w.field("plan", a.plan).field("created_at", format_rfc3339(a.created_ms));
   w.field("standing", a.suspended ? "suspended" : "active");
+  write_policy(w, a.policy);
+}
+
+// Reads `privacy_tier` and `routing_weights` (an object, or null to inherit) from `doc`
+// over `policy`; fields absent leave it as it is. The error says what is wrong.
+Status read_policy(simdjson::dom::element doc, auth::RoutingPolicy& policy) {
+  if (doc["privacy_tier"].error() != simdjson::NO_SUCH_FIELD) {
+    std::string_view text;
+    std::optional<catalog::PrivacyTier> tier;
+    if (!doc["privacy_tier"].get_string().get(text)) tier = catalog::parse_privacy_tier(text);
+    if (!tier) {
+      return {ErrorKind::kInvalidRequest,
+              "'privacy_tier' must be confidential, cloud or community: the loosest tier its "
+              "requests may use"};
+    }
+    policy.privacy_tier = *tier;
+  }
+  const auto weights = doc["routing_weights"];
+  if (weights.error() == simdjson::NO_SUCH_FIELD) return Status::ok();
+  if (weights.is_null()) {
+    policy.weights.reset();
+    return Status::ok();
+  }
+  const Status bad{ErrorKind::kInvalidRequest,
+                   "'routing_weights' must be null or {\"quality\",\"cost\",\"latency\"}, each "
+                   "a number from 0 to 1, at least one above 0"};
+  simdjson::dom::object object;
+  if (weights.get_object().get(object) || object.size() != 3) return bad;
+  router::Weights w;
+  for (auto [key, field] : {std::pair{"quality", &w.quality}, std::pair{"cost", &w.cost},
+                            std::pair{"latency", &w.latency}}) {
+    if (object[key].get_double().get(*field) || !(*field >= 0 && *field <= 1)) return bad;
+  }
+  if (w.quality + w.cost + w.latency <= 0) return bad;
+  policy.weights = w;
+  return Status::ok();
 }
 
 std::string account_json(const auth::Account& a, const std::vector<auth::ApiKey>* keys) {
@@ -55,7 +105,11 @@ std::string account_json(const auth::Account& a, const std::vector<auth::ApiKey>
       w.end_array().field("created_at", format_rfc3339(k.created_ms));
       w.key("expires_at");
       if (k.expires_ms) w.value(format_rfc3339(*k.expires_ms)); else w.null();
-      w.field("revoked", k.revoked_ms.has_value()).end_object();
+      w.field("revoked", k.revoked_ms.has_value());
+      write_policy(w, k.policy);
+      w.key("tags").begin_array();
+      for (const auto& t : k.tags) w.value(t);
+      w.end_array().end_object();
     }
     w.end_array();
   }
@@ -357,6 +411,10 @@ Task<void> AdminApi::handle(http::Request& req, Responder& res) {
       co_await res.send(200, kJson, account_json(*services_.directory->account(*id), &keys));
       co_return;
     }
+    if (action.empty() && method == "PATCH") {
+      co_await set_policy(*id, req, res);
+      co_return;
+    }
     if (action == "/keys" && method == "POST") {
       co_await create_key(*id, req, res);
       co_return;
@@ -452,9 +510,14 @@ Task<void> AdminApi::create_account(http::Request& req, Responder& res) {
     co_await send_error(res, 400, "'plan' must be a string");
     co_return;
   }
+  auth::RoutingPolicy policy;
+  if (Status s = read_policy(doc, policy); !s) {
+    co_await send_error(res, 400, s.message());
+    co_return;
+  }
   auto work = [&](store::Database& db) -> Result<auth::Account> {
     auto created = services_.directory->create_account(db, std::string(name), std::string(kind),
-                                                       std::string(plan), now_ms());
+                                                       std::string(plan), policy, now_ms());
     if (!created) return created;
     services_.bank->open_wallet(created->id);
     if (created->kind == "customer" && services_.trial_credit > Money()) {
@@ -474,10 +537,48 @@ Task<void> AdminApi::create_account(http::Request& req, Responder& res) {
   co_await res.send(201, kJson, account_json(*account, nullptr));
 }
 
+Task<void> AdminApi::set_policy(std::int64_t account, http::Request& req, Responder& res) {
+  simdjson::dom::parser parser;
+  simdjson::dom::element doc;
+  simdjson::dom::object fields;
+  if (parser.parse(req.body()).get(doc) || doc.get_object().get(fields)) {
+    co_await send_error(res, 400, "body must be a JSON object");
+    co_return;
+  }
+  for (const auto field : fields) {
+    const std::string_view key = field.key;
+    if (key != "privacy_tier" && key != "routing_weights") {
+      co_await send_error(res, 400,
+                          fmt::format("'{}' cannot be changed here: send privacy_tier and/or "
+                                      "routing_weights",
+                                      key.substr(0, 60)));
+      co_return;
+    }
+  }
+  auth::RoutingPolicy policy = services_.directory->account(account)->policy;
+  if (Status s = read_policy(doc, policy); !s) {
+    co_await send_error(res, 400, s.message());
+    co_return;
+  }
+  auto work = [&](store::Database& db) {
+    return services_.directory->set_policy(db, account, policy);
+  };
+  auto changed = co_await link_.call<auth::Account>(work);
+  if (!changed) {
+    co_await send_error(res, http_status(changed.status().kind()), changed.status().message());
+    co_return;
+  }
+  log::info("account routing policy changed",
+            {{"account", account},
+             {"privacy_tier", catalog::privacy_tier_name(changed->policy.privacy_tier)}});
+  co_await res.send(200, kJson, account_json(*changed, nullptr));
+}
+
 Task<void> AdminApi::create_key(std::int64_t account, http::Request& req, Responder& res) {
-  std::string name;
-  std::vector<std::string> models;
-  std::optional<std::int64_t> expires_ms;
+  auth::Directory::KeySpec spec;
+  std::string& name = spec.name;
+  std::vector<std::string>& models = spec.models;
+  std::optional<std::int64_t>& expires_ms = spec.expires_ms;
   if (!req.body().empty()) {
     simdjson::dom::parser parser;
     simdjson::dom::element doc;
@@ -513,11 +614,33 @@ Task<void> AdminApi::create_key(std::int64_t account, http::Request& req, Respon
       }
       expires_ms = now_ms() + seconds * 1000;
     }
+    if (doc["tags"].error() != simdjson::NO_SUCH_FIELD) {
+      bool ok = !doc["tags"].get_array().get(list) && list.size() <= kTagsMax;
+      for (auto t : list) {
+        std::string_view tag;
+        ok = ok && !t.get_string().get(tag) && !tag.empty() && tag.size() <= kTagBytesMax &&
+             std::all_of(tag.begin(), tag.end(), [](char c) {
+               return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' ||
+                      c == '.';
+             });
+        if (ok) spec.tags.emplace_back(tag);
+      }
+      if (!ok) {
+        co_await send_error(res, 400,
+                            "'tags' must be a list of at most 20 tags, each 1 to 64 letters, "
+                            "digits, '-', '_' or '.'");
+        co_return;
+      }
+    }
+    if (Status s = read_policy(doc, spec.policy); !s) {
+      co_await send_error(res, 400, s.message());
+      co_return;
+    }
   }
   std::string secret;
   auto work = [&](store::Database& db) {
-    return services_.directory->create_key(db, *services_.hasher, account, name, models,
-                                           expires_ms, now_ms(), &secret);
+    return services_.directory->create_key(db, *services_.hasher, account, spec, now_ms(),
+                                           &secret);
   };
   auto key = co_await link_.call<auth::ApiKey>(work);
   if (!key) {

@@ -27,6 +27,8 @@ class AdminApi {
  private:
   http::Task<void> create_account(http::Request& req, http::Responder& res);
   http::Task<void> create_key(std::int64_t account, http::Request& req, http::Responder& res);
+  // PATCH /accounts/{id} {"privacy_tier"?, "routing_weights"?}: the account's routing policy.
+  http::Task<void> set_policy(std::int64_t account, http::Request& req, http::Responder& res);
   http::Task<void> add_credits(std::int64_t account, http::Request& req, http::Responder& res);
   http::Task<void> refund(std::int64_t account, http::Request& req, http::Responder& res);
   http::Task<void> rotate_key(std::string_view id, http::Request& req, http::Responder& res);

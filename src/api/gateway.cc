@@ -62,14 +62,22 @@ bool valid_privacy_tier(std::string_view v) {
 }
 
 // The tighter of the tiers a request asked for (body field, header); community (any
-// provider) when it asked for none. Both are already validated.
+// provider) when it asked for none.
 catalog::PrivacyTier requested_tier(std::string_view body_tier, std::string_view header_tier) {
   catalog::PrivacyTier tier = catalog::PrivacyTier::kCommunity;
   for (const std::string_view t : {body_tier, header_tier}) {
-    if (t == "confidential") tier = std::min(tier, catalog::PrivacyTier::kConfidential);
-    if (t == "cloud") tier = std::min(tier, catalog::PrivacyTier::kCloud);
+    if (const auto parsed = catalog::parse_privacy_tier(t)) tier = std::min(tier, *parsed);
   }
   return tier;
+}
+
+std::string_view weights_source(auth::KeyGrant::WeightsFrom from) {
+  switch (from) {
+    case auth::KeyGrant::WeightsFrom::kConfig: return "config";
+    case auth::KeyGrant::WeightsFrom::kAccount: return "account";
+    case auth::KeyGrant::WeightsFrom::kKey: return "key";
+  }
+  return "config";
 }
 
 // start_within values that ask for standard routing.
@@ -161,17 +169,24 @@ struct Refusal {
   std::string_view code;
 };
 
-// What Turnpike's own request options ask of the router.
+// What a request's options and its key's policy ask of the router.
 struct RouteOptions {
-  router::Weights weights;  // the configured ones, or those the preference header selects
+  // The key's or its account's weights, else the configured ones; a preference header
+  // replaces them.
+  router::Weights weights;
+  std::string_view weights_from;  // config, account, key or preference
+  // The tighter of the request's tier and its key's policy (which it may only tighten).
+  catalog::PrivacyTier tier = catalog::PrivacyTier::kCommunity;
+  bool tier_from_policy = false;  // the policy was tighter than what the request asked
   std::int64_t flex_ms = 0;  // start_within as a flex window; 0: standard routing
 };
 
 // Checks Turnpike's own request options (privacy tier and start_within, in the body or as
-// headers; the route preference header) and reads what they ask of the router. A
-// start_within in the body wins over the header.
+// headers; the route preference header) and reads what they and the key's routing policy
+// ask of the router. A start_within in the body wins over the header.
 std::optional<Refusal> read_options(const RequestBody& body, const http::Request& req,
-                                    const ops::RoutingWeights& configured, RouteOptions& out) {
+                                    const ops::RoutingWeights& configured,
+                                    const auth::KeyGrant& grant, RouteOptions& out) {
   for (const std::string_view tier :
        {std::string_view(body.privacy_tier), req["x-turnpike-privacy-tier"]}) {
     if (!tier.empty() && !valid_privacy_tier(tier)) {
@@ -204,7 +219,14 @@ std::optional<Refusal> read_options(const RequestBody& body, const http::Request
     }
     out.flex_ms = *ms;
   }
-  out.weights = router::Weights{configured.quality, configured.cost, configured.latency};
+  const catalog::PrivacyTier asked =
+      requested_tier(body.privacy_tier, req["x-turnpike-privacy-tier"]);
+  out.tier = std::min(asked, grant.privacy_tier);
+  out.tier_from_policy = grant.privacy_tier < asked;
+  out.weights = grant.weights ? *grant.weights
+                              : router::Weights{configured.quality, configured.cost,
+                                                configured.latency};
+  out.weights_from = weights_source(grant.weights_from);
   if (const std::string_view preference = req["x-turnpike-route-preference"];
       !preference.empty()) {
     const auto parsed = router::parse_preference(preference);
@@ -214,6 +236,7 @@ std::optional<Refusal> read_options(const RequestBody& body, const http::Request
                      {}};
     }
     out.weights = router::weights_for(*parsed, out.weights);
+    if (*parsed != router::Preference::kBalanced) out.weights_from = "preference";
   }
   return std::nullopt;
 }
@@ -594,7 +617,7 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
     co_return;
   }
   RouteOptions options;
-  if (const auto refused = read_options(body, req, state_->config().weights, options)) {
+  if (const auto refused = read_options(body, req, state_->config().weights, *grant, options)) {
     co_await send_error(res, surface, refused->status, refused->message, refused->code);
     co_return;
   }
@@ -640,8 +663,7 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
     return std::min<std::int64_t>(body.max_tokens.value_or(m.max_output_tokens),
                                   m.max_output_tokens);
   };
-  const catalog::PrivacyTier tier =
-      requested_tier(body.privacy_tier, req["x-turnpike-privacy-tier"]);
+  const catalog::PrivacyTier tier = options.tier;
   RouteChoice choice =
       choose_route(models, info.api, tier, options.weights, input_estimate, output_for);
   if (choice.ranked.empty() && choice.tier_ok) {
@@ -656,8 +678,11 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
     // Never a silent downgrade: the request's tier is a constraint, not a preference.
     co_await send_error(res, surface, 403,
                         fmt::format("no route for model '{}' runs on a provider at privacy tier "
-                                    "'{}' or tighter",
-                                    model->name, catalog::privacy_tier_name(tier)),
+                                    "'{}' or tighter{}",
+                                    model->name, catalog::privacy_tier_name(tier),
+                                    options.tier_from_policy
+                                        ? " (the routing policy of this key or its account)"
+                                        : ""),
                         "privacy_tier_not_met");
     co_return;
   }
@@ -861,7 +886,7 @@ Task<void> Gateway::explain(http::Request& req, Responder& res) {
   }
   const RequestBody& body = parsed.value();
   RouteOptions options;
-  if (const auto refused = read_options(body, req, state_->config().weights, options)) {
+  if (const auto refused = read_options(body, req, state_->config().weights, *grant, options)) {
     co_await send_error(res, Surface::kOpenAI, refused->status, refused->message, refused->code);
     co_return;
   }
@@ -878,8 +903,7 @@ Task<void> Gateway::explain(http::Request& req, Responder& res) {
   std::string_view preference = req["x-turnpike-route-preference"];
   if (preference.empty()) preference = "balanced";
   // The same estimate and constraints as a real request on /v1/chat/completions.
-  const catalog::PrivacyTier tier =
-      requested_tier(body.privacy_tier, req["x-turnpike-privacy-tier"]);
+  const catalog::PrivacyTier tier = options.tier;
   auto output_for = [&](const catalog::Model& m) {
     return std::min<std::int64_t>(body.max_tokens.value_or(m.max_output_tokens),
                                   m.max_output_tokens);
@@ -915,7 +939,9 @@ Task<void> Gateway::explain(http::Request& req, Responder& res) {
   std::string out;
   json::Writer w(out);
   w.begin_object().field("model", body.model).field("allowed_for_key", allowed);
-  w.field("privacy_tier", catalog::privacy_tier_name(tier)).field("preference", preference);
+  w.field("privacy_tier", catalog::privacy_tier_name(tier));
+  w.field("privacy_tier_from", options.tier_from_policy ? "policy" : "request");
+  w.field("preference", preference).field("weights_from", options.weights_from);
   w.key("weights").begin_object().field("quality", shown(weights.quality));
   w.field("cost", shown(weights.cost)).field("latency", shown(weights.latency)).end_object();
   w.key("estimate").begin_object().field("input_tokens", input_tokens);

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <charconv>
 #include <cstring>
 
 #include "store/sqlite.h"
@@ -24,6 +25,35 @@ std::vector<std::string> split_models(std::string_view text) {
     text.remove_prefix(comma + 1);
   }
   return out;
+}
+
+// Weights as stored: "quality,cost,latency" in shortest round-trip form; "" for none.
+std::string weights_text(const std::optional<router::Weights>& w) {
+  return w ? fmt::format("{},{},{}", w->quality, w->cost, w->latency) : std::string();
+}
+
+Result<std::optional<router::Weights>> weights_from_text(std::string_view text) {
+  if (text.empty()) return std::optional<router::Weights>();
+  const std::vector<std::string> parts = split_models(text);
+  double v[3];
+  bool ok = parts.size() == 3;
+  for (std::size_t i = 0; ok && i < 3; ++i) {
+    const auto [end, ec] = std::from_chars(parts[i].data(), parts[i].data() + parts[i].size(), v[i]);
+    ok = ec == std::errc() && end == parts[i].data() + parts[i].size();
+  }
+  if (!ok) return Status{ErrorKind::kInternal, "stored routing weights malformed"};
+  return std::optional<router::Weights>(router::Weights{v[0], v[1], v[2]});
+}
+
+Result<RoutingPolicy> policy_from(std::string_view tier, std::string_view weights) {
+  RoutingPolicy p;
+  const auto parsed = catalog::parse_privacy_tier(tier);
+  if (!parsed) return Status{ErrorKind::kInternal, "stored privacy tier malformed"};
+  p.privacy_tier = *parsed;
+  auto w = weights_from_text(weights);
+  if (!w) return w.status();
+  p.weights = *w;
+  return p;
 }
 
 Result<KeyDigest> digest_from_hex(std::string_view hex) {
@@ -49,21 +79,24 @@ const KeyGrant* KeyTable::find(const KeyDigest& digest) const {
 
 Result<std::unique_ptr<Directory>> Directory::load(store::Database& db) {
   auto dir = std::make_unique<Directory>();
-  auto accounts =
-      db.prepare("SELECT id, name, kind, plan, created_ms, suspended FROM accounts ORDER BY id");
+  auto accounts = db.prepare(
+      "SELECT id, name, kind, plan, created_ms, suspended, privacy_tier, routing_weights "
+      "FROM accounts ORDER BY id");
   if (!accounts) return accounts.status();
   for (;;) {
     auto step = accounts->step();
     if (!step) return step.status();
     if (*step == store::Statement::Step::kDone) break;
+    auto policy = policy_from(accounts->column_text(6), accounts->column_text(7));
+    if (!policy) return policy.status();
     Account a{accounts->column_int(0), std::string(accounts->column_text(1)),
               std::string(accounts->column_text(2)), std::string(accounts->column_text(3)),
-              accounts->column_int(4), accounts->column_int(5) != 0};
+              accounts->column_int(4), accounts->column_int(5) != 0, *policy};
     dir->accounts_.emplace(a.id, std::move(a));
   }
   auto keys = db.prepare(
-      "SELECT id, account_id, name, digest, last4, models, created_ms, expires_ms, revoked_ms "
-      "FROM api_keys ORDER BY id");
+      "SELECT id, account_id, name, digest, last4, models, created_ms, expires_ms, revoked_ms, "
+      "privacy_tier, routing_weights, tags FROM api_keys ORDER BY id");
   if (!keys) return keys.status();
   for (;;) {
     auto step = keys->step();
@@ -81,6 +114,10 @@ Result<std::unique_ptr<Directory>> Directory::load(store::Database& db) {
     k.created_ms = keys->column_int(6);
     if (!keys->column_is_null(7)) k.expires_ms = keys->column_int(7);
     if (!keys->column_is_null(8)) k.revoked_ms = keys->column_int(8);
+    auto policy = policy_from(keys->column_text(9), keys->column_text(10));
+    if (!policy) return policy.status();
+    k.policy = *policy;
+    k.tags = split_models(keys->column_text(11));
     dir->keys_.emplace(k.id, std::move(k));
   }
   std::lock_guard lock(dir->mu_);
@@ -93,8 +130,17 @@ void Directory::publish() {
   for (const auto& [id, k] : keys_) {
     if (k.revoked_ms) continue;
     const Account& a = accounts_.at(k.account_id);
-    table->by_digest_.emplace(k.digest, KeyGrant{k.id, k.account_id, a.suspended, k.expires_ms,
-                                                 k.models});
+    KeyGrant g{k.id, k.account_id, a.suspended, k.expires_ms, k.models};
+    g.privacy_tier = std::min(a.policy.privacy_tier, k.policy.privacy_tier);
+    if (k.policy.weights) {
+      g.weights = k.policy.weights;
+      g.weights_from = KeyGrant::WeightsFrom::kKey;
+    } else if (a.policy.weights) {
+      g.weights = a.policy.weights;
+      g.weights_from = KeyGrant::WeightsFrom::kAccount;
+    }
+    g.tags = k.tags;
+    table->by_digest_.emplace(k.digest, std::move(g));
   }
   table_ = std::move(table);
   version_.fetch_add(1, std::memory_order_release);
@@ -121,14 +167,23 @@ std::vector<ApiKey> Directory::keys_of(std::int64_t account_id) const {
 }
 
 Result<Account> Directory::create_account(store::Database& db, std::string name, std::string kind,
-                                          std::string plan, std::int64_t now_ms) {
+                                          std::string plan, RoutingPolicy policy,
+                                          std::int64_t now_ms) {
   std::lock_guard lock(mu_);
-  Account a{accounts_.empty() ? 1 : accounts_.rbegin()->first + 1, std::move(name),
-            std::move(kind), std::move(plan), now_ms, false};
+  Account a{accounts_.empty() ? 1 : accounts_.rbegin()->first + 1,
+            std::move(name),
+            std::move(kind),
+            std::move(plan),
+            now_ms,
+            false,
+            std::move(policy)};
   auto insert = db.prepare(
-      "INSERT INTO accounts (id, name, kind, plan, created_ms) VALUES (?, ?, ?, ?, ?)");
+      "INSERT INTO accounts (id, name, kind, plan, created_ms, privacy_tier, routing_weights) "
+      "VALUES (?, ?, ?, ?, ?, ?, ?)");
   if (!insert) return insert.status();
   insert->bind(1, a.id).bind(2, a.name).bind(3, a.kind).bind(4, a.plan).bind(5, a.created_ms);
+  insert->bind(6, catalog::privacy_tier_name(a.policy.privacy_tier));
+  insert->bind(7, weights_text(a.policy.weights));
   if (auto s = insert->run(); !s) return s;
   accounts_.emplace(a.id, a);
   return a;
@@ -149,14 +204,27 @@ Result<Account> Directory::set_suspended(store::Database& db, std::int64_t id, b
   return it->second;
 }
 
+Result<Account> Directory::set_policy(store::Database& db, std::int64_t id, RoutingPolicy policy) {
+  std::lock_guard lock(mu_);
+  const auto it = accounts_.find(id);
+  if (it == accounts_.end()) {
+    return Status{ErrorKind::kNotFound, fmt::format("no account acct_{}", id)};
+  }
+  auto update = db.prepare("UPDATE accounts SET privacy_tier = ?, routing_weights = ? WHERE id = ?");
+  if (!update) return update.status();
+  update->bind(1, catalog::privacy_tier_name(policy.privacy_tier));
+  update->bind(2, weights_text(policy.weights)).bind(3, id);
+  if (auto s = update->run(); !s) return s;
+  it->second.policy = std::move(policy);
+  publish();
+  return it->second;
+}
+
 Result<ApiKey> Directory::create_key(store::Database& db, const KeyHasher& hasher,
-                                     std::int64_t account_id, std::string name,
-                                     std::vector<std::string> models,
-                                     std::optional<std::int64_t> expires_ms, std::int64_t now_ms,
+                                     std::int64_t account_id, KeySpec spec, std::int64_t now_ms,
                                      std::string* secret) {
   std::lock_guard lock(mu_);
-  return create_key_locked(db, hasher, account_id, std::move(name), std::move(models), expires_ms,
-                           now_ms, secret);
+  return create_key_locked(db, hasher, account_id, std::move(spec), now_ms, secret);
 }
 
 Result<ApiKey> Directory::rotate_key(store::Database& db, const KeyHasher& hasher,
@@ -170,7 +238,8 @@ Result<ApiKey> Directory::rotate_key(store::Database& db, const KeyHasher& hashe
     return Status{ErrorKind::kNotFound, fmt::format("no active key key_{}", key_id)};
   }
   const ApiKey old = it->second;
-  auto fresh = create_key_locked(db, hasher, old.account_id, old.name, old.models, old.expires_ms,
+  auto fresh = create_key_locked(db, hasher, old.account_id,
+                                 KeySpec{old.name, old.models, old.policy, old.tags, old.expires_ms},
                                  now_ms, secret);
   if (!fresh) return fresh;
   const std::int64_t until =
@@ -186,9 +255,7 @@ Result<ApiKey> Directory::rotate_key(store::Database& db, const KeyHasher& hashe
 }
 
 Result<ApiKey> Directory::create_key_locked(store::Database& db, const KeyHasher& hasher,
-                                            std::int64_t account_id, std::string name,
-                                            std::vector<std::string> models,
-                                            std::optional<std::int64_t> expires_ms,
+                                            std::int64_t account_id, KeySpec spec,
                                             std::int64_t now_ms, std::string* secret) {
   if (!accounts_.contains(account_id)) {
     return Status{ErrorKind::kNotFound, fmt::format("no account acct_{}", account_id)};
@@ -197,15 +264,17 @@ Result<ApiKey> Directory::create_key_locked(store::Database& db, const KeyHasher
   ApiKey k;
   k.id = keys_.empty() ? 1 : keys_.rbegin()->first + 1;
   k.account_id = account_id;
-  k.name = std::move(name);
+  k.name = std::move(spec.name);
   k.digest = fresh.digest;
   k.last4 = fresh.last4;
-  k.models = std::move(models);
+  k.models = std::move(spec.models);
   k.created_ms = now_ms;
-  k.expires_ms = expires_ms;
+  k.expires_ms = spec.expires_ms;
+  k.policy = std::move(spec.policy);
+  k.tags = std::move(spec.tags);
   auto insert = db.prepare(
-      "INSERT INTO api_keys (id, account_id, name, digest, last4, models, created_ms, expires_ms) "
-      "VALUES (?, ?, ?, ?, ?, ?, ?, ?)");
+      "INSERT INTO api_keys (id, account_id, name, digest, last4, models, created_ms, expires_ms, "
+      "privacy_tier, routing_weights, tags) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
   if (!insert) return insert.status();
   insert->bind(1, k.id).bind(2, k.account_id).bind(3, k.name).bind(4, to_hex(k.digest));
   insert->bind(5, k.last4).bind(6, join_models(k.models)).bind(7, k.created_ms);
@@ -214,6 +283,8 @@ Result<ApiKey> Directory::create_key_locked(store::Database& db, const KeyHasher
   } else {
     insert->bind_null(8);
   }
+  insert->bind(9, catalog::privacy_tier_name(k.policy.privacy_tier));
+  insert->bind(10, weights_text(k.policy.weights)).bind(11, join_models(k.tags));
   if (auto s = insert->run(); !s) return s;
   keys_.emplace(k.id, k);
   publish();

@@ -16,13 +16,22 @@
 #include <vector>
 
 #include "auth/keys.h"
+#include "catalog/catalog.h"
 #include "core/status.h"
+#include "router/score.h"
 
 namespace tp::store {
 class Database;
 }
 
 namespace tp::auth {
+
+// How an account's or a key's requests are routed. A request may tighten the privacy tier,
+// never loosen it; weights unset fall through (key → account → routing.weights).
+struct RoutingPolicy {
+  catalog::PrivacyTier privacy_tier = catalog::PrivacyTier::kCommunity;  // the loosest allowed
+  std::optional<router::Weights> weights;
+};
 
 struct Account {
   std::int64_t id = 0;
@@ -31,6 +40,7 @@ struct Account {
   std::string plan;
   std::int64_t created_ms = 0;
   bool suspended = false;
+  RoutingPolicy policy;
 };
 
 struct ApiKey {
@@ -43,6 +53,8 @@ struct ApiKey {
   std::int64_t created_ms = 0;
   std::optional<std::int64_t> expires_ms;
   std::optional<std::int64_t> revoked_ms;
+  RoutingPolicy policy;
+  std::vector<std::string> tags;  // matched by routing rules
 };
 
 // What a request needs to know about its key, looked up by digest.
@@ -52,6 +64,12 @@ struct KeyGrant {
   bool account_suspended = false;
   std::optional<std::int64_t> expires_ms;
   std::vector<std::string> models;
+  // The tighter of the account's and the key's tiers; the key's weights, else the
+  // account's, else none (the config's).
+  catalog::PrivacyTier privacy_tier = catalog::PrivacyTier::kCommunity;
+  std::optional<router::Weights> weights;
+  enum class WeightsFrom { kConfig, kAccount, kKey } weights_from = WeightsFrom::kConfig;
+  std::vector<std::string> tags;
 };
 
 class KeyTable {
@@ -86,13 +104,20 @@ class Directory {
 
   // Each change is applied to `db` (inside the caller's transaction) first, then in memory.
   Result<Account> create_account(store::Database& db, std::string name, std::string kind,
-                                 std::string plan, std::int64_t now_ms);
+                                 std::string plan, RoutingPolicy policy, std::int64_t now_ms);
   Result<Account> set_suspended(store::Database& db, std::int64_t id, bool suspended);
+  Result<Account> set_policy(store::Database& db, std::int64_t id, RoutingPolicy policy);
+  // What a new key is: everything but its id, digest and times. `expires_ms` unset: never.
+  struct KeySpec {
+    std::string name;
+    std::vector<std::string> models;  // empty: every model
+    RoutingPolicy policy;
+    std::vector<std::string> tags;
+    std::optional<std::int64_t> expires_ms;
+  };
   // Returns the stored key; the full secret comes back in `secret` only.
   Result<ApiKey> create_key(store::Database& db, const KeyHasher& hasher, std::int64_t account_id,
-                            std::string name, std::vector<std::string> models,
-                            std::optional<std::int64_t> expires_ms, std::int64_t now_ms,
-                            std::string* secret);
+                            KeySpec spec, std::int64_t now_ms, std::string* secret);
   Status revoke_key(store::Database& db, std::int64_t key_id, std::int64_t now_ms);
   // A new key for the same account, name and models; the old one keeps working until
   // now + grace (or its own earlier expiry). Returns the new key; the secret as create_key.
@@ -103,9 +128,7 @@ class Directory {
  private:
   void publish();  // caller holds mu_
   Result<ApiKey> create_key_locked(store::Database& db, const KeyHasher& hasher,
-                                   std::int64_t account_id, std::string name,
-                                   std::vector<std::string> models,
-                                   std::optional<std::int64_t> expires_ms, std::int64_t now_ms,
+                                   std::int64_t account_id, KeySpec spec, std::int64_t now_ms,
                                    std::string* secret);  // caller holds mu_
 
   mutable std::mutex mu_;

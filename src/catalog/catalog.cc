@@ -15,6 +15,13 @@ std::string_view privacy_tier_name(PrivacyTier tier) {
   return "cloud";
 }
 
+std::optional<PrivacyTier> parse_privacy_tier(std::string_view text) {
+  if (text == "confidential") return PrivacyTier::kConfidential;
+  if (text == "cloud") return PrivacyTier::kCloud;
+  if (text == "community") return PrivacyTier::kCommunity;
+  return std::nullopt;
+}
+
 Catalog::Catalog(std::vector<Provider> providers, std::vector<Model> models)
     : providers_(std::move(providers)), models_(std::move(models)) {
   for (std::size_t i = 0; i < providers_.size(); ++i) {

@@ -18,6 +18,8 @@ enum class PrivacyTier { kConfidential, kCloud, kCommunity };
 
 std::string_view api_name(Api api);
 std::string_view privacy_tier_name(PrivacyTier tier);
+// "confidential", "cloud" or "community"; nullopt for anything else.
+std::optional<PrivacyTier> parse_privacy_tier(std::string_view text);
 
 struct Provider {
   std::string name;

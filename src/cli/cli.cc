@@ -311,7 +311,7 @@ int run_turnpike(int argc, char** argv) {
   std::string offline_dir = "./var";
   std::string offline_store = "sqlite:turnpike.db";
   std::string account_name, account_kind = "customer", trial_usd = "20", account_ref, key_name;
-  std::string key_models, key_ref;
+  std::string key_models, key_ref, account_tier = "community", key_tier = "community", key_tags;
   auto offline_options = [&](CLI::App* cmd) {
     cmd->add_option("--data-dir", offline_dir, "Data directory")->capture_default_str();
     cmd->add_option("--store", offline_store, "Store (as in the config's `store`)")
@@ -327,6 +327,11 @@ int run_turnpike(int argc, char** argv) {
       ->capture_default_str();
   account_create->add_option("--trial-usd", trial_usd, "Trial credit for a customer")
       ->capture_default_str();
+  account_create->add_option("--privacy-tier", account_tier,
+                             "Loosest provider tier its requests may use (a request may only "
+                             "tighten it): confidential, cloud or community")
+      ->check(CLI::IsMember({"confidential", "cloud", "community"}))
+      ->capture_default_str();
   offline_options(account_create);
   accounts_cmd->require_subcommand(1);
   CLI::App* keys_cmd = app.add_subcommand("keys", "API keys, offline on a data directory");
@@ -334,6 +339,11 @@ int run_turnpike(int argc, char** argv) {
   key_create->add_option("--account", account_ref, "Account id (acct_N)")->required();
   key_create->add_option("--name", key_name, "Key name");
   key_create->add_option("--models", key_models, "Comma-separated model allowlist");
+  key_create->add_option("--privacy-tier", key_tier,
+                         "Loosest provider tier for this key; the account's applies if tighter")
+      ->check(CLI::IsMember({"confidential", "cloud", "community"}))
+      ->capture_default_str();
+  key_create->add_option("--tags", key_tags, "Comma-separated tags (matched by routing rules)");
   offline_options(key_create);
   CLI::App* key_revoke = keys_cmd->add_subcommand("revoke", "Revoke a key");
   key_revoke->add_option("key", key_ref, "Key id (key_N)")->required();
@@ -385,7 +395,10 @@ int run_turnpike(int argc, char** argv) {
       return 2;
     }
     return offline_change(offline_store, offline_dir, [&](OfflineStore& st) -> Result<std::string> {
-      auto account = st.directory->create_account(*st.db, account_name, account_kind, "", now_ms());
+      auth::RoutingPolicy policy;
+      policy.privacy_tier = *catalog::parse_privacy_tier(account_tier);
+      auto account =
+          st.directory->create_account(*st.db, account_name, account_kind, "", policy, now_ms());
       if (!account) return account.status();
       st.bank->open_wallet(account->id);
       if (account_kind == "customer" && *trial > Money()) {
@@ -400,20 +413,25 @@ int run_turnpike(int argc, char** argv) {
     });
   }
   if (*key_create) {
-    std::vector<std::string> models;
-    for (std::string_view rest = key_models; !rest.empty();) {
-      const std::size_t comma = rest.find(',');
-      if (comma != 0) models.emplace_back(rest.substr(0, comma));
-      if (comma == std::string_view::npos) break;
-      rest.remove_prefix(comma + 1);
-    }
+    auto split = [](std::string_view rest) {
+      std::vector<std::string> out;
+      while (!rest.empty()) {
+        const std::size_t comma = rest.find(',');
+        if (comma != 0) out.emplace_back(rest.substr(0, comma));
+        if (comma == std::string_view::npos) break;
+        rest.remove_prefix(comma + 1);
+      }
+      return out;
+    };
+    auth::Directory::KeySpec spec{key_name, split(key_models), {}, split(key_tags), std::nullopt};
+    spec.policy.privacy_tier = *catalog::parse_privacy_tier(key_tier);
     return offline_change(offline_store, offline_dir, [&](OfflineStore& st) -> Result<std::string> {
       auto secret = auth::load_or_create_server_secret(offline_dir);
       if (!secret) return secret.status();
       const auth::KeyHasher hasher(*secret);
       std::string full;
-      auto key = st.directory->create_key(*st.db, hasher, id_of(account_ref, "acct_"), key_name,
-                                          models, std::nullopt, now_ms(), &full);
+      auto key = st.directory->create_key(*st.db, hasher, id_of(account_ref, "acct_"), spec,
+                                          now_ms(), &full);
       if (!key) return key.status();
       return fmt::format(R"({{"id":"key_{}","key":"{}","last4":"{}"}})", key->id, full,
                          key->last4);

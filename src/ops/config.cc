@@ -151,9 +151,7 @@ class Reader {
 
 PrivacyTier parse_tier(const Reader& r, const YAML::Node& parent, std::string_view path) {
   const std::string text = r.string(parent, "privacy_tier", path, "cloud");
-  if (text == "confidential") return PrivacyTier::kConfidential;
-  if (text == "cloud") return PrivacyTier::kCloud;
-  if (text == "community") return PrivacyTier::kCommunity;
+  if (const auto tier = catalog::parse_privacy_tier(text)) return *tier;
   r.fail(parent["privacy_tier"], Reader::join(path, "privacy_tier"),
          fmt::format("must be confidential, cloud or community, got '{}'", text));
 }

@@ -9,7 +9,7 @@ namespace tp::store {
 namespace {
 
 // Append only: a released migration never changes.
-constexpr std::array<std::string_view, 8> kMigrations = {
+constexpr std::array<std::string_view, 9> kMigrations = {
     // 1: the ledger journal.
     R"sql(
 CREATE TABLE ledger_accounts (
@@ -117,6 +117,15 @@ DROP INDEX transfers_by_hold;
     R"sql(
 ALTER TABLE usage_log ADD COLUMN service_tier TEXT NOT NULL DEFAULT 'standard';
 ALTER TABLE usage_log ADD COLUMN standard_cost_nanos INTEGER;  -- NULL: equal to cost_nanos
+)sql",
+    // 9: routing policies of accounts and keys (the loosest privacy tier their requests may
+    // use; weights "quality,cost,latency" or '' for the next level's), and key tags.
+    R"sql(
+ALTER TABLE accounts ADD COLUMN privacy_tier TEXT NOT NULL DEFAULT 'community';
+ALTER TABLE accounts ADD COLUMN routing_weights TEXT NOT NULL DEFAULT '';
+ALTER TABLE api_keys ADD COLUMN privacy_tier TEXT NOT NULL DEFAULT 'community';
+ALTER TABLE api_keys ADD COLUMN routing_weights TEXT NOT NULL DEFAULT '';
+ALTER TABLE api_keys ADD COLUMN tags TEXT NOT NULL DEFAULT '';  -- comma-separated
 )sql",
 };
 

@@ -447,6 +447,78 @@ struct FlexUpstreams {
   }
 };
 
+TEST(Router, AccountAndKeyPoliciesSetTheTierAndWeightsARequestMayOnlyTighten) {
+  ThreeUpstreams up;
+  ASSERT_GT(up.port, 0) << up.gateway->log();
+  const std::map<std::string, std::string> admin = {
+      {"authorization", std::string("Bearer ") + kAdminKey}};
+  const auto account = http_request(up.port, "POST", "/admin/v1/accounts",
+                                    R"({"name":"careful","privacy_tier":"confidential"})", admin);
+  ASSERT_EQ(account.status, 201) << account.body;
+  EXPECT_NE(account.body.find(R"("privacy_tier":"confidential","routing_weights":null)"),
+            std::string::npos)
+      << account.body;
+  const std::string id = string_field(account.body, "id");
+  const auto made = http_request(up.port, "POST", "/admin/v1/accounts/" + id + "/keys", "{}", admin);
+  ASSERT_EQ(made.status, 201) << made.body;
+  up.key = string_field(made.body, "key");
+  // Cost would pick the community route; the account allows confidential providers only,
+  // whatever the request asks.
+  EXPECT_EQ(up.chat("cost").header("x-turnpike-provider"), "mid");
+  EXPECT_EQ(up.chat("cost", "community", R"("privacy_tier":"community",)")
+                .header("x-turnpike-provider"),
+            "mid");
+  const auto refused = up.chat("", "", "", "open-only");
+  EXPECT_EQ(refused.status, 403);
+  EXPECT_NE(refused.body.find("routing policy of this key or its account"), std::string::npos)
+      << refused.body;
+  EXPECT_EQ(received(up.ports[0]), 0);  // the community upstream never saw a request
+
+  // The account's weights rule without a preference header: all on latency picks `fast`.
+  const auto patched = http_request(
+      up.port, "PATCH", "/admin/v1/accounts/" + id,
+      R"({"privacy_tier":"community","routing_weights":{"quality":0,"cost":0,"latency":1}})",
+      admin);
+  ASSERT_EQ(patched.status, 200) << patched.body;
+  EXPECT_NE(patched.body.find(R"("routing_weights":{"quality":0,"cost":0,"latency":1})"),
+            std::string::npos)
+      << patched.body;
+  EXPECT_EQ(up.chat("").header("x-turnpike-provider"), "fast");
+  const auto explained =
+      http_request(up.port, "POST", "/v1/route/explain", R"({"model":"multi"})",
+                   {{"authorization", "Bearer " + up.key}});
+  EXPECT_NE(explained.body.find(R"("weights_from":"account")"), std::string::npos)
+      << explained.body;
+  // A key's own weights win over the account's; a preference header over both.
+  const auto cheap_key = http_request(up.port, "POST", "/admin/v1/accounts/" + id + "/keys",
+                                      R"({"routing_weights":{"quality":0,"cost":1,"latency":0},)"
+                                      R"("tags":["batch"]})",
+                                      admin);
+  ASSERT_EQ(cheap_key.status, 201) << cheap_key.body;
+  up.key = string_field(cheap_key.body, "key");
+  EXPECT_EQ(up.chat("").header("x-turnpike-provider"), "cheap");
+  EXPECT_EQ(up.chat("latency").header("x-turnpike-provider"), "fast");
+  const auto shown = http_request(up.port, "GET", "/admin/v1/accounts/" + id, {}, admin);
+  EXPECT_NE(shown.body.find(R"("tags":["batch"])"), std::string::npos) << shown.body;
+
+  // Every bad policy is 400 naming the field; unknown accounts 404.
+  for (const std::string bad :
+       {R"({"privacy_tier":"secret"})", R"({"routing_weights":{"quality":2,"cost":0,"latency":0}})",
+        R"({"routing_weights":{"quality":0,"cost":0,"latency":0}})",
+        R"({"routing_weights":{"cost":1}})", R"({"plan":"gold"})", "[]"}) {
+    const auto res = http_request(up.port, "PATCH", "/admin/v1/accounts/" + id, bad, admin);
+    EXPECT_EQ(res.status, 400) << bad << ": " << res.body;
+  }
+  EXPECT_EQ(http_request(up.port, "POST", "/admin/v1/accounts/" + id + "/keys",
+                         R"({"tags":["no spaces"]})", admin)
+                .status,
+            400);
+  EXPECT_EQ(http_request(up.port, "PATCH", "/admin/v1/accounts/acct_999",
+                         R"({"privacy_tier":"cloud"})", admin)
+                .status,
+            404);
+}
+
 TEST(Router, FlexThatStartsInTimeServesAtFlexPricesAndRecordsTheStandardPrice) {
   FlexUpstreams up;
   ASSERT_GT(up.port, 0) << up.gateway->log();

@@ -23,10 +23,10 @@ TEST(Directory, AccountsAndKeysPersistAndPublishSnapshots) {
     ASSERT_TRUE(store::migrate(*db));
     auto directory = Directory::load(*db).value();
     const auto v0 = directory->version();
-    auto account = directory->create_account(*db, "Acme", "customer", "", 1000);
+    auto account = directory->create_account(*db, "Acme", "customer", "", {}, 1000);
     ASSERT_TRUE(account);
     EXPECT_EQ(account->id, 1);
-    auto key = directory->create_key(*db, hasher, account->id, "ci", {"gpt-4o-mini"}, std::nullopt,
+    auto key = directory->create_key(*db, hasher, account->id, {"ci", {"gpt-4o-mini"}, {}, {}, std::nullopt},
                                      2000, &secret);
     ASSERT_TRUE(key) << key.status().message();
     key_id = key->id;
@@ -38,7 +38,7 @@ TEST(Directory, AccountsAndKeysPersistAndPublishSnapshots) {
     EXPECT_EQ(grant->account_id, 1);
     EXPECT_EQ(grant->models, std::vector<std::string>{"gpt-4o-mini"});
     EXPECT_EQ(directory->keys()->find(hasher.digest(secret + "x")), nullptr);
-    EXPECT_FALSE(directory->create_key(*db, hasher, 99, "", {}, std::nullopt, 1, &secret));
+    EXPECT_FALSE(directory->create_key(*db, hasher, 99, {}, 1, &secret));
     ASSERT_TRUE(directory->set_suspended(*db, 1, true));
     EXPECT_TRUE(directory->keys()->find(hasher.digest(secret))->account_suspended);
   }
@@ -53,6 +53,54 @@ TEST(Directory, AccountsAndKeysPersistAndPublishSnapshots) {
     EXPECT_EQ(directory->keys()->find(hasher.digest(secret)), nullptr);
     EXPECT_FALSE(directory->revoke_key(*db, key_id, 3000));  // already revoked
   }
+  std::filesystem::remove_all(dir);
+}
+
+TEST(Directory, RoutingPoliciesPersistAndCombineIntoTheGrant) {
+  const auto dir = std::filesystem::temp_directory_path() / "turnpike-directory-policy-test";
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  const std::string path = (dir / "t.db").string();
+  const KeyHasher hasher(std::string(32, 'k'));
+  std::string loose, tight;
+  const router::Weights cost{0.1, 0.8, 0.1};
+  const router::Weights speed{0.2, 0.2, 0.6};
+  {
+    auto db = store::Database::open(path).value();
+    ASSERT_TRUE(store::migrate(*db));
+    auto directory = Directory::load(*db).value();
+    RoutingPolicy account_policy{catalog::PrivacyTier::kCloud, cost};
+    ASSERT_TRUE(directory->create_account(*db, "Acme", "customer", "", account_policy, 1));
+    // A key asking for a looser tier than its account gets the account's.
+    ASSERT_TRUE(directory->create_key(*db, hasher, 1, {"loose", {}, {}, {"batch", "ci"}, {}}, 2,
+                                      &loose));
+    Directory::KeySpec spec{"tight", {}, {catalog::PrivacyTier::kConfidential, speed}, {}, {}};
+    ASSERT_TRUE(directory->create_key(*db, hasher, 1, spec, 3, &tight));
+  }
+  auto db = store::Database::open(path).value();
+  auto directory = Directory::load(*db).value();  // everything survives a restart
+  const KeyGrant* l = directory->keys()->find(hasher.digest(loose));
+  ASSERT_NE(l, nullptr);
+  EXPECT_EQ(l->privacy_tier, catalog::PrivacyTier::kCloud);
+  ASSERT_TRUE(l->weights);
+  EXPECT_DOUBLE_EQ(l->weights->cost, 0.8);
+  EXPECT_EQ(l->weights_from, KeyGrant::WeightsFrom::kAccount);
+  EXPECT_EQ(l->tags, (std::vector<std::string>{"batch", "ci"}));
+  const KeyGrant* t = directory->keys()->find(hasher.digest(tight));
+  ASSERT_NE(t, nullptr);
+  EXPECT_EQ(t->privacy_tier, catalog::PrivacyTier::kConfidential);
+  EXPECT_DOUBLE_EQ(t->weights->latency, 0.6);
+  EXPECT_EQ(t->weights_from, KeyGrant::WeightsFrom::kKey);
+  // Loosening the account leaves a key's own tighter tier; clearing its weights falls back
+  // to the config's.
+  ASSERT_TRUE(directory->set_policy(*db, 1, RoutingPolicy{catalog::PrivacyTier::kCommunity, {}}));
+  l = directory->keys()->find(hasher.digest(loose));
+  EXPECT_EQ(l->privacy_tier, catalog::PrivacyTier::kCommunity);
+  EXPECT_FALSE(l->weights);
+  EXPECT_EQ(l->weights_from, KeyGrant::WeightsFrom::kConfig);
+  EXPECT_EQ(directory->keys()->find(hasher.digest(tight))->privacy_tier,
+            catalog::PrivacyTier::kConfidential);
+  EXPECT_FALSE(directory->set_policy(*db, 42, {}));
   std::filesystem::remove_all(dir);
 }
 
