@@ -15,6 +15,7 @@
 #include "api/usage_api.h"
 #include "api/route_report.h"
 #include "router/route_stats.h"
+#include "router/rules.h"
 #include "router/score.h"
 #include "core/clock.h"
 #include "core/ids.h"
@@ -351,17 +352,26 @@ class Gateway final : public http::Handler {
 
     const catalog::Prices& prices() const { return flex ? *route->flex : route->prices; }
   };
-  struct RouteChoice {
-    std::vector<Ranked> ranked;  // best first; empty when no route qualifies
-    bool on_api = false;         // the model has routes on `api` (none may meet the tier)
-    bool tier_ok = false;        // some meet the tier too (all may be unhealthy)
+  // What a route must meet to be a candidate for a request, in the order checked: the
+  // API the client called; the privacy tier (confidential admits confidential providers,
+  // cloud admits confidential and cloud, community any); the routing rule that matched,
+  // if any; then health.
+  struct Constraints {
+    Api api = Api::kOpenAI;
+    catalog::PrivacyTier tier = catalog::PrivacyTier::kCommunity;
+    const router::Rule* rule = nullptr;
   };
-  // Only providers at `tier` or tighter are candidates: confidential admits confidential
-  // providers, cloud admits confidential and cloud, community admits any.
+  // Whether a route may serve a request now, and if not, the first constraint it fails.
+  // Ordered by how far a route got, so the furthest over a model's routes says why none
+  // qualified.
+  enum class Admission { kOtherApi, kLooserTier, kExcludedByRule, kResting, kAdmitted };
+  struct RouteChoice {
+    std::vector<Ranked> ranked;  // best first (or the rule's fallback order); may be empty
+    Admission furthest = Admission::kOtherApi;  // the best admission any route reached
+  };
   // `output_tokens(model)`: the request's output bound on that model.
-  RouteChoice choose_route(std::span<const catalog::Model* const> models, Api api,
-                           catalog::PrivacyTier tier, const router::Weights& weights,
-                           std::int64_t input_tokens,
+  RouteChoice choose_route(std::span<const catalog::Model* const> models, const Constraints& c,
+                           const router::Weights& weights, std::int64_t input_tokens,
                            const std::function<std::int64_t(const catalog::Model&)>& output_tokens);
   // The flex race's first attempt: among `ranked` (a request's admitted routes) those
   // with flex prices, scored at those prices; the best. nullopt when none has a flex tier.
@@ -394,8 +404,12 @@ class Gateway final : public http::Handler {
                                     const RequestBody& body, bool stream, bool ask_for_usage,
                                     std::span<const Ranked> routes, std::int64_t flex_ms,
                                     Bill& bill);
+  // The first routing rule that matches the request (nullptr: none). Its weights replace
+  // the key's, account's or config's in `options`, unless a preference header chose them.
+  const router::Rule* match_rule(const RequestBody& body, const auth::KeyGrant& grant,
+                                 RouteOptions& options) const;
   // Why `route` is not a candidate ("" when it is).
-  std::string exclusion(const catalog::Route& route, Api api, catalog::PrivacyTier tier) const;
+  std::string exclusion(const catalog::Route& route, const Constraints& c) const;
   router::Candidate candidate_for(const catalog::Model& model, const catalog::Route& route,
                                   const catalog::Prices& prices, std::int64_t input_tokens,
                                   std::int64_t output_tokens) const;
@@ -410,9 +424,7 @@ class Gateway final : public http::Handler {
     std::uint32_t failures = 0;                          // in a row
     std::chrono::steady_clock::time_point open_until{};  // skipped until then
   };
-  // Whether `route` may serve a request on `api` at `tier` now, and if not, why.
-  enum class Admission { kAdmitted, kOtherApi, kLooserTier, kResting };
-  Admission admission(const catalog::Route& route, Api api, catalog::PrivacyTier tier,
+  Admission admission(const catalog::Route& route, const Constraints& c,
                       std::chrono::steady_clock::time_point now) const;
   void upstream_failed(const catalog::Route& route);
   void upstream_answered(const catalog::Route& route);
@@ -664,9 +676,11 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
                                   m.max_output_tokens);
   };
   const catalog::PrivacyTier tier = options.tier;
+  const router::Rule* rule = match_rule(body, *grant, options);
+  const Constraints constraints{info.api, tier, rule};
   RouteChoice choice =
-      choose_route(models, info.api, tier, options.weights, input_estimate, output_for);
-  if (choice.ranked.empty() && choice.tier_ok) {
+      choose_route(models, constraints, options.weights, input_estimate, output_for);
+  if (choice.ranked.empty() && choice.furthest == Admission::kResting) {
     co_await send_error(res, surface, 503,
                         fmt::format("no healthy route for model '{}': every upstream that may "
                                     "serve it failed repeatedly and is resting",
@@ -674,7 +688,15 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
                         "no_healthy_route");
     co_return;
   }
-  if (choice.ranked.empty() && choice.on_api) {
+  if (choice.ranked.empty() && choice.furthest == Admission::kExcludedByRule) {
+    co_await send_error(res, surface, 403,
+                        fmt::format("routing rule '{}' leaves no route for model '{}' at this "
+                                    "request's privacy tier",
+                                    constraints.rule->name, model->name),
+                        "excluded_by_routing_rule");
+    co_return;
+  }
+  if (choice.ranked.empty() && choice.furthest == Admission::kLooserTier) {
     // Never a silent downgrade: the request's tier is a constraint, not a preference.
     co_await send_error(res, surface, 403,
                         fmt::format("no route for model '{}' runs on a provider at privacy tier "
@@ -804,29 +826,31 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
 
 constexpr double kLatencyEwmaWeight = 0.2;  // of each new measurement
 
-Gateway::Admission Gateway::admission(const catalog::Route& route, Api api,
-                                       catalog::PrivacyTier tier,
+Gateway::Admission Gateway::admission(const catalog::Route& route, const Constraints& c,
                                        std::chrono::steady_clock::time_point now) const {
   const catalog::Provider& p = state_->catalog().provider(route);
-  if (p.api != api) return Admission::kOtherApi;
-  if (p.privacy_tier > tier) return Admission::kLooserTier;
+  if (p.api != c.api) return Admission::kOtherApi;
+  if (p.privacy_tier > c.tier) return Admission::kLooserTier;
+  if (c.rule != nullptr && !router::admits(*c.rule, p.index)) return Admission::kExcludedByRule;
   // Closed, or half-open after the cooldown: may be tried.
   if (health_[route.index].open_until > now) return Admission::kResting;
   return Admission::kAdmitted;
 }
 
-std::string Gateway::exclusion(const catalog::Route& route, Api api,
-                               catalog::PrivacyTier tier) const {
+std::string Gateway::exclusion(const catalog::Route& route, const Constraints& c) const {
   const auto now = std::chrono::steady_clock::now();
   const catalog::Provider& p = state_->catalog().provider(route);
-  switch (admission(route, api, tier, now)) {
+  switch (admission(route, c, now)) {
     case Admission::kAdmitted: return {};
     case Admission::kOtherApi:
       return fmt::format("served through the {} API", catalog::api_name(p.api));
     case Admission::kLooserTier:
       return fmt::format("provider tier '{}' is looser than the request's '{}'",
                          catalog::privacy_tier_name(p.privacy_tier),
-                         catalog::privacy_tier_name(tier));
+                         catalog::privacy_tier_name(c.tier));
+    case Admission::kExcludedByRule:
+      return fmt::format("routing rule '{}' {} provider '{}'", c.rule->name,
+                         c.rule->pin.empty() ? "excludes" : "does not pin", p.name);
     case Admission::kResting: {
       const RouteHealth& h = health_[route.index];
       const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(h.open_until - now);
@@ -890,6 +914,7 @@ Task<void> Gateway::explain(http::Request& req, Responder& res) {
     co_await send_error(res, Surface::kOpenAI, refused->status, refused->message, refused->code);
     co_return;
   }
+  const router::Rule* rule = match_rule(body, *grant, options);
   const router::Weights& weights = options.weights;
   const std::int64_t input_tokens = input_tokens_estimate(req.body());
   const std::vector<const catalog::Model*> models = models_for(body, *grant, input_tokens);
@@ -904,6 +929,7 @@ Task<void> Gateway::explain(http::Request& req, Responder& res) {
   if (preference.empty()) preference = "balanced";
   // The same estimate and constraints as a real request on /v1/chat/completions.
   const catalog::PrivacyTier tier = options.tier;
+  const Constraints constraints{Api::kOpenAI, tier, rule};
   auto output_for = [&](const catalog::Model& m) {
     return std::min<std::int64_t>(body.max_tokens.value_or(m.max_output_tokens),
                                   m.max_output_tokens);
@@ -918,7 +944,7 @@ Task<void> Gateway::explain(http::Request& req, Responder& res) {
   std::vector<router::Candidate> candidates;
   for (const catalog::Model* m : models) {
     for (const catalog::Route& r : m->routes) {
-      Listed l{m, &r, exclusion(r, Api::kOpenAI, tier), std::nullopt};
+      Listed l{m, &r, exclusion(r, constraints), std::nullopt};
       if (l.excluded.empty()) {
         l.scored = candidates.size();
         candidates.push_back(candidate_for(*m, r, r.prices, input_tokens, output_for(*m)));
@@ -927,7 +953,18 @@ Task<void> Gateway::explain(http::Request& req, Responder& res) {
     }
   }
   const std::vector<router::Terms> terms = router::score(candidates, weights);
-  const std::vector<std::size_t> order = router::rank(terms);
+  std::vector<std::size_t> order = router::rank(terms);
+  if (rule != nullptr && !rule->fallback_order.empty()) {
+    // The scored candidates in `listed` order, to find each one's provider.
+    std::vector<std::size_t> provider_of(candidates.size());
+    for (const Listed& l : listed) {
+      if (l.scored) provider_of[*l.scored] = l.route->provider;
+    }
+    std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
+      return router::fallback_position(*rule, provider_of[a]) <
+             router::fallback_position(*rule, provider_of[b]);
+    });
+  }
   // "auto" only offers models the key may use.
   const bool allowed = state_->catalog().find_model(body.model) == nullptr ||
                        grant->models.empty() ||
@@ -941,7 +978,8 @@ Task<void> Gateway::explain(http::Request& req, Responder& res) {
   w.begin_object().field("model", body.model).field("allowed_for_key", allowed);
   w.field("privacy_tier", catalog::privacy_tier_name(tier));
   w.field("privacy_tier_from", options.tier_from_policy ? "policy" : "request");
-  w.field("preference", preference).field("weights_from", options.weights_from);
+  w.field("preference", preference).field("weights_from", options.weights_from).key("rule");
+  if (rule == nullptr) w.null(); else w.value(rule->name);
   w.key("weights").begin_object().field("quality", shown(weights.quality));
   w.field("cost", shown(weights.cost)).field("latency", shown(weights.latency)).end_object();
   w.key("estimate").begin_object().field("input_tokens", input_tokens);
@@ -1013,15 +1051,14 @@ Task<void> Gateway::explain(http::Request& req, Responder& res) {
 }
 
 Gateway::RouteChoice Gateway::choose_route(
-    std::span<const catalog::Model* const> models, Api api, catalog::PrivacyTier tier,
+    std::span<const catalog::Model* const> models, const Constraints& c,
     const router::Weights& weights, std::int64_t input_tokens,
     const std::function<std::int64_t(const catalog::Model&)>& output_tokens) {
   const auto now = std::chrono::steady_clock::now();
   RouteChoice choice;
   auto admitted = [&](const catalog::Route& r) {
-    const Admission a = admission(r, api, tier, now);
-    choice.on_api = choice.on_api || a != Admission::kOtherApi;
-    choice.tier_ok = choice.tier_ok || a == Admission::kAdmitted || a == Admission::kResting;
+    const Admission a = admission(r, c, now);
+    choice.furthest = std::max(choice.furthest, a);
     return a == Admission::kAdmitted;
   };
   // The common case, one model with one route: its score needs no comparison.
@@ -1050,7 +1087,27 @@ Gateway::RouteChoice Gateway::choose_route(
     routes[i].score = terms[i].total;
     choice.ranked.push_back(routes[i]);
   }
+  if (c.rule != nullptr && !c.rule->fallback_order.empty()) {
+    std::stable_sort(choice.ranked.begin(), choice.ranked.end(),
+                     [&](const Ranked& a, const Ranked& b) {
+                       return router::fallback_position(*c.rule, a.route->provider) <
+                              router::fallback_position(*c.rule, b.route->provider);
+                     });
+  }
   return choice;
+}
+
+const router::Rule* Gateway::match_rule(const RequestBody& body, const auth::KeyGrant& grant,
+                                        RouteOptions& options) const {
+  const std::vector<router::Rule>& rules = state_->config().rules;
+  if (rules.empty()) return nullptr;
+  const router::Rule* rule =
+      router::first_match(rules, {body.model, grant.account_id, grant.tags, options.tier});
+  if (rule != nullptr && rule->weights && options.weights_from != "preference") {
+    options.weights = *rule->weights;
+    options.weights_from = "rule";
+  }
+  return rule;
 }
 
 std::optional<Gateway::Ranked> Gateway::flex_choice(std::span<const Ranked> ranked,

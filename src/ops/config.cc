@@ -322,7 +322,7 @@ void parse_routing(const Reader& r, const YAML::Node& root, Config& c) {
   if (!n.IsDefined() || n.IsNull()) return;
   r.check_keys(n, "routing",
                {"weights", "breaker_failures", "breaker_cooldown_ms", "auto_quality_floor",
-                "fallback_deadline_ms"});
+                "fallback_deadline_ms", "rules"});
   c.fallback_deadline_ms = static_cast<std::uint32_t>(r.integer(
       n, "fallback_deadline_ms", "routing", c.fallback_deadline_ms, 100, 10 * 60'000));
   c.auto_quality_floor =
@@ -340,6 +340,110 @@ void parse_routing(const Reader& r, const YAML::Node& root, Config& c) {
   if (c.weights.quality + c.weights.cost + c.weights.latency <= 0) {
     r.fail(w, "routing.weights", "at least one weight must be above 0");
   }
+}
+
+constexpr std::size_t kRulesMax = 1000;
+
+// Weights {quality, cost, latency}, each 0..1, not all 0.
+router::Weights parse_weights(const Reader& r, const YAML::Node& w, const std::string& path,
+                              const router::Weights& fallback) {
+  r.check_keys(w, path, {"quality", "cost", "latency"});
+  router::Weights out;
+  out.quality = r.number(w, "quality", path, fallback.quality, 0, 1);
+  out.cost = r.number(w, "cost", path, fallback.cost, 0, 1);
+  out.latency = r.number(w, "latency", path, fallback.latency, 0, 1);
+  if (out.quality + out.cost + out.latency <= 0) {
+    r.fail(w, path, "at least one weight must be above 0");
+  }
+  return out;
+}
+
+// routing.rules: validated against the providers, so a typo fails at start-up rather than
+// silently matching nothing.
+std::vector<router::Rule> parse_rules(const Reader& r, const YAML::Node& root,
+                                      const std::vector<catalog::Provider>& providers) {
+  const YAML::Node routing = root["routing"];
+  if (!routing.IsDefined() || routing.IsNull()) return {};
+  const YAML::Node list = routing["rules"];
+  if (!list.IsDefined() || list.IsNull()) return {};
+  if (!list.IsSequence() || list.size() > kRulesMax) {
+    r.fail(list, "routing.rules", fmt::format("must be a list of at most {} rules", kRulesMax));
+  }
+  std::vector<router::Rule> rules;
+  for (std::size_t i = 0; i < list.size(); ++i) {
+    const YAML::Node n = list[i];
+    const std::string path = fmt::format("routing.rules[{}]", i);
+    r.check_keys(n, path, {"name", "match", "pin", "exclude", "weights", "fallback_order"});
+    router::Rule rule;
+    rule.name = r.string(n, "name", path, fmt::format("rules[{}]", i));
+    for (const router::Rule& earlier : rules) {
+      if (earlier.name == rule.name) {
+        r.fail(n["name"], path + ".name", fmt::format("'{}' names an earlier rule", rule.name));
+      }
+    }
+    if (const YAML::Node m = n["match"]; m.IsDefined() && !m.IsNull()) {
+      const std::string mpath = path + ".match";
+      r.check_keys(m, mpath, {"model", "account", "key_tag", "privacy_tier"});
+      rule.model = r.string(m, "model", mpath, "");
+      rule.key_tag = r.string(m, "key_tag", mpath, "");
+      if (m["account"].IsDefined() && !m["account"].IsNull()) {
+        const std::string copy = r.string(m, "account", mpath, "");
+        std::string_view text = copy;
+        if (text.starts_with("acct_")) text.remove_prefix(5);
+        std::int64_t id = 0;
+        const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), id);
+        if (ec != std::errc{} || end != text.data() + text.size() || id <= 0) {
+          r.fail(m["account"], mpath + ".account",
+                 fmt::format("must be an account id like acct_3, got '{}'", copy));
+        }
+        rule.account = id;
+      }
+      if (m["privacy_tier"].IsDefined() && !m["privacy_tier"].IsNull()) {
+        rule.privacy_tier = parse_tier(r, m, mpath);
+      }
+    }
+    auto provider_list = [&](std::string_view key) {
+      std::vector<std::size_t> out;
+      const YAML::Node l = n[std::string(key)];
+      if (!l.IsDefined() || l.IsNull()) return out;
+      const std::string lpath = Reader::join(path, key);
+      if (!l.IsSequence() || l.size() == 0) r.fail(l, lpath, "must be a non-empty list of providers");
+      for (std::size_t j = 0; j < l.size(); ++j) {
+        const std::string name = r.scalar(l[j], fmt::format("{}[{}]", lpath, j));
+        const auto it = std::find_if(providers.begin(), providers.end(),
+                                     [&](const catalog::Provider& p) { return p.name == name; });
+        if (it == providers.end()) {
+          r.fail(l[j], fmt::format("{}[{}]", lpath, j), fmt::format("no provider named '{}'", name));
+        }
+        out.push_back(it->index);
+      }
+      return out;
+    };
+    rule.pin = provider_list("pin");
+    rule.exclude = provider_list("exclude");
+    rule.fallback_order = provider_list("fallback_order");
+    if (const YAML::Node w = n["weights"]; w.IsDefined() && !w.IsNull()) {
+      rule.weights = parse_weights(r, w, path + ".weights", router::Weights{});
+    }
+    for (const std::size_t p : rule.exclude) {
+      if (std::find(rule.pin.begin(), rule.pin.end(), p) != rule.pin.end()) {
+        r.fail(n["exclude"], path + ".exclude",
+               fmt::format("'{}' is both pinned and excluded", providers[p].name));
+      }
+    }
+    for (const std::size_t p : rule.fallback_order) {
+      if (!router::admits(rule, p)) {
+        r.fail(n["fallback_order"], path + ".fallback_order",
+               fmt::format("'{}' is not a candidate under this rule's pin and exclude",
+                           providers[p].name));
+      }
+    }
+    if (rule.pin.empty() && rule.exclude.empty() && !rule.weights && rule.fallback_order.empty()) {
+      r.fail(n, path, "a rule needs at least one action: pin, exclude, weights or fallback_order");
+    }
+    rules.push_back(std::move(rule));
+  }
+  return rules;
 }
 
 }  // namespace
@@ -450,6 +554,7 @@ Result<Config> parse_config(std::string_view yaml, std::string_view source) {
     parse_routing(r, root, c);
     auto providers = parse_providers(r, root);
     auto models = parse_models(r, root, providers);
+    c.rules = parse_rules(r, root, providers);
     c.catalog = std::make_shared<const catalog::Catalog>(std::move(providers), std::move(models));
     return c;
   } catch (const ConfigError& e) {

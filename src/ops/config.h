@@ -13,6 +13,7 @@
 #include "core/status.h"
 #include "http/server.h"
 #include "http/upstream.h"
+#include "router/rules.h"
 
 namespace tp::ops {
 
@@ -66,6 +67,8 @@ struct Config {
   // routing.fallback_deadline_ms: no further route is tried once this long has passed
   // since the first attempt began.
   std::uint32_t fallback_deadline_ms = 30'000;
+  // routing.rules, in order: the first that matches a request applies.
+  std::vector<router::Rule> rules;
   Billing billing;
   std::shared_ptr<const catalog::Catalog> catalog;
 };

@@ -519,6 +519,56 @@ TEST(Router, AccountAndKeyPoliciesSetTheTierAndWeightsARequestMayOnlyTighten) {
             404);
 }
 
+TEST(Router, RoutingRulesPinExcludeReweighAndReorder) {
+  ThreeUpstreams up(R"(routing:
+  rules:
+    - name: batch-off-community
+      match: { key_tag: batch }
+      exclude: [cheap]
+    - name: multi-by-speed
+      match: { model: "mul*" }
+      weights: { quality: 0, cost: 0, latency: 1 }
+    - name: measured-order
+      match: { model: measured }
+      fallback_order: [fast, cheap]
+    - name: pinned
+      match: { model: open-only }
+      pin: [fast]
+)");
+  ASSERT_GT(up.port, 0) << up.gateway->log();
+  // The rule's weights replace the config's; a preference header still wins for its request.
+  EXPECT_EQ(up.chat("").header("x-turnpike-provider"), "fast");
+  EXPECT_EQ(up.chat("cost").header("x-turnpike-provider"), "cheap");
+  // fallback_order beats the score: `measured` costs the same on both, cost would tie-break
+  // to the first listed; the rule puts fast first.
+  EXPECT_EQ(up.chat("cost", "", "", "measured").header("x-turnpike-provider"), "fast");
+  // A rule that leaves nothing is a 403 naming the rule.
+  const auto pinned = up.chat("", "", "", "open-only");
+  EXPECT_EQ(pinned.status, 403);
+  EXPECT_NE(pinned.body.find("excluded_by_routing_rule"), std::string::npos) << pinned.body;
+  EXPECT_NE(pinned.body.find("'pinned'"), std::string::npos) << pinned.body;
+  // The first matching rule applies: a batch key loses `cheap` (and keeps the config's
+  // weights, since the speed rule does not apply to it).
+  const std::string batch = create_key(up.port, R"({"tags":["batch"]})");
+  ASSERT_FALSE(batch.empty());
+  const std::map<std::string, std::string> cost = {{"authorization", "Bearer " + batch},
+                                                   {"x-turnpike-route-preference", "cost"}};
+  const std::string body = R"({"model":"multi","max_tokens":50,"messages":[]})";
+  const auto res = http_request(up.port, "POST", "/v1/chat/completions", body, cost);
+  ASSERT_EQ(res.status, 200) << res.body;
+  EXPECT_EQ(res.header("x-turnpike-provider"), "mid");
+  const auto explained = http_request(up.port, "POST", "/v1/route/explain", body, cost);
+  EXPECT_NE(explained.body.find(R"("rule":"batch-off-community")"), std::string::npos)
+      << explained.body;
+  EXPECT_NE(explained.body.find(
+                R"("verdict":"excluded: routing rule 'batch-off-community' excludes provider 'cheap'")"),
+            std::string::npos)
+      << explained.body;
+  EXPECT_NE(explained.body.find(R"("pick":{"model":"multi","provider":"mid")"), std::string::npos)
+      << explained.body;
+  EXPECT_EQ(received(up.ports[0]), 1);  // cheap: only the one request with a cost header
+}
+
 TEST(Router, FlexThatStartsInTimeServesAtFlexPricesAndRecordsTheStandardPrice) {
   FlexUpstreams up;
   ASSERT_GT(up.port, 0) << up.gateway->log();

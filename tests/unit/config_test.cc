@@ -148,6 +148,50 @@ models:
                "flex prices need a provider with api: openai");
 }
 
+TEST(Config, RoutingRulesAreValidatedAtStartUp) {
+  const std::string base = R"(providers:
+  - { name: a, base_url: "http://127.0.0.1:9000/v1" }
+  - { name: b, base_url: "http://127.0.0.1:9001/v1" }
+models:
+  - name: m
+    routes:
+      - { provider: a, input_per_mtok: "1", output_per_mtok: "1" }
+      - { provider: b, input_per_mtok: "1", output_per_mtok: "1" }
+routing:
+  rules:
+)";
+  auto c = parse_config(base + R"(    - name: batch
+      match: { model: "m*", account: acct_3, key_tag: batch, privacy_tier: cloud }
+      exclude: [a]
+      weights: { quality: 0, cost: 1, latency: 0 }
+    - match: { model: m }
+      fallback_order: [b, a]
+)",
+                        "t.yaml");
+  ASSERT_TRUE(c) << c.status().message();
+  ASSERT_EQ(c->rules.size(), 2u);
+  EXPECT_EQ(c->rules[0].name, "batch");
+  EXPECT_EQ(c->rules[0].account, 3);
+  EXPECT_EQ(c->rules[0].privacy_tier, catalog::PrivacyTier::kCloud);
+  EXPECT_EQ(c->rules[0].exclude, std::vector<std::size_t>{0});
+  EXPECT_DOUBLE_EQ(c->rules[0].weights->cost, 1);
+  EXPECT_EQ(c->rules[1].name, "rules[1]");
+  EXPECT_EQ(c->rules[1].fallback_order, (std::vector<std::size_t>{1, 0}));
+
+  expect_error(base + "    - { pin: [z] }\n", "routing.rules[0].pin[0]: no provider named 'z'");
+  expect_error(base + "    - { pin: [a], exclude: [a] }\n", "'a' is both pinned and excluded");
+  expect_error(base + "    - { match: { model: m } }\n", "a rule needs at least one action");
+  expect_error(base + "    - { name: x, pin: [a] }\n    - { name: x, pin: [b] }\n",
+               "'x' names an earlier rule");
+  expect_error(base + "    - { match: { account: bob }, pin: [a] }\n",
+               "must be an account id like acct_3");
+  expect_error(base + "    - { exclude: [a], fallback_order: [a] }\n",
+               "'a' is not a candidate under this rule's pin and exclude");
+  expect_error(base + "    - { match: { color: red }, pin: [a] }\n", "color");
+  expect_error(base + "    - { weights: { quality: 0, cost: 0, latency: 0 } }\n",
+               "at least one weight must be above 0");
+}
+
 TEST(Config, BillingKeysHaveDefaultsAndBounds) {
   auto c = parse_config(kMinimal, "t.yaml");
   ASSERT_TRUE(c);

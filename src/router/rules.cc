@@ -1,0 +1,63 @@
+#include "router/rules.h"
+
+#include <algorithm>
+
+namespace tp::router {
+
+bool glob_match(std::string_view pattern, std::string_view text) {
+  // Iterative, with one backtrack point for the last `*`: linear in practice, never
+  // exponential.
+  std::size_t p = 0;
+  std::size_t t = 0;
+  std::size_t star = std::string_view::npos;
+  std::size_t resume = 0;
+  while (t < text.size()) {
+    if (p < pattern.size() && (pattern[p] == '?' || pattern[p] == text[t])) {
+      ++p;
+      ++t;
+    } else if (p < pattern.size() && pattern[p] == '*') {
+      star = p++;
+      resume = t;
+    } else if (star != std::string_view::npos) {
+      p = star + 1;
+      t = ++resume;
+    } else {
+      return false;
+    }
+  }
+  while (p < pattern.size() && pattern[p] == '*') ++p;
+  return p == pattern.size();
+}
+
+bool matches(const Rule& rule, const RuleSubject& s) {
+  if (!rule.model.empty() && !glob_match(rule.model, s.model)) return false;
+  if (rule.account && *rule.account != s.account) return false;
+  if (!rule.key_tag.empty() &&
+      std::find(s.key_tags.begin(), s.key_tags.end(), rule.key_tag) == s.key_tags.end()) {
+    return false;
+  }
+  if (rule.privacy_tier && *rule.privacy_tier != s.tier) return false;
+  return true;
+}
+
+const Rule* first_match(std::span<const Rule> rules, const RuleSubject& subject) {
+  for (const Rule& r : rules) {
+    if (matches(r, subject)) return &r;
+  }
+  return nullptr;
+}
+
+bool admits(const Rule& rule, std::size_t provider) {
+  auto listed = [&](const std::vector<std::size_t>& list) {
+    return std::find(list.begin(), list.end(), provider) != list.end();
+  };
+  if (!rule.pin.empty() && !listed(rule.pin)) return false;
+  return !listed(rule.exclude);
+}
+
+std::size_t fallback_position(const Rule& rule, std::size_t provider) {
+  const auto at = std::find(rule.fallback_order.begin(), rule.fallback_order.end(), provider);
+  return static_cast<std::size_t>(at - rule.fallback_order.begin());
+}
+
+}  // namespace tp::router
