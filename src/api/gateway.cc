@@ -14,6 +14,7 @@
 #include "api/stream_meter.h"
 #include "api/usage_api.h"
 #include "api/route_report.h"
+#include "router/breaker.h"
 #include "router/route_stats.h"
 #include "router/rules.h"
 #include "router/score.h"
@@ -419,11 +420,6 @@ class Gateway final : public http::Handler {
   void observe_ttfb(const catalog::Route& route, std::chrono::steady_clock::duration ttfb);
   void observe_speed(const catalog::Route& route, std::int64_t output_tokens,
                      std::chrono::steady_clock::duration decoding);
-  // A route's circuit breaker on this thread.
-  struct RouteHealth {
-    std::uint32_t failures = 0;                          // in a row
-    std::chrono::steady_clock::time_point open_until{};  // skipped until then
-  };
   Admission admission(const catalog::Route& route, const Constraints& c,
                       std::chrono::steady_clock::time_point now) const;
   void upstream_failed(const catalog::Route& route);
@@ -449,7 +445,7 @@ class Gateway final : public http::Handler {
   AdminApi admin_;
   StoreLink link_;
   std::vector<RouteLatency> latency_;  // per route (Route::index), this thread's averages
-  std::vector<RouteHealth> health_;    // per route, this thread's breakers
+  std::vector<router::Breaker> health_;  // per route, this thread's breakers
   std::shared_ptr<router::RouteStats::Thread> stats_;  // this thread's block of the stats
   std::shared_ptr<const auth::KeyTable> keys_;  // refreshed when the directory's version moves
   std::uint64_t keys_version_ = 0;
@@ -833,7 +829,7 @@ Gateway::Admission Gateway::admission(const catalog::Route& route, const Constra
   if (p.privacy_tier > c.tier) return Admission::kLooserTier;
   if (c.rule != nullptr && !router::admits(*c.rule, p.index)) return Admission::kExcludedByRule;
   // Closed, or half-open after the cooldown: may be tried.
-  if (health_[route.index].open_until > now) return Admission::kResting;
+  if (health_[route.index].resting(now)) return Admission::kResting;
   return Admission::kAdmitted;
 }
 
@@ -852,39 +848,41 @@ std::string Gateway::exclusion(const catalog::Route& route, const Constraints& c
       return fmt::format("routing rule '{}' {} provider '{}'", c.rule->name,
                          c.rule->pin.empty() ? "excludes" : "does not pin", p.name);
     case Admission::kResting: {
-      const RouteHealth& h = health_[route.index];
-      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(h.open_until - now);
-      return fmt::format("circuit open after {} failures in a row; retried in {} ms", h.failures,
-                         left.count());
+      const router::Breaker& h = health_[route.index];
+      const router::BreakerSettings& b = state_->config().breaker;
+      const auto left =
+          std::chrono::duration_cast<std::chrono::milliseconds>(h.open_until() - now);
+      return h.failures_in_a_row() >= b.failures
+                 ? fmt::format("circuit open after {} failures in a row; retried in {} ms",
+                               h.failures_in_a_row(), left.count())
+                 : fmt::format("circuit open: {} of the last {} attempts failed; retried in {} ms",
+                               h.recent_failures(b.window), std::min(b.window, h.attempts_seen()),
+                               left.count());
     }
   }
   return {};
 }
 
 void Gateway::upstream_failed(const catalog::Route& route) {
-  RouteHealth& h = health_[route.index];
-  const ops::Breaker& b = state_->config().breaker;
-  ++h.failures;
   stats_->error(route.index);
-  // Open at the threshold; a half-open route that fails again reopens at once.
-  if (h.failures >= b.failures) {
-    h.open_until = std::chrono::steady_clock::now() + std::chrono::milliseconds(b.cooldown_ms);
-    stats_->circuit_open_until(route.index, h.open_until);
-    if (h.failures == b.failures) {
-      log::warn("route circuit opened", {{"provider", state_->catalog().provider(route).name},
-                                          {"upstream_model", route.upstream_model}});
-    }
+  router::Breaker& h = health_[route.index];
+  const router::Breaker::Change change =
+      h.failed(state_->config().breaker, std::chrono::steady_clock::now());
+  if (change == router::Breaker::Change::kNone) return;
+  stats_->circuit_open_until(route.index, h.open_until());
+  if (change == router::Breaker::Change::kOpened) {
+    log::warn("route circuit opened", {{"provider", state_->catalog().provider(route).name},
+                                        {"upstream_model", route.upstream_model},
+                                        {"failures_in_a_row", h.failures_in_a_row()}});
   }
 }
 
 void Gateway::upstream_answered(const catalog::Route& route) {
-  RouteHealth& h = health_[route.index];
-  if (h.failures >= state_->config().breaker.failures) {
+  if (health_[route.index].succeeded() == router::Breaker::Change::kClosed) {
     log::info("route circuit closed", {{"provider", state_->catalog().provider(route).name},
                                         {"upstream_model", route.upstream_model}});
     stats_->circuit_open_until(route.index, {});
   }
-  h = RouteHealth{};
 }
 
 router::Candidate Gateway::candidate_for(const catalog::Model& model, const catalog::Route& r,

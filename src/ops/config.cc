@@ -321,16 +321,21 @@ void parse_routing(const Reader& r, const YAML::Node& root, Config& c) {
   const YAML::Node n = root["routing"];
   if (!n.IsDefined() || n.IsNull()) return;
   r.check_keys(n, "routing",
-               {"weights", "breaker_failures", "breaker_cooldown_ms", "auto_quality_floor",
-                "fallback_deadline_ms", "rules"});
+               {"weights", "breaker_failures", "breaker_cooldown_ms", "breaker_error_rate",
+                "breaker_window", "auto_quality_floor", "fallback_deadline_ms", "rules"});
   c.fallback_deadline_ms = static_cast<std::uint32_t>(r.integer(
       n, "fallback_deadline_ms", "routing", c.fallback_deadline_ms, 100, 10 * 60'000));
   c.auto_quality_floor =
       r.number(n, "auto_quality_floor", "routing", c.auto_quality_floor, 0, 1);
   c.breaker.failures = static_cast<std::uint32_t>(
       r.integer(n, "breaker_failures", "routing", c.breaker.failures, 1, 1000));
-  c.breaker.cooldown_ms = static_cast<std::uint32_t>(
-      r.integer(n, "breaker_cooldown_ms", "routing", c.breaker.cooldown_ms, 10, kHour));
+  c.breaker.cooldown = std::chrono::milliseconds(r.integer(
+      n, "breaker_cooldown_ms", "routing",
+      static_cast<std::uint64_t>(c.breaker.cooldown.count()), 10, kHour));
+  c.breaker.error_rate =
+      r.number(n, "breaker_error_rate", "routing", c.breaker.error_rate, 0, 1);
+  c.breaker.window = static_cast<std::uint32_t>(
+      r.integer(n, "breaker_window", "routing", c.breaker.window, 2, 64));
   const YAML::Node w = n["weights"];
   if (!w.IsDefined() || w.IsNull()) return;
   r.check_keys(w, "routing.weights", {"quality", "cost", "latency"});

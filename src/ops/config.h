@@ -13,6 +13,7 @@
 #include "core/status.h"
 #include "http/server.h"
 #include "http/upstream.h"
+#include "router/breaker.h"
 #include "router/rules.h"
 
 namespace tp::ops {
@@ -25,10 +26,6 @@ struct RoutingWeights {
 
 // routing.breaker_*: a route whose upstream fails this many times in a row is skipped for
 // the cooldown, then tried again (one failure reopens it, one success closes it).
-struct Breaker {
-  std::uint32_t failures = 5;
-  std::uint32_t cooldown_ms = 10'000;
-};
 
 // billing.*: how requests are charged.
 struct Billing {
@@ -62,7 +59,7 @@ struct Config {
   http::ServerLimits server;
   http::UpstreamTimeouts upstream;
   RoutingWeights weights;
-  Breaker breaker;
+  router::BreakerSettings breaker;  // routing.breaker_*
   double auto_quality_floor = 0;  // routing.auto_quality_floor: "auto" skips models below it
   // routing.fallback_deadline_ms: no further route is tried once this long has passed
   // since the first attempt began.

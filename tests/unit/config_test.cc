@@ -27,6 +27,10 @@ TEST(Config, MinimalConfigGetsDocumentedDefaults) {
   EXPECT_EQ(c->server.body_bytes_max, 8u * 1024 * 1024);
   EXPECT_EQ(c->upstream.connect_timeout_ms, 5000u);
   EXPECT_DOUBLE_EQ(c->weights.quality, 0.4);
+  EXPECT_EQ(c->breaker.failures, 5u);
+  EXPECT_DOUBLE_EQ(c->breaker.error_rate, 0.5);
+  EXPECT_EQ(c->breaker.window, 20u);
+  EXPECT_EQ(c->breaker.cooldown.count(), 10'000);
   const auto* m = c->catalog->find_model("gpt-4o-mini");
   ASSERT_NE(m, nullptr);
   EXPECT_EQ(m->routes[0].upstream_model, "gpt-4o-mini");  // defaults to the model's name
@@ -188,6 +192,8 @@ routing:
   expect_error(base + "    - { exclude: [a], fallback_order: [a] }\n",
                "'a' is not a candidate under this rule's pin and exclude");
   expect_error(base + "    - { match: { color: red }, pin: [a] }\n", "color");
+  expect_error(std::string(kMinimal) + "routing: { breaker_window: 65 }\n",
+               "routing.breaker_window: must be between 2 and 64");
   expect_error(base + "    - { weights: { quality: 0, cost: 0, latency: 0 } }\n",
                "at least one weight must be above 0");
 }
