@@ -13,6 +13,7 @@
 #include "api/request_body.h"
 #include "api/stream_meter.h"
 #include "api/usage_api.h"
+#include "api/prober.h"
 #include "api/route_report.h"
 #include "router/breaker.h"
 #include "router/route_stats.h"
@@ -22,6 +23,7 @@
 #include "core/ids.h"
 #include "core/json_writer.h"
 #include "core/log.h"
+#include "core/rfc3339.h"
 #include "http/sse.h"
 #include "meter/usage.h"
 #include "store/ledger_store.h"
@@ -316,7 +318,10 @@ class Gateway final : public http::Handler {
       : state_(std::move(state)),
         pool_(ioc, state_->provider_count()),
         admin_(state_->services(), inbox, ioc,
-               [state = state_] { return routes_report(state->catalog(), state->route_stats()); }),
+               [state = state_] {
+                 return routes_report(state->catalog(), state->route_stats(),
+                                      state->provider_health());
+               }),
         link_(*state_->services().writer, inbox, ioc),
         latency_(state_->catalog().route_count()),
         health_(state_->catalog().route_count()),
@@ -829,7 +834,9 @@ Gateway::Admission Gateway::admission(const catalog::Route& route, const Constra
   if (p.privacy_tier > c.tier) return Admission::kLooserTier;
   if (c.rule != nullptr && !router::admits(*c.rule, p.index)) return Admission::kExcludedByRule;
   // Closed, or half-open after the cooldown: may be tried.
-  if (health_[route.index].resting(now)) return Admission::kResting;
+  if (health_[route.index].resting(now) || state_->provider_health().down(p.index)) {
+    return Admission::kResting;
+  }
   return Admission::kAdmitted;
 }
 
@@ -848,6 +855,13 @@ std::string Gateway::exclusion(const catalog::Route& route, const Constraints& c
       return fmt::format("routing rule '{}' {} provider '{}'", c.rule->name,
                          c.rule->pin.empty() ? "excludes" : "does not pin", p.name);
     case Admission::kResting: {
+      const ProviderHealth& probes = state_->provider_health();
+      if (probes.down(p.index)) {
+        return fmt::format("provider '{}' failed its last {} health probes (down since {}); "
+                           "skipped until a probe answers",
+                           p.name, probes.failures(p.index),
+                           format_rfc3339(probes.down_since_ms(p.index)));
+      }
       const router::Breaker& h = health_[route.index];
       const router::BreakerSettings& b = state_->config().breaker;
       const auto left =
@@ -1499,6 +1513,7 @@ Result<std::shared_ptr<const GatewayState>> GatewayState::create(const ops::Conf
                                                                  Services services) {
   std::shared_ptr<GatewayState> state(new GatewayState(config, std::move(services)));
   state->route_stats_ = std::make_shared<router::RouteStats>(config.catalog->route_count());
+  state->provider_health_ = std::make_shared<ProviderHealth>(config.catalog->providers().size());
   state->resolver_ = std::make_unique<http::HostResolver>();
   const catalog::Catalog& cat = *config.catalog;
   for (const catalog::Provider& p : cat.providers()) {

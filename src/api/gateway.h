@@ -22,6 +22,8 @@ class RouteStats;
 
 namespace tp::api {
 
+class ProviderHealth;
+
 class GatewayState {
  public:
   // Resolves provider URLs and TLS trust; fails on an unreadable CA file.
@@ -38,6 +40,8 @@ class GatewayState {
   const Services& services() const { return services_; }
   // Every route's statistics; each thread writes its own block of it.
   router::RouteStats& route_stats() const { return *route_stats_; }
+  // What the background probes found about each provider.
+  ProviderHealth& provider_health() const { return *provider_health_; }
 
  private:
   GatewayState(const ops::Config& config, Services services)
@@ -49,6 +53,7 @@ class GatewayState {
   std::vector<std::string> head_lines_;
   std::string models_body_;
   std::shared_ptr<router::RouteStats> route_stats_;
+  std::shared_ptr<ProviderHealth> provider_health_;
 };
 
 // Makes one Gateway per I/O thread.

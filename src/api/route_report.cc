@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "api/prober.h"
 #include "catalog/catalog.h"
 #include "core/json_writer.h"
 #include "router/route_stats.h"
@@ -29,7 +30,8 @@ void write_percentiles(json::Writer& w, std::string_view name,
 
 }  // namespace
 
-std::string routes_report(const catalog::Catalog& catalog, const router::RouteStats& stats) {
+std::string routes_report(const catalog::Catalog& catalog, const router::RouteStats& stats,
+                          const ProviderHealth& probes) {
   const std::vector<router::RouteSnapshot> seen = stats.snapshot(std::chrono::steady_clock::now());
   std::string out;
   json::Writer w(out);
@@ -59,6 +61,7 @@ std::string routes_report(const catalog::Catalog& catalog, const router::RouteSt
         w.value(std::round(tps * 10) / 10);
       }
       w.field("circuit_open_on_threads", static_cast<std::int64_t>(s.open_on_threads));
+      w.field("provider_up", !probes.down(p.index));
       w.end_object();
     }
   }

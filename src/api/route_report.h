@@ -12,6 +12,9 @@ class RouteStats;
 
 namespace tp::api {
 
-std::string routes_report(const catalog::Catalog& catalog, const router::RouteStats& stats);
+class ProviderHealth;
+
+std::string routes_report(const catalog::Catalog& catalog, const router::RouteStats& stats,
+                          const ProviderHealth& probes);
 
 }  // namespace tp::api

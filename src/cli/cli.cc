@@ -19,6 +19,7 @@
 
 #include "api/gateway.h"
 #include "api/maintenance.h"
+#include "api/prober.h"
 #include "api/usage_api.h"
 #include "store/usage_store.h"
 #include "core/log.h"
@@ -129,6 +130,7 @@ int serve(const ServeOptions& opts) {
     std::fprintf(stderr, "turnpike: %s\n", state.status().message().c_str());
     return 2;
   }
+  const std::unique_ptr<api::Prober> prober = api::Prober::start(state.value());
   http::Server server(config.server, api::make_gateway_factory(std::move(state.value())));
   if (auto s = server.listen(config.listen_host, config.listen_port, threads); !s) {
     std::fprintf(stderr, "turnpike: %s\n", s.message().c_str());
@@ -141,6 +143,7 @@ int serve(const ServeOptions& opts) {
                           {"providers", config.catalog->providers().size()},
                           {"version", kVersion}});
   server.run();
+  if (prober) prober->stop();
   // Every I/O thread has stopped: finish the writes already queued before the threads'
   // inboxes go away with the server.
   (*maintenance)->stop();

@@ -322,7 +322,18 @@ void parse_routing(const Reader& r, const YAML::Node& root, Config& c) {
   if (!n.IsDefined() || n.IsNull()) return;
   r.check_keys(n, "routing",
                {"weights", "breaker_failures", "breaker_cooldown_ms", "breaker_error_rate",
-                "breaker_window", "auto_quality_floor", "fallback_deadline_ms", "rules"});
+                "breaker_window", "auto_quality_floor", "fallback_deadline_ms", "rules",
+                "probe_interval_ms", "probe_timeout_ms", "probe_failures"});
+  c.probe.interval_ms = static_cast<std::uint32_t>(
+      r.integer(n, "probe_interval_ms", "routing", c.probe.interval_ms, 0, kHour));
+  if (c.probe.interval_ms != 0 && c.probe.interval_ms < 100) {
+    r.fail(n["probe_interval_ms"], "routing.probe_interval_ms",
+           "must be 0 (no probes) or at least 100");
+  }
+  c.probe.timeout_ms = static_cast<std::uint32_t>(
+      r.integer(n, "probe_timeout_ms", "routing", c.probe.timeout_ms, 100, 60'000));
+  c.probe.failures = static_cast<std::uint32_t>(
+      r.integer(n, "probe_failures", "routing", c.probe.failures, 1, 100));
   c.fallback_deadline_ms = static_cast<std::uint32_t>(r.integer(
       n, "fallback_deadline_ms", "routing", c.fallback_deadline_ms, 100, 10 * 60'000));
   c.auto_quality_floor =

@@ -27,6 +27,13 @@ struct RoutingWeights {
 // routing.breaker_*: a route whose upstream fails this many times in a row is skipped for
 // the cooldown, then tried again (one failure reopens it, one success closes it).
 
+// routing.probe_*: background health probes of every provider (api/prober.h).
+struct Probe {
+  std::uint32_t interval_ms = 15'000;  // 0: no probes
+  std::uint32_t timeout_ms = 5'000;    // to the response head
+  std::uint32_t failures = 2;          // failed probes in a row that mark a provider down
+};
+
 // billing.*: how requests are charged.
 struct Billing {
   Money trial_credit = Money::usd(20);  // trial_usd; 0 disables
@@ -60,6 +67,7 @@ struct Config {
   http::UpstreamTimeouts upstream;
   RoutingWeights weights;
   router::BreakerSettings breaker;  // routing.breaker_*
+  Probe probe;
   double auto_quality_floor = 0;  // routing.auto_quality_floor: "auto" skips models below it
   // routing.fallback_deadline_ms: no further route is tried once this long has passed
   // since the first attempt began.

@@ -276,7 +276,8 @@ Task<void> SimHandler::handle(http::Request& req, Responder& res) {
   }
 
   const Api api = path == "/v1/messages" ? Api::kAnthropic : Api::kOpenAI;
-  state_->record({std::string(req.method()), std::string(path),
+  // Model calls are logged; model listings (a gateway's health probes) are not.
+  if (path != "/v1/models" || req.method() != "GET") state_->record({std::string(req.method()), std::string(path),
                   std::string(req["authorization"]),
                   std::string(req["x-api-key"]), std::string(req["anthropic-version"]),
                   req.body()});

@@ -1,6 +1,7 @@
 // Routing by composite score across three upstreams of different prices and latencies.
 #include <gtest/gtest.h>
 
+#include <functional>
 #include <sstream>
 #include <thread>
 
@@ -333,7 +334,9 @@ std::string route_entry(const std::string& routes, const std::string& model,
   const std::string marker = R"({"model":")" + model + R"(","provider":")" + provider + "\"";
   const std::size_t at = routes.find(marker);
   if (at == std::string::npos) return {};
-  return routes.substr(at, routes.find("\"circuit_open_on_threads\"", at) - at);
+  // Up to the entry's last field, "provider_up":true|false.
+  const std::size_t last = routes.find("\"provider_up\":", at);
+  return routes.substr(at, routes.find_first_of(",}", last + 14) - at);
 }
 
 TEST(Router, RouteStatsCountAttemptsFailuresFallbacksAndLatency) {
@@ -371,6 +374,46 @@ TEST(Router, RouteStatsCountAttemptsFailuresFallbacksAndLatency) {
                          {{"authorization", "Bearer " + up.key}})
                 .status,
             401);
+}
+
+TEST(Router, BackgroundProbesSkipADownProviderAndBringItBack) {
+  ThreeUpstreams up("routing: { probe_interval_ms: 100, probe_failures: 2 }");
+  ASSERT_GT(up.port, 0) << up.gateway->log();
+  auto wait_for = [&](const std::function<bool()>& done) {
+    for (int i = 0; i < 100 && !done(); ++i) std::this_thread::sleep_for(50ms);
+    return done();
+  };
+  const std::map<std::string, std::string> admin = {
+      {"authorization", std::string("Bearer ") + kAdminKey}};
+  auto cheap_up = [&] {
+    const auto routes = http_request(up.port, "GET", "/admin/v1/routes", {}, admin);
+    return route_entry(routes.body, "multi", "cheap").find(R"("provider_up":true)") !=
+           std::string::npos;
+  };
+  EXPECT_EQ(up.chat("cost").header("x-turnpike-provider"), "cheap");
+  // Kill `cheap`: the probes mark it down before any request has to fail on it.
+  const int cheap_port = up.ports[0];
+  up.sims[0].reset();
+  ASSERT_TRUE(wait_for([&] { return !cheap_up(); })) << up.gateway->log();
+  const auto res = up.chat("cost");
+  ASSERT_EQ(res.status, 200) << res.body;
+  EXPECT_EQ(res.header("x-turnpike-provider"), "mid");
+  EXPECT_EQ(res.header("x-turnpike-fallbacks"), "0");  // skipped, not tried
+  const auto explained = http_request(up.port, "POST", "/v1/route/explain",
+                                      R"({"model":"multi"})",
+                                      {{"authorization", "Bearer " + up.key}});
+  EXPECT_NE(explained.body.find("provider 'cheap' failed its last"), std::string::npos)
+      << explained.body;
+  // Bring it back on the same port: the next probe that answers lets it serve again.
+  up.sims[0] = std::make_unique<Process>(
+      bin("turnpike-sim"),
+      std::vector<std::string>{"--listen", "127.0.0.1:" + std::to_string(cheap_port)});
+  ASSERT_EQ(up.sims[0]->wait_listening(), cheap_port);
+  ASSERT_TRUE(wait_for(cheap_up)) << up.gateway->log();
+  EXPECT_EQ(up.chat("cost").header("x-turnpike-provider"), "cheap");
+  const std::string log = up.gateway->log();
+  EXPECT_NE(log.find("provider down"), std::string::npos) << log;
+  EXPECT_NE(log.find("provider up"), std::string::npos) << log;
 }
 
 // The value of the first `"name":"…"` string field in `json` at or after `from`.

@@ -1,0 +1,116 @@
+#include "api/prober.h"
+
+#include <pthread.h>
+
+#include <fmt/format.h>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+
+#include "api/gateway.h"
+#include "core/clock.h"
+#include "core/log.h"
+
+namespace tp::api {
+namespace {
+
+constexpr std::size_t kProbeBodyBytesMax = 1024 * 1024;
+constexpr std::uint32_t kProbeConnectTimeoutMs = 2'000;
+
+}  // namespace
+
+bool ProviderHealth::record(std::size_t provider, bool answered,
+                            std::uint32_t failures_to_mark_down, std::int64_t now_ms) {
+  probes_.fetch_add(1, std::memory_order_relaxed);
+  Provider& p = providers_[provider];
+  if (answered) {
+    p.failures.store(0, std::memory_order_relaxed);
+    return p.down_since_ms.exchange(0, std::memory_order_relaxed) != 0;
+  }
+  const std::uint32_t failures = p.failures.load(std::memory_order_relaxed) + 1;
+  p.failures.store(failures, std::memory_order_relaxed);
+  if (failures < failures_to_mark_down || p.down_since_ms.load(std::memory_order_relaxed) != 0) {
+    return false;
+  }
+  p.down_since_ms.store(now_ms, std::memory_order_relaxed);
+  return true;
+}
+
+Prober::Prober(std::shared_ptr<const GatewayState> state)
+    : state_(std::move(state)), ioc_(BOOST_ASIO_CONCURRENCY_HINT_UNSAFE), inbox_(ioc_) {}
+
+std::unique_ptr<Prober> Prober::start(std::shared_ptr<const GatewayState> state) {
+  if (state->config().probe.interval_ms == 0) return nullptr;
+  std::unique_ptr<Prober> p(new Prober(std::move(state)));
+  p->pool_ = std::make_unique<http::UpstreamPool>(p->ioc_, p->state_->provider_count());
+  p->sleep_ = std::make_unique<http::Timer>(p->ioc_.get_executor());
+  Prober* self = p.get();
+  boost::asio::co_spawn(p->ioc_.get_executor(), p->inbox_.run(), boost::asio::detached);
+  boost::asio::co_spawn(p->ioc_.get_executor(), self->run(), boost::asio::detached);
+  p->thread_ = std::thread([self] {
+    pthread_setname_np(pthread_self(), "tp-probe");
+    self->ioc_.run();
+  });
+  return p;
+}
+
+Prober::~Prober() { stop(); }
+
+void Prober::stop() {
+  if (stopped_.exchange(true) || !thread_.joinable()) return;
+  inbox_.post([this] {
+    stopping_ = true;
+    sleep_->cancel();
+    inbox_.close();
+    ioc_.stop();
+  });
+  thread_.join();
+}
+
+http::Task<Status> Prober::probe(std::size_t provider) {
+  const http::UpstreamEndpoint& endpoint = state_->endpoint(provider);
+  const catalog::Provider& p = state_->catalog().providers()[provider];
+  std::string head = fmt::format("GET {}/models HTTP/1.1\r\n", endpoint.url.path);
+  head += state_->head_lines(provider);
+  if (p.api == catalog::Api::kAnthropic) head += "anthropic-version: 2023-06-01\r\n";
+  head += "User-Agent: turnpike-probe\r\n\r\n";
+  const http::UpstreamTimeouts timeouts{kProbeConnectTimeoutMs, state_->config().probe.timeout_ms,
+                                        state_->config().probe.timeout_ms};
+  auto sent = co_await pool_->send(endpoint, head, {}, timeouts);
+  if (!sent) co_return sent.status();
+  const unsigned status = (*sent)->status();
+  (void)co_await (*sent)->read_all(kProbeBodyBytesMax);
+  if (status >= 500) {
+    co_return Status{ErrorKind::kUpstreamFailed, fmt::format("answered HTTP {}", status)};
+  }
+  co_return Status::ok();
+}
+
+http::Task<void> Prober::run() {
+  ProviderHealth& health = state_->provider_health();
+  const ops::Probe& settings = state_->config().probe;
+  while (!stopping_) {
+    for (std::size_t i = 0; i < state_->provider_count() && !stopping_; ++i) {
+      const Status outcome = co_await probe(i);
+      if (stopping_) break;
+      const bool answered = outcome.is_ok();
+      const std::string& name = state_->catalog().providers()[i].name;
+      if (!answered && health.failures(i) == 0) {
+        // The first failure of a run; the rest are counted, not logged.
+        log::warn("provider probe failed", {{"provider", name}, {"error", outcome.message()}});
+      }
+      if (health.record(i, answered, settings.failures, SystemClock::instance().unix_millis())) {
+        if (answered) {
+          log::info("provider up: a health probe answered", {{"provider", name}});
+        } else {
+          log::warn("provider down: its routes are skipped until a probe answers",
+                    {{"provider", name}, {"failed_probes", health.failures(i)}});
+        }
+      }
+    }
+    sleep_->expires_after(std::chrono::milliseconds(settings.interval_ms));
+    co_await sleep_->async_wait(http::use_nothrow);
+  }
+}
+
+}  // namespace tp::api

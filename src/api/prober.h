@@ -1,0 +1,75 @@
+#pragma once
+// Background health probes of every provider. Every routing.probe_interval_ms each
+// provider's model list is fetched (GET {base_url}/models, with its credentials): any answer
+// below 500 means it is reachable; a refused or failed connection, a timeout or a 5xx is a
+// failed probe. After routing.probe_failures failed probes in a row the provider is marked
+// down, and every I/O thread skips its routes until a probe answers again. Runs its own
+// thread and event loop; request threads only read the marks.
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "http/inbox.h"
+#include "http/upstream.h"
+
+namespace tp::api {
+
+class GatewayState;
+
+// What the probes found, per provider; written by the prober, read by any thread.
+class ProviderHealth {
+ public:
+  explicit ProviderHealth(std::size_t providers) : providers_(providers) {}
+
+  // When the provider was marked down (Unix ms), or 0 while it is up.
+  std::int64_t down_since_ms(std::size_t provider) const {
+    return providers_[provider].down_since_ms.load(std::memory_order_relaxed);
+  }
+  bool down(std::size_t provider) const { return down_since_ms(provider) != 0; }
+  // Failed probes in a row.
+  std::uint32_t failures(std::size_t provider) const {
+    return providers_[provider].failures.load(std::memory_order_relaxed);
+  }
+  std::uint64_t probes() const { return probes_.load(std::memory_order_relaxed); }
+
+  // The prober's writes. Returns true when the provider's mark changed.
+  bool record(std::size_t provider, bool answered, std::uint32_t failures_to_mark_down,
+              std::int64_t now_ms);
+
+ private:
+  struct Provider {
+    std::atomic<std::int64_t> down_since_ms{0};
+    std::atomic<std::uint32_t> failures{0};
+  };
+  std::vector<Provider> providers_;
+  std::atomic<std::uint64_t> probes_{0};
+};
+
+class Prober {
+ public:
+  // Nothing to run (and nullptr) when routing.probe_interval_ms is 0.
+  static std::unique_ptr<Prober> start(std::shared_ptr<const GatewayState> state);
+  // Stops after the probe in progress, if any. Idempotent.
+  void stop();
+  ~Prober();
+
+ private:
+  explicit Prober(std::shared_ptr<const GatewayState> state);
+  http::Task<void> run();
+  // One probe: ok when the provider answered below 500.
+  http::Task<Status> probe(std::size_t provider);
+
+  std::shared_ptr<const GatewayState> state_;
+  boost::asio::io_context ioc_;
+  http::Inbox inbox_;
+  std::unique_ptr<http::UpstreamPool> pool_;
+  std::unique_ptr<http::Timer> sleep_;
+  std::atomic<bool> stopped_{false};
+  bool stopping_ = false;
+  std::thread thread_;
+};
+
+}  // namespace tp::api
