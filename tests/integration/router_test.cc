@@ -190,6 +190,33 @@ TEST(Router, FallsBackPastARefusedConnectionAndA500) {
   EXPECT_EQ(up.chat("cost").header("x-turnpike-fallbacks"), "0");
 }
 
+TEST(Router, FallsBackWhenAnUpstreamIsKilledMidRun) {
+  ThreeUpstreams up("routing: { probe_interval_ms: 0 }");
+  ASSERT_GT(up.port, 0) << up.gateway->log();
+  // A pooled connection to `cheap` exists after this request.
+  for (const std::string extra : {"", R"("stream":true,)"}) {
+    ASSERT_EQ(up.chat("cost", "", extra).header("x-turnpike-provider"), "cheap");
+  }
+  up.sims[0].reset();  // killed between requests; nothing has probed it since
+  for (const std::string extra : {"", R"("stream":true,)"}) {
+    const auto res = up.chat("cost", "", extra);
+    ASSERT_EQ(res.status, 200) << res.body;
+    EXPECT_EQ(res.header("x-turnpike-provider"), "mid");
+    EXPECT_EQ(res.header("x-turnpike-fallbacks"), "1");
+  }
+  // The client saw one response each; usage belongs to the route that served.
+  const auto usage = http_request(up.port, "GET", "/api/usage", {},
+                                  {{"authorization", "Bearer " + up.key}});
+  std::size_t rows = 0;
+  for (std::size_t at = usage.body.find("\"request_id\""); at != std::string::npos;
+       at = usage.body.find("\"request_id\"", at + 1)) {
+    ++rows;
+  }
+  EXPECT_EQ(rows, 4u) << usage.body;
+  EXPECT_EQ(usage.body.find(R"("provider":"cheap","node":null,"input_tokens":0)"),
+            std::string::npos);
+}
+
 TEST(Router, ExplainShowsEveryCandidateAndMatchesTheRealPick) {
   ThreeUpstreams up;
   ASSERT_GT(up.port, 0) << up.gateway->log();
