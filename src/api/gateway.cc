@@ -330,6 +330,8 @@ class Gateway final : public http::Handler {
   Task<void> handle(http::Request& req, Responder& res) override;
   Task<void> reject(unsigned status, std::string_view message, std::string_view target,
                     Responder& res) override;
+  // No request is running on this Gateway (a replaced one may then be destroyed).
+  bool idle() const { return in_flight_ == 0; }
 
  private:
   Task<void> proxy(Operation op, http::Request& req, Responder& res,
@@ -454,6 +456,53 @@ class Gateway final : public http::Handler {
   std::shared_ptr<router::RouteStats::Thread> stats_;  // this thread's block of the stats
   std::shared_ptr<const auth::KeyTable> keys_;  // refreshed when the directory's version moves
   std::uint64_t keys_version_ = 0;
+  // Counts a request on this Gateway for as long as it runs (see idle()).
+  class InFlight {
+   public:
+    explicit InFlight(int& count) : count_(count) { ++count_; }
+    ~InFlight() { --count_; }
+    InFlight(const InFlight&) = delete;
+    InFlight& operator=(const InFlight&) = delete;
+
+   private:
+    int& count_;
+  };
+  int in_flight_ = 0;  // requests (and rejections) still running
+};
+
+// One per I/O thread: serves each request with the Gateway of the hub's current state.
+// After a reload the old Gateway is kept until its last request has finished.
+class GatewayHandler final : public http::Handler {
+ public:
+  GatewayHandler(asio::io_context& ioc, http::Inbox& inbox, std::shared_ptr<StateHub> hub)
+      : ioc_(ioc), inbox_(inbox), hub_(std::move(hub)) {
+    refresh();
+  }
+
+  Task<void> handle(http::Request& req, Responder& res) override {
+    if (hub_->version() != version_) refresh();
+    return current_->handle(req, res);
+  }
+  Task<void> reject(unsigned status, std::string_view message, std::string_view target,
+                    Responder& res) override {
+    if (hub_->version() != version_) refresh();
+    return current_->reject(status, message, target, res);
+  }
+
+ private:
+  void refresh() {
+    version_ = hub_->version();
+    std::erase_if(retired_, [](const std::unique_ptr<Gateway>& g) { return g->idle(); });
+    if (current_ && !current_->idle()) retired_.push_back(std::move(current_));
+    current_ = std::make_unique<Gateway>(ioc_, inbox_, hub_->current());
+  }
+
+  asio::io_context& ioc_;
+  http::Inbox& inbox_;
+  std::shared_ptr<StateHub> hub_;
+  std::uint64_t version_ = 0;
+  std::unique_ptr<Gateway> current_;
+  std::vector<std::unique_ptr<Gateway>> retired_;  // replaced, with requests still running
 };
 
 Task<void> Gateway::own_balance(http::Request& req, Responder& res) {
@@ -540,12 +589,14 @@ Task<void> Gateway::send_error(Responder& res, Surface surface, unsigned status,
 
 Task<void> Gateway::reject(unsigned status, std::string_view message, std::string_view target,
                            Responder& res) {
+  const InFlight counted(in_flight_);
   const Surface surface =
       target.starts_with("/v1/messages") ? Surface::kAnthropic : Surface::kOpenAI;
   co_await send_error(res, surface, status, message);
 }
 
 Task<void> Gateway::handle(http::Request& req, Responder& res) {
+  const InFlight counted(in_flight_);
   const auto started = std::chrono::steady_clock::now();
   const std::string request_id = random_id("req_");
   res.add_header("x-request-id", request_id);
@@ -1552,10 +1603,24 @@ Result<std::shared_ptr<const GatewayState>> GatewayState::create(const ops::Conf
   return std::shared_ptr<const GatewayState>(std::move(state));
 }
 
-http::HandlerFactory make_gateway_factory(std::shared_ptr<const GatewayState> state) {
-  return [state](boost::asio::io_context& ioc,
-                 http::Inbox& inbox) -> std::unique_ptr<http::Handler> {
-    return std::make_unique<Gateway>(ioc, inbox, state);
+Result<std::shared_ptr<const GatewayState>> reload_state(const GatewayState& running,
+                                                         const ops::Config& fresh) {
+  ops::Config config = running.config();
+  config.catalog = fresh.catalog;
+  config.weights = fresh.weights;
+  config.breaker = fresh.breaker;
+  config.probe = fresh.probe;
+  config.rules = fresh.rules;
+  config.auto_quality_floor = fresh.auto_quality_floor;
+  config.fallback_deadline_ms = fresh.fallback_deadline_ms;
+  config.upstream = fresh.upstream;
+  return GatewayState::create(config, running.services());
+}
+
+http::HandlerFactory make_gateway_factory(std::shared_ptr<StateHub> hub) {
+  return [hub](boost::asio::io_context& ioc,
+               http::Inbox& inbox) -> std::unique_ptr<http::Handler> {
+    return std::make_unique<GatewayHandler>(ioc, inbox, hub);
   };
 }
 

@@ -6,7 +6,10 @@
 // GatewayState is built once from config and shared read-only by every I/O thread; each
 // thread has its own Gateway (a Handler) with its own upstream connection pools.
 
+#include <atomic>
+#include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -56,7 +59,39 @@ class GatewayState {
   std::shared_ptr<ProviderHealth> provider_health_;
 };
 
-// Makes one Gateway per I/O thread.
-http::HandlerFactory make_gateway_factory(std::shared_ptr<const GatewayState> state);
+// The GatewayState requests are served with, replaced whole by a reload. Any thread may
+// read it; each I/O thread notices a new version at its next request.
+class StateHub {
+ public:
+  explicit StateHub(std::shared_ptr<const GatewayState> state) : state_(std::move(state)) {}
+  std::shared_ptr<const GatewayState> current() const {
+    std::lock_guard lock(mu_);
+    return state_;
+  }
+  std::uint64_t version() const { return version_.load(std::memory_order_acquire); }
+  void publish(std::shared_ptr<const GatewayState> state) {
+    {
+      std::lock_guard lock(mu_);
+      state_ = std::move(state);
+    }
+    version_.fetch_add(1, std::memory_order_acq_rel);
+  }
+
+ private:
+  mutable std::mutex mu_;
+  std::shared_ptr<const GatewayState> state_;
+  std::atomic<std::uint64_t> version_{1};
+};
+
+// A new state for a reloaded config: its providers, models and routing settings, with
+// everything else (listen, store, limits, billing) as `running` has it, and the same
+// services. Fails, changing nothing, when the new catalog cannot be set up.
+Result<std::shared_ptr<const GatewayState>> reload_state(const GatewayState& running,
+                                                         const ops::Config& fresh);
+
+// Makes one handler per I/O thread. Each serves with a Gateway built from the hub's state;
+// after a reload, new requests go to a new Gateway while requests in flight finish on the
+// one they started on.
+http::HandlerFactory make_gateway_factory(std::shared_ptr<StateHub> hub);
 
 }  // namespace tp::api

@@ -130,8 +130,27 @@ int serve(const ServeOptions& opts) {
     std::fprintf(stderr, "turnpike: %s\n", state.status().message().c_str());
     return 2;
   }
-  const std::unique_ptr<api::Prober> prober = api::Prober::start(state.value());
-  http::Server server(config.server, api::make_gateway_factory(std::move(state.value())));
+  const auto hub = std::make_shared<api::StateHub>(std::move(state.value()));
+  std::unique_ptr<api::Prober> prober = api::Prober::start(hub->current());
+  http::Server server(config.server, api::make_gateway_factory(hub));
+  // SIGHUP: providers, models and routing from the config file again, swapped in whole.
+  server.on_hangup([&] {
+    auto fresh = ops::load_config(opts.config_path);
+    auto next = fresh ? api::reload_state(*hub->current(), *fresh)
+                      : Result<std::shared_ptr<const api::GatewayState>>(fresh.status());
+    if (!next) {
+      log::error("config reload failed; the running config stays",
+                 {{"error", next.status().message()}});
+      return;
+    }
+    if (prober) prober->stop();
+    hub->publish(std::move(next.value()));
+    prober = api::Prober::start(hub->current());
+    log::info("config reloaded: providers, models and routing (other settings need a restart)",
+              {{"models", fresh->catalog->models().size()},
+               {"providers", fresh->catalog->providers().size()},
+               {"rules", fresh->rules.size()}});
+  });
   if (auto s = server.listen(config.listen_host, config.listen_port, threads); !s) {
     std::fprintf(stderr, "turnpike: %s\n", s.message().c_str());
     return 1;

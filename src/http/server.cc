@@ -267,6 +267,17 @@ void Server::run() {
     log::info("drain started", {{"signal", signo}});
     drain();
   });
+  asio::signal_set hangups(control_);
+  std::function<void(const boost::system::error_code&, int)> on_hangup =
+      [&](const boost::system::error_code& ec, int) {
+        if (ec) return;
+        on_hangup_();
+        hangups.async_wait(on_hangup);
+      };
+  if (on_hangup_) {
+    hangups.add(SIGHUP);
+    hangups.async_wait(on_hangup);
+  }
   control_.run();
   // Each worker stops itself once its connections are done or the drain deadline passed.
   for (auto& w : workers_) w->thread.join();

@@ -147,6 +147,8 @@ class Server {
   void run();
   // Starts the drain; callable from any thread.
   void drain();
+  // Runs `f` on the thread that called run() at every SIGHUP while it runs.
+  void on_hangup(std::function<void()> f) { on_hangup_ = std::move(f); }
 
   std::size_t open_connections() const { return connections_.load(); }
 
@@ -163,6 +165,7 @@ class Server {
   std::atomic<std::size_t> connections_{0};
   std::atomic<bool> draining_{false};
   asio::io_context control_;
+  std::function<void()> on_hangup_;
 };
 
 }  // namespace tp::http

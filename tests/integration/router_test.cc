@@ -1,6 +1,7 @@
 // Routing by composite score across three upstreams of different prices and latencies.
 #include <gtest/gtest.h>
 
+#include <csignal>
 #include <functional>
 #include <sstream>
 #include <thread>
@@ -441,6 +442,91 @@ TEST(Router, BackgroundProbesSkipADownProviderAndBringItBack) {
   const std::string log = up.gateway->log();
   EXPECT_NE(log.find("provider down"), std::string::npos) << log;
   EXPECT_NE(log.find("provider up"), std::string::npos) << log;
+}
+
+TEST(Router, SighupReloadsTheCatalogWhileRequestsInFlightFinishOnTheOldOne) {
+  TempDir dir;
+  Process slow(bin("turnpike-sim"), {"--listen", "127.0.0.1:0", "--tokens-per-second", "20"});
+  Process other(bin("turnpike-sim"), {"--listen", "127.0.0.1:0"});
+  const int slow_port = slow.wait_listening();
+  const int other_port = other.wait_listening();
+  auto config = [&](const std::string& models) {
+    return "listen: \"127.0.0.1:0\"\nproviders:\n"
+           "  - { name: slow, base_url: \"http://127.0.0.1:" + std::to_string(slow_port) +
+           "/v1\" }\n  - { name: other, base_url: \"http://127.0.0.1:" +
+           std::to_string(other_port) + "/v1\" }\nmodels:\n" + models;
+  };
+  const std::string path = dir.write(
+      "turnpike.yaml",
+      config("  - { name: multi, routes: [{ provider: slow, input_per_mtok: \"1\", "
+             "output_per_mtok: \"1\" }] }\n"));
+  Process gateway(bin("turnpike"),
+                  {"serve", "--config", path, "--threads", "2", "--data-dir", dir.path() + "/var"},
+                  {{"TURNPIKE_ADMIN_KEY", kAdminKey}});
+  const int port = gateway.wait_listening();
+  ASSERT_GT(port, 0) << gateway.log();
+  const std::string key = create_key(port);
+  const std::map<std::string, std::string> auth = {{"authorization", "Bearer " + key}};
+  auto wait_for_log = [&](const std::string& text, std::size_t times) {
+    for (int i = 0; i < 200; ++i) {
+      std::size_t n = 0;
+      const std::string log = gateway.log();
+      for (std::size_t at = log.find(text); at != std::string::npos; at = log.find(text, at + 1)) {
+        ++n;
+      }
+      if (n >= times) return true;
+      std::this_thread::sleep_for(25ms);
+    }
+    return false;
+  };
+
+  // A stream of 20 tokens at 20 per second runs across the reload.
+  HttpResponse in_flight;
+  std::thread streaming([&] {
+    in_flight = http_request(port, "POST", "/v1/chat/completions",
+                             R"({"model":"multi","max_tokens":20,"stream":true,"messages":[]})",
+                             auth);
+  });
+  std::this_thread::sleep_for(300ms);
+  dir.write("turnpike.yaml",
+            config("  - { name: multi, routes: [{ provider: other, input_per_mtok: \"1\", "
+                   "output_per_mtok: \"1\" }] }\n"
+                   "  - { name: fresh, routes: [{ provider: other, input_per_mtok: \"1\", "
+                   "output_per_mtok: \"1\" }] }\n"));
+  gateway.signal(SIGHUP);
+  ASSERT_TRUE(wait_for_log("config reloaded", 1)) << gateway.log();
+  // New requests see the new catalog at once, on every thread.
+  for (int i = 0; i < 4; ++i) {
+    const auto res = http_request(port, "POST", "/v1/chat/completions",
+                                  R"({"model":"multi","max_tokens":5,"messages":[]})", auth);
+    ASSERT_EQ(res.status, 200) << res.body;
+    EXPECT_EQ(res.header("x-turnpike-provider"), "other");
+  }
+  EXPECT_NE(http_request(port, "GET", "/v1/models", {}, auth).body.find(R"("id":"fresh")"),
+            std::string::npos);
+  streaming.join();
+  // The stream that started before finished whole on the old route.
+  ASSERT_EQ(in_flight.status, 200) << in_flight.body;
+  EXPECT_EQ(in_flight.header("x-turnpike-provider"), "slow");
+  EXPECT_NE(in_flight.body.find("data: [DONE]"), std::string::npos) << in_flight.body;
+
+  // A broken config is refused; the running one stays.
+  dir.write("turnpike.yaml",
+            config("  - { name: multi, routes: [{ provider: nobody, input_per_mtok: \"1\", "
+                   "output_per_mtok: \"1\" }] }\n"));
+  gateway.signal(SIGHUP);
+  ASSERT_TRUE(wait_for_log("config reload failed", 1)) << gateway.log();
+  EXPECT_NE(gateway.log().find("no provider named 'nobody'"), std::string::npos);
+  EXPECT_EQ(http_request(port, "POST", "/v1/chat/completions",
+                         R"({"model":"fresh","max_tokens":5,"messages":[]})", auth)
+                .status,
+            200);
+  // Both requests' usage rows are there, each with the provider that served it.
+  const auto usage = http_request(port, "GET", "/api/usage", {}, auth);
+  EXPECT_NE(usage.body.find(R"("provider":"slow")"), std::string::npos) << usage.body;
+  const auto verify = http_request(port, "GET", "/admin/v1/ledger/verify", {},
+                                   {{"authorization", std::string("Bearer ") + kAdminKey}});
+  EXPECT_NE(verify.body.find(R"("ok":true)"), std::string::npos) << verify.body;
 }
 
 // The value of the first `"name":"…"` string field in `json` at or after `from`.
