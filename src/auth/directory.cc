@@ -189,35 +189,39 @@ Result<Account> Directory::create_account(store::Database& db, std::string name,
   return a;
 }
 
-Result<Account> Directory::set_suspended(store::Database& db, std::int64_t id, bool suspended) {
+Result<Account> Directory::change_account(store::Database& db, std::int64_t id,
+                                          std::string_view sql,
+                                          const std::function<void(store::Statement&)>& bind,
+                                          const std::function<void(Account&)>& apply) {
   std::lock_guard lock(mu_);
   const auto it = accounts_.find(id);
   if (it == accounts_.end()) {
     return Status{ErrorKind::kNotFound, fmt::format("no account acct_{}", id)};
   }
-  auto update = db.prepare("UPDATE accounts SET suspended = ? WHERE id = ?");
+  auto update = db.prepare(sql);
   if (!update) return update.status();
-  update->bind(1, suspended ? 1 : 0).bind(2, id);
+  bind(*update);
   if (auto s = update->run(); !s) return s;
-  it->second.suspended = suspended;
+  apply(it->second);
   publish();
   return it->second;
 }
 
+Result<Account> Directory::set_suspended(store::Database& db, std::int64_t id, bool suspended) {
+  return change_account(
+      db, id, "UPDATE accounts SET suspended = ? WHERE id = ?",
+      [&](store::Statement& update) { update.bind(1, suspended ? 1 : 0).bind(2, id); },
+      [&](Account& a) { a.suspended = suspended; });
+}
+
 Result<Account> Directory::set_policy(store::Database& db, std::int64_t id, RoutingPolicy policy) {
-  std::lock_guard lock(mu_);
-  const auto it = accounts_.find(id);
-  if (it == accounts_.end()) {
-    return Status{ErrorKind::kNotFound, fmt::format("no account acct_{}", id)};
-  }
-  auto update = db.prepare("UPDATE accounts SET privacy_tier = ?, routing_weights = ? WHERE id = ?");
-  if (!update) return update.status();
-  update->bind(1, catalog::privacy_tier_name(policy.privacy_tier));
-  update->bind(2, weights_text(policy.weights)).bind(3, id);
-  if (auto s = update->run(); !s) return s;
-  it->second.policy = std::move(policy);
-  publish();
-  return it->second;
+  return change_account(
+      db, id, "UPDATE accounts SET privacy_tier = ?, routing_weights = ? WHERE id = ?",
+      [&](store::Statement& update) {
+        update.bind(1, catalog::privacy_tier_name(policy.privacy_tier));
+        update.bind(2, weights_text(policy.weights)).bind(3, id);
+      },
+      [&](Account& a) { a.policy = policy; });
 }
 
 Result<ApiKey> Directory::create_key(store::Database& db, const KeyHasher& hasher,

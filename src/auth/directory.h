@@ -7,6 +7,7 @@
 #include <atomic>
 #include <cstring>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -22,6 +23,7 @@
 
 namespace tp::store {
 class Database;
+class Statement;
 }
 
 namespace tp::auth {
@@ -127,6 +129,11 @@ class Directory {
 
  private:
   void publish();  // caller holds mu_
+  // One change of a stored account: `sql` with `bind`'s parameters, then `apply` to the
+  // copy in memory; kNotFound for an unknown id.
+  Result<Account> change_account(store::Database& db, std::int64_t id, std::string_view sql,
+                                 const std::function<void(store::Statement&)>& bind,
+                                 const std::function<void(Account&)>& apply);
   Result<ApiKey> create_key_locked(store::Database& db, const KeyHasher& hasher,
                                    std::int64_t account_id, KeySpec spec, std::int64_t now_ms,
                                    std::string* secret);  // caller holds mu_

@@ -21,6 +21,16 @@ int received(int sim_port) {
   return at == std::string::npos ? -1 : std::stoi(body.substr(at + 8));
 }
 
+// Where each row of a GET /api/usage answer begins.
+std::vector<std::size_t> usage_rows(const std::string& usage) {
+  std::vector<std::size_t> rows;
+  for (std::size_t at = usage.find("\"request_id\""); at != std::string::npos;
+       at = usage.find("\"request_id\"", at + 1)) {
+    rows.push_back(at);
+  }
+  return rows;
+}
+
 struct ThreeUpstreams {
   TempDir dir;
   std::vector<std::unique_ptr<Process>> sims;
@@ -208,12 +218,7 @@ TEST(Router, FallsBackWhenAnUpstreamIsKilledMidRun) {
   // The client saw one response each; usage belongs to the route that served.
   const auto usage = http_request(up.port, "GET", "/api/usage", {},
                                   {{"authorization", "Bearer " + up.key}});
-  std::size_t rows = 0;
-  for (std::size_t at = usage.body.find("\"request_id\""); at != std::string::npos;
-       at = usage.body.find("\"request_id\"", at + 1)) {
-    ++rows;
-  }
-  EXPECT_EQ(rows, 4u) << usage.body;
+  EXPECT_EQ(usage_rows(usage.body).size(), 4u) << usage.body;
   EXPECT_EQ(usage.body.find(R"("provider":"cheap","node":null,"input_tokens":0)"),
             std::string::npos);
 }
@@ -741,8 +746,7 @@ TEST(Router, FlexThatStartsInTimeServesAtFlexPricesAndRecordsTheStandardPrice) {
   EXPECT_EQ(bodies.find("start_within"), std::string::npos) << bodies;
   // Charged at flex prices (half the standard ones here), the standard price beside it.
   const std::string usage = up.usage();
-  for (std::size_t at = usage.find("\"request_id\""); at != std::string::npos;
-       at = usage.find("\"request_id\"", at + 1)) {
+  for (const std::size_t at : usage_rows(usage)) {
     EXPECT_EQ(string_field(usage, "service_tier", at), "flex") << usage;
     const Money cost = Money::parse(string_field(usage, "cost_usd", at)).value();
     const Money standard = Money::parse(string_field(usage, "standard_cost_usd", at)).value();
@@ -781,8 +785,7 @@ TEST(Router, FlexThatIsLateOrRefusedFallsBackToTheStandardTier) {
   // Billed at standard prices, and the standard price is the charge.
   const std::string usage = up.usage();
   EXPECT_EQ(usage.find(R"("service_tier":"flex")"), std::string::npos) << usage;
-  for (std::size_t at = usage.find("\"request_id\""); at != std::string::npos;
-       at = usage.find("\"request_id\"", at + 1)) {
+  for (const std::size_t at : usage_rows(usage)) {
     EXPECT_EQ(string_field(usage, "cost_usd", at), string_field(usage, "standard_cost_usd", at));
   }
   const auto routes = http_request(up.port, "GET", "/admin/v1/routes", {},
