@@ -331,7 +331,7 @@ class Gateway final : public http::Handler {
   Task<void> reject(unsigned status, std::string_view message, std::string_view target,
                     Responder& res) override;
   // No request is running on this Gateway (a replaced one may then be destroyed).
-  bool idle() const { return in_flight_ == 0; }
+  bool idle() const { return *in_flight_ == 0; }
 
  private:
   Task<void> proxy(Operation op, http::Request& req, Responder& res,
@@ -456,18 +456,20 @@ class Gateway final : public http::Handler {
   std::shared_ptr<router::RouteStats::Thread> stats_;  // this thread's block of the stats
   std::shared_ptr<const auth::KeyTable> keys_;  // refreshed when the directory's version moves
   std::uint64_t keys_version_ = 0;
-  // Counts a request on this Gateway for as long as it runs (see idle()).
+  // Counts a request on this Gateway for as long as it runs (see idle()). The count is
+  // shared: at shutdown a request's frame may be destroyed after its Gateway.
   class InFlight {
    public:
-    explicit InFlight(int& count) : count_(count) { ++count_; }
-    ~InFlight() { --count_; }
+    explicit InFlight(std::shared_ptr<int> count) : count_(std::move(count)) { ++*count_; }
+    ~InFlight() { --*count_; }
     InFlight(const InFlight&) = delete;
     InFlight& operator=(const InFlight&) = delete;
 
    private:
-    int& count_;
+    std::shared_ptr<int> count_;
   };
-  int in_flight_ = 0;  // requests (and rejections) still running
+  // Requests (and rejections) still running on this Gateway.
+  std::shared_ptr<int> in_flight_ = std::make_shared<int>(0);
 };
 
 // One per I/O thread: serves each request with the Gateway of the hub's current state.
