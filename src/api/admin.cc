@@ -91,46 +91,11 @@ Status read_policy(simdjson::dom::element doc, auth::RoutingPolicy& policy) {
   return Status::ok();
 }
 
-std::string account_json(const auth::Account& a, const std::vector<auth::ApiKey>* keys) {
-  std::string out;
-  json::Writer w(out);
-  w.begin_object();
-  write_account(w, a);
-  if (keys != nullptr) {
-    w.key("keys").begin_array();
-    for (const auth::ApiKey& k : *keys) {
-      w.begin_object().field("id", fmt::format("key_{}", k.id)).field("name", k.name);
-      w.field("last4", k.last4).key("models").begin_array();
-      for (const auto& m : k.models) w.value(m);
-      w.end_array().field("created_at", format_rfc3339(k.created_ms));
-      w.key("expires_at");
-      if (k.expires_ms) w.value(format_rfc3339(*k.expires_ms)); else w.null();
-      w.field("revoked", k.revoked_ms.has_value());
-      write_policy(w, k.policy);
-      w.key("tags").begin_array();
-      for (const auto& t : k.tags) w.value(t);
-      w.end_array().end_object();
-    }
-    w.end_array();
-  }
-  w.end_object();
-  return out;
-}
-
 Task<void> send_error(Responder& res, unsigned status, std::string_view message) {
   co_await res.send(status, kJson, error_body(Surface::kOpenAI, status, message));
 }
 
 std::int64_t now_ms() { return SystemClock::instance().unix_millis(); }
-
-std::string balance_json(const ledger::Balance& b) {
-  std::string out;
-  json::Writer w(out);
-  w.begin_object().field("paid_usd", b.paid.to_string()).field("trial_usd", b.trial.to_string());
-  w.field("promo_usd", b.promo.to_string()).field("held_usd", b.held.to_string());
-  w.field("available_usd", b.available.to_string()).end_object();
-  return out;
-}
 
 // A top-level amount given as a JSON string or number, read from the exact text the client
 // sent (a parsed double would not be exact). `body` is already validated JSON.
@@ -170,9 +135,55 @@ std::string read_money_call(simdjson::dom::parser& parser, std::string_view body
 
 }  // namespace
 
-Result<AdminApi::Answer> AdminApi::idempotent_move(
-    store::Database& db, std::string_view key, const std::string& request, std::int64_t account,
-    const std::function<Result<ledger::TransferId>()>& move) {
+std::string account_json(const auth::Account& a, const std::vector<auth::ApiKey>* keys) {
+  std::string out;
+  json::Writer w(out);
+  w.begin_object();
+  write_account(w, a);
+  if (keys != nullptr) {
+    w.key("keys").begin_array();
+    for (const auth::ApiKey& k : *keys) {
+      w.begin_object().field("id", fmt::format("key_{}", k.id)).field("name", k.name);
+      w.field("last4", k.last4).key("models").begin_array();
+      for (const auto& m : k.models) w.value(m);
+      w.end_array().field("created_at", format_rfc3339(k.created_ms));
+      w.key("expires_at");
+      if (k.expires_ms) w.value(format_rfc3339(*k.expires_ms)); else w.null();
+      w.field("revoked", k.revoked_ms.has_value());
+      write_policy(w, k.policy);
+      w.key("tags").begin_array();
+      for (const auto& t : k.tags) w.value(t);
+      w.end_array().end_object();
+    }
+    w.end_array();
+  }
+  w.end_object();
+  return out;
+}
+
+std::string balance_json(const ledger::Balance& b) {
+  std::string out;
+  json::Writer w(out);
+  w.begin_object().field("paid_usd", b.paid.to_string()).field("trial_usd", b.trial.to_string());
+  w.field("promo_usd", b.promo.to_string()).field("held_usd", b.held.to_string());
+  w.field("available_usd", b.available.to_string()).end_object();
+  return out;
+}
+
+std::string credit_request(std::int64_t account, std::string_view kind, Money amount,
+                           std::optional<std::int64_t> expires_ms) {
+  return fmt::format("credits acct_{} {} {} {}", account, kind, amount.nanos(),
+                     expires_ms.value_or(0));
+}
+
+std::string refund_request(std::int64_t account, Money amount) {
+  return fmt::format("refund acct_{} {}", account, amount.nanos());
+}
+
+Result<MoneyAnswer> idempotent_move(store::Database& db, ledger::Bank& bank,
+                                    std::string_view key, const std::string& request,
+                                    std::int64_t account,
+                                    const std::function<Result<ledger::TransferId>()>& move) {
   auto seen = db.prepare("SELECT request, status, response FROM idempotency WHERE key = ?");
   if (!seen) return seen.status();
   seen->bind(1, key);
@@ -183,11 +194,12 @@ Result<AdminApi::Answer> AdminApi::idempotent_move(
       return Status{ErrorKind::kConflict,
                     "idempotency_key was already used for a different request"};
     }
-    return Answer{static_cast<unsigned>(seen->column_int(1)), std::string(seen->column_text(2))};
+    return MoneyAnswer{static_cast<unsigned>(seen->column_int(1)),
+                       std::string(seen->column_text(2))};
   }
   auto transfer = move();
   if (!transfer) return transfer.status();
-  auto balance = services_.bank->balance(account, now_ms());
+  auto balance = bank.balance(account, now_ms());
   if (!balance) return balance.status();
   std::string body;
   json::Writer w(body);
@@ -199,8 +211,8 @@ Result<AdminApi::Answer> AdminApi::idempotent_move(
   insert->bind(1, key).bind(2, request).bind(3, body);
   if (Status s = insert->run(); !s) return s;
   // Last: once the ledger is appended nothing else in this piece can fail.
-  if (Status s = persist_ledger(db); !s) return s;
-  return Answer{200, std::move(body)};
+  if (Status s = store::persist_bank(db, bank); !s) return s;
+  return MoneyAnswer{200, std::move(body)};
 }
 
 Task<void> AdminApi::rotate_key(std::string_view id_text, http::Request& req, Responder& res) {
@@ -249,7 +261,7 @@ Task<void> AdminApi::refund(std::int64_t account, http::Request& req, Responder&
     co_return;
   }
   // Only unused paid credit can go back: asking for more is a 402 naming what is there.
-  const std::string request = fmt::format("refund acct_{} {}", account, amount.nanos());
+  const std::string request = refund_request(account, amount);
   const std::function<Result<ledger::TransferId>()> give_back = [&] {
     return services_.bank->refund(account, amount, now_ms());
   };
@@ -262,9 +274,9 @@ Task<bool> AdminApi::answer_money_call(Responder& res, std::string_view idempote
                                        const std::string& request, std::int64_t account,
                                        const std::function<Result<ledger::TransferId>()>& move) {
   auto work = [&](store::Database& db) {
-    return idempotent_move(db, idempotency_key, request, account, move);
+    return idempotent_move(db, *services_.bank, idempotency_key, request, account, move);
   };
-  auto answer = co_await link_.call<Answer>(work);
+  auto answer = co_await link_.call<MoneyAnswer>(work);
   if (!answer) {
     co_await send_error(res, http_status(answer.status().kind()), answer.status().message());
     co_return false;
@@ -311,8 +323,7 @@ Task<void> AdminApi::add_credits(std::int64_t account, http::Request& req, Respo
     co_return;
   }
   // What the key stands for: this call with these exact values.
-  const std::string request = fmt::format("credits acct_{} {} {} {}", account, kind_text,
-                                          amount.nanos(), expires_ms.value_or(0));
+  const std::string request = credit_request(account, kind_text, amount, expires_ms);
   const std::function<Result<ledger::TransferId>()> deposit = [&] {
     return services_.bank->deposit(account, kind, amount, expires_ms, now_ms());
   };

@@ -37,22 +37,11 @@ class AdminApi {
   // POST /ledger/unfreeze {"note"}: lifts a freeze after investigation.
   http::Task<void> unfreeze(http::Request& req, http::Responder& res);
 
-  struct Answer {
-    unsigned status;
-    std::string body;
-  };
-  // A money-moving call under an idempotency key, inside a writer transaction: the first
-  // time, runs `move`, stores the ledger and the answer ({"transfer_id","balance"}); with
-  // the same key and request again, the stored answer; with the same key and a different
-  // request, kConflict.
   // Runs idempotent_move on the writer and answers with its result (or its error).
   // True when the answer was a success (first time or replay).
   http::Task<bool> answer_money_call(http::Responder& res, std::string_view idempotency_key,
                                      const std::string& request, std::int64_t account,
                                      const std::function<Result<ledger::TransferId>()>& move);
-  Result<Answer> idempotent_move(store::Database& db, std::string_view key,
-                                 const std::string& request, std::int64_t account,
-                                 const std::function<Result<ledger::TransferId>()>& move);
   // Appends the bank's new accounts and transfers; runs inside a writer transaction.
   Status persist_ledger(store::Database& db);
 
@@ -60,5 +49,28 @@ class AdminApi {
   StoreLink link_;
   std::function<std::string()> routes_report_;
 };
+
+// The admin API's JSON for an account (with its keys when given) and a balance; the CLI
+// prints the same.
+std::string account_json(const auth::Account& a, const std::vector<auth::ApiKey>* keys);
+std::string balance_json(const ledger::Balance& b);
+
+// What an idempotency key stands for: a money-moving call with these exact values. The
+// admin API and the CLI describe a call the same way, so a key means one thing to both.
+std::string credit_request(std::int64_t account, std::string_view kind, Money amount,
+                           std::optional<std::int64_t> expires_ms);
+std::string refund_request(std::int64_t account, Money amount);
+
+struct MoneyAnswer {
+  unsigned status;
+  std::string body;  // {"transfer_id","balance"}
+};
+// A money-moving call under an idempotency key, inside the caller's store transaction: the
+// first time, runs `move`, stores the ledger and the answer; with the same key and request
+// again, the stored answer; with the same key and a different request, kConflict.
+Result<MoneyAnswer> idempotent_move(store::Database& db, ledger::Bank& bank,
+                                    std::string_view key, const std::string& request,
+                                    std::int64_t account,
+                                    const std::function<Result<ledger::TransferId>()>& move);
 
 }  // namespace tp::api

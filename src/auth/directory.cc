@@ -157,6 +157,14 @@ std::optional<Account> Directory::account(std::int64_t id) const {
   return it == accounts_.end() ? std::nullopt : std::optional<Account>(it->second);
 }
 
+std::vector<Account> Directory::accounts() const {
+  std::lock_guard lock(mu_);
+  std::vector<Account> out;
+  out.reserve(accounts_.size());
+  for (const auto& [id, a] : accounts_) out.push_back(a);
+  return out;
+}
+
 std::vector<ApiKey> Directory::keys_of(std::int64_t account_id) const {
   std::lock_guard lock(mu_);
   std::vector<ApiKey> out;

@@ -102,6 +102,7 @@ class Directory {
   std::uint64_t version() const { return version_.load(std::memory_order_acquire); }
 
   std::optional<Account> account(std::int64_t id) const;
+  std::vector<Account> accounts() const;  // every account, by id
   std::vector<ApiKey> keys_of(std::int64_t account_id) const;
 
   // Each change is applied to `db` (inside the caller's transaction) first, then in memory.

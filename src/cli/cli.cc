@@ -17,6 +17,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "api/admin.h"
 #include "api/gateway.h"
 #include "api/maintenance.h"
 #include "api/prober.h"
@@ -26,6 +27,7 @@
 #include "ops/config.h"
 #include "auth/directory.h"
 #include "core/clock.h"
+#include "core/rfc3339.h"
 #include "core/json_writer.h"
 #include "ledger/bank.h"
 #include "store/ledger_store.h"
@@ -234,6 +236,96 @@ int offline_change(const std::string& store_uri, const std::string& data_dir,
 
 std::int64_t now_ms() { return SystemClock::instance().unix_millis(); }
 
+// Runs `read` on the store of `data_dir` and prints its JSON answer; changes nothing, so it
+// may run beside a live gateway (whose holds in flight it does not see). Exit 0, or 1 with
+// the error.
+int offline_read(const std::string& store_uri, const std::string& data_dir,
+                 const std::function<Result<std::string>(OfflineStore&)>& read) {
+  const std::string file = store_uri.starts_with("sqlite:") ? store_uri.substr(7) : "";
+  if (!file.empty() && !std::filesystem::exists(file.starts_with('/') ? file
+                                                                      : data_dir + "/" + file)) {
+    std::fprintf(stderr, "turnpike: no store in %s\n", data_dir.c_str());
+    return 1;
+  }
+  auto opened = open_offline(store_uri, data_dir);
+  auto answer = opened ? read(opened.value()) : Result<std::string>(opened.status());
+  if (!answer) {
+    std::fprintf(stderr, "turnpike: %s\n", answer.status().message().c_str());
+    return 1;
+  }
+  std::printf("%s\n", answer->c_str());
+  return 0;
+}
+
+// "acct_12" or "12" → 12; 0 when malformed (no account has id 0).
+std::int64_t id_of(std::string_view ref, std::string_view prefix) {
+  if (ref.starts_with(prefix)) ref.remove_prefix(prefix.size());
+  std::int64_t id = 0;
+  const auto [end, ec] = std::from_chars(ref.data(), ref.data() + ref.size(), id);
+  return ec == std::errc{} && end == ref.data() + ref.size() ? id : 0;
+}
+
+// The account `ref` names, or kNotFound.
+Result<auth::Account> find_account(const OfflineStore& st, std::string_view ref) {
+  auto account = st.directory->account(id_of(ref, "acct_"));
+  if (!account) {
+    return Status{ErrorKind::kNotFound, fmt::format("no account '{}'", ref.substr(0, 40))};
+  }
+  return *account;
+}
+
+// Options of `turnpike accounts credit|refund`.
+struct MoneyOptions {
+  std::string account;
+  std::string amount_usd;
+  std::string kind = "paid";
+  std::string expires_at;
+  std::string idempotency_key;
+};
+
+// `accounts credit` (deposit) or `accounts refund`, idempotent like the admin API's.
+int money_call(const std::string& store_uri, const std::string& data_dir,
+               const MoneyOptions& o, bool refund) {
+  auto amount = Money::parse(o.amount_usd);
+  if (!amount || *amount <= Money()) {
+    std::fprintf(stderr, "turnpike: --amount-usd must be a positive USD amount like 12.50\n");
+    return 2;
+  }
+  if (o.idempotency_key.empty() || o.idempotency_key.size() > 200) {
+    std::fprintf(stderr, "turnpike: --idempotency-key is required (1 to 200 bytes)\n");
+    return 2;
+  }
+  std::optional<std::int64_t> expires_ms;
+  if (!o.expires_at.empty()) {
+    expires_ms = parse_rfc3339(o.expires_at);
+    if (!expires_ms) {
+      std::fprintf(stderr, "turnpike: --expires-at must be RFC 3339 like 2026-12-31T23:59:59Z\n");
+      return 2;
+    }
+  }
+  if (!refund && o.kind == "promo" && (!expires_ms || *expires_ms <= now_ms())) {
+    std::fprintf(stderr, "turnpike: promo credit needs an --expires-at in the future\n");
+    return 2;
+  }
+  return offline_change(store_uri, data_dir, [&](OfflineStore& st) -> Result<std::string> {
+    auto account = find_account(st, o.account);
+    if (!account) return account.status();
+    const std::int64_t id = account->id;
+    const ledger::CreditKind kind = o.kind == "trial"   ? ledger::CreditKind::kTrial
+                                    : o.kind == "promo" ? ledger::CreditKind::kPromo
+                                                        : ledger::CreditKind::kPaid;
+    const std::function<Result<ledger::TransferId>()> move = [&] {
+      return refund ? st.bank->refund(id, *amount, now_ms())
+                    : st.bank->deposit(id, kind, *amount, expires_ms, now_ms());
+    };
+    const std::string request = refund ? api::refund_request(id, *amount)
+                                       : api::credit_request(id, o.kind, *amount, expires_ms);
+    auto answer = api::idempotent_move(*st.db, *st.bank, o.idempotency_key, request, id, move);
+    if (!answer) return answer.status();
+    return answer->body;
+  });
+}
+
 // Reads the store directly (WAL allows it while a gateway runs) and prints the same answer
 // as GET /admin/v1/ledger/verify. Exit 0 when the books balance, 1 when not, 2 on error.
 // Opens an existing store for a read-only tool (WAL lets it read beside a live gateway).
@@ -355,6 +447,56 @@ int run_turnpike(int argc, char** argv) {
       ->check(CLI::IsMember({"confidential", "cloud", "community"}))
       ->capture_default_str();
   offline_options(account_create);
+  CLI::App* account_list = accounts_cmd->add_subcommand("list", "Every account (read-only)");
+  offline_options(account_list);
+  std::string account_id;
+  auto account_arg = [&](CLI::App* cmd) {
+    cmd->add_option("account", account_id, "Account id (acct_N)")->required();
+    offline_options(cmd);
+  };
+  CLI::App* account_show =
+      accounts_cmd->add_subcommand("show", "An account with its keys (read-only)");
+  account_arg(account_show);
+  CLI::App* account_balance = accounts_cmd->add_subcommand(
+      "balance", "An account's balance as stored (read-only; a live gateway's holds not counted)");
+  account_arg(account_balance);
+  CLI::App* account_suspend = accounts_cmd->add_subcommand("suspend", "Refuse the account's keys");
+  account_arg(account_suspend);
+  CLI::App* account_unsuspend =
+      accounts_cmd->add_subcommand("unsuspend", "Accept the account's keys again");
+  account_arg(account_unsuspend);
+  std::string policy_tier, policy_weights;
+  CLI::App* account_policy = accounts_cmd->add_subcommand(
+      "policy", "Set the account's routing policy (docs/routing.md)");
+  account_arg(account_policy);
+  account_policy
+      ->add_option("--privacy-tier", policy_tier,
+                   "Loosest provider tier its requests may use: confidential, cloud or community")
+      ->check(CLI::IsMember({"confidential", "cloud", "community"}));
+  account_policy->add_option("--weights", policy_weights,
+                             "Routing weights QUALITY,COST,LATENCY (each 0..1), or 'none' to "
+                             "use the config's");
+  MoneyOptions money;
+  auto money_options = [&](CLI::App* cmd) {
+    cmd->add_option("account", money.account, "Account id (acct_N)")->required();
+    cmd->add_option("--amount-usd", money.amount_usd, "Amount in USD, e.g. 25 or 0.50")
+        ->required();
+    cmd->add_option("--idempotency-key", money.idempotency_key,
+                    "Repeating a call with the same key and values returns the first result; "
+                    "other values are refused")
+        ->required();
+    offline_options(cmd);
+  };
+  CLI::App* account_credit = accounts_cmd->add_subcommand("credit", "Add credit (idempotent)");
+  money_options(account_credit);
+  account_credit->add_option("--kind", money.kind, "paid, trial or promo")
+      ->check(CLI::IsMember({"paid", "trial", "promo"}))
+      ->capture_default_str();
+  account_credit->add_option("--expires-at", money.expires_at,
+                             "RFC 3339 UTC expiry (required for promo)");
+  CLI::App* account_refund = accounts_cmd->add_subcommand(
+      "refund", "Refund unused paid credit (idempotent; never trial or promo)");
+  money_options(account_refund);
   accounts_cmd->require_subcommand(1);
   CLI::App* keys_cmd = app.add_subcommand("keys", "API keys, offline on a data directory");
   CLI::App* key_create = keys_cmd->add_subcommand("create", "Create a key; prints it once");
@@ -370,6 +512,15 @@ int run_turnpike(int argc, char** argv) {
   CLI::App* key_revoke = keys_cmd->add_subcommand("revoke", "Revoke a key");
   key_revoke->add_option("key", key_ref, "Key id (key_N)")->required();
   offline_options(key_revoke);
+  std::int64_t grace_seconds = 0;
+  CLI::App* key_rotate = keys_cmd->add_subcommand(
+      "rotate", "A new key for the same account, name, models, policy and tags; prints it once");
+  key_rotate->add_option("key", key_ref, "Key id (key_N)")->required();
+  key_rotate->add_option("--grace-seconds", grace_seconds,
+                         "How long the old key keeps working (0 to 2592000)")
+      ->required()
+      ->check(CLI::Range(0, 30 * 24 * 3600));
+  offline_options(key_rotate);
   keys_cmd->require_subcommand(1);
 
   std::string usage_dir = "./var", usage_store = "sqlite:turnpike.db";
@@ -404,12 +555,6 @@ int run_turnpike(int argc, char** argv) {
     }
     return print_usage_log(usage_store, usage_dir, params);
   }
-  auto id_of = [](std::string_view ref, std::string_view prefix) -> std::int64_t {
-    if (ref.starts_with(prefix)) ref.remove_prefix(prefix.size());
-    std::int64_t id = 0;
-    const auto [end, ec] = std::from_chars(ref.data(), ref.data() + ref.size(), id);
-    return ec == std::errc{} && end == ref.data() + ref.size() ? id : 0;
-  };
   if (*account_create) {
     auto trial = Money::parse(trial_usd);
     if (!trial || trial->is_negative()) {
@@ -457,6 +602,83 @@ int run_turnpike(int argc, char** argv) {
       if (!key) return key.status();
       return fmt::format(R"({{"id":"key_{}","key":"{}","last4":"{}"}})", key->id, full,
                          key->last4);
+    });
+  }
+  if (*account_list) {
+    return offline_read(offline_store, offline_dir, [&](OfflineStore& st) -> Result<std::string> {
+      std::string out = R"({"data":[)";
+      for (const auth::Account& a : st.directory->accounts()) {
+        if (out.back() != '[') out += ',';
+        out += api::account_json(a, nullptr);
+      }
+      return out + "]}";
+    });
+  }
+  if (*account_show || *account_balance) {
+    return offline_read(offline_store, offline_dir, [&](OfflineStore& st) -> Result<std::string> {
+      auto account = find_account(st, account_id);
+      if (!account) return account.status();
+      if (*account_show) {
+        const auto keys = st.directory->keys_of(account->id);
+        return api::account_json(*account, &keys);
+      }
+      auto balance = st.bank->balance(account->id, now_ms());
+      if (!balance) return balance.status();
+      return api::balance_json(*balance);
+    });
+  }
+  if (*account_suspend || *account_unsuspend || *account_policy) {
+    return offline_change(offline_store, offline_dir, [&](OfflineStore& st) -> Result<std::string> {
+      auto account = find_account(st, account_id);
+      if (!account) return account.status();
+      Result<auth::Account> changed = *account;
+      if (*account_policy) {
+        auth::RoutingPolicy policy = account->policy;
+        if (!policy_tier.empty()) policy.privacy_tier = *catalog::parse_privacy_tier(policy_tier);
+        if (policy_weights == "none") {
+          policy.weights.reset();
+        } else if (!policy_weights.empty()) {
+          double v[3];
+          const char* at = policy_weights.data();
+          const char* end = at + policy_weights.size();
+          for (int i = 0; i < 3; ++i) {
+            const auto parsed = std::from_chars(at, end, v[i]);
+            const bool last = i == 2;
+            if (parsed.ec != std::errc{} || !(v[i] >= 0 && v[i] <= 1) ||
+                (last ? parsed.ptr != end : parsed.ptr == end || *parsed.ptr != ',')) {
+              return Status{ErrorKind::kInvalidRequest,
+                            "--weights must be QUALITY,COST,LATENCY, each 0 to 1, or none"};
+            }
+            at = parsed.ptr + 1;
+          }
+          if (v[0] + v[1] + v[2] <= 0) {
+            return Status{ErrorKind::kInvalidRequest, "--weights: at least one must be above 0"};
+          }
+          policy.weights = router::Weights{v[0], v[1], v[2]};
+        }
+        changed = st.directory->set_policy(*st.db, account->id, policy);
+      } else {
+        changed = st.directory->set_suspended(*st.db, account->id, account_suspend->parsed());
+      }
+      if (!changed) return changed.status();
+      return api::account_json(*changed, nullptr);
+    });
+  }
+  if (*account_credit || *account_refund) {
+    return money_call(offline_store, offline_dir, money, account_refund->parsed());
+  }
+  if (*key_rotate) {
+    return offline_change(offline_store, offline_dir, [&](OfflineStore& st) -> Result<std::string> {
+      auto secret = auth::load_or_create_server_secret(offline_dir);
+      if (!secret) return secret.status();
+      const auth::KeyHasher hasher(*secret);
+      std::string full;
+      std::int64_t old_expires_ms = 0;
+      auto key = st.directory->rotate_key(*st.db, hasher, id_of(key_ref, "key_"),
+                                          grace_seconds * 1000, now_ms(), &full, &old_expires_ms);
+      if (!key) return key.status();
+      return fmt::format(R"({{"id":"key_{}","key":"{}","last4":"{}","old_key_expires_at":"{}"}})",
+                         key->id, full, key->last4, format_rfc3339(old_expires_ms));
     });
   }
   if (*key_revoke) {

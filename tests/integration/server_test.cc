@@ -197,6 +197,106 @@ TEST(Cli, OfflineAccountsAndKeysServeAfterARestart) {
   EXPECT_EQ(bad_query.wait_exit(10s), std::optional<int>(1));
 }
 
+// Runs the turnpike CLI to its end; its exit code and output.
+std::pair<std::optional<int>, std::string> cli(std::vector<std::string> args) {
+  Process p(bin("turnpike"), args);
+  const std::optional<int> code = p.wait_exit(10s);
+  return {code, p.log()};
+}
+
+TEST(Cli, OfflineCreditsRefundsBalancePolicySuspensionAndRotation) {
+  Stack stack;
+  ASSERT_GT(stack.port, 0);
+  const std::string var = stack.dir.path() + "/var";
+  ASSERT_TRUE(stack.stop_gateway());
+  const auto [made, made_out] = cli({"accounts", "create", "--name", "Cli Co", "--trial-usd", "0",
+                                     "--data-dir", var});
+  ASSERT_EQ(made, std::optional<int>(0)) << made_out;
+  const std::size_t at = made_out.find("\"id\":\"");
+  const std::string id = made_out.substr(at + 6, made_out.find('"', at + 6) - at - 6);
+
+  // Credits are idempotent like the admin API's: a replay answers the first result, other
+  // values under the same key are refused.
+  const std::vector<std::string> credit = {"accounts", "credit", id, "--amount-usd", "10",
+                                           "--idempotency-key", "cli-1", "--data-dir", var};
+  const auto [first, first_out] = cli(credit);
+  ASSERT_EQ(first, std::optional<int>(0)) << first_out;
+  EXPECT_NE(first_out.find(R"("paid_usd":"10.00")"), std::string::npos) << first_out;
+  const auto [again, again_out] = cli(credit);
+  EXPECT_EQ(again, std::optional<int>(0));
+  EXPECT_EQ(again_out, first_out);
+  const auto [conflict, conflict_out] = cli({"accounts", "credit", id, "--amount-usd", "11",
+                                             "--idempotency-key", "cli-1", "--data-dir", var});
+  EXPECT_EQ(conflict, std::optional<int>(1));
+  EXPECT_NE(conflict_out.find("already used for a different request"), std::string::npos);
+  EXPECT_EQ(cli({"accounts", "credit", id, "--amount-usd", "1", "--kind", "promo",
+                 "--idempotency-key", "cli-2", "--data-dir", var})
+                .first,
+            std::optional<int>(2));  // promo needs an expiry
+  EXPECT_EQ(cli({"accounts", "credit", id, "--amount-usd", "-1", "--idempotency-key", "cli-3",
+                 "--data-dir", var})
+                .first,
+            std::optional<int>(2));
+  // Refunds give back unused paid credit only.
+  EXPECT_EQ(cli({"accounts", "refund", id, "--amount-usd", "4", "--idempotency-key", "r-1",
+                 "--data-dir", var})
+                .first,
+            std::optional<int>(0));
+  const auto [too_much, too_much_out] = cli({"accounts", "refund", id, "--amount-usd", "7",
+                                             "--idempotency-key", "r-2", "--data-dir", var});
+  EXPECT_EQ(too_much, std::optional<int>(1)) << too_much_out;
+  const auto [balance, balance_out] = cli({"accounts", "balance", id, "--data-dir", var});
+  EXPECT_EQ(balance, std::optional<int>(0));
+  EXPECT_NE(balance_out.find(R"("paid_usd":"6.00")"), std::string::npos) << balance_out;
+
+  // Suspension and routing policy.
+  EXPECT_NE(cli({"accounts", "suspend", id, "--data-dir", var}).second.find(
+                R"("standing":"suspended")"),
+            std::string::npos);
+  EXPECT_NE(cli({"accounts", "unsuspend", id, "--data-dir", var}).second.find(
+                R"("standing":"active")"),
+            std::string::npos);
+  const auto [policy, policy_out] = cli({"accounts", "policy", id, "--privacy-tier", "cloud",
+                                         "--weights", "0.1,0.8,0.1", "--data-dir", var});
+  EXPECT_EQ(policy, std::optional<int>(0)) << policy_out;
+  EXPECT_NE(policy_out.find(
+                R"("privacy_tier":"cloud","routing_weights":{"quality":0.1,"cost":0.8,"latency":0.1})"),
+            std::string::npos)
+      << policy_out;
+  EXPECT_EQ(cli({"accounts", "policy", id, "--weights", "1,2", "--data-dir", var}).first,
+            std::optional<int>(1));
+  EXPECT_EQ(cli({"accounts", "show", "acct_999", "--data-dir", var}).first, std::optional<int>(1));
+
+  // Keys rotate with a grace window; the new key serves after a restart.
+  const auto [key, key_out] = cli({"keys", "create", "--account", id, "--data-dir", var});
+  ASSERT_EQ(key, std::optional<int>(0)) << key_out;
+  const std::size_t k = key_out.find("\"id\":\"");
+  const std::string key_id = key_out.substr(k + 6, key_out.find('"', k + 6) - k - 6);
+  const auto [rotated, rotated_out] =
+      cli({"keys", "rotate", key_id, "--grace-seconds", "60", "--data-dir", var});
+  ASSERT_EQ(rotated, std::optional<int>(0)) << rotated_out;
+  EXPECT_NE(rotated_out.find("old_key_expires_at"), std::string::npos);
+  const std::size_t s = rotated_out.find("\"key\":\"");
+  const std::string secret = rotated_out.substr(s + 7, rotated_out.find('"', s + 7) - s - 7);
+  const auto [listed, listed_out] = cli({"accounts", "list", "--data-dir", var});
+  EXPECT_NE(listed_out.find("\"id\":\"" + id + "\""), std::string::npos) << listed_out;
+  const auto [shown, shown_out] = cli({"accounts", "show", id, "--data-dir", var});
+  EXPECT_NE(shown_out.find("\"keys\":[{"), std::string::npos) << shown_out;
+
+  ASSERT_TRUE(stack.start_gateway()) << stack.gateway->log();
+  const auto live = http_request(stack.port, "GET", "/api/balance", "",
+                                 {{"authorization", "Bearer " + secret}});
+  EXPECT_EQ(live.status, 200) << live.body;
+  EXPECT_NE(live.body.find(R"("paid_usd":"6.00")"), std::string::npos) << live.body;
+  // Beside the live gateway: reads work, changes are refused.
+  EXPECT_EQ(cli({"accounts", "balance", id, "--data-dir", var}).first, std::optional<int>(0));
+  const auto [busy, busy_out] = cli({"accounts", "credit", id, "--amount-usd", "1",
+                                     "--idempotency-key", "cli-9", "--data-dir", var});
+  EXPECT_EQ(busy, std::optional<int>(1));
+  EXPECT_NE(busy_out.find("in use by a running turnpike"), std::string::npos) << busy_out;
+  EXPECT_EQ(cli({"ledger", "verify", "--data-dir", var}).first, std::optional<int>(0));
+}
+
 TEST(Cli, HelpDescribesServe) {
   Process p(bin("turnpike"), {"serve", "--help"});
   EXPECT_EQ(p.wait_exit(5s), std::optional<int>(0));
