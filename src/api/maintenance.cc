@@ -14,6 +14,8 @@ namespace {
 
 constexpr std::int64_t kExpiryTickMs = 1000;
 constexpr std::int64_t kDayMs = 86'400'000;
+// Notices left undelivered by a stop are sent after a restart if younger than this.
+constexpr std::int64_t kRedeliverMaxAgeMs = kDayMs;
 
 }  // namespace
 
@@ -28,6 +30,23 @@ Result<std::unique_ptr<Maintenance>> Maintenance::start(const Services& services
                                    services.writer);
     if (!started) return started.status();
     notifier = std::move(started.value());
+    // What a stop left undelivered goes out again, once the store says what it was.
+    auto pending = std::make_shared<std::vector<store::PendingNotice>>();
+    const std::int64_t since = SystemClock::instance().unix_millis() - kRedeliverMaxAgeMs;
+    Notifier* n = notifier.get();
+    services.writer->submit(
+        [pending, since](store::Database& db) -> Status {
+          auto found = store::take_pending_notices(db, since);
+          if (!found) return found.status();
+          *pending = std::move(found.value());
+          return Status::ok();
+        },
+        [pending, n](const Status& committed) {
+          if (!committed || pending->empty()) return;
+          log::info("low-balance notices delivered again after a restart",
+                    {{"count", static_cast<std::int64_t>(pending->size())}});
+          for (const store::PendingNotice& p : *pending) (void)n->deliver(p.id, p.notice);
+        });
   }
   return std::unique_ptr<Maintenance>(new Maintenance(services, billing, std::move(notifier)));
 }

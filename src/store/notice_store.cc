@@ -33,4 +33,31 @@ Status finish_notice(Database& db, std::int64_t id, int attempts,
   return st.run();
 }
 
+Result<std::vector<PendingNotice>> take_pending_notices(Database& db, std::int64_t since_ms) {
+  auto stale = db.prepare(
+      "UPDATE low_balance_notices SET last_error = 'not delivered before a restart; too old to "
+      "send' WHERE delivered_ms IS NULL AND attempts = 0 AND last_error IS NULL AND at_ms < ?");
+  if (!stale) return stale.status();
+  stale->bind(1, since_ms);
+  if (Status s = stale->run(); !s) return s;
+  auto select = db.prepare(
+      "SELECT id, account_id, threshold_nanos, balance_nanos, at_ms FROM low_balance_notices "
+      "WHERE delivered_ms IS NULL AND attempts = 0 AND last_error IS NULL ORDER BY id");
+  if (!select) return select.status();
+  std::vector<PendingNotice> out;
+  for (;;) {
+    auto step = select->step();
+    if (!step) return step.status();
+    if (*step == Statement::Step::kDone) break;
+    PendingNotice p;
+    p.id = select->column_int(0);
+    p.notice.account = select->column_int(1);
+    p.notice.threshold = Money::from_nanos(select->column_int(2));
+    p.notice.balance = Money::from_nanos(select->column_int(3));
+    p.notice.at_ms = select->column_int(4);
+    out.push_back(p);
+  }
+  return out;
+}
+
 }  // namespace tp::store

@@ -523,5 +523,40 @@ TEST(Billing, LowBalanceNoticeIsRecordedAndPostedWithRetries) {
   EXPECT_EQ(row->step().value(), store::Statement::Step::kDone);
 }
 
+TEST(Billing, ANoticeLeftUndeliveredByACrashIsDeliveredAfterTheRestart) {
+  // The first attempt fails and the next would wait an hour: the gateway is killed before.
+  WebhookReceiver hook({500});
+  Stack stack("billing: { trial_usd: \"0\", low_balance_usd: [\"0.0015\"], "
+              "low_balance_webhook: \"http://127.0.0.1:" + std::to_string(hook.port()) +
+              "/hooks/team\", low_balance_retry_ms: 3600000 }");
+  ASSERT_GT(stack.port, 0);
+  const std::string key = funded_key(stack.port, "0.002");
+  const std::string body =
+      R"({"model":"claude-test","max_tokens":60,"messages":[{"role":"user","content":"x"}],"sim":{"output_tokens":40}})";
+  ASSERT_EQ(http_request(stack.port, "POST", "/v1/messages", body, {{"x-api-key", key}}).status, 200);
+  for (int i = 0; i < 100 && hook.bodies().empty(); ++i) std::this_thread::sleep_for(20ms);
+  ASSERT_EQ(hook.bodies().size(), 1u);  // refused with 500; the retry is an hour away
+  ASSERT_TRUE(stack.restart_gateway(SIGKILL)) << stack.gateway->log();
+  std::vector<std::string> bodies;
+  for (int i = 0; i < 100 && bodies.size() < 2; ++i) {
+    std::this_thread::sleep_for(50ms);
+    bodies = hook.bodies();
+  }
+  ASSERT_EQ(bodies.size(), 2u) << stack.gateway->log();
+  EXPECT_EQ(bodies[0], bodies[1]);  // the same notice, not a new one
+  auto db = store::Database::open(stack.dir.path() + "/var/turnpike.db");
+  ASSERT_TRUE(db);
+  auto row = (*db)->prepare("SELECT COUNT(*), SUM(delivered_ms IS NOT NULL) FROM low_balance_notices");
+  ASSERT_TRUE(row);
+  for (int i = 0; i < 50; ++i) {  // the delivery's row is written just after the POST
+    ASSERT_EQ(row->step().value(), store::Statement::Step::kRow);
+    if (row->column_int(1) == 1) break;
+    row->reset();
+    std::this_thread::sleep_for(20ms);
+  }
+  EXPECT_EQ(row->column_int(0), 1);
+  EXPECT_EQ(row->column_int(1), 1);
+}
+
 }  // namespace
 }  // namespace tp::test
