@@ -1458,9 +1458,15 @@ Task<void> Gateway::relay_stream(http::UpstreamResponse& upstream, Surface surfa
   // Whole events only go to the client; `pending` holds the tail of an unfinished one.
   std::string pending;
   for (;;) {
-    if (!client_here && (std::chrono::steady_clock::now() >= *drain_until ||
-                         drained_bytes > limits::kDisconnectDrainBytesMax || meter.reported())) {
-      break;
+    if (!client_here) {
+      const auto now = std::chrono::steady_clock::now();
+      if (now >= *drain_until || drained_bytes > limits::kDisconnectDrainBytesMax ||
+          meter.reported()) {
+        break;
+      }
+      // A silent upstream may not hold the drain past its deadline.
+      upstream.set_read_timeout(static_cast<std::uint32_t>(std::max<std::int64_t>(
+          1, std::chrono::duration_cast<std::chrono::milliseconds>(*drain_until - now).count())));
     }
     auto piece = co_await upstream.read_some();
     keep_hold(bill);
@@ -1469,7 +1475,7 @@ Task<void> Gateway::relay_stream(http::UpstreamResponse& upstream, Surface surfa
       // cut the connection so no client can take the stream for complete. What was relayed
       // is billed.
       if (client_here) relayed = meter.content_events();
-      (void)co_await settle(bill, bill_usage(), 502);
+      (void)co_await settle(bill, bill_usage(), client_here ? 502 : 499);
       if (client_here) {
         const std::string body = error_body(surface, 502, piece.status().message());
         const std::string event = surface == Surface::kAnthropic

@@ -211,6 +211,8 @@ Status UpstreamResponse::after_read(boost::system::error_code ec, std::size_t n)
   return Status::ok();
 }
 
+void UpstreamResponse::set_read_timeout(std::uint32_t ms) { impl_->timeouts.idle_timeout_ms = ms; }
+
 Task<Status> UpstreamResponse::await_body(std::uint32_t timeout_ms) {
   Impl& r = *impl_;
   if (r.done || r.conn == nullptr || r.conn->buffer.size() > 0) co_return Status::ok();

@@ -72,6 +72,9 @@ class UpstreamResponse {
   // kUpstreamTimeout when none came in time.
   Task<Status> await_body(std::uint32_t timeout_ms);
 
+  // Later reads wait at most `ms` for more of the body (instead of the idle timeout).
+  void set_read_timeout(std::uint32_t ms);
+
   // The next piece of the body as it arrives; empty once the body is complete.
   // The view is valid until the next call (or the response's end).
   Task<Result<std::string_view>> read_some();

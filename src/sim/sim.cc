@@ -119,15 +119,16 @@ void apply_knob(Knobs& k, std::string_view name, double value) {
   else if (name == "error_status") { k.error_status = i; k.error_rate = 1; }
   else if (name == "error_rate") k.error_rate = value;
   else if (name == "drop_after_chunks") k.drop_after_chunks = i;
+  else if (name == "stall_after_chunks") k.stall_after_chunks = i;
   else if (name == "flex_ttft_ms") k.flex_ttft_ms = i;
   else if (name == "flex_429_rate") k.flex_429_rate = value;
   else if (name == "embedding_dims") k.embedding_dims = i;
 }
 
-constexpr std::array<std::string_view, 11> kKnobNames = {
+constexpr std::array<std::string_view, 12> kKnobNames = {
     "latency_ms",   "ttft_ms",           "tokens_per_second", "output_tokens",
     "cached_tokens", "error_status",     "error_rate",        "drop_after_chunks",
-    "flex_ttft_ms", "flex_429_rate",     "embedding_dims"};
+    "flex_ttft_ms", "flex_429_rate",     "embedding_dims",    "stall_after_chunks"};
 
 // Header knobs: x-sim-latency-ms etc. Error status first so an explicit rate wins.
 void apply_header_knobs(const http::Request& req, Knobs& k) {
@@ -169,6 +170,11 @@ class SimHandler final : public http::Handler {
     if (ms <= 0) co_return;
     http::Timer timer(ioc_.get_executor(), milliseconds(ms));
     co_await timer.async_wait(http::use_nothrow);
+  }
+  // A stream that goes silent: nothing more for 10 minutes, then the connection is cut.
+  Task<void> stall(Responder& res) {
+    co_await sleep_ms(10 * 60'000);
+    res.close_after();
   }
   bool chance(double p) { return p > 0 && std::uniform_real_distribution<>(0, 1)(rng_) < p; }
   std::string_view word() { return kWords[rng_() % kWords.size()]; }
@@ -404,6 +410,10 @@ Task<void> SimHandler::chat(const Call& call, Responder& res) {
       res.close_after();  // leaves the chunked body unterminated: the peer sees a cut
       co_return;
     }
+    if (call.knobs.stall_after_chunks >= 0 && i >= call.knobs.stall_after_chunks) {
+      co_await stall(res);
+      co_return;
+    }
     if (!co_await res.write_chunk(chunk(fmt::format(R"({{"content":{}}})", json::quoted(word())), ""))) {
       state_->stream_cancelled();
       co_return;
@@ -477,6 +487,10 @@ Task<void> SimHandler::messages(const Call& call, Responder& res) {
     if (i > 0) co_await sleep_ms(gap_ms);
     if (call.knobs.drop_after_chunks >= 0 && i >= call.knobs.drop_after_chunks) {
       res.close_after();
+      co_return;
+    }
+    if (call.knobs.stall_after_chunks >= 0 && i >= call.knobs.stall_after_chunks) {
+      co_await stall(res);
       co_return;
     }
     events.clear();
@@ -604,6 +618,9 @@ int run_sim(int argc, char** argv) {
       ->capture_default_str()->check(CLI::Range(0.0, 1.0));
   app.add_option("--drop-after-chunks", k.drop_after_chunks,
                  "Cut streams after N tokens; -1 = never")->capture_default_str();
+  app.add_option("--stall-after-chunks", k.stall_after_chunks,
+                 "Streams go silent after N tokens (for 10 minutes, then cut); -1 = never")
+      ->capture_default_str();
   app.add_option("--flex-ttft-ms", k.flex_ttft_ms, "Extra delay for service_tier flex")
       ->capture_default_str();
   app.add_option("--flex-429-rate", k.flex_429_rate, "Chance a flex request gets 429")

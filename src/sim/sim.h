@@ -22,6 +22,7 @@ struct Knobs {
   std::int64_t error_status = 500;      // status used when an error is injected
   double error_rate = 0;                // chance of answering error_status instead
   std::int64_t drop_after_chunks = -1;  // streams: cut the connection after N tokens
+  std::int64_t stall_after_chunks = -1;  // streams: after N tokens send nothing more (10 min)
   std::int64_t flex_ttft_ms = 1000;     // extra wait for service_tier "flex"
   double flex_429_rate = 0.2;           // chance a flex request is refused with 429
   std::int64_t embedding_dims = 8;

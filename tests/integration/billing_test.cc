@@ -287,6 +287,22 @@ TEST(Billing, ClientLeavingWithoutDrainBillsWhatWasRelayedAndCancelsUpstream) {
   EXPECT_TRUE(cancelled);
 }
 
+TEST(Billing, ASilentUpstreamCannotHoldTheDrainPastItsDeadline) {
+  // The upstream goes silent after 3 tokens and would stay so for 10 minutes; the client
+  // leaves after the first. The drain ends at its deadline, not at the upstream's idle
+  // timeout (60 s), and bills what was relayed.
+  Stack stack("billing: { disconnect_drain_ms: 300 }");
+  ASSERT_GT(stack.port, 0);
+  leave_mid_stream(stack,
+                   R"({"model":"gpt-test","stream":true,"messages":[],"sim":{"output_tokens":50,"tokens_per_second":50,"stall_after_chunks":3}})");
+  const auto rows = wait_for_rows(stack, 1, 10s);
+  ASSERT_EQ(rows.size(), 1u) << stack.gateway->log();
+  EXPECT_EQ(rows[0].status, 499);
+  EXPECT_GE(rows[0].output, 1);
+  EXPECT_LE(rows[0].output, 3);
+  EXPECT_EQ(rows[0].cost, expected_cost(rows[0]));
+}
+
 TEST(Billing, KillDashNineUnderLoadSettlesEveryCompletedRequestExactlyOnce) {
   Stack stack({}, {"--threads", "2"});
   ASSERT_GT(stack.port, 0);
