@@ -253,6 +253,29 @@ std::string_view bearer_token(const http::Request& req) {
   return {};
 }
 
+// Turnpike's response headers about the route that served; the views point into this.
+struct RouteHeaders {
+  std::string route;
+  char fallbacks[8];
+
+  std::vector<Header> of(const catalog::Provider& provider, double score,
+                         const catalog::Route& r, std::size_t failed_attempts, bool flex_asked,
+                         bool flex_served) {
+    route = fmt::format("{}/{}; score={:.4f}", provider.name, r.upstream_model, score);
+    const char* end = std::to_chars(fallbacks, fallbacks + sizeof fallbacks, failed_attempts).ptr;
+    std::vector<Header> headers;
+    headers.reserve(10);
+    headers.push_back({"x-turnpike-provider", provider.name});
+    headers.push_back({"x-turnpike-route", route});
+    headers.push_back({"x-turnpike-fallbacks",
+                       std::string_view(fallbacks, static_cast<std::size_t>(end - fallbacks))});
+    if (flex_asked) {
+      headers.push_back({"x-turnpike-service-tier", flex_served ? "flex" : "standard"});
+    }
+    return headers;
+  }
+};
+
 // A request's money from its hold to its usage row.
 struct Bill {
   ledger::Bank::Hold hold;  // id 0: nothing held (a free route)
@@ -267,6 +290,23 @@ struct Bill {
   std::chrono::steady_clock::time_point first_byte;  // upstream response headers arrived
   bool stream = false;  // only streams measure a route's latency (see observe_ttfb)
 };
+
+// A request's bill before its hold: who pays, for what, first on `route`.
+Bill open_bill(const catalog::Route& route, const catalog::Model& model,
+               const auth::KeyGrant& grant, bool stream, std::int64_t input_estimate,
+               std::string_view request_id, std::chrono::steady_clock::time_point started) {
+  Bill bill;
+  bill.route = &route;
+  bill.started = started;
+  bill.stream = stream;
+  bill.input_estimate = input_estimate;
+  bill.record.request_id = request_id;
+  bill.record.account_id = grant.account_id;
+  bill.record.key_id = grant.key_id;
+  bill.record.at_ms = SystemClock::instance().unix_millis();
+  bill.record.model = model.name;
+  return bill;
+}
 
 // An upper bound of a request's input tokens: a token is at least one byte of the text,
 // and the JSON around the text is longer than the tokens that frame the messages. (Images
@@ -412,6 +452,29 @@ class Gateway final : public http::Handler {
                                     const RequestBody& body, bool stream, bool ask_for_usage,
                                     std::span<const Ranked> routes, std::int64_t flex_ms,
                                     Bill& bill);
+  // Everything decided about a request before anything is held or sent.
+  struct Plan {
+    RequestBody body;
+    RouteOptions options;
+    const catalog::Model* model = nullptr;  // the named one; for "auto" the first candidate's
+    RouteChoice choice;                     // ranked routes (a flex attempt first, if raced)
+    std::size_t attempts = 0;               // how many of them may be tried
+    bool flex_raced = false;
+    bool stream = false;
+    std::int64_t input_estimate = 0;
+  };
+  // Parses and checks the request and chooses its routes; a Refusal says why it can go
+  // nowhere (bad body or options, unknown or disallowed model, too long, no route).
+  std::optional<Refusal> plan_request(Operation op, const OperationInfo& info,
+                                      const http::Request& req, const auth::KeyGrant& grant,
+                                      Plan& plan);
+  // Why `models` (what the request may be served by) cannot serve it, if they cannot.
+  std::optional<Refusal> refuse_model(const RequestBody& body, const auth::KeyGrant& grant,
+                                      std::span<const catalog::Model* const> models,
+                                      std::int64_t input_estimate) const;
+  // The refusal when no route of `model` qualified, from how far the best got.
+  Refusal no_route(const catalog::Model& model, const Constraints& c, Admission furthest,
+                   bool tier_from_policy) const;
   // The first routing rule that matches the request (nullptr: none). Its weights replace
   // the key's, account's or config's in `options`, unless a preference header chose them.
   const router::Rule* match_rule(const RequestBody& body, const auth::KeyGrant& grant,
@@ -672,129 +735,16 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
   const auth::KeyGrant* grant = co_await authenticate(key, surface, res);
   if (grant == nullptr) co_return;
 
-  auto parsed = parse_request_body(req.body());
-  if (!parsed) {
-    co_await send_error(res, surface, 400, parsed.status().message());
-    co_return;
-  }
-  RequestBody& body = parsed.value();
-  if (!body.has_model || body.model.empty()) {
-    co_await send_error(res, surface, 400, "'model' is required");
-    co_return;
-  }
-  RouteOptions options;
-  if (const auto refused = read_options(body, req, state_->config().weights, *grant, options)) {
+  Plan plan;
+  if (const auto refused = plan_request(op, info, req, *grant, plan)) {
     co_await send_error(res, surface, refused->status, refused->message, refused->code);
     co_return;
   }
-  const bool stream = body.stream && op != Operation::kEmbeddings;
-
-  const catalog::Catalog& cat = state_->catalog();
-  const std::int64_t input_estimate = input_tokens_estimate(req.body());
-  const std::vector<const catalog::Model*> models = models_for(body, *grant, input_estimate);
-  if (models.empty()) {
-    if (body.model == kAutoModel) {
-      co_await send_error(res, surface, 403,
-                          "no model this key may use meets routing.auto_quality_floor and fits "
-                          "this request's length",
-                          "no_model_available");
-    } else {
-      co_await send_error(res, surface, 404,
-                          fmt::format("model '{}' does not exist", body.model.substr(0, 200)),
-                          "model_not_found");
-    }
-    co_return;
-  }
-  const catalog::Model* model = models.front();  // the named one; for "auto", see the pick
-  if (models.size() == 1 && !grant->models.empty() &&
-      std::find(grant->models.begin(), grant->models.end(), model->name) ==
-          grant->models.end()) {
-    co_await send_error(res, surface, 403,
-                        fmt::format("this key may not use model '{}'", body.model.substr(0, 200)),
-                        "model_not_allowed");
-    co_return;
-  }
-  // Checked against the typical estimate, not the upper bound: a long prompt should not be
-  // refused on a guess four times its size. ("auto" only offers models it fits.)
-  if (input_estimate > static_cast<std::int64_t>(model->context_tokens)) {
-    co_await send_error(
-        res, surface, 400,
-        fmt::format("this request is about {} tokens; model '{}' takes at most {}",
-                    input_estimate, model->name, model->context_tokens),
-        "context_length_exceeded");
-    co_return;
-  }
-  auto output_for = [&](const catalog::Model& m) -> std::int64_t {
-    if (op == Operation::kEmbeddings) return 0;
-    return std::min<std::int64_t>(body.max_tokens.value_or(m.max_output_tokens),
-                                  m.max_output_tokens);
-  };
-  const catalog::PrivacyTier tier = options.tier;
-  const router::Rule* rule = match_rule(body, *grant, options);
-  const Constraints constraints{info.api, tier, rule};
-  RouteChoice choice =
-      choose_route(models, constraints, options.weights, input_estimate, output_for);
-  if (choice.ranked.empty() && choice.furthest == Admission::kResting) {
-    co_await send_error(res, surface, 503,
-                        fmt::format("no healthy route for model '{}': every upstream that may "
-                                    "serve it failed repeatedly and is resting",
-                                    model->name),
-                        "no_healthy_route");
-    co_return;
-  }
-  if (choice.ranked.empty() && choice.furthest == Admission::kExcludedByRule) {
-    co_await send_error(res, surface, 403,
-                        fmt::format("routing rule '{}' leaves no route for model '{}' at this "
-                                    "request's privacy tier",
-                                    constraints.rule->name, model->name),
-                        "excluded_by_routing_rule");
-    co_return;
-  }
-  if (choice.ranked.empty() && choice.furthest == Admission::kLooserTier) {
-    // Never a silent downgrade: the request's tier is a constraint, not a preference.
-    co_await send_error(res, surface, 403,
-                        fmt::format("no route for model '{}' runs on a provider at privacy tier "
-                                    "'{}' or tighter{}",
-                                    model->name, catalog::privacy_tier_name(tier),
-                                    options.tier_from_policy
-                                        ? " (the routing policy of this key or its account)"
-                                        : ""),
-                        "privacy_tier_not_met");
-    co_return;
-  }
-  if (choice.ranked.empty()) {
-    const catalog::Provider& first = cat.provider(model->routes.front());
-    co_await send_error(
-        res, surface, 400,
-        fmt::format("model '{}' is served through the {} API; call {}", model->name,
-                    catalog::api_name(first.api),
-                    first.api == Api::kOpenAI ? "/v1/chat/completions" : "/v1/messages"),
-        "wrong_api");
-    co_return;
-  }
-  // Fallback goes down this list; the hold covers the dearest route that may serve. A
-  // flex race puts its flex attempt in front of the standard routes.
-  std::size_t attempts_max = std::min(choice.ranked.size(), limits::kRouteAttemptsMax);
-  bool flex_raced = false;
-  if (options.flex_ms > 0) {
-    if (auto flex = flex_choice(choice.ranked, options.weights, input_estimate)) {
-      choice.ranked.insert(choice.ranked.begin(), *flex);
-      ++attempts_max;
-      flex_raced = true;
-    }
-  }
-
+  const RequestBody& body = plan.body;
+  const std::span<const Ranked> routes = std::span(plan.choice.ranked).first(plan.attempts);
   // The grant may not outlive the next suspension (a key-table refresh replaces it).
-  Bill bill;
-  bill.route = choice.ranked.front().route;
-  bill.started = started;
-  bill.stream = stream;
-  bill.input_estimate = input_estimate;
-  bill.record.request_id = request_id;
-  bill.record.account_id = grant->account_id;
-  bill.record.key_id = grant->key_id;
-  bill.record.at_ms = SystemClock::instance().unix_millis();
-  bill.record.model = model->name;
+  Bill bill = open_bill(*routes.front().route, *plan.model, *grant, plan.stream,
+                        plan.input_estimate, request_id, started);
 
   if (const ledger::Freeze& freeze = *state_->services().freeze; freeze.frozen()) {
     const std::string message = fmt::format(
@@ -804,8 +754,7 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
     co_await send_error(res, surface, 503, message, "billing_frozen");
     co_return;
   }
-  if (Status held = take_hold(bill, std::span(choice.ranked).first(attempts_max), req.body(),
-                              flex_raced ? options.flex_ms : 0);
+  if (Status held = take_hold(bill, routes, req.body(), plan.flex_raced ? plan.options.flex_ms : 0);
       !held) {
     co_await send_error(res, surface, 402, held.message(), "insufficient_balance");
     co_return;
@@ -817,12 +766,9 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
     ~VoidOnExit() { void_bill(state->services(), bill, 499); }
   } void_on_exit{state_, bill};
 
-  const bool ask_for_usage = stream && surface == Surface::kOpenAI && !body.include_usage;
-
-  Answered sent =
-      co_await send_with_fallback(info, req, body, stream, ask_for_usage,
-                                  std::span(choice.ranked).first(attempts_max), options.flex_ms,
-                                  bill);
+  const bool ask_for_usage = plan.stream && surface == Surface::kOpenAI && !body.include_usage;
+  Answered sent = co_await send_with_fallback(info, req, body, plan.stream, ask_for_usage, routes,
+                                              plan.options.flex_ms, bill);
   std::unique_ptr<http::UpstreamResponse>& answered = sent.response;
   const Status& failure = sent.failure;
   const std::size_t attempt = sent.attempt;
@@ -832,31 +778,19 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
     co_await send_error(res, surface, status, failure.message());
     co_return;
   }
-  const catalog::Route& route = *choice.ranked[attempt].route;
-  const catalog::Provider& provider = cat.provider(route);
+  const Ranked& served = routes[attempt];
+  const catalog::Route& route = *served.route;
+  const catalog::Provider& provider = state_->catalog().provider(route);
   bill.route = &route;
-  bill.flex = choice.ranked[attempt].flex;
+  bill.flex = served.flex;
   if (answered->status() < 500) stats_->served(route.index, bill.flex);
   bill.record.provider = provider.name;
-  bill.record.model = choice.ranked[attempt].model->name;
+  bill.record.model = served.model->name;
   http::UpstreamResponse& upstream = *answered;
 
-  const std::string route_header = fmt::format("{}/{}; score={:.4f}", provider.name,
-                                               route.upstream_model, choice.ranked[attempt].score);
-  char fallbacks[8];
-  const std::string_view fallbacks_header(
-      fallbacks, static_cast<std::size_t>(std::to_chars(fallbacks, fallbacks + sizeof fallbacks,
-                                                        attempt)
-                                              .ptr -
-                                          fallbacks));
-  std::vector<Header> headers;
-  headers.reserve(10);
-  headers.push_back({"x-turnpike-provider", provider.name});
-  headers.push_back({"x-turnpike-route", route_header});
-  headers.push_back({"x-turnpike-fallbacks", fallbacks_header});
-  if (options.flex_ms > 0) {
-    headers.push_back({"x-turnpike-service-tier", bill.flex ? "flex" : "standard"});
-  }
+  RouteHeaders route_headers;
+  std::vector<Header> headers = route_headers.of(provider, served.score, route, attempt,
+                                                 plan.options.flex_ms > 0, bill.flex);
   forwardable_headers(upstream.headers(), headers);
 
   if (upstream.status() >= 500) {
@@ -871,11 +805,118 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
                                     upstream.status()));
     co_return;
   }
-  if (stream && upstream.status() == 200 && upstream.is_event_stream()) {
+  if (plan.stream && upstream.status() == 200 && upstream.is_event_stream()) {
     co_await relay_stream(upstream, surface, res, headers, bill, ask_for_usage);
     co_return;
   }
   co_await answer_whole(upstream, surface, res, headers, bill);
+}
+
+std::optional<Refusal> Gateway::plan_request(Operation op, const OperationInfo& info,
+                                             const http::Request& req,
+                                             const auth::KeyGrant& grant, Plan& plan) {
+  auto parsed = parse_request_body(req.body());
+  if (!parsed) return Refusal{400, parsed.status().message(), {}};
+  plan.body = std::move(parsed.value());
+  const RequestBody& body = plan.body;
+  if (!body.has_model || body.model.empty()) return Refusal{400, "'model' is required", {}};
+  RouteOptions& options = plan.options;
+  if (auto refused = read_options(body, req, state_->config().weights, grant, options)) {
+    return refused;
+  }
+  plan.stream = body.stream && op != Operation::kEmbeddings;
+  plan.input_estimate = input_tokens_estimate(req.body());
+  const std::vector<const catalog::Model*> models = models_for(body, grant, plan.input_estimate);
+  if (auto refused = refuse_model(body, grant, models, plan.input_estimate)) return refused;
+  plan.model = models.front();  // the named one; for "auto", see the pick
+  auto output_for = [&](const catalog::Model& m) -> std::int64_t {
+    if (op == Operation::kEmbeddings) return 0;
+    return std::min<std::int64_t>(body.max_tokens.value_or(m.max_output_tokens),
+                                  m.max_output_tokens);
+  };
+  const router::Rule* rule = match_rule(body, grant, options);
+  const Constraints constraints{info.api, options.tier, rule};
+  plan.choice = choose_route(models, constraints, options.weights, plan.input_estimate, output_for);
+  if (plan.choice.ranked.empty()) {
+    return no_route(*plan.model, constraints, plan.choice.furthest, options.tier_from_policy);
+  }
+  // Fallback goes down this list; the hold covers the dearest route that may serve. A
+  // flex race puts its flex attempt in front of the standard routes.
+  plan.attempts = std::min(plan.choice.ranked.size(), limits::kRouteAttemptsMax);
+  if (options.flex_ms > 0) {
+    if (auto flex = flex_choice(plan.choice.ranked, options.weights, plan.input_estimate)) {
+      plan.choice.ranked.insert(plan.choice.ranked.begin(), *flex);
+      ++plan.attempts;
+      plan.flex_raced = true;
+    }
+  }
+  return std::nullopt;
+}
+
+std::optional<Refusal> Gateway::refuse_model(const RequestBody& body, const auth::KeyGrant& grant,
+                                             std::span<const catalog::Model* const> models,
+                                             std::int64_t input_estimate) const {
+  if (models.empty()) {
+    if (body.model == kAutoModel) {
+      return Refusal{403,
+                     "no model this key may use meets routing.auto_quality_floor and fits this "
+                     "request's length",
+                     "no_model_available"};
+    }
+    return Refusal{404, fmt::format("model '{}' does not exist", body.model.substr(0, 200)),
+                   "model_not_found"};
+  }
+  const catalog::Model& model = *models.front();
+  if (models.size() == 1 && !grant.models.empty() &&
+      std::find(grant.models.begin(), grant.models.end(), model.name) == grant.models.end()) {
+    return Refusal{403, fmt::format("this key may not use model '{}'", body.model.substr(0, 200)),
+                   "model_not_allowed"};
+  }
+  // Checked against the typical estimate, not the upper bound: a long prompt should not be
+  // refused on a guess four times its size. ("auto" only offers models it fits.)
+  if (input_estimate > static_cast<std::int64_t>(model.context_tokens)) {
+    return Refusal{400,
+                   fmt::format("this request is about {} tokens; model '{}' takes at most {}",
+                               input_estimate, model.name, model.context_tokens),
+                   "context_length_exceeded"};
+  }
+  return std::nullopt;
+}
+
+Refusal Gateway::no_route(const catalog::Model& model, const Constraints& c, Admission furthest,
+                          bool tier_from_policy) const {
+  switch (furthest) {
+    case Admission::kResting:
+    case Admission::kAdmitted:
+      return Refusal{503,
+                     fmt::format("no healthy route for model '{}': every upstream that may "
+                                 "serve it failed repeatedly and is resting",
+                                 model.name),
+                     "no_healthy_route"};
+    case Admission::kExcludedByRule:
+      return Refusal{403,
+                     fmt::format("routing rule '{}' leaves no route for model '{}' at this "
+                                 "request's privacy tier",
+                                 c.rule->name, model.name),
+                     "excluded_by_routing_rule"};
+    case Admission::kLooserTier:
+      // Never a silent downgrade: the request's tier is a constraint, not a preference.
+      return Refusal{403,
+                     fmt::format("no route for model '{}' runs on a provider at privacy tier "
+                                 "'{}' or tighter{}",
+                                 model.name, catalog::privacy_tier_name(c.tier),
+                                 tier_from_policy
+                                     ? " (the routing policy of this key or its account)"
+                                     : ""),
+                     "privacy_tier_not_met"};
+    case Admission::kOtherApi: break;
+  }
+  const catalog::Provider& first = state_->catalog().provider(model.routes.front());
+  return Refusal{400,
+                 fmt::format("model '{}' is served through the {} API; call {}", model.name,
+                             catalog::api_name(first.api),
+                             first.api == Api::kOpenAI ? "/v1/chat/completions" : "/v1/messages"),
+                 "wrong_api"};
 }
 
 constexpr double kLatencyEwmaWeight = 0.2;  // of each new measurement
