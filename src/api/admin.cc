@@ -54,6 +54,34 @@ void write_account(json::Writer& w, const auth::Account& a) {
   w.field("plan", a.plan).field("created_at", format_rfc3339(a.created_ms));
   w.field("standing", a.suspended ? "suspended" : "active");
   write_policy(w, a.policy);
+  w.key("models").begin_array();
+  for (const auto& m : a.models) w.value(m);
+  w.end_array();
+}
+
+// A model allowlist from `doc[key]`: a list of at most kModelsMax non-empty names, no comma
+// (the store keeps them comma-separated); null or [] allows every model. Absent: unchanged.
+Status read_models(simdjson::dom::element doc, std::vector<std::string>& models) {
+  const auto field = doc["models"];
+  if (field.error() == simdjson::NO_SUCH_FIELD) return Status::ok();
+  std::vector<std::string> out;
+  if (!field.is_null()) {
+    simdjson::dom::array list;
+    bool ok = !field.get_array().get(list) && list.size() <= kModelsMax;
+    for (auto m : list) {
+      std::string_view model;
+      ok = ok && !m.get_string().get(model) && !model.empty() &&
+           model.find(',') == std::string_view::npos;
+      if (ok) out.emplace_back(model);
+    }
+    if (!ok) {
+      return {ErrorKind::kInvalidRequest,
+              "'models' must be a list of model names (at most 100, without commas), or null "
+              "for every model"};
+    }
+  }
+  models = std::move(out);
+  return Status::ok();
 }
 
 // Reads `privacy_tier` and `routing_weights` (an object, or null to inherit) from `doc`
@@ -522,7 +550,12 @@ Task<void> AdminApi::create_account(http::Request& req, Responder& res) {
     co_return;
   }
   auth::RoutingPolicy policy;
+  std::vector<std::string> models;
   if (Status s = read_policy(doc, policy); !s) {
+    co_await send_error(res, 400, s.message());
+    co_return;
+  }
+  if (Status s = read_models(doc, models); !s) {
     co_await send_error(res, 400, s.message());
     co_return;
   }
@@ -530,6 +563,10 @@ Task<void> AdminApi::create_account(http::Request& req, Responder& res) {
     auto created = services_.directory->create_account(db, std::string(name), std::string(kind),
                                                        std::string(plan), policy, now_ms());
     if (!created) return created;
+    if (!models.empty()) {
+      created = services_.directory->set_models(db, created->id, models);
+      if (!created) return created;
+    }
     services_.bank->open_wallet(created->id);
     if (created->kind == "customer" && services_.trial_credit > Money()) {
       auto trial = services_.bank->deposit(created->id, ledger::CreditKind::kTrial,
@@ -558,21 +595,30 @@ Task<void> AdminApi::set_policy(std::int64_t account, http::Request& req, Respon
   }
   for (const auto field : fields) {
     const std::string_view key = field.key;
-    if (key != "privacy_tier" && key != "routing_weights") {
+    if (key != "privacy_tier" && key != "routing_weights" && key != "models") {
       co_await send_error(res, 400,
-                          fmt::format("'{}' cannot be changed here: send privacy_tier and/or "
-                                      "routing_weights",
+                          fmt::format("'{}' cannot be changed here: send privacy_tier, "
+                                      "routing_weights and/or models",
                                       key.substr(0, 60)));
       co_return;
     }
   }
-  auth::RoutingPolicy policy = services_.directory->account(account)->policy;
+  const auth::Account current = *services_.directory->account(account);
+  auth::RoutingPolicy policy = current.policy;
+  std::vector<std::string> models = current.models;
   if (Status s = read_policy(doc, policy); !s) {
     co_await send_error(res, 400, s.message());
     co_return;
   }
-  auto work = [&](store::Database& db) {
-    return services_.directory->set_policy(db, account, policy);
+  if (Status s = read_models(doc, models); !s) {
+    co_await send_error(res, 400, s.message());
+    co_return;
+  }
+  auto work = [&](store::Database& db) -> Result<auth::Account> {
+    if (auto changed = services_.directory->set_policy(db, account, policy); !changed) {
+      return changed;
+    }
+    return services_.directory->set_models(db, account, models);
   };
   auto changed = co_await link_.call<auth::Account>(work);
   if (!changed) {
@@ -604,19 +650,11 @@ Task<void> AdminApi::create_key(std::int64_t account, http::Request& req, Respon
       co_return;
     }
     name = std::string(n);
-    simdjson::dom::array list;
-    if (doc["models"].error() != simdjson::NO_SUCH_FIELD) {
-      bool ok = !doc["models"].get_array().get(list) && list.size() <= kModelsMax;
-      for (auto m : list) {
-        std::string_view model;
-        ok = ok && !m.get_string().get(model) && !model.empty();
-        if (ok) models.emplace_back(model);
-      }
-      if (!ok) {
-        co_await send_error(res, 400, "'models' must be a list of model names (at most 100)");
-        co_return;
-      }
+    if (Status s = read_models(doc, models); !s) {
+      co_await send_error(res, 400, s.message());
+      co_return;
     }
+    simdjson::dom::array list;
     std::int64_t seconds = 0;
     if (doc["expires_in_seconds"].error() != simdjson::NO_SUCH_FIELD) {
       if (doc["expires_in_seconds"].get_int64().get(seconds) || seconds <= 0) {

@@ -867,9 +867,10 @@ std::optional<Refusal> Gateway::refuse_model(const RequestBody& body, const auth
                    "model_not_found"};
   }
   const catalog::Model& model = *models.front();
-  if (models.size() == 1 && !grant.models.empty() &&
-      std::find(grant.models.begin(), grant.models.end(), model.name) == grant.models.end()) {
-    return Refusal{403, fmt::format("this key may not use model '{}'", body.model.substr(0, 200)),
+  if (models.size() == 1 && !grant.may_use(model.name)) {
+    return Refusal{403,
+                   fmt::format("this key (or its account) may not use model '{}'",
+                               body.model.substr(0, 200)),
                    "model_not_allowed"};
   }
   // Checked against the typical estimate, not the upper bound: a long prompt should not be
@@ -1072,10 +1073,8 @@ Task<void> Gateway::explain(http::Request& req, Responder& res) {
     });
   }
   // "auto" only offers models the key may use.
-  const bool allowed = state_->catalog().find_model(body.model) == nullptr ||
-                       grant->models.empty() ||
-                       std::find(grant->models.begin(), grant->models.end(), body.model) !=
-                           grant->models.end();
+  const bool allowed =
+      state_->catalog().find_model(body.model) == nullptr || grant->may_use(body.model);
 
   // Six decimals are plenty to read and compare; the shortest exact form of a double is not.
   auto shown = [](double x) { return std::round(x * 1e6) / 1e6; };
@@ -1239,16 +1238,12 @@ std::vector<const catalog::Model*> Gateway::models_for(const RequestBody& body,
                                                        const auth::KeyGrant& grant,
                                                        std::int64_t input_tokens) const {
   const catalog::Catalog& cat = state_->catalog();
-  auto allowed = [&](const std::string& name) {
-    return grant.models.empty() ||
-           std::find(grant.models.begin(), grant.models.end(), name) != grant.models.end();
-  };
   std::vector<const catalog::Model*> models;
   if (const catalog::Model* named = cat.find_model(body.model)) {
     models.push_back(named);  // a model may be called "auto"; then it is that model
   } else if (body.model == kAutoModel) {
     for (const catalog::Model& m : cat.models()) {
-      if (allowed(m.name) && m.quality >= state_->config().auto_quality_floor &&
+      if (grant.may_use(m.name) && m.quality >= state_->config().auto_quality_floor &&
           input_tokens <= static_cast<std::int64_t>(m.context_tokens)) {
         models.push_back(&m);
       }

@@ -80,7 +80,7 @@ const KeyGrant* KeyTable::find(const KeyDigest& digest) const {
 Result<std::unique_ptr<Directory>> Directory::load(store::Database& db) {
   auto dir = std::make_unique<Directory>();
   auto accounts = db.prepare(
-      "SELECT id, name, kind, plan, created_ms, suspended, privacy_tier, routing_weights "
+      "SELECT id, name, kind, plan, created_ms, suspended, privacy_tier, routing_weights, models "
       "FROM accounts ORDER BY id");
   if (!accounts) return accounts.status();
   for (;;) {
@@ -91,7 +91,8 @@ Result<std::unique_ptr<Directory>> Directory::load(store::Database& db) {
     if (!policy) return policy.status();
     Account a{accounts->column_int(0), std::string(accounts->column_text(1)),
               std::string(accounts->column_text(2)), std::string(accounts->column_text(3)),
-              accounts->column_int(4), accounts->column_int(5) != 0, *policy};
+              accounts->column_int(4), accounts->column_int(5) != 0, *policy,
+              split_models(accounts->column_text(8))};
     dir->accounts_.emplace(a.id, std::move(a));
   }
   auto keys = db.prepare(
@@ -130,7 +131,15 @@ void Directory::publish() {
   for (const auto& [id, k] : keys_) {
     if (k.revoked_ms) continue;
     const Account& a = accounts_.at(k.account_id);
-    KeyGrant g{k.id, k.account_id, a.suspended, k.expires_ms, k.models};
+    KeyGrant g{k.id, k.account_id, a.suspended, k.expires_ms};
+    if (!a.models.empty() && !k.models.empty()) {
+      for (const std::string& m : k.models) {
+        if (std::find(a.models.begin(), a.models.end(), m) != a.models.end()) g.models.push_back(m);
+      }
+    } else {
+      g.models = a.models.empty() ? k.models : a.models;
+    }
+    g.models_limited = !a.models.empty() || !k.models.empty();
     g.privacy_tier = std::min(a.policy.privacy_tier, k.policy.privacy_tier);
     if (k.policy.weights) {
       g.weights = k.policy.weights;
@@ -230,6 +239,14 @@ Result<Account> Directory::set_policy(store::Database& db, std::int64_t id, Rout
         update.bind(2, weights_text(policy.weights)).bind(3, id);
       },
       [&](Account& a) { a.policy = policy; });
+}
+
+Result<Account> Directory::set_models(store::Database& db, std::int64_t id,
+                                      std::vector<std::string> models) {
+  return change_account(
+      db, id, "UPDATE accounts SET models = ? WHERE id = ?",
+      [&](store::Statement& update) { update.bind(1, join_models(models)).bind(2, id); },
+      [&](Account& a) { a.models = models; });
 }
 
 Result<ApiKey> Directory::create_key(store::Database& db, const KeyHasher& hasher,

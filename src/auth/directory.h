@@ -4,6 +4,7 @@
 // before it is acknowledged), and an immutable KeyTable snapshot that request threads read
 // without locks. Changing methods are serialised by a mutex: they are rare (admin calls).
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <cstdint>
@@ -43,6 +44,7 @@ struct Account {
   std::int64_t created_ms = 0;
   bool suspended = false;
   RoutingPolicy policy;
+  std::vector<std::string> models;  // the account's model allowlist; empty: every model
 };
 
 struct ApiKey {
@@ -65,7 +67,12 @@ struct KeyGrant {
   std::int64_t account_id = 0;
   bool account_suspended = false;
   std::optional<std::int64_t> expires_ms;
+  // The models the key may use: its own allowlist and its account's, both applied.
   std::vector<std::string> models;
+  bool models_limited = false;  // false: every model (`models` is then empty)
+  bool may_use(std::string_view model) const {
+    return !models_limited || std::find(models.begin(), models.end(), model) != models.end();
+  }
   // The tighter of the account's and the key's tiers; the key's weights, else the
   // account's, else none (the config's).
   catalog::PrivacyTier privacy_tier = catalog::PrivacyTier::kCommunity;
@@ -110,6 +117,9 @@ class Directory {
                                  std::string plan, RoutingPolicy policy, std::int64_t now_ms);
   Result<Account> set_suspended(store::Database& db, std::int64_t id, bool suspended);
   Result<Account> set_policy(store::Database& db, std::int64_t id, RoutingPolicy policy);
+  // The account's model allowlist (empty: every model); its keys keep their own lists too.
+  Result<Account> set_models(store::Database& db, std::int64_t id,
+                             std::vector<std::string> models);
   // What a new key is: everything but its id, digest and times. `expires_ms` unset: never.
   struct KeySpec {
     std::string name;

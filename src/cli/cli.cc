@@ -465,7 +465,7 @@ int run_turnpike(int argc, char** argv) {
   CLI::App* account_unsuspend =
       accounts_cmd->add_subcommand("unsuspend", "Accept the account's keys again");
   account_arg(account_unsuspend);
-  std::string policy_tier, policy_weights;
+  std::string policy_tier, policy_weights, policy_models;
   CLI::App* account_policy = accounts_cmd->add_subcommand(
       "policy", "Set the account's routing policy (docs/routing.md)");
   account_arg(account_policy);
@@ -473,6 +473,9 @@ int run_turnpike(int argc, char** argv) {
       ->add_option("--privacy-tier", policy_tier,
                    "Loosest provider tier its requests may use: confidential, cloud or community")
       ->check(CLI::IsMember({"confidential", "cloud", "community"}));
+  account_policy->add_option("--models", policy_models,
+                             "Model allowlist for every key of the account, comma-separated, or "
+                             "'all'");
   account_policy->add_option("--weights", policy_weights,
                              "Routing weights QUALITY,COST,LATENCY (each 0..1), or 'none' to "
                              "use the config's");
@@ -657,6 +660,16 @@ int run_turnpike(int argc, char** argv) {
           policy.weights = router::Weights{v[0], v[1], v[2]};
         }
         changed = st.directory->set_policy(*st.db, account->id, policy);
+        if (changed && !policy_models.empty()) {
+          std::vector<std::string> models;
+          for (std::string_view rest = policy_models; rest != "all" && !rest.empty();) {
+            const std::size_t comma = rest.find(',');
+            if (comma != 0) models.emplace_back(rest.substr(0, comma));
+            if (comma == std::string_view::npos) break;
+            rest.remove_prefix(comma + 1);
+          }
+          changed = st.directory->set_models(*st.db, account->id, std::move(models));
+        }
       } else {
         changed = st.directory->set_suspended(*st.db, account->id, account_suspend->parsed());
       }

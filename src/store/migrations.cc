@@ -9,7 +9,7 @@ namespace tp::store {
 namespace {
 
 // Append only: a released migration never changes.
-constexpr std::array<std::string_view, 9> kMigrations = {
+constexpr std::array<std::string_view, 10> kMigrations = {
     // 1: the ledger journal.
     R"sql(
 CREATE TABLE ledger_accounts (
@@ -126,6 +126,10 @@ ALTER TABLE accounts ADD COLUMN routing_weights TEXT NOT NULL DEFAULT '';
 ALTER TABLE api_keys ADD COLUMN privacy_tier TEXT NOT NULL DEFAULT 'community';
 ALTER TABLE api_keys ADD COLUMN routing_weights TEXT NOT NULL DEFAULT '';
 ALTER TABLE api_keys ADD COLUMN tags TEXT NOT NULL DEFAULT '';  -- comma-separated
+)sql",
+    // 10: an account's model allowlist, applied to every key of it with the key's own.
+    R"sql(
+ALTER TABLE accounts ADD COLUMN models TEXT NOT NULL DEFAULT '';  -- comma-separated, '': all
 )sql",
 };
 

@@ -674,6 +674,26 @@ TEST(Router, AccountAndKeyPoliciesSetTheTierAndWeightsARequestMayOnlyTighten) {
                          R"({"tags":["no spaces"]})", admin)
                 .status,
             400);
+  // An account allowlist binds every key of the account, "auto" included.
+  const auto allowlisted = http_request(up.port, "PATCH", "/admin/v1/accounts/" + id,
+                                        R"({"models":["measured"]})", admin);
+  ASSERT_EQ(allowlisted.status, 200) << allowlisted.body;
+  EXPECT_NE(allowlisted.body.find(R"("models":["measured"])"), std::string::npos);
+  const auto barred = up.chat("");
+  EXPECT_EQ(barred.status, 403) << barred.body;
+  EXPECT_NE(barred.body.find("model_not_allowed"), std::string::npos) << barred.body;
+  EXPECT_EQ(up.chat("", "", "", "measured").status, 200);
+  EXPECT_TRUE(up.chat("", "", "", "auto").header("x-turnpike-route").find("/measured;") !=
+              std::string::npos);
+  EXPECT_EQ(http_request(up.port, "PATCH", "/admin/v1/accounts/" + id, R"({"models":null})",
+                         admin)
+                .status,
+            200);
+  EXPECT_EQ(up.chat("").status, 200);
+  EXPECT_EQ(http_request(up.port, "PATCH", "/admin/v1/accounts/" + id, R"({"models":["a,b"]})",
+                         admin)
+                .status,
+            400);
   EXPECT_EQ(http_request(up.port, "PATCH", "/admin/v1/accounts/acct_999",
                          R"({"privacy_tier":"cloud"})", admin)
                 .status,

@@ -265,6 +265,12 @@ TEST(Cli, OfflineCreditsRefundsBalancePolicySuspensionAndRotation) {
       << policy_out;
   EXPECT_EQ(cli({"accounts", "policy", id, "--weights", "1,2", "--data-dir", var}).first,
             std::optional<int>(1));
+  EXPECT_NE(cli({"accounts", "policy", id, "--models", "gpt-test,claude-test", "--data-dir", var})
+                .second.find(R"("models":["gpt-test","claude-test"])"),
+            std::string::npos);
+  EXPECT_NE(cli({"accounts", "policy", id, "--models", "all", "--data-dir", var})
+                .second.find(R"("models":[])"),
+            std::string::npos);
   EXPECT_EQ(cli({"accounts", "show", "acct_999", "--data-dir", var}).first, std::optional<int>(1));
 
   // Keys rotate with a grace window; the new key serves after a restart.

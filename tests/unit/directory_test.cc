@@ -101,6 +101,23 @@ TEST(Directory, RoutingPoliciesPersistAndCombineIntoTheGrant) {
   EXPECT_EQ(directory->keys()->find(hasher.digest(tight))->privacy_tier,
             catalog::PrivacyTier::kConfidential);
   EXPECT_FALSE(directory->set_policy(*db, 42, {}));
+  // An account allowlist applies to every key, together with the key's own.
+  EXPECT_TRUE(directory->keys()->find(hasher.digest(loose))->may_use("anything"));
+  ASSERT_TRUE(directory->set_models(*db, 1, {"a", "b"}));
+  const KeyGrant* limited = directory->keys()->find(hasher.digest(loose));
+  EXPECT_TRUE(limited->may_use("a"));
+  EXPECT_FALSE(limited->may_use("c"));
+  std::string narrow;
+  ASSERT_TRUE(directory->create_key(*db, hasher, 1, {"narrow", {"b", "c"}, {}, {}, {}}, 4, &narrow));
+  const KeyGrant* both = directory->keys()->find(hasher.digest(narrow));
+  EXPECT_EQ(both->models, std::vector<std::string>{"b"});  // the intersection
+  ASSERT_TRUE(directory->set_models(*db, 1, {"a"}));
+  both = directory->keys()->find(hasher.digest(narrow));
+  EXPECT_TRUE(both->models_limited);
+  EXPECT_FALSE(both->may_use("a"));  // nothing left: not "everything"
+  EXPECT_FALSE(both->may_use("b"));
+  ASSERT_TRUE(directory->set_models(*db, 1, {}));
+  EXPECT_TRUE(directory->keys()->find(hasher.digest(loose))->may_use("c"));
   std::filesystem::remove_all(dir);
 }
 
