@@ -843,7 +843,8 @@ std::optional<Refusal> Gateway::plan_request(Operation op, const OperationInfo& 
   // Fallback goes down this list; the hold covers the dearest route that may serve. A
   // flex race puts its flex attempt in front of the standard routes.
   plan.attempts = std::min(plan.choice.ranked.size(), limits::kRouteAttemptsMax);
-  if (options.flex_ms > 0) {
+  // Flex is a chat-completions tier: embeddings go to standard routing whatever they ask.
+  if (options.flex_ms > 0 && op == Operation::kChat) {
     if (auto flex = flex_choice(plan.choice.ranked, options.weights, plan.input_estimate)) {
       plan.choice.ranked.insert(plan.choice.ranked.begin(), *flex);
       ++plan.attempts;
@@ -1378,7 +1379,10 @@ Task<Gateway::Answered> Gateway::send_with_fallback(const OperationInfo& info,
       if (status == 429) stats_->rate_limited(r.index);
       upstream_answered(r);  // a 429 is the provider's limit, not its health
     }
-    if (!last && (status >= 500 || status == 429)) {
+    // A flex tier refusing in any way (it may not offer flex for this model at all) leaves
+    // the standard tier to answer.
+    const bool refused = status >= 500 || status == 429 || (flex && status >= 300);
+    if (!last && refused) {
       (void)co_await (*sent)->read_all(kErrorBodyDrainBytesMax);
       log::warn("upstream refused; falling back", {{"provider", p.name}, {"status", status}});
       stats_->fallback(r.index);

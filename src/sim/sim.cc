@@ -122,13 +122,15 @@ void apply_knob(Knobs& k, std::string_view name, double value) {
   else if (name == "stall_after_chunks") k.stall_after_chunks = i;
   else if (name == "flex_ttft_ms") k.flex_ttft_ms = i;
   else if (name == "flex_429_rate") k.flex_429_rate = value;
+  else if (name == "flex_unavailable") k.flex_unavailable = i;
   else if (name == "embedding_dims") k.embedding_dims = i;
 }
 
-constexpr std::array<std::string_view, 12> kKnobNames = {
-    "latency_ms",   "ttft_ms",           "tokens_per_second", "output_tokens",
+constexpr std::array<std::string_view, 13> kKnobNames = {
+    "latency_ms",    "ttft_ms",          "tokens_per_second", "output_tokens",
     "cached_tokens", "error_status",     "error_rate",        "drop_after_chunks",
-    "flex_ttft_ms", "flex_429_rate",     "embedding_dims",    "stall_after_chunks"};
+    "flex_ttft_ms",  "flex_429_rate",    "embedding_dims",    "stall_after_chunks",
+    "flex_unavailable"};
 
 // Header knobs: x-sim-latency-ms etc. Error status first so an explicit rate wins.
 void apply_header_knobs(const http::Request& req, Knobs& k) {
@@ -331,6 +333,10 @@ Task<void> SimHandler::handle(http::Request& req, Responder& res) {
   if (chance(call->knobs.error_rate)) {
     co_await send_error(res, api, static_cast<unsigned>(call->knobs.error_status),
                         "simulated upstream error");
+    co_return;
+  }
+  if (call->flex && call->knobs.flex_unavailable != 0) {
+    co_await send_error(res, api, 400, "Flex processing is not available for this model");
     co_return;
   }
   if (call->flex && chance(call->knobs.flex_429_rate)) {
@@ -622,6 +628,9 @@ int run_sim(int argc, char** argv) {
                  "Streams go silent after N tokens (for 10 minutes, then cut); -1 = never")
       ->capture_default_str();
   app.add_option("--flex-ttft-ms", k.flex_ttft_ms, "Extra delay for service_tier flex")
+      ->capture_default_str();
+  app.add_option("--flex-unavailable", k.flex_unavailable,
+                 "1: refuse every flex request with 400 (a model without a flex tier)")
       ->capture_default_str();
   app.add_option("--flex-429-rate", k.flex_429_rate, "Chance a flex request gets 429")
       ->capture_default_str()->check(CLI::Range(0.0, 1.0));

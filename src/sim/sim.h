@@ -25,6 +25,7 @@ struct Knobs {
   std::int64_t stall_after_chunks = -1;  // streams: after N tokens send nothing more (10 min)
   std::int64_t flex_ttft_ms = 1000;     // extra wait for service_tier "flex"
   double flex_429_rate = 0.2;           // chance a flex request is refused with 429
+  std::int64_t flex_unavailable = 0;    // 1: every flex request is refused with 400
   std::int64_t embedding_dims = 8;
 };
 

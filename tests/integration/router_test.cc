@@ -543,8 +543,9 @@ std::string string_field(const std::string& json, const std::string& name, std::
   return json.substr(begin, json.find('"', begin) - begin);
 }
 
-// Three sims whose flex tiers behave differently: `prompt` starts flex at once, `late`
-// makes flex wait 3 s before its first byte, `busy` refuses every flex request with 429.
+// Four sims whose flex tiers behave differently: `prompt` starts flex at once, `late`
+// makes flex wait 3 s before its first byte, `busy` refuses every flex request with 429,
+// `none` has no flex tier for the model (400).
 // Each route's flex prices are half its standard ones.
 struct FlexUpstreams {
   TempDir dir;
@@ -558,7 +559,8 @@ struct FlexUpstreams {
     const std::vector<std::vector<std::string>> knobs = {
         {"--flex-ttft-ms", "0", "--flex-429-rate", "0"},
         {"--flex-ttft-ms", "3000", "--flex-429-rate", "0"},
-        {"--flex-ttft-ms", "0", "--flex-429-rate", "1"}};
+        {"--flex-ttft-ms", "0", "--flex-429-rate", "1"},
+        {"--flex-unavailable", "1"}};
     for (const auto& k : knobs) {
       std::vector<std::string> args = {"--listen", "127.0.0.1:0"};
       args.insert(args.end(), k.begin(), k.end());
@@ -567,8 +569,8 @@ struct FlexUpstreams {
     }
     std::ostringstream y;
     y << "listen: \"127.0.0.1:0\"\nproviders:\n";
-    const char* names[] = {"prompt", "late", "busy"};
-    for (int i = 0; i < 3; ++i) {
+    const char* names[] = {"prompt", "late", "busy", "none"};
+    for (int i = 0; i < 4; ++i) {
       y << "  - { name: " << names[i] << ", api: openai, base_url: \"http://127.0.0.1:"
         << ports[i] << "/v1\" }\n";
     }
@@ -802,6 +804,11 @@ TEST(Router, FlexThatIsLateOrRefusedFallsBackToTheStandardTier) {
   ASSERT_EQ(busy.status, 200) << busy.body;
   EXPECT_EQ(busy.header("x-turnpike-service-tier"), "standard");
   EXPECT_NE(up.received_bodies(2).find(R"("count":2)"), std::string::npos);
+  // none: flex answers 400 (no flex tier for this model): still the standard tier serves.
+  const auto none = up.chat("none-model", "00h-00m-30s");
+  ASSERT_EQ(none.status, 200) << none.body;
+  EXPECT_EQ(none.header("x-turnpike-service-tier"), "standard");
+  EXPECT_EQ(none.header("x-turnpike-fallbacks"), "1");
   // Billed at standard prices, and the standard price is the charge.
   const std::string usage = up.usage();
   EXPECT_EQ(usage.find(R"("service_tier":"flex")"), std::string::npos) << usage;
@@ -836,6 +843,16 @@ TEST(Router, StartWithinIsValidatedAndExplainNamesTheFlexPick) {
   const auto body_only = up.chat("prompt-model", "", R"("start_within":"00h-00m-05s",)");
   ASSERT_EQ(body_only.status, 200) << body_only.body;
   EXPECT_EQ(body_only.header("x-turnpike-service-tier"), "flex");
+  // Embeddings have no flex tier: they go to standard routing whatever they ask.
+  const auto embedded = http_request(
+      up.port, "POST", "/v1/embeddings",
+      R"({"model":"prompt-model","input":"hi","start_within":"00h-00m-05s"})",
+      {{"authorization", "Bearer " + up.key}});
+  ASSERT_EQ(embedded.status, 200) << embedded.body;
+  EXPECT_EQ(embedded.header("x-turnpike-service-tier"), "standard");
+  const std::string bodies = up.received_bodies(0);
+  EXPECT_EQ(bodies.rfind(R"("service_tier":"flex")"), bodies.find(R"("service_tier":"flex")"))
+      << bodies;  // only the one chat request above asked for flex
 
   const auto explained = http_request(
       up.port, "POST", "/v1/route/explain",
