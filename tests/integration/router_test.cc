@@ -286,6 +286,32 @@ TEST(Router, BreakerOpensAfterRepeatedFailuresAndProbesAfterTheCooldown) {
   EXPECT_EQ(up.chat("cost", "", "", "resilient").header("x-turnpike-fallbacks"), "0");
 }
 
+TEST(Router, AnOpenBreakerClosesWhenTheRouteAnswersAgain) {
+  ThreeUpstreams up(
+      "routing: { probe_interval_ms: 0, breaker_failures: 2, breaker_cooldown_ms: 300 }");
+  ASSERT_GT(up.port, 0) << up.gateway->log();
+  const int cheap_port = up.ports[0];
+  up.sims[0].reset();
+  for (int i = 0; i < 2; ++i) {
+    const auto res = up.chat("cost");
+    ASSERT_EQ(res.status, 200) << res.body;
+    EXPECT_EQ(res.header("x-turnpike-fallbacks"), "1");  // cheap refused, mid served
+  }
+  EXPECT_EQ(up.chat("cost").header("x-turnpike-fallbacks"), "0");  // cheap rests
+  up.sims[0] = std::make_unique<Process>(
+      bin("turnpike-sim"),
+      std::vector<std::string>{"--listen", "127.0.0.1:" + std::to_string(cheap_port)});
+  ASSERT_EQ(up.sims[0]->wait_listening(), cheap_port);
+  std::this_thread::sleep_for(400ms);  // past the cooldown: the next request probes cheap
+  const auto back = up.chat("cost");
+  ASSERT_EQ(back.status, 200) << back.body;
+  EXPECT_EQ(back.header("x-turnpike-provider"), "cheap");
+  EXPECT_EQ(up.chat("cost").header("x-turnpike-provider"), "cheap");  // closed, not half-open
+  const std::string log = up.gateway->log();
+  EXPECT_NE(log.find("route circuit opened"), std::string::npos) << log;
+  EXPECT_NE(log.find("route circuit closed"), std::string::npos) << log;
+}
+
 TEST(Router, AModelWhoseOnlyRouteRestsIs503) {
   ThreeUpstreams up("routing: { breaker_failures: 2, breaker_cooldown_ms: 60000 }");
   ASSERT_GT(up.port, 0) << up.gateway->log();
