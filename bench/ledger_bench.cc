@@ -72,7 +72,7 @@ struct Store {
   std::unique_ptr<tp::store::Writer> writer;
   Store() {
     std::filesystem::create_directories(dir);
-    auto db = tp::store::Database::open(dir + "/bench.db").value();
+    auto db = tp::store::open_sqlite(dir + "/bench.db").value();
     (void)tp::store::migrate(*db);
     if (getenv("NOCKPT")) (void)db->exec("PRAGMA wal_autocheckpoint=0");
     writer = std::make_unique<tp::store::Writer>(std::move(db));

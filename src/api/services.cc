@@ -23,7 +23,7 @@ Result<Services> open_services(const std::string& store_uri, const std::string& 
   }
   const std::string file = store_uri.substr(7);
   const std::string path = file.starts_with('/') ? file : data_dir + "/" + file;
-  auto db = store::Database::open(path);
+  auto db = store::open_sqlite(path);
   if (!db) return db.status();
   if (auto s = store::migrate(**db); !s) return s;
   auto directory = auth::Directory::load(**db);

@@ -189,7 +189,7 @@ Result<OfflineStore> open_offline(const std::string& store_uri, const std::strin
   std::error_code ec;
   std::filesystem::create_directories(data_dir, ec);
   const std::string file = store_uri.substr(7);
-  auto db = store::Database::open(file.starts_with('/') ? file : data_dir + "/" + file);
+  auto db = store::open_sqlite(file.starts_with('/') ? file : data_dir + "/" + file);
   if (!db) return db.status();
   if (auto s = store::migrate(**db); !s) return s;
   auto directory = auth::Directory::load(**db);
@@ -339,7 +339,7 @@ Result<std::unique_ptr<store::Database>> open_existing_store(const std::string& 
   if (!std::filesystem::exists(path)) {
     return Status{ErrorKind::kNotFound, fmt::format("{} does not exist", path)};
   }
-  return store::Database::open(path);
+  return store::open_sqlite(path);
 }
 
 int verify_ledger(const std::string& store_uri, const std::string& data_dir) {

@@ -362,7 +362,7 @@ TEST(Billing, KillDashNineUnderLoadSettlesEveryCompletedRequestExactlyOnce) {
 
 // Edits a stored transfer behind the gateway's back: the books no longer reconcile.
 void tamper(const Stack& stack, std::int64_t delta_nanos) {
-  auto db = store::Database::open(stack.dir.path() + "/var/turnpike.db");
+  auto db = store::open_sqlite(stack.dir.path() + "/var/turnpike.db");
   ASSERT_TRUE(db);
   ASSERT_TRUE((*db)->exec("UPDATE transfers SET amount_nanos = amount_nanos + " +
                           std::to_string(delta_nanos) + " WHERE id = 1"));
@@ -527,7 +527,7 @@ TEST(Billing, LowBalanceNoticeIsRecordedAndPostedWithRetries) {
   EXPECT_NE(field(doc, "text").find("fell below 0.0015 USD"), std::string::npos);
   std::this_thread::sleep_for(300ms);
   EXPECT_EQ(hook.bodies().size(), 2u);
-  auto db = store::Database::open(stack.dir.path() + "/var/turnpike.db");
+  auto db = store::open_sqlite(stack.dir.path() + "/var/turnpike.db");
   ASSERT_TRUE(db);
   auto row = (*db)->prepare(
       "SELECT account_id, attempts, delivered_ms IS NOT NULL FROM low_balance_notices");
@@ -560,7 +560,7 @@ TEST(Billing, ANoticeLeftUndeliveredByACrashIsDeliveredAfterTheRestart) {
   }
   ASSERT_EQ(bodies.size(), 2u) << stack.gateway->log();
   EXPECT_EQ(bodies[0], bodies[1]);  // the same notice, not a new one
-  auto db = store::Database::open(stack.dir.path() + "/var/turnpike.db");
+  auto db = store::open_sqlite(stack.dir.path() + "/var/turnpike.db");
   ASSERT_TRUE(db);
   auto row = (*db)->prepare("SELECT COUNT(*), SUM(delivered_ms IS NOT NULL) FROM low_balance_notices");
   ASSERT_TRUE(row);

@@ -19,7 +19,7 @@ TEST(Directory, AccountsAndKeysPersistAndPublishSnapshots) {
   std::string secret;
   std::int64_t key_id = 0;
   {
-    auto db = store::Database::open(path).value();
+    auto db = store::open_sqlite(path).value();
     ASSERT_TRUE(store::migrate(*db));
     auto directory = Directory::load(*db).value();
     const auto v0 = directory->version();
@@ -43,7 +43,7 @@ TEST(Directory, AccountsAndKeysPersistAndPublishSnapshots) {
     EXPECT_TRUE(directory->keys()->find(hasher.digest(secret))->account_suspended);
   }
   {
-    auto db = store::Database::open(path).value();
+    auto db = store::open_sqlite(path).value();
     ASSERT_TRUE(store::migrate(*db));
     auto directory = Directory::load(*db).value();
     EXPECT_TRUE(directory->account(1)->suspended);
@@ -66,7 +66,7 @@ TEST(Directory, RoutingPoliciesPersistAndCombineIntoTheGrant) {
   const router::Weights cost{0.1, 0.8, 0.1};
   const router::Weights speed{0.2, 0.2, 0.6};
   {
-    auto db = store::Database::open(path).value();
+    auto db = store::open_sqlite(path).value();
     ASSERT_TRUE(store::migrate(*db));
     auto directory = Directory::load(*db).value();
     RoutingPolicy account_policy{catalog::PrivacyTier::kCloud, cost};
@@ -77,7 +77,7 @@ TEST(Directory, RoutingPoliciesPersistAndCombineIntoTheGrant) {
     Directory::KeySpec spec{"tight", {}, {catalog::PrivacyTier::kConfidential, speed}, {}, {}};
     ASSERT_TRUE(directory->create_key(*db, hasher, 1, spec, 3, &tight));
   }
-  auto db = store::Database::open(path).value();
+  auto db = store::open_sqlite(path).value();
   auto directory = Directory::load(*db).value();  // everything survives a restart
   const KeyGrant* l = directory->keys()->find(hasher.digest(loose));
   ASSERT_NE(l, nullptr);

@@ -27,7 +27,7 @@ class StoreTest : public ::testing::Test {
   }
   void TearDown() override { fs::remove_all(dir_); }
   std::unique_ptr<Database> open() {
-    auto db = Database::open(path_);
+    auto db = open_sqlite(path_);
     EXPECT_TRUE(db) << db.status().message();
     EXPECT_TRUE(migrate(**db));
     return std::move(db.value());
@@ -113,7 +113,7 @@ TEST_F(StoreTest, WhatWasReportedCommittedSurvivesKillDashNine) {
   const pid_t child = ::fork();
   if (child == 0) {
     ::close(fds[0]);
-    auto db = Database::open(path_);
+    auto db = open_sqlite(path_);
     Writer writer(std::move(db.value()));
     for (int i = 1;; ++i) {  // until killed
       std::promise<void> committed;

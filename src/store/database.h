@@ -1,0 +1,91 @@
+#pragma once
+// The store's interface to its SQL database: a connection and prepared statements. The
+// embedded SQLite backend (store/sqlite.h) implements it; a PostgreSQL backend is the
+// next. Everything above (migrations, usage, ledger, notices, accounts) is written against
+// this interface in SQL both accept, with `?` placeholders: a backend translates what it
+// must. Errors come back as Status with the backend's message. Not thread-safe: one
+// connection per thread (the store writer's, or a tool's).
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+
+#include "core/status.h"
+
+namespace tp::store {
+
+class Statement {
+ public:
+  // What a backend implements for one prepared statement.
+  class Backend {
+   public:
+    virtual ~Backend() = default;
+    virtual void bind(int index, std::int64_t value) = 0;
+    virtual void bind(int index, std::string_view value) = 0;
+    virtual void bind_null(int index) = 0;
+    virtual Result<bool> step() = 0;  // true: a row is ready; false: done
+    virtual void reset() = 0;         // rewinds and clears the bindings
+    virtual std::int64_t column_int(int index) const = 0;
+    virtual std::string_view column_text(int index) const = 0;
+    virtual bool column_is_null(int index) const = 0;
+  };
+
+  Statement() = default;
+  explicit Statement(std::unique_ptr<Backend> backend) : backend_(std::move(backend)) {}
+
+  Statement& bind(int index, std::int64_t value) {
+    backend_->bind(index, value);
+    return *this;
+  }
+  Statement& bind(int index, std::string_view value) {
+    backend_->bind(index, value);
+    return *this;
+  }
+  Statement& bind_null(int index) {
+    backend_->bind_null(index);
+    return *this;
+  }
+  // kRow when a row is ready, kDone at the end; errors as Status.
+  enum class Step { kRow, kDone };
+  Result<Step> step();
+  Status run();  // steps to the end, for statements without rows; then resets
+  void reset() { backend_->reset(); }
+
+  std::int64_t column_int(int index) const { return backend_->column_int(index); }
+  std::string_view column_text(int index) const { return backend_->column_text(index); }
+  bool column_is_null(int index) const { return backend_->column_is_null(index); }
+
+ private:
+  std::unique_ptr<Backend> backend_;
+};
+
+class Database {
+ public:
+  virtual ~Database() = default;
+
+  virtual Status exec(std::string_view sql) = 0;  // one or more statements, no rows
+  virtual Result<Statement> prepare(std::string_view sql) = 0;
+  // Where the data lives, for messages.
+  virtual const std::string& path() const = 0;
+
+  // A statement prepared once per connection and kept: for what runs on every request.
+  // Reset and unbound when returned; valid until the Database goes.
+  Result<Statement*> cached(std::string_view sql);
+
+ protected:
+  // A backend calls this first in its destructor: statements go before their connection.
+  void drop_statements() { cache_.clear(); }
+
+ private:
+  struct SqlHash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view sql) const { return std::hash<std::string_view>{}(sql); }
+  };
+  // Looked up by string_view: no allocation per lookup.
+  std::unordered_map<std::string, Statement, SqlHash, std::equal_to<>> cache_;
+};
+
+}  // namespace tp::store
