@@ -1,9 +1,11 @@
 #pragma once
 // The schema, as an ordered list of migrations applied at start. Version N is the number of
-// migrations applied; each runs in its own transaction together with the version bump.
+// migrations applied; each runs in its own transaction together with the version bump. The
+// list is in SQLite's dialect (INTEGER PRIMARY KEY row ids); a PostgreSQL backend brings its
+// own list with the same versions and tables.
 
 #include "core/status.h"
-#include "store/sqlite.h"
+#include "store/database.h"
 
 namespace tp::store {
 
