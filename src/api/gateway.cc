@@ -546,6 +546,7 @@ class GatewayHandler final : public http::Handler {
 
   Task<void> handle(http::Request& req, Responder& res) override {
     if (hub_->version() != version_) refresh();
+    if (!retired_.empty()) prune();
     return current_->handle(req, res);
   }
   Task<void> reject(unsigned status, std::string_view message, std::string_view target,
@@ -557,9 +558,12 @@ class GatewayHandler final : public http::Handler {
  private:
   void refresh() {
     version_ = hub_->version();
-    std::erase_if(retired_, [](const std::unique_ptr<Gateway>& g) { return g->idle(); });
     if (current_ && !current_->idle()) retired_.push_back(std::move(current_));
     current_ = std::make_unique<Gateway>(ioc_, inbox_, hub_->current());
+  }
+  // Frees replaced Gateways whose last request has ended (with their catalog and pools).
+  void prune() {
+    std::erase_if(retired_, [](const std::unique_ptr<Gateway>& g) { return g->idle(); });
   }
 
   asio::io_context& ioc_;
