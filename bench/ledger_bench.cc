@@ -56,7 +56,7 @@ void BM_HoldAndSettle(benchmark::State& state) {
     auto h = bank->hold(kAccount, Money::from_nanos(50'000), now + 60'000, now);
     benchmark::DoNotOptimize(bank->settle(*h, Money::from_nanos(31'337), now));
     if (now % 4096 == 0) {
-      (void)bank->persist([](auto&, auto, auto) { return tp::Status::ok(); });
+      (void)bank->persist([](const auto&) { return tp::Status::ok(); });
       bank->committed(true);
     }
     ++now;

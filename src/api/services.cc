@@ -76,9 +76,7 @@ bool is_admin_key(std::string_view presented, const Services& services) {
 ledger::Reconciliation reconcile_books(store::Database& db, ledger::Bank& bank,
                                       ledger::Freeze& freeze, std::string_view trigger) {
   ledger::Reconciliation r = bank.reconcile(
-      [&](const ledger::Ledger& ledger, std::size_t accounts, std::size_t transfers) {
-        return store::append_ledger(db, ledger, accounts, transfers);
-      },
+      [&](const ledger::LedgerTail& tail) { return store::append_ledger(db, tail); },
       [&] { return store::read_books(db); });
   if (r.ok) {
     log::info("ledger reconciled", {{"trigger", trigger},

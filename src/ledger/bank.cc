@@ -213,15 +213,28 @@ VerifyReport Bank::verify() const {
 }
 
 Status Bank::persist(const StoreFn& store) {
-  std::lock_guard lock(mu_);
-  return write_new(store);
+  Result<LedgerTail> tail = [&] {
+    std::lock_guard lock(mu_);
+    return take_unwritten();
+  }();
+  if (!tail) return tail.status();
+  if (tail->empty()) return Status::ok();
+  Status s = store(*tail);
+  if (!s) {
+    // Not written after all: the next persist hands it over again.
+    std::lock_guard lock(mu_);
+    stored_accounts_ = tail->accounts_from;
+    stored_transfers_ = tail->transfers_from;
+  }
+  return s;
 }
 
-Status Bank::write_new(const StoreFn& store) {
-  if (Status s = store(ledger_, stored_accounts_, stored_transfers_); !s) return s;
+Result<LedgerTail> Bank::take_unwritten() {
+  auto tail = ledger_.tail(stored_accounts_, stored_transfers_);
+  if (!tail) return tail;
   stored_accounts_ = ledger_.account_count();
   stored_transfers_ = ledger_.transfer_count();
-  return Status::ok();
+  return tail;
 }
 
 void Bank::committed(bool ok) {
@@ -244,8 +257,14 @@ Reconciliation Bank::reconcile(const StoreFn& store,
                                const std::function<Result<StoredBooks>()>& read_back) {
   std::lock_guard lock(mu_);
   Reconciliation r;
-  if (Status s = write_new(store); !s) {
-    r.problem = fmt::format("storing the ledger failed: {}", s.message());
+  auto tail = take_unwritten();
+  const Status stored = !tail ? tail.status() : tail->empty() ? Status::ok() : store(*tail);
+  if (!stored) {
+    if (tail) {
+      stored_accounts_ = tail->accounts_from;
+      stored_transfers_ = tail->transfers_from;
+    }
+    r.problem = fmt::format("storing the ledger failed: {}", stored.message());
     r.store_failed = true;
     return r;
   }

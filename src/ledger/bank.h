@@ -98,11 +98,11 @@ class Bank {
   static constexpr std::size_t kLowBalancePendingMax = 10'000;
   VerifyReport verify() const;
 
-  // Calls `store` with the ledger and the counts of accounts and transfers already written;
-  // on success, everything up to now counts as written — inside the store's open
-  // transaction, so not yet durable: committed() settles that.
-  using StoreFn = std::function<Status(const Ledger&, std::size_t accounts_from,
-                                       std::size_t transfers_from)>;
+  // Calls `store` with what is not written yet, copied out under the bank's lock and
+  // written without it, so requests taking holds never wait for the store. On success it
+  // counts as written — inside the store's open transaction, so not yet durable:
+  // committed() settles that. One thread persists at a time (the store writer).
+  using StoreFn = std::function<Status(const LedgerTail& tail)>;
   Status persist(const StoreFn& store);
   // The store's transaction ended: on commit, what was written is durable and leaves
   // memory; on failure, it is written again by the next persist.
@@ -117,9 +117,8 @@ class Bank {
  private:
   Bank() = default;
   Wallet& wallet(std::int64_t account);  // caller holds mu_; opens it if needed
-  // Caller holds mu_: hands what is not yet written to `store`; on success it counts as
-  // written (persist and reconcile share this).
-  Status write_new(const StoreFn& store);
+  // Caller holds mu_: copies out what is not yet written and counts it as written.
+  Result<LedgerTail> take_unwritten();
   // Caller holds mu_: compares `account`'s settled balance with the thresholds and raises
   // a notice for each one newly crossed downward.
   void check_low_balance(std::int64_t account, const Wallet& w, std::int64_t now_ms);

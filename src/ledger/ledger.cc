@@ -58,6 +58,22 @@ Status Ledger::replay(const Transfer& t) {
   return Status::ok();
 }
 
+Result<LedgerTail> Ledger::tail(std::size_t accounts_from, std::uint64_t transfers_from) const {
+  const std::uint64_t first_in_memory = transfer_count() - journal_.size();
+  if (transfers_from < first_in_memory) {
+    return Status{ErrorKind::kInternal, "transfers to store were dropped from memory"};
+  }
+  LedgerTail t;
+  t.accounts_from = accounts_from;
+  for (std::size_t id = accounts_from; id < accounts_.size(); ++id) {
+    t.accounts.push_back({accounts_[id].name, accounts_[id].floor});
+  }
+  t.transfers_from = transfers_from;
+  t.transfers.assign(journal_.begin() + static_cast<std::ptrdiff_t>(transfers_from - first_in_memory),
+                     journal_.end());
+  return t;
+}
+
 void Ledger::forget_through(TransferId last) {
   std::size_t n = 0;
   while (n < journal_.size() && journal_[n].id <= last) {

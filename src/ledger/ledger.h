@@ -46,6 +46,20 @@ struct Transfer {
   std::int64_t at_ms = 0;  // wall-clock time, from the caller's Clock
 };
 
+// What a ledger added after some point, copied out so that it can be stored without the
+// ledger (and without its owner's lock).
+struct LedgerTail {
+  struct NewAccount {
+    std::string name;
+    Floor floor;
+  };
+  std::size_t accounts_from = 0;     // the id of accounts.front()
+  std::vector<NewAccount> accounts;  // opened since
+  std::uint64_t transfers_from = 0;  // transfers already counted before transfers.front()
+  std::vector<Transfer> transfers;   // made since, in id order
+  bool empty() const { return accounts.empty() && transfers.empty(); }
+};
+
 struct VerifyReport {
   bool ok = false;
   std::uint64_t transfers = 0;
@@ -80,6 +94,9 @@ class Ledger {
   // stored: the balances they produced become each account's starting point. A
   // long-running gateway keeps only what is not yet committed.
   void forget_through(TransferId last);
+  // The accounts from id `accounts_from` and the transfers after the first
+  // `transfers_from`. kInternal when some of those transfers were forgotten already.
+  Result<LedgerTail> tail(std::size_t accounts_from, std::uint64_t transfers_from) const;
 
   // Recomputes every balance from its starting point and the journal in memory, and checks
   // that all balances sum to zero.

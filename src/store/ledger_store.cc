@@ -4,33 +4,25 @@
 
 namespace tp::store {
 
-Status append_ledger(Database& db, const ledger::Ledger& ledger, std::size_t accounts_from,
-                     std::size_t transfers_from) {
-  if (accounts_from < ledger.account_count()) {
+Status append_ledger(Database& db, const ledger::LedgerTail& tail) {
+  if (!tail.accounts.empty()) {
     auto cached = db.cached("INSERT INTO ledger_accounts (id, name, floor) VALUES (?, ?, ?)");
     if (!cached) return cached.status();
     Statement* insert = *cached;
-    for (std::size_t id = accounts_from; id < ledger.account_count(); ++id) {
-      const auto account = static_cast<ledger::AccountId>(id);
-      insert->bind(1, static_cast<std::int64_t>(id)).bind(2, ledger.name(account));
-      insert->bind(3, ledger.floor(account) == ledger::Floor::kNonNegative ? 0 : 1);
+    std::int64_t id = static_cast<std::int64_t>(tail.accounts_from);
+    for (const ledger::LedgerTail::NewAccount& a : tail.accounts) {
+      insert->bind(1, id++).bind(2, a.name);
+      insert->bind(3, a.floor == ledger::Floor::kNonNegative ? 0 : 1);
       if (auto s = insert->run(); !s) return s;
     }
   }
-  const auto& journal = ledger.journal();
-  // The journal in memory starts after the transfers already forgotten (all stored).
-  const std::size_t first_in_memory = ledger.transfer_count() - journal.size();
-  if (transfers_from < first_in_memory) {
-    return {ErrorKind::kInternal, "transfers to store were dropped from memory"};
-  }
-  if (transfers_from < ledger.transfer_count()) {
+  if (!tail.transfers.empty()) {
     auto cached = db.cached(
         "INSERT INTO transfers (id, debit, credit, amount_nanos, kind, hold, at_ms) "
         "VALUES (?, ?, ?, ?, ?, ?, ?)");
     if (!cached) return cached.status();
     Statement* insert = *cached;
-    for (std::size_t i = transfers_from - first_in_memory; i < journal.size(); ++i) {
-      const ledger::Transfer& t = journal[i];
+    for (const ledger::Transfer& t : tail.transfers) {
       insert->bind(1, static_cast<std::int64_t>(t.id)).bind(2, std::int64_t{t.debit});
       insert->bind(3, std::int64_t{t.credit}).bind(4, t.amount.nanos());
       insert->bind(5, static_cast<std::int64_t>(t.kind));
@@ -42,10 +34,7 @@ Status append_ledger(Database& db, const ledger::Ledger& ledger, std::size_t acc
 }
 
 Status persist_bank(Database& db, ledger::Bank& bank) {
-  return bank.persist([&](const ledger::Ledger& ledger, std::size_t accounts,
-                          std::size_t transfers) {
-    return append_ledger(db, ledger, accounts, transfers);
-  });
+  return bank.persist([&](const ledger::LedgerTail& tail) { return append_ledger(db, tail); });
 }
 
 Result<ledger::StoredBooks> read_books(Database& db) {

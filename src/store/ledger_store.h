@@ -12,10 +12,9 @@
 
 namespace tp::store {
 
-// Appends the accounts the ledger opened and the transfers it made since `accounts_from` /
-// `transfers_from` (both counts already stored). Runs inside the caller's transaction.
-Status append_ledger(Database& db, const ledger::Ledger& ledger, std::size_t accounts_from,
-                     std::size_t transfers_from);
+// Appends a ledger's new accounts and transfers (Ledger::tail). Runs inside the caller's
+// transaction.
+Status append_ledger(Database& db, const ledger::LedgerTail& tail);
 
 // Appends what `bank` changed since it last stored (Bank::persist with append_ledger).
 Status persist_bank(Database& db, ledger::Bank& bank);

@@ -2,8 +2,10 @@
 
 #include <gtest/gtest.h>
 
+#include <future>
 #include <map>
 #include <random>
+#include <thread>
 
 #include "ledger/bank.h"
 #include "ledger/wallet.h"
@@ -127,16 +129,29 @@ TEST_F(WalletTest, ChargeWithoutAHoldTakesTheBooksThenOverdrawsPaid) {
   expect_balanced();
 }
 
-// A copy of the bank's journal as the store would have it.
-Ledger stored_copy(Bank& bank) {
-  Ledger copy;
-  EXPECT_TRUE(bank.persist([&](const Ledger& l, std::size_t, std::size_t) {
-    for (AccountId id = 0; id < l.account_count(); ++id) copy.open(l.name(id), l.floor(id));
-    for (const Transfer& t : l.journal()) EXPECT_TRUE(copy.replay(t));
-    return Status::ok();
-  }));
-  return copy;
-}
+// A store in memory: what banks persisted to it, in order; and the ledger a restart would
+// rebuild from it.
+struct MemoryStore {
+  std::vector<LedgerTail::NewAccount> accounts;
+  std::vector<Transfer> transfers;
+
+  void persist(Bank& bank) {
+    EXPECT_TRUE(bank.persist([&](const LedgerTail& tail) {
+      EXPECT_EQ(tail.accounts_from, accounts.size());
+      EXPECT_EQ(tail.transfers_from, transfers.size());
+      accounts.insert(accounts.end(), tail.accounts.begin(), tail.accounts.end());
+      transfers.insert(transfers.end(), tail.transfers.begin(), tail.transfers.end());
+      return Status::ok();
+    }));
+    bank.committed(true);
+  }
+  Ledger load() const {
+    Ledger copy;
+    for (const auto& a : accounts) copy.open(a.name, a.floor);
+    for (const Transfer& t : transfers) EXPECT_TRUE(copy.replay(t));
+    return copy;
+  }
+};
 
 TEST(Bank, RestartVoidsHoldsADeadProcessLeftOpen) {
   const std::int64_t now = 1'000'000;
@@ -150,7 +165,9 @@ TEST(Bank, RestartVoidsHoldsADeadProcessLeftOpen) {
   ASSERT_TRUE(open);
   EXPECT_EQ(bank->balance(1, now)->held, usd("3"));
 
-  auto restarted = Bank::adopt(stored_copy(*bank), now + 1);
+  MemoryStore disk;
+  disk.persist(*bank);
+  auto restarted = Bank::adopt(disk.load(), now + 1);
   ASSERT_TRUE(restarted);
   Bank& b = **restarted;
   const Balance after = b.balance(1, now + 1).value();
@@ -164,7 +181,8 @@ TEST(Bank, RestartVoidsHoldsADeadProcessLeftOpen) {
   EXPECT_EQ(b.settle(*next, usd("0.25"), now + 2), usd("0.25"));
   EXPECT_EQ(b.balance(1, now + 2)->available, usd("4.25"));
   // And a second restart finds nothing left open.
-  auto again = Bank::adopt(stored_copy(b), now + 3);
+  disk.persist(b);
+  auto again = Bank::adopt(disk.load(), now + 3);
   ASSERT_TRUE(again);
   EXPECT_EQ((*again)->balance(1, now + 3)->available, usd("4.25"));
   EXPECT_TRUE((*again)->verify().ok);
@@ -315,10 +333,9 @@ TEST(Bank, ReconcileComparesStoredBooksWithMemory) {
   ASSERT_TRUE(bank->deposit(1, CreditKind::kPaid, Money::usd(3), std::nullopt, 1));
   std::vector<Transfer> stored;
   std::size_t accounts = 0;
-  auto store = [&](const Ledger& l, std::size_t, std::size_t from) {
-    accounts = l.account_count();
-    const std::size_t first = l.transfer_count() - l.journal().size();
-    for (std::size_t i = from - first; i < l.journal().size(); ++i) stored.push_back(l.journal()[i]);
+  auto store = [&](const LedgerTail& tail) {
+    accounts = tail.accounts_from + tail.accounts.size();
+    stored.insert(stored.end(), tail.transfers.begin(), tail.transfers.end());
     return Status::ok();
   };
   auto books = [&](Money tamper) {
@@ -402,11 +419,8 @@ TEST(Bank, WhatAFailedCommitLostIsWrittenAgain) {
   auto bank = Bank::create();
   ASSERT_TRUE(bank->deposit(1, CreditKind::kPaid, Money::usd(2), std::nullopt, 1));
   std::vector<TransferId> written;
-  auto store = [&](const Ledger& l, std::size_t, std::size_t from) {
-    const std::size_t first = l.transfer_count() - l.journal().size();
-    for (std::size_t i = from - first; i < l.journal().size(); ++i) {
-      written.push_back(l.journal()[i].id);
-    }
+  auto store = [&](const LedgerTail& tail) {
+    for (const Transfer& t : tail.transfers) written.push_back(t.id);
     return Status::ok();
   };
   ASSERT_TRUE(bank->persist(store));
@@ -422,6 +436,43 @@ TEST(Bank, WhatAFailedCommitLostIsWrittenAgain) {
   EXPECT_TRUE(written.empty());
   EXPECT_EQ(bank->balance(1, 3)->paid, Money::usd(3));
   EXPECT_TRUE(bank->verify().ok);
+}
+
+TEST(Bank, AFailedStoreHandsTheSameTransfersOverAgain) {
+  auto bank = Bank::create();
+  ASSERT_TRUE(bank->deposit(1, CreditKind::kPaid, Money::usd(2), std::nullopt, 1));
+  std::vector<TransferId> written;
+  bool fail = true;
+  auto store = [&](const LedgerTail& tail) {
+    if (fail) return Status{ErrorKind::kInternal, "disk full"};
+    for (const Transfer& t : tail.transfers) written.push_back(t.id);
+    return Status::ok();
+  };
+  EXPECT_FALSE(bank->persist(store));
+  fail = false;
+  ASSERT_TRUE(bank->persist(store));
+  EXPECT_EQ(written, std::vector<TransferId>({1}));
+}
+
+TEST(Bank, HoldsDoNotWaitForTheStore) {
+  auto bank = Bank::create();
+  ASSERT_TRUE(bank->deposit(1, CreditKind::kPaid, Money::usd(2), std::nullopt, 1));
+  // While the store writes (slowly), another thread takes a hold: it must not wait for the
+  // write to end, since holds run on the request path.
+  std::promise<void> held;
+  auto store = [&](const LedgerTail&) {
+    std::thread other([&] {
+      EXPECT_TRUE(bank->hold(1, Money::usd(1), 100, 2));
+      held.set_value();
+    });
+    const bool in_time =
+        held.get_future().wait_for(std::chrono::seconds(5)) == std::future_status::ready;
+    other.join();
+    EXPECT_TRUE(in_time) << "the hold waited for the store";
+    return Status::ok();
+  };
+  ASSERT_TRUE(bank->persist(store));
+  EXPECT_EQ(bank->balance(1, 3)->held, Money::usd(1));
 }
 
 }  // namespace
