@@ -1444,7 +1444,7 @@ Task<void> Gateway::answer_whole(http::UpstreamResponse& upstream, Surface surfa
 Task<bool> Gateway::settle(Bill& bill, const meter::Usage& usage, int status) {
   bill.closed = true;
   const auto now = std::chrono::steady_clock::now();
-  if (status == 200) stats_->latency(bill.route->index, now - bill.sent_at);
+  if (status == 200 && !bill.flex) stats_->latency(bill.route->index, now - bill.sent_at);
   if (status == 200 && !bill.flex && bill.first_byte != std::chrono::steady_clock::time_point{}) {
     observe_speed(*bill.route, usage.output_tokens, now - bill.first_byte);
     stats_->decoding(bill.route->index, usage.output_tokens, now - bill.first_byte);

@@ -76,7 +76,16 @@ bool is_admin_key(std::string_view presented, const Services& services) {
 ledger::Reconciliation reconcile_books(store::Database& db, ledger::Bank& bank,
                                       ledger::Freeze& freeze, std::string_view trigger) {
   ledger::Reconciliation r = bank.reconcile(
-      [&](const ledger::LedgerTail& tail) { return store::append_ledger(db, tail); },
+      [&](const ledger::LedgerTail& tail) {
+        // A write that fails part way must leave nothing behind: the bank hands the same
+        // tail over again, and whatever else this transaction holds (the freeze record)
+        // still commits.
+        if (Status s = db.exec("SAVEPOINT reconcile_append"); !s) return s;
+        const Status appended = store::append_ledger(db, tail);
+        if (!appended) (void)db.exec("ROLLBACK TO reconcile_append");
+        (void)db.exec("RELEASE reconcile_append");
+        return appended;
+      },
       [&] { return store::read_books(db); });
   if (r.ok) {
     log::info("ledger reconciled", {{"trigger", trigger},

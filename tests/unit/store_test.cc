@@ -8,6 +8,7 @@
 #include <future>
 #include <thread>
 
+#include "api/services.h"
 #include "ledger/wallet.h"
 #include "store/ledger_store.h"
 #include "store/migrations.h"
@@ -142,6 +143,38 @@ TEST_F(StoreTest, WhatWasReportedCommittedSurvivesKillDashNine) {
   // Every insert the child was told had committed is there (a later one may be too).
   EXPECT_GE(max->column_int(1), last);
   EXPECT_EQ(max->column_int(0), max->column_int(1));
+}
+
+TEST_F(StoreTest, AReconciliationWhoseWriteFailsLeavesNoPartOfItStored) {
+  auto db = open();
+  auto bank = ledger::Bank::create();
+  ASSERT_TRUE(bank->deposit(1, ledger::CreditKind::kPaid, Money::usd(1), std::nullopt, 1));
+  ASSERT_TRUE(persist_bank(*db, *bank));  // the accounts and transfer 1
+  bank->committed(true);
+  ASSERT_TRUE(bank->deposit(1, ledger::CreditKind::kPaid, Money::usd(2), std::nullopt, 2));
+  ASSERT_TRUE(bank->deposit(1, ledger::CreditKind::kPaid, Money::usd(3), std::nullopt, 3));
+  // A row in the way of transfer 3: the append stores transfer 2, then fails.
+  ASSERT_TRUE(db->exec("BEGIN"));
+  ASSERT_TRUE(db->exec("INSERT INTO transfers (id, debit, credit, amount_nanos, kind, hold, at_ms) "
+                       "SELECT 3, debit, credit, 1, 0, 0, 0 FROM transfers WHERE id = 1"));
+  ledger::Freeze freeze;
+  const ledger::Reconciliation r = api::reconcile_books(*db, *bank, freeze, "test");
+  EXPECT_FALSE(r.ok);
+  EXPECT_TRUE(r.store_failed);
+  auto count = db->prepare("SELECT COUNT(*) FROM transfers WHERE id = 2");
+  ASSERT_TRUE(count);
+  ASSERT_EQ(count->step().value(), Statement::Step::kRow);
+  EXPECT_EQ(count->column_int(0), 0);  // transfer 2 did not stay behind
+  // With the obstacle gone, the same tail is written whole.
+  ASSERT_TRUE(db->exec("DELETE FROM transfers WHERE id = 3"));
+  ASSERT_TRUE(persist_bank(*db, *bank));
+  ASSERT_TRUE(db->exec("COMMIT"));
+  bank->committed(true);
+  auto ids = db->prepare("SELECT COUNT(*), SUM(amount_nanos) FROM transfers");
+  ASSERT_TRUE(ids);
+  ASSERT_EQ(ids->step().value(), Statement::Step::kRow);
+  EXPECT_EQ(ids->column_int(0), 3);
+  EXPECT_EQ(ids->column_int(1), Money::usd(6).nanos());
 }
 
 }  // namespace
