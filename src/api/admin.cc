@@ -603,10 +603,11 @@ Task<void> AdminApi::set_policy(std::int64_t account, http::Request& req, Respon
       co_return;
     }
   }
-  const auth::Account current = *services_.directory->account(account);
-  auth::RoutingPolicy policy = current.policy;
-  std::vector<std::string> models = current.models;
-  if (Status s = read_policy(doc, policy); !s) {
+  // Validated here; applied on the writer to the account as it is then, so that two
+  // PATCHes of different fields both take effect.
+  auth::RoutingPolicy given;
+  std::vector<std::string> models;
+  if (Status s = read_policy(doc, given); !s) {
     co_await send_error(res, 400, s.message());
     co_return;
   }
@@ -614,11 +615,20 @@ Task<void> AdminApi::set_policy(std::int64_t account, http::Request& req, Respon
     co_await send_error(res, 400, s.message());
     co_return;
   }
-  auto work = [&](store::Database& db) -> Result<auth::Account> {
-    if (auto changed = services_.directory->set_policy(db, account, policy); !changed) {
-      return changed;
-    }
-    return services_.directory->set_models(db, account, models);
+  const bool tier_given = doc["privacy_tier"].error() != simdjson::NO_SUCH_FIELD;
+  const bool weights_given = doc["routing_weights"].error() != simdjson::NO_SUCH_FIELD;
+  const bool models_given = doc["models"].error() != simdjson::NO_SUCH_FIELD;
+  auth::Directory& directory = *services_.directory;
+  auto work = [&directory, account, given, models, tier_given, weights_given,
+               models_given](store::Database& db) -> Result<auth::Account> {
+    auto current = directory.account(account);
+    if (!current) return Status{ErrorKind::kNotFound, fmt::format("no account acct_{}", account)};
+    auth::RoutingPolicy policy = current->policy;
+    if (tier_given) policy.privacy_tier = given.privacy_tier;
+    if (weights_given) policy.weights = given.weights;
+    auto changed = directory.set_policy(db, account, policy);
+    if (!changed || !models_given) return changed;
+    return directory.set_models(db, account, models);
   };
   auto changed = co_await link_.call<auth::Account>(work);
   if (!changed) {

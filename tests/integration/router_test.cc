@@ -722,6 +722,21 @@ TEST(Router, AccountAndKeyPoliciesSetTheTierAndWeightsARequestMayOnlyTighten) {
                          admin)
                 .status,
             400);
+  // PATCHes of different fields at once both take effect: each applies to the account as it
+  // is when the store runs it, not as it was when the request arrived.
+  std::vector<std::thread> patchers;
+  for (int i = 0; i < 8; ++i) {
+    patchers.emplace_back([&, i] {
+      const std::string body = i % 2 == 0 ? R"({"privacy_tier":"cloud"})"
+                                          : R"({"models":["multi","measured"]})";
+      EXPECT_EQ(http_request(up.port, "PATCH", "/admin/v1/accounts/" + id, body, admin).status,
+                200);
+    });
+  }
+  for (auto& t : patchers) t.join();
+  const auto both = http_request(up.port, "GET", "/admin/v1/accounts/" + id, {}, admin);
+  EXPECT_NE(both.body.find(R"("privacy_tier":"cloud")"), std::string::npos) << both.body;
+  EXPECT_NE(both.body.find(R"("models":["multi","measured"])"), std::string::npos) << both.body;
   EXPECT_EQ(http_request(up.port, "PATCH", "/admin/v1/accounts/acct_999",
                          R"({"privacy_tier":"cloud"})", admin)
                 .status,
