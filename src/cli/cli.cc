@@ -192,10 +192,13 @@ Result<OfflineStore> open_offline(const std::string& store_uri, const std::strin
   auto db = store::open_sqlite(file.starts_with('/') ? file : data_dir + "/" + file);
   if (!db) return db.status();
   if (auto s = store::migrate(**db); !s) return s;
+  // One snapshot for all the reads: a gateway may be committing beside a read-only tool.
+  if (auto s = (*db)->exec("BEGIN"); !s) return s;
   auto directory = auth::Directory::load(**db);
-  if (!directory) return directory.status();
   ledger::Ledger journal;
-  if (auto s = store::load_ledger(**db, journal); !s) return s;
+  const Status loaded = directory ? store::load_ledger(**db, journal) : directory.status();
+  (void)(*db)->exec("COMMIT");
+  if (!loaded) return loaded;
   auto bank = ledger::Bank::adopt(std::move(journal), SystemClock::instance().unix_millis());
   if (!bank) return bank.status();
   return OfflineStore{std::move(db.value()), std::move(directory.value()), std::move(bank.value())};
@@ -349,8 +352,12 @@ int verify_ledger(const std::string& store_uri, const std::string& data_dir) {
     return 2;
   }
   ledger::Ledger ledger;
-  if (auto s = store::load_ledger(**db, ledger); !s) {
-    std::fprintf(stderr, "turnpike: %s\n", s.message().c_str());
+  // One snapshot: a live gateway may commit between the reads of accounts and transfers.
+  const Status loaded = (*db)->exec("BEGIN") ? store::load_ledger(**db, ledger)
+                                             : Status{ErrorKind::kInternal, "cannot read"};
+  (void)(*db)->exec("COMMIT");
+  if (!loaded) {
+    std::fprintf(stderr, "turnpike: %s\n", loaded.message().c_str());
     return 2;
   }
   const ledger::VerifyReport report = ledger.verify();
