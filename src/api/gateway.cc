@@ -1348,6 +1348,7 @@ Task<Gateway::Answered> Gateway::send_with_fallback(const OperationInfo& info,
     http::UpstreamTimeouts timeouts = state_->config().upstream;
     if (flex) timeouts.first_byte_timeout_ms = static_cast<std::uint32_t>(flex_ms);
     stats_->attempt(r.index, flex);
+    health_[r.index].attempting(state_->config().breaker, sent_at);
     auto sent = co_await pool_.send(endpoint, head, upstream_body, timeouts);
     if (sent && flex && stream && (*sent)->status() == 200) {
       // A stream's headers may come before its first token: flex must start within the

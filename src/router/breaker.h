@@ -2,8 +2,8 @@
 // A route's circuit breaker on one I/O thread. Closed, it counts outcomes; it opens after
 // `failures` failures in a row, or when at least `error_rate` of the last `window`
 // attempts failed. Open, the route rests for `cooldown`; after that it is half-open: the
-// next attempt is the probe — a success closes the circuit and forgets the history, a
-// failure reopens it at once.
+// next attempt is the probe, and the route rests again while it runs (for at most another
+// cooldown) — a success closes the circuit and forgets the history, a failure reopens it.
 
 #include <chrono>
 #include <cstdint>
@@ -24,6 +24,11 @@ class Breaker {
 
   Change failed(const BreakerSettings& s, Clock::time_point now);
   Change succeeded();
+  // An attempt goes to the route now. Half-open, it is the probe: no other is admitted
+  // until it ends, or until another cooldown passes if it never reports.
+  void attempting(const BreakerSettings& s, Clock::time_point now) {
+    if (open_ && now >= open_until_) open_until_ = now + s.cooldown;
+  }
 
   bool resting(Clock::time_point now) const { return open_ && now < open_until_; }
   bool open() const { return open_; }

@@ -19,8 +19,13 @@ TEST(Breaker, OpensAfterFailuresInARowRestsThenProbes) {
   EXPECT_EQ(b.failed(s, t0), Change::kOpened);
   EXPECT_TRUE(b.resting(t0 + 99ms));
   EXPECT_FALSE(b.resting(t0 + 100ms));  // half-open: the next attempt is the probe
+  b.attempting(s, t0 + 100ms);
+  EXPECT_TRUE(b.resting(t0 + 101ms));  // and no other goes while it runs
   EXPECT_EQ(b.failed(s, t0 + 100ms), Change::kReopened);
   EXPECT_TRUE(b.resting(t0 + 150ms));
+  b.attempting(s, t0 + 200ms);  // a probe that never reports...
+  EXPECT_TRUE(b.resting(t0 + 299ms));
+  EXPECT_FALSE(b.resting(t0 + 300ms));  // ...lets another through a cooldown later
   EXPECT_EQ(b.succeeded(), Change::kClosed);
   EXPECT_FALSE(b.resting(t0 + 150ms));
   EXPECT_EQ(b.failures_in_a_row(), 0u);
