@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <utility>
 #include <string>
 #include <vector>
 
@@ -69,18 +70,26 @@ class StateHub {
     return state_;
   }
   std::uint64_t version() const { return version_.load(std::memory_order_acquire); }
+  // Called by the thread that reloads (the main thread), never by an I/O thread.
   void publish(std::shared_ptr<const GatewayState> state) {
+    std::shared_ptr<const GatewayState> replaced;
     {
       std::lock_guard lock(mu_);
-      state_ = std::move(state);
+      replaced = std::exchange(state_, std::move(state));
     }
     version_.fetch_add(1, std::memory_order_acq_rel);
+    // Replaced states are freed here once nothing else holds them, not on an I/O thread
+    // dropping the last reference: freeing one stops its resolver thread, which may be in
+    // the middle of a DNS lookup.
+    retired_.push_back(std::move(replaced));
+    std::erase_if(retired_, [](const auto& s) { return s.use_count() == 1; });
   }
 
  private:
   mutable std::mutex mu_;
   std::shared_ptr<const GatewayState> state_;
   std::atomic<std::uint64_t> version_{1};
+  std::vector<std::shared_ptr<const GatewayState>> retired_;  // the reloading thread's only
 };
 
 // A new state for a reloaded config: its providers, models and routing settings, with
