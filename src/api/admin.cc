@@ -84,6 +84,13 @@ Status read_models(simdjson::dom::element doc, std::vector<std::string>& models)
   return Status::ok();
 }
 
+// An account's routing policy and model allowlist, as POST and PATCH take them.
+Status read_account_policy(simdjson::dom::element doc, auth::RoutingPolicy& policy,
+                           std::vector<std::string>& models) {
+  if (Status s = read_policy(doc, policy); !s) return s;
+  return read_models(doc, models);
+}
+
 // Reads `privacy_tier` and `routing_weights` (an object, or null to inherit) from `doc`
 // over `policy`; fields absent leave it as it is. The error says what is wrong.
 Status read_policy(simdjson::dom::element doc, auth::RoutingPolicy& policy) {
@@ -551,11 +558,7 @@ Task<void> AdminApi::create_account(http::Request& req, Responder& res) {
   }
   auth::RoutingPolicy policy;
   std::vector<std::string> models;
-  if (Status s = read_policy(doc, policy); !s) {
-    co_await send_error(res, 400, s.message());
-    co_return;
-  }
-  if (Status s = read_models(doc, models); !s) {
+  if (Status s = read_account_policy(doc, policy, models); !s) {
     co_await send_error(res, 400, s.message());
     co_return;
   }
@@ -607,11 +610,7 @@ Task<void> AdminApi::set_policy(std::int64_t account, http::Request& req, Respon
   // PATCHes of different fields both take effect.
   auth::RoutingPolicy given;
   std::vector<std::string> models;
-  if (Status s = read_policy(doc, given); !s) {
-    co_await send_error(res, 400, s.message());
-    co_return;
-  }
-  if (Status s = read_models(doc, models); !s) {
+  if (Status s = read_account_policy(doc, given, models); !s) {
     co_await send_error(res, 400, s.message());
     co_return;
   }

@@ -500,15 +500,24 @@ class WebhookReceiver {
   std::thread thread_;
 };
 
+// Billing config that posts low-balance notices at `thresholds` to `hook`.
+std::string notice_config(const WebhookReceiver& hook, const std::string& thresholds,
+                          int retry_ms) {
+  return "billing: { trial_usd: \"0\", low_balance_usd: [" + thresholds +
+         "], low_balance_webhook: \"http://127.0.0.1:" + std::to_string(hook.port()) +
+         "/hooks/team\", low_balance_retry_ms: " + std::to_string(retry_ms) + " }";
+}
+
+// A request that costs about a thousandth of a dollar on claude-test.
+constexpr const char* kNoticeRequest =
+    R"({"model":"claude-test","max_tokens":60,"messages":[{"role":"user","content":"x"}],"sim":{"output_tokens":40}})";
+
 TEST(Billing, LowBalanceNoticeIsRecordedAndPostedWithRetries) {
   WebhookReceiver hook({500});
-  Stack stack("billing: { trial_usd: \"0\", low_balance_usd: [\"0.0015\", \"0\"], "
-              "low_balance_webhook: \"http://127.0.0.1:" + std::to_string(hook.port()) +
-              "/hooks/team\", low_balance_retry_ms: 50 }");
+  Stack stack(notice_config(hook, R"("0.0015", "0")", 50));
   ASSERT_GT(stack.port, 0);
   const std::string key = funded_key(stack.port, "0.002");
-  const std::string body =
-      R"({"model":"claude-test","max_tokens":60,"messages":[{"role":"user","content":"x"}],"sim":{"output_tokens":40}})";
+  const std::string body = kNoticeRequest;
   ASSERT_EQ(http_request(stack.port, "POST", "/v1/messages", body, {{"x-api-key", key}}).status, 200);
   ASSERT_EQ(http_request(stack.port, "POST", "/v1/messages", body, {{"x-api-key", key}}).status, 200);
   std::vector<std::string> bodies;
@@ -542,13 +551,10 @@ TEST(Billing, LowBalanceNoticeIsRecordedAndPostedWithRetries) {
 TEST(Billing, ANoticeLeftUndeliveredByACrashIsDeliveredAfterTheRestart) {
   // The first attempt fails and the next would wait an hour: the gateway is killed before.
   WebhookReceiver hook({500});
-  Stack stack("billing: { trial_usd: \"0\", low_balance_usd: [\"0.0015\"], "
-              "low_balance_webhook: \"http://127.0.0.1:" + std::to_string(hook.port()) +
-              "/hooks/team\", low_balance_retry_ms: 3600000 }");
+  Stack stack(notice_config(hook, R"("0.0015")", 3'600'000));
   ASSERT_GT(stack.port, 0);
   const std::string key = funded_key(stack.port, "0.002");
-  const std::string body =
-      R"({"model":"claude-test","max_tokens":60,"messages":[{"role":"user","content":"x"}],"sim":{"output_tokens":40}})";
+  const std::string body = kNoticeRequest;
   ASSERT_EQ(http_request(stack.port, "POST", "/v1/messages", body, {{"x-api-key", key}}).status, 200);
   for (int i = 0; i < 100 && hook.bodies().empty(); ++i) std::this_thread::sleep_for(20ms);
   ASSERT_EQ(hook.bodies().size(), 1u);  // refused with 500; the retry is an hour away
