@@ -84,13 +84,6 @@ Status read_models(simdjson::dom::element doc, std::vector<std::string>& models)
   return Status::ok();
 }
 
-// An account's routing policy and model allowlist, as POST and PATCH take them.
-Status read_account_policy(simdjson::dom::element doc, auth::RoutingPolicy& policy,
-                           std::vector<std::string>& models) {
-  if (Status s = read_policy(doc, policy); !s) return s;
-  return read_models(doc, models);
-}
-
 // Reads `privacy_tier` and `routing_weights` (an object, or null to inherit) from `doc`
 // over `policy`; fields absent leave it as it is. The error says what is wrong.
 Status read_policy(simdjson::dom::element doc, auth::RoutingPolicy& policy) {
@@ -124,6 +117,13 @@ Status read_policy(simdjson::dom::element doc, auth::RoutingPolicy& policy) {
   if (w.quality + w.cost + w.latency <= 0) return bad;
   policy.weights = w;
   return Status::ok();
+}
+
+// An account's routing policy and model allowlist, as POST and PATCH take them.
+Status read_account_policy(simdjson::dom::element doc, auth::RoutingPolicy& policy,
+                           std::vector<std::string>& models) {
+  if (Status s = read_policy(doc, policy); !s) return s;
+  return read_models(doc, models);
 }
 
 Task<void> send_error(Responder& res, unsigned status, std::string_view message) {
