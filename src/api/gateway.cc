@@ -697,6 +697,11 @@ Task<void> Gateway::handle(http::Request& req, Responder& res) {
     co_await explain(req, res);
   } else if (path == "/v1/models" && method == "GET") {
     co_await res.send(200, kJson, state_->models_body());
+  } else if (path == "/metrics" && method == "GET") {
+    const std::string metrics =
+        routes_metrics(state_->catalog(), state_->route_stats(), state_->provider_health(),
+                       state_->services().freeze->frozen());
+    co_await res.send(200, "text/plain; version=0.0.4", metrics);
   } else if ((path == "/healthz" || path == "/readyz") && method == "GET") {
     co_await res.send(200, kJson, R"({"status":"ok"})");
   } else {

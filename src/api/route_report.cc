@@ -1,5 +1,7 @@
 #include "api/route_report.h"
 
+#include <fmt/format.h>
+
 #include <cmath>
 
 #include "api/prober.h"
@@ -66,6 +68,118 @@ std::string routes_report(const catalog::Catalog& catalog, const router::RouteSt
     }
   }
   w.end_array().end_object();
+  return out;
+}
+
+namespace {
+
+// A Prometheus label value: backslash, quote and newline escaped.
+std::string label(std::string_view v) {
+  std::string out;
+  out.reserve(v.size());
+  for (const char c : v) {
+    if (c == '\\' || c == '"') out.push_back('\\');
+    if (c == '\n') {
+      out += "\\n";
+      continue;
+    }
+    out.push_back(c);
+  }
+  return out;
+}
+
+// The histogram's `le` bounds in seconds; each internal bucket is counted under the first
+// bound at or above its upper edge (so a count may sit one bound high: the internal buckets
+// are 25% wide).
+constexpr double kLatencyBoundsSeconds[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                                            0.5,   1,    2.5,   5,    10,  30, 60};
+
+void histogram(std::string& out, std::string_view name, const std::string& labels,
+               const std::array<std::uint64_t, router::LatencyBuckets::kCount>& h) {
+  std::uint64_t total = 0;
+  std::size_t b = 0;
+  for (const double bound : kLatencyBoundsSeconds) {
+    while (b < h.size() &&
+           static_cast<double>(router::LatencyBuckets::upper_micros(b)) / 1e6 <= bound) {
+      total += h[b++];
+    }
+    out += fmt::format("{}_bucket{{{},le=\"{}\"}} {}\n", name, labels, bound, total);
+  }
+  while (b < h.size()) total += h[b++];
+  out += fmt::format("{}_bucket{{{},le=\"+Inf\"}} {}\n{}_count{{{}}} {}\n", name, labels, total,
+                     name, labels, total);
+}
+
+}  // namespace
+
+std::string routes_metrics(const catalog::Catalog& catalog, const router::RouteStats& stats,
+                           const ProviderHealth& probes, bool billing_frozen) {
+  const std::vector<router::RouteSnapshot> seen = stats.snapshot(std::chrono::steady_clock::now());
+  struct Counter {
+    std::string_view name;
+    std::string_view help;
+    std::uint64_t router::RouteSnapshot::*field;
+  };
+  static constexpr Counter kCounters[] = {
+      {"turnpike_route_attempts_total", "Requests sent to the route, fallback and flex attempts included.",
+       &router::RouteSnapshot::attempts},
+      {"turnpike_route_served_total", "Responses from the route that went to the client.",
+       &router::RouteSnapshot::served},
+      {"turnpike_route_errors_total", "Refused or failed connections, timeouts and 5xx answers.",
+       &router::RouteSnapshot::errors},
+      {"turnpike_route_rate_limited_total", "429 answers.", &router::RouteSnapshot::rate_limited},
+      {"turnpike_route_fallbacks_total", "Attempts after which the request moved to another route.",
+       &router::RouteSnapshot::fallbacks},
+      {"turnpike_route_flex_attempts_total", "Flex-tier attempts.",
+       &router::RouteSnapshot::flex_attempts},
+      {"turnpike_route_flex_served_total", "Responses served on the flex tier.",
+       &router::RouteSnapshot::flex_served},
+  };
+  std::vector<std::string> labels;
+  for (const catalog::Model& m : catalog.models()) {
+    for (const catalog::Route& r : m.routes) {
+      labels.push_back(fmt::format("model=\"{}\",provider=\"{}\",upstream_model=\"{}\"",
+                                   label(m.name), label(catalog.provider(r).name),
+                                   label(r.upstream_model)));
+    }
+  }
+  std::string out;
+  for (const Counter& c : kCounters) {
+    out += fmt::format("# HELP {} {}\n# TYPE {} counter\n", c.name, c.help, c.name);
+    std::size_t i = 0;
+    for (const catalog::Model& m : catalog.models()) {
+      for (const catalog::Route& r : m.routes) {
+        out += fmt::format("{}{{{}}} {}\n", c.name, labels[i++], seen[r.index].*c.field);
+      }
+    }
+  }
+  out += "# HELP turnpike_route_latency_seconds From sending to the response complete, 200s on "
+         "the standard tier.\n# TYPE turnpike_route_latency_seconds histogram\n";
+  std::size_t i = 0;
+  for (const catalog::Model& m : catalog.models()) {
+    for (const catalog::Route& r : m.routes) {
+      histogram(out, "turnpike_route_latency_seconds", labels[i++], seen[r.index].latency);
+    }
+  }
+  out += "# HELP turnpike_route_circuit_open_threads I/O threads on which the route's breaker "
+         "rests.\n# TYPE turnpike_route_circuit_open_threads gauge\n";
+  i = 0;
+  for (const catalog::Model& m : catalog.models()) {
+    for (const catalog::Route& r : m.routes) {
+      out += fmt::format("turnpike_route_circuit_open_threads{{{}}} {}\n", labels[i++],
+                         seen[r.index].open_on_threads);
+    }
+  }
+  out += "# HELP turnpike_provider_up 0 while health probes have the provider marked down.\n"
+         "# TYPE turnpike_provider_up gauge\n";
+  for (const catalog::Provider& p : catalog.providers()) {
+    out += fmt::format("turnpike_provider_up{{provider=\"{}\"}} {}\n", label(p.name),
+                       probes.down(p.index) ? 0 : 1);
+  }
+  out += fmt::format("# HELP turnpike_billing_frozen 1 while a failed reconciliation freezes "
+                     "billable traffic.\n# TYPE turnpike_billing_frozen gauge\n"
+                     "turnpike_billing_frozen {}\n",
+                     billing_frozen ? 1 : 0);
   return out;
 }
 

@@ -17,4 +17,9 @@ class ProviderHealth;
 std::string routes_report(const catalog::Catalog& catalog, const router::RouteStats& stats,
                           const ProviderHealth& probes);
 
+// GET /metrics: the same statistics in the Prometheus text format (0.0.4), plus whether
+// billing is frozen. No customer data: routes, providers and counts only.
+std::string routes_metrics(const catalog::Catalog& catalog, const router::RouteStats& stats,
+                           const ProviderHealth& probes, bool billing_frozen);
+
 }  // namespace tp::api

@@ -426,6 +426,23 @@ TEST(Router, RouteStatsCountAttemptsFailuresFallbacksAndLatency) {
   const std::size_t dead_at = res.body.find(R"("provider":"dead")");
   EXPECT_NE(res.body.find(R"("circuit_open_on_threads":1)", dead_at), std::string::npos)
       << res.body;
+  // The same counts in Prometheus' text format, open to scrapers (no customer data).
+  const auto metrics = http_request(up.port, "GET", "/metrics");
+  ASSERT_EQ(metrics.status, 200);
+  EXPECT_TRUE(metrics.header("content-type").starts_with("text/plain")) << metrics.header("content-type");
+  EXPECT_NE(metrics.body.find(
+                R"(turnpike_route_attempts_total{model="resilient",provider="fast",upstream_model="resilient"} 3)"),
+            std::string::npos)
+      << metrics.body;
+  EXPECT_NE(metrics.body.find(
+                R"(turnpike_route_errors_total{model="resilient",provider="dead",upstream_model="resilient"} 2)"),
+            std::string::npos);
+  EXPECT_NE(metrics.body.find(
+                R"(turnpike_route_latency_seconds_count{model="resilient",provider="fast",upstream_model="resilient"} 3)"),
+            std::string::npos);
+  EXPECT_NE(metrics.body.find("# TYPE turnpike_route_latency_seconds histogram"), std::string::npos);
+  EXPECT_NE(metrics.body.find(R"(turnpike_provider_up{provider="fast"} 1)"), std::string::npos);
+  EXPECT_NE(metrics.body.find("turnpike_billing_frozen 0"), std::string::npos);
   // Unrequested routes are listed, with nothing seen.
   EXPECT_NE(route_entry(res.body, "lonely", "erring").find(R"("attempts":0)"), std::string::npos);
   // Admin only.
