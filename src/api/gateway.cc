@@ -501,6 +501,9 @@ class Gateway final : public http::Handler {
   Task<void> send_error(Responder& res, Surface surface, unsigned status,
                         std::string_view message, std::string_view code = {});
 
+  // GET /readyz's answer: ok, or not_ready with the reasons (billing frozen; every
+  // provider marked down by the probes).
+  std::string readiness_json() const;
   // GET /api/balance: the calling key's own account.
   Task<void> own_balance(http::Request& req, Responder& res);
   // GET /api/usage: the calling key's account, or any with the admin key.
@@ -573,6 +576,28 @@ class GatewayHandler final : public http::Handler {
   std::unique_ptr<Gateway> current_;
   std::vector<std::unique_ptr<Gateway>> retired_;  // replaced, with requests still running
 };
+
+std::string Gateway::readiness_json() const {
+  std::vector<std::string> reasons;
+  if (const ledger::Freeze& freeze = *state_->services().freeze; freeze.frozen()) {
+    reasons.push_back(fmt::format("billing is frozen: {}", freeze.reason()));
+  }
+  const catalog::Catalog& cat = state_->catalog();
+  const bool any_up = std::any_of(
+      cat.providers().begin(), cat.providers().end(),
+      [&](const catalog::Provider& p) { return !state_->provider_health().down(p.index); });
+  if (!any_up) reasons.push_back("every provider is marked down by the health probes");
+  std::string out;
+  json::Writer w(out);
+  w.begin_object().field("status", reasons.empty() ? "ok" : "not_ready");
+  if (!reasons.empty()) {
+    w.key("reasons").begin_array();
+    for (const std::string& r : reasons) w.value(r);
+    w.end_array();
+  }
+  w.end_object();
+  return out;
+}
 
 Task<void> Gateway::own_balance(http::Request& req, Responder& res) {
   const auth::KeyGrant* grant = co_await authenticate(bearer_token(req), Surface::kOpenAI, res);
@@ -702,8 +727,11 @@ Task<void> Gateway::handle(http::Request& req, Responder& res) {
         routes_metrics(state_->catalog(), state_->route_stats(), state_->provider_health(),
                        state_->services().freeze->frozen());
     co_await res.send(200, "text/plain; version=0.0.4", metrics);
-  } else if ((path == "/healthz" || path == "/readyz") && method == "GET") {
+  } else if (path == "/healthz" && method == "GET") {
     co_await res.send(200, kJson, R"({"status":"ok"})");
+  } else if (path == "/readyz" && method == "GET") {
+    const std::string readiness = readiness_json();
+    co_await res.send(readiness.starts_with(R"({"status":"ok")") ? 200 : 503, kJson, readiness);
   } else {
     co_await send_error(res, Surface::kOpenAI, 404,
                         fmt::format("unknown path: {} {}", req.method(),

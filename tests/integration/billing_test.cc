@@ -387,6 +387,12 @@ TEST(Billing, FailedReconciliationFreezesBillingUntilAnAdminClearsIt) {
   EXPECT_EQ(verify.status, 500);
   EXPECT_NE(verify.body.find("\"ok\":false"), std::string::npos) << verify.body;
   EXPECT_NE(verify.body.find("\"frozen\":true"), std::string::npos);
+  // Not ready for new traffic, while still alive.
+  const auto ready = http_request(stack.port, "GET", "/readyz");
+  EXPECT_EQ(ready.status, 503);
+  EXPECT_NE(ready.body.find(R"("status":"not_ready")"), std::string::npos) << ready.body;
+  EXPECT_NE(ready.body.find("billing is frozen"), std::string::npos) << ready.body;
+  EXPECT_EQ(http_request(stack.port, "GET", "/healthz").status, 200);
   // Unbillable calls still work; the freeze survives a restart.
   EXPECT_EQ(http_request(stack.port, "GET", "/api/balance", {}, stack.auth()).status, 200);
   EXPECT_EQ(http_request(stack.port, "POST", "/admin/v1/ledger/unfreeze", "{}", kAdmin).status, 400);
@@ -397,6 +403,7 @@ TEST(Billing, FailedReconciliationFreezesBillingUntilAnAdminClearsIt) {
                                     R"({"note":"row 1 edited by hand; restored"})", kAdmin);
   EXPECT_EQ(cleared.status, 200) << cleared.body;
   EXPECT_EQ(http_request(stack.port, "POST", "/v1/chat/completions", chat, stack.auth()).status, 200);
+  EXPECT_EQ(http_request(stack.port, "GET", "/readyz").body, R"({"status":"ok"})");
   EXPECT_EQ(http_request(stack.port, "POST", "/admin/v1/ledger/unfreeze",
                          R"({"note":"again"})", kAdmin).status,
             409);

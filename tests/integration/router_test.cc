@@ -577,6 +577,34 @@ TEST(Router, SighupReloadsTheCatalogWhileRequestsInFlightFinishOnTheOldOne) {
   EXPECT_NE(verify.body.find(R"("ok":true)"), std::string::npos) << verify.body;
 }
 
+TEST(Router, ReadyzSaysNotReadyWhenEveryProviderIsDown) {
+  TempDir dir;
+  auto sim = std::make_unique<Process>(bin("turnpike-sim"),
+                                       std::vector<std::string>{"--listen", "127.0.0.1:0"});
+  const int sim_port = sim->wait_listening();
+  const std::string path = dir.write(
+      "turnpike.yaml", "listen: \"127.0.0.1:0\"\nrouting: { probe_interval_ms: 100 }\n"
+                       "providers:\n  - { name: only, base_url: \"http://127.0.0.1:" +
+                           std::to_string(sim_port) +
+                           "/v1\" }\nmodels:\n  - { name: m, routes: [{ provider: only, "
+                           "input_per_mtok: \"1\", output_per_mtok: \"1\" }] }\n");
+  Process gateway(bin("turnpike"), {"serve", "--config", path, "--data-dir", dir.path() + "/var"},
+                  {{"TURNPIKE_ADMIN_KEY", kAdminKey}});
+  const int port = gateway.wait_listening();
+  ASSERT_GT(port, 0) << gateway.log();
+  EXPECT_EQ(http_request(port, "GET", "/readyz").status, 200);
+  sim.reset();
+  int status = 0;
+  for (int i = 0; i < 100 && status != 503; ++i) {
+    std::this_thread::sleep_for(50ms);
+    status = http_request(port, "GET", "/readyz").status;
+  }
+  EXPECT_EQ(status, 503);
+  EXPECT_NE(http_request(port, "GET", "/readyz").body.find("every provider is marked down"),
+            std::string::npos);
+  EXPECT_EQ(http_request(port, "GET", "/healthz").status, 200);  // alive all the same
+}
+
 // The value of the first `"name":"…"` string field in `json` at or after `from`.
 std::string string_field(const std::string& json, const std::string& name, std::size_t from = 0) {
   const std::string marker = "\"" + name + "\":\"";
