@@ -224,7 +224,7 @@ ParseStatus parse_request_head(std::string_view data, std::size_t head_bytes_max
     }
     return ParseStatus::kIncomplete;
   }
-  if (end > head_bytes_max) {
+  if (skip + end > head_bytes_max) {  // the empty lines before it count too
     head.error = "request head too large";
     return ParseStatus::kError;
   }

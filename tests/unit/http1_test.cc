@@ -84,6 +84,15 @@ TEST(Http1, HeadLimit) {
   EXPECT_EQ(parse_request_head(big, 100, head, used), ParseStatus::kError);
   EXPECT_EQ(parse_request_head(big + "\r\n\r\n", 100, head, used), ParseStatus::kError);
   EXPECT_EQ(parse_request_head(big, 1000, head, used), ParseStatus::kIncomplete);
+  // Empty lines before the request count toward the limit (found by fuzzing): a head that
+  // fits alone does not fit after them.
+  const std::string exact = "GET / HTTP/1.1\r\nX: a\r\n\r\n";
+  ASSERT_EQ(parse_request_head(exact, exact.size(), head, used), ParseStatus::kComplete);
+  EXPECT_EQ(used, exact.size());
+  EXPECT_EQ(parse_request_head("\r\n" + exact, exact.size(), head, used), ParseStatus::kError);
+  ASSERT_EQ(parse_request_head("\r\n" + exact, exact.size() + 2, head, used),
+            ParseStatus::kComplete);
+  EXPECT_EQ(used, exact.size() + 2);
 }
 
 TEST(Http1, ParsesResponseHead) {
