@@ -121,7 +121,8 @@ std::string routes_metrics(const catalog::Catalog& catalog, const router::RouteS
     std::uint64_t router::RouteSnapshot::*field;
   };
   static constexpr Counter kCounters[] = {
-      {"turnpike_route_attempts_total", "Requests sent to the route, fallback and flex attempts included.",
+      {"turnpike_route_attempts_total",
+       "Requests sent to the route, fallback and flex attempts included.",
        &router::RouteSnapshot::attempts},
       {"turnpike_route_served_total", "Responses from the route that went to the client.",
        &router::RouteSnapshot::served},
@@ -135,40 +136,37 @@ std::string routes_metrics(const catalog::Catalog& catalog, const router::RouteS
       {"turnpike_route_flex_served_total", "Responses served on the flex tier.",
        &router::RouteSnapshot::flex_served},
   };
-  std::vector<std::string> labels;
+  // Every route once, in catalog order: its labels and what it has seen.
+  struct Series {
+    std::string labels;
+    const router::RouteSnapshot* seen;
+  };
+  std::vector<Series> routes;
   for (const catalog::Model& m : catalog.models()) {
     for (const catalog::Route& r : m.routes) {
-      labels.push_back(fmt::format("model=\"{}\",provider=\"{}\",upstream_model=\"{}\"",
-                                   label(m.name), label(catalog.provider(r).name),
-                                   label(r.upstream_model)));
+      routes.push_back({fmt::format("model=\"{}\",provider=\"{}\",upstream_model=\"{}\"",
+                                    label(m.name), label(catalog.provider(r).name),
+                                    label(r.upstream_model)),
+                        &seen[r.index]});
     }
   }
   std::string out;
   for (const Counter& c : kCounters) {
     out += fmt::format("# HELP {} {}\n# TYPE {} counter\n", c.name, c.help, c.name);
-    std::size_t i = 0;
-    for (const catalog::Model& m : catalog.models()) {
-      for (const catalog::Route& r : m.routes) {
-        out += fmt::format("{}{{{}}} {}\n", c.name, labels[i++], seen[r.index].*c.field);
-      }
+    for (const Series& s : routes) {
+      out += fmt::format("{}{{{}}} {}\n", c.name, s.labels, s.seen->*c.field);
     }
   }
   out += "# HELP turnpike_route_latency_seconds From sending to the response complete, 200s on "
          "the standard tier.\n# TYPE turnpike_route_latency_seconds histogram\n";
-  std::size_t i = 0;
-  for (const catalog::Model& m : catalog.models()) {
-    for (const catalog::Route& r : m.routes) {
-      histogram(out, "turnpike_route_latency_seconds", labels[i++], seen[r.index].latency);
-    }
+  for (const Series& s : routes) {
+    histogram(out, "turnpike_route_latency_seconds", s.labels, s.seen->latency);
   }
   out += "# HELP turnpike_route_circuit_open_threads I/O threads on which the route's breaker "
          "rests.\n# TYPE turnpike_route_circuit_open_threads gauge\n";
-  i = 0;
-  for (const catalog::Model& m : catalog.models()) {
-    for (const catalog::Route& r : m.routes) {
-      out += fmt::format("turnpike_route_circuit_open_threads{{{}}} {}\n", labels[i++],
-                         seen[r.index].open_on_threads);
-    }
+  for (const Series& s : routes) {
+    out += fmt::format("turnpike_route_circuit_open_threads{{{}}} {}\n", s.labels,
+                       s.seen->open_on_threads);
   }
   out += "# HELP turnpike_provider_up 0 while health probes have the provider marked down.\n"
          "# TYPE turnpike_provider_up gauge\n";
