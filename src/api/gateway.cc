@@ -1087,28 +1087,22 @@ Task<void> Gateway::explain(http::Request& req, Responder& res) {
   };
   std::vector<Listed> listed;
   std::vector<router::Candidate> candidates;
+  std::vector<std::size_t> candidate_provider;  // each candidate's provider
   for (const catalog::Model* m : models) {
     for (const catalog::Route& r : m->routes) {
       Listed l{m, &r, exclusion(r, constraints), std::nullopt};
       if (l.excluded.empty()) {
         l.scored = candidates.size();
         candidates.push_back(candidate_for(*m, r, r.prices, input_tokens, output_for(*m)));
+        candidate_provider.push_back(r.provider);
       }
       listed.push_back(std::move(l));
     }
   }
   const std::vector<router::Terms> terms = router::score(candidates, weights);
   std::vector<std::size_t> order = router::rank(terms);
-  if (rule != nullptr && !rule->fallback_order.empty()) {
-    // The scored candidates in `listed` order, to find each one's provider.
-    std::vector<std::size_t> provider_of(candidates.size());
-    for (const Listed& l : listed) {
-      if (l.scored) provider_of[*l.scored] = l.route->provider;
-    }
-    std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
-      return router::fallback_position(*rule, provider_of[a]) <
-             router::fallback_position(*rule, provider_of[b]);
-    });
+  if (rule != nullptr) {
+    router::order_by_fallback(*rule, order, [&](std::size_t i) { return candidate_provider[i]; });
   }
   // "auto" only offers models the key may use.
   const bool allowed =
@@ -1225,17 +1219,15 @@ Gateway::RouteChoice Gateway::choose_route(
     }
   }
   const std::vector<router::Terms> terms = router::score(candidates, weights);
+  std::vector<std::size_t> order = router::rank(terms);
+  if (c.rule != nullptr) {
+    router::order_by_fallback(*c.rule, order,
+                              [&](std::size_t i) { return routes[i].route->provider; });
+  }
   choice.ranked.reserve(routes.size());
-  for (const std::size_t i : router::rank(terms)) {
+  for (const std::size_t i : order) {
     routes[i].score = terms[i].total;
     choice.ranked.push_back(routes[i]);
-  }
-  if (c.rule != nullptr && !c.rule->fallback_order.empty()) {
-    std::stable_sort(choice.ranked.begin(), choice.ranked.end(),
-                     [&](const Ranked& a, const Ranked& b) {
-                       return router::fallback_position(*c.rule, a.route->provider) <
-                              router::fallback_position(*c.rule, b.route->provider);
-                     });
   }
   return choice;
 }

@@ -55,9 +55,16 @@ bool admits(const Rule& rule, std::size_t provider) {
   return !listed(rule.exclude);
 }
 
-std::size_t fallback_position(const Rule& rule, std::size_t provider) {
-  const auto at = std::find(rule.fallback_order.begin(), rule.fallback_order.end(), provider);
-  return static_cast<std::size_t>(at - rule.fallback_order.begin());
+void order_by_fallback(const Rule& rule, std::vector<std::size_t>& order,
+                       const std::function<std::size_t(std::size_t)>& provider_of) {
+  if (rule.fallback_order.empty()) return;
+  // Unlisted providers all sit at the list's end.
+  auto position = [&](std::size_t candidate) {
+    const auto& list = rule.fallback_order;
+    return std::find(list.begin(), list.end(), provider_of(candidate)) - list.begin();
+  };
+  std::stable_sort(order.begin(), order.end(),
+                   [&](std::size_t a, std::size_t b) { return position(a) < position(b); });
 }
 
 }  // namespace tp::router

@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <span>
 #include <string>
@@ -49,8 +50,10 @@ bool matches(const Rule& rule, const RuleSubject& subject);
 const Rule* first_match(std::span<const Rule> rules, const RuleSubject& subject);
 // Whether `rule` lets routes of `provider` be candidates.
 bool admits(const Rule& rule, std::size_t provider);
-// Where `provider` comes in the rule's fallback order; providers not listed come after
-// every listed one (all at the same place, kept in score order by a stable sort).
-std::size_t fallback_position(const Rule& rule, std::size_t provider);
+// Puts `order` (candidate indices, best first) in the rule's fallback order: candidates of
+// the providers it lists first, in the list's order; the others after them, keeping their
+// order. `provider_of(i)`: candidate i's provider.
+void order_by_fallback(const Rule& rule, std::vector<std::size_t>& order,
+                       const std::function<std::size_t(std::size_t)>& provider_of);
 
 }  // namespace tp::router

@@ -55,9 +55,12 @@ TEST(Rules, PinExcludeAndFallbackOrder) {
   EXPECT_TRUE(admits(r, 2));
   EXPECT_FALSE(admits(r, 3));
   r.fallback_order = {4, 2};
-  EXPECT_EQ(fallback_position(r, 4), 0u);
-  EXPECT_EQ(fallback_position(r, 2), 1u);
-  EXPECT_EQ(fallback_position(r, 9), 2u);  // unlisted: after every listed one
+  // Candidates 0..4 (best first) of providers 9, 2, 7, 4, 2: the listed ones first, in the
+  // list's order; the unlisted after them, in their own order.
+  const std::vector<std::size_t> provider = {9, 2, 7, 4, 2};
+  std::vector<std::size_t> order = {0, 1, 2, 3, 4};
+  order_by_fallback(r, order, [&](std::size_t i) { return provider[i]; });
+  EXPECT_EQ(order, (std::vector<std::size_t>{3, 1, 4, 0, 2}));
 }
 
 }  // namespace
