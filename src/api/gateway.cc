@@ -501,9 +501,9 @@ class Gateway final : public http::Handler {
   Task<void> send_error(Responder& res, Surface surface, unsigned status,
                         std::string_view message, std::string_view code = {});
 
-  // GET /readyz's answer: ok, or not_ready with the reasons (billing frozen; every
-  // provider marked down by the probes).
-  std::string readiness_json() const;
+  // GET /readyz's answer: ok (status 200), or not_ready (503) with the reasons (billing
+  // frozen; every provider marked down by the probes).
+  std::string readiness_json(unsigned& status) const;
   // GET /api/balance: the calling key's own account.
   Task<void> own_balance(http::Request& req, Responder& res);
   // GET /api/usage: the calling key's account, or any with the admin key.
@@ -577,7 +577,7 @@ class GatewayHandler final : public http::Handler {
   std::vector<std::unique_ptr<Gateway>> retired_;  // replaced, with requests still running
 };
 
-std::string Gateway::readiness_json() const {
+std::string Gateway::readiness_json(unsigned& status) const {
   std::vector<std::string> reasons;
   if (const ledger::Freeze& freeze = *state_->services().freeze; freeze.frozen()) {
     reasons.push_back(fmt::format("billing is frozen: {}", freeze.reason()));
@@ -587,6 +587,7 @@ std::string Gateway::readiness_json() const {
       cat.providers().begin(), cat.providers().end(),
       [&](const catalog::Provider& p) { return !state_->provider_health().down(p.index); });
   if (!any_up) reasons.push_back("every provider is marked down by the health probes");
+  status = reasons.empty() ? 200 : 503;
   std::string out;
   json::Writer w(out);
   w.begin_object().field("status", reasons.empty() ? "ok" : "not_ready");
@@ -730,8 +731,9 @@ Task<void> Gateway::handle(http::Request& req, Responder& res) {
   } else if (path == "/healthz" && method == "GET") {
     co_await res.send(200, kJson, R"({"status":"ok"})");
   } else if (path == "/readyz" && method == "GET") {
-    const std::string readiness = readiness_json();
-    co_await res.send(readiness.starts_with(R"({"status":"ok")") ? 200 : 503, kJson, readiness);
+    unsigned status = 200;
+    const std::string readiness = readiness_json(status);
+    co_await res.send(status, kJson, readiness);
   } else {
     co_await send_error(res, Surface::kOpenAI, 404,
                         fmt::format("unknown path: {} {}", req.method(),
