@@ -260,6 +260,18 @@ int offline_read(const std::string& store_uri, const std::string& data_dir,
   return 0;
 }
 
+// A comma-separated option ("a,b,,c") as its non-empty items.
+std::vector<std::string> split_list(std::string_view rest) {
+  std::vector<std::string> out;
+  while (!rest.empty()) {
+    const std::size_t comma = rest.find(',');
+    if (comma != 0) out.emplace_back(rest.substr(0, comma));
+    if (comma == std::string_view::npos) break;
+    rest.remove_prefix(comma + 1);
+  }
+  return out;
+}
+
 // "acct_12" or "12" → 12; 0 when malformed (no account has id 0).
 std::int64_t id_of(std::string_view ref, std::string_view prefix) {
   if (ref.starts_with(prefix)) ref.remove_prefix(prefix.size());
@@ -590,17 +602,8 @@ int run_turnpike(int argc, char** argv) {
     });
   }
   if (*key_create) {
-    auto split = [](std::string_view rest) {
-      std::vector<std::string> out;
-      while (!rest.empty()) {
-        const std::size_t comma = rest.find(',');
-        if (comma != 0) out.emplace_back(rest.substr(0, comma));
-        if (comma == std::string_view::npos) break;
-        rest.remove_prefix(comma + 1);
-      }
-      return out;
-    };
-    auth::Directory::KeySpec spec{key_name, split(key_models), {}, split(key_tags), std::nullopt};
+    auth::Directory::KeySpec spec{key_name, split_list(key_models), {}, split_list(key_tags),
+                                  std::nullopt};
     spec.policy.privacy_tier = *catalog::parse_privacy_tier(key_tier);
     return offline_change(offline_store, offline_dir, [&](OfflineStore& st) -> Result<std::string> {
       auto secret = auth::load_or_create_server_secret(offline_dir);
@@ -668,14 +671,9 @@ int run_turnpike(int argc, char** argv) {
         }
         changed = st.directory->set_policy(*st.db, account->id, policy);
         if (changed && !policy_models.empty()) {
-          std::vector<std::string> models;
-          for (std::string_view rest = policy_models; rest != "all" && !rest.empty();) {
-            const std::size_t comma = rest.find(',');
-            if (comma != 0) models.emplace_back(rest.substr(0, comma));
-            if (comma == std::string_view::npos) break;
-            rest.remove_prefix(comma + 1);
-          }
-          changed = st.directory->set_models(*st.db, account->id, std::move(models));
+          changed = st.directory->set_models(
+              *st.db, account->id,
+              policy_models == "all" ? std::vector<std::string>() : split_list(policy_models));
         }
       } else {
         changed = st.directory->set_suspended(*st.db, account->id, account_suspend->parsed());
