@@ -724,9 +724,13 @@ Task<void> Gateway::handle(http::Request& req, Responder& res) {
   } else if (path == "/v1/models" && method == "GET") {
     co_await res.send(200, kJson, state_->models_body());
   } else if (path == "/metrics" && method == "GET") {
+    const Services& services = state_->services();
+    const store::Writer::Stats store = services.writer->stats();
     const std::string metrics =
         routes_metrics(state_->catalog(), state_->route_stats(), state_->provider_health(),
-                       state_->services().freeze->frozen());
+                       {.billing_frozen = services.freeze->frozen(),
+                        .store_commits = store.commits,
+                        .store_pieces = store.pieces});
     co_await res.send(200, "text/plain; version=0.0.4", metrics);
   } else if (path == "/healthz" && method == "GET") {
     co_await res.send(200, kJson, R"({"status":"ok"})");
@@ -1496,7 +1500,7 @@ Task<bool> Gateway::settle(Bill& bill, const meter::Usage& usage, int status) {
   store::Writer::Work work = [bank, hold = bill.hold, record = r](store::Database& db) {
     return store::settle_request(db, *bank, hold, record, SystemClock::instance().unix_millis());
   };
-  const Status committed = co_await link_.commit(work);
+  const Status committed = co_await link_.commit(work, store::Writer::Isolation::kSingleStatement);
   if (!committed) {
     // The charge may stand in memory without its row: stop billing until an admin has
     // looked at the store.

@@ -113,7 +113,7 @@ void histogram(std::string& out, std::string_view name, const std::string& label
 }  // namespace
 
 std::string routes_metrics(const catalog::Catalog& catalog, const router::RouteStats& stats,
-                           const ProviderHealth& probes, bool billing_frozen) {
+                           const ProviderHealth& probes, const GatewayGauges& gauges) {
   const std::vector<router::RouteSnapshot> seen = stats.snapshot(std::chrono::steady_clock::now());
   struct Counter {
     std::string_view name;
@@ -177,7 +177,15 @@ std::string routes_metrics(const catalog::Catalog& catalog, const router::RouteS
   out += fmt::format("# HELP turnpike_billing_frozen 1 while a failed reconciliation freezes "
                      "billable traffic.\n# TYPE turnpike_billing_frozen gauge\n"
                      "turnpike_billing_frozen {}\n",
-                     billing_frozen ? 1 : 0);
+                     gauges.billing_frozen ? 1 : 0);
+  out += fmt::format("# HELP turnpike_store_commits_total Store transactions (group commits).\n"
+                     "# TYPE turnpike_store_commits_total counter\n"
+                     "turnpike_store_commits_total {}\n"
+                     "# HELP turnpike_store_pieces_total Pieces of work (settlements, admin "
+                     "changes) the store committed; per commit, the batch size.\n"
+                     "# TYPE turnpike_store_pieces_total counter\n"
+                     "turnpike_store_pieces_total {}\n",
+                     gauges.store_commits, gauges.store_pieces);
   return out;
 }
 

@@ -1,6 +1,7 @@
 #pragma once
 // GET /admin/v1/routes: every route of the catalog with what it has seen since start.
 
+#include <cstdint>
 #include <string>
 
 namespace tp::catalog {
@@ -17,9 +18,17 @@ class ProviderHealth;
 std::string routes_report(const catalog::Catalog& catalog, const router::RouteStats& stats,
                           const ProviderHealth& probes);
 
+// What /metrics shows beside the routes.
+struct GatewayGauges {
+  bool billing_frozen = false;
+  std::uint64_t store_commits = 0;  // store transactions ended (Writer::Stats)
+  std::uint64_t store_pieces = 0;   // pieces of work they carried
+};
+
 // GET /metrics: the same statistics in the Prometheus text format (0.0.4), plus whether
-// billing is frozen. No customer data: routes, providers and counts only.
+// billing is frozen and the store writer's group commits. No customer data: routes,
+// providers and counts only.
 std::string routes_metrics(const catalog::Catalog& catalog, const router::RouteStats& stats,
-                           const ProviderHealth& probes, bool billing_frozen);
+                           const ProviderHealth& probes, const GatewayGauges& gauges);
 
 }  // namespace tp::api

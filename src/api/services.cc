@@ -10,6 +10,7 @@
 #include "store/ledger_store.h"
 #include "store/migrations.h"
 #include "store/sqlite.h"
+#include "store/usage_store.h"
 
 namespace tp::api {
 
@@ -34,6 +35,9 @@ Result<Services> open_services(const std::string& store_uri, const std::string& 
   if (auto s = store::load_ledger(**db, journal); !s) return s;
   auto bank = ledger::Bank::adopt(std::move(journal), SystemClock::instance().unix_millis());
   if (!bank) return bank.status();
+  auto last_hold = store::last_usage_hold(**db);
+  if (!last_hold) return last_hold.status();
+  (*bank)->continue_holds_after(*last_hold);
   // Holds a dead process left open were voided just now: store that, and reconcile the
   // books before serving. Books that do not reconcile freeze billing rather than stop the
   // gateway, so an admin can look into them through the API.
@@ -58,7 +62,10 @@ Result<Services> open_services(const std::string& store_uri, const std::string& 
   services.freeze = std::move(freeze);
   services.trial_credit = trial_credit;
   services.writer = std::make_shared<store::Writer>(std::move(db.value()));
-  // What the bank wrote counts as stored only once its transaction commits.
+  // Every batch stores the transfers made since the last one (settlements, holds, voids)
+  // in its own transaction; they count as stored only once it commits.
+  services.writer->set_before_commit(
+      [bank = services.bank](store::Database& db) { return store::persist_bank(db, *bank); });
   services.writer->set_after_commit(
       [bank = services.bank](bool committed) { bank->committed(committed); });
   if (const char* admin = std::getenv("TURNPIKE_ADMIN_KEY"); admin != nullptr) {

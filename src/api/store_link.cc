@@ -17,7 +17,8 @@ struct Detach {
 
 }  // namespace
 
-http::Task<Status> StoreLink::commit(store::Writer::Work& work) {
+http::Task<Status> StoreLink::commit(store::Writer::Work& work,
+                                     store::Writer::Isolation isolation) {
   http::Timer wake(ioc_.get_executor(), std::chrono::steady_clock::time_point::max());
   auto slot = std::make_shared<Slot>();
   slot->wake = &wake;
@@ -28,7 +29,7 @@ http::Task<Status> StoreLink::commit(store::Writer::Work& work) {
       slot->committed = s;
       if (slot->wake != nullptr) slot->wake->cancel();
     });
-  });
+  }, isolation);
   co_await wake.async_wait(http::use_nothrow);
   co_return slot->committed;
 }

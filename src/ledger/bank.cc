@@ -39,15 +39,23 @@ Result<std::unique_ptr<Bank>> Bank::adopt(Ledger ledger, std::int64_t now_ms) {
     const std::int64_t account = std::stoll(customer.substr(5));
     bank->wallets_.emplace(account, std::make_unique<Wallet>(std::move(wallet.value())));
   }
-  // One pass over the journal finds the holds a dead process left open; they expire now.
+  // Holds are reservations in memory: a dead process left none in the journal, unless
+  // it was a version that moved held money to `held` accounts. One pass over the journal
+  // finds what such holds left there, and it goes back now.
   std::unordered_map<AccountId, Wallet*> by_held;
   for (auto& [account, w] : bank->wallets_) by_held.emplace(w->held_account(), w.get());
+  HoldId last_hold = 0;
   for (const Transfer& t : bank->ledger_.journal()) {
     if (t.hold == 0) continue;
+    last_hold = std::max(last_hold, t.hold);
     auto it = by_held.find(t.kind == TransferKind::kHold ? t.credit : t.debit);
-    if (it != by_held.end()) it->second->recover(t, now_ms);
+    if (it != by_held.end()) it->second->recover(t);
   }
-  for (auto& [account, w] : bank->wallets_) w->expire(now_ms);
+  for (auto& [account, w] : bank->wallets_) {
+    w->return_stranded(now_ms);
+    w->continue_holds_after(last_hold);
+    w->expire(now_ms);
+  }
   return bank;
 }
 
@@ -106,6 +114,11 @@ std::vector<LowBalanceNotice> Bank::take_low_balance_notices(std::size_t* droppe
   if (dropped != nullptr) *dropped = notices_dropped_;
   notices_dropped_ = 0;
   return out;
+}
+
+void Bank::continue_holds_after(HoldId id) {
+  std::lock_guard lock(mu_);
+  for (auto& [account, w] : wallets_) w->continue_holds_after(id);
 }
 
 void Bank::open_wallet(std::int64_t account) {

@@ -52,9 +52,15 @@ class Bank {
   // A bank with only the platform accounts.
   static std::unique_ptr<Bank> create();
   // Takes a ledger rebuilt from the store (all of it already stored) and re-attaches every
-  // customer's wallet ("acct_<id>:..." accounts). Holds left open by a process that died
-  // are voided at `now_ms`; those transfers are not stored yet (see persist).
+  // customer's wallet ("acct_<id>:..." accounts). Holds are never stored, so a process that
+  // died left none open; money that older versions moved to `held` accounts for holds never
+  // settled goes back at `now_ms`, and promo lots past their time expire. Those transfers
+  // are not stored yet (see persist).
   static Result<std::unique_ptr<Bank>> adopt(Ledger ledger, std::int64_t now_ms);
+
+  // Restart: every wallet's next hold id follows `id`, the largest one the store has seen
+  // (adopt already follows the journal's; the usage log also names holds that cost nothing).
+  void continue_holds_after(HoldId id);
 
   // Idempotent.
   void open_wallet(std::int64_t account);

@@ -57,7 +57,7 @@ Result<Wallet> Wallet::adopt(Ledger& ledger, const PlatformAccounts& platform,
     } else if (name == "held") {
       held = id;
     } else if (const auto at = name.find(":expires="); name.starts_with("promo:") && at != name.npos) {
-      lots.push_back({id, std::stoll(std::string(name.substr(at + 9)))});
+      lots.push_back({id, std::stoll(std::string(name.substr(at + 9))), Money()});
     }
   }
   if (!paid || !trial || !held) {
@@ -99,14 +99,14 @@ Result<TransferId> Wallet::deposit_promo(Money amount, std::int64_t expires_at_m
   if (!id) return id;
   const auto at = std::upper_bound(lots_.begin(), lots_.end(), expires_at_ms,
                                    [](std::int64_t t, const Lot& l) { return t < l.expires_at_ms; });
-  lots_.insert(at, Lot{lot, expires_at_ms});
+  lots_.insert(at, Lot{lot, expires_at_ms, Money()});
   return id;
 }
 
 Money Wallet::promo(std::int64_t now_ms) const {
   Money total;
   for (const Lot& l : lots_) {
-    if (l.expires_at_ms > now_ms) total += ledger_.balance(l.account);
+    if (l.expires_at_ms > now_ms) total += ledger_.balance(l.account) - l.reserved;
   }
   return total;
 }
@@ -124,19 +124,22 @@ std::vector<AccountId> Wallet::spend_order(std::int64_t now_ms) const {
   return order;
 }
 
-void Wallet::draw(Money amount, AccountId to, TransferKind kind, HoldId hold, std::int64_t now_ms,
-                  std::vector<Leg>* legs) {
-  Money left = amount;
-  for (AccountId source : spend_order(now_ms)) {
-    if (left.is_zero()) break;
-    const Money take = std::min(left, ledger_.balance(source));
-    if (take <= Money()) continue;
-    auto moved = ledger_.transfer(source, to, take, kind, hold, now_ms);
-    TP_CHECK(moved.is_ok());  // `take` never exceeds the source's balance
-    if (legs) legs->push_back({source, take});
-    left -= take;
-  }
-  TP_CHECK(left.is_zero());
+Wallet::Lot* Wallet::lot(AccountId account) {
+  const auto it = std::find_if(lots_.begin(), lots_.end(),
+                               [&](const Lot& l) { return l.account == account; });
+  return it == lots_.end() ? nullptr : &*it;
+}
+
+Money& Wallet::reserved(AccountId source) {
+  if (source == paid_) return paid_reserved_;
+  if (source == trial_) return trial_reserved_;
+  Lot* l = lot(source);
+  TP_CHECK(l != nullptr);  // a lot stays while holds reserve on it
+  return l->reserved;
+}
+
+Money Wallet::spendable(AccountId source) {
+  return std::max(Money(), ledger_.balance(source) - reserved(source));
 }
 
 Result<HoldId> Wallet::hold(Money amount, std::int64_t expires_at_ms, std::int64_t now_ms) {
@@ -150,28 +153,47 @@ Result<HoldId> Wallet::hold(Money amount, std::int64_t expires_at_ms, std::int64
   }
   const HoldId id = next_hold_++;
   Hold h{amount, expires_at_ms, {}};
-  draw(amount, held_, TransferKind::kHold, id, now_ms, &h.legs);
+  Money left = amount;
+  for (AccountId source : spend_order(now_ms)) {
+    if (left.is_zero()) break;
+    const Money take = std::min(left, spendable(source));
+    if (take <= Money()) continue;
+    reserved(source) += take;
+    h.legs.push_back({source, take});
+    left -= take;
+  }
+  TP_CHECK(left.is_zero());  // available() covered it
+  held_total_ += amount;
   holds_.emplace(id, std::move(h));
   return id;
 }
 
-void Wallet::release(Hold& hold, Money amount, HoldId id, std::int64_t now_ms) {
-  for (auto leg = hold.legs.rbegin(); leg != hold.legs.rend() && amount > Money(); ++leg) {
-    const Money back = std::min(amount, leg->amount);
-    // A promo lot swept while this hold was open cannot take money back: its share goes
-    // where the lot's remainder went.
-    const bool swept = leg->source != paid_ && leg->source != trial_ &&
-                       std::none_of(lots_.begin(), lots_.end(),
-                                    [&](const Lot& l) { return l.account == leg->source; });
-    auto moved = swept ? ledger_.transfer(held_, platform_.expired_credits, back,
-                                          TransferKind::kExpire, id, now_ms)
-                       : ledger_.transfer(held_, leg->source, back, TransferKind::kRelease, id,
-                                          now_ms);
-    TP_CHECK(moved.is_ok());  // held always covers its open holds
-    leg->amount -= back;
-    amount -= back;
+void Wallet::close(const Hold& hold, Money spent, HoldId id, std::int64_t now_ms) {
+  held_total_ -= hold.amount;
+  for (const Leg& leg : hold.legs) {
+    reserved(leg.source) -= leg.amount;
+    const Money use = std::min(spent, leg.amount);
+    if (use > Money()) {
+      // Reserved money is there to take; only paid can have been overdrawn meanwhile (by
+      // another response's shortfall), and then this charge is owed all the same.
+      auto moved = ledger_.transfer(leg.source, platform_.revenue, use, TransferKind::kPost, id,
+                                    now_ms, /*allow_overdraft=*/leg.source == paid_);
+      TP_CHECK(moved.is_ok());
+      spent -= use;
+    }
+    Lot* l = lot(leg.source);
+    if (l == nullptr || !l->swept) continue;
+    // The lot expired while this hold reserved part of it: that part goes where the rest
+    // of the lot went, and the lot is done once nothing reserves it.
+    const Money rest = ledger_.balance(l->account) - l->reserved;
+    if (rest > Money()) {
+      auto moved = ledger_.transfer(l->account, platform_.expired_credits, rest,
+                                    TransferKind::kExpire, id, now_ms);
+      TP_CHECK(moved.is_ok());
+    }
+    if (l->reserved.is_zero()) std::erase_if(lots_, [&](const Lot& x) { return x.account == leg.source; });
   }
-  TP_CHECK(amount.is_zero());
+  TP_CHECK(spent.is_zero());
 }
 
 Result<Money> Wallet::post(HoldId id, Money actual, std::int64_t now_ms) {
@@ -180,27 +202,25 @@ Result<Money> Wallet::post(HoldId id, Money actual, std::int64_t now_ms) {
     return Status{ErrorKind::kNotFound, fmt::format("hold {} is not open", id)};
   }
   if (actual < Money()) return Status{ErrorKind::kInvalidRequest, "a cost cannot be negative"};
-  Hold& h = it->second;
-  const Money covered = std::min(actual, h.amount);
-  if (covered > Money()) {
-    auto moved = ledger_.transfer(held_, platform_.revenue, covered, TransferKind::kPost, id,
-                                  now_ms);
-    TP_CHECK(moved.is_ok());
-  }
-  if (h.amount > covered) release(h, h.amount - covered, id, now_ms);
-  if (actual > h.amount) charge(actual - h.amount, id, now_ms);
+  const Hold h = std::move(it->second);
   holds_.erase(it);
+  close(h, std::min(actual, h.amount), id, now_ms);
+  if (actual > h.amount) charge(actual - h.amount, id, now_ms);
   return actual;
 }
 
 Money Wallet::charge(Money actual, HoldId hold, std::int64_t now_ms) {
-  // First from what the customer still has, then (only for this response) an overdraft of
-  // paid.
+  // First from what the customer has unreserved, then (only for this response) an
+  // overdraft of paid.
   Money rest = actual;
-  const Money from_books = std::min(rest, std::max(Money(), available(now_ms)));
-  if (from_books > Money()) {
-    draw(from_books, platform_.revenue, TransferKind::kPost, hold, now_ms, nullptr);
-    rest -= from_books;
+  for (AccountId source : spend_order(now_ms)) {
+    if (rest.is_zero()) break;
+    const Money take = std::min(rest, spendable(source));
+    if (take <= Money()) continue;
+    auto moved = ledger_.transfer(source, platform_.revenue, take, TransferKind::kPost, hold,
+                                  now_ms);
+    TP_CHECK(moved.is_ok());  // `take` never exceeds the source's balance
+    rest -= take;
   }
   if (rest > Money()) {
     auto moved = ledger_.transfer(paid_, platform_.revenue, rest, TransferKind::kOverdraft, hold,
@@ -210,19 +230,35 @@ Money Wallet::charge(Money actual, HoldId hold, std::int64_t now_ms) {
   return actual;
 }
 
-void Wallet::recover(const Transfer& t, std::int64_t expires_at_ms) {
+void Wallet::recover(const Transfer& t) {
   if (t.hold == 0) return;
   next_hold_ = std::max(next_hold_, t.hold + 1);
   if (t.credit == held_ && t.kind == TransferKind::kHold) {
-    Hold& h = holds_[t.hold];
-    h.amount += t.amount;
-    h.expires_at_ms = expires_at_ms;
-    h.legs.push_back({t.debit, t.amount});
+    stranded_[t.hold].push_back({t.debit, t.amount});
   } else if (t.debit == held_) {
-    // Posted, released or swept: the hold was closed in one step under the bank's lock,
-    // so any money leaving `held` for it means it is settled.
-    holds_.erase(t.hold);
+    // Posted, released or swept: such a hold was closed in one step under the bank's
+    // lock, so any money leaving `held` for it means it is settled.
+    stranded_.erase(t.hold);
   }
+}
+
+std::size_t Wallet::return_stranded(std::int64_t now_ms) {
+  const std::size_t count = stranded_.size();
+  for (const auto& [id, legs] : stranded_) {
+    for (auto leg = legs.rbegin(); leg != legs.rend(); ++leg) {
+      // A lot already swept (or past its time) cannot take money back.
+      const Lot* l = lot(leg->source);
+      const bool to_book = leg->source == paid_ || leg->source == trial_ ||
+                           (l != nullptr && l->expires_at_ms > now_ms);
+      auto moved = ledger_.transfer(held_, to_book ? leg->source : platform_.expired_credits,
+                                    leg->amount,
+                                    to_book ? TransferKind::kRelease : TransferKind::kExpire, id,
+                                    now_ms);
+      TP_CHECK(moved.is_ok());  // held covers what was moved there
+    }
+  }
+  stranded_.clear();
+  return count;
 }
 
 bool Wallet::renew(HoldId id, std::int64_t expires_at_ms) {
@@ -237,8 +273,9 @@ Status Wallet::void_hold(HoldId id, std::int64_t now_ms) {
   if (it == holds_.end()) {
     return Status{ErrorKind::kNotFound, fmt::format("hold {} is not open", id)};
   }
-  release(it->second, it->second.amount, id, now_ms);
+  const Hold h = std::move(it->second);
   holds_.erase(it);
+  close(h, Money(), id, now_ms);
   return Status::ok();
 }
 
@@ -249,26 +286,41 @@ Wallet::Expired Wallet::expire(std::int64_t now_ms) {
       ++it;
       continue;
     }
-    release(it->second, it->second.amount, it->first, now_ms);
+    const Hold h = std::move(it->second);
+    const HoldId id = it->first;
     it = holds_.erase(it);
+    close(h, Money(), id, now_ms);
     ++expired.holds;
   }
-  // Released holds may have returned money to lots that expire now: sweep after them.
-  while (!lots_.empty() && lots_.front().expires_at_ms <= now_ms) {
-    const AccountId lot = lots_.front().account;
-    const Money rest = ledger_.balance(lot);
+  // Sweep after the holds, so what they no longer reserve goes too.
+  for (auto it = lots_.begin(); it != lots_.end() && it->expires_at_ms <= now_ms;) {
+    if (it->swept) {
+      ++it;  // swept before; waits for the holds that still reserve on it
+      continue;
+    }
+    const Money rest = ledger_.balance(it->account) - it->reserved;
     if (rest > Money()) {
-      auto moved = ledger_.transfer(lot, platform_.expired_credits, rest, TransferKind::kExpire,
-                                    0, now_ms);
+      auto moved = ledger_.transfer(it->account, platform_.expired_credits, rest,
+                                    TransferKind::kExpire, 0, now_ms);
       TP_CHECK(moved.is_ok());
     }
-    lots_.erase(lots_.begin());
     ++expired.lots;
+    if (it->reserved.is_zero()) {
+      it = lots_.erase(it);
+    } else {
+      it->swept = true;
+      ++it;
+    }
   }
   return expired;
 }
 
 Result<TransferId> Wallet::refund(Money amount, std::int64_t now_ms) {
+  if (amount > Money() && amount > paid()) {
+    return Status{ErrorKind::kPaymentRequired,
+                  fmt::format("{}:paid holds {} USD unreserved, {} USD needed", customer_,
+                              std::max(paid(), Money()).to_string(), amount.to_string())};
+  }
   return ledger_.transfer(paid_, platform_.refunds, amount, TransferKind::kRefund, 0, now_ms);
 }
 

@@ -1,17 +1,25 @@
 #pragma once
 // A customer's credit within the Ledger and the operations billing performs on it.
 //
-// Books per customer: `paid` (bought), `trial` (granted at sign-up), promo lots (each with
-// an expiry), and `held` (reserved for requests in flight). Spending draws from the
-// soonest-expiring unexpired promo lot, then trial, then paid.
+// Books per customer: `paid` (bought), `trial` (granted at sign-up) and promo lots (each
+// with an expiry). Spending draws from the soonest-expiring unexpired promo lot, then
+// trial, then paid.
 //
-// A request takes a hold for its worst case, then posts its actual cost: the hold pays up
-// to its amount, the rest of the hold goes back where it came from, and a cost above the
-// hold (the upstream answered longer than estimated) is taken from the other books and,
-// only for that shortfall, may overdraw `paid`. Holds also expire by themselves.
+// A request takes a hold for its worst case: a reservation against those books, kept in
+// memory only (a pending transfer). The books' ledger balances do not move until the hold
+// posts its actual cost, straight from the reserved books to revenue; the rest of the hold
+// is simply no longer reserved. A cost above the hold (the upstream answered longer than
+// estimated) is taken from the unreserved books and, only for that shortfall, may overdraw
+// `paid`. Holds also expire by themselves. Because a hold writes nothing, a request costs
+// the journal one transfer per book it spends from, and a process that dies leaves no
+// hold behind to undo.
+//
+// Journals written before holds were reservations moved held money into a `held` ledger
+// account; a restart returns whatever such holds left there (recover, return_stranded).
 //
 // Not thread-safe, like the Ledger it writes to.
 
+#include <algorithm>
 #include <cstdint>
 #include <map>
 #include <string>
@@ -46,11 +54,13 @@ class Wallet {
   Result<TransferId> deposit_trial(Money amount, std::int64_t now_ms);
   Result<TransferId> deposit_promo(Money amount, std::int64_t expires_at_ms, std::int64_t now_ms);
 
-  Money paid() const { return ledger_.balance(paid_); }
-  Money trial() const { return ledger_.balance(trial_); }
-  Money held() const { return ledger_.balance(held_); }
+  // Each book's balance less what open holds reserve on it.
+  Money paid() const { return ledger_.balance(paid_) - paid_reserved_; }
+  Money trial() const { return ledger_.balance(trial_) - trial_reserved_; }
   // Unexpired promo lots only.
   Money promo(std::int64_t now_ms) const;
+  // What open holds reserve.
+  Money held() const { return held_total_; }
   // What a new hold may take: paid + trial + unexpired promo (paid may be negative).
   Money available(std::int64_t now_ms) const;
 
@@ -60,27 +70,35 @@ class Wallet {
   // Settles a hold at `actual` (>= 0) and returns what was charged (== actual). The hold is
   // gone afterwards. kNotFound for an unknown, settled, voided or expired hold.
   Result<Money> post(HoldId id, Money actual, std::int64_t now_ms);
-  // Returns the whole hold. kNotFound as for post.
+  // Ends the hold without a charge. kNotFound as for post.
   Status void_hold(HoldId id, std::int64_t now_ms);
   // Moves an open hold's expiry to `expires_at_ms` (a request still running). False when
   // the hold is not open.
   bool renew(HoldId id, std::int64_t expires_at_ms);
   // Charges `actual` (> 0) without a hold, for a request whose hold expired before it
-  // finished: from the books in spend order, then an overdraft of paid for the rest. The
-  // transfers carry `hold` for the record.
+  // finished: from the unreserved books in spend order, then an overdraft of paid for the
+  // rest. The transfers carry `hold` for the record.
   Money charge(Money actual, HoldId hold, std::int64_t now_ms);
-  // Restart recovery: re-opens, from journal transfers touching this wallet's held account
-  // (in journal order), every hold that was taken but never posted, voided or expired.
-  // They expire at `expires_at_ms`. Later hold ids follow the largest one seen.
-  void recover(const Transfer& transfer, std::int64_t expires_at_ms);
+  // Restart of a journal from before holds were reservations: collects, from transfers
+  // touching this wallet's `held` account (in journal order), the money holds moved there
+  // and never posted or released. Later hold ids follow the largest one seen.
+  void recover(const Transfer& transfer);
+  // Returns what recover found to the books it came from (a lot swept meanwhile: to
+  // expired credits). Returns how many holds that was.
+  std::size_t return_stranded(std::int64_t now_ms);
+  // Restart: hold ids continue after `id` (the largest one stored), so that the holds of
+  // the usage log and the journal stay unique per account.
+  void continue_holds_after(HoldId id) { next_hold_ = std::max(next_hold_, id + 1); }
   AccountId held_account() const { return held_; }
-  // Voids holds and empties promo lots whose time has come. Returns how many of each.
+  // Voids holds and empties promo lots whose time has come. Returns how many of each. A
+  // lot that open holds still reserve keeps that part until they end.
   struct Expired {
     std::size_t holds = 0;
     std::size_t lots = 0;
   };
   Expired expire(std::int64_t now_ms);
-  // Returns unused paid credit (never trial or promo). kPaymentRequired past paid().
+  // Returns unused, unreserved paid credit (never trial or promo). kPaymentRequired past
+  // paid().
   Result<TransferId> refund(Money amount, std::int64_t now_ms);
 
   std::size_t open_holds() const { return holds_.size(); }
@@ -90,6 +108,8 @@ class Wallet {
   struct Lot {
     AccountId account;
     std::int64_t expires_at_ms;
+    Money reserved;       // by open holds
+    bool swept = false;   // expired: its unreserved part went to expired credits
   };
   struct Leg {
     AccountId source;
@@ -98,28 +118,34 @@ class Wallet {
   struct Hold {
     Money amount;
     std::int64_t expires_at_ms;
-    std::vector<Leg> legs;  // where the held money came from, in spend order
+    std::vector<Leg> legs;  // what it reserves on which book, in spend order
   };
 
   Wallet(Ledger& ledger, const PlatformAccounts& platform, std::string customer, AccountId paid,
          AccountId trial, AccountId held);
   // Spendable accounts in spend order at `now_ms`.
   std::vector<AccountId> spend_order(std::int64_t now_ms) const;
-  // Moves `amount` from the spend-order accounts to `to`; the amounts taken go to `legs`.
-  // The caller has checked that they cover it.
-  void draw(Money amount, AccountId to, TransferKind kind, HoldId hold, std::int64_t now_ms,
-            std::vector<Leg>* legs);
-  // Gives `amount` of a hold back to its legs, last-drawn first.
-  void release(Hold& hold, Money amount, HoldId id, std::int64_t now_ms);
+  Lot* lot(AccountId account);
+  // What open holds reserve on `source` (paid, trial or a lot).
+  Money& reserved(AccountId source);
+  // `source`'s balance less its reservations, never below zero.
+  Money spendable(AccountId source);
+  // Ends a hold's reservations, spending `spent` of it (legs in order) to revenue. What a
+  // swept lot no longer reserves follows its remainder to expired credits.
+  void close(const Hold& hold, Money spent, HoldId id, std::int64_t now_ms);
 
   Ledger& ledger_;
   PlatformAccounts platform_;
   std::string customer_;
   AccountId paid_;
   AccountId trial_;
-  AccountId held_;
-  std::vector<Lot> lots_;  // in order of expiry
+  AccountId held_;            // only in journals from before holds were reservations
+  std::vector<Lot> lots_;     // in order of expiry
+  Money paid_reserved_;
+  Money trial_reserved_;
+  Money held_total_;          // Σ open holds
   std::map<HoldId, Hold> holds_;
+  std::map<HoldId, std::vector<Leg>> stranded_;  // see recover
   HoldId next_hold_ = 1;
 };
 

@@ -38,9 +38,14 @@ struct UsageRecord {
 // Runs inside the caller's transaction.
 Status insert_usage(Database& db, const UsageRecord& record);
 
+// The largest hold id a usage row names (0: none), so that a restarted bank's holds follow it.
+Result<std::uint64_t> last_usage_hold(Database& db);
+
 // A request's settlement, inside the caller's transaction: its usage row, then its charge
-// (`record.cost`, against `hold`) and the bank's new transfers. The row goes first, so a
-// row the store refuses leaves the account uncharged.
+// (`record.cost`, against `hold`) in the bank. The row goes first, so a row the store
+// refuses leaves the account uncharged. One statement: it needs no savepoint of its own.
+// The charge's transfers are stored by the writer's before-commit persist (persist_bank),
+// in the same transaction.
 Status settle_request(Database& db, ledger::Bank& bank, const ledger::Bank::Hold& hold,
                       const UsageRecord& record, std::int64_t now_ms);
 

@@ -24,13 +24,13 @@ void Writer::stop() {
   if (thread_.joinable()) thread_.join();
 }
 
-void Writer::submit(Work work, Done done) {
+void Writer::submit(Work work, Done done, Isolation isolation) {
   {
     std::lock_guard lock(mu_);
     if (!stop_) {
-      queue_.push_back({std::move(work), std::move(done)});
+      queue_.push_back({std::move(work), std::move(done), isolation});
       queued_.store(queue_.size(), std::memory_order_release);
-      wake_.notify_one();
+      if (queue_.size() >= wake_at_) wake_.notify_one();
       return;
     }
   }
@@ -44,58 +44,80 @@ Writer::Stats Writer::stats() const {
 
 void Writer::run() {
   std::deque<Piece> batch;
+  std::size_t last = 0;  // pieces in the previous batch
   for (;;) {
     // At low load the next piece tends to arrive within microseconds, while waking a
-    // sleeping thread takes tens of them: look for work a little before sleeping.
-    const auto spin_until = std::chrono::steady_clock::now() + kWriterSpin;
-    while (queued_.load(std::memory_order_acquire) == 0 &&
-           std::chrono::steady_clock::now() < spin_until) {
-      __builtin_ia32_pause();
+    // sleeping thread takes tens of them: look for work a little before sleeping. Under
+    // load (the last batch had company) the spin would only take a core from the I/O
+    // threads.
+    if (last <= 1) {
+      const auto spin_until = std::chrono::steady_clock::now() + kWriterSpin;
+      while (queued_.load(std::memory_order_acquire) == 0 &&
+             std::chrono::steady_clock::now() < spin_until) {
+        __builtin_ia32_pause();
+      }
     }
     {
       std::unique_lock lock(mu_);
       wake_.wait(lock, [this] { return stop_ || !queue_.empty(); });
       if (queue_.empty()) return;  // stopping, and everything submitted is done
+      // A commit writes whole pages to the WAL, so a transaction of many pieces costs
+      // little more than one of a few. When pieces came in company last time, more are on
+      // their way: wait (briefly) for about as many before committing. A lone piece, one
+      // client at a time, never waits.
+      if (last > 1 && queue_.size() < last && !stop_) {
+        wake_at_ = std::min(last, kWriterBatchMax);
+        wake_.wait_for(lock, kWriterLinger,
+                       [this] { return stop_ || queue_.size() >= wake_at_; });
+        wake_at_ = 1;
+      }
       while (!queue_.empty() && batch.size() < kWriterBatchMax) {
         batch.push_back(std::move(queue_.front()));
         queue_.pop_front();
       }
       queued_.store(queue_.size(), std::memory_order_release);
     }
+    last = batch.size();
     commit(batch);
     batch.clear();
   }
 }
 
+Status Writer::run_cached(std::string_view sql) {
+  auto st = db_->cached(sql);
+  if (!st) return st.status();
+  return (*st)->run();
+}
+
 void Writer::commit(std::deque<Piece>& batch) {
   std::vector<Status> results;
   results.reserve(batch.size());
-  // Prepared once: these run for every piece.
-  auto run = [this](std::string_view sql) -> Status {
-    auto st = db_->cached(sql);
-    if (!st) return st.status();
-    return (*st)->run();
-  };
-  Status begun = run("BEGIN IMMEDIATE");
+  Status begun = run_cached("BEGIN IMMEDIATE");
   for (Piece& piece : batch) {
     if (!begun) {
       results.push_back(begun);
       continue;
     }
-    Status s = run("SAVEPOINT piece");
+    if (piece.isolation == Isolation::kSingleStatement) {
+      results.push_back(piece.work(*db_));
+      continue;
+    }
+    Status s = run_cached("SAVEPOINT piece");
     if (s) s = piece.work(*db_);
     if (s) {
-      s = run("RELEASE piece");
+      s = run_cached("RELEASE piece");
     } else {
-      (void)run("ROLLBACK TO piece");
-      (void)run("RELEASE piece");
+      (void)run_cached("ROLLBACK TO piece");
+      (void)run_cached("RELEASE piece");
     }
     results.push_back(s);
   }
-  Status committed = begun ? run("COMMIT") : begun;
+  Status committed = begun;
+  if (committed && before_commit_) committed = before_commit_(*db_);
+  if (committed) committed = run_cached("COMMIT");
   if (!committed) {
     log::error("store commit failed", {{"error", committed.message()}});
-    (void)run("ROLLBACK");
+    (void)run_cached("ROLLBACK");
   }
   if (after_commit_) after_commit_(committed.is_ok());
   {

@@ -1,7 +1,8 @@
 #pragma once
 // The one thread that writes to the database. Work submitted from any thread is grouped:
 // everything queued when the writer wakes runs in one transaction (group commit), each
-// piece inside its own savepoint so one failure does not undo the others. Each piece's
+// piece inside its own savepoint so one failure does not undo the others (a piece that is a
+// single statement needs none: SQLite undoes a failed statement by itself). Each piece's
 // completion is called, on the writer thread, only after the commit that made it durable.
 
 #include <atomic>
@@ -20,8 +21,10 @@
 namespace tp::store {
 
 inline constexpr std::size_t kWriterBatchMax = 4096;
-// How long the writer looks for new work before it sleeps.
+// How long the writer looks for new work before it sleeps (at low load only).
 inline constexpr std::chrono::microseconds kWriterSpin{50};
+// Under load, how long the writer waits for a batch to fill before committing it.
+inline constexpr std::chrono::microseconds kWriterLinger{250};
 
 class Writer {
  public:
@@ -36,9 +39,20 @@ class Writer {
   Writer(const Writer&) = delete;
   Writer& operator=(const Writer&) = delete;
 
-  // Thread-safe. `done` may be empty.
-  void submit(Work work, Done done = {});
+  // How a failing piece is undone without undoing the rest of its batch.
+  enum class Isolation {
+    kSavepoint,        // the piece runs inside its own savepoint
+    kSingleStatement,  // the piece writes with one statement at most (in-memory effects
+                       // only after it succeeded): no savepoint needed
+  };
 
+  // Thread-safe. `done` may be empty.
+  void submit(Work work, Done done = {}, Isolation isolation = Isolation::kSavepoint);
+
+  // Runs on the writer thread after a batch's pieces, inside their transaction, once per
+  // batch: what it writes commits with them. When it fails the whole transaction rolls
+  // back and every piece fails. Set once, before the first submit.
+  void set_before_commit(Work hook) { before_commit_ = std::move(hook); }
   // Called on the writer thread after every transaction ends, true when it committed,
   // before any piece's `done`. Set once, before the first submit.
   void set_after_commit(std::function<void(bool committed)> hook) {
@@ -55,16 +69,20 @@ class Writer {
   struct Piece {
     Work work;
     Done done;
+    Isolation isolation;
   };
+  Status run_cached(std::string_view sql);
   void run();
   void commit(std::deque<Piece>& batch);
 
   std::unique_ptr<Database> db_;
+  Work before_commit_;
   std::function<void(bool)> after_commit_;
   mutable std::mutex mu_;
   std::condition_variable wake_;
   std::deque<Piece> queue_;
   std::atomic<std::size_t> queued_{0};  // queue_.size(), readable without the lock
+  std::size_t wake_at_ = 1;  // queue_.size() at which submit wakes the writer
   bool stop_ = false;
   Stats stats_;
   std::thread thread_;

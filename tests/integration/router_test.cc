@@ -443,6 +443,14 @@ TEST(Router, RouteStatsCountAttemptsFailuresFallbacksAndLatency) {
   EXPECT_NE(metrics.body.find("# TYPE turnpike_route_latency_seconds histogram"), std::string::npos);
   EXPECT_NE(metrics.body.find(R"(turnpike_provider_up{provider="fast"} 1)"), std::string::npos);
   EXPECT_NE(metrics.body.find("turnpike_billing_frozen 0"), std::string::npos);
+  // The store writer's group commits: every settled request was a piece of one.
+  const auto counter = [&](const std::string& name) -> long {
+    const std::size_t at = metrics.body.find("\n" + name + " ");
+    return at == std::string::npos ? -1 : std::stol(metrics.body.substr(at + name.size() + 2));
+  };
+  EXPECT_GE(counter("turnpike_store_pieces_total"), 3) << metrics.body;
+  EXPECT_GE(counter("turnpike_store_commits_total"), 1) << metrics.body;
+  EXPECT_LE(counter("turnpike_store_commits_total"), counter("turnpike_store_pieces_total"));
   // Unrequested routes are listed, with nothing seen.
   EXPECT_NE(route_entry(res.body, "lonely", "erring").find(R"("attempts":0)"), std::string::npos);
   // Admin only.

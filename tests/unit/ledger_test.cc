@@ -119,6 +119,32 @@ TEST_F(WalletTest, RefundsOnlyUnusedPaid) {
   expect_balanced();
 }
 
+TEST_F(WalletTest, RefundsNeverTakeWhatAHoldReserves) {
+  ASSERT_TRUE(wallet.deposit_paid(usd("3"), now));
+  auto h = wallet.hold(usd("2"), now + 1000, now);
+  ASSERT_TRUE(h);
+  const auto refused = wallet.refund(usd("1.5"), now);
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.status().kind(), ErrorKind::kPaymentRequired);
+  ASSERT_TRUE(wallet.refund(usd("1"), now));
+  ASSERT_TRUE(wallet.post(*h, usd("2"), now));
+  EXPECT_EQ(wallet.paid(), usd("0"));
+  expect_balanced();
+}
+
+TEST_F(WalletTest, AHoldOnPaidPostsAfterAnotherResponseOverdrewIt) {
+  ASSERT_TRUE(wallet.deposit_paid(usd("1"), now));
+  auto h = wallet.hold(usd("1"), now + 1000, now);
+  ASSERT_TRUE(h);
+  // A response whose hold lapsed is charged with nothing unreserved: paid is overdrawn
+  // below what h reserves.
+  EXPECT_EQ(wallet.charge(usd("0.3"), 99, now), usd("0.3"));
+  ASSERT_TRUE(wallet.post(*h, usd("1"), now));
+  EXPECT_EQ(wallet.paid(), usd("-0.30"));  // overdrawn by that one shortfall only
+  EXPECT_EQ(ledger.balance(platform.revenue), usd("1.30"));
+  expect_balanced();
+}
+
 TEST_F(WalletTest, ChargeWithoutAHoldTakesTheBooksThenOverdrawsPaid) {
   ASSERT_TRUE(wallet.deposit_trial(usd("1"), now));
   ASSERT_TRUE(wallet.deposit_paid(usd("0.5"), now));
@@ -153,7 +179,7 @@ struct MemoryStore {
   }
 };
 
-TEST(Bank, RestartVoidsHoldsADeadProcessLeftOpen) {
+TEST(Bank, RestartLeavesNoHoldOfADeadProcessOpen) {
   const std::int64_t now = 1'000'000;
   auto bank = Bank::create();
   ASSERT_TRUE(bank->deposit(1, CreditKind::kTrial, usd("1"), std::nullopt, now));
@@ -174,10 +200,10 @@ TEST(Bank, RestartVoidsHoldsADeadProcessLeftOpen) {
   EXPECT_EQ(after.held, usd("0"));
   EXPECT_EQ(after.available, usd("4.5"));
   EXPECT_TRUE(b.verify().ok);
-  // New holds get fresh ids: settling one leaves the recovered history alone.
+  // New holds follow every hold the journal names (the open one was never stored).
   auto next = b.hold(1, usd("1"), now + 60'000, now + 2);
   ASSERT_TRUE(next);
-  EXPECT_GT(next->id, open->id);
+  EXPECT_GT(next->id, settled->id);
   EXPECT_EQ(b.settle(*next, usd("0.25"), now + 2), usd("0.25"));
   EXPECT_EQ(b.balance(1, now + 2)->available, usd("4.25"));
   // And a second restart finds nothing left open.
@@ -186,6 +212,52 @@ TEST(Bank, RestartVoidsHoldsADeadProcessLeftOpen) {
   ASSERT_TRUE(again);
   EXPECT_EQ((*again)->balance(1, now + 3)->available, usd("4.25"));
   EXPECT_TRUE((*again)->verify().ok);
+}
+
+TEST(Bank, AHoldWritesNothingAndItsSettlementOneTransferPerBook) {
+  const std::int64_t now = 1'000'000;
+  auto bank = Bank::create();
+  ASSERT_TRUE(bank->deposit(1, CreditKind::kPaid, usd("4"), std::nullopt, now));
+  MemoryStore disk;
+  disk.persist(*bank);
+  const std::size_t before = disk.transfers.size();
+  auto h = bank->hold(1, usd("2"), now + 60'000, now);
+  ASSERT_TRUE(h);
+  disk.persist(*bank);
+  EXPECT_EQ(disk.transfers.size(), before);  // a reservation, not a transfer
+  EXPECT_EQ(bank->settle(*h, usd("0.5"), now), usd("0.5"));
+  disk.persist(*bank);
+  ASSERT_EQ(disk.transfers.size(), before + 1);
+  EXPECT_EQ(disk.transfers.back().kind, TransferKind::kPost);
+  EXPECT_EQ(disk.transfers.back().hold, h->id);
+  EXPECT_EQ(bank->balance(1, now)->available, usd("3.5"));
+}
+
+TEST(Bank, RestartReturnsWhatOlderVersionsLeftInHeld) {
+  // A journal from before holds were reservations: 3 of paid moved to `held` for hold 7,
+  // whose request never finished; hold 5 was held and posted.
+  const std::int64_t now = 1'000'000;
+  Ledger journal;
+  const PlatformAccounts platform = PlatformAccounts::open(journal);
+  Wallet legacy(journal, platform, "acct_1");
+  ASSERT_TRUE(legacy.deposit_paid(usd("10"), now));
+  ASSERT_TRUE(legacy.deposit_promo(usd("1"), now + 1000, now));
+  const AccountId paid = 4, held = 6, lot = 7;  // opened in this order by Wallet
+  ASSERT_EQ(journal.name(held), "acct_1:held");
+  ASSERT_TRUE(journal.transfer(paid, held, usd("1"), TransferKind::kHold, 5, now));
+  ASSERT_TRUE(journal.transfer(held, platform.revenue, usd("1"), TransferKind::kPost, 5, now));
+  ASSERT_TRUE(journal.transfer(lot, held, usd("1"), TransferKind::kHold, 7, now));
+  ASSERT_TRUE(journal.transfer(paid, held, usd("2"), TransferKind::kHold, 7, now));
+  auto bank = Bank::adopt(std::move(journal), now + 2000);  // the lot expired meanwhile
+  ASSERT_TRUE(bank);
+  const Balance b = (*bank)->balance(1, now + 2000).value();
+  EXPECT_EQ(b.held, usd("0"));
+  EXPECT_EQ(b.paid, usd("9"));   // 10 - 1 posted; the 2 held came back
+  EXPECT_EQ(b.promo, usd("0"));  // the lot's 1 went to expired credits
+  EXPECT_TRUE((*bank)->verify().ok);
+  auto next = (*bank)->hold(1, usd("1"), now + 60'000, now + 2000);
+  ASSERT_TRUE(next);
+  EXPECT_GT(next->id, 7u);
 }
 
 TEST(Bank, SettlingAnExpiredHoldStillCharges) {

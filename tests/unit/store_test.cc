@@ -108,6 +108,63 @@ TEST_F(StoreTest, WriterGroupsCommitsAndIsolatesFailures) {
   EXPECT_EQ(count->column_int(0), 2000);
 }
 
+TEST_F(StoreTest, SingleStatementPiecesFailAloneWithoutASavepoint) {
+  ASSERT_TRUE(open()->exec("CREATE TABLE t (v INTEGER NOT NULL UNIQUE)"));
+  std::atomic<int> ok{0};
+  std::atomic<int> failed{0};
+  {
+    Writer writer(open());
+    for (int v : {1, 2, 1, 3}) {  // the second 1 fails; its batch neighbours commit
+      writer.submit(
+          [v](Database& db) {
+            return db.exec("INSERT INTO t (v) VALUES (" + std::to_string(v) + ")");
+          },
+          [&](const Status& s) { (s ? ok : failed)++; }, Writer::Isolation::kSingleStatement);
+    }
+  }
+  EXPECT_EQ(ok.load(), 3);
+  EXPECT_EQ(failed.load(), 1);
+  auto count = open()->prepare("SELECT COUNT(*) FROM t");
+  ASSERT_TRUE(count && count->step());
+  EXPECT_EQ(count->column_int(0), 3);
+}
+
+TEST_F(StoreTest, BeforeCommitWritesWithTheBatchAndItsFailureFailsEveryPiece) {
+  ASSERT_TRUE(open()->exec("CREATE TABLE t (v INTEGER NOT NULL)"));
+  ASSERT_TRUE(open()->exec("CREATE TABLE marks (v INTEGER NOT NULL)"));
+  std::atomic<bool> fail{false};
+  std::vector<Status> results;
+  std::mutex mu;
+  {
+    Writer writer(open());
+    writer.set_before_commit([&](Database& db) {
+      if (fail.load()) return Status{ErrorKind::kInternal, "disk full"};
+      return db.exec("INSERT INTO marks (v) VALUES (1)");
+    });
+    auto piece = [](Database& db) { return db.exec("INSERT INTO t (v) VALUES (1)"); };
+    std::promise<void> first;
+    writer.submit(piece, [&](const Status& s) {
+      std::lock_guard lock(mu);
+      results.push_back(s);
+      first.set_value();
+    });
+    first.get_future().wait();
+    fail.store(true);
+    writer.submit(piece, [&](const Status& s) {
+      std::lock_guard lock(mu);
+      results.push_back(s);
+    });
+  }
+  ASSERT_EQ(results.size(), 2u);
+  EXPECT_TRUE(results[0]);
+  EXPECT_FALSE(results[1]);  // its batch rolled back, piece and all
+  auto db = open();
+  auto rows = db->prepare("SELECT (SELECT COUNT(*) FROM t), (SELECT COUNT(*) FROM marks)");
+  ASSERT_TRUE(rows && rows->step());
+  EXPECT_EQ(rows->column_int(0), 1);
+  EXPECT_EQ(rows->column_int(1), 1);
+}
+
 TEST_F(StoreTest, WhatWasReportedCommittedSurvivesKillDashNine) {
   ASSERT_TRUE(open()->exec("CREATE TABLE t (v INTEGER NOT NULL)"));
   int fds[2];
