@@ -113,17 +113,6 @@ Money Wallet::promo(std::int64_t now_ms) const {
 
 Money Wallet::available(std::int64_t now_ms) const { return paid() + trial() + promo(now_ms); }
 
-std::vector<AccountId> Wallet::spend_order(std::int64_t now_ms) const {
-  std::vector<AccountId> order;
-  order.reserve(lots_.size() + 2);
-  for (const Lot& l : lots_) {
-    if (l.expires_at_ms > now_ms) order.push_back(l.account);
-  }
-  order.push_back(trial_);
-  order.push_back(paid_);
-  return order;
-}
-
 Wallet::Lot* Wallet::lot(AccountId account) {
   const auto it = std::find_if(lots_.begin(), lots_.end(),
                                [&](const Lot& l) { return l.account == account; });
@@ -154,14 +143,15 @@ Result<HoldId> Wallet::hold(Money amount, std::int64_t expires_at_ms, std::int64
   const HoldId id = next_hold_++;
   Hold h{amount, expires_at_ms, {}};
   Money left = amount;
-  for (AccountId source : spend_order(now_ms)) {
-    if (left.is_zero()) break;
+  in_spend_order(now_ms, [&](AccountId source) {
     const Money take = std::min(left, spendable(source));
-    if (take <= Money()) continue;
-    reserved(source) += take;
-    h.legs.push_back({source, take});
-    left -= take;
-  }
+    if (take > Money()) {
+      reserved(source) += take;
+      h.legs.push_back({source, take});
+      left -= take;
+    }
+    return !left.is_zero();
+  });
   TP_CHECK(left.is_zero());  // available() covered it
   held_total_ += amount;
   holds_.emplace(id, std::move(h));
@@ -213,15 +203,16 @@ Money Wallet::charge(Money actual, HoldId hold, std::int64_t now_ms) {
   // First from what the customer has unreserved, then (only for this response) an
   // overdraft of paid.
   Money rest = actual;
-  for (AccountId source : spend_order(now_ms)) {
-    if (rest.is_zero()) break;
+  in_spend_order(now_ms, [&](AccountId source) {
     const Money take = std::min(rest, spendable(source));
-    if (take <= Money()) continue;
-    auto moved = ledger_.transfer(source, platform_.revenue, take, TransferKind::kPost, hold,
-                                  now_ms);
-    TP_CHECK(moved.is_ok());  // `take` never exceeds the source's balance
-    rest -= take;
-  }
+    if (take > Money()) {
+      auto moved = ledger_.transfer(source, platform_.revenue, take, TransferKind::kPost, hold,
+                                    now_ms);
+      TP_CHECK(moved.is_ok());  // `take` never exceeds the source's balance
+      rest -= take;
+    }
+    return !rest.is_zero();
+  });
   if (rest > Money()) {
     auto moved = ledger_.transfer(paid_, platform_.revenue, rest, TransferKind::kOverdraft, hold,
                                   now_ms, /*allow_overdraft=*/true);

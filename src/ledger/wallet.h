@@ -123,8 +123,16 @@ class Wallet {
 
   Wallet(Ledger& ledger, const PlatformAccounts& platform, std::string customer, AccountId paid,
          AccountId trial, AccountId held);
-  // Spendable accounts in spend order at `now_ms`.
-  std::vector<AccountId> spend_order(std::int64_t now_ms) const;
+  // Calls `take(source)` for each spendable account in spend order at `now_ms` (unexpired
+  // lots by expiry, trial, paid) until it returns false. No allocation: holds run on the
+  // request path.
+  template <typename Take>
+  void in_spend_order(std::int64_t now_ms, Take take) const {
+    for (const Lot& l : lots_) {
+      if (l.expires_at_ms > now_ms && !take(l.account)) return;
+    }
+    if (take(trial_)) take(paid_);
+  }
   Lot* lot(AccountId account);
   // What open holds reserve on `source` (paid, trial or a lot).
   Money& reserved(AccountId source);
