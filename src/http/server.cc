@@ -33,12 +33,17 @@ using std::chrono::milliseconds;
 // Responder
 
 Responder::Responder(Socket& socket, Deadline& deadline, const ServerLimits& limits,
-                     unsigned http_version, bool keep_alive)
+                     ResponseScratch& scratch, unsigned http_version, bool keep_alive)
     : socket_(socket),
       deadline_(deadline),
       limits_(limits),
       http_version_(http_version),
-      keep_alive_(keep_alive) {}
+      keep_alive_(keep_alive),
+      common_headers_(scratch.headers),
+      head_(scratch.head) {
+  common_headers_.clear();
+  head_.clear();
+}
 
 void Responder::add_header(std::string_view name, std::string_view value) {
   common_headers_.push_back({name, value});
@@ -460,6 +465,7 @@ Task<void> Server::serve_connection(Worker& worker, Socket socket) {
   beast::flat_buffer buffer;
 
   Request req;  // reused: its buffers keep their capacity from request to request
+  ResponseScratch scratch;  // likewise, for the responses' heads
 
   for (;;) {
     if (worker.draining) break;
@@ -498,14 +504,15 @@ Task<void> Server::serve_connection(Worker& worker, Socket socket) {
           : status == 408 ? std::string("request not received in time")
           : read_error    ? std::string("malformed HTTP request: connection closed mid-request")
                           : fmt::format("malformed HTTP request: {}", reader.error());
-      Responder res(socket, deadline, limits_, 11, /*keep_alive=*/false);
+      Responder res(socket, deadline, limits_, scratch, 11, /*keep_alive=*/false);
       co_await worker.handler->reject(status, message, reader.target(), res);
       co_await linger(socket, deadline, buffer);
       break;
     }
 
     deadline.clear();  // the handler's own waits (upstream) have their own timeouts
-    Responder res(socket, deadline, limits_, req.version(), req.keep_alive() && !worker.draining);
+    Responder res(socket, deadline, limits_, scratch, req.version(),
+                  req.keep_alive() && !worker.draining);
     co_await worker.handler->handle(req, res);
     if (!res.started()) {
       log::error("handler sent no response", {{"target", req.target()}});

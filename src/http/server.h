@@ -67,13 +67,20 @@ struct ServerLimits {
   std::uint32_t io_spin_us = limits::kIoSpinMicros;
 };
 
+// Where a Responder builds its response head, kept by the connection so that its capacity
+// carries over from one request to the next (no allocation per response).
+struct ResponseScratch {
+  std::vector<Header> headers;
+  std::string head;
+};
+
 // Writes the one response to one request: either whole (send) or as a chunked stream
 // (begin_stream, write_chunk..., end_stream). Every call returns false once the client is
 // gone; callers stop writing then. Not thread-safe: it lives on its request's thread.
 class Responder {
  public:
   Responder(Socket& socket, Deadline& deadline, const ServerLimits& limits,
-            unsigned http_version, bool keep_alive);
+            ResponseScratch& scratch, unsigned http_version, bool keep_alive);
 
   // Headers added to whichever response is sent (e.g. x-request-id). Views must outlive
   // the response.
@@ -112,8 +119,8 @@ class Responder {
   bool started_ = false;
   bool finished_ = false;
   bool failed_ = false;
-  std::vector<Header> common_headers_;
-  std::string head_;
+  std::vector<Header>& common_headers_;  // the connection's scratch, emptied
+  std::string& head_;                    // likewise
 };
 
 // One Handler per I/O thread (made by the HandlerFactory on that thread's io_context), so
