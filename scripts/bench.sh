@@ -67,6 +67,7 @@ nginx_conf proxy "
 " >"$work/proxy.conf"
 /usr/sbin/nginx -c "$work/upstream.conf" -p "$work" 2>>"$work/upstream-error.log" & pids+=($!)
 /usr/sbin/nginx -c "$work/proxy.conf" -p "$work" 2>>"$work/proxy-error.log" & pids+=($!)
+ngx_proxy_pid=$!
 
 cat >"$work/turnpike.yaml" <<YAML
 listen: "127.0.0.1:$tp_port"
@@ -95,6 +96,7 @@ YAML
 build/bin/turnpike-sim --listen "127.0.0.1:$sim_port" --output-tokens 16 2>"$work/sim.log" & pids+=($!)
 export TURNPIKE_ADMIN_KEY=bench-admin-key
 build/bin/turnpike serve --config "$work/turnpike.yaml" --threads 1 --data-dir "$work/var" 2>"$work/turnpike.log" & pids+=($!)
+tp_pid=$!
 for p in $up_port $ngx_port $tp_port $sim_port $ngx_sim_port; do wait_port "$p"; done
 
 # Every turnpike request carries a real key, checked as in production.
@@ -124,10 +126,31 @@ url_tp="http://127.0.0.1:$tp_port/v1/chat/completions"
 echo "warming up..." >&2
 for u in "$url_direct" "$url_nginx" "$url_tp"; do wrk -t1 -c8 -d2s -s bench/chat.lua "$u" >/dev/null; done
 
-declare -A RPS P50 P99
+# CPU time of each thread of a process and of its children (nginx's worker), in clock
+# ticks, as "name ticks" lines: throughput on shared cores is noisy, CPU per request less so.
+thread_ticks() { # pid
+  local p t
+  for p in "$1" $(pgrep -P "$1"); do
+    for t in /proc/"$p"/task/*; do
+      [[ -r $t/stat ]] && echo "$(tr ' ' _ <"$t/comm") $(awk '{print $14 + $15}' "$t/stat")"
+    done
+  done | awk '{sum[$1] += $2} END {for (k in sum) print k, sum[k]}' | sort
+}
+hz=$(getconf CLK_TCK)
+cpu_per_request() { # before after requests -> "name µs" per busy thread, busiest first
+  join <(echo "$1") <(echo "$2") |
+    awk -v n="$3" -v hz="$hz" '{d = $3 - $2; if (d > 0) printf "%s %.1f\n", $1, d * 1e6 / hz / n}' |
+    sort -k2 -rn
+}
+requests() { awk '/requests in/ {print $1}'; }
+
+declare -A RPS P50 P99 CPU
 for name in direct nginx turnpike; do
   var="url_$name"; [[ $name == turnpike ]] && var=url_tp
+  pid=""; [[ $name == nginx ]] && pid=$ngx_proxy_pid; [[ $name == turnpike ]] && pid=$tp_pid
+  [[ -n $pid ]] && before=$(thread_ticks "$pid")
   out=$(run_wrk 64 "${!var}" chat.lua); RPS[$name]=$(rps <<<"$out")
+  [[ -n $pid ]] && CPU[$name]=$(cpu_per_request "$before" "$(thread_ticks "$pid")" "$(requests <<<"$out")")
   out=$(run_wrk 1 "${!var}" chat.lua); P50[$name]=$(pct 50% <<<"$out"); P99[$name]=$(pct 99% <<<"$out")
 done
 
@@ -169,6 +192,13 @@ print(f"added p50 latency turnpike/nginx:      {ratio(add(p50,'turnpike'), add(p
 print(f"added p99 latency turnpike/nginx:      {ratio(add(p99,'turnpike'), add(p99,'nginx'))}  ({add(p99,'turnpike'):.0f} us vs {add(p99,'nginx'):.0f} us)")
 print(f"added stream TTFB turnpike/nginx:      {ratio(add(tt,'turnpike'), add(tt,'nginx'))}  ({add(tt,'turnpike'):.0f} us vs {add(tt,'nginx'):.0f} us)")
 print(f"throughput with 10 candidate routes:   {ratio($rps_ten, rps['nginx'])} of nginx  ({$rps_ten:.0f} req/s; {ratio($rps_ten, rps['turnpike'])} of one route)")
+cpu = {"nginx": """${CPU[nginx]}""", "turnpike": """${CPU[turnpike]}"""}
+print()
+print("CPU per request at 64 connections (us, from /proc; per thread):")
+for k in ("nginx", "turnpike"):
+    threads = [line.split() for line in cpu[k].splitlines() if line.strip()]
+    total = sum(float(us) for _, us in threads)
+    print(f"  {k:9} {total:6.1f}  (" + ", ".join(f"{name} {us}" for name, us in threads) + ")")
 PY
 
 echo
