@@ -1,11 +1,6 @@
 #include "api/notifier.h"
 
-#include <pthread.h>
-
 #include <fmt/format.h>
-
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
 
 #include "core/clock.h"
 #include "core/json_writer.h"
@@ -35,10 +30,7 @@ std::string notice_json(const ledger::LowBalanceNotice& n) {
 }
 
 Notifier::Notifier(NotifierOptions options, std::shared_ptr<store::Writer> writer)
-    : options_(std::move(options)),
-      writer_(std::move(writer)),
-      ioc_(BOOST_ASIO_CONCURRENCY_HINT_UNSAFE),
-      inbox_(ioc_) {}
+    : options_(std::move(options)), writer_(std::move(writer)) {}
 
 Result<std::unique_ptr<Notifier>> Notifier::start(NotifierOptions options,
                                                   std::shared_ptr<store::Writer> writer) {
@@ -54,40 +46,30 @@ Result<std::unique_ptr<Notifier>> Notifier::start(NotifierOptions options,
     if (!tls) return tls.status();
     n->endpoint_.tls = std::move(tls.value());
   }
-  n->pool_ = std::make_unique<http::UpstreamPool>(n->ioc_, 1);
-  n->wake_ = std::make_unique<http::Timer>(n->ioc_.get_executor());
-  n->backoff_ = std::make_unique<http::Timer>(n->ioc_.get_executor());
-  Notifier* self = n.get();
-  boost::asio::co_spawn(n->ioc_.get_executor(), n->inbox_.run(), boost::asio::detached);
-  boost::asio::co_spawn(n->ioc_.get_executor(), self->run(), boost::asio::detached);
-  n->thread_ = std::thread([self] {
-    pthread_setname_np(pthread_self(), "tp-notify");
-    self->ioc_.run();
-  });
+  n->pool_ = std::make_unique<http::UpstreamPool>(n->loop_.ioc(), 1);
+  n->wake_ = std::make_unique<http::Timer>(n->loop_.ioc().get_executor());
+  n->backoff_ = std::make_unique<http::Timer>(n->loop_.ioc().get_executor());
+  n->loop_.start("tp-notify", n->run());
   return n;
 }
 
 Notifier::~Notifier() { stop(); }
 
 void Notifier::stop() {
-  if (stopped_.exchange(true) || !thread_.joinable()) return;
-  inbox_.post([this] {
+  loop_.stop([this] {
     stopping_ = true;
     wake_->cancel();
     backoff_->cancel();
-    inbox_.close();
-    ioc_.stop();
   });
-  thread_.join();
 }
 
 bool Notifier::deliver(std::int64_t id, const ledger::LowBalanceNotice& notice) {
-  if (stopped_.load()) return false;
+  if (loop_.stopped()) return false;
   if (pending_.fetch_add(1) >= kNoticeQueueMax) {
     pending_.fetch_sub(1);
     return false;
   }
-  inbox_.post([this, item = Item{id, notice}] {
+  loop_.inbox().post([this, item = Item{id, notice}] {
     queue_.push_back(item);
     wake_->cancel();
   });

@@ -9,9 +9,8 @@
 #include <deque>
 #include <memory>
 #include <string>
-#include <thread>
 
-#include "http/inbox.h"
+#include "http/loop_thread.h"
 #include "http/upstream.h"
 #include "ledger/bank.h"
 #include "store/writer.h"
@@ -54,8 +53,7 @@ class Notifier {
 
   NotifierOptions options_;
   std::shared_ptr<store::Writer> writer_;
-  boost::asio::io_context ioc_;
-  http::Inbox inbox_;
+  http::LoopThread loop_;
   http::HostResolver resolver_;
   http::UpstreamEndpoint endpoint_;
   std::unique_ptr<http::UpstreamPool> pool_;
@@ -63,9 +61,7 @@ class Notifier {
   std::unique_ptr<http::Timer> backoff_;  // waits between attempts
   std::deque<Item> queue_;             // touched on the notifier thread only
   std::atomic<std::size_t> pending_{0};
-  std::atomic<bool> stopped_{false};
-  bool stopping_ = false;
-  std::thread thread_;
+  bool stopping_ = false;  // on the notifier thread
 };
 
 }  // namespace tp::api

@@ -1,11 +1,6 @@
 #include "api/prober.h"
 
-#include <pthread.h>
-
 #include <fmt/format.h>
-
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
 
 #include "api/gateway.h"
 #include "core/clock.h"
@@ -36,35 +31,24 @@ bool ProviderHealth::record(std::size_t provider, bool answered,
   return true;
 }
 
-Prober::Prober(std::shared_ptr<const GatewayState> state)
-    : state_(std::move(state)), ioc_(BOOST_ASIO_CONCURRENCY_HINT_UNSAFE), inbox_(ioc_) {}
+Prober::Prober(std::shared_ptr<const GatewayState> state) : state_(std::move(state)) {}
 
 std::unique_ptr<Prober> Prober::start(std::shared_ptr<const GatewayState> state) {
   if (state->config().probe.interval_ms == 0) return nullptr;
   std::unique_ptr<Prober> p(new Prober(std::move(state)));
-  p->pool_ = std::make_unique<http::UpstreamPool>(p->ioc_, p->state_->provider_count());
-  p->sleep_ = std::make_unique<http::Timer>(p->ioc_.get_executor());
-  Prober* self = p.get();
-  boost::asio::co_spawn(p->ioc_.get_executor(), p->inbox_.run(), boost::asio::detached);
-  boost::asio::co_spawn(p->ioc_.get_executor(), self->run(), boost::asio::detached);
-  p->thread_ = std::thread([self] {
-    pthread_setname_np(pthread_self(), "tp-probe");
-    self->ioc_.run();
-  });
+  p->pool_ = std::make_unique<http::UpstreamPool>(p->loop_.ioc(), p->state_->provider_count());
+  p->sleep_ = std::make_unique<http::Timer>(p->loop_.ioc().get_executor());
+  p->loop_.start("tp-probe", p->run());
   return p;
 }
 
 Prober::~Prober() { stop(); }
 
 void Prober::stop() {
-  if (stopped_.exchange(true) || !thread_.joinable()) return;
-  inbox_.post([this] {
+  loop_.stop([this] {
     stopping_ = true;
     sleep_->cancel();
-    inbox_.close();
-    ioc_.stop();
   });
-  thread_.join();
 }
 
 http::Task<Status> Prober::probe(std::size_t provider) {

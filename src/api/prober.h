@@ -9,10 +9,9 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
-#include <thread>
 #include <vector>
 
-#include "http/inbox.h"
+#include "http/loop_thread.h"
 #include "http/upstream.h"
 
 namespace tp::api {
@@ -63,13 +62,10 @@ class Prober {
   http::Task<Status> probe(std::size_t provider);
 
   std::shared_ptr<const GatewayState> state_;
-  boost::asio::io_context ioc_;
-  http::Inbox inbox_;
+  http::LoopThread loop_;
   std::unique_ptr<http::UpstreamPool> pool_;
   std::unique_ptr<http::Timer> sleep_;
-  std::atomic<bool> stopped_{false};
-  bool stopping_ = false;
-  std::thread thread_;
+  bool stopping_ = false;  // on the loop thread
 };
 
 }  // namespace tp::api
