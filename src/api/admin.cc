@@ -13,6 +13,7 @@
 #include "api/errors.h"
 #include "api/request_body.h"
 #include "core/clock.h"
+#include "core/ids.h"
 #include "core/json_writer.h"
 #include "core/rfc3339.h"
 #include "core/log.h"
@@ -29,15 +30,6 @@ constexpr std::size_t kNameBytesMax = 200;
 constexpr std::size_t kModelsMax = 100;
 constexpr std::size_t kTagsMax = 20;
 constexpr std::size_t kTagBytesMax = 64;
-
-// "acct_12" (or "12") → 12.
-std::optional<std::int64_t> parse_id(std::string_view text, std::string_view prefix) {
-  if (text.starts_with(prefix)) text.remove_prefix(prefix.size());
-  std::int64_t id = 0;
-  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), id);
-  if (ec != std::errc{} || end != text.data() + text.size() || id <= 0) return std::nullopt;
-  return id;
-}
 
 void write_policy(json::Writer& w, const auth::RoutingPolicy& p) {
   w.field("privacy_tier", catalog::privacy_tier_name(p.privacy_tier)).key("routing_weights");
@@ -252,7 +244,7 @@ Result<MoneyAnswer> idempotent_move(store::Database& db, ledger::Bank& bank,
 
 Task<void> AdminApi::rotate_key(std::string_view id_text, http::Request& req, Responder& res) {
   constexpr std::int64_t kGraceSecondsMax = 30LL * 24 * 3600;
-  const auto id = parse_id(id_text, "key_");
+  const auto id = parse_numbered_id(id_text, "key_");
   simdjson::dom::parser parser;
   simdjson::dom::element doc;
   std::int64_t grace_seconds = -1;
@@ -447,7 +439,7 @@ Task<void> AdminApi::handle(http::Request& req, Responder& res) {
     const std::string_view id_text = rest.substr(0, rest.find('/'));
     const std::string_view action =
         rest.find('/') == std::string_view::npos ? "" : rest.substr(rest.find('/'));
-    const auto id = parse_id(id_text, "acct_");
+    const auto id = parse_numbered_id(id_text, "acct_");
     if (!id || !services_.directory->account(*id)) {
       co_await send_error(res, 404, fmt::format("no account '{}'", id_text.substr(0, 40)));
       co_return;
@@ -512,7 +504,7 @@ Task<void> AdminApi::handle(http::Request& req, Responder& res) {
     co_return;
   }
   if (path.starts_with("/keys/") && method == "DELETE") {
-    const auto id = parse_id(path.substr(6), "key_");
+    const auto id = parse_numbered_id(path.substr(6), "key_");
     if (!id) {
       co_await send_error(res, 404, "no such key");
       co_return;

@@ -23,6 +23,7 @@
 #include "api/prober.h"
 #include "api/usage_api.h"
 #include "store/usage_store.h"
+#include "core/ids.h"
 #include "core/log.h"
 #include "ops/config.h"
 #include "auth/directory.h"
@@ -272,12 +273,9 @@ std::vector<std::string> split_list(std::string_view rest) {
   return out;
 }
 
-// "acct_12" or "12" → 12; 0 when malformed (no account has id 0).
+// "acct_12" or "12" → 12; 0 when malformed (no record has id 0).
 std::int64_t id_of(std::string_view ref, std::string_view prefix) {
-  if (ref.starts_with(prefix)) ref.remove_prefix(prefix.size());
-  std::int64_t id = 0;
-  const auto [end, ec] = std::from_chars(ref.data(), ref.data() + ref.size(), id);
-  return ec == std::errc{} && end == ref.data() + ref.size() ? id : 0;
+  return parse_numbered_id(ref, prefix).value_or(0);
 }
 
 // The account `ref` names, or kNotFound.

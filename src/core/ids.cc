@@ -1,5 +1,6 @@
 #include "core/ids.h"
 
+#include <charconv>
 #include <cstdint>
 #include <random>
 
@@ -41,6 +42,14 @@ std::string random_id(std::string_view prefix, std::size_t length) {
     bits >>= 6;
     --left;
   }
+  return id;
+}
+
+std::optional<std::int64_t> parse_numbered_id(std::string_view text, std::string_view prefix) {
+  if (text.starts_with(prefix)) text.remove_prefix(prefix.size());
+  std::int64_t id = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), id);
+  if (ec != std::errc{} || end != text.data() + text.size() || id <= 0) return std::nullopt;
   return id;
 }
 
