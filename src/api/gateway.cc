@@ -261,7 +261,14 @@ struct RouteHeaders {
   std::vector<Header> of(const catalog::Provider& provider, double score,
                          const catalog::Route& r, std::size_t failed_attempts, bool flex_asked,
                          bool flex_served) {
-    route = fmt::format("{}/{}; score={:.4f}", provider.name, r.upstream_model, score);
+    // "provider/model; score=0.8123", formatted by hand: this runs for every response.
+    char score_text[32];
+    const char* score_end =
+        std::to_chars(score_text, score_text + sizeof score_text, score,
+                      std::chars_format::fixed, 4).ptr;
+    route.clear();
+    route.append(provider.name).append("/").append(r.upstream_model).append("; score=");
+    route.append(score_text, static_cast<std::size_t>(score_end - score_text));
     const char* end = std::to_chars(fallbacks, fallbacks + sizeof fallbacks, failed_attempts).ptr;
     std::vector<Header> headers;
     headers.reserve(10);

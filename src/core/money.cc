@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <charconv>
 #include <limits>
 
 #include "core/assert.h"
@@ -60,7 +62,19 @@ std::string Money::to_string() const {
     frac /= 10;
     --decimals;
   }
-  return fmt::format("{}{}.{:0{}}", negative ? "-" : "", whole, frac, decimals);
+  // At most "-" + 11 digits of whole dollars + "." + 9 decimals: no formatting library on
+  // the request path (every response's cost header comes through here).
+  char out[32];
+  char* at = out;
+  if (negative) *at++ = '-';
+  at = std::to_chars(at, out + sizeof out, whole).ptr;
+  *at++ = '.';
+  char digits[16];
+  const char* end = std::to_chars(digits, digits + sizeof digits, frac).ptr;
+  const auto written = static_cast<int>(end - digits);
+  for (int pad = decimals - written; pad > 0; --pad) *at++ = '0';
+  at = std::copy(static_cast<const char*>(digits), end, at);
+  return std::string(out, at);
 }
 
 Money Money::operator-() const {
