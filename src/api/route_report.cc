@@ -178,11 +178,12 @@ std::string routes_metrics(const catalog::Catalog& catalog, const router::RouteS
                      "billable traffic.\n# TYPE turnpike_billing_frozen gauge\n"
                      "turnpike_billing_frozen {}\n",
                      gauges.billing_frozen ? 1 : 0);
-  out += fmt::format("# HELP turnpike_store_commits_total Store transactions (group commits).\n"
+  out += fmt::format("# HELP turnpike_store_commits_total Store transactions (group commits), "
+                     "committed or failed.\n"
                      "# TYPE turnpike_store_commits_total counter\n"
                      "turnpike_store_commits_total {}\n"
                      "# HELP turnpike_store_pieces_total Pieces of work (settlements, admin "
-                     "changes) the store committed; per commit, the batch size.\n"
+                     "changes) those transactions carried; per transaction, the batch size.\n"
                      "# TYPE turnpike_store_pieces_total counter\n"
                      "turnpike_store_pieces_total {}\n",
                      gauges.store_commits, gauges.store_pieces);

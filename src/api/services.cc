@@ -10,7 +10,6 @@
 #include "store/ledger_store.h"
 #include "store/migrations.h"
 #include "store/sqlite.h"
-#include "store/usage_store.h"
 
 namespace tp::api {
 
@@ -35,11 +34,8 @@ Result<Services> open_services(const std::string& store_uri, const std::string& 
   if (auto s = store::load_ledger(**db, journal); !s) return s;
   auto bank = ledger::Bank::adopt(std::move(journal), SystemClock::instance().unix_millis());
   if (!bank) return bank.status();
-  auto last_hold = store::last_usage_hold(**db);
-  if (!last_hold) return last_hold.status();
-  (*bank)->continue_holds_after(*last_hold);
-  // Holds a dead process left open were voided just now: store that, and reconcile the
-  // books before serving. Books that do not reconcile freeze billing rather than stop the
+  // What older versions' holds left in `held` accounts went back just now (see adopt):
+  // store that, and reconcile the books before serving. Books that do not reconcile freeze billing rather than stop the
   // gateway, so an admin can look into them through the API.
   auto freeze = std::make_shared<ledger::Freeze>();
   auto open = store::open_freeze(**db);

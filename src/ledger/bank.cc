@@ -116,11 +116,6 @@ std::vector<LowBalanceNotice> Bank::take_low_balance_notices(std::size_t* droppe
   return out;
 }
 
-void Bank::continue_holds_after(HoldId id) {
-  std::lock_guard lock(mu_);
-  for (auto& [account, w] : wallets_) w->continue_holds_after(id);
-}
-
 void Bank::open_wallet(std::int64_t account) {
   std::lock_guard lock(mu_);
   wallet(account);

@@ -58,10 +58,6 @@ class Bank {
   // are not stored yet (see persist).
   static Result<std::unique_ptr<Bank>> adopt(Ledger ledger, std::int64_t now_ms);
 
-  // Restart: every wallet's next hold id follows `id`, the largest one the store has seen
-  // (adopt already follows the journal's; the usage log also names holds that cost nothing).
-  void continue_holds_after(HoldId id);
-
   // Idempotent.
   void open_wallet(std::int64_t account);
   Result<TransferId> deposit(std::int64_t account, CreditKind kind, Money amount,

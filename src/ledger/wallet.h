@@ -86,8 +86,9 @@ class Wallet {
   // Returns what recover found to the books it came from (a lot swept meanwhile: to
   // expired credits). Returns how many holds that was.
   std::size_t return_stranded(std::int64_t now_ms);
-  // Restart: hold ids continue after `id` (the largest one stored), so that the holds of
-  // the usage log and the journal stay unique per account.
+  // Restart: hold ids continue after `id`, the largest one the journal names, so that every
+  // hold a transfer refers to stays unique. (A hold that cost nothing moved no money and
+  // is named only by its usage row, which has an id of its own.)
   void continue_holds_after(HoldId id) { next_hold_ = std::max(next_hold_, id + 1); }
   AccountId held_account() const { return held_; }
   // Voids holds and empties promo lots whose time has come. Returns how many of each. A

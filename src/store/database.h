@@ -70,6 +70,9 @@ class Database {
   virtual Result<Statement> prepare(std::string_view sql) = 0;
   // Where the data lives, for messages.
   virtual const std::string& path() const = 0;
+  // Whether a transaction is open. A backend may roll one back by itself on some errors
+  // (SQLite: disk full, I/O error, out of memory); the writer checks after a failure.
+  virtual bool in_transaction() const = 0;
 
   // A statement prepared once per connection and kept: for what runs on every request.
   // Reset and unbound when returned; valid until the Database goes.

@@ -73,6 +73,8 @@ class SqliteDatabase final : public Database {
     return Status::ok();
   }
 
+  bool in_transaction() const override { return sqlite3_get_autocommit(db_) == 0; }
+
   Result<Statement> prepare(std::string_view sql) override {
     sqlite3_stmt* stmt = nullptr;
     if (sqlite3_prepare_v2(db_, sql.data(), static_cast<int>(sql.size()), &stmt, nullptr) !=

@@ -24,13 +24,6 @@ Status insert_usage(Database& db, const UsageRecord& r) {
   return insert.run();
 }
 
-Result<std::uint64_t> last_usage_hold(Database& db) {
-  auto select = db.prepare("SELECT COALESCE(MAX(hold), 0) FROM usage_log");
-  if (!select) return select.status();
-  if (auto step = select->step(); !step) return step.status();
-  return static_cast<std::uint64_t>(select->column_int(0));
-}
-
 Status settle_request(Database& db, ledger::Bank& bank, const ledger::Bank::Hold& hold,
                       const UsageRecord& record, std::int64_t now_ms) {
   if (Status s = insert_usage(db, record); !s) return s;

@@ -38,8 +38,6 @@ struct UsageRecord {
 // Runs inside the caller's transaction.
 Status insert_usage(Database& db, const UsageRecord& record);
 
-// The largest hold id a usage row names (0: none), so that a restarted bank's holds follow it.
-Result<std::uint64_t> last_usage_hold(Database& db);
 
 // A request's settlement, inside the caller's transaction: its usage row, then its charge
 // (`record.cost`, against `hold`) in the bank. The row goes first, so a row the store

@@ -1,5 +1,6 @@
 #include "store/writer.h"
 
+#include <fmt/format.h>
 #include <pthread.h>
 
 #include "core/log.h"
@@ -62,10 +63,10 @@ void Writer::run() {
       wake_.wait(lock, [this] { return stop_ || !queue_.empty(); });
       if (queue_.empty()) return;  // stopping, and everything submitted is done
       // A commit writes whole pages to the WAL, so a transaction of many pieces costs
-      // little more than one of a few. When pieces came in company last time, more are on
-      // their way: wait (briefly) for about as many before committing. A lone piece, one
-      // client at a time, never waits.
-      if (last > 1 && queue_.size() < last && !stop_) {
+      // little more than one of a few. When pieces came in a crowd last time, more are on
+      // their way: wait (briefly) for about as many before committing. At low concurrency
+      // (a lone client, or a few) nothing waits.
+      if (last >= kWriterLingerFrom && queue_.size() < last && !stop_) {
         wake_at_ = std::min(last, kWriterBatchMax);
         wake_.wait_for(lock, kWriterLinger,
                        [this] { return stop_ || queue_.size() >= wake_at_; });
@@ -92,27 +93,34 @@ Status Writer::run_cached(std::string_view sql) {
 void Writer::commit(std::deque<Piece>& batch) {
   std::vector<Status> results;
   results.reserve(batch.size());
-  Status begun = run_cached("BEGIN IMMEDIATE");
+  // `open` turns into an error when the transaction is gone: the rest of the batch must not
+  // run in autocommit mode, where each statement would commit by itself.
+  Status open = run_cached("BEGIN IMMEDIATE");
   for (Piece& piece : batch) {
-    if (!begun) {
-      results.push_back(begun);
+    if (!open) {
+      results.push_back(open);
       continue;
     }
+    Status s;
     if (piece.isolation == Isolation::kSingleStatement) {
-      results.push_back(piece.work(*db_));
-      continue;
-    }
-    Status s = run_cached("SAVEPOINT piece");
-    if (s) s = piece.work(*db_);
-    if (s) {
-      s = run_cached("RELEASE piece");
+      s = piece.work(*db_);
     } else {
-      (void)run_cached("ROLLBACK TO piece");
-      (void)run_cached("RELEASE piece");
+      s = run_cached("SAVEPOINT piece");
+      if (s) s = piece.work(*db_);
+      if (s) {
+        s = run_cached("RELEASE piece");
+      } else if (db_->in_transaction()) {
+        (void)run_cached("ROLLBACK TO piece");
+        (void)run_cached("RELEASE piece");
+      }
+    }
+    if (!s && !db_->in_transaction()) {
+      open = Status{s.kind(), fmt::format("the store rolled the transaction back: {}",
+                                          s.message())};
     }
     results.push_back(s);
   }
-  Status committed = begun;
+  Status committed = open;
   if (committed && before_commit_) committed = before_commit_(*db_);
   if (committed) committed = run_cached("COMMIT");
   if (!committed) {

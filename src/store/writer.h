@@ -23,8 +23,10 @@ namespace tp::store {
 inline constexpr std::size_t kWriterBatchMax = 4096;
 // How long the writer looks for new work before it sleeps (at low load only).
 inline constexpr std::chrono::microseconds kWriterSpin{50};
-// Under load, how long the writer waits for a batch to fill before committing it.
+// Under load, how long the writer waits for a batch to fill before committing it, and the
+// size of the previous batch from which it does (below it, it commits at once).
 inline constexpr std::chrono::microseconds kWriterLinger{250};
+inline constexpr std::size_t kWriterLingerFrom = 4;
 
 class Writer {
  public:

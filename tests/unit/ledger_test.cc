@@ -109,6 +109,29 @@ TEST_F(WalletTest, PromoRemainderExpiresEvenWhenHeldAcrossItsExpiry) {
   expect_balanced();
 }
 
+TEST_F(WalletTest, SeveralHoldsOnASweptLotEachSettleTheirPart) {
+  ASSERT_TRUE(wallet.deposit_paid(usd("5"), now));
+  ASSERT_TRUE(wallet.deposit_promo(usd("3"), now + 1000, now));
+  auto a = wallet.hold(usd("1"), now + 10'000, now);
+  auto b = wallet.hold(usd("1"), now + 10'000, now);
+  auto c = wallet.hold(usd("2"), now + 10'000, now);  // 1 from the lot, 1 from paid
+  ASSERT_TRUE(a && b && c);
+  EXPECT_EQ(wallet.expire(now + 1000).lots, 1u);  // nothing unreserved left in the lot
+  EXPECT_EQ(ledger.balance(platform.expired_credits), usd("0"));
+  EXPECT_EQ(wallet.promo_lots(), 1u);  // kept while holds reserve on it
+  ASSERT_TRUE(wallet.post(*a, usd("0.25"), now + 2000));  // 0.75 of a's part expires
+  EXPECT_EQ(ledger.balance(platform.expired_credits), usd("0.75"));
+  ASSERT_TRUE(wallet.void_hold(*b, now + 2000));  // all of b's part expires
+  EXPECT_EQ(ledger.balance(platform.expired_credits), usd("1.75"));
+  // c costs more than it held: its lot part is spent, the rest comes from paid.
+  ASSERT_TRUE(wallet.post(*c, usd("2.5"), now + 3000));
+  EXPECT_EQ(wallet.promo_lots(), 0u);  // the last reservation ended
+  EXPECT_EQ(ledger.balance(platform.revenue), usd("2.75"));
+  EXPECT_EQ(wallet.paid(), usd("3.50"));  // 5 - 1 (c's paid part) - 0.5 over the hold
+  EXPECT_EQ(wallet.held(), usd("0"));
+  expect_balanced();
+}
+
 TEST_F(WalletTest, RefundsOnlyUnusedPaid) {
   ASSERT_TRUE(wallet.deposit_paid(usd("3"), now));
   ASSERT_TRUE(wallet.deposit_trial(usd("20"), now));
@@ -258,6 +281,22 @@ TEST(Bank, RestartReturnsWhatOlderVersionsLeftInHeld) {
   auto next = (*bank)->hold(1, usd("1"), now + 60'000, now + 2000);
   ASSERT_TRUE(next);
   EXPECT_GT(next->id, 7u);
+}
+
+TEST(Bank, RestartReturnsLegacyHeldMoneyToALotStillValid) {
+  const std::int64_t now = 1'000'000;
+  Ledger journal;
+  const PlatformAccounts platform = PlatformAccounts::open(journal);
+  Wallet legacy(journal, platform, "acct_1");
+  ASSERT_TRUE(legacy.deposit_promo(usd("2"), now + 60'000, now));
+  const AccountId held = 6, lot = 7;
+  ASSERT_TRUE(journal.transfer(lot, held, usd("1.5"), TransferKind::kHold, 3, now));
+  auto bank = Bank::adopt(std::move(journal), now + 10);
+  ASSERT_TRUE(bank);
+  const Balance b = (*bank)->balance(1, now + 10).value();
+  EXPECT_EQ(b.promo, usd("2"));  // back in the lot, still spendable
+  EXPECT_EQ(b.held, usd("0"));
+  EXPECT_TRUE((*bank)->verify().ok);
 }
 
 TEST(Bank, SettlingAnExpiredHoldStillCharges) {

@@ -108,12 +108,33 @@ TEST_F(StoreTest, WriterGroupsCommitsAndIsolatesFailures) {
   EXPECT_EQ(count->column_int(0), 2000);
 }
 
+// Holds the writer inside one piece until released, so that whatever is submitted
+// meanwhile lands in the next batch, all together.
+struct Gate {
+  std::promise<void> entered;
+  std::promise<void> open;
+  std::shared_future<void> opened = open.get_future().share();
+  Writer::Work piece() {
+    return [this](Database&) {
+      entered.set_value();
+      opened.wait();
+      return Status::ok();
+    };
+  }
+};
+
 TEST_F(StoreTest, SingleStatementPiecesFailAloneWithoutASavepoint) {
   ASSERT_TRUE(open()->exec("CREATE TABLE t (v INTEGER NOT NULL UNIQUE)"));
   std::atomic<int> ok{0};
   std::atomic<int> failed{0};
+  std::uint64_t commits_before = 0;
+  std::uint64_t commits_after = 0;
   {
     Writer writer(open());
+    Gate gate;
+    writer.submit(gate.piece());
+    gate.entered.get_future().wait();
+    commits_before = writer.stats().commits;
     for (int v : {1, 2, 1, 3}) {  // the second 1 fails; its batch neighbours commit
       writer.submit(
           [v](Database& db) {
@@ -121,12 +142,67 @@ TEST_F(StoreTest, SingleStatementPiecesFailAloneWithoutASavepoint) {
           },
           [&](const Status& s) { (s ? ok : failed)++; }, Writer::Isolation::kSingleStatement);
     }
+    gate.open.set_value();
+    writer.stop();
+    commits_after = writer.stats().commits;
   }
+  EXPECT_EQ(commits_after - commits_before, 2u);  // the gate's batch, then all four in one
   EXPECT_EQ(ok.load(), 3);
   EXPECT_EQ(failed.load(), 1);
   auto count = open()->prepare("SELECT COUNT(*) FROM t");
   ASSERT_TRUE(count && count->step());
   EXPECT_EQ(count->column_int(0), 3);
+}
+
+TEST_F(StoreTest, ATransactionTheStoreRolledBackFailsTheRestOfItsBatch) {
+  ASSERT_TRUE(open()->exec("CREATE TABLE t (v INTEGER NOT NULL)"));
+  std::vector<Status> results(4);
+  int before_commits = 0;
+  {
+    Writer writer(open());
+    writer.set_before_commit([&](Database& db) {
+      ++before_commits;
+      return db.exec("INSERT INTO t (v) VALUES (100)");
+    });
+    Gate gate;
+    writer.submit(gate.piece());
+    gate.entered.get_future().wait();
+    auto insert = [](int v) {
+      return [v](Database& db) {
+        return db.exec("INSERT INTO t (v) VALUES (" + std::to_string(v) + ")");
+      };
+    };
+    // The second piece stands for SQLite rolling the whole transaction back on its own
+    // (disk full, I/O error): the pieces after it must not commit one by one.
+    writer.submit(insert(1), [&](const Status& s) { results[0] = s; },
+                  Writer::Isolation::kSingleStatement);
+    writer.submit(
+        [](Database& db) {
+          (void)db.exec("ROLLBACK");
+          return Status{ErrorKind::kInternal, "disk I/O error"};
+        },
+        [&](const Status& s) { results[1] = s; }, Writer::Isolation::kSingleStatement);
+    writer.submit(insert(2), [&](const Status& s) { results[2] = s; },
+                  Writer::Isolation::kSingleStatement);
+    writer.submit(insert(3), [&](const Status& s) { results[3] = s; });  // savepoint kind
+    gate.open.set_value();
+    writer.stop();
+    for (const Status& s : results) EXPECT_FALSE(s);
+    EXPECT_NE(results[2].message().find("rolled the transaction back"), std::string::npos)
+        << results[2].message();
+    EXPECT_EQ(before_commits, 1);  // the gate's batch only
+  }
+  auto count = open()->prepare("SELECT COUNT(*) FROM t");
+  ASSERT_TRUE(count && count->step());
+  EXPECT_EQ(count->column_int(0), 1);  // the gate's batch's before-commit row only
+  // And the next batch works again.
+  std::promise<Status> next;
+  {
+    Writer writer(open());
+    writer.submit([](Database& db) { return db.exec("INSERT INTO t (v) VALUES (4)"); },
+                  [&](const Status& s) { next.set_value(s); });
+  }
+  EXPECT_TRUE(next.get_future().get());
 }
 
 TEST_F(StoreTest, BeforeCommitWritesWithTheBatchAndItsFailureFailsEveryPiece) {
