@@ -363,7 +363,7 @@ class Gateway final : public http::Handler {
  public:
   Gateway(asio::io_context& ioc, http::Inbox& inbox, std::shared_ptr<const GatewayState> state)
       : state_(std::move(state)),
-        pool_(ioc, state_->provider_count()),
+        pool_(ioc, state_->provider_count(), state_->config().upstream_idle_connections_max),
         admin_(state_->services(), inbox, ioc,
                [state = state_] {
                  return routes_report(state->catalog(), state->route_stats(),

@@ -269,8 +269,11 @@ Task<Result<std::string>> UpstreamResponse::read_all(std::size_t limit) {
 // ---------------------------------------------------------------------------------------
 // UpstreamPool
 
-UpstreamPool::UpstreamPool(asio::io_context& ioc, std::size_t endpoints)
-    : ioc_(ioc), deadlines_(std::make_unique<DeadlineTicker>(ioc)), idle_(endpoints) {}
+UpstreamPool::UpstreamPool(asio::io_context& ioc, std::size_t endpoints, std::size_t idle_max)
+    : ioc_(ioc),
+      deadlines_(std::make_unique<DeadlineTicker>(ioc)),
+      idle_(endpoints),
+      idle_max_(idle_max) {}
 
 UpstreamPool::~UpstreamPool() = default;
 
@@ -293,7 +296,7 @@ std::unique_ptr<UpstreamConnection> UpstreamPool::take_idle(std::size_t index) {
 
 void UpstreamPool::give_back(std::unique_ptr<UpstreamConnection> conn) {
   auto& list = idle_[conn->endpoint_index];
-  if (list.size() >= limits::kUpstreamIdleConnectionsMax) return;  // closes it
+  if (list.size() >= idle_max_) return;  // closes it
   conn->idle_since = std::chrono::steady_clock::now();
   conn->deadline->clear();
   conn->buffer.clear();

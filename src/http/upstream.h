@@ -108,7 +108,10 @@ struct UpstreamPoolStats {
 
 class UpstreamPool {
  public:
-  UpstreamPool(asio::io_context& ioc, std::size_t endpoints);
+  // Keeps at most `idle_max` idle connections per endpoint; more are closed when their
+  // response ends, so a pool smaller than the concurrency churns connections.
+  UpstreamPool(asio::io_context& ioc, std::size_t endpoints,
+               std::size_t idle_max = limits::kUpstreamIdleConnectionsMax);
   ~UpstreamPool();
 
   // Sends one request and reads the response headers. `head` is the full request head
@@ -132,6 +135,7 @@ class UpstreamPool {
   asio::io_context& ioc_;
   std::unique_ptr<DeadlineTicker> deadlines_;  // outlives every connection below
   std::vector<std::vector<std::unique_ptr<UpstreamConnection>>> idle_;
+  std::size_t idle_max_;
   UpstreamPoolStats stats_;
 };
 

@@ -307,7 +307,8 @@ void parse_limits(const Reader& r, const YAML::Node& root, Config& c) {
 void parse_upstream(const Reader& r, const YAML::Node& root, Config& c) {
   const YAML::Node n = root["upstream"];
   if (!n.IsDefined() || n.IsNull()) return;
-  r.check_keys(n, "upstream", {"connect_timeout_ms", "first_byte_timeout_ms", "idle_timeout_ms"});
+  r.check_keys(n, "upstream", {"connect_timeout_ms", "first_byte_timeout_ms", "idle_timeout_ms",
+                               "idle_connections_max"});
   auto& u = c.upstream;
   u.connect_timeout_ms = static_cast<std::uint32_t>(
       r.integer(n, "connect_timeout_ms", "upstream", u.connect_timeout_ms, 1, kHour));
@@ -315,6 +316,8 @@ void parse_upstream(const Reader& r, const YAML::Node& root, Config& c) {
       r.integer(n, "first_byte_timeout_ms", "upstream", u.first_byte_timeout_ms, 1, kHour));
   u.idle_timeout_ms = static_cast<std::uint32_t>(
       r.integer(n, "idle_timeout_ms", "upstream", u.idle_timeout_ms, 1, kHour));
+  c.upstream_idle_connections_max = r.integer(n, "idle_connections_max", "upstream",
+                                              c.upstream_idle_connections_max, 0, 100'000);
 }
 
 void parse_routing(const Reader& r, const YAML::Node& root, Config& c) {

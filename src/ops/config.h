@@ -65,6 +65,8 @@ struct Config {
   bool access_log = false;
   http::ServerLimits server;
   http::UpstreamTimeouts upstream;
+  // Idle upstream connections kept per I/O thread and provider (upstream.idle_connections_max).
+  std::size_t upstream_idle_connections_max = limits::kUpstreamIdleConnectionsMax;
   RoutingWeights weights;
   router::BreakerSettings breaker;  // routing.breaker_*
   Probe probe;

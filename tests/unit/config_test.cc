@@ -26,6 +26,7 @@ TEST(Config, MinimalConfigGetsDocumentedDefaults) {
   EXPECT_EQ(c->store, "sqlite:turnpike.db");
   EXPECT_EQ(c->server.body_bytes_max, 8u * 1024 * 1024);
   EXPECT_EQ(c->upstream.connect_timeout_ms, 5000u);
+  EXPECT_EQ(c->upstream_idle_connections_max, 512u);
   EXPECT_DOUBLE_EQ(c->weights.quality, 0.4);
   EXPECT_EQ(c->breaker.failures, 5u);
   EXPECT_DOUBLE_EQ(c->breaker.error_rate, 0.5);
@@ -108,6 +109,14 @@ models: [])", "environment variable TP_SURELY_UNSET_VAR is not set");
   expect_error(std::string(kMinimal) + "limits: { body_bytes_max: 10 }\n",
                "limits.body_bytes_max: must be between");
   expect_error(std::string(kMinimal) + "listen: nowhere\n", "listen: 'nowhere' is not HOST:PORT");
+  expect_error(std::string(kMinimal) + "upstream: { idle_connections_max: 100001 }\n",
+               "upstream.idle_connections_max: must be between");
+  {
+    auto c = parse_config(std::string(kMinimal) + "upstream: { idle_connections_max: 2000 }\n",
+                          "t.yaml");
+    ASSERT_TRUE(c) << c.status().message();
+    EXPECT_EQ(c->upstream_idle_connections_max, 2000u);
+  }
   expect_error(R"(providers:
   - { name: a, base_url: "http://x/v1" }
   - { name: a, base_url: "http://y/v1" }
