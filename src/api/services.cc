@@ -35,8 +35,8 @@ Result<Services> open_services(const std::string& store_uri, const std::string& 
   auto bank = ledger::Bank::adopt(std::move(journal), SystemClock::instance().unix_millis());
   if (!bank) return bank.status();
   // What older versions' holds left in `held` accounts went back just now (see adopt):
-  // store that, and reconcile the books before serving. Books that do not reconcile freeze billing rather than stop the
-  // gateway, so an admin can look into them through the API.
+  // store that, and reconcile the books before serving. Books that do not reconcile freeze
+  // billing rather than stop the gateway, so an admin can look into them through the API.
   auto freeze = std::make_shared<ledger::Freeze>();
   auto open = store::open_freeze(**db);
   if (!open) return open.status();

@@ -27,8 +27,9 @@ class StoreLink {
   // Callers pass named objects, never temporaries: GCC 12 may destroy a temporary in a
   // co_await full-expression twice, which is harmless for a small lambda and a double free
   // for anything owning memory.
-  http::Task<Status> commit(store::Writer::Work& work,
-                            store::Writer::Isolation isolation = store::Writer::Isolation::kSavepoint);
+  http::Task<Status> commit(
+      store::Writer::Work& work,
+      store::Writer::Isolation isolation = store::Writer::Isolation::kSavepoint);
 
   // As commit, handing back the work's result (`work` returns Result<T>). `work` must not
   // refer to the caller's frame once the caller may be gone; the result travels through a

@@ -181,7 +181,9 @@ void Wallet::close(const Hold& hold, Money spent, HoldId id, std::int64_t now_ms
                                     TransferKind::kExpire, id, now_ms);
       TP_CHECK(moved.is_ok());
     }
-    if (l->reserved.is_zero()) std::erase_if(lots_, [&](const Lot& x) { return x.account == leg.source; });
+    if (l->reserved.is_zero()) {
+      std::erase_if(lots_, [&](const Lot& x) { return x.account == leg.source; });
+    }
   }
   TP_CHECK(spent.is_zero());
 }
