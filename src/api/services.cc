@@ -14,7 +14,7 @@
 namespace tp::api {
 
 Result<Services> open_services(const std::string& store_uri, const std::string& data_dir,
-                               Money trial_credit) {
+                               Money trial_credit, std::chrono::microseconds writer_spin) {
   if (!store_uri.starts_with("sqlite:")) {
     return Status{ErrorKind::kInvalidRequest,
                   fmt::format("store '{}': only the embedded sqlite: store is available in this "
@@ -57,7 +57,7 @@ Result<Services> open_services(const std::string& store_uri, const std::string& 
   services.bank = std::move(bank.value());
   services.freeze = std::move(freeze);
   services.trial_credit = trial_credit;
-  services.writer = std::make_shared<store::Writer>(std::move(db.value()));
+  services.writer = std::make_shared<store::Writer>(std::move(db.value()), writer_spin);
   // Every batch stores the transfers made since the last one (settlements, holds, voids)
   // in its own transaction; they count as stored only once it commits.
   services.writer->set_before_commit(

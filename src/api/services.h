@@ -2,6 +2,7 @@
 // The stateful services behind the API, built once at start and shared by every I/O
 // thread: the store writer, accounts and keys, the key hasher, the admin key.
 
+#include <chrono>
 #include <memory>
 #include <string>
 
@@ -27,7 +28,7 @@ struct Services {
 // migrations, loads accounts and keys and the server secret. The admin key comes from
 // TURNPIKE_ADMIN_KEY.
 Result<Services> open_services(const std::string& store_uri, const std::string& data_dir,
-                               Money trial_credit);
+                               Money trial_credit, std::chrono::microseconds writer_spin);
 
 // Whether `presented` is the admin key, compared in constant time; never when the admin
 // API is disabled (no key set).

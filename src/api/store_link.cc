@@ -23,9 +23,11 @@ http::Task<Status> StoreLink::commit(store::Writer::Work& work,
   auto slot = std::make_shared<Slot>();
   slot->wake = &wake;
   const Detach detach{*slot};
+  inbox_.expect();  // the loop polls rather than sleeps until the answer is in
   writer_.submit(std::move(work), [slot, &inbox = inbox_](const Status& s) {
     // On the writer thread: hand the outcome to the I/O thread.
-    inbox.post([slot, s] {
+    inbox.post([slot, s, &inbox] {
+      inbox.arrived();
       slot->committed = s;
       if (slot->wake != nullptr) slot->wake->cancel();
     });

@@ -114,7 +114,11 @@ int serve(const ServeOptions& opts) {
     return 2;
   }
 
-  auto services = api::open_services(config.store, opts.data_dir, config.billing.trial_credit);
+  // limits.io_spin_us: 0 stops the writer's spin as well as the I/O threads'.
+  const auto writer_spin = config.server.io_spin_us == 0 ? std::chrono::microseconds(0)
+                                                         : store::kWriterSpin;
+  auto services =
+      api::open_services(config.store, opts.data_dir, config.billing.trial_credit, writer_spin);
   if (!services) {
     std::fprintf(stderr, "turnpike: store: %s\n", services.status().message().c_str());
     return 2;

@@ -28,12 +28,20 @@ class Inbox {
   // From the inbox's thread: stop run(). Functions still queued are dropped.
   void close();
 
+  // The inbox's thread's count of answers it waits for from other threads (a store
+  // commit): expect() when asking, arrived() when the answer has run. While any is due the
+  // thread's event loop keeps polling rather than sleeping. On the inbox's thread only.
+  void expect() { ++expected_; }
+  void arrived() { --expected_; }
+  std::size_t expected() const { return expected_; }
+
  private:
   using Descriptor = asio::posix::basic_stream_descriptor<Executor>;
   int fd_;
   Descriptor wake_;
   std::mutex mu_;
   std::vector<std::function<void()>> queue_;
+  std::size_t expected_ = 0;
 };
 
 }  // namespace tp::http

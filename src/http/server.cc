@@ -231,19 +231,24 @@ namespace {
 // Runs `ioc` until it stops. After each burst of work the loop keeps polling for a short
 // while before it sleeps in epoll: an answer from another thread (a store commit, through
 // the Inbox) usually follows within microseconds, and waking a sleeping thread costs tens
-// of them. Under load the loop never runs dry, so the spin costs nothing there.
-void run_polling(asio::io_context& ioc, std::chrono::microseconds spin) {
+// of them. While the thread waits for such an answer (`inbox.expected()`) it keeps polling
+// for longer, up to kAwaitSpin: a commit takes longer than the usual spin, and the request
+// waiting for it would pay for the wake-up. Under load the loop never runs dry, so the
+// spin costs nothing there.
+void run_polling(asio::io_context& ioc, const Inbox& inbox, std::chrono::microseconds spin) {
   if (spin.count() == 0) {
     ioc.run();
     return;
   }
+  constexpr std::chrono::microseconds kAwaitSpin{1000};
   auto last_work = std::chrono::steady_clock::now();
   while (!ioc.stopped()) {
     if (ioc.poll() > 0) {
       last_work = std::chrono::steady_clock::now();
       continue;
     }
-    if (std::chrono::steady_clock::now() - last_work < spin) {
+    const auto idle = std::chrono::steady_clock::now() - last_work;
+    if (idle < spin || (inbox.expected() > 0 && idle < kAwaitSpin)) {
       __builtin_ia32_pause();
       continue;
     }
@@ -260,10 +265,11 @@ void Server::run() {
     asio::co_spawn(w->ioc.get_executor(), accept_loop(*w), asio::detached);
     asio::co_spawn(w->ioc.get_executor(), watch_drain(*w), asio::detached);
     asio::co_spawn(w->ioc.get_executor(), w->inbox.run(), asio::detached);
-    w->thread = std::thread([&ioc = w->ioc, i, spin = std::chrono::microseconds(limits_.io_spin_us)] {
+    w->thread = std::thread([&ioc = w->ioc, &inbox = w->inbox, i,
+                             spin = std::chrono::microseconds(limits_.io_spin_us)] {
       const std::string name = "tp-io-" + std::to_string(i);
       pthread_setname_np(pthread_self(), name.c_str());
-      run_polling(ioc, spin);
+      run_polling(ioc, inbox, spin);
     });
   }
   asio::signal_set signals(control_, SIGTERM, SIGINT);

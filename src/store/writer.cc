@@ -7,7 +7,8 @@
 
 namespace tp::store {
 
-Writer::Writer(std::unique_ptr<Database> db) : db_(std::move(db)) {
+Writer::Writer(std::unique_ptr<Database> db, std::chrono::microseconds spin)
+    : db_(std::move(db)), spin_(spin) {
   thread_ = std::thread([this] {
     pthread_setname_np(pthread_self(), "tp-writer");
     run();
@@ -47,12 +48,12 @@ void Writer::run() {
   std::deque<Piece> batch;
   std::size_t last = 0;  // pieces in the previous batch
   for (;;) {
-    // At low load the next piece tends to arrive within microseconds, while waking a
-    // sleeping thread takes tens of them: look for work a little before sleeping. Under
-    // load (the last batch had company) the spin would only take a core from the I/O
-    // threads.
-    if (last <= 1) {
-      const auto spin_until = std::chrono::steady_clock::now() + kWriterSpin;
+    // At low load (one client at a time) the next piece follows within a request's round
+    // trip, while waking a sleeping thread takes tens of microseconds that the client would
+    // wait for: look for work a while before sleeping. Under load (the last batch had
+    // company) the spin would only take a core from the I/O threads.
+    if (last <= 1 && spin_.count() > 0) {
+      const auto spin_until = std::chrono::steady_clock::now() + spin_;
       while (queued_.load(std::memory_order_acquire) == 0 &&
              std::chrono::steady_clock::now() < spin_until) {
         __builtin_ia32_pause();

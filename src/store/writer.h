@@ -21,8 +21,10 @@
 namespace tp::store {
 
 inline constexpr std::size_t kWriterBatchMax = 4096;
-// How long the writer looks for new work before it sleeps (at low load only).
-inline constexpr std::chrono::microseconds kWriterSpin{50};
+// How long the writer looks for new work before it sleeps, at low load only: about a
+// request's round trip through the gateway, so that one client's next settlement finds it
+// awake.
+inline constexpr std::chrono::microseconds kWriterSpin{300};
 // Under load, how long the writer waits for a batch to fill before committing it, and the
 // size of the previous batch from which it does (below it, it commits at once).
 inline constexpr std::chrono::microseconds kWriterLinger{250};
@@ -33,7 +35,8 @@ class Writer {
   using Work = std::function<Status(Database&)>;
   using Done = std::function<void(const Status&)>;
 
-  explicit Writer(std::unique_ptr<Database> db);
+  // `spin`: how long to look for work before sleeping at low load (0: never).
+  explicit Writer(std::unique_ptr<Database> db, std::chrono::microseconds spin = kWriterSpin);
   // Finishes every piece already submitted, then stops the thread. Idempotent; pieces
   // submitted afterwards fail at once with kUnavailable.
   void stop();
@@ -78,6 +81,7 @@ class Writer {
   void commit(std::deque<Piece>& batch);
 
   std::unique_ptr<Database> db_;
+  std::chrono::microseconds spin_;
   Work before_commit_;
   std::function<void(bool)> after_commit_;
   mutable std::mutex mu_;
