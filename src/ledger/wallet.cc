@@ -158,6 +158,14 @@ Result<HoldId> Wallet::hold(Money amount, std::int64_t expires_at_ms, std::int64
   return id;
 }
 
+void Wallet::sweep(const Lot& lot, HoldId hold, std::int64_t now_ms) {
+  const Money rest = ledger_.balance(lot.account) - lot.reserved;
+  if (rest <= Money()) return;
+  auto moved = ledger_.transfer(lot.account, platform_.expired_credits, rest,
+                                TransferKind::kExpire, hold, now_ms);
+  TP_CHECK(moved.is_ok());  // never more than the lot holds
+}
+
 void Wallet::close(const Hold& hold, Money spent, HoldId id, std::int64_t now_ms) {
   held_total_ -= hold.amount;
   for (const Leg& leg : hold.legs) {
@@ -175,12 +183,7 @@ void Wallet::close(const Hold& hold, Money spent, HoldId id, std::int64_t now_ms
     if (l == nullptr || !l->swept) continue;
     // The lot expired while this hold reserved part of it: that part goes where the rest
     // of the lot went, and the lot is done once nothing reserves it.
-    const Money rest = ledger_.balance(l->account) - l->reserved;
-    if (rest > Money()) {
-      auto moved = ledger_.transfer(l->account, platform_.expired_credits, rest,
-                                    TransferKind::kExpire, id, now_ms);
-      TP_CHECK(moved.is_ok());
-    }
+    sweep(*l, id, now_ms);
     if (l->reserved.is_zero()) {
       std::erase_if(lots_, [&](const Lot& x) { return x.account == leg.source; });
     }
@@ -291,12 +294,7 @@ Wallet::Expired Wallet::expire(std::int64_t now_ms) {
       ++it;  // swept before; waits for the holds that still reserve on it
       continue;
     }
-    const Money rest = ledger_.balance(it->account) - it->reserved;
-    if (rest > Money()) {
-      auto moved = ledger_.transfer(it->account, platform_.expired_credits, rest,
-                                    TransferKind::kExpire, 0, now_ms);
-      TP_CHECK(moved.is_ok());
-    }
+    sweep(*it, 0, now_ms);
     ++expired.lots;
     if (it->reserved.is_zero()) {
       it = lots_.erase(it);

@@ -139,6 +139,8 @@ class Wallet {
   Money& reserved(AccountId source);
   // `source`'s balance less its reservations, never below zero.
   Money spendable(AccountId source);
+  // Moves what `lot` holds beyond its reservations to expired credits (a lot past its time).
+  void sweep(const Lot& lot, HoldId hold, std::int64_t now_ms);
   // Ends a hold's reservations, spending `spent` of it (legs in order) to revenue. What a
   // swept lot no longer reserves follows its remainder to expired credits.
   void close(const Hold& hold, Money spent, HoldId id, std::int64_t now_ms);

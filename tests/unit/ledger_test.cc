@@ -184,12 +184,15 @@ struct MemoryStore {
   std::vector<LedgerTail::NewAccount> accounts;
   std::vector<Transfer> transfers;
 
+  void append(const LedgerTail& tail) {
+    EXPECT_EQ(tail.accounts_from, accounts.size());
+    EXPECT_EQ(tail.transfers_from, transfers.size());
+    accounts.insert(accounts.end(), tail.accounts.begin(), tail.accounts.end());
+    transfers.insert(transfers.end(), tail.transfers.begin(), tail.transfers.end());
+  }
   void persist(Bank& bank) {
     EXPECT_TRUE(bank.persist([&](const LedgerTail& tail) {
-      EXPECT_EQ(tail.accounts_from, accounts.size());
-      EXPECT_EQ(tail.transfers_from, transfers.size());
-      accounts.insert(accounts.end(), tail.accounts.begin(), tail.accounts.end());
-      transfers.insert(transfers.end(), tail.transfers.begin(), tail.transfers.end());
+      append(tail);
       return Status::ok();
     }));
     bank.committed(true);
@@ -435,15 +438,12 @@ TEST(LedgerProperty, ARestartFromTheStoreFindsEveryBookAsPersisted) {
     }
     std::int64_t now = 0;
     // The store: what the last persist copied out, and the books' balances at that moment.
-    std::vector<LedgerTail::NewAccount> stored_accounts;
-    std::vector<Transfer> stored_transfers;
+    MemoryStore disk;
     std::vector<Money> persisted_balances;
     auto persist = [&] {
-      auto tail = ledger.tail(stored_accounts.size(), stored_transfers.size());
+      auto tail = ledger.tail(disk.accounts.size(), disk.transfers.size());
       ASSERT_TRUE(tail);
-      stored_accounts.insert(stored_accounts.end(), tail->accounts.begin(), tail->accounts.end());
-      stored_transfers.insert(stored_transfers.end(), tail->transfers.begin(),
-                              tail->transfers.end());
+      disk.append(*tail);
       persisted_balances.clear();
       for (AccountId id = 0; id < ledger.account_count(); ++id) {
         persisted_balances.push_back(ledger.balance(id));
@@ -485,17 +485,14 @@ TEST(LedgerProperty, ARestartFromTheStoreFindsEveryBookAsPersisted) {
       if (between(0, 25) != 0) continue;
 
       // Crash now, and start again from the store.
-      Ledger reloaded;
-      for (const auto& a : stored_accounts) reloaded.open(a.name, a.floor);
-      for (const Transfer& t : stored_transfers) ASSERT_TRUE(reloaded.replay(t));
-      auto bank = Bank::adopt(std::move(reloaded), now);
+      auto bank = Bank::adopt(disk.load(), now);
       ASSERT_TRUE(bank) << bank.status().message();
       ASSERT_TRUE((*bank)->verify().ok) << "seed " << seed << " step " << step;
       for (int i = 0; i < 2; ++i) {
         const std::string customer = "acct_" + std::to_string(i);
         Money paid, trial, promo;
-        for (AccountId id = 0; id < stored_accounts.size(); ++id) {
-          const std::string& name = stored_accounts[id].name;
+        for (AccountId id = 0; id < disk.accounts.size(); ++id) {
+          const std::string& name = disk.accounts[id].name;
           if (!name.starts_with(customer + ":")) continue;
           const Money was = persisted_balances[id];
           if (name == customer + ":paid") paid = was;

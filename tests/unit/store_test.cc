@@ -33,6 +33,13 @@ class StoreTest : public ::testing::Test {
     EXPECT_TRUE(migrate(**db));
     return std::move(db.value());
   }
+  // The first column of the first row `sql` returns, through a connection of its own.
+  std::int64_t scalar(std::string_view sql) {
+    auto db = open();
+    auto select = db->prepare(sql);
+    EXPECT_TRUE(select && select->step()) << sql;
+    return select ? select->column_int(0) : -1;
+  }
   std::string dir_;
   std::string path_;
 };
@@ -102,10 +109,7 @@ TEST_F(StoreTest, WriterGroupsCommitsAndIsolatesFailures) {
   }  // the destructor finishes every submitted piece
   EXPECT_EQ(ok.load(), 2000);
   EXPECT_EQ(failed.load(), 4);
-  auto db = open();
-  auto count = db->prepare("SELECT COUNT(*) FROM t");
-  ASSERT_TRUE(count && count->step());
-  EXPECT_EQ(count->column_int(0), 2000);
+  EXPECT_EQ(scalar("SELECT COUNT(*) FROM t"), 2000);
 }
 
 // Holds the writer inside one piece until released, so that whatever is submitted
@@ -149,10 +153,7 @@ TEST_F(StoreTest, SingleStatementPiecesFailAloneWithoutASavepoint) {
   EXPECT_EQ(commits_after - commits_before, 2u);  // the gate's batch, then all four in one
   EXPECT_EQ(ok.load(), 3);
   EXPECT_EQ(failed.load(), 1);
-  auto db = open();
-  auto count = db->prepare("SELECT COUNT(*) FROM t");
-  ASSERT_TRUE(count && count->step());
-  EXPECT_EQ(count->column_int(0), 3);
+  EXPECT_EQ(scalar("SELECT COUNT(*) FROM t"), 3);
 }
 
 TEST_F(StoreTest, ATransactionTheStoreRolledBackFailsTheRestOfItsBatch) {
