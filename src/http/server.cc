@@ -183,6 +183,9 @@ struct Server::Worker {
   std::size_t connections = 0;
   bool draining = false;
   std::chrono::steady_clock::time_point drain_deadline{};
+
+  // Runs ioc on this thread until it stops; `spin` is limits.io_spin_us.
+  void run_loop(std::chrono::microseconds spin);
 };
 
 Server::Server(ServerLimits limits, HandlerFactory factory)
@@ -226,16 +229,20 @@ Status Server::listen(const std::string& host, std::uint16_t port, int threads) 
   return Status::ok();
 }
 
+// Runs the worker's loop until it stops. At low load, after each burst of work the loop
+// keeps polling for a short while before it sleeps in epoll: an answer from another thread
+// (a store commit, through the Inbox) usually follows within microseconds, and waking a
+// sleeping thread costs tens of them. While the thread waits for such an answer
+// (`inbox.expected()`) it keeps polling for longer, up to kAwaitSpin: a commit takes longer
+// than the usual spin, and the request waiting for it would pay for the wake-up. With more
+// than kSpinActiveMax requests in progress the loop never polls: the requests keep it busy,
+// and each empty poll (a system call) would take CPU time from the threads and processes
+// that feed it.
 namespace {
+constexpr std::size_t kSpinActiveMax = 2;
+}  // namespace
 
-// Runs `ioc` until it stops. After each burst of work the loop keeps polling for a short
-// while before it sleeps in epoll: an answer from another thread (a store commit, through
-// the Inbox) usually follows within microseconds, and waking a sleeping thread costs tens
-// of them. While the thread waits for such an answer (`inbox.expected()`) it keeps polling
-// for longer, up to kAwaitSpin: a commit takes longer than the usual spin, and the request
-// waiting for it would pay for the wake-up. Under load the loop never runs dry, so the
-// spin costs nothing there.
-void run_polling(asio::io_context& ioc, const Inbox& inbox, std::chrono::microseconds spin) {
+void Server::Worker::run_loop(std::chrono::microseconds spin) {
   if (spin.count() == 0) {
     ioc.run();
     return;
@@ -247,8 +254,9 @@ void run_polling(asio::io_context& ioc, const Inbox& inbox, std::chrono::microse
       last_work = std::chrono::steady_clock::now();
       continue;
     }
-    const auto idle = std::chrono::steady_clock::now() - last_work;
-    if (idle < spin || (inbox.expected() > 0 && idle < kAwaitSpin)) {
+    const auto quiet = std::chrono::steady_clock::now() - last_work;
+    const bool light = connections - idle.size() <= kSpinActiveMax;
+    if (light && (quiet < spin || (inbox.expected() > 0 && quiet < kAwaitSpin))) {
       __builtin_ia32_pause();
       continue;
     }
@@ -257,19 +265,16 @@ void run_polling(asio::io_context& ioc, const Inbox& inbox, std::chrono::microse
   }
 }
 
-}  // namespace
-
 void Server::run() {
   for (std::size_t i = 0; i < workers_.size(); ++i) {
     auto& w = workers_[i];
     asio::co_spawn(w->ioc.get_executor(), accept_loop(*w), asio::detached);
     asio::co_spawn(w->ioc.get_executor(), watch_drain(*w), asio::detached);
     asio::co_spawn(w->ioc.get_executor(), w->inbox.run(), asio::detached);
-    w->thread = std::thread([&ioc = w->ioc, &inbox = w->inbox, i,
-                             spin = std::chrono::microseconds(limits_.io_spin_us)] {
+    w->thread = std::thread([&w = *w, i, spin = std::chrono::microseconds(limits_.io_spin_us)] {
       const std::string name = "tp-io-" + std::to_string(i);
       pthread_setname_np(pthread_self(), name.c_str());
-      run_polling(ioc, inbox, spin);
+      w.run_loop(spin);
     });
   }
   asio::signal_set signals(control_, SIGTERM, SIGINT);
