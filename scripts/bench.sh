@@ -5,13 +5,15 @@
 #   nginx   - nginx proxy_pass with upstream keepalive, 1 worker, in front of it
 #   turnpike- turnpike serve with 1 I/O thread in front of it
 # and a streaming run through nginx and turnpike against turnpike-sim.
-# Prints throughput at 64 connections and added latency at 1 connection, as ratios to nginx.
+# Prints throughput at 64 connections (BENCH_ROUNDS interleaved rounds, default 3; the ratio
+# is the median of the rounds' ratios) and added latency at 1 connection, as ratios to nginx.
 # Results are printed (and saved under bench/results/), never asserted.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 
 duration=${BENCH_DURATION:-10}
+rounds=${BENCH_ROUNDS:-3}
 "$root/scripts/deps.sh" --bench
 if [[ ! -x build/bin/turnpike || "${BENCH_REBUILD:-1}" == 1 ]]; then
   cmake --preset release >/dev/null
@@ -137,25 +139,43 @@ thread_ticks() { # pid
   done | awk '{sum[$1] += $2} END {for (k in sum) print k, sum[k]}' | sort
 }
 hz=$(getconf CLK_TCK)
-cpu_per_request() { # before after requests -> "name µs" per busy thread, busiest first
-  join <(echo "$1") <(echo "$2") |
-    awk -v n="$3" -v hz="$hz" '{d = $3 - $2; if (d > 0) printf "%s %.1f\n", $1, d * 1e6 / hz / n}' |
-    sort -k2 -rn
-}
 requests() { awk '/requests in/ {print $1}'; }
 
-declare -A RPS P50 P99 CPU
+# Throughput: nginx, turnpike and turnpike with 10 candidate routes take turns, round after
+# round, so that a slow spell of the shared host falls on all of them; the ratios reported
+# are the medians of each round's ratio.
+declare -A P50 P99 TICKS REQS
+declare -a RPS_NGINX RPS_TP RPS_TEN
+add_ticks() { # key before after requests
+  TICKS[$1]=$(join <(echo "$2") <(echo "$3") | awk '{print $1, $3 - $2}' |
+    join -a1 -a2 -e0 -o 0,1.2,2.2 - <(echo "${TICKS[$1]:-}") | awk '{print $1, $2 + $3}')
+  REQS[$1]=$(( ${REQS[$1]:-0} + $4 ))
+}
+RPS_DIRECT=$(run_wrk 64 "$url_direct" chat.lua | rps)
+for round in $(seq "$rounds"); do
+  for name in nginx turnpike ten; do
+    url=$url_tp; pid=$tp_pid; model=bench-model
+    [[ $name == nginx ]] && url=$url_nginx && pid=$ngx_proxy_pid
+    [[ $name == ten ]] && model=bench-ten
+    before=$(thread_ticks "$pid")
+    out=$(TURNPIKE_BENCH_MODEL=$model run_wrk 64 "$url" chat.lua)
+    case $name in
+      nginx) RPS_NGINX+=("$(rps <<<"$out")") ;;
+      turnpike) RPS_TP+=("$(rps <<<"$out")") ;;
+      ten) RPS_TEN+=("$(rps <<<"$out")") ;;
+    esac
+    [[ $name != ten ]] && add_ticks "$name" "$before" "$(thread_ticks "$pid")" "$(requests <<<"$out")"
+  done
+  echo "round $round of $rounds: nginx ${RPS_NGINX[-1]}, turnpike ${RPS_TP[-1]}, 10 routes ${RPS_TEN[-1]} req/s" >&2
+done
 for name in direct nginx turnpike; do
   var="url_$name"; [[ $name == turnpike ]] && var=url_tp
-  pid=""; [[ $name == nginx ]] && pid=$ngx_proxy_pid; [[ $name == turnpike ]] && pid=$tp_pid
-  [[ -n $pid ]] && before=$(thread_ticks "$pid")
-  out=$(run_wrk 64 "${!var}" chat.lua); RPS[$name]=$(rps <<<"$out")
-  [[ -n $pid ]] && CPU[$name]=$(cpu_per_request "$before" "$(thread_ticks "$pid")" "$(requests <<<"$out")")
   out=$(run_wrk 1 "${!var}" chat.lua); P50[$name]=$(pct 50% <<<"$out"); P99[$name]=$(pct 99% <<<"$out")
 done
-
-# Routing cost: the same load on a model with 10 candidate routes (all to the same upstream).
-rps_ten=$(TURNPIKE_BENCH_MODEL=bench-ten run_wrk 64 "$url_tp" chat.lua | rps)
+cpu_lines() { # key -> "name µs" per busy thread, busiest first
+  echo "${TICKS[$1]}" | awk -v n="${REQS[$1]}" -v hz="$hz" '$2 > 0 {printf "%s %.1f\n", $1, $2 * 1e6 / hz / n}' |
+    sort -k2 -rn
+}
 
 # Streaming: time to first byte through each proxy, one connection, against turnpike-sim.
 ttfb() { # url model
@@ -174,27 +194,33 @@ ttfb_tp=$(ttfb "$url_tp" bench-stream)
 
 mkdir -p bench/results
 python3 - "$work" <<PY | tee "bench/results/proxy-$(date +%Y%m%d-%H%M%S).txt"
-rps = {"direct": ${RPS[direct]}, "nginx": ${RPS[nginx]}, "turnpike": ${RPS[turnpike]}}
+from statistics import median
+rounds = {"nginx": [${RPS_NGINX[*]/%/,}], "turnpike": [${RPS_TP[*]/%/,}], "ten": [${RPS_TEN[*]/%/,}]}
+rps = {"direct": $RPS_DIRECT, **{k: median(v) for k, v in rounds.items()}}
 p50 = {"direct": ${P50[direct]}, "nginx": ${P50[nginx]}, "turnpike": ${P50[turnpike]}}
 p99 = {"direct": ${P99[direct]}, "nginx": ${P99[nginx]}, "turnpike": ${P99[turnpike]}}
 tt = {"direct": $ttfb_direct, "nginx": $ttfb_nginx, "turnpike": $ttfb_tp}
-print(f"turnpike proxy benchmark ({${duration}}s per run, wrk -t1, 1 I/O thread / 1 nginx worker)")
+print(f"turnpike proxy benchmark ({${duration}}s per run, {${rounds}} rounds, wrk -t1, 1 I/O thread / 1 nginx worker)")
 print(f"{'':10}{'req/s @64':>12}{'p50 @1 (us)':>14}{'p99 @1 (us)':>14}{'stream TTFB (us)':>18}")
 for k in ("direct", "nginx", "turnpike"):
     print(f"{k:10}{rps[k]:>12.0f}{p50[k]:>14.0f}{p99[k]:>14.0f}{tt[k]:>18.0f}")
+print("(req/s @64 of nginx and turnpike: the median of the rounds)")
 add = lambda d, k: d[k] - d["direct"]
 def ratio(a, b):
     # An added latency at or below zero means the direct run was the noisier one.
     return f"{a / b:.2f}x" if a > 0 and b > 0 else "n/a"
+def round_ratio(k):  # the median of each round's ratio to that round's nginx run
+    return median(t / n for t, n in zip(rounds[k], rounds["nginx"]))
 print()
-print(f"throughput ratio turnpike/nginx:       {ratio(rps['turnpike'], rps['nginx'])}  (target >= 1.00)")
+print(f"throughput ratio turnpike/nginx:       {round_ratio('turnpike'):.2f}x  (target >= 1.00; rounds: "
+      + ", ".join(f"{t / n:.2f}" for t, n in zip(rounds["turnpike"], rounds["nginx"])) + ")")
 print(f"added p50 latency turnpike/nginx:      {ratio(add(p50,'turnpike'), add(p50,'nginx'))}  (target <= 1.00; {add(p50,'turnpike'):.0f} us vs {add(p50,'nginx'):.0f} us)")
 print(f"added p99 latency turnpike/nginx:      {ratio(add(p99,'turnpike'), add(p99,'nginx'))}  ({add(p99,'turnpike'):.0f} us vs {add(p99,'nginx'):.0f} us)")
 print(f"added stream TTFB turnpike/nginx:      {ratio(add(tt,'turnpike'), add(tt,'nginx'))}  ({add(tt,'turnpike'):.0f} us vs {add(tt,'nginx'):.0f} us)")
-print(f"throughput with 10 candidate routes:   {ratio($rps_ten, rps['nginx'])} of nginx  ({$rps_ten:.0f} req/s; {ratio($rps_ten, rps['turnpike'])} of one route)")
-cpu = {"nginx": """${CPU[nginx]}""", "turnpike": """${CPU[turnpike]}"""}
+print(f"throughput with 10 candidate routes:   {round_ratio('ten'):.2f}x of nginx  ({rps['ten']:.0f} req/s; {ratio(rps['ten'], rps['turnpike'])} of one route)")
+cpu = {"nginx": """$(cpu_lines nginx)""", "turnpike": """$(cpu_lines turnpike)"""}
 print()
-print("CPU per request at 64 connections (us, from /proc; per thread):")
+print("CPU per request at 64 connections (us, from /proc, over all rounds; per thread):")
 for k in ("nginx", "turnpike"):
     threads = [line.split() for line in cpu[k].splitlines() if line.strip()]
     total = sum(float(us) for _, us in threads)
