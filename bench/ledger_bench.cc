@@ -78,11 +78,26 @@ struct Store {
     (void)tp::store::migrate(*db);
     writer = std::make_unique<tp::store::Writer>(std::move(db));
   }
-  // As the gateway wires it: each batch stores the bank's new transfers before it commits.
+  tp::store::UsageBuffer usage;  // writer thread only
+  // As the gateway wires it: each batch stores its usage rows and the bank's new transfers
+  // before it commits.
   void attach(const std::shared_ptr<Bank>& bank) {
-    writer->set_before_commit(
-        [bank](tp::store::Database& db) { return tp::store::persist_bank(db, *bank); });
-    writer->set_after_commit([bank](bool ok) { bank->committed(ok); });
+    writer->set_before_commit([this, bank](tp::store::Database& db) {
+      if (tp::Status s = usage.flush(db); !s) return s;
+      return tp::store::persist_bank(db, *bank);
+    });
+    writer->set_after_commit([this, bank](bool ok) {
+      usage.discard();
+      bank->committed(ok);
+    });
+  }
+  // A settlement piece, as the gateway submits it.
+  tp::store::Writer::Work settle(const std::shared_ptr<Bank>& bank, const Bank::Hold& hold,
+                                 std::int64_t n) {
+    return [this, bank, hold, n](tp::store::Database&) {
+      usage.settle(*bank, hold, record(n), n);
+      return tp::Status::ok();
+    };
   }
   ~Store() {
     writer.reset();
@@ -102,9 +117,7 @@ void BM_SettleGroupCommit(benchmark::State& state) {
   for (auto _ : state) {
     auto h = bank->hold(kAccount, Money::from_nanos(50'000), n + 60'000, n);
     store.writer->submit(
-        [bank, hold = *h, r = record(n), n](tp::store::Database& db) {
-          return tp::store::settle_request(db, *bank, hold, r, n);
-        },
+        store.settle(bank, *h, n),
         [&](const tp::Status&) { ++committed; }, kSettlement);
     ++n;
   }
@@ -126,9 +139,7 @@ void BM_SettleRoundTrip(benchmark::State& state) {
     auto h = bank->hold(kAccount, Money::from_nanos(50'000), n + 60'000, n);
     bool done = false;
     store.writer->submit(
-        [bank, hold = *h, r = record(n), n](tp::store::Database& db) {
-          return tp::store::settle_request(db, *bank, hold, r, n);
-        },
+        store.settle(bank, *h, n),
         [&](const tp::Status&) {
           std::lock_guard lock(mu);
           done = true;
@@ -152,9 +163,7 @@ void BM_SettleRoundTripSpin(benchmark::State& state) {
     auto h = bank->hold(kAccount, Money::from_nanos(50'000), n + 60'000, n);
     std::atomic<bool> done{false};
     store.writer->submit(
-        [bank, hold = *h, r = record(n), n](tp::store::Database& db) {
-          return tp::store::settle_request(db, *bank, hold, r, n);
-        },
+        store.settle(bank, *h, n),
         [&](const tp::Status&) { done.store(true); }, kSettlement);
     while (!done.load()) __builtin_ia32_pause();
     ++n;

@@ -1501,11 +1501,13 @@ Task<bool> Gateway::settle(Bill& bill, const meter::Usage& usage, int status) {
   r.status = status;
   r.hold = bill.hold.id;
   r.latency_ms = elapsed_ms(bill);
-  // The charge is taken on the writer, inside the transaction that stores it: the row
-  // and the transfers become durable together or not at all.
+  // The charge is taken on the writer, in the batch whose transaction stores it: the row
+  // and the transfers become durable together or not at all (see store::UsageBuffer).
   std::shared_ptr<ledger::Bank> bank = state_->services().bank;
-  store::Writer::Work work = [bank, hold = bill.hold, record = r](store::Database& db) {
-    return store::settle_request(db, *bank, hold, record, SystemClock::instance().unix_millis());
+  store::Writer::Work work = [bank, usage = state_->services().usage, hold = bill.hold,
+                              record = r](store::Database&) mutable {
+    usage->settle(*bank, hold, std::move(record), SystemClock::instance().unix_millis());
+    return Status::ok();
   };
   const Status committed = co_await link_.commit(work, store::Writer::Isolation::kSingleStatement);
   if (!committed) {

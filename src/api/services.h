@@ -10,6 +10,7 @@
 #include "auth/keys.h"
 #include "ledger/bank.h"
 #include "ledger/freeze.h"
+#include "store/usage_store.h"
 #include "store/writer.h"
 
 namespace tp::api {
@@ -20,6 +21,8 @@ struct Services {
   std::shared_ptr<const auth::KeyHasher> hasher;
   std::shared_ptr<ledger::Bank> bank;
   std::shared_ptr<ledger::Freeze> freeze;  // set: billable traffic gets 503
+  // The current writer batch's settlements; writer thread only (see UsageBuffer).
+  std::shared_ptr<store::UsageBuffer> usage;
   Money trial_credit;     // granted to every new customer account
   std::string admin_key;  // empty: the admin API answers 403
 };

@@ -18,9 +18,9 @@
 #include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/status.hpp>
+#include <boost/intrusive/list.hpp>
 #include <charconv>
 #include <chrono>
-#include <unordered_set>
 
 #include "core/log.h"
 
@@ -169,6 +169,19 @@ Task<bool> Responder::end_stream() {
 // ---------------------------------------------------------------------------------------
 // Server
 
+namespace {
+
+// A connection waiting for its next request, linked into its worker's idle list from its
+// own coroutine frame (no allocation per request). Unlinked by that coroutine only, after
+// its read completed: a frame destroyed with its io_context leaves the list alone.
+struct IdleConnection
+    : boost::intrusive::list_base_hook<
+          boost::intrusive::link_mode<boost::intrusive::normal_link>> {
+  Socket* socket = nullptr;
+};
+
+}  // namespace
+
 struct Server::Worker {
   // Everything in this io_context is touched by this worker's thread only, so it runs
   // without locks; other threads reach it through atomics it polls (see watch_drain).
@@ -179,7 +192,7 @@ struct Server::Worker {
   std::unique_ptr<Handler> handler;
   std::thread thread;
   // Connections waiting for their next request; closed at once when a drain starts.
-  std::unordered_set<Socket*> idle;
+  boost::intrusive::list<IdleConnection> idle;
   std::size_t connections = 0;
   bool draining = false;
   std::chrono::steady_clock::time_point drain_deadline{};
@@ -317,7 +330,7 @@ Task<void> Server::watch_drain(Worker& worker) {
       worker.drain_deadline = now + milliseconds(limits_.drain_timeout_ms);
       boost::system::error_code ignored;
       worker.acceptor->close(ignored);
-      for (Socket* s : worker.idle) s->close(ignored);
+      for (IdleConnection& c : worker.idle) c.socket->close(ignored);
     }
     if (worker.connections == 0 || now >= worker.drain_deadline) {
       worker.ioc.stop();
@@ -475,6 +488,8 @@ Task<void> Server::serve_connection(Worker& worker, Socket socket) {
   Deadline deadline(worker.deadlines, socket);
   beast::flat_buffer buffer;
 
+  IdleConnection idle_entry;
+  idle_entry.socket = &socket;
   Request req;  // reused: its buffers keep their capacity from request to request
   ResponseScratch scratch;  // likewise, for the responses' heads
 
@@ -491,10 +506,11 @@ Task<void> Server::serve_connection(Worker& worker, Socket socket) {
         co_await asio::async_write(socket, asio::buffer(kContinue), use_nothrow);
         continue;
       }
-      if (reader.idle()) worker.idle.insert(&socket);
+      const bool waiting = reader.idle();
+      if (waiting) worker.idle.push_back(idle_entry);
       auto [ec, n] = co_await socket.async_read_some(buffer.prepare(reader.read_size()),
                                                      use_nothrow);
-      if (reader.idle()) worker.idle.erase(&socket);
+      if (waiting) worker.idle.erase(worker.idle.iterator_to(idle_entry));
       if (ec) {
         read_error = ec;
         break;

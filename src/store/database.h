@@ -91,4 +91,15 @@ class Database {
   std::unordered_map<std::string, Statement, SqlHash, std::equal_to<>> cache_;
 };
 
+// Inserts `rows` rows with multi-row INSERT statements, up to kInsertRowsMax rows each (one
+// statement per row count, prepared once): one statement costs SQLite far less than that
+// many single-row ones. `head` is "INSERT INTO table (col, ...)" naming `columns` columns;
+// `bind(statement, first, row)` binds row `row`'s values to parameters first ..
+// first + columns - 1. Inside the caller's transaction; a failing statement inserts
+// nothing, the ones before it stay (the caller's transaction decides).
+inline constexpr std::size_t kInsertRowsMax = 32;
+using BindRow = std::function<void(Statement& statement, int first, std::size_t row)>;
+Status insert_rows(Database& db, std::string_view head, int columns, std::size_t rows,
+                   const BindRow& bind);
+
 }  // namespace tp::store

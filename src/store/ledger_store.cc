@@ -5,32 +5,23 @@
 namespace tp::store {
 
 Status append_ledger(Database& db, const ledger::LedgerTail& tail) {
-  if (!tail.accounts.empty()) {
-    auto cached = db.cached("INSERT INTO ledger_accounts (id, name, floor) VALUES (?, ?, ?)");
-    if (!cached) return cached.status();
-    Statement* insert = *cached;
-    std::int64_t id = static_cast<std::int64_t>(tail.accounts_from);
-    for (const ledger::LedgerTail::NewAccount& a : tail.accounts) {
-      insert->bind(1, id++).bind(2, a.name);
-      insert->bind(3, a.floor == ledger::Floor::kNonNegative ? 0 : 1);
-      if (auto s = insert->run(); !s) return s;
-    }
-  }
-  if (!tail.transfers.empty()) {
-    auto cached = db.cached(
-        "INSERT INTO transfers (id, debit, credit, amount_nanos, kind, hold, at_ms) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?)");
-    if (!cached) return cached.status();
-    Statement* insert = *cached;
-    for (const ledger::Transfer& t : tail.transfers) {
-      insert->bind(1, static_cast<std::int64_t>(t.id)).bind(2, std::int64_t{t.debit});
-      insert->bind(3, std::int64_t{t.credit}).bind(4, t.amount.nanos());
-      insert->bind(5, static_cast<std::int64_t>(t.kind));
-      insert->bind(6, static_cast<std::int64_t>(t.hold)).bind(7, t.at_ms);
-      if (auto s = insert->run(); !s) return s;
-    }
-  }
-  return Status::ok();
+  const Status accounts = insert_rows(
+      db, "INSERT INTO ledger_accounts (id, name, floor)", 3, tail.accounts.size(),
+      [&](Statement& insert, int p, std::size_t row) {
+        const ledger::LedgerTail::NewAccount& a = tail.accounts[row];
+        insert.bind(p, static_cast<std::int64_t>(tail.accounts_from + row)).bind(p + 1, a.name);
+        insert.bind(p + 2, a.floor == ledger::Floor::kNonNegative ? 0 : 1);
+      });
+  if (!accounts) return accounts;
+  return insert_rows(
+      db, "INSERT INTO transfers (id, debit, credit, amount_nanos, kind, hold, at_ms)", 7,
+      tail.transfers.size(), [&](Statement& insert, int p, std::size_t row) {
+        const ledger::Transfer& t = tail.transfers[row];
+        insert.bind(p, static_cast<std::int64_t>(t.id)).bind(p + 1, std::int64_t{t.debit});
+        insert.bind(p + 2, std::int64_t{t.credit}).bind(p + 3, t.amount.nanos());
+        insert.bind(p + 4, static_cast<std::int64_t>(t.kind));
+        insert.bind(p + 5, static_cast<std::int64_t>(t.hold)).bind(p + 6, t.at_ms);
+      });
 }
 
 Status persist_bank(Database& db, ledger::Bank& bank) {

@@ -4,24 +4,39 @@
 
 namespace tp::store {
 
-Status insert_usage(Database& db, const UsageRecord& r) {
-  auto cached = db.cached(
-      "INSERT INTO usage_log (request_id, account_id, key_id, at_ms, model, provider, node, "
-      "input_tokens, cached_tokens, output_tokens, cost_nanos, input_cost_nanos, "
-      "output_cost_nanos, latency_ms, status, hold, service_tier, standard_cost_nanos) "
-      "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
-  if (!cached) return cached.status();
-  Statement& insert = **cached;
-  insert.bind(1, r.request_id).bind(2, r.account_id).bind(3, r.key_id).bind(4, r.at_ms);
-  insert.bind(5, r.model).bind(6, r.provider);
-  if (r.node.empty()) insert.bind_null(7); else insert.bind(7, r.node);
-  insert.bind(8, r.input_tokens).bind(9, r.cached_tokens).bind(10, r.output_tokens);
-  insert.bind(11, r.cost.nanos()).bind(12, r.input_cost.nanos()).bind(13, r.output_cost.nanos());
-  insert.bind(14, r.latency_ms).bind(15, std::int64_t{r.status});
-  insert.bind(16, static_cast<std::int64_t>(r.hold));
-  insert.bind(17, r.flex ? "flex" : "standard");
-  if (r.flex) insert.bind(18, r.standard_cost.nanos()); else insert.bind_null(18);
-  return insert.run();
+namespace {
+
+constexpr std::string_view kInsertHead =
+    "INSERT INTO usage_log (request_id, account_id, key_id, at_ms, model, provider, node, "
+    "input_tokens, cached_tokens, output_tokens, cost_nanos, input_cost_nanos, "
+    "output_cost_nanos, latency_ms, status, hold, service_tier, standard_cost_nanos)";
+constexpr int kInsertColumns = 18;
+
+void bind_row(Statement& insert, int first, const UsageRecord& r) {
+  const int p = first - 1;  // parameters p + 1 .. p + kInsertColumns
+  insert.bind(p + 1, r.request_id).bind(p + 2, r.account_id).bind(p + 3, r.key_id);
+  insert.bind(p + 4, r.at_ms).bind(p + 5, r.model).bind(p + 6, r.provider);
+  if (r.node.empty()) insert.bind_null(p + 7); else insert.bind(p + 7, r.node);
+  insert.bind(p + 8, r.input_tokens).bind(p + 9, r.cached_tokens).bind(p + 10, r.output_tokens);
+  insert.bind(p + 11, r.cost.nanos()).bind(p + 12, r.input_cost.nanos());
+  insert.bind(p + 13, r.output_cost.nanos());
+  insert.bind(p + 14, r.latency_ms).bind(p + 15, std::int64_t{r.status});
+  insert.bind(p + 16, static_cast<std::int64_t>(r.hold));
+  insert.bind(p + 17, r.flex ? "flex" : "standard");
+  if (r.flex) insert.bind(p + 18, r.standard_cost.nanos()); else insert.bind_null(p + 18);
+}
+
+}  // namespace
+
+Status insert_usage(Database& db, const UsageRecord& record) {
+  return insert_usage_rows(db, std::span(&record, 1));
+}
+
+Status insert_usage_rows(Database& db, std::span<const UsageRecord> records) {
+  return insert_rows(db, kInsertHead, kInsertColumns, records.size(),
+                     [&](Statement& insert, int first, std::size_t row) {
+                       bind_row(insert, first, records[row]);
+                     });
 }
 
 Status settle_request(Database& db, ledger::Bank& bank, const ledger::Bank::Hold& hold,
@@ -29,6 +44,18 @@ Status settle_request(Database& db, ledger::Bank& bank, const ledger::Bank::Hold
   if (Status s = insert_usage(db, record); !s) return s;
   if (!record.cost.is_zero() || hold.id != 0) bank.settle(hold, record.cost, now_ms);
   return Status::ok();
+}
+
+void UsageBuffer::settle(ledger::Bank& bank, const ledger::Bank::Hold& hold, UsageRecord record,
+                         std::int64_t now_ms) {
+  if (!record.cost.is_zero() || hold.id != 0) bank.settle(hold, record.cost, now_ms);
+  rows_.push_back(std::move(record));
+}
+
+Status UsageBuffer::flush(Database& db) {
+  const Status s = insert_usage_rows(db, rows_);
+  rows_.clear();  // stored, or gone with the transaction the failure rolls back
+  return s;
 }
 
 Result<std::vector<UsageRecord>> query_usage(Database& db, const UsageQuery& q) {

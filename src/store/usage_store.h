@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -35,9 +36,9 @@ struct UsageRecord {
   std::uint64_t hold = 0;
 };
 
-// Runs inside the caller's transaction.
+// Run inside the caller's transaction. Many rows go in multi-row statements (insert_rows).
 Status insert_usage(Database& db, const UsageRecord& record);
-
+Status insert_usage_rows(Database& db, std::span<const UsageRecord> records);
 
 // A request's settlement, inside the caller's transaction: its usage row, then its charge
 // (`record.cost`, against `hold`) in the bank. The row goes first, so a row the store
@@ -46,6 +47,29 @@ Status insert_usage(Database& db, const UsageRecord& record);
 // in the same transaction.
 Status settle_request(Database& db, ledger::Bank& bank, const ledger::Bank::Hold& hold,
                       const UsageRecord& record, std::int64_t now_ms);
+
+// The settlements of one writer batch, stored together. The gateway's settlement pieces
+// run through it: each takes its charge in the bank at once (in memory) and leaves its row
+// here; the writer's before-commit hook then stores all the rows (flush, a few multi-row
+// statements) and the bank's transfers (persist_bank), in the transaction that commits
+// the batch: rows and charges become durable together or not at all. When that
+// transaction fails, every piece of the batch fails with it (the gateway then freezes
+// billing, as for any failed settlement) and discard() drops the rows. Writer thread only.
+class UsageBuffer {
+ public:
+  void settle(ledger::Bank& bank, const ledger::Bank::Hold& hold, UsageRecord record,
+              std::int64_t now_ms);
+  // Stores the rows waiting, in the caller's transaction, and forgets them. Only the
+  // before-commit hook calls it: inside a piece, a savepoint rolled back would take the rows
+  // with it while their charges stand. (A read in the same batch does not see them; nobody
+  // can expect it to, as their requests wait for this commit before they answer.)
+  Status flush(Database& db);
+  void discard() { rows_.clear(); }
+  std::size_t size() const { return rows_.size(); }
+
+ private:
+  std::vector<UsageRecord> rows_;
+};
 
 struct UsageQuery {
   std::optional<std::int64_t> account;  // nullopt: every account

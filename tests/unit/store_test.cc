@@ -12,6 +12,7 @@
 #include "ledger/wallet.h"
 #include "store/ledger_store.h"
 #include "store/migrations.h"
+#include "store/usage_store.h"
 #include "store/writer.h"
 
 namespace tp::store {
@@ -63,6 +64,9 @@ TEST_F(StoreTest, LedgerSurvivesAReopen) {
   auto h = wallet.hold(Money::usd(2), 50, 2);
   ASSERT_TRUE(h);
   ASSERT_TRUE(wallet.post(*h, Money::parse("1.25").value(), 3));
+  for (int i = 0; i < 2 * static_cast<int>(kInsertRowsMax) + 5; ++i) {  // several statements
+    ASSERT_TRUE(wallet.deposit_paid(Money::from_nanos(1000 + i), 3));
+  }
   {
     auto db = open();
     ASSERT_TRUE(append_ledger(*db, ledger.tail(0, 0).value()));
@@ -243,6 +247,155 @@ TEST_F(StoreTest, BeforeCommitWritesWithTheBatchAndItsFailureFailsEveryPiece) {
   ASSERT_TRUE(rows && rows->step());
   EXPECT_EQ(rows->column_int(0), 1);
   EXPECT_EQ(rows->column_int(1), 1);
+}
+
+TEST_F(StoreTest, InsertRowsKeepsTheOrderAcrossItsStatements) {
+  auto db = open();
+  ASSERT_TRUE(db->exec("CREATE TABLE t (n INTEGER NOT NULL, label TEXT NOT NULL)"));
+  const std::size_t rows = 2 * kInsertRowsMax + 7;
+  auto bind = [](Statement& insert, int p, std::size_t row) {
+    insert.bind(p, static_cast<std::int64_t>(row)).bind(p + 1, "row " + std::to_string(row));
+  };
+  ASSERT_TRUE(insert_rows(*db, "INSERT INTO t (n, label)", 2, 0, bind));  // nothing to do
+  ASSERT_TRUE(insert_rows(*db, "INSERT INTO t (n, label)", 2, rows, bind));
+  auto select = db->prepare("SELECT n, label FROM t ORDER BY rowid");
+  ASSERT_TRUE(select);
+  std::size_t seen = 0;
+  for (;; ++seen) {
+    auto step = select->step();
+    ASSERT_TRUE(step);
+    if (*step == Statement::Step::kDone) break;
+    EXPECT_EQ(select->column_int(0), static_cast<std::int64_t>(seen));
+    EXPECT_EQ(select->column_text(1), "row " + std::to_string(seen));
+  }
+  EXPECT_EQ(seen, rows);
+}
+
+TEST_F(StoreTest, InsertRowsStopsAtAFailingStatementWhichInsertsNothing) {
+  auto db = open();
+  ASSERT_TRUE(db->exec("CREATE TABLE t (n INTEGER NOT NULL UNIQUE)"));
+  // Row kInsertRowsMax + 3 (in the second statement) repeats row 0.
+  const Status s = insert_rows(*db, "INSERT INTO t (n)", 1, 3 * kInsertRowsMax,
+                               [](Statement& insert, int p, std::size_t row) {
+                                 insert.bind(p, static_cast<std::int64_t>(
+                                                    row == kInsertRowsMax + 3 ? 0 : row));
+                               });
+  ASSERT_FALSE(s);
+  EXPECT_NE(s.message().find("UNIQUE"), std::string::npos) << s.message();
+  auto count = db->prepare("SELECT COUNT(*) FROM t");
+  ASSERT_TRUE(count && count->step());
+  EXPECT_EQ(count->column_int(0), static_cast<std::int64_t>(kInsertRowsMax));
+}
+
+UsageRecord usage_row(int n) {
+  UsageRecord r;
+  r.request_id = "req_" + std::to_string(n);
+  r.account_id = 7;
+  r.key_id = 3;
+  r.at_ms = 1000 + n;
+  r.model = "m";
+  r.provider = "p";
+  r.node = n % 2 == 0 ? "" : "node_1";
+  r.input_tokens = n;
+  r.cached_tokens = 1;
+  r.output_tokens = 2 * n;
+  r.cost = Money::from_nanos(100 + n);
+  r.input_cost = Money::from_nanos(40);
+  r.output_cost = r.cost - r.input_cost;
+  r.flex = n % 3 == 0;
+  r.standard_cost = r.flex ? Money::from_nanos(300 + n) : r.cost;
+  r.latency_ms = 5;
+  r.status = 200;
+  return r;
+}
+
+// As the gateway wires it: settlements leave their rows in the buffer, the batch's
+// before-commit stores them, and a batch that fails takes its rows with it.
+TEST_F(StoreTest, BufferedUsageRowsCommitWithTheirBatchOrNotAtAll) {
+  auto bank = ledger::Bank::create();
+  UsageBuffer usage;
+  std::atomic<bool> fail{false};
+  std::vector<Status> results;
+  std::mutex mu;
+  auto record_result = [&](const Status& s) {
+    std::lock_guard lock(mu);
+    results.push_back(s);
+  };
+  auto settle = [&](int n) {
+    return [&, n](Database&) {
+      usage.settle(*bank, ledger::Bank::Hold{}, usage_row(n), 1);
+      return Status::ok();
+    };
+  };
+  {
+    Writer writer(open());
+    writer.set_before_commit([&](Database& db) {
+      if (Status s = usage.flush(db); !s) return s;
+      return fail.load() ? Status{ErrorKind::kInternal, "disk full"} : Status::ok();
+    });
+    writer.set_after_commit([&](bool) { usage.discard(); });
+    // One batch of more rows than one statement takes.
+    Gate gate;
+    writer.submit(gate.piece());
+    gate.entered.get_future().wait();
+    for (int n = 0; n < 40; ++n) writer.submit(settle(n), record_result);
+    gate.open.set_value();
+    std::promise<void> second;
+    writer.submit([](Database&) { return Status::ok(); }, [&](const Status&) {
+      fail.store(true);  // the next batch fails
+      second.set_value();
+    });
+    second.get_future().wait();
+    std::promise<void> third;
+    writer.submit(settle(100), [&](const Status& s) {
+      record_result(s);
+      fail.store(false);
+      third.set_value();
+    });
+    third.get_future().wait();
+    // A batch whose transaction the store rolled back by itself: no before-commit runs,
+    // and the row left in the buffer must not reach the next batch.
+    Gate gate2;
+    writer.submit(gate2.piece());
+    gate2.entered.get_future().wait();
+    writer.submit(settle(150), record_result, Writer::Isolation::kSingleStatement);
+    std::promise<void> rolled_back;
+    writer.submit(
+        [](Database& db) {
+          (void)db.exec("ROLLBACK");
+          return Status{ErrorKind::kInternal, "disk I/O error"};
+        },
+        [&](const Status&) { rolled_back.set_value(); }, Writer::Isolation::kSingleStatement);
+    gate2.open.set_value();
+    rolled_back.get_future().wait();
+    writer.submit(settle(200), record_result);
+  }
+  ASSERT_EQ(results.size(), 43u);
+  for (int n = 0; n < 40; ++n) EXPECT_TRUE(results[n]) << n;
+  EXPECT_FALSE(results[40]);  // its batch rolled back
+  EXPECT_FALSE(results[41]);  // likewise
+  EXPECT_TRUE(results[42]);
+  EXPECT_EQ(usage.size(), 0u);
+
+  auto db = open();
+  UsageQuery q;
+  q.limit = 100;
+  auto rows = query_usage(*db, q);
+  ASSERT_TRUE(rows);
+  ASSERT_EQ(rows->size(), 41u);  // 0..39 and 200: rows 100 and 150 went with their batches
+  for (int n = 0; n < 40; ++n) {
+    const UsageRecord want = usage_row(n);
+    const UsageRecord& got = (*rows)[n];
+    EXPECT_EQ(got.request_id, want.request_id);
+    EXPECT_EQ(got.node, want.node);
+    EXPECT_EQ(got.input_tokens, want.input_tokens);
+    EXPECT_EQ(got.output_tokens, want.output_tokens);
+    EXPECT_EQ(got.cost, want.cost);
+    EXPECT_EQ(got.flex, want.flex);
+    EXPECT_EQ(got.standard_cost, want.standard_cost);
+    EXPECT_EQ(got.at_ms, want.at_ms);
+  }
+  EXPECT_EQ((*rows)[40].request_id, "req_200");
 }
 
 TEST_F(StoreTest, WhatWasReportedCommittedSurvivesKillDashNine) {
