@@ -1526,7 +1526,10 @@ Task<void> Gateway::relay_stream(http::UpstreamResponse& upstream, Surface surfa
                                  Responder& res, std::span<const Header> headers, Bill& bill,
                                  bool drop_usage_chunk) {
   StreamMeter meter(surface, drop_usage_chunk);
-  bool client_here = co_await res.begin_stream(200, "text/event-stream", headers);
+  // When the first events came with the upstream's head, the client's head goes out with
+  // them, in one write.
+  bool client_here =
+      co_await res.begin_stream(200, "text/event-stream", headers, !upstream.body_buffered());
   // After the client left: how long and how much more is read for the final usage.
   std::optional<std::chrono::steady_clock::time_point> drain_until;
   std::size_t drained_bytes = 0;
@@ -1610,7 +1613,7 @@ Task<void> Gateway::relay_stream(http::UpstreamResponse& upstream, Surface surfa
       if (client_here) relayed = meter.content_events();
       const bool stored = co_await settle(bill, bill_usage(), client_here ? 200 : 499);
       if (client_here && stored) {
-        if (co_await res.write_chunk(buffer.substr(*final_at))) co_await res.end_stream();
+        co_await res.end_stream(buffer.substr(*final_at));
       } else {
         res.close_after();
       }
@@ -1647,8 +1650,7 @@ Task<void> Gateway::relay_stream(http::UpstreamResponse& upstream, Surface surfa
     res.close_after();
     co_return;
   }
-  if (!tail.empty() && !co_await res.write_chunk(tail)) co_return;
-  co_await res.end_stream();
+  co_await res.end_stream(tail);
 }
 
 }  // namespace

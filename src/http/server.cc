@@ -120,7 +120,7 @@ Task<bool> Responder::send(unsigned status, std::string_view content_type, std::
 }
 
 Task<bool> Responder::begin_stream(unsigned status, std::string_view content_type,
-                                   std::span<const Header> headers) {
+                                   std::span<const Header> headers, bool send_head) {
   TP_ASSERT(!started_);
   started_ = true;
   // HTTP/1.0 has no chunked encoding: the body ends when the connection closes.
@@ -129,9 +129,26 @@ Task<bool> Responder::begin_stream(unsigned status, std::string_view content_typ
   append_head(status, content_type, headers);
   head_ += chunked_ ? "Transfer-Encoding: chunked\r\nCache-Control: no-cache\r\n\r\n"
                     : "Cache-Control: no-cache\r\n\r\n";
-  const std::array<asio::const_buffer, 1> buffers{asio::buffer(head_)};
+  head_pending_ = true;
+  if (!send_head) co_return true;
+  co_return co_await write_all({});
+}
+
+Task<bool> Responder::write_all(std::span<const asio::const_buffer> body) {
+  // The head still pending goes first, in the same write.
+  std::array<asio::const_buffer, 5> all;
+  std::size_t n = 0;
+  std::size_t total = 0;
+  if (head_pending_) {
+    head_pending_ = false;
+    all[n++] = asio::buffer(head_);
+  }
+  TP_ASSERT(body.size() <= all.size() - n);
+  for (const asio::const_buffer& b : body) all[n++] = b;
+  for (std::size_t i = 0; i < n; ++i) total += all[i].size();
+  const std::span<const asio::const_buffer> buffers(all.data(), n);
   const std::size_t written = write_now(buffers);
-  if (failed_ || written == head_.size()) co_return !failed_;
+  if (failed_ || written == total) co_return !failed_;
   co_return co_await write_rest(buffers, written);
 }
 
@@ -140,9 +157,7 @@ Task<bool> Responder::write_chunk(std::string_view data) {
   if (data.empty()) co_return !failed_;
   if (!chunked_) {
     const std::array<asio::const_buffer, 1> buffers{asio::buffer(data)};
-    const std::size_t written = write_now(buffers);
-    if (failed_ || written == data.size()) co_return !failed_;
-    co_return co_await write_rest(buffers, written);
+    co_return co_await write_all(buffers);
   }
   char size_line[24];
   char* end = std::to_chars(size_line, size_line + 16, data.size(), 16).ptr;
@@ -151,19 +166,42 @@ Task<bool> Responder::write_chunk(std::string_view data) {
   const std::array<asio::const_buffer, 3> buffers{
       asio::buffer(size_line, static_cast<std::size_t>(end - size_line)), asio::buffer(data),
       asio::buffer("\r\n", 2)};
-  const std::size_t written = write_now(buffers);
-  if (failed_ || written == buffers[0].size() + data.size() + 2) co_return !failed_;
-  co_return co_await write_rest(buffers, written);
+  co_return co_await write_all(buffers);
 }
 
-Task<bool> Responder::end_stream() {
+Task<bool> Responder::end_stream(std::string_view last) {
   TP_ASSERT(started_ && !finished_);
+  if (!chunked_) {
+    if (!last.empty() && !co_await write_chunk(last)) co_return false;
+    finished_ = true;
+    if (head_pending_) co_return co_await write_all({});
+    co_return !failed_;
+  }
   finished_ = true;
-  if (!chunked_) co_return !failed_;
-  const std::array<asio::const_buffer, 1> buffers{asio::buffer("0\r\n\r\n", 5)};
-  const std::size_t written = write_now(buffers);
-  if (failed_ || written == 5) co_return !failed_;
-  co_return co_await write_rest(buffers, written);
+  char size_line[24];
+  char* end = std::to_chars(size_line, size_line + 16, last.size(), 16).ptr;
+  *end++ = '\r';
+  *end++ = '\n';
+  // The last chunk, when there is one, and the terminator in one write.
+  if (last.empty()) {
+    const std::array<asio::const_buffer, 1> terminator{asio::buffer("0\r\n\r\n", 5)};
+    co_return co_await write_all(terminator);
+  }
+  const std::array<asio::const_buffer, 3> buffers{
+      asio::buffer(size_line, static_cast<std::size_t>(end - size_line)), asio::buffer(last),
+      asio::buffer("\r\n0\r\n\r\n", 7)};
+  co_return co_await write_all(buffers);
+}
+
+void Responder::close_after() {
+  keep_alive_ = false;
+  // A head held back for the first chunk goes out anyway (best effort, without waiting):
+  // the client learns that the stream started before it is cut.
+  if (head_pending_) {
+    head_pending_ = false;
+    const std::array<asio::const_buffer, 1> buffers{asio::buffer(head_)};
+    (void)write_now(buffers);
+  }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -88,10 +88,14 @@ class Responder {
 
   Task<bool> send(unsigned status, std::string_view content_type, std::string_view body,
                   std::span<const Header> headers = {});
+  // `send_head` false keeps the head back, to go out with the first chunk in one write
+  // (when that chunk is already at hand: one segment and one wake-up of the client less).
   Task<bool> begin_stream(unsigned status, std::string_view content_type,
-                          std::span<const Header> headers = {});
+                          std::span<const Header> headers = {}, bool send_head = true);
   Task<bool> write_chunk(std::string_view data);
-  Task<bool> end_stream();
+  // Ends the stream; a non-empty `last` goes out as its last chunk, in the same write as the
+  // terminator.
+  Task<bool> end_stream(std::string_view last = {});
 
   bool started() const { return started_; }
   unsigned status() const { return status_; }  // 0 until a response started
@@ -99,7 +103,8 @@ class Responder {
   bool failed() const { return failed_; }
   // A stream cut short cannot be followed by another response on the same connection.
   bool keep_alive() const { return keep_alive_ && !failed_ && (!started_ || finished_); }
-  void close_after() { keep_alive_ = false; }
+  // The connection closes after this response (a stream cut short).
+  void close_after();
 
  private:
   void append_head(unsigned status, std::string_view content_type,
@@ -108,6 +113,8 @@ class Responder {
   std::size_t write_now(std::span<const asio::const_buffer> buffers);
   // Waits (with the write timer) until the rest after `written` bytes is out.
   Task<bool> write_rest(std::span<const asio::const_buffer> buffers, std::size_t written);
+  // Writes the pending head, if any, then `body` (at most 4 buffers).
+  Task<bool> write_all(std::span<const asio::const_buffer> body);
 
   Socket& socket_;
   Deadline& deadline_;
@@ -119,6 +126,7 @@ class Responder {
   bool started_ = false;
   bool finished_ = false;
   bool failed_ = false;
+  bool head_pending_ = false;  // a stream's head, not written yet
   std::vector<Header>& common_headers_;  // the connection's scratch, emptied
   std::string& head_;                    // likewise
 };

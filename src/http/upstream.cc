@@ -151,6 +151,11 @@ bool UpstreamResponse::is_event_stream() const {
 
 bool UpstreamResponse::done() const { return impl_->done; }
 
+bool UpstreamResponse::body_buffered() const {
+  const Impl& r = *impl_;
+  return !r.done && r.conn != nullptr && r.conn->buffer.size() > r.pending_consume;
+}
+
 UpstreamResponse::BodyStep UpstreamResponse::parse_buffered(std::string_view& out,
                                                             std::string& error) {
   Impl& r = *impl_;

@@ -81,6 +81,8 @@ class UpstreamResponse {
   // The rest of the body, at most `limit` bytes (kUpstreamFailed past it).
   Task<Result<std::string>> read_all(std::size_t limit = limits::kUpstreamResponseBytesMax);
   bool done() const;
+  // Whether body bytes are already buffered: the next read_some may need no I/O.
+  bool body_buffered() const;
 
   // Destroying the response returns the connection to its pool when the body was read to
   // the end and the server allows keep-alive; otherwise the connection is closed, which also

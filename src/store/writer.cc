@@ -27,16 +27,21 @@ void Writer::stop() {
 }
 
 void Writer::submit(Work work, Done done, Isolation isolation) {
+  bool queued = false;
+  bool wake = false;
   {
     std::lock_guard lock(mu_);
     if (!stop_) {
       queue_.push_back({std::move(work), std::move(done), isolation});
       queued_.store(queue_.size(), std::memory_order_release);
-      if (queue_.size() >= wake_at_) wake_.notify_one();
-      return;
+      queued = true;
+      wake = queue_.size() >= wake_at_;
     }
   }
-  if (done) done(Status{ErrorKind::kUnavailable, "the store is shutting down"});
+  // Outside the lock: a writer woken while the lock is still held would only block on it
+  // and need a second wake-up (a second futex call, a second context switch).
+  if (wake) wake_.notify_one();
+  if (!queued && done) done(Status{ErrorKind::kUnavailable, "the store is shutting down"});
 }
 
 Writer::Stats Writer::stats() const {

@@ -1,0 +1,93 @@
+// The bytes a streamed response puts on the wire: a head held back for the first chunk, a
+// last chunk written with the terminator, a held head flushed when the stream is cut.
+
+#include <gtest/gtest.h>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/read.hpp>
+#include <functional>
+
+#include "http/deadline.h"
+#include "http/server.h"
+
+namespace tp::http {
+namespace {
+
+using tcp = asio::ip::tcp;
+
+// Runs `respond` on the server end of a loopback connection, then returns every byte the
+// client end received before the server end closed.
+std::string wire(unsigned http_version, std::function<Task<void>(Responder&)> respond) {
+  asio::io_context ioc{BOOST_ASIO_CONCURRENCY_HINT_UNSAFE};
+  Acceptor acceptor(ioc.get_executor(), tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+  Socket client(ioc.get_executor());
+  client.connect(acceptor.local_endpoint());
+  Socket server = acceptor.accept();
+  server.non_blocking(true);
+  DeadlineTicker ticker(ioc);  // ticks while a Deadline is registered: only during serve()
+  const ServerLimits limits;
+  ResponseScratch scratch;
+  // A named closure: a coroutine lambda's captures live in the closure object, which must
+  // outlive the coroutine.
+  auto serve = [&]() -> Task<void> {
+    Deadline deadline(ticker, server);
+    Responder res(server, deadline, limits, scratch, http_version, /*keep_alive=*/true);
+    co_await respond(res);
+    server.close();
+  };
+  asio::co_spawn(ioc.get_executor(), serve(), asio::detached);
+  ioc.run();
+  std::string got;
+  boost::system::error_code ec;
+  asio::read(client, asio::dynamic_buffer(got), ec);
+  EXPECT_EQ(ec, asio::error::eof);
+  return got;
+}
+
+constexpr std::string_view kHead =
+    "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+    "Transfer-Encoding: chunked\r\nCache-Control: no-cache\r\n\r\n";
+
+TEST(Responder, AHeldHeadGoesOutWithTheFirstChunkAndTheLastChunkWithTheTerminator) {
+  const std::string got = wire(11, [](Responder& res) -> Task<void> {
+    EXPECT_TRUE(co_await res.begin_stream(200, "text/event-stream", {}, /*send_head=*/false));
+    EXPECT_TRUE(co_await res.write_chunk("data: a\n\n"));
+    EXPECT_TRUE(co_await res.end_stream("data: [DONE]\n\n"));
+    EXPECT_TRUE(res.finished());
+  });
+  EXPECT_EQ(got, std::string(kHead) + "9\r\ndata: a\n\n\r\ne\r\ndata: [DONE]\n\n\r\n0\r\n\r\n");
+}
+
+TEST(Responder, AStreamWithNothingButItsEndStillSendsItsHead) {
+  const std::string got = wire(11, [](Responder& res) -> Task<void> {
+    EXPECT_TRUE(co_await res.begin_stream(200, "text/event-stream", {}, false));
+    EXPECT_TRUE(co_await res.end_stream());
+  });
+  EXPECT_EQ(got, std::string(kHead) + "0\r\n\r\n");
+}
+
+TEST(Responder, AStreamCutShortStillSendsAHeldHead) {
+  const std::string got = wire(11, [](Responder& res) -> Task<void> {
+    EXPECT_TRUE(co_await res.begin_stream(200, "text/event-stream", {}, false));
+    res.close_after();
+    EXPECT_FALSE(res.keep_alive());
+    co_return;
+  });
+  // The held head as built before the cut (the closing connection says the rest).
+  EXPECT_EQ(got, kHead);
+}
+
+TEST(Responder, Http10StreamsAreUnframedAndEndWhenTheConnectionCloses) {
+  const std::string got = wire(10, [](Responder& res) -> Task<void> {
+    EXPECT_TRUE(co_await res.begin_stream(200, "text/event-stream", {}, false));
+    EXPECT_TRUE(co_await res.write_chunk("data: a\n\n"));
+    EXPECT_TRUE(co_await res.end_stream("data: [DONE]\n\n"));
+  });
+  EXPECT_EQ(got,
+            "HTTP/1.0 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n"
+            "Cache-Control: no-cache\r\n\r\ndata: a\n\ndata: [DONE]\n\n");
+}
+
+}  // namespace
+}  // namespace tp::http
