@@ -331,26 +331,47 @@ TEST(Ledger, RejectsNonPositiveAndSelfTransfers) {
   EXPECT_TRUE(l.verify().ok);
 }
 
+// What the ledger's property tests share: a seeded generator and `n` customer wallets
+// ("acct_0"...) on one ledger.
+struct RandomBooks {
+  std::mt19937_64 rng;
+  Ledger ledger;
+  const PlatformAccounts platform = PlatformAccounts::open(ledger);
+  std::vector<std::unique_ptr<Wallet>> wallets;
+
+  RandomBooks(std::uint64_t seed, int n) : rng(seed) {
+    for (int i = 0; i < n; ++i) {
+      wallets.push_back(std::make_unique<Wallet>(ledger, platform, "acct_" + std::to_string(i)));
+    }
+  }
+  std::int64_t between(std::int64_t lo, std::int64_t hi) {
+    return std::uniform_int_distribution<std::int64_t>(lo, hi)(rng);
+  }
+  // One random deposit: paid, trial, or a promo lot expiring within `promo_ms`.
+  void deposit(Wallet& wallet, Money amount, std::int64_t now, std::int64_t promo_ms) {
+    switch (between(0, 2)) {
+      case 0: (void)wallet.deposit_paid(amount, now); break;
+      case 1: (void)wallet.deposit_trial(amount, now); break;
+      default: (void)wallet.deposit_promo(amount, now + between(1, promo_ms), now); break;
+    }
+  }
+};
+
 // Random sequences of every operation on several wallets keep the books balanced, every
 // non-negative book at or above zero, `held` equal to the open holds, and charge each
 // posted request exactly its cost once.
 TEST(LedgerProperty, RandomOperationsKeepEveryInvariant) {
   for (std::uint64_t seed = 1; seed <= 40; ++seed) {
-    std::mt19937_64 rng(seed);
-    auto between = [&](std::int64_t lo, std::int64_t hi) {
-      return std::uniform_int_distribution<std::int64_t>(lo, hi)(rng);
-    };
-    Ledger ledger;
-    const PlatformAccounts platform = PlatformAccounts::open(ledger);
-    std::vector<std::unique_ptr<Wallet>> wallets;
+    RandomBooks books(seed, 3);
+    auto between = [&](std::int64_t lo, std::int64_t hi) { return books.between(lo, hi); };
+    const Ledger& ledger = books.ledger;
+    const PlatformAccounts& platform = books.platform;
+    auto& wallets = books.wallets;
     struct OpenHold {
       Money amount;
       std::int64_t expires_at_ms;
     };
     std::vector<std::map<HoldId, OpenHold>> open(3);
-    for (int i = 0; i < 3; ++i) {
-      wallets.push_back(std::make_unique<Wallet>(ledger, platform, "acct_" + std::to_string(i)));
-    }
     std::int64_t now = 0;
     Money charged_total;
     Money overdraft_allowance;  // Σ of shortfalls over holds: the most paid may go below 0
@@ -359,9 +380,9 @@ TEST(LedgerProperty, RandomOperationsKeepEveryInvariant) {
       Wallet& wallet = *wallets[w];
       const Money amount = Money::from_nanos(between(1, 3'000'000'000));
       switch (between(0, 8)) {
-        case 0: (void)wallet.deposit_paid(amount, now); break;
-        case 1: (void)wallet.deposit_trial(amount, now); break;
-        case 2: (void)wallet.deposit_promo(amount, now + between(1, 50'000), now); break;
+        case 0:
+        case 1:
+        case 2: books.deposit(wallet, amount, now, 50'000); break;
         case 3:
         case 4:
           if (const std::int64_t until = now + between(1, 60'000);
@@ -425,17 +446,11 @@ TEST(LedgerProperty, RandomOperationsKeepEveryInvariant) {
 // are swept to expired credits.
 TEST(LedgerProperty, ARestartFromTheStoreFindsEveryBookAsPersisted) {
   for (std::uint64_t seed = 1; seed <= 40; ++seed) {
-    std::mt19937_64 rng(seed);
-    auto between = [&](std::int64_t lo, std::int64_t hi) {
-      return std::uniform_int_distribution<std::int64_t>(lo, hi)(rng);
-    };
-    Ledger ledger;
-    const PlatformAccounts platform = PlatformAccounts::open(ledger);
-    std::vector<std::unique_ptr<Wallet>> wallets;
+    RandomBooks books(seed, 2);
+    auto between = [&](std::int64_t lo, std::int64_t hi) { return books.between(lo, hi); };
+    const Ledger& ledger = books.ledger;
+    auto& wallets = books.wallets;
     std::vector<std::vector<HoldId>> open(2);
-    for (int i = 0; i < 2; ++i) {
-      wallets.push_back(std::make_unique<Wallet>(ledger, platform, "acct_" + std::to_string(i)));
-    }
     std::int64_t now = 0;
     // The store: what the last persist copied out, and the books' balances at that moment.
     MemoryStore disk;
@@ -455,9 +470,9 @@ TEST(LedgerProperty, ARestartFromTheStoreFindsEveryBookAsPersisted) {
       Wallet& wallet = *wallets[w];
       const Money amount = Money::from_nanos(between(1, 3'000'000'000));
       switch (between(0, 9)) {
-        case 0: (void)wallet.deposit_paid(amount, now); break;
-        case 1: (void)wallet.deposit_trial(amount, now); break;
-        case 2: (void)wallet.deposit_promo(amount, now + between(1, 30'000), now); break;
+        case 0:
+        case 1:
+        case 2: books.deposit(wallet, amount, now, 30'000); break;
         case 3:
         case 4:
           if (auto h = wallet.hold(amount, now + between(1, 60'000), now)) open[w].push_back(*h);
