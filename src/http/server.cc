@@ -178,15 +178,15 @@ Task<bool> Responder::end_stream(std::string_view last) {
     co_return !failed_;
   }
   finished_ = true;
-  char size_line[24];
-  char* end = std::to_chars(size_line, size_line + 16, last.size(), 16).ptr;
-  *end++ = '\r';
-  *end++ = '\n';
-  // The last chunk, when there is one, and the terminator in one write.
   if (last.empty()) {
     const std::array<asio::const_buffer, 1> terminator{asio::buffer("0\r\n\r\n", 5)};
     co_return co_await write_all(terminator);
   }
+  // The last chunk and the terminator in one write.
+  char size_line[24];
+  char* end = std::to_chars(size_line, size_line + 16, last.size(), 16).ptr;
+  *end++ = '\r';
+  *end++ = '\n';
   const std::array<asio::const_buffer, 3> buffers{
       asio::buffer(size_line, static_cast<std::size_t>(end - size_line)), asio::buffer(last),
       asio::buffer("\r\n0\r\n\r\n", 7)};
