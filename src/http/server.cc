@@ -1,6 +1,7 @@
 #include "http/server.h"
 
 #include <pthread.h>
+#include <sched.h>
 
 #include <fmt/format.h>
 #include <sys/socket.h>
@@ -288,7 +289,8 @@ Status Server::listen(const std::string& host, std::uint16_t port, int threads) 
 // than the usual spin, and the request waiting for it would pay for the wake-up. With more
 // than kSpinActiveMax requests in progress the loop never polls: the requests keep it busy,
 // and each empty poll (a system call) would take CPU time from the threads and processes
-// that feed it.
+// that feed it. Between polls it yields its core to any other runnable thread (the
+// upstream answering this very request may be waiting for it on a small machine).
 namespace {
 constexpr std::size_t kSpinActiveMax = 2;
 }  // namespace
@@ -308,7 +310,7 @@ void Server::Worker::run_loop(std::chrono::microseconds spin) {
     const auto quiet = std::chrono::steady_clock::now() - last_work;
     const bool light = connections - idle.size() <= kSpinActiveMax;
     if (light && (quiet < spin || (inbox.expected() > 0 && quiet < kAwaitSpin))) {
-      __builtin_ia32_pause();
+      sched_yield();
       continue;
     }
     if (ioc.run_one() == 0) break;  // sleeps until something happens

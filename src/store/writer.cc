@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 #include <pthread.h>
+#include <sched.h>
 
 #include "core/log.h"
 
@@ -55,13 +56,15 @@ void Writer::run() {
   for (;;) {
     // At low load (one client at a time) the next piece follows within a request's round
     // trip, while waking a sleeping thread takes tens of microseconds that the client would
-    // wait for: look for work a while before sleeping. Under load (the last batch had
-    // company) the spin would only take a core from the I/O threads.
+    // wait for: look for work a while before sleeping, yielding the core to any other
+    // runnable thread meanwhile (the I/O thread or the upstream serving the next request
+    // must not wait for this spin). Under load (the last batch had company) the spin would
+    // only take a core from the I/O threads.
     if (last <= 1 && spin_.count() > 0) {
       const auto spin_until = std::chrono::steady_clock::now() + spin_;
       while (queued_.load(std::memory_order_acquire) == 0 &&
              std::chrono::steady_clock::now() < spin_until) {
-        __builtin_ia32_pause();
+        sched_yield();
       }
     }
     {
