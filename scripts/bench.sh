@@ -178,15 +178,12 @@ cpu_lines() { # key -> "name µs" per busy thread, busiest first
 }
 
 # Streaming: time to first byte through each proxy, one connection, against turnpike-sim.
-ttfb() { # url model
-  local total=0 n=50 t
-  for _ in $(seq $n); do
-    t=$(curl -s -o /dev/null -w '%{time_starttransfer}' -H "Authorization: Bearer $TURNPIKE_BENCH_KEY" \
+ttfb() { # url model -> the median of 51 requests, in µs (a mean would be one outlier's)
+  for _ in $(seq 51); do
+    curl -s -o /dev/null -w '%{time_starttransfer}\n' -H "Authorization: Bearer $TURNPIKE_BENCH_KEY" \
       -H 'Content-Type: application/json' \
-      -d "{\"model\":\"$2\",\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}" "$1")
-    total=$(python3 -c "print($total + $t)")
-  done
-  python3 -c "print(round($total / $n * 1e6))"
+      -d "{\"model\":\"$2\",\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}" "$1"
+  done | sort -n | awk '{t[NR] = $1} END {printf "%d\n", t[int((NR + 1) / 2)] * 1e6}'
 }
 ttfb_direct=$(ttfb "http://127.0.0.1:$sim_port/v1/chat/completions" bench-model)
 ttfb_nginx=$(ttfb "http://127.0.0.1:$ngx_sim_port/v1/chat/completions" bench-model)
