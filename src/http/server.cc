@@ -281,35 +281,25 @@ Status Server::listen(const std::string& host, std::uint16_t port, int threads) 
   return Status::ok();
 }
 
-// Runs the worker's loop until it stops. At low load, after each burst of work the loop
-// keeps polling for a short while before it sleeps in epoll: an answer from another thread
-// (a store commit, through the Inbox) usually follows within microseconds, and waking a
-// sleeping thread costs tens of them. While the thread waits for such an answer
-// (`inbox.expected()`) it keeps polling for longer, up to kAwaitSpin: a commit takes longer
-// than the usual spin, and the request waiting for it would pay for the wake-up. With more
-// than kSpinActiveMax requests in progress the loop never polls: the requests keep it busy,
-// and each empty poll (a system call) would take CPU time from the threads and processes
-// that feed it. Between polls it yields its core to any other runnable thread (the
-// upstream answering this very request may be waiting for it on a small machine).
-namespace {
-constexpr std::size_t kSpinActiveMax = 2;
-}  // namespace
+bool keep_polling(std::size_t active, std::size_t answers_due, std::chrono::nanoseconds quiet,
+                  std::chrono::microseconds spin) {
+  if (spin.count() == 0 || active > kPollActiveMax) return false;
+  return quiet < spin || (answers_due > 0 && quiet < kPollAnswerMax);
+}
 
 void Server::Worker::run_loop(std::chrono::microseconds spin) {
   if (spin.count() == 0) {
     ioc.run();
     return;
   }
-  constexpr std::chrono::microseconds kAwaitSpin{1000};
   auto last_work = std::chrono::steady_clock::now();
   while (!ioc.stopped()) {
     if (ioc.poll() > 0) {
       last_work = std::chrono::steady_clock::now();
       continue;
     }
-    const auto quiet = std::chrono::steady_clock::now() - last_work;
-    const bool light = connections - idle.size() <= kSpinActiveMax;
-    if (light && (quiet < spin || (inbox.expected() > 0 && quiet < kAwaitSpin))) {
+    if (keep_polling(connections - idle.size(), inbox.expected(),
+                     std::chrono::steady_clock::now() - last_work, spin)) {
       sched_yield();
       continue;
     }

@@ -7,6 +7,7 @@
 // request to the Handler of its thread.
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -53,6 +54,21 @@ struct Header {
   std::string_view name;
   std::string_view value;
 };
+
+// Whether an I/O thread's loop, finding no work, polls again rather than sleeping in epoll.
+// At low load (at most kPollActiveMax requests in progress) an answer from another thread
+// (a store commit, through the Inbox) or the next request usually follows within
+// microseconds, and waking a sleeping thread costs tens of them: the loop polls for `spin`
+// (limits.io_spin_us; 0 never) after its last work, and while answers it waits for are due,
+// up to kPollAnswerMax (a commit takes longer than the usual spin, and the request waiting
+// for it would pay for the wake-up). Busier, it never polls: its requests keep it busy, and
+// each empty poll (a system call) would take CPU time from the threads and processes that
+// feed it. Between polls the loop yields its core to any other runnable thread (the
+// upstream answering this very request may be waiting for it on a small machine).
+inline constexpr std::size_t kPollActiveMax = 2;
+inline constexpr std::chrono::microseconds kPollAnswerMax{1000};
+bool keep_polling(std::size_t active, std::size_t answers_due, std::chrono::nanoseconds quiet,
+                  std::chrono::microseconds spin);
 
 struct ServerLimits {
   std::size_t header_bytes_max = limits::kHeaderBytesMax;

@@ -1,5 +1,6 @@
-// The bytes a streamed response puts on the wire: a head held back for the first chunk, a
-// last chunk written with the terminator, a held head flushed when the stream is cut.
+// The HTTP server's pieces that need no running server: the bytes a streamed response puts
+// on the wire (a head held back for the first chunk, a last chunk written with the
+// terminator, a held head flushed when the stream is cut), and when the I/O loop polls.
 
 #include <gtest/gtest.h>
 
@@ -87,6 +88,22 @@ TEST(Responder, Http10StreamsAreUnframedAndEndWhenTheConnectionCloses) {
   EXPECT_EQ(got,
             "HTTP/1.0 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n"
             "Cache-Control: no-cache\r\n\r\ndata: a\n\ndata: [DONE]\n\n");
+}
+
+TEST(IoLoop, PollsOnlyAtLowLoadAndOnlyForAWhile) {
+  using std::chrono::microseconds;
+  const microseconds spin{50};
+  // Just after work, with a request or two in progress (or none): poll.
+  EXPECT_TRUE(keep_polling(0, 0, microseconds(10), spin));
+  EXPECT_TRUE(keep_polling(kPollActiveMax, 0, microseconds(10), spin));
+  // Past the spin, only while an answer (a commit) is due, and not forever.
+  EXPECT_FALSE(keep_polling(1, 0, microseconds(60), spin));
+  EXPECT_TRUE(keep_polling(1, 1, microseconds(60), spin));
+  EXPECT_FALSE(keep_polling(1, 1, kPollAnswerMax, spin));
+  // Busier threads never poll, nor does a spin of 0.
+  EXPECT_FALSE(keep_polling(kPollActiveMax + 1, 0, microseconds(0), spin));
+  EXPECT_FALSE(keep_polling(kPollActiveMax + 1, 5, microseconds(0), spin));
+  EXPECT_FALSE(keep_polling(1, 1, microseconds(0), microseconds(0)));
 }
 
 }  // namespace
