@@ -160,14 +160,7 @@ Task<bool> Responder::write_chunk(std::string_view data) {
     const std::array<asio::const_buffer, 1> buffers{asio::buffer(data)};
     co_return co_await write_all(buffers);
   }
-  char size_line[24];
-  char* end = std::to_chars(size_line, size_line + 16, data.size(), 16).ptr;
-  *end++ = '\r';
-  *end++ = '\n';
-  const std::array<asio::const_buffer, 3> buffers{
-      asio::buffer(size_line, static_cast<std::size_t>(end - size_line)), asio::buffer(data),
-      asio::buffer("\r\n", 2)};
-  co_return co_await write_all(buffers);
+  co_return co_await write_framed(data, "\r\n");
 }
 
 Task<bool> Responder::end_stream(std::string_view last) {
@@ -184,13 +177,17 @@ Task<bool> Responder::end_stream(std::string_view last) {
     co_return co_await write_all(terminator);
   }
   // The last chunk and the terminator in one write.
+  co_return co_await write_framed(last, "\r\n0\r\n\r\n");
+}
+
+Task<bool> Responder::write_framed(std::string_view data, std::string_view trailer) {
   char size_line[24];
-  char* end = std::to_chars(size_line, size_line + 16, last.size(), 16).ptr;
+  char* end = std::to_chars(size_line, size_line + 16, data.size(), 16).ptr;
   *end++ = '\r';
   *end++ = '\n';
   const std::array<asio::const_buffer, 3> buffers{
-      asio::buffer(size_line, static_cast<std::size_t>(end - size_line)), asio::buffer(last),
-      asio::buffer("\r\n0\r\n\r\n", 7)};
+      asio::buffer(size_line, static_cast<std::size_t>(end - size_line)), asio::buffer(data),
+      asio::buffer(trailer)};
   co_return co_await write_all(buffers);
 }
 

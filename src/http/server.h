@@ -131,6 +131,9 @@ class Responder {
   Task<bool> write_rest(std::span<const asio::const_buffer> buffers, std::size_t written);
   // Writes the pending head, if any, then `body` (at most 4 buffers).
   Task<bool> write_all(std::span<const asio::const_buffer> body);
+  // Writes `data` as one chunk: its size line, the data, then `trailer` (the chunk's CRLF,
+  // and the terminator after it when it is the last).
+  Task<bool> write_framed(std::string_view data, std::string_view trailer);
 
   Socket& socket_;
   Deadline& deadline_;

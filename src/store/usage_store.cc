@@ -39,13 +39,6 @@ Status insert_usage_rows(Database& db, std::span<const UsageRecord> records) {
                      });
 }
 
-Status settle_request(Database& db, ledger::Bank& bank, const ledger::Bank::Hold& hold,
-                      const UsageRecord& record, std::int64_t now_ms) {
-  if (Status s = insert_usage(db, record); !s) return s;
-  if (!record.cost.is_zero() || hold.id != 0) bank.settle(hold, record.cost, now_ms);
-  return Status::ok();
-}
-
 void UsageBuffer::settle(ledger::Bank& bank, const ledger::Bank::Hold& hold, UsageRecord record,
                          std::int64_t now_ms) {
   if (!record.cost.is_zero() || hold.id != 0) bank.settle(hold, record.cost, now_ms);

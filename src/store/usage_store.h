@@ -40,14 +40,6 @@ struct UsageRecord {
 Status insert_usage(Database& db, const UsageRecord& record);
 Status insert_usage_rows(Database& db, std::span<const UsageRecord> records);
 
-// A request's settlement, inside the caller's transaction: its usage row, then its charge
-// (`record.cost`, against `hold`) in the bank. The row goes first, so a row the store
-// refuses leaves the account uncharged. One statement: it needs no savepoint of its own.
-// The charge's transfers are stored by the writer's before-commit persist (persist_bank),
-// in the same transaction.
-Status settle_request(Database& db, ledger::Bank& bank, const ledger::Bank::Hold& hold,
-                      const UsageRecord& record, std::int64_t now_ms);
-
 // The settlements of one writer batch, stored together. The gateway's settlement pieces
 // run through it: each takes its charge in the bank at once (in memory) and leaves its row
 // here; the writer's before-commit hook then stores all the rows (flush, a few multi-row
