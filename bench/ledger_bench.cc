@@ -78,24 +78,17 @@ struct Store {
     (void)tp::store::migrate(*db);
     writer = std::make_unique<tp::store::Writer>(std::move(db));
   }
-  tp::store::UsageBuffer usage;  // writer thread only
+  std::shared_ptr<tp::store::UsageBuffer> usage = std::make_shared<tp::store::UsageBuffer>();
   // As the gateway wires it: each batch stores its usage rows and the bank's new transfers
   // before it commits.
   void attach(const std::shared_ptr<Bank>& bank) {
-    writer->set_before_commit([this, bank](tp::store::Database& db) {
-      if (tp::Status s = usage.flush(db); !s) return s;
-      return tp::store::persist_bank(db, *bank);
-    });
-    writer->set_after_commit([this, bank](bool ok) {
-      usage.discard();
-      bank->committed(ok);
-    });
+    tp::store::store_settlements_with_batches(*writer, bank, usage);
   }
   // A settlement piece, as the gateway submits it.
   tp::store::Writer::Work settle(const std::shared_ptr<Bank>& bank, const Bank::Hold& hold,
                                  std::int64_t n) {
-    return [this, bank, hold, n](tp::store::Database&) {
-      usage.settle(*bank, hold, record(n), n);
+    return [usage = usage, bank, hold, n](tp::store::Database&) {
+      usage->settle(*bank, hold, record(n), n);
       return tp::Status::ok();
     };
   }

@@ -59,19 +59,7 @@ Result<Services> open_services(const std::string& store_uri, const std::string& 
   services.trial_credit = trial_credit;
   services.writer = std::make_shared<store::Writer>(std::move(db.value()), writer_spin);
   services.usage = std::make_shared<store::UsageBuffer>();
-  // Every batch stores its settlements' usage rows and the transfers made since the last
-  // one (settlements, holds, voids) in its own transaction; they count as stored only once
-  // it commits.
-  services.writer->set_before_commit(
-      [bank = services.bank, usage = services.usage](store::Database& db) {
-        if (Status s = usage->flush(db); !s) return s;
-        return store::persist_bank(db, *bank);
-      });
-  services.writer->set_after_commit(
-      [bank = services.bank, usage = services.usage](bool committed) {
-        usage->discard();  // rows of a batch that did not commit (none when it did)
-        bank->committed(committed);
-      });
+  store::store_settlements_with_batches(*services.writer, services.bank, services.usage);
   if (const char* admin = std::getenv("TURNPIKE_ADMIN_KEY"); admin != nullptr) {
     services.admin_key = admin;
   }

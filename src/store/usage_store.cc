@@ -51,6 +51,18 @@ Status UsageBuffer::flush(Database& db) {
   return s;
 }
 
+void store_settlements_with_batches(Writer& writer, std::shared_ptr<ledger::Bank> bank,
+                                    std::shared_ptr<UsageBuffer> usage) {
+  writer.set_before_commit([bank, usage](Database& db) {
+    if (Status s = usage->flush(db); !s) return s;
+    return persist_bank(db, *bank);
+  });
+  writer.set_after_commit([bank, usage](bool committed) {
+    usage->discard();  // rows of a batch that did not commit (none when it did)
+    bank->committed(committed);
+  });
+}
+
 Result<std::vector<UsageRecord>> query_usage(Database& db, const UsageQuery& q) {
   constexpr std::string_view kColumns =
       "SELECT id, request_id, account_id, key_id, at_ms, model, provider, node, input_tokens, "

@@ -3,6 +3,7 @@
 // read back page by page. Metadata only; no prompt or completion text ever reaches it.
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -11,6 +12,7 @@
 #include "core/money.h"
 #include "ledger/bank.h"
 #include "store/sqlite.h"
+#include "store/writer.h"
 
 namespace tp::store {
 
@@ -62,6 +64,13 @@ class UsageBuffer {
  private:
   std::vector<UsageRecord> rows_;
 };
+
+// Wires settlements into `writer`: every batch stores the rows `usage` holds and the bank's
+// transfers made since the last batch (settlements, holds, voids) in its own transaction;
+// they count as stored only once it commits, and a batch that did not commit drops its rows.
+// Sets the writer's before- and after-commit hooks.
+void store_settlements_with_batches(Writer& writer, std::shared_ptr<ledger::Bank> bank,
+                                    std::shared_ptr<UsageBuffer> usage);
 
 struct UsageQuery {
   std::optional<std::int64_t> account;  // nullopt: every account
