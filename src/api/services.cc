@@ -23,7 +23,11 @@ Result<Services> open_services(const std::string& store_uri, const std::string& 
   }
   const std::string file = store_uri.substr(7);
   const std::string path = file.starts_with('/') ? file : data_dir + "/" + file;
-  auto db = store::open_sqlite(path);
+  // The writer's commits never wait for a checkpoint: a background thread copies the log
+  // back every 1000 pages (SQLite's own interval), and the writer finishes it between two
+  // batches once it holds 4000 (16 MiB of 4 KiB pages), so the log starts over.
+  auto db = store::open_sqlite(
+      path, {.background_checkpoint_pages = 1000, .restart_pages = 16384});
   if (!db) return db.status();
   if (auto s = store::migrate(**db); !s) return s;
   auto directory = auth::Directory::load(**db);

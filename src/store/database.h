@@ -73,6 +73,9 @@ class Database {
   // Whether a transaction is open. A backend may roll one back by itself on some errors
   // (SQLite: disk full, I/O error, out of memory); the writer checks after a failure.
   virtual bool in_transaction() const = 0;
+  // Housekeeping that must not delay a commit, run between transactions on the
+  // connection's thread: the store writer calls it after each batch has been answered.
+  virtual void upkeep() {}
 
   // A statement prepared once per connection and kept: for what runs on every request.
   // Reset and unbound when returned; valid until the Database goes.

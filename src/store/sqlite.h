@@ -2,15 +2,42 @@
 // The embedded backend of the store interface (store/database.h): SQLite in WAL mode with
 // synchronous=NORMAL.
 
+#include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "store/database.h"
 
 namespace tp::store {
 
+// How a connection's write-ahead log is checkpointed (its pages copied back into the
+// database file, after which the log can start over).
+struct SqliteOptions {
+  // 0: SQLite's own way: the commit that takes the log past 1000 pages checkpoints it, and
+  // that commit (and every one queued behind it) waits for the copy and its fsyncs.
+  // Above 0: a background thread with a connection of its own checkpoints each time the
+  // log has grown by this many pages, while commits go on; for the store writer.
+  int background_checkpoint_pages = 0;
+  // With background checkpoints: a log that has reached this many pages is finished by
+  // the connection's own thread in upkeep(), between two transactions, so that it starts
+  // over. Under steady writes the background copy never catches up by itself (the writer
+  // appends while it copies); what is left for upkeep() is the tail it missed.
+  int restart_pages = 0;
+};
+
 // Opens (creating if needed) the SQLite file at `path` in WAL mode with
 // synchronous=NORMAL: a committed transaction survives a crash of the process.
-Result<std::unique_ptr<Database>> open_sqlite(const std::string& path);
+Result<std::unique_ptr<Database>> open_sqlite(const std::string& path,
+                                              const SqliteOptions& options = {});
+
+// What the background checkpoints of a connection opened with them have done; nullopt for
+// any other connection. On the connection's thread.
+struct CheckpointStats {
+  std::uint64_t background = 0;  // checkpoints by the background thread
+  std::uint64_t restarts = 0;    // checkpoints upkeep() finished on the connection's thread
+  int wal_pages = 0;             // pages in the log after the last commit
+};
+std::optional<CheckpointStats> checkpoint_stats(const Database& db);
 
 }  // namespace tp::store

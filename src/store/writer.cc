@@ -90,6 +90,7 @@ void Writer::run() {
     last = batch.size();
     commit(batch);
     batch.clear();
+    db_->upkeep();
   }
 }
 

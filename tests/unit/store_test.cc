@@ -1,3 +1,4 @@
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -398,19 +399,51 @@ TEST_F(StoreTest, BufferedUsageRowsCommitWithTheirBatchOrNotAtAll) {
   EXPECT_EQ((*rows)[40].request_id, "req_200");
 }
 
+TEST_F(StoreTest, BackgroundCheckpointsKeepTheLogShortAndLoseNothing) {
+  auto db = open_sqlite(path_, {.background_checkpoint_pages = 16, .restart_pages = 64}).value();
+  ASSERT_TRUE(db->exec("CREATE TABLE t (v INTEGER NOT NULL, pad TEXT NOT NULL)"));
+  auto insert = db->prepare("INSERT INTO t (v, pad) VALUES (?, ?)").value();
+  const std::string pad(1000, 'x');
+  constexpr int kCommits = 6000;  // a page of log each, at least
+  std::uintmax_t log_max = 0;
+  for (int i = 0; i < kCommits; ++i) {
+    ASSERT_TRUE(db->exec("BEGIN IMMEDIATE"));
+    ASSERT_TRUE(insert.bind(1, i).bind(2, pad).run());
+    ASSERT_TRUE(db->exec("COMMIT"));
+    db->upkeep();
+    log_max = std::max(log_max, fs::file_size(path_ + "-wal"));
+  }
+  const auto stats = checkpoint_stats(*db);
+  ASSERT_TRUE(stats);
+  EXPECT_GT(stats->background, 0u);
+  EXPECT_GT(stats->restarts, 0u);
+  // Without starting over, the log would have reached 24 MB or more. How far it gets
+  // depends on the disk: the writer waits for a slow background checkpoint only once the
+  // log is twice the restart size.
+  EXPECT_LT(log_max, std::uintmax_t{kCommits} * 4096 / 4);
+  EXPECT_EQ(scalar("SELECT COUNT(*) FROM t"), kCommits);
+  EXPECT_EQ(scalar("SELECT SUM(v) FROM t"), std::int64_t{kCommits} * (kCommits - 1) / 2);
+  // A connection opened without them has none.
+  EXPECT_FALSE(checkpoint_stats(*open()));
+}
+
 TEST_F(StoreTest, WhatWasReportedCommittedSurvivesKillDashNine) {
-  ASSERT_TRUE(open()->exec("CREATE TABLE t (v INTEGER NOT NULL)"));
+  ASSERT_TRUE(open()->exec("CREATE TABLE t (v INTEGER NOT NULL, pad TEXT NOT NULL)"));
   int fds[2];
   ASSERT_EQ(::pipe(fds), 0);
   const pid_t child = ::fork();
   if (child == 0) {
     ::close(fds[0]);
-    auto db = open_sqlite(path_);
+    // As the gateway's writer runs, with checkpoints in the background; small ones, and
+    // rows of most of a page, so that the kill may land in the middle of one.
+    auto db = open_sqlite(path_, {.background_checkpoint_pages = 8, .restart_pages = 32});
     Writer writer(std::move(db.value()));
     for (int i = 1;; ++i) {  // until killed
       std::promise<void> committed;
       writer.submit(
-          [i](Database& d) { return d.exec("INSERT INTO t (v) VALUES (" + std::to_string(i) + ")"); },
+          [i](Database& d) {
+            return d.exec(fmt::format("INSERT INTO t (v, pad) VALUES ({}, '{:x>3000}')", i, ""));
+          },
           [&](const Status&) { committed.set_value(); });
       committed.get_future().wait();
       if (::write(fds[1], &i, sizeof i) != sizeof i) ::_exit(1);
