@@ -303,9 +303,10 @@ Result<std::unique_ptr<Database>> open_sqlite(const std::string& path,
   if (options.background_checkpoint_pages > 0) {
     auto second = connect(path);
     if (!second) return second.status();
-    database->checkpoint_in_background(
-        std::make_unique<Checkpointer>(*second, options.background_checkpoint_pages),
-        options.restart_pages);
+    const int every = options.background_checkpoint_pages;
+    database->checkpoint_in_background(std::make_unique<Checkpointer>(*second, every),
+                                       options.restart_pages > every ? options.restart_pages
+                                                                     : 16 * every);
   }
   return std::unique_ptr<Database>(std::move(database));
 }
