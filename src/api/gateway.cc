@@ -737,7 +737,8 @@ Task<void> Gateway::handle(http::Request& req, Responder& res) {
         routes_metrics(state_->catalog(), state_->route_stats(), state_->provider_health(),
                        {.billing_frozen = services.freeze->frozen(),
                         .store_commits = store.commits,
-                        .store_pieces = store.pieces});
+                        .store_pieces = store.pieces,
+                        .store_log = store.log});
     co_await res.send(200, "text/plain; version=0.0.4", metrics);
   } else if (path == "/healthz" && method == "GET") {
     co_await res.send(200, kJson, R"({"status":"ok"})");

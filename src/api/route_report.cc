@@ -187,6 +187,17 @@ std::string routes_metrics(const catalog::Catalog& catalog, const router::RouteS
                      "# TYPE turnpike_store_pieces_total counter\n"
                      "turnpike_store_pieces_total {}\n",
                      gauges.store_commits, gauges.store_pieces);
+  out += fmt::format("# HELP turnpike_store_log_pages Pages in the store's write-ahead log.\n"
+                     "# TYPE turnpike_store_log_pages gauge\n"
+                     "turnpike_store_log_pages {}\n"
+                     "# HELP turnpike_store_checkpoints_total Checkpoints of the store's log: "
+                     "by the background thread, and by the writer finishing one so that the "
+                     "log starts over.\n"
+                     "# TYPE turnpike_store_checkpoints_total counter\n"
+                     "turnpike_store_checkpoints_total{{by=\"background\"}} {}\n"
+                     "turnpike_store_checkpoints_total{{by=\"writer\"}} {}\n",
+                     gauges.store_log.pages, gauges.store_log.background_checkpoints,
+                     gauges.store_log.restarts);
   return out;
 }
 

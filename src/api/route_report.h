@@ -4,6 +4,8 @@
 #include <cstdint>
 #include <string>
 
+#include "store/database.h"
+
 namespace tp::catalog {
 class Catalog;
 }
@@ -23,6 +25,7 @@ struct GatewayGauges {
   bool billing_frozen = false;
   std::uint64_t store_commits = 0;  // store transactions ended (Writer::Stats)
   std::uint64_t store_pieces = 0;   // pieces of work they carried
+  store::Database::LogStats store_log;  // the store's write-ahead log
 };
 
 // GET /metrics: the same statistics in the Prometheus text format (0.0.4), plus whether

@@ -76,6 +76,14 @@ class Database {
   // Housekeeping that must not delay a commit, run between transactions on the
   // connection's thread: the store writer calls it after each batch has been answered.
   virtual void upkeep() {}
+  // The write-ahead log's upkeep so far, for metrics and tests; from any thread. A backend
+  // that leaves its log to the database's own checkpoints reports zeros.
+  struct LogStats {
+    std::uint64_t background_checkpoints = 0;
+    std::uint64_t restarts = 0;  // times upkeep() finished a checkpoint so the log started over
+    std::int64_t pages = 0;      // in the log after the last commit
+  };
+  virtual LogStats log_stats() const { return {}; }
 
   // A statement prepared once per connection and kept: for what runs on every request.
   // Reset and unbound when returned; valid until the Database goes.

@@ -208,6 +208,7 @@ class SqliteDatabase final : public Database {
           auto& db = *static_cast<SqliteDatabase*>(self);
           if (pages < db.wal_pages_) db.restart_at_ = db.restart_pages_;  // it started over
           db.wal_pages_ = pages;
+          db.shown_pages_.store(pages, std::memory_order_relaxed);
           db.checkpointer_->grew(pages);
           return SQLITE_OK;
         },
@@ -238,7 +239,7 @@ class SqliteDatabase final : public Database {
                                              &log_pages, &copied);
     checkpointer_->hold(false);
     if (rc == SQLITE_OK && copied == log_pages) {
-      ++restarts_;
+      restarts_.fetch_add(1, std::memory_order_relaxed);
       restart_at_ = restart_pages_;
     } else if (rc == SQLITE_OK || rc == SQLITE_BUSY) {
       // A reader still needs part of the log (or another connection is checkpointing it):
@@ -250,10 +251,11 @@ class SqliteDatabase final : public Database {
     }
   }
 
-  std::optional<CheckpointStats> checkpoint_stats() const {
-    if (!checkpointer_) return std::nullopt;
-    return CheckpointStats{
-        .background = checkpointer_->done(), .restarts = restarts_, .wal_pages = wal_pages_};
+  LogStats log_stats() const override {
+    if (!checkpointer_) return {};
+    return {.background_checkpoints = checkpointer_->done(),
+            .restarts = restarts_.load(std::memory_order_relaxed),
+            .pages = shown_pages_.load(std::memory_order_relaxed)};
   }
   SqliteDatabase(const SqliteDatabase&) = delete;
   SqliteDatabase& operator=(const SqliteDatabase&) = delete;
@@ -290,7 +292,8 @@ class SqliteDatabase final : public Database {
   int restart_pages_ = 0;
   int restart_at_ = 0;  // the log's size at which upkeep() next finishes a checkpoint
   int wal_pages_ = 0;
-  std::uint64_t restarts_ = 0;
+  std::atomic<int> shown_pages_{0};  // wal_pages_, for log_stats() on other threads
+  std::atomic<std::uint64_t> restarts_{0};
 };
 
 }  // namespace
@@ -309,11 +312,6 @@ Result<std::unique_ptr<Database>> open_sqlite(const std::string& path,
                                                                      : 16 * every);
   }
   return std::unique_ptr<Database>(std::move(database));
-}
-
-std::optional<CheckpointStats> checkpoint_stats(const Database& db) {
-  const auto* sqlite = dynamic_cast<const SqliteDatabase*>(&db);
-  return sqlite != nullptr ? sqlite->checkpoint_stats() : std::nullopt;
 }
 
 }  // namespace tp::store

@@ -2,9 +2,7 @@
 // The embedded backend of the store interface (store/database.h): SQLite in WAL mode with
 // synchronous=NORMAL.
 
-#include <cstdint>
 #include <memory>
-#include <optional>
 #include <string>
 
 #include "store/database.h"
@@ -31,14 +29,5 @@ struct SqliteOptions {
 // synchronous=NORMAL: a committed transaction survives a crash of the process.
 Result<std::unique_ptr<Database>> open_sqlite(const std::string& path,
                                               const SqliteOptions& options = {});
-
-// What the background checkpoints of a connection opened with them have done; nullopt for
-// any other connection. On the connection's thread.
-struct CheckpointStats {
-  std::uint64_t background = 0;  // checkpoints by the background thread
-  std::uint64_t restarts = 0;    // checkpoints upkeep() finished on the connection's thread
-  int wal_pages = 0;             // pages in the log after the last commit
-};
-std::optional<CheckpointStats> checkpoint_stats(const Database& db);
 
 }  // namespace tp::store

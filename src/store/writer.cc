@@ -46,8 +46,13 @@ void Writer::submit(Work work, Done done, Isolation isolation) {
 }
 
 Writer::Stats Writer::stats() const {
-  std::lock_guard lock(mu_);
-  return stats_;
+  Stats stats;
+  {
+    std::lock_guard lock(mu_);
+    stats = stats_;
+  }
+  stats.log = db_->log_stats();
+  return stats;
 }
 
 void Writer::run() {

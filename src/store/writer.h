@@ -67,6 +67,7 @@ class Writer {
   struct Stats {
     std::uint64_t pieces = 0;
     std::uint64_t commits = 0;
+    Database::LogStats log;
   };
   Stats stats() const;
 

@@ -451,6 +451,12 @@ TEST(Router, RouteStatsCountAttemptsFailuresFallbacksAndLatency) {
   EXPECT_GE(counter("turnpike_store_pieces_total"), 3) << metrics.body;
   EXPECT_GE(counter("turnpike_store_commits_total"), 1) << metrics.body;
   EXPECT_LE(counter("turnpike_store_commits_total"), counter("turnpike_store_pieces_total"));
+  // The log holds at least those commits' pages; none of the checkpoints is due yet.
+  EXPECT_GT(counter("turnpike_store_log_pages"), 0) << metrics.body;
+  EXPECT_NE(metrics.body.find("turnpike_store_checkpoints_total{by=\"background\"} 0"),
+            std::string::npos);
+  EXPECT_NE(metrics.body.find("turnpike_store_checkpoints_total{by=\"writer\"} 0"),
+            std::string::npos);
   // Unrequested routes are listed, with nothing seen.
   EXPECT_NE(route_entry(res.body, "lonely", "erring").find(R"("attempts":0)"), std::string::npos);
   // Admin only.
