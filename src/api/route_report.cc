@@ -195,8 +195,17 @@ std::string routes_metrics(const catalog::Catalog& catalog, const router::RouteS
                      "log starts over.\n"
                      "# TYPE turnpike_store_checkpoints_total counter\n"
                      "turnpike_store_checkpoints_total{{by=\"background\"}} {}\n"
-                     "turnpike_store_checkpoints_total{{by=\"writer\"}} {}\n",
+                     "turnpike_store_checkpoints_total{{by=\"writer\"}} {}\n"
+                     "# HELP turnpike_store_writer_checkpoint_pages_total Log pages the writer "
+                     "copied itself, between two batches.\n"
+                     "# TYPE turnpike_store_writer_checkpoint_pages_total counter\n"
+                     "turnpike_store_writer_checkpoint_pages_total {}\n"
+                     "# HELP turnpike_store_log_restarts_total Times the store's log started "
+                     "over.\n"
+                     "# TYPE turnpike_store_log_restarts_total counter\n"
+                     "turnpike_store_log_restarts_total {}\n",
                      gauges.store_log.pages, gauges.store_log.background_checkpoints,
+                     gauges.store_log.writer_checkpoints, gauges.store_log.writer_pages,
                      gauges.store_log.restarts);
   return out;
 }

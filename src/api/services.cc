@@ -23,10 +23,10 @@ Result<Services> open_services(const std::string& store_uri, const std::string& 
   }
   const std::string file = store_uri.substr(7);
   const std::string path = file.starts_with('/') ? file : data_dir + "/" + file;
-  // The writer's commits never wait for a checkpoint: a background thread copies the log
-  // back every 1000 pages (SQLite's own interval), and the writer finishes it between two
-  // batches once it holds 16384 (64 MiB of 4 KiB pages), so the log starts over. The
-  // writer's part costs milliseconds (two fsyncs), hence the large log.
+  // No commit waits for a checkpoint: a background thread copies the log back every 1000
+  // pages (SQLite's own interval), and the writer finishes it between two batches once it
+  // holds 16384 (64 MiB of 4 KiB pages), so the log starts over. The writer's part delays
+  // the next batch by two fsyncs (milliseconds here), hence the large log.
   auto db = store::open_sqlite(path,
                                {.background_checkpoint_pages = 1000, .restart_pages = 16384});
   if (!db) return db.status();

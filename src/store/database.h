@@ -79,9 +79,11 @@ class Database {
   // The write-ahead log's upkeep so far, for metrics and tests; from any thread. A backend
   // that leaves its log to the database's own checkpoints reports zeros.
   struct LogStats {
-    std::uint64_t background_checkpoints = 0;
-    std::uint64_t restarts = 0;  // times upkeep() finished a checkpoint so the log started over
-    std::int64_t pages = 0;      // in the log after the last commit
+    std::uint64_t background_checkpoints = 0;  // that copied something
+    std::uint64_t writer_checkpoints = 0;      // finished by upkeep()
+    std::uint64_t writer_pages = 0;            // what those copied (their cost to commits)
+    std::uint64_t restarts = 0;                // times the log started over
+    std::int64_t pages = 0;                    // in the log after the last commit
   };
   virtual LogStats log_stats() const { return {}; }
 

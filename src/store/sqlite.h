@@ -19,9 +19,10 @@ struct SqliteOptions {
   int background_checkpoint_pages = 0;
   // With background checkpoints: a log that has reached this many pages is finished by
   // the connection's own thread in upkeep(), between two transactions, so that it starts
-  // over. Under steady writes the background copy never catches up by itself (the writer
-  // appends while it copies); what is left for upkeep() is the tail it missed. A value not
-  // above background_checkpoint_pages (0 included) means 16 times that.
+  // over; whoever uses the connection must call upkeep(), as the store writer does. Under
+  // steady writes the background copy never catches up by itself (the writer appends
+  // while it copies); what is left for upkeep() is the tail it missed. A value not above
+  // background_checkpoint_pages (0 included) means 16 times that.
   int restart_pages = 0;
 };
 

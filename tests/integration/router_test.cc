@@ -457,6 +457,8 @@ TEST(Router, RouteStatsCountAttemptsFailuresFallbacksAndLatency) {
             std::string::npos);
   EXPECT_NE(metrics.body.find("turnpike_store_checkpoints_total{by=\"writer\"} 0"),
             std::string::npos);
+  EXPECT_EQ(counter("turnpike_store_writer_checkpoint_pages_total"), 0);
+  EXPECT_EQ(counter("turnpike_store_log_restarts_total"), 0);
   // Unrequested routes are listed, with nothing seen.
   EXPECT_NE(route_entry(res.body, "lonely", "erring").find(R"("attempts":0)"), std::string::npos);
   // Admin only.

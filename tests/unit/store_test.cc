@@ -399,32 +399,73 @@ TEST_F(StoreTest, BufferedUsageRowsCommitWithTheirBatchOrNotAtAll) {
   EXPECT_EQ((*rows)[40].request_id, "req_200");
 }
 
-TEST_F(StoreTest, BackgroundCheckpointsKeepTheLogShortAndLoseNothing) {
-  auto db = open_sqlite(path_, {.background_checkpoint_pages = 16, .restart_pages = 64}).value();
-  ASSERT_TRUE(db->exec("CREATE TABLE t (v INTEGER NOT NULL, pad TEXT NOT NULL)"));
-  auto insert = db->prepare("INSERT INTO t (v, pad) VALUES (?, ?)").value();
+// Commits `count` rows of about a page each, one transaction each, with the store writer's
+// upkeep after each; returns the log file's largest size meanwhile.
+std::uintmax_t commit_pages(Database& db, int first, int count) {
+  auto insert = db.prepare("INSERT INTO t (v, pad) VALUES (?, ?)").value();
   const std::string pad(1000, 'x');
-  constexpr int kCommits = 6000;  // a page of log each, at least
   std::uintmax_t log_max = 0;
-  for (int i = 0; i < kCommits; ++i) {
-    ASSERT_TRUE(db->exec("BEGIN IMMEDIATE"));
-    ASSERT_TRUE(insert.bind(1, i).bind(2, pad).run());
-    ASSERT_TRUE(db->exec("COMMIT"));
-    db->upkeep();
-    log_max = std::max(log_max, fs::file_size(path_ + "-wal"));
+  for (int i = first; i < first + count; ++i) {
+    EXPECT_TRUE(db.exec("BEGIN IMMEDIATE"));
+    EXPECT_TRUE(insert.bind(1, i).bind(2, pad).run());
+    EXPECT_TRUE(db.exec("COMMIT"));
+    db.upkeep();
+    log_max = std::max(log_max, fs::file_size(db.path() + "-wal"));
   }
-  const Database::LogStats stats = db->log_stats();
+  return log_max;
+}
+
+TEST_F(StoreTest, BackgroundCheckpointsKeepTheLogShortAndLoseNothing) {
+  auto db = open_sqlite(path_, {.background_checkpoint_pages = 32, .restart_pages = 256});
+  ASSERT_TRUE(db) << db.status().message();
+  ASSERT_TRUE((*db)->exec("CREATE TABLE t (v INTEGER NOT NULL, pad TEXT NOT NULL)"));
+  constexpr int kCommits = 12000;  // a page of log each, at least
+  const std::uintmax_t log_max = commit_pages(**db, 0, kCommits);
+  const Database::LogStats stats = (*db)->log_stats();
   EXPECT_GT(stats.background_checkpoints, 0u);
+  EXPECT_GT(stats.writer_checkpoints, 0u);
   EXPECT_GT(stats.restarts, 0u);
-  EXPECT_LT(stats.pages, std::int64_t{kCommits});
-  // Without starting over, the log would have reached 24 MB or more. How far it gets
-  // depends on the disk: the writer waits for a slow background checkpoint only once the
-  // log is twice the restart size.
+  // The background did most of the copying.
+  EXPECT_LT(stats.writer_pages, std::uint64_t{kCommits} / 2);
+  // Without starting over, the log would have reached 48 MB or more. How far it gets
+  // depends on the disk: a slow background checkpoint lets it grow (up to four times the
+  // restart size before the writer copies everything itself, plus what one background run
+  // lets through).
   EXPECT_LT(log_max, std::uintmax_t{kCommits} * 4096 / 4);
   EXPECT_EQ(scalar("SELECT COUNT(*) FROM t"), kCommits);
   EXPECT_EQ(scalar("SELECT SUM(v) FROM t"), std::int64_t{kCommits} * (kCommits - 1) / 2);
   // A connection opened without them leaves the log to SQLite.
   EXPECT_EQ(open()->log_stats().background_checkpoints, 0u);
+}
+
+TEST_F(StoreTest, AReaderHoldingTheLogDelaysItsRestartWithoutTheWriterRetryingEachBatch) {
+  constexpr int kRestartPages = 64;
+  auto db = open_sqlite(path_, {.background_checkpoint_pages = 16,
+                                .restart_pages = kRestartPages});
+  ASSERT_TRUE(db) << db.status().message();
+  ASSERT_TRUE((*db)->exec("CREATE TABLE t (v INTEGER NOT NULL, pad TEXT NOT NULL)"));
+  commit_pages(**db, 0, 10);
+  // A reader in the middle of a read transaction (a long `turnpike` command) keeps the log
+  // from starting over and the checkpoints from copying past what it reads.
+  auto reader = open_sqlite(path_).value();
+  ASSERT_TRUE(reader->exec("BEGIN"));
+  auto count = reader->prepare("SELECT COUNT(*) FROM t").value();
+  ASSERT_TRUE(count.step());
+  constexpr int kPinned = 2000;
+  const std::uintmax_t pinned_max = commit_pages(**db, 10, kPinned);
+  Database::LogStats stats = (*db)->log_stats();
+  EXPECT_EQ(stats.restarts, 0u);
+  // At most one try per restart size of growth, not one per batch.
+  EXPECT_LE(stats.writer_checkpoints, std::uint64_t{kPinned / kRestartPages + 1});
+  EXPECT_GE(pinned_max, std::uintmax_t{kPinned} * 4096);
+  // Once the reader is done, the log starts over again and its file is cut back.
+  count.reset();
+  ASSERT_TRUE(reader->exec("COMMIT"));
+  commit_pages(**db, 10 + kPinned, 4000);
+  stats = (*db)->log_stats();
+  EXPECT_GT(stats.restarts, 0u);
+  EXPECT_LT(fs::file_size(path_ + "-wal"), pinned_max / 2);
+  EXPECT_EQ(scalar("SELECT COUNT(*) FROM t"), 10 + kPinned + 4000);
 }
 
 TEST_F(StoreTest, WhatWasReportedCommittedSurvivesKillDashNine) {
@@ -461,6 +502,9 @@ TEST_F(StoreTest, WhatWasReportedCommittedSurvivesKillDashNine) {
   ::close(fds[0]);
   ASSERT_GE(last, 200);
   auto db = open();
+  auto check = db->prepare("PRAGMA integrity_check");
+  ASSERT_TRUE(check && check->step());
+  EXPECT_EQ(check->column_text(0), "ok");
   auto max = db->prepare("SELECT COUNT(*), MAX(v) FROM t");
   ASSERT_TRUE(max && max->step());
   // Every insert the child was told had committed is there (a later one may be too).
