@@ -6,7 +6,8 @@
 #   turnpike- turnpike serve with 1 I/O thread in front of it
 # and a streaming run through nginx and turnpike against turnpike-sim.
 # Prints throughput at 64 connections (BENCH_ROUNDS interleaved rounds, default 3; the ratio
-# is the median of the rounds' ratios) and added latency at 1 connection, as ratios to nginx.
+# is the median of the rounds' ratios) and added latency at 1 connection, as ratios to nginx,
+# and p99 at 64 connections.
 # Results are printed (and saved under bench/results/), never asserted.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -145,7 +146,7 @@ requests() { awk '/requests in/ {print $1}'; }
 # round, so that a slow spell of the shared host falls on all of them; the ratios reported
 # are the medians of each round's ratio.
 declare -A P50 P99 TICKS REQS
-declare -a RPS_NGINX RPS_TP RPS_TEN
+declare -a RPS_NGINX RPS_TP RPS_TEN P99_NGINX P99_TP
 add_ticks() { # key before after requests
   TICKS[$1]=$(join <(echo "$2") <(echo "$3") | awk '{print $1, $3 - $2}' |
     join -a1 -a2 -e0 -o 0,1.2,2.2 - <(echo "${TICKS[$1]:-}") | awk '{print $1, $2 + $3}')
@@ -160,8 +161,8 @@ for round in $(seq "$rounds"); do
     before=$(thread_ticks "$pid")
     out=$(TURNPIKE_BENCH_MODEL=$model run_wrk 64 "$url" chat.lua)
     case $name in
-      nginx) RPS_NGINX+=("$(rps <<<"$out")") ;;
-      turnpike) RPS_TP+=("$(rps <<<"$out")") ;;
+      nginx) RPS_NGINX+=("$(rps <<<"$out")"); P99_NGINX+=("$(pct 99% <<<"$out")") ;;
+      turnpike) RPS_TP+=("$(rps <<<"$out")"); P99_TP+=("$(pct 99% <<<"$out")") ;;
       ten) RPS_TEN+=("$(rps <<<"$out")") ;;
     esac
     [[ $name != ten ]] && add_ticks "$name" "$before" "$(thread_ticks "$pid")" "$(requests <<<"$out")"
@@ -215,6 +216,8 @@ print(f"added p50 latency turnpike/nginx:      {ratio(add(p50,'turnpike'), add(p
 print(f"added p99 latency turnpike/nginx:      {ratio(add(p99,'turnpike'), add(p99,'nginx'))}  ({add(p99,'turnpike'):.0f} us vs {add(p99,'nginx'):.0f} us)")
 print(f"added stream TTFB turnpike/nginx:      {ratio(add(tt,'turnpike'), add(tt,'nginx'))}  ({add(tt,'turnpike'):.0f} us vs {add(tt,'nginx'):.0f} us)")
 print(f"throughput with 10 candidate routes:   {round_ratio('ten'):.2f}x of nginx  ({rps['ten']:.0f} req/s; {ratio(rps['ten'], rps['turnpike'])} of one route)")
+p99_64 = {"nginx": median([${P99_NGINX[*]/%/,}]), "turnpike": median([${P99_TP[*]/%/,}])}
+print(f"p99 latency at 64 connections:         turnpike {p99_64['turnpike']:.0f} us, nginx {p99_64['nginx']:.0f} us (medians of the rounds)")
 cpu = {"nginx": """$(cpu_lines nginx)""", "turnpike": """$(cpu_lines turnpike)"""}
 print()
 print("CPU per request at 64 connections (us, from /proc, over all rounds; per thread):")
