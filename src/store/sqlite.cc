@@ -20,6 +20,19 @@ Status error(sqlite3* db, std::string_view what) {
   return {ErrorKind::kInternal, fmt::format("sqlite {}: {}", what, sqlite3_errmsg(db))};
 }
 
+// Runs one or more statements without rows.
+Status run_sql(sqlite3* db, std::string_view sql) {
+  char* message = nullptr;
+  const std::string text(sql);
+  if (sqlite3_exec(db, text.c_str(), nullptr, nullptr, &message) != SQLITE_OK) {
+    Status s{ErrorKind::kInternal,
+             fmt::format("sqlite: {}", message != nullptr ? message : "error")};
+    sqlite3_free(message);
+    return s;
+  }
+  return Status::ok();
+}
+
 class SqliteStatement final : public Statement::Backend {
  public:
   SqliteStatement(sqlite3* db, sqlite3_stmt* stmt) : db_(db), stmt_(stmt) {}
@@ -76,13 +89,9 @@ Result<sqlite3*> connect(const std::string& path) {
   sqlite3_busy_timeout(db, 5000);
   for (const char* pragma : {"PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL",
                              "PRAGMA foreign_keys=ON"}) {
-    char* message = nullptr;
-    if (sqlite3_exec(db, pragma, nullptr, nullptr, &message) != SQLITE_OK) {
-      Status s{ErrorKind::kInternal, fmt::format("cannot open {}: {}", path,
-                                                 message != nullptr ? message : "error")};
-      sqlite3_free(message);
+    if (Status s = run_sql(db, pragma); !s) {
       sqlite3_close(db);
-      return s;
+      return Status{ErrorKind::kInternal, fmt::format("cannot open {}: {}", path, s.message())};
     }
   }
   return db;
@@ -300,17 +309,7 @@ class SqliteDatabase final : public Database {
   SqliteDatabase(const SqliteDatabase&) = delete;
   SqliteDatabase& operator=(const SqliteDatabase&) = delete;
 
-  Status exec(std::string_view sql) override {
-    char* message = nullptr;
-    const std::string text(sql);
-    if (sqlite3_exec(db_, text.c_str(), nullptr, nullptr, &message) != SQLITE_OK) {
-      Status s{ErrorKind::kInternal,
-               fmt::format("sqlite: {}", message != nullptr ? message : "error")};
-      sqlite3_free(message);
-      return s;
-    }
-    return Status::ok();
-  }
+  Status exec(std::string_view sql) override { return run_sql(db_, sql); }
 
   bool in_transaction() const override { return sqlite3_get_autocommit(db_) == 0; }
 
