@@ -1068,6 +1068,11 @@ Task<void> Gateway::explain(http::Request& req, Responder& res) {
     co_return;
   }
   const RequestBody& body = parsed.value();
+  // Refused as the same request on /v1/chat/completions would be, with the same answer.
+  if (!body.has_model || body.model.empty()) {
+    co_await send_error(res, Surface::kOpenAI, 400, "'model' is required");
+    co_return;
+  }
   RouteOptions options;
   if (const auto refused = read_options(body, req, state_->config().weights, *grant, options)) {
     co_await send_error(res, Surface::kOpenAI, refused->status, refused->message, refused->code);
@@ -1077,11 +1082,8 @@ Task<void> Gateway::explain(http::Request& req, Responder& res) {
   const router::Weights& weights = options.weights;
   const std::int64_t input_tokens = input_tokens_estimate(req.body());
   const std::vector<const catalog::Model*> models = models_for(body, *grant, input_tokens);
-  if (models.empty()) {
-    co_await send_error(res, Surface::kOpenAI, 404,
-                        fmt::format("model '{}' does not exist, or no model qualifies for it",
-                                    body.model.substr(0, 200)),
-                        "model_not_found");
+  if (const auto refused = refuse_model(body, *grant, models, input_tokens)) {
+    co_await send_error(res, Surface::kOpenAI, refused->status, refused->message, refused->code);
     co_return;
   }
   std::string_view preference = req["x-turnpike-route-preference"];
@@ -1118,15 +1120,13 @@ Task<void> Gateway::explain(http::Request& req, Responder& res) {
   if (rule != nullptr) {
     router::order_by_fallback(*rule, order, [&](std::size_t i) { return candidate_provider[i]; });
   }
-  // "auto" only offers models the key may use.
-  const bool allowed =
-      state_->catalog().find_model(body.model) == nullptr || grant->may_use(body.model);
-
   // Six decimals are plenty to read and compare; the shortest exact form of a double is not.
   auto shown = [](double x) { return std::round(x * 1e6) / 1e6; };
   std::string out;
   json::Writer w(out);
-  w.begin_object().field("model", body.model).field("allowed_for_key", allowed);
+  // Always true by now: a model the key may not use was refused above, and "auto" only
+  // offers models it may use. Kept for the clients that read it.
+  w.begin_object().field("model", body.model).field("allowed_for_key", true);
   w.field("privacy_tier", catalog::privacy_tier_name(tier));
   w.field("privacy_tier_from", options.tier_from_policy ? "policy" : "request");
   w.field("preference", preference).field("weights_from", options.weights_from).key("rule");

@@ -45,6 +45,10 @@ std::vector<double> rebate_terms(std::span<const double> base,
   if (base.empty()) return out;
   const double best = *std::max_element(base.begin(), base.end());
   const double floor = best * (1.0 - kTieBand);
+  // A tiebreaker needs a tie: a candidate alone in the band gets nothing.
+  const auto in_band = std::count_if(base.begin(), base.end(),
+                                     [&](double b) { return b >= floor && b > 0; });
+  if (in_band < 2) return out;
   for (std::size_t i = 0; i < base.size(); ++i) {
     if (base[i] < floor || base[i] <= 0) continue;
     const double share = std::clamp(rebate_percent[i], 0.0, 100.0) / 100.0;

@@ -62,7 +62,8 @@ std::vector<Terms> score(std::span<const Candidate> candidates, const Weights& w
 
 // The rebate rule, alone: given base scores and disclosed rebates, returns each
 // candidate's rebate term. A candidate whose base is below (1 − kTieBand) × the best base
-// gets 0; one inside the band gets min(rebate_percent, 100) / 100 · kRebateShareMax · base.
+// gets 0; one inside the band gets min(rebate_percent, 100) / 100 · kRebateShareMax · base,
+// provided another candidate is inside the band too (alone, there is no tie to break).
 std::vector<double> rebate_terms(std::span<const double> base,
                                  std::span<const double> rebate_percent);
 

@@ -256,6 +256,47 @@ TEST(Router, ExplainShowsEveryCandidateAndMatchesTheRealPick) {
             401);
 }
 
+// Whatever the real request would be refused for, explain is refused for too, with the same
+// status and code: it never shows a pick for a request that could not be served.
+TEST(Router, ExplainRefusesWhatTheRealRequestRefuses) {
+  ThreeUpstreams up("routing: { auto_quality_floor: 0.9 }");
+  ASSERT_GT(up.port, 0) << up.gateway->log();
+  const std::string narrow = create_key(up.port, R"({"models":["measured"]})");
+  const std::string messages = R"("messages":[{"role":"user","content":"hi"}])";
+  const std::string long_messages =
+      R"("messages":[{"role":"user","content":")" + std::string(200, 'x') + R"("}])";
+  struct Case {
+    std::string key;
+    std::string body;
+    int status;
+    std::string code;
+  };
+  const std::vector<Case> cases = {
+      {up.key, "{" + messages + "}", 400, ""},                                  // no model
+      {up.key, R"({"model":"tiny",)" + long_messages + "}", 400, "context_length_exceeded"},
+      {narrow, R"({"model":"multi",)" + messages + "}", 403, "model_not_allowed"},
+      {up.key, R"({"model":"auto",)" + messages + "}", 403, "no_model_available"},
+      {up.key, R"({"model":"nope",)" + messages + "}", 404, "model_not_found"},
+  };
+  for (const Case& c : cases) {
+    const std::map<std::string, std::string> auth = {{"authorization", "Bearer " + c.key}};
+    const auto real = http_request(up.port, "POST", "/v1/chat/completions", c.body, auth);
+    const auto explained = http_request(up.port, "POST", "/v1/route/explain", c.body, auth);
+    EXPECT_EQ(real.status, c.status) << c.body << ": " << real.body;
+    EXPECT_EQ(explained.status, c.status) << c.body << ": " << explained.body;
+    EXPECT_EQ(explained.body, real.body) << c.body;  // the same error, word for word
+    if (!c.code.empty()) {
+      EXPECT_NE(explained.body.find("\"code\":\"" + c.code + "\""), std::string::npos)
+          << explained.body;
+    }
+  }
+  // The key may use `measured`: explained and served alike.
+  const std::map<std::string, std::string> auth = {{"authorization", "Bearer " + narrow}};
+  const std::string body = R"({"model":"measured",)" + messages + "}";
+  EXPECT_EQ(http_request(up.port, "POST", "/v1/route/explain", body, auth).status, 200);
+  EXPECT_EQ(http_request(up.port, "POST", "/v1/chat/completions", body, auth).status, 200);
+}
+
 TEST(Router, BreakerOpensAfterRepeatedFailuresAndProbesAfterTheCooldown) {
   ThreeUpstreams up("routing: { breaker_failures: 3, breaker_cooldown_ms: 400 }");
   ASSERT_GT(up.port, 0) << up.gateway->log();

@@ -57,8 +57,18 @@ TEST(RebateRule, OnlyInsideTheTieBandAndAtMostFivePercent) {
   EXPECT_DOUBLE_EQ(r[1], 0.05 * 0.996);  // inside the 0.5% band: breaks the tie
   EXPECT_DOUBLE_EQ(r[2], 0.0);           // 1% below the best: no help at all
   EXPECT_DOUBLE_EQ(r[3], 0.0);
-  const auto capped = rebate_terms(std::vector<double>{1.0}, std::vector<double>{250});
+  const auto capped =
+      rebate_terms(std::vector<double>{1.0, 1.0}, std::vector<double>{250, 0});
   EXPECT_DOUBLE_EQ(capped[0], 0.05);  // a rebate over 100% counts as 100%
+}
+
+TEST(RebateRule, NothingWithoutATieToBreak) {
+  // Alone, or alone in the band: the rebate adds nothing, so the score a lone route shows
+  // (x-turnpike-route, explain) is its score without rebate.
+  EXPECT_DOUBLE_EQ(rebate_terms(std::vector<double>{0.8}, std::vector<double>{10})[0], 0.0);
+  const auto apart = rebate_terms(std::vector<double>{1.0, 0.9}, std::vector<double>{100, 100});
+  EXPECT_DOUBLE_EQ(apart[0], 0.0);
+  EXPECT_DOUBLE_EQ(apart[1], 0.0);
 }
 
 TEST(RebateRule, WorkedExampleOfDocsRouting) {
@@ -117,6 +127,12 @@ TEST(RebateRule, PropertyHoldsOverRandomCandidateSets) {
       if (t[i].base < best_base * (1 - kTieBand)) {
         ASSERT_EQ(t[i].rebate, 0.0);
       }
+    }
+    const auto in_band = std::count_if(t.begin(), t.end(), [&](const Terms& x) {
+      return x.base > 0 && x.base >= best_base * (1 - kTieBand);
+    });
+    if (in_band < 2) {
+      for (const Terms& x : t) ASSERT_EQ(x.rebate, 0.0) << "round " << round << ": no tie";
     }
     const std::size_t p = *pick(t);
     for (std::size_t j = 0; j < n; ++j) {
