@@ -197,6 +197,18 @@ std::optional<Refusal> read_options(const RequestBody& body, const http::Request
       return Refusal{400, "privacy_tier must be confidential, cloud or community", {}};
     }
   }
+  // The tier an upstream serves on sets its price; Turnpike bills the standard one unless
+  // it ran the flex race itself. A client's own choice that could change the price would
+  // be billed wrong either way, so it is refused; the neutral values are dropped.
+  if (const std::string_view tier = body.service_tier;
+      !tier.empty() && tier != "auto" && tier != "default" && tier != "standard_only") {
+    return Refusal{400,
+                   fmt::format("service_tier '{}' is not accepted: Turnpike routes and bills the "
+                               "standard tier (auto, default and standard_only are dropped); ask "
+                               "for the flex tier with start_within, e.g. \"00h-00m-30s\"",
+                               tier.substr(0, 40)),
+                   {}};
+  }
   out.flex_ms = 0;
   bool start_given = false;
   for (const std::string_view start :

@@ -117,6 +117,13 @@ Result<RequestBody> parse_request_body(std::string_view text) {
         return invalid("'stream_options.include_usage' must be true or false");
       }
       body.include_usage = include;
+    } else if (key == "service_tier") {
+      if (value.is_null()) continue;
+      std::string_view tier;
+      if (value.get_string().get(tier) || tier.empty()) {
+        return invalid("'service_tier' must be a non-empty string");
+      }
+      body.service_tier = std::string(tier);
     } else if (key == kOptionPrivacyTier || key == kOptionStartWithin) {
       std::string_view option;
       if (value.get_string().get(option) || option.empty()) {
@@ -147,7 +154,7 @@ std::string rewrite_request_body(const RequestBody& body, std::string_view upstr
   std::string_view stream_options;  // the client's, when usage must be asked for
   for (const auto& m : members) {
     if (m.key == kOptionPrivacyTier || m.key == kOptionStartWithin) continue;
-    if (!service_tier.empty() && m.key == "service_tier") continue;
+    if (m.key == "service_tier") continue;
     if (ask_for_usage && m.key == "stream_options") {
       if (m.value.front() == '{') stream_options = m.value;
       continue;

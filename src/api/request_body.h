@@ -36,18 +36,23 @@ struct RequestBody {
   std::string privacy_tier;                // empty when absent
   std::string start_within;                // empty when absent
   bool include_usage = false;              // stream_options.include_usage is true
+  // The client's `service_tier` (empty when absent or null). Never forwarded: the tier a
+  // route is served on decides its price, so Turnpike alone sets it (the flex race).
+  std::string service_tier;
 
-  bool has_options() const { return !privacy_tier.empty() || !start_within.empty(); }
+  bool has_options() const {
+    return !privacy_tier.empty() || !start_within.empty() || !service_tier.empty();
+  }
 };
 
 // Parses and validates `body` (UTF-8 JSON object). Errors (kInvalidRequest) say what is
 // wrong without quoting the body.
 Result<RequestBody> parse_request_body(std::string_view body);
 
-// The body to forward: `model` replaced by `upstream_model`, Turnpike's options removed.
-// With `ask_for_usage`, `stream_options.include_usage` is set to true, keeping any other
-// stream option the client gave. A non-empty `service_tier` replaces the client's (the
-// flex race sends "flex"). `body.text` must still be alive.
+// The body to forward: `model` replaced by `upstream_model`, Turnpike's options and the
+// client's `service_tier` removed. With `ask_for_usage`, `stream_options.include_usage` is
+// set to true, keeping any other stream option the client gave. A non-empty `service_tier`
+// is sent instead (the flex race sends "flex"). `body.text` must still be alive.
 std::string rewrite_request_body(const RequestBody& body, std::string_view upstream_model,
                                  bool ask_for_usage = false, std::string_view service_tier = {});
 

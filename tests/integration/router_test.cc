@@ -929,6 +929,35 @@ TEST(Router, FlexThatStartsInTimeServesAtFlexPricesAndRecordsTheStandardPrice) {
   EXPECT_NE(later.find(R"("service_tier":"standard")"), std::string::npos) << later;
 }
 
+// The tier an upstream serves on sets its price, so only Turnpike chooses it: a client's
+// `service_tier` that would change the price is refused, a neutral one is dropped.
+TEST(Router, AClientsOwnServiceTierNeverReachesTheUpstream) {
+  FlexUpstreams up;
+  ASSERT_GT(up.port, 0) << up.gateway->log();
+  for (const std::string tier : {"flex", "priority", "scale"}) {
+    const auto res = up.chat("prompt-model", "", R"("service_tier":")" + tier + "\",");
+    EXPECT_EQ(res.status, 400) << res.body;
+    EXPECT_NE(res.body.find("start_within"), std::string::npos) << res.body;
+    EXPECT_NE(res.body.find("invalid_request_error"), std::string::npos) << res.body;
+  }
+  EXPECT_NE(up.received_bodies(0).find(R"("count":0)"), std::string::npos);
+  for (const std::string tier : {"auto", "default"}) {
+    const auto res = up.chat("prompt-model", "", R"("service_tier":")" + tier + "\",");
+    ASSERT_EQ(res.status, 200) << res.body;
+    EXPECT_EQ(res.header("x-turnpike-service-tier"), "");
+  }
+  // With the flex race, the upstream sees Turnpike's tier once, never the client's.
+  const auto raced = up.chat("prompt-model", "00h-00m-05s", R"("service_tier":"default",)");
+  ASSERT_EQ(raced.status, 200) << raced.body;
+  EXPECT_EQ(raced.header("x-turnpike-service-tier"), "flex");
+  const std::string bodies = up.received_bodies(0);
+  EXPECT_NE(bodies.find(R"("count":3)"), std::string::npos) << bodies;
+  EXPECT_EQ(bodies.find(R"("service_tier":"auto")"), std::string::npos) << bodies;
+  EXPECT_EQ(bodies.find(R"("service_tier":"default")"), std::string::npos) << bodies;
+  const std::string usage = up.usage();
+  EXPECT_NE(usage.find(R"("service_tier":"standard")"), std::string::npos) << usage;
+}
+
 TEST(Router, FlexThatIsLateOrRefusedFallsBackToTheStandardTier) {
   FlexUpstreams up;
   ASSERT_GT(up.port, 0) << up.gateway->log();

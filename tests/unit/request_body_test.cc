@@ -60,8 +60,18 @@ TEST(RequestBody, FlexReplacesTheClientsServiceTier) {
   auto b = parse_request_body(R"({"service_tier":"auto","model":"m","start_within":"00h-00m-30s"})");
   ASSERT_TRUE(b);
   EXPECT_EQ(rewrite_request_body(*b, "u", false, "flex"), R"({"model":"u","service_tier":"flex"})");
-  // Without a tier to set, the client's stays.
-  EXPECT_EQ(rewrite_request_body(*b, "u"), R"({"service_tier":"auto","model":"u"})");
+  // Without a tier to set, the client's is dropped all the same: only Turnpike sets it.
+  EXPECT_EQ(b->service_tier, "auto");
+  EXPECT_TRUE(b->has_options());
+  EXPECT_EQ(rewrite_request_body(*b, "u"), R"({"model":"u"})");
+  auto priority = parse_request_body(R"({"model":"m","service_tier":"priority"})");
+  ASSERT_TRUE(priority);
+  EXPECT_EQ(priority->service_tier, "priority");  // the gateway refuses it (400)
+  auto null_tier = parse_request_body(R"({"model":"m","service_tier":null})");
+  ASSERT_TRUE(null_tier);
+  EXPECT_FALSE(null_tier->has_options());
+  EXPECT_FALSE(parse_request_body(R"({"service_tier":3})"));
+  EXPECT_FALSE(parse_request_body(R"({"service_tier":""})"));
 }
 
 TEST(RequestBody, EmptyObject) {
