@@ -426,7 +426,19 @@ class Gateway final : public http::Handler {
   struct Constraints {
     Api api = Api::kOpenAI;
     catalog::PrivacyTier tier = catalog::PrivacyTier::kCommunity;
-    const router::Rule* rule = nullptr;
+    const router::Rule* rule = nullptr;  // the first rule the request matches, if any
+    // For "auto": the first rule each candidate model matches under its own name (nullptr:
+    // none). Its pin and exclude hold as well, so choosing a model never reaches a route
+    // that naming the model could not.
+    std::vector<std::pair<const catalog::Model*, const router::Rule*>> model_rules;
+    // The rule that keeps `provider`'s routes of `model` out, or nullptr.
+    const router::Rule* excluding(const catalog::Model& model, std::size_t provider) const {
+      if (rule != nullptr && !router::admits(*rule, provider)) return rule;
+      for (const auto& [m, r] : model_rules) {
+        if (m == &model && r != nullptr && !router::admits(*r, provider)) return r;
+      }
+      return nullptr;
+    }
   };
   // Whether a route may serve a request now, and if not, the first constraint it fails.
   // Ordered by how far a route got, so the furthest over a model's routes says why none
@@ -435,6 +447,7 @@ class Gateway final : public http::Handler {
   struct RouteChoice {
     std::vector<Ranked> ranked;  // best first (or the rule's fallback order); may be empty
     Admission furthest = Admission::kOtherApi;  // the best admission any route reached
+    const router::Rule* excluded_by = nullptr;  // a rule that removed a route, if any
   };
   // `output_tokens(model)`: the request's output bound on that model.
   RouteChoice choose_route(std::span<const catalog::Model* const> models, const Constraints& c,
@@ -492,14 +505,20 @@ class Gateway final : public http::Handler {
                                       std::span<const catalog::Model* const> models,
                                       std::int64_t input_estimate) const;
   // The refusal when no route of `model` qualified, from how far the best got.
-  Refusal no_route(const catalog::Model& model, const Constraints& c, Admission furthest,
+  Refusal no_route(const catalog::Model& model, const Constraints& c, const RouteChoice& choice,
                    bool tier_from_policy) const;
   // The first routing rule that matches the request (nullptr: none). Its weights replace
   // the key's, account's or config's in `options`, unless a preference header chose them.
   const router::Rule* match_rule(const RequestBody& body, const auth::KeyGrant& grant,
                                  RouteOptions& options) const;
+  // The constraints on a request's routes: its API, tier and rule, and for "auto" the rule
+  // of each candidate model.
+  Constraints constraints_for(Api api, const RequestBody& body, const auth::KeyGrant& grant,
+                              const RouteOptions& options, const router::Rule* rule,
+                              std::span<const catalog::Model* const> models) const;
   // Why `route` is not a candidate ("" when it is).
-  std::string exclusion(const catalog::Route& route, const Constraints& c) const;
+  std::string exclusion(const catalog::Model& model, const catalog::Route& route,
+                        const Constraints& c) const;
   router::Candidate candidate_for(const catalog::Model& model, const catalog::Route& route,
                                   const catalog::Prices& prices, std::int64_t input_tokens,
                                   std::int64_t output_tokens) const;
@@ -509,8 +528,8 @@ class Gateway final : public http::Handler {
   void observe_ttfb(const catalog::Route& route, std::chrono::steady_clock::duration ttfb);
   void observe_speed(const catalog::Route& route, std::int64_t output_tokens,
                      std::chrono::steady_clock::duration decoding);
-  Admission admission(const catalog::Route& route, const Constraints& c,
-                      std::chrono::steady_clock::time_point now) const;
+  Admission admission(const catalog::Model& model, const catalog::Route& route,
+                      const Constraints& c, std::chrono::steady_clock::time_point now) const;
   void upstream_failed(const catalog::Route& route);
   void upstream_answered(const catalog::Route& route);
   struct RouteLatency {
@@ -898,10 +917,10 @@ std::optional<Refusal> Gateway::plan_request(Operation op, const OperationInfo& 
                                   m.max_output_tokens);
   };
   const router::Rule* rule = match_rule(body, grant, options);
-  const Constraints constraints{info.api, options.tier, rule};
+  const Constraints constraints = constraints_for(info.api, body, grant, options, rule, models);
   plan.choice = choose_route(models, constraints, options.weights, plan.input_estimate, output_for);
   if (plan.choice.ranked.empty()) {
-    return no_route(*plan.model, constraints, plan.choice.furthest, options.tier_from_policy);
+    return no_route(*plan.model, constraints, plan.choice, options.tier_from_policy);
   }
   // Fallback goes down this list; the hold covers the dearest route that may serve. A
   // flex race puts its flex attempt in front of the standard routes.
@@ -948,9 +967,9 @@ std::optional<Refusal> Gateway::refuse_model(const RequestBody& body, const auth
   return std::nullopt;
 }
 
-Refusal Gateway::no_route(const catalog::Model& model, const Constraints& c, Admission furthest,
-                          bool tier_from_policy) const {
-  switch (furthest) {
+Refusal Gateway::no_route(const catalog::Model& model, const Constraints& c,
+                          const RouteChoice& choice, bool tier_from_policy) const {
+  switch (choice.furthest) {
     case Admission::kResting:
     case Admission::kAdmitted:
       return Refusal{503,
@@ -962,7 +981,8 @@ Refusal Gateway::no_route(const catalog::Model& model, const Constraints& c, Adm
       return Refusal{403,
                      fmt::format("routing rule '{}' leaves no route for model '{}' at this "
                                  "request's privacy tier",
-                                 c.rule->name, model.name),
+                                 choice.excluded_by->name,
+                                 c.model_rules.empty() ? model.name : std::string(kAutoModel)),
                      "excluded_by_routing_rule"};
     case Admission::kLooserTier:
       // Never a silent downgrade: the request's tier is a constraint, not a preference.
@@ -986,12 +1006,13 @@ Refusal Gateway::no_route(const catalog::Model& model, const Constraints& c, Adm
 
 constexpr double kLatencyEwmaWeight = 0.2;  // of each new measurement
 
-Gateway::Admission Gateway::admission(const catalog::Route& route, const Constraints& c,
+Gateway::Admission Gateway::admission(const catalog::Model& model, const catalog::Route& route,
+                                       const Constraints& c,
                                        std::chrono::steady_clock::time_point now) const {
   const catalog::Provider& p = state_->catalog().provider(route);
   if (p.api != c.api) return Admission::kOtherApi;
   if (p.privacy_tier > c.tier) return Admission::kLooserTier;
-  if (c.rule != nullptr && !router::admits(*c.rule, p.index)) return Admission::kExcludedByRule;
+  if (c.excluding(model, p.index) != nullptr) return Admission::kExcludedByRule;
   // Closed, or half-open after the cooldown: may be tried.
   if (health_[route.index].resting(now) || state_->provider_health().down(p.index)) {
     return Admission::kResting;
@@ -999,10 +1020,11 @@ Gateway::Admission Gateway::admission(const catalog::Route& route, const Constra
   return Admission::kAdmitted;
 }
 
-std::string Gateway::exclusion(const catalog::Route& route, const Constraints& c) const {
+std::string Gateway::exclusion(const catalog::Model& model, const catalog::Route& route,
+                               const Constraints& c) const {
   const auto now = std::chrono::steady_clock::now();
   const catalog::Provider& p = state_->catalog().provider(route);
-  switch (admission(route, c, now)) {
+  switch (admission(model, route, c, now)) {
     case Admission::kAdmitted: return {};
     case Admission::kOtherApi:
       return fmt::format("served through the {} API", catalog::api_name(p.api));
@@ -1010,9 +1032,11 @@ std::string Gateway::exclusion(const catalog::Route& route, const Constraints& c
       return fmt::format("provider tier '{}' is looser than the request's '{}'",
                          catalog::privacy_tier_name(p.privacy_tier),
                          catalog::privacy_tier_name(c.tier));
-    case Admission::kExcludedByRule:
-      return fmt::format("routing rule '{}' {} provider '{}'", c.rule->name,
-                         c.rule->pin.empty() ? "excludes" : "does not pin", p.name);
+    case Admission::kExcludedByRule: {
+      const router::Rule& rule = *c.excluding(model, p.index);
+      return fmt::format("routing rule '{}' {} provider '{}'", rule.name,
+                         rule.pin.empty() ? "excludes" : "does not pin", p.name);
+    }
     case Admission::kResting: {
       const ProviderHealth& probes = state_->provider_health();
       if (probes.down(p.index)) {
@@ -1102,7 +1126,8 @@ Task<void> Gateway::explain(http::Request& req, Responder& res) {
   if (preference.empty()) preference = "balanced";
   // The same estimate and constraints as a real request on /v1/chat/completions.
   const catalog::PrivacyTier tier = options.tier;
-  const Constraints constraints{Api::kOpenAI, tier, rule};
+  const Constraints constraints =
+      constraints_for(Api::kOpenAI, body, *grant, options, rule, models);
   auto output_for = [&](const catalog::Model& m) {
     return std::min<std::int64_t>(body.max_tokens.value_or(m.max_output_tokens),
                                   m.max_output_tokens);
@@ -1118,7 +1143,7 @@ Task<void> Gateway::explain(http::Request& req, Responder& res) {
   std::vector<std::size_t> candidate_provider;  // each candidate's provider
   for (const catalog::Model* m : models) {
     for (const catalog::Route& r : m->routes) {
-      Listed l{m, &r, exclusion(r, constraints), std::nullopt};
+      Listed l{m, &r, exclusion(*m, r, constraints), std::nullopt};
       if (l.excluded.empty()) {
         l.scored = candidates.size();
         candidates.push_back(candidate_for(*m, r, r.prices, input_tokens, output_for(*m)));
@@ -1219,15 +1244,18 @@ Gateway::RouteChoice Gateway::choose_route(
     const std::function<std::int64_t(const catalog::Model&)>& output_tokens) {
   const auto now = std::chrono::steady_clock::now();
   RouteChoice choice;
-  auto admitted = [&](const catalog::Route& r) {
-    const Admission a = admission(r, c, now);
+  auto admitted = [&](const catalog::Model& m, const catalog::Route& r) {
+    const Admission a = admission(m, r, c, now);
     choice.furthest = std::max(choice.furthest, a);
+    if (a == Admission::kExcludedByRule && choice.excluded_by == nullptr) {
+      choice.excluded_by = c.excluding(m, state_->catalog().provider(r).index);
+    }
     return a == Admission::kAdmitted;
   };
   // The common case, one model with one route: its score needs no comparison.
   if (models.size() == 1 && models.front()->routes.size() == 1) {
     const catalog::Model& m = *models.front();
-    if (admitted(m.routes.front())) {
+    if (admitted(m, m.routes.front())) {
       choice.ranked.push_back({&m.routes.front(),
                                weights.quality * m.quality + weights.cost + weights.latency, &m,
                                output_tokens(m)});
@@ -1239,7 +1267,7 @@ Gateway::RouteChoice Gateway::choose_route(
   for (const catalog::Model* m : models) {
     const std::int64_t output = output_tokens(*m);
     for (const catalog::Route& r : m->routes) {
-      if (!admitted(r)) continue;
+      if (!admitted(*m, r)) continue;
       routes.push_back({&r, 0, m, output});
       candidates.push_back(candidate_for(*m, r, r.prices, input_tokens, output));
     }
@@ -1269,6 +1297,23 @@ const router::Rule* Gateway::match_rule(const RequestBody& body, const auth::Key
     options.weights_from = "rule";
   }
   return rule;
+}
+
+Gateway::Constraints Gateway::constraints_for(Api api, const RequestBody& body,
+                                              const auth::KeyGrant& grant,
+                                              const RouteOptions& options,
+                                              const router::Rule* rule,
+                                              std::span<const catalog::Model* const> models) const {
+  Constraints c{api, options.tier, rule, {}};
+  const std::vector<router::Rule>& rules = state_->config().rules;
+  // A model asked for by name matched its rule above; "auto" matched on "auto".
+  if (rules.empty() || models.empty() || models.front()->name == body.model) return c;
+  c.model_rules.reserve(models.size());
+  for (const catalog::Model* m : models) {
+    c.model_rules.emplace_back(
+        m, router::first_match(rules, {m->name, grant.account_id, grant.tags, options.tier}));
+  }
+  return c;
 }
 
 std::optional<Gateway::Ranked> Gateway::flex_choice(std::span<const Ranked> ranked,

@@ -895,6 +895,52 @@ TEST(Router, RoutingRulesPinExcludeReweighAndReorder) {
   EXPECT_EQ(received(up.ports[0]), 1);  // cheap: only the one request with a cost header
 }
 
+// "auto" cannot get around a model's rule: the pins and excludes of the rule each candidate
+// model matches under its own name hold for its routes, as if the request had named it.
+TEST(Router, AutoKeepsEachModelsOwnRuleExclusions) {
+  ThreeUpstreams up(R"(routing:
+  rules:
+    - name: multi-off-community
+      match: { model: multi }
+      exclude: [cheap]
+    - name: open-only-pinned
+      match: { model: "open-*" }
+      pin: [fast]
+)");
+  ASSERT_GT(up.port, 0) << up.gateway->log();
+  // By name: multi never goes to cheap, open-only has nowhere to go.
+  EXPECT_EQ(up.chat("cost").header("x-turnpike-provider"), "mid");
+  EXPECT_EQ(up.chat("cost", "", "", "open-only").status, 403);
+  // Through auto, at the cost preference that would otherwise pick cheap's multi route
+  // (with a key kept to these three models: the fixture's others fail on purpose).
+  up.key = create_key(up.port, R"({"models":["multi","open-only","measured"]})");
+  for (int i = 0; i < 3; ++i) {
+    const auto res = up.chat("cost", "", "", "auto");
+    ASSERT_EQ(res.status, 200) << res.body;
+    const std::string route = res.header("x-turnpike-route");
+    EXPECT_FALSE(route.starts_with("cheap/multi")) << route;
+    EXPECT_FALSE(route.starts_with("cheap/open-only")) << route;
+  }
+  const std::map<std::string, std::string> cost = {{"authorization", "Bearer " + up.key},
+                                                   {"x-turnpike-route-preference", "cost"}};
+  const auto explained = http_request(up.port, "POST", "/v1/route/explain",
+                                      R"({"model":"auto","max_tokens":50,"messages":[]})", cost);
+  ASSERT_EQ(explained.status, 200) << explained.body;
+  EXPECT_NE(explained.body.find(
+                R"("model":"multi","provider":"cheap","upstream_model":"multi","privacy_tier":"community","verdict":"excluded: routing rule 'multi-off-community' excludes provider 'cheap'")"),
+            std::string::npos)
+      << explained.body;
+  EXPECT_NE(explained.body.find(
+                R"("verdict":"excluded: routing rule 'open-only-pinned' does not pin provider 'cheap'")"),
+            std::string::npos)
+      << explained.body;
+  // `measured` has no rule: its cheap route stays a candidate.
+  EXPECT_NE(explained.body.find(
+                R"("model":"measured","provider":"cheap","upstream_model":"measured","privacy_tier":"community","verdict":"candidate")"),
+            std::string::npos)
+      << explained.body;
+}
+
 TEST(Router, FlexThatStartsInTimeServesAtFlexPricesAndRecordsTheStandardPrice) {
   FlexUpstreams up;
   ASSERT_GT(up.port, 0) << up.gateway->log();
