@@ -1413,18 +1413,21 @@ Task<Gateway::Answered> Gateway::send_with_fallback(const OperationInfo& info,
   std::string rewritten;
   std::string head;
   // The fallback deadline counts from the first standard attempt: a flex wait is the
-  // client's own choice.
+  // client's own choice. The attempts after that one must answer within it.
   std::optional<std::chrono::steady_clock::time_point> deadline;
+  auto deadline_passed = [&] {
+    return Status{ErrorKind::kUpstreamTimeout,
+                  fmt::format("no route answered within routing.fallback_deadline_ms ({} ms)",
+                              state_->config().fallback_deadline_ms)};
+  };
   for (; out.attempt < routes.size(); ++out.attempt) {
     const bool flex = routes[out.attempt].flex;
     const auto sent_at = std::chrono::steady_clock::now();
+    const bool falling_back = !flex && deadline.has_value();
     if (!flex && !deadline) {
       deadline = sent_at + std::chrono::milliseconds(state_->config().fallback_deadline_ms);
     } else if (!flex && sent_at >= *deadline) {
-      out.failure = Status{ErrorKind::kUpstreamTimeout,
-                           fmt::format("no route answered within routing.fallback_deadline_ms "
-                                       "({} ms)",
-                                       state_->config().fallback_deadline_ms)};
+      out.failure = deadline_passed();
       break;
     }
     const catalog::Route& r = *routes[out.attempt].route;
@@ -1443,6 +1446,12 @@ Task<Gateway::Answered> Gateway::send_with_fallback(const OperationInfo& info,
 
     http::UpstreamTimeouts timeouts = state_->config().upstream;
     if (flex) timeouts.first_byte_timeout_ms = static_cast<std::uint32_t>(flex_ms);
+    if (falling_back) {
+      const auto left = std::chrono::ceil<std::chrono::milliseconds>(*deadline - sent_at);
+      const auto left_ms = static_cast<std::uint32_t>(std::max<std::int64_t>(1, left.count()));
+      timeouts.connect_timeout_ms = std::min(timeouts.connect_timeout_ms, left_ms);
+      timeouts.first_byte_timeout_ms = std::min(timeouts.first_byte_timeout_ms, left_ms);
+    }
     stats_->attempt(r.index, flex);
     health_[r.index].attempting(state_->config().breaker, sent_at);
     auto sent = co_await pool_.send(endpoint, head, upstream_body, timeouts);
@@ -1465,6 +1474,12 @@ Task<Gateway::Answered> Gateway::send_with_fallback(const OperationInfo& info,
       out.failure = sent.status();
       stats_->fallback(r.index);
       continue;
+    }
+    if (!sent && falling_back && sent.status().kind() == ErrorKind::kUpstreamTimeout &&
+        std::chrono::steady_clock::now() >= *deadline) {
+      // Cut short by the deadline, not found slow by its own timeouts: no health mark.
+      out.failure = deadline_passed();
+      break;
     }
     if (!sent) {
       log::warn("upstream failed", {{"provider", p.name}, {"error", sent.status().message()}});
