@@ -93,7 +93,7 @@ models:
   - name: bench-ten
     routes:
 $(for i in 0 1 2 3 4 5 6 7 8 9; do
-  echo "      - { provider: fixed, upstream_model: bench-model, input_per_mtok: \"0.1$i\", output_per_mtok: \"0.6$i\", ttfb_ms: $((100 + 10 * i)) }"
+  echo "      - { provider: fixed, upstream_model: bench-model-$i, input_per_mtok: \"0.1$i\", output_per_mtok: \"0.6$i\", ttfb_ms: $((100 + 10 * i)) }"
 done)
 YAML
 build/bin/turnpike-sim --listen "127.0.0.1:$sim_port" --output-tokens 16 2>"$work/sim.log" & pids+=($!)

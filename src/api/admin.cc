@@ -15,6 +15,7 @@
 #include "core/clock.h"
 #include "core/ids.h"
 #include "core/json_writer.h"
+#include "core/limits.h"
 #include "core/rfc3339.h"
 #include "core/log.h"
 #include "store/ledger_store.h"
@@ -29,6 +30,8 @@ constexpr std::string_view kJson = "application/json";
 constexpr std::size_t kNameBytesMax = 200;
 constexpr std::size_t kModelsMax = 100;
 constexpr std::size_t kTagsMax = 20;
+// A key's lifetime, when it has one: far beyond any real use, far inside int64 milliseconds.
+constexpr std::int64_t kKeyLifetimeSecondsMax = 100LL * 365 * 24 * 3600;
 constexpr std::size_t kTagBytesMax = 64;
 
 void write_policy(json::Writer& w, const auth::RoutingPolicy& p) {
@@ -151,6 +154,9 @@ std::string read_money_call(simdjson::dom::parser& parser, std::string_view body
   if (!parsed || *parsed <= Money()) {
     return "'amount_usd' must be a positive USD amount with at most 9 decimals, as a string or "
            "number";
+  }
+  if (*parsed > Money::usd(limits::kMoneyCallUsdMax)) {
+    return fmt::format("'amount_usd' may be at most {} USD per call", limits::kMoneyCallUsdMax);
   }
   amount = *parsed;
   if (doc["idempotency_key"].get_string().get(idempotency_key) || idempotency_key.empty() ||
@@ -658,8 +664,12 @@ Task<void> AdminApi::create_key(std::int64_t account, http::Request& req, Respon
     simdjson::dom::array list;
     std::int64_t seconds = 0;
     if (doc["expires_in_seconds"].error() != simdjson::NO_SUCH_FIELD) {
-      if (doc["expires_in_seconds"].get_int64().get(seconds) || seconds <= 0) {
-        co_await send_error(res, 400, "'expires_in_seconds' must be a positive integer");
+      if (doc["expires_in_seconds"].get_int64().get(seconds) || seconds <= 0 ||
+          seconds > kKeyLifetimeSecondsMax) {
+        co_await send_error(res, 400,
+                            fmt::format("'expires_in_seconds' must be an integer from 1 to {} "
+                                        "(100 years)",
+                                        kKeyLifetimeSecondsMax));
         co_return;
       }
       expires_ms = now_ms() + seconds * 1000;

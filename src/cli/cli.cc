@@ -24,6 +24,7 @@
 #include "api/usage_api.h"
 #include "store/usage_store.h"
 #include "core/ids.h"
+#include "core/limits.h"
 #include "core/log.h"
 #include "ops/config.h"
 #include "auth/directory.h"
@@ -308,6 +309,11 @@ int money_call(const std::string& store_uri, const std::string& data_dir,
     std::fprintf(stderr, "turnpike: --amount-usd must be a positive USD amount like 12.50\n");
     return 2;
   }
+  if (*amount > Money::usd(limits::kMoneyCallUsdMax)) {
+    std::fprintf(stderr, "turnpike: --amount-usd may be at most %lld USD per call\n",
+                 static_cast<long long>(limits::kMoneyCallUsdMax));
+    return 2;
+  }
   if (o.idempotency_key.empty() || o.idempotency_key.size() > 200) {
     std::fprintf(stderr, "turnpike: --idempotency-key is required (1 to 200 bytes)\n");
     return 2;
@@ -446,6 +452,7 @@ int run_turnpike(int argc, char** argv) {
   std::string offline_dir = "./var";
   std::string offline_store = "sqlite:turnpike.db";
   std::string account_name, account_kind = "customer", trial_usd = "20", account_ref, key_name;
+  std::string account_config;
   std::string key_models, key_ref, account_tier = "community", key_tier = "community", key_tags;
   auto offline_options = [&](CLI::App* cmd) {
     cmd->add_option("--data-dir", offline_dir, "Data directory")->capture_default_str();
@@ -460,8 +467,15 @@ int run_turnpike(int argc, char** argv) {
   account_create->add_option("--kind", account_kind, "customer or operator")
       ->check(CLI::IsMember({"customer", "operator"}))
       ->capture_default_str();
-  account_create->add_option("--trial-usd", trial_usd, "Trial credit for a customer")
-      ->capture_default_str();
+  CLI::Option* trial_option =
+      account_create
+          ->add_option("--trial-usd", trial_usd,
+                       "Trial credit for a customer (default: the --config's billing.trial_usd, "
+                       "else 20; 0 grants none)")
+          ->capture_default_str();
+  account_create->add_option("--config", account_config,
+                             "Gateway config whose billing.trial_usd applies (as the admin API's "
+                             "account creation does)");
   account_create->add_option("--privacy-tier", account_tier,
                              "Loosest provider tier its requests may use (a request may only "
                              "tighten it): confidential, cloud or community")
@@ -581,9 +595,18 @@ int run_turnpike(int argc, char** argv) {
   }
   if (*account_create) {
     auto trial = Money::parse(trial_usd);
-    if (!trial || trial->is_negative()) {
-      std::fprintf(stderr, "turnpike: --trial-usd must be a non-negative amount\n");
+    if (!trial || trial->is_negative() || *trial > Money::usd(limits::kMoneyCallUsdMax)) {
+      std::fprintf(stderr, "turnpike: --trial-usd must be a non-negative amount up to %lld\n",
+                   static_cast<long long>(limits::kMoneyCallUsdMax));
       return 2;
+    }
+    if (!account_config.empty() && trial_option->count() == 0) {
+      auto config = ops::load_config(account_config);
+      if (!config) {
+        std::fprintf(stderr, "turnpike: %s\n", config.status().message().c_str());
+        return 2;
+      }
+      trial = config->billing.trial_credit;
     }
     return offline_change(offline_store, offline_dir, [&](OfflineStore& st) -> Result<std::string> {
       auth::RoutingPolicy policy;

@@ -39,8 +39,19 @@ Result<TransferId> Ledger::transfer(AccountId debit, AccountId credit, Money amo
                   fmt::format("{} holds {} USD, {} USD needed", from.name,
                               from.balance.to_string(), amount.to_string())};
   }
-  from.balance -= amount;
-  to.balance += amount;
+  // Balances are sums of every transfer ever made (the world account's of every deposit),
+  // so the range is checked here, where a wrap would otherwise stop the process.
+  std::int64_t from_after = 0;
+  std::int64_t to_after = 0;
+  if (__builtin_sub_overflow(from.balance.nanos(), amount.nanos(), &from_after) ||
+      __builtin_add_overflow(to.balance.nanos(), amount.nanos(), &to_after)) {
+    return Status{ErrorKind::kInvalidRequest,
+                  fmt::format("moving {} USD from {} to {} would take a balance past what the "
+                              "ledger can hold (about ±9.2 billion USD)",
+                              amount.to_string(), from.name, to.name)};
+  }
+  from.balance = Money::from_nanos(from_after);
+  to.balance = Money::from_nanos(to_after);
   const TransferId id = next_id_++;
   journal_.push_back({id, debit, credit, amount, kind, hold, at_ms});
   return id;

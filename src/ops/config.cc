@@ -251,6 +251,15 @@ std::vector<catalog::Model> parse_models(const Reader& r, const YAML::Node& root
       }
       route.provider = it->index;
       route.upstream_model = r.string(rn, "upstream_model", rpath, m.name);
+      for (std::size_t k = 0; k < m.routes.size(); ++k) {
+        if (m.routes[k].provider == route.provider &&
+            m.routes[k].upstream_model == route.upstream_model) {
+          r.fail(rn, rpath,
+                 fmt::format("repeats routes[{}]: provider '{}' already serves '{}' for this "
+                             "model (one route per provider and upstream model)",
+                             k, provider, route.upstream_model));
+        }
+      }
       route.prices.input = *r.price(rn, "input_per_mtok", rpath, true);
       route.prices.output = *r.price(rn, "output_per_mtok", rpath, true);
       route.prices.cached_input =
@@ -405,6 +414,13 @@ std::vector<router::Rule> parse_rules(const Reader& r, const YAML::Node& root,
       r.check_keys(m, mpath, {"model", "account", "key_tag", "privacy_tier"});
       rule.model = r.string(m, "model", mpath, "");
       rule.key_tag = r.string(m, "key_tag", mpath, "");
+      // An empty condition would match everything: leaving the key out says that.
+      for (const char* key : {"model", "key_tag"}) {
+        if (m[key].IsDefined() && !m[key].IsNull() && r.string(m, key, mpath, "").empty()) {
+          r.fail(m[key], Reader::join(mpath, key),
+                 "must not be empty (leave it out to match any)");
+        }
+      }
       if (m["account"].IsDefined() && !m["account"].IsNull()) {
         const std::string copy = r.string(m, "account", mpath, "");
         std::string_view text = copy;
@@ -434,6 +450,9 @@ std::vector<router::Rule> parse_rules(const Reader& r, const YAML::Node& root,
         if (it == providers.end()) {
           r.fail(l[j], fmt::format("{}[{}]", lpath, j), fmt::format("no provider named '{}'", name));
         }
+        if (std::find(out.begin(), out.end(), it->index) != out.end()) {
+          r.fail(l[j], fmt::format("{}[{}]", lpath, j), fmt::format("'{}' is listed twice", name));
+        }
         out.push_back(it->index);
       }
       return out;
@@ -442,6 +461,13 @@ std::vector<router::Rule> parse_rules(const Reader& r, const YAML::Node& root,
     rule.exclude = provider_list("exclude");
     rule.fallback_order = provider_list("fallback_order");
     if (const YAML::Node w = n["weights"]; w.IsDefined() && !w.IsNull()) {
+      // A rule's weights replace the others whole, so each is said, none inherited.
+      for (const char* key : {"quality", "cost", "latency"}) {
+        if (!w.IsMap() || !w[key].IsDefined()) {
+          r.fail(w, path + ".weights",
+                 "must give quality, cost and latency (a rule's weights replace the others whole)");
+        }
+      }
       rule.weights = parse_weights(r, w, path + ".weights", router::Weights{});
     }
     for (const std::size_t p : rule.exclude) {
@@ -521,9 +547,10 @@ Result<Config> parse_config(std::string_view yaml, std::string_view source) {
                                         "low_balance_retry_ms"});
       const std::string trial = r.string(billing, "trial_usd", "billing", "20");
       auto amount = Money::parse(trial);
-      if (!amount || amount->is_negative()) {
+      if (!amount || amount->is_negative() || *amount > Money::usd(limits::kMoneyCallUsdMax)) {
         r.fail(billing["trial_usd"], "billing.trial_usd",
-               fmt::format("must be a non-negative USD amount like \"20\", got '{}'", trial));
+               fmt::format("must be a non-negative USD amount like \"20\" (at most {}), got '{}'",
+                           limits::kMoneyCallUsdMax, trial));
       }
       c.billing.trial_credit = *amount;
       c.billing.hold_timeout_ms = static_cast<std::uint32_t>(

@@ -294,6 +294,18 @@ TEST_F(GatewayTest, KeysAreCheckedAndManagedThroughTheAdminApi) {
   EXPECT_EQ(http_request(stack_->port, "GET", "/admin/v1/accounts/" + id, "",
                          {{"authorization", "Bearer wrong"}}).status, 401);
   EXPECT_EQ(http_request(stack_->port, "GET", "/admin/v1/accounts/" + id).status, 401);
+  // A lifetime past 100 years is refused, not wrapped into a key that expired long ago.
+  for (const char* lifetime : {"0", "3153600001", "9223372036854775807", "1.5", "\"60\""}) {
+    const auto refused =
+        http_request(stack_->port, "POST", "/admin/v1/accounts/" + id + "/keys",
+                     std::string(R"({"expires_in_seconds":)") + lifetime + "}", admin);
+    EXPECT_EQ(refused.status, 400) << lifetime << ": " << refused.body;
+    EXPECT_NE(refused.body.find("from 1 to 3153600000"), std::string::npos) << refused.body;
+  }
+  EXPECT_EQ(http_request(stack_->port, "POST", "/admin/v1/accounts/" + id + "/keys",
+                         R"({"expires_in_seconds":3153600000})", admin)
+                .status,
+            201);
 }
 
 TEST_F(GatewayTest, WrongSurfaceForModelIsAClearError) {
@@ -381,6 +393,30 @@ TEST(Credits, AdminCreditsAreExactIdempotentAndDurable) {
                           R"({"amount_usd":"5","kind":"promo","expires_at":"tomorrow","idempotency_key":"b"})"}) {
     EXPECT_EQ(http_request(stack.port, "POST", base + "/credits", bad, admin).status, 400) << bad;
   }
+  // Every limit is explicit: one call moves at most a billion USD...
+  const auto huge = http_request(stack.port, "POST", base + "/credits",
+                                 R"({"amount_usd":"1000000000.000000001","kind":"paid","idempotency_key":"h"})",
+                                 admin);
+  EXPECT_EQ(huge.status, 400) << huge.body;
+  EXPECT_NE(huge.body.find("at most 1000000000 USD per call"), std::string::npos) << huge.body;
+  // ...and the ledger refuses, rather than dies of, a sum past its range (the world
+  // account carries minus every deposit): the tenth billion is one too many.
+  const std::string ops = "/admin/v1/accounts/" + std::string(p.parse(
+      http_request(stack.port, "POST", "/admin/v1/accounts", R"({"name":"Ops","kind":"operator"})",
+                   admin).body)["id"].get_string().value());
+  for (int i = 0; i < 10; ++i) {
+    const auto big = http_request(
+        stack.port, "POST", ops + "/credits",
+        R"({"amount_usd":"1000000000","kind":"paid","idempotency_key":"big-)" +
+            std::to_string(i) + R"("})",
+        admin);
+    EXPECT_EQ(big.status, i < 9 ? 200 : 400) << i << ": " << big.body;
+    if (i == 9) {
+      EXPECT_NE(big.body.find("past what the ledger can hold"), std::string::npos) << big.body;
+    }
+  }
+  EXPECT_EQ(balance().status, 200);  // still serving
+  EXPECT_EQ(http_request(stack.port, "GET", "/admin/v1/ledger/verify", "", admin).status, 200);
   ASSERT_EQ(http_request(stack.port, "POST", base + "/credits",
                          R"({"amount_usd":"2","kind":"promo","expires_at":"2099-01-01T00:00:00Z","idempotency_key":"k3"})",
                          admin)

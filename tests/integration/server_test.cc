@@ -204,6 +204,33 @@ std::pair<std::optional<int>, std::string> cli(std::vector<std::string> args) {
   return {code, p.log()};
 }
 
+TEST(Cli, AccountCreationTakesTheConfiguredTrialCredit) {
+  Stack stack("billing: { trial_usd: \"3.5\" }");
+  ASSERT_GT(stack.port, 0);
+  const std::string var = stack.dir.path() + "/var";
+  ASSERT_TRUE(stack.stop_gateway());
+  auto trial_of = [&](std::vector<std::string> extra) {
+    std::vector<std::string> args = {"accounts", "create", "--name", "T", "--data-dir", var};
+    args.insert(args.end(), extra.begin(), extra.end());
+    Process create(bin("turnpike"), args, stack.gateway_env);  // the config's provider key
+    const std::optional<int> code = create.wait_exit(10s);
+    const std::string out = create.log();
+    EXPECT_EQ(code, std::optional<int>(0)) << out;
+    const std::size_t at = out.find("\"id\":\"");
+    const std::string id = out.substr(at + 6, out.find('"', at + 6) - at - 6);
+    const std::string balance = cli({"accounts", "balance", id, "--data-dir", var}).second;
+    const std::size_t t = balance.find("\"trial_usd\":\"");
+    return balance.substr(t + 13, balance.find('"', t + 13) - t - 13);
+  };
+  EXPECT_EQ(trial_of({"--config", stack.config_path}), "3.50");  // the gateway's own setting
+  EXPECT_EQ(trial_of({"--config", stack.config_path, "--trial-usd", "1"}), "1.00");  // said
+  EXPECT_EQ(trial_of({}), "20.00");  // without a config: the documented default
+  EXPECT_EQ(cli({"accounts", "create", "--name", "T", "--trial-usd", "2000000000", "--data-dir",
+                 var})
+                .first,
+            std::optional<int>(2));
+}
+
 TEST(Cli, OfflineCreditsRefundsBalancePolicySuspensionAndRotation) {
   Stack stack;
   ASSERT_GT(stack.port, 0);

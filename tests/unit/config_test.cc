@@ -201,6 +201,27 @@ routing:
   expect_error(base + "    - { exclude: [a], fallback_order: [a] }\n",
                "'a' is not a candidate under this rule's pin and exclude");
   expect_error(base + "    - { match: { color: red }, pin: [a] }\n", "color");
+  // An empty condition would match every request; leaving it out says so.
+  expect_error(base + "    - { match: { key_tag: \"\" }, pin: [a] }\n",
+               "routing.rules[0].match.key_tag: must not be empty");
+  expect_error(base + "    - { match: { model: \"\" }, pin: [a] }\n",
+               "routing.rules[0].match.model: must not be empty");
+  // A rule's weights replace the others whole: every one is given.
+  expect_error(base + "    - { weights: { cost: 1 } }\n",
+               "routing.rules[0].weights: must give quality, cost and latency");
+  expect_error(base + "    - { pin: [a, a] }\n", "routing.rules[0].pin[1]: 'a' is listed twice");
+  expect_error(base + "    - { fallback_order: [b, a, b] }\n", "'b' is listed twice");
+  // One route per provider and upstream model: a second would only shadow the first.
+  expect_error(R"(providers:
+  - { name: a, base_url: "http://127.0.0.1:9000/v1" }
+models:
+  - name: m
+    routes:
+      - { provider: a, input_per_mtok: "1", output_per_mtok: "1" }
+      - { provider: a, upstream_model: m-2, input_per_mtok: "1", output_per_mtok: "1" }
+      - { provider: a, input_per_mtok: "2", output_per_mtok: "2" }
+)",
+               "models[0].routes[2]: repeats routes[0]: provider 'a' already serves 'm'");
   expect_error(std::string(kMinimal) + "routing: { breaker_window: 65 }\n",
                "routing.breaker_window: must be between 2 and 64");
   expect_error(base + "    - { weights: { quality: 0, cost: 0, latency: 0 } }\n",

@@ -331,6 +331,22 @@ TEST(Ledger, RejectsNonPositiveAndSelfTransfers) {
   EXPECT_TRUE(l.verify().ok);
 }
 
+TEST(Ledger, ATransferPastTheRangeIsRefusedNotFatal) {
+  // The world account carries minus every deposit ever made: enough of them would wrap.
+  Ledger l;
+  const AccountId world = l.open("world", Floor::kUnbounded);
+  const AccountId paid = l.open("paid", Floor::kNonNegative);
+  const Money big = Money::usd(4'000'000'000);
+  ASSERT_TRUE(l.transfer(world, paid, big, TransferKind::kDeposit, 0, 0));
+  ASSERT_TRUE(l.transfer(world, paid, big, TransferKind::kDeposit, 0, 0));
+  const auto third = l.transfer(world, paid, big, TransferKind::kDeposit, 0, 0);
+  ASSERT_FALSE(third);
+  EXPECT_EQ(third.status().kind(), ErrorKind::kInvalidRequest);
+  EXPECT_NE(third.status().message().find("past what the ledger can hold"), std::string::npos);
+  EXPECT_EQ(l.balance(paid), big + big);  // nothing moved
+  EXPECT_TRUE(l.verify().ok);
+}
+
 // What the ledger's property tests share: a seeded generator and `n` customer wallets
 // ("acct_0"...) on one ledger.
 struct RandomBooks {
