@@ -94,6 +94,20 @@ ledger::Reconciliation reconcile_books(store::Database& db, ledger::Bank& bank,
       },
       [&] { return store::read_books(db); });
   if (r.ok) {
+    // Memory and store agree and balance; what the stored books must satisfy besides.
+    auto problems = store::check_books(db);
+    if (!problems) {
+      r.ok = false;
+      r.store_failed = true;
+      r.problem = fmt::format("checking the stored books failed: {}", problems.status().message());
+    } else if (!problems->empty()) {
+      r.ok = false;
+      r.problem = problems->size() == 1 ? problems->front()
+                                        : fmt::format("{} (and {} more)", problems->front(),
+                                                      problems->size() - 1);
+    }
+  }
+  if (r.ok) {
     log::info("ledger reconciled", {{"trigger", trigger},
                                     {"transfers", static_cast<std::int64_t>(r.transfers)}});
     return r;

@@ -373,18 +373,28 @@ int verify_ledger(const std::string& store_uri, const std::string& data_dir) {
   }
   ledger::Ledger ledger;
   // One snapshot: a live gateway may commit between the reads of accounts and transfers.
-  const Status loaded = (*db)->exec("BEGIN") ? store::load_ledger(**db, ledger)
-                                             : Status{ErrorKind::kInternal, "cannot read"};
+  Result<std::vector<std::string>> problems = std::vector<std::string>{};
+  Status loaded = (*db)->exec("BEGIN") ? store::load_ledger(**db, ledger)
+                                       : Status{ErrorKind::kInternal, "cannot read"};
+  if (loaded) {
+    problems = store::check_books(**db);
+    if (!problems) loaded = problems.status();
+  }
   (void)(*db)->exec("COMMIT");
   if (!loaded) {
     std::fprintf(stderr, "turnpike: %s\n", loaded.message().c_str());
     return 2;
   }
   const ledger::VerifyReport report = ledger.verify();
-  std::printf("{\"ok\":%s,\"transfers\":%llu,\"imbalance_usd\":\"%s\"}\n",
-              report.ok ? "true" : "false", static_cast<unsigned long long>(report.transfers),
-              report.imbalance.to_string().c_str());
-  return report.ok ? 0 : 1;
+  const bool ok = report.ok && problems->empty();
+  std::string out;
+  json::Writer w(out);
+  w.begin_object().field("ok", ok).field("transfers", static_cast<std::int64_t>(report.transfers));
+  w.field("imbalance_usd", report.imbalance.to_string()).key("problems").begin_array();
+  for (const std::string& p : *problems) w.value(p);
+  w.end_array().end_object();
+  std::printf("%s\n", out.c_str());
+  return ok ? 0 : 1;
 }
 
 // Prints one page of the usage log, as GET /api/usage answers an admin. Read-only: may run

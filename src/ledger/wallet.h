@@ -91,6 +91,7 @@ class Wallet {
   // is named only by its usage row, which has an id of its own.)
   void continue_holds_after(HoldId id) { next_hold_ = std::max(next_hold_, id + 1); }
   AccountId held_account() const { return held_; }
+  AccountId paid_account() const { return paid_; }
   // Voids holds and empties promo lots whose time has come. Returns how many of each. A
   // lot that open holds still reserve keeps that part until they end.
   struct Expired {

@@ -56,6 +56,70 @@ Result<ledger::StoredBooks> read_books(Database& db) {
   return books;
 }
 
+Result<std::vector<std::string>> check_books(Database& db, std::size_t max) {
+  std::vector<std::string> problems;
+  const auto post = static_cast<std::int64_t>(ledger::TransferKind::kPost);
+  const auto overdraft = static_cast<std::int64_t>(ledger::TransferKind::kOverdraft);
+  // Floors. An overdraft is the only transfer that may take a book below zero.
+  auto floors = db.prepare(
+      "SELECT a.name, b.balance, COALESCE(o.overdrawn, 0) FROM ledger_accounts a "
+      "JOIN (SELECT account, SUM(delta) AS balance FROM (SELECT credit AS account, "
+      "amount_nanos AS delta FROM transfers UNION ALL SELECT debit, -amount_nanos FROM "
+      "transfers) GROUP BY account) b ON b.account = a.id "
+      "LEFT JOIN (SELECT debit AS account, SUM(amount_nanos) AS overdrawn FROM transfers "
+      "WHERE kind = ?1 GROUP BY debit) o ON o.account = a.id "
+      "WHERE a.floor = 0 AND b.balance + COALESCE(o.overdrawn, 0) < 0 ORDER BY a.id LIMIT ?2");
+  if (!floors) return floors.status();
+  floors->bind(1, overdraft).bind(2, static_cast<std::int64_t>(max));
+  for (;;) {
+    auto step = floors->step();
+    if (!step) return step.status();
+    if (*step == Statement::Step::kDone) break;
+    const Money overdrawn = Money::from_nanos(floors->column_int(2));
+    problems.push_back(fmt::format(
+        "{} stands at {} USD, below its floor of {} USD", floors->column_text(0),
+        Money::from_nanos(floors->column_int(1)).to_string(), (-overdrawn).to_string()));
+  }
+  // Settlements: each request's usage row against its hold's charges (post and overdraft
+  // transfers from the account's books), and charges without a row. Hold ids are numbered
+  // per account, and a process continues after the last id it finds among the transfers,
+  // so an id may recur (after a request that charged nothing): both sides are summed per
+  // account and hold.
+  auto charges = db.prepare(
+      "WITH charged AS (SELECT CAST(substr(a.name, 6, instr(a.name, ':') - 6) AS INTEGER) "
+      "AS account, t.hold AS hold, SUM(t.amount_nanos) AS total FROM transfers t "
+      "JOIN ledger_accounts a ON a.id = t.debit WHERE t.hold != 0 AND t.kind IN (?1, ?2) "
+      "AND a.name LIKE 'acct!_%:%' ESCAPE '!' GROUP BY 1, 2), "
+      "billed AS (SELECT account_id AS account, hold, SUM(cost_nanos) AS total, "
+      "MIN(request_id) AS request FROM usage_log WHERE hold != 0 GROUP BY 1, 2) "
+      "SELECT b.account, b.request, b.total, COALESCE(c.total, 0) FROM billed b "
+      "LEFT JOIN charged c ON c.account = b.account AND c.hold = b.hold "
+      "WHERE b.total != COALESCE(c.total, 0) "
+      "UNION ALL SELECT c.account, NULL, 0, c.total FROM charged c "
+      "LEFT JOIN billed b ON b.account = c.account AND b.hold = c.hold WHERE b.hold IS NULL "
+      "LIMIT ?3");
+  if (!charges) return charges.status();
+  charges->bind(1, post).bind(2, overdraft).bind(3, static_cast<std::int64_t>(max));
+  for (;;) {
+    auto step = charges->step();
+    if (!step) return step.status();
+    if (*step == Statement::Step::kDone) break;
+    const std::int64_t account = charges->column_int(0);
+    const Money charged = Money::from_nanos(charges->column_int(3));
+    if (charges->column_is_null(1)) {
+      problems.push_back(fmt::format("acct_{} was charged {} USD for a request with no usage row",
+                                     account, charged.to_string()));
+    } else {
+      problems.push_back(fmt::format(
+          "request {} of acct_{} cost {} USD in the usage log, its charges {} USD",
+          charges->column_text(1), account,
+          Money::from_nanos(charges->column_int(2)).to_string(), charged.to_string()));
+    }
+  }
+  if (problems.size() > max) problems.resize(max);
+  return problems;
+}
+
 Status record_freeze(Database& db, std::string_view reason, std::int64_t at_ms) {
   auto insert = db.prepare("INSERT INTO billing_freezes (frozen_ms, reason) VALUES (?, ?)");
   if (!insert) return insert.status();

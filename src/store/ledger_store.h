@@ -22,6 +22,15 @@ Status persist_bank(Database& db, ledger::Bank& bank);
 // Every account's balance recomputed from the stored transfers alone, and their count.
 Result<ledger::StoredBooks> read_books(Database& db);
 
+// What the stored books must satisfy beyond summing to zero (which every balanced transfer
+// does by itself), each found breach as a sentence (at most `max`):
+// - no account with a non-negative floor is below zero, except a paid book by at most what
+//   overdrafts (responses' shortfalls over their holds) took from it;
+// - every settled request's charges (its hold's post and overdraft transfers) add up to the
+//   cost in its usage row, and no charge is without its usage row.
+// Scans both tables: for reconciliation, not the request path.
+Result<std::vector<std::string>> check_books(Database& db, std::size_t max = 5);
+
 // Billing freezes: recorded when set, closed when an admin clears them.
 Status record_freeze(Database& db, std::string_view reason, std::int64_t at_ms);
 // Closes every open freeze with `note`. kNotFound when none is open.

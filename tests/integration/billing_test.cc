@@ -411,6 +411,65 @@ TEST(Billing, FailedReconciliationFreezesBillingUntilAnAdminClearsIt) {
   EXPECT_NE(log.find("billing freeze cleared"), std::string::npos);
 }
 
+// Books can balance (every transfer is debit = credit) and still be wrong. `ledger verify`
+// and the reconciliation at start check what balancing cannot show: floors, and each
+// request's charges against its usage row.
+TEST(Billing, VerifyFindsBooksThatBalanceButAreWrong) {
+  Stack stack;
+  ASSERT_GT(stack.port, 0);
+  const std::string chat = R"({"model":"gpt-test","messages":[]})";
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_EQ(http_request(stack.port, "POST", "/v1/chat/completions", chat, stack.auth()).status,
+              200);
+  }
+  ASSERT_TRUE(stack.stop_gateway());
+  auto verify = [&] {
+    Process p(bin("turnpike"), {"ledger", "verify", "--data-dir", stack.dir.path() + "/var"});
+    const std::optional<int> code = p.wait_exit(30s);
+    return std::pair{code, p.log()};
+  };
+  auto edit = [&](const std::string& sql) {
+    auto db = store::open_sqlite(stack.dir.path() + "/var/turnpike.db");
+    ASSERT_TRUE(db);
+    ASSERT_TRUE((*db)->exec(sql)) << sql;
+  };
+  const auto [clean, clean_out] = verify();
+  EXPECT_EQ(clean, std::optional<int>(0)) << clean_out;
+  EXPECT_NE(clean_out.find(R"("problems":[])"), std::string::npos) << clean_out;
+
+  // A usage row that says more than was charged.
+  edit("UPDATE usage_log SET cost_nanos = cost_nanos + 7 WHERE id = 2");
+  const auto [raised, raised_out] = verify();
+  EXPECT_EQ(raised, std::optional<int>(1)) << raised_out;
+  EXPECT_NE(raised_out.find("in the usage log, its charges"), std::string::npos) << raised_out;
+  edit("UPDATE usage_log SET cost_nanos = cost_nanos - 7 WHERE id = 2");
+  EXPECT_EQ(verify().first, std::optional<int>(0));
+
+  // A charge whose usage row is gone.
+  edit("CREATE TABLE kept AS SELECT * FROM usage_log WHERE id = 3; DELETE FROM usage_log WHERE id = 3");
+  const auto [orphan, orphan_out] = verify();
+  EXPECT_EQ(orphan, std::optional<int>(1)) << orphan_out;
+  EXPECT_NE(orphan_out.find("for a request with no usage row"), std::string::npos) << orphan_out;
+  edit("INSERT INTO usage_log SELECT * FROM kept; DROP TABLE kept");
+  EXPECT_EQ(verify().first, std::optional<int>(0));
+
+  // The trial deposit shrunk to a nano-dollar: the trial book went below zero.
+  edit("UPDATE transfers SET amount_nanos = 1 WHERE id = (SELECT t.id FROM transfers t JOIN "
+       "ledger_accounts a ON a.id = t.credit WHERE t.kind = 0 AND a.name LIKE '%:trial' LIMIT 1)");
+  const auto [floor, floor_out] = verify();
+  EXPECT_EQ(floor, std::optional<int>(1)) << floor_out;
+  EXPECT_NE(floor_out.find(":trial stands at -"), std::string::npos) << floor_out;
+  EXPECT_NE(floor_out.find("below its floor of 0.00 USD"), std::string::npos) << floor_out;
+
+  // The gateway's own reconciliation at start finds it too, and freezes billing.
+  ASSERT_TRUE(stack.start_gateway());
+  const auto frozen = http_request(stack.port, "POST", "/v1/chat/completions", chat, stack.auth());
+  EXPECT_EQ(frozen.status, 503) << frozen.body;
+  const auto verified = http_request(stack.port, "GET", "/admin/v1/ledger/verify", {}, kAdmin);
+  EXPECT_EQ(verified.status, 500) << verified.body;
+  EXPECT_NE(verified.body.find("below its floor"), std::string::npos) << verified.body;
+}
+
 TEST(Billing, ALongStreamKeepsItsHoldUntilItIsSettled) {
   Stack stack("billing: { hold_timeout_ms: 1000 }");
   ASSERT_GT(stack.port, 0);
