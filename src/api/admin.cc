@@ -419,6 +419,32 @@ Task<void> AdminApi::unfreeze(http::Request& req, Responder& res) {
   co_await res.send(200, kJson, R"({"frozen":false})");
 }
 
+namespace {
+
+// The methods a known admin path takes, as an Allow header lists them ("" for an unknown
+// path): a known path called with another method is 405, not 404.
+std::string_view admin_methods(std::string_view path) {
+  if (path == "/accounts") return "POST";
+  if (path.starts_with("/accounts/")) {
+    const std::string_view rest = path.substr(10);
+    const std::size_t slash = rest.find('/');
+    if (slash == std::string_view::npos) return "GET, PATCH";
+    const std::string_view action = rest.substr(slash);
+    if (action == "/balance") return "GET";
+    if (action == "/keys" || action == "/credits" || action == "/refunds" ||
+        action == "/suspend" || action == "/unsuspend") {
+      return "POST";
+    }
+    return "";
+  }
+  if (path == "/routes" || path == "/ledger/verify") return "GET";
+  if (path == "/ledger/unfreeze") return "POST";
+  if (path.starts_with("/keys/")) return path.ends_with("/rotate") ? "POST" : "DELETE";
+  return "";
+}
+
+}  // namespace
+
 Task<void> AdminApi::handle(http::Request& req, Responder& res) {
   const std::string_view key = req["authorization"];
   if (services_.admin_key.empty()) {
@@ -525,6 +551,12 @@ Task<void> AdminApi::handle(http::Request& req, Responder& res) {
       co_return;
     }
     co_await res.send(204, "", "");
+    co_return;
+  }
+  if (const std::string_view allowed = admin_methods(path); !allowed.empty()) {
+    res.add_header("allow", allowed);
+    co_await send_error(res, 405, fmt::format("{} accepts {} only", target.substr(0, 200),
+                                              allowed));
     co_return;
   }
   co_await send_error(res, 404, fmt::format("unknown admin call: {} {}", method,

@@ -728,6 +728,16 @@ Task<void> Gateway::reject(unsigned status, std::string_view message, std::strin
   co_await send_error(res, surface, status, message);
 }
 
+// The method a known non-proxy path takes ("" for an unknown path): another one is 405.
+std::string_view methods_of(std::string_view path) {
+  if (path == "/v1/route/explain") return "POST";
+  if (path == "/api/balance" || path == "/api/usage" || path == "/v1/models" ||
+      path == "/metrics" || path == "/healthz" || path == "/readyz") {
+    return "GET";
+  }
+  return "";
+}
+
 Task<void> Gateway::handle(http::Request& req, Responder& res) {
   const InFlight counted(in_flight_);
   const auto started = std::chrono::steady_clock::now();
@@ -750,6 +760,7 @@ Task<void> Gateway::handle(http::Request& req, Responder& res) {
   if (op && method == "POST") {
     co_await proxy(*op, req, res, request_id, started);
   } else if (op) {
+    res.add_header("allow", "POST");
     co_await send_error(res, info_for(*op).surface, 405, fmt::format("{} accepts POST only", path));
   } else if (path.starts_with("/admin/v1/")) {
     co_await admin_.handle(req, res);
@@ -777,6 +788,10 @@ Task<void> Gateway::handle(http::Request& req, Responder& res) {
     unsigned status = 200;
     const std::string readiness = readiness_json(status);
     co_await res.send(status, kJson, readiness);
+  } else if (const std::string_view allowed = methods_of(path); !allowed.empty()) {
+    res.add_header("allow", allowed);
+    co_await send_error(res, Surface::kOpenAI, 405,
+                        fmt::format("{} accepts {} only", path, allowed));
   } else {
     co_await send_error(res, Surface::kOpenAI, 404,
                         fmt::format("unknown path: {} {}", req.method(),

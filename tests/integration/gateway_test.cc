@@ -7,6 +7,7 @@
 
 #include <optional>
 #include <thread>
+#include <tuple>
 
 #include "integration/harness.h"
 
@@ -183,6 +184,29 @@ TEST_F(GatewayTest, ErrorsUseOpenAIShapeAndStatus) {
   expect_openai_error(post("/v1/nothing", "{}"), 404, "not_found_error");
   expect_openai_error(http_request(stack_->port, "GET", "/v1/chat/completions"), 405,
                       "invalid_request_error");
+  // Every known path answers a wrong method with 405 and the methods it takes.
+  const std::map<std::string, std::string> admin = {
+      {"authorization", std::string("Bearer ") + kAdminKey}};
+  for (const auto& [method, path, allowed] :
+       std::vector<std::tuple<std::string, std::string, std::string>>{
+           {"GET", "/v1/embeddings", "POST"},
+           {"POST", "/v1/models", "GET"},
+           {"POST", "/api/balance", "GET"},
+           {"DELETE", "/api/usage", "GET"},
+           {"GET", "/v1/route/explain", "POST"},
+           {"POST", "/healthz", "GET"},
+           {"GET", "/admin/v1/accounts", "POST"},
+           {"GET", "/admin/v1/accounts/acct_1/credits", "POST"},
+           {"POST", "/admin/v1/accounts/acct_1/balance", "GET"},
+           {"DELETE", "/admin/v1/accounts/acct_1", "GET, PATCH"},
+           {"GET", "/admin/v1/keys/key_1", "DELETE"},
+           {"POST", "/admin/v1/ledger/verify", "GET"}}) {
+    const auto res = http_request(stack_->port, method, path, "", admin);
+    expect_openai_error(res, 405, "invalid_request_error");
+    EXPECT_EQ(res.header("allow"), allowed) << method << " " << path;
+  }
+  expect_openai_error(http_request(stack_->port, "GET", "/admin/v1/nothing", "", admin), 404,
+                      "not_found_error");
   expect_openai_error(post("/v1/chat/completions", R"({"model":"gpt-test"})",
                            std::map<std::string, std::string>{}),
                       401, "authentication_error");
