@@ -697,6 +697,13 @@ Task<const auth::KeyGrant*> Gateway::authenticate(std::string_view key, Surface 
     keys_ = directory.keys();
     keys_version_ = v;
   }
+  if (key.empty()) {
+    co_await send_error(res, surface, 401,
+                        surface == Surface::kAnthropic
+                            ? "missing API key: send it in the x-api-key header or as a bearer token"
+                            : "missing API key: send it as 'Authorization: Bearer KEY'");
+    co_return nullptr;
+  }
   const auth::KeyGrant* grant =
       auth::looks_like_key(key) ? keys_->find(state_->services().hasher->digest(key)) : nullptr;
   if (grant == nullptr) {
@@ -820,13 +827,6 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
 
   std::string_view key = bearer_token(req);
   if (key.empty() && surface == Surface::kAnthropic) key = req["x-api-key"];
-  if (key.empty()) {
-    co_await send_error(res, surface, 401,
-                        surface == Surface::kAnthropic
-                            ? "missing API key: send it in the x-api-key header or as a bearer token"
-                            : "missing API key: send it as 'Authorization: Bearer KEY'");
-    co_return;
-  }
   // Who is asking comes before anything about the request: an unauthenticated client learns
   // nothing, not even which models exist.
   const auth::KeyGrant* grant = co_await authenticate(key, surface, res);

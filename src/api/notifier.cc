@@ -21,8 +21,11 @@ std::string notice_json(const ledger::LowBalanceNotice& n) {
   std::string out;
   json::Writer w(out);
   w.begin_object();
-  w.field("text", fmt::format("Turnpike: the balance of {} fell below {} USD (now {} USD)",
-                              account, n.threshold.to_string(), n.balance.to_string()));
+  // The zero threshold fires on reaching 0 (an account with nothing left), the others on
+  // going below.
+  w.field("text", fmt::format("Turnpike: the balance of {} {} {} USD (now {} USD)", account,
+                              n.threshold.is_zero() ? "fell to" : "fell below",
+                              n.threshold.to_string(), n.balance.to_string()));
   w.field("event", "low_balance").field("account", account);
   w.field("threshold_usd", n.threshold.to_string()).field("balance_usd", n.balance.to_string());
   w.field("at", format_rfc3339(n.at_ms, true)).end_object();

@@ -57,8 +57,8 @@ Result<store::UsageQuery> parse_usage_query(const http::QueryParams& params,
       if (!id) return invalid("'account' must be an account id like acct_12");
       q.account = *id;
     } else {
-      return invalid(fmt::format("unknown query parameter '{}'; expected from, to, limit, cursor",
-                                 key.substr(0, 64)));
+      return invalid(fmt::format("unknown query parameter '{}'; expected from, to, limit, cursor{}",
+                                 key.substr(0, 64), account ? "" : ", account"));
     }
   }
   if (q.from_ms >= q.to_ms) return invalid("'from' must be before 'to'");

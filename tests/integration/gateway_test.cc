@@ -207,6 +207,14 @@ TEST_F(GatewayTest, ErrorsUseOpenAIShapeAndStatus) {
   }
   expect_openai_error(http_request(stack_->port, "GET", "/admin/v1/nothing", "", admin), 404,
                       "not_found_error");
+  // Without any key, every client path says the key is missing (not that it is wrong).
+  for (const auto& [method, path] : std::vector<std::pair<std::string, std::string>>{
+           {"GET", "/api/usage"}, {"GET", "/api/balance"}, {"POST", "/v1/route/explain"},
+           {"POST", "/v1/chat/completions"}}) {
+    const auto res = http_request(stack_->port, method, path, "{}");
+    expect_openai_error(res, 401, "authentication_error");
+    EXPECT_NE(res.body.find("missing API key"), std::string::npos) << path << ": " << res.body;
+  }
   expect_openai_error(post("/v1/chat/completions", R"({"model":"gpt-test"})",
                            std::map<std::string, std::string>{}),
                       401, "authentication_error");

@@ -168,3 +168,34 @@ TEST(Maintenance, ReconcilesNightlyAtTheConfiguredMinuteOrEveryInterval) {
 
 }  // namespace
 }  // namespace tp::api
+
+#include "api/notifier.h"
+
+namespace tp::api {
+namespace {
+
+TEST(LowBalanceNotice, SaysFellToZeroAndBelowTheOthers) {
+  ledger::LowBalanceNotice notice{3, Money::usd(1), Money::parse("0.98").value(), 0};
+  EXPECT_NE(notice_json(notice).find("acct_3 fell below 1.00 USD (now 0.98 USD)"),
+            std::string::npos)
+      << notice_json(notice);
+  notice.threshold = Money();
+  notice.balance = Money();
+  EXPECT_NE(notice_json(notice).find("acct_3 fell to 0.00 USD (now 0.00 USD)"),
+            std::string::npos)
+      << notice_json(notice);
+}
+
+TEST(UsageQuery, AnUnknownParameterIsNamedWithTheOnesThatExist) {
+  EXPECT_NE(parse_usage_query({{"colour", "blue"}}, 7).status().message().find(
+                "expected from, to, limit, cursor"),
+            std::string::npos);
+  EXPECT_EQ(parse_usage_query({{"colour", "blue"}}, 7).status().message().find("account"),
+            std::string::npos);  // a customer key may not pass it
+  EXPECT_NE(parse_usage_query({{"colour", "blue"}}, std::nullopt).status().message().find(
+                "cursor, account"),
+            std::string::npos);
+}
+
+}  // namespace
+}  // namespace tp::api
