@@ -682,6 +682,27 @@ Task<void> AdminApi::create_key(std::int64_t account, http::Request& req, Respon
       co_await send_error(res, 400, "body must be a JSON object");
       co_return;
     }
+    // A field this call does not know is refused, not ignored: a mistyped allowlist or a
+    // limit that is not enforced must not look accepted.
+    std::string refused;
+    const simdjson::dom::object fields = doc.get_object().value();
+    for (auto [field, value] : fields) {
+      if (field == "rpm" || field == "tpm" || field == "budget_usd") {
+        refused = fmt::format("'{}' is not enforced yet (per-key rate limits and budgets come "
+                              "with plans and caps): leave it out",
+                              field);
+      } else if (field != "name" && field != "models" && field != "expires_in_seconds" &&
+                 field != "privacy_tier" && field != "routing_weights" && field != "tags") {
+        refused = fmt::format("unknown field '{}'; expected name, models, expires_in_seconds, "
+                              "privacy_tier, routing_weights, tags",
+                              field.substr(0, 64));
+      }
+      if (!refused.empty()) break;
+    }
+    if (!refused.empty()) {
+      co_await send_error(res, 400, refused);
+      co_return;
+    }
     std::string_view n;
     if (doc["name"].error() != simdjson::NO_SUCH_FIELD &&
         (doc["name"].get_string().get(n) || n.size() > kNameBytesMax)) {

@@ -338,6 +338,13 @@ TEST_F(GatewayTest, KeysAreCheckedAndManagedThroughTheAdminApi) {
                          R"({"expires_in_seconds":3153600000})", admin)
                 .status,
             201);
+  // Fields the call does not know, or limits it does not enforce yet, are refused.
+  for (const char* body : {R"({"model":["embed-test"]})", R"({"budget_usd":"5"})",
+                           R"({"rpm":10})", R"({"tpm":1000})"}) {
+    const auto refused =
+        http_request(stack_->port, "POST", "/admin/v1/accounts/" + id + "/keys", body, admin);
+    EXPECT_EQ(refused.status, 400) << body << ": " << refused.body;
+  }
 }
 
 TEST_F(GatewayTest, WrongSurfaceForModelIsAClearError) {
