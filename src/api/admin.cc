@@ -1,6 +1,7 @@
 #include "api/admin.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <simdjson.h>
 
 #include <algorithm>
@@ -592,13 +593,44 @@ Task<void> AdminApi::create_account(http::Request& req, Responder& res) {
     co_await send_error(res, 400, s.message());
     co_return;
   }
-  auto work = [&](store::Database& db) -> Result<auth::Account> {
+  // Creating a customer account deposits its trial credit, so a retried call may name an
+  // idempotency key: the same key with the same values answers the first account.
+  std::string_view idempotency_key;
+  if (doc["idempotency_key"].error() != simdjson::NO_SUCH_FIELD &&
+      (doc["idempotency_key"].get_string().get(idempotency_key) || idempotency_key.empty() ||
+       idempotency_key.size() > 200)) {
+    co_await send_error(res, 400, "'idempotency_key' must be a string of 1 to 200 bytes");
+    co_return;
+  }
+  std::string request = fmt::format("create_account name={} kind={} plan={} tier={} models={}",
+                                    json::quoted(name), kind, json::quoted(plan),
+                                    catalog::privacy_tier_name(policy.privacy_tier),
+                                    fmt::join(models, ","));
+  if (policy.weights) {
+    request += fmt::format(" weights={},{},{}", policy.weights->quality, policy.weights->cost,
+                           policy.weights->latency);
+  }
+  auto work = [&](store::Database& db) -> Result<std::string> {
+    if (!idempotency_key.empty()) {
+      auto seen = db.prepare("SELECT request, response FROM idempotency WHERE key = ?");
+      if (!seen) return seen.status();
+      seen->bind(1, idempotency_key);
+      auto step = seen->step();
+      if (!step) return step.status();
+      if (*step == store::Statement::Step::kRow) {
+        if (seen->column_text(0) != request) {
+          return Status{ErrorKind::kConflict,
+                        "idempotency_key was already used for a different request"};
+        }
+        return std::string(seen->column_text(1));
+      }
+    }
     auto created = services_.directory->create_account(db, std::string(name), std::string(kind),
                                                        std::string(plan), policy, now_ms());
-    if (!created) return created;
+    if (!created) return created.status();
     if (!models.empty()) {
       created = services_.directory->set_models(db, created->id, models);
-      if (!created) return created;
+      if (!created) return created.status();
     }
     services_.bank->open_wallet(created->id);
     if (created->kind == "customer" && services_.trial_credit > Money()) {
@@ -606,16 +638,24 @@ Task<void> AdminApi::create_account(http::Request& req, Responder& res) {
                                            services_.trial_credit, std::nullopt, now_ms());
       if (!trial) return trial.status();
     }
+    std::string body = account_json(*created, nullptr);
+    if (!idempotency_key.empty()) {
+      auto insert = db.prepare(
+          "INSERT INTO idempotency (key, request, status, response) VALUES (?, ?, 201, ?)");
+      if (!insert) return insert.status();
+      insert->bind(1, idempotency_key).bind(2, request).bind(3, body);
+      if (Status s = insert->run(); !s) return s;
+    }
     if (Status s = persist_ledger(db); !s) return s;
-    return created;
+    log::info("account created", {{"account", created->id}, {"kind", created->kind}});
+    return body;
   };
-  auto account = co_await link_.call<auth::Account>(work);
-  if (!account) {
-    co_await send_error(res, http_status(account.status().kind()), account.status().message());
+  auto answer = co_await link_.call<std::string>(work);
+  if (!answer) {
+    co_await send_error(res, http_status(answer.status().kind()), answer.status().message());
     co_return;
   }
-  log::info("account created", {{"account", account->id}, {"kind", account->kind}});
-  co_await res.send(201, kJson, account_json(*account, nullptr));
+  co_await res.send(201, kJson, *answer);
 }
 
 Task<void> AdminApi::set_policy(std::int64_t account, http::Request& req, Responder& res) {

@@ -398,6 +398,33 @@ TEST(Credits, AdminCreditsAreExactIdempotentAndDurable) {
   const std::string base = "/admin/v1/accounts/" + id;
   auto balance = [&] { return http_request(stack.port, "GET", base + "/balance", "", admin); };
 
+  // Account creation moves money (the trial): a retry with its idempotency key answers the
+  // first account, and grants nothing twice.
+  const std::string acme2 = R"({"name":"Acme 2","idempotency_key":"make-acme-2"})";
+  const auto made = http_request(stack.port, "POST", "/admin/v1/accounts", acme2, admin);
+  ASSERT_EQ(made.status, 201) << made.body;
+  const auto remade = http_request(stack.port, "POST", "/admin/v1/accounts", acme2, admin);
+  EXPECT_EQ(remade.status, 201);
+  EXPECT_EQ(remade.body, made.body);
+  EXPECT_EQ(http_request(stack.port, "POST", "/admin/v1/accounts",
+                         R"({"name":"Acme 3","idempotency_key":"make-acme-2"})", admin)
+                .status,
+            409);
+  EXPECT_EQ(http_request(stack.port, "POST", "/admin/v1/accounts",
+                         R"({"name":"Acme 3","idempotency_key":""})", admin)
+                .status,
+            400);
+  const std::string acme2_id(p.parse(made.body)["id"].get_string().value());
+  EXPECT_NE(http_request(stack.port, "GET", "/admin/v1/accounts/" + acme2_id + "/balance", "",
+                         admin)
+                .body.find(R"("trial_usd":"20.00")"),
+            std::string::npos);
+  EXPECT_EQ(http_request(stack.port, "GET", "/admin/v1/accounts/acct_" +
+                                                std::to_string(std::stoi(acme2_id.substr(5)) + 1),
+                         "", admin)
+                .status,
+            404);  // no second account was made
+
   // New customers get the default $20 trial.
   EXPECT_EQ(balance().body,
             R"({"paid_usd":"0.00","trial_usd":"20.00","promo_usd":"0.00","held_usd":"0.00","available_usd":"20.00"})");
