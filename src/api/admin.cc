@@ -32,7 +32,6 @@ constexpr std::size_t kNameBytesMax = 200;
 constexpr std::size_t kModelsMax = 100;
 constexpr std::size_t kTagsMax = 20;
 // A key's lifetime, when it has one: far beyond any real use, far inside int64 milliseconds.
-constexpr std::int64_t kKeyLifetimeSecondsMax = 100LL * 365 * 24 * 3600;
 constexpr std::size_t kTagBytesMax = 64;
 
 void write_policy(json::Writer& w, const auth::RoutingPolicy& p) {
@@ -169,6 +168,25 @@ std::string read_money_call(simdjson::dom::parser& parser, std::string_view body
 
 }  // namespace
 
+namespace {
+
+// A key as listed: by its last 4 characters, never the key.
+void write_key(json::Writer& w, const auth::ApiKey& k) {
+  w.begin_object().field("id", fmt::format("key_{}", k.id)).field("name", k.name);
+  w.field("last4", k.last4).key("models").begin_array();
+  for (const auto& m : k.models) w.value(m);
+  w.end_array().field("created_at", format_rfc3339(k.created_ms));
+  w.key("expires_at");
+  if (k.expires_ms) w.value(format_rfc3339(*k.expires_ms)); else w.null();
+  w.field("revoked", k.revoked_ms.has_value());
+  write_policy(w, k.policy);
+  w.key("tags").begin_array();
+  for (const auto& t : k.tags) w.value(t);
+  w.end_array().end_object();
+}
+
+}  // namespace
+
 std::string account_json(const auth::Account& a, const std::vector<auth::ApiKey>* keys) {
   std::string out;
   json::Writer w(out);
@@ -176,22 +194,19 @@ std::string account_json(const auth::Account& a, const std::vector<auth::ApiKey>
   write_account(w, a);
   if (keys != nullptr) {
     w.key("keys").begin_array();
-    for (const auth::ApiKey& k : *keys) {
-      w.begin_object().field("id", fmt::format("key_{}", k.id)).field("name", k.name);
-      w.field("last4", k.last4).key("models").begin_array();
-      for (const auto& m : k.models) w.value(m);
-      w.end_array().field("created_at", format_rfc3339(k.created_ms));
-      w.key("expires_at");
-      if (k.expires_ms) w.value(format_rfc3339(*k.expires_ms)); else w.null();
-      w.field("revoked", k.revoked_ms.has_value());
-      write_policy(w, k.policy);
-      w.key("tags").begin_array();
-      for (const auto& t : k.tags) w.value(t);
-      w.end_array().end_object();
-    }
+    for (const auth::ApiKey& k : *keys) write_key(w, k);
     w.end_array();
   }
   w.end_object();
+  return out;
+}
+
+std::string keys_json(const std::vector<auth::ApiKey>& keys) {
+  std::string out;
+  json::Writer w(out);
+  w.begin_object().key("data").begin_array();
+  for (const auth::ApiKey& k : keys) write_key(w, k);
+  w.end_array().end_object();
   return out;
 }
 

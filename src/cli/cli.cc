@@ -556,7 +556,15 @@ int run_turnpike(int argc, char** argv) {
       ->check(CLI::IsMember({"confidential", "cloud", "community"}))
       ->capture_default_str();
   key_create->add_option("--tags", key_tags, "Comma-separated tags (matched by routing rules)");
+  std::int64_t key_expires_in = 0;
+  key_create->add_option("--expires-in", key_expires_in,
+                         "Seconds until the key expires (at most 100 years; default: never)")
+      ->check(CLI::Range(std::int64_t{1}, api::kKeyLifetimeSecondsMax));
   offline_options(key_create);
+  CLI::App* key_list =
+      keys_cmd->add_subcommand("list", "An account's keys, by their last 4 characters (read-only)");
+  key_list->add_option("--account", account_ref, "Account id (acct_N)")->required();
+  offline_options(key_list);
   CLI::App* key_revoke = keys_cmd->add_subcommand("revoke", "Revoke a key");
   key_revoke->add_option("key", key_ref, "Key id (key_N)")->required();
   offline_options(key_revoke);
@@ -640,6 +648,7 @@ int run_turnpike(int argc, char** argv) {
     auth::Directory::KeySpec spec{key_name, split_list(key_models), {}, split_list(key_tags),
                                   std::nullopt};
     spec.policy.privacy_tier = *catalog::parse_privacy_tier(key_tier);
+    if (key_expires_in > 0) spec.expires_ms = now_ms() + key_expires_in * 1000;
     return offline_change(offline_store, offline_dir, [&](OfflineStore& st) -> Result<std::string> {
       auto secret = auth::load_or_create_server_secret(offline_dir);
       if (!secret) return secret.status();
@@ -648,8 +657,15 @@ int run_turnpike(int argc, char** argv) {
       auto key = st.directory->create_key(*st.db, hasher, id_of(account_ref, "acct_"), spec,
                                           now_ms(), &full);
       if (!key) return key.status();
-      return fmt::format(R"({{"id":"key_{}","key":"{}","last4":"{}"}})", key->id, full,
-                         key->last4);
+      return fmt::format(R"({{"id":"key_{}","key":"{}","last4":"{}","account":"acct_{}"}})",
+                         key->id, full, key->last4, key->account_id);
+    });
+  }
+  if (*key_list) {
+    return offline_read(offline_store, offline_dir, [&](OfflineStore& st) -> Result<std::string> {
+      auto account = find_account(st, account_ref);
+      if (!account) return account.status();
+      return api::keys_json(st.directory->keys_of(account->id));
     });
   }
   if (*account_list) {

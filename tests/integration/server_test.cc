@@ -315,6 +315,23 @@ TEST(Cli, OfflineCreditsRefundsBalancePolicySuspensionAndRotation) {
   EXPECT_NE(listed_out.find("\"id\":\"" + id + "\""), std::string::npos) << listed_out;
   const auto [shown, shown_out] = cli({"accounts", "show", id, "--data-dir", var});
   EXPECT_NE(shown_out.find("\"keys\":[{"), std::string::npos) << shown_out;
+  // A key with a lifetime, and the account's keys listed by their last 4 characters.
+  const auto [expiring, expiring_out] =
+      cli({"keys", "create", "--account", id, "--expires-in", "3600", "--data-dir", var});
+  ASSERT_EQ(expiring, std::optional<int>(0)) << expiring_out;
+  EXPECT_NE(expiring_out.find("\"account\":\"" + id + "\""), std::string::npos) << expiring_out;
+  const std::size_t e = expiring_out.find("\"key\":\"");
+  const std::string expiring_key = expiring_out.substr(e + 7, expiring_out.find('"', e + 7) - e - 7);
+  const auto [keys, keys_out] = cli({"keys", "list", "--account", id, "--data-dir", var});
+  ASSERT_EQ(keys, std::optional<int>(0)) << keys_out;
+  EXPECT_TRUE(keys_out.starts_with(R"({"data":[{"id":"key_)")) << keys_out;
+  EXPECT_EQ(keys_out.find(expiring_key), std::string::npos);  // never the key itself
+  EXPECT_NE(keys_out.find(expiring_key.substr(expiring_key.size() - 4)), std::string::npos);
+  EXPECT_NE(keys_out.find(R"("expires_at":"20)"), std::string::npos) << keys_out;
+  EXPECT_NE(cli({"keys", "create", "--account", id, "--expires-in", "0", "--data-dir", var}).first,
+            std::optional<int>(0));
+  EXPECT_EQ(cli({"keys", "list", "--account", "acct_999", "--data-dir", var}).first,
+            std::optional<int>(1));
 
   ASSERT_TRUE(stack.start_gateway()) << stack.gateway->log();
   const auto live = http_request(stack.port, "GET", "/api/balance", "",
