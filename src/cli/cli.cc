@@ -640,8 +640,7 @@ int run_turnpike(int argc, char** argv) {
           return t.status();
         }
       }
-      return fmt::format(R"({{"id":"acct_{}","name":{},"kind":"{}"}})", account->id,
-                         json::quoted(account->name), account->kind);
+      return api::account_json(*account, nullptr);
     });
   }
   if (*key_create) {
