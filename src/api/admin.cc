@@ -1,7 +1,6 @@
 #include "api/admin.h"
 
 #include <fmt/format.h>
-#include <fmt/ranges.h>
 #include <simdjson.h>
 
 #include <algorithm>
@@ -384,8 +383,9 @@ Task<void> AdminApi::add_credits(std::int64_t account, http::Request& req, Respo
 Task<void> AdminApi::verify_ledger(Responder& res) {
   std::shared_ptr<ledger::Bank> bank = services_.bank;
   std::shared_ptr<ledger::Freeze> freeze = services_.freeze;
-  auto work = [bank, freeze](store::Database& db) -> Result<ledger::Reconciliation> {
-    return reconcile_books(db, *bank, *freeze, "admin");
+  std::shared_ptr<store::UsageBuffer> usage = services_.usage;
+  auto work = [bank, freeze, usage](store::Database& db) -> Result<ledger::Reconciliation> {
+    return reconcile_books(db, *bank, *freeze, "admin", usage->pending());
   };
   auto r = co_await link_.call<ledger::Reconciliation>(work);
   if (!r) {
@@ -617,14 +617,21 @@ Task<void> AdminApi::create_account(http::Request& req, Responder& res) {
     co_await send_error(res, 400, "'idempotency_key' must be a string of 1 to 200 bytes");
     co_return;
   }
-  std::string request = fmt::format("create_account name={} kind={} plan={} tier={} models={}",
-                                    json::quoted(name), kind, json::quoted(plan),
-                                    catalog::privacy_tier_name(policy.privacy_tier),
-                                    fmt::join(models, ","));
+  // What the key stands for, as JSON so that no value can pass for another.
+  std::string request;
+  json::Writer r(request);
+  r.begin_object().field("call", "create_account").field("name", name).field("kind", kind);
+  r.field("plan", plan).field("privacy_tier", catalog::privacy_tier_name(policy.privacy_tier));
+  r.key("models").begin_array();
+  for (const std::string& m : models) r.value(m);
+  r.end_array().key("weights");
   if (policy.weights) {
-    request += fmt::format(" weights={},{},{}", policy.weights->quality, policy.weights->cost,
-                           policy.weights->latency);
+    r.begin_array().value(policy.weights->quality).value(policy.weights->cost);
+    r.value(policy.weights->latency).end_array();
+  } else {
+    r.null();
   }
+  r.end_object();
   auto work = [&](store::Database& db) -> Result<std::string> {
     if (!idempotency_key.empty()) {
       auto seen = db.prepare("SELECT request, response FROM idempotency WHERE key = ?");
@@ -730,6 +737,7 @@ Task<void> AdminApi::create_key(std::int64_t account, http::Request& req, Respon
   std::string& name = spec.name;
   std::vector<std::string>& models = spec.models;
   std::optional<std::int64_t>& expires_ms = spec.expires_ms;
+  std::vector<std::string_view> not_enforced;  // CONTRACT's limits this build does not apply
   if (!req.body().empty()) {
     simdjson::dom::parser parser;
     simdjson::dom::element doc;
@@ -737,15 +745,14 @@ Task<void> AdminApi::create_key(std::int64_t account, http::Request& req, Respon
       co_await send_error(res, 400, "body must be a JSON object");
       co_return;
     }
-    // A field this call does not know is refused, not ignored: a mistyped allowlist or a
-    // limit that is not enforced must not look accepted.
+    // A field this call does not know is refused, not ignored: a mistyped allowlist must
+    // not look accepted. CONTRACT's per-key limits are accepted, and the answer says they
+    // are not enforced yet (they come with plans and caps).
     std::string refused;
     const simdjson::dom::object fields = doc.get_object().value();
     for (auto [field, value] : fields) {
       if (field == "rpm" || field == "tpm" || field == "budget_usd") {
-        refused = fmt::format("'{}' is not enforced yet (per-key rate limits and budgets come "
-                              "with plans and caps): leave it out",
-                              field);
+        not_enforced.push_back(field == "rpm" ? "rpm" : field == "tpm" ? "tpm" : "budget_usd");
       } else if (field != "name" && field != "models" && field != "expires_in_seconds" &&
                  field != "privacy_tier" && field != "routing_weights" && field != "tags") {
         refused = fmt::format("unknown field '{}'; expected name, models, expires_in_seconds, "
@@ -819,7 +826,14 @@ Task<void> AdminApi::create_key(std::int64_t account, http::Request& req, Respon
   std::string out;
   json::Writer w(out);
   w.begin_object().field("id", fmt::format("key_{}", key->id)).field("key", secret);
-  w.field("last4", key->last4).field("account", fmt::format("acct_{}", account)).end_object();
+  w.field("last4", key->last4).field("account", fmt::format("acct_{}", account));
+  if (!not_enforced.empty()) {
+    log::warn("key limits given but not enforced", {{"key", key->id}});
+    w.key("not_enforced").begin_array();
+    for (const std::string_view f : not_enforced) w.value(f);
+    w.end_array();
+  }
+  w.end_object();
   co_await res.send(201, kJson, out);
 }
 

@@ -1461,12 +1461,7 @@ Task<Gateway::Answered> Gateway::send_with_fallback(const OperationInfo& info,
 
     http::UpstreamTimeouts timeouts = state_->config().upstream;
     if (flex) timeouts.first_byte_timeout_ms = static_cast<std::uint32_t>(flex_ms);
-    if (falling_back) {
-      const auto left = std::chrono::ceil<std::chrono::milliseconds>(*deadline - sent_at);
-      const auto left_ms = static_cast<std::uint32_t>(std::max<std::int64_t>(1, left.count()));
-      timeouts.connect_timeout_ms = std::min(timeouts.connect_timeout_ms, left_ms);
-      timeouts.first_byte_timeout_ms = std::min(timeouts.first_byte_timeout_ms, left_ms);
-    }
+    if (falling_back) timeouts.head_by = *deadline;
     stats_->attempt(r.index, flex);
     health_[r.index].attempting(state_->config().breaker, sent_at);
     auto sent = co_await pool_.send(endpoint, head, upstream_body, timeouts);

@@ -156,9 +156,10 @@ void Maintenance::reconcile() {
   std::promise<void> done;
   std::shared_ptr<ledger::Bank> bank = services_.bank;
   std::shared_ptr<ledger::Freeze> freeze = services_.freeze;
+  std::shared_ptr<store::UsageBuffer> usage = services_.usage;
   services_.writer->submit(
-      [bank, freeze](store::Database& db) {
-        (void)reconcile_books(db, *bank, *freeze, "schedule");
+      [bank, freeze, usage](store::Database& db) {
+        (void)reconcile_books(db, *bank, *freeze, "schedule", usage->pending());
         return Status::ok();
       },
       [&done](const Status&) { done.set_value(); });

@@ -80,7 +80,8 @@ bool is_admin_key(std::string_view presented, const Services& services) {
 }
 
 ledger::Reconciliation reconcile_books(store::Database& db, ledger::Bank& bank,
-                                      ledger::Freeze& freeze, std::string_view trigger) {
+                                      ledger::Freeze& freeze, std::string_view trigger,
+                                      std::span<const store::UsageRecord> pending) {
   ledger::Reconciliation r = bank.reconcile(
       [&](const ledger::LedgerTail& tail) {
         // A write that fails part way must leave nothing behind: the bank hands the same
@@ -95,7 +96,7 @@ ledger::Reconciliation reconcile_books(store::Database& db, ledger::Bank& bank,
       [&] { return store::read_books(db); });
   if (r.ok) {
     // Memory and store agree and balance; what the stored books must satisfy besides.
-    auto problems = store::check_books(db);
+    auto problems = store::check_books(db, pending);
     if (!problems) {
       r.ok = false;
       r.store_failed = true;

@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <memory>
+#include <span>
 #include <string>
 
 #include "auth/directory.h"
@@ -40,8 +41,10 @@ bool is_admin_key(std::string_view presented, const Services& services);
 // Stores the bank's new transfers and reconciles every balance with the stored books,
 // inside the caller's store transaction (the writer's, or the start-up one). A failure
 // freezes billing: recorded in the store, logged, and set in `freeze`. `trigger` names who
-// asked: "start", "schedule" or "admin".
+// asked: "start", "schedule" or "admin". `pending`: the usage rows the writer's batch has
+// not stored yet (their charges are in the bank), from Services::usage; writer thread only.
 ledger::Reconciliation reconcile_books(store::Database& db, ledger::Bank& bank,
-                                      ledger::Freeze& freeze, std::string_view trigger);
+                                      ledger::Freeze& freeze, std::string_view trigger,
+                                      std::span<const store::UsageRecord> pending = {});
 
 }  // namespace tp::api

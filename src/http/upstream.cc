@@ -12,6 +12,7 @@
 #include <boost/beast/core/buffer_traits.hpp>
 #include <boost/beast/core/buffers_suffix.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
+#include <algorithm>
 #include <optional>
 
 #include "http/deadline.h"
@@ -58,6 +59,11 @@ Status upstream_error(const UpstreamEndpoint& ep, std::string_view what,
   return {timeout ? ErrorKind::kUpstreamTimeout : ErrorKind::kUpstreamFailed,
           fmt::format("upstream '{}' {}: {}", ep.name, what,
                       timeout ? std::string("timed out") : ec.message())};
+}
+
+Status past_head_by(const UpstreamEndpoint& ep) {
+  return {ErrorKind::kUpstreamTimeout,
+          fmt::format("upstream '{}': no response head within the time left", ep.name)};
 }
 
 Status malformed(const UpstreamEndpoint& ep, std::string_view what) {
@@ -308,6 +314,14 @@ void UpstreamPool::give_back(std::unique_ptr<UpstreamConnection> conn) {
   list.push_back(std::move(conn));
 }
 
+std::chrono::milliseconds UpstreamTimeouts::bounded(std::uint32_t ms) const {
+  const milliseconds own(ms);
+  if (!head_by) return own;
+  const auto left =
+      std::chrono::ceil<milliseconds>(*head_by - std::chrono::steady_clock::now());
+  return std::clamp(left, milliseconds(1), own);
+}
+
 Task<Result<std::unique_ptr<UpstreamConnection>>> UpstreamPool::connect(
     const UpstreamEndpoint& ep, const UpstreamTimeouts& timeouts) {
   ++stats_.connects;
@@ -326,7 +340,7 @@ Task<Result<std::unique_ptr<UpstreamConnection>>> UpstreamPool::connect(
   }
   Socket& lowest = conn->lowest();
   conn->deadline.emplace(*deadlines_, lowest);
-  conn->deadline->expires_after(milliseconds(timeouts.connect_timeout_ms));
+  conn->deadline->expires_after(timeouts.bounded(timeouts.connect_timeout_ms));
   auto [cec, connected] = co_await asio::async_connect(lowest, *addresses, use_nothrow);
   if (cec) co_return upstream_error(ep, "connect", cec, conn->deadline->expired());
   boost::system::error_code ignored;
@@ -350,6 +364,9 @@ Task<Result<std::unique_ptr<UpstreamResponse>>> UpstreamPool::send(
     const UpstreamTimeouts& timeouts) {
   int fresh_retries = 0;
   for (;;) {
+    if (timeouts.head_by && std::chrono::steady_clock::now() >= *timeouts.head_by) {
+      co_return past_head_by(ep);  // no retry starts past it
+    }
     std::unique_ptr<UpstreamConnection> conn = take_idle(ep.index);
     const bool reused = conn != nullptr;
     if (reused) {
@@ -373,7 +390,7 @@ Task<Result<std::unique_ptr<UpstreamResponse>>> UpstreamPool::send(
     impl->endpoint = &ep;
     impl->timeouts = timeouts;
 
-    conn->deadline->expires_after(milliseconds(timeouts.first_byte_timeout_ms));
+    conn->deadline->expires_after(timeouts.bounded(timeouts.first_byte_timeout_ms));
     // Plain TCP sockets are non-blocking: the request usually goes out in this one call.
     const std::array<asio::const_buffer, 2> request{asio::buffer(head), asio::buffer(body)};
     boost::system::error_code ec;

@@ -13,6 +13,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -35,6 +36,12 @@ struct UpstreamTimeouts {
   std::uint32_t connect_timeout_ms = limits::kUpstreamConnectTimeoutMs;
   std::uint32_t first_byte_timeout_ms = limits::kUpstreamFirstByteTimeoutMs;
   std::uint32_t idle_timeout_ms = limits::kUpstreamIdleTimeoutMs;
+  // When set, connecting and waiting for the response head (retries included) end by then
+  // whatever their own timeouts allow: a fallback attempt within the fallback deadline.
+  std::optional<std::chrono::steady_clock::time_point> head_by;
+
+  // `ms`, cut to the time left before `head_by` (at least 1 ms).
+  std::chrono::milliseconds bounded(std::uint32_t ms) const;
 };
 
 // An upstream server as configured: where it is and how to trust it. Immutable; shared

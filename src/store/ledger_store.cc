@@ -2,6 +2,9 @@
 
 #include <fmt/format.h>
 
+#include <map>
+#include <utility>
+
 namespace tp::store {
 
 Status append_ledger(Database& db, const ledger::LedgerTail& tail) {
@@ -56,7 +59,8 @@ Result<ledger::StoredBooks> read_books(Database& db) {
   return books;
 }
 
-Result<std::vector<std::string>> check_books(Database& db, std::size_t max) {
+Result<std::vector<std::string>> check_books(Database& db, std::span<const UsageRecord> pending,
+                                             std::size_t max) {
   std::vector<std::string> problems;
   const auto post = static_cast<std::int64_t>(ledger::TransferKind::kPost);
   const auto overdraft = static_cast<std::int64_t>(ledger::TransferKind::kOverdraft);
@@ -84,7 +88,12 @@ Result<std::vector<std::string>> check_books(Database& db, std::size_t max) {
   // transfers from the account's books), and charges without a row. Hold ids are numbered
   // per account, and a process continues after the last id it finds among the transfers,
   // so an id may recur (after a request that charged nothing): both sides are summed per
-  // account and hold.
+  // account and hold. The SQL lists every pair that differs in the store; rows still in
+  // the writer's batch may make up the difference.
+  std::map<std::pair<std::int64_t, std::int64_t>, Money> unstored;
+  for (const UsageRecord& r : pending) {
+    if (r.hold != 0) unstored[{r.account_id, static_cast<std::int64_t>(r.hold)}] += r.cost;
+  }
   auto charges = db.prepare(
       "WITH charged AS (SELECT CAST(substr(a.name, 6, instr(a.name, ':') - 6) AS INTEGER) "
       "AS account, t.hold AS hold, SUM(t.amount_nanos) AS total FROM transfers t "
@@ -92,31 +101,33 @@ Result<std::vector<std::string>> check_books(Database& db, std::size_t max) {
       "AND a.name LIKE 'acct!_%:%' ESCAPE '!' GROUP BY 1, 2), "
       "billed AS (SELECT account_id AS account, hold, SUM(cost_nanos) AS total, "
       "MIN(request_id) AS request FROM usage_log WHERE hold != 0 GROUP BY 1, 2) "
-      "SELECT b.account, b.request, b.total, COALESCE(c.total, 0) FROM billed b "
+      "SELECT b.account, b.hold, b.request, b.total, COALESCE(c.total, 0) FROM billed b "
       "LEFT JOIN charged c ON c.account = b.account AND c.hold = b.hold "
       "WHERE b.total != COALESCE(c.total, 0) "
-      "UNION ALL SELECT c.account, NULL, 0, c.total FROM charged c "
-      "LEFT JOIN billed b ON b.account = c.account AND b.hold = c.hold WHERE b.hold IS NULL "
-      "LIMIT ?3");
+      "UNION ALL SELECT c.account, c.hold, NULL, 0, c.total FROM charged c "
+      "LEFT JOIN billed b ON b.account = c.account AND b.hold = c.hold WHERE b.hold IS NULL");
   if (!charges) return charges.status();
-  charges->bind(1, post).bind(2, overdraft).bind(3, static_cast<std::int64_t>(max));
+  charges->bind(1, post).bind(2, overdraft);
   for (;;) {
     auto step = charges->step();
     if (!step) return step.status();
     if (*step == Statement::Step::kDone) break;
     const std::int64_t account = charges->column_int(0);
-    const Money charged = Money::from_nanos(charges->column_int(3));
-    if (charges->column_is_null(1)) {
+    Money billed = Money::from_nanos(charges->column_int(3));
+    if (const auto it = unstored.find({account, charges->column_int(1)}); it != unstored.end()) {
+      billed += it->second;
+    }
+    const Money charged = Money::from_nanos(charges->column_int(4));
+    if (billed == charged || problems.size() >= max) continue;
+    if (charges->column_is_null(2)) {
       problems.push_back(fmt::format("acct_{} was charged {} USD for a request with no usage row",
                                      account, charged.to_string()));
     } else {
       problems.push_back(fmt::format(
           "request {} of acct_{} cost {} USD in the usage log, its charges {} USD",
-          charges->column_text(1), account,
-          Money::from_nanos(charges->column_int(2)).to_string(), charged.to_string()));
+          charges->column_text(2), account, billed.to_string(), charged.to_string()));
     }
   }
-  if (problems.size() > max) problems.resize(max);
   return problems;
 }
 

@@ -2,6 +2,7 @@
 // The ledger's journal in the database: accounts and transfers are appended, never
 // updated, and a Ledger is rebuilt at start by replaying them in order.
 
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -9,6 +10,7 @@
 #include "ledger/bank.h"
 #include "ledger/ledger.h"
 #include "store/sqlite.h"
+#include "store/usage_store.h"
 
 namespace tp::store {
 
@@ -28,8 +30,11 @@ Result<ledger::StoredBooks> read_books(Database& db);
 //   overdrafts (responses' shortfalls over their holds) took from it;
 // - every settled request's charges (its hold's post and overdraft transfers) add up to the
 //   cost in its usage row, and no charge is without its usage row.
-// Scans both tables: for reconciliation, not the request path.
-Result<std::vector<std::string>> check_books(Database& db, std::size_t max = 5);
+// `pending`: usage rows whose charges are in the ledger but which are not stored yet (the
+// writer's current batch). Scans both tables: for reconciliation, not the request path.
+Result<std::vector<std::string>> check_books(Database& db,
+                                             std::span<const UsageRecord> pending = {},
+                                             std::size_t max = 5);
 
 // Billing freezes: recorded when set, closed when an admin clears them.
 Status record_freeze(Database& db, std::string_view reason, std::int64_t at_ms);

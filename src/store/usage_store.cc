@@ -45,11 +45,7 @@ void UsageBuffer::settle(ledger::Bank& bank, const ledger::Bank::Hold& hold, Usa
   rows_.push_back(std::move(record));
 }
 
-Status UsageBuffer::flush(Database& db) {
-  const Status s = insert_usage_rows(db, rows_);
-  rows_.clear();  // stored, or gone with the transaction the failure rolls back
-  return s;
-}
+Status UsageBuffer::flush(Database& db) { return insert_usage_rows(db, rows_); }
 
 void store_settlements_with_batches(Writer& writer, std::shared_ptr<ledger::Bank> bank,
                                     std::shared_ptr<UsageBuffer> usage) {
@@ -58,7 +54,7 @@ void store_settlements_with_batches(Writer& writer, std::shared_ptr<ledger::Bank
     return persist_bank(db, *bank);
   });
   writer.set_after_commit([bank, usage](bool committed) {
-    usage->discard();  // rows of a batch that did not commit (none when it did)
+    usage->committed(committed);
     bank->committed(committed);
   });
 }

@@ -53,12 +53,19 @@ class UsageBuffer {
  public:
   void settle(ledger::Bank& bank, const ledger::Bank::Hold& hold, UsageRecord record,
               std::int64_t now_ms);
-  // Stores the rows waiting, in the caller's transaction, and forgets them. Only the
-  // before-commit hook calls it: inside a piece, a savepoint rolled back would take the rows
-  // with it while their charges stand. (A read in the same batch does not see them; nobody
-  // can expect it to, as their requests wait for this commit before they answer.)
+  // Stores the rows waiting, in the caller's transaction. Only the before-commit hook calls
+  // it: inside a piece, a savepoint rolled back would take the rows with it while their
+  // charges stand. (A read in the same batch does not see them; nobody can expect it to, as
+  // their requests wait for this commit before they answer.)
   Status flush(Database& db);
-  void discard() { rows_.clear(); }
+  // After the batch's transaction: committed, the rows are stored and forgotten; rolled
+  // back, they stay for the next batch, as the bank hands that batch's charges over again
+  // (Bank::committed), so a charge is never stored without its row.
+  void committed(bool ok) {
+    if (ok) rows_.clear();
+  }
+  // The rows not stored yet: this batch's, and any a failed batch left.
+  std::span<const UsageRecord> pending() const { return rows_; }
   std::size_t size() const { return rows_.size(); }
 
  private:
@@ -67,7 +74,8 @@ class UsageBuffer {
 
 // Wires settlements into `writer`: every batch stores the rows `usage` holds and the bank's
 // transfers made since the last batch (settlements, holds, voids) in its own transaction;
-// they count as stored only once it commits, and a batch that did not commit drops its rows.
+// they count as stored only once it commits, and what a batch that did not commit held is
+// stored by the next one.
 // Sets the writer's before- and after-commit hooks.
 void store_settlements_with_batches(Writer& writer, std::shared_ptr<ledger::Bank> bank,
                                     std::shared_ptr<UsageBuffer> usage);

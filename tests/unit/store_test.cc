@@ -310,9 +310,49 @@ UsageRecord usage_row(int n) {
   return r;
 }
 
+// check_books: a request's charges against its usage row. A reconciliation that runs in the
+// same writer batch as a settlement sees its charge stored (the bank's tail) before its row
+// (the before-commit hook): the row waiting in the buffer counts.
+TEST_F(StoreTest, CheckBooksCountsTheRowsStillInTheBatch) {
+  auto db = open();
+  auto bank = ledger::Bank::create();
+  UsageBuffer usage;
+  ASSERT_TRUE(bank->deposit(1, ledger::CreditKind::kPaid, Money::usd(1), std::nullopt, 1));
+  auto hold = bank->hold(1, Money::from_nanos(5000), 100000, 1);
+  ASSERT_TRUE(hold);
+  UsageRecord row = usage_row(1);
+  row.account_id = 1;
+  row.hold = hold->id;
+  row.cost = Money::from_nanos(4000);
+  usage.settle(*bank, *hold, row, 2);
+  ASSERT_TRUE(persist_bank(*db, *bank));  // what bank.reconcile stores first
+  auto alone = check_books(*db);
+  ASSERT_TRUE(alone);
+  ASSERT_EQ(alone->size(), 1u);
+  EXPECT_NE(alone->front().find("acct_1 was charged 0.000004 USD for a request with no usage row"),
+            std::string::npos)
+      << alone->front();
+  auto with_batch = check_books(*db, usage.pending());
+  ASSERT_TRUE(with_batch);
+  EXPECT_TRUE(with_batch->empty()) << with_batch->front();
+  ASSERT_TRUE(usage.flush(*db));
+  usage.committed(true);
+  auto stored = check_books(*db);
+  ASSERT_TRUE(stored);
+  EXPECT_TRUE(stored->empty());
+  // A second request that charged nothing, under a hold id a restart may hand out again.
+  UsageRecord free_row = usage_row(2);
+  free_row.account_id = 1;
+  free_row.hold = hold->id;
+  free_row.cost = Money();
+  ASSERT_TRUE(insert_usage_rows(*db, std::vector<UsageRecord>{free_row}));
+  EXPECT_TRUE(check_books(*db)->empty());
+}
+
 // As the gateway wires it: settlements leave their rows in the buffer, the batch's
-// before-commit stores them, and a batch that fails takes its rows with it.
-TEST_F(StoreTest, BufferedUsageRowsCommitWithTheirBatchOrNotAtAll) {
+// before-commit stores them, and the rows of a batch that fails are stored by the next one,
+// as the bank hands that batch's charges over again: never a charge without its row.
+TEST_F(StoreTest, BufferedUsageRowsCommitWithTheirBatchOrWithTheNext) {
   auto bank = ledger::Bank::create();
   UsageBuffer usage;
   std::atomic<bool> fail{false};
@@ -334,7 +374,7 @@ TEST_F(StoreTest, BufferedUsageRowsCommitWithTheirBatchOrNotAtAll) {
       if (Status s = usage.flush(db); !s) return s;
       return fail.load() ? Status{ErrorKind::kInternal, "disk full"} : Status::ok();
     });
-    writer.set_after_commit([&](bool) { usage.discard(); });
+    writer.set_after_commit([&](bool ok) { usage.committed(ok); });
     // One batch of more rows than one statement takes.
     Gate gate;
     writer.submit(gate.piece());
@@ -355,7 +395,7 @@ TEST_F(StoreTest, BufferedUsageRowsCommitWithTheirBatchOrNotAtAll) {
     });
     third.get_future().wait();
     // A batch whose transaction the store rolled back by itself: no before-commit runs,
-    // and the row left in the buffer must not reach the next batch.
+    // and the row left in the buffer goes with the next batch.
     Gate gate2;
     writer.submit(gate2.piece());
     gate2.entered.get_future().wait();
@@ -376,14 +416,14 @@ TEST_F(StoreTest, BufferedUsageRowsCommitWithTheirBatchOrNotAtAll) {
   EXPECT_FALSE(results[40]);  // its batch rolled back
   EXPECT_FALSE(results[41]);  // likewise
   EXPECT_TRUE(results[42]);
-  EXPECT_EQ(usage.size(), 0u);
+  EXPECT_EQ(usage.size(), 0u);  // everything stored in the end
 
   auto db = open();
   UsageQuery q;
   q.limit = 100;
   auto rows = query_usage(*db, q);
   ASSERT_TRUE(rows);
-  ASSERT_EQ(rows->size(), 41u);  // 0..39 and 200: rows 100 and 150 went with their batches
+  ASSERT_EQ(rows->size(), 43u);  // 0..39, then 100 and 150 with the batch after theirs, 200
   for (int n = 0; n < 40; ++n) {
     const UsageRecord want = usage_row(n);
     const UsageRecord& got = (*rows)[n];
@@ -396,7 +436,9 @@ TEST_F(StoreTest, BufferedUsageRowsCommitWithTheirBatchOrNotAtAll) {
     EXPECT_EQ(got.standard_cost, want.standard_cost);
     EXPECT_EQ(got.at_ms, want.at_ms);
   }
-  EXPECT_EQ((*rows)[40].request_id, "req_200");
+  EXPECT_EQ((*rows)[40].request_id, "req_100");
+  EXPECT_EQ((*rows)[41].request_id, "req_150");
+  EXPECT_EQ((*rows)[42].request_id, "req_200");
 }
 
 // Commits `count` rows of about a page each, one transaction each, with the store writer's
