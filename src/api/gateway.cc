@@ -327,6 +327,14 @@ Bill open_bill(const catalog::Route& route, const catalog::Model& model,
   return bill;
 }
 
+// The output a request may produce on `model`, for its hold: min(max_tokens, the model's
+// max_output_tokens) for each of its `n` completions.
+std::int64_t output_bound(const RequestBody& body, const catalog::Model& model) {
+  const std::int64_t each = std::min<std::int64_t>(
+      body.max_tokens.value_or(model.max_output_tokens), model.max_output_tokens);
+  return each * body.choices;
+}
+
 // An upper bound of a request's input tokens: a token is at least one byte of the text,
 // and the JSON around the text is longer than the tokens that frame the messages. (Images
 // are not counted; what they add is charged as a shortfall over the hold.)
@@ -928,8 +936,7 @@ std::optional<Refusal> Gateway::plan_request(Operation op, const OperationInfo& 
   plan.model = models.front();  // the named one; for "auto", see the pick
   auto output_for = [&](const catalog::Model& m) -> std::int64_t {
     if (op == Operation::kEmbeddings) return 0;
-    return std::min<std::int64_t>(body.max_tokens.value_or(m.max_output_tokens),
-                                  m.max_output_tokens);
+    return output_bound(body, m);
   };
   const router::Rule* rule = match_rule(body, grant, options);
   const Constraints constraints = constraints_for(info.api, body, grant, options, rule, models);
@@ -1143,10 +1150,7 @@ Task<void> Gateway::explain(http::Request& req, Responder& res) {
   const catalog::PrivacyTier tier = options.tier;
   const Constraints constraints =
       constraints_for(Api::kOpenAI, body, *grant, options, rule, models);
-  auto output_for = [&](const catalog::Model& m) {
-    return std::min<std::int64_t>(body.max_tokens.value_or(m.max_output_tokens),
-                                  m.max_output_tokens);
-  };
+  auto output_for = [&](const catalog::Model& m) { return output_bound(body, m); };
   struct Listed {
     const catalog::Model* model;
     const catalog::Route* route;

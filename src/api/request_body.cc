@@ -106,7 +106,15 @@ Result<RequestBody> parse_request_body(std::string_view text) {
       if (value.get_int64().get(n) || n < 0) {
         return invalid(fmt::format("'{}' must be a non-negative integer", key));
       }
-      body.max_tokens = n;
+      // Both may be given, and upstreams differ in which one they honour: the hold covers
+      // the larger.
+      body.max_tokens = std::max(body.max_tokens.value_or(0), n);
+    } else if (key == "n") {
+      if (value.is_null()) continue;
+      if (value.get_int64().get(body.choices) || body.choices < 1 ||
+          body.choices > kChoicesMax) {
+        return invalid(fmt::format("'n' must be an integer from 1 to {}", kChoicesMax));
+      }
     } else if (key == "stream_options") {
       if (value.is_null()) continue;
       simdjson::dom::object options;

@@ -13,6 +13,9 @@
 
 namespace tp::api {
 
+// The most completions one request may ask for (`n`), as OpenAI allows.
+inline constexpr std::int64_t kChoicesMax = 128;
+
 // Top-level members Turnpike consumes itself and removes before forwarding (CONTRACT.md).
 inline constexpr std::string_view kOptionPrivacyTier = "privacy_tier";
 inline constexpr std::string_view kOptionStartWithin = "start_within";
@@ -32,7 +35,8 @@ struct RequestBody {
   std::string model;
   bool has_model = false;
   bool stream = false;
-  std::optional<std::int64_t> max_tokens;  // max_tokens or max_completion_tokens
+  std::optional<std::int64_t> max_tokens;  // the larger of max_tokens, max_completion_tokens
+  std::int64_t choices = 1;                // n: how many completions the output bound is for
   std::string privacy_tier;                // empty when absent
   std::string start_within;                // empty when absent
   bool include_usage = false;              // stream_options.include_usage is true

@@ -32,6 +32,16 @@ bool member_starts_with(std::string_view data, std::string_view quoted_key,
   });
 }
 
+// Whether some member `quoted_key` of `data` is an empty array.
+bool member_is_empty_array(std::string_view data, std::string_view quoted_key) {
+  return any_member_value(data, quoted_key, [](std::string_view v) {
+    if (v.empty() || v.front() != '[') return false;
+    std::size_t i = 1;
+    while (i < v.size() && is_ws(v[i])) ++i;
+    return i < v.size() && v[i] == ']';
+  });
+}
+
 // A non-empty string value for `"content"` or `"arguments"` (tool calls).
 bool has_text(std::string_view data) {
   auto non_empty_string = [](std::string_view v) {
@@ -52,8 +62,11 @@ StreamMeter::Verdict StreamMeter::on_openai(std::string_view data) {
   if (member_starts_with(data, "\"usage\"", "{")) {
     if (auto usage = meter::openai_usage(data)) {
       openai_ = *usage;
-      // The chunk Turnpike asked for carries no choices; anything else goes through.
-      if (drop_usage_chunk_ && !has_text(data)) return Verdict::kDrop;
+      // The chunk Turnpike asked for carries no choices; anything else goes through (some
+      // upstreams put usage on the chunk with finish_reason, or on every chunk).
+      if (drop_usage_chunk_ && member_is_empty_array(data, "\"choices\"")) {
+        return Verdict::kDrop;
+      }
     }
   }
   if (has_text(data)) ++content_events_;
@@ -66,15 +79,12 @@ StreamMeter::Verdict StreamMeter::on_anthropic(std::string_view name, std::strin
     ++content_events_;
   } else if (name == "message_start" || name == "message_delta") {
     anthropic_.on_event(name, data);
-    if (name == "message_delta" && member_starts_with(data, "\"usage\"", "{")) {
-      anthropic_final_ = true;
-    }
   }
   return Verdict::kForward;
 }
 
 bool StreamMeter::reported() const {
-  return surface_ == Surface::kAnthropic ? anthropic_final_ : openai_.has_value();
+  return surface_ == Surface::kAnthropic ? anthropic_.final() : openai_.has_value();
 }
 
 meter::Usage StreamMeter::usage(std::int64_t input_estimate, std::int64_t output_relayed) const {

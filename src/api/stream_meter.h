@@ -43,7 +43,6 @@ class StreamMeter {
   bool drop_usage_chunk_;
   std::optional<meter::Usage> openai_;  // from the usage chunk
   meter::AnthropicStreamUsage anthropic_;
-  bool anthropic_final_ = false;        // a message_delta with usage was seen
   std::int64_t content_events_ = 0;
 };
 

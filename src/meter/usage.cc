@@ -3,16 +3,34 @@
 #include <simdjson.h>
 
 #include <algorithm>
+#include <cmath>
 
 namespace tp::meter {
 namespace {
 
-// A token count as reported, clamped to kTokensMax: an upstream that reports nonsense
-// cannot overflow the cost arithmetic.
-std::int64_t count(simdjson::dom::element object, const char* key) {
+// A token count as reported: a non-negative integer (an integral number like 12.0 too),
+// clamped to kTokensMax so that an upstream reporting nonsense cannot overflow the cost
+// arithmetic. nullopt when the member is missing or is anything else.
+std::optional<std::int64_t> reported(simdjson::dom::element object, const char* key) {
+  simdjson::dom::element value;
+  if (object[key].get(value)) return std::nullopt;
   std::int64_t n = 0;
-  if (object[key].get_int64().get(n) || n < 0) return 0;
+  double d = 0;
+  if (!value.get_int64().get(n)) {
+    if (n < 0) return std::nullopt;
+  } else if (!value.get_double().get(d)) {
+    if (!(d >= 0) || d != std::floor(d)) return std::nullopt;
+    if (d >= static_cast<double>(kTokensMax)) return kTokensMax;
+    n = static_cast<std::int64_t>(d);
+  } else {
+    return std::nullopt;
+  }
   return std::min(n, kTokensMax);
+}
+
+// An optional count: 0 when missing or malformed.
+std::int64_t count(simdjson::dom::element object, const char* key) {
+  return reported(object, key).value_or(0);
 }
 
 simdjson::dom::parser& parser() {
@@ -20,7 +38,9 @@ simdjson::dom::parser& parser() {
   return p;
 }
 
-Usage from_anthropic(simdjson::dom::element usage) {
+// nullopt unless both input_tokens and output_tokens are reported as counts.
+std::optional<Usage> from_anthropic(simdjson::dom::element usage) {
+  if (!reported(usage, "input_tokens") || !reported(usage, "output_tokens")) return std::nullopt;
   Usage u;
   u.input_tokens = count(usage, "input_tokens") + count(usage, "cache_creation_input_tokens");
   u.cached_tokens = count(usage, "cache_read_input_tokens");
@@ -45,8 +65,17 @@ std::optional<Usage> openai_usage(std::string_view json) {
   const auto found = usage_object(json);
   if (!found) return std::nullopt;
   const simdjson::dom::element usage = *found;
+  // A usage object without a prompt count, or with a malformed completion count, reports
+  // nothing: the caller bills its estimate instead of a free answer. (Embeddings have no
+  // completion count.)
+  const std::optional<std::int64_t> prompt_count = reported(usage, "prompt_tokens");
+  if (!prompt_count) return std::nullopt;
+  if (usage["completion_tokens"].error() != simdjson::NO_SUCH_FIELD &&
+      !reported(usage, "completion_tokens")) {
+    return std::nullopt;
+  }
   Usage u;
-  const std::int64_t prompt = count(usage, "prompt_tokens");
+  const std::int64_t prompt = *prompt_count;
   simdjson::dom::element details;
   if (!usage["prompt_tokens_details"].get(details) && details.is_object()) {
     u.cached_tokens = std::min(count(details, "cached_tokens"), prompt);
@@ -69,13 +98,18 @@ void AnthropicStreamUsage::on_event(std::string_view name, std::string_view data
   simdjson::dom::element usage;
   if (name == "message_start") {
     if (doc["message"]["usage"].get(usage) || !usage.is_object()) return;
-    usage_ = from_anthropic(usage);
+    const std::optional<Usage> start = from_anthropic(usage);
+    if (!start) return;
+    usage_ = *start;
     started_ = true;
     return;
   }
   if (doc["usage"].get(usage) || !usage.is_object()) return;
   // message_delta usage is cumulative: the latest value replaces the earlier one.
-  usage_.output_tokens = count(usage, "output_tokens");
+  const std::optional<std::int64_t> output = reported(usage, "output_tokens");
+  if (!output) return;
+  usage_.output_tokens = *output;
+  final_ = true;
   std::int64_t n = 0;
   if (!usage["input_tokens"].get_int64().get(n) && n >= 0) {
     n = std::min(n, kTokensMax);

@@ -36,11 +36,14 @@ class AnthropicStreamUsage {
  public:
   void on_event(std::string_view name, std::string_view data);
   bool seen() const { return started_; }
+  // A message_delta reported a well-formed output count: the usage is final.
+  bool final() const { return final_; }
   const Usage& usage() const { return usage_; }
 
  private:
   Usage usage_;
   bool started_ = false;
+  bool final_ = false;
 };
 
 // cost_of() at a route's prices (standard or flex).

@@ -34,6 +34,20 @@ TEST(StreamMeter, OpenAIDropsTheUsageChunkItAskedForAndHoldsDone) {
   EXPECT_EQ(u.output_tokens, 7);
 }
 
+// Some upstreams put usage on the chunk that carries finish_reason (or on every chunk):
+// only the usage-only chunk Turnpike asked for is dropped, never one with choices.
+TEST(StreamMeter, OpenAIKeepsChunksWithChoicesThatCarryUsage) {
+  StreamMeter m(Surface::kOpenAI, /*drop_usage_chunk=*/true);
+  EXPECT_EQ(m.on_event("", R"({"choices":[{"delta":{"role":"assistant"}}],"usage":{"prompt_tokens":5,"completion_tokens":0}})"),
+            Verdict::kForward);
+  EXPECT_EQ(m.on_event("", R"({"choices":[{"delta":{},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":3}})"),
+            Verdict::kForward);
+  EXPECT_TRUE(m.reported());
+  EXPECT_EQ(m.usage(0, 0).output_tokens, 3);
+  EXPECT_EQ(m.on_event("", R"({"choices": [ ],"usage":{"prompt_tokens":5,"completion_tokens":3}})"),
+            Verdict::kDrop);
+}
+
 TEST(StreamMeter, OpenAIKeepsTheUsageChunkTheClientAskedFor) {
   StreamMeter m(Surface::kOpenAI, /*drop_usage_chunk=*/false);
   EXPECT_EQ(m.on_event("", R"({"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2}})"),

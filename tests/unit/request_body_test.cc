@@ -74,6 +74,18 @@ TEST(RequestBody, FlexReplacesTheClientsServiceTier) {
   EXPECT_FALSE(parse_request_body(R"({"service_tier":""})"));
 }
 
+TEST(RequestBody, TheOutputBoundCoversTheLargerLimitAndEveryChoice) {
+  // Upstreams differ in which of the two they honour: the bound is the larger.
+  EXPECT_EQ(parse_request_body(R"({"max_tokens":500,"max_completion_tokens":1})")->max_tokens, 500);
+  EXPECT_EQ(parse_request_body(R"({"max_completion_tokens":1,"max_tokens":500})")->max_tokens, 500);
+  EXPECT_EQ(parse_request_body(R"({"n":3})")->choices, 3);
+  EXPECT_EQ(parse_request_body(R"({"n":null})")->choices, 1);
+  EXPECT_EQ(parse_request_body("{}")->choices, 1);
+  for (const char* bad : {R"({"n":0})", R"({"n":129})", R"({"n":"2"})", R"({"n":1.5})"}) {
+    EXPECT_FALSE(parse_request_body(bad)) << bad;
+  }
+}
+
 TEST(RequestBody, EmptyObject) {
   auto b = parse_request_body("{}");
   ASSERT_TRUE(b);

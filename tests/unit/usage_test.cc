@@ -22,12 +22,42 @@ TEST(Usage, OpenAIBodyAndChunks) {
   ASSERT_TRUE(u);
   EXPECT_EQ(u->input_tokens, 5);
   EXPECT_EQ(u->output_tokens, 0);
-  // Nonsense counts never go negative.
-  u = openai_usage(R"({"usage":{"prompt_tokens":3,"completion_tokens":-4,"prompt_tokens_details":{"cached_tokens":9}}})");
+  // More cached than prompt tokens: never a negative input.
+  u = openai_usage(R"({"usage":{"prompt_tokens":3,"completion_tokens":4,"prompt_tokens_details":{"cached_tokens":9}}})");
   ASSERT_TRUE(u);
   EXPECT_EQ(u->input_tokens, 0);
   EXPECT_EQ(u->cached_tokens, 3);
-  EXPECT_EQ(u->output_tokens, 0);
+  EXPECT_EQ(u->output_tokens, 4);
+  // Integral numbers written as decimals are counts.
+  u = openai_usage(R"({"usage":{"prompt_tokens":10.0,"completion_tokens":2e1}})");
+  ASSERT_TRUE(u);
+  EXPECT_EQ(u->input_tokens, 10);
+  EXPECT_EQ(u->output_tokens, 20);
+}
+
+// A usage object that does not report counts reports nothing: the gateway bills its
+// estimate then, never a free answer.
+TEST(Usage, MalformedCountsReportNothing) {
+  for (const char* body : {R"({"usage":{}})",
+                           R"({"usage":{"prompt_tokens":"1000","completion_tokens":"2000"}})",
+                           R"({"usage":{"prompt_tokens":3,"completion_tokens":-4}})",
+                           R"({"usage":{"prompt_tokens":3,"completion_tokens":1.5}})",
+                           R"({"usage":{"prompt_tokens":null,"completion_tokens":4}})",
+                           R"({"usage":{"completion_tokens":4}})"}) {
+    EXPECT_FALSE(openai_usage(body)) << body;
+  }
+  for (const char* body : {R"({"usage":{}})", R"({"usage":{"input_tokens":"5","output_tokens":2}})",
+                           R"({"usage":{"input_tokens":5}})"}) {
+    EXPECT_FALSE(anthropic_usage(body)) << body;
+  }
+  AnthropicStreamUsage s;
+  s.on_event("message_start",
+             R"({"type":"message_start","message":{"usage":{"input_tokens":"8","output_tokens":1}}})");
+  EXPECT_FALSE(s.seen());
+  s.on_event("message_delta", R"({"type":"message_delta","usage":{"output_tokens":"9"}})");
+  EXPECT_FALSE(s.final());
+  s.on_event("message_delta", R"({"type":"message_delta","usage":{"output_tokens":9}})");
+  EXPECT_TRUE(s.final());
 }
 
 TEST(Usage, AnthropicBodyAndStream) {
@@ -74,7 +104,7 @@ TEST(Usage, AbsurdCountsAreClampedNotOverflowed) {
   EXPECT_EQ(u->input_tokens, kTokensMax);
   EXPECT_EQ(u->output_tokens, kTokensMax);
   auto a = anthropic_usage(
-      R"({"usage":{"input_tokens":9223372036854775807,"cache_creation_input_tokens":9223372036854775807}})");
+      R"({"usage":{"input_tokens":9223372036854775807,"cache_creation_input_tokens":9223372036854775807,"output_tokens":1}})");
   ASSERT_TRUE(a);
   EXPECT_EQ(a->input_tokens, 2 * kTokensMax);
 }
