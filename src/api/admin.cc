@@ -61,12 +61,15 @@ Status read_models(simdjson::dom::element doc, std::vector<std::string>& models)
   std::vector<std::string> out;
   if (!field.is_null()) {
     simdjson::dom::array list;
+    // Walked only when it is an array: a default simdjson array is no empty list.
     bool ok = !field.get_array().get(list) && list.size() <= kModelsMax;
-    for (auto m : list) {
-      std::string_view model;
-      ok = ok && !m.get_string().get(model) && !model.empty() &&
-           model.find(',') == std::string_view::npos;
-      if (ok) out.emplace_back(model);
+    if (ok) {
+      for (auto m : list) {
+        std::string_view model;
+        ok = ok && !m.get_string().get(model) && !model.empty() &&
+             model.find(',') == std::string_view::npos;
+        if (ok) out.emplace_back(model);
+      }
     }
     if (!ok) {
       return {ErrorKind::kInvalidRequest,
@@ -790,15 +793,18 @@ Task<void> AdminApi::create_key(std::int64_t account, http::Request& req, Respon
       expires_ms = now_ms() + seconds * 1000;
     }
     if (doc["tags"].error() != simdjson::NO_SUCH_FIELD) {
+      // Walked only when it is an array: a default simdjson array is no empty list.
       bool ok = !doc["tags"].get_array().get(list) && list.size() <= kTagsMax;
-      for (auto t : list) {
-        std::string_view tag;
-        ok = ok && !t.get_string().get(tag) && !tag.empty() && tag.size() <= kTagBytesMax &&
-             std::all_of(tag.begin(), tag.end(), [](char c) {
-               return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' ||
-                      c == '.';
-             });
-        if (ok) spec.tags.emplace_back(tag);
+      if (ok) {
+        for (auto t : list) {
+          std::string_view tag;
+          ok = ok && !t.get_string().get(tag) && !tag.empty() && tag.size() <= kTagBytesMax &&
+               std::all_of(tag.begin(), tag.end(), [](char c) {
+                 return std::isalnum(static_cast<unsigned char>(c)) || c == '-' ||
+                        c == '_' || c == '.';
+               });
+          if (ok) spec.tags.emplace_back(tag);
+        }
       }
       if (!ok) {
         co_await send_error(res, 400,

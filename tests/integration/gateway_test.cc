@@ -338,6 +338,18 @@ TEST_F(GatewayTest, KeysAreCheckedAndManagedThroughTheAdminApi) {
                          R"({"expires_in_seconds":3153600000})", admin)
                 .status,
             201);
+  // Lists that are not lists are 400, and the gateway lives on.
+  for (const auto& [method, path, body] :
+       std::vector<std::tuple<std::string, std::string, std::string>>{
+           {"POST", "/admin/v1/accounts/" + id + "/keys", R"({"models":"embed-test"})"},
+           {"POST", "/admin/v1/accounts/" + id + "/keys", R"({"tags":"batch"})"},
+           {"POST", "/admin/v1/accounts/" + id + "/keys", R"({"models":{"a":1}})"},
+           {"PATCH", "/admin/v1/accounts/" + id, R"({"models":"embed-test"})"},
+           {"POST", "/admin/v1/accounts", R"({"name":"x","models":"embed-test"})"}}) {
+    const auto res = http_request(stack_->port, method, path, body, admin);
+    EXPECT_EQ(res.status, 400) << method << " " << path << " " << body << ": " << res.body;
+  }
+  EXPECT_EQ(http_request(stack_->port, "GET", "/healthz").status, 200);
   // A field the call does not know is refused; CONTRACT's limits are accepted, and the
   // answer says they are not enforced yet.
   const auto mistyped = http_request(stack_->port, "POST", "/admin/v1/accounts/" + id + "/keys",
