@@ -3,6 +3,9 @@
 #include <fmt/format.h>
 #include <simdjson.h>
 
+#include <algorithm>
+#include <array>
+
 #include "core/json_writer.h"
 
 namespace tp::api {
@@ -90,7 +93,21 @@ Result<RequestBody> parse_request_body(std::string_view text) {
   if (doc.get_object().get(object)) return invalid("request body must be a JSON object");
 
   RequestBody body;
+  // The members Turnpike reads must say one thing: a second "model" (or one spelled with
+  // escapes, which the rewrite and some upstreams would not see as "model") could route
+  // and bill one model while the upstream serves another.
+  constexpr std::array<std::string_view, 9> kRead = {
+      "model", "stream", "max_tokens", "max_completion_tokens", "n", "stream_options",
+      "service_tier", kOptionPrivacyTier, kOptionStartWithin};
+  std::uint32_t seen = 0;
+  std::size_t read_members = 0;
   for (auto [key, value] : object) {
+    if (const auto it = std::find(kRead.begin(), kRead.end(), key); it != kRead.end()) {
+      const std::uint32_t bit = 1U << (it - kRead.begin());
+      if (seen & bit) return invalid(fmt::format("'{}' appears more than once", key));
+      seen |= bit;
+      ++read_members;
+    }
     if (key == "model") {
       std::string_view model;
       if (value.get_string().get(model)) return invalid("'model' must be a string");
@@ -138,6 +155,17 @@ Result<RequestBody> parse_request_body(std::string_view text) {
         return invalid(fmt::format("'{}' must be a non-empty string", key));
       }
       (key == kOptionPrivacyTier ? body.privacy_tier : body.start_within) = std::string(option);
+    }
+  }
+  if (read_members > 0 && text.find('\\') != std::string_view::npos) {
+    std::size_t plain = 0;
+    for (const JsonMember& m : top_level_members(text)) {
+      plain += std::find(kRead.begin(), kRead.end(), m.key) != kRead.end();
+    }
+    if (plain != read_members) {
+      return invalid("write the members Turnpike reads (model, stream, max_tokens, "
+                     "max_completion_tokens, n, stream_options, service_tier, privacy_tier, "
+                     "start_within) without escapes in their names");
     }
   }
   body.text = text;

@@ -86,6 +86,23 @@ TEST(RequestBody, TheOutputBoundCoversTheLargerLimitAndEveryChoice) {
   }
 }
 
+// What Turnpike routes and bills on must be what the upstream sees: no second "model",
+// no member it reads spelled with escapes (which the rewrite would pass on unseen).
+TEST(RequestBody, MembersTurnpikeReadsAreSingleAndPlain) {
+  for (const char* bad : {R"({"model":"premium","model":"cheap"})",
+                          R"({"mo\u0064el":"premium","model":"cheap"})",
+                          R"({"mo\u0064el":"premium"})",
+                          R"({"max_tokens":200000,"max_tokens":1})",
+                          R"({"servic\u0065_tier":"priority","service_tier":"auto"})",
+                          R"({"servic\u0065_tier":"auto"})"}) {
+    const auto r = parse_request_body(bad);
+    EXPECT_FALSE(r) << bad;
+  }
+  // Escapes elsewhere, and repeated members Turnpike does not read, are the client's own.
+  EXPECT_TRUE(parse_request_body(R"({"model":"m","messages":[{"content":"a\nb"}],"x\u0079":1})"));
+  EXPECT_TRUE(parse_request_body(R"({"model":"m","user":"a","user":"b"})"));
+}
+
 TEST(RequestBody, EmptyObject) {
   auto b = parse_request_body("{}");
   ASSERT_TRUE(b);
