@@ -1630,6 +1630,23 @@ Task<void> Gateway::relay_stream(http::UpstreamResponse& upstream, Surface surfa
   if (!client_here) client_left();
   auto bill_usage = [&] { return meter.usage(bill.input_estimate, relayed); };
 
+  // A stream that cannot end well: what was relayed is billed, the client gets one error
+  // event in the surface's stream shape (an unfinished event is dropped: glued to the
+  // error it would hide it), and the connection is cut without ending the chunked body, so
+  // no client can take the stream for complete.
+  auto fail_stream = [&](std::string_view message) -> Task<void> {
+    if (client_here) relayed = meter.content_events();
+    (void)co_await settle(bill, bill_usage(), client_here ? 502 : 499);
+    if (client_here) {
+      const std::string body = error_body(surface, 502, message);
+      const std::string event = surface == Surface::kAnthropic
+                                    ? fmt::format("event: error\ndata: {}\n\n", body)
+                                    : fmt::format("data: {}\n\n", body);
+      co_await res.write_chunk(event);
+    }
+    res.close_after();
+  };
+
   // Whole events only go to the client; `pending` holds the tail of an unfinished one.
   std::string pending;
   for (;;) {
@@ -1646,20 +1663,7 @@ Task<void> Gateway::relay_stream(http::UpstreamResponse& upstream, Surface surfa
     auto piece = co_await upstream.read_some();
     keep_hold(bill);
     if (!piece) {
-      // Headers are gone already: report in-band, in the surface's stream error shape, and
-      // cut the connection so no client can take the stream for complete. What was relayed
-      // is billed.
-      if (client_here) relayed = meter.content_events();
-      (void)co_await settle(bill, bill_usage(), client_here ? 502 : 499);
-      if (client_here) {
-        const std::string body = error_body(surface, 502, piece.status().message());
-        const std::string event = surface == Surface::kAnthropic
-                                      ? fmt::format("event: error\ndata: {}\n\n", body)
-                                      : fmt::format("data: {}\n\n", body);
-        // An unfinished event is dropped: glued to the error it would hide it.
-        co_await res.write_chunk(event);
-      }
-      res.close_after();
+      co_await fail_stream(piece.status().message());  // headers are gone already
       co_return;
     }
     if (piece->empty()) break;  // the upstream ended without a terminator
@@ -1717,9 +1721,8 @@ Task<void> Gateway::relay_stream(http::UpstreamResponse& upstream, Surface surfa
     }
     if (pending.size() > limits::kSseEventBytesMax) {
       log::warn("upstream event over limit", {{"bytes_max", limits::kSseEventBytesMax}});
-      if (client_here) relayed = meter.content_events();
-      (void)co_await settle(bill, bill_usage(), 502);
-      res.close_after();
+      co_await fail_stream(fmt::format("upstream '{}' sent a stream event over {} bytes",
+                                       bill.record.provider, limits::kSseEventBytesMax));
       co_return;
     }
   }
@@ -1730,6 +1733,13 @@ Task<void> Gateway::relay_stream(http::UpstreamResponse& upstream, Surface surfa
   http::SseEvents events(pending);
   for (http::SseEvents::Event e; events.next(e);) {
     if (meter.on_event(e.name, e.data) != StreamMeter::Verdict::kDrop) tail.append(e.raw);
+  }
+  // Ended without its terminator and without its final usage, the stream was cut short
+  // (a connection closed early looks the same): the client must not take it for complete.
+  if (client_here && !meter.reported()) {
+    co_await fail_stream(fmt::format("upstream '{}' ended the stream before its end",
+                                     bill.record.provider));
+    co_return;
   }
   if (client_here) relayed = meter.content_events();
   const bool stored = co_await settle(bill, bill_usage(), client_here ? 200 : 499);

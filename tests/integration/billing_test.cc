@@ -411,6 +411,45 @@ TEST(Billing, FailedReconciliationFreezesBillingUntilAnAdminClearsIt) {
   EXPECT_NE(log.find("billing freeze cleared"), std::string::npos);
 }
 
+// An upstream that closes a stream without `data: [DONE]`: with its final usage the stream
+// was whole and ends normally; without it, it was cut short, and the client must not take
+// it for complete (an error event, no end of the chunked body, status 502 in the log).
+TEST(Billing, AStreamEndedWithoutItsTerminatorIsWholeOnlyWithItsUsage) {
+  for (const std::string mode : {"usage", "cut"}) {
+    Process upstream("/usr/bin/python3",
+                     std::vector<std::string>{std::string(TURNPIKE_SOURCE_DIR) +
+                                                  "/tests/integration/sse_upstream.py",
+                                              mode});
+    const int up = upstream.wait_listening();
+    ASSERT_GT(up, 0) << upstream.log();
+    TempDir dir;
+    const std::string config = dir.write(
+        "t.yaml", "listen: \"127.0.0.1:0\"\nproviders:\n  - { name: closer, api: openai, "
+                  "base_url: \"http://127.0.0.1:" + std::to_string(up) + "/v1\" }\n"
+                  "models:\n  - name: m\n    routes: [{ provider: closer, input_per_mtok: \"1\", "
+                  "output_per_mtok: \"1\" }]\n");
+    Process gateway(bin("turnpike"),
+                    {"serve", "--config", config, "--threads", "1", "--data-dir", dir.path() + "/var"},
+                    {{"TURNPIKE_ADMIN_KEY", kAdminKey}});
+    const int port = gateway.wait_listening();
+    ASSERT_GT(port, 0) << gateway.log();
+    const std::string key = create_key(port);
+    const auto res = http_request(port, "POST", "/v1/chat/completions",
+                                  R"({"model":"m","stream":true,"messages":[]})", bearer(key));
+    const auto usage = http_request(port, "GET", "/api/usage", {}, bearer(key));
+    if (mode == "usage") {
+      EXPECT_EQ(res.status, 200) << res.body;
+      EXPECT_NE(res.body.find(" there"), std::string::npos) << res.body;
+      EXPECT_NE(usage.body.find(R"("output_tokens":2)"), std::string::npos) << usage.body;
+      EXPECT_NE(usage.body.find(R"("status":200)"), std::string::npos) << usage.body;
+    } else {
+      EXPECT_EQ(res.status, 0) << res.body;  // the chunked body never ended
+      EXPECT_NE(usage.body.find(R"("status":502)"), std::string::npos) << usage.body;
+      EXPECT_NE(usage.body.find(R"("output_tokens":2)"), std::string::npos) << usage.body;
+    }
+  }
+}
+
 // Books can balance (every transfer is debit = credit) and still be wrong. `ledger verify`
 // and the reconciliation at start check what balancing cannot show: floors, and each
 // request's charges against its usage row.

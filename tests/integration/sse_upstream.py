@@ -1,0 +1,42 @@
+#!/usr/bin/env python3
+"""An upstream whose streams end by closing the connection, without `data: [DONE]`.
+
+usage: sse_upstream.py cut|usage -- `cut` sends two content chunks and closes; `usage` also
+sends the final usage chunk first. Prints {"msg":"listening","port":N} on stderr when ready.
+"""
+import http.server
+import json
+import sys
+
+MODE = sys.argv[1]
+
+
+def chunk(payload):
+    return ("data: " + json.dumps(payload, separators=(",", ":")) + "\n\n").encode()
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        for word in ("Hello", " there"):
+            self.wfile.write(chunk({"choices": [{"index": 0, "delta": {"content": word}}]}))
+        if MODE == "usage":
+            self.wfile.write(chunk({"choices": [], "usage": {"prompt_tokens": 4,
+                                                             "completion_tokens": 2}}))
+        self.wfile.flush()
+        self.close_connection = True
+
+    def log_message(self, *args):
+        pass
+
+
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+print(json.dumps({"msg": "listening", "port": server.server_address[1]}, separators=(",", ":")),
+      file=sys.stderr, flush=True)
+server.serve_forever()
