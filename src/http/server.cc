@@ -113,6 +113,7 @@ Task<bool> Responder::send(unsigned status, std::string_view content_type, std::
     head_.append(length, std::to_chars(length, length + sizeof length, body.size()).ptr);
     head_ += "\r\n\r\n";
   }
+  if (omit_body_) body = {};  // HEAD: the length said, the body not sent (RFC 9110 §9.3.2)
   const std::array<asio::const_buffer, 2> buffers{asio::buffer(head_), asio::buffer(body)};
   finished_ = true;
   const std::size_t written = write_now(buffers);
@@ -567,6 +568,7 @@ Task<void> Server::serve_connection(Worker& worker, Socket socket) {
     deadline.clear();  // the handler's own waits (upstream) have their own timeouts
     Responder res(socket, deadline, limits_, scratch, req.version(),
                   req.keep_alive() && !worker.draining);
+    if (req.method() == "HEAD") res.omit_body();
     co_await worker.handler->handle(req, res);
     if (!res.started()) {
       log::error("handler sent no response", {{"target", req.target()}});

@@ -121,6 +121,8 @@ class Responder {
   bool keep_alive() const { return keep_alive_ && !failed_ && (!started_ || finished_); }
   // The connection closes after this response (a stream cut short).
   void close_after();
+  // The request was HEAD: a whole response goes out with its Content-Length and no body.
+  void omit_body() { omit_body_ = true; }
 
  private:
   void append_head(unsigned status, std::string_view content_type,
@@ -144,6 +146,7 @@ class Responder {
   bool chunked_ = false;
   bool started_ = false;
   bool finished_ = false;
+  bool omit_body_ = false;
   bool failed_ = false;
   bool head_pending_ = false;  // a stream's head, not written yet
   std::vector<Header>& common_headers_;  // the connection's scratch, emptied

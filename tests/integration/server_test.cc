@@ -58,6 +58,23 @@ TEST(Server, IdleKeepAliveConnectionIsClosed) {
   EXPECT_TRUE(c.closed_within(3s));
 }
 
+// A HEAD request's answer says its length and carries no body, so the next response on the
+// connection is read from where it starts.
+TEST(Server, HeadAnswersCarryNoBody) {
+  Stack stack;
+  ASSERT_GT(stack.port, 0);
+  RawConnection c(stack.port);
+  ASSERT_TRUE(c.send("HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+                     "GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n"));
+  const std::string got = c.read_until("\"list\"", 5s);
+  const std::size_t second = got.find("HTTP/1.1 200");
+  ASSERT_NE(second, std::string::npos) << got;
+  const std::string first = got.substr(0, second);
+  EXPECT_TRUE(first.starts_with("HTTP/1.1 405")) << got;
+  EXPECT_NE(first.find("Content-Length: "), std::string::npos) << got;
+  EXPECT_TRUE(first.ends_with("\r\n\r\n")) << got;  // nothing after the head
+}
+
 TEST(Server, KeepAliveAndPipelinedRequestsAnswerInOrder) {
   Stack stack;
   ASSERT_GT(stack.port, 0);
