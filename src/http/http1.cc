@@ -300,7 +300,10 @@ ParseStatus ChunkedDecoder::decode(std::string_view in, std::size_t& consumed, s
         else if (c >= 'a' && c <= 'f') digit = c - 'a' + 10;
         else if (c >= 'A' && c <= 'F') digit = c - 'A' + 10;
         if (digit >= 0) {
-          if (++size_digits_ > 15) return fail();  // keeps the size far below 2^63
+          if (++size_digits_ > 15) {  // keeps the size far below 2^63
+            too_large_ = true;
+            return fail();
+          }
           remaining_ = remaining_ * 16 + static_cast<unsigned>(digit);
           ++i;
         } else if (size_digits_ == 0) {
@@ -328,7 +331,10 @@ ParseStatus ChunkedDecoder::decode(std::string_view in, std::size_t& consumed, s
         if (remaining_ == 0) {
           state_ = State::kTrailer;
         } else {
-          if (decoded_ + remaining_ > body_bytes_max) return fail();
+          if (decoded_ + remaining_ > body_bytes_max) {
+            too_large_ = true;
+            return fail();
+          }
           state_ = State::kData;
         }
         break;

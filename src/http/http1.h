@@ -76,6 +76,8 @@ class ChunkedDecoder {
   ParseStatus decode(std::string_view in, std::size_t& consumed, std::string& out,
                      std::uint64_t body_bytes_max);
   std::uint64_t decoded_bytes() const { return decoded_; }
+  // The error was a body past `body_bytes_max` (413), not malformed framing (400).
+  bool too_large() const { return too_large_; }
 
  private:
   enum class State { kSize, kSizeExtension, kSizeLf, kData, kDataCr, kDataLf, kTrailer,
@@ -84,6 +86,7 @@ class ChunkedDecoder {
   std::uint64_t remaining_ = 0;  // of the current chunk
   std::uint64_t decoded_ = 0;
   int size_digits_ = 0;
+  bool too_large_ = false;
 };
 
 }  // namespace tp::http

@@ -459,9 +459,8 @@ class RequestReader {
           chunked_.decode(data, used, req_.body_, limits_.body_bytes_max);
       buffer.consume(used);
       if (status == ParseStatus::kError) {
-        return chunked_.decoded_bytes() >= limits_.body_bytes_max
-                   ? fail(413, "body too large")
-                   : fail(400, "malformed chunked body");
+        return chunked_.too_large() ? fail(413, "body too large")
+                                    : fail(400, "malformed chunked body");
       }
       return status == ParseStatus::kComplete ? Step::kDone : Step::kNeedMore;
     }

@@ -58,6 +58,25 @@ TEST(Server, IdleKeepAliveConnectionIsClosed) {
   EXPECT_TRUE(c.closed_within(3s));
 }
 
+// A chunked body past the limit is 413, like one announced by Content-Length; broken
+// chunk framing is 400.
+TEST(Server, ChunkedBodyOverLimitIs413) {
+  Stack stack("limits: { body_bytes_max: 4096 }");
+  ASSERT_GT(stack.port, 0);
+  const std::string head =
+      "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+  for (const auto& [body, status] : std::vector<std::pair<std::string, std::string>>{
+           {"2000\r\n", "413"},                                      // one chunk too large
+           {"800\r\n" + std::string(2048, 'x') + "\r\n900\r\n", "413"},  // the sum is
+           {"ffffffffffffffffff\r\n", "413"},                        // a size past any limit
+           {"zz\r\n", "400"}}) {
+    RawConnection c(stack.port);
+    ASSERT_TRUE(c.send(head + body));
+    const std::string got = c.read_until("}}", 5s);
+    EXPECT_TRUE(got.starts_with("HTTP/1.1 " + status)) << body.substr(0, 20) << ": " << got;
+  }
+}
+
 // A HEAD request's answer says its length and carries no body, so the next response on the
 // connection is read from where it starts.
 TEST(Server, HeadAnswersCarryNoBody) {
