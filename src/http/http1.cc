@@ -260,13 +260,12 @@ ParseStatus parse_response_head(std::string_view data, std::size_t head_bytes_ma
   reset(head);
   head.status = 0;
   const std::size_t end = find_head_end(data);
-  if (end == std::string_view::npos) {
-    if (data.size() > head_bytes_max) {
-      head.error = "response head too large";
-      return ParseStatus::kError;
-    }
-    return ParseStatus::kIncomplete;
+  // The limit holds however the head arrived, in pieces or in one read.
+  if (end == std::string_view::npos ? data.size() > head_bytes_max : end > head_bytes_max) {
+    head.error = "response head too large";
+    return ParseStatus::kError;
   }
+  if (end == std::string_view::npos) return ParseStatus::kIncomplete;
   const std::string_view text = data.substr(0, end);
   const std::size_t line_end = text.find("\r\n");
   const std::string_view line = text.substr(0, line_end);

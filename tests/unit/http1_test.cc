@@ -109,6 +109,12 @@ TEST(Http1, ParsesResponseHead) {
                           "HTTP/1.1 200OK\r\n\r\n", "ICY 200 OK\r\n\r\n"}) {
     EXPECT_EQ(parse_response_head(bad, 1024, head, used), ParseStatus::kError) << bad;
   }
+  // The head limit holds whether the head came whole or in pieces.
+  const std::string long_head = "HTTP/1.1 200 OK\r\nX-Pad: " + std::string(2000, 'p') + "\r\n\r\n";
+  EXPECT_EQ(parse_response_head(long_head, 1024, head, used), ParseStatus::kError);
+  EXPECT_EQ(head.error, "response head too large");
+  EXPECT_EQ(parse_response_head(long_head.substr(0, 1500), 1024, head, used), ParseStatus::kError);
+  EXPECT_EQ(parse_response_head(long_head, 4096, head, used), ParseStatus::kComplete);
 }
 
 TEST(Http1, ChunkedDecodesSplitAnywhere) {
