@@ -1453,15 +1453,10 @@ Task<Gateway::Answered> Gateway::send_with_fallback(const OperationInfo& info,
     const catalog::Provider& p = state_->catalog().provider(r);
     // The client's bytes go as they came unless the model name or Turnpike's own options
     // must change, or an OpenAI stream must be asked for its usage.
-    // A larger max_tokens than the model's max_output_tokens (which the hold assumed) is
-    // lowered to it.
     std::string_view upstream_body = req.body();
-    const std::int64_t output_cap = routes[out.attempt].model->max_output_tokens;
-    const bool capped = body.max_tokens && *body.max_tokens > output_cap;
-    if (r.upstream_model != body.model || body.has_options() || ask_for_usage || flex || capped) {
+    if (r.upstream_model != body.model || body.has_options() || ask_for_usage || flex) {
       rewritten = rewrite_request_body(body, r.upstream_model, ask_for_usage,
-                                       flex ? "flex" : std::string_view(),
-                                       capped ? output_cap : 0);
+                                       flex ? "flex" : std::string_view());
       upstream_body = rewritten;
     }
     const http::UpstreamEndpoint& endpoint = state_->endpoint(p.index);

@@ -5,7 +5,6 @@
 
 #include <algorithm>
 #include <array>
-#include <charconv>
 
 #include "core/json_writer.h"
 
@@ -174,8 +173,7 @@ Result<RequestBody> parse_request_body(std::string_view text) {
 }
 
 std::string rewrite_request_body(const RequestBody& body, std::string_view upstream_model,
-                                 bool ask_for_usage, std::string_view service_tier,
-                                 std::int64_t output_cap) {
+                                 bool ask_for_usage, std::string_view service_tier) {
   constexpr std::string_view kIncludeUsage = "\"include_usage\":true";
   const std::vector<JsonMember> members = top_level_members(body.text);
   std::string out;
@@ -198,14 +196,8 @@ std::string rewrite_request_body(const RequestBody& body, std::string_view upstr
       continue;
     }
     append_key(m.key);
-    std::int64_t limit = 0;
     if (m.key == "model") {
       json::append_quoted(out, upstream_model);
-    } else if (output_cap > 0 && (m.key == "max_tokens" || m.key == "max_completion_tokens") &&
-               std::from_chars(m.value.data(), m.value.data() + m.value.size(), limit).ec ==
-                   std::errc{} &&
-               limit > output_cap) {
-      out += std::to_string(output_cap);
     } else {
       out.append(m.value);
     }

@@ -56,11 +56,8 @@ Result<RequestBody> parse_request_body(std::string_view body);
 // The body to forward: `model` replaced by `upstream_model`, Turnpike's options and the
 // client's `service_tier` removed. With `ask_for_usage`, `stream_options.include_usage` is
 // set to true, keeping any other stream option the client gave. A non-empty `service_tier`
-// is sent instead (the flex race sends "flex"). A positive `output_cap` lowers a larger
-// max_tokens / max_completion_tokens to it (the model's max_output_tokens, which the hold
-// assumed). `body.text` must still be alive.
+// is sent instead (the flex race sends "flex"). `body.text` must still be alive.
 std::string rewrite_request_body(const RequestBody& body, std::string_view upstream_model,
-                                 bool ask_for_usage = false, std::string_view service_tier = {},
-                                 std::int64_t output_cap = 0);
+                                 bool ask_for_usage = false, std::string_view service_tier = {});
 
 }  // namespace tp::api

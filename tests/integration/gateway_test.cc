@@ -76,24 +76,6 @@ TEST_F(GatewayTest, ChatCompletionMapsModelAndSwapsKey) {
   EXPECT_EQ(simdjson::minify(seen["body"]["custom_field"]), R"({"kept":[1,2,3]})");
 }
 
-// The hold assumes at most the model's max_output_tokens (1000 for gpt-test): a larger
-// max_tokens goes upstream lowered to it.
-TEST_F(GatewayTest, AMaxTokensAboveTheModelsMaxIsLowered) {
-  ASSERT_EQ(post("/v1/chat/completions",
-                 R"({"model":"gpt-test","max_tokens":200000,"messages":[],"sim":{"output_tokens":2}})")
-                .status,
-            200);
-  simdjson::dom::parser p;
-  auto seen = last_upstream_request(p, stack_->sim_port);
-  EXPECT_EQ(seen["body"]["max_tokens"].get_int64().value(), 1000);
-  ASSERT_EQ(post("/v1/chat/completions",
-                 R"({"model":"gpt-test","max_tokens":7,"messages":[],"sim":{"output_tokens":2}})")
-                .status,
-            200);
-  simdjson::dom::parser p2;
-  EXPECT_EQ(last_upstream_request(p2, stack_->sim_port)["body"]["max_tokens"].get_int64().value(), 7);
-}
-
 TEST_F(GatewayTest, BodyForwardedByteForByteWhenNoRewriteIsNeeded) {
   // Turnpike's own options are removed; everything else keeps its order and values.
   const auto res = post("/v1/chat/completions",

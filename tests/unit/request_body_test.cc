@@ -103,15 +103,6 @@ TEST(RequestBody, MembersTurnpikeReadsAreSingleAndPlain) {
   EXPECT_TRUE(parse_request_body(R"({"model":"m","user":"a","user":"b"})"));
 }
 
-TEST(RequestBody, AnOutputLimitAboveTheCapIsLowered) {
-  auto b = parse_request_body(R"({"model":"m","max_tokens":200000,"max_completion_tokens":10})");
-  ASSERT_TRUE(b);
-  EXPECT_EQ(rewrite_request_body(*b, "u", false, {}, 4096),
-            R"({"model":"u","max_tokens":4096,"max_completion_tokens":10})");
-  EXPECT_EQ(rewrite_request_body(*b, "u"),
-            R"({"model":"u","max_tokens":200000,"max_completion_tokens":10})");  // no cap
-}
-
 TEST(RequestBody, EmptyObject) {
   auto b = parse_request_body("{}");
   ASSERT_TRUE(b);
