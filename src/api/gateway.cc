@@ -1734,9 +1734,10 @@ Task<void> Gateway::relay_stream(http::UpstreamResponse& upstream, Surface surfa
   for (http::SseEvents::Event e; events.next(e);) {
     if (meter.on_event(e.name, e.data) != StreamMeter::Verdict::kDrop) tail.append(e.raw);
   }
-  // Ended without its terminator and without its final usage, the stream was cut short
-  // (a connection closed early looks the same): the client must not take it for complete.
-  if (client_here && !meter.reported()) {
+  // Ended without its terminator, without its final usage and before the upstream said
+  // its answer was done, the stream was cut short (a connection closed early looks the
+  // same): the client must not take it for complete.
+  if (client_here && !meter.reported() && !meter.finished()) {
     co_await fail_stream(fmt::format("upstream '{}' ended the stream before its end",
                                      bill.record.provider));
     co_return;

@@ -32,14 +32,22 @@ bool member_starts_with(std::string_view data, std::string_view quoted_key,
   });
 }
 
-// Whether some member `quoted_key` of `data` is an empty array.
-bool member_is_empty_array(std::string_view data, std::string_view quoted_key) {
-  return any_member_value(data, quoted_key, [](std::string_view v) {
+// Whether the chunk has a "choices" array with at least one element (the usage-only chunk
+// has none: `[]`, null, or no member at all, as some OpenAI-compatible servers send it).
+bool has_a_choice(std::string_view data) {
+  return any_member_value(data, "\"choices\"", [](std::string_view v) {
     if (v.empty() || v.front() != '[') return false;
     std::size_t i = 1;
     while (i < v.size() && is_ws(v[i])) ++i;
-    return i < v.size() && v[i] == ']';
+    return i < v.size() && v[i] != ']';
   });
+}
+
+// A choice ended (a non-null "finish_reason"), or an Anthropic message did ("stop_reason").
+bool says_finished(std::string_view data) {
+  auto a_string = [](std::string_view v) { return !v.empty() && v.front() == '"'; };
+  return any_member_value(data, "\"finish_reason\"", a_string) ||
+         any_member_value(data, "\"stop_reason\"", a_string);
 }
 
 // A non-empty string value for `"content"` or `"arguments"` (tool calls).
@@ -64,12 +72,11 @@ StreamMeter::Verdict StreamMeter::on_openai(std::string_view data) {
       openai_ = *usage;
       // The chunk Turnpike asked for carries no choices; anything else goes through (some
       // upstreams put usage on the chunk with finish_reason, or on every chunk).
-      if (drop_usage_chunk_ && member_is_empty_array(data, "\"choices\"")) {
-        return Verdict::kDrop;
-      }
+      if (drop_usage_chunk_ && !has_a_choice(data)) return Verdict::kDrop;
     }
   }
   if (has_text(data)) ++content_events_;
+  if (!finished_ && says_finished(data)) finished_ = true;
   return Verdict::kForward;
 }
 
@@ -79,6 +86,7 @@ StreamMeter::Verdict StreamMeter::on_anthropic(std::string_view name, std::strin
     ++content_events_;
   } else if (name == "message_start" || name == "message_delta") {
     anthropic_.on_event(name, data);
+    if (name == "message_delta" && !finished_ && says_finished(data)) finished_ = true;
   }
   return Verdict::kForward;
 }
@@ -90,8 +98,12 @@ bool StreamMeter::reported() const {
 meter::Usage StreamMeter::usage(std::int64_t input_estimate, std::int64_t output_relayed) const {
   if (reported()) return surface_ == Surface::kAnthropic ? anthropic_.usage() : *openai_;
   meter::Usage u;
-  if (surface_ == Surface::kAnthropic && anthropic_.seen()) {
-    u = anthropic_.usage();  // message_start told the input
+  if (surface_ == Surface::kAnthropic) {
+    u = anthropic_.usage();  // what the upstream reported so far
+    if (!anthropic_.seen()) {  // no well-formed input count
+      u.input_tokens = input_estimate;
+      u.cached_tokens = 0;
+    }
   } else {
     u.input_tokens = input_estimate;
   }

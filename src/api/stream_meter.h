@@ -30,6 +30,9 @@ class StreamMeter {
   std::int64_t content_events() const { return content_events_; }
   // Whether the upstream has reported its final usage.
   bool reported() const;
+  // Whether the upstream said its answer ended (a finish_reason, or an Anthropic
+  // stop_reason): a stream closed after that, without its terminator, was whole.
+  bool finished() const { return finished_; }
   // What to bill. With the final usage reported, exactly that. Otherwise whatever input
   // the upstream did report (else `input_estimate`), and as output the larger of what it
   // reported so far and `output_relayed`.
@@ -44,6 +47,7 @@ class StreamMeter {
   std::optional<meter::Usage> openai_;  // from the usage chunk
   meter::AnthropicStreamUsage anthropic_;
   std::int64_t content_events_ = 0;
+  bool finished_ = false;
 };
 
 }  // namespace tp::api

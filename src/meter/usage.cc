@@ -98,10 +98,12 @@ void AnthropicStreamUsage::on_event(std::string_view name, std::string_view data
   simdjson::dom::element usage;
   if (name == "message_start") {
     if (doc["message"]["usage"].get(usage) || !usage.is_object()) return;
-    const std::optional<Usage> start = from_anthropic(usage);
-    if (!start) return;
-    usage_ = *start;
-    started_ = true;
+    if (const auto input = reported(usage, "input_tokens")) {
+      usage_.input_tokens = *input + count(usage, "cache_creation_input_tokens");
+      usage_.cached_tokens = count(usage, "cache_read_input_tokens");
+      usage_.output_tokens = count(usage, "output_tokens");
+      input_known_ = true;
+    }
     return;
   }
   if (doc["usage"].get(usage) || !usage.is_object()) return;
@@ -110,11 +112,10 @@ void AnthropicStreamUsage::on_event(std::string_view name, std::string_view data
   if (!output) return;
   usage_.output_tokens = *output;
   final_ = true;
-  std::int64_t n = 0;
-  if (!usage["input_tokens"].get_int64().get(n) && n >= 0) {
-    n = std::min(n, kTokensMax);
-    usage_.input_tokens = n + count(usage, "cache_creation_input_tokens");
+  if (const auto input = reported(usage, "input_tokens")) {
+    usage_.input_tokens = *input + count(usage, "cache_creation_input_tokens");
     usage_.cached_tokens = count(usage, "cache_read_input_tokens");
+    input_known_ = true;
   }
 }
 

@@ -35,14 +35,16 @@ std::optional<Usage> anthropic_usage(std::string_view json);
 class AnthropicStreamUsage {
  public:
   void on_event(std::string_view name, std::string_view data);
-  bool seen() const { return started_; }
-  // A message_delta reported a well-formed output count: the usage is final.
-  bool final() const { return final_; }
+  // The input is known: message_start (or a message_delta) reported it well-formed.
+  bool seen() const { return input_known_; }
+  // The usage is final: a message_delta reported a well-formed output count, and the input
+  // is known. (Without the input a final output would bill the input as nothing.)
+  bool final() const { return final_ && input_known_; }
   const Usage& usage() const { return usage_; }
 
  private:
   Usage usage_;
-  bool started_ = false;
+  bool input_known_ = false;
   bool final_ = false;
 };
 

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """An upstream whose streams end by closing the connection, without `data: [DONE]`.
 
-usage: sse_upstream.py cut|usage -- `cut` sends two content chunks and closes; `usage` also
-sends the final usage chunk first. Prints {"msg":"listening","port":N} on stderr when ready.
+usage: sse_upstream.py cut|usage|finish -- `cut` sends two content chunks and closes;
+`usage` also sends the final usage chunk first, `finish` a chunk with finish_reason "stop". Prints {"msg":"listening","port":N} on stderr when ready.
 """
 import http.server
 import json
@@ -26,6 +26,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         for word in ("Hello", " there"):
             self.wfile.write(chunk({"choices": [{"index": 0, "delta": {"content": word}}]}))
+        if MODE == "finish":
+            self.wfile.write(chunk({"choices": [{"index": 0, "delta": {},
+                                                 "finish_reason": "stop"}]}))
         if MODE == "usage":
             self.wfile.write(chunk({"choices": [], "usage": {"prompt_tokens": 4,
                                                              "completion_tokens": 2}}))

@@ -46,6 +46,26 @@ TEST(StreamMeter, OpenAIKeepsChunksWithChoicesThatCarryUsage) {
   EXPECT_EQ(m.usage(0, 0).output_tokens, 3);
   EXPECT_EQ(m.on_event("", R"({"choices": [ ],"usage":{"prompt_tokens":5,"completion_tokens":3}})"),
             Verdict::kDrop);
+  // The usage-only chunk in the shapes some OpenAI-compatible servers send: dropped too.
+  EXPECT_EQ(m.on_event("", R"({"id":"x","usage":{"prompt_tokens":5,"completion_tokens":3}})"),
+            Verdict::kDrop);
+  EXPECT_EQ(m.on_event("", R"({"usage":{"prompt_tokens":5,"completion_tokens":3},"choices":null})"),
+            Verdict::kDrop);
+}
+
+// A stream that closes without its terminator was whole when the upstream said its answer
+// ended; without that (and without final usage) it was cut.
+TEST(StreamMeter, AFinishReasonOrStopReasonSaysTheAnswerEnded) {
+  StreamMeter m(Surface::kOpenAI, true);
+  m.on_event("", R"({"choices":[{"delta":{"content":"a"},"finish_reason":null}]})");
+  EXPECT_FALSE(m.finished());
+  m.on_event("", R"({"choices":[{"delta":{},"finish_reason":"stop"}]})");
+  EXPECT_TRUE(m.finished());
+  StreamMeter a(Surface::kAnthropic, false);
+  a.on_event("message_delta", R"({"type":"message_delta","delta":{"stop_reason":null}})");
+  EXPECT_FALSE(a.finished());
+  a.on_event("message_delta", R"({"type":"message_delta","delta":{"stop_reason":"end_turn"}})");
+  EXPECT_TRUE(a.finished());
 }
 
 TEST(StreamMeter, OpenAIKeepsTheUsageChunkTheClientAskedFor) {

@@ -56,8 +56,22 @@ TEST(Usage, MalformedCountsReportNothing) {
   EXPECT_FALSE(s.seen());
   s.on_event("message_delta", R"({"type":"message_delta","usage":{"output_tokens":"9"}})");
   EXPECT_FALSE(s.final());
+  // A well-formed output with the input still unknown is not final: the input would be
+  // billed as nothing.
   s.on_event("message_delta", R"({"type":"message_delta","usage":{"output_tokens":9}})");
+  EXPECT_FALSE(s.final());
+  EXPECT_EQ(s.usage().output_tokens, 9);
+  s.on_event("message_delta",
+             R"({"type":"message_delta","usage":{"input_tokens":8,"output_tokens":10}})");
   EXPECT_TRUE(s.final());
+  EXPECT_EQ(s.usage().input_tokens, 8);
+  // message_start needs only its input count.
+  AnthropicStreamUsage t;
+  t.on_event("message_start", R"({"type":"message_start","message":{"usage":{"input_tokens":500}}})");
+  EXPECT_TRUE(t.seen());
+  t.on_event("message_delta", R"({"type":"message_delta","usage":{"output_tokens":10}})");
+  EXPECT_TRUE(t.final());
+  EXPECT_EQ(t.usage().input_tokens, 500);
 }
 
 TEST(Usage, AnthropicBodyAndStream) {
