@@ -38,13 +38,22 @@ simdjson::dom::parser& parser() {
   return p;
 }
 
+// Reads a well-formed input count, with the cache counts beside it, into `u`; false (and
+// `u` untouched) when `usage` has none.
+bool take_input(simdjson::dom::element usage, Usage& u) {
+  const std::optional<std::int64_t> input = reported(usage, "input_tokens");
+  if (!input) return false;
+  u.input_tokens = *input + count(usage, "cache_creation_input_tokens");
+  u.cached_tokens = count(usage, "cache_read_input_tokens");
+  return true;
+}
+
 // nullopt unless both input_tokens and output_tokens are reported as counts.
 std::optional<Usage> from_anthropic(simdjson::dom::element usage) {
-  if (!reported(usage, "input_tokens") || !reported(usage, "output_tokens")) return std::nullopt;
+  const std::optional<std::int64_t> output = reported(usage, "output_tokens");
   Usage u;
-  u.input_tokens = count(usage, "input_tokens") + count(usage, "cache_creation_input_tokens");
-  u.cached_tokens = count(usage, "cache_read_input_tokens");
-  u.output_tokens = count(usage, "output_tokens");
+  if (!output || !take_input(usage, u)) return std::nullopt;
+  u.output_tokens = *output;
   return u;
 }
 
@@ -98,9 +107,7 @@ void AnthropicStreamUsage::on_event(std::string_view name, std::string_view data
   simdjson::dom::element usage;
   if (name == "message_start") {
     if (doc["message"]["usage"].get(usage) || !usage.is_object()) return;
-    if (const auto input = reported(usage, "input_tokens")) {
-      usage_.input_tokens = *input + count(usage, "cache_creation_input_tokens");
-      usage_.cached_tokens = count(usage, "cache_read_input_tokens");
+    if (take_input(usage, usage_)) {
       usage_.output_tokens = count(usage, "output_tokens");
       input_known_ = true;
     }
@@ -112,11 +119,7 @@ void AnthropicStreamUsage::on_event(std::string_view name, std::string_view data
   if (!output) return;
   usage_.output_tokens = *output;
   final_ = true;
-  if (const auto input = reported(usage, "input_tokens")) {
-    usage_.input_tokens = *input + count(usage, "cache_creation_input_tokens");
-    usage_.cached_tokens = count(usage, "cache_read_input_tokens");
-    input_known_ = true;
-  }
+  if (take_input(usage, usage_)) input_known_ = true;
 }
 
 Money price(const Usage& usage, const catalog::Prices& prices) {
