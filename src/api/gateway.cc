@@ -1466,6 +1466,13 @@ Task<Gateway::Answered> Gateway::send_with_fallback(const OperationInfo& info,
     http::UpstreamTimeouts timeouts = state_->config().upstream;
     if (flex) timeouts.first_byte_timeout_ms = static_cast<std::uint32_t>(flex_ms);
     if (falling_back) timeouts.head_by = *deadline;
+    // Whether the deadline, not the route's own timeouts, bounds this attempt: a timeout is
+    // then the deadline's. (Timers run on a coarse clock, so "now past the deadline" could
+    // be a few milliseconds short of it when they fire.)
+    const bool deadline_binds =
+        falling_back && *deadline - sent_at < std::chrono::milliseconds(std::min(
+                                                  timeouts.connect_timeout_ms,
+                                                  timeouts.first_byte_timeout_ms));
     stats_->attempt(r.index, flex);
     health_[r.index].attempting(state_->config().breaker, sent_at);
     auto sent = co_await pool_.send(endpoint, head, upstream_body, timeouts);
@@ -1489,8 +1496,7 @@ Task<Gateway::Answered> Gateway::send_with_fallback(const OperationInfo& info,
       stats_->fallback(r.index);
       continue;
     }
-    if (!sent && falling_back && sent.status().kind() == ErrorKind::kUpstreamTimeout &&
-        std::chrono::steady_clock::now() >= *deadline) {
+    if (!sent && deadline_binds && sent.status().kind() == ErrorKind::kUpstreamTimeout) {
       // Cut short by the deadline, not found slow by its own timeouts: no health mark.
       out.failure = deadline_passed();
       break;
