@@ -552,6 +552,8 @@ class Gateway final : public http::Handler {
   std::string readiness_json(unsigned& status) const;
   // GET /api/balance: the calling key's own account.
   Task<void> own_balance(http::Request& req, Responder& res);
+  // GET /v1/models: the models the calling key may use.
+  Task<void> list_models(http::Request& req, Responder& res);
   // GET /api/usage: the calling key's account, or any with the admin key.
   Task<void> usage_log(http::Request& req, Responder& res);
   // The key a request presents, checked against this thread's copy of the key table.
@@ -644,6 +646,25 @@ std::string Gateway::readiness_json(unsigned& status) const {
   }
   w.end_object();
   return out;
+}
+
+Task<void> Gateway::list_models(http::Request& req, Responder& res) {
+  // Both SDKs list models: the OpenAI one with a bearer token, the Anthropic one with
+  // x-api-key.
+  std::string_view key = bearer_token(req);
+  if (key.empty()) key = req["x-api-key"];
+  const auth::KeyGrant* grant = co_await authenticate(key, Surface::kOpenAI, res);
+  if (grant == nullptr) co_return;
+  std::string out;
+  json::Writer w(out);
+  w.begin_object().field("object", "list").key("data").begin_array();
+  for (const catalog::Model& m : state_->catalog().models()) {
+    if (!grant->may_use(m.name)) continue;  // only what this key may ask for
+    w.begin_object().field("id", m.name).field("object", "model");
+    w.field("created", state_->models_created()).field("owned_by", "turnpike").end_object();
+  }
+  w.end_array().end_object();
+  co_await res.send(200, kJson, out);
 }
 
 Task<void> Gateway::own_balance(http::Request& req, Responder& res) {
@@ -786,7 +807,7 @@ Task<void> Gateway::handle(http::Request& req, Responder& res) {
   } else if (path == "/v1/route/explain" && method == "POST") {
     co_await explain(req, res);
   } else if (path == "/v1/models" && method == "GET") {
-    co_await res.send(200, kJson, state_->models_body());
+    co_await list_models(req, res);
   } else if (path == "/metrics" && method == "GET") {
     const Services& services = state_->services();
     const store::Writer::Stats store = services.writer->stats();
@@ -1788,17 +1809,9 @@ Result<std::shared_ptr<const GatewayState>> GatewayState::create(const ops::Conf
     state->head_lines_.push_back(std::move(lines));
   }
 
-  const auto created = std::chrono::duration_cast<std::chrono::seconds>(
-                           std::chrono::system_clock::now().time_since_epoch())
-                           .count();
-  json::Writer w(state->models_body_);
-  w.begin_object().field("object", "list").key("data").begin_array();
-  for (const catalog::Model& m : cat.models()) {
-    w.begin_object().field("id", m.name).field("object", "model");
-    w.field("created", static_cast<std::int64_t>(created)).field("owned_by", "turnpike");
-    w.end_object();
-  }
-  w.end_array().end_object();
+  state->models_created_ = std::chrono::duration_cast<std::chrono::seconds>(
+                               std::chrono::system_clock::now().time_since_epoch())
+                               .count();
   return std::shared_ptr<const GatewayState>(std::move(state));
 }
 

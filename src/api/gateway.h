@@ -39,7 +39,8 @@ class GatewayState {
   const http::UpstreamEndpoint& endpoint(std::size_t provider) const { return endpoints_[provider]; }
   // Per provider: the Host and credential header lines, preformatted once.
   const std::string& head_lines(std::size_t provider) const { return head_lines_[provider]; }
-  const std::string& models_body() const { return models_body_; }
+  // When the catalog was loaded (the models' "created").
+  std::int64_t models_created() const { return models_created_; }
   std::size_t provider_count() const { return endpoints_.size(); }
   const Services& services() const { return services_; }
   // Every route's statistics; each thread writes its own block of it.
@@ -55,7 +56,7 @@ class GatewayState {
   std::unique_ptr<http::HostResolver> resolver_;
   std::vector<http::UpstreamEndpoint> endpoints_;
   std::vector<std::string> head_lines_;
-  std::string models_body_;
+  std::int64_t models_created_ = 0;
   std::shared_ptr<router::RouteStats> route_stats_;
   std::shared_ptr<ProviderHealth> provider_health_;
 };

@@ -149,11 +149,21 @@ TEST_F(GatewayTest, EmbeddingsAndModels) {
   ASSERT_EQ(res.status, 200) << res.body;
   EXPECT_NE(res.body.find(R"("index":1)"), std::string::npos);
 
-  res = http_request(stack_->port, "GET", "/v1/models");
+  res = http_request(stack_->port, "GET", "/v1/models", {}, stack_->auth());
   ASSERT_EQ(res.status, 200);
   simdjson::dom::parser p;
   auto doc = parse(p, res.body);
   EXPECT_EQ(std::string_view(doc["object"].get_string().value()), "list");
+  EXPECT_NE(res.body.find(R"("id":"gpt-test")"), std::string::npos);
+  // The list takes a key (either SDK's way of sending it) and shows what the key may use.
+  EXPECT_EQ(http_request(stack_->port, "GET", "/v1/models").status, 401);
+  EXPECT_EQ(http_request(stack_->port, "GET", "/v1/models", {}, {{"x-api-key", stack_->key}}).status,
+            200);
+  const std::string narrow = create_key(stack_->port, R"({"models":["embed-test"]})");
+  const auto listed = http_request(stack_->port, "GET", "/v1/models", {},
+                                   {{"authorization", "Bearer " + narrow}});
+  EXPECT_NE(listed.body.find(R"("id":"embed-test")"), std::string::npos) << listed.body;
+  EXPECT_EQ(listed.body.find(R"("id":"gpt-test")"), std::string::npos) << listed.body;
   std::vector<std::string> ids;
   simdjson::dom::array data = doc["data"].get_array().value();
   for (auto m : data) ids.emplace_back(m["id"].get_string().value());

@@ -29,6 +29,11 @@ std::size_t count(const std::string& haystack, const std::string& needle) {
   return n;
 }
 
+// GET /v1/models with the stack's key, as raw request text.
+std::string models_request(const Stack& stack) {
+  return "GET /v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + stack.key + "\r\n\r\n";
+}
+
 TEST(Server, SlowClientIsCutOffByHeaderTimeout) {
   Stack stack("limits: { header_timeout_ms: 1000 }");
   ASSERT_GT(stack.port, 0) << stack.gateway->log();
@@ -53,7 +58,7 @@ TEST(Server, IdleKeepAliveConnectionIsClosed) {
   Stack stack("limits: { idle_timeout_ms: 300 }");
   ASSERT_GT(stack.port, 0);
   RawConnection c(stack.port);
-  ASSERT_TRUE(c.send("GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n"));
+  ASSERT_TRUE(c.send(models_request(stack)));
   ASSERT_NE(c.read_until("\"list\"", 2s).find("200 OK"), std::string::npos);
   EXPECT_TRUE(c.closed_within(3s));
 }
@@ -83,8 +88,7 @@ TEST(Server, HeadAnswersCarryNoBody) {
   Stack stack;
   ASSERT_GT(stack.port, 0);
   RawConnection c(stack.port);
-  ASSERT_TRUE(c.send("HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
-                     "GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n"));
+  ASSERT_TRUE(c.send("HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n" + models_request(stack)));
   const std::string got = c.read_until("\"list\"", 5s);
   const std::size_t second = got.find("HTTP/1.1 200");
   ASSERT_NE(second, std::string::npos) << got;
@@ -99,7 +103,7 @@ TEST(Server, KeepAliveAndPipelinedRequestsAnswerInOrder) {
   ASSERT_GT(stack.port, 0);
   RawConnection c(stack.port);
   const std::string a = chat_request(stack, R"({"model":"gpt-test","messages":[],"sim":{"output_tokens":1}})");
-  const std::string b = "GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n";
+  const std::string b = models_request(stack);
   const std::string d = chat_request(stack, R"({"model":"nope"})");
   ASSERT_TRUE(c.send(a + b + d));  // three requests in one write
   const std::string got = c.read_until("does not exist", 5s);
