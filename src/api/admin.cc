@@ -1,14 +1,17 @@
 #include "api/admin.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <simdjson.h>
 
 #include <algorithm>
+#include <array>
 #include <cctype>
 #include <charconv>
 #include <chrono>
 #include <ctime>
 #include <optional>
+#include <span>
 
 #include "api/errors.h"
 #include "api/request_body.h"
@@ -142,6 +145,21 @@ std::optional<Money> exact_amount(std::string_view body, std::string_view key) {
     return money ? std::optional<Money>(*money) : std::nullopt;
   }
   return std::nullopt;
+}
+
+// "" when every member of the object `doc` is one of `known`; else the client-facing error
+// naming the first other one. A mistyped field is refused, never ignored: ignored, a
+// misspelt "privacy_tier" would leave an account at the loosest tier.
+std::string unknown_member(simdjson::dom::element doc, std::span<const std::string_view> known) {
+  simdjson::dom::object object;
+  if (doc.get_object().get(object)) return "";
+  for (auto [key, value] : object) {
+    if (std::find(known.begin(), known.end(), key) == known.end()) {
+      return fmt::format("unknown field '{}'; expected {}", key.substr(0, 64),
+                         fmt::join(known, ", "));
+    }
+  }
+  return "";
 }
 
 // The fields every money-moving call has: a positive exact `amount_usd` and an
@@ -306,8 +324,10 @@ Task<void> AdminApi::refund(std::int64_t account, http::Request& req, Responder&
   simdjson::dom::element doc;
   Money amount;
   std::string_view idempotency_key;
-  if (const std::string error = read_money_call(parser, req.body(), doc, amount, idempotency_key);
-      !error.empty()) {
+  static constexpr std::array<std::string_view, 2> kFields = {"amount_usd", "idempotency_key"};
+  std::string error = read_money_call(parser, req.body(), doc, amount, idempotency_key);
+  if (error.empty()) error = unknown_member(doc, kFields);
+  if (!error.empty()) {
     co_await send_error(res, 400, error);
     co_return;
   }
@@ -345,8 +365,11 @@ Task<void> AdminApi::add_credits(std::int64_t account, http::Request& req, Respo
   simdjson::dom::element doc;
   Money amount;
   std::string_view idempotency_key;
-  if (const std::string error = read_money_call(parser, req.body(), doc, amount, idempotency_key);
-      !error.empty()) {
+  static constexpr std::array<std::string_view, 4> kFields = {"amount_usd", "kind", "expires_at",
+                                                              "idempotency_key"};
+  std::string error = read_money_call(parser, req.body(), doc, amount, idempotency_key);
+  if (error.empty()) error = unknown_member(doc, kFields);
+  if (!error.empty()) {
     co_await send_error(res, 400, error);
     co_return;
   }
@@ -590,6 +613,12 @@ Task<void> AdminApi::create_account(http::Request& req, Responder& res) {
   std::string_view plan;
   if (parser.parse(req.body()).get(doc) || !doc.is_object()) {
     co_await send_error(res, 400, "body must be a JSON object");
+    co_return;
+  }
+  static constexpr std::array<std::string_view, 7> kFields = {
+      "name", "kind", "plan", "privacy_tier", "routing_weights", "models", "idempotency_key"};
+  if (const std::string unknown = unknown_member(doc, kFields); !unknown.empty()) {
+    co_await send_error(res, 400, unknown);
     co_return;
   }
   if (doc["name"].get_string().get(name) || name.empty() || name.size() > kNameBytesMax) {

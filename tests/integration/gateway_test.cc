@@ -424,6 +424,15 @@ TEST(Credits, AdminCreditsAreExactIdempotentAndDurable) {
   const std::string base = "/admin/v1/accounts/" + id;
   auto balance = [&] { return http_request(stack.port, "GET", base + "/balance", "", admin); };
 
+  // A mistyped field is refused, never ignored (here it would leave the loosest tier).
+  const auto typo = http_request(stack.port, "POST", "/admin/v1/accounts",
+                                 R"({"name":"T","privacy_teir":"confidential"})", admin);
+  EXPECT_EQ(typo.status, 400) << typo.body;
+  EXPECT_NE(typo.body.find("unknown field 'privacy_teir'"), std::string::npos) << typo.body;
+  EXPECT_EQ(http_request(stack.port, "POST", base + "/refunds",
+                         R"({"amount_usd":"1","idempotency_key":"r0","reason":"x"})", admin)
+                .status,
+            400);
   // Account creation moves money (the trial): a retry with its idempotency key answers the
   // first account, and grants nothing twice.
   const std::string acme2 = R"({"name":"Acme 2","idempotency_key":"make-acme-2"})";
@@ -482,7 +491,8 @@ TEST(Credits, AdminCreditsAreExactIdempotentAndDurable) {
                           R"({"amount_usd":"5","kind":"gift","idempotency_key":"b"})",
                           R"({"amount_usd":"5","kind":"paid"})",
                           R"({"amount_usd":"5","kind":"promo","idempotency_key":"b"})",
-                          R"({"amount_usd":"5","kind":"promo","expires_at":"tomorrow","idempotency_key":"b"})"}) {
+                          R"({"amount_usd":"5","kind":"promo","expires_at":"tomorrow","idempotency_key":"b"})",
+                          R"({"amount_usd":"5","kind":"paid","idempotency_key":"b","note":"x"})"}) {
     EXPECT_EQ(http_request(stack.port, "POST", base + "/credits", bad, admin).status, 400) << bad;
   }
   // Every limit is explicit: one call moves at most a billion USD...
