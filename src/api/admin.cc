@@ -297,7 +297,8 @@ Task<void> AdminApi::rotate_key(std::string_view id_text, http::Request& req, Re
   if (parser.parse(req.body()).get(doc) || !doc.is_object() ||
       doc["grace_seconds"].get_int64().get(grace_seconds) || grace_seconds < 0 ||
       grace_seconds > kGraceSecondsMax) {
-    co_await send_error(res, 400, "'grace_seconds' is required: 0 to 2592000 (30 days)");
+    co_await send_error(res, 400,
+                        "'grace_seconds' is required: an integer from 0 to 2592000 (30 days)");
     co_return;
   }
   std::string secret;

@@ -387,6 +387,20 @@ TEST(Cli, OfflineCreditsRefundsBalancePolicySuspensionAndRotation) {
   EXPECT_EQ(cli({"ledger", "verify", "--data-dir", var}).first, std::optional<int>(0));
 }
 
+// Usage errors exit 2, as other errors do; CONTRACT's subcommands that are not built yet
+// say so.
+TEST(Cli, UsageErrorsExitTwoAndUnbuiltSubcommandsSaySo) {
+  const auto [bogus, bogus_out] = cli({"ledger", "verify", "--bogus"});
+  EXPECT_EQ(bogus, std::optional<int>(2)) << bogus_out;
+  for (const std::vector<std::string>& args :
+       {std::vector<std::string>{"mcp", "--config", "x.yaml"}, {"audit", "verify"},
+        {"config", "sign", "x.yaml"}}) {
+    const auto [code, out] = cli(args);
+    EXPECT_EQ(code, std::optional<int>(2)) << out;
+    EXPECT_NE(out.find("is not built yet"), std::string::npos) << out;
+  }
+}
+
 TEST(Cli, HelpDescribesServe) {
   Process p(bin("turnpike"), {"serve", "--help"});
   EXPECT_EQ(p.wait_exit(5s), std::optional<int>(0));
