@@ -95,7 +95,8 @@ constexpr double kLatencyBoundsSeconds[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
                                             0.5,   1,    2.5,   5,    10,  30, 60};
 
 void histogram(std::string& out, std::string_view name, const std::string& labels,
-               const std::array<std::uint64_t, router::LatencyBuckets::kCount>& h) {
+               const std::array<std::uint64_t, router::LatencyBuckets::kCount>& h,
+               std::uint64_t sum_micros) {
   std::uint64_t total = 0;
   std::size_t b = 0;
   for (const double bound : kLatencyBoundsSeconds) {
@@ -106,8 +107,9 @@ void histogram(std::string& out, std::string_view name, const std::string& label
     out += fmt::format("{}_bucket{{{},le=\"{}\"}} {}\n", name, labels, bound, total);
   }
   while (b < h.size()) total += h[b++];
-  out += fmt::format("{}_bucket{{{},le=\"+Inf\"}} {}\n{}_count{{{}}} {}\n", name, labels, total,
-                     name, labels, total);
+  out += fmt::format("{}_bucket{{{},le=\"+Inf\"}} {}\n{}_sum{{{}}} {}\n{}_count{{{}}} {}\n", name,
+                     labels, total, name, labels, static_cast<double>(sum_micros) / 1e6, name,
+                     labels, total);
 }
 
 }  // namespace
@@ -160,7 +162,8 @@ std::string routes_metrics(const catalog::Catalog& catalog, const router::RouteS
   out += "# HELP turnpike_route_latency_seconds From sending to the response complete, 200s on "
          "the standard tier.\n# TYPE turnpike_route_latency_seconds histogram\n";
   for (const Series& s : routes) {
-    histogram(out, "turnpike_route_latency_seconds", s.labels, s.seen->latency);
+    histogram(out, "turnpike_route_latency_seconds", s.labels, s.seen->latency,
+              s.seen->latency_micros);
   }
   out += "# HELP turnpike_route_circuit_open_threads I/O threads on which the route's breaker "
          "rests.\n# TYPE turnpike_route_circuit_open_threads gauge\n";

@@ -54,11 +54,16 @@ double RouteSnapshot::tokens_per_second() const {
 }
 
 void RouteStats::Thread::ttfb(std::size_t route, std::chrono::steady_clock::duration d) {
-  bump(routes_[route].ttfb[LatencyBuckets::bucket(micros_of(d))]);
+  const std::int64_t micros = micros_of(d);
+  bump(routes_[route].ttfb[LatencyBuckets::bucket(micros)]);
+  bump(routes_[route].ttfb_micros, static_cast<std::uint64_t>(std::max<std::int64_t>(micros, 0)));
 }
 
 void RouteStats::Thread::latency(std::size_t route, std::chrono::steady_clock::duration d) {
-  bump(routes_[route].latency[LatencyBuckets::bucket(micros_of(d))]);
+  const std::int64_t micros = micros_of(d);
+  bump(routes_[route].latency[LatencyBuckets::bucket(micros)]);
+  bump(routes_[route].latency_micros,
+       static_cast<std::uint64_t>(std::max<std::int64_t>(micros, 0)));
 }
 
 void RouteStats::Thread::decoding(std::size_t route, std::int64_t output_tokens,
@@ -100,6 +105,8 @@ std::vector<RouteSnapshot> RouteStats::snapshot(std::chrono::steady_clock::time_
       add(s.flex_served, r.flex_served);
       add(s.output_tokens, r.output_tokens);
       add(s.decoding_micros, r.decoding_micros);
+      add(s.latency_micros, r.latency_micros);
+      add(s.ttfb_micros, r.ttfb_micros);
       if (r.open_until.load(std::memory_order_relaxed) > now.time_since_epoch().count()) {
         ++s.open_on_threads;
       }

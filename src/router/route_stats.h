@@ -39,7 +39,9 @@ struct RouteSnapshot {
   std::uint64_t output_tokens = 0;   // of streams whose decoding time was measured
   std::uint64_t decoding_micros = 0; // their time from first byte to the end
   std::array<std::uint64_t, LatencyBuckets::kCount> latency{};  // send → response complete
+  std::uint64_t latency_micros = 0;                             // their sum
   std::array<std::uint64_t, LatencyBuckets::kCount> ttfb{};     // send → first byte (streams)
+  std::uint64_t ttfb_micros = 0;                                // their sum
   std::size_t open_on_threads = 0;  // threads on which the route's circuit is open now
 
   // The `q` quantile (0..1) of a histogram in milliseconds (bucket upper bound); -1 when
@@ -83,6 +85,7 @@ class RouteStats {
     struct Route {
       Counter attempts{0}, served{0}, errors{0}, rate_limited{0}, fallbacks{0};
       Counter flex_attempts{0}, flex_served{0}, output_tokens{0}, decoding_micros{0};
+      Counter latency_micros{0}, ttfb_micros{0};
       std::array<Counter, LatencyBuckets::kCount> latency{};
       std::array<Counter, LatencyBuckets::kCount> ttfb{};
       std::atomic<std::chrono::steady_clock::rep> open_until{0};

@@ -523,6 +523,12 @@ TEST(Router, RouteStatsCountAttemptsFailuresFallbacksAndLatency) {
                 R"(turnpike_route_latency_seconds_count{model="resilient",provider="fast",upstream_model="resilient"} 3)"),
             std::string::npos);
   EXPECT_NE(metrics.body.find("# TYPE turnpike_route_latency_seconds histogram"), std::string::npos);
+  // The histogram has its sum too, in seconds.
+  const std::string sum_key =
+      R"(turnpike_route_latency_seconds_sum{model="resilient",provider="fast",upstream_model="resilient"} )";
+  const std::size_t sum_at = metrics.body.find(sum_key);
+  ASSERT_NE(sum_at, std::string::npos) << metrics.body;
+  EXPECT_GT(std::stod(metrics.body.substr(sum_at + sum_key.size())), 0.0);
   EXPECT_NE(metrics.body.find(R"(turnpike_provider_up{provider="fast"} 1)"), std::string::npos);
   EXPECT_NE(metrics.body.find("turnpike_billing_frozen 0"), std::string::npos);
   // The store writer's group commits: every settled request was a piece of one.
