@@ -483,6 +483,7 @@ class Gateway final : public http::Handler {
     std::unique_ptr<http::UpstreamResponse> response;
     Status failure;
     std::size_t attempt = 0;  // index into the routes tried
+    const catalog::Route* last_tried = nullptr;  // the last route a request went to
   };
   // Down the ranking until a route answers: a refused or failed connection, a timeout
   // before the response headers, a 5xx or a 429 moves on to the next, while nothing has
@@ -900,6 +901,10 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
   const std::size_t attempt = sent.attempt;
   if (!answered) {
     const unsigned status = http_status(failure.kind());
+    // The usage row names the route that failed last.
+    if (sent.last_tried != nullptr) {
+      bill.record.provider = state_->catalog().provider(*sent.last_tried).name;
+    }
     void_bill(state_->services(), bill, static_cast<int>(status));
     co_await send_error(res, surface, status, failure.message());
     co_return;
@@ -1496,6 +1501,7 @@ Task<Gateway::Answered> Gateway::send_with_fallback(const OperationInfo& info,
                                                   timeouts.first_byte_timeout_ms));
     stats_->attempt(r.index, flex);
     health_[r.index].attempting(state_->config().breaker, sent_at);
+    out.last_tried = &r;
     auto sent = co_await pool_.send(endpoint, head, upstream_body, timeouts);
     if (sent && flex && stream && (*sent)->status() == 200) {
       // A stream's headers may come before its first token: flex must start within the

@@ -473,6 +473,10 @@ TEST(Router, AFallbackAttemptEndsAtTheDeadline) {
     EXPECT_NE(res.body.find("fallback_deadline_ms"), std::string::npos) << res.body;
   }
   EXPECT_EQ(received(slow_port), 2);  // it was tried, and cut off
+  // The usage rows name the route that failed last.
+  const auto usage = http_request(port, "GET", "/api/usage", {}, {{"authorization", "Bearer " + key}});
+  EXPECT_NE(usage.body.find(R"("provider":"slow")"), std::string::npos) << usage.body;
+  EXPECT_NE(usage.body.find(R"("status":504)"), std::string::npos) << usage.body;
   // Being cut off by the deadline is no mark against the slow route's health.
   const auto routes = http_request(port, "GET", "/admin/v1/routes", {},
                                    {{"authorization", std::string("Bearer ") + kAdminKey}});
