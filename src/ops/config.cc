@@ -598,6 +598,19 @@ Result<Config> parse_config(std::string_view yaml, std::string_view source) {
     parse_limits(r, root, c);
     parse_upstream(r, root, c);
     parse_routing(r, root, c);
+    // A hold is renewed as a response arrives, not while a request waits for one: it must
+    // outlast the longest wait for response headers, fallback included, or the money it
+    // reserves could be spent twice.
+    if (const std::uint64_t wait = std::uint64_t{c.upstream.connect_timeout_ms} +
+                                   c.upstream.first_byte_timeout_ms + c.fallback_deadline_ms;
+        c.billing.hold_timeout_ms <= wait) {
+      const YAML::Node billing = root["billing"];
+      r.fail(billing.IsDefined() ? billing["hold_timeout_ms"] : root, "billing.hold_timeout_ms",
+             fmt::format("must be above upstream.connect_timeout_ms + "
+                         "upstream.first_byte_timeout_ms + routing.fallback_deadline_ms ({} ms), "
+                         "got {}",
+                         wait, c.billing.hold_timeout_ms));
+    }
     auto providers = parse_providers(r, root);
     auto models = parse_models(r, root, providers);
     c.rules = parse_rules(r, root, providers);

@@ -511,7 +511,9 @@ TEST(Billing, VerifyFindsBooksThatBalanceButAreWrong) {
 }
 
 TEST(Billing, ALongStreamKeepsItsHoldUntilItIsSettled) {
-  Stack stack("billing: { hold_timeout_ms: 1000 }");
+  Stack stack(
+      "billing: { hold_timeout_ms: 1000 }\nupstream: { connect_timeout_ms: 200, "
+      "first_byte_timeout_ms: 500 }\nrouting: { fallback_deadline_ms: 200 }");
   ASSERT_GT(stack.port, 0);
   const Money before = available(stack.port, stack.key);
   HttpResponse res;

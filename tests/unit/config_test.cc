@@ -249,6 +249,9 @@ TEST(Config, BillingKeysHaveDefaultsAndBounds) {
 
   for (const char* bad : {"billing: { reconcile_at: \"24:00\" }",
                           "billing: { hold_timeout_ms: 10 }",
+                          // Shorter than a request's wait for its response headers: a hold
+                          // could lapse under a request still running.
+                          "billing: { hold_timeout_ms: 60000 }",
                           "billing: { low_balance_usd: [\"-1\"] }",
                           "billing: { low_balance_webhook: \"ftp://x\" }",
                           "billing: { surprise: 1 }"}) {
