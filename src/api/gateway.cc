@@ -1631,11 +1631,16 @@ Task<bool> Gateway::settle(Bill& bill, const meter::Usage& usage, int status) {
   };
   const Status committed = co_await link_.commit(work, store::Writer::Isolation::kSingleStatement);
   if (!committed) {
-    // The charge may stand in memory without its row: stop billing until an admin has
-    // looked at the store.
+    // The charge stands (its row and transfers go with the next batch that commits): stop
+    // billing until an admin has looked at the store. The freeze is recorded there too,
+    // by the next batch that commits, so that a restart does not lift it.
     const std::string reason = fmt::format("the store failed to record a settlement: {}",
                                            committed.message());
-    state_->services().freeze->set(reason);
+    ledger::Freeze& freeze = *state_->services().freeze;
+    if (!freeze.frozen()) {
+      freeze.set(reason, /*record=*/true);
+      link_.submit([](store::Database&) { return Status::ok(); });  // a batch to record it
+    }
     log::error("billing frozen", {{"request_id", r.request_id}, {"reason", reason}});
     bank->void_hold(bill.hold, SystemClock::instance().unix_millis());
   }

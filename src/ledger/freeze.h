@@ -4,8 +4,10 @@
 // the request path reads one atomic.
 
 #include <atomic>
+#include <cstdint>
 #include <mutex>
 #include <string>
+#include <utility>
 
 namespace tp::ledger {
 
@@ -16,21 +18,41 @@ class Freeze {
     std::lock_guard lock(mu_);
     return reason_;
   }
-  void set(std::string reason) {
+  // `record`: the store does not have the freeze yet; the next store batch records it
+  // (pending_record / recorded), so that a restart does not lift it.
+  void set(std::string reason, bool record = false) {
     std::lock_guard lock(mu_);
     reason_ = std::move(reason);
+    if (record) {
+      unrecorded_ = reason_;
+      ++generation_;
+    }
     frozen_.store(true, std::memory_order_release);
   }
   void clear() {
     std::lock_guard lock(mu_);
     reason_.clear();
+    unrecorded_.clear();
+    ++generation_;
     frozen_.store(false, std::memory_order_release);
+  }
+  // The freeze to record, if one waits, with its generation for `recorded`.
+  std::pair<std::string, std::uint64_t> pending_record() const {
+    std::lock_guard lock(mu_);
+    return {unrecorded_, generation_};
+  }
+  // The store committed the record of that generation (a newer freeze still waits).
+  void recorded(std::uint64_t generation) {
+    std::lock_guard lock(mu_);
+    if (generation == generation_) unrecorded_.clear();
   }
 
  private:
   std::atomic<bool> frozen_{false};
   mutable std::mutex mu_;
   std::string reason_;
+  std::string unrecorded_;      // a freeze the store does not have yet
+  std::uint64_t generation_ = 0;
 };
 
 }  // namespace tp::ledger

@@ -2,6 +2,8 @@
 
 #include "store/ledger_store.h"
 
+#include "core/clock.h"
+
 namespace tp::store {
 
 namespace {
@@ -48,14 +50,26 @@ void UsageBuffer::settle(ledger::Bank& bank, const ledger::Bank::Hold& hold, Usa
 Status UsageBuffer::flush(Database& db) { return insert_usage_rows(db, rows_); }
 
 void store_settlements_with_batches(Writer& writer, std::shared_ptr<ledger::Bank> bank,
-                                    std::shared_ptr<UsageBuffer> usage) {
-  writer.set_before_commit([bank, usage](Database& db) {
+                                    std::shared_ptr<UsageBuffer> usage,
+                                    std::shared_ptr<ledger::Freeze> freeze) {
+  // The generation of the freeze record this batch writes (0: none).
+  auto recording = std::make_shared<std::uint64_t>(0);
+  writer.set_before_commit([bank, usage, freeze, recording](Database& db) {
     if (Status s = usage->flush(db); !s) return s;
-    return persist_bank(db, *bank);
+    if (Status s = persist_bank(db, *bank); !s) return s;
+    *recording = 0;
+    if (const auto [reason, generation] = freeze->pending_record(); !reason.empty()) {
+      if (Status s = record_freeze(db, reason, SystemClock::instance().unix_millis()); !s) {
+        return s;
+      }
+      *recording = generation;
+    }
+    return Status::ok();
   });
-  writer.set_after_commit([bank, usage](bool committed) {
+  writer.set_after_commit([bank, usage, freeze, recording](bool committed) {
     usage->committed(committed);
     bank->committed(committed);
+    if (committed && *recording != 0) freeze->recorded(*recording);
   });
 }
 

@@ -11,6 +11,7 @@
 
 #include "core/money.h"
 #include "ledger/bank.h"
+#include "ledger/freeze.h"
 #include "store/sqlite.h"
 #include "store/writer.h"
 
@@ -77,8 +78,10 @@ class UsageBuffer {
 // they count as stored only once it commits, and what a batch that did not commit held is
 // stored by the next one.
 // Sets the writer's before- and after-commit hooks.
+// A freeze set with `record` (a settlement the store failed) is recorded by the next batch.
 void store_settlements_with_batches(Writer& writer, std::shared_ptr<ledger::Bank> bank,
-                                    std::shared_ptr<UsageBuffer> usage);
+                                    std::shared_ptr<UsageBuffer> usage,
+                                    std::shared_ptr<ledger::Freeze> freeze);
 
 struct UsageQuery {
   std::optional<std::int64_t> account;  // nullopt: every account

@@ -510,6 +510,43 @@ TEST(Billing, VerifyFindsBooksThatBalanceButAreWrong) {
   EXPECT_NE(verified.body.find("below its floor"), std::string::npos) << verified.body;
 }
 
+// A settlement the store fails to commit freezes billing, and the freeze is recorded, so a
+// restart does not lift it; the charge that stands keeps its usage row.
+TEST(Billing, AFailedSettlementFreezesBillingAcrossARestart) {
+  Stack stack;
+  ASSERT_GT(stack.port, 0);
+  const std::string chat = R"({"model":"gpt-test","messages":[]})";
+  ASSERT_EQ(http_request(stack.port, "POST", "/v1/chat/completions", chat, stack.auth()).status,
+            200);
+  auto edit = [&](const std::string& sql) {
+    auto db = store::open_sqlite(stack.dir.path() + "/var/turnpike.db");
+    ASSERT_TRUE(db);
+    ASSERT_TRUE((*db)->exec(sql)) << sql;
+  };
+  edit("CREATE TRIGGER no_usage BEFORE INSERT ON usage_log BEGIN SELECT RAISE(ABORT, 'disk "
+       "trouble'); END");
+  const auto failed = http_request(stack.port, "POST", "/v1/chat/completions", chat, stack.auth());
+  EXPECT_EQ(failed.status, 503) << failed.body;
+  EXPECT_NE(failed.body.find("the store failed"), std::string::npos) << failed.body;
+  edit("DROP TRIGGER no_usage");
+  const auto frozen = http_request(stack.port, "POST", "/v1/chat/completions", chat, stack.auth());
+  EXPECT_EQ(frozen.status, 503) << frozen.body;
+  EXPECT_NE(frozen.body.find("billing_frozen"), std::string::npos) << frozen.body;
+  // The next batch that commits (any store write) records the freeze, with the failed
+  // batch's row and charge.
+  ASSERT_EQ(http_request(stack.port, "POST", "/admin/v1/accounts", R"({"name":"poke"})", kAdmin)
+                .status,
+            201);
+  ASSERT_TRUE(stack.restart_gateway());
+  const auto after = http_request(stack.port, "POST", "/v1/chat/completions", chat, stack.auth());
+  EXPECT_EQ(after.status, 503) << after.body;
+  EXPECT_NE(after.body.find("the store failed to record a settlement"), std::string::npos)
+      << after.body;
+  // The books hold together: the charge that stood has its row.
+  ASSERT_TRUE(stack.stop_gateway());
+  EXPECT_TRUE(ledger_verifies(stack));
+}
+
 TEST(Billing, ALongStreamKeepsItsHoldUntilItIsSettled) {
   Stack stack(
       "billing: { hold_timeout_ms: 1000 }\nupstream: { connect_timeout_ms: 200, "
