@@ -33,7 +33,6 @@ constexpr std::string_view kJson = "application/json";
 constexpr std::size_t kNameBytesMax = 200;
 constexpr std::size_t kModelsMax = 100;
 constexpr std::size_t kTagsMax = 20;
-// A key's lifetime, when it has one: far beyond any real use, far inside int64 milliseconds.
 constexpr std::size_t kTagBytesMax = 64;
 
 void write_policy(json::Writer& w, const auth::RoutingPolicy& p) {
@@ -186,10 +185,6 @@ std::string read_money_call(simdjson::dom::parser& parser, std::string_view body
   return "";
 }
 
-}  // namespace
-
-namespace {
-
 // A key as listed: by its last 4 characters, never the key.
 void write_key(json::Writer& w, const auth::ApiKey& k) {
   w.begin_object().field("id", fmt::format("key_{}", k.id)).field("name", k.name);
@@ -249,39 +244,57 @@ std::string refund_request(std::int64_t account, Money amount) {
   return fmt::format("refund acct_{} {}", account, amount.nanos());
 }
 
-Result<MoneyAnswer> idempotent_move(store::Database& db, ledger::Bank& bank,
-                                    std::string_view key, const std::string& request,
-                                    std::int64_t account,
-                                    const std::function<Result<ledger::TransferId>()>& move) {
+namespace {
+
+// The answer stored under an idempotency `key`: nullopt the first time; kConflict when the
+// key was used for another request.
+Result<std::optional<MoneyAnswer>> stored_answer(store::Database& db, std::string_view key,
+                                                 const std::string& request) {
   auto seen = db.prepare("SELECT request, status, response FROM idempotency WHERE key = ?");
   if (!seen) return seen.status();
   seen->bind(1, key);
   auto step = seen->step();
   if (!step) return step.status();
-  if (*step == store::Statement::Step::kRow) {
-    if (seen->column_text(0) != request) {
-      return Status{ErrorKind::kConflict,
-                    "idempotency_key was already used for a different request"};
-    }
-    return MoneyAnswer{static_cast<unsigned>(seen->column_int(1)),
-                       std::string(seen->column_text(2))};
+  if (*step != store::Statement::Step::kRow) return std::optional<MoneyAnswer>();
+  if (seen->column_text(0) != request) {
+    return Status{ErrorKind::kConflict, "idempotency_key was already used for a different request"};
   }
+  return std::optional<MoneyAnswer>(MoneyAnswer{static_cast<unsigned>(seen->column_int(1)),
+                                                std::string(seen->column_text(2))});
+}
+
+// Stores the first `answer` to `request` under `key`, in the caller's transaction.
+Status store_answer(store::Database& db, std::string_view key, const std::string& request,
+                    const MoneyAnswer& answer) {
+  auto insert =
+      db.prepare("INSERT INTO idempotency (key, request, status, response) VALUES (?, ?, ?, ?)");
+  if (!insert) return insert.status();
+  insert->bind(1, key).bind(2, request).bind(3, std::int64_t{answer.status});
+  insert->bind(4, answer.body);
+  return insert->run();
+}
+
+}  // namespace
+
+Result<MoneyAnswer> idempotent_move(store::Database& db, ledger::Bank& bank,
+                                    std::string_view key, const std::string& request,
+                                    std::int64_t account,
+                                    const std::function<Result<ledger::TransferId>()>& move) {
+  auto seen = stored_answer(db, key, request);
+  if (!seen) return seen.status();
+  if (*seen) return std::move(**seen);
   auto transfer = move();
   if (!transfer) return transfer.status();
   auto balance = bank.balance(account, now_ms());
   if (!balance) return balance.status();
-  std::string body;
-  json::Writer w(body);
+  MoneyAnswer answer{200, {}};
+  json::Writer w(answer.body);
   w.begin_object().field("transfer_id", static_cast<std::int64_t>(*transfer));
   w.key("balance").raw(balance_json(*balance)).end_object();
-  auto insert =
-      db.prepare("INSERT INTO idempotency (key, request, status, response) VALUES (?, ?, 200, ?)");
-  if (!insert) return insert.status();
-  insert->bind(1, key).bind(2, request).bind(3, body);
-  if (Status s = insert->run(); !s) return s;
+  if (Status s = store_answer(db, key, request, answer); !s) return s;
   // Last: once the ledger is appended nothing else in this piece can fail.
   if (Status s = store::persist_bank(db, bank); !s) return s;
-  return MoneyAnswer{200, std::move(body)};
+  return answer;
 }
 
 Task<void> AdminApi::rotate_key(std::string_view id_text, http::Request& req, Responder& res) {
@@ -667,18 +680,9 @@ Task<void> AdminApi::create_account(http::Request& req, Responder& res) {
   r.end_object();
   auto work = [&](store::Database& db) -> Result<std::string> {
     if (!idempotency_key.empty()) {
-      auto seen = db.prepare("SELECT request, response FROM idempotency WHERE key = ?");
+      auto seen = stored_answer(db, idempotency_key, request);
       if (!seen) return seen.status();
-      seen->bind(1, idempotency_key);
-      auto step = seen->step();
-      if (!step) return step.status();
-      if (*step == store::Statement::Step::kRow) {
-        if (seen->column_text(0) != request) {
-          return Status{ErrorKind::kConflict,
-                        "idempotency_key was already used for a different request"};
-        }
-        return std::string(seen->column_text(1));
-      }
+      if (*seen) return std::move((*seen)->body);
     }
     auto created = services_.directory->create_account(db, std::string(name), std::string(kind),
                                                        std::string(plan), policy, now_ms());
@@ -695,11 +699,7 @@ Task<void> AdminApi::create_account(http::Request& req, Responder& res) {
     }
     std::string body = account_json(*created, nullptr);
     if (!idempotency_key.empty()) {
-      auto insert = db.prepare(
-          "INSERT INTO idempotency (key, request, status, response) VALUES (?, ?, 201, ?)");
-      if (!insert) return insert.status();
-      insert->bind(1, idempotency_key).bind(2, request).bind(3, body);
-      if (Status s = insert->run(); !s) return s;
+      if (Status s = store_answer(db, idempotency_key, request, {201, body}); !s) return s;
     }
     if (Status s = persist_ledger(db); !s) return s;
     log::info("account created", {{"account", created->id}, {"kind", created->kind}});
@@ -781,22 +781,16 @@ Task<void> AdminApi::create_key(std::int64_t account, http::Request& req, Respon
     // A field this call does not know is refused, not ignored: a mistyped allowlist must
     // not look accepted. CONTRACT's per-key limits are accepted, and the answer says they
     // are not enforced yet (they come with plans and caps).
-    std::string refused;
-    const simdjson::dom::object fields = doc.get_object().value();
-    for (auto [field, value] : fields) {
-      if (field == "rpm" || field == "tpm" || field == "budget_usd") {
-        not_enforced.push_back(field == "rpm" ? "rpm" : field == "tpm" ? "tpm" : "budget_usd");
-      } else if (field != "name" && field != "models" && field != "expires_in_seconds" &&
-                 field != "privacy_tier" && field != "routing_weights" && field != "tags") {
-        refused = fmt::format("unknown field '{}'; expected name, models, expires_in_seconds, "
-                              "privacy_tier, routing_weights, tags",
-                              field.substr(0, 64));
-      }
-      if (!refused.empty()) break;
-    }
-    if (!refused.empty()) {
-      co_await send_error(res, 400, refused);
+    static constexpr std::array<std::string_view, 3> kLimits = {"rpm", "tpm", "budget_usd"};
+    static constexpr std::array<std::string_view, 9> kFields = {
+        "name", "models", "expires_in_seconds", "privacy_tier", "routing_weights", "tags",
+        kLimits[0], kLimits[1], kLimits[2]};
+    if (const std::string unknown = unknown_member(doc, kFields); !unknown.empty()) {
+      co_await send_error(res, 400, unknown);
       co_return;
+    }
+    for (const std::string_view limit : kLimits) {
+      if (doc[limit].error() != simdjson::NO_SUCH_FIELD) not_enforced.push_back(limit);
     }
     std::string_view n;
     if (doc["name"].error() != simdjson::NO_SUCH_FIELD &&

@@ -67,7 +67,7 @@ std::string refund_request(std::int64_t account, Money amount);
 
 struct MoneyAnswer {
   unsigned status;
-  std::string body;  // {"transfer_id","balance"}
+  std::string body;  // money calls: {"transfer_id","balance"}; account creation: the account
 };
 // A money-moving call under an idempotency key, inside the caller's store transaction: the
 // first time, runs `move`, stores the ledger and the answer; with the same key and request
