@@ -49,7 +49,8 @@ Status insert_usage_rows(Database& db, std::span<const UsageRecord> records);
 // statements) and the bank's transfers (persist_bank), in the transaction that commits
 // the batch: rows and charges become durable together or not at all. When that
 // transaction fails, every piece of the batch fails with it (the gateway then freezes
-// billing, as for any failed settlement) and discard() drops the rows. Writer thread only.
+// billing, as for any failed settlement) and the rows stay for the next batch, as the
+// bank's transfers do (committed). Writer thread only.
 class UsageBuffer {
  public:
   void settle(ledger::Bank& bank, const ledger::Bank::Hold& hold, UsageRecord record,

@@ -361,11 +361,16 @@ TEST(Billing, KillDashNineUnderLoadSettlesEveryCompletedRequestExactlyOnce) {
 }
 
 // Edits a stored transfer behind the gateway's back: the books no longer reconcile.
-void tamper(const Stack& stack, std::int64_t delta_nanos) {
+// Runs `sql` on the stack's store through a connection of its own (to damage or repair it).
+void edit_store(const Stack& stack, const std::string& sql) {
   auto db = store::open_sqlite(stack.dir.path() + "/var/turnpike.db");
   ASSERT_TRUE(db);
-  ASSERT_TRUE((*db)->exec("UPDATE transfers SET amount_nanos = amount_nanos + " +
-                          std::to_string(delta_nanos) + " WHERE id = 1"));
+  ASSERT_TRUE((*db)->exec(sql)) << sql;
+}
+
+void tamper(const Stack& stack, std::int64_t delta_nanos) {
+  edit_store(stack, "UPDATE transfers SET amount_nanos = amount_nanos + " +
+                        std::to_string(delta_nanos) + " WHERE id = 1");
 }
 
 TEST(Billing, FailedReconciliationFreezesBillingUntilAnAdminClearsIt) {
@@ -468,11 +473,7 @@ TEST(Billing, VerifyFindsBooksThatBalanceButAreWrong) {
     const std::optional<int> code = p.wait_exit(30s);
     return std::pair{code, p.log()};
   };
-  auto edit = [&](const std::string& sql) {
-    auto db = store::open_sqlite(stack.dir.path() + "/var/turnpike.db");
-    ASSERT_TRUE(db);
-    ASSERT_TRUE((*db)->exec(sql)) << sql;
-  };
+  auto edit = [&](const std::string& sql) { edit_store(stack, sql); };
   const auto [clean, clean_out] = verify();
   EXPECT_EQ(clean, std::optional<int>(0)) << clean_out;
   EXPECT_NE(clean_out.find(R"("problems":[])"), std::string::npos) << clean_out;
@@ -518,11 +519,7 @@ TEST(Billing, AFailedSettlementFreezesBillingAcrossARestart) {
   const std::string chat = R"({"model":"gpt-test","messages":[]})";
   ASSERT_EQ(http_request(stack.port, "POST", "/v1/chat/completions", chat, stack.auth()).status,
             200);
-  auto edit = [&](const std::string& sql) {
-    auto db = store::open_sqlite(stack.dir.path() + "/var/turnpike.db");
-    ASSERT_TRUE(db);
-    ASSERT_TRUE((*db)->exec(sql)) << sql;
-  };
+  auto edit = [&](const std::string& sql) { edit_store(stack, sql); };
   edit("CREATE TRIGGER no_usage BEFORE INSERT ON usage_log BEGIN SELECT RAISE(ABORT, 'disk "
        "trouble'); END");
   const auto failed = http_request(stack.port, "POST", "/v1/chat/completions", chat, stack.auth());
