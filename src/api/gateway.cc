@@ -5,6 +5,7 @@
 #include <boost/asio/io_context.hpp>
 #include <charconv>
 #include <cmath>
+#include <limits>
 #include <chrono>
 #include <optional>
 
@@ -301,6 +302,9 @@ struct Bill {
   const catalog::Route* route = nullptr;
   bool flex = false;  // served on the route's flex tier, at its flex prices
   std::int64_t input_estimate = 0;  // tokens, for when the upstream reports none
+  std::int64_t input_max = 0;       // tokens at most (the hold's assumption)
+  Money covered;              // what the hold reserves now (cover() may extend it)
+  bool may_overdraw = false;  // this response has the account's overdraft licence
   std::chrono::steady_clock::time_point started;
   store::UsageRecord record;
   bool closed = false;  // settled or voided
@@ -352,6 +356,20 @@ std::int64_t input_tokens_estimate(std::string_view body) {
 Money input_cost(const meter::Usage& u, const catalog::Prices& prices) {
   return cost_of(u.input_tokens, prices.input, u.cached_tokens, prices.cached_input, 0,
                  prices.output);
+}
+
+// How many output tokens fit in `covered` after the input part of `usage` (its output is
+// ignored) at `prices`.
+std::int64_t output_room(Money covered, meter::Usage usage, const catalog::Prices& prices) {
+  usage.output_tokens = 0;
+  const Money left = covered - meter::price(usage, prices);
+  if (left < Money()) return 0;
+  if (prices.output.nanos() == 0) return std::numeric_limits<std::int64_t>::max();
+  __extension__ using Int128 = __int128;
+  const Int128 room = static_cast<Int128>(left.nanos()) * 1'000'000 / prices.output.nanos();
+  // The input part was rounded up on its own, so `room` tokens always fit (one more may).
+  return room >= meter::kTokensMax ? std::numeric_limits<std::int64_t>::max()
+                                   : static_cast<std::int64_t>(room);
 }
 
 // Milliseconds since the request arrived, for its usage row.
@@ -414,6 +432,11 @@ class Gateway final : public http::Handler {
   Task<bool> settle(Bill& bill, const meter::Usage& usage, int status);
   // Extends the hold of a request still running, so it never lapses under it.
   void keep_hold(Bill& bill);
+  // A response that costs, or may cost, `needed`: more than its hold covers, the bank is
+  // asked for the difference (Bank::cover), and first, without overdrawing, for `ahead`
+  // (more than needed, so a running stream asks again less often). False when the account
+  // cannot give `needed`: the response must not go on.
+  bool cover(Bill& bill, Money needed, Money ahead = Money());
 
   // The route the composite score picks among `model`'s routes on `api` (nullptr when it
   // has none there), with its score. Latency comes from this thread's measurements,
@@ -1422,6 +1445,24 @@ void Gateway::keep_hold(Bill& bill) {
   bill.renew_at = now + std::chrono::milliseconds(timeout / 2);
 }
 
+bool Gateway::cover(Bill& bill, Money needed, Money ahead) {
+  if (bill.hold.id == 0 || bill.may_overdraw || needed <= bill.covered) return true;
+  ledger::Bank& bank = *state_->services().bank;
+  const std::int64_t now = SystemClock::instance().unix_millis();
+  if (ahead > needed && bank.cover(bill.hold, ahead, now, /*may_overdraw=*/false)) {
+    bill.covered = ahead;
+    return true;
+  }
+  auto granted = bank.cover(bill.hold, needed, now);
+  if (!granted) {
+    // Not open any more (it lapsed): the charge is taken straight from the books.
+    return granted.status().kind() != ErrorKind::kPaymentRequired;
+  }
+  bill.covered = needed;
+  bill.may_overdraw = *granted == ledger::Wallet::Cover::kOverdraft;
+  return true;
+}
+
 Status Gateway::take_hold(Bill& bill, std::span<const Ranked> routes, std::string_view body,
                           std::int64_t wait_ms) {
   Money worst;
@@ -1432,6 +1473,7 @@ Status Gateway::take_hold(Bill& bill, std::span<const Ranked> routes, std::strin
                                     ranked.output_tokens, p.output));
   }
   bill.hold.account = bill.record.account_id;
+  bill.input_max = input_tokens_max(body);
   if (worst <= Money()) return Status::ok();  // free: nothing to hold
   const std::int64_t now = bill.record.at_ms;
   const std::uint32_t timeout = state_->config().billing.hold_timeout_ms;
@@ -1443,6 +1485,7 @@ Status Gateway::take_hold(Bill& bill, std::span<const Ranked> routes, std::strin
                : Status{ErrorKind::kPaymentRequired, "this account has no credit"};
   }
   bill.hold = *hold;
+  bill.covered = hold->amount;
   bill.renew_at = std::chrono::steady_clock::now() + std::chrono::milliseconds(wait_ms) +
                   std::chrono::milliseconds(timeout / 2);
   return Status::ok();
@@ -1587,6 +1630,17 @@ Task<void> Gateway::answer_whole(http::UpstreamResponse& upstream, Surface surfa
       usage = meter::Usage{bill.input_estimate, 0,
                            static_cast<std::int64_t>((whole.value().size() + 3) / 4)};
     }
+    const Money owed = meter::price(*usage, bill.flex ? *bill.route->flex : bill.route->prices);
+    if (!cover(bill, owed)) {
+      // Delivered, it would overdraw the account past one response's shortfall.
+      void_bill(state_->services(), bill, 402);
+      co_await send_error(res, surface, 402,
+                          fmt::format("insufficient balance: this response cost {} USD, more "
+                                      "than the account's balance covers; it was not "
+                                      "delivered and nothing was charged",
+                                      owed.to_string()));
+      co_return;
+    }
     if (!co_await settle(bill, *usage, static_cast<int>(upstream.status()))) {
       co_await send_error(res, surface, 503, "billing is unavailable: the store failed");
       co_return;
@@ -1672,17 +1726,37 @@ Task<void> Gateway::relay_stream(http::UpstreamResponse& upstream, Surface surfa
   // event in the surface's stream shape (an unfinished event is dropped: glued to the
   // error it would hide it), and the connection is cut without ending the chunked body, so
   // no client can take the stream for complete.
-  auto fail_stream = [&](std::string_view message) -> Task<void> {
-    if (client_here) relayed = meter.content_events();
-    (void)co_await settle(bill, bill_usage(), client_here ? 502 : 499);
+  auto fail_stream = [&](std::string_view message, unsigned status = 502) -> Task<void> {
+    (void)co_await settle(bill, bill_usage(), client_here ? static_cast<int>(status) : 499);
     if (client_here) {
-      const std::string body = error_body(surface, 502, message);
+      const std::string body = error_body(surface, status, message);
       const std::string event = surface == Surface::kAnthropic
                                     ? fmt::format("event: error\ndata: {}\n\n", body)
                                     : fmt::format("data: {}\n\n", body);
       co_await res.write_chunk(event);
     }
     res.close_after();
+  };
+
+  // The stream's cost is bounded as it runs (input as reported, else the hold's bound;
+  // each content event a token): past what the hold covers, the bank is asked for more,
+  // and an account that has no more stops the stream before the event that needs it.
+  const catalog::Prices& prices = bill.flex ? *bill.route->flex : bill.route->prices;
+  auto output_covered = [&] {
+    return bill.hold.id == 0 || bill.may_overdraw
+               ? std::numeric_limits<std::int64_t>::max()
+               : output_room(bill.covered, meter.usage(bill.input_max, 0), prices);
+  };
+  std::int64_t room = output_covered();
+  auto reach_further = [&] {
+    const std::int64_t events = meter.content_events();
+    const std::int64_t ahead = events + std::max<std::int64_t>(64, events / 4);
+    if (!cover(bill, meter::price(meter.usage(bill.input_max, events), prices),
+               meter::price(meter.usage(bill.input_max, ahead), prices))) {
+      return false;
+    }
+    room = output_covered();
+    return true;
   };
 
   // Whole events only go to the client; `pending` holds the tail of an unfinished one.
@@ -1701,6 +1775,7 @@ Task<void> Gateway::relay_stream(http::UpstreamResponse& upstream, Surface surfa
     auto piece = co_await upstream.read_some();
     keep_hold(bill);
     if (!piece) {
+      if (client_here) relayed = meter.content_events();
       co_await fail_stream(piece.status().message());  // headers are gone already
       co_return;
     }
@@ -1725,6 +1800,21 @@ Task<void> Gateway::relay_stream(http::UpstreamResponse& upstream, Surface surfa
       const std::size_t begin = at;
       at += e.raw.size();
       const StreamMeter::Verdict verdict = meter.on_event(e.name, e.data);
+      if (meter.content_events() > room && !reach_further()) {
+        if (client_here && begin > run_begin &&
+            !co_await res.write_chunk(buffer.substr(run_begin, begin - run_begin))) {
+          client_left();
+        }
+        if (client_here) relayed = meter.content_events() - 1;  // not this event
+        log::warn("stream stopped: the account's balance covers no more",
+                  {{"request_id", bill.record.request_id}});
+        co_await fail_stream(
+            fmt::format("insufficient balance: the account's balance covers no longer "
+                        "response; it was stopped after {} output tokens",
+                        relayed),
+            402);
+        co_return;
+      }
       if (verdict == StreamMeter::Verdict::kForward) continue;
       if (client_here && begin > run_begin &&
           !co_await res.write_chunk(buffer.substr(run_begin, begin - run_begin))) {
@@ -1758,6 +1848,7 @@ Task<void> Gateway::relay_stream(http::UpstreamResponse& upstream, Surface surfa
       pending.assign(buffer.substr(complete));
     }
     if (pending.size() > limits::kSseEventBytesMax) {
+      if (client_here) relayed = meter.content_events();
       log::warn("upstream event over limit", {{"bytes_max", limits::kSseEventBytesMax}});
       co_await fail_stream(fmt::format("upstream '{}' sent a stream event over {} bytes",
                                        bill.record.provider, limits::kSseEventBytesMax));
@@ -1776,6 +1867,7 @@ Task<void> Gateway::relay_stream(http::UpstreamResponse& upstream, Surface surfa
   // its answer was done, the stream was cut short (a connection closed early looks the
   // same): the client must not take it for complete.
   if (client_here && !meter.reported() && !meter.finished()) {
+    relayed = meter.content_events();
     co_await fail_stream(fmt::format("upstream '{}' ended the stream before its end",
                                      bill.record.provider));
     co_return;

@@ -5,10 +5,13 @@
 #include <algorithm>
 #include <charconv>
 #include <limits>
+#include <ostream>
 
 #include "core/assert.h"
 
 namespace tp {
+
+std::ostream& operator<<(std::ostream& out, Money money) { return out << money.to_string(); }
 
 Result<Money> Money::parse(std::string_view text) {
   auto invalid = [&](std::string_view why) -> Status {

@@ -7,6 +7,7 @@
 
 #include <compare>
 #include <cstdint>
+#include <iosfwd>
 #include <string>
 #include <string_view>
 
@@ -46,6 +47,9 @@ class Money {
   constexpr explicit Money(std::int64_t nanos) : nanos_(nanos) {}
   std::int64_t nanos_ = 0;
 };
+
+// Prints to_string() (for test failure messages and logs).
+std::ostream& operator<<(std::ostream& out, Money money);
 
 // A price in nano-USD per million tokens (USD per million tokens × 1e9), which keeps
 // sub-nano per-token prices exact: "0.15" USD/Mtok is 150'000'000.

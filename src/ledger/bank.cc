@@ -171,6 +171,15 @@ Result<Bank::Hold> Bank::hold(std::int64_t account, Money amount, std::int64_t e
   return Hold{account, *id, amount};
 }
 
+Result<Wallet::Cover> Bank::cover(const Hold& hold, Money needed, std::int64_t now_ms,
+                                  bool may_overdraw) {
+  if (hold.id == 0) return Status{ErrorKind::kNotFound, "no hold"};
+  std::lock_guard lock(mu_);
+  const auto it = wallets_.find(hold.account);
+  if (it == wallets_.end()) return Status{ErrorKind::kNotFound, "no wallet"};
+  return it->second->cover(hold.id, needed, now_ms, may_overdraw);
+}
+
 Money Bank::settle(const Hold& hold, Money actual, std::int64_t now_ms) {
   std::lock_guard lock(mu_);
   const auto it = wallets_.find(hold.account);

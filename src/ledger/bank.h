@@ -77,6 +77,11 @@ class Bank {
   // wallet.
   Result<Hold> hold(std::int64_t account, Money amount, std::int64_t expires_at_ms,
                     std::int64_t now_ms);
+  // A response running past its hold: makes the hold reserve at least `needed` (see
+  // Wallet::cover for who may overdraw when the books fall short). kPaymentRequired: the
+  // response must stop. kNotFound: the hold is not open (it lapsed).
+  Result<Wallet::Cover> cover(const Hold& hold, Money needed, std::int64_t now_ms,
+                              bool may_overdraw = true);
   // Charges a request's actual cost against its hold and releases the rest. A hold that
   // expired meanwhile, or none at all (id 0: the worst case cost nothing), is charged all
   // the same, straight from the books. Returns the charge.

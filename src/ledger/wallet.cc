@@ -158,6 +158,45 @@ Result<HoldId> Wallet::hold(Money amount, std::int64_t expires_at_ms, std::int64
   return id;
 }
 
+Result<Wallet::Cover> Wallet::cover(HoldId id, Money needed, std::int64_t now_ms,
+                                    bool may_overdraw) {
+  const auto it = holds_.find(id);
+  if (it == holds_.end()) {
+    return Status{ErrorKind::kNotFound, fmt::format("hold {} is not open", id)};
+  }
+  Hold& h = it->second;
+  Money left = needed - h.amount;
+  in_spend_order(now_ms, [&](AccountId source) {
+    if (left <= Money()) return false;
+    const Money take = std::min(left, spendable(source));
+    if (take > Money()) {
+      reserved(source) += take;
+      const auto leg = std::find_if(h.legs.begin(), h.legs.end(),
+                                    [&](const Leg& l) { return l.source == source; });
+      if (leg == h.legs.end()) {
+        h.legs.push_back({source, take});
+      } else {
+        leg->amount += take;
+      }
+      h.amount += take;
+      held_total_ += take;
+      left -= take;
+    }
+    return left > Money();
+  });
+  if (left <= Money()) return id == overdrawer_ ? Cover::kOverdraft : Cover::kCovered;
+  if (overdrawer_ == id) return Cover::kOverdraft;
+  // paid() below zero: an overdraft already took money that open holds reserve.
+  if (may_overdraw && overdrawer_ == 0 && paid() >= Money()) {
+    overdrawer_ = id;
+    return Cover::kOverdraft;
+  }
+  return Status{ErrorKind::kPaymentRequired,
+                fmt::format("insufficient balance: this response needs {} USD more than the "
+                            "account has left",
+                            left.to_string())};
+}
+
 void Wallet::sweep(const Lot& lot, HoldId hold, std::int64_t now_ms) {
   const Money rest = ledger_.balance(lot.account) - lot.reserved;
   if (rest <= Money()) return;
@@ -168,6 +207,7 @@ void Wallet::sweep(const Lot& lot, HoldId hold, std::int64_t now_ms) {
 
 void Wallet::close(const Hold& hold, Money spent, HoldId id, std::int64_t now_ms) {
   held_total_ -= hold.amount;
+  if (overdrawer_ == id) overdrawer_ = 0;
   for (const Leg& leg : hold.legs) {
     reserved(leg.source) -= leg.amount;
     const Money use = std::min(spent, leg.amount);

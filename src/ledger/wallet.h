@@ -67,8 +67,21 @@ class Wallet {
   // Reserves `amount` until `expires_at_ms`. kPaymentRequired, saying what is available and
   // what was needed, when available() is short.
   Result<HoldId> hold(Money amount, std::int64_t expires_at_ms, std::int64_t now_ms);
-  // Settles a hold at `actual` (>= 0) and returns what was charged (== actual). The hold is
-  // gone afterwards. kNotFound for an unknown, settled, voided or expired hold.
+  // A response running past its hold asks for more: makes hold `id` reserve at least
+  // `needed`, taking the difference from the unreserved books in spend order. What they
+  // cannot give, this one response may overdraw from paid: the first hold to ask gets that
+  // licence when paid (less what holds reserve) is not overdrawn already, and keeps it
+  // until it ends; any other hold is refused (kPaymentRequired) and its response must stop.
+  // So the books go below zero by at most one response's shortfall, however many run at
+  // once. Without `may_overdraw` a shortfall is refused outright (what the books could give
+  // stays reserved). kCovered or kOverdraft (the licence) on success; kNotFound for a hold
+  // that is not open.
+  enum class Cover { kCovered, kOverdraft };
+  Result<Cover> cover(HoldId id, Money needed, std::int64_t now_ms, bool may_overdraw = true);
+  // Settles a hold at `actual` (>= 0) and returns what was charged (== actual). A cost over
+  // the hold comes from the unreserved books, then as an overdraft of paid (owed all the
+  // same: see cover). The hold is gone afterwards. kNotFound for an unknown, settled,
+  // voided or expired hold.
   Result<Money> post(HoldId id, Money actual, std::int64_t now_ms);
   // Ends the hold without a charge. kNotFound as for post.
   Status void_hold(HoldId id, std::int64_t now_ms);
@@ -157,6 +170,7 @@ class Wallet {
   Money trial_reserved_;
   Money held_total_;          // Σ open holds
   std::map<HoldId, Hold> holds_;
+  HoldId overdrawer_ = 0;  // the open hold that cover() let overdraw paid, if any
   std::map<HoldId, std::vector<Leg>> stranded_;  // see recover
   HoldId next_hold_ = 1;
 };

@@ -232,6 +232,65 @@ TEST(Billing, ConcurrentRequestsNeverSpendPastTheBalance) {
   EXPECT_NE(verify.body.find("\"ok\":true"), std::string::npos) << verify.body;
 }
 
+// A hold covers min(max_tokens, the catalog's max_output_tokens). An upstream that writes
+// more (a catalog below the model's real limit) runs its responses past their holds; however
+// many run at once, the account goes below zero by one response's shortfall at most. The
+// others stop (streams, with an error event) or are not delivered (whole answers), and none
+// of them is charged past what it held.
+TEST(Billing, ResponsesPastTheirHoldsOverdrawByOneShortfallAtMost) {
+  for (const bool stream : {true, false}) {
+    SCOPED_TRACE(stream ? "stream" : "whole");
+    Stack stack("billing: { trial_usd: \"0\" }", {"--threads", "2"});
+    ASSERT_GT(stack.port, 0);
+    const Money start = Money::parse("0.002").value();
+    const std::string key = funded_key(stack.port, "0.002");
+    // gpt-test's max_output_tokens is 1000: each hold is ~0.00063 USD, so three fit; each
+    // answer is 3000 tokens (0.0018 USD).
+    const std::string body =
+        std::string(R"({"model":"gpt-test","max_tokens":5000,"stream":)") +
+        (stream ? "true" : "false") +
+        R"(,"messages":[{"role":"user","content":"go"}],"sim":{"output_tokens":3000,"tokens_per_second":20000,"latency_ms":30}})";
+    const Money hold = cost_of(static_cast<std::int64_t>(body.size()), kGptIn, 0, kGptIn, 1000, kGptOut);
+    std::atomic<int> whole_402{0};
+    std::vector<std::thread> clients;
+    for (int i = 0; i < 20; ++i) {
+      clients.emplace_back([&] {
+        const auto res = http_request(stack.port, "POST", "/v1/chat/completions", body, bearer(key));
+        if (res.status == 402 && res.body.find("not delivered") != std::string::npos) whole_402++;
+      });
+    }
+    for (auto& t : clients) t.join();
+    std::this_thread::sleep_for(300ms);  // the rows of voided requests are written after them
+    const auto rows = usage_log(stack.port, kAdmin, "&account=acct_2");
+    Money settled;
+    Money full;  // a whole answer's cost
+    int complete = 0, stopped = 0;
+    for (const auto& r : rows) {
+      EXPECT_EQ(r.cost, expected_cost(r));
+      settled += r.cost;
+      if (r.status == 200) {
+        ++complete;
+        full = r.cost;
+        EXPECT_EQ(r.output, 3000);
+      }
+      if (r.status == 402 && r.cost > Money()) {
+        ++stopped;
+        EXPECT_LE(r.cost, start - hold - hold);  // the other two holds stayed whole
+      }
+    }
+    EXPECT_EQ(complete, 1) << stack.gateway->log().substr(0, 3000);
+    if (stream) {
+      EXPECT_GE(stopped, 1);
+    } else {
+      EXPECT_GE(whole_402.load(), 1);
+    }
+    // Below zero by the one complete answer's shortfall over its hold, at most.
+    EXPECT_GE(available(stack.port, key), -(full - hold));
+    EXPECT_EQ(available(stack.port, key), start - settled);
+    EXPECT_TRUE(ledger_verifies(stack));
+  }
+}
+
 // Sends a stream request and leaves after the first content arrives.
 void leave_mid_stream(const Stack& stack, const std::string& body) {
   RawConnection c(stack.port);
