@@ -83,6 +83,7 @@ struct Store {
   // before it commits.
   void attach(const std::shared_ptr<Bank>& bank) {
     tp::store::store_settlements_with_batches(*writer, bank, usage,
+                                              std::make_shared<tp::store::AnswerBuffer>(),
                                               std::make_shared<tp::ledger::Freeze>());
   }
   // A settlement piece, as the gateway submits it.

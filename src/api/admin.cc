@@ -244,56 +244,26 @@ std::string refund_request(std::int64_t account, Money amount) {
   return fmt::format("refund acct_{} {}", account, amount.nanos());
 }
 
-namespace {
-
-// The answer stored under an idempotency `key`: nullopt the first time; kConflict when the
-// key was used for another request.
-Result<std::optional<MoneyAnswer>> stored_answer(store::Database& db, std::string_view key,
-                                                 const std::string& request) {
-  auto seen = db.prepare("SELECT request, status, response FROM idempotency WHERE key = ?");
-  if (!seen) return seen.status();
-  seen->bind(1, key);
-  auto step = seen->step();
-  if (!step) return step.status();
-  if (*step != store::Statement::Step::kRow) return std::optional<MoneyAnswer>();
-  if (seen->column_text(0) != request) {
-    return Status{ErrorKind::kConflict, "idempotency_key was already used for a different request"};
-  }
-  return std::optional<MoneyAnswer>(MoneyAnswer{static_cast<unsigned>(seen->column_int(1)),
-                                                std::string(seen->column_text(2))});
-}
-
-// Stores the first `answer` to `request` under `key`, in the caller's transaction.
-Status store_answer(store::Database& db, std::string_view key, const std::string& request,
-                    const MoneyAnswer& answer) {
-  auto insert =
-      db.prepare("INSERT INTO idempotency (key, request, status, response) VALUES (?, ?, ?, ?)");
-  if (!insert) return insert.status();
-  insert->bind(1, key).bind(2, request).bind(3, std::int64_t{answer.status});
-  insert->bind(4, answer.body);
-  return insert->run();
-}
-
-}  // namespace
-
-Result<MoneyAnswer> idempotent_move(store::Database& db, ledger::Bank& bank,
-                                    std::string_view key, const std::string& request,
-                                    std::int64_t account,
-                                    const std::function<Result<ledger::TransferId>()>& move) {
-  auto seen = stored_answer(db, key, request);
+Result<store::StoredAnswer> idempotent_move(store::Database& db, store::AnswerBuffer* pending,
+                                            ledger::Bank& bank, std::string_view key,
+                                            const std::string& request, std::int64_t account,
+                                            const std::function<Result<ledger::TransferId>()>& move) {
+  auto seen = store::find_answer(db, pending, key, request);
   if (!seen) return seen.status();
   if (*seen) return std::move(**seen);
   auto transfer = move();
   if (!transfer) return transfer.status();
   auto balance = bank.balance(account, now_ms());
   if (!balance) return balance.status();
-  MoneyAnswer answer{200, {}};
+  store::StoredAnswer answer{200, {}};
   json::Writer w(answer.body);
   w.begin_object().field("transfer_id", static_cast<std::int64_t>(*transfer));
   w.key("balance").raw(balance_json(*balance)).end_object();
-  if (Status s = store_answer(db, key, request, answer); !s) return s;
-  // Last: once the ledger is appended nothing else in this piece can fail.
-  if (Status s = store::persist_bank(db, bank); !s) return s;
+  // The money has moved: from here the answer stands, whatever the store does.
+  if (Status s = store::store_answer(db, pending, key, request, answer); !s) return s;
+  if (pending == nullptr) {
+    if (Status s = store::persist_bank(db, bank); !s) return s;
+  }
   return answer;
 }
 
@@ -359,19 +329,16 @@ Task<bool> AdminApi::answer_money_call(Responder& res, std::string_view idempote
                                        const std::string& request, std::int64_t account,
                                        const std::function<Result<ledger::TransferId>()>& move) {
   auto work = [&](store::Database& db) {
-    return idempotent_move(db, *services_.bank, idempotency_key, request, account, move);
+    return idempotent_move(db, services_.answers.get(), *services_.bank, idempotency_key,
+                           request, account, move);
   };
-  auto answer = co_await link_.call<MoneyAnswer>(work);
+  auto answer = co_await link_.call<store::StoredAnswer>(work);
   if (!answer) {
     co_await send_error(res, http_status(answer.status().kind()), answer.status().message());
     co_return false;
   }
   co_await res.send(answer->status, kJson, answer->body);
   co_return true;
-}
-
-Status AdminApi::persist_ledger(store::Database& db) {
-  return store::persist_bank(db, *services_.bank);
 }
 
 Task<void> AdminApi::add_credits(std::int64_t account, http::Request& req, Responder& res) {
@@ -680,7 +647,7 @@ Task<void> AdminApi::create_account(http::Request& req, Responder& res) {
   r.end_object();
   auto work = [&](store::Database& db) -> Result<std::string> {
     if (!idempotency_key.empty()) {
-      auto seen = stored_answer(db, idempotency_key, request);
+      auto seen = store::find_answer(db, services_.answers.get(), idempotency_key, request);
       if (!seen) return seen.status();
       if (*seen) return std::move((*seen)->body);
     }
@@ -699,9 +666,12 @@ Task<void> AdminApi::create_account(http::Request& req, Responder& res) {
     }
     std::string body = account_json(*created, nullptr);
     if (!idempotency_key.empty()) {
-      if (Status s = store_answer(db, idempotency_key, request, {201, body}); !s) return s;
+      if (Status s = store::store_answer(db, services_.answers.get(), idempotency_key, request,
+                                         {201, body});
+          !s) {
+        return s;
+      }
     }
-    if (Status s = persist_ledger(db); !s) return s;
     log::info("account created", {{"account", created->id}, {"kind", created->kind}});
     return body;
   };

@@ -42,8 +42,6 @@ class AdminApi {
   http::Task<bool> answer_money_call(http::Responder& res, std::string_view idempotency_key,
                                      const std::string& request, std::int64_t account,
                                      const std::function<Result<ledger::TransferId>()>& move);
-  // Appends the bank's new accounts and transfers; runs inside a writer transaction.
-  Status persist_ledger(store::Database& db);
 
   const Services& services_;
   StoreLink link_;
@@ -65,16 +63,14 @@ std::string credit_request(std::int64_t account, std::string_view kind, Money am
                            std::optional<std::int64_t> expires_ms);
 std::string refund_request(std::int64_t account, Money amount);
 
-struct MoneyAnswer {
-  unsigned status;
-  std::string body;  // money calls: {"transfer_id","balance"}; account creation: the account
-};
 // A money-moving call under an idempotency key, inside the caller's store transaction: the
-// first time, runs `move`, stores the ledger and the answer; with the same key and request
-// again, the stored answer; with the same key and a different request, kConflict.
-Result<MoneyAnswer> idempotent_move(store::Database& db, ledger::Bank& bank,
-                                    std::string_view key, const std::string& request,
-                                    std::int64_t account,
-                                    const std::function<Result<ledger::TransferId>()>& move);
+// first time, runs `move` and keeps the answer; with the same key and request again, the
+// kept answer; with the same key and a different request, kConflict. With `pending` (the
+// writer's AnswerBuffer), the answer and the ledger are stored by the batch's commit hook;
+// without (a command-line tool), here.
+Result<store::StoredAnswer> idempotent_move(store::Database& db, store::AnswerBuffer* pending,
+                                            ledger::Bank& bank, std::string_view key,
+                                            const std::string& request, std::int64_t account,
+                                            const std::function<Result<ledger::TransferId>()>& move);
 
 }  // namespace tp::api

@@ -11,6 +11,7 @@
 #include "auth/keys.h"
 #include "ledger/bank.h"
 #include "ledger/freeze.h"
+#include "store/idempotency.h"
 #include "store/usage_store.h"
 #include "store/writer.h"
 
@@ -24,6 +25,8 @@ struct Services {
   std::shared_ptr<ledger::Freeze> freeze;  // set: billable traffic gets 503
   // The current writer batch's settlements; writer thread only (see UsageBuffer).
   std::shared_ptr<store::UsageBuffer> usage;
+  // Idempotent admin calls' answers not yet committed; writer thread only (AnswerBuffer).
+  std::shared_ptr<store::AnswerBuffer> answers;
   Money trial_credit;     // granted to every new customer account
   std::string admin_key;  // empty: the admin API answers 403
 };

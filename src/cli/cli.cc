@@ -343,7 +343,8 @@ int money_call(const std::string& store_uri, const std::string& data_dir,
     };
     const std::string request = refund ? api::refund_request(id, *amount)
                                        : api::credit_request(id, o.kind, *amount, expires_ms);
-    auto answer = api::idempotent_move(*st.db, *st.bank, o.idempotency_key, request, id, move);
+    auto answer = api::idempotent_move(*st.db, nullptr, *st.bank, o.idempotency_key, request, id,
+                                       move);
     if (!answer) return answer.status();
     return answer->body;
   });

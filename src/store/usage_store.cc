@@ -51,11 +51,13 @@ Status UsageBuffer::flush(Database& db) { return insert_usage_rows(db, rows_); }
 
 void store_settlements_with_batches(Writer& writer, std::shared_ptr<ledger::Bank> bank,
                                     std::shared_ptr<UsageBuffer> usage,
+                                    std::shared_ptr<AnswerBuffer> answers,
                                     std::shared_ptr<ledger::Freeze> freeze) {
   // The generation of the freeze record this batch writes (0: none).
   auto recording = std::make_shared<std::uint64_t>(0);
-  writer.set_before_commit([bank, usage, freeze, recording](Database& db) {
+  writer.set_before_commit([bank, usage, answers, freeze, recording](Database& db) {
     if (Status s = usage->flush(db); !s) return s;
+    if (Status s = answers->flush(db); !s) return s;
     if (Status s = persist_bank(db, *bank); !s) return s;
     *recording = 0;
     if (const auto [reason, generation] = freeze->pending_record(); !reason.empty()) {
@@ -66,8 +68,9 @@ void store_settlements_with_batches(Writer& writer, std::shared_ptr<ledger::Bank
     }
     return Status::ok();
   });
-  writer.set_after_commit([bank, usage, freeze, recording](bool committed) {
+  writer.set_after_commit([bank, usage, answers, freeze, recording](bool committed) {
     usage->committed(committed);
+    answers->committed(committed);
     bank->committed(committed);
     if (committed && *recording != 0) freeze->recorded(*recording);
   });

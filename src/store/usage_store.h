@@ -12,6 +12,7 @@
 #include "core/money.h"
 #include "ledger/bank.h"
 #include "ledger/freeze.h"
+#include "store/idempotency.h"
 #include "store/sqlite.h"
 #include "store/writer.h"
 
@@ -79,9 +80,11 @@ class UsageBuffer {
 // they count as stored only once it commits, and what a batch that did not commit held is
 // stored by the next one.
 // Sets the writer's before- and after-commit hooks.
+// The answers of idempotent admin calls go with the transfers they made (AnswerBuffer).
 // A freeze set with `record` (a settlement the store failed) is recorded by the next batch.
 void store_settlements_with_batches(Writer& writer, std::shared_ptr<ledger::Bank> bank,
                                     std::shared_ptr<UsageBuffer> usage,
+                                    std::shared_ptr<AnswerBuffer> answers,
                                     std::shared_ptr<ledger::Freeze> freeze);
 
 struct UsageQuery {

@@ -603,6 +603,39 @@ TEST(Billing, AFailedSettlementFreezesBillingAcrossARestart) {
   EXPECT_TRUE(ledger_verifies(stack));
 }
 
+// A credit whose store commit failed has moved the money in memory all the same (the next
+// commit stores it): a retry with its idempotency key must get the first answer, never a
+// second credit.
+TEST(Billing, ACreditRetriedAfterAFailedCommitIsAppliedOnce) {
+  Stack stack("billing: { trial_usd: \"0\" }");
+  ASSERT_GT(stack.port, 0);
+  const auto account = http_request(stack.port, "POST", "/admin/v1/accounts", R"({"name":"r"})", kAdmin);
+  ASSERT_EQ(account.status, 201) << account.body;
+  const std::string credit = R"({"amount_usd":"5","kind":"paid","idempotency_key":"once"})";
+  const std::string path = "/admin/v1/accounts/acct_2/credits";
+  edit_store(stack, "CREATE TRIGGER no_answers BEFORE INSERT ON idempotency BEGIN SELECT "
+                    "RAISE(ABORT, 'disk trouble'); END");
+  const auto failed = http_request(stack.port, "POST", path, credit, kAdmin);
+  EXPECT_GE(failed.status, 500) << failed.body;
+  edit_store(stack, "DROP TRIGGER no_answers");
+  const auto retried = http_request(stack.port, "POST", path, credit, kAdmin);
+  ASSERT_EQ(retried.status, 200) << retried.body;
+  EXPECT_NE(retried.body.find(R"("paid_usd":"5.00")"), std::string::npos) << retried.body;
+  const auto again = http_request(stack.port, "POST", path, credit, kAdmin);
+  EXPECT_EQ(again.body, retried.body);
+  const auto other = http_request(stack.port, "POST", path,
+                                  R"({"amount_usd":"6","kind":"paid","idempotency_key":"once"})", kAdmin);
+  EXPECT_EQ(other.status, 409) << other.body;
+  // Stored once: after a restart, the same balance and the same answer.
+  ASSERT_TRUE(stack.restart_gateway());
+  const auto stored = http_request(stack.port, "POST", path, credit, kAdmin);
+  EXPECT_EQ(stored.body, retried.body);
+  const auto balance = http_request(stack.port, "GET", "/admin/v1/accounts/acct_2/balance", {}, kAdmin);
+  EXPECT_NE(balance.body.find(R"("paid_usd":"5.00")"), std::string::npos) << balance.body;
+  ASSERT_TRUE(stack.stop_gateway());
+  EXPECT_TRUE(ledger_verifies(stack));
+}
+
 TEST(Billing, ALongStreamKeepsItsHoldUntilItIsSettled) {
   Stack stack(
       "billing: { hold_timeout_ms: 1000 }\nupstream: { connect_timeout_ms: 200, "
