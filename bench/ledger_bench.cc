@@ -82,9 +82,10 @@ struct Store {
   // As the gateway wires it: each batch stores its usage rows and the bank's new transfers
   // before it commits.
   void attach(const std::shared_ptr<Bank>& bank) {
-    tp::store::store_settlements_with_batches(*writer, bank, usage,
-                                              std::make_shared<tp::store::AnswerBuffer>(),
-                                              std::make_shared<tp::ledger::Freeze>());
+    tp::store::store_settlements_with_batches(
+        *writer, {bank, usage, std::make_shared<tp::store::AnswerBuffer>(),
+                  std::make_shared<tp::store::NoticeRecorder>(),
+                  std::make_shared<tp::ledger::Freeze>()});
   }
   // A settlement piece, as the gateway submits it.
   tp::store::Writer::Work settle(const std::shared_ptr<Bank>& bank, const Bank::Hold& hold,

@@ -30,10 +30,15 @@ Result<std::unique_ptr<Maintenance>> Maintenance::start(const Services& services
                                    services.writer);
     if (!started) return started.status();
     notifier = std::move(started.value());
+    Notifier* n = notifier.get();
+    services.notices->set_delivery([n](std::int64_t id, const ledger::LowBalanceNotice& notice) {
+      if (!n->deliver(id, notice)) {
+        log::warn("low-balance webhook queue full", {{"account", notice.account}});
+      }
+    });
     // What a stop left undelivered goes out again, once the store says what it was.
     auto pending = std::make_shared<std::vector<store::PendingNotice>>();
     const std::int64_t since = SystemClock::instance().unix_millis() - kRedeliverMaxAgeMs;
-    Notifier* n = notifier.get();
     services.writer->submit(
         [pending, since](store::Database& db) -> Status {
           auto found = store::take_pending_notices(db, since);
@@ -63,7 +68,8 @@ Maintenance::Maintenance(const Services& services, const ops::Billing& billing,
 
 Maintenance::~Maintenance() {
   stop();
-  // Last: the writer may still complete records that hand notices to the notifier.
+  // The writer may still commit batches whose notices would go to the notifier.
+  services_.notices->set_delivery(nullptr);
   if (notifier_) notifier_->stop();
 }
 
@@ -97,7 +103,6 @@ void Maintenance::run() {
     lock.unlock();
     const std::int64_t at = clock.unix_millis();
     expire(at);
-    notify();
     if (at >= next_reconcile) {
       reconcile();
       next_reconcile = next_reconciliation(billing_, clock.unix_millis());
@@ -115,41 +120,6 @@ void Maintenance::expire(std::int64_t now_ms) {
   services_.writer->submit([bank](store::Database& db) {
     return store::persist_bank(db, *bank);
   });
-}
-
-void Maintenance::notify() {
-  std::size_t dropped = 0;
-  auto notices = std::make_shared<std::vector<ledger::LowBalanceNotice>>(
-      services_.bank->take_low_balance_notices(&dropped));
-  if (dropped > 0) {
-    log::warn("low-balance notices dropped", {{"count", static_cast<std::int64_t>(dropped)}});
-  }
-  if (notices->empty()) return;
-  for (const auto& n : *notices) {
-    log::warn("low balance", {{"account", n.account},
-                              {"threshold_usd", n.threshold.to_string()},
-                              {"balance_usd", n.balance.to_string()}});
-  }
-  // Recorded first; handed to the webhook once the record is durable.
-  auto ids = std::make_shared<std::vector<std::int64_t>>();
-  Notifier* notifier = notifier_.get();
-  services_.writer->submit(
-      [notices, ids](store::Database& db) {
-        for (const auto& n : *notices) {
-          auto id = store::insert_notice(db, n);
-          if (!id) return id.status();
-          ids->push_back(*id);
-        }
-        return Status::ok();
-      },
-      [notices, ids, notifier](const Status& committed) {
-        if (!committed || notifier == nullptr) return;
-        for (std::size_t i = 0; i < ids->size(); ++i) {
-          if (!notifier->deliver((*ids)[i], (*notices)[i])) {
-            log::warn("low-balance webhook queue full", {{"account", (*notices)[i].account}});
-          }
-        }
-      });
 }
 
 void Maintenance::reconcile() {

@@ -1,8 +1,9 @@
 #pragma once
-// The background thread of the money side: lapses holds and promo lots whose time has come,
-// records low-balance notices and hands them to the webhook, and reconciles the books on
-// schedule (a failure freezes billing). Its store work goes through the writer like
-// everything else.
+// The background thread of the money side: lapses holds and promo lots whose time has come
+// and reconciles the books on schedule (a failure freezes billing). Its store work goes
+// through the writer like everything else. It also owns the low-balance webhook: the writer
+// records notices with the batch that raised them (store::NoticeRecorder) and hands them
+// to it.
 
 #include <condition_variable>
 #include <cstdint>
@@ -18,7 +19,8 @@ namespace tp::api {
 
 class Maintenance {
  public:
-  // Sets the bank's low-balance thresholds; starts the webhook notifier when one is set.
+  // Sets the bank's low-balance thresholds; starts the webhook notifier when one is set,
+  // and has the writer deliver to it.
   static Result<std::unique_ptr<Maintenance>> start(const Services& services,
                                                     const ops::Billing& billing);
   // Stops the thread; call before the writer stops. The notifier stops on destruction,
@@ -36,7 +38,6 @@ class Maintenance {
               std::unique_ptr<Notifier> notifier);
   void run();
   void expire(std::int64_t now_ms);
-  void notify();
   void reconcile();
 
   Services services_;

@@ -67,8 +67,10 @@ Result<Services> open_services(const std::string& store_uri, const std::string& 
   services.writer = std::make_shared<store::Writer>(std::move(db.value()), writer_spin);
   services.usage = std::make_shared<store::UsageBuffer>();
   services.answers = std::make_shared<store::AnswerBuffer>();
-  store::store_settlements_with_batches(*services.writer, services.bank, services.usage,
-                                        services.answers, services.freeze);
+  services.notices = std::make_shared<store::NoticeRecorder>();
+  store::store_settlements_with_batches(
+      *services.writer, {services.bank, services.usage, services.answers, services.notices,
+                         services.freeze});
   if (const char* admin = std::getenv("TURNPIKE_ADMIN_KEY"); admin != nullptr) {
     services.admin_key = admin;
   }

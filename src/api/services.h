@@ -27,6 +27,8 @@ struct Services {
   std::shared_ptr<store::UsageBuffer> usage;
   // Idempotent admin calls' answers not yet committed; writer thread only (AnswerBuffer).
   std::shared_ptr<store::AnswerBuffer> answers;
+  // Low-balance notices, recorded with the batch that raised them (NoticeRecorder).
+  std::shared_ptr<store::NoticeRecorder> notices;
   Money trial_credit;     // granted to every new customer account
   std::string admin_key;  // empty: the admin API answers 403
 };

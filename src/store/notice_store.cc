@@ -1,5 +1,7 @@
 #include "store/notice_store.h"
 
+#include "core/log.h"
+
 namespace tp::store {
 
 Result<std::int64_t> insert_notice(Database& db, const ledger::LowBalanceNotice& n) {
@@ -58,6 +60,44 @@ Result<std::vector<PendingNotice>> take_pending_notices(Database& db, std::int64
     out.push_back(p);
   }
   return out;
+}
+
+void NoticeRecorder::set_delivery(Delivery deliver) {
+  std::lock_guard lock(mu_);
+  deliver_ = std::move(deliver);
+}
+
+Status NoticeRecorder::record(Database& db, ledger::Bank& bank) {
+  std::size_t dropped = 0;
+  std::vector<ledger::LowBalanceNotice> raised = bank.take_low_balance_notices(&dropped);
+  if (dropped > 0) {
+    log::warn("low-balance notices dropped", {{"count", static_cast<std::int64_t>(dropped)}});
+  }
+  for (ledger::LowBalanceNotice& n : raised) {
+    log::warn("low balance", {{"account", n.account},
+                              {"threshold_usd", n.threshold.to_string()},
+                              {"balance_usd", n.balance.to_string()}});
+    notices_.push_back(std::move(n));
+  }
+  ids_.clear();
+  for (const ledger::LowBalanceNotice& n : notices_) {
+    auto id = insert_notice(db, n);
+    if (!id) return id.status();
+    ids_.push_back(*id);
+  }
+  return Status::ok();
+}
+
+void NoticeRecorder::committed(bool ok) {
+  if (!ok || notices_.empty()) return;
+  {
+    std::lock_guard lock(mu_);
+    if (deliver_) {
+      for (std::size_t i = 0; i < notices_.size(); ++i) deliver_(ids_[i], notices_[i]);
+    }
+  }
+  notices_.clear();
+  ids_.clear();
 }
 
 }  // namespace tp::store

@@ -2,6 +2,8 @@
 // Low-balance notices as recorded, and what became of their delivery.
 
 #include <cstdint>
+#include <functional>
+#include <mutex>
 #include <optional>
 #include <string_view>
 #include <vector>
@@ -26,5 +28,26 @@ struct PendingNotice {
 // The pending notices raised at or after `since_ms`, oldest first, for delivery after a
 // restart. Older pending notices are closed as not delivered, their error saying why.
 Result<std::vector<PendingNotice>> take_pending_notices(Database& db, std::int64_t since_ms);
+
+// Low-balance notices go into the store with the transfers that raised them: the writer's
+// before-commit hook takes what the bank raised and records it in the batch's transaction,
+// so no kill can keep a charge and lose its notice. Once the batch committed they are
+// handed to the delivery (the webhook); what a failed commit held is recorded by the next.
+// Writer thread only, except set_delivery.
+class NoticeRecorder {
+ public:
+  using Delivery = std::function<void(std::int64_t id, const ledger::LowBalanceNotice&)>;
+  // Thread-safe; an empty one stops deliveries (the rows stay undelivered).
+  void set_delivery(Delivery deliver);
+  // Takes the bank's new notices (logging each) and records every one not committed yet.
+  Status record(Database& db, ledger::Bank& bank);
+  void committed(bool ok);
+
+ private:
+  std::vector<ledger::LowBalanceNotice> notices_;  // not committed yet
+  std::vector<std::int64_t> ids_;                  // their rows in the open transaction
+  std::mutex mu_;
+  Delivery deliver_;
+};
 
 }  // namespace tp::store

@@ -49,18 +49,16 @@ void UsageBuffer::settle(ledger::Bank& bank, const ledger::Bank::Hold& hold, Usa
 
 Status UsageBuffer::flush(Database& db) { return insert_usage_rows(db, rows_); }
 
-void store_settlements_with_batches(Writer& writer, std::shared_ptr<ledger::Bank> bank,
-                                    std::shared_ptr<UsageBuffer> usage,
-                                    std::shared_ptr<AnswerBuffer> answers,
-                                    std::shared_ptr<ledger::Freeze> freeze) {
+void store_settlements_with_batches(Writer& writer, BatchState state) {
   // The generation of the freeze record this batch writes (0: none).
   auto recording = std::make_shared<std::uint64_t>(0);
-  writer.set_before_commit([bank, usage, answers, freeze, recording](Database& db) {
-    if (Status s = usage->flush(db); !s) return s;
-    if (Status s = answers->flush(db); !s) return s;
-    if (Status s = persist_bank(db, *bank); !s) return s;
+  writer.set_before_commit([state, recording](Database& db) {
+    if (Status s = state.usage->flush(db); !s) return s;
+    if (Status s = state.answers->flush(db); !s) return s;
+    if (Status s = persist_bank(db, *state.bank); !s) return s;
+    if (Status s = state.notices->record(db, *state.bank); !s) return s;
     *recording = 0;
-    if (const auto [reason, generation] = freeze->pending_record(); !reason.empty()) {
+    if (const auto [reason, generation] = state.freeze->pending_record(); !reason.empty()) {
       if (Status s = record_freeze(db, reason, SystemClock::instance().unix_millis()); !s) {
         return s;
       }
@@ -68,11 +66,12 @@ void store_settlements_with_batches(Writer& writer, std::shared_ptr<ledger::Bank
     }
     return Status::ok();
   });
-  writer.set_after_commit([bank, usage, answers, freeze, recording](bool committed) {
-    usage->committed(committed);
-    answers->committed(committed);
-    bank->committed(committed);
-    if (committed && *recording != 0) freeze->recorded(*recording);
+  writer.set_after_commit([state, recording](bool committed) {
+    state.usage->committed(committed);
+    state.answers->committed(committed);
+    state.bank->committed(committed);
+    state.notices->committed(committed);
+    if (committed && *recording != 0) state.freeze->recorded(*recording);
   });
 }
 

@@ -13,6 +13,7 @@
 #include "ledger/bank.h"
 #include "ledger/freeze.h"
 #include "store/idempotency.h"
+#include "store/notice_store.h"
 #include "store/sqlite.h"
 #include "store/writer.h"
 
@@ -75,17 +76,21 @@ class UsageBuffer {
   std::vector<UsageRecord> rows_;
 };
 
-// Wires settlements into `writer`: every batch stores the rows `usage` holds and the bank's
-// transfers made since the last batch (settlements, holds, voids) in its own transaction;
-// they count as stored only once it commits, and what a batch that did not commit held is
-// stored by the next one.
+// What every writer batch stores besides its pieces' own writes, in its own transaction:
+// the usage rows of its settlements, the bank's transfers made since the last batch
+// (settlements, credits, voids), the answers of idempotent admin calls that made them, the
+// low-balance notices they raised, and a freeze a failed settlement set (`record`). All of
+// it counts as stored only once the transaction commits; what a batch that did not commit
+// held is stored by the next one.
+struct BatchState {
+  std::shared_ptr<ledger::Bank> bank;
+  std::shared_ptr<UsageBuffer> usage;
+  std::shared_ptr<AnswerBuffer> answers;
+  std::shared_ptr<NoticeRecorder> notices;
+  std::shared_ptr<ledger::Freeze> freeze;
+};
 // Sets the writer's before- and after-commit hooks.
-// The answers of idempotent admin calls go with the transfers they made (AnswerBuffer).
-// A freeze set with `record` (a settlement the store failed) is recorded by the next batch.
-void store_settlements_with_batches(Writer& writer, std::shared_ptr<ledger::Bank> bank,
-                                    std::shared_ptr<UsageBuffer> usage,
-                                    std::shared_ptr<AnswerBuffer> answers,
-                                    std::shared_ptr<ledger::Freeze> freeze);
+void store_settlements_with_batches(Writer& writer, BatchState state);
 
 struct UsageQuery {
   std::optional<std::int64_t> account;  // nullopt: every account

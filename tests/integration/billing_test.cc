@@ -814,5 +814,29 @@ TEST(Billing, ANoticeLeftUndeliveredByACrashIsDeliveredAfterTheRestart) {
   EXPECT_EQ(row->column_int(1), 1);
 }
 
+// A notice is stored with the settlement that raised it: a kill right after the response
+// cannot keep the charge and lose the notice (which, after a restart, nothing would raise
+// again: the balance is below the threshold already).
+TEST(Billing, ANoticeIsStoredWithTheChargeThatRaisedIt) {
+  WebhookReceiver hook({});
+  Stack stack(notice_config(hook, R"("0.0015")", 50));
+  ASSERT_GT(stack.port, 0);
+  const std::string key = funded_key(stack.port, "0.002");
+  ASSERT_EQ(http_request(stack.port, "POST", "/v1/messages", kNoticeRequest, {{"x-api-key", key}})
+                .status,
+            200);
+  ASSERT_TRUE(stack.restart_gateway(SIGKILL)) << stack.gateway->log();
+  for (int i = 0; i < 100 && hook.bodies().empty(); ++i) std::this_thread::sleep_for(20ms);
+  ASSERT_GE(hook.bodies().size(), 1u) << stack.gateway->log();
+  simdjson::dom::parser parser;
+  EXPECT_EQ(field(parser.parse(hook.bodies().back()).value(), "threshold_usd"), "0.0015");
+  auto db = store::open_sqlite(stack.dir.path() + "/var/turnpike.db");
+  ASSERT_TRUE(db);
+  auto row = (*db)->prepare("SELECT COUNT(*) FROM low_balance_notices");
+  ASSERT_TRUE(row);
+  ASSERT_EQ(row->step().value(), store::Statement::Step::kRow);
+  EXPECT_EQ(row->column_int(0), 1);
+}
+
 }  // namespace
 }  // namespace tp::test
