@@ -133,6 +133,10 @@ int serve(const ServeOptions& opts) {
   if (services->admin_key.empty()) {
     log::warn("admin API disabled: TURNPIKE_ADMIN_KEY is not set");
   }
+  if (!config.redis.empty()) {
+    // (The URL itself is not logged: it may carry a password.)
+    log::warn("redis is configured but not used yet: rate limits and budgets are not enforced");
+  }
   auto state = api::GatewayState::create(config, std::move(services.value()));
   if (!state) {
     std::fprintf(stderr, "turnpike: %s\n", state.status().message().c_str());

@@ -609,5 +609,15 @@ TEST(GatewayUpstream, StalePooledConnectionIsRetriedTransparently) {
 // Client disconnects mid-stream: billing_test.cc (the upstream is read on for its usage,
 // or cancelled when billing.disconnect_drain_ms is 0).
 
+// `redis:` is accepted ahead of the limits that will use it; until then start-up says so,
+// without the URL (it may carry a password).
+TEST(GatewayConfig, AnUnusedRedisIsNamedAtStartUp) {
+  Stack stack("redis: \"redis://:s3cret@127.0.0.1:6379\"");
+  ASSERT_GT(stack.port, 0);
+  const std::string log = stack.gateway->log();
+  EXPECT_NE(log.find("redis is configured but not used yet"), std::string::npos) << log;
+  EXPECT_EQ(log.find("s3cret"), std::string::npos) << log;
+}
+
 }  // namespace
 }  // namespace tp::test
