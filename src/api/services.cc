@@ -68,9 +68,12 @@ Result<Services> open_services(const std::string& store_uri, const std::string& 
   services.usage = std::make_shared<store::UsageBuffer>();
   services.answers = std::make_shared<store::AnswerBuffer>();
   services.notices = std::make_shared<store::NoticeRecorder>();
+  std::shared_ptr<auth::Directory> accounts = services.directory;
   store::store_settlements_with_batches(
-      *services.writer, {services.bank, services.usage, services.answers, services.notices,
-                         services.freeze});
+      *services.writer,
+      {services.bank, services.usage, services.answers, services.notices, services.freeze,
+       [accounts](store::Database& db) { return accounts->persist(db); },
+       [accounts](bool committed) { accounts->committed(committed); }});
   if (const char* admin = std::getenv("TURNPIKE_ADMIN_KEY"); admin != nullptr) {
     services.admin_key = admin;
   }

@@ -69,6 +69,40 @@ Result<KeyDigest> digest_from_hex(std::string_view hex) {
   return d;
 }
 
+// Writes an account's row whole (insert, or update of what can change), in the caller's
+// transaction.
+Status write_account(store::Database& db, const Account& a) {
+  auto upsert = db.cached(
+      "INSERT INTO accounts (id, name, kind, plan, created_ms, suspended, privacy_tier, "
+      "routing_weights, models) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE "
+      "SET suspended = excluded.suspended, privacy_tier = excluded.privacy_tier, "
+      "routing_weights = excluded.routing_weights, models = excluded.models");
+  if (!upsert) return upsert.status();
+  store::Statement& st = **upsert;
+  st.bind(1, a.id).bind(2, a.name).bind(3, a.kind).bind(4, a.plan).bind(5, a.created_ms);
+  st.bind(6, a.suspended ? 1 : 0).bind(7, catalog::privacy_tier_name(a.policy.privacy_tier));
+  st.bind(8, weights_text(a.policy.weights)).bind(9, join_models(a.models));
+  return st.run();
+}
+
+// The same for a key.
+Status write_key(store::Database& db, const ApiKey& k) {
+  auto upsert = db.cached(
+      "INSERT INTO api_keys (id, account_id, name, digest, last4, models, created_ms, expires_ms, "
+      "revoked_ms, privacy_tier, routing_weights, tags) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+      "?) ON CONFLICT (id) DO UPDATE SET expires_ms = excluded.expires_ms, "
+      "revoked_ms = excluded.revoked_ms");
+  if (!upsert) return upsert.status();
+  store::Statement& st = **upsert;
+  st.bind(1, k.id).bind(2, k.account_id).bind(3, k.name).bind(4, to_hex(k.digest));
+  st.bind(5, k.last4).bind(6, join_models(k.models)).bind(7, k.created_ms);
+  if (k.expires_ms) st.bind(8, *k.expires_ms); else st.bind_null(8);
+  if (k.revoked_ms) st.bind(9, *k.revoked_ms); else st.bind_null(9);
+  st.bind(10, catalog::privacy_tier_name(k.policy.privacy_tier));
+  st.bind(11, weights_text(k.policy.weights)).bind(12, join_models(k.tags));
+  return st.run();
+}
+
 }  // namespace
 
 const KeyGrant* KeyTable::find(const KeyDigest& digest) const {
@@ -183,6 +217,24 @@ std::vector<ApiKey> Directory::keys_of(std::int64_t account_id) const {
   return out;
 }
 
+Status Directory::persist(store::Database& db) {
+  std::lock_guard lock(mu_);
+  for (const std::int64_t id : unstored_accounts_) {
+    if (Status s = write_account(db, accounts_.at(id)); !s) return s;
+  }
+  for (const std::int64_t id : unstored_keys_) {
+    if (Status s = write_key(db, keys_.at(id)); !s) return s;
+  }
+  return Status::ok();
+}
+
+void Directory::committed(bool ok) {
+  if (!ok) return;
+  std::lock_guard lock(mu_);
+  unstored_accounts_.clear();
+  unstored_keys_.clear();
+}
+
 Result<Account> Directory::create_account(store::Database& db, std::string name, std::string kind,
                                           std::string plan, RoutingPolicy policy,
                                           std::int64_t now_ms) {
@@ -194,59 +246,39 @@ Result<Account> Directory::create_account(store::Database& db, std::string name,
             now_ms,
             false,
             std::move(policy)};
-  auto insert = db.prepare(
-      "INSERT INTO accounts (id, name, kind, plan, created_ms, privacy_tier, routing_weights) "
-      "VALUES (?, ?, ?, ?, ?, ?, ?)");
-  if (!insert) return insert.status();
-  insert->bind(1, a.id).bind(2, a.name).bind(3, a.kind).bind(4, a.plan).bind(5, a.created_ms);
-  insert->bind(6, catalog::privacy_tier_name(a.policy.privacy_tier));
-  insert->bind(7, weights_text(a.policy.weights));
-  if (auto s = insert->run(); !s) return s;
+  if (Status s = write_account(db, a); !s) return s;
   accounts_.emplace(a.id, a);
+  unstored_accounts_.insert(a.id);
   return a;
 }
 
 Result<Account> Directory::change_account(store::Database& db, std::int64_t id,
-                                          std::string_view sql,
-                                          const std::function<void(store::Statement&)>& bind,
                                           const std::function<void(Account&)>& apply) {
   std::lock_guard lock(mu_);
   const auto it = accounts_.find(id);
   if (it == accounts_.end()) {
     return Status{ErrorKind::kNotFound, fmt::format("no account acct_{}", id)};
   }
-  auto update = db.prepare(sql);
-  if (!update) return update.status();
-  bind(*update);
-  if (auto s = update->run(); !s) return s;
-  apply(it->second);
+  Account changed = it->second;
+  apply(changed);
+  if (Status s = write_account(db, changed); !s) return s;
+  it->second = std::move(changed);
+  unstored_accounts_.insert(id);
   publish();
   return it->second;
 }
 
 Result<Account> Directory::set_suspended(store::Database& db, std::int64_t id, bool suspended) {
-  return change_account(
-      db, id, "UPDATE accounts SET suspended = ? WHERE id = ?",
-      [&](store::Statement& update) { update.bind(1, suspended ? 1 : 0).bind(2, id); },
-      [&](Account& a) { a.suspended = suspended; });
+  return change_account(db, id, [&](Account& a) { a.suspended = suspended; });
 }
 
 Result<Account> Directory::set_policy(store::Database& db, std::int64_t id, RoutingPolicy policy) {
-  return change_account(
-      db, id, "UPDATE accounts SET privacy_tier = ?, routing_weights = ? WHERE id = ?",
-      [&](store::Statement& update) {
-        update.bind(1, catalog::privacy_tier_name(policy.privacy_tier));
-        update.bind(2, weights_text(policy.weights)).bind(3, id);
-      },
-      [&](Account& a) { a.policy = policy; });
+  return change_account(db, id, [&](Account& a) { a.policy = policy; });
 }
 
 Result<Account> Directory::set_models(store::Database& db, std::int64_t id,
                                       std::vector<std::string> models) {
-  return change_account(
-      db, id, "UPDATE accounts SET models = ? WHERE id = ?",
-      [&](store::Statement& update) { update.bind(1, join_models(models)).bind(2, id); },
-      [&](Account& a) { a.models = models; });
+  return change_account(db, id, [&](Account& a) { a.models = models; });
 }
 
 Result<ApiKey> Directory::create_key(store::Database& db, const KeyHasher& hasher,
@@ -271,14 +303,13 @@ Result<ApiKey> Directory::rotate_key(store::Database& db, const KeyHasher& hashe
                                  KeySpec{old.name, old.models, old.policy, old.tags, old.expires_ms},
                                  now_ms, secret);
   if (!fresh) return fresh;
-  const std::int64_t until =
+  ApiKey ending = old;
+  ending.expires_ms =
       old.expires_ms ? std::min(*old.expires_ms, now_ms + grace_ms) : now_ms + grace_ms;
-  auto update = db.prepare("UPDATE api_keys SET expires_ms = ? WHERE id = ?");
-  if (!update) return update.status();
-  update->bind(1, until).bind(2, key_id);
-  if (auto s = update->run(); !s) return s;
-  keys_.at(key_id).expires_ms = until;
-  *old_expires_ms = until;
+  if (Status s = write_key(db, ending); !s) return s;
+  *old_expires_ms = *ending.expires_ms;
+  keys_.at(key_id) = std::move(ending);
+  unstored_keys_.insert(key_id);
   publish();
   return fresh;
 }
@@ -301,21 +332,9 @@ Result<ApiKey> Directory::create_key_locked(store::Database& db, const KeyHasher
   k.expires_ms = spec.expires_ms;
   k.policy = std::move(spec.policy);
   k.tags = std::move(spec.tags);
-  auto insert = db.prepare(
-      "INSERT INTO api_keys (id, account_id, name, digest, last4, models, created_ms, expires_ms, "
-      "privacy_tier, routing_weights, tags) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
-  if (!insert) return insert.status();
-  insert->bind(1, k.id).bind(2, k.account_id).bind(3, k.name).bind(4, to_hex(k.digest));
-  insert->bind(5, k.last4).bind(6, join_models(k.models)).bind(7, k.created_ms);
-  if (k.expires_ms) {
-    insert->bind(8, *k.expires_ms);
-  } else {
-    insert->bind_null(8);
-  }
-  insert->bind(9, catalog::privacy_tier_name(k.policy.privacy_tier));
-  insert->bind(10, weights_text(k.policy.weights)).bind(11, join_models(k.tags));
-  if (auto s = insert->run(); !s) return s;
+  if (Status s = write_key(db, k); !s) return s;
   keys_.emplace(k.id, k);
+  unstored_keys_.insert(k.id);
   publish();
   *secret = fresh.key;
   return k;
@@ -327,11 +346,11 @@ Status Directory::revoke_key(store::Database& db, std::int64_t key_id, std::int6
   if (it == keys_.end() || it->second.revoked_ms) {
     return {ErrorKind::kNotFound, fmt::format("no active key key_{}", key_id)};
   }
-  auto update = db.prepare("UPDATE api_keys SET revoked_ms = ? WHERE id = ?");
-  if (!update) return update.status();
-  update->bind(1, now_ms).bind(2, key_id);
-  if (auto s = update->run(); !s) return s;
-  it->second.revoked_ms = now_ms;
+  ApiKey revoked = it->second;
+  revoked.revoked_ms = now_ms;
+  if (Status s = write_key(db, revoked); !s) return s;
+  it->second = std::move(revoked);
+  unstored_keys_.insert(key_id);
   publish();
   return Status::ok();
 }

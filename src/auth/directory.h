@@ -13,6 +13,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -112,7 +113,8 @@ class Directory {
   std::vector<Account> accounts() const;  // every account, by id
   std::vector<ApiKey> keys_of(std::int64_t account_id) const;
 
-  // Each change is applied to `db` (inside the caller's transaction) first, then in memory.
+  // Each change is written to `db` (inside the caller's transaction) first, then made in
+  // memory, and written again by persist() until a commit has stored it.
   Result<Account> create_account(store::Database& db, std::string name, std::string kind,
                                  std::string plan, RoutingPolicy policy, std::int64_t now_ms);
   Result<Account> set_suspended(store::Database& db, std::int64_t id, bool suspended);
@@ -138,12 +140,19 @@ class Directory {
                             std::int64_t grace_ms, std::int64_t now_ms, std::string* secret,
                             std::int64_t* old_expires_ms);
 
+  // The store writer's batch hooks. A change is in memory (and in effect) from the moment
+  // its piece ran; should that piece's savepoint or the batch's transaction roll back, its
+  // rows would be lost while the change stands. So every batch writes again, whole, each
+  // account and key changed since the last commit (persist, before the commit), and
+  // forgets them once one committed (committed).
+  Status persist(store::Database& db);
+  void committed(bool ok);
+
  private:
   void publish();  // caller holds mu_
-  // One change of a stored account: `sql` with `bind`'s parameters, then `apply` to the
-  // copy in memory; kNotFound for an unknown id.
-  Result<Account> change_account(store::Database& db, std::int64_t id, std::string_view sql,
-                                 const std::function<void(store::Statement&)>& bind,
+  // One change of a stored account: `apply`, written to the store, then kept in memory;
+  // kNotFound for an unknown id.
+  Result<Account> change_account(store::Database& db, std::int64_t id,
                                  const std::function<void(Account&)>& apply);
   Result<ApiKey> create_key_locked(store::Database& db, const KeyHasher& hasher,
                                    std::int64_t account_id, KeySpec spec, std::int64_t now_ms,
@@ -152,6 +161,8 @@ class Directory {
   mutable std::mutex mu_;
   std::map<std::int64_t, Account> accounts_;
   std::map<std::int64_t, ApiKey> keys_;
+  std::set<std::int64_t> unstored_accounts_;  // changed since the last commit
+  std::set<std::int64_t> unstored_keys_;
   std::shared_ptr<const KeyTable> table_;
   std::atomic<std::uint64_t> version_{0};
 };

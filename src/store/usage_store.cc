@@ -57,6 +57,9 @@ void store_settlements_with_batches(Writer& writer, BatchState state) {
     if (Status s = state.answers->flush(db); !s) return s;
     if (Status s = persist_bank(db, *state.bank); !s) return s;
     if (Status s = state.notices->record(db, *state.bank); !s) return s;
+    if (state.also_store) {
+      if (Status s = state.also_store(db); !s) return s;
+    }
     *recording = 0;
     if (const auto [reason, generation] = state.freeze->pending_record(); !reason.empty()) {
       if (Status s = record_freeze(db, reason, SystemClock::instance().unix_millis()); !s) {
@@ -71,6 +74,7 @@ void store_settlements_with_batches(Writer& writer, BatchState state) {
     state.answers->committed(committed);
     state.bank->committed(committed);
     state.notices->committed(committed);
+    if (state.also_committed) state.also_committed(committed);
     if (committed && *recording != 0) state.freeze->recorded(*recording);
   });
 }

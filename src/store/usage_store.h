@@ -3,6 +3,7 @@
 // read back page by page. Metadata only; no prompt or completion text ever reaches it.
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -79,7 +80,8 @@ class UsageBuffer {
 // What every writer batch stores besides its pieces' own writes, in its own transaction:
 // the usage rows of its settlements, the bank's transfers made since the last batch
 // (settlements, credits, voids), the answers of idempotent admin calls that made them, the
-// low-balance notices they raised, and a freeze a failed settlement set (`record`). All of
+// low-balance notices they raised, a freeze a failed settlement set (`record`), and what
+// `also_store` writes. All of
 // it counts as stored only once the transaction commits; what a batch that did not commit
 // held is stored by the next one.
 struct BatchState {
@@ -88,6 +90,10 @@ struct BatchState {
   std::shared_ptr<AnswerBuffer> answers;
   std::shared_ptr<NoticeRecorder> notices;
   std::shared_ptr<ledger::Freeze> freeze;
+  // Anything else kept in memory first and stored by the batch (the accounts and keys, from
+  // a layer above the store): written before the commit, told how it ended. Optional.
+  std::function<Status(Database&)> also_store;
+  std::function<void(bool committed)> also_committed;
 };
 // Sets the writer's before- and after-commit hooks.
 void store_settlements_with_batches(Writer& writer, BatchState state);

@@ -636,6 +636,30 @@ TEST(Billing, ACreditRetriedAfterAFailedCommitIsAppliedOnce) {
   EXPECT_TRUE(ledger_verifies(stack));
 }
 
+// The same for account creation, which deposits the trial credit: the retry answers the
+// first account, which the next commit stores with its credit, once.
+TEST(Billing, AnAccountCreationRetriedAfterAFailedCommitCreatesOneAccount) {
+  Stack stack;
+  ASSERT_GT(stack.port, 0);
+  const std::string create = R"({"name":"retry","idempotency_key":"new-1"})";
+  edit_store(stack, "CREATE TRIGGER no_answers BEFORE INSERT ON idempotency BEGIN SELECT "
+                    "RAISE(ABORT, 'disk trouble'); END");
+  const auto failed = http_request(stack.port, "POST", "/admin/v1/accounts", create, kAdmin);
+  EXPECT_GE(failed.status, 500) << failed.body;
+  edit_store(stack, "DROP TRIGGER no_answers");
+  const auto retried = http_request(stack.port, "POST", "/admin/v1/accounts", create, kAdmin);
+  ASSERT_EQ(retried.status, 201) << retried.body;
+  EXPECT_NE(retried.body.find(R"("id":"acct_2")"), std::string::npos) << retried.body;
+  ASSERT_TRUE(stack.restart_gateway());
+  const auto stored = http_request(stack.port, "GET", "/admin/v1/accounts/acct_2", {}, kAdmin);
+  EXPECT_NE(stored.body.find(R"("name":"retry")"), std::string::npos) << stored.body;
+  EXPECT_EQ(http_request(stack.port, "GET", "/admin/v1/accounts/acct_3", {}, kAdmin).status, 404);
+  const auto balance = http_request(stack.port, "GET", "/admin/v1/accounts/acct_2/balance", {}, kAdmin);
+  EXPECT_NE(balance.body.find(R"("trial_usd":"20.00")"), std::string::npos) << balance.body;
+  ASSERT_TRUE(stack.stop_gateway());
+  EXPECT_TRUE(ledger_verifies(stack));
+}
+
 TEST(Billing, ALongStreamKeepsItsHoldUntilItIsSettled) {
   Stack stack(
       "billing: { hold_timeout_ms: 1000 }\nupstream: { connect_timeout_ms: 200, "

@@ -56,6 +56,55 @@ TEST(Directory, AccountsAndKeysPersistAndPublishSnapshots) {
   std::filesystem::remove_all(dir);
 }
 
+// A change stands in memory from the moment its piece ran; when its transaction rolls
+// back, the next one that persists writes it again.
+TEST(Directory, ChangesRolledBackAreWrittenAgainByTheNextCommit) {
+  const auto dir = std::filesystem::temp_directory_path() / "turnpike-directory-redo-test";
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  const std::string path = (dir / "t.db").string();
+  const KeyHasher hasher(std::string(32, 'k'));
+  std::string secret, rotated;
+  {
+    auto db = store::open_sqlite(path).value();
+    ASSERT_TRUE(store::migrate(*db));
+    auto directory = Directory::load(*db).value();
+    ASSERT_TRUE(db->exec("BEGIN"));
+    ASSERT_TRUE(directory->create_account(*db, "Acme", "customer", "", {}, 1000));
+    auto key = directory->create_key(*db, hasher, 1, {"ci", {}, {}, {}, std::nullopt}, 2000, &secret);
+    ASSERT_TRUE(key);
+    ASSERT_TRUE(db->exec("COMMIT"));
+    directory->committed(true);
+    // A batch that fails: its changes stay in memory, its rows are gone.
+    ASSERT_TRUE(db->exec("BEGIN"));
+    ASSERT_TRUE(directory->set_suspended(*db, 1, true));
+    std::int64_t old_expires = 0;
+    ASSERT_TRUE(directory->rotate_key(*db, hasher, key->id, 60'000, 3000, &rotated, &old_expires));
+    ASSERT_TRUE(directory->create_account(*db, "Beta", "customer", "", {}, 4000));
+    ASSERT_TRUE(db->exec("ROLLBACK"));
+    directory->committed(false);
+    // The next one stores them.
+    ASSERT_TRUE(db->exec("BEGIN"));
+    ASSERT_TRUE(directory->persist(*db));
+    ASSERT_TRUE(db->exec("COMMIT"));
+    directory->committed(true);
+    ASSERT_TRUE(db->exec("BEGIN"));
+    ASSERT_TRUE(directory->persist(*db));  // nothing left to write
+    ASSERT_TRUE(db->exec("COMMIT"));
+  }
+  auto db = store::open_sqlite(path).value();
+  auto directory = Directory::load(*db).value();
+  ASSERT_TRUE(directory->account(1));
+  EXPECT_TRUE(directory->account(1)->suspended);
+  ASSERT_TRUE(directory->account(2));
+  EXPECT_EQ(directory->account(2)->name, "Beta");
+  const KeyGrant* old_key = directory->keys()->find(hasher.digest(secret));
+  ASSERT_NE(old_key, nullptr);
+  EXPECT_EQ(old_key->expires_ms, std::optional<std::int64_t>(63'000));
+  EXPECT_NE(directory->keys()->find(hasher.digest(rotated)), nullptr);
+  std::filesystem::remove_all(dir);
+}
+
 TEST(Directory, RoutingPoliciesPersistAndCombineIntoTheGrant) {
   const auto dir = std::filesystem::temp_directory_path() / "turnpike-directory-policy-test";
   std::filesystem::remove_all(dir);
