@@ -547,7 +547,10 @@ Task<void> Server::serve_connection(Worker& worker, Socket socket) {
 
     if (read_error || step == RequestReader::Step::kError) {
       const bool timed_out = deadline.expired();
-      if (read_error && !timed_out && !reader.started()) break;  // closed between requests
+      // Nothing of a next request came: closed between requests, or idle past its time
+      // (closed without an answer, which a client sending a request just then would take
+      // for that request's).
+      if (read_error && !reader.started()) break;
       if (read_error && !timed_out && read_error != asio::error::eof) break;  // went away
       const unsigned status = timed_out ? 408 : read_error ? 400 : reader.error_status();
       const std::string message =
