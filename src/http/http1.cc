@@ -249,6 +249,18 @@ ParseStatus parse_request_head(std::string_view data, std::size_t head_bytes_max
     head.error = "malformed request line";
     return ParseStatus::kError;
   }
+  // A target in absolute form ("http://host/path", RFC 9112 §3.2.2, which servers must
+  // accept) stands for its path and query; Turnpike serves one origin, so the authority is
+  // not consulted. (Without a path it stays as it is, and no route matches it.)
+  if (const std::size_t scheme_end = head.target.find("://");
+      head.target.front() != '/' && scheme_end != std::string_view::npos &&
+      (iequals(head.target.substr(0, scheme_end), "http") ||
+       iequals(head.target.substr(0, scheme_end), "https"))) {
+    const std::size_t path = head.target.find_first_of("/?#", scheme_end + 3);
+    if (path != std::string_view::npos && head.target[path] == '/') {
+      head.target.remove_prefix(path);
+    }
+  }
   if (!parse_fields(text.substr(line_end + 2), head)) return ParseStatus::kError;
   head.expect_continue = iequals(head.header("expect"), "100-continue");
   head_bytes = skip + end;
