@@ -28,7 +28,14 @@ Result<store::UsageQuery> parse_usage_query(const http::QueryParams& params,
   store::UsageQuery q;
   q.account = account;
   q.limit = kUsagePageRowsDefault;
-  for (const auto& [key, value] : params) {
+  for (std::size_t i = 0; i < params.size(); ++i) {
+    const auto& [key, value] = params[i];
+    for (std::size_t j = 0; j < i; ++j) {
+      if (params[j].first == key) {
+        return invalid(fmt::format("query parameter '{}' is given more than once",
+                                   key.substr(0, 64)));
+      }
+    }
     if (key == "from" || key == "to") {
       const auto ms = parse_rfc3339(value);
       if (!ms) {

@@ -149,7 +149,8 @@ TEST(UsageQuery, ValidatesEveryParameter) {
        std::vector<http::QueryParams>{{{"limit", "0"}}, {{"limit", "1001"}}, {{"limit", "x"}},
                                       {{"cursor", "42"}}, {{"from", "yesterday"}},
                                       {{"from", "2026-01-02T00:00:00Z"}, {"to", "2026-01-01T00:00:00Z"}},
-                                      {{"colour", "blue"}}}) {
+                                      {{"colour", "blue"}},
+                                      {{"limit", "5"}, {"limit", "6"}}}) {  // given twice
     auto r = parse_usage_query(bad, 7);
     ASSERT_FALSE(r);
     EXPECT_EQ(r.status().kind(), ErrorKind::kInvalidRequest);
@@ -158,6 +159,9 @@ TEST(UsageQuery, ValidatesEveryParameter) {
   ASSERT_FALSE(other);
   EXPECT_EQ(other.status().kind(), ErrorKind::kForbidden);
   EXPECT_EQ(parse_usage_query({{"account", "acct_8"}}, std::nullopt)->account, 8);
+  const auto twice = parse_usage_query({{"account", "acct_8"}, {"account", "acct_9"}}, std::nullopt);
+  ASSERT_FALSE(twice);
+  EXPECT_NE(twice.status().message().find("'account' is given more than once"), std::string::npos);
   EXPECT_FALSE(parse_usage_query({}, std::nullopt)->account);
 }
 
