@@ -477,7 +477,17 @@ class RequestReader {
   std::size_t read_size() const { return phase_ == Phase::kBody ? 64 * 1024 : 8 * 1024; }
   unsigned error_status() const { return error_status_; }
   const std::string& error() const { return error_; }
-  std::string_view target() const { return phase_ == Phase::kBody ? req_.target() : ""; }
+  // The request's target, for an error's shape: once the head is parsed, its target; before
+  // (a head too large, malformed or late), whatever the request line in `buffer` names.
+  std::string_view target(const beast::flat_buffer& buffer) const {
+    if (phase_ == Phase::kBody) return req_.target();
+    std::string_view line(static_cast<const char*>(buffer.data().data()), buffer.size());
+    line.remove_prefix(std::min(line.find_first_not_of("\r\n"), line.size()));
+    const std::size_t begin = line.find(' ');
+    if (begin == std::string_view::npos) return "";
+    line.remove_prefix(begin + 1);
+    return line.substr(0, line.find_first_of(" \r\n"));
+  }
 
  private:
   enum class Phase { kIdle, kHeader, kBody };
@@ -562,7 +572,7 @@ Task<void> Server::serve_connection(Worker& worker, Socket socket) {
           : read_error    ? std::string("malformed HTTP request: connection closed mid-request")
                           : fmt::format("malformed HTTP request: {}", reader.error());
       Responder res(socket, deadline, limits_, scratch, 11, /*keep_alive=*/false);
-      co_await worker.handler->reject(status, message, reader.target(), res);
+      co_await worker.handler->reject(status, message, reader.target(buffer), res);
       co_await linger(socket, deadline, buffer);
       break;
     }

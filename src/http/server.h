@@ -162,7 +162,7 @@ class Handler {
   // Must answer through `res` (send or a complete stream) unless the client vanished.
   virtual Task<void> handle(Request& req, Responder& res) = 0;
   // Answers a request the server could not parse or accept (400, 408, 413, 431).
-  // `target` is empty when the request line itself was not read.
+  // `target` is what the request line names, as far as it was read (empty when none was).
   virtual Task<void> reject(unsigned status, std::string_view message, std::string_view target,
                             Responder& res) = 0;
 };

@@ -130,6 +130,13 @@ TEST(Server, HeadersOverLimitAre431) {
   const auto res = http_request(stack.port, "GET", "/v1/models", "",
                                 {{"x-filler", std::string(20000, 'a')}});
   EXPECT_EQ(res.status, 431);
+  EXPECT_NE(res.body.find(R"("error":{"message")"), std::string::npos) << res.body;
+  // An error the server answers before the head is whole still takes the shape of the
+  // API the request line names.
+  const auto messages = http_request(stack.port, "POST", "/v1/messages", "{}",
+                                     {{"x-filler", std::string(20000, 'a')}});
+  EXPECT_EQ(messages.status, 431);
+  EXPECT_NE(messages.body.find(R"("type":"error")"), std::string::npos) << messages.body;
 }
 
 TEST(Server, SigtermDrainsInFlightStreamThenExitsZero) {
