@@ -198,6 +198,15 @@ Money Bank::settle(const Hold& hold, Money actual, std::int64_t now_ms) {
   return charged;
 }
 
+Money Bank::reverse(std::int64_t account, HoldId hold, std::int64_t now_ms) {
+  std::lock_guard lock(mu_);
+  const auto it = wallets_.find(account);
+  if (it == wallets_.end() || hold == 0) return Money();
+  const Money back = it->second->reverse(hold, now_ms);
+  check_low_balance(account, *it->second, now_ms);
+  return back;
+}
+
 void Bank::void_hold(const Hold& hold, std::int64_t now_ms) {
   if (hold.id == 0) return;
   std::lock_guard lock(mu_);

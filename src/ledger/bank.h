@@ -86,6 +86,8 @@ class Bank {
   // expired meanwhile, or none at all (id 0: the worst case cost nothing), is charged all
   // the same, straight from the books. Returns the charge.
   Money settle(const Hold& hold, Money actual, std::int64_t now_ms);
+  // Takes back the charge of `hold`'s settlement (see Wallet::reverse). Returns it.
+  Money reverse(std::int64_t account, HoldId hold, std::int64_t now_ms);
   // Gives a hold back whole (the request failed). A hold that expired already is a no-op.
   void void_hold(const Hold& hold, std::int64_t now_ms);
   // Keeps the hold of a request still running from lapsing: it now expires at

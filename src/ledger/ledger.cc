@@ -15,6 +15,7 @@ std::string_view transfer_kind_name(TransferKind kind) {
     case TransferKind::kOverdraft: return "overdraft";
     case TransferKind::kExpire: return "expire";
     case TransferKind::kRefund: return "refund";
+    case TransferKind::kReverse: return "reverse";
   }
   return "unknown";
 }

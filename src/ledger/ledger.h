@@ -33,6 +33,7 @@ enum class TransferKind : std::uint8_t {
   kOverdraft, // the part of a cost above its hold: paid (may go negative) → revenue
   kExpire,    // an expired promo lot's remainder → expired_credits
   kRefund,    // unused paid credit returned: paid → refunds
+  kReverse,   // a charge taken back (its settlement failed to store): revenue → the book
 };
 std::string_view transfer_kind_name(TransferKind kind);
 

@@ -266,6 +266,34 @@ Money Wallet::charge(Money actual, HoldId hold, std::int64_t now_ms) {
   return actual;
 }
 
+Money Wallet::reverse(HoldId id, std::int64_t now_ms) {
+  std::vector<Leg> charged;
+  for (const Transfer& t : ledger_.journal()) {
+    if (t.hold == id && t.kind == TransferKind::kReverse) return Money();  // reversed before
+    if (t.hold == id && t.credit == platform_.revenue &&
+        (t.kind == TransferKind::kPost || t.kind == TransferKind::kOverdraft) &&
+        (t.debit == paid_ || t.debit == trial_ || ledger_.name(t.debit).starts_with(customer_ + ":promo:"))) {
+      charged.push_back({t.debit, t.amount});
+    }
+  }
+  Money total;
+  for (const Leg& leg : charged) {
+    auto back = ledger_.transfer(platform_.revenue, leg.source, leg.amount, TransferKind::kReverse,
+                                 id, now_ms);
+    TP_CHECK(back.is_ok());  // revenue has no floor
+    total += leg.amount;
+    const Lot* l = lot(leg.source);
+    if (leg.source != paid_ && leg.source != trial_ && (l == nullptr || l->swept ||
+                                                        l->expires_at_ms <= now_ms)) {
+      // The lot's time is over: what came back goes where its remainder went.
+      auto gone = ledger_.transfer(leg.source, platform_.expired_credits, leg.amount,
+                                   TransferKind::kExpire, id, now_ms);
+      TP_CHECK(gone.is_ok());
+    }
+  }
+  return total;
+}
+
 void Wallet::recover(const Transfer& t) {
   if (t.hold == 0) return;
   next_hold_ = std::max(next_hold_, t.hold + 1);

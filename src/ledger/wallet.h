@@ -88,6 +88,11 @@ class Wallet {
   // Moves an open hold's expiry to `expires_at_ms` (a request still running). False when
   // the hold is not open.
   bool renew(HoldId id, std::int64_t expires_at_ms);
+  // Takes back what hold `id`'s settlement charged (its post and overdraft transfers still
+  // in the journal), to the books it came from; what returns to a promo lot past its time
+  // expires at once. For a settlement whose store commit failed: its client got an error,
+  // not the answer. Returns what came back.
+  Money reverse(HoldId id, std::int64_t now_ms);
   // Charges `actual` (> 0) without a hold, for a request whose hold expired before it
   // finished: from the unreserved books in spend order, then an overdraft of paid for the
   // rest. The transfers carry `hold` for the record.

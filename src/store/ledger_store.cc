@@ -85,7 +85,7 @@ Result<std::vector<std::string>> check_books(Database& db, std::span<const Usage
         Money::from_nanos(floors->column_int(1)).to_string(), (-overdrawn).to_string()));
   }
   // Settlements: each request's usage row against its hold's charges (post and overdraft
-  // transfers from the account's books), and charges without a row. Hold ids are numbered
+  // transfers from the account's books, less reversals), and charges without a row. Hold ids are numbered
   // per account, and a process continues after the last id it finds among the transfers,
   // so an id may recur (after a request that charged nothing): both sides are summed per
   // account and hold. The SQL lists every pair that differs in the store; rows still in
@@ -94,10 +94,13 @@ Result<std::vector<std::string>> check_books(Database& db, std::span<const Usage
   for (const UsageRecord& r : pending) {
     if (r.hold != 0) unstored[{r.account_id, static_cast<std::int64_t>(r.hold)}] += r.cost;
   }
+  // A reversal (a settlement whose commit failed) takes its charges back.
   auto charges = db.prepare(
       "WITH charged AS (SELECT CAST(substr(a.name, 6, instr(a.name, ':') - 6) AS INTEGER) "
-      "AS account, t.hold AS hold, SUM(t.amount_nanos) AS total FROM transfers t "
-      "JOIN ledger_accounts a ON a.id = t.debit WHERE t.hold != 0 AND t.kind IN (?1, ?2) "
+      "AS account, t.hold AS hold, SUM(CASE WHEN t.kind = ?3 THEN -t.amount_nanos ELSE "
+      "t.amount_nanos END) AS total FROM transfers t "
+      "JOIN ledger_accounts a ON a.id = CASE WHEN t.kind = ?3 THEN t.credit ELSE t.debit END "
+      "WHERE t.hold != 0 AND t.kind IN (?1, ?2, ?3) "
       "AND a.name LIKE 'acct!_%:%' ESCAPE '!' GROUP BY 1, 2), "
       "billed AS (SELECT account_id AS account, hold, SUM(cost_nanos) AS total, "
       "MIN(request_id) AS request FROM usage_log WHERE hold != 0 GROUP BY 1, 2) "
@@ -105,9 +108,11 @@ Result<std::vector<std::string>> check_books(Database& db, std::span<const Usage
       "LEFT JOIN charged c ON c.account = b.account AND c.hold = b.hold "
       "WHERE b.total != COALESCE(c.total, 0) "
       "UNION ALL SELECT c.account, c.hold, NULL, 0, c.total FROM charged c "
-      "LEFT JOIN billed b ON b.account = c.account AND b.hold = c.hold WHERE b.hold IS NULL");
+      "LEFT JOIN billed b ON b.account = c.account AND b.hold = c.hold WHERE b.hold IS NULL "
+      "AND c.total != 0");
   if (!charges) return charges.status();
   charges->bind(1, post).bind(2, overdraft);
+  charges->bind(3, static_cast<std::int64_t>(ledger::TransferKind::kReverse));
   for (;;) {
     auto step = charges->step();
     if (!step) return step.status();

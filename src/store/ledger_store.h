@@ -28,8 +28,8 @@ Result<ledger::StoredBooks> read_books(Database& db);
 // does by itself), each found breach as a sentence (at most `max`):
 // - no account with a non-negative floor is below zero, except a paid book by at most what
 //   overdrafts (responses' shortfalls over their holds) took from it;
-// - every settled request's charges (its hold's post and overdraft transfers) add up to the
-//   cost in its usage row, and no charge is without its usage row.
+// - every settled request's charges (its hold's post and overdraft transfers, less any
+//   reversal) add up to the cost in its usage row, and no charge is without its usage row.
 // `pending`: usage rows whose charges are in the ledger but which are not stored yet (the
 // writer's current batch). Scans both tables: for reconciliation, not the request path.
 Result<std::vector<std::string>> check_books(Database& db,

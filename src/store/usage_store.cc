@@ -49,6 +49,16 @@ void UsageBuffer::settle(ledger::Bank& bank, const ledger::Bank::Hold& hold, Usa
 
 Status UsageBuffer::flush(Database& db) { return insert_usage_rows(db, rows_); }
 
+void UsageBuffer::reverse_unstored(ledger::Bank& bank, std::int64_t now_ms) {
+  for (; reversed_ < rows_.size(); ++reversed_) {
+    UsageRecord& r = rows_[reversed_];
+    if (r.hold == 0) continue;
+    (void)bank.reverse(r.account_id, r.hold, now_ms);
+    r.status = 503;
+    r.cost = r.input_cost = r.output_cost = r.standard_cost = Money();
+  }
+}
+
 void store_settlements_with_batches(Writer& writer, BatchState state) {
   // The generation of the freeze record this batch writes (0: none).
   auto recording = std::make_shared<std::uint64_t>(0);
@@ -70,6 +80,9 @@ void store_settlements_with_batches(Writer& writer, BatchState state) {
     return Status::ok();
   });
   writer.set_after_commit([state, recording](bool committed) {
+    if (!committed) {
+      state.usage->reverse_unstored(*state.bank, SystemClock::instance().unix_millis());
+    }
     state.usage->committed(committed);
     state.answers->committed(committed);
     state.bank->committed(committed);

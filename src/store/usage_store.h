@@ -67,14 +67,23 @@ class UsageBuffer {
   // back, they stay for the next batch, as the bank hands that batch's charges over again
   // (Bank::committed), so a charge is never stored without its row.
   void committed(bool ok) {
-    if (ok) rows_.clear();
+    if (ok) {
+      rows_.clear();
+      reversed_ = 0;
+    }
   }
+  // After a failed commit: every settlement of the batch failed, and its client got an
+  // error instead of the answer, so its charge is taken back (Bank::reverse) and its row
+  // says 503 at no cost. Row and reversal are stored together by the next batch. (A
+  // settlement that held nothing, id 0, has no charge to find and keeps it.)
+  void reverse_unstored(ledger::Bank& bank, std::int64_t now_ms);
   // The rows not stored yet: this batch's, and any a failed batch left.
   std::span<const UsageRecord> pending() const { return rows_; }
   std::size_t size() const { return rows_.size(); }
 
  private:
   std::vector<UsageRecord> rows_;
+  std::size_t reversed_ = 0;  // rows_[0, reversed_) were reversed already
 };
 
 // What every writer batch stores besides its pieces' own writes, in its own transaction:

@@ -598,7 +598,17 @@ TEST(Billing, AFailedSettlementFreezesBillingAcrossARestart) {
   EXPECT_EQ(after.status, 503) << after.body;
   EXPECT_NE(after.body.find("the store failed to record a settlement"), std::string::npos)
       << after.body;
-  // The books hold together: the charge that stood has its row.
+  // The client of the failed settlement got 503, not the answer: its charge was taken back
+  // and its row says so, at no cost. The books hold together.
+  const auto rows = usage_log(stack.port, kAdmin);
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_EQ(rows[1].status, 503);
+  EXPECT_EQ(rows[1].cost, Money());
+  const auto balance = http_request(stack.port, "GET", "/api/balance", {}, stack.auth());
+  simdjson::dom::parser parser;
+  EXPECT_EQ(Money::parse(field(parser.parse(balance.body).value(), "available_usd")).value(),
+            Money::parse("20").value() - rows[0].cost)
+      << balance.body;
   ASSERT_TRUE(stack.stop_gateway());
   EXPECT_TRUE(ledger_verifies(stack));
 }

@@ -156,6 +156,26 @@ TEST_F(WalletTest, TheOverdraftLicenceEndsWithItsHold) {
   expect_balanced();
 }
 
+TEST_F(WalletTest, AReversalGivesEveryBookBackWhatTheSettlementTook) {
+  ASSERT_TRUE(wallet.deposit_promo(usd("0.5"), now + 1000, now));
+  ASSERT_TRUE(wallet.deposit_promo(usd("0.25"), now + 100'000, now));
+  ASSERT_TRUE(wallet.deposit_trial(usd("0.5"), now));
+  auto h = wallet.hold(usd("1.25"), now + 10'000, now);  // both lots and the trial
+  ASSERT_TRUE(h);
+  EXPECT_EQ(*wallet.cover(*h, usd("2"), now), Wallet::Cover::kOverdraft);
+  ASSERT_TRUE(wallet.post(*h, usd("2"), now));  // 0.75 of it overdrawn from paid
+  EXPECT_EQ(wallet.paid(), usd("-0.75"));
+  EXPECT_EQ(wallet.expire(now + 1000).lots, 1u);  // the first lot's time is over
+  EXPECT_EQ(wallet.reverse(*h, now + 2000), usd("2"));
+  EXPECT_EQ(wallet.paid(), usd("0"));
+  EXPECT_EQ(wallet.trial(), usd("0.5"));
+  EXPECT_EQ(wallet.promo(now + 2000), usd("0.25"));  // the lot still running has its part
+  EXPECT_EQ(ledger.balance(platform.revenue), usd("0"));
+  EXPECT_EQ(ledger.balance(platform.expired_credits), usd("0.5"));  // the other lot's went
+  EXPECT_EQ(wallet.reverse(*h, now + 2000), usd("0"));  // once only
+  expect_balanced();
+}
+
 TEST_F(WalletTest, VoidAndExpiryReturnEverything) {
   ASSERT_TRUE(wallet.deposit_paid(usd("5"), now));
   auto a = wallet.hold(usd("2"), now + 1000, now);
