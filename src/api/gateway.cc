@@ -305,6 +305,10 @@ struct Bill {
   std::int64_t input_max = 0;       // tokens at most (the hold's assumption)
   Money covered;              // what the hold reserves now (cover() may extend it)
   bool may_overdraw = false;  // this response has the account's overdraft licence
+  bool lapsed = false;        // the hold lapsed (found at a renewal): cover() takes a new one
+  // The response was stopped because the account could not cover it: it is charged what
+  // it holds at most (see settle).
+  bool capped = false;
   std::chrono::steady_clock::time_point started;
   store::UsageRecord record;
   bool closed = false;  // settled or voided
@@ -432,10 +436,11 @@ class Gateway final : public http::Handler {
   Task<bool> settle(Bill& bill, const meter::Usage& usage, int status);
   // Extends the hold of a request still running, so it never lapses under it.
   void keep_hold(Bill& bill);
-  // A response that costs, or may cost, `needed`: more than its hold covers, the bank is
-  // asked for the difference (Bank::cover), and first, without overdrawing, for `ahead`
-  // (more than needed, so a running stream asks again less often). False when the account
-  // cannot give `needed`: the response must not go on.
+  // A response that costs, or may cost, `needed`: more than its hold covers (or its hold
+  // lapsed), the bank is asked for the difference (Bank::cover), and first, without
+  // overdrawing, for `ahead` (more than needed, so a running stream asks again less
+  // often). False when the account cannot give `needed`: the response must not go on, and
+  // bill.covered says what it holds.
   bool cover(Bill& bill, Money needed, Money ahead = Money());
 
   // The route the composite score picks among `model`'s routes on `api` (nullptr when it
@@ -1437,30 +1442,61 @@ void Gateway::observe_speed(const catalog::Route& route, std::int64_t output_tok
 }
 
 void Gateway::keep_hold(Bill& bill) {
-  if (bill.hold.id == 0) return;
+  if (bill.hold.id == 0 || bill.lapsed) return;
   const auto now = std::chrono::steady_clock::now();
   if (now < bill.renew_at) return;
   const std::uint32_t timeout = state_->config().billing.hold_timeout_ms;
-  state_->services().bank->renew(bill.hold, SystemClock::instance().unix_millis() + timeout);
+  bill.lapsed =
+      !state_->services().bank->renew(bill.hold, SystemClock::instance().unix_millis() + timeout);
   bill.renew_at = now + std::chrono::milliseconds(timeout / 2);
 }
 
 bool Gateway::cover(Bill& bill, Money needed, Money ahead) {
-  if (bill.hold.id == 0 || bill.may_overdraw || needed <= bill.covered) return true;
-  ledger::Bank& bank = *state_->services().bank;
-  const std::int64_t now = SystemClock::instance().unix_millis();
-  if (ahead > needed && bank.cover(bill.hold, ahead, now, /*may_overdraw=*/false)) {
-    bill.covered = ahead;
+  if (bill.hold.id == 0 || (!bill.lapsed && (bill.may_overdraw || needed <= bill.covered))) {
     return true;
   }
-  auto granted = bank.cover(bill.hold, needed, now);
-  if (!granted) {
-    // Not open any more (it lapsed): the charge is taken straight from the books.
-    return granted.status().kind() != ErrorKind::kPaymentRequired;
+  ledger::Bank& bank = *state_->services().bank;
+  const std::int64_t now = SystemClock::instance().unix_millis();
+  if (bill.lapsed) {
+    // Nothing is reserved any more: a new hold for all of it, or the response stops.
+    const std::uint32_t timeout = state_->config().billing.hold_timeout_ms;
+    const std::int64_t account = bill.hold.account;
+    auto fresh = bank.hold(account, std::max(needed, ahead), now + timeout, now);
+    if (!fresh) fresh = bank.hold(account, needed, now + timeout, now);
+    const bool enough = fresh.is_ok();
+    if (!fresh) {  // what there is, for the charge of a response that stops here
+      const auto balance = bank.balance(account, now);
+      if (balance && balance->available > Money()) {
+        fresh = bank.hold(account, balance->available, now + timeout, now);
+      }
+    }
+    if (!fresh) {
+      bill.covered = Money();
+      return false;
+    }
+    bill.hold = *fresh;
+    bill.covered = fresh->amount;
+    bill.may_overdraw = false;
+    bill.lapsed = false;
+    bill.renew_at = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout / 2);
+    return enough;
   }
-  bill.covered = needed;
-  bill.may_overdraw = *granted == ledger::Wallet::Cover::kOverdraft;
-  return true;
+  if (ahead > needed) {
+    auto got = bank.cover(bill.hold, ahead, now, /*may_overdraw=*/false);
+    if (got && got->kind != ledger::Wallet::Cover::kRefused) {
+      bill.covered = got->reserved;
+      bill.may_overdraw = got->kind == ledger::Wallet::Cover::kOverdraft;
+      return true;
+    }
+  }
+  auto got = bank.cover(bill.hold, needed, now);
+  if (!got) {  // it lapsed since the last renewal
+    bill.lapsed = true;
+    return cover(bill, needed, ahead);
+  }
+  bill.covered = got->reserved;
+  bill.may_overdraw = got->kind == ledger::Wallet::Cover::kOverdraft;
+  return got->kind != ledger::Wallet::Cover::kRefused;
 }
 
 Status Gateway::take_hold(Bill& bill, std::span<const Ranked> routes, std::string_view body,
@@ -1625,13 +1661,16 @@ Task<void> Gateway::answer_whole(http::UpstreamResponse& upstream, Surface surfa
   if (upstream.status() >= 200 && upstream.status() < 300) {
     auto usage = surface == Surface::kAnthropic ? meter::anthropic_usage(whole.value())
                                                 : meter::openai_usage(whole.value());
-    if (!usage) {
+    const bool estimated = !usage;
+    if (estimated) {
       log::warn("upstream reported no usage; billing an estimate", {{"provider", bill.record.provider}});
       usage = meter::Usage{bill.input_estimate, 0,
                            static_cast<std::int64_t>((whole.value().size() + 3) / 4)};
+      // A guess never refuses an answer: it is charged what was held at most.
+      bill.capped = true;
     }
     const Money owed = meter::price(*usage, bill.flex ? *bill.route->flex : bill.route->prices);
-    if (!cover(bill, owed)) {
+    if (!cover(bill, owed) && !estimated) {
       // Delivered, it would overdraw the account past one response's shortfall.
       void_bill(state_->services(), bill, 402);
       co_await send_error(res, surface, 402,
@@ -1669,6 +1708,12 @@ Task<bool> Gateway::settle(Bill& bill, const meter::Usage& usage, int status) {
   const catalog::Prices& prices = bill.flex ? *bill.route->flex : bill.route->prices;
   r.cost = meter::price(usage, prices);
   r.input_cost = input_cost(usage, prices);
+  if (bill.capped && r.cost > bill.covered) {
+    // Stopped for want of balance: charged what it holds, no more (the tokens stay as
+    // counted, so the row shows what the answer would have cost).
+    r.cost = bill.covered;
+    r.input_cost = std::min(r.input_cost, r.cost);
+  }
   r.output_cost = r.cost - r.input_cost;
   r.flex = bill.flex;
   r.standard_cost = bill.flex ? meter::price(usage, bill.route->prices) : r.cost;
@@ -1738,25 +1783,46 @@ Task<void> Gateway::relay_stream(http::UpstreamResponse& upstream, Surface surfa
     res.close_after();
   };
 
-  // The stream's cost is bounded as it runs (input as reported, else the hold's bound;
-  // each content event a token): past what the hold covers, the bank is asked for more,
-  // and an account that has no more stops the stream before the event that needs it.
+  // The stream's cost is bounded as it runs: its input as reported (else the hold's bound),
+  // its output as reported or counted (a content event a token), whichever is more. Past
+  // what the hold covers, the bank is asked for more, and an account that has no more
+  // stops the stream before the event that needs it (a final usage too, before the
+  // terminator). A stopped stream is charged what it holds at most.
   const catalog::Prices& prices = bill.flex ? *bill.route->flex : bill.route->prices;
-  auto output_covered = [&] {
-    return bill.hold.id == 0 || bill.may_overdraw
-               ? std::numeric_limits<std::int64_t>::max()
-               : output_room(bill.covered, meter.usage(bill.input_max, 0), prices);
+  auto running = [&](std::int64_t more_output) {
+    meter::Usage u = meter.usage(bill.input_max, meter.content_events());
+    u.output_tokens = std::max(u.output_tokens, meter.content_events()) + more_output;
+    return u;
   };
-  std::int64_t room = output_covered();
+  // How many content events may come before the next look: output_room counts tokens, and
+  // reported output beyond the events counted uses some of them.
+  auto events_covered = [&] {
+    if (bill.hold.id == 0 || bill.may_overdraw) return std::numeric_limits<std::int64_t>::max();
+    const meter::Usage u = running(0);
+    return output_room(bill.covered, u, prices) - (u.output_tokens - meter.content_events());
+  };
+  std::int64_t room = events_covered();
+  std::int64_t usage_seen = 0;  // meter.usage_reports() at the last look
   auto reach_further = [&] {
-    const std::int64_t events = meter.content_events();
-    const std::int64_t ahead = events + std::max<std::int64_t>(64, events / 4);
-    if (!cover(bill, meter::price(meter.usage(bill.input_max, events), prices),
-               meter::price(meter.usage(bill.input_max, ahead), prices))) {
-      return false;
-    }
-    room = output_covered();
+    usage_seen = meter.usage_reports();
+    const meter::Usage now = running(0);
+    const meter::Usage ahead = running(std::max<std::int64_t>(64, now.output_tokens / 4));
+    if (!cover(bill, meter::price(now, prices), meter::price(ahead, prices))) return false;
+    room = events_covered();
     return true;
+  };
+  // The response stops here: the client is told why, and the stream is charged what its
+  // hold holds at most. `relayed_events` is what the client got.
+  auto stop_unpaid = [&](std::int64_t relayed_events) -> Task<void> {
+    bill.capped = true;
+    if (client_here) relayed = relayed_events;
+    log::warn("stream stopped: the account's balance covers no more",
+              {{"request_id", bill.record.request_id}});
+    co_await fail_stream(fmt::format("insufficient balance: the account's balance does not "
+                                     "cover a longer response; it was stopped after {} "
+                                     "output tokens",
+                                     relayed),
+                         402);
   };
 
   // Whole events only go to the client; `pending` holds the tail of an unfinished one.
@@ -1799,20 +1865,16 @@ Task<void> Gateway::relay_stream(http::UpstreamResponse& upstream, Surface surfa
     while (events.next(e)) {
       const std::size_t begin = at;
       at += e.raw.size();
+      const std::int64_t events_before = meter.content_events();
       const StreamMeter::Verdict verdict = meter.on_event(e.name, e.data);
-      if (meter.content_events() > room && !reach_further()) {
+      if ((meter.content_events() > room || meter.usage_reports() != usage_seen ||
+           bill.lapsed) &&
+          !reach_further()) {
         if (client_here && begin > run_begin &&
             !co_await res.write_chunk(buffer.substr(run_begin, begin - run_begin))) {
           client_left();
         }
-        if (client_here) relayed = meter.content_events() - 1;  // not this event
-        log::warn("stream stopped: the account's balance covers no more",
-                  {{"request_id", bill.record.request_id}});
-        co_await fail_stream(
-            fmt::format("insufficient balance: the account's balance covers no longer "
-                        "response; it was stopped after {} output tokens",
-                        relayed),
-            402);
+        co_await stop_unpaid(events_before);  // not this event
         co_return;
       }
       if (verdict == StreamMeter::Verdict::kForward) continue;
@@ -1859,6 +1921,7 @@ Task<void> Gateway::relay_stream(http::UpstreamResponse& upstream, Surface surfa
   // A last event without its blank line still counts: metered like the others, and a
   // usage chunk Turnpike asked for still kept from the client.
   std::string tail;
+  const std::int64_t events_before_tail = meter.content_events();
   http::SseEvents events(pending);
   for (http::SseEvents::Event e; events.next(e);) {
     if (meter.on_event(e.name, e.data) != StreamMeter::Verdict::kDrop) tail.append(e.raw);
@@ -1866,6 +1929,11 @@ Task<void> Gateway::relay_stream(http::UpstreamResponse& upstream, Surface surfa
   // Ended without its terminator, without its final usage and before the upstream said
   // its answer was done, the stream was cut short (a connection closed early looks the
   // same): the client must not take it for complete.
+  if ((meter.content_events() > room || meter.usage_reports() != usage_seen || bill.lapsed) &&
+      !reach_further()) {
+    co_await stop_unpaid(events_before_tail);
+    co_return;
+  }
   if (client_here && !meter.reported() && !meter.finished()) {
     relayed = meter.content_events();
     co_await fail_stream(fmt::format("upstream '{}' ended the stream before its end",

@@ -70,6 +70,7 @@ StreamMeter::Verdict StreamMeter::on_openai(std::string_view data) {
   if (member_starts_with(data, "\"usage\"", "{")) {
     if (auto usage = meter::openai_usage(data)) {
       openai_ = *usage;
+      ++usage_reports_;
       // The chunk Turnpike asked for carries no choices; anything else goes through (some
       // upstreams put usage on the chunk with finish_reason, or on every chunk).
       if (drop_usage_chunk_ && !has_a_choice(data)) return Verdict::kDrop;
@@ -86,6 +87,7 @@ StreamMeter::Verdict StreamMeter::on_anthropic(std::string_view name, std::strin
     ++content_events_;
   } else if (name == "message_start" || name == "message_delta") {
     anthropic_.on_event(name, data);
+    ++usage_reports_;
     if (name == "message_delta" && !finished_ && says_finished(data)) finished_ = true;
   }
   return Verdict::kForward;

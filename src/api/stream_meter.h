@@ -30,6 +30,9 @@ class StreamMeter {
   std::int64_t content_events() const { return content_events_; }
   // Whether the upstream has reported its final usage.
   bool reported() const;
+  // How many events reported usage so far (any, final or not): a change of it may change
+  // what the stream costs.
+  std::int64_t usage_reports() const { return usage_reports_; }
   // Whether the upstream said its answer ended (a finish_reason, or an Anthropic
   // stop_reason): a stream closed after that, without its terminator, was whole.
   bool finished() const { return finished_; }
@@ -47,6 +50,7 @@ class StreamMeter {
   std::optional<meter::Usage> openai_;  // from the usage chunk
   meter::AnthropicStreamUsage anthropic_;
   std::int64_t content_events_ = 0;
+  std::int64_t usage_reports_ = 0;
   bool finished_ = false;
 };
 

@@ -171,7 +171,7 @@ Result<Bank::Hold> Bank::hold(std::int64_t account, Money amount, std::int64_t e
   return Hold{account, *id, amount};
 }
 
-Result<Wallet::Cover> Bank::cover(const Hold& hold, Money needed, std::int64_t now_ms,
+Result<Wallet::Covered> Bank::cover(const Hold& hold, Money needed, std::int64_t now_ms,
                                   bool may_overdraw) {
   if (hold.id == 0) return Status{ErrorKind::kNotFound, "no hold"};
   std::lock_guard lock(mu_);
@@ -213,12 +213,11 @@ void Bank::void_hold(const Hold& hold, std::int64_t now_ms) {
   (void)wallets_.at(hold.account)->void_hold(hold.id, now_ms);
 }
 
-void Bank::renew(const Hold& hold, std::int64_t expires_at_ms) {
-  if (hold.id == 0) return;
+bool Bank::renew(const Hold& hold, std::int64_t expires_at_ms) {
+  if (hold.id == 0) return true;
   std::lock_guard lock(mu_);
-  if (auto it = wallets_.find(hold.account); it != wallets_.end()) {
-    (void)it->second->renew(hold.id, expires_at_ms);
-  }
+  const auto it = wallets_.find(hold.account);
+  return it != wallets_.end() && it->second->renew(hold.id, expires_at_ms);
 }
 
 Wallet::Expired Bank::expire(std::int64_t now_ms) {

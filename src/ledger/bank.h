@@ -78,10 +78,10 @@ class Bank {
   Result<Hold> hold(std::int64_t account, Money amount, std::int64_t expires_at_ms,
                     std::int64_t now_ms);
   // A response running past its hold: makes the hold reserve at least `needed` (see
-  // Wallet::cover for who may overdraw when the books fall short). kPaymentRequired: the
-  // response must stop. kNotFound: the hold is not open (it lapsed).
-  Result<Wallet::Cover> cover(const Hold& hold, Money needed, std::int64_t now_ms,
-                              bool may_overdraw = true);
+  // Wallet::cover for who may overdraw when the books fall short, and when the response
+  // must stop). kNotFound: the hold is not open (it lapsed).
+  Result<Wallet::Covered> cover(const Hold& hold, Money needed, std::int64_t now_ms,
+                                bool may_overdraw = true);
   // Charges a request's actual cost against its hold and releases the rest. A hold that
   // expired meanwhile, or none at all (id 0: the worst case cost nothing), is charged all
   // the same, straight from the books. Returns the charge.
@@ -91,8 +91,9 @@ class Bank {
   // Gives a hold back whole (the request failed). A hold that expired already is a no-op.
   void void_hold(const Hold& hold, std::int64_t now_ms);
   // Keeps the hold of a request still running from lapsing: it now expires at
-  // `expires_at_ms`. A lapse is for holds whose request is gone, not slow.
-  void renew(const Hold& hold, std::int64_t expires_at_ms);
+  // `expires_at_ms`. A lapse is for holds whose request is gone, not slow. False when the
+  // hold had lapsed already.
+  bool renew(const Hold& hold, std::int64_t expires_at_ms);
   // Voids holds past their expiry and sweeps expired promo lots, in every wallet.
   Wallet::Expired expire(std::int64_t now_ms);
 

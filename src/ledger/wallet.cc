@@ -158,8 +158,8 @@ Result<HoldId> Wallet::hold(Money amount, std::int64_t expires_at_ms, std::int64
   return id;
 }
 
-Result<Wallet::Cover> Wallet::cover(HoldId id, Money needed, std::int64_t now_ms,
-                                    bool may_overdraw) {
+Result<Wallet::Covered> Wallet::cover(HoldId id, Money needed, std::int64_t now_ms,
+                                      bool may_overdraw) {
   const auto it = holds_.find(id);
   if (it == holds_.end()) {
     return Status{ErrorKind::kNotFound, fmt::format("hold {} is not open", id)};
@@ -184,17 +184,29 @@ Result<Wallet::Cover> Wallet::cover(HoldId id, Money needed, std::int64_t now_ms
     }
     return left > Money();
   });
-  if (left <= Money()) return id == overdrawer_ ? Cover::kOverdraft : Cover::kCovered;
-  if (overdrawer_ == id) return Cover::kOverdraft;
-  // paid() below zero: an overdraft already took money that open holds reserve.
-  if (may_overdraw && overdrawer_ == 0 && paid() >= Money()) {
+  // A settlement spends its legs in order: keep them in spend order (a lot or trial credit
+  // that arrived while the request ran goes before paid).
+  std::stable_sort(h.legs.begin(), h.legs.end(), [&](const Leg& a, const Leg& b) {
+    return spend_rank(a.source) < spend_rank(b.source);
+  });
+  Cover kind = Cover::kRefused;
+  if (overdrawer_ == id) {
+    kind = Cover::kOverdraft;
+  } else if (left <= Money()) {
+    kind = Cover::kCovered;
+  } else if (may_overdraw && overdrawer_ == 0 && paid() >= Money()) {
+    // (paid() below zero: an overdraft already took money that open holds reserve.)
     overdrawer_ = id;
-    return Cover::kOverdraft;
+    kind = Cover::kOverdraft;
   }
-  return Status{ErrorKind::kPaymentRequired,
-                fmt::format("insufficient balance: this response needs {} USD more than the "
-                            "account has left",
-                            left.to_string())};
+  return Covered{kind, h.amount};
+}
+
+std::size_t Wallet::spend_rank(AccountId source) const {
+  for (std::size_t i = 0; i < lots_.size(); ++i) {
+    if (lots_[i].account == source) return i;
+  }
+  return source == trial_ ? lots_.size() : lots_.size() + 1;
 }
 
 void Wallet::sweep(const Lot& lot, HoldId hold, std::int64_t now_ms) {

@@ -71,13 +71,17 @@ class Wallet {
   // `needed`, taking the difference from the unreserved books in spend order. What they
   // cannot give, this one response may overdraw from paid: the first hold to ask gets that
   // licence when paid (less what holds reserve) is not overdrawn already, and keeps it
-  // until it ends; any other hold is refused (kPaymentRequired) and its response must stop.
-  // So the books go below zero by at most one response's shortfall, however many run at
-  // once. Without `may_overdraw` a shortfall is refused outright (what the books could give
-  // stays reserved). kCovered or kOverdraft (the licence) on success; kNotFound for a hold
+  // until it ends; any other hold is refused and its response must stop. So the books go
+  // below zero by at most one response's shortfall, however many run at once. Without
+  // `may_overdraw` a shortfall is refused outright. Either way what the books could give
+  // stays reserved, and `reserved` says how much the hold now holds. kNotFound for a hold
   // that is not open.
-  enum class Cover { kCovered, kOverdraft };
-  Result<Cover> cover(HoldId id, Money needed, std::int64_t now_ms, bool may_overdraw = true);
+  enum class Cover { kCovered, kOverdraft, kRefused };
+  struct Covered {
+    Cover kind;
+    Money reserved;
+  };
+  Result<Covered> cover(HoldId id, Money needed, std::int64_t now_ms, bool may_overdraw = true);
   // Settles a hold at `actual` (>= 0) and returns what was charged (== actual). A cost over
   // the hold comes from the unreserved books, then as an overdraft of paid (owed all the
   // same: see cover). The hold is gone afterwards. kNotFound for an unknown, settled,
@@ -154,6 +158,8 @@ class Wallet {
     if (take(trial_)) take(paid_);
   }
   Lot* lot(AccountId account);
+  // A book's place in the spend order: lots by expiry, then trial, then paid.
+  std::size_t spend_rank(AccountId source) const;
   // What open holds reserve on `source` (paid, trial or a lot).
   Money& reserved(AccountId source);
   // `source`'s balance less its reservations, never below zero.

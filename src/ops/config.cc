@@ -611,6 +611,15 @@ Result<Config> parse_config(std::string_view yaml, std::string_view source) {
                          "got {}",
                          wait, c.billing.hold_timeout_ms));
     }
+    // And a running response renews it as its bytes arrive, at most half a timeout apart:
+    // an upstream may pause for at most its idle timeout, so the hold must last twice that.
+    if (const std::uint64_t pause = std::uint64_t{c.upstream.idle_timeout_ms} * 2;
+        c.billing.hold_timeout_ms <= pause) {
+      const YAML::Node billing = root["billing"];
+      r.fail(billing.IsDefined() ? billing["hold_timeout_ms"] : root, "billing.hold_timeout_ms",
+             fmt::format("must be above twice upstream.idle_timeout_ms ({} ms), got {}", pause,
+                         c.billing.hold_timeout_ms));
+    }
     auto providers = parse_providers(r, root);
     auto models = parse_models(r, root, providers);
     c.rules = parse_rules(r, root, providers);

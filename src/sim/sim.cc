@@ -116,6 +116,8 @@ void apply_knob(Knobs& k, std::string_view name, double value) {
   else if (name == "tokens_per_second") k.tokens_per_second = i;
   else if (name == "output_tokens") k.output_tokens = i;
   else if (name == "cached_tokens") k.cached_tokens = i;
+  else if (name == "input_tokens") k.input_tokens = i;
+  else if (name == "tokens_per_chunk") k.tokens_per_chunk = std::max<std::int64_t>(1, i);
   else if (name == "error_status") { k.error_status = i; k.error_rate = 1; }
   else if (name == "error_rate") k.error_rate = value;
   else if (name == "drop_after_chunks") k.drop_after_chunks = i;
@@ -126,11 +128,11 @@ void apply_knob(Knobs& k, std::string_view name, double value) {
   else if (name == "embedding_dims") k.embedding_dims = i;
 }
 
-constexpr std::array<std::string_view, 13> kKnobNames = {
+constexpr std::array<std::string_view, 15> kKnobNames = {
     "latency_ms",    "ttft_ms",          "tokens_per_second", "output_tokens",
     "cached_tokens", "error_status",     "error_rate",        "drop_after_chunks",
     "flex_ttft_ms",  "flex_429_rate",    "embedding_dims",    "stall_after_chunks",
-    "flex_unavailable"};
+    "flex_unavailable", "input_tokens",  "tokens_per_chunk"};
 
 // Header knobs: x-sim-latency-ms etc. Error status first so an explicit rate wins.
 void apply_header_knobs(const http::Request& req, Knobs& k) {
@@ -180,6 +182,14 @@ class SimHandler final : public http::Handler {
   }
   bool chance(double p) { return p > 0 && std::uniform_real_distribution<>(0, 1)(rng_) < p; }
   std::string_view word() { return kWords[rng_() % kWords.size()]; }
+  // The next content event's text: tokens_per_chunk words, fewer at the end of `n`.
+  std::string chunk_text(const Call& call, std::int64_t sent, std::int64_t n) {
+    std::string text;
+    for (std::int64_t i = 0; i < std::min(call.knobs.tokens_per_chunk, n - sent); ++i) {
+      text += word();
+    }
+    return text;
+  }
 
   Task<void> send_error(Responder& res, Api api, unsigned status, std::string_view message);
   Result<Call> read_call(const http::Request& req, Api api, simdjson::dom::element& doc);
@@ -262,6 +272,7 @@ Result<Call> SimHandler::read_call(const http::Request& req, Api api,
     }
   }
   apply_header_knobs(req, call.knobs);
+  if (call.knobs.input_tokens >= 0) call.prompt_tokens = call.knobs.input_tokens;
   return call;
 }
 
@@ -410,8 +421,8 @@ Task<void> SimHandler::chat(const Call& call, Responder& res) {
   co_await sleep_ms(first_wait);
   if (!co_await res.write_chunk(chunk(R"({"role":"assistant","content":"","refusal":null})", "")))
     co_return;
-  for (std::int64_t i = 0; i < n; ++i) {
-    if (i > 0) co_await sleep_ms(gap_ms);
+  for (std::int64_t i = 0, sent = 0; sent < n; ++i) {
+    if (i > 0) co_await sleep_ms(gap_ms * call.knobs.tokens_per_chunk);
     if (call.knobs.drop_after_chunks >= 0 && i >= call.knobs.drop_after_chunks) {
       res.close_after();  // leaves the chunked body unterminated: the peer sees a cut
       co_return;
@@ -420,7 +431,9 @@ Task<void> SimHandler::chat(const Call& call, Responder& res) {
       co_await stall(res);
       co_return;
     }
-    if (!co_await res.write_chunk(chunk(fmt::format(R"({{"content":{}}})", json::quoted(word())), ""))) {
+    const std::string text = chunk_text(call, sent, n);
+    sent += std::min(call.knobs.tokens_per_chunk, n - sent);
+    if (!co_await res.write_chunk(chunk(fmt::format(R"({{"content":{}}})", json::quoted(text)), ""))) {
       state_->stream_cancelled();
       co_return;
     }
@@ -489,8 +502,8 @@ Task<void> SimHandler::messages(const Call& call, Responder& res) {
   append_sse(events, "ping", R"({"type":"ping"})");
   co_await sleep_ms(call.knobs.ttft_ms);
   if (!co_await res.write_chunk(events)) co_return;
-  for (std::int64_t i = 0; i < n; ++i) {
-    if (i > 0) co_await sleep_ms(gap_ms);
+  for (std::int64_t i = 0, sent = 0; sent < n; ++i) {
+    if (i > 0) co_await sleep_ms(gap_ms * call.knobs.tokens_per_chunk);
     if (call.knobs.drop_after_chunks >= 0 && i >= call.knobs.drop_after_chunks) {
       res.close_after();
       co_return;
@@ -499,10 +512,12 @@ Task<void> SimHandler::messages(const Call& call, Responder& res) {
       co_await stall(res);
       co_return;
     }
+    const std::string text = chunk_text(call, sent, n);
+    sent += std::min(call.knobs.tokens_per_chunk, n - sent);
     events.clear();
     append_sse(events, "content_block_delta",
                fmt::format(R"({{"type":"content_block_delta","index":0,"delta":{{"type":"text_delta","text":{}}}}})",
-                           json::quoted(word())));
+                           json::quoted(text)));
     if (!co_await res.write_chunk(events)) {
       state_->stream_cancelled();
       co_return;
@@ -619,6 +634,11 @@ int run_sim(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--cached-tokens", k.cached_tokens, "Prompt tokens reported as cached")
       ->capture_default_str();
+  app.add_option("--input-tokens", k.input_tokens,
+                 "Prompt tokens reported; -1 = a quarter of the prompt's length")
+      ->capture_default_str();
+  app.add_option("--tokens-per-chunk", k.tokens_per_chunk, "Tokens in each streamed content event")
+      ->capture_default_str()->check(CLI::Range(1, 1000));
   app.add_option("--error-status", k.error_status, "Status of injected errors")->capture_default_str();
   app.add_option("--error-rate", k.error_rate, "Chance (0..1) of an injected error")
       ->capture_default_str()->check(CLI::Range(0.0, 1.0));

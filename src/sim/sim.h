@@ -19,6 +19,8 @@ struct Knobs {
   std::int64_t tokens_per_second = 0;   // 0: as fast as possible
   std::int64_t output_tokens = 16;      // before max_tokens caps it
   std::int64_t cached_tokens = 0;       // reported as cached prompt tokens
+  std::int64_t input_tokens = -1;       // reported prompt tokens; -1: a quarter of its length
+  std::int64_t tokens_per_chunk = 1;    // streams: tokens in each content event
   std::int64_t error_status = 500;      // status used when an error is injected
   double error_rate = 0;                // chance of answering error_status instead
   std::int64_t drop_after_chunks = -1;  // streams: cut the connection after N tokens

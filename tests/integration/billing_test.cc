@@ -291,6 +291,66 @@ TEST(Billing, ResponsesPastTheirHoldsOverdrawByOneShortfallAtMost) {
   }
 }
 
+// The same bound when what runs past the hold is reported rather than counted: an input
+// far above the body's size (as an image counts), or content events of many tokens each,
+// whose cost only the final usage shows. The streams that cannot be covered stop before
+// the event that reports it, and are charged what they hold at most.
+TEST(Billing, ReportedUsagePastTheHoldOverdrawsByOneShortfallAtMost) {
+  struct Case {
+    const char* name;
+    const char* path;
+    std::string body;
+    std::int64_t output_held;  // what the hold assumed: min(max_tokens, max_output_tokens)
+    PricePerMtok in, out;
+    const char* fund;
+  };
+  const std::vector<Case> cases = {
+      {"anthropic input", "/v1/messages",
+       R"({"model":"claude-test","max_tokens":20,"stream":true,"messages":[{"role":"user","content":"look"}],"sim":{"input_tokens":100000,"output_tokens":20}})",
+       20, kClaudeIn, kClaudeOut, "0.003"},
+      {"anthropic deltas", "/v1/messages",
+       R"({"model":"claude-test","max_tokens":8000,"stream":true,"messages":[{"role":"user","content":"go"}],"sim":{"output_tokens":6000,"tokens_per_chunk":10}})",
+       4096, kClaudeIn, kClaudeOut, "0.2"},
+      {"openai chunks", "/v1/chat/completions",
+       R"({"model":"gpt-test","max_tokens":5000,"stream":true,"messages":[{"role":"user","content":"go"}],"sim":{"output_tokens":3000,"tokens_per_chunk":10}})",
+       1000, kGptIn, kGptOut, "0.002"}};
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    Stack stack("billing: { trial_usd: \"0\" }", {"--threads", "2"});
+    ASSERT_GT(stack.port, 0);
+    const std::string key = funded_key(stack.port, c.fund);
+    const Money hold = cost_of(static_cast<std::int64_t>(c.body.size()), c.in, 0, c.in,
+                               c.output_held, c.out);
+    std::vector<std::thread> clients;
+    for (int i = 0; i < 6; ++i) {
+      clients.emplace_back([&] {
+        (void)http_request(stack.port, "POST", c.path, c.body,
+                           {{"authorization", "Bearer " + key}, {"x-api-key", key}});
+      });
+    }
+    for (auto& t : clients) t.join();
+    std::this_thread::sleep_for(300ms);
+    const auto rows = usage_log(stack.port, kAdmin, "&account=acct_2");
+    Money settled, full;
+    int complete = 0, stopped = 0;
+    for (const auto& r : rows) {
+      settled += r.cost;
+      if (r.status == 200) {
+        ++complete;
+        full = r.cost;
+        EXPECT_EQ(r.cost, expected_cost(r));
+      }
+      if (r.status == 402) ++stopped;
+    }
+    EXPECT_GE(complete, 1) << stack.gateway->log().substr(0, 3000);
+    EXPECT_GE(stopped, 1);
+    const Money left = available(stack.port, key);
+    EXPECT_GE(left, -(full - hold)) << "overdrawn past one response's shortfall";
+    EXPECT_EQ(left, Money::parse(c.fund).value() - settled);
+    EXPECT_TRUE(ledger_verifies(stack));
+  }
+}
+
 // Sends a stream request and leaves after the first content arrives.
 void leave_mid_stream(const Stack& stack, const std::string& body) {
   RawConnection c(stack.port);
@@ -673,7 +733,7 @@ TEST(Billing, AnAccountCreationRetriedAfterAFailedCommitCreatesOneAccount) {
 TEST(Billing, ALongStreamKeepsItsHoldUntilItIsSettled) {
   Stack stack(
       "billing: { hold_timeout_ms: 1000 }\nupstream: { connect_timeout_ms: 200, "
-      "first_byte_timeout_ms: 500 }\nrouting: { fallback_deadline_ms: 200 }");
+      "first_byte_timeout_ms: 500, idle_timeout_ms: 400 }\nrouting: { fallback_deadline_ms: 200 }");
   ASSERT_GT(stack.port, 0);
   const Money before = available(stack.port, stack.key);
   HttpResponse res;

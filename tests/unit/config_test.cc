@@ -252,6 +252,9 @@ TEST(Config, BillingKeysHaveDefaultsAndBounds) {
                           // Shorter than a request's wait for its response headers: a hold
                           // could lapse under a request still running.
                           "billing: { hold_timeout_ms: 60000 }",
+                          // Not twice the longest pause of a response: it could lapse
+                          // between two of its bytes.
+                          "billing: { hold_timeout_ms: 150000 }\nupstream: { idle_timeout_ms: 75000 }",
                           "billing: { low_balance_usd: [\"-1\"] }",
                           "billing: { low_balance_webhook: \"ftp://x\" }",
                           "billing: { surprise: 1 }"}) {

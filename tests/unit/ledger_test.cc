@@ -89,16 +89,31 @@ TEST_F(WalletTest, CoverExtendsAHoldFromWhatIsUnreserved) {
   ASSERT_TRUE(h);
   const auto c = wallet.cover(*h, usd("1"), now);  // the rest of the lot, then paid
   ASSERT_TRUE(c);
-  EXPECT_EQ(*c, Wallet::Cover::kCovered);
+  EXPECT_EQ(c->kind, Wallet::Cover::kCovered);
+  EXPECT_EQ(c->reserved, usd("1"));
   EXPECT_EQ(wallet.held(), usd("1"));
   EXPECT_EQ(wallet.promo(now), usd("0"));
   EXPECT_EQ(wallet.available(now), usd("1.5"));
-  ASSERT_TRUE(wallet.cover(*h, usd("0.5"), now));  // covered already: nothing moves
+  EXPECT_EQ(wallet.cover(*h, usd("0.5"), now)->reserved, usd("1"));  // covered already
   EXPECT_EQ(wallet.held(), usd("1"));
   ASSERT_TRUE(wallet.post(*h, usd("0.75"), now));
   EXPECT_EQ(wallet.promo(now), usd("0"));  // spend order: the lot first
   EXPECT_EQ(wallet.paid(), usd("1.75"));
   EXPECT_EQ(wallet.held(), usd("0"));
+  expect_balanced();
+}
+
+TEST_F(WalletTest, CoverKeepsTheSpendOrder) {
+  ASSERT_TRUE(wallet.deposit_paid(usd("1"), now));
+  auto h = wallet.hold(usd("0.5"), now + 1000, now);  // from paid
+  ASSERT_TRUE(h);
+  // Promo credit arrives while the request runs; the extension takes it, and the
+  // settlement spends it before paid.
+  ASSERT_TRUE(wallet.deposit_promo(usd("0.4"), now + 100'000, now));
+  EXPECT_EQ(wallet.cover(*h, usd("0.9"), now)->kind, Wallet::Cover::kCovered);
+  ASSERT_TRUE(wallet.post(*h, usd("0.5"), now));
+  EXPECT_EQ(wallet.promo(now), usd("0"));
+  EXPECT_EQ(wallet.paid(), usd("0.90"));
   expect_balanced();
 }
 
@@ -111,13 +126,12 @@ TEST_F(WalletTest, OnlyOneResponseAtATimeMayOverdraw) {
   // the second must stop.
   const auto first = wallet.cover(*a, usd("0.8"), now);
   ASSERT_TRUE(first);
-  EXPECT_EQ(*first, Wallet::Cover::kOverdraft);
+  EXPECT_EQ(first->kind, Wallet::Cover::kOverdraft);
+  EXPECT_EQ(first->reserved, usd("0.5"));  // nothing more to reserve
   const auto second = wallet.cover(*b, usd("0.6"), now);
-  ASSERT_FALSE(second);
-  EXPECT_EQ(second.status().kind(), ErrorKind::kPaymentRequired);
-  EXPECT_NE(second.status().message().find("0.10 USD more"), std::string::npos)
-      << second.status().message();
-  EXPECT_EQ(*wallet.cover(*a, usd("0.9"), now), Wallet::Cover::kOverdraft);  // still a's
+  ASSERT_TRUE(second);
+  EXPECT_EQ(second->kind, Wallet::Cover::kRefused);
+  EXPECT_EQ(wallet.cover(*a, usd("0.9"), now)->kind, Wallet::Cover::kOverdraft);  // still a's
   ASSERT_TRUE(wallet.post(*b, usd("0.5"), now));  // b stopped within its hold
   ASSERT_TRUE(wallet.post(*a, usd("0.9"), now));
   EXPECT_EQ(wallet.paid(), usd("-0.40"));  // a's shortfall alone
@@ -130,12 +144,12 @@ TEST_F(WalletTest, AnOverdrawnAccountLendsNoMore) {
   auto a = wallet.hold(usd("0.5"), now + 1000, now);
   auto b = wallet.hold(usd("0.5"), now + 1000, now);
   ASSERT_TRUE(a && b);
-  EXPECT_EQ(*wallet.cover(*a, usd("0.9"), now), Wallet::Cover::kOverdraft);
+  EXPECT_EQ(wallet.cover(*a, usd("0.9"), now)->kind, Wallet::Cover::kOverdraft);
   ASSERT_TRUE(wallet.post(*a, usd("0.9"), now));
   // Paid's book still holds 0.10, but b reserves 0.50 of it: overdrawn by 0.40.
   EXPECT_EQ(wallet.paid(), usd("-0.40"));
   // a's licence ended with it, but paid is still overdrawn: b must stop at its hold.
-  EXPECT_FALSE(wallet.cover(*b, usd("0.6"), now));
+  EXPECT_EQ(wallet.cover(*b, usd("0.6"), now)->kind, Wallet::Cover::kRefused);
   ASSERT_TRUE(wallet.post(*b, usd("0.5"), now));
   EXPECT_EQ(wallet.available(now), usd("-0.40"));
   expect_balanced();
@@ -146,10 +160,10 @@ TEST_F(WalletTest, TheOverdraftLicenceEndsWithItsHold) {
   auto a = wallet.hold(usd("0.5"), now + 1000, now);
   auto b = wallet.hold(usd("0.5"), now + 5000, now);
   ASSERT_TRUE(a && b);
-  EXPECT_EQ(*wallet.cover(*a, usd("0.6"), now), Wallet::Cover::kOverdraft);
+  EXPECT_EQ(wallet.cover(*a, usd("0.6"), now)->kind, Wallet::Cover::kOverdraft);
   EXPECT_EQ(wallet.expire(now + 1000).holds, 1u);  // a lapsed without a charge
   // Nothing was overdrawn, so the next response over its hold may have the licence.
-  EXPECT_EQ(*wallet.cover(*b, usd("1.2"), now), Wallet::Cover::kOverdraft);
+  EXPECT_EQ(wallet.cover(*b, usd("1.2"), now)->kind, Wallet::Cover::kOverdraft);
   EXPECT_EQ(wallet.held(), usd("1"));  // what a had held came back to b
   ASSERT_TRUE(wallet.post(*b, usd("1.2"), now));
   EXPECT_EQ(wallet.paid(), usd("-0.20"));
@@ -162,7 +176,7 @@ TEST_F(WalletTest, AReversalGivesEveryBookBackWhatTheSettlementTook) {
   ASSERT_TRUE(wallet.deposit_trial(usd("0.5"), now));
   auto h = wallet.hold(usd("1.25"), now + 10'000, now);  // both lots and the trial
   ASSERT_TRUE(h);
-  EXPECT_EQ(*wallet.cover(*h, usd("2"), now), Wallet::Cover::kOverdraft);
+  EXPECT_EQ(wallet.cover(*h, usd("2"), now)->kind, Wallet::Cover::kOverdraft);
   ASSERT_TRUE(wallet.post(*h, usd("2"), now));  // 0.75 of it overdrawn from paid
   EXPECT_EQ(wallet.paid(), usd("-0.75"));
   EXPECT_EQ(wallet.expire(now + 1000).lots, 1u);  // the first lot's time is over
@@ -512,10 +526,10 @@ TEST(LedgerProperty, RandomOperationsKeepEveryInvariant) {
             // account cannot cover stops at its hold.
             if (actual > held) {
               const auto covered = wallet.cover(it->first, actual, now);
-              if (!covered) {
-                ASSERT_EQ(covered.status().kind(), ErrorKind::kPaymentRequired);
-                actual = held;
-              } else if (*covered == Wallet::Cover::kOverdraft) {
+              ASSERT_TRUE(covered);
+              if (covered->kind == Wallet::Cover::kRefused) {
+                actual = std::min(actual, covered->reserved);  // stopped: charged what it holds
+              } else if (covered->kind == Wallet::Cover::kOverdraft) {
                 shortfall_max[w] = std::max(shortfall_max[w], actual - held);
               }
             }
@@ -599,9 +613,10 @@ TEST(LedgerProperty, ResponsesPastTheirHoldsOverdrawByOneShortfallAtMost) {
       if (it->actual > it->held && !it->asked) {
         it->asked = true;  // asks now; settles at a later step
         const auto covered = wallet.cover(it->id, it->actual, 0);
-        if (!covered) {
-          it->actual = it->held;  // stopped at its hold
-        } else if (*covered == Wallet::Cover::kOverdraft) {
+        ASSERT_TRUE(covered);
+        if (covered->kind == Wallet::Cover::kRefused) {
+          it->actual = std::min(it->actual, covered->reserved);  // stopped: what it holds
+        } else if (covered->kind == Wallet::Cover::kOverdraft) {
           shortfall_max = std::max(shortfall_max, it->actual - it->held);
         }
       } else {
