@@ -394,10 +394,11 @@ void void_bill(const Services& services, Bill& bill, int status) {
   bill.record.status = status;
   bill.record.hold = bill.hold.id;
   bill.record.latency_ms = elapsed_ms(bill);
-  services.writer->submit([bank = services.bank, record = std::move(bill.record)](
-                              store::Database& db) {
-    if (Status s = store::insert_usage(db, record); !s) return s;
-    return store::persist_bank(db, *bank);  // the void's releases
+  // Through the batch's UsageBuffer, so a failed commit cannot lose the row.
+  services.writer->submit([usage = services.usage, record = std::move(bill.record)](
+                              store::Database&) mutable {
+    usage->record(std::move(record));
+    return Status::ok();
   });
 }
 

@@ -279,12 +279,18 @@ Money Wallet::charge(Money actual, HoldId hold, std::int64_t now_ms) {
 }
 
 Money Wallet::reverse(HoldId id, std::int64_t now_ms) {
+  // Hold ids are numbered per wallet: a transfer is this hold's when it also touches one
+  // of this wallet's books.
+  const std::string lot_prefix = customer_ + ":promo:";
+  auto mine = [&](AccountId book) {
+    return book == paid_ || book == trial_ || ledger_.name(book).starts_with(lot_prefix);
+  };
   std::vector<Leg> charged;
   for (const Transfer& t : ledger_.journal()) {
-    if (t.hold == id && t.kind == TransferKind::kReverse) return Money();  // reversed before
-    if (t.hold == id && t.credit == platform_.revenue &&
-        (t.kind == TransferKind::kPost || t.kind == TransferKind::kOverdraft) &&
-        (t.debit == paid_ || t.debit == trial_ || ledger_.name(t.debit).starts_with(customer_ + ":promo:"))) {
+    if (t.hold != id) continue;
+    if (t.kind == TransferKind::kReverse && mine(t.credit)) return Money();  // reversed before
+    if (t.credit == platform_.revenue && mine(t.debit) &&
+        (t.kind == TransferKind::kPost || t.kind == TransferKind::kOverdraft)) {
       charged.push_back({t.debit, t.amount});
     }
   }

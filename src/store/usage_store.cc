@@ -45,6 +45,7 @@ void UsageBuffer::settle(ledger::Bank& bank, const ledger::Bank::Hold& hold, Usa
                          std::int64_t now_ms) {
   if (!record.cost.is_zero() || hold.id != 0) bank.settle(hold, record.cost, now_ms);
   rows_.push_back(std::move(record));
+  charged_.push_back(true);
 }
 
 Status UsageBuffer::flush(Database& db) { return insert_usage_rows(db, rows_); }
@@ -52,7 +53,7 @@ Status UsageBuffer::flush(Database& db) { return insert_usage_rows(db, rows_); }
 void UsageBuffer::reverse_unstored(ledger::Bank& bank, std::int64_t now_ms) {
   for (; reversed_ < rows_.size(); ++reversed_) {
     UsageRecord& r = rows_[reversed_];
-    if (r.hold == 0) continue;
+    if (!charged_[reversed_] || r.hold == 0) continue;
     (void)bank.reverse(r.account_id, r.hold, now_ms);
     r.status = 503;
     r.cost = r.input_cost = r.output_cost = r.standard_cost = Money();

@@ -46,18 +46,25 @@ struct UsageRecord {
 Status insert_usage(Database& db, const UsageRecord& record);
 Status insert_usage_rows(Database& db, std::span<const UsageRecord> records);
 
-// The settlements of one writer batch, stored together. The gateway's settlement pieces
+// The usage rows of one writer batch, stored together. The gateway's settlement pieces
 // run through it: each takes its charge in the bank at once (in memory) and leaves its row
-// here; the writer's before-commit hook then stores all the rows (flush, a few multi-row
-// statements) and the bank's transfers (persist_bank), in the transaction that commits
-// the batch: rows and charges become durable together or not at all. When that
-// transaction fails, every piece of the batch fails with it (the gateway then freezes
-// billing, as for any failed settlement) and the rows stay for the next batch, as the
+// here (so do requests charged nothing, with record); the writer's before-commit hook then
+// stores all the rows (flush, a few multi-row statements) and the bank's transfers
+// (persist_bank), in the transaction that commits the batch: rows and charges become
+// durable together or not at all. When that transaction fails, every piece of the batch
+// fails with it (the gateway then freezes billing, as for any failed settlement, and the
+// settlements are reversed: reverse_unstored) and the rows stay for the next batch, as the
 // bank's transfers do (committed). Writer thread only.
 class UsageBuffer {
  public:
   void settle(ledger::Bank& bank, const ledger::Bank::Hold& hold, UsageRecord record,
               std::int64_t now_ms);
+  // The row of a request that was charged nothing (its hold went back): stored with the
+  // batch, and again after a failed commit, like a settlement's; there is nothing to reverse.
+  void record(UsageRecord record) {
+    rows_.push_back(std::move(record));
+    charged_.push_back(false);
+  }
   // Stores the rows waiting, in the caller's transaction. Only the before-commit hook calls
   // it: inside a piece, a savepoint rolled back would take the rows with it while their
   // charges stand. (A read in the same batch does not see them; nobody can expect it to, as
@@ -69,6 +76,7 @@ class UsageBuffer {
   void committed(bool ok) {
     if (ok) {
       rows_.clear();
+      charged_.clear();
       reversed_ = 0;
     }
   }
@@ -83,7 +91,8 @@ class UsageBuffer {
 
  private:
   std::vector<UsageRecord> rows_;
-  std::size_t reversed_ = 0;  // rows_[0, reversed_) were reversed already
+  std::vector<bool> charged_;  // per row: a settlement (which a failed commit reverses)
+  std::size_t reversed_ = 0;   // rows_[0, reversed_) were reversed already
 };
 
 // What every writer batch stores besides its pieces' own writes, in its own transaction:

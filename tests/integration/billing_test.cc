@@ -730,6 +730,30 @@ TEST(Billing, AnAccountCreationRetriedAfterAFailedCommitCreatesOneAccount) {
   EXPECT_TRUE(ledger_verifies(stack));
 }
 
+// A request whose hold went back (its upstream failed) still gets its row when the store
+// fails to commit it at first.
+TEST(Billing, AVoidedRequestsRowSurvivesAFailedCommit) {
+  Stack stack;
+  ASSERT_GT(stack.port, 0);
+  edit_store(stack, "CREATE TRIGGER no_usage BEFORE INSERT ON usage_log BEGIN SELECT "
+                    "RAISE(ABORT, 'disk trouble'); END");
+  const auto dead = http_request(stack.port, "POST", "/v1/chat/completions",
+                                 R"({"model":"dead-model","messages":[]})", stack.auth());
+  EXPECT_EQ(dead.status, 502) << dead.body;
+  edit_store(stack, "DROP TRIGGER no_usage");
+  // The next batch that commits (any store write) stores it.
+  ASSERT_EQ(http_request(stack.port, "POST", "/admin/v1/accounts", R"({"name":"poke"})", kAdmin)
+                .status,
+            201);
+  const auto rows = usage_log(stack.port, stack.auth());
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0].status, 502);
+  EXPECT_EQ(rows[0].model, "dead-model");
+  EXPECT_EQ(rows[0].cost, Money());
+  ASSERT_TRUE(stack.stop_gateway());
+  EXPECT_TRUE(ledger_verifies(stack));
+}
+
 TEST(Billing, ALongStreamKeepsItsHoldUntilItIsSettled) {
   Stack stack(
       "billing: { hold_timeout_ms: 1000 }\nupstream: { connect_timeout_ms: 200, "

@@ -190,6 +190,26 @@ TEST_F(WalletTest, AReversalGivesEveryBookBackWhatTheSettlementTook) {
   expect_balanced();
 }
 
+// Hold ids are numbered per wallet: another account's hold of the same id, reversed first,
+// must not pass for this one's.
+TEST_F(WalletTest, AReversalIsTheWalletsOwnWhateverTheHoldId) {
+  Wallet other{ledger, platform, "acct_2"};
+  ASSERT_TRUE(wallet.deposit_paid(usd("1"), now));
+  ASSERT_TRUE(other.deposit_paid(usd("1"), now));
+  auto mine = wallet.hold(usd("0.5"), now + 1000, now);
+  auto theirs = other.hold(usd("0.5"), now + 1000, now);
+  ASSERT_TRUE(mine && theirs);
+  ASSERT_EQ(*mine, *theirs);
+  ASSERT_TRUE(wallet.post(*mine, usd("0.3"), now));
+  ASSERT_TRUE(other.post(*theirs, usd("0.2"), now));
+  EXPECT_EQ(other.reverse(*theirs, now), usd("0.2"));
+  EXPECT_EQ(wallet.reverse(*mine, now), usd("0.3"));
+  EXPECT_EQ(wallet.paid(), usd("1"));
+  EXPECT_EQ(other.paid(), usd("1"));
+  EXPECT_EQ(ledger.balance(platform.revenue), usd("0"));
+  expect_balanced();
+}
+
 TEST_F(WalletTest, VoidAndExpiryReturnEverything) {
   ASSERT_TRUE(wallet.deposit_paid(usd("5"), now));
   auto a = wallet.hold(usd("2"), now + 1000, now);
