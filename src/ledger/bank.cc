@@ -9,6 +9,14 @@
 #include "core/assert.h"
 
 namespace tp::ledger {
+namespace {
+
+// Whether a settled balance is past a low-balance threshold: below it, or for 0, at it.
+bool is_below(Money settled, Money threshold) {
+  return threshold.is_zero() ? settled <= threshold : settled < threshold;
+}
+
+}  // namespace
 
 std::string customer_name(std::int64_t account) { return fmt::format("acct_{}", account); }
 
@@ -75,9 +83,16 @@ std::uint32_t Bank::below_mask(const Wallet& w, std::int64_t now_ms) const {
   std::uint32_t mask = 0;
   for (std::size_t i = 0; i < thresholds_.size(); ++i) {
     const Money t = thresholds_[i];
-    if (t.is_zero() ? settled <= t : settled < t) mask |= 1U << i;
+    if (is_below(settled, t)) mask |= 1U << i;
   }
   return mask;
+}
+
+bool Bank::below(std::int64_t account, Money threshold, std::int64_t now_ms) const {
+  std::lock_guard lock(mu_);
+  const auto it = wallets_.find(account);
+  if (it == wallets_.end()) return false;
+  return is_below(it->second->available(now_ms) + it->second->held(), threshold);
 }
 
 void Bank::check_low_balance(std::int64_t account, const Wallet& w, std::int64_t now_ms) {
@@ -204,6 +219,12 @@ Money Bank::reverse(std::int64_t account, HoldId hold, std::int64_t now_ms) {
   if (it == wallets_.end() || hold == 0) return Money();
   const Money back = it->second->reverse(hold, now_ms);
   check_low_balance(account, *it->second, now_ms);
+  // A notice not taken yet that this reversal undid is dropped (see NoticeRecorder for
+  // those taken already).
+  const Money settled = it->second->available(now_ms) + it->second->held();
+  std::erase_if(notices_, [&](const LowBalanceNotice& n) {
+    return n.account == account && !is_below(settled, n.threshold);
+  });
   return back;
 }
 

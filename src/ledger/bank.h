@@ -106,6 +106,8 @@ class Bank {
   // because more than kLowBalancePendingMax waited.
   std::vector<LowBalanceNotice> take_low_balance_notices(std::size_t* dropped = nullptr);
   static constexpr std::size_t kLowBalancePendingMax = 10'000;
+  // Whether `account`'s settled balance is below `threshold` now (as a notice means it).
+  bool below(std::int64_t account, Money threshold, std::int64_t now_ms) const;
   VerifyReport verify() const;
 
   // Calls `store` with what is not written yet, copied out under the bank's lock and

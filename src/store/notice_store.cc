@@ -1,5 +1,7 @@
 #include "store/notice_store.h"
 
+#include <algorithm>
+
 #include "core/log.h"
 
 namespace tp::store {
@@ -90,6 +92,17 @@ Status NoticeRecorder::record(Database& db, ledger::Bank& bank) {
     ids_.push_back(*id);
   }
   return Status::ok();
+}
+
+void NoticeRecorder::forget_undone(const ledger::Bank& bank,
+                                   const std::vector<std::int64_t>& accounts,
+                                   std::int64_t now_ms) {
+  if (accounts.empty()) return;
+  std::erase_if(notices_, [&](const ledger::LowBalanceNotice& n) {
+    return std::find(accounts.begin(), accounts.end(), n.account) != accounts.end() &&
+           !bank.below(n.account, n.threshold, now_ms);
+  });
+  ids_.clear();  // rolled back with their batch
 }
 
 void NoticeRecorder::committed(bool ok) {

@@ -42,6 +42,11 @@ class NoticeRecorder {
   // Takes the bank's new notices (logging each) and records every one not committed yet.
   Status record(Database& db, ledger::Bank& bank);
   void committed(bool ok);
+  // After a failed commit whose charges were reversed (UsageBuffer::reverse_unstored): the
+  // notices of `accounts` waiting here whose balance is no longer below their threshold
+  // announced a crossing that the reversal undid, and are dropped.
+  void forget_undone(const ledger::Bank& bank, const std::vector<std::int64_t>& accounts,
+                     std::int64_t now_ms);
 
  private:
   std::vector<ledger::LowBalanceNotice> notices_;  // not committed yet

@@ -50,14 +50,16 @@ void UsageBuffer::settle(ledger::Bank& bank, const ledger::Bank::Hold& hold, Usa
 
 Status UsageBuffer::flush(Database& db) { return insert_usage_rows(db, rows_); }
 
-void UsageBuffer::reverse_unstored(ledger::Bank& bank, std::int64_t now_ms) {
+std::vector<std::int64_t> UsageBuffer::reverse_unstored(ledger::Bank& bank, std::int64_t now_ms) {
+  std::vector<std::int64_t> accounts;
   for (; reversed_ < rows_.size(); ++reversed_) {
     UsageRecord& r = rows_[reversed_];
     if (!charged_[reversed_] || r.hold == 0) continue;
-    (void)bank.reverse(r.account_id, r.hold, now_ms);
+    if (!bank.reverse(r.account_id, r.hold, now_ms).is_zero()) accounts.push_back(r.account_id);
     r.status = 503;
     r.cost = r.input_cost = r.output_cost = r.standard_cost = Money();
   }
+  return accounts;
 }
 
 void store_settlements_with_batches(Writer& writer, BatchState state) {
@@ -82,7 +84,9 @@ void store_settlements_with_batches(Writer& writer, BatchState state) {
   });
   writer.set_after_commit([state, recording](bool committed) {
     if (!committed) {
-      state.usage->reverse_unstored(*state.bank, SystemClock::instance().unix_millis());
+      const std::int64_t now = SystemClock::instance().unix_millis();
+      const std::vector<std::int64_t> reversed = state.usage->reverse_unstored(*state.bank, now);
+      state.notices->forget_undone(*state.bank, reversed, now);
     }
     state.usage->committed(committed);
     state.answers->committed(committed);

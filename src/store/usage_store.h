@@ -84,7 +84,8 @@ class UsageBuffer {
   // error instead of the answer, so its charge is taken back (Bank::reverse) and its row
   // says 503 at no cost. Row and reversal are stored together by the next batch. (A
   // settlement that held nothing, id 0, has no charge to find and keeps it.)
-  void reverse_unstored(ledger::Bank& bank, std::int64_t now_ms);
+  // Returns the accounts whose charges it reversed.
+  std::vector<std::int64_t> reverse_unstored(ledger::Bank& bank, std::int64_t now_ms);
   // The rows not stored yet: this batch's, and any a failed batch left.
   std::span<const UsageRecord> pending() const { return rows_; }
   std::size_t size() const { return rows_.size(); }

@@ -956,5 +956,34 @@ TEST(Billing, ANoticeIsStoredWithTheChargeThatRaisedIt) {
   EXPECT_EQ(row->column_int(0), 1);
 }
 
+// A crossing that a reversal undid (the settlement's commit failed) announces nothing; the
+// next real one does, once.
+TEST(Billing, ANoticeOfAReversedChargeIsNotSent) {
+  WebhookReceiver hook({});
+  Stack stack(notice_config(hook, R"("0.0015")", 50));
+  ASSERT_GT(stack.port, 0);
+  const std::string key = funded_key(stack.port, "0.002");
+  edit_store(stack, "CREATE TRIGGER no_usage BEFORE INSERT ON usage_log BEGIN SELECT "
+                    "RAISE(ABORT, 'disk trouble'); END");
+  EXPECT_EQ(http_request(stack.port, "POST", "/v1/messages", kNoticeRequest, {{"x-api-key", key}})
+                .status,
+            503);
+  edit_store(stack, "DROP TRIGGER no_usage");
+  ASSERT_EQ(http_request(stack.port, "POST", "/admin/v1/accounts", R"({"name":"poke"})", kAdmin)
+                .status,
+            201);
+  ASSERT_EQ(http_request(stack.port, "POST", "/admin/v1/ledger/unfreeze", R"({"note":"disk"})", kAdmin)
+                .status,
+            200);
+  std::this_thread::sleep_for(300ms);
+  EXPECT_TRUE(hook.bodies().empty()) << hook.bodies().front();
+  ASSERT_EQ(http_request(stack.port, "POST", "/v1/messages", kNoticeRequest, {{"x-api-key", key}})
+                .status,
+            200);
+  for (int i = 0; i < 100 && hook.bodies().empty(); ++i) std::this_thread::sleep_for(20ms);
+  std::this_thread::sleep_for(200ms);
+  EXPECT_EQ(hook.bodies().size(), 1u);
+}
+
 }  // namespace
 }  // namespace tp::test
