@@ -487,6 +487,16 @@ void edit_store(const Stack& stack, const std::string& sql) {
   ASSERT_TRUE((*db)->exec(sql)) << sql;
 }
 
+// Makes every insert into `table` fail, as a store in trouble would, until let_inserts.
+void fail_inserts(const Stack& stack, const std::string& table) {
+  edit_store(stack, "CREATE TRIGGER no_" + table + " BEFORE INSERT ON " + table +
+                        " BEGIN SELECT RAISE(ABORT, 'disk trouble'); END");
+}
+
+void let_inserts(const Stack& stack, const std::string& table) {
+  edit_store(stack, "DROP TRIGGER no_" + table);
+}
+
 void tamper(const Stack& stack, std::int64_t delta_nanos) {
   edit_store(stack, "UPDATE transfers SET amount_nanos = amount_nanos + " +
                         std::to_string(delta_nanos) + " WHERE id = 1");
@@ -638,13 +648,11 @@ TEST(Billing, AFailedSettlementFreezesBillingAcrossARestart) {
   const std::string chat = R"({"model":"gpt-test","messages":[]})";
   ASSERT_EQ(http_request(stack.port, "POST", "/v1/chat/completions", chat, stack.auth()).status,
             200);
-  auto edit = [&](const std::string& sql) { edit_store(stack, sql); };
-  edit("CREATE TRIGGER no_usage BEFORE INSERT ON usage_log BEGIN SELECT RAISE(ABORT, 'disk "
-       "trouble'); END");
+  fail_inserts(stack, "usage_log");
   const auto failed = http_request(stack.port, "POST", "/v1/chat/completions", chat, stack.auth());
   EXPECT_EQ(failed.status, 503) << failed.body;
   EXPECT_NE(failed.body.find("the store failed"), std::string::npos) << failed.body;
-  edit("DROP TRIGGER no_usage");
+  let_inserts(stack, "usage_log");
   const auto frozen = http_request(stack.port, "POST", "/v1/chat/completions", chat, stack.auth());
   EXPECT_EQ(frozen.status, 503) << frozen.body;
   EXPECT_NE(frozen.body.find("billing_frozen"), std::string::npos) << frozen.body;
@@ -683,11 +691,10 @@ TEST(Billing, ACreditRetriedAfterAFailedCommitIsAppliedOnce) {
   ASSERT_EQ(account.status, 201) << account.body;
   const std::string credit = R"({"amount_usd":"5","kind":"paid","idempotency_key":"once"})";
   const std::string path = "/admin/v1/accounts/acct_2/credits";
-  edit_store(stack, "CREATE TRIGGER no_answers BEFORE INSERT ON idempotency BEGIN SELECT "
-                    "RAISE(ABORT, 'disk trouble'); END");
+  fail_inserts(stack, "idempotency");
   const auto failed = http_request(stack.port, "POST", path, credit, kAdmin);
   EXPECT_GE(failed.status, 500) << failed.body;
-  edit_store(stack, "DROP TRIGGER no_answers");
+  let_inserts(stack, "idempotency");
   const auto retried = http_request(stack.port, "POST", path, credit, kAdmin);
   ASSERT_EQ(retried.status, 200) << retried.body;
   EXPECT_NE(retried.body.find(R"("paid_usd":"5.00")"), std::string::npos) << retried.body;
@@ -712,11 +719,10 @@ TEST(Billing, AnAccountCreationRetriedAfterAFailedCommitCreatesOneAccount) {
   Stack stack;
   ASSERT_GT(stack.port, 0);
   const std::string create = R"({"name":"retry","idempotency_key":"new-1"})";
-  edit_store(stack, "CREATE TRIGGER no_answers BEFORE INSERT ON idempotency BEGIN SELECT "
-                    "RAISE(ABORT, 'disk trouble'); END");
+  fail_inserts(stack, "idempotency");
   const auto failed = http_request(stack.port, "POST", "/admin/v1/accounts", create, kAdmin);
   EXPECT_GE(failed.status, 500) << failed.body;
-  edit_store(stack, "DROP TRIGGER no_answers");
+  let_inserts(stack, "idempotency");
   const auto retried = http_request(stack.port, "POST", "/admin/v1/accounts", create, kAdmin);
   ASSERT_EQ(retried.status, 201) << retried.body;
   EXPECT_NE(retried.body.find(R"("id":"acct_2")"), std::string::npos) << retried.body;
@@ -735,12 +741,11 @@ TEST(Billing, AnAccountCreationRetriedAfterAFailedCommitCreatesOneAccount) {
 TEST(Billing, AVoidedRequestsRowSurvivesAFailedCommit) {
   Stack stack;
   ASSERT_GT(stack.port, 0);
-  edit_store(stack, "CREATE TRIGGER no_usage BEFORE INSERT ON usage_log BEGIN SELECT "
-                    "RAISE(ABORT, 'disk trouble'); END");
+  fail_inserts(stack, "usage_log");
   const auto dead = http_request(stack.port, "POST", "/v1/chat/completions",
                                  R"({"model":"dead-model","messages":[]})", stack.auth());
   EXPECT_EQ(dead.status, 502) << dead.body;
-  edit_store(stack, "DROP TRIGGER no_usage");
+  let_inserts(stack, "usage_log");
   // The next batch that commits (any store write) stores it.
   ASSERT_EQ(http_request(stack.port, "POST", "/admin/v1/accounts", R"({"name":"poke"})", kAdmin)
                 .status,
@@ -963,12 +968,11 @@ TEST(Billing, ANoticeOfAReversedChargeIsNotSent) {
   Stack stack(notice_config(hook, R"("0.0015")", 50));
   ASSERT_GT(stack.port, 0);
   const std::string key = funded_key(stack.port, "0.002");
-  edit_store(stack, "CREATE TRIGGER no_usage BEFORE INSERT ON usage_log BEGIN SELECT "
-                    "RAISE(ABORT, 'disk trouble'); END");
+  fail_inserts(stack, "usage_log");
   EXPECT_EQ(http_request(stack.port, "POST", "/v1/messages", kNoticeRequest, {{"x-api-key", key}})
                 .status,
             503);
-  edit_store(stack, "DROP TRIGGER no_usage");
+  let_inserts(stack, "usage_log");
   ASSERT_EQ(http_request(stack.port, "POST", "/admin/v1/accounts", R"({"name":"poke"})", kAdmin)
                 .status,
             201);
