@@ -54,8 +54,12 @@ std::vector<std::int64_t> UsageBuffer::reverse_unstored(ledger::Bank& bank, std:
   std::vector<std::int64_t> accounts;
   for (; reversed_ < rows_.size(); ++reversed_) {
     UsageRecord& r = rows_[reversed_];
-    if (!charged_[reversed_] || r.hold == 0) continue;
-    if (!bank.reverse(r.account_id, r.hold, now_ms).is_zero()) accounts.push_back(r.account_id);
+    if (!charged_[reversed_]) continue;
+    const Money back = r.hold != 0 ? bank.reverse(r.account_id, r.hold, now_ms) : Money();
+    // A charge without a hold to find it by cannot be taken back, and keeps its row as it
+    // is. (A request holds nothing only on a free route, which charges nothing.)
+    if (back != r.cost) continue;
+    if (!back.is_zero()) accounts.push_back(r.account_id);
     r.status = 503;
     r.cost = r.input_cost = r.output_cost = r.standard_cost = Money();
   }

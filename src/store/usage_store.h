@@ -83,7 +83,8 @@ class UsageBuffer {
   // After a failed commit: every settlement of the batch failed, and its client got an
   // error instead of the answer, so its charge is taken back (Bank::reverse) and its row
   // says 503 at no cost. Row and reversal are stored together by the next batch. (A
-  // settlement that held nothing, id 0, has no charge to find and keeps it.)
+  // settlement that held nothing, id 0, charged nothing either; should it have, that
+  // charge cannot be found, and stays with its row as it was.)
   // Returns the accounts whose charges it reversed.
   std::vector<std::int64_t> reverse_unstored(ledger::Bank& bank, std::int64_t now_ms);
   // The rows not stored yet: this batch's, and any a failed batch left.
