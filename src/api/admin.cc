@@ -651,13 +651,11 @@ Task<void> AdminApi::create_account(http::Request& req, Responder& res) {
       if (!seen) return seen.status();
       if (*seen) return std::move((*seen)->body);
     }
+    // One write: an account must never stand, even for a moment, without its allowlist.
     auto created = services_.directory->create_account(db, std::string(name), std::string(kind),
-                                                       std::string(plan), policy, now_ms());
+                                                       std::string(plan), policy, now_ms(),
+                                                       models);
     if (!created) return created.status();
-    if (!models.empty()) {
-      created = services_.directory->set_models(db, created->id, models);
-      if (!created) return created.status();
-    }
     services_.bank->open_wallet(created->id);
     if (created->kind == "customer" && services_.trial_credit > Money()) {
       auto trial = services_.bank->deposit(created->id, ledger::CreditKind::kTrial,

@@ -237,7 +237,7 @@ void Directory::committed(bool ok) {
 
 Result<Account> Directory::create_account(store::Database& db, std::string name, std::string kind,
                                           std::string plan, RoutingPolicy policy,
-                                          std::int64_t now_ms) {
+                                          std::int64_t now_ms, std::vector<std::string> models) {
   std::lock_guard lock(mu_);
   Account a{accounts_.empty() ? 1 : accounts_.rbegin()->first + 1,
             std::move(name),
@@ -245,7 +245,8 @@ Result<Account> Directory::create_account(store::Database& db, std::string name,
             std::move(plan),
             now_ms,
             false,
-            std::move(policy)};
+            std::move(policy),
+            std::move(models)};
   if (Status s = write_account(db, a); !s) return s;
   accounts_.emplace(a.id, a);
   unstored_accounts_.insert(a.id);

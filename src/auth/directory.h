@@ -115,8 +115,10 @@ class Directory {
 
   // Each change is written to `db` (inside the caller's transaction) first, then made in
   // memory, and written again by persist() until a commit has stored it.
+  // `models`: its allowlist from the start (empty: every model), in the same write.
   Result<Account> create_account(store::Database& db, std::string name, std::string kind,
-                                 std::string plan, RoutingPolicy policy, std::int64_t now_ms);
+                                 std::string plan, RoutingPolicy policy, std::int64_t now_ms,
+                                 std::vector<std::string> models = {});
   Result<Account> set_suspended(store::Database& db, std::int64_t id, bool suspended);
   Result<Account> set_policy(store::Database& db, std::int64_t id, RoutingPolicy policy);
   // The account's model allowlist (empty: every model); its keys keep their own lists too.

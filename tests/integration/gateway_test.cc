@@ -609,6 +609,21 @@ TEST(GatewayUpstream, StalePooledConnectionIsRetriedTransparently) {
 // Client disconnects mid-stream: billing_test.cc (the upstream is read on for its usage,
 // or cancelled when billing.disconnect_drain_ms is 0).
 
+// An account created with a model allowlist has it from the start, and keeps it across a
+// restart: it is stored in the same write as the account.
+TEST(GatewayConfig, AnAccountsAllowlistIsStoredWithIt) {
+  Stack stack;
+  ASSERT_GT(stack.port, 0);
+  const std::map<std::string, std::string> admin = {{"authorization", std::string("Bearer ") + kAdminKey}};
+  const auto created = http_request(stack.port, "POST", "/admin/v1/accounts",
+                                    R"({"name":"narrow","models":["gpt-test"]})", admin);
+  ASSERT_EQ(created.status, 201) << created.body;
+  EXPECT_NE(created.body.find(R"("models":["gpt-test"])"), std::string::npos) << created.body;
+  ASSERT_TRUE(stack.restart_gateway());
+  const auto stored = http_request(stack.port, "GET", "/admin/v1/accounts/acct_2", {}, admin);
+  EXPECT_NE(stored.body.find(R"("models":["gpt-test"])"), std::string::npos) << stored.body;
+}
+
 // `redis:` is accepted ahead of the limits that will use it; until then start-up says so,
 // without the URL (it may carry a password).
 TEST(GatewayConfig, AnUnusedRedisIsNamedAtStartUp) {
