@@ -1819,11 +1819,11 @@ Task<void> Gateway::relay_stream(http::UpstreamResponse& upstream, Surface surfa
     if (client_here) relayed = relayed_events;
     log::warn("stream stopped: the account's balance covers no more",
               {{"request_id", bill.record.request_id}});
-    co_await fail_stream(fmt::format("insufficient balance: the account's balance does not "
-                                     "cover a longer response; it was stopped after {} "
-                                     "output tokens",
-                                     relayed),
-                         402);
+    const std::string message = fmt::format(
+        "insufficient balance: the account's balance does not cover a longer response; it "
+        "was stopped after {} output tokens",
+        relayed);
+    co_await fail_stream(message, 402);
   };
 
   // Whole events only go to the client; `pending` holds the tail of an unfinished one.
