@@ -245,11 +245,11 @@ TEST(Billing, ResponsesPastTheirHoldsOverdrawByOneShortfallAtMost) {
     const Money start = Money::parse("0.002").value();
     const std::string key = funded_key(stack.port, "0.002");
     // gpt-test's max_output_tokens is 1000: each hold is ~0.00063 USD, so three fit; each
-    // answer is 3000 tokens (0.0018 USD).
+    // answer is 3000 tokens (0.0018 USD), after every request has taken its hold.
     const std::string body =
         std::string(R"({"model":"gpt-test","max_tokens":5000,"stream":)") +
         (stream ? "true" : "false") +
-        R"(,"messages":[{"role":"user","content":"go"}],"sim":{"output_tokens":3000,"tokens_per_second":20000,"latency_ms":30}})";
+        R"(,"messages":[{"role":"user","content":"go"}],"sim":{"output_tokens":3000,"tokens_per_second":20000,"latency_ms":400}})";
     const Money hold = cost_of(static_cast<std::int64_t>(body.size()), kGptIn, 0, kGptIn, 1000, kGptOut);
     std::atomic<int> whole_402{0};
     std::vector<std::thread> clients;
@@ -304,15 +304,17 @@ TEST(Billing, ReportedUsagePastTheHoldOverdrawsByOneShortfallAtMost) {
     PricePerMtok in, out;
     const char* fund;
   };
+  // (latency_ms: the upstream answers only once every request has taken its hold, so the
+  // six run at once even on a loaded machine.)
   const std::vector<Case> cases = {
       {"anthropic input", "/v1/messages",
-       R"({"model":"claude-test","max_tokens":20,"stream":true,"messages":[{"role":"user","content":"look"}],"sim":{"input_tokens":100000,"output_tokens":20}})",
+       R"({"model":"claude-test","max_tokens":20,"stream":true,"messages":[{"role":"user","content":"look"}],"sim":{"input_tokens":100000,"output_tokens":20,"latency_ms":400}})",
        20, kClaudeIn, kClaudeOut, "0.003"},
       {"anthropic deltas", "/v1/messages",
-       R"({"model":"claude-test","max_tokens":8000,"stream":true,"messages":[{"role":"user","content":"go"}],"sim":{"output_tokens":6000,"tokens_per_chunk":10}})",
+       R"({"model":"claude-test","max_tokens":8000,"stream":true,"messages":[{"role":"user","content":"go"}],"sim":{"output_tokens":6000,"tokens_per_chunk":10,"latency_ms":400}})",
        4096, kClaudeIn, kClaudeOut, "0.2"},
       {"openai chunks", "/v1/chat/completions",
-       R"({"model":"gpt-test","max_tokens":5000,"stream":true,"messages":[{"role":"user","content":"go"}],"sim":{"output_tokens":3000,"tokens_per_chunk":10}})",
+       R"({"model":"gpt-test","max_tokens":5000,"stream":true,"messages":[{"role":"user","content":"go"}],"sim":{"output_tokens":3000,"tokens_per_chunk":10,"latency_ms":400}})",
        1000, kGptIn, kGptOut, "0.002"}};
   for (const Case& c : cases) {
     SCOPED_TRACE(c.name);
@@ -761,26 +763,26 @@ TEST(Billing, AVoidedRequestsRowSurvivesAFailedCommit) {
 
 TEST(Billing, ALongStreamKeepsItsHoldUntilItIsSettled) {
   Stack stack(
-      "billing: { hold_timeout_ms: 1000 }\nupstream: { connect_timeout_ms: 200, "
-      "first_byte_timeout_ms: 500, idle_timeout_ms: 400 }\nrouting: { fallback_deadline_ms: 200 }");
+      "billing: { hold_timeout_ms: 2000 }\nupstream: { connect_timeout_ms: 200, "
+      "first_byte_timeout_ms: 500, idle_timeout_ms: 900 }\nrouting: { fallback_deadline_ms: 200 }");
   ASSERT_GT(stack.port, 0);
   const Money before = available(stack.port, stack.key);
   HttpResponse res;
   std::thread client([&] {
     res = http_request(stack.port, "POST", "/v1/chat/completions",
-                       R"({"model":"gpt-test","stream":true,"messages":[],"sim":{"output_tokens":70,"tokens_per_second":20}})",
+                       R"({"model":"gpt-test","stream":true,"messages":[],"sim":{"output_tokens":100,"tokens_per_second":20}})",
                        stack.auth());
   });
-  // Past two hold timeouts (and the once-a-second sweep): the stream is still running, so
+  // Past a hold timeout and the once-a-second sweep: the stream (5 s) is still running, so
   // its hold was renewed rather than lapsed.
-  std::this_thread::sleep_for(2500ms);
+  std::this_thread::sleep_for(3500ms);
   const auto mid = http_request(stack.port, "GET", "/api/balance", {}, stack.auth());
   EXPECT_EQ(mid.body.find("\"held_usd\":\"0.00\""), std::string::npos) << mid.body;
   client.join();
   ASSERT_EQ(res.status, 200);
   const auto rows = usage_log(stack.port, stack.auth());
   ASSERT_EQ(rows.size(), 1u);
-  EXPECT_EQ(rows[0].output, 70);
+  EXPECT_EQ(rows[0].output, 100);
   EXPECT_EQ(available(stack.port, stack.key), before - rows[0].cost);
   const auto after = http_request(stack.port, "GET", "/api/balance", {}, stack.auth());
   EXPECT_NE(after.body.find("\"held_usd\":\"0.00\""), std::string::npos) << after.body;
