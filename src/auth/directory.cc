@@ -69,16 +69,25 @@ Result<KeyDigest> digest_from_hex(std::string_view hex) {
   return d;
 }
 
-// Writes an account's row whole (insert, or update of what can change), in the caller's
-// transaction.
-Status write_account(store::Database& db, const Account& a) {
-  auto upsert = db.cached(
-      "INSERT INTO accounts (id, name, kind, plan, created_ms, suspended, privacy_tier, "
-      "routing_weights, models) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE "
-      "SET suspended = excluded.suspended, privacy_tier = excluded.privacy_tier, "
-      "routing_weights = excluded.routing_weights, models = excluded.models");
-  if (!upsert) return upsert.status();
-  store::Statement& st = **upsert;
+// How a row is written: a new one must not exist yet (an id taken by another writer, such
+// as the offline CLI beside a running gateway, is an error, not overwritten); a changed
+// one, or one written again after a rollback, updates the row only if it is the same
+// account or key (its immutable columns match).
+enum class Write { kNew, kWhole };
+
+// Writes an account's row whole, in the caller's transaction.
+Status write_account(store::Database& db, const Account& a, Write how) {
+  auto statement = db.cached(
+      how == Write::kNew
+          ? "INSERT INTO accounts (id, name, kind, plan, created_ms, suspended, privacy_tier, "
+            "routing_weights, models) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+          : "INSERT INTO accounts (id, name, kind, plan, created_ms, suspended, privacy_tier, "
+            "routing_weights, models) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO "
+            "UPDATE SET suspended = excluded.suspended, privacy_tier = excluded.privacy_tier, "
+            "routing_weights = excluded.routing_weights, models = excluded.models "
+            "WHERE accounts.name = excluded.name AND accounts.created_ms = excluded.created_ms");
+  if (!statement) return statement.status();
+  store::Statement& st = **statement;
   st.bind(1, a.id).bind(2, a.name).bind(3, a.kind).bind(4, a.plan).bind(5, a.created_ms);
   st.bind(6, a.suspended ? 1 : 0).bind(7, catalog::privacy_tier_name(a.policy.privacy_tier));
   st.bind(8, weights_text(a.policy.weights)).bind(9, join_models(a.models));
@@ -86,14 +95,19 @@ Status write_account(store::Database& db, const Account& a) {
 }
 
 // The same for a key.
-Status write_key(store::Database& db, const ApiKey& k) {
-  auto upsert = db.cached(
-      "INSERT INTO api_keys (id, account_id, name, digest, last4, models, created_ms, expires_ms, "
-      "revoked_ms, privacy_tier, routing_weights, tags) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
-      "?) ON CONFLICT (id) DO UPDATE SET expires_ms = excluded.expires_ms, "
-      "revoked_ms = excluded.revoked_ms");
-  if (!upsert) return upsert.status();
-  store::Statement& st = **upsert;
+Status write_key(store::Database& db, const ApiKey& k, Write how) {
+  auto statement = db.cached(
+      how == Write::kNew
+          ? "INSERT INTO api_keys (id, account_id, name, digest, last4, models, created_ms, "
+            "expires_ms, revoked_ms, privacy_tier, routing_weights, tags) VALUES (?, ?, ?, ?, ?, "
+            "?, ?, ?, ?, ?, ?, ?)"
+          : "INSERT INTO api_keys (id, account_id, name, digest, last4, models, created_ms, "
+            "expires_ms, revoked_ms, privacy_tier, routing_weights, tags) VALUES (?, ?, ?, ?, ?, "
+            "?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET expires_ms = "
+            "excluded.expires_ms, revoked_ms = excluded.revoked_ms "
+            "WHERE api_keys.digest = excluded.digest");
+  if (!statement) return statement.status();
+  store::Statement& st = **statement;
   st.bind(1, k.id).bind(2, k.account_id).bind(3, k.name).bind(4, to_hex(k.digest));
   st.bind(5, k.last4).bind(6, join_models(k.models)).bind(7, k.created_ms);
   if (k.expires_ms) st.bind(8, *k.expires_ms); else st.bind_null(8);
@@ -220,10 +234,10 @@ std::vector<ApiKey> Directory::keys_of(std::int64_t account_id) const {
 Status Directory::persist(store::Database& db) {
   std::lock_guard lock(mu_);
   for (const std::int64_t id : unstored_accounts_) {
-    if (Status s = write_account(db, accounts_.at(id)); !s) return s;
+    if (Status s = write_account(db, accounts_.at(id), Write::kWhole); !s) return s;
   }
   for (const std::int64_t id : unstored_keys_) {
-    if (Status s = write_key(db, keys_.at(id)); !s) return s;
+    if (Status s = write_key(db, keys_.at(id), Write::kWhole); !s) return s;
   }
   return Status::ok();
 }
@@ -247,7 +261,7 @@ Result<Account> Directory::create_account(store::Database& db, std::string name,
             false,
             std::move(policy),
             std::move(models)};
-  if (Status s = write_account(db, a); !s) return s;
+  if (Status s = write_account(db, a, Write::kNew); !s) return s;
   accounts_.emplace(a.id, a);
   unstored_accounts_.insert(a.id);
   return a;
@@ -262,7 +276,7 @@ Result<Account> Directory::change_account(store::Database& db, std::int64_t id,
   }
   Account changed = it->second;
   apply(changed);
-  if (Status s = write_account(db, changed); !s) return s;
+  if (Status s = write_account(db, changed, Write::kWhole); !s) return s;
   it->second = std::move(changed);
   unstored_accounts_.insert(id);
   publish();
@@ -307,7 +321,7 @@ Result<ApiKey> Directory::rotate_key(store::Database& db, const KeyHasher& hashe
   ApiKey ending = old;
   ending.expires_ms =
       old.expires_ms ? std::min(*old.expires_ms, now_ms + grace_ms) : now_ms + grace_ms;
-  if (Status s = write_key(db, ending); !s) return s;
+  if (Status s = write_key(db, ending, Write::kWhole); !s) return s;
   *old_expires_ms = *ending.expires_ms;
   keys_.at(key_id) = std::move(ending);
   unstored_keys_.insert(key_id);
@@ -333,7 +347,7 @@ Result<ApiKey> Directory::create_key_locked(store::Database& db, const KeyHasher
   k.expires_ms = spec.expires_ms;
   k.policy = std::move(spec.policy);
   k.tags = std::move(spec.tags);
-  if (Status s = write_key(db, k); !s) return s;
+  if (Status s = write_key(db, k, Write::kNew); !s) return s;
   keys_.emplace(k.id, k);
   unstored_keys_.insert(k.id);
   publish();
@@ -349,7 +363,7 @@ Status Directory::revoke_key(store::Database& db, std::int64_t key_id, std::int6
   }
   ApiKey revoked = it->second;
   revoked.revoked_ms = now_ms;
-  if (Status s = write_key(db, revoked); !s) return s;
+  if (Status s = write_key(db, revoked, Write::kWhole); !s) return s;
   it->second = std::move(revoked);
   unstored_keys_.insert(key_id);
   publish();

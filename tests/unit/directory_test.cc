@@ -105,6 +105,39 @@ TEST(Directory, ChangesRolledBackAreWrittenAgainByTheNextCommit) {
   std::filesystem::remove_all(dir);
 }
 
+// Another writer (the offline CLI beside a running gateway) took the next id: a new
+// account or key is refused rather than written over that row, and nothing changes in
+// memory; a change written again for a row that is not this account's leaves it alone.
+TEST(Directory, AnIdTakenByAnotherWriterIsNeverOverwritten) {
+  const auto dir = std::filesystem::temp_directory_path() / "turnpike-directory-taken-test";
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  const std::string path = (dir / "t.db").string();
+  const KeyHasher hasher(std::string(32, 'k'));
+  auto db = store::open_sqlite(path).value();
+  ASSERT_TRUE(store::migrate(*db));
+  auto directory = Directory::load(*db).value();
+  ASSERT_TRUE(directory->create_account(*db, "Acme", "customer", "", {}, 1000));
+  ASSERT_TRUE(db->exec("INSERT INTO accounts (id, name, kind, plan, created_ms) VALUES "
+                       "(2, 'cli', 'customer', '', 5)"));
+  ASSERT_TRUE(db->exec("INSERT INTO api_keys (id, account_id, name, digest, last4, models, "
+                       "created_ms) VALUES (1, 1, 'cli', 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa', "
+                       "'aaaa', '', 5)"));
+  EXPECT_FALSE(directory->create_account(*db, "Beta", "customer", "", {}, 2000));
+  EXPECT_FALSE(directory->account(2));
+  std::string secret;
+  EXPECT_FALSE(directory->create_key(*db, hasher, 1, {}, 2000, &secret));
+  EXPECT_TRUE(directory->keys_of(1).empty());
+  // Memory's account 1 suspended, while the row of id 1 now belongs to someone else.
+  ASSERT_TRUE(db->exec("UPDATE accounts SET name = 'other', created_ms = 7 WHERE id = 1"));
+  ASSERT_TRUE(directory->set_suspended(*db, 1, true));
+  ASSERT_TRUE(directory->persist(*db));
+  auto row = db->prepare("SELECT suspended FROM accounts WHERE id = 1").value();
+  ASSERT_EQ(row.step().value(), store::Statement::Step::kRow);
+  EXPECT_EQ(row.column_int(0), 0);
+  std::filesystem::remove_all(dir);
+}
+
 TEST(Directory, RoutingPoliciesPersistAndCombineIntoTheGrant) {
   const auto dir = std::filesystem::temp_directory_path() / "turnpike-directory-policy-test";
   std::filesystem::remove_all(dir);
