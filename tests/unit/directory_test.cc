@@ -10,11 +10,24 @@
 namespace tp::auth {
 namespace {
 
+// A fresh directory for one test's database, removed afterwards.
+class TempDb {
+ public:
+  explicit TempDb(const std::string& name)
+      : dir_(std::filesystem::temp_directory_path() / name) {
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_);
+  }
+  ~TempDb() { std::filesystem::remove_all(dir_); }
+  std::string path() const { return (dir_ / "t.db").string(); }
+
+ private:
+  std::filesystem::path dir_;
+};
+
 TEST(Directory, AccountsAndKeysPersistAndPublishSnapshots) {
-  const auto dir = std::filesystem::temp_directory_path() / "turnpike-directory-test";
-  std::filesystem::remove_all(dir);
-  std::filesystem::create_directories(dir);
-  const std::string path = (dir / "t.db").string();
+  const TempDb db_dir("turnpike-directory-test");
+  const std::string path = db_dir.path();
   const KeyHasher hasher(std::string(32, 'k'));
   std::string secret;
   std::int64_t key_id = 0;
@@ -53,16 +66,13 @@ TEST(Directory, AccountsAndKeysPersistAndPublishSnapshots) {
     EXPECT_EQ(directory->keys()->find(hasher.digest(secret)), nullptr);
     EXPECT_FALSE(directory->revoke_key(*db, key_id, 3000));  // already revoked
   }
-  std::filesystem::remove_all(dir);
 }
 
 // A change stands in memory from the moment its piece ran; when its transaction rolls
 // back, the next one that persists writes it again.
 TEST(Directory, ChangesRolledBackAreWrittenAgainByTheNextCommit) {
-  const auto dir = std::filesystem::temp_directory_path() / "turnpike-directory-redo-test";
-  std::filesystem::remove_all(dir);
-  std::filesystem::create_directories(dir);
-  const std::string path = (dir / "t.db").string();
+  const TempDb db_dir("turnpike-directory-redo-test");
+  const std::string path = db_dir.path();
   const KeyHasher hasher(std::string(32, 'k'));
   std::string secret, rotated;
   {
@@ -102,17 +112,14 @@ TEST(Directory, ChangesRolledBackAreWrittenAgainByTheNextCommit) {
   ASSERT_NE(old_key, nullptr);
   EXPECT_EQ(old_key->expires_ms, std::optional<std::int64_t>(63'000));
   EXPECT_NE(directory->keys()->find(hasher.digest(rotated)), nullptr);
-  std::filesystem::remove_all(dir);
 }
 
 // Another writer (the offline CLI beside a running gateway) took the next id: a new
 // account or key is refused rather than written over that row, and nothing changes in
 // memory; a change written again for a row that is not this account's leaves it alone.
 TEST(Directory, AnIdTakenByAnotherWriterIsNeverOverwritten) {
-  const auto dir = std::filesystem::temp_directory_path() / "turnpike-directory-taken-test";
-  std::filesystem::remove_all(dir);
-  std::filesystem::create_directories(dir);
-  const std::string path = (dir / "t.db").string();
+  const TempDb db_dir("turnpike-directory-taken-test");
+  const std::string path = db_dir.path();
   const KeyHasher hasher(std::string(32, 'k'));
   auto db = store::open_sqlite(path).value();
   ASSERT_TRUE(store::migrate(*db));
@@ -135,14 +142,11 @@ TEST(Directory, AnIdTakenByAnotherWriterIsNeverOverwritten) {
   auto row = db->prepare("SELECT suspended FROM accounts WHERE id = 1").value();
   ASSERT_EQ(row.step().value(), store::Statement::Step::kRow);
   EXPECT_EQ(row.column_int(0), 0);
-  std::filesystem::remove_all(dir);
 }
 
 TEST(Directory, RoutingPoliciesPersistAndCombineIntoTheGrant) {
-  const auto dir = std::filesystem::temp_directory_path() / "turnpike-directory-policy-test";
-  std::filesystem::remove_all(dir);
-  std::filesystem::create_directories(dir);
-  const std::string path = (dir / "t.db").string();
+  const TempDb db_dir("turnpike-directory-policy-test");
+  const std::string path = db_dir.path();
   const KeyHasher hasher(std::string(32, 'k'));
   std::string loose, tight;
   const router::Weights cost{0.1, 0.8, 0.1};
@@ -200,7 +204,6 @@ TEST(Directory, RoutingPoliciesPersistAndCombineIntoTheGrant) {
   EXPECT_FALSE(both->may_use("b"));
   ASSERT_TRUE(directory->set_models(*db, 1, {}));
   EXPECT_TRUE(directory->keys()->find(hasher.digest(loose))->may_use("c"));
-  std::filesystem::remove_all(dir);
 }
 
 }  // namespace
