@@ -72,8 +72,29 @@ Result<KeyDigest> digest_from_hex(std::string_view hex) {
 // How a row is written: a new one must not exist yet (an id taken by another writer, such
 // as the offline CLI beside a running gateway, is an error, not overwritten); a changed
 // one, or one written again after a rollback, updates the row only if it is the same
-// account or key (its immutable columns match).
+// account or key (its immutable columns match), and is an error otherwise.
 enum class Write { kNew, kWhole };
+
+// Runs a row's write. A rewrite's RETURNING clause yields the row only when it was
+// written: none means the id now belongs to another account or key, which is an error (the
+// store and memory would disagree from then on), never a silent no-op.
+Status run_write(store::Statement& st, Write how, std::string_view row) {
+  if (how == Write::kNew) return st.run();
+  auto step = st.step();
+  if (!step) {
+    st.reset();
+    return step.status();
+  }
+  const bool written = *step == store::Statement::Step::kRow;
+  if (Status s = st.run(); !s) return s;
+  if (!written) {
+    return Status{ErrorKind::kConflict,
+                  fmt::format("the store's row of {} belongs to another writer (the offline CLI "
+                              "beside a running gateway?); it was not overwritten",
+                              row)};
+  }
+  return Status::ok();
+}
 
 // Writes an account's row whole, in the caller's transaction.
 Status write_account(store::Database& db, const Account& a, Write how) {
@@ -85,13 +106,14 @@ Status write_account(store::Database& db, const Account& a, Write how) {
             "routing_weights, models) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO "
             "UPDATE SET suspended = excluded.suspended, privacy_tier = excluded.privacy_tier, "
             "routing_weights = excluded.routing_weights, models = excluded.models "
-            "WHERE accounts.name = excluded.name AND accounts.created_ms = excluded.created_ms");
+            "WHERE accounts.name = excluded.name AND accounts.created_ms = excluded.created_ms "
+            "RETURNING id");
   if (!statement) return statement.status();
   store::Statement& st = **statement;
   st.bind(1, a.id).bind(2, a.name).bind(3, a.kind).bind(4, a.plan).bind(5, a.created_ms);
   st.bind(6, a.suspended ? 1 : 0).bind(7, catalog::privacy_tier_name(a.policy.privacy_tier));
   st.bind(8, weights_text(a.policy.weights)).bind(9, join_models(a.models));
-  return st.run();
+  return run_write(st, how, fmt::format("acct_{}", a.id));
 }
 
 // The same for a key.
@@ -105,7 +127,7 @@ Status write_key(store::Database& db, const ApiKey& k, Write how) {
             "expires_ms, revoked_ms, privacy_tier, routing_weights, tags) VALUES (?, ?, ?, ?, ?, "
             "?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET expires_ms = "
             "excluded.expires_ms, revoked_ms = excluded.revoked_ms "
-            "WHERE api_keys.digest = excluded.digest");
+            "WHERE api_keys.digest = excluded.digest RETURNING id");
   if (!statement) return statement.status();
   store::Statement& st = **statement;
   st.bind(1, k.id).bind(2, k.account_id).bind(3, k.name).bind(4, to_hex(k.digest));
@@ -114,7 +136,7 @@ Status write_key(store::Database& db, const ApiKey& k, Write how) {
   if (k.revoked_ms) st.bind(9, *k.revoked_ms); else st.bind_null(9);
   st.bind(10, catalog::privacy_tier_name(k.policy.privacy_tier));
   st.bind(11, weights_text(k.policy.weights)).bind(12, join_models(k.tags));
-  return st.run();
+  return run_write(st, how, fmt::format("key_{}", k.id));
 }
 
 }  // namespace

@@ -135,13 +135,38 @@ TEST(Directory, AnIdTakenByAnotherWriterIsNeverOverwritten) {
   std::string secret;
   EXPECT_FALSE(directory->create_key(*db, hasher, 1, {}, 2000, &secret));
   EXPECT_TRUE(directory->keys_of(1).empty());
-  // Memory's account 1 suspended, while the row of id 1 now belongs to someone else.
+  // The row of id 1 now belongs to someone else: a change to memory's account 1 fails,
+  // and leaves both alone.
   ASSERT_TRUE(db->exec("UPDATE accounts SET name = 'other', created_ms = 7 WHERE id = 1"));
-  ASSERT_TRUE(directory->set_suspended(*db, 1, true));
-  ASSERT_TRUE(directory->persist(*db));
+  const auto suspended = directory->set_suspended(*db, 1, true);
+  ASSERT_FALSE(suspended);
+  EXPECT_EQ(suspended.status().kind(), ErrorKind::kConflict);
+  EXPECT_FALSE(directory->account(1)->suspended);
   auto row = db->prepare("SELECT suspended FROM accounts WHERE id = 1").value();
   ASSERT_EQ(row.step().value(), store::Statement::Step::kRow);
   EXPECT_EQ(row.column_int(0), 0);
+}
+
+// An account created in a batch that rolled back, whose id another writer then took: the
+// next batch's rewrite fails loudly rather than leave memory and the store disagreeing
+// (a key created for it would belong to the other account after a restart).
+TEST(Directory, ARewriteOverAnotherWritersRowFails) {
+  const TempDb db_dir("turnpike-directory-rewrite-test");
+  auto db = store::open_sqlite(db_dir.path()).value();
+  ASSERT_TRUE(store::migrate(*db));
+  auto directory = Directory::load(*db).value();
+  ASSERT_TRUE(db->exec("BEGIN"));
+  ASSERT_TRUE(directory->create_account(*db, "Gateway", "customer", "", {}, 1000));
+  ASSERT_TRUE(db->exec("ROLLBACK"));
+  directory->committed(false);
+  ASSERT_TRUE(db->exec("INSERT INTO accounts (id, name, kind, plan, created_ms) VALUES "
+                       "(1, 'cli', 'customer', '', 5)"));
+  ASSERT_TRUE(db->exec("BEGIN"));
+  const Status persisted = directory->persist(*db);
+  ASSERT_TRUE(db->exec("ROLLBACK"));
+  ASSERT_FALSE(persisted);
+  EXPECT_EQ(persisted.kind(), ErrorKind::kConflict);
+  EXPECT_NE(persisted.message().find("acct_1"), std::string::npos) << persisted.message();
 }
 
 TEST(Directory, RoutingPoliciesPersistAndCombineIntoTheGrant) {
