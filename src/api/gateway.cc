@@ -312,6 +312,8 @@ struct Bill {
   std::chrono::steady_clock::time_point started;
   store::UsageRecord record;
   bool closed = false;  // settled or voided
+  // The prices it is charged at: the route's flex tier's when it served there.
+  const catalog::Prices& prices() const { return flex ? *route->flex : route->prices; }
   std::chrono::steady_clock::time_point renew_at;  // when keep_hold next extends the hold
   std::chrono::steady_clock::time_point sent_at;     // the serving attempt went upstream
   std::chrono::steady_clock::time_point first_byte;  // upstream response headers arrived
@@ -1670,7 +1672,7 @@ Task<void> Gateway::answer_whole(http::UpstreamResponse& upstream, Surface surfa
       // A guess never refuses an answer: it is charged what was held at most.
       bill.capped = true;
     }
-    const Money owed = meter::price(*usage, bill.flex ? *bill.route->flex : bill.route->prices);
+    const Money owed = meter::price(*usage, bill.prices());
     if (!cover(bill, owed) && !estimated) {
       // Delivered, it would overdraw the account past one response's shortfall.
       void_bill(state_->services(), bill, 402);
@@ -1706,7 +1708,7 @@ Task<bool> Gateway::settle(Bill& bill, const meter::Usage& usage, int status) {
   r.input_tokens = usage.input_tokens;
   r.cached_tokens = usage.cached_tokens;
   r.output_tokens = usage.output_tokens;
-  const catalog::Prices& prices = bill.flex ? *bill.route->flex : bill.route->prices;
+  const catalog::Prices& prices = bill.prices();
   r.cost = meter::price(usage, prices);
   r.input_cost = input_cost(usage, prices);
   if (bill.capped && r.cost > bill.covered) {
@@ -1789,7 +1791,7 @@ Task<void> Gateway::relay_stream(http::UpstreamResponse& upstream, Surface surfa
   // what the hold covers, the bank is asked for more, and an account that has no more
   // stops the stream before the event that needs it (a final usage too, before the
   // terminator). A stopped stream is charged what it holds at most.
-  const catalog::Prices& prices = bill.flex ? *bill.route->flex : bill.route->prices;
+  const catalog::Prices& prices = bill.prices();
   auto running = [&](std::int64_t more_output) {
     meter::Usage u = meter.usage(bill.input_max, meter.content_events());
     u.output_tokens = std::max(u.output_tokens, meter.content_events()) + more_output;
@@ -1804,6 +1806,11 @@ Task<void> Gateway::relay_stream(http::UpstreamResponse& upstream, Surface surfa
   };
   std::int64_t room = events_covered();
   std::int64_t usage_seen = 0;  // meter.usage_reports() at the last look
+  // Whether what the stream may cost changed since the last look: more events than its
+  // room, a usage report, or its hold found lapsed.
+  auto look_again = [&] {
+    return meter.content_events() > room || meter.usage_reports() != usage_seen || bill.lapsed;
+  };
   auto reach_further = [&] {
     usage_seen = meter.usage_reports();
     const meter::Usage now = running(0);
@@ -1868,9 +1875,7 @@ Task<void> Gateway::relay_stream(http::UpstreamResponse& upstream, Surface surfa
       at += e.raw.size();
       const std::int64_t events_before = meter.content_events();
       const StreamMeter::Verdict verdict = meter.on_event(e.name, e.data);
-      if ((meter.content_events() > room || meter.usage_reports() != usage_seen ||
-           bill.lapsed) &&
-          !reach_further()) {
+      if (look_again() && !reach_further()) {
         if (client_here && begin > run_begin &&
             !co_await res.write_chunk(buffer.substr(run_begin, begin - run_begin))) {
           client_left();
@@ -1930,8 +1935,7 @@ Task<void> Gateway::relay_stream(http::UpstreamResponse& upstream, Surface surfa
   // Ended without its terminator, without its final usage and before the upstream said
   // its answer was done, the stream was cut short (a connection closed early looks the
   // same): the client must not take it for complete.
-  if ((meter.content_events() > room || meter.usage_reports() != usage_seen || bill.lapsed) &&
-      !reach_further()) {
+  if (look_again() && !reach_further()) {
     co_await stop_unpaid(events_before_tail);
     co_return;
   }
