@@ -65,7 +65,7 @@ void BM_HoldAndSettle(benchmark::State& state) {
 }
 BENCHMARK(BM_HoldAndSettle);
 
-constexpr auto kSettlement = tp::store::Writer::Isolation::kSingleStatement;
+constexpr auto kSettlement = tp::store::Writer::Isolation::kHandOver;
 
 struct Store {
   std::string dir =

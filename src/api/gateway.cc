@@ -396,12 +396,14 @@ void void_bill(const Services& services, Bill& bill, int status) {
   bill.record.status = status;
   bill.record.hold = bill.hold.id;
   bill.record.latency_ms = elapsed_ms(bill);
-  // Through the batch's UsageBuffer, so a failed commit cannot lose the row.
-  services.writer->submit([usage = services.usage, record = std::move(bill.record)](
-                              store::Database&) mutable {
-    usage->record(std::move(record));
-    return Status::ok();
-  });
+  // Through the batch's UsageBuffer, so a failed commit cannot lose the row (not even one
+  // whose transaction never opened: a hand-over piece runs all the same).
+  services.writer->submit(
+      [usage = services.usage, record = std::move(bill.record)](store::Database&) mutable {
+        usage->record(std::move(record));
+        return Status::ok();
+      },
+      {}, store::Writer::Isolation::kHandOver);
 }
 
 class Gateway final : public http::Handler {
@@ -1731,7 +1733,7 @@ Task<bool> Gateway::settle(Bill& bill, const meter::Usage& usage, int status) {
     usage->settle(*bank, hold, std::move(record), SystemClock::instance().unix_millis());
     return Status::ok();
   };
-  const Status committed = co_await link_.commit(work, store::Writer::Isolation::kSingleStatement);
+  const Status committed = co_await link_.commit(work, store::Writer::Isolation::kHandOver);
   if (!committed) {
     // The charge stands (its row and transfers go with the next batch that commits): stop
     // billing until an admin has looked at the store. The freeze is recorded there too,

@@ -113,11 +113,12 @@ void Writer::commit(std::deque<Piece>& batch) {
   Status open = run_cached("BEGIN IMMEDIATE");
   for (Piece& piece : batch) {
     if (!open) {
+      if (piece.isolation == Isolation::kHandOver) (void)piece.work(*db_);
       results.push_back(open);
       continue;
     }
     Status s;
-    if (piece.isolation == Isolation::kSingleStatement) {
+    if (piece.isolation != Isolation::kSavepoint) {
       s = piece.work(*db_);
     } else {
       s = run_cached("SAVEPOINT piece");

@@ -49,6 +49,11 @@ class Writer {
     kSavepoint,        // the piece runs inside its own savepoint
     kSingleStatement,  // the piece writes with one statement at most (in-memory effects
                        // only after it succeeded): no savepoint needed
+    kHandOver,         // the piece writes nothing itself: it hands what it made to what
+                       // the before-commit hook stores (store::UsageBuffer). It runs even
+                       // when the batch's transaction could not open or was lost, so what
+                       // it hands over is there for the after-commit hook to undo and for
+                       // the next batch to store; it still fails with its batch.
   };
 
   // Thread-safe. `done` may be empty.

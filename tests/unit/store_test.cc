@@ -441,6 +441,114 @@ TEST_F(StoreTest, BufferedUsageRowsCommitWithTheirBatchOrWithTheNext) {
   EXPECT_EQ((*rows)[42].request_id, "req_200");
 }
 
+// A batch whose transaction cannot even open (BEGIN IMMEDIATE refused: the CLI holding the
+// lock past the busy timeout, a read-only file) runs no piece, except hand-over pieces: a
+// settlement's charge is then taken and taken back, and its row (503, no cost) and a voided
+// request's row wait for the next batch instead of vanishing.
+TEST_F(StoreTest, HandOverPiecesRunWhenTheirBatchCannotOpen) {
+  auto bank = ledger::Bank::create();
+  ASSERT_TRUE(bank->deposit(1, ledger::CreditKind::kPaid, Money::usd(1), std::nullopt, 1));
+  auto hold = bank->hold(1, Money::from_nanos(5000), 100000, 1);
+  ASSERT_TRUE(hold);
+  UsageBuffer usage;
+  std::unique_ptr<Database> db = open();
+  Database* raw = db.get();
+  std::vector<Status> results(4);
+  std::atomic<int> ran_plain{0};
+  {
+    Writer writer(std::move(db));
+    writer.set_before_commit([&](Database& d) {
+      if (Status s = usage.flush(d); !s) return s;
+      return persist_bank(d, *bank);
+    });
+    writer.set_after_commit([&](bool ok) {
+      if (!ok) {
+        (void)usage.reverse_unstored(*bank, 3);
+        ASSERT_TRUE(raw->exec("PRAGMA query_only = 0"));  // the trouble passes
+      }
+      usage.committed(ok);
+      bank->committed(ok);
+    });
+    std::promise<void> stored;  // the deposit, before the trouble
+    writer.submit([](Database&) { return Status::ok(); },
+                  [&](const Status&) { stored.set_value(); });
+    stored.get_future().wait();
+    // Holds the writer while the next three pieces queue, then has the store refuse the
+    // next BEGIN IMMEDIATE: theirs.
+    std::promise<void> entered;
+    std::promise<void> go;
+    std::shared_future<void> going = go.get_future().share();
+    writer.submit([&](Database& d) {
+      entered.set_value();
+      going.wait();
+      return d.exec("PRAGMA query_only = 1");
+    });
+    entered.get_future().wait();
+    std::promise<void> refused;
+    UsageRecord charged = usage_row(1);
+    charged.account_id = 1;
+    charged.hold = hold->id;
+    charged.cost = Money::from_nanos(4000);
+    writer.submit(
+        [&, charged](Database&) {
+          usage.settle(*bank, *hold, charged, 2);
+          return Status::ok();
+        },
+        [&](const Status& s) { results[0] = s; }, Writer::Isolation::kHandOver);
+    UsageRecord voided = usage_row(2);
+    voided.account_id = 1;
+    voided.cost = Money();
+    voided.status = 502;
+    writer.submit(
+        [&, voided](Database&) {
+          usage.record(voided);
+          return Status::ok();
+        },
+        [&](const Status& s) { results[1] = s; }, Writer::Isolation::kHandOver);
+    writer.submit(
+        [&](Database&) {
+          ++ran_plain;
+          return Status::ok();
+        },
+        [&](const Status& s) {
+          results[2] = s;
+          refused.set_value();
+        },
+        Writer::Isolation::kSingleStatement);
+    go.set_value();
+    refused.get_future().wait();
+    std::promise<void> next;
+    writer.submit([](Database&) { return Status::ok(); }, [&](const Status& s) {
+      results[3] = s;
+      next.set_value();
+    });
+    next.get_future().wait();
+  }
+  EXPECT_FALSE(results[0]);
+  EXPECT_FALSE(results[1]);
+  EXPECT_FALSE(results[2]);
+  EXPECT_EQ(ran_plain.load(), 0);  // a plain piece never runs outside a transaction
+  EXPECT_TRUE(results[3]) << results[3].message();
+  EXPECT_EQ(usage.size(), 0u);
+
+  auto check = open();
+  UsageQuery q;
+  auto rows = query_usage(*check, q);
+  ASSERT_TRUE(rows);
+  ASSERT_EQ(rows->size(), 2u);
+  EXPECT_EQ((*rows)[0].request_id, "req_1");
+  EXPECT_EQ((*rows)[0].status, 503);
+  EXPECT_EQ((*rows)[0].cost, Money());
+  EXPECT_EQ((*rows)[1].request_id, "req_2");
+  EXPECT_EQ((*rows)[1].status, 502);
+  auto problems = check_books(*check);
+  ASSERT_TRUE(problems);
+  EXPECT_TRUE(problems->empty()) << problems->front();
+  auto balance = bank->balance(1, 4);
+  ASSERT_TRUE(balance);
+  EXPECT_EQ(balance->available, Money::usd(1));  // charged, then given back whole
+}
+
 // Commits `count` rows of about a page each, one transaction each, with the store writer's
 // upkeep after each; returns the log file's largest size meanwhile.
 std::uintmax_t commit_pages(Database& db, int first, int count) {
