@@ -244,6 +244,18 @@ std::string refund_request(std::int64_t account, Money amount) {
   return fmt::format("refund acct_{} {}", account, amount.nanos());
 }
 
+// What a client is told when the call took effect in memory but its commit failed: the
+// change is stored with the next commit, so a retry must not make it again.
+std::string failed_commit_message(const Status& commit, bool keyed) {
+  return fmt::format("the store failed to commit this call ({}); it has taken effect and is "
+                     "stored with the next commit: {}",
+                     commit.message(),
+                     keyed ? "retry with the same idempotency_key to get its answer, never with "
+                             "a new one"
+                           : "look before retrying, since a retry without an "
+                             "idempotency_key makes it again");
+}
+
 Result<store::StoredAnswer> idempotent_move(store::Database& db, store::AnswerBuffer* pending,
                                             ledger::Bank& bank, std::string_view key,
                                             const std::string& request, std::int64_t account,
@@ -328,11 +340,21 @@ Task<void> AdminApi::refund(std::int64_t account, http::Request& req, Responder&
 Task<bool> AdminApi::answer_money_call(Responder& res, std::string_view idempotency_key,
                                        const std::string& request, std::int64_t account,
                                        const std::function<Result<ledger::TransferId>()>& move) {
-  auto work = [&](store::Database& db) {
-    return idempotent_move(db, services_.answers.get(), *services_.bank, idempotency_key,
-                           request, account, move);
+  // Whether the call got as far as an answer: a failure after that is the commit's.
+  auto answered = std::make_shared<bool>(false);
+  auto work = [&, answered](store::Database& db) {
+    auto answer = idempotent_move(db, services_.answers.get(), *services_.bank, idempotency_key,
+                                  request, account, move);
+    *answered = answer.is_ok();
+    return answer;
   };
   auto answer = co_await link_.call<store::StoredAnswer>(work);
+  if (!answer && *answered) {
+    // The money moved in memory and goes to the store with the next commit, answer and
+    // all; only the same key can tell the client so without moving it twice.
+    co_await send_error(res, 503, failed_commit_message(answer.status(), true));
+    co_return false;
+  }
   if (!answer) {
     co_await send_error(res, http_status(answer.status().kind()), answer.status().message());
     co_return false;
@@ -645,7 +667,8 @@ Task<void> AdminApi::create_account(http::Request& req, Responder& res) {
     r.null();
   }
   r.end_object();
-  auto work = [&](store::Database& db) -> Result<std::string> {
+  auto answered = std::make_shared<bool>(false);
+  auto create = [&](store::Database& db) -> Result<std::string> {
     if (!idempotency_key.empty()) {
       auto seen = store::find_answer(db, services_.answers.get(), idempotency_key, request);
       if (!seen) return seen.status();
@@ -673,7 +696,16 @@ Task<void> AdminApi::create_account(http::Request& req, Responder& res) {
     log::info("account created", {{"account", created->id}, {"kind", created->kind}});
     return body;
   };
+  auto work = [&, answered](store::Database& db) {
+    auto body = create(db);
+    *answered = body.is_ok();
+    return body;
+  };
   auto answer = co_await link_.call<std::string>(work);
+  if (!answer && *answered) {
+    co_await send_error(res, 503, failed_commit_message(answer.status(), !idempotency_key.empty()));
+    co_return;
+  }
   if (!answer) {
     co_await send_error(res, http_status(answer.status().kind()), answer.status().message());
     co_return;

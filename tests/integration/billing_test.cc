@@ -695,7 +695,9 @@ TEST(Billing, ACreditRetriedAfterAFailedCommitIsAppliedOnce) {
   const std::string path = "/admin/v1/accounts/acct_2/credits";
   fail_inserts(stack, "idempotency");
   const auto failed = http_request(stack.port, "POST", path, credit, kAdmin);
-  EXPECT_GE(failed.status, 500) << failed.body;
+  EXPECT_EQ(failed.status, 503) << failed.body;
+  EXPECT_NE(failed.body.find("retry with the same idempotency_key"), std::string::npos)
+      << failed.body;
   let_inserts(stack, "idempotency");
   const auto retried = http_request(stack.port, "POST", path, credit, kAdmin);
   ASSERT_EQ(retried.status, 200) << retried.body;
@@ -723,7 +725,8 @@ TEST(Billing, AnAccountCreationRetriedAfterAFailedCommitCreatesOneAccount) {
   const std::string create = R"({"name":"retry","idempotency_key":"new-1"})";
   fail_inserts(stack, "idempotency");
   const auto failed = http_request(stack.port, "POST", "/admin/v1/accounts", create, kAdmin);
-  EXPECT_GE(failed.status, 500) << failed.body;
+  EXPECT_EQ(failed.status, 503) << failed.body;
+  EXPECT_NE(failed.body.find("it has taken effect"), std::string::npos) << failed.body;
   let_inserts(stack, "idempotency");
   const auto retried = http_request(stack.port, "POST", "/admin/v1/accounts", create, kAdmin);
   ASSERT_EQ(retried.status, 201) << retried.body;
