@@ -501,7 +501,7 @@ class Gateway final : public http::Handler {
   // The models a request may be served by: the one it names, or for "auto" every model
   // the key may use whose quality reaches routing.auto_quality_floor and whose context
   // fits the request. Empty `why` when some qualify.
-  std::vector<const catalog::Model*> models_for(const RequestBody& body,
+  std::vector<const catalog::Model*> models_for(Operation op, const RequestBody& body,
                                                 const auth::KeyGrant& grant,
                                                 std::int64_t input_tokens) const;
   // Holds the worst case of `body` on the dearest of `routes` (each input token at the
@@ -543,7 +543,8 @@ class Gateway final : public http::Handler {
                                       const http::Request& req, const auth::KeyGrant& grant,
                                       Plan& plan);
   // Why `models` (what the request may be served by) cannot serve it, if they cannot.
-  std::optional<Refusal> refuse_model(const RequestBody& body, const auth::KeyGrant& grant,
+  std::optional<Refusal> refuse_model(Operation op, const RequestBody& body,
+                                      const auth::KeyGrant& grant,
                                       std::span<const catalog::Model* const> models,
                                       std::int64_t input_estimate) const;
   // The refusal when no route of `model` qualified, from how far the best got.
@@ -990,8 +991,9 @@ std::optional<Refusal> Gateway::plan_request(Operation op, const OperationInfo& 
   }
   plan.stream = body.stream && op != Operation::kEmbeddings;
   plan.input_estimate = input_tokens_estimate(req.body());
-  const std::vector<const catalog::Model*> models = models_for(body, grant, plan.input_estimate);
-  if (auto refused = refuse_model(body, grant, models, plan.input_estimate)) return refused;
+  const std::vector<const catalog::Model*> models =
+      models_for(op, body, grant, plan.input_estimate);
+  if (auto refused = refuse_model(op, body, grant, models, plan.input_estimate)) return refused;
   plan.model = models.front();  // the named one; for "auto", see the pick
   auto output_for = [&](const catalog::Model& m) -> std::int64_t {
     if (op == Operation::kEmbeddings) return 0;
@@ -1017,14 +1019,18 @@ std::optional<Refusal> Gateway::plan_request(Operation op, const OperationInfo& 
   return std::nullopt;
 }
 
-std::optional<Refusal> Gateway::refuse_model(const RequestBody& body, const auth::KeyGrant& grant,
+std::optional<Refusal> Gateway::refuse_model(Operation op, const RequestBody& body,
+                                             const auth::KeyGrant& grant,
                                              std::span<const catalog::Model* const> models,
                                              std::int64_t input_estimate) const {
   if (models.empty()) {
     if (body.model == kAutoModel) {
       return Refusal{403,
-                     "no model this key may use meets routing.auto_quality_floor and fits this "
-                     "request's length",
+                     op == Operation::kEmbeddings
+                         ? "no embeddings model this key may use meets "
+                           "routing.auto_quality_floor and fits this request's length"
+                         : "no chat model this key may use meets routing.auto_quality_floor "
+                           "and fits this request's length",
                      "no_model_available"};
     }
     return Refusal{404, fmt::format("model '{}' does not exist", body.model.substr(0, 200)),
@@ -1036,6 +1042,14 @@ std::optional<Refusal> Gateway::refuse_model(const RequestBody& body, const auth
                    fmt::format("this key (or its account) may not use model '{}'",
                                body.model.substr(0, 200)),
                    "model_not_allowed"};
+  }
+  // An embeddings model cannot answer a chat. (An embeddings request may name a model of
+  // either kind: configurations from before `kind` existed name theirs as chat models.)
+  if (model.kind == catalog::ModelKind::kEmbeddings && op != Operation::kEmbeddings) {
+    return Refusal{400,
+                   fmt::format("model '{}' is an embeddings model: send it to /v1/embeddings",
+                               model.name),
+                   "model_not_supported"};
   }
   // Checked against the typical estimate, not the upper bound: a long prompt should not be
   // refused on a guess four times its size. ("auto" only offers models it fits.)
@@ -1198,8 +1212,9 @@ Task<void> Gateway::explain(http::Request& req, Responder& res) {
   const router::Rule* rule = match_rule(body, *grant, options);
   const router::Weights& weights = options.weights;
   const std::int64_t input_tokens = input_tokens_estimate(req.body());
-  const std::vector<const catalog::Model*> models = models_for(body, *grant, input_tokens);
-  if (const auto refused = refuse_model(body, *grant, models, input_tokens)) {
+  const std::vector<const catalog::Model*> models =
+      models_for(Operation::kChat, body, *grant, input_tokens);
+  if (const auto refused = refuse_model(Operation::kChat, body, *grant, models, input_tokens)) {
     co_await send_error(res, Surface::kOpenAI, refused->status, refused->message, refused->code);
     co_return;
   }
@@ -1413,7 +1428,7 @@ std::optional<Gateway::Ranked> Gateway::flex_choice(std::span<const Ranked> rank
   return routes[*best];
 }
 
-std::vector<const catalog::Model*> Gateway::models_for(const RequestBody& body,
+std::vector<const catalog::Model*> Gateway::models_for(Operation op, const RequestBody& body,
                                                        const auth::KeyGrant& grant,
                                                        std::int64_t input_tokens) const {
   const catalog::Catalog& cat = state_->catalog();
@@ -1421,8 +1436,12 @@ std::vector<const catalog::Model*> Gateway::models_for(const RequestBody& body,
   if (const catalog::Model* named = cat.find_model(body.model)) {
     models.push_back(named);  // a model may be called "auto"; then it is that model
   } else if (body.model == kAutoModel) {
+    // Only models of the request's kind: a chat never lands on an embeddings model.
+    const catalog::ModelKind kind = op == Operation::kEmbeddings ? catalog::ModelKind::kEmbeddings
+                                                                 : catalog::ModelKind::kChat;
     for (const catalog::Model& m : cat.models()) {
-      if (grant.may_use(m.name) && m.quality >= state_->config().auto_quality_floor &&
+      if (m.kind == kind && grant.may_use(m.name) &&
+          m.quality >= state_->config().auto_quality_floor &&
           input_tokens <= static_cast<std::int64_t>(m.context_tokens)) {
         models.push_back(&m);
       }

@@ -53,8 +53,12 @@ struct Route {
   std::size_t index = 0;  // position among all routes of the catalog (for per-route stats)
 };
 
+// What a model answers: chat completions and messages, or embeddings.
+enum class ModelKind { kChat, kEmbeddings };
+
 struct Model {
   std::string name;
+  ModelKind kind = ModelKind::kChat;
   double quality = 0.5;
   std::string tier = "medium";
   std::uint32_t max_output_tokens = 4096;

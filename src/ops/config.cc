@@ -214,12 +214,18 @@ std::vector<catalog::Model> parse_models(const Reader& r, const YAML::Node& root
   for (std::size_t i = 0; i < list.size(); ++i) {
     const YAML::Node n = list[i];
     const std::string path = fmt::format("models[{}]", i);
-    r.check_keys(n, path, {"name", "quality", "tier", "max_output_tokens", "context_tokens",
-                           "routes"});
+    r.check_keys(n, path, {"name", "kind", "quality", "tier", "max_output_tokens",
+                           "context_tokens", "routes"});
     catalog::Model m;
     m.name = r.string(n, "name", path, "", true);
     if (!names.insert(m.name).second) {
       r.fail(n["name"], path + ".name", fmt::format("duplicate model name '{}'", m.name));
+    }
+    const std::string kind = r.string(n, "kind", path, "chat");
+    if (kind == "embeddings") {
+      m.kind = catalog::ModelKind::kEmbeddings;
+    } else if (kind != "chat") {
+      r.fail(n["kind"], path + ".kind", fmt::format("must be chat or embeddings, got '{}'", kind));
     }
     m.quality = r.number(n, "quality", path, 0.5, 0, 1);
     m.tier = r.string(n, "tier", path, "medium");

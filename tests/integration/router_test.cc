@@ -91,7 +91,10 @@ struct ThreeUpstreams {
       << "  - name: lonely\n    routes:\n"
       << "      - { provider: erring, input_per_mtok: \"1\", output_per_mtok: \"1\" }\n"
       << "  - name: open-only\n    routes:\n"
-      << "      - { provider: cheap, input_per_mtok: \"0.10\", output_per_mtok: \"0.40\" }\n";
+      << "      - { provider: cheap, input_per_mtok: \"0.10\", output_per_mtok: \"0.40\" }\n"
+      // The best and cheapest of all, but it answers embeddings only.
+      << "  - name: embedder\n    kind: embeddings\n    quality: 0.95\n    routes:\n"
+      << "      - { provider: cheap, input_per_mtok: \"0.01\", output_per_mtok: \"0\" }\n";
     const std::string config = dir.write("turnpike.yaml", y.str());
     gateway = std::make_unique<Process>(
         bin("turnpike"),
@@ -277,6 +280,7 @@ TEST(Router, ExplainRefusesWhatTheRealRequestRefuses) {
       {narrow, R"({"model":"multi",)" + messages + "}", 403, "model_not_allowed"},
       {up.key, R"({"model":"auto",)" + messages + "}", 403, "no_model_available"},
       {up.key, R"({"model":"nope",)" + messages + "}", 404, "model_not_found"},
+      {up.key, R"({"model":"embedder",)" + messages + "}", 400, "model_not_supported"},
   };
   for (const Case& c : cases) {
     const std::map<std::string, std::string> auth = {{"authorization", "Bearer " + c.key}};
@@ -394,6 +398,7 @@ TEST(Router, AutoChoosesAmongEveryModelTheKeyMayUse) {
   ASSERT_EQ(explained.status, 200) << explained.body;
   EXPECT_EQ(explained.body.find(R"("model":"open-only")"), std::string::npos) << explained.body;
   EXPECT_EQ(explained.body.find(R"("model":"resilient")"), std::string::npos);
+  EXPECT_EQ(explained.body.find(R"("model":"embedder")"), std::string::npos);  // not a chat model
   EXPECT_NE(explained.body.find(R"("model":"multi")"), std::string::npos);
   const auto res = http_request(up.port, "POST", "/v1/chat/completions", body, cost);
   ASSERT_EQ(res.status, 200) << res.body;
@@ -410,6 +415,12 @@ TEST(Router, AutoChoosesAmongEveryModelTheKeyMayUse) {
   ASSERT_EQ(only.status, 200) << only.body;
   EXPECT_TRUE(only.header("x-turnpike-route").find("/multi;") != std::string::npos)
       << only.header("x-turnpike-route");
+  // Embeddings with "auto" choose among the embeddings models alone.
+  const auto embedded = http_request(up.port, "POST", "/v1/embeddings",
+                                     R"({"model":"auto","input":"hello"})", cost);
+  ASSERT_EQ(embedded.status, 200) << embedded.body;
+  EXPECT_TRUE(embedded.header("x-turnpike-route").starts_with("cheap/embedder"))
+      << embedded.header("x-turnpike-route");
 }
 
 TEST(Router, FallbackStopsAtItsDeadline) {

@@ -34,6 +34,7 @@ TEST(Config, MinimalConfigGetsDocumentedDefaults) {
   EXPECT_EQ(c->breaker.cooldown.count(), 10'000);
   const auto* m = c->catalog->find_model("gpt-4o-mini");
   ASSERT_NE(m, nullptr);
+  EXPECT_EQ(m->kind, catalog::ModelKind::kChat);
   EXPECT_EQ(m->routes[0].upstream_model, "gpt-4o-mini");  // defaults to the model's name
   EXPECT_EQ(m->routes[0].prices.input.nanos(), 150'000'000);
   EXPECT_EQ(m->routes[0].prices.output.nanos(), 600'000'000);
@@ -80,6 +81,13 @@ void expect_error(const std::string& yaml, const std::string& fragment) {
 TEST(Config, ErrorsNameKeyLineAndProblem) {
   expect_error(std::string(kMinimal) + "bogus: 1\n", "t.yaml:10: bogus: unknown key");
   expect_error("providers: []\n", "providers: must be a non-empty list");
+  expect_error(R"(providers:
+  - { name: a, base_url: "http://x/v1" }
+models:
+  - name: m
+    kind: rerank
+    routes: [{provider: a, input_per_mtok: "1", output_per_mtok: "1"}]
+)", "t.yaml:5: models[0].kind: must be chat or embeddings, got 'rerank'");
   expect_error(R"(providers:
   - name: a
     base_url: "http://x/v1"
