@@ -30,10 +30,6 @@ using http::Responder;
 using http::Task;
 
 constexpr std::string_view kJson = "application/json";
-constexpr std::size_t kNameBytesMax = 200;
-constexpr std::size_t kModelsMax = 100;
-constexpr std::size_t kTagsMax = 20;
-constexpr std::size_t kTagBytesMax = 64;
 
 void write_policy(json::Writer& w, const auth::RoutingPolicy& p) {
   w.field("privacy_tier", catalog::privacy_tier_name(p.privacy_tier)).key("routing_weights");
@@ -64,20 +60,16 @@ Status read_models(simdjson::dom::element doc, std::vector<std::string>& models)
   if (!field.is_null()) {
     simdjson::dom::array list;
     // Walked only when it is an array: a default simdjson array is no empty list.
-    bool ok = !field.get_array().get(list) && list.size() <= kModelsMax;
+    bool ok = !field.get_array().get(list) && list.size() <= auth::kModelsMax;
     if (ok) {
       for (auto m : list) {
         std::string_view model;
-        ok = ok && !m.get_string().get(model) && !model.empty() &&
-             model.find(',') == std::string_view::npos;
+        ok = ok && !m.get_string().get(model);
         if (ok) out.emplace_back(model);
       }
     }
-    if (!ok) {
-      return {ErrorKind::kInvalidRequest,
-              "'models' must be a list of model names (at most 100, without commas), or null "
-              "for every model"};
-    }
+    if (!ok) return {ErrorKind::kInvalidRequest, std::string(auth::kModelsRule)};
+    if (Status s = auth::check_models(out); !s) return s;
   }
   models = std::move(out);
   return Status::ok();
@@ -624,8 +616,8 @@ Task<void> AdminApi::create_account(http::Request& req, Responder& res) {
     co_await send_error(res, 400, unknown);
     co_return;
   }
-  if (doc["name"].get_string().get(name) || name.empty() || name.size() > kNameBytesMax) {
-    co_await send_error(res, 400, "'name' is required: a string of 1 to 200 bytes");
+  if (doc["name"].get_string().get(name) || !auth::check_name(name, true)) {
+    co_await send_error(res, 400, auth::kAccountNameRule);
     co_return;
   }
   if (doc["kind"].error() != simdjson::NO_SUCH_FIELD &&
@@ -794,8 +786,8 @@ Task<void> AdminApi::create_key(std::int64_t account, http::Request& req, Respon
     }
     std::string_view n;
     if (doc["name"].error() != simdjson::NO_SUCH_FIELD &&
-        (doc["name"].get_string().get(n) || n.size() > kNameBytesMax)) {
-      co_await send_error(res, 400, "'name' must be a string of at most 200 bytes");
+        (doc["name"].get_string().get(n) || !auth::check_name(n, false))) {
+      co_await send_error(res, 400, auth::kKeyNameRule);
       co_return;
     }
     name = std::string(n);
@@ -818,22 +810,16 @@ Task<void> AdminApi::create_key(std::int64_t account, http::Request& req, Respon
     }
     if (doc["tags"].error() != simdjson::NO_SUCH_FIELD) {
       // Walked only when it is an array: a default simdjson array is no empty list.
-      bool ok = !doc["tags"].get_array().get(list) && list.size() <= kTagsMax;
+      bool ok = !doc["tags"].get_array().get(list) && list.size() <= auth::kTagsMax;
       if (ok) {
         for (auto t : list) {
           std::string_view tag;
-          ok = ok && !t.get_string().get(tag) && !tag.empty() && tag.size() <= kTagBytesMax &&
-               std::all_of(tag.begin(), tag.end(), [](char c) {
-                 return std::isalnum(static_cast<unsigned char>(c)) || c == '-' ||
-                        c == '_' || c == '.';
-               });
+          ok = ok && !t.get_string().get(tag);
           if (ok) spec.tags.emplace_back(tag);
         }
       }
-      if (!ok) {
-        co_await send_error(res, 400,
-                            "'tags' must be a list of at most 20 tags, each 1 to 64 letters, "
-                            "digits, '-', '_' or '.'");
+      if (!ok || !auth::check_tags(spec.tags)) {
+        co_await send_error(res, 400, auth::kTagsRule);
         co_return;
       }
     }

@@ -1977,6 +1977,28 @@ Task<void> Gateway::relay_stream(http::UpstreamResponse& upstream, Surface surfa
 
 }  // namespace
 
+Status check_trust_stores(const ops::Config& config) {
+  for (const catalog::Provider& p : config.catalog->providers()) {
+    auto url = http::parse_base_url(p.base_url);
+    if (!url || !url->tls) continue;
+    if (auto tls = http::make_tls_client_context(p.ca_file); !tls) {
+      return Status{ErrorKind::kInvalidRequest,
+                    fmt::format("provider '{}': {}", p.name, tls.status().message())};
+    }
+  }
+  if (const std::string& hook = config.billing.low_balance_webhook; !hook.empty()) {
+    auto url = http::parse_base_url(hook);
+    if (url && url->tls) {
+      if (auto tls = http::make_tls_client_context(config.billing.low_balance_webhook_ca_file);
+          !tls) {
+        return Status{ErrorKind::kInvalidRequest,
+                      fmt::format("low-balance webhook: {}", tls.status().message())};
+      }
+    }
+  }
+  return Status::ok();
+}
+
 Result<std::shared_ptr<const GatewayState>> GatewayState::create(const ops::Config& config,
                                                                  Services services) {
   std::shared_ptr<GatewayState> state(new GatewayState(config, std::move(services)));

@@ -99,6 +99,10 @@ class StateHub {
 Result<std::shared_ptr<const GatewayState>> reload_state(const GatewayState& running,
                                                          const ops::Config& fresh);
 
+// Loads the TLS trust store of every https upstream the config names (providers, the
+// low-balance webhook), as serving would: what `check-config` checks beyond the file.
+Status check_trust_stores(const ops::Config& config);
+
 // Makes one handler per I/O thread. Each serves with a Gateway built from the hub's state;
 // after a reload, new requests go to a new Gateway while requests in flight finish on the
 // one they started on.

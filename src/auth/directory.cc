@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <cctype>
 #include <charconv>
 #include <cstring>
 
@@ -271,9 +273,41 @@ void Directory::committed(bool ok) {
   unstored_keys_.clear();
 }
 
+Status check_name(std::string_view name, bool required) {
+  if ((required && name.empty()) || name.size() > kNameBytesMax) {
+    return {ErrorKind::kInvalidRequest, std::string(required ? kAccountNameRule : kKeyNameRule)};
+  }
+  return Status::ok();
+}
+
+Status check_models(const std::vector<std::string>& models) {
+  const bool ok = models.size() <= kModelsMax &&
+                  std::none_of(models.begin(), models.end(), [](const std::string& m) {
+                    return m.empty() || m.find(',') != std::string::npos;
+                  });
+  if (ok) return Status::ok();
+  return {ErrorKind::kInvalidRequest, std::string(kModelsRule)};
+}
+
+Status check_tags(const std::vector<std::string>& tags) {
+  const auto bad = [](const std::string& tag) {
+    return tag.empty() || tag.size() > kTagBytesMax ||
+           !std::all_of(tag.begin(), tag.end(), [](char c) {
+             return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' ||
+                    c == '.';
+           });
+  };
+  if (tags.size() <= kTagsMax && std::none_of(tags.begin(), tags.end(), bad)) {
+    return Status::ok();
+  }
+  return {ErrorKind::kInvalidRequest, std::string(kTagsRule)};
+}
+
 Result<Account> Directory::create_account(store::Database& db, std::string name, std::string kind,
                                           std::string plan, RoutingPolicy policy,
                                           std::int64_t now_ms, std::vector<std::string> models) {
+  if (Status s = check_name(name, true); !s) return s;
+  if (Status s = check_models(models); !s) return s;
   std::lock_guard lock(mu_);
   Account a{accounts_.empty() ? 1 : accounts_.rbegin()->first + 1,
             std::move(name),
@@ -315,12 +349,16 @@ Result<Account> Directory::set_policy(store::Database& db, std::int64_t id, Rout
 
 Result<Account> Directory::set_models(store::Database& db, std::int64_t id,
                                       std::vector<std::string> models) {
+  if (Status s = check_models(models); !s) return s;
   return change_account(db, id, [&](Account& a) { a.models = models; });
 }
 
 Result<ApiKey> Directory::create_key(store::Database& db, const KeyHasher& hasher,
                                      std::int64_t account_id, KeySpec spec, std::int64_t now_ms,
                                      std::string* secret) {
+  if (Status s = check_name(spec.name, false); !s) return s;
+  if (Status s = check_models(spec.models); !s) return s;
+  if (Status s = check_tags(spec.tags); !s) return s;
   std::lock_guard lock(mu_);
   return create_key_locked(db, hasher, account_id, std::move(spec), now_ms, secret);
 }

@@ -100,6 +100,28 @@ class KeyTable {
   std::unordered_map<KeyDigest, KeyGrant, DigestHash> by_digest_;
 };
 
+// The limits on what accounts and keys hold, checked by the Directory itself so that every
+// way in (the admin API, the offline CLI) keeps them. Each error names the limit.
+inline constexpr std::size_t kNameBytesMax = 200;  // account and key names
+inline constexpr std::size_t kModelsMax = 100;     // an allowlist's names
+inline constexpr std::size_t kTagsMax = 20;
+inline constexpr std::size_t kTagBytesMax = 64;
+// The rules, as the errors state them.
+inline constexpr std::string_view kAccountNameRule =
+    "'name' is required: a string of 1 to 200 bytes";
+inline constexpr std::string_view kKeyNameRule = "'name' must be a string of at most 200 bytes";
+inline constexpr std::string_view kModelsRule =
+    "'models' must be a list of model names (at most 100, without commas), or null for every "
+    "model";
+inline constexpr std::string_view kTagsRule =
+    "'tags' must be a list of at most 20 tags, each 1 to 64 letters, digits, '-', '_' or '.'";
+// An account's name: 1 to 200 bytes. A key's may be empty.
+Status check_name(std::string_view name, bool required);
+// At most 100 names, none empty or holding a comma (lists are stored comma-separated).
+Status check_models(const std::vector<std::string>& models);
+// At most 20 tags, each 1 to 64 letters, digits, '-', '_' or '.'.
+Status check_tags(const std::vector<std::string>& tags);
+
 class Directory {
  public:
   // Loads every account and key from `db`.

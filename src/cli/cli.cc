@@ -158,7 +158,8 @@ int serve(const ServeOptions& opts) {
     if (prober) prober->stop();
     hub->publish(std::move(next.value()));
     prober = api::Prober::start(hub->current());
-    log::info("config reloaded: providers, models and routing (other settings need a restart)",
+    log::info("config reloaded: providers, models, routing and upstream timeouts (other "
+              "settings need a restart)",
               {{"models", fresh->catalog->models().size()},
                {"providers", fresh->catalog->providers().size()},
                {"rules", fresh->rules.size()}});
@@ -787,6 +788,10 @@ int run_turnpike(int argc, char** argv) {
     auto loaded = ops::load_config(check_path);
     if (!loaded) {
       std::fprintf(stderr, "turnpike: config error: %s\n", loaded.status().message().c_str());
+      return 2;
+    }
+    if (Status s = api::check_trust_stores(*loaded); !s) {
+      std::fprintf(stderr, "turnpike: config error: %s\n", s.message().c_str());
       return 2;
     }
     std::printf("%s: ok (%zu providers, %zu models)\n", check_path.c_str(),

@@ -5,6 +5,10 @@
 
 #include <fmt/format.h>
 #include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -250,6 +254,24 @@ Status Server::listen(const std::string& host, std::uint16_t port, int threads) 
   boost::system::error_code ec;
   const auto address = asio::ip::make_address(host, ec);
   if (ec) return {ErrorKind::kInvalidRequest, fmt::format("listen: bad address '{}'", host)};
+  // The I/O threads share the port through SO_REUSEPORT, which would just as quietly share
+  // it with another process listening there with the same option (another turnpike, a
+  // simulator) and split the connections between them. A plain bind first finds any
+  // listener already there.
+  if (port != 0) {
+    const tcp::endpoint endpoint(address, port);
+    const int fd = ::socket(endpoint.protocol().family(), SOCK_STREAM | SOCK_CLOEXEC, 0);
+    const int one = 1;
+    const bool bound =
+        fd >= 0 && ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) == 0 &&
+        ::bind(fd, endpoint.data(), static_cast<socklen_t>(endpoint.size())) == 0;
+    const int error = errno;
+    if (fd >= 0) ::close(fd);
+    if (!bound) {
+      return {ErrorKind::kUnavailable,
+              fmt::format("listen on {}:{}: {}", host, port, std::strerror(error))};
+    }
+  }
   for (int i = 0; i < threads; ++i) {
     auto w = std::make_unique<Worker>();
     auto acceptor = std::make_unique<Acceptor>(w->ioc.get_executor());

@@ -22,7 +22,7 @@ Result<Url> parse_base_url(std::string_view text) {
   std::string_view authority = rest.substr(0, slash);
   std::string_view path = slash == std::string_view::npos ? "" : rest.substr(slash);
   if (authority.find('@') != std::string_view::npos) {
-    return Status{ErrorKind::kInvalidRequest, "must not carry credentials (use api_key_env)"};
+    return Status{ErrorKind::kInvalidRequest, "must not carry credentials (user:password@)"};
   }
   if (path.find_first_of("?#") != std::string_view::npos) {
     return Status{ErrorKind::kInvalidRequest, "must not have a query or fragment"};

@@ -37,6 +37,7 @@ class Reader {
   explicit Reader(std::string_view source) : source_(source) {}
 
   [[noreturn]] void fail(const YAML::Node& at, std::string_view path, std::string_view what) const {
+    if (path.empty()) path = "the file";  // the document itself
     const int line = at.IsDefined() ? at.Mark().line + 1 : 0;
     throw ConfigError{line > 0 ? fmt::format("{}:{}: {}: {}", source_, line, path, what)
                                : fmt::format("{}: {}: {}", source_, path, what)};
@@ -184,7 +185,11 @@ std::vector<catalog::Provider> parse_providers(const Reader& r, const YAML::Node
     }
     p.base_url = r.string(n, "base_url", path, "", true);
     if (auto url = http::parse_base_url(p.base_url); !url) {
-      r.fail(n["base_url"], path + ".base_url", url.status().message());
+      std::string problem = url.status().message();
+      if (problem.find("credentials") != std::string::npos) {
+        problem += ": give the provider's key with api_key_env";
+      }
+      r.fail(n["base_url"], path + ".base_url", problem);
     }
     p.api_key_env = r.string(n, "api_key_env", path, "");
     if (!p.api_key_env.empty()) {
@@ -606,25 +611,32 @@ Result<Config> parse_config(std::string_view yaml, std::string_view source) {
     parse_routing(r, root, c);
     // A hold is renewed as a response arrives, not while a request waits for one: it must
     // outlast the longest wait for response headers, fallback included, or the money it
-    // reserves could be spent twice.
+    // reserves could be spent twice. And a running response renews it as its bytes arrive,
+    // at most half a timeout apart: an upstream may pause for at most its idle timeout, so
+    // the hold must last twice that. The error points at hold_timeout_ms when it was set,
+    // else at the setting that outgrew its default.
+    // (A default-constructed YAML::Node counts as defined: only lookups can be undefined.)
+    const YAML::Node billing = root["billing"];
+    const YAML::Node upstream = root["upstream"];
+    const bool hold_set = billing.IsDefined() && billing["hold_timeout_ms"].IsDefined();
+    auto hold_too_short = [&](const YAML::Node& cause, std::string_view bound, std::uint64_t ms) {
+      r.fail(hold_set ? billing["hold_timeout_ms"] : cause.IsDefined() ? cause : root,
+             "billing.hold_timeout_ms",
+             fmt::format("must be above {} ({} ms), got {}{}: raise it or lower those", bound, ms,
+                         c.billing.hold_timeout_ms, hold_set ? "" : " (the default)"));
+    };
     if (const std::uint64_t wait = std::uint64_t{c.upstream.connect_timeout_ms} +
                                    c.upstream.first_byte_timeout_ms + c.fallback_deadline_ms;
         c.billing.hold_timeout_ms <= wait) {
-      const YAML::Node billing = root["billing"];
-      r.fail(billing.IsDefined() ? billing["hold_timeout_ms"] : root, "billing.hold_timeout_ms",
-             fmt::format("must be above upstream.connect_timeout_ms + "
-                         "upstream.first_byte_timeout_ms + routing.fallback_deadline_ms ({} ms), "
-                         "got {}",
-                         wait, c.billing.hold_timeout_ms));
+      hold_too_short(upstream.IsDefined() ? upstream : root["routing"],
+                     "upstream.connect_timeout_ms + upstream.first_byte_timeout_ms + "
+                     "routing.fallback_deadline_ms",
+                     wait);
     }
-    // And a running response renews it as its bytes arrive, at most half a timeout apart:
-    // an upstream may pause for at most its idle timeout, so the hold must last twice that.
     if (const std::uint64_t pause = std::uint64_t{c.upstream.idle_timeout_ms} * 2;
         c.billing.hold_timeout_ms <= pause) {
-      const YAML::Node billing = root["billing"];
-      r.fail(billing.IsDefined() ? billing["hold_timeout_ms"] : root, "billing.hold_timeout_ms",
-             fmt::format("must be above twice upstream.idle_timeout_ms ({} ms), got {}", pause,
-                         c.billing.hold_timeout_ms));
+      hold_too_short(upstream.IsDefined() ? upstream["idle_timeout_ms"] : upstream,
+                     "twice upstream.idle_timeout_ms", pause);
     }
     auto providers = parse_providers(r, root);
     auto models = parse_models(r, root, providers);

@@ -34,6 +34,20 @@ std::string models_request(const Stack& stack) {
   return "GET /v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + stack.key + "\r\n\r\n";
 }
 
+// The I/O threads share their port through SO_REUSEPORT; a port another process already
+// listens on (here the simulator, which uses the option too) is still refused, not shared.
+TEST(Server, APortAnotherProcessListensOnIsRefused) {
+  Stack stack;
+  ASSERT_GT(stack.port, 0);
+  ASSERT_TRUE(stack.stop_gateway());
+  Process second(bin("turnpike"),
+                 {"serve", "--config", stack.config_path, "--data-dir", stack.dir.path() + "/var",
+                  "--listen", "127.0.0.1:" + std::to_string(stack.sim_port)},
+                 stack.gateway_env);
+  EXPECT_EQ(second.wait_exit(10s), std::optional<int>(1)) << second.log();
+  EXPECT_NE(second.log().find("Address already in use"), std::string::npos) << second.log();
+}
+
 TEST(Server, SlowClientIsCutOffByHeaderTimeout) {
   Stack stack("limits: { header_timeout_ms: 1000 }");
   ASSERT_GT(stack.port, 0) << stack.gateway->log();
@@ -228,6 +242,29 @@ TEST(Cli, OfflineAccountsAndKeysServeAfterARestart) {
   // Unknown key ids and accounts are errors, not silent successes.
   Process bad(bin("turnpike"), {"keys", "create", "--account", "acct_999", "--data-dir", var});
   EXPECT_EQ(bad.wait_exit(10s), std::optional<int>(1));
+  // The admin API's limits hold offline too: refused with the API's words, nothing stored.
+  const std::string long_name(201, 'n');
+  std::string many_models = "m0";
+  for (int i = 1; i <= 100; ++i) many_models += ",m" + std::to_string(i);
+  const std::vector<std::pair<std::vector<std::string>, std::string>> refused_changes = {
+      {{"accounts", "create", "--name", "", "--data-dir", var}, "'name' is required"},
+      {{"accounts", "create", "--name", long_name, "--data-dir", var}, "'name' is required"},
+      {{"keys", "create", "--account", id, "--name", long_name, "--data-dir", var},
+       "'name' must be a string of at most 200 bytes"},
+      {{"keys", "create", "--account", id, "--tags", "bad tag!", "--data-dir", var}, "'tags'"},
+      {{"keys", "create", "--account", id, "--models", many_models, "--data-dir", var},
+       "'models'"},
+      {{"accounts", "policy", id, "--models", many_models, "--data-dir", var}, "'models'"},
+  };
+  for (const auto& [args, said] : refused_changes) {
+    Process change(bin("turnpike"), args);
+    EXPECT_EQ(change.wait_exit(10s), std::optional<int>(1)) << args[1];
+    EXPECT_NE(change.log().find(said), std::string::npos) << change.log();
+  }
+  Process listed(bin("turnpike"), {"keys", "list", "--account", id, "--data-dir", var});
+  ASSERT_EQ(listed.wait_exit(10s), std::optional<int>(0));
+  const std::string keys = listed.log();
+  EXPECT_EQ(keys.find("\"id\":\"key_"), keys.rfind("\"id\":\"key_")) << keys;  // one key
 
   ASSERT_TRUE(stack.start_gateway()) << stack.gateway->log();
   const auto balance = http_request(stack.port, "GET", "/api/balance", "",
@@ -400,8 +437,7 @@ TEST(Cli, OfflineCreditsRefundsBalancePolicySuspensionAndRotation) {
   EXPECT_EQ(cli({"ledger", "verify", "--data-dir", var}).first, std::optional<int>(0));
 }
 
-// Usage errors exit 2, as other errors do; CONTRACT's subcommands that are not built yet
-// say so.
+// Usage errors exit 2; CONTRACT's subcommands that are not built yet say so.
 TEST(Cli, UsageErrorsExitTwoAndUnbuiltSubcommandsSaySo) {
   const auto [bogus, bogus_out] = cli({"ledger", "verify", "--bogus"});
   EXPECT_EQ(bogus, std::optional<int>(2)) << bogus_out;
@@ -412,6 +448,21 @@ TEST(Cli, UsageErrorsExitTwoAndUnbuiltSubcommandsSaySo) {
     EXPECT_EQ(code, std::optional<int>(2)) << out;
     EXPECT_NE(out.find("is not built yet"), std::string::npos) << out;
   }
+}
+
+// check-config refuses what serve would refuse at start-up, trust stores included.
+TEST(Cli, CheckConfigLoadsTheTrustStoresServeWould) {
+  TempDir dir;
+  const std::string config = dir.write(
+      "t.yaml",
+      "providers:\n  - { name: a, base_url: \"https://127.0.0.1:1/v1\", ca_file: " +
+          dir.path() + "/missing.pem }\nmodels:\n  - name: m\n    routes: [{provider: a, "
+          "input_per_mtok: \"1\", output_per_mtok: \"1\"}]\n");
+  const auto [code, out] = cli({"check-config", config});
+  EXPECT_EQ(code, std::optional<int>(2)) << out;
+  EXPECT_NE(out.find("provider 'a': TLS trust store " + dir.path() + "/missing.pem"),
+            std::string::npos)
+      << out;
 }
 
 TEST(Cli, HelpDescribesServe) {

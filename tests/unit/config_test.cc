@@ -81,6 +81,16 @@ void expect_error(const std::string& yaml, const std::string& fragment) {
 TEST(Config, ErrorsNameKeyLineAndProblem) {
   expect_error(std::string(kMinimal) + "bogus: 1\n", "t.yaml:10: bogus: unknown key");
   expect_error("providers: []\n", "providers: must be a non-empty list");
+  expect_error("", "t.yaml: the file: must be a mapping");
+  // A bound a default breaks points at the setting that moved, and says it is the default.
+  expect_error(std::string(kMinimal) + "upstream:\n  idle_timeout_ms: 600000\n",
+               "t.yaml:11: billing.hold_timeout_ms: must be above twice "
+               "upstream.idle_timeout_ms (1200000 ms), got 900000 (the default)");
+  expect_error(std::string(kMinimal) + "upstream:\n  provider_key: x\n", "unknown key");
+  expect_error(R"(providers:
+  - { name: a, base_url: "http://user:pw@x/v1" }
+models: [])", "must not carry credentials (user:password@): give the provider's key with "
+              "api_key_env");
   expect_error(R"(providers:
   - { name: a, base_url: "http://x/v1" }
 models:
