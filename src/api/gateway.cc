@@ -183,20 +183,56 @@ struct RouteOptions {
   // The tighter of the request's tier and its key's policy (which it may only tighten).
   catalog::PrivacyTier tier = catalog::PrivacyTier::kCommunity;
   bool tier_from_policy = false;  // the policy was tighter than what the request asked
+  bool tier_asked = false;        // the request named a tier (body or header)
   std::int64_t flex_ms = 0;  // start_within as a flex window; 0: standard routing
 };
 
+// Turnpike's option headers as the request sent them (absent: nullopt). Each may come once:
+// of two, which one counts would be a guess, and a stricter privacy tier must never be the
+// one dropped.
+struct OptionHeaders {
+  std::optional<std::string_view> tier;        // x-turnpike-privacy-tier
+  std::optional<std::string_view> start;       // x-turnpike-start-within
+  std::optional<std::string_view> preference;  // x-turnpike-route-preference
+};
+
+std::optional<Refusal> read_option_headers(const http::Request& req, OptionHeaders& out) {
+  static constexpr std::string_view kPrefix = "x-turnpike-";
+  for (const http::HeaderField& f : req.headers()) {
+    if (f.name.size() <= kPrefix.size() || !http::iequals(f.name.substr(0, kPrefix.size()), kPrefix)) {
+      continue;
+    }
+    const std::string_view rest = f.name.substr(kPrefix.size());
+    std::optional<std::string_view>* slot = http::iequals(rest, "privacy-tier")       ? &out.tier
+                                            : http::iequals(rest, "start-within")     ? &out.start
+                                            : http::iequals(rest, "route-preference") ? &out.preference
+                                                                                      : nullptr;
+    if (slot == nullptr) continue;
+    if (*slot) {
+      return Refusal{400,
+                     fmt::format("x-turnpike-{} appears more than once: send it once",
+                                 slot == &out.tier    ? "privacy-tier"
+                                 : slot == &out.start ? "start-within"
+                                                      : "route-preference"),
+                     {}};
+    }
+    *slot = f.value;
+  }
+  return std::nullopt;
+}
+
 // Checks Turnpike's own request options (privacy tier and start_within, in the body or as
 // headers; the route preference header) and reads what they and the key's routing policy
-// ask of the router. A start_within in the body wins over the header.
+// ask of the router. A start_within in the body wins over the header. A header given
+// empty is refused like any other bad value.
 std::optional<Refusal> read_options(const RequestBody& body, const http::Request& req,
                                     const ops::RoutingWeights& configured,
                                     const auth::KeyGrant& grant, RouteOptions& out) {
-  for (const std::string_view tier :
-       {std::string_view(body.privacy_tier), req["x-turnpike-privacy-tier"]}) {
-    if (!tier.empty() && !valid_privacy_tier(tier)) {
-      return Refusal{400, "privacy_tier must be confidential, cloud or community", {}};
-    }
+  OptionHeaders headers;
+  if (auto refused = read_option_headers(req, headers)) return refused;
+  if ((!body.privacy_tier.empty() && !valid_privacy_tier(body.privacy_tier)) ||
+      (headers.tier && !valid_privacy_tier(*headers.tier))) {
+    return Refusal{400, "privacy_tier must be confidential, cloud or community", {}};
   }
   // The tier an upstream serves on sets its price; Turnpike bills the standard one unless
   // it ran the flex race itself. A client's own choice that could change the price would
@@ -212,11 +248,13 @@ std::optional<Refusal> read_options(const RequestBody& body, const http::Request
   }
   out.flex_ms = 0;
   bool start_given = false;
-  for (const std::string_view start :
-       {std::string_view(body.start_within), req["x-turnpike-start-within"]}) {
-    if (start.empty()) continue;
+  for (const std::optional<std::string_view> start :
+       {body.start_within.empty() ? std::nullopt
+                                  : std::optional<std::string_view>(body.start_within),
+        headers.start}) {
+    if (!start) continue;
     const std::optional<std::int64_t> ms =
-        standard_start(start) ? std::optional<std::int64_t>(0) : flex_duration_ms(start);
+        standard_start(*start) ? std::optional<std::int64_t>(0) : flex_duration_ms(*start);
     if (!ms) {
       return Refusal{400,
                      "start_within must be default, priority, auto or a flex duration like "
@@ -225,7 +263,7 @@ std::optional<Refusal> read_options(const RequestBody& body, const http::Request
     }
     if (start_given) continue;
     start_given = true;
-    if (*ms == 0 && !standard_start(start)) {
+    if (*ms == 0 && !standard_start(*start)) {
       return Refusal{400, "start_within must be a duration of at least 1 second", {}};
     }
     if (*ms > limits::kStartWithinMsMax) {
@@ -236,17 +274,16 @@ std::optional<Refusal> read_options(const RequestBody& body, const http::Request
     }
     out.flex_ms = *ms;
   }
-  const catalog::PrivacyTier asked =
-      requested_tier(body.privacy_tier, req["x-turnpike-privacy-tier"]);
+  const catalog::PrivacyTier asked = requested_tier(body.privacy_tier, headers.tier.value_or(""));
+  out.tier_asked = !body.privacy_tier.empty() || headers.tier.has_value();
   out.tier = std::min(asked, grant.privacy_tier);
   out.tier_from_policy = grant.privacy_tier < asked;
   out.weights = grant.weights ? *grant.weights
                               : router::Weights{configured.quality, configured.cost,
                                                 configured.latency};
   out.weights_from = weights_source(grant.weights_from);
-  if (const std::string_view preference = req["x-turnpike-route-preference"];
-      !preference.empty()) {
-    const auto parsed = router::parse_preference(preference);
+  if (headers.preference) {
+    const auto parsed = router::parse_preference(*headers.preference);
     if (!parsed) {
       return Refusal{400,
                      "x-turnpike-route-preference must be balanced, cost, quality or latency",
@@ -1166,6 +1203,11 @@ void Gateway::upstream_failed(const catalog::Route& route) {
     log::warn("route circuit opened", {{"provider", state_->catalog().provider(route).name},
                                         {"upstream_model", route.upstream_model},
                                         {"failures_in_a_row", h.failures_in_a_row()}});
+  } else if (change == router::Breaker::Change::kReopened) {
+    log::warn("route circuit reopened: its probe failed",
+              {{"provider", state_->catalog().provider(route).name},
+               {"upstream_model", route.upstream_model},
+               {"failures_in_a_row", h.failures_in_a_row()}});
   }
 }
 
@@ -1258,7 +1300,9 @@ Task<void> Gateway::explain(http::Request& req, Responder& res) {
   // offers models it may use. Kept for the clients that read it.
   w.begin_object().field("model", body.model).field("allowed_for_key", true);
   w.field("privacy_tier", catalog::privacy_tier_name(tier));
-  w.field("privacy_tier_from", options.tier_from_policy ? "policy" : "request");
+  w.field("privacy_tier_from", options.tier_from_policy ? "policy"
+                               : options.tier_asked    ? "request"
+                                                       : "default");
   w.field("preference", preference).field("weights_from", options.weights_from).key("rule");
   if (rule == nullptr) w.null(); else w.value(rule->name);
   w.key("weights").begin_object().field("quality", shown(weights.quality));
@@ -1269,7 +1313,8 @@ Task<void> Gateway::explain(http::Request& req, Responder& res) {
   for (const Listed& l : listed) {
     const catalog::Provider& p = state_->catalog().provider(*l.route);
     w.begin_object();
-    if (models.size() > 1) w.field("model", l.model->name);
+    // Named whenever the router chose the model ("auto"), even with one to choose from.
+    if (models.size() > 1 || models.front()->name != body.model) w.field("model", l.model->name);
     w.field("provider", p.name).field("upstream_model", l.route->upstream_model);
     w.field("privacy_tier", catalog::privacy_tier_name(p.privacy_tier));
     w.field("verdict", l.excluded.empty() ? "candidate" : "excluded: " + l.excluded);
@@ -1436,11 +1481,15 @@ std::vector<const catalog::Model*> Gateway::models_for(Operation op, const Reque
   if (const catalog::Model* named = cat.find_model(body.model)) {
     models.push_back(named);  // a model may be called "auto"; then it is that model
   } else if (body.model == kAutoModel) {
-    // Only models of the request's kind: a chat never lands on an embeddings model.
+    // Only models of the request's kind with a route on its API: a chat never lands on an
+    // embeddings model, nor on a model only the other API serves.
     const catalog::ModelKind kind = op == Operation::kEmbeddings ? catalog::ModelKind::kEmbeddings
                                                                  : catalog::ModelKind::kChat;
+    const Api api = info_for(op).api;
+    const auto on_api = [&](const catalog::Route& r) { return cat.provider(r).api == api; };
     for (const catalog::Model& m : cat.models()) {
-      if (m.kind == kind && grant.may_use(m.name) &&
+      if (m.kind == kind && std::any_of(m.routes.begin(), m.routes.end(), on_api) &&
+          grant.may_use(m.name) &&
           m.quality >= state_->config().auto_quality_floor &&
           input_tokens <= static_cast<std::int64_t>(m.context_tokens)) {
         models.push_back(&m);

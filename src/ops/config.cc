@@ -415,6 +415,10 @@ std::vector<router::Rule> parse_rules(const Reader& r, const YAML::Node& root,
     r.check_keys(n, path, {"name", "match", "pin", "exclude", "weights", "fallback_order"});
     router::Rule rule;
     rule.name = r.string(n, "name", path, fmt::format("rules[{}]", i));
+    if (rule.name.find_first_not_of(' ') == std::string::npos) {
+      r.fail(n["name"], path + ".name",
+             fmt::format("must not be blank (leave it out to be called rules[{}])", i));
+    }
     for (const router::Rule& earlier : rules) {
       if (earlier.name == rule.name) {
         r.fail(n["name"], path + ".name", fmt::format("'{}' names an earlier rule", rule.name));
@@ -438,7 +442,8 @@ std::vector<router::Rule> parse_rules(const Reader& r, const YAML::Node& root,
         if (text.starts_with("acct_")) text.remove_prefix(5);
         std::int64_t id = 0;
         const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), id);
-        if (ec != std::errc{} || end != text.data() + text.size() || id <= 0) {
+        if (ec != std::errc{} || end != text.data() + text.size() || id <= 0 ||
+            text.starts_with('0')) {
           r.fail(m["account"], mpath + ".account",
                  fmt::format("must be an account id like acct_3, got '{}'", copy));
         }

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <bit>
+#include <utility>
 
 namespace tp::router {
 
@@ -15,9 +16,8 @@ Breaker::Change Breaker::failed(const BreakerSettings& s, Clock::time_point now)
   history_ = (history_ << 1) | 1;
   seen_ = std::min<std::uint32_t>(seen_ + 1, 64);
   if (open_) {
-    // The half-open probe failed (or a request that started before the circuit opened).
     open_until_ = now + s.cooldown;
-    return Change::kReopened;
+    return std::exchange(probing_, false) ? Change::kReopened : Change::kExtended;
   }
   const bool too_many_in_a_row = in_a_row_ >= s.failures;
   const bool too_high_a_rate =

@@ -20,14 +20,19 @@ struct BreakerSettings {
 class Breaker {
  public:
   using Clock = std::chrono::steady_clock;
-  enum class Change { kNone, kOpened, kReopened, kClosed };
+  // kReopened: the half-open probe failed. kExtended: an attempt that started before the
+  // circuit opened failed too, and the rest starts over.
+  enum class Change { kNone, kOpened, kReopened, kExtended, kClosed };
 
   Change failed(const BreakerSettings& s, Clock::time_point now);
   Change succeeded();
   // An attempt goes to the route now. Half-open, it is the probe: no other is admitted
   // until it ends, or until another cooldown passes if it never reports.
   void attempting(const BreakerSettings& s, Clock::time_point now) {
-    if (open_ && now >= open_until_) open_until_ = now + s.cooldown;
+    if (open_ && now >= open_until_) {
+      open_until_ = now + s.cooldown;
+      probing_ = true;
+    }
   }
 
   bool resting(Clock::time_point now) const { return open_ && now < open_until_; }
@@ -43,6 +48,7 @@ class Breaker {
   std::uint64_t history_ = 0;  // bit 0: the latest attempt failed, bit 1 the one before...
   std::uint32_t seen_ = 0;     // attempts in `history_`, at most 64
   bool open_ = false;
+  bool probing_ = false;  // a half-open probe is out
   Clock::time_point open_until_{};
 };
 

@@ -66,7 +66,8 @@ struct ThreeUpstreams {
     }
     y << "  - { name: erring, api: openai, base_url: \"http://127.0.0.1:" << ports[3] << "/v1\" }\n"
       << "  - { name: dead, api: openai, base_url: \"http://127.0.0.1:1/v1\" }\n"
-      << "  - { name: slowfail, api: openai, base_url: \"http://127.0.0.1:" << ports[4] << "/v1\" }\n";
+      << "  - { name: slowfail, api: openai, base_url: \"http://127.0.0.1:" << ports[4] << "/v1\" }\n"
+      << "  - { name: anthro, api: anthropic, base_url: \"http://127.0.0.1:" << ports[1] << "/v1\" }\n";
     y << "models:\n  - name: multi\n    quality: 0.8\n    routes:\n"
       << "      - { provider: cheap, input_per_mtok: \"0.10\", output_per_mtok: \"0.40\", "
          "ttfb_ms: 80, tokens_per_second: 1000 }\n"
@@ -92,6 +93,9 @@ struct ThreeUpstreams {
       << "      - { provider: erring, input_per_mtok: \"1\", output_per_mtok: \"1\" }\n"
       << "  - name: open-only\n    routes:\n"
       << "      - { provider: cheap, input_per_mtok: \"0.10\", output_per_mtok: \"0.40\" }\n"
+      // The best of all, but only the Anthropic API serves it.
+      << "  - name: sonnet\n    quality: 0.99\n    routes:\n"
+      << "      - { provider: anthro, input_per_mtok: \"0.01\", output_per_mtok: \"0.01\" }\n"
       // The best and cheapest of all, but it answers embeddings only.
       << "  - name: embedder\n    kind: embeddings\n    quality: 0.95\n    routes:\n"
       << "      - { provider: cheap, input_per_mtok: \"0.01\", output_per_mtok: \"0\" }\n";
@@ -162,6 +166,25 @@ TEST(Router, AConfidentialRequestNeverLeavesConfidentialProviders) {
   EXPECT_EQ(refused.status, 403);
   EXPECT_NE(refused.body.find("privacy_tier_not_met"), std::string::npos) << refused.body;
   EXPECT_NE(refused.body.find("'cloud'"), std::string::npos) << refused.body;
+  // The tier header comes once: of two, the stricter must never be the one dropped, so
+  // neither is taken. An empty one is refused like any bad value.
+  RawConnection twice(up.port);
+  const std::string chat = R"({"model":"multi","messages":[]})";
+  ASSERT_TRUE(twice.send("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
+                         up.key + "\r\nx-turnpike-privacy-tier: community\r\n"
+                         "X-Turnpike-Privacy-Tier: confidential\r\nContent-Type: application/json"
+                         "\r\nContent-Length: " + std::to_string(chat.size()) + "\r\n\r\n" + chat));
+  const std::string answer = twice.read_until("}}", 5s);
+  EXPECT_TRUE(answer.starts_with("HTTP/1.1 400")) << answer;
+  EXPECT_NE(answer.find("x-turnpike-privacy-tier appears more than once"), std::string::npos)
+      << answer;
+  for (const char* header : {"x-turnpike-privacy-tier", "x-turnpike-route-preference",
+                             "x-turnpike-start-within"}) {
+    const auto empty =
+        http_request(up.port, "POST", "/v1/chat/completions", chat,
+                     {{"authorization", "Bearer " + up.key}, {header, ""}});
+    EXPECT_EQ(empty.status, 400) << header << ": " << empty.body;
+  }
   // On the upstreams themselves: the community one saw nothing at all.
   EXPECT_EQ(received(up.ports[0]), 0);
   EXPECT_EQ(received(up.ports[1]), 1);
@@ -399,6 +422,7 @@ TEST(Router, AutoChoosesAmongEveryModelTheKeyMayUse) {
   EXPECT_EQ(explained.body.find(R"("model":"open-only")"), std::string::npos) << explained.body;
   EXPECT_EQ(explained.body.find(R"("model":"resilient")"), std::string::npos);
   EXPECT_EQ(explained.body.find(R"("model":"embedder")"), std::string::npos);  // not a chat model
+  EXPECT_EQ(explained.body.find(R"("model":"sonnet")"), std::string::npos);  // not on this API
   EXPECT_NE(explained.body.find(R"("model":"multi")"), std::string::npos);
   const auto res = http_request(up.port, "POST", "/v1/chat/completions", body, cost);
   ASSERT_EQ(res.status, 200) << res.body;
@@ -415,6 +439,13 @@ TEST(Router, AutoChoosesAmongEveryModelTheKeyMayUse) {
   ASSERT_EQ(only.status, 200) << only.body;
   EXPECT_TRUE(only.header("x-turnpike-route").find("/multi;") != std::string::npos)
       << only.header("x-turnpike-route");
+  // Even with one model to choose from, explain names the model "auto" chose.
+  const auto explained_one =
+      http_request(up.port, "POST", "/v1/route/explain", body,
+                   {{"authorization", "Bearer " + limited}, {"x-turnpike-route-preference", "cost"}});
+  ASSERT_EQ(explained_one.status, 200) << explained_one.body;
+  EXPECT_NE(explained_one.body.find(R"({"model":"multi","provider")"), std::string::npos)
+      << explained_one.body;
   // Embeddings with "auto" choose among the embeddings models alone.
   const auto embedded = http_request(up.port, "POST", "/v1/embeddings",
                                      R"({"model":"auto","input":"hello"})", cost);

@@ -17,6 +17,8 @@ TEST(Breaker, OpensAfterFailuresInARowRestsThenProbes) {
   EXPECT_EQ(b.failed(s, t0), Change::kNone);
   EXPECT_EQ(b.failed(s, t0), Change::kNone);
   EXPECT_EQ(b.failed(s, t0), Change::kOpened);
+  // A request that started before the circuit opened fails as well: no probe of it.
+  EXPECT_EQ(b.failed(s, t0), Change::kExtended);
   EXPECT_TRUE(b.resting(t0 + 99ms));
   EXPECT_FALSE(b.resting(t0 + 100ms));  // half-open: the next attempt is the probe
   b.attempting(s, t0 + 100ms);

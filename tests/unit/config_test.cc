@@ -216,6 +216,10 @@ routing:
                "'x' names an earlier rule");
   expect_error(base + "    - { match: { account: bob }, pin: [a] }\n",
                "must be an account id like acct_3");
+  expect_error(base + "    - { match: { account: acct_03 }, pin: [a] }\n",
+               "must be an account id like acct_3, got 'acct_03'");
+  expect_error(base + "    - { name: \"  \", pin: [a] }\n",
+               "routing.rules[0].name: must not be blank (leave it out to be called rules[0])");
   expect_error(base + "    - { exclude: [a], fallback_order: [a] }\n",
                "'a' is not a candidate under this rule's pin and exclude");
   expect_error(base + "    - { match: { color: red }, pin: [a] }\n", "color");
