@@ -1161,7 +1161,7 @@ std::string Gateway::exclusion(const catalog::Model& model, const catalog::Route
     case Admission::kOtherApi:
       return fmt::format("served through the {} API", catalog::api_name(p.api));
     case Admission::kLooserTier:
-      return fmt::format("provider tier '{}' is looser than the request's '{}'",
+      return fmt::format("provider tier '{}' is looser than the required '{}'",
                          catalog::privacy_tier_name(p.privacy_tier),
                          catalog::privacy_tier_name(c.tier));
     case Admission::kExcludedByRule: {

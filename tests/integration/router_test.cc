@@ -267,7 +267,7 @@ TEST(Router, ExplainShowsEveryCandidateAndMatchesTheRealPick) {
         << preference << ": " << explained.body;
     // Every route is listed with its verdict; the community one is excluded by the tier.
     EXPECT_NE(explained.body.find(
-                  R"("verdict":"excluded: provider tier 'community' is looser than the request's 'cloud'")"),
+                  R"("verdict":"excluded: provider tier 'community' is looser than the required 'cloud'")"),
               std::string::npos)
         << explained.body;
     EXPECT_NE(explained.body.find(R"("terms":{"quality":)"), std::string::npos);
