@@ -355,6 +355,13 @@ struct Bill {
   std::chrono::steady_clock::time_point sent_at;     // the serving attempt went upstream
   std::chrono::steady_clock::time_point first_byte;  // upstream response headers arrived
   bool stream = false;  // only streams measure a route's latency (see observe_ttfb)
+  // Its client, watched while the upstream works, and the cutoff on every upstream wait
+  // that the client's departure sets: the disconnect drain from then on.
+  const Responder* client = nullptr;
+  std::shared_ptr<http::CoarseClock::time_point> cutoff;
+  bool client_gone() const { return client != nullptr && client->client_gone(); }
+  // The status of its usage row: what the client got, 499 when it went away.
+  int status_for(unsigned sent) const { return client_gone() ? 499 : static_cast<int>(sent); }
 };
 
 // A request's bill before its hold: who pays, for what, first on `route`.
@@ -963,6 +970,15 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
     Bill& bill;
     ~VoidOnExit() { void_bill(state->services(), bill, 499); }
   } void_on_exit{state_, bill};
+  // From here the client is watched: once it has gone, every upstream wait of this request
+  // ends within billing.disconnect_drain_ms. What comes in time is still billed (status
+  // 499); a request still without an answer then is voided.
+  bill.client = &res;
+  bill.cutoff = std::make_shared<http::CoarseClock::time_point>(http::CoarseClock::time_point::max());
+  res.watch_client([cutoff = bill.cutoff,
+                    drain = std::chrono::milliseconds(state_->config().billing.disconnect_drain_ms)] {
+    *cutoff = http::CoarseClock::now() + drain;
+  });
 
   const bool ask_for_usage = plan.stream && surface == Surface::kOpenAI && !body.include_usage;
   Answered sent = co_await send_with_fallback(info, req, body, plan.stream, ask_for_usage, routes,
@@ -976,7 +992,7 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
     if (sent.last_tried != nullptr) {
       bill.record.provider = state_->catalog().provider(*sent.last_tried).name;
     }
-    void_bill(state_->services(), bill, static_cast<int>(status));
+    void_bill(state_->services(), bill, bill.status_for(status));
     co_await send_error(res, surface, status, failure.message());
     co_return;
   }
@@ -1001,7 +1017,7 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
     (void)co_await upstream.read_all(kErrorBodyDrainBytesMax);
     log::warn("upstream error status",
               {{"provider", provider.name}, {"status", upstream.status()}});
-    void_bill(state_->services(), bill, 502);
+    void_bill(state_->services(), bill, bill.status_for(502));
     co_await send_error(res, surface, 502,
                         fmt::format("upstream '{}' answered HTTP {}", provider.name,
                                     upstream.status()));
@@ -1618,6 +1634,13 @@ Task<Gateway::Answered> Gateway::send_with_fallback(const OperationInfo& info,
                               state_->config().fallback_deadline_ms)};
   };
   for (; out.attempt < routes.size(); ++out.attempt) {
+    if (bill.client_gone()) {
+      // Nobody to answer: no further route is tried.
+      if (out.failure.is_ok()) {
+        out.failure = Status{ErrorKind::kUpstreamTimeout, "the client went away"};
+      }
+      break;
+    }
     const bool flex = routes[out.attempt].flex;
     const auto sent_at = std::chrono::steady_clock::now();
     const bool falling_back = !flex && deadline.has_value();
@@ -1642,6 +1665,7 @@ Task<Gateway::Answered> Gateway::send_with_fallback(const OperationInfo& info,
                         upstream_body.size(), stream);
 
     http::UpstreamTimeouts timeouts = state_->config().upstream;
+    timeouts.cutoff = bill.cutoff;
     if (flex) timeouts.first_byte_timeout_ms = static_cast<std::uint32_t>(flex_ms);
     if (falling_back) timeouts.head_by = *deadline;
     // Whether the deadline, not the route's own timeouts, bounds this attempt: a timeout is
@@ -1667,6 +1691,11 @@ Task<Gateway::Answered> Gateway::send_with_fallback(const OperationInfo& info,
       if (!started) sent = started;
     }
     const bool last = out.attempt + 1 == routes.size();
+    if (!sent && bill.client_gone()) {
+      // Cut short because the client left, not found failing: no mark against the route.
+      out.failure = sent.status();
+      break;
+    }
     if (!sent && flex && sent.status().kind() == ErrorKind::kUpstreamTimeout) {
       // Late is what flex may be: no mark against the route's health.
       log::info("flex tier did not start within start_within; trying the standard tier",
@@ -1726,7 +1755,7 @@ Task<void> Gateway::answer_whole(http::UpstreamResponse& upstream, Surface surfa
   keep_hold(bill);
   if (!whole) {
     const unsigned status = http_status(whole.status().kind());
-    void_bill(state_->services(), bill, static_cast<int>(status));
+    void_bill(state_->services(), bill, bill.status_for(status));
     co_await send_error(res, surface, status, whole.status().message());
     co_return;
   }
@@ -1745,7 +1774,7 @@ Task<void> Gateway::answer_whole(http::UpstreamResponse& upstream, Surface surfa
     const Money owed = meter::price(*usage, bill.prices());
     if (!cover(bill, owed) && !estimated) {
       // Delivered, it would overdraw the account past one response's shortfall.
-      void_bill(state_->services(), bill, 402);
+      void_bill(state_->services(), bill, bill.status_for(402));
       co_await send_error(res, surface, 402,
                           fmt::format("insufficient balance: this response cost {} USD, more "
                                       "than the account's balance covers; it was not "
@@ -1753,14 +1782,15 @@ Task<void> Gateway::answer_whole(http::UpstreamResponse& upstream, Surface surfa
                                       owed.to_string()));
       co_return;
     }
-    if (!co_await settle(bill, *usage, static_cast<int>(upstream.status()))) {
+    if (!co_await settle(bill, *usage, bill.status_for(upstream.status()))) {
       co_await send_error(res, surface, 503, "billing is unavailable: the store failed");
       co_return;
     }
     cost = bill.record.cost.to_string();
     headers.push_back({"x-turnpike-cost-usd", cost});
   } else {
-    void_bill(state_->services(), bill, static_cast<int>(upstream.status()));  // refused upstream: nothing to pay
+    // Refused upstream: nothing to pay.
+    void_bill(state_->services(), bill, bill.status_for(upstream.status()));
   }
   const std::string_view type = upstream.header("content-type");
   co_await res.send(upstream.status(), type.empty() ? kJson : type, whole.value(), headers);
@@ -1838,6 +1868,12 @@ Task<void> Gateway::relay_stream(http::UpstreamResponse& upstream, Surface surfa
                   std::chrono::milliseconds(state_->config().billing.disconnect_drain_ms);
   };
   if (!client_here) client_left();
+  // Whether the client is still there, as far as anything tells: a failed write, or the
+  // watch on its connection (which sees it go while the upstream is silent).
+  auto still_here = [&] {
+    if (client_here && bill.client_gone()) client_left();
+    return client_here;
+  };
   auto bill_usage = [&] { return meter.usage(bill.input_estimate, relayed); };
 
   // A stream that cannot end well: what was relayed is billed, the client gets one error
@@ -1906,7 +1942,7 @@ Task<void> Gateway::relay_stream(http::UpstreamResponse& upstream, Surface surfa
   // Whole events only go to the client; `pending` holds the tail of an unfinished one.
   std::string pending;
   for (;;) {
-    if (!client_here) {
+    if (!still_here()) {
       const auto now = std::chrono::steady_clock::now();
       if (now >= *drain_until || drained_bytes > limits::kDisconnectDrainBytesMax ||
           meter.reported()) {
@@ -1919,7 +1955,7 @@ Task<void> Gateway::relay_stream(http::UpstreamResponse& upstream, Surface surfa
     auto piece = co_await upstream.read_some();
     keep_hold(bill);
     if (!piece) {
-      if (client_here) relayed = meter.content_events();
+      if (still_here()) relayed = meter.content_events();
       co_await fail_stream(piece.status().message());  // headers are gone already
       co_return;
     }
@@ -1967,7 +2003,7 @@ Task<void> Gateway::relay_stream(http::UpstreamResponse& upstream, Surface surfa
     if (final_at) {
       // The terminator waits for the settlement to be durable: a client that saw the end
       // of the stream was billed exactly once.
-      if (client_here) relayed = meter.content_events();
+      if (still_here()) relayed = meter.content_events();
       const bool stored = co_await settle(bill, bill_usage(), client_here ? 200 : 499);
       if (client_here && stored) {
         co_await res.end_stream(buffer.substr(*final_at));
@@ -2015,7 +2051,7 @@ Task<void> Gateway::relay_stream(http::UpstreamResponse& upstream, Surface surfa
                                      bill.record.provider));
     co_return;
   }
-  if (client_here) relayed = meter.content_events();
+  if (still_here()) relayed = meter.content_events();
   const bool stored = co_await settle(bill, bill_usage(), client_here ? 200 : 499);
   if (!client_here || !stored) {
     res.close_after();

@@ -4,6 +4,9 @@
 
 #include <time.h>
 
+#include <algorithm>
+#include <utility>
+
 namespace tp::http {
 
 CoarseClock::time_point CoarseClock::now() noexcept {
@@ -45,7 +48,11 @@ void DeadlineTicker::arm() {
 void DeadlineTicker::tick() {
   const auto now = Deadline::Clock::now();
   for (Deadline* d : entries_) {
-    if (d->at_ > now) continue;
+    if (d->call_at_ <= now) {
+      d->call_at_ = Deadline::Clock::time_point::max();
+      if (std::function<void()> call = std::exchange(d->call_, nullptr)) call();
+    }
+    if ((d->cap_ ? std::min(d->at_, *d->cap_) : d->at_) > now) continue;
     d->at_ = Deadline::Clock::time_point::max();
     d->expired_ = true;
     boost::system::error_code ignored;

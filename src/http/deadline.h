@@ -8,6 +8,8 @@
 
 #include <chrono>
 #include <cstddef>
+#include <functional>
+#include <memory>
 #include <vector>
 
 #include "http/asio.h"
@@ -71,12 +73,32 @@ class Deadline {
   // True once the deadline passed and the socket was cancelled; reset by expires_after.
   bool expired() const { return expired_; }
 
+  // Every expiry is also capped by `*cap`, which its owner may move earlier at any time (a
+  // request whose client went away cuts its upstream's waits short). Past the cap, each
+  // tick cancels the socket again. Null: no cap.
+  void cap_by(std::shared_ptr<const Clock::time_point> cap) { cap_ = std::move(cap); }
+
+  // Runs `fn` once, at the first tick at or after `at`, on the ticker's thread: a lazy start
+  // for what only a long wait needs (a short request never pays for it). Replaces an
+  // earlier one. `fn` must not add or remove deadlines.
+  void call_at(Clock::time_point at, std::function<void()> fn) {
+    call_at_ = at;
+    call_ = std::move(fn);
+  }
+  void cancel_call() {
+    call_at_ = Clock::time_point::max();
+    call_ = nullptr;
+  }
+
  private:
   friend class DeadlineTicker;
   DeadlineTicker* ticker_;  // null once the ticker is gone (see ~DeadlineTicker)
   Socket* socket_;
   Clock::time_point at_ = Clock::time_point::max();
   bool expired_ = false;
+  std::shared_ptr<const Clock::time_point> cap_;
+  Clock::time_point call_at_ = Clock::time_point::max();
+  std::function<void()> call_;
   std::size_t slot_ = 0;
 };
 

@@ -37,6 +37,54 @@ using std::chrono::milliseconds;
 // ---------------------------------------------------------------------------------------
 // Responder
 
+// A watch on a client and its pending wait: `socket` is used only while `active`, which
+// the Responder clears before the socket can go.
+struct ClientWatch {
+  Socket* socket;
+  bool active = true;
+  bool gone = false;
+  std::function<void()> on_gone;
+};
+
+namespace {
+
+// Waits until the client's socket is readable, then peeks: end of stream or an error is
+// the client gone; nothing yet (a spurious wake) waits again; bytes are a next request.
+void await_departure(const std::shared_ptr<ClientWatch>& w) {
+  w->socket->async_wait(Socket::wait_read, [w](const boost::system::error_code& ec) {
+    if (!w->active || ec == asio::error::operation_aborted) return;
+    char byte = 0;
+    const ssize_t n = ::recv(w->socket->native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n > 0) return;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+      await_departure(w);
+      return;
+    }
+    w->gone = true;
+    if (std::function<void()> on_gone = std::exchange(w->on_gone, nullptr)) on_gone();
+  });
+}
+
+}  // namespace
+
+void Responder::watch_client(std::function<void()> on_gone) {
+  if (watch_) watch_->active = false;
+  watch_ = std::make_shared<ClientWatch>(ClientWatch{&socket_, true, false, std::move(on_gone)});
+  deadline_.call_at(Deadline::Clock::now() + kClientWatchAfter, [w = watch_] {
+    if (w->active) await_departure(w);
+  });
+}
+
+bool Responder::client_gone() const { return watch_ && watch_->gone; }
+
+Responder::~Responder() {
+  if (watch_) {
+    watch_->active = false;
+    watch_->on_gone = nullptr;
+    deadline_.cancel_call();
+  }
+}
+
 Responder::Responder(Socket& socket, Deadline& deadline, const ServerLimits& limits,
                      ResponseScratch& scratch, unsigned http_version, bool keep_alive)
     : socket_(socket),

@@ -93,10 +93,27 @@ struct ResponseScratch {
 // Writes the one response to one request: either whole (send) or as a chunked stream
 // (begin_stream, write_chunk..., end_stream). Every call returns false once the client is
 // gone; callers stop writing then. Not thread-safe: it lives on its request's thread.
+// How long a response runs before its client is watched for going away (see
+// Responder::watch_client).
+inline constexpr std::chrono::milliseconds kClientWatchAfter{100};
+
+struct ClientWatch;
+
 class Responder {
  public:
   Responder(Socket& socket, Deadline& deadline, const ServerLimits& limits,
             ResponseScratch& scratch, unsigned http_version, bool keep_alive);
+  ~Responder();
+  Responder(const Responder&) = delete;
+  Responder& operator=(const Responder&) = delete;
+
+  // Watches the client while the handler waits on something else (an upstream): once the
+  // client has gone (it closed or reset its connection), client_gone() is true and
+  // `on_gone` runs, once, on this thread. The watch starts kClientWatchAfter into the
+  // response (a short one pays nothing for it) and ends with it. A client that sends
+  // more meanwhile (a pipelined request) is taken as staying.
+  void watch_client(std::function<void()> on_gone);
+  bool client_gone() const;
 
   // Headers added to whichever response is sent (e.g. x-request-id). Views must outlive
   // the response.
@@ -151,6 +168,7 @@ class Responder {
   bool head_pending_ = false;  // a stream's head, not written yet
   std::vector<Header>& common_headers_;  // the connection's scratch, emptied
   std::string& head_;                    // likewise
+  std::shared_ptr<ClientWatch> watch_;   // shared with its pending wait, if any
 };
 
 // One Handler per I/O thread (made by the HandlerFactory on that thread's io_context), so

@@ -310,6 +310,7 @@ void UpstreamPool::give_back(std::unique_ptr<UpstreamConnection> conn) {
   if (list.size() >= idle_max_) return;  // closes it
   conn->idle_since = std::chrono::steady_clock::now();
   conn->deadline->clear();
+  conn->deadline->cap_by(nullptr);  // the request that set it is done
   conn->buffer.clear();
   list.push_back(std::move(conn));
 }
@@ -340,6 +341,7 @@ Task<Result<std::unique_ptr<UpstreamConnection>>> UpstreamPool::connect(
   }
   Socket& lowest = conn->lowest();
   conn->deadline.emplace(*deadlines_, lowest);
+  conn->deadline->cap_by(timeouts.cutoff);
   conn->deadline->expires_after(timeouts.bounded(timeouts.connect_timeout_ms));
   auto [cec, connected] = co_await asio::async_connect(lowest, *addresses, use_nothrow);
   if (cec) co_return upstream_error(ep, "connect", cec, conn->deadline->expired());
@@ -370,6 +372,7 @@ Task<Result<std::unique_ptr<UpstreamResponse>>> UpstreamPool::send(
     std::unique_ptr<UpstreamConnection> conn = take_idle(ep.index);
     const bool reused = conn != nullptr;
     if (reused) {
+      conn->deadline->cap_by(timeouts.cutoff);
       ++stats_.reuses;
     } else {
       auto connected = co_await connect(ep, timeouts);

@@ -22,6 +22,7 @@
 #include "core/limits.h"
 #include "core/status.h"
 #include "http/asio.h"
+#include "http/deadline.h"
 #include "http/http1.h"
 #include "http/resolve.h"
 #include "http/url.h"
@@ -39,6 +40,10 @@ struct UpstreamTimeouts {
   // When set, connecting and waiting for the response head (retries included) end by then
   // whatever their own timeouts allow: a fallback attempt within the fallback deadline.
   std::optional<std::chrono::steady_clock::time_point> head_by;
+  // When set, every wait of the exchange (connect, head, body) also ends by `*cutoff`, which
+  // the caller may move earlier while it runs (its client went away); it then fails as a
+  // timeout.
+  std::shared_ptr<const CoarseClock::time_point> cutoff;
 
   // `ms`, cut to the time left before `head_by` (at least 1 ms).
   std::chrono::milliseconds bounded(std::uint32_t ms) const;

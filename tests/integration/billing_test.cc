@@ -424,6 +424,68 @@ TEST(Billing, ASilentUpstreamCannotHoldTheDrainPastItsDeadline) {
   EXPECT_EQ(rows[0].cost, expected_cost(rows[0]));
 }
 
+// Sends `body` to `path` and closes the connection after `after`, before any answer.
+void leave_before_the_answer(const Stack& stack, const std::string& path, const std::string& body,
+                             std::chrono::milliseconds after) {
+  RawConnection c(stack.port);
+  ASSERT_TRUE(c.send("POST " + path + " HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
+                     stack.key + "\r\nContent-Length: " + std::to_string(body.size()) +
+                     "\r\n\r\n" + body));
+  std::this_thread::sleep_for(after);
+}
+
+// A client that leaves while the upstream is silent is seen to go by the watch on its
+// connection, not only by a failed write: the drain holds from then on, and the row says 499.
+TEST(Billing, AClientLeavingWhileTheUpstreamIsSilentIsSeenToGo) {
+  Stack stack("billing: { disconnect_drain_ms: 300 }");
+  ASSERT_GT(stack.port, 0);
+  // The upstream goes silent after its first token, which the client reads before it
+  // leaves: nothing is written after that, so only the watch can tell.
+  const auto left_at = std::chrono::steady_clock::now();
+  leave_mid_stream(stack,
+                   R"({"model":"gpt-test","stream":true,"messages":[],"sim":{"output_tokens":50,"tokens_per_second":50,"stall_after_chunks":1}})");
+  const auto rows = wait_for_rows(stack, 1, 10s);
+  ASSERT_EQ(rows.size(), 1u) << stack.gateway->log();
+  EXPECT_LT(std::chrono::steady_clock::now() - left_at, 5s);  // not the idle timeout's 60 s
+  EXPECT_EQ(rows[0].status, 499);
+  EXPECT_EQ(rows[0].output, 1);
+  EXPECT_EQ(rows[0].cost, expected_cost(rows[0]));
+}
+
+// A whole answer whose client left before it came: billed when it comes within the drain
+// (the upstream did the work), with status 499 rather than the 200 nobody got.
+TEST(Billing, AWholeAnswerWhoseClientLeftIsLogged499) {
+  Stack stack;
+  ASSERT_GT(stack.port, 0);
+  leave_before_the_answer(
+      stack, "/v1/chat/completions",
+      R"({"model":"gpt-test","messages":[],"sim":{"latency_ms":800,"output_tokens":7}})", 300ms);
+  const auto rows = wait_for_rows(stack, 1, 10s);
+  ASSERT_EQ(rows.size(), 1u) << stack.gateway->log();
+  EXPECT_EQ(rows[0].status, 499);
+  EXPECT_EQ(rows[0].output, 7);
+  EXPECT_EQ(rows[0].cost, expected_cost(rows[0]));
+  EXPECT_TRUE(ledger_verifies(stack));
+}
+
+// With no drain, a client leaving before the answer ends the wait for it at once: voided,
+// status 499, and no other route is tried for nobody.
+TEST(Billing, WithoutADrainAWholeAnswerIsNotAwaitedForAClientThatLeft) {
+  Stack stack("billing: { disconnect_drain_ms: 0 }");
+  ASSERT_GT(stack.port, 0);
+  const auto left_at = std::chrono::steady_clock::now();
+  leave_before_the_answer(
+      stack, "/v1/chat/completions",
+      R"({"model":"gpt-test","messages":[],"sim":{"latency_ms":3000,"output_tokens":7}})", 300ms);
+  const auto rows = wait_for_rows(stack, 1, 10s);
+  ASSERT_EQ(rows.size(), 1u) << stack.gateway->log();
+  EXPECT_LT(std::chrono::steady_clock::now() - left_at, 2500ms);  // before the upstream answered
+  EXPECT_EQ(rows[0].status, 499);
+  EXPECT_EQ(rows[0].cost, Money());
+  const auto balance = http_request(stack.port, "GET", "/api/balance", {}, stack.auth());
+  EXPECT_NE(balance.body.find("\"held_usd\":\"0.00\""), std::string::npos) << balance.body;
+}
+
 TEST(Billing, KillDashNineUnderLoadSettlesEveryCompletedRequestExactlyOnce) {
   Stack stack({}, {"--threads", "2"});
   ASSERT_GT(stack.port, 0);
