@@ -71,9 +71,13 @@ StreamMeter::Verdict StreamMeter::on_openai(std::string_view data) {
     if (auto usage = meter::openai_usage(data)) {
       openai_ = *usage;
       ++usage_reports_;
-      // The chunk Turnpike asked for carries no choices; anything else goes through (some
-      // upstreams put usage on the chunk with finish_reason, or on every chunk).
-      if (drop_usage_chunk_ && !has_a_choice(data)) return Verdict::kDrop;
+      // The usage chunk carries no choices; some upstreams put the final usage on the chunk
+      // with finish_reason instead. Usage on a chunk that goes on (vLLM's
+      // continuous_usage_stats puts it on every chunk) is a running count, not the end.
+      const bool choices = has_a_choice(data);
+      if (!choices || says_finished(data)) openai_final_ = true;
+      // The chunk Turnpike asked for goes no further; anything else goes through.
+      if (drop_usage_chunk_ && !choices) return Verdict::kDrop;
     }
   }
   if (has_text(data)) ++content_events_;
@@ -94,7 +98,7 @@ StreamMeter::Verdict StreamMeter::on_anthropic(std::string_view name, std::strin
 }
 
 bool StreamMeter::reported() const {
-  return surface_ == Surface::kAnthropic ? anthropic_.final() : openai_.has_value();
+  return surface_ == Surface::kAnthropic ? anthropic_.final() : openai_final_;
 }
 
 meter::Usage StreamMeter::usage(std::int64_t input_estimate, std::int64_t output_relayed) const {
@@ -106,6 +110,8 @@ meter::Usage StreamMeter::usage(std::int64_t input_estimate, std::int64_t output
       u.input_tokens = input_estimate;
       u.cached_tokens = 0;
     }
+  } else if (openai_) {
+    u = *openai_;  // a running count: its input, and its output so far
   } else {
     u.input_tokens = input_estimate;
   }

@@ -47,7 +47,8 @@ class StreamMeter {
 
   Surface surface_;
   bool drop_usage_chunk_;
-  std::optional<meter::Usage> openai_;  // from the usage chunk
+  std::optional<meter::Usage> openai_;  // the latest usage reported
+  bool openai_final_ = false;           // ...and it was the final one
   meter::AnthropicStreamUsage anthropic_;
   std::int64_t content_events_ = 0;
   std::int64_t usage_reports_ = 0;

@@ -126,13 +126,16 @@ void apply_knob(Knobs& k, std::string_view name, double value) {
   else if (name == "flex_429_rate") k.flex_429_rate = value;
   else if (name == "flex_unavailable") k.flex_unavailable = i;
   else if (name == "embedding_dims") k.embedding_dims = i;
+  else if (name == "continuous_usage") k.continuous_usage = i;
+  else if (name == "end_after_chunks") k.end_after_chunks = i;
 }
 
-constexpr std::array<std::string_view, 15> kKnobNames = {
+constexpr std::array<std::string_view, 17> kKnobNames = {
     "latency_ms",    "ttft_ms",          "tokens_per_second", "output_tokens",
     "cached_tokens", "error_status",     "error_rate",        "drop_after_chunks",
     "flex_ttft_ms",  "flex_429_rate",    "embedding_dims",    "stall_after_chunks",
-    "flex_unavailable", "input_tokens",  "tokens_per_chunk"};
+    "flex_unavailable", "input_tokens",  "tokens_per_chunk",  "continuous_usage",
+    "end_after_chunks"};
 
 // Header knobs: x-sim-latency-ms etc. Error status first so an explicit rate wins.
 void apply_header_knobs(const http::Request& req, Knobs& k) {
@@ -401,6 +404,7 @@ Task<void> SimHandler::chat(const Call& call, Responder& res) {
   }
 
   if (!co_await res.begin_stream(200, "text/event-stream; charset=utf-8")) co_return;
+  std::int64_t sent = 0;  // output tokens streamed so far
   auto chunk = [&](std::string_view delta_json, std::string_view finish_reason) {
     std::string data;
     json::Writer w(data);
@@ -411,7 +415,14 @@ Task<void> SimHandler::chat(const Call& call, Responder& res) {
     w.key("logprobs").null().key("finish_reason");
     if (finish_reason.empty()) w.null(); else w.value(finish_reason);
     w.end_object().end_array();
-    if (call.include_usage) w.key("usage").null();
+    if (call.include_usage && call.knobs.continuous_usage != 0) {
+      // vLLM's continuous_usage_stats: a running count on every chunk.
+      w.key("usage").begin_object().field("prompt_tokens", call.prompt_tokens);
+      w.field("completion_tokens", sent).field("total_tokens", call.prompt_tokens + sent);
+      w.end_object();
+    } else if (call.include_usage) {
+      w.key("usage").null();
+    }
     w.end_object();
     std::string event;
     append_sse(event, {}, data);
@@ -421,7 +432,7 @@ Task<void> SimHandler::chat(const Call& call, Responder& res) {
   co_await sleep_ms(first_wait);
   if (!co_await res.write_chunk(chunk(R"({"role":"assistant","content":"","refusal":null})", "")))
     co_return;
-  for (std::int64_t i = 0, sent = 0; sent < n; ++i) {
+  for (std::int64_t i = 0; sent < n; ++i) {
     if (i > 0) co_await sleep_ms(gap_ms * call.knobs.tokens_per_chunk);
     if (call.knobs.drop_after_chunks >= 0 && i >= call.knobs.drop_after_chunks) {
       res.close_after();  // leaves the chunked body unterminated: the peer sees a cut
@@ -429,6 +440,10 @@ Task<void> SimHandler::chat(const Call& call, Responder& res) {
     }
     if (call.knobs.stall_after_chunks >= 0 && i >= call.knobs.stall_after_chunks) {
       co_await stall(res);
+      co_return;
+    }
+    if (call.knobs.end_after_chunks >= 0 && i >= call.knobs.end_after_chunks) {
+      co_await res.end_stream();  // a clean end of the body, short of the answer's end
       co_return;
     }
     const std::string text = chunk_text(call, sent, n);
@@ -510,6 +525,10 @@ Task<void> SimHandler::messages(const Call& call, Responder& res) {
     }
     if (call.knobs.stall_after_chunks >= 0 && i >= call.knobs.stall_after_chunks) {
       co_await stall(res);
+      co_return;
+    }
+    if (call.knobs.end_after_chunks >= 0 && i >= call.knobs.end_after_chunks) {
+      co_await res.end_stream();  // a clean end of the body, short of the answer's end
       co_return;
     }
     const std::string text = chunk_text(call, sent, n);
@@ -656,6 +675,13 @@ int run_sim(int argc, char** argv) {
       ->capture_default_str()->check(CLI::Range(0.0, 1.0));
   app.add_option("--embedding-dims", k.embedding_dims, "Embedding vector length")
       ->capture_default_str();
+  app.add_option("--end-after-chunks", k.end_after_chunks,
+                 "End streams cleanly after N tokens, without their end or terminator; -1 = never")
+      ->capture_default_str();
+  app.add_option("--continuous-usage", k.continuous_usage,
+                 "1: streams asked for usage carry a running count on every chunk (vLLM's "
+                 "continuous_usage_stats)")
+      ->capture_default_str()->check(CLI::Range(0, 1));
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

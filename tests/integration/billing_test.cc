@@ -424,6 +424,28 @@ TEST(Billing, ASilentUpstreamCannotHoldTheDrainPastItsDeadline) {
   EXPECT_EQ(rows[0].cost, expected_cost(rows[0]));
 }
 
+// An upstream that reports a running usage on every chunk (vLLM's continuous_usage_stats)
+// and ends its body short of the answer's end: a running count is not the final usage, so
+// the client is told the stream was cut, and the row says 502.
+TEST(Billing, ARunningUsageCountDoesNotMakeACutStreamWhole) {
+  Stack stack;
+  ASSERT_GT(stack.port, 0);
+  const std::string body =
+      R"({"model":"gpt-test","stream":true,"messages":[],"sim":{"output_tokens":20,"end_after_chunks":5,"continuous_usage":1}})";
+  RawConnection c(stack.port);
+  ASSERT_TRUE(c.send("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
+                     stack.key + "\r\nContent-Length: " + std::to_string(body.size()) +
+                     "\r\n\r\n" + body));
+  const std::string got = c.read_until("before its end", 5s);
+  EXPECT_NE(got.find("ended the stream before its end"), std::string::npos) << got;
+  EXPECT_EQ(got.find("data: [DONE]"), std::string::npos) << got;
+  const auto rows = wait_for_rows(stack, 1, 10s);
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0].status, 502);
+  EXPECT_EQ(rows[0].output, 5);
+  EXPECT_EQ(rows[0].cost, expected_cost(rows[0]));
+}
+
 // Sends `body` to `path` and closes the connection after `after`, before any answer.
 void leave_before_the_answer(const Stack& stack, const std::string& path, const std::string& body,
                              std::chrono::milliseconds after) {

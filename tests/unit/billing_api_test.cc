@@ -68,6 +68,23 @@ TEST(StreamMeter, AFinishReasonOrStopReasonSaysTheAnswerEnded) {
   EXPECT_TRUE(a.finished());
 }
 
+// vLLM with continuous_usage_stats reports usage on every chunk: a running count, so a
+// stream cut after some of them was not reported whole (and is billed its count so far).
+TEST(StreamMeter, UsageOnAChunkThatGoesOnIsARunningCount) {
+  StreamMeter m(Surface::kOpenAI, true);
+  m.on_event("", R"({"choices":[{"delta":{"content":"a"}}],"usage":{"prompt_tokens":9,"completion_tokens":1}})");
+  m.on_event("", R"({"choices":[{"delta":{"content":"b"}}],"usage":{"prompt_tokens":9,"completion_tokens":2}})");
+  EXPECT_FALSE(m.reported());
+  EXPECT_EQ(m.usage_reports(), 2);
+  const meter::Usage so_far = m.usage(999, 1);
+  EXPECT_EQ(so_far.input_tokens, 9);  // reported, not the estimate
+  EXPECT_EQ(so_far.output_tokens, 2);
+  EXPECT_EQ(m.usage(999, 5).output_tokens, 5);  // relayed more than counted
+  m.on_event("", R"({"choices":[{"delta":{},"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":3}})");
+  EXPECT_TRUE(m.reported());
+  EXPECT_EQ(m.usage(999, 5).output_tokens, 3);  // the final count is exact
+}
+
 TEST(StreamMeter, OpenAIKeepsTheUsageChunkTheClientAskedFor) {
   StreamMeter m(Surface::kOpenAI, /*drop_usage_chunk=*/false);
   EXPECT_EQ(m.on_event("", R"({"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2}})"),
