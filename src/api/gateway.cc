@@ -868,6 +868,8 @@ Task<void> Gateway::handle(http::Request& req, Responder& res) {
     op = Operation::kChat;
   } else if (path == "/v1/messages") {
     op = Operation::kMessages;
+    // The Anthropic SDK reads its request id from `request-id` (as Anthropic sends it).
+    res.add_header("request-id", request_id);
   } else if (path == "/v1/embeddings") {
     op = Operation::kEmbeddings;
   }

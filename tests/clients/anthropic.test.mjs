@@ -20,6 +20,7 @@ test('messages, non-stream', async () => {
   assert.equal(m.content[0].type, 'text');
   assert.equal(m.usage.output_tokens, 5);
   assert.equal(m.stop_reason, 'max_tokens');
+  assert.match(m._request_id, /^req_/);  // Turnpike's id, where the SDK looks for it
 });
 
 test('messages, stream: every event and cumulative usage arrive', async () => {
