@@ -172,6 +172,7 @@ struct Refusal {
   unsigned status;
   std::string message;
   std::string_view code;
+  std::uint32_t retry_after_s = 0;  // sent as Retry-After when above 0
 };
 
 // What a request's options and its key's policy ask of the router.
@@ -533,6 +534,9 @@ class Gateway final : public http::Handler {
     std::vector<Ranked> ranked;  // best first (or the rule's fallback order); may be empty
     Admission furthest = Admission::kOtherApi;  // the best admission any route reached
     const router::Rule* excluded_by = nullptr;  // a rule that removed a route, if any
+    // The soonest a resting route may be tried again (its circuit's cooldown, else the
+    // next health probe), for a Retry-After.
+    std::chrono::steady_clock::duration rests_for = std::chrono::steady_clock::duration::max();
   };
   // `output_tokens(model)`: the request's output bound on that model.
   RouteChoice choose_route(std::span<const catalog::Model* const> models, const Constraints& c,
@@ -944,6 +948,9 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
 
   Plan plan;
   if (const auto refused = plan_request(op, info, req, *grant, plan)) {
+    // Clients that retry (the SDKs do on 503) wait until a route may be tried again.
+    const std::string retry_after = std::to_string(refused->retry_after_s);
+    if (refused->retry_after_s > 0) res.add_header("retry-after", retry_after);
     co_await send_error(res, surface, refused->status, refused->message, refused->code);
     co_return;
   }
@@ -1126,7 +1133,12 @@ Refusal Gateway::no_route(const catalog::Model& model, const Constraints& c,
                      fmt::format("no healthy route for model '{}': every upstream that may "
                                  "serve it failed repeatedly and is resting",
                                  model.name),
-                     "no_healthy_route"};
+                     "no_healthy_route",
+                     choice.rests_for == std::chrono::steady_clock::duration::max()
+                         ? 1u
+                         : static_cast<std::uint32_t>(std::max<std::int64_t>(
+                               1, std::chrono::ceil<std::chrono::seconds>(choice.rests_for)
+                                      .count()))};
     case Admission::kExcludedByRule:
       return Refusal{403,
                      fmt::format("routing rule '{}' leaves no route for model '{}' at this "
@@ -1405,6 +1417,14 @@ Gateway::RouteChoice Gateway::choose_route(
     choice.furthest = std::max(choice.furthest, a);
     if (a == Admission::kExcludedByRule && choice.excluded_by == nullptr) {
       choice.excluded_by = c.excluding(m, state_->catalog().provider(r).index);
+    }
+    if (a == Admission::kResting) {
+      const router::Breaker& b = health_[r.index];
+      choice.rests_for = std::min(
+          choice.rests_for,
+          b.resting(now) ? b.open_until() - now
+                         : std::chrono::steady_clock::duration(std::chrono::milliseconds(
+                               std::max<std::uint32_t>(state_->config().probe.interval_ms, 1000))));
     }
     return a == Admission::kAdmitted;
   };

@@ -390,6 +390,11 @@ TEST(Router, AModelWhoseOnlyRouteRestsIs503) {
   const auto resting = http_request(up.port, "POST", "/v1/chat/completions", body, auth);
   EXPECT_EQ(resting.status, 503);
   EXPECT_NE(resting.body.find("no_healthy_route"), std::string::npos) << resting.body;
+  // Retry-After: when the circuit lets a probe through, about a minute from now.
+  const std::string header = resting.header("retry-after");
+  const int retry_after = header.empty() ? 0 : std::stoi(header);
+  EXPECT_GE(retry_after, 55) << header;
+  EXPECT_LE(retry_after, 60);
 }
 
 TEST(Router, ARequestLongerThanTheModelsContextIs400) {
