@@ -1088,11 +1088,11 @@ std::optional<Refusal> Gateway::refuse_model(Operation op, const RequestBody& bo
   if (models.empty()) {
     if (body.model == kAutoModel) {
       return Refusal{403,
-                     op == Operation::kEmbeddings
-                         ? "no embeddings model this key may use meets "
-                           "routing.auto_quality_floor and fits this request's length"
-                         : "no chat model this key may use meets routing.auto_quality_floor "
-                           "and fits this request's length",
+                     fmt::format("no {} model served through the {} API that this key may "
+                                 "use meets routing.auto_quality_floor and fits this request's "
+                                 "length",
+                                 op == Operation::kEmbeddings ? "embeddings" : "chat",
+                                 catalog::api_name(info_for(op).api)),
                      "no_model_available"};
     }
     return Refusal{404, fmt::format("model '{}' does not exist", body.model.substr(0, 200)),
@@ -1419,12 +1419,17 @@ Gateway::RouteChoice Gateway::choose_route(
       choice.excluded_by = c.excluding(m, state_->catalog().provider(r).index);
     }
     if (a == Admission::kResting) {
+      // Until its circuit lets a probe through, and (if the probes found its provider
+      // down) at least until the next probe.
       const router::Breaker& b = health_[r.index];
-      choice.rests_for = std::min(
-          choice.rests_for,
-          b.resting(now) ? b.open_until() - now
-                         : std::chrono::steady_clock::duration(std::chrono::milliseconds(
-                               std::max<std::uint32_t>(state_->config().probe.interval_ms, 1000))));
+      std::chrono::steady_clock::duration rests{0};
+      if (b.resting(now)) rests = b.open_until() - now;
+      if (state_->provider_health().down(state_->catalog().provider(r).index)) {
+        rests = std::max<std::chrono::steady_clock::duration>(
+            rests, std::chrono::milliseconds(
+                       std::max<std::uint32_t>(state_->config().probe.interval_ms, 1000)));
+      }
+      choice.rests_for = std::min(choice.rests_for, rests);
     }
     return a == Admission::kAdmitted;
   };
@@ -1713,11 +1718,6 @@ Task<Gateway::Answered> Gateway::send_with_fallback(const OperationInfo& info,
       if (!started) sent = started;
     }
     const bool last = out.attempt + 1 == routes.size();
-    if (!sent && bill.client_gone()) {
-      // Cut short because the client left, not found failing: no mark against the route.
-      out.failure = sent.status();
-      break;
-    }
     if (!sent && flex && sent.status().kind() == ErrorKind::kUpstreamTimeout) {
       // Late is what flex may be: no mark against the route's health.
       log::info("flex tier did not start within start_within; trying the standard tier",
@@ -1732,9 +1732,17 @@ Task<Gateway::Answered> Gateway::send_with_fallback(const OperationInfo& info,
       break;
     }
     if (!sent) {
-      log::warn("upstream failed", {{"provider", p.name}, {"error", sent.status().message()}});
+      // Cut short at the cutoff because the client left, the route was not found failing:
+      // no mark against it. Anything else is the route's own failure, even then.
+      const bool cut = bill.client_gone() &&
+                       sent.status().kind() == ErrorKind::kUpstreamTimeout &&
+                       http::CoarseClock::now() >= *bill.cutoff;
       out.failure = sent.status();
-      upstream_failed(r);
+      if (!cut) {
+        log::warn("upstream failed", {{"provider", p.name}, {"error", sent.status().message()}});
+        upstream_failed(r);
+      }
+      if (bill.client_gone()) break;  // nobody to answer: no fallback
       if (!last) stats_->fallback(r.index);
       continue;
     }

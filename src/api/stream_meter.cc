@@ -71,11 +71,12 @@ StreamMeter::Verdict StreamMeter::on_openai(std::string_view data) {
     if (auto usage = meter::openai_usage(data)) {
       openai_ = *usage;
       ++usage_reports_;
-      // The usage chunk carries no choices; some upstreams put the final usage on the chunk
-      // with finish_reason instead. Usage on a chunk that goes on (vLLM's
-      // continuous_usage_stats puts it on every chunk) is a running count, not the end.
+      // The usage chunk carries no choices. Usage on a chunk with choices is a running count
+      // (vLLM's continuous_usage_stats puts it on every chunk), even beside a finish_reason:
+      // with n > 1 the other choices may go on. Upstreams that put their final usage on the
+      // finish chunk are billed the same by its count, as their stream ends at its finish.
       const bool choices = has_a_choice(data);
-      if (!choices || says_finished(data)) openai_final_ = true;
+      if (!choices) openai_final_ = true;
       // The chunk Turnpike asked for goes no further; anything else goes through.
       if (drop_usage_chunk_ && !choices) return Verdict::kDrop;
     }

@@ -271,12 +271,15 @@ int offline_read(const std::string& store_uri, const std::string& data_dir,
   return 0;
 }
 
-// A comma-separated option ("a,b,,c") as its non-empty items.
+// A comma-separated option as its items ("" is none).
 std::vector<std::string> split_list(std::string_view rest) {
   std::vector<std::string> out;
-  while (!rest.empty()) {
+  if (rest.empty()) return out;
+  // Empty items stay ("a,,b" has one), for the Directory's checks to refuse as the admin
+  // API refuses [""]: "," must not pass for an empty list.
+  for (;;) {
     const std::size_t comma = rest.find(',');
-    if (comma != 0) out.emplace_back(rest.substr(0, comma));
+    out.emplace_back(rest.substr(0, comma));
     if (comma == std::string_view::npos) break;
     rest.remove_prefix(comma + 1);
   }

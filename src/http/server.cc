@@ -52,7 +52,13 @@ namespace {
 // the client gone; nothing yet (a spurious wake) waits again; bytes are a next request.
 void await_departure(const std::shared_ptr<ClientWatch>& w) {
   w->socket->async_wait(Socket::wait_read, [w](const boost::system::error_code& ec) {
-    if (!w->active || ec == asio::error::operation_aborted) return;
+    if (!w->active) return;
+    // Cancelled while the response goes on (its socket's deadline passed): watch on. The
+    // socket is still open, since the Responder clears `active` before it can close.
+    if (ec == asio::error::operation_aborted) {
+      await_departure(w);
+      return;
+    }
     char byte = 0;
     const ssize_t n = ::recv(w->socket->native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
     if (n > 0) return;
@@ -148,6 +154,9 @@ Task<bool> Responder::write_rest(std::span<const asio::const_buffer> buffers,
   rest.consume(written);
   deadline_.expires_after(milliseconds(limits_.write_timeout_ms));
   auto [ec, n] = co_await asio::async_write(socket_, rest, use_nothrow);
+  // Done: left armed, the deadline would cancel the socket later, and with it whatever
+  // waits on it then (the client watch).
+  deadline_.clear();
   if (ec) failed_ = true;
   co_return !failed_;
 }

@@ -255,6 +255,8 @@ TEST(Cli, OfflineAccountsAndKeysServeAfterARestart) {
       {{"keys", "create", "--account", id, "--models", many_models, "--data-dir", var},
        "'models'"},
       {{"accounts", "policy", id, "--models", many_models, "--data-dir", var}, "'models'"},
+      {{"accounts", "policy", id, "--models", ",", "--data-dir", var}, "'models'"},  // not "all"
+      {{"keys", "create", "--account", id, "--tags", "a,,b", "--data-dir", var}, "'tags'"},
   };
   for (const auto& [args, said] : refused_changes) {
     Process change(bin("turnpike"), args);

@@ -42,7 +42,8 @@ TEST(StreamMeter, OpenAIKeepsChunksWithChoicesThatCarryUsage) {
             Verdict::kForward);
   EXPECT_EQ(m.on_event("", R"({"choices":[{"delta":{},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":3}})"),
             Verdict::kForward);
-  EXPECT_TRUE(m.reported());
+  EXPECT_FALSE(m.reported());  // a count beside choices (with n > 1 others may go on)
+  EXPECT_TRUE(m.finished());
   EXPECT_EQ(m.usage(0, 0).output_tokens, 3);
   EXPECT_EQ(m.on_event("", R"({"choices": [ ],"usage":{"prompt_tokens":5,"completion_tokens":3}})"),
             Verdict::kDrop);
@@ -81,6 +82,9 @@ TEST(StreamMeter, UsageOnAChunkThatGoesOnIsARunningCount) {
   EXPECT_EQ(so_far.output_tokens, 2);
   EXPECT_EQ(m.usage(999, 5).output_tokens, 5);  // relayed more than counted
   m.on_event("", R"({"choices":[{"delta":{},"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":3}})");
+  EXPECT_FALSE(m.reported());  // n > 1 would let other choices go on
+  EXPECT_EQ(m.usage(999, 2).output_tokens, 3);
+  m.on_event("", R"({"choices":[],"usage":{"prompt_tokens":9,"completion_tokens":3}})");
   EXPECT_TRUE(m.reported());
   EXPECT_EQ(m.usage(999, 5).output_tokens, 3);  // the final count is exact
 }
