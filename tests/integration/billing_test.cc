@@ -472,6 +472,10 @@ TEST(Billing, AClientLeavingWhileTheUpstreamIsSilentIsSeenToGo) {
   EXPECT_EQ(rows[0].status, 499);
   EXPECT_EQ(rows[0].output, 1);
   EXPECT_EQ(rows[0].cost, expected_cost(rows[0]));
+  // The access log says so too, beside the 200 of the stream's head.
+  const std::string log = stack.gateway->log();
+  EXPECT_NE(log.find(R"("status":200,"finished":false,"client_gone":true)"), std::string::npos)
+      << log;
 }
 
 // A whole answer whose client left before it came: billed when it comes within the drain
