@@ -4,6 +4,8 @@
 #include <sched.h>
 
 #include <fmt/format.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -37,10 +39,11 @@ using std::chrono::milliseconds;
 // ---------------------------------------------------------------------------------------
 // Responder
 
-// A watch on a client and its pending wait: `socket` is used only while `active`, which
-// the Responder clears before the socket can go.
+// A watch on a client and its pending wait: `socket` and `deadline` (the connection's) are
+// used only while `active`, which the Responder clears before either can go.
 struct ClientWatch {
   Socket* socket;
+  Deadline* deadline;
   bool active = true;
   bool gone = false;
   std::function<void()> on_gone;
@@ -48,8 +51,34 @@ struct ClientWatch {
 
 namespace {
 
-// Waits until the client's socket is readable, then peeks: end of stream or an error is
-// the client gone; nothing yet (a spurious wake) waits again; bytes are a next request.
+// Whether the client has closed or reset its connection: its TCP state has left
+// ESTABLISHED (CLOSE_WAIT after its FIN, CLOSE after a reset), whatever bytes it sent
+// before still wait unread.
+bool departed(int fd) {
+  tcp_info info{};
+  socklen_t size = sizeof info;
+  if (::getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &size) != 0) return true;
+  return info.tcpi_state != TCP_ESTABLISHED;
+}
+
+void mark_gone(ClientWatch& w) {
+  w.gone = true;
+  if (std::function<void()> on_gone = std::exchange(w.on_gone, nullptr)) on_gone();
+}
+
+// With bytes of a next request waiting unread the socket stays readable, so readiness
+// says nothing more: the connection's state is looked at on every deadline tick instead.
+void poll_departure(const std::shared_ptr<ClientWatch>& w) {
+  if (!w->active) return;
+  if (departed(w->socket->native_handle())) {
+    mark_gone(*w);
+    return;
+  }
+  w->deadline->call_at(Deadline::Clock::now() + kDeadlineTick, [w] { poll_departure(w); });
+}
+
+// Waits until the client's socket is readable: the client left, or sent more (a pipelined
+// request, a stray CRLF), which the polling then looks past; a spurious wake waits again.
 void await_departure(const std::shared_ptr<ClientWatch>& w) {
   w->socket->async_wait(Socket::wait_read, [w](const boost::system::error_code& ec) {
     if (!w->active) return;
@@ -59,15 +88,17 @@ void await_departure(const std::shared_ptr<ClientWatch>& w) {
       await_departure(w);
       return;
     }
-    char byte = 0;
-    const ssize_t n = ::recv(w->socket->native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-    if (n > 0) return;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
-      await_departure(w);
+    const int fd = w->socket->native_handle();
+    if (departed(fd)) {
+      mark_gone(*w);
       return;
     }
-    w->gone = true;
-    if (std::function<void()> on_gone = std::exchange(w->on_gone, nullptr)) on_gone();
+    char byte = 0;
+    if (::recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT) > 0) {
+      poll_departure(w);
+    } else {
+      await_departure(w);
+    }
   });
 }
 
@@ -75,13 +106,21 @@ void await_departure(const std::shared_ptr<ClientWatch>& w) {
 
 void Responder::watch_client(std::function<void()> on_gone) {
   if (watch_) watch_->active = false;
-  watch_ = std::make_shared<ClientWatch>(ClientWatch{&socket_, true, false, std::move(on_gone)});
+  watch_ = std::make_shared<ClientWatch>(
+      ClientWatch{&socket_, &deadline_, true, false, std::move(on_gone)});
   deadline_.call_at(Deadline::Clock::now() + kClientWatchAfter, [w = watch_] {
     if (w->active) await_departure(w);
   });
 }
 
 bool Responder::client_gone() const { return watch_ && watch_->gone; }
+
+void Responder::abandon() {
+  TP_ASSERT(!started_);
+  started_ = true;
+  failed_ = true;
+  status_ = 499;
+}
 
 Responder::~Responder() {
   if (watch_) {

@@ -140,6 +140,9 @@ class Responder {
   void close_after();
   // The request was HEAD: a whole response goes out with its Content-Length and no body.
   void omit_body() { omit_body_ = true; }
+  // Ends the response without sending anything, for a client that is gone: the connection
+  // closes (a client that only half-closed gets nothing, as from nginx). Status 499.
+  void abandon();
 
  private:
   void append_head(unsigned status, std::string_view content_type,

@@ -447,12 +447,17 @@ TEST(Billing, ARunningUsageCountDoesNotMakeACutStreamWhole) {
 }
 
 // Sends `body` to `path` and closes the connection after `after`, before any answer.
+// `more` goes after the request (a pipelined one, a stray CRLF), unread by the gateway.
 void leave_before_the_answer(const Stack& stack, const std::string& path, const std::string& body,
-                             std::chrono::milliseconds after) {
+                             std::chrono::milliseconds after, const std::string& more = {}) {
   RawConnection c(stack.port);
   ASSERT_TRUE(c.send("POST " + path + " HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
                      stack.key + "\r\nContent-Length: " + std::to_string(body.size()) +
                      "\r\n\r\n" + body));
+  if (!more.empty()) {
+    std::this_thread::sleep_for(50ms);
+    ASSERT_TRUE(c.send(more));
+  }
   std::this_thread::sleep_for(after);
 }
 
@@ -494,6 +499,27 @@ TEST(Billing, AWholeAnswerWhoseClientLeftIsLogged499) {
   EXPECT_TRUE(ledger_verifies(stack));
 }
 
+// A client that half-closes after its request counts as gone, as with nginx: its answer,
+// billed when it comes within the drain (499), is not sent, so no client holds an answer
+// whose row says it got none.
+TEST(Billing, AHalfClosedClientGetsNoAnswerItsRowDenies) {
+  Stack stack;
+  ASSERT_GT(stack.port, 0);
+  const std::string body =
+      R"({"model":"gpt-test","messages":[],"sim":{"latency_ms":400,"output_tokens":7}})";
+  RawConnection c(stack.port);
+  ASSERT_TRUE(c.send("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
+                     stack.key + "\r\nContent-Length: " + std::to_string(body.size()) +
+                     "\r\n\r\n" + body));
+  c.shutdown_write();
+  EXPECT_EQ(c.read_until("HTTP/1.1", 5s), "");
+  const auto rows = wait_for_rows(stack, 1, 10s);
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0].status, 499);
+  EXPECT_EQ(rows[0].output, 7);
+  EXPECT_EQ(rows[0].cost, expected_cost(rows[0]));
+}
+
 // With no drain, a client leaving before the answer ends the wait for it at once: voided,
 // status 499, and no other route is tried for nobody.
 TEST(Billing, WithoutADrainAWholeAnswerIsNotAwaitedForAClientThatLeft) {
@@ -510,6 +536,24 @@ TEST(Billing, WithoutADrainAWholeAnswerIsNotAwaitedForAClientThatLeft) {
   EXPECT_EQ(rows[0].cost, Money());
   const auto balance = http_request(stack.port, "GET", "/api/balance", {}, stack.auth());
   EXPECT_NE(balance.body.find("\"held_usd\":\"0.00\""), std::string::npos) << balance.body;
+}
+
+// A client that sent more after its request (a stray CRLF here; a pipelined request alike)
+// keeps its socket readable, so readiness cannot tell when it leaves: its connection's TCP
+// state does.
+TEST(Billing, AClientThatSentMoreIsStillSeenToGo) {
+  Stack stack("billing: { disconnect_drain_ms: 0 }");
+  ASSERT_GT(stack.port, 0);
+  const auto left_at = std::chrono::steady_clock::now();
+  leave_before_the_answer(
+      stack, "/v1/chat/completions",
+      R"({"model":"gpt-test","messages":[],"sim":{"latency_ms":3000,"output_tokens":7}})", 300ms,
+      "\r\n");
+  const auto rows = wait_for_rows(stack, 1, 10s);
+  ASSERT_EQ(rows.size(), 1u) << stack.gateway->log();
+  EXPECT_LT(std::chrono::steady_clock::now() - left_at, 2500ms);  // before the upstream answered
+  EXPECT_EQ(rows[0].status, 499);
+  EXPECT_EQ(rows[0].cost, Money());
 }
 
 TEST(Billing, KillDashNineUnderLoadSettlesEveryCompletedRequestExactlyOnce) {

@@ -179,6 +179,10 @@ RawConnection::RawConnection(int port) {
 
 RawConnection::~RawConnection() { close(); }
 
+void RawConnection::shutdown_write() {
+  if (fd_ >= 0) ::shutdown(fd_, SHUT_WR);
+}
+
 void RawConnection::close() {
   if (fd_ >= 0) ::close(fd_);
   fd_ = -1;

@@ -73,6 +73,8 @@ class RawConnection {
   std::string read_until(const std::string& marker, std::chrono::milliseconds timeout);
   // True when the peer closed (read returns 0 or an error) within the timeout.
   bool closed_within(std::chrono::milliseconds timeout);
+  // Sends FIN but keeps reading (a half-close).
+  void shutdown_write();
   void close();
 
  private:
