@@ -94,10 +94,13 @@ void await_departure(const std::shared_ptr<ClientWatch>& w) {
       return;
     }
     char byte = 0;
-    if (::recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT) > 0) {
+    const ssize_t n = ::recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n > 0) {
       poll_departure(w);
-    } else {
+    } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
       await_departure(w);
+    } else {
+      mark_gone(*w);  // its end, or an error, whatever the state said a moment ago
     }
   });
 }
