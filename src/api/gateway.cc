@@ -200,14 +200,15 @@ struct OptionHeaders {
 std::optional<Refusal> read_option_headers(const http::Request& req, OptionHeaders& out) {
   static constexpr std::string_view kPrefix = "x-turnpike-";
   for (const http::HeaderField& f : req.headers()) {
-    if (f.name.size() <= kPrefix.size() || !http::iequals(f.name.substr(0, kPrefix.size()), kPrefix)) {
+    if (f.name.size() <= kPrefix.size() ||
+        !http::iequals(f.name.substr(0, kPrefix.size()), kPrefix)) {
       continue;
     }
     const std::string_view rest = f.name.substr(kPrefix.size());
-    std::optional<std::string_view>* slot = http::iequals(rest, "privacy-tier")       ? &out.tier
-                                            : http::iequals(rest, "start-within")     ? &out.start
-                                            : http::iequals(rest, "route-preference") ? &out.preference
-                                                                                      : nullptr;
+    std::optional<std::string_view>* slot = nullptr;
+    if (http::iequals(rest, "privacy-tier")) slot = &out.tier;
+    if (http::iequals(rest, "start-within")) slot = &out.start;
+    if (http::iequals(rest, "route-preference")) slot = &out.preference;
     if (slot == nullptr) continue;
     if (*slot) {
       return Refusal{400,
@@ -987,11 +988,10 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
   // ends within billing.disconnect_drain_ms. What comes in time is still billed (status
   // 499); a request still without an answer then is voided.
   bill.client = &res;
-  bill.cutoff = std::make_shared<http::CoarseClock::time_point>(http::CoarseClock::time_point::max());
-  res.watch_client([cutoff = bill.cutoff,
-                    drain = std::chrono::milliseconds(state_->config().billing.disconnect_drain_ms)] {
-    *cutoff = http::CoarseClock::now() + drain;
-  });
+  bill.cutoff =
+      std::make_shared<http::CoarseClock::time_point>(http::CoarseClock::time_point::max());
+  const std::chrono::milliseconds drain(state_->config().billing.disconnect_drain_ms);
+  res.watch_client([cutoff = bill.cutoff, drain] { *cutoff = http::CoarseClock::now() + drain; });
 
   const bool ask_for_usage = plan.stream && surface == Surface::kOpenAI && !body.include_usage;
   Answered sent = co_await send_with_fallback(info, req, body, plan.stream, ask_for_usage, routes,
