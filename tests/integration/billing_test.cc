@@ -483,6 +483,30 @@ TEST(Billing, AClientLeavingWhileTheUpstreamIsSilentIsSeenToGo) {
       << log;
 }
 
+// A write that had to wait for a slow reader arms the connection's write deadline; once
+// the write is done the deadline must not fire later and, cancelling the socket, end the
+// watch on the client: a client that leaves during a later silence is still seen to go.
+TEST(Billing, ASlowReaderIsStillWatchedAfterItsWritesCaughtUp) {
+  Stack stack("limits: { write_timeout_ms: 300 }\nbilling: { disconnect_drain_ms: 300 }");
+  ASSERT_GT(stack.port, 0);
+  const std::string body =
+      R"({"model":"gpt-test","stream":true,"messages":[],"sim":{"output_tokens":100000,"stall_after_chunks":90000}})";
+  RawConnection c(stack.port);
+  ASSERT_TRUE(c.send("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
+                     stack.key + "\r\nContent-Length: " + std::to_string(body.size()) +
+                     "\r\n\r\n" + body));
+  std::this_thread::sleep_for(150ms);  // not reading: the socket's buffers fill
+  // Then reads everything up to the silence, and past the write timeout in it.
+  EXPECT_GT(c.discard_until_quiet(1500ms, 30s), std::size_t{4} << 20);
+  c.close();
+  const auto left_at = std::chrono::steady_clock::now();
+  const auto rows = wait_for_rows(stack, 1, 10s);
+  ASSERT_EQ(rows.size(), 1u) << stack.gateway->log().substr(0, 2000);
+  EXPECT_LT(std::chrono::steady_clock::now() - left_at, 5s);
+  EXPECT_EQ(rows[0].status, 499);
+  EXPECT_EQ(rows[0].output, 90000);  // every token up to the silence reached the client
+}
+
 // A whole answer whose client left before it came: billed when it comes within the drain
 // (the upstream did the work), with status 499 rather than the 200 nobody got.
 TEST(Billing, AWholeAnswerWhoseClientLeftIsLogged499) {

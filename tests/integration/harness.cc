@@ -179,6 +179,21 @@ RawConnection::RawConnection(int port) {
 
 RawConnection::~RawConnection() { close(); }
 
+std::size_t RawConnection::discard_until_quiet(std::chrono::milliseconds quiet,
+                                               std::chrono::milliseconds limit) {
+  const auto until = std::chrono::steady_clock::now() + limit;
+  std::size_t total = 0;
+  std::vector<char> buf(1 << 16);
+  while (fd_ >= 0 && std::chrono::steady_clock::now() < until) {
+    pollfd p{fd_, POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(quiet.count())) <= 0) break;
+    const ssize_t n = ::recv(fd_, buf.data(), buf.size(), 0);
+    if (n <= 0) break;
+    total += static_cast<std::size_t>(n);
+  }
+  return total;
+}
+
 void RawConnection::shutdown_write() {
   if (fd_ >= 0) ::shutdown(fd_, SHUT_WR);
 }

@@ -75,6 +75,8 @@ class RawConnection {
   bool closed_within(std::chrono::milliseconds timeout);
   // Sends FIN but keeps reading (a half-close).
   void shutdown_write();
+  // Reads and discards until nothing came for `quiet`, or `limit` passed; returns the bytes.
+  std::size_t discard_until_quiet(std::chrono::milliseconds quiet, std::chrono::milliseconds limit);
   void close();
 
  private:
