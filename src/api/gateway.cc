@@ -1006,10 +1006,6 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
       bill.record.provider = state_->catalog().provider(*sent.last_tried).name;
     }
     void_bill(state_->services(), bill, bill.status_for(status));
-    if (bill.client_gone()) {
-      res.abandon();
-      co_return;
-    }
     co_await send_error(res, surface, status, failure.message());
     co_return;
   }
@@ -1035,10 +1031,6 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
     log::warn("upstream error status",
               {{"provider", provider.name}, {"status", upstream.status()}});
     void_bill(state_->services(), bill, bill.status_for(502));
-    if (bill.client_gone()) {
-      res.abandon();
-      co_return;
-    }
     co_await send_error(res, surface, 502,
                         fmt::format("upstream '{}' answered HTTP {}", provider.name,
                                     upstream.status()));
@@ -1798,10 +1790,6 @@ Task<void> Gateway::answer_whole(http::UpstreamResponse& upstream, Surface surfa
   if (!whole) {
     const unsigned status = http_status(whole.status().kind());
     void_bill(state_->services(), bill, bill.status_for(status));
-    if (bill.client_gone()) {
-      res.abandon();
-      co_return;
-    }
     co_await send_error(res, surface, status, whole.status().message());
     co_return;
   }
@@ -1821,10 +1809,6 @@ Task<void> Gateway::answer_whole(http::UpstreamResponse& upstream, Surface surfa
     if (!cover(bill, owed) && !estimated) {
       // Delivered, it would overdraw the account past one response's shortfall.
       void_bill(state_->services(), bill, bill.status_for(402));
-      if (bill.client_gone()) {
-        res.abandon();
-        co_return;
-      }
       co_await send_error(res, surface, 402,
                           fmt::format("insufficient balance: this response cost {} USD, more "
                                       "than the account's balance covers; it was not "
@@ -1841,12 +1825,6 @@ Task<void> Gateway::answer_whole(http::UpstreamResponse& upstream, Surface surfa
   } else {
     // Refused upstream: nothing to pay.
     void_bill(state_->services(), bill, bill.status_for(upstream.status()));
-  }
-  // Gone, the client gets nothing (its row says 499); one that only half-closed would
-  // otherwise get an answer its row denies.
-  if (bill.client_gone()) {
-    res.abandon();
-    co_return;
   }
   const std::string_view type = upstream.header("content-type");
   co_await res.send(upstream.status(), type.empty() ? kJson : type, whole.value(), headers);

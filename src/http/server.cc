@@ -206,6 +206,10 @@ Task<bool> Responder::write_rest(std::span<const asio::const_buffer> buffers,
 Task<bool> Responder::send(unsigned status, std::string_view content_type, std::string_view body,
                            std::span<const Header> headers) {
   TP_ASSERT(!started_);
+  if (client_gone()) {
+    abandon();
+    co_return false;
+  }
   started_ = true;
   append_head(status, content_type, headers);
   if (status == 204 || status == 304) {
@@ -227,6 +231,10 @@ Task<bool> Responder::send(unsigned status, std::string_view content_type, std::
 Task<bool> Responder::begin_stream(unsigned status, std::string_view content_type,
                                    std::span<const Header> headers, bool send_head) {
   TP_ASSERT(!started_);
+  if (client_gone()) {
+    abandon();
+    co_return false;
+  }
   started_ = true;
   // HTTP/1.0 has no chunked encoding: the body ends when the connection closes.
   chunked_ = http_version_ != 10;

@@ -111,7 +111,9 @@ class Responder {
   // client has gone (it closed or reset its connection), client_gone() is true and
   // `on_gone` runs, once, on this thread. The watch starts kClientWatchAfter into the
   // response (a short one pays nothing for it) and ends with it. A client that sends
-  // more meanwhile (a pipelined request) is taken as staying.
+  // more meanwhile (a pipelined request) is taken as staying. A response to a client seen
+  // gone is not sent: send and begin_stream return false, the connection closes (a client
+  // that only half-closed gets nothing, as from nginx) and the status is 499.
   void watch_client(std::function<void()> on_gone);
   bool client_gone() const;
 
@@ -140,11 +142,10 @@ class Responder {
   void close_after();
   // The request was HEAD: a whole response goes out with its Content-Length and no body.
   void omit_body() { omit_body_ = true; }
-  // Ends the response without sending anything, for a client that is gone: the connection
-  // closes (a client that only half-closed gets nothing, as from nginx). Status 499.
-  void abandon();
 
  private:
+  // Ends the response without sending anything (its client is gone).
+  void abandon();
   void append_head(unsigned status, std::string_view content_type,
                    std::span<const Header> headers);
   // Writes what the socket takes without waiting; sets failed_ on a hard error.
