@@ -353,12 +353,16 @@ TEST(Billing, ReportedUsagePastTheHoldOverdrawsByOneShortfallAtMost) {
   }
 }
 
+// A POST of `body` to `path` with the stack's key, as raw bytes.
+std::string post_request(const Stack& stack, const std::string& path, const std::string& body) {
+  return "POST " + path + " HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + stack.key +
+         "\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+}
+
 // Sends a stream request and leaves after the first content arrives.
 void leave_mid_stream(const Stack& stack, const std::string& body) {
   RawConnection c(stack.port);
-  ASSERT_TRUE(c.send("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
-                     stack.key + "\r\nContent-Length: " + std::to_string(body.size()) +
-                     "\r\n\r\n" + body));
+  ASSERT_TRUE(c.send(post_request(stack, "/v1/chat/completions", body)));
   ASSERT_NE(c.read_until("content", 3s).find("content"), std::string::npos);
 }
 
@@ -433,9 +437,7 @@ TEST(Billing, ARunningUsageCountDoesNotMakeACutStreamWhole) {
   const std::string body =
       R"({"model":"gpt-test","stream":true,"messages":[],"sim":{"output_tokens":20,"end_after_chunks":5,"continuous_usage":1}})";
   RawConnection c(stack.port);
-  ASSERT_TRUE(c.send("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
-                     stack.key + "\r\nContent-Length: " + std::to_string(body.size()) +
-                     "\r\n\r\n" + body));
+  ASSERT_TRUE(c.send(post_request(stack, "/v1/chat/completions", body)));
   const std::string got = c.read_until("before its end", 5s);
   EXPECT_NE(got.find("ended the stream before its end"), std::string::npos) << got;
   EXPECT_EQ(got.find("data: [DONE]"), std::string::npos) << got;
@@ -451,9 +453,7 @@ TEST(Billing, ARunningUsageCountDoesNotMakeACutStreamWhole) {
 void leave_before_the_answer(const Stack& stack, const std::string& path, const std::string& body,
                              std::chrono::milliseconds after, const std::string& more = {}) {
   RawConnection c(stack.port);
-  ASSERT_TRUE(c.send("POST " + path + " HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
-                     stack.key + "\r\nContent-Length: " + std::to_string(body.size()) +
-                     "\r\n\r\n" + body));
+  ASSERT_TRUE(c.send(post_request(stack, path, body)));
   if (!more.empty()) {
     std::this_thread::sleep_for(50ms);
     ASSERT_TRUE(c.send(more));
@@ -492,9 +492,7 @@ TEST(Billing, ASlowReaderIsStillWatchedAfterItsWritesCaughtUp) {
   const std::string body =
       R"({"model":"gpt-test","stream":true,"messages":[],"sim":{"output_tokens":100000,"stall_after_chunks":90000}})";
   RawConnection c(stack.port);
-  ASSERT_TRUE(c.send("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
-                     stack.key + "\r\nContent-Length: " + std::to_string(body.size()) +
-                     "\r\n\r\n" + body));
+  ASSERT_TRUE(c.send(post_request(stack, "/v1/chat/completions", body)));
   std::this_thread::sleep_for(150ms);  // not reading: the socket's buffers fill
   // Then reads everything up to the silence, and past the write timeout in it.
   EXPECT_GT(c.discard_until_quiet(1500ms, 30s), std::size_t{4} << 20);
@@ -532,9 +530,7 @@ TEST(Billing, AHalfClosedClientGetsNoAnswerItsRowDenies) {
   const std::string body =
       R"({"model":"gpt-test","messages":[],"sim":{"latency_ms":400,"output_tokens":7}})";
   RawConnection c(stack.port);
-  ASSERT_TRUE(c.send("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
-                     stack.key + "\r\nContent-Length: " + std::to_string(body.size()) +
-                     "\r\n\r\n" + body));
+  ASSERT_TRUE(c.send(post_request(stack, "/v1/chat/completions", body)));
   c.shutdown_write();
   EXPECT_EQ(c.read_until("HTTP/1.1", 5s), "");
   const auto rows = wait_for_rows(stack, 1, 10s);
