@@ -271,7 +271,16 @@ TEST(Router, ExplainShowsEveryCandidateAndMatchesTheRealPick) {
               std::string::npos)
         << explained.body;
     EXPECT_NE(explained.body.find(R"("terms":{"quality":)"), std::string::npos);
+    EXPECT_NE(explained.body.find(R"("privacy_tier_from":"request")"), std::string::npos)
+        << explained.body;
   }
+  // Without a tier in the request or a policy, the configured default applies and says so.
+  const auto by_default = http_request(up.port, "POST", "/v1/route/explain",
+                                       R"({"model":"multi"})",
+                                       {{"authorization", "Bearer " + up.key}});
+  ASSERT_EQ(by_default.status, 200) << by_default.body;
+  EXPECT_NE(by_default.body.find(R"("privacy_tier_from":"default")"), std::string::npos)
+      << by_default.body;
   // Nothing went upstream for the explanations: only the three real requests did.
   EXPECT_EQ(received(up.ports[0]) + received(up.ports[1]) + received(up.ports[2]), 3);
   EXPECT_EQ(http_request(up.port, "POST", "/v1/route/explain", R"({"model":"nope"})",
@@ -352,6 +361,8 @@ TEST(Router, BreakerOpensAfterRepeatedFailuresAndProbesAfterTheCooldown) {
   EXPECT_EQ(up.chat("cost", "", "", "resilient").header("x-turnpike-fallbacks"), "2");
   EXPECT_EQ(received(up.ports[3]), erring_before + 1);
   EXPECT_EQ(up.chat("cost", "", "", "resilient").header("x-turnpike-fallbacks"), "0");
+  const std::string log = up.gateway->log();
+  EXPECT_NE(log.find("route circuit reopened: its probe failed"), std::string::npos) << log;
 }
 
 TEST(Router, AnOpenBreakerClosesWhenTheRouteAnswersAgain) {
@@ -635,6 +646,11 @@ TEST(Router, BackgroundProbesSkipADownProviderAndBringItBack) {
                                       {{"authorization", "Bearer " + up.key}});
   EXPECT_NE(explained.body.find("provider 'cheap' failed its last"), std::string::npos)
       << explained.body;
+  // A model that only `cheap` serves rests until the next probe (at least a second).
+  const auto resting = up.chat("", "", "", "open-only");
+  EXPECT_EQ(resting.status, 503) << resting.body;
+  EXPECT_NE(resting.body.find(R"("code":"no_healthy_route")"), std::string::npos) << resting.body;
+  EXPECT_EQ(resting.header("retry-after"), "1");
   // Bring it back on the same port: the next probe that answers lets it serve again.
   up.sims[0] = std::make_unique<Process>(
       bin("turnpike-sim"),
