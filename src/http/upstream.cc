@@ -13,6 +13,7 @@
 #include <boost/beast/core/buffers_suffix.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <algorithm>
+#include <limits>
 #include <optional>
 
 #include "http/deadline.h"
@@ -184,8 +185,10 @@ UpstreamResponse::BodyStep UpstreamResponse::parse_buffered(std::string_view& ou
       std::string& decoded = r.conn->decoded;
       decoded.clear();
       std::size_t used = 0;
+      // No limit on the whole here: read_all bounds what it gathers, and a stream (read
+      // piece by piece) may run as long as it likes; its events are bounded one by one.
       const ParseStatus status =
-          r.chunked.decode(data, used, decoded, limits::kUpstreamResponseBytesMax);
+          r.chunked.decode(data, used, decoded, std::numeric_limits<std::uint64_t>::max());
       buffer.consume(used);
       if (status == ParseStatus::kError) {
         error = "malformed chunked body";
@@ -441,7 +444,9 @@ Task<Result<std::unique_ptr<UpstreamResponse>>> UpstreamPool::send(
       ++stats_.stale_retries;  // the server closed it while it sat in the pool
       continue;
     }
-    if (!timed_out && fresh_retries < limits::kUpstreamFreshRetriesMax) {
+    // Once a byte of the answer has come, the upstream has the request: sending it again
+    // could run (and charge for) it twice.
+    if (!timed_out && !got_bytes && fresh_retries < limits::kUpstreamFreshRetriesMax) {
       ++fresh_retries;
       ++stats_.fresh_retries;
       continue;

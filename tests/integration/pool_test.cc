@@ -1,10 +1,18 @@
-// The upstream connection pool against a real turnpike-sim: connections are reused up to
-// the pool's idle limit, and only past it are closed and opened again.
+// The upstream client. Against a real turnpike-sim: connections are reused up to the pool's
+// idle limit, and only past it are closed and opened again. Against scripted upstreams: a
+// long chunked stream, and when a failed request is (not) sent again.
 
 #include <gtest/gtest.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <functional>
+#include <thread>
 
 #include "http/resolve.h"
 #include "http/upstream.h"
@@ -70,6 +78,175 @@ TEST(UpstreamPool, KeepsUpToItsIdleLimitAndReusesThem) {
     EXPECT_EQ(pool.stats().connects, 8u);
     EXPECT_EQ(pool.stats().reuses, 8u);
   }
+}
+
+// A one-shot upstream on a thread: accepts connections, reads each request's head and
+// hands the socket to `answer`, then closes it.
+class ScriptedUpstream {
+ public:
+  explicit ScriptedUpstream(std::function<void(int fd)> answer) : answer_(std::move(answer)) {
+    listener_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof addr;
+    if (::bind(listener_, reinterpret_cast<sockaddr*>(&addr), len) != 0 ||
+        ::listen(listener_, 8) != 0 ||
+        ::getsockname(listener_, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+      return;
+    }
+    port_ = ntohs(addr.sin_port);
+    thread_ = std::thread([this] {
+      for (;;) {
+        const int fd = ::accept(listener_, nullptr, nullptr);
+        if (fd < 0) return;  // shut down
+        ++accepted_;
+        std::string head;
+        char c = 0;
+        while (head.find("\r\n\r\n") == std::string::npos && ::read(fd, &c, 1) == 1) head += c;
+        answer_(fd);
+        ::close(fd);
+      }
+    });
+  }
+  ~ScriptedUpstream() {
+    ::shutdown(listener_, SHUT_RDWR);
+    if (thread_.joinable()) thread_.join();
+    ::close(listener_);
+  }
+  int port() const { return port_; }
+  int accepted() const { return accepted_; }
+
+  static void write_all(int fd, std::string_view data) {
+    while (!data.empty()) {
+      const ssize_t n = ::send(fd, data.data(), data.size(), MSG_NOSIGNAL);
+      if (n <= 0) return;
+      data.remove_prefix(static_cast<std::size_t>(n));
+    }
+  }
+
+ private:
+  std::function<void(int)> answer_;
+  int listener_ = -1;
+  int port_ = 0;
+  std::atomic<int> accepted_ = 0;
+  std::thread thread_;
+};
+
+// Runs `body` as a coroutine on `ioc` to its end (or 20 s).
+void run(http::asio::io_context& ioc, std::function<http::Task<void>()> body) {
+  bool done = false;
+  http::asio::co_spawn(
+      ioc,
+      [&]() -> http::Task<void> {
+        co_await body();
+        done = true;
+      },
+      http::asio::detached);
+  ioc.restart();
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (!done && std::chrono::steady_clock::now() < give_up) {
+    ioc.run_for(std::chrono::milliseconds(10));
+  }
+}
+
+http::UpstreamEndpoint endpoint_at(http::HostResolver& resolver, int port) {
+  auto url = http::parse_base_url("http://127.0.0.1:" + std::to_string(port) + "/v1");
+  return http::UpstreamEndpoint{"scripted", *url, 0, nullptr,
+                                resolver.add(url->host, url->port)};
+}
+
+// A stream is read piece by piece and bounded event by event, so a chunked one may run past
+// the 32 MiB that bounds a whole body (it used to be cut there as "malformed").
+TEST(UpstreamResponse, AChunkedStreamMayRunPastTheWholeBodyLimit) {
+  constexpr int kMiB = 1 << 20;
+  constexpr int kChunks = 40;
+  ScriptedUpstream upstream([](int fd) {
+    ScriptedUpstream::write_all(fd,
+                                "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                                "Transfer-Encoding: chunked\r\n\r\n");
+    std::string chunk = "100000\r\n";
+    chunk.append(kMiB, 'x').append("\r\n");
+    for (int i = 0; i < kChunks; ++i) ScriptedUpstream::write_all(fd, chunk);
+    ScriptedUpstream::write_all(fd, "0\r\n\r\n");
+  });
+  ASSERT_GT(upstream.port(), 0);
+  http::HostResolver resolver;
+  const auto endpoint = endpoint_at(resolver, upstream.port());
+  http::asio::io_context ioc;
+  http::UpstreamPool pool(ioc, 1, 4);
+  const std::string head = "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n\r\n";
+  std::uint64_t streamed = 0;
+  bool ended = false;
+  std::string failure;
+  run(ioc, [&]() -> http::Task<void> {
+    auto sent = co_await pool.send(endpoint, head, {}, http::UpstreamTimeouts{});
+    if (!sent) {
+      failure = sent.status().message();
+      co_return;
+    }
+    for (;;) {
+      auto piece = co_await (*sent)->read_some();
+      if (!piece) {
+        failure = piece.status().message();
+        co_return;
+      }
+      if (piece->empty()) break;
+      streamed += piece->size();
+    }
+    ended = true;
+  });
+  EXPECT_EQ(failure, "");
+  EXPECT_TRUE(ended);
+  EXPECT_EQ(streamed, std::uint64_t{kChunks} * kMiB);
+
+  // The same answer read whole is refused at its limit, as too large.
+  std::string whole_failure;
+  run(ioc, [&]() -> http::Task<void> {
+    auto sent = co_await pool.send(endpoint, head, {}, http::UpstreamTimeouts{});
+    if (!sent) co_return;
+    auto body = co_await (*sent)->read_all(limits::kUpstreamResponseBytesMax);
+    if (!body) whole_failure = body.status().message();
+  });
+  EXPECT_NE(whole_failure.find("exceeds"), std::string::npos) << whole_failure;
+}
+
+// An upstream that starts its answer and then drops the connection has the request: it is
+// not sent again (a second run could be charged twice).
+TEST(UpstreamPool, ARequestIsNotSentAgainOnceItsAnswerHasBegun) {
+  ScriptedUpstream upstream(
+      [](int fd) { ScriptedUpstream::write_all(fd, "HTTP/1.1 200 OK\r\nContent-Ty"); });
+  ASSERT_GT(upstream.port(), 0);
+  http::HostResolver resolver;
+  const auto endpoint = endpoint_at(resolver, upstream.port());
+  http::asio::io_context ioc;
+  http::UpstreamPool pool(ioc, 1, 4);
+  bool failed = false;
+  run(ioc, [&]() -> http::Task<void> {
+    auto sent = co_await pool.send(
+        endpoint, "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n\r\n", {},
+        http::UpstreamTimeouts{});
+    failed = !sent;
+  });
+  EXPECT_TRUE(failed);
+  EXPECT_EQ(upstream.accepted(), 1);
+  EXPECT_EQ(pool.stats().fresh_retries, 0u);
+}
+
+// One that closes before answering anything is tried once more on a fresh connection.
+TEST(UpstreamPool, AConnectionClosedBeforeAnyAnswerIsRetriedOnce) {
+  ScriptedUpstream upstream([](int) {});
+  ASSERT_GT(upstream.port(), 0);
+  http::HostResolver resolver;
+  const auto endpoint = endpoint_at(resolver, upstream.port());
+  http::asio::io_context ioc;
+  http::UpstreamPool pool(ioc, 1, 4);
+  run(ioc, [&]() -> http::Task<void> {
+    co_await pool.send(endpoint, "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n\r\n",
+                       {}, http::UpstreamTimeouts{});
+  });
+  EXPECT_EQ(upstream.accepted(), 2);
+  EXPECT_EQ(pool.stats().fresh_retries, 1u);
 }
 
 }  // namespace
