@@ -465,16 +465,16 @@ std::string_view admin_methods(std::string_view path) {
   if (path.starts_with("/accounts/")) {
     const std::string_view rest = path.substr(10);
     const std::size_t slash = rest.find('/');
-    if (slash == std::string_view::npos) return "GET, PATCH";
+    if (slash == std::string_view::npos) return "GET, HEAD, PATCH";
     const std::string_view action = rest.substr(slash);
-    if (action == "/balance") return "GET";
+    if (action == "/balance") return "GET, HEAD";
     if (action == "/keys" || action == "/credits" || action == "/refunds" ||
         action == "/suspend" || action == "/unsuspend") {
       return "POST";
     }
     return "";
   }
-  if (path == "/routes" || path == "/ledger/verify") return "GET";
+  if (path == "/routes" || path == "/ledger/verify") return "GET, HEAD";
   if (path == "/ledger/unfreeze") return "POST";
   if (path.starts_with("/keys/")) return path.ends_with("/rotate") ? "POST" : "DELETE";
   return "";
@@ -497,7 +497,8 @@ Task<void> AdminApi::handle(http::Request& req, Responder& res) {
   const std::string_view target = req.target();
   std::string_view path = target.substr(0, target.find('?'));
   path.remove_prefix(std::string_view("/admin/v1").size());
-  const std::string_view method = req.method();
+  // HEAD is answered as GET is, without the body (the Responder drops it).
+  const std::string_view method = req.method() == "HEAD" ? "GET" : req.method();
 
   if (path == "/accounts" && method == "POST") {
     co_await create_account(req, res);

@@ -853,7 +853,7 @@ std::string_view methods_of(std::string_view path) {
   if (path == "/v1/route/explain") return "POST";
   if (path == "/api/balance" || path == "/api/usage" || path == "/v1/models" ||
       path == "/metrics" || path == "/healthz" || path == "/readyz") {
-    return "GET";
+    return "GET, HEAD";
   }
   return "";
 }
@@ -866,7 +866,8 @@ Task<void> Gateway::handle(http::Request& req, Responder& res) {
 
   const std::string_view target = req.target();
   const std::string_view path = target.substr(0, target.find('?'));
-  const std::string_view method = req.method();
+  // HEAD is answered as GET is, without the body (the Responder drops it).
+  const std::string_view method = req.method() == "HEAD" ? "GET" : req.method();
 
   std::optional<Operation> op;
   if (path == "/v1/chat/completions") {
