@@ -556,6 +556,13 @@ class RequestReader {
   // Parses what `buffer` holds. On kError, error_status() and error() say why.
   Step parse(beast::flat_buffer& buffer) {
     if (phase_ == Phase::kBody && !req_.head_.chunked && remaining_ == 0) return Step::kDone;
+    if (phase_ == Phase::kIdle) {
+      // Empty lines before a request line are ignored (RFC 9112 §2.2), and do not start a
+      // request: an idle connection stays idle, with its idle timer, until a request begins.
+      std::string_view pending(static_cast<const char*>(buffer.data().data()), buffer.size());
+      const std::size_t blank = std::min(pending.find_first_not_of("\r\n"), pending.size());
+      buffer.consume(blank);
+    }
     if (buffer.size() == 0) return Step::kNeedMore;
     const std::string_view data(static_cast<const char*>(buffer.data().data()), buffer.size());
     if (phase_ == Phase::kIdle) {
@@ -579,7 +586,10 @@ class RequestReader {
         return fail(413, "body too large");
       }
       remaining_ = head.content_length.value_or(0);
-      if (head.expect_continue && (remaining_ > 0 || head.chunked)) return Step::kSendContinue;
+      // An HTTP/1.0 client cannot take a 100 (RFC 9110 §10.1.1): it just gets the answer.
+      if (head.expect_continue && head.version == 11 && (remaining_ > 0 || head.chunked)) {
+        return Step::kSendContinue;
+      }
       return parse(buffer);
     }
     std::size_t used = 0;
