@@ -120,8 +120,10 @@ Result<RequestBody> parse_request_body(std::string_view text) {
     } else if (key == "max_tokens" || key == "max_completion_tokens") {
       std::int64_t n = 0;
       if (value.is_null()) continue;
-      if (value.get_int64().get(n) || n < 0) {
-        return invalid(fmt::format("'{}' must be a non-negative integer", key));
+      // At least 1, as OpenAI and Anthropic require: a bound of 0 would hold nothing for an
+      // upstream that answers anyway.
+      if (value.get_int64().get(n) || n < 1) {
+        return invalid(fmt::format("'{}' must be a positive integer", key));
       }
       // Both may be given, and upstreams differ in which one they honour: the hold covers
       // the larger.

@@ -50,13 +50,18 @@ bool says_finished(std::string_view data) {
          any_member_value(data, "\"stop_reason\"", a_string);
 }
 
-// A non-empty string value for `"content"` or `"arguments"` (tool calls).
+// A non-empty string value for `"content"`, `"arguments"` (tool calls), `"refusal"`, or the
+// reasoning that OpenAI-compatible servers stream beside the content (`"reasoning_content"`:
+// vLLM, DeepSeek; `"reasoning"`: Ollama, OpenRouter): all output tokens the client got.
 bool has_text(std::string_view data) {
   auto non_empty_string = [](std::string_view v) {
     return v.size() >= 2 && v[0] == '"' && v[1] != '"';
   };
-  return any_member_value(data, "\"content\"", non_empty_string) ||
-         any_member_value(data, "\"arguments\"", non_empty_string);
+  for (const std::string_view key : {"\"content\"", "\"arguments\"", "\"refusal\"",
+                                     "\"reasoning_content\"", "\"reasoning\""}) {
+    if (any_member_value(data, key, non_empty_string)) return true;
+  }
+  return false;
 }
 
 }  // namespace

@@ -101,6 +101,13 @@ TEST(StreamMeter, WithoutReportedUsageBillsTheEstimateAndWhatWasRelayed) {
   m.on_event("", R"({"choices":[{"delta":{"content":"a"}}]})");
   m.on_event("", R"({"choices":[{"delta":{"tool_calls":[{"function":{"arguments":"{\"x"}}]}}]})");
   EXPECT_EQ(m.content_events(), 2);
+  // Reasoning streamed beside the content (vLLM and DeepSeek, Ollama) and a refusal are
+  // output the client got too; an empty or null one is not.
+  m.on_event("", R"({"choices":[{"delta":{"content":null,"reasoning_content":"hm"}}]})");
+  m.on_event("", R"({"choices":[{"delta":{"reasoning":"so"}}]})");
+  m.on_event("", R"({"choices":[{"delta":{"refusal":"no"}}]})");
+  m.on_event("", R"({"choices":[{"delta":{"content":"","reasoning_content":null}}]})");
+  EXPECT_EQ(m.content_events(), 5);
   const meter::Usage u = m.usage(/*input_estimate=*/50, /*output_relayed=*/1);
   EXPECT_EQ(u.input_tokens, 50);
   EXPECT_EQ(u.output_tokens, 1);

@@ -21,7 +21,8 @@ TEST(RequestBody, ReadsModelStreamAndOptions) {
 
 TEST(RequestBody, RejectsMalformedAndWrongTypes) {
   for (const char* bad : {"", "{", "[]", "\"s\"", R"({"model":1})", R"({"stream":"yes"})",
-                          R"({"max_tokens":-1})", R"({"max_tokens":1.5})", R"({"privacy_tier":""})",
+                          R"({"max_tokens":-1})", R"({"max_tokens":0})",
+                          R"({"max_completion_tokens":0})", R"({"max_tokens":1.5})", R"({"privacy_tier":""})",
                           "{\"model\":\"\xff\"}"}) {
     EXPECT_FALSE(parse_request_body(bad)) << bad;
   }
