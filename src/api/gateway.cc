@@ -1567,8 +1567,8 @@ void Gateway::keep_hold(Bill& bill) {
   const auto now = std::chrono::steady_clock::now();
   if (now < bill.renew_at) return;
   const std::uint32_t timeout = state_->config().billing.hold_timeout_ms;
-  bill.lapsed =
-      !state_->services().bank->renew(bill.hold, SystemClock::instance().unix_millis() + timeout);
+  bill.lapsed = !state_->services().bank->renew(
+      bill.hold, SystemClock::instance().monotonic_millis() + timeout);
   bill.renew_at = now + std::chrono::milliseconds(timeout / 2);
 }
 
@@ -1580,15 +1580,16 @@ bool Gateway::cover(Bill& bill, Money needed, Money ahead) {
   const std::int64_t now = SystemClock::instance().unix_millis();
   if (bill.lapsed) {
     // Nothing is reserved any more: a new hold for all of it, or the response stops.
-    const std::uint32_t timeout = state_->config().billing.hold_timeout_ms;
+    const std::int64_t until =
+        SystemClock::instance().monotonic_millis() + state_->config().billing.hold_timeout_ms;
     const std::int64_t account = bill.hold.account;
-    auto fresh = bank.hold(account, std::max(needed, ahead), now + timeout, now);
-    if (!fresh) fresh = bank.hold(account, needed, now + timeout, now);
+    auto fresh = bank.hold(account, std::max(needed, ahead), until, now);
+    if (!fresh) fresh = bank.hold(account, needed, until, now);
     const bool enough = fresh.is_ok();
     if (!fresh) {  // what there is, for the charge of a response that stops here
       const auto balance = bank.balance(account, now);
       if (balance && balance->available > Money()) {
-        fresh = bank.hold(account, balance->available, now + timeout, now);
+        fresh = bank.hold(account, balance->available, until, now);
       }
     }
     if (!fresh) {
@@ -1599,7 +1600,8 @@ bool Gateway::cover(Bill& bill, Money needed, Money ahead) {
     bill.covered = fresh->amount;
     bill.may_overdraw = false;
     bill.lapsed = false;
-    bill.renew_at = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout / 2);
+    bill.renew_at = std::chrono::steady_clock::now() +
+                    std::chrono::milliseconds(state_->config().billing.hold_timeout_ms / 2);
     return enough;
   }
   if (ahead > needed) {
@@ -1634,8 +1636,9 @@ Status Gateway::take_hold(Bill& bill, std::span<const Ranked> routes, std::strin
   if (worst <= Money()) return Status::ok();  // free: nothing to hold
   const std::int64_t now = bill.record.at_ms;
   const std::uint32_t timeout = state_->config().billing.hold_timeout_ms;
-  auto hold = state_->services().bank->hold(bill.record.account_id, worst,
-                                            now + wait_ms + timeout, now);
+  auto hold = state_->services().bank->hold(
+      bill.record.account_id, worst,
+      SystemClock::instance().monotonic_millis() + wait_ms + timeout, now);
   if (!hold) {
     return hold.status().kind() == ErrorKind::kPaymentRequired
                ? hold.status()

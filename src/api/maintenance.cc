@@ -102,7 +102,7 @@ void Maintenance::run() {
     if (wake_.wait_for(lock, std::chrono::milliseconds(wait), [this] { return stop_; })) break;
     lock.unlock();
     const std::int64_t at = clock.unix_millis();
-    expire(at);
+    expire(at, clock.monotonic_millis());
     if (at >= next_reconcile) {
       reconcile();
       next_reconcile = next_reconciliation(billing_, clock.unix_millis());
@@ -111,8 +111,8 @@ void Maintenance::run() {
   }
 }
 
-void Maintenance::expire(std::int64_t now_ms) {
-  const ledger::Wallet::Expired expired = services_.bank->expire(now_ms);
+void Maintenance::expire(std::int64_t now_ms, std::int64_t monotonic_ms) {
+  const ledger::Wallet::Expired expired = services_.bank->expire(now_ms, monotonic_ms);
   if (expired.holds == 0 && expired.lots == 0) return;
   log::info("credit expired", {{"holds", static_cast<std::int64_t>(expired.holds)},
                                {"promo_lots", static_cast<std::int64_t>(expired.lots)}});

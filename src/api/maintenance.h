@@ -37,7 +37,7 @@ class Maintenance {
   Maintenance(const Services& services, const ops::Billing& billing,
               std::unique_ptr<Notifier> notifier);
   void run();
-  void expire(std::int64_t now_ms);
+  void expire(std::int64_t now_ms, std::int64_t monotonic_ms);
   void reconcile();
 
   Services services_;

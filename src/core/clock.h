@@ -13,6 +13,7 @@ class Clock {
   virtual std::int64_t unix_millis() const = 0;
   // Monotonic time, for durations and deadlines.
   virtual std::int64_t monotonic_nanos() const = 0;
+  std::int64_t monotonic_millis() const { return monotonic_nanos() / 1'000'000; }
 };
 
 class SystemClock final : public Clock {

@@ -62,7 +62,7 @@ Result<std::unique_ptr<Bank>> Bank::adopt(Ledger ledger, std::int64_t now_ms) {
   for (auto& [account, w] : bank->wallets_) {
     w->return_stranded(now_ms);
     w->continue_holds_after(last_hold);
-    w->expire(now_ms);
+    w->expire(now_ms, 0);  // lots only: holds are not kept across a restart
   }
   return bank;
 }
@@ -241,11 +241,11 @@ bool Bank::renew(const Hold& hold, std::int64_t expires_at_ms) {
   return it != wallets_.end() && it->second->renew(hold.id, expires_at_ms);
 }
 
-Wallet::Expired Bank::expire(std::int64_t now_ms) {
+Wallet::Expired Bank::expire(std::int64_t now_ms, std::int64_t monotonic_ms) {
   std::lock_guard lock(mu_);
   Wallet::Expired total;
   for (auto& [account, w] : wallets_) {
-    const Wallet::Expired e = w->expire(now_ms);
+    const Wallet::Expired e = w->expire(now_ms, monotonic_ms);
     total.holds += e.holds;
     total.lots += e.lots;
     if (e.lots > 0) check_low_balance(account, *w, now_ms);

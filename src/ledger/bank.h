@@ -72,9 +72,10 @@ class Bank {
     HoldId id = 0;
     Money amount;
   };
-  // Reserves `amount` for a request until `expires_at_ms`. kPaymentRequired (saying what is
-  // available and what was needed) when the account cannot cover it; kNotFound without a
-  // wallet.
+  // Reserves `amount` for a request until `expires_at_ms`, on the monotonic clock
+  // (Clock::monotonic_millis: a step of the wall clock must not lapse the holds of requests
+  // still running). kPaymentRequired (saying what is available and what was needed) when
+  // the account cannot cover it; kNotFound without a wallet.
   Result<Hold> hold(std::int64_t account, Money amount, std::int64_t expires_at_ms,
                     std::int64_t now_ms);
   // A response running past its hold: makes the hold reserve at least `needed` (see
@@ -94,8 +95,9 @@ class Bank {
   // `expires_at_ms`. A lapse is for holds whose request is gone, not slow. False when the
   // hold had lapsed already.
   bool renew(const Hold& hold, std::int64_t expires_at_ms);
-  // Voids holds past their expiry and sweeps expired promo lots, in every wallet.
-  Wallet::Expired expire(std::int64_t now_ms);
+  // Voids holds past their expiry (`monotonic_ms`) and sweeps promo lots past theirs
+  // (`now_ms`, the wall clock), in every wallet.
+  Wallet::Expired expire(std::int64_t now_ms, std::int64_t monotonic_ms);
 
   // Low-balance thresholds (at most 32). A notice is raised once each time an account's
   // settled balance goes from at or above a threshold to below it (for a threshold of 0:

@@ -361,10 +361,10 @@ Status Wallet::void_hold(HoldId id, std::int64_t now_ms) {
   return Status::ok();
 }
 
-Wallet::Expired Wallet::expire(std::int64_t now_ms) {
+Wallet::Expired Wallet::expire(std::int64_t now_ms, std::int64_t monotonic_ms) {
   Expired expired;
   for (auto it = holds_.begin(); it != holds_.end();) {
-    if (it->second.expires_at_ms > now_ms) {
+    if (it->second.expires_at_ms > monotonic_ms) {
       ++it;
       continue;
     }

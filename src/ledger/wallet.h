@@ -64,8 +64,9 @@ class Wallet {
   // What a new hold may take: paid + trial + unexpired promo (paid may be negative).
   Money available(std::int64_t now_ms) const;
 
-  // Reserves `amount` until `expires_at_ms`. kPaymentRequired, saying what is available and
-  // what was needed, when available() is short.
+  // Reserves `amount` until `expires_at_ms`, a time on the monotonic clock (see expire()).
+  // kPaymentRequired, saying what is available and what was needed, when available() is
+  // short.
   Result<HoldId> hold(Money amount, std::int64_t expires_at_ms, std::int64_t now_ms);
   // A response running past its hold asks for more: makes hold `id` reserve at least
   // `needed`, taking the difference from the unreserved books in spend order. What they
@@ -114,13 +115,15 @@ class Wallet {
   void continue_holds_after(HoldId id) { next_hold_ = std::max(next_hold_, id + 1); }
   AccountId held_account() const { return held_; }
   AccountId paid_account() const { return paid_; }
-  // Voids holds and empties promo lots whose time has come. Returns how many of each. A
-  // lot that open holds still reserve keeps that part until they end.
+  // Voids holds whose time has come on the monotonic clock (`monotonic_ms`) and empties
+  // promo lots whose time has come on the wall clock (`now_ms`, also the transfers' time).
+  // Returns how many of each. A lot that open holds still reserve keeps that part until
+  // they end.
   struct Expired {
     std::size_t holds = 0;
     std::size_t lots = 0;
   };
-  Expired expire(std::int64_t now_ms);
+  Expired expire(std::int64_t now_ms, std::int64_t monotonic_ms);
   // Returns unused, unreserved paid credit (never trial or promo). kPaymentRequired past
   // paid().
   Result<TransferId> refund(Money amount, std::int64_t now_ms);

@@ -161,7 +161,7 @@ TEST_F(WalletTest, TheOverdraftLicenceEndsWithItsHold) {
   auto b = wallet.hold(usd("0.5"), now + 5000, now);
   ASSERT_TRUE(a && b);
   EXPECT_EQ(wallet.cover(*a, usd("0.6"), now)->kind, Wallet::Cover::kOverdraft);
-  EXPECT_EQ(wallet.expire(now + 1000).holds, 1u);  // a lapsed without a charge
+  EXPECT_EQ(wallet.expire(now + 1000, now + 1000).holds, 1u);  // a lapsed without a charge
   // Nothing was overdrawn, so the next response over its hold may have the licence.
   EXPECT_EQ(wallet.cover(*b, usd("1.2"), now)->kind, Wallet::Cover::kOverdraft);
   EXPECT_EQ(wallet.held(), usd("1"));  // what a had held came back to b
@@ -179,7 +179,7 @@ TEST_F(WalletTest, AReversalGivesEveryBookBackWhatTheSettlementTook) {
   EXPECT_EQ(wallet.cover(*h, usd("2"), now)->kind, Wallet::Cover::kOverdraft);
   ASSERT_TRUE(wallet.post(*h, usd("2"), now));  // 0.75 of it overdrawn from paid
   EXPECT_EQ(wallet.paid(), usd("-0.75"));
-  EXPECT_EQ(wallet.expire(now + 1000).lots, 1u);  // the first lot's time is over
+  EXPECT_EQ(wallet.expire(now + 1000, now + 1000).lots, 1u);  // the first lot's time is over
   EXPECT_EQ(wallet.reverse(*h, now + 2000), usd("2"));
   EXPECT_EQ(wallet.paid(), usd("0"));
   EXPECT_EQ(wallet.trial(), usd("0.5"));
@@ -217,7 +217,7 @@ TEST_F(WalletTest, VoidAndExpiryReturnEverything) {
   ASSERT_TRUE(a && b);
   ASSERT_TRUE(wallet.void_hold(*a, now));
   EXPECT_EQ(wallet.available(now), usd("4"));
-  const auto expired = wallet.expire(now + 5000);
+  const auto expired = wallet.expire(now + 5000, now + 5000);
   EXPECT_EQ(expired.holds, 1u);
   EXPECT_EQ(wallet.available(now), usd("5"));
   EXPECT_EQ(wallet.held(), usd("0"));
@@ -229,7 +229,7 @@ TEST_F(WalletTest, PromoRemainderExpiresEvenWhenHeldAcrossItsExpiry) {
   ASSERT_TRUE(wallet.deposit_promo(usd("2"), now + 1000, now));
   auto h = wallet.hold(usd("1.5"), now + 10'000, now);
   ASSERT_TRUE(h);
-  EXPECT_EQ(wallet.expire(now + 1000).lots, 1u);  // 0.5 left in the lot expires
+  EXPECT_EQ(wallet.expire(now + 1000, now + 1000).lots, 1u);  // 0.5 left in the lot expires
   EXPECT_EQ(ledger.balance(platform.expired_credits), usd("0.5"));
   ASSERT_TRUE(wallet.post(*h, usd("1"), now + 2000));  // 0.5 released after the sweep
   EXPECT_EQ(ledger.balance(platform.expired_credits), usd("1"));
@@ -244,7 +244,7 @@ TEST_F(WalletTest, SeveralHoldsOnASweptLotEachSettleTheirPart) {
   auto b = wallet.hold(usd("1"), now + 10'000, now);
   auto c = wallet.hold(usd("2"), now + 10'000, now);  // 1 from the lot, 1 from paid
   ASSERT_TRUE(a && b && c);
-  EXPECT_EQ(wallet.expire(now + 1000).lots, 1u);  // nothing unreserved left in the lot
+  EXPECT_EQ(wallet.expire(now + 1000, now + 1000).lots, 1u);  // nothing unreserved left in the lot
   EXPECT_EQ(ledger.balance(platform.expired_credits), usd("0"));
   EXPECT_EQ(wallet.promo_lots(), 1u);  // kept while holds reserve on it
   ASSERT_TRUE(wallet.post(*a, usd("0.25"), now + 2000));  // 0.75 of a's part expires
@@ -430,13 +430,34 @@ TEST(Bank, RestartReturnsLegacyHeldMoneyToALotStillValid) {
   EXPECT_TRUE((*bank)->verify().ok);
 }
 
+// A hold's time runs on the monotonic clock and a promo lot's on the wall clock: a step of
+// the wall clock (an NTP step, a resumed VM) expires lots, never the holds of requests
+// still running.
+TEST(Bank, HoldsLapseOnTheMonotonicClockAndLotsOnTheWallClock) {
+  const std::int64_t wall = 1'700'000'000'000;
+  const std::int64_t mono = 5'000;
+  auto bank = Bank::create();
+  ASSERT_TRUE(bank->deposit(1, CreditKind::kPaid, usd("1"), std::nullopt, wall));
+  ASSERT_TRUE(bank->deposit(1, CreditKind::kPromo, usd("1"), wall + 60'000, wall));
+  auto h = bank->hold(1, usd("0.5"), mono + 1000, wall);
+  ASSERT_TRUE(h);
+  const std::int64_t hour_later = wall + 3'600'000;
+  const Wallet::Expired stepped = bank->expire(hour_later, mono + 10);
+  EXPECT_EQ(stepped.holds, 0u);
+  EXPECT_EQ(stepped.lots, 1u);
+  EXPECT_EQ(bank->balance(1, hour_later)->held, usd("0.5"));
+  EXPECT_EQ(bank->expire(hour_later, mono + 1000).holds, 1u);
+  EXPECT_EQ(bank->balance(1, hour_later)->held, usd("0"));
+  EXPECT_TRUE(bank->verify().ok);
+}
+
 TEST(Bank, SettlingAnExpiredHoldStillCharges) {
   const std::int64_t now = 1'000'000;
   auto bank = Bank::create();
   ASSERT_TRUE(bank->deposit(1, CreditKind::kPaid, usd("1"), std::nullopt, now));
   auto h = bank->hold(1, usd("0.5"), now + 10, now);
   ASSERT_TRUE(h);
-  EXPECT_EQ(bank->expire(now + 10).holds, 1u);
+  EXPECT_EQ(bank->expire(now + 10, now + 10).holds, 1u);
   EXPECT_EQ(bank->settle(*h, usd("0.2"), now + 20), usd("0.2"));
   EXPECT_EQ(bank->balance(1, now + 20)->available, usd("0.8"));
   bank->void_hold(*h, now + 30);  // gone already: nothing happens
@@ -570,7 +591,7 @@ TEST(LedgerProperty, RandomOperationsKeepEveryInvariant) {
         case 8:
           now += between(0, 20'000);
           for (int i = 0; i < 3; ++i) {
-            const auto expired = wallets[i]->expire(now);
+            const auto expired = wallets[i]->expire(now, now);
             const auto before = open[i].size();
             std::erase_if(open[i], [&](const auto& h) { return h.second.expires_at_ms <= now; });
             ASSERT_EQ(before - open[i].size(), expired.holds);
@@ -701,7 +722,7 @@ TEST(LedgerProperty, ARestartFromTheStoreFindsEveryBookAsPersisted) {
           break;
         case 7:
           now += between(0, 15'000);
-          for (auto& each : wallets) (void)each->expire(now);
+          for (auto& each : wallets) (void)each->expire(now, now);
           break;
         case 8: (void)wallet.refund(amount, now); break;
         case 9: persist(); break;
