@@ -2168,6 +2168,10 @@ Result<std::shared_ptr<const GatewayState>> reload_state(const GatewayState& run
   config.auto_quality_floor = fresh.auto_quality_floor;
   config.fallback_deadline_ms = fresh.fallback_deadline_ms;
   config.upstream = fresh.upstream;
+  // With the upstream waits it must outlast (the fresh file was checked for that): a hold
+  // timeout kept from before could lapse the hold of a request that waits within them.
+  // Running holds take it at their next renewal.
+  config.billing.hold_timeout_ms = fresh.billing.hold_timeout_ms;
   return GatewayState::create(config, running.services());
 }
 

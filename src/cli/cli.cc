@@ -158,8 +158,8 @@ int serve(const ServeOptions& opts) {
     if (prober) prober->stop();
     hub->publish(std::move(next.value()));
     prober = api::Prober::start(hub->current());
-    log::info("config reloaded: providers, models, routing and upstream timeouts (other "
-              "settings need a restart)",
+    log::info("config reloaded: providers, models, routing, upstream timeouts and the hold "
+              "timeout (other settings need a restart)",
               {{"models", fresh->catalog->models().size()},
                {"providers", fresh->catalog->providers().size()},
                {"rules", fresh->rules.size()}});

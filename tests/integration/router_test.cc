@@ -748,6 +748,42 @@ TEST(Router, SighupReloadsTheCatalogWhileRequestsInFlightFinishOnTheOldOne) {
   EXPECT_NE(verify.body.find(R"("ok":true)"), std::string::npos) << verify.body;
 }
 
+// The hold timeout is reloaded with the upstream waits it must outlast: a request waiting
+// within the new first-byte timeout keeps its hold (none lapses), where the old, shorter
+// hold timeout would have let it lapse while the request waited for its headers.
+TEST(Router, SighupReloadsTheHoldTimeoutWithTheUpstreamWaits) {
+  TempDir dir;
+  Process slow(bin("turnpike-sim"), {"--listen", "127.0.0.1:0", "--latency-ms", "2500"});
+  const int slow_port = slow.wait_listening();
+  auto config = [&](int first_byte_ms, int hold_ms) {
+    return "listen: \"127.0.0.1:0\"\nrouting: { fallback_deadline_ms: 100 }\n"
+           "upstream: { connect_timeout_ms: 100, idle_timeout_ms: 400, first_byte_timeout_ms: " +
+           std::to_string(first_byte_ms) + " }\nbilling: { hold_timeout_ms: " +
+           std::to_string(hold_ms) + " }\nproviders:\n  - { name: slow, base_url: "
+           "\"http://127.0.0.1:" + std::to_string(slow_port) + "/v1\" }\nmodels:\n"
+           "  - { name: m, routes: [{ provider: slow, input_per_mtok: \"1\", "
+           "output_per_mtok: \"1\" }] }\n";
+  };
+  const std::string path = dir.write("turnpike.yaml", config(500, 1000));
+  Process gateway(bin("turnpike"),
+                  {"serve", "--config", path, "--threads", "1", "--data-dir", dir.path() + "/var"},
+                  {{"TURNPIKE_ADMIN_KEY", kAdminKey}});
+  const int port = gateway.wait_listening();
+  ASSERT_GT(port, 0) << gateway.log();
+  const std::string key = create_key(port);
+  dir.write("turnpike.yaml", config(5000, 12000));
+  gateway.signal(SIGHUP);
+  for (int i = 0; i < 200 && gateway.log().find("config reloaded") == std::string::npos; ++i) {
+    std::this_thread::sleep_for(25ms);
+  }
+  ASSERT_NE(gateway.log().find("config reloaded"), std::string::npos) << gateway.log();
+  const auto res = http_request(port, "POST", "/v1/chat/completions",
+                                R"({"model":"m","max_tokens":5,"messages":[]})",
+                                {{"authorization", "Bearer " + key}});
+  ASSERT_EQ(res.status, 200) << res.body;
+  EXPECT_EQ(gateway.log().find("credit expired"), std::string::npos) << gateway.log();
+}
+
 TEST(Router, ReadyzSaysNotReadyWhenEveryProviderIsDown) {
   TempDir dir;
   auto sim = std::make_unique<Process>(bin("turnpike-sim"),
