@@ -53,9 +53,17 @@ Result<Services> open_services(const std::string& store_uri, const std::string& 
   }
   if (auto s = (*db)->exec("BEGIN IMMEDIATE"); !s) return s;
   const ledger::Reconciliation r = reconcile_books(**db, **bank, *freeze, "start");
+  const auto [unrecorded, generation] = freeze->pending_record();  // a freeze it just set
+  if (!unrecorded.empty()) {
+    if (auto s = store::record_freeze(**db, unrecorded, SystemClock::instance().unix_millis());
+        !s) {
+      return s;
+    }
+  }
   const Status started = (*db)->exec("COMMIT");
   (*bank)->committed(started.is_ok());
   if (!started) return started;
+  if (!unrecorded.empty()) freeze->recorded(generation);
   if (r.store_failed) return Status{ErrorKind::kInternal, r.problem};
 
   Services services;
@@ -120,11 +128,9 @@ ledger::Reconciliation reconcile_books(store::Database& db, ledger::Bank& bank,
                                     {"transfers", static_cast<std::int64_t>(r.transfers)}});
     return r;
   }
-  const std::string reason = fmt::format("reconciliation failed ({}): {}", trigger, r.problem);
-  if (Status s = store::record_freeze(db, reason, SystemClock::instance().unix_millis()); !s) {
-    log::error("billing freeze not recorded", {{"error", s.message()}});
-  }
-  freeze.set(reason);
+  // Recorded by this batch before it commits, else by the next one that does: a restart
+  // must not lift it.
+  freeze.set(fmt::format("reconciliation failed ({}): {}", trigger, r.problem), /*record=*/true);
   log::error("billing frozen", {{"trigger", trigger}, {"reason", r.problem}});
   return r;
 }
