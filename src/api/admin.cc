@@ -256,7 +256,19 @@ Result<store::StoredAnswer> idempotent_move(store::Database& db, store::AnswerBu
   if (!seen) return seen.status();
   if (*seen) return std::move(**seen);
   auto transfer = move();
-  if (!transfer) return transfer.status();
+  if (!transfer && transfer.status().kind() != ErrorKind::kPaymentRequired) {
+    return transfer.status();
+  }
+  if (!transfer) {
+    // A refusal that follows from the books (too little to refund) is the key's first
+    // result too: a retry under it after the books changed is refused again, never moves
+    // money the first call did not.
+    const unsigned status = http_status(transfer.status().kind());
+    store::StoredAnswer refused{status,
+                                error_body(Surface::kOpenAI, status, transfer.status().message())};
+    if (Status s = store::store_answer(db, pending, key, request, refused); !s) return s;
+    return refused;
+  }
   auto balance = bank.balance(account, now_ms());
   if (!balance) return balance.status();
   store::StoredAnswer answer{200, {}};
@@ -337,7 +349,7 @@ Task<bool> AdminApi::answer_money_call(Responder& res, std::string_view idempote
   auto work = [&, answered](store::Database& db) {
     auto answer = idempotent_move(db, services_.answers.get(), *services_.bank, idempotency_key,
                                   request, account, move);
-    *answered = answer.is_ok();
+    *answered = answer.is_ok() && answer->status == 200;
     return answer;
   };
   auto answer = co_await link_.call<store::StoredAnswer>(work);

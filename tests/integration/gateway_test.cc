@@ -533,6 +533,23 @@ TEST(Credits, AdminCreditsAreExactIdempotentAndDurable) {
                                      R"({"amount_usd":"13","idempotency_key":"r1"})", admin);
   EXPECT_EQ(too_much.status, 402) << too_much.body;
   EXPECT_NE(too_much.body.find("12.500000001"), std::string::npos) << too_much.body;
+  // The refusal is that key's result: after a top-up the same call is refused again (it
+  // never moves money its first call did not), and other values under it are 409.
+  ASSERT_EQ(http_request(stack.port, "POST", base + "/credits",
+                         R"({"amount_usd":"1","kind":"paid","idempotency_key":"top-up"})", admin)
+                .status,
+            200);
+  const auto replayed = http_request(stack.port, "POST", base + "/refunds",
+                                     R"({"amount_usd":"13","idempotency_key":"r1"})", admin);
+  EXPECT_EQ(replayed.status, 402) << replayed.body;
+  EXPECT_EQ(replayed.body, too_much.body);
+  EXPECT_EQ(http_request(stack.port, "POST", base + "/refunds",
+                         R"({"amount_usd":"1","idempotency_key":"r1"})", admin)
+                .status,
+            409);
+  const auto taken_back = http_request(stack.port, "POST", base + "/refunds",
+                                       R"({"amount_usd":"1","idempotency_key":"r0"})", admin);
+  ASSERT_EQ(taken_back.status, 200) << taken_back.body;
   const auto refunded = http_request(stack.port, "POST", base + "/refunds",
                                      R"({"amount_usd":"0.000000001","idempotency_key":"r2"})", admin);
   EXPECT_EQ(refunded.status, 200) << refunded.body;
