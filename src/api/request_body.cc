@@ -101,6 +101,7 @@ Result<RequestBody> parse_request_body(std::string_view text) {
       "service_tier", kOptionPrivacyTier, kOptionStartWithin};
   std::uint32_t seen = 0;
   std::size_t read_members = 0;
+  std::size_t include_usage_members = 0;  // in stream_options, once unescaped
   for (auto [key, value] : object) {
     if (const auto it = std::find(kRead.begin(), kRead.end(), key); it != kRead.end()) {
       const std::uint32_t bit = 1U << (it - kRead.begin());
@@ -138,10 +139,17 @@ Result<RequestBody> parse_request_body(std::string_view text) {
       if (value.is_null()) continue;
       simdjson::dom::object options;
       if (value.get_object().get(options)) return invalid("'stream_options' must be an object");
+      // Read once, like the top-level members: upstreams that keep the last of two would
+      // not send the usage Turnpike counts on.
       bool include = false;
-      if (simdjson::dom::element v; !options["include_usage"].get(v) && !v.is_null() &&
-                                    v.get_bool().get(include)) {
-        return invalid("'stream_options.include_usage' must be true or false");
+      for (auto [option, v] : options) {
+        if (option != "include_usage") continue;
+        if (++include_usage_members > 1) {
+          return invalid("'stream_options.include_usage' appears more than once");
+        }
+        if (!v.is_null() && v.get_bool().get(include)) {
+          return invalid("'stream_options.include_usage' must be true or false");
+        }
       }
       body.include_usage = include;
     } else if (key == "service_tier") {
@@ -161,13 +169,19 @@ Result<RequestBody> parse_request_body(std::string_view text) {
   }
   if (read_members > 0 && text.find('\\') != std::string_view::npos) {
     std::size_t plain = 0;
+    std::size_t plain_include_usage = 0;
     for (const JsonMember& m : top_level_members(text)) {
       plain += std::find(kRead.begin(), kRead.end(), m.key) != kRead.end();
+      if (m.key == "stream_options" && m.value.front() == '{') {
+        for (const JsonMember& option : top_level_members(m.value)) {
+          plain_include_usage += option.key == "include_usage";
+        }
+      }
     }
-    if (plain != read_members) {
+    if (plain != read_members || plain_include_usage != include_usage_members) {
       return invalid("write the members Turnpike reads (model, stream, max_tokens, "
-                     "max_completion_tokens, n, stream_options, service_tier, privacy_tier, "
-                     "start_within) without escapes in their names");
+                     "max_completion_tokens, n, stream_options and its include_usage, "
+                     "service_tier, privacy_tier, start_within) without escapes in their names");
     }
   }
   body.text = text;

@@ -95,13 +95,17 @@ TEST(RequestBody, MembersTurnpikeReadsAreSingleAndPlain) {
                           R"({"mo\u0064el":"premium"})",
                           R"({"max_tokens":200000,"max_tokens":1})",
                           R"({"servic\u0065_tier":"priority","service_tier":"auto"})",
-                          R"({"servic\u0065_tier":"auto"})"}) {
+                          R"({"servic\u0065_tier":"auto"})",
+                          R"({"stream_options":{"include_usage":true,"include_usage":false}})",
+                          R"({"stream_options":{"include_usage":true,"include_\u0075sage":false}})",
+                          R"({"stream_options":{"include_\u0075sage":true}})"}) {
     const auto r = parse_request_body(bad);
     EXPECT_FALSE(r) << bad;
   }
   // Escapes elsewhere, and repeated members Turnpike does not read, are the client's own.
   EXPECT_TRUE(parse_request_body(R"({"model":"m","messages":[{"content":"a\nb"}],"x\u0079":1})"));
   EXPECT_TRUE(parse_request_body(R"({"model":"m","user":"a","user":"b"})"));
+  EXPECT_TRUE(parse_request_body(R"({"stream_options":{"include_usage":true,"x\u0079":1}})"));
 }
 
 TEST(RequestBody, EmptyObject) {
