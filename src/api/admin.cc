@@ -146,7 +146,7 @@ std::string unknown_member(simdjson::dom::element doc, std::span<const std::stri
   if (doc.get_object().get(object)) return "";
   for (auto [key, value] : object) {
     if (std::find(known.begin(), known.end(), key) == known.end()) {
-      return fmt::format("unknown field '{}'; expected {}", key.substr(0, 64),
+      return fmt::format("unknown field '{}'; expected {}", json::utf8_prefix(key, 64),
                          fmt::join(known, ", "));
     }
   }
@@ -732,7 +732,7 @@ Task<void> AdminApi::set_policy(std::int64_t account, http::Request& req, Respon
       co_await send_error(res, 400,
                           fmt::format("'{}' cannot be changed here: send privacy_tier, "
                                       "routing_weights and/or models",
-                                      key.substr(0, 60)));
+                                      json::utf8_prefix(key, 60)));
       co_return;
     }
   }

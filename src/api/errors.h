@@ -1,6 +1,7 @@
 #pragma once
 // Error bodies in the shape each client surface expects. Messages are written by Turnpike
-// and never quote the request body.
+// and never quote prompt or completion text (at most a model name, an option's value or a
+// field name, cut between UTF-8 characters).
 
 #include <string>
 #include <string_view>

@@ -245,7 +245,7 @@ std::optional<Refusal> read_options(const RequestBody& body, const http::Request
                    fmt::format("service_tier '{}' is not accepted: Turnpike routes and bills the "
                                "standard tier (auto, default and standard_only are dropped); ask "
                                "for the flex tier with start_within, e.g. \"00h-00m-30s\"",
-                               tier.substr(0, 40)),
+                               json::utf8_prefix(tier, 40)),
                    {}};
   }
   out.flex_ms = 0;
@@ -1100,14 +1100,14 @@ std::optional<Refusal> Gateway::refuse_model(Operation op, const RequestBody& bo
                                  catalog::api_name(info_for(op).api)),
                      "no_model_available"};
     }
-    return Refusal{404, fmt::format("model '{}' does not exist", body.model.substr(0, 200)),
+    return Refusal{404, fmt::format("model '{}' does not exist", json::utf8_prefix(body.model, 200)),
                    "model_not_found"};
   }
   const catalog::Model& model = *models.front();
   if (models.size() == 1 && !grant.may_use(model.name)) {
     return Refusal{403,
                    fmt::format("this key (or its account) may not use model '{}'",
-                               body.model.substr(0, 200)),
+                               json::utf8_prefix(body.model, 200)),
                    "model_not_allowed"};
   }
   // An embeddings model cannot answer a chat. (An embeddings request may name a model of

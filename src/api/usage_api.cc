@@ -33,7 +33,7 @@ Result<store::UsageQuery> parse_usage_query(const http::QueryParams& params,
     for (std::size_t j = 0; j < i; ++j) {
       if (params[j].first == key) {
         return invalid(fmt::format("query parameter '{}' is given more than once",
-                                   key.substr(0, 64)));
+                                   json::utf8_prefix(key, 64)));
       }
     }
     if (key == "from" || key == "to") {
@@ -65,7 +65,7 @@ Result<store::UsageQuery> parse_usage_query(const http::QueryParams& params,
       q.account = *id;
     } else {
       return invalid(fmt::format("unknown query parameter '{}'; expected from, to, limit, cursor{}",
-                                 key.substr(0, 64), account ? "" : ", account"));
+                                 json::utf8_prefix(key, 64), account ? "" : ", account"));
     }
   }
   if (q.from_ms >= q.to_ms) return invalid("'from' must be before 'to'");

@@ -38,6 +38,15 @@ std::string quoted(std::string_view s) {
   return out;
 }
 
+std::string_view utf8_prefix(std::string_view s, std::size_t max_bytes) {
+  if (s.size() <= max_bytes) return s;
+  std::size_t end = max_bytes;
+  // Back off the continuation bytes (10xxxxxx) of a sequence the cut would split, and its
+  // lead byte.
+  while (end > 0 && (static_cast<unsigned char>(s[end]) & 0xC0) == 0x80) --end;
+  return s.substr(0, end);
+}
+
 void Writer::comma() {
   if (need_comma_) out_.push_back(',');
   need_comma_ = true;

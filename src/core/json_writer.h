@@ -12,6 +12,10 @@ namespace tp::json {
 void append_quoted(std::string& out, std::string_view s);
 std::string quoted(std::string_view s);
 
+// The longest prefix of `s` of at most `max_bytes` that does not end inside a UTF-8
+// sequence: for quoting a piece of a client's text in a message that must stay valid UTF-8.
+std::string_view utf8_prefix(std::string_view s, std::size_t max_bytes);
+
 // A small builder that tracks commas. Keys are written quoted and escaped.
 class Writer {
  public:

@@ -58,6 +58,8 @@ TEST(Http1, RejectsMalformedAndSmugglingShapes) {
            "GET  / HTTP/1.1\r\n\r\n",
            "GET / HTTP/2.0\r\n\r\n",
            "G(T / HTTP/1.1\r\n\r\n",
+           "GET /caf\xc3\xa9 HTTP/1.1\r\n\r\n",  // not percent-encoded
+           "GET /\x7f HTTP/1.1\r\n\r\n",
            "GET / HTTP/1.1\r\nNo colon\r\n\r\n",
            "GET / HTTP/1.1\r\n: empty name\r\n\r\n",
            "GET / HTTP/1.1\r\nBad Name: x\r\n\r\n",

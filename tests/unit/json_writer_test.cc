@@ -24,3 +24,18 @@ TEST(JsonWriter, BuildsNestedStructuresWithCommas) {
 
 }  // namespace
 }  // namespace tp::json
+
+// A cut never splits a UTF-8 sequence: a client's model name quoted in an error stays
+// valid UTF-8 (an SDK decoding the error would fail on half a character).
+TEST(JsonWriter, Utf8PrefixCutsBetweenCharacters) {
+  using tp::json::utf8_prefix;
+  EXPECT_EQ(utf8_prefix("abc", 5), "abc");
+  EXPECT_EQ(utf8_prefix("abc", 2), "ab");
+  const std::string e_acute = "a\xc3\xa9";  // a, then é in two bytes
+  EXPECT_EQ(utf8_prefix(e_acute, 2), "a");
+  EXPECT_EQ(utf8_prefix(e_acute, 3), e_acute);
+  const std::string euro = "\xe2\x82\xac\xe2\x82\xac";  // two 3-byte characters
+  EXPECT_EQ(utf8_prefix(euro, 5), "\xe2\x82\xac");
+  EXPECT_EQ(utf8_prefix(euro, 2), "");
+  EXPECT_EQ(utf8_prefix("\xf0\x9f\x98\x80x", 4), "\xf0\x9f\x98\x80");  // an emoji whole
+}
