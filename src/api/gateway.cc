@@ -1979,6 +1979,7 @@ Task<void> Gateway::relay_stream(http::UpstreamResponse& upstream, Surface surfa
 
   // Whole events only go to the client; `pending` holds the tail of an unfinished one.
   std::string pending;
+  http::SseFramer framer;  // where the complete events of `pending` + the next piece end
   for (;;) {
     if (!still_here()) {
       const auto now = std::chrono::steady_clock::now();
@@ -2007,7 +2008,7 @@ Task<void> Gateway::relay_stream(http::UpstreamResponse& upstream, Surface surfa
       pending.append(*piece);
       buffer = pending;
     }
-    const std::size_t complete = http::sse_complete_prefix(buffer);
+    const std::size_t complete = framer.complete_prefix(buffer);
     // Forward runs of events as one write; stop a run at an event to drop or at the end.
     std::size_t run_begin = 0;
     std::size_t at = 0;
@@ -2059,6 +2060,7 @@ Task<void> Gateway::relay_stream(http::UpstreamResponse& upstream, Surface surfa
     } else {
       pending.assign(buffer.substr(complete));
     }
+    framer.consumed(complete);
     if (pending.size() > limits::kSseEventBytesMax) {
       if (client_here) relayed = meter.content_events();
       log::warn("upstream event over limit", {{"bytes_max", limits::kSseEventBytesMax}});

@@ -1,32 +1,48 @@
 #include "http/sse.h"
 
+#include "core/assert.h"
+
 namespace tp::http {
 namespace {
 
-// Position just past the blank line ending the first event in `s`, or npos.
-// A blank line is a line terminator directly after another one.
-std::size_t end_of_first_event(std::string_view s) {
-  // True at the start of a line; a terminator seen here makes a blank line. A leading blank
-  // line is legal and ends an empty event.
-  bool at_line_start = true;
-  for (std::size_t i = 0; i < s.size(); ++i) {
+// Scans `s` from `at` (where the scan is at the start of a line when `at_line_start`) to
+// just past the first blank line, a line terminator directly after another one, and returns
+// that position; or to where the bytes run out, returning npos. A leading blank line is
+// legal and ends an empty event. Either way `at` and `at_line_start` are left where the
+// scan goes on.
+std::size_t next_event_end(std::string_view s, std::size_t& at, bool& at_line_start) {
+  for (std::size_t i = at; i < s.size(); ++i) {
     const char c = s[i];
     if (c != '\n' && c != '\r') {
       at_line_start = false;
       continue;
     }
     // A terminator: CRLF counts as one. A lone CR at the end of the data may be the start
-    // of a CRLF, so wait for more bytes.
+    // of a CRLF, so it is read again with more bytes.
     std::size_t next = i + 1;
     if (c == '\r') {
-      if (next == s.size()) return std::string_view::npos;
+      if (next == s.size()) {
+        at = i;
+        return std::string_view::npos;
+      }
       if (s[next] == '\n') ++next;
     }
-    if (at_line_start) return next;
+    if (at_line_start) {
+      at = next;  // the next event starts on a line of its own
+      return next;
+    }
     at_line_start = true;
     i = next - 1;
   }
+  at = s.size();
   return std::string_view::npos;
+}
+
+// Position just past the blank line ending the first event in `s`, or npos.
+std::size_t end_of_first_event(std::string_view s) {
+  std::size_t at = 0;
+  bool at_line_start = true;
+  return next_event_end(s, at, at_line_start);
 }
 
 std::string_view strip_value(std::string_view line, std::size_t colon) {
@@ -38,12 +54,21 @@ std::string_view strip_value(std::string_view line, std::size_t colon) {
 }  // namespace
 
 std::size_t sse_complete_prefix(std::string_view data) {
-  std::size_t done = 0;
-  for (;;) {
-    const std::size_t end = end_of_first_event(data.substr(done));
-    if (end == std::string_view::npos) return done;
-    done += end;
+  return SseFramer().complete_prefix(data);
+}
+
+std::size_t SseFramer::complete_prefix(std::string_view data) {
+  for (std::size_t end; (end = next_event_end(data, scanned_, at_line_start_)) !=
+                        std::string_view::npos;) {
+    complete_ = end;
   }
+  return complete_;
+}
+
+void SseFramer::consumed(std::size_t n) {
+  TP_ASSERT(n <= complete_);
+  scanned_ -= n;
+  complete_ -= n;
 }
 
 bool SseEvents::next(Event& event) {

@@ -12,6 +12,23 @@ namespace tp::http {
 // `data` may end in the middle of an event or of a line terminator.
 std::size_t sse_complete_prefix(std::string_view data);
 
+// The same for a buffer that grows at its end and is consumed from its front, reading each
+// byte once: an event that arrives in many pieces is not scanned again from its start at
+// every piece.
+class SseFramer {
+ public:
+  // `data`: the buffer, which holds what it held at the last call (less what was consumed)
+  // and maybe more after it.
+  std::size_t complete_prefix(std::string_view data);
+  // The first `n` bytes of the buffer, at most its complete prefix, were dropped.
+  void consumed(std::size_t n);
+
+ private:
+  std::size_t scanned_ = 0;     // bytes scanned so far
+  bool at_line_start_ = true;   // the scan's state there
+  std::size_t complete_ = 0;    // the complete prefix found so far
+};
+
 // Walks the complete events of a prefix returned above, one at a time.
 class SseEvents {
  public:

@@ -44,6 +44,28 @@ TEST(Sse, SplitAnywhereGivesSameEvents) {
   }
 }
 
+// The framer, fed a byte at a time or in pieces of every size, finds the same complete
+// prefixes as a scan of the whole buffer each time, line endings of every kind included.
+TEST(Sse, FramerFindsWhatAWholeScanFinds) {
+  const std::string stream =
+      "event: message_start\ndata: {\"a\":1}\n\n: comment\n\nevent: x\r\ndata: y\r\n\r\n"
+      "data: a\r\rdata: b\r\r\n\r\ndata: [DONE]\n\n\n";
+  for (std::size_t step = 1; step <= 7; ++step) {
+    SseFramer framer;
+    std::string pending;
+    std::string relayed;
+    for (std::size_t at = 0; at < stream.size(); at += step) {
+      pending += stream.substr(at, step);
+      const std::size_t n = framer.complete_prefix(pending);
+      ASSERT_EQ(n, sse_complete_prefix(pending)) << "step " << step << " at " << at;
+      relayed += pending.substr(0, n);
+      pending.erase(0, n);
+      framer.consumed(n);
+    }
+    EXPECT_EQ(relayed, stream) << "step " << step;
+  }
+}
+
 TEST(Sse, EventsExposeNameAndData) {
   SseEvents events("event: message_delta\ndata: {\"x\":1}\n\n: keepalive\n\ndata:[DONE]\r\n\r\n");
   SseEvents::Event e;
