@@ -840,12 +840,19 @@ Task<void> Gateway::send_error(Responder& res, Surface surface, unsigned status,
   co_await res.send(status, kJson, body);
 }
 
+// The error shape a path's clients read: Anthropic's for /v1/messages and what lies under
+// it (the Anthropic SDK's count_tokens and batches), OpenAI's elsewhere.
+Surface surface_of(std::string_view path) {
+  return path == "/v1/messages" || path.starts_with("/v1/messages/") ||
+                 path.starts_with("/v1/messages?")
+             ? Surface::kAnthropic
+             : Surface::kOpenAI;
+}
+
 Task<void> Gateway::reject(unsigned status, std::string_view message, std::string_view target,
                            Responder& res) {
   const InFlight counted(in_flight_);
-  const Surface surface =
-      target.starts_with("/v1/messages") ? Surface::kAnthropic : Surface::kOpenAI;
-  co_await send_error(res, surface, status, message);
+  co_await send_error(res, surface_of(target), status, message);
 }
 
 // The method a known non-proxy path takes ("" for an unknown path): another one is 405.
@@ -916,7 +923,7 @@ Task<void> Gateway::handle(http::Request& req, Responder& res) {
     co_await send_error(res, Surface::kOpenAI, 405,
                         fmt::format("{} accepts {} only", path, allowed));
   } else {
-    co_await send_error(res, Surface::kOpenAI, 404,
+    co_await send_error(res, surface_of(path), 404,
                         fmt::format("unknown path: {} {}", req.method(),
                                     path.substr(0, kMessagePathBytesMax)),
                         "unknown_path");

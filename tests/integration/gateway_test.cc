@@ -386,6 +386,15 @@ TEST_F(GatewayTest, AnthropicErrorsUseAnthropicShape) {
   auto doc = parse(p, res.body);
   EXPECT_EQ(std::string_view(doc["type"].get_string().value()), "error");
   EXPECT_EQ(std::string_view(doc["error"]["type"].get_string().value()), "not_found_error");
+  // A path under /v1/messages that Turnpike does not serve (the SDK's count_tokens) is
+  // refused in the same shape, well-formed or not.
+  for (const std::string body : {R"({"model":"claude-test","messages":[]})", "{"}) {
+    const auto sub = post("/v1/messages/count_tokens", body, {{{"x-api-key", stack_->key}}});
+    EXPECT_EQ(sub.status, 404) << sub.body;
+    simdjson::dom::parser sp;
+    auto sub_doc = parse(sp, sub.body);
+    EXPECT_EQ(std::string_view(sub_doc["type"].get_string().value()), "error") << sub.body;
+  }
 }
 
 TEST_F(GatewayTest, BodyOverLimitIs413) {
