@@ -500,8 +500,8 @@ Task<void> AdminApi::handle(http::Request& req, Responder& res) {
     co_await send_error(res, 403, "the admin API is disabled: set TURNPIKE_ADMIN_KEY");
     co_return;
   }
-  constexpr std::string_view kScheme = "Bearer ";
-  if (!key.starts_with(kScheme) || !is_admin_key(key.substr(kScheme.size()), services_)) {
+  if (const std::string_view token = http::bearer_token(key);
+      token.empty() || !is_admin_key(token, services_)) {
     co_await send_error(res, 401, "missing or wrong admin key");
     co_return;
   }

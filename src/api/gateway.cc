@@ -298,11 +298,7 @@ std::optional<Refusal> read_options(const RequestBody& body, const http::Request
 }
 
 std::string_view bearer_token(const http::Request& req) {
-  const std::string_view auth = req["authorization"];
-  if (auth.size() > 7 && (auth.substr(0, 7) == "Bearer " || auth.substr(0, 7) == "bearer ")) {
-    return auth.substr(7);
-  }
-  return {};
+  return http::bearer_token(req["authorization"]);
 }
 
 // Turnpike's response headers about the route that served; the views point into this.

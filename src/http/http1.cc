@@ -178,6 +178,15 @@ bool iequals(std::string_view a, std::string_view b) {
   return true;
 }
 
+std::string_view bearer_token(std::string_view authorization) {
+  constexpr std::string_view kScheme = "bearer ";
+  if (authorization.size() <= kScheme.size() ||
+      !iequals(authorization.substr(0, kScheme.size()), kScheme)) {
+    return {};
+  }
+  return authorization.substr(kScheme.size());
+}
+
 namespace {
 void move_view(std::string_view& v, const char* from, const char* to) {
   if (!v.empty()) v = std::string_view(to + (v.data() - from), v.size());

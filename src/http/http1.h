@@ -63,6 +63,10 @@ ParseStatus parse_response_head(std::string_view data, std::size_t head_bytes_ma
 
 bool iequals(std::string_view a, std::string_view b);
 
+// The token of an `Authorization: Bearer TOKEN` value, the scheme in any case (RFC 9110
+// §11.1); empty for another scheme or none.
+std::string_view bearer_token(std::string_view authorization);
+
 // After a parsed head's bytes are copied from `from` to `to`, points its views at the copy.
 void move_views(RequestHead& head, const char* from, const char* to);
 void move_views(ResponseHead& head, const char* from, const char* to);

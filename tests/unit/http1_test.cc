@@ -82,9 +82,13 @@ TEST(Http1, RejectsMalformedAndSmugglingShapes) {
 TEST(Http1, HeadLimit) {
   RequestHead head;
   std::size_t used = 0;
-  const std::string big = "GET / HTTP/1.1\r\nX: " + std::string(200, 'a');
+  // Built by appending: GCC 12 at -O3 warns falsely about `literal + std::string(n, c)`.
+  std::string big = "GET / HTTP/1.1\r\nX: ";
+  big.append(200, 'a');
   EXPECT_EQ(parse_request_head(big, 100, head, used), ParseStatus::kError);
-  EXPECT_EQ(parse_request_head(big + "\r\n\r\n", 100, head, used), ParseStatus::kError);
+  std::string whole = big;
+  whole.append("\r\n\r\n");
+  EXPECT_EQ(parse_request_head(whole, 100, head, used), ParseStatus::kError);
   EXPECT_EQ(parse_request_head(big, 1000, head, used), ParseStatus::kIncomplete);
   // Empty lines before the request count toward the limit (found by fuzzing): a head that
   // fits alone does not fit after them.
@@ -112,7 +116,8 @@ TEST(Http1, ParsesResponseHead) {
     EXPECT_EQ(parse_response_head(bad, 1024, head, used), ParseStatus::kError) << bad;
   }
   // The head limit holds whether the head came whole or in pieces.
-  const std::string long_head = "HTTP/1.1 200 OK\r\nX-Pad: " + std::string(2000, 'p') + "\r\n\r\n";
+  std::string long_head = "HTTP/1.1 200 OK\r\nX-Pad: ";
+  long_head.append(2000, 'p').append("\r\n\r\n");
   EXPECT_EQ(parse_response_head(long_head, 1024, head, used), ParseStatus::kError);
   EXPECT_EQ(head.error, "response head too large");
   EXPECT_EQ(parse_response_head(long_head.substr(0, 1500), 1024, head, used), ParseStatus::kError);
@@ -152,3 +157,15 @@ TEST(Http1, ChunkedRejectsMalformedAndOversize) {
 
 }  // namespace
 }  // namespace tp::http
+
+// The auth scheme is case-insensitive (RFC 9110 §11.1): `BEARER KEY` is a key like `Bearer KEY`.
+TEST(Http1, BearerTokenTakesTheSchemeInAnyCase) {
+  using tp::http::bearer_token;
+  EXPECT_EQ(bearer_token("Bearer tp_sk_x"), "tp_sk_x");
+  EXPECT_EQ(bearer_token("bearer tp_sk_x"), "tp_sk_x");
+  EXPECT_EQ(bearer_token("BEARER tp_sk_x"), "tp_sk_x");
+  EXPECT_EQ(bearer_token("Basic dXNlcjpwYXNz"), "");
+  EXPECT_EQ(bearer_token("Bearer "), "");
+  EXPECT_EQ(bearer_token("Bearertp_sk_x"), "");
+  EXPECT_EQ(bearer_token(""), "");
+}
