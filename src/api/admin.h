@@ -64,8 +64,9 @@ std::string credit_request(std::int64_t account, std::string_view kind, Money am
 std::string refund_request(std::int64_t account, Money amount);
 
 // A money-moving call under an idempotency key, inside the caller's store transaction: the
-// first time, runs `move` and keeps the answer; with the same key and request again, the
-// kept answer; with the same key and a different request, kConflict. With `pending` (the
+// first time, runs `move` and keeps the answer (a refusal by the books, kPaymentRequired,
+// too: a 402 answer with its error body); with the same key and request again, the kept
+// answer; with the same key and a different request, kConflict. With `pending` (the
 // writer's AnswerBuffer), the answer and the ledger are stored by the batch's commit hook;
 // without (a command-line tool), here.
 Result<store::StoredAnswer> idempotent_move(store::Database& db, store::AnswerBuffer* pending,

@@ -1,5 +1,7 @@
 #include "api/errors.h"
 
+#include <simdjson.h>
+
 #include "core/json_writer.h"
 
 namespace tp::api {
@@ -68,6 +70,17 @@ std::string error_body(Surface surface, unsigned status, std::string_view messag
   w.field("code", code.empty() ? names.openai_code : code);
   w.end_object().end_object();
   return out;
+}
+
+std::string error_message(std::string_view body) {
+  simdjson::dom::parser parser;
+  std::string_view message;
+  simdjson::dom::element doc;
+  if (parser.parse(body.data(), body.size()).get(doc) ||
+      doc["error"]["message"].get_string().get(message)) {
+    return {};
+  }
+  return std::string(message);
 }
 
 }  // namespace tp::api

@@ -19,5 +19,7 @@ unsigned http_status(ErrorKind kind);
 // `code` defaults to one derived from the status.
 std::string error_body(Surface surface, unsigned status, std::string_view message,
                        std::string_view code = {});
+// The message of an error body of either shape ("" when `body` is not one).
+std::string error_message(std::string_view body);
 
 }  // namespace tp::api

@@ -18,6 +18,7 @@
 #include <cstring>
 
 #include "api/admin.h"
+#include "api/errors.h"
 #include "api/gateway.h"
 #include "api/maintenance.h"
 #include "api/prober.h"
@@ -191,6 +192,9 @@ struct OfflineStore {
   std::unique_ptr<store::Database> db;
   std::unique_ptr<auth::Directory> directory;
   std::unique_ptr<ledger::Bank> bank;
+  // Set by a change that is a refusal to keep (an idempotency key's refused call): it is
+  // committed, and reported as the command's error.
+  std::string refusal;
 };
 
 Result<OfflineStore> open_offline(const std::string& store_uri, const std::string& data_dir) {
@@ -242,6 +246,10 @@ int offline_change(const std::string& store_uri, const std::string& data_dir,
     (void)st.db->exec("ROLLBACK");
     std::fprintf(stderr, "turnpike: %s\n",
                  answer ? "commit failed" : answer.status().message().c_str());
+    return 1;
+  }
+  if (!st.refusal.empty()) {
+    std::fprintf(stderr, "turnpike: %s\n", st.refusal.c_str());
     return 1;
   }
   std::printf("%s\n", answer->c_str());
@@ -354,6 +362,11 @@ int money_call(const std::string& store_uri, const std::string& data_dir,
     auto answer = api::idempotent_move(*st.db, nullptr, *st.bank, o.idempotency_key, request, id,
                                        move);
     if (!answer) return answer.status();
+    if (answer->status != 200) {  // refused by the books, now or under this key before
+      st.refusal = api::error_message(answer->body);
+      if (st.refusal.empty()) st.refusal = "refused";
+      return std::string();
+    }
     return answer->body;
   });
 }

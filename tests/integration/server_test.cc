@@ -379,6 +379,20 @@ TEST(Cli, OfflineCreditsRefundsBalancePolicySuspensionAndRotation) {
   const auto [balance, balance_out] = cli({"accounts", "balance", id, "--data-dir", var});
   EXPECT_EQ(balance, std::optional<int>(0));
   EXPECT_NE(balance_out.find(R"("paid_usd":"6.00")"), std::string::npos) << balance_out;
+  // The refusal is that key's result, as over HTTP: after a top-up it is refused again.
+  ASSERT_EQ(cli({"accounts", "credit", id, "--amount-usd", "2", "--idempotency-key", "t-1",
+                 "--data-dir", var})
+                .first,
+            std::optional<int>(0));
+  const auto [refused, refused_out] = cli({"accounts", "refund", id, "--amount-usd", "7",
+                                           "--idempotency-key", "r-2", "--data-dir", var});
+  EXPECT_EQ(refused, std::optional<int>(1)) << refused_out;
+  EXPECT_NE(refused_out.find("6.00 USD unreserved, 7.00 USD needed"), std::string::npos)
+      << refused_out;
+  ASSERT_EQ(cli({"accounts", "refund", id, "--amount-usd", "2", "--idempotency-key", "r-3",
+                 "--data-dir", var})
+                .first,
+            std::optional<int>(0));
 
   // Suspension and routing policy.
   EXPECT_NE(cli({"accounts", "suspend", id, "--data-dir", var}).second.find(
