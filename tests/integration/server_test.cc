@@ -130,6 +130,22 @@ TEST(Server, HeadAnswersCarryNoBody) {
   }
 }
 
+// An HTTP/1.1 request names its host once (RFC 9112 §3.2); HTTP/1.0 need not.
+TEST(Server, AnHttp11RequestWithoutOneHostIs400) {
+  Stack stack;
+  ASSERT_GT(stack.port, 0);
+  for (const auto& [head, status] : std::vector<std::pair<std::string, std::string>>{
+           {"GET /healthz HTTP/1.1\r\n\r\n", "400"},
+           {"GET /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", "400"},
+           {"GET /healthz HTTP/1.0\r\n\r\n", "200"},
+           {"GET /healthz HTTP/1.1\r\nhOsT: a\r\n\r\n", "200"}}) {
+    RawConnection c(stack.port);
+    ASSERT_TRUE(c.send(head));
+    const std::string got = c.read_until("}", 5s);
+    EXPECT_EQ(got.substr(0, 12).substr(9), status) << head << " -> " << got;
+  }
+}
+
 TEST(Server, KeepAliveAndPipelinedRequestsAnswerInOrder) {
   Stack stack;
   ASSERT_GT(stack.port, 0);
