@@ -185,7 +185,8 @@ void write_key(json::Writer& w, const auth::ApiKey& k) {
   w.end_array().field("created_at", format_rfc3339(k.created_ms));
   w.key("expires_at");
   if (k.expires_ms) w.value(format_rfc3339(*k.expires_ms)); else w.null();
-  w.field("revoked", k.revoked_ms.has_value());
+  w.field("revoked", k.revoked_ms.has_value()).key("replaced_by");
+  if (k.replaced_by) w.value(fmt::format("key_{}", *k.replaced_by)); else w.null();
   write_policy(w, k.policy);
   w.key("tags").begin_array();
   for (const auto& t : k.tags) w.value(t);

@@ -123,13 +123,13 @@ Status write_key(store::Database& db, const ApiKey& k, Write how) {
   auto statement = db.cached(
       how == Write::kNew
           ? "INSERT INTO api_keys (id, account_id, name, digest, last4, models, created_ms, "
-            "expires_ms, revoked_ms, privacy_tier, routing_weights, tags) VALUES (?, ?, ?, ?, ?, "
-            "?, ?, ?, ?, ?, ?, ?)"
+            "expires_ms, revoked_ms, privacy_tier, routing_weights, tags, replaced_by) VALUES "
+            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
           : "INSERT INTO api_keys (id, account_id, name, digest, last4, models, created_ms, "
-            "expires_ms, revoked_ms, privacy_tier, routing_weights, tags) VALUES (?, ?, ?, ?, ?, "
-            "?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET expires_ms = "
-            "excluded.expires_ms, revoked_ms = excluded.revoked_ms "
-            "WHERE api_keys.digest = excluded.digest RETURNING id");
+            "expires_ms, revoked_ms, privacy_tier, routing_weights, tags, replaced_by) VALUES "
+            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET expires_ms = "
+            "excluded.expires_ms, revoked_ms = excluded.revoked_ms, replaced_by = "
+            "excluded.replaced_by WHERE api_keys.digest = excluded.digest RETURNING id");
   if (!statement) return statement.status();
   store::Statement& st = **statement;
   st.bind(1, k.id).bind(2, k.account_id).bind(3, k.name).bind(4, to_hex(k.digest));
@@ -138,6 +138,7 @@ Status write_key(store::Database& db, const ApiKey& k, Write how) {
   if (k.revoked_ms) st.bind(9, *k.revoked_ms); else st.bind_null(9);
   st.bind(10, catalog::privacy_tier_name(k.policy.privacy_tier));
   st.bind(11, weights_text(k.policy.weights)).bind(12, join_models(k.tags));
+  if (k.replaced_by) st.bind(13, *k.replaced_by); else st.bind_null(13);
   return run_write(st, how, fmt::format("key_{}", k.id));
 }
 
@@ -169,7 +170,7 @@ Result<std::unique_ptr<Directory>> Directory::load(store::Database& db) {
   }
   auto keys = db.prepare(
       "SELECT id, account_id, name, digest, last4, models, created_ms, expires_ms, revoked_ms, "
-      "privacy_tier, routing_weights, tags FROM api_keys ORDER BY id");
+      "privacy_tier, routing_weights, tags, replaced_by FROM api_keys ORDER BY id");
   if (!keys) return keys.status();
   for (;;) {
     auto step = keys->step();
@@ -191,6 +192,7 @@ Result<std::unique_ptr<Directory>> Directory::load(store::Database& db) {
     if (!policy) return policy.status();
     k.policy = *policy;
     k.tags = split_models(keys->column_text(11));
+    if (!keys->column_is_null(12)) k.replaced_by = keys->column_int(12);
     dir->keys_.emplace(k.id, std::move(k));
   }
   std::lock_guard lock(dir->mu_);
@@ -374,6 +376,14 @@ Result<ApiKey> Directory::rotate_key(store::Database& db, const KeyHasher& hashe
     return Status{ErrorKind::kNotFound, fmt::format("no active key key_{}", key_id)};
   }
   const ApiKey old = it->second;
+  if (old.replaced_by) {
+    // Its expiry is now the grace deadline of that rotation, which a second successor
+    // would inherit (and die with): the successor is the key to rotate.
+    return Status{ErrorKind::kConflict,
+                  fmt::format("key_{} was rotated already, to key_{}, and stops working at its "
+                              "grace deadline: rotate key_{} instead",
+                              key_id, *old.replaced_by, *old.replaced_by)};
+  }
   auto fresh = create_key_locked(db, hasher, old.account_id,
                                  KeySpec{old.name, old.models, old.policy, old.tags, old.expires_ms},
                                  now_ms, secret);
@@ -381,6 +391,7 @@ Result<ApiKey> Directory::rotate_key(store::Database& db, const KeyHasher& hashe
   ApiKey ending = old;
   ending.expires_ms =
       old.expires_ms ? std::min(*old.expires_ms, now_ms + grace_ms) : now_ms + grace_ms;
+  ending.replaced_by = fresh->id;
   if (Status s = write_key(db, ending, Write::kWhole); !s) return s;
   *old_expires_ms = *ending.expires_ms;
   keys_.at(key_id) = std::move(ending);

@@ -60,6 +60,7 @@ struct ApiKey {
   std::optional<std::int64_t> revoked_ms;
   RoutingPolicy policy;
   std::vector<std::string> tags;  // matched by routing rules
+  std::optional<std::int64_t> replaced_by;  // the key a rotation made in its place
 };
 
 // What a request needs to know about its key, looked up by digest.

@@ -9,7 +9,7 @@ namespace tp::store {
 namespace {
 
 // Append only: a released migration never changes.
-constexpr std::array<std::string_view, 10> kMigrations = {
+constexpr std::array<std::string_view, 11> kMigrations = {
     // 1: the ledger journal.
     R"sql(
 CREATE TABLE ledger_accounts (
@@ -130,6 +130,11 @@ ALTER TABLE api_keys ADD COLUMN tags TEXT NOT NULL DEFAULT '';  -- comma-separat
     // 10: an account's model allowlist, applied to every key of it with the key's own.
     R"sql(
 ALTER TABLE accounts ADD COLUMN models TEXT NOT NULL DEFAULT '';  -- comma-separated, '': all
+)sql",
+    // 11: the key a rotation made in a key's place (a key is rotated once: its successor
+    // keeps its own expiry, never the grace deadline a rotation gave it).
+    R"sql(
+ALTER TABLE api_keys ADD COLUMN replaced_by INTEGER;
 )sql",
 };
 

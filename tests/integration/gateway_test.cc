@@ -313,6 +313,17 @@ TEST_F(GatewayTest, KeysAreCheckedAndManagedThroughTheAdminApi) {
   EXPECT_EQ(post("/v1/embeddings", embed, as(new_key)).status, 200);
   // The new key keeps the old one's model allowlist.
   expect_openai_error(post("/v1/chat/completions", chat, as(new_key)), 403, "permission_error");
+  // A key is rotated once: a second rotation (a retry whose answer was lost) would make a
+  // successor that inherits the grace deadline and dies with it. It is 409 naming the key
+  // to rotate instead, which the old key's listing names too.
+  const auto again = http_request(stack_->port, "POST", "/admin/v1/keys/" + key_id + "/rotate",
+                                  R"({"grace_seconds":3600})", admin);
+  EXPECT_EQ(again.status, 409) << again.body;
+  EXPECT_NE(again.body.find("rotate " + new_id + " instead"), std::string::npos) << again.body;
+  const auto listed = http_request(stack_->port, "GET", "/admin/v1/accounts/" + id,
+                                   "", admin);
+  EXPECT_NE(listed.body.find(R"("replaced_by":")" + new_id + "\""), std::string::npos)
+      << listed.body;
   ASSERT_EQ(http_request(stack_->port, "POST", "/admin/v1/keys/" + new_id + "/rotate",
                          R"({"grace_seconds":0})", admin).status, 200);
   expect_openai_error(post("/v1/embeddings", embed, as(new_key)), 401, "authentication_error");
