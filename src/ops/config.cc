@@ -50,6 +50,7 @@ class Reader {
   void check_keys(const YAML::Node& n, std::string_view path,
                   std::initializer_list<std::string_view> allowed) const {
     expect_map(n, path);
+    std::vector<std::string> seen;
     for (const auto& kv : n) {
       const std::string key = kv.first.as<std::string>();
       bool known = false;
@@ -59,6 +60,12 @@ class Reader {
         for (auto a : allowed) list += fmt::format("{}{}", list.empty() ? "" : ", ", a);
         fail(kv.first, join(path, key), fmt::format("unknown key (expected one of: {})", list));
       }
+      // YAML keeps both copies of a repeated key and lookups see the first: the second,
+      // perhaps the one meant (a tier appended to a copied block), would be ignored.
+      if (std::find(seen.begin(), seen.end(), key) != seen.end()) {
+        fail(kv.first, join(path, key), "appears more than once");
+      }
+      seen.push_back(key);
     }
   }
 
@@ -79,6 +86,17 @@ class Reader {
       return fallback;
     }
     return scalar(n, join(path, key));
+  }
+
+  // A name: a string that is not empty or blank (a provider shown as "", a model no request
+  // can name, "model": "" sent upstream).
+  std::string name(const YAML::Node& parent, std::string_view key, std::string_view path,
+                   const std::string& fallback, bool required = false) const {
+    std::string value = string(parent, key, path, fallback, required);
+    if (value.find_first_not_of(" \t") == std::string::npos) {
+      fail(parent[std::string(key)], join(path, key), "must not be empty");
+    }
+    return value;
   }
 
   std::uint64_t integer(const YAML::Node& parent, std::string_view key, std::string_view path,
@@ -171,7 +189,7 @@ std::vector<catalog::Provider> parse_providers(const Reader& r, const YAML::Node
                            "rebate_percent", "ca_file"});
     catalog::Provider p;
     p.index = i;
-    p.name = r.string(n, "name", path, "", true);
+    p.name = r.name(n, "name", path, "", true);
     if (!names.insert(p.name).second) {
       r.fail(n["name"], path + ".name", fmt::format("duplicate provider name '{}'", p.name));
     }
@@ -222,7 +240,7 @@ std::vector<catalog::Model> parse_models(const Reader& r, const YAML::Node& root
     r.check_keys(n, path, {"name", "kind", "quality", "tier", "max_output_tokens",
                            "context_tokens", "routes"});
     catalog::Model m;
-    m.name = r.string(n, "name", path, "", true);
+    m.name = r.name(n, "name", path, "", true);
     if (!names.insert(m.name).second) {
       r.fail(n["name"], path + ".name", fmt::format("duplicate model name '{}'", m.name));
     }
@@ -261,7 +279,7 @@ std::vector<catalog::Model> parse_models(const Reader& r, const YAML::Node& root
                fmt::format("no provider named '{}'", provider));
       }
       route.provider = it->index;
-      route.upstream_model = r.string(rn, "upstream_model", rpath, m.name);
+      route.upstream_model = r.name(rn, "upstream_model", rpath, m.name);
       for (std::size_t k = 0; k < m.routes.size(); ++k) {
         if (m.routes[k].provider == route.provider &&
             m.routes[k].upstream_model == route.upstream_model) {

@@ -140,6 +140,26 @@ models: [])", "environment variable TP_SURELY_UNSET_VAR is not set");
   - { name: a, base_url: "http://y/v1" }
 models: [])", "duplicate provider name 'a'");
   expect_error("providers: [\n", "YAML");
+  // A repeated key would be read as its first copy, the second (perhaps the one meant)
+  // ignored: refused, at the second.
+  expect_error(R"(providers:
+  - name: a
+    base_url: "http://x/v1"
+    privacy_tier: confidential
+    privacy_tier: community
+models: [])", "t.yaml:5: providers[0].privacy_tier: appears more than once");
+  expect_error(std::string(kMinimal) + "routing: { breaker_failures: 2 }\nrouting: {}\n",
+               "routing: appears more than once");
+  // Names are never empty: an empty upstream_model would be sent upstream as "model": "".
+  expect_error(R"(providers:
+  - { name: "", base_url: "http://x/v1" }
+models: [])", "providers[0].name: must not be empty");
+  expect_error(R"(providers:
+  - { name: a, base_url: "http://x/v1" }
+models:
+  - name: m
+    routes: [{provider: a, upstream_model: " ", input_per_mtok: "1", output_per_mtok: "1"}]
+)", "models[0].routes[0].upstream_model: must not be empty");
 }
 
 }  // namespace
