@@ -1774,16 +1774,10 @@ Task<Gateway::Answered> Gateway::send_with_fallback(const OperationInfo& info,
       continue;
     }
     bill.sent_at = sent_at;
-    if (stream) {
-      // A stream's headers come with its first token; a whole response's only at its end,
-      // which says nothing about time to first token. A flex tier's queueing says nothing
-      // about the route's standard latency.
-      bill.first_byte = std::chrono::steady_clock::now();
-      if (!flex) {
-        observe_ttfb(r, bill.first_byte - sent_at);
-        stats_->ttfb(r.index, bill.first_byte - sent_at);
-      }
-    }
+    // A stream's headers come with its first token; a whole response's only at its end,
+    // which says nothing about time to first token. Observed when the stream completes
+    // (settle): an error's quick head would make a failing route look fast.
+    if (stream) bill.first_byte = std::chrono::steady_clock::now();
     out.response = std::move(sent.value());
     break;
   }
@@ -1842,6 +1836,9 @@ Task<bool> Gateway::settle(Bill& bill, const meter::Usage& usage, int status) {
   const auto now = std::chrono::steady_clock::now();
   if (status == 200 && !bill.flex) stats_->latency(bill.route->index, now - bill.sent_at);
   if (status == 200 && !bill.flex && bill.first_byte != std::chrono::steady_clock::time_point{}) {
+    // A flex tier's queueing says nothing about the route's standard latency.
+    observe_ttfb(*bill.route, bill.first_byte - bill.sent_at);
+    stats_->ttfb(bill.route->index, bill.first_byte - bill.sent_at);
     observe_speed(*bill.route, usage.output_tokens, now - bill.first_byte);
     stats_->decoding(bill.route->index, usage.output_tokens, now - bill.first_byte);
   }

@@ -616,6 +616,17 @@ TEST(Router, RouteStatsCountAttemptsFailuresFallbacksAndLatency) {
                          {{"authorization", "Bearer " + up.key}})
                 .status,
             401);
+  // A stream refused with an error head measures no time to first byte: quick errors would
+  // make a failing route look fast.
+  const auto refused = http_request(up.port, "POST", "/v1/chat/completions",
+                                    R"({"model":"lonely","stream":true,"messages":[]})",
+                                    {{"authorization", "Bearer " + up.key}});
+  EXPECT_EQ(refused.status, 502) << refused.body;
+  const auto after = http_request(up.port, "GET", "/admin/v1/routes", {},
+                                  {{"authorization", std::string("Bearer ") + kAdminKey}});
+  const std::string erring = route_entry(after.body, "lonely", "erring");
+  EXPECT_NE(erring.find(R"("attempts":1)"), std::string::npos) << erring;
+  EXPECT_NE(erring.find(R"("ttfb_ms":null)"), std::string::npos) << erring;
 }
 
 TEST(Router, BackgroundProbesSkipADownProviderAndBringItBack) {
