@@ -1706,13 +1706,13 @@ Task<Gateway::Answered> Gateway::send_with_fallback(const OperationInfo& info,
     timeouts.cutoff = bill.cutoff;
     if (flex) timeouts.first_byte_timeout_ms = static_cast<std::uint32_t>(flex_ms);
     if (falling_back) timeouts.head_by = *deadline;
-    // Whether the deadline, not the route's own timeouts, bounds this attempt: a timeout is
-    // then the deadline's. (Timers run on a coarse clock, so "now past the deadline" could
-    // be a few milliseconds short of it when they fire.)
-    const bool deadline_binds =
-        falling_back && *deadline - sent_at < std::chrono::milliseconds(std::min(
-                                                  timeouts.connect_timeout_ms,
-                                                  timeouts.first_byte_timeout_ms));
+    // Whether a timeout of this attempt was the deadline's, not the route's own: it fired
+    // at the deadline, which bounds the wait for the head of a fallback attempt. (Timers
+    // run on a coarse clock, so they may fire up to a tick short of it.)
+    auto cut_by_deadline = [&] {
+      return falling_back &&
+             std::chrono::steady_clock::now() + http::kDeadlineTick >= *deadline;
+    };
     stats_->attempt(r.index, flex);
     health_[r.index].attempting(state_->config().breaker, sent_at);
     out.last_tried = &r;
@@ -1737,7 +1737,7 @@ Task<Gateway::Answered> Gateway::send_with_fallback(const OperationInfo& info,
       stats_->fallback(r.index);
       continue;
     }
-    if (!sent && deadline_binds && sent.status().kind() == ErrorKind::kUpstreamTimeout) {
+    if (!sent && sent.status().kind() == ErrorKind::kUpstreamTimeout && cut_by_deadline()) {
       // Cut short by the deadline, not found slow by its own timeouts: no health mark.
       out.failure = deadline_passed();
       break;

@@ -500,46 +500,54 @@ std::string route_entry(const std::string& routes, const std::string& model,
 // The deadline bounds the whole fallback: an attempt that starts just before it gets only
 // the time left, not the upstream's full first-byte timeout.
 TEST(Router, AFallbackAttemptEndsAtTheDeadline) {
-  TempDir dir;
   Process erring(bin("turnpike-sim"),
                  std::vector<std::string>{"--listen", "127.0.0.1:0", "--error-rate", "1"});
   Process slow(bin("turnpike-sim"),
                std::vector<std::string>{"--listen", "127.0.0.1:0", "--latency-ms", "3000"});
   const int erring_port = erring.wait_listening();
   const int slow_port = slow.wait_listening();
-  std::ostringstream y;
-  y << "listen: \"127.0.0.1:0\"\nrouting: { fallback_deadline_ms: 300 }\nproviders:\n"
-    << "  - { name: erring, api: openai, base_url: \"http://127.0.0.1:" << erring_port << "/v1\" }\n"
-    << "  - { name: slow, api: openai, base_url: \"http://127.0.0.1:" << slow_port << "/v1\" }\n"
-    << "models:\n  - name: m\n    routes:\n"
-    << "      - { provider: erring, input_per_mtok: \"0.01\", output_per_mtok: \"0.01\" }\n"
-    << "      - { provider: slow, input_per_mtok: \"1\", output_per_mtok: \"1\" }\n";
-  Process gateway(bin("turnpike"),
-                  std::vector<std::string>{"serve", "--config", dir.write("t.yaml", y.str()),
-                                           "--threads", "1", "--data-dir", dir.path() + "/var"},
-                  std::map<std::string, std::string>{{"TURNPIKE_ADMIN_KEY", kAdminKey}});
-  const int port = gateway.wait_listening();
-  ASSERT_GT(port, 0) << gateway.log();
-  const std::string key = create_key(port);
-  const std::map<std::string, std::string> headers = {{"authorization", "Bearer " + key},
-                                                      {"x-turnpike-route-preference", "cost"}};
-  const std::string body = R"({"model":"m","max_tokens":20,"messages":[]})";
-  // erring answers 500 at once; slow would answer after 3 s, past the 300 ms deadline.
-  for (int i = 0; i < 2; ++i) {
-    const auto res = http_request(port, "POST", "/v1/chat/completions", body, headers);
-    EXPECT_EQ(res.status, 504) << res.body;
-    EXPECT_NE(res.body.find("fallback_deadline_ms"), std::string::npos) << res.body;
+  // The deadline cuts the wait for the head, whichever of it and the route's own timeouts
+  // is shorter than the other (a connect timeout below the deadline included).
+  for (const std::string upstream : {"", "upstream: { connect_timeout_ms: 100 }\n"}) {
+    TempDir dir;
+    std::ostringstream y;
+    y << "listen: \"127.0.0.1:0\"\nrouting: { fallback_deadline_ms: 300 }\n" << upstream
+      << "providers:\n"
+      << "  - { name: erring, api: openai, base_url: \"http://127.0.0.1:" << erring_port
+      << "/v1\" }\n"
+      << "  - { name: slow, api: openai, base_url: \"http://127.0.0.1:" << slow_port << "/v1\" }\n"
+      << "models:\n  - name: m\n    routes:\n"
+      << "      - { provider: erring, input_per_mtok: \"0.01\", output_per_mtok: \"0.01\" }\n"
+      << "      - { provider: slow, input_per_mtok: \"1\", output_per_mtok: \"1\" }\n";
+    Process gateway(bin("turnpike"),
+                    std::vector<std::string>{"serve", "--config", dir.write("t.yaml", y.str()),
+                                             "--threads", "1", "--data-dir", dir.path() + "/var"},
+                    std::map<std::string, std::string>{{"TURNPIKE_ADMIN_KEY", kAdminKey}});
+    const int port = gateway.wait_listening();
+    ASSERT_GT(port, 0) << gateway.log();
+    const std::string key = create_key(port);
+    const std::map<std::string, std::string> headers = {
+        {"authorization", "Bearer " + key}, {"x-turnpike-route-preference", "cost"}};
+    const std::string body = R"({"model":"m","max_tokens":20,"messages":[]})";
+    const int slow_before = received(slow_port);
+    // erring answers 500 at once; slow would answer after 3 s, past the 300 ms deadline.
+    for (int i = 0; i < 2; ++i) {
+      const auto res = http_request(port, "POST", "/v1/chat/completions", body, headers);
+      EXPECT_EQ(res.status, 504) << upstream << res.body;
+      EXPECT_NE(res.body.find("fallback_deadline_ms"), std::string::npos) << res.body;
+    }
+    EXPECT_EQ(received(slow_port), slow_before + 2);  // it was tried, and cut off
+    // The usage rows name the route that failed last.
+    const auto usage =
+        http_request(port, "GET", "/api/usage", {}, {{"authorization", "Bearer " + key}});
+    EXPECT_NE(usage.body.find(R"("provider":"slow")"), std::string::npos) << usage.body;
+    EXPECT_NE(usage.body.find(R"("status":504)"), std::string::npos) << usage.body;
+    // Being cut off by the deadline is no mark against the slow route's health.
+    const auto routes = http_request(port, "GET", "/admin/v1/routes", {},
+                                     {{"authorization", std::string("Bearer ") + kAdminKey}});
+    const std::string slow_entry = route_entry(routes.body, "m", "slow");
+    EXPECT_NE(slow_entry.find(R"("errors":0)"), std::string::npos) << upstream << routes.body;
   }
-  EXPECT_EQ(received(slow_port), 2);  // it was tried, and cut off
-  // The usage rows name the route that failed last.
-  const auto usage = http_request(port, "GET", "/api/usage", {}, {{"authorization", "Bearer " + key}});
-  EXPECT_NE(usage.body.find(R"("provider":"slow")"), std::string::npos) << usage.body;
-  EXPECT_NE(usage.body.find(R"("status":504)"), std::string::npos) << usage.body;
-  // Being cut off by the deadline is no mark against the slow route's health.
-  const auto routes = http_request(port, "GET", "/admin/v1/routes", {},
-                                   {{"authorization", std::string("Bearer ") + kAdminKey}});
-  const std::string slow_entry = route_entry(routes.body, "m", "slow");
-  EXPECT_NE(slow_entry.find(R"("errors":0)"), std::string::npos) << routes.body;
 }
 
 TEST(Router, RouteStatsCountAttemptsFailuresFallbacksAndLatency) {
