@@ -561,6 +561,7 @@ class Gateway final : public http::Handler {
     std::unique_ptr<http::UpstreamResponse> response;
     Status failure;
     std::size_t attempt = 0;  // index into the routes tried
+    std::size_t skipped = 0;  // routes before it found resting when their turn came
     const catalog::Route* last_tried = nullptr;  // the last route a request went to
   };
   // Down the ranking until a route answers: a refused or failed connection, a timeout
@@ -1024,8 +1025,9 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
   http::UpstreamResponse& upstream = *answered;
 
   RouteHeaders route_headers;
-  std::vector<Header> headers = route_headers.of(provider, served.score, route, attempt,
-                                                 plan.options.flex_ms > 0, bill.flex);
+  std::vector<Header> headers =
+      route_headers.of(provider, served.score, route, attempt - sent.skipped,
+                       plan.options.flex_ms > 0, bill.flex);
   forwardable_headers(upstream.headers(), headers);
 
   if (upstream.status() >= 500) {
@@ -1690,6 +1692,13 @@ Task<Gateway::Answered> Gateway::send_with_fallback(const OperationInfo& info,
     }
     const catalog::Route& r = *routes[out.attempt].route;
     const catalog::Provider& p = state_->catalog().provider(r);
+    if (falling_back && (health_[r.index].resting(sent_at) ||
+                         state_->provider_health().down(p.index))) {
+      // Its circuit opened (or a probe of it went out), or the probes found its provider
+      // down, since the request was ranked: not tried, as a new request would not be.
+      ++out.skipped;
+      continue;
+    }
     // The client's bytes go as they came unless the model name or Turnpike's own options
     // must change, or an OpenAI stream must be asked for its usage.
     std::string_view upstream_body = req.body();

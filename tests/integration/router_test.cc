@@ -89,6 +89,10 @@ struct ThreeUpstreams {
       << "  - name: patient\n    routes:\n"
       << "      - { provider: slowfail, input_per_mtok: \"0.01\", output_per_mtok: \"0.01\" }\n"
       << "      - { provider: fast, input_per_mtok: \"1\", output_per_mtok: \"1\" }\n"
+      << "  - name: wary\n    routes:\n"
+      << "      - { provider: slowfail, input_per_mtok: \"0.01\", output_per_mtok: \"0.01\" }\n"
+      << "      - { provider: erring, input_per_mtok: \"0.02\", output_per_mtok: \"0.02\" }\n"
+      << "      - { provider: fast, input_per_mtok: \"1\", output_per_mtok: \"1\" }\n"
       << "  - name: lonely\n    routes:\n"
       << "      - { provider: erring, input_per_mtok: \"1\", output_per_mtok: \"1\" }\n"
       << "  - name: open-only\n    routes:\n"
@@ -389,6 +393,33 @@ TEST(Router, AnOpenBreakerClosesWhenTheRouteAnswersAgain) {
   const std::string log = up.gateway->log();
   EXPECT_NE(log.find("route circuit opened"), std::string::npos) << log;
   EXPECT_NE(log.find("route circuit closed"), std::string::npos) << log;
+}
+
+// A route whose circuit opens while a request waits on an earlier one is skipped when the
+// request falls back, as a new request would skip it.
+TEST(Router, AFallbackSkipsARouteWhoseCircuitOpenedMeanwhile) {
+  ThreeUpstreams up(
+      "routing:\n  breaker_failures: 1\n  breaker_cooldown_ms: 60000\n  rules:\n"
+      "    - { name: no-slow, match: { key_tag: hurried }, exclude: [slowfail] }");
+  ASSERT_GT(up.port, 0) << up.gateway->log();
+  const std::string hurried = create_key(up.port, R"({"tags":["hurried"]})");
+  // `wary` by cost: slowfail (a 500 after 300 ms), erring, fast.
+  HttpResponse waited;
+  std::thread waiting([&] { waited = up.chat("cost", "", "", "wary"); });
+  std::this_thread::sleep_for(100ms);
+  // Meanwhile a key whose requests skip slowfail goes to wary's erring route first: it
+  // fails, and that route's circuit opens.
+  const auto other = http_request(up.port, "POST", "/v1/chat/completions",
+                                  R"({"model":"wary","messages":[]})",
+                                  {{"authorization", "Bearer " + hurried},
+                                   {"x-turnpike-route-preference", "cost"}});
+  ASSERT_EQ(other.status, 200) << other.body;
+  EXPECT_EQ(other.header("x-turnpike-fallbacks"), "1");
+  waiting.join();
+  ASSERT_EQ(waited.status, 200) << waited.body;
+  EXPECT_EQ(waited.header("x-turnpike-provider"), "fast");
+  EXPECT_EQ(waited.header("x-turnpike-fallbacks"), "1");  // slowfail failed; erring skipped
+  EXPECT_EQ(received(up.ports[3]), 1) << up.gateway->log();  // the other request's only
 }
 
 TEST(Router, AModelWhoseOnlyRouteRestsIs503) {
