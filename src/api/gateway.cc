@@ -792,12 +792,12 @@ Task<void> Gateway::usage_log(http::Request& req, Responder& res) {
     one_more.limit = limit + 1;  // the extra row tells whether a next page exists
     return store::query_usage(db, one_more);
   };
-  auto rows = co_await link_.call<std::vector<store::UsageRecord>>(fetch);
-  if (!rows) {
+  auto page = co_await link_.call<store::UsagePage>(fetch);
+  if (!page) {
     co_await send_error(res, Surface::kOpenAI, 503, "the usage log is unavailable");
     co_return;
   }
-  co_await res.send(200, kJson, usage_page_json(*rows, limit));
+  co_await res.send(200, kJson, usage_page_json(*page, limit));
 }
 
 Task<const auth::KeyGrant*> Gateway::authenticate(std::string_view key, Surface surface,

@@ -72,7 +72,8 @@ Result<store::UsageQuery> parse_usage_query(const http::QueryParams& params,
   return q;
 }
 
-std::string usage_page_json(const std::vector<store::UsageRecord>& rows, std::size_t limit) {
+std::string usage_page_json(const store::UsagePage& page, std::size_t limit) {
+  const std::vector<store::UsageRecord>& rows = page.rows;
   std::string out;
   out.reserve(64 + rows.size() * 360);
   json::Writer w(out);
@@ -99,6 +100,8 @@ std::string usage_page_json(const std::vector<store::UsageRecord>& rows, std::si
   w.end_array().key("next_cursor");
   if (rows.size() > limit) {
     w.value(fmt::format("{}{}", kCursorPrefix, rows[limit - 1].id));
+  } else if (page.scanned_to) {
+    w.value(fmt::format("{}{}", kCursorPrefix, *page.scanned_to));
   } else {
     w.null();
   }

@@ -24,7 +24,8 @@ inline constexpr std::size_t kUsagePageRowsDefault = 100;
 Result<store::UsageQuery> parse_usage_query(const http::QueryParams& params,
                                             std::optional<std::int64_t> account);
 
-// `rows` as fetched with limit + 1: the extra row only says that another page exists.
-std::string usage_page_json(const std::vector<store::UsageRecord>& rows, std::size_t limit);
+// `page` as fetched with limit + 1: the extra row only says that another page exists (as
+// does a scan that stopped short of the log's end).
+std::string usage_page_json(const store::UsagePage& page, std::size_t limit);
 
 }  // namespace tp::api

@@ -435,12 +435,12 @@ int print_usage_log(const std::string& store_uri, const std::string& data_dir,
   }
   const std::size_t limit = query->limit;
   query->limit = limit + 1;  // one more tells whether a next page exists
-  auto rows = store::query_usage(**db, *query);
-  if (!rows) {
-    std::fprintf(stderr, "turnpike: %s\n", rows.status().message().c_str());
+  auto page = store::query_usage(**db, *query);
+  if (!page) {
+    std::fprintf(stderr, "turnpike: %s\n", page.status().message().c_str());
     return 2;
   }
-  std::printf("%s\n", api::usage_page_json(*rows, limit).c_str());
+  std::printf("%s\n", api::usage_page_json(*page, limit).c_str());
   return 0;
 }
 

@@ -101,24 +101,42 @@ void store_settlements_with_batches(Writer& writer, BatchState state) {
   });
 }
 
-Result<std::vector<UsageRecord>> query_usage(Database& db, const UsageQuery& q) {
+Result<UsagePage> query_usage(Database& db, const UsageQuery& q) {
+  UsagePage page;
+  // The last row the scan may read: the scan_max-th after the cursor (index only), or the
+  // log's end when fewer are left.
+  std::int64_t scan_end = INT64_MAX;
+  {
+    auto bound = db.cached(q.account ? "SELECT id FROM usage_log WHERE account_id = ? AND id > ? "
+                                       "ORDER BY id LIMIT 1 OFFSET ?"
+                                     : "SELECT id FROM usage_log WHERE ? IS NULL AND id > ? "
+                                       "ORDER BY id LIMIT 1 OFFSET ?");
+    if (!bound) return bound.status();
+    Statement& s = **bound;
+    if (q.account) s.bind(1, *q.account); else s.bind_null(1);
+    s.bind(2, q.after_id).bind(3, static_cast<std::int64_t>(std::max<std::size_t>(q.scan_max, 1) - 1));
+    auto step = s.step();
+    if (step && *step == Statement::Step::kRow) scan_end = s.column_int(0);
+    s.reset();
+    if (!step) return step.status();
+  }
   constexpr std::string_view kColumns =
       "SELECT id, request_id, account_id, key_id, at_ms, model, provider, node, input_tokens, "
       "cached_tokens, output_tokens, cost_nanos, input_cost_nanos, output_cost_nanos, "
       "latency_ms, status, hold, service_tier, standard_cost_nanos FROM usage_log ";
   auto cached = db.cached(
       q.account ? std::string(kColumns) +
-                      "WHERE account_id = ? AND id > ? AND at_ms >= ? AND at_ms < ? "
-                      "ORDER BY id LIMIT ?"
+                      "WHERE account_id = ? AND id > ? AND id <= ? AND at_ms >= ? AND "
+                      "at_ms < ? ORDER BY id LIMIT ?"
                 : std::string(kColumns) +
-                      "WHERE ? IS NULL AND id > ? AND at_ms >= ? AND at_ms < ? "
+                      "WHERE ? IS NULL AND id > ? AND id <= ? AND at_ms >= ? AND at_ms < ? "
                       "ORDER BY id LIMIT ?");
   if (!cached) return cached.status();
   Statement& select = **cached;
   if (q.account) select.bind(1, *q.account); else select.bind_null(1);
-  select.bind(2, q.after_id).bind(3, q.from_ms).bind(4, q.to_ms);
-  select.bind(5, static_cast<std::int64_t>(q.limit));
-  std::vector<UsageRecord> rows;
+  select.bind(2, q.after_id).bind(3, scan_end).bind(4, q.from_ms).bind(5, q.to_ms);
+  select.bind(6, static_cast<std::int64_t>(q.limit));
+  std::vector<UsageRecord>& rows = page.rows;
   for (;;) {
     auto step = select.step();
     if (!step) {
@@ -150,7 +168,8 @@ Result<std::vector<UsageRecord>> query_usage(Database& db, const UsageQuery& q) 
     rows.push_back(std::move(r));
   }
   select.reset();
-  return rows;
+  if (rows.size() < q.limit && scan_end != INT64_MAX) page.scanned_to = scan_end;
+  return page;
 }
 
 }  // namespace tp::store

@@ -118,15 +118,27 @@ struct BatchState {
 // Sets the writer's before- and after-commit hooks.
 void store_settlements_with_batches(Writer& writer, BatchState state);
 
+// Rows a page may read of the account's log (of the whole log, for every account): a time
+// filter is not indexed, and the page is read on the store writer, which settlements wait
+// for. A narrow filter over a long history takes several pages, some of them empty.
+inline constexpr std::size_t kUsageScanRowsMax = 10'000;
+
 struct UsageQuery {
   std::optional<std::int64_t> account;  // nullopt: every account
   std::int64_t from_ms = 0;             // at_ms >= from_ms
   std::int64_t to_ms = INT64_MAX;       // at_ms < to_ms
   std::int64_t after_id = 0;            // rows with a larger id only
   std::size_t limit = 100;
+  std::size_t scan_max = kUsageScanRowsMax;  // rows read after `after_id`, matching or not
 };
 
-// Rows in id (commit) order.
-Result<std::vector<UsageRecord>> query_usage(Database& db, const UsageQuery& query);
+struct UsagePage {
+  std::vector<UsageRecord> rows;  // matching rows in id (commit) order, at most `limit`
+  // Where the scan stopped at `scan_max` rows, when more of the log lies after it: the
+  // next page starts there.
+  std::optional<std::int64_t> scanned_to;
+};
+
+Result<UsagePage> query_usage(Database& db, const UsageQuery& query);
 
 }  // namespace tp::store

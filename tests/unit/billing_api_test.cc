@@ -203,15 +203,21 @@ TEST(UsagePage, ShowsLimitRowsAndACursorOnlyWhenMoreExist) {
     rows[i].cost = Money::from_nanos(1500);
   }
   simdjson::dom::parser parser;
-  const std::string two = usage_page_json(rows, 2);
+  const std::string two = usage_page_json({rows, std::nullopt}, 2);
   auto doc = parser.parse(two).value();
   EXPECT_EQ(doc["data"].get_array().size(), 2u);
   EXPECT_EQ(std::string_view(doc["next_cursor"].get_string().value()), "u_11");
   EXPECT_EQ(doc["data"].at(0)["input_tokens"].get_int64().value(), 7);
   EXPECT_EQ(std::string_view(doc["data"].at(0)["cost_usd"].get_string().value()), "0.0000015");
   EXPECT_TRUE(doc["data"].at(0)["node"].is_null());
-  const std::string all = usage_page_json(rows, 3);
+  const std::string all = usage_page_json({rows, std::nullopt}, 3);
   EXPECT_TRUE(parser.parse(all).value()["next_cursor"].is_null());
+  // A scan that stopped short of the log's end goes on where it stopped, however few rows
+  // it found.
+  const std::string scanned = usage_page_json({{}, 5000}, 3);
+  auto short_page = parser.parse(scanned).value();
+  EXPECT_EQ(short_page["data"].get_array().size(), 0u);
+  EXPECT_EQ(std::string_view(short_page["next_cursor"].get_string().value()), "u_5000");
 }
 
 }  // namespace

@@ -349,6 +349,48 @@ TEST_F(StoreTest, CheckBooksCountsTheRowsStillInTheBatch) {
   EXPECT_TRUE(check_books(*db)->empty());
 }
 
+// A page reads at most scan_max rows of the log, matching or not: a narrow time filter over
+// a long history is walked through in bounded pages (some empty), each ending where its scan
+// did, and every matching row comes exactly once.
+TEST_F(StoreTest, UsagePagesReadABoundedPartOfTheLog) {
+  auto db = open();
+  std::vector<UsageRecord> rows;
+  for (int n = 0; n < 50; ++n) rows.push_back(usage_row(n));  // at_ms 1000..1049
+  ASSERT_TRUE(insert_usage_rows(*db, rows));
+  UsageQuery q;
+  q.account = 7;
+  q.from_ms = 1040;  // the last ten rows only
+  q.limit = 4;
+  q.scan_max = 15;
+  std::vector<std::string> seen;
+  int pages = 0;
+  for (;; ++pages) {
+    auto page = query_usage(*db, q);
+    ASSERT_TRUE(page);
+    ASSERT_LE(page->rows.size(), q.limit);
+    for (const UsageRecord& r : page->rows) seen.push_back(r.request_id);
+    if (page->rows.size() == q.limit) {
+      q.after_id = page->rows.back().id;
+    } else if (page->scanned_to) {
+      EXPECT_GT(*page->scanned_to, q.after_id);
+      q.after_id = *page->scanned_to;
+    } else {
+      break;
+    }
+    ASSERT_LT(pages, 20);
+  }
+  ASSERT_EQ(seen.size(), 10u);
+  for (int n = 0; n < 10; ++n) EXPECT_EQ(seen[n], "req_" + std::to_string(40 + n));
+  EXPECT_GE(pages, 3);  // rows 0..14 and 15..29 hold none: two empty pages at least
+  // Fewer rows than scan_max left: no scan bound, the last page says so.
+  UsageQuery tail;
+  tail.after_id = 45;
+  auto last = query_usage(*db, tail);
+  ASSERT_TRUE(last);
+  EXPECT_EQ(last->rows.size(), 5u);
+  EXPECT_FALSE(last->scanned_to);
+}
+
 // As the gateway wires it: settlements leave their rows in the buffer, the batch's
 // before-commit stores them, and the rows of a batch that fails are stored by the next one,
 // as the bank hands that batch's charges over again: never a charge without its row.
@@ -421,8 +463,9 @@ TEST_F(StoreTest, BufferedUsageRowsCommitWithTheirBatchOrWithTheNext) {
   auto db = open();
   UsageQuery q;
   q.limit = 100;
-  auto rows = query_usage(*db, q);
-  ASSERT_TRUE(rows);
+  auto page = query_usage(*db, q);
+  ASSERT_TRUE(page);
+  const auto* rows = &page->rows;
   ASSERT_EQ(rows->size(), 43u);  // 0..39, then 100 and 150 with the batch after theirs, 200
   for (int n = 0; n < 40; ++n) {
     const UsageRecord want = usage_row(n);
@@ -533,8 +576,9 @@ TEST_F(StoreTest, HandOverPiecesRunWhenTheirBatchCannotOpen) {
 
   auto check = open();
   UsageQuery q;
-  auto rows = query_usage(*check, q);
-  ASSERT_TRUE(rows);
+  auto page = query_usage(*check, q);
+  ASSERT_TRUE(page);
+  const auto* rows = &page->rows;
   ASSERT_EQ(rows->size(), 2u);
   EXPECT_EQ((*rows)[0].request_id, "req_1");
   EXPECT_EQ((*rows)[0].status, 503);
