@@ -35,7 +35,7 @@ Result<Services> open_services(const std::string& store_uri, const std::string& 
   if (auto s = store::migrate(**db); !s) return s;
   auto directory = auth::Directory::load(**db);
   if (!directory) return directory.status();
-  auto secret = auth::load_or_create_server_secret(data_dir);
+  auto secret = auth::open_server_secret(**db, data_dir);
   if (!secret) return secret.status();
   ledger::Ledger journal;
   if (auto s = store::load_ledger(**db, journal); !s) return s;

@@ -17,6 +17,7 @@
 #include <cstring>
 
 #include "core/assert.h"
+#include "store/database.h"
 
 namespace tp::auth {
 namespace {
@@ -142,36 +143,118 @@ std::string to_hex(const KeyDigest& digest) {
   return out;
 }
 
-Result<std::string> load_or_create_server_secret(const std::string& dir) {
-  if (const char* env = std::getenv("TURNPIKE_SECRET"); env != nullptr && *env != '\0') {
-    return from_hex(env);
+namespace {
+
+constexpr std::string_view kSecretCheckText = "turnpike: server secret check";
+
+std::string secret_check(const std::string& secret) {
+  return to_hex(reference_digest(secret, kSecretCheckText));
+}
+
+// What the store holds of the secret: its check (empty if none yet), and whether any key
+// was made.
+struct StoredSecret {
+  std::string check_hex;
+  bool has_keys = false;
+};
+
+Result<StoredSecret> stored_secret(store::Database& db) {
+  StoredSecret out;
+  auto check = db.cached("SELECT check_hex FROM server_secret_check LIMIT 1");
+  if (!check) return check.status();
+  auto step = (*check)->step();
+  if (step && *step == store::Statement::Step::kRow) out.check_hex = (*check)->column_text(0);
+  (*check)->reset();
+  if (!step) return step.status();
+  auto keys = db.cached("SELECT EXISTS (SELECT 1 FROM api_keys)");
+  if (!keys) return keys.status();
+  step = (*keys)->step();
+  if (step && *step == store::Statement::Step::kRow) out.has_keys = (*keys)->column_int(0) != 0;
+  (*keys)->reset();
+  if (!step) return step.status();
+  return out;
+}
+
+Result<std::string> read_secret_file(const std::string& path, int fd) {
+  struct stat st {};
+  std::string secret(kServerSecretBytes, '\0');
+  const bool ok = ::fstat(fd, &st) == 0 &&
+                  ::read(fd, secret.data(), secret.size()) == static_cast<ssize_t>(secret.size());
+  ::close(fd);
+  if (!ok) return Status{ErrorKind::kInternal, fmt::format("{}: unreadable", path)};
+  if ((st.st_mode & 077) != 0) {
+    return Status{ErrorKind::kInternal,
+                  fmt::format("{}: readable by others (mode {:o}); chmod 600 it", path,
+                              st.st_mode & 0777)};
   }
-  const std::string path = dir + "/secret.key";
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd >= 0) {
-    struct stat st {};
-    std::string secret(kServerSecretBytes, '\0');
-    const bool ok = ::fstat(fd, &st) == 0 &&
-                    ::read(fd, secret.data(), secret.size()) == static_cast<ssize_t>(secret.size());
-    ::close(fd);
-    if (!ok) return Status{ErrorKind::kInternal, fmt::format("{}: unreadable", path)};
-    if ((st.st_mode & 077) != 0) {
-      return Status{ErrorKind::kInternal,
-                    fmt::format("{}: readable by others (mode {:o}); chmod 600 it", path,
-                                st.st_mode & 0777)};
-    }
-    return secret;
-  }
+  return secret;
+}
+
+// Writes a new secret whole or not at all: to a temporary file, synced, then renamed into
+// place and the directory synced (a crash never leaves a short secret.key behind).
+Result<std::string> create_secret_file(const std::string& dir, const std::string& path) {
   std::string secret(kServerSecretBytes, '\0');
   TP_CHECK(RAND_bytes(reinterpret_cast<unsigned char*>(secret.data()),
                       static_cast<int>(secret.size())) == 1);
-  const int out = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-  if (out < 0) return Status{ErrorKind::kInternal, fmt::format("{}: cannot create", path)};
+  const std::string temp = path + ".new";
+  (void)::unlink(temp.c_str());  // left by a crash while it was written
+  const int out = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (out < 0) return Status{ErrorKind::kInternal, fmt::format("{}: cannot create", temp)};
   const bool written =
       ::write(out, secret.data(), secret.size()) == static_cast<ssize_t>(secret.size()) &&
       ::fsync(out) == 0;
   ::close(out);
-  if (!written) return Status{ErrorKind::kInternal, fmt::format("{}: cannot write", path)};
+  if (!written || ::rename(temp.c_str(), path.c_str()) != 0) {
+    (void)::unlink(temp.c_str());
+    return Status{ErrorKind::kInternal, fmt::format("{}: cannot write", path)};
+  }
+  if (const int d = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC); d >= 0) {
+    (void)::fsync(d);
+    ::close(d);
+  }
+  return secret;
+}
+
+}  // namespace
+
+Result<std::string> open_server_secret(store::Database& db, const std::string& dir) {
+  auto stored = stored_secret(db);
+  if (!stored) return stored.status();
+  const std::string path = dir + "/secret.key";
+  std::string source;
+  Result<std::string> secret = Status{ErrorKind::kInternal, "no secret"};
+  if (const char* env = std::getenv("TURNPIKE_SECRET"); env != nullptr && *env != '\0') {
+    source = "TURNPIKE_SECRET";
+    secret = from_hex(env);
+  } else if (const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC); fd >= 0) {
+    source = path;
+    secret = read_secret_file(path, fd);
+  } else if (!stored->check_hex.empty() || stored->has_keys) {
+    return Status{ErrorKind::kInternal,
+                  fmt::format("{} is missing, but this store holds keys made with a server "
+                              "secret: restore the file (or set TURNPIKE_SECRET to it); a new "
+                              "secret would make every key fail",
+                              path)};
+  } else {
+    source = path;
+    secret = create_secret_file(dir, path);
+  }
+  if (!secret) return secret;
+  const std::string check = secret_check(*secret);
+  if (stored->check_hex.empty()) {
+    auto insert = db.cached("INSERT INTO server_secret_check (check_hex) VALUES (?)");
+    if (!insert) return insert.status();
+    (*insert)->bind(1, check);
+    auto step = (*insert)->step();
+    (*insert)->reset();
+    if (!step) return step.status();
+  } else if (stored->check_hex.size() != check.size() ||
+             CRYPTO_memcmp(stored->check_hex.data(), check.data(), check.size()) != 0) {
+    return Status{ErrorKind::kInternal,
+                  fmt::format("the server secret from {} is not the one this store's keys were "
+                              "made with: use that one (every key would fail under another)",
+                              source)};
+  }
   return secret;
 }
 

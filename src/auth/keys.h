@@ -11,6 +11,10 @@
 
 #include "core/status.h"
 
+namespace tp::store {
+class Database;
+}
+
 namespace tp::auth {
 
 inline constexpr std::string_view kKeyPrefix = "tp_sk_";
@@ -52,7 +56,10 @@ bool digests_equal(const KeyDigest& a, const KeyDigest& b);  // constant time
 std::string to_hex(const KeyDigest& digest);
 
 // The server secret: TURNPIKE_SECRET (hex) if set, else `dir`/secret.key, created with mode
-// 0600 on first start. Refuses a secret file readable by others.
-Result<std::string> load_or_create_server_secret(const std::string& dir);
+// 0600 on first start. Refuses a secret file readable by others, and a secret that is not
+// the one `db`'s keys were made with (the store keeps a check of it, written on first use):
+// a missing secret.key is made anew only while the store has no keys, since every key
+// would fail under a new one. Inside the caller's transaction, if any.
+Result<std::string> open_server_secret(store::Database& db, const std::string& dir);
 
 }  // namespace tp::auth

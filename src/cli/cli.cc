@@ -691,7 +691,7 @@ int run_turnpike(int argc, char** argv) {
     spec.policy.privacy_tier = *catalog::parse_privacy_tier(key_tier);
     if (key_expires_in > 0) spec.expires_ms = now_ms() + key_expires_in * 1000;
     return offline_change(offline_store, offline_dir, [&](OfflineStore& st) -> Result<std::string> {
-      auto secret = auth::load_or_create_server_secret(offline_dir);
+      auto secret = auth::open_server_secret(*st.db, offline_dir);
       if (!secret) return secret.status();
       const auth::KeyHasher hasher(*secret);
       auto account = find_account(st, account_ref);
@@ -780,7 +780,7 @@ int run_turnpike(int argc, char** argv) {
   }
   if (*key_rotate) {
     return offline_change(offline_store, offline_dir, [&](OfflineStore& st) -> Result<std::string> {
-      auto secret = auth::load_or_create_server_secret(offline_dir);
+      auto secret = auth::open_server_secret(*st.db, offline_dir);
       if (!secret) return secret.status();
       const auth::KeyHasher hasher(*secret);
       std::string full;

@@ -9,7 +9,7 @@ namespace tp::store {
 namespace {
 
 // Append only: a released migration never changes.
-constexpr std::array<std::string_view, 11> kMigrations = {
+constexpr std::array<std::string_view, 12> kMigrations = {
     // 1: the ledger journal.
     R"sql(
 CREATE TABLE ledger_accounts (
@@ -135,6 +135,12 @@ ALTER TABLE accounts ADD COLUMN models TEXT NOT NULL DEFAULT '';  -- comma-separ
     // keeps its own expiry, never the grace deadline a rotation gave it).
     R"sql(
 ALTER TABLE api_keys ADD COLUMN replaced_by INTEGER;
+)sql",
+    // 12: a check of the server secret the keys are hashed with, HMAC(secret, a fixed text):
+    // a store started with another secret (a lost secret.key made again, a different
+    // TURNPIKE_SECRET) is refused rather than failing every key.
+    R"sql(
+CREATE TABLE server_secret_check (check_hex TEXT NOT NULL);
 )sql",
 };
 

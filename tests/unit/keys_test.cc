@@ -6,6 +6,9 @@
 #include <filesystem>
 #include <set>
 
+#include "store/migrations.h"
+#include "store/sqlite.h"
+
 namespace tp::auth {
 namespace {
 
@@ -54,22 +57,46 @@ TEST(Keys, ServerSecretIsCreatedPrivateAndReused) {
   const auto dir = std::filesystem::temp_directory_path() / "turnpike-secret-test";
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
+  auto db = store::open_sqlite((dir / "t.db").string());
+  ASSERT_TRUE(db && store::migrate(**db));
   ::unsetenv("TURNPIKE_SECRET");
-  auto first = load_or_create_server_secret(dir.string());
+  auto first = open_server_secret(**db, dir.string());
   ASSERT_TRUE(first) << first.status().message();
   EXPECT_EQ(first->size(), kServerSecretBytes);
   struct stat st {};
   ASSERT_EQ(::stat((dir / "secret.key").c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0600u);
-  auto again = load_or_create_server_secret(dir.string());
+  EXPECT_FALSE(std::filesystem::exists(dir / "secret.key.new"));
+  auto again = open_server_secret(**db, dir.string());
   ASSERT_TRUE(again);
   EXPECT_EQ(*again, *first);
   ::chmod((dir / "secret.key").c_str(), 0644);
-  EXPECT_FALSE(load_or_create_server_secret(dir.string()));
-  ::setenv("TURNPIKE_SECRET", std::string(64, 'a').c_str(), 1);
-  EXPECT_EQ(load_or_create_server_secret(dir.string())->size(), 32u);
+  EXPECT_FALSE(open_server_secret(**db, dir.string()));
+  ::chmod((dir / "secret.key").c_str(), 0600);
   ::setenv("TURNPIKE_SECRET", "zz", 1);
-  EXPECT_FALSE(load_or_create_server_secret(dir.string()));
+  EXPECT_FALSE(open_server_secret(**db, dir.string()));
+  // Another secret than the store's keys were made with is refused, by name.
+  ::setenv("TURNPIKE_SECRET", std::string(64, 'a').c_str(), 1);
+  const auto other = open_server_secret(**db, dir.string());
+  ASSERT_FALSE(other);
+  EXPECT_NE(other.status().message().find("not the one this store's keys were made with"),
+            std::string::npos)
+      << other.status().message();
+  ::unsetenv("TURNPIKE_SECRET");
+  // A lost secret.key is not made anew for a store that has used one.
+  std::filesystem::remove(dir / "secret.key");
+  const auto lost = open_server_secret(**db, dir.string());
+  ASSERT_FALSE(lost);
+  EXPECT_NE(lost.status().message().find("secret.key is missing"), std::string::npos)
+      << lost.status().message();
+  EXPECT_FALSE(std::filesystem::exists(dir / "secret.key"));
+  // A fresh store takes any secret, and keeps its check from then on.
+  auto fresh = store::open_sqlite((dir / "fresh.db").string());
+  ASSERT_TRUE(fresh && store::migrate(**fresh));
+  ::setenv("TURNPIKE_SECRET", std::string(64, 'b').c_str(), 1);
+  EXPECT_EQ(open_server_secret(**fresh, dir.string())->size(), 32u);
+  ::setenv("TURNPIKE_SECRET", std::string(64, 'c').c_str(), 1);
+  EXPECT_FALSE(open_server_secret(**fresh, dir.string()));
   ::unsetenv("TURNPIKE_SECRET");
   std::filesystem::remove_all(dir);
 }
