@@ -301,6 +301,11 @@ Task<void> AdminApi::rotate_key(std::string_view id_text, http::Request& req, Re
                         "'grace_seconds' is required: an integer from 0 to 2592000 (30 days)");
     co_return;
   }
+  static constexpr std::array<std::string_view, 1> kRotateFields = {"grace_seconds"};
+  if (const std::string unknown = unknown_member(doc, kRotateFields); !unknown.empty()) {
+    co_await send_error(res, 400, unknown);
+    co_return;
+  }
   std::string secret;
   std::int64_t old_expires_ms = 0;
   auto work = [&](store::Database& db) {
@@ -308,6 +313,18 @@ Task<void> AdminApi::rotate_key(std::string_view id_text, http::Request& req, Re
                                            now_ms(), &secret, &old_expires_ms);
   };
   auto key = co_await link_.call<auth::ApiKey>(work);
+  if (!key && !secret.empty()) {
+    // Rotated in memory, stored with the next commit: the old key's grace runs, and the
+    // new key works, but its secret cannot be shown (a failed call must not hand one out).
+    co_await send_error(res, 503,
+                        fmt::format("the store failed to commit this call ({}); the rotation has "
+                                    "taken effect and is stored with the next commit: key_{} "
+                                    "stops at its grace deadline, and its successor's secret "
+                                    "is lost; rotate the successor (see the account's keys) "
+                                    "to get a key",
+                                    key.status().message(), *id));
+    co_return;
+  }
   if (!key) {
     co_await send_error(res, http_status(key.status().kind()), key.status().message());
     co_return;
@@ -447,6 +464,11 @@ Task<void> AdminApi::unfreeze(http::Request& req, Responder& res) {
       doc["note"].get_string().get(note) || note.empty() || note.size() > 2000) {
     co_await send_error(res, 400,
                         "'note' is required: what the investigation found (1 to 2000 bytes)");
+    co_return;
+  }
+  static constexpr std::array<std::string_view, 1> kUnfreezeFields = {"note"};
+  if (const std::string unknown = unknown_member(doc, kUnfreezeFields); !unknown.empty()) {
+    co_await send_error(res, 400, unknown);
     co_return;
   }
   auto work = [&](store::Database& db) -> Result<bool> {
@@ -848,6 +870,17 @@ Task<void> AdminApi::create_key(std::int64_t account, http::Request& req, Respon
                                            &secret);
   };
   auto key = co_await link_.call<auth::ApiKey>(work);
+  if (!key && !secret.empty()) {
+    // Made in memory, stored with the next commit; its secret is not handed out by a call
+    // that failed.
+    co_await send_error(res, 503,
+                        fmt::format("the store failed to commit this call ({}); the key has been "
+                                    "made and is stored with the next commit, but its secret "
+                                    "cannot be shown: revoke it (see the account's keys) and "
+                                    "make another",
+                                    key.status().message()));
+    co_return;
+  }
   if (!key) {
     co_await send_error(res, http_status(key.status().kind()), key.status().message());
     co_return;

@@ -329,6 +329,15 @@ TEST_F(GatewayTest, KeysAreCheckedAndManagedThroughTheAdminApi) {
   expect_openai_error(post("/v1/embeddings", embed, as(new_key)), 401, "authentication_error");
   EXPECT_EQ(http_request(stack_->port, "POST", "/admin/v1/keys/" + key_id + "/rotate",
                          R"({"grace_seconds":-1})", admin).status, 400);
+  // A field the call does not know is named, never ignored.
+  const auto misspelt = http_request(stack_->port, "POST", "/admin/v1/keys/" + key_id + "/rotate",
+                                     R"({"grace_seconds":0,"revoke_old_now":true})", admin);
+  EXPECT_EQ(misspelt.status, 400) << misspelt.body;
+  EXPECT_NE(misspelt.body.find("revoke_old_now"), std::string::npos) << misspelt.body;
+  const auto unfreeze = http_request(stack_->port, "POST", "/admin/v1/ledger/unfreeze",
+                                     R"({"note":"x","reason":"y"})", admin);
+  EXPECT_EQ(unfreeze.status, 400) << unfreeze.body;
+  EXPECT_NE(unfreeze.body.find("reason"), std::string::npos) << unfreeze.body;
 
   // Revoked: 401 at once, and a second revoke is 404.
   EXPECT_EQ(http_request(stack_->port, "DELETE", "/admin/v1/keys/" + key_id, "", admin).status,
