@@ -85,7 +85,11 @@ http::Task<Status> Notifier::post(const std::string& body) {
       "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: "
       "{}\r\nUser-Agent: turnpike\r\n\r\n",
       url.path.empty() ? "/" : url.path, url.host_header, body.size());
-  const http::UpstreamTimeouts timeouts{5'000, 10'000, 10'000};
+  // The whole attempt ends within 20 s, answer body included: a receiver that trickles its
+  // answer cannot hold the one delivery thread (every other notice waits behind it).
+  http::UpstreamTimeouts timeouts{5'000, 10'000, 10'000};
+  timeouts.cutoff = std::make_shared<const http::CoarseClock::time_point>(
+      http::CoarseClock::now() + std::chrono::seconds(20));
   auto sent = co_await pool_->send(endpoint_, head, body, timeouts);
   if (!sent) co_return sent.status();
   http::UpstreamResponse& response = *sent.value();
