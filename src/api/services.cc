@@ -13,14 +13,19 @@
 
 namespace tp::api {
 
-Result<Services> open_services(const std::string& store_uri, const std::string& data_dir,
-                               Money trial_credit, std::chrono::microseconds writer_spin) {
+Status check_store_uri(const std::string& store_uri) {
   if (!store_uri.starts_with("sqlite:")) {
     return Status{ErrorKind::kInvalidRequest,
                   fmt::format("store '{}': only the embedded sqlite: store is available in this "
                               "build (PostgreSQL arrives with scale-out)",
                               store_uri.substr(0, store_uri.find(':')))};
   }
+  return Status::ok();
+}
+
+Result<Services> open_services(const std::string& store_uri, const std::string& data_dir,
+                               Money trial_credit, std::chrono::microseconds writer_spin) {
+  if (Status s = check_store_uri(store_uri); !s) return s;
   const std::string file = store_uri.substr(7);
   const std::string path = file.starts_with('/') ? file : data_dir + "/" + file;
   // No commit waits for a checkpoint: a background thread copies the log back every 250

@@ -33,6 +33,10 @@ struct Services {
   std::string admin_key;  // empty: the admin API answers 403
 };
 
+// Whether this build can open the store `store_uri` names (the embedded sqlite: one only);
+// check-config asks the same as serve.
+Status check_store_uri(const std::string& store_uri);
+
 // Opens the embedded store ("sqlite:FILE", FILE relative to `data_dir`), applies the
 // migrations, loads accounts and keys and the server secret. The admin key comes from
 // TURNPIKE_ADMIN_KEY.

@@ -806,9 +806,11 @@ int run_turnpike(int argc, char** argv) {
       std::fprintf(stderr, "turnpike: config error: %s\n", loaded.status().message().c_str());
       return 2;
     }
-    if (Status s = api::check_trust_stores(*loaded); !s) {
-      std::fprintf(stderr, "turnpike: config error: %s\n", s.message().c_str());
-      return 2;
+    for (const Status& s : {api::check_trust_stores(*loaded), api::check_store_uri(loaded->store)}) {
+      if (!s) {
+        std::fprintf(stderr, "turnpike: config error: %s\n", s.message().c_str());
+        return 2;
+      }
     }
     std::printf("%s: ok (%zu providers, %zu models)\n", check_path.c_str(),
                 loaded->catalog->providers().size(), loaded->catalog->models().size());

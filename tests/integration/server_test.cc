@@ -507,6 +507,14 @@ TEST(Cli, CheckConfigLoadsTheTrustStoresServeWould) {
   EXPECT_NE(out.find("provider 'a': TLS trust store " + dir.path() + "/missing.pem"),
             std::string::npos)
       << out;
+  // A store this build cannot open, as serve would refuse it.
+  const std::string postgres = dir.write(
+      "p.yaml", "store: \"postgres://127.0.0.1/turnpike\"\nproviders:\n  - { name: a, "
+                "base_url: \"http://127.0.0.1:1/v1\" }\nmodels:\n  - name: m\n    routes: "
+                "[{provider: a, input_per_mtok: \"1\", output_per_mtok: \"1\"}]\n");
+  const auto [pg_code, pg_out] = cli({"check-config", postgres});
+  EXPECT_EQ(pg_code, std::optional<int>(2)) << pg_out;
+  EXPECT_NE(pg_out.find("only the embedded sqlite: store"), std::string::npos) << pg_out;
 }
 
 TEST(Cli, HelpDescribesServe) {
