@@ -1105,7 +1105,8 @@ std::optional<Refusal> Gateway::refuse_model(Operation op, const RequestBody& bo
                                  catalog::api_name(info_for(op).api)),
                      "no_model_available"};
     }
-    return Refusal{404, fmt::format("model '{}' does not exist", json::utf8_prefix(body.model, 200)),
+    return Refusal{404,
+                   fmt::format("model '{}' does not exist", json::utf8_prefix(body.model, 200)),
                    "model_not_found"};
   }
   const catalog::Model& model = *models.front();

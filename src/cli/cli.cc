@@ -806,7 +806,8 @@ int run_turnpike(int argc, char** argv) {
       std::fprintf(stderr, "turnpike: config error: %s\n", loaded.status().message().c_str());
       return 2;
     }
-    for (const Status& s : {api::check_trust_stores(*loaded), api::check_store_uri(loaded->store)}) {
+    for (const Status& s :
+         {api::check_trust_stores(*loaded), api::check_store_uri(loaded->store)}) {
       if (!s) {
         std::fprintf(stderr, "turnpike: config error: %s\n", s.message().c_str());
         return 2;

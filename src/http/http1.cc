@@ -254,7 +254,8 @@ ParseStatus parse_request_head(std::string_view data, std::size_t head_bytes_max
   // Visible ASCII only: anything else in a URI is percent-encoded (RFC 3986 §2), so a
   // target quoted in an error or a log line is always valid UTF-8.
   for (char c : head.target) {
-    target_ok = target_ok && static_cast<unsigned char>(c) > 0x20 && static_cast<unsigned char>(c) < 0x7f;
+    target_ok =
+        target_ok && static_cast<unsigned char>(c) > 0x20 && static_cast<unsigned char>(c) < 0x7f;
   }
   if (!method_ok || !target_ok || !parse_version(line.substr(sp2 + 1), head.version)) {
     head.error = "malformed request line";

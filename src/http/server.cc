@@ -583,8 +583,9 @@ class RequestReader {
       deadline_.expires_after(milliseconds(limits_.body_timeout_ms));
       const auto& head = req_.head_;
       // HTTP/1.1 requires exactly one Host field (RFC 9112 §3.2).
-      const auto hosts = std::count_if(head.fields.begin(), head.fields.end(),
-                                       [](const HeaderField& f) { return iequals(f.name, "host"); });
+      const auto hosts =
+          std::count_if(head.fields.begin(), head.fields.end(),
+                        [](const HeaderField& f) { return iequals(f.name, "host"); });
       if (head.version == 11 && hosts != 1) {
         return fail(400, hosts == 0 ? "missing Host header" : "more than one Host header");
       }

@@ -114,7 +114,8 @@ Result<UsagePage> query_usage(Database& db, const UsageQuery& q) {
     if (!bound) return bound.status();
     Statement& s = **bound;
     if (q.account) s.bind(1, *q.account); else s.bind_null(1);
-    s.bind(2, q.after_id).bind(3, static_cast<std::int64_t>(std::max<std::size_t>(q.scan_max, 1) - 1));
+    s.bind(2, q.after_id)
+        .bind(3, static_cast<std::int64_t>(std::max<std::size_t>(q.scan_max, 1) - 1));
     auto step = s.step();
     if (step && *step == Statement::Step::kRow) scan_end = s.column_int(0);
     s.reset();
