@@ -10,7 +10,6 @@ namespace tp::api {
 namespace {
 
 constexpr std::size_t kProbeBodyBytesMax = 1024 * 1024;
-constexpr std::uint32_t kProbeConnectTimeoutMs = 2'000;
 
 }  // namespace
 
@@ -58,7 +57,11 @@ http::Task<Status> Prober::probe(std::size_t provider) {
   head += state_->head_lines(provider);
   if (p.api == catalog::Api::kAnthropic) head += "anthropic-version: 2023-06-01\r\n";
   head += "User-Agent: turnpike-probe\r\n\r\n";
-  const http::UpstreamTimeouts timeouts{kProbeConnectTimeoutMs, state_->config().probe.timeout_ms,
+  // Connecting gets what a real request gets, within the probe's own timeout: a provider
+  // whose handshake is slow but in time for requests is not marked down.
+  const std::uint32_t connect_ms =
+      std::min(state_->config().upstream.connect_timeout_ms, state_->config().probe.timeout_ms);
+  const http::UpstreamTimeouts timeouts{connect_ms, state_->config().probe.timeout_ms,
                                         state_->config().probe.timeout_ms};
   auto sent = co_await pool_->send(endpoint, head, {}, timeouts);
   if (!sent) co_return sent.status();

@@ -304,6 +304,13 @@ std::vector<catalog::Model> parse_models(const Reader& r, const YAML::Node& root
         flex.output = *r.price(rn, "flex_output_per_mtok", rpath, true);
         flex.cached_input =
             r.price(rn, "flex_cached_input_per_mtok", rpath, false).value_or(flex.input);
+        // Flex is the cheaper tier: the race waits for it, and its saving is billed.
+        if (flex.input > route.prices.input || flex.output > route.prices.output ||
+            flex.cached_input > route.prices.cached_input) {
+          r.fail(rn, rpath,
+                 "flex prices must not be above the standard ones (flex is the cheaper tier the "
+                 "race waits for)");
+        }
         route.flex = flex;
       }
       // The router's latency estimate until the route has been measured.
@@ -497,7 +504,7 @@ std::vector<router::Rule> parse_rules(const Reader& r, const YAML::Node& root,
     if (const YAML::Node w = n["weights"]; w.IsDefined() && !w.IsNull()) {
       // A rule's weights replace the others whole, so each is said, none inherited.
       for (const char* key : {"quality", "cost", "latency"}) {
-        if (!w.IsMap() || !w[key].IsDefined()) {
+        if (!w.IsMap() || !w[key].IsDefined() || w[key].IsNull()) {
           r.fail(w, path + ".weights",
                  "must give quality, cost and latency (a rule's weights replace the others whole)");
         }

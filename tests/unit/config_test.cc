@@ -197,6 +197,12 @@ models:
           flex_input_per_mtok: "1", flex_output_per_mtok: "4" }
 )",
                "flex prices need a provider with api: openai");
+  expect_error(flex + R"(  - name: n
+    routes:
+      - { provider: main, input_per_mtok: "2", output_per_mtok: "8",
+          flex_input_per_mtok: "1", flex_output_per_mtok: "9" }
+)",
+               "flex prices must not be above the standard ones");
 }
 
 TEST(Config, RoutingRulesAreValidatedAtStartUp) {
@@ -250,6 +256,8 @@ routing:
                "routing.rules[0].match.model: must not be empty");
   // A rule's weights replace the others whole: every one is given.
   expect_error(base + "    - { weights: { cost: 1 } }\n",
+               "routing.rules[0].weights: must give quality, cost and latency");
+  expect_error(base + "    - { weights: { quality: 0.5, cost: 0.5, latency: ~ } }\n",
                "routing.rules[0].weights: must give quality, cost and latency");
   expect_error(base + "    - { pin: [a, a] }\n", "routing.rules[0].pin[1]: 'a' is listed twice");
   expect_error(base + "    - { fallback_order: [b, a, b] }\n", "'b' is listed twice");
