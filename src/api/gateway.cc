@@ -1714,7 +1714,11 @@ Task<Gateway::Answered> Gateway::send_with_fallback(const OperationInfo& info,
 
     http::UpstreamTimeouts timeouts = state_->config().upstream;
     timeouts.cutoff = bill.cutoff;
-    if (flex) timeouts.first_byte_timeout_ms = static_cast<std::uint32_t>(flex_ms);
+    if (flex) {
+      // The flex tier has start_within to answer, retries on a fresh connection included.
+      timeouts.first_byte_timeout_ms = static_cast<std::uint32_t>(flex_ms);
+      timeouts.head_by = sent_at + std::chrono::milliseconds(flex_ms);
+    }
     if (falling_back) timeouts.head_by = *deadline;
     // Whether a timeout of this attempt was the deadline's, not the route's own: it fired
     // at the deadline, which bounds the wait for the head of a fallback attempt. (Timers
@@ -1724,7 +1728,10 @@ Task<Gateway::Answered> Gateway::send_with_fallback(const OperationInfo& info,
              std::chrono::steady_clock::now() + http::kDeadlineTick >= *deadline;
     };
     stats_->attempt(r.index, flex);
-    health_[r.index].attempting(state_->config().breaker, sent_at);
+    router::Breaker& breaker = health_[r.index];
+    breaker.attempting(state_->config().breaker, sent_at);
+    // Half-open, this attempt is the probe and the route rests while it runs: say so.
+    if (breaker.open()) stats_->circuit_open_until(r.index, breaker.open_until());
     out.last_tried = &r;
     auto sent = co_await pool_.send(endpoint, head, upstream_body, timeouts);
     if (sent && flex && stream && (*sent)->status() == 200) {
