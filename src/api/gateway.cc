@@ -593,9 +593,10 @@ class Gateway final : public http::Handler {
                                       const auth::KeyGrant& grant,
                                       std::span<const catalog::Model* const> models,
                                       std::int64_t input_estimate) const;
-  // The refusal when no route of `model` qualified, from how far the best got.
-  Refusal no_route(const catalog::Model& model, const Constraints& c, const RouteChoice& choice,
-                   bool tier_from_policy) const;
+  // The refusal when no route of `model` qualified, from how far the best got. `asked`:
+  // the model the request named ("auto", or `model`'s name).
+  Refusal no_route(const catalog::Model& model, std::string_view asked, const Constraints& c,
+                   const RouteChoice& choice, bool tier_from_policy) const;
   // The first routing rule that matches the request (nullptr: none). Its weights replace
   // the key's, account's or config's in `options`, unless a preference header chose them.
   const router::Rule* match_rule(const RequestBody& body, const auth::KeyGrant& grant,
@@ -1075,7 +1076,7 @@ std::optional<Refusal> Gateway::plan_request(Operation op, const OperationInfo& 
   const Constraints constraints = constraints_for(info.api, body, grant, options, rule, models);
   plan.choice = choose_route(models, constraints, options.weights, plan.input_estimate, output_for);
   if (plan.choice.ranked.empty()) {
-    return no_route(*plan.model, constraints, plan.choice, options.tier_from_policy);
+    return no_route(*plan.model, body.model, constraints, plan.choice, options.tier_from_policy);
   }
   // Fallback goes down this list; the hold covers the dearest route that may serve. A
   // flex race puts its flex attempt in front of the standard routes.
@@ -1135,7 +1136,7 @@ std::optional<Refusal> Gateway::refuse_model(Operation op, const RequestBody& bo
   return std::nullopt;
 }
 
-Refusal Gateway::no_route(const catalog::Model& model, const Constraints& c,
+Refusal Gateway::no_route(const catalog::Model& model, std::string_view asked, const Constraints& c,
                           const RouteChoice& choice, bool tier_from_policy) const {
   switch (choice.furthest) {
     case Admission::kResting:
@@ -1143,7 +1144,7 @@ Refusal Gateway::no_route(const catalog::Model& model, const Constraints& c,
       return Refusal{503,
                      fmt::format("no healthy route for model '{}': every upstream that may "
                                  "serve it failed repeatedly and is resting",
-                                 model.name),
+                                 asked),
                      "no_healthy_route",
                      choice.rests_for == std::chrono::steady_clock::duration::max()
                          ? 1u
@@ -1154,15 +1155,14 @@ Refusal Gateway::no_route(const catalog::Model& model, const Constraints& c,
       return Refusal{403,
                      fmt::format("routing rule '{}' leaves no route for model '{}' at this "
                                  "request's privacy tier",
-                                 choice.excluded_by->name,
-                                 c.model_rules.empty() ? model.name : std::string(kAutoModel)),
+                                 choice.excluded_by->name, asked),
                      "excluded_by_routing_rule"};
     case Admission::kLooserTier:
       // Never a silent downgrade: the request's tier is a constraint, not a preference.
       return Refusal{403,
                      fmt::format("no route for model '{}' runs on a provider at privacy tier "
                                  "'{}' or tighter{}",
-                                 model.name, catalog::privacy_tier_name(c.tier),
+                                 asked, catalog::privacy_tier_name(c.tier),
                                  tier_from_policy
                                      ? " (the routing policy of this key or its account)"
                                      : ""),

@@ -499,6 +499,13 @@ TEST(Router, AutoChoosesAmongEveryModelTheKeyMayUse) {
   ASSERT_EQ(embedded.status, 200) << embedded.body;
   EXPECT_TRUE(embedded.header("x-turnpike-route").starts_with("cheap/embedder"))
       << embedded.header("x-turnpike-route");
+  // Refused, the answer names the model the client asked for: "auto".
+  const auto strict = http_request(up.port, "POST", "/v1/embeddings",
+                                   R"({"model":"auto","input":"hello"})",
+                                   {{"authorization", "Bearer " + up.key},
+                                    {"x-turnpike-privacy-tier", "confidential"}});
+  EXPECT_EQ(strict.status, 403) << strict.body;
+  EXPECT_NE(strict.body.find("no route for model 'auto'"), std::string::npos) << strict.body;
 }
 
 TEST(Router, FallbackStopsAtItsDeadline) {
