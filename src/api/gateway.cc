@@ -1399,9 +1399,15 @@ Task<void> Gateway::explain(http::Request& req, Responder& res) {
   if (options.flex_ms > 0) {
     // The flex race: its first attempt, scored among the candidates with a flex tier at
     // their flex prices; the pick above is where it goes when flex is late or refused.
-    std::vector<Ranked> admitted;
+    // In ranked order, as the real request offers them (ties go the same way).
+    std::vector<const Listed*> by_candidate(candidates.size());
     for (const Listed& l : listed) {
-      if (l.scored) admitted.push_back({l.route, 0, l.model, output_for(*l.model)});
+      if (l.scored) by_candidate[*l.scored] = &l;
+    }
+    std::vector<Ranked> admitted;
+    for (const std::size_t i : order) {
+      const Listed& l = *by_candidate[i];
+      admitted.push_back({l.route, 0, l.model, output_for(*l.model)});
     }
     w.field("start_within_ms", options.flex_ms).key("flex_pick");
     if (const auto flex = flex_choice(admitted, weights, input_tokens)) {
