@@ -315,6 +315,7 @@ struct MoneyOptions {
   std::string kind = "paid";
   std::string expires_at;
   std::string idempotency_key;
+  std::string config;  // whose billing.low_balance_usd applies
 };
 
 // `accounts credit` (deposit) or `accounts refund`, idempotent like the admin API's.
@@ -346,6 +347,17 @@ int money_call(const std::string& store_uri, const std::string& data_dir,
     std::fprintf(stderr, "turnpike: promo credit needs an --expires-at in the future\n");
     return 2;
   }
+  // A refund may take an account below a low-balance threshold, as over the admin API: the
+  // notice is recorded with the change, and the gateway delivers it when it next starts.
+  std::vector<Money> thresholds = ops::Billing{}.low_balance;
+  if (!o.config.empty()) {
+    auto config = ops::load_config(o.config);
+    if (!config) {
+      std::fprintf(stderr, "turnpike: config error: %s\n", config.status().message().c_str());
+      return 2;
+    }
+    thresholds = config->billing.low_balance;
+  }
   return offline_change(store_uri, data_dir, [&](OfflineStore& st) -> Result<std::string> {
     auto account = find_account(st, o.account);
     if (!account) return account.status();
@@ -353,6 +365,7 @@ int money_call(const std::string& store_uri, const std::string& data_dir,
     const ledger::CreditKind kind = o.kind == "trial"   ? ledger::CreditKind::kTrial
                                     : o.kind == "promo" ? ledger::CreditKind::kPromo
                                                         : ledger::CreditKind::kPaid;
+    st.bank->set_low_balance_thresholds(thresholds);
     const std::function<Result<ledger::TransferId>()> move = [&] {
       return refund ? st.bank->refund(id, *amount, now_ms())
                     : st.bank->deposit(id, kind, *amount, expires_ms, now_ms());
@@ -367,6 +380,8 @@ int money_call(const std::string& store_uri, const std::string& data_dir,
       if (st.refusal.empty()) st.refusal = "refused";
       return std::string();
     }
+    store::NoticeRecorder notices;
+    if (Status s = notices.record(*st.db, *st.bank); !s) return s;
     return answer->body;
   });
 }
@@ -555,6 +570,10 @@ int run_turnpike(int argc, char** argv) {
                     "Repeating a call with the same key and values returns the first result; "
                     "other values are refused")
         ->required();
+    cmd->add_option("--config", money.config,
+                    "Gateway config whose billing.low_balance_usd thresholds apply (default 5, "
+                    "1 and 0 USD): a change that crosses one records a notice, delivered when "
+                    "the gateway next starts");
     offline_options(cmd);
   };
   CLI::App* account_credit = accounts_cmd->add_subcommand("credit", "Add credit (idempotent)");

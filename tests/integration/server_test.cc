@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "integration/harness.h"
+#include "store/sqlite.h"
 
 namespace tp::test {
 namespace {
@@ -349,6 +350,34 @@ TEST(Cli, AccountCreationTakesTheConfiguredTrialCredit) {
                  var})
                 .first,
             std::optional<int>(2));
+}
+
+// An offline refund that takes an account below a low-balance threshold records its notice,
+// as the admin API's would, for the gateway to deliver when it next starts.
+TEST(Cli, AnOfflineRefundBelowAThresholdRecordsItsNotice) {
+  TempDir dir;
+  const std::string var = dir.path() + "/var";
+  const auto [made, made_out] = cli({"accounts", "create", "--name", "Low Co", "--trial-usd", "0",
+                                     "--data-dir", var});
+  ASSERT_EQ(made, std::optional<int>(0)) << made_out;
+  const std::size_t at = made_out.find("\"id\":\"");
+  const std::string id = made_out.substr(at + 6, made_out.find('"', at + 6) - at - 6);
+  ASSERT_EQ(cli({"accounts", "credit", id, "--amount-usd", "6", "--idempotency-key", "c",
+                 "--data-dir", var})
+                .first,
+            std::optional<int>(0));
+  const auto [refunded, refunded_out] = cli({"accounts", "refund", id, "--amount-usd", "5.5",
+                                             "--idempotency-key", "r", "--data-dir", var});
+  ASSERT_EQ(refunded, std::optional<int>(0)) << refunded_out;
+  auto db = store::open_sqlite(var + "/turnpike.db");
+  ASSERT_TRUE(db);
+  auto rows = (*db)->prepare(
+      "SELECT COUNT(*), SUM(delivered_ms IS NULL), MIN(threshold_nanos) FROM low_balance_notices");
+  ASSERT_TRUE(rows);
+  ASSERT_EQ(rows->step().value(), store::Statement::Step::kRow);
+  EXPECT_EQ(rows->column_int(0), 2);  // the 5 and 1 USD thresholds, crossed at once
+  EXPECT_EQ(rows->column_int(1), 2);  // waiting for the gateway
+  EXPECT_EQ(rows->column_int(2), 1'000'000'000);
 }
 
 TEST(Cli, OfflineCreditsRefundsBalancePolicySuspensionAndRotation) {
