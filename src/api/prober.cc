@@ -2,6 +2,9 @@
 
 #include <fmt/format.h>
 
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+
 #include "api/gateway.h"
 #include "core/clock.h"
 #include "core/log.h"
@@ -36,7 +39,9 @@ std::unique_ptr<Prober> Prober::start(std::shared_ptr<const GatewayState> state)
   if (state->config().probe.interval_ms == 0) return nullptr;
   std::unique_ptr<Prober> p(new Prober(std::move(state)));
   p->pool_ = std::make_unique<http::UpstreamPool>(p->loop_.ioc(), p->state_->provider_count());
-  p->sleep_ = std::make_unique<http::Timer>(p->loop_.ioc().get_executor());
+  for (std::size_t i = 0; i < p->state_->provider_count(); ++i) {
+    p->sleeps_.push_back(std::make_unique<http::Timer>(p->loop_.ioc().get_executor()));
+  }
   p->loop_.start("tp-probe", p->run());
   return p;
 }
@@ -46,7 +51,7 @@ Prober::~Prober() { stop(); }
 void Prober::stop() {
   loop_.stop([this] {
     stopping_ = true;
-    sleep_->cancel();
+    for (auto& sleep : sleeps_) sleep->cancel();
   });
 }
 
@@ -74,29 +79,35 @@ http::Task<Status> Prober::probe(std::size_t provider) {
 }
 
 http::Task<void> Prober::run() {
+  // Each provider on a schedule of its own: one that hangs delays no other's probes.
+  for (std::size_t i = 1; i < state_->provider_count(); ++i) {
+    boost::asio::co_spawn(loop_.ioc(), watch(i), boost::asio::detached);
+  }
+  co_await watch(0);
+}
+
+http::Task<void> Prober::watch(std::size_t i) {
   ProviderHealth& health = state_->provider_health();
   const ops::Probe& settings = state_->config().probe;
+  const std::string& name = state_->catalog().providers()[i].name;
   while (!stopping_) {
-    for (std::size_t i = 0; i < state_->provider_count() && !stopping_; ++i) {
-      const Status outcome = co_await probe(i);
-      if (stopping_) break;
-      const bool answered = outcome.is_ok();
-      const std::string& name = state_->catalog().providers()[i].name;
-      if (!answered && health.failures(i) == 0) {
-        // The first failure of a run; the rest are counted, not logged.
-        log::warn("provider probe failed", {{"provider", name}, {"error", outcome.message()}});
-      }
-      if (health.record(i, answered, settings.failures, SystemClock::instance().unix_millis())) {
-        if (answered) {
-          log::info("provider up: a health probe answered", {{"provider", name}});
-        } else {
-          log::warn("provider down: its routes are skipped until a probe answers",
-                    {{"provider", name}, {"failed_probes", health.failures(i)}});
-        }
+    const Status outcome = co_await probe(i);
+    if (stopping_) break;
+    const bool answered = outcome.is_ok();
+    if (!answered && health.failures(i) == 0) {
+      // The first failure of a run; the rest are counted, not logged.
+      log::warn("provider probe failed", {{"provider", name}, {"error", outcome.message()}});
+    }
+    if (health.record(i, answered, settings.failures, SystemClock::instance().unix_millis())) {
+      if (answered) {
+        log::info("provider up: a health probe answered", {{"provider", name}});
+      } else {
+        log::warn("provider down: its routes are skipped until a probe answers",
+                  {{"provider", name}, {"failed_probes", health.failures(i)}});
       }
     }
-    sleep_->expires_after(std::chrono::milliseconds(settings.interval_ms));
-    co_await sleep_->async_wait(http::use_nothrow);
+    sleeps_[i]->expires_after(std::chrono::milliseconds(settings.interval_ms));
+    co_await sleeps_[i]->async_wait(http::use_nothrow);
   }
 }
 

@@ -51,20 +51,23 @@ class Prober {
  public:
   // Nothing to run (and nullptr) when routing.probe_interval_ms is 0.
   static std::unique_ptr<Prober> start(std::shared_ptr<const GatewayState> state);
-  // Stops after the probe in progress, if any. Idempotent.
+  // Stops the probes, abandoning those in progress (their frames go with the loop).
+  // Idempotent.
   void stop();
   ~Prober();
 
  private:
   explicit Prober(std::shared_ptr<const GatewayState> state);
   http::Task<void> run();
+  // Probes provider `i` every interval, until stopped.
+  http::Task<void> watch(std::size_t i);
   // One probe: ok when the provider answered below 500.
   http::Task<Status> probe(std::size_t provider);
 
   std::shared_ptr<const GatewayState> state_;
   http::LoopThread loop_;
   std::unique_ptr<http::UpstreamPool> pool_;
-  std::unique_ptr<http::Timer> sleep_;
+  std::vector<std::unique_ptr<http::Timer>> sleeps_;  // one per provider
   bool stopping_ = false;  // on the loop thread
 };
 
