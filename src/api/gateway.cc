@@ -402,8 +402,10 @@ std::int64_t input_tokens_estimate(std::string_view body) {
 // What the input part of a cost is; the output part is the rest, so the two always sum
 // to the cost.
 Money input_cost(const meter::Usage& u, const catalog::Prices& prices) {
-  return cost_of(u.input_tokens, prices.input, u.cached_tokens, prices.cached_input, 0,
-                 prices.output);
+  return cost_of({{u.input_tokens, prices.input},
+                  {u.cached_tokens, prices.cached_input},
+                  {u.cache_write_tokens, prices.cache_write},
+                  {u.cache_write_1h_tokens, prices.cache_write_1h}});
 }
 
 // How many output tokens fit in `covered` after the input part of `usage` (its output is
@@ -550,7 +552,7 @@ class Gateway final : public http::Handler {
                                                 const auth::KeyGrant& grant,
                                                 std::int64_t input_tokens) const;
   // Holds the worst case of `body` on the dearest of `routes` (each input token at the
-  // dearer of its input prices) until `wait_ms` plus the hold timeout from now.
+  // dearest of its input prices) until `wait_ms` plus the hold timeout from now.
   // kPaymentRequired names what is available and what was needed.
   Status take_hold(Bill& bill, std::span<const Ranked> routes, std::string_view body,
                    std::int64_t wait_ms);
@@ -1637,9 +1639,14 @@ bool Gateway::cover(Bill& bill, Money needed, Money ahead) {
 Status Gateway::take_hold(Bill& bill, std::span<const Ranked> routes, std::string_view body,
                           std::int64_t wait_ms) {
   Money worst;
+  // Input is written to a provider's cache only where the request marks it (Anthropic's
+  // cache_control): then it may cost the cache-write prices.
+  const bool caches = body.find("\"cache_control\"") != std::string_view::npos;
   for (const Ranked& ranked : routes) {
     const catalog::Prices& p = ranked.prices();
-    const PricePerMtok input_max = std::max(p.input, p.cached_input);
+    const PricePerMtok input_max =
+        caches ? std::max({p.input, p.cached_input, p.cache_write, p.cache_write_1h})
+               : std::max(p.input, p.cached_input);
     worst = std::max(worst, cost_of(input_tokens_max(body), input_max, 0, input_max,
                                     ranked.output_tokens, p.output));
   }
@@ -1866,7 +1873,7 @@ Task<bool> Gateway::settle(Bill& bill, const meter::Usage& usage, int status) {
     stats_->decoding(bill.route->index, usage.output_tokens, now - bill.first_byte);
   }
   store::UsageRecord& r = bill.record;
-  r.input_tokens = usage.input_tokens;
+  r.input_tokens = usage.uncached_input();  // the row: every input token not read from cache
   r.cached_tokens = usage.cached_tokens;
   r.output_tokens = usage.output_tokens;
   const catalog::Prices& prices = bill.prices();

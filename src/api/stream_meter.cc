@@ -114,7 +114,7 @@ meter::Usage StreamMeter::usage(std::int64_t input_estimate, std::int64_t output
     u = anthropic_.usage();  // what the upstream reported so far
     if (!anthropic_.seen()) {  // no well-formed input count
       u.input_tokens = input_estimate;
-      u.cached_tokens = 0;
+      u.cached_tokens = u.cache_write_tokens = u.cache_write_1h_tokens = 0;
     }
   } else if (openai_) {
     u = *openai_;  // a running count: its input, and its output so far

@@ -38,6 +38,11 @@ struct Prices {
   PricePerMtok input;
   PricePerMtok output;
   PricePerMtok cached_input;  // the input price unless configured
+  // Input written to the provider's cache (Anthropic's cache_creation tokens), kept 5 minutes
+  // or 1 hour; unless configured, Anthropic's 1.25× and 2× of the input price on an
+  // Anthropic-API provider, else the input price.
+  PricePerMtok cache_write;
+  PricePerMtok cache_write_1h;
 };
 
 struct Route {

@@ -106,12 +106,19 @@ Result<PricePerMtok> PricePerMtok::parse(std::string_view text) {
 
 Money cost_of(std::int64_t input_tokens, PricePerMtok input_price, std::int64_t cached_tokens,
               PricePerMtok cached_price, std::int64_t output_tokens, PricePerMtok output_price) {
-  TP_CHECK(input_tokens >= 0 && cached_tokens >= 0 && output_tokens >= 0);
+  return cost_of({{input_tokens, input_price},
+                  {cached_tokens, cached_price},
+                  {output_tokens, output_price}});
+}
+
+Money cost_of(std::initializer_list<PricedTokens> parts) {
   // 128-bit intermediates: tokens × price can pass 2^63 before the division.
   __extension__ using Int128 = __int128;
-  const Int128 total = static_cast<Int128>(input_tokens) * input_price.nanos() +
-                         static_cast<Int128>(cached_tokens) * cached_price.nanos() +
-                         static_cast<Int128>(output_tokens) * output_price.nanos();
+  Int128 total = 0;
+  for (const PricedTokens& p : parts) {
+    TP_CHECK(p.tokens >= 0);
+    total += static_cast<Int128>(p.tokens) * p.price.nanos();
+  }
   constexpr Int128 kPerMillion = 1'000'000;
   const Int128 nanos = (total + kPerMillion - 1) / kPerMillion;
   TP_CHECK(nanos <= std::numeric_limits<std::int64_t>::max());

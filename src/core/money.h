@@ -7,6 +7,7 @@
 
 #include <compare>
 #include <cstdint>
+#include <initializer_list>
 #include <iosfwd>
 #include <string>
 #include <string_view>
@@ -73,5 +74,12 @@ class PricePerMtok {
 // non-negative.
 Money cost_of(std::int64_t input_tokens, PricePerMtok input_price, std::int64_t cached_tokens,
               PricePerMtok cached_price, std::int64_t output_tokens, PricePerMtok output_price);
+
+// The same over any number of (tokens, price) parts, rounded up once.
+struct PricedTokens {
+  std::int64_t tokens;
+  PricePerMtok price;
+};
+Money cost_of(std::initializer_list<PricedTokens> parts);
 
 }  // namespace tp

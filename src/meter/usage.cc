@@ -38,13 +38,32 @@ simdjson::dom::parser& parser() {
   return p;
 }
 
-// Reads a well-formed input count, with the cache counts beside it, into `u`; false (and
-// `u` untouched) when `usage` has none.
+// Reads the cache counts `usage` reports into `u`, leaving the others as they were: reads,
+// and writes split by how long they are kept (all of them 5-minute ones when the split is
+// missing or does not add up).
+void take_cache(simdjson::dom::element usage, Usage& u) {
+  if (const auto read = reported(usage, "cache_read_input_tokens")) u.cached_tokens = *read;
+  const auto written = reported(usage, "cache_creation_input_tokens");
+  if (!written) return;
+  u.cache_write_tokens = *written;
+  u.cache_write_1h_tokens = 0;
+  simdjson::dom::element split;
+  if (usage["cache_creation"].get(split) || !split.is_object()) return;
+  const auto five = reported(split, "ephemeral_5m_input_tokens");
+  const auto hour = reported(split, "ephemeral_1h_input_tokens");
+  if (five.value_or(0) + hour.value_or(0) == *written) {
+    u.cache_write_tokens = five.value_or(0);
+    u.cache_write_1h_tokens = hour.value_or(0);
+  }
+}
+
+// Reads a well-formed input count, with whatever cache counts are beside it, into `u`;
+// false (and `u` untouched) when `usage` has none.
 bool take_input(simdjson::dom::element usage, Usage& u) {
   const std::optional<std::int64_t> input = reported(usage, "input_tokens");
   if (!input) return false;
-  u.input_tokens = *input + count(usage, "cache_creation_input_tokens");
-  u.cached_tokens = count(usage, "cache_read_input_tokens");
+  u.input_tokens = *input;
+  take_cache(usage, u);
   return true;
 }
 
@@ -119,12 +138,20 @@ void AnthropicStreamUsage::on_event(std::string_view name, std::string_view data
   if (!output) return;
   usage_.output_tokens = *output;
   final_ = true;
-  if (take_input(usage, usage_)) input_known_ = true;
+  // Each count it reports replaces the earlier one; one it leaves out keeps its value.
+  if (take_input(usage, usage_)) {
+    input_known_ = true;
+  } else {
+    take_cache(usage, usage_);
+  }
 }
 
 Money price(const Usage& usage, const catalog::Prices& prices) {
-  return cost_of(usage.input_tokens, prices.input, usage.cached_tokens, prices.cached_input,
-                 usage.output_tokens, prices.output);
+  return cost_of({{usage.input_tokens, prices.input},
+                  {usage.cached_tokens, prices.cached_input},
+                  {usage.cache_write_tokens, prices.cache_write},
+                  {usage.cache_write_1h_tokens, prices.cache_write_1h},
+                  {usage.output_tokens, prices.output}});
 }
 
 }  // namespace tp::meter

@@ -3,8 +3,9 @@
 //
 // OpenAI reports prompt_tokens including cached ones (prompt_tokens_details.cached_tokens);
 // Anthropic reports input_tokens without cache reads (cache_read_input_tokens) and cache
-// writes (cache_creation_input_tokens, priced here as ordinary input). Usage keeps them
-// apart: `input_tokens` is uncached input only.
+// writes (cache_creation_input_tokens, split by how long they are kept in cache_creation's
+// ephemeral_5m_input_tokens and ephemeral_1h_input_tokens). Usage keeps them apart, each
+// at its own price: `input_tokens` is plain input only.
 
 #include <cstdint>
 #include <optional>
@@ -19,9 +20,15 @@ namespace tp::meter {
 inline constexpr std::int64_t kTokensMax = 1'000'000'000;
 
 struct Usage {
-  std::int64_t input_tokens = 0;   // uncached input
+  std::int64_t input_tokens = 0;   // plain input: neither read from nor written to a cache
   std::int64_t cached_tokens = 0;  // input read from the provider's cache
   std::int64_t output_tokens = 0;
+  std::int64_t cache_write_tokens = 0;     // input written to the cache for 5 minutes
+  std::int64_t cache_write_1h_tokens = 0;  // ... for 1 hour
+  // Every input token but those read from a cache.
+  std::int64_t uncached_input() const {
+    return input_tokens + cache_write_tokens + cache_write_1h_tokens;
+  }
 };
 
 // The "usage" object of an OpenAI response body or stream chunk; nullopt when absent or null.
@@ -43,6 +50,8 @@ class AnthropicStreamUsage {
   const Usage& usage() const { return usage_; }
 
  private:
+  // Each input count as the latest event that reported it: a message_delta may report some
+  // and leave the others out (or null).
   Usage usage_;
   bool input_known_ = false;
   bool final_ = false;

@@ -150,7 +150,8 @@ class Reader {
     if (text.empty() && !required) return std::nullopt;
     auto price = PricePerMtok::parse(text);
     // Capped so that no request's cost can overflow: with usage clamped to a billion
-    // tokens per count, three counts at this price stay far inside int64 nano-USD.
+    // tokens per count, the five counts of a usage at up to twice this price stay inside
+    // int64 nano-USD.
     if (price && *price > PricePerMtok::parse("100000").value()) {
       fail(parent[std::string(key)], join(path, key),
            fmt::format("must be at most 100000 USD per million tokens, got '{}'", text));
@@ -267,9 +268,11 @@ std::vector<catalog::Model> parse_models(const Reader& r, const YAML::Node& root
     for (std::size_t j = 0; j < routes.size(); ++j) {
       const YAML::Node rn = routes[j];
       const std::string rpath = fmt::format("{}.routes[{}]", path, j);
-      r.check_keys(rn, rpath, {"provider", "upstream_model", "input_per_mtok", "output_per_mtok",
-                               "cached_input_per_mtok", "flex_input_per_mtok", "flex_output_per_mtok",
-                               "flex_cached_input_per_mtok", "ttfb_ms", "tokens_per_second"});
+      r.check_keys(rn, rpath,
+                   {"provider", "upstream_model", "input_per_mtok", "output_per_mtok",
+                    "cached_input_per_mtok", "cache_write_per_mtok", "cache_write_1h_per_mtok",
+                    "flex_input_per_mtok", "flex_output_per_mtok", "flex_cached_input_per_mtok",
+                    "ttfb_ms", "tokens_per_second"});
       catalog::Route route;
       const std::string provider = r.string(rn, "provider", rpath, "", true);
       const auto it = std::find_if(providers.begin(), providers.end(),
@@ -293,6 +296,15 @@ std::vector<catalog::Model> parse_models(const Reader& r, const YAML::Node& root
       route.prices.output = *r.price(rn, "output_per_mtok", rpath, true);
       route.prices.cached_input =
           r.price(rn, "cached_input_per_mtok", rpath, false).value_or(route.prices.input);
+      // Cache writes: Anthropic charges 1.25× the input price for 5 minutes, 2× for 1 hour.
+      const bool anthropic = it->api == catalog::Api::kAnthropic;
+      auto times = [&](std::int64_t num, std::int64_t den) {  // rounded up: never under
+        return PricePerMtok::from_nanos((route.prices.input.nanos() * num + den - 1) / den);
+      };
+      route.prices.cache_write = r.price(rn, "cache_write_per_mtok", rpath, false)
+                                     .value_or(anthropic ? times(5, 4) : route.prices.input);
+      route.prices.cache_write_1h = r.price(rn, "cache_write_1h_per_mtok", rpath, false)
+                                        .value_or(anthropic ? times(2, 1) : route.prices.input);
       // A flex tier needs both its prices, and a provider that knows `service_tier`.
       if (rn["flex_input_per_mtok"].IsDefined() || rn["flex_output_per_mtok"].IsDefined() ||
           rn["flex_cached_input_per_mtok"].IsDefined()) {
@@ -304,6 +316,7 @@ std::vector<catalog::Model> parse_models(const Reader& r, const YAML::Node& root
         flex.output = *r.price(rn, "flex_output_per_mtok", rpath, true);
         flex.cached_input =
             r.price(rn, "flex_cached_input_per_mtok", rpath, false).value_or(flex.input);
+        flex.cache_write = flex.cache_write_1h = flex.input;  // OpenAI writes no cache
         // Flex is the cheaper tier: the race waits for it, and its saving is billed.
         if (flex.input > route.prices.input || flex.output > route.prices.output ||
             flex.cached_input > route.prices.cached_input) {

@@ -205,6 +205,36 @@ models:
                "flex prices must not be above the standard ones");
 }
 
+// Cache writes are priced as Anthropic prices them unless configured: 1.25× the input
+// price for 5 minutes, 2× for an hour (rounded up to a nano-USD); elsewhere the input price.
+TEST(Config, CacheWritePricesDefaultToAnthropicsMultiples) {
+  auto c = parse_config(R"(providers:
+  - { name: claude, api: anthropic, base_url: "http://127.0.0.1:9001/v1" }
+  - { name: main, base_url: "http://127.0.0.1:9000/v1" }
+models:
+  - name: a
+    routes:
+      - { provider: claude, input_per_mtok: "3", output_per_mtok: "15" }
+  - name: b
+    routes:
+      - { provider: claude, input_per_mtok: "0.000000001", output_per_mtok: "1",
+          cache_write_per_mtok: "4", cache_write_1h_per_mtok: "7" }
+  - name: o
+    routes:
+      - { provider: main, input_per_mtok: "2", output_per_mtok: "8" }
+)", "t.yaml");
+  ASSERT_TRUE(c) << c.status().message();
+  const catalog::Prices& a = c->catalog->find_model("a")->routes[0].prices;
+  EXPECT_EQ(a.cache_write.to_string(), "3.75");
+  EXPECT_EQ(a.cache_write_1h.to_string(), "6.00");
+  const catalog::Prices& b = c->catalog->find_model("b")->routes[0].prices;
+  EXPECT_EQ(b.cache_write.to_string(), "4.00");
+  EXPECT_EQ(b.cache_write_1h.to_string(), "7.00");
+  const catalog::Prices& o = c->catalog->find_model("o")->routes[0].prices;
+  EXPECT_EQ(o.cache_write, o.input);
+  EXPECT_EQ(o.cache_write_1h, o.input);
+}
+
 TEST(Config, RoutingRulesAreValidatedAtStartUp) {
   const std::string base = R"(providers:
   - { name: a, base_url: "http://127.0.0.1:9000/v1" }

@@ -79,9 +79,19 @@ TEST(Usage, AnthropicBodyAndStream) {
       R"({"type":"message","usage":{"input_tokens":10,"cache_creation_input_tokens":2,)"
       R"("cache_read_input_tokens":30,"output_tokens":5}})");
   ASSERT_TRUE(u);
-  EXPECT_EQ(u->input_tokens, 12);
+  EXPECT_EQ(u->input_tokens, 10);
+  EXPECT_EQ(u->cache_write_tokens, 2);  // no split given: 5-minute writes
+  EXPECT_EQ(u->uncached_input(), 12);
   EXPECT_EQ(u->cached_tokens, 30);
   EXPECT_EQ(u->output_tokens, 5);
+  // Writes split by how long they are kept, each at its price.
+  auto split = anthropic_usage(
+      R"({"usage":{"input_tokens":5,"cache_creation_input_tokens":42203,)"
+      R"("cache_creation":{"ephemeral_5m_input_tokens":3,"ephemeral_1h_input_tokens":42200},)"
+      R"("cache_read_input_tokens":0,"output_tokens":21}})");
+  ASSERT_TRUE(split);
+  EXPECT_EQ(split->cache_write_tokens, 3);
+  EXPECT_EQ(split->cache_write_1h_tokens, 42200);
 
   AnthropicStreamUsage s;
   EXPECT_FALSE(s.seen());
@@ -94,6 +104,22 @@ TEST(Usage, AnthropicBodyAndStream) {
   EXPECT_EQ(s.usage().input_tokens, 8);
   EXPECT_EQ(s.usage().cached_tokens, 4);
   EXPECT_EQ(s.usage().output_tokens, 9);  // cumulative, not summed
+
+  // A delta that reports some input counts keeps the others (as the SDK does): the cache
+  // counts of message_start are not wiped by a delta without them.
+  AnthropicStreamUsage partial;
+  partial.on_event("message_start",
+                   R"({"type":"message_start","message":{"usage":{"input_tokens":5,)"
+                   R"("cache_creation_input_tokens":40000,"cache_read_input_tokens":1000,)"
+                   R"("output_tokens":1}}})");
+  partial.on_event("message_delta",
+                   R"({"type":"message_delta","usage":{"input_tokens":7,)"
+                   R"("cache_creation_input_tokens":null,"output_tokens":300}})");
+  ASSERT_TRUE(partial.final());
+  EXPECT_EQ(partial.usage().input_tokens, 7);
+  EXPECT_EQ(partial.usage().cache_write_tokens, 40000);
+  EXPECT_EQ(partial.usage().cached_tokens, 1000);
+  EXPECT_EQ(partial.usage().output_tokens, 300);
 }
 
 TEST(Usage, PricedAtTheRoute) {
@@ -103,6 +129,11 @@ TEST(Usage, PricedAtTheRoute) {
   route.prices.output = PricePerMtok::parse("15").value();
   // 1000 in ($0.003) + 1000 cached ($0.0003) + 100 out ($0.0015) = $0.0048.
   EXPECT_EQ(price(Usage{1000, 1000, 100}, route.prices).to_string(), "0.0048");
+  // Cache writes at their own prices: 1000 for 5 minutes at 3.75 ($0.00375), 1000 for an
+  // hour at 6 ($0.006).
+  route.prices.cache_write = PricePerMtok::parse("3.75").value();
+  route.prices.cache_write_1h = PricePerMtok::parse("6").value();
+  EXPECT_EQ(price(Usage{1000, 1000, 100, 1000, 1000}, route.prices).to_string(), "0.01455");
 }
 
 }  // namespace
@@ -120,7 +151,8 @@ TEST(Usage, AbsurdCountsAreClampedNotOverflowed) {
   auto a = anthropic_usage(
       R"({"usage":{"input_tokens":9223372036854775807,"cache_creation_input_tokens":9223372036854775807,"output_tokens":1}})");
   ASSERT_TRUE(a);
-  EXPECT_EQ(a->input_tokens, 2 * kTokensMax);
+  EXPECT_EQ(a->input_tokens, kTokensMax);
+  EXPECT_EQ(a->cache_write_tokens, kTokensMax);
 }
 
 }  // namespace
