@@ -5,6 +5,7 @@
 #include <time.h>
 
 #include <algorithm>
+#include <atomic>
 #include <utility>
 
 namespace tp::http {
@@ -45,14 +46,21 @@ void DeadlineTicker::arm() {
   });
 }
 
+namespace {
+std::atomic<bool> g_cut_everything{false};
+}  // namespace
+
+void DeadlineTicker::cut_everything() { g_cut_everything.store(true, std::memory_order_relaxed); }
+
 void DeadlineTicker::tick() {
   const auto now = Deadline::Clock::now();
+  const bool cut = g_cut_everything.load(std::memory_order_relaxed);
   for (Deadline* d : entries_) {
     if (d->call_at_ <= now) {
       d->call_at_ = Deadline::Clock::time_point::max();
       if (std::function<void()> call = std::exchange(d->call_, nullptr)) call();
     }
-    if ((d->cap_ ? std::min(d->at_, *d->cap_) : d->at_) > now) continue;
+    if (!cut && (d->cap_ ? std::min(d->at_, *d->cap_) : d->at_) > now) continue;
     d->at_ = Deadline::Clock::time_point::max();
     d->expired_ = true;
     boost::system::error_code ignored;

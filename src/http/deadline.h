@@ -27,6 +27,12 @@ class DeadlineTicker {
   DeadlineTicker(const DeadlineTicker&) = delete;
   DeadlineTicker& operator=(const DeadlineTicker&) = delete;
 
+  // From now on every deadline of every ticker in the process counts as passed: each tick
+  // cancels every socket a deadline watches (clients and upstreams alike). A drain whose
+  // time is up uses it, so that what still runs ends through its own failure paths (a cut
+  // stream billed for what it relayed) while the store still takes settlements. Once.
+  static void cut_everything();
+
  private:
   friend class Deadline;
   void add(Deadline* d);

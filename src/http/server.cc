@@ -51,6 +51,10 @@ struct ClientWatch {
 
 namespace {
 
+// After a drain's time is up and every wait is cut, how long requests still running get to
+// end through their failure paths (settling what they relayed) before the loop stops.
+constexpr std::chrono::milliseconds kDrainCutGrace{2000};
+
 // Whether the client has closed or reset its connection: its TCP state has left
 // ESTABLISHED (CLOSE_WAIT after its FIN, CLOSE after a reset), whatever bytes it sent
 // before still wait unread.
@@ -343,6 +347,7 @@ struct Server::Worker {
   boost::intrusive::list<IdleConnection> idle;
   std::size_t connections = 0;
   bool draining = false;
+  bool cutting = false;  // the drain's time is up: every wait is being cut
   std::chrono::steady_clock::time_point drain_deadline{};
 
   // Runs ioc on this thread until it stops; `spin` is limits.io_spin_us.
@@ -467,7 +472,8 @@ void Server::run() {
   control_.run();
   // Each worker stops itself once its connections are done or the drain deadline passed.
   for (auto& w : workers_) w->thread.join();
-  log::info("drain finished", {{"connections_cut", connections_.load()}});
+  log::info("drain finished", {{"connections_cut", cut_connections_.load()},
+                               {"connections_left", connections_.load()}});
 }
 
 void Server::drain() {
@@ -489,8 +495,20 @@ Task<void> Server::watch_drain(Worker& worker) {
       worker.acceptor->close(ignored);
       for (IdleConnection& c : worker.idle) c.socket->close(ignored);
     }
-    if (worker.connections == 0 || now >= worker.drain_deadline) {
+    if (worker.connections == 0) {
       worker.ioc.stop();
+      co_return;
+    }
+    if (now >= worker.drain_deadline && !worker.cutting) {
+      // Time is up: every socket's waits end now, and what still runs ends through its own
+      // failure paths within a short grace (a stream billed for what it relayed, a whole
+      // answer voided), while the store still takes settlements.
+      worker.cutting = true;
+      cut_connections_ += worker.connections;
+      DeadlineTicker::cut_everything();
+      worker.drain_deadline = now + kDrainCutGrace;
+    } else if (now >= worker.drain_deadline) {
+      worker.ioc.stop();  // still not done: their frames go with the loop
       co_return;
     }
   }

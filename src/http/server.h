@@ -222,6 +222,7 @@ class Server {
   std::vector<std::unique_ptr<Worker>> workers_;
   std::uint16_t port_ = 0;
   std::atomic<std::size_t> connections_{0};
+  std::atomic<std::size_t> cut_connections_{0};  // open when their drain's time was up
   std::atomic<bool> draining_{false};
   asio::io_context control_;
   std::function<void()> on_hangup_;

@@ -102,6 +102,9 @@ struct UpstreamResponse::Impl {
   enum class Framing { kNone, kLength, kChunked, kClose };
 
   UpstreamPool* pool = nullptr;
+  // Expired once the pool is gone: a response whose coroutine frame outlived its pool (an
+  // I/O loop stopped with requests still running) closes its connection instead.
+  std::weak_ptr<const int> pool_alive;
   const UpstreamEndpoint* endpoint = nullptr;
   std::unique_ptr<UpstreamConnection> conn;
   UpstreamTimeouts timeouts;
@@ -138,7 +141,8 @@ UpstreamResponse::UpstreamResponse(std::unique_ptr<Impl> impl) : impl_(std::move
 
 UpstreamResponse::~UpstreamResponse() {
   if (!impl_ || !impl_->conn) return;
-  if (impl_->done && impl_->framing != Impl::Framing::kClose && impl_->head.keep_alive()) {
+  if (impl_->done && impl_->framing != Impl::Framing::kClose && impl_->head.keep_alive() &&
+      !impl_->pool_alive.expired()) {
     impl_->conn->buffer.consume(impl_->pending_consume);
     impl_->pool->give_back(std::move(impl_->conn));
   }
@@ -393,6 +397,7 @@ Task<Result<std::unique_ptr<UpstreamResponse>>> UpstreamPool::send(
 
     std::unique_ptr<UpstreamResponse::Impl> impl(new UpstreamResponse::Impl);
     impl->pool = this;
+    impl->pool_alive = alive_;
     impl->endpoint = &ep;
     impl->timeouts = timeouts;
 

@@ -147,6 +147,7 @@ class UpstreamPool {
   void give_back(std::unique_ptr<UpstreamConnection> conn);
 
   asio::io_context& ioc_;
+  std::shared_ptr<const int> alive_ = std::make_shared<const int>(0);  // see Impl::pool_alive
   std::unique_ptr<DeadlineTicker> deadlines_;  // outlives every connection below
   std::vector<std::vector<std::unique_ptr<UpstreamConnection>>> idle_;
   std::size_t idle_max_;

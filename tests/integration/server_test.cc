@@ -209,8 +209,19 @@ TEST(Server, DrainTimeoutCutsLongStreamsAndStillExitsZero) {
   ASSERT_NE(c.read_until("role", 3s).find("role"), std::string::npos);
   stack.gateway->signal(SIGTERM);
   EXPECT_EQ(stack.gateway->wait_exit(5s), std::optional<int>(0)) << stack.gateway->log();
-  EXPECT_NE(stack.gateway->log().find("\"connections_cut\":1"), std::string::npos);
+  EXPECT_NE(stack.gateway->log().find("\"connections_cut\":1"), std::string::npos)
+      << stack.gateway->log();
   EXPECT_TRUE(c.closed_within(2s));
+  // The cut stream ended through its failure path while the store still took settlements:
+  // billed for the tokens it relayed, in a usage row, not dropped with its frame.
+  auto db = store::open_sqlite(stack.dir.path() + "/var/turnpike.db");
+  ASSERT_TRUE(db);
+  auto row = (*db)->prepare("SELECT COUNT(*), MIN(output_tokens), MIN(cost_nanos) FROM usage_log");
+  ASSERT_TRUE(row);
+  ASSERT_EQ(row->step().value(), store::Statement::Step::kRow);
+  EXPECT_EQ(row->column_int(0), 1) << stack.gateway->log();
+  EXPECT_GE(row->column_int(1), 1);
+  EXPECT_GT(row->column_int(2), 0);
 }
 
 TEST(Server, SigtermWithIdleConnectionsExitsPromptly) {
