@@ -198,8 +198,15 @@ Task<bool> Responder::write_rest(std::span<const asio::const_buffer> buffers,
                                  std::size_t written) {
   beast::buffers_suffix<std::span<const asio::const_buffer>> rest(buffers);
   rest.consume(written);
-  deadline_.expires_after(milliseconds(limits_.write_timeout_ms));
-  auto [ec, n] = co_await asio::async_write(socket_, rest, use_nothrow);
+  // The timeout is for a client that stalls: each write that makes progress starts it
+  // again, so a slow reader of a large answer is not cut while it keeps reading.
+  boost::system::error_code ec;
+  while (!ec && beast::buffer_bytes(rest) > 0) {
+    deadline_.expires_after(milliseconds(limits_.write_timeout_ms));
+    auto [wec, n] = co_await socket_.async_write_some(rest, use_nothrow);
+    ec = wec;
+    rest.consume(n);
+  }
   // Done: left armed, the deadline would cancel the socket later, and with it whatever
   // waits on it then (the client watch).
   deadline_.clear();
