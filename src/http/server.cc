@@ -701,8 +701,10 @@ Task<void> Server::serve_connection(Worker& worker, Socket socket) {
   Request req;  // reused: its buffers keep their capacity from request to request
   ResponseScratch scratch;  // likewise, for the responses' heads
 
-  for (;;) {
-    if (worker.draining) break;
+  // A drain ends a connection between requests, but answers the first request of one it
+  // accepted just before (its client has sent it already), with Connection: close.
+  for (bool first = true;; first = false) {
+    if (worker.draining && !first) break;
     RequestReader reader(limits_, deadline, req);
     RequestReader::Step step;
     boost::system::error_code read_error;
