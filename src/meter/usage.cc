@@ -94,8 +94,7 @@ std::optional<Usage> openai_usage(std::string_view json) {
   if (!found) return std::nullopt;
   const simdjson::dom::element usage = *found;
   // A usage object without a prompt count, or with a malformed completion count, reports
-  // nothing: the caller bills its estimate instead of a free answer. (Embeddings have no
-  // completion count.)
+  // nothing: the caller bills its estimate instead of a free answer.
   const std::optional<std::int64_t> prompt_count = reported(usage, "prompt_tokens");
   if (!prompt_count) return std::nullopt;
   if (usage["completion_tokens"].error() != simdjson::NO_SUCH_FIELD &&
@@ -109,7 +108,15 @@ std::optional<Usage> openai_usage(std::string_view json) {
     u.cached_tokens = std::min(count(details, "cached_tokens"), prompt);
   }
   u.input_tokens = prompt - u.cached_tokens;
-  u.output_tokens = count(usage, "completion_tokens");
+  // Without a completion count (embeddings have none; some compatible servers leave it
+  // out), what the total says beyond the prompt; without either, nothing is reported.
+  if (const auto completion = reported(usage, "completion_tokens")) {
+    u.output_tokens = *completion;
+  } else if (const auto total = reported(usage, "total_tokens")) {
+    u.output_tokens = std::max<std::int64_t>(*total - prompt, 0);
+  } else {
+    return std::nullopt;
+  }
   return u;
 }
 

@@ -22,6 +22,12 @@ TEST(Usage, OpenAIBodyAndChunks) {
   ASSERT_TRUE(u);
   EXPECT_EQ(u->input_tokens, 5);
   EXPECT_EQ(u->output_tokens, 0);
+  // Without a completion count the total says the output; without either, nothing is
+  // reported (the caller bills its estimate, never a free answer).
+  u = openai_usage(R"({"usage":{"prompt_tokens":12,"total_tokens":512}})");
+  ASSERT_TRUE(u);
+  EXPECT_EQ(u->output_tokens, 500);
+  EXPECT_FALSE(openai_usage(R"({"usage":{"prompt_tokens":12}})"));
   // More cached than prompt tokens: never a negative input.
   u = openai_usage(R"({"usage":{"prompt_tokens":3,"completion_tokens":4,"prompt_tokens_details":{"cached_tokens":9}}})");
   ASSERT_TRUE(u);
