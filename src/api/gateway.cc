@@ -387,11 +387,18 @@ std::int64_t output_bound(const RequestBody& body, const catalog::Model& model) 
   return each * body.choices;
 }
 
+// The input a provider adds to a request that declares tools: its tool-use system prompt
+// (Anthropic documents 159 to 530 tokens, by model).
+constexpr std::int64_t kToolPromptTokensMax = 1000;
+
 // An upper bound of a request's input tokens: a token is at least one byte of the text,
-// and the JSON around the text is longer than the tokens that frame the messages. (Images
-// are not counted; what they add is charged as a shortfall over the hold.)
+// and the JSON around the text is longer than the tokens that frame the messages, plus the
+// tool-use prompt a provider adds when the request declares tools. (Images, documents by
+// reference and what server tools fetch are not counted: what they add is charged as a
+// shortfall over the hold.)
 std::int64_t input_tokens_max(std::string_view body) {
-  return static_cast<std::int64_t>(body.size());
+  const bool tools = body.find("\"tools\"") != std::string_view::npos;
+  return static_cast<std::int64_t>(body.size()) + (tools ? kToolPromptTokensMax : 0);
 }
 
 // A typical count rather than a bound, used only when the upstream reports no usage.

@@ -185,6 +185,13 @@ TEST(Billing, ShortBalanceIs402SayingWhatIsAvailableAndNeeded) {
   EXPECT_EQ(refused.status, 402);
   EXPECT_NE(refused.body.find("0.0002 USD available"), std::string::npos) << refused.body;
   EXPECT_NE(refused.body.find("needed"), std::string::npos);
+  // Declaring tools adds the provider's tool-use prompt to the worst case (1000 tokens at
+  // $0.15/M = $0.00015): $0.000069 fits, $0.000219 does not.
+  const auto with_tools =
+      http_request(stack.port, "POST", "/v1/chat/completions",
+                   R"({"model":"gpt-test","max_tokens":100,"tools":[],"messages":[]})",
+                   bearer(key));
+  EXPECT_EQ(with_tools.status, 402) << with_tools.body;
   const auto fits = http_request(stack.port, "POST", "/v1/chat/completions",
                                  R"({"model":"gpt-test","max_tokens":100,"messages":[]})",
                                  bearer(key));
