@@ -396,9 +396,9 @@ constexpr std::int64_t kToolPromptTokensMax = 1000;
 // tool-use prompt a provider adds when the request declares tools. (Images, documents by
 // reference and what server tools fetch are not counted: what they add is charged as a
 // shortfall over the hold.)
-std::int64_t input_tokens_max(std::string_view body) {
-  const bool tools = body.find("\"tools\"") != std::string_view::npos;
-  return static_cast<std::int64_t>(body.size()) + (tools ? kToolPromptTokensMax : 0);
+std::int64_t input_tokens_max(const RequestBody& body) {
+  return static_cast<std::int64_t>(body.text.size()) +
+         (body.has_tools ? kToolPromptTokensMax : 0);
 }
 
 // A typical count rather than a bound, used only when the upstream reports no usage.
@@ -561,7 +561,7 @@ class Gateway final : public http::Handler {
   // Holds the worst case of `body` on the dearest of `routes` (each input token at the
   // dearest of its input prices) until `wait_ms` plus the hold timeout from now.
   // kPaymentRequired names what is available and what was needed.
-  Status take_hold(Bill& bill, std::span<const Ranked> routes, std::string_view body,
+  Status take_hold(Bill& bill, std::span<const Ranked> routes, const RequestBody& body,
                    std::int64_t wait_ms);
 
   // What the fallback loop ended with: the response that stands (null when every route
@@ -988,7 +988,7 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
     co_await send_error(res, surface, 503, message, "billing_frozen");
     co_return;
   }
-  if (Status held = take_hold(bill, routes, req.body(), plan.flex_raced ? plan.options.flex_ms : 0);
+  if (Status held = take_hold(bill, routes, body, plan.flex_raced ? plan.options.flex_ms : 0);
       !held) {
     co_await send_error(res, surface, 402, held.message(), "insufficient_balance");
     co_return;
@@ -1643,12 +1643,18 @@ bool Gateway::cover(Bill& bill, Money needed, Money ahead) {
   return got->kind != ledger::Wallet::Cover::kRefused;
 }
 
-Status Gateway::take_hold(Bill& bill, std::span<const Ranked> routes, std::string_view body,
+Status Gateway::take_hold(Bill& bill, std::span<const Ranked> routes, const RequestBody& body,
                           std::int64_t wait_ms) {
   Money worst;
   // Input is written to a provider's cache only where the request marks it (Anthropic's
-  // cache_control): then it may cost the cache-write prices.
-  const bool caches = body.find("\"cache_control\"") != std::string_view::npos;
+  // cache_control): then it may cost the cache-write prices. The body is searched for the
+  // mark only when a route's writes cost more than its input.
+  const bool writes_cost_more = std::any_of(routes.begin(), routes.end(), [](const Ranked& r) {
+    const catalog::Prices& p = r.prices();
+    return std::max(p.cache_write, p.cache_write_1h) > std::max(p.input, p.cached_input);
+  });
+  const bool caches =
+      writes_cost_more && body.text.find("\"cache_control\"") != std::string_view::npos;
   for (const Ranked& ranked : routes) {
     const catalog::Prices& p = ranked.prices();
     const PricePerMtok input_max =

@@ -109,7 +109,9 @@ Result<RequestBody> parse_request_body(std::string_view text) {
       seen |= bit;
       ++read_members;
     }
-    if (key == "model") {
+    if (key == "tools") {
+      body.has_tools = true;
+    } else if (key == "model") {
       std::string_view model;
       if (value.get_string().get(model)) return invalid("'model' must be a string");
       body.model = std::string(model);

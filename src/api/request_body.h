@@ -40,6 +40,7 @@ struct RequestBody {
   std::string privacy_tier;                // empty when absent
   std::string start_within;                // empty when absent
   bool include_usage = false;              // stream_options.include_usage is true
+  bool has_tools = false;  // a top-level "tools" member: a provider adds its tool-use prompt
   // The client's `service_tier` (empty when absent or null). Never forwarded: the tier a
   // route is served on decides its price, so Turnpike alone sets it (the flex race).
   std::string service_tier;
