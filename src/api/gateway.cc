@@ -1700,6 +1700,19 @@ Task<Gateway::Answered> Gateway::send_with_fallback(const OperationInfo& info,
                   fmt::format("no route answered within routing.fallback_deadline_ms ({} ms)",
                               state_->config().fallback_deadline_ms)};
   };
+  // Whether a standard route after `attempt` would still be tried: a fallback attempt skips
+  // one that rests or whose provider is down (below). When none would, this answer stands.
+  auto another_would_be_tried = [&](std::size_t attempt,
+                                    std::chrono::steady_clock::time_point now) {
+    for (std::size_t j = attempt + 1; j < routes.size(); ++j) {
+      const catalog::Route& later = *routes[j].route;
+      if (!health_[later.index].resting(now) &&
+          !state_->provider_health().down(state_->catalog().provider(later).index)) {
+        return true;
+      }
+    }
+    return false;
+  };
   for (; out.attempt < routes.size(); ++out.attempt) {
     if (bill.client_gone()) {
       // Nobody to answer: no further route is tried.
@@ -1771,7 +1784,10 @@ Task<Gateway::Answered> Gateway::send_with_fallback(const OperationInfo& info,
               1, left.count())));
       if (!started) sent = started;
     }
-    const bool last = out.attempt + 1 == routes.size();
+    // After a flex attempt the first standard one always runs; after a standard one, only
+    // those a fallback would not skip.
+    const bool last = flex ? out.attempt + 1 == routes.size()
+                           : !another_would_be_tried(out.attempt, std::chrono::steady_clock::now());
     if (!sent && flex && sent.status().kind() == ErrorKind::kUpstreamTimeout) {
       // Late is what flex may be: no mark against the route's health.
       log::info("flex tier did not start within start_within; trying the standard tier",
@@ -1814,6 +1830,10 @@ Task<Gateway::Answered> Gateway::send_with_fallback(const OperationInfo& info,
       (void)co_await (*sent)->read_all(kErrorBodyDrainBytesMax);
       log::warn("upstream refused; falling back", {{"provider", p.name}, {"status", status}});
       stats_->fallback(r.index);
+      // What the request ends with should the routes after this one all be skipped after
+      // all (their circuits may open while this answer is drained).
+      out.failure = Status{ErrorKind::kUpstreamFailed,
+                           fmt::format("upstream '{}' answered HTTP {}", p.name, status)};
       continue;
     }
     bill.sent_at = sent_at;

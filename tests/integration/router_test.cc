@@ -422,6 +422,23 @@ TEST(Router, AFallbackSkipsARouteWhoseCircuitOpenedMeanwhile) {
   EXPECT_EQ(received(up.ports[3]), 1) << up.gateway->log();  // the other request's only
 }
 
+// When every route after a refusing one would be skipped, the refusal is the answer (502),
+// not lost with nothing in its place.
+TEST(Router, ARefusalStandsWhenEveryRouteAfterItWouldBeSkipped) {
+  ThreeUpstreams up("routing: { probe_interval_ms: 100, probe_failures: 1 }");
+  ASSERT_GT(up.port, 0) << up.gateway->log();
+  // `wary` by cost: slowfail (a 500 after 300 ms), erring (500), then fast, whose server
+  // goes away while slowfail is still thinking: the probes mark it down before its turn.
+  HttpResponse answered;
+  std::thread asking([&] { answered = up.chat("cost", "", "", "wary"); });
+  std::this_thread::sleep_for(30ms);
+  up.sims[1].reset();
+  asking.join();
+  EXPECT_EQ(answered.status, 502) << answered.body << up.gateway->log();
+  EXPECT_NE(answered.body.find("answered HTTP 500"), std::string::npos) << answered.body;
+  EXPECT_EQ(http_request(up.port, "GET", "/healthz").status, 200);  // still serving
+}
+
 TEST(Router, AModelWhoseOnlyRouteRestsIs503) {
   ThreeUpstreams up("routing: { breaker_failures: 2, breaker_cooldown_ms: 60000 }");
   ASSERT_GT(up.port, 0) << up.gateway->log();
