@@ -45,10 +45,13 @@ void take_cache(simdjson::dom::element usage, Usage& u) {
   if (const auto read = reported(usage, "cache_read_input_tokens")) u.cached_tokens = *read;
   const auto written = reported(usage, "cache_creation_input_tokens");
   if (!written) return;
+  simdjson::dom::element split;
+  const bool has_split = !usage["cache_creation"].get(split) && split.is_object();
+  // A message_delta repeats the total without the split message_start gave: kept.
+  if (!has_split && *written == u.cache_write_tokens + u.cache_write_1h_tokens) return;
   u.cache_write_tokens = *written;
   u.cache_write_1h_tokens = 0;
-  simdjson::dom::element split;
-  if (usage["cache_creation"].get(split) || !split.is_object()) return;
+  if (!has_split) return;
   const auto five = reported(split, "ephemeral_5m_input_tokens");
   const auto hour = reported(split, "ephemeral_1h_input_tokens");
   if (five.value_or(0) + hour.value_or(0) == *written) {

@@ -314,8 +314,10 @@ std::vector<catalog::Model> parse_models(const Reader& r, const YAML::Node& root
         catalog::Prices flex;
         flex.input = *r.price(rn, "flex_input_per_mtok", rpath, true);
         flex.output = *r.price(rn, "flex_output_per_mtok", rpath, true);
-        flex.cached_input =
-            r.price(rn, "flex_cached_input_per_mtok", rpath, false).value_or(flex.input);
+        // Unless given, cached input costs on the flex tier what it costs at most anywhere:
+        // the flex input price, or the standard cached price where that is lower.
+        flex.cached_input = r.price(rn, "flex_cached_input_per_mtok", rpath, false)
+                                .value_or(std::min(flex.input, route.prices.cached_input));
         flex.cache_write = flex.cache_write_1h = flex.input;  // OpenAI writes no cache
         // Flex is the cheaper tier: the race waits for it, and its saving is billed.
         if (flex.input > route.prices.input || flex.output > route.prices.output ||

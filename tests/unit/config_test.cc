@@ -203,6 +203,14 @@ models:
           flex_input_per_mtok: "1", flex_output_per_mtok: "9" }
 )",
                "flex prices must not be above the standard ones");
+  // A standard cached price below the flex input price is the flex cached default.
+  auto cached = parse_config(flex + R"(  - name: n
+    routes:
+      - { provider: main, input_per_mtok: "2", output_per_mtok: "8", cached_input_per_mtok: "0.5",
+          flex_input_per_mtok: "1", flex_output_per_mtok: "4" }
+)", "t.yaml");
+  ASSERT_TRUE(cached) << cached.status().message();
+  EXPECT_EQ(cached->catalog->find_model("n")->routes[0].flex->cached_input.to_string(), "0.50");
 }
 
 // Cache writes are priced as Anthropic prices them unless configured: 1.25× the input

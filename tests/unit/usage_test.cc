@@ -126,6 +126,20 @@ TEST(Usage, AnthropicBodyAndStream) {
   EXPECT_EQ(partial.usage().cache_write_tokens, 40000);
   EXPECT_EQ(partial.usage().cached_tokens, 1000);
   EXPECT_EQ(partial.usage().output_tokens, 300);
+
+  // The split of the writes comes with message_start; a delta repeating only their total
+  // keeps it (1-hour writes stay at their price).
+  AnthropicStreamUsage kept;
+  kept.on_event("message_start",
+                 R"({"type":"message_start","message":{"usage":{"input_tokens":5,)"
+                 R"("cache_creation_input_tokens":900,"cache_creation":)"
+                 R"({"ephemeral_5m_input_tokens":100,"ephemeral_1h_input_tokens":800},)"
+                 R"("output_tokens":1}}})");
+  kept.on_event("message_delta",
+                R"({"type":"message_delta","usage":{"input_tokens":5,)"
+                R"("cache_creation_input_tokens":900,"output_tokens":40}})");
+  EXPECT_EQ(kept.usage().cache_write_tokens, 100);
+  EXPECT_EQ(kept.usage().cache_write_1h_tokens, 800);
 }
 
 TEST(Usage, PricedAtTheRoute) {
