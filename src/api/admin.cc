@@ -382,7 +382,7 @@ Task<bool> AdminApi::answer_money_call(Responder& res, std::string_view idempote
     co_return false;
   }
   co_await res.send(answer->status, kJson, answer->body);
-  co_return true;
+  co_return answer->status == 200;  // a refusal (kept under its key) moved nothing
 }
 
 Task<void> AdminApi::add_credits(std::int64_t account, http::Request& req, Responder& res) {

@@ -2235,7 +2235,7 @@ Result<std::shared_ptr<const GatewayState>> reload_state(const GatewayState& run
   config.upstream = fresh.upstream;
   // With the upstream waits it must outlast (the fresh file was checked for that): a hold
   // timeout kept from before could lapse the hold of a request that waits within them.
-  // Running holds take it at their next renewal.
+  // Requests already running keep the state, and so the timeout, they started with.
   config.billing.hold_timeout_ms = fresh.billing.hold_timeout_ms;
   return GatewayState::create(config, running.services());
 }

@@ -702,9 +702,9 @@ Task<void> Server::serve_connection(Worker& worker, Socket socket) {
   ResponseScratch scratch;  // likewise, for the responses' heads
 
   // A drain ends a connection between requests, but answers the first request of one it
-  // accepted just before (its client has sent it already), with Connection: close.
+  // accepted just before, if its client has sent it already (Connection: close).
   for (bool first = true;; first = false) {
-    if (worker.draining && !first) break;
+    if (worker.draining && (!first || socket.available(ignored) == 0)) break;
     RequestReader reader(limits_, deadline, req);
     RequestReader::Step step;
     boost::system::error_code read_error;
