@@ -573,7 +573,7 @@ int run_turnpike(int argc, char** argv) {
     cmd->add_option("--config", money.config,
                     "Gateway config whose billing.low_balance_usd thresholds apply (default 5, "
                     "1 and 0 USD): a change that crosses one records a notice, delivered when "
-                    "the gateway next starts");
+                    "the gateway next starts (within a day)");
     offline_options(cmd);
   };
   CLI::App* account_credit = accounts_cmd->add_subcommand("credit", "Add credit (idempotent)");
