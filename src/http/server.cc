@@ -55,6 +55,9 @@ namespace {
 // end through their failure paths (settling what they relayed) before the loop stops.
 constexpr std::chrono::milliseconds kDrainCutGrace{2000};
 
+// TCP_NOTSENT_LOWAT of client sockets (see serve_connection).
+constexpr int kUnsentBytesMax = 256 * 1024;
+
 // Whether the client has closed or reset its connection: its TCP state has left
 // ESTABLISHED (CLOSE_WAIT after its FIN, CLOSE after a reset), whatever bytes it sent
 // before still wait unread.
@@ -691,6 +694,13 @@ Task<void> Server::serve_connection(Worker& worker, Socket socket) {
   ++connections_;
   boost::system::error_code ignored;
   socket.set_option(tcp::no_delay(true), ignored);
+  // At most this much unsent in the socket: a writer waiting on a slow reader is woken each
+  // time that much has gone, so its write timeout (a stall) sees the progress. Without it
+  // the kernel lets the send buffer grow to megabytes and wakes the writer only once a third
+  // of that has drained, which a slow but steady reader may take longer than the timeout for.
+  const int unsent_max = kUnsentBytesMax;
+  (void)::setsockopt(socket.native_handle(), IPPROTO_TCP, TCP_NOTSENT_LOWAT, &unsent_max,
+                     sizeof unsent_max);
   // Responses are first written without waiting (most fit the socket buffer); see Responder.
   socket.non_blocking(true, ignored);
   Deadline deadline(worker.deadlines, socket);

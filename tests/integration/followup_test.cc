@@ -31,19 +31,18 @@ std::chrono::milliseconds ms_since(Clock::time_point t) {
 }
 
 // A client whose receive buffer is set small before connect, so that its window stays
-// small and the gateway's answer backs up in the gateway's socket. It also announces an
-// Ethernet-sized MSS, as a client on a real network would: the kernel sizes the gateway's
-// send buffer from cwnd × MSS, and with loopback's 64 KiB MSS that buffer grows to
-// megabytes, while a writer waiting on a full socket is only woken once a third of it has
-// drained. With loopback's MSS, the reader below (every 20 ms, about 3 MB/s) was seen cut
-// by a 500 ms write timeout: the gateway's write waited on the kernel longer than that
-// between wake-ups.
+// small and the gateway's answer backs up in the gateway's socket; `mss` > 0 also announces
+// that segment size (an Ethernet-sized one is what a client on a real network sends).
+// Over loopback (64 KiB segments) the kernel lets the gateway's send buffer grow to
+// megabytes and wakes a writer waiting on it only once a third has drained: without the
+// gateway's TCP_NOTSENT_LOWAT the reader below (every 20 ms, about 3 MB/s) was cut by a
+// 500 ms write timeout, its progress unseen between wake-ups.
 class SlowClient {
  public:
   SlowClient(int port, int rcvbuf = 64 * 1024, int mss = 1460) {
     fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
     ::setsockopt(fd_, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
-    ::setsockopt(fd_, IPPROTO_TCP, TCP_MAXSEG, &mss, sizeof mss);
+    if (mss > 0) ::setsockopt(fd_, IPPROTO_TCP, TCP_MAXSEG, &mss, sizeof mss);
     sockaddr_in addr{};
     addr.sin_family = AF_INET;
     addr.sin_port = htons(static_cast<uint16_t>(port));
@@ -116,7 +115,7 @@ TEST(WriteTimeout, ASlowReaderOfALargeAnswerIsNotCutWhileItKeepsReading) {
   ASSERT_TRUE(stalled.connected());
   ASSERT_TRUE(stalled.send(request));
 
-  SlowClient slow(stack.port);
+  SlowClient slow(stack.port, 64 * 1024, 0);
   ASSERT_TRUE(slow.connected());
   const auto started = Clock::now();
   ASSERT_TRUE(slow.send(request));
