@@ -943,9 +943,10 @@ Task<void> Gateway::handle(http::Request& req, Responder& res) {
                {"method", req.method()},
                {"path", path.substr(0, kMessagePathBytesMax)},
                {"status", res.status()},
-               // A stream's head says 200 before it ends: whether it ended whole, and
-               // whether its client was seen to leave (the usage row then says 499).
-               {"finished", res.finished()},
+               // A stream's head says 200 before it ends: whether it reached the client
+               // whole (a write that failed or was cut off did not), and whether its
+               // client was seen to leave (the usage row then says 499).
+               {"finished", res.finished() && !res.failed()},
                {"client_gone", res.client_gone()},
                {"duration_us",
                 static_cast<std::int64_t>(

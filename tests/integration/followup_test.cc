@@ -161,6 +161,14 @@ TEST(WriteTimeout, ASlowReaderOfALargeAnswerIsNotCutWhileItKeepsReading) {
   }
   EXPECT_TRUE(stalled.closed) << "a client that reads nothing kept its connection";
   EXPECT_LT(static_cast<long long>(stalled_bytes), length / 2);
+  // Its access log line says the answer did not reach it whole; the slow reader's does.
+  const std::string log = stack.gateway->log();
+  EXPECT_NE(log.find(R"("path":"/v1/embeddings","status":200,"finished":false)"),
+            std::string::npos)
+      << log;
+  EXPECT_NE(log.find(R"("path":"/v1/embeddings","status":200,"finished":true)"),
+            std::string::npos)
+      << log;
 }
 
 // A TCP listener that accepts connections and never answers: a provider whose probe hangs
