@@ -876,6 +876,33 @@ TEST(Billing, ACreditRetriedAfterAFailedCommitIsAppliedOnce) {
   EXPECT_TRUE(ledger_verifies(stack));
 }
 
+// A key made in memory whose commit failed is live and stored with the next commit, but
+// its secret is not handed out by a call that failed: the answer says so (503), and the
+// key is listed, and stays listed across a restart, for an admin to revoke.
+TEST(Billing, AKeyWhoseCommitFailedSaysItWasMade) {
+  Stack stack;
+  ASSERT_GT(stack.port, 0);
+  // The piece's own insert of the new key passes; the batch's second write of it (the
+  // directory's, before the commit) fails, and with it the commit.
+  edit_store(stack,
+             "CREATE TRIGGER no_second_write BEFORE INSERT ON api_keys WHEN EXISTS (SELECT 1 "
+             "FROM api_keys WHERE id = NEW.id) BEGIN SELECT RAISE(ABORT, 'disk trouble'); END");
+  const auto failed =
+      http_request(stack.port, "POST", "/admin/v1/accounts/acct_1/keys", "{}", kAdmin);
+  EXPECT_EQ(failed.status, 503) << failed.body;
+  EXPECT_NE(failed.body.find("the key has been made"), std::string::npos) << failed.body;
+  EXPECT_EQ(failed.body.find("tp_sk_"), std::string::npos) << failed.body;  // no secret
+  edit_store(stack, "DROP TRIGGER no_second_write");
+  // The next commit stores it (this key's creation is one).
+  ASSERT_EQ(http_request(stack.port, "POST", "/admin/v1/accounts/acct_1/keys", "{}", kAdmin)
+                .status,
+            201);
+  ASSERT_TRUE(stack.restart_gateway());
+  const auto listed = http_request(stack.port, "GET", "/admin/v1/accounts/acct_1", {}, kAdmin);
+  EXPECT_NE(listed.body.find(R"("id":"key_2")"), std::string::npos) << listed.body;
+  EXPECT_NE(listed.body.find(R"("id":"key_3")"), std::string::npos) << listed.body;
+}
+
 // The same for account creation, which deposits the trial credit: the retry answers the
 // first account, which the next commit stores with its credit, once.
 TEST(Billing, AnAccountCreationRetriedAfterAFailedCommitCreatesOneAccount) {
