@@ -66,12 +66,17 @@ std::optional<std::int64_t> parse_rfc3339(std::string_view s) {
     ++i;
     const std::size_t first = i;
     int scale = 100;
+    bool beyond = false;  // a non-zero digit past the milliseconds
     while (i < s.size() && s[i] >= '0' && s[i] <= '9') {
       millis += (s[i] - '0') * scale;
+      beyond = beyond || (scale == 0 && s[i] != '0');
       scale /= 10;
       ++i;
     }
     if (i == first) return std::nullopt;
+    // Rounded up: times are stored in whole milliseconds, so "at or after" and "before" a
+    // bound between two of them mean the same as against the next one.
+    if (beyond) ++millis;
   }
   std::int64_t offset_minutes = 0;
   if (i < s.size() && (s[i] == 'Z' || s[i] == 'z')) {
@@ -90,8 +95,7 @@ std::optional<std::int64_t> parse_rfc3339(std::string_view s) {
   if (i != s.size()) return std::nullopt;
   const std::int64_t secs = days_from_civil(year, static_cast<unsigned>(month),
                                             static_cast<unsigned>(day)) * 86400 +
-                            hour * 3600 + minute * 60 + std::min(second, 59) -
-                            offset_minutes * 60;
+                            hour * 3600 + minute * 60 + second - offset_minutes * 60;
   return secs * 1000 + millis;
 }
 

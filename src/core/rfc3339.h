@@ -11,8 +11,9 @@ namespace tp {
 // Unix milliseconds → "2026-11-23T19:04:50Z", or with `millis` "2026-11-23T19:04:50.123Z".
 std::string format_rfc3339(std::int64_t unix_ms, bool millis = false);
 
-// "YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM)" → unix milliseconds (fraction truncated to
-// milliseconds). `t` and `z` are accepted in either case; nothing else is.
+// "YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM)" → unix milliseconds (a fraction finer than
+// milliseconds rounded up; a leap second :60 is the next minute's :00). `t` and `z` are
+// accepted in either case; nothing else is.
 std::optional<std::int64_t> parse_rfc3339(std::string_view text);
 
 }  // namespace tp

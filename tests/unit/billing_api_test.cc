@@ -141,6 +141,12 @@ TEST(Rfc3339, ParsesZuluOffsetsAndFractionsAndRejectsTheRest) {
   EXPECT_EQ(parse_rfc3339("2026-11-23T20:04:50+01:00"), 1795460690000);
   EXPECT_EQ(parse_rfc3339("2026-11-23t19:04:50.5z"), 1795460690500);
   EXPECT_EQ(parse_rfc3339("2024-02-29T00:00:00Z"), 1709164800000);
+  // Finer than a millisecond rounds up (a bound between two stored times means the next);
+  // zeros past the millisecond change nothing.
+  EXPECT_EQ(parse_rfc3339("1970-01-01T00:00:00.0005Z"), 1);
+  EXPECT_EQ(parse_rfc3339("1970-01-01T00:00:00.123000Z"), 123);
+  // A leap second is the next minute's first.
+  EXPECT_EQ(parse_rfc3339("2016-12-31T23:59:60Z"), parse_rfc3339("2017-01-01T00:00:00Z"));
   for (const char* bad : {"", "2026-11-23", "2026-11-23T19:04:50", "2026-13-01T00:00:00Z",
                           "2025-02-29T00:00:00Z", "2026-11-23T19:04:50.Z",
                           "2026-11-23T19:04:50Zjunk", "2026-11-23 19:04:50Z"}) {
