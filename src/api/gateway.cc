@@ -1275,12 +1275,16 @@ router::Candidate Gateway::candidate_for(const catalog::Model& model, const cata
                                          std::int64_t input_tokens,
                                          std::int64_t output_tokens) const {
   const RouteLatency& seen = latency_[r.index];
-  return router::Candidate{
+  router::Candidate c{
       model.quality,
       cost_of(input_tokens, prices.input, 0, prices.cached_input, output_tokens, prices.output),
       seen.ttfb_ms >= 0 ? seen.ttfb_ms : r.ttfb_ms,
       seen.tokens_per_second >= 0 ? seen.tokens_per_second : r.tokens_per_second,
       static_cast<double>(output_tokens), state_->catalog().provider(r).rebate_percent};
+  c.exact_cost_nanos = (static_cast<double>(input_tokens) * prices.input.nanos() +
+                        static_cast<double>(output_tokens) * prices.output.nanos()) /
+                       1e6;
+  return c;
 }
 
 Task<void> Gateway::explain(http::Request& req, Responder& res) {

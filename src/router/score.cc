@@ -57,13 +57,22 @@ std::vector<double> rebate_terms(std::span<const double> base,
   return out;
 }
 
+namespace {
+
+double cost_nanos(const Candidate& c) {
+  return c.exact_cost_nanos >= 0 ? c.exact_cost_nanos
+                                 : static_cast<double>(std::max<std::int64_t>(c.cost.nanos(), 0));
+}
+
+}  // namespace
+
 std::vector<Terms> score(std::span<const Candidate> candidates, const Weights& weights) {
   std::vector<Terms> terms(candidates.size());
   if (candidates.empty()) return terms;
   double cheapest = std::numeric_limits<double>::infinity();
   double fastest = std::numeric_limits<double>::infinity();
   for (const Candidate& c : candidates) {
-    cheapest = std::min(cheapest, static_cast<double>(std::max<std::int64_t>(c.cost.nanos(), 0)));
+    cheapest = std::min(cheapest, cost_nanos(c));
     fastest = std::min(fastest, expected_ms(c));
   }
   std::vector<double> base(candidates.size());
@@ -72,7 +81,7 @@ std::vector<Terms> score(std::span<const Candidate> candidates, const Weights& w
     const Candidate& c = candidates[i];
     Terms& t = terms[i];
     t.quality = weights.quality * std::clamp(c.quality, 0.0, 1.0);
-    t.cost = weights.cost * relative(cheapest, static_cast<double>(c.cost.nanos()));
+    t.cost = weights.cost * relative(cheapest, cost_nanos(c));
     t.latency = weights.latency * relative(fastest, expected_ms(c));
     t.base = t.quality + t.cost + t.latency;
     base[i] = t.base;

@@ -41,6 +41,9 @@ struct Candidate {
   double tokens_per_second = 0;      // expected decoding speed; 0: unknown (TTFB only)
   double output_tokens = 0;          // the request's expected output
   double rebate_percent = 0;         // the provider's disclosed rebate, 0..100
+  // `cost` before rounding up to a nano-USD (< 0: use `cost`): for a tiny request the
+  // rounding would decide the cost term.
+  double exact_cost_nanos = -1;
 };
 
 struct Terms {

@@ -24,6 +24,17 @@ TEST(RouterScore, EachPreferencePicksItsChampion) {
   EXPECT_EQ(pick(score(c, weights_for(Preference::kQuality, configured))), 2u);
 }
 
+// A tiny request's costs are compared before rounding up to whole nano-USD: 0.2 against 1.3
+// nano-USD is 0.15 of the cost term, not the 0.5 that 1 against 2 would give.
+TEST(RouterScore, TinyCostsAreComparedBeforeRounding) {
+  std::vector<Candidate> c = {route(1.0, "0.000000001", 100, 0), route(1.0, "0.000000002", 100, 0)};
+  c[0].exact_cost_nanos = 0.2;
+  c[1].exact_cost_nanos = 1.3;
+  const auto t = score(c, Weights{0, 1, 0});
+  EXPECT_DOUBLE_EQ(t[0].cost, 1.0);
+  EXPECT_NEAR(t[1].cost, 0.2 / 1.3, 1e-12);
+}
+
 TEST(RouterScore, ScoresAreRelativeToTheOtherCandidates) {
   const std::vector<Candidate> c = {route(1.0, "0.002", 200, 0), route(1.0, "0.001", 100, 0)};
   const auto t = score(c, Weights{0, 1, 0});
