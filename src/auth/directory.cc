@@ -384,15 +384,18 @@ Result<ApiKey> Directory::rotate_key(store::Database& db, const KeyHasher& hashe
                               "grace deadline: rotate key_{} instead",
                               key_id, *old.replaced_by, *old.replaced_by)};
   }
+  // The old key's end is written first and the new key made last, so that a new key (and
+  // its secret) exists only once the whole rotation has taken effect.
+  ApiKey ending = old;
+  ending.expires_ms =
+      old.expires_ms ? std::min(*old.expires_ms, now_ms + grace_ms) : now_ms + grace_ms;
+  ending.replaced_by = keys_.rbegin()->first + 1;  // the id create_key_locked gives
+  if (Status s = write_key(db, ending, Write::kWhole); !s) return s;
   auto fresh = create_key_locked(db, hasher, old.account_id,
                                  KeySpec{old.name, old.models, old.policy, old.tags, old.expires_ms},
                                  now_ms, secret);
   if (!fresh) return fresh;
-  ApiKey ending = old;
-  ending.expires_ms =
-      old.expires_ms ? std::min(*old.expires_ms, now_ms + grace_ms) : now_ms + grace_ms;
-  ending.replaced_by = fresh->id;
-  if (Status s = write_key(db, ending, Write::kWhole); !s) return s;
+  TP_ASSERT(fresh->id == *ending.replaced_by);
   *old_expires_ms = *ending.expires_ms;
   keys_.at(key_id) = std::move(ending);
   unstored_keys_.insert(key_id);
