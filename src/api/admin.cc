@@ -257,10 +257,8 @@ Result<store::StoredAnswer> idempotent_move(store::Database& db, store::AnswerBu
   if (!seen) return seen.status();
   if (*seen) return std::move(**seen);
   auto transfer = move();
-  if (!transfer && transfer.status().kind() != ErrorKind::kPaymentRequired) {
-    return transfer.status();
-  }
   if (!transfer) {
+    if (transfer.status().kind() != ErrorKind::kPaymentRequired) return transfer.status();
     // A refusal that follows from the books (too little to refund) is the key's first
     // result too: a retry under it after the books changed is refused again, never moves
     // money the first call did not.

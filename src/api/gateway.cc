@@ -408,18 +408,16 @@ std::int64_t input_tokens_estimate(std::string_view body) {
 
 // What the input part of a cost is; the output part is the rest, so the two always sum
 // to the cost.
-Money input_cost(const meter::Usage& u, const catalog::Prices& prices) {
-  return cost_of({{u.input_tokens, prices.input},
-                  {u.cached_tokens, prices.cached_input},
-                  {u.cache_write_tokens, prices.cache_write},
-                  {u.cache_write_1h_tokens, prices.cache_write_1h}});
+Money input_cost(meter::Usage u, const catalog::Prices& prices) {
+  u.output_tokens = 0;
+  return meter::price(u, prices);
 }
 
 // How many output tokens fit in `covered` after the input part of `usage` (its output is
 // ignored) at `prices`.
-std::int64_t output_room(Money covered, meter::Usage usage, const catalog::Prices& prices) {
-  usage.output_tokens = 0;
-  const Money left = covered - meter::price(usage, prices);
+std::int64_t output_room(Money covered, const meter::Usage& usage,
+                         const catalog::Prices& prices) {
+  const Money left = covered - input_cost(usage, prices);
   if (left < Money()) return 0;
   if (prices.output.nanos() == 0) return std::numeric_limits<std::int64_t>::max();
   __extension__ using Int128 = __int128;
@@ -631,6 +629,12 @@ class Gateway final : public http::Handler {
                       const Constraints& c, std::chrono::steady_clock::time_point now) const;
   void upstream_failed(const catalog::Route& route);
   void upstream_answered(const catalog::Route& route);
+  // Whether `route` may not be tried now: its circuit rests, or the probes have its
+  // provider marked down.
+  bool rests_now(const catalog::Route& route, std::chrono::steady_clock::time_point now) const {
+    return health_[route.index].resting(now) ||
+           state_->provider_health().down(state_->catalog().provider(route).index);
+  }
   struct RouteLatency {
     double ttfb_ms = -1;            // < 0: not measured yet
     double tokens_per_second = -1;
@@ -1196,11 +1200,8 @@ Gateway::Admission Gateway::admission(const catalog::Model& model, const catalog
   if (p.api != c.api) return Admission::kOtherApi;
   if (p.privacy_tier > c.tier) return Admission::kLooserTier;
   if (c.excluding(model, p.index) != nullptr) return Admission::kExcludedByRule;
-  // Closed, or half-open after the cooldown: may be tried.
-  if (health_[route.index].resting(now) || state_->provider_health().down(p.index)) {
-    return Admission::kResting;
-  }
-  return Admission::kAdmitted;
+  // Closed, or half-open after the cooldown, and its provider not marked down: may be tried.
+  return rests_now(route, now) ? Admission::kResting : Admission::kAdmitted;
 }
 
 std::string Gateway::exclusion(const catalog::Model& model, const catalog::Route& route,
@@ -1706,17 +1707,11 @@ Task<Gateway::Answered> Gateway::send_with_fallback(const OperationInfo& info,
                               state_->config().fallback_deadline_ms)};
   };
   // Whether a standard route after `attempt` would still be tried: a fallback attempt skips
-  // one that rests or whose provider is down (below). When none would, this answer stands.
+  // one that rests now (below). When none would, this answer stands.
   auto another_would_be_tried = [&](std::size_t attempt,
                                     std::chrono::steady_clock::time_point now) {
-    for (std::size_t j = attempt + 1; j < routes.size(); ++j) {
-      const catalog::Route& later = *routes[j].route;
-      if (!health_[later.index].resting(now) &&
-          !state_->provider_health().down(state_->catalog().provider(later).index)) {
-        return true;
-      }
-    }
-    return false;
+    return std::any_of(routes.begin() + static_cast<std::ptrdiff_t>(attempt) + 1, routes.end(),
+                       [&](const Ranked& later) { return !rests_now(*later.route, now); });
   };
   for (; out.attempt < routes.size(); ++out.attempt) {
     if (bill.client_gone()) {
@@ -1737,8 +1732,7 @@ Task<Gateway::Answered> Gateway::send_with_fallback(const OperationInfo& info,
     }
     const catalog::Route& r = *routes[out.attempt].route;
     const catalog::Provider& p = state_->catalog().provider(r);
-    if (falling_back && (health_[r.index].resting(sent_at) ||
-                         state_->provider_health().down(p.index))) {
+    if (falling_back && rests_now(r, sent_at)) {
       // Its circuit opened (or a probe of it went out), or the probes found its provider
       // down, since the request was ranked: not tried, as a new request would not be.
       ++out.skipped;

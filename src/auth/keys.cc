@@ -242,12 +242,9 @@ Result<std::string> open_server_secret(store::Database& db, const std::string& d
   if (!secret) return secret;
   const std::string check = secret_check(*secret);
   if (stored->check_hex.empty()) {
-    auto insert = db.cached("INSERT INTO server_secret_check (check_hex) VALUES (?)");
+    auto insert = db.prepare("INSERT INTO server_secret_check (check_hex) VALUES (?)");
     if (!insert) return insert.status();
-    (*insert)->bind(1, check);
-    auto step = (*insert)->step();
-    (*insert)->reset();
-    if (!step) return step.status();
+    if (Status s = insert->bind(1, check).run(); !s) return s;
   } else if (stored->check_hex.size() != check.size() ||
              CRYPTO_memcmp(stored->check_hex.data(), check.data(), check.size()) != 0) {
     return Status{ErrorKind::kInternal,

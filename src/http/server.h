@@ -90,15 +90,15 @@ struct ResponseScratch {
   std::string head;
 };
 
-// Writes the one response to one request: either whole (send) or as a chunked stream
-// (begin_stream, write_chunk..., end_stream). Every call returns false once the client is
-// gone; callers stop writing then. Not thread-safe: it lives on its request's thread.
 // How long a response runs before its client is watched for going away (see
 // Responder::watch_client).
 inline constexpr std::chrono::milliseconds kClientWatchAfter{100};
 
 struct ClientWatch;
 
+// Writes the one response to one request: either whole (send) or as a chunked stream
+// (begin_stream, write_chunk..., end_stream). Every call returns false once the client is
+// gone; callers stop writing then. Not thread-safe: it lives on its request's thread.
 class Responder {
  public:
   Responder(Socket& socket, Deadline& deadline, const ServerLimits& limits,
