@@ -219,18 +219,6 @@ class SilentServer {
   std::thread thread_;
 };
 
-// The entry of GET /admin/v1/routes for this model and provider, up to its last field
-// ("provider_up":true|false).
-std::string route_entry(const std::string& routes, const std::string& model,
-                        const std::string& provider) {
-  const std::string marker = R"({"model":")" + model + R"(","provider":")" + provider + "\"";
-  const std::size_t at = routes.find(marker);
-  if (at == std::string::npos) return {};
-  const std::size_t last = routes.find("\"provider_up\":", at);
-  if (last == std::string::npos) return {};
-  return routes.substr(at, routes.find_first_of(",}", last + 14) - at);
-}
-
 // Each provider is probed on its own schedule: a probe that hangs for its whole 3 s
 // timeout on one provider does not hold back the probes that find another one gone, which
 // is marked down after two failed probes 100 ms apart.

@@ -30,6 +30,24 @@ using namespace std::chrono_literals;
 
 std::string bin(const std::string& name) { return std::string(TURNPIKE_BIN_DIR) + "/" + name; }
 
+std::string string_field(const std::string& json, const std::string& name, std::size_t from) {
+  const std::string marker = "\"" + name + "\":\"";
+  const std::size_t at = json.find(marker, from);
+  if (at == std::string::npos) return {};
+  const std::size_t begin = at + marker.size();
+  return json.substr(begin, json.find('"', begin) - begin);
+}
+
+std::string route_entry(const std::string& routes, const std::string& model,
+                        const std::string& provider) {
+  const std::string marker = R"({"model":")" + model + R"(","provider":")" + provider + "\"";
+  const std::size_t at = routes.find(marker);
+  if (at == std::string::npos) return {};
+  const std::size_t last = routes.find("\"provider_up\":", at);
+  if (last == std::string::npos) return {};
+  return routes.substr(at, routes.find_first_of(",}", last + 14) - at);
+}
+
 // ---------------------------------------------------------------------------------------
 
 TempDir::TempDir() {

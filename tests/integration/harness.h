@@ -85,6 +85,14 @@ class RawConnection {
 
 std::string bin(const std::string& name);
 
+// The value of the first `"name":"…"` string field in `json` at or after `from` ("" if none).
+std::string string_field(const std::string& json, const std::string& name, std::size_t from = 0);
+
+// The entry of GET /admin/v1/routes for this model and provider, as text, up to its last
+// field ("provider_up":true|false); "" if there is none.
+std::string route_entry(const std::string& routes, const std::string& model,
+                        const std::string& provider);
+
 inline constexpr const char* kAdminKey = "test-admin-key";
 // Creates an account and an API key through the admin API; returns the key ("" on failure).
 std::string create_key(int port, const std::string& body = "{}");

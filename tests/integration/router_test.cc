@@ -541,17 +541,6 @@ TEST(Router, FallbackStopsAtItsDeadline) {
   EXPECT_EQ(received(hurried.ports[1]), 0);  // the second route was never tried
 }
 
-// The object of `routes` whose model and provider are these, as text.
-std::string route_entry(const std::string& routes, const std::string& model,
-                        const std::string& provider) {
-  const std::string marker = R"({"model":")" + model + R"(","provider":")" + provider + "\"";
-  const std::size_t at = routes.find(marker);
-  if (at == std::string::npos) return {};
-  // Up to the entry's last field, "provider_up":true|false.
-  const std::size_t last = routes.find("\"provider_up\":", at);
-  return routes.substr(at, routes.find_first_of(",}", last + 14) - at);
-}
-
 // The deadline bounds the whole fallback: an attempt that starts just before it gets only
 // the time left, not the upstream's full first-byte timeout.
 TEST(Router, AFallbackAttemptEndsAtTheDeadline) {
@@ -884,15 +873,6 @@ TEST(Router, ReadyzSaysNotReadyWhenEveryProviderIsDown) {
   EXPECT_NE(http_request(port, "GET", "/readyz").body.find("every provider is marked down"),
             std::string::npos);
   EXPECT_EQ(http_request(port, "GET", "/healthz").status, 200);  // alive all the same
-}
-
-// The value of the first `"name":"…"` string field in `json` at or after `from`.
-std::string string_field(const std::string& json, const std::string& name, std::size_t from = 0) {
-  const std::string marker = "\"" + name + "\":\"";
-  const std::size_t at = json.find(marker, from);
-  if (at == std::string::npos) return {};
-  const std::size_t begin = at + marker.size();
-  return json.substr(begin, json.find('"', begin) - begin);
 }
 
 // Four sims whose flex tiers behave differently: `prompt` starts flex at once, `late`

@@ -270,15 +270,13 @@ TEST(Cli, OfflineAccountsAndKeysServeAfterARestart) {
   Process account(bin("turnpike"), {"accounts", "create", "--name", "Offline Co", "--data-dir", var});
   ASSERT_EQ(account.wait_exit(10s), std::optional<int>(0)) << account.log();
   const std::string out = account.log();
-  const std::size_t at = out.find("\"id\":\"");
-  ASSERT_NE(at, std::string::npos) << out;
-  const std::string id = out.substr(at + 6, out.find('"', at + 6) - at - 6);
+  const std::string id = string_field(out, "id");
+  ASSERT_FALSE(id.empty()) << out;
   Process key(bin("turnpike"), {"keys", "create", "--account", id, "--data-dir", var});
   ASSERT_EQ(key.wait_exit(10s), std::optional<int>(0)) << key.log();
   const std::string key_out = key.log();
-  const std::size_t k = key_out.find("\"key\":\"");
-  ASSERT_NE(k, std::string::npos) << key_out;
-  const std::string secret = key_out.substr(k + 7, key_out.find('"', k + 7) - k - 7);
+  const std::string secret = string_field(key_out, "key");
+  ASSERT_FALSE(secret.empty()) << key_out;
   // Unknown key ids and accounts are errors, not silent successes.
   Process bad(bin("turnpike"), {"keys", "create", "--account", "acct_999", "--data-dir", var});
   EXPECT_EQ(bad.wait_exit(10s), std::optional<int>(1));
@@ -348,11 +346,9 @@ TEST(Cli, AccountCreationTakesTheConfiguredTrialCredit) {
     const std::optional<int> code = create.wait_exit(10s);
     const std::string out = create.log();
     EXPECT_EQ(code, std::optional<int>(0)) << out;
-    const std::size_t at = out.find("\"id\":\"");
-    const std::string id = out.substr(at + 6, out.find('"', at + 6) - at - 6);
+    const std::string id = string_field(out, "id");
     const std::string balance = cli({"accounts", "balance", id, "--data-dir", var}).second;
-    const std::size_t t = balance.find("\"trial_usd\":\"");
-    return balance.substr(t + 13, balance.find('"', t + 13) - t - 13);
+    return string_field(balance, "trial_usd");
   };
   EXPECT_EQ(trial_of({"--config", stack.config_path}), "3.50");  // the gateway's own setting
   EXPECT_EQ(trial_of({"--config", stack.config_path, "--trial-usd", "1"}), "1.00");  // said
@@ -371,8 +367,7 @@ TEST(Cli, AnOfflineRefundBelowAThresholdRecordsItsNotice) {
   const auto [made, made_out] = cli({"accounts", "create", "--name", "Low Co", "--trial-usd", "0",
                                      "--data-dir", var});
   ASSERT_EQ(made, std::optional<int>(0)) << made_out;
-  const std::size_t at = made_out.find("\"id\":\"");
-  const std::string id = made_out.substr(at + 6, made_out.find('"', at + 6) - at - 6);
+  const std::string id = string_field(made_out, "id");
   ASSERT_EQ(cli({"accounts", "credit", id, "--amount-usd", "6", "--idempotency-key", "c",
                  "--data-dir", var})
                 .first,
@@ -399,8 +394,7 @@ TEST(Cli, OfflineCreditsRefundsBalancePolicySuspensionAndRotation) {
   const auto [made, made_out] = cli({"accounts", "create", "--name", "Cli Co", "--trial-usd", "0",
                                      "--data-dir", var});
   ASSERT_EQ(made, std::optional<int>(0)) << made_out;
-  const std::size_t at = made_out.find("\"id\":\"");
-  const std::string id = made_out.substr(at + 6, made_out.find('"', at + 6) - at - 6);
+  const std::string id = string_field(made_out, "id");
 
   // Credits are idempotent like the admin API's: a replay answers the first result, other
   // values under the same key are refused.
@@ -477,14 +471,12 @@ TEST(Cli, OfflineCreditsRefundsBalancePolicySuspensionAndRotation) {
   // Keys rotate with a grace window; the new key serves after a restart.
   const auto [key, key_out] = cli({"keys", "create", "--account", id, "--data-dir", var});
   ASSERT_EQ(key, std::optional<int>(0)) << key_out;
-  const std::size_t k = key_out.find("\"id\":\"");
-  const std::string key_id = key_out.substr(k + 6, key_out.find('"', k + 6) - k - 6);
+  const std::string key_id = string_field(key_out, "id");
   const auto [rotated, rotated_out] =
       cli({"keys", "rotate", key_id, "--grace-seconds", "60", "--data-dir", var});
   ASSERT_EQ(rotated, std::optional<int>(0)) << rotated_out;
   EXPECT_NE(rotated_out.find("old_key_expires_at"), std::string::npos);
-  const std::size_t s = rotated_out.find("\"key\":\"");
-  const std::string secret = rotated_out.substr(s + 7, rotated_out.find('"', s + 7) - s - 7);
+  const std::string secret = string_field(rotated_out, "key");
   const auto [listed, listed_out] = cli({"accounts", "list", "--data-dir", var});
   EXPECT_NE(listed_out.find("\"id\":\"" + id + "\""), std::string::npos) << listed_out;
   const auto [shown, shown_out] = cli({"accounts", "show", id, "--data-dir", var});
@@ -494,8 +486,7 @@ TEST(Cli, OfflineCreditsRefundsBalancePolicySuspensionAndRotation) {
       cli({"keys", "create", "--account", id, "--expires-in", "3600", "--data-dir", var});
   ASSERT_EQ(expiring, std::optional<int>(0)) << expiring_out;
   EXPECT_NE(expiring_out.find("\"account\":\"" + id + "\""), std::string::npos) << expiring_out;
-  const std::size_t e = expiring_out.find("\"key\":\"");
-  const std::string expiring_key = expiring_out.substr(e + 7, expiring_out.find('"', e + 7) - e - 7);
+  const std::string expiring_key = string_field(expiring_out, "key");
   const auto [keys, keys_out] = cli({"keys", "list", "--account", id, "--data-dir", var});
   ASSERT_EQ(keys, std::optional<int>(0)) << keys_out;
   EXPECT_TRUE(keys_out.starts_with(R"({"data":[{"id":"key_)")) << keys_out;
