@@ -347,8 +347,12 @@ struct Bill {
   std::chrono::steady_clock::time_point started;
   store::UsageRecord record;
   bool closed = false;  // settled or voided
+  // The multiplier of the price-changing options it asked for, on the route that serves.
+  std::uint32_t premium = catalog::kPremiumOne;
   // The prices it is charged at: the route's flex tier's when it served there.
-  const catalog::Prices& prices() const { return flex ? *route->flex : route->prices; }
+  catalog::Prices prices() const {
+    return catalog::with_premium(flex ? *route->flex : route->prices, premium);
+  }
   std::chrono::steady_clock::time_point renew_at;  // when keep_hold next extends the hold
   std::chrono::steady_clock::time_point sent_at;     // the serving attempt went upstream
   std::chrono::steady_clock::time_point first_byte;  // upstream response headers arrived
@@ -361,6 +365,53 @@ struct Bill {
   // The status of its usage row: what the client got, 499 when it went away.
   int status_for(unsigned sent) const { return client_gone() ? 499 : static_cast<int>(sent); }
 };
+
+// A request's options that change what a provider charges (RequestBody's, which outlives
+// these): a route may serve it only if it prices them.
+struct PricedOptions {
+  std::string_view speed;          // empty: standard
+  std::string_view inference_geo;  // empty: global
+  bool audio = false;
+};
+
+// The multiplier `route` charges for `asked`, in catalog::kPremiumOne units; nullopt when
+// it does not price one of them.
+std::optional<std::uint32_t> premium_for(const catalog::Route& route, const PricedOptions& asked) {
+  if (asked.audio && !route.audio_priced) return std::nullopt;
+  std::uint64_t premium = catalog::kPremiumOne;
+  if (!asked.speed.empty()) {
+    if (asked.speed != "fast" || route.fast_premium == 0) return std::nullopt;
+    premium = route.fast_premium;
+  }
+  if (!asked.inference_geo.empty()) {
+    const auto it = std::find_if(route.geo_premiums.begin(), route.geo_premiums.end(),
+                                 [&](const auto& g) { return g.first == asked.inference_geo; });
+    if (it == route.geo_premiums.end()) return std::nullopt;
+    premium = (premium * it->second + catalog::kPremiumOne - 1) / catalog::kPremiumOne;
+  }
+  return static_cast<std::uint32_t>(premium);
+}
+
+// The options in `asked` that `route` does not price, each with the route setting that
+// would (all of them for a default Route), for errors and explain.
+std::string unpriced(const catalog::Route& route, const PricedOptions& asked) {
+  std::string out;
+  auto add = [&](std::string item) { out += (out.empty() ? "" : ", ") + item; };
+  if (!asked.speed.empty() && (asked.speed != "fast" || route.fast_premium == 0)) {
+    add(fmt::format("speed \"{}\" ({})", json::utf8_prefix(asked.speed, 40),
+                    asked.speed == "fast" ? "fast_multiplier" : "only \"fast\" is priced"));
+  }
+  if (!asked.inference_geo.empty() &&
+      std::none_of(route.geo_premiums.begin(), route.geo_premiums.end(),
+                   [&](const auto& g) { return g.first == asked.inference_geo; })) {
+    add(fmt::format("inference_geo \"{}\" (inference_geo_multipliers)",
+                    json::utf8_prefix(asked.inference_geo, 40)));
+  }
+  if (asked.audio && !route.audio_priced) {
+    add("audio (audio_input_per_mtok and audio_output_per_mtok)");
+  }
+  return out;
+}
 
 // A request's bill before its hold: who pays, for what, first on `route`.
 Bill open_bill(const catalog::Route& route, const catalog::Model& model,
@@ -406,22 +457,29 @@ std::int64_t input_tokens_estimate(std::string_view body) {
   return static_cast<std::int64_t>((body.size() + 3) / 4);
 }
 
-// What the input part of a cost is; the output part is the rest, so the two always sum
-// to the cost.
-Money input_cost(meter::Usage u, const catalog::Prices& prices) {
-  u.output_tokens = 0;
+// What `usage` costs without its output tokens.
+Money cost_before_output(meter::Usage u, const catalog::Prices& prices) {
+  u.output_tokens = u.audio_output_tokens = 0;
   return meter::price(u, prices);
 }
 
-// How many output tokens fit in `covered` after the input part of `usage` (its output is
-// ignored) at `prices`.
+// What the input part of a cost is; the output part is the rest (output tokens and
+// server-side searches), so the two always sum to the cost.
+Money input_cost(meter::Usage u, const catalog::Prices& prices) {
+  u.web_searches = 0;
+  return cost_before_output(u, prices);
+}
+
+// How many output tokens fit in `covered` after the rest of `usage` (its output is
+// ignored) at `prices`, each at the higher of the text and audio output prices.
 std::int64_t output_room(Money covered, const meter::Usage& usage,
                          const catalog::Prices& prices) {
-  const Money left = covered - input_cost(usage, prices);
+  const Money left = covered - cost_before_output(usage, prices);
   if (left < Money()) return 0;
-  if (prices.output.nanos() == 0) return std::numeric_limits<std::int64_t>::max();
+  const PricePerMtok per_token = std::max(prices.output, prices.audio_output);
+  if (per_token.nanos() == 0) return std::numeric_limits<std::int64_t>::max();
   __extension__ using Int128 = __int128;
-  const Int128 room = static_cast<Int128>(left.nanos()) * 1'000'000 / prices.output.nanos();
+  const Int128 room = static_cast<Int128>(left.nanos()) * 1'000'000 / per_token.nanos();
   // The input part was rounded up on its own, so `room` tokens always fit (one more may).
   return room >= meter::kTokensMax ? std::numeric_limits<std::int64_t>::max()
                                    : static_cast<std::int64_t>(room);
@@ -506,17 +564,22 @@ class Gateway final : public http::Handler {
     const catalog::Model* model;  // the route's model (several with "auto")
     std::int64_t output_tokens;   // the request's output bound on that model
     bool flex = false;            // the flex race's first attempt, on the route's flex tier
+    // The route's multiplier for the request's price-changing options (premium_for).
+    std::uint32_t premium = catalog::kPremiumOne;
 
-    const catalog::Prices& prices() const { return flex ? *route->flex : route->prices; }
+    catalog::Prices prices() const {
+      return catalog::with_premium(flex ? *route->flex : route->prices, premium);
+    }
   };
   // What a route must meet to be a candidate for a request, in the order checked: the
   // API the client called; the privacy tier (confidential admits confidential providers,
   // cloud admits confidential and cloud, community any); the routing rule that matched,
-  // if any; then health.
+  // if any; prices for the options the request asks for; then health.
   struct Constraints {
     Api api = Api::kOpenAI;
     catalog::PrivacyTier tier = catalog::PrivacyTier::kCommunity;
     const router::Rule* rule = nullptr;  // the first rule the request matches, if any
+    PricedOptions priced;
     // For "auto": the first rule each candidate model matches under its own name (nullptr:
     // none). Its pin and exclude hold as well, so choosing a model never reaches a route
     // that naming the model could not.
@@ -533,7 +596,8 @@ class Gateway final : public http::Handler {
   // Whether a route may serve a request now, and if not, the first constraint it fails.
   // Ordered by how far a route got, so the furthest over a model's routes says why none
   // qualified.
-  enum class Admission { kOtherApi, kLooserTier, kExcludedByRule, kResting, kAdmitted };
+  enum class Admission {
+    kOtherApi, kLooserTier, kExcludedByRule, kUnpriced, kResting, kAdmitted };
   struct RouteChoice {
     std::vector<Ranked> ranked;  // best first (or the rule's fallback order); may be empty
     Admission furthest = Admission::kOtherApi;  // the best admission any route reached
@@ -1034,6 +1098,7 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
   const catalog::Provider& provider = state_->catalog().provider(route);
   bill.route = &route;
   bill.flex = served.flex;
+  bill.premium = served.premium;
   if (answered->status() < 500) stats_->served(route.index, bill.flex);
   bill.record.provider = provider.name;
   bill.record.model = served.model->name;
@@ -1181,6 +1246,12 @@ Refusal Gateway::no_route(const catalog::Model& model, std::string_view asked, c
                                      ? " (the routing policy of this key or its account)"
                                      : ""),
                      "privacy_tier_not_met"};
+    case Admission::kUnpriced:
+      return Refusal{400,
+                     fmt::format("no route for model '{}' that this request may use prices "
+                                 "all of its {}",
+                                 asked, unpriced(catalog::Route{}, c.priced)),
+                     "option_not_priced"};
     case Admission::kOtherApi: break;
   }
   const catalog::Provider& first = state_->catalog().provider(model.routes.front());
@@ -1200,6 +1271,7 @@ Gateway::Admission Gateway::admission(const catalog::Model& model, const catalog
   if (p.api != c.api) return Admission::kOtherApi;
   if (p.privacy_tier > c.tier) return Admission::kLooserTier;
   if (c.excluding(model, p.index) != nullptr) return Admission::kExcludedByRule;
+  if (!premium_for(route, c.priced)) return Admission::kUnpriced;
   // Closed, or half-open after the cooldown, and its provider not marked down: may be tried.
   return rests_now(route, now) ? Admission::kResting : Admission::kAdmitted;
 }
@@ -1221,6 +1293,8 @@ std::string Gateway::exclusion(const catalog::Model& model, const catalog::Route
       return fmt::format("routing rule '{}' {} provider '{}'", rule.name,
                          rule.pin.empty() ? "excludes" : "does not pin", p.name);
     }
+    case Admission::kUnpriced:
+      return fmt::format("no price for {}", unpriced(route, c.priced));
     case Admission::kResting: {
       const ProviderHealth& probes = state_->provider_health();
       if (probes.down(p.index)) {
@@ -1337,7 +1411,9 @@ Task<void> Gateway::explain(http::Request& req, Responder& res) {
       Listed l{m, &r, exclusion(*m, r, constraints), std::nullopt};
       if (l.excluded.empty()) {
         l.scored = candidates.size();
-        candidates.push_back(candidate_for(*m, r, r.prices, input_tokens, output_for(*m)));
+        const std::uint32_t premium = premium_for(r, constraints.priced).value();
+        candidates.push_back(candidate_for(*m, r, catalog::with_premium(r.prices, premium),
+                                           input_tokens, output_for(*m)));
         candidate_provider.push_back(r.provider);
       }
       listed.push_back(std::move(l));
@@ -1380,9 +1456,11 @@ Task<void> Gateway::explain(http::Request& req, Responder& res) {
       const RouteLatency& seen = latency_[l.route->index];
       w.field("cost_usd", c.cost.to_string());
       if (l.route->flex) {
-        w.field("flex_cost_usd", candidate_for(*l.model, *l.route, *l.route->flex, input_tokens,
-                                               output_for(*l.model))
-                                     .cost.to_string());
+        const catalog::Prices flex = catalog::with_premium(
+            *l.route->flex, premium_for(*l.route, constraints.priced).value());
+        w.field("flex_cost_usd",
+                candidate_for(*l.model, *l.route, flex, input_tokens, output_for(*l.model))
+                    .cost.to_string());
       }
       w.field("ttfb_ms", c.ttfb_ms);
       w.field("tokens_per_second", c.tokens_per_second);
@@ -1422,7 +1500,8 @@ Task<void> Gateway::explain(http::Request& req, Responder& res) {
     std::vector<Ranked> admitted;
     for (const std::size_t i : order) {
       const Listed& l = *by_candidate[i];
-      admitted.push_back({l.route, 0, l.model, output_for(*l.model)});
+      admitted.push_back({l.route, 0, l.model, output_for(*l.model), false,
+                          premium_for(*l.route, constraints.priced).value()});
     }
     w.field("start_within_ms", options.flex_ms).key("flex_pick");
     if (const auto flex = flex_choice(admitted, weights, input_tokens)) {
@@ -1471,7 +1550,8 @@ Gateway::RouteChoice Gateway::choose_route(
     if (admitted(m, m.routes.front())) {
       choice.ranked.push_back({&m.routes.front(),
                                weights.quality * m.quality + weights.cost + weights.latency, &m,
-                               output_tokens(m)});
+                               output_tokens(m), false,
+                               premium_for(m.routes.front(), c.priced).value()});
     }
     return choice;
   }
@@ -1481,8 +1561,8 @@ Gateway::RouteChoice Gateway::choose_route(
     const std::int64_t output = output_tokens(*m);
     for (const catalog::Route& r : m->routes) {
       if (!admitted(*m, r)) continue;
-      routes.push_back({&r, 0, m, output});
-      candidates.push_back(candidate_for(*m, r, r.prices, input_tokens, output));
+      routes.push_back({&r, 0, m, output, false, premium_for(r, c.priced).value()});
+      candidates.push_back(candidate_for(*m, r, routes.back().prices(), input_tokens, output));
     }
   }
   const std::vector<router::Terms> terms = router::score(candidates, weights);
@@ -1517,7 +1597,7 @@ Gateway::Constraints Gateway::constraints_for(Api api, const RequestBody& body,
                                               const RouteOptions& options,
                                               const router::Rule* rule,
                                               std::span<const catalog::Model* const> models) const {
-  Constraints c{api, options.tier, rule, {}};
+  Constraints c{api, options.tier, rule, {body.speed, body.inference_geo, body.wants_audio}, {}};
   const std::vector<router::Rule>& rules = state_->config().rules;
   // A model asked for by name matched its rule above; "auto" matched on "auto".
   if (rules.empty() || models.empty() || models.front()->name == body.model) return c;
@@ -1538,8 +1618,8 @@ std::optional<Gateway::Ranked> Gateway::flex_choice(std::span<const Ranked> rank
     if (!r.route->flex) continue;
     routes.push_back(r);
     routes.back().flex = true;
-    candidates.push_back(
-        candidate_for(*r.model, *r.route, *r.route->flex, input_tokens, r.output_tokens));
+    candidates.push_back(candidate_for(*r.model, *r.route, routes.back().prices(), input_tokens,
+                                       r.output_tokens));
   }
   const std::vector<router::Terms> terms = router::score(candidates, weights);
   const std::optional<std::size_t> best = router::pick(terms);
@@ -1656,18 +1736,24 @@ Status Gateway::take_hold(Bill& bill, std::span<const Ranked> routes, const Requ
   // cache_control): then it may cost the cache-write prices. The body is searched for the
   // mark only when a route's writes cost more than its input.
   const bool writes_cost_more = std::any_of(routes.begin(), routes.end(), [](const Ranked& r) {
-    const catalog::Prices& p = r.prices();
+    const catalog::Prices p = r.prices();
     return std::max(p.cache_write, p.cache_write_1h) > std::max(p.input, p.cached_input);
   });
   const bool caches =
       writes_cost_more && body.text.find("\"cache_control\"") != std::string_view::npos;
   for (const Ranked& ranked : routes) {
-    const catalog::Prices& p = ranked.prices();
-    const PricePerMtok input_max =
-        caches ? std::max({p.input, p.cached_input, p.cache_write, p.cache_write_1h})
-               : std::max(p.input, p.cached_input);
-    worst = std::max(worst, cost_of(input_tokens_max(body), input_max, 0, input_max,
-                                    ranked.output_tokens, p.output));
+    const catalog::Prices p = ranked.prices();
+    PricePerMtok input_max = std::max(p.input, p.cached_input);
+    if (caches) input_max = std::max({input_max, p.cache_write, p.cache_write_1h});
+    PricePerMtok output_max = p.output;
+    if (body.wants_audio) {
+      input_max = std::max(input_max, p.audio_input);
+      output_max = std::max(output_max, p.audio_output);
+    }
+    worst = std::max(worst, cost_of({{input_tokens_max(body), input_max},
+                                     {ranked.output_tokens, output_max},
+                                     {body.web_searches_max * meter::kTokensPerSearch,
+                                      p.web_search_per_1k}}));
   }
   bill.hold.account = bill.record.account_id;
   bill.input_max = input_tokens_max(body);
@@ -1908,7 +1994,10 @@ Task<bool> Gateway::settle(Bill& bill, const meter::Usage& usage, int status) {
   r.input_tokens = usage.uncached_input();  // the row: every input token not read from cache
   r.cached_tokens = usage.cached_tokens;
   r.output_tokens = usage.output_tokens;
-  const catalog::Prices& prices = bill.prices();
+  r.audio_input_tokens = usage.audio_input_tokens;
+  r.audio_output_tokens = usage.audio_output_tokens;
+  r.web_searches = usage.web_searches;
+  const catalog::Prices prices = bill.prices();
   r.cost = meter::price(usage, prices);
   r.input_cost = input_cost(usage, prices);
   if (bill.capped && r.cost > bill.covered) {
@@ -1919,7 +2008,9 @@ Task<bool> Gateway::settle(Bill& bill, const meter::Usage& usage, int status) {
   }
   r.output_cost = r.cost - r.input_cost;
   r.flex = bill.flex;
-  r.standard_cost = bill.flex ? meter::price(usage, bill.route->prices) : r.cost;
+  r.standard_cost =
+      bill.flex ? meter::price(usage, catalog::with_premium(bill.route->prices, bill.premium))
+                : r.cost;
   r.status = status;
   r.hold = bill.hold.id;
   r.latency_ms = elapsed_ms(bill);
@@ -1997,7 +2088,7 @@ Task<void> Gateway::relay_stream(http::UpstreamResponse& upstream, Surface surfa
   // what the hold covers, the bank is asked for more, and an account that has no more
   // stops the stream before the event that needs it (a final usage too, before the
   // terminator). A stopped stream is charged what it holds at most.
-  const catalog::Prices& prices = bill.prices();
+  const catalog::Prices prices = bill.prices();
   auto running = [&](std::int64_t more_output) {
     meter::Usage u = meter.usage(bill.input_max, meter.content_events());
     u.output_tokens = std::max(u.output_tokens, meter.content_events()) + more_output;

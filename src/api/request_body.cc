@@ -80,6 +80,24 @@ namespace {
 
 Status invalid(std::string message) { return {ErrorKind::kInvalidRequest, std::move(message)}; }
 
+// The searches a `tools` list may run on the provider's side: each web_search tool's
+// max_uses, or kWebSearchesHeld without one. (A malformed list is the upstream's to refuse.)
+std::int64_t web_searches_max(simdjson::dom::element tools) {
+  constexpr std::int64_t kWebSearchesMax = 1'000'000;  // keeps the hold's arithmetic small
+  simdjson::dom::array list;
+  if (tools.get_array().get(list)) return 0;
+  std::int64_t searches = 0;
+  for (simdjson::dom::element tool : list) {
+    std::string_view type;
+    if (tool["type"].get_string().get(type) || !type.starts_with("web_search")) continue;
+    std::int64_t uses = 0;
+    searches += tool["max_uses"].get_int64().get(uses) || uses < 0
+                    ? kWebSearchesHeld
+                    : std::min<std::int64_t>(uses, kWebSearchesMax);
+  }
+  return std::min(searches, kWebSearchesMax);
+}
+
 }  // namespace
 
 Result<RequestBody> parse_request_body(std::string_view text) {
@@ -96,9 +114,11 @@ Result<RequestBody> parse_request_body(std::string_view text) {
   // The members Turnpike reads must say one thing: a second "model" (or one spelled with
   // escapes, which the rewrite and some upstreams would not see as "model") could route
   // and bill one model while the upstream serves another.
-  constexpr std::array<std::string_view, 9> kRead = {
-      "model", "stream", "max_tokens", "max_completion_tokens", "n", "stream_options",
-      "service_tier", kOptionPrivacyTier, kOptionStartWithin};
+  constexpr std::array<std::string_view, 13> kRead = {
+      "model",        "stream",        "max_tokens",        "max_completion_tokens",
+      "n",            "stream_options", "service_tier",     kOptionPrivacyTier,
+      kOptionStartWithin, "speed",     "inference_geo",     "modalities",
+      "audio"};
   std::uint32_t seen = 0;
   std::size_t read_members = 0;
   std::size_t include_usage_members = 0;  // in stream_options, once unescaped
@@ -111,6 +131,25 @@ Result<RequestBody> parse_request_body(std::string_view text) {
     }
     if (key == "tools") {
       body.has_tools = true;
+      body.web_searches_max = web_searches_max(value);
+    } else if (key == "speed" || key == "inference_geo") {
+      if (value.is_null()) continue;
+      std::string_view option;
+      if (value.get_string().get(option) || option.empty()) {
+        return invalid(fmt::format("'{}' must be a non-empty string", key));
+      }
+      if (option != (key == "speed" ? "standard" : "global")) {
+        (key == "speed" ? body.speed : body.inference_geo) = std::string(option);
+      }
+    } else if (key == "modalities") {
+      simdjson::dom::array modalities;
+      if (value.get_array().get(modalities)) continue;  // the upstream judges its shape
+      for (simdjson::dom::element m : modalities) {
+        std::string_view name;
+        body.wants_audio |= !m.get_string().get(name) && name == "audio";
+      }
+    } else if (key == "audio") {
+      body.wants_audio |= !value.is_null();
     } else if (key == "model") {
       std::string_view model;
       if (value.get_string().get(model)) return invalid("'model' must be a string");
@@ -183,9 +222,13 @@ Result<RequestBody> parse_request_body(std::string_view text) {
     if (plain != read_members || plain_include_usage != include_usage_members) {
       return invalid("write the members Turnpike reads (model, stream, max_tokens, "
                      "max_completion_tokens, n, stream_options and its include_usage, "
-                     "service_tier, privacy_tier, start_within) without escapes in their names");
+                     "service_tier, privacy_tier, start_within, speed, inference_geo, "
+                     "modalities, audio) without escapes in their names");
     }
   }
+  // An input_audio content part anywhere (a quoted "input_audio" that is no part's type
+  // only makes the request look for an audio-priced route).
+  body.wants_audio |= text.find("\"input_audio\"") != std::string_view::npos;
   body.text = text;
   return body;
 }

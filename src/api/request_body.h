@@ -15,6 +15,9 @@ namespace tp::api {
 
 // The most completions one request may ask for (`n`), as OpenAI allows.
 inline constexpr std::int64_t kChoicesMax = 128;
+// Searches held for a web_search tool without max_uses (the provider sets no bound; more
+// are charged as a shortfall over the hold).
+inline constexpr std::int64_t kWebSearchesHeld = 10;
 
 // Top-level members Turnpike consumes itself and removes before forwarding (CONTRACT.md).
 inline constexpr std::string_view kOptionPrivacyTier = "privacy_tier";
@@ -44,6 +47,17 @@ struct RequestBody {
   // The client's `service_tier` (empty when absent or null). Never forwarded: the tier a
   // route is served on decides its price, so Turnpike alone sets it (the flex race).
   std::string service_tier;
+  // Options a provider charges more for, forwarded as given; a route must price them
+  // (Anthropic's fast mode and regional inference). Empty when absent, null, or at the
+  // standard value ("standard", "global").
+  std::string speed;
+  std::string inference_geo;
+  // Asks for audio: output audio (`modalities` with "audio", or an `audio` member) or
+  // `input_audio` content. A route must have audio prices.
+  bool wants_audio = false;
+  // The most server-side web searches the declared tools may run (Anthropic's web_search
+  // tool: its max_uses, else kWebSearchesHeld), for the hold.
+  std::int64_t web_searches_max = 0;
 
   bool has_options() const {
     return !privacy_tier.empty() || !start_within.empty() || !service_tier.empty();

@@ -90,6 +90,9 @@ std::string usage_page_json(const store::UsagePage& page, std::size_t limit) {
     // input_tokens counts every input token; cached_tokens is the part read from cache.
     w.field("input_tokens", r.input_tokens + r.cached_tokens);
     w.field("output_tokens", r.output_tokens).field("cached_tokens", r.cached_tokens);
+    w.field("audio_input_tokens", r.audio_input_tokens);
+    w.field("audio_output_tokens", r.audio_output_tokens);
+    w.field("web_search_requests", r.web_searches);
     w.field("cost_usd", r.cost.to_string()).field("input_cost_usd", r.input_cost.to_string());
     w.field("output_cost_usd", r.output_cost.to_string());
     w.field("service_tier", r.flex ? "flex" : "standard");

@@ -2,6 +2,8 @@
 
 #include "core/assert.h"
 
+#include <limits>
+
 namespace tp::catalog {
 
 std::string_view api_name(Api api) { return api == Api::kOpenAI ? "openai" : "anthropic"; }
@@ -20,6 +22,22 @@ std::optional<PrivacyTier> parse_privacy_tier(std::string_view text) {
   if (text == "cloud") return PrivacyTier::kCloud;
   if (text == "community") return PrivacyTier::kCommunity;
   return std::nullopt;
+}
+
+Prices with_premium(const Prices& prices, std::uint32_t premium) {
+  if (premium == kPremiumOne) return prices;
+  __extension__ using Int128 = __int128;
+  auto times = [premium](PricePerMtok p) {
+    const Int128 scaled = (static_cast<Int128>(p.nanos()) * premium + kPremiumOne - 1) / kPremiumOne;
+    TP_CHECK(scaled <= std::numeric_limits<std::int64_t>::max());
+    return PricePerMtok::from_nanos(static_cast<std::int64_t>(scaled));
+  };
+  Prices out = prices;
+  for (PricePerMtok* p : {&out.input, &out.output, &out.cached_input, &out.cache_write,
+                          &out.cache_write_1h, &out.audio_input, &out.audio_output}) {
+    *p = times(*p);
+  }
+  return out;
 }
 
 Catalog::Catalog(std::vector<Provider> providers, std::vector<Model> models)

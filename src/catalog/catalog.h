@@ -7,6 +7,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "core/money.h"
@@ -43,7 +44,21 @@ struct Prices {
   // Anthropic-API provider, else the input price.
   PricePerMtok cache_write;
   PricePerMtok cache_write_1h;
+  // Audio tokens (OpenAI's prompt/completion `audio_tokens`): the text prices unless the
+  // route configures its own (Route::audio_priced says which).
+  PricePerMtok audio_input;
+  PricePerMtok audio_output;
+  // USD per 1000 server-side web searches (Anthropic's `server_tool_use`), as the price per
+  // million tokens is per million: a search costs web_search_per_1k / 1000.
+  PricePerMtok web_search_per_1k;
 };
+
+// A price multiplier in ten-thousandths: 10'000 is ×1, 11'000 ×1.1.
+inline constexpr std::uint32_t kPremiumOne = 10'000;
+
+// `prices` with every token price times `premium` (in kPremiumOne units), each rounded up
+// to the nano-USD per million tokens; the web-search fee is not a token price and stays.
+Prices with_premium(const Prices& prices, std::uint32_t premium);
 
 struct Route {
   std::size_t provider = 0;  // index into Catalog::providers
@@ -52,6 +67,13 @@ struct Route {
   // The provider's flex tier (OpenAI `service_tier: flex`): cheaper, may start late or be
   // refused. Unset: the route offers no flex tier.
   std::optional<Prices> flex;
+  // The route has audio prices of its own: requests that ask for audio may use it.
+  bool audio_priced = false;
+  // Options that change the provider's price, which a request may set only on a route that
+  // prices them (Anthropic's `speed: "fast"` and `inference_geo`): each a multiplier of
+  // every token price, in kPremiumOne units. 0 / absent: the route does not offer it.
+  std::uint32_t fast_premium = 0;
+  std::vector<std::pair<std::string, std::uint32_t>> geo_premiums;  // inference_geo → ×
   // The router's latency estimate until measured: time to first byte and decoding speed.
   double ttfb_ms = 500;
   double tokens_per_second = 50;

@@ -70,12 +70,20 @@ bool take_input(simdjson::dom::element usage, Usage& u) {
   return true;
 }
 
+// Anthropic's server-side tool runs: web searches are charged each.
+void take_server_tools(simdjson::dom::element usage, Usage& u) {
+  simdjson::dom::element tools;
+  if (usage["server_tool_use"].get(tools) || !tools.is_object()) return;
+  if (const auto searches = reported(tools, "web_search_requests")) u.web_searches = *searches;
+}
+
 // nullopt unless both input_tokens and output_tokens are reported as counts.
 std::optional<Usage> from_anthropic(simdjson::dom::element usage) {
   const std::optional<std::int64_t> output = reported(usage, "output_tokens");
   Usage u;
   if (!output || !take_input(usage, u)) return std::nullopt;
   u.output_tokens = *output;
+  take_server_tools(usage, u);
   return u;
 }
 
@@ -109,8 +117,12 @@ std::optional<Usage> openai_usage(std::string_view json) {
   simdjson::dom::element details;
   if (!usage["prompt_tokens_details"].get(details) && details.is_object()) {
     u.cached_tokens = std::min(count(details, "cached_tokens"), prompt);
+    u.audio_input_tokens = count(details, "audio_tokens");
   }
   u.input_tokens = prompt - u.cached_tokens;
+  // Cached audio is not told apart from cached text: the audio count, up to the uncached
+  // input, is priced as audio (the higher price, if anything).
+  u.audio_input_tokens = std::min(u.audio_input_tokens, u.input_tokens);
   // Without a completion count (embeddings have none; some compatible servers leave it
   // out), what the total says beyond the prompt; without either, nothing is reported.
   if (const auto completion = reported(usage, "completion_tokens")) {
@@ -119,6 +131,9 @@ std::optional<Usage> openai_usage(std::string_view json) {
     u.output_tokens = std::max<std::int64_t>(*total - prompt, 0);
   } else {
     return std::nullopt;
+  }
+  if (!usage["completion_tokens_details"].get(details) && details.is_object()) {
+    u.audio_output_tokens = std::min(count(details, "audio_tokens"), u.output_tokens);
   }
   return u;
 }
@@ -147,6 +162,7 @@ void AnthropicStreamUsage::on_event(std::string_view name, std::string_view data
   const std::optional<std::int64_t> output = reported(usage, "output_tokens");
   if (!output) return;
   usage_.output_tokens = *output;
+  take_server_tools(usage, usage_);
   final_ = true;
   // Each count it reports replaces the earlier one; one it leaves out keeps its value.
   if (take_input(usage, usage_)) {
@@ -157,11 +173,14 @@ void AnthropicStreamUsage::on_event(std::string_view name, std::string_view data
 }
 
 Money price(const Usage& usage, const catalog::Prices& prices) {
-  return cost_of({{usage.input_tokens, prices.input},
+  return cost_of({{usage.input_tokens - usage.audio_input_tokens, prices.input},
+                  {usage.audio_input_tokens, prices.audio_input},
                   {usage.cached_tokens, prices.cached_input},
                   {usage.cache_write_tokens, prices.cache_write},
                   {usage.cache_write_1h_tokens, prices.cache_write_1h},
-                  {usage.output_tokens, prices.output}});
+                  {usage.output_tokens - usage.audio_output_tokens, prices.output},
+                  {usage.audio_output_tokens, prices.audio_output},
+                  {usage.web_searches * kTokensPerSearch, prices.web_search_per_1k}});
 }
 
 }  // namespace tp::meter

@@ -5,7 +5,10 @@
 // Anthropic reports input_tokens without cache reads (cache_read_input_tokens) and cache
 // writes (cache_creation_input_tokens, split by how long they are kept in cache_creation's
 // ephemeral_5m_input_tokens and ephemeral_1h_input_tokens). Usage keeps them apart, each
-// at its own price: `input_tokens` is plain input only.
+// at its own price: `input_tokens` is plain input only. OpenAI's audio tokens
+// (prompt_tokens_details / completion_tokens_details `audio_tokens`) are part of its plain
+// input and output counts, priced at the audio prices; Anthropic's server-side web searches
+// (server_tool_use.web_search_requests) cost a fee each.
 
 #include <cstdint>
 #include <optional>
@@ -18,6 +21,8 @@ namespace tp::meter {
 
 // The most tokens one count may report (a billion): more is clamped.
 inline constexpr std::int64_t kTokensMax = 1'000'000'000;
+// A search priced per thousand as tokens are per million: one search is a thousand tokens.
+inline constexpr std::int64_t kTokensPerSearch = 1'000'000 / 1'000;
 
 struct Usage {
   std::int64_t input_tokens = 0;   // plain input: neither read from nor written to a cache
@@ -25,6 +30,9 @@ struct Usage {
   std::int64_t output_tokens = 0;
   std::int64_t cache_write_tokens = 0;     // input written to the cache for 5 minutes
   std::int64_t cache_write_1h_tokens = 0;  // ... for 1 hour
+  std::int64_t audio_input_tokens = 0;     // the part of input_tokens that is audio
+  std::int64_t audio_output_tokens = 0;    // the part of output_tokens that is audio
+  std::int64_t web_searches = 0;           // server-side web searches run for the answer
   // Every input token but those read from a cache.
   std::int64_t uncached_input() const {
     return input_tokens + cache_write_tokens + cache_write_1h_tokens;

@@ -165,6 +165,22 @@ class Reader {
     return price.value();
   }
 
+  // A price multiplier from 1 to 10 with at most 4 decimals ("6", "1.1"), in
+  // catalog::kPremiumOne units.
+  std::uint32_t premium(const YAML::Node& n, std::string_view path) const {
+    const std::string text = scalar(n, path);
+    constexpr std::int64_t kNanosPerUnit = Money::kNanosPerUsd / catalog::kPremiumOne;
+    const auto value = Money::parse(text);
+    if (!value || value->nanos() % kNanosPerUnit != 0 || value->nanos() < Money::kNanosPerUsd ||
+        value->nanos() > 10 * Money::kNanosPerUsd) {
+      fail(n, path,
+           fmt::format("must be a multiplier from 1 to 10 with at most 4 decimals, like \"1.1\", "
+                       "got '{}'",
+                       text));
+    }
+    return static_cast<std::uint32_t>(value->nanos() / kNanosPerUnit);
+  }
+
  private:
   std::string source_;
 };
@@ -272,7 +288,9 @@ std::vector<catalog::Model> parse_models(const Reader& r, const YAML::Node& root
                    {"provider", "upstream_model", "input_per_mtok", "output_per_mtok",
                     "cached_input_per_mtok", "cache_write_per_mtok", "cache_write_1h_per_mtok",
                     "flex_input_per_mtok", "flex_output_per_mtok", "flex_cached_input_per_mtok",
-                    "ttfb_ms", "tokens_per_second"});
+                    "audio_input_per_mtok", "audio_output_per_mtok", "web_search_per_1k",
+                    "fast_multiplier", "inference_geo_multipliers", "ttfb_ms",
+                    "tokens_per_second"});
       catalog::Route route;
       const std::string provider = r.string(rn, "provider", rpath, "", true);
       const auto it = std::find_if(providers.begin(), providers.end(),
@@ -305,6 +323,52 @@ std::vector<catalog::Model> parse_models(const Reader& r, const YAML::Node& root
                                      .value_or(anthropic ? times(5, 4) : route.prices.input);
       route.prices.cache_write_1h = r.price(rn, "cache_write_1h_per_mtok", rpath, false)
                                         .value_or(anthropic ? times(2, 1) : route.prices.input);
+      // Audio: both prices or neither (a request for audio needs a route that has them).
+      const auto audio_input = r.price(rn, "audio_input_per_mtok", rpath, false);
+      const auto audio_output = r.price(rn, "audio_output_per_mtok", rpath, false);
+      if (audio_input.has_value() != audio_output.has_value()) {
+        r.fail(rn, rpath, "audio prices need both audio_input_per_mtok and audio_output_per_mtok");
+      }
+      route.audio_priced = audio_input.has_value();
+      route.prices.audio_input = audio_input.value_or(route.prices.input);
+      route.prices.audio_output = audio_output.value_or(route.prices.output);
+      // Server-side web searches: Anthropic's $10 per 1000 unless configured; OpenAI's chat
+      // completions report none.
+      route.prices.web_search_per_1k =
+          r.price(rn, "web_search_per_1k", rpath, false)
+              .value_or(anthropic ? PricePerMtok::from_nanos(10 * Money::kNanosPerUsd)
+                                  : PricePerMtok());
+      if (route.prices.web_search_per_1k > PricePerMtok::from_nanos(1000 * Money::kNanosPerUsd)) {
+        r.fail(rn["web_search_per_1k"], rpath + ".web_search_per_1k",
+               "must be at most 1000 USD per 1000 searches");
+      }
+      if (const YAML::Node fast = rn["fast_multiplier"]; fast.IsDefined() && !fast.IsNull()) {
+        route.fast_premium = r.premium(fast, rpath + ".fast_multiplier");
+      }
+      if (const YAML::Node geo = rn["inference_geo_multipliers"]; geo.IsDefined() && !geo.IsNull()) {
+        const std::string gpath = rpath + ".inference_geo_multipliers";
+        if (!geo.IsMap()) r.fail(geo, gpath, "must be a mapping of inference_geo values to multipliers");
+        for (const auto& kv : geo) {
+          const std::string where = Reader::join(gpath, kv.first.Scalar());
+          std::string region = r.scalar(kv.first, where);
+          if (region.find_first_not_of(" \t") == std::string::npos || region == "global") {
+            r.fail(kv.first, where,
+                   "must name a region other than global (global is the standard price)");
+          }
+          if (std::any_of(route.geo_premiums.begin(), route.geo_premiums.end(),
+                          [&](const auto& g) { return g.first == region; })) {
+            r.fail(kv.first, where, "appears more than once");
+          }
+          route.geo_premiums.emplace_back(std::move(region), r.premium(kv.second, where));
+        }
+      }
+      // The costs of one request stay far inside int64 nano-USD (see Reader::price).
+      std::uint32_t geo_max = catalog::kPremiumOne;
+      for (const auto& [geo, premium] : route.geo_premiums) geo_max = std::max(geo_max, premium);
+      if (std::uint64_t{std::max(route.fast_premium, catalog::kPremiumOne)} * geo_max >
+          std::uint64_t{10} * catalog::kPremiumOne * catalog::kPremiumOne) {
+        r.fail(rn, rpath, "fast_multiplier times an inference_geo multiplier must be at most 10");
+      }
       // A flex tier needs both its prices, and a provider that knows `service_tier`.
       if (rn["flex_input_per_mtok"].IsDefined() || rn["flex_output_per_mtok"].IsDefined() ||
           rn["flex_cached_input_per_mtok"].IsDefined()) {
@@ -319,6 +383,9 @@ std::vector<catalog::Model> parse_models(const Reader& r, const YAML::Node& root
         flex.cached_input = r.price(rn, "flex_cached_input_per_mtok", rpath, false)
                                 .value_or(std::min(flex.input, route.prices.cached_input));
         flex.cache_write = flex.cache_write_1h = flex.input;  // OpenAI writes no cache
+        flex.audio_input = route.prices.audio_input;  // no flex discount is known for audio
+        flex.audio_output = route.prices.audio_output;
+        flex.web_search_per_1k = route.prices.web_search_per_1k;
         // Flex is the cheaper tier: the race waits for it, and its saving is billed.
         if (flex.input > route.prices.input || flex.output > route.prices.output ||
             flex.cached_input > route.prices.cached_input) {

@@ -128,14 +128,20 @@ void apply_knob(Knobs& k, std::string_view name, double value) {
   else if (name == "embedding_dims") k.embedding_dims = i;
   else if (name == "continuous_usage") k.continuous_usage = i;
   else if (name == "end_after_chunks") k.end_after_chunks = i;
+  else if (name == "cache_write_tokens") k.cache_write_tokens = i;
+  else if (name == "cache_write_1h_tokens") k.cache_write_1h_tokens = i;
+  else if (name == "web_search_requests") k.web_search_requests = i;
+  else if (name == "audio_input_tokens") k.audio_input_tokens = i;
+  else if (name == "audio_output_tokens") k.audio_output_tokens = i;
 }
 
-constexpr std::array<std::string_view, 17> kKnobNames = {
+constexpr std::array<std::string_view, 22> kKnobNames = {
     "latency_ms",    "ttft_ms",          "tokens_per_second", "output_tokens",
     "cached_tokens", "error_status",     "error_rate",        "drop_after_chunks",
     "flex_ttft_ms",  "flex_429_rate",    "embedding_dims",    "stall_after_chunks",
     "flex_unavailable", "input_tokens",  "tokens_per_chunk",  "continuous_usage",
-    "end_after_chunks"};
+    "end_after_chunks", "cache_write_tokens", "cache_write_1h_tokens", "web_search_requests",
+    "audio_input_tokens", "audio_output_tokens"};
 
 // Header knobs: x-sim-latency-ms etc. Error status first so an explicit rate wins.
 void apply_header_knobs(const http::Request& req, Knobs& k) {
@@ -374,15 +380,20 @@ Task<void> SimHandler::chat(const Call& call, Responder& res) {
   const std::string_view tier = call.flex ? "flex" : "default";
   const std::int64_t first_wait = call.knobs.ttft_ms + (call.flex ? call.knobs.flex_ttft_ms : 0);
   const std::int64_t gap_ms = call.knobs.tokens_per_second > 0 ? 1000 / call.knobs.tokens_per_second : 0;
+  // OpenAI counts audio tokens in prompt_tokens and completion_tokens, and splits them out
+  // in the details; the streamed text is not audio, so they come on top of it.
+  const std::int64_t audio_in = std::max<std::int64_t>(0, call.knobs.audio_input_tokens);
+  const std::int64_t audio_out = std::max<std::int64_t>(0, call.knobs.audio_output_tokens);
+  const std::int64_t prompt = call.prompt_tokens + audio_in;
 
   auto usage = [&](json::Writer& w) {
     w.key("usage").begin_object();
-    w.field("prompt_tokens", call.prompt_tokens).field("completion_tokens", n);
-    w.field("total_tokens", call.prompt_tokens + n);
+    w.field("prompt_tokens", prompt).field("completion_tokens", n + audio_out);
+    w.field("total_tokens", prompt + n + audio_out);
     w.key("prompt_tokens_details").begin_object().field("cached_tokens", call.knobs.cached_tokens);
-    w.field("audio_tokens", 0).end_object();
+    w.field("audio_tokens", audio_in).end_object();
     w.key("completion_tokens_details").begin_object().field("reasoning_tokens", 0);
-    w.field("audio_tokens", 0).end_object();
+    w.field("audio_tokens", audio_out).end_object();
     w.end_object();
   };
 
@@ -416,9 +427,18 @@ Task<void> SimHandler::chat(const Call& call, Responder& res) {
     if (finish_reason.empty()) w.null(); else w.value(finish_reason);
     w.end_object().end_array();
     if (call.include_usage && call.knobs.continuous_usage != 0) {
-      // vLLM's continuous_usage_stats: a running count on every chunk.
-      w.key("usage").begin_object().field("prompt_tokens", call.prompt_tokens);
-      w.field("completion_tokens", sent).field("total_tokens", call.prompt_tokens + sent);
+      // vLLM's continuous_usage_stats: a running count on every chunk. The audio knobs add
+      // their details only when set, so the plain running count stays as vLLM sends it.
+      w.key("usage").begin_object().field("prompt_tokens", prompt);
+      w.field("completion_tokens", sent + audio_out);
+      w.field("total_tokens", prompt + sent + audio_out);
+      if (audio_in > 0) {
+        w.key("prompt_tokens_details").begin_object().field("audio_tokens", audio_in).end_object();
+      }
+      if (audio_out > 0) {
+        w.key("completion_tokens_details").begin_object().field("audio_tokens", audio_out);
+        w.end_object();
+      }
       w.end_object();
     } else if (call.include_usage) {
       w.key("usage").null();
@@ -476,11 +496,24 @@ Task<void> SimHandler::messages(const Call& call, Responder& res) {
   const std::string_view stop = n < call.knobs.output_tokens ? "max_tokens" : "end_turn";
   const std::int64_t gap_ms = call.knobs.tokens_per_second > 0 ? 1000 / call.knobs.tokens_per_second : 0;
 
-  auto usage = [&](json::Writer& w, std::int64_t output) {
+  // Cache writes come on top of input_tokens, as Anthropic counts them. The split and the
+  // server tool counts are left out when zero so that a plain answer keeps its old shape.
+  const std::int64_t cache_write_5m = std::max<std::int64_t>(0, call.knobs.cache_write_tokens);
+  const std::int64_t cache_write_1h = std::max<std::int64_t>(0, call.knobs.cache_write_1h_tokens);
+  const std::int64_t web_searches = std::max<std::int64_t>(0, call.knobs.web_search_requests);
+  auto usage = [&](json::Writer& w, std::int64_t output, std::int64_t searches) {
     w.key("usage").begin_object().field("input_tokens", call.prompt_tokens);
-    w.field("cache_creation_input_tokens", 0);
+    w.field("cache_creation_input_tokens", cache_write_5m + cache_write_1h);
+    if (cache_write_5m + cache_write_1h > 0) {
+      w.key("cache_creation").begin_object().field("ephemeral_5m_input_tokens", cache_write_5m);
+      w.field("ephemeral_1h_input_tokens", cache_write_1h).end_object();
+    }
     w.field("cache_read_input_tokens", call.knobs.cached_tokens);
-    w.field("output_tokens", output).end_object();
+    w.field("output_tokens", output);
+    if (web_searches > 0) {
+      w.key("server_tool_use").begin_object().field("web_search_requests", searches).end_object();
+    }
+    w.end_object();
   };
 
   if (!call.stream) {
@@ -493,7 +526,7 @@ Task<void> SimHandler::messages(const Call& call, Responder& res) {
     w.field("model", call.model).key("content").begin_array();
     w.begin_object().field("type", "text").field("text", text).end_object().end_array();
     w.field("stop_reason", stop).key("stop_sequence").null();
-    usage(w, n);
+    usage(w, n, web_searches);
     w.end_object();
     co_await res.send(200, kJson, body);
     co_return;
@@ -508,7 +541,7 @@ Task<void> SimHandler::messages(const Call& call, Responder& res) {
     w.field("id", id).field("type", "message").field("role", "assistant");
     w.field("model", call.model).key("content").begin_array().end_array();
     w.key("stop_reason").null().key("stop_sequence").null();
-    usage(w, 1);
+    usage(w, 1, 0);  // no search has run yet, as Anthropic reports it
     w.end_object().end_object();
     append_sse(events, "message_start", data);
   }
@@ -549,7 +582,7 @@ Task<void> SimHandler::messages(const Call& call, Responder& res) {
     json::Writer w(data);
     w.begin_object().field("type", "message_delta").key("delta").begin_object();
     w.field("stop_reason", stop).key("stop_sequence").null().end_object();
-    usage(w, n);  // message_delta usage is cumulative
+    usage(w, n, web_searches);  // message_delta usage is cumulative
     w.end_object();
     append_sse(events, "message_delta", data);
   }
@@ -682,6 +715,21 @@ int run_sim(int argc, char** argv) {
                  "1: streams asked for usage carry a running count on every chunk (vLLM's "
                  "continuous_usage_stats)")
       ->capture_default_str()->check(CLI::Range(0, 1));
+  app.add_option("--cache-write-tokens", k.cache_write_tokens,
+                 "Anthropic: input tokens reported as written to the cache for 5 minutes")
+      ->capture_default_str();
+  app.add_option("--cache-write-1h-tokens", k.cache_write_1h_tokens,
+                 "Anthropic: input tokens reported as written to the cache for 1 hour")
+      ->capture_default_str();
+  app.add_option("--web-search-requests", k.web_search_requests,
+                 "Anthropic: web searches reported in usage.server_tool_use")
+      ->capture_default_str();
+  app.add_option("--audio-input-tokens", k.audio_input_tokens,
+                 "OpenAI: audio tokens reported within prompt_tokens")
+      ->capture_default_str();
+  app.add_option("--audio-output-tokens", k.audio_output_tokens,
+                 "OpenAI: audio tokens reported within completion_tokens")
+      ->capture_default_str();
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

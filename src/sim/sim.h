@@ -31,6 +31,11 @@ struct Knobs {
   std::int64_t embedding_dims = 8;
   std::int64_t continuous_usage = 0;    // 1: streams' chunks carry a running usage count
   std::int64_t end_after_chunks = -1;   // streams: end the body cleanly after N tokens
+  std::int64_t cache_write_tokens = 0;  // Anthropic: input written to the cache for 5 minutes
+  std::int64_t cache_write_1h_tokens = 0;  // Anthropic: ... for 1 hour
+  std::int64_t web_search_requests = 0;    // Anthropic: reported in usage.server_tool_use
+  std::int64_t audio_input_tokens = 0;     // OpenAI: audio tokens, counted in prompt_tokens
+  std::int64_t audio_output_tokens = 0;    // OpenAI: audio tokens, counted in completion_tokens
 };
 
 struct SimOptions {

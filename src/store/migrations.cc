@@ -9,7 +9,7 @@ namespace tp::store {
 namespace {
 
 // Append only: a released migration never changes.
-constexpr std::array<std::string_view, 12> kMigrations = {
+constexpr std::array<std::string_view, 13> kMigrations = {
     // 1: the ledger journal.
     R"sql(
 CREATE TABLE ledger_accounts (
@@ -141,6 +141,13 @@ ALTER TABLE api_keys ADD COLUMN replaced_by INTEGER;
     // TURNPIKE_SECRET) is refused rather than failing every key.
     R"sql(
 CREATE TABLE server_secret_check (check_hex TEXT NOT NULL);
+)sql",
+    // 13: usage priced apart from text tokens: audio tokens (part of the input and output
+    // counts) at a route's audio prices, and server-side web searches at a fee each.
+    R"sql(
+ALTER TABLE usage_log ADD COLUMN audio_input_tokens INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE usage_log ADD COLUMN audio_output_tokens INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE usage_log ADD COLUMN web_searches INTEGER NOT NULL DEFAULT 0;
 )sql",
 };
 

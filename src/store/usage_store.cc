@@ -11,8 +11,9 @@ namespace {
 constexpr std::string_view kInsertHead =
     "INSERT INTO usage_log (request_id, account_id, key_id, at_ms, model, provider, node, "
     "input_tokens, cached_tokens, output_tokens, cost_nanos, input_cost_nanos, "
-    "output_cost_nanos, latency_ms, status, hold, service_tier, standard_cost_nanos)";
-constexpr int kInsertColumns = 18;
+    "output_cost_nanos, latency_ms, status, hold, service_tier, standard_cost_nanos, "
+    "audio_input_tokens, audio_output_tokens, web_searches)";
+constexpr int kInsertColumns = 21;
 
 void bind_row(Statement& insert, int first, const UsageRecord& r) {
   const int p = first - 1;  // parameters p + 1 .. p + kInsertColumns
@@ -26,6 +27,8 @@ void bind_row(Statement& insert, int first, const UsageRecord& r) {
   insert.bind(p + 16, static_cast<std::int64_t>(r.hold));
   insert.bind(p + 17, r.flex ? "flex" : "standard");
   if (r.flex) insert.bind(p + 18, r.standard_cost.nanos()); else insert.bind_null(p + 18);
+  insert.bind(p + 19, r.audio_input_tokens).bind(p + 20, r.audio_output_tokens);
+  insert.bind(p + 21, r.web_searches);
 }
 
 }  // namespace
@@ -124,7 +127,8 @@ Result<UsagePage> query_usage(Database& db, const UsageQuery& q) {
   constexpr std::string_view kColumns =
       "SELECT id, request_id, account_id, key_id, at_ms, model, provider, node, input_tokens, "
       "cached_tokens, output_tokens, cost_nanos, input_cost_nanos, output_cost_nanos, "
-      "latency_ms, status, hold, service_tier, standard_cost_nanos FROM usage_log ";
+      "latency_ms, status, hold, service_tier, standard_cost_nanos, audio_input_tokens, "
+      "audio_output_tokens, web_searches FROM usage_log ";
   auto cached = db.cached(
       q.account ? std::string(kColumns) +
                       "WHERE account_id = ? AND id > ? AND id <= ? AND at_ms >= ? AND "
@@ -166,6 +170,9 @@ Result<UsagePage> query_usage(Database& db, const UsageQuery& q) {
     r.flex = select.column_text(17) == "flex";
     r.standard_cost =
         select.column_is_null(18) ? r.cost : Money::from_nanos(select.column_int(18));
+    r.audio_input_tokens = select.column_int(19);
+    r.audio_output_tokens = select.column_int(20);
+    r.web_searches = select.column_int(21);
     rows.push_back(std::move(r));
   }
   select.reset();

@@ -32,6 +32,9 @@ struct UsageRecord {
   std::int64_t input_tokens = 0;
   std::int64_t cached_tokens = 0;
   std::int64_t output_tokens = 0;
+  std::int64_t audio_input_tokens = 0;   // the part of the input that was audio
+  std::int64_t audio_output_tokens = 0;  // the part of the output that was audio
+  std::int64_t web_searches = 0;         // server-side web searches, charged each
   Money cost;
   Money input_cost;
   Money output_cost;
