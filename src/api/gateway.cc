@@ -399,16 +399,17 @@ std::string unpriced(const catalog::Route& route, const PricedOptions& asked) {
   auto add = [&](std::string item) { out += (out.empty() ? "" : ", ") + item; };
   if (!asked.speed.empty() && (asked.speed != "fast" || route.fast_premium == 0)) {
     add(fmt::format("speed \"{}\" ({})", json::utf8_prefix(asked.speed, 40),
-                    asked.speed == "fast" ? "fast_multiplier" : "only \"fast\" is priced"));
+                    asked.speed == "fast" ? "a route's fast_multiplier"
+                                          : "only \"fast\" can be priced"));
   }
   if (!asked.inference_geo.empty() &&
       std::none_of(route.geo_premiums.begin(), route.geo_premiums.end(),
                    [&](const auto& g) { return g.first == asked.inference_geo; })) {
-    add(fmt::format("inference_geo \"{}\" (inference_geo_multipliers)",
+    add(fmt::format("inference_geo \"{}\" (a route's inference_geo_multipliers)",
                     json::utf8_prefix(asked.inference_geo, 40)));
   }
   if (asked.audio && !route.audio_priced) {
-    add("audio (audio_input_per_mtok and audio_output_per_mtok)");
+    add("audio (a route's audio_input_per_mtok and audio_output_per_mtok)");
   }
   return out;
 }
@@ -1248,9 +1249,8 @@ Refusal Gateway::no_route(const catalog::Model& model, std::string_view asked, c
                      "privacy_tier_not_met"};
     case Admission::kUnpriced:
       return Refusal{400,
-                     fmt::format("no route for model '{}' that this request may use prices "
-                                 "all of its {}",
-                                 asked, unpriced(catalog::Route{}, c.priced)),
+                     fmt::format("model '{}' has no route that prices {}", asked,
+                                 unpriced(catalog::Route{}, c.priced)),
                      "option_not_priced"};
     case Admission::kOtherApi: break;
   }
