@@ -477,7 +477,9 @@ std::int64_t output_room(Money covered, const meter::Usage& usage,
                          const catalog::Prices& prices) {
   const Money left = covered - cost_before_output(usage, prices);
   if (left < Money()) return 0;
-  const PricePerMtok per_token = std::max(prices.output, prices.audio_output);
+  const catalog::Prices paid =
+      catalog::for_input(prices, usage.uncached_input() + usage.cached_tokens);
+  const PricePerMtok per_token = std::max(paid.output, paid.audio_output);
   if (per_token.nanos() == 0) return std::numeric_limits<std::int64_t>::max();
   __extension__ using Int128 = __int128;
   const Int128 room = static_cast<Int128>(left.nanos()) * 1'000'000 / per_token.nanos();
@@ -1346,10 +1348,11 @@ void Gateway::upstream_answered(const catalog::Route& route) {
 }
 
 router::Candidate Gateway::candidate_for(const catalog::Model& model, const catalog::Route& r,
-                                         const catalog::Prices& prices,
+                                         const catalog::Prices& route_prices,
                                          std::int64_t input_tokens,
                                          std::int64_t output_tokens) const {
   const RouteLatency& seen = latency_[r.index];
+  const catalog::Prices prices = catalog::for_input(route_prices, input_tokens);
   router::Candidate c{
       model.quality,
       cost_of(input_tokens, prices.input, 0, prices.cached_input, output_tokens, prices.output),
@@ -1742,7 +1745,7 @@ Status Gateway::take_hold(Bill& bill, std::span<const Ranked> routes, const Requ
   const bool caches =
       writes_cost_more && body.text.find("\"cache_control\"") != std::string_view::npos;
   for (const Ranked& ranked : routes) {
-    const catalog::Prices p = ranked.prices();
+    const catalog::Prices p = catalog::for_input(ranked.prices(), input_tokens_max(body));
     PricePerMtok input_max = std::max(p.input, p.cached_input);
     if (caches) input_max = std::max({input_max, p.cache_write, p.cache_write_1h});
     PricePerMtok output_max = p.output;

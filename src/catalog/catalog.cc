@@ -24,19 +24,38 @@ std::optional<PrivacyTier> parse_privacy_tier(std::string_view text) {
   return std::nullopt;
 }
 
-Prices with_premium(const Prices& prices, std::uint32_t premium) {
-  if (premium == kPremiumOne) return prices;
+namespace {
+
+// `p` times `premium` (kPremiumOne units), rounded up to the nano-USD per million tokens.
+PricePerMtok times(PricePerMtok p, std::uint32_t premium) {
   __extension__ using Int128 = __int128;
-  auto times = [premium](PricePerMtok p) {
-    const Int128 scaled = (static_cast<Int128>(p.nanos()) * premium + kPremiumOne - 1) / kPremiumOne;
-    TP_CHECK(scaled <= std::numeric_limits<std::int64_t>::max());
-    return PricePerMtok::from_nanos(static_cast<std::int64_t>(scaled));
-  };
+  const Int128 scaled = (static_cast<Int128>(p.nanos()) * premium + kPremiumOne - 1) / kPremiumOne;
+  TP_CHECK(scaled <= std::numeric_limits<std::int64_t>::max());
+  return PricePerMtok::from_nanos(static_cast<std::int64_t>(scaled));
+}
+
+// Scales the input-side and the output prices of `prices` apart.
+Prices scaled(const Prices& prices, std::uint32_t input, std::uint32_t output) {
   Prices out = prices;
-  for (PricePerMtok* p : {&out.input, &out.output, &out.cached_input, &out.cache_write,
-                          &out.cache_write_1h, &out.audio_input, &out.audio_output}) {
-    *p = times(*p);
+  for (PricePerMtok* p : {&out.input, &out.cached_input, &out.cache_write, &out.cache_write_1h,
+                          &out.audio_input}) {
+    *p = times(*p, input);
   }
+  out.output = times(out.output, output);
+  out.audio_output = times(out.audio_output, output);
+  return out;
+}
+
+}  // namespace
+
+Prices with_premium(const Prices& prices, std::uint32_t premium) {
+  return premium == kPremiumOne ? prices : scaled(prices, premium, premium);
+}
+
+Prices for_input(const Prices& prices, std::int64_t input_tokens) {
+  if (prices.long_above == 0 || input_tokens <= prices.long_above) return prices;
+  Prices out = scaled(prices, prices.long_input, prices.long_output);
+  out.long_above = 0;  // these are the long-context prices already
   return out;
 }
 

@@ -34,6 +34,9 @@ struct Provider {
   std::size_t index = 0;  // position in Catalog::providers
 };
 
+// A price multiplier in ten-thousandths: 10'000 is ×1, 11'000 ×1.1.
+inline constexpr std::uint32_t kPremiumOne = 10'000;
+
 // What a route charges per million tokens.
 struct Prices {
   PricePerMtok input;
@@ -51,14 +54,22 @@ struct Prices {
   // USD per 1000 server-side web searches (Anthropic's `server_tool_use`), as the price per
   // million tokens is per million: a search costs web_search_per_1k / 1000.
   PricePerMtok web_search_per_1k;
+  // Long-context pricing (Anthropic's above 200k input tokens, OpenAI's above 272k): when a
+  // request's whole input (cache reads and writes included) is above `long_above` tokens,
+  // every input-side price is times `long_input` and every output price times `long_output`
+  // (kPremiumOne units). 0: the route has none.
+  std::int64_t long_above = 0;
+  std::uint32_t long_input = kPremiumOne;
+  std::uint32_t long_output = kPremiumOne;
 };
-
-// A price multiplier in ten-thousandths: 10'000 is ×1, 11'000 ×1.1.
-inline constexpr std::uint32_t kPremiumOne = 10'000;
 
 // `prices` with every token price times `premium` (in kPremiumOne units), each rounded up
 // to the nano-USD per million tokens; the web-search fee is not a token price and stays.
 Prices with_premium(const Prices& prices, std::uint32_t premium);
+
+// The prices of a request whose whole input is `input_tokens`: the long-context ones above
+// the route's threshold, else `prices` (see Prices::long_above).
+Prices for_input(const Prices& prices, std::int64_t input_tokens);
 
 struct Route {
   std::size_t provider = 0;  // index into Catalog::providers

@@ -172,7 +172,9 @@ void AnthropicStreamUsage::on_event(std::string_view name, std::string_view data
   }
 }
 
-Money price(const Usage& usage, const catalog::Prices& prices) {
+Money price(const Usage& usage, const catalog::Prices& standard) {
+  const catalog::Prices prices =
+      catalog::for_input(standard, usage.uncached_input() + usage.cached_tokens);
   return cost_of({{usage.input_tokens - usage.audio_input_tokens, prices.input},
                   {usage.audio_input_tokens, prices.audio_input},
                   {usage.cached_tokens, prices.cached_input},

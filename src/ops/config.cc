@@ -289,7 +289,7 @@ std::vector<catalog::Model> parse_models(const Reader& r, const YAML::Node& root
                     "cached_input_per_mtok", "cache_write_per_mtok", "cache_write_1h_per_mtok",
                     "flex_input_per_mtok", "flex_output_per_mtok", "flex_cached_input_per_mtok",
                     "audio_input_per_mtok", "audio_output_per_mtok", "web_search_per_1k",
-                    "fast_multiplier", "inference_geo_multipliers", "ttfb_ms",
+                    "fast_multiplier", "inference_geo_multipliers", "long_context", "ttfb_ms",
                     "tokens_per_second"});
       catalog::Route route;
       const std::string provider = r.string(rn, "provider", rpath, "", true);
@@ -362,12 +362,29 @@ std::vector<catalog::Model> parse_models(const Reader& r, const YAML::Node& root
           route.geo_premiums.emplace_back(std::move(region), r.premium(kv.second, where));
         }
       }
-      // The costs of one request stay far inside int64 nano-USD (see Reader::price).
+      if (const YAML::Node lc = rn["long_context"]; lc.IsDefined() && !lc.IsNull()) {
+        const std::string lpath = rpath + ".long_context";
+        r.check_keys(lc, lpath, {"above_input_tokens", "input_multiplier", "output_multiplier"});
+        for (const char* key : {"above_input_tokens", "input_multiplier", "output_multiplier"}) {
+          if (!lc[key].IsDefined()) r.fail(lc, Reader::join(lpath, key), "is required");
+        }
+        route.prices.long_above = static_cast<std::int64_t>(
+            r.integer(lc, "above_input_tokens", lpath, 0, 1, 100'000'000));
+        route.prices.long_input = r.premium(lc["input_multiplier"], lpath + ".input_multiplier");
+        route.prices.long_output = r.premium(lc["output_multiplier"], lpath + ".output_multiplier");
+      }
+      // The costs of one request stay inside int64 nano-USD (see Reader::price): at most 12
+      // times the prices in all.
+      std::uint64_t most = std::max(route.fast_premium, catalog::kPremiumOne);
       std::uint32_t geo_max = catalog::kPremiumOne;
       for (const auto& [geo, premium] : route.geo_premiums) geo_max = std::max(geo_max, premium);
-      if (std::uint64_t{std::max(route.fast_premium, catalog::kPremiumOne)} * geo_max >
-          std::uint64_t{10} * catalog::kPremiumOne * catalog::kPremiumOne) {
-        r.fail(rn, rpath, "fast_multiplier times an inference_geo multiplier must be at most 10");
+      most = most * geo_max / catalog::kPremiumOne;
+      most = most * std::max(route.prices.long_input, route.prices.long_output) /
+             catalog::kPremiumOne;
+      if (most > 12 * catalog::kPremiumOne) {
+        r.fail(rn, rpath,
+               "fast_multiplier times the largest inference_geo multiplier times the larger "
+               "long_context multiplier must be at most 12");
       }
       // A flex tier needs both its prices, and a provider that knows `service_tier`.
       if (rn["flex_input_per_mtok"].IsDefined() || rn["flex_output_per_mtok"].IsDefined() ||
@@ -386,6 +403,9 @@ std::vector<catalog::Model> parse_models(const Reader& r, const YAML::Node& root
         flex.audio_input = route.prices.audio_input;  // no flex discount is known for audio
         flex.audio_output = route.prices.audio_output;
         flex.web_search_per_1k = route.prices.web_search_per_1k;
+        flex.long_above = route.prices.long_above;
+        flex.long_input = route.prices.long_input;
+        flex.long_output = route.prices.long_output;
         // Flex is the cheaper tier: the race waits for it, and its saving is billed.
         if (flex.input > route.prices.input || flex.output > route.prices.output ||
             flex.cached_input > route.prices.cached_input) {

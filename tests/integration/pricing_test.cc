@@ -29,6 +29,14 @@ constexpr const char* kPricedModels = R"(  - name: opus-test
         output_per_mtok: "10"
         audio_input_per_mtok: "40"
         audio_output_per_mtok: "80"
+  - name: long-test
+    routes:
+      - provider: sim-anthropic
+        upstream_model: long-upstream
+        input_per_mtok: "3"
+        output_per_mtok: "15"
+        cached_input_per_mtok: "0.3"
+        long_context: { above_input_tokens: 100, input_multiplier: "2", output_multiplier: "1.5" }
 )";
 
 // The stack again on the same data directory (its key still works), with kPricedModels.
@@ -224,6 +232,41 @@ TEST(Pricing, AudioTokensAreChargedAtTheRoutesAudioPrices) {
     EXPECT_EQ(row->cost, cost_of({{30, usd("2.5")}, {11, usd("40")}, {6, usd("10")},
                                   {13, usd("80")}}))
         << stream;
+  }
+}
+
+TEST(Pricing, AnInputAboveTheLongContextThresholdIsChargedTheLongContextPrices) {
+  Stack stack;
+  ASSERT_GT(stack.port, 0);
+  ASSERT_TRUE(with_priced_models(stack));
+  struct Case {
+    std::int64_t input, cached, write;
+    bool long_context;
+  };
+  // The whole input counts: plain, read from the cache and written to it.
+  for (const Case c : {Case{100, 0, 0, false}, Case{101, 0, 0, true}, Case{60, 30, 10, false},
+                       Case{60, 30, 11, true}}) {
+    for (const bool stream : {false, true}) {
+      const auto res = http_request(
+          stack.port, "POST", "/v1/messages",
+          std::string(R"({"model":"long-test","max_tokens":50,"stream":)") +
+              (stream ? "true" : "false") + R"(,"messages":[],"sim":{"input_tokens":)" +
+              std::to_string(c.input) + R"(,"cached_tokens":)" + std::to_string(c.cached) +
+              R"(,"cache_write_tokens":)" + std::to_string(c.write) + R"(,"output_tokens":9}})",
+          {{"x-api-key", stack.key}});
+      ASSERT_EQ(res.status, 200) << res.body;
+      const auto row = row_of(stack, res.header("x-request-id"));
+      ASSERT_TRUE(row);
+      // Long: input-side prices ×2 (writes at 1.25× the input), output ×1.5.
+      const Money expected =
+          c.long_context
+              ? cost_of({{c.input, usd("6")}, {c.cached, usd("0.6")}, {c.write, usd("7.5")},
+                         {9, usd("22.5")}})
+              : cost_of({{c.input, usd("3")}, {c.cached, usd("0.3")}, {c.write, usd("3.75")},
+                         {9, usd("15")}});
+      EXPECT_EQ(row->cost, expected) << c.input << " " << c.cached << " " << c.write << " "
+                                     << stream;
+    }
   }
 }
 
