@@ -80,6 +80,21 @@ namespace {
 
 Status invalid(std::string message) { return {ErrorKind::kInvalidRequest, std::move(message)}; }
 
+// Whether a message's content has a part of type "input_audio" (read unescaped).
+bool has_audio_part(simdjson::dom::element messages) {
+  simdjson::dom::array list;
+  if (messages.get_array().get(list)) return false;
+  for (simdjson::dom::element message : list) {
+    simdjson::dom::array parts;
+    if (message["content"].get_array().get(parts)) continue;
+    for (simdjson::dom::element part : parts) {
+      std::string_view type;
+      if (!part["type"].get_string().get(type) && type == "input_audio") return true;
+    }
+  }
+  return false;
+}
+
 // The searches a `tools` list may run on the provider's side: each web_search tool's
 // max_uses, or kWebSearchesHeld without one. (A malformed list is the upstream's to refuse.)
 std::int64_t web_searches_max(simdjson::dom::element tools) {
@@ -111,6 +126,7 @@ Result<RequestBody> parse_request_body(std::string_view text) {
   if (doc.get_object().get(object)) return invalid("request body must be a JSON object");
 
   RequestBody body;
+  std::optional<simdjson::dom::element> messages;  // for has_audio_part
   // The members Turnpike reads must say one thing: a second "model" (or one spelled with
   // escapes, which the rewrite and some upstreams would not see as "model") could route
   // and bill one model while the upstream serves another.
@@ -129,7 +145,9 @@ Result<RequestBody> parse_request_body(std::string_view text) {
       seen |= bit;
       ++read_members;
     }
-    if (key == "tools") {
+    if (key == "messages") {
+      messages = value;
+    } else if (key == "tools") {
       body.has_tools = true;
       body.web_searches_max = web_searches_max(value);
     } else if (key == "speed" || key == "inference_geo") {
@@ -227,8 +245,10 @@ Result<RequestBody> parse_request_body(std::string_view text) {
     }
   }
   // An input_audio content part anywhere (a quoted "input_audio" that is no part's type
-  // only makes the request look for an audio-priced route).
-  body.wants_audio |= text.find("\"input_audio\"") != std::string_view::npos;
+  // only makes the request look for an audio-priced route). A part's type spelled with
+  // escapes is found by reading the messages.
+  body.wants_audio |= text.find("\"input_audio\"") != std::string_view::npos ||
+                      (messages && text.find("\\u") != std::string_view::npos && has_audio_part(*messages));
   body.text = text;
   return body;
 }

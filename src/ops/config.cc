@@ -375,13 +375,13 @@ std::vector<catalog::Model> parse_models(const Reader& r, const YAML::Node& root
       }
       // The costs of one request stay inside int64 nano-USD (see Reader::price): at most 12
       // times the prices in all.
-      std::uint64_t most = std::max(route.fast_premium, catalog::kPremiumOne);
       std::uint32_t geo_max = catalog::kPremiumOne;
       for (const auto& [geo, premium] : route.geo_premiums) geo_max = std::max(geo_max, premium);
-      most = most * geo_max / catalog::kPremiumOne;
-      most = most * std::max(route.prices.long_input, route.prices.long_output) /
-             catalog::kPremiumOne;
-      if (most > 12 * catalog::kPremiumOne) {
+      const std::uint64_t most = std::uint64_t{std::max(route.fast_premium, catalog::kPremiumOne)} *
+                                 geo_max *
+                                 std::max(route.prices.long_input, route.prices.long_output);
+      constexpr std::uint64_t kOne = catalog::kPremiumOne;
+      if (most > 12 * kOne * kOne * kOne) {
         r.fail(rn, rpath,
                "fast_multiplier times the largest inference_geo multiplier times the larger "
                "long_context multiplier must be at most 12");

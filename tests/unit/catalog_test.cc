@@ -30,5 +30,57 @@ TEST(Catalog, FindsModelsAndTheirProviders) {
   EXPECT_EQ(privacy_tier_name(PrivacyTier::kConfidential), "confidential");
 }
 
+Prices distinct_prices() {
+  Prices p;
+  p.input = PricePerMtok::parse("3").value();
+  p.output = PricePerMtok::parse("15").value();
+  p.cached_input = PricePerMtok::parse("0.3").value();
+  p.cache_write = PricePerMtok::parse("3.75").value();
+  p.cache_write_1h = PricePerMtok::from_nanos(1);
+  p.audio_input = PricePerMtok::from_nanos(7);
+  p.audio_output = PricePerMtok::parse("100000").value();
+  p.web_search_per_1k = PricePerMtok::parse("10").value();
+  return p;
+}
+
+TEST(Catalog, PremiumOneLeavesPricesAsTheyAre) {
+  const Prices p = distinct_prices();
+  const Prices same = with_premium(p, kPremiumOne);
+  EXPECT_EQ(same.input, p.input);
+  EXPECT_EQ(same.output, p.output);
+  EXPECT_EQ(same.cached_input, p.cached_input);
+  EXPECT_EQ(same.cache_write, p.cache_write);
+  EXPECT_EQ(same.cache_write_1h, p.cache_write_1h);
+  EXPECT_EQ(same.audio_input, p.audio_input);
+  EXPECT_EQ(same.audio_output, p.audio_output);
+  EXPECT_EQ(same.web_search_per_1k, p.web_search_per_1k);
+}
+
+// Every token price is scaled and rounded up to the nano-USD per million tokens, never
+// down; the web-search fee is not a token price and stays.
+TEST(Catalog, PremiumScalesEveryTokenPriceRoundingUp) {
+  const Prices p = with_premium(distinct_prices(), 11'000);  // ×1.1
+  EXPECT_EQ(p.input.nanos(), 3'300'000'000);
+  EXPECT_EQ(p.output.nanos(), 16'500'000'000);
+  EXPECT_EQ(p.cached_input.nanos(), 330'000'000);
+  EXPECT_EQ(p.cache_write.nanos(), 4'125'000'000);
+  EXPECT_EQ(p.cache_write_1h.nanos(), 2);  // 1.1 rounded up, not to the nearest
+  EXPECT_EQ(p.audio_input.nanos(), 8);     // 7.7 rounded up
+  EXPECT_EQ(p.audio_output.to_string(), "110000.00");
+  EXPECT_EQ(p.web_search_per_1k.nanos(), 10'000'000'000);
+
+  // The largest multiplier (×12, fast times a region at the config's cap) on the largest
+  // price a route may have: 1e14 × 120'000 passes int64 before the division, which the
+  // 128-bit product must survive.
+  EXPECT_EQ(with_premium(distinct_prices(), 12 * kPremiumOne).audio_output.to_string(),
+            "1200000.00");
+  // A fraction of a ten-thousandth: 3 USD × 1.0001 = 3.0003 USD exactly; 1 nano × 1.0001 is
+  // rounded up to 2.
+  const Prices small = with_premium(distinct_prices(), 10'001);
+  EXPECT_EQ(small.input.nanos(), 3'000'300'000);
+  EXPECT_EQ(small.cache_write_1h.nanos(), 2);
+  EXPECT_EQ(small.web_search_per_1k.nanos(), 10'000'000'000);
+}
+
 }  // namespace
 }  // namespace tp::catalog

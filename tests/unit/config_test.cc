@@ -243,6 +243,189 @@ models:
   EXPECT_EQ(o.cache_write_1h, o.input);
 }
 
+// Two providers, one per API, for the route keys that price audio, searches and options.
+constexpr const char* kTwoApis = R"(providers:
+  - { name: main, base_url: "http://127.0.0.1:9000/v1" }
+  - { name: claude, api: anthropic, base_url: "http://127.0.0.1:9001/v1" }
+models:
+)";
+
+// A route of model "m" on `provider` with `keys` added to its prices.
+std::string route_with(std::string_view provider, std::string_view keys) {
+  return std::string(kTwoApis)
+      .append("  - name: m\n    routes:\n      - { provider: ")
+      .append(provider)
+      .append(", input_per_mtok: \"3\", output_per_mtok: \"15\"")
+      .append(keys.empty() ? "" : ", ")
+      .append(keys)
+      .append(" }\n");
+}
+
+const catalog::Route& only_route(const Result<Config>& c) {
+  return c.value().catalog->find_model("m")->routes[0];
+}
+
+TEST(Config, AudioPricesAreBothOrNeither) {
+  auto priced = parse_config(
+      route_with("main", R"(audio_input_per_mtok: "40", audio_output_per_mtok: "80")"), "t.yaml");
+  ASSERT_TRUE(priced) << priced.status().message();
+  EXPECT_TRUE(only_route(priced).audio_priced);
+  EXPECT_EQ(only_route(priced).prices.audio_input.nanos(), 40'000'000'000);
+  EXPECT_EQ(only_route(priced).prices.audio_output.nanos(), 80'000'000'000);
+  EXPECT_EQ(only_route(priced).prices.input.nanos(), 3'000'000'000);  // text unchanged
+
+  // Without them audio costs what text costs, and the route serves no audio request.
+  auto text = parse_config(route_with("main", ""), "t.yaml");
+  ASSERT_TRUE(text) << text.status().message();
+  EXPECT_FALSE(only_route(text).audio_priced);
+  EXPECT_EQ(only_route(text).prices.audio_input, only_route(text).prices.input);
+  EXPECT_EQ(only_route(text).prices.audio_output, only_route(text).prices.output);
+
+  expect_error(route_with("main", R"(audio_input_per_mtok: "40")"),
+               "models[0].routes[0]: audio prices need both audio_input_per_mtok and "
+               "audio_output_per_mtok");
+  expect_error(route_with("main", R"(audio_output_per_mtok: "80")"),
+               "models[0].routes[0]: audio prices need both");
+  expect_error(route_with("main", R"(audio_input_per_mtok: "x", audio_output_per_mtok: "80")"),
+               "models[0].routes[0].audio_input_per_mtok: must be a decimal");
+}
+
+// Anthropic charges 10 USD per 1000 web searches unless configured; OpenAI's chat
+// completions report none.
+TEST(Config, WebSearchPriceDefaultsByApiAndIsBounded) {
+  auto anthropic = parse_config(route_with("claude", ""), "t.yaml");
+  ASSERT_TRUE(anthropic) << anthropic.status().message();
+  EXPECT_EQ(only_route(anthropic).prices.web_search_per_1k.nanos(), 10'000'000'000);
+  auto openai = parse_config(route_with("main", ""), "t.yaml");
+  ASSERT_TRUE(openai) << openai.status().message();
+  EXPECT_EQ(only_route(openai).prices.web_search_per_1k.nanos(), 0);
+  auto set = parse_config(route_with("claude", R"(web_search_per_1k: "12.5")"), "t.yaml");
+  ASSERT_TRUE(set) << set.status().message();
+  EXPECT_EQ(only_route(set).prices.web_search_per_1k.nanos(), 12'500'000'000);
+  auto unpaid = parse_config(route_with("claude", R"(web_search_per_1k: "0")"), "t.yaml");
+  ASSERT_TRUE(unpaid) << unpaid.status().message();
+  EXPECT_EQ(only_route(unpaid).prices.web_search_per_1k.nanos(), 0);
+  auto most = parse_config(route_with("claude", R"(web_search_per_1k: "1000")"), "t.yaml");
+  ASSERT_TRUE(most) << most.status().message();
+  EXPECT_EQ(only_route(most).prices.web_search_per_1k.nanos(), 1000 * Money::kNanosPerUsd);
+  expect_error(route_with("claude", R"(web_search_per_1k: "1000.000000001")"),
+               "models[0].routes[0].web_search_per_1k: must be at most 1000 USD per 1000 "
+               "searches");
+  expect_error(route_with("main", R"(web_search_per_1k: "-1")"),
+               "models[0].routes[0].web_search_per_1k: must be a decimal");
+}
+
+// A flex tier keeps the route's audio and search prices (no flex discount is known).
+TEST(Config, FlexKeepsTheAudioAndSearchPrices) {
+  auto c =
+      parse_config(route_with("main", R"(flex_input_per_mtok: "1", flex_output_per_mtok: "4", )"
+                                      R"(audio_input_per_mtok: "40", audio_output_per_mtok: "80", )"
+                                      R"(web_search_per_1k: "25")"),
+                   "t.yaml");
+  ASSERT_TRUE(c) << c.status().message();
+  const catalog::Route& r = only_route(c);
+  ASSERT_TRUE(r.flex);
+  EXPECT_EQ(r.flex->input.nanos(), 1'000'000'000);
+  EXPECT_EQ(r.flex->audio_input.nanos(), 40'000'000'000);
+  EXPECT_EQ(r.flex->audio_output.nanos(), 80'000'000'000);
+  EXPECT_EQ(r.flex->web_search_per_1k.nanos(), 25'000'000'000);
+}
+
+// fast_multiplier and inference_geo_multipliers: multipliers from 1 to 10 with at most 4
+// decimals, kept in catalog::kPremiumOne units; a route without them offers neither.
+TEST(Config, PriceMultipliersAreReadInTenThousandths) {
+  auto c = parse_config(
+      route_with("claude",
+                 R"(fast_multiplier: "6", inference_geo_multipliers: { us: "1.1", eu: 1.2345, )"
+                 R"(apac: "1" })"),
+      "t.yaml");
+  ASSERT_TRUE(c) << c.status().message();
+  const catalog::Route& r = only_route(c);
+  EXPECT_EQ(r.fast_premium, 60'000u);
+  using Geo = std::pair<std::string, std::uint32_t>;
+  EXPECT_EQ(r.geo_premiums,
+            (std::vector<Geo>{{"us", 11'000u}, {"eu", 12'345u}, {"apac", catalog::kPremiumOne}}));
+
+  auto plain = parse_config(route_with("claude", ""), "t.yaml");
+  ASSERT_TRUE(plain) << plain.status().message();
+  EXPECT_EQ(only_route(plain).fast_premium, 0u);
+  EXPECT_TRUE(only_route(plain).geo_premiums.empty());
+  auto nulls = parse_config(
+      route_with("claude", "fast_multiplier: ~, inference_geo_multipliers: ~"), "t.yaml");
+  ASSERT_TRUE(nulls) << nulls.status().message();
+  EXPECT_EQ(only_route(nulls).fast_premium, 0u);
+  EXPECT_TRUE(only_route(nulls).geo_premiums.empty());
+
+  // The bounds are in: ×1, ×10, and fast times a region at exactly 12.
+  auto edges = parse_config(
+      route_with("claude", R"(fast_multiplier: "10", inference_geo_multipliers: { us: "1.2" })"),
+      "t.yaml");
+  ASSERT_TRUE(edges) << edges.status().message();
+  EXPECT_EQ(only_route(edges).fast_premium, 100'000u);
+  EXPECT_EQ(only_route(edges).geo_premiums[0].second, 12'000u);
+  for (const char* keys : {R"(fast_multiplier: "1")", R"(fast_multiplier: "10")",
+                           R"(inference_geo_multipliers: { us: "10" })",
+                           R"(fast_multiplier: "6", inference_geo_multipliers: { us: "2" })",
+                           R"(fast_multiplier: "2.5", inference_geo_multipliers: { us: "4.8" })"}) {
+    auto ok = parse_config(route_with("claude", keys), "t.yaml");
+    EXPECT_TRUE(ok) << keys << ": " << ok.status().message();
+  }
+}
+
+TEST(Config, PriceMultipliersOutOfRangeOrAmbiguousAreRefused) {
+  for (const char* bad : {"0.5", "11", "1.00001", "0", "-2", "x", "1.1e0", "10.0001"}) {
+    expect_error(route_with("claude", std::string("fast_multiplier: \"").append(bad).append("\"")),
+                 std::string("models[0].routes[0].fast_multiplier: must be a multiplier from 1 to "
+                             "10 with at most 4 decimals")
+                     .append(", like \"1.1\", got '")
+                     .append(bad)
+                     .append("'"));
+  }
+  expect_error(route_with("claude", "fast_multiplier: [6]"),
+               "models[0].routes[0].fast_multiplier: must be a single value");
+  expect_error(route_with("claude", R"(inference_geo_multipliers: { us: "0.5" })"),
+               "models[0].routes[0].inference_geo_multipliers.us: must be a multiplier from 1 to "
+               "10");
+  expect_error(route_with("claude", R"(inference_geo_multipliers: { us: "1.00001" })"),
+               "inference_geo_multipliers.us: must be a multiplier");
+  // global is the standard price, which a request asks for by leaving inference_geo out.
+  expect_error(route_with("claude", R"(inference_geo_multipliers: { global: "1.1" })"),
+               "models[0].routes[0].inference_geo_multipliers.global: must name a region other "
+               "than global");
+  expect_error(route_with("claude", R"(inference_geo_multipliers: { "": "1.1" })"),
+               "must name a region other than global");
+  expect_error(route_with("claude", R"(inference_geo_multipliers: { "  ": "1.1" })"),
+               "must name a region other than global");
+  expect_error(route_with("claude", R"(inference_geo_multipliers: { us: "1.1", us: "1.2" })"),
+               "models[0].routes[0].inference_geo_multipliers.us: appears more than once");
+  expect_error(route_with("claude", R"(inference_geo_multipliers: [us])"),
+               "models[0].routes[0].inference_geo_multipliers: must be a mapping of inference_geo "
+               "values to multipliers");
+  expect_error(route_with("claude", R"(inference_geo_multipliers: "1.1")"),
+               "inference_geo_multipliers: must be a mapping");
+  // Together they multiply: more than 12 could carry a request's cost past int64. The
+  // largest region counts, wherever it is listed.
+  expect_error(
+      route_with("claude", R"(fast_multiplier: "6", inference_geo_multipliers: { us: "1.1", )"
+                           R"(eu: "2.0001" })"),
+      "models[0].routes[0]: fast_multiplier times the largest inference_geo multiplier "
+      "times the larger long_context multiplier must be at most 12");
+  expect_error(
+      route_with("claude", R"(fast_multiplier: "10", inference_geo_multipliers: { us: "1.2001" })"),
+      "must be at most 12");
+}
+
+// The product of two multipliers has 8 decimals: one above 12 by less than a ten-thousandth
+// is above 12 all the same (the gateway charges ceil(3.0001 × 3.9999) = 12.0001 times the
+// prices).
+TEST(Config, MultipliersJustAboveTheCapTogetherAreRefused) {
+  expect_error(
+      route_with("claude",
+                 R"(fast_multiplier: "3.0001", inference_geo_multipliers: { us: "3.9999" })"),
+      "models[0].routes[0]: fast_multiplier times the largest inference_geo multiplier "
+      "times the larger long_context multiplier must be at most 12");
+}
+
 TEST(Config, RoutingRulesAreValidatedAtStartUp) {
   const std::string base = R"(providers:
   - { name: a, base_url: "http://127.0.0.1:9000/v1" }

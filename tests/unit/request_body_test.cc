@@ -108,6 +108,119 @@ TEST(RequestBody, MembersTurnpikeReadsAreSingleAndPlain) {
   EXPECT_TRUE(parse_request_body(R"({"stream_options":{"include_usage":true,"x\u0079":1}})"));
 }
 
+// speed and inference_geo change a provider's price: read, and forwarded as given. Their
+// standard values, and null, ask for nothing.
+TEST(RequestBody, ReadsThePriceChangingOptions) {
+  auto b = parse_request_body(R"({"model":"m","speed":"fast","inference_geo":"us"})");
+  ASSERT_TRUE(b) << b.status().message();
+  EXPECT_EQ(b->speed, "fast");
+  EXPECT_EQ(b->inference_geo, "us");
+  EXPECT_FALSE(b->has_options());  // not Turnpike's own: the upstream sees them
+  EXPECT_EQ(rewrite_request_body(*b, "u"), R"({"model":"u","speed":"fast","inference_geo":"us"})");
+  for (const char* standard : {R"({"speed":"standard","inference_geo":"global"})",
+                               R"({"speed":null,"inference_geo":null})", "{}"}) {
+    auto s = parse_request_body(standard);
+    ASSERT_TRUE(s) << standard;
+    EXPECT_EQ(s->speed, "") << standard;
+    EXPECT_EQ(s->inference_geo, "") << standard;
+  }
+  // Each standard value belongs to its own option only.
+  auto crossed = parse_request_body(R"({"speed":"global","inference_geo":"standard"})");
+  ASSERT_TRUE(crossed);
+  EXPECT_EQ(crossed->speed, "global");
+  EXPECT_EQ(crossed->inference_geo, "standard");
+  for (const char* bad : {R"({"speed":""})", R"({"speed":1})", R"({"speed":["fast"]})",
+                          R"({"inference_geo":""})", R"({"inference_geo":true})"}) {
+    EXPECT_FALSE(parse_request_body(bad)) << bad;
+  }
+}
+
+TEST(RequestBody, AskingForAudioInAnyOfItsForms) {
+  for (const char* audio :
+       {R"({"modalities":["text","audio"]})", R"({"modalities":["\u0061udio"]})",
+        R"({"audio":{"voice":"alloy","format":"wav"}})", R"({"audio":false})",
+        R"({"messages":[{"role":"user","content":[{"type":"text","text":"hi"},)"
+        R"({"type":"input_audio","input_audio":{"data":"AAAA","format":"wav"}}]}]})"}) {
+    auto b = parse_request_body(audio);
+    ASSERT_TRUE(b) << audio;
+    EXPECT_TRUE(b->wants_audio) << audio;
+  }
+  for (const char* text :
+       {"{}", R"({"modalities":["text"]})", R"({"modalities":null,"audio":null})",
+        R"({"modalities":"audio"})",  // not a list: the upstream judges its shape
+        R"({"modalities":[{"type":"audio"}]})",
+        R"({"messages":[{"role":"user","content":"what is input_audio?"}]})"}) {
+    auto b = parse_request_body(text);
+    ASSERT_TRUE(b) << text;
+    EXPECT_FALSE(b->wants_audio) << text;
+  }
+}
+
+// An input_audio part whose type is spelled with an escape is still an input_audio part to
+// the upstream, which parses the JSON: it must not reach a route without audio prices.
+TEST(RequestBody, AnEscapedInputAudioPartWantsAudio) {
+  auto b = parse_request_body(
+      R"({"model":"m","messages":[{"role":"user","content":[)"
+      R"({"type":"input\u005faudio","input\u005faudio":{"data":"AAAA","format":"wav"}}]}]})");
+  ASSERT_TRUE(b) << b.status().message();
+  EXPECT_TRUE(b->wants_audio);
+}
+
+// The searches the declared tools may run, for the hold: each web_search tool's max_uses,
+// kWebSearchesHeld for one without, nothing for other tools.
+TEST(RequestBody, WebSearchToolsBoundTheSearches) {
+  auto searches = [](const char* tools) {
+    const std::string body = std::string(R"({"model":"m","tools":)").append(tools).append("}");
+    auto b = parse_request_body(body);
+    if (!b) {
+      ADD_FAILURE() << "refused: " << body;
+      return std::int64_t{-1};
+    }
+    EXPECT_TRUE(b->has_tools) << body;
+    return b->web_searches_max;
+  };
+  EXPECT_EQ(searches(R"([{"type":"web_search_20250305","name":"web_search","max_uses":3},)"
+                     R"({"type":"web_search_20250305","name":"w2","max_uses":2}])"),
+            5);
+  EXPECT_EQ(searches(R"([{"type":"web_search_20250305","name":"web_search"}])"), kWebSearchesHeld);
+  EXPECT_EQ(searches(R"([{"type":"web_search_20250305","max_uses":3},)"
+                     R"({"type":"web_search_20250305"},)"
+                     R"({"name":"get_weather","input_schema":{"type":"object"}}])"),
+            3 + kWebSearchesHeld);
+  EXPECT_EQ(searches(R"([{"type":"web_search_20250305","max_uses":0}])"), 0);
+  // A max_uses that is no count holds the default.
+  EXPECT_EQ(searches(R"([{"type":"web_search_20250305","max_uses":-1}])"), kWebSearchesHeld);
+  EXPECT_EQ(searches(R"([{"type":"web_search_20250305","max_uses":"4"}])"), kWebSearchesHeld);
+  // Other tools run no searches, whatever they carry.
+  EXPECT_EQ(searches(R"([{"type":"function","function":{"name":"f"}},)"
+                     R"({"type":"bash_20250124","name":"bash","max_uses":7},)"
+                     R"({"name":"web_search","input_schema":{"type":"object"}}])"),
+            0);
+  // Escapes inside the tools are unescaped as the upstream reads them.
+  EXPECT_EQ(searches(R"([{"type":"web\u005fsearch_20250305","max\u005fuses":4}])"), 4);
+  EXPECT_EQ(searches("[]"), 0);
+  EXPECT_EQ(searches("{}"), 0);  // a malformed list is the upstream's to refuse
+  EXPECT_EQ(searches(R"([{"type":"web_search_20250305","max_uses":1000000000000}])"),
+            1'000'000);  // bounded, so that the hold's arithmetic stays small
+  auto none = parse_request_body(R"({"model":"m"})");
+  ASSERT_TRUE(none);
+  EXPECT_EQ(none->web_searches_max, 0);
+}
+
+// The new members Turnpike reads are single and plain like the others: a second "speed"
+// could be priced as standard while the upstream serves fast.
+TEST(RequestBody, PriceChangingMembersAreSingleAndPlain) {
+  for (const char* bad :
+       {R"({"speed":"standard","speed":"fast"})", R"({"speed":null,"speed":"fast"})",
+        R"({"sp\u0065ed":"fast"})", R"({"speed":"standard","sp\u0065ed":"fast"})",
+        R"({"inference_geo":"global","inference_geo":"us"})", R"({"inference_ge\u006f":"us"})",
+        R"({"modalities":["text"],"modalities":["text","audio"]})",
+        R"({"m\u006fdalities":["audio"]})", R"({"audio":null,"audio":{"voice":"alloy"}})",
+        R"({"\u0061udio":{"voice":"alloy"}})"}) {
+    EXPECT_FALSE(parse_request_body(bad)) << bad;
+  }
+}
+
 TEST(RequestBody, EmptyObject) {
   auto b = parse_request_body("{}");
   ASSERT_TRUE(b);

@@ -142,6 +142,137 @@ TEST(Usage, AnthropicBodyAndStream) {
   EXPECT_EQ(kept.usage().cache_write_1h_tokens, 800);
 }
 
+// OpenAI's audio tokens are part of its prompt and completion counts: audio_input_tokens is
+// the part of the uncached input that is audio, audio_output_tokens the part of the output.
+TEST(Usage, OpenAIAudioTokensArePartOfInputAndOutput) {
+  auto u =
+      openai_usage(R"({"usage":{"prompt_tokens":100,"completion_tokens":50,"total_tokens":150,)"
+                   R"("prompt_tokens_details":{"cached_tokens":40,"audio_tokens":30},)"
+                   R"("completion_tokens_details":{"reasoning_tokens":0,"audio_tokens":20}}})");
+  ASSERT_TRUE(u);
+  EXPECT_EQ(u->input_tokens, 60);  // audio stays inside the plain input, not beside it
+  EXPECT_EQ(u->cached_tokens, 40);
+  EXPECT_EQ(u->audio_input_tokens, 30);
+  EXPECT_EQ(u->output_tokens, 50);
+  EXPECT_EQ(u->audio_output_tokens, 20);
+
+  // Cached audio is not told apart: the audio count is capped at the uncached input.
+  u = openai_usage(R"({"usage":{"prompt_tokens":100,"completion_tokens":5,)"
+                   R"("prompt_tokens_details":{"cached_tokens":80,"audio_tokens":50}}})");
+  ASSERT_TRUE(u);
+  EXPECT_EQ(u->input_tokens, 20);
+  EXPECT_EQ(u->audio_input_tokens, 20);
+  EXPECT_EQ(u->audio_output_tokens, 0);  // no completion details: no audio output
+
+  // More audio output than output: capped at the output, whether it was reported or
+  // derived from the total.
+  u = openai_usage(R"({"usage":{"prompt_tokens":10,"completion_tokens":7,)"
+                   R"("completion_tokens_details":{"audio_tokens":9}}})");
+  ASSERT_TRUE(u);
+  EXPECT_EQ(u->output_tokens, 7);
+  EXPECT_EQ(u->audio_output_tokens, 7);
+  u = openai_usage(R"({"usage":{"prompt_tokens":10,"total_tokens":14,)"
+                   R"("completion_tokens_details":{"audio_tokens":9}}})");
+  ASSERT_TRUE(u);
+  EXPECT_EQ(u->output_tokens, 4);
+  EXPECT_EQ(u->audio_output_tokens, 4);
+
+  // Details that are null, or audio counts that are not counts, report no audio.
+  u = openai_usage(
+      R"({"usage":{"prompt_tokens":10,"completion_tokens":7,"prompt_tokens_details":null,)"
+      R"("completion_tokens_details":{"audio_tokens":"3"}}})");
+  ASSERT_TRUE(u);
+  EXPECT_EQ(u->input_tokens, 10);
+  EXPECT_EQ(u->audio_input_tokens, 0);
+  EXPECT_EQ(u->audio_output_tokens, 0);
+  u = openai_usage(R"({"usage":{"prompt_tokens":10,"completion_tokens":7,)"
+                   R"("prompt_tokens_details":{"audio_tokens":-2}}})");
+  ASSERT_TRUE(u);
+  EXPECT_EQ(u->audio_input_tokens, 0);
+}
+
+TEST(Usage, AnthropicWebSearchesFromServerToolUse) {
+  auto u = anthropic_usage(R"({"usage":{"input_tokens":10,"output_tokens":5,)"
+                           R"("server_tool_use":{"web_search_requests":3}}})");
+  ASSERT_TRUE(u);
+  EXPECT_EQ(u->web_searches, 3);
+  EXPECT_EQ(u->input_tokens, 10);
+  EXPECT_EQ(u->output_tokens, 5);
+  for (const char* body :
+       {R"({"usage":{"input_tokens":10,"output_tokens":5}})",
+        R"({"usage":{"input_tokens":10,"output_tokens":5,"server_tool_use":null}})",
+        R"({"usage":{"input_tokens":10,"output_tokens":5,"server_tool_use":{}}})",
+        R"({"usage":{"input_tokens":10,"output_tokens":5,)"
+        R"("server_tool_use":{"web_search_requests":"3"}}})"}) {
+    u = anthropic_usage(body);
+    ASSERT_TRUE(u) << body;
+    EXPECT_EQ(u->web_searches, 0) << body;
+  }
+
+  // In a stream the count comes with message_delta, cumulative: the latest replaces the
+  // earlier one (never summed), and a delta without it keeps it. message_start's 0 does
+  // not stick.
+  AnthropicStreamUsage s;
+  s.on_event("message_start",
+             R"({"type":"message_start","message":{"usage":{"input_tokens":8,"output_tokens":1,)"
+             R"("server_tool_use":{"web_search_requests":0}}}})");
+  EXPECT_EQ(s.usage().web_searches, 0);
+  s.on_event("message_delta", R"({"type":"message_delta","usage":{"output_tokens":30,)"
+                              R"("server_tool_use":{"web_search_requests":2}}})");
+  ASSERT_TRUE(s.final());
+  EXPECT_EQ(s.usage().web_searches, 2);
+  s.on_event("message_delta", R"({"type":"message_delta","usage":{"output_tokens":60,)"
+                              R"("server_tool_use":{"web_search_requests":3}}})");
+  EXPECT_EQ(s.usage().web_searches, 3);
+  s.on_event("message_delta", R"({"type":"message_delta","usage":{"output_tokens":90}})");
+  EXPECT_EQ(s.usage().web_searches, 3);
+  EXPECT_EQ(s.usage().output_tokens, 90);
+}
+
+// Audio tokens at the audio prices and the rest of the input and output at the text prices;
+// each web search at web_search_per_1k / 1000.
+TEST(Usage, AudioAndWebSearchesPricedAtTheirOwnPrices) {
+  catalog::Prices prices;
+  prices.input = PricePerMtok::parse("1").value();
+  prices.audio_input = PricePerMtok::parse("4").value();
+  prices.output = PricePerMtok::parse("2").value();
+  prices.audio_output = PricePerMtok::parse("8").value();
+  prices.web_search_per_1k = PricePerMtok::parse("10").value();
+  // Three searches at 10 USD per 1000: 0.03 USD exactly.
+  EXPECT_EQ(price(Usage{.web_searches = 3}, prices).nanos(), 30'000'000);
+  // 600 text in (600'000) + 400 audio in (1'600'000) + 70 text out (140'000) + 30 audio out
+  // (240'000) + 3 searches (30'000'000) = 32'580'000 nano-USD.
+  const Usage u{.input_tokens = 1000,
+                .output_tokens = 100,
+                .audio_input_tokens = 400,
+                .audio_output_tokens = 30,
+                .web_searches = 3};
+  EXPECT_EQ(price(u, prices).nanos(), 32'580'000);
+  // Audio prices that equal the text prices (a route without its own) charge as text.
+  prices.audio_input = prices.input;
+  prices.audio_output = prices.output;
+  prices.web_search_per_1k = PricePerMtok();
+  EXPECT_EQ(price(u, prices).nanos(), 1000 * 1000 + 100 * 2000);
+}
+
+// Every part is summed before the one rounding up: five parts of a fraction of a nano-USD
+// each cost 3 nano-USD, not 5.
+TEST(Usage, AudioAndSearchPartsAreRoundedUpOnce) {
+  catalog::Prices prices;
+  prices.input = PricePerMtok::parse("0.0003").value();                 // 0.3 nano-USD a token
+  prices.audio_input = PricePerMtok::parse("0.0007").value();           // 0.7
+  prices.output = PricePerMtok::parse("0.0002").value();                // 0.2
+  prices.audio_output = PricePerMtok::parse("0.0008").value();          // 0.8
+  prices.web_search_per_1k = PricePerMtok::parse("0.0000005").value();  // 0.5 a search
+  const Usage u{.input_tokens = 2,
+                .output_tokens = 2,
+                .audio_input_tokens = 1,
+                .audio_output_tokens = 1,
+                .web_searches = 1};
+  EXPECT_EQ(price(u, prices).nanos(), 3);  // 2.5 rounded up
+  EXPECT_EQ(price(Usage{.web_searches = 1}, prices).nanos(), 1);
+}
+
 TEST(Usage, PricedAtTheRoute) {
   catalog::Route route;
   route.prices.input = PricePerMtok::parse("3").value();
