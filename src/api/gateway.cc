@@ -577,7 +577,8 @@ class Gateway final : public http::Handler {
   // What a route must meet to be a candidate for a request, in the order checked: the
   // API the client called; the privacy tier (confidential admits confidential providers,
   // cloud admits confidential and cloud, community any); the routing rule that matched,
-  // if any; prices for the options the request asks for; then health.
+  // if any; then health. Prices for the options the request asks for come right after the
+  // API (see admission).
   struct Constraints {
     Api api = Api::kOpenAI;
     catalog::PrivacyTier tier = catalog::PrivacyTier::kCommunity;
@@ -600,7 +601,7 @@ class Gateway final : public http::Handler {
   // Ordered by how far a route got, so the furthest over a model's routes says why none
   // qualified.
   enum class Admission {
-    kOtherApi, kLooserTier, kExcludedByRule, kUnpriced, kResting, kAdmitted };
+    kOtherApi, kUnpriced, kLooserTier, kExcludedByRule, kResting, kAdmitted };
   struct RouteChoice {
     std::vector<Ranked> ranked;  // best first (or the rule's fallback order); may be empty
     Admission furthest = Admission::kOtherApi;  // the best admission any route reached
@@ -1271,9 +1272,11 @@ Gateway::Admission Gateway::admission(const catalog::Model& model, const catalog
                                        std::chrono::steady_clock::time_point now) const {
   const catalog::Provider& p = state_->catalog().provider(route);
   if (p.api != c.api) return Admission::kOtherApi;
+  // Before the policy checks, so that a route that prices the request but policy keeps out
+  // is refused for the policy, never for a price.
+  if (!premium_for(route, c.priced)) return Admission::kUnpriced;
   if (p.privacy_tier > c.tier) return Admission::kLooserTier;
   if (c.excluding(model, p.index) != nullptr) return Admission::kExcludedByRule;
-  if (!premium_for(route, c.priced)) return Admission::kUnpriced;
   // Closed, or half-open after the cooldown, and its provider not marked down: may be tried.
   return rests_now(route, now) ? Admission::kResting : Admission::kAdmitted;
 }
@@ -1600,7 +1603,10 @@ Gateway::Constraints Gateway::constraints_for(Api api, const RequestBody& body,
                                               const RouteOptions& options,
                                               const router::Rule* rule,
                                               std::span<const catalog::Model* const> models) const {
-  Constraints c{api, options.tier, rule, {body.speed, body.inference_geo, body.wants_audio}, {}};
+  // Only OpenAI's chat API takes audio (an Anthropic request mentioning "input_audio" does not
+  // ask for it).
+  Constraints c{api, options.tier, rule,
+                {body.speed, body.inference_geo, body.wants_audio && api == Api::kOpenAI}, {}};
   const std::vector<router::Rule>& rules = state_->config().rules;
   // A model asked for by name matched its rule above; "auto" matched on "auto".
   if (rules.empty() || models.empty() || models.front()->name == body.model) return c;

@@ -80,11 +80,14 @@ namespace {
 
 Status invalid(std::string message) { return {ErrorKind::kInvalidRequest, std::move(message)}; }
 
-// Whether a message's content has a part of type "input_audio" (read unescaped).
-bool has_audio_part(simdjson::dom::element messages) {
+// Whether the messages carry audio, which the provider bills as audio input: a content part
+// of type "input_audio", or an earlier audio answer (an assistant message's "audio").
+bool has_audio(simdjson::dom::element messages) {
   simdjson::dom::array list;
   if (messages.get_array().get(list)) return false;
   for (simdjson::dom::element message : list) {
+    simdjson::dom::element audio;
+    if (!message["audio"].get(audio) && !audio.is_null()) return true;
     simdjson::dom::array parts;
     if (message["content"].get_array().get(parts)) continue;
     for (simdjson::dom::element part : parts) {
@@ -126,7 +129,7 @@ Result<RequestBody> parse_request_body(std::string_view text) {
   if (doc.get_object().get(object)) return invalid("request body must be a JSON object");
 
   RequestBody body;
-  std::optional<simdjson::dom::element> messages;  // for has_audio_part
+  std::optional<simdjson::dom::element> messages;  // for has_audio
   // The members Turnpike reads must say one thing: a second "model" (or one spelled with
   // escapes, which the rewrite and some upstreams would not see as "model") could route
   // and bill one model while the upstream serves another.
@@ -149,7 +152,8 @@ Result<RequestBody> parse_request_body(std::string_view text) {
       messages = value;
     } else if (key == "tools") {
       body.has_tools = true;
-      body.web_searches_max = web_searches_max(value);
+      // A second "tools" (which one the upstream keeps is its own) is held for too.
+      body.web_searches_max = std::max(body.web_searches_max, web_searches_max(value));
     } else if (key == "speed" || key == "inference_geo") {
       if (value.is_null()) continue;
       std::string_view option;
@@ -244,11 +248,7 @@ Result<RequestBody> parse_request_body(std::string_view text) {
                      "modalities, audio) without escapes in their names");
     }
   }
-  // An input_audio content part anywhere (a quoted "input_audio" that is no part's type
-  // only makes the request look for an audio-priced route). A part's type spelled with
-  // escapes is found by reading the messages.
-  body.wants_audio |= text.find("\"input_audio\"") != std::string_view::npos ||
-                      (messages && text.find("\\u") != std::string_view::npos && has_audio_part(*messages));
+  body.wants_audio |= messages && has_audio(*messages);
   body.text = text;
   return body;
 }

@@ -52,8 +52,9 @@ struct RequestBody {
   // standard value ("standard", "global").
   std::string speed;
   std::string inference_geo;
-  // Asks for audio: output audio (`modalities` with "audio", or an `audio` member) or
-  // `input_audio` content. A route must have audio prices.
+  // Asks for audio: output audio (`modalities` with "audio", or an `audio` member), an
+  // `input_audio` content part, or an earlier audio answer (an assistant message's `audio`).
+  // A route of OpenAI's chat API must have audio prices.
   bool wants_audio = false;
   // The most server-side web searches the declared tools may run (Anthropic's web_search
   // tool: its max_uses, else kWebSearchesHeld), for the hold.

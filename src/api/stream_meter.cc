@@ -50,15 +50,17 @@ bool says_finished(std::string_view data) {
          any_member_value(data, "\"stop_reason\"", a_string);
 }
 
-// A non-empty string value for `"content"`, `"arguments"` (tool calls), `"refusal"`, or the
+// A non-empty string value for `"content"`, `"arguments"` (tool calls), `"refusal"`, the
 // reasoning that OpenAI-compatible servers stream beside the content (`"reasoning_content"`:
-// vLLM, DeepSeek; `"reasoning"`: Ollama, OpenRouter): all output tokens the client got.
+// vLLM, DeepSeek; `"reasoning"`: Ollama, OpenRouter), or audio (`delta.audio`'s
+// `"transcript"` and `"data"`): all output tokens the client got.
 bool has_text(std::string_view data) {
   auto non_empty_string = [](std::string_view v) {
     return v.size() >= 2 && v[0] == '"' && v[1] != '"';
   };
   for (const std::string_view key : {"\"content\"", "\"arguments\"", "\"refusal\"",
-                                     "\"reasoning_content\"", "\"reasoning\""}) {
+                                     "\"reasoning_content\"", "\"reasoning\"",
+                                     "\"transcript\"", "\"data\""}) {
     if (any_member_value(data, key, non_empty_string)) return true;
   }
   return false;

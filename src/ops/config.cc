@@ -149,9 +149,7 @@ class Reader {
     const std::string text = string(parent, key, path, "", required);
     if (text.empty() && !required) return std::nullopt;
     auto price = PricePerMtok::parse(text);
-    // Capped so that no request's cost can overflow: with usage clamped to a billion
-    // tokens per count, the five counts of a usage at up to twice this price stay inside
-    // int64 nano-USD.
+    // Capped so that no request's cost can overflow (see kTokenPriceMost).
     if (price && *price > PricePerMtok::parse("100000").value()) {
       fail(parent[std::string(key)], join(path, key),
            fmt::format("must be at most 100000 USD per million tokens, got '{}'", text));
@@ -184,6 +182,14 @@ class Reader {
  private:
   std::string source_;
 };
+
+// The dearest a token price may get with every multiplier, in nano-USD per million tokens
+// (1.2 million USD). With each usage count clamped to a billion (meter::kTokensMax), the five
+// token counts of a usage (plain input including audio, cache reads, 5-minute and 1-hour
+// cache writes, output including audio) cost at most 6e18 nano-USD, the stream's look-ahead
+// adds a quarter of the output, and a billion searches at 1000 USD per 1000 another 1e18:
+// inside int64.
+constexpr std::int64_t kTokenPriceMost = 1'200'000 * Money::kNanosPerUsd;
 
 PrivacyTier parse_tier(const Reader& r, const YAML::Node& parent, std::string_view path) {
   const std::string text = r.string(parent, "privacy_tier", path, "cloud");
@@ -342,6 +348,15 @@ std::vector<catalog::Model> parse_models(const Reader& r, const YAML::Node& root
         r.fail(rn["web_search_per_1k"], rpath + ".web_search_per_1k",
                "must be at most 1000 USD per 1000 searches");
       }
+      const bool options = (rn["fast_multiplier"].IsDefined() && !rn["fast_multiplier"].IsNull()) ||
+                           (rn["inference_geo_multipliers"].IsDefined() &&
+                            !rn["inference_geo_multipliers"].IsNull()) ||
+                           (rn["web_search_per_1k"].IsDefined() && !rn["web_search_per_1k"].IsNull());
+      if (options && !anthropic) {
+        r.fail(rn, rpath,
+               "fast_multiplier, inference_geo_multipliers and web_search_per_1k price Anthropic's "
+               "options and server tools: they need a provider with api: anthropic");
+      }
       if (const YAML::Node fast = rn["fast_multiplier"]; fast.IsDefined() && !fast.IsNull()) {
         route.fast_premium = r.premium(fast, rpath + ".fast_multiplier");
       }
@@ -373,18 +388,24 @@ std::vector<catalog::Model> parse_models(const Reader& r, const YAML::Node& root
         route.prices.long_input = r.premium(lc["input_multiplier"], lpath + ".input_multiplier");
         route.prices.long_output = r.premium(lc["output_multiplier"], lpath + ".output_multiplier");
       }
-      // The costs of one request stay inside int64 nano-USD (see Reader::price): at most 12
-      // times the prices in all.
+      // The costs of one request stay inside int64 nano-USD: see kTokenPriceMost.
       std::uint32_t geo_max = catalog::kPremiumOne;
       for (const auto& [geo, premium] : route.geo_premiums) geo_max = std::max(geo_max, premium);
-      const std::uint64_t most = std::uint64_t{std::max(route.fast_premium, catalog::kPremiumOne)} *
-                                 geo_max *
-                                 std::max(route.prices.long_input, route.prices.long_output);
-      constexpr std::uint64_t kOne = catalog::kPremiumOne;
-      if (most > 12 * kOne * kOne * kOne) {
-        r.fail(rn, rpath,
-               "fast_multiplier times the largest inference_geo multiplier times the larger "
-               "long_context multiplier must be at most 12");
+      const catalog::Prices dearest = catalog::with_premium(
+          catalog::for_input(route.prices, route.prices.long_above + 1),
+          static_cast<std::uint32_t>(
+              (std::uint64_t{std::max(route.fast_premium, catalog::kPremiumOne)} * geo_max +
+               catalog::kPremiumOne - 1) /
+              catalog::kPremiumOne));
+      for (const PricePerMtok p : {dearest.input, dearest.output, dearest.cached_input,
+                                   dearest.cache_write, dearest.cache_write_1h,
+                                   dearest.audio_input, dearest.audio_output}) {
+        if (p.nanos() > kTokenPriceMost) {
+          r.fail(rn, rpath,
+                 fmt::format("with all its multipliers a token price here reaches {} USD per "
+                             "million tokens; at most {} is allowed",
+                             p.to_string(), PricePerMtok::from_nanos(kTokenPriceMost).to_string()));
+        }
       }
       // A flex tier needs both its prices, and a provider that knows `service_tier`.
       if (rn["flex_input_per_mtok"].IsDefined() || rn["flex_output_per_mtok"].IsDefined() ||

@@ -108,6 +108,11 @@ TEST(StreamMeter, WithoutReportedUsageBillsTheEstimateAndWhatWasRelayed) {
   m.on_event("", R"({"choices":[{"delta":{"refusal":"no"}}]})");
   m.on_event("", R"({"choices":[{"delta":{"content":"","reasoning_content":null}}]})");
   EXPECT_EQ(m.content_events(), 5);
+  // Audio output: its transcript and its data.
+  m.on_event("", R"({"choices":[{"delta":{"audio":{"id":"a1","transcript":"hel"}}}]})");
+  m.on_event("", R"({"choices":[{"delta":{"audio":{"data":"UklGR"}}}]})");
+  m.on_event("", R"({"choices":[{"delta":{"audio":{"id":"a1","expires_at":1}}}]})");
+  EXPECT_EQ(m.content_events(), 7);
   const meter::Usage u = m.usage(/*input_estimate=*/50, /*output_relayed=*/1);
   EXPECT_EQ(u.input_tokens, 50);
   EXPECT_EQ(u.output_tokens, 1);

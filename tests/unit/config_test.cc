@@ -251,11 +251,13 @@ models:
 )";
 
 // A route of model "m" on `provider` with `keys` added to its prices.
-std::string route_with(std::string_view provider, std::string_view keys) {
+std::string route_with(std::string_view provider, std::string_view keys,
+                       std::string_view prices = R"(input_per_mtok: "3", output_per_mtok: "15")") {
   return std::string(kTwoApis)
       .append("  - name: m\n    routes:\n      - { provider: ")
       .append(provider)
-      .append(", input_per_mtok: \"3\", output_per_mtok: \"15\"")
+      .append(", ")
+      .append(prices)
       .append(keys.empty() ? "" : ", ")
       .append(keys)
       .append(" }\n");
@@ -319,8 +321,7 @@ TEST(Config, WebSearchPriceDefaultsByApiAndIsBounded) {
 TEST(Config, FlexKeepsTheAudioAndSearchPrices) {
   auto c =
       parse_config(route_with("main", R"(flex_input_per_mtok: "1", flex_output_per_mtok: "4", )"
-                                      R"(audio_input_per_mtok: "40", audio_output_per_mtok: "80", )"
-                                      R"(web_search_per_1k: "25")"),
+                                      R"(audio_input_per_mtok: "40", audio_output_per_mtok: "80")"),
                    "t.yaml");
   ASSERT_TRUE(c) << c.status().message();
   const catalog::Route& r = only_route(c);
@@ -328,7 +329,7 @@ TEST(Config, FlexKeepsTheAudioAndSearchPrices) {
   EXPECT_EQ(r.flex->input.nanos(), 1'000'000'000);
   EXPECT_EQ(r.flex->audio_input.nanos(), 40'000'000'000);
   EXPECT_EQ(r.flex->audio_output.nanos(), 80'000'000'000);
-  EXPECT_EQ(r.flex->web_search_per_1k.nanos(), 25'000'000'000);
+  EXPECT_EQ(r.flex->web_search_per_1k, r.prices.web_search_per_1k);
 }
 
 // fast_multiplier and inference_geo_multipliers: multipliers from 1 to 10 with at most 4
@@ -403,27 +404,40 @@ TEST(Config, PriceMultipliersOutOfRangeOrAmbiguousAreRefused) {
                "values to multipliers");
   expect_error(route_with("claude", R"(inference_geo_multipliers: "1.1")"),
                "inference_geo_multipliers: must be a mapping");
-  // Together they multiply: more than 12 could carry a request's cost past int64. The
-  // largest region counts, wherever it is listed.
-  expect_error(
-      route_with("claude", R"(fast_multiplier: "6", inference_geo_multipliers: { us: "1.1", )"
-                           R"(eu: "2.0001" })"),
-      "models[0].routes[0]: fast_multiplier times the largest inference_geo multiplier "
-      "times the larger long_context multiplier must be at most 12");
-  expect_error(
-      route_with("claude", R"(fast_multiplier: "10", inference_geo_multipliers: { us: "1.2001" })"),
-      "must be at most 12");
+  // Anthropic's options: a route of another API may not price them.
+  expect_error(route_with("main", R"(fast_multiplier: "6")"),
+               "models[0].routes[0]: fast_multiplier, inference_geo_multipliers and "
+               "web_search_per_1k price Anthropic's options and server tools");
+  expect_error(route_with("main", R"(web_search_per_1k: "10")"), "need a provider with api: anthropic");
 }
 
-// The product of two multipliers has 8 decimals: one above 12 by less than a ten-thousandth
-// is above 12 all the same (the gateway charges ceil(3.0001 × 3.9999) = 12.0001 times the
-// prices).
-TEST(Config, MultipliersJustAboveTheCapTogetherAreRefused) {
+// Every multiplier together (fast, the dearest region, long context) on the dearest token
+// price must stay at most 1.2 million USD per million tokens, so that no cost passes int64;
+// real price lists are far below.
+TEST(Config, MultipliedPricesStayBelowTheirBound) {
+  auto real = parse_config(
+      route_with("claude", R"(fast_multiplier: "6", inference_geo_multipliers: { us: "1.1" }, )"
+                           R"(long_context: { above_input_tokens: 200000, input_multiplier: "2", )"
+                           R"(output_multiplier: "1.5" })"),
+      "t.yaml");
+  ASSERT_TRUE(real) << real.status().message();
+  EXPECT_EQ(only_route(real).prices.long_above, 200'000);
+  EXPECT_EQ(only_route(real).prices.long_input, 20'000u);
+  EXPECT_EQ(only_route(real).prices.long_output, 15'000u);
+  // 100000 USD output × 10 × 1.2001: above the bound by the rounding-up of one step.
+  const std::string dear = R"(input_per_mtok: "1", output_per_mtok: "100000")";
+  auto top = parse_config(
+      route_with("claude", R"(fast_multiplier: "10", inference_geo_multipliers: { us: "1.2" })", dear),
+      "t.yaml");
+  ASSERT_TRUE(top) << top.status().message();
   expect_error(
-      route_with("claude",
-                 R"(fast_multiplier: "3.0001", inference_geo_multipliers: { us: "3.9999" })"),
-      "models[0].routes[0]: fast_multiplier times the largest inference_geo multiplier "
-      "times the larger long_context multiplier must be at most 12");
+      route_with("claude", R"(fast_multiplier: "10", inference_geo_multipliers: { us: "1.2001" })", dear),
+      "models[0].routes[0]: with all its multipliers a token price here reaches 1200100.00 USD "
+      "per million tokens; at most 1200000.00 is allowed");
+  // The 1-hour cache-write default (2× input) counts too.
+  expect_error(route_with("claude", R"(fast_multiplier: "7")",
+                          R"(input_per_mtok: "100000", output_per_mtok: "1")"),
+               "reaches 1400000.00 USD");
 }
 
 TEST(Config, RoutingRulesAreValidatedAtStartUp) {

@@ -140,7 +140,9 @@ TEST(RequestBody, AskingForAudioInAnyOfItsForms) {
        {R"({"modalities":["text","audio"]})", R"({"modalities":["\u0061udio"]})",
         R"({"audio":{"voice":"alloy","format":"wav"}})", R"({"audio":false})",
         R"({"messages":[{"role":"user","content":[{"type":"text","text":"hi"},)"
-        R"({"type":"input_audio","input_audio":{"data":"AAAA","format":"wav"}}]}]})"}) {
+        R"({"type":"input_audio","input_audio":{"data":"AAAA","format":"wav"}}]}]})",
+        // An earlier audio answer is billed as audio input.
+        R"({"messages":[{"role":"assistant","audio":{"id":"audio_1"}}]})"}) {
     auto b = parse_request_body(audio);
     ASSERT_TRUE(b) << audio;
     EXPECT_TRUE(b->wants_audio) << audio;
@@ -149,7 +151,12 @@ TEST(RequestBody, AskingForAudioInAnyOfItsForms) {
        {"{}", R"({"modalities":["text"]})", R"({"modalities":null,"audio":null})",
         R"({"modalities":"audio"})",  // not a list: the upstream judges its shape
         R"({"modalities":[{"type":"audio"}]})",
-        R"({"messages":[{"role":"user","content":"what is input_audio?"}]})"}) {
+        R"({"messages":[{"role":"user","content":"what is input_audio?"}]})",
+        R"({"messages":[{"role":"user","content":"\"input_audio\""}]})",
+        R"({"messages":[{"role":"assistant","audio":null}]})",
+        // A tool's parameter may be called input_audio.
+        R"({"tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object",)"
+        R"("properties":{"input_audio":{"type":"string"}}}}}]})"}) {
     auto b = parse_request_body(text);
     ASSERT_TRUE(b) << text;
     EXPECT_FALSE(b->wants_audio) << text;
