@@ -331,41 +331,6 @@ struct RouteHeaders {
   }
 };
 
-// A request's money from its hold to its usage row.
-struct Bill {
-  ledger::Bank::Hold hold;  // id 0: nothing held (a free route)
-  const catalog::Route* route = nullptr;
-  bool flex = false;  // served on the route's flex tier, at its flex prices
-  std::int64_t input_estimate = 0;  // tokens, for when the upstream reports none
-  std::int64_t input_max = 0;       // tokens at most (the hold's assumption)
-  Money covered;              // what the hold reserves now (cover() may extend it)
-  bool may_overdraw = false;  // this response has the account's overdraft licence
-  bool lapsed = false;        // the hold lapsed (found at a renewal): cover() takes a new one
-  // The response was stopped because the account could not cover it: it is charged what
-  // it holds at most (see settle).
-  bool capped = false;
-  std::chrono::steady_clock::time_point started;
-  store::UsageRecord record;
-  bool closed = false;  // settled or voided
-  // The multiplier of the price-changing options it asked for, on the route that serves.
-  std::uint32_t premium = catalog::kPremiumOne;
-  // The prices it is charged at: the route's flex tier's when it served there.
-  catalog::Prices prices() const {
-    return catalog::with_premium(flex ? *route->flex : route->prices, premium);
-  }
-  std::chrono::steady_clock::time_point renew_at;  // when keep_hold next extends the hold
-  std::chrono::steady_clock::time_point sent_at;     // the serving attempt went upstream
-  std::chrono::steady_clock::time_point first_byte;  // upstream response headers arrived
-  bool stream = false;  // only streams measure a route's latency (see observe_ttfb)
-  // Its client, watched while the upstream works, and the cutoff on every upstream wait
-  // that the client's departure sets: the disconnect drain from then on.
-  const Responder* client = nullptr;
-  std::shared_ptr<http::CoarseClock::time_point> cutoff;
-  bool client_gone() const { return client != nullptr && client->client_gone(); }
-  // The status of its usage row: what the client got, 499 when it went away.
-  int status_for(unsigned sent) const { return client_gone() ? 499 : static_cast<int>(sent); }
-};
-
 // A request's options that change what a provider charges (RequestBody's, which outlives
 // these): a route may serve it only if it prices them.
 struct PricedOptions {
@@ -412,6 +377,64 @@ std::string unpriced(const catalog::Route& route, const PricedOptions& asked) {
     add("audio (a route's audio_input_per_mtok and audio_output_per_mtok)");
   }
   return out;
+}
+
+// A request's money from its hold to its usage row.
+struct Bill {
+  ledger::Bank::Hold hold;  // id 0: nothing held (a free route)
+  const catalog::Route* route = nullptr;
+  bool flex = false;  // served on the route's flex tier, at its flex prices
+  std::int64_t input_estimate = 0;  // tokens, for when the upstream reports none
+  std::int64_t input_max = 0;       // tokens at most (the hold's assumption)
+  Money covered;              // what the hold reserves now (cover() may extend it)
+  bool may_overdraw = false;  // this response has the account's overdraft licence
+  bool lapsed = false;        // the hold lapsed (found at a renewal): cover() takes a new one
+  // The response was stopped because the account could not cover it: it is charged what
+  // it holds at most (see settle).
+  bool capped = false;
+  std::chrono::steady_clock::time_point started;
+  store::UsageRecord record;
+  bool closed = false;  // settled or voided
+  // The price-changing options it asked for, and their multiplier on the route that serves
+  // (settle takes what the provider says served, where it says).
+  PricedOptions asked;
+  std::uint32_t premium = catalog::kPremiumOne;
+  // The prices it is charged at: the route's flex tier's when it served there.
+  catalog::Prices prices() const {
+    return catalog::with_premium(flex ? *route->flex : route->prices, premium);
+  }
+  std::chrono::steady_clock::time_point renew_at;  // when keep_hold next extends the hold
+  std::chrono::steady_clock::time_point sent_at;     // the serving attempt went upstream
+  std::chrono::steady_clock::time_point first_byte;  // upstream response headers arrived
+  bool stream = false;  // only streams measure a route's latency (see observe_ttfb)
+  // Its client, watched while the upstream works, and the cutoff on every upstream wait
+  // that the client's departure sets: the disconnect drain from then on.
+  const Responder* client = nullptr;
+  std::shared_ptr<http::CoarseClock::time_point> cutoff;
+  bool client_gone() const { return client != nullptr && client->client_gone(); }
+  // The status of its usage row: what the client got, 499 when it went away.
+  int status_for(unsigned sent) const { return client_gone() ? 499 : static_cast<int>(sent); }
+};
+
+// The multiplier of what served `bill`, where the provider says (Anthropic reports the speed
+// and region it served at: fast mode may fall back to standard, and a workspace's default
+// region applies to a request that names none); else that of what was asked.
+std::uint32_t served_premium(const Bill& bill, const meter::Usage& usage) {
+  if (usage.speed.empty() && usage.inference_geo.empty()) return bill.premium;
+  PricedOptions served = bill.asked;
+  const std::string_view speed = usage.speed;  // views into `usage`, not into temporaries
+  const std::string_view geo = usage.inference_geo;
+  if (!speed.empty()) served.speed = speed == "standard" ? std::string_view() : speed;
+  if (!geo.empty()) served.inference_geo = geo == "global" ? std::string_view() : geo;
+  served.audio = false;  // priced per token, not by a multiplier
+  if (const auto premium = premium_for(*bill.route, served)) return *premium;
+  log::warn("upstream served at a speed or region its route does not price; charged at those "
+            "asked",
+            {{"request_id", bill.record.request_id},
+             {"provider", bill.record.provider},
+             {"speed", json::utf8_prefix(usage.speed, 40)},
+             {"inference_geo", json::utf8_prefix(usage.inference_geo, 40)}});
+  return bill.premium;
 }
 
 // A request's bill before its hold: who pays, for what, first on `route`.
@@ -1052,6 +1075,7 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
   // The grant may not outlive the next suspension (a key-table refresh replaces it).
   Bill bill = open_bill(*routes.front().route, *plan.model, *grant, plan.stream,
                         plan.input_estimate, request_id, started);
+  bill.asked = {body.speed, body.inference_geo, false};
 
   if (const ledger::Freeze& freeze = *state_->services().freeze; freeze.frozen()) {
     const std::string message = fmt::format(
@@ -1963,6 +1987,7 @@ Task<void> Gateway::answer_whole(http::UpstreamResponse& upstream, Surface surfa
       // A guess never refuses an answer: it is charged what was held at most.
       bill.capped = true;
     }
+    bill.premium = served_premium(bill, *usage);
     const Money owed = meter::price(*usage, bill.prices());
     if (!cover(bill, owed) && !estimated) {
       // Delivered, it would overdraw the account past one response's shortfall.
@@ -1990,6 +2015,7 @@ Task<void> Gateway::answer_whole(http::UpstreamResponse& upstream, Surface surfa
 
 Task<bool> Gateway::settle(Bill& bill, const meter::Usage& usage, int status) {
   bill.closed = true;
+  bill.premium = served_premium(bill, usage);
   const auto now = std::chrono::steady_clock::now();
   if (status == 200 && !bill.flex) stats_->latency(bill.route->index, now - bill.sent_at);
   if (status == 200 && !bill.flex && bill.first_byte != std::chrono::steady_clock::time_point{}) {

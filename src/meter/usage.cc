@@ -70,8 +70,12 @@ bool take_input(simdjson::dom::element usage, Usage& u) {
   return true;
 }
 
-// Anthropic's server-side tool runs: web searches are charged each.
+// Anthropic's server-side tool runs (web searches are charged each), and the speed and
+// region it served at.
 void take_server_tools(simdjson::dom::element usage, Usage& u) {
+  std::string_view served;
+  if (!usage["speed"].get_string().get(served)) u.speed = std::string(served);
+  if (!usage["inference_geo"].get_string().get(served)) u.inference_geo = std::string(served);
   simdjson::dom::element tools;
   if (usage["server_tool_use"].get(tools) || !tools.is_object()) return;
   if (const auto searches = reported(tools, "web_search_requests")) u.web_searches = *searches;
@@ -153,6 +157,7 @@ void AnthropicStreamUsage::on_event(std::string_view name, std::string_view data
     if (doc["message"]["usage"].get(usage) || !usage.is_object()) return;
     if (take_input(usage, usage_)) {
       usage_.output_tokens = count(usage, "output_tokens");
+      take_server_tools(usage, usage_);
       input_known_ = true;
     }
     return;

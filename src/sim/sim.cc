@@ -102,6 +102,8 @@ struct Call {
   bool flex = false;
   std::int64_t max_tokens = -1;
   std::int64_t prompt_tokens = 1;
+  std::string speed;          // Anthropic's speed and inference_geo, as asked ("" if not)
+  std::string inference_geo;
   Knobs knobs;
 };
 
@@ -133,15 +135,17 @@ void apply_knob(Knobs& k, std::string_view name, double value) {
   else if (name == "web_search_requests") k.web_search_requests = i;
   else if (name == "audio_input_tokens") k.audio_input_tokens = i;
   else if (name == "audio_output_tokens") k.audio_output_tokens = i;
+  else if (name == "fast_unavailable") k.fast_unavailable = i;
+  else if (name == "default_geo_us") k.default_geo_us = i;
 }
 
-constexpr std::array<std::string_view, 22> kKnobNames = {
+constexpr std::array<std::string_view, 24> kKnobNames = {
     "latency_ms",    "ttft_ms",          "tokens_per_second", "output_tokens",
     "cached_tokens", "error_status",     "error_rate",        "drop_after_chunks",
     "flex_ttft_ms",  "flex_429_rate",    "embedding_dims",    "stall_after_chunks",
     "flex_unavailable", "input_tokens",  "tokens_per_chunk",  "continuous_usage",
     "end_after_chunks", "cache_write_tokens", "cache_write_1h_tokens", "web_search_requests",
-    "audio_input_tokens", "audio_output_tokens"};
+    "audio_input_tokens", "audio_output_tokens", "fast_unavailable", "default_geo_us"};
 
 // Header knobs: x-sim-latency-ms etc. Error status first so an explicit rate wins.
 void apply_header_knobs(const http::Request& req, Knobs& k) {
@@ -262,6 +266,9 @@ Result<Call> SimHandler::read_call(const http::Request& req, Api api,
   if (!doc["stream_options"]["include_usage"].get_bool().get(usage)) call.include_usage = usage;
   std::string_view tier;
   if (!doc["service_tier"].get_string().get(tier)) call.flex = tier == "flex";
+  std::string_view option;
+  if (!doc["speed"].get_string().get(option)) call.speed = std::string(option);
+  if (!doc["inference_geo"].get_string().get(option)) call.inference_geo = std::string(option);
   std::int64_t max_tokens = -1;
   if (!doc["max_tokens"].get_int64().get(max_tokens) ||
       !doc["max_completion_tokens"].get_int64().get(max_tokens)) {
@@ -513,6 +520,17 @@ Task<void> SimHandler::messages(const Call& call, Responder& res) {
     if (web_searches > 0) {
       w.key("server_tool_use").begin_object().field("web_search_requests", searches).end_object();
     }
+    // What served it: the speed asked (fast falls back to standard when it is unavailable),
+    // the region asked or the workspace's default.
+    if (!call.speed.empty()) {
+      w.field("speed",
+              call.speed == "fast" && call.knobs.fast_unavailable != 0 ? "standard" : call.speed);
+    }
+    if (!call.inference_geo.empty()) {
+      w.field("inference_geo", call.inference_geo);
+    } else if (call.knobs.default_geo_us != 0) {
+      w.field("inference_geo", "us");
+    }
     w.end_object();
   };
 
@@ -721,6 +739,10 @@ int run_sim(int argc, char** argv) {
   app.add_option("--cache-write-1h-tokens", k.cache_write_1h_tokens,
                  "Anthropic: input tokens reported as written to the cache for 1 hour")
       ->capture_default_str();
+  app.add_option("--fast-unavailable", k.fast_unavailable,
+                 "1: Anthropic requests with speed fast are served (and reported) at standard");
+  app.add_option("--default-geo-us", k.default_geo_us,
+                 "1: Anthropic requests without inference_geo are served (and reported) in us");
   app.add_option("--web-search-requests", k.web_search_requests,
                  "Anthropic: web searches reported in usage.server_tool_use")
       ->capture_default_str();

@@ -36,6 +36,8 @@ struct Knobs {
   std::int64_t web_search_requests = 0;    // Anthropic: reported in usage.server_tool_use
   std::int64_t audio_input_tokens = 0;     // OpenAI: audio tokens, counted in prompt_tokens
   std::int64_t audio_output_tokens = 0;    // OpenAI: audio tokens, counted in completion_tokens
+  std::int64_t fast_unavailable = 0;    // 1: Anthropic speed "fast" served at "standard"
+  std::int64_t default_geo_us = 0;      // 1: Anthropic without inference_geo served in "us"
 };
 
 struct SimOptions {

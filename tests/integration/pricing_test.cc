@@ -168,6 +168,51 @@ TEST(Pricing, FastModeAndRegionalInferenceAreBilledAtTheirMultipliers) {
   EXPECT_NE(seen.find(R"("inference_geo":"us")"), std::string::npos);
 }
 
+// Anthropic reports the speed and region that served: fast mode may fall back to standard,
+// and a workspace's default region applies when the request names none. What served is
+// charged, when its route prices it.
+TEST(Pricing, TheSpeedAndRegionThatServedAreCharged) {
+  Stack stack;
+  ASSERT_GT(stack.port, 0);
+  ASSERT_TRUE(with_priced_models(stack));
+  struct Case {
+    const char* options;
+    const char* knobs;
+    std::int64_t ten_thousandths;
+  };
+  for (const Case c : {Case{R"("speed":"fast",)", R"("fast_unavailable":1)", 10'000},
+                       Case{"", R"("default_geo_us":1)", 11'000},
+                       Case{R"("speed":"fast",)", R"("default_geo_us":1)", 66'000}}) {
+    for (const bool stream : {false, true}) {
+      const auto res = http_request(
+          stack.port, "POST", "/v1/messages",
+          std::string(R"({"model":"opus-test","max_tokens":50,"stream":)") +
+              (stream ? "true," : "false,") + c.options +
+              R"("messages":[],"sim":{"input_tokens":1000,"output_tokens":20,)" + c.knobs + "}}",
+          {{"x-api-key", stack.key}});
+      ASSERT_EQ(res.status, 200) << res.body;
+      const auto row = row_of(stack, res.header("x-request-id"));
+      ASSERT_TRUE(row);
+      auto times = [&](const char* price) {
+        return PricePerMtok::from_nanos(usd(price).nanos() * c.ten_thousandths / 10'000);
+      };
+      EXPECT_EQ(row->cost, cost_of({{1000, times("5")}, {20, times("25")}}))
+          << c.options << c.knobs << stream;
+    }
+  }
+  // A region the route does not price is charged at what was asked, and logged.
+  const auto res = http_request(
+      stack.port, "POST", "/v1/messages",
+      R"({"model":"claude-test","max_tokens":50,"messages":[],"sim":{"input_tokens":1000,)"
+      R"("output_tokens":20,"default_geo_us":1}})",
+      {{"x-api-key", stack.key}});
+  ASSERT_EQ(res.status, 200) << res.body;
+  const auto row = row_of(stack, res.header("x-request-id"));
+  ASSERT_TRUE(row);
+  EXPECT_EQ(row->cost, cost_of({{1000, usd("3")}, {20, usd("15")}}));
+  EXPECT_NE(stack.gateway->log().find("does not price"), std::string::npos);
+}
+
 TEST(Pricing, AnOptionNoRoutePricesIsRefusedBeforeTheProviderSeesIt) {
   Stack stack;
   ASSERT_GT(stack.port, 0);
