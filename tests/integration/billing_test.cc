@@ -903,6 +903,41 @@ TEST(Billing, AKeyWhoseCommitFailedSaysItWasMade) {
   EXPECT_NE(listed.body.find(R"("id":"key_3")"), std::string::npos) << listed.body;
 }
 
+// The same for a rotation: it took effect (the old key's grace runs, its successor works),
+// but the successor's secret is not shown; the next commit stores both ends of it.
+TEST(Billing, AKeyRotationWhoseCommitFailedSaysItTookEffect) {
+  Stack stack;
+  ASSERT_GT(stack.port, 0);
+  // The rotation's own writes pass (the old key's end, the successor's insert); the batch's
+  // second write of the successor fails, and with it the commit.
+  edit_store(stack,
+             "CREATE TRIGGER no_second_write BEFORE INSERT ON api_keys WHEN NEW.id = 2 AND EXISTS "
+             "(SELECT 1 FROM api_keys WHERE id = 2) BEGIN SELECT RAISE(ABORT, 'disk trouble'); "
+             "END");
+  const auto failed = http_request(stack.port, "POST", "/admin/v1/keys/key_1/rotate",
+                                   R"({"grace_seconds":3600})", kAdmin);
+  EXPECT_EQ(failed.status, 503) << failed.body;
+  EXPECT_NE(failed.body.find("the rotation has taken effect"), std::string::npos) << failed.body;
+  EXPECT_EQ(failed.body.find("tp_sk_"), std::string::npos) << failed.body;  // no secret
+  // The old key still works through its grace.
+  EXPECT_EQ(http_request(stack.port, "GET", "/api/balance", {}, stack.auth()).status, 200);
+  edit_store(stack, "DROP TRIGGER no_second_write");
+  // Rotated once: the successor is named, and it is the one to rotate for a secret.
+  const auto again = http_request(stack.port, "POST", "/admin/v1/keys/key_1/rotate",
+                                  R"({"grace_seconds":0})", kAdmin);
+  EXPECT_EQ(again.status, 409) << again.body;
+  EXPECT_NE(again.body.find("key_2"), std::string::npos) << again.body;
+  const auto successor = http_request(stack.port, "POST", "/admin/v1/keys/key_2/rotate",
+                                      R"({"grace_seconds":0})", kAdmin);
+  ASSERT_EQ(successor.status, 200) << successor.body;
+  ASSERT_TRUE(stack.restart_gateway());
+  const auto listed = http_request(stack.port, "GET", "/admin/v1/accounts/acct_1", {}, kAdmin);
+  EXPECT_NE(listed.body.find(R"("replaced_by":"key_2")"), std::string::npos) << listed.body;
+  EXPECT_NE(listed.body.find(R"("replaced_by":"key_3")"), std::string::npos) << listed.body;
+  EXPECT_EQ(http_request(stack.port, "GET", "/api/balance", {}, stack.auth()).status, 200);
+  EXPECT_TRUE(ledger_verifies(stack));
+}
+
 // The same for account creation, which deposits the trial credit: the retry answers the
 // first account, which the next commit stores with its credit, once.
 TEST(Billing, AnAccountCreationRetriedAfterAFailedCommitCreatesOneAccount) {
