@@ -786,6 +786,12 @@ class GatewayHandler final : public http::Handler {
     if (!retired_.empty()) prune();
     return current_->handle(req, res);
   }
+  // An idle thread takes the new state at once too: its statistics count in the route
+  // report, and the old state (its catalog, its connections) is let go.
+  void reloaded() override {
+    if (hub_->version() != version_) refresh();
+    if (!retired_.empty()) prune();
+  }
   Task<void> reject(unsigned status, std::string_view message, std::string_view target,
                     Responder& res) override {
     if (hub_->version() != version_) refresh();

@@ -473,6 +473,10 @@ void Server::run() {
       [&](const boost::system::error_code& ec, int) {
         if (ec) return;
         on_hangup_();
+        // Workers outlive run(), so their handlers outlive anything queued here.
+        for (auto& w : workers_) {
+          w->inbox.post([handler = w->handler.get()] { handler->reloaded(); });
+        }
         hangups.async_wait(on_hangup);
       };
   if (on_hangup_) {

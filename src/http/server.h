@@ -187,6 +187,9 @@ class Handler {
   // `target` is what the request line names, as far as it was read (empty when none was).
   virtual Task<void> reject(unsigned status, std::string_view message, std::string_view target,
                             Responder& res) = 0;
+  // After the hangup callback (a config reload), on this handler's thread: a chance to take
+  // up what changed now rather than at its next request.
+  virtual void reloaded() {}
 };
 using HandlerFactory = std::function<std::unique_ptr<Handler>(asio::io_context&, Inbox&)>;
 

@@ -1,10 +1,12 @@
-// Two timing promises: the client write timeout measures a stall, not a whole transfer;
-// and each provider's background probe runs on its own schedule.
+// Timing promises: the client write timeout measures a stall, not a whole transfer; each
+// provider's background probe runs on its own schedule; and a reload reaches idle threads
+// at once.
 
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -273,6 +275,28 @@ TEST(Probes, AHangingProbeDoesNotDelayMarkingAnotherProviderDown) {
   // `hung` is still up: its first probe has not even timed out, so nothing waited for it.
   EXPECT_NE(seen.first.find(R"("provider_up":true)"), std::string::npos) << seen.first;
   EXPECT_NE(gateway.log().find("provider down"), std::string::npos) << gateway.log();
+}
+
+// After SIGHUP every I/O thread takes the new state at once, not at its next request: the
+// route report counts all of them (it counted only those that had served one since).
+TEST(Reload, IdleThreadsTakeTheNewStateAtOnce) {
+  Stack stack;  // two I/O threads
+  ASSERT_GT(stack.port, 0);
+  const std::map<std::string, std::string> admin = {
+      {"authorization", std::string("Bearer ") + kAdminKey}};
+  auto threads_reported = [&] {
+    return http_request(stack.port, "GET", "/admin/v1/routes", {}, admin).body;
+  };
+  ASSERT_NE(threads_reported().find(R"("threads":2)"), std::string::npos);
+  stack.gateway->signal(SIGHUP);
+  for (int i = 0; i < 200 && stack.gateway->log().find("config reloaded") == std::string::npos;
+       ++i) {
+    std::this_thread::sleep_for(10ms);
+  }
+  ASSERT_NE(stack.gateway->log().find("config reloaded"), std::string::npos);
+  std::this_thread::sleep_for(100ms);  // the threads' inboxes run
+  // One request, on one thread: the other thread has served none since the reload.
+  EXPECT_NE(threads_reported().find(R"("threads":2)"), std::string::npos) << threads_reported();
 }
 
 }  // namespace
