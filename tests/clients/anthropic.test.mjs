@@ -50,6 +50,24 @@ test('messages.stream helper assembles the final message', async () => {
   assert.equal(final.content[0].text.trim().split(/\s+/).length, 3);
 });
 
+test('fast mode is billed at its price where a route prices it, and refused elsewhere', async () => {
+  const m = await client.messages.create({
+    model: 'claude-opus', max_tokens: 4, speed: 'fast',
+    messages: [{ role: 'user', content: 'Hello' }], sim: { input_tokens: 1000 },
+  });
+  assert.equal(m.usage.speed, 'fast');
+  const usage = await fetch(`${stack.baseURL}/api/usage?limit=1000`, {
+    headers: { Authorization: `Bearer ${stack.key}` },
+  }).then((r) => r.json());
+  const row = usage.data.find((r) => r.request_id === m._request_id);
+  // 1000 input at 5 USD and 4 output at 25 USD per million tokens, times 6.
+  assert.equal(row.cost_usd, '0.0306');
+  await assert.rejects(
+    client.messages.create({ model: 'claude-sonnet', max_tokens: 1, speed: 'fast', messages: [] }),
+    (e) => e instanceof Anthropic.BadRequestError && e.status === 400 &&
+      /has no route that prices speed .*fast.*fast_multiplier/.test(e.message));
+});
+
 test('errors surface as typed SDK errors', async () => {
   await assert.rejects(
     client.messages.create({ model: 'nope', max_tokens: 1, messages: [] }),

@@ -65,7 +65,7 @@ test('embeddings (the SDK asks for base64 and decodes it)', async () => {
 test('models list', async () => {
   const ids = [];
   for await (const m of client.models.list()) ids.push(m.id);
-  assert.deepEqual(ids, ['gpt-4o-mini', 'text-embedding-3-small', 'claude-sonnet']);
+  assert.deepEqual(ids, ['gpt-4o-mini', 'text-embedding-3-small', 'claude-sonnet', 'claude-opus']);
 });
 
 test('errors surface as typed SDK errors', async () => {

@@ -44,6 +44,8 @@ models:
     routes: [{ provider: sim-openai, input_per_mtok: "0.02", output_per_mtok: "0" }]
   - name: claude-sonnet
     routes: [{ provider: sim-anthropic, upstream_model: claude-sonnet-4-5, input_per_mtok: "3", output_per_mtok: "15" }]
+  - name: claude-opus
+    routes: [{ provider: sim-anthropic, upstream_model: claude-opus-4-6, input_per_mtok: "5", output_per_mtok: "25", fast_multiplier: "6" }]
 `;
   const configPath = join(dir, 'turnpike.yaml');
   writeFileSync(configPath, config);
