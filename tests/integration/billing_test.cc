@@ -1015,7 +1015,8 @@ TEST(Billing, ALongStreamKeepsItsHoldUntilItIsSettled) {
 }
 
 // A webhook receiver: answers each POST with the next status of `statuses` (then 200) and
-// keeps the bodies.
+// keeps the bodies. A status 0 answers 200 with a body it never finishes: a byte every
+// 200 ms.
 class WebhookReceiver {
  public:
   explicit WebhookReceiver(std::vector<int> statuses) : statuses_(std::move(statuses)) {
@@ -1034,6 +1035,8 @@ class WebhookReceiver {
     ::shutdown(fd_, SHUT_RDWR);
     ::close(fd_);
     thread_.join();
+    stop_ = true;
+    for (std::thread& t : tricklers_) t.join();
   }
   int port() const { return port_; }
   std::vector<std::string> bodies() {
@@ -1068,6 +1071,18 @@ class WebhookReceiver {
         std::lock_guard lock(mu_);
         if (next_ < statuses_.size()) status = statuses_[next_++];
       }
+      if (status == 0) {
+        tricklers_.emplace_back([this, c] {
+          const std::string head = "HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n";
+          bool open = ::send(c, head.data(), head.size(), MSG_NOSIGNAL) > 0;
+          while (open && !stop_) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(200));
+            open = ::send(c, "x", 1, MSG_NOSIGNAL) == 1;  // until the gateway gives up
+          }
+          ::close(c);
+        });
+        continue;
+      }
       const std::string answer = "HTTP/1.1 " + std::to_string(status) +
                                  " X\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok";
       (void)::write(c, answer.data(), answer.size());
@@ -1080,6 +1095,8 @@ class WebhookReceiver {
   std::size_t next_ = 0;
   std::mutex mu_;
   std::vector<std::string> bodies_;
+  std::atomic<bool> stop_{false};
+  std::vector<std::thread> tricklers_;  // answers never finished (serve's thread only)
   std::thread thread_;
 };
 
@@ -1129,6 +1146,29 @@ TEST(Billing, LowBalanceNoticeIsRecordedAndPostedWithRetries) {
   EXPECT_EQ(row->column_int(1), 2);
   EXPECT_EQ(row->column_int(2), 1);
   EXPECT_EQ(row->step().value(), store::Statement::Step::kDone);
+}
+
+// A receiver that answers 200 but trickles its body, never finishing it (each byte well
+// within the read timeout), holds the one delivery thread for 20 s at most: then the
+// attempt ends, and the notice counts as delivered (the receiver took it).
+TEST(Billing, AWebhookThatNeverFinishesItsAnswerHoldsTheNotifierTwentySecondsAtMost) {
+  WebhookReceiver hook({0});
+  Stack stack(notice_config(hook, R"("0.0015")", 50));
+  ASSERT_GT(stack.port, 0);
+  const std::string key = funded_key(stack.port, "0.002");
+  ASSERT_EQ(http_request(stack.port, "POST", "/v1/messages", kNoticeRequest, {{"x-api-key", key}})
+                .status,
+            200);
+  const auto sent = std::chrono::steady_clock::now();
+  auto delivered = [&] {
+    return stack.gateway->log().find("low-balance notice delivered") != std::string::npos;
+  };
+  for (int i = 0; i < 400 && !delivered(); ++i) std::this_thread::sleep_for(100ms);  // 40 s
+  ASSERT_TRUE(delivered()) << stack.gateway->log();
+  // Not at once: the attempt read the answer until its time was up (the whole body would
+  // take hours).
+  EXPECT_GE(std::chrono::steady_clock::now() - sent, 18s);
+  EXPECT_EQ(hook.bodies().size(), 1u);
 }
 
 TEST(Billing, ANoticeLeftUndeliveredByACrashIsDeliveredAfterTheRestart) {
