@@ -418,23 +418,34 @@ struct Bill {
 
 // The multiplier of what served `bill`, where the provider says (Anthropic reports the speed
 // and region it served at: fast mode may fall back to standard, and a workspace's default
-// region applies to a request that names none); else that of what was asked.
-std::uint32_t served_premium(const Bill& bill, const meter::Usage& usage) {
-  if (usage.speed.empty() && usage.inference_geo.empty()) return bill.premium;
-  PricedOptions served = bill.asked;
+// region applies to a request that names none); else that of what was asked. Each is taken
+// on its own, where the route prices it; one it does not is charged as asked, and with
+// `warn` logged.
+std::uint32_t served_premium(const Bill& bill, const meter::Usage& usage, bool warn) {
+  PricedOptions served = bill.asked;  // priced: the route was admitted for it
+  served.audio = false;               // priced per token, not by a multiplier
   const std::string_view speed = usage.speed;  // views into `usage`, not into temporaries
   const std::string_view geo = usage.inference_geo;
-  if (!speed.empty()) served.speed = speed == "standard" ? std::string_view() : speed;
-  if (!geo.empty()) served.inference_geo = geo == "global" ? std::string_view() : geo;
-  served.audio = false;  // priced per token, not by a multiplier
-  if (const auto premium = premium_for(*bill.route, served)) return *premium;
-  log::warn("upstream served at a speed or region its route does not price; charged at those "
-            "asked",
-            {{"request_id", bill.record.request_id},
-             {"provider", bill.record.provider},
-             {"speed", json::utf8_prefix(usage.speed, 40)},
-             {"inference_geo", json::utf8_prefix(usage.inference_geo, 40)}});
-  return bill.premium;
+  bool unpriced = false;
+  if (!speed.empty()) {
+    PricedOptions s = served;
+    s.speed = speed == "standard" ? std::string_view() : speed;
+    if (premium_for(*bill.route, s)) served = s; else unpriced = true;
+  }
+  if (!geo.empty()) {
+    PricedOptions g = served;
+    g.inference_geo = geo == "global" ? std::string_view() : geo;
+    if (premium_for(*bill.route, g)) served = g; else unpriced = true;
+  }
+  if (unpriced && warn) {
+    log::warn("upstream served at a speed or region its route does not price; charged that "
+              "part as asked",
+              {{"request_id", bill.record.request_id},
+               {"provider", bill.record.provider},
+               {"speed", json::utf8_prefix(speed, 40)},
+               {"inference_geo", json::utf8_prefix(geo, 40)}});
+  }
+  return premium_for(*bill.route, served).value_or(bill.premium);
 }
 
 // A request's bill before its hold: who pays, for what, first on `route`.
@@ -1993,7 +2004,7 @@ Task<void> Gateway::answer_whole(http::UpstreamResponse& upstream, Surface surfa
       // A guess never refuses an answer: it is charged what was held at most.
       bill.capped = true;
     }
-    bill.premium = served_premium(bill, *usage);
+    bill.premium = served_premium(bill, *usage, /*warn=*/false);
     const Money owed = meter::price(*usage, bill.prices());
     if (!cover(bill, owed) && !estimated) {
       // Delivered, it would overdraw the account past one response's shortfall.
@@ -2021,7 +2032,7 @@ Task<void> Gateway::answer_whole(http::UpstreamResponse& upstream, Surface surfa
 
 Task<bool> Gateway::settle(Bill& bill, const meter::Usage& usage, int status) {
   bill.closed = true;
-  bill.premium = served_premium(bill, usage);
+  bill.premium = served_premium(bill, usage, /*warn=*/true);
   const auto now = std::chrono::steady_clock::now();
   if (status == 200 && !bill.flex) stats_->latency(bill.route->index, now - bill.sent_at);
   if (status == 200 && !bill.flex && bill.first_byte != std::chrono::steady_clock::time_point{}) {
@@ -2113,7 +2124,8 @@ Task<void> Gateway::relay_stream(http::UpstreamResponse& upstream, Surface surfa
   // error it would hide it), and the connection is cut without ending the chunked body, so
   // no client can take the stream for complete.
   auto fail_stream = [&](std::string_view message, unsigned status = 502) -> Task<void> {
-    (void)co_await settle(bill, bill_usage(), client_here ? static_cast<int>(status) : 499);
+    const meter::Usage usage = bill_usage();  // named: see StoreLink::commit on temporaries
+    (void)co_await settle(bill, usage, client_here ? static_cast<int>(status) : 499);
     if (client_here) {
       const std::string body = error_body(surface, status, message);
       const std::string event = surface == Surface::kAnthropic
@@ -2129,7 +2141,7 @@ Task<void> Gateway::relay_stream(http::UpstreamResponse& upstream, Surface surfa
   // what the hold covers, the bank is asked for more, and an account that has no more
   // stops the stream before the event that needs it (a final usage too, before the
   // terminator). A stopped stream is charged what it holds at most.
-  const catalog::Prices prices = bill.prices();
+  catalog::Prices prices = bill.prices();  // at what served, once the usage says (reach_further)
   auto running = [&](std::int64_t more_output) {
     meter::Usage u = meter.usage(bill.input_max, meter.content_events());
     u.output_tokens = std::max(u.output_tokens, meter.content_events()) + more_output;
@@ -2152,6 +2164,8 @@ Task<void> Gateway::relay_stream(http::UpstreamResponse& upstream, Surface surfa
   auto reach_further = [&] {
     usage_seen = meter.usage_reports();
     const meter::Usage now = running(0);
+    bill.premium = served_premium(bill, now, /*warn=*/false);
+    prices = bill.prices();
     const meter::Usage ahead = running(std::max<std::int64_t>(64, now.output_tokens / 4));
     if (!cover(bill, meter::price(now, prices), meter::price(ahead, prices))) return false;
     room = events_covered();
@@ -2237,7 +2251,8 @@ Task<void> Gateway::relay_stream(http::UpstreamResponse& upstream, Surface surfa
       // The terminator waits for the settlement to be durable: a client that saw the end
       // of the stream was billed exactly once.
       if (still_here()) relayed = meter.content_events();
-      const bool stored = co_await settle(bill, bill_usage(), client_here ? 200 : 499);
+      const meter::Usage usage = bill_usage();
+      const bool stored = co_await settle(bill, usage, client_here ? 200 : 499);
       if (client_here && stored) {
         co_await res.end_stream(buffer.substr(*final_at));
       } else {
@@ -2286,7 +2301,8 @@ Task<void> Gateway::relay_stream(http::UpstreamResponse& upstream, Surface surfa
     co_return;
   }
   if (still_here()) relayed = meter.content_events();
-  const bool stored = co_await settle(bill, bill_usage(), client_here ? 200 : 499);
+  const meter::Usage usage = bill_usage();
+  const bool stored = co_await settle(bill, usage, client_here ? 200 : 499);
   if (!client_here || !stored) {
     res.close_after();
     co_return;

@@ -473,7 +473,7 @@ void Server::run() {
       [&](const boost::system::error_code& ec, int) {
         if (ec) return;
         on_hangup_();
-        // Workers outlive run(), so their handlers outlive anything queued here.
+        // Queued calls run only while the worker's loop runs, when its handler is alive.
         for (auto& w : workers_) {
           w->inbox.post([handler = w->handler.get()] { handler->reloaded(); });
         }

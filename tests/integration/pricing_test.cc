@@ -29,6 +29,13 @@ constexpr const char* kPricedModels = R"(  - name: opus-test
         output_per_mtok: "10"
         audio_input_per_mtok: "40"
         audio_output_per_mtok: "80"
+  - name: fast-test
+    routes:
+      - provider: sim-anthropic
+        upstream_model: fast-upstream
+        input_per_mtok: "5"
+        output_per_mtok: "25"
+        fast_multiplier: "6"
   - name: long-test
     routes:
       - provider: sim-anthropic
@@ -200,6 +207,17 @@ TEST(Pricing, TheSpeedAndRegionThatServedAreCharged) {
           << c.options << c.knobs << stream;
     }
   }
+  // Each part on its own: fast mode fell back to standard, and the workspace's default
+  // region, which this route does not price, is charged as asked (global).
+  const auto fell_back = http_request(
+      stack.port, "POST", "/v1/messages",
+      R"({"model":"fast-test","max_tokens":50,"speed":"fast","messages":[],"sim":{)"
+      R"("input_tokens":1000,"output_tokens":20,"fast_unavailable":1,"default_geo_us":1}})",
+      {{"x-api-key", stack.key}});
+  ASSERT_EQ(fell_back.status, 200) << fell_back.body;
+  const auto standard = row_of(stack, fell_back.header("x-request-id"));
+  ASSERT_TRUE(standard);
+  EXPECT_EQ(standard->cost, cost_of({{1000, usd("5")}, {20, usd("25")}}));
   // A region the route does not price is charged at what was asked, and logged.
   const auto res = http_request(
       stack.port, "POST", "/v1/messages",
