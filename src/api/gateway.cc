@@ -2049,6 +2049,7 @@ Task<bool> Gateway::settle(Bill& bill, const meter::Usage& usage, int status) {
   r.audio_input_tokens = usage.audio_input_tokens;
   r.audio_output_tokens = usage.audio_output_tokens;
   r.web_searches = usage.web_searches;
+  r.price_multiplier_e4 = bill.premium;
   const catalog::Prices prices = bill.prices();
   r.cost = meter::price(usage, prices);
   r.input_cost = input_cost(usage, prices);

@@ -93,6 +93,9 @@ std::string usage_page_json(const store::UsagePage& page, std::size_t limit) {
     w.field("audio_input_tokens", r.audio_input_tokens);
     w.field("audio_output_tokens", r.audio_output_tokens);
     w.field("web_search_requests", r.web_searches);
+    // Ten-thousandths as a decimal: 66'000 is "6.60".
+    w.field("price_multiplier",
+            Money::from_nanos(r.price_multiplier_e4 * (Money::kNanosPerUsd / 10'000)).to_string());
     w.field("cost_usd", r.cost.to_string()).field("input_cost_usd", r.input_cost.to_string());
     w.field("output_cost_usd", r.output_cost.to_string());
     w.field("service_tier", r.flex ? "flex" : "standard");

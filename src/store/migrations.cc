@@ -9,7 +9,7 @@ namespace tp::store {
 namespace {
 
 // Append only: a released migration never changes.
-constexpr std::array<std::string_view, 13> kMigrations = {
+constexpr std::array<std::string_view, 14> kMigrations = {
     // 1: the ledger journal.
     R"sql(
 CREATE TABLE ledger_accounts (
@@ -148,6 +148,11 @@ CREATE TABLE server_secret_check (check_hex TEXT NOT NULL);
 ALTER TABLE usage_log ADD COLUMN audio_input_tokens INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE usage_log ADD COLUMN audio_output_tokens INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE usage_log ADD COLUMN web_searches INTEGER NOT NULL DEFAULT 0;
+)sql",
+    // 14: the multiplier of every token price that a request's price-changing options
+    // (fast mode, a region) cost, in ten-thousandths, so that its row explains its cost.
+    R"sql(
+ALTER TABLE usage_log ADD COLUMN price_multiplier_e4 INTEGER NOT NULL DEFAULT 10000;
 )sql",
 };
 

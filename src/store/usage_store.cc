@@ -12,8 +12,8 @@ constexpr std::string_view kInsertHead =
     "INSERT INTO usage_log (request_id, account_id, key_id, at_ms, model, provider, node, "
     "input_tokens, cached_tokens, output_tokens, cost_nanos, input_cost_nanos, "
     "output_cost_nanos, latency_ms, status, hold, service_tier, standard_cost_nanos, "
-    "audio_input_tokens, audio_output_tokens, web_searches)";
-constexpr int kInsertColumns = 21;
+    "audio_input_tokens, audio_output_tokens, web_searches, price_multiplier_e4)";
+constexpr int kInsertColumns = 22;
 
 void bind_row(Statement& insert, int first, const UsageRecord& r) {
   const int p = first - 1;  // parameters p + 1 .. p + kInsertColumns
@@ -28,7 +28,7 @@ void bind_row(Statement& insert, int first, const UsageRecord& r) {
   insert.bind(p + 17, r.flex ? "flex" : "standard");
   if (r.flex) insert.bind(p + 18, r.standard_cost.nanos()); else insert.bind_null(p + 18);
   insert.bind(p + 19, r.audio_input_tokens).bind(p + 20, r.audio_output_tokens);
-  insert.bind(p + 21, r.web_searches);
+  insert.bind(p + 21, r.web_searches).bind(p + 22, r.price_multiplier_e4);
 }
 
 }  // namespace
@@ -128,7 +128,7 @@ Result<UsagePage> query_usage(Database& db, const UsageQuery& q) {
       "SELECT id, request_id, account_id, key_id, at_ms, model, provider, node, input_tokens, "
       "cached_tokens, output_tokens, cost_nanos, input_cost_nanos, output_cost_nanos, "
       "latency_ms, status, hold, service_tier, standard_cost_nanos, audio_input_tokens, "
-      "audio_output_tokens, web_searches FROM usage_log ";
+      "audio_output_tokens, web_searches, price_multiplier_e4 FROM usage_log ";
   auto cached = db.cached(
       q.account ? std::string(kColumns) +
                       "WHERE account_id = ? AND id > ? AND id <= ? AND at_ms >= ? AND "
@@ -173,6 +173,7 @@ Result<UsagePage> query_usage(Database& db, const UsageQuery& q) {
     r.audio_input_tokens = select.column_int(19);
     r.audio_output_tokens = select.column_int(20);
     r.web_searches = select.column_int(21);
+    r.price_multiplier_e4 = select.column_int(22);
     rows.push_back(std::move(r));
   }
   select.reset();

@@ -35,6 +35,9 @@ struct UsageRecord {
   std::int64_t audio_input_tokens = 0;   // the part of the input that was audio
   std::int64_t audio_output_tokens = 0;  // the part of the output that was audio
   std::int64_t web_searches = 0;         // server-side web searches, charged each
+  // What the price-changing options that served (fast mode, a region) multiplied every
+  // token price by, in ten-thousandths: 10'000 is ×1.
+  std::int64_t price_multiplier_e4 = 10'000;
   Money cost;
   Money input_cost;
   Money output_cost;

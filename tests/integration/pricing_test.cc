@@ -57,6 +57,7 @@ bool with_priced_models(Stack& stack) {
 struct Row {
   std::int64_t input = 0, cached = 0, output = 0;
   std::int64_t audio_input = 0, audio_output = 0, web_searches = 0;
+  std::string price_multiplier;
   Money cost, input_cost;
 };
 
@@ -76,6 +77,7 @@ std::optional<Row> row_of(const Stack& stack, const std::string& request_id) {
     row.audio_input = r["audio_input_tokens"].get_int64().value();
     row.audio_output = r["audio_output_tokens"].get_int64().value();
     row.web_searches = r["web_search_requests"].get_int64().value();
+    row.price_multiplier = std::string(r["price_multiplier"].get_string().value());
     row.cost = Money::parse(r["cost_usd"].get_string().value()).value();
     row.input_cost = Money::parse(r["input_cost_usd"].get_string().value()).value();
     return row;
@@ -150,9 +152,9 @@ TEST(Pricing, FastModeAndRegionalInferenceAreBilledAtTheirMultipliers) {
     const char* options;
     const char* multiplier;
   };
-  for (const Case c : {Case{R"("speed":"fast",)", "6"}, Case{R"("inference_geo":"us",)", "1.1"},
-                       Case{R"("speed":"fast","inference_geo":"us",)", "6.6"},
-                       Case{R"("speed":"standard","inference_geo":"global",)", "1"}}) {
+  for (const Case c : {Case{R"("speed":"fast",)", "6.00"}, Case{R"("inference_geo":"us",)", "1.10"},
+                       Case{R"("speed":"fast","inference_geo":"us",)", "6.60"},
+                       Case{R"("speed":"standard","inference_geo":"global",)", "1.00"}}) {
     const auto res = http_request(
         stack.port, "POST", "/v1/messages",
         std::string(R"({"model":"opus-test","max_tokens":50,)") + c.options +
@@ -168,6 +170,7 @@ TEST(Pricing, FastModeAndRegionalInferenceAreBilledAtTheirMultipliers) {
     };
     EXPECT_EQ(row->cost, cost_of({{1000, times("5")}, {300, times("5")}, {20, times("25")}}))
         << c.options;
+    EXPECT_EQ(row->price_multiplier, c.multiplier);  // the row explains its cost
   }
   // The options reach the provider as the client sent them.
   const std::string seen = http_request(stack.sim_port, "GET", "/sim/requests").body;
