@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 #include <charconv>
 #include <cmath>
@@ -812,8 +814,25 @@ class GatewayHandler final : public http::Handler {
  private:
   void refresh() {
     version_ = hub_->version();
-    if (current_ && !current_->idle()) retired_.push_back(std::move(current_));
+    if (current_ && !current_->idle()) {
+      retired_.push_back(std::move(current_));
+      if (!sweeping_) {
+        sweeping_ = true;
+        asio::co_spawn(ioc_, sweep(), asio::detached);
+      }
+    }
     current_ = std::make_unique<Gateway>(ioc_, inbox_, hub_->current());
+  }
+  // Frees retired Gateways within a second of their last request, on a thread that serves
+  // nothing more too (their pools hold upstream connections).
+  Task<void> sweep() {
+    http::Timer timer(ioc_.get_executor());
+    while (!retired_.empty()) {
+      timer.expires_after(std::chrono::seconds(1));
+      co_await timer.async_wait(http::use_nothrow);
+      prune();
+    }
+    sweeping_ = false;
   }
   // Frees replaced Gateways whose last request has ended (with their catalog and pools).
   void prune() {
@@ -826,6 +845,7 @@ class GatewayHandler final : public http::Handler {
   std::uint64_t version_ = 0;
   std::unique_ptr<Gateway> current_;
   std::vector<std::unique_ptr<Gateway>> retired_;  // replaced, with requests still running
+  bool sweeping_ = false;                          // sweep() runs
 };
 
 std::string Gateway::readiness_json(unsigned& status) const {

@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <fstream>
 #include <map>
 #include <memory>
 #include <sstream>
@@ -301,6 +302,50 @@ TEST(Reload, IdleThreadsTakeTheNewStateAtOnce) {
     report = threads_reported();
   }
   EXPECT_NE(report.find(R"("threads":2)"), std::string::npos) << report;
+}
+
+// Established TCP connections (IPv4) whose remote port is `port`: from this machine to it.
+int connections_to(int port) {
+  std::ifstream tcp("/proc/net/tcp");
+  std::string line;
+  std::getline(tcp, line);  // the header
+  int n = 0;
+  while (std::getline(tcp, line)) {
+    std::istringstream fields(line);
+    std::string slot, local, remote, state;
+    fields >> slot >> local >> remote >> state;
+    if (state == "01" && std::stoi(remote.substr(remote.find(':') + 1), nullptr, 16) == port) ++n;
+  }
+  return n;
+}
+
+// A request running across a reload keeps its Gateway (catalog, upstream pool) until it
+// ends; then the thread lets that Gateway go even if it serves nothing more, and with it the
+// pooled upstream connection.
+TEST(Reload, TheOldStateGoesSoonAfterItsLastRequestEnds) {
+  Stack stack;
+  ASSERT_GT(stack.port, 0);
+  const int probes = connections_to(stack.sim_port);  // the health probes' own
+  std::thread stream([&] {
+    const auto res = http_request(
+        stack.port, "POST", "/v1/chat/completions",
+        R"({"model":"gpt-test","stream":true,"messages":[],"sim":{"output_tokens":10,"tokens_per_second":10}})",
+        stack.auth());
+    EXPECT_EQ(res.status, 200);
+  });
+  std::this_thread::sleep_for(300ms);
+  ASSERT_EQ(connections_to(stack.sim_port), probes + 1);
+  stack.gateway->signal(SIGHUP);
+  stream.join();
+  // The answer's connection went back to its pool; the old Gateway goes within a second or
+  // so of the request's end, not at the thread's next request.
+  int open = probes + 1;
+  for (int i = 0; i < 150 && open > probes; ++i) {
+    std::this_thread::sleep_for(20ms);
+    open = connections_to(stack.sim_port);
+  }
+  EXPECT_EQ(open, probes);
+  EXPECT_NE(stack.gateway->log().find("config reloaded"), std::string::npos);
 }
 
 }  // namespace
