@@ -133,11 +133,10 @@ Result<RequestBody> parse_request_body(std::string_view text) {
   // The members Turnpike reads must say one thing: a second "model" (or one spelled with
   // escapes, which the rewrite and some upstreams would not see as "model") could route
   // and bill one model while the upstream serves another.
-  constexpr std::array<std::string_view, 13> kRead = {
-      "model",        "stream",        "max_tokens",        "max_completion_tokens",
-      "n",            "stream_options", "service_tier",     kOptionPrivacyTier,
-      kOptionStartWithin, "speed",     "inference_geo",     "modalities",
-      "audio"};
+  constexpr std::array<std::string_view, 14> kRead = {
+      "model", "stream", "max_tokens", "max_completion_tokens", "n", "stream_options",
+      "service_tier", kOptionPrivacyTier, kOptionStartWithin, "speed", "inference_geo",
+      "modalities", "audio", "messages"};
   std::uint32_t seen = 0;
   std::size_t read_members = 0;
   std::size_t include_usage_members = 0;  // in stream_options, once unescaped
@@ -245,7 +244,7 @@ Result<RequestBody> parse_request_body(std::string_view text) {
       return invalid("write the members Turnpike reads (model, stream, max_tokens, "
                      "max_completion_tokens, n, stream_options and its include_usage, "
                      "service_tier, privacy_tier, start_within, speed, inference_geo, "
-                     "modalities, audio) without escapes in their names");
+                     "modalities, audio, messages) without escapes in their names");
     }
   }
   body.wants_audio |= messages && has_audio(*messages);

@@ -223,7 +223,10 @@ TEST(RequestBody, PriceChangingMembersAreSingleAndPlain) {
         R"({"inference_geo":"global","inference_geo":"us"})", R"({"inference_ge\u006f":"us"})",
         R"({"modalities":["text"],"modalities":["text","audio"]})",
         R"({"m\u006fdalities":["audio"]})", R"({"audio":null,"audio":{"voice":"alloy"}})",
-        R"({"\u0061udio":{"voice":"alloy"}})"}) {
+        R"({"\u0061udio":{"voice":"alloy"}})",
+        // Audio in the messages the upstream keeps, text in those Turnpike would read.
+        R"({"messages":[{"role":"user","content":[{"type":"input_audio"}]}],"messages":[]})",
+        R"({"m\u0065ssages":[]})"}) {
     EXPECT_FALSE(parse_request_body(bad)) << bad;
   }
 }
