@@ -397,6 +397,9 @@ struct Bill {
   std::chrono::steady_clock::time_point started;
   store::UsageRecord record;
   bool closed = false;  // settled or voided
+  // Searches the request is by itself (OpenAI's search models, asked with
+  // web_search_options, search once per request and report no count).
+  std::int64_t search_calls = 0;
   // The price-changing options it asked for, and their multiplier on the route that serves
   // (settle takes what the provider says served, where it says).
   PricedOptions asked;
@@ -448,6 +451,12 @@ std::uint32_t served_premium(const Bill& bill, const meter::Usage& usage, bool w
                {"inference_geo", json::utf8_prefix(geo, 40)}});
   }
   return premium_for(*bill.route, served).value_or(bill.premium);
+}
+
+// `usage` with the searches `bill`'s request is by itself, where the provider reports none.
+meter::Usage with_search_calls(const Bill& bill, meter::Usage usage) {
+  usage.web_searches = std::max(usage.web_searches, bill.search_calls);
+  return usage;
 }
 
 // A request's bill before its hold: who pays, for what, first on `route`.
@@ -1113,6 +1122,7 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
   Bill bill = open_bill(*routes.front().route, *plan.model, *grant, plan.stream,
                         plan.input_estimate, request_id, started);
   bill.asked = {body.speed, body.inference_geo, false};
+  bill.search_calls = body.web_search_options && surface == Surface::kOpenAI ? 1 : 0;
 
   if (const ledger::Freeze& freeze = *state_->services().freeze; freeze.frozen()) {
     const std::string message = fmt::format(
@@ -2025,7 +2035,7 @@ Task<void> Gateway::answer_whole(http::UpstreamResponse& upstream, Surface surfa
       bill.capped = true;
     }
     bill.premium = served_premium(bill, *usage, /*warn=*/false);
-    const Money owed = meter::price(*usage, bill.prices());
+    const Money owed = meter::price(with_search_calls(bill, *usage), bill.prices());
     if (!cover(bill, owed) && !estimated) {
       // Delivered, it would overdraw the account past one response's shortfall.
       void_bill(state_->services(), bill, bill.status_for(402));
@@ -2050,8 +2060,9 @@ Task<void> Gateway::answer_whole(http::UpstreamResponse& upstream, Surface surfa
   co_await res.send(upstream.status(), type.empty() ? kJson : type, whole.value(), headers);
 }
 
-Task<bool> Gateway::settle(Bill& bill, const meter::Usage& usage, int status) {
+Task<bool> Gateway::settle(Bill& bill, const meter::Usage& reported, int status) {
   bill.closed = true;
+  const meter::Usage usage = with_search_calls(bill, reported);
   bill.premium = served_premium(bill, usage, /*warn=*/true);
   const auto now = std::chrono::steady_clock::now();
   if (status == 200 && !bill.flex) stats_->latency(bill.route->index, now - bill.sent_at);

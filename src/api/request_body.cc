@@ -171,6 +171,8 @@ Result<RequestBody> parse_request_body(std::string_view text) {
       }
     } else if (key == "audio") {
       body.wants_audio |= !value.is_null();
+    } else if (key == "web_search_options") {
+      body.web_search_options |= !value.is_null();
     } else if (key == "model") {
       std::string_view model;
       if (value.get_string().get(model)) return invalid("'model' must be a string");
@@ -248,6 +250,7 @@ Result<RequestBody> parse_request_body(std::string_view text) {
     }
   }
   body.wants_audio |= messages && has_audio(*messages);
+  body.web_searches_max += body.web_search_options ? 1 : 0;
   body.text = text;
   return body;
 }

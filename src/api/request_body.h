@@ -56,8 +56,10 @@ struct RequestBody {
   // `input_audio` content part, or an earlier audio answer (an assistant message's `audio`).
   // A route of OpenAI's chat API must have audio prices.
   bool wants_audio = false;
-  // The most server-side web searches the declared tools may run (Anthropic's web_search
-  // tool: its max_uses, else kWebSearchesHeld), for the hold.
+  // A non-null `web_search_options`: OpenAI's search models search once for the request.
+  bool web_search_options = false;
+  // The most server-side web searches the request may run (Anthropic's web_search tool: its
+  // max_uses, else kWebSearchesHeld; one for web_search_options), for the hold.
   std::int64_t web_searches_max = 0;
 
   bool has_options() const {

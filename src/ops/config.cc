@@ -338,8 +338,9 @@ std::vector<catalog::Model> parse_models(const Reader& r, const YAML::Node& root
       route.audio_priced = audio_input.has_value();
       route.prices.audio_input = audio_input.value_or(route.prices.input);
       route.prices.audio_output = audio_output.value_or(route.prices.output);
-      // Server-side web searches: Anthropic's $10 per 1000 unless configured; OpenAI's chat
-      // completions report none.
+      // Server-side web searches: Anthropic's $10 per 1000 unless configured; on OpenAI's
+      // chat completions, a search model's one search per request (web_search_options),
+      // whose price depends on the model: none unless configured.
       route.prices.web_search_per_1k =
           r.price(rn, "web_search_per_1k", rpath, false)
               .value_or(anthropic ? PricePerMtok::from_nanos(10 * Money::kNanosPerUsd)
@@ -350,12 +351,11 @@ std::vector<catalog::Model> parse_models(const Reader& r, const YAML::Node& root
       }
       const bool options = (rn["fast_multiplier"].IsDefined() && !rn["fast_multiplier"].IsNull()) ||
                            (rn["inference_geo_multipliers"].IsDefined() &&
-                            !rn["inference_geo_multipliers"].IsNull()) ||
-                           (rn["web_search_per_1k"].IsDefined() && !rn["web_search_per_1k"].IsNull());
+                            !rn["inference_geo_multipliers"].IsNull());
       if (options && !anthropic) {
         r.fail(rn, rpath,
-               "fast_multiplier, inference_geo_multipliers and web_search_per_1k price Anthropic's "
-               "options and server tools: they need a provider with api: anthropic");
+               "fast_multiplier and inference_geo_multipliers price Anthropic's speed and "
+               "inference_geo options: they need a provider with api: anthropic");
       }
       if (const YAML::Node fast = rn["fast_multiplier"]; fast.IsDefined() && !fast.IsNull()) {
         route.fast_premium = r.premium(fast, rpath + ".fast_multiplier");

@@ -29,6 +29,13 @@ constexpr const char* kPricedModels = R"(  - name: opus-test
         output_per_mtok: "10"
         audio_input_per_mtok: "40"
         audio_output_per_mtok: "80"
+  - name: search-test
+    routes:
+      - provider: sim-openai
+        upstream_model: search-upstream
+        input_per_mtok: "2.5"
+        output_per_mtok: "10"
+        web_search_per_1k: "25"
   - name: fast-test
     routes:
       - provider: sim-anthropic
@@ -117,6 +124,31 @@ TEST(Pricing, AnthropicCacheWritesAndWebSearchesAreChargedAtTheirPrices) {
     EXPECT_EQ(row->input_cost, cost_of({{40, usd("3")}, {100, usd("3.75")}, {60, usd("6")}}));
     if (!stream) {
       EXPECT_EQ(res.header("x-turnpike-cost-usd"), row->cost.to_string());
+    }
+  }
+}
+
+// OpenAI's search models search once for each request that sets web_search_options, and
+// report no count: the request is charged one search at its route's fee.
+TEST(Pricing, AnOpenAISearchRequestIsChargedOneSearch) {
+  Stack stack;
+  ASSERT_GT(stack.port, 0);
+  ASSERT_TRUE(with_priced_models(stack));
+  for (const bool search : {true, false}) {
+    for (const bool stream : {false, true}) {
+      const auto res = http_request(
+          stack.port, "POST", "/v1/chat/completions",
+          std::string(R"({"model":"search-test","stream":)") + (stream ? "true" : "false") +
+              (search ? R"(,"web_search_options":{})" : "") +
+              R"(,"messages":[],"sim":{"input_tokens":100,"output_tokens":10}})",
+          stack.auth());
+      ASSERT_EQ(res.status, 200) << res.body;
+      const auto row = row_of(stack, res.header("x-request-id"));
+      ASSERT_TRUE(row);
+      EXPECT_EQ(row->web_searches, search ? 1 : 0) << stream;
+      EXPECT_EQ(row->cost, cost_of({{100, usd("2.5")}, {10, usd("10")},
+                                    {search ? 1000 : 0, usd("25")}}))
+          << search << stream;
     }
   }
 }

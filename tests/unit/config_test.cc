@@ -406,9 +406,14 @@ TEST(Config, PriceMultipliersOutOfRangeOrAmbiguousAreRefused) {
                "inference_geo_multipliers: must be a mapping");
   // Anthropic's options: a route of another API may not price them.
   expect_error(route_with("main", R"(fast_multiplier: "6")"),
-               "models[0].routes[0]: fast_multiplier, inference_geo_multipliers and "
-               "web_search_per_1k price Anthropic's options and server tools");
-  expect_error(route_with("main", R"(web_search_per_1k: "10")"), "need a provider with api: anthropic");
+               "models[0].routes[0]: fast_multiplier and inference_geo_multipliers price "
+               "Anthropic's speed and inference_geo options");
+  expect_error(route_with("main", R"(inference_geo_multipliers: { us: "1.1" })"),
+               "need a provider with api: anthropic");
+  // A search fee is any API's: OpenAI's search models search once per request.
+  auto search = parse_config(route_with("main", R"(web_search_per_1k: "25")"), "t.yaml");
+  ASSERT_TRUE(search) << search.status().message();
+  EXPECT_EQ(only_route(search).prices.web_search_per_1k.nanos(), 25 * Money::kNanosPerUsd);
 }
 
 // Every multiplier together (fast, the dearest region, long context) on the dearest token
