@@ -33,6 +33,15 @@ std::int64_t count(simdjson::dom::element object, const char* key) {
   return reported(object, key).value_or(0);
 }
 
+// A count priced apart from text tokens (audio, searches): 0 when missing or null, nullopt
+// when it is anything else but a count. Then the usage reports nothing (its caller bills
+// the estimate): a malformed count must not make a dearer part free or cheap.
+std::optional<std::int64_t> priced_count(simdjson::dom::element object, const char* key) {
+  simdjson::dom::element value;
+  if (object[key].get(value) || value.is_null()) return 0;
+  return reported(object, key);
+}
+
 simdjson::dom::parser& parser() {
   thread_local simdjson::dom::parser p;
   return p;
@@ -71,14 +80,17 @@ bool take_input(simdjson::dom::element usage, Usage& u) {
 }
 
 // Anthropic's server-side tool runs (web searches are charged each), and the speed and
-// region it served at.
-void take_server_tools(simdjson::dom::element usage, Usage& u) {
+// region it served at. False when the search count is malformed (see priced_count).
+bool take_server_tools(simdjson::dom::element usage, Usage& u) {
   std::string_view served;
   if (!usage["speed"].get_string().get(served)) u.speed = std::string(served);
   if (!usage["inference_geo"].get_string().get(served)) u.inference_geo = std::string(served);
   simdjson::dom::element tools;
-  if (usage["server_tool_use"].get(tools) || !tools.is_object()) return;
-  if (const auto searches = reported(tools, "web_search_requests")) u.web_searches = *searches;
+  if (usage["server_tool_use"].get(tools) || !tools.is_object()) return true;
+  if (tools["web_search_requests"].error() == simdjson::NO_SUCH_FIELD) return true;
+  const auto searches = priced_count(tools, "web_search_requests");
+  if (searches) u.web_searches = *searches;
+  return searches.has_value();
 }
 
 // nullopt unless both input_tokens and output_tokens are reported as counts.
@@ -87,7 +99,7 @@ std::optional<Usage> from_anthropic(simdjson::dom::element usage) {
   Usage u;
   if (!output || !take_input(usage, u)) return std::nullopt;
   u.output_tokens = *output;
-  take_server_tools(usage, u);
+  if (!take_server_tools(usage, u)) return std::nullopt;
   return u;
 }
 
@@ -121,7 +133,9 @@ std::optional<Usage> openai_usage(std::string_view json) {
   simdjson::dom::element details;
   if (!usage["prompt_tokens_details"].get(details) && details.is_object()) {
     u.cached_tokens = std::min(count(details, "cached_tokens"), prompt);
-    u.audio_input_tokens = count(details, "audio_tokens");
+    const auto audio = priced_count(details, "audio_tokens");
+    if (!audio) return std::nullopt;
+    u.audio_input_tokens = *audio;
   }
   u.input_tokens = prompt - u.cached_tokens;
   // Cached audio is not told apart from cached text: the audio count, up to the uncached
@@ -137,7 +151,9 @@ std::optional<Usage> openai_usage(std::string_view json) {
     return std::nullopt;
   }
   if (!usage["completion_tokens_details"].get(details) && details.is_object()) {
-    u.audio_output_tokens = std::min(count(details, "audio_tokens"), u.output_tokens);
+    const auto audio = priced_count(details, "audio_tokens");
+    if (!audio) return std::nullopt;
+    u.audio_output_tokens = std::min(*audio, u.output_tokens);
   }
   return u;
 }
@@ -157,7 +173,7 @@ void AnthropicStreamUsage::on_event(std::string_view name, std::string_view data
     if (doc["message"]["usage"].get(usage) || !usage.is_object()) return;
     if (take_input(usage, usage_)) {
       usage_.output_tokens = count(usage, "output_tokens");
-      take_server_tools(usage, usage_);
+      (void)take_server_tools(usage, usage_);
       input_known_ = true;
     }
     return;
@@ -167,7 +183,8 @@ void AnthropicStreamUsage::on_event(std::string_view name, std::string_view data
   const std::optional<std::int64_t> output = reported(usage, "output_tokens");
   if (!output) return;
   usage_.output_tokens = *output;
-  take_server_tools(usage, usage_);
+  // A malformed search count keeps the last good one; the output count still stands.
+  (void)take_server_tools(usage, usage_);
   final_ = true;
   // Each count it reports replaces the earlier one; one it leaves out keeps its value.
   if (take_input(usage, usage_)) {

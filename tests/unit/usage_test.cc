@@ -177,18 +177,23 @@ TEST(Usage, OpenAIAudioTokensArePartOfInputAndOutput) {
   EXPECT_EQ(u->output_tokens, 4);
   EXPECT_EQ(u->audio_output_tokens, 4);
 
-  // Details that are null, or audio counts that are not counts, report no audio.
+  // Details that are null, or a null audio count, report no audio.
   u = openai_usage(
       R"({"usage":{"prompt_tokens":10,"completion_tokens":7,"prompt_tokens_details":null,)"
-      R"("completion_tokens_details":{"audio_tokens":"3"}}})");
+      R"("completion_tokens_details":{"audio_tokens":null}}})");
   ASSERT_TRUE(u);
   EXPECT_EQ(u->input_tokens, 10);
   EXPECT_EQ(u->audio_input_tokens, 0);
   EXPECT_EQ(u->audio_output_tokens, 0);
-  u = openai_usage(R"({"usage":{"prompt_tokens":10,"completion_tokens":7,)"
-                   R"("prompt_tokens_details":{"audio_tokens":-2}}})");
-  ASSERT_TRUE(u);
-  EXPECT_EQ(u->audio_input_tokens, 0);
+  // An audio count that is not a count makes the usage report nothing (the estimate is
+  // billed): it must not make audio cost the text price.
+  for (const char* body :
+       {R"({"usage":{"prompt_tokens":10,"completion_tokens":7,)"
+        R"("completion_tokens_details":{"audio_tokens":"3"}}})",
+        R"({"usage":{"prompt_tokens":10,"completion_tokens":7,)"
+        R"("prompt_tokens_details":{"audio_tokens":-2}}})"}) {
+    EXPECT_FALSE(openai_usage(body)) << body;
+  }
 }
 
 TEST(Usage, AnthropicWebSearchesFromServerToolUse) {
@@ -203,11 +208,14 @@ TEST(Usage, AnthropicWebSearchesFromServerToolUse) {
         R"({"usage":{"input_tokens":10,"output_tokens":5,"server_tool_use":null}})",
         R"({"usage":{"input_tokens":10,"output_tokens":5,"server_tool_use":{}}})",
         R"({"usage":{"input_tokens":10,"output_tokens":5,)"
-        R"("server_tool_use":{"web_search_requests":"3"}}})"}) {
+        R"("server_tool_use":{"web_search_requests":null}}})"}) {
     u = anthropic_usage(body);
     ASSERT_TRUE(u) << body;
     EXPECT_EQ(u->web_searches, 0) << body;
   }
+  // A search count that is not a count: the usage reports nothing, never free searches.
+  EXPECT_FALSE(anthropic_usage(R"({"usage":{"input_tokens":10,"output_tokens":5,)"
+                               R"("server_tool_use":{"web_search_requests":"3"}}})"));
 
   // In a stream the count comes with message_delta, cumulative: the latest replaces the
   // earlier one (never summed), and a delta without it keeps it. message_start's 0 does
