@@ -1321,11 +1321,25 @@ Refusal Gateway::no_route(const catalog::Model& model, std::string_view asked, c
                                      ? " (the routing policy of this key or its account)"
                                      : ""),
                      "privacy_tier_not_met"};
-    case Admission::kUnpriced:
+    case Admission::kUnpriced: {
+      // Named: the options no route of the API prices; else (each has a route, but no route
+      // has all) every one of them.
+      PricedOptions alone = c.priced;
+      auto priced_somewhere = [&](const PricedOptions& one) {
+        return std::any_of(model.routes.begin(), model.routes.end(), [&](const auto& r) {
+          return state_->catalog().provider(r).api == c.api && premium_for(r, one).has_value();
+        });
+      };
+      if (priced_somewhere({c.priced.speed, {}, false})) alone.speed = {};
+      if (priced_somewhere({{}, c.priced.inference_geo, false})) alone.inference_geo = {};
+      if (priced_somewhere({{}, {}, c.priced.audio})) alone.audio = false;
+      const bool combined = alone.speed.empty() && alone.inference_geo.empty() && !alone.audio;
       return Refusal{400,
-                     fmt::format("model '{}' has no route that prices {}", asked,
-                                 unpriced(catalog::Route{}, c.priced)),
+                     fmt::format("model '{}' has no route that prices {}{}", asked,
+                                 combined ? "all of " : "",
+                                 unpriced(catalog::Route{}, combined ? c.priced : alone)),
                      "option_not_priced"};
+    }
     case Admission::kOtherApi: break;
   }
   const catalog::Provider& first = state_->catalog().provider(model.routes.front());

@@ -43,6 +43,10 @@ constexpr const char* kPricedModels = R"(  - name: opus-test
         input_per_mtok: "5"
         output_per_mtok: "25"
         fast_multiplier: "6"
+  - name: split-test
+    routes:
+      - { provider: sim-anthropic, upstream_model: fast-only, input_per_mtok: "5", output_per_mtok: "25", fast_multiplier: "6" }
+      - { provider: sim-anthropic, upstream_model: us-only, input_per_mtok: "5", output_per_mtok: "25", inference_geo_multipliers: { us: "1.1" } }
   - name: long-test
     routes:
       - provider: sim-anthropic
@@ -279,7 +283,13 @@ TEST(Pricing, AnOptionNoRoutePricesIsRefusedBeforeTheProviderSeesIt) {
   for (const Case c :
        {Case{"claude-test", R"("speed":"fast",)", R"(speed \"fast\" (a route's fast_multiplier))"},
         Case{"opus-test", R"("speed":"turbo",)", R"(speed \"turbo\")"},
-        Case{"opus-test", R"("inference_geo":"eu",)", "inference_geo_multipliers"}}) {
+        Case{"opus-test", R"("inference_geo":"eu",)", "inference_geo_multipliers"},
+        // Only what no route prices is named: opus-test prices fast.
+        Case{"opus-test", R"("speed":"fast","inference_geo":"eu",)",
+             R"x(prices inference_geo \"eu\" (a route's inference_geo_multipliers)"})x"},
+        // Each has a route, none has both.
+        Case{"split-test", R"("speed":"fast","inference_geo":"us",)",
+             R"(prices all of speed \"fast\" (a route's fast_multiplier), inference_geo \"us\")"}}) {
     const auto res = http_request(
         stack.port, "POST", "/v1/messages",
         std::string(R"({"model":")") + c.model + R"(","max_tokens":5,)" + c.options +
