@@ -238,15 +238,19 @@ std::optional<Refusal> read_options(const RequestBody& body, const http::Request
       (headers.tier && !valid_privacy_tier(*headers.tier))) {
     return Refusal{400, "privacy_tier must be confidential, cloud or community", {}};
   }
-  // The tier an upstream serves on sets its price; Turnpike bills the standard one unless
-  // it ran the flex race itself. A client's own choice that could change the price would
-  // be billed wrong either way, so it is refused; the neutral values are dropped.
-  if (const std::string_view tier = body.service_tier;
-      !tier.empty() && tier != "auto" && tier != "default" && tier != "standard_only") {
+  // The tier an upstream serves on sets its price: Turnpike bills the standard one, the
+  // flex one when it ran the flex race itself, and priority where the route prices it (a
+  // routing constraint). Any other choice that could change the price would be billed
+  // wrong, so it is refused; the neutral values are dropped.
+  if (const std::string_view tier = body.service_tier; !tier.empty() && tier != "auto" &&
+                                                        tier != "default" &&
+                                                        tier != "standard_only" &&
+                                                        tier != "priority") {
     return Refusal{400,
                    fmt::format("service_tier '{}' is not accepted: Turnpike routes and bills the "
-                               "standard tier (auto, default and standard_only are dropped); ask "
-                               "for the flex tier with start_within, e.g. \"00h-00m-30s\"",
+                               "standard tier (auto, default and standard_only are dropped) and "
+                               "priority where a route prices it; ask for the flex tier with "
+                               "start_within, e.g. \"00h-00m-30s\"",
                                json::utf8_prefix(tier, 40)),
                    {}};
   }
@@ -277,6 +281,12 @@ std::optional<Refusal> read_options(const RequestBody& body, const http::Request
                      {}};
     }
     out.flex_ms = *ms;
+  }
+  if (out.flex_ms > 0 && body.service_tier == "priority") {
+    return Refusal{400,
+                   "service_tier priority and a flex start_within ask for different tiers: "
+                   "send one of them",
+                   {}};
   }
   const catalog::PrivacyTier asked = requested_tier(body.privacy_tier, headers.tier.value_or(""));
   out.tier_asked = !body.privacy_tier.empty() || headers.tier.has_value();
@@ -339,6 +349,7 @@ struct PricedOptions {
   std::string_view speed;          // empty: standard
   std::string_view inference_geo;  // empty: global
   bool audio = false;
+  bool priority = false;  // OpenAI's service_tier "priority"
 };
 
 // The multiplier `route` charges for `asked`, in catalog::kPremiumOne units; nullopt when
@@ -355,6 +366,10 @@ std::optional<std::uint32_t> premium_for(const catalog::Route& route, const Pric
                                  [&](const auto& g) { return g.first == asked.inference_geo; });
     if (it == route.geo_premiums.end()) return std::nullopt;
     premium = (premium * it->second + catalog::kPremiumOne - 1) / catalog::kPremiumOne;
+  }
+  if (asked.priority) {
+    if (route.priority_premium == 0) return std::nullopt;
+    premium = (premium * route.priority_premium + catalog::kPremiumOne - 1) / catalog::kPremiumOne;
   }
   return static_cast<std::uint32_t>(premium);
 }
@@ -377,6 +392,9 @@ std::string unpriced(const catalog::Route& route, const PricedOptions& asked) {
   }
   if (asked.audio && !route.audio_priced) {
     add("audio (a route's audio_input_per_mtok and audio_output_per_mtok)");
+  }
+  if (asked.priority && route.priority_premium == 0) {
+    add("service_tier \"priority\" (a route's priority_multiplier)");
   }
   return out;
 }
@@ -442,13 +460,20 @@ std::uint32_t served_premium(const Bill& bill, const meter::Usage& usage, bool w
     g.inference_geo = geo == "global" ? std::string_view() : geo;
     if (premium_for(*bill.route, g)) served = g; else unpriced = true;
   }
+  // OpenAI's tier (a project's default may be priority); a flex answer is priced as flex.
+  if (const std::string_view tier = usage.service_tier; !tier.empty() && !bill.flex) {
+    PricedOptions t = served;
+    t.priority = tier == "priority";
+    if (premium_for(*bill.route, t)) served = t; else unpriced = true;
+  }
   if (unpriced && warn) {
-    log::warn("upstream served at a speed or region its route does not price; charged that "
-              "part as asked",
+    log::warn("upstream served at a speed, region or tier its route does not price; charged "
+              "that part as asked",
               {{"request_id", bill.record.request_id},
                {"provider", bill.record.provider},
                {"speed", json::utf8_prefix(speed, 40)},
-               {"inference_geo", json::utf8_prefix(geo, 40)}});
+               {"inference_geo", json::utf8_prefix(geo, 40)},
+               {"service_tier", json::utf8_prefix(usage.service_tier, 40)}});
   }
   return premium_for(*bill.route, served).value_or(bill.premium);
 }
@@ -1121,7 +1146,7 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
   // The grant may not outlive the next suspension (a key-table refresh replaces it).
   Bill bill = open_bill(*routes.front().route, *plan.model, *grant, plan.stream,
                         plan.input_estimate, request_id, started);
-  bill.asked = {body.speed, body.inference_geo, false};
+  bill.asked = {body.speed, body.inference_geo, false, body.service_tier == "priority"};
   bill.search_calls = body.web_search_options && surface == Surface::kOpenAI ? 1 : 0;
 
   if (const ledger::Freeze& freeze = *state_->services().freeze; freeze.frozen()) {
@@ -1330,10 +1355,12 @@ Refusal Gateway::no_route(const catalog::Model& model, std::string_view asked, c
           return state_->catalog().provider(r).api == c.api && premium_for(r, one).has_value();
         });
       };
-      if (priced_somewhere({c.priced.speed, {}, false})) alone.speed = {};
-      if (priced_somewhere({{}, c.priced.inference_geo, false})) alone.inference_geo = {};
+      if (priced_somewhere({c.priced.speed, {}, false, false})) alone.speed = {};
+      if (priced_somewhere({{}, c.priced.inference_geo, false, false})) alone.inference_geo = {};
       if (priced_somewhere({{}, {}, c.priced.audio})) alone.audio = false;
-      const bool combined = alone.speed.empty() && alone.inference_geo.empty() && !alone.audio;
+      if (priced_somewhere({{}, {}, false, c.priced.priority})) alone.priority = false;
+      const bool combined =
+          alone.speed.empty() && alone.inference_geo.empty() && !alone.audio && !alone.priority;
       return Refusal{400,
                      fmt::format("model '{}' has no route that prices {}{}", asked,
                                  combined ? "all of " : "",
@@ -1691,7 +1718,9 @@ Gateway::Constraints Gateway::constraints_for(Api api, const RequestBody& body,
   // Only OpenAI's chat API takes audio (an Anthropic request mentioning "input_audio" does not
   // ask for it).
   Constraints c{api, options.tier, rule,
-                {body.speed, body.inference_geo, body.wants_audio && api == Api::kOpenAI}, {}};
+                {body.speed, body.inference_geo, body.wants_audio && api == Api::kOpenAI,
+                 body.service_tier == "priority"},
+                {}};
   const std::vector<router::Rule>& rules = state_->config().rules;
   // A model asked for by name matched its rule above; "auto" matched on "auto".
   if (rules.empty() || models.empty() || models.front()->name == body.model) return c;
@@ -1922,8 +1951,9 @@ Task<Gateway::Answered> Gateway::send_with_fallback(const OperationInfo& info,
     // must change, or an OpenAI stream must be asked for its usage.
     std::string_view upstream_body = req.body();
     if (r.upstream_model != body.model || body.has_options() || ask_for_usage || flex) {
-      rewritten = rewrite_request_body(body, r.upstream_model, ask_for_usage,
-                                       flex ? "flex" : std::string_view());
+      rewritten = rewrite_request_body(
+          body, r.upstream_model, ask_for_usage,
+          flex ? "flex" : (body.service_tier == "priority" ? "priority" : std::string_view()));
       upstream_body = rewritten;
     }
     const http::UpstreamEndpoint& endpoint = state_->endpoint(p.index);

@@ -81,10 +81,13 @@ struct Route {
   // The route has audio prices of its own: requests that ask for audio may use it.
   bool audio_priced = false;
   // Options that change the provider's price, which a request may set only on a route that
-  // prices them (Anthropic's `speed: "fast"` and `inference_geo`): each a multiplier of
+  // prices them (Anthropic's `speed: "fast"` and `inference_geo`, OpenAI's priority
+  // tier): each a multiplier of
   // every token price, in kPremiumOne units. 0 / absent: the route does not offer it.
   std::uint32_t fast_premium = 0;
   std::vector<std::pair<std::string, std::uint32_t>> geo_premiums;  // inference_geo → ×
+  // OpenAI's priority processing (`service_tier: "priority"`, or a project's default).
+  std::uint32_t priority_premium = 0;
   // The router's latency estimate until measured: time to first byte and decoding speed.
   double ttfb_ms = 500;
   double tokens_per_second = 50;

@@ -103,9 +103,10 @@ std::optional<Usage> from_anthropic(simdjson::dom::element usage) {
   return u;
 }
 
-// The top-level "usage" object of a JSON document, if it has one (not null).
-std::optional<simdjson::dom::element> usage_object(std::string_view json) {
-  simdjson::dom::element doc;
+// The top-level "usage" object of a JSON document, if it has one (not null); `doc` is the
+// document.
+std::optional<simdjson::dom::element> usage_object(std::string_view json,
+                                                   simdjson::dom::element& doc) {
   simdjson::dom::element usage;
   if (parser().parse(json.data(), json.size()).get(doc) || doc["usage"].get(usage) ||
       !usage.is_object()) {
@@ -117,7 +118,8 @@ std::optional<simdjson::dom::element> usage_object(std::string_view json) {
 }  // namespace
 
 std::optional<Usage> openai_usage(std::string_view json) {
-  const auto found = usage_object(json);
+  simdjson::dom::element doc;
+  const auto found = usage_object(json, doc);
   if (!found) return std::nullopt;
   const simdjson::dom::element usage = *found;
   // A usage object without a prompt count, or with a malformed completion count, reports
@@ -155,11 +157,14 @@ std::optional<Usage> openai_usage(std::string_view json) {
     if (!audio) return std::nullopt;
     u.audio_output_tokens = std::min(*audio, u.output_tokens);
   }
+  std::string_view tier;
+  if (!doc["service_tier"].get_string().get(tier)) u.service_tier = std::string(tier);
   return u;
 }
 
 std::optional<Usage> anthropic_usage(std::string_view json) {
-  const auto usage = usage_object(json);
+  simdjson::dom::element doc;
+  const auto usage = usage_object(json, doc);
   if (!usage) return std::nullopt;
   return from_anthropic(*usage);
 }

@@ -34,10 +34,12 @@ struct Usage {
   std::int64_t audio_input_tokens = 0;     // the part of input_tokens that is audio
   std::int64_t audio_output_tokens = 0;    // the part of output_tokens that is audio
   std::int64_t web_searches = 0;           // server-side web searches run for the answer
-  // What the provider says served it (Anthropic's usage `speed` and `inference_geo`): it
-  // may differ from what was asked. Empty when not reported.
+  // What the provider says served it (Anthropic's usage `speed` and `inference_geo`,
+  // OpenAI's `service_tier` beside the usage): it may differ from what was asked. Empty when
+  // not reported.
   std::string speed;
   std::string inference_geo;
+  std::string service_tier;  // OpenAI's response `service_tier` ("default", "priority", …)
   // Every input token but those read from a cache.
   std::int64_t uncached_input() const {
     return input_tokens + cache_write_tokens + cache_write_1h_tokens;

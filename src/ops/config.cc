@@ -191,6 +191,16 @@ class Reader {
 // inside int64.
 constexpr std::int64_t kTokenPriceMost = 1'200'000 * Money::kNanosPerUsd;
 
+// The largest multiplier a request may bring `route`, rounded up at each step as the
+// gateway does (see premium_for in api/gateway.cc): fast, then the region, then priority.
+std::uint32_t dearest_premium(const catalog::Route& route, std::uint32_t geo_max) {
+  constexpr std::uint64_t kOne = catalog::kPremiumOne;
+  std::uint64_t premium = std::max<std::uint64_t>(route.fast_premium, kOne);
+  premium = (premium * geo_max + kOne - 1) / kOne;
+  premium = (premium * std::max<std::uint64_t>(route.priority_premium, kOne) + kOne - 1) / kOne;
+  return static_cast<std::uint32_t>(premium);
+}
+
 PrivacyTier parse_tier(const Reader& r, const YAML::Node& parent, std::string_view path) {
   const std::string text = r.string(parent, "privacy_tier", path, "cloud");
   if (const auto tier = catalog::parse_privacy_tier(text)) return *tier;
@@ -295,8 +305,8 @@ std::vector<catalog::Model> parse_models(const Reader& r, const YAML::Node& root
                     "cached_input_per_mtok", "cache_write_per_mtok", "cache_write_1h_per_mtok",
                     "flex_input_per_mtok", "flex_output_per_mtok", "flex_cached_input_per_mtok",
                     "audio_input_per_mtok", "audio_output_per_mtok", "web_search_per_1k",
-                    "fast_multiplier", "inference_geo_multipliers", "long_context", "ttfb_ms",
-                    "tokens_per_second"});
+                    "fast_multiplier", "inference_geo_multipliers", "priority_multiplier",
+                    "long_context", "ttfb_ms", "tokens_per_second"});
       catalog::Route route;
       const std::string provider = r.string(rn, "provider", rpath, "", true);
       const auto it = std::find_if(providers.begin(), providers.end(),
@@ -357,6 +367,15 @@ std::vector<catalog::Model> parse_models(const Reader& r, const YAML::Node& root
                "fast_multiplier and inference_geo_multipliers price Anthropic's speed and "
                "inference_geo options: they need a provider with api: anthropic");
       }
+      if (const YAML::Node priority = rn["priority_multiplier"];
+          priority.IsDefined() && !priority.IsNull()) {
+        if (it->api != catalog::Api::kOpenAI) {
+          r.fail(rn, rpath,
+                 "priority_multiplier prices OpenAI's priority processing: it needs a provider "
+                 "with api: openai");
+        }
+        route.priority_premium = r.premium(priority, rpath + ".priority_multiplier");
+      }
       if (const YAML::Node fast = rn["fast_multiplier"]; fast.IsDefined() && !fast.IsNull()) {
         route.fast_premium = r.premium(fast, rpath + ".fast_multiplier");
       }
@@ -393,10 +412,7 @@ std::vector<catalog::Model> parse_models(const Reader& r, const YAML::Node& root
       for (const auto& [geo, premium] : route.geo_premiums) geo_max = std::max(geo_max, premium);
       const catalog::Prices dearest = catalog::with_premium(
           catalog::for_input(route.prices, route.prices.long_above + 1),
-          static_cast<std::uint32_t>(
-              (std::uint64_t{std::max(route.fast_premium, catalog::kPremiumOne)} * geo_max +
-               catalog::kPremiumOne - 1) /
-              catalog::kPremiumOne));
+          dearest_premium(route, geo_max));
       for (const PricePerMtok p : {dearest.input, dearest.output, dearest.cached_input,
                                    dearest.cache_write, dearest.cache_write_1h,
                                    dearest.audio_input, dearest.audio_output}) {

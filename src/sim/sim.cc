@@ -100,6 +100,8 @@ struct Call {
   bool stream = false;
   bool include_usage = false;
   bool flex = false;
+  bool priority = false;   // service_tier "priority"
+  bool asked_tier = false;  // the request named a service_tier
   std::int64_t max_tokens = -1;
   std::int64_t prompt_tokens = 1;
   std::string speed;          // Anthropic's speed and inference_geo, as asked ("" if not)
@@ -137,15 +139,17 @@ void apply_knob(Knobs& k, std::string_view name, double value) {
   else if (name == "audio_output_tokens") k.audio_output_tokens = i;
   else if (name == "fast_unavailable") k.fast_unavailable = i;
   else if (name == "default_geo_us") k.default_geo_us = i;
+  else if (name == "default_priority") k.default_priority = i;
 }
 
-constexpr std::array<std::string_view, 24> kKnobNames = {
+constexpr std::array<std::string_view, 25> kKnobNames = {
     "latency_ms",    "ttft_ms",          "tokens_per_second", "output_tokens",
     "cached_tokens", "error_status",     "error_rate",        "drop_after_chunks",
     "flex_ttft_ms",  "flex_429_rate",    "embedding_dims",    "stall_after_chunks",
     "flex_unavailable", "input_tokens",  "tokens_per_chunk",  "continuous_usage",
     "end_after_chunks", "cache_write_tokens", "cache_write_1h_tokens", "web_search_requests",
-    "audio_input_tokens", "audio_output_tokens", "fast_unavailable", "default_geo_us"};
+    "audio_input_tokens", "audio_output_tokens", "fast_unavailable", "default_geo_us",
+    "default_priority"};
 
 // Header knobs: x-sim-latency-ms etc. Error status first so an explicit rate wins.
 void apply_header_knobs(const http::Request& req, Knobs& k) {
@@ -265,7 +269,11 @@ Result<Call> SimHandler::read_call(const http::Request& req, Api api,
   bool usage = false;
   if (!doc["stream_options"]["include_usage"].get_bool().get(usage)) call.include_usage = usage;
   std::string_view tier;
-  if (!doc["service_tier"].get_string().get(tier)) call.flex = tier == "flex";
+  if (!doc["service_tier"].get_string().get(tier)) {
+    call.flex = tier == "flex";
+    call.priority = tier == "priority";
+    call.asked_tier = true;
+  }
   std::string_view option;
   if (!doc["speed"].get_string().get(option)) call.speed = std::string(option);
   if (!doc["inference_geo"].get_string().get(option)) call.inference_geo = std::string(option);
@@ -384,7 +392,11 @@ Task<void> SimHandler::chat(const Call& call, Responder& res) {
   const std::int64_t created = now_seconds();
   const std::int64_t n = output_length(call);
   const std::string_view finish = n < call.knobs.output_tokens ? "length" : "stop";
-  const std::string_view tier = call.flex ? "flex" : "default";
+  // A request that names no tier gets the project's default (default_priority).
+  const std::string_view tier =
+      call.flex ? "flex"
+      : call.priority || (call.knobs.default_priority != 0 && !call.asked_tier) ? "priority"
+                                                                                 : "default";
   const std::int64_t first_wait = call.knobs.ttft_ms + (call.flex ? call.knobs.flex_ttft_ms : 0);
   const std::int64_t gap_ms = call.knobs.tokens_per_second > 0 ? 1000 / call.knobs.tokens_per_second : 0;
   // OpenAI counts audio tokens in prompt_tokens and completion_tokens, and splits them out
@@ -741,6 +753,8 @@ int run_sim(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--fast-unavailable", k.fast_unavailable,
                  "1: Anthropic requests with speed fast are served (and reported) at standard");
+  app.add_option("--default-priority", k.default_priority,
+                 "1: OpenAI requests without service_tier are served (and reported) at priority");
   app.add_option("--default-geo-us", k.default_geo_us,
                  "1: Anthropic requests without inference_geo are served (and reported) in us");
   app.add_option("--web-search-requests", k.web_search_requests,

@@ -38,6 +38,7 @@ struct Knobs {
   std::int64_t audio_output_tokens = 0;    // OpenAI: audio tokens, counted in completion_tokens
   std::int64_t fast_unavailable = 0;    // 1: Anthropic speed "fast" served at "standard"
   std::int64_t default_geo_us = 0;      // 1: Anthropic without inference_geo served in "us"
+  std::int64_t default_priority = 0;    // 1: OpenAI without service_tier served at "priority"
 };
 
 struct SimOptions {

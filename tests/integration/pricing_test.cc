@@ -36,6 +36,13 @@ constexpr const char* kPricedModels = R"(  - name: opus-test
         input_per_mtok: "2.5"
         output_per_mtok: "10"
         web_search_per_1k: "25"
+  - name: priority-test
+    routes:
+      - provider: sim-openai
+        upstream_model: priority-upstream
+        input_per_mtok: "1.25"
+        output_per_mtok: "10"
+        priority_multiplier: "2"
   - name: fast-test
     routes:
       - provider: sim-anthropic
@@ -155,6 +162,62 @@ TEST(Pricing, AnOpenAISearchRequestIsChargedOneSearch) {
           << search << stream;
     }
   }
+}
+
+// OpenAI's priority processing: asked for, on a route that prices it, or a project's
+// default that the response reports. A route without priority_multiplier refuses it, and a
+// default it cannot price is charged as standard (and logged).
+TEST(Pricing, PriorityProcessingIsChargedWhereItServedAndPriced) {
+  Stack stack;
+  ASSERT_GT(stack.port, 0);
+  ASSERT_TRUE(with_priced_models(stack));
+  struct Case {
+    const char* model;
+    const char* tier;
+    const char* knobs;
+    const char* multiplier;
+  };
+  for (const Case c : {Case{"priority-test", R"("service_tier":"priority",)", "", "2.00"},
+                       Case{"priority-test", "", R"(,"default_priority":1)", "2.00"},
+                       Case{"priority-test", "", "", "1.00"},
+                       Case{"gpt-test", "", R"(,"default_priority":1)", "1.00"}}) {
+    for (const bool stream : {false, true}) {
+      const auto res = http_request(
+          stack.port, "POST", "/v1/chat/completions",
+          std::string(R"({"model":")") + c.model + R"(","stream":)" +
+              (stream ? "true," : "false,") + c.tier +
+              R"("messages":[],"sim":{"input_tokens":100,"output_tokens":10)" + c.knobs + "}}",
+          stack.auth());
+      ASSERT_EQ(res.status, 200) << res.body;
+      const auto row = row_of(stack, res.header("x-request-id"));
+      ASSERT_TRUE(row);
+      EXPECT_EQ(row->price_multiplier, c.multiplier) << c.model << c.tier << c.knobs << stream;
+      const bool gpt = std::string_view(c.model) == "gpt-test";
+      const std::int64_t m = std::string_view(c.multiplier) == "2.00" ? 2 : 1;
+      const Money expected =
+          gpt ? cost_of({{100, usd("0.15")}, {10, usd("0.60")}})
+              : cost_of({{100, PricePerMtok::from_nanos(usd("1.25").nanos() * m)},
+                         {10, PricePerMtok::from_nanos(usd("10").nanos() * m)}});
+      EXPECT_EQ(row->cost, expected) << c.model << c.tier << c.knobs << stream;
+    }
+  }
+  EXPECT_NE(stack.gateway->log().find("tier its route does not price"), std::string::npos);
+  // The tier asked for reaches the provider.
+  EXPECT_NE(http_request(stack.sim_port, "GET", "/sim/requests").body.find(
+                R"("service_tier":"priority")"),
+            std::string::npos);
+  // Asked for where no route prices it, or beside a flex start_within: refused.
+  const auto unpriced = http_request(
+      stack.port, "POST", "/v1/chat/completions",
+      R"({"model":"gpt-test","service_tier":"priority","messages":[]})", stack.auth());
+  EXPECT_EQ(unpriced.status, 400);
+  EXPECT_NE(unpriced.body.find("priority_multiplier"), std::string::npos) << unpriced.body;
+  const auto both = http_request(
+      stack.port, "POST", "/v1/chat/completions",
+      R"({"model":"priority-test","service_tier":"priority","start_within":"00h-00m-05s","messages":[]})",
+      stack.auth());
+  EXPECT_EQ(both.status, 400);
+  EXPECT_NE(both.body.find("ask for different tiers"), std::string::npos) << both.body;
 }
 
 TEST(Pricing, TheHoldCoversTheSearchesADeclaredWebSearchToolMayRun) {

@@ -1187,7 +1187,10 @@ TEST(Router, AClientsOwnServiceTierNeverReachesTheUpstream) {
   for (const std::string tier : {"flex", "priority", "scale"}) {
     const auto res = up.chat("prompt-model", "", R"("service_tier":")" + tier + "\",");
     EXPECT_EQ(res.status, 400) << res.body;
-    EXPECT_NE(res.body.find("start_within"), std::string::npos) << res.body;
+    // Priority goes only to a route that prices it (none here); flex is the race's.
+    EXPECT_NE(res.body.find(tier == "priority" ? "priority_multiplier" : "start_within"),
+              std::string::npos)
+        << res.body;
     EXPECT_NE(res.body.find("invalid_request_error"), std::string::npos) << res.body;
   }
   EXPECT_NE(up.received_bodies(0).find(R"("count":0)"), std::string::npos);

@@ -419,6 +419,24 @@ TEST(Config, PriceMultipliersOutOfRangeOrAmbiguousAreRefused) {
 // Every multiplier together (fast, the dearest region, long context) on the dearest token
 // price must stay at most 1.2 million USD per million tokens, so that no cost passes int64;
 // real price lists are far below.
+TEST(Config, PriorityMultiplierIsOpenAIs) {
+  auto c = parse_config(route_with("main", R"(priority_multiplier: "1.75")"), "t.yaml");
+  ASSERT_TRUE(c) << c.status().message();
+  EXPECT_EQ(only_route(c).priority_premium, 17'500u);
+  auto none = parse_config(route_with("main", ""), "t.yaml");
+  ASSERT_TRUE(none) << none.status().message();
+  EXPECT_EQ(only_route(none).priority_premium, 0u);
+  expect_error(route_with("claude", R"(priority_multiplier: "2")"),
+               "models[0].routes[0]: priority_multiplier prices OpenAI's priority processing");
+  expect_error(route_with("main", R"(priority_multiplier: "0.5")"),
+               "models[0].routes[0].priority_multiplier: must be a multiplier from 1 to 10");
+  // Within the bound on multiplied prices even at the dearest price (1 M USD per million).
+  auto dearest = parse_config(route_with("main", R"(priority_multiplier: "10")",
+                                         R"(input_per_mtok: "1", output_per_mtok: "100000")"),
+                              "t.yaml");
+  EXPECT_TRUE(dearest) << dearest.status().message();
+}
+
 TEST(Config, MultipliedPricesStayBelowTheirBound) {
   auto real = parse_config(
       route_with("claude", R"(fast_multiplier: "6", inference_geo_multipliers: { us: "1.1" }, )"
