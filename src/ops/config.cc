@@ -359,29 +359,31 @@ std::vector<catalog::Model> parse_models(const Reader& r, const YAML::Node& root
         r.fail(rn["web_search_per_1k"], rpath + ".web_search_per_1k",
                "must be at most 1000 USD per 1000 searches");
       }
-      const bool options = (rn["fast_multiplier"].IsDefined() && !rn["fast_multiplier"].IsNull()) ||
-                           (rn["inference_geo_multipliers"].IsDefined() &&
-                            !rn["inference_geo_multipliers"].IsNull());
-      if (options && !anthropic) {
+      // An optional key that is there and not null.
+      auto given = [&](const char* key) { return rn[key].IsDefined() && !rn[key].IsNull(); };
+      if ((given("fast_multiplier") || given("inference_geo_multipliers")) && !anthropic) {
         r.fail(rn, rpath,
                "fast_multiplier and inference_geo_multipliers price Anthropic's speed and "
                "inference_geo options: they need a provider with api: anthropic");
       }
-      if (const YAML::Node priority = rn["priority_multiplier"];
-          priority.IsDefined() && !priority.IsNull()) {
+      if (given("priority_multiplier")) {
         if (it->api != catalog::Api::kOpenAI) {
           r.fail(rn, rpath,
                  "priority_multiplier prices OpenAI's priority processing: it needs a provider "
                  "with api: openai");
         }
-        route.priority_premium = r.premium(priority, rpath + ".priority_multiplier");
+        route.priority_premium =
+            r.premium(rn["priority_multiplier"], rpath + ".priority_multiplier");
       }
-      if (const YAML::Node fast = rn["fast_multiplier"]; fast.IsDefined() && !fast.IsNull()) {
-        route.fast_premium = r.premium(fast, rpath + ".fast_multiplier");
+      if (given("fast_multiplier")) {
+        route.fast_premium = r.premium(rn["fast_multiplier"], rpath + ".fast_multiplier");
       }
-      if (const YAML::Node geo = rn["inference_geo_multipliers"]; geo.IsDefined() && !geo.IsNull()) {
+      if (given("inference_geo_multipliers")) {
+        const YAML::Node geo = rn["inference_geo_multipliers"];
         const std::string gpath = rpath + ".inference_geo_multipliers";
-        if (!geo.IsMap()) r.fail(geo, gpath, "must be a mapping of inference_geo values to multipliers");
+        if (!geo.IsMap()) {
+          r.fail(geo, gpath, "must be a mapping of inference_geo values to multipliers");
+        }
         for (const auto& kv : geo) {
           const std::string where = Reader::join(gpath, kv.first.Scalar());
           std::string region = r.scalar(kv.first, where);
@@ -396,7 +398,8 @@ std::vector<catalog::Model> parse_models(const Reader& r, const YAML::Node& root
           route.geo_premiums.emplace_back(std::move(region), r.premium(kv.second, where));
         }
       }
-      if (const YAML::Node lc = rn["long_context"]; lc.IsDefined() && !lc.IsNull()) {
+      if (given("long_context")) {
+        const YAML::Node lc = rn["long_context"];
         const std::string lpath = rpath + ".long_context";
         r.check_keys(lc, lpath, {"above_input_tokens", "input_multiplier", "output_multiplier"});
         for (const char* key : {"above_input_tokens", "input_multiplier", "output_multiplier"}) {
