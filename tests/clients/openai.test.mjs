@@ -62,10 +62,31 @@ test('embeddings (the SDK asks for base64 and decodes it)', async () => {
   assert.ok(Math.abs(e.data[0].embedding[0] - 0.01) < 1e-6);
 });
 
+test('priority processing is billed at its price where a route prices it', async () => {
+  const c = await client.chat.completions.create({
+    model: 'gpt-5', service_tier: 'priority', max_tokens: 4,
+    messages: [{ role: 'user', content: 'Hello' }], sim: { input_tokens: 1000 },
+  });
+  assert.equal(c.service_tier, 'priority');
+  const usage = await fetch(`${stack.baseURL}/api/usage?limit=1000`, {
+    headers: { Authorization: `Bearer ${stack.key}` },
+  }).then((r) => r.json());
+  const row = usage.data.find((r) => r.request_id === c._request_id);
+  assert.equal(row.price_multiplier, '2.00');
+  // 1000 input at 1.25 USD and 4 output at 10 USD per million tokens, times 2.
+  assert.equal(row.cost_usd, '0.00258');
+  await assert.rejects(
+    client.chat.completions.create({
+      model: 'gpt-4o-mini', service_tier: 'priority', messages: [{ role: 'user', content: 'x' }],
+    }),
+    (e) => e instanceof OpenAI.BadRequestError && e.code === 'option_not_priced');
+});
+
 test('models list', async () => {
   const ids = [];
   for await (const m of client.models.list()) ids.push(m.id);
-  assert.deepEqual(ids, ['gpt-4o-mini', 'text-embedding-3-small', 'claude-sonnet', 'claude-opus']);
+  assert.deepEqual(ids,
+    ['gpt-4o-mini', 'gpt-5', 'text-embedding-3-small', 'claude-sonnet', 'claude-opus']);
 });
 
 test('errors surface as typed SDK errors', async () => {

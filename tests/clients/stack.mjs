@@ -40,6 +40,8 @@ providers:
 models:
   - name: gpt-4o-mini
     routes: [{ provider: sim-openai, upstream_model: gpt-4o-mini-2024-07-18, input_per_mtok: "0.15", output_per_mtok: "0.60" }]
+  - name: gpt-5
+    routes: [{ provider: sim-openai, input_per_mtok: "1.25", output_per_mtok: "10", priority_multiplier: "2" }]
   - name: text-embedding-3-small
     routes: [{ provider: sim-openai, input_per_mtok: "0.02", output_per_mtok: "0" }]
   - name: claude-sonnet
