@@ -350,13 +350,28 @@ struct PricedOptions {
   std::string_view inference_geo;  // empty: global
   bool audio = false;
   bool priority = false;  // OpenAI's service_tier "priority"
+
+  bool none() const { return speed.empty() && inference_geo.empty() && !audio && !priority; }
 };
+
+// What `body` asks for that changes a provider's price, on the `api` it was sent to (only
+// OpenAI's chat API takes audio: an Anthropic request mentioning "input_audio" does not ask
+// for it).
+PricedOptions priced_options(const RequestBody& body, Api api) {
+  return {body.speed, body.inference_geo, body.wants_audio && api == Api::kOpenAI,
+          body.service_tier == "priority"};
+}
+
+// A route's prices for one attempt: its flex tier's or its standard ones, times `premium`.
+catalog::Prices prices_at(const catalog::Route& route, bool flex, std::uint32_t premium) {
+  return catalog::with_premium(flex ? *route.flex : route.prices, premium);
+}
 
 // The multiplier `route` charges for `asked`, in catalog::kPremiumOne units; nullopt when
 // it does not price one of them.
 std::optional<std::uint32_t> premium_for(const catalog::Route& route, const PricedOptions& asked) {
   if (asked.audio && !route.audio_priced) return std::nullopt;
-  std::uint64_t premium = catalog::kPremiumOne;
+  std::uint32_t premium = catalog::kPremiumOne;
   if (!asked.speed.empty()) {
     if (asked.speed != "fast" || route.fast_premium == 0) return std::nullopt;
     premium = route.fast_premium;
@@ -365,37 +380,44 @@ std::optional<std::uint32_t> premium_for(const catalog::Route& route, const Pric
     const auto it = std::find_if(route.geo_premiums.begin(), route.geo_premiums.end(),
                                  [&](const auto& g) { return g.first == asked.inference_geo; });
     if (it == route.geo_premiums.end()) return std::nullopt;
-    premium = (premium * it->second + catalog::kPremiumOne - 1) / catalog::kPremiumOne;
+    premium = catalog::combined_premium(premium, it->second);
   }
   if (asked.priority) {
     if (route.priority_premium == 0) return std::nullopt;
-    premium = (premium * route.priority_premium + catalog::kPremiumOne - 1) / catalog::kPremiumOne;
+    premium = catalog::combined_premium(premium, route.priority_premium);
   }
-  return static_cast<std::uint32_t>(premium);
+  return premium;
 }
 
-// The options in `asked` that `route` does not price, each with the route setting that
-// would (all of them for a default Route), for errors and explain.
-std::string unpriced(const catalog::Route& route, const PricedOptions& asked) {
+// Each option of `asked` on its own, kept where `priced` says no to it alone.
+template <typename Priced>
+PricedOptions each_unpriced(const PricedOptions& asked, const Priced& priced) {
+  PricedOptions out;
+  if (!asked.speed.empty() && !priced(PricedOptions{asked.speed})) out.speed = asked.speed;
+  if (!asked.inference_geo.empty() && !priced(PricedOptions{{}, asked.inference_geo})) {
+    out.inference_geo = asked.inference_geo;
+  }
+  out.audio = asked.audio && !priced(PricedOptions{{}, {}, true});
+  out.priority = asked.priority && !priced(PricedOptions{{}, {}, false, true});
+  return out;
+}
+
+// The options of `asked`, each with the route setting that prices it, for errors and
+// explain.
+std::string describe(const PricedOptions& asked) {
   std::string out;
   auto add = [&](std::string item) { out += (out.empty() ? "" : ", ") + item; };
-  if (!asked.speed.empty() && (asked.speed != "fast" || route.fast_premium == 0)) {
+  if (!asked.speed.empty()) {
     add(fmt::format("speed \"{}\" ({})", json::utf8_prefix(asked.speed, 40),
                     asked.speed == "fast" ? "a route's fast_multiplier"
                                           : "only \"fast\" can be priced"));
   }
-  if (!asked.inference_geo.empty() &&
-      std::none_of(route.geo_premiums.begin(), route.geo_premiums.end(),
-                   [&](const auto& g) { return g.first == asked.inference_geo; })) {
+  if (!asked.inference_geo.empty()) {
     add(fmt::format("inference_geo \"{}\" (a route's inference_geo_multipliers)",
                     json::utf8_prefix(asked.inference_geo, 40)));
   }
-  if (asked.audio && !route.audio_priced) {
-    add("audio (a route's audio_input_per_mtok and audio_output_per_mtok)");
-  }
-  if (asked.priority && route.priority_premium == 0) {
-    add("service_tier \"priority\" (a route's priority_multiplier)");
-  }
+  if (asked.audio) add("audio (a route's audio_input_per_mtok and audio_output_per_mtok)");
+  if (asked.priority) add("service_tier \"priority\" (a route's priority_multiplier)");
   return out;
 }
 
@@ -423,9 +445,7 @@ struct Bill {
   PricedOptions asked;
   std::uint32_t premium = catalog::kPremiumOne;
   // The prices it is charged at: the route's flex tier's when it served there.
-  catalog::Prices prices() const {
-    return catalog::with_premium(flex ? *route->flex : route->prices, premium);
-  }
+  catalog::Prices prices() const { return prices_at(*route, flex, premium); }
   std::chrono::steady_clock::time_point renew_at;  // when keep_hold next extends the hold
   std::chrono::steady_clock::time_point sent_at;     // the serving attempt went upstream
   std::chrono::steady_clock::time_point first_byte;  // upstream response headers arrived
@@ -450,21 +470,21 @@ std::uint32_t served_premium(const Bill& bill, const meter::Usage& usage, bool w
   const std::string_view speed = usage.speed;  // views into `usage`, not into temporaries
   const std::string_view geo = usage.inference_geo;
   bool unpriced = false;
+  // `served` with one part as reported, where the route prices it.
+  auto take = [&](auto&& reported) {
+    PricedOptions next = served;
+    reported(next);
+    if (premium_for(*bill.route, next)) served = next; else unpriced = true;
+  };
   if (!speed.empty()) {
-    PricedOptions s = served;
-    s.speed = speed == "standard" ? std::string_view() : speed;
-    if (premium_for(*bill.route, s)) served = s; else unpriced = true;
+    take([&](PricedOptions& o) { o.speed = speed == "standard" ? std::string_view() : speed; });
   }
   if (!geo.empty()) {
-    PricedOptions g = served;
-    g.inference_geo = geo == "global" ? std::string_view() : geo;
-    if (premium_for(*bill.route, g)) served = g; else unpriced = true;
+    take([&](PricedOptions& o) { o.inference_geo = geo == "global" ? std::string_view() : geo; });
   }
   // OpenAI's tier (a project's default may be priority); a flex answer is priced as flex.
   if (const std::string_view tier = usage.service_tier; !tier.empty() && !bill.flex) {
-    PricedOptions t = served;
-    t.priority = tier == "priority";
-    if (premium_for(*bill.route, t)) served = t; else unpriced = true;
+    take([&](PricedOptions& o) { o.priority = tier == "priority"; });
   }
   if (unpriced && warn) {
     log::warn("upstream served at a speed, region or tier its route does not price; charged "
@@ -640,9 +660,7 @@ class Gateway final : public http::Handler {
     // The route's multiplier for the request's price-changing options (premium_for).
     std::uint32_t premium = catalog::kPremiumOne;
 
-    catalog::Prices prices() const {
-      return catalog::with_premium(flex ? *route->flex : route->prices, premium);
-    }
+    catalog::Prices prices() const { return prices_at(*route, flex, premium); }
   };
   // What a route must meet to be a candidate for a request, in the order checked: the
   // API the client called; the privacy tier (confidential admits confidential providers,
@@ -829,16 +847,12 @@ class GatewayHandler final : public http::Handler {
   }
 
   Task<void> handle(http::Request& req, Responder& res) override {
-    if (hub_->version() != version_) refresh();
-    if (!retired_.empty()) prune();
+    catch_up();
     return current_->handle(req, res);
   }
   // An idle thread takes the new state at once too: its statistics count in the route
   // report, and the old state (its catalog, its connections) is let go.
-  void reloaded() override {
-    if (hub_->version() != version_) refresh();
-    if (!retired_.empty()) prune();
-  }
+  void reloaded() override { catch_up(); }
   Task<void> reject(unsigned status, std::string_view message, std::string_view target,
                     Responder& res) override {
     if (hub_->version() != version_) refresh();
@@ -846,6 +860,11 @@ class GatewayHandler final : public http::Handler {
   }
 
  private:
+  // Takes the hub's state if it changed, and frees retired Gateways that are done.
+  void catch_up() {
+    if (hub_->version() != version_) refresh();
+    if (!retired_.empty()) prune();
+  }
   void refresh() {
     version_ = hub_->version();
     if (current_ && !current_->idle()) {
@@ -1146,7 +1165,7 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
   // The grant may not outlive the next suspension (a key-table refresh replaces it).
   Bill bill = open_bill(*routes.front().route, *plan.model, *grant, plan.stream,
                         plan.input_estimate, request_id, started);
-  bill.asked = {body.speed, body.inference_geo, false, body.service_tier == "priority"};
+  bill.asked = priced_options(body, info.api);
   bill.search_calls = body.web_search_options && surface == Surface::kOpenAI ? 1 : 0;
 
   if (const ledger::Freeze& freeze = *state_->services().freeze; freeze.frozen()) {
@@ -1349,22 +1368,16 @@ Refusal Gateway::no_route(const catalog::Model& model, std::string_view asked, c
     case Admission::kUnpriced: {
       // Named: the options no route of the API prices; else (each has a route, but no route
       // has all) every one of them.
-      PricedOptions alone = c.priced;
-      auto priced_somewhere = [&](const PricedOptions& one) {
+      const PricedOptions alone = each_unpriced(c.priced, [&](const PricedOptions& one) {
         return std::any_of(model.routes.begin(), model.routes.end(), [&](const auto& r) {
           return state_->catalog().provider(r).api == c.api && premium_for(r, one).has_value();
         });
-      };
-      if (priced_somewhere({c.priced.speed, {}, false, false})) alone.speed = {};
-      if (priced_somewhere({{}, c.priced.inference_geo, false, false})) alone.inference_geo = {};
-      if (priced_somewhere({{}, {}, c.priced.audio})) alone.audio = false;
-      if (priced_somewhere({{}, {}, false, c.priced.priority})) alone.priority = false;
-      const bool combined =
-          alone.speed.empty() && alone.inference_geo.empty() && !alone.audio && !alone.priority;
+      });
+      const bool combined = alone.none();
       return Refusal{400,
                      fmt::format("model '{}' has no route that prices {}{}", asked,
                                  combined ? "all of " : "",
-                                 unpriced(catalog::Route{}, combined ? c.priced : alone)),
+                                 describe(combined ? c.priced : alone)),
                      "option_not_priced"};
     }
     case Admission::kOtherApi: break;
@@ -1411,7 +1424,10 @@ std::string Gateway::exclusion(const catalog::Model& model, const catalog::Route
                          rule.pin.empty() ? "excludes" : "does not pin", p.name);
     }
     case Admission::kUnpriced:
-      return fmt::format("no price for {}", unpriced(route, c.priced));
+      return fmt::format("no price for {}",
+                         describe(each_unpriced(c.priced, [&](const PricedOptions& one) {
+                           return premium_for(route, one).has_value();
+                         })));
     case Admission::kResting: {
       const ProviderHealth& probes = state_->provider_health();
       if (probes.down(p.index)) {
@@ -1529,9 +1545,9 @@ Task<void> Gateway::explain(http::Request& req, Responder& res) {
       Listed l{m, &r, exclusion(*m, r, constraints), std::nullopt};
       if (l.excluded.empty()) {
         l.scored = candidates.size();
-        const std::uint32_t premium = premium_for(r, constraints.priced).value();
-        candidates.push_back(candidate_for(*m, r, catalog::with_premium(r.prices, premium),
-                                           input_tokens, output_for(*m)));
+        candidates.push_back(
+            candidate_for(*m, r, prices_at(r, false, premium_for(r, constraints.priced).value()),
+                          input_tokens, output_for(*m)));
         candidate_provider.push_back(r.provider);
       }
       listed.push_back(std::move(l));
@@ -1574,8 +1590,8 @@ Task<void> Gateway::explain(http::Request& req, Responder& res) {
       const RouteLatency& seen = latency_[l.route->index];
       w.field("cost_usd", c.cost.to_string());
       if (l.route->flex) {
-        const catalog::Prices flex = catalog::with_premium(
-            *l.route->flex, premium_for(*l.route, constraints.priced).value());
+        const catalog::Prices flex =
+            prices_at(*l.route, true, premium_for(*l.route, constraints.priced).value());
         w.field("flex_cost_usd",
                 candidate_for(*l.model, *l.route, flex, input_tokens, output_for(*l.model))
                     .cost.to_string());
@@ -1715,12 +1731,7 @@ Gateway::Constraints Gateway::constraints_for(Api api, const RequestBody& body,
                                               const RouteOptions& options,
                                               const router::Rule* rule,
                                               std::span<const catalog::Model* const> models) const {
-  // Only OpenAI's chat API takes audio (an Anthropic request mentioning "input_audio" does not
-  // ask for it).
-  Constraints c{api, options.tier, rule,
-                {body.speed, body.inference_geo, body.wants_audio && api == Api::kOpenAI,
-                 body.service_tier == "priority"},
-                {}};
+  Constraints c{api, options.tier, rule, priced_options(body, api), {}};
   const std::vector<router::Rule>& rules = state_->config().rules;
   // A model asked for by name matched its rule above; "auto" matched on "auto".
   if (rules.empty() || models.empty() || models.front()->name == body.model) return c;
@@ -1864,8 +1875,9 @@ Status Gateway::take_hold(Bill& bill, std::span<const Ranked> routes, const Requ
   });
   const bool caches =
       writes_cost_more && body.text.find("\"cache_control\"") != std::string_view::npos;
+  const std::int64_t input_max_tokens = input_tokens_max(body);
   for (const Ranked& ranked : routes) {
-    const catalog::Prices p = catalog::for_input(ranked.prices(), input_tokens_max(body));
+    const catalog::Prices p = catalog::for_input(ranked.prices(), input_max_tokens);
     PricePerMtok input_max = std::max(p.input, p.cached_input);
     if (caches) input_max = std::max({input_max, p.cache_write, p.cache_write_1h});
     PricePerMtok output_max = p.output;
@@ -1873,13 +1885,13 @@ Status Gateway::take_hold(Bill& bill, std::span<const Ranked> routes, const Requ
       input_max = std::max(input_max, p.audio_input);
       output_max = std::max(output_max, p.audio_output);
     }
-    worst = std::max(worst, cost_of({{input_tokens_max(body), input_max},
+    worst = std::max(worst, cost_of({{input_max_tokens, input_max},
                                      {ranked.output_tokens, output_max},
                                      {body.web_searches_max * meter::kTokensPerSearch,
                                       p.web_search_per_1k}}));
   }
   bill.hold.account = bill.record.account_id;
-  bill.input_max = input_tokens_max(body);
+  bill.input_max = input_max_tokens;
   if (worst <= Money()) return Status::ok();  // free: nothing to hold
   const std::int64_t now = bill.record.at_ms;
   const std::uint32_t timeout = state_->config().billing.hold_timeout_ms;
@@ -1953,7 +1965,7 @@ Task<Gateway::Answered> Gateway::send_with_fallback(const OperationInfo& info,
     if (r.upstream_model != body.model || body.has_options() || ask_for_usage || flex) {
       rewritten = rewrite_request_body(
           body, r.upstream_model, ask_for_usage,
-          flex ? "flex" : (body.service_tier == "priority" ? "priority" : std::string_view()));
+          flex ? "flex" : (bill.asked.priority ? "priority" : std::string_view()));
       upstream_body = rewritten;
     }
     const http::UpstreamEndpoint& endpoint = state_->endpoint(p.index);
@@ -2137,8 +2149,7 @@ Task<bool> Gateway::settle(Bill& bill, const meter::Usage& reported, int status)
   r.output_cost = r.cost - r.input_cost;
   r.flex = bill.flex;
   r.standard_cost =
-      bill.flex ? meter::price(usage, catalog::with_premium(bill.route->prices, bill.premium))
-                : r.cost;
+      bill.flex ? meter::price(usage, prices_at(*bill.route, false, bill.premium)) : r.cost;
   r.status = status;
   r.hold = bill.hold.id;
   r.latency_ms = elapsed_ms(bill);

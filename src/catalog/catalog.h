@@ -37,6 +37,11 @@ struct Provider {
 // A price multiplier in ten-thousandths: 10'000 is ×1, 11'000 ×1.1.
 inline constexpr std::uint32_t kPremiumOne = 10'000;
 
+// Two multipliers applied together (kPremiumOne units), rounded up: never under.
+constexpr std::uint32_t combined_premium(std::uint32_t a, std::uint32_t b) {
+  return static_cast<std::uint32_t>((std::uint64_t{a} * b + kPremiumOne - 1) / kPremiumOne);
+}
+
 // What a route charges per million tokens.
 struct Prices {
   PricePerMtok input;

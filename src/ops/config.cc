@@ -191,14 +191,12 @@ class Reader {
 // inside int64.
 constexpr std::int64_t kTokenPriceMost = 1'200'000 * Money::kNanosPerUsd;
 
-// The largest multiplier a request may bring `route`, rounded up at each step as the
-// gateway does (see premium_for in api/gateway.cc): fast, then the region, then priority.
+// The largest multiplier a request may bring `route`, combined in the gateway's order (see
+// premium_for in api/gateway.cc): fast, then the region, then priority.
 std::uint32_t dearest_premium(const catalog::Route& route, std::uint32_t geo_max) {
-  constexpr std::uint64_t kOne = catalog::kPremiumOne;
-  std::uint64_t premium = std::max<std::uint64_t>(route.fast_premium, kOne);
-  premium = (premium * geo_max + kOne - 1) / kOne;
-  premium = (premium * std::max<std::uint64_t>(route.priority_premium, kOne) + kOne - 1) / kOne;
-  return static_cast<std::uint32_t>(premium);
+  const std::uint32_t fast = std::max(route.fast_premium, catalog::kPremiumOne);
+  const std::uint32_t priority = std::max(route.priority_premium, catalog::kPremiumOne);
+  return catalog::combined_premium(catalog::combined_premium(fast, geo_max), priority);
 }
 
 PrivacyTier parse_tier(const Reader& r, const YAML::Node& parent, std::string_view path) {

@@ -752,11 +752,14 @@ int run_sim(int argc, char** argv) {
                  "Anthropic: input tokens reported as written to the cache for 1 hour")
       ->capture_default_str();
   app.add_option("--fast-unavailable", k.fast_unavailable,
-                 "1: Anthropic requests with speed fast are served (and reported) at standard");
+                 "1: Anthropic requests with speed fast are served (and reported) at standard")
+      ->capture_default_str()->check(CLI::Range(0, 1));
   app.add_option("--default-priority", k.default_priority,
-                 "1: OpenAI requests without service_tier are served (and reported) at priority");
+                 "1: OpenAI requests without service_tier are served (and reported) at priority")
+      ->capture_default_str()->check(CLI::Range(0, 1));
   app.add_option("--default-geo-us", k.default_geo_us,
-                 "1: Anthropic requests without inference_geo are served (and reported) in us");
+                 "1: Anthropic requests without inference_geo are served (and reported) in us")
+      ->capture_default_str()->check(CLI::Range(0, 1));
   app.add_option("--web-search-requests", k.web_search_requests,
                  "Anthropic: web searches reported in usage.server_tool_use")
       ->capture_default_str();

@@ -1112,14 +1112,19 @@ std::string notice_config(const WebhookReceiver& hook, const std::string& thresh
 constexpr const char* kNoticeRequest =
     R"({"model":"claude-test","max_tokens":60,"messages":[{"role":"user","content":"x"}],"sim":{"output_tokens":40}})";
 
+// kNoticeRequest with `key`; its status.
+int notice_request(const Stack& stack, const std::string& key) {
+  return http_request(stack.port, "POST", "/v1/messages", kNoticeRequest, {{"x-api-key", key}})
+      .status;
+}
+
 TEST(Billing, LowBalanceNoticeIsRecordedAndPostedWithRetries) {
   WebhookReceiver hook({500});
   Stack stack(notice_config(hook, R"("0.0015", "0")", 50));
   ASSERT_GT(stack.port, 0);
   const std::string key = funded_key(stack.port, "0.002");
-  const std::string body = kNoticeRequest;
-  ASSERT_EQ(http_request(stack.port, "POST", "/v1/messages", body, {{"x-api-key", key}}).status, 200);
-  ASSERT_EQ(http_request(stack.port, "POST", "/v1/messages", body, {{"x-api-key", key}}).status, 200);
+  ASSERT_EQ(notice_request(stack, key), 200);
+  ASSERT_EQ(notice_request(stack, key), 200);
   std::vector<std::string> bodies;
   for (int i = 0; i < 100 && bodies.size() < 2; ++i) {
     std::this_thread::sleep_for(50ms);
@@ -1156,9 +1161,7 @@ TEST(Billing, AWebhookThatNeverFinishesItsAnswerHoldsTheNotifierTwentySecondsAtM
   Stack stack(notice_config(hook, R"("0.0015")", 50));
   ASSERT_GT(stack.port, 0);
   const std::string key = funded_key(stack.port, "0.002");
-  ASSERT_EQ(http_request(stack.port, "POST", "/v1/messages", kNoticeRequest, {{"x-api-key", key}})
-                .status,
-            200);
+  ASSERT_EQ(notice_request(stack, key), 200);
   const auto sent = std::chrono::steady_clock::now();
   auto delivered = [&] {
     return stack.gateway->log().find("low-balance notice delivered") != std::string::npos;
@@ -1177,8 +1180,7 @@ TEST(Billing, ANoticeLeftUndeliveredByACrashIsDeliveredAfterTheRestart) {
   Stack stack(notice_config(hook, R"("0.0015")", 3'600'000));
   ASSERT_GT(stack.port, 0);
   const std::string key = funded_key(stack.port, "0.002");
-  const std::string body = kNoticeRequest;
-  ASSERT_EQ(http_request(stack.port, "POST", "/v1/messages", body, {{"x-api-key", key}}).status, 200);
+  ASSERT_EQ(notice_request(stack, key), 200);
   for (int i = 0; i < 100 && hook.bodies().empty(); ++i) std::this_thread::sleep_for(20ms);
   ASSERT_EQ(hook.bodies().size(), 1u);  // refused with 500; the retry is an hour away
   ASSERT_TRUE(stack.restart_gateway(SIGKILL)) << stack.gateway->log();
@@ -1211,9 +1213,7 @@ TEST(Billing, ANoticeIsStoredWithTheChargeThatRaisedIt) {
   Stack stack(notice_config(hook, R"("0.0015")", 50));
   ASSERT_GT(stack.port, 0);
   const std::string key = funded_key(stack.port, "0.002");
-  ASSERT_EQ(http_request(stack.port, "POST", "/v1/messages", kNoticeRequest, {{"x-api-key", key}})
-                .status,
-            200);
+  ASSERT_EQ(notice_request(stack, key), 200);
   ASSERT_TRUE(stack.restart_gateway(SIGKILL)) << stack.gateway->log();
   for (int i = 0; i < 100 && hook.bodies().empty(); ++i) std::this_thread::sleep_for(20ms);
   ASSERT_GE(hook.bodies().size(), 1u) << stack.gateway->log();
@@ -1235,9 +1235,7 @@ TEST(Billing, ANoticeOfAReversedChargeIsNotSent) {
   ASSERT_GT(stack.port, 0);
   const std::string key = funded_key(stack.port, "0.002");
   fail_inserts(stack, "usage_log");
-  EXPECT_EQ(http_request(stack.port, "POST", "/v1/messages", kNoticeRequest, {{"x-api-key", key}})
-                .status,
-            503);
+  EXPECT_EQ(notice_request(stack, key), 503);
   let_inserts(stack, "usage_log");
   ASSERT_EQ(http_request(stack.port, "POST", "/admin/v1/accounts", R"({"name":"poke"})", kAdmin)
                 .status,
@@ -1247,9 +1245,7 @@ TEST(Billing, ANoticeOfAReversedChargeIsNotSent) {
             200);
   std::this_thread::sleep_for(300ms);
   EXPECT_TRUE(hook.bodies().empty()) << hook.bodies().front();
-  ASSERT_EQ(http_request(stack.port, "POST", "/v1/messages", kNoticeRequest, {{"x-api-key", key}})
-                .status,
-            200);
+  ASSERT_EQ(notice_request(stack, key), 200);
   for (int i = 0; i < 100 && hook.bodies().empty(); ++i) std::this_thread::sleep_for(20ms);
   std::this_thread::sleep_for(200ms);
   EXPECT_EQ(hook.bodies().size(), 1u);
