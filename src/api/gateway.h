@@ -83,6 +83,11 @@ class StateHub {
     // dropping the last reference: freeing one stops its resolver thread, which may be in
     // the middle of a DNS lookup.
     retired_.push_back(std::move(replaced));
+    prune();
+  }
+  // Frees the replaced states nothing serves with any more. Called by the reloading thread
+  // at each reload and now and then between, so one goes soon after its last request.
+  void prune() {
     std::erase_if(retired_, [](const auto& s) { return s.use_count() == 1; });
   }
 

@@ -165,6 +165,9 @@ int serve(const ServeOptions& opts) {
                {"providers", fresh->catalog->providers().size()},
                {"rules", fresh->rules.size()}});
   });
+  // A replaced state (its upstream pools, resolver thread and statistics) is freed within
+  // a few seconds of its last request, not only at the next reload.
+  server.every(std::chrono::seconds(2), [&] { hub->prune(); });
   if (auto s = server.listen(config.listen_host, config.listen_port, threads); !s) {
     std::fprintf(stderr, "turnpike: %s\n", s.message().c_str());
     return 1;

@@ -483,6 +483,7 @@ void Server::run() {
     hangups.add(SIGHUP);
     hangups.async_wait(on_hangup);
   }
+  for (const Chore& chore : chores_) asio::co_spawn(control_, run_chore(chore), asio::detached);
   control_.run();
   // Each worker stops itself once its connections are done or the drain deadline passed.
   for (auto& w : workers_) w->thread.join();
@@ -525,6 +526,16 @@ Task<void> Server::watch_drain(Worker& worker) {
       worker.ioc.stop();  // still not done: their frames go with the loop
       co_return;
     }
+  }
+}
+
+Task<void> Server::run_chore(const Chore& chore) {
+  Timer timer(control_.get_executor());
+  for (;;) {
+    timer.expires_after(chore.period);
+    auto [ec] = co_await timer.async_wait(use_nothrow);
+    if (ec) co_return;
+    chore.run();
   }
 }
 

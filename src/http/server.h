@@ -211,6 +211,11 @@ class Server {
   void drain();
   // Runs `f` on the thread that called run() at every SIGHUP while it runs.
   void on_hangup(std::function<void()> f) { on_hangup_ = std::move(f); }
+  // Runs `f` on the thread that called run() every `period` while it serves (not during a
+  // drain).
+  void every(std::chrono::milliseconds period, std::function<void()> f) {
+    chores_.push_back({period, std::move(f)});
+  }
 
   std::size_t open_connections() const { return connections_.load(); }
 
@@ -219,6 +224,8 @@ class Server {
   Task<void> accept_loop(Worker& worker);
   Task<void> serve_connection(Worker& worker, Socket socket);
   Task<void> watch_drain(Worker& worker);
+  struct Chore;
+  Task<void> run_chore(const Chore& chore);
 
   ServerLimits limits_;
   HandlerFactory factory_;
@@ -229,6 +236,11 @@ class Server {
   std::atomic<bool> draining_{false};
   asio::io_context control_;
   std::function<void()> on_hangup_;
+  struct Chore {
+    std::chrono::milliseconds period;
+    std::function<void()> run;
+  };
+  std::vector<Chore> chores_;
 };
 
 }  // namespace tp::http

@@ -2,6 +2,7 @@
 // provider's background probe runs on its own schedule; and a reload reaches idle threads
 // at once.
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -12,6 +13,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <memory>
@@ -346,6 +348,38 @@ TEST(Reload, TheOldStateGoesSoonAfterItsLastRequestEnds) {
   }
   EXPECT_EQ(open, probes);
   EXPECT_NE(stack.gateway->log().find("config reloaded"), std::string::npos);
+}
+
+// Threads of process `pid` named `name`.
+int threads_named(pid_t pid, std::string_view name) {
+  int n = 0;
+  for (const auto& task : std::filesystem::directory_iterator(fmt::format("/proc/{}/task", pid))) {
+    std::ifstream comm(task.path() / "comm");
+    std::string line;
+    if (std::getline(comm, line) && line == name) ++n;
+  }
+  return n;
+}
+
+// A replaced state (its resolver thread, upstream pools and statistics) is freed within a
+// few seconds of its last request, not kept until the next reload.
+TEST(Reload, TheReplacedStateIsFreedWithoutAnotherReload) {
+  Stack stack;
+  ASSERT_GT(stack.port, 0);
+  ASSERT_EQ(threads_named(stack.gateway->pid(), "tp-resolve"), 1);
+  stack.gateway->signal(SIGHUP);
+  for (int i = 0; i < 200 && stack.gateway->log().find("config reloaded") == std::string::npos;
+       ++i) {
+    std::this_thread::sleep_for(10ms);
+  }
+  ASSERT_NE(stack.gateway->log().find("config reloaded"), std::string::npos);
+  int resolvers = threads_named(stack.gateway->pid(), "tp-resolve");
+  EXPECT_EQ(resolvers, 2);  // the new state's, and the old one's until it is freed
+  for (int i = 0; i < 400 && resolvers > 1; ++i) {
+    std::this_thread::sleep_for(20ms);
+    resolvers = threads_named(stack.gateway->pid(), "tp-resolve");
+  }
+  EXPECT_EQ(resolvers, 1);
 }
 
 }  // namespace
