@@ -141,26 +141,48 @@ std::optional<Money> exact_amount(std::string_view body, std::string_view key) {
 // "" when every member of the object `doc` is one of `known`; else the client-facing error
 // naming the first other one. A mistyped field is refused, never ignored: ignored, a
 // misspelt "privacy_tier" would leave an account at the loosest tier.
+// A field given twice is refused too: parsers disagree on which one counts, and a money call
+// must not move money on a body another reader would take for a different one.
 std::string unknown_member(simdjson::dom::element doc, std::span<const std::string_view> known) {
   simdjson::dom::object object;
   if (doc.get_object().get(object)) return "";
-  for (auto [key, value] : object) {
+  for (auto it = object.begin(); it != object.end(); ++it) {
+    const std::string_view key = it.key();
     if (std::find(known.begin(), known.end(), key) == known.end()) {
       return fmt::format("unknown field '{}'; expected {}", json::utf8_prefix(key, 64),
                          fmt::join(known, ", "));
+    }
+    for (auto before = object.begin(); before != it; ++before) {
+      if (before.key() == key) return fmt::format("field '{}' is given more than once", key);
     }
   }
   return "";
 }
 
-// The fields every money-moving call has: a positive exact `amount_usd` and an
-// `idempotency_key`. Returns the client-facing error, or "" when the body is valid.
-std::string read_money_call(simdjson::dom::parser& parser, std::string_view body,
-                            simdjson::dom::element& doc, Money& amount,
-                            std::string_view& idempotency_key) {
-  if (parser.parse(body.data(), body.size()).get(doc) || !doc.is_object()) {
-    return "body must be a JSON object";
+// The client-facing error for a body that is not a JSON object, with simdjson's reason when
+// it does not parse (never a part of the body).
+std::string not_an_object(simdjson::error_code error) {
+  return error ? fmt::format("body must be a JSON object: {}", simdjson::error_message(error))
+               : std::string("body must be a JSON object");
+}
+
+// Parses `body` into `doc`: a JSON object whose members are among `known`, each given once.
+// Returns the client-facing error, or "" when it is one.
+std::string read_object(simdjson::dom::parser& parser, std::string_view body,
+                        std::span<const std::string_view> known, simdjson::dom::element& doc) {
+  if (const auto error = parser.parse(body.data(), body.size()).get(doc); error || !doc.is_object()) {
+    return not_an_object(error);
   }
+  return unknown_member(doc, known);
+}
+
+// The fields every money-moving call has: a positive exact `amount_usd` and an
+// `idempotency_key`, among the call's `known` fields, each given once. Returns the
+// client-facing error, or "" when the body is valid.
+std::string read_money_call(simdjson::dom::parser& parser, std::string_view body,
+                            std::span<const std::string_view> known, simdjson::dom::element& doc,
+                            Money& amount, std::string_view& idempotency_key) {
+  if (std::string error = read_object(parser, body, known, doc); !error.empty()) return error;
   const std::optional<Money> parsed = exact_amount(body, "amount_usd");
   if (!parsed || *parsed <= Money()) {
     return "'amount_usd' must be a positive USD amount with at most 9 decimals, as a string or "
@@ -173,6 +195,26 @@ std::string read_money_call(simdjson::dom::parser& parser, std::string_view body
   if (doc["idempotency_key"].get_string().get(idempotency_key) || idempotency_key.empty() ||
       idempotency_key.size() > 200) {
     return "'idempotency_key' is required: a string of 1 to 200 bytes";
+  }
+  return "";
+}
+
+// `rpm` and `tpm`, when given, positive integers; `budget_usd` an exact positive amount.
+// Returns the client-facing error, or "".
+std::string check_key_limits(std::string_view body, simdjson::dom::element doc) {
+  for (const std::string_view rate : {"rpm", "tpm"}) {
+    std::int64_t n = 0;
+    if (doc[rate].error() != simdjson::NO_SUCH_FIELD && (doc[rate].get_int64().get(n) || n <= 0)) {
+      return fmt::format("'{}' must be a positive integer", rate);
+    }
+  }
+  if (doc["budget_usd"].error() != simdjson::NO_SUCH_FIELD) {
+    const std::optional<Money> budget = exact_amount(body, "budget_usd");
+    if (!budget || *budget <= Money() || *budget > Money::usd(limits::kMoneyCallUsdMax)) {
+      return fmt::format("'budget_usd' must be a positive USD amount of at most {} with at most "
+                         "9 decimals, as a string or number",
+                         limits::kMoneyCallUsdMax);
+    }
   }
   return "";
 }
@@ -292,16 +334,16 @@ Task<void> AdminApi::rotate_key(std::string_view id_text, http::Request& req, Re
     co_await send_error(res, 404, "no such key");
     co_return;
   }
-  if (parser.parse(req.body()).get(doc) || !doc.is_object() ||
-      doc["grace_seconds"].get_int64().get(grace_seconds) || grace_seconds < 0 ||
+  static constexpr std::array<std::string_view, 1> kRotateFields = {"grace_seconds"};
+  if (const std::string error = read_object(parser, req.body(), kRotateFields, doc);
+      !error.empty()) {
+    co_await send_error(res, 400, error);
+    co_return;
+  }
+  if (doc["grace_seconds"].get_int64().get(grace_seconds) || grace_seconds < 0 ||
       grace_seconds > kGraceSecondsMax) {
     co_await send_error(res, 400,
                         "'grace_seconds' is required: an integer from 0 to 2592000 (30 days)");
-    co_return;
-  }
-  static constexpr std::array<std::string_view, 1> kRotateFields = {"grace_seconds"};
-  if (const std::string unknown = unknown_member(doc, kRotateFields); !unknown.empty()) {
-    co_await send_error(res, 400, unknown);
     co_return;
   }
   std::string secret;
@@ -341,9 +383,9 @@ Task<void> AdminApi::refund(std::int64_t account, http::Request& req, Responder&
   Money amount;
   std::string_view idempotency_key;
   static constexpr std::array<std::string_view, 2> kFields = {"amount_usd", "idempotency_key"};
-  std::string error = read_money_call(parser, req.body(), doc, amount, idempotency_key);
-  if (error.empty()) error = unknown_member(doc, kFields);
-  if (!error.empty()) {
+  if (const std::string error = read_money_call(parser, req.body(), kFields, doc, amount,
+                                                idempotency_key);
+      !error.empty()) {
     co_await send_error(res, 400, error);
     co_return;
   }
@@ -390,9 +432,9 @@ Task<void> AdminApi::add_credits(std::int64_t account, http::Request& req, Respo
   std::string_view idempotency_key;
   static constexpr std::array<std::string_view, 4> kFields = {"amount_usd", "kind", "expires_at",
                                                               "idempotency_key"};
-  std::string error = read_money_call(parser, req.body(), doc, amount, idempotency_key);
-  if (error.empty()) error = unknown_member(doc, kFields);
-  if (!error.empty()) {
+  if (const std::string error = read_money_call(parser, req.body(), kFields, doc, amount,
+                                                idempotency_key);
+      !error.empty()) {
     co_await send_error(res, 400, error);
     co_return;
   }
@@ -406,17 +448,24 @@ Task<void> AdminApi::add_credits(std::int64_t account, http::Request& req, Respo
     co_await send_error(res, 400, "'kind' must be paid, trial or promo");
     co_return;
   }
+  // Only promo credit expires (whether it is still in the future is the deposit's check,
+  // after the idempotency key's lookup).
   std::optional<std::int64_t> expires_ms;
-  std::string_view expires_text;
-  if (!doc["expires_at"].get_string().get(expires_text)) {
-    expires_ms = parse_rfc3339(expires_text);
-    if (!expires_ms) {
+  if (const auto given = doc["expires_at"];
+      given.error() != simdjson::NO_SUCH_FIELD && !given.is_null()) {
+    std::string_view expires_text;
+    if (kind != ledger::CreditKind::kPromo) {
+      co_await send_error(res, 400, "'expires_at' is for promo credit only: paid and trial "
+                                    "credit does not expire");
+      co_return;
+    }
+    if (given.get_string().get(expires_text) || !(expires_ms = parse_rfc3339(expires_text))) {
       co_await send_error(res, 400, "'expires_at' must be RFC 3339 UTC like 2026-12-31T23:59:59Z");
       co_return;
     }
   }
-  if (kind == ledger::CreditKind::kPromo && (!expires_ms || *expires_ms <= now_ms())) {
-    co_await send_error(res, 400, "promo credit needs an 'expires_at' in the future");
+  if (kind == ledger::CreditKind::kPromo && !expires_ms) {
+    co_await send_error(res, 400, "promo credit needs an 'expires_at'");
     co_return;
   }
   // What the key stands for: this call with these exact values.
@@ -458,15 +507,15 @@ Task<void> AdminApi::unfreeze(http::Request& req, Responder& res) {
   simdjson::dom::parser parser;
   simdjson::dom::element doc;
   std::string_view note;
-  if (parser.parse(req.body().data(), req.body().size()).get(doc) ||
-      doc["note"].get_string().get(note) || note.empty() || note.size() > 2000) {
-    co_await send_error(res, 400,
-                        "'note' is required: what the investigation found (1 to 2000 bytes)");
+  static constexpr std::array<std::string_view, 1> kUnfreezeFields = {"note"};
+  if (const std::string error = read_object(parser, req.body(), kUnfreezeFields, doc);
+      !error.empty()) {
+    co_await send_error(res, 400, error);
     co_return;
   }
-  static constexpr std::array<std::string_view, 1> kUnfreezeFields = {"note"};
-  if (const std::string unknown = unknown_member(doc, kUnfreezeFields); !unknown.empty()) {
-    co_await send_error(res, 400, unknown);
+  if (doc["note"].get_string().get(note) || note.empty() || note.size() > 2000) {
+    co_await send_error(res, 400,
+                        "'note' is required: what the investigation found (1 to 2000 bytes)");
     co_return;
   }
   auto work = [&](store::Database& db) -> Result<bool> {
@@ -509,7 +558,12 @@ std::string_view admin_methods(std::string_view path) {
   }
   if (path == "/routes" || path == "/ledger/verify") return "GET, HEAD";
   if (path == "/ledger/unfreeze") return "POST";
-  if (path.starts_with("/keys/")) return path.ends_with("/rotate") ? "POST" : "DELETE";
+  if (path.starts_with("/keys/")) {
+    const std::string_view rest = path.substr(6);
+    const std::size_t slash = rest.find('/');
+    if (slash == std::string_view::npos) return "DELETE";
+    return rest.substr(slash) == "/rotate" ? "POST" : "";
+  }
   return "";
 }
 
@@ -579,6 +633,15 @@ Task<void> AdminApi::handle(http::Request& req, Responder& res) {
     }
     if ((action == "/suspend" || action == "/unsuspend") && method == "POST") {
       const bool suspend = action == "/suspend";
+      simdjson::dom::parser parser;
+      simdjson::dom::element doc;
+      if (!req.body().empty()) {
+        if (const std::string error = read_object(parser, req.body(), {}, doc); !error.empty()) {
+          co_await send_error(res, 400, fmt::format("{} takes no fields: {}", action.substr(1),
+                                                    error));
+          co_return;
+        }
+      }
       auto work = [&](store::Database& db) { return services_.directory->set_suspended(db, *id, suspend); };
       auto account = co_await link_.call<auth::Account>(work);
       if (!account) {
@@ -606,7 +669,8 @@ Task<void> AdminApi::handle(http::Request& req, Responder& res) {
     co_await rotate_key(path.substr(6, path.size() - 6 - 7), req, res);
     co_return;
   }
-  if (path.starts_with("/keys/") && method == "DELETE") {
+  if (path.starts_with("/keys/") && path.find('/', 6) == std::string_view::npos &&
+      method == "DELETE") {
     const auto id = parse_numbered_id(path.substr(6), "key_");
     if (!id) {
       co_await send_error(res, 404, "no such key");
@@ -640,14 +704,10 @@ Task<void> AdminApi::create_account(http::Request& req, Responder& res) {
   std::string_view name;
   std::string_view kind = "customer";
   std::string_view plan;
-  if (parser.parse(req.body()).get(doc) || !doc.is_object()) {
-    co_await send_error(res, 400, "body must be a JSON object");
-    co_return;
-  }
   static constexpr std::array<std::string_view, 7> kFields = {
       "name", "kind", "plan", "privacy_tier", "routing_weights", "models", "idempotency_key"};
-  if (const std::string unknown = unknown_member(doc, kFields); !unknown.empty()) {
-    co_await send_error(res, 400, unknown);
+  if (const std::string error = read_object(parser, req.body(), kFields, doc); !error.empty()) {
+    co_await send_error(res, 400, error);
     co_return;
   }
   if (doc["name"].get_string().get(name) || !auth::check_name(name, true)) {
@@ -743,8 +803,8 @@ Task<void> AdminApi::set_policy(std::int64_t account, http::Request& req, Respon
   simdjson::dom::parser parser;
   simdjson::dom::element doc;
   simdjson::dom::object fields;
-  if (parser.parse(req.body()).get(doc) || doc.get_object().get(fields)) {
-    co_await send_error(res, 400, "body must be a JSON object");
+  if (const auto error = parser.parse(req.body()).get(doc); error || doc.get_object().get(fields)) {
+    co_await send_error(res, 400, not_an_object(error));
     co_return;
   }
   for (const auto field : fields) {
@@ -756,6 +816,12 @@ Task<void> AdminApi::set_policy(std::int64_t account, http::Request& req, Respon
                                       json::utf8_prefix(key, 60)));
       co_return;
     }
+  }
+  static constexpr std::array<std::string_view, 3> kFields = {"privacy_tier", "routing_weights",
+                                                              "models"};
+  if (const std::string repeated = unknown_member(doc, kFields); !repeated.empty()) {
+    co_await send_error(res, 400, repeated);
+    co_return;
   }
   // Validated here; applied on the writer to the account as it is then, so that two
   // PATCHes of different fields both take effect.
@@ -800,19 +866,19 @@ Task<void> AdminApi::create_key(std::int64_t account, http::Request& req, Respon
   if (!req.body().empty()) {
     simdjson::dom::parser parser;
     simdjson::dom::element doc;
-    if (parser.parse(req.body()).get(doc) || !doc.is_object()) {
-      co_await send_error(res, 400, "body must be a JSON object");
-      co_return;
-    }
     // A field this call does not know is refused, not ignored: a mistyped allowlist must
-    // not look accepted. CONTRACT's per-key limits are accepted, and the answer says they
-    // are not enforced yet (they come with plans and caps).
+    // not look accepted. CONTRACT's per-key limits are checked and accepted, and the answer
+    // says they are not enforced yet (they come with plans and caps).
     static constexpr std::array<std::string_view, 3> kLimits = {"rpm", "tpm", "budget_usd"};
     static constexpr std::array<std::string_view, 9> kFields = {
         "name", "models", "expires_in_seconds", "privacy_tier", "routing_weights", "tags",
         kLimits[0], kLimits[1], kLimits[2]};
-    if (const std::string unknown = unknown_member(doc, kFields); !unknown.empty()) {
-      co_await send_error(res, 400, unknown);
+    if (const std::string error = read_object(parser, req.body(), kFields, doc); !error.empty()) {
+      co_await send_error(res, 400, error);
+      co_return;
+    }
+    if (const std::string error = check_key_limits(req.body(), doc); !error.empty()) {
+      co_await send_error(res, 400, error);
       co_return;
     }
     for (const std::string_view limit : kLimits) {

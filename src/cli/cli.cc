@@ -302,6 +302,12 @@ std::int64_t id_of(std::string_view ref, std::string_view prefix) {
   return parse_numbered_id(ref, prefix).value_or(0);
 }
 
+// The key id `ref` names ("key_12" or "12"), or kNotFound naming `ref`.
+Result<std::int64_t> key_id_of(std::string_view ref) {
+  if (const auto id = parse_numbered_id(ref, "key_")) return *id;
+  return Status{ErrorKind::kNotFound, fmt::format("no key '{}'", ref.substr(0, 40))};
+}
+
 // The account `ref` names, or kNotFound.
 Result<auth::Account> find_account(const OfflineStore& st, std::string_view ref) {
   auto account = st.directory->account(id_of(ref, "acct_"));
@@ -332,13 +338,17 @@ int money_call(const std::string& store_uri, const std::string& data_dir,
   if (*amount > Money::usd(limits::kMoneyCallUsdMax)) {
     std::fprintf(stderr, "turnpike: --amount-usd may be at most %lld USD per call\n",
                  static_cast<long long>(limits::kMoneyCallUsdMax));
-    return 2;
+    return 1;  // past the admin API's limit, as a refusal is
   }
   if (o.idempotency_key.empty() || o.idempotency_key.size() > 200) {
     std::fprintf(stderr, "turnpike: --idempotency-key is required (1 to 200 bytes)\n");
     return 2;
   }
   std::optional<std::int64_t> expires_ms;
+  if (!o.expires_at.empty() && (refund || o.kind != "promo")) {
+    std::fprintf(stderr, "turnpike: --expires-at is for promo credit only\n");
+    return 2;
+  }
   if (!o.expires_at.empty()) {
     expires_ms = parse_rfc3339(o.expires_at);
     if (!expires_ms) {
@@ -346,8 +356,10 @@ int money_call(const std::string& store_uri, const std::string& data_dir,
       return 2;
     }
   }
-  if (!refund && o.kind == "promo" && (!expires_ms || *expires_ms <= now_ms())) {
-    std::fprintf(stderr, "turnpike: promo credit needs an --expires-at in the future\n");
+  // (Whether it is still in the future is the deposit's check, after the key's lookup: a
+  // retry of a call that succeeded gets its answer.)
+  if (!refund && o.kind == "promo" && !expires_ms) {
+    std::fprintf(stderr, "turnpike: promo credit needs an --expires-at\n");
     return 2;
   }
   // A refund may take an account below a low-balance threshold, as over the admin API: the
@@ -653,6 +665,19 @@ int run_turnpike(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
+    // A mistyped command ("turnpike ledger verfy") is named, not reported as a missing one.
+    if (dynamic_cast<const CLI::RequiredError*>(&e) != nullptr) {
+      std::string given = "turnpike";
+      for (const CLI::App* at = &app; !at->get_subcommands().empty();) {
+        at = at->get_subcommands().front();
+        given += " " + at->get_name();
+      }
+      if (const std::vector<std::string> rest = app.remaining(true); !rest.empty()) {
+        std::fprintf(stderr, "turnpike: unknown command '%s'; see %s --help\n",
+                     rest.front().substr(0, 60).c_str(), given.c_str());
+        return 2;
+      }
+    }
     // --help and --version end here too (exit 0); every usage error exits 2.
     return app.exit(e) == 0 ? 0 : 2;
   }
@@ -807,8 +832,10 @@ int run_turnpike(int argc, char** argv) {
       const auth::KeyHasher hasher(*secret);
       std::string full;
       std::int64_t old_expires_ms = 0;
-      auto key = st.directory->rotate_key(*st.db, hasher, id_of(key_ref, "key_"),
-                                          grace_seconds * 1000, now_ms(), &full, &old_expires_ms);
+      const auto id = key_id_of(key_ref);
+      if (!id) return id.status();
+      auto key = st.directory->rotate_key(*st.db, hasher, *id, grace_seconds * 1000, now_ms(),
+                                          &full, &old_expires_ms);
       if (!key) return key.status();
       return fmt::format(R"({{"id":"key_{}","key":"{}","last4":"{}","old_key_expires_at":"{}"}})",
                          key->id, full, key->last4, format_rfc3339(old_expires_ms));
@@ -816,9 +843,9 @@ int run_turnpike(int argc, char** argv) {
   }
   if (*key_revoke) {
     return offline_change(offline_store, offline_dir, [&](OfflineStore& st) -> Result<std::string> {
-      if (Status s = st.directory->revoke_key(*st.db, id_of(key_ref, "key_"), now_ms()); !s) {
-        return s;
-      }
+      const auto id = key_id_of(key_ref);
+      if (!id) return id.status();
+      if (Status s = st.directory->revoke_key(*st.db, *id, now_ms()); !s) return s;
       return std::string(R"({"revoked":true})");
     });
   }

@@ -47,6 +47,7 @@ std::string random_id(std::string_view prefix, std::size_t length) {
 
 std::optional<std::int64_t> parse_numbered_id(std::string_view text, std::string_view prefix) {
   if (text.starts_with(prefix)) text.remove_prefix(prefix.size());
+  if (text.starts_with('0')) return std::nullopt;  // one spelling per id: no leading zeros
   std::int64_t id = 0;
   const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), id);
   if (ec != std::errc{} || end != text.data() + text.size() || id <= 0) return std::nullopt;

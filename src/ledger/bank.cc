@@ -145,8 +145,12 @@ Result<TransferId> Bank::deposit(std::int64_t account, CreditKind kind, Money am
     case CreditKind::kPaid: id = w.deposit_paid(amount, now_ms); break;
     case CreditKind::kTrial: id = w.deposit_trial(amount, now_ms); break;
     case CreditKind::kPromo:
-      id = expires_at_ms ? w.deposit_promo(amount, *expires_at_ms, now_ms)
-                         : Status{ErrorKind::kInvalidRequest, "promo credit needs an expiry"};
+      // Checked here, after an idempotent call's lookup: a retry of a promo credit made
+      // before its expiry gets the first answer, not this.
+      id = !expires_at_ms ? Status{ErrorKind::kInvalidRequest, "promo credit needs an expiry"}
+           : *expires_at_ms <= now_ms
+               ? Status{ErrorKind::kInvalidRequest, "promo credit must expire in the future"}
+               : w.deposit_promo(amount, *expires_at_ms, now_ms);
       break;
   }
   check_low_balance(account, w, now_ms);

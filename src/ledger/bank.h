@@ -60,6 +60,8 @@ class Bank {
 
   // Idempotent.
   void open_wallet(std::int64_t account);
+  // A promo credit needs `expires_at_ms` after `now_ms` (kInvalidRequest); paid and trial
+  // credit never expires, and `expires_at_ms` is not used for them.
   Result<TransferId> deposit(std::int64_t account, CreditKind kind, Money amount,
                              std::optional<std::int64_t> expires_at_ms, std::int64_t now_ms);
   // Unused paid credit only (never trial or promo); kPaymentRequired past it.

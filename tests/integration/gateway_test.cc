@@ -9,6 +9,8 @@
 #include <thread>
 #include <tuple>
 
+#include "core/clock.h"
+#include "core/rfc3339.h"
 #include "integration/harness.h"
 
 namespace tp::test {
@@ -441,6 +443,81 @@ TEST_F(GatewayTest, LogsCarryNoBodies) {
   EXPECT_EQ(log.find("sk-provider-secret"), std::string::npos);
 }
 
+// A promo credit retried under its idempotency key after its expiry has passed gets the
+// first answer (a client that lost it can still learn its transfer), not a refusal.
+TEST(Credits, APromoCreditRetriedAfterItsExpiryAnswersTheFirstResult) {
+  Stack stack;
+  ASSERT_GT(stack.port, 0) << stack.gateway->log();
+  const std::map<std::string, std::string> admin = {
+      {"authorization", std::string("Bearer ") + kAdminKey}};
+  auto account = http_request(stack.port, "POST", "/admin/v1/accounts", R"({"name":"P"})", admin);
+  ASSERT_EQ(account.status, 201);
+  simdjson::dom::parser p;
+  const std::string base =
+      "/admin/v1/accounts/" + std::string(p.parse(account.body)["id"].get_string().value());
+  const std::string soon = format_rfc3339(SystemClock::instance().unix_millis() + 1500);
+  const std::string body =
+      R"({"amount_usd":"3","kind":"promo","expires_at":")" + soon + R"(","idempotency_key":"p1"})";
+  const auto first = http_request(stack.port, "POST", base + "/credits", body, admin);
+  ASSERT_EQ(first.status, 200) << first.body;
+  std::this_thread::sleep_for(2s);
+  const auto again = http_request(stack.port, "POST", base + "/credits", body, admin);
+  EXPECT_EQ(again.status, 200) << again.body;
+  EXPECT_EQ(again.body, first.body);
+  // A new call with a past expiry is refused.
+  const std::string past =
+      R"({"amount_usd":"3","kind":"promo","expires_at":")" + soon + R"(","idempotency_key":"p2"})";
+  const auto late = http_request(stack.port, "POST", base + "/credits", past, admin);
+  EXPECT_EQ(late.status, 400) << late.body;
+  EXPECT_NE(late.body.find("promo credit must expire in the future"), std::string::npos)
+      << late.body;
+}
+
+// Key paths: DELETE takes a key, POST its /rotate; any other path under /keys/ is unknown.
+// suspend and unsuspend take no fields. Ids have one spelling.
+TEST(Admin, PathsMethodsAndBodiesOfKeysAndSuspension) {
+  Stack stack;
+  ASSERT_GT(stack.port, 0) << stack.gateway->log();
+  const std::map<std::string, std::string> admin = {
+      {"authorization", std::string("Bearer ") + kAdminKey}};
+  const auto wrong_method = http_request(stack.port, "DELETE", "/admin/v1/keys/key_7/rotate", "",
+                                         admin);
+  EXPECT_EQ(wrong_method.status, 405) << wrong_method.body;
+  EXPECT_EQ(wrong_method.headers.count("allow") ? wrong_method.headers.at("allow") : std::string(),
+            "POST");
+  EXPECT_EQ(http_request(stack.port, "POST", "/admin/v1/keys/key_1/foo", "{}", admin).status, 404);
+  EXPECT_EQ(http_request(stack.port, "DELETE", "/admin/v1/keys/key_1/foo", "", admin).status, 404);
+  auto account = http_request(stack.port, "POST", "/admin/v1/accounts", R"({"name":"S"})", admin);
+  ASSERT_EQ(account.status, 201);
+  simdjson::dom::parser p;
+  const std::string id(p.parse(account.body)["id"].get_string().value());
+  EXPECT_EQ(http_request(stack.port, "POST", "/admin/v1/accounts/" + id + "/suspend",
+                         R"({"x":1})", admin)
+                .status,
+            400);
+  EXPECT_EQ(http_request(stack.port, "POST", "/admin/v1/accounts/" + id + "/suspend", "{}", admin)
+                .status,
+            200);
+  EXPECT_EQ(http_request(stack.port, "POST", "/admin/v1/accounts/" + id + "/unsuspend", "", admin)
+                .status,
+            200);
+  const std::string zeroed = "acct_0" + id.substr(5);
+  EXPECT_EQ(http_request(stack.port, "GET", "/admin/v1/accounts/" + zeroed, "", admin).status,
+            404);
+  // Key limits are checked even though they are not enforced yet.
+  for (const char* bad : {R"({"budget_usd":"1e3"})", R"({"budget_usd":"-1"})", R"({"rpm":-1})",
+                          R"({"rpm":"x"})", R"({"tpm":1.5})"}) {
+    EXPECT_EQ(http_request(stack.port, "POST", "/admin/v1/accounts/" + id + "/keys", bad, admin)
+                  .status,
+              400)
+        << bad;
+  }
+  EXPECT_EQ(http_request(stack.port, "POST", "/admin/v1/accounts/" + id + "/keys",
+                         R"({"budget_usd":"25.50","rpm":60})", admin)
+                .status,
+            201);
+}
+
 TEST(Credits, AdminCreditsAreExactIdempotentAndDurable) {
   Stack stack;
   ASSERT_GT(stack.port, 0) << stack.gateway->log();
@@ -521,9 +598,28 @@ TEST(Credits, AdminCreditsAreExactIdempotentAndDurable) {
                           R"({"amount_usd":"5","kind":"paid"})",
                           R"({"amount_usd":"5","kind":"promo","idempotency_key":"b"})",
                           R"({"amount_usd":"5","kind":"promo","expires_at":"tomorrow","idempotency_key":"b"})",
-                          R"({"amount_usd":"5","kind":"paid","idempotency_key":"b","note":"x"})"}) {
+                          R"({"amount_usd":"5","kind":"paid","idempotency_key":"b","note":"x"})",
+                          // Only promo credit expires.
+                          R"({"amount_usd":"5","kind":"paid","expires_at":"2099-01-01T00:00:00Z","idempotency_key":"b"})",
+                          R"({"amount_usd":"5","kind":"promo","expires_at":12,"idempotency_key":"b"})",
+                          // Other JSON readers take the last of repeated members.
+                          R"({"amount_usd":"1","amount_usd":"1000","kind":"paid","idempotency_key":"b"})",
+                          R"({"amount_usd":"1","kind":"trial","kind":"paid","idempotency_key":"b"})"}) {
     EXPECT_EQ(http_request(stack.port, "POST", base + "/credits", bad, admin).status, 400) << bad;
   }
+  const auto repeated = http_request(
+      stack.port, "POST", base + "/refunds",
+      R"({"amount_usd":"1","idempotency_key":"r1","idempotency_key":"r2"})", admin);
+  EXPECT_EQ(repeated.status, 400);
+  EXPECT_NE(repeated.body.find("field 'idempotency_key' is given more than once"),
+            std::string::npos)
+      << repeated.body;
+  // A JSON number past what a parser can read is named as such.
+  const auto bignum = http_request(stack.port, "POST", base + "/credits",
+                                   R"({"amount_usd":99999999999999999999999,"kind":"paid"})",
+                                   admin);
+  EXPECT_EQ(bignum.status, 400);
+  EXPECT_NE(bignum.body.find("body must be a JSON object: "), std::string::npos) << bignum.body;
   // Every limit is explicit: one call moves at most a billion USD...
   const auto huge = http_request(stack.port, "POST", base + "/credits",
                                  R"({"amount_usd":"1000000000.000000001","kind":"paid","idempotency_key":"h"})",

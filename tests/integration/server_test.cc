@@ -6,6 +6,8 @@
 #include <future>
 #include <thread>
 
+#include "core/clock.h"
+#include "core/rfc3339.h"
 #include "integration/harness.h"
 #include "store/sqlite.h"
 
@@ -418,6 +420,28 @@ TEST(Cli, OfflineCreditsRefundsBalancePolicySuspensionAndRotation) {
                  "--data-dir", var})
                 .first,
             std::optional<int>(2));
+  EXPECT_EQ(cli({"accounts", "credit", id, "--amount-usd", "5", "--expires-at",
+                 "2099-01-01T00:00:00Z", "--idempotency-key", "cli-4", "--data-dir", var})
+                .first,
+            std::optional<int>(2));  // only promo credit expires
+  // Past the admin API's limit: refused like a refusal of the books (1), not a usage error.
+  EXPECT_EQ(cli({"accounts", "credit", id, "--amount-usd", "1000000001", "--idempotency-key",
+                 "cli-5", "--data-dir", var})
+                .first,
+            std::optional<int>(1));
+  // A promo credit retried after its expiry answers the first result.
+  const std::string soon = format_rfc3339(SystemClock::instance().unix_millis() + 1500);
+  const std::vector<std::string> promo = {"accounts", "credit", id, "--amount-usd", "1",
+                                          "--kind", "promo", "--expires-at", soon,
+                                          "--idempotency-key", "cli-6", "--data-dir", var};
+  const auto [promo_code, promo_out] = cli(promo);
+  ASSERT_EQ(promo_code, std::optional<int>(0)) << promo_out;
+  std::this_thread::sleep_for(std::chrono::milliseconds(1600));
+  EXPECT_EQ(cli(promo), std::make_pair(std::optional<int>(0), promo_out));
+  // A key reference that is no key is named.
+  const auto [no_key, no_key_out] = cli({"keys", "revoke", "key_abc", "--data-dir", var});
+  EXPECT_EQ(no_key, std::optional<int>(1));
+  EXPECT_NE(no_key_out.find("no key 'key_abc'"), std::string::npos) << no_key_out;
   // Refunds give back unused paid credit only.
   EXPECT_EQ(cli({"accounts", "refund", id, "--amount-usd", "4", "--idempotency-key", "r-1",
                  "--data-dir", var})
@@ -523,6 +547,12 @@ TEST(Cli, UsageErrorsExitTwoAndUnbuiltSubcommandsSaySo) {
     EXPECT_EQ(code, std::optional<int>(2)) << out;
     EXPECT_NE(out.find("is not built yet"), std::string::npos) << out;
   }
+  // A mistyped command is named, at the level it was mistyped at.
+  const auto [typo, typo_out] = cli({"ledger", "verfy"});
+  EXPECT_EQ(typo, std::optional<int>(2));
+  EXPECT_NE(typo_out.find("unknown command 'verfy'; see turnpike ledger --help"), std::string::npos)
+      << typo_out;
+  EXPECT_NE(cli({"frob"}).second.find("unknown command 'frob'"), std::string::npos);
 }
 
 // check-config refuses what serve would refuse at start-up, trust stores included.

@@ -13,7 +13,7 @@ TEST(NumberedId, TakesThePrefixedOrBareNumber) {
 
 TEST(NumberedId, RefusesAnythingElse) {
   for (const char* bad : {"", "acct_", "acct_0", "acct_-3", "acct_12x", "acct_ 12", "key_12",
-                          "acct_99999999999999999999", "+12"}) {
+                          "acct_99999999999999999999", "+12", "acct_012", "012", "acct_00"}) {
     EXPECT_FALSE(parse_numbered_id(bad, "acct_")) << bad;
   }
 }
