@@ -19,6 +19,8 @@ constexpr std::array<bool, 256> kTokenChars = [] {
   return t;
 }();
 
+bool is_tchar(char c) { return kTokenChars[static_cast<unsigned char>(c)]; }
+
 bool all_in(std::string_view s, const std::array<bool, 256>& table) {
   bool ok = true;
   for (char c : s) ok &= table[static_cast<unsigned char>(c)];
@@ -184,7 +186,9 @@ std::string_view bearer_token(std::string_view authorization) {
       !iequals(authorization.substr(0, kScheme.size()), kScheme)) {
     return {};
   }
-  return authorization.substr(kScheme.size());
+  // `auth-scheme 1*SP token68`: more than one space is legal.
+  const std::string_view token = authorization.substr(kScheme.size());
+  return token.substr(std::min(token.find_first_not_of(' '), token.size()));
 }
 
 namespace {
@@ -228,13 +232,17 @@ ParseStatus parse_request_head(std::string_view data, std::size_t head_bytes_max
   const std::size_t end = find_head_end(data.substr(skip));
   if (end == std::string_view::npos) {
     if (data.size() > head_bytes_max) {
-      head.error = "request head too large";
+      head.error = kRequestHeadTooLarge;
+      return ParseStatus::kError;
+    }
+    if (data.find("\n\n") != std::string_view::npos) {  // would never end: say so now
+      head.error = "request head lines must end in CRLF";
       return ParseStatus::kError;
     }
     return ParseStatus::kIncomplete;
   }
   if (skip + end > head_bytes_max) {  // the empty lines before it count too
-    head.error = "request head too large";
+    head.error = kRequestHeadTooLarge;
     return ParseStatus::kError;
   }
   const std::string_view text = data.substr(skip, end);
@@ -307,6 +315,10 @@ ParseStatus parse_response_head(std::string_view data, std::size_t head_bytes_ma
   return ParseStatus::kComplete;
 }
 
+// Chunk-size lines and trailers are small: past these, framing is taken for malformed.
+constexpr int kChunkSizeCharsMax = 64;  // hex digits, leading zeros included
+constexpr std::size_t kTrailerBytesMax = 16 * 1024;
+
 ParseStatus ChunkedDecoder::decode(std::string_view in, std::size_t& consumed, std::string& out,
                                    std::uint64_t body_bytes_max) {
   std::size_t i = 0;
@@ -323,8 +335,10 @@ ParseStatus ChunkedDecoder::decode(std::string_view in, std::size_t& consumed, s
         else if (c >= 'a' && c <= 'f') digit = c - 'a' + 10;
         else if (c >= 'A' && c <= 'F') digit = c - 'A' + 10;
         if (digit >= 0) {
-          if (++size_digits_ > 15) {  // keeps the size far below 2^63
-            too_large_ = true;
+          // Leading zeros are legal (1*HEXDIG); the significant digits bound the size.
+          if (++size_digits_ > kChunkSizeCharsMax) return fail();
+          if ((remaining_ != 0 || digit != 0) && ++significant_digits_ > 15) {
+            too_large_ = true;  // keeps the size far below 2^63
             return fail();
           }
           remaining_ = remaining_ * 16 + static_cast<unsigned>(digit);
@@ -351,6 +365,7 @@ ParseStatus ChunkedDecoder::decode(std::string_view in, std::size_t& consumed, s
         if (c != '\n') return fail();
         ++i;
         size_digits_ = 0;
+        significant_digits_ = 0;
         if (remaining_ == 0) {
           state_ = State::kTrailer;
         } else {
@@ -381,10 +396,16 @@ ParseStatus ChunkedDecoder::decode(std::string_view in, std::size_t& consumed, s
         state_ = State::kSize;
         ++i;
         break;
+      // Trailer fields are skipped, but each must be a field line ending in CRLF, as the
+      // head's are: a bare LF or a line without a name would let what follows (the next
+      // request of the connection) be read as trailers here and as a request elsewhere.
       case State::kTrailer:  // at the start of a trailer line, or the final empty line
         if (c == '\r') {
           state_ = State::kTrailerLf;
+        } else if (c == ':' || !is_tchar(c)) {
+          return fail();  // a name is a token: no folding, no empty name
         } else {
+          trailer_colon_ = false;
           state_ = State::kTrailerLine;
         }
         ++i;
@@ -395,7 +416,22 @@ ParseStatus ChunkedDecoder::decode(std::string_view in, std::size_t& consumed, s
         ++i;
         break;
       case State::kTrailerLine:
-        if (c == '\n') state_ = State::kTrailer;  // trailer fields are skipped
+        if (++trailer_bytes_ > kTrailerBytesMax) return fail();
+        if (c == '\r') {
+          if (!trailer_colon_) return fail();
+          state_ = State::kTrailerLineLf;
+        } else if (c == ':') {
+          trailer_colon_ = true;
+        } else if (!trailer_colon_ ? !is_tchar(c)
+                                   : (static_cast<unsigned char>(c) < 0x20 && c != '\t') ||
+                                         c == 0x7f) {
+          return fail();
+        }
+        ++i;
+        break;
+      case State::kTrailerLineLf:
+        if (c != '\n') return fail();
+        state_ = State::kTrailer;
         ++i;
         break;
       case State::kDone:

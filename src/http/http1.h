@@ -52,6 +52,9 @@ struct ResponseHead : MessageHead {
   unsigned status = 0;
 };
 
+// The error of a head past its byte limit (431 for a request), as `head.error` says it.
+inline constexpr std::string_view kRequestHeadTooLarge = "request head too large";
+
 // Parses a head from the start of `data`. On kComplete, `head_bytes` is the head's length
 // including the final empty line and the views in `head` point into `data`. kIncomplete:
 // more bytes are needed (kError once `data` exceeds `head_bytes_max` without a complete
@@ -85,11 +88,14 @@ class ChunkedDecoder {
 
  private:
   enum class State { kSize, kSizeExtension, kSizeLf, kData, kDataCr, kDataLf, kTrailer,
-                     kTrailerLf, kTrailerLine, kDone };
+                     kTrailerLf, kTrailerLine, kTrailerLineLf, kDone };
   State state_ = State::kSize;
   std::uint64_t remaining_ = 0;  // of the current chunk
   std::uint64_t decoded_ = 0;
-  int size_digits_ = 0;
+  int size_digits_ = 0;         // of the chunk size, leading zeros included
+  int significant_digits_ = 0;  // of the chunk size, from its first non-zero one
+  std::size_t trailer_bytes_ = 0;
+  bool trailer_colon_ = false;  // the current trailer line has its field name's colon
   bool too_large_ = false;
 };
 

@@ -618,7 +618,7 @@ class RequestReader {
           parse_request_head(data, limits_.header_bytes_max, req_.head_, head_bytes);
       if (status == ParseStatus::kIncomplete) return Step::kNeedMore;
       if (status == ParseStatus::kError) {
-        return fail(data.size() > limits_.header_bytes_max ? 431 : 400, req_.head_.error);
+        return fail(req_.head_.error == kRequestHeadTooLarge ? 431 : 400, req_.head_.error);
       }
       keep_head(data, head_bytes);
       buffer.consume(head_bytes);
@@ -631,6 +631,11 @@ class RequestReader {
                         [](const HeaderField& f) { return iequals(f.name, "host"); });
       if (head.version == 11 && hosts != 1) {
         return fail(400, hosts == 0 ? "missing Host header" : "more than one Host header");
+      }
+      // HTTP/1.0 has no chunked framing: its Transfer-Encoding is faulty framing, and the
+      // connection cannot go on after it (RFC 9112 §6.1).
+      if (head.version == 10 && head.chunked) {
+        return fail(400, "Transfer-Encoding in an HTTP/1.0 request");
       }
       if (head.content_length && *head.content_length > limits_.body_bytes_max) {
         return fail(413, "body too large");

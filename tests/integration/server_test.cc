@@ -169,6 +169,65 @@ TEST(Server, KeepAliveAndPipelinedRequestsAnswerInOrder) {
   EXPECT_LT(p2, p3);
 }
 
+// Framing that two HTTP parsers could read differently is refused and ends the
+// connection: a chunked body whose last chunk ends in a bare LF (the next request must not
+// be taken for its trailers), and Transfer-Encoding in HTTP/1.0 (RFC 9112 §6.1).
+TEST(Server, AmbiguousFramingIs400AndEndsTheConnection) {
+  Stack stack;
+  ASSERT_GT(stack.port, 0);
+  const std::string body = R"({"model":"gpt-test","messages":[],"sim":{"output_tokens":1}})";
+  const std::string chunked_head = "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                                   "Authorization: Bearer " + stack.key +
+                                   "\r\nTransfer-Encoding: chunked\r\n\r\n";
+  char size[32];
+  std::snprintf(size, sizeof size, "%zx", body.size());
+  {
+    RawConnection c(stack.port);
+    ASSERT_TRUE(c.send(chunked_head + size + "\r\n" + body + "\r\n0\r\n\n" +
+                       models_request(stack)));
+    const std::string got = c.read_until("\"object\":\"list\"", 3s);
+    EXPECT_EQ(count(got, "HTTP/1.1 "), 1u) << got;
+    EXPECT_TRUE(got.starts_with("HTTP/1.1 400")) << got;
+    EXPECT_EQ(got.find("\"object\":\"list\""), std::string::npos) << got;
+  }
+  {
+    // Leading zeros in a chunk size are legal.
+    RawConnection c(stack.port);
+    std::snprintf(size, sizeof size, "%016zx", body.size());
+    ASSERT_TRUE(c.send(chunked_head + size + "\r\n" + body + "\r\n0\r\n\r\n"));
+    EXPECT_TRUE(c.read_until("chat.completion", 3s).starts_with("HTTP/1.1 200"));
+  }
+  {
+    RawConnection c(stack.port);
+    std::snprintf(size, sizeof size, "%zx", body.size());
+    ASSERT_TRUE(c.send("POST /v1/chat/completions HTTP/1.0\r\nAuthorization: Bearer " +
+                       stack.key + "\r\nConnection: keep-alive\r\n"
+                       "Transfer-Encoding: chunked\r\n\r\n" + size + "\r\n" + body +
+                       "\r\n0\r\n\r\n"));
+    const std::string got = c.read_until("HTTP/1.0", 3s);
+    EXPECT_TRUE(got.starts_with("HTTP/1.1 400") || got.starts_with("HTTP/1.0 400")) << got;
+    EXPECT_NE(got.find("Transfer-Encoding in an HTTP/1.0 request"), std::string::npos) << got;
+    EXPECT_TRUE(c.closed_within(3s));
+  }
+}
+
+// A malformed head is 400 even when it follows a large body in the same read: 431 is only
+// for a head past its limit.
+TEST(Server, AMalformedHeadAfterALargeBodyIs400) {
+  Stack stack;
+  ASSERT_GT(stack.port, 0);
+  RawConnection c(stack.port);
+  const std::string big = R"({"model":"gpt-test","messages":[{"role":"user","content":")" +
+                          std::string(10000, 'a') + R"("}],"sim":{"output_tokens":1}})";
+  ASSERT_TRUE(c.send(chat_request(stack, big) +
+                     "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n"
+                     "Content-Length: 2\r\n\r\n" + std::string(30000, 'x')));
+  const std::string got = c.read_until("conflicting Content-Length", 5s);
+  EXPECT_EQ(count(got, "HTTP/1.1 200"), 1u) << got.substr(0, 300);
+  EXPECT_NE(got.find("HTTP/1.1 400"), std::string::npos) << got.substr(0, 2000);
+  EXPECT_EQ(got.find("431"), std::string::npos);
+}
+
 TEST(Server, HeadersOverLimitAre431) {
   Stack stack;
   ASSERT_GT(stack.port, 0);

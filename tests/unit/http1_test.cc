@@ -155,6 +155,59 @@ TEST(Http1, ChunkedRejectsMalformedAndOversize) {
   EXPECT_EQ(d.decode("3e9\r\n", used, out, 1000), ParseStatus::kError);  // 1001 > limit
 }
 
+// Chunk sizes may have leading zeros (1*HEXDIG); only the significant digits bound them.
+TEST(Http1, ChunkedTakesLeadingZeros) {
+  ChunkedDecoder d;
+  std::string out;
+  std::size_t used = 0;
+  EXPECT_EQ(d.decode("0000000000000000005\r\nhello\r\n00\r\n\r\n", used, out, 1000),
+            ParseStatus::kComplete);
+  EXPECT_EQ(out, "hello");
+  ChunkedDecoder endless;
+  std::string zeros(65, '0');
+  zeros += "5\r\n";
+  EXPECT_EQ(endless.decode(zeros, used, out, 1000), ParseStatus::kError);
+  EXPECT_FALSE(endless.too_large());
+}
+
+// A trailer section is field lines ending in CRLF, then CRLF: anything else is malformed,
+// so a next request after a bare-LF end cannot be taken for trailers (request smuggling).
+TEST(Http1, ChunkedTrailersAreFieldLinesEndingInCrlf) {
+  for (const char* good : {"0\r\n\r\n", "0\r\nX-T: 1\r\n\r\n", "0\r\nA:\r\nB: x\ty\r\n\r\n"}) {
+    ChunkedDecoder d;
+    std::string out;
+    std::size_t used = 0;
+    EXPECT_EQ(d.decode(good, used, out, 1000), ParseStatus::kComplete) << good;
+  }
+  for (const char* bad :
+       {"0\r\n\nPOST / HTTP/1.1\r\nHost: x\r\n\r\n", "0\r\nnot a header\r\n\r\n",
+        "0\r\nX-T: 1\n\r\n", "0\r\n: v\r\n\r\n", "0\r\n folded\r\n\r\n",
+        "0\r\nX-T: a\x01b\r\n\r\n", "0\r\nX T: 1\r\n\r\n"}) {
+    ChunkedDecoder d;
+    std::string out;
+    std::size_t used = 0;
+    EXPECT_EQ(d.decode(bad, used, out, 1000), ParseStatus::kError) << bad;
+  }
+  ChunkedDecoder big;
+  std::string out;
+  std::size_t used = 0;
+  std::string long_trailer = "0\r\nX-T: ";
+  long_trailer.append(17000, 'a');
+  long_trailer += "\r\n\r\n";
+  EXPECT_EQ(big.decode(long_trailer, used, out, 1000), ParseStatus::kError);
+}
+
+// A head whose lines end in a bare LF is refused at once, not waited on until it times out.
+TEST(Http1, ABareLfHeadIsMalformedAtOnce) {
+  RequestHead head;
+  std::size_t bytes = 0;
+  EXPECT_EQ(parse_request_head("GET / HTTP/1.1\nHost: x\n\n", 8192, head, bytes),
+            ParseStatus::kError);
+  EXPECT_EQ(head.error, "request head lines must end in CRLF");
+  EXPECT_EQ(parse_request_head("GET / HTTP/1.1\r\nHost: x\r\n", 8192, head, bytes),
+            ParseStatus::kIncomplete);
+}
+
 }  // namespace
 }  // namespace tp::http
 
@@ -167,5 +220,7 @@ TEST(Http1, BearerTokenTakesTheSchemeInAnyCase) {
   EXPECT_EQ(bearer_token("Basic dXNlcjpwYXNz"), "");
   EXPECT_EQ(bearer_token("Bearer "), "");
   EXPECT_EQ(bearer_token("Bearertp_sk_x"), "");
+  EXPECT_EQ(bearer_token("Bearer   tp_sk_x"), "tp_sk_x");  // 1*SP
+  EXPECT_EQ(bearer_token("Bearer  "), "");
   EXPECT_EQ(bearer_token(""), "");
 }
