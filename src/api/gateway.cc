@@ -630,8 +630,10 @@ class Gateway final : public http::Handler {
  private:
   Task<void> proxy(Operation op, http::Request& req, Responder& res,
                    std::string_view request_id, std::chrono::steady_clock::time_point started);
+  // `choices`: how many the request asked for (OpenAI's `n`).
   Task<void> relay_stream(http::UpstreamResponse& upstream, Surface surface, Responder& res,
-                          std::span<const Header> headers, Bill& bill, bool drop_usage_chunk);
+                          std::span<const Header> headers, Bill& bill, bool drop_usage_chunk,
+                          std::int64_t choices);
   // A whole (non-stream) response: read, settled from its usage, then sent with its cost.
   Task<void> answer_whole(http::UpstreamResponse& upstream, Surface surface, Responder& res,
                           std::vector<Header>& headers, Bill& bill);
@@ -1242,7 +1244,8 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
     co_return;
   }
   if (plan.stream && upstream.status() == 200 && upstream.is_event_stream()) {
-    co_await relay_stream(upstream, surface, res, headers, bill, ask_for_usage);
+    co_await relay_stream(upstream, surface, res, headers, bill, ask_for_usage,
+                          plan.body.choices);
     co_return;
   }
   co_await answer_whole(upstream, surface, res, headers, bill);
@@ -2181,8 +2184,8 @@ Task<bool> Gateway::settle(Bill& bill, const meter::Usage& reported, int status)
 
 Task<void> Gateway::relay_stream(http::UpstreamResponse& upstream, Surface surface,
                                  Responder& res, std::span<const Header> headers, Bill& bill,
-                                 bool drop_usage_chunk) {
-  StreamMeter meter(surface, drop_usage_chunk);
+                                 bool drop_usage_chunk, std::int64_t choices) {
+  StreamMeter meter(surface, drop_usage_chunk, choices);
   // When the first events came with the upstream's head, the client's head goes out with
   // them, in one write.
   bool client_here =
@@ -2205,6 +2208,9 @@ Task<void> Gateway::relay_stream(http::UpstreamResponse& upstream, Surface surfa
     return client_here;
   };
   auto bill_usage = [&] { return meter.usage(bill.input_estimate, relayed); };
+  // The status a stream that reached its end is logged with: an error the upstream sent
+  // inside it (which the client saw) makes it a failure, though the stream ended well.
+  auto ended_status = [&] { return !client_here ? 499 : meter.upstream_failed() ? 502 : 200; };
 
   // A stream that cannot end well: what was relayed is billed, the client gets one error
   // event in the surface's stream shape (an unfinished event is dropped: glued to the
@@ -2339,7 +2345,7 @@ Task<void> Gateway::relay_stream(http::UpstreamResponse& upstream, Surface surfa
       // of the stream was billed exactly once.
       if (still_here()) relayed = meter.content_events();
       const meter::Usage usage = bill_usage();
-      const bool stored = co_await settle(bill, usage, client_here ? 200 : 499);
+      const bool stored = co_await settle(bill, usage, ended_status());
       if (client_here && stored) {
         co_await res.end_stream(buffer.substr(*final_at));
       } else {
@@ -2389,7 +2395,7 @@ Task<void> Gateway::relay_stream(http::UpstreamResponse& upstream, Surface surfa
   }
   if (still_here()) relayed = meter.content_events();
   const meter::Usage usage = bill_usage();
-  const bool stored = co_await settle(bill, usage, client_here ? 200 : 499);
+  const bool stored = co_await settle(bill, usage, ended_status());
   if (!client_here || !stored) {
     res.close_after();
     co_return;

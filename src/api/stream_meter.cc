@@ -1,5 +1,7 @@
 #include "api/stream_meter.h"
 
+#include <simdjson.h>
+
 #include <algorithm>
 
 namespace tp::api {
@@ -89,12 +91,40 @@ StreamMeter::Verdict StreamMeter::on_openai(std::string_view data) {
     }
   }
   if (has_text(data)) ++content_events_;
-  if (!finished_ && says_finished(data)) finished_ = true;
+  if (!finished_ && says_finished(data)) note_finish(data);
+  if (!upstream_failed_ && member_starts_with(data, "\"error\"", "{")) upstream_failed_ = true;
   return Verdict::kForward;
+}
+
+void StreamMeter::note_finish(std::string_view data) {
+  if (choices_ <= 1) {
+    finished_ = true;
+    return;
+  }
+  // Rare (once per choice): parsed, to see which choices this chunk ends.
+  simdjson::dom::parser parser;
+  simdjson::dom::array choices;
+  if (parser.parse(data.data(), data.size()).get_object()["choices"].get_array().get(choices)) {
+    return;
+  }
+  choice_finished_.resize(static_cast<std::size_t>(choices_));
+  for (simdjson::dom::element choice : choices) {
+    std::string_view reason;
+    std::int64_t index = 0;
+    if (choice["finish_reason"].get_string().get(reason)) continue;
+    if (choice["index"].error() != simdjson::NO_SUCH_FIELD &&
+        choice["index"].get_int64().get(index)) {
+      continue;
+    }
+    if (index >= 0 && index < choices_) choice_finished_[static_cast<std::size_t>(index)] = true;
+  }
+  finished_ = std::all_of(choice_finished_.begin(), choice_finished_.end(),
+                          [](bool done) { return done; });
 }
 
 StreamMeter::Verdict StreamMeter::on_anthropic(std::string_view name, std::string_view data) {
   if (name == "message_stop") return Verdict::kFinal;
+  if (name == "error") upstream_failed_ = true;
   if (name == "content_block_delta") {
     ++content_events_;
   } else if (name == "message_start" || name == "message_delta") {

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <optional>
 #include <string_view>
+#include <vector>
 
 #include "api/errors.h"
 #include "meter/usage.h"
@@ -15,8 +16,9 @@ namespace tp::api {
 class StreamMeter {
  public:
   // `drop_usage_chunk`: an OpenAI stream whose usage chunk Turnpike asked for itself.
-  StreamMeter(Surface surface, bool drop_usage_chunk)
-      : surface_(surface), drop_usage_chunk_(drop_usage_chunk) {}
+  // `choices`: how many the request asked for (OpenAI's `n`), each of which must finish.
+  StreamMeter(Surface surface, bool drop_usage_chunk, std::int64_t choices = 1)
+      : surface_(surface), drop_usage_chunk_(drop_usage_chunk), choices_(choices) {}
 
   enum class Verdict {
     kForward,  // pass it on
@@ -33,9 +35,12 @@ class StreamMeter {
   // How many events reported usage so far (any, final or not): a change of it may change
   // what the stream costs.
   std::int64_t usage_reports() const { return usage_reports_; }
-  // Whether the upstream said its answer ended (a finish_reason, or an Anthropic
-  // stop_reason): a stream closed after that, without its terminator, was whole.
+  // Whether the upstream said its answer ended (a finish_reason for every choice, or an
+  // Anthropic stop_reason): a stream closed after that, without its terminator, was whole.
   bool finished() const { return finished_; }
+  // Whether the upstream reported a failure inside the stream: an OpenAI-compatible chunk
+  // with an "error" object (vLLM sends one, then `[DONE]`), or an Anthropic `error` event.
+  bool upstream_failed() const { return upstream_failed_; }
   // What to bill. With the final usage reported, exactly that. Otherwise whatever input
   // the upstream did report (else `input_estimate`), and as output the larger of what it
   // reported so far and `output_relayed`.
@@ -44,6 +49,8 @@ class StreamMeter {
  private:
   Verdict on_openai(std::string_view data);
   Verdict on_anthropic(std::string_view name, std::string_view data);
+  // A chunk with a finish_reason: which choices it ends.
+  void note_finish(std::string_view data);
 
   Surface surface_;
   bool drop_usage_chunk_;
@@ -52,7 +59,10 @@ class StreamMeter {
   meter::AnthropicStreamUsage anthropic_;
   std::int64_t content_events_ = 0;
   std::int64_t usage_reports_ = 0;
+  std::int64_t choices_;
+  std::vector<bool> choice_finished_;  // by index, once n > 1 and one finished
   bool finished_ = false;
+  bool upstream_failed_ = false;
 };
 
 }  // namespace tp::api

@@ -98,6 +98,10 @@ bool SseEvents::next(Event& event) {
     } else if (field == "data" && !have_data) {
       event.data = value;
       have_data = true;
+    } else if (field == "data") {  // rare: copied only then
+      if (event.data.data() != joined_.data()) joined_.assign(event.data);
+      joined_.append(1, '\n').append(value);
+      event.data = joined_;
     }
   }
   rest_.remove_prefix(end);

@@ -4,6 +4,7 @@
 // where each one ends while bytes arrive in arbitrary pieces.
 
 #include <cstddef>
+#include <string>
 #include <string_view>
 
 namespace tp::http {
@@ -37,14 +38,16 @@ class SseEvents {
   struct Event {
     std::string_view raw;    // the event's bytes including its terminating blank line
     std::string_view name;   // value of the last "event:" field, empty if none
-    std::string_view data;   // value of the first "data:" field (OpenAI and Anthropic
-                             // send one data line per event)
+    std::string_view data;   // the values of its "data:" fields, joined by LF as the
+                             // SSE standard reads them (OpenAI and Anthropic send one)
   };
-  // False when no event is left.
+  // False when no event is left. An event of several data lines has its `data` in a buffer
+  // of this walker, valid until the next call.
   bool next(Event& event);
 
  private:
   std::string_view rest_;
+  std::string joined_;  // the data of an event with more than one data line
 };
 
 }  // namespace tp::http

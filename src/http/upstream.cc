@@ -157,7 +157,11 @@ std::string_view UpstreamResponse::header(std::string_view name) const {
 }
 
 bool UpstreamResponse::is_event_stream() const {
-  return header("content-type").substr(0, 17) == "text/event-stream";
+  // The media type, before any parameters; case-insensitive (RFC 9110 §8.3.1).
+  std::string_view type = header("content-type");
+  type = type.substr(0, type.find(';'));
+  while (!type.empty() && (type.back() == ' ' || type.back() == '\t')) type.remove_suffix(1);
+  return iequals(type, "text/event-stream");
 }
 
 bool UpstreamResponse::done() const { return impl_->done; }

@@ -746,6 +746,60 @@ TEST(Billing, AStreamEndedWithoutItsTerminatorIsWholeOnlyWhenItSaidItEnded) {
   }
 }
 
+// What a stream's end says, read as a client and the usage log see it: every choice of
+// n > 1 must finish; an error chunk inside a stream that ends well still makes its row a
+// failure; a media type in any case is a stream; a data field over several lines is one.
+TEST(Billing, AStreamsEndIsReadForEveryChoiceErrorAndShape) {
+  struct Case {
+    std::string mode;
+    std::string body;
+    int client_status;  // 0: the chunked body never ended (the harness keeps no body then)
+    std::string row;    // in the usage row
+    std::string seen;   // in what the client got
+    std::string unseen;
+  };
+  const std::string two = R"({"model":"m","stream":true,"n":2,"messages":[]})";
+  const std::string one = R"({"model":"m","stream":true,"messages":[]})";
+  for (const Case& c : std::vector<Case>{
+           {"one_of_two", two, 0, R"("status":502)", "", ""},
+           {"two_of_two", two, 200, R"("status":200)", " you", ""},
+           {"error", one, 200, R"("status":502)", "generation failed", ""},
+           {"mixed_case", one, 200, R"("input_tokens":4,)", " there", "prompt_tokens"},
+           {"split_usage", one, 200, R"("input_tokens":4,)", " there", "prompt_tokens"}}) {
+    Process upstream("/usr/bin/python3",
+                     std::vector<std::string>{std::string(TURNPIKE_SOURCE_DIR) +
+                                                  "/tests/integration/sse_upstream.py",
+                                              c.mode});
+    const int up = upstream.wait_listening();
+    ASSERT_GT(up, 0) << upstream.log();
+    TempDir dir;
+    const std::string config = dir.write(
+        "t.yaml", "listen: \"127.0.0.1:0\"\nproviders:\n  - { name: closer, api: openai, "
+                  "base_url: \"http://127.0.0.1:" + std::to_string(up) + "/v1\" }\n"
+                  "models:\n  - name: m\n    routes: [{ provider: closer, input_per_mtok: \"1\", "
+                  "output_per_mtok: \"1\" }]\n");
+    Process gateway(bin("turnpike"),
+                    {"serve", "--config", config, "--threads", "1", "--data-dir", dir.path() + "/var"},
+                    {{"TURNPIKE_ADMIN_KEY", kAdminKey}});
+    const int port = gateway.wait_listening();
+    ASSERT_GT(port, 0) << gateway.log();
+    const std::string key = create_key(port);
+    const auto res = http_request(port, "POST", "/v1/chat/completions", c.body, bearer(key));
+    const auto usage = http_request(port, "GET", "/api/usage", {}, bearer(key));
+    EXPECT_EQ(res.status, c.client_status) << c.mode << ": " << res.body;
+    EXPECT_NE(usage.body.find(c.row), std::string::npos) << c.mode << ": " << usage.body;
+    if (!c.seen.empty()) {
+      EXPECT_NE(res.body.find(c.seen), std::string::npos) << c.mode << ": " << res.body;
+    }
+    if (!c.unseen.empty()) {
+      EXPECT_EQ(res.body.find(c.unseen), std::string::npos) << c.mode << ": " << res.body;
+    }
+    if (c.mode == "mixed_case") {  // relayed as a stream, not as one whole answer
+      EXPECT_EQ(res.headers.count("content-length"), 0u) << c.mode;
+    }
+  }
+}
+
 // Books can balance (every transfer is debit = credit) and still be wrong. `ledger verify`
 // and the reconciliation at start check what balancing cannot show: floors, and each
 // request's charges against its usage row.

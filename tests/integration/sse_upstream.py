@@ -1,8 +1,13 @@
 #!/usr/bin/env python3
 """An upstream whose streams end by closing the connection, without `data: [DONE]`.
 
-usage: sse_upstream.py cut|usage|finish -- `cut` sends two content chunks and closes;
-`usage` also sends the final usage chunk first, `finish` a chunk with finish_reason "stop". Prints {"msg":"listening","port":N} on stderr when ready.
+usage: sse_upstream.py MODE -- `cut` sends two content chunks and closes; `usage` also
+sends the final usage chunk first, `finish` a chunk with finish_reason "stop". For two
+choices (n = 2): `one_of_two` finishes choice 0 only, `two_of_two` both. `error` sends a
+vLLM-style error chunk, then `data: [DONE]`. `mixed_case` answers with Content-Type
+`Text/Event-Stream` and the usage chunk; `split_usage` sends the usage chunk as two
+`data:` lines (one JSON text once joined). Prints {"msg":"listening","port":N} on stderr
+when ready.
 """
 import http.server
 import json
@@ -21,7 +26,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
         self.rfile.read(int(self.headers.get("Content-Length", "0")))
         self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Content-Type",
+                         "Text/Event-Stream" if MODE == "mixed_case" else "text/event-stream")
         self.send_header("Connection", "close")
         self.end_headers()
         for word in ("Hello", " there"):
@@ -29,9 +35,24 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if MODE == "finish":
             self.wfile.write(chunk({"choices": [{"index": 0, "delta": {},
                                                  "finish_reason": "stop"}]}))
-        if MODE == "usage":
+        if MODE in ("one_of_two", "two_of_two"):
+            self.wfile.write(chunk({"choices": [{"index": 1, "delta": {"content": "Hi"}}]}))
+            self.wfile.write(chunk({"choices": [{"index": 0, "delta": {},
+                                                 "finish_reason": "stop"}]}))
+            self.wfile.write(chunk({"choices": [{"index": 1, "delta": {"content": " you"}}]}))
+        if MODE == "two_of_two":
+            self.wfile.write(chunk({"choices": [{"index": 1, "delta": {},
+                                                 "finish_reason": "length"}]}))
+        if MODE == "error":
+            self.wfile.write(chunk({"error": {"object": "error", "message": "generation failed",
+                                              "type": "InternalServerError", "code": 500}}))
+            self.wfile.write(b"data: [DONE]\n\n")
+        if MODE in ("usage", "mixed_case"):
             self.wfile.write(chunk({"choices": [], "usage": {"prompt_tokens": 4,
                                                              "completion_tokens": 2}}))
+        if MODE == "split_usage":
+            self.wfile.write(b'data: {"choices":[],\ndata: "usage":{"prompt_tokens":4,'
+                             b'"completion_tokens":2}}\n\n')
         self.wfile.flush()
         self.close_connection = True
 

@@ -80,5 +80,15 @@ TEST(Sse, EventsExposeNameAndData) {
   EXPECT_FALSE(events.next(e));
 }
 
+// The data lines of one event are one value, joined by LF, as the SSE standard reads them.
+TEST(Sse, DataOverSeveralLinesIsJoined) {
+  SseEvents events("data: {\"a\":\ndata:1,\r\ndata: \"b\":2}\n\ndata: x\n\n");
+  SseEvents::Event e;
+  ASSERT_TRUE(events.next(e));
+  EXPECT_EQ(e.data, "{\"a\":\n1,\n\"b\":2}");
+  ASSERT_TRUE(events.next(e));
+  EXPECT_EQ(e.data, "x");
+}
+
 }  // namespace
 }  // namespace tp::http
