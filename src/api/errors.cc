@@ -26,6 +26,8 @@ ErrorNames names_for(unsigned status) {
     case 413: return {"invalid_request_error", "request_too_large", "request_too_large"};
     case 429: return {"rate_limit_error", "rate_limit_exceeded", "rate_limit_error"};
     case 431: return {"invalid_request_error", "headers_too_large", "invalid_request_error"};
+    case 501: return {"invalid_request_error", "not_implemented", "invalid_request_error"};
+    case 505: return {"invalid_request_error", "http_version_not_supported", "invalid_request_error"};
     case 502: return {"upstream_error", "upstream_failed", "api_error"};
     case 503: return {"service_unavailable", "unavailable", "overloaded_error"};
     case 504: return {"timeout_error", "upstream_timeout", "api_error"};

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <array>
+#include <cctype>
 #include <charconv>
 #include <cstring>
 
@@ -141,8 +142,12 @@ bool parse_fields(std::string_view lines, MessageHead& head) {
       }
       head.content_length = n;
     } else if (name.size() == 17 && iequals(name, "transfer-encoding")) {
-      if (!iequals(value, "chunked") || head.chunked) {
-        head.error = "unsupported Transfer-Encoding (only a single chunked is accepted)";
+      if (head.chunked) {
+        head.error = "more than one Transfer-Encoding";
+        return false;
+      }
+      if (!iequals(value, "chunked")) {
+        head.error = kUnsupportedTransferCoding;
         return false;
       }
       head.chunked = true;
@@ -266,7 +271,12 @@ ParseStatus parse_request_head(std::string_view data, std::size_t head_bytes_max
         target_ok && static_cast<unsigned char>(c) > 0x20 && static_cast<unsigned char>(c) < 0x7f;
   }
   if (!method_ok || !target_ok || !parse_version(line.substr(sp2 + 1), head.version)) {
-    head.error = "malformed request line";
+    const std::string_view v = line.substr(sp2 + 1);
+    const bool other_version = v.size() == 8 && v.starts_with("HTTP/") &&
+                               std::isdigit(static_cast<unsigned char>(v[5])) && v[6] == '.' &&
+                               std::isdigit(static_cast<unsigned char>(v[7]));
+    head.error = method_ok && target_ok && other_version ? kUnsupportedVersion
+                                                         : "malformed request line";
     return ParseStatus::kError;
   }
   // A target in absolute form ("http://host/path", RFC 9112 §3.2.2, which servers must

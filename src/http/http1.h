@@ -52,8 +52,14 @@ struct ResponseHead : MessageHead {
   unsigned status = 0;
 };
 
-// The error of a head past its byte limit (431 for a request), as `head.error` says it.
+// Errors of a request head that have a status of their own, as `head.error` says them:
+// a head past its byte limit (431), a transfer coding other than chunked (501), an HTTP
+// version other than 1.0 and 1.1 (505). Any other error is 400.
 inline constexpr std::string_view kRequestHeadTooLarge = "request head too large";
+inline constexpr std::string_view kUnsupportedTransferCoding =
+    "unsupported Transfer-Encoding: only chunked is implemented";
+inline constexpr std::string_view kUnsupportedVersion =
+    "unsupported HTTP version: HTTP/1.1 and HTTP/1.0 are served";
 
 // Parses a head from the start of `data`. On kComplete, `head_bytes` is the head's length
 // including the final empty line and the views in `head` point into `data`. kIncomplete:

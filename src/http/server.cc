@@ -618,7 +618,12 @@ class RequestReader {
           parse_request_head(data, limits_.header_bytes_max, req_.head_, head_bytes);
       if (status == ParseStatus::kIncomplete) return Step::kNeedMore;
       if (status == ParseStatus::kError) {
-        return fail(req_.head_.error == kRequestHeadTooLarge ? 431 : 400, req_.head_.error);
+        const std::string_view error = req_.head_.error;
+        return fail(error == kRequestHeadTooLarge          ? 431
+                    : error == kUnsupportedTransferCoding ? 501
+                    : error == kUnsupportedVersion        ? 505
+                                                          : 400,
+                    req_.head_.error);
       }
       keep_head(data, head_bytes);
       buffer.consume(head_bytes);
@@ -773,6 +778,7 @@ Task<void> Server::serve_connection(Worker& worker, Socket socket) {
                                         limits_.header_bytes_max)
           : status == 408 ? std::string("request not received in time")
           : read_error    ? std::string("malformed HTTP request: connection closed mid-request")
+          : status == 501 || status == 505 ? reader.error()
                           : fmt::format("malformed HTTP request: {}", reader.error());
       Responder res(socket, deadline, limits_, scratch, 11, /*keep_alive=*/false);
       co_await worker.handler->reject(status, message, reader.target(buffer), res);

@@ -197,6 +197,28 @@ TEST(Http1, ChunkedTrailersAreFieldLinesEndingInCrlf) {
   EXPECT_EQ(big.decode(long_trailer, used, out, 1000), ParseStatus::kError);
 }
 
+// Well-formed but not served: another HTTP version, a transfer coding other than chunked.
+TEST(Http1, UnsupportedVersionAndTransferCodingAreNamed) {
+  RequestHead head;
+  std::size_t bytes = 0;
+  EXPECT_EQ(parse_request_head("GET / HTTP/2.0\r\nHost: x\r\n\r\n", 8192, head, bytes),
+            ParseStatus::kError);
+  EXPECT_EQ(head.error, kUnsupportedVersion);
+  EXPECT_EQ(parse_request_head("GET / HTTP/1.x\r\nHost: x\r\n\r\n", 8192, head, bytes),
+            ParseStatus::kError);
+  EXPECT_EQ(head.error, "malformed request line");
+  EXPECT_EQ(parse_request_head("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked"
+                               "\r\n\r\n",
+                               8192, head, bytes),
+            ParseStatus::kError);
+  EXPECT_EQ(head.error, kUnsupportedTransferCoding);
+  EXPECT_EQ(parse_request_head("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                               "Transfer-Encoding: chunked\r\n\r\n",
+                               8192, head, bytes),
+            ParseStatus::kError);
+  EXPECT_EQ(head.error, "more than one Transfer-Encoding");
+}
+
 // A head whose lines end in a bare LF is refused at once, not waited on until it times out.
 TEST(Http1, ABareLfHeadIsMalformedAtOnce) {
   RequestHead head;
