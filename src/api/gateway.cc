@@ -162,8 +162,12 @@ void build_upstream_head(std::string& head, const http::UpstreamEndpoint& endpoi
   if (api == Api::kAnthropic) {
     const std::string_view version = req["anthropic-version"];
     append_header(head, "anthropic-version", version.empty() ? kDefaultAnthropicVersion : version);
-    if (const std::string_view beta = req["anthropic-beta"]; !beta.empty()) {
-      append_header(head, "anthropic-beta", beta);
+    // Every line of it: repeated lines mean one comma-separated list (RFC 9110 §5.3), and
+    // a beta left out may change what the request does and costs.
+    for (const http::HeaderField& f : req.headers()) {
+      if (http::iequals(f.name, "anthropic-beta") && !f.value.empty()) {
+        append_header(head, "anthropic-beta", f.value);
+      }
     }
   }
   head += stream ? "Accept: text/event-stream\r\n\r\n" : "Accept: application/json\r\n\r\n";
@@ -805,8 +809,11 @@ class Gateway final : public http::Handler {
   std::string readiness_json(unsigned& status) const;
   // GET /api/balance: the calling key's own account.
   Task<void> own_balance(http::Request& req, Responder& res);
-  // GET /v1/models: the models the calling key may use.
+  // GET /v1/models: the models the calling key may use; GET /v1/models/{id} (`id`
+  // percent-encoded, as the SDKs send it): one of them. In Anthropic's shapes for a request
+  // with `anthropic-version` (the Anthropic SDK's), else in OpenAI's.
   Task<void> list_models(http::Request& req, Responder& res);
+  Task<void> retrieve_model(std::string_view id, http::Request& req, Responder& res);
   // GET /api/usage: the calling key's account, or any with the admin key.
   Task<void> usage_log(http::Request& req, Responder& res);
   // The key a request presents, checked against this thread's copy of the key table.
@@ -926,22 +933,99 @@ std::string Gateway::readiness_json(unsigned& status) const {
   return out;
 }
 
-Task<void> Gateway::list_models(http::Request& req, Responder& res) {
-  // Both SDKs list models: the OpenAI one with a bearer token, the Anthropic one with
-  // x-api-key.
+namespace {
+
+// The API whose shapes a models call answers in: the Anthropic SDK always sends
+// `anthropic-version`.
+Surface models_surface(const http::Request& req) {
+  return req["anthropic-version"].empty() ? Surface::kOpenAI : Surface::kAnthropic;
+}
+
+// Both SDKs call the models endpoints: the OpenAI one with a bearer token, the Anthropic
+// one with x-api-key.
+std::string_view models_key(const http::Request& req) {
   std::string_view key = bearer_token(req);
-  if (key.empty()) key = req["x-api-key"];
-  const auth::KeyGrant* grant = co_await authenticate(key, Surface::kOpenAI, res);
+  return key.empty() ? req["x-api-key"] : key;
+}
+
+// A model object: OpenAI's `{"id","object","created","owned_by"}`, or Anthropic's
+// `{"type","id","display_name","created_at"}`.
+void write_model(json::Writer& w, const catalog::Model& m, Surface surface,
+                 std::int64_t created) {
+  if (surface == Surface::kAnthropic) {
+    w.begin_object().field("type", "model").field("id", m.name).field("display_name", m.name);
+    w.field("created_at", format_rfc3339(created * 1000)).end_object();
+    return;
+  }
+  w.begin_object().field("id", m.name).field("object", "model");
+  w.field("created", created).field("owned_by", "turnpike").end_object();
+}
+
+// "%2F" → "/"; nullopt for a malformed escape.
+std::optional<std::string> percent_decoded(std::string_view text) {
+  std::string out;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    if (text[i] != '%') {
+      out += text[i];
+      continue;
+    }
+    unsigned value = 0;
+    if (i + 2 >= text.size()) return std::nullopt;
+    const auto [end, ec] = std::from_chars(text.data() + i + 1, text.data() + i + 3, value, 16);
+    if (ec != std::errc{} || end != text.data() + i + 3) return std::nullopt;
+    out += static_cast<char>(value);
+    i += 2;
+  }
+  return out;
+}
+
+}  // namespace
+
+Task<void> Gateway::list_models(http::Request& req, Responder& res) {
+  const Surface surface = models_surface(req);
+  const auth::KeyGrant* grant = co_await authenticate(models_key(req), surface, res);
   if (grant == nullptr) co_return;
   std::string out;
   json::Writer w(out);
-  w.begin_object().field("object", "list").key("data").begin_array();
+  const catalog::Model* first = nullptr;
+  const catalog::Model* last = nullptr;
+  if (surface == Surface::kOpenAI) w.begin_object().field("object", "list");
+  else w.begin_object();
+  w.key("data").begin_array();
   for (const catalog::Model& m : state_->catalog().models()) {
     if (!grant->may_use(m.name)) continue;  // only what this key may ask for
-    w.begin_object().field("id", m.name).field("object", "model");
-    w.field("created", state_->models_created()).field("owned_by", "turnpike").end_object();
+    write_model(w, m, surface, state_->models_created());
+    if (first == nullptr) first = &m;
+    last = &m;
   }
-  w.end_array().end_object();
+  w.end_array();
+  if (surface == Surface::kAnthropic) {  // one page: every model
+    w.field("has_more", false).key("first_id");
+    if (first != nullptr) w.value(first->name); else w.null();
+    w.key("last_id");
+    if (last != nullptr) w.value(last->name); else w.null();
+  }
+  w.end_object();
+  co_await res.send(200, kJson, out);
+}
+
+Task<void> Gateway::retrieve_model(std::string_view id, http::Request& req, Responder& res) {
+  const Surface surface = models_surface(req);
+  const auth::KeyGrant* grant = co_await authenticate(models_key(req), surface, res);
+  if (grant == nullptr) co_return;
+  const std::optional<std::string> name = percent_decoded(id);
+  const catalog::Model* model = name ? state_->catalog().find_model(*name) : nullptr;
+  if (model == nullptr || !grant->may_use(model->name)) {
+    // A model the key may not use is not shown to exist, as in the list.
+    co_await send_error(res, surface, 404,
+                        fmt::format("model '{}' does not exist",
+                                    json::utf8_prefix(name.value_or(std::string(id)), 100)),
+                        "model_not_found");
+    co_return;
+  }
+  std::string out;
+  json::Writer w(out);
+  write_model(w, *model, surface, state_->models_created());
   co_await res.send(200, kJson, out);
 }
 
@@ -1053,7 +1137,8 @@ Task<void> Gateway::reject(unsigned status, std::string_view message, std::strin
 std::string_view methods_of(std::string_view path) {
   if (path == "/v1/route/explain") return "POST";
   if (path == "/api/balance" || path == "/api/usage" || path == "/v1/models" ||
-      path == "/metrics" || path == "/healthz" || path == "/readyz") {
+      path.starts_with("/v1/models/") || path == "/metrics" || path == "/healthz" ||
+      path == "/readyz") {
     return "GET, HEAD";
   }
   return "";
@@ -1096,6 +1181,8 @@ Task<void> Gateway::handle(http::Request& req, Responder& res) {
     co_await explain(req, res);
   } else if (path == "/v1/models" && method == "GET") {
     co_await list_models(req, res);
+  } else if (path.starts_with("/v1/models/") && method == "GET") {
+    co_await retrieve_model(path.substr(11), req, res);
   } else if (path == "/metrics" && method == "GET") {
     const Services& services = state_->services();
     const store::Writer::Stats store = services.writer->stats();

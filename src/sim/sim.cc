@@ -39,6 +39,7 @@ struct RecordedRequest {
   std::string authorization;
   std::string x_api_key;
   std::string anthropic_version;
+  std::string anthropic_beta;  // every line of it, joined by ", "
   std::string body;
 };
 
@@ -75,7 +76,7 @@ class SimState {
     for (const auto& r : log_) {
       w.begin_object().field("method", r.method).field("path", r.path);
       w.field("authorization", r.authorization).field("x_api_key", r.x_api_key);
-      w.field("anthropic_version", r.anthropic_version);
+      w.field("anthropic_version", r.anthropic_version).field("anthropic_beta", r.anthropic_beta);
       w.key("body").raw(r.body.empty() ? "null" : r.body).end_object();
     }
     w.end_array().end_object();
@@ -320,10 +321,17 @@ Task<void> SimHandler::handle(http::Request& req, Responder& res) {
 
   const Api api = path == "/v1/messages" ? Api::kAnthropic : Api::kOpenAI;
   // Model calls are logged; model listings (a gateway's health probes) are not.
-  if (path != "/v1/models" || req.method() != "GET") state_->record({std::string(req.method()), std::string(path),
-                  std::string(req["authorization"]),
-                  std::string(req["x-api-key"]), std::string(req["anthropic-version"]),
-                  req.body()});
+  if (path != "/v1/models" || req.method() != "GET") {
+    std::string beta;
+    for (const http::HeaderField& f : req.headers()) {
+      if (!http::iequals(f.name, "anthropic-beta")) continue;
+      if (!beta.empty()) beta += ", ";
+      beta += f.value;
+    }
+    state_->record({std::string(req.method()), std::string(path),
+                    std::string(req["authorization"]), std::string(req["x-api-key"]),
+                    std::string(req["anthropic-version"]), std::move(beta), req.body()});
+  }
 
   const std::string& required_key = state_->options().api_key;
   if (!required_key.empty()) {

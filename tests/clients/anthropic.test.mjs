@@ -68,6 +68,22 @@ test('fast mode is billed at its price where a route prices it, and refused else
       /has no route that prices speed .*fast.*fast_multiplier/.test(e.message));
 });
 
+test('models list and retrieve, in Anthropic\'s shapes', async () => {
+  const ids = [];
+  for await (const m of client.models.list()) {
+    assert.equal(m.type, 'model');
+    assert.equal(m.display_name, m.id);
+    assert.ok(!Number.isNaN(Date.parse(m.created_at)));
+    ids.push(m.id);
+  }
+  assert.deepEqual(ids,
+    ['gpt-4o-mini', 'gpt-5', 'text-embedding-3-small', 'claude-sonnet', 'claude-opus']);
+  const m = await client.models.retrieve('claude-sonnet');
+  assert.equal(m.id, 'claude-sonnet');
+  await assert.rejects(client.models.retrieve('no-such-model'),
+    (e) => e instanceof Anthropic.NotFoundError);
+});
+
 test('errors surface as typed SDK errors', async () => {
   await assert.rejects(
     client.messages.create({ model: 'nope', max_tokens: 1, messages: [] }),

@@ -89,6 +89,14 @@ test('models list', async () => {
     ['gpt-4o-mini', 'gpt-5', 'text-embedding-3-small', 'claude-sonnet', 'claude-opus']);
 });
 
+test('models retrieve', async () => {
+  const m = await client.models.retrieve('gpt-4o-mini');
+  assert.equal(m.id, 'gpt-4o-mini');
+  assert.equal(m.object, 'model');
+  await assert.rejects(client.models.retrieve('no-such-model'),
+    (e) => e instanceof OpenAI.NotFoundError && e.code === 'model_not_found');
+});
+
 test('errors surface as typed SDK errors', async () => {
   await assert.rejects(
     client.chat.completions.create({ model: 'no-such-model', messages: [] }),

@@ -170,6 +170,58 @@ TEST_F(GatewayTest, EmbeddingsAndModels) {
   simdjson::dom::array data = doc["data"].get_array().value();
   for (auto m : data) ids.emplace_back(m["id"].get_string().value());
   EXPECT_EQ(ids, (std::vector<std::string>{"gpt-test", "embed-test", "claude-test", "dead-model"}));
+
+  // One model, by its percent-encoded id, as both SDKs' models.retrieve ask for it.
+  const auto one = http_request(stack_->port, "GET", "/v1/models/gpt%2Dtest", {}, stack_->auth());
+  EXPECT_EQ(one.status, 200);
+  EXPECT_EQ(one.body, R"({"id":"gpt-test","object":"model","created":)" +
+                          std::to_string(doc["data"].at(0)["created"].get_int64().value()) +
+                          R"(,"owned_by":"turnpike"})");
+  for (const char* hidden : {"/v1/models/nope", "/v1/models/%zz"}) {
+    const auto missing = http_request(stack_->port, "GET", hidden, {}, stack_->auth());
+    EXPECT_EQ(missing.status, 404) << hidden;
+    EXPECT_NE(missing.body.find("model_not_found"), std::string::npos) << missing.body;
+  }
+  EXPECT_EQ(http_request(stack_->port, "GET", "/v1/models/gpt-test", {},
+                         {{"authorization", "Bearer " + narrow}})
+                .status,
+            404);  // a model the key may not use is not shown to exist
+  // The Anthropic SDK (which always sends anthropic-version) gets Anthropic's shapes.
+  const std::map<std::string, std::string> anthropic = {{"x-api-key", stack_->key},
+                                                        {"anthropic-version", "2023-06-01"}};
+  const auto page = http_request(stack_->port, "GET", "/v1/models", {}, anthropic);
+  ASSERT_EQ(page.status, 200);
+  simdjson::dom::parser ap;
+  const auto adoc = parse(ap, page.body);
+  EXPECT_FALSE(adoc["has_more"].get_bool().value());
+  EXPECT_EQ(std::string_view(adoc["first_id"].get_string().value()), "gpt-test");
+  EXPECT_EQ(std::string_view(adoc["last_id"].get_string().value()), "dead-model");
+  EXPECT_EQ(std::string_view(adoc["data"].at(2)["type"].get_string().value()), "model");
+  EXPECT_EQ(std::string_view(adoc["data"].at(2)["display_name"].get_string().value()),
+            "claude-test");
+  EXPECT_TRUE(adoc["data"].at(2)["created_at"].is_string());
+  const auto claude = http_request(stack_->port, "GET", "/v1/models/claude-test", {}, anthropic);
+  EXPECT_EQ(claude.status, 200);
+  EXPECT_NE(claude.body.find(R"("type":"model","id":"claude-test")"), std::string::npos)
+      << claude.body;
+  const auto gone = http_request(stack_->port, "GET", "/v1/models/nope", {}, anthropic);
+  EXPECT_EQ(gone.status, 404);
+  EXPECT_NE(gone.body.find(R"("type":"error")"), std::string::npos) << gone.body;
+}
+
+// Every anthropic-beta line reaches the provider: repeated lines are one list.
+TEST_F(GatewayTest, EveryAnthropicBetaLineIsForwarded) {
+  RawConnection c(stack_->port);
+  const std::string body =
+      R"({"model":"claude-test","max_tokens":2,"messages":[{"role":"user","content":"hi"}]})";
+  ASSERT_TRUE(c.send("POST /v1/messages HTTP/1.1\r\nHost: x\r\nx-api-key: " + stack_->key +
+                     "\r\nanthropic-version: 2023-06-01\r\nanthropic-beta: a-1\r\n"
+                     "anthropic-beta: b-2,c-3\r\nContent-Type: application/json\r\n"
+                     "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body));
+  ASSERT_NE(c.read_until("\"type\":\"message\"", 5s).find("HTTP/1.1 200"), std::string::npos);
+  simdjson::dom::parser p;
+  auto seen = last_upstream_request(p, stack_->sim_port);
+  EXPECT_EQ(std::string_view(seen["anthropic_beta"].get_string().value()), "a-1, b-2,c-3");
 }
 
 void expect_openai_error(const HttpResponse& res, int status, const std::string& type) {
