@@ -47,7 +47,8 @@ constexpr std::size_t kErrorBodyDrainBytesMax = 64 * 1024;
 constexpr std::size_t kMessagePathBytesMax = 200;
 constexpr std::string_view kAutoModel = "auto";  // let the router choose the model too
 
-enum class Operation { kChat, kEmbeddings, kMessages };
+// kCountTokens: Anthropic's free token count of a Messages request, relayed unbilled.
+enum class Operation { kChat, kEmbeddings, kMessages, kCountTokens };
 
 struct OperationInfo {
   std::string_view upstream_suffix;
@@ -60,6 +61,8 @@ OperationInfo info_for(Operation op) {
     case Operation::kChat: return {"/chat/completions", Api::kOpenAI, Surface::kOpenAI};
     case Operation::kEmbeddings: return {"/embeddings", Api::kOpenAI, Surface::kOpenAI};
     case Operation::kMessages: return {"/messages", Api::kAnthropic, Surface::kAnthropic};
+    case Operation::kCountTokens:
+      return {"/messages/count_tokens", Api::kAnthropic, Surface::kAnthropic};
   }
   return {};
 }
@@ -752,6 +755,11 @@ class Gateway final : public http::Handler {
     bool stream = false;
     std::int64_t input_estimate = 0;
   };
+  // POST /v1/messages/count_tokens: routed as a Messages request is (the same constraints:
+  // the text goes to the provider) and relayed as the provider answers. Nothing is held,
+  // charged or logged as usage: providers count tokens for free.
+  Task<void> count_tokens(const OperationInfo& info, const http::Request& req, Responder& res,
+                          const Plan& plan, std::span<const Ranked> routes, Bill& bill);
   // Parses and checks the request and chooses its routes; a Refusal says why it can go
   // nowhere (bad body or options, unknown or disallowed model, too long, no route).
   std::optional<Refusal> plan_request(Operation op, const OperationInfo& info,
@@ -1158,8 +1166,8 @@ Task<void> Gateway::handle(http::Request& req, Responder& res) {
   std::optional<Operation> op;
   if (path == "/v1/chat/completions") {
     op = Operation::kChat;
-  } else if (path == "/v1/messages") {
-    op = Operation::kMessages;
+  } else if (path == "/v1/messages" || path == "/v1/messages/count_tokens") {
+    op = path == "/v1/messages" ? Operation::kMessages : Operation::kCountTokens;
     // The Anthropic SDK reads its request id from `request-id` (as Anthropic sends it).
     res.add_header("request-id", request_id);
   } else if (path == "/v1/embeddings") {
@@ -1254,6 +1262,10 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
   // The grant may not outlive the next suspension (a key-table refresh replaces it).
   Bill bill = open_bill(*routes.front().route, *plan.model, *grant, plan.stream,
                         plan.input_estimate, request_id, started);
+  if (op == Operation::kCountTokens) {
+    co_await count_tokens(info, req, res, plan, routes, bill);
+    co_return;
+  }
   bill.asked = priced_options(body, info.api);
   bill.search_calls = body.web_search_options && surface == Surface::kOpenAI ? 1 : 0;
 
@@ -2156,6 +2168,41 @@ Task<Gateway::Answered> Gateway::send_with_fallback(const OperationInfo& info,
     break;
   }
   co_return out;
+}
+
+Task<void> Gateway::count_tokens(const OperationInfo& info, const http::Request& req,
+                                 Responder& res, const Plan& plan,
+                                 std::span<const Ranked> routes, Bill& bill) {
+  bill.client = &res;
+  Answered sent = co_await send_with_fallback(info, req, plan.body, /*stream=*/false,
+                                              /*ask_for_usage=*/false, routes, 0, bill);
+  if (!sent.response) {
+    co_await send_error(res, info.surface, http_status(sent.failure.kind()),
+                        sent.failure.message());
+    co_return;
+  }
+  http::UpstreamResponse& upstream = *sent.response;
+  const Ranked& served = routes[sent.attempt];
+  const catalog::Provider& provider = state_->catalog().provider(*served.route);
+  if (upstream.status() >= 500) {
+    (void)co_await upstream.read_all(kErrorBodyDrainBytesMax);
+    co_await send_error(res, info.surface, 502,
+                        fmt::format("upstream '{}' answered HTTP {}", provider.name,
+                                    upstream.status()));
+    co_return;
+  }
+  auto whole = co_await upstream.read_all(kErrorBodyDrainBytesMax);
+  if (!whole) {
+    co_await send_error(res, info.surface, http_status(whole.status().kind()),
+                        whole.status().message());
+    co_return;
+  }
+  RouteHeaders route_headers;
+  std::vector<Header> headers = route_headers.of(provider, served.score, *served.route,
+                                                 sent.attempt - sent.skipped, false, false);
+  forwardable_headers(upstream.headers(), headers);
+  const std::string_view type = upstream.header("content-type");
+  co_await res.send(upstream.status(), type.empty() ? kJson : type, whole.value(), headers);
 }
 
 Task<void> Gateway::answer_whole(http::UpstreamResponse& upstream, Surface surface,

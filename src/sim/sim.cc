@@ -319,7 +319,8 @@ Task<void> SimHandler::handle(http::Request& req, Responder& res) {
     co_return;
   }
 
-  const Api api = path == "/v1/messages" ? Api::kAnthropic : Api::kOpenAI;
+  const bool count_tokens = path == "/v1/messages/count_tokens";
+  const Api api = path == "/v1/messages" || count_tokens ? Api::kAnthropic : Api::kOpenAI;
   // Model calls are logged; model listings (a gateway's health probes) are not.
   if (path != "/v1/models" || req.method() != "GET") {
     std::string beta;
@@ -356,7 +357,7 @@ Task<void> SimHandler::handle(http::Request& req, Responder& res) {
     co_return;
   }
   const bool known = path == "/v1/chat/completions" || path == "/v1/messages" ||
-                     path == "/v1/embeddings";
+                     path == "/v1/embeddings" || count_tokens;
   if (!known || req.method() != "POST") {
     co_await send_error(res, api, 404, fmt::format("unknown path {}", path));
     co_return;
@@ -366,6 +367,10 @@ Task<void> SimHandler::handle(http::Request& req, Responder& res) {
   auto call = read_call(req, api, doc);
   if (!call) {
     co_await send_error(res, api, 400, call.status().message());
+    co_return;
+  }
+  if (count_tokens) {  // the input the request would be billed: a message's prompt count
+    co_await res.send(200, kJson, fmt::format(R"({{"input_tokens":{}}})", call->prompt_tokens));
     co_return;
   }
   if (api == Api::kAnthropic && call->max_tokens < 0) {

@@ -68,6 +68,13 @@ test('fast mode is billed at its price where a route prices it, and refused else
       /has no route that prices speed .*fast.*fast_multiplier/.test(e.message));
 });
 
+test('messages.countTokens', async () => {
+  const counted = await client.messages.countTokens({
+    model: 'claude-sonnet', messages: [{ role: 'user', content: 'Hello there' }],
+  });
+  assert.ok(Number.isInteger(counted.input_tokens) && counted.input_tokens > 0);
+});
+
 test('models list and retrieve, in Anthropic\'s shapes', async () => {
   const ids = [];
   for await (const m of client.models.list()) {

@@ -209,6 +209,38 @@ TEST_F(GatewayTest, EmbeddingsAndModels) {
   EXPECT_NE(gone.body.find(R"("type":"error")"), std::string::npos) << gone.body;
 }
 
+// count_tokens goes to the provider as a Messages request would (model mapped, key
+// swapped) and comes back as it answered, unbilled.
+TEST_F(GatewayTest, CountTokensIsRelayedAndFree) {
+  const std::map<std::string, std::string> headers = {{"x-api-key", stack_->key},
+                                                      {"anthropic-version", "2023-06-01"}};
+  const auto usage_rows = [&] {
+    return http_request(stack_->port, "GET", "/api/usage?limit=1000", {}, stack_->auth()).body;
+  };
+  const std::string before = usage_rows();
+  const auto res = post("/v1/messages/count_tokens",
+                        R"({"model":"claude-test","messages":[{"role":"user","content":"hi"}]})",
+                        headers);
+  ASSERT_EQ(res.status, 200) << res.body;
+  EXPECT_NE(res.body.find(R"("input_tokens":)"), std::string::npos) << res.body;
+  EXPECT_TRUE(res.headers.count("request-id")) << res.body;
+  EXPECT_EQ(res.headers.count("x-turnpike-cost-usd"), 0u);
+  simdjson::dom::parser p;
+  auto seen = last_upstream_request(p, stack_->sim_port);
+  EXPECT_EQ(std::string_view(seen["path"].get_string().value()), "/v1/messages/count_tokens");
+  EXPECT_EQ(std::string_view(seen["x_api_key"].get_string().value()), "sk-provider-secret");
+  EXPECT_EQ(std::string_view(seen["body"]["model"].get_string().value()), "claude-upstream");
+  EXPECT_EQ(usage_rows(), before);  // nothing logged, nothing charged
+  // Routed as Messages: an OpenAI model is the other API's, an unknown one 404.
+  EXPECT_EQ(post("/v1/messages/count_tokens", R"({"model":"gpt-test","messages":[]})", headers)
+                .status,
+            400);
+  const auto unknown =
+      post("/v1/messages/count_tokens", R"({"model":"nope","messages":[]})", headers);
+  EXPECT_EQ(unknown.status, 404);
+  EXPECT_NE(unknown.body.find(R"("type":"error")"), std::string::npos) << unknown.body;
+}
+
 // Every anthropic-beta line reaches the provider: repeated lines are one list.
 TEST_F(GatewayTest, EveryAnthropicBetaLineIsForwarded) {
   RawConnection c(stack_->port);
@@ -460,10 +492,10 @@ TEST_F(GatewayTest, AnthropicErrorsUseAnthropicShape) {
   auto doc = parse(p, res.body);
   EXPECT_EQ(std::string_view(doc["type"].get_string().value()), "error");
   EXPECT_EQ(std::string_view(doc["error"]["type"].get_string().value()), "not_found_error");
-  // A path under /v1/messages that Turnpike does not serve (the SDK's count_tokens) is
-  // refused in the same shape, well-formed or not.
+  // A path under /v1/messages that Turnpike does not serve (the batches API) is refused in
+  // the same shape, well-formed or not.
   for (const std::string body : {R"({"model":"claude-test","messages":[]})", "{"}) {
-    const auto sub = post("/v1/messages/count_tokens", body, {{{"x-api-key", stack_->key}}});
+    const auto sub = post("/v1/messages/batches", body, {{{"x-api-key", stack_->key}}});
     EXPECT_EQ(sub.status, 404) << sub.body;
     simdjson::dom::parser sp;
     auto sub_doc = parse(sp, sub.body);
