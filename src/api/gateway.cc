@@ -1138,7 +1138,13 @@ Surface surface_of(std::string_view path) {
 Task<void> Gateway::reject(unsigned status, std::string_view message, std::string_view target,
                            Responder& res) {
   const InFlight counted(in_flight_);
-  co_await send_error(res, surface_of(target), status, message);
+  // Refused before it was whole (too large, late, malformed), it is still a request with an
+  // id, where the client's SDK looks for one.
+  const std::string request_id = random_id("req_");
+  res.add_header("x-request-id", request_id);
+  const Surface surface = surface_of(target);
+  if (surface == Surface::kAnthropic) res.add_header("request-id", request_id);
+  co_await send_error(res, surface, status, message);
 }
 
 // The method a known non-proxy path takes ("" for an unknown path): another one is 405.

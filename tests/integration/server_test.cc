@@ -241,6 +241,9 @@ TEST(Server, HeadersOverLimitAre431) {
                                      {{"x-filler", std::string(20000, 'a')}});
   EXPECT_EQ(messages.status, 431);
   EXPECT_NE(messages.body.find(R"("type":"error")"), std::string::npos) << messages.body;
+  // It still has a request id, where each SDK looks for one.
+  EXPECT_TRUE(res.headers.count("x-request-id"));
+  EXPECT_TRUE(messages.headers.count("request-id"));
 }
 
 TEST(Server, SigtermDrainsInFlightStreamThenExitsZero) {
