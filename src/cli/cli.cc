@@ -12,6 +12,7 @@
 
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -49,41 +50,60 @@ struct ServeOptions {
   int threads = -1;
 };
 
-// An exclusive lock on DATA_DIR/turnpike.lock: `serve` holds it for its whole life and
-// offline changes take it too, so an offline change never writes beside a live gateway
-// (their ledgers would both append transfers). Read-only commands do not need it.
+// An exclusive lock on DATA_DIR/turnpike.lock, and on STORE_FILE.lock for a SQLite store
+// outside the data directory (another data directory's gateway may name the same file):
+// `serve` holds them for its whole life and offline changes take them too, so nothing
+// writes a store beside a live gateway (each keeps its books in memory, and both would
+// append transfers). Read-only commands do not need them.
 class DataDirLock {
  public:
-  static Result<DataDirLock> acquire(const std::string& data_dir) {
+  static Result<DataDirLock> acquire(const std::string& data_dir, const std::string& store_uri) {
     std::error_code ec;
     std::filesystem::create_directories(data_dir, ec);
-    const std::string path = data_dir + "/turnpike.lock";
-    const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (fd < 0) {
-      return Status{ErrorKind::kInternal, fmt::format("cannot open {}: {}", path,
-                                                      std::strerror(errno))};
+    DataDirLock lock;
+    std::vector<std::pair<std::string, std::string>> paths = {
+        {data_dir + "/turnpike.lock", data_dir}};
+    if (store_uri.starts_with("sqlite:")) {
+      const std::string file = store_uri.substr(7);
+      if (file.starts_with('/') || file.find("..") != std::string::npos) {
+        paths.emplace_back(file.starts_with('/') ? file + ".lock"
+                                                 : data_dir + "/" + file + ".lock",
+                           "the store " + file);
+      }
     }
-    if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
-      ::close(fd);
-      return Status{ErrorKind::kConflict,
-                    fmt::format("{} is in use by a running turnpike (serve or another offline "
-                                "command); change a live gateway through the admin API",
-                                data_dir)};
+    for (const auto& [path, what] : paths) {
+      const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+      if (fd < 0) {
+        return Status{ErrorKind::kInternal, fmt::format("cannot open {}: {}", path,
+                                                        std::strerror(errno))};
+      }
+      lock.fds_.push_back(fd);
+      if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        return Status{ErrorKind::kConflict,
+                      fmt::format("{} is in use by a running turnpike (serve or another "
+                                  "offline command); change a live gateway through the admin "
+                                  "API",
+                                  what)};
+      }
     }
-    return DataDirLock(fd);
+    return lock;
   }
-  DataDirLock(DataDirLock&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
+  DataDirLock(DataDirLock&& other) noexcept : fds_(std::move(other.fds_)) { other.fds_.clear(); }
   DataDirLock& operator=(DataDirLock&&) = delete;
   ~DataDirLock() {
-    if (fd_ >= 0) ::close(fd_);  // releases the lock
+    for (const int fd : fds_) ::close(fd);  // releases the locks
   }
 
  private:
-  explicit DataDirLock(int fd) : fd_(fd) {}
-  int fd_;
+  DataDirLock() = default;
+  std::vector<int> fds_;
 };
 
 int serve(const ServeOptions& opts) {
+  // Until the server takes them (http::Server::run), SIGTERM, SIGINT and SIGHUP wait: one
+  // that comes during start-up is acted on once serving, rather than ending the process by
+  // its default action. Every thread started from here inherits the mask.
+  http::Server::hold_signals();
   auto loaded = ops::load_config(opts.config_path);
   if (!loaded) {
     std::fprintf(stderr, "turnpike: config error: %s\n", loaded.status().message().c_str());
@@ -110,7 +130,7 @@ int serve(const ServeOptions& opts) {
                  ec.message().c_str());
     return 2;
   }
-  auto data_dir_lock = DataDirLock::acquire(opts.data_dir);
+  auto data_dir_lock = DataDirLock::acquire(opts.data_dir, config.store);
   if (!data_dir_lock) {
     std::fprintf(stderr, "turnpike: %s\n", data_dir_lock.status().message().c_str());
     return 2;
@@ -225,7 +245,7 @@ Result<OfflineStore> open_offline(const std::string& store_uri, const std::strin
 // Runs `change` in one transaction and prints its JSON answer. Exit 0, or 1 with the error.
 int offline_change(const std::string& store_uri, const std::string& data_dir,
                    const std::function<Result<std::string>(OfflineStore&)>& change) {
-  auto lock = DataDirLock::acquire(data_dir);
+  auto lock = DataDirLock::acquire(data_dir, store_uri);
   if (!lock) {
     std::fprintf(stderr, "turnpike: %s\n", lock.status().message().c_str());
     return 1;
@@ -477,6 +497,9 @@ int print_usage_log(const std::string& store_uri, const std::string& data_dir,
 }  // namespace
 
 int run_turnpike(int argc, char** argv) {
+  // The store, its log and the data directory hold the ledger and key digests: the user's
+  // only.
+  ::umask(077);
   CLI::App app{"Turnpike: a self-hosted LLM inference gateway.\n"
                "Serves the OpenAI and Anthropic APIs and forwards to configured providers.",
                "turnpike"};

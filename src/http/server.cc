@@ -1,5 +1,7 @@
 #include "http/server.h"
 
+#include <signal.h>
+
 #include <pthread.h>
 #include <sched.h>
 
@@ -50,6 +52,14 @@ struct ClientWatch {
 };
 
 namespace {
+
+// The signals the server acts on: SIGTERM and SIGINT drain, SIGHUP reloads.
+sigset_t served_signals() {
+  sigset_t set;
+  sigemptyset(&set);
+  for (const int signo : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&set, signo);
+  return set;
+}
 
 // After a drain's time is up and every wait is cut, how long requests still running get to
 // end through their failure paths (settling what they relayed) before the loop stops.
@@ -484,11 +494,22 @@ void Server::run() {
     hangups.async_wait(on_hangup);
   }
   for (const Chore& chore : chores_) asio::co_spawn(control_, run_chore(chore), asio::detached);
+  // Taken from here by the handlers above, on this thread only (the I/O threads keep the
+  // mask they started with); after serving, held again, so that one that comes while the
+  // store is flushed waits rather than ends the process.
+  sigset_t served = served_signals();
+  pthread_sigmask(SIG_UNBLOCK, &served, nullptr);
   control_.run();
+  pthread_sigmask(SIG_BLOCK, &served, nullptr);
   // Each worker stops itself once its connections are done or the drain deadline passed.
   for (auto& w : workers_) w->thread.join();
   log::info("drain finished", {{"connections_cut", cut_connections_.load()},
                                {"connections_left", connections_.load()}});
+}
+
+void Server::hold_signals() {
+  sigset_t served = served_signals();
+  pthread_sigmask(SIG_BLOCK, &served, nullptr);
 }
 
 void Server::drain() {

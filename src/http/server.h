@@ -209,6 +209,9 @@ class Server {
   void run();
   // Starts the drain; callable from any thread.
   void drain();
+  // Blocks SIGTERM, SIGINT and SIGHUP in the calling thread (and the threads it starts):
+  // call before starting any thread. run() takes them while it serves; before, they wait.
+  static void hold_signals();
   // Runs `f` on the thread that called run() at every SIGHUP while it runs.
   void on_hangup(std::function<void()> f) { on_hangup_ = std::move(f); }
   // Runs `f` on the thread that called run() every `period` while it serves (not during a

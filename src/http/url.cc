@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cctype>
 #include <charconv>
 
 namespace tp::http {
@@ -24,7 +25,7 @@ Result<Url> parse_base_url(std::string_view text) {
   if (authority.find('@') != std::string_view::npos) {
     return Status{ErrorKind::kInvalidRequest, "must not carry credentials (user:password@)"};
   }
-  if (path.find_first_of("?#") != std::string_view::npos) {
+  if (rest.find_first_of("?#") != std::string_view::npos) {  // after the host or the path
     return Status{ErrorKind::kInvalidRequest, "must not have a query or fragment"};
   }
   std::string_view host = authority;
@@ -43,6 +44,13 @@ Result<Url> parse_base_url(std::string_view text) {
     port = authority.substr(colon + 1);
   }
   if (host.empty()) return Status{ErrorKind::kInvalidRequest, "has no host"};
+  // A host name's or address's characters only: anything else would never resolve.
+  if (!std::all_of(host.begin(), host.end(), [](char c) {
+        return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' || c == ':' ||
+               c == '_';
+      })) {
+    return Status{ErrorKind::kInvalidRequest, "has characters a host cannot have"};
+  }
   if (!port.empty()) {
     unsigned value = 0;
     const auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), value);

@@ -1,8 +1,11 @@
 #include "ops/config.h"
 
+#include <arpa/inet.h>
+
 #include <fmt/format.h>
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <cctype>
 #include <charconv>
 #include <cstdlib>
@@ -144,21 +147,24 @@ class Reader {
   }
 
   // USD per million tokens as an exact decimal (Money syntax, not negative).
+  // `per`: what the price is for, in its errors; `most` its cap in USD.
   std::optional<PricePerMtok> price(const YAML::Node& parent, std::string_view key,
-                                    std::string_view path, bool required) const {
+                                    std::string_view path, bool required,
+                                    std::string_view per = "per million tokens",
+                                    std::string_view most = "100000") const {
     const std::string text = string(parent, key, path, "", required);
     if (text.empty() && !required) return std::nullopt;
     auto price = PricePerMtok::parse(text);
     // Capped so that no request's cost can overflow (see kTokenPriceMost).
-    if (price && *price > PricePerMtok::parse("100000").value()) {
+    if (price && *price > PricePerMtok::parse(most).value()) {
       fail(parent[std::string(key)], join(path, key),
-           fmt::format("must be at most 100000 USD per million tokens, got '{}'", text));
+           fmt::format("must be at most {} USD {}, got '{}'", most, per, text));
     }
     if (!price) {
       fail(parent[std::string(key)], join(path, key),
-           fmt::format("must be a decimal USD amount per million tokens like \"0.15\" (at most "
+           fmt::format("must be a decimal USD amount {} like \"0.15\" (at most "
                        "9 decimals, not negative), got '{}'",
-                       text));
+                       per, text));
     }
     return price.value();
   }
@@ -241,6 +247,18 @@ std::vector<catalog::Provider> parse_providers(const Reader& r, const YAML::Node
       r.fail(n["base_url"], path + ".base_url", problem);
     }
     p.api_key_env = r.string(n, "api_key_env", path, "");
+    // The name of a variable, never the key itself: a key pasted here is not quoted back.
+    const bool a_name =
+        !p.api_key_env.empty() && p.api_key_env.size() <= 128 &&
+        !std::isdigit(static_cast<unsigned char>(p.api_key_env.front())) &&
+        std::all_of(p.api_key_env.begin(), p.api_key_env.end(), [](char c) {
+          return std::isalnum(static_cast<unsigned char>(c)) || c == '_';
+        });
+    if (!p.api_key_env.empty() && !a_name) {
+      r.fail(n["api_key_env"], path + ".api_key_env",
+             "must name an environment variable (letters, digits and _, not starting with a "
+             "digit), not hold the key; its value is not shown");
+    }
     if (!p.api_key_env.empty()) {
       const char* value = std::getenv(p.api_key_env.c_str());
       if (value == nullptr || *value == '\0') {
@@ -272,6 +290,10 @@ std::vector<catalog::Model> parse_models(const Reader& r, const YAML::Node& root
                            "context_tokens", "routes"});
     catalog::Model m;
     m.name = r.name(n, "name", path, "", true);
+    if (m.name == "auto") {
+      r.fail(n["name"], path + ".name",
+             "'auto' is reserved: a request for model \"auto\" chooses among all models");
+    }
     if (!names.insert(m.name).second) {
       r.fail(n["name"], path + ".name", fmt::format("duplicate model name '{}'", m.name));
     }
@@ -350,13 +372,9 @@ std::vector<catalog::Model> parse_models(const Reader& r, const YAML::Node& root
       // chat completions, a search model's one search per request (web_search_options),
       // whose price depends on the model: none unless configured.
       route.prices.web_search_per_1k =
-          r.price(rn, "web_search_per_1k", rpath, false)
+          r.price(rn, "web_search_per_1k", rpath, false, "per 1000 searches", "1000")
               .value_or(anthropic ? PricePerMtok::from_nanos(10 * Money::kNanosPerUsd)
                                   : PricePerMtok());
-      if (route.prices.web_search_per_1k > PricePerMtok::from_nanos(1000 * Money::kNanosPerUsd)) {
-        r.fail(rn["web_search_per_1k"], rpath + ".web_search_per_1k",
-               "must be at most 1000 USD per 1000 searches");
-      }
       // An optional key that is there and not null.
       auto given = [&](const char* key) { return rn[key].IsDefined() && !rn[key].IsNull(); };
       if ((given("fast_multiplier") || given("inference_geo_multipliers")) && !anthropic) {
@@ -401,7 +419,9 @@ std::vector<catalog::Model> parse_models(const Reader& r, const YAML::Node& root
         const std::string lpath = rpath + ".long_context";
         r.check_keys(lc, lpath, {"above_input_tokens", "input_multiplier", "output_multiplier"});
         for (const char* key : {"above_input_tokens", "input_multiplier", "output_multiplier"}) {
-          if (!lc[key].IsDefined()) r.fail(lc, Reader::join(lpath, key), "is required");
+          if (!lc[key].IsDefined() || lc[key].IsNull()) {
+            r.fail(lc, Reader::join(lpath, key), "is required");
+          }
         }
         route.prices.long_above = static_cast<std::int64_t>(
             r.integer(lc, "above_input_tokens", lpath, 0, 1, 100'000'000));
@@ -687,7 +707,15 @@ Status parse_listen(std::string_view text, std::string& host, std::uint16_t& por
   if (ec != std::errc{} || end != p.data() + p.size() || value > 65535) {
     return {ErrorKind::kInvalidRequest, fmt::format("'{}' has a bad port", text)};
   }
-  host = std::string(h);
+  // An address, as the listener binds it: a name would need resolving.
+  unsigned char address[sizeof(in6_addr)];
+  const std::string literal(h);
+  if (inet_pton(AF_INET, literal.c_str(), address) != 1 &&
+      inet_pton(AF_INET6, literal.c_str(), address) != 1) {
+    return {ErrorKind::kInvalidRequest,
+            fmt::format("'{}' is not an IP address (such as 127.0.0.1, 0.0.0.0 or [::1])", h)};
+  }
+  host = literal;
   port = static_cast<std::uint16_t>(value);
   return Status::ok();
 }
@@ -705,8 +733,9 @@ Result<Config> parse_config(std::string_view yaml, std::string_view source) {
     }
     c.threads = static_cast<int>(r.integer(root, "threads", "", 0, 0, limits::kThreadsMax));
     c.store = r.string(root, "store", "", c.store);
-    if (!c.store.starts_with("sqlite:") && !c.store.starts_with("postgres://") &&
-        !c.store.starts_with("postgresql://")) {
+    if ((!c.store.starts_with("sqlite:") && !c.store.starts_with("postgres://") &&
+         !c.store.starts_with("postgresql://")) ||
+        c.store == "sqlite:" || c.store.ends_with('/')) {
       r.fail(root["store"], "store", "must be sqlite:FILE or postgres://...");
     }
     c.redis = r.string(root, "redis", "", "");

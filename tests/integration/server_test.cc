@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/stat.h>
 
 #include <future>
 #include <thread>
@@ -49,6 +50,27 @@ TEST(Server, APortAnotherProcessListensOnIsRefused) {
                  stack.gateway_env);
   EXPECT_EQ(second.wait_exit(10s), std::optional<int>(1)) << second.log();
   EXPECT_NE(second.log().find("Address already in use"), std::string::npos) << second.log();
+}
+
+// A store outside the data directory is locked too: a second gateway with another data
+// directory naming the same file is refused (each would keep its own books over it). The
+// store is the user's only.
+TEST(Server, AStoreOutsideTheDataDirectoryIsLockedAndPrivate) {
+  TempDir shared;
+  Stack stack("store: \"sqlite:" + shared.path() + "/tp.db\"");
+  ASSERT_GT(stack.port, 0) << stack.gateway->log();
+  Process second(bin("turnpike"),
+                 {"serve", "--config", stack.config_path, "--data-dir",
+                  stack.dir.path() + "/other", "--listen", "127.0.0.1:0"},
+                 stack.gateway_env);
+  EXPECT_EQ(second.wait_exit(10s), std::optional<int>(2)) << second.log();
+  EXPECT_NE(second.log().find("is in use by a running turnpike"), std::string::npos)
+      << second.log();
+  struct stat st {};
+  ASSERT_EQ(::stat((shared.path() + "/tp.db").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  ASSERT_EQ(::stat((stack.dir.path() + "/var").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0077, 0u);
 }
 
 TEST(Server, SlowClientIsCutOffByHeaderTimeout) {

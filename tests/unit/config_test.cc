@@ -127,6 +127,43 @@ models: [])", "environment variable TP_SURELY_UNSET_VAR is not set");
   expect_error(std::string(kMinimal) + "limits: { body_bytes_max: 10 }\n",
                "limits.body_bytes_max: must be between");
   expect_error(std::string(kMinimal) + "listen: nowhere\n", "listen: 'nowhere' is not HOST:PORT");
+  // What serve would refuse, check-config refuses: a name where an address must be, a
+  // store with no file.
+  expect_error(std::string(kMinimal) + "listen: \"localhost:8080\"\n",
+               "listen: 'localhost' is not an IP address");
+  expect_error(std::string(kMinimal) + "store: \"sqlite:\"\n", "store: must be sqlite:FILE");
+  // A key pasted where its variable's name goes is refused without being quoted back.
+  {
+    auto c = parse_config(R"(providers:
+  - { name: a, base_url: "http://x/v1", api_key_env: "sk-proj-LEAKED-987" }
+models: [])", "t.yaml");
+    ASSERT_FALSE(c);
+    EXPECT_NE(c.status().message().find("must name an environment variable"), std::string::npos)
+        << c.status().message();
+    EXPECT_EQ(c.status().message().find("LEAKED"), std::string::npos) << c.status().message();
+  }
+  expect_error(R"(providers:
+  - { name: a, base_url: "http://x/v1" }
+models:
+  - name: auto
+    routes: [{provider: a, input_per_mtok: "1", output_per_mtok: "1"}]
+)", "models[0].name: 'auto' is reserved");
+  expect_error(R"(providers:
+  - { name: a, base_url: "http://x/v1" }
+models:
+  - name: m
+    routes:
+      - provider: a
+        input_per_mtok: "1"
+        output_per_mtok: "1"
+        long_context: { above_input_tokens: ~, input_multiplier: "2", output_multiplier: "1.5" }
+)", "long_context.above_input_tokens: is required");
+  expect_error(R"(providers:
+  - { name: a, base_url: "http://x/v1" }
+models:
+  - name: m
+    routes: [{provider: a, input_per_mtok: "1", output_per_mtok: "1", web_search_per_1k: "2000"}]
+)", "web_search_per_1k: must be at most 1000 USD per 1000 searches");
   expect_error(std::string(kMinimal) + "upstream: { idle_connections_max: 100001 }\n",
                "upstream.idle_connections_max: must be between");
   {

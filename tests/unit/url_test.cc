@@ -30,7 +30,8 @@ TEST(Url, ParsesSchemesPortsAndPaths) {
 TEST(Url, RejectsBadInput) {
   for (const char* bad : {"ftp://x", "127.0.0.1:9000", "http://", "http://:80/v1",
                           "http://h:0", "http://h:70000", "http://h:12a", "http://u:p@h/v1",
-                          "http://h/v1?x=1"}) {
+                          "http://h/v1?x=1", "https://hooks.example.com?token=abc",
+                          "http://h#frag", "http://h:80?x", "http://h x/v1"}) {
     EXPECT_FALSE(parse_base_url(bad)) << bad;
   }
 }
