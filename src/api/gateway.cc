@@ -735,6 +735,7 @@ class Gateway final : public http::Handler {
     std::size_t attempt = 0;  // index into the routes tried
     std::size_t skipped = 0;  // routes before it found resting when their turn came
     const catalog::Route* last_tried = nullptr;  // the last route a request went to
+    const catalog::Model* last_model = nullptr;  // ...and its model (for "auto", one of many)
   };
   // Down the ranking until a route answers: a refused or failed connection, a timeout
   // before the response headers, a 5xx or a 429 moves on to the next, while nothing has
@@ -1314,6 +1315,7 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
     // The usage row names the route that failed last.
     if (sent.last_tried != nullptr) {
       bill.record.provider = state_->catalog().provider(*sent.last_tried).name;
+      bill.record.model = sent.last_model->name;
     }
     void_bill(state_->services(), bill, bill.status_for(status));
     co_await send_error(res, surface, status, failure.message());
@@ -2061,7 +2063,9 @@ Task<Gateway::Answered> Gateway::send_with_fallback(const OperationInfo& info,
     }
     const catalog::Route& r = *routes[out.attempt].route;
     const catalog::Provider& p = state_->catalog().provider(r);
-    if (falling_back && rests_now(r, sent_at)) {
+    // The first standard attempt after a flex one is a fallback too: the flex wait may have
+    // been long enough for its circuit to open or its provider to be found down.
+    if ((falling_back || (!flex && out.attempt > 0)) && rests_now(r, sent_at)) {
       // Its circuit opened (or a probe of it went out), or the probes found its provider
       // down, since the request was ranked: not tried, as a new request would not be.
       ++out.skipped;
@@ -2101,6 +2105,7 @@ Task<Gateway::Answered> Gateway::send_with_fallback(const OperationInfo& info,
     // Half-open, this attempt is the probe and the route rests while it runs: say so.
     if (breaker.open()) stats_->circuit_open_until(r.index, breaker.open_until());
     out.last_tried = &r;
+    out.last_model = routes[out.attempt].model;
     auto sent = co_await pool_.send(endpoint, head, upstream_body, timeouts);
     if (sent && flex && stream && (*sent)->status() == 200) {
       // A stream's headers may come before its first token: flex must start within the
@@ -2113,10 +2118,8 @@ Task<Gateway::Answered> Gateway::send_with_fallback(const OperationInfo& info,
               1, left.count())));
       if (!started) sent = started;
     }
-    // After a flex attempt the first standard one always runs; after a standard one, only
-    // those a fallback would not skip.
-    const bool last = flex ? out.attempt + 1 == routes.size()
-                           : !another_would_be_tried(out.attempt, std::chrono::steady_clock::now());
+    // Whether a route after this one would be tried: not one a fallback would skip.
+    const bool last = !another_would_be_tried(out.attempt, std::chrono::steady_clock::now());
     if (!sent && flex && sent.status().kind() == ErrorKind::kUpstreamTimeout) {
       // Late is what flex may be: no mark against the route's health.
       log::info("flex tier did not start within start_within; trying the standard tier",

@@ -1253,6 +1253,57 @@ TEST(Router, FlexThatIsLateOrRefusedFallsBackToTheStandardTier) {
   EXPECT_EQ(up.gateway->log().find("route circuit opened"), std::string::npos);
 }
 
+// The first standard attempt after a flex one is a fallback: a route whose provider the
+// probes found down during the flex wait is skipped, not tried and marked failing.
+TEST(Router, AfterAFlexWaitARouteFoundDownMeanwhileIsSkipped) {
+  TempDir dir;
+  Process slow(bin("turnpike-sim"),
+               std::vector<std::string>{"--listen", "127.0.0.1:0", "--flex-ttft-ms", "3000",
+                                        "--flex-429-rate", "0"});
+  auto gone = std::make_unique<Process>(
+      bin("turnpike-sim"), std::vector<std::string>{"--listen", "127.0.0.1:0"});
+  const int slow_port = slow.wait_listening();
+  const int gone_port = gone->wait_listening();
+  ASSERT_GT(slow_port, 0);
+  ASSERT_GT(gone_port, 0);
+  const std::string config = dir.write(
+      "turnpike.yaml",
+      "listen: \"127.0.0.1:0\"\nrouting: { probe_interval_ms: 100, probe_failures: 1 }\n"
+      "providers:\n"
+      "  - { name: slow, api: openai, base_url: \"http://127.0.0.1:" + std::to_string(slow_port) +
+      "/v1\" }\n"
+      "  - { name: gone, api: openai, base_url: \"http://127.0.0.1:" + std::to_string(gone_port) +
+      "/v1\" }\n"
+      "models:\n  - name: m\n    routes:\n"
+      "      - { provider: slow, input_per_mtok: \"2\", output_per_mtok: \"4\", "
+      "flex_input_per_mtok: \"0.01\", flex_output_per_mtok: \"0.01\" }\n"
+      "      - { provider: gone, input_per_mtok: \"0.1\", output_per_mtok: \"0.1\" }\n");
+  Process gateway(bin("turnpike"),
+                  {"serve", "--config", config, "--threads", "1", "--data-dir", dir.path() + "/var"},
+                  {{"TURNPIKE_ADMIN_KEY", kAdminKey}});
+  const int port = gateway.wait_listening();
+  ASSERT_GT(port, 0) << gateway.log();
+  const std::string key = create_key(port);
+  HttpResponse answered;
+  std::thread asking([&] {
+    answered = http_request(port, "POST", "/v1/chat/completions",
+                            R"({"model":"m","max_tokens":5,"messages":[]})",
+                            {{"authorization", "Bearer " + key},
+                             {"x-turnpike-route-preference", "cost"},
+                             {"x-turnpike-start-within", "00h-00m-01s"}});
+  });
+  std::this_thread::sleep_for(200ms);
+  gone.reset();  // the cheapest standard route's server goes away during the flex wait
+  asking.join();
+  ASSERT_EQ(answered.status, 200) << answered.body << gateway.log();
+  EXPECT_EQ(answered.header("x-turnpike-provider"), "slow");
+  EXPECT_EQ(answered.header("x-turnpike-fallbacks"), "1");  // flex; `gone` skipped
+  const auto routes = http_request(port, "GET", "/admin/v1/routes", {},
+                                   {{"authorization", std::string("Bearer ") + kAdminKey}});
+  EXPECT_NE(route_entry(routes.body, "m", "gone").find(R"("attempts":0,)"), std::string::npos)
+      << routes.body;
+}
+
 TEST(Router, StartWithinIsValidatedAndExplainNamesTheFlexPick) {
   FlexUpstreams up;
   ASSERT_GT(up.port, 0) << up.gateway->log();
