@@ -582,10 +582,11 @@ router::Weights parse_weights(const Reader& r, const YAML::Node& w, const std::s
   return out;
 }
 
-// routing.rules: validated against the providers, so a typo fails at start-up rather than
-// silently matching nothing.
+// routing.rules: validated against the providers and models, so a typo fails at start-up
+// rather than silently matching nothing.
 std::vector<router::Rule> parse_rules(const Reader& r, const YAML::Node& root,
-                                      const std::vector<catalog::Provider>& providers) {
+                                      const std::vector<catalog::Provider>& providers,
+                                      const std::vector<catalog::Model>& models) {
   const YAML::Node routing = root["routing"];
   if (!routing.IsDefined() || routing.IsNull()) return {};
   const YAML::Node list = routing["rules"];
@@ -620,6 +621,26 @@ std::vector<router::Rule> parse_rules(const Reader& r, const YAML::Node& root,
           r.fail(m[key], Reader::join(mpath, key),
                  "must not be empty (leave it out to match any)");
         }
+      }
+      if (!rule.model.empty() &&
+          std::none_of(models.begin(), models.end(), [&](const catalog::Model& model) {
+            return router::glob_match(rule.model, model.name);
+          })) {
+        r.fail(m["model"], mpath + ".model",
+               fmt::format("'{}' matches no model of the catalog", rule.model));
+      }
+      // A tag as keys carry them (1 to 64 letters, digits, '-', '_', '.'): any other could
+      // never match.
+      if (!rule.key_tag.empty() &&
+          (rule.key_tag.size() > 64 ||
+           !std::all_of(rule.key_tag.begin(), rule.key_tag.end(), [](char c) {
+             return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' ||
+                    c == '.';
+           }))) {
+        r.fail(m["key_tag"], mpath + ".key_tag",
+               fmt::format("'{}' is no tag a key can carry (1 to 64 letters, digits, '-', '_' "
+                           "or '.')",
+                           rule.key_tag));
       }
       if (m["account"].IsDefined() && !m["account"].IsNull()) {
         const std::string copy = r.string(m, "account", mpath, "");
@@ -839,7 +860,7 @@ Result<Config> parse_config(std::string_view yaml, std::string_view source) {
     }
     auto providers = parse_providers(r, root);
     auto models = parse_models(r, root, providers);
-    c.rules = parse_rules(r, root, providers);
+    c.rules = parse_rules(r, root, providers, models);
     c.catalog = std::make_shared<const catalog::Catalog>(std::move(providers), std::move(models));
     return c;
   } catch (const ConfigError& e) {

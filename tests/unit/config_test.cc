@@ -537,6 +537,10 @@ routing:
                "'x' names an earlier rule");
   expect_error(base + "    - { match: { account: bob }, pin: [a] }\n",
                "must be an account id like acct_3");
+  expect_error(base + "    - { match: { model: \"gpt-*\" }, pin: [a] }\n",
+               "routing.rules[0].match.model: 'gpt-*' matches no model of the catalog");
+  expect_error(base + "    - { match: { key_tag: \"bad tag!\" }, pin: [a] }\n",
+               "'bad tag!' is no tag a key can carry");
   expect_error(base + "    - { match: { account: acct_03 }, pin: [a] }\n",
                "must be an account id like acct_3, got 'acct_03'");
   expect_error(base + "    - { name: \"  \", pin: [a] }\n",
