@@ -125,9 +125,11 @@ class Reader {
     if (!n.IsDefined() || n.IsNull()) return fallback;
     const std::string p = join(path, key);
     const std::string text = scalar(n, p);
-    char* end = nullptr;
-    const double value = std::strtod(text.c_str(), &end);
-    if (text.empty() || end != text.c_str() + text.size()) {
+    // Decimal only: strtod would also take hex ("0x10"), "inf" and "nan".
+    double value = 0;
+    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value,
+                                           std::chars_format::general);
+    if (text.empty() || ec != std::errc{} || end != text.data() + text.size()) {
       fail(n, p, fmt::format("must be a number, got '{}'", text));
     }
     if (!(value >= min && value <= max)) {
@@ -313,6 +315,12 @@ std::vector<catalog::Model> parse_models(const Reader& r, const YAML::Node& root
         static_cast<std::uint32_t>(r.integer(n, "max_output_tokens", path, 4096, 1, 10'000'000));
     m.context_tokens =
         static_cast<std::uint32_t>(r.integer(n, "context_tokens", path, 128'000, 1, 100'000'000));
+    if (m.max_output_tokens > m.context_tokens) {
+      r.fail(n["max_output_tokens"].IsDefined() ? n["max_output_tokens"] : n,
+             path + ".max_output_tokens",
+             fmt::format("{} is more than context_tokens ({}): the output is part of the context",
+                         m.max_output_tokens, m.context_tokens));
+    }
     const YAML::Node routes = n["routes"];
     if (!routes.IsDefined() || !routes.IsSequence() || routes.size() == 0) {
       r.fail(routes.IsDefined() ? routes : n, path + ".routes", "must be a non-empty list");
@@ -476,7 +484,7 @@ std::vector<catalog::Model> parse_models(const Reader& r, const YAML::Node& root
       // The router's latency estimate until the route has been measured.
       route.ttfb_ms = r.number(rn, "ttfb_ms", rpath, route.ttfb_ms, 0, 600'000);
       route.tokens_per_second =
-          r.number(rn, "tokens_per_second", rpath, route.tokens_per_second, 0, 1'000'000);
+          r.number(rn, "tokens_per_second", rpath, route.tokens_per_second, 0.001, 1'000'000);
       m.routes.push_back(std::move(route));
     }
     models.push_back(std::move(m));
@@ -601,7 +609,7 @@ std::vector<router::Rule> parse_rules(const Reader& r, const YAML::Node& root,
     r.check_keys(n, path, {"name", "match", "pin", "exclude", "weights", "fallback_order"});
     router::Rule rule;
     rule.name = r.string(n, "name", path, fmt::format("rules[{}]", i));
-    if (rule.name.find_first_not_of(' ') == std::string::npos) {
+    if (rule.name.find_first_not_of(" \t") == std::string::npos) {
       r.fail(n["name"], path + ".name",
              fmt::format("must not be blank (leave it out to be called rules[{}])", i));
     }
@@ -760,7 +768,7 @@ Result<Config> parse_config(std::string_view yaml, std::string_view source) {
       r.fail(root["store"], "store", "must be sqlite:FILE or postgres://...");
     }
     c.redis = r.string(root, "redis", "", "");
-    if (!c.redis.empty() && !c.redis.starts_with("redis://")) {
+    if (!c.redis.empty() && (!c.redis.starts_with("redis://") || c.redis.size() == 8)) {
       r.fail(root["redis"], "redis", "must be redis://HOST:PORT");
     }
     if (const YAML::Node log = root["log"]; log.IsDefined() && !log.IsNull()) {

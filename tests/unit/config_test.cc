@@ -132,6 +132,25 @@ models: [])", "environment variable TP_SURELY_UNSET_VAR is not set");
   expect_error(std::string(kMinimal) + "listen: \"localhost:8080\"\n",
                "listen: 'localhost' is not an IP address");
   expect_error(std::string(kMinimal) + "store: \"sqlite:\"\n", "store: must be sqlite:FILE");
+  expect_error(std::string(kMinimal) + "redis: \"redis://\"\n", "redis: must be redis://HOST:PORT");
+  // Numbers are decimal: no hex, inf or nan.
+  expect_error(R"(providers:
+  - { name: a, base_url: "http://x/v1", rebate_percent: 0x10 }
+models: [])", "providers[0].rebate_percent: must be a number, got '0x10'");
+  expect_error(R"(providers:
+  - { name: a, base_url: "http://x/v1" }
+models:
+  - name: m
+    max_output_tokens: 5000
+    context_tokens: 4000
+    routes: [{provider: a, input_per_mtok: "1", output_per_mtok: "1"}]
+)", "models[0].max_output_tokens: 5000 is more than context_tokens (4000)");
+  expect_error(R"(providers:
+  - { name: a, base_url: "http://x/v1" }
+models:
+  - name: m
+    routes: [{provider: a, input_per_mtok: "1", output_per_mtok: "1", tokens_per_second: 0}]
+)", "tokens_per_second: must be between");
   // A key pasted where its variable's name goes is refused without being quoted back.
   {
     auto c = parse_config(R"(providers:
