@@ -325,9 +325,9 @@ struct RouteHeaders {
   std::string route;
   char fallbacks[8];
 
-  std::vector<Header> of(const catalog::Provider& provider, double score,
-                         const catalog::Route& r, std::size_t failed_attempts, bool flex_asked,
-                         bool flex_served) {
+  std::vector<Header> of(const catalog::Provider& provider, const catalog::Model& model,
+                         double score, const catalog::Route& r, std::size_t failed_attempts,
+                         bool flex_asked, bool flex_served) {
     // "provider/model; score=0.8123", formatted by hand: this runs for every response.
     char score_text[32];
     const char* score_end =
@@ -340,6 +340,7 @@ struct RouteHeaders {
     std::vector<Header> headers;
     headers.reserve(10);
     headers.push_back({"x-turnpike-provider", provider.name});
+    headers.push_back({"x-turnpike-model", model.name});  // for "auto", the one chosen
     headers.push_back({"x-turnpike-route", route});
     headers.push_back({"x-turnpike-fallbacks",
                        std::string_view(fallbacks, static_cast<std::size_t>(end - fallbacks))});
@@ -1334,7 +1335,7 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
 
   RouteHeaders route_headers;
   std::vector<Header> headers =
-      route_headers.of(provider, served.score, route, attempt - sent.skipped,
+      route_headers.of(provider, *served.model, served.score, route, attempt - sent.skipped,
                        plan.options.flex_ms > 0, bill.flex);
   forwardable_headers(upstream.headers(), headers);
 
@@ -2207,8 +2208,9 @@ Task<void> Gateway::count_tokens(const OperationInfo& info, const http::Request&
     co_return;
   }
   RouteHeaders route_headers;
-  std::vector<Header> headers = route_headers.of(provider, served.score, *served.route,
-                                                 sent.attempt - sent.skipped, false, false);
+  std::vector<Header> headers =
+      route_headers.of(provider, *served.model, served.score, *served.route,
+                       sent.attempt - sent.skipped, false, false);
   forwardable_headers(upstream.headers(), headers);
   const std::string_view type = upstream.header("content-type");
   co_await res.send(upstream.status(), type.empty() ? kJson : type, whole.value(), headers);

@@ -503,6 +503,7 @@ TEST(Router, AutoChoosesAmongEveryModelTheKeyMayUse) {
   ASSERT_EQ(only.status, 200) << only.body;
   EXPECT_TRUE(only.header("x-turnpike-route").find("/multi;") != std::string::npos)
       << only.header("x-turnpike-route");
+  EXPECT_EQ(only.header("x-turnpike-model"), "multi");
   // Even with one model to choose from, explain names the model "auto" chose.
   const auto explained_one =
       http_request(up.port, "POST", "/v1/route/explain", body,
