@@ -315,11 +315,16 @@ std::vector<catalog::Model> parse_models(const Reader& r, const YAML::Node& root
         static_cast<std::uint32_t>(r.integer(n, "max_output_tokens", path, 4096, 1, 10'000'000));
     m.context_tokens =
         static_cast<std::uint32_t>(r.integer(n, "context_tokens", path, 128'000, 1, 100'000'000));
+    // The output is part of the context: a default bound is cut to it, a given one refused.
     if (m.max_output_tokens > m.context_tokens) {
-      r.fail(n["max_output_tokens"].IsDefined() ? n["max_output_tokens"] : n,
-             path + ".max_output_tokens",
-             fmt::format("{} is more than context_tokens ({}): the output is part of the context",
-                         m.max_output_tokens, m.context_tokens));
+      if (!n["max_output_tokens"].IsDefined() || n["max_output_tokens"].IsNull()) {
+        m.max_output_tokens = m.context_tokens;
+      } else {
+        r.fail(n["max_output_tokens"], path + ".max_output_tokens",
+               fmt::format("{} is more than context_tokens ({}): the output is part of the "
+                           "context",
+                           m.max_output_tokens, m.context_tokens));
+      }
     }
     const YAML::Node routes = n["routes"];
     if (!routes.IsDefined() || !routes.IsSequence() || routes.size() == 0) {
