@@ -192,7 +192,8 @@ int serve(const ServeOptions& opts) {
     std::fprintf(stderr, "turnpike: %s\n", s.message().c_str());
     return 1;
   }
-  log::info("listening", {{"host", config.listen_host},
+  // Written at every log level: the port may have been picked (port 0).
+  log::write_always(log::Level::kInfo, "listening", {{"host", config.listen_host},
                           {"port", static_cast<int>(server.port())},
                           {"threads", threads},
                           {"models", config.catalog->models().size()},

@@ -56,7 +56,10 @@ Level parse_level(std::string_view name, bool* ok) {
 }
 
 void write(Level level, std::string_view msg, std::initializer_list<Field> fields) {
-  if (!enabled(level)) return;
+  if (enabled(level)) write_always(level, msg, fields);
+}
+
+void write_always(Level level, std::string_view msg, std::initializer_list<Field> fields) {
   std::string line;
   line.reserve(256);
   line += "{\"ts\":";

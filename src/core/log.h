@@ -31,6 +31,8 @@ bool enabled(Level level);
 Level parse_level(std::string_view name, bool* ok);
 
 void write(Level level, std::string_view msg, std::initializer_list<Field> fields = {});
+// Whatever the level set: for the few lines an operator always needs (where it listens).
+void write_always(Level level, std::string_view msg, std::initializer_list<Field> fields = {});
 
 inline void debug(std::string_view msg, std::initializer_list<Field> f = {}) {
   if (enabled(Level::kDebug)) write(Level::kDebug, msg, f);

@@ -73,6 +73,18 @@ TEST(Server, AStoreOutsideTheDataDirectoryIsLockedAndPrivate) {
   EXPECT_EQ(st.st_mode & 0077, 0u);
 }
 
+// Where it listens is logged at every log level: with port 0 nothing else would say it.
+TEST(Server, TheListeningLineIsWrittenAtEveryLogLevel) {
+  TempDir dir;
+  const std::string config = dir.write(
+      "t.yaml", "listen: \"127.0.0.1:0\"\nlog: { level: error }\nproviders:\n"
+                "  - { name: a, base_url: \"http://127.0.0.1:9/v1\" }\nmodels:\n  - name: m\n"
+                "    routes: [{provider: a, input_per_mtok: \"1\", output_per_mtok: \"1\"}]\n");
+  Process gateway(bin("turnpike"), {"serve", "--config", config, "--data-dir", dir.path() + "/var"},
+                  {{"TURNPIKE_ADMIN_KEY", kAdminKey}});
+  EXPECT_GT(gateway.wait_listening(), 0) << gateway.log();
+}
+
 TEST(Server, SlowClientIsCutOffByHeaderTimeout) {
   Stack stack("limits: { header_timeout_ms: 1000 }");
   ASSERT_GT(stack.port, 0) << stack.gateway->log();
