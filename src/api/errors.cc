@@ -56,15 +56,16 @@ unsigned http_status(ErrorKind kind) {
 }
 
 std::string error_body(Surface surface, unsigned status, std::string_view message,
-                       std::string_view code) {
+                       std::string_view code, std::string_view request_id) {
   const ErrorNames names = names_for(status);
   std::string out;
   out.reserve(128 + message.size());
   json::Writer w(out);
   if (surface == Surface::kAnthropic) {
     w.begin_object().field("type", "error").key("error").begin_object();
-    w.field("type", names.anthropic_type).field("message", message);
-    w.end_object().end_object();
+    w.field("type", names.anthropic_type).field("message", message).end_object();
+    if (!request_id.empty()) w.field("request_id", request_id);
+    w.end_object();
     return out;
   }
   w.begin_object().key("error").begin_object();

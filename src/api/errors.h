@@ -15,10 +15,10 @@ enum class Surface { kOpenAI, kAnthropic };
 unsigned http_status(ErrorKind kind);
 
 // OpenAI: {"error":{"message","type","param":null,"code"}}.
-// Anthropic: {"type":"error","error":{"type","message"}}.
+// Anthropic: {"type":"error","error":{"type","message"},"request_id"} (the id when given).
 // `code` defaults to one derived from the status.
 std::string error_body(Surface surface, unsigned status, std::string_view message,
-                       std::string_view code = {});
+                       std::string_view code = {}, std::string_view request_id = {});
 // The message of an error body of either shape ("" when `body` is not one).
 std::string error_message(std::string_view body);
 

@@ -1124,7 +1124,11 @@ Task<const auth::KeyGrant*> Gateway::authenticate(std::string_view key, Surface 
 
 Task<void> Gateway::send_error(Responder& res, Surface surface, unsigned status,
                                std::string_view message, std::string_view code) {
-  const std::string body = error_body(surface, status, message, code);
+  // Anthropic's errors carry the request's id in the body too, where its SDK reads it.
+  const std::string body = error_body(surface, status, message, code,
+                                      surface == Surface::kAnthropic
+                                          ? res.added_header("request-id")
+                                          : std::string_view());
   co_await res.send(status, kJson, body);
 }
 

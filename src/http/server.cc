@@ -167,6 +167,13 @@ void Responder::add_header(std::string_view name, std::string_view value) {
   common_headers_.push_back({name, value});
 }
 
+std::string_view Responder::added_header(std::string_view name) const {
+  for (const Header& h : common_headers_) {
+    if (iequals(h.name, name)) return h.value;
+  }
+  return {};
+}
+
 void Responder::append_head(unsigned status, std::string_view content_type,
                             std::span<const Header> headers) {
   status_ = status;

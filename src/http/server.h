@@ -120,6 +120,8 @@ class Responder {
   // Headers added to whichever response is sent (e.g. x-request-id). Views must outlive
   // the response.
   void add_header(std::string_view name, std::string_view value);
+  // The value of a header added so, or "".
+  std::string_view added_header(std::string_view name) const;
 
   Task<bool> send(unsigned status, std::string_view content_type, std::string_view body,
                   std::span<const Header> headers = {});

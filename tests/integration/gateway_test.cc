@@ -492,6 +492,8 @@ TEST_F(GatewayTest, AnthropicErrorsUseAnthropicShape) {
   auto doc = parse(p, res.body);
   EXPECT_EQ(std::string_view(doc["type"].get_string().value()), "error");
   EXPECT_EQ(std::string_view(doc["error"]["type"].get_string().value()), "not_found_error");
+  // The request's id is in the body too, as Anthropic puts it.
+  EXPECT_EQ(std::string_view(doc["request_id"].get_string().value()), res.header("request-id"));
   // A path under /v1/messages that Turnpike does not serve (the batches API) is refused in
   // the same shape, well-formed or not.
   for (const std::string body : {R"({"model":"claude-test","messages":[]})", "{"}) {
