@@ -39,11 +39,38 @@ std::string quoted(std::string_view s) {
 }
 
 std::string_view utf8_prefix(std::string_view s, std::size_t max_bytes) {
-  if (s.size() <= max_bytes) return s;
-  std::size_t end = max_bytes;
-  // Back off the continuation bytes (10xxxxxx) of a sequence the cut would split, and its
-  // lead byte.
-  while (end > 0 && (static_cast<unsigned char>(s[end]) & 0xC0) == 0x80) --end;
+  // Whole, well-formed sequences only (RFC 3629: no overlong forms, surrogates or code
+  // points past U+10FFFF), up to the first that is not one or would pass `max_bytes`.
+  std::size_t end = 0;
+  while (end < s.size()) {
+    const auto at = [&](std::size_t i) { return static_cast<unsigned char>(s[end + i]); };
+    const unsigned char lead = at(0);
+    std::size_t length = 0;
+    unsigned char low = 0x80, high = 0xBF;  // the second byte's range
+    if (lead < 0x80) {
+      length = 1;
+    } else if (lead >= 0xC2 && lead <= 0xDF) {
+      length = 2;
+    } else if (lead >= 0xE0 && lead <= 0xEF) {
+      length = 3;
+      if (lead == 0xE0) low = 0xA0;
+      if (lead == 0xED) high = 0x9F;
+    } else if (lead >= 0xF0 && lead <= 0xF4) {
+      length = 4;
+      if (lead == 0xF0) low = 0x90;
+      if (lead == 0xF4) high = 0x8F;
+    } else {
+      break;
+    }
+    if (end + length > s.size() || end + length > max_bytes) break;
+    bool whole = true;
+    for (std::size_t i = 1; i < length && whole; ++i) {
+      const unsigned char c = at(i);
+      whole = i == 1 ? c >= low && c <= high : (c & 0xC0) == 0x80;
+    }
+    if (!whole) break;
+    end += length;
+  }
   return s.substr(0, end);
 }
 

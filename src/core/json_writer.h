@@ -12,8 +12,9 @@ namespace tp::json {
 void append_quoted(std::string& out, std::string_view s);
 std::string quoted(std::string_view s);
 
-// The longest prefix of `s` of at most `max_bytes` that does not end inside a UTF-8
-// sequence: for quoting a piece of a client's text in a message that must stay valid UTF-8.
+// The longest prefix of `s` of at most `max_bytes` that is well-formed UTF-8 (it ends
+// before a sequence the cut would split, or the first byte that is not UTF-8): for quoting
+// a piece of a client's text in a message that must stay valid UTF-8.
 std::string_view utf8_prefix(std::string_view s, std::size_t max_bytes);
 
 // A small builder that tracks commas. Keys are written quoted and escaped.

@@ -311,7 +311,20 @@ std::unique_ptr<UpstreamConnection> UpstreamPool::take_idle(std::size_t index) {
   while (!list.empty()) {
     std::unique_ptr<UpstreamConnection> conn = std::move(list.back());
     list.pop_back();
-    if (conn->idle_since >= oldest_allowed) return conn;
+    if (conn->idle_since < oldest_allowed) continue;
+    // Nothing may have come while it sat idle: bytes no request asked for (a second
+    // response, a late 408) would be read as the next request's answer, and every answer
+    // after it would go to the request after its own. A closed one is let go here too.
+    // (Plain TCP only: over TLS the server may send session tickets at any time.)
+    if (conn->tcp) {
+      char probe;
+      const ssize_t n = ::recv(conn->tcp->native_handle(), &probe, 1, MSG_PEEK | MSG_DONTWAIT);
+      if (n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
+        ++stats_.stale_retries;
+        continue;
+      }
+    }
+    return conn;
   }
   return nullptr;
 }
@@ -322,7 +335,9 @@ void UpstreamPool::give_back(std::unique_ptr<UpstreamConnection> conn) {
   conn->idle_since = std::chrono::steady_clock::now();
   conn->deadline->clear();
   conn->deadline->cap_by(nullptr);  // the request that set it is done
-  conn->buffer.clear();
+  // Bytes past the response's end are no answer to anything: the connection is not
+  // reused (they would be read as the next request's).
+  if (conn->buffer.size() != 0) return;  // closes it
   list.push_back(std::move(conn));
 }
 

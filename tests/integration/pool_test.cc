@@ -249,5 +249,46 @@ TEST(UpstreamPool, AConnectionClosedBeforeAnyAnswerIsRetriedOnce) {
   EXPECT_EQ(pool.stats().fresh_retries, 1u);
 }
 
+// What a pooled connection holds beyond its last response's end, or receives while idle,
+// is no answer to the next request: that connection is not reused. (Reused, every answer
+// after it would go to the request after its own.)
+TEST(UpstreamPool, BytesNoRequestAskedForRetireTheConnection) {
+  constexpr std::string_view kAnswer = "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nA";
+  constexpr std::string_view kUnasked = "HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\nunasked";
+  for (const bool same_write : {true, false}) {
+    ScriptedUpstream upstream([&](int fd) {
+      if (same_write) {
+        ScriptedUpstream::write_all(fd, std::string(kAnswer) + std::string(kUnasked));
+      } else {
+        ScriptedUpstream::write_all(fd, kAnswer);
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        ScriptedUpstream::write_all(fd, kUnasked);
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(600));
+    });
+    ASSERT_GT(upstream.port(), 0);
+    http::HostResolver resolver;
+    const auto endpoint = endpoint_at(resolver, upstream.port());
+    http::asio::io_context ioc;
+    http::UpstreamPool pool(ioc, 1, 4);
+    std::vector<std::string> bodies;
+    run(ioc, [&]() -> http::Task<void> {
+      for (int i = 0; i < 2; ++i) {
+        auto sent = co_await pool.send(endpoint, "GET /v1/x HTTP/1.1\r\nHost: x\r\n\r\n", {},
+                                       http::UpstreamTimeouts{});
+        if (!sent) co_return;
+        auto body = co_await (*sent)->read_all(1024);
+        bodies.push_back(body ? *body : "failed");
+        sent->reset();  // back to the pool, or closed
+        http::asio::steady_timer pause(co_await http::asio::this_coro::executor,
+                                       std::chrono::milliseconds(300));
+        co_await pause.async_wait(http::use_nothrow);
+      }
+    });
+    EXPECT_EQ(bodies, (std::vector<std::string>{"A", "A"})) << "same write: " << same_write;
+    EXPECT_EQ(upstream.accepted(), 2) << "same write: " << same_write;
+  }
+}
+
 }  // namespace
 }  // namespace tp::test

@@ -38,4 +38,13 @@ TEST(JsonWriter, Utf8PrefixCutsBetweenCharacters) {
   EXPECT_EQ(utf8_prefix(euro, 5), "\xe2\x82\xac");
   EXPECT_EQ(utf8_prefix(euro, 2), "");
   EXPECT_EQ(utf8_prefix("\xf0\x9f\x98\x80x", 4), "\xf0\x9f\x98\x80");  // an emoji whole
+  // Bytes that are not UTF-8 end it: a stray continuation or lead byte, an overlong form, a
+  // surrogate, a code point past U+10FFFF.
+  EXPECT_EQ(utf8_prefix("ab\xff\xfe" "cd", 100), "ab");
+  EXPECT_EQ(utf8_prefix("ab\x80", 100), "ab");
+  EXPECT_EQ(utf8_prefix("ab\xc3x", 100), "ab");
+  EXPECT_EQ(utf8_prefix("a\xc0\xaf" "b", 100), "a");
+  EXPECT_EQ(utf8_prefix("a\xed\xa0\x80" "b", 100), "a");
+  EXPECT_EQ(utf8_prefix("a\xf4\x90\x80\x80" "b", 100), "a");
+  EXPECT_EQ(utf8_prefix("a\xc3", 100), "a");
 }
