@@ -1175,13 +1175,14 @@ Task<void> Gateway::handle(http::Request& req, Responder& res) {
   // HEAD is answered as GET is, without the body (the Responder drops it).
   const std::string_view method = req.method() == "HEAD" ? "GET" : req.method();
 
+  // The Anthropic SDK reads its request id from `request-id` (as Anthropic sends it).
+  if (surface_of(path) == Surface::kAnthropic) res.add_header("request-id", request_id);
+
   std::optional<Operation> op;
   if (path == "/v1/chat/completions") {
     op = Operation::kChat;
   } else if (path == "/v1/messages" || path == "/v1/messages/count_tokens") {
     op = path == "/v1/messages" ? Operation::kMessages : Operation::kCountTokens;
-    // The Anthropic SDK reads its request id from `request-id` (as Anthropic sends it).
-    res.add_header("request-id", request_id);
   } else if (path == "/v1/embeddings") {
     op = Operation::kEmbeddings;
   }
@@ -2198,6 +2199,7 @@ Task<void> Gateway::count_tokens(const OperationInfo& info, const http::Request&
   http::UpstreamResponse& upstream = *sent.response;
   const Ranked& served = routes[sent.attempt];
   const catalog::Provider& provider = state_->catalog().provider(*served.route);
+  if (upstream.status() < 500) stats_->served(served.route->index, false);
   if (upstream.status() >= 500) {
     (void)co_await upstream.read_all(kErrorBodyDrainBytesMax);
     co_await send_error(res, info.surface, 502,

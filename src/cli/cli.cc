@@ -528,7 +528,9 @@ int run_turnpike(int argc, char** argv) {
   std::string ledger_store = "sqlite:turnpike.db";
   CLI::App* ledger_cmd = app.add_subcommand("ledger", "Ledger tools");
   CLI::App* verify_cmd = ledger_cmd->add_subcommand(
-      "verify", "Recompute every balance from the stored transfers and check they sum to zero");
+      "verify",
+      "Recompute every balance from the stored transfers and check that they sum to zero, "
+      "that no book is below its floor, and that each request's charges match its usage row");
   verify_cmd->add_option("--data-dir", ledger_data_dir, "Data directory")->capture_default_str();
   verify_cmd->add_option("--store", ledger_store, "Store (as in the config's `store`)")
       ->capture_default_str();

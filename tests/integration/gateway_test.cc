@@ -499,6 +499,8 @@ TEST_F(GatewayTest, AnthropicErrorsUseAnthropicShape) {
   for (const std::string body : {R"({"model":"claude-test","messages":[]})", "{"}) {
     const auto sub = post("/v1/messages/batches", body, {{{"x-api-key", stack_->key}}});
     EXPECT_EQ(sub.status, 404) << sub.body;
+    EXPECT_TRUE(sub.headers.count("request-id")) << sub.body;
+    EXPECT_NE(sub.body.find(R"("request_id":"req_)"), std::string::npos) << sub.body;
     simdjson::dom::parser sp;
     auto sub_doc = parse(sp, sub.body);
     EXPECT_EQ(std::string_view(sub_doc["type"].get_string().value()), "error") << sub.body;
