@@ -125,6 +125,8 @@ void forwardable_headers(const std::vector<http::HeaderField>& fields, std::vect
              std::equal(prefix.begin(), prefix.end(), name.begin(),
                         [](char a, char b) { return a == std::tolower(b); });
     };
+    // Not the operator's OpenAI organization and project: they identify its account.
+    if (starts("openai-organization") || starts("openai-project")) continue;
     if (starts("retry-after") || starts("x-ratelimit-") || starts("anthropic-ratelimit-") ||
         starts("openai-")) {
       out.push_back({name, f.value});

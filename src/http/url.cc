@@ -25,6 +25,13 @@ Result<Url> parse_base_url(std::string_view text) {
   if (authority.find('@') != std::string_view::npos) {
     return Status{ErrorKind::kInvalidRequest, "must not carry credentials (user:password@)"};
   }
+  // The path goes into request lines: visible ASCII only (anything else is percent-encoded).
+  if (std::any_of(path.begin(), path.end(), [](char c) {
+        return static_cast<unsigned char>(c) <= 0x20 || static_cast<unsigned char>(c) >= 0x7f;
+      })) {
+    return Status{ErrorKind::kInvalidRequest,
+                  "has a space, control or non-ASCII character in its path (percent-encode it)"};
+  }
   if (rest.find_first_of("?#") != std::string_view::npos) {  // after the host or the path
     return Status{ErrorKind::kInvalidRequest, "must not have a query or fragment"};
   }

@@ -99,7 +99,17 @@ class Reader {
     if (value.find_first_not_of(" \t") == std::string::npos) {
       fail(parent[std::string(key)], join(path, key), "must not be empty");
     }
+    no_controls(parent[std::string(key)], join(path, key), value);
     return value;
+  }
+
+  // Names go into logs, response headers and upstream bodies: no control characters.
+  void no_controls(const YAML::Node& n, std::string_view path, std::string_view value) const {
+    if (std::any_of(value.begin(), value.end(), [](char c) {
+          return static_cast<unsigned char>(c) < 0x20 || c == 0x7f;
+        })) {
+      fail(n, path, "must not contain control characters");
+    }
   }
 
   std::uint64_t integer(const YAML::Node& parent, std::string_view key, std::string_view path,
@@ -263,11 +273,25 @@ std::vector<catalog::Provider> parse_providers(const Reader& r, const YAML::Node
     }
     if (!p.api_key_env.empty()) {
       const char* value = std::getenv(p.api_key_env.c_str());
-      if (value == nullptr || *value == '\0') {
+      // A key read from a file often ends in a newline: that is cut. Any other control
+      // character would end the header line it goes in (not shown: it is a secret).
+      std::string key = value == nullptr ? std::string() : std::string(value);
+      while (!key.empty() && (key.back() == '\n' || key.back() == '\r' || key.back() == ' ' ||
+                              key.back() == '\t')) {
+        key.pop_back();
+      }
+      if (std::any_of(key.begin(), key.end(), [](char c) {
+            return static_cast<unsigned char>(c) < 0x20 || c == 0x7f;
+          })) {
+        r.fail(n["api_key_env"], path + ".api_key_env",
+               fmt::format("the value of {} has control characters (its value is not shown)",
+                           p.api_key_env));
+      }
+      if (key.empty()) {
         r.fail(n["api_key_env"], path + ".api_key_env",
                fmt::format("environment variable {} is not set", p.api_key_env));
       }
-      p.api_key = value;
+      p.api_key = std::move(key);
     }
     p.ca_file = r.string(n, "ca_file", path, "");
     p.privacy_tier = parse_tier(r, n, path);
@@ -618,6 +642,7 @@ std::vector<router::Rule> parse_rules(const Reader& r, const YAML::Node& root,
       r.fail(n["name"], path + ".name",
              fmt::format("must not be blank (leave it out to be called rules[{}])", i));
     }
+    r.no_controls(n["name"], path + ".name", rule.name);
     for (const router::Rule& earlier : rules) {
       if (earlier.name == rule.name) {
         r.fail(n["name"], path + ".name", fmt::format("'{}' names an earlier rule", rule.name));

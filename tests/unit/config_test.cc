@@ -161,6 +161,34 @@ models: [])", "t.yaml");
         << c.status().message();
     EXPECT_EQ(c.status().message().find("LEAKED"), std::string::npos) << c.status().message();
   }
+  // Names and the key go into header lines: a line break in them is refused.
+  expect_error("providers:\n  - { name: \"up\\r\\nSet-Cookie: x=1\", base_url: \"http://x/v1\" }\n"
+               "models: []\n",
+               "providers[0].name: must not contain control characters");
+  expect_error(R"(providers:
+  - { name: a, base_url: "http://x/v1/x HTTP/1.1" }
+models: [])", "has a space, control or non-ASCII character in its path");
+  ::setenv("TP_TEST_KEY_WITH_LINE", "sk-secret\r\nX-Injected: yes", 1);
+  {
+    auto c = parse_config(R"(providers:
+  - { name: a, base_url: "http://x/v1", api_key_env: TP_TEST_KEY_WITH_LINE }
+models: [])", "t.yaml");
+    ASSERT_FALSE(c);
+    EXPECT_NE(c.status().message().find("has control characters"), std::string::npos);
+    EXPECT_EQ(c.status().message().find("sk-secret"), std::string::npos);
+  }
+  ::setenv("TP_TEST_KEY_WITH_LINE", "sk-secret\n", 1);  // as read from a file
+  {
+    auto c = parse_config(R"(providers:
+  - { name: a, base_url: "http://x/v1", api_key_env: TP_TEST_KEY_WITH_LINE }
+models:
+  - name: m
+    routes: [{provider: a, input_per_mtok: "1", output_per_mtok: "1"}]
+)", "t.yaml");
+    ASSERT_TRUE(c) << c.status().message();
+    EXPECT_EQ(c->catalog->providers().front().api_key, "sk-secret");
+  }
+  ::unsetenv("TP_TEST_KEY_WITH_LINE");
   expect_error(R"(providers:
   - { name: a, base_url: "http://x/v1" }
 models:
