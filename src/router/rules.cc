@@ -6,13 +6,21 @@ namespace tp::router {
 
 bool glob_match(std::string_view pattern, std::string_view text) {
   // Iterative, with one backtrack point for the last `*`: linear in practice, never
-  // exponential.
+  // exponential. `?` and `*` step over whole UTF-8 characters, never into one.
+  auto next_char = [&](std::size_t i) {
+    ++i;
+    while (i < text.size() && (static_cast<unsigned char>(text[i]) & 0xC0) == 0x80) ++i;
+    return i;
+  };
   std::size_t p = 0;
   std::size_t t = 0;
   std::size_t star = std::string_view::npos;
   std::size_t resume = 0;
   while (t < text.size()) {
-    if (p < pattern.size() && (pattern[p] == '?' || pattern[p] == text[t])) {
+    if (p < pattern.size() && pattern[p] == '?') {
+      ++p;
+      t = next_char(t);
+    } else if (p < pattern.size() && pattern[p] == text[t]) {
       ++p;
       ++t;
     } else if (p < pattern.size() && pattern[p] == '*') {
@@ -20,7 +28,7 @@ bool glob_match(std::string_view pattern, std::string_view text) {
       resume = t;
     } else if (star != std::string_view::npos) {
       p = star + 1;
-      t = ++resume;
+      t = resume = next_char(resume);
     } else {
       return false;
     }

@@ -17,6 +17,11 @@ TEST(Rules, GlobMatchesStarsAndQuestionMarks) {
   EXPECT_FALSE(glob_match("a*b*c", "aXbYbZ"));
   EXPECT_TRUE(glob_match("exact", "exact"));
   EXPECT_FALSE(glob_match("exact", "exactly"));
+  // `?` is one character, whatever its UTF-8 length.
+  EXPECT_TRUE(glob_match("mod?le", "mod\xc3\xa8le"));
+  EXPECT_TRUE(glob_match("*?", "\xe2\x82\xac"));
+  EXPECT_FALSE(glob_match("??", "\xe2\x82\xac"));
+  EXPECT_TRUE(glob_match("a*\xc3\xa8", "ab\xc3\xa8"));
   // Many stars against a long text that never matches stay fast (no exponential backtracking).
   EXPECT_FALSE(glob_match("*a*a*a*a*a*a*a*a*b", std::string(10'000, 'a')));
 }
