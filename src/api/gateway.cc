@@ -436,6 +436,7 @@ struct Bill {
   ledger::Bank::Hold hold;  // id 0: nothing held (a free route)
   const catalog::Route* route = nullptr;
   bool flex = false;  // served on the route's flex tier, at its flex prices
+  bool embeddings = false;  // an embeddings request: no output, whatever its answer's size
   std::int64_t input_estimate = 0;  // tokens, for when the upstream reports none
   std::int64_t input_max = 0;       // tokens at most (the hold's assumption)
   Money covered;              // what the hold reserves now (cover() may extend it)
@@ -1283,6 +1284,7 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
   }
   bill.asked = priced_options(body, info.api);
   bill.search_calls = body.web_search_options && surface == Surface::kOpenAI ? 1 : 0;
+  bill.embeddings = op == Operation::kEmbeddings;
 
   if (const ledger::Freeze& freeze = *state_->services().freeze; freeze.frozen()) {
     const std::string message = fmt::format(
@@ -1932,9 +1934,13 @@ void Gateway::keep_hold(Bill& bill) {
 }
 
 bool Gateway::cover(Bill& bill, Money needed, Money ahead) {
-  if (bill.hold.id == 0 || (!bill.lapsed && (bill.may_overdraw || needed <= bill.covered))) {
-    return true;
+  if (bill.hold.id == 0) {
+    if (needed <= Money()) return true;  // free, and still costing nothing
+    // A free route's answer that costs after all (a provider's search fee): held now, as
+    // for a lapsed hold, or the response stops. Nothing is charged without a hold.
+    bill.lapsed = true;
   }
+  if (!bill.lapsed && (bill.may_overdraw || needed <= bill.covered)) return true;
   ledger::Bank& bank = *state_->services().bank;
   const std::int64_t now = SystemClock::instance().unix_millis();
   if (bill.lapsed) {
@@ -2236,19 +2242,23 @@ Task<void> Gateway::answer_whole(http::UpstreamResponse& upstream, Surface surfa
   }
   std::string cost;
   if (upstream.status() >= 200 && upstream.status() < 300) {
-    auto usage = surface == Surface::kAnthropic ? meter::anthropic_usage(whole.value())
-                                                : meter::openai_usage(whole.value());
+    auto usage = surface == Surface::kAnthropic
+                     ? meter::anthropic_usage(whole.value())
+                     : meter::openai_usage(whole.value(), bill.embeddings);
     const bool estimated = !usage;
     if (estimated) {
       log::warn("upstream reported no usage; billing an estimate", {{"provider", bill.record.provider}});
       usage = meter::Usage{bill.input_estimate, 0,
-                           static_cast<std::int64_t>((whole.value().size() + 3) / 4)};
-      // A guess never refuses an answer: it is charged what was held at most.
+                           bill.embeddings
+                               ? 0
+                               : static_cast<std::int64_t>((whole.value().size() + 3) / 4)};
+      // A guess never refuses an answer, nor reaches past its hold: it is charged what was
+      // held at most (the hold is not extended for it).
       bill.capped = true;
     }
     bill.premium = served_premium(bill, *usage, /*warn=*/false);
     const Money owed = meter::price(with_search_calls(bill, *usage), bill.prices());
-    if (!cover(bill, owed) && !estimated) {
+    if (!estimated && !cover(bill, owed)) {
       // Delivered, it would overdraw the account past one response's shortfall.
       void_bill(state_->services(), bill, bill.status_for(402));
       co_await send_error(res, surface, 402,
@@ -2296,9 +2306,10 @@ Task<bool> Gateway::settle(Bill& bill, const meter::Usage& reported, int status)
   const catalog::Prices prices = bill.prices();
   r.cost = meter::price(usage, prices);
   r.input_cost = input_cost(usage, prices);
-  if (bill.capped && r.cost > bill.covered) {
+  if ((bill.capped || bill.hold.id == 0) && r.cost > bill.covered) {
     // Stopped for want of balance: charged what it holds, no more (the tokens stay as
-    // counted, so the row shows what the answer would have cost).
+    // counted, so the row shows what the answer would have cost). Without a hold, nothing
+    // (a free route whose cost never reached cover()).
     r.cost = bill.covered;
     r.input_cost = std::min(r.input_cost, r.cost);
   }
@@ -2312,6 +2323,10 @@ Task<bool> Gateway::settle(Bill& bill, const meter::Usage& reported, int status)
   // The charge is taken on the writer, in the batch whose transaction stores it: the row
   // and the transfers become durable together or not at all (see store::UsageBuffer).
   std::shared_ptr<ledger::Bank> bank = state_->services().bank;
+  // From here the hold does not lapse: the writer posts it (or a failed commit voids it),
+  // however long the store takes. A lapse meanwhile would free the money, and the post
+  // would then overdraw the account with no licence to.
+  (void)bank->renew(bill.hold, std::numeric_limits<std::int64_t>::max());
   store::Writer::Work work = [bank, usage = state_->services().usage, hold = bill.hold,
                               record = r](store::Database&) mutable {
     usage->settle(*bank, hold, std::move(record), SystemClock::instance().unix_millis());

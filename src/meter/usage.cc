@@ -117,7 +117,7 @@ std::optional<simdjson::dom::element> usage_object(std::string_view json,
 
 }  // namespace
 
-std::optional<Usage> openai_usage(std::string_view json) {
+std::optional<Usage> openai_usage(std::string_view json, bool embeddings) {
   simdjson::dom::element doc;
   const auto found = usage_object(json, doc);
   if (!found) return std::nullopt;
@@ -149,7 +149,7 @@ std::optional<Usage> openai_usage(std::string_view json) {
     u.output_tokens = *completion;
   } else if (const auto total = reported(usage, "total_tokens")) {
     u.output_tokens = std::max<std::int64_t>(*total - prompt, 0);
-  } else {
+  } else if (!embeddings) {
     return std::nullopt;
   }
   if (!usage["completion_tokens_details"].get(details) && details.is_object()) {

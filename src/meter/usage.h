@@ -47,7 +47,9 @@ struct Usage {
 };
 
 // The "usage" object of an OpenAI response body or stream chunk; nullopt when absent or null.
-std::optional<Usage> openai_usage(std::string_view json);
+// `embeddings`: an embeddings answer, whose usage may give the prompt count alone (it has
+// no output); any other without a completion or total count reports nothing.
+std::optional<Usage> openai_usage(std::string_view json, bool embeddings = false);
 
 // The "usage" object of an Anthropic message (non-stream body).
 std::optional<Usage> anthropic_usage(std::string_view json);

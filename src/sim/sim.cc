@@ -141,16 +141,17 @@ void apply_knob(Knobs& k, std::string_view name, double value) {
   else if (name == "fast_unavailable") k.fast_unavailable = i;
   else if (name == "default_geo_us") k.default_geo_us = i;
   else if (name == "default_priority") k.default_priority = i;
+  else if (name == "omit_usage") k.omit_usage = i;
 }
 
-constexpr std::array<std::string_view, 25> kKnobNames = {
+constexpr std::array<std::string_view, 26> kKnobNames = {
     "latency_ms",    "ttft_ms",          "tokens_per_second", "output_tokens",
     "cached_tokens", "error_status",     "error_rate",        "drop_after_chunks",
     "flex_ttft_ms",  "flex_429_rate",    "embedding_dims",    "stall_after_chunks",
     "flex_unavailable", "input_tokens",  "tokens_per_chunk",  "continuous_usage",
     "end_after_chunks", "cache_write_tokens", "cache_write_1h_tokens", "web_search_requests",
     "audio_input_tokens", "audio_output_tokens", "fast_unavailable", "default_geo_us",
-    "default_priority"};
+    "default_priority", "omit_usage"};
 
 // Header knobs: x-sim-latency-ms etc. Error status first so an explicit rate wins.
 void apply_header_knobs(const http::Request& req, Knobs& k) {
@@ -440,7 +441,7 @@ Task<void> SimHandler::chat(const Call& call, Responder& res) {
     w.begin_object().field("index", 0).key("message").begin_object();
     w.field("role", "assistant").field("content", text).key("refusal").null().end_object();
     w.key("logprobs").null().field("finish_reason", finish).end_object().end_array();
-    usage(w);
+    if (call.knobs.omit_usage == 0) usage(w);
     w.field("service_tier", tier).field("system_fingerprint", "fp_turnpike_sim").end_object();
     co_await res.send(200, kJson, body);
     co_return;
@@ -688,9 +689,12 @@ Task<void> SimHandler::embeddings(const Call& call, simdjson::dom::element doc, 
     }
     w.end_object();
   }
-  w.end_array().field("model", call.model).key("usage").begin_object();
-  w.field("prompt_tokens", call.prompt_tokens).field("total_tokens", call.prompt_tokens);
-  w.end_object().end_object();
+  w.end_array().field("model", call.model);
+  if (call.knobs.omit_usage == 0) {
+    w.key("usage").begin_object().field("prompt_tokens", call.prompt_tokens);
+    w.field("total_tokens", call.prompt_tokens).end_object();
+  }
+  w.end_object();
   co_await res.send(200, kJson, body);
 }
 
@@ -772,6 +776,9 @@ int run_sim(int argc, char** argv) {
       ->capture_default_str()->check(CLI::Range(0, 1));
   app.add_option("--default-geo-us", k.default_geo_us,
                  "1: Anthropic requests without inference_geo are served (and reported) in us")
+      ->capture_default_str()->check(CLI::Range(0, 1));
+  app.add_option("--omit-usage", k.omit_usage,
+                 "1: OpenAI whole answers and embeddings carry no usage")
       ->capture_default_str()->check(CLI::Range(0, 1));
   app.add_option("--web-search-requests", k.web_search_requests,
                  "Anthropic: web searches reported in usage.server_tool_use")

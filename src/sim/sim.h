@@ -39,6 +39,7 @@ struct Knobs {
   std::int64_t fast_unavailable = 0;    // 1: Anthropic speed "fast" served at "standard"
   std::int64_t default_geo_us = 0;      // 1: Anthropic without inference_geo served in "us"
   std::int64_t default_priority = 0;    // 1: OpenAI without service_tier served at "priority"
+  std::int64_t omit_usage = 0;          // 1: OpenAI whole answers and embeddings carry no usage
 };
 
 struct SimOptions {

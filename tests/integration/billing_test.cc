@@ -746,6 +746,123 @@ TEST(Billing, AStreamEndedWithoutItsTerminatorIsWholeOnlyWhenItSaidItEnded) {
   }
 }
 
+// A gateway in front of one sim (started with `sim_args`) with the models in `models_yaml`
+// (providers `oa`, openai, and `an`, anthropic, both on the sim) and `extra_yaml`.
+struct OneSim {
+  TempDir dir;
+  std::unique_ptr<Process> sim;
+  std::unique_ptr<Process> gateway;
+  int port = 0;
+
+  OneSim(const std::string& models_yaml, const std::string& extra_yaml,
+         std::vector<std::string> sim_args = {}) {
+    sim_args.insert(sim_args.begin(), {"--listen", "127.0.0.1:0"});
+    sim = std::make_unique<Process>(bin("turnpike-sim"), sim_args);
+    const std::string up = std::to_string(sim->wait_listening());
+    const std::string config = dir.write(
+        "t.yaml", "listen: \"127.0.0.1:0\"\n" + extra_yaml +
+                      "\nproviders:\n  - { name: oa, api: openai, base_url: \"http://127.0.0.1:" +
+                      up + "/v1\" }\n  - { name: an, api: anthropic, base_url: "
+                      "\"http://127.0.0.1:" + up + "/v1\" }\nmodels:\n" + models_yaml);
+    gateway = std::make_unique<Process>(
+        bin("turnpike"),
+        std::vector<std::string>{"serve", "--config", config, "--threads", "1", "--data-dir",
+                                 dir.path() + "/var"},
+        std::map<std::string, std::string>{{"TURNPIKE_ADMIN_KEY", kAdminKey}});
+    port = gateway->wait_listening();
+  }
+};
+
+// A free route whose answer costs after all (a provider's search fee) is held like any
+// other charge: an account that cannot cover it does not get it, and is not overdrawn.
+TEST(Billing, AFreeRouteThatCostsAfterAllCannotOverdraw) {
+  OneSim up("  - name: free\n    routes: [{ provider: an, input_per_mtok: \"0\", "
+            "output_per_mtok: \"0\" }]\n",
+            "billing: { trial_usd: \"0\" }");
+  ASSERT_GT(up.port, 0) << up.gateway->log();
+  const std::string key = funded_key(up.port, "0.01");
+  const std::string body = R"({"model":"free","max_tokens":5,"messages":[{"role":"user","content":"hi"}],)"
+                           R"("sim":{"web_search_requests":50}})";
+  for (int i = 0; i < 3; ++i) {
+    const auto res = http_request(up.port, "POST", "/v1/messages", body,
+                                  {{"x-api-key", key}, {"anthropic-version", "2023-06-01"}});
+    EXPECT_EQ(res.status, 402) << res.body;  // 50 searches cost 0.50 USD: more than 0.01
+  }
+  // Streamed, it stops where the balance does, charged what it holds at most.
+  const auto streamed = http_request(
+      up.port, "POST", "/v1/messages",
+      R"({"model":"free","max_tokens":5,"stream":true,"messages":[{"role":"user","content":"hi"}],)"
+      R"("sim":{"web_search_requests":50}})",
+      {{"x-api-key", key}, {"anthropic-version", "2023-06-01"}});
+  EXPECT_GE(available(up.port, key), Money());
+  // Within the balance, it is charged.
+  const std::string few = R"({"model":"free","max_tokens":5,"messages":[{"role":"user","content":"hi"}],)"
+                          R"("sim":{"web_search_requests":0}})";
+  EXPECT_EQ(http_request(up.port, "POST", "/v1/messages", few,
+                         {{"x-api-key", key}, {"anthropic-version", "2023-06-01"}})
+                .status,
+            200);
+  const auto verify = http_request(up.port, "GET", "/admin/v1/ledger/verify", {}, kAdmin);
+  EXPECT_NE(verify.body.find(R"("ok":true)"), std::string::npos) << verify.body;
+}
+
+// An answer without usage is billed an estimate, and charged what was held at most: the
+// hold is not extended for a guess. An embeddings answer has no output, estimated or not.
+TEST(Billing, AnAnswerWithoutUsageIsChargedItsHoldAtMost) {
+  OneSim up("  - name: dear\n    routes: [{ provider: oa, input_per_mtok: \"1\", "
+            "output_per_mtok: \"1000\" }]\n"
+            "  - name: vec\n    kind: embeddings\n    routes: [{ provider: oa, "
+            "input_per_mtok: \"1\", output_per_mtok: \"1000\" }]\n",
+            "billing: { trial_usd: \"0\" }",
+            {"--omit-usage", "1", "--output-tokens", "500", "--embedding-dims", "1000"});
+  ASSERT_GT(up.port, 0) << up.gateway->log();
+  const std::string key = funded_key(up.port, "5");
+  const auto res = http_request(
+      up.port, "POST", "/v1/chat/completions",
+      R"({"model":"dear","max_tokens":5,"messages":[{"role":"user","content":"hi"}]})", bearer(key));
+  ASSERT_EQ(res.status, 200) << res.body;
+  // The hold: about 5 output tokens at 1000 USD per million, plus the input; the answer's
+  // ~600 estimated output tokens would cost ~0.6 USD.
+  const Money cost = Money::parse(res.header("x-turnpike-cost-usd")).value();
+  EXPECT_GT(cost, Money());
+  EXPECT_LT(cost, Money::parse("0.01").value()) << cost.to_string();
+  const auto vec = http_request(up.port, "POST", "/v1/embeddings",
+                                R"({"model":"vec","input":"hello world"})", bearer(key));
+  ASSERT_EQ(vec.status, 200) << vec.body;
+  const auto usage = http_request(up.port, "GET", "/api/usage", {}, bearer(key));
+  EXPECT_NE(usage.body.find(R"("model":"vec")"), std::string::npos) << usage.body;
+  EXPECT_NE(usage.body.find(R"("output_tokens":0,)"), std::string::npos) << usage.body;
+}
+
+// A hold does not lapse while its settlement waits for the store: the charge is posted
+// from it, never taken as an unlicensed overdraft.
+TEST(Billing, AHoldDoesNotLapseWhileItsSettlementWaitsForTheStore) {
+  // Trial credit only: a charge taken without its hold would overdraw paid.
+  Stack stack("billing: { trial_usd: \"0.01\", hold_timeout_ms: 1500 }\n"
+              "upstream: { connect_timeout_ms: 200, first_byte_timeout_ms: 500, "
+              "idle_timeout_ms: 500 }\nrouting: { fallback_deadline_ms: 500 }");
+  ASSERT_GT(stack.port, 0) << stack.gateway->log();
+  const std::string key = funded_key(stack.port, "");
+  auto db = store::open_sqlite(stack.dir.path() + "/var/turnpike.db");
+  ASSERT_TRUE(db);
+  ASSERT_TRUE((*db)->exec("BEGIN IMMEDIATE"));  // the writer waits (busy timeout 5 s)
+  std::thread asking([&] {
+    EXPECT_EQ(http_request(stack.port, "POST", "/v1/chat/completions",
+                           R"({"model":"gpt-test","max_tokens":5,"messages":[]})", bearer(key))
+                  .status,
+              200);
+  });
+  std::this_thread::sleep_for(3500ms);  // past the hold timeout and the expiry sweep
+  // Still reserved: lapsed, it would be free for another request to take.
+  const auto stalled = http_request(stack.port, "GET", "/api/balance", {}, bearer(key));
+  EXPECT_EQ(stalled.body.find(R"("held_usd":"0.00")"), std::string::npos) << stalled.body;
+  ASSERT_TRUE((*db)->exec("COMMIT"));
+  asking.join();
+  const auto balance = http_request(stack.port, "GET", "/api/balance", {}, bearer(key));
+  EXPECT_EQ(balance.body.find(R"("paid_usd":"-)"), std::string::npos) << balance.body;
+  EXPECT_TRUE(ledger_verifies(stack));
+}
+
 // What a stream's end says, read as a client and the usage log see it: every choice of
 // n > 1 must finish; an error chunk inside a stream that ends well still makes its row a
 // failure; a media type in any case is a stream; a data field over several lines is one.

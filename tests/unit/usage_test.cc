@@ -43,6 +43,17 @@ TEST(Usage, OpenAIBodyAndChunks) {
 
 // A usage object that does not report counts reports nothing: the gateway bills its
 // estimate then, never a free answer.
+// An embeddings answer may report its prompt count alone: it has no output. A chat answer
+// that does reports nothing (it would be free).
+TEST(Usage, AnEmbeddingsAnswerMayReportThePromptAlone) {
+  const std::string body = R"({"object":"list","data":[],"usage":{"prompt_tokens":7}})";
+  const auto embedded = openai_usage(body, /*embeddings=*/true);
+  ASSERT_TRUE(embedded);
+  EXPECT_EQ(embedded->input_tokens, 7);
+  EXPECT_EQ(embedded->output_tokens, 0);
+  EXPECT_FALSE(openai_usage(body));
+}
+
 TEST(Usage, MalformedCountsReportNothing) {
   for (const char* body : {R"({"usage":{}})",
                            R"({"usage":{"prompt_tokens":"1000","completion_tokens":"2000"}})",
