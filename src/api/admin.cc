@@ -518,7 +518,15 @@ Task<void> AdminApi::unfreeze(http::Request& req, Responder& res) {
                         "'note' is required: what the investigation found (1 to 2000 bytes)");
     co_return;
   }
+  ledger::Freeze& freeze = *services_.freeze;
   auto work = [&](store::Database& db) -> Result<bool> {
+    // A freeze the store has not recorded yet (set by a failed store) is recorded here and
+    // cleared with the others: left to the batch's end, it would be recorded after the
+    // clearing, uncleared, and a restart would bring it back.
+    if (const auto [pending, generation] = freeze.pending_record(); !pending.empty()) {
+      if (Status s = store::record_freeze(db, pending, now_ms()); !s) return s;
+      freeze.recorded(generation);
+    }
     if (Status s = store::clear_freezes(db, note, now_ms()); !s) return s;
     return true;
   };

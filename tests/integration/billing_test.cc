@@ -1013,6 +1013,26 @@ TEST(Billing, AFailedSettlementFreezesBillingAcrossARestart) {
   EXPECT_TRUE(ledger_verifies(stack));
 }
 
+// An admin who lifts a freeze a failed store set before any batch recorded it lifts it for
+// good: the freeze is recorded and cleared in the unfreeze's own batch, and a restart does
+// not bring it back.
+TEST(Billing, AFreezeLiftedBeforeItWasRecordedStaysLifted) {
+  Stack stack;
+  ASSERT_GT(stack.port, 0);
+  const std::string chat = R"({"model":"gpt-test","messages":[]})";
+  fail_inserts(stack, "usage_log");
+  EXPECT_EQ(http_request(stack.port, "POST", "/v1/chat/completions", chat, stack.auth()).status,
+            503);
+  let_inserts(stack, "usage_log");
+  const auto lifted = http_request(stack.port, "POST", "/admin/v1/ledger/unfreeze",
+                                   R"({"note":"the disk was full; it is not any more"})", kAdmin);
+  ASSERT_EQ(lifted.status, 200) << lifted.body;
+  ASSERT_TRUE(stack.restart_gateway());
+  const auto after = http_request(stack.port, "POST", "/v1/chat/completions", chat, stack.auth());
+  EXPECT_EQ(after.status, 200) << after.body;
+  EXPECT_EQ(http_request(stack.port, "GET", "/readyz").status, 200);
+}
+
 // A credit whose store commit failed has moved the money in memory all the same (the next
 // commit stores it): a retry with its idempotency key must get the first answer, never a
 // second credit.
