@@ -470,6 +470,16 @@ struct Bill {
   int status_for(unsigned sent) const { return client_gone() ? 499 : static_cast<int>(sent); }
 };
 
+// From here `bill`'s client is watched: once it has gone, every upstream wait of the
+// request ends within `drain`.
+void watch_client(Bill& bill, http::Responder& res, std::chrono::milliseconds drain) {
+  bill.client = &res;
+  bill.cutoff =
+      std::make_shared<http::CoarseClock::time_point>(http::CoarseClock::time_point::max());
+  res.watch_client([cutoff = bill.cutoff, drain] { *cutoff = http::CoarseClock::now() + drain; });
+}
+
+
 // The multiplier of what served `bill`, where the provider says (Anthropic reports the speed
 // and region it served at: fast mode may fall back to standard, and a workspace's default
 // region applies to a request that names none); else that of what was asked. Each is taken
@@ -1308,11 +1318,7 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
   // From here the client is watched: once it has gone, every upstream wait of this request
   // ends within billing.disconnect_drain_ms. What comes in time is still billed (status
   // 499); a request still without an answer then is voided.
-  bill.client = &res;
-  bill.cutoff =
-      std::make_shared<http::CoarseClock::time_point>(http::CoarseClock::time_point::max());
-  const std::chrono::milliseconds drain(state_->config().billing.disconnect_drain_ms);
-  res.watch_client([cutoff = bill.cutoff, drain] { *cutoff = http::CoarseClock::now() + drain; });
+  watch_client(bill, res, std::chrono::milliseconds(state_->config().billing.disconnect_drain_ms));
 
   const bool ask_for_usage = plan.stream && surface == Surface::kOpenAI && !body.include_usage;
   Answered sent = co_await send_with_fallback(info, req, body, plan.stream, ask_for_usage, routes,
@@ -2078,8 +2084,12 @@ Task<Gateway::Answered> Gateway::send_with_fallback(const OperationInfo& info,
     const catalog::Route& r = *routes[out.attempt].route;
     const catalog::Provider& p = state_->catalog().provider(r);
     // The first standard attempt after a flex one is a fallback too: the flex wait may have
-    // been long enough for its circuit to open or its provider to be found down.
-    if ((falling_back || (!flex && out.attempt > 0)) && rests_now(r, sent_at)) {
+    // been long enough for its circuit to open or its provider to be found down. (Not the
+    // flex attempt's own route: that attempt may have been its half-open probe.)
+    const bool flex_route_again =
+        out.attempt > 0 && routes[out.attempt - 1].flex && routes[out.attempt - 1].route == &r;
+    if ((falling_back || (!flex && out.attempt > 0 && !flex_route_again)) &&
+        rests_now(r, sent_at)) {
       // Its circuit opened (or a probe of it went out), or the probes found its provider
       // down, since the request was ranked: not tried, as a new request would not be.
       ++out.skipped;
@@ -2132,8 +2142,10 @@ Task<Gateway::Answered> Gateway::send_with_fallback(const OperationInfo& info,
               1, left.count())));
       if (!started) sent = started;
     }
-    // Whether a route after this one would be tried: not one a fallback would skip.
-    const bool last = !another_would_be_tried(out.attempt, std::chrono::steady_clock::now());
+    // After a flex attempt the first standard one always runs; after a standard one, only
+    // those a fallback would not skip.
+    const bool last = flex ? out.attempt + 1 == routes.size()
+                           : !another_would_be_tried(out.attempt, std::chrono::steady_clock::now());
     if (!sent && flex && sent.status().kind() == ErrorKind::kUpstreamTimeout) {
       // Late is what flex may be: no mark against the route's health.
       log::info("flex tier did not start within start_within; trying the standard tier",
@@ -2196,7 +2208,7 @@ Task<Gateway::Answered> Gateway::send_with_fallback(const OperationInfo& info,
 Task<void> Gateway::count_tokens(const OperationInfo& info, const http::Request& req,
                                  Responder& res, const Plan& plan,
                                  std::span<const Ranked> routes, Bill& bill) {
-  bill.client = &res;
+  watch_client(bill, res, std::chrono::milliseconds(0));  // nothing to bill: cut at once
   Answered sent = co_await send_with_fallback(info, req, plan.body, /*stream=*/false,
                                               /*ask_for_usage=*/false, routes, 0, bill);
   if (!sent.response) {
@@ -2306,6 +2318,18 @@ Task<bool> Gateway::settle(Bill& bill, const meter::Usage& reported, int status)
   const catalog::Prices prices = bill.prices();
   r.cost = meter::price(usage, prices);
   r.input_cost = input_cost(usage, prices);
+  std::shared_ptr<ledger::Bank> bank = state_->services().bank;
+  // From here the hold does not lapse: the writer posts it (or a failed commit voids it),
+  // however long the store takes. A lapse meanwhile would free the money, and the post
+  // would then overdraw the account with no licence to. One that lapsed already (found only
+  // now) is taken again for the cost, or for what the account has, and the charge is capped
+  // at that: nothing is charged without a hold.
+  if (!bank->renew(bill.hold, std::numeric_limits<std::int64_t>::max()) || bill.lapsed) {
+    bill.lapsed = true;
+    bill.capped = true;
+    (void)cover(bill, r.cost);
+    (void)bank->renew(bill.hold, std::numeric_limits<std::int64_t>::max());
+  }
   if ((bill.capped || bill.hold.id == 0) && r.cost > bill.covered) {
     // Stopped for want of balance: charged what it holds, no more (the tokens stay as
     // counted, so the row shows what the answer would have cost). Without a hold, nothing
@@ -2322,11 +2346,6 @@ Task<bool> Gateway::settle(Bill& bill, const meter::Usage& reported, int status)
   r.latency_ms = elapsed_ms(bill);
   // The charge is taken on the writer, in the batch whose transaction stores it: the row
   // and the transfers become durable together or not at all (see store::UsageBuffer).
-  std::shared_ptr<ledger::Bank> bank = state_->services().bank;
-  // From here the hold does not lapse: the writer posts it (or a failed commit voids it),
-  // however long the store takes. A lapse meanwhile would free the money, and the post
-  // would then overdraw the account with no licence to.
-  (void)bank->renew(bill.hold, std::numeric_limits<std::int64_t>::max());
   store::Writer::Work work = [bank, usage = state_->services().usage, hold = bill.hold,
                               record = r](store::Database&) mutable {
     usage->settle(*bank, hold, std::move(record), SystemClock::instance().unix_millis());

@@ -51,7 +51,7 @@ struct ServeOptions {
 };
 
 // An exclusive lock on DATA_DIR/turnpike.lock, and on STORE_FILE.lock for a SQLite store
-// outside the data directory (another data directory's gateway may name the same file):
+// (another data directory's gateway may name the same file by its absolute path):
 // `serve` holds them for its whole life and offline changes take them too, so nothing
 // writes a store beside a live gateway (each keeps its books in memory, and both would
 // append transfers). Read-only commands do not need them.
@@ -65,11 +65,8 @@ class DataDirLock {
         {data_dir + "/turnpike.lock", data_dir}};
     if (store_uri.starts_with("sqlite:")) {
       const std::string file = store_uri.substr(7);
-      if (file.starts_with('/') || file.find("..") != std::string::npos) {
-        paths.emplace_back(file.starts_with('/') ? file + ".lock"
-                                                 : data_dir + "/" + file + ".lock",
-                           "the store " + file);
-      }
+      paths.emplace_back((file.starts_with('/') ? file : data_dir + "/" + file) + ".lock",
+                         "the store " + file);
     }
     for (const auto& [path, what] : paths) {
       const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);

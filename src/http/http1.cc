@@ -327,6 +327,7 @@ ParseStatus parse_response_head(std::string_view data, std::size_t head_bytes_ma
 
 // Chunk-size lines and trailers are small: past these, framing is taken for malformed.
 constexpr int kChunkSizeCharsMax = 64;  // hex digits, leading zeros included
+constexpr std::size_t kChunkExtensionBytesMax = 4096;
 constexpr std::size_t kTrailerBytesMax = 16 * 1024;
 
 ParseStatus ChunkedDecoder::decode(std::string_view in, std::size_t& consumed, std::string& out,
@@ -368,7 +369,7 @@ ParseStatus ChunkedDecoder::decode(std::string_view in, std::size_t& consumed, s
       }
       case State::kSizeExtension:
         if (c == '\r') state_ = State::kSizeLf;
-        else if (c == '\n') return fail();
+        else if (c == '\n' || ++extension_bytes_ > kChunkExtensionBytesMax) return fail();
         ++i;
         break;
       case State::kSizeLf:
@@ -376,6 +377,7 @@ ParseStatus ChunkedDecoder::decode(std::string_view in, std::size_t& consumed, s
         ++i;
         size_digits_ = 0;
         significant_digits_ = 0;
+        extension_bytes_ = 0;
         if (remaining_ == 0) {
           state_ = State::kTrailer;
         } else {

@@ -100,6 +100,7 @@ class ChunkedDecoder {
   std::uint64_t decoded_ = 0;
   int size_digits_ = 0;         // of the chunk size, leading zeros included
   int significant_digits_ = 0;  // of the chunk size, from its first non-zero one
+  std::size_t extension_bytes_ = 0;  // of the chunk's extensions
   std::size_t trailer_bytes_ = 0;
   bool trailer_colon_ = false;  // the current trailer line has its field name's colon
   bool too_large_ = false;

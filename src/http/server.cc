@@ -495,7 +495,12 @@ void Server::run() {
   std::function<void(const boost::system::error_code&, int)> on_hangup =
       [&](const boost::system::error_code& ec, int) {
         if (ec) return;
+        // Threads a reload starts (a resolver, the prober's loop) take the mask they start
+        // with: the served signals stay this thread's, whatever happens after run().
+        sigset_t served = served_signals();
+        pthread_sigmask(SIG_BLOCK, &served, nullptr);
         on_hangup_();
+        pthread_sigmask(SIG_UNBLOCK, &served, nullptr);
         // Queued calls run only while the worker's loop runs, when its handler is alive.
         for (auto& w : workers_) {
           w->inbox.post([handler = w->handler.get()] { handler->reloaded(); });

@@ -22,6 +22,7 @@ class Freeze {
   // (pending_record / recorded), so that a restart does not lift it.
   void set(std::string reason, bool record = false) {
     std::lock_guard lock(mu_);
+    ++sets_;
     reason_ = std::move(reason);
     if (record) {
       unrecorded_ = reason_;
@@ -31,10 +32,20 @@ class Freeze {
   }
   void clear() {
     std::lock_guard lock(mu_);
-    reason_.clear();
-    unrecorded_.clear();
-    ++generation_;
-    frozen_.store(false, std::memory_order_release);
+    clear_locked();
+  }
+  // How many times it was set: a clearing decided on what was seen at `sets()` leaves a
+  // freeze set since alone (clear_unless_set_since).
+  std::uint64_t sets() const {
+    std::lock_guard lock(mu_);
+    return sets_;
+  }
+  // Clears it unless it was set again after `sets`; false then.
+  bool clear_unless_set_since(std::uint64_t sets) {
+    std::lock_guard lock(mu_);
+    if (sets_ != sets) return false;
+    clear_locked();
+    return true;
   }
   // The freeze to record, if one waits, with its generation for `recorded`.
   std::pair<std::string, std::uint64_t> pending_record() const {
@@ -48,11 +59,19 @@ class Freeze {
   }
 
  private:
+  void clear_locked() {
+    reason_.clear();
+    unrecorded_.clear();
+    ++generation_;
+    frozen_.store(false, std::memory_order_release);
+  }
+
   std::atomic<bool> frozen_{false};
   mutable std::mutex mu_;
   std::string reason_;
   std::string unrecorded_;      // a freeze the store does not have yet
   std::uint64_t generation_ = 0;
+  std::uint64_t sets_ = 0;
 };
 
 }  // namespace tp::ledger

@@ -660,7 +660,8 @@ std::vector<router::Rule> parse_rules(const Reader& r, const YAML::Node& root,
                  "must not be empty (leave it out to match any)");
         }
       }
-      if (!rule.model.empty() &&
+      // (`auto` requests match on "auto", a name no model has.)
+      if (!rule.model.empty() && !router::glob_match(rule.model, "auto") &&
           std::none_of(models.begin(), models.end(), [&](const catalog::Model& model) {
             return router::glob_match(rule.model, model.name);
           })) {

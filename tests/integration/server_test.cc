@@ -4,7 +4,9 @@
 #include <signal.h>
 #include <sys/stat.h>
 
+#include <fstream>
 #include <future>
+#include <iterator>
 #include <thread>
 
 #include "core/clock.h"
@@ -66,6 +68,20 @@ TEST(Server, AStoreOutsideTheDataDirectoryIsLockedAndPrivate) {
   EXPECT_EQ(second.wait_exit(10s), std::optional<int>(2)) << second.log();
   EXPECT_NE(second.log().find("is in use by a running turnpike"), std::string::npos)
       << second.log();
+  // And a gateway naming another's own store (inside its data directory) by its path.
+  Stack other;
+  ASSERT_GT(other.port, 0) << other.gateway->log();
+  std::ifstream original(other.config_path);
+  const std::string naming = shared.write(
+      "naming.yaml", "store: \"sqlite:" + other.dir.path() + "/var/turnpike.db\"\n" +
+                         std::string(std::istreambuf_iterator<char>(original), {}));
+  Process third(bin("turnpike"),
+                {"serve", "--config", naming, "--data-dir", shared.path() + "/third", "--listen",
+                 "127.0.0.1:0"},
+                other.gateway_env);
+  EXPECT_EQ(third.wait_exit(10s), std::optional<int>(2)) << third.log();
+  EXPECT_NE(third.log().find("is in use by a running turnpike"), std::string::npos)
+      << third.log();
   struct stat st {};
   ASSERT_EQ(::stat((shared.path() + "/tp.db").c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0600u);

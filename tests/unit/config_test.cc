@@ -586,6 +586,7 @@ routing:
                "must be an account id like acct_3");
   expect_error(base + "    - { match: { model: \"gpt-*\" }, pin: [a] }\n",
                "routing.rules[0].match.model: 'gpt-*' matches no model of the catalog");
+  EXPECT_TRUE(parse_config(base + "    - { match: { model: auto }, pin: [a] }\n", "t.yaml"));
   expect_error(base + "    - { match: { key_tag: \"bad tag!\" }, pin: [a] }\n",
                "'bad tag!' is no tag a key can carry");
   expect_error(base + "    - { match: { account: acct_03 }, pin: [a] }\n",

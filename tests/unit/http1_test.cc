@@ -163,6 +163,11 @@ TEST(Http1, ChunkedTakesLeadingZeros) {
   EXPECT_EQ(d.decode("0000000000000000005\r\nhello\r\n00\r\n\r\n", used, out, 1000),
             ParseStatus::kComplete);
   EXPECT_EQ(out, "hello");
+  ChunkedDecoder extended;
+  std::string long_extension = "5;";
+  long_extension.append(5000, 'x');
+  long_extension += "\r\nhello\r\n";
+  EXPECT_EQ(extended.decode(long_extension, used, out, 1000), ParseStatus::kError);
   ChunkedDecoder endless;
   std::string zeros(65, '0');
   zeros += "5\r\n";
