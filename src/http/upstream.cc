@@ -315,10 +315,12 @@ std::unique_ptr<UpstreamConnection> UpstreamPool::take_idle(std::size_t index) {
     // Nothing may have come while it sat idle: bytes no request asked for (a second
     // response, a late 408) would be read as the next request's answer, and every answer
     // after it would go to the request after its own. A closed one is let go here too.
-    // (Plain TCP only: over TLS the server may send session tickets at any time.)
-    if (conn->tcp) {
+    // (Over TLS the server's post-handshake messages, such as session tickets, come before
+    // its first answer and are read with it: later bytes are as unasked for.)
+    {
       char probe;
-      const ssize_t n = ::recv(conn->tcp->native_handle(), &probe, 1, MSG_PEEK | MSG_DONTWAIT);
+      const ssize_t n =
+          ::recv(conn->lowest().native_handle(), &probe, 1, MSG_PEEK | MSG_DONTWAIT);
       if (n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
         ++stats_.stale_retries;
         continue;

@@ -68,6 +68,33 @@ class TlsUpstream : public ::testing::Test {
   int port_ = 0;
 };
 
+// A TLS connection goes back to the pool and serves the next request: the server's
+// post-handshake messages (session tickets) do not make it look like one that received
+// bytes nobody asked for.
+TEST_F(TlsUpstream, AConnectionIsReusedForTheNextRequest) {
+  const std::string path = pki_.dir.write(
+      "gw.yaml", tls_config(port_, "localhost", pki_.ca) + "routing: { probe_interval_ms: 0 }\n");
+  Process gw(bin("turnpike"), {"serve", "--config", path, "--threads", "1", "--data-dir",
+                               pki_.dir.path() + "/var"},
+             {{"TURNPIKE_ADMIN_KEY", kAdminKey}});
+  const int port = gw.wait_listening();
+  ASSERT_GT(port, 0) << gw.log();
+  const std::string key = create_key(port);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(http_request(port, "POST", "/v1/chat/completions", R"({"model":"m","messages":[]})",
+                           {{"authorization", "Bearer " + key}})
+                  .status,
+              200);
+  }
+  const std::string log = upstream_->log();
+  std::size_t connections = 0;
+  for (std::size_t at = log.find("\"connection\""); at != std::string::npos;
+       at = log.find("\"connection\"", at + 1)) {
+    ++connections;
+  }
+  EXPECT_EQ(connections, 1u) << log;
+}
+
 TEST_F(TlsUpstream, TrustedCertificateAndMatchingHostServe) {
   const auto res = through_gateway(tls_config(port_, "localhost", pki_.ca));
   EXPECT_EQ(res.status, 200) << res.body;

@@ -2,6 +2,7 @@
 """A minimal HTTPS upstream for the TLS tests: answers any POST with a fixed chat completion.
 
 usage: tls_upstream.py CERT KEY  -- prints {"msg":"listening","port":N} on stderr when ready.
+Each connection it accepts is logged on stderr as {"msg":"connection"}.
 """
 import http.server
 import json
@@ -18,6 +19,10 @@ BODY = json.dumps({
 
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+
+    def setup(self):
+        super().setup()
+        print(json.dumps({"msg": "connection"}), file=sys.stderr, flush=True)
 
     def do_POST(self):
         self.rfile.read(int(self.headers.get("Content-Length", "0")))
