@@ -518,41 +518,50 @@ Task<void> AdminApi::unfreeze(http::Request& req, Responder& res) {
                         "'note' is required: what the investigation found (1 to 2000 bytes)");
     co_return;
   }
-  ledger::Freeze& freeze = *services_.freeze;
-  std::string recorded_here;  // a pending freeze this call records, until it commits
-  std::uint64_t sets_seen = 0;
-  auto work = [&](store::Database& db) -> Result<bool> {
-    sets_seen = freeze.sets();
+  std::shared_ptr<ledger::Freeze> freeze = services_.freeze;
+  // What the writer saw: kept apart from this coroutine, which may be gone (at shutdown)
+  // when the piece runs.
+  struct Seen {
+    ledger::Freeze::Snapshot at;
+    bool recorded = false;  // the pending freeze was recorded (and cleared) by this call
+  };
+  auto seen = std::make_shared<Seen>();
+  auto work = [freeze, seen, note = std::string(note)](store::Database& db) -> Result<bool> {
+    seen->at = freeze->snapshot();
     // A freeze the store has not recorded yet (set by a failed store) is recorded here and
     // cleared with the others: left to the batch's end, it would be recorded after the
     // clearing, uncleared, and a restart would bring it back.
-    if (const auto [pending, generation] = freeze.pending_record(); !pending.empty()) {
-      if (Status s = store::record_freeze(db, pending, now_ms()); !s) return s;
-      freeze.recorded(generation);
-      recorded_here = pending;
+    if (!seen->at.unrecorded.empty()) {
+      if (Status s = store::record_freeze(db, seen->at.unrecorded, now_ms()); !s) return s;
+      freeze->recorded(seen->at.generation);
+      seen->recorded = true;
     }
     if (Status s = store::clear_freezes(db, note, now_ms()); !s) return s;
     return true;
   };
   // Cleared in memory whether or not a freeze was recorded (one set by a failed store).
-  const std::string reason = freeze.reason();
+  const std::string reason = freeze->reason();
   auto cleared = co_await link_.call<bool>(work);
   if (!cleared && cleared.status().kind() != ErrorKind::kNotFound) {
-    // Not committed: a freeze it took to record waits for the next batch again.
-    if (!recorded_here.empty()) freeze.set(recorded_here, /*record=*/true);
+    // Not committed: a freeze it took to record waits for the next batch again, and one
+    // is sent to record it.
+    if (seen->recorded) {
+      freeze->set(seen->at.unrecorded, /*record=*/true);
+      link_.submit([](store::Database&) { return Status::ok(); });
+    }
     co_await send_error(res, 503, cleared.status().message());
     co_return;
   }
-  if (!freeze.frozen() && !cleared) {
+  if (!freeze->frozen() && !cleared) {
     co_await send_error(res, 409, "billing is not frozen");
     co_return;
   }
   // A freeze set while the clearing was being stored (another failed settlement) stands.
-  if (!freeze.clear_unless_set_since(sets_seen)) {
+  if (!freeze->clear_unless_set_since(seen->at.sets)) {
     co_await send_error(res, 409,
                         fmt::format("billing was frozen again meanwhile: {}; investigate that "
                                     "and clear it",
-                                    freeze.reason()));
+                                    freeze->reason()));
     co_return;
   }
   log::warn("billing freeze cleared", {{"reason", reason}, {"note", note}});

@@ -2325,9 +2325,12 @@ Task<bool> Gateway::settle(Bill& bill, const meter::Usage& reported, int status)
   // now) is taken again for the cost, or for what the account has, and the charge is capped
   // at that: nothing is charged without a hold.
   if (!bank->renew(bill.hold, std::numeric_limits<std::int64_t>::max()) || bill.lapsed) {
+    // A charge already capped (an estimate, a stopped response) is not raised by this.
+    const Money wanted = bill.capped ? std::min(r.cost, bill.covered) : r.cost;
     bill.lapsed = true;
     bill.capped = true;
-    (void)cover(bill, r.cost);
+    bill.covered = Money();
+    if (wanted > Money()) (void)cover(bill, wanted);
     (void)bank->renew(bill.hold, std::numeric_limits<std::int64_t>::max());
   }
   if ((bill.capped || bill.hold.id == 0) && r.cost > bill.covered) {
@@ -2362,6 +2365,8 @@ Task<bool> Gateway::settle(Bill& bill, const meter::Usage& reported, int status)
     if (!freeze.frozen()) {
       freeze.set(reason, /*record=*/true);
       link_.submit([](store::Database&) { return Status::ok(); });  // a batch to record it
+    } else {
+      freeze.count_again();  // an unfreeze decided before this failure must not lift it
     }
     log::error("billing frozen", {{"request_id", r.request_id}, {"reason", reason}});
     bank->void_hold(bill.hold, SystemClock::instance().unix_millis());

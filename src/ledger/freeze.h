@@ -34,11 +34,22 @@ class Freeze {
     std::lock_guard lock(mu_);
     clear_locked();
   }
-  // How many times it was set: a clearing decided on what was seen at `sets()` leaves a
-  // freeze set since alone (clear_unless_set_since).
-  std::uint64_t sets() const {
+  // Frozen already: counts one more cause (it keeps its first reason and record), so that a
+  // clearing decided before it (clear_unless_set_since) leaves the freeze on.
+  void count_again() {
     std::lock_guard lock(mu_);
-    return sets_;
+    ++sets_;
+  }
+  // What a clearing decides on, read at once: how many times it was set, and the freeze to
+  // record, if one waits, with its generation for `recorded`.
+  struct Snapshot {
+    std::uint64_t sets = 0;
+    std::string unrecorded;
+    std::uint64_t generation = 0;
+  };
+  Snapshot snapshot() const {
+    std::lock_guard lock(mu_);
+    return {sets_, unrecorded_, generation_};
   }
   // Clears it unless it was set again after `sets`; false then.
   bool clear_unless_set_since(std::uint64_t sets) {
