@@ -27,6 +27,7 @@
 #include "core/json_writer.h"
 #include "core/log.h"
 #include "core/rfc3339.h"
+#include "http/query.h"
 #include "http/sse.h"
 #include "meter/usage.h"
 #include "store/ledger_store.h"
@@ -984,24 +985,6 @@ void write_model(json::Writer& w, const catalog::Model& m, Surface surface,
   w.field("created", created).field("owned_by", "turnpike").end_object();
 }
 
-// "%2F" → "/"; nullopt for a malformed escape.
-std::optional<std::string> percent_decoded(std::string_view text) {
-  std::string out;
-  for (std::size_t i = 0; i < text.size(); ++i) {
-    if (text[i] != '%') {
-      out += text[i];
-      continue;
-    }
-    unsigned value = 0;
-    if (i + 2 >= text.size()) return std::nullopt;
-    const auto [end, ec] = std::from_chars(text.data() + i + 1, text.data() + i + 3, value, 16);
-    if (ec != std::errc{} || end != text.data() + i + 3) return std::nullopt;
-    out += static_cast<char>(value);
-    i += 2;
-  }
-  return out;
-}
-
 }  // namespace
 
 Task<void> Gateway::list_models(http::Request& req, Responder& res) {
@@ -1036,13 +1019,14 @@ Task<void> Gateway::retrieve_model(std::string_view id, http::Request& req, Resp
   const Surface surface = models_surface(req);
   const auth::KeyGrant* grant = co_await authenticate(models_key(req), surface, res);
   if (grant == nullptr) co_return;
-  const std::optional<std::string> name = percent_decoded(id);
-  const catalog::Model* model = name ? state_->catalog().find_model(*name) : nullptr;
+  std::string name;
+  const bool decoded = http::percent_decode(id, name, /*plus_is_space=*/false);
+  if (!decoded) name = id;  // quoted as sent
+  const catalog::Model* model = decoded ? state_->catalog().find_model(name) : nullptr;
   if (model == nullptr || !grant->may_use(model->name)) {
     // A model the key may not use is not shown to exist, as in the list.
     co_await send_error(res, surface, 404,
-                        fmt::format("model '{}' does not exist",
-                                    json::utf8_prefix(name.value_or(std::string(id)), 100)),
+                        fmt::format("model '{}' does not exist", json::utf8_prefix(name, 100)),
                         "model_not_found");
     co_return;
   }

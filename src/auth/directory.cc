@@ -7,6 +7,7 @@
 #include <charconv>
 #include <cstring>
 
+#include "router/rules.h"
 #include "store/sqlite.h"
 
 namespace tp::auth {
@@ -292,14 +293,9 @@ Status check_models(const std::vector<std::string>& models) {
 }
 
 Status check_tags(const std::vector<std::string>& tags) {
-  const auto bad = [](const std::string& tag) {
-    return tag.empty() || tag.size() > kTagBytesMax ||
-           !std::all_of(tag.begin(), tag.end(), [](char c) {
-             return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' ||
-                    c == '.';
-           });
-  };
-  if (tags.size() <= kTagsMax && std::none_of(tags.begin(), tags.end(), bad)) {
+  if (tags.size() <= kTagsMax &&
+      std::all_of(tags.begin(), tags.end(),
+                  [](const std::string& tag) { return router::valid_tag(tag); })) {
     return Status::ok();
   }
   return {ErrorKind::kInvalidRequest, std::string(kTagsRule)};

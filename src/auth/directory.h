@@ -106,7 +106,6 @@ class KeyTable {
 inline constexpr std::size_t kNameBytesMax = 200;  // account and key names
 inline constexpr std::size_t kModelsMax = 100;     // an allowlist's names
 inline constexpr std::size_t kTagsMax = 20;
-inline constexpr std::size_t kTagBytesMax = 64;
 // The rules, as the errors state them.
 inline constexpr std::string_view kAccountNameRule =
     "'name' is required: a string of 1 to 200 bytes";

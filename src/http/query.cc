@@ -10,10 +10,12 @@ int hex(char c) {
   return -1;
 }
 
-bool decode(std::string_view in, std::string& out) {
+}  // namespace
+
+bool percent_decode(std::string_view in, std::string& out, bool plus_is_space) {
   out.clear();
   for (std::size_t i = 0; i < in.size(); ++i) {
-    if (in[i] == '+') {
+    if (in[i] == '+' && plus_is_space) {
       out.push_back(' ');
     } else if (in[i] == '%') {
       if (i + 2 >= in.size()) return false;
@@ -29,8 +31,6 @@ bool decode(std::string_view in, std::string& out) {
   return true;
 }
 
-}  // namespace
-
 Result<QueryParams> parse_query(std::string_view target) {
   QueryParams params;
   const std::size_t q = target.find('?');
@@ -43,8 +43,9 @@ Result<QueryParams> parse_query(std::string_view target) {
     if (pair.empty()) continue;
     const std::size_t eq = pair.find('=');
     std::string key, value;
-    if (!decode(pair.substr(0, eq), key) ||
-        !decode(eq == std::string_view::npos ? std::string_view{} : pair.substr(eq + 1), value)) {
+    if (!percent_decode(pair.substr(0, eq), key, true) ||
+        !percent_decode(eq == std::string_view::npos ? std::string_view{} : pair.substr(eq + 1),
+                        value, true)) {
       return Status{ErrorKind::kInvalidRequest, "malformed percent escape in the query string"};
     }
     params.emplace_back(std::move(key), std::move(value));

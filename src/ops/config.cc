@@ -25,6 +25,13 @@ namespace {
 constexpr std::uint64_t kHour = 3'600'000;  // ms
 constexpr std::uint64_t kDay = 24 * kHour;
 
+// Whether `text` has a control character: one would end the line a name or key goes in.
+bool has_controls(std::string_view text) {
+  return std::any_of(text.begin(), text.end(), [](char c) {
+    return static_cast<unsigned char>(c) < 0x20 || c == 0x7f;
+  });
+}
+
 
 using catalog::Api;
 using catalog::PrivacyTier;
@@ -105,11 +112,7 @@ class Reader {
 
   // Names go into logs, response headers and upstream bodies: no control characters.
   void no_controls(const YAML::Node& n, std::string_view path, std::string_view value) const {
-    if (std::any_of(value.begin(), value.end(), [](char c) {
-          return static_cast<unsigned char>(c) < 0x20 || c == 0x7f;
-        })) {
-      fail(n, path, "must not contain control characters");
-    }
+    if (has_controls(value)) fail(n, path, "must not contain control characters");
   }
 
   std::uint64_t integer(const YAML::Node& parent, std::string_view key, std::string_view path,
@@ -280,9 +283,7 @@ std::vector<catalog::Provider> parse_providers(const Reader& r, const YAML::Node
                               key.back() == '\t')) {
         key.pop_back();
       }
-      if (std::any_of(key.begin(), key.end(), [](char c) {
-            return static_cast<unsigned char>(c) < 0x20 || c == 0x7f;
-          })) {
+      if (has_controls(key)) {
         r.fail(n["api_key_env"], path + ".api_key_env",
                fmt::format("the value of {} has control characters (its value is not shown)",
                            p.api_key_env));
@@ -668,14 +669,8 @@ std::vector<router::Rule> parse_rules(const Reader& r, const YAML::Node& root,
         r.fail(m["model"], mpath + ".model",
                fmt::format("'{}' matches no model of the catalog", rule.model));
       }
-      // A tag as keys carry them (1 to 64 letters, digits, '-', '_', '.'): any other could
-      // never match.
-      if (!rule.key_tag.empty() &&
-          (rule.key_tag.size() > 64 ||
-           !std::all_of(rule.key_tag.begin(), rule.key_tag.end(), [](char c) {
-             return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' ||
-                    c == '.';
-           }))) {
+      // A tag as keys carry them: any other could never match.
+      if (!rule.key_tag.empty() && !router::valid_tag(rule.key_tag)) {
         r.fail(m["key_tag"], mpath + ".key_tag",
                fmt::format("'{}' is no tag a key can carry (1 to 64 letters, digits, '-', '_' "
                            "or '.')",

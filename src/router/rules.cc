@@ -1,6 +1,7 @@
 #include "router/rules.h"
 
 #include <algorithm>
+#include <cctype>
 
 namespace tp::router {
 
@@ -35,6 +36,14 @@ bool glob_match(std::string_view pattern, std::string_view text) {
   }
   while (p < pattern.size() && pattern[p] == '*') ++p;
   return p == pattern.size();
+}
+
+bool valid_tag(std::string_view tag) {
+  return !tag.empty() && tag.size() <= kTagBytesMax &&
+         std::all_of(tag.begin(), tag.end(), [](char c) {
+           return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' ||
+                  c == '.';
+         });
 }
 
 bool matches(const Rule& rule, const RuleSubject& s) {

@@ -37,6 +37,10 @@ struct Rule {
 // `*` matches any run of characters, `?` any one; everything else itself.
 bool glob_match(std::string_view pattern, std::string_view text);
 
+// A tag a key may carry, and a rule match on: 1 to 64 letters, digits, '-', '_' or '.'.
+inline constexpr std::size_t kTagBytesMax = 64;
+bool valid_tag(std::string_view tag);
+
 // What a rule is matched against.
 struct RuleSubject {
   std::string_view model;
