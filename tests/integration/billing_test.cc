@@ -706,30 +706,47 @@ TEST(Billing, FailedReconciliationFreezesBillingUntilAnAdminClearsIt) {
   EXPECT_NE(log.find("billing freeze cleared"), std::string::npos);
 }
 
+// A gateway (one I/O thread, a key) whose model `m` goes to sse_upstream.py in `mode`.
+struct CloserStack {
+  TempDir dir;
+  Process upstream;
+  std::unique_ptr<Process> gateway;
+  int port = 0;  // 0: it did not start (see log())
+  std::string key;
+
+  explicit CloserStack(const std::string& mode)
+      : upstream("/usr/bin/python3",
+                 std::vector<std::string>{
+                     std::string(TURNPIKE_SOURCE_DIR) + "/tests/integration/sse_upstream.py",
+                     mode}) {
+    const int up = upstream.wait_listening();
+    if (up <= 0) return;
+    const std::string config = dir.write(
+        "t.yaml", "listen: \"127.0.0.1:0\"\nproviders:\n  - { name: closer, api: openai, "
+                  "base_url: \"http://127.0.0.1:" + std::to_string(up) + "/v1\" }\n"
+                  "models:\n  - name: m\n    routes: [{ provider: closer, input_per_mtok: \"1\", "
+                  "output_per_mtok: \"1\" }]\n");
+    gateway = std::make_unique<Process>(
+        bin("turnpike"),
+        std::vector<std::string>{"serve", "--config", config, "--threads", "1", "--data-dir",
+                                 dir.path() + "/var"},
+        std::map<std::string, std::string>{{"TURNPIKE_ADMIN_KEY", kAdminKey}});
+    port = gateway->wait_listening();
+    if (port > 0) key = create_key(port);
+  }
+  std::string log() const { return upstream.log() + (gateway ? gateway->log() : ""); }
+};
+
 // An upstream that closes a stream without `data: [DONE]`: after its final usage, or after
 // a finish_reason, the stream was whole and ends normally; without either it was cut
 // short, and the client must not take it for complete (an error event, no end of the
 // chunked body, status 502 in the log).
 TEST(Billing, AStreamEndedWithoutItsTerminatorIsWholeOnlyWhenItSaidItEnded) {
   for (const std::string mode : {"usage", "finish", "cut"}) {
-    Process upstream("/usr/bin/python3",
-                     std::vector<std::string>{std::string(TURNPIKE_SOURCE_DIR) +
-                                                  "/tests/integration/sse_upstream.py",
-                                              mode});
-    const int up = upstream.wait_listening();
-    ASSERT_GT(up, 0) << upstream.log();
-    TempDir dir;
-    const std::string config = dir.write(
-        "t.yaml", "listen: \"127.0.0.1:0\"\nproviders:\n  - { name: closer, api: openai, "
-                  "base_url: \"http://127.0.0.1:" + std::to_string(up) + "/v1\" }\n"
-                  "models:\n  - name: m\n    routes: [{ provider: closer, input_per_mtok: \"1\", "
-                  "output_per_mtok: \"1\" }]\n");
-    Process gateway(bin("turnpike"),
-                    {"serve", "--config", config, "--threads", "1", "--data-dir", dir.path() + "/var"},
-                    {{"TURNPIKE_ADMIN_KEY", kAdminKey}});
-    const int port = gateway.wait_listening();
-    ASSERT_GT(port, 0) << gateway.log();
-    const std::string key = create_key(port);
+    const CloserStack closer(mode);
+    ASSERT_GT(closer.port, 0) << closer.log();
+    const int port = closer.port;
+    const std::string& key = closer.key;
     const auto res = http_request(port, "POST", "/v1/chat/completions",
                                   R"({"model":"m","stream":true,"messages":[]})", bearer(key));
     const auto usage = http_request(port, "GET", "/api/usage", {}, bearer(key));
@@ -883,24 +900,10 @@ TEST(Billing, AStreamsEndIsReadForEveryChoiceErrorAndShape) {
            {"error", one, 200, R"("status":502)", "generation failed", ""},
            {"mixed_case", one, 200, R"("input_tokens":4,)", " there", "prompt_tokens"},
            {"split_usage", one, 200, R"("input_tokens":4,)", " there", "prompt_tokens"}}) {
-    Process upstream("/usr/bin/python3",
-                     std::vector<std::string>{std::string(TURNPIKE_SOURCE_DIR) +
-                                                  "/tests/integration/sse_upstream.py",
-                                              c.mode});
-    const int up = upstream.wait_listening();
-    ASSERT_GT(up, 0) << upstream.log();
-    TempDir dir;
-    const std::string config = dir.write(
-        "t.yaml", "listen: \"127.0.0.1:0\"\nproviders:\n  - { name: closer, api: openai, "
-                  "base_url: \"http://127.0.0.1:" + std::to_string(up) + "/v1\" }\n"
-                  "models:\n  - name: m\n    routes: [{ provider: closer, input_per_mtok: \"1\", "
-                  "output_per_mtok: \"1\" }]\n");
-    Process gateway(bin("turnpike"),
-                    {"serve", "--config", config, "--threads", "1", "--data-dir", dir.path() + "/var"},
-                    {{"TURNPIKE_ADMIN_KEY", kAdminKey}});
-    const int port = gateway.wait_listening();
-    ASSERT_GT(port, 0) << gateway.log();
-    const std::string key = create_key(port);
+    const CloserStack closer(c.mode);
+    ASSERT_GT(closer.port, 0) << closer.log();
+    const int port = closer.port;
+    const std::string& key = closer.key;
     const auto res = http_request(port, "POST", "/v1/chat/completions", c.body, bearer(key));
     const auto usage = http_request(port, "GET", "/api/usage", {}, bearer(key));
     EXPECT_EQ(res.status, c.client_status) << c.mode << ": " << res.body;

@@ -141,36 +141,38 @@ TEST(Http1, ChunkedDecodesSplitAnywhere) {
   }
 }
 
+// `wire` decoded by a fresh decoder in one piece, with a body limit of 1000 bytes.
+ParseStatus decode_once(std::string_view wire, std::string* out = nullptr) {
+  ChunkedDecoder d;
+  std::string body;
+  std::size_t used = 0;
+  const ParseStatus status = d.decode(wire, used, body, 1000);
+  if (out != nullptr) *out = body;
+  return status;
+}
+
 TEST(Http1, ChunkedRejectsMalformedAndOversize) {
   for (const char* bad : {"x\r\n", "5\r\nhelloXX", "5\nhello\r\n", "\r\n",
                           "10000000000000000\r\n"}) {
-    ChunkedDecoder d;
-    std::string out;
-    std::size_t used = 0;
-    EXPECT_EQ(d.decode(bad, used, out, 1000), ParseStatus::kError) << bad;
+    EXPECT_EQ(decode_once(bad), ParseStatus::kError) << bad;
   }
-  ChunkedDecoder d;
-  std::string out;
-  std::size_t used = 0;
-  EXPECT_EQ(d.decode("3e9\r\n", used, out, 1000), ParseStatus::kError);  // 1001 > limit
+  EXPECT_EQ(decode_once("3e9\r\n"), ParseStatus::kError);  // 1001 > limit
 }
 
 // Chunk sizes may have leading zeros (1*HEXDIG); only the significant digits bound them.
 TEST(Http1, ChunkedTakesLeadingZeros) {
-  ChunkedDecoder d;
   std::string out;
-  std::size_t used = 0;
-  EXPECT_EQ(d.decode("0000000000000000005\r\nhello\r\n00\r\n\r\n", used, out, 1000),
+  EXPECT_EQ(decode_once("0000000000000000005\r\nhello\r\n00\r\n\r\n", &out),
             ParseStatus::kComplete);
   EXPECT_EQ(out, "hello");
-  ChunkedDecoder extended;
   std::string long_extension = "5;";
   long_extension.append(5000, 'x');
   long_extension += "\r\nhello\r\n";
-  EXPECT_EQ(extended.decode(long_extension, used, out, 1000), ParseStatus::kError);
+  EXPECT_EQ(decode_once(long_extension), ParseStatus::kError);
   ChunkedDecoder endless;
   std::string zeros(65, '0');
   zeros += "5\r\n";
+  std::size_t used = 0;
   EXPECT_EQ(endless.decode(zeros, used, out, 1000), ParseStatus::kError);
   EXPECT_FALSE(endless.too_large());
 }
@@ -179,27 +181,18 @@ TEST(Http1, ChunkedTakesLeadingZeros) {
 // so a next request after a bare-LF end cannot be taken for trailers (request smuggling).
 TEST(Http1, ChunkedTrailersAreFieldLinesEndingInCrlf) {
   for (const char* good : {"0\r\n\r\n", "0\r\nX-T: 1\r\n\r\n", "0\r\nA:\r\nB: x\ty\r\n\r\n"}) {
-    ChunkedDecoder d;
-    std::string out;
-    std::size_t used = 0;
-    EXPECT_EQ(d.decode(good, used, out, 1000), ParseStatus::kComplete) << good;
+    EXPECT_EQ(decode_once(good), ParseStatus::kComplete) << good;
   }
   for (const char* bad :
        {"0\r\n\nPOST / HTTP/1.1\r\nHost: x\r\n\r\n", "0\r\nnot a header\r\n\r\n",
         "0\r\nX-T: 1\n\r\n", "0\r\n: v\r\n\r\n", "0\r\n folded\r\n\r\n",
         "0\r\nX-T: a\x01b\r\n\r\n", "0\r\nX T: 1\r\n\r\n"}) {
-    ChunkedDecoder d;
-    std::string out;
-    std::size_t used = 0;
-    EXPECT_EQ(d.decode(bad, used, out, 1000), ParseStatus::kError) << bad;
+    EXPECT_EQ(decode_once(bad), ParseStatus::kError) << bad;
   }
-  ChunkedDecoder big;
-  std::string out;
-  std::size_t used = 0;
   std::string long_trailer = "0\r\nX-T: ";
   long_trailer.append(17000, 'a');
   long_trailer += "\r\n\r\n";
-  EXPECT_EQ(big.decode(long_trailer, used, out, 1000), ParseStatus::kError);
+  EXPECT_EQ(decode_once(long_trailer), ParseStatus::kError);
 }
 
 // Well-formed but not served: another HTTP version, a transfer coding other than chunked.
