@@ -9,7 +9,8 @@ namespace tp::limits {
 
 // Client side (server).
 inline constexpr std::size_t kHeaderBytesMax = 16 * 1024;
-inline constexpr std::size_t kBodyBytesMax = 8 * 1024 * 1024;
+// The Messages API's own limit (32 MB): a request its upstream takes is never refused here.
+inline constexpr std::size_t kBodyBytesMax = 32 * 1024 * 1024;
 inline constexpr std::uint32_t kHeaderTimeoutMs = 10'000;  // first byte to end of headers
 inline constexpr std::uint32_t kBodyTimeoutMs = 60'000;    // end of headers to end of body
 inline constexpr std::uint32_t kIdleTimeoutMs = 60'000;    // keep-alive wait between requests

@@ -10,6 +10,7 @@
 #include <tuple>
 
 #include "core/clock.h"
+#include "core/limits.h"
 #include "core/rfc3339.h"
 #include "integration/harness.h"
 
@@ -508,7 +509,7 @@ TEST_F(GatewayTest, AnthropicErrorsUseAnthropicShape) {
 }
 
 TEST_F(GatewayTest, BodyOverLimitIs413) {
-  const std::string big = R"({"model":"gpt-test","pad":")" + std::string(9 * 1024 * 1024, 'x') + "\"}";
+  const std::string big = R"({"model":"gpt-test","pad":")" + std::string(tp::limits::kBodyBytesMax, 'x') + "\"}";
   expect_openai_error(post("/v1/chat/completions", big), 413, "invalid_request_error");
 }
 

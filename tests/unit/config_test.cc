@@ -24,7 +24,7 @@ TEST(Config, MinimalConfigGetsDocumentedDefaults) {
   EXPECT_EQ(c->listen_host, "127.0.0.1");
   EXPECT_EQ(c->listen_port, 8080);
   EXPECT_EQ(c->store, "sqlite:turnpike.db");
-  EXPECT_EQ(c->server.body_bytes_max, 8u * 1024 * 1024);
+  EXPECT_EQ(c->server.body_bytes_max, 32u * 1024 * 1024);
   EXPECT_EQ(c->upstream.connect_timeout_ms, 5000u);
   EXPECT_EQ(c->upstream_idle_connections_max, 512u);
   EXPECT_DOUBLE_EQ(c->weights.quality, 0.4);
