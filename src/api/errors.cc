@@ -31,7 +31,12 @@ ErrorNames names_for(unsigned status) {
     case 502: return {"upstream_error", "upstream_failed", "api_error"};
     case 503: return {"service_unavailable", "unavailable", "overloaded_error"};
     case 504: return {"timeout_error", "upstream_timeout", "api_error"};
-    default: return {"server_error", "internal_error", "api_error"};
+    case 529: return {"service_unavailable", "overloaded", "overloaded_error"};
+    default:
+      if (status >= 400 && status < 500) {
+        return {"invalid_request_error", "invalid_request", "invalid_request_error"};
+      }
+      return {"server_error", "internal_error", "api_error"};
   }
 }
 
@@ -84,6 +89,14 @@ std::string error_message(std::string_view body) {
     return {};
   }
   return std::string(message);
+}
+
+AnswerShape answer_shape(std::string_view body) {
+  simdjson::dom::parser parser;
+  simdjson::dom::object object;
+  if (parser.parse(body.data(), body.size()).get(object)) return AnswerShape::kNotAnObject;
+  return object["error"].error() == simdjson::NO_SUCH_FIELD ? AnswerShape::kObject
+                                                            : AnswerShape::kError;
 }
 
 }  // namespace tp::api

@@ -22,4 +22,9 @@ std::string error_body(Surface surface, unsigned status, std::string_view messag
 // The message of an error body of either shape ("" when `body` is not one).
 std::string error_message(std::string_view body);
 
+// What an upstream's whole body is: a JSON object, one with a top-level "error" member, or
+// something else (an HTML page, a body cut short, nothing).
+enum class AnswerShape { kObject, kError, kNotAnObject };
+AnswerShape answer_shape(std::string_view body);
+
 }  // namespace tp::api

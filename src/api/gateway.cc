@@ -128,8 +128,9 @@ void forwardable_headers(const std::vector<http::HeaderField>& fields, std::vect
     };
     // Not the operator's OpenAI organization and project: they identify its account.
     if (starts("openai-organization") || starts("openai-project")) continue;
+    // x-should-retry: both SDKs obey the provider's word on retrying over their own rules.
     if (starts("retry-after") || starts("x-ratelimit-") || starts("anthropic-ratelimit-") ||
-        starts("openai-")) {
+        starts("openai-") || starts("x-should-retry")) {
       out.push_back({name, f.value});
     } else if (starts("x-request-id") || starts("request-id")) {
       out.push_back({"x-upstream-request-id", f.value});
@@ -176,7 +177,31 @@ void build_upstream_head(std::string& head, const http::UpstreamEndpoint& endpoi
       }
     }
   }
+  // Without Accept-Encoding any coding would be acceptable (RFC 9110 §12.5.3): bodies are
+  // metered and relayed as they are, so none is.
+  head += "Accept-Encoding: identity\r\n";
   head += stream ? "Accept: text/event-stream\r\n\r\n" : "Accept: application/json\r\n\r\n";
+}
+
+// An upstream answer that blames the route rather than the request: a server error, or
+// the operator's key or model refused (401, 403, 404). It counts against the route's
+// health, the next route is tried, and the client gets 502 without the provider's text
+// (a provider's 401 quotes the operator's key, masked).
+bool route_at_fault(unsigned status) {
+  return status >= 500 || status == 401 || status == 403 || status == 404;
+}
+
+// What the client gets for an answer that blames the route: 502, but Anthropic's own 529
+// (overloaded) stays itself for Anthropic's clients, whose SDK knows it.
+unsigned fault_status(unsigned upstream_status, Surface surface) {
+  return upstream_status == 529 && surface == Surface::kAnthropic ? 529 : 502;
+}
+
+// A content coding other than identity, which the upstream was asked not to use: the body
+// could be neither metered nor relayed as the client expects it.
+bool encoded(const http::UpstreamResponse& response) {
+  const std::string_view coding = response.header("content-encoding");
+  return !coding.empty() && !http::iequals(coding, "identity");
 }
 
 // A request refused before it goes anywhere: status, message and OpenAI error code.
@@ -663,6 +688,11 @@ class Gateway final : public http::Handler {
   // Settles `bill` at `usage`: the charge, the usage row and the ledger transfers commit in
   // one store transaction, and this resumes after it. False if the store failed.
   Task<bool> settle(Bill& bill, const meter::Usage& usage, int status);
+  // Sends a whole upstream answer on; an error whose body is not JSON goes in the client's
+  // error shape instead.
+  Task<void> relay_answer(Responder& res, Surface surface, std::string_view provider,
+                          const http::UpstreamResponse& upstream, std::string_view body,
+                          std::span<const Header> headers);
   // Extends the hold of a request still running, so it never lapses under it.
   void keep_hold(Bill& bill);
   // A response that costs, or may cost, `needed`: more than its hold covers (or its hold
@@ -1327,7 +1357,7 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
   bill.route = &route;
   bill.flex = served.flex;
   bill.premium = served.premium;
-  if (answered->status() < 500) stats_->served(route.index, bill.flex);
+  if (!route_at_fault(answered->status())) stats_->served(route.index, bill.flex);
   bill.record.provider = provider.name;
   bill.record.model = served.model->name;
   http::UpstreamResponse& upstream = *answered;
@@ -1338,14 +1368,16 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
                        plan.options.flex_ms > 0, bill.flex);
   forwardable_headers(upstream.headers(), headers);
 
-  if (upstream.status() >= 500) {
+  if (route_at_fault(upstream.status())) {
     // The provider's own error text stays with the provider; the client learns which
-    // provider failed and how.
+    // provider failed and how, with its retry-after and request id.
     (void)co_await upstream.read_all(kErrorBodyDrainBytesMax);
     log::warn("upstream error status",
               {{"provider", provider.name}, {"status", upstream.status()}});
-    void_bill(state_->services(), bill, bill.status_for(502));
-    co_await send_error(res, surface, 502,
+    const unsigned status = fault_status(upstream.status(), surface);
+    void_bill(state_->services(), bill, bill.status_for(status));
+    for (const Header& h : headers) res.add_header(h.name, h.value);
+    co_await send_error(res, surface, status,
                         fmt::format("upstream '{}' answered HTTP {}", provider.name,
                                     upstream.status()));
     co_return;
@@ -2159,7 +2191,20 @@ Task<Gateway::Answered> Gateway::send_with_fallback(const OperationInfo& info,
       continue;
     }
     const unsigned status = (*sent)->status();
-    if (status >= 500) {
+    if (encoded(**sent)) {
+      // Not what was asked for: the route is broken, like one that sends garbage.
+      (void)co_await (*sent)->read_all(kErrorBodyDrainBytesMax);
+      const std::string coding((*sent)->header("content-encoding"));
+      log::warn("upstream sent an encoded body", {{"provider", p.name}, {"coding", coding}});
+      upstream_failed(r);
+      out.failure = Status{ErrorKind::kUpstreamFailed,
+                           fmt::format("upstream '{}' sent its answer compressed (content "
+                                       "coding) though asked not to",
+                                       p.name)};
+      if (!last) stats_->fallback(r.index);
+      continue;
+    }
+    if (route_at_fault(status)) {
       upstream_failed(r);
     } else {
       if (status == 429) stats_->rate_limited(r.index);
@@ -2167,7 +2212,7 @@ Task<Gateway::Answered> Gateway::send_with_fallback(const OperationInfo& info,
     }
     // A flex tier refusing in any way (it may not offer flex for this model at all) leaves
     // the standard tier to answer.
-    const bool refused = status >= 500 || status == 429 || (flex && status >= 300);
+    const bool refused = route_at_fault(status) || status == 429 || (flex && status >= 300);
     if (!last && refused) {
       (void)co_await (*sent)->read_all(kErrorBodyDrainBytesMax);
       log::warn("upstream refused; falling back", {{"provider", p.name}, {"status", status}});
@@ -2203,10 +2248,16 @@ Task<void> Gateway::count_tokens(const OperationInfo& info, const http::Request&
   http::UpstreamResponse& upstream = *sent.response;
   const Ranked& served = routes[sent.attempt];
   const catalog::Provider& provider = state_->catalog().provider(*served.route);
-  if (upstream.status() < 500) stats_->served(served.route->index, false);
-  if (upstream.status() >= 500) {
+  if (!route_at_fault(upstream.status())) stats_->served(served.route->index, false);
+  RouteHeaders route_headers;
+  std::vector<Header> headers =
+      route_headers.of(provider, *served.model, served.score, *served.route,
+                       sent.attempt - sent.skipped, false, false);
+  forwardable_headers(upstream.headers(), headers);
+  if (route_at_fault(upstream.status())) {
     (void)co_await upstream.read_all(kErrorBodyDrainBytesMax);
-    co_await send_error(res, info.surface, 502,
+    for (const Header& h : headers) res.add_header(h.name, h.value);
+    co_await send_error(res, info.surface, fault_status(upstream.status(), info.surface),
                         fmt::format("upstream '{}' answered HTTP {}", provider.name,
                                     upstream.status()));
     co_return;
@@ -2217,13 +2268,7 @@ Task<void> Gateway::count_tokens(const OperationInfo& info, const http::Request&
                         whole.status().message());
     co_return;
   }
-  RouteHeaders route_headers;
-  std::vector<Header> headers =
-      route_headers.of(provider, *served.model, served.score, *served.route,
-                       sent.attempt - sent.skipped, false, false);
-  forwardable_headers(upstream.headers(), headers);
-  const std::string_view type = upstream.header("content-type");
-  co_await res.send(upstream.status(), type.empty() ? kJson : type, whole.value(), headers);
+  co_await relay_answer(res, info.surface, provider.name, upstream, whole.value(), headers);
 }
 
 Task<void> Gateway::answer_whole(http::UpstreamResponse& upstream, Surface surface,
@@ -2242,6 +2287,18 @@ Task<void> Gateway::answer_whole(http::UpstreamResponse& upstream, Surface surfa
                      ? meter::anthropic_usage(whole.value())
                      : meter::openai_usage(whole.value(), bill.embeddings);
     const bool estimated = !usage;
+    if (estimated && answer_shape(whole.value()) != AnswerShape::kObject) {
+      // An HTML page, a body cut short, an error object under 200: not an answer, and
+      // nothing to pay for.
+      log::warn("upstream sent a malformed answer", {{"provider", bill.record.provider}});
+      upstream_failed(*bill.route);
+      void_bill(state_->services(), bill, bill.status_for(502));
+      for (const Header& h : headers) res.add_header(h.name, h.value);
+      co_await send_error(res, surface, 502,
+                          fmt::format("upstream '{}' sent a malformed response",
+                                      bill.record.provider));
+      co_return;
+    }
     if (estimated) {
       log::warn("upstream reported no usage; billing an estimate", {{"provider", bill.record.provider}});
       usage = meter::Usage{bill.input_estimate, 0,
@@ -2274,8 +2331,22 @@ Task<void> Gateway::answer_whole(http::UpstreamResponse& upstream, Surface surfa
     // Refused upstream: nothing to pay.
     void_bill(state_->services(), bill, bill.status_for(upstream.status()));
   }
+  co_await relay_answer(res, surface, bill.record.provider, upstream, whole.value(), headers);
+}
+
+Task<void> Gateway::relay_answer(Responder& res, Surface surface, std::string_view provider,
+                                 const http::UpstreamResponse& upstream, std::string_view body,
+                                 std::span<const Header> headers) {
   const std::string_view type = upstream.header("content-type");
-  co_await res.send(upstream.status(), type.empty() ? kJson : type, whole.value(), headers);
+  if (upstream.status() >= 400 && answer_shape(body) == AnswerShape::kNotAnObject) {
+    // A proxy's HTML page, say: the client's SDK reads errors in its own shape only.
+    for (const Header& h : headers) res.add_header(h.name, h.value);
+    co_await send_error(res, surface, upstream.status(),
+                        fmt::format("upstream '{}' answered HTTP {} without a JSON error body",
+                                    provider, upstream.status()));
+    co_return;
+  }
+  co_await res.send(upstream.status(), type.empty() ? kJson : type, body, headers);
 }
 
 Task<bool> Gateway::settle(Bill& bill, const meter::Usage& reported, int status) {

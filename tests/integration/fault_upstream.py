@@ -1,0 +1,69 @@
+#!/usr/bin/env python3
+"""An upstream that answers every POST with one fault, for the gateway's error handling.
+
+usage: fault_upstream.py MODE -- `status:N` answers HTTP N with a provider-style JSON error
+that quotes a masked provider key (as OpenAI's 401 does), plus `retry-after: 7`;
+`noretry` answers 429 with `x-should-retry: false`; `html200` answers 200 with an HTML
+page; `error200` answers 200 with an error object; `gzip` answers a whole chat completion
+gzip-compressed (Content-Encoding: gzip); `html:N` answers HTTP N with an HTML page.
+Each request is logged on stderr as {"msg":"request","accept_encoding":...}. Prints
+{"msg":"listening","port":N} on stderr when ready.
+"""
+import gzip
+import http.server
+import json
+import sys
+
+MODE = sys.argv[1]
+ANSWER = {"id": "c1", "object": "chat.completion", "model": "m",
+          "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hi"},
+                       "finish_reason": "stop"}],
+          "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6}}
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def answer(self, status, content_type, body, headers=()):
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in headers:
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        sys.stderr.write(json.dumps({"msg": "request",
+                                     "accept_encoding": self.headers.get("Accept-Encoding")}) + "\n")
+        sys.stderr.flush()
+        html = b"<html><body><h1>Bad Gateway</h1></body></html>"
+        if MODE.startswith("status:"):
+            error = {"error": {"message": "Incorrect API key provided: sk-prov****1234",
+                               "type": "invalid_request_error", "code": "invalid_api_key"}}
+            self.answer(int(MODE[7:]), "application/json", json.dumps(error).encode(),
+                        [("retry-after", "7")])
+        elif MODE == "noretry":
+            error = {"error": {"message": "quota", "type": "insufficient_quota"}}
+            self.answer(429, "application/json", json.dumps(error).encode(),
+                        [("x-should-retry", "false")])
+        elif MODE == "html200":
+            self.answer(200, "text/html", html)
+        elif MODE == "error200":
+            self.answer(200, "application/json", b'{"error":{"message":"overloaded"}}')
+        elif MODE == "gzip":
+            self.answer(200, "application/json", gzip.compress(json.dumps(ANSWER).encode()),
+                        [("Content-Encoding", "gzip")])
+        elif MODE.startswith("html:"):
+            self.answer(int(MODE[5:]), "text/html", html)
+
+    def log_message(self, *args):
+        pass
+
+
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+sys.stderr.write(json.dumps({"msg": "listening", "port": server.server_address[1]},
+                            separators=(",", ":")) + "\n")
+sys.stderr.flush()
+server.serve_forever()

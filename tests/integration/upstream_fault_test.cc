@@ -1,0 +1,173 @@
+// What a client gets when its upstream answers badly: an answer that blames the route is a
+// route failure (another route is tried; on the last, the client's own error shape without
+// the provider's text), garbage under 200 is not billed, and the provider's hints pass on.
+
+#include <gtest/gtest.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "integration/harness.h"
+
+namespace tp::test {
+namespace {
+
+// A gateway whose model `m` goes to fault_upstream.py in `mode` first (the cheaper route)
+// and to turnpike-sim second; `solo` and `solo_an` (Anthropic's API) go to the faulty
+// upstream only.
+struct FaultStack {
+  TempDir dir;
+  Process upstream;
+  Process sim;
+  std::unique_ptr<Process> gateway;
+  int port = 0;  // 0: it did not start (see log())
+  std::string key;
+
+  explicit FaultStack(const std::string& mode)
+      : upstream("/usr/bin/python3",
+                 std::vector<std::string>{
+                     std::string(TURNPIKE_SOURCE_DIR) + "/tests/integration/fault_upstream.py",
+                     mode}),
+        sim(bin("turnpike-sim"), {"--listen", "127.0.0.1:0"}) {
+    const std::string up = std::to_string(upstream.wait_listening());
+    const std::string good = std::to_string(sim.wait_listening());
+    const std::string config = dir.write(
+        "t.yaml",
+        "listen: \"127.0.0.1:0\"\nproviders:\n"
+        "  - { name: faulty, api: openai, base_url: \"http://127.0.0.1:" + up + "/v1\" }\n"
+        "  - { name: faulty_an, api: anthropic, base_url: \"http://127.0.0.1:" + up + "/v1\" }\n"
+        "  - { name: good, api: openai, base_url: \"http://127.0.0.1:" + good + "/v1\" }\n"
+        "models:\n"
+        "  - name: m\n    routes:\n"
+        "      - { provider: faulty, input_per_mtok: \"0.1\", output_per_mtok: \"0.1\" }\n"
+        "      - { provider: good, input_per_mtok: \"1\", output_per_mtok: \"1\" }\n"
+        "  - name: solo\n    routes: [{ provider: faulty, input_per_mtok: \"1\", "
+        "output_per_mtok: \"1\" }]\n"
+        "  - name: solo_an\n    routes: [{ provider: faulty_an, input_per_mtok: \"1\", "
+        "output_per_mtok: \"1\" }]\n");
+    gateway = std::make_unique<Process>(
+        bin("turnpike"),
+        std::vector<std::string>{"serve", "--config", config, "--threads", "1", "--data-dir",
+                                 dir.path() + "/var"},
+        std::map<std::string, std::string>{{"TURNPIKE_ADMIN_KEY", kAdminKey}});
+    port = gateway->wait_listening();
+    if (port > 0) key = create_key(port);
+  }
+  std::string log() const { return upstream.log() + (gateway ? gateway->log() : ""); }
+  // Requests the faulty upstream received.
+  std::size_t faulty_requests() const {
+    const std::string log = upstream.log();
+    std::size_t n = 0;
+    for (std::size_t at = log.find("\"request\""); at != std::string::npos;
+         at = log.find("\"request\"", at + 1)) {
+      ++n;
+    }
+    return n;
+  }
+  HttpResponse chat(const std::string& model) const {
+    return http_request(port, "POST", "/v1/chat/completions",
+                        R"({"model":")" + model + R"(","max_tokens":10,"messages":[]})",
+                        {{"authorization", "Bearer " + key},
+                         {"x-turnpike-route-preference", "cost"}});
+  }
+  std::string balance() const {
+    return http_request(port, "GET", "/api/balance", {}, {{"authorization", "Bearer " + key}})
+        .body;
+  }
+};
+
+// The operator's provider key refused (401, 403) or its model unknown there (404): the
+// route is at fault, not the client. The next route answers; on the last one the client
+// gets 502 without the provider's text, which quotes the operator's key.
+TEST(UpstreamFault, TheOperatorsKeyRefusedIsARouteFailure) {
+  for (const std::string status : {"401", "403", "404"}) {
+    const FaultStack stack("status:" + status);
+    ASSERT_GT(stack.port, 0) << stack.log();
+    const auto served = stack.chat("m");
+    EXPECT_EQ(served.status, 200) << status << ": " << served.body;
+    EXPECT_EQ(served.header("x-turnpike-provider"), "good") << status;
+    EXPECT_EQ(stack.faulty_requests(), 1u) << status;
+
+    const auto failed = stack.chat("solo");
+    EXPECT_EQ(failed.status, 502) << status << ": " << failed.body;
+    EXPECT_NE(failed.body.find(R"("type":"upstream_error")"), std::string::npos) << failed.body;
+    EXPECT_NE(failed.body.find("answered HTTP " + status), std::string::npos) << failed.body;
+    EXPECT_EQ(failed.body.find("sk-prov"), std::string::npos) << failed.body;
+    EXPECT_EQ(failed.header("retry-after"), "7") << status;
+    EXPECT_EQ(failed.header("x-turnpike-provider"), "faulty") << status;
+  }
+}
+
+// Anthropic's 529 (overloaded) reaches an Anthropic client as itself, which its SDK knows
+// as OverloadedError, with the provider's retry-after.
+TEST(UpstreamFault, AnthropicsOverloadedStaysOverloaded) {
+  const FaultStack stack("status:529");
+  ASSERT_GT(stack.port, 0) << stack.log();
+  const auto res = http_request(
+      stack.port, "POST", "/v1/messages",
+      R"({"model":"solo_an","max_tokens":10,"messages":[{"role":"user","content":"hi"}]})",
+      {{"x-api-key", stack.key}, {"anthropic-version", "2023-06-01"}});
+  EXPECT_EQ(res.status, 529) << res.body;
+  EXPECT_NE(res.body.find(R"("type":"overloaded_error")"), std::string::npos) << res.body;
+  EXPECT_EQ(res.header("retry-after"), "7");
+  // An OpenAI client has no 529: a 502 as for any other server error.
+  EXPECT_EQ(stack.chat("solo").status, 502);
+}
+
+// A 200 that is not an answer (an HTML page, an error object) is a failed request: 502,
+// and nothing charged.
+TEST(UpstreamFault, GarbageUnder200IsNotBilled) {
+  for (const std::string mode : {"html200", "error200"}) {
+    const FaultStack stack(mode);
+    ASSERT_GT(stack.port, 0) << stack.log();
+    const std::string before = stack.balance();
+    const auto res = stack.chat("solo");
+    EXPECT_EQ(res.status, 502) << mode << ": " << res.body;
+    EXPECT_NE(res.body.find("malformed"), std::string::npos) << res.body;
+    EXPECT_EQ(stack.balance(), before) << mode;
+    const auto usage = http_request(stack.port, "GET", "/api/usage", {},
+                                    {{"authorization", "Bearer " + stack.key}});
+    EXPECT_NE(usage.body.find(R"("status":502)"), std::string::npos) << usage.body;
+    EXPECT_NE(usage.body.find(R"("cost_usd":"0.00")"), std::string::npos) << usage.body;
+  }
+}
+
+// Bodies are asked for uncompressed; one compressed anyway is a broken route's: the next
+// route answers, and on the last the client gets 502, not bytes it cannot read.
+TEST(UpstreamFault, ACompressedAnswerIsARouteFailure) {
+  const FaultStack stack("gzip");
+  ASSERT_GT(stack.port, 0) << stack.log();
+  const auto served = stack.chat("m");
+  EXPECT_EQ(served.status, 200) << served.body;
+  EXPECT_EQ(served.header("x-turnpike-provider"), "good");
+  EXPECT_NE(stack.upstream.log().find(R"("accept_encoding": "identity")"), std::string::npos)
+      << stack.upstream.log();
+  const auto failed = stack.chat("solo");
+  EXPECT_EQ(failed.status, 502) << failed.body;
+  EXPECT_NE(failed.body.find("compressed"), std::string::npos) << failed.body;
+}
+
+// A provider's error page that is not JSON keeps its status but comes in the client's own
+// error shape, which its SDK can read.
+TEST(UpstreamFault, AnHtmlErrorPageComesInTheClientsErrorShape) {
+  const FaultStack stack("html:413");
+  ASSERT_GT(stack.port, 0) << stack.log();
+  const auto res = stack.chat("solo");
+  EXPECT_EQ(res.status, 413) << res.body;
+  EXPECT_EQ(res.header("content-type"), "application/json");
+  EXPECT_NE(res.body.find(R"("type":"invalid_request_error")"), std::string::npos) << res.body;
+  EXPECT_EQ(res.body.find("<html>"), std::string::npos) << res.body;
+}
+
+// The provider's x-should-retry is its word to the SDKs, which obey it over their rules.
+TEST(UpstreamFault, TheProvidersRetryHintPassesOn) {
+  const FaultStack stack("noretry");
+  ASSERT_GT(stack.port, 0) << stack.log();
+  const auto res = stack.chat("solo");
+  EXPECT_EQ(res.status, 429) << res.body;
+  EXPECT_EQ(res.header("x-should-retry"), "false");
+}
+
+}  // namespace
+}  // namespace tp::test
