@@ -199,28 +199,34 @@ std::string read_money_call(simdjson::dom::parser& parser, std::string_view body
   return "";
 }
 
-// `rpm` and `tpm`, when given, positive integers; `budget_usd` an exact positive amount.
-// Returns the client-facing error, or "".
-std::string check_key_limits(std::string_view body, simdjson::dom::element doc) {
+// A key's `rpm` and `tpm` (positive integers) and `budget_usd` (an exact positive amount),
+// each absent or null for none, into `out`. Returns the client-facing error, or "".
+std::string read_key_limits(std::string_view body, simdjson::dom::element doc,
+                            auth::KeyLimits& out) {
   for (const std::string_view rate : {"rpm", "tpm"}) {
+    if (doc[rate].error() == simdjson::NO_SUCH_FIELD || doc[rate].is_null()) continue;
     std::int64_t n = 0;
-    if (doc[rate].error() != simdjson::NO_SUCH_FIELD && (doc[rate].get_int64().get(n) || n <= 0)) {
-      return fmt::format("'{}' must be a positive integer", rate);
+    if (doc[rate].get_int64().get(n) || n <= 0 || n > limits::kKeyRateMax) {
+      return fmt::format("'{}' must be a positive integer of at most {}, or null for no limit",
+                         rate, limits::kKeyRateMax);
     }
+    (rate == "rpm" ? out.rpm : out.tpm) = n;
   }
-  if (doc["budget_usd"].error() != simdjson::NO_SUCH_FIELD) {
+  if (doc["budget_usd"].error() != simdjson::NO_SUCH_FIELD && !doc["budget_usd"].is_null()) {
     const std::optional<Money> budget = exact_amount(body, "budget_usd");
     if (!budget || *budget <= Money() || *budget > Money::usd(limits::kMoneyCallUsdMax)) {
       return fmt::format("'budget_usd' must be a positive USD amount of at most {} with at most "
-                         "9 decimals, as a string or number",
+                         "9 decimals, as a string or number, or null for no budget",
                          limits::kMoneyCallUsdMax);
     }
+    out.budget = *budget;
   }
   return "";
 }
 
-// A key as listed: by its last 4 characters, never the key.
-void write_key(json::Writer& w, const auth::ApiKey& k) {
+// A key as listed: by its last 4 characters, never the key. With `directory`, a budget's
+// spending too.
+void write_key(json::Writer& w, const auth::ApiKey& k, const auth::Directory* directory) {
   w.begin_object().field("id", fmt::format("key_{}", k.id)).field("name", k.name);
   w.field("last4", k.last4).key("models").begin_array();
   for (const auto& m : k.models) w.value(m);
@@ -232,30 +238,44 @@ void write_key(json::Writer& w, const auth::ApiKey& k) {
   write_policy(w, k.policy);
   w.key("tags").begin_array();
   for (const auto& t : k.tags) w.value(t);
-  w.end_array().end_object();
+  w.end_array();
+  const auth::KeyLimits& l = k.limits;
+  w.key("rpm");
+  if (l.rpm) w.value(*l.rpm); else w.null();
+  w.key("tpm");
+  if (l.tpm) w.value(*l.tpm); else w.null();
+  w.key("budget_usd");
+  if (l.budget) w.value(l.budget->to_string()); else w.null();
+  if (l.budget && directory != nullptr) {
+    if (const std::optional<Money> spent = directory->budget_spent(k.id)) {
+      w.field("budget_spent_usd", spent->to_string());
+    }
+  }
+  w.end_object();
 }
 
 }  // namespace
 
-std::string account_json(const auth::Account& a, const std::vector<auth::ApiKey>* keys) {
+std::string account_json(const auth::Account& a, const std::vector<auth::ApiKey>* keys,
+                         const auth::Directory* directory) {
   std::string out;
   json::Writer w(out);
   w.begin_object();
   write_account(w, a);
   if (keys != nullptr) {
     w.key("keys").begin_array();
-    for (const auth::ApiKey& k : *keys) write_key(w, k);
+    for (const auth::ApiKey& k : *keys) write_key(w, k, directory);
     w.end_array();
   }
   w.end_object();
   return out;
 }
 
-std::string keys_json(const std::vector<auth::ApiKey>& keys) {
+std::string keys_json(const std::vector<auth::ApiKey>& keys, const auth::Directory* directory) {
   std::string out;
   json::Writer w(out);
   w.begin_object().key("data").begin_array();
-  for (const auth::ApiKey& k : keys) write_key(w, k);
+  for (const auth::ApiKey& k : keys) write_key(w, k, directory);
   w.end_array().end_object();
   return out;
 }
@@ -633,7 +653,8 @@ Task<void> AdminApi::handle(http::Request& req, Responder& res) {
     }
     if (action.empty() && method == "GET") {
       const auto keys = services_.directory->keys_of(*id);
-      co_await res.send(200, kJson, account_json(*services_.directory->account(*id), &keys));
+      co_await res.send(200, kJson, account_json(*services_.directory->account(*id), &keys,
+                                                 services_.directory.get()));
       co_return;
     }
     if (action.empty() && method == "PATCH") {
@@ -892,27 +913,22 @@ Task<void> AdminApi::create_key(std::int64_t account, http::Request& req, Respon
   std::string& name = spec.name;
   std::vector<std::string>& models = spec.models;
   std::optional<std::int64_t>& expires_ms = spec.expires_ms;
-  std::vector<std::string_view> not_enforced;  // CONTRACT's limits this build does not apply
   if (!req.body().empty()) {
     simdjson::dom::parser parser;
     simdjson::dom::element doc;
     // A field this call does not know is refused, not ignored: a mistyped allowlist must
-    // not look accepted. CONTRACT's per-key limits are checked and accepted, and the answer
-    // says they are not enforced yet (they come with plans and caps).
-    static constexpr std::array<std::string_view, 3> kLimits = {"rpm", "tpm", "budget_usd"};
+    // not look accepted.
     static constexpr std::array<std::string_view, 9> kFields = {
         "name", "models", "expires_in_seconds", "privacy_tier", "routing_weights", "tags",
-        kLimits[0], kLimits[1], kLimits[2]};
+        "rpm", "tpm", "budget_usd"};
     if (const std::string error = read_object(parser, req.body(), kFields, doc); !error.empty()) {
       co_await send_error(res, 400, error);
       co_return;
     }
-    if (const std::string error = check_key_limits(req.body(), doc); !error.empty()) {
+    if (const std::string error = read_key_limits(req.body(), doc, spec.limits);
+        !error.empty()) {
       co_await send_error(res, 400, error);
       co_return;
-    }
-    for (const std::string_view limit : kLimits) {
-      if (doc[limit].error() != simdjson::NO_SUCH_FIELD) not_enforced.push_back(limit);
     }
     std::string_view n;
     if (doc["name"].error() != simdjson::NO_SUCH_FIELD &&
@@ -984,12 +1000,6 @@ Task<void> AdminApi::create_key(std::int64_t account, http::Request& req, Respon
   json::Writer w(out);
   w.begin_object().field("id", fmt::format("key_{}", key->id)).field("key", secret);
   w.field("last4", key->last4).field("account", fmt::format("acct_{}", account));
-  if (!not_enforced.empty()) {
-    log::warn("key limits given but not enforced", {{"key", key->id}});
-    w.key("not_enforced").begin_array();
-    for (const std::string_view f : not_enforced) w.value(f);
-    w.end_array();
-  }
   w.end_object();
   co_await res.send(201, kJson, out);
 }

@@ -50,9 +50,11 @@ class AdminApi {
 
 // The admin API's JSON for an account (with its keys when given) and a balance; the CLI
 // prints the same.
-std::string account_json(const auth::Account& a, const std::vector<auth::ApiKey>* keys);
+std::string account_json(const auth::Account& a, const std::vector<auth::ApiKey>* keys,
+                         const auth::Directory* directory = nullptr);
 // {"data":[keys]}, each as account_json lists it (last 4 characters only).
-std::string keys_json(const std::vector<auth::ApiKey>& keys);
+std::string keys_json(const std::vector<auth::ApiKey>& keys,
+                      const auth::Directory* directory = nullptr);
 // A key's lifetime, when it has one (expires_in_seconds, --expires-in): at most 100 years.
 inline constexpr std::int64_t kKeyLifetimeSecondsMax = 100LL * 365 * 24 * 3600;
 std::string balance_json(const ledger::Balance& b);

@@ -474,6 +474,8 @@ struct Bill {
   std::chrono::steady_clock::time_point started;
   store::UsageRecord record;
   bool closed = false;  // settled or voided
+  // What it took of its key's limits: given back when it ends unsettled.
+  auth::KeyUse key;
   // Searches the request is by itself (OpenAI's search models, asked with
   // web_search_options, search once per request and report no count).
   std::int64_t search_calls = 0;
@@ -767,9 +769,10 @@ class Gateway final : public http::Handler {
                                                 const auth::KeyGrant& grant,
                                                 std::int64_t input_tokens) const;
   // Holds the worst case of `body` on the dearest of `routes` (each input token at the
-  // dearest of its input prices) until `wait_ms` plus the hold timeout from now.
-  // kPaymentRequired names what is available and what was needed.
-  Status take_hold(Bill& bill, std::span<const Ranked> routes, const RequestBody& body,
+  // dearest of its input prices) until `wait_ms` plus the hold timeout from now, and sets
+  // as much aside from the key's budget. A refusal (402) names what is available and what
+  // was needed.
+  std::optional<Refusal> take_hold(Bill& bill, std::span<const Ranked> routes, const RequestBody& body,
                    std::int64_t wait_ms);
 
   // What the fallback loop ended with: the response that stands (null when every route
@@ -1302,9 +1305,32 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
   // The grant may not outlive the next suspension (a key-table refresh replaces it).
   Bill bill = open_bill(*routes.front().route, *plan.model, *grant, plan.stream,
                         plan.input_estimate, request_id, started);
-  if (op == Operation::kCountTokens) {
+  if (op == Operation::kCountTokens) {  // free, and not limited: no model runs
     co_await count_tokens(info, req, res, plan, routes, bill);
     co_return;
+  }
+  if (grant->meter) {
+    // The key's rates: this request and its tokens as far as known now (its estimated
+    // input and the output it asks for), corrected to what it used once it is done.
+    const std::int64_t tokens =
+        plan.input_estimate +
+        (op == Operation::kEmbeddings
+             ? 0
+             : std::min(body.max_tokens.value_or(0), meter::kTokensMax) * body.choices);
+    if (const auto refused = grant->meter->admit(tokens, std::chrono::steady_clock::now())) {
+      // The responder keeps views: the values live until the answer is sent.
+      const std::string seconds = std::to_string((refused->retry_after_ms + 999) / 1000);
+      const std::string millis = std::to_string(refused->retry_after_ms);
+      if (refused->retry_after_ms > 0) {
+        res.add_header("retry-after", seconds);
+        res.add_header("retry-after-ms", millis);
+      } else {
+        res.add_header("x-should-retry", "false");  // waiting would not help
+      }
+      co_await send_error(res, surface, 429, refused->message, "rate_limit_exceeded");
+      co_return;
+    }
+    bill.key.admitted(grant->meter, tokens);
   }
   bill.asked = priced_options(body, info.api);
   bill.search_calls = body.web_search_options && surface == Surface::kOpenAI ? 1 : 0;
@@ -1318,9 +1344,9 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
     co_await send_error(res, surface, 503, message, "billing_frozen");
     co_return;
   }
-  if (Status held = take_hold(bill, routes, body, plan.flex_raced ? plan.options.flex_ms : 0);
-      !held) {
-    co_await send_error(res, surface, 402, held.message(), "insufficient_balance");
+  if (const auto refused =
+          take_hold(bill, routes, body, plan.flex_raced ? plan.options.flex_ms : 0)) {
+    co_await send_error(res, surface, refused->status, refused->message, refused->code);
     co_return;
   }
   // However this coroutine ends, an unsettled hold goes back.
@@ -2009,8 +2035,8 @@ bool Gateway::cover(Bill& bill, Money needed, Money ahead) {
   return got->kind != ledger::Wallet::Cover::kRefused;
 }
 
-Status Gateway::take_hold(Bill& bill, std::span<const Ranked> routes, const RequestBody& body,
-                          std::int64_t wait_ms) {
+std::optional<Refusal> Gateway::take_hold(Bill& bill, std::span<const Ranked> routes,
+                                          const RequestBody& body, std::int64_t wait_ms) {
   Money worst;
   // Input is written to a provider's cache only where the request marks it (Anthropic's
   // cache_control): then it may cost the cache-write prices. The body is searched for the
@@ -2038,22 +2064,30 @@ Status Gateway::take_hold(Bill& bill, std::span<const Ranked> routes, const Requ
   }
   bill.hold.account = bill.record.account_id;
   bill.input_max = input_max_tokens;
-  if (worst <= Money()) return Status::ok();  // free: nothing to hold
+  if (worst <= Money()) return std::nullopt;  // free: nothing to hold
+  if (auth::KeyMeter* meter = bill.key.meter(); meter != nullptr) {
+    if (auto refused = meter->reserve(worst)) {
+      return Refusal{402, std::move(*refused), "budget_exceeded"};
+    }
+    bill.key.reserved(worst);
+  }
   const std::int64_t now = bill.record.at_ms;
   const std::uint32_t timeout = state_->config().billing.hold_timeout_ms;
   auto hold = state_->services().bank->hold(
       bill.record.account_id, worst,
       SystemClock::instance().monotonic_millis() + wait_ms + timeout, now);
   if (!hold) {
-    return hold.status().kind() == ErrorKind::kPaymentRequired
-               ? hold.status()
-               : Status{ErrorKind::kPaymentRequired, "this account has no credit"};
+    return Refusal{402,
+                   hold.status().kind() == ErrorKind::kPaymentRequired
+                       ? hold.status().message()
+                       : std::string("this account has no credit"),
+                   "insufficient_balance"};
   }
   bill.hold = *hold;
   bill.covered = hold->amount;
   bill.renew_at = std::chrono::steady_clock::now() + std::chrono::milliseconds(wait_ms) +
                   std::chrono::milliseconds(timeout / 2);
-  return Status::ok();
+  return std::nullopt;
 }
 
 Task<Gateway::Answered> Gateway::send_with_fallback(const OperationInfo& info,
@@ -2396,6 +2430,9 @@ Task<bool> Gateway::settle(Bill& bill, const meter::Usage& reported, int status)
     r.input_cost = std::min(r.input_cost, r.cost);
   }
   r.output_cost = r.cost - r.input_cost;
+  // The key's limits count what the request used and cost from now (should the commit
+  // fail, the charge is reversed but stays counted here: a limit errs towards refusing).
+  bill.key.settle(usage.uncached_input() + usage.cached_tokens + usage.output_tokens, r.cost);
   r.flex = bill.flex;
   r.standard_cost =
       bill.flex ? meter::price(usage, prices_at(*bill.route, false, bill.premium)) : r.cost;

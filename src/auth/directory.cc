@@ -124,11 +124,12 @@ Status write_key(store::Database& db, const ApiKey& k, Write how) {
   auto statement = db.cached(
       how == Write::kNew
           ? "INSERT INTO api_keys (id, account_id, name, digest, last4, models, created_ms, "
-            "expires_ms, revoked_ms, privacy_tier, routing_weights, tags, replaced_by) VALUES "
-            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            "expires_ms, revoked_ms, privacy_tier, routing_weights, tags, replaced_by, rpm, tpm, "
+            "budget_nanos) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
           : "INSERT INTO api_keys (id, account_id, name, digest, last4, models, created_ms, "
-            "expires_ms, revoked_ms, privacy_tier, routing_weights, tags, replaced_by) VALUES "
-            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET expires_ms = "
+            "expires_ms, revoked_ms, privacy_tier, routing_weights, tags, replaced_by, rpm, tpm, "
+            "budget_nanos) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (id) DO UPDATE SET expires_ms = "
             "excluded.expires_ms, revoked_ms = excluded.revoked_ms, replaced_by = "
             "excluded.replaced_by WHERE api_keys.digest = excluded.digest RETURNING id");
   if (!statement) return statement.status();
@@ -140,6 +141,9 @@ Status write_key(store::Database& db, const ApiKey& k, Write how) {
   st.bind(10, catalog::privacy_tier_name(k.policy.privacy_tier));
   st.bind(11, weights_text(k.policy.weights)).bind(12, join_models(k.tags));
   if (k.replaced_by) st.bind(13, *k.replaced_by); else st.bind_null(13);
+  if (k.limits.rpm) st.bind(14, *k.limits.rpm); else st.bind_null(14);
+  if (k.limits.tpm) st.bind(15, *k.limits.tpm); else st.bind_null(15);
+  if (k.limits.budget) st.bind(16, k.limits.budget->nanos()); else st.bind_null(16);
   return run_write(st, how, fmt::format("key_{}", k.id));
 }
 
@@ -171,7 +175,8 @@ Result<std::unique_ptr<Directory>> Directory::load(store::Database& db) {
   }
   auto keys = db.prepare(
       "SELECT id, account_id, name, digest, last4, models, created_ms, expires_ms, revoked_ms, "
-      "privacy_tier, routing_weights, tags, replaced_by FROM api_keys ORDER BY id");
+      "privacy_tier, routing_weights, tags, replaced_by, rpm, tpm, budget_nanos FROM api_keys "
+      "ORDER BY id");
   if (!keys) return keys.status();
   for (;;) {
     auto step = keys->step();
@@ -194,11 +199,54 @@ Result<std::unique_ptr<Directory>> Directory::load(store::Database& db) {
     k.policy = *policy;
     k.tags = split_models(keys->column_text(11));
     if (!keys->column_is_null(12)) k.replaced_by = keys->column_int(12);
+    if (!keys->column_is_null(13)) k.limits.rpm = keys->column_int(13);
+    if (!keys->column_is_null(14)) k.limits.tpm = keys->column_int(14);
+    if (!keys->column_is_null(15)) k.limits.budget = Money::from_nanos(keys->column_int(15));
     dir->keys_.emplace(k.id, std::move(k));
   }
   std::lock_guard lock(dir->mu_);
+  // A successor has a higher id than the key it replaced: in id order, every key's holder
+  // is known before its successor's.
+  bool budgets = false;
+  for (const auto& [id, k] : dir->keys_) {
+    const std::int64_t holder = dir->holder_.try_emplace(id, id).first->second;
+    if (k.replaced_by) dir->holder_[*k.replaced_by] = holder;
+    budgets = budgets || k.limits.budget.has_value();
+  }
+  // What the holders with a budget spent: their usage rows' costs (one scan of the log,
+  // only when some key has a budget).
+  std::map<std::int64_t, Money> spent;
+  if (budgets) {
+    auto sums = db.prepare("SELECT key_id, SUM(cost_nanos) FROM usage_log GROUP BY key_id");
+    if (!sums) return sums.status();
+    for (;;) {
+      auto step = sums->step();
+      if (!step) return step.status();
+      if (*step == store::Statement::Step::kDone) break;
+      const auto holder = dir->holder_.find(sums->column_int(0));
+      if (holder != dir->holder_.end()) {
+        spent[holder->second] += Money::from_nanos(sums->column_int(1));
+      }
+    }
+  }
+  for (const auto& [id, k] : dir->keys_) dir->meter_key(k, spent[dir->holder_.at(id)]);
   dir->publish();
   return dir;
+}
+
+void Directory::meter_key(const ApiKey& k, Money spent) {
+  if (!k.limits.any()) return;
+  meters_.try_emplace(holder_.at(k.id), std::make_shared<KeyMeter>(
+                                           k.limits, spent, KeyMeter::Clock::now()));
+}
+
+std::optional<Money> Directory::budget_spent(std::int64_t key_id) const {
+  std::lock_guard lock(mu_);
+  const auto holder = holder_.find(key_id);
+  if (holder == holder_.end()) return std::nullopt;
+  const auto meter = meters_.find(holder->second);
+  if (meter == meters_.end() || !meter->second->limits().budget) return std::nullopt;
+  return meter->second->spent();
 }
 
 void Directory::publish() {
@@ -224,6 +272,9 @@ void Directory::publish() {
       g.weights_from = KeyGrant::WeightsFrom::kAccount;
     }
     g.tags = k.tags;
+    if (const auto meter = meters_.find(holder_.at(id)); meter != meters_.end()) {
+      g.meter = meter->second;
+    }
     table->by_digest_.emplace(k.digest, std::move(g));
   }
   table_ = std::move(table);
@@ -387,9 +438,10 @@ Result<ApiKey> Directory::rotate_key(store::Database& db, const KeyHasher& hashe
       old.expires_ms ? std::min(*old.expires_ms, now_ms + grace_ms) : now_ms + grace_ms;
   ending.replaced_by = keys_.rbegin()->first + 1;  // the id create_key_locked gives
   if (Status s = write_key(db, ending, Write::kWhole); !s) return s;
-  auto fresh = create_key_locked(db, hasher, old.account_id,
-                                 KeySpec{old.name, old.models, old.policy, old.tags, old.expires_ms},
-                                 now_ms, secret);
+  auto fresh = create_key_locked(
+      db, hasher, old.account_id,
+      KeySpec{old.name, old.models, old.policy, old.tags, old.expires_ms, old.limits}, now_ms,
+      secret, holder_.at(key_id));
   if (!fresh) return fresh;
   TP_ASSERT(fresh->id == *ending.replaced_by);
   *old_expires_ms = *ending.expires_ms;
@@ -401,7 +453,8 @@ Result<ApiKey> Directory::rotate_key(store::Database& db, const KeyHasher& hashe
 
 Result<ApiKey> Directory::create_key_locked(store::Database& db, const KeyHasher& hasher,
                                             std::int64_t account_id, KeySpec spec,
-                                            std::int64_t now_ms, std::string* secret) {
+                                            std::int64_t now_ms, std::string* secret,
+                                            std::optional<std::int64_t> holder) {
   if (!accounts_.contains(account_id)) {
     return Status{ErrorKind::kNotFound, fmt::format("no account acct_{}", account_id)};
   }
@@ -417,7 +470,10 @@ Result<ApiKey> Directory::create_key_locked(store::Database& db, const KeyHasher
   k.expires_ms = spec.expires_ms;
   k.policy = std::move(spec.policy);
   k.tags = std::move(spec.tags);
+  k.limits = spec.limits;
   if (Status s = write_key(db, k, Write::kNew); !s) return s;
+  holder_[k.id] = holder.value_or(k.id);
+  meter_key(k, Money());  // a successor's holder has its meter already
   keys_.emplace(k.id, k);
   unstored_keys_.insert(k.id);
   publish();

@@ -18,6 +18,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "auth/key_limits.h"
 #include "auth/keys.h"
 #include "catalog/catalog.h"
 #include "core/status.h"
@@ -61,6 +62,7 @@ struct ApiKey {
   RoutingPolicy policy;
   std::vector<std::string> tags;  // matched by routing rules
   std::optional<std::int64_t> replaced_by;  // the key a rotation made in its place
+  KeyLimits limits;  // a successor inherits them, and shares its predecessor's meter
 };
 
 // What a request needs to know about its key, looked up by digest.
@@ -81,6 +83,8 @@ struct KeyGrant {
   std::optional<router::Weights> weights;
   enum class WeightsFrom { kConfig, kAccount, kKey } weights_from = WeightsFrom::kConfig;
   std::vector<std::string> tags;
+  // Its limits and what it used of them; null when it has none.
+  std::shared_ptr<KeyMeter> meter;
 };
 
 class KeyTable {
@@ -134,6 +138,8 @@ class Directory {
   std::optional<Account> account(std::int64_t id) const;
   std::vector<Account> accounts() const;  // every account, by id
   std::vector<ApiKey> keys_of(std::int64_t account_id) const;
+  // What a key with a budget has spent (with its predecessors); nullopt without one.
+  std::optional<Money> budget_spent(std::int64_t key_id) const;
 
   // Each change is written to `db` (inside the caller's transaction) first, then made in
   // memory, and written again by persist() until a commit has stored it.
@@ -153,6 +159,7 @@ class Directory {
     RoutingPolicy policy;
     std::vector<std::string> tags;
     std::optional<std::int64_t> expires_ms;
+    KeyLimits limits;
   };
   // Returns the stored key; the full secret comes back in `secret` only.
   Result<ApiKey> create_key(store::Database& db, const KeyHasher& hasher, std::int64_t account_id,
@@ -174,19 +181,28 @@ class Directory {
 
  private:
   void publish();  // caller holds mu_
+  // The meter of a key with limits, shared with the keys it replaced and made at first use;
+  // `spent` is what the holder's requests cost so far. Caller holds mu_.
+  void meter_key(const ApiKey& k, Money spent);
   // One change of a stored account: `apply`, written to the store, then kept in memory;
   // kNotFound for an unknown id.
   Result<Account> change_account(store::Database& db, std::int64_t id,
                                  const std::function<void(Account&)>& apply);
+  // Caller holds mu_. `holder`: that of the key the new one replaces (a rotation).
   Result<ApiKey> create_key_locked(store::Database& db, const KeyHasher& hasher,
                                    std::int64_t account_id, KeySpec spec, std::int64_t now_ms,
-                                   std::string* secret);  // caller holds mu_
+                                   std::string* secret,
+                                   std::optional<std::int64_t> holder = std::nullopt);
 
   mutable std::mutex mu_;
   std::map<std::int64_t, Account> accounts_;
   std::map<std::int64_t, ApiKey> keys_;
   std::set<std::int64_t> unstored_accounts_;  // changed since the last commit
   std::set<std::int64_t> unstored_keys_;
+  // By key id: the first key of its rotation line (the holder its limits belong to), and
+  // that holder's meter (keys with limits only).
+  std::map<std::int64_t, std::int64_t> holder_;
+  std::map<std::int64_t, std::shared_ptr<KeyMeter>> meters_;
   std::shared_ptr<const KeyTable> table_;
   std::atomic<std::uint64_t> version_{0};
 };

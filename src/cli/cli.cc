@@ -153,7 +153,8 @@ int serve(const ServeOptions& opts) {
   }
   if (!config.redis.empty()) {
     // (The URL itself is not logged: it may carry a password.)
-    log::warn("redis is configured but not used yet: rate limits and budgets are not enforced");
+    log::warn("redis is configured but not used yet: key limits are per gateway process, not "
+              "cluster-wide");
   }
   auto state = api::GatewayState::create(config, std::move(services.value()));
   if (!state) {
@@ -639,6 +640,17 @@ int run_turnpike(int argc, char** argv) {
   key_create->add_option("--expires-in", key_expires_in,
                          "Seconds until the key expires (at most 100 years; default: never)")
       ->check(CLI::Range(std::int64_t{1}, api::kKeyLifetimeSecondsMax));
+  std::int64_t key_rpm = 0;
+  std::int64_t key_tpm = 0;
+  std::string key_budget;
+  key_create->add_option("--rpm", key_rpm, "Requests per minute at most (default: no limit)")
+      ->check(CLI::Range(std::int64_t{1}, limits::kKeyRateMax));
+  key_create->add_option("--tpm", key_tpm,
+                         "Tokens (input and output) per minute at most (default: no limit)")
+      ->check(CLI::Range(std::int64_t{1}, limits::kKeyRateMax));
+  key_create->add_option("--budget-usd", key_budget,
+                         "What the key's requests may cost over its life, e.g. 25 or 0.50 "
+                         "(default: no budget)");
   offline_options(key_create);
   CLI::App* key_list =
       keys_cmd->add_subcommand("list", "An account's keys, by their last 4 characters (read-only)");
@@ -760,6 +772,19 @@ int run_turnpike(int argc, char** argv) {
                                   std::nullopt};
     spec.policy.privacy_tier = *catalog::parse_privacy_tier(key_tier);
     if (key_expires_in > 0) spec.expires_ms = now_ms() + key_expires_in * 1000;
+    if (key_rpm > 0) spec.limits.rpm = key_rpm;
+    if (key_tpm > 0) spec.limits.tpm = key_tpm;
+    if (key_create->count("--budget-usd") > 0) {
+      auto budget = Money::parse(key_budget);
+      if (!budget || *budget <= Money() || *budget > Money::usd(limits::kMoneyCallUsdMax)) {
+        std::fprintf(stderr,
+                     "turnpike: --budget-usd must be a positive USD amount of at most %lld with "
+                     "at most 9 decimals\n",
+                     static_cast<long long>(limits::kMoneyCallUsdMax));
+        return 2;
+      }
+      spec.limits.budget = *budget;
+    }
     return offline_change(offline_store, offline_dir, [&](OfflineStore& st) -> Result<std::string> {
       auto secret = auth::open_server_secret(*st.db, offline_dir);
       if (!secret) return secret.status();
@@ -777,7 +802,7 @@ int run_turnpike(int argc, char** argv) {
     return offline_read(offline_store, offline_dir, [&](OfflineStore& st) -> Result<std::string> {
       auto account = find_account(st, account_ref);
       if (!account) return account.status();
-      return api::keys_json(st.directory->keys_of(account->id));
+      return api::keys_json(st.directory->keys_of(account->id), st.directory.get());
     });
   }
   if (*account_list) {

@@ -43,6 +43,8 @@ static_assert(kUpstreamConnectTimeoutMs < kUpstreamFirstByteTimeoutMs);
 // One money-moving admin call (credit, refund, trial) moves at most this much: far above any
 // real top-up, and far below the ledger's ±9.2 billion USD range.
 inline constexpr std::int64_t kMoneyCallUsdMax = 1'000'000'000;
+// A key's rpm and tpm: at most a billion a minute.
+inline constexpr std::int64_t kKeyRateMax = 1'000'000'000;
 inline constexpr std::uint32_t kHoldTimeoutMs = 15 * 60'000;      // a request's hold lapses
 inline constexpr std::uint32_t kDisconnectDrainMs = 30'000;       // read on after a client left
 inline constexpr std::size_t kDisconnectDrainBytesMax = 8 * 1024 * 1024;

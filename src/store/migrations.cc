@@ -9,7 +9,7 @@ namespace tp::store {
 namespace {
 
 // Append only: a released migration never changes.
-constexpr std::array<std::string_view, 14> kMigrations = {
+constexpr std::array<std::string_view, 15> kMigrations = {
     // 1: the ledger journal.
     R"sql(
 CREATE TABLE ledger_accounts (
@@ -153,6 +153,13 @@ ALTER TABLE usage_log ADD COLUMN web_searches INTEGER NOT NULL DEFAULT 0;
     // (fast mode, a region) cost, in ten-thousandths, so that its row explains its cost.
     R"sql(
 ALTER TABLE usage_log ADD COLUMN price_multiplier_e4 INTEGER NOT NULL DEFAULT 10000;
+)sql",
+    // 15: a key's own limits (NULL: none): requests and tokens per minute, and a budget
+    // its requests may cost over its life (with its rotation successors').
+    R"sql(
+ALTER TABLE api_keys ADD COLUMN rpm INTEGER;
+ALTER TABLE api_keys ADD COLUMN tpm INTEGER;
+ALTER TABLE api_keys ADD COLUMN budget_nanos INTEGER;
 )sql",
 };
 

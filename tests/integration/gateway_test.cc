@@ -467,8 +467,8 @@ TEST_F(GatewayTest, KeysAreCheckedAndManagedThroughTheAdminApi) {
     EXPECT_EQ(res.status, 400) << method << " " << path << " " << body << ": " << res.body;
   }
   EXPECT_EQ(http_request(stack_->port, "GET", "/healthz").status, 200);
-  // A field the call does not know is refused; CONTRACT's limits are accepted, and the
-  // answer says they are not enforced yet.
+  // A field the call does not know is refused; CONTRACT's limits are taken, and listed
+  // with the key.
   const auto mistyped = http_request(stack_->port, "POST", "/admin/v1/accounts/" + id + "/keys",
                                      R"({"model":["embed-test"]})", admin);
   EXPECT_EQ(mistyped.status, 400) << mistyped.body;
@@ -476,8 +476,12 @@ TEST_F(GatewayTest, KeysAreCheckedAndManagedThroughTheAdminApi) {
   const auto limited = http_request(stack_->port, "POST", "/admin/v1/accounts/" + id + "/keys",
                                     R"({"rpm":10,"tpm":1000,"budget_usd":"5"})", admin);
   EXPECT_EQ(limited.status, 201) << limited.body;
-  EXPECT_NE(limited.body.find(R"("not_enforced":["rpm","tpm","budget_usd"])"), std::string::npos)
-      << limited.body;
+  const auto with_limits =
+      http_request(stack_->port, "GET", "/admin/v1/accounts/" + id, {}, admin);
+  EXPECT_NE(with_limits.body.find(
+                R"("rpm":10,"tpm":1000,"budget_usd":"5.00","budget_spent_usd":"0.00")"),
+            std::string::npos)
+      << with_limits.body;
 }
 
 TEST_F(GatewayTest, WrongSurfaceForModelIsAClearError) {

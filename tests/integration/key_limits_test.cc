@@ -1,0 +1,145 @@
+// A key's own limits (rpm, tpm, budget_usd) against a running gateway with two I/O
+// threads: refusals in each client's error shape with the waits its SDK reads, a rotation's
+// successor sharing them, and a budget's spending kept across a restart.
+
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "integration/harness.h"
+
+namespace tp::test {
+namespace {
+
+constexpr const char* kChat = R"({"model":"gpt-test","max_tokens":10,"messages":[{"role":"user","content":"hi"}]})";
+
+HttpResponse chat(const Stack& stack, const std::string& key, const std::string& body = kChat) {
+  return http_request(stack.port, "POST", "/v1/chat/completions", body,
+                      {{"authorization", "Bearer " + key}});
+}
+
+TEST(KeyLimits, RequestsPerMinuteAreLimitedOnBothSurfaces) {
+  Stack stack;
+  ASSERT_GT(stack.port, 0) << stack.gateway->log();
+  const std::string key = create_key(stack.port, R"({"rpm":2})");
+  ASSERT_FALSE(key.empty());
+  EXPECT_EQ(chat(stack, key).status, 200);
+  EXPECT_EQ(chat(stack, key).status, 200);
+  const auto refused = chat(stack, key);
+  EXPECT_EQ(refused.status, 429) << refused.body;
+  EXPECT_NE(refused.body.find(R"("code":"rate_limit_exceeded")"), std::string::npos)
+      << refused.body;
+  EXPECT_NE(refused.body.find("2 requests per minute"), std::string::npos) << refused.body;
+  // One request comes back every 30 s: both SDKs read these.
+  const int after = std::stoi(refused.header("retry-after"));
+  EXPECT_GE(after, 1);
+  EXPECT_LE(after, 30);
+  EXPECT_GT(std::stoll(refused.header("retry-after-ms")), 0);
+  const auto anthropic = http_request(
+      stack.port, "POST", "/v1/messages",
+      R"({"model":"claude-test","max_tokens":10,"messages":[{"role":"user","content":"hi"}]})",
+      {{"x-api-key", key}, {"anthropic-version", "2023-06-01"}});
+  EXPECT_EQ(anthropic.status, 429) << anthropic.body;
+  EXPECT_NE(anthropic.body.find(R"("type":"rate_limit_error")"), std::string::npos)
+      << anthropic.body;
+  // Another key of the same account is not limited by this one.
+  EXPECT_EQ(chat(stack, stack.key).status, 200);
+}
+
+TEST(KeyLimits, TokensPerMinuteCountWhatRequestsUse) {
+  Stack stack;
+  ASSERT_GT(stack.port, 0) << stack.gateway->log();
+  const std::string key = create_key(stack.port, R"({"tpm":60})");
+  ASSERT_FALSE(key.empty());
+  // More than a minute's allowance at once never passes: no point in retrying.
+  const auto never = chat(stack, key,
+                          R"({"model":"gpt-test","max_tokens":100,"messages":[]})");
+  EXPECT_EQ(never.status, 429) << never.body;
+  EXPECT_EQ(never.header("x-should-retry"), "false");
+  EXPECT_EQ(never.header("retry-after"), "");
+  // The sim answers 10 output tokens and counts a quarter of the prompt as input: a few
+  // requests use the minute's 60 tokens, and the next waits.
+  int served = 0;
+  HttpResponse last;
+  for (int i = 0; i < 10; ++i) {
+    last = chat(stack, key);
+    if (last.status != 200) break;
+    ++served;
+  }
+  EXPECT_GE(served, 2);
+  EXPECT_LE(served, 5);
+  EXPECT_EQ(last.status, 429) << last.body;
+  EXPECT_NE(last.body.find("60 tokens per minute"), std::string::npos) << last.body;
+  EXPECT_NE(last.header("retry-after"), "");
+}
+
+TEST(KeyLimits, ABudgetIsNeverPassedAndOutlivesARestart) {
+  Stack stack;
+  ASSERT_GT(stack.port, 0) << stack.gateway->log();
+  const std::string key = create_key(stack.port, R"({"budget_usd":"0.00002"})");
+  ASSERT_FALSE(key.empty());
+  int served = 0;
+  HttpResponse last;
+  for (int i = 0; i < 10; ++i) {
+    last = chat(stack, key);
+    if (last.status != 200) break;
+    ++served;
+  }
+  EXPECT_GE(served, 1);
+  EXPECT_EQ(last.status, 402) << last.body;
+  EXPECT_NE(last.body.find(R"("code":"budget_exceeded")"), std::string::npos) << last.body;
+  EXPECT_NE(last.body.find("0.00002 USD"), std::string::npos) << last.body;
+  // What it spent is the sum of its rows, within the budget (every hold was).
+  const auto usage =
+      http_request(stack.port, "GET", "/api/usage", {}, {{"authorization", "Bearer " + key}});
+  std::int64_t nanos = 0;
+  for (std::size_t at = usage.body.find(R"("cost_usd":")"); at != std::string::npos;
+       at = usage.body.find(R"("cost_usd":")", at + 1)) {
+    const std::string cost = string_field(usage.body, "cost_usd", at);
+    nanos += std::llround(std::stod(cost) * 1e9);
+  }
+  EXPECT_GT(nanos, 0);
+  EXPECT_LE(nanos, 20'000);
+
+  // The spending is the usage log's: a restart keeps it, and the key stays refused.
+  ASSERT_TRUE(stack.restart_gateway());
+  EXPECT_EQ(chat(stack, key).status, 402);
+  const auto account = string_field(
+      http_request(stack.port, "GET", "/api/balance", {}, {{"authorization", "Bearer " + key}})
+          .body,
+      "account");
+  const auto listed = http_request(stack.port, "GET", "/admin/v1/accounts/" + account, {},
+                                   {{"authorization", std::string("Bearer ") + kAdminKey}});
+  const std::string spent = string_field(listed.body, "budget_spent_usd");
+  ASSERT_FALSE(spent.empty()) << listed.body;
+  EXPECT_EQ(std::llround(std::stod(spent) * 1e9), nanos) << listed.body;
+}
+
+// A rotation's successor is the same holder: the grace window does not double its rate.
+TEST(KeyLimits, ARotatedKeySharesItsPredecessorsLimits) {
+  Stack stack;
+  ASSERT_GT(stack.port, 0) << stack.gateway->log();
+  const std::string old_key = create_key(stack.port, R"({"rpm":1})");
+  ASSERT_FALSE(old_key.empty());
+  EXPECT_EQ(chat(stack, old_key).status, 200);
+  const auto balance = http_request(stack.port, "GET", "/api/balance", {},
+                                    {{"authorization", "Bearer " + old_key}});
+  const std::string account = string_field(balance.body, "account");
+  const auto keys = http_request(stack.port, "GET", "/admin/v1/accounts/" + account, {},
+                                 {{"authorization", std::string("Bearer ") + kAdminKey}});
+  const std::string key_id = string_field(keys.body, "id", keys.body.find(R"("keys")"));
+  const auto rotated =
+      http_request(stack.port, "POST", "/admin/v1/keys/" + key_id + "/rotate",
+                   R"({"grace_seconds":60})",
+                   {{"authorization", std::string("Bearer ") + kAdminKey}});
+  ASSERT_EQ(rotated.status, 200) << rotated.body;
+  const std::string new_key = string_field(rotated.body, "key");
+  EXPECT_EQ(chat(stack, new_key).status, 429);
+  EXPECT_EQ(chat(stack, old_key).status, 429);
+  const auto listed = http_request(stack.port, "GET", "/admin/v1/accounts/" + account, {},
+                                   {{"authorization", std::string("Bearer ") + kAdminKey}});
+  EXPECT_EQ(listed.body.find(R"("rpm":null)"), std::string::npos) << listed.body;
+}
+
+}  // namespace
+}  // namespace tp::test
