@@ -232,7 +232,7 @@ void write_key(json::Writer& w, const auth::ApiKey& k, const auth::Directory* di
   for (const auto& m : k.models) w.value(m);
   w.end_array().field("created_at", format_rfc3339(k.created_ms));
   w.key("expires_at");
-  if (k.expires_ms) w.value(format_rfc3339(*k.expires_ms)); else w.null();
+  if (k.expires_ms) w.value(format_rfc3339(*k.expires_ms, /*millis=*/true)); else w.null();
   w.field("revoked", k.revoked_ms.has_value()).key("replaced_by");
   if (k.replaced_by) w.value(fmt::format("key_{}", *k.replaced_by)); else w.null();
   write_policy(w, k.policy);
@@ -393,7 +393,10 @@ Task<void> AdminApi::rotate_key(std::string_view id_text, http::Request& req, Re
   std::string out;
   json::Writer w(out);
   w.begin_object().field("id", fmt::format("key_{}", key->id)).field("key", secret);
-  w.field("last4", key->last4).field("old_key_expires_at", format_rfc3339(old_expires_ms)).end_object();
+  // To the millisecond: the old key works until then, not until the second before.
+  w.field("last4", key->last4)
+      .field("old_key_expires_at", format_rfc3339(old_expires_ms, /*millis=*/true))
+      .end_object();
   co_await res.send(200, kJson, out);
 }
 

@@ -423,13 +423,22 @@ Result<ApiKey> Directory::rotate_key(store::Database& db, const KeyHasher& hashe
     return Status{ErrorKind::kNotFound, fmt::format("no active key key_{}", key_id)};
   }
   const ApiKey old = it->second;
+  // When the new key ends: when this one would have, before any rotation gave it a grace
+  // deadline.
+  std::optional<std::int64_t> lifetime_end = old.expires_ms;
   if (old.replaced_by) {
-    // Its expiry is now the grace deadline of that rotation, which a second successor
-    // would inherit (and die with): the successor is the key to rotate.
-    return Status{ErrorKind::kConflict,
-                  fmt::format("key_{} was rotated already, to key_{}, and stops working at its "
-                              "grace deadline: rotate key_{} instead",
-                              key_id, *old.replaced_by, *old.replaced_by)};
+    const ApiKey& successor = keys_.at(*old.replaced_by);
+    if (!successor.revoked_ms) {
+      // Its expiry is now the grace deadline of that rotation, which a second successor
+      // would inherit (and die with): the successor is the key to rotate.
+      return Status{ErrorKind::kConflict,
+                    fmt::format("key_{} was rotated already, to key_{}, and stops working at "
+                                "its grace deadline: rotate key_{} instead",
+                                key_id, *old.replaced_by, *old.replaced_by)};
+    }
+    // That successor was revoked: this key, still in its grace, is rotated again, and the
+    // new successor takes the revoked one's expiry (this key's own, before that rotation).
+    lifetime_end = successor.expires_ms;
   }
   // The old key's end is written first and the new key made last, so that a new key (and
   // its secret) exists only once the whole rotation has taken effect.
@@ -440,7 +449,7 @@ Result<ApiKey> Directory::rotate_key(store::Database& db, const KeyHasher& hashe
   if (Status s = write_key(db, ending, Write::kWhole); !s) return s;
   auto fresh = create_key_locked(
       db, hasher, old.account_id,
-      KeySpec{old.name, old.models, old.policy, old.tags, old.expires_ms, old.limits}, now_ms,
+      KeySpec{old.name, old.models, old.policy, old.tags, lifetime_end, old.limits}, now_ms,
       secret, holder_.at(key_id));
   if (!fresh) return fresh;
   TP_ASSERT(fresh->id == *ending.replaced_by);
@@ -484,9 +493,8 @@ Result<ApiKey> Directory::create_key_locked(store::Database& db, const KeyHasher
 Status Directory::revoke_key(store::Database& db, std::int64_t key_id, std::int64_t now_ms) {
   std::lock_guard lock(mu_);
   const auto it = keys_.find(key_id);
-  if (it == keys_.end() || it->second.revoked_ms) {
-    return {ErrorKind::kNotFound, fmt::format("no active key key_{}", key_id)};
-  }
+  if (it == keys_.end()) return {ErrorKind::kNotFound, fmt::format("no key key_{}", key_id)};
+  if (it->second.revoked_ms) return Status::ok();  // revoked already: a retry, say
   ApiKey revoked = it->second;
   revoked.revoked_ms = now_ms;
   if (Status s = write_key(db, revoked, Write::kWhole); !s) return s;

@@ -164,9 +164,11 @@ class Directory {
   // Returns the stored key; the full secret comes back in `secret` only.
   Result<ApiKey> create_key(store::Database& db, const KeyHasher& hasher, std::int64_t account_id,
                             KeySpec spec, std::int64_t now_ms, std::string* secret);
+  // Revoking a revoked key changes nothing and succeeds; an unknown key is kNotFound.
   Status revoke_key(store::Database& db, std::int64_t key_id, std::int64_t now_ms);
   // A new key for the same account, name and models; the old one keeps working until
-  // now + grace (or its own earlier expiry). Returns the new key; the secret as create_key.
+  // now + grace (or its own earlier expiry). A key is rotated once, unless its successor
+  // was revoked (then again). Returns the new key; the secret as create_key.
   Result<ApiKey> rotate_key(store::Database& db, const KeyHasher& hasher, std::int64_t key_id,
                             std::int64_t grace_ms, std::int64_t now_ms, std::string* secret,
                             std::int64_t* old_expires_ms);

@@ -886,7 +886,8 @@ int run_turnpike(int argc, char** argv) {
                                           &full, &old_expires_ms);
       if (!key) return key.status();
       return fmt::format(R"({{"id":"key_{}","key":"{}","last4":"{}","old_key_expires_at":"{}"}})",
-                         key->id, full, key->last4, format_rfc3339(old_expires_ms));
+                         key->id, full, key->last4,
+                         format_rfc3339(old_expires_ms, /*millis=*/true));
     });
   }
   if (*key_revoke) {

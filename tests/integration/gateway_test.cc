@@ -426,12 +426,14 @@ TEST_F(GatewayTest, KeysAreCheckedAndManagedThroughTheAdminApi) {
   EXPECT_EQ(unfreeze.status, 400) << unfreeze.body;
   EXPECT_NE(unfreeze.body.find("reason"), std::string::npos) << unfreeze.body;
 
-  // Revoked: 401 at once, and a second revoke is 404.
+  // Revoked: 401 at once; a second revoke (a retry) is 204 too, an unknown key 404.
   EXPECT_EQ(http_request(stack_->port, "DELETE", "/admin/v1/keys/" + key_id, "", admin).status,
             204);
   expect_openai_error(post("/v1/embeddings", R"({"model":"embed-test","input":"x"})", as(key)),
                       401, "authentication_error");
   EXPECT_EQ(http_request(stack_->port, "DELETE", "/admin/v1/keys/" + key_id, "", admin).status,
+            204);
+  EXPECT_EQ(http_request(stack_->port, "DELETE", "/admin/v1/keys/key_999", "", admin).status,
             404);
 
   // Admin errors.
@@ -482,6 +484,45 @@ TEST_F(GatewayTest, KeysAreCheckedAndManagedThroughTheAdminApi) {
                 R"("rpm":10,"tpm":1000,"budget_usd":"5.00","budget_spent_usd":"0.00")"),
             std::string::npos)
       << with_limits.body;
+}
+
+// A successor revoked during its predecessor's grace leaves the predecessor working: it can
+// be rotated again (not told to rotate the revoked key), and the new successor ends when the
+// revoked one would have, not at the grace deadline.
+TEST_F(GatewayTest, AKeyWhoseSuccessorWasRevokedCanBeRotatedAgain) {
+  const std::map<std::string, std::string> admin = {
+      {"authorization", std::string("Bearer ") + kAdminKey}};
+  const auto as = [](const std::string& key) {
+    return std::map<std::string, std::string>{{"authorization", "Bearer " + key}};
+  };
+  const std::string key = create_key(stack_->port, R"({"expires_in_seconds":86400})");
+  ASSERT_FALSE(key.empty());
+  const std::string account = string_field(
+      http_request(stack_->port, "GET", "/api/balance", {}, as(key)).body, "account");
+  const auto shown = http_request(stack_->port, "GET", "/admin/v1/accounts/" + account, {}, admin);
+  const std::string key_id = string_field(shown.body, "id", shown.body.find(R"("keys")"));
+  const std::string lifetime_end = string_field(shown.body, "expires_at");
+  ASSERT_FALSE(lifetime_end.empty()) << shown.body;
+  const auto first = http_request(stack_->port, "POST", "/admin/v1/keys/" + key_id + "/rotate",
+                                  R"({"grace_seconds":600})", admin);
+  ASSERT_EQ(first.status, 200) << first.body;
+  // To the millisecond: the old key works until then.
+  EXPECT_EQ(string_field(first.body, "old_key_expires_at").size(), 24u) << first.body;
+  const std::string revoked_id = string_field(first.body, "id");
+  ASSERT_EQ(http_request(stack_->port, "DELETE", "/admin/v1/keys/" + revoked_id, "", admin).status,
+            204);
+  const std::string embed = R"({"model":"embed-test","input":"x"})";
+  EXPECT_EQ(post("/v1/embeddings", embed, as(key)).status, 200);
+  const auto again = http_request(stack_->port, "POST", "/admin/v1/keys/" + key_id + "/rotate",
+                                  R"({"grace_seconds":600})", admin);
+  ASSERT_EQ(again.status, 200) << again.body;
+  const std::string successor = string_field(again.body, "key");
+  const std::string successor_id = string_field(again.body, "id");
+  EXPECT_EQ(post("/v1/embeddings", embed, as(successor)).status, 200);
+  const auto listed = http_request(stack_->port, "GET", "/admin/v1/accounts/" + account, {}, admin);
+  const std::size_t entry = listed.body.find(R"("id":")" + successor_id + "\"");
+  ASSERT_NE(entry, std::string::npos) << listed.body;
+  EXPECT_EQ(string_field(listed.body, "expires_at", entry), lifetime_end) << listed.body;
 }
 
 TEST_F(GatewayTest, WrongSurfaceForModelIsAClearError) {

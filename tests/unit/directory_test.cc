@@ -64,7 +64,8 @@ TEST(Directory, AccountsAndKeysPersistAndPublishSnapshots) {
     ASSERT_NE(grant, nullptr);
     ASSERT_TRUE(directory->revoke_key(*db, key_id, 3000));
     EXPECT_EQ(directory->keys()->find(hasher.digest(secret)), nullptr);
-    EXPECT_FALSE(directory->revoke_key(*db, key_id, 3000));  // already revoked
+    EXPECT_TRUE(directory->revoke_key(*db, key_id, 4000));  // already revoked: a retry
+    EXPECT_FALSE(directory->revoke_key(*db, key_id + 100, 4000));  // no such key
   }
 }
 
