@@ -197,6 +197,18 @@ unsigned fault_status(unsigned upstream_status, Surface surface) {
   return upstream_status == 529 && surface == Surface::kAnthropic ? 529 : 502;
 }
 
+// Whether a stream's first piece starts with an error (Anthropic's `error` event, an
+// OpenAI-style `{"error": …}` chunk) before any event of the answer; keep-alives aside.
+bool opens_with_error(std::string_view piece) {
+  http::SseEvents events(piece.substr(0, http::sse_complete_prefix(piece)));
+  http::SseEvents::Event e;
+  while (events.next(e)) {
+    if (e.name == "ping" || e.data.empty()) continue;
+    return e.name == "error" || e.data.starts_with("{\"error\"");
+  }
+  return false;
+}
+
 // A content coding other than identity, which the upstream was asked not to use: the body
 // could be neither metered nor relayed as the client expects it.
 bool encoded(const http::UpstreamResponse& response) {
@@ -680,7 +692,8 @@ class Gateway final : public http::Handler {
   Task<void> proxy(Operation op, http::Request& req, Responder& res,
                    std::string_view request_id, std::chrono::steady_clock::time_point started);
   // `choices`: how many the request asked for (OpenAI's `n`).
-  Task<void> relay_stream(http::UpstreamResponse& upstream, Surface surface, Responder& res,
+  Task<void> relay_stream(http::UpstreamResponse& upstream, std::string first_piece,
+                          Surface surface, Responder& res,
                           std::span<const Header> headers, Bill& bill, bool drop_usage_chunk,
                           std::int64_t choices);
   // A whole (non-stream) response: read, settled from its usage, then sent with its cost.
@@ -784,10 +797,12 @@ class Gateway final : public http::Handler {
     std::size_t skipped = 0;  // routes before it found resting when their turn came
     const catalog::Route* last_tried = nullptr;  // the last route a request went to
     const catalog::Model* last_model = nullptr;  // ...and its model (for "auto", one of many)
+    std::string first_piece;  // a stream's first body bytes, read to judge it (not relayed)
   };
   // Down the ranking until a route answers: a refused or failed connection, a timeout
-  // before the response headers, a 5xx or a 429 moves on to the next, while nothing has
-  // reached the client yet. The last route's answer stands. A flex attempt (first, if
+  // before the response headers, a 5xx or a 429, a stream that fails before its first
+  // event moves on to the next, while nothing has reached the client yet. The last route's
+  // answer stands. A flex attempt (first, if
   // any) is sent with `service_tier: flex` and given `flex_ms` to its response headers.
   Task<Answered> send_with_fallback(const OperationInfo& info, const http::Request& req,
                                     const RequestBody& body, bool stream, bool ask_for_usage,
@@ -1409,8 +1424,8 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
     co_return;
   }
   if (plan.stream && upstream.status() == 200 && upstream.is_event_stream()) {
-    co_await relay_stream(upstream, surface, res, headers, bill, ask_for_usage,
-                          plan.body.choices);
+    co_await relay_stream(upstream, std::move(sent.first_piece), surface, res, headers, bill,
+                          ask_for_usage, plan.body.choices);
     co_return;
   }
   co_await answer_whole(upstream, surface, res, headers, bill);
@@ -2225,6 +2240,32 @@ Task<Gateway::Answered> Gateway::send_with_fallback(const OperationInfo& info,
       continue;
     }
     const unsigned status = (*sent)->status();
+    if (stream && status == 200 && (*sent)->is_event_stream()) {
+      // The client's head waits for the stream's first piece: a stream that fails before
+      // it (a reset, an end, an error event where the first event belongs, as Anthropic's
+      // overloaded_error comes) has given the client nothing yet, and the next route may
+      // still answer.
+      auto first = co_await (*sent)->read_some();
+      std::string_view failed;
+      if (!first) {
+        failed = "failed its stream before the first event";
+      } else if (first->empty()) {
+        failed = "ended its stream before the first event";
+      } else if (opens_with_error(*first)) {
+        failed = "sent an error event where its stream's first event belongs";
+      }
+      if (!failed.empty()) {
+        log::warn("upstream stream failed at its start",
+                  {{"provider", p.name}, {"what", failed}});
+        upstream_failed(r);
+        out.failure = Status{ErrorKind::kUpstreamFailed,
+                             fmt::format("upstream '{}' {}", p.name, failed)};
+        if (bill.client_gone()) break;
+        if (!last) stats_->fallback(r.index);
+        continue;
+      }
+      out.first_piece.assign(*first);
+    }
     if (encoded(**sent)) {
       // Not what was asked for: the route is broken, like one that sends garbage.
       (void)co_await (*sent)->read_all(kErrorBodyDrainBytesMax);
@@ -2466,14 +2507,15 @@ Task<bool> Gateway::settle(Bill& bill, const meter::Usage& reported, int status)
   co_return committed.is_ok();
 }
 
-Task<void> Gateway::relay_stream(http::UpstreamResponse& upstream, Surface surface,
-                                 Responder& res, std::span<const Header> headers, Bill& bill,
+Task<void> Gateway::relay_stream(http::UpstreamResponse& upstream, std::string first_piece,
+                                 Surface surface, Responder& res,
+                                 std::span<const Header> headers, Bill& bill,
                                  bool drop_usage_chunk, std::int64_t choices) {
   StreamMeter meter(surface, drop_usage_chunk, choices);
-  // When the first events came with the upstream's head, the client's head goes out with
-  // them, in one write.
-  bool client_here =
-      co_await res.begin_stream(200, "text/event-stream", headers, !upstream.body_buffered());
+  // The client's head goes out with the first events, in one write.
+  bool client_here = co_await res.begin_stream(200, "text/event-stream", headers,
+                                               first_piece.empty() && !upstream.body_buffered());
+  bool first_unread = !first_piece.empty();
   // After the client left: how long and how much more is read for the final usage.
   std::optional<std::chrono::steady_clock::time_point> drain_until;
   std::size_t drained_bytes = 0;
@@ -2576,7 +2618,12 @@ Task<void> Gateway::relay_stream(http::UpstreamResponse& upstream, Surface surfa
       upstream.set_read_timeout(static_cast<std::uint32_t>(std::max<std::int64_t>(
           1, std::chrono::duration_cast<std::chrono::milliseconds>(*drain_until - now).count())));
     }
-    auto piece = co_await upstream.read_some();
+    Result<std::string_view> piece = std::string_view(first_piece);
+    if (first_unread) {
+      first_unread = false;
+    } else {
+      piece = co_await upstream.read_some();
+    }
     keep_hold(bill);
     if (!piece) {
       if (still_here()) relayed = meter.content_events();

@@ -5,7 +5,9 @@ usage: fault_upstream.py MODE -- `status:N` answers HTTP N with a provider-style
 that quotes a masked provider key (as OpenAI's 401 does), plus `retry-after: 7`;
 `noretry` answers 429 with `x-should-retry: false`; `html200` answers 200 with an HTML
 page; `error200` answers 200 with an error object; `gzip` answers a whole chat completion
-gzip-compressed (Content-Encoding: gzip); `html:N` answers HTTP N with an HTML page.
+gzip-compressed (Content-Encoding: gzip); `html:N` answers HTTP N with an HTML page;
+`sse_error_first` answers a 200 event stream whose first event is an error chunk;
+`sse_close_first` a 200 event stream that closes before its first event.
 Each request is logged on stderr as {"msg":"request","accept_encoding":...}. Prints
 {"msg":"listening","port":N} on stderr when ready.
 """
@@ -57,6 +59,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
                         [("Content-Encoding", "gzip")])
         elif MODE.startswith("html:"):
             self.answer(int(MODE[5:]), "text/html", html)
+        elif MODE == "sse_error_first":
+            self.answer(200, "text/event-stream",
+                        b'data: {"error":{"message":"overloaded","type":"server_error"}}\n\n')
+        elif MODE == "sse_close_first":
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.close_connection = True
 
     def log_message(self, *args):
         pass

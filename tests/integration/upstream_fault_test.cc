@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -158,6 +159,34 @@ TEST(UpstreamFault, AnHtmlErrorPageComesInTheClientsErrorShape) {
   EXPECT_EQ(res.header("content-type"), "application/json");
   EXPECT_NE(res.body.find(R"("type":"invalid_request_error")"), std::string::npos) << res.body;
   EXPECT_EQ(res.body.find("<html>"), std::string::npos) << res.body;
+}
+
+// A stream that fails before its first event (an error chunk first, as an overloaded
+// provider sends; a close) has given the client nothing: the next route answers, and on
+// the last the client gets a plain 502, charged nothing, not a 200 with an error inside.
+TEST(UpstreamFault, AStreamThatFailsAtItsStartFallsBack) {
+  for (const std::string mode : {"sse_error_first", "sse_close_first"}) {
+    const FaultStack stack(mode);
+    ASSERT_GT(stack.port, 0) << stack.log();
+    const std::map<std::string, std::string> auth = {
+        {"authorization", "Bearer " + stack.key}, {"x-turnpike-route-preference", "cost"}};
+    const auto served = http_request(
+        stack.port, "POST", "/v1/chat/completions",
+        R"({"model":"m","stream":true,"max_tokens":5,"messages":[]})", auth);
+    EXPECT_EQ(served.status, 200) << mode << ": " << served.body;
+    EXPECT_EQ(served.header("x-turnpike-provider"), "good") << mode;
+    EXPECT_EQ(served.header("x-turnpike-fallbacks"), "1") << mode;
+    EXPECT_NE(served.body.find("data: [DONE]"), std::string::npos) << served.body;
+    EXPECT_EQ(served.body.find("overloaded"), std::string::npos) << served.body;
+
+    const std::string before = stack.balance();
+    const auto failed = http_request(
+        stack.port, "POST", "/v1/chat/completions",
+        R"({"model":"solo","stream":true,"max_tokens":5,"messages":[]})", auth);
+    EXPECT_EQ(failed.status, 502) << mode << ": " << failed.body;
+    EXPECT_NE(failed.body.find(R"("type":"upstream_error")"), std::string::npos) << failed.body;
+    EXPECT_EQ(stack.balance(), before) << mode;
+  }
 }
 
 // The provider's x-should-retry is its word to the SDKs, which obey it over their rules.
