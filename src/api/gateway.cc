@@ -1220,8 +1220,13 @@ Task<void> Gateway::handle(http::Request& req, Responder& res) {
   // HEAD is answered as GET is, without the body (the Responder drops it).
   const std::string_view method = req.method() == "HEAD" ? "GET" : req.method();
 
-  // The Anthropic SDK reads its request id from `request-id` (as Anthropic sends it).
-  if (surface_of(path) == Surface::kAnthropic) res.add_header("request-id", request_id);
+  // The Anthropic SDK reads its request id from `request-id` (as Anthropic sends it): on its
+  // paths, and on the models list and lookup it asks for with its anthropic-version.
+  const bool anthropic_models = (path == "/v1/models" || path.starts_with("/v1/models/")) &&
+                                models_surface(req) == Surface::kAnthropic;
+  if (surface_of(path) == Surface::kAnthropic || anthropic_models) {
+    res.add_header("request-id", request_id);
+  }
 
   std::optional<Operation> op;
   if (path == "/v1/chat/completions") {

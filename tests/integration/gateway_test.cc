@@ -208,6 +208,10 @@ TEST_F(GatewayTest, EmbeddingsAndModels) {
   const auto gone = http_request(stack_->port, "GET", "/v1/models/nope", {}, anthropic);
   EXPECT_EQ(gone.status, 404);
   EXPECT_NE(gone.body.find(R"("type":"error")"), std::string::npos) << gone.body;
+  // Its id where the Anthropic SDK reads it: the body and `request-id`.
+  EXPECT_FALSE(gone.header("request-id").empty());
+  EXPECT_NE(gone.body.find(R"("request_id":")" + gone.header("request-id")), std::string::npos)
+      << gone.body;
 }
 
 // count_tokens goes to the provider as a Messages request would (model mapped, key
