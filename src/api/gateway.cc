@@ -2602,10 +2602,11 @@ Task<void> Gateway::relay_stream(http::UpstreamResponse& upstream, std::string f
     if (client_here) relayed = relayed_events;
     log::warn("stream stopped: the account's balance covers no more",
               {{"request_id", bill.record.request_id}});
+    // The count its usage row shows: what the upstream reported, if more than the events.
     const std::string message = fmt::format(
         "insufficient balance: the account's balance does not cover a longer response; it "
         "was stopped after {} output tokens",
-        relayed);
+        bill_usage().output_tokens);
     co_await fail_stream(message, 402);
   };
 
