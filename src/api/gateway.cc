@@ -483,6 +483,7 @@ struct Bill {
   // The response was stopped because the account could not cover it: it is charged what
   // it holds at most (see settle).
   bool capped = false;
+  bool over_budget = false;  // what stopped it was the key's budget, not the balance
   std::chrono::steady_clock::time_point started;
   store::UsageRecord record;
   bool closed = false;  // settled or voided
@@ -716,6 +717,10 @@ class Gateway final : public http::Handler {
   // often). False when the account cannot give `needed`: the response must not go on, and
   // bill.covered says what it holds.
   bool cover(Bill& bill, Money needed, Money ahead = Money());
+  // The same from the key's budget, if it has one: what it has set aside grows to `ahead`,
+  // else to `needed`; false when the budget covers neither (no overdraft: a budget is
+  // passed by no response's shortfall the gateway sees coming).
+  bool budget_covers(Bill& bill, Money needed, Money ahead);
 
   // The route the composite score picks among `model`'s routes on `api` (nullptr when it
   // has none there), with its score. Latency comes from this thread's measurements,
@@ -2001,7 +2006,24 @@ void Gateway::keep_hold(Bill& bill) {
   bill.renew_at = now + std::chrono::milliseconds(timeout / 2);
 }
 
+bool Gateway::budget_covers(Bill& bill, Money needed, Money ahead) {
+  auth::KeyMeter* meter = bill.key.meter();
+  if (meter == nullptr || !meter->limits().budget || needed <= bill.key.set_aside()) return true;
+  for (const Money want : {std::max(needed, ahead), needed}) {
+    if (!meter->reserve(want - bill.key.set_aside())) {
+      bill.key.set_aside(want);
+      return true;
+    }
+  }
+  return false;
+}
+
 bool Gateway::cover(Bill& bill, Money needed, Money ahead) {
+  // The key's budget first: a response it does not cover stops as one the balance does not.
+  if (!budget_covers(bill, needed, ahead)) {
+    bill.over_budget = true;
+    return false;
+  }
   if (bill.hold.id == 0) {
     if (needed <= Money()) return true;  // free, and still costing nothing
     // A free route's answer that costs after all (a provider's search fee): held now, as
@@ -2089,7 +2111,7 @@ std::optional<Refusal> Gateway::take_hold(Bill& bill, std::span<const Ranked> ro
     if (auto refused = meter->reserve(worst)) {
       return Refusal{402, std::move(*refused), "budget_exceeded"};
     }
-    bill.key.reserved(worst);
+    bill.key.set_aside(worst);
   }
   const std::int64_t now = bill.record.at_ms;
   const std::uint32_t timeout = state_->config().billing.hold_timeout_ms;
@@ -2395,10 +2417,12 @@ Task<void> Gateway::answer_whole(http::UpstreamResponse& upstream, Surface surfa
       // Delivered, it would overdraw the account past one response's shortfall.
       void_bill(state_->services(), bill, bill.status_for(402));
       co_await send_error(res, surface, 402,
-                          fmt::format("insufficient balance: this response cost {} USD, more "
-                                      "than the account's balance covers; it was not "
-                                      "delivered and nothing was charged",
-                                      owed.to_string()));
+                          fmt::format("{}: this response cost {} USD, more than the {} covers; "
+                                      "it was not delivered and nothing was charged",
+                                      bill.over_budget ? "budget exceeded" : "insufficient balance",
+                                      owed.to_string(),
+                                      bill.over_budget ? "key's budget" : "account's balance"),
+                          bill.over_budget ? "budget_exceeded" : "insufficient_balance");
       co_return;
     }
     if (!co_await settle(bill, *usage, bill.status_for(upstream.status()))) {
@@ -2604,9 +2628,9 @@ Task<void> Gateway::relay_stream(http::UpstreamResponse& upstream, std::string f
               {{"request_id", bill.record.request_id}});
     // The count its usage row shows: what the upstream reported, if more than the events.
     const std::string message = fmt::format(
-        "insufficient balance: the account's balance does not cover a longer response; it "
-        "was stopped after {} output tokens",
-        bill_usage().output_tokens);
+        "{}: the {} does not cover a longer response; it was stopped after {} output tokens",
+        bill.over_budget ? "budget exceeded" : "insufficient balance",
+        bill.over_budget ? "key's budget" : "account's balance", bill_usage().output_tokens);
     co_await fail_stream(message, 402);
   };
 

@@ -74,10 +74,21 @@ std::optional<KeyMeter::Refusal> KeyMeter::admit(std::int64_t tokens, Clock::tim
 }
 
 void KeyMeter::settle_tokens(std::int64_t taken, std::int64_t used) {
-  if (!limits_.tpm) return;
   std::lock_guard lock(mu_);
+  settle_tokens_locked(taken, used);
+}
+
+void KeyMeter::settle_tokens_locked(std::int64_t taken, std::int64_t used) {
+  if (!limits_.tpm) return;
   tokens_ = std::min(static_cast<double>(*limits_.tpm),
                      tokens_ + static_cast<double>(taken) - static_cast<double>(used));
+}
+
+void KeyMeter::finish(Money cost, Money reserved, std::int64_t taken, std::int64_t used) {
+  std::lock_guard lock(mu_);
+  spent_ += cost;
+  reserved_ -= reserved;
+  settle_tokens_locked(taken, used);
 }
 
 std::optional<std::string> KeyMeter::reserve(Money amount) {

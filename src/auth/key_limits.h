@@ -50,11 +50,15 @@ class KeyMeter {
   void release(Money amount);
   void spend(Money cost);
   Money spent() const;
+  // A request's end, in one step (no other request sees its cost and its reservation both
+  // counted): spend(cost), release(reserved), settle_tokens(taken, used).
+  void finish(Money cost, Money reserved, std::int64_t taken, std::int64_t used);
 
   const KeyLimits& limits() const { return limits_; }
 
  private:
   void refill(Clock::time_point now);  // caller holds mu_
+  void settle_tokens_locked(std::int64_t taken, std::int64_t used);
 
   const KeyLimits limits_;
   mutable std::mutex mu_;
@@ -82,14 +86,14 @@ class KeyUse {
     meter_ = std::move(meter);
     tokens_ = tokens;
   }
-  void reserved(Money amount) { reserved_ = amount; }
+  // What it has set aside from the budget in all (reserve() took each increase).
+  Money set_aside() const { return reserved_; }
+  void set_aside(Money total) { reserved_ = total; }
   // The request's `used` tokens and `cost`, once; afterwards (and for a key without
   // limits) nothing.
   void settle(std::int64_t used, Money cost) {
     if (!meter_) return;
-    meter_->spend(cost);
-    meter_->release(reserved_);
-    meter_->settle_tokens(tokens_, used);
+    meter_->finish(cost, reserved_, tokens_, used);
     meter_.reset();
   }
 

@@ -115,6 +115,44 @@ TEST(KeyLimits, ABudgetIsNeverPassedAndOutlivesARestart) {
   EXPECT_EQ(std::llround(std::stod(spent) * 1e9), nanos) << listed.body;
 }
 
+// An answer that costs more than its hold (the provider counted far more input than the
+// gateway could see) is not delivered past the key's budget, however many run at once:
+// the budget has no overdraft, though the account's balance would cover it.
+TEST(KeyLimits, AnAnswerPastTheBudgetIsNotDelivered) {
+  Stack stack;
+  ASSERT_GT(stack.port, 0) << stack.gateway->log();
+  const std::string key = create_key(stack.port, R"({"budget_usd":"0.01"})");
+  ASSERT_FALSE(key.empty());
+  // 1,000,000 input tokens at 0.15 USD per million: 0.15 USD each, 15 times the budget.
+  const std::string dear =
+      R"({"model":"gpt-test","max_tokens":5,"messages":[],"sim":{"input_tokens":1000000}})";
+  const auto refused = chat(stack, key, dear);
+  EXPECT_EQ(refused.status, 402) << refused.body;
+  EXPECT_NE(refused.body.find(R"("code":"budget_exceeded")"), std::string::npos)
+      << refused.body;
+  EXPECT_NE(refused.body.find("key's budget"), std::string::npos) << refused.body;
+  const auto stream = chat(stack, key,
+                           R"({"model":"gpt-test","max_tokens":5,"stream":true,"messages":[],)"
+                           R"("sim":{"input_tokens":1000000}})");
+  EXPECT_EQ(stream.status, 0) << stream.body;  // cut without an end: not complete
+  const auto rows =
+      http_request(stack.port, "GET", "/api/usage", {}, {{"authorization", "Bearer " + key}});
+  const std::size_t first = rows.body.find(R"("status":402)");
+  ASSERT_NE(first, std::string::npos) << rows.body;
+  EXPECT_NE(rows.body.find(R"("status":402)", first + 1), std::string::npos) << rows.body;
+  const std::string account = string_field(
+      http_request(stack.port, "GET", "/api/balance", {}, {{"authorization", "Bearer " + key}})
+          .body,
+      "account");
+  const auto listed = http_request(stack.port, "GET", "/admin/v1/accounts/" + account, {},
+                                   {{"authorization", std::string("Bearer ") + kAdminKey}});
+  const std::string spent = string_field(listed.body, "budget_spent_usd");
+  ASSERT_FALSE(spent.empty()) << listed.body;
+  EXPECT_LE(std::stod(spent), 0.01) << listed.body;
+  // A cheap request still fits.
+  EXPECT_EQ(chat(stack, key).status, 200);
+}
+
 // A rotation's successor is the same holder: the grace window does not double its rate.
 TEST(KeyLimits, ARotatedKeySharesItsPredecessorsLimits) {
   Stack stack;

@@ -64,7 +64,7 @@ TEST(KeyUse, GivesBackWhatAnUnsettledRequestTook) {
     ASSERT_FALSE(meter->admit(100, kStart));
     use.admitted(meter, 100);
     ASSERT_FALSE(meter->reserve(Money::usd(1)));
-    use.reserved(Money::usd(1));
+    use.set_aside(Money::usd(1));
     EXPECT_TRUE(meter->admit(1, kStart));
     EXPECT_TRUE(meter->reserve(Money::from_nanos(1)));
     KeyUse moved(std::move(use));  // the request's bill moves; it gives back once
