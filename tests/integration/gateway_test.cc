@@ -210,6 +210,20 @@ TEST_F(GatewayTest, EmbeddingsAndModels) {
   EXPECT_NE(gone.body.find(R"("type":"error")"), std::string::npos) << gone.body;
 }
 
+// The usage log's page with no rows.
+constexpr std::string_view kEmptyUsagePage = R"({"data":[],"next_cursor":null})";
+
+// A `to` alone may be the epoch or before it: there is no `from` to be out of order with.
+TEST_F(GatewayTest, UsageToAloneMayBeTheEpochOrBefore) {
+  ASSERT_EQ(post("/v1/chat/completions", R"({"model":"gpt-test","messages":[]})").status, 200);
+  for (const char* to : {"1970-01-01T00:00:00Z", "1969-12-31T23:59:59.5Z"}) {
+    const auto alone = http_request(stack_->port, "GET", std::string("/api/usage?to=") + to, {},
+                                    stack_->auth());
+    EXPECT_EQ(alone.status, 200) << to << ": " << alone.body;
+    EXPECT_EQ(alone.body, kEmptyUsagePage);
+  }
+}
+
 // count_tokens goes to the provider as a Messages request would (model mapped, key
 // swapped) and comes back as it answered, unbilled.
 TEST_F(GatewayTest, CountTokensIsRelayedAndFree) {

@@ -204,6 +204,17 @@ TEST(UsageQuery, ValidatesEveryParameter) {
   EXPECT_FALSE(parse_usage_query({}, std::nullopt)->account);
 }
 
+// Either bound alone may be any time: the epoch, or before it.
+TEST(UsageQuery, ABoundAloneIsNeverOutOfOrder) {
+  for (const char* to : {"1970-01-01T00:00:00Z", "1969-12-31T23:59:59Z", "0000-01-01T00:00:00Z"}) {
+    const auto q = parse_usage_query({{"to", to}}, 7);
+    ASSERT_TRUE(q) << to << ": " << q.status().message();
+    EXPECT_EQ(q->to_ms, parse_rfc3339(to));
+    EXPECT_LT(q->from_ms, q->to_ms);  // rows before the epoch are not cut off either
+  }
+  EXPECT_TRUE(parse_usage_query({{"from", "9999-12-31T23:59:59.999Z"}}, 7));
+}
+
 TEST(UsagePage, ShowsLimitRowsAndACursorOnlyWhenMoreExist) {
   std::vector<store::UsageRecord> rows(3);
   for (int i = 0; i < 3; ++i) {
