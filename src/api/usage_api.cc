@@ -70,9 +70,12 @@ Result<store::UsageQuery> parse_usage_query(const http::QueryParams& params,
                                  json::utf8_prefix(key, 64), account ? "" : ", account"));
     }
   }
-  // Only two bounds given can be out of order: either alone may be any time, the epoch or
-  // before it included.
-  if (from && to && q.from_ms >= q.to_ms) return invalid("'from' must be before 'to'");
+  // Only two bounds given can be out of order (either alone may be any time, the epoch or
+  // before it included), and they are compared as sent: two times within one millisecond
+  // round to the same one, an empty range (from_ms == to_ms) that matches no row.
+  if (from && to && compare_rfc3339(*from, *to) != std::strong_ordering::less) {
+    return invalid("'from' must be before 'to'");
+  }
   return q;
 }
 
