@@ -204,6 +204,7 @@ TEST(UsageQuery, ValidatesEveryParameter) {
   for (const http::QueryParams& bad :
        std::vector<http::QueryParams>{{{"limit", "0"}}, {{"limit", "1001"}}, {{"limit", "x"}},
                                       {{"cursor", "42"}}, {{"from", "yesterday"}},
+                                      {{"from", ""}}, {{"limit", ""}}, {{"cursor", ""}},
                                       {{"from", "2026-01-02T00:00:00Z"}, {"to", "2026-01-01T00:00:00Z"}},
                                       {{"colour", "blue"}},
                                       {{"limit", "5"}, {"limit", "6"}}}) {  // given twice
