@@ -28,6 +28,7 @@ Result<store::UsageQuery> parse_usage_query(const http::QueryParams& params,
   store::UsageQuery q;
   q.account = account;
   q.limit = kUsagePageRowsDefault;
+  std::optional<std::string_view> from, to;  // as sent, when sent
   for (std::size_t i = 0; i < params.size(); ++i) {
     const auto& [key, value] = params[i];
     for (std::size_t j = 0; j < i; ++j) {
@@ -42,6 +43,7 @@ Result<store::UsageQuery> parse_usage_query(const http::QueryParams& params,
         return invalid(fmt::format("'{}' must be an RFC 3339 time like 2026-11-23T00:00:00Z", key));
       }
       (key == "from" ? q.from_ms : q.to_ms) = *ms;
+      (key == "from" ? from : to) = value;
     } else if (key == "limit") {
       const auto n = positive(value);
       if (!n || *n > static_cast<std::int64_t>(kUsagePageRowsMax)) {
@@ -68,7 +70,12 @@ Result<store::UsageQuery> parse_usage_query(const http::QueryParams& params,
                                  json::utf8_prefix(key, 64), account ? "" : ", account"));
     }
   }
-  if (q.from_ms >= q.to_ms) return invalid("'from' must be before 'to'");
+  // Only two bounds given can be out of order (either alone may be any time, the epoch or
+  // before it included), and they are compared as sent: two times within one millisecond
+  // round to the same one, an empty range (from_ms == to_ms) that matches no row.
+  if (from && to && compare_rfc3339(*from, *to) != std::strong_ordering::less) {
+    return invalid("'from' must be before 'to'");
+  }
   return q;
 }
 

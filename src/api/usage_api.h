@@ -1,7 +1,8 @@
 #pragma once
 // GET /api/usage: the query it takes and the page it answers.
 //
-//   from, to   RFC 3339; rows with from <= timestamp < to
+//   from, to   RFC 3339; rows with from <= timestamp < to (either alone: no bound on the
+//              other side; both: ordered as sent, an empty range within one millisecond)
 //   limit      1..1000 rows, default 100
 //   cursor     next_cursor of the previous page
 //   account    admin only: one account ("acct_12"); without it, every account

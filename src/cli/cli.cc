@@ -493,6 +493,16 @@ int print_usage_log(const std::string& store_uri, const std::string& data_dir,
   return 0;
 }
 
+// Refuses an empty value, for options whose code takes "" as left out: given empty
+// (`--models "$MODELS"` with MODELS unset), such an option is a usage error, not its default,
+// which is often the widest (every model, the built-in billing settings, the config's listen).
+const CLI::Validator kNotEmpty(
+    [](const std::string& value) {
+      return value.empty() ? std::string("must not be empty; leave the option out for its default")
+                           : std::string();
+    },
+    "");
+
 }  // namespace
 
 int run_turnpike(int argc, char** argv) {
@@ -508,9 +518,11 @@ int run_turnpike(int argc, char** argv) {
   CLI::App* serve_cmd = app.add_subcommand("serve", "Run the gateway until SIGTERM or SIGINT");
   serve_cmd->add_option("--config,-c", serve_opts.config_path, "YAML config file (docs/config.md)")
       ->required();
-  serve_cmd->add_option("--listen", serve_opts.listen,
-                        "HOST:PORT to listen on; overrides the config's listen (default "
-                        "127.0.0.1:8080; port 0 picks a free port, logged at start)");
+  serve_cmd
+      ->add_option("--listen", serve_opts.listen,
+                   "HOST:PORT to listen on; overrides the config's listen (default "
+                   "127.0.0.1:8080; port 0 picks a free port, logged at start)")
+      ->check(kNotEmpty);
   serve_cmd->add_option("--data-dir", serve_opts.data_dir,
                         "Directory for the embedded store and secrets")
       ->capture_default_str();
@@ -559,9 +571,11 @@ int run_turnpike(int argc, char** argv) {
                        "Trial credit for a customer (default: the --config's billing.trial_usd, "
                        "else 20; 0 grants none)")
           ->capture_default_str();
-  account_create->add_option("--config", account_config,
-                             "Gateway config whose billing.trial_usd applies (as the admin API's "
-                             "account creation does)");
+  account_create
+      ->add_option("--config", account_config,
+                   "Gateway config whose billing.trial_usd applies (as the admin API's "
+                   "account creation does)")
+      ->check(kNotEmpty);
   account_create->add_option("--privacy-tier", account_tier,
                              "Loosest provider tier its requests may use (a request may only "
                              "tighten it): confidential, cloud or community")
@@ -594,12 +608,15 @@ int run_turnpike(int argc, char** argv) {
       ->add_option("--privacy-tier", policy_tier,
                    "Loosest provider tier its requests may use: confidential, cloud or community")
       ->check(CLI::IsMember({"confidential", "cloud", "community"}));
-  account_policy->add_option("--models", policy_models,
-                             "Model allowlist for every key of the account, comma-separated, or "
-                             "'all'");
-  account_policy->add_option("--weights", policy_weights,
-                             "Routing weights QUALITY,COST,LATENCY (each 0..1), or 'none' to "
-                             "use the config's");
+  account_policy
+      ->add_option("--models", policy_models,
+                   "Model allowlist for every key of the account, comma-separated, or 'all'")
+      ->check(kNotEmpty);
+  account_policy
+      ->add_option("--weights", policy_weights,
+                   "Routing weights QUALITY,COST,LATENCY (each 0..1), or 'none' to "
+                   "use the config's")
+      ->check(kNotEmpty);
   MoneyOptions money;
   auto money_options = [&](CLI::App* cmd) {
     cmd->add_option("account", money.account, "Account id (acct_N)")->required();
@@ -612,7 +629,8 @@ int run_turnpike(int argc, char** argv) {
     cmd->add_option("--config", money.config,
                     "Gateway config whose billing.low_balance_usd thresholds apply (default 5, "
                     "1 and 0 USD): a change that crosses one records a notice, delivered when "
-                    "the gateway next starts (within a day)");
+                    "the gateway next starts (within a day)")
+        ->check(kNotEmpty);
     offline_options(cmd);
   };
   CLI::App* account_credit = accounts_cmd->add_subcommand("credit", "Add credit (idempotent)");
@@ -620,8 +638,9 @@ int run_turnpike(int argc, char** argv) {
   account_credit->add_option("--kind", money.kind, "paid, trial or promo")
       ->check(CLI::IsMember({"paid", "trial", "promo"}))
       ->capture_default_str();
-  account_credit->add_option("--expires-at", money.expires_at,
-                             "RFC 3339 UTC expiry (required for promo)");
+  account_credit
+      ->add_option("--expires-at", money.expires_at, "RFC 3339 UTC expiry (required for promo)")
+      ->check(kNotEmpty);
   CLI::App* account_refund = accounts_cmd->add_subcommand(
       "refund", "Refund unused paid credit (idempotent; never trial or promo)");
   money_options(account_refund);
@@ -630,12 +649,14 @@ int run_turnpike(int argc, char** argv) {
   CLI::App* key_create = keys_cmd->add_subcommand("create", "Create a key; prints it once");
   key_create->add_option("--account", account_ref, "Account id (acct_N)")->required();
   key_create->add_option("--name", key_name, "Key name");
-  key_create->add_option("--models", key_models, "Comma-separated model allowlist");
+  key_create->add_option("--models", key_models, "Comma-separated model allowlist")
+      ->check(kNotEmpty);
   key_create->add_option("--privacy-tier", key_tier,
                          "Loosest provider tier for this key; the account's applies if tighter")
       ->check(CLI::IsMember({"confidential", "cloud", "community"}))
       ->capture_default_str();
-  key_create->add_option("--tags", key_tags, "Comma-separated tags (matched by routing rules)");
+  key_create->add_option("--tags", key_tags, "Comma-separated tags (matched by routing rules)")
+      ->check(kNotEmpty);
   std::int64_t key_expires_in = 0;
   key_create->add_option("--expires-in", key_expires_in,
                          "Seconds until the key expires (at most 100 years; default: never)")
@@ -671,17 +692,22 @@ int run_turnpike(int argc, char** argv) {
   keys_cmd->require_subcommand(1);
 
   std::string usage_dir = "./var", usage_store = "sqlite:turnpike.db";
-  std::string usage_account, usage_from, usage_to, usage_limit, usage_cursor;
   CLI::App* usage_cmd = app.add_subcommand(
       "usage", "Print a page of the usage log as JSON (read-only; may run beside a gateway)");
   usage_cmd->add_option("--data-dir", usage_dir, "Data directory")->capture_default_str();
   usage_cmd->add_option("--store", usage_store, "Store (as in the config's `store`)")
       ->capture_default_str();
-  usage_cmd->add_option("--account", usage_account, "Only this account (acct_N); default all");
-  usage_cmd->add_option("--from", usage_from, "From this time (RFC 3339, inclusive)");
-  usage_cmd->add_option("--to", usage_to, "Up to this time (RFC 3339, exclusive)");
-  usage_cmd->add_option("--limit", usage_limit, "Rows per page, 1 to 1000 (default 100)");
-  usage_cmd->add_option("--cursor", usage_cursor, "next_cursor of the previous page");
+  // GET /api/usage's parameters, by their names there; each is read as given.
+  const auto usage_param = [&](const char* flag, const std::string& help) {
+    return usage_cmd->add_option(flag, help)->type_name("TEXT");
+  };
+  const std::pair<const char*, CLI::Option*> usage_params[] = {
+      {"account", usage_param("--account", "Only this account (acct_N); default all")},
+      {"from", usage_param("--from", "From this time (RFC 3339, inclusive)")},
+      {"to", usage_param("--to", "Up to this time (RFC 3339, exclusive)")},
+      {"limit", usage_param("--limit", "Rows per page, 1 to 1000 (default 100)")},
+      {"cursor", usage_param("--cursor", "next_cursor of the previous page")},
+  };
 
   app.add_subcommand("version", "Print the version");
 
@@ -728,10 +754,11 @@ int run_turnpike(int argc, char** argv) {
   if (*verify_cmd) return verify_ledger(ledger_store, ledger_data_dir);
   if (*usage_cmd) {
     http::QueryParams params;
-    for (const auto& [key, value] : {std::pair<const char*, const std::string&>{"account", usage_account},
-                                     {"from", usage_from}, {"to", usage_to},
-                                     {"limit", usage_limit}, {"cursor", usage_cursor}}) {
-      if (!value.empty()) params.emplace_back(key, value);
+    // Every option given goes to the query, empty or not, for the API's parser to refuse an
+    // empty value as it refuses `?account=`: dropped, `--account "$ACCT"` with ACCT unset
+    // would print every account's usage.
+    for (const auto& [key, option] : usage_params) {
+      if (option->count() > 0) params.emplace_back(key, option->as<std::string>());
     }
     return print_usage_log(usage_store, usage_dir, params);
   }

@@ -33,7 +33,16 @@ std::string format_rfc3339(std::int64_t unix_ms, bool millis) {
   return out;
 }
 
-std::optional<std::int64_t> parse_rfc3339(std::string_view s) {
+namespace {
+
+// A time as written, to the last digit: `whole_ms` truncated to milliseconds, and the
+// fraction's digits past them without trailing zeros (empty when none are non-zero).
+struct ExactTime {
+  std::int64_t whole_ms = 0;
+  std::string_view beyond_ms;
+};
+
+std::optional<ExactTime> parse_exact(std::string_view s) {
   std::size_t i = 0;
   auto number = [&](std::size_t digits, int& out) {
     if (i + digits > s.size()) return false;
@@ -62,21 +71,19 @@ std::optional<std::int64_t> parse_rfc3339(std::string_view s) {
     return std::nullopt;
   }
   int millis = 0;
+  std::string_view beyond_ms;
   if (i < s.size() && s[i] == '.') {
     ++i;
     const std::size_t first = i;
     int scale = 100;
-    bool beyond = false;  // a non-zero digit past the milliseconds
     while (i < s.size() && s[i] >= '0' && s[i] <= '9') {
       millis += (s[i] - '0') * scale;
-      beyond = beyond || (scale == 0 && s[i] != '0');
       scale /= 10;
       ++i;
     }
     if (i == first) return std::nullopt;
-    // Rounded up: times are stored in whole milliseconds, so "at or after" and "before" a
-    // bound between two of them mean the same as against the next one.
-    if (beyond) ++millis;
+    if (i - first > 3) beyond_ms = s.substr(first + 3, i - first - 3);
+    while (beyond_ms.ends_with('0')) beyond_ms.remove_suffix(1);
   }
   std::int64_t offset_minutes = 0;
   if (i < s.size() && (s[i] == 'Z' || s[i] == 'z')) {
@@ -96,7 +103,26 @@ std::optional<std::int64_t> parse_rfc3339(std::string_view s) {
   const std::int64_t secs = days_from_civil(year, static_cast<unsigned>(month),
                                             static_cast<unsigned>(day)) * 86400 +
                             hour * 3600 + minute * 60 + second - offset_minutes * 60;
-  return secs * 1000 + millis;
+  return ExactTime{secs * 1000 + millis, beyond_ms};
+}
+
+}  // namespace
+
+std::optional<std::int64_t> parse_rfc3339(std::string_view text) {
+  const auto t = parse_exact(text);
+  if (!t) return std::nullopt;
+  // Rounded up: times are stored in whole milliseconds, so "at or after" and "before" a
+  // bound between two of them mean the same as against the next one.
+  return t->whole_ms + (t->beyond_ms.empty() ? 0 : 1);
+}
+
+std::optional<std::strong_ordering> compare_rfc3339(std::string_view a, std::string_view b) {
+  const auto x = parse_exact(a);
+  const auto y = parse_exact(b);
+  if (!x || !y) return std::nullopt;
+  if (x->whole_ms != y->whole_ms) return x->whole_ms <=> y->whole_ms;
+  // Digit strings without trailing zeros compare as the fractions they write ("5" > "49").
+  return x->beyond_ms.compare(y->beyond_ms) <=> 0;
 }
 
 }  // namespace tp

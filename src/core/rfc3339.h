@@ -1,6 +1,7 @@
 #pragma once
 // RFC 3339 timestamps, the form every time takes in Turnpike's APIs.
 
+#include <compare>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -15,5 +16,10 @@ std::string format_rfc3339(std::int64_t unix_ms, bool millis = false);
 // milliseconds rounded up; a leap second :60 is the next minute's :00). `t` and `z` are
 // accepted in either case; nothing else is.
 std::optional<std::int64_t> parse_rfc3339(std::string_view text);
+
+// The order of two times as written, to their last fractional digit (two times within one
+// millisecond may round to the same one), or nullopt when either is not one
+// parse_rfc3339 reads.
+std::optional<std::strong_ordering> compare_rfc3339(std::string_view a, std::string_view b);
 
 }  // namespace tp

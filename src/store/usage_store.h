@@ -131,7 +131,7 @@ inline constexpr std::size_t kUsageScanRowsMax = 10'000;
 
 struct UsageQuery {
   std::optional<std::int64_t> account;  // nullopt: every account
-  std::int64_t from_ms = 0;             // at_ms >= from_ms
+  std::int64_t from_ms = INT64_MIN;     // at_ms >= from_ms
   std::int64_t to_ms = INT64_MAX;       // at_ms < to_ms
   std::int64_t after_id = 0;            // rows with a larger id only
   std::size_t limit = 100;

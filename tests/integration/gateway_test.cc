@@ -214,6 +214,59 @@ TEST_F(GatewayTest, EmbeddingsAndModels) {
       << gone.body;
 }
 
+// The usage log's page with no rows.
+constexpr std::string_view kEmptyUsagePage = R"({"data":[],"next_cursor":null})";
+
+// A `to` alone may be the epoch or before it: there is no `from` to be out of order with.
+TEST_F(GatewayTest, UsageToAloneMayBeTheEpochOrBefore) {
+  ASSERT_EQ(post("/v1/chat/completions", R"({"model":"gpt-test","messages":[]})").status, 200);
+  for (const char* to : {"1970-01-01T00:00:00Z", "1969-12-31T23:59:59.5Z"}) {
+    const auto alone = http_request(stack_->port, "GET", std::string("/api/usage?to=") + to, {},
+                                    stack_->auth());
+    EXPECT_EQ(alone.status, 200) << to << ": " << alone.body;
+    EXPECT_EQ(alone.body, kEmptyUsagePage);
+  }
+}
+
+// Two bounds within one millisecond, which both round up to it, are an empty range: 200 with
+// no rows. 400 is for bounds out of order or equal, compared as sent (docs/api.md).
+TEST_F(GatewayTest, UsageBoundsWithinOneMillisecondAreAnEmptyPage) {
+  ASSERT_EQ(post("/v1/chat/completions", R"({"model":"gpt-test","messages":[]})").status, 200);
+  const auto usage = [&](const std::string& query) {
+    return http_request(stack_->port, "GET", "/api/usage?" + query, {}, stack_->auth());
+  };
+  const auto all = usage("limit=1000");
+  ASSERT_EQ(all.status, 200) << all.body;
+  simdjson::dom::parser parser;
+  std::string_view last_id, last_at;
+  const simdjson::dom::array rows = parse(parser, all.body)["data"].get_array().value();
+  for (auto row : rows) {
+    last_id = row["request_id"].get_string().value();
+    last_at = row["timestamp"].get_string().value();
+  }
+  const std::optional<std::int64_t> at = parse_rfc3339(last_at);
+  ASSERT_TRUE(at) << all.body;
+  // Sub-millisecond times in the millisecond before the row's: both bounds round up to the
+  // row's own millisecond, yet the row is not in [.xxx5, .xxx9).
+  const std::string before = format_rfc3339(*at - 1, /*millis=*/true);  // "…T04:54:24.122Z"
+  const auto within = [&](const std::string& digits) {
+    return before.substr(0, before.size() - 1) + digits + 'Z';  // "…T04:54:24.1225Z"
+  };
+  const auto empty = usage("from=" + within("5") + "&to=" + within("9"));
+  EXPECT_EQ(empty.status, 200) << empty.body;
+  EXPECT_EQ(empty.body, kEmptyUsagePage);
+  // Rounding up stays as documented: with `to` a millisecond past the row, the row is in.
+  const auto rounded = usage("from=" + within("5") + "&to=" + format_rfc3339(*at + 1, true));
+  EXPECT_EQ(rounded.status, 200) << rounded.body;
+  EXPECT_NE(rounded.body.find(last_id), std::string::npos) << rounded.body;
+  for (const std::string& query : {"from=" + within("9") + "&to=" + within("5"),
+                                   "from=" + within("5") + "&to=" + within("5000")}) {
+    const auto refused = usage(query);
+    EXPECT_EQ(refused.status, 400) << query;
+    EXPECT_NE(refused.body.find("'from' must be before 'to'"), std::string::npos) << refused.body;
+  }
+}
+
 // count_tokens goes to the provider as a Messages request would (model mapped, key
 // swapped) and comes back as it answered, unbilled.
 TEST_F(GatewayTest, CountTokensIsRelayedAndFree) {

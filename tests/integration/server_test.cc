@@ -648,6 +648,81 @@ TEST(Cli, OfflineCreditsRefundsBalancePolicySuspensionAndRotation) {
   EXPECT_EQ(cli({"ledger", "verify", "--data-dir", var}).first, std::optional<int>(0));
 }
 
+// An option given empty is refused, never taken as left out: `turnpike usage --account
+// "$ACCT"` with ACCT unset must not print every account's usage. The usage options go to the
+// API's query parser, which refuses them in its words (exit 1); the other subcommands' options
+// whose defaults differ from an empty value are usage errors (exit 2).
+TEST(Cli, AnOptionGivenEmptyIsRefusedNotLeftOut) {
+  Stack stack;
+  ASSERT_GT(stack.port, 0);
+  ASSERT_EQ(http_request(stack.port, "POST", "/v1/chat/completions",
+                         R"({"model":"gpt-test","messages":[]})", stack.auth())
+                .status,
+            200);
+  const std::string var = stack.dir.path() + "/var";
+  const auto [all, all_out] = cli({"usage", "--data-dir", var, "--limit", "1"});
+  ASSERT_EQ(all, std::optional<int>(0)) << all_out;
+  ASSERT_NE(all_out.find("\"request_id\""), std::string::npos) << all_out;  // a row to show
+  for (const auto& [option, said] : std::vector<std::pair<std::string, std::string>>{
+           {"--account", "'account' must be an account id like acct_12"},
+           {"--from", "'from' must be an RFC 3339 time"},
+           {"--to", "'to' must be an RFC 3339 time"},
+           {"--limit", "'limit' must be between 1 and 1000"},
+           {"--cursor", "'cursor' must be the next_cursor of an earlier page"}}) {
+    std::vector<std::string> args = {"usage", "--data-dir", var, option, ""};
+    if (option != "--limit") args.insert(args.end(), {"--limit", "1"});
+    const auto [code, out] = cli(args);
+    EXPECT_EQ(code, std::optional<int>(1)) << option << ": " << out;
+    EXPECT_NE(out.find("turnpike: usage: " + said), std::string::npos) << out;
+    EXPECT_EQ(out.find("request_id"), std::string::npos) << out;
+  }
+  // A `to` alone at the epoch has no `from` to be out of order with; two bounds within one
+  // millisecond are an empty range; as over HTTP.
+  for (const std::vector<std::string>& bounds :
+       {std::vector<std::string>{"--to", "1970-01-01T00:00:00Z"},
+        {"--from", "2026-11-30T04:54:24.0005Z", "--to", "2026-11-30T04:54:24.0009Z"}}) {
+    std::vector<std::string> args = {"usage", "--data-dir", var};
+    args.insert(args.end(), bounds.begin(), bounds.end());
+    const auto [code, out] = cli(args);
+    EXPECT_EQ(code, std::optional<int>(0)) << out;
+    EXPECT_EQ(out, "{\"data\":[],\"next_cursor\":null}\n");
+  }
+
+  ASSERT_TRUE(stack.stop_gateway());
+  const auto [made, made_out] = cli({"accounts", "create", "--name", "E", "--data-dir", var});
+  ASSERT_EQ(made, std::optional<int>(0)) << made_out;
+  const std::string id = string_field(made_out, "id");
+  for (const auto& [args, option] : std::vector<std::pair<std::vector<std::string>, std::string>>{
+           {{"accounts", "create", "--name", "F", "--config", ""}, "--config"},
+           {{"accounts", "credit", id, "--amount-usd", "1", "--idempotency-key", "e1",
+             "--expires-at", ""},
+            "--expires-at"},
+           {{"accounts", "refund", id, "--amount-usd", "1", "--idempotency-key", "e2", "--config",
+             ""},
+            "--config"},
+           {{"accounts", "policy", id, "--weights", ""}, "--weights"},
+           {{"accounts", "policy", id, "--models", ""}, "--models"},  // not every model
+           {{"keys", "create", "--account", id, "--models", ""}, "--models"},
+           {{"keys", "create", "--account", id, "--tags", ""}, "--tags"}}) {
+    std::vector<std::string> with_dir = args;
+    with_dir.insert(with_dir.end(), {"--data-dir", var});
+    const auto [code, out] = cli(with_dir);
+    EXPECT_EQ(code, std::optional<int>(2))
+        << args[0] << " " << args[1] << " " << option << ": " << out;
+    EXPECT_NE(out.find(option + ": must not be empty"), std::string::npos) << out;
+  }
+  // Nothing was changed: one account besides the stack's, no key, no credit.
+  EXPECT_EQ(cli({"keys", "list", "--account", id, "--data-dir", var}).second, "{\"data\":[]}\n");
+  EXPECT_NE(cli({"accounts", "balance", id, "--data-dir", var}).second.find(R"("paid_usd":"0.00")"),
+            std::string::npos);
+  // serve's --listen given empty does not fall back to the config's listen.
+  Process serve(bin("turnpike"),
+                {"serve", "--config", stack.config_path, "--data-dir", var, "--listen", ""},
+                stack.gateway_env);
+  EXPECT_EQ(serve.wait_exit(10s), std::optional<int>(2));
+  EXPECT_NE(serve.log().find("--listen: must not be empty"), std::string::npos) << serve.log();
+}
+
 // Usage errors exit 2; CONTRACT's subcommands that are not built yet say so.
 TEST(Cli, UsageErrorsExitTwoAndUnbuiltSubcommandsSaySo) {
   const auto [bogus, bogus_out] = cli({"ledger", "verify", "--bogus"});

@@ -162,6 +162,23 @@ TEST(Rfc3339, ParsesZuluOffsetsAndFractionsAndRejectsTheRest) {
   EXPECT_EQ(parse_rfc3339(format_rfc3339(1795460690123, true)), 1795460690123);
 }
 
+TEST(Rfc3339, ComparesTimesToTheirLastDigit) {
+  const auto order = [](const char* a, const char* b) { return compare_rfc3339(a, b); };
+  EXPECT_EQ(order("2026-11-30T04:54:24.0005Z", "2026-11-30T04:54:24.0009Z"),
+            std::strong_ordering::less);  // both round to .001
+  EXPECT_EQ(order("2026-11-30T04:54:24.00051Z", "2026-11-30T04:54:24.0005Z"),
+            std::strong_ordering::greater);
+  EXPECT_EQ(order("2026-11-30T04:54:24.0005Z", "2026-11-30T04:54:24.00049999Z"),
+            std::strong_ordering::greater);  // "5" > "49" as fractions, not as lengths
+  EXPECT_EQ(order("2026-11-30T04:54:24.000500Z", "2026-11-30T05:54:24.0005+01:00"),
+            std::strong_ordering::equal);  // trailing zeros and offsets change nothing
+  EXPECT_EQ(order("2026-11-30T04:54:24.001Z", "2026-11-30T04:54:24.0009999Z"),
+            std::strong_ordering::greater);
+  EXPECT_EQ(order("1969-12-31T23:59:59.9999Z", "1970-01-01T00:00:00Z"), std::strong_ordering::less);
+  EXPECT_FALSE(order("2026-11-30T04:54:24Z", "yesterday"));
+  EXPECT_FALSE(order("", "2026-11-30T04:54:24Z"));
+}
+
 TEST(Query, DecodesPercentAndPlus) {
   auto q = http::parse_query("/api/usage?from=2026-11-23T00%3A00%3A00%2B01%3A00&limit=5&&x");
   ASSERT_TRUE(q);
@@ -187,6 +204,7 @@ TEST(UsageQuery, ValidatesEveryParameter) {
   for (const http::QueryParams& bad :
        std::vector<http::QueryParams>{{{"limit", "0"}}, {{"limit", "1001"}}, {{"limit", "x"}},
                                       {{"cursor", "42"}}, {{"from", "yesterday"}},
+                                      {{"from", ""}}, {{"limit", ""}}, {{"cursor", ""}},
                                       {{"from", "2026-01-02T00:00:00Z"}, {"to", "2026-01-01T00:00:00Z"}},
                                       {{"colour", "blue"}},
                                       {{"limit", "5"}, {"limit", "6"}}}) {  // given twice
@@ -202,6 +220,35 @@ TEST(UsageQuery, ValidatesEveryParameter) {
   ASSERT_FALSE(twice);
   EXPECT_NE(twice.status().message().find("'account' is given more than once"), std::string::npos);
   EXPECT_FALSE(parse_usage_query({}, std::nullopt)->account);
+}
+
+// Either bound alone may be any time: the epoch, or before it.
+TEST(UsageQuery, ABoundAloneIsNeverOutOfOrder) {
+  for (const char* to : {"1970-01-01T00:00:00Z", "1969-12-31T23:59:59Z", "0000-01-01T00:00:00Z"}) {
+    const auto q = parse_usage_query({{"to", to}}, 7);
+    ASSERT_TRUE(q) << to << ": " << q.status().message();
+    EXPECT_EQ(q->to_ms, parse_rfc3339(to));
+    EXPECT_LT(q->from_ms, q->to_ms);  // rows before the epoch are not cut off either
+  }
+  EXPECT_TRUE(parse_usage_query({{"from", "9999-12-31T23:59:59.999Z"}}, 7));
+}
+
+// Bounds are compared as sent: two within one millisecond round to the same one, an empty
+// range and no error, while bounds out of order or equal stay 400 however they are written.
+TEST(UsageQuery, BoundsWithinOneMillisecondAreAnEmptyRange) {
+  const auto within = parse_usage_query(
+      {{"from", "2026-11-30T04:54:24.0005Z"}, {"to", "2026-11-30T04:54:24.0009Z"}}, 7);
+  ASSERT_TRUE(within) << within.status().message();
+  EXPECT_EQ(within->from_ms, within->to_ms);
+  for (const auto& [from, to] : std::vector<std::pair<const char*, const char*>>{
+           {"2026-11-30T04:54:24.0009Z", "2026-11-30T04:54:24.0005Z"},
+           {"2026-11-30T04:54:24.0005Z", "2026-11-30T04:54:24.000500Z"},
+           {"2026-11-30T05:54:24.0005+01:00", "2026-11-30T04:54:24.0005Z"},
+           {"2026-11-30T04:54:24.001Z", "2026-11-30T04:54:24.001Z"}}) {
+    const auto q = parse_usage_query({{"from", from}, {"to", to}}, 7);
+    ASSERT_FALSE(q) << from << " " << to;
+    EXPECT_EQ(q.status().message(), "'from' must be before 'to'");
+  }
 }
 
 TEST(UsagePage, ShowsLimitRowsAndACursorOnlyWhenMoreExist) {

@@ -391,6 +391,22 @@ TEST_F(StoreTest, UsagePagesReadABoundedPartOfTheLog) {
   EXPECT_FALSE(last->scanned_to);
 }
 
+// Two bounds within one millisecond (the API rounds both up to it) match no row: one empty
+// page, not a walk through the whole log in empty pages.
+TEST_F(StoreTest, AnEmptyTimeRangeIsOneEmptyPage) {
+  auto db = open();
+  std::vector<UsageRecord> rows;
+  for (int n = 0; n < 50; ++n) rows.push_back(usage_row(n));  // at_ms 1000..1049
+  ASSERT_TRUE(insert_usage_rows(*db, rows));
+  UsageQuery q;
+  q.from_ms = q.to_ms = 1020;
+  q.scan_max = 15;
+  auto page = query_usage(*db, q);
+  ASSERT_TRUE(page);
+  EXPECT_TRUE(page->rows.empty());
+  EXPECT_FALSE(page->scanned_to);
+}
+
 // As the gateway wires it: settlements leave their rows in the buffer, the batch's
 // before-commit stores them, and the rows of a batch that fails are stored by the next one,
 // as the bank hands that batch's charges over again: never a charge without its row.
