@@ -198,8 +198,9 @@ int serve(const ServeOptions& opts) {
                           {"version", kVersion}});
   server.run();
   if (prober) prober->stop();
-  // Every I/O thread has stopped: finish the writes already queued before the threads'
-  // inboxes go away with the server.
+  // Every I/O thread has stopped. Maintenance stops its thread, then has the writer store
+  // what waits in memory (what a failed commit left) before the writer stops; the writer
+  // then finishes what is queued before the threads' inboxes go away with the server.
   (*maintenance)->stop();
   writer->stop();
   log::info("stopped");

@@ -299,6 +299,12 @@ void Bank::committed(bool ok) {
   }
 }
 
+bool Bank::has_uncommitted() const {
+  std::lock_guard lock(mu_);
+  return committed_transfers_ < ledger_.transfer_count() ||
+         committed_accounts_ < ledger_.account_count();
+}
+
 }  // namespace tp::ledger
 
 namespace tp::ledger {

@@ -123,6 +123,9 @@ class Bank {
   // The store's transaction ended: on commit, what was written is durable and leaves
   // memory; on failure, it is written again by the next persist.
   void committed(bool ok);
+  // Whether memory holds transfers (or accounts) that no commit has made durable yet: made
+  // since the last one, or left by one that failed.
+  bool has_uncommitted() const;
 
   // Stores what is new, recomputes every balance from the stored transfers (`read_back`)
   // and compares them with the balances in memory, which must also sum to zero. Both run

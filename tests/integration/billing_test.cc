@@ -1179,6 +1179,110 @@ TEST(Billing, AVoidedRequestsRowSurvivesAFailedCommit) {
   EXPECT_TRUE(ledger_verifies(stack));
 }
 
+// How many times `text` occurs in the gateway's log.
+std::size_t log_count(const Stack& stack, const std::string& text) {
+  const std::string log = stack.gateway->log();
+  std::size_t n = 0;
+  for (auto at = log.find(text); at != std::string::npos; at = log.find(text, at + 1)) ++n;
+  return n;
+}
+
+// The first column of the first row `sql` reads from the stack's store (-1: none), through
+// a connection of the test's own.
+std::int64_t store_value(const Stack& stack, const std::string& sql) {
+  auto db = store::open_sqlite(stack.dir.path() + "/var/turnpike.db");
+  if (!db) return -1;
+  auto row = (*db)->prepare(sql);
+  if (!row) return -1;
+  auto step = row->step();
+  return step && *step == store::Statement::Step::kRow ? row->column_int(0) : -1;
+}
+
+// Waits (20 s at most) until the gateway logged `count` failed commits.
+void await_failed_commits(const Stack& stack, std::size_t count) {
+  for (int i = 0; i < 200 && log_count(stack, "store commit failed") < count; ++i) {
+    std::this_thread::sleep_for(100ms);
+  }
+  ASSERT_GE(log_count(stack, "store commit failed"), count) << stack.gateway->log();
+}
+
+// After a restart: billing is still frozen for the failed settlement, whose request has
+// its row (503, at no cost), and the books hold together.
+void expect_frozen_with_the_failed_row(Stack& stack) {
+  const std::string chat = R"({"model":"gpt-test","messages":[]})";
+  const auto after = http_request(stack.port, "POST", "/v1/chat/completions", chat, stack.auth());
+  EXPECT_EQ(after.status, 503) << after.body;
+  EXPECT_NE(after.body.find("the store failed to record a settlement"), std::string::npos)
+      << after.body;
+  const auto rows = usage_log(stack.port, kAdmin);
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0].status, 503);
+  EXPECT_EQ(rows[0].cost, Money());
+  ASSERT_TRUE(stack.stop_gateway());
+  EXPECT_TRUE(ledger_verifies(stack));
+}
+
+// Another process holds the store's write lock: the settlement's batch fails after the
+// busy timeout, and so does the batch meant to record the freeze. Once the lock is free,
+// with no request or admin call to write anything, the maintenance thread's retry stores
+// the freeze, the failed request's row and its reversal, so that even a crash then keeps
+// billing frozen.
+TEST(Billing, WhatAFailedCommitLeftIsStoredOnceTheStoreTakesWritesAgain) {
+  Stack stack;
+  ASSERT_GT(stack.port, 0);
+  auto db = store::open_sqlite(stack.dir.path() + "/var/turnpike.db");
+  ASSERT_TRUE(db);
+  ASSERT_TRUE((*db)->exec("BEGIN IMMEDIATE"));  // each batch waits 5 s (busy timeout), fails
+  const auto failed = http_request(stack.port, "POST", "/v1/chat/completions",
+                                   R"({"model":"gpt-test","messages":[]})", stack.auth(), 30s);
+  EXPECT_EQ(failed.status, 503) << failed.body;
+  await_failed_commits(stack, 2);  // the settlement's batch, then the freeze record's
+  ASSERT_TRUE((*db)->exec("COMMIT"));
+  const std::string recorded = "SELECT COUNT(*) FROM billing_freezes WHERE cleared_ms IS NULL";
+  for (int i = 0; i < 150 && store_value(stack, recorded) != 1; ++i) {
+    std::this_thread::sleep_for(100ms);
+  }
+  EXPECT_EQ(store_value(stack, recorded), 1) << stack.gateway->log();
+  ASSERT_TRUE(stack.restart_gateway(SIGKILL));
+  expect_frozen_with_the_failed_row(stack);
+}
+
+// A stop stores what a failed commit left in memory: the store refuses the settlement and
+// every batch after it until just after SIGTERM, and the stop's last batch records the
+// freeze, the row and the reversal before the process exits.
+TEST(Billing, AStopStoresWhatAFailedCommitLeftInMemory) {
+  Stack stack;
+  ASSERT_GT(stack.port, 0);
+  fail_inserts(stack, "usage_log");
+  EXPECT_EQ(http_request(stack.port, "POST", "/v1/chat/completions",
+                         R"({"model":"gpt-test","messages":[]})", stack.auth())
+                .status,
+            503);
+  await_failed_commits(stack, 2);  // the settlement's batch, then the freeze record's
+  stack.gateway->signal(SIGTERM);
+  let_inserts(stack, "usage_log");
+  ASSERT_EQ(stack.gateway->wait_exit(30s), std::optional<int>(0)) << stack.gateway->log();
+  ASSERT_TRUE(stack.start_gateway());
+  expect_frozen_with_the_failed_row(stack);
+}
+
+// A stop whose last batches the store refuses as well says, at error, what it loses.
+TEST(Billing, AStopThatCannotStoreWhatWaitsSaysSo) {
+  Stack stack;
+  ASSERT_GT(stack.port, 0);
+  fail_inserts(stack, "usage_log");
+  EXPECT_EQ(http_request(stack.port, "POST", "/v1/chat/completions",
+                         R"({"model":"gpt-test","messages":[]})", stack.auth())
+                .status,
+            503);
+  stack.gateway->signal(SIGTERM);
+  ASSERT_EQ(stack.gateway->wait_exit(30s), std::optional<int>(0)) << stack.gateway->log();
+  EXPECT_EQ(log_count(stack, R"("level":"error","msg":"stopping with billing records the store )"
+                             R"(did not take; they are lost")"),
+            1u)
+      << stack.gateway->log();
+}
+
 TEST(Billing, ALongStreamKeepsItsHoldUntilItIsSettled) {
   Stack stack(
       "billing: { hold_timeout_ms: 2000 }\nupstream: { connect_timeout_ms: 200, "
