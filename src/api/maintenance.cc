@@ -75,12 +75,7 @@ Maintenance::Maintenance(const Services& services, const ops::Billing& billing,
         run();
       }) {}
 
-Maintenance::~Maintenance() {
-  stop();
-  // The writer may still commit batches whose notices would go to the notifier.
-  services_.notices->set_delivery(nullptr);
-  if (notifier_) notifier_->stop();
-}
+Maintenance::~Maintenance() { stop(); }
 
 void Maintenance::stop() {
   if (stopped_) return;
@@ -91,6 +86,11 @@ void Maintenance::stop() {
   }
   wake_.notify_all();
   if (thread_.joinable()) thread_.join();
+  // The notifier stops before the writer: the outcome of an attempt that ends during its
+  // grace must be stored, or a notice the receiver took goes out again after the restart.
+  // Notices that the last batches record stay undelivered until then.
+  services_.notices->set_delivery(nullptr);
+  if (notifier_) notifier_->stop();
   store_before_stop();
 }
 

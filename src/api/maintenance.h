@@ -25,10 +25,10 @@ class Maintenance {
   // and has the writer deliver to it.
   static Result<std::unique_ptr<Maintenance>> start(const Services& services,
                                                     const ops::Billing& billing);
-  // Stops the thread, then stores what still waits in memory with a last batch (a few tries;
-  // an error is logged if the store refuses them all). Call after the I/O threads stopped
-  // and before the writer stops. Idempotent. The notifier stops on destruction, after the
-  // writer.
+  // Stops the thread, then the notifier (a delivery attempt in flight gets a few seconds to
+  // end, and its outcome goes to the writer), then stores what still waits in memory with a
+  // last batch (a few tries; an error is logged if the store refuses them all). Call after
+  // the I/O threads stopped and before the writer stops. Idempotent.
   void stop();
   ~Maintenance();
   Maintenance(const Maintenance&) = delete;

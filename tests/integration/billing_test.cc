@@ -1312,12 +1312,14 @@ TEST(Billing, ALongStreamKeepsItsHoldUntilItIsSettled) {
   EXPECT_NE(verify.body.find("\"ok\":true"), std::string::npos) << verify.body;
 }
 
-// A webhook receiver: answers each POST with the next status of `statuses` (then 200) and
-// keeps the bodies. A status 0 answers 200 with a body it never finishes: a byte every
-// 200 ms.
+// A webhook receiver: answers each POST with the next status of `statuses` (then 200),
+// `answer_delay` after it read the request, and keeps the bodies. A status 0 answers 200
+// with a body it never finishes: a byte every 200 ms.
 class WebhookReceiver {
  public:
-  explicit WebhookReceiver(std::vector<int> statuses) : statuses_(std::move(statuses)) {
+  explicit WebhookReceiver(std::vector<int> statuses,
+                           std::chrono::milliseconds answer_delay = std::chrono::milliseconds(0))
+      : statuses_(std::move(statuses)), answer_delay_(answer_delay) {
     fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
     sockaddr_in addr{};
     addr.sin_family = AF_INET;
@@ -1364,6 +1366,7 @@ class WebhookReceiver {
         if (n <= 0) break;
         in.append(buf, static_cast<std::size_t>(n));
       }
+      std::this_thread::sleep_for(answer_delay_);
       int status = 200;
       {
         std::lock_guard lock(mu_);
@@ -1383,13 +1386,15 @@ class WebhookReceiver {
       }
       const std::string answer = "HTTP/1.1 " + std::to_string(status) +
                                  " X\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok";
-      (void)::write(c, answer.data(), answer.size());
+      // (The gateway may have gone meanwhile: no SIGPIPE.)
+      (void)::send(c, answer.data(), answer.size(), MSG_NOSIGNAL);
       ::close(c);
     }
   }
   int fd_ = -1;
   int port_ = 0;
   std::vector<int> statuses_;
+  std::chrono::milliseconds answer_delay_;
   std::size_t next_ = 0;
   std::mutex mu_;
   std::vector<std::string> bodies_;
@@ -1546,6 +1551,26 @@ TEST(Billing, ANoticeOfAReversedChargeIsNotSent) {
   ASSERT_EQ(notice_request(stack, key), 200);
   for (int i = 0; i < 100 && hook.bodies().empty(); ++i) std::this_thread::sleep_for(20ms);
   std::this_thread::sleep_for(200ms);
+  EXPECT_EQ(hook.bodies().size(), 1u);
+}
+
+// SIGTERM while a delivery attempt is in flight (the receiver answers 1.5 s after it read
+// the notice): the stop lets the attempt end and records that it was delivered, so the
+// restart does not send the notice again.
+TEST(Billing, AStopLetsTheDeliveryInFlightEndAndRecordsIt) {
+  WebhookReceiver hook({}, 1500ms);
+  Stack stack(notice_config(hook, R"("0.0015")", 50));
+  ASSERT_GT(stack.port, 0);
+  const std::string key = funded_key(stack.port, "0.002");
+  ASSERT_EQ(notice_request(stack, key), 200);
+  for (int i = 0; i < 250 && hook.bodies().empty(); ++i) std::this_thread::sleep_for(20ms);
+  ASSERT_EQ(hook.bodies().size(), 1u);  // read; the answer is on its way
+  ASSERT_TRUE(stack.restart_gateway()) << stack.gateway->log();
+  EXPECT_EQ(store_value(stack,
+                        "SELECT COUNT(*) FROM low_balance_notices WHERE attempts = 1 AND "
+                        "delivered_ms IS NOT NULL"),
+            1);
+  std::this_thread::sleep_for(4s);  // a second delivery would have been read by now
   EXPECT_EQ(hook.bodies().size(), 1u);
 }
 
