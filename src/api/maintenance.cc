@@ -106,6 +106,10 @@ std::int64_t Maintenance::next_reconciliation(const ops::Billing& billing, std::
 void Maintenance::run() {
   const Clock& clock = SystemClock::instance();
   std::int64_t next_reconcile = next_reconciliation(billing_, clock.unix_millis());
+  // Promo lots that expired while the process was down go at once: Bank::adopt leaves them
+  // for this sweep, which comes after start() set the low-balance thresholds, so that their
+  // drop raises the notices it would have raised expiring while the gateway ran.
+  expire(clock.unix_millis(), clock.monotonic_millis());
   std::unique_lock lock(mu_);
   while (!stop_) {
     const std::int64_t now = clock.unix_millis();

@@ -62,7 +62,6 @@ Result<std::unique_ptr<Bank>> Bank::adopt(Ledger ledger, std::int64_t now_ms) {
   for (auto& [account, w] : bank->wallets_) {
     w->return_stranded(now_ms);
     w->continue_holds_after(last_hold);
-    w->expire(now_ms, 0);  // lots only: holds are not kept across a restart
   }
   return bank;
 }

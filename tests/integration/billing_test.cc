@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "core/money.h"
+#include "core/rfc3339.h"
 #include "integration/harness.h"
 #include "store/sqlite.h"
 
@@ -1572,6 +1573,44 @@ TEST(Billing, AStopLetsTheDeliveryInFlightEndAndRecordsIt) {
             1);
   std::this_thread::sleep_for(4s);  // a second delivery would have been read by now
   EXPECT_EQ(hook.bodies().size(), 1u);
+}
+
+// A promo lot that expires while the gateway is down raises its low-balance notice at the
+// next start, as it would have expiring while the gateway ran; its expiry is stamped at
+// the lot's time.
+TEST(Billing, APromoLotThatExpiredWhileTheGatewayWasDownRaisesItsNotice) {
+  WebhookReceiver hook({});
+  Stack stack(notice_config(hook, R"("0.001")", 50));
+  ASSERT_GT(stack.port, 0);
+  const auto account =
+      http_request(stack.port, "POST", "/admin/v1/accounts", R"({"name":"p"})", kAdmin);
+  simdjson::dom::parser parser;
+  const std::string id = field(parser.parse(account.body).value(), "id");
+  const auto now_ms = [] {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+        .count();
+  };
+  const std::int64_t expires_ms = (now_ms() / 1000 + 4) * 1000;  // whole seconds
+  const auto credit =
+      http_request(stack.port, "POST", "/admin/v1/accounts/" + id + "/credits",
+                   R"({"amount_usd":"0.002","kind":"promo","expires_at":")" +
+                       format_rfc3339(expires_ms) + R"(","idempotency_key":"promo-1"})",
+                   kAdmin);
+  ASSERT_EQ(credit.status, 200) << credit.body;
+  ASSERT_TRUE(stack.stop_gateway());
+  // Else the running gateway swept the lot, which says nothing of a start.
+  ASSERT_LT(now_ms(), expires_ms) << "the stop took too long for this test";
+  while (now_ms() <= expires_ms + 200) std::this_thread::sleep_for(50ms);
+  ASSERT_TRUE(stack.start_gateway());
+  for (int i = 0; i < 250 && hook.bodies().empty(); ++i) std::this_thread::sleep_for(20ms);
+  ASSERT_EQ(hook.bodies().size(), 1u) << stack.gateway->log();
+  auto doc = parser.parse(hook.bodies()[0]).value();
+  EXPECT_EQ(field(doc, "account"), id);
+  EXPECT_EQ(field(doc, "threshold_usd"), "0.001");
+  ASSERT_TRUE(stack.stop_gateway());
+  EXPECT_EQ(store_value(stack, "SELECT at_ms FROM transfers ORDER BY id DESC LIMIT 1"), expires_ms);
+  EXPECT_TRUE(ledger_verifies(stack));
 }
 
 }  // namespace
