@@ -2,7 +2,9 @@
 
 #include <pthread.h>
 
+#include <chrono>
 #include <future>
+#include <string_view>
 
 #include "core/clock.h"
 #include "core/log.h"
@@ -16,6 +18,13 @@ constexpr std::int64_t kExpiryTickMs = 1000;
 constexpr std::int64_t kDayMs = 86'400'000;
 // Notices left undelivered by a stop are sent after a restart if younger than this.
 constexpr std::int64_t kRedeliverMaxAgeMs = kDayMs;
+// At the stop, how often a last batch is tried, and the pause between two tries. A store
+// whose lock another process holds makes each try wait out the busy timeout (5 s) first.
+constexpr int kStopStoreAttempts = 3;
+constexpr std::chrono::milliseconds kStopStoreRetryPause{1000};
+
+// A batch of nothing: the writer's before-commit hook stores what waits in memory with it.
+Status store_nothing(store::Database&) { return Status::ok(); }
 
 }  // namespace
 
@@ -66,20 +75,23 @@ Maintenance::Maintenance(const Services& services, const ops::Billing& billing,
         run();
       }) {}
 
-Maintenance::~Maintenance() {
-  stop();
-  // The writer may still commit batches whose notices would go to the notifier.
-  services_.notices->set_delivery(nullptr);
-  if (notifier_) notifier_->stop();
-}
+Maintenance::~Maintenance() { stop(); }
 
 void Maintenance::stop() {
+  if (stopped_) return;
+  stopped_ = true;
   {
     std::lock_guard lock(mu_);
     stop_ = true;
   }
   wake_.notify_all();
   if (thread_.joinable()) thread_.join();
+  // The notifier stops before the writer: the outcome of an attempt that ends during its
+  // grace must be stored, or a notice the receiver took goes out again after the restart.
+  // Notices that the last batches record stay undelivered until then.
+  services_.notices->set_delivery(nullptr);
+  if (notifier_) notifier_->stop();
+  store_before_stop();
 }
 
 std::int64_t Maintenance::next_reconciliation(const ops::Billing& billing, std::int64_t now_ms) {
@@ -94,6 +106,10 @@ std::int64_t Maintenance::next_reconciliation(const ops::Billing& billing, std::
 void Maintenance::run() {
   const Clock& clock = SystemClock::instance();
   std::int64_t next_reconcile = next_reconciliation(billing_, clock.unix_millis());
+  // Promo lots that expired while the process was down go at once: Bank::adopt leaves them
+  // for this sweep, which comes after start() set the low-balance thresholds, so that their
+  // drop raises the notices it would have raised expiring while the gateway ran.
+  expire(clock.unix_millis(), clock.monotonic_millis());
   std::unique_lock lock(mu_);
   while (!stop_) {
     const std::int64_t now = clock.unix_millis();
@@ -102,6 +118,7 @@ void Maintenance::run() {
     if (wake_.wait_for(lock, std::chrono::milliseconds(wait), [this] { return stop_; })) break;
     lock.unlock();
     const std::int64_t at = clock.unix_millis();
+    retry_store();
     expire(at, clock.monotonic_millis());
     if (at >= next_reconcile) {
       reconcile();
@@ -120,6 +137,49 @@ void Maintenance::expire(std::int64_t now_ms, std::int64_t monotonic_ms) {
   services_.writer->submit([bank](store::Database& db) {
     return store::persist_bank(db, *bank);
   });
+}
+
+bool Maintenance::waiting_for_store() const {
+  return services_.writer->last_commit_failed() ||
+         !services_.freeze->pending_record().first.empty() || services_.bank->has_uncommitted();
+}
+
+void Maintenance::retry_store() {
+  // One at a time: with the store's lock held elsewhere each try takes the busy timeout.
+  if (retrying_->load(std::memory_order_acquire) || !waiting_for_store()) return;
+  retrying_->store(true, std::memory_order_release);
+  const bool after_failure = services_.writer->last_commit_failed();
+  services_.writer->submit(
+      store_nothing,
+      [retrying = retrying_, after_failure](const Status& committed) {
+        if (committed && after_failure) {
+          log::info("stored what a failed store commit had left in memory");
+        }
+        retrying->store(false, std::memory_order_release);
+      },
+      store::Writer::Isolation::kSingleStatement);
+}
+
+void Maintenance::store_before_stop() {
+  Status last;
+  for (int attempt = 0; waiting_for_store(); ++attempt) {
+    if (attempt == kStopStoreAttempts) {
+      // Lost with the process: the usage rows and transfers of failed commits (their
+      // charges were reversed, so balances come back right) and a freeze not recorded yet,
+      // which the next start no longer knows of.
+      log::error("stopping with billing records the store did not take; they are lost",
+                 {{"attempts", attempt},
+                  {"freeze_unrecorded", !services_.freeze->pending_record().first.empty()},
+                  {"error", last.is_ok() ? std::string_view() : last.message()}});
+      return;
+    }
+    if (attempt > 0) std::this_thread::sleep_for(kStopStoreRetryPause);
+    std::promise<Status> done;
+    services_.writer->submit(
+        store_nothing, [&done](const Status& committed) { done.set_value(committed); },
+        store::Writer::Isolation::kSingleStatement);
+    last = done.get_future().get();
+  }
 }
 
 void Maintenance::reconcile() {

@@ -13,6 +13,9 @@ namespace {
 
 constexpr std::uint32_t kRetryMaxMs = 60'000;
 constexpr std::size_t kResponseBytesMax = 64 * 1024;
+// How long a stop waits for the attempt in flight. A receiver that took the notice answers
+// within this as a rule; one cut off sees the notice again after the restart.
+constexpr std::chrono::milliseconds kStopGrace{5000};
 
 }  // namespace
 
@@ -53,17 +56,24 @@ Result<std::unique_ptr<Notifier>> Notifier::start(NotifierOptions options,
   n->wake_ = std::make_unique<http::Timer>(n->loop_.ioc().get_executor());
   n->backoff_ = std::make_unique<http::Timer>(n->loop_.ioc().get_executor());
   n->loop_.start("tp-notify", n->run());
+  n->started_ = true;
   return n;
 }
 
 Notifier::~Notifier() { stop(); }
 
 void Notifier::stop() {
-  loop_.stop([this] {
-    stopping_ = true;
-    wake_->cancel();
-    backoff_->cancel();
-  });
+  if (started_ && !loop_.stopped()) {
+    // Ends a wait for work or for the next attempt at once; an attempt in flight runs on,
+    // and run() returns after it, once its outcome is handed to the writer.
+    loop_.inbox().post([this] {
+      stopping_ = true;
+      wake_->cancel();
+      backoff_->cancel();
+    });
+    (void)ended_future_.wait_for(kStopGrace);
+  }
+  loop_.stop();
 }
 
 bool Notifier::deliver(std::int64_t id, const ledger::LowBalanceNotice& notice) {
@@ -114,15 +124,23 @@ http::Task<void> Notifier::run() {
     Status outcome;
     int attempts = 0;
     std::uint32_t backoff = options_.first_retry_ms;
-    while (!stopping_ && attempts < options_.attempts_max) {
+    for (;;) {
       ++attempts;
       outcome = co_await post(body);
-      if (outcome || attempts == options_.attempts_max) break;
+      if (outcome || attempts >= options_.attempts_max || stopping_) break;
       backoff_->expires_after(std::chrono::milliseconds(backoff));
       co_await backoff_->async_wait(http::use_nothrow);
+      if (stopping_) break;
       backoff = std::min(backoff * 2, kRetryMaxMs);
     }
     pending_.fetch_sub(1);
+    if (!outcome && attempts < options_.attempts_max) {
+      // Stopped with attempts left: the row keeps no outcome, so that the next start sends
+      // the notice again rather than give it up.
+      log::info("low-balance notice left for delivery after the restart",
+                {{"account", item.notice.account}, {"attempts", attempts}});
+      break;
+    }
     const std::optional<std::int64_t> delivered =
         outcome ? std::optional<std::int64_t>(SystemClock::instance().unix_millis())
                 : std::nullopt;
@@ -139,6 +157,7 @@ http::Task<void> Notifier::run() {
       return store::finish_notice(db, id, attempts, delivered, error);
     });
   }
+  ended_.set_value();
 }
 
 }  // namespace tp::api

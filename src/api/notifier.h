@@ -7,6 +7,7 @@
 #include <atomic>
 #include <cstdint>
 #include <deque>
+#include <future>
 #include <memory>
 #include <string>
 
@@ -33,8 +34,11 @@ class Notifier {
  public:
   static Result<std::unique_ptr<Notifier>> start(NotifierOptions options,
                                                  std::shared_ptr<store::Writer> writer);
-  // Stops after the delivery in progress, if any; queued notices stay undelivered (their
-  // rows say so). Idempotent.
+  // Stops once the delivery attempt in progress, if any, has ended and its outcome is handed
+  // to the writer (which must still run), waiting 5 s at most: an attempt still running
+  // then is cut. Queued notices, one between two attempts and one whose attempt was cut
+  // stay undelivered, their rows without an outcome, and the next start sends them again.
+  // Idempotent.
   void stop();
   ~Notifier();
 
@@ -62,6 +66,9 @@ class Notifier {
   std::deque<Item> queue_;             // touched on the notifier thread only
   std::atomic<std::size_t> pending_{0};
   bool stopping_ = false;  // on the notifier thread
+  bool started_ = false;   // the loop runs (start() got that far)
+  std::promise<void> ended_;  // run() returned: nothing is in flight any more
+  std::future<void> ended_future_ = ended_.get_future();
 };
 
 }  // namespace tp::api

@@ -199,8 +199,11 @@ int serve(const ServeOptions& opts) {
                           {"version", kVersion}});
   server.run();
   if (prober) prober->stop();
-  // Every I/O thread has stopped: finish the writes already queued before the threads'
-  // inboxes go away with the server.
+  // Every I/O thread has stopped. Maintenance stops its thread and the webhook notifier,
+  // then has the writer store what waits in memory; both go before the writer, so that
+  // their last writes (a delivery's outcome, what a failed commit left) still reach the
+  // store. The writer then finishes what is queued before the threads' inboxes go away with
+  // the server.
   (*maintenance)->stop();
   writer->stop();
   log::info("stopped");

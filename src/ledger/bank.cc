@@ -62,7 +62,6 @@ Result<std::unique_ptr<Bank>> Bank::adopt(Ledger ledger, std::int64_t now_ms) {
   for (auto& [account, w] : bank->wallets_) {
     w->return_stranded(now_ms);
     w->continue_holds_after(last_hold);
-    w->expire(now_ms, 0);  // lots only: holds are not kept across a restart
   }
   return bank;
 }
@@ -297,6 +296,12 @@ void Bank::committed(bool ok) {
     stored_accounts_ = committed_accounts_;
     stored_transfers_ = committed_transfers_;
   }
+}
+
+bool Bank::has_uncommitted() const {
+  std::lock_guard lock(mu_);
+  return committed_transfers_ < ledger_.transfer_count() ||
+         committed_accounts_ < ledger_.account_count();
 }
 
 }  // namespace tp::ledger

@@ -54,8 +54,10 @@ class Bank {
   // Takes a ledger rebuilt from the store (all of it already stored) and re-attaches every
   // customer's wallet ("acct_<id>:..." accounts). Holds are never stored, so a process that
   // died left none open; money that older versions moved to `held` accounts for holds never
-  // settled goes back at `now_ms`, and promo lots past their time expire. Those transfers
-  // are not stored yet (see persist).
+  // settled goes back at `now_ms`. Those transfers are not stored yet (see persist). Promo
+  // lots past their time are left to the first expire(), after set_low_balance_thresholds:
+  // a lot that expired while the process was down then raises the notices it would have
+  // raised expiring while it ran.
   static Result<std::unique_ptr<Bank>> adopt(Ledger ledger, std::int64_t now_ms);
 
   // Idempotent.
@@ -123,6 +125,9 @@ class Bank {
   // The store's transaction ended: on commit, what was written is durable and leaves
   // memory; on failure, it is written again by the next persist.
   void committed(bool ok);
+  // Whether memory holds transfers (or accounts) that no commit has made durable yet: made
+  // since the last one, or left by one that failed.
+  bool has_uncommitted() const;
 
   // Stores what is new, recomputes every balance from the stored transfers (`read_back`)
   // and compares them with the balances in memory, which must also sum to zero. Both run

@@ -209,11 +209,11 @@ std::size_t Wallet::spend_rank(AccountId source) const {
   return source == trial_ ? lots_.size() : lots_.size() + 1;
 }
 
-void Wallet::sweep(const Lot& lot, HoldId hold, std::int64_t now_ms) {
+void Wallet::sweep(const Lot& lot, HoldId hold, std::int64_t at_ms) {
   const Money rest = ledger_.balance(lot.account) - lot.reserved;
   if (rest <= Money()) return;
-  auto moved = ledger_.transfer(lot.account, platform_.expired_credits, rest,
-                                TransferKind::kExpire, hold, now_ms);
+  auto moved = ledger_.transfer(lot.account, platform_.expired_credits, rest, TransferKind::kExpire,
+                                hold, at_ms);
   TP_CHECK(moved.is_ok());  // never more than the lot holds
 }
 
@@ -380,7 +380,11 @@ Wallet::Expired Wallet::expire(std::int64_t now_ms, std::int64_t monotonic_ms) {
       ++it;  // swept before; waits for the holds that still reserve on it
       continue;
     }
-    sweep(*it, 0, now_ms);
+    // Stamped at the lot's expiry, not at the sweep, which may come much later (the lots
+    // that expired while the process was down are swept at its start): past its time the
+    // lot is spent no more, so what it holds then is what expired. (Transfers are ordered
+    // by id, never by time.)
+    sweep(*it, 0, std::min(now_ms, it->expires_at_ms));
     ++expired.lots;
     if (it->reserved.is_zero()) {
       it = lots_.erase(it);

@@ -116,9 +116,9 @@ class Wallet {
   AccountId held_account() const { return held_; }
   AccountId paid_account() const { return paid_; }
   // Voids holds whose time has come on the monotonic clock (`monotonic_ms`) and empties
-  // promo lots whose time has come on the wall clock (`now_ms`, also the transfers' time).
-  // Returns how many of each. A lot that open holds still reserve keeps that part until
-  // they end.
+  // promo lots whose time has come on the wall clock (`now_ms`; each lot's transfer is
+  // stamped at its expiry, the voids' at `now_ms`). Returns how many of each. A lot that
+  // open holds still reserve keeps that part until they end.
   struct Expired {
     std::size_t holds = 0;
     std::size_t lots = 0;
@@ -167,8 +167,9 @@ class Wallet {
   Money& reserved(AccountId source);
   // `source`'s balance less its reservations, never below zero.
   Money spendable(AccountId source);
-  // Moves what `lot` holds beyond its reservations to expired credits (a lot past its time).
-  void sweep(const Lot& lot, HoldId hold, std::int64_t now_ms);
+  // Moves what `lot` holds beyond its reservations to expired credits (a lot past its time),
+  // in a transfer stamped `at_ms`.
+  void sweep(const Lot& lot, HoldId hold, std::int64_t at_ms);
   // Ends a hold's reservations, spending `spent` of it (legs in order) to revenue. What a
   // swept lot no longer reserves follows its remainder to expired credits.
   void close(const Hold& hold, Money spent, HoldId id, std::int64_t now_ms);

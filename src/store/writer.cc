@@ -143,6 +143,7 @@ void Writer::commit(std::deque<Piece>& batch) {
     log::error("store commit failed", {{"error", committed.message()}});
     (void)run_cached("ROLLBACK");
   }
+  last_commit_failed_.store(!committed.is_ok(), std::memory_order_release);
   if (after_commit_) after_commit_(committed.is_ok());
   {
     std::lock_guard lock(mu_);

@@ -76,6 +76,11 @@ class Writer {
   };
   Stats stats() const;
 
+  // Whether the last transaction failed to commit: what its batch handed over (usage rows,
+  // transfers, a freeze to record) then waits in memory for the next batch that commits.
+  // Thread-safe.
+  bool last_commit_failed() const { return last_commit_failed_.load(std::memory_order_acquire); }
+
  private:
   struct Piece {
     Work work;
@@ -96,6 +101,7 @@ class Writer {
   std::atomic<std::size_t> queued_{0};  // queue_.size(), readable without the lock
   std::size_t wake_at_ = 1;  // queue_.size() at which submit wakes the writer
   bool stop_ = false;
+  std::atomic<bool> last_commit_failed_{false};
   Stats stats_;
   std::thread thread_;
 };

@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "core/money.h"
+#include "core/rfc3339.h"
 #include "integration/harness.h"
 #include "store/sqlite.h"
 
@@ -1179,6 +1180,110 @@ TEST(Billing, AVoidedRequestsRowSurvivesAFailedCommit) {
   EXPECT_TRUE(ledger_verifies(stack));
 }
 
+// How many times `text` occurs in the gateway's log.
+std::size_t log_count(const Stack& stack, const std::string& text) {
+  const std::string log = stack.gateway->log();
+  std::size_t n = 0;
+  for (auto at = log.find(text); at != std::string::npos; at = log.find(text, at + 1)) ++n;
+  return n;
+}
+
+// The first column of the first row `sql` reads from the stack's store (-1: none), through
+// a connection of the test's own.
+std::int64_t store_value(const Stack& stack, const std::string& sql) {
+  auto db = store::open_sqlite(stack.dir.path() + "/var/turnpike.db");
+  if (!db) return -1;
+  auto row = (*db)->prepare(sql);
+  if (!row) return -1;
+  auto step = row->step();
+  return step && *step == store::Statement::Step::kRow ? row->column_int(0) : -1;
+}
+
+// Waits (20 s at most) until the gateway logged `count` failed commits.
+void await_failed_commits(const Stack& stack, std::size_t count) {
+  for (int i = 0; i < 200 && log_count(stack, "store commit failed") < count; ++i) {
+    std::this_thread::sleep_for(100ms);
+  }
+  ASSERT_GE(log_count(stack, "store commit failed"), count) << stack.gateway->log();
+}
+
+// After a restart: billing is still frozen for the failed settlement, whose request has
+// its row (503, at no cost), and the books hold together.
+void expect_frozen_with_the_failed_row(Stack& stack) {
+  const std::string chat = R"({"model":"gpt-test","messages":[]})";
+  const auto after = http_request(stack.port, "POST", "/v1/chat/completions", chat, stack.auth());
+  EXPECT_EQ(after.status, 503) << after.body;
+  EXPECT_NE(after.body.find("the store failed to record a settlement"), std::string::npos)
+      << after.body;
+  const auto rows = usage_log(stack.port, kAdmin);
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0].status, 503);
+  EXPECT_EQ(rows[0].cost, Money());
+  ASSERT_TRUE(stack.stop_gateway());
+  EXPECT_TRUE(ledger_verifies(stack));
+}
+
+// Another process holds the store's write lock: the settlement's batch fails after the
+// busy timeout, and so does the batch meant to record the freeze. Once the lock is free,
+// with no request or admin call to write anything, the maintenance thread's retry stores
+// the freeze, the failed request's row and its reversal, so that even a crash then keeps
+// billing frozen.
+TEST(Billing, WhatAFailedCommitLeftIsStoredOnceTheStoreTakesWritesAgain) {
+  Stack stack;
+  ASSERT_GT(stack.port, 0);
+  auto db = store::open_sqlite(stack.dir.path() + "/var/turnpike.db");
+  ASSERT_TRUE(db);
+  ASSERT_TRUE((*db)->exec("BEGIN IMMEDIATE"));  // each batch waits 5 s (busy timeout), fails
+  const auto failed = http_request(stack.port, "POST", "/v1/chat/completions",
+                                   R"({"model":"gpt-test","messages":[]})", stack.auth(), 30s);
+  EXPECT_EQ(failed.status, 503) << failed.body;
+  await_failed_commits(stack, 2);  // the settlement's batch, then the freeze record's
+  ASSERT_TRUE((*db)->exec("COMMIT"));
+  const std::string recorded = "SELECT COUNT(*) FROM billing_freezes WHERE cleared_ms IS NULL";
+  for (int i = 0; i < 150 && store_value(stack, recorded) != 1; ++i) {
+    std::this_thread::sleep_for(100ms);
+  }
+  EXPECT_EQ(store_value(stack, recorded), 1) << stack.gateway->log();
+  ASSERT_TRUE(stack.restart_gateway(SIGKILL));
+  expect_frozen_with_the_failed_row(stack);
+}
+
+// A stop stores what a failed commit left in memory: the store refuses the settlement and
+// every batch after it until just after SIGTERM, and the stop's last batch records the
+// freeze, the row and the reversal before the process exits.
+TEST(Billing, AStopStoresWhatAFailedCommitLeftInMemory) {
+  Stack stack;
+  ASSERT_GT(stack.port, 0);
+  fail_inserts(stack, "usage_log");
+  EXPECT_EQ(http_request(stack.port, "POST", "/v1/chat/completions",
+                         R"({"model":"gpt-test","messages":[]})", stack.auth())
+                .status,
+            503);
+  await_failed_commits(stack, 2);  // the settlement's batch, then the freeze record's
+  stack.gateway->signal(SIGTERM);
+  let_inserts(stack, "usage_log");
+  ASSERT_EQ(stack.gateway->wait_exit(30s), std::optional<int>(0)) << stack.gateway->log();
+  ASSERT_TRUE(stack.start_gateway());
+  expect_frozen_with_the_failed_row(stack);
+}
+
+// A stop whose last batches the store refuses as well says, at error, what it loses.
+TEST(Billing, AStopThatCannotStoreWhatWaitsSaysSo) {
+  Stack stack;
+  ASSERT_GT(stack.port, 0);
+  fail_inserts(stack, "usage_log");
+  EXPECT_EQ(http_request(stack.port, "POST", "/v1/chat/completions",
+                         R"({"model":"gpt-test","messages":[]})", stack.auth())
+                .status,
+            503);
+  stack.gateway->signal(SIGTERM);
+  ASSERT_EQ(stack.gateway->wait_exit(30s), std::optional<int>(0)) << stack.gateway->log();
+  EXPECT_EQ(log_count(stack, R"("level":"error","msg":"stopping with billing records the store )"
+                             R"(did not take; they are lost")"),
+            1u)
+      << stack.gateway->log();
+}
+
 TEST(Billing, ALongStreamKeepsItsHoldUntilItIsSettled) {
   Stack stack(
       "billing: { hold_timeout_ms: 2000 }\nupstream: { connect_timeout_ms: 200, "
@@ -1208,12 +1313,14 @@ TEST(Billing, ALongStreamKeepsItsHoldUntilItIsSettled) {
   EXPECT_NE(verify.body.find("\"ok\":true"), std::string::npos) << verify.body;
 }
 
-// A webhook receiver: answers each POST with the next status of `statuses` (then 200) and
-// keeps the bodies. A status 0 answers 200 with a body it never finishes: a byte every
-// 200 ms.
+// A webhook receiver: answers each POST with the next status of `statuses` (then 200),
+// `answer_delay` after it read the request, and keeps the bodies. A status 0 answers 200
+// with a body it never finishes: a byte every 200 ms.
 class WebhookReceiver {
  public:
-  explicit WebhookReceiver(std::vector<int> statuses) : statuses_(std::move(statuses)) {
+  explicit WebhookReceiver(std::vector<int> statuses,
+                           std::chrono::milliseconds answer_delay = std::chrono::milliseconds(0))
+      : statuses_(std::move(statuses)), answer_delay_(answer_delay) {
     fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
     sockaddr_in addr{};
     addr.sin_family = AF_INET;
@@ -1260,6 +1367,7 @@ class WebhookReceiver {
         if (n <= 0) break;
         in.append(buf, static_cast<std::size_t>(n));
       }
+      std::this_thread::sleep_for(answer_delay_);
       int status = 200;
       {
         std::lock_guard lock(mu_);
@@ -1279,13 +1387,15 @@ class WebhookReceiver {
       }
       const std::string answer = "HTTP/1.1 " + std::to_string(status) +
                                  " X\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok";
-      (void)::write(c, answer.data(), answer.size());
+      // (The gateway may have gone meanwhile: no SIGPIPE.)
+      (void)::send(c, answer.data(), answer.size(), MSG_NOSIGNAL);
       ::close(c);
     }
   }
   int fd_ = -1;
   int port_ = 0;
   std::vector<int> statuses_;
+  std::chrono::milliseconds answer_delay_;
   std::size_t next_ = 0;
   std::mutex mu_;
   std::vector<std::string> bodies_;
@@ -1443,6 +1553,64 @@ TEST(Billing, ANoticeOfAReversedChargeIsNotSent) {
   for (int i = 0; i < 100 && hook.bodies().empty(); ++i) std::this_thread::sleep_for(20ms);
   std::this_thread::sleep_for(200ms);
   EXPECT_EQ(hook.bodies().size(), 1u);
+}
+
+// SIGTERM while a delivery attempt is in flight (the receiver answers 1.5 s after it read
+// the notice): the stop lets the attempt end and records that it was delivered, so the
+// restart does not send the notice again.
+TEST(Billing, AStopLetsTheDeliveryInFlightEndAndRecordsIt) {
+  WebhookReceiver hook({}, 1500ms);
+  Stack stack(notice_config(hook, R"("0.0015")", 50));
+  ASSERT_GT(stack.port, 0);
+  const std::string key = funded_key(stack.port, "0.002");
+  ASSERT_EQ(notice_request(stack, key), 200);
+  for (int i = 0; i < 250 && hook.bodies().empty(); ++i) std::this_thread::sleep_for(20ms);
+  ASSERT_EQ(hook.bodies().size(), 1u);  // read; the answer is on its way
+  ASSERT_TRUE(stack.restart_gateway()) << stack.gateway->log();
+  EXPECT_EQ(store_value(stack,
+                        "SELECT COUNT(*) FROM low_balance_notices WHERE attempts = 1 AND "
+                        "delivered_ms IS NOT NULL"),
+            1);
+  std::this_thread::sleep_for(4s);  // a second delivery would have been read by now
+  EXPECT_EQ(hook.bodies().size(), 1u);
+}
+
+// A promo lot that expires while the gateway is down raises its low-balance notice at the
+// next start, as it would have expiring while the gateway ran; its expiry is stamped at
+// the lot's time.
+TEST(Billing, APromoLotThatExpiredWhileTheGatewayWasDownRaisesItsNotice) {
+  WebhookReceiver hook({});
+  Stack stack(notice_config(hook, R"("0.001")", 50));
+  ASSERT_GT(stack.port, 0);
+  const auto account =
+      http_request(stack.port, "POST", "/admin/v1/accounts", R"({"name":"p"})", kAdmin);
+  simdjson::dom::parser parser;
+  const std::string id = field(parser.parse(account.body).value(), "id");
+  const auto now_ms = [] {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+        .count();
+  };
+  const std::int64_t expires_ms = (now_ms() / 1000 + 4) * 1000;  // whole seconds
+  const auto credit =
+      http_request(stack.port, "POST", "/admin/v1/accounts/" + id + "/credits",
+                   R"({"amount_usd":"0.002","kind":"promo","expires_at":")" +
+                       format_rfc3339(expires_ms) + R"(","idempotency_key":"promo-1"})",
+                   kAdmin);
+  ASSERT_EQ(credit.status, 200) << credit.body;
+  ASSERT_TRUE(stack.stop_gateway());
+  // Else the running gateway swept the lot, which says nothing of a start.
+  ASSERT_LT(now_ms(), expires_ms) << "the stop took too long for this test";
+  while (now_ms() <= expires_ms + 200) std::this_thread::sleep_for(50ms);
+  ASSERT_TRUE(stack.start_gateway());
+  for (int i = 0; i < 250 && hook.bodies().empty(); ++i) std::this_thread::sleep_for(20ms);
+  ASSERT_EQ(hook.bodies().size(), 1u) << stack.gateway->log();
+  auto doc = parser.parse(hook.bodies()[0]).value();
+  EXPECT_EQ(field(doc, "account"), id);
+  EXPECT_EQ(field(doc, "threshold_usd"), "0.001");
+  ASSERT_TRUE(stack.stop_gateway());
+  EXPECT_EQ(store_value(stack, "SELECT at_ms FROM transfers ORDER BY id DESC LIMIT 1"), expires_ms);
+  EXPECT_TRUE(ledger_verifies(stack));
 }
 
 }  // namespace

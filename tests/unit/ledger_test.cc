@@ -451,6 +451,42 @@ TEST(Bank, HoldsLapseOnTheMonotonicClockAndLotsOnTheWallClock) {
   EXPECT_TRUE(bank->verify().ok);
 }
 
+// A promo lot that expired while the process was down is swept by the first expire() after
+// the start, not by adopt: the thresholds, set in between, see the balance from before the
+// expiry, so its drop raises the notice an expiry while running would. The expiry is
+// stamped at the lot's time.
+TEST(Bank, ALotThatExpiredWhileDownRaisesItsNoticeWhenSwept) {
+  const std::int64_t now = 1'000'000;
+  const std::int64_t expires_at = now + 60'000;
+  auto bank = Bank::create();
+  ASSERT_TRUE(bank->deposit(1, CreditKind::kPaid, usd("0.5"), std::nullopt, now));
+  ASSERT_TRUE(bank->deposit(1, CreditKind::kPromo, usd("2"), expires_at, now));
+  MemoryStore disk;
+  disk.persist(*bank);
+  const std::size_t stored = disk.transfers.size();
+  const std::int64_t restart = now + 3'600'000;  // down for an hour
+  auto restarted = Bank::adopt(disk.load(), restart);
+  ASSERT_TRUE(restarted);
+  Bank& b = **restarted;
+  EXPECT_FALSE(b.has_uncommitted());
+  b.set_low_balance_thresholds({usd("1")});  // as Maintenance::start does, after adopt
+  EXPECT_TRUE(b.take_low_balance_notices().empty());
+  EXPECT_EQ(b.balance(1, restart)->available, usd("0.5"));  // the lot is spent no more
+  EXPECT_EQ(b.expire(restart, 0).lots, 1u);
+  const auto notices = b.take_low_balance_notices();
+  ASSERT_EQ(notices.size(), 1u);
+  EXPECT_EQ(notices[0].threshold, usd("1"));
+  EXPECT_EQ(notices[0].balance, usd("0.5"));
+  EXPECT_TRUE(b.has_uncommitted());
+  disk.persist(b);
+  EXPECT_FALSE(b.has_uncommitted());
+  ASSERT_EQ(disk.transfers.size(), stored + 1);
+  EXPECT_EQ(disk.transfers.back().kind, TransferKind::kExpire);
+  EXPECT_EQ(disk.transfers.back().amount, usd("2"));
+  EXPECT_EQ(disk.transfers.back().at_ms, expires_at);
+  EXPECT_TRUE(b.verify().ok);
+}
+
 TEST(Bank, SettlingAnExpiredHoldStillCharges) {
   const std::int64_t now = 1'000'000;
   auto bank = Bank::create();
@@ -744,7 +780,7 @@ TEST(LedgerProperty, ARestartFromTheStoreFindsEveryBookAsPersisted) {
           if (name == customer + ":trial") trial = was;
           if (const auto at = name.find(":expires="); at != std::string::npos) {
             const std::int64_t expires = std::stoll(name.substr(at + 9));
-            if (expires > now) promo += was;  // else swept to expired credits at the restart
+            if (expires > now) promo += was;  // else spent no more, and swept by expire()
           }
         }
         const Balance after = (*bank)->balance(i, now).value();

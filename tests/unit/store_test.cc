@@ -250,6 +250,29 @@ TEST_F(StoreTest, BeforeCommitWritesWithTheBatchAndItsFailureFailsEveryPiece) {
   EXPECT_EQ(rows->column_int(1), 1);
 }
 
+// What a failed commit handed over waits in memory until a batch commits; the writer says
+// whether its last commit failed, so that someone can give it that batch.
+TEST_F(StoreTest, TheWriterSaysWhetherItsLastCommitFailed) {
+  std::atomic<bool> fail{false};
+  Writer writer(open());
+  writer.set_before_commit([&](Database&) {
+    return fail.load() ? Status{ErrorKind::kInternal, "disk full"} : Status::ok();
+  });
+  auto commit = [&] {
+    std::promise<Status> done;
+    writer.submit([](Database&) { return Status::ok(); },
+                  [&](const Status& s) { done.set_value(s); });
+    return done.get_future().get();
+  };
+  EXPECT_FALSE(writer.last_commit_failed());
+  fail.store(true);
+  EXPECT_FALSE(commit());
+  EXPECT_TRUE(writer.last_commit_failed());
+  fail.store(false);
+  EXPECT_TRUE(commit());
+  EXPECT_FALSE(writer.last_commit_failed());
+}
+
 TEST_F(StoreTest, InsertRowsKeepsTheOrderAcrossItsStatements) {
   auto db = open();
   ASSERT_TRUE(db->exec("CREATE TABLE t (n INTEGER NOT NULL, label TEXT NOT NULL)"));
