@@ -204,7 +204,20 @@ bool opens_with_error(std::string_view piece) {
   http::SseEvents::Event e;
   while (events.next(e)) {
     if (e.name == "ping" || e.data.empty()) continue;
-    return e.name == "error" || e.data.starts_with("{\"error\"");
+    if (e.name == "error") return true;
+    // `{"error"`, JSON whitespace allowed around the brace.
+    std::string_view data = e.data;
+    auto skip_space = [&] {
+      while (!data.empty() && (data[0] == ' ' || data[0] == '\t' || data[0] == '\r' ||
+                               data[0] == '\n')) {
+        data.remove_prefix(1);
+      }
+    };
+    skip_space();
+    if (!data.starts_with('{')) return false;
+    data.remove_prefix(1);
+    skip_space();
+    return data.starts_with("\"error\"");
   }
   return false;
 }
@@ -2272,7 +2285,16 @@ Task<Gateway::Answered> Gateway::send_with_fallback(const OperationInfo& info,
       // it (a reset, an end, an error event where the first event belongs, as Anthropic's
       // overloaded_error comes) has given the client nothing yet, and the next route may
       // still answer.
+      // A fallback attempt's wait for it is cut at the deadline, as its head's was.
+      const std::uint32_t idle_ms = timeouts.idle_timeout_ms;
+      if (falling_back) {
+        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+            *deadline - std::chrono::steady_clock::now());
+        (*sent)->set_read_timeout(static_cast<std::uint32_t>(
+            std::clamp<std::int64_t>(left.count(), 1, idle_ms)));
+      }
       auto first = co_await (*sent)->read_some();
+      if (falling_back) (*sent)->set_read_timeout(idle_ms);
       std::string_view failed;
       if (!first) {
         failed = "failed its stream before the first event";
@@ -2282,12 +2304,18 @@ Task<Gateway::Answered> Gateway::send_with_fallback(const OperationInfo& info,
         failed = "sent an error event where its stream's first event belongs";
       }
       if (!failed.empty()) {
+        out.failure = Status{ErrorKind::kUpstreamFailed,
+                             fmt::format("upstream '{}' {}", p.name, failed)};
+        // Cut short because the client left: no mark against the route, and nobody to
+        // answer.
+        if (bill.client_gone()) break;
+        if (!first && first.status().kind() == ErrorKind::kUpstreamTimeout && cut_by_deadline()) {
+          out.failure = deadline_passed();
+          break;
+        }
         log::warn("upstream stream failed at its start",
                   {{"provider", p.name}, {"what", failed}});
         upstream_failed(r);
-        out.failure = Status{ErrorKind::kUpstreamFailed,
-                             fmt::format("upstream '{}' {}", p.name, failed)};
-        if (bill.client_gone()) break;
         if (!last) stats_->fallback(r.index);
         continue;
       }
@@ -2308,10 +2336,12 @@ Task<Gateway::Answered> Gateway::send_with_fallback(const OperationInfo& info,
     }
     if (route_at_fault(status)) {
       upstream_failed(r);
-    } else {
+    } else if (status == 429 || status / 100 != 2 || (stream && (*sent)->is_event_stream())) {
       if (status == 429) stats_->rate_limited(r.index);
       upstream_answered(r);  // a 429 is the provider's limit, not its health
     }
+    // A whole 2xx answer is judged by its body (answer_whole, count_tokens): garbage under
+    // a 200 is the route's failure, and must not count as its success first.
     // A flex tier refusing in any way (it may not offer flex for this model at all) leaves
     // the standard tier to answer.
     const bool refused = route_at_fault(status) || status == 429 || (flex && status >= 300);
@@ -2365,6 +2395,11 @@ Task<void> Gateway::count_tokens(const OperationInfo& info, const http::Request&
     co_return;
   }
   auto whole = co_await upstream.read_all(kErrorBodyDrainBytesMax);
+  if (upstream.status() / 100 == 2 && !bill.client_gone()) {
+    // Its health, judged by the body (send_with_fallback left a 2xx to this).
+    const bool answered = whole && answer_shape(*whole) == AnswerShape::kObject;
+    if (answered) upstream_answered(*served.route); else upstream_failed(*served.route);
+  }
   if (!whole) {
     co_await send_error(res, info.surface, http_status(whole.status().kind()),
                         whole.status().message());
@@ -2378,6 +2413,8 @@ Task<void> Gateway::answer_whole(http::UpstreamResponse& upstream, Surface surfa
   auto whole = co_await upstream.read_all();
   keep_hold(bill);
   if (!whole) {
+    // A 2xx whose body failed: the route's failure, unless the client's leaving cut it.
+    if (upstream.status() / 100 == 2 && !bill.client_gone()) upstream_failed(*bill.route);
     const unsigned status = http_status(whole.status().kind());
     void_bill(state_->services(), bill, bill.status_for(status));
     co_await send_error(res, surface, status, whole.status().message());
@@ -2389,7 +2426,9 @@ Task<void> Gateway::answer_whole(http::UpstreamResponse& upstream, Surface surfa
                      ? meter::anthropic_usage(whole.value())
                      : meter::openai_usage(whole.value(), bill.embeddings);
     const bool estimated = !usage;
-    if (estimated && answer_shape(whole.value()) != AnswerShape::kObject) {
+    const bool malformed = estimated && answer_shape(whole.value()) != AnswerShape::kObject;
+    if (!malformed) upstream_answered(*bill.route);
+    if (malformed) {
       // An HTML page, a body cut short, an error object under 200: not an answer, and
       // nothing to pay for.
       log::warn("upstream sent a malformed answer", {{"provider", bill.record.provider}});
@@ -2518,8 +2557,9 @@ Task<bool> Gateway::settle(Bill& bill, const meter::Usage& reported, int status)
   };
   const Status committed = co_await link_.commit(work, store::Writer::Isolation::kHandOver);
   if (!committed) {
-    // The charge stands (its row and transfers go with the next batch that commits): stop
-    // billing until an admin has looked at the store. The freeze is recorded there too,
+    // The charge was taken back (UsageBuffer::reverse_unstored; its row goes with the next
+    // batch that commits, as a 503 at no cost): stop billing until an admin has looked at
+    // the store. The freeze is recorded there too,
     // by the next batch that commits, so that a restart does not lift it.
     const std::string reason = fmt::format("the store failed to record a settlement: {}",
                                            committed.message());

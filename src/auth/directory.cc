@@ -125,10 +125,10 @@ Status write_key(store::Database& db, const ApiKey& k, Write how) {
       how == Write::kNew
           ? "INSERT INTO api_keys (id, account_id, name, digest, last4, models, created_ms, "
             "expires_ms, revoked_ms, privacy_tier, routing_weights, tags, replaced_by, rpm, tpm, "
-            "budget_nanos) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            "budget_nanos, holder) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
           : "INSERT INTO api_keys (id, account_id, name, digest, last4, models, created_ms, "
             "expires_ms, revoked_ms, privacy_tier, routing_weights, tags, replaced_by, rpm, tpm, "
-            "budget_nanos) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "budget_nanos, holder) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (id) DO UPDATE SET expires_ms = "
             "excluded.expires_ms, revoked_ms = excluded.revoked_ms, replaced_by = "
             "excluded.replaced_by WHERE api_keys.digest = excluded.digest RETURNING id");
@@ -144,6 +144,7 @@ Status write_key(store::Database& db, const ApiKey& k, Write how) {
   if (k.limits.rpm) st.bind(14, *k.limits.rpm); else st.bind_null(14);
   if (k.limits.tpm) st.bind(15, *k.limits.tpm); else st.bind_null(15);
   if (k.limits.budget) st.bind(16, k.limits.budget->nanos()); else st.bind_null(16);
+  if (k.holder != 0 && k.holder != k.id) st.bind(17, k.holder); else st.bind_null(17);
   return run_write(st, how, fmt::format("key_{}", k.id));
 }
 
@@ -175,8 +176,8 @@ Result<std::unique_ptr<Directory>> Directory::load(store::Database& db) {
   }
   auto keys = db.prepare(
       "SELECT id, account_id, name, digest, last4, models, created_ms, expires_ms, revoked_ms, "
-      "privacy_tier, routing_weights, tags, replaced_by, rpm, tpm, budget_nanos FROM api_keys "
-      "ORDER BY id");
+      "privacy_tier, routing_weights, tags, replaced_by, rpm, tpm, budget_nanos, holder "
+      "FROM api_keys ORDER BY id");
   if (!keys) return keys.status();
   for (;;) {
     auto step = keys->step();
@@ -202,15 +203,13 @@ Result<std::unique_ptr<Directory>> Directory::load(store::Database& db) {
     if (!keys->column_is_null(13)) k.limits.rpm = keys->column_int(13);
     if (!keys->column_is_null(14)) k.limits.tpm = keys->column_int(14);
     if (!keys->column_is_null(15)) k.limits.budget = Money::from_nanos(keys->column_int(15));
+    k.holder = keys->column_is_null(16) ? k.id : keys->column_int(16);
     dir->keys_.emplace(k.id, std::move(k));
   }
   std::lock_guard lock(dir->mu_);
-  // A successor has a higher id than the key it replaced: in id order, every key's holder
-  // is known before its successor's.
   bool budgets = false;
   for (const auto& [id, k] : dir->keys_) {
-    const std::int64_t holder = dir->holder_.try_emplace(id, id).first->second;
-    if (k.replaced_by) dir->holder_[*k.replaced_by] = holder;
+    dir->holder_[id] = k.holder;
     budgets = budgets || k.limits.budget.has_value();
   }
   // What the holders with a budget spent: their usage rows' costs (one scan of the log,
@@ -428,16 +427,22 @@ Result<ApiKey> Directory::rotate_key(store::Database& db, const KeyHasher& hashe
   std::optional<std::int64_t> lifetime_end = old.expires_ms;
   if (old.replaced_by) {
     const ApiKey& successor = keys_.at(*old.replaced_by);
-    if (!successor.revoked_ms) {
+    if (!successor.revoked_ms || successor.replaced_by) {
       // Its expiry is now the grace deadline of that rotation, which a second successor
       // would inherit (and die with): the successor is the key to rotate.
+      // The key to rotate is the newest of the line (that successor's own successor, when
+      // it was rotated in turn).
+      std::int64_t newest = *old.replaced_by;
+      while (keys_.at(newest).replaced_by) newest = *keys_.at(newest).replaced_by;
       return Status{ErrorKind::kConflict,
                     fmt::format("key_{} was rotated already, to key_{}, and stops working at "
                                 "its grace deadline: rotate key_{} instead",
-                                key_id, *old.replaced_by, *old.replaced_by)};
+                                key_id, *old.replaced_by, newest)};
     }
-    // That successor was revoked: this key, still in its grace, is rotated again, and the
-    // new successor takes the revoked one's expiry (this key's own, before that rotation).
+    // That successor was revoked before it was rotated itself (else its expiry is a grace
+    // deadline, and its own successor lives): this key, still in its grace, is rotated
+    // again, and the new successor takes the revoked one's expiry (this key's own, before
+    // that rotation).
     lifetime_end = successor.expires_ms;
   }
   // The old key's end is written first and the new key made last, so that a new key (and
@@ -480,8 +485,9 @@ Result<ApiKey> Directory::create_key_locked(store::Database& db, const KeyHasher
   k.policy = std::move(spec.policy);
   k.tags = std::move(spec.tags);
   k.limits = spec.limits;
+  k.holder = holder.value_or(k.id);
   if (Status s = write_key(db, k, Write::kNew); !s) return s;
-  holder_[k.id] = holder.value_or(k.id);
+  holder_[k.id] = k.holder;
   meter_key(k, Money());  // a successor's holder has its meter already
   keys_.emplace(k.id, k);
   unstored_keys_.insert(k.id);

@@ -63,6 +63,7 @@ struct ApiKey {
   std::vector<std::string> tags;  // matched by routing rules
   std::optional<std::int64_t> replaced_by;  // the key a rotation made in its place
   KeyLimits limits;  // a successor inherits them, and shares its predecessor's meter
+  std::int64_t holder = 0;  // the first key of its rotation line (0: not known yet)
 };
 
 // What a request needs to know about its key, looked up by digest.

@@ -851,7 +851,7 @@ int run_turnpike(int argc, char** argv) {
       if (!account) return account.status();
       if (*account_show) {
         const auto keys = st.directory->keys_of(account->id);
-        return api::account_json(*account, &keys);
+        return api::account_json(*account, &keys, st.directory.get());
       }
       auto balance = st.bank->balance(account->id, now_ms());
       if (!balance) return balance.status();

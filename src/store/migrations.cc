@@ -155,11 +155,13 @@ ALTER TABLE usage_log ADD COLUMN web_searches INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE usage_log ADD COLUMN price_multiplier_e4 INTEGER NOT NULL DEFAULT 10000;
 )sql",
     // 15: a key's own limits (NULL: none): requests and tokens per minute, and a budget
-    // its requests may cost over its life (with its rotation successors').
+    // its requests may cost over its life; and the first key of its rotation line, whose
+    // limits every key of the line shares (NULL: itself).
     R"sql(
 ALTER TABLE api_keys ADD COLUMN rpm INTEGER;
 ALTER TABLE api_keys ADD COLUMN tpm INTEGER;
 ALTER TABLE api_keys ADD COLUMN budget_nanos INTEGER;
+ALTER TABLE api_keys ADD COLUMN holder INTEGER;
 )sql",
 };
 

@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <map>
 #include <string>
 
 #include "integration/harness.h"
@@ -151,6 +152,49 @@ TEST(KeyLimits, AnAnswerPastTheBudgetIsNotDelivered) {
   EXPECT_LE(std::stod(spent), 0.01) << listed.body;
   // A cheap request still fits.
   EXPECT_EQ(chat(stack, key).status, 200);
+}
+
+// A rotation line keeps its spending whole across a restart, even when a successor was
+// revoked and the key rotated again (the line is stored, not inferred from replaced_by).
+TEST(KeyLimits, ALinesSpendingSurvivesARotationRedoneAndARestart) {
+  Stack stack;
+  ASSERT_GT(stack.port, 0) << stack.gateway->log();
+  const std::map<std::string, std::string> admin = {
+      {"authorization", std::string("Bearer ") + kAdminKey}};
+  const std::string first = create_key(stack.port, R"({"budget_usd":"10"})");
+  ASSERT_FALSE(first.empty());
+  const std::string account = string_field(
+      http_request(stack.port, "GET", "/api/balance", {}, {{"authorization", "Bearer " + first}})
+          .body,
+      "account");
+  auto spent = [&] {
+    const auto listed = http_request(stack.port, "GET", "/admin/v1/accounts/" + account, {}, admin);
+    std::string last;  // the newest key's: each key lists the whole line's spending
+    for (std::size_t at = listed.body.find("budget_spent_usd"); at != std::string::npos;
+         at = listed.body.find("budget_spent_usd", at + 1)) {
+      last = string_field(listed.body, "budget_spent_usd", at - 1);
+    }
+    return last;
+  };
+  const auto shown = http_request(stack.port, "GET", "/admin/v1/accounts/" + account, {}, admin);
+  const std::string first_id = string_field(shown.body, "id", shown.body.find(R"("keys")"));
+  EXPECT_EQ(chat(stack, first).status, 200);
+  const auto second = http_request(stack.port, "POST", "/admin/v1/keys/" + first_id + "/rotate",
+                                   R"({"grace_seconds":600})", admin);
+  ASSERT_EQ(second.status, 200) << second.body;
+  EXPECT_EQ(chat(stack, string_field(second.body, "key")).status, 200);
+  ASSERT_EQ(http_request(stack.port, "DELETE", "/admin/v1/keys/" + string_field(second.body, "id"),
+                         {}, admin)
+                .status,
+            204);
+  const auto third = http_request(stack.port, "POST", "/admin/v1/keys/" + first_id + "/rotate",
+                                  R"({"grace_seconds":600})", admin);
+  ASSERT_EQ(third.status, 200) << third.body;
+  EXPECT_EQ(chat(stack, string_field(third.body, "key")).status, 200);
+  const std::string before = spent();
+  ASSERT_FALSE(before.empty());
+  ASSERT_TRUE(stack.restart_gateway());
+  EXPECT_EQ(spent(), before);
 }
 
 // A rotation's successor is the same holder: the grace window does not double its rate.
