@@ -31,7 +31,6 @@ ErrorNames names_for(unsigned status) {
     case 502: return {"upstream_error", "upstream_failed", "api_error"};
     case 503: return {"service_unavailable", "unavailable", "overloaded_error"};
     case 504: return {"timeout_error", "upstream_timeout", "api_error"};
-    case 529: return {"service_unavailable", "overloaded", "overloaded_error"};
     default:
       if (status >= 400 && status < 500) {
         return {"invalid_request_error", "invalid_request", "invalid_request_error"};

@@ -191,12 +191,6 @@ bool route_at_fault(unsigned status) {
   return status >= 500 || status == 401 || status == 403 || status == 404;
 }
 
-// What the client gets for an answer that blames the route: 502, but Anthropic's own 529
-// (overloaded) stays itself for Anthropic's clients, whose SDK knows it.
-unsigned fault_status(unsigned upstream_status, Surface surface) {
-  return upstream_status == 529 && surface == Surface::kAnthropic ? 529 : 502;
-}
-
 // Whether a stream's first piece starts with an error (Anthropic's `error` event, an
 // OpenAI-style `{"error": …}` chunk) before any event of the answer; keep-alives aside.
 bool opens_with_error(std::string_view piece) {
@@ -1438,10 +1432,11 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
     (void)co_await upstream.read_all(kErrorBodyDrainBytesMax);
     log::warn("upstream error status",
               {{"provider", provider.name}, {"status", upstream.status()}});
-    const unsigned status = fault_status(upstream.status(), surface);
-    void_bill(state_->services(), bill, bill.status_for(status));
+    // 502 on both surfaces, Anthropic's 529 (overloaded) too: CONTRACT's status for an
+    // upstream that failed.
+    void_bill(state_->services(), bill, bill.status_for(502));
     for (const Header& h : headers) res.add_header(h.name, h.value);
-    co_await send_error(res, surface, status,
+    co_await send_error(res, surface, 502,
                         fmt::format("upstream '{}' answered HTTP {}", provider.name,
                                     upstream.status()));
     co_return;
@@ -2389,7 +2384,7 @@ Task<void> Gateway::count_tokens(const OperationInfo& info, const http::Request&
   if (route_at_fault(upstream.status())) {
     (void)co_await upstream.read_all(kErrorBodyDrainBytesMax);
     for (const Header& h : headers) res.add_header(h.name, h.value);
-    co_await send_error(res, info.surface, fault_status(upstream.status(), info.surface),
+    co_await send_error(res, info.surface, 502,
                         fmt::format("upstream '{}' answered HTTP {}", provider.name,
                                     upstream.status()));
     co_return;

@@ -182,7 +182,12 @@ void Responder::append_head(unsigned status, std::string_view content_type,
   char code[8];
   head_.append(code, std::to_chars(code, code + sizeof code, status).ptr);
   head_ += ' ';
-  head_ += bhttp::obsolete_reason(static_cast<bhttp::status>(status));
+  // Beast knows no reason for a status outside its table (Anthropic's 529) and would say
+  // "<unknown-status>"; the reason phrase means nothing to clients (RFC 9112 §4).
+  const auto known = bhttp::obsolete_reason(static_cast<bhttp::status>(status));
+  const std::string_view reason =
+      status == 529 ? std::string_view("Overloaded") : std::string_view(known.data(), known.size());
+  head_ += reason.starts_with('<') ? std::string_view() : reason;
   head_ += "\r\n";
   if (!content_type.empty()) {
     head_ += "Content-Type: ";

@@ -102,19 +102,19 @@ TEST(UpstreamFault, TheOperatorsKeyRefusedIsARouteFailure) {
   }
 }
 
-// Anthropic's 529 (overloaded) reaches an Anthropic client as itself, which its SDK knows
-// as OverloadedError, with the provider's retry-after.
-TEST(UpstreamFault, AnthropicsOverloadedStaysOverloaded) {
+// Anthropic's 529 (overloaded) is an upstream failure like any 5xx: 502 in the client's
+// error shape (CONTRACT's status), with the provider's retry-after, which the SDKs honour.
+TEST(UpstreamFault, AnthropicsOverloadedIsAnUpstreamFailure) {
   const FaultStack stack("status:529");
   ASSERT_GT(stack.port, 0) << stack.log();
   const auto res = http_request(
       stack.port, "POST", "/v1/messages",
       R"({"model":"solo_an","max_tokens":10,"messages":[{"role":"user","content":"hi"}]})",
       {{"x-api-key", stack.key}, {"anthropic-version", "2023-06-01"}});
-  EXPECT_EQ(res.status, 529) << res.body;
-  EXPECT_NE(res.body.find(R"("type":"overloaded_error")"), std::string::npos) << res.body;
+  EXPECT_EQ(res.status, 502) << res.body;
+  EXPECT_NE(res.body.find(R"("type":"api_error")"), std::string::npos) << res.body;
+  EXPECT_NE(res.body.find("answered HTTP 529"), std::string::npos) << res.body;
   EXPECT_EQ(res.header("retry-after"), "7");
-  // An OpenAI client has no 529: a 502 as for any other server error.
   EXPECT_EQ(stack.chat("solo").status, 502);
 }
 

@@ -67,6 +67,19 @@ TEST(Responder, AHeldHeadGoesOutWithTheFirstChunkAndTheLastChunkWithTheTerminato
   EXPECT_EQ(got, after_head("9\r\ndata: a\n\n\r\ne\r\ndata: [DONE]\n\n\r\n0\r\n\r\n"));
 }
 
+// A status Beast's table lacks gets a plain reason phrase, never "<unknown-status>".
+TEST(Responder, EveryStatusLineHasAPlainReason) {
+  for (const unsigned status : {529u, 520u, 299u}) {
+    const std::string got = wire(11, [status](Responder& res) -> Task<void> {
+      co_await res.send(status, "application/json", "{}");
+    });
+    EXPECT_EQ(got.find('<'), std::string::npos) << got;
+    if (status == 529) {
+      EXPECT_TRUE(got.starts_with("HTTP/1.1 529 Overloaded\r\n")) << got;
+    }
+  }
+}
+
 TEST(Responder, AStreamWithNothingButItsEndStillSendsItsHead) {
   const std::string got = wire(11, [](Responder& res) -> Task<void> {
     EXPECT_TRUE(co_await res.begin_stream(200, "text/event-stream", {}, false));
