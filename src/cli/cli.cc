@@ -528,7 +528,8 @@ int run_turnpike(int argc, char** argv) {
       ->check(kNotEmpty);
   serve_cmd->add_option("--data-dir", serve_opts.data_dir,
                         "Directory for the embedded store and secrets")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(kNotEmpty);
   serve_cmd->add_option("--threads", serve_opts.threads,
                         "I/O threads; overrides the config (0: one per core)")
       ->check(CLI::Range(0, 256));
@@ -544,7 +545,9 @@ int run_turnpike(int argc, char** argv) {
       "verify",
       "Recompute every balance from the stored transfers and check that they sum to zero, "
       "that no book is below its floor, and that each request's charges match its usage row");
-  verify_cmd->add_option("--data-dir", ledger_data_dir, "Data directory")->capture_default_str();
+  verify_cmd->add_option("--data-dir", ledger_data_dir, "Data directory")
+      ->capture_default_str()
+      ->check(kNotEmpty);
   verify_cmd->add_option("--store", ledger_store, "Store (as in the config's `store`)")
       ->capture_default_str();
   ledger_cmd->require_subcommand(1);
@@ -556,7 +559,9 @@ int run_turnpike(int argc, char** argv) {
   std::string account_config;
   std::string key_models, key_ref, account_tier = "community", key_tier = "community", key_tags;
   auto offline_options = [&](CLI::App* cmd) {
-    cmd->add_option("--data-dir", offline_dir, "Data directory")->capture_default_str();
+    cmd->add_option("--data-dir", offline_dir, "Data directory")
+        ->capture_default_str()
+        ->check(kNotEmpty);
     cmd->add_option("--store", offline_store, "Store (as in the config's `store`)")
         ->capture_default_str();
   };
@@ -697,7 +702,9 @@ int run_turnpike(int argc, char** argv) {
   std::string usage_dir = "./var", usage_store = "sqlite:turnpike.db";
   CLI::App* usage_cmd = app.add_subcommand(
       "usage", "Print a page of the usage log as JSON (read-only; may run beside a gateway)");
-  usage_cmd->add_option("--data-dir", usage_dir, "Data directory")->capture_default_str();
+  usage_cmd->add_option("--data-dir", usage_dir, "Data directory")
+      ->capture_default_str()
+      ->check(kNotEmpty);
   usage_cmd->add_option("--store", usage_store, "Store (as in the config's `store`)")
       ->capture_default_str();
   // GET /api/usage's parameters, by their names there; each is read as given.

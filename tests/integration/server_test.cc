@@ -721,6 +721,16 @@ TEST(Cli, AnOptionGivenEmptyIsRefusedNotLeftOut) {
                 stack.gateway_env);
   EXPECT_EQ(serve.wait_exit(10s), std::optional<int>(2));
   EXPECT_NE(serve.log().find("--listen: must not be empty"), std::string::npos) << serve.log();
+  // A data directory given empty is no data directory, not the file system's root.
+  for (const std::vector<std::string>& args :
+       {std::vector<std::string>{"ledger", "verify", "--data-dir", ""},
+        {"usage", "--data-dir", ""},
+        {"accounts", "list", "--data-dir", ""},
+        {"keys", "list", "--account", id, "--data-dir", ""}}) {
+    const auto [code, out] = cli(args);
+    EXPECT_EQ(code, std::optional<int>(2)) << args[0] << ": " << out;
+    EXPECT_NE(out.find("--data-dir: must not be empty"), std::string::npos) << out;
+  }
 }
 
 // Usage errors exit 2; CONTRACT's subcommands that are not built yet say so.
