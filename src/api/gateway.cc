@@ -2032,6 +2032,11 @@ bool Gateway::cover(Bill& bill, Money needed, Money ahead) {
     bill.over_budget = true;
     return false;
   }
+  // No more headroom from the account than from the budget: what the hold covers is what
+  // a stopped response may be charged.
+  if (const auth::KeyMeter* meter = bill.key.meter(); meter != nullptr && meter->limits().budget) {
+    ahead = std::min(ahead, bill.key.set_aside());
+  }
   if (bill.hold.id == 0) {
     if (needed <= Money()) return true;  // free, and still costing nothing
     // A free route's answer that costs after all (a provider's search fee): held now, as
@@ -2526,11 +2531,16 @@ Task<bool> Gateway::settle(Bill& bill, const meter::Usage& reported, int status)
     if (wanted > Money()) (void)cover(bill, wanted);
     (void)bank->renew(bill.hold, std::numeric_limits<std::int64_t>::max());
   }
-  if ((bill.capped || bill.hold.id == 0) && r.cost > bill.covered) {
-    // Stopped for want of balance: charged what it holds, no more (the tokens stay as
-    // counted, so the row shows what the answer would have cost). Without a hold, nothing
-    // (a free route whose cost never reached cover()).
-    r.cost = bill.covered;
+  // Stopped for want of balance or budget: charged what it holds, and no more than its
+  // key's budget set aside (the tokens stay as counted, so the row shows what the answer
+  // would have cost). Without a hold, nothing (a free route whose cost never reached
+  // cover()).
+  Money chargeable = bill.covered;
+  if (const auth::KeyMeter* meter = bill.key.meter(); meter != nullptr && meter->limits().budget) {
+    chargeable = std::min(chargeable, bill.key.set_aside());
+  }
+  if ((bill.capped || bill.hold.id == 0) && r.cost > chargeable) {
+    r.cost = chargeable;
     r.input_cost = std::min(r.input_cost, r.cost);
   }
   r.output_cost = r.cost - r.input_cost;
@@ -2606,11 +2616,12 @@ Task<void> Gateway::relay_stream(http::UpstreamResponse& upstream, std::string f
   // event in the surface's stream shape (an unfinished event is dropped: glued to the
   // error it would hide it), and the connection is cut without ending the chunked body, so
   // no client can take the stream for complete.
-  auto fail_stream = [&](std::string_view message, unsigned status = 502) -> Task<void> {
+  auto fail_stream = [&](std::string_view message, unsigned status = 502,
+                         std::string_view code = {}) -> Task<void> {
     const meter::Usage usage = bill_usage();  // named: see StoreLink::commit on temporaries
     (void)co_await settle(bill, usage, client_here ? static_cast<int>(status) : 499);
     if (client_here) {
-      const std::string body = error_body(surface, status, message);
+      const std::string body = error_body(surface, status, message, code);
       const std::string event = surface == Surface::kAnthropic
                                     ? fmt::format("event: error\ndata: {}\n\n", body)
                                     : fmt::format("data: {}\n\n", body);
@@ -2666,7 +2677,7 @@ Task<void> Gateway::relay_stream(http::UpstreamResponse& upstream, std::string f
         "{}: the {} does not cover a longer response; it was stopped after {} output tokens",
         bill.over_budget ? "budget exceeded" : "insufficient balance",
         bill.over_budget ? "key's budget" : "account's balance", bill_usage().output_tokens);
-    co_await fail_stream(message, 402);
+    co_await fail_stream(message, 402, bill.over_budget ? "budget_exceeded" : "");
   };
 
   // Whole events only go to the client; `pending` holds the tail of an unfinished one.

@@ -727,11 +727,7 @@ struct CloserStack {
                   "base_url: \"http://127.0.0.1:" + std::to_string(up) + "/v1\" }\n"
                   "models:\n  - name: m\n    routes: [{ provider: closer, input_per_mtok: \"1\", "
                   "output_per_mtok: \"1\" }]\n");
-    gateway = std::make_unique<Process>(
-        bin("turnpike"),
-        std::vector<std::string>{"serve", "--config", config, "--threads", "1", "--data-dir",
-                                 dir.path() + "/var"},
-        std::map<std::string, std::string>{{"TURNPIKE_ADMIN_KEY", kAdminKey}});
+    gateway = start_gateway(dir, config);
     port = gateway->wait_listening();
     if (port > 0) key = create_key(port);
   }
@@ -782,11 +778,7 @@ struct OneSim {
                       "\nproviders:\n  - { name: oa, api: openai, base_url: \"http://127.0.0.1:" +
                       up + "/v1\" }\n  - { name: an, api: anthropic, base_url: "
                       "\"http://127.0.0.1:" + up + "/v1\" }\nmodels:\n" + models_yaml);
-    gateway = std::make_unique<Process>(
-        bin("turnpike"),
-        std::vector<std::string>{"serve", "--config", config, "--threads", "1", "--data-dir",
-                                 dir.path() + "/var"},
-        std::map<std::string, std::string>{{"TURNPIKE_ADMIN_KEY", kAdminKey}});
+    gateway = start_gateway(dir, config);
     port = gateway->wait_listening();
   }
 };

@@ -326,6 +326,15 @@ bool Stack::start_gateway() {
   return gateway->wait_listening() == port;
 }
 
+std::unique_ptr<Process> start_gateway(const TempDir& dir, const std::string& config,
+                                       int threads) {
+  return std::make_unique<Process>(
+      bin("turnpike"),
+      std::vector<std::string>{"serve", "--config", config, "--threads", std::to_string(threads),
+                               "--data-dir", dir.path() + "/var"},
+      std::map<std::string, std::string>{{"TURNPIKE_ADMIN_KEY", kAdminKey}});
+}
+
 std::string create_key(int port, const std::string& body) {
   const std::map<std::string, std::string> admin = {
       {"authorization", std::string("Bearer ") + kAdminKey}};

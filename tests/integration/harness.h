@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -94,6 +95,10 @@ std::string route_entry(const std::string& routes, const std::string& model,
                         const std::string& provider);
 
 inline constexpr const char* kAdminKey = "test-admin-key";
+// `turnpike serve` on `config` with one I/O thread (or `threads`), its data directory
+// under `dir` and the test admin key.
+std::unique_ptr<Process> start_gateway(const TempDir& dir, const std::string& config,
+                                       int threads = 1);
 // Creates an account and an API key through the admin API; returns the key ("" on failure).
 std::string create_key(int port, const std::string& body = "{}");
 

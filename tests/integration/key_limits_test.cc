@@ -6,6 +6,7 @@
 
 #include <map>
 #include <string>
+#include <utility>
 
 #include "integration/harness.h"
 
@@ -17,6 +18,30 @@ constexpr const char* kChat = R"({"model":"gpt-test","max_tokens":10,"messages":
 HttpResponse chat(const Stack& stack, const std::string& key, const std::string& body = kChat) {
   return http_request(stack.port, "POST", "/v1/chat/completions", body,
                       {{"authorization", "Bearer " + key}});
+}
+
+// Chats with `key` until one is refused (at most 10 tries); how many were served, and the
+// last answer.
+std::pair<int, HttpResponse> chat_until_refused(const Stack& stack, const std::string& key) {
+  int served = 0;
+  HttpResponse last;
+  for (int i = 0; i < 10; ++i) {
+    last = chat(stack, key);
+    if (last.status != 200) break;
+    ++served;
+  }
+  return {served, last};
+}
+
+// The admin listing of the account `key` belongs to.
+std::string account_listing(const Stack& stack, const std::string& key) {
+  const std::string account = string_field(
+      http_request(stack.port, "GET", "/api/balance", {}, {{"authorization", "Bearer " + key}})
+          .body,
+      "account");
+  return http_request(stack.port, "GET", "/admin/v1/accounts/" + account, {},
+                      {{"authorization", std::string("Bearer ") + kAdminKey}})
+      .body;
 }
 
 TEST(KeyLimits, RequestsPerMinuteAreLimitedOnBothSurfaces) {
@@ -60,13 +85,7 @@ TEST(KeyLimits, TokensPerMinuteCountWhatRequestsUse) {
   EXPECT_EQ(never.header("retry-after"), "");
   // The sim answers 10 output tokens and counts a quarter of the prompt as input: a few
   // requests use the minute's 60 tokens, and the next waits.
-  int served = 0;
-  HttpResponse last;
-  for (int i = 0; i < 10; ++i) {
-    last = chat(stack, key);
-    if (last.status != 200) break;
-    ++served;
-  }
+  const auto [served, last] = chat_until_refused(stack, key);
   EXPECT_GE(served, 2);
   EXPECT_LE(served, 5);
   EXPECT_EQ(last.status, 429) << last.body;
@@ -79,13 +98,7 @@ TEST(KeyLimits, ABudgetIsNeverPassedAndOutlivesARestart) {
   ASSERT_GT(stack.port, 0) << stack.gateway->log();
   const std::string key = create_key(stack.port, R"({"budget_usd":"0.00002"})");
   ASSERT_FALSE(key.empty());
-  int served = 0;
-  HttpResponse last;
-  for (int i = 0; i < 10; ++i) {
-    last = chat(stack, key);
-    if (last.status != 200) break;
-    ++served;
-  }
+  const auto [served, last] = chat_until_refused(stack, key);
   EXPECT_GE(served, 1);
   EXPECT_EQ(last.status, 402) << last.body;
   EXPECT_NE(last.body.find(R"("code":"budget_exceeded")"), std::string::npos) << last.body;
@@ -105,15 +118,10 @@ TEST(KeyLimits, ABudgetIsNeverPassedAndOutlivesARestart) {
   // The spending is the usage log's: a restart keeps it, and the key stays refused.
   ASSERT_TRUE(stack.restart_gateway());
   EXPECT_EQ(chat(stack, key).status, 402);
-  const auto account = string_field(
-      http_request(stack.port, "GET", "/api/balance", {}, {{"authorization", "Bearer " + key}})
-          .body,
-      "account");
-  const auto listed = http_request(stack.port, "GET", "/admin/v1/accounts/" + account, {},
-                                   {{"authorization", std::string("Bearer ") + kAdminKey}});
-  const std::string spent = string_field(listed.body, "budget_spent_usd");
-  ASSERT_FALSE(spent.empty()) << listed.body;
-  EXPECT_EQ(std::llround(std::stod(spent) * 1e9), nanos) << listed.body;
+  const std::string listed = account_listing(stack, key);
+  const std::string spent = string_field(listed, "budget_spent_usd");
+  ASSERT_FALSE(spent.empty()) << listed;
+  EXPECT_EQ(std::llround(std::stod(spent) * 1e9), nanos) << listed;
 }
 
 // An answer that costs more than its hold (the provider counted far more input than the
@@ -141,17 +149,34 @@ TEST(KeyLimits, AnAnswerPastTheBudgetIsNotDelivered) {
   const std::size_t first = rows.body.find(R"("status":402)");
   ASSERT_NE(first, std::string::npos) << rows.body;
   EXPECT_NE(rows.body.find(R"("status":402)", first + 1), std::string::npos) << rows.body;
-  const std::string account = string_field(
-      http_request(stack.port, "GET", "/api/balance", {}, {{"authorization", "Bearer " + key}})
-          .body,
-      "account");
-  const auto listed = http_request(stack.port, "GET", "/admin/v1/accounts/" + account, {},
-                                   {{"authorization", std::string("Bearer ") + kAdminKey}});
-  const std::string spent = string_field(listed.body, "budget_spent_usd");
-  ASSERT_FALSE(spent.empty()) << listed.body;
-  EXPECT_LE(std::stod(spent), 0.01) << listed.body;
+  const std::string listed = account_listing(stack, key);
+  const std::string spent = string_field(listed, "budget_spent_usd");
+  ASSERT_FALSE(spent.empty()) << listed;
+  EXPECT_LE(std::stod(spent), 0.01) << listed;
   // A cheap request still fits.
   EXPECT_EQ(chat(stack, key).status, 200);
+}
+
+// A stream whose reported input passes its hold asks the budget for more as it runs; the
+// account's headroom is no wider than the budget's, so a stream stopped at the budget is
+// charged within it.
+TEST(KeyLimits, AStreamStoppedAtTheBudgetIsChargedWithinIt) {
+  Stack stack;
+  ASSERT_GT(stack.port, 0) << stack.gateway->log();
+  const std::string key = create_key(stack.port, R"({"budget_usd":"0.001"})");
+  ASSERT_FALSE(key.empty());
+  // 300 input tokens at 3 USD per million and 10 output at 15: 0.00105 USD in all.
+  const auto res = http_request(
+      stack.port, "POST", "/v1/messages",
+      R"({"model":"claude-test","max_tokens":10,"stream":true,)"
+      R"("messages":[{"role":"user","content":"hi"}],"sim":{"input_tokens":300}})",
+      {{"x-api-key", key}, {"anthropic-version", "2023-06-01"}});
+  EXPECT_EQ(res.status, 0) << res.body;  // stopped: the stream never ends
+  const std::string listed = account_listing(stack, key);
+  const std::string spent = string_field(listed, "budget_spent_usd");
+  ASSERT_FALSE(spent.empty()) << listed;
+  EXPECT_GT(std::stod(spent), 0.0) << listed;
+  EXPECT_LE(std::llround(std::stod(spent) * 1e9), 1'000'000) << listed;
 }
 
 // A rotation line keeps its spending whole across a restart, even when a successor was

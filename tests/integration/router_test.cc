@@ -104,11 +104,7 @@ struct ThreeUpstreams {
       << "  - name: embedder\n    kind: embeddings\n    quality: 0.95\n    routes:\n"
       << "      - { provider: cheap, input_per_mtok: \"0.01\", output_per_mtok: \"0\" }\n";
     const std::string config = dir.write("turnpike.yaml", y.str());
-    gateway = std::make_unique<Process>(
-        bin("turnpike"),
-        std::vector<std::string>{"serve", "--config", config, "--threads", "1", "--data-dir",
-                                 dir.path() + "/var"},
-        std::map<std::string, std::string>{{"TURNPIKE_ADMIN_KEY", kAdminKey}});
+    gateway = start_gateway(dir, config);
     port = gateway->wait_listening();
     if (port > 0) key = create_key(port);
   }
@@ -914,11 +910,7 @@ struct FlexUpstreams {
         << "flex_input_per_mtok: \"1\", flex_output_per_mtok: \"2\" }\n";
     }
     const std::string config = dir.write("turnpike.yaml", y.str());
-    gateway = std::make_unique<Process>(
-        bin("turnpike"),
-        std::vector<std::string>{"serve", "--config", config, "--threads", "1", "--data-dir",
-                                 dir.path() + "/var"},
-        std::map<std::string, std::string>{{"TURNPIKE_ADMIN_KEY", kAdminKey}});
+    gateway = start_gateway(dir, config);
     port = gateway->wait_listening();
     if (port > 0) key = create_key(port);
   }

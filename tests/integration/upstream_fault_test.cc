@@ -49,11 +49,7 @@ struct FaultStack {
         "output_per_mtok: \"1\" }]\n"
         "  - name: solo_an\n    routes: [{ provider: faulty_an, input_per_mtok: \"1\", "
         "output_per_mtok: \"1\" }]\n");
-    gateway = std::make_unique<Process>(
-        bin("turnpike"),
-        std::vector<std::string>{"serve", "--config", config, "--threads", "1", "--data-dir",
-                                 dir.path() + "/var"},
-        std::map<std::string, std::string>{{"TURNPIKE_ADMIN_KEY", kAdminKey}});
+    gateway = start_gateway(dir, config);
     port = gateway->wait_listening();
     if (port > 0) key = create_key(port);
   }
