@@ -2215,6 +2215,8 @@ Task<Gateway::Answered> Gateway::send_with_fallback(const OperationInfo& info,
 
     http::UpstreamTimeouts timeouts = state_->config().upstream;
     timeouts.cutoff = bill.cutoff;
+    // A whole answer's headers come with its end.
+    if (!stream) timeouts.first_byte_timeout_ms = timeouts.answer_timeout_ms;
     if (flex) {
       // The flex tier has start_within to answer, retries on a fresh connection included.
       timeouts.first_byte_timeout_ms = static_cast<std::uint32_t>(flex_ms);

@@ -22,6 +22,10 @@ inline constexpr int kIoSpinMicros = 50;  // an I/O thread polls this long befor
 // Upstream side (client and pools).
 inline constexpr std::uint32_t kUpstreamConnectTimeoutMs = 5'000;
 inline constexpr std::uint32_t kUpstreamFirstByteTimeoutMs = 60'000;  // request sent → headers
+// A whole (non-stream) answer's headers come with its end: as long as both SDKs wait by
+// default (10 minutes), so a long generation is not cut off, then run again by the SDK's
+// retry.
+inline constexpr std::uint32_t kUpstreamAnswerTimeoutMs = 600'000;
 inline constexpr std::uint32_t kUpstreamIdleTimeoutMs = 60'000;       // between body reads
 inline constexpr std::size_t kUpstreamIdleConnectionsMax = 512;       // per thread, per provider
 inline constexpr std::uint32_t kUpstreamPooledIdleMs = 30'000;        // drop older idle ones

@@ -37,6 +37,8 @@ struct UpstreamTimeouts {
   std::uint32_t connect_timeout_ms = limits::kUpstreamConnectTimeoutMs;
   std::uint32_t first_byte_timeout_ms = limits::kUpstreamFirstByteTimeoutMs;
   std::uint32_t idle_timeout_ms = limits::kUpstreamIdleTimeoutMs;
+  // The first-byte timeout of a request for a whole (non-stream) answer (the caller picks).
+  std::uint32_t answer_timeout_ms = limits::kUpstreamAnswerTimeoutMs;
   // When set, connecting and waiting for the response head (retries included) end by then
   // whatever their own timeouts allow: a fallback attempt within the fallback deadline.
   std::optional<std::chrono::steady_clock::time_point> head_by;

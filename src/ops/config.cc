@@ -550,13 +550,15 @@ void parse_limits(const Reader& r, const YAML::Node& root, Config& c) {
 void parse_upstream(const Reader& r, const YAML::Node& root, Config& c) {
   const YAML::Node n = root["upstream"];
   if (!n.IsDefined() || n.IsNull()) return;
-  r.check_keys(n, "upstream", {"connect_timeout_ms", "first_byte_timeout_ms", "idle_timeout_ms",
-                               "idle_connections_max"});
+  r.check_keys(n, "upstream", {"connect_timeout_ms", "first_byte_timeout_ms",
+                               "answer_timeout_ms", "idle_timeout_ms", "idle_connections_max"});
   auto& u = c.upstream;
   u.connect_timeout_ms = static_cast<std::uint32_t>(
       r.integer(n, "connect_timeout_ms", "upstream", u.connect_timeout_ms, 1, kHour));
   u.first_byte_timeout_ms = static_cast<std::uint32_t>(
       r.integer(n, "first_byte_timeout_ms", "upstream", u.first_byte_timeout_ms, 1, kHour));
+  u.answer_timeout_ms = static_cast<std::uint32_t>(
+      r.integer(n, "answer_timeout_ms", "upstream", u.answer_timeout_ms, 1, kHour));
   u.idle_timeout_ms = static_cast<std::uint32_t>(
       r.integer(n, "idle_timeout_ms", "upstream", u.idle_timeout_ms, 1, kHour));
   c.upstream_idle_connections_max = r.integer(n, "idle_connections_max", "upstream",
@@ -879,12 +881,14 @@ Result<Config> parse_config(std::string_view yaml, std::string_view source) {
              fmt::format("must be above {} ({} ms), got {}{}: raise it or lower those", bound, ms,
                          c.billing.hold_timeout_ms, hold_set ? "" : " (the default)"));
     };
-    if (const std::uint64_t wait = std::uint64_t{c.upstream.connect_timeout_ms} +
-                                   c.upstream.first_byte_timeout_ms + c.fallback_deadline_ms;
+    if (const std::uint64_t wait =
+            std::uint64_t{c.upstream.connect_timeout_ms} +
+            std::max(c.upstream.first_byte_timeout_ms, c.upstream.answer_timeout_ms) +
+            c.fallback_deadline_ms;
         c.billing.hold_timeout_ms <= wait) {
       hold_too_short(upstream.IsDefined() ? upstream : root["routing"],
-                     "upstream.connect_timeout_ms + upstream.first_byte_timeout_ms + "
-                     "routing.fallback_deadline_ms",
+                     "upstream.connect_timeout_ms + the longer of upstream.first_byte_timeout_ms "
+                     "and upstream.answer_timeout_ms + routing.fallback_deadline_ms",
                      wait);
     }
     if (const std::uint64_t pause = std::uint64_t{c.upstream.idle_timeout_ms} * 2;

@@ -850,7 +850,8 @@ TEST(Billing, AHoldDoesNotLapseWhileItsSettlementWaitsForTheStore) {
   // Trial credit only: a charge taken without its hold would overdraw paid.
   Stack stack("billing: { trial_usd: \"0.01\", hold_timeout_ms: 1500 }\n"
               "upstream: { connect_timeout_ms: 200, first_byte_timeout_ms: 500, "
-              "idle_timeout_ms: 500 }\nrouting: { fallback_deadline_ms: 500 }");
+              "answer_timeout_ms: 500, idle_timeout_ms: 500 }\n"
+              "routing: { fallback_deadline_ms: 500 }");
   ASSERT_GT(stack.port, 0) << stack.gateway->log();
   const std::string key = funded_key(stack.port, "");
   auto db = store::open_sqlite(stack.dir.path() + "/var/turnpike.db");
@@ -1279,7 +1280,8 @@ TEST(Billing, AStopThatCannotStoreWhatWaitsSaysSo) {
 TEST(Billing, ALongStreamKeepsItsHoldUntilItIsSettled) {
   Stack stack(
       "billing: { hold_timeout_ms: 2000 }\nupstream: { connect_timeout_ms: 200, "
-      "first_byte_timeout_ms: 500, idle_timeout_ms: 900 }\nrouting: { fallback_deadline_ms: 200 }");
+      "first_byte_timeout_ms: 500, answer_timeout_ms: 500, idle_timeout_ms: 900 }\n"
+      "routing: { fallback_deadline_ms: 200 }");
   ASSERT_GT(stack.port, 0);
   const Money before = available(stack.port, stack.key);
   HttpResponse res;

@@ -912,14 +912,23 @@ TEST(Credits, AdminCreditsAreExactIdempotentAndDurable) {
             first.body);
 }
 
+// A stream's headers have first_byte_timeout_ms to come; a whole answer's, which come with
+// its end, answer_timeout_ms.
 TEST(GatewayTimeouts, UpstreamFirstByteTimeoutIs504) {
-  Stack stack("upstream: { first_byte_timeout_ms: 300 }");
+  Stack stack("upstream: { first_byte_timeout_ms: 300, answer_timeout_ms: 1500 }");
   ASSERT_GT(stack.port, 0) << stack.gateway->log();
-  const auto res = http_request(stack.port, "POST", "/v1/chat/completions",
-                                R"({"model":"gpt-test","messages":[],"sim":{"latency_ms":3000}})",
-                                stack.auth());
-  EXPECT_EQ(res.status, 504) << res.body;
-  EXPECT_NE(res.body.find("timeout_error"), std::string::npos);
+  const auto late = http_request(stack.port, "POST", "/v1/chat/completions",
+                                 R"({"model":"gpt-test","messages":[],"sim":{"latency_ms":3000}})",
+                                 stack.auth());
+  EXPECT_EQ(late.status, 504) << late.body;
+  EXPECT_NE(late.body.find("timeout_error"), std::string::npos);
+  const std::string slow = R"({"model":"gpt-test","messages":[],"sim":{"latency_ms":800})";
+  EXPECT_EQ(http_request(stack.port, "POST", "/v1/chat/completions", slow + "}", stack.auth())
+                .status,
+            200);
+  const auto stream = http_request(stack.port, "POST", "/v1/chat/completions",
+                                   slow + R"(,"stream":true})", stack.auth());
+  EXPECT_EQ(stream.status, 504) << stream.body;
 }
 
 TEST(GatewayUpstream, StalePooledConnectionIsRetriedTransparently) {

@@ -818,6 +818,7 @@ TEST(Router, SighupReloadsTheHoldTimeoutWithTheUpstreamWaits) {
   auto config = [&](int first_byte_ms, int hold_ms) {
     return "listen: \"127.0.0.1:0\"\nrouting: { fallback_deadline_ms: 100 }\n"
            "upstream: { connect_timeout_ms: 100, idle_timeout_ms: 400, first_byte_timeout_ms: " +
+           std::to_string(first_byte_ms) + ", answer_timeout_ms: " +
            std::to_string(first_byte_ms) + " }\nbilling: { hold_timeout_ms: " +
            std::to_string(hold_ms) + " }\nproviders:\n  - { name: slow, base_url: "
            "\"http://127.0.0.1:" + std::to_string(slow_port) + "/v1\" }\nmodels:\n"

@@ -26,6 +26,8 @@ TEST(Config, MinimalConfigGetsDocumentedDefaults) {
   EXPECT_EQ(c->store, "sqlite:turnpike.db");
   EXPECT_EQ(c->server.body_bytes_max, 32u * 1024 * 1024);
   EXPECT_EQ(c->upstream.connect_timeout_ms, 5000u);
+  EXPECT_EQ(c->upstream.first_byte_timeout_ms, 60'000u);
+  EXPECT_EQ(c->upstream.answer_timeout_ms, 600'000u);  // as long as the SDKs wait
   EXPECT_EQ(c->upstream_idle_connections_max, 512u);
   EXPECT_DOUBLE_EQ(c->weights.quality, 0.4);
   EXPECT_EQ(c->breaker.failures, 5u);
