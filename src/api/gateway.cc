@@ -608,13 +608,15 @@ constexpr std::int64_t kToolPromptTokensMax = 1000;
 // reference and what server tools fetch are not counted: what they add is charged as a
 // shortfall over the hold.)
 std::int64_t input_tokens_max(const RequestBody& body) {
-  return static_cast<std::int64_t>(body.text.size()) +
-         (body.has_tools ? kToolPromptTokensMax : 0);
+  return static_cast<std::int64_t>(body.text.size() - body.media_bytes) +
+         body.media_tokens_max + (body.has_tools ? kToolPromptTokensMax : 0);
 }
 
-// A typical count rather than a bound, used only when the upstream reports no usage.
-std::int64_t input_tokens_estimate(std::string_view body) {
-  return static_cast<std::int64_t>((body.size() + 3) / 4);
+// A typical count rather than a bound: the text a quarter of its bytes, base64 payloads as
+// RequestBody counts them (an image is no 4 bytes a token).
+std::int64_t input_tokens_estimate(const RequestBody& body) {
+  return static_cast<std::int64_t>((body.text.size() - body.media_bytes + 3) / 4) +
+         body.media_tokens;
 }
 
 // What `usage` costs without its output tokens.
@@ -1462,7 +1464,7 @@ std::optional<Refusal> Gateway::plan_request(Operation op, const OperationInfo& 
     return refused;
   }
   plan.stream = body.stream && op != Operation::kEmbeddings;
-  plan.input_estimate = input_tokens_estimate(req.body());
+  plan.input_estimate = input_tokens_estimate(body);
   const std::vector<const catalog::Model*> models =
       models_for(op, body, grant, plan.input_estimate);
   if (auto refused = refuse_model(op, body, grant, models, plan.input_estimate)) return refused;
@@ -1525,8 +1527,10 @@ std::optional<Refusal> Gateway::refuse_model(Operation op, const RequestBody& bo
                    "model_not_supported"};
   }
   // Checked against the typical estimate, not the upper bound: a long prompt should not be
-  // refused on a guess four times its size. ("auto" only offers models it fits.)
-  if (input_estimate > static_cast<std::int64_t>(model.context_tokens)) {
+  // refused on a guess four times its size. ("auto" only offers models it fits.) Not an
+  // embeddings batch: its limit is each input's, which the provider checks.
+  if (op != Operation::kEmbeddings &&
+      input_estimate > static_cast<std::int64_t>(model.context_tokens)) {
     return Refusal{400,
                    fmt::format("this request is about {} tokens; model '{}' takes at most {}",
                                input_estimate, model.name, model.context_tokens),
@@ -1718,7 +1722,7 @@ Task<void> Gateway::explain(http::Request& req, Responder& res) {
   }
   const router::Rule* rule = match_rule(body, *grant, options);
   const router::Weights& weights = options.weights;
-  const std::int64_t input_tokens = input_tokens_estimate(req.body());
+  const std::int64_t input_tokens = input_tokens_estimate(body);
   const std::vector<const catalog::Model*> models =
       models_for(Operation::kChat, body, *grant, input_tokens);
   if (const auto refused = refuse_model(Operation::kChat, body, *grant, models, input_tokens)) {
@@ -1981,7 +1985,8 @@ std::vector<const catalog::Model*> Gateway::models_for(Operation op, const Reque
       if (m.kind == kind && std::any_of(m.routes.begin(), m.routes.end(), on_api) &&
           grant.may_use(m.name) &&
           m.quality >= state_->config().auto_quality_floor &&
-          input_tokens <= static_cast<std::int64_t>(m.context_tokens)) {
+          (op == Operation::kEmbeddings ||
+           input_tokens <= static_cast<std::int64_t>(m.context_tokens))) {
         models.push_back(&m);
       }
     }

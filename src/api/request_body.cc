@@ -98,6 +98,54 @@ bool has_audio(simdjson::dom::element messages) {
   return false;
 }
 
+bool is_base64(std::string_view s) {
+  return std::all_of(s.begin(), s.end(), [](char c) {
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+           c == '+' || c == '/' || c == '=' || c == '-' || c == '_';
+  });
+}
+
+// Adds the base64 payloads under `e` to the body's media counts: an image (a data URL of an
+// image, or a payload beside a "media_type" of one) as kImageTokens, kImageTokensMax at
+// most; anything else (a document, audio) by its size. Bounded in depth, as the parser is.
+void find_media(simdjson::dom::element e, RequestBody& body, int depth = 0) {
+  if (depth > 64) return;
+  simdjson::dom::array array;
+  if (!e.get_array().get(array)) {
+    for (simdjson::dom::element item : array) find_media(item, body, depth + 1);
+    return;
+  }
+  simdjson::dom::object object;
+  if (e.get_object().get(object)) return;
+  for (auto [key, value] : object) {
+    std::string_view s;
+    if ((key != "data" && key != "url" && key != "file_data") || value.get_string().get(s) ||
+        s.size() < kMediaBytesMin) {
+      if (value.is_array() || value.is_object()) find_media(value, body, depth + 1);
+      continue;
+    }
+    std::string_view payload = s;
+    bool image = false;
+    if (s.starts_with("data:")) {
+      const std::size_t comma = s.find(',');
+      if (comma == std::string_view::npos) continue;
+      image = s.substr(5).starts_with("image/");
+      payload = s.substr(comma + 1);
+    } else if (key == "data") {
+      std::string_view media_type;
+      image = !object["media_type"].get_string().get(media_type) &&
+              media_type.starts_with("image/");
+    } else {
+      continue;  // a plain URL, or file data that is not a data URL
+    }
+    if (!is_base64(payload)) continue;
+    body.media_bytes += s.size();
+    const auto by_size = static_cast<std::int64_t>(payload.size()) / kMediaBytesPerToken;
+    body.media_tokens += image ? kImageTokens : by_size;
+    body.media_tokens_max += image ? std::min(by_size, kImageTokensMax) : by_size;
+  }
+}
+
 // The searches a `tools` list may run on the provider's side: each web_search tool's
 // max_uses, or kWebSearchesHeld without one. (A malformed list is the upstream's to refuse.)
 std::int64_t web_searches_max(simdjson::dom::element tools) {
@@ -250,6 +298,7 @@ Result<RequestBody> parse_request_body(std::string_view text) {
     }
   }
   body.wants_audio |= messages && has_audio(*messages);
+  if (messages && text.size() >= kMediaScanFromBytes) find_media(*messages, body);
   body.web_searches_max += body.web_search_options ? 1 : 0;
   body.text = text;
   return body;

@@ -61,11 +61,31 @@ struct RequestBody {
   // The most server-side web searches the request may run (Anthropic's web_search tool: its
   // max_uses, else kWebSearchesHeld; one for web_search_options), for the hold.
   std::int64_t web_searches_max = 0;
+  // Base64 payloads in the messages (images, documents, audio: see find_media), which are
+  // not text and are counted apart: their bytes, and the input tokens they are taken to
+  // be, typically and at most. Looked for only in bodies of kMediaScanFromBytes or more.
+  std::size_t media_bytes = 0;
+  std::int64_t media_tokens = 0;
+  std::int64_t media_tokens_max = 0;
 
   bool has_options() const {
     return !privacy_tier.empty() || !start_within.empty() || !service_tier.empty();
   }
 };
+
+// A body smaller than this holds no payload worth counting apart (at most a quarter of it
+// in tokens would be misjudged).
+inline constexpr std::size_t kMediaScanFromBytes = 4096;
+// A base64 payload: a string of at least this many bytes under "data", "url" or
+// "file_data", all of it base64 (after a data URL's "...;base64," prefix).
+inline constexpr std::size_t kMediaBytesMin = 1024;
+// An image is typically ~1,600 input tokens (Anthropic scales one down to about 1.15
+// megapixels; OpenAI's high detail tiles cost about as much) and at most 6,400 here.
+inline constexpr std::int64_t kImageTokens = 1600;
+inline constexpr std::int64_t kImageTokensMax = 6400;
+// Other payloads (a PDF, audio) by size: a token per 64 bytes of base64, about what a PDF
+// page costs.
+inline constexpr std::int64_t kMediaBytesPerToken = 64;
 
 // Parses and validates `body` (UTF-8 JSON object). Errors (kInvalidRequest) say what is
 // wrong without quoting the body.

@@ -582,6 +582,27 @@ TEST_F(GatewayTest, AKeyWhoseSuccessorWasRevokedCanBeRotatedAgain) {
   EXPECT_EQ(string_field(listed.body, "expires_at", entry), lifetime_end) << listed.body;
 }
 
+// A large image is no 200,000 tokens of text: it is not refused as longer than the
+// model's context, nor held as if it were. An embeddings batch longer than one input's
+// limit is the provider's to judge, input by input.
+TEST_F(GatewayTest, ImagesAndEmbeddingBatchesAreNotTakenForLongText) {
+  std::string image = R"({"model":"claude-test","max_tokens":10,"messages":[{"role":"user",)"
+                      R"("content":[{"type":"image","source":{"type":"base64",)"
+                      R"("media_type":"image/jpeg","data":")";
+  image.append(800 * 1024, 'Q').append(R"("}},{"type":"text","text":"what is this?"}]}]})");
+  const auto seen = post("/v1/messages", image,
+                         std::map<std::string, std::string>{
+                             {"x-api-key", stack_->key}, {"anthropic-version", "2023-06-01"}});
+  EXPECT_EQ(seen.status, 200) << seen.body.substr(0, 300);
+  std::string batch = R"({"model":"embed-test","input":[)";
+  for (int i = 0; i < 400; ++i) {
+    batch.append(i == 0 ? "\"" : ",\"").append(2000, 'w').append("\"");
+  }
+  batch.append("]}");
+  const auto embedded = post("/v1/embeddings", batch);
+  EXPECT_EQ(embedded.status, 200) << embedded.body.substr(0, 300);
+}
+
 TEST_F(GatewayTest, WrongSurfaceForModelIsAClearError) {
   expect_openai_error(post("/v1/chat/completions", R"({"model":"claude-test","messages":[]})"), 400,
                       "invalid_request_error");

@@ -240,3 +240,51 @@ TEST(RequestBody, EmptyObject) {
 
 }  // namespace
 }  // namespace tp::api
+
+namespace tp::api {
+namespace {
+
+// Base64 payloads are no text: an image counts as kImageTokens (kImageTokensMax at most),
+// a document by its size, and neither by its bytes as text would.
+TEST(RequestBody, Base64PayloadsAreCountedApartFromText) {
+  const std::string image(800 * 1024, 'A');
+  const std::string pdf(64 * 1000, 'B');
+  const std::string body =
+      R"({"model":"m","messages":[{"role":"user","content":[)"
+      R"({"type":"image","source":{"type":"base64","media_type":"image/jpeg","data":")" + image +
+      R"("}},{"type":"image_url","image_url":{"url":"data:image/png;base64,)" + image +
+      R"("}},{"type":"document","source":{"type":"base64","media_type":"application/pdf",)"
+      R"("data":")" + pdf + R"("}},{"type":"text","text":"what are these?"}]}]})";
+  auto b = parse_request_body(body);
+  ASSERT_TRUE(b) << b.status().message();
+  EXPECT_EQ(b->media_bytes, 2 * image.size() + std::string_view("data:image/png;base64,").size() +
+                                pdf.size());
+  EXPECT_EQ(b->media_tokens, 2 * kImageTokens + 1000);
+  EXPECT_EQ(b->media_tokens_max, 2 * kImageTokensMax + 1000);
+}
+
+TEST(RequestBody, TextIsNeverTakenForAPayload) {
+  // Long, but not base64 (spaces), under a key a payload could have; and a plain URL.
+  std::string body =
+      R"({"model":"m","messages":[{"role":"user","content":[{"type":"tool_result","content":)"
+      R"([{"type":"text","text":"x"}],"data":"a)";
+  body.append(5000, ' ').append(R"("},{"type":"image_url","image_url":)")
+      .append(R"({"url":"https://example.com/)")
+      .append(2000, 'a')
+      .append(R"("}}]}]})");
+  auto b = parse_request_body(body);
+  ASSERT_TRUE(b) << b.status().message();
+  EXPECT_EQ(b->media_bytes, 0u);
+  // A small body is not looked through at all.
+  // (Appended: GCC 12 warns falsely on a literal + std::string(n, c).)
+  std::string small_body =
+      R"({"model":"m","messages":[{"role":"user","content":[{"type":"image","source":)"
+      R"({"type":"base64","media_type":"image/png","data":")";
+  small_body.append(2000, 'A').append(R"("}}]}]})");
+  auto small = parse_request_body(small_body);
+  ASSERT_TRUE(small);
+  EXPECT_EQ(small->media_bytes, 0u);
+}
+
+}  // namespace
+}  // namespace tp::api
