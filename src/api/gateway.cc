@@ -1021,6 +1021,18 @@ std::string Gateway::readiness_json(unsigned& status) const {
 
 namespace {
 
+// Whether a models call shows `m`: only what the key may ask for, and to the Anthropic SDK
+// only what its Messages API can be sent (a chat model with a route on Anthropic's API).
+bool listed(const catalog::Model& m, const auth::KeyGrant& grant, Surface surface,
+            const catalog::Catalog& catalog) {
+  if (!grant.may_use(m.name)) return false;
+  if (surface == Surface::kOpenAI) return true;
+  return m.kind == catalog::ModelKind::kChat &&
+         std::any_of(m.routes.begin(), m.routes.end(), [&](const catalog::Route& r) {
+           return catalog.provider(r).api == Api::kAnthropic;
+         });
+}
+
 // The API whose shapes a models call answers in: the Anthropic SDK always sends
 // `anthropic-version`.
 Surface models_surface(const http::Request& req) {
@@ -1061,7 +1073,7 @@ Task<void> Gateway::list_models(http::Request& req, Responder& res) {
   else w.begin_object();
   w.key("data").begin_array();
   for (const catalog::Model& m : state_->catalog().models()) {
-    if (!grant->may_use(m.name)) continue;  // only what this key may ask for
+    if (!listed(m, *grant, surface, state_->catalog())) continue;
     write_model(w, m, surface, state_->models_created());
     if (first == nullptr) first = &m;
     last = &m;
@@ -1085,7 +1097,7 @@ Task<void> Gateway::retrieve_model(std::string_view id, http::Request& req, Resp
   const bool decoded = http::percent_decode(id, name, /*plus_is_space=*/false);
   if (!decoded) name = id;  // quoted as sent
   const catalog::Model* model = decoded ? state_->catalog().find_model(name) : nullptr;
-  if (model == nullptr || !grant->may_use(model->name)) {
+  if (model == nullptr || !listed(*model, *grant, surface, state_->catalog())) {
     // A model the key may not use is not shown to exist, as in the list.
     co_await send_error(res, surface, 404,
                         fmt::format("model '{}' does not exist", json::utf8_prefix(name, 100)),
