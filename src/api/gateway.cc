@@ -2120,8 +2120,14 @@ std::optional<Refusal> Gateway::take_hold(Bill& bill, std::span<const Ranked> ro
   const bool caches =
       writes_cost_more && body.text.find("\"cache_control\"") != std::string_view::npos;
   const std::int64_t input_max_tokens = input_tokens_max(body);
+  std::int64_t input_held = 0;  // the input the hold assumes, on the route assuming most
   for (const Ranked& ranked : routes) {
-    const catalog::Prices p = catalog::for_input(ranked.prices(), input_max_tokens);
+    // No provider takes more input than the model's context (more is refused, at no
+    // cost): a bound past it holds nothing real.
+    const std::int64_t input_tokens =
+        std::min<std::int64_t>(input_max_tokens, ranked.model->context_tokens);
+    input_held = std::max(input_held, input_tokens);
+    const catalog::Prices p = catalog::for_input(ranked.prices(), input_tokens);
     PricePerMtok input_max = std::max(p.input, p.cached_input);
     if (caches) input_max = std::max({input_max, p.cache_write, p.cache_write_1h});
     PricePerMtok output_max = p.output;
@@ -2129,13 +2135,13 @@ std::optional<Refusal> Gateway::take_hold(Bill& bill, std::span<const Ranked> ro
       input_max = std::max(input_max, p.audio_input);
       output_max = std::max(output_max, p.audio_output);
     }
-    worst = std::max(worst, cost_of({{input_max_tokens, input_max},
+    worst = std::max(worst, cost_of({{input_tokens, input_max},
                                      {ranked.output_tokens, output_max},
                                      {body.web_searches_max * meter::kTokensPerSearch,
                                       p.web_search_per_1k}}));
   }
   bill.hold.account = bill.record.account_id;
-  bill.input_max = input_max_tokens;
+  bill.input_max = input_held;
   if (worst <= Money()) return std::nullopt;  // free: nothing to hold
   if (auth::KeyMeter* meter = bill.key.meter(); meter != nullptr) {
     if (auto refused = meter->reserve(worst)) {

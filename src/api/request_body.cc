@@ -105,9 +105,26 @@ bool is_base64(std::string_view s) {
   });
 }
 
-// Adds the base64 payloads under `e` to the body's media counts: an image (a data URL of an
-// image, or a payload beside a "media_type" of one) as kImageTokens, kImageTokensMax at
-// most; anything else (a document, audio) by its size. Bounded in depth, as the parser is.
+// A payload's bytes of base64 (after a data URL's "...;base64," prefix), or nullopt when `s`
+// is not one worth counting apart.
+std::optional<std::string_view> base64_payload(std::string_view s, bool data_url) {
+  if (s.size() < kMediaBytesMin) return std::nullopt;
+  if (data_url) {
+    const std::size_t comma = s.find(',');
+    if (!s.starts_with("data:") || comma == std::string_view::npos) return std::nullopt;
+    s.remove_prefix(comma + 1);
+  }
+  if (!is_base64(s)) return std::nullopt;
+  return s;
+}
+
+// Adds the base64 payloads of content blocks under `e` to the body's media counts: an
+// Anthropic `image` or `document` block with a base64 `source`, an OpenAI `image_url` data
+// URL, `input_audio` data and `file` data. Only there: a base64-looking string anywhere
+// else (a tool's input, say) is text to the model, and counted as text. An image is
+// typically kImageTokens and at most kImageTokensMax (both no more than its size as text);
+// anything else typically a token per kMediaBytesPerToken bytes and at most a token a byte,
+// as text. Bounded in depth, as the parser is.
 void find_media(simdjson::dom::element e, RequestBody& body, int depth = 0) {
   if (depth > 64) return;
   simdjson::dom::array array;
@@ -115,34 +132,38 @@ void find_media(simdjson::dom::element e, RequestBody& body, int depth = 0) {
     for (simdjson::dom::element item : array) find_media(item, body, depth + 1);
     return;
   }
-  simdjson::dom::object object;
-  if (e.get_object().get(object)) return;
-  for (auto [key, value] : object) {
-    std::string_view s;
-    if ((key != "data" && key != "url" && key != "file_data") || value.get_string().get(s) ||
-        s.size() < kMediaBytesMin) {
-      if (value.is_array() || value.is_object()) find_media(value, body, depth + 1);
-      continue;
+  simdjson::dom::object block;
+  if (e.get_object().get(block)) return;
+  std::string_view type;
+  std::string_view s;
+  std::optional<std::string_view> payload;
+  bool image = false;
+  if (block["type"].get_string().get(type)) {
+    // not a content block: its members may hold some
+  } else if (type == "image" || type == "document") {
+    std::string_view source_type;
+    if (!block["source"]["type"].get_string().get(source_type) && source_type == "base64" &&
+        !block["source"]["data"].get_string().get(s)) {
+      payload = base64_payload(s, false);
+      image = type == "image";
     }
-    std::string_view payload = s;
-    bool image = false;
-    if (s.starts_with("data:")) {
-      const std::size_t comma = s.find(',');
-      if (comma == std::string_view::npos) continue;
-      image = s.substr(5).starts_with("image/");
-      payload = s.substr(comma + 1);
-    } else if (key == "data") {
-      std::string_view media_type;
-      image = !object["media_type"].get_string().get(media_type) &&
-              media_type.starts_with("image/");
-    } else {
-      continue;  // a plain URL, or file data that is not a data URL
-    }
-    if (!is_base64(payload)) continue;
+  } else if (type == "image_url") {
+    if (!block["image_url"]["url"].get_string().get(s)) payload = base64_payload(s, true);
+    image = true;
+  } else if (type == "input_audio") {
+    if (!block["input_audio"]["data"].get_string().get(s)) payload = base64_payload(s, false);
+  } else if (type == "file") {
+    if (!block["file"]["file_data"].get_string().get(s)) payload = base64_payload(s, true);
+  }
+  if (payload) {
+    const auto bytes = static_cast<std::int64_t>(payload->size());
     body.media_bytes += s.size();
-    const auto by_size = static_cast<std::int64_t>(payload.size()) / kMediaBytesPerToken;
-    body.media_tokens += image ? kImageTokens : by_size;
-    body.media_tokens_max += image ? std::min(by_size, kImageTokensMax) : by_size;
+    body.media_tokens += image ? std::min(bytes / 4, kImageTokens) : bytes / kMediaBytesPerToken;
+    body.media_tokens_max += image ? std::min(bytes, kImageTokensMax) : bytes;
+    return;
+  }
+  for (auto [key, value] : block) {
+    if (value.is_array() || value.is_object()) find_media(value, body, depth + 1);
   }
 }
 

@@ -76,15 +76,15 @@ struct RequestBody {
 // A body smaller than this holds no payload worth counting apart (at most a quarter of it
 // in tokens would be misjudged).
 inline constexpr std::size_t kMediaScanFromBytes = 4096;
-// A base64 payload: a string of at least this many bytes under "data", "url" or
-// "file_data", all of it base64 (after a data URL's "...;base64," prefix).
+// A base64 payload of a content block (an image, a document, audio; see find_media) of at
+// least this many bytes, all of it base64 (after a data URL's "...;base64," prefix).
 inline constexpr std::size_t kMediaBytesMin = 1024;
 // An image is typically ~1,600 input tokens (Anthropic scales one down to about 1.15
 // megapixels; OpenAI's high detail tiles cost about as much) and at most 6,400 here.
 inline constexpr std::int64_t kImageTokens = 1600;
 inline constexpr std::int64_t kImageTokensMax = 6400;
-// Other payloads (a PDF, audio) by size: a token per 64 bytes of base64, about what a PDF
-// page costs.
+// Other payloads (a PDF, audio), typically: a token per 64 bytes of base64, about what a
+// PDF page costs. Their bound stays a token a byte, as text's.
 inline constexpr std::int64_t kMediaBytesPerToken = 64;
 
 // Parses and validates `body` (UTF-8 JSON object). Errors (kInvalidRequest) say what is

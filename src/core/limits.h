@@ -34,6 +34,11 @@ inline constexpr std::size_t kUpstreamHeaderBytesMax = 64 * 1024;
 inline constexpr std::size_t kSseEventBytesMax = 4 * 1024 * 1024;
 inline constexpr std::size_t kUpstreamReadChunkBytes = 16 * 1024;
 inline constexpr int kUpstreamFreshRetriesMax = 1;  // after a failure before any byte
+// A connection that closes without a byte of answer is tried again only when it closed this
+// soon after the request was written (a keep-alive connection the server had just closed,
+// a server refusing at once): later, the upstream may be working on the request, and a
+// second send could run (and charge for) it twice.
+inline constexpr std::uint32_t kUpstreamRetryWithinMs = 1'000;
 inline constexpr std::size_t kRouteAttemptsMax = 3;  // routes tried per request (fallback)
 // The longest flex window a request may ask for (start_within): how long the flex tier
 // may take to its first byte before the request goes to the standard tier.

@@ -438,6 +438,7 @@ Task<Result<std::unique_ptr<UpstreamResponse>>> UpstreamPool::send(
           [&](auto& stream) { return asio::async_write(stream, rest, use_nothrow); });
       ec = wec;
     }
+    const auto written_at = std::chrono::steady_clock::now();
     // Read until the head is parsed; body bytes that came with it stay buffered. Interim
     // 1xx heads are skipped.
     bool got_bytes = false;
@@ -466,13 +467,16 @@ Task<Result<std::unique_ptr<UpstreamResponse>>> UpstreamPool::send(
     }
 
     const bool timed_out = conn->deadline->expired();
-    if (reused && !timed_out && !got_bytes) {
+    // Once a byte of the answer has come, or the upstream has held the request a while, it
+    // may be working on it: sending it again could run (and charge for) it twice.
+    const bool at_once = std::chrono::steady_clock::now() - written_at <
+                         milliseconds(limits::kUpstreamRetryWithinMs);
+    if (reused && !timed_out && !got_bytes && at_once) {
       ++stats_.stale_retries;  // the server closed it while it sat in the pool
       continue;
     }
-    // Once a byte of the answer has come, the upstream has the request: sending it again
-    // could run (and charge for) it twice.
-    if (!timed_out && !got_bytes && fresh_retries < limits::kUpstreamFreshRetriesMax) {
+    if (!timed_out && !got_bytes && at_once &&
+        fresh_retries < limits::kUpstreamFreshRetriesMax) {
       ++fresh_retries;
       ++stats_.fresh_retries;
       continue;

@@ -597,6 +597,15 @@ TEST_F(GatewayTest, ImagesAndEmbeddingBatchesAreNotTakenForLongText) {
                          std::map<std::string, std::string>{
                              {"x-api-key", stack_->key}, {"anthropic-version", "2023-06-01"}});
   EXPECT_EQ(seen.status, 200) << seen.body.substr(0, 300);
+  // A 3 MB PDF: about 47,000 tokens by its size, held as at most the model's context.
+  std::string pdf = R"({"model":"claude-test","max_tokens":10,"messages":[{"role":"user",)"
+                    R"("content":[{"type":"document","source":{"type":"base64",)"
+                    R"("media_type":"application/pdf","data":")";
+  pdf.append(3 * 1000 * 1000, 'J').append(R"("}},{"type":"text","text":"summarise"}]}]})");
+  const auto read = post("/v1/messages", pdf,
+                         std::map<std::string, std::string>{
+                             {"x-api-key", stack_->key}, {"anthropic-version", "2023-06-01"}});
+  EXPECT_EQ(read.status, 200) << read.body.substr(0, 300);
   std::string batch = R"({"model":"embed-test","input":[)";
   for (int i = 0; i < 400; ++i) {
     batch.append(i == 0 ? "\"" : ",\"").append(2000, 'w').append("\"");

@@ -249,6 +249,28 @@ TEST(UpstreamPool, AConnectionClosedBeforeAnyAnswerIsRetriedOnce) {
   EXPECT_EQ(pool.stats().fresh_retries, 1u);
 }
 
+// One that holds the request a while and then closes without a word may have worked on
+// it: it is not sent again (the route's fallback decides what comes next).
+TEST(UpstreamPool, AConnectionClosedAfterHoldingTheRequestIsNotRetried) {
+  ScriptedUpstream upstream(
+      [](int) { std::this_thread::sleep_for(std::chrono::milliseconds(1500)); });
+  ASSERT_GT(upstream.port(), 0);
+  http::HostResolver resolver;
+  const auto endpoint = endpoint_at(resolver, upstream.port());
+  http::asio::io_context ioc;
+  http::UpstreamPool pool(ioc, 1, 4);
+  bool failed = false;
+  run(ioc, [&]() -> http::Task<void> {
+    auto sent = co_await pool.send(
+        endpoint, "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n\r\n", {},
+        http::UpstreamTimeouts{});
+    failed = !sent;
+  });
+  EXPECT_TRUE(failed);
+  EXPECT_EQ(upstream.accepted(), 1);
+  EXPECT_EQ(pool.stats().fresh_retries, 0u);
+}
+
 // What a pooled connection holds beyond its last response's end, or receives while idle,
 // is no answer to the next request: that connection is not reused. (Reused, every answer
 // after it would go to the request after its own.)

@@ -244,8 +244,9 @@ TEST(RequestBody, EmptyObject) {
 namespace tp::api {
 namespace {
 
-// Base64 payloads are no text: an image counts as kImageTokens (kImageTokensMax at most),
-// a document by its size, and neither by its bytes as text would.
+// Base64 payloads of content blocks are no text: an image counts as kImageTokens
+// (kImageTokensMax at most), a document typically by its size ÷ kMediaBytesPerToken, at most
+// a token a byte, as text.
 TEST(RequestBody, Base64PayloadsAreCountedApartFromText) {
   const std::string image(800 * 1024, 'A');
   const std::string pdf(64 * 1000, 'B');
@@ -260,15 +261,22 @@ TEST(RequestBody, Base64PayloadsAreCountedApartFromText) {
   EXPECT_EQ(b->media_bytes, 2 * image.size() + std::string_view("data:image/png;base64,").size() +
                                 pdf.size());
   EXPECT_EQ(b->media_tokens, 2 * kImageTokens + 1000);
-  EXPECT_EQ(b->media_tokens_max, 2 * kImageTokensMax + 1000);
+  EXPECT_EQ(b->media_tokens_max, 2 * kImageTokensMax + static_cast<std::int64_t>(pdf.size()));
 }
 
 TEST(RequestBody, TextIsNeverTakenForAPayload) {
-  // Long, but not base64 (spaces), under a key a payload could have; and a plain URL.
+  // Base64 outside a media block (a tool's input) is text to the model, and counted so.
+  std::string tool_input = R"({"model":"m","messages":[{"role":"assistant","content":[)"
+                           R"({"type":"tool_use","id":"t","name":"f","input":{"data":")";
+  tool_input.append(480 * 1024, 'A').append(R"("}}]}]})");
+  auto in_tool = parse_request_body(tool_input);
+  ASSERT_TRUE(in_tool) << in_tool.status().message();
+  EXPECT_EQ(in_tool->media_bytes, 0u);
+  // Long, but not base64 (spaces), where a payload could be; and a plain URL.
   std::string body =
       R"({"model":"m","messages":[{"role":"user","content":[{"type":"tool_result","content":)"
-      R"([{"type":"text","text":"x"}],"data":"a)";
-  body.append(5000, ' ').append(R"("},{"type":"image_url","image_url":)")
+      R"([{"type":"text","text":"x"}]},{"type":"image","source":{"type":"base64","data":"a)";
+  body.append(5000, ' ').append(R"("}},{"type":"image_url","image_url":)")
       .append(R"({"url":"https://example.com/)")
       .append(2000, 'a')
       .append(R"("}}]}]})");
