@@ -211,64 +211,57 @@ TEST(UpstreamResponse, AChunkedStreamMayRunPastTheWholeBodyLimit) {
   EXPECT_NE(whole_failure.find("exceeds"), std::string::npos) << whole_failure;
 }
 
-// An upstream that starts its answer and then drops the connection has the request: it is
-// not sent again (a second run could be charged twice).
-TEST(UpstreamPool, ARequestIsNotSentAgainOnceItsAnswerHasBegun) {
-  ScriptedUpstream upstream(
-      [](int fd) { ScriptedUpstream::write_all(fd, "HTTP/1.1 200 OK\r\nContent-Ty"); });
-  ASSERT_GT(upstream.port(), 0);
+// One request sent to an upstream acting out `script` on each connection: whether it
+// failed, how many connections the upstream accepted, and the pool's fresh retries.
+struct OneSend {
+  bool failed = false;
+  int accepted = 0;
+  std::uint64_t fresh_retries = 0;
+};
+OneSend send_once(std::function<void(int fd)> script) {
+  ScriptedUpstream upstream(std::move(script));
+  EXPECT_GT(upstream.port(), 0);
   http::HostResolver resolver;
   const auto endpoint = endpoint_at(resolver, upstream.port());
   http::asio::io_context ioc;
   http::UpstreamPool pool(ioc, 1, 4);
-  bool failed = false;
+  OneSend out;
   run(ioc, [&]() -> http::Task<void> {
     auto sent = co_await pool.send(
         endpoint, "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n\r\n", {},
         http::UpstreamTimeouts{});
-    failed = !sent;
+    out.failed = !sent;
   });
-  EXPECT_TRUE(failed);
-  EXPECT_EQ(upstream.accepted(), 1);
-  EXPECT_EQ(pool.stats().fresh_retries, 0u);
+  out.accepted = upstream.accepted();
+  out.fresh_retries = pool.stats().fresh_retries;
+  return out;
+}
+
+// An upstream that starts its answer and then drops the connection has the request: it is
+// not sent again (a second run could be charged twice).
+TEST(UpstreamPool, ARequestIsNotSentAgainOnceItsAnswerHasBegun) {
+  const OneSend sent =
+      send_once([](int fd) { ScriptedUpstream::write_all(fd, "HTTP/1.1 200 OK\r\nContent-Ty"); });
+  EXPECT_TRUE(sent.failed);
+  EXPECT_EQ(sent.accepted, 1);
+  EXPECT_EQ(sent.fresh_retries, 0u);
 }
 
 // One that closes before answering anything is tried once more on a fresh connection.
 TEST(UpstreamPool, AConnectionClosedBeforeAnyAnswerIsRetriedOnce) {
-  ScriptedUpstream upstream([](int) {});
-  ASSERT_GT(upstream.port(), 0);
-  http::HostResolver resolver;
-  const auto endpoint = endpoint_at(resolver, upstream.port());
-  http::asio::io_context ioc;
-  http::UpstreamPool pool(ioc, 1, 4);
-  run(ioc, [&]() -> http::Task<void> {
-    co_await pool.send(endpoint, "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n\r\n",
-                       {}, http::UpstreamTimeouts{});
-  });
-  EXPECT_EQ(upstream.accepted(), 2);
-  EXPECT_EQ(pool.stats().fresh_retries, 1u);
+  const OneSend sent = send_once([](int) {});
+  EXPECT_EQ(sent.accepted, 2);
+  EXPECT_EQ(sent.fresh_retries, 1u);
 }
 
 // One that holds the request a while and then closes without a word may have worked on
 // it: it is not sent again (the route's fallback decides what comes next).
 TEST(UpstreamPool, AConnectionClosedAfterHoldingTheRequestIsNotRetried) {
-  ScriptedUpstream upstream(
-      [](int) { std::this_thread::sleep_for(std::chrono::milliseconds(1500)); });
-  ASSERT_GT(upstream.port(), 0);
-  http::HostResolver resolver;
-  const auto endpoint = endpoint_at(resolver, upstream.port());
-  http::asio::io_context ioc;
-  http::UpstreamPool pool(ioc, 1, 4);
-  bool failed = false;
-  run(ioc, [&]() -> http::Task<void> {
-    auto sent = co_await pool.send(
-        endpoint, "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n\r\n", {},
-        http::UpstreamTimeouts{});
-    failed = !sent;
-  });
-  EXPECT_TRUE(failed);
-  EXPECT_EQ(upstream.accepted(), 1);
-  EXPECT_EQ(pool.stats().fresh_retries, 0u);
+  const OneSend sent =
+      send_once([](int) { std::this_thread::sleep_for(std::chrono::milliseconds(1500)); });
+  EXPECT_TRUE(sent.failed);
+  EXPECT_EQ(sent.accepted, 1);
+  EXPECT_EQ(sent.fresh_retries, 0u);
 }
 
 // What a pooled connection holds beyond its last response's end, or receives while idle,
