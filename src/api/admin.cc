@@ -570,7 +570,7 @@ Task<void> AdminApi::unfreeze(http::Request& req, Responder& res) {
     // is sent to record it.
     if (seen->recorded) {
       freeze->set(seen->at.unrecorded, /*record=*/true);
-      link_.submit([](store::Database&) { return Status::ok(); });
+      link_.submit(store::write_nothing);
     }
     co_await send_error(res, 503, cleared.status().message());
     co_return;

@@ -518,6 +518,19 @@ struct Bill {
   int status_for(unsigned sent) const { return client_gone() ? 499 : static_cast<int>(sent); }
 };
 
+// How a response the bill cannot cover is refused: for want of the account's balance, or
+// of its key's budget.
+struct Uncovered {
+  std::string_view reason;  // how the message starts
+  std::string_view source;  // what does not cover it
+  std::string_view code;
+};
+Uncovered uncovered(const Bill& bill) {
+  return bill.over_budget
+             ? Uncovered{"budget exceeded", "key's budget", "budget_exceeded"}
+             : Uncovered{"insufficient balance", "account's balance", "insufficient_balance"};
+}
+
 // From here `bill`'s client is watched: once it has gone, every upstream wait of the
 // request ends within `drain`.
 void watch_client(Bill& bill, http::Responder& res, std::chrono::milliseconds drain) {
@@ -526,7 +539,6 @@ void watch_client(Bill& bill, http::Responder& res, std::chrono::milliseconds dr
       std::make_shared<http::CoarseClock::time_point>(http::CoarseClock::time_point::max());
   res.watch_client([cutoff = bill.cutoff, drain] { *cutoff = http::CoarseClock::now() + drain; });
 }
-
 
 // The multiplier of what served `bill`, where the provider says (Anthropic reports the speed
 // and region it served at: fast mode may fall back to standard, and a workspace's default
@@ -604,9 +616,10 @@ constexpr std::int64_t kToolPromptTokensMax = 1000;
 
 // An upper bound of a request's input tokens: a token is at least one byte of the text,
 // and the JSON around the text is longer than the tokens that frame the messages, plus the
-// tool-use prompt a provider adds when the request declares tools. (Images, documents by
-// reference and what server tools fetch are not counted: what they add is charged as a
-// shortfall over the hold.)
+// tool-use prompt a provider adds when the request declares tools; base64 media at their
+// bounds (RequestBody::media_tokens_max). (Images and documents by reference and what
+// server tools fetch are not counted: what they add is charged as a shortfall over the
+// hold.)
 std::int64_t input_tokens_max(const RequestBody& body) {
   return static_cast<std::int64_t>(body.text.size() - body.media_bytes) +
          body.media_tokens_max + (body.has_tools ? kToolPromptTokensMax : 0);
@@ -799,8 +812,8 @@ class Gateway final : public http::Handler {
   // dearest of its input prices) until `wait_ms` plus the hold timeout from now, and sets
   // as much aside from the key's budget. A refusal (402) names what is available and what
   // was needed.
-  std::optional<Refusal> take_hold(Bill& bill, std::span<const Ranked> routes, const RequestBody& body,
-                   std::int64_t wait_ms);
+  std::optional<Refusal> take_hold(Bill& bill, std::span<const Ranked> routes,
+                                   const RequestBody& body, std::int64_t wait_ms);
 
   // What the fallback loop ended with: the response that stands (null when every route
   // failed before answering, then `failure` says how), and which route gave it.
@@ -816,8 +829,8 @@ class Gateway final : public http::Handler {
   // Down the ranking until a route answers: a refused or failed connection, a timeout
   // before the response headers, a 5xx or a 429, a stream that fails before its first
   // event moves on to the next, while nothing has reached the client yet. The last route's
-  // answer stands. A flex attempt (first, if
-  // any) is sent with `service_tier: flex` and given `flex_ms` to its response headers.
+  // answer stands. A flex attempt (first, if any) is sent with `service_tier: flex` and
+  // given `flex_ms` to its response headers.
   Task<Answered> send_with_fallback(const OperationInfo& info, const http::Request& req,
                                     const RequestBody& body, bool stream, bool ask_for_usage,
                                     std::span<const Ranked> routes, std::int64_t flex_ms,
@@ -887,8 +900,11 @@ class Gateway final : public http::Handler {
     double ttfb_ms = -1;            // < 0: not measured yet
     double tokens_per_second = -1;
   };
+  // `headers`: the route's and the provider's (retry-after), when an upstream's answer is
+  // what failed.
   Task<void> send_error(Responder& res, Surface surface, unsigned status,
-                        std::string_view message, std::string_view code = {});
+                        std::string_view message, std::string_view code = {},
+                        std::span<const Header> headers = {});
 
   // GET /readyz's answer: ok (status 200), or not_ready (503) with the reasons (billing
   // frozen; every provider marked down by the probes).
@@ -1194,13 +1210,14 @@ Task<const auth::KeyGrant*> Gateway::authenticate(std::string_view key, Surface 
 }
 
 Task<void> Gateway::send_error(Responder& res, Surface surface, unsigned status,
-                               std::string_view message, std::string_view code) {
+                               std::string_view message, std::string_view code,
+                               std::span<const Header> headers) {
   // Anthropic's errors carry the request's id in the body too, where its SDK reads it.
   const std::string body = error_body(surface, status, message, code,
                                       surface == Surface::kAnthropic
                                           ? res.added_header("request-id")
                                           : std::string_view());
-  co_await res.send(status, kJson, body);
+  co_await res.send(status, kJson, body, headers);
 }
 
 // The error shape a path's clients read: Anthropic's for /v1/messages and what lies under
@@ -1449,10 +1466,10 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
     // 502 on both surfaces, Anthropic's 529 (overloaded) too: CONTRACT's status for an
     // upstream that failed.
     void_bill(state_->services(), bill, bill.status_for(502));
-    for (const Header& h : headers) res.add_header(h.name, h.value);
     co_await send_error(res, surface, 502,
                         fmt::format("upstream '{}' answered HTTP {}", provider.name,
-                                    upstream.status()));
+                                    upstream.status()),
+                        {}, headers);
     co_return;
   }
   if (plan.stream && upstream.status() == 200 && upstream.is_event_stream()) {
@@ -2032,10 +2049,9 @@ void Gateway::keep_hold(Bill& bill) {
 }
 
 bool Gateway::budget_covers(Bill& bill, Money needed, Money ahead) {
-  auth::KeyMeter* meter = bill.key.meter();
-  if (meter == nullptr || !meter->limits().budget || needed <= bill.key.set_aside()) return true;
+  if (!bill.key.has_budget() || needed <= bill.key.set_aside()) return true;
   for (const Money want : {std::max(needed, ahead), needed}) {
-    if (!meter->reserve(want - bill.key.set_aside())) {
+    if (!bill.key.meter()->reserve(want - bill.key.set_aside())) {
       bill.key.set_aside(want);
       return true;
     }
@@ -2051,9 +2067,7 @@ bool Gateway::cover(Bill& bill, Money needed, Money ahead) {
   }
   // No more headroom from the account than from the budget: what the hold covers is what
   // a stopped response may be charged.
-  if (const auth::KeyMeter* meter = bill.key.meter(); meter != nullptr && meter->limits().budget) {
-    ahead = std::min(ahead, bill.key.set_aside());
-  }
+  if (bill.key.has_budget()) ahead = std::min(ahead, bill.key.set_aside());
   if (bill.hold.id == 0) {
     if (needed <= Money()) return true;  // free, and still costing nothing
     // A free route's answer that costs after all (a provider's search fee): held now, as
@@ -2359,14 +2373,14 @@ Task<Gateway::Answered> Gateway::send_with_fallback(const OperationInfo& info,
       if (!last) stats_->fallback(r.index);
       continue;
     }
+    // A whole 2xx answer is judged by its body (answer_whole, count_tokens): garbage under
+    // a 200 is the route's failure, and must not count as its success first.
     if (route_at_fault(status)) {
       upstream_failed(r);
     } else if (status == 429 || status / 100 != 2 || (stream && (*sent)->is_event_stream())) {
       if (status == 429) stats_->rate_limited(r.index);
       upstream_answered(r);  // a 429 is the provider's limit, not its health
     }
-    // A whole 2xx answer is judged by its body (answer_whole, count_tokens): garbage under
-    // a 200 is the route's failure, and must not count as its success first.
     // A flex tier refusing in any way (it may not offer flex for this model at all) leaves
     // the standard tier to answer.
     const bool refused = route_at_fault(status) || status == 429 || (flex && status >= 300);
@@ -2413,10 +2427,10 @@ Task<void> Gateway::count_tokens(const OperationInfo& info, const http::Request&
   forwardable_headers(upstream.headers(), headers);
   if (route_at_fault(upstream.status())) {
     (void)co_await upstream.read_all(kErrorBodyDrainBytesMax);
-    for (const Header& h : headers) res.add_header(h.name, h.value);
     co_await send_error(res, info.surface, 502,
                         fmt::format("upstream '{}' answered HTTP {}", provider.name,
-                                    upstream.status()));
+                                    upstream.status()),
+                        {}, headers);
     co_return;
   }
   auto whole = co_await upstream.read_all(kErrorBodyDrainBytesMax);
@@ -2451,20 +2465,19 @@ Task<void> Gateway::answer_whole(http::UpstreamResponse& upstream, Surface surfa
                      ? meter::anthropic_usage(whole.value())
                      : meter::openai_usage(whole.value(), bill.embeddings);
     const bool estimated = !usage;
-    const bool malformed = estimated && answer_shape(whole.value()) != AnswerShape::kObject;
-    if (!malformed) upstream_answered(*bill.route);
-    if (malformed) {
+    if (estimated && answer_shape(whole.value()) != AnswerShape::kObject) {
       // An HTML page, a body cut short, an error object under 200: not an answer, and
       // nothing to pay for.
       log::warn("upstream sent a malformed answer", {{"provider", bill.record.provider}});
       upstream_failed(*bill.route);
       void_bill(state_->services(), bill, bill.status_for(502));
-      for (const Header& h : headers) res.add_header(h.name, h.value);
       co_await send_error(res, surface, 502,
                           fmt::format("upstream '{}' sent a malformed response",
-                                      bill.record.provider));
+                                      bill.record.provider),
+                          {}, headers);
       co_return;
     }
+    upstream_answered(*bill.route);
     if (estimated) {
       log::warn("upstream reported no usage; billing an estimate", {{"provider", bill.record.provider}});
       usage = meter::Usage{bill.input_estimate, 0,
@@ -2478,15 +2491,15 @@ Task<void> Gateway::answer_whole(http::UpstreamResponse& upstream, Surface surfa
     bill.premium = served_premium(bill, *usage, /*warn=*/false);
     const Money owed = meter::price(with_search_calls(bill, *usage), bill.prices());
     if (!estimated && !cover(bill, owed)) {
-      // Delivered, it would overdraw the account past one response's shortfall.
+      // Delivered, it would overdraw the account past one response's shortfall (or pass
+      // the key's budget).
       void_bill(state_->services(), bill, bill.status_for(402));
+      const Uncovered why = uncovered(bill);
       co_await send_error(res, surface, 402,
                           fmt::format("{}: this response cost {} USD, more than the {} covers; "
                                       "it was not delivered and nothing was charged",
-                                      bill.over_budget ? "budget exceeded" : "insufficient balance",
-                                      owed.to_string(),
-                                      bill.over_budget ? "key's budget" : "account's balance"),
-                          bill.over_budget ? "budget_exceeded" : "insufficient_balance");
+                                      why.reason, owed.to_string(), why.source),
+                          why.code);
       co_return;
     }
     if (!co_await settle(bill, *usage, bill.status_for(upstream.status()))) {
@@ -2508,10 +2521,10 @@ Task<void> Gateway::relay_answer(Responder& res, Surface surface, std::string_vi
   const std::string_view type = upstream.header("content-type");
   if (upstream.status() >= 400 && answer_shape(body) == AnswerShape::kNotAnObject) {
     // A proxy's HTML page, say: the client's SDK reads errors in its own shape only.
-    for (const Header& h : headers) res.add_header(h.name, h.value);
     co_await send_error(res, surface, upstream.status(),
                         fmt::format("upstream '{}' answered HTTP {} without a JSON error body",
-                                    provider, upstream.status()));
+                                    provider, upstream.status()),
+                        {}, headers);
     co_return;
   }
   co_await res.send(upstream.status(), type.empty() ? kJson : type, body, headers);
@@ -2560,10 +2573,8 @@ Task<bool> Gateway::settle(Bill& bill, const meter::Usage& reported, int status)
   // key's budget set aside (the tokens stay as counted, so the row shows what the answer
   // would have cost). Without a hold, nothing (a free route whose cost never reached
   // cover()).
-  Money chargeable = bill.covered;
-  if (const auth::KeyMeter* meter = bill.key.meter(); meter != nullptr && meter->limits().budget) {
-    chargeable = std::min(chargeable, bill.key.set_aside());
-  }
+  const Money chargeable =
+      bill.key.has_budget() ? std::min(bill.covered, bill.key.set_aside()) : bill.covered;
   if ((bill.capped || bill.hold.id == 0) && r.cost > chargeable) {
     r.cost = chargeable;
     r.input_cost = std::min(r.input_cost, r.cost);
@@ -2589,14 +2600,14 @@ Task<bool> Gateway::settle(Bill& bill, const meter::Usage& reported, int status)
   if (!committed) {
     // The charge was taken back (UsageBuffer::reverse_unstored; its row goes with the next
     // batch that commits, as a 503 at no cost): stop billing until an admin has looked at
-    // the store. The freeze is recorded there too,
-    // by the next batch that commits, so that a restart does not lift it.
+    // the store. The freeze is recorded there too, by the next batch that commits, so that
+    // a restart does not lift it.
     const std::string reason = fmt::format("the store failed to record a settlement: {}",
                                            committed.message());
     ledger::Freeze& freeze = *state_->services().freeze;
     if (!freeze.frozen()) {
       freeze.set(reason, /*record=*/true);
-      link_.submit([](store::Database&) { return Status::ok(); });  // a batch to record it
+      link_.submit(store::write_nothing);  // a batch to record it
     } else {
       freeze.count_again();  // an unfreeze decided before this failure must not lift it
     }
@@ -2698,11 +2709,11 @@ Task<void> Gateway::relay_stream(http::UpstreamResponse& upstream, std::string f
     log::warn("stream stopped: the account's balance covers no more",
               {{"request_id", bill.record.request_id}});
     // The count its usage row shows: what the upstream reported, if more than the events.
+    const Uncovered why = uncovered(bill);
     const std::string message = fmt::format(
         "{}: the {} does not cover a longer response; it was stopped after {} output tokens",
-        bill.over_budget ? "budget exceeded" : "insufficient balance",
-        bill.over_budget ? "key's budget" : "account's balance", bill_usage().output_tokens);
-    co_await fail_stream(message, 402, bill.over_budget ? "budget_exceeded" : "");
+        why.reason, why.source, bill_usage().output_tokens);
+    co_await fail_stream(message, 402, why.code);
   };
 
   // Whole events only go to the client; `pending` holds the tail of an unfinished one.

@@ -23,9 +23,6 @@ constexpr std::int64_t kRedeliverMaxAgeMs = kDayMs;
 constexpr int kStopStoreAttempts = 3;
 constexpr std::chrono::milliseconds kStopStoreRetryPause{1000};
 
-// A batch of nothing: the writer's before-commit hook stores what waits in memory with it.
-Status store_nothing(store::Database&) { return Status::ok(); }
-
 }  // namespace
 
 Result<std::unique_ptr<Maintenance>> Maintenance::start(const Services& services,
@@ -150,7 +147,7 @@ void Maintenance::retry_store() {
   retrying_->store(true, std::memory_order_release);
   const bool after_failure = services_.writer->last_commit_failed();
   services_.writer->submit(
-      store_nothing,
+      store::write_nothing,
       [retrying = retrying_, after_failure](const Status& committed) {
         if (committed && after_failure) {
           log::info("stored what a failed store commit had left in memory");
@@ -176,7 +173,7 @@ void Maintenance::store_before_stop() {
     if (attempt > 0) std::this_thread::sleep_for(kStopStoreRetryPause);
     std::promise<Status> done;
     services_.writer->submit(
-        store_nothing, [&done](const Status& committed) { done.set_value(committed); },
+        store::write_nothing, [&done](const Status& committed) { done.set_value(committed); },
         store::Writer::Isolation::kSingleStatement);
     last = done.get_future().get();
   }

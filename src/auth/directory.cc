@@ -207,11 +207,10 @@ Result<std::unique_ptr<Directory>> Directory::load(store::Database& db) {
     dir->keys_.emplace(k.id, std::move(k));
   }
   std::lock_guard lock(dir->mu_);
-  bool budgets = false;
-  for (const auto& [id, k] : dir->keys_) {
-    dir->holder_[id] = k.holder;
-    budgets = budgets || k.limits.budget.has_value();
-  }
+  const bool budgets = std::any_of(dir->keys_.begin(), dir->keys_.end(),
+                                   [](const auto& key) {
+                                     return key.second.limits.budget.has_value();
+                                   });
   // What the holders with a budget spent: their usage rows' costs (one scan of the log,
   // only when some key has a budget).
   std::map<std::int64_t, Money> spent;
@@ -222,28 +221,28 @@ Result<std::unique_ptr<Directory>> Directory::load(store::Database& db) {
       auto step = sums->step();
       if (!step) return step.status();
       if (*step == store::Statement::Step::kDone) break;
-      const auto holder = dir->holder_.find(sums->column_int(0));
-      if (holder != dir->holder_.end()) {
-        spent[holder->second] += Money::from_nanos(sums->column_int(1));
+      const auto key = dir->keys_.find(sums->column_int(0));
+      if (key != dir->keys_.end()) {
+        spent[key->second.holder] += Money::from_nanos(sums->column_int(1));
       }
     }
   }
-  for (const auto& [id, k] : dir->keys_) dir->meter_key(k, spent[dir->holder_.at(id)]);
+  for (const auto& [id, k] : dir->keys_) dir->meter_key(k, spent[k.holder]);
   dir->publish();
   return dir;
 }
 
 void Directory::meter_key(const ApiKey& k, Money spent) {
   if (!k.limits.any()) return;
-  meters_.try_emplace(holder_.at(k.id), std::make_shared<KeyMeter>(
-                                           k.limits, spent, KeyMeter::Clock::now()));
+  meters_.try_emplace(k.holder,
+                      std::make_shared<KeyMeter>(k.limits, spent, KeyMeter::Clock::now()));
 }
 
 std::optional<Money> Directory::budget_spent(std::int64_t key_id) const {
   std::lock_guard lock(mu_);
-  const auto holder = holder_.find(key_id);
-  if (holder == holder_.end()) return std::nullopt;
-  const auto meter = meters_.find(holder->second);
+  const auto key = keys_.find(key_id);
+  if (key == keys_.end()) return std::nullopt;
+  const auto meter = meters_.find(key->second.holder);
   if (meter == meters_.end() || !meter->second->limits().budget) return std::nullopt;
   return meter->second->spent();
 }
@@ -271,7 +270,7 @@ void Directory::publish() {
       g.weights_from = KeyGrant::WeightsFrom::kAccount;
     }
     g.tags = k.tags;
-    if (const auto meter = meters_.find(holder_.at(id)); meter != meters_.end()) {
+    if (const auto meter = meters_.find(k.holder); meter != meters_.end()) {
       g.meter = meter->second;
     }
     table->by_digest_.emplace(k.digest, std::move(g));
@@ -455,7 +454,7 @@ Result<ApiKey> Directory::rotate_key(store::Database& db, const KeyHasher& hashe
   auto fresh = create_key_locked(
       db, hasher, old.account_id,
       KeySpec{old.name, old.models, old.policy, old.tags, lifetime_end, old.limits}, now_ms,
-      secret, holder_.at(key_id));
+      secret, old.holder);
   if (!fresh) return fresh;
   TP_ASSERT(fresh->id == *ending.replaced_by);
   *old_expires_ms = *ending.expires_ms;
@@ -487,7 +486,6 @@ Result<ApiKey> Directory::create_key_locked(store::Database& db, const KeyHasher
   k.limits = spec.limits;
   k.holder = holder.value_or(k.id);
   if (Status s = write_key(db, k, Write::kNew); !s) return s;
-  holder_[k.id] = k.holder;
   meter_key(k, Money());  // a successor's holder has its meter already
   keys_.emplace(k.id, k);
   unstored_keys_.insert(k.id);

@@ -63,7 +63,9 @@ struct ApiKey {
   std::vector<std::string> tags;  // matched by routing rules
   std::optional<std::int64_t> replaced_by;  // the key a rotation made in its place
   KeyLimits limits;  // a successor inherits them, and shares its predecessor's meter
-  std::int64_t holder = 0;  // the first key of its rotation line (0: not known yet)
+  // The first key of its rotation line, whose limits and their use the line shares (the
+  // key's own id for a key no rotation made).
+  std::int64_t holder = 0;
 };
 
 // What a request needs to know about its key, looked up by digest.
@@ -202,9 +204,7 @@ class Directory {
   std::map<std::int64_t, ApiKey> keys_;
   std::set<std::int64_t> unstored_accounts_;  // changed since the last commit
   std::set<std::int64_t> unstored_keys_;
-  // By key id: the first key of its rotation line (the holder its limits belong to), and
-  // that holder's meter (keys with limits only).
-  std::map<std::int64_t, std::int64_t> holder_;
+  // By holder (ApiKey::holder): the meter its rotation line shares (keys with limits only).
   std::map<std::int64_t, std::shared_ptr<KeyMeter>> meters_;
   std::shared_ptr<const KeyTable> table_;
   std::atomic<std::uint64_t> version_{0};

@@ -73,24 +73,6 @@ std::optional<KeyMeter::Refusal> KeyMeter::admit(std::int64_t tokens, Clock::tim
   return std::nullopt;
 }
 
-void KeyMeter::settle_tokens(std::int64_t taken, std::int64_t used) {
-  std::lock_guard lock(mu_);
-  settle_tokens_locked(taken, used);
-}
-
-void KeyMeter::settle_tokens_locked(std::int64_t taken, std::int64_t used) {
-  if (!limits_.tpm) return;
-  tokens_ = std::min(static_cast<double>(*limits_.tpm),
-                     tokens_ + static_cast<double>(taken) - static_cast<double>(used));
-}
-
-void KeyMeter::finish(Money cost, Money reserved, std::int64_t taken, std::int64_t used) {
-  std::lock_guard lock(mu_);
-  spent_ += cost;
-  reserved_ -= reserved;
-  settle_tokens_locked(taken, used);
-}
-
 std::optional<std::string> KeyMeter::reserve(Money amount) {
   std::lock_guard lock(mu_);
   if (limits_.budget && spent_ + reserved_ + amount > *limits_.budget) {
@@ -104,19 +86,19 @@ std::optional<std::string> KeyMeter::reserve(Money amount) {
   return std::nullopt;
 }
 
-void KeyMeter::release(Money amount) {
-  std::lock_guard lock(mu_);
-  reserved_ -= amount;
-}
-
-void KeyMeter::spend(Money cost) {
-  std::lock_guard lock(mu_);
-  spent_ += cost;
-}
-
 Money KeyMeter::spent() const {
   std::lock_guard lock(mu_);
   return spent_;
+}
+
+void KeyMeter::finish(Money cost, Money reserved, std::int64_t taken, std::int64_t used) {
+  std::lock_guard lock(mu_);
+  spent_ += cost;
+  reserved_ -= reserved;
+  if (limits_.tpm) {
+    tokens_ = std::min(static_cast<double>(*limits_.tpm),
+                       tokens_ + static_cast<double>(taken) - static_cast<double>(used));
+  }
 }
 
 }  // namespace tp::auth

@@ -38,27 +38,22 @@ class KeyMeter {
   // Takes one request and `tokens` (the request's estimate: its input and the output it
   // asks for), or refuses without taking anything.
   std::optional<Refusal> admit(std::int64_t tokens, Clock::time_point now);
-  // Once the request is done: replaces the `taken` estimate with the tokens it `used`
-  // (0 when it failed). The bucket may go below zero: the next requests wait for it.
-  void settle_tokens(std::int64_t taken, std::int64_t used);
 
-  // The budget. reserve() sets `amount` (a request's hold) aside, or refuses when what is
-  // spent, what requests in progress set aside and `amount` pass the budget; the request
-  // then gives it back with release() and pays its cost with spend(). Like an account's
-  // balance, a budget is passed by one response's shortfall over its hold at most.
+  // The budget. reserve() sets `amount` more aside for a request (its hold, then what a
+  // response costing more asks for as it runs), or refuses when what is spent, what
+  // requests in progress set aside and `amount` pass the budget: a budget has no overdraft.
   std::optional<std::string> reserve(Money amount);
-  void release(Money amount);
-  void spend(Money cost);
   Money spent() const;
-  // A request's end, in one step (no other request sees its cost and its reservation both
-  // counted): spend(cost), release(reserved), settle_tokens(taken, used).
+  // A request's end, in one step (no other request sees its cost and what it set aside both
+  // counted): its `cost` is spent, the `reserved` it set aside goes back, and its `taken`
+  // token estimate is replaced by the tokens it `used` (0 when it failed; the bucket may
+  // go below zero, and the next requests wait for it).
   void finish(Money cost, Money reserved, std::int64_t taken, std::int64_t used);
 
   const KeyLimits& limits() const { return limits_; }
 
  private:
   void refill(Clock::time_point now);  // caller holds mu_
-  void settle_tokens_locked(std::int64_t taken, std::int64_t used);
 
   const KeyLimits limits_;
   mutable std::mutex mu_;
@@ -81,6 +76,7 @@ class KeyUse {
   ~KeyUse() { settle(0, Money()); }
 
   KeyMeter* meter() const { return meter_.get(); }
+  bool has_budget() const { return meter_ && meter_->limits().budget; }
   // After `meter`'s admit() took `tokens` for this request, and its reserve() `amount`.
   void admitted(std::shared_ptr<KeyMeter> meter, std::int64_t tokens) {
     meter_ = std::move(meter);

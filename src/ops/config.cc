@@ -32,7 +32,6 @@ bool has_controls(std::string_view text) {
   });
 }
 
-
 using catalog::Api;
 using catalog::PrivacyTier;
 

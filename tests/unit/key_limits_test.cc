@@ -32,10 +32,10 @@ TEST(KeyMeter, TokensAreCorrectedToWhatWasUsed) {
   EXPECT_EQ(never->retry_after_ms, 0);
   EXPECT_FALSE(meter.admit(80, kStart));
   EXPECT_TRUE(meter.admit(80, kStart));
-  meter.settle_tokens(80, 10);  // it used 10: 90 left
+  meter.finish(Money(), Money(), 80, 10);  // it used 10: 90 left
   EXPECT_FALSE(meter.admit(80, kStart));
   // Using more than taken puts the bucket in debt; the next request waits it out.
-  meter.settle_tokens(80, 190);  // 10 - 110 = -100 left
+  meter.finish(Money(), Money(), 80, 190);  // 10 - 110 = -100 left
   const auto waits = meter.admit(50, kStart);
   ASSERT_TRUE(waits);
   EXPECT_EQ(waits->retry_after_ms, 90'000);  // 150 tokens at 100 a minute
@@ -49,8 +49,8 @@ TEST(KeyMeter, ABudgetCountsWhatIsSpentAndWhatIsSetAside) {
   const auto refused = meter.reserve(Money::from_nanos(200'000'000));  // 0.4 + 0.5 + 0.2
   ASSERT_TRUE(refused);
   EXPECT_NE(refused->find("0.40 USD spent, 0.50 USD set aside"), std::string::npos) << *refused;
-  meter.release(Money::from_nanos(500'000'000));
-  meter.spend(Money::from_nanos(300'000'000));
+  meter.finish(Money(), Money::from_nanos(500'000'000), 0, 0);
+  meter.finish(Money::from_nanos(300'000'000), Money(), 0, 0);
   EXPECT_EQ(meter.spent(), Money::from_nanos(700'000'000));
   EXPECT_FALSE(meter.reserve(Money::from_nanos(300'000'000)));  // exactly the budget
   EXPECT_TRUE(meter.reserve(Money::from_nanos(1)));
@@ -72,8 +72,8 @@ TEST(KeyUse, GivesBackWhatAnUnsettledRequestTook) {
   EXPECT_FALSE(meter->admit(100, kStart));
   EXPECT_FALSE(meter->reserve(Money::usd(1)));
   EXPECT_EQ(meter->spent(), Money());
-  meter->release(Money::usd(1));
-  meter->settle_tokens(100, 0);
+  meter->finish(Money(), Money::usd(1), 0, 0);
+  meter->finish(Money(), Money(), 100, 0);
   {
     KeyUse use;
     ASSERT_FALSE(meter->admit(100, kStart));
