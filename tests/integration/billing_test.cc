@@ -659,6 +659,16 @@ void let_inserts(const Stack& stack, const std::string& table) {
   edit_store(stack, "DROP TRIGGER no_" + table);
 }
 
+// Makes the store refuse usage rows (until let_inserts), then sends a request whose
+// settlement it refuses: the client gets 503.
+void fail_a_settlement(const Stack& stack) {
+  fail_inserts(stack, "usage_log");
+  EXPECT_EQ(http_request(stack.port, "POST", "/v1/chat/completions",
+                         R"({"model":"gpt-test","messages":[]})", stack.auth())
+                .status,
+            503);
+}
+
 void tamper(const Stack& stack, std::int64_t delta_nanos) {
   edit_store(stack, "UPDATE transfers SET amount_nanos = amount_nanos + " +
                         std::to_string(delta_nanos) + " WHERE id = 1");
@@ -1247,11 +1257,7 @@ TEST(Billing, WhatAFailedCommitLeftIsStoredOnceTheStoreTakesWritesAgain) {
 TEST(Billing, AStopStoresWhatAFailedCommitLeftInMemory) {
   Stack stack;
   ASSERT_GT(stack.port, 0);
-  fail_inserts(stack, "usage_log");
-  EXPECT_EQ(http_request(stack.port, "POST", "/v1/chat/completions",
-                         R"({"model":"gpt-test","messages":[]})", stack.auth())
-                .status,
-            503);
+  fail_a_settlement(stack);
   await_failed_commits(stack, 2);  // the settlement's batch, then the freeze record's
   stack.gateway->signal(SIGTERM);
   let_inserts(stack, "usage_log");
@@ -1264,11 +1270,7 @@ TEST(Billing, AStopStoresWhatAFailedCommitLeftInMemory) {
 TEST(Billing, AStopThatCannotStoreWhatWaitsSaysSo) {
   Stack stack;
   ASSERT_GT(stack.port, 0);
-  fail_inserts(stack, "usage_log");
-  EXPECT_EQ(http_request(stack.port, "POST", "/v1/chat/completions",
-                         R"({"model":"gpt-test","messages":[]})", stack.auth())
-                .status,
-            503);
+  fail_a_settlement(stack);
   stack.gateway->signal(SIGTERM);
   ASSERT_EQ(stack.gateway->wait_exit(30s), std::optional<int>(0)) << stack.gateway->log();
   EXPECT_EQ(log_count(stack, R"("level":"error","msg":"stopping with billing records the store )"
