@@ -2259,13 +2259,17 @@ Task<Gateway::Answered> Gateway::send_with_fallback(const OperationInfo& info,
       timeouts.first_byte_timeout_ms = static_cast<std::uint32_t>(flex_ms);
       timeouts.head_by = sent_at + std::chrono::milliseconds(flex_ms);
     }
-    if (falling_back) timeouts.head_by = *deadline;
+    // A fallback attempt starts within the deadline. A stream's must also send its head
+    // (and, below, its first piece) within it; a whole answer's head comes with its end, so
+    // once connected it has its whole answer timeout, as the first route had.
+    if (falling_back) (stream ? timeouts.head_by : timeouts.start_by) = *deadline;
     // Whether a timeout of this attempt was the deadline's, not the route's own: it fired
-    // at the deadline, which bounds the wait for the head of a fallback attempt. (Timers
-    // run on a coarse clock, so they may fire up to a tick short of it.)
+    // at the deadline (timers run on a coarse clock, so up to a tick short of it), and for a
+    // whole answer before its own answer timeout could have.
     auto cut_by_deadline = [&] {
-      return falling_back &&
-             std::chrono::steady_clock::now() + http::kDeadlineTick >= *deadline;
+      const auto now = std::chrono::steady_clock::now();
+      if (!falling_back || now + http::kDeadlineTick < *deadline) return false;
+      return stream || now < sent_at + std::chrono::milliseconds(timeouts.first_byte_timeout_ms);
     };
     stats_->attempt(r.index, flex);
     router::Breaker& breaker = health_[r.index];

@@ -62,9 +62,17 @@ Status upstream_error(const UpstreamEndpoint& ep, std::string_view what,
                       timeout ? std::string("timed out") : ec.message())};
 }
 
-Status past_head_by(const UpstreamEndpoint& ep) {
+Status past_start_limit(const UpstreamEndpoint& ep) {
   return {ErrorKind::kUpstreamTimeout,
-          fmt::format("upstream '{}': no response head within the time left", ep.name)};
+          fmt::format("upstream '{}': no attempt starts past the time left", ep.name)};
+}
+
+// `ms`, cut to the time left before `by` (at least 1 ms).
+milliseconds cut_to(std::uint32_t ms, const std::optional<SteadyTime>& by) {
+  const milliseconds own(ms);
+  if (!by) return own;
+  const auto left = std::chrono::ceil<milliseconds>(*by - std::chrono::steady_clock::now());
+  return std::clamp(left, milliseconds(1), own);
 }
 
 Status malformed(const UpstreamEndpoint& ep, std::string_view what) {
@@ -343,13 +351,16 @@ void UpstreamPool::give_back(std::unique_ptr<UpstreamConnection> conn) {
   list.push_back(std::move(conn));
 }
 
-std::chrono::milliseconds UpstreamTimeouts::bounded(std::uint32_t ms) const {
-  const milliseconds own(ms);
-  if (!head_by) return own;
-  const auto left =
-      std::chrono::ceil<milliseconds>(*head_by - std::chrono::steady_clock::now());
-  return std::clamp(left, milliseconds(1), own);
+std::optional<SteadyTime> UpstreamTimeouts::start_limit() const {
+  if (start_by && head_by) return std::min(*start_by, *head_by);
+  return start_by ? start_by : head_by;
 }
+
+milliseconds UpstreamTimeouts::connect_wait() const {
+  return cut_to(connect_timeout_ms, start_limit());
+}
+
+milliseconds UpstreamTimeouts::head_wait() const { return cut_to(first_byte_timeout_ms, head_by); }
 
 Task<Result<std::unique_ptr<UpstreamConnection>>> UpstreamPool::connect(
     const UpstreamEndpoint& ep, const UpstreamTimeouts& timeouts) {
@@ -370,7 +381,7 @@ Task<Result<std::unique_ptr<UpstreamConnection>>> UpstreamPool::connect(
   Socket& lowest = conn->lowest();
   conn->deadline.emplace(*deadlines_, lowest);
   conn->deadline->cap_by(timeouts.cutoff);
-  conn->deadline->expires_after(timeouts.bounded(timeouts.connect_timeout_ms));
+  conn->deadline->expires_after(timeouts.connect_wait());
   auto [cec, connected] = co_await asio::async_connect(lowest, *addresses, use_nothrow);
   if (cec) co_return upstream_error(ep, "connect", cec, conn->deadline->expired());
   boost::system::error_code ignored;
@@ -394,8 +405,9 @@ Task<Result<std::unique_ptr<UpstreamResponse>>> UpstreamPool::send(
     const UpstreamTimeouts& timeouts) {
   int fresh_retries = 0;
   for (;;) {
-    if (timeouts.head_by && std::chrono::steady_clock::now() >= *timeouts.head_by) {
-      co_return past_head_by(ep);  // no retry starts past it
+    if (const auto limit = timeouts.start_limit();
+        limit && std::chrono::steady_clock::now() >= *limit) {
+      co_return past_start_limit(ep);  // no retry starts past it
     }
     std::unique_ptr<UpstreamConnection> conn = take_idle(ep.index);
     const bool reused = conn != nullptr;
@@ -422,7 +434,7 @@ Task<Result<std::unique_ptr<UpstreamResponse>>> UpstreamPool::send(
     impl->endpoint = &ep;
     impl->timeouts = timeouts;
 
-    conn->deadline->expires_after(timeouts.bounded(timeouts.first_byte_timeout_ms));
+    conn->deadline->expires_after(timeouts.head_wait());
     // Plain TCP sockets are non-blocking: the request usually goes out in this one call.
     const std::array<asio::const_buffer, 2> request{asio::buffer(head), asio::buffer(body)};
     boost::system::error_code ec;

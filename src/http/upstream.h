@@ -39,16 +39,25 @@ struct UpstreamTimeouts {
   std::uint32_t idle_timeout_ms = limits::kUpstreamIdleTimeoutMs;
   // The first-byte timeout of a request for a whole (non-stream) answer (the caller picks).
   std::uint32_t answer_timeout_ms = limits::kUpstreamAnswerTimeoutMs;
-  // When set, connecting and waiting for the response head (retries included) end by then
-  // whatever their own timeouts allow: a fallback attempt within the fallback deadline.
+  // When set, connecting (retries included) ends by then whatever connect_timeout_ms
+  // allows, and no retry starts past it: a whole answer's fallback attempt, which must
+  // start within the fallback deadline and then has its whole answer timeout.
+  std::optional<std::chrono::steady_clock::time_point> start_by;
+  // When set, the wait for the response head ends by then too (and connecting, as with
+  // start_by): a stream's fallback attempt within the fallback deadline, a flex attempt
+  // within start_within.
   std::optional<std::chrono::steady_clock::time_point> head_by;
   // When set, every wait of the exchange (connect, head, body) also ends by `*cutoff`, which
   // the caller may move earlier while it runs (its client went away); it then fails as a
   // timeout.
   std::shared_ptr<const CoarseClock::time_point> cutoff;
 
-  // `ms`, cut to the time left before `head_by` (at least 1 ms).
-  std::chrono::milliseconds bounded(std::uint32_t ms) const;
+  // The earlier of start_by and head_by, if either is set.
+  std::optional<std::chrono::steady_clock::time_point> start_limit() const;
+  // connect_timeout_ms cut to the time left before start_limit(), first_byte_timeout_ms
+  // to the time left before head_by (at least 1 ms each).
+  std::chrono::milliseconds connect_wait() const;
+  std::chrono::milliseconds head_wait() const;
 };
 
 // An upstream server as configured: where it is and how to trust it. Immutable; shared

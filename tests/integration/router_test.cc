@@ -538,17 +538,22 @@ TEST(Router, FallbackStopsAtItsDeadline) {
   EXPECT_EQ(received(hurried.ports[1]), 0);  // the second route was never tried
 }
 
-// The deadline bounds the whole fallback: an attempt that starts just before it gets only
-// the time left, not the upstream's full first-byte timeout.
+// The deadline bounds the fallback: an attempt starts before it, and a stream's attempt
+// gets only the time left for its head, not the upstream's full first-byte timeout. A whole
+// answer's attempt, whose head comes with its end, has its whole answer timeout once
+// connected.
 TEST(Router, AFallbackAttemptEndsAtTheDeadline) {
   Process erring(bin("turnpike-sim"),
                  std::vector<std::string>{"--listen", "127.0.0.1:0", "--error-rate", "1"});
   Process slow(bin("turnpike-sim"),
                std::vector<std::string>{"--listen", "127.0.0.1:0", "--latency-ms", "3000"});
+  Process patient(bin("turnpike-sim"),
+                  std::vector<std::string>{"--listen", "127.0.0.1:0", "--latency-ms", "700"});
   const int erring_port = erring.wait_listening();
   const int slow_port = slow.wait_listening();
-  // The deadline cuts the wait for the head, whichever of it and the route's own timeouts
-  // is shorter than the other (a connect timeout below the deadline included).
+  const int patient_port = patient.wait_listening();
+  // The deadline cuts the wait for a stream's head, whichever of it and the route's own
+  // timeouts is shorter than the other (a connect timeout below the deadline included).
   for (const std::string upstream : {"", "upstream: { connect_timeout_ms: 100 }\n"}) {
     TempDir dir;
     std::ostringstream y;
@@ -557,9 +562,14 @@ TEST(Router, AFallbackAttemptEndsAtTheDeadline) {
       << "  - { name: erring, api: openai, base_url: \"http://127.0.0.1:" << erring_port
       << "/v1\" }\n"
       << "  - { name: slow, api: openai, base_url: \"http://127.0.0.1:" << slow_port << "/v1\" }\n"
+      << "  - { name: patient, api: openai, base_url: \"http://127.0.0.1:" << patient_port
+      << "/v1\" }\n"
       << "models:\n  - name: m\n    routes:\n"
       << "      - { provider: erring, input_per_mtok: \"0.01\", output_per_mtok: \"0.01\" }\n"
-      << "      - { provider: slow, input_per_mtok: \"1\", output_per_mtok: \"1\" }\n";
+      << "      - { provider: slow, input_per_mtok: \"1\", output_per_mtok: \"1\" }\n"
+      << "  - name: w\n    routes:\n"
+      << "      - { provider: erring, input_per_mtok: \"0.01\", output_per_mtok: \"0.01\" }\n"
+      << "      - { provider: patient, input_per_mtok: \"1\", output_per_mtok: \"1\" }\n";
     Process gateway(bin("turnpike"),
                     std::vector<std::string>{"serve", "--config", dir.write("t.yaml", y.str()),
                                              "--threads", "1", "--data-dir", dir.path() + "/var"},
@@ -569,11 +579,12 @@ TEST(Router, AFallbackAttemptEndsAtTheDeadline) {
     const std::string key = create_key(port);
     const std::map<std::string, std::string> headers = {
         {"authorization", "Bearer " + key}, {"x-turnpike-route-preference", "cost"}};
-    const std::string body = R"({"model":"m","max_tokens":20,"messages":[]})";
     const int slow_before = received(slow_port);
-    // erring answers 500 at once; slow would answer after 3 s, past the 300 ms deadline.
+    // erring answers 500 at once; slow would start its stream after 3 s, past the 300 ms
+    // deadline.
+    const std::string stream = R"({"model":"m","max_tokens":20,"stream":true,"messages":[]})";
     for (int i = 0; i < 2; ++i) {
-      const auto res = http_request(port, "POST", "/v1/chat/completions", body, headers);
+      const auto res = http_request(port, "POST", "/v1/chat/completions", stream, headers);
       EXPECT_EQ(res.status, 504) << upstream << res.body;
       EXPECT_NE(res.body.find("fallback_deadline_ms"), std::string::npos) << res.body;
     }
@@ -588,6 +599,12 @@ TEST(Router, AFallbackAttemptEndsAtTheDeadline) {
                                      {{"authorization", std::string("Bearer ") + kAdminKey}});
     const std::string slow_entry = route_entry(routes.body, "m", "slow");
     EXPECT_NE(slow_entry.find(R"("errors":0)"), std::string::npos) << upstream << routes.body;
+
+    // A whole answer that ends 700 ms after the first attempt began, past the deadline.
+    const auto whole = http_request(port, "POST", "/v1/chat/completions",
+                                    R"({"model":"w","max_tokens":20,"messages":[]})", headers);
+    EXPECT_EQ(whole.status, 200) << upstream << whole.body;
+    EXPECT_EQ(whole.header("x-turnpike-fallbacks"), "1");
   }
 }
 
