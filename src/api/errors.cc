@@ -24,6 +24,7 @@ ErrorNames names_for(unsigned status) {
     case 408: return {"invalid_request_error", "request_timeout", "invalid_request_error"};
     case 409: return {"invalid_request_error", "conflict", "invalid_request_error"};
     case 413: return {"invalid_request_error", "request_too_large", "request_too_large"};
+    case 415: return {"invalid_request_error", "unsupported_media_type", "invalid_request_error"};
     case 429: return {"rate_limit_error", "rate_limit_exceeded", "rate_limit_error"};
     case 431: return {"invalid_request_error", "headers_too_large", "invalid_request_error"};
     case 501: return {"invalid_request_error", "not_implemented", "invalid_request_error"};

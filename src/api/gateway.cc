@@ -1055,11 +1055,20 @@ Surface models_surface(const http::Request& req) {
   return req["anthropic-version"].empty() ? Surface::kOpenAI : Surface::kAnthropic;
 }
 
-// Both SDKs call the models endpoints: the OpenAI one with a bearer token, the Anthropic
-// one with x-api-key.
-std::string_view models_key(const http::Request& req) {
-  std::string_view key = bearer_token(req);
-  return key.empty() ? req["x-api-key"] : key;
+// The key a request authenticates with: a bearer token (the OpenAI SDK's way), or
+// x-api-key (the Anthropic SDK's) where `x_api_key` allows it. The Anthropic SDK sends both
+// when its environment also sets an auth token for another service: then the one shaped
+// as a Turnpike key counts (the bearer token when both or neither are).
+std::string_view client_key(const http::Request& req, bool x_api_key) {
+  const std::string_view bearer = bearer_token(req);
+  if (!x_api_key) return bearer;
+  const std::string_view api_key = req["x-api-key"];
+  if (bearer.empty()) return api_key;
+  if (!api_key.empty() && api_key.starts_with(auth::kKeyPrefix) &&
+      !bearer.starts_with(auth::kKeyPrefix)) {
+    return api_key;
+  }
+  return bearer;
 }
 
 // A model object: OpenAI's `{"id","object","created","owned_by"}`, or Anthropic's
@@ -1079,7 +1088,8 @@ void write_model(json::Writer& w, const catalog::Model& m, Surface surface,
 
 Task<void> Gateway::list_models(http::Request& req, Responder& res) {
   const Surface surface = models_surface(req);
-  const auth::KeyGrant* grant = co_await authenticate(models_key(req), surface, res);
+  const auth::KeyGrant* grant =
+      co_await authenticate(client_key(req, /*x_api_key=*/true), surface, res);
   if (grant == nullptr) co_return;
   std::string out;
   json::Writer w(out);
@@ -1107,7 +1117,8 @@ Task<void> Gateway::list_models(http::Request& req, Responder& res) {
 
 Task<void> Gateway::retrieve_model(std::string_view id, http::Request& req, Responder& res) {
   const Surface surface = models_surface(req);
-  const auth::KeyGrant* grant = co_await authenticate(models_key(req), surface, res);
+  const auth::KeyGrant* grant =
+      co_await authenticate(client_key(req, /*x_api_key=*/true), surface, res);
   if (grant == nullptr) co_return;
   std::string name;
   const bool decoded = http::percent_decode(id, name, /*plus_is_space=*/false);
@@ -1348,8 +1359,7 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
   const OperationInfo info = info_for(op);
   const Surface surface = info.surface;
 
-  std::string_view key = bearer_token(req);
-  if (key.empty() && surface == Surface::kAnthropic) key = req["x-api-key"];
+  const std::string_view key = client_key(req, surface == Surface::kAnthropic);
   // Who is asking comes before anything about the request: an unauthenticated client learns
   // nothing, not even which models exist.
   const auth::KeyGrant* grant = co_await authenticate(key, surface, res);
@@ -1486,6 +1496,9 @@ std::optional<Refusal> Gateway::plan_request(Operation op, const OperationInfo& 
   auto parsed = parse_request_body(req.body());
   if (!parsed) return Refusal{400, parsed.status().message(), {}};
   plan.body = std::move(parsed.value());
+  // The Messages API has no `n`: one answer, whatever the body says (the upstream refuses
+  // the member, at no cost), so it holds for one.
+  if (info.surface == Surface::kAnthropic) plan.body.choices = 1;
   const RequestBody& body = plan.body;
   if (!body.has_model || body.model.empty()) return Refusal{400, "'model' is required", {}};
   RouteOptions& options = plan.options;

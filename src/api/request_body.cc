@@ -217,6 +217,7 @@ Result<RequestBody> parse_request_body(std::string_view text) {
       ++read_members;
     }
     if (key == "messages") {
+      if (!value.is_array()) return invalid("'messages' must be an array");
       messages = value;
     } else if (key == "tools") {
       body.has_tools = true;
@@ -293,6 +294,7 @@ Result<RequestBody> parse_request_body(std::string_view text) {
       }
       body.service_tier = std::string(tier);
     } else if (key == kOptionPrivacyTier || key == kOptionStartWithin) {
+      if (value.is_null()) continue;  // as absent, like the other options
       std::string_view option;
       if (value.get_string().get(option) || option.empty()) {
         return invalid(fmt::format("'{}' must be a non-empty string", key));

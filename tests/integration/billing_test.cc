@@ -204,6 +204,19 @@ TEST(Billing, ShortBalanceIs402SayingWhatIsAvailableAndNeeded) {
   EXPECT_EQ(http_request(stack.port, "GET", "/api/usage?limit=5000", {}, bearer(key)).status, 400);
 }
 
+// The Messages API has no `n`: a body that carries one is held for one answer (a hold for
+// 128 answers would refuse an account that can pay for the one it gets).
+TEST(Billing, MessagesHoldForOneAnswerWhateverNSays) {
+  Stack stack("billing: { trial_usd: \"0\" }");
+  ASSERT_GT(stack.port, 0) << stack.gateway->log();
+  const std::string key = funded_key(stack.port, "0.01");  // 64 tokens out: under 0.001
+  const auto res = http_request(
+      stack.port, "POST", "/v1/messages",
+      R"({"model":"claude-test","max_tokens":64,"n":128,"messages":[{"role":"user","content":"hi"}]})",
+      {{"x-api-key", key}, {"anthropic-version", "2023-06-01"}});
+  EXPECT_EQ(res.status, 200) << res.body;
+}
+
 TEST(Billing, ConcurrentRequestsNeverSpendPastTheBalance) {
   Stack stack("billing: { trial_usd: \"0\" }", {"--threads", "2"});
   ASSERT_GT(stack.port, 0);

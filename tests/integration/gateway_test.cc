@@ -147,6 +147,32 @@ TEST_F(GatewayTest, AnthropicMessagesStreamAndNonStream) {
   }
 }
 
+// The Anthropic SDK sends a bearer token beside x-api-key when its environment also sets an
+// auth token (for another service): the key shaped as a Turnpike key is the one that counts.
+TEST_F(GatewayTest, TheTurnpikeShapedKeyCountsWhenBothHeadersCome) {
+  const std::string body =
+      R"({"model":"claude-test","max_tokens":4,"messages":[{"role":"user","content":"hi"}]})";
+  for (const auto& [bearer, api_key, status] :
+       std::vector<std::tuple<std::string, std::string, int>>{
+           {"sk-ant-oat01-elsewhere", stack_->key, 200},
+           {stack_->key, "sk-ant-api03-elsewhere", 200},
+           {"tp_sk_revokedorwrong", stack_->key, 401},  // both Turnpike keys: the bearer's
+       }) {
+    const std::map<std::string, std::string> headers = {{"authorization", "Bearer " + bearer},
+                                                        {"x-api-key", api_key},
+                                                        {"anthropic-version", "2023-06-01"}};
+    const auto res = post("/v1/messages", body, headers);
+    EXPECT_EQ(res.status, status) << bearer << " / " << api_key << ": " << res.body;
+    const auto models = http_request(stack_->port, "GET", "/v1/models", {}, headers);
+    EXPECT_EQ(models.status, status) << models.body;
+  }
+  // The OpenAI surface reads only the bearer token.
+  const std::map<std::string, std::string> openai = {{"authorization", "Bearer sk-elsewhere"},
+                                                     {"x-api-key", stack_->key}};
+  EXPECT_EQ(post("/v1/chat/completions", R"({"model":"gpt-test","messages":[]})", openai).status,
+            401);
+}
+
 TEST_F(GatewayTest, EmbeddingsAndModels) {
   auto res = post("/v1/embeddings", R"({"model":"embed-test","input":["a","b"]})");
   ASSERT_EQ(res.status, 200) << res.body;

@@ -199,6 +199,32 @@ TEST(Server, AnHttp11RequestWithoutOneHostIs400) {
   }
 }
 
+// Two credentials of one kind: which one counts would be anybody's guess (a proxy in front
+// may read the other), so neither does. A compressed body would be read as bad JSON: 415.
+TEST(Server, DuplicateCredentialsAre400AndACodedBodyIs415) {
+  Stack stack;
+  ASSERT_GT(stack.port, 0);
+  const std::string body = R"({"model":"gpt-test","messages":[]})";
+  auto post = [&](const std::string& extra) {
+    return "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
+           stack.key + "\r\n" + extra + "Content-Length: " + std::to_string(body.size()) +
+           "\r\n\r\n" + body;
+  };
+  for (const auto& [request, status, words] :
+       std::vector<std::tuple<std::string, std::string, std::string>>{
+           {post("authorization: Bearer tp_sk_other\r\n"), "400",
+            "more than one Authorization header"},
+           {post("x-api-key: a\r\nX-Api-Key: b\r\n"), "400", "more than one x-api-key header"},
+           {post("Content-Encoding: gzip\r\n"), "415", "Content-Encoding is not supported"},
+           {post("Content-Encoding: identity\r\n"), "200", "chat.completion"}}) {
+    RawConnection c(stack.port);
+    ASSERT_TRUE(c.send(request));
+    const std::string got = c.read_until("}}", 5s);
+    EXPECT_EQ(got.substr(9, 3), status) << request << " -> " << got;
+    EXPECT_NE(got.find(words), std::string::npos) << got;
+  }
+}
+
 TEST(Server, KeepAliveAndPipelinedRequestsAnswerInOrder) {
   Stack stack;
   ASSERT_GT(stack.port, 0);

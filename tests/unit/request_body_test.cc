@@ -23,9 +23,17 @@ TEST(RequestBody, RejectsMalformedAndWrongTypes) {
   for (const char* bad : {"", "{", "[]", "\"s\"", R"({"model":1})", R"({"stream":"yes"})",
                           R"({"max_tokens":-1})", R"({"max_tokens":0})",
                           R"({"max_completion_tokens":0})", R"({"max_tokens":1.5})", R"({"privacy_tier":""})",
+                          R"({"messages":"hi"})", R"({"messages":null})", R"({"messages":{}})",
                           "{\"model\":\"\xff\"}"}) {
     EXPECT_FALSE(parse_request_body(bad)) << bad;
   }
+  EXPECT_EQ(parse_request_body(R"({"messages":5})").status().message(),
+            "'messages' must be an array");
+  // Turnpike's options, null, are absent, as every other member read.
+  const auto nulls = parse_request_body(R"({"privacy_tier":null,"start_within":null})");
+  ASSERT_TRUE(nulls) << nulls.status().message();
+  EXPECT_TRUE(nulls->privacy_tier.empty());
+  EXPECT_TRUE(nulls->start_within.empty());
 }
 
 TEST(RequestBody, RewriteReplacesModelAndDropsOptionsKeepingTheRest) {
