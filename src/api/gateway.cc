@@ -191,6 +191,22 @@ bool route_at_fault(unsigned status) {
   return status >= 500 || status == 401 || status == 403 || status == 404;
 }
 
+// For the client: how each route tried failed, in order, then `last` (how the answer that
+// stands failed), if any.
+std::string failures_text(std::span<const std::string> failures, std::string_view last) {
+  const std::size_t tried = failures.size() + (last.empty() ? 0 : 1);
+  std::string out = tried > 1 ? fmt::format("{} routes tried, none served: ", tried) : "";
+  for (const std::string& f : failures) {
+    if (&f != failures.data()) out += "; ";
+    out += f;
+  }
+  if (!last.empty()) {
+    if (!failures.empty()) out += "; ";
+    out += last;
+  }
+  return out;
+}
+
 // Whether a stream's first piece starts with an error (Anthropic's `error` event, an
 // OpenAI-style `{"error": …}` chunk) before any event of the answer; keep-alives aside.
 bool opens_with_error(std::string_view piece) {
@@ -825,6 +841,8 @@ class Gateway final : public http::Handler {
     const catalog::Route* last_tried = nullptr;  // the last route a request went to
     const catalog::Model* last_model = nullptr;  // ...and its model (for "auto", one of many)
     std::string first_piece;  // a stream's first body bytes, read to judge it (not relayed)
+    // How each attempt that did not serve failed, in order (for the client's error).
+    std::vector<std::string> failures;
   };
   // Down the ranking until a route answers: a refused or failed connection, a timeout
   // before the response headers, a 5xx or a 429, a stream that fails before its first
@@ -1447,6 +1465,9 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
       bill.record.model = sent.last_model->name;
     }
     void_bill(state_->services(), bill, bill.status_for(status));
+    const std::string fallbacks =
+        std::to_string(sent.failures.empty() ? 0 : sent.failures.size() - 1);
+    res.add_header("x-turnpike-fallbacks", fallbacks);
     co_await send_error(res, surface, status, failure.message());
     co_return;
   }
@@ -1477,8 +1498,9 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
     // upstream that failed.
     void_bill(state_->services(), bill, bill.status_for(502));
     co_await send_error(res, surface, 502,
-                        fmt::format("upstream '{}' answered HTTP {}", provider.name,
-                                    upstream.status()),
+                        failures_text(sent.failures,
+                                      fmt::format("upstream '{}' answered HTTP {}",
+                                                  provider.name, upstream.status())),
                         {}, headers);
     co_return;
   }
@@ -2207,11 +2229,17 @@ Task<Gateway::Answered> Gateway::send_with_fallback(const OperationInfo& info,
   // The fallback deadline counts from the first standard attempt: a flex wait is the
   // client's own choice. The attempts after that one must answer within it.
   std::optional<std::chrono::steady_clock::time_point> deadline;
-  auto deadline_passed = [&] {
+  auto deadline_passed = [&](std::string_view provider) {
     return Status{ErrorKind::kUpstreamTimeout,
-                  fmt::format("no route answered within routing.fallback_deadline_ms ({} ms)",
-                              state_->config().fallback_deadline_ms)};
+                  fmt::format("upstream '{}' had not answered when routing.fallback_deadline_ms "
+                              "({} ms) passed",
+                              provider, state_->config().fallback_deadline_ms)};
   };
+  auto attempt_failed = [&](Status why) {
+    out.failures.push_back(why.message());
+    out.failure = std::move(why);
+  };
+  bool deadline_stopped = false;  // a route was left untried because the deadline passed
   // Whether a standard route after `attempt` would still be tried: a fallback attempt skips
   // one that rests now (below). When none would, this answer stands.
   auto another_would_be_tried = [&](std::size_t attempt,
@@ -2233,7 +2261,7 @@ Task<Gateway::Answered> Gateway::send_with_fallback(const OperationInfo& info,
     if (!flex && !deadline) {
       deadline = sent_at + std::chrono::milliseconds(state_->config().fallback_deadline_ms);
     } else if (!flex && sent_at >= *deadline) {
-      out.failure = deadline_passed();
+      deadline_stopped = true;
       break;
     }
     const catalog::Route& r = *routes[out.attempt].route;
@@ -2311,13 +2339,13 @@ Task<Gateway::Answered> Gateway::send_with_fallback(const OperationInfo& info,
       // Late is what flex may be: no mark against the route's health.
       log::info("flex tier did not start within start_within; trying the standard tier",
                 {{"provider", p.name}, {"start_within_ms", flex_ms}});
-      out.failure = sent.status();
+      attempt_failed(sent.status());
       stats_->fallback(r.index);
       continue;
     }
     if (!sent && sent.status().kind() == ErrorKind::kUpstreamTimeout && cut_by_deadline()) {
       // Cut short by the deadline, not found slow by its own timeouts: no health mark.
-      out.failure = deadline_passed();
+      attempt_failed(deadline_passed(p.name));
       break;
     }
     if (!sent) {
@@ -2326,7 +2354,7 @@ Task<Gateway::Answered> Gateway::send_with_fallback(const OperationInfo& info,
       const bool cut = bill.client_gone() &&
                        sent.status().kind() == ErrorKind::kUpstreamTimeout &&
                        http::CoarseClock::now() >= *bill.cutoff;
-      out.failure = sent.status();
+      attempt_failed(sent.status());
       if (!cut) {
         log::warn("upstream failed", {{"provider", p.name}, {"error", sent.status().message()}});
         upstream_failed(r);
@@ -2360,15 +2388,16 @@ Task<Gateway::Answered> Gateway::send_with_fallback(const OperationInfo& info,
         failed = "sent an error event where its stream's first event belongs";
       }
       if (!failed.empty()) {
-        out.failure = Status{ErrorKind::kUpstreamFailed,
-                             fmt::format("upstream '{}' {}", p.name, failed)};
         // Cut short because the client left: no mark against the route, and nobody to
         // answer.
-        if (bill.client_gone()) break;
-        if (!first && first.status().kind() == ErrorKind::kUpstreamTimeout && cut_by_deadline()) {
-          out.failure = deadline_passed();
+        if (!first && first.status().kind() == ErrorKind::kUpstreamTimeout &&
+            !bill.client_gone() && cut_by_deadline()) {
+          attempt_failed(deadline_passed(p.name));
           break;
         }
+        attempt_failed(Status{ErrorKind::kUpstreamFailed,
+                              fmt::format("upstream '{}' {}", p.name, failed)});
+        if (bill.client_gone()) break;
         log::warn("upstream stream failed at its start",
                   {{"provider", p.name}, {"what", failed}});
         upstream_failed(r);
@@ -2383,10 +2412,10 @@ Task<Gateway::Answered> Gateway::send_with_fallback(const OperationInfo& info,
       const std::string coding((*sent)->header("content-encoding"));
       log::warn("upstream sent an encoded body", {{"provider", p.name}, {"coding", coding}});
       upstream_failed(r);
-      out.failure = Status{ErrorKind::kUpstreamFailed,
-                           fmt::format("upstream '{}' sent its answer compressed (content "
-                                       "coding) though asked not to",
-                                       p.name)};
+      attempt_failed(Status{ErrorKind::kUpstreamFailed,
+                            fmt::format("upstream '{}' sent its answer compressed (content "
+                                        "coding) though asked not to",
+                                        p.name)});
       if (!last) stats_->fallback(r.index);
       continue;
     }
@@ -2407,8 +2436,8 @@ Task<Gateway::Answered> Gateway::send_with_fallback(const OperationInfo& info,
       stats_->fallback(r.index);
       // What the request ends with should the routes after this one all be skipped after
       // all (their circuits may open while this answer is drained).
-      out.failure = Status{ErrorKind::kUpstreamFailed,
-                           fmt::format("upstream '{}' answered HTTP {}", p.name, status)};
+      attempt_failed(Status{ErrorKind::kUpstreamFailed,
+                            fmt::format("upstream '{}' answered HTTP {}", p.name, status)});
       continue;
     }
     bill.sent_at = sent_at;
@@ -2418,6 +2447,15 @@ Task<Gateway::Answered> Gateway::send_with_fallback(const OperationInfo& info,
     if (stream) bill.first_byte = std::chrono::steady_clock::now();
     out.response = std::move(sent.value());
     break;
+  }
+  if (!out.response && deadline_stopped) {
+    out.failure = Status{
+        ErrorKind::kUpstreamTimeout,
+        fmt::format("{}; no further route was tried: routing.fallback_deadline_ms ({} ms) had "
+                    "passed",
+                    failures_text(out.failures, {}), state_->config().fallback_deadline_ms)};
+  } else if (!out.response && out.failures.size() > 1) {
+    out.failure = Status{out.failure.kind(), failures_text(out.failures, {})};
   }
   co_return out;
 }

@@ -109,6 +109,7 @@ int serve(const ServeOptions& opts) {
   ops::Config& config = loaded.value();
   bool level_ok = false;
   log::set_level(log::parse_level(config.log_level, &level_ok));
+  for (const std::string& w : config.warnings) log::warn("config", {{"warning", w}});
   if (!opts.listen.empty()) {
     if (auto s = ops::parse_listen(opts.listen, config.listen_host, config.listen_port); !s) {
       std::fprintf(stderr, "turnpike: --listen: %s\n", s.message().c_str());
@@ -174,6 +175,7 @@ int serve(const ServeOptions& opts) {
                  {{"error", next.status().message()}});
       return;
     }
+    for (const std::string& w : fresh->warnings) log::warn("config", {{"warning", w}});
     if (prober) prober->stop();
     hub->publish(std::move(next.value()));
     prober = api::Prober::start(hub->current());
@@ -947,6 +949,9 @@ int run_turnpike(int argc, char** argv) {
         std::fprintf(stderr, "turnpike: config error: %s\n", s.message().c_str());
         return 2;
       }
+    }
+    for (const std::string& w : loaded->warnings) {
+      std::fprintf(stderr, "turnpike: config warning: %s\n", w.c_str());
     }
     std::printf("%s: ok (%zu providers, %zu models)\n", check_path.c_str(),
                 loaded->catalog->providers().size(), loaded->catalog->models().size());

@@ -21,7 +21,9 @@ inline constexpr int kIoSpinMicros = 50;  // an I/O thread polls this long befor
 
 // Upstream side (client and pools).
 inline constexpr std::uint32_t kUpstreamConnectTimeoutMs = 5'000;
-inline constexpr std::uint32_t kUpstreamFirstByteTimeoutMs = 60'000;  // request sent → headers
+// Request sent → a stream's response headers. Below the fallback deadline (30 s), so a
+// stream route that sends none is followed by the next in time.
+inline constexpr std::uint32_t kUpstreamFirstByteTimeoutMs = 20'000;
 // A whole (non-stream) answer's headers come with its end: as long as both SDKs wait by
 // default (10 minutes), so a long generation is not cut off, then run again by the SDK's
 // retry.

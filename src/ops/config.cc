@@ -625,7 +625,8 @@ router::Weights parse_weights(const Reader& r, const YAML::Node& w, const std::s
 // rather than silently matching nothing.
 std::vector<router::Rule> parse_rules(const Reader& r, const YAML::Node& root,
                                       const std::vector<catalog::Provider>& providers,
-                                      const std::vector<catalog::Model>& models) {
+                                      const std::vector<catalog::Model>& models,
+                                      std::vector<std::string>& warnings) {
   const YAML::Node routing = root["routing"];
   if (!routing.IsDefined() || routing.IsNull()) return {};
   const YAML::Node list = routing["rules"];
@@ -742,6 +743,42 @@ std::vector<router::Rule> parse_rules(const Reader& r, const YAML::Node& root,
     }
     if (rule.pin.empty() && rule.exclude.empty() && !rule.weights && rule.fallback_order.empty()) {
       r.fail(n, path, "a rule needs at least one action: pin, exclude, weights or fallback_order");
+    }
+    // The first rule that matches applies: one that an earlier rule always beats is dead.
+    for (const router::Rule& earlier : rules) {
+      if (router::covers(earlier, rule)) {
+        r.fail(n, path,
+               fmt::format("rule '{}' never applies: rule '{}' before it matches every request "
+                           "it matches (the first rule that matches applies)",
+                           rule.name, earlier.name));
+      }
+    }
+    // A rule that leaves no route for any model it matches refuses every request it
+    // matches (403): a policy that fails closed, but more likely a mistake.
+    if (!rule.pin.empty() || !rule.exclude.empty()) {
+      const bool leaves_a_route =
+          std::any_of(models.begin(), models.end(), [&](const catalog::Model& model) {
+            if (!rule.model.empty() && !router::glob_match(rule.model, model.name) &&
+                !router::glob_match(rule.model, "auto")) {
+              return false;
+            }
+            return std::any_of(model.routes.begin(), model.routes.end(),
+                               [&](const catalog::Route& route) {
+                                 const catalog::Provider& p = providers[route.provider];
+                                 return router::admits(rule, p.index) &&
+                                        (!rule.privacy_tier || p.privacy_tier <= *rule.privacy_tier);
+                               });
+          });
+      if (!leaves_a_route) {
+        warnings.push_back(
+            fmt::format("{}: rule '{}' leaves no route for any model it matches{}: every "
+                        "request it matches is refused (403)",
+                        path, rule.name,
+                        rule.privacy_tier
+                            ? fmt::format(" at privacy tier {}",
+                                          catalog::privacy_tier_name(*rule.privacy_tier))
+                            : std::string()));
+      }
     }
     rules.push_back(std::move(rule));
   }
@@ -864,6 +901,12 @@ Result<Config> parse_config(std::string_view yaml, std::string_view source) {
     parse_limits(r, root, c);
     parse_upstream(r, root, c);
     parse_routing(r, root, c);
+    if (c.upstream.first_byte_timeout_ms >= c.fallback_deadline_ms) {
+      c.warnings.push_back(fmt::format(
+          "upstream.first_byte_timeout_ms ({} ms) is not below routing.fallback_deadline_ms "
+          "({} ms): a stream route that sends no response headers is never followed by another",
+          c.upstream.first_byte_timeout_ms, c.fallback_deadline_ms));
+    }
     // A hold is renewed as a response arrives, not while a request waits for one: it must
     // outlast the longest wait for response headers, fallback included, or the money it
     // reserves could be spent twice. And a running response renews it as its bytes arrive,
@@ -897,7 +940,7 @@ Result<Config> parse_config(std::string_view yaml, std::string_view source) {
     }
     auto providers = parse_providers(r, root);
     auto models = parse_models(r, root, providers);
-    c.rules = parse_rules(r, root, providers, models);
+    c.rules = parse_rules(r, root, providers, models, c.warnings);
     c.catalog = std::make_shared<const catalog::Catalog>(std::move(providers), std::move(models));
     return c;
   } catch (const ConfigError& e) {

@@ -78,6 +78,9 @@ struct Config {
   std::vector<router::Rule> rules;
   Billing billing;
   std::shared_ptr<const catalog::Catalog> catalog;
+  // Settings that are valid but likely mistakes: logged at start and reload, printed by
+  // check-config.
+  std::vector<std::string> warnings;
 };
 
 // `source` names the text in error messages (usually the file path).

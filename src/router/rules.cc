@@ -21,12 +21,12 @@ bool glob_match(std::string_view pattern, std::string_view text) {
     if (p < pattern.size() && pattern[p] == '?') {
       ++p;
       t = next_char(t);
+    } else if (p < pattern.size() && pattern[p] == '*') {  // a wildcard, even facing a '*'
+      star = p++;
+      resume = t;
     } else if (p < pattern.size() && pattern[p] == text[t]) {
       ++p;
       ++t;
-    } else if (p < pattern.size() && pattern[p] == '*') {
-      star = p++;
-      resume = t;
     } else if (star != std::string_view::npos) {
       p = star + 1;
       t = resume = next_char(resume);
@@ -55,6 +55,16 @@ bool matches(const Rule& rule, const RuleSubject& s) {
   }
   if (rule.privacy_tier && *rule.privacy_tier != s.tier) return false;
   return true;
+}
+
+bool covers(const Rule& earlier, const Rule& later) {
+  const bool model =
+      earlier.model.empty() || earlier.model == later.model ||
+      (!later.model.empty() && later.model.find_first_of("*?") == std::string::npos &&
+       glob_match(earlier.model, later.model));
+  return model && (!earlier.account || earlier.account == later.account) &&
+         (earlier.key_tag.empty() || earlier.key_tag == later.key_tag) &&
+         (!earlier.privacy_tier || earlier.privacy_tier == later.privacy_tier);
 }
 
 const Rule* first_match(std::span<const Rule> rules, const RuleSubject& subject) {

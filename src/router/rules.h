@@ -50,6 +50,10 @@ struct RuleSubject {
 };
 
 bool matches(const Rule& rule, const RuleSubject& subject);
+// Whether `earlier` matches every request `later` matches (so `later`, after it, never
+// applies). Conservative: a glob is taken to cover another only when they are equal, or the
+// other has no wildcard and matches it.
+bool covers(const Rule& earlier, const Rule& later);
 // The first rule that matches, or nullptr.
 const Rule* first_match(std::span<const Rule> rules, const RuleSubject& subject);
 // Whether `rule` lets routes of `provider` be candidates.

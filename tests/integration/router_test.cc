@@ -534,8 +534,57 @@ TEST(Router, FallbackStopsAtItsDeadline) {
   ASSERT_GT(hurried.port, 0) << hurried.gateway->log();
   const auto late = hurried.chat("cost", "", "", "patient");
   EXPECT_EQ(late.status, 504) << late.body;
-  EXPECT_NE(late.body.find("fallback_deadline_ms"), std::string::npos) << late.body;
+  // What failed, then why nothing else was tried.
+  EXPECT_NE(late.body.find("upstream 'slowfail' answered HTTP 500; no further route was tried: "
+                           "routing.fallback_deadline_ms (200 ms) had passed"),
+            std::string::npos)
+      << late.body;
   EXPECT_EQ(received(hurried.ports[1]), 0);  // the second route was never tried
+}
+
+// When no route serves, the error says how each one tried failed, not only the last, and
+// counts the fallbacks as a served answer's header does.
+TEST(Router, WhenEveryRouteFailsTheErrorNamesEachAttempt) {
+  Process erring(bin("turnpike-sim"),
+                 std::vector<std::string>{"--listen", "127.0.0.1:0", "--error-rate", "1"});
+  const int erring_port = erring.wait_listening();
+  TempDir dir;
+  std::ostringstream y;
+  y << "listen: \"127.0.0.1:0\"\nproviders:\n"
+    << "  - { name: dead1, base_url: \"http://127.0.0.1:1/v1\" }\n"
+    << "  - { name: dead2, base_url: \"http://127.0.0.1:2/v1\" }\n"
+    << "  - { name: erring, base_url: \"http://127.0.0.1:" << erring_port << "/v1\" }\n"
+    << "models:\n"
+    << "  - name: gone\n    routes:\n"
+    << "      - { provider: dead1, input_per_mtok: \"0.01\", output_per_mtok: \"0.01\" }\n"
+    << "      - { provider: dead2, input_per_mtok: \"0.02\", output_per_mtok: \"0.02\" }\n"
+    << "  - name: broken\n    routes:\n"
+    << "      - { provider: dead1, input_per_mtok: \"0.01\", output_per_mtok: \"0.01\" }\n"
+    << "      - { provider: erring, input_per_mtok: \"0.02\", output_per_mtok: \"0.02\" }\n";
+  auto gateway = start_gateway(dir, dir.write("t.yaml", y.str()));
+  const int port = gateway->wait_listening();
+  ASSERT_GT(port, 0) << gateway->log();
+  const std::map<std::string, std::string> headers = {
+      {"authorization", "Bearer " + create_key(port)}, {"x-turnpike-route-preference", "cost"}};
+  // Both refuse the connection: no answer stands.
+  const auto gone = http_request(port, "POST", "/v1/chat/completions",
+                                 R"({"model":"gone","messages":[]})", headers);
+  EXPECT_EQ(gone.status, 502) << gone.body;
+  EXPECT_NE(gone.body.find("2 routes tried, none served: upstream 'dead1' connect"),
+            std::string::npos)
+      << gone.body;
+  EXPECT_NE(gone.body.find("; upstream 'dead2' connect"), std::string::npos) << gone.body;
+  EXPECT_EQ(gone.header("x-turnpike-fallbacks"), "1");
+  // The last answers 500: its answer stands, after the first's failure.
+  const auto broken = http_request(port, "POST", "/v1/chat/completions",
+                                   R"({"model":"broken","messages":[]})", headers);
+  EXPECT_EQ(broken.status, 502) << broken.body;
+  EXPECT_NE(broken.body.find("2 routes tried, none served: upstream 'dead1' connect"),
+            std::string::npos)
+      << broken.body;
+  EXPECT_NE(broken.body.find("; upstream 'erring' answered HTTP 500"), std::string::npos)
+      << broken.body;
+  EXPECT_EQ(broken.header("x-turnpike-fallbacks"), "1");
 }
 
 // The deadline bounds the fallback: an attempt starts before it, and a stream's attempt

@@ -26,7 +26,10 @@ TEST(Config, MinimalConfigGetsDocumentedDefaults) {
   EXPECT_EQ(c->store, "sqlite:turnpike.db");
   EXPECT_EQ(c->server.body_bytes_max, 32u * 1024 * 1024);
   EXPECT_EQ(c->upstream.connect_timeout_ms, 5000u);
-  EXPECT_EQ(c->upstream.first_byte_timeout_ms, 60'000u);
+  // Below the fallback deadline: a stream route that sends no headers is followed in time.
+  EXPECT_EQ(c->upstream.first_byte_timeout_ms, 20'000u);
+  EXPECT_EQ(c->fallback_deadline_ms, 30'000u);
+  EXPECT_TRUE(c->warnings.empty());
   EXPECT_EQ(c->upstream.answer_timeout_ms, 600'000u);  // as long as the SDKs wait
   EXPECT_EQ(c->upstream_idle_connections_max, 512u);
   EXPECT_DOUBLE_EQ(c->weights.quality, 0.4);
@@ -625,6 +628,64 @@ models:
                "routing.breaker_window: must be between 2 and 64");
   expect_error(base + "    - { weights: { quality: 0, cost: 0, latency: 0 } }\n",
                "at least one weight must be above 0");
+  // The first rule that matches applies: one an earlier rule always beats is refused (a dead
+  // exclude would fail open). Globs are compared conservatively.
+  const std::string any_weights = "weights: { quality: 1, cost: 0, latency: 0 } }\n";
+  expect_error(base + "    - { name: all, " + any_weights +
+                   "    - { name: late, match: { key_tag: batch }, exclude: [a] }\n",
+               "rule 'late' never applies: rule 'all' before it matches every request it matches");
+  expect_error(base + "    - { name: ms, match: { model: \"m*\" }, " + any_weights +
+                   "    - { name: m, match: { model: m, privacy_tier: cloud }, pin: [b] }\n",
+               "rule 'm' never applies: rule 'ms'");
+  for (const std::string& later :
+       {std::string("    - { match: { model: \"?\" }, pin: [b] }\n"),  // a glob: not compared
+        std::string("    - { match: { key_tag: y }, pin: [b] }\n")}) {
+    const auto fine = parse_config(
+        base + "    - { match: { model: \"m*\" }, " + any_weights + later, "t.yaml");
+    EXPECT_TRUE(fine) << fine.status().message();
+  }
+  // A rule that leaves no route for any model it matches is valid (it fails closed) but
+  // said: every request it matches is refused.
+  const auto closed = parse_config(R"(providers:
+  - { name: a, base_url: "http://127.0.0.1:9000/v1", privacy_tier: community }
+  - { name: b, base_url: "http://127.0.0.1:9001/v1" }
+models:
+  - name: m
+    routes:
+      - { provider: a, input_per_mtok: "1", output_per_mtok: "1" }
+routing:
+  rules:
+    - { name: secret, match: { privacy_tier: confidential }, pin: [a] }
+    - { name: open, match: { privacy_tier: community }, pin: [a] }
+    - { name: only-b, pin: [b] }
+)",
+                                   "t.yaml");
+  ASSERT_TRUE(closed) << closed.status().message();
+  ASSERT_EQ(closed->warnings.size(), 2u);
+  EXPECT_NE(closed->warnings[0].find("rule 'secret' leaves no route for any model it matches at "
+                                     "privacy tier confidential"),
+            std::string::npos)
+      << closed->warnings[0];
+  EXPECT_EQ(closed->warnings[1],
+            "routing.rules[2]: rule 'only-b' leaves no route for any model it matches: every "
+            "request it matches is refused (403)");
+}
+
+TEST(Config, AFirstByteTimeoutPastTheFallbackDeadlineIsSaid) {
+  for (const auto& [yaml, warned] : std::vector<std::pair<std::string, bool>>{
+           {"upstream: { first_byte_timeout_ms: 60000 }\n", true},
+           {"routing: { fallback_deadline_ms: 20000 }\n", true},
+           {"upstream: { first_byte_timeout_ms: 29999 }\n", false}}) {
+    const auto c = parse_config(std::string(kMinimal) + yaml, "t.yaml");
+    ASSERT_TRUE(c) << c.status().message();
+    ASSERT_EQ(c->warnings.size(), warned ? 1u : 0u) << yaml;
+    if (warned) {
+      EXPECT_NE(c->warnings[0].find("a stream route that sends no response headers is never "
+                                    "followed by another"),
+                std::string::npos)
+          << c->warnings[0];
+    }
+  }
 }
 
 TEST(Config, BillingKeysHaveDefaultsAndBounds) {

@@ -17,6 +17,9 @@ TEST(Rules, GlobMatchesStarsAndQuestionMarks) {
   EXPECT_FALSE(glob_match("a*b*c", "aXbYbZ"));
   EXPECT_TRUE(glob_match("exact", "exact"));
   EXPECT_FALSE(glob_match("exact", "exactly"));
+  // A `*` in the pattern is a wildcard even where the text has a `*` too.
+  EXPECT_TRUE(glob_match("a*", "a*b"));
+  EXPECT_TRUE(glob_match("*b", "**b"));
   // `?` is one character, whatever its UTF-8 length.
   EXPECT_TRUE(glob_match("mod?le", "mod\xc3\xa8le"));
   EXPECT_TRUE(glob_match("*?", "\xe2\x82\xac"));
