@@ -1799,7 +1799,11 @@ Task<void> Gateway::explain(http::Request& req, Responder& res) {
   const catalog::PrivacyTier tier = options.tier;
   const Constraints constraints =
       constraints_for(Api::kOpenAI, body, *grant, options, rule, models);
-  auto output_for = [&](const catalog::Model& m) { return output_bound(body, m); };
+  // Every candidate scored at one output, as choose_route does.
+  std::int64_t scored_output = std::numeric_limits<std::int64_t>::max();
+  for (const catalog::Model* m : models) {
+    scored_output = std::min(scored_output, output_bound(body, *m));
+  }
   struct Listed {
     const catalog::Model* model;
     const catalog::Route* route;
@@ -1816,7 +1820,7 @@ Task<void> Gateway::explain(http::Request& req, Responder& res) {
         l.scored = candidates.size();
         candidates.push_back(
             candidate_for(*m, r, prices_at(r, false, premium_for(r, constraints.priced).value()),
-                          input_tokens, output_for(*m)));
+                          input_tokens, scored_output));
         candidate_provider.push_back(r.provider);
       }
       listed.push_back(std::move(l));
@@ -1843,7 +1847,7 @@ Task<void> Gateway::explain(http::Request& req, Responder& res) {
   w.key("weights").begin_object().field("quality", shown(weights.quality));
   w.field("cost", shown(weights.cost)).field("latency", shown(weights.latency)).end_object();
   w.key("estimate").begin_object().field("input_tokens", input_tokens);
-  w.field("output_tokens", output_for(*models.front())).end_object();
+  w.field("output_tokens", scored_output).end_object();
   w.key("candidates").begin_array();
   for (const Listed& l : listed) {
     const catalog::Provider& p = state_->catalog().provider(*l.route);
@@ -1862,7 +1866,7 @@ Task<void> Gateway::explain(http::Request& req, Responder& res) {
         const catalog::Prices flex =
             prices_at(*l.route, true, premium_for(*l.route, constraints.priced).value());
         w.field("flex_cost_usd",
-                candidate_for(*l.model, *l.route, flex, input_tokens, output_for(*l.model))
+                candidate_for(*l.model, *l.route, flex, input_tokens, scored_output)
                     .cost.to_string());
       }
       w.field("ttfb_ms", c.ttfb_ms);
@@ -1903,7 +1907,7 @@ Task<void> Gateway::explain(http::Request& req, Responder& res) {
     std::vector<Ranked> admitted;
     for (const std::size_t i : order) {
       const Listed& l = *by_candidate[i];
-      admitted.push_back({l.route, 0, l.model, output_for(*l.model), false,
+      admitted.push_back({l.route, 0, l.model, output_bound(body, *l.model), false,
                           premium_for(*l.route, constraints.priced).value()});
     }
     w.field("start_within_ms", options.flex_ms).key("flex_pick");
@@ -1958,6 +1962,12 @@ Gateway::RouteChoice Gateway::choose_route(
     }
     return choice;
   }
+  // Models compare at one output: without max_tokens each model's own bound (its
+  // max_output_tokens) would make one with a small bound look cheap and fast whatever its
+  // prices. The smallest bound is an output every candidate can give. Each route's hold
+  // still covers its own model's bound.
+  std::int64_t scored_output = std::numeric_limits<std::int64_t>::max();
+  for (const catalog::Model* m : models) scored_output = std::min(scored_output, output_tokens(*m));
   std::vector<Ranked> routes;
   std::vector<router::Candidate> candidates;
   for (const catalog::Model* m : models) {
@@ -1965,7 +1975,8 @@ Gateway::RouteChoice Gateway::choose_route(
     for (const catalog::Route& r : m->routes) {
       if (!admitted(*m, r)) continue;
       routes.push_back({&r, 0, m, output, false, premium_for(r, c.priced).value()});
-      candidates.push_back(candidate_for(*m, r, routes.back().prices(), input_tokens, output));
+      candidates.push_back(
+          candidate_for(*m, r, routes.back().prices(), input_tokens, scored_output));
     }
   }
   const std::vector<router::Terms> terms = router::score(candidates, weights);
@@ -2017,12 +2028,14 @@ std::optional<Gateway::Ranked> Gateway::flex_choice(std::span<const Ranked> rank
                                                     std::int64_t input_tokens) const {
   std::vector<Ranked> routes;
   std::vector<router::Candidate> candidates;
+  std::int64_t scored_output = std::numeric_limits<std::int64_t>::max();  // as choose_route's
+  for (const Ranked& r : ranked) scored_output = std::min(scored_output, r.output_tokens);
   for (const Ranked& r : ranked) {
     if (!r.route->flex) continue;
     routes.push_back(r);
     routes.back().flex = true;
     candidates.push_back(candidate_for(*r.model, *r.route, routes.back().prices(), input_tokens,
-                                       r.output_tokens));
+                                       scored_output));
   }
   const std::vector<router::Terms> terms = router::score(candidates, weights);
   const std::optional<std::size_t> best = router::pick(terms);

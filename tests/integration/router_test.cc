@@ -469,6 +469,36 @@ TEST(Router, ARequestLongerThanTheModelsContextIs400) {
   EXPECT_EQ(received(up.ports[1]), 1);  // only the short one went upstream
 }
 
+// Without max_tokens, "auto" compares models at one output: each model's own bound would
+// make one with a small max_output_tokens look cheap whatever its prices.
+TEST(Router, AutoComparesModelsAtOneOutput) {
+  Process sim(bin("turnpike-sim"), std::vector<std::string>{"--listen", "127.0.0.1:0"});
+  const int sim_port = sim.wait_listening();
+  TempDir dir;
+  std::ostringstream y;
+  y << "listen: \"127.0.0.1:0\"\nproviders:\n"
+    << "  - { name: p, base_url: \"http://127.0.0.1:" << sim_port << "/v1\" }\n"
+    << "models:\n"
+    << "  - name: big-cheap\n    quality: 0.7\n    max_output_tokens: 16384\n    routes:\n"
+    << "      - { provider: p, input_per_mtok: \"1\", output_per_mtok: \"1\" }\n"
+    << "  - name: small-dear\n    quality: 0.7\n    max_output_tokens: 1000\n    routes:\n"
+    << "      - { provider: p, input_per_mtok: \"10\", output_per_mtok: \"10\" }\n";
+  auto gateway = start_gateway(dir, dir.write("t.yaml", y.str()));
+  const int port = gateway->wait_listening();
+  ASSERT_GT(port, 0) << gateway->log();
+  const std::map<std::string, std::string> headers = {
+      {"authorization", "Bearer " + create_key(port)}, {"x-turnpike-route-preference", "cost"}};
+  for (const std::string body : {R"({"model":"auto","messages":[]})",
+                                 R"({"model":"auto","max_tokens":100,"messages":[]})"}) {
+    const auto res = http_request(port, "POST", "/v1/chat/completions", body, headers);
+    ASSERT_EQ(res.status, 200) << res.body;
+    EXPECT_EQ(res.header("x-turnpike-model"), "big-cheap") << body;
+    const auto explained = http_request(port, "POST", "/v1/route/explain", body, headers);
+    EXPECT_NE(explained.body.find(R"("pick":{"model":"big-cheap")"), std::string::npos)
+        << explained.body;
+  }
+}
+
 TEST(Router, AutoChoosesAmongEveryModelTheKeyMayUse) {
   ThreeUpstreams up("routing: { auto_quality_floor: 0.7 }");
   ASSERT_GT(up.port, 0) << up.gateway->log();
