@@ -2610,6 +2610,19 @@ Task<bool> Gateway::settle(Bill& bill, const meter::Usage& reported, int status)
     stats_->ttfb(bill.route->index, bill.first_byte - bill.sent_at);
     observe_speed(*bill.route, usage.output_tokens, now - bill.first_byte);
     stats_->decoding(bill.route->index, usage.output_tokens, now - bill.first_byte);
+  } else if (status == 200 && !bill.flex) {
+    // A whole answer's head came with its end: its time to first byte is what is left of
+    // the whole once its output is taken at the route's speed (as measured, else as
+    // configured). A route that answers slowly must not keep its seeded estimate for ever.
+    const double tps = latency_[bill.route->index].tokens_per_second >= 0
+                           ? latency_[bill.route->index].tokens_per_second
+                           : bill.route->tokens_per_second;
+    const auto decoding = std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+        std::chrono::duration<double>(tps > 0 ? static_cast<double>(usage.output_tokens) / tps
+                                              : 0.0));
+    observe_ttfb(*bill.route,
+                 std::max<std::chrono::steady_clock::duration>(now - bill.sent_at - decoding,
+                                                               std::chrono::steady_clock::duration{}));
   }
   store::UsageRecord& r = bill.record;
   r.input_tokens = usage.uncached_input();  // the row: every input token not read from cache

@@ -499,6 +499,34 @@ TEST(Router, AutoComparesModelsAtOneOutput) {
   }
 }
 
+// A whole answer's head comes with its end; its time to first byte is still learned, as
+// the whole less its output at the route's speed: a slow route does not keep a fast seed.
+TEST(Router, WholeAnswersTeachTheRouteItsTimeToFirstByte) {
+  Process sim(bin("turnpike-sim"),
+              std::vector<std::string>{"--listen", "127.0.0.1:0", "--latency-ms", "300"});
+  const int sim_port = sim.wait_listening();
+  TempDir dir;
+  std::ostringstream y;
+  y << "listen: \"127.0.0.1:0\"\nproviders:\n"
+    << "  - { name: p, base_url: \"http://127.0.0.1:" << sim_port << "/v1\" }\n"
+    << "models:\n  - name: m\n    routes:\n"
+    << "      - { provider: p, input_per_mtok: \"1\", output_per_mtok: \"1\", ttfb_ms: 1, "
+       "tokens_per_second: 1000 }\n";
+  auto gateway = start_gateway(dir, dir.write("t.yaml", y.str()));
+  const int port = gateway->wait_listening();
+  ASSERT_GT(port, 0) << gateway->log();
+  const std::map<std::string, std::string> headers = {{"authorization",
+                                                       "Bearer " + create_key(port)}};
+  const std::string body = R"({"model":"m","max_tokens":16,"messages":[]})";
+  ASSERT_EQ(http_request(port, "POST", "/v1/chat/completions", body, headers).status, 200);
+  const auto explained = http_request(port, "POST", "/v1/route/explain", body, headers);
+  EXPECT_NE(explained.body.find(R"("measured":true)"), std::string::npos) << explained.body;
+  // 300 ms and more, less 16 tokens at 1000 a second.
+  const std::size_t at = explained.body.find(R"("ttfb_ms":)");
+  ASSERT_NE(at, std::string::npos) << explained.body;
+  EXPECT_GE(std::stod(explained.body.substr(at + 10)), 250) << explained.body;
+}
+
 TEST(Router, AutoChoosesAmongEveryModelTheKeyMayUse) {
   ThreeUpstreams up("routing: { auto_quality_floor: 0.7 }");
   ASSERT_GT(up.port, 0) << up.gateway->log();
