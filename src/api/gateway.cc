@@ -1619,10 +1619,14 @@ Refusal Gateway::no_route(const catalog::Model& model, std::string_view asked, c
                                1, std::chrono::ceil<std::chrono::seconds>(choice.rests_for)
                                       .count()))};
     case Admission::kExcludedByRule:
+      // The tier is named only when it narrowed the routes the rule had to choose from.
       return Refusal{403,
-                     fmt::format("routing rule '{}' leaves no route for model '{}' at this "
-                                 "request's privacy tier",
-                                 choice.excluded_by->name, asked),
+                     fmt::format("routing rule '{}' leaves no route for model '{}'{}",
+                                 choice.excluded_by->name, asked,
+                                 c.tier == catalog::PrivacyTier::kCommunity
+                                     ? std::string()
+                                     : fmt::format(" among those at privacy tier '{}' or tighter",
+                                                   catalog::privacy_tier_name(c.tier))),
                      "excluded_by_routing_rule"};
     case Admission::kLooserTier:
       // Never a silent downgrade: the request's tier is a constraint, not a preference.
@@ -1890,6 +1894,14 @@ Task<void> Gateway::explain(http::Request& req, Responder& res) {
                                                    });
   if (picked == listed.end()) {
     w.null();
+    // What the real request would be answered: the same refusal, from the same choice.
+    const RouteChoice none =
+        choose_route(models, constraints, weights, input_tokens,
+                     [&](const catalog::Model& m) { return output_bound(body, m); });
+    const Refusal refusal =
+        no_route(*models.front(), body.model, constraints, none, options.tier_from_policy);
+    w.key("refusal").begin_object().field("status", static_cast<std::int64_t>(refusal.status));
+    w.field("code", refusal.code).field("message", refusal.message).end_object();
   } else {
     w.begin_object().field("model", picked->model->name);
     w.field("provider", state_->catalog().provider(*picked->route).name);

@@ -1232,7 +1232,23 @@ TEST(Router, AutoKeepsEachModelsOwnRuleExclusions) {
   ASSERT_GT(up.port, 0) << up.gateway->log();
   // By name: multi never goes to cheap, open-only has nowhere to go.
   EXPECT_EQ(up.chat("cost").header("x-turnpike-provider"), "mid");
-  EXPECT_EQ(up.chat("cost", "", "", "open-only").status, 403);
+  const auto refused = up.chat("cost", "", "", "open-only");
+  EXPECT_EQ(refused.status, 403);
+  // The tier played no part: not named.
+  EXPECT_NE(refused.body.find("routing rule 'open-only-pinned' leaves no route for model "
+                              "'open-only'\""),
+            std::string::npos)
+      << refused.body;
+  // Explain says the same, with no pick.
+  const auto unserved =
+      http_request(up.port, "POST", "/v1/route/explain",
+                   R"({"model":"open-only","max_tokens":50,"messages":[]})",
+                   {{"authorization", "Bearer " + up.key}});
+  EXPECT_NE(unserved.body.find(R"("pick":null,"refusal":{"status":403,)"
+                                R"("code":"excluded_by_routing_rule","message":"routing rule )"
+                                R"('open-only-pinned' leaves no route for model 'open-only'"})"),
+            std::string::npos)
+      << unserved.body;
   // Through auto, at the cost preference that would otherwise pick cheap's multi route
   // (with a key kept to these three models: the fixture's others fail on purpose).
   up.key = create_key(up.port, R"({"models":["multi","open-only","measured"]})");
