@@ -2745,6 +2745,12 @@ Task<void> Gateway::relay_stream(http::UpstreamResponse& upstream, std::string f
   // event in the surface's stream shape (an unfinished event is dropped: glued to the
   // error it would hide it), and the connection is cut without ending the chunked body, so
   // no client can take the stream for complete.
+  // A stream the upstream broke after its head (a reset, an event over the limit, an end
+  // before the answer's, an error event) counts against the route's health as a failure
+  // before the head does; not when the client's leaving cut the reading short.
+  auto route_broke = [&] {
+    if (client_here) upstream_failed(*bill.route);
+  };
   auto fail_stream = [&](std::string_view message, unsigned status = 502,
                          std::string_view code = {}) -> Task<void> {
     const meter::Usage usage = bill_usage();  // named: see StoreLink::commit on temporaries
@@ -2832,6 +2838,7 @@ Task<void> Gateway::relay_stream(http::UpstreamResponse& upstream, std::string f
     keep_hold(bill);
     if (!piece) {
       if (still_here()) relayed = meter.content_events();
+      route_broke();
       co_await fail_stream(piece.status().message());  // headers are gone already
       co_return;
     }
@@ -2880,6 +2887,7 @@ Task<void> Gateway::relay_stream(http::UpstreamResponse& upstream, std::string f
       // The terminator waits for the settlement to be durable: a client that saw the end
       // of the stream was billed exactly once.
       if (still_here()) relayed = meter.content_events();
+      if (meter.upstream_failed()) route_broke();
       const meter::Usage usage = bill_usage();
       const bool stored = co_await settle(bill, usage, ended_status());
       if (client_here && stored) {
@@ -2902,6 +2910,7 @@ Task<void> Gateway::relay_stream(http::UpstreamResponse& upstream, std::string f
     if (pending.size() > limits::kSseEventBytesMax) {
       if (client_here) relayed = meter.content_events();
       log::warn("upstream event over limit", {{"bytes_max", limits::kSseEventBytesMax}});
+      route_broke();
       co_await fail_stream(fmt::format("upstream '{}' sent a stream event over {} bytes",
                                        bill.record.provider, limits::kSseEventBytesMax));
       co_return;
@@ -2925,11 +2934,13 @@ Task<void> Gateway::relay_stream(http::UpstreamResponse& upstream, std::string f
   }
   if (client_here && !meter.reported() && !meter.finished()) {
     relayed = meter.content_events();
+    route_broke();
     co_await fail_stream(fmt::format("upstream '{}' ended the stream before its end",
                                      bill.record.provider));
     co_return;
   }
   if (still_here()) relayed = meter.content_events();
+  if (meter.upstream_failed()) route_broke();
   const meter::Usage usage = bill_usage();
   const bool stored = co_await settle(bill, usage, ended_status());
   if (!client_here || !stored) {

@@ -527,6 +527,40 @@ TEST(Router, WholeAnswersTeachTheRouteItsTimeToFirstByte) {
   EXPECT_GE(std::stod(explained.body.substr(at + 10)), 250) << explained.body;
 }
 
+// A stream the upstream breaks after its head counts against the route's health, as a
+// failure before the head does: a provider that accepts and then cuts every stream is not
+// healthy.
+TEST(Router, AStreamBrokenAfterItsHeadIsARouteFailure) {
+  Process sim(bin("turnpike-sim"), std::vector<std::string>{"--listen", "127.0.0.1:0"});
+  const int sim_port = sim.wait_listening();
+  TempDir dir;
+  std::ostringstream y;
+  y << "listen: \"127.0.0.1:0\"\nproviders:\n"
+    << "  - { name: p, base_url: \"http://127.0.0.1:" << sim_port << "/v1\" }\n"
+    << "models:\n  - name: m\n    routes:\n"
+    << "      - { provider: p, input_per_mtok: \"1\", output_per_mtok: \"1\" }\n";
+  auto gateway = start_gateway(dir, dir.write("t.yaml", y.str()));
+  const int port = gateway->wait_listening();
+  ASSERT_GT(port, 0) << gateway->log();
+  const std::map<std::string, std::string> headers = {{"authorization",
+                                                       "Bearer " + create_key(port)}};
+  for (const std::string sim_knob : {R"("drop_after_chunks":2)", R"("end_after_chunks":2)"}) {
+    // The head went out before the break; the body is cut (no complete answer).
+    const auto res = http_request(
+        port, "POST", "/v1/chat/completions",
+        R"({"model":"m","stream":true,"messages":[],"sim":{)" + sim_knob + "}}", headers);
+    EXPECT_EQ(res.body.find("[DONE]"), std::string::npos) << res.body;
+  }
+  ASSERT_EQ(http_request(port, "POST", "/v1/chat/completions",
+                         R"({"model":"m","stream":true,"messages":[]})", headers)
+                .status,
+            200);
+  const auto routes = http_request(port, "GET", "/admin/v1/routes", {},
+                                   {{"authorization", std::string("Bearer ") + kAdminKey}});
+  EXPECT_NE(route_entry(routes.body, "m", "p").find(R"("errors":2)"), std::string::npos)
+      << routes.body;
+}
+
 TEST(Router, AutoChoosesAmongEveryModelTheKeyMayUse) {
   ThreeUpstreams up("routing: { auto_quality_floor: 0.7 }");
   ASSERT_GT(up.port, 0) << up.gateway->log();
