@@ -149,6 +149,7 @@ std::string unknown_member(simdjson::dom::element doc, std::span<const std::stri
   for (auto it = object.begin(); it != object.end(); ++it) {
     const std::string_view key = it.key();
     if (std::find(known.begin(), known.end(), key) == known.end()) {
+      if (known.empty()) return fmt::format("unknown field '{}'", json::utf8_prefix(key, 64));
       return fmt::format("unknown field '{}'; expected {}", json::utf8_prefix(key, 64),
                          fmt::join(known, ", "));
     }

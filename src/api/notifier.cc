@@ -123,7 +123,7 @@ http::Task<void> Notifier::run() {
     const std::string body = notice_json(item.notice);
     Status outcome;
     int attempts = 0;
-    std::uint32_t backoff = options_.first_retry_ms;
+    std::uint32_t backoff = std::min(options_.first_retry_ms, kRetryMaxMs);  // every wait
     for (;;) {
       ++attempts;
       outcome = co_await post(body);

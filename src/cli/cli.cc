@@ -405,6 +405,11 @@ int money_call(const std::string& store_uri, const std::string& data_dir,
                                     : o.kind == "promo" ? ledger::CreditKind::kPromo
                                                         : ledger::CreditKind::kPaid;
     st.bank->set_low_balance_thresholds(thresholds);
+    // Promo lots that expired while no gateway ran go first, raising their notices once, as
+    // a gateway's start would: left in the books, every later change would raise the drop
+    // again (a credit too).
+    (void)st.bank->expire(now_ms(), SystemClock::instance().monotonic_millis());
+    store::NoticeRecorder notices;
     const std::function<Result<ledger::TransferId>()> move = [&] {
       return refund ? st.bank->refund(id, *amount, now_ms())
                     : st.bank->deposit(id, kind, *amount, expires_ms, now_ms());
@@ -414,13 +419,12 @@ int money_call(const std::string& store_uri, const std::string& data_dir,
     auto answer = api::idempotent_move(*st.db, nullptr, *st.bank, o.idempotency_key, request, id,
                                        move);
     if (!answer) return answer.status();
+    if (Status s = notices.record(*st.db, *st.bank); !s) return s;
     if (answer->status != 200) {  // refused by the books, now or under this key before
       st.refusal = api::error_message(answer->body);
       if (st.refusal.empty()) st.refusal = "refused";
       return std::string();
     }
-    store::NoticeRecorder notices;
-    if (Status s = notices.record(*st.db, *st.bank); !s) return s;
     return answer->body;
   });
 }

@@ -209,12 +209,13 @@ std::size_t Wallet::spend_rank(AccountId source) const {
   return source == trial_ ? lots_.size() : lots_.size() + 1;
 }
 
-void Wallet::sweep(const Lot& lot, HoldId hold, std::int64_t at_ms) {
+bool Wallet::sweep(const Lot& lot, HoldId hold, std::int64_t at_ms) {
   const Money rest = ledger_.balance(lot.account) - lot.reserved;
-  if (rest <= Money()) return;
+  if (rest <= Money()) return false;
   auto moved = ledger_.transfer(lot.account, platform_.expired_credits, rest, TransferKind::kExpire,
                                 hold, at_ms);
   TP_CHECK(moved.is_ok());  // never more than the lot holds
+  return true;
 }
 
 void Wallet::close(const Hold& hold, Money spent, HoldId id, std::int64_t now_ms) {
@@ -235,7 +236,7 @@ void Wallet::close(const Hold& hold, Money spent, HoldId id, std::int64_t now_ms
     if (l == nullptr || !l->swept) continue;
     // The lot expired while this hold reserved part of it: that part goes where the rest
     // of the lot went, and the lot is done once nothing reserves it.
-    sweep(*l, id, now_ms);
+    (void)sweep(*l, id, now_ms);
     if (l->reserved.is_zero()) {
       std::erase_if(lots_, [&](const Lot& x) { return x.account == leg.source; });
     }
@@ -384,8 +385,9 @@ Wallet::Expired Wallet::expire(std::int64_t now_ms, std::int64_t monotonic_ms) {
     // that expired while the process was down are swept at its start): past its time the
     // lot is spent no more, so what it holds then is what expired. (Transfers are ordered
     // by id, never by time.)
-    sweep(*it, 0, std::min(now_ms, it->expires_at_ms));
-    ++expired.lots;
+    // A lot emptied before its time (spent, or restored empty at a start) expires nothing.
+    const bool moved = sweep(*it, 0, std::min(now_ms, it->expires_at_ms));
+    if (moved || !it->reserved.is_zero()) ++expired.lots;
     if (it->reserved.is_zero()) {
       it = lots_.erase(it);
     } else {

@@ -168,8 +168,9 @@ class Wallet {
   // `source`'s balance less its reservations, never below zero.
   Money spendable(AccountId source);
   // Moves what `lot` holds beyond its reservations to expired credits (a lot past its time),
-  // in a transfer stamped `at_ms`.
-  void sweep(const Lot& lot, HoldId hold, std::int64_t at_ms);
+  // in a transfer stamped `at_ms`. Whether it moved anything (an emptied lot has nothing
+  // left to expire).
+  bool sweep(const Lot& lot, HoldId hold, std::int64_t at_ms);
   // Ends a hold's reservations, spending `spent` of it (legs in order) to revenue. What a
   // swept lot no longer reserves follows its remainder to expired credits.
   void close(const Hold& hold, Money spent, HoldId id, std::int64_t now_ms);

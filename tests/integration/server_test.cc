@@ -526,6 +526,39 @@ TEST(Cli, AnOfflineRefundBelowAThresholdRecordsItsNotice) {
   EXPECT_EQ(rows->column_int(2), 1'000'000'000);
 }
 
+// A promo lot that expired while no gateway ran is swept by the next offline change, which
+// raises its notice once: left in the books, every later change (a credit too) raised the
+// drop again.
+TEST(Cli, APromoLotThatExpiredOfflineRaisesItsNoticeOnce) {
+  TempDir dir;
+  const std::string var = dir.path() + "/var";
+  const auto [made, made_out] = cli({"accounts", "create", "--name", "Promo Co", "--trial-usd",
+                                     "2", "--data-dir", var});
+  ASSERT_EQ(made, std::optional<int>(0)) << made_out;
+  const std::string id = string_field(made_out, "id");
+  const std::string soon = format_rfc3339(SystemClock::instance().unix_millis() + 1500);
+  ASSERT_EQ(cli({"accounts", "credit", id, "--amount-usd", "4", "--kind", "promo",
+                 "--expires-at", soon, "--idempotency-key", "p", "--data-dir", var})
+                .first,
+            std::optional<int>(0));
+  std::this_thread::sleep_for(2s);  // 6 USD, then 2 once the lot expires: below 5
+  for (const std::string key : {"c1", "c2"}) {
+    ASSERT_EQ(cli({"accounts", "credit", id, "--amount-usd", "0.01", "--idempotency-key", key,
+                   "--data-dir", var})
+                  .first,
+              std::optional<int>(0));
+  }
+  auto db = store::open_sqlite(var + "/turnpike.db");
+  ASSERT_TRUE(db);
+  auto rows = (*db)->prepare(
+      "SELECT COUNT(*) FROM low_balance_notices WHERE threshold_nanos = 5000000000");
+  ASSERT_TRUE(rows);
+  ASSERT_EQ(rows->step().value(), store::Statement::Step::kRow);
+  EXPECT_EQ(rows->column_int(0), 1);
+  const auto [verified, verified_out] = cli({"ledger", "verify", "--data-dir", var});
+  EXPECT_EQ(verified, std::optional<int>(0)) << verified_out;
+}
+
 TEST(Cli, OfflineCreditsRefundsBalancePolicySuspensionAndRotation) {
   Stack stack;
   ASSERT_GT(stack.port, 0);

@@ -179,7 +179,7 @@ TEST_F(WalletTest, AReversalGivesEveryBookBackWhatTheSettlementTook) {
   EXPECT_EQ(wallet.cover(*h, usd("2"), now)->kind, Wallet::Cover::kOverdraft);
   ASSERT_TRUE(wallet.post(*h, usd("2"), now));  // 0.75 of it overdrawn from paid
   EXPECT_EQ(wallet.paid(), usd("-0.75"));
-  EXPECT_EQ(wallet.expire(now + 1000, now + 1000).lots, 1u);  // the first lot's time is over
+  EXPECT_EQ(wallet.expire(now + 1000, now + 1000).lots, 0u);  // the first lot, spent: nothing expires
   EXPECT_EQ(wallet.reverse(*h, now + 2000), usd("2"));
   EXPECT_EQ(wallet.paid(), usd("0"));
   EXPECT_EQ(wallet.trial(), usd("0.5"));
@@ -234,6 +234,16 @@ TEST_F(WalletTest, PromoRemainderExpiresEvenWhenHeldAcrossItsExpiry) {
   ASSERT_TRUE(wallet.post(*h, usd("1"), now + 2000));  // 0.5 released after the sweep
   EXPECT_EQ(ledger.balance(platform.expired_credits), usd("1"));
   EXPECT_EQ(wallet.available(now + 2000), usd("0"));
+  expect_balanced();
+}
+
+TEST_F(WalletTest, AnEmptiedLotExpiresNothing) {
+  ASSERT_TRUE(wallet.deposit_promo(usd("1"), now + 1000, now));
+  auto all = wallet.hold(usd("1"), now + 500, now);
+  ASSERT_TRUE(all);
+  ASSERT_TRUE(wallet.post(*all, usd("1"), now + 100));  // spent before its time
+  EXPECT_EQ(wallet.expire(now + 1000, now + 1000).lots, 0u);
+  EXPECT_EQ(ledger.balance(platform.expired_credits), usd("0"));
   expect_balanced();
 }
 
