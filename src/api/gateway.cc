@@ -15,6 +15,7 @@
 #include "api/errors.h"
 #include "api/request_body.h"
 #include "api/stream_meter.h"
+#include "api/whole_answer.h"
 #include "api/usage_api.h"
 #include "api/prober.h"
 #include "api/route_report.h"
@@ -736,8 +737,17 @@ class Gateway final : public http::Handler {
                           std::span<const Header> headers, Bill& bill, bool drop_usage_chunk,
                           std::int64_t choices);
   // A whole (non-stream) response: read, settled from its usage, then sent with its cost.
+  // `gathered`: the answer built from the stream asked for instead (its body is read).
   Task<void> answer_whole(http::UpstreamResponse& upstream, Surface surface, Responder& res,
-                          std::vector<Header>& headers, Bill& bill);
+                          std::vector<Header>& headers, Bill& bill,
+                          std::optional<std::string> gathered = std::nullopt);
+  // Reads to its end a stream asked for in place of a whole answer (a flex attempt, whose
+  // start must be seen) and builds that answer: `choices` of them, within the answer
+  // timeout from `sent_at`. Fails as the stream does (an error chunk, a cut, an end before
+  // the answer's), before anything reached the client.
+  Task<Result<std::string>> gather(http::UpstreamResponse& upstream, std::string_view provider,
+                                   std::int64_t choices,
+                                   std::chrono::steady_clock::time_point sent_at, Bill& bill);
 
   // Settles `bill` at `usage`: the charge, the usage row and the ledger transfers commit in
   // one store transaction, and this resumes after it. False if the store failed.
@@ -843,6 +853,8 @@ class Gateway final : public http::Handler {
     std::string first_piece;  // a stream's first body bytes, read to judge it (not relayed)
     // How each attempt that did not serve failed, in order (for the client's error).
     std::vector<std::string> failures;
+    // A whole answer built from the stream its flex attempt was asked for as (gather).
+    std::optional<std::string> gathered;
   };
   // Down the ranking until a route answers: a refused or failed connection, a timeout
   // before the response headers, a 5xx or a 429, a stream that fails before its first
@@ -1509,7 +1521,7 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
                           ask_for_usage, plan.body.choices);
     co_return;
   }
-  co_await answer_whole(upstream, surface, res, headers, bill);
+  co_await answer_whole(upstream, surface, res, headers, bill, std::move(sent.gathered));
 }
 
 std::optional<Refusal> Gateway::plan_request(Operation op, const OperationInfo& info,
@@ -2281,6 +2293,9 @@ Task<Gateway::Answered> Gateway::send_with_fallback(const OperationInfo& info,
       break;
     }
     const bool flex = routes[out.attempt].flex;
+    // A whole answer's flex attempt goes as a stream: its start must be seen within the
+    // flex window, and a whole answer's head would come only with its end.
+    const bool gathering = flex && !stream;
     const auto sent_at = std::chrono::steady_clock::now();
     const bool falling_back = !flex && deadline.has_value();
     if (!flex && !deadline) {
@@ -2308,13 +2323,13 @@ Task<Gateway::Answered> Gateway::send_with_fallback(const OperationInfo& info,
     std::string_view upstream_body = req.body();
     if (r.upstream_model != body.model || body.has_options() || ask_for_usage || flex) {
       rewritten = rewrite_request_body(
-          body, r.upstream_model, ask_for_usage,
-          flex ? "flex" : (bill.asked.priority ? "priority" : std::string_view()));
+          body, r.upstream_model, ask_for_usage || gathering,
+          flex ? "flex" : (bill.asked.priority ? "priority" : std::string_view()), gathering);
       upstream_body = rewritten;
     }
     const http::UpstreamEndpoint& endpoint = state_->endpoint(p.index);
     build_upstream_head(head, endpoint, state_->head_lines(p.index), info, p.api, req,
-                        upstream_body.size(), stream);
+                        upstream_body.size(), stream || gathering);
 
     http::UpstreamTimeouts timeouts = state_->config().upstream;
     timeouts.cutoff = bill.cutoff;
@@ -2345,7 +2360,7 @@ Task<Gateway::Answered> Gateway::send_with_fallback(const OperationInfo& info,
     out.last_tried = &r;
     out.last_model = routes[out.attempt].model;
     auto sent = co_await pool_.send(endpoint, head, upstream_body, timeouts);
-    if (sent && flex && stream && (*sent)->status() == 200) {
+    if (sent && flex && (stream || gathering) && (*sent)->status() == 200) {
       // A stream's headers may come before its first token: flex must start within the
       // window, so its first body bytes count.
       const auto waited = std::chrono::steady_clock::now() - sent_at;
@@ -2465,6 +2480,21 @@ Task<Gateway::Answered> Gateway::send_with_fallback(const OperationInfo& info,
                             fmt::format("upstream '{}' answered HTTP {}", p.name, status)});
       continue;
     }
+    if (gathering && status == 200 && (*sent)->is_event_stream()) {
+      auto whole = co_await gather(**sent, p.name, body.choices, sent_at, bill);
+      if (!whole) {
+        // Started, then failed before its end: nothing reached the client, so the standard
+        // tier still may serve. A route that breaks its streams is not healthy.
+        attempt_failed(whole.status());
+        if (bill.client_gone()) break;  // nobody to answer
+        log::warn("flex stream failed before its end; trying the standard tier",
+                  {{"provider", p.name}, {"error", whole.status().message()}});
+        upstream_failed(r);
+        stats_->fallback(r.index);
+        continue;
+      }
+      out.gathered = std::move(whole.value());
+    }
     bill.sent_at = sent_at;
     // A stream's headers come with its first token; a whole response's only at its end,
     // which says nothing about time to first token. Observed when the stream completes
@@ -2528,8 +2558,15 @@ Task<void> Gateway::count_tokens(const OperationInfo& info, const http::Request&
 }
 
 Task<void> Gateway::answer_whole(http::UpstreamResponse& upstream, Surface surface,
-                                 Responder& res, std::vector<Header>& headers, Bill& bill) {
-  auto whole = co_await upstream.read_all();
+                                 Responder& res, std::vector<Header>& headers, Bill& bill,
+                                 std::optional<std::string> gathered) {
+  const bool built = gathered.has_value();
+  Result<std::string> whole = std::string();
+  if (built) {
+    whole = std::move(*gathered);
+  } else {
+    whole = co_await upstream.read_all();
+  }
   keep_hold(bill);
   if (!whole) {
     // A 2xx whose body failed: the route's failure, unless the client's leaving cut it.
@@ -2592,7 +2629,69 @@ Task<void> Gateway::answer_whole(http::UpstreamResponse& upstream, Surface surfa
     // Refused upstream: nothing to pay.
     void_bill(state_->services(), bill, bill.status_for(upstream.status()));
   }
+  if (built) {
+    co_await res.send(200, kJson, whole.value(), headers);  // JSON, though streamed upstream
+    co_return;
+  }
   co_await relay_answer(res, surface, bill.record.provider, upstream, whole.value(), headers);
+}
+
+Task<Result<std::string>> Gateway::gather(http::UpstreamResponse& upstream,
+                                          std::string_view provider, std::int64_t choices,
+                                          std::chrono::steady_clock::time_point sent_at,
+                                          Bill& bill) {
+  const http::UpstreamTimeouts& timeouts = state_->config().upstream;
+  const auto until = sent_at + std::chrono::milliseconds(timeouts.answer_timeout_ms);
+  auto failed = [&](ErrorKind kind, std::string_view what) {
+    return Status{kind, fmt::format("upstream '{}' {}", provider, what)};
+  };
+  WholeAnswer whole(choices);
+  http::SseFramer framer;
+  std::string pending;
+  std::size_t read = 0;
+  for (bool done = false; !done;) {
+    const auto left = std::chrono::ceil<std::chrono::milliseconds>(
+        until - std::chrono::steady_clock::now());
+    if (left.count() <= 0) {
+      co_return failed(ErrorKind::kUpstreamTimeout,
+                       "did not end its answer within upstream.answer_timeout_ms");
+    }
+    upstream.set_read_timeout(static_cast<std::uint32_t>(
+        std::min<std::int64_t>(left.count(), timeouts.idle_timeout_ms)));
+    auto piece = co_await upstream.read_some();
+    keep_hold(bill);
+    if (!piece) co_return piece.status();
+    if (piece->empty()) {  // the body ended: a last event without its blank line still counts
+      pending += "\n\n";
+      done = true;
+    } else {
+      read += piece->size();
+      if (read > limits::kUpstreamResponseBytesMax) {
+        co_return failed(ErrorKind::kUpstreamFailed,
+                         fmt::format("sent a stream over {} bytes",
+                                     limits::kUpstreamResponseBytesMax));
+      }
+      pending.append(*piece);
+    }
+    const std::size_t complete = framer.complete_prefix(pending);
+    http::SseEvents events(std::string_view(pending).substr(0, complete));
+    for (http::SseEvents::Event e; events.next(e);) {
+      if (e.data == "[DONE]") {
+        done = true;
+        break;
+      }
+      if (e.data.empty()) continue;  // a keep-alive comment
+      if (Status added = whole.add(e.data); !added) {
+        co_return failed(added.kind(), added.message());
+      }
+    }
+    pending.erase(0, complete);
+    framer.consumed(complete);
+  }
+  if (!whole.finished()) {
+    co_return failed(ErrorKind::kUpstreamFailed, "ended its stream before its answer's end");
+  }
+  co_return whole.build();
 }
 
 Task<void> Gateway::relay_answer(Responder& res, Surface surface, std::string_view provider,

@@ -328,7 +328,8 @@ Result<RequestBody> parse_request_body(std::string_view text) {
 }
 
 std::string rewrite_request_body(const RequestBody& body, std::string_view upstream_model,
-                                 bool ask_for_usage, std::string_view service_tier) {
+                                 bool ask_for_usage, std::string_view service_tier,
+                                 bool as_stream) {
   constexpr std::string_view kIncludeUsage = "\"include_usage\":true";
   const std::vector<JsonMember> members = top_level_members(body.text);
   std::string out;
@@ -345,7 +346,7 @@ std::string rewrite_request_body(const RequestBody& body, std::string_view upstr
   std::string_view stream_options;  // the client's, when usage must be asked for
   for (const auto& m : members) {
     if (m.key == kOptionPrivacyTier || m.key == kOptionStartWithin) continue;
-    if (m.key == "service_tier") continue;
+    if (m.key == "service_tier" || (as_stream && m.key == "stream")) continue;
     if (ask_for_usage && m.key == "stream_options") {
       if (m.value.front() == '{') stream_options = m.value;
       continue;
@@ -376,6 +377,10 @@ std::string rewrite_request_body(const RequestBody& body, std::string_view upstr
   if (!service_tier.empty()) {
     append_key("service_tier");
     json::append_quoted(out, service_tier);
+  }
+  if (as_stream) {
+    append_key("stream");
+    out += "true";
   }
   out.push_back('}');
   return out;

@@ -94,8 +94,11 @@ Result<RequestBody> parse_request_body(std::string_view body);
 // The body to forward: `model` replaced by `upstream_model`, Turnpike's options and the
 // client's `service_tier` removed. With `ask_for_usage`, `stream_options.include_usage` is
 // set to true, keeping any other stream option the client gave. A non-empty `service_tier`
-// is sent instead (the flex race sends "flex"). `body.text` must still be alive.
+// is sent instead (the flex race sends "flex"). With `as_stream`, `"stream": true` replaces
+// the client's `stream` (a whole answer asked for as a stream, so that its start is seen).
+// `body.text` must still be alive.
 std::string rewrite_request_body(const RequestBody& body, std::string_view upstream_model,
-                                 bool ask_for_usage = false, std::string_view service_tier = {});
+                                 bool ask_for_usage = false, std::string_view service_tier = {},
+                                 bool as_stream = false);
 
 }  // namespace tp::api

@@ -55,6 +55,19 @@ test('chat completion, stream helper collects the whole message', async () => {
   assert.equal(final.choices[0].message.content.trim().split(/\s+/).length, 4);
 });
 
+test('a whole answer served by the flex tier (streamed upstream) parses as one', async () => {
+  const c = await client.chat.completions.create({
+    model: 'gpt-flex', max_tokens: 5, messages: [{ role: 'user', content: 'Hello' }],
+    start_within: '00h-00m-05s', sim: { flex_429_rate: 0, flex_ttft_ms: 0 },
+  });
+  assert.equal(c.object, 'chat.completion');
+  assert.equal(c.service_tier, 'flex');
+  assert.equal(c.choices[0].message.role, 'assistant');
+  assert.equal(c.choices[0].message.content.trim().split(/\s+/).length, 5);
+  assert.equal(c.choices[0].finish_reason, 'length');
+  assert.equal(c.usage.completion_tokens, 5);
+});
+
 test('embeddings (the SDK asks for base64 and decodes it)', async () => {
   const e = await client.embeddings.create({ model: 'text-embedding-3-small', input: ['a', 'b'] });
   assert.equal(e.data.length, 2);
@@ -86,7 +99,7 @@ test('models list', async () => {
   const ids = [];
   for await (const m of client.models.list()) ids.push(m.id);
   assert.deepEqual(ids,
-    ['gpt-4o-mini', 'gpt-5', 'text-embedding-3-small', 'claude-sonnet', 'claude-opus']);
+    ['gpt-4o-mini', 'gpt-5', 'gpt-flex', 'text-embedding-3-small', 'claude-sonnet', 'claude-opus']);
 });
 
 test('models retrieve', async () => {

@@ -42,6 +42,8 @@ models:
     routes: [{ provider: sim-openai, upstream_model: gpt-4o-mini-2024-07-18, input_per_mtok: "0.15", output_per_mtok: "0.60" }]
   - name: gpt-5
     routes: [{ provider: sim-openai, input_per_mtok: "1.25", output_per_mtok: "10", priority_multiplier: "2" }]
+  - name: gpt-flex
+    routes: [{ provider: sim-openai, input_per_mtok: "1", output_per_mtok: "4", flex_input_per_mtok: "0.5", flex_output_per_mtok: "2" }]
   - name: text-embedding-3-small
     routes: [{ provider: sim-openai, input_per_mtok: "0.02", output_per_mtok: "0" }]
   - name: claude-sonnet

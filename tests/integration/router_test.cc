@@ -1347,6 +1347,43 @@ TEST(Router, FlexThatStartsInTimeServesAtFlexPricesAndRecordsTheStandardPrice) {
   EXPECT_NE(later.find(R"("service_tier":"standard")"), std::string::npos) << later;
 }
 
+// A whole answer's flex attempt goes upstream as a stream, so that its start is seen: an
+// answer that takes longer than start_within to finish is still served by flex, whole.
+TEST(Router, FlexServesAWholeAnswerThatStartsInTimeAndEndsLater) {
+  FlexUpstreams up;
+  ASSERT_GT(up.port, 0) << up.gateway->log();
+  // 20 tokens at 10 a second: 2 s, past the 1 s window, starting at once.
+  const auto res =
+      up.chat("prompt-model", "00h-00m-01s", R"("sim":{"output_tokens":20,"tokens_per_second":10},)");
+  ASSERT_EQ(res.status, 200) << res.body;
+  EXPECT_EQ(res.header("x-turnpike-service-tier"), "flex");
+  EXPECT_EQ(res.header("x-turnpike-fallbacks"), "0");
+  EXPECT_EQ(res.header("content-type"), "application/json");
+  EXPECT_FALSE(res.header("x-turnpike-cost-usd").empty());
+  EXPECT_TRUE(res.body.starts_with(R"({"id":"chatcmpl-)")) << res.body;
+  EXPECT_NE(res.body.find(R"("object":"chat.completion","created":)"), std::string::npos)
+      << res.body;
+  EXPECT_NE(res.body.find(R"("finish_reason":"stop")"), std::string::npos) << res.body;
+  EXPECT_NE(res.body.find(R"("completion_tokens":20)"), std::string::npos) << res.body;
+  EXPECT_EQ(res.body.find("chat.completion.chunk"), std::string::npos) << res.body;
+  const std::string bodies = up.received_bodies(0);
+  EXPECT_NE(bodies.find(R"("stream":true)"), std::string::npos) << bodies;
+  EXPECT_NE(bodies.find(R"("include_usage":true)"), std::string::npos) << bodies;
+  // Charged at flex prices for the 20 tokens it reported.
+  const std::string usage = up.usage();
+  ASSERT_EQ(usage_rows(usage).size(), 1u) << usage;
+  EXPECT_EQ(string_field(usage, "service_tier", usage_rows(usage)[0]), "flex") << usage;
+  EXPECT_NE(usage.find(R"("output_tokens":20)"), std::string::npos) << usage;
+
+  // A flex stream cut after its start gave the client nothing yet: the standard tier serves.
+  const auto cut =
+      up.chat("prompt-model", "00h-00m-05s", R"("sim":{"drop_after_chunks":3},)");
+  ASSERT_EQ(cut.status, 200) << cut.body;
+  EXPECT_EQ(cut.header("x-turnpike-service-tier"), "standard");
+  EXPECT_EQ(cut.header("x-turnpike-fallbacks"), "1");
+  EXPECT_NE(cut.body.find(R"("object":"chat.completion")"), std::string::npos) << cut.body;
+}
+
 // The tier an upstream serves on sets its price, so only Turnpike chooses it: a client's
 // `service_tier` that would change the price is refused, a neutral one is dropped.
 TEST(Router, AClientsOwnServiceTierNeverReachesTheUpstream) {

@@ -69,6 +69,12 @@ TEST(RequestBody, FlexReplacesTheClientsServiceTier) {
   auto b = parse_request_body(R"({"service_tier":"auto","model":"m","start_within":"00h-00m-30s"})");
   ASSERT_TRUE(b);
   EXPECT_EQ(rewrite_request_body(*b, "u", false, "flex"), R"({"model":"u","service_tier":"flex"})");
+  // A whole answer asked for as a stream: the client's `stream` gives way.
+  const auto whole = parse_request_body(R"({"model":"m","stream":false,"n":2})");
+  ASSERT_TRUE(whole);
+  EXPECT_EQ(rewrite_request_body(*whole, "u", true, "flex", /*as_stream=*/true),
+            R"({"model":"u","n":2,"stream_options":{"include_usage":true},)"
+            R"("service_tier":"flex","stream":true})");
   // Without a tier to set, the client's is dropped all the same: only Turnpike sets it.
   EXPECT_EQ(b->service_tier, "auto");
   EXPECT_TRUE(b->has_options());

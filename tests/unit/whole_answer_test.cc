@@ -1,0 +1,94 @@
+#include "api/whole_answer.h"
+
+#include <gtest/gtest.h>
+
+namespace tp::api {
+namespace {
+
+TEST(WholeAnswer, ContentChunksMakeOneMessageWithItsUsage) {
+  WholeAnswer whole;
+  for (const char* chunk :
+       {R"({"id":"chatcmpl-1","object":"chat.completion.chunk","created":1700000000,"model":"gpt-x","service_tier":"flex","system_fingerprint":"fp_1","choices":[{"index":0,"delta":{"role":"assistant","content":"","refusal":null},"logprobs":null,"finish_reason":null}],"usage":null,"obfuscation":"abc"})",
+        R"({"id":"chatcmpl-1","object":"chat.completion.chunk","created":1700000000,"model":"gpt-x","choices":[{"index":0,"delta":{"content":"Hel"},"finish_reason":null}],"usage":null,"obfuscation":"de"})",
+        R"({"id":"chatcmpl-1","object":"chat.completion.chunk","created":1700000000,"model":"gpt-x","choices":[{"index":0,"delta":{"content":"lo \"you\""},"finish_reason":null}]})"}) {
+    ASSERT_TRUE(whole.add(chunk)) << chunk;
+  }
+  EXPECT_FALSE(whole.finished());
+  ASSERT_TRUE(whole.add(
+      R"({"id":"chatcmpl-1","created":1700000000,"model":"gpt-x","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]})"));
+  EXPECT_TRUE(whole.finished());
+  ASSERT_TRUE(whole.add(
+      R"({"id":"chatcmpl-1","created":1700000000,"model":"gpt-x","choices":[],"usage":{"prompt_tokens":5,"completion_tokens":3,"total_tokens":8,"prompt_tokens_details":{"cached_tokens":0}}})"));
+  EXPECT_EQ(whole.build(),
+            R"({"id":"chatcmpl-1","object":"chat.completion","created":1700000000,"model":"gpt-x",)"
+            R"("choices":[{"index":0,"message":{"role":"assistant","content":"Hello \"you\"",)"
+            R"("refusal":null},"logprobs":null,"finish_reason":"stop"}],)"
+            R"("usage":{"prompt_tokens":5,"completion_tokens":3,"total_tokens":8,)"
+            R"("prompt_tokens_details":{"cached_tokens":0}},"service_tier":"flex",)"
+            R"("system_fingerprint":"fp_1"})");
+}
+
+TEST(WholeAnswer, ToolCallsMergeByIndexAndLoseIt) {
+  WholeAnswer whole;
+  for (const char* chunk : {
+           R"({"id":"c","choices":[{"index":0,"delta":{"role":"assistant","content":null,"tool_calls":[{"index":0,"id":"call_a","type":"function","function":{"name":"get_weather","arguments":""}}]},"finish_reason":null}]})",
+           R"({"id":"c","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\"city\":"}}]},"finish_reason":null}]})",
+           R"({"id":"c","choices":[{"index":0,"delta":{"tool_calls":[{"index":1,"id":"call_b","type":"function","function":{"name":"get_time","arguments":"{}"}}]},"finish_reason":null}]})",
+           R"({"id":"c","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"\"Paris\"}"}}]},"finish_reason":null}]})",
+           R"({"id":"c","choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}]})"}) {
+    ASSERT_TRUE(whole.add(chunk)) << chunk;
+  }
+  EXPECT_TRUE(whole.finished());
+  EXPECT_EQ(whole.build(),
+            R"({"id":"c","object":"chat.completion","choices":[{"index":0,"message":)"
+            R"({"role":"assistant","content":null,"refusal":null,"tool_calls":[)"
+            R"({"id":"call_a","type":"function","function":{"name":"get_weather",)"
+            R"("arguments":"{\"city\":\"Paris\"}"}},)"
+            R"({"id":"call_b","type":"function","function":{"name":"get_time","arguments":"{}"}}]},)"
+            R"("logprobs":null,"finish_reason":"tool_calls"}]})");
+}
+
+TEST(WholeAnswer, ChoicesInterleaveAndEachMustFinish) {
+  WholeAnswer whole(2);
+  ASSERT_TRUE(whole.add(R"({"choices":[{"index":1,"delta":{"content":"b"},"finish_reason":null}]})"));
+  ASSERT_TRUE(whole.add(R"({"choices":[{"index":0,"delta":{"content":"a"},"finish_reason":"stop"}]})"));
+  EXPECT_FALSE(whole.finished());  // the second choice goes on
+  ASSERT_TRUE(whole.add(
+      R"({"choices":[{"index":1,"delta":{"content":"c"},"logprobs":{"content":[{"token":"c","logprob":-0.5}]},"finish_reason":"length"}]})"));
+  EXPECT_TRUE(whole.finished());
+  const std::string built = whole.build();
+  EXPECT_NE(built.find(R"({"index":0,"message":{"role":"assistant","content":"a","refusal":null},"logprobs":null,"finish_reason":"stop"})"),
+            std::string::npos)
+      << built;
+  EXPECT_NE(built.find(R"({"index":1,"message":{"role":"assistant","content":"bc","refusal":null},"logprobs":{"content":[{"token":"c","logprob":-0.5}]},"finish_reason":"length"})"),
+            std::string::npos)
+      << built;
+}
+
+TEST(WholeAnswer, LogprobsAppendAndTheLastUsageCounts) {
+  WholeAnswer whole;
+  ASSERT_TRUE(whole.add(
+      R"({"choices":[{"index":0,"delta":{"content":"a"},"logprobs":{"content":[{"token":"a","logprob":-1}],"refusal":null}}],"usage":{"completion_tokens":1}})"));
+  ASSERT_TRUE(whole.add(
+      R"({"choices":[{"index":0,"delta":{"content":"b"},"logprobs":{"content":[{"token":"b","logprob":-2}]},"finish_reason":"stop"}],"usage":{"completion_tokens":2}})"));
+  const std::string built = whole.build();
+  EXPECT_NE(built.find(R"("logprobs":{"content":[{"token":"a","logprob":-1},{"token":"b","logprob":-2}],"refusal":null})"),
+            std::string::npos)
+      << built;
+  EXPECT_NE(built.find(R"("usage":{"completion_tokens":2})"), std::string::npos) << built;
+}
+
+TEST(WholeAnswer, AnErrorOrAMalformedChunkFailsTheStream) {
+  for (const char* bad : {R"({"error":{"message":"overloaded"}})", "[1]", "not json", ""}) {
+    WholeAnswer whole;
+    EXPECT_EQ(whole.add(bad).kind(), ErrorKind::kUpstreamFailed) << bad;
+  }
+  WholeAnswer whole;
+  EXPECT_FALSE(whole.add(R"({"choices":[{"index":"0","delta":{}}]})"));
+  EXPECT_FALSE(whole.add(R"({"choices":[{"index":1000,"delta":{}}]})"));
+  EXPECT_TRUE(whole.add(R"({"error":null,"choices":[]})"));
+  EXPECT_FALSE(whole.finished());  // no choice at all
+}
+
+}  // namespace
+}  // namespace tp::api
