@@ -825,9 +825,11 @@ class Gateway final : public http::Handler {
                            const router::Weights& weights, std::int64_t input_tokens,
                            const std::function<std::int64_t(const catalog::Model&)>& output_tokens);
   // The flex race's first attempt: among `ranked` (a request's admitted routes) those
-  // with flex prices, scored at those prices; the best. nullopt when none has a flex tier.
+  // with flex prices, scored at those prices; the best. Under a rule with a fallback order
+  // (`rule`), the first of them in that order instead, as the operator ordered the routes.
+  // nullopt when none has a flex tier.
   std::optional<Ranked> flex_choice(std::span<const Ranked> ranked, const router::Weights& weights,
-                                    std::int64_t input_tokens) const;
+                                    std::int64_t input_tokens, const router::Rule* rule) const;
   // The models a request may be served by: the one it names, or for "auto" every model
   // the key may use whose quality reaches routing.auto_quality_floor and whose context
   // fits the request. Empty `why` when some qualify.
@@ -1560,7 +1562,8 @@ std::optional<Refusal> Gateway::plan_request(Operation op, const OperationInfo& 
   plan.attempts = std::min(plan.choice.ranked.size(), limits::kRouteAttemptsMax);
   // Flex is a chat-completions tier: embeddings go to standard routing whatever they ask.
   if (options.flex_ms > 0 && op == Operation::kChat) {
-    if (auto flex = flex_choice(plan.choice.ranked, options.weights, plan.input_estimate)) {
+    if (auto flex =
+            flex_choice(plan.choice.ranked, options.weights, plan.input_estimate, rule)) {
       plan.choice.ranked.insert(plan.choice.ranked.begin(), *flex);
       ++plan.attempts;
       plan.flex_raced = true;
@@ -1935,7 +1938,7 @@ Task<void> Gateway::explain(http::Request& req, Responder& res) {
                           premium_for(*l.route, constraints.priced).value()});
     }
     w.field("start_within_ms", options.flex_ms).key("flex_pick");
-    if (const auto flex = flex_choice(admitted, weights, input_tokens)) {
+    if (const auto flex = flex_choice(admitted, weights, input_tokens, rule)) {
       w.begin_object().field("model", flex->model->name);
       w.field("provider", state_->catalog().provider(*flex->route).name);
       w.field("upstream_model", flex->route->upstream_model);
@@ -2049,7 +2052,8 @@ Gateway::Constraints Gateway::constraints_for(Api api, const RequestBody& body,
 
 std::optional<Gateway::Ranked> Gateway::flex_choice(std::span<const Ranked> ranked,
                                                     const router::Weights& weights,
-                                                    std::int64_t input_tokens) const {
+                                                    std::int64_t input_tokens,
+                                                    const router::Rule* rule) const {
   std::vector<Ranked> routes;
   std::vector<router::Candidate> candidates;
   std::int64_t scored_output = std::numeric_limits<std::int64_t>::max();  // as choose_route's
@@ -2062,7 +2066,11 @@ std::optional<Gateway::Ranked> Gateway::flex_choice(std::span<const Ranked> rank
                                        scored_output));
   }
   const std::vector<router::Terms> terms = router::score(candidates, weights);
-  const std::optional<std::size_t> best = router::pick(terms);
+  // `ranked` is in the rule's fallback order already: its first flex route leads.
+  const std::optional<std::size_t> best =
+      rule != nullptr && !rule->fallback_order.empty() && !routes.empty()
+          ? std::optional<std::size_t>(0)
+          : router::pick(terms);
   if (!best) return std::nullopt;
   routes[*best].score = terms[*best].total;
   return routes[*best];

@@ -1384,6 +1384,49 @@ TEST(Router, FlexServesAWholeAnswerThatStartsInTimeAndEndsLater) {
   EXPECT_NE(cut.body.find(R"("object":"chat.completion")"), std::string::npos) << cut.body;
 }
 
+// A rule's fallback order is the operator's: the flex attempt goes to the first route in
+// it that has a flex tier, not to the best flex score.
+TEST(Router, TheFlexAttemptFollowsARulesFallbackOrder) {
+  std::vector<std::unique_ptr<Process>> sims;
+  std::vector<int> ports;
+  for (int i = 0; i < 2; ++i) {
+    sims.push_back(std::make_unique<Process>(
+        bin("turnpike-sim"), std::vector<std::string>{"--listen", "127.0.0.1:0", "--flex-ttft-ms",
+                                                      "0", "--flex-429-rate", "0"}));
+    ports.push_back(sims.back()->wait_listening());
+  }
+  for (const bool ordered : {false, true}) {
+    TempDir dir;
+    std::ostringstream y;
+    y << "listen: \"127.0.0.1:0\"\nproviders:\n"
+      << "  - { name: cheap, base_url: \"http://127.0.0.1:" << ports[0] << "/v1\" }\n"
+      << "  - { name: dear, base_url: \"http://127.0.0.1:" << ports[1] << "/v1\" }\n"
+      << "models:\n  - name: flexy\n    routes:\n"
+      << "      - { provider: cheap, input_per_mtok: \"1\", output_per_mtok: \"1\", "
+         "flex_input_per_mtok: \"0.1\", flex_output_per_mtok: \"0.1\" }\n"
+      << "      - { provider: dear, input_per_mtok: \"1\", output_per_mtok: \"1\", "
+         "flex_input_per_mtok: \"0.5\", flex_output_per_mtok: \"0.5\" }\n";
+    if (ordered) y << "routing:\n  rules:\n    - { match: { model: flexy }, fallback_order: [dear, cheap] }\n";
+    auto gateway = start_gateway(dir, dir.write("t.yaml", y.str()));
+    const int port = gateway->wait_listening();
+    ASSERT_GT(port, 0) << gateway->log();
+    const std::map<std::string, std::string> headers = {
+        {"authorization", "Bearer " + create_key(port)},
+        {"x-turnpike-start-within", "00h-00m-05s"},
+        {"x-turnpike-route-preference", "cost"}};
+    const std::string body = R"({"model":"flexy","max_tokens":5,"messages":[]})";
+    const auto res = http_request(port, "POST", "/v1/chat/completions", body, headers);
+    ASSERT_EQ(res.status, 200) << res.body;
+    EXPECT_EQ(res.header("x-turnpike-service-tier"), "flex");
+    EXPECT_EQ(res.header("x-turnpike-provider"), ordered ? "dear" : "cheap");
+    const auto explained = http_request(port, "POST", "/v1/route/explain", body, headers);
+    EXPECT_NE(explained.body.find(std::string(R"("flex_pick":{"model":"flexy","provider":")") +
+                                  (ordered ? "dear" : "cheap")),
+              std::string::npos)
+        << explained.body;
+  }
+}
+
 // The tier an upstream serves on sets its price, so only Turnpike chooses it: a client's
 // `service_tier` that would change the price is refused, a neutral one is dropped.
 TEST(Router, AClientsOwnServiceTierNeverReachesTheUpstream) {
