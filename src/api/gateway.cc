@@ -2830,17 +2830,18 @@ Task<void> Gateway::relay_stream(http::UpstreamResponse& upstream, std::string f
   std::optional<std::chrono::steady_clock::time_point> drain_until;
   std::size_t drained_bytes = 0;
   std::int64_t relayed = 0;  // content events the client got
-  auto client_left = [&] {
+  // The client is gone, having got `got` content events.
+  auto client_left = [&](std::int64_t got) {
     client_here = false;
-    relayed = meter.content_events();
+    relayed = got;
     drain_until = std::chrono::steady_clock::now() +
                   std::chrono::milliseconds(state_->config().billing.disconnect_drain_ms);
   };
-  if (!client_here) client_left();
+  if (!client_here) client_left(0);
   // Whether the client is still there, as far as anything tells: a failed write, or the
   // watch on its connection (which sees it go while the upstream is silent).
   auto still_here = [&] {
-    if (client_here && bill.client_gone()) client_left();
+    if (client_here && bill.client_gone()) client_left(meter.content_events());
     return client_here;
   };
   auto bill_usage = [&] { return meter.usage(bill.input_estimate, relayed); };
@@ -2943,8 +2944,10 @@ Task<void> Gateway::relay_stream(http::UpstreamResponse& upstream, std::string f
       piece = co_await upstream.read_some();
     }
     keep_hold(bill);
+    // Gone while the read waited (the watch saw it): nothing of this piece reached it.
+    const bool here = still_here();
     if (!piece) {
-      if (still_here()) relayed = meter.content_events();
+      if (here) relayed = meter.content_events();
       route_broke();
       co_await fail_stream(piece.status().message());  // headers are gone already
       co_return;
@@ -2960,8 +2963,10 @@ Task<void> Gateway::relay_stream(http::UpstreamResponse& upstream, std::string f
       buffer = pending;
     }
     const std::size_t complete = framer.complete_prefix(buffer);
-    // Forward runs of events as one write; stop a run at an event to drop or at the end.
+    // Forward runs of events as one write; stop a run at an event to drop or at the end. A
+    // run whose write fails reached the client in part at most: none of it is billed.
     std::size_t run_begin = 0;
+    std::int64_t run_events = meter.content_events();  // the content events before the run
     std::size_t at = 0;
     std::optional<std::size_t> final_at;
     http::SseEvents events(buffer.substr(0, complete));
@@ -2974,7 +2979,7 @@ Task<void> Gateway::relay_stream(http::UpstreamResponse& upstream, std::string f
       if (look_again() && !reach_further()) {
         if (client_here && begin > run_begin &&
             !co_await res.write_chunk(buffer.substr(run_begin, begin - run_begin))) {
-          client_left();
+          client_left(run_events);
         }
         co_await stop_unpaid(events_before);  // not this event
         co_return;
@@ -2982,9 +2987,10 @@ Task<void> Gateway::relay_stream(http::UpstreamResponse& upstream, std::string f
       if (verdict == StreamMeter::Verdict::kForward) continue;
       if (client_here && begin > run_begin &&
           !co_await res.write_chunk(buffer.substr(run_begin, begin - run_begin))) {
-        client_left();
+        client_left(run_events);
       }
       run_begin = at;
+      run_events = meter.content_events();
       if (verdict == StreamMeter::Verdict::kFinal) {
         final_at = begin;
         break;
@@ -3006,7 +3012,7 @@ Task<void> Gateway::relay_stream(http::UpstreamResponse& upstream, std::string f
     }
     if (client_here && complete > run_begin &&
         !co_await res.write_chunk(buffer.substr(run_begin, complete - run_begin))) {
-      client_left();
+      client_left(run_events);
     }
     if (buffer.data() == pending.data()) {
       pending.erase(0, complete);

@@ -504,6 +504,31 @@ TEST(Billing, AClientLeavingWhileTheUpstreamIsSilentIsSeenToGo) {
       << log;
 }
 
+// Events that come after the client left are not billed as relayed: the watch's news is
+// taken before a piece is metered and written, not only at the next read.
+TEST(Billing, EventsThatCameAfterTheClientLeftAreNotBilledAsRelayed) {
+  Stack stack("billing: { disconnect_drain_ms: 300 }");
+  ASSERT_GT(stack.port, 0);
+  // A token every 250 ms, silent after the third: the client reads the first and leaves.
+  RawConnection c(stack.port);
+  ASSERT_TRUE(c.send(post_request(
+      stack, "/v1/chat/completions",
+      R"({"model":"gpt-test","stream":true,"messages":[],"sim":{"output_tokens":50,"tokens_per_second":4,"stall_after_chunks":3}})")));
+  const std::string got = c.read_until(R"("delta":{"content":")", 3s);
+  std::size_t events = 0;
+  for (std::size_t at = got.find(R"("delta":{"content":")"); at != std::string::npos;
+       at = got.find(R"("delta":{"content":")", at + 1)) {
+    ++events;
+  }
+  ASSERT_GE(events, 1u) << got;
+  c.close();
+  const auto rows = wait_for_rows(stack, 1, 10s);
+  ASSERT_EQ(rows.size(), 1u) << stack.gateway->log();
+  EXPECT_EQ(rows[0].status, 499);
+  EXPECT_EQ(rows[0].output, static_cast<std::int64_t>(events));
+  EXPECT_EQ(rows[0].cost, expected_cost(rows[0]));
+}
+
 // A write that had to wait for a slow reader arms the connection's write deadline; once
 // the write is done the deadline must not fire later and, cancelling the socket, end the
 // watch on the client: a client that leaves during a later silence is still seen to go.
