@@ -90,7 +90,12 @@ StreamMeter::Verdict StreamMeter::on_openai(std::string_view data) {
       if (drop_usage_chunk_ && !choices) return Verdict::kDrop;
     }
   }
-  if (has_text(data)) ++content_events_;
+  if (has_text(data)) {
+    ++content_events_;
+    // A usage chunk the answer went on after was not the final one (a misbehaving upstream
+    // would have the rest free): its count is a running one again.
+    openai_final_ = false;
+  }
   if (!finished_ && says_finished(data)) note_finish(data);
   if (!upstream_failed_ && member_starts_with(data, "\"error\"", "{")) upstream_failed_ = true;
   return Verdict::kForward;

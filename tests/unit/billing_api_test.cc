@@ -89,6 +89,16 @@ TEST(StreamMeter, UsageOnAChunkThatGoesOnIsARunningCount) {
   EXPECT_EQ(m.usage(999, 5).output_tokens, 3);  // the final count is exact
 }
 
+TEST(StreamMeter, AUsageChunkTheAnswerWentOnAfterIsNotFinal) {
+  StreamMeter m(Surface::kOpenAI, true);
+  m.on_event("", R"({"choices":[],"usage":{"prompt_tokens":9,"completion_tokens":1}})");
+  EXPECT_TRUE(m.reported());
+  for (int i = 0; i < 20; ++i) m.on_event("", R"({"choices":[{"delta":{"content":"x"}}]})");
+  EXPECT_FALSE(m.reported());
+  EXPECT_EQ(m.usage(999, 20).output_tokens, 20);  // what was relayed, not the early 1
+  EXPECT_EQ(m.usage(999, 20).input_tokens, 9);
+}
+
 TEST(StreamMeter, OpenAIKeepsTheUsageChunkTheClientAskedFor) {
   StreamMeter m(Surface::kOpenAI, /*drop_usage_chunk=*/false);
   EXPECT_EQ(m.on_event("", R"({"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2}})"),
