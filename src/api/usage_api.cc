@@ -29,14 +29,23 @@ Result<store::UsageQuery> parse_usage_query(const http::QueryParams& params,
   q.account = account;
   q.limit = kUsagePageRowsDefault;
   std::optional<std::string_view> from, to;  // as sent, when sent
+  // A name as the client may read it back: its first 64 bytes, if they are UTF-8.
+  auto named = [](std::string_view key) {
+    const std::string_view shown = json::utf8_prefix(key, 64);
+    return shown.size() == std::min<std::size_t>(key.size(), 64)
+               ? fmt::format("'{}'", shown)
+               : std::string("(a name that is not UTF-8)");
+  };
+  // Repeats first: which of two values would count is the question, not either value.
   for (std::size_t i = 0; i < params.size(); ++i) {
-    const auto& [key, value] = params[i];
     for (std::size_t j = 0; j < i; ++j) {
-      if (params[j].first == key) {
-        return invalid(fmt::format("query parameter '{}' is given more than once",
-                                   json::utf8_prefix(key, 64)));
+      if (params[j].first == params[i].first) {
+        return invalid(
+            fmt::format("query parameter {} is given more than once", named(params[i].first)));
       }
     }
+  }
+  for (const auto& [key, value] : params) {
     if (key == "from" || key == "to") {
       const auto ms = parse_rfc3339(value);
       if (!ms) {
@@ -66,8 +75,8 @@ Result<store::UsageQuery> parse_usage_query(const http::QueryParams& params,
       if (!id) return invalid("'account' must be an account id like acct_12");
       q.account = *id;
     } else {
-      return invalid(fmt::format("unknown query parameter '{}'; expected from, to, limit, cursor{}",
-                                 json::utf8_prefix(key, 64), account ? "" : ", account"));
+      return invalid(fmt::format("unknown query parameter {}; expected from, to, limit, cursor{}",
+                                 named(key), account ? "" : ", account"));
     }
   }
   // Only two bounds given can be out of order (either alone may be any time, the epoch or

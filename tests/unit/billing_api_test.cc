@@ -229,6 +229,12 @@ TEST(UsageQuery, ValidatesEveryParameter) {
   const auto twice = parse_usage_query({{"account", "acct_8"}, {"account", "acct_9"}}, std::nullopt);
   ASSERT_FALSE(twice);
   EXPECT_NE(twice.status().message().find("'account' is given more than once"), std::string::npos);
+  // A repeat is named before either value is judged.
+  EXPECT_EQ(parse_usage_query({{"limit", "abc"}, {"limit", "2"}}, 7).status().message(),
+            "query parameter 'limit' is given more than once");
+  // A name that is not UTF-8 is said to be so, not shown as ''.
+  EXPECT_EQ(parse_usage_query({{"\xff", "1"}}, 7).status().message(),
+            "unknown query parameter (a name that is not UTF-8); expected from, to, limit, cursor");
   EXPECT_FALSE(parse_usage_query({}, std::nullopt)->account);
 }
 
