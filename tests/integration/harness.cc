@@ -335,6 +335,18 @@ std::unique_ptr<Process> start_gateway(const TempDir& dir, const std::string& co
       std::map<std::string, std::string>{{"TURNPIKE_ADMIN_KEY", kAdminKey}});
 }
 
+TestGateway::TestGateway(const std::string& yaml)
+    : process(start_gateway(dir, dir.write("turnpike.yaml", yaml))) {
+  port = process->wait_listening();
+  if (port > 0) key = create_key(port);
+}
+
+std::map<std::string, std::string> TestGateway::auth(
+    std::map<std::string, std::string> more) const {
+  more["authorization"] = "Bearer " + key;
+  return more;
+}
+
 std::string create_key(int port, const std::string& body) {
   const std::map<std::string, std::string> admin = {
       {"authorization", std::string("Bearer ") + kAdminKey}};

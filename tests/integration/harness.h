@@ -102,6 +102,20 @@ std::unique_ptr<Process> start_gateway(const TempDir& dir, const std::string& co
 // Creates an account and an API key through the admin API; returns the key ("" on failure).
 std::string create_key(int port, const std::string& body = "{}");
 
+// `turnpike serve` on the whole config `yaml` (in a directory of its own, one I/O thread),
+// and a key of a new account. `port` is 0 when it did not start (its log says why).
+struct TestGateway {
+  explicit TestGateway(const std::string& yaml);
+  // The key as a bearer token, with `more` headers.
+  std::map<std::string, std::string> auth(std::map<std::string, std::string> more = {}) const;
+  std::string log() const { return process->log(); }
+
+  TempDir dir;
+  std::unique_ptr<Process> process;
+  int port = 0;
+  std::string key;
+};
+
 // turnpike-sim plus turnpike with a config pointing at it.
 struct Stack {
   explicit Stack(const std::string& extra_yaml = {}, const std::vector<std::string>& sim_args = {},

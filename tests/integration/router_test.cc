@@ -474,7 +474,6 @@ TEST(Router, ARequestLongerThanTheModelsContextIs400) {
 TEST(Router, AutoComparesModelsAtOneOutput) {
   Process sim(bin("turnpike-sim"), std::vector<std::string>{"--listen", "127.0.0.1:0"});
   const int sim_port = sim.wait_listening();
-  TempDir dir;
   std::ostringstream y;
   y << "listen: \"127.0.0.1:0\"\nproviders:\n"
     << "  - { name: p, base_url: \"http://127.0.0.1:" << sim_port << "/v1\" }\n"
@@ -483,11 +482,10 @@ TEST(Router, AutoComparesModelsAtOneOutput) {
     << "      - { provider: p, input_per_mtok: \"1\", output_per_mtok: \"1\" }\n"
     << "  - name: small-dear\n    quality: 0.7\n    max_output_tokens: 1000\n    routes:\n"
     << "      - { provider: p, input_per_mtok: \"10\", output_per_mtok: \"10\" }\n";
-  auto gateway = start_gateway(dir, dir.write("t.yaml", y.str()));
-  const int port = gateway->wait_listening();
-  ASSERT_GT(port, 0) << gateway->log();
-  const std::map<std::string, std::string> headers = {
-      {"authorization", "Bearer " + create_key(port)}, {"x-turnpike-route-preference", "cost"}};
+  const TestGateway gw(y.str());
+  ASSERT_GT(gw.port, 0) << gw.log();
+  const int port = gw.port;
+  const auto headers = gw.auth({{"x-turnpike-route-preference", "cost"}});
   for (const std::string body : {R"({"model":"auto","messages":[]})",
                                  R"({"model":"auto","max_tokens":100,"messages":[]})"}) {
     const auto res = http_request(port, "POST", "/v1/chat/completions", body, headers);
@@ -505,18 +503,16 @@ TEST(Router, WholeAnswersTeachTheRouteItsTimeToFirstByte) {
   Process sim(bin("turnpike-sim"),
               std::vector<std::string>{"--listen", "127.0.0.1:0", "--latency-ms", "300"});
   const int sim_port = sim.wait_listening();
-  TempDir dir;
   std::ostringstream y;
   y << "listen: \"127.0.0.1:0\"\nproviders:\n"
     << "  - { name: p, base_url: \"http://127.0.0.1:" << sim_port << "/v1\" }\n"
     << "models:\n  - name: m\n    routes:\n"
     << "      - { provider: p, input_per_mtok: \"1\", output_per_mtok: \"1\", ttfb_ms: 1, "
        "tokens_per_second: 1000 }\n";
-  auto gateway = start_gateway(dir, dir.write("t.yaml", y.str()));
-  const int port = gateway->wait_listening();
-  ASSERT_GT(port, 0) << gateway->log();
-  const std::map<std::string, std::string> headers = {{"authorization",
-                                                       "Bearer " + create_key(port)}};
+  const TestGateway gw(y.str());
+  ASSERT_GT(gw.port, 0) << gw.log();
+  const int port = gw.port;
+  const auto headers = gw.auth();
   const std::string body = R"({"model":"m","max_tokens":16,"messages":[]})";
   ASSERT_EQ(http_request(port, "POST", "/v1/chat/completions", body, headers).status, 200);
   const auto explained = http_request(port, "POST", "/v1/route/explain", body, headers);
@@ -533,17 +529,15 @@ TEST(Router, WholeAnswersTeachTheRouteItsTimeToFirstByte) {
 TEST(Router, AStreamBrokenAfterItsHeadIsARouteFailure) {
   Process sim(bin("turnpike-sim"), std::vector<std::string>{"--listen", "127.0.0.1:0"});
   const int sim_port = sim.wait_listening();
-  TempDir dir;
   std::ostringstream y;
   y << "listen: \"127.0.0.1:0\"\nproviders:\n"
     << "  - { name: p, base_url: \"http://127.0.0.1:" << sim_port << "/v1\" }\n"
     << "models:\n  - name: m\n    routes:\n"
     << "      - { provider: p, input_per_mtok: \"1\", output_per_mtok: \"1\" }\n";
-  auto gateway = start_gateway(dir, dir.write("t.yaml", y.str()));
-  const int port = gateway->wait_listening();
-  ASSERT_GT(port, 0) << gateway->log();
-  const std::map<std::string, std::string> headers = {{"authorization",
-                                                       "Bearer " + create_key(port)}};
+  const TestGateway gw(y.str());
+  ASSERT_GT(gw.port, 0) << gw.log();
+  const int port = gw.port;
+  const auto headers = gw.auth();
   for (const std::string sim_knob : {R"("drop_after_chunks":2)", R"("end_after_chunks":2)"}) {
     // The head went out before the break; the body is cut (no complete answer).
     const auto res = http_request(
@@ -640,7 +634,6 @@ TEST(Router, WhenEveryRouteFailsTheErrorNamesEachAttempt) {
   Process erring(bin("turnpike-sim"),
                  std::vector<std::string>{"--listen", "127.0.0.1:0", "--error-rate", "1"});
   const int erring_port = erring.wait_listening();
-  TempDir dir;
   std::ostringstream y;
   y << "listen: \"127.0.0.1:0\"\nproviders:\n"
     << "  - { name: dead1, base_url: \"http://127.0.0.1:1/v1\" }\n"
@@ -653,11 +646,10 @@ TEST(Router, WhenEveryRouteFailsTheErrorNamesEachAttempt) {
     << "  - name: broken\n    routes:\n"
     << "      - { provider: dead1, input_per_mtok: \"0.01\", output_per_mtok: \"0.01\" }\n"
     << "      - { provider: erring, input_per_mtok: \"0.02\", output_per_mtok: \"0.02\" }\n";
-  auto gateway = start_gateway(dir, dir.write("t.yaml", y.str()));
-  const int port = gateway->wait_listening();
-  ASSERT_GT(port, 0) << gateway->log();
-  const std::map<std::string, std::string> headers = {
-      {"authorization", "Bearer " + create_key(port)}, {"x-turnpike-route-preference", "cost"}};
+  const TestGateway gw(y.str());
+  ASSERT_GT(gw.port, 0) << gw.log();
+  const int port = gw.port;
+  const auto headers = gw.auth({{"x-turnpike-route-preference", "cost"}});
   // Both refuse the connection: no answer stands.
   const auto gone = http_request(port, "POST", "/v1/chat/completions",
                                  R"({"model":"gone","messages":[]})", headers);
@@ -1396,7 +1388,6 @@ TEST(Router, TheFlexAttemptFollowsARulesFallbackOrder) {
     ports.push_back(sims.back()->wait_listening());
   }
   for (const bool ordered : {false, true}) {
-    TempDir dir;
     std::ostringstream y;
     y << "listen: \"127.0.0.1:0\"\nproviders:\n"
       << "  - { name: cheap, base_url: \"http://127.0.0.1:" << ports[0] << "/v1\" }\n"
@@ -1406,14 +1397,14 @@ TEST(Router, TheFlexAttemptFollowsARulesFallbackOrder) {
          "flex_input_per_mtok: \"0.1\", flex_output_per_mtok: \"0.1\" }\n"
       << "      - { provider: dear, input_per_mtok: \"1\", output_per_mtok: \"1\", "
          "flex_input_per_mtok: \"0.5\", flex_output_per_mtok: \"0.5\" }\n";
-    if (ordered) y << "routing:\n  rules:\n    - { match: { model: flexy }, fallback_order: [dear, cheap] }\n";
-    auto gateway = start_gateway(dir, dir.write("t.yaml", y.str()));
-    const int port = gateway->wait_listening();
-    ASSERT_GT(port, 0) << gateway->log();
-    const std::map<std::string, std::string> headers = {
-        {"authorization", "Bearer " + create_key(port)},
-        {"x-turnpike-start-within", "00h-00m-05s"},
-        {"x-turnpike-route-preference", "cost"}};
+    if (ordered) {
+      y << "routing:\n  rules:\n    - { match: { model: flexy }, fallback_order: [dear, cheap] }\n";
+    }
+    const TestGateway gw(y.str());
+    ASSERT_GT(gw.port, 0) << gw.log();
+    const int port = gw.port;
+    const auto headers = gw.auth(
+        {{"x-turnpike-start-within", "00h-00m-05s"}, {"x-turnpike-route-preference", "cost"}});
     const std::string body = R"({"model":"flexy","max_tokens":5,"messages":[]})";
     const auto res = http_request(port, "POST", "/v1/chat/completions", body, headers);
     ASSERT_EQ(res.status, 200) << res.body;
