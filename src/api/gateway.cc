@@ -192,6 +192,17 @@ bool route_at_fault(unsigned status) {
   return status >= 500 || status == 401 || status == 403 || status == 404;
 }
 
+// The output every candidate is scored at: the smallest of the models' output bounds, an
+// output each of them can give. Without max_tokens each model's own bound would make one
+// with a small max_output_tokens look cheap and fast whatever its prices. (Each route's
+// hold still covers its own model's bound.)
+std::int64_t scored_output(std::span<const catalog::Model* const> models,
+                           const std::function<std::int64_t(const catalog::Model&)>& bound) {
+  std::int64_t out = std::numeric_limits<std::int64_t>::max();
+  for (const catalog::Model* m : models) out = std::min(out, bound(*m));
+  return out;
+}
+
 // For the client: how each route tried failed, in order, then `last` (how the answer that
 // stands failed), if any.
 std::string failures_text(std::span<const std::string> failures, std::string_view last) {
@@ -736,18 +747,26 @@ class Gateway final : public http::Handler {
                           Surface surface, Responder& res,
                           std::span<const Header> headers, Bill& bill, bool drop_usage_chunk,
                           std::int64_t choices);
+  // A whole answer built from the stream asked for in its place (gather), with what the
+  // stream's meter made of its usage.
+  struct Gathered {
+    std::string body;
+    meter::Usage usage;
+    bool reported = false;  // the final usage came; else a running count, as for streams
+  };
   // A whole (non-stream) response: read, settled from its usage, then sent with its cost.
   // `gathered`: the answer built from the stream asked for instead (its body is read).
   Task<void> answer_whole(http::UpstreamResponse& upstream, Surface surface, Responder& res,
                           std::vector<Header>& headers, Bill& bill,
-                          std::optional<std::string> gathered = std::nullopt);
+                          std::optional<Gathered> gathered = std::nullopt);
   // Reads to its end a stream asked for in place of a whole answer (a flex attempt, whose
   // start must be seen) and builds that answer: `choices` of them, within the answer
   // timeout from `sent_at`. Fails as the stream does (an error chunk, a cut, an end before
-  // the answer's), before anything reached the client.
-  Task<Result<std::string>> gather(http::UpstreamResponse& upstream, std::string_view provider,
-                                   std::int64_t choices,
-                                   std::chrono::steady_clock::time_point sent_at, Bill& bill);
+  // the answer's), before anything reached the client. An answer that ended is not lost to
+  // a terminator that does not come.
+  Task<Result<Gathered>> gather(http::UpstreamResponse& upstream, std::string_view provider,
+                                std::int64_t choices,
+                                std::chrono::steady_clock::time_point sent_at, Bill& bill);
 
   // Settles `bill` at `usage`: the charge, the usage row and the ledger transfers commit in
   // one store transaction, and this resumes after it. False if the store failed.
@@ -819,17 +838,19 @@ class Gateway final : public http::Handler {
     // The soonest a resting route may be tried again (its circuit's cooldown, else the
     // next health probe), for a Retry-After.
     std::chrono::steady_clock::duration rests_for = std::chrono::steady_clock::duration::max();
+    std::int64_t scored_output = 0;  // the output every route was scored at (scored_output)
   };
   // `output_tokens(model)`: the request's output bound on that model.
   RouteChoice choose_route(std::span<const catalog::Model* const> models, const Constraints& c,
                            const router::Weights& weights, std::int64_t input_tokens,
                            const std::function<std::int64_t(const catalog::Model&)>& output_tokens);
   // The flex race's first attempt: among `ranked` (a request's admitted routes) those
-  // with flex prices, scored at those prices; the best. Under a rule with a fallback order
-  // (`rule`), the first of them in that order instead, as the operator ordered the routes.
-  // nullopt when none has a flex tier.
+  // with flex prices, scored at those prices for `output_tokens`; the best. Under a rule
+  // whose fallback order lists the first of them (`rule`), that one instead, as the
+  // operator ordered the routes. nullopt when none has a flex tier.
   std::optional<Ranked> flex_choice(std::span<const Ranked> ranked, const router::Weights& weights,
-                                    std::int64_t input_tokens, const router::Rule* rule) const;
+                                    std::int64_t input_tokens, std::int64_t output_tokens,
+                                    const router::Rule* rule) const;
   // The models a request may be served by: the one it names, or for "auto" every model
   // the key may use whose quality reaches routing.auto_quality_floor and whose context
   // fits the request. Empty `why` when some qualify.
@@ -856,7 +877,7 @@ class Gateway final : public http::Handler {
     // How each attempt that did not serve failed, in order (for the client's error).
     std::vector<std::string> failures;
     // A whole answer built from the stream its flex attempt was asked for as (gather).
-    std::optional<std::string> gathered;
+    std::optional<Gathered> gathered;
   };
   // Down the ranking until a route answers: a refused or failed connection, a timeout
   // before the response headers, a 5xx or a 429, a stream that fails before its first
@@ -1562,8 +1583,8 @@ std::optional<Refusal> Gateway::plan_request(Operation op, const OperationInfo& 
   plan.attempts = std::min(plan.choice.ranked.size(), limits::kRouteAttemptsMax);
   // Flex is a chat-completions tier: embeddings go to standard routing whatever they ask.
   if (options.flex_ms > 0 && op == Operation::kChat) {
-    if (auto flex =
-            flex_choice(plan.choice.ranked, options.weights, plan.input_estimate, rule)) {
+    if (auto flex = flex_choice(plan.choice.ranked, options.weights, plan.input_estimate,
+                                plan.choice.scored_output, rule)) {
       plan.choice.ranked.insert(plan.choice.ranked.begin(), *flex);
       ++plan.attempts;
       plan.flex_raced = true;
@@ -1634,15 +1655,21 @@ Refusal Gateway::no_route(const catalog::Model& model, std::string_view asked, c
                                1, std::chrono::ceil<std::chrono::seconds>(choice.rests_for)
                                       .count()))};
     case Admission::kExcludedByRule:
+    {
       // The tier is named only when it narrowed the routes the rule had to choose from.
+      const bool narrowed =
+          std::any_of(model.routes.begin(), model.routes.end(), [&](const catalog::Route& r) {
+            return state_->catalog().provider(r).privacy_tier > c.tier;
+          });
       return Refusal{403,
                      fmt::format("routing rule '{}' leaves no route for model '{}'{}",
                                  choice.excluded_by->name, asked,
-                                 c.tier == catalog::PrivacyTier::kCommunity
-                                     ? std::string()
-                                     : fmt::format(" among those at privacy tier '{}' or tighter",
-                                                   catalog::privacy_tier_name(c.tier))),
+                                 narrowed
+                                     ? fmt::format(" among those at privacy tier '{}' or tighter",
+                                                   catalog::privacy_tier_name(c.tier))
+                                     : std::string()),
                      "excluded_by_routing_rule"};
+    }
     case Admission::kLooserTier:
       // Never a silent downgrade: the request's tier is a constraint, not a preference.
       return Refusal{403,
@@ -1819,10 +1846,8 @@ Task<void> Gateway::explain(http::Request& req, Responder& res) {
   const Constraints constraints =
       constraints_for(Api::kOpenAI, body, *grant, options, rule, models);
   // Every candidate scored at one output, as choose_route does.
-  std::int64_t scored_output = std::numeric_limits<std::int64_t>::max();
-  for (const catalog::Model* m : models) {
-    scored_output = std::min(scored_output, output_bound(body, *m));
-  }
+  const std::int64_t output =
+      scored_output(models, [&](const catalog::Model& m) { return output_bound(body, m); });
   struct Listed {
     const catalog::Model* model;
     const catalog::Route* route;
@@ -1839,7 +1864,7 @@ Task<void> Gateway::explain(http::Request& req, Responder& res) {
         l.scored = candidates.size();
         candidates.push_back(
             candidate_for(*m, r, prices_at(r, false, premium_for(r, constraints.priced).value()),
-                          input_tokens, scored_output));
+                          input_tokens, output));
         candidate_provider.push_back(r.provider);
       }
       listed.push_back(std::move(l));
@@ -1866,7 +1891,7 @@ Task<void> Gateway::explain(http::Request& req, Responder& res) {
   w.key("weights").begin_object().field("quality", shown(weights.quality));
   w.field("cost", shown(weights.cost)).field("latency", shown(weights.latency)).end_object();
   w.key("estimate").begin_object().field("input_tokens", input_tokens);
-  w.field("output_tokens", scored_output).end_object();
+  w.field("output_tokens", output).end_object();
   w.key("candidates").begin_array();
   for (const Listed& l : listed) {
     const catalog::Provider& p = state_->catalog().provider(*l.route);
@@ -1885,7 +1910,7 @@ Task<void> Gateway::explain(http::Request& req, Responder& res) {
         const catalog::Prices flex =
             prices_at(*l.route, true, premium_for(*l.route, constraints.priced).value());
         w.field("flex_cost_usd",
-                candidate_for(*l.model, *l.route, flex, input_tokens, scored_output)
+                candidate_for(*l.model, *l.route, flex, input_tokens, output)
                     .cost.to_string());
       }
       w.field("ttfb_ms", c.ttfb_ms);
@@ -1938,7 +1963,7 @@ Task<void> Gateway::explain(http::Request& req, Responder& res) {
                           premium_for(*l.route, constraints.priced).value()});
     }
     w.field("start_within_ms", options.flex_ms).key("flex_pick");
-    if (const auto flex = flex_choice(admitted, weights, input_tokens, rule)) {
+    if (const auto flex = flex_choice(admitted, weights, input_tokens, output, rule)) {
       w.begin_object().field("model", flex->model->name);
       w.field("provider", state_->catalog().provider(*flex->route).name);
       w.field("upstream_model", flex->route->upstream_model);
@@ -1981,20 +2006,16 @@ Gateway::RouteChoice Gateway::choose_route(
   // The common case, one model with one route: its score needs no comparison.
   if (models.size() == 1 && models.front()->routes.size() == 1) {
     const catalog::Model& m = *models.front();
+    choice.scored_output = output_tokens(m);
     if (admitted(m, m.routes.front())) {
       choice.ranked.push_back({&m.routes.front(),
                                weights.quality * m.quality + weights.cost + weights.latency, &m,
-                               output_tokens(m), false,
+                               choice.scored_output, false,
                                premium_for(m.routes.front(), c.priced).value()});
     }
     return choice;
   }
-  // Models compare at one output: without max_tokens each model's own bound (its
-  // max_output_tokens) would make one with a small bound look cheap and fast whatever its
-  // prices. The smallest bound is an output every candidate can give. Each route's hold
-  // still covers its own model's bound.
-  std::int64_t scored_output = std::numeric_limits<std::int64_t>::max();
-  for (const catalog::Model* m : models) scored_output = std::min(scored_output, output_tokens(*m));
+  choice.scored_output = scored_output(models, output_tokens);
   std::vector<Ranked> routes;
   std::vector<router::Candidate> candidates;
   for (const catalog::Model* m : models) {
@@ -2003,7 +2024,7 @@ Gateway::RouteChoice Gateway::choose_route(
       if (!admitted(*m, r)) continue;
       routes.push_back({&r, 0, m, output, false, premium_for(r, c.priced).value()});
       candidates.push_back(
-          candidate_for(*m, r, routes.back().prices(), input_tokens, scored_output));
+          candidate_for(*m, r, routes.back().prices(), input_tokens, choice.scored_output));
     }
   }
   const std::vector<router::Terms> terms = router::score(candidates, weights);
@@ -2053,24 +2074,26 @@ Gateway::Constraints Gateway::constraints_for(Api api, const RequestBody& body,
 std::optional<Gateway::Ranked> Gateway::flex_choice(std::span<const Ranked> ranked,
                                                     const router::Weights& weights,
                                                     std::int64_t input_tokens,
+                                                    std::int64_t output_tokens,
                                                     const router::Rule* rule) const {
   std::vector<Ranked> routes;
   std::vector<router::Candidate> candidates;
-  std::int64_t scored_output = std::numeric_limits<std::int64_t>::max();  // as choose_route's
-  for (const Ranked& r : ranked) scored_output = std::min(scored_output, r.output_tokens);
   for (const Ranked& r : ranked) {
     if (!r.route->flex) continue;
     routes.push_back(r);
     routes.back().flex = true;
     candidates.push_back(candidate_for(*r.model, *r.route, routes.back().prices(), input_tokens,
-                                       scored_output));
+                                       output_tokens));
   }
   const std::vector<router::Terms> terms = router::score(candidates, weights);
-  // `ranked` is in the rule's fallback order already: its first flex route leads.
+  // `ranked` is in the rule's fallback order already: its first flex route leads when the
+  // order lists its provider (the unlisted ones follow by standard score, not flex).
+  const bool ordered =
+      rule != nullptr && !routes.empty() &&
+      std::find(rule->fallback_order.begin(), rule->fallback_order.end(),
+                routes.front().route->provider) != rule->fallback_order.end();
   const std::optional<std::size_t> best =
-      rule != nullptr && !rule->fallback_order.empty() && !routes.empty()
-          ? std::optional<std::size_t>(0)
-          : router::pick(terms);
+      ordered ? std::optional<std::size_t>(0) : router::pick(terms);
   if (!best) return std::nullopt;
   routes[*best].score = terms[*best].total;
   return routes[*best];
@@ -2353,12 +2376,13 @@ Task<Gateway::Answered> Gateway::send_with_fallback(const OperationInfo& info,
     // once connected it has its whole answer timeout, as the first route had.
     if (falling_back) (stream ? timeouts.head_by : timeouts.start_by) = *deadline;
     // Whether a timeout of this attempt was the deadline's, not the route's own: it fired
-    // at the deadline (timers run on a coarse clock, so up to a tick short of it), and for a
-    // whole answer before its own answer timeout could have.
+    // at the deadline (timers run on a coarse clock, so up to a tick either side of it). A
+    // stream's wait ends there at the latest; a whole answer's only while connecting, so its
+    // own answer timeout, firing later, is the route's.
     auto cut_by_deadline = [&] {
       const auto now = std::chrono::steady_clock::now();
       if (!falling_back || now + http::kDeadlineTick < *deadline) return false;
-      return stream || now < sent_at + std::chrono::milliseconds(timeouts.first_byte_timeout_ms);
+      return stream || now <= *deadline + 2 * http::kDeadlineTick;
     };
     stats_->attempt(r.index, flex);
     router::Breaker& breaker = health_[r.index];
@@ -2512,11 +2536,12 @@ Task<Gateway::Answered> Gateway::send_with_fallback(const OperationInfo& info,
     break;
   }
   if (!out.response && deadline_stopped) {
+    const std::string tried = failures_text(out.failures, {});
     out.failure = Status{
         ErrorKind::kUpstreamTimeout,
-        fmt::format("{}; no further route was tried: routing.fallback_deadline_ms ({} ms) had "
+        fmt::format("{}{}o further route was tried: routing.fallback_deadline_ms ({} ms) had "
                     "passed",
-                    failures_text(out.failures, {}), state_->config().fallback_deadline_ms)};
+                    tried, tried.empty() ? "N" : "; n", state_->config().fallback_deadline_ms)};
   } else if (!out.response && out.failures.size() > 1) {
     out.failure = Status{out.failure.kind(), failures_text(out.failures, {})};
   }
@@ -2567,11 +2592,11 @@ Task<void> Gateway::count_tokens(const OperationInfo& info, const http::Request&
 
 Task<void> Gateway::answer_whole(http::UpstreamResponse& upstream, Surface surface,
                                  Responder& res, std::vector<Header>& headers, Bill& bill,
-                                 std::optional<std::string> gathered) {
+                                 std::optional<Gathered> gathered) {
   const bool built = gathered.has_value();
   Result<std::string> whole = std::string();
   if (built) {
-    whole = std::move(*gathered);
+    whole = std::move(gathered->body);
   } else {
     whole = co_await upstream.read_all();
   }
@@ -2586,11 +2611,18 @@ Task<void> Gateway::answer_whole(http::UpstreamResponse& upstream, Surface surfa
   }
   std::string cost;
   if (upstream.status() >= 200 && upstream.status() < 300) {
-    auto usage = surface == Surface::kAnthropic
-                     ? meter::anthropic_usage(whole.value())
-                     : meter::openai_usage(whole.value(), bill.embeddings);
-    const bool estimated = !usage;
-    if (estimated && answer_shape(whole.value()) != AnswerShape::kObject) {
+    std::optional<meter::Usage> usage;
+    if (built) {
+      usage = gathered->usage;
+    } else {
+      usage = surface == Surface::kAnthropic
+                  ? meter::anthropic_usage(whole.value())
+                  : meter::openai_usage(whole.value(), bill.embeddings);
+    }
+    // A gathered answer without its final usage is billed its running count, which never
+    // reaches past the hold either.
+    const bool estimated = built ? !gathered->reported : !usage;
+    if (!usage && answer_shape(whole.value()) != AnswerShape::kObject) {
       // An HTML page, a body cut short, an error object under 200: not an answer, and
       // nothing to pay for.
       log::warn("upstream sent a malformed answer", {{"provider", bill.record.provider}});
@@ -2605,10 +2637,12 @@ Task<void> Gateway::answer_whole(http::UpstreamResponse& upstream, Surface surfa
     upstream_answered(*bill.route);
     if (estimated) {
       log::warn("upstream reported no usage; billing an estimate", {{"provider", bill.record.provider}});
-      usage = meter::Usage{bill.input_estimate, 0,
-                           bill.embeddings
-                               ? 0
-                               : static_cast<std::int64_t>((whole.value().size() + 3) / 4)};
+      if (!usage) {
+        usage = meter::Usage{bill.input_estimate, 0,
+                             bill.embeddings
+                                 ? 0
+                                 : static_cast<std::int64_t>((whole.value().size() + 3) / 4)};
+      }
       // A guess never refuses an answer, nor reaches past its hold: it is charged what was
       // held at most (the hold is not extended for it).
       bill.capped = true;
@@ -2644,15 +2678,17 @@ Task<void> Gateway::answer_whole(http::UpstreamResponse& upstream, Surface surfa
   co_await relay_answer(res, surface, bill.record.provider, upstream, whole.value(), headers);
 }
 
-Task<Result<std::string>> Gateway::gather(http::UpstreamResponse& upstream,
-                                          std::string_view provider, std::int64_t choices,
-                                          std::chrono::steady_clock::time_point sent_at,
-                                          Bill& bill) {
+Task<Result<Gateway::Gathered>> Gateway::gather(http::UpstreamResponse& upstream,
+                                                std::string_view provider, std::int64_t choices,
+                                                std::chrono::steady_clock::time_point sent_at,
+                                                Bill& bill) {
   const http::UpstreamTimeouts& timeouts = state_->config().upstream;
   const auto until = sent_at + std::chrono::milliseconds(timeouts.answer_timeout_ms);
   auto failed = [&](ErrorKind kind, std::string_view what) {
     return Status{kind, fmt::format("upstream '{}' {}", provider, what)};
   };
+  // What ended the answer, its usage and an error inside it, as a relayed stream is read.
+  StreamMeter meter(Surface::kOpenAI, /*drop_usage_chunk=*/false, choices);
   WholeAnswer whole(choices);
   http::SseFramer framer;
   std::string pending;
@@ -2661,6 +2697,7 @@ Task<Result<std::string>> Gateway::gather(http::UpstreamResponse& upstream,
     const auto left = std::chrono::ceil<std::chrono::milliseconds>(
         until - std::chrono::steady_clock::now());
     if (left.count() <= 0) {
+      if (meter.finished()) break;  // its terminator is all that did not come
       co_return failed(ErrorKind::kUpstreamTimeout,
                        "did not end its answer within upstream.answer_timeout_ms");
     }
@@ -2668,7 +2705,10 @@ Task<Result<std::string>> Gateway::gather(http::UpstreamResponse& upstream,
         std::min<std::int64_t>(left.count(), timeouts.idle_timeout_ms)));
     auto piece = co_await upstream.read_some();
     keep_hold(bill);
-    if (!piece) co_return piece.status();
+    if (!piece) {
+      if (meter.finished()) break;  // likewise
+      co_return piece.status();
+    }
     if (piece->empty()) {  // the body ended: a last event without its blank line still counts
       pending += "\n\n";
       done = true;
@@ -2684,9 +2724,12 @@ Task<Result<std::string>> Gateway::gather(http::UpstreamResponse& upstream,
     const std::size_t complete = framer.complete_prefix(pending);
     http::SseEvents events(std::string_view(pending).substr(0, complete));
     for (http::SseEvents::Event e; events.next(e);) {
-      if (e.data == "[DONE]") {
+      if (meter.on_event(e.name, e.data) == StreamMeter::Verdict::kFinal) {
         done = true;
         break;
+      }
+      if (meter.upstream_failed()) {
+        co_return failed(ErrorKind::kUpstreamFailed, "sent an error in its stream");
       }
       if (e.data.empty()) continue;  // a keep-alive comment
       if (Status added = whole.add(e.data); !added) {
@@ -2695,11 +2738,18 @@ Task<Result<std::string>> Gateway::gather(http::UpstreamResponse& upstream,
     }
     pending.erase(0, complete);
     framer.consumed(complete);
+    if (pending.size() > limits::kSseEventBytesMax) {
+      co_return failed(ErrorKind::kUpstreamFailed,
+                       fmt::format("sent a stream event over {} bytes", limits::kSseEventBytesMax));
+    }
   }
-  if (!whole.finished()) {
+  // As for a relayed stream: without its final usage and before it said its answer was
+  // done, the stream was cut short.
+  if (!meter.reported() && !meter.finished()) {
     co_return failed(ErrorKind::kUpstreamFailed, "ended its stream before its answer's end");
   }
-  co_return whole.build();
+  co_return Gathered{whole.build(), meter.usage(bill.input_estimate, meter.content_events()),
+                     meter.reported()};
 }
 
 Task<void> Gateway::relay_answer(Responder& res, Surface surface, std::string_view provider,
@@ -2739,9 +2789,9 @@ Task<bool> Gateway::settle(Bill& bill, const meter::Usage& reported, int status)
     const auto decoding = std::chrono::duration_cast<std::chrono::steady_clock::duration>(
         std::chrono::duration<double>(tps > 0 ? static_cast<double>(usage.output_tokens) / tps
                                               : 0.0));
-    observe_ttfb(*bill.route,
-                 std::max<std::chrono::steady_clock::duration>(now - bill.sent_at - decoding,
-                                                               std::chrono::steady_clock::duration{}));
+    // An answer quicker than its output at that speed says the speed is off, not that the
+    // first byte came at once: nothing is learned from it.
+    if (now - bill.sent_at > decoding) observe_ttfb(*bill.route, now - bill.sent_at - decoding);
   }
   store::UsageRecord& r = bill.record;
   r.input_tokens = usage.uncached_input();  // the row: every input token not read from cache

@@ -5,8 +5,8 @@
 #include <algorithm>
 #include <array>
 #include <optional>
+#include <utility>
 
-#include "api/request_body.h"
 #include "core/json_writer.h"
 
 namespace tp::api {
@@ -52,10 +52,7 @@ JsonNode node_of(simdjson::dom::element e) {
 }
 
 JsonNode* member(JsonNode& n, std::string_view key) {
-  for (std::size_t i = 0; i < n.keys.size(); ++i) {
-    if (n.keys[i] == key) return &n.items[i];
-  }
-  return nullptr;
+  return const_cast<JsonNode*>(std::as_const(n).find(key));
 }
 
 // An array element's "index" (tool calls carry one), as its JSON text.
@@ -76,7 +73,7 @@ void merge(JsonNode& into, const JsonNode& delta, std::string_view key) {
   if (into.kind == Kind::kString && delta.kind == Kind::kString) {
     if (key == "id" || key == "type" || key == "role") {
       if (into.text.empty()) into.text = delta.text;
-    } else {
+    } else if (key != "name" || into.text != delta.text) {
       into.text += delta.text;
     }
     return;
@@ -172,10 +169,6 @@ Status WholeAnswer::add(std::string_view data) {
   }
   top_.kind = Kind::kObject;
   for (auto [key, value] : chunk) {
-    if (key == "error") {
-      if (!value.is_null()) return failed("sent an error in its stream");
-      continue;
-    }
     if (key == "choices") {
       simdjson::dom::array list;
       if (value.get_array().get(list)) continue;
@@ -184,8 +177,8 @@ Status WholeAnswer::add(std::string_view data) {
         if (c["index"].error() != simdjson::NO_SUCH_FIELD && c["index"].get_int64().get(index)) {
           return failed("sent a choice without an integer index");
         }
-        if (index < 0 || index >= kChoicesMax) {
-          return failed("sent a choice index out of range");
+        if (index < 0 || index >= choices_asked_) {
+          return failed("sent a choice index the request did not ask for");
         }
         Choice& choice = choices_[index];
         if (simdjson::dom::element delta; !c["delta"].get(delta)) {
@@ -210,13 +203,6 @@ Status WholeAnswer::add(std::string_view data) {
     }
   }
   return Status::ok();
-}
-
-bool WholeAnswer::finished() const {
-  if (static_cast<std::int64_t>(choices_.size()) < choices_asked_) return false;
-  return std::all_of(choices_.begin(), choices_.end(), [](const auto& c) {
-    return c.second.finish_reason.kind != Kind::kNull;
-  });
 }
 
 std::string WholeAnswer::build() const {

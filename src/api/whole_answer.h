@@ -6,8 +6,12 @@
 // Deltas merge as the OpenAI SDKs accumulate them: strings are appended; objects merge
 // member by member; in arrays, an object with an integer "index" merges into the element
 // with the same index (tool calls) and anything else is appended (logprobs); `id`, `type`
-// and `role` keep their first non-empty value; null never overwrites; other values are
+// and `role` keep their first non-empty value, and a `name` given again whole (as some
+// servers repeat a tool's name) is not doubled; null never overwrites; other values are
 // replaced.
+//
+// Only the answer's text is built here: whether it ended, its final usage and an error
+// inside it are the StreamMeter's to tell, as for a relayed stream.
 
 #include <cstdint>
 #include <map>
@@ -32,14 +36,12 @@ struct JsonNode {
 
 class WholeAnswer {
  public:
-  // `choices`: how many the request asked for (its `n`), each of which must finish.
+  // `choices`: how many the request asked for (its `n`); no other index is taken.
   explicit WholeAnswer(std::int64_t choices = 1) : choices_asked_(choices) {}
 
   // One chunk's data (not the `[DONE]` terminator). kUpstreamFailed for a chunk that is not
-  // a JSON object, or that carries an "error": the stream failed.
+  // a JSON object, or whose choice index is not one the request asked for.
   Status add(std::string_view data);
-  // Whether every choice asked for has its finish_reason.
-  bool finished() const;
   // The `chat.completion` object: id, created, model, the choices (message, logprobs,
   // finish_reason), usage, service_tier and system_fingerprint as the chunks gave them.
   std::string build() const;

@@ -674,28 +674,30 @@ class RequestReader {
       phase_ = Phase::kBody;
       deadline_.expires_after(milliseconds(limits_.body_timeout_ms));
       const auto& head = req_.head_;
-      int hosts = 0;
-      int keys = 0;  // credentials: which of two would count is anybody's guess
-      std::string_view coding;
+      std::size_t hosts = 0;
+      // Credentials: which of two would count is anybody's guess.
+      std::size_t authorizations = 0;
+      std::size_t api_keys = 0;
+      bool coded = false;  // a Content-Encoding other than identity, on any of its lines
       for (const HeaderField& f : head.fields) {
         if (iequals(f.name, "host")) {
           ++hosts;
-        } else if (iequals(f.name, "authorization") || iequals(f.name, "x-api-key")) {
-          keys += iequals(f.name, "authorization") ? 1 : 16;
+        } else if (iequals(f.name, "authorization")) {
+          ++authorizations;
+        } else if (iequals(f.name, "x-api-key")) {
+          ++api_keys;
         } else if (iequals(f.name, "content-encoding")) {
-          coding = f.value;
+          coded |= !iequals(f.value, "identity");
         }
       }
       // HTTP/1.1 requires exactly one Host field (RFC 9112 §3.2).
       if (head.version == 11 && hosts != 1) {
         return fail(400, hosts == 0 ? "missing Host header" : "more than one Host header");
       }
-      if (keys % 16 > 1) return fail(400, "more than one Authorization header");
-      if (keys / 16 > 1) return fail(400, "more than one x-api-key header");
+      if (authorizations > 1) return fail(400, "more than one Authorization header");
+      if (api_keys > 1) return fail(400, "more than one x-api-key header");
       // Bodies are read as they come: a compressed one would be taken for bad JSON.
-      if (!coding.empty() && !iequals(coding, "identity")) {
-        return fail(415, "Content-Encoding is not supported: send the body uncompressed");
-      }
+      if (coded) return fail(415, "Content-Encoding is not supported: send the body uncompressed");
       // HTTP/1.0 has no chunked framing: its Transfer-Encoding is faulty framing, and the
       // connection cannot go on after it (RFC 9112 §6.1).
       if (head.version == 10 && head.chunked) {

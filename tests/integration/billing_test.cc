@@ -755,7 +755,8 @@ TEST(Billing, FailedReconciliationFreezesBillingUntilAnAdminClearsIt) {
   EXPECT_NE(log.find("billing freeze cleared"), std::string::npos);
 }
 
-// A gateway (one I/O thread, a key) whose model `m` goes to sse_upstream.py in `mode`.
+// A gateway (one I/O thread, a key) whose model `m` goes to sse_upstream.py in `mode`
+// (with a flex tier, and upstream waits of `idle_ms` between body reads).
 struct CloserStack {
   TempDir dir;
   Process upstream;
@@ -763,7 +764,7 @@ struct CloserStack {
   int port = 0;  // 0: it did not start (see log())
   std::string key;
 
-  explicit CloserStack(const std::string& mode)
+  explicit CloserStack(const std::string& mode, int idle_ms = 60'000)
       : upstream("/usr/bin/python3",
                  std::vector<std::string>{
                      std::string(TURNPIKE_SOURCE_DIR) + "/tests/integration/sse_upstream.py",
@@ -771,16 +772,46 @@ struct CloserStack {
     const int up = upstream.wait_listening();
     if (up <= 0) return;
     const std::string config = dir.write(
-        "t.yaml", "listen: \"127.0.0.1:0\"\nproviders:\n  - { name: closer, api: openai, "
-                  "base_url: \"http://127.0.0.1:" + std::to_string(up) + "/v1\" }\n"
-                  "models:\n  - name: m\n    routes: [{ provider: closer, input_per_mtok: \"1\", "
-                  "output_per_mtok: \"1\" }]\n");
+        "t.yaml", "listen: \"127.0.0.1:0\"\nupstream: { idle_timeout_ms: " +
+                      std::to_string(idle_ms) +
+                      " }\nproviders:\n  - { name: closer, api: openai, "
+                      "base_url: \"http://127.0.0.1:" + std::to_string(up) + "/v1\" }\n"
+                      "models:\n  - name: m\n    routes: [{ provider: closer, input_per_mtok: "
+                      "\"1\", output_per_mtok: \"1\", flex_input_per_mtok: \"0.5\", "
+                      "flex_output_per_mtok: \"0.5\" }]\n");
     gateway = start_gateway(dir, config);
     port = gateway->wait_listening();
     if (port > 0) key = create_key(port);
   }
   std::string log() const { return upstream.log() + (gateway ? gateway->log() : ""); }
 };
+
+// A whole answer's flex attempt, streamed upstream and built: a usage chunk that more
+// content follows is a running count (the rest is billed as relayed, not free), and an
+// answer that ended is served though its terminator never comes.
+TEST(Billing, AGatheredFlexAnswerIsBilledWhatCameAndServedOnceItEnded) {
+  const std::string flex_body = R"({"model":"m","start_within":"00h-00m-05s","messages":[]})";
+  {
+    const CloserStack early("early_usage");
+    ASSERT_GT(early.port, 0) << early.log();
+    const auto res =
+        http_request(early.port, "POST", "/v1/chat/completions", flex_body, bearer(early.key));
+    ASSERT_EQ(res.status, 200) << res.body;
+    EXPECT_EQ(res.header("x-turnpike-service-tier"), "flex");
+    EXPECT_NE(res.body.find(R"("content":"Hello there x x)"), std::string::npos) << res.body;
+    const auto rows = usage_log(early.port, bearer(early.key));
+    ASSERT_EQ(rows.size(), 1u);
+    EXPECT_EQ(rows[0].output, 22);  // two words and twenty more, not the early 1
+  }
+  const CloserStack hanging("finish_then_hang", /*idle_ms=*/500);
+  ASSERT_GT(hanging.port, 0) << hanging.log();
+  const auto res =
+      http_request(hanging.port, "POST", "/v1/chat/completions", flex_body, bearer(hanging.key));
+  ASSERT_EQ(res.status, 200) << res.body;
+  EXPECT_EQ(res.header("x-turnpike-service-tier"), "flex");
+  EXPECT_EQ(res.header("x-turnpike-fallbacks"), "0");
+  EXPECT_NE(res.body.find(R"("completion_tokens":2)"), std::string::npos) << res.body;
+}
 
 // An upstream that closes a stream without `data: [DONE]`: after its final usage, or after
 // a finish_reason, the stream was whole and ends normally; without either it was cut

@@ -210,12 +210,17 @@ TEST(Server, DuplicateCredentialsAre400AndACodedBodyIs415) {
            stack.key + "\r\n" + extra + "Content-Length: " + std::to_string(body.size()) +
            "\r\n\r\n" + body;
   };
+  std::string sixteen;  // more lines of one name: no count may wrap
+  for (int i = 0; i < 16; ++i) sixteen += "Authorization: Bearer " + stack.key + "\r\n";
   for (const auto& [request, status, words] :
        std::vector<std::tuple<std::string, std::string, std::string>>{
            {post("authorization: Bearer tp_sk_other\r\n"), "400",
             "more than one Authorization header"},
            {post("x-api-key: a\r\nX-Api-Key: b\r\n"), "400", "more than one x-api-key header"},
+           {post(sixteen), "400", "more than one Authorization header"},
            {post("Content-Encoding: gzip\r\n"), "415", "Content-Encoding is not supported"},
+           {post("Content-Encoding: gzip\r\nContent-Encoding: identity\r\n"), "415",
+            "Content-Encoding is not supported"},
            {post("Content-Encoding: identity\r\n"), "200", "chat.completion"}}) {
     RawConnection c(stack.port);
     ASSERT_TRUE(c.send(request));

@@ -6,12 +6,15 @@ sends the final usage chunk first, `finish` a chunk with finish_reason "stop". F
 choices (n = 2): `one_of_two` finishes choice 0 only, `two_of_two` both. `error` sends a
 vLLM-style error chunk, then `data: [DONE]`. `mixed_case` answers with Content-Type
 `Text/Event-Stream` and the usage chunk; `split_usage` sends the usage chunk as two
-`data:` lines (one JSON text once joined). Prints {"msg":"listening","port":N} on stderr
-when ready.
+`data:` lines (one JSON text once joined). `early_usage` sends a usage chunk (1 output
+token) after the two words, then 20 more content chunks and a finish_reason;
+`finish_then_hang` sends the finish_reason and the usage, then neither `data: [DONE]` nor
+the end of the body for a minute. Prints {"msg":"listening","port":N} on stderr when ready.
 """
 import http.server
 import json
 import sys
+import time
 
 MODE = sys.argv[1]
 
@@ -50,6 +53,20 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if MODE in ("usage", "mixed_case"):
             self.wfile.write(chunk({"choices": [], "usage": {"prompt_tokens": 4,
                                                              "completion_tokens": 2}}))
+        if MODE == "early_usage":
+            self.wfile.write(chunk({"choices": [], "usage": {"prompt_tokens": 4,
+                                                             "completion_tokens": 1}}))
+            for _ in range(20):
+                self.wfile.write(chunk({"choices": [{"index": 0, "delta": {"content": " x"}}]}))
+            self.wfile.write(chunk({"choices": [{"index": 0, "delta": {},
+                                                 "finish_reason": "stop"}]}))
+        if MODE == "finish_then_hang":
+            self.wfile.write(chunk({"choices": [{"index": 0, "delta": {},
+                                                 "finish_reason": "stop"}]}))
+            self.wfile.write(chunk({"choices": [], "usage": {"prompt_tokens": 4,
+                                                             "completion_tokens": 2}}))
+            self.wfile.flush()
+            time.sleep(60)
         if MODE == "split_usage":
             self.wfile.write(b'data: {"choices":[],\ndata: "usage":{"prompt_tokens":4,'
                              b'"completion_tokens":2}}\n\n')

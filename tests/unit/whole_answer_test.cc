@@ -13,10 +13,8 @@ TEST(WholeAnswer, ContentChunksMakeOneMessageWithItsUsage) {
         R"({"id":"chatcmpl-1","object":"chat.completion.chunk","created":1700000000,"model":"gpt-x","choices":[{"index":0,"delta":{"content":"lo \"you\""},"finish_reason":null}]})"}) {
     ASSERT_TRUE(whole.add(chunk)) << chunk;
   }
-  EXPECT_FALSE(whole.finished());
   ASSERT_TRUE(whole.add(
       R"({"id":"chatcmpl-1","created":1700000000,"model":"gpt-x","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]})"));
-  EXPECT_TRUE(whole.finished());
   ASSERT_TRUE(whole.add(
       R"({"id":"chatcmpl-1","created":1700000000,"model":"gpt-x","choices":[],"usage":{"prompt_tokens":5,"completion_tokens":3,"total_tokens":8,"prompt_tokens_details":{"cached_tokens":0}}})"));
   EXPECT_EQ(whole.build(),
@@ -38,7 +36,6 @@ TEST(WholeAnswer, ToolCallsMergeByIndexAndLoseIt) {
            R"({"id":"c","choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}]})"}) {
     ASSERT_TRUE(whole.add(chunk)) << chunk;
   }
-  EXPECT_TRUE(whole.finished());
   EXPECT_EQ(whole.build(),
             R"({"id":"c","object":"chat.completion","choices":[{"index":0,"message":)"
             R"({"role":"assistant","content":null,"refusal":null,"tool_calls":[)"
@@ -48,14 +45,12 @@ TEST(WholeAnswer, ToolCallsMergeByIndexAndLoseIt) {
             R"("logprobs":null,"finish_reason":"tool_calls"}]})");
 }
 
-TEST(WholeAnswer, ChoicesInterleaveAndEachMustFinish) {
+TEST(WholeAnswer, ChoicesInterleaveByIndex) {
   WholeAnswer whole(2);
   ASSERT_TRUE(whole.add(R"({"choices":[{"index":1,"delta":{"content":"b"},"finish_reason":null}]})"));
   ASSERT_TRUE(whole.add(R"({"choices":[{"index":0,"delta":{"content":"a"},"finish_reason":"stop"}]})"));
-  EXPECT_FALSE(whole.finished());  // the second choice goes on
   ASSERT_TRUE(whole.add(
       R"({"choices":[{"index":1,"delta":{"content":"c"},"logprobs":{"content":[{"token":"c","logprob":-0.5}]},"finish_reason":"length"}]})"));
-  EXPECT_TRUE(whole.finished());
   const std::string built = whole.build();
   EXPECT_NE(built.find(R"({"index":0,"message":{"role":"assistant","content":"a","refusal":null},"logprobs":null,"finish_reason":"stop"})"),
             std::string::npos)
@@ -78,16 +73,35 @@ TEST(WholeAnswer, LogprobsAppendAndTheLastUsageCounts) {
   EXPECT_NE(built.find(R"("usage":{"completion_tokens":2})"), std::string::npos) << built;
 }
 
-TEST(WholeAnswer, AnErrorOrAMalformedChunkFailsTheStream) {
-  for (const char* bad : {R"({"error":{"message":"overloaded"}})", "[1]", "not json", ""}) {
+TEST(WholeAnswer, AMalformedChunkOrAChoiceNotAskedForFailsTheStream) {
+  for (const char* bad : {"[1]", "not json", ""}) {
     WholeAnswer whole;
     EXPECT_EQ(whole.add(bad).kind(), ErrorKind::kUpstreamFailed) << bad;
   }
-  WholeAnswer whole;
+  WholeAnswer whole(2);
   EXPECT_FALSE(whole.add(R"({"choices":[{"index":"0","delta":{}}]})"));
-  EXPECT_FALSE(whole.add(R"({"choices":[{"index":1000,"delta":{}}]})"));
+  EXPECT_FALSE(whole.add(R"({"choices":[{"index":2,"delta":{}}]})"));  // n is 2: 0 and 1
+  EXPECT_FALSE(whole.add(R"({"choices":[{"index":-1,"delta":{}}]})"));
+  EXPECT_TRUE(whole.add(R"({"choices":[{"index":1,"delta":{}}]})"));
   EXPECT_TRUE(whole.add(R"({"error":null,"choices":[]})"));
-  EXPECT_FALSE(whole.finished());  // no choice at all
+}
+
+// Some servers repeat a tool's name in every delta: it is not doubled. Pieces of a name
+// still join.
+TEST(WholeAnswer, ANameGivenAgainWholeIsNotDoubled) {
+  WholeAnswer whole;
+  for (const char* chunk : {
+           R"({"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"name":"lookup","arguments":"{"}}]}}]})",
+           R"({"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"name":"lookup","arguments":"}"}}]}}]})",
+           R"({"choices":[{"index":0,"delta":{"tool_calls":[{"index":1,"function":{"name":"get_","arguments":""}}]}}]})",
+           R"({"choices":[{"index":0,"delta":{"tool_calls":[{"index":1,"function":{"name":"time"}}]}}]})"}) {
+    ASSERT_TRUE(whole.add(chunk)) << chunk;
+  }
+  const std::string built = whole.build();
+  EXPECT_NE(built.find(R"({"function":{"name":"lookup","arguments":"{}"}})"), std::string::npos)
+      << built;
+  EXPECT_NE(built.find(R"({"function":{"name":"get_time","arguments":""}})"), std::string::npos)
+      << built;
 }
 
 }  // namespace
