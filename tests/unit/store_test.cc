@@ -679,7 +679,11 @@ TEST_F(StoreTest, AReaderHoldingTheLogDelaysItsRestartWithoutTheWriterRetryingEa
                                 .restart_pages = kRestartPages});
   ASSERT_TRUE(db) << db.status().message();
   ASSERT_TRUE((*db)->exec("CREATE TABLE t (v INTEGER NOT NULL, pad TEXT NOT NULL)"));
-  commit_pages(**db, 0, 10);
+  // Few enough that no background checkpoint has been asked for (one is, every 16 pages of
+  // log): a reader whose snapshot was all copied to the database reads none of the log, and
+  // would not hold it.
+  constexpr int kBefore = 3;
+  commit_pages(**db, 0, kBefore);
   // A reader in the middle of a read transaction (a long `turnpike` command) keeps the log
   // from starting over and the checkpoints from copying past what it reads.
   auto reader = open_sqlite(path_).value();
@@ -687,7 +691,7 @@ TEST_F(StoreTest, AReaderHoldingTheLogDelaysItsRestartWithoutTheWriterRetryingEa
   auto count = reader->prepare("SELECT COUNT(*) FROM t").value();
   ASSERT_TRUE(count.step());
   constexpr int kPinned = 2000;
-  const std::uintmax_t pinned_max = commit_pages(**db, 10, kPinned);
+  const std::uintmax_t pinned_max = commit_pages(**db, kBefore, kPinned);
   Database::LogStats stats = (*db)->log_stats();
   EXPECT_EQ(stats.restarts, 0u);
   // At most one try per restart size of growth, not one per batch.
@@ -696,11 +700,11 @@ TEST_F(StoreTest, AReaderHoldingTheLogDelaysItsRestartWithoutTheWriterRetryingEa
   // Once the reader is done, the log starts over again and its file is cut back.
   count.reset();
   ASSERT_TRUE(reader->exec("COMMIT"));
-  commit_pages(**db, 10 + kPinned, 4000);
+  commit_pages(**db, kBefore + kPinned, 4000);
   stats = (*db)->log_stats();
   EXPECT_GT(stats.restarts, 0u);
   EXPECT_LT(fs::file_size(path_ + "-wal"), pinned_max / 2);
-  EXPECT_EQ(scalar("SELECT COUNT(*) FROM t"), 10 + kPinned + 4000);
+  EXPECT_EQ(scalar("SELECT COUNT(*) FROM t"), kBefore + kPinned + 4000);
 }
 
 TEST_F(StoreTest, WhatWasReportedCommittedSurvivesKillDashNine) {
