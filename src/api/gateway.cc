@@ -2441,16 +2441,17 @@ Task<Gateway::Answered> Gateway::send_with_fallback(const OperationInfo& info,
       // it (a reset, an end, an error event where the first event belongs, as Anthropic's
       // overloaded_error comes) has given the client nothing yet, and the next route may
       // still answer.
-      // A fallback attempt's wait for it is cut at the deadline, as its head's was.
-      const std::uint32_t idle_ms = timeouts.idle_timeout_ms;
-      if (falling_back) {
-        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-            *deadline - std::chrono::steady_clock::now());
-        (*sent)->set_read_timeout(static_cast<std::uint32_t>(
-            std::clamp<std::int64_t>(left.count(), 1, idle_ms)));
-      }
+      // A model that reasons before it answers may send nothing for minutes after its head:
+      // the first event may take as long as a whole answer would (answer_timeout_ms from
+      // the request), not only the idle timeout between events. A fallback attempt's wait
+      // is cut at the deadline, as its head's was.
+      const auto now = std::chrono::steady_clock::now();
+      auto until = sent_at + std::chrono::milliseconds(timeouts.answer_timeout_ms);
+      if (falling_back) until = std::min(until, *deadline);
+      (*sent)->set_read_timeout(static_cast<std::uint32_t>(std::max<std::int64_t>(
+          1, std::chrono::duration_cast<std::chrono::milliseconds>(until - now).count())));
       auto first = co_await (*sent)->read_some();
-      if (falling_back) (*sent)->set_read_timeout(idle_ms);
+      (*sent)->set_read_timeout(timeouts.idle_timeout_ms);
       std::string_view failed;
       if (!first) {
         failed = "failed its stream before the first event";

@@ -671,6 +671,37 @@ TEST(Router, WhenEveryRouteFailsTheErrorNamesEachAttempt) {
   EXPECT_EQ(broken.header("x-turnpike-fallbacks"), "1");
 }
 
+// A model that reasons before it answers may send nothing for a long while after its head:
+// the first event may take as long as a whole answer may (answer_timeout_ms), not only the
+// idle timeout between events.
+TEST(Router, AStreamsFirstEventMayComeAfterTheIdleTimeout) {
+  Process sim(bin("turnpike-sim"), std::vector<std::string>{"--listen", "127.0.0.1:0"});
+  const int sim_port = sim.wait_listening();
+  std::ostringstream y;
+  y << "listen: \"127.0.0.1:0\"\n"
+    << "upstream: { idle_timeout_ms: 300, answer_timeout_ms: 2000 }\nproviders:\n"
+    << "  - { name: p, base_url: \"http://127.0.0.1:" << sim_port << "/v1\" }\n"
+    << "models:\n  - name: m\n    routes:\n"
+    << "      - { provider: p, input_per_mtok: \"1\", output_per_mtok: \"1\" }\n";
+  const TestGateway gw(y.str());
+  ASSERT_GT(gw.port, 0) << gw.log();
+  // Silent for 800 ms after its head: past the idle timeout, within the answer timeout.
+  const auto thought = http_request(
+      gw.port, "POST", "/v1/chat/completions",
+      R"({"model":"m","stream":true,"messages":[],"sim":{"ttft_ms":800,"output_tokens":3}})",
+      gw.auth());
+  EXPECT_EQ(thought.status, 200) << thought.body;
+  EXPECT_TRUE(thought.body.ends_with("data: [DONE]\n\n")) << thought.body;
+  // Past the answer timeout, it is cut as a whole answer would be.
+  const auto stalled = http_request(
+      gw.port, "POST", "/v1/chat/completions",
+      R"({"model":"m","stream":true,"messages":[],"sim":{"ttft_ms":3000,"output_tokens":3}})",
+      gw.auth());
+  EXPECT_EQ(stalled.status, 502) << stalled.body;
+  EXPECT_NE(stalled.body.find("failed its stream before the first event"), std::string::npos)
+      << stalled.body;
+}
+
 // The deadline bounds the fallback: an attempt starts before it, and a stream's attempt
 // gets only the time left for its head, not the upstream's full first-byte timeout. A whole
 // answer's attempt, whose head comes with its end, has its whole answer timeout once
