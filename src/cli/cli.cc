@@ -109,7 +109,10 @@ int serve(const ServeOptions& opts) {
   ops::Config& config = loaded.value();
   bool level_ok = false;
   log::set_level(log::parse_level(config.log_level, &level_ok));
-  for (const std::string& w : config.warnings) log::warn("config", {{"warning", w}});
+  auto warn_of = [](const ops::Config& c) {
+    for (const std::string& w : c.warnings) log::warn("config", {{"warning", w}});
+  };
+  warn_of(config);
   if (!opts.listen.empty()) {
     if (auto s = ops::parse_listen(opts.listen, config.listen_host, config.listen_port); !s) {
       std::fprintf(stderr, "turnpike: --listen: %s\n", s.message().c_str());
@@ -175,7 +178,7 @@ int serve(const ServeOptions& opts) {
                  {{"error", next.status().message()}});
       return;
     }
-    for (const std::string& w : fresh->warnings) log::warn("config", {{"warning", w}});
+    warn_of(*fresh);
     if (prober) prober->stop();
     hub->publish(std::move(next.value()));
     prober = api::Prober::start(hub->current());
