@@ -1124,6 +1124,57 @@ std::string_view client_key(const http::Request& req, bool x_api_key) {
   return bearer;
 }
 
+// A page of an Anthropic-shaped models list: [begin, end) of `models`, and whether more
+// lie beyond it in the direction asked (after_id: later; before_id: earlier).
+struct ModelPage {
+  std::size_t begin;
+  std::size_t end;
+  bool more;
+};
+Result<ModelPage> anthropic_page(std::string_view target,
+                                 std::span<const catalog::Model* const> models) {
+  auto params = http::parse_query(target);
+  if (!params) return params.status();
+  std::size_t limit = 20;
+  std::optional<std::string> after, before;
+  for (const auto& [key, value] : *params) {
+    if (key == "limit") {
+      std::size_t n = 0;
+      const auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), n);
+      if (ec != std::errc{} || end != value.data() + value.size() || n < 1 || n > 1000) {
+        return Status{ErrorKind::kInvalidRequest, "'limit' must be an integer from 1 to 1000"};
+      }
+      limit = n;
+    } else if (key == "after_id" || key == "before_id") {
+      (key == "after_id" ? after : before) = value;
+    }
+  }
+  if (after && before) {
+    return Status{ErrorKind::kInvalidRequest, "give 'after_id' or 'before_id', not both"};
+  }
+  auto position = [&](const std::string& id) -> Result<std::size_t> {
+    for (std::size_t i = 0; i < models.size(); ++i) {
+      if (models[i]->name == id) return i;
+    }
+    return Status{ErrorKind::kInvalidRequest,
+                  fmt::format("no model '{}' in this list", json::utf8_prefix(id, 256))};
+  };
+  if (before) {
+    auto at = position(*before);
+    if (!at) return at.status();
+    const std::size_t begin = *at > limit ? *at - limit : 0;
+    return ModelPage{begin, *at, begin > 0};
+  }
+  std::size_t begin = 0;
+  if (after) {
+    auto at = position(*after);
+    if (!at) return at.status();
+    begin = *at + 1;
+  }
+  const std::size_t end = std::min(models.size(), begin + limit);
+  return ModelPage{begin, end, end < models.size()};
+}
+
 // A model object: OpenAI's `{"id","object","created","owned_by"}`, or Anthropic's
 // `{"type","id","display_name","created_at"}`.
 void write_model(json::Writer& w, const catalog::Model& m, Surface surface,
@@ -1144,26 +1195,35 @@ Task<void> Gateway::list_models(http::Request& req, Responder& res) {
   const auth::KeyGrant* grant =
       co_await authenticate(client_key(req, /*x_api_key=*/true), surface, res);
   if (grant == nullptr) co_return;
+  std::vector<const catalog::Model*> models;
+  for (const catalog::Model& m : state_->catalog().models()) {
+    if (listed(m, *grant, surface, state_->catalog())) models.push_back(&m);
+  }
   std::string out;
   json::Writer w(out);
-  const catalog::Model* first = nullptr;
-  const catalog::Model* last = nullptr;
-  if (surface == Surface::kOpenAI) w.begin_object().field("object", "list");
-  else w.begin_object();
-  w.key("data").begin_array();
-  for (const catalog::Model& m : state_->catalog().models()) {
-    if (!listed(m, *grant, surface, state_->catalog())) continue;
-    write_model(w, m, surface, state_->models_created());
-    if (first == nullptr) first = &m;
-    last = &m;
+  if (surface == Surface::kOpenAI) {  // one list, as OpenAI's
+    w.begin_object().field("object", "list").key("data").begin_array();
+    for (const catalog::Model* m : models) write_model(w, *m, surface, state_->models_created());
+    w.end_array().end_object();
+    co_await res.send(200, kJson, out);
+    co_return;
   }
-  w.end_array();
-  if (surface == Surface::kAnthropic) {  // one page: every model
-    w.field("has_more", false).key("first_id");
-    if (first != nullptr) w.value(first->name); else w.null();
-    w.key("last_id");
-    if (last != nullptr) w.value(last->name); else w.null();
+  // Anthropic's pages: `limit` (1 to 1000, 20 by default) models after `after_id`, or
+  // before `before_id`, with `has_more` in that direction.
+  auto page = anthropic_page(req.target(), models);
+  if (!page) {
+    co_await send_error(res, surface, 400, page.status().message());
+    co_return;
   }
+  const auto [begin, end, more] = *page;
+  w.begin_object().key("data").begin_array();
+  for (std::size_t i = begin; i < end; ++i) {
+    write_model(w, *models[i], surface, state_->models_created());
+  }
+  w.end_array().field("has_more", more).key("first_id");
+  if (begin < end) w.value(models[begin]->name); else w.null();
+  w.key("last_id");
+  if (begin < end) w.value(models[end - 1]->name); else w.null();
   w.end_object();
   co_await res.send(200, kJson, out);
 }

@@ -85,6 +85,13 @@ test('models list and retrieve, in Anthropic\'s shapes', async () => {
   }
   // Only what messages.create can be sent: models with a route on Anthropic's API.
   assert.deepEqual(ids, ['claude-sonnet', 'claude-opus']);
+  // A page at a time, as the SDK follows them (after_id), and one page as asked.
+  const paged = [];
+  for await (const m of client.models.list({ limit: 1 })) paged.push(m.id);
+  assert.deepEqual(paged, ids);
+  const first = await client.models.list({ limit: 1 });
+  assert.deepEqual(first.data.map((m) => m.id), ['claude-sonnet']);
+  assert.equal(first.has_more, true);
   const m = await client.models.retrieve('claude-sonnet');
   assert.equal(m.id, 'claude-sonnet');
   await assert.rejects(client.models.retrieve('no-such-model'),

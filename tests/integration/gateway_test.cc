@@ -173,6 +173,44 @@ TEST_F(GatewayTest, TheTurnpikeShapedKeyCountsWhenBothHeadersCome) {
             401);
 }
 
+// Anthropic's models list comes in pages: `limit` models after `after_id`, or before
+// `before_id`, with `has_more` in that direction.
+TEST(Models, TheAnthropicListComesInPages) {
+  Process sim(bin("turnpike-sim"), std::vector<std::string>{"--listen", "127.0.0.1:0"});
+  const int sim_port = sim.wait_listening();
+  std::ostringstream y;
+  y << "listen: \"127.0.0.1:0\"\nproviders:\n"
+    << "  - { name: a, api: anthropic, base_url: \"http://127.0.0.1:" << sim_port << "/v1\" }\n"
+    << "models:\n";
+  for (const char* name : {"a1", "a2", "a3"}) {
+    y << "  - { name: " << name
+      << ", routes: [{ provider: a, input_per_mtok: \"1\", output_per_mtok: \"1\" }] }\n";
+  }
+  const TestGateway gw(y.str());
+  ASSERT_GT(gw.port, 0) << gw.log();
+  const auto headers = gw.auth({{"anthropic-version", "2023-06-01"}});
+  auto page = [&](const std::string& query) {
+    return http_request(gw.port, "GET", "/v1/models" + query, {}, headers);
+  };
+  EXPECT_NE(page("?limit=2").body.find(R"("has_more":true,"first_id":"a1","last_id":"a2")"),
+            std::string::npos);
+  EXPECT_NE(page("?limit=2&after_id=a2").body.find(
+                R"({"data":[{"type":"model","id":"a3",)"),
+            std::string::npos);
+  EXPECT_NE(page("?limit=2&after_id=a2").body.find(R"("has_more":false,"first_id":"a3")"),
+            std::string::npos);
+  EXPECT_NE(page("?limit=1&before_id=a3").body.find(
+                R"("has_more":true,"first_id":"a2","last_id":"a2")"),
+            std::string::npos);
+  EXPECT_NE(page("").body.find(R"("has_more":false,"first_id":"a1","last_id":"a3")"),
+            std::string::npos);
+  for (const std::string bad : {"?limit=0", "?limit=x", "?after_id=nope", "?after_id=a1&before_id=a3"}) {
+    const auto res = page(bad);
+    EXPECT_EQ(res.status, 400) << bad;
+    EXPECT_NE(res.body.find(R"("type":"error")"), std::string::npos) << res.body;  // its shape
+  }
+}
+
 TEST_F(GatewayTest, EmbeddingsAndModels) {
   auto res = post("/v1/embeddings", R"({"model":"embed-test","input":["a","b"]})");
   ASSERT_EQ(res.status, 200) << res.body;
