@@ -3037,6 +3037,10 @@ Task<void> Gateway::relay_stream(http::UpstreamResponse& upstream, std::string f
   // Whole events only go to the client; `pending` holds the tail of an unfinished one.
   std::string pending;
   http::SseFramer framer;  // where the complete events of `pending` + the next piece end
+  // The run of events to write next, without the usage Turnpike asked for on the client's
+  // behalf (`drop_usage_chunk`): every chunk then carries a `usage` the client did not ask
+  // for. Its capacity is kept from run to run.
+  std::string edited;
   for (;;) {
     if (!still_here()) {
       const auto now = std::chrono::steady_clock::now();
@@ -3078,6 +3082,16 @@ Task<void> Gateway::relay_stream(http::UpstreamResponse& upstream, std::string f
     // run whose write fails reached the client in part at most: none of it is billed.
     std::size_t run_begin = 0;
     std::int64_t run_events = meter.content_events();  // the content events before the run
+    // Writes the run up to `to`: the buffer's bytes, or (the usage asked for on the
+    // client's behalf taken out) the copy made as its events came.
+    auto write_run = [&](std::size_t to) -> Task<void> {
+      const std::string_view text =
+          drop_usage_chunk ? std::string_view(edited) : buffer.substr(run_begin, to - run_begin);
+      if (client_here && !text.empty() && !co_await res.write_chunk(text)) {
+        client_left(run_events);
+      }
+      edited.clear();
+    };
     std::size_t at = 0;
     std::optional<std::size_t> final_at;
     http::SseEvents events(buffer.substr(0, complete));
@@ -3088,18 +3102,15 @@ Task<void> Gateway::relay_stream(http::UpstreamResponse& upstream, std::string f
       const std::int64_t events_before = meter.content_events();
       const StreamMeter::Verdict verdict = meter.on_event(e.name, e.data);
       if (look_again() && !reach_further()) {
-        if (client_here && begin > run_begin &&
-            !co_await res.write_chunk(buffer.substr(run_begin, begin - run_begin))) {
-          client_left(run_events);
-        }
+        co_await write_run(begin);
         co_await stop_unpaid(events_before);  // not this event
         co_return;
       }
-      if (verdict == StreamMeter::Verdict::kForward) continue;
-      if (client_here && begin > run_begin &&
-          !co_await res.write_chunk(buffer.substr(run_begin, begin - run_begin))) {
-        client_left(run_events);
+      if (verdict == StreamMeter::Verdict::kForward) {
+        if (drop_usage_chunk) append_without_usage(edited, e.raw);
+        continue;
       }
+      co_await write_run(begin);
       run_begin = at;
       run_events = meter.content_events();
       if (verdict == StreamMeter::Verdict::kFinal) {
@@ -3121,10 +3132,7 @@ Task<void> Gateway::relay_stream(http::UpstreamResponse& upstream, std::string f
       }
       co_return;
     }
-    if (client_here && complete > run_begin &&
-        !co_await res.write_chunk(buffer.substr(run_begin, complete - run_begin))) {
-      client_left(run_events);
-    }
+    co_await write_run(complete);
     if (buffer.data() == pending.data()) {
       pending.erase(0, complete);
     } else {
@@ -3147,7 +3155,8 @@ Task<void> Gateway::relay_stream(http::UpstreamResponse& upstream, std::string f
   const std::int64_t events_before_tail = meter.content_events();
   http::SseEvents events(pending);
   for (http::SseEvents::Event e; events.next(e);) {
-    if (meter.on_event(e.name, e.data) != StreamMeter::Verdict::kDrop) tail.append(e.raw);
+    if (meter.on_event(e.name, e.data) == StreamMeter::Verdict::kDrop) continue;
+    if (drop_usage_chunk) append_without_usage(tail, e.raw); else tail.append(e.raw);
   }
   // Ended without its terminator, without its final usage and before the upstream said
   // its answer was done, the stream was cut short (a connection closed early looks the

@@ -162,4 +162,51 @@ meter::Usage StreamMeter::usage(std::int64_t input_estimate, std::int64_t output
   return u;
 }
 
+void append_without_usage(std::string& out, std::string_view event) {
+  constexpr std::string_view kKey = "\"usage\":";
+  // A chunk's own "usage" follows its "choices" array or another member's value; inside a
+  // string every quote is escaped, so an unescaped `"usage":` is a real member.
+  const std::size_t at = event.find(kKey);
+  if (at == std::string_view::npos) {
+    out.append(event);
+    return;
+  }
+  std::size_t end = at + kKey.size();
+  while (end < event.size() && is_ws(event[end])) ++end;
+  if (event.substr(end).starts_with("null")) {
+    end += 4;
+  } else if (end < event.size() && event[end] == '{') {
+    // A running count: numbers and objects of numbers, no strings to skip.
+    int depth = 0;
+    do {
+      if (event[end] == '{') ++depth;
+      if (event[end] == '}') --depth;
+      ++end;
+    } while (end < event.size() && depth > 0);
+    if (depth != 0) {
+      out.append(event);  // not what it seemed: left alone
+      return;
+    }
+  } else {
+    out.append(event);
+    return;
+  }
+  // With one of the commas around it, so that the object stays well-formed.
+  std::size_t begin = at;
+  std::size_t before = begin;
+  while (before > 0 && is_ws(event[before - 1])) --before;
+  std::size_t after = end;
+  while (after < event.size() && is_ws(event[after])) ++after;
+  if (before > 0 && event[before - 1] == ',') {
+    begin = before - 1;
+  } else if (after < event.size() && event[after] == ',') {
+    end = after + 1;
+  } else {
+    out.append(event);  // the only member: a usage chunk, which is dropped whole elsewhere
+    return;
+  }
+  out.append(event.substr(0, begin));
+  out.append(event.substr(end));
+}
+
 }  // namespace tp::api

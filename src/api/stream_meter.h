@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -64,5 +65,11 @@ class StreamMeter {
   bool finished_ = false;
   bool upstream_failed_ = false;
 };
+
+// Appends one SSE event of an OpenAI stream to `out`, less its chunk's `usage` member (a
+// null, or a running count) when it has one: the usage Turnpike asked for on a client's
+// behalf puts one in every chunk, which the client did not ask for. An event without it is
+// appended as it is.
+void append_without_usage(std::string& out, std::string_view event);
 
 }  // namespace tp::api

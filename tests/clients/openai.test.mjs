@@ -53,6 +53,9 @@ test('chat completion, stream helper collects the whole message', async () => {
   });
   const final = await runner.finalChatCompletion();
   assert.equal(final.choices[0].message.content.trim().split(/\s+/).length, 4);
+  // Not asked for: no usage at all, as from the provider (not the null that asking for it
+  // on the client's behalf puts in every chunk).
+  assert.equal(final.usage, undefined);
 });
 
 test('a whole answer served by the flex tier (streamed upstream) parses as one', async () => {

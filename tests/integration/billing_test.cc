@@ -144,16 +144,27 @@ TEST(Billing, OpenAIStreamUsageChunkIsAskedForAndHiddenUnlessTheClientAsked) {
       stack.port, "POST", "/v1/chat/completions",
       R"({"model":"gpt-test","stream":true,"messages":[],"sim":{"output_tokens":4}})", stack.auth());
   ASSERT_EQ(hidden.status, 200);
-  EXPECT_EQ(hidden.body.find("\"usage\":{"), std::string::npos) << hidden.body;
+  // Neither the usage chunk nor the null usage asking for it puts in every chunk.
+  EXPECT_EQ(hidden.body.find("\"usage\""), std::string::npos) << hidden.body;
+  EXPECT_NE(hidden.body.find("\"finish_reason\":\"stop\"}]}\n"), std::string::npos)
+      << hidden.body;
   EXPECT_TRUE(hidden.body.ends_with("data: [DONE]\n\n"));
+  // Running counts on every chunk (vLLM's continuous usage) are taken out too.
+  const auto running = http_request(
+      stack.port, "POST", "/v1/chat/completions",
+      R"({"model":"gpt-test","stream":true,"messages":[],"sim":{"output_tokens":4,"continuous_usage":1}})",
+      stack.auth());
+  ASSERT_EQ(running.status, 200);
+  EXPECT_EQ(running.body.find("\"usage\""), std::string::npos) << running.body;
   const auto shown = http_request(
       stack.port, "POST", "/v1/chat/completions",
       R"({"model":"gpt-test","stream":true,"stream_options":{"include_usage":true},"messages":[],"sim":{"output_tokens":4}})",
       stack.auth());
   ASSERT_EQ(shown.status, 200);
   EXPECT_NE(shown.body.find("\"usage\":{"), std::string::npos);
+  EXPECT_NE(shown.body.find("\"usage\":null"), std::string::npos);  // the client's, as sent
   const auto rows = usage_log(stack.port, stack.auth());
-  ASSERT_EQ(rows.size(), 2u);
+  ASSERT_EQ(rows.size(), 3u);
   for (const auto& r : rows) {
     EXPECT_EQ(r.output, 4);
     EXPECT_EQ(r.cost, expected_cost(r));

@@ -99,6 +99,26 @@ TEST(StreamMeter, AUsageChunkTheAnswerWentOnAfterIsNotFinal) {
   EXPECT_EQ(m.usage(999, 20).input_tokens, 9);
 }
 
+TEST(StreamMeter, TheUsageAskedForOnTheClientsBehalfIsTakenOutOfEachChunk) {
+  auto without = [](std::string_view event) {
+    std::string out;
+    append_without_usage(out, event);
+    return out;
+  };
+  EXPECT_EQ(without("data: {\"id\":\"c\",\"choices\":[{\"delta\":{\"content\":\"a\"}}],\"usage\":null}\n\n"),
+            "data: {\"id\":\"c\",\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n");
+  EXPECT_EQ(without("data: {\"choices\":[],\"usage\": null, \"obfuscation\":\"x\"}\n\n"),
+            "data: {\"choices\":[], \"obfuscation\":\"x\"}\n\n");
+  EXPECT_EQ(without("data: {\"usage\":null,\"choices\":[]}\n\n"), "data: {\"choices\":[]}\n\n");
+  EXPECT_EQ(without("data: {\"choices\":[{}],\"usage\":{\"completion_tokens\":2,\"prompt_tokens_details\":{\"cached_tokens\":0}}}\n\n"),
+            "data: {\"choices\":[{}]}\n\n");
+  // A usage named in content is text, escaped: left alone; so is an event without usage.
+  for (const char* kept : {"data: {\"choices\":[{\"delta\":{\"content\":\"\\\"usage\\\":null\"}}]}\n\n",
+                           "data: [DONE]\n\n", "data: {\"usage\":null}\n\n"}) {
+    EXPECT_EQ(without(kept), kept);
+  }
+}
+
 TEST(StreamMeter, OpenAIKeepsTheUsageChunkTheClientAskedFor) {
   StreamMeter m(Surface::kOpenAI, /*drop_usage_chunk=*/false);
   EXPECT_EQ(m.on_event("", R"({"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2}})"),
