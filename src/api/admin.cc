@@ -769,13 +769,17 @@ Task<void> AdminApi::create_account(http::Request& req, Responder& res) {
     co_await send_error(res, 400, auth::kAccountNameRule);
     co_return;
   }
-  if (doc["kind"].error() != simdjson::NO_SUCH_FIELD &&
+  // An optional member given as null is absent.
+  auto given = [&](const char* key) {
+    return doc[key].error() != simdjson::NO_SUCH_FIELD && !doc[key].is_null();
+  };
+  if (given("kind") &&
       (doc["kind"].get_string().get(kind) || (kind != "customer" && kind != "operator"))) {
     co_await send_error(res, 400, "'kind' must be customer or operator");
     co_return;
   }
-  if (doc["plan"].error() != simdjson::NO_SUCH_FIELD && doc["plan"].get_string().get(plan)) {
-    co_await send_error(res, 400, "'plan' must be a string");
+  if (given("plan") && (doc["plan"].get_string().get(plan) || !auth::check_plan(plan))) {
+    co_await send_error(res, 400, auth::kPlanRule);
     co_return;
   }
   auth::RoutingPolicy policy;
@@ -934,9 +938,12 @@ Task<void> AdminApi::create_key(std::int64_t account, http::Request& req, Respon
       co_await send_error(res, 400, error);
       co_return;
     }
+    // An optional member given as null is absent, as for the limits and models.
+    auto given = [&](const char* key) {
+      return doc[key].error() != simdjson::NO_SUCH_FIELD && !doc[key].is_null();
+    };
     std::string_view n;
-    if (doc["name"].error() != simdjson::NO_SUCH_FIELD &&
-        (doc["name"].get_string().get(n) || !auth::check_name(n, false))) {
+    if (given("name") && (doc["name"].get_string().get(n) || !auth::check_name(n, false))) {
       co_await send_error(res, 400, auth::kKeyNameRule);
       co_return;
     }
@@ -947,7 +954,7 @@ Task<void> AdminApi::create_key(std::int64_t account, http::Request& req, Respon
     }
     simdjson::dom::array list;
     std::int64_t seconds = 0;
-    if (doc["expires_in_seconds"].error() != simdjson::NO_SUCH_FIELD) {
+    if (given("expires_in_seconds")) {
       if (doc["expires_in_seconds"].get_int64().get(seconds) || seconds <= 0 ||
           seconds > kKeyLifetimeSecondsMax) {
         co_await send_error(res, 400,
@@ -958,7 +965,7 @@ Task<void> AdminApi::create_key(std::int64_t account, http::Request& req, Respon
       }
       expires_ms = now_ms() + seconds * 1000;
     }
-    if (doc["tags"].error() != simdjson::NO_SUCH_FIELD) {
+    if (given("tags")) {
       // Walked only when it is an array: a default simdjson array is no empty list.
       bool ok = !doc["tags"].get_array().get(list) && list.size() <= auth::kTagsMax;
       if (ok) {

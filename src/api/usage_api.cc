@@ -14,10 +14,14 @@ constexpr std::string_view kCursorPrefix = "u_";
 
 Status invalid(std::string message) { return {ErrorKind::kInvalidRequest, std::move(message)}; }
 
+// A positive integer as Turnpike writes them: no sign, no leading zero (acct_01 is no id
+// the admin API answers to either).
 std::optional<std::int64_t> positive(std::string_view text) {
   std::int64_t n = 0;
   const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
-  if (ec != std::errc{} || end != text.data() + text.size() || n <= 0) return std::nullopt;
+  if (ec != std::errc{} || end != text.data() + text.size() || n <= 0 || text.starts_with('0')) {
+    return std::nullopt;
+  }
   return n;
 }
 

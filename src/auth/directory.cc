@@ -325,9 +325,27 @@ void Directory::committed(bool ok) {
   unstored_keys_.clear();
 }
 
+namespace {
+
+// A control character (a NUL, a line break) in a name would break the lines it is shown in.
+bool has_control(std::string_view text) {
+  return std::any_of(text.begin(), text.end(), [](char c) {
+    return static_cast<unsigned char>(c) < 0x20 || c == 0x7f;
+  });
+}
+
+}  // namespace
+
 Status check_name(std::string_view name, bool required) {
-  if ((required && name.empty()) || name.size() > kNameBytesMax) {
+  if ((required && name.empty()) || name.size() > kNameBytesMax || has_control(name)) {
     return {ErrorKind::kInvalidRequest, std::string(required ? kAccountNameRule : kKeyNameRule)};
+  }
+  return Status::ok();
+}
+
+Status check_plan(std::string_view plan) {
+  if (plan.size() > kPlanBytesMax || has_control(plan)) {
+    return {ErrorKind::kInvalidRequest, std::string(kPlanRule)};
   }
   return Status::ok();
 }
@@ -354,6 +372,7 @@ Result<Account> Directory::create_account(store::Database& db, std::string name,
                                           std::string plan, RoutingPolicy policy,
                                           std::int64_t now_ms, std::vector<std::string> models) {
   if (Status s = check_name(name, true); !s) return s;
+  if (Status s = check_plan(plan); !s) return s;
   if (Status s = check_models(models); !s) return s;
   std::lock_guard lock(mu_);
   Account a{accounts_.empty() ? 1 : accounts_.rbegin()->first + 1,
@@ -431,8 +450,14 @@ Result<ApiKey> Directory::rotate_key(store::Database& db, const KeyHasher& hashe
       // would inherit (and die with): the successor is the key to rotate.
       // The key to rotate is the newest of the line (that successor's own successor, when
       // it was rotated in turn).
+      // Down the line to the key whose successor (if any) was revoked before it was rotated
+      // in turn: that one may be rotated.
       std::int64_t newest = *old.replaced_by;
-      while (keys_.at(newest).replaced_by) newest = *keys_.at(newest).replaced_by;
+      while (const auto next = keys_.at(newest).replaced_by) {
+        const ApiKey& after = keys_.at(*next);
+        if (after.revoked_ms && !after.replaced_by) break;
+        newest = *next;
+      }
       return Status{ErrorKind::kConflict,
                     fmt::format("key_{} was rotated already, to key_{}, and stops working at "
                                 "its grace deadline: rotate key_{} instead",

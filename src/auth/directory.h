@@ -115,8 +115,12 @@ inline constexpr std::size_t kModelsMax = 100;     // an allowlist's names
 inline constexpr std::size_t kTagsMax = 20;
 // The rules, as the errors state them.
 inline constexpr std::string_view kAccountNameRule =
-    "'name' is required: a string of 1 to 200 bytes";
-inline constexpr std::string_view kKeyNameRule = "'name' must be a string of at most 200 bytes";
+    "'name' is required: a string of 1 to 200 bytes, without control characters";
+inline constexpr std::string_view kKeyNameRule =
+    "'name' must be a string of at most 200 bytes, without control characters";
+inline constexpr std::size_t kPlanBytesMax = 64;
+inline constexpr std::string_view kPlanRule =
+    "'plan' must be a string of at most 64 bytes, without control characters";
 inline constexpr std::string_view kModelsRule =
     "'models' must be a list of model names (at most 100, without commas), or null for every "
     "model";
@@ -124,6 +128,8 @@ inline constexpr std::string_view kTagsRule =
     "'tags' must be a list of at most 20 tags, each 1 to 64 letters, digits, '-', '_' or '.'";
 // An account's name: 1 to 200 bytes. A key's may be empty.
 Status check_name(std::string_view name, bool required);
+// An account's plan: at most 64 bytes, without control characters (kPlanRule).
+Status check_plan(std::string_view plan);
 // At most 100 names, none empty or holding a comma (lists are stored comma-separated).
 Status check_models(const std::vector<std::string>& models);
 // At most 20 tags, each 1 to 64 letters, digits, '-', '_' or '.'.

@@ -763,6 +763,51 @@ TEST(Credits, APromoCreditRetriedAfterItsExpiryAnswersTheFirstResult) {
 
 // Key paths: DELETE takes a key, POST its /rotate; any other path under /keys/ is unknown.
 // suspend and unsuspend take no fields. Ids have one spelling.
+// Names and plans are bounded and free of control characters; an optional member given as
+// null is absent; a rotation's 409 names a key that may be rotated.
+TEST(Admin, NamesPlansNullsAndTheKeyToRotate) {
+  Stack stack;
+  ASSERT_GT(stack.port, 0) << stack.gateway->log();
+  const std::map<std::string, std::string> admin = {
+      {"authorization", std::string("Bearer ") + kAdminKey}};
+  auto post = [&](const std::string& path, const std::string& body) {
+    return http_request(stack.port, "POST", "/admin/v1" + path, body, admin);
+  };
+  const std::vector<std::string> bad_bodies = {
+      R"({"name":"a\u0000b"})", R"({"name":"a\nb"})",
+      R"({"name":"p","plan":")" + std::string(65, 'p') + "\"}", R"({"name":"p","plan":"x\ty"})"};
+  for (const std::string& bad : bad_bodies) {
+    const auto res = post("/accounts", bad);
+    EXPECT_EQ(res.status, 400) << bad << ": " << res.body;
+    EXPECT_NE(res.body.find("without control characters"), std::string::npos) << res.body;
+  }
+  const auto made = post("/accounts", R"({"name":"N","kind":null,"plan":null})");
+  ASSERT_EQ(made.status, 201) << made.body;
+  const std::string id = string_field(made.body, "id");
+  const auto key = post("/accounts/" + id + "/keys",
+                        R"({"name":null,"tags":null,"expires_in_seconds":null})");
+  ASSERT_EQ(key.status, 201) << key.body;
+  EXPECT_EQ(post("/accounts/" + id + "/keys", R"({"name":"a\rb"})").status, 400);
+  // A→B→C, C revoked: B may be rotated again (its successor was revoked unrotated), so a
+  // rotation of A names B, not the revoked C.
+  const std::string a = string_field(key.body, "id");
+  const auto b = post("/keys/" + a + "/rotate", R"({"grace_seconds":3600})");
+  ASSERT_EQ(b.status, 200) << b.body;
+  const std::string b_id = string_field(b.body, "id");
+  const auto c = post("/keys/" + b_id + "/rotate", R"({"grace_seconds":3600})");
+  ASSERT_EQ(c.status, 200) << c.body;
+  ASSERT_EQ(http_request(stack.port, "DELETE", "/admin/v1/keys/" + string_field(c.body, "id"), "",
+                         admin)
+                .status,
+            204);
+  const auto again = post("/keys/" + a + "/rotate", R"({"grace_seconds":3600})");
+  EXPECT_EQ(again.status, 409) << again.body;
+  EXPECT_NE(again.body.find("rotate " + b_id + " instead"), std::string::npos) << again.body;
+  EXPECT_EQ(post("/keys/" + b_id + "/rotate", R"({"grace_seconds":3600})").status, 200);
+  // An account id is written one way only.
+  EXPECT_EQ(http_request(stack.port, "GET", "/api/usage?account=acct_01", {}, admin).status, 400);
+}
+
 TEST(Admin, PathsMethodsAndBodiesOfKeysAndSuspension) {
   Stack stack;
   ASSERT_GT(stack.port, 0) << stack.gateway->log();
