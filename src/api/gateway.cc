@@ -44,6 +44,8 @@ using catalog::Api;
 namespace asio = boost::asio;
 
 constexpr std::string_view kJson = "application/json";
+// After a stream's terminator, how long its body's own end is waited for (ms).
+constexpr std::uint32_t kBodyEndWaitMs = 20;
 constexpr std::string_view kDefaultAnthropicVersion = "2023-06-01";
 constexpr std::size_t kErrorBodyDrainBytesMax = 64 * 1024;
 constexpr std::size_t kMessagePathBytesMax = 200;
@@ -184,12 +186,14 @@ void build_upstream_head(std::string& head, const http::UpstreamEndpoint& endpoi
   head += stream ? "Accept: text/event-stream\r\n\r\n" : "Accept: application/json\r\n\r\n";
 }
 
-// An upstream answer that blames the route rather than the request: a server error, or
-// the operator's key or model refused (401, 403, 404). It counts against the route's
-// health, the next route is tried, and the client gets 502 without the provider's text
-// (a provider's 401 quotes the operator's key, masked).
+// An upstream answer that blames the route rather than the request: a server error, the
+// operator's key or model refused (401, 403, 404), or a redirect (3xx: a base_url that is
+// not the API's; redirects are not followed, and a 304 answers no POST). It counts against
+// the route's health, the next route is tried, and the client gets 502 without the
+// provider's text (a provider's 401 quotes the operator's key, masked).
 bool route_at_fault(unsigned status) {
-  return status >= 500 || status == 401 || status == 403 || status == 404;
+  return status >= 500 || (status >= 300 && status < 400) || status == 401 || status == 403 ||
+         status == 404;
 }
 
 // The output every candidate is scored at: the smallest of the models' output bounds, an
@@ -2659,7 +2663,11 @@ Task<void> Gateway::answer_whole(http::UpstreamResponse& upstream, Surface surfa
   if (built) {
     whole = std::move(gathered->body);
   } else {
-    whole = co_await upstream.read_all();
+    // The whole answer within the answer timeout from the request, as its head was: a body
+    // dripping in just within the idle timeout is not waited for past it.
+    whole = co_await upstream.read_all(
+        limits::kUpstreamResponseBytesMax,
+        bill.sent_at + std::chrono::milliseconds(state_->config().upstream.answer_timeout_ms));
   }
   keep_hold(bill);
   if (!whole) {
@@ -2685,14 +2693,13 @@ Task<void> Gateway::answer_whole(http::UpstreamResponse& upstream, Surface surfa
     const bool estimated = built ? !gathered->reported : !usage;
     if (!usage && answer_shape(whole.value()) != AnswerShape::kObject) {
       // An HTML page, a body cut short, an error object under 200: not an answer, and
-      // nothing to pay for.
+      // nothing to pay for. (Named before void_bill takes the record.)
+      const std::string message =
+          fmt::format("upstream '{}' sent a malformed response", bill.record.provider);
       log::warn("upstream sent a malformed answer", {{"provider", bill.record.provider}});
       upstream_failed(*bill.route);
       void_bill(state_->services(), bill, bill.status_for(502));
-      co_await send_error(res, surface, 502,
-                          fmt::format("upstream '{}' sent a malformed response",
-                                      bill.record.provider),
-                          {}, headers);
+      co_await send_error(res, surface, 502, message, {}, headers);
       co_return;
     }
     upstream_answered(*bill.route);
@@ -3127,6 +3134,17 @@ Task<void> Gateway::relay_stream(http::UpstreamResponse& upstream, std::string f
       const bool stored = co_await settle(bill, usage, ended_status());
       if (client_here && stored) {
         co_await res.end_stream(buffer.substr(*final_at));
+        // The body's own end (a chunked body's last chunk) often comes in a write of its
+        // own just after the terminator: read, the connection goes back to the pool rather
+        // than closed, and the next stream needs no new handshake. Briefly: the client's
+        // next request on its connection waits for this one to end.
+        if (!upstream.done()) {
+          upstream.set_read_timeout(kBodyEndWaitMs);
+          for (int i = 0; i < 4; ++i) {
+            auto rest = co_await upstream.read_some();
+            if (!rest || rest->empty()) break;
+          }
+        }
       } else {
         res.close_after();
       }

@@ -269,7 +269,8 @@ Task<Result<std::string_view>> UpstreamResponse::read_some() {
   }
 }
 
-Task<Result<std::string>> UpstreamResponse::read_all(std::size_t limit) {
+Task<Result<std::string>> UpstreamResponse::read_all(std::size_t limit,
+                                                    std::optional<SteadyTime> by) {
   std::string all;
   for (;;) {
     std::string_view out;
@@ -290,9 +291,23 @@ Task<Result<std::string>> UpstreamResponse::read_all(std::size_t limit) {
         co_return malformed(*impl_->endpoint, error);
       case BodyStep::kNeedMore: break;
     }
-    impl_->conn->deadline->expires_after(milliseconds(impl_->timeouts.idle_timeout_ms));
+    auto late = [&] {
+      return Status{ErrorKind::kUpstreamTimeout,
+                    fmt::format("upstream '{}' did not end its answer in time",
+                                impl_->endpoint->name)};
+    };
+    if (by && std::chrono::steady_clock::now() >= *by) {
+      impl_->conn.reset();
+      co_return late();
+    }
+    impl_->conn->deadline->expires_after(cut_to(impl_->timeouts.idle_timeout_ms, by));
     auto [rec, n] = co_await impl_->conn->read_more();
-    if (Status s = after_read(rec, n); !s) co_return s;
+    if (Status s = after_read(rec, n); !s) {
+      // Cut at `by` (timers may fire up to a tick early): said as such.
+      const bool at_by = by && s.kind() == ErrorKind::kUpstreamTimeout &&
+                         std::chrono::steady_clock::now() + kDeadlineTick >= *by;
+      co_return at_by ? late() : s;
+    }
   }
 }
 
@@ -341,13 +356,29 @@ std::unique_ptr<UpstreamConnection> UpstreamPool::take_idle(std::size_t index) {
 
 void UpstreamPool::give_back(std::unique_ptr<UpstreamConnection> conn) {
   auto& list = idle_[conn->endpoint_index];
+  const auto now = std::chrono::steady_clock::now();
+  // The oldest sit at the front, where take_idle (which takes the newest) never looks: let
+  // those past their time go here, or a pool that never drains keeps them open (a server
+  // that closed them leaves them in CLOSE-WAIT).
+  const auto oldest_allowed = now - milliseconds(limits::kUpstreamPooledIdleMs);
+  list.erase(list.begin(), std::find_if(list.begin(), list.end(), [&](const auto& idle) {
+               return idle->idle_since >= oldest_allowed;
+             }));
   if (list.size() >= idle_max_) return;  // closes it
-  conn->idle_since = std::chrono::steady_clock::now();
+  conn->idle_since = now;
   conn->deadline->clear();
   conn->deadline->cap_by(nullptr);  // the request that set it is done
   // Bytes past the response's end are no answer to anything: the connection is not
-  // reused (they would be read as the next request's).
+  // reused (they would be read as the next request's). Over TLS they may wait inside the
+  // TLS engine too, read from the socket already but not yet taken.
   if (conn->buffer.size() != 0) return;  // closes it
+  if (conn->tls) {
+    SSL* ssl = conn->tls->native_handle();
+    if (SSL_pending(ssl) > 0 || SSL_has_pending(ssl) != 0 ||
+        BIO_ctrl_pending(SSL_get_rbio(ssl)) > 0) {
+      return;  // closes it
+    }
+  }
   list.push_back(std::move(conn));
 }
 
@@ -403,7 +434,8 @@ Task<Result<std::unique_ptr<UpstreamConnection>>> UpstreamPool::connect(
 Task<Result<std::unique_ptr<UpstreamResponse>>> UpstreamPool::send(
     const UpstreamEndpoint& ep, std::string_view head, std::string_view body,
     const UpstreamTimeouts& timeouts) {
-  int fresh_retries = 0;
+  int fresh_retries = 0;  // connections that could not be made
+  int resends = 0;        // requests written and closed on without an answer
   for (;;) {
     if (const auto limit = timeouts.start_limit();
         limit && std::chrono::steady_clock::now() >= *limit) {
@@ -483,14 +515,14 @@ Task<Result<std::unique_ptr<UpstreamResponse>>> UpstreamPool::send(
     // may be working on it: sending it again could run (and charge for) it twice.
     const bool at_once = std::chrono::steady_clock::now() - written_at <
                          milliseconds(limits::kUpstreamRetryWithinMs);
-    if (reused && !timed_out && !got_bytes && at_once) {
-      ++stats_.stale_retries;  // the server closed it while it sat in the pool
-      continue;
-    }
-    if (!timed_out && !got_bytes && at_once &&
-        fresh_retries < limits::kUpstreamFreshRetriesMax) {
-      ++fresh_retries;
-      ++stats_.fresh_retries;
+    // Sent again once at most, whatever the connection: the check of an idle one before the
+    // write found it open, so a server that closes without a word after the write is
+    // likelier to have the request than to have closed it idle, and each resend could run
+    // it again.
+    if (!timed_out && !got_bytes && at_once && resends < limits::kUpstreamFreshRetriesMax) {
+      ++resends;
+      // A pooled one the server closed while it sat there, or a fresh one refused at once.
+      ++(reused ? stats_.stale_retries : stats_.fresh_retries);
       continue;
     }
     co_return upstream_error(ep, "request", ec, timed_out);

@@ -102,7 +102,12 @@ class UpstreamResponse {
   // The view is valid until the next call (or the response's end).
   Task<Result<std::string_view>> read_some();
   // The rest of the body, at most `limit` bytes (kUpstreamFailed past it).
-  Task<Result<std::string>> read_all(std::size_t limit = limits::kUpstreamResponseBytesMax);
+  // With `by`, the whole body must have come by then (each wait is cut to the time left),
+  // else kUpstreamTimeout: a body dripping in just within the idle timeout is not read for
+  // ever.
+  Task<Result<std::string>> read_all(
+      std::size_t limit = limits::kUpstreamResponseBytesMax,
+      std::optional<std::chrono::steady_clock::time_point> by = std::nullopt);
   bool done() const;
   // Whether body bytes are already buffered: the next read_some may need no I/O.
   bool body_buffered() const;

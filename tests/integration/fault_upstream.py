@@ -7,7 +7,10 @@ that quotes a masked provider key (as OpenAI's 401 does), plus `retry-after: 7`;
 page; `error200` answers 200 with an error object; `gzip` answers a whole chat completion
 gzip-compressed (Content-Encoding: gzip); `html:N` answers HTTP N with an HTML page;
 `sse_error_first` answers a 200 event stream whose first event is an error chunk;
-`sse_close_first` a 200 event stream that closes before its first event.
+`sse_close_first` a 200 event stream that closes before its first event; `drip` a whole
+chat completion whose body comes a byte every 50 ms; `late_end` a chunked event stream on a
+kept-alive connection whose last chunk comes 30 ms after `data: [DONE]`.
+Each connection is logged on stderr as {"msg":"connection"}.
 Each request is logged on stderr as {"msg":"request","accept_encoding":...}. Prints
 {"msg":"listening","port":N} on stderr when ready.
 """
@@ -15,6 +18,7 @@ import gzip
 import http.server
 import json
 import sys
+import time
 
 MODE = sys.argv[1]
 ANSWER = {"id": "c1", "object": "chat.completion", "model": "m",
@@ -25,6 +29,11 @@ ANSWER = {"id": "c1", "object": "chat.completion", "model": "m",
 
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+
+    def setup(self):
+        super().setup()
+        sys.stderr.write(json.dumps({"msg": "connection"}) + "\n")
+        sys.stderr.flush()
 
     def answer(self, status, content_type, body, headers=()):
         self.send_response(status)
@@ -62,6 +71,32 @@ class Handler(http.server.BaseHTTPRequestHandler):
         elif MODE == "sse_error_first":
             self.answer(200, "text/event-stream",
                         b'data: {"error":{"message":"overloaded","type":"server_error"}}\n\n')
+        elif MODE == "drip":
+            body = json.dumps(ANSWER).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.flush()
+            for i in range(len(body)):
+                self.wfile.write(body[i:i + 1])
+                self.wfile.flush()
+                time.sleep(0.05)
+        elif MODE == "late_end":
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for data in ('{"choices":[{"index":0,"delta":{"content":"Hi"}}]}',
+                         '{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}',
+                         '{"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":1}}',
+                         "[DONE]"):
+                event = ("data: " + data + "\n\n").encode()
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
+            self.wfile.flush()
+            time.sleep(0.03)
+            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
         elif MODE == "sse_close_first":
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream")

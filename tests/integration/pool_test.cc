@@ -264,6 +264,81 @@ TEST(UpstreamPool, AConnectionClosedAfterHoldingTheRequestIsNotRetried) {
   EXPECT_EQ(sent.fresh_retries, 0u);
 }
 
+// An upstream that keeps its connections (a thread each) and answers the first
+// `answered` requests of all; past them it reads a request and closes without a word.
+class KeepAliveUpstream {
+ public:
+  explicit KeepAliveUpstream(int answered) : answered_(answered) {
+    listener_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof addr;
+    if (::bind(listener_, reinterpret_cast<sockaddr*>(&addr), len) != 0 ||
+        ::listen(listener_, 16) != 0 ||
+        ::getsockname(listener_, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+      return;
+    }
+    port_ = ntohs(addr.sin_port);
+    acceptor_ = std::thread([this] {
+      for (;;) {
+        const int fd = ::accept(listener_, nullptr, nullptr);
+        if (fd < 0) return;  // shut down
+        connections_.emplace_back([this, fd] { serve(fd); });
+      }
+    });
+  }
+  ~KeepAliveUpstream() {
+    ::shutdown(listener_, SHUT_RDWR);
+    if (acceptor_.joinable()) acceptor_.join();
+    for (std::thread& t : connections_) t.join();
+    ::close(listener_);
+  }
+  int port() const { return port_; }
+  int requests() const { return requests_; }
+
+ private:
+  void serve(int fd) {
+    for (;;) {
+      std::string head;
+      char c = 0;
+      while (head.find("\r\n\r\n") == std::string::npos && ::read(fd, &c, 1) == 1) head += c;
+      if (head.find("\r\n\r\n") == std::string::npos) break;  // closed by the client
+      if (++requests_ > answered_) break;
+      ScriptedUpstream::write_all(fd, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}");
+    }
+    ::close(fd);
+  }
+
+  int answered_;
+  int listener_ = -1;
+  int port_ = 0;
+  std::atomic<int> requests_ = 0;
+  std::thread acceptor_;
+  std::vector<std::thread> connections_;  // the acceptor's alone until it has ended
+};
+
+// A request written and closed on without an answer is sent again once at most, however
+// many pooled connections there are to try it on: each resend could run it again.
+TEST(UpstreamPool, ARequestClosedOnUnansweredIsSentAgainOnceWhateverThePoolHolds) {
+  KeepAliveUpstream upstream(3);
+  ASSERT_GT(upstream.port(), 0);
+  http::HostResolver resolver;
+  const auto endpoint = endpoint_at(resolver, upstream.port());
+  http::asio::io_context ioc;
+  http::UpstreamPool pool(ioc, 1, 8);
+  ASSERT_EQ(wave(ioc, pool, endpoint, 3), 3);
+  ASSERT_EQ(pool.idle_connections(0), 3u);
+  bool failed = false;
+  run(ioc, [&]() -> http::Task<void> {
+    auto sent = co_await pool.send(endpoint, "GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n", {},
+                                   http::UpstreamTimeouts{});
+    failed = !sent;
+  });
+  EXPECT_TRUE(failed);
+  EXPECT_EQ(upstream.requests(), 3 + 2);  // the request and one resend
+}
+
 // What a pooled connection holds beyond its last response's end, or receives while idle,
 // is no answer to the next request: that connection is not reused. (Reused, every answer
 // after it would go to the request after its own.)

@@ -95,6 +95,35 @@ TEST_F(TlsUpstream, AConnectionIsReusedForTheNextRequest) {
   EXPECT_EQ(connections, 1u) << log;
 }
 
+// Bytes after an answer, in a TLS record of their own, are read by the TLS engine with the
+// answer though no request asked for them: the connection is not pooled, or the next
+// request (another customer's, maybe) would be given them as its answer.
+TEST_F(TlsUpstream, BytesLeftInTheTlsEngineKeepAConnectionOutOfThePool) {
+  Process extra("/usr/bin/python3",
+                std::vector<std::string>{
+                    std::string(TURNPIKE_SOURCE_DIR) + "/tests/integration/tls_upstream.py",
+                    pki_.cert, pki_.key, "extra_record"});
+  const int extra_port = extra.wait_listening();
+  ASSERT_GT(extra_port, 0) << extra.log();
+  const std::string path = pki_.dir.write(
+      "gw.yaml",
+      tls_config(extra_port, "localhost", pki_.ca) + "routing: { probe_interval_ms: 0 }\n");
+  Process gw(bin("turnpike"), {"serve", "--config", path, "--threads", "1", "--data-dir",
+                               pki_.dir.path() + "/var"},
+             {{"TURNPIKE_ADMIN_KEY", kAdminKey}});
+  const int port = gw.wait_listening();
+  ASSERT_GT(port, 0) << gw.log();
+  const std::string key = create_key(port);
+  for (int i = 0; i < 3; ++i) {
+    const auto res = http_request(port, "POST", "/v1/chat/completions",
+                                  R"({"model":"m","messages":[]})",
+                                  {{"authorization", "Bearer " + key}});
+    EXPECT_EQ(res.status, 200) << res.body;
+    EXPECT_NE(res.body.find("over tls"), std::string::npos) << res.body;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));  // the extra record is in
+  }
+}
+
 TEST_F(TlsUpstream, TrustedCertificateAndMatchingHostServe) {
   const auto res = through_gateway(tls_config(port_, "localhost", pki_.ca));
   EXPECT_EQ(res.status, 200) << res.body;

@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """A minimal HTTPS upstream for the TLS tests: answers any POST with a fixed chat completion.
 
-usage: tls_upstream.py CERT KEY  -- prints {"msg":"listening","port":N} on stderr when ready.
-Each connection it accepts is logged on stderr as {"msg":"connection"}.
+usage: tls_upstream.py CERT KEY [extra_record] -- prints {"msg":"listening","port":N} on
+stderr when ready. Each connection it accepts is logged on stderr as {"msg":"connection"}.
+With `extra_record`, each answer is followed, in a TLS record of its own, by a second
+answer nobody asked for.
 """
 import http.server
 import json
@@ -15,6 +17,12 @@ BODY = json.dumps({
                  "finish_reason": "stop"}],
     "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3},
 }).encode()
+
+
+EXTRA = len(sys.argv) > 3 and sys.argv[3] == "extra_record"
+SMUGGLED_BODY = BODY.replace(b"over tls", b"SMUGGLED")
+SMUGGLED = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: " +
+            str(len(SMUGGLED_BODY)).encode() + b"\r\n\r\n" + SMUGGLED_BODY)
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -31,6 +39,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(BODY)))
         self.end_headers()
         self.wfile.write(BODY)
+        if EXTRA:
+            self.wfile.flush()
+            self.wfile.write(SMUGGLED)
 
     def log_message(self, *args):
         pass

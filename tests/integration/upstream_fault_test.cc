@@ -27,7 +27,8 @@ struct FaultStack {
   int port = 0;  // 0: it did not start (see log())
   std::string key;
 
-  explicit FaultStack(const std::string& mode)
+  // `extra`: more of the gateway's config (upstream timeouts, say).
+  explicit FaultStack(const std::string& mode, const std::string& extra = "")
       : upstream("/usr/bin/python3",
                  std::vector<std::string>{
                      std::string(TURNPIKE_SOURCE_DIR) + "/tests/integration/fault_upstream.py",
@@ -37,7 +38,7 @@ struct FaultStack {
     const std::string good = std::to_string(sim.wait_listening());
     const std::string config = dir.write(
         "t.yaml",
-        "listen: \"127.0.0.1:0\"\nproviders:\n"
+        "listen: \"127.0.0.1:0\"\n" + extra + "providers:\n"
         "  - { name: faulty, api: openai, base_url: \"http://127.0.0.1:" + up + "/v1\" }\n"
         "  - { name: faulty_an, api: anthropic, base_url: \"http://127.0.0.1:" + up + "/v1\" }\n"
         "  - { name: good, api: openai, base_url: \"http://127.0.0.1:" + good + "/v1\" }\n"
@@ -64,9 +65,11 @@ struct FaultStack {
     }
     return n;
   }
-  HttpResponse chat(const std::string& model) const {
+  // `extra`: more members of the body, each followed by a comma.
+  HttpResponse chat(const std::string& model, const std::string& extra = "") const {
     return http_request(port, "POST", "/v1/chat/completions",
-                        R"({"model":")" + model + R"(","max_tokens":10,"messages":[]})",
+                        R"({"model":")" + model + R"(",)" + extra +
+                            R"("max_tokens":10,"messages":[]})",
                         {{"authorization", "Bearer " + key},
                          {"x-turnpike-route-preference", "cost"}});
   }
@@ -76,11 +79,44 @@ struct FaultStack {
   }
 };
 
-// The operator's provider key refused (401, 403) or its model unknown there (404): the
-// route is at fault, not the client. The next route answers; on the last one the client
-// gets 502 without the provider's text, which quotes the operator's key.
+// A whole answer must end within the answer timeout from the request, as its head must
+// come: a body dripping in just within the idle timeout is not read for ever.
+TEST(UpstreamFault, AWholeAnswerDrippingInIsCutAtTheAnswerTimeout) {
+  const FaultStack stack("drip", "upstream: { answer_timeout_ms: 800, idle_timeout_ms: 400 }\n");
+  ASSERT_GT(stack.port, 0) << stack.log();
+  const auto started = std::chrono::steady_clock::now();
+  const auto res = stack.chat("solo");
+  EXPECT_EQ(res.status, 504) << res.body;
+  EXPECT_NE(res.body.find("did not end its answer in time"), std::string::npos) << res.body;
+  EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(4));
+}
+
+// A stream's body often ends (its last chunk) in a write of its own after the terminator:
+// it is read, and the connection serves the next stream.
+TEST(UpstreamFault, AStreamWhoseBodyEndsLateLeavesItsConnectionPooled) {
+  const FaultStack stack("late_end", "routing: { probe_interval_ms: 0 }\n");
+  ASSERT_GT(stack.port, 0) << stack.log();
+  for (int i = 0; i < 3; ++i) {
+    const auto res = stack.chat("solo", R"("stream":true,)");
+    EXPECT_EQ(res.status, 200) << res.body;
+    EXPECT_TRUE(res.body.ends_with("data: [DONE]\n\n")) << res.body;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));  // the last chunk came
+  }
+  const std::string log = stack.upstream.log();
+  std::size_t connections = 0;
+  for (std::size_t at = log.find("\"connection\""); at != std::string::npos;
+       at = log.find("\"connection\"", at + 1)) {
+    ++connections;
+  }
+  EXPECT_EQ(connections, 1u) << log;
+}
+
+// The operator's provider key refused (401, 403) or its model unknown there (404), or a
+// redirect (a base_url that is not the API's; none is followed): the route is at fault, not
+// the client. The next route answers; on the last one the client gets 502 without the
+// provider's text, which quotes the operator's key.
 TEST(UpstreamFault, TheOperatorsKeyRefusedIsARouteFailure) {
-  for (const std::string status : {"401", "403", "404"}) {
+  for (const std::string status : {"401", "403", "404", "301", "307", "304"}) {
     const FaultStack stack("status:" + status);
     ASSERT_GT(stack.port, 0) << stack.log();
     const auto served = stack.chat("m");
