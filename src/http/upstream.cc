@@ -482,6 +482,10 @@ Task<Result<std::unique_ptr<UpstreamResponse>>> UpstreamPool::send(
           [&](auto& stream) { return asio::async_write(stream, rest, use_nothrow); });
       ec = wec;
     }
+    // A server may answer before it has read the whole request (413 for a body too large)
+    // and close: the write then fails, but its answer may wait to be read. It is looked for
+    // (a connection that ends without one fails as before).
+    if (ec == asio::error::broken_pipe || ec == asio::error::connection_reset) ec = {};
     const auto written_at = std::chrono::steady_clock::now();
     // Read until the head is parsed; body bytes that came with it stay buffered. Interim
     // 1xx heads are skipped.

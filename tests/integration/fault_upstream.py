@@ -10,7 +10,8 @@ gzip-compressed (Content-Encoding: gzip); `html:N` answers HTTP N with an HTML p
 `sse_close_first` a 200 event stream that closes before its first event; `drip` a whole
 chat completion whose body comes a byte every 50 ms; `late_end` a chunked event stream on a
 kept-alive connection whose last chunk comes 30 ms after `data: [DONE]`.
-Each connection is logged on stderr as {"msg":"connection"}.
+`early413` answers 413 before reading the body and closes (a large body's write then
+fails). Each connection is logged on stderr as {"msg":"connection"}.
 Each request is logged on stderr as {"msg":"request","accept_encoding":...}. Prints
 {"msg":"listening","port":N} on stderr when ready.
 """
@@ -45,6 +46,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def do_POST(self):
+        if MODE == "early413":
+            sys.stderr.write(json.dumps({"msg": "request"}) + "\n")
+            sys.stderr.flush()
+            error = {"error": {"message": "request too large", "type": "invalid_request_error"}}
+            self.answer(413, "application/json", json.dumps(error).encode(),
+                        [("Connection", "close")])
+            self.wfile.flush()
+            time.sleep(0.2)  # the answer arrives before the close resets the connection
+            self.close_connection = True
+            return
         self.rfile.read(int(self.headers.get("Content-Length", "0")))
         sys.stderr.write(json.dumps({"msg": "request",
                                      "accept_encoding": self.headers.get("Accept-Encoding")}) + "\n")

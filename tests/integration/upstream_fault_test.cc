@@ -48,6 +48,8 @@ struct FaultStack {
         "      - { provider: good, input_per_mtok: \"1\", output_per_mtok: \"1\" }\n"
         "  - name: solo\n    routes: [{ provider: faulty, input_per_mtok: \"1\", "
         "output_per_mtok: \"1\" }]\n"
+        "  - name: roomy\n    context_tokens: 10000000\n    routes: [{ provider: faulty, "
+        "input_per_mtok: \"0.01\", output_per_mtok: \"0.01\" }]\n"
         "  - name: solo_an\n    routes: [{ provider: faulty_an, input_per_mtok: \"1\", "
         "output_per_mtok: \"1\" }]\n");
     gateway = start_gateway(dir, config);
@@ -89,6 +91,22 @@ TEST(UpstreamFault, AWholeAnswerDrippingInIsCutAtTheAnswerTimeout) {
   EXPECT_EQ(res.status, 504) << res.body;
   EXPECT_NE(res.body.find("did not end its answer in time"), std::string::npos) << res.body;
   EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(4));
+}
+
+// A server may answer a body too large before it has read it, and close: the write fails,
+// but the answer came, and it is the client's (413, its own fault), sent once, no mark
+// against the route.
+TEST(UpstreamFault, AnAnswerBeforeTheWholeBodyWasWrittenIsRelayed) {
+  const FaultStack stack("early413", "routing: { probe_interval_ms: 0 }\n");
+  ASSERT_GT(stack.port, 0) << stack.log();
+  const auto res = http_request(
+      stack.port, "POST", "/v1/chat/completions",
+      R"({"model":"roomy","max_tokens":10,"messages":[{"role":"user","content":")" +
+          std::string(8'000'000, 'x') + R"("}]})",
+      {{"authorization", "Bearer " + stack.key}});
+  EXPECT_EQ(res.status, 413) << res.body.substr(0, 300);
+  EXPECT_NE(res.body.find("request too large"), std::string::npos) << res.body.substr(0, 300);
+  EXPECT_EQ(stack.faulty_requests(), 1u);
 }
 
 // A stream's body often ends (its last chunk) in a write of its own after the terminator:
