@@ -80,22 +80,29 @@ TEST(UpstreamPool, KeepsUpToItsIdleLimitAndReusesThem) {
   }
 }
 
+// A listening socket on a free loopback port: its descriptor, and the port in `port` (0
+// when it could not listen).
+int listen_on_loopback(int& port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  port = 0;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), len) == 0 && ::listen(fd, 16) == 0 &&
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
+    port = ntohs(addr.sin_port);
+  }
+  return fd;
+}
+
 // A one-shot upstream on a thread: accepts connections, reads each request's head and
 // hands the socket to `answer`, then closes it.
 class ScriptedUpstream {
  public:
   explicit ScriptedUpstream(std::function<void(int fd)> answer) : answer_(std::move(answer)) {
-    listener_ = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof addr;
-    if (::bind(listener_, reinterpret_cast<sockaddr*>(&addr), len) != 0 ||
-        ::listen(listener_, 8) != 0 ||
-        ::getsockname(listener_, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-      return;
-    }
-    port_ = ntohs(addr.sin_port);
+    listener_ = listen_on_loopback(port_);
+    if (port_ == 0) return;
     thread_ = std::thread([this] {
       for (;;) {
         const int fd = ::accept(listener_, nullptr, nullptr);
@@ -269,17 +276,8 @@ TEST(UpstreamPool, AConnectionClosedAfterHoldingTheRequestIsNotRetried) {
 class KeepAliveUpstream {
  public:
   explicit KeepAliveUpstream(int answered) : answered_(answered) {
-    listener_ = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof addr;
-    if (::bind(listener_, reinterpret_cast<sockaddr*>(&addr), len) != 0 ||
-        ::listen(listener_, 16) != 0 ||
-        ::getsockname(listener_, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-      return;
-    }
-    port_ = ntohs(addr.sin_port);
+    listener_ = listen_on_loopback(port_);
+    if (port_ == 0) return;
     acceptor_ = std::thread([this] {
       for (;;) {
         const int fd = ::accept(listener_, nullptr, nullptr);

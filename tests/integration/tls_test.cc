@@ -72,17 +72,12 @@ class TlsUpstream : public ::testing::Test {
 // post-handshake messages (session tickets) do not make it look like one that received
 // bytes nobody asked for.
 TEST_F(TlsUpstream, AConnectionIsReusedForTheNextRequest) {
-  const std::string path = pki_.dir.write(
-      "gw.yaml", tls_config(port_, "localhost", pki_.ca) + "routing: { probe_interval_ms: 0 }\n");
-  Process gw(bin("turnpike"), {"serve", "--config", path, "--threads", "1", "--data-dir",
-                               pki_.dir.path() + "/var"},
-             {{"TURNPIKE_ADMIN_KEY", kAdminKey}});
-  const int port = gw.wait_listening();
-  ASSERT_GT(port, 0) << gw.log();
-  const std::string key = create_key(port);
+  const TestGateway gw(tls_config(port_, "localhost", pki_.ca) +
+                       "routing: { probe_interval_ms: 0 }\n");
+  ASSERT_GT(gw.port, 0) << gw.log();
   for (int i = 0; i < 3; ++i) {
-    EXPECT_EQ(http_request(port, "POST", "/v1/chat/completions", R"({"model":"m","messages":[]})",
-                           {{"authorization", "Bearer " + key}})
+    EXPECT_EQ(http_request(gw.port, "POST", "/v1/chat/completions",
+                           R"({"model":"m","messages":[]})", gw.auth())
                   .status,
               200);
   }
@@ -105,19 +100,12 @@ TEST_F(TlsUpstream, BytesLeftInTheTlsEngineKeepAConnectionOutOfThePool) {
                     pki_.cert, pki_.key, "extra_record"});
   const int extra_port = extra.wait_listening();
   ASSERT_GT(extra_port, 0) << extra.log();
-  const std::string path = pki_.dir.write(
-      "gw.yaml",
-      tls_config(extra_port, "localhost", pki_.ca) + "routing: { probe_interval_ms: 0 }\n");
-  Process gw(bin("turnpike"), {"serve", "--config", path, "--threads", "1", "--data-dir",
-                               pki_.dir.path() + "/var"},
-             {{"TURNPIKE_ADMIN_KEY", kAdminKey}});
-  const int port = gw.wait_listening();
-  ASSERT_GT(port, 0) << gw.log();
-  const std::string key = create_key(port);
+  const TestGateway gw(tls_config(extra_port, "localhost", pki_.ca) +
+                       "routing: { probe_interval_ms: 0 }\n");
+  ASSERT_GT(gw.port, 0) << gw.log();
   for (int i = 0; i < 3; ++i) {
-    const auto res = http_request(port, "POST", "/v1/chat/completions",
-                                  R"({"model":"m","messages":[]})",
-                                  {{"authorization", "Bearer " + key}});
+    const auto res = http_request(gw.port, "POST", "/v1/chat/completions",
+                                  R"({"model":"m","messages":[]})", gw.auth());
     EXPECT_EQ(res.status, 200) << res.body;
     EXPECT_NE(res.body.find("over tls"), std::string::npos) << res.body;
     std::this_thread::sleep_for(std::chrono::milliseconds(50));  // the extra record is in
