@@ -791,7 +791,7 @@ Task<void> AdminApi::create_account(http::Request& req, Responder& res) {
   // Creating a customer account deposits its trial credit, so a retried call may name an
   // idempotency key: the same key with the same values answers the first account.
   std::string_view idempotency_key;
-  if (doc["idempotency_key"].error() != simdjson::NO_SUCH_FIELD &&
+  if (given("idempotency_key") &&
       (doc["idempotency_key"].get_string().get(idempotency_key) || idempotency_key.empty() ||
        idempotency_key.size() > 200)) {
     co_await send_error(res, 400, "'idempotency_key' must be a string of 1 to 200 bytes");

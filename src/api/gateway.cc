@@ -1156,23 +1156,23 @@ Result<ModelPage> anthropic_page(std::string_view target,
   if (after && before) {
     return Status{ErrorKind::kInvalidRequest, "give 'after_id' or 'before_id', not both"};
   }
-  auto position = [&](const std::string& id) -> Result<std::size_t> {
+  auto position = [&](const std::string& id) -> std::optional<std::size_t> {
     for (std::size_t i = 0; i < models.size(); ++i) {
       if (models[i]->name == id) return i;
     }
-    return Status{ErrorKind::kInvalidRequest,
-                  fmt::format("no model '{}' in this list", json::utf8_prefix(id, 256))};
+    return std::nullopt;
   };
+  // An id no longer listed (a reload, a narrower allowlist) ends the paging: an empty page.
   if (before) {
     auto at = position(*before);
-    if (!at) return at.status();
+    if (!at) return ModelPage{0, 0, false};
     const std::size_t begin = *at > limit ? *at - limit : 0;
     return ModelPage{begin, *at, begin > 0};
   }
   std::size_t begin = 0;
   if (after) {
     auto at = position(*after);
-    if (!at) return at.status();
+    if (!at) return ModelPage{0, 0, false};
     begin = *at + 1;
   }
   const std::size_t end = std::min(models.size(), begin + limit);
@@ -2507,10 +2507,11 @@ Task<Gateway::Answered> Gateway::send_with_fallback(const OperationInfo& info,
       // still answer.
       // A model that reasons before it answers may send nothing for minutes after its head:
       // the first event may take as long as a whole answer would (answer_timeout_ms from
-      // the request), not only the idle timeout between events. A fallback attempt's wait
+      // the request), and at least the idle timeout between events. A fallback attempt's wait
       // is cut at the deadline, as its head's was.
       const auto now = std::chrono::steady_clock::now();
-      auto until = sent_at + std::chrono::milliseconds(timeouts.answer_timeout_ms);
+      auto until = std::max(sent_at + std::chrono::milliseconds(timeouts.answer_timeout_ms),
+                            now + std::chrono::milliseconds(timeouts.idle_timeout_ms));
       if (falling_back) until = std::min(until, *deadline);
       (*sent)->set_read_timeout(static_cast<std::uint32_t>(std::max<std::int64_t>(
           1, std::chrono::duration_cast<std::chrono::milliseconds>(until - now).count())));
@@ -3136,9 +3137,10 @@ Task<void> Gateway::relay_stream(http::UpstreamResponse& upstream, std::string f
         co_await res.end_stream(buffer.substr(*final_at));
         // The body's own end (a chunked body's last chunk) often comes in a write of its
         // own just after the terminator: read, the connection goes back to the pool rather
-        // than closed, and the next stream needs no new handshake. Briefly: the client's
-        // next request on its connection waits for this one to end.
-        if (!upstream.done()) {
+        // than closed, and the next stream needs no new handshake. Briefly (the deadline
+        // ticks every 50 ms, so up to a tick more), and only for a connection that could
+        // be pooled: the client's next request on its connection waits for this to end.
+        if (!upstream.done() && upstream.poolable()) {
           upstream.set_read_timeout(kBodyEndWaitMs);
           for (int i = 0; i < 4; ++i) {
             auto rest = co_await upstream.read_some();

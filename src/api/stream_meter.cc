@@ -162,51 +162,93 @@ meter::Usage StreamMeter::usage(std::int64_t input_estimate, std::int64_t output
   return u;
 }
 
-void append_without_usage(std::string& out, std::string_view event) {
-  constexpr std::string_view kKey = "\"usage\":";
-  // A chunk's own "usage" follows its "choices" array or another member's value; inside a
-  // string every quote is escaped, so an unescaped `"usage":` is a real member.
-  const std::size_t at = event.find(kKey);
-  if (at == std::string_view::npos) {
-    out.append(event);
-    return;
-  }
-  std::size_t end = at + kKey.size();
-  while (end < event.size() && is_ws(event[end])) ++end;
-  if (event.substr(end).starts_with("null")) {
-    end += 4;
-  } else if (end < event.size() && event[end] == '{') {
-    // A running count: numbers and objects of numbers, no strings to skip.
-    int depth = 0;
-    do {
-      if (event[end] == '{') ++depth;
-      if (event[end] == '}') --depth;
-      ++end;
-    } while (end < event.size() && depth > 0);
-    if (depth != 0) {
-      out.append(event);  // not what it seemed: left alone
-      return;
+namespace {
+
+// The end of the JSON string that starts at s[at] (a quote), or npos if it does not end.
+std::size_t string_end(std::string_view s, std::size_t at) {
+  for (std::size_t i = at + 1; i < s.size(); ++i) {
+    if (s[i] == '\\') {
+      ++i;
+    } else if (s[i] == '"') {
+      return i + 1;
     }
-  } else {
+  }
+  return std::string_view::npos;
+}
+
+// The end of the JSON value that starts at s[at], or npos: strings are skipped whole, so a
+// brace inside one counts for nothing.
+std::size_t value_end(std::string_view s, std::size_t at) {
+  int depth = 0;
+  for (std::size_t i = at; i < s.size();) {
+    const char c = s[i];
+    if (c == '"') {
+      i = string_end(s, i);
+      if (i == std::string_view::npos) return i;
+      if (depth == 0) return i;
+      continue;
+    }
+    if (c == '{' || c == '[') {
+      ++depth;
+    } else if (c == '}' || c == ']') {
+      if (depth == 0) return i;  // the end of a literal, at its container's close
+      if (--depth == 0) return i + 1;
+    } else if (c == ',' && depth == 0) {
+      return i;
+    }
+    ++i;
+  }
+  return std::string_view::npos;
+}
+
+// [begin, end) of the top-level member "usage" of the object `s` (from its '{'), with one
+// of the commas around it; nullopt when there is none, or it is the only member.
+std::optional<std::pair<std::size_t, std::size_t>> top_level_usage(std::string_view s) {
+  std::size_t i = 1;
+  std::size_t comma = std::string_view::npos;  // the top-level comma before this member
+  while (i < s.size()) {
+    while (i < s.size() && is_ws(s[i])) ++i;
+    if (i >= s.size() || s[i] != '"') return std::nullopt;
+    const std::size_t key_begin = i;
+    const std::size_t key_end = string_end(s, i);
+    if (key_end == std::string_view::npos) return std::nullopt;
+    i = key_end;
+    while (i < s.size() && is_ws(s[i])) ++i;
+    if (i >= s.size() || s[i] != ':') return std::nullopt;
+    ++i;
+    while (i < s.size() && is_ws(s[i])) ++i;
+    const std::size_t end = value_end(s, i);
+    if (end == std::string_view::npos) return std::nullopt;
+    std::size_t after = end;
+    while (after < s.size() && is_ws(s[after])) ++after;
+    if (s.substr(key_begin, key_end - key_begin) == "\"usage\"") {
+      if (comma != std::string_view::npos) return std::make_pair(comma, end);
+      if (after < s.size() && s[after] == ',') return std::make_pair(key_begin, after + 1);
+      return std::nullopt;
+    }
+    if (after >= s.size() || s[after] != ',') return std::nullopt;  // the last member, or bad
+    comma = after;
+    i = after + 1;
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+void append_without_usage(std::string& out, std::string_view event) {
+  // Only where a usage may be (a cheap look), and only a top-level member of the chunk.
+  const std::size_t object = event.find('{');
+  if (event.find("\"usage\"") == std::string_view::npos || object == std::string_view::npos) {
     out.append(event);
     return;
   }
-  // With one of the commas around it, so that the object stays well-formed.
-  std::size_t begin = at;
-  std::size_t before = begin;
-  while (before > 0 && is_ws(event[before - 1])) --before;
-  std::size_t after = end;
-  while (after < event.size() && is_ws(event[after])) ++after;
-  if (before > 0 && event[before - 1] == ',') {
-    begin = before - 1;
-  } else if (after < event.size() && event[after] == ',') {
-    end = after + 1;
-  } else {
-    out.append(event);  // the only member: a usage chunk, which is dropped whole elsewhere
+  const auto usage = top_level_usage(event.substr(object));
+  if (!usage) {
+    out.append(event);  // none at the top, or not what it seemed: left alone
     return;
   }
-  out.append(event.substr(0, begin));
-  out.append(event.substr(end));
+  out.append(event.substr(0, object + usage->first));
+  out.append(event.substr(object + usage->second));
 }
 
 }  // namespace tp::api

@@ -14,14 +14,10 @@ constexpr std::string_view kCursorPrefix = "u_";
 
 Status invalid(std::string message) { return {ErrorKind::kInvalidRequest, std::move(message)}; }
 
-// A positive integer as Turnpike writes them: no sign, no leading zero (acct_01 is no id
-// the admin API answers to either).
 std::optional<std::int64_t> positive(std::string_view text) {
   std::int64_t n = 0;
   const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
-  if (ec != std::errc{} || end != text.data() + text.size() || n <= 0 || text.starts_with('0')) {
-    return std::nullopt;
-  }
+  if (ec != std::errc{} || end != text.data() + text.size() || n <= 0) return std::nullopt;
   return n;
 }
 
@@ -75,7 +71,9 @@ Result<store::UsageQuery> parse_usage_query(const http::QueryParams& params,
                       "'account' is for admin keys; a customer key sees its own account"};
       }
       const std::string_view text = value;
-      const auto id = positive(text.starts_with("acct_") ? text.substr(5) : text);
+      const std::string_view digits = text.starts_with("acct_") ? text.substr(5) : text;
+      // Written one way only, as the admin API takes it: acct_01 is no account.
+      const auto id = digits.starts_with('0') ? std::nullopt : positive(digits);
       if (!id) return invalid("'account' must be an account id like acct_12");
       q.account = *id;
     } else {

@@ -687,7 +687,7 @@ class RequestReader {
         } else if (iequals(f.name, "x-api-key")) {
           ++api_keys;
         } else if (iequals(f.name, "content-encoding")) {
-          coded |= !iequals(f.value, "identity");
+          coded |= !f.value.empty() && !iequals(f.value, "identity");  // empty: none
         }
       }
       // HTTP/1.1 requires exactly one Host field (RFC 9112 §3.2).

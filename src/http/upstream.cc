@@ -174,6 +174,11 @@ bool UpstreamResponse::is_event_stream() const {
 
 bool UpstreamResponse::done() const { return impl_->done; }
 
+bool UpstreamResponse::poolable() const {
+  return impl_->conn != nullptr && impl_->framing != Impl::Framing::kClose &&
+         impl_->head.keep_alive() && !impl_->pool_alive.expired();
+}
+
 bool UpstreamResponse::body_buffered() const {
   const Impl& r = *impl_;
   return !r.done && r.conn != nullptr && r.conn->buffer.size() > r.pending_consume;
@@ -441,7 +446,8 @@ Task<Result<std::unique_ptr<UpstreamResponse>>> UpstreamPool::send(
         limit && std::chrono::steady_clock::now() >= *limit) {
       co_return past_start_limit(ep);  // no retry starts past it
     }
-    std::unique_ptr<UpstreamConnection> conn = take_idle(ep.index);
+    // A resend goes on a fresh connection: pooled ones may have died the same way.
+    std::unique_ptr<UpstreamConnection> conn = resends == 0 ? take_idle(ep.index) : nullptr;
     const bool reused = conn != nullptr;
     if (reused) {
       conn->deadline->cap_by(timeouts.cutoff);
@@ -484,8 +490,11 @@ Task<Result<std::unique_ptr<UpstreamResponse>>> UpstreamPool::send(
     }
     // A server may answer before it has read the whole request (413 for a body too large)
     // and close: the write then fails, but its answer may wait to be read. It is looked for
-    // (a connection that ends without one fails as before).
-    if (ec == asio::error::broken_pipe || ec == asio::error::connection_reset) ec = {};
+    // (a connection that ends without one fails as before). Not on a pooled connection,
+    // where what waits could be an answer to nothing sent while it was idle.
+    if (!reused && (ec == asio::error::broken_pipe || ec == asio::error::connection_reset)) {
+      ec = {};
+    }
     const auto written_at = std::chrono::steady_clock::now();
     // Read until the head is parsed; body bytes that came with it stay buffered. Interim
     // 1xx heads are skipped.

@@ -109,6 +109,9 @@ class UpstreamResponse {
       std::size_t limit = limits::kUpstreamResponseBytesMax,
       std::optional<std::chrono::steady_clock::time_point> by = std::nullopt);
   bool done() const;
+  // Whether its connection may go back to the pool once the body is read to its end (the
+  // body is framed and the server keeps the connection alive).
+  bool poolable() const;
   // Whether body bytes are already buffered: the next read_some may need no I/O.
   bool body_buffered() const;
 

@@ -9,7 +9,7 @@ gzip-compressed (Content-Encoding: gzip); `html:N` answers HTTP N with an HTML p
 `sse_error_first` answers a 200 event stream whose first event is an error chunk;
 `sse_close_first` a 200 event stream that closes before its first event; `drip` a whole
 chat completion whose body comes a byte every 50 ms; `late_end` a chunked event stream on a
-kept-alive connection whose last chunk comes 30 ms after `data: [DONE]`.
+kept-alive connection whose last chunk comes 5 ms after `data: [DONE]`.
 `early413` answers 413 before reading the body and closes (a large body's write then
 fails). Each connection is logged on stderr as {"msg":"connection"}.
 Each request is logged on stderr as {"msg":"request","accept_encoding":...}. Prints
@@ -105,7 +105,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 event = ("data: " + data + "\n\n").encode()
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
             self.wfile.flush()
-            time.sleep(0.03)
+            time.sleep(0.005)
             self.wfile.write(b"0\r\n\r\n")
             self.wfile.flush()
         elif MODE == "sse_close_first":

@@ -221,7 +221,8 @@ TEST(Server, DuplicateCredentialsAre400AndACodedBodyIs415) {
            {post("Content-Encoding: gzip\r\n"), "415", "Content-Encoding is not supported"},
            {post("Content-Encoding: gzip\r\nContent-Encoding: identity\r\n"), "415",
             "Content-Encoding is not supported"},
-           {post("Content-Encoding: identity\r\n"), "200", "chat.completion"}}) {
+           {post("Content-Encoding: identity\r\n"), "200", "chat.completion"},
+           {post("Content-Encoding:\r\n"), "200", "chat.completion"}}) {  // empty: none
     RawConnection c(stack.port);
     ASSERT_TRUE(c.send(request));
     const std::string got = c.read_until("}}", 5s);

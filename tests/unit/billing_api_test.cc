@@ -112,6 +112,18 @@ TEST(StreamMeter, TheUsageAskedForOnTheClientsBehalfIsTakenOutOfEachChunk) {
   EXPECT_EQ(without("data: {\"usage\":null,\"choices\":[]}\n\n"), "data: {\"choices\":[]}\n\n");
   EXPECT_EQ(without("data: {\"choices\":[{}],\"usage\":{\"completion_tokens\":2,\"prompt_tokens_details\":{\"cached_tokens\":0}}}\n\n"),
             "data: {\"choices\":[{}]}\n\n");
+  // A brace inside a string of the usage counts for nothing; a usage nested in another
+  // member is that member's, and the top-level one goes; space before the colon is JSON.
+  EXPECT_EQ(without("data: {\"choices\":[],\"usage\":{\"note\":\"}x\",\"n\":1}}\n\n"),
+            "data: {\"choices\":[]}\n\n");
+  EXPECT_EQ(without("data: {\"x_groq\":{\"id\":\"r\",\"usage\":{\"a\":1}},\"usage\":null}\n\n"),
+            "data: {\"x_groq\":{\"id\":\"r\",\"usage\":{\"a\":1}}}\n\n");
+  EXPECT_EQ(without("data: {\"choices\":[] , \"usage\" : null }\n\n"), "data: {\"choices\":[] }\n\n");
+  // Not JSON as expected: left as it is.
+  for (const char* odd : {"data: {\"choices\":[],\"usage\":{\"a\":\"}\n\n",
+                          "data: {\"choices\":\"usage\",\"usage\"\n\n"}) {
+    EXPECT_EQ(without(odd), odd);
+  }
   // A usage named in content is text, escaped: left alone; so is an event without usage.
   for (const char* kept : {"data: {\"choices\":[{\"delta\":{\"content\":\"\\\"usage\\\":null\"}}]}\n\n",
                            "data: [DONE]\n\n", "data: {\"usage\":null}\n\n"}) {
