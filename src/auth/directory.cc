@@ -458,6 +458,12 @@ Result<ApiKey> Directory::rotate_key(store::Database& db, const KeyHasher& hashe
         if (after.revoked_ms && !after.replaced_by) break;
         newest = *next;
       }
+      if (keys_.at(newest).revoked_ms) {  // revoked itself: nothing of the line is left
+        return Status{ErrorKind::kConflict,
+                      fmt::format("key_{} was rotated already, to key_{}, and the rest of its "
+                                  "line was revoked: create a new key",
+                                  key_id, *old.replaced_by)};
+      }
       return Status{ErrorKind::kConflict,
                     fmt::format("key_{} was rotated already, to key_{}, and stops working at "
                                 "its grace deadline: rotate key_{} instead",

@@ -808,7 +808,11 @@ TEST(Admin, NamesPlansNullsAndTheKeyToRotate) {
   const auto again = post("/keys/" + a + "/rotate", R"({"grace_seconds":3600})");
   EXPECT_EQ(again.status, 409) << again.body;
   EXPECT_NE(again.body.find("rotate " + b_id + " instead"), std::string::npos) << again.body;
-  EXPECT_EQ(post("/keys/" + b_id + "/rotate", R"({"grace_seconds":3600})").status, 200);
+  // B revoked too: no key of the line is left to rotate, and the 409 says so.
+  ASSERT_EQ(http_request(stack.port, "DELETE", "/admin/v1/keys/" + b_id, "", admin).status, 204);
+  const auto none = post("/keys/" + a + "/rotate", R"({"grace_seconds":3600})");
+  EXPECT_EQ(none.status, 409) << none.body;
+  EXPECT_NE(none.body.find("create a new key"), std::string::npos) << none.body;
   // An account id is written one way only.
   EXPECT_EQ(http_request(stack.port, "GET", "/api/usage?account=acct_01", {}, admin).status, 400);
 }
