@@ -44,6 +44,14 @@ using catalog::Api;
 namespace asio = boost::asio;
 
 constexpr std::string_view kJson = "application/json";
+// CORS: the response headers a browser client may read (the SDKs read these), and the
+// request headers a preflight that names none is told it may send.
+constexpr std::string_view kCorsExposed =
+    "x-request-id, request-id, retry-after, retry-after-ms, x-should-retry, "
+    "x-turnpike-cost-usd, x-turnpike-route, x-turnpike-provider, x-turnpike-model, "
+    "x-turnpike-fallbacks, x-turnpike-service-tier";
+constexpr std::string_view kCorsHeaders =
+    "authorization, content-type, x-api-key, anthropic-version, anthropic-beta";
 // After a stream's terminator, how long its body's own end is waited for (ms).
 constexpr std::uint32_t kBodyEndWaitMs = 20;
 constexpr std::string_view kDefaultAnthropicVersion = "2023-06-01";
@@ -1399,6 +1407,22 @@ Task<void> Gateway::handle(http::Request& req, Responder& res) {
     res.add_header("request-id", request_id);
   }
 
+  // CORS where configured: the client API (never the admin API) answers the browser origins
+  // it allows, with the headers the SDKs read exposed, and their preflights.
+  // (Without it, the request's headers are not even looked at.)
+  const std::vector<std::string>& allowed = state_->config().cors_origins;
+  const std::string_view origin = allowed.empty() ? std::string_view() : req["origin"];
+  const bool cors = !origin.empty() && !path.starts_with("/admin/") &&
+                    std::any_of(allowed.begin(), allowed.end(),
+                                [&](const std::string& o) { return o == "*" || o == origin; });
+  if (cors) {
+    res.add_header("access-control-allow-origin", origin);
+    res.add_header("vary", "Origin");
+    res.add_header("access-control-expose-headers", kCorsExposed);
+  }
+  const bool preflight =
+      cors && req.method() == "OPTIONS" && !req["access-control-request-method"].empty();
+
   std::optional<Operation> op;
   if (path == "/v1/chat/completions") {
     op = Operation::kChat;
@@ -1408,7 +1432,13 @@ Task<void> Gateway::handle(http::Request& req, Responder& res) {
     op = Operation::kEmbeddings;
   }
 
-  if (op && method == "POST") {
+  if (preflight) {
+    res.add_header("access-control-allow-methods", "GET, POST, OPTIONS");
+    const std::string_view asked = req["access-control-request-headers"];
+    res.add_header("access-control-allow-headers", asked.empty() ? kCorsHeaders : asked);
+    res.add_header("access-control-max-age", "600");
+    co_await res.send(204, {}, {});
+  } else if (op && method == "POST") {
     co_await proxy(*op, req, res, request_id, started);
   } else if (op) {
     res.add_header("allow", "POST");

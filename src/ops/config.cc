@@ -521,6 +521,40 @@ std::vector<catalog::Model> parse_models(const Reader& r, const YAML::Node& root
   return models;
 }
 
+constexpr std::size_t kCorsOriginsMax = 100;
+
+// cors.allow_origins: the browser origins that may call the client API ("*" for any), as
+// a browser sends them: scheme://host[:port], nothing after.
+std::vector<std::string> parse_cors(const Reader& r, const YAML::Node& root) {
+  const YAML::Node cors = root["cors"];
+  if (!cors.IsDefined() || cors.IsNull()) return {};
+  r.check_keys(cors, "cors", {"allow_origins"});
+  const YAML::Node list = cors["allow_origins"];
+  if (!list.IsDefined() || list.IsNull()) return {};
+  if (!list.IsSequence() || list.size() > kCorsOriginsMax) {
+    r.fail(list, "cors.allow_origins",
+           fmt::format("must be a list of at most {} origins", kCorsOriginsMax));
+  }
+  std::vector<std::string> origins;
+  for (std::size_t i = 0; i < list.size(); ++i) {
+    const std::string path = fmt::format("cors.allow_origins[{}]", i);
+    std::string origin = r.scalar(list[i], path);
+    const std::size_t scheme = origin.find("://");
+    const bool web = origin.starts_with("http://") || origin.starts_with("https://");
+    const bool bare = scheme != std::string::npos &&
+                      origin.find_first_of("/?#", scheme + 3) == std::string::npos &&
+                      origin.size() > scheme + 3;
+    if (origin != "*" && !(web && bare)) {
+      r.fail(list[i], path,
+             fmt::format("'{}' is no origin: \"*\", or scheme://host[:port] as a browser sends "
+                         "it (http or https, no path)",
+                         origin));
+    }
+    origins.push_back(std::move(origin));
+  }
+  return origins;
+}
+
 void parse_limits(const Reader& r, const YAML::Node& root, Config& c) {
   const YAML::Node n = root["limits"];
   if (!n.IsDefined() || n.IsNull()) return;
@@ -818,7 +852,7 @@ Result<Config> parse_config(std::string_view yaml, std::string_view source) {
   try {
     const YAML::Node root = YAML::Load(std::string(yaml));
     r.check_keys(root, "", {"listen", "threads", "store", "redis", "log", "limits", "upstream",
-                            "providers", "models", "routing", "billing"});
+                            "providers", "models", "routing", "billing", "cors"});
     Config c;
     const std::string listen = r.string(root, "listen", "", "127.0.0.1:8080");
     if (auto s = parse_listen(listen, c.listen_host, c.listen_port); !s) {
@@ -899,6 +933,7 @@ Result<Config> parse_config(std::string_view yaml, std::string_view source) {
           r.integer(billing, "low_balance_retry_ms", "billing", 1000, 10, kHour));
     }
     parse_limits(r, root, c);
+    c.cors_origins = parse_cors(r, root);
     parse_upstream(r, root, c);
     parse_routing(r, root, c);
     if (c.upstream.first_byte_timeout_ms >= c.fallback_deadline_ms) {

@@ -78,6 +78,9 @@ struct Config {
   std::vector<router::Rule> rules;
   Billing billing;
   std::shared_ptr<const catalog::Catalog> catalog;
+  // cors.allow_origins: browser origins that may call the client API ("*": any); empty:
+  // no CORS headers at all. Never the admin API.
+  std::vector<std::string> cors_origins;
   // Settings that are valid but likely mistakes: logged at start and reload, printed by
   // check-config.
   std::vector<std::string> warnings;

@@ -769,6 +769,46 @@ TEST(Credits, APromoCreditRetriedAfterItsExpiryAnswersTheFirstResult) {
 // suspend and unsuspend take no fields. Ids have one spelling.
 // Names and plans are bounded and free of control characters; an optional member given as
 // null is absent; a rotation's 409 names a key that may be rotated.
+// Browser clients, where the config allows their origin: the client API answers
+// preflights and exposes the headers the SDKs read; the admin API never answers them.
+TEST(Cors, AllowedOriginsGetPreflightsAndExposedHeaders) {
+  Stack stack("cors: { allow_origins: [\"https://app.example\"] }");
+  ASSERT_GT(stack.port, 0) << stack.gateway->log();
+  const auto preflight = http_request(stack.port, "OPTIONS", "/v1/chat/completions", {},
+                                      {{"origin", "https://app.example"},
+                                       {"access-control-request-method", "POST"},
+                                       {"access-control-request-headers",
+                                        "authorization, content-type, x-stainless-os"}});
+  EXPECT_EQ(preflight.status, 204) << preflight.body;
+  EXPECT_EQ(preflight.header("access-control-allow-origin"), "https://app.example");
+  EXPECT_EQ(preflight.header("access-control-allow-headers"),
+            "authorization, content-type, x-stainless-os");
+  EXPECT_EQ(preflight.header("access-control-allow-methods"), "GET, POST, OPTIONS");
+  auto with_origin = stack.auth();
+  with_origin["origin"] = "https://app.example";
+  const auto res = http_request(stack.port, "POST", "/v1/chat/completions",
+                                R"({"model":"gpt-test","messages":[]})", with_origin);
+  EXPECT_EQ(res.status, 200) << res.body;
+  EXPECT_EQ(res.header("access-control-allow-origin"), "https://app.example");
+  EXPECT_NE(res.header("access-control-expose-headers").find("x-request-id"), std::string::npos);
+  // Another origin, and the admin API: nothing of it.
+  with_origin["origin"] = "https://evil.example";
+  EXPECT_EQ(http_request(stack.port, "POST", "/v1/chat/completions",
+                         R"({"model":"gpt-test","messages":[]})", with_origin)
+                .header("access-control-allow-origin"),
+            "");
+  EXPECT_EQ(http_request(stack.port, "OPTIONS", "/v1/chat/completions", {},
+                         {{"origin", "https://evil.example"},
+                          {"access-control-request-method", "POST"}})
+                .status,
+            405);
+  EXPECT_EQ(http_request(stack.port, "GET", "/admin/v1/accounts/acct_1", {},
+                         {{"authorization", std::string("Bearer ") + kAdminKey},
+                          {"origin", "https://app.example"}})
+                .header("access-control-allow-origin"),
+            "");
+}
+
 TEST(Admin, NamesPlansNullsAndTheKeyToRotate) {
   Stack stack;
   ASSERT_GT(stack.port, 0) << stack.gateway->log();

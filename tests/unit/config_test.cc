@@ -671,6 +671,20 @@ routing:
             "request it matches is refused (403)");
 }
 
+TEST(Config, CorsOriginsAreOriginsAsBrowsersSendThem) {
+  const auto c = parse_config(std::string(kMinimal) +
+                                  "cors: { allow_origins: [\"https://a.example:8443\", \"*\"] }\n",
+                              "t.yaml");
+  ASSERT_TRUE(c) << c.status().message();
+  EXPECT_EQ(c->cors_origins, (std::vector<std::string>{"https://a.example:8443", "*"}));
+  EXPECT_TRUE(parse_config(kMinimal, "t.yaml")->cors_origins.empty());
+  for (const char* bad : {"https://a.example/", "a.example", "ftp://a.example", "https://"}) {
+    expect_error(std::string(kMinimal) + "cors: { allow_origins: [\"" + bad + "\"] }\n",
+                 "is no origin");
+  }
+  expect_error(std::string(kMinimal) + "cors: { origins: [\"*\"] }\n", "unknown key");
+}
+
 TEST(Config, AFirstByteTimeoutPastTheFallbackDeadlineIsSaid) {
   for (const auto& [yaml, warned] : std::vector<std::pair<std::string, bool>>{
            {"upstream: { first_byte_timeout_ms: 60000 }\n", true},
