@@ -6,72 +6,25 @@
 #include <algorithm>
 #include <array>
 
+#include "core/json_scan.h"
 #include "core/json_writer.h"
 
 namespace tp::api {
-namespace {
-
-// Skips JSON whitespace from `i`.
-std::size_t skip_ws(std::string_view s, std::size_t i) {
-  while (i < s.size() && (s[i] == ' ' || s[i] == '\n' || s[i] == '\r' || s[i] == '\t')) ++i;
-  return i;
-}
-
-// `i` at an opening quote; returns the index just past the closing quote.
-std::size_t skip_string(std::string_view s, std::size_t i) {
-  for (++i; i < s.size(); ++i) {
-    if (s[i] == '\\') {
-      ++i;
-    } else if (s[i] == '"') {
-      return i + 1;
-    }
-  }
-  return s.size();
-}
-
-// `i` at the first byte of a value; returns the index just past it. The document is
-// already validated, so only strings and nesting need care.
-std::size_t skip_value(std::string_view s, std::size_t i) {
-  if (s[i] == '"') return skip_string(s, i);
-  if (s[i] == '{' || s[i] == '[') {
-    int depth = 0;
-    while (i < s.size()) {
-      const char c = s[i];
-      if (c == '"') {
-        i = skip_string(s, i);
-        continue;
-      }
-      if (c == '{' || c == '[') ++depth;
-      if (c == '}' || c == ']') {
-        if (--depth == 0) return i + 1;
-      }
-      ++i;
-    }
-    return i;
-  }
-  while (i < s.size() && s[i] != ',' && s[i] != '}' && s[i] != ']' && s[i] != ' ' &&
-         s[i] != '\n' && s[i] != '\r' && s[i] != '\t') {
-    ++i;
-  }
-  return i;
-}
-
-}  // namespace
 
 std::vector<JsonMember> top_level_members(std::string_view s) {
   std::vector<JsonMember> out;
-  std::size_t i = skip_ws(s, 0);
+  std::size_t i = json::skip_ws(s, 0);
   TP_ASSERT(s[i] == '{');
-  i = skip_ws(s, i + 1);
+  i = json::skip_ws(s, i + 1);
   while (i < s.size() && s[i] != '}') {
-    const std::size_t key_end = skip_string(s, i);
+    const std::size_t key_end = json::string_end(s, i);
     const std::string_view key = s.substr(i + 1, key_end - i - 2);
-    i = skip_ws(s, key_end);
-    i = skip_ws(s, i + 1);  // ':'
-    const std::size_t value_end = skip_value(s, i);
+    i = json::skip_ws(s, key_end);
+    i = json::skip_ws(s, i + 1);  // ':'
+    const std::size_t value_end = json::value_end(s, i);
     out.push_back({key, s.substr(i, value_end - i)});
-    i = skip_ws(s, value_end);
-    if (i < s.size() && s[i] == ',') i = skip_ws(s, i + 1);
+    i = json::skip_ws(s, value_end);
+    if (i < s.size() && s[i] == ',') i = json::skip_ws(s, i + 1);
   }
   return out;
 }

@@ -4,10 +4,10 @@
 
 #include <algorithm>
 
+#include "core/json_scan.h"
+
 namespace tp::api {
 namespace {
-
-bool is_ws(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
 
 // Whether `test` holds for the value text (from its first byte on) of some member
 // `quoted_key` of `data`. Inside a JSON string every quote is escaped, so an unescaped
@@ -16,11 +16,9 @@ template <typename Test>
 bool any_member_value(std::string_view data, std::string_view quoted_key, Test test) {
   for (std::size_t at = data.find(quoted_key); at != std::string_view::npos;
        at = data.find(quoted_key, at + 1)) {
-    std::size_t i = at + quoted_key.size();
-    while (i < data.size() && is_ws(data[i])) ++i;
+    std::size_t i = json::skip_ws(data, at + quoted_key.size());
     if (i >= data.size() || data[i] != ':') continue;
-    ++i;
-    while (i < data.size() && is_ws(data[i])) ++i;
+    i = json::skip_ws(data, i + 1);
     if (test(data.substr(i))) return true;
   }
   return false;
@@ -39,8 +37,7 @@ bool member_starts_with(std::string_view data, std::string_view quoted_key,
 bool has_a_choice(std::string_view data) {
   return any_member_value(data, "\"choices\"", [](std::string_view v) {
     if (v.empty() || v.front() != '[') return false;
-    std::size_t i = 1;
-    while (i < v.size() && is_ws(v[i])) ++i;
+    const std::size_t i = json::skip_ws(v, 1);
     return i < v.size() && v[i] != ']';
   });
 }
@@ -164,65 +161,27 @@ meter::Usage StreamMeter::usage(std::int64_t input_estimate, std::int64_t output
 
 namespace {
 
-// The end of the JSON string that starts at s[at] (a quote), or npos if it does not end.
-std::size_t string_end(std::string_view s, std::size_t at) {
-  for (std::size_t i = at + 1; i < s.size(); ++i) {
-    if (s[i] == '\\') {
-      ++i;
-    } else if (s[i] == '"') {
-      return i + 1;
-    }
-  }
-  return std::string_view::npos;
-}
-
-// The end of the JSON value that starts at s[at], or npos: strings are skipped whole, so a
-// brace inside one counts for nothing.
-std::size_t value_end(std::string_view s, std::size_t at) {
-  int depth = 0;
-  for (std::size_t i = at; i < s.size();) {
-    const char c = s[i];
-    if (c == '"') {
-      i = string_end(s, i);
-      if (i == std::string_view::npos) return i;
-      if (depth == 0) return i;
-      continue;
-    }
-    if (c == '{' || c == '[') {
-      ++depth;
-    } else if (c == '}' || c == ']') {
-      if (depth == 0) return i;  // the end of a literal, at its container's close
-      if (--depth == 0) return i + 1;
-    } else if (c == ',' && depth == 0) {
-      return i;
-    }
-    ++i;
-  }
-  return std::string_view::npos;
-}
-
 // [begin, end) of the top-level member "usage" of the object `s` (from its '{'), with one
 // of the commas around it; nullopt when there is none, or it is the only member.
 std::optional<std::pair<std::size_t, std::size_t>> top_level_usage(std::string_view s) {
   std::size_t i = 1;
   std::size_t comma = std::string_view::npos;  // the top-level comma before this member
   while (i < s.size()) {
-    while (i < s.size() && is_ws(s[i])) ++i;
+    i = json::skip_ws(s, i);
     if (i >= s.size() || s[i] != '"') return std::nullopt;
     const std::size_t key_begin = i;
-    const std::size_t key_end = string_end(s, i);
+    const std::size_t key_end = json::string_end(s, i);
     if (key_end == std::string_view::npos) return std::nullopt;
-    i = key_end;
-    while (i < s.size() && is_ws(s[i])) ++i;
+    i = json::skip_ws(s, key_end);
     if (i >= s.size() || s[i] != ':') return std::nullopt;
-    ++i;
-    while (i < s.size() && is_ws(s[i])) ++i;
-    const std::size_t end = value_end(s, i);
+    i = json::skip_ws(s, i + 1);
+    const std::size_t end = json::value_end(s, i);
     if (end == std::string_view::npos) return std::nullopt;
-    std::size_t after = end;
-    while (after < s.size() && is_ws(s[after])) ++after;
+    const std::size_t after = json::skip_ws(s, end);
     if (s.substr(key_begin, key_end - key_begin) == "\"usage\"") {
-      if (comma != std::string_view::npos) return std::make_pair(comma, end);
+      // A literal (null) goes with the space after it, up to the comma or close.
+      const bool literal = s[i] != '"' && s[i] != '{' && s[i] != '[';
+      if (comma != std::string_view::npos) return std::make_pair(comma, literal ? after : end);
       if (after < s.size() && s[after] == ',') return std::make_pair(key_begin, after + 1);
       return std::nullopt;
     }
