@@ -149,8 +149,7 @@ UpstreamResponse::UpstreamResponse(std::unique_ptr<Impl> impl) : impl_(std::move
 
 UpstreamResponse::~UpstreamResponse() {
   if (!impl_ || !impl_->conn) return;
-  if (impl_->done && impl_->framing != Impl::Framing::kClose && impl_->head.keep_alive() &&
-      !impl_->pool_alive.expired()) {
+  if (impl_->done && poolable()) {
     impl_->conn->buffer.consume(impl_->pending_consume);
     impl_->pool->give_back(std::move(impl_->conn));
   }
