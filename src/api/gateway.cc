@@ -744,6 +744,10 @@ class Gateway final : public http::Handler {
         latency_(state_->catalog().route_count()),
         health_(state_->catalog().route_count()),
         stats_(state_->route_stats().add_thread()) {}
+  // After a reload: each route that is the same upstream in `before`'s catalog starts with
+  // what this thread had learnt of it there (its latency averages, circuit breaker and
+  // statistics). What requests still running on `before` report later is not carried.
+  void carry_from(const Gateway& before);
 
   Task<void> handle(http::Request& req, Responder& res) override;
   Task<void> reject(unsigned status, std::string_view message, std::string_view target,
@@ -1043,6 +1047,8 @@ class GatewayHandler final : public http::Handler {
   }
   void refresh() {
     version_ = hub_->version();
+    auto next = std::make_unique<Gateway>(ioc_, inbox_, hub_->current());
+    if (current_) next->carry_from(*current_);
     if (current_ && !current_->idle()) {
       retired_.push_back(std::move(current_));
       if (!sweeping_) {
@@ -1050,7 +1056,7 @@ class GatewayHandler final : public http::Handler {
         asio::co_spawn(ioc_, sweep(), asio::detached);
       }
     }
-    current_ = std::make_unique<Gateway>(ioc_, inbox_, hub_->current());
+    current_ = std::move(next);
   }
   // Frees retired Gateways within a second of their last request, on a thread that serves
   // nothing more too (their pools hold upstream connections).
@@ -1076,6 +1082,17 @@ class GatewayHandler final : public http::Handler {
   std::vector<std::unique_ptr<Gateway>> retired_;  // replaced, with requests still running
   bool sweeping_ = false;                          // sweep() runs
 };
+
+void Gateway::carry_from(const Gateway& before) {
+  const std::vector<std::size_t> same =
+      catalog::same_routes(before.state_->catalog(), state_->catalog());
+  for (std::size_t i = 0; i < same.size(); ++i) {
+    if (same[i] == catalog::kNone) continue;
+    latency_[i] = before.latency_[same[i]];
+    health_[i] = before.health_[same[i]];
+    stats_->carry(i, *before.stats_, same[i]);
+  }
+}
 
 std::string Gateway::readiness_json(unsigned& status) const {
   std::vector<std::string> reasons;
@@ -3307,7 +3324,19 @@ Result<std::shared_ptr<const GatewayState>> reload_state(const GatewayState& run
   // timeout kept from before could lapse the hold of a request that waits within them.
   // Requests already running keep the state, and so the timeout, they started with.
   config.billing.hold_timeout_ms = fresh.billing.hold_timeout_ms;
-  return GatewayState::create(config, running.services());
+  auto state = GatewayState::create(config, running.services());
+  // A provider that is the same upstream keeps the probes' marks, while probes still run
+  // to clear them.
+  if (state && config.probe.interval_ms != 0) {
+    const std::vector<std::size_t> same =
+        catalog::same_providers(running.catalog(), (*state)->catalog());
+    for (std::size_t i = 0; i < same.size(); ++i) {
+      if (same[i] != catalog::kNone) {
+        (*state)->provider_health().carry(i, running.provider_health(), same[i]);
+      }
+    }
+  }
+  return state;
 }
 
 http::HandlerFactory make_gateway_factory(std::shared_ptr<StateHub> hub) {

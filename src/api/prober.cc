@@ -33,6 +33,15 @@ bool ProviderHealth::record(std::size_t provider, bool answered,
   return true;
 }
 
+void ProviderHealth::carry(std::size_t provider, const ProviderHealth& from,
+                           std::size_t from_provider) {
+  const Provider& a = from.providers_[from_provider];
+  Provider& b = providers_[provider];
+  b.down_since_ms.store(a.down_since_ms.load(std::memory_order_relaxed),
+                        std::memory_order_relaxed);
+  b.failures.store(a.failures.load(std::memory_order_relaxed), std::memory_order_relaxed);
+}
+
 Prober::Prober(std::shared_ptr<const GatewayState> state) : state_(std::move(state)) {}
 
 std::unique_ptr<Prober> Prober::start(std::shared_ptr<const GatewayState> state) {

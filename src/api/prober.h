@@ -34,6 +34,10 @@ class ProviderHealth {
   }
   std::uint64_t probes() const { return probes_.load(std::memory_order_relaxed); }
 
+  // Across a reload: provider `provider` starts with the marks of `from`'s `from_provider`
+  // (the same upstream in the catalog before). Before the new state's prober starts.
+  void carry(std::size_t provider, const ProviderHealth& from, std::size_t from_provider);
+
   // The prober's writes. Returns true when the provider's mark changed.
   bool record(std::size_t provider, bool answered, std::uint32_t failures_to_mark_down,
               std::int64_t now_ms);

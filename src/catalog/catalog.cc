@@ -78,4 +78,39 @@ const Model* Catalog::find_model(std::string_view name) const {
   return it == by_name_.end() ? nullptr : &models_[it->second];
 }
 
+std::vector<std::size_t> same_providers(const Catalog& from, const Catalog& to) {
+  std::vector<std::size_t> same(to.providers().size(), kNone);
+  for (const Provider& p : to.providers()) {
+    for (const Provider& q : from.providers()) {
+      if (p.name == q.name && p.api == q.api && p.base_url == q.base_url &&
+          p.api_key == q.api_key && p.ca_file == q.ca_file) {
+        same[p.index] = q.index;
+        break;
+      }
+    }
+  }
+  return same;
+}
+
+std::vector<std::size_t> same_routes(const Catalog& from, const Catalog& to) {
+  const std::vector<std::size_t> providers = same_providers(from, to);
+  std::vector<std::size_t> same(to.route_count(), kNone);
+  std::vector<bool> taken(from.route_count(), false);  // a model listing one route twice
+  for (const Model& m : to.models()) {
+    const Model* before = from.find_model(m.name);
+    if (before == nullptr) continue;
+    for (const Route& r : m.routes) {
+      for (const Route& q : before->routes) {
+        if (!taken[q.index] && providers[r.provider] == q.provider &&
+            r.upstream_model == q.upstream_model) {
+          same[r.index] = q.index;
+          taken[q.index] = true;
+          break;
+        }
+      }
+    }
+  }
+  return same;
+}
+
 }  // namespace tp::catalog

@@ -136,4 +136,13 @@ class Catalog {
   std::size_t route_count_ = 0;
 };
 
+// What stays known of a catalog's upstreams across a reload (health, latency, statistics)
+// belongs to those that are the same in the next: for each provider of `to`, the index of
+// the provider of `from` with the same name, API, base URL, credentials and trust anchor,
+// or kNone; for each route of `to` (by Route::index), the index of the route of `from` of
+// the same model name to the same upstream model on such a provider, or kNone.
+inline constexpr std::size_t kNone = static_cast<std::size_t>(-1);
+std::vector<std::size_t> same_providers(const Catalog& from, const Catalog& to);
+std::vector<std::size_t> same_routes(const Catalog& from, const Catalog& to);
+
 }  // namespace tp::catalog

@@ -74,6 +74,27 @@ void RouteStats::Thread::decoding(std::size_t route, std::int64_t output_tokens,
   bump(routes_[route].decoding_micros, static_cast<std::uint64_t>(micros));
 }
 
+void RouteStats::Thread::carry(std::size_t route, const Thread& from, std::size_t from_route) {
+  const Route& a = from.routes_[from_route];
+  Route& b = routes_[route];
+  auto copy = [](const auto& source, auto& target) {
+    target.store(source.load(std::memory_order_relaxed), std::memory_order_relaxed);
+  };
+  for (auto [source, target] :
+       {std::pair{&a.attempts, &b.attempts}, {&a.served, &b.served}, {&a.errors, &b.errors},
+        {&a.rate_limited, &b.rate_limited}, {&a.fallbacks, &b.fallbacks},
+        {&a.flex_attempts, &b.flex_attempts}, {&a.flex_served, &b.flex_served},
+        {&a.output_tokens, &b.output_tokens}, {&a.decoding_micros, &b.decoding_micros},
+        {&a.latency_micros, &b.latency_micros}, {&a.ttfb_micros, &b.ttfb_micros}}) {
+    copy(*source, *target);
+  }
+  for (std::size_t i = 0; i < LatencyBuckets::kCount; ++i) {
+    copy(a.latency[i], b.latency[i]);
+    copy(a.ttfb[i], b.ttfb[i]);
+  }
+  copy(a.open_until, b.open_until);
+}
+
 std::shared_ptr<RouteStats::Thread> RouteStats::add_thread() {
   auto thread = std::make_shared<Thread>(routes_);
   std::lock_guard lock(mu_);

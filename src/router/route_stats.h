@@ -73,6 +73,9 @@ class RouteStats {
     void latency(std::size_t route, std::chrono::steady_clock::duration d);
     void decoding(std::size_t route, std::int64_t output_tokens,
                   std::chrono::steady_clock::duration d);
+    // Across a reload: route `route` starts from what `from`'s `from_route` has counted
+    // (`from` is this thread's block of the catalog before). Before any request on it.
+    void carry(std::size_t route, const Thread& from, std::size_t from_route);
     // The route's circuit breaker on this thread rests until then (the past: closed).
     void circuit_open_until(std::size_t route, std::chrono::steady_clock::time_point until) {
       routes_[route].open_until.store(until.time_since_epoch().count(),

@@ -2,6 +2,8 @@
 #include <gtest/gtest.h>
 
 #include <csignal>
+#include <fstream>
+#include <iterator>
 #include <functional>
 #include <sstream>
 #include <thread>
@@ -992,6 +994,94 @@ TEST(Router, SighupReloadsTheCatalogWhileRequestsInFlightFinishOnTheOldOne) {
 // The hold timeout is reloaded with the upstream waits it must outlast: a request waiting
 // within the new first-byte timeout keeps its hold (none lapses), where the old, shorter
 // hold timeout would have let it lapse while the request waited for its headers.
+// Rewrites ThreeUpstreams' config with each `from` replaced by its `to`, then reloads it.
+void reload_with(ThreeUpstreams& up,
+                 const std::vector<std::pair<std::string, std::string>>& changes) {
+  const std::string path = up.dir.path() + "/turnpike.yaml";
+  std::ifstream in(path);
+  std::string config((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  for (const auto& [from, to] : changes) {
+    const std::size_t at = config.find(from);
+    ASSERT_NE(at, std::string::npos) << from;
+    config.replace(at, from.size(), to);
+  }
+  up.dir.write("turnpike.yaml", config);
+  const auto reloads = [&] {
+    std::size_t n = 0;
+    const std::string log = up.gateway->log();
+    for (std::size_t at = log.find("config reloaded"); at != std::string::npos;
+         at = log.find("config reloaded", at + 1)) {
+      ++n;
+    }
+    return n;
+  };
+  const std::size_t before = reloads();
+  up.gateway->signal(SIGHUP);
+  for (int i = 0; i < 200 && reloads() == before; ++i) std::this_thread::sleep_for(10ms);
+  ASSERT_GT(reloads(), before) << up.gateway->log();
+}
+
+// A reload keeps what each I/O thread learnt of an upstream that stays the same (its
+// circuit, latency averages and statistics), whatever else changed; a route to an upstream
+// that moved starts afresh.
+TEST(Router, AReloadKeepsWhatItKnewOfTheSameUpstreams) {
+  ThreeUpstreams up(
+      "routing: { probe_interval_ms: 0, breaker_failures: 2, breaker_cooldown_ms: 60000 }");
+  ASSERT_GT(up.port, 0) << up.gateway->log();
+  // `resilient` by cost: dead refuses, erring answers 500, fast serves. Twice: both failing
+  // routes' circuits open.
+  for (int i = 0; i < 2; ++i) {
+    const auto res = up.chat("cost", "", "", "resilient");
+    ASSERT_EQ(res.status, 200) << res.body;
+    EXPECT_EQ(res.header("x-turnpike-fallbacks"), "2");
+  }
+  // fast's price changes; dead moves to another address, another upstream.
+  ASSERT_NO_FATAL_FAILURE(reload_with(
+      up, {{R"(provider: fast, input_per_mtok: "0.30")", R"(provider: fast, input_per_mtok: "0.31")"},
+           {"http://127.0.0.1:1/v1", "http://127.0.0.1:2/v1"}}));
+  // erring still rests: the next request tries the moved dead, then fast.
+  const int erring_before = received(up.ports[3]);
+  const auto res = up.chat("cost", "", "", "resilient");
+  ASSERT_EQ(res.status, 200) << res.body;
+  EXPECT_EQ(res.header("x-turnpike-provider"), "fast");
+  EXPECT_EQ(res.header("x-turnpike-fallbacks"), "1");
+  EXPECT_EQ(received(up.ports[3]), erring_before);
+  const auto routes = http_request(up.port, "GET", "/admin/v1/routes", {},
+                                   {{"authorization", std::string("Bearer ") + kAdminKey}});
+  const std::string erring = route_entry(routes.body, "resilient", "erring");
+  EXPECT_NE(erring.find(R"("attempts":2,"served":0,"errors":2)"), std::string::npos) << erring;
+  EXPECT_NE(erring.find(R"("circuit_open_on_threads":1)"), std::string::npos) << erring;
+  const std::string fast = route_entry(routes.body, "resilient", "fast");
+  EXPECT_NE(fast.find(R"("attempts":3,"served":3)"), std::string::npos) << fast;
+  const std::string dead = route_entry(routes.body, "resilient", "dead");
+  EXPECT_NE(dead.find(R"("attempts":1,"served":0,"errors":1)"), std::string::npos) << dead;
+  EXPECT_NE(dead.find(R"("circuit_open_on_threads":0)"), std::string::npos) << dead;
+}
+
+// A provider the probes marked down stays down across a reload that keeps it as it was,
+// until a probe answers: it is not tried again meanwhile.
+TEST(Router, AReloadKeepsTheProbesMarks) {
+  ThreeUpstreams up("routing: { probe_interval_ms: 100, probe_failures: 2 }");
+  ASSERT_GT(up.port, 0) << up.gateway->log();
+  const std::map<std::string, std::string> admin = {
+      {"authorization", std::string("Bearer ") + kAdminKey}};
+  auto cheap_up = [&] {
+    const auto routes = http_request(up.port, "GET", "/admin/v1/routes", {}, admin);
+    return route_entry(routes.body, "multi", "cheap").find(R"("provider_up":true)") !=
+           std::string::npos;
+  };
+  up.sims[0].reset();
+  for (int i = 0; i < 100 && cheap_up(); ++i) std::this_thread::sleep_for(50ms);
+  ASSERT_FALSE(cheap_up()) << up.gateway->log();
+  ASSERT_NO_FATAL_FAILURE(reload_with(
+      up, {{R"(provider: mid, input_per_mtok: "0.30")", R"(provider: mid, input_per_mtok: "0.31")"}}));
+  EXPECT_FALSE(cheap_up());
+  const auto res = up.chat("cost");
+  ASSERT_EQ(res.status, 200) << res.body;
+  EXPECT_EQ(res.header("x-turnpike-provider"), "mid");
+  EXPECT_EQ(res.header("x-turnpike-fallbacks"), "0");  // skipped, not tried
+}
+
 TEST(Router, SighupReloadsTheHoldTimeoutWithTheUpstreamWaits) {
   TempDir dir;
   Process slow(bin("turnpike-sim"), {"--listen", "127.0.0.1:0", "--latency-ms", "2500"});

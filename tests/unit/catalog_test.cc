@@ -82,5 +82,43 @@ TEST(Catalog, PremiumScalesEveryTokenPriceRoundingUp) {
   EXPECT_EQ(small.web_search_per_1k.nanos(), 10'000'000'000);
 }
 
+
+// What a reload keeps of an upstream is matched by what reaches it: the provider's name, API,
+// base URL, credentials and trust anchor, and the route's model and upstream model. Prices,
+// order and seeds may change.
+TEST(Catalog, SameUpstreamsAcrossAReload) {
+  auto make = [](std::string b_url, std::string b_key, bool swap) {
+    std::vector<Provider> providers(2);
+    providers[0] = {.name = "a", .base_url = "http://a/v1", .index = 0};
+    providers[1] = {.name = "b", .base_url = b_url, .api_key = b_key, .index = 1};
+    if (swap) {
+      std::swap(providers[0], providers[1]);
+      providers[0].index = 0;
+      providers[1].index = 1;
+    }
+    const std::size_t a = swap ? 1 : 0;
+    const std::size_t b = 1 - a;
+    std::vector<Model> models(2);
+    models[0].name = "m1";
+    models[0].routes.push_back({.provider = a, .upstream_model = "x"});
+    models[0].routes.push_back({.provider = b, .upstream_model = "x"});
+    models[0].routes.push_back({.provider = b, .upstream_model = "x"});  // listed twice
+    models[1].name = swap ? "m3" : "m2";
+    models[1].routes.push_back({.provider = a, .upstream_model = "y"});
+    return Catalog(std::move(providers), std::move(models));
+  };
+  const Catalog before = make("http://b/v1", "k1", false);
+  // Providers swapped in the file, m2 renamed m3.
+  const Catalog reordered = make("http://b/v1", "k1", true);
+  EXPECT_EQ(same_providers(before, reordered), (std::vector<std::size_t>{1, 0}));
+  EXPECT_EQ(same_routes(before, reordered), (std::vector<std::size_t>{0, 1, 2, kNone}));
+  // Provider b moved, or given another key: another upstream, its routes start afresh.
+  const Catalog moved = make("http://b2/v1", "k1", false);
+  EXPECT_EQ(same_providers(before, moved), (std::vector<std::size_t>{0, kNone}));
+  EXPECT_EQ(same_routes(before, moved), (std::vector<std::size_t>{0, kNone, kNone, 3}));
+  const Catalog rekeyed = make("http://b/v1", "k2", false);
+  EXPECT_EQ(same_routes(before, rekeyed), (std::vector<std::size_t>{0, kNone, kNone, 3}));
+}
+
 }  // namespace
 }  // namespace tp::catalog

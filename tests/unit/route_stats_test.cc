@@ -86,5 +86,47 @@ TEST(RouteStats, SumsEveryThreadsBlockAndReadsQuantiles) {
   EXPECT_EQ(RouteSnapshot::quantile_ms(s[1].latency, 0.5), -1);  // nothing measured
 }
 
+
+// A reload's catalog starts its routes from what the same upstreams counted before: every
+// counter, both histograms and the circuit, route by route (here the routes swap places).
+TEST(RouteStats, CarriesARouteFromTheCatalogBefore) {
+  RouteStats before(2);
+  auto old_block = before.add_thread();
+  old_block->attempt(1, true);
+  old_block->served(1, true);
+  old_block->error(1);
+  old_block->rate_limited(1);
+  old_block->fallback(1);
+  old_block->latency(1, std::chrono::milliseconds(40));
+  old_block->ttfb(1, std::chrono::milliseconds(5));
+  old_block->decoding(1, 100, 2s);
+  const auto now = std::chrono::steady_clock::now();
+  old_block->circuit_open_until(1, now + 1s);
+  old_block->attempt(0, false);
+
+  RouteStats after(3);
+  auto block = after.add_thread();
+  block->carry(0, *old_block, 1);
+  const std::vector<RouteSnapshot> was = before.snapshot(now);
+  const std::vector<RouteSnapshot> is = after.snapshot(now);
+  EXPECT_EQ(is[0].attempts, 1u);
+  EXPECT_EQ(is[0].flex_attempts, 1u);
+  EXPECT_EQ(is[0].served, 1u);
+  EXPECT_EQ(is[0].flex_served, 1u);
+  EXPECT_EQ(is[0].errors, 1u);
+  EXPECT_EQ(is[0].rate_limited, 1u);
+  EXPECT_EQ(is[0].fallbacks, 1u);
+  EXPECT_EQ(is[0].latency, was[1].latency);
+  EXPECT_EQ(is[0].latency_micros, was[1].latency_micros);
+  EXPECT_EQ(is[0].ttfb, was[1].ttfb);
+  EXPECT_EQ(is[0].ttfb_micros, was[1].ttfb_micros);
+  EXPECT_DOUBLE_EQ(is[0].tokens_per_second(), 50.0);
+  EXPECT_EQ(is[0].open_on_threads, 1u);
+  // The others start from nothing.
+  EXPECT_EQ(is[1].attempts, 0u);
+  EXPECT_EQ(is[2].attempts, 0u);
+  EXPECT_EQ(is[1].open_on_threads, 0u);
+}
+
 }  // namespace
 }  // namespace tp::router
