@@ -2905,9 +2905,10 @@ Task<bool> Gateway::settle(Bill& bill, const meter::Usage& reported, int status)
     const auto decoding = std::chrono::duration_cast<std::chrono::steady_clock::duration>(
         std::chrono::duration<double>(tps > 0 ? static_cast<double>(usage.output_tokens) / tps
                                               : 0.0));
-    // An answer quicker than its output at that speed says the speed is off, not that the
-    // first byte came at once: nothing is learned from it.
-    if (now - bill.sent_at > decoding) observe_ttfb(*bill.route, now - bill.sent_at - decoding);
+    // An answer quicker than its output at that speed teaches 0: learning nothing from it
+    // kept a route that once answered slowly at its slow estimate however fast it became.
+    observe_ttfb(*bill.route, std::max(now - bill.sent_at - decoding,
+                                       std::chrono::steady_clock::duration::zero()));
   }
   store::UsageRecord& r = bill.record;
   r.input_tokens = usage.uncached_input();  // the row: every input token not read from cache

@@ -525,6 +525,30 @@ TEST(Router, WholeAnswersTeachTheRouteItsTimeToFirstByte) {
   EXPECT_GE(std::stod(explained.body.substr(at + 10)), 250) << explained.body;
 }
 
+// ...and a whole answer quicker than its output at the route's speed teaches 0, not nothing:
+// a route once slow, or seeded slow, is not kept at that estimate however fast it answers.
+TEST(Router, AWholeAnswerQuickerThanItsOutputTeachesATimeToFirstByteOfZero) {
+  Process sim(bin("turnpike-sim"), std::vector<std::string>{"--listen", "127.0.0.1:0"});
+  const int sim_port = sim.wait_listening();
+  std::ostringstream y;
+  y << "listen: \"127.0.0.1:0\"\nproviders:\n"
+    << "  - { name: p, base_url: \"http://127.0.0.1:" << sim_port << "/v1\" }\n"
+    << "models:\n  - name: m\n    routes:\n"
+    << "      - { provider: p, input_per_mtok: \"1\", output_per_mtok: \"1\", ttfb_ms: 1000, "
+       "tokens_per_second: 10 }\n";
+  const TestGateway gw(y.str());
+  ASSERT_GT(gw.port, 0) << gw.log();
+  const auto headers = gw.auth();
+  const std::string body = R"({"model":"m","max_tokens":16,"messages":[]})";
+  ASSERT_EQ(http_request(gw.port, "POST", "/v1/chat/completions", body, headers).status, 200);
+  const auto explained = http_request(gw.port, "POST", "/v1/route/explain", body, headers);
+  EXPECT_NE(explained.body.find(R"("measured":true)"), std::string::npos) << explained.body;
+  // Well under a second, less 16 tokens at 10 a second: nothing is left.
+  const std::size_t at = explained.body.find(R"("ttfb_ms":)");
+  ASSERT_NE(at, std::string::npos) << explained.body;
+  EXPECT_EQ(std::stod(explained.body.substr(at + 10)), 0) << explained.body;
+}
+
 // A stream the upstream breaks after its head counts against the route's health, as a
 // failure before the head does: a provider that accepts and then cuts every stream is not
 // healthy.
