@@ -715,10 +715,13 @@ std::vector<router::Rule> parse_rules(const Reader& r, const YAML::Node& root,
       if (m["account"].IsDefined() && !m["account"].IsNull()) {
         const std::string copy = r.string(m, "account", mpath, "");
         std::string_view text = copy;
-        if (text.starts_with("acct_")) text.remove_prefix(5);
+        // As the admin API names accounts: a bare number could be mistaken for something
+        // else (an index, a count) and is refused like any other malformed id.
+        const bool prefixed = text.starts_with("acct_");
+        if (prefixed) text.remove_prefix(5);
         std::int64_t id = 0;
         const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), id);
-        if (ec != std::errc{} || end != text.data() + text.size() || id <= 0 ||
+        if (!prefixed || ec != std::errc{} || end != text.data() + text.size() || id <= 0 ||
             text.starts_with('0')) {
           r.fail(m["account"], mpath + ".account",
                  fmt::format("must be an account id like acct_3, got '{}'", copy));

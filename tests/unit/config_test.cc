@@ -596,6 +596,10 @@ routing:
                "'bad tag!' is no tag a key can carry");
   expect_error(base + "    - { match: { account: acct_03 }, pin: [a] }\n",
                "must be an account id like acct_3, got 'acct_03'");
+  expect_error(base + "    - { match: { account: 3 }, pin: [a] }\n",
+               "must be an account id like acct_3, got '3'");
+  expect_error(base + "    - { match: { account: \"3\" }, pin: [a] }\n",
+               "must be an account id like acct_3, got '3'");
   expect_error(base + "    - { name: \"  \", pin: [a] }\n",
                "routing.rules[0].name: must not be blank (leave it out to be called rules[0])");
   expect_error(base + "    - { exclude: [a], fallback_order: [a] }\n",
