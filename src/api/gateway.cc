@@ -34,6 +34,11 @@
 #include "store/ledger_store.h"
 #include "store/usage_store.h"
 
+// GCC 12 inlines the frames of some coroutines here into their callers and then takes the
+// frame's release (Asio's awaitable_frame_base::operator delete, which frees what its
+// operator new got from aligned_alloc) for a mismatched new and delete. It is not one.
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+
 namespace tp::api {
 namespace {
 
@@ -709,25 +714,32 @@ std::int64_t elapsed_ms(const Bill& bill) {
       .count();
 }
 
-// Gives the hold back (the request failed or was refused upstream) and records the
-// request at no cost; nothing waits for that record. Needs only the services, so it may
-// run while a coroutine frame is destroyed after its Gateway.
-void void_bill(const Services& services, Bill& bill, int status) {
-  if (bill.closed) return;
+// Gives the hold back (the request failed or was refused upstream) and returns the work
+// that records the request at no cost, to run as a hand-over piece: through the batch's
+// UsageBuffer, so a failed commit cannot lose the row (not even one whose transaction
+// never opened). Nothing when the bill was closed already.
+std::optional<store::Writer::Work> close_unpaid(const Services& services, Bill& bill,
+                                                int status) {
+  if (bill.closed) return std::nullopt;
   bill.closed = true;
   const std::int64_t now = SystemClock::instance().unix_millis();
   if (bill.hold.id != 0) services.bank->void_hold(bill.hold, now);
   bill.record.status = status;
   bill.record.hold = bill.hold.id;
   bill.record.latency_ms = elapsed_ms(bill);
-  // Through the batch's UsageBuffer, so a failed commit cannot lose the row (not even one
-  // whose transaction never opened: a hand-over piece runs all the same).
-  services.writer->submit(
-      [usage = services.usage, record = std::move(bill.record)](store::Database&) mutable {
-        usage->record(std::move(record));
-        return Status::ok();
-      },
-      {}, store::Writer::Isolation::kHandOver);
+  return [usage = services.usage, record = std::move(bill.record)](store::Database&) mutable {
+    usage->record(std::move(record));
+    return Status::ok();
+  };
+}
+
+// close_unpaid, where nobody waits for the row: a request that ends without an answer of
+// its own (its client left). Needs only the services, so it may run while a coroutine
+// frame is destroyed after its Gateway.
+void void_bill(const Services& services, Bill& bill, int status) {
+  if (auto work = close_unpaid(services, bill, status)) {
+    services.writer->submit(std::move(*work), {}, store::Writer::Isolation::kHandOver);
+  }
 }
 
 class Gateway final : public http::Handler {
@@ -958,6 +970,10 @@ class Gateway final : public http::Handler {
   Admission admission(const catalog::Model& model, const catalog::Route& route,
                       const Constraints& c, std::chrono::steady_clock::time_point now) const;
   void upstream_failed(const catalog::Route& route);
+  // close_unpaid, and waits until the row has committed: the answer that follows (an
+  // error, a refusal relayed) is the request's last word, and its row must outlast a crash
+  // as a settled request's does.
+  Task<void> void_recorded(Bill& bill, int status);
   void upstream_answered(const catalog::Route& route);
   // Whether `route` may not be tried now: its circuit rests, or the probes have its
   // provider marked down.
@@ -1082,6 +1098,13 @@ class GatewayHandler final : public http::Handler {
   std::vector<std::unique_ptr<Gateway>> retired_;  // replaced, with requests still running
   bool sweeping_ = false;                          // sweep() runs
 };
+
+Task<void> Gateway::void_recorded(Bill& bill, int status) {
+  std::optional<store::Writer::Work> work = close_unpaid(state_->services(), bill, status);
+  if (!work) co_return;
+  // A failed commit leaves the row with the next batch; the answer goes out all the same.
+  (void)co_await link_.commit(*work, store::Writer::Isolation::kHandOver);
+}
 
 void Gateway::carry_from(const Gateway& before) {
   const std::vector<std::size_t> same =
@@ -1610,7 +1633,7 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
       bill.record.provider = state_->catalog().provider(*sent.last_tried).name;
       bill.record.model = sent.last_model->name;
     }
-    void_bill(state_->services(), bill, bill.status_for(status));
+    co_await void_recorded(bill, bill.status_for(status));
     const std::string fallbacks =
         std::to_string(sent.failures.empty() ? 0 : sent.failures.size() - 1);
     res.add_header("x-turnpike-fallbacks", fallbacks);
@@ -1642,7 +1665,7 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
               {{"provider", provider.name}, {"status", upstream.status()}});
     // 502 on both surfaces, Anthropic's 529 (overloaded) too: CONTRACT's status for an
     // upstream that failed.
-    void_bill(state_->services(), bill, bill.status_for(502));
+    co_await void_recorded(bill, bill.status_for(502));
     co_await send_error(res, surface, 502,
                         failures_text(sent.failures,
                                       fmt::format("upstream '{}' answered HTTP {}",
@@ -2722,7 +2745,7 @@ Task<void> Gateway::answer_whole(http::UpstreamResponse& upstream, Surface surfa
     // A 2xx whose body failed: the route's failure, unless the client's leaving cut it.
     if (upstream.status() / 100 == 2 && !bill.client_gone()) upstream_failed(*bill.route);
     const unsigned status = http_status(whole.status().kind());
-    void_bill(state_->services(), bill, bill.status_for(status));
+    co_await void_recorded(bill, bill.status_for(status));
     co_await send_error(res, surface, status, whole.status().message());
     co_return;
   }
@@ -2741,12 +2764,12 @@ Task<void> Gateway::answer_whole(http::UpstreamResponse& upstream, Surface surfa
     const bool estimated = built ? !gathered->reported : !usage;
     if (!usage && answer_shape(whole.value()) != AnswerShape::kObject) {
       // An HTML page, a body cut short, an error object under 200: not an answer, and
-      // nothing to pay for. (Named before void_bill takes the record.)
+      // nothing to pay for. (Named before void_recorded takes the record.)
       const std::string message =
           fmt::format("upstream '{}' sent a malformed response", bill.record.provider);
       log::warn("upstream sent a malformed answer", {{"provider", bill.record.provider}});
       upstream_failed(*bill.route);
-      void_bill(state_->services(), bill, bill.status_for(502));
+      co_await void_recorded(bill, bill.status_for(502));
       co_await send_error(res, surface, 502, message, {}, headers);
       co_return;
     }
@@ -2768,7 +2791,7 @@ Task<void> Gateway::answer_whole(http::UpstreamResponse& upstream, Surface surfa
     if (!estimated && !cover(bill, owed)) {
       // Delivered, it would overdraw the account past one response's shortfall (or pass
       // the key's budget).
-      void_bill(state_->services(), bill, bill.status_for(402));
+      co_await void_recorded(bill, bill.status_for(402));
       const Uncovered why = uncovered(bill);
       co_await send_error(res, surface, 402,
                           fmt::format("{}: this response cost {} USD, more than the {} covers; "
@@ -2785,7 +2808,7 @@ Task<void> Gateway::answer_whole(http::UpstreamResponse& upstream, Surface surfa
     headers.push_back({"x-turnpike-cost-usd", cost});
   } else {
     // Refused upstream: nothing to pay.
-    void_bill(state_->services(), bill, bill.status_for(upstream.status()));
+    co_await void_recorded(bill, bill.status_for(upstream.status()));
   }
   if (built) {
     co_await res.send(200, kJson, whole.value(), headers);  // JSON, though streamed upstream

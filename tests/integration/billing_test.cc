@@ -690,6 +690,33 @@ TEST(Billing, KillDashNineUnderLoadSettlesEveryCompletedRequestExactlyOnce) {
   EXPECT_TRUE(ledger_verifies(stack));
 }
 
+// An answer that bills nothing (an upstream's error, a refusal it relayed) is still the
+// request's last word: its row at no cost commits before the answer goes out, so a kill
+// right after cannot lose it. It went with whatever batch came next.
+TEST(Billing, AnUnpaidAnswersRowOutlastsAKillRightAfterIt) {
+  Stack stack;
+  ASSERT_GT(stack.port, 0);
+  std::vector<std::pair<std::string, int>> answered;  // request id, status
+  for (int i = 0; i < 8; ++i) {
+    const bool relayed = i % 2 == 1;  // a 4xx is relayed, a 5xx is a 502
+    const auto res = http_request(
+        stack.port, "POST", "/v1/chat/completions",
+        std::string(R"({"model":"gpt-test","max_tokens":8,"messages":[],"sim":{"error_rate":1,"error_status":)") +
+            (relayed ? "429" : "500") + "}}",
+        stack.auth());
+    ASSERT_EQ(res.status, relayed ? 429 : 502) << res.body;
+    answered.emplace_back(res.header("x-request-id"), res.status);
+    ASSERT_TRUE(stack.restart_gateway(SIGKILL)) << stack.gateway->log();
+  }
+  std::map<std::string, int> logged;
+  for (const auto& r : usage_log(stack.port, kAdmin)) logged[r.request_id] = r.status;
+  for (const auto& [id, status] : answered) {
+    ASSERT_TRUE(logged.contains(id)) << "request " << id << " (" << status << ") has no row";
+    EXPECT_EQ(logged[id], status) << id;
+  }
+  EXPECT_TRUE(ledger_verifies(stack));
+}
+
 // Edits a stored transfer behind the gateway's back: the books no longer reconcile.
 // Runs `sql` on the stack's store through a connection of its own (to damage or repair it).
 void edit_store(const Stack& stack, const std::string& sql) {
