@@ -1142,16 +1142,17 @@ std::string Gateway::readiness_json(unsigned& status) const {
 
 namespace {
 
-// Whether a models call shows `m`: only what the key may ask for, and to the Anthropic SDK
-// only what its Messages API can be sent (a chat model with a route on Anthropic's API).
+// Whether a models call shows `m`: only what the key may ask for, and only what the
+// calling SDK's API can be sent: to the OpenAI SDK a model with a route on OpenAI's API
+// (chat completions or embeddings), to the Anthropic SDK a chat model with a route on
+// Anthropic's (messages).
 bool listed(const catalog::Model& m, const auth::KeyGrant& grant, Surface surface,
             const catalog::Catalog& catalog) {
   if (!grant.may_use(m.name)) return false;
-  if (surface == Surface::kOpenAI) return true;
-  return m.kind == catalog::ModelKind::kChat &&
-         std::any_of(m.routes.begin(), m.routes.end(), [&](const catalog::Route& r) {
-           return catalog.provider(r).api == Api::kAnthropic;
-         });
+  const Api api = surface == Surface::kOpenAI ? Api::kOpenAI : Api::kAnthropic;
+  if (api == Api::kAnthropic && m.kind != catalog::ModelKind::kChat) return false;
+  return std::any_of(m.routes.begin(), m.routes.end(),
+                     [&](const catalog::Route& r) { return catalog.provider(r).api == api; });
 }
 
 // The API whose shapes a models call answers in: the Anthropic SDK always sends

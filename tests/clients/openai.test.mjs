@@ -101,8 +101,8 @@ test('priority processing is billed at its price where a route prices it', async
 test('models list', async () => {
   const ids = [];
   for await (const m of client.models.list()) ids.push(m.id);
-  assert.deepEqual(ids,
-    ['gpt-4o-mini', 'gpt-5', 'gpt-flex', 'text-embedding-3-small', 'claude-sonnet', 'claude-opus']);
+  // Not the models only Anthropic's API serves: this SDK could not call them.
+  assert.deepEqual(ids, ['gpt-4o-mini', 'gpt-5', 'gpt-flex', 'text-embedding-3-small']);
 });
 
 test('models retrieve', async () => {
