@@ -17,10 +17,16 @@ bool ResolvedHost::refresh() {
     log::warn("cannot resolve upstream host", {{"host", host_}, {"error", ec.message()}});
     return false;
   }
-  auto list = std::make_shared<Addresses>();
-  for (const auto& r : results) list->push_back(r.endpoint());
-  addresses_.store(std::move(list));
+  Addresses list;
+  for (const auto& r : results) list.push_back(r.endpoint());
+  publish(std::move(list));
   return true;
+}
+
+void ResolvedHost::publish(Addresses list) {
+  if (*addresses_.load() == list) return;
+  addresses_.store(std::make_shared<const Addresses>(std::move(list)));
+  generation_.fetch_add(1, std::memory_order_release);
 }
 
 HostResolver::HostResolver(std::chrono::seconds refresh_interval) : interval_(refresh_interval) {

@@ -7,6 +7,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstdint>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -26,14 +27,20 @@ class ResolvedHost {
   const std::string& port() const { return port_; }
   // The latest addresses; empty when resolution has failed so far. Thread-safe.
   std::shared_ptr<const Addresses> addresses() const { return addresses_.load(); }
+  // Moves on each time the addresses change (one atomic load: cheap enough to ask before
+  // every reuse of a pooled connection). Thread-safe.
+  std::uint64_t generation() const { return generation_.load(std::memory_order_acquire); }
   // Resolves now (blocking) and publishes the result; returns false on failure, keeping the
   // previous addresses.
   bool refresh();
+  // Publishes `list` as the host's addresses (when it differs from the current ones).
+  void publish(Addresses list);
 
  private:
   std::string host_;
   std::string port_;
   std::atomic<std::shared_ptr<const Addresses>> addresses_{std::make_shared<const Addresses>()};
+  std::atomic<std::uint64_t> generation_{0};
 };
 
 class HostResolver {

@@ -27,6 +27,10 @@ using SteadyTime = std::chrono::steady_clock::time_point;
 
 struct UpstreamConnection {
   std::size_t endpoint_index = 0;
+  // The address it connected to, and the host's address generation it was last found
+  // among (see take_idle).
+  asio::ip::tcp::endpoint remote;
+  std::uint64_t address_generation = 0;
   std::optional<Socket> tcp;
   std::optional<ssl::stream<Socket>> tls;
   std::optional<Deadline> deadline;  // bound to the socket below either stream
@@ -330,8 +334,9 @@ std::size_t UpstreamPool::idle_connections(std::size_t endpoint_index) const {
   return idle_.at(endpoint_index).size();
 }
 
-std::unique_ptr<UpstreamConnection> UpstreamPool::take_idle(std::size_t index) {
-  auto& list = idle_[index];
+std::unique_ptr<UpstreamConnection> UpstreamPool::take_idle(const UpstreamEndpoint& ep) {
+  auto& list = idle_[ep.index];
+  const std::uint64_t generation = ep.addresses->generation();
   const auto oldest_allowed = std::chrono::steady_clock::now() -
                               milliseconds(limits::kUpstreamPooledIdleMs);
   // Most recently used first: it is the likeliest to still be open.
@@ -339,6 +344,16 @@ std::unique_ptr<UpstreamConnection> UpstreamPool::take_idle(std::size_t index) {
     std::unique_ptr<UpstreamConnection> conn = std::move(list.back());
     list.pop_back();
     if (conn->idle_since < oldest_allowed) continue;
+    // The host's addresses changed since (a provider moved, or failed over by DNS): one no
+    // longer among them is let go, or a busy pool would talk to the old address for ever.
+    if (conn->address_generation != generation) {
+      const std::shared_ptr<const Addresses> now = ep.addresses->addresses();
+      if (std::find(now->begin(), now->end(), conn->remote) == now->end()) {
+        ++stats_.moved;
+        continue;
+      }
+      conn->address_generation = generation;
+    }
     // Nothing may have come while it sat idle: bytes no request asked for (a second
     // response, a late 408) would be read as the next request's answer, and every answer
     // after it would go to the request after its own. A closed one is let go here too.
@@ -400,6 +415,8 @@ milliseconds UpstreamTimeouts::head_wait() const { return cut_to(first_byte_time
 Task<Result<std::unique_ptr<UpstreamConnection>>> UpstreamPool::connect(
     const UpstreamEndpoint& ep, const UpstreamTimeouts& timeouts) {
   ++stats_.connects;
+  // Read before the list it numbers: a change in between is found at the next reuse.
+  const std::uint64_t generation = ep.addresses->generation();
   const std::shared_ptr<const Addresses> addresses = ep.addresses->addresses();
   if (addresses->empty()) {
     co_return Status{ErrorKind::kUpstreamFailed,
@@ -419,6 +436,8 @@ Task<Result<std::unique_ptr<UpstreamConnection>>> UpstreamPool::connect(
   conn->deadline->expires_after(timeouts.connect_wait());
   auto [cec, connected] = co_await asio::async_connect(lowest, *addresses, use_nothrow);
   if (cec) co_return upstream_error(ep, "connect", cec, conn->deadline->expired());
+  conn->remote = connected;
+  conn->address_generation = generation;
   boost::system::error_code ignored;
   lowest.set_option(tcp::no_delay(true), ignored);
   lowest.non_blocking(true, ignored);  // for write_request's first, unwaited attempt
@@ -446,7 +465,7 @@ Task<Result<std::unique_ptr<UpstreamResponse>>> UpstreamPool::send(
       co_return past_start_limit(ep);  // no retry starts past it
     }
     // A resend goes on a fresh connection: pooled ones may have died the same way.
-    std::unique_ptr<UpstreamConnection> conn = resends == 0 ? take_idle(ep.index) : nullptr;
+    std::unique_ptr<UpstreamConnection> conn = resends == 0 ? take_idle(ep) : nullptr;
     const bool reused = conn != nullptr;
     if (reused) {
       conn->deadline->cap_by(timeouts.cutoff);

@@ -137,6 +137,7 @@ struct UpstreamPoolStats {
   std::uint64_t reuses = 0;
   std::uint64_t stale_retries = 0;
   std::uint64_t fresh_retries = 0;
+  std::uint64_t moved = 0;  // idle connections let go: their address was no longer the host's
 };
 
 class UpstreamPool {
@@ -162,7 +163,7 @@ class UpstreamPool {
   friend class UpstreamResponse;
   Task<Result<std::unique_ptr<UpstreamConnection>>> connect(const UpstreamEndpoint& endpoint,
                                                             const UpstreamTimeouts& timeouts);
-  std::unique_ptr<UpstreamConnection> take_idle(std::size_t index);
+  std::unique_ptr<UpstreamConnection> take_idle(const UpstreamEndpoint& ep);
   void give_back(std::unique_ptr<UpstreamConnection> conn);
 
   asio::io_context& ioc_;

@@ -80,6 +80,41 @@ TEST(UpstreamPool, KeepsUpToItsIdleLimitAndReusesThem) {
   }
 }
 
+// When the host's addresses change (DNS moved the provider), an idle connection to an
+// address no longer among them is let go: the next request goes to the new one, however
+// busy the pool keeps its old connections.
+TEST(UpstreamPool, AnIdleConnectionToAnAddressTheHostNoLongerHasIsLetGo) {
+  Process a(bin("turnpike-sim"), {"--listen", "127.0.0.1:0"});
+  Process b(bin("turnpike-sim"), {"--listen", "127.0.0.1:0"});
+  const int a_port = a.wait_listening();
+  const int b_port = b.wait_listening();
+  ASSERT_GT(a_port, 0);
+  ASSERT_GT(b_port, 0);
+  http::HostResolver resolver;
+  auto url = http::parse_base_url("http://127.0.0.1:" + std::to_string(a_port) + "/v1");
+  ASSERT_TRUE(url);
+  const std::shared_ptr<http::ResolvedHost> host = resolver.add(url->host, url->port);
+  const http::UpstreamEndpoint endpoint{"sim", *url, 0, nullptr, host};
+  http::asio::io_context ioc;
+  http::UpstreamPool pool(ioc, 1, /*idle_max=*/4);
+  ASSERT_EQ(wave(ioc, pool, endpoint, 1), 1);
+  ASSERT_EQ(wave(ioc, pool, endpoint, 1), 1);
+  EXPECT_EQ(pool.stats().reuses, 1u);  // the addresses unchanged: kept
+  // The same addresses published again change nothing.
+  host->publish({http::asio::ip::tcp::endpoint(http::asio::ip::make_address("127.0.0.1"),
+                                               static_cast<unsigned short>(a_port))});
+  ASSERT_EQ(wave(ioc, pool, endpoint, 1), 1);
+  EXPECT_EQ(pool.stats().reuses, 2u);
+  host->publish({http::asio::ip::tcp::endpoint(http::asio::ip::make_address("127.0.0.1"),
+                                               static_cast<unsigned short>(b_port))});
+  ASSERT_EQ(wave(ioc, pool, endpoint, 1), 1);
+  EXPECT_EQ(pool.stats().moved, 1u);
+  EXPECT_EQ(pool.stats().connects, 2u);  // to b, the only address the host has now
+  // The new connection is kept while the addresses stay.
+  ASSERT_EQ(wave(ioc, pool, endpoint, 1), 1);
+  EXPECT_EQ(pool.stats().reuses, 3u);
+}
+
 // A listening socket on a free loopback port: its descriptor, and the port in `port` (0
 // when it could not listen).
 int listen_on_loopback(int& port) {
