@@ -433,12 +433,26 @@ Task<Result<std::unique_ptr<UpstreamConnection>>> UpstreamPool::connect(
   Socket& lowest = conn->lowest();
   conn->deadline.emplace(*deadlines_, lowest);
   conn->deadline->cap_by(timeouts.cutoff);
-  conn->deadline->expires_after(timeouts.connect_wait());
-  auto [cec, connected] = co_await asio::async_connect(lowest, *addresses, use_nothrow);
-  if (cec) co_return upstream_error(ep, "connect", cec, conn->deadline->expired());
-  conn->remote = connected;
-  conn->address_generation = generation;
+  // Each address in turn gets an even share of the time left, so that one that drops what
+  // is sent to it (an IPv6 route that goes nowhere) leaves time for the next.
+  const SteadyTime connect_by = std::chrono::steady_clock::now() + timeouts.connect_wait();
+  boost::system::error_code cec = asio::error::timed_out;
   boost::system::error_code ignored;
+  for (std::size_t i = 0; i < addresses->size(); ++i) {
+    const auto left = std::chrono::duration_cast<milliseconds>(
+        connect_by - std::chrono::steady_clock::now());
+    if (left <= milliseconds(0)) break;
+    conn->deadline->expires_after(left / static_cast<int>(addresses->size() - i));
+    lowest.close(ignored);  // the last attempt's; the next opens it for its own family
+    auto [ec] = co_await lowest.async_connect((*addresses)[i], use_nothrow);
+    cec = ec;
+    if (!cec) {
+      conn->remote = (*addresses)[i];
+      break;
+    }
+  }
+  if (cec) co_return upstream_error(ep, "connect", cec, conn->deadline->expired());
+  conn->address_generation = generation;
   lowest.set_option(tcp::no_delay(true), ignored);
   lowest.non_blocking(true, ignored);  // for write_request's first, unwaited attempt
 

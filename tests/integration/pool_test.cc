@@ -21,6 +21,8 @@
 namespace tp::test {
 namespace {
 
+using namespace std::chrono_literals;
+
 // `n` requests to `endpoint` at once through `pool`, each read to its end; returns how many
 // answered 200.
 int wave(http::asio::io_context& ioc, http::UpstreamPool& pool,
@@ -113,6 +115,98 @@ TEST(UpstreamPool, AnIdleConnectionToAnAddressTheHostNoLongerHasIsLetGo) {
   // The new connection is kept while the addresses stay.
   ASSERT_EQ(wave(ioc, pool, endpoint, 1), 1);
   EXPECT_EQ(pool.stats().reuses, 3u);
+}
+
+// A listener whose queue is full and never accepted from: connects to it hear nothing, as
+// to an address whose route drops them.
+class BlackHole {
+ public:
+  BlackHole() {
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof addr;
+    if (::bind(fd_, reinterpret_cast<sockaddr*>(&addr), len) != 0 || ::listen(fd_, 0) != 0 ||
+        ::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+      return;
+    }
+    port_ = ntohs(addr.sin_port);
+    for (int i = 0; i < 4; ++i) {
+      fillers_.push_back(::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0));
+      (void)::connect(fillers_.back(), reinterpret_cast<sockaddr*>(&addr), len);
+    }
+  }
+  ~BlackHole() {
+    for (const int fd : fillers_) ::close(fd);
+    ::close(fd_);
+  }
+  unsigned short port() const { return port_; }
+
+ private:
+  int fd_ = -1;
+  unsigned short port_ = 0;
+  std::vector<int> fillers_;
+};
+
+// One request through a fresh pool to a host whose addresses are `ports` on loopback, with a
+// connect timeout of `connect_ms`; waits at most `wait`. The answer's status (0: failed,
+// `error` says why), or nothing when it had not ended by then.
+std::optional<int> send_to(const std::vector<unsigned short>& ports, std::uint32_t connect_ms,
+                           std::chrono::milliseconds wait, std::string& error) {
+  http::HostResolver resolver;
+  auto url = http::parse_base_url("http://127.0.0.1:" + std::to_string(ports.back()) + "/v1");
+  if (!url) return 0;
+  const std::shared_ptr<http::ResolvedHost> host = resolver.add(url->host, url->port);
+  http::Addresses addresses;
+  for (const unsigned short p : ports) {
+    addresses.emplace_back(http::asio::ip::make_address("127.0.0.1"), p);
+  }
+  host->publish(addresses);
+  const http::UpstreamEndpoint endpoint{"sim", *url, 0, nullptr, host};
+  auto ioc = std::make_shared<http::asio::io_context>();
+  auto pool = std::make_shared<http::UpstreamPool>(*ioc, 1, 4);
+  http::UpstreamTimeouts timeouts;
+  timeouts.connect_timeout_ms = connect_ms;
+  auto status = std::make_shared<std::optional<int>>();
+  auto message = std::make_shared<std::string>();
+  http::asio::co_spawn(
+      *ioc,
+      [=]() -> http::Task<void> {
+        auto sent = co_await pool->send(endpoint, "GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n", {},
+                                        timeouts);
+        *status = sent ? (*sent)->status() : 0;
+        if (!sent) *message = sent.status().message();
+      },
+      http::asio::detached);
+  const auto give_up = std::chrono::steady_clock::now() + wait;
+  while (!*status && std::chrono::steady_clock::now() < give_up) {
+    ioc->run_for(std::chrono::milliseconds(10));
+  }
+  error = *message;
+  return *status;
+}
+
+// Each of a host's addresses gets a share of the connect timeout: one that drops what is
+// sent to it leaves time for the next, and a host whose addresses all do fails at the
+// timeout. (The one timeout for them all was spent on the first; the next was then tried
+// with none, for as long as the system's own connect timeout, minutes.)
+TEST(UpstreamPool, EachAddressGetsAShareOfTheConnectTimeout) {
+  Process sim(bin("turnpike-sim"), {"--listen", "127.0.0.1:0"});
+  const int port = sim.wait_listening();
+  ASSERT_GT(port, 0);
+  BlackHole hole, other_hole;
+  ASSERT_GT(hole.port(), 0);
+  ASSERT_GT(other_hole.port(), 0);
+  std::string error;
+  // Half of 4 s on the hole, then the sim answers: well before the 4 s are up.
+  const auto reached = send_to({hole.port(), static_cast<unsigned short>(port)}, 4000, 3s, error);
+  ASSERT_TRUE(reached.has_value()) << "no answer after 3 s";
+  EXPECT_EQ(*reached, 200) << error;
+  const auto lost = send_to({hole.port(), other_hole.port()}, 1000, 5s, error);
+  ASSERT_TRUE(lost.has_value()) << "still connecting after 5 s";
+  EXPECT_EQ(*lost, 0);
+  EXPECT_NE(error.find("timed out"), std::string::npos) << error;
 }
 
 // A listening socket on a free loopback port: its descriptor, and the port in `port` (0
