@@ -129,16 +129,25 @@ StreamMeter::Verdict StreamMeter::on_anthropic(std::string_view name, std::strin
   if (name == "error") upstream_failed_ = true;
   if (name == "content_block_delta") {
     ++content_events_;
+    // A message_delta the answer went on after did not end it: its count is a running one
+    // again, as an OpenAI usage chunk more content follows.
+    anthropic_final_ = false;
   } else if (name == "message_start" || name == "message_delta") {
     anthropic_.on_event(name, data);
     ++usage_reports_;
-    if (name == "message_delta" && !finished_ && says_finished(data)) finished_ = true;
+    if (name == "message_delta") {
+      // The final usage is the message_delta that ends the answer (its stop_reason), as
+      // Anthropic sends it just before message_stop; one before that is a running count.
+      const bool ends = says_finished(data);
+      if (ends) finished_ = true;
+      anthropic_final_ = ends && anthropic_.final();
+    }
   }
   return Verdict::kForward;
 }
 
 bool StreamMeter::reported() const {
-  return surface_ == Surface::kAnthropic ? anthropic_.final() : openai_final_;
+  return surface_ == Surface::kAnthropic ? anthropic_final_ : openai_final_;
 }
 
 meter::Usage StreamMeter::usage(std::int64_t input_estimate, std::int64_t output_relayed) const {

@@ -58,6 +58,7 @@ class StreamMeter {
   std::optional<meter::Usage> openai_;  // the latest usage reported
   bool openai_final_ = false;           // ...and it was the final one
   meter::AnthropicStreamUsage anthropic_;
+  bool anthropic_final_ = false;  // its latest message_delta ended the answer, nothing after
   std::int64_t content_events_ = 0;
   std::int64_t usage_reports_ = 0;
   std::int64_t choices_;

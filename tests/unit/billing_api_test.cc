@@ -172,7 +172,9 @@ TEST(StreamMeter, AnthropicFoldsMessageStartAndCumulativeDeltas) {
   // Cut off here: input from message_start, output from what was relayed.
   EXPECT_EQ(m.usage(0, 2).input_tokens, 12);
   EXPECT_EQ(m.usage(0, 2).output_tokens, 2);
-  EXPECT_EQ(m.on_event("message_delta", R"({"type":"message_delta","usage":{"output_tokens":5}})"),
+  EXPECT_EQ(m.on_event("message_delta",
+                       R"({"type":"message_delta","delta":{"stop_reason":"end_turn"},)"
+                       R"("usage":{"output_tokens":5}})"),
             Verdict::kForward);
   EXPECT_TRUE(m.reported());
   EXPECT_EQ(m.on_event("message_stop", R"({"type":"message_stop"})"), Verdict::kFinal);
@@ -180,6 +182,26 @@ TEST(StreamMeter, AnthropicFoldsMessageStartAndCumulativeDeltas) {
   EXPECT_EQ(u.input_tokens, 12);
   EXPECT_EQ(u.cached_tokens, 3);
   EXPECT_EQ(u.output_tokens, 5);
+}
+
+// The final usage is the message_delta that ends the answer (its stop_reason). One before
+// that, or one the answer went on after, is a running count: a stream cut (or a client that
+// left) is billed at least the content it relayed, and the drain waits for the real end.
+TEST(StreamMeter, AnAnthropicDeltaIsFinalOnlyWhenItEndsTheAnswer) {
+  StreamMeter m(Surface::kAnthropic, false);
+  (void)m.on_event("message_start", R"({"message":{"usage":{"input_tokens":40,"output_tokens":1}}})");
+  (void)m.on_event("message_delta", R"({"delta":{"stop_reason":null},"usage":{"output_tokens":2}})");
+  EXPECT_FALSE(m.reported());
+  for (int i = 0; i < 50; ++i) (void)m.on_event("content_block_delta", R"({"delta":{"text":"x"}})");
+  EXPECT_FALSE(m.reported());
+  EXPECT_EQ(m.usage(0, 50).output_tokens, 50);
+  (void)m.on_event("message_delta", R"({"delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":60}})");
+  EXPECT_TRUE(m.reported());
+  EXPECT_EQ(m.usage(0, 50).output_tokens, 60);
+  // An upstream that goes on after saying it ended: its count runs again.
+  (void)m.on_event("content_block_delta", R"({"delta":{"text":"y"}})");
+  EXPECT_FALSE(m.reported());
+  EXPECT_EQ(m.usage(0, 70).output_tokens, 70);
 }
 
 TEST(Rfc3339, ParsesZuluOffsetsAndFractionsAndRejectsTheRest) {
