@@ -3257,7 +3257,9 @@ Task<void> Gateway::relay_stream(http::UpstreamResponse& upstream, std::string f
     co_await stop_unpaid(events_before_tail);
     co_return;
   }
-  if (client_here && !meter.reported() && !meter.finished()) {
+  // Not when the upstream said why itself (an error event): the client has its words, which
+  // a second error of Turnpike's would misstate; the stream ends as the upstream ended it.
+  if (client_here && !meter.reported() && !meter.finished() && !meter.upstream_failed()) {
     relayed = meter.content_events();
     route_broke();
     co_await fail_stream(fmt::format("upstream '{}' ended the stream before its end",

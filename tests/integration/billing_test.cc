@@ -993,7 +993,9 @@ TEST(Billing, AHoldDoesNotLapseWhileItsSettlementWaitsForTheStore) {
 
 // What a stream's end says, read as a client and the usage log see it: every choice of
 // n > 1 must finish; an error chunk inside a stream that ends well still makes its row a
-// failure; a media type in any case is a stream; a data field over several lines is one.
+// failure; one the upstream closes after is ended as the upstream ended it, its words with
+// no error of Turnpike's after them; a media type in any case is a stream; a data field
+// over several lines is one.
 TEST(Billing, AStreamsEndIsReadForEveryChoiceErrorAndShape) {
   struct Case {
     std::string mode;
@@ -1009,6 +1011,8 @@ TEST(Billing, AStreamsEndIsReadForEveryChoiceErrorAndShape) {
            {"one_of_two", two, 0, R"("status":502)", "", ""},
            {"two_of_two", two, 200, R"("status":200)", " you", ""},
            {"error", one, 200, R"("status":502)", "generation failed", ""},
+           {"error_then_close", one, 200, R"("status":502)", "generation failed",
+            "before its end"},
            {"mixed_case", one, 200, R"("input_tokens":4,)", " there", "prompt_tokens"},
            {"split_usage", one, 200, R"("input_tokens":4,)", " there", "prompt_tokens"}}) {
     const CloserStack closer(c.mode);

@@ -4,7 +4,7 @@
 usage: sse_upstream.py MODE -- `cut` sends two content chunks and closes; `usage` also
 sends the final usage chunk first, `finish` a chunk with finish_reason "stop". For two
 choices (n = 2): `one_of_two` finishes choice 0 only, `two_of_two` both. `error` sends a
-vLLM-style error chunk, then `data: [DONE]`. `mixed_case` answers with Content-Type
+vLLM-style error chunk, then `data: [DONE]`; `error_then_close` the error chunk, then closes. `mixed_case` answers with Content-Type
 `Text/Event-Stream` and the usage chunk; `split_usage` sends the usage chunk as two
 `data:` lines (one JSON text once joined). `early_usage` sends a usage chunk (1 output
 token) after the two words, then 20 more content chunks and a finish_reason;
@@ -46,9 +46,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if MODE == "two_of_two":
             self.wfile.write(chunk({"choices": [{"index": 1, "delta": {},
                                                  "finish_reason": "length"}]}))
-        if MODE == "error":
+        if MODE in ("error", "error_then_close"):
             self.wfile.write(chunk({"error": {"object": "error", "message": "generation failed",
                                               "type": "InternalServerError", "code": 500}}))
+        if MODE == "error":
             self.wfile.write(b"data: [DONE]\n\n")
         if MODE in ("usage", "mixed_case"):
             self.wfile.write(chunk({"choices": [], "usage": {"prompt_tokens": 4,
