@@ -238,7 +238,9 @@ std::string failures_text(std::span<const std::string> failures, std::string_vie
 
 // Whether a stream's first piece starts with an error (Anthropic's `error` event, an
 // OpenAI-style `{"error": …}` chunk) before any event of the answer; keep-alives aside.
-bool opens_with_error(std::string_view piece) {
+// Whether the first event of a stream that begins with `piece` is an error: nullopt while
+// `piece` holds no complete event but pings.
+std::optional<bool> opens_with_error(std::string_view piece) {
   http::SseEvents events(piece.substr(0, http::sse_complete_prefix(piece)));
   http::SseEvents::Event e;
   while (events.next(e)) {
@@ -258,7 +260,7 @@ bool opens_with_error(std::string_view piece) {
     skip_space();
     return data.starts_with("\"error\"");
   }
-  return false;
+  return std::nullopt;
 }
 
 // A content coding other than identity, which the upstream was asked not to use: the body
@@ -2584,22 +2586,39 @@ Task<Gateway::Answered> Gateway::send_with_fallback(const OperationInfo& info,
       auto until = std::max(sent_at + std::chrono::milliseconds(timeouts.answer_timeout_ms),
                             now + std::chrono::milliseconds(timeouts.idle_timeout_ms));
       if (falling_back) until = std::min(until, *deadline);
-      (*sent)->set_read_timeout(static_cast<std::uint32_t>(std::max<std::int64_t>(
-          1, std::chrono::duration_cast<std::chrono::milliseconds>(until - now).count())));
-      auto first = co_await (*sent)->read_some();
-      (*sent)->set_read_timeout(timeouts.idle_timeout_ms);
+      // Read until the first event is whole, however the upstream's bytes were split (a
+      // piece with half an event, or pings only, decides nothing).
+      std::string opening;
+      Status read_failed;
       std::string_view failed;
-      if (!first) {
-        failed = "failed its stream before the first event";
-      } else if (first->empty()) {
-        failed = "ended its stream before the first event";
-      } else if (opens_with_error(*first)) {
-        failed = "sent an error event where its stream's first event belongs";
+      for (;;) {
+        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+            until - std::chrono::steady_clock::now());
+        (*sent)->set_read_timeout(
+            static_cast<std::uint32_t>(std::max<std::int64_t>(1, left.count())));
+        auto piece = co_await (*sent)->read_some();
+        if (!piece) {
+          read_failed = piece.status();
+          failed = "failed its stream before the first event";
+          break;
+        }
+        if (piece->empty()) {
+          failed = "ended its stream before the first event";
+          break;
+        }
+        opening.append(*piece);
+        const std::optional<bool> error_first = opens_with_error(opening);
+        if (error_first.value_or(false)) {
+          failed = "sent an error event where its stream's first event belongs";
+        }
+        // Past the limit of one event it is relayed as it is: the relay refuses it there.
+        if (error_first || opening.size() > limits::kSseEventBytesMax) break;
       }
+      (*sent)->set_read_timeout(timeouts.idle_timeout_ms);
       if (!failed.empty()) {
         // Cut short because the client left: no mark against the route, and nobody to
         // answer.
-        if (!first && first.status().kind() == ErrorKind::kUpstreamTimeout &&
+        if (!read_failed && read_failed.kind() == ErrorKind::kUpstreamTimeout &&
             !bill.client_gone() && cut_by_deadline()) {
           attempt_failed(deadline_passed(p.name));
           break;
@@ -2613,7 +2632,7 @@ Task<Gateway::Answered> Gateway::send_with_fallback(const OperationInfo& info,
         if (!last) stats_->fallback(r.index);
         continue;
       }
-      out.first_piece.assign(*first);
+      out.first_piece = std::move(opening);
     }
     if (encoded(**sent)) {
       // Not what was asked for: the route is broken, like one that sends garbage.

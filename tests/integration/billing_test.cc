@@ -991,6 +991,25 @@ TEST(Billing, AHoldDoesNotLapseWhileItsSettlementWaitsForTheStore) {
   EXPECT_TRUE(ledger_verifies(stack));
 }
 
+// An error where a stream's first event belongs fails the attempt (the next route could
+// answer; here none is left), however the upstream's bytes were split: after pings, and in
+// pieces that each hold no whole event. It was relayed as the answer when its first piece
+// held no whole event.
+TEST(Billing, AnErrorAsTheFirstEventFailsTheAttemptHoweverItIsSplit) {
+  const CloserStack closer("error_first_split");
+  ASSERT_GT(closer.port, 0) << closer.log();
+  const auto res = http_request(closer.port, "POST", "/v1/chat/completions",
+                                R"({"model":"m","stream":true,"messages":[]})", bearer(closer.key));
+  EXPECT_EQ(res.status, 502) << res.body;
+  EXPECT_NE(res.body.find("sent an error event where its stream's first event belongs"),
+            std::string::npos)
+      << res.body;
+  const auto rows = usage_log(closer.port, bearer(closer.key));
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0].status, 502);
+  EXPECT_EQ(rows[0].cost, Money());
+}
+
 // What a stream's end says, read as a client and the usage log see it: every choice of
 // n > 1 must finish; an error chunk inside a stream that ends well still makes its row a
 // failure; one the upstream closes after is ended as the upstream ended it, its words with

@@ -9,7 +9,8 @@ vLLM-style error chunk, then `data: [DONE]`; `error_then_close` the error chunk,
 `data:` lines (one JSON text once joined). `early_usage` sends a usage chunk (1 output
 token) after the two words, then 20 more content chunks and a finish_reason;
 `finish_then_hang` sends the finish_reason and the usage, then neither `data: [DONE]` nor
-the end of the body for a minute. Prints {"msg":"listening","port":N} on stderr when ready.
+the end of the body for a minute; `error_first_split` sends a ping, then an error chunk as
+its first event in two pieces 50 ms apart, and closes. Prints {"msg":"listening","port":N} on stderr when ready.
 """
 import http.server
 import json
@@ -33,6 +34,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
                          "Text/Event-Stream" if MODE == "mixed_case" else "text/event-stream")
         self.send_header("Connection", "close")
         self.end_headers()
+        if MODE == "error_first_split":
+            for piece in (b": ping\n\n", b'data: {"err',
+                          b'or":{"message":"overloaded","type":"server_error"}}\n\n'):
+                self.wfile.write(piece)
+                self.wfile.flush()
+                time.sleep(0.05)
+            self.close_connection = True
+            return
         for word in ("Hello", " there"):
             self.wfile.write(chunk({"choices": [{"index": 0, "delta": {"content": word}}]}))
         if MODE == "finish":
