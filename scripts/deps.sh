@@ -7,7 +7,7 @@ packages=(
   build-essential cmake ninja-build pkg-config git curl ca-certificates openssl python3
   libboost1.81-dev libsimdjson-dev libssl-dev libsqlite3-dev sqlite3 libpq-dev libhiredis-dev
   libyaml-cpp-dev libmimalloc-dev libspdlog-dev libfmt-dev libcli11-dev libgtest-dev libgmock-dev
-  libbenchmark-dev nodejs npm clang libclang-rt-14-dev
+  libbenchmark-dev nodejs npm clang libclang-rt-14-dev valgrind
 )
 if [[ "${1:-}" == "--bench" ]]; then
   packages+=(nginx-light wrk)

@@ -19,6 +19,7 @@ CoarseClock::time_point CoarseClock::now() noexcept {
 // Connections cut by a drain timeout still have coroutine frames that the io_context
 // destroys after this ticker; their deadlines must not reach back into it.
 DeadlineTicker::~DeadlineTicker() {
+  *alive_ = false;
   for (Deadline* d : entries_) d->ticker_ = nullptr;
 }
 
@@ -39,8 +40,10 @@ void DeadlineTicker::remove(Deadline* d) {
 void DeadlineTicker::arm() {
   armed_ = true;
   timer_.expires_after(kDeadlineTick);
-  timer_.async_wait([this](const boost::system::error_code& ec) {
-    if (ec) return;  // destroyed or cancelled: `this` may be gone
+  // A tick that was due when the ticker went (a pool let go after a reload) runs all the
+  // same, with no error: only `alive` says `this` is gone.
+  timer_.async_wait([this, alive = alive_](const boost::system::error_code& ec) {
+    if (ec || !*alive) return;
     armed_ = false;
     tick();
   });

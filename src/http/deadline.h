@@ -43,6 +43,7 @@ class DeadlineTicker {
   Timer timer_;
   std::vector<Deadline*> entries_;
   bool armed_ = false;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);  // false once destroyed
 };
 
 // CLOCK_MONOTONIC_COARSE: a few nanoseconds to read, accurate to a few milliseconds, which
