@@ -96,6 +96,13 @@ class DataDirLock {
   std::vector<int> fds_;
 };
 
+// What a config must pass besides loading for serve to start on it: its CA files read, its
+// store one this build has. check-config and a reload ask the same.
+Status check_beyond_load(const ops::Config& config) {
+  if (Status s = api::check_trust_stores(config); !s) return s;
+  return api::check_store_uri(config.store);
+}
+
 int serve(const ServeOptions& opts) {
   // Until the server takes them (http::Server::run), SIGTERM, SIGINT and SIGHUP wait: one
   // that comes during start-up is acted on once serving, rather than ending the process by
@@ -171,6 +178,12 @@ int serve(const ServeOptions& opts) {
   // SIGHUP: providers, models and routing from the config file again, swapped in whole.
   server.on_hangup([&] {
     auto fresh = ops::load_config(opts.config_path);
+    // Refused as check-config and a restart would refuse it, though the settings that fail
+    // (the store, a webhook's CA file) keep their start-up values: the next restart
+    // must not find a file that stops it.
+    if (fresh) {
+      if (Status s = check_beyond_load(*fresh); !s) fresh = s;
+    }
     auto next = fresh ? api::reload_state(*hub->current(), *fresh)
                       : Result<std::shared_ptr<const api::GatewayState>>(fresh.status());
     if (!next) {
@@ -950,12 +963,9 @@ int run_turnpike(int argc, char** argv) {
       std::fprintf(stderr, "turnpike: config error: %s\n", loaded.status().message().c_str());
       return 2;
     }
-    for (const Status& s :
-         {api::check_trust_stores(*loaded), api::check_store_uri(loaded->store)}) {
-      if (!s) {
-        std::fprintf(stderr, "turnpike: config error: %s\n", s.message().c_str());
-        return 2;
-      }
+    if (Status s = check_beyond_load(*loaded); !s) {
+      std::fprintf(stderr, "turnpike: config error: %s\n", s.message().c_str());
+      return 2;
     }
     for (const std::string& w : loaded->warnings) {
       std::fprintf(stderr, "turnpike: config warning: %s\n", w.c_str());

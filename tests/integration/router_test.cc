@@ -1082,6 +1082,31 @@ TEST(Router, AReloadKeepsWhatItKnewOfTheSameUpstreams) {
   EXPECT_NE(dead.find(R"("circuit_open_on_threads":0)"), std::string::npos) << dead;
 }
 
+// A reload refuses what check-config and a restart refuse, though the setting that fails
+// (here the store) would keep its start-up value: the next restart must not find a file
+// that stops it.
+TEST(Router, AReloadRefusesAFileARestartWouldRefuse) {
+  ThreeUpstreams up("store: \"postgres://u@127.0.0.1/db\"\nrouting: { probe_interval_ms: 0 }");
+  // That store stops a start: the gateway starts on the file without it, then reloads it.
+  EXPECT_EQ(up.port, 0);
+  ThreeUpstreams running("routing: { probe_interval_ms: 0 }");
+  ASSERT_GT(running.port, 0) << running.gateway->log();
+  const std::string path = running.dir.path() + "/turnpike.yaml";
+  std::ifstream in(path);
+  std::string config((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  running.dir.write("turnpike.yaml", "store: \"postgres://u@127.0.0.1/db\"\n" + config);
+  running.gateway->signal(SIGHUP);
+  for (int i = 0; i < 200 && running.gateway->log().find("config reload failed") ==
+                                 std::string::npos;
+       ++i) {
+    std::this_thread::sleep_for(10ms);
+  }
+  const std::string log = running.gateway->log();
+  EXPECT_NE(log.find("config reload failed"), std::string::npos) << log;
+  EXPECT_NE(log.find("only the embedded sqlite"), std::string::npos) << log;
+  EXPECT_EQ(log.find("config reloaded"), std::string::npos) << log;
+}
+
 // A provider the probes marked down stays down across a reload that keeps it as it was,
 // until a probe answers: it is not tried again meanwhile.
 TEST(Router, AReloadKeepsTheProbesMarks) {
