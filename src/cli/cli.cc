@@ -60,6 +60,10 @@ class DataDirLock {
   static Result<DataDirLock> acquire(const std::string& data_dir, const std::string& store_uri) {
     std::error_code ec;
     std::filesystem::create_directories(data_dir, ec);
+    if (ec) {
+      return Status{ErrorKind::kInternal,
+                    fmt::format("cannot create the data directory {}: {}", data_dir, ec.message())};
+    }
     DataDirLock lock;
     std::vector<std::pair<std::string, std::string>> paths = {
         {data_dir + "/turnpike.lock", data_dir}};
@@ -301,19 +305,42 @@ int offline_change(const std::string& store_uri, const std::string& data_dir,
 
 std::int64_t now_ms() { return SystemClock::instance().unix_millis(); }
 
+// The file of an existing store, for a read-only tool (which creates nothing): an error
+// when it is not there, or cannot be looked at (a directory the user may not enter).
+Result<std::string> existing_store_file(const std::string& store_uri,
+                                        const std::string& data_dir) {
+  if (!store_uri.starts_with("sqlite:")) {
+    return Status{ErrorKind::kInvalidRequest, "only sqlite: stores are supported"};
+  }
+  const std::string file = store_uri.substr(7);
+  const std::string path = file.starts_with('/') ? file : data_dir + "/" + file;
+  std::error_code ec;
+  const bool there = std::filesystem::exists(path, ec);
+  if (ec) return Status{ErrorKind::kInternal, fmt::format("cannot read {}: {}", path, ec.message())};
+  if (!there) return Status{ErrorKind::kNotFound, fmt::format("no store: {} does not exist", path)};
+  return path;
+}
+
+// Opens an existing store for a read-only tool (WAL lets it read beside a live gateway).
+Result<std::unique_ptr<store::Database>> open_existing_store(const std::string& store_uri,
+                                                             const std::string& data_dir) {
+  auto path = existing_store_file(store_uri, data_dir);
+  if (!path) return path.status();
+  return store::open_sqlite(*path);
+}
+
 // Runs `read` on the store of `data_dir` and prints its JSON answer; changes nothing, so it
-// may run beside a live gateway (whose holds in flight it does not see). Exit 0, or 1 with
-// the error.
+// may run beside a live gateway (whose holds in flight it does not see). Exit 0, 1 with the
+// read's refusal (an unknown account), or 2 when the store cannot be opened or read.
 int offline_read(const std::string& store_uri, const std::string& data_dir,
                  const std::function<Result<std::string>(OfflineStore&)>& read) {
-  const std::string file = store_uri.starts_with("sqlite:") ? store_uri.substr(7) : "";
-  if (!file.empty() && !std::filesystem::exists(file.starts_with('/') ? file
-                                                                      : data_dir + "/" + file)) {
-    std::fprintf(stderr, "turnpike: no store in %s\n", data_dir.c_str());
-    return 1;
+  const Result<std::string> file = existing_store_file(store_uri, data_dir);
+  auto opened = file ? open_offline(store_uri, data_dir) : Result<OfflineStore>(file.status());
+  if (!opened) {
+    std::fprintf(stderr, "turnpike: %s\n", opened.status().message().c_str());
+    return 2;
   }
-  auto opened = open_offline(store_uri, data_dir);
-  auto answer = opened ? read(opened.value()) : Result<std::string>(opened.status());
+  auto answer = read(opened.value());
   if (!answer) {
     std::fprintf(stderr, "turnpike: %s\n", answer.status().message().c_str());
     return 1;
@@ -368,7 +395,7 @@ struct MoneyOptions {
 };
 
 // `accounts credit` (deposit) or `accounts refund`, idempotent like the admin API's.
-int money_call(const std::string& store_uri, const std::string& data_dir,
+int money_call(std::string store_uri, bool store_given, const std::string& data_dir,
                const MoneyOptions& o, bool refund) {
   auto amount = Money::parse(o.amount_usd);
   if (!amount || *amount <= Money()) {
@@ -412,6 +439,7 @@ int money_call(const std::string& store_uri, const std::string& data_dir,
       return 2;
     }
     thresholds = config->billing.low_balance;
+    if (!store_given) store_uri = config->store;  // the gateway's own store
   }
   return offline_change(store_uri, data_dir, [&](OfflineStore& st) -> Result<std::string> {
     auto account = find_account(st, o.account);
@@ -447,19 +475,6 @@ int money_call(const std::string& store_uri, const std::string& data_dir,
 
 // Reads the store directly (WAL allows it while a gateway runs) and prints the same answer
 // as GET /admin/v1/ledger/verify. Exit 0 when the books balance, 1 when not, 2 on error.
-// Opens an existing store for a read-only tool (WAL lets it read beside a live gateway).
-Result<std::unique_ptr<store::Database>> open_existing_store(const std::string& store_uri,
-                                                             const std::string& data_dir) {
-  if (!store_uri.starts_with("sqlite:")) {
-    return Status{ErrorKind::kInvalidRequest, "only sqlite: stores are supported"};
-  }
-  const std::string file = store_uri.substr(7);
-  const std::string path = file.starts_with('/') ? file : data_dir + "/" + file;
-  if (!std::filesystem::exists(path)) {
-    return Status{ErrorKind::kNotFound, fmt::format("{} does not exist", path)};
-  }
-  return store::open_sqlite(path);
-}
 
 int verify_ledger(const std::string& store_uri, const std::string& data_dir) {
   auto db = open_existing_store(store_uri, data_dir);
@@ -588,8 +603,9 @@ int run_turnpike(int argc, char** argv) {
         ->capture_default_str();
   };
   CLI::App* accounts_cmd = app.add_subcommand(
-      "accounts", "Accounts, offline on a data directory (a running gateway sees them after a "
-                  "restart; use the admin API to change a live one)");
+      "accounts", "Accounts, offline on a data directory no gateway is running on (changes "
+                  "refuse to run beside one: use the admin API to change a live gateway's; "
+                  "reads work beside it)");
   CLI::App* account_create = accounts_cmd->add_subcommand("create", "Create an account");
   account_create->add_option("--name", account_name, "Account name")->required();
   account_create->add_option("--kind", account_kind, "customer or operator")
@@ -604,7 +620,7 @@ int run_turnpike(int argc, char** argv) {
   account_create
       ->add_option("--config", account_config,
                    "Gateway config whose billing.trial_usd applies (as the admin API's "
-                   "account creation does)")
+                   "account creation does), and whose `store` is used unless --store is given")
       ->check(kNotEmpty);
   account_create->add_option("--privacy-tier", account_tier,
                              "Loosest provider tier its requests may use (a request may only "
@@ -659,7 +675,8 @@ int run_turnpike(int argc, char** argv) {
     cmd->add_option("--config", money.config,
                     "Gateway config whose billing.low_balance_usd thresholds apply (default 5, "
                     "1 and 0 USD): a change that crosses one records a notice, delivered when "
-                    "the gateway next starts (within a day)")
+                    "the gateway next starts (within a day); its `store` is used unless "
+                    "--store is given")
         ->check(kNotEmpty);
     offline_options(cmd);
   };
@@ -801,13 +818,15 @@ int run_turnpike(int argc, char** argv) {
                    static_cast<long long>(limits::kMoneyCallUsdMax));
       return 2;
     }
-    if (!account_config.empty() && trial_option->count() == 0) {
+    if (!account_config.empty()) {
       auto config = ops::load_config(account_config);
       if (!config) {
-        std::fprintf(stderr, "turnpike: %s\n", config.status().message().c_str());
+        std::fprintf(stderr, "turnpike: config error: %s\n", config.status().message().c_str());
         return 2;
       }
-      trial = config->billing.trial_credit;
+      if (trial_option->count() == 0) trial = config->billing.trial_credit;
+      // The account goes where the gateway on that config looks for it.
+      if (account_create->count("--store") == 0) offline_store = config->store;
     }
     return offline_change(offline_store, offline_dir, [&](OfflineStore& st) -> Result<std::string> {
       auth::RoutingPolicy policy;
@@ -930,7 +949,9 @@ int run_turnpike(int argc, char** argv) {
     });
   }
   if (*account_credit || *account_refund) {
-    return money_call(offline_store, offline_dir, money, account_refund->parsed());
+    const CLI::App& cmd = *account_credit ? *account_credit : *account_refund;
+    return money_call(offline_store, cmd.count("--store") > 0, offline_dir, money,
+                      account_refund->parsed());
   }
   if (*key_rotate) {
     return offline_change(offline_store, offline_dir, [&](OfflineStore& st) -> Result<std::string> {

@@ -505,6 +505,40 @@ TEST(Cli, AccountCreationTakesTheConfiguredTrialCredit) {
             std::optional<int>(2));
 }
 
+// An offline change given the gateway's --config goes to that config's store (unless
+// --store says otherwise): the gateway finds it there. It went to the default store file.
+TEST(Cli, OfflineChangesUseTheConfigsStore) {
+  Stack stack("store: \"sqlite:custom.db\"");
+  ASSERT_GT(stack.port, 0);
+  const std::string var = stack.dir.path() + "/var";
+  ASSERT_TRUE(stack.stop_gateway());
+  Process create(bin("turnpike"),
+                 {"accounts", "create", "--name", "C", "--config", stack.config_path,
+                  "--trial-usd", "1", "--data-dir", var},
+                 stack.gateway_env);
+  ASSERT_EQ(create.wait_exit(10s), std::optional<int>(0)) << create.log();
+  const std::string id = string_field(create.log(), "id");
+  Process credit(bin("turnpike"),
+                 {"accounts", "credit", id, "--amount-usd", "2", "--idempotency-key", "k",
+                  "--config", stack.config_path, "--data-dir", var},
+                 stack.gateway_env);
+  ASSERT_EQ(credit.wait_exit(10s), std::optional<int>(0)) << credit.log();
+  // Nothing in the default store file; the config's has the account and its credit.
+  const auto [none, none_out] = cli({"accounts", "list", "--data-dir", var});
+  EXPECT_EQ(none, std::optional<int>(2)) << none_out;
+  EXPECT_NE(none_out.find("turnpike.db does not exist"), std::string::npos) << none_out;
+  ASSERT_TRUE(stack.start_gateway()) << stack.gateway->log();
+  const auto balance = http_request(stack.port, "GET", "/admin/v1/accounts/" + id + "/balance",
+                                    {}, {{"authorization", std::string("Bearer ") + kAdminKey}});
+  ASSERT_EQ(balance.status, 200) << balance.body;
+  EXPECT_EQ(string_field(balance.body, "paid_usd"), "2.00") << balance.body;
+  // A config that cannot be read is an error, whatever else the command is told.
+  EXPECT_EQ(cli({"accounts", "create", "--name", "D", "--config", var + "/nowhere.yaml",
+                 "--trial-usd", "1", "--data-dir", var})
+                .first,
+            std::optional<int>(2));
+}
+
 // An offline refund that takes an account below a low-balance threshold records its notice,
 // as the admin API's would, for the gateway to deliver when it next starts.
 TEST(Cli, AnOfflineRefundBelowAThresholdRecordsItsNotice) {
