@@ -1664,8 +1664,9 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
     // The provider's own error text stays with the provider; the client learns which
     // provider failed and how, with its retry-after and request id.
     (void)co_await upstream.read_all(kErrorBodyDrainBytesMax);
-    log::warn("upstream error status",
-              {{"provider", provider.name}, {"status", upstream.status()}});
+    log::warn("upstream error status", {{"request_id", bill.record.request_id},
+                                         {"provider", provider.name},
+                                         {"status", upstream.status()}});
     // 502 on both surfaces, Anthropic's 529 (overloaded) too: CONTRACT's status for an
     // upstream that failed.
     co_await void_recorded(bill, bill.status_for(502));
@@ -2565,7 +2566,9 @@ Task<Gateway::Answered> Gateway::send_with_fallback(const OperationInfo& info,
                        http::CoarseClock::now() >= *bill.cutoff;
       attempt_failed(sent.status());
       if (!cut) {
-        log::warn("upstream failed", {{"provider", p.name}, {"error", sent.status().message()}});
+        log::warn("upstream failed", {{"request_id", bill.record.request_id},
+                                      {"provider", p.name},
+                                      {"error", sent.status().message()}});
         upstream_failed(r);
       }
       if (bill.client_gone()) break;  // nobody to answer: no fallback
@@ -2627,7 +2630,7 @@ Task<Gateway::Answered> Gateway::send_with_fallback(const OperationInfo& info,
                               fmt::format("upstream '{}' {}", p.name, failed)});
         if (bill.client_gone()) break;
         log::warn("upstream stream failed at its start",
-                  {{"provider", p.name}, {"what", failed}});
+                  {{"request_id", bill.record.request_id}, {"provider", p.name}, {"what", failed}});
         upstream_failed(r);
         if (!last) stats_->fallback(r.index);
         continue;
@@ -2638,7 +2641,8 @@ Task<Gateway::Answered> Gateway::send_with_fallback(const OperationInfo& info,
       // Not what was asked for: the route is broken, like one that sends garbage.
       (void)co_await (*sent)->read_all(kErrorBodyDrainBytesMax);
       const std::string coding((*sent)->header("content-encoding"));
-      log::warn("upstream sent an encoded body", {{"provider", p.name}, {"coding", coding}});
+      log::warn("upstream sent an encoded body",
+                {{"request_id", bill.record.request_id}, {"provider", p.name}, {"coding", coding}});
       upstream_failed(r);
       attempt_failed(Status{ErrorKind::kUpstreamFailed,
                             fmt::format("upstream '{}' sent its answer compressed (content "
@@ -2660,7 +2664,8 @@ Task<Gateway::Answered> Gateway::send_with_fallback(const OperationInfo& info,
     const bool refused = route_at_fault(status) || status == 429 || (flex && status >= 300);
     if (!last && refused) {
       (void)co_await (*sent)->read_all(kErrorBodyDrainBytesMax);
-      log::warn("upstream refused; falling back", {{"provider", p.name}, {"status", status}});
+      log::warn("upstream refused; falling back",
+                {{"request_id", bill.record.request_id}, {"provider", p.name}, {"status", status}});
       stats_->fallback(r.index);
       // What the request ends with should the routes after this one all be skipped after
       // all (their circuits may open while this answer is drained).
@@ -2787,7 +2792,8 @@ Task<void> Gateway::answer_whole(http::UpstreamResponse& upstream, Surface surfa
       // nothing to pay for. (Named before void_recorded takes the record.)
       const std::string message =
           fmt::format("upstream '{}' sent a malformed response", bill.record.provider);
-      log::warn("upstream sent a malformed answer", {{"provider", bill.record.provider}});
+      log::warn("upstream sent a malformed answer",
+                {{"request_id", bill.record.request_id}, {"provider", bill.record.provider}});
       upstream_failed(*bill.route);
       co_await void_recorded(bill, bill.status_for(502));
       co_await send_error(res, surface, 502, message, {}, headers);
@@ -2795,7 +2801,8 @@ Task<void> Gateway::answer_whole(http::UpstreamResponse& upstream, Surface surfa
     }
     upstream_answered(*bill.route);
     if (estimated) {
-      log::warn("upstream reported no usage; billing an estimate", {{"provider", bill.record.provider}});
+      log::warn("upstream reported no usage; billing an estimate",
+                {{"request_id", bill.record.request_id}, {"provider", bill.record.provider}});
       if (!usage) {
         usage = meter::Usage{bill.input_estimate, 0,
                              bill.embeddings
@@ -3067,7 +3074,10 @@ Task<void> Gateway::relay_stream(http::UpstreamResponse& upstream, std::string f
   // before the answer's, an error event) counts against the route's health as a failure
   // before the head does; not when the client's leaving cut the reading short.
   auto route_broke = [&] {
-    if (client_here) upstream_failed(*bill.route);
+    if (!client_here) return;
+    log::warn("upstream stream broke after its head",
+              {{"request_id", bill.record.request_id}, {"provider", bill.record.provider}});
+    upstream_failed(*bill.route);
   };
   auto fail_stream = [&](std::string_view message, unsigned status = 502,
                          std::string_view code = {}) -> Task<void> {
@@ -3252,7 +3262,9 @@ Task<void> Gateway::relay_stream(http::UpstreamResponse& upstream, std::string f
     framer.consumed(complete);
     if (pending.size() > limits::kSseEventBytesMax) {
       if (client_here) relayed = meter.content_events();
-      log::warn("upstream event over limit", {{"bytes_max", limits::kSseEventBytesMax}});
+      log::warn("upstream event over limit", {{"request_id", bill.record.request_id},
+                                              {"provider", bill.record.provider},
+                                              {"bytes_max", limits::kSseEventBytesMax}});
       route_broke();
       co_await fail_stream(fmt::format("upstream '{}' sent a stream event over {} bytes",
                                        bill.record.provider, limits::kSseEventBytesMax));

@@ -216,6 +216,13 @@ TEST(Router, FallsBackPastARefusedConnectionAndA500) {
     EXPECT_EQ(res.header("x-turnpike-provider"), "fast");
     EXPECT_EQ(res.header("x-turnpike-fallbacks"), "2");
     EXPECT_TRUE(res.header("x-turnpike-route").starts_with("fast/resilient"));
+    // Each failed attempt's warning names the request, so an operator can tie it to one.
+    const std::string log = up.gateway->log();
+    for (const std::string msg : {"upstream failed", "upstream refused; falling back"}) {
+      EXPECT_NE(log.find(R"("msg":")" + msg + R"(","request_id":")" + res.header("x-request-id")),
+                std::string::npos)
+          << msg << "\n" << log;
+    }
   }
   EXPECT_EQ(received(up.ports[3]), 2);  // erring was tried each time
   EXPECT_EQ(received(up.ports[1]), 2);
