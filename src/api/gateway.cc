@@ -1784,7 +1784,8 @@ Refusal Gateway::no_route(const catalog::Model& model, std::string_view asked, c
     case Admission::kAdmitted:
       return Refusal{503,
                      fmt::format("no healthy route for model '{}': every upstream that may "
-                                 "serve it failed repeatedly and is resting",
+                                 "serve it is resting, after failed requests or failed health "
+                                 "probes",
                                  asked),
                      "no_healthy_route",
                      choice.rests_for == std::chrono::steady_clock::duration::max()

@@ -759,6 +759,7 @@ int run_turnpike(int argc, char** argv) {
   };
 
   app.add_subcommand("version", "Print the version");
+  app.set_version_flag("--version", "turnpike " + std::string(kVersion), "Print the version");
 
   // CONTRACT.md's subcommands that later work brings: named, so that asking for one says
   // what is missing instead of "a subcommand is required".

@@ -881,6 +881,12 @@ TEST(Cli, HelpDescribesServe) {
   Process sim(bin("turnpike-sim"), {"--help"});
   EXPECT_EQ(sim.wait_exit(5s), std::optional<int>(0));
   EXPECT_NE(sim.log().find("--ttft-ms"), std::string::npos);
+  // The version, as a subcommand and as the flag most tools take.
+  for (const char* how : {"version", "--version"}) {
+    Process v(bin("turnpike"), {how});
+    EXPECT_EQ(v.wait_exit(5s), std::optional<int>(0)) << how;
+    EXPECT_TRUE(v.log().starts_with("turnpike 0.")) << how << ": " << v.log();
+  }
 }
 
 }  // namespace
