@@ -236,9 +236,8 @@ std::string failures_text(std::span<const std::string> failures, std::string_vie
   return out;
 }
 
-// Whether a stream's first piece starts with an error (Anthropic's `error` event, an
-// OpenAI-style `{"error": …}` chunk) before any event of the answer; keep-alives aside.
-// Whether the first event of a stream that begins with `piece` is an error: nullopt while
+// Whether the first event of a stream that begins with `piece` is an error (Anthropic's
+// `error` event, an OpenAI-style `{"error": …}` chunk); keep-alives aside. nullopt while
 // `piece` holds no complete event but pings.
 std::optional<bool> opens_with_error(std::string_view piece) {
   http::SseEvents events(piece.substr(0, http::sse_complete_prefix(piece)));
@@ -2577,7 +2576,8 @@ Task<Gateway::Answered> Gateway::send_with_fallback(const OperationInfo& info,
       continue;
     }
     const unsigned status = (*sent)->status();
-    if (stream && status == 200 && (*sent)->is_event_stream()) {
+    // (A compressed stream is judged below, by its head: its bytes never make an event.)
+    if (stream && status == 200 && (*sent)->is_event_stream() && !encoded(**sent)) {
       // The client's head waits for the stream's first piece: a stream that fails before
       // it (a reset, an end, an error event where the first event belongs, as Anthropic's
       // overloaded_error comes) has given the client nothing yet, and the next route may
@@ -2682,7 +2682,9 @@ Task<Gateway::Answered> Gateway::send_with_fallback(const OperationInfo& info,
         attempt_failed(whole.status());
         if (bill.client_gone()) break;  // nobody to answer
         log::warn("flex stream failed before its end; trying the standard tier",
-                  {{"provider", p.name}, {"error", whole.status().message()}});
+                  {{"request_id", bill.record.request_id},
+                   {"provider", p.name},
+                   {"error", whole.status().message()}});
         upstream_failed(r);
         stats_->fallback(r.index);
         continue;

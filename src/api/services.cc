@@ -23,11 +23,15 @@ Status check_store_uri(const std::string& store_uri) {
   return Status::ok();
 }
 
+std::string sqlite_file(const std::string& store_uri, const std::string& data_dir) {
+  const std::string file = store_uri.substr(std::string_view("sqlite:").size());
+  return file.starts_with('/') ? file : data_dir + "/" + file;
+}
+
 Result<Services> open_services(const std::string& store_uri, const std::string& data_dir,
                                Money trial_credit, std::chrono::microseconds writer_spin) {
   if (Status s = check_store_uri(store_uri); !s) return s;
-  const std::string file = store_uri.substr(7);
-  const std::string path = file.starts_with('/') ? file : data_dir + "/" + file;
+  const std::string path = sqlite_file(store_uri, data_dir);
   // No commit waits for a checkpoint: a background thread copies the log back every 250
   // pages, and the writer finishes it between two batches once it holds 16384 (64 MiB of
   // 4 KiB pages), so the log starts over. The writer's part delays the next batch by two

@@ -37,6 +37,9 @@ struct Services {
 // check-config asks the same as serve.
 Status check_store_uri(const std::string& store_uri);
 
+// The file of a "sqlite:FILE" store: FILE, relative to `data_dir` unless absolute.
+std::string sqlite_file(const std::string& store_uri, const std::string& data_dir);
+
 // Opens the embedded store ("sqlite:FILE", FILE relative to `data_dir`), applies the
 // migrations, loads accounts and keys and the server secret. The admin key comes from
 // TURNPIKE_ADMIN_KEY.

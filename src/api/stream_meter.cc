@@ -133,14 +133,15 @@ StreamMeter::Verdict StreamMeter::on_anthropic(std::string_view name, std::strin
     // again, as an OpenAI usage chunk more content follows.
     anthropic_final_ = false;
   } else if (name == "message_start" || name == "message_delta") {
-    anthropic_.on_event(name, data);
+    const bool counted = anthropic_.on_event(name, data);
     ++usage_reports_;
     if (name == "message_delta") {
-      // The final usage is the message_delta that ends the answer (its stop_reason), as
-      // Anthropic sends it just before message_stop; one before that is a running count.
+      // The final usage is the message_delta that ends the answer (its stop_reason) with its
+      // output count, as Anthropic sends it just before message_stop; one before it is a
+      // running count, and so is an earlier count when the ending one carries none.
       const bool ends = says_finished(data);
       if (ends) finished_ = true;
-      anthropic_final_ = ends && anthropic_.final();
+      anthropic_final_ = ends && counted && anthropic_.seen();
     }
   }
   return Verdict::kForward;

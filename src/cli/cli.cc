@@ -68,9 +68,8 @@ class DataDirLock {
     std::vector<std::pair<std::string, std::string>> paths = {
         {data_dir + "/turnpike.lock", data_dir}};
     if (store_uri.starts_with("sqlite:")) {
-      const std::string file = store_uri.substr(7);
-      paths.emplace_back((file.starts_with('/') ? file : data_dir + "/" + file) + ".lock",
-                         "the store " + file);
+      paths.emplace_back(api::sqlite_file(store_uri, data_dir) + ".lock",
+                         "the store " + store_uri.substr(7));
     }
     for (const auto& [path, what] : paths) {
       const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
@@ -188,15 +187,21 @@ int serve(const ServeOptions& opts) {
     if (fresh) {
       if (Status s = check_beyond_load(*fresh); !s) fresh = s;
     }
-    auto next = fresh ? api::reload_state(*hub->current(), *fresh)
-                      : Result<std::shared_ptr<const api::GatewayState>>(fresh.status());
+    if (!fresh) {
+      log::error("config reload failed; the running config stays",
+                 {{"error", fresh.status().message()}});
+      return;
+    }
+    // The probes stop first, so that the marks the new state carries over are their last.
+    if (prober) prober->stop();
+    auto next = api::reload_state(*hub->current(), *fresh);
     if (!next) {
       log::error("config reload failed; the running config stays",
                  {{"error", next.status().message()}});
+      prober = api::Prober::start(hub->current());
       return;
     }
     warn_of(*fresh);
-    if (prober) prober->stop();
     hub->publish(std::move(next.value()));
     prober = api::Prober::start(hub->current());
     log::info("config reloaded: providers, models, routing, upstream timeouts and the hold "
@@ -250,8 +255,7 @@ Result<OfflineStore> open_offline(const std::string& store_uri, const std::strin
   }
   std::error_code ec;
   std::filesystem::create_directories(data_dir, ec);
-  const std::string file = store_uri.substr(7);
-  auto db = store::open_sqlite(file.starts_with('/') ? file : data_dir + "/" + file);
+  auto db = store::open_sqlite(api::sqlite_file(store_uri, data_dir));
   if (!db) return db.status();
   if (auto s = store::migrate(**db); !s) return s;
   // One snapshot for all the reads: a gateway may be committing beside a read-only tool.
@@ -312,11 +316,12 @@ Result<std::string> existing_store_file(const std::string& store_uri,
   if (!store_uri.starts_with("sqlite:")) {
     return Status{ErrorKind::kInvalidRequest, "only sqlite: stores are supported"};
   }
-  const std::string file = store_uri.substr(7);
-  const std::string path = file.starts_with('/') ? file : data_dir + "/" + file;
+  const std::string path = api::sqlite_file(store_uri, data_dir);
   std::error_code ec;
   const bool there = std::filesystem::exists(path, ec);
-  if (ec) return Status{ErrorKind::kInternal, fmt::format("cannot read {}: {}", path, ec.message())};
+  if (ec) {
+    return Status{ErrorKind::kInternal, fmt::format("cannot read {}: {}", path, ec.message())};
+  }
   if (!there) return Status{ErrorKind::kNotFound, fmt::format("no store: {} does not exist", path)};
   return path;
 }

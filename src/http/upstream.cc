@@ -452,6 +452,10 @@ Task<Result<std::unique_ptr<UpstreamConnection>>> UpstreamPool::connect(
     }
   }
   if (cec) co_return upstream_error(ep, "connect", cec, conn->deadline->expired());
+  // The handshake has what is left of the whole connect timeout, not of one address's share.
+  conn->deadline->expires_after(std::max(
+      milliseconds(1),
+      std::chrono::duration_cast<milliseconds>(connect_by - std::chrono::steady_clock::now())));
   conn->address_generation = generation;
   lowest.set_option(tcp::no_delay(true), ignored);
   lowest.non_blocking(true, ignored);  // for write_request's first, unwaited attempt

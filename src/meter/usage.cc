@@ -169,24 +169,24 @@ std::optional<Usage> anthropic_usage(std::string_view json) {
   return from_anthropic(*usage);
 }
 
-void AnthropicStreamUsage::on_event(std::string_view name, std::string_view data) {
-  if (name != "message_start" && name != "message_delta") return;
+bool AnthropicStreamUsage::on_event(std::string_view name, std::string_view data) {
+  if (name != "message_start" && name != "message_delta") return false;
   simdjson::dom::element doc;
-  if (parser().parse(data.data(), data.size()).get(doc)) return;
+  if (parser().parse(data.data(), data.size()).get(doc)) return false;
   simdjson::dom::element usage;
   if (name == "message_start") {
-    if (doc["message"]["usage"].get(usage) || !usage.is_object()) return;
+    if (doc["message"]["usage"].get(usage) || !usage.is_object()) return false;
     if (take_input(usage, usage_)) {
       usage_.output_tokens = count(usage, "output_tokens");
       (void)take_server_tools(usage, usage_);
       input_known_ = true;
     }
-    return;
+    return false;
   }
-  if (doc["usage"].get(usage) || !usage.is_object()) return;
+  if (doc["usage"].get(usage) || !usage.is_object()) return false;
   // message_delta usage is cumulative: the latest value replaces the earlier one.
   const std::optional<std::int64_t> output = reported(usage, "output_tokens");
-  if (!output) return;
+  if (!output) return false;
   usage_.output_tokens = *output;
   // A malformed search count keeps the last good one; the output count still stands.
   (void)take_server_tools(usage, usage_);
@@ -197,6 +197,7 @@ void AnthropicStreamUsage::on_event(std::string_view name, std::string_view data
   } else {
     take_cache(usage, usage_);
   }
+  return true;
 }
 
 Money price(const Usage& usage, const catalog::Prices& standard) {

@@ -58,7 +58,8 @@ std::optional<Usage> anthropic_usage(std::string_view json);
 // cumulative output so far.
 class AnthropicStreamUsage {
  public:
-  void on_event(std::string_view name, std::string_view data);
+  // Whether this event reported a well-formed output count (a message_delta's).
+  bool on_event(std::string_view name, std::string_view data);
   // The input is known: message_start (or a message_delta) reported it well-formed.
   bool seen() const { return input_known_; }
   // The usage is final: a message_delta reported a well-formed output count, and the input

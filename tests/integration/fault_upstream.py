@@ -5,7 +5,8 @@ usage: fault_upstream.py MODE -- `status:N` answers HTTP N with a provider-style
 that quotes a masked provider key (as OpenAI's 401 does), plus `retry-after: 7`;
 `noretry` answers 429 with `x-should-retry: false`; `html200` answers 200 with an HTML
 page; `error200` answers 200 with an error object; `gzip` answers a whole chat completion
-gzip-compressed (Content-Encoding: gzip); `html:N` answers HTTP N with an HTML page;
+gzip-compressed (Content-Encoding: gzip), `gzip_stream` an event stream so; `html:N`
+answers HTTP N with an HTML page;
 `sse_error_first` answers a 200 event stream whose first event is an error chunk;
 `sse_close_first` a 200 event stream that closes before its first event; `drip` a whole
 chat completion whose body comes a byte every 50 ms; `late_end` a chunked event stream on a
@@ -76,6 +77,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.answer(200, "application/json", b'{"error":{"message":"overloaded"}}')
         elif MODE == "gzip":
             self.answer(200, "application/json", gzip.compress(json.dumps(ANSWER).encode()),
+                        [("Content-Encoding", "gzip")])
+        elif MODE == "gzip_stream":
+            body = b'data: {"choices":[{"index":0,"delta":{"content":"hi"}}]}\n\ndata: [DONE]\n\n'
+            self.answer(200, "text/event-stream", gzip.compress(body),
                         [("Content-Encoding", "gzip")])
         elif MODE.startswith("html:"):
             self.answer(int(MODE[5:]), "text/html", html)

@@ -117,6 +117,8 @@ TEST(UpstreamPool, AnIdleConnectionToAnAddressTheHostNoLongerHasIsLetGo) {
   EXPECT_EQ(pool.stats().reuses, 3u);
 }
 
+int listen_on_loopback(int& port);  // below
+
 // A listener whose queue is full and never accepted from: connects to it hear nothing, as
 // to an address whose route drops them.
 class BlackHole {
@@ -153,17 +155,24 @@ class BlackHole {
 // connect timeout of `connect_ms`; waits at most `wait`. The answer's status (0: failed,
 // `error` says why), or nothing when it had not ended by then.
 std::optional<int> send_to(const std::vector<unsigned short>& ports, std::uint32_t connect_ms,
-                           std::chrono::milliseconds wait, std::string& error) {
+                           std::chrono::milliseconds wait, std::string& error, bool tls = false) {
   http::HostResolver resolver;
-  auto url = http::parse_base_url("http://127.0.0.1:" + std::to_string(ports.back()) + "/v1");
+  auto url = http::parse_base_url(std::string(tls ? "https" : "http") + "://127.0.0.1:" +
+                                  std::to_string(ports.back()) + "/v1");
   if (!url) return 0;
+  std::shared_ptr<http::asio::ssl::context> context;
+  if (tls) {
+    auto made = http::make_tls_client_context("");
+    if (!made) return 0;
+    context = *made;
+  }
   const std::shared_ptr<http::ResolvedHost> host = resolver.add(url->host, url->port);
   http::Addresses addresses;
   for (const unsigned short p : ports) {
     addresses.emplace_back(http::asio::ip::make_address("127.0.0.1"), p);
   }
   host->publish(addresses);
-  const http::UpstreamEndpoint endpoint{"sim", *url, 0, nullptr, host};
+  const http::UpstreamEndpoint endpoint{"sim", *url, 0, context, host};
   auto ioc = std::make_shared<http::asio::io_context>();
   auto pool = std::make_shared<http::UpstreamPool>(*ioc, 1, 4);
   http::UpstreamTimeouts timeouts;
@@ -207,6 +216,21 @@ TEST(UpstreamPool, EachAddressGetsAShareOfTheConnectTimeout) {
   ASSERT_TRUE(lost.has_value()) << "still connecting after 5 s";
   EXPECT_EQ(*lost, 0);
   EXPECT_NE(error.find("timed out"), std::string::npos) << error;
+  // A TLS handshake after the connect has what is left of the whole timeout, not of the
+  // first address's share: a server that takes the connection and never answers the
+  // handshake fails it at 2 s, not at 1.
+  int silent_port = 0;
+  const int silent = listen_on_loopback(silent_port);
+  ASSERT_GT(silent_port, 0);
+  const auto started = std::chrono::steady_clock::now();
+  const auto silence = send_to({static_cast<unsigned short>(silent_port), hole.port()}, 2000, 5s,
+                               error, /*tls=*/true);
+  const auto took = std::chrono::steady_clock::now() - started;
+  ::close(silent);
+  ASSERT_TRUE(silence.has_value()) << "still waiting after 5 s";
+  EXPECT_EQ(*silence, 0);
+  EXPECT_NE(error.find("TLS handshake"), std::string::npos) << error;
+  EXPECT_GE(took, 1800ms);
 }
 
 // A listening socket on a free loopback port: its descriptor, and the port in `port` (0

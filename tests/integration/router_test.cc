@@ -1022,9 +1022,6 @@ TEST(Router, SighupReloadsTheCatalogWhileRequestsInFlightFinishOnTheOldOne) {
   EXPECT_NE(verify.body.find(R"("ok":true)"), std::string::npos) << verify.body;
 }
 
-// The hold timeout is reloaded with the upstream waits it must outlast: a request waiting
-// within the new first-byte timeout keeps its hold (none lapses), where the old, shorter
-// hold timeout would have let it lapse while the request waited for its headers.
 // Rewrites ThreeUpstreams' config with each `from` replaced by its `to`, then reloads it.
 void reload_with(ThreeUpstreams& up,
                  const std::vector<std::pair<std::string, std::string>>& changes) {
@@ -1138,6 +1135,9 @@ TEST(Router, AReloadKeepsTheProbesMarks) {
   EXPECT_EQ(res.header("x-turnpike-fallbacks"), "0");  // skipped, not tried
 }
 
+// The hold timeout is reloaded with the upstream waits it must outlast: a request waiting
+// within the new first-byte timeout keeps its hold (none lapses), where the old, shorter
+// hold timeout would have let it lapse while the request waited for its headers.
 TEST(Router, SighupReloadsTheHoldTimeoutWithTheUpstreamWaits) {
   TempDir dir;
   Process slow(bin("turnpike-sim"), {"--listen", "127.0.0.1:0", "--latency-ms", "2500"});

@@ -210,6 +210,13 @@ TEST(UpstreamFault, ACompressedAnswerIsARouteFailure) {
   const auto failed = stack.chat("solo");
   EXPECT_EQ(failed.status, 502) << failed.body;
   EXPECT_NE(failed.body.find("compressed"), std::string::npos) << failed.body;
+  // A stream too, found at its head: it was read for a first event, which compressed bytes
+  // never make, to its end (a whole generation's wait) and then misnamed.
+  const FaultStack streams("gzip_stream");
+  ASSERT_GT(streams.port, 0) << streams.log();
+  const auto stream = streams.chat("solo", R"("stream":true,)");
+  EXPECT_EQ(stream.status, 502) << stream.body;
+  EXPECT_NE(stream.body.find("compressed"), std::string::npos) << stream.body;
 }
 
 // A provider's error page that is not JSON keeps its status but comes in the client's own

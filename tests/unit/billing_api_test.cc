@@ -202,6 +202,15 @@ TEST(StreamMeter, AnAnthropicDeltaIsFinalOnlyWhenItEndsTheAnswer) {
   (void)m.on_event("content_block_delta", R"({"delta":{"text":"y"}})");
   EXPECT_FALSE(m.reported());
   EXPECT_EQ(m.usage(0, 70).output_tokens, 70);
+  // An ending delta without a count of its own leaves the earlier one a running count.
+  StreamMeter n(Surface::kAnthropic, false);
+  (void)n.on_event("message_start", R"({"message":{"usage":{"input_tokens":40,"output_tokens":1}}})");
+  (void)n.on_event("message_delta", R"({"delta":{"stop_reason":null},"usage":{"output_tokens":2}})");
+  for (int i = 0; i < 50; ++i) (void)n.on_event("content_block_delta", R"({"delta":{"text":"x"}})");
+  (void)n.on_event("message_delta", R"({"delta":{"stop_reason":"end_turn"}})");
+  EXPECT_FALSE(n.reported());
+  EXPECT_TRUE(n.finished());
+  EXPECT_EQ(n.usage(0, 50).output_tokens, 50);
 }
 
 TEST(Rfc3339, ParsesZuluOffsetsAndFractionsAndRejectsTheRest) {
