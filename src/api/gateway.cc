@@ -719,8 +719,7 @@ std::int64_t elapsed_ms(const Bill& bill) {
 // that records the request at no cost, to run as a hand-over piece: through the batch's
 // UsageBuffer, so a failed commit cannot lose the row (not even one whose transaction
 // never opened). Nothing when the bill was closed already.
-std::optional<store::Writer::Work> close_unpaid(const Services& services, Bill& bill,
-                                                int status) {
+std::optional<store::Writer::Work> close_unpaid(const Services& services, Bill& bill, int status) {
   if (bill.closed) return std::nullopt;
   bill.closed = true;
   const std::int64_t now = SystemClock::instance().unix_millis();
@@ -1664,8 +1663,8 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
     // provider failed and how, with its retry-after and request id.
     (void)co_await upstream.read_all(kErrorBodyDrainBytesMax);
     log::warn("upstream error status", {{"request_id", bill.record.request_id},
-                                         {"provider", provider.name},
-                                         {"status", upstream.status()}});
+                                        {"provider", provider.name},
+                                        {"status", upstream.status()}});
     // 502 on both surfaces, Anthropic's 529 (overloaded) too: CONTRACT's status for an
     // upstream that failed.
     co_await void_recorded(bill, bill.status_for(502));
@@ -1781,17 +1780,17 @@ Refusal Gateway::no_route(const catalog::Model& model, std::string_view asked, c
   switch (choice.furthest) {
     case Admission::kResting:
     case Admission::kAdmitted:
-      return Refusal{503,
-                     fmt::format("no healthy route for model '{}': every upstream that may "
-                                 "serve it is resting, after failed requests or failed health "
-                                 "probes",
-                                 asked),
-                     "no_healthy_route",
-                     choice.rests_for == std::chrono::steady_clock::duration::max()
-                         ? 1u
-                         : static_cast<std::uint32_t>(std::max<std::int64_t>(
-                               1, std::chrono::ceil<std::chrono::seconds>(choice.rests_for)
-                                      .count()))};
+      return Refusal{
+          503,
+          fmt::format("no healthy route for model '{}': every upstream that may "
+                      "serve it is resting, after failed requests or failed health "
+                      "probes",
+                      asked),
+          "no_healthy_route",
+          choice.rests_for == std::chrono::steady_clock::duration::max()
+              ? 1u
+              : static_cast<std::uint32_t>(std::max<std::int64_t>(
+                    1, std::chrono::ceil<std::chrono::seconds>(choice.rests_for).count()))};
     case Admission::kExcludedByRule:
     {
       // The tier is named only when it narrowed the routes the rule had to choose from.

@@ -37,8 +37,7 @@ void ProviderHealth::carry(std::size_t provider, const ProviderHealth& from,
                            std::size_t from_provider) {
   const Provider& a = from.providers_[from_provider];
   Provider& b = providers_[provider];
-  b.down_since_ms.store(a.down_since_ms.load(std::memory_order_relaxed),
-                        std::memory_order_relaxed);
+  b.down_since_ms.store(a.down_since_ms.load(std::memory_order_relaxed), std::memory_order_relaxed);
   b.failures.store(a.failures.load(std::memory_order_relaxed), std::memory_order_relaxed);
 }
 

@@ -311,8 +311,7 @@ std::int64_t now_ms() { return SystemClock::instance().unix_millis(); }
 
 // The file of an existing store, for a read-only tool (which creates nothing): an error
 // when it is not there, or cannot be looked at (a directory the user may not enter).
-Result<std::string> existing_store_file(const std::string& store_uri,
-                                        const std::string& data_dir) {
+Result<std::string> existing_store_file(const std::string& store_uri, const std::string& data_dir) {
   if (!store_uri.starts_with("sqlite:")) {
     return Status{ErrorKind::kInvalidRequest, "only sqlite: stores are supported"};
   }
@@ -607,10 +606,11 @@ int run_turnpike(int argc, char** argv) {
     cmd->add_option("--store", offline_store, "Store (as in the config's `store`)")
         ->capture_default_str();
   };
-  CLI::App* accounts_cmd = app.add_subcommand(
-      "accounts", "Accounts, offline on a data directory no gateway is running on (changes "
-                  "refuse to run beside one: use the admin API to change a live gateway's; "
-                  "reads work beside it)");
+  CLI::App* accounts_cmd =
+      app.add_subcommand("accounts",
+                         "Accounts, offline on a data directory no gateway is running on (changes "
+                         "refuse to run beside one: use the admin API to change a live gateway's; "
+                         "reads work beside it)");
   CLI::App* account_create = accounts_cmd->add_subcommand("create", "Create an account");
   account_create->add_option("--name", account_name, "Account name")->required();
   account_create->add_option("--kind", account_kind, "customer or operator")

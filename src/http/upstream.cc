@@ -439,8 +439,8 @@ Task<Result<std::unique_ptr<UpstreamConnection>>> UpstreamPool::connect(
   boost::system::error_code cec = asio::error::timed_out;
   boost::system::error_code ignored;
   for (std::size_t i = 0; i < addresses->size(); ++i) {
-    const auto left = std::chrono::duration_cast<milliseconds>(
-        connect_by - std::chrono::steady_clock::now());
+    const auto left =
+        std::chrono::duration_cast<milliseconds>(connect_by - std::chrono::steady_clock::now());
     if (left <= milliseconds(0)) break;
     conn->deadline->expires_after(left / static_cast<int>(addresses->size() - i));
     lowest.close(ignored);  // the last attempt's; the next opens it for its own family

@@ -80,12 +80,17 @@ void RouteStats::Thread::carry(std::size_t route, const Thread& from, std::size_
   auto copy = [](const auto& source, auto& target) {
     target.store(source.load(std::memory_order_relaxed), std::memory_order_relaxed);
   };
-  for (auto [source, target] :
-       {std::pair{&a.attempts, &b.attempts}, {&a.served, &b.served}, {&a.errors, &b.errors},
-        {&a.rate_limited, &b.rate_limited}, {&a.fallbacks, &b.fallbacks},
-        {&a.flex_attempts, &b.flex_attempts}, {&a.flex_served, &b.flex_served},
-        {&a.output_tokens, &b.output_tokens}, {&a.decoding_micros, &b.decoding_micros},
-        {&a.latency_micros, &b.latency_micros}, {&a.ttfb_micros, &b.ttfb_micros}}) {
+  for (auto [source, target] : {std::pair{&a.attempts, &b.attempts},
+                                {&a.served, &b.served},
+                                {&a.errors, &b.errors},
+                                {&a.rate_limited, &b.rate_limited},
+                                {&a.fallbacks, &b.fallbacks},
+                                {&a.flex_attempts, &b.flex_attempts},
+                                {&a.flex_served, &b.flex_served},
+                                {&a.output_tokens, &b.output_tokens},
+                                {&a.decoding_micros, &b.decoding_micros},
+                                {&a.latency_micros, &b.latency_micros},
+                                {&a.ttfb_micros, &b.ttfb_micros}}) {
     copy(*source, *target);
   }
   for (std::size_t i = 0; i < LatencyBuckets::kCount; ++i) {

@@ -701,7 +701,8 @@ TEST(Billing, AnUnpaidAnswersRowOutlastsAKillRightAfterIt) {
     const bool relayed = i % 2 == 1;  // a 4xx is relayed, a 5xx is a 502
     const auto res = http_request(
         stack.port, "POST", "/v1/chat/completions",
-        std::string(R"({"model":"gpt-test","max_tokens":8,"messages":[],"sim":{"error_rate":1,"error_status":)") +
+        std::string(
+            R"({"model":"gpt-test","max_tokens":8,"messages":[],"sim":{"error_rate":1,"error_status":)") +
             (relayed ? "429" : "500") + "}}",
         stack.auth());
     ASSERT_EQ(res.status, relayed ? 429 : 502) << res.body;
@@ -1030,8 +1031,7 @@ TEST(Billing, AStreamsEndIsReadForEveryChoiceErrorAndShape) {
            {"one_of_two", two, 0, R"("status":502)", "", ""},
            {"two_of_two", two, 200, R"("status":200)", " you", ""},
            {"error", one, 200, R"("status":502)", "generation failed", ""},
-           {"error_then_close", one, 200, R"("status":502)", "generation failed",
-            "before its end"},
+           {"error_then_close", one, 200, R"("status":502)", "generation failed", "before its end"},
            {"mixed_case", one, 200, R"("input_tokens":4,)", " there", "prompt_tokens"},
            {"split_usage", one, 200, R"("input_tokens":4,)", " there", "prompt_tokens"}}) {
     const CloserStack closer(c.mode);

@@ -157,8 +157,8 @@ class BlackHole {
 std::optional<int> send_to(const std::vector<unsigned short>& ports, std::uint32_t connect_ms,
                            std::chrono::milliseconds wait, std::string& error, bool tls = false) {
   http::HostResolver resolver;
-  auto url = http::parse_base_url(std::string(tls ? "https" : "http") + "://127.0.0.1:" +
-                                  std::to_string(ports.back()) + "/v1");
+  auto url = http::parse_base_url(std::string(tls ? "https" : "http") +
+                                  "://127.0.0.1:" + std::to_string(ports.back()) + "/v1");
   if (!url) return 0;
   std::shared_ptr<http::asio::ssl::context> context;
   if (tls) {

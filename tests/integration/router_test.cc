@@ -3,8 +3,8 @@
 
 #include <csignal>
 #include <fstream>
-#include <iterator>
 #include <functional>
+#include <iterator>
 #include <sstream>
 #include <thread>
 
@@ -221,7 +221,8 @@ TEST(Router, FallsBackPastARefusedConnectionAndA500) {
     for (const std::string msg : {"upstream failed", "upstream refused; falling back"}) {
       EXPECT_NE(log.find(R"("msg":")" + msg + R"(","request_id":")" + res.header("x-request-id")),
                 std::string::npos)
-          << msg << "\n" << log;
+          << msg << "\n"
+          << log;
     }
   }
   EXPECT_EQ(received(up.ports[3]), 2);  // erring was tried each time
@@ -1064,9 +1065,9 @@ TEST(Router, AReloadKeepsWhatItKnewOfTheSameUpstreams) {
     EXPECT_EQ(res.header("x-turnpike-fallbacks"), "2");
   }
   // fast's price changes; dead moves to another address, another upstream.
-  ASSERT_NO_FATAL_FAILURE(reload_with(
-      up, {{R"(provider: fast, input_per_mtok: "0.30")", R"(provider: fast, input_per_mtok: "0.31")"},
-           {"http://127.0.0.1:1/v1", "http://127.0.0.1:2/v1"}}));
+  ASSERT_NO_FATAL_FAILURE(reload_with(up, {{R"(provider: fast, input_per_mtok: "0.30")",
+                                            R"(provider: fast, input_per_mtok: "0.31")"},
+                                           {"http://127.0.0.1:1/v1", "http://127.0.0.1:2/v1"}}));
   // erring still rests: the next request tries the moved dead, then fast.
   const int erring_before = received(up.ports[3]);
   const auto res = up.chat("cost", "", "", "resilient");
@@ -1100,9 +1101,8 @@ TEST(Router, AReloadRefusesAFileARestartWouldRefuse) {
   std::string config((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   running.dir.write("turnpike.yaml", "store: \"postgres://u@127.0.0.1/db\"\n" + config);
   running.gateway->signal(SIGHUP);
-  for (int i = 0; i < 200 && running.gateway->log().find("config reload failed") ==
-                                 std::string::npos;
-       ++i) {
+  for (int i = 0;
+       i < 200 && running.gateway->log().find("config reload failed") == std::string::npos; ++i) {
     std::this_thread::sleep_for(10ms);
   }
   const std::string log = running.gateway->log();
@@ -1126,8 +1126,8 @@ TEST(Router, AReloadKeepsTheProbesMarks) {
   up.sims[0].reset();
   for (int i = 0; i < 100 && cheap_up(); ++i) std::this_thread::sleep_for(50ms);
   ASSERT_FALSE(cheap_up()) << up.gateway->log();
-  ASSERT_NO_FATAL_FAILURE(reload_with(
-      up, {{R"(provider: mid, input_per_mtok: "0.30")", R"(provider: mid, input_per_mtok: "0.31")"}}));
+  ASSERT_NO_FATAL_FAILURE(reload_with(up, {{R"(provider: mid, input_per_mtok: "0.30")",
+                                            R"(provider: mid, input_per_mtok: "0.31")"}}));
   EXPECT_FALSE(cheap_up());
   const auto res = up.chat("cost");
   ASSERT_EQ(res.status, 200) << res.body;

@@ -513,8 +513,8 @@ TEST(Cli, OfflineChangesUseTheConfigsStore) {
   const std::string var = stack.dir.path() + "/var";
   ASSERT_TRUE(stack.stop_gateway());
   Process create(bin("turnpike"),
-                 {"accounts", "create", "--name", "C", "--config", stack.config_path,
-                  "--trial-usd", "1", "--data-dir", var},
+                 {"accounts", "create", "--name", "C", "--config", stack.config_path, "--trial-usd",
+                  "1", "--data-dir", var},
                  stack.gateway_env);
   ASSERT_EQ(create.wait_exit(10s), std::optional<int>(0)) << create.log();
   const std::string id = string_field(create.log(), "id");
@@ -528,8 +528,8 @@ TEST(Cli, OfflineChangesUseTheConfigsStore) {
   EXPECT_EQ(none, std::optional<int>(2)) << none_out;
   EXPECT_NE(none_out.find("turnpike.db does not exist"), std::string::npos) << none_out;
   ASSERT_TRUE(stack.start_gateway()) << stack.gateway->log();
-  const auto balance = http_request(stack.port, "GET", "/admin/v1/accounts/" + id + "/balance",
-                                    {}, {{"authorization", std::string("Bearer ") + kAdminKey}});
+  const auto balance = http_request(stack.port, "GET", "/admin/v1/accounts/" + id + "/balance", {},
+                                    {{"authorization", std::string("Bearer ") + kAdminKey}});
   ASSERT_EQ(balance.status, 200) << balance.body;
   EXPECT_EQ(string_field(balance.body, "paid_usd"), "2.00") << balance.body;
   // A config that cannot be read is an error, whatever else the command is told.

@@ -172,10 +172,10 @@ TEST(StreamMeter, AnthropicFoldsMessageStartAndCumulativeDeltas) {
   // Cut off here: input from message_start, output from what was relayed.
   EXPECT_EQ(m.usage(0, 2).input_tokens, 12);
   EXPECT_EQ(m.usage(0, 2).output_tokens, 2);
-  EXPECT_EQ(m.on_event("message_delta",
-                       R"({"type":"message_delta","delta":{"stop_reason":"end_turn"},)"
-                       R"("usage":{"output_tokens":5}})"),
-            Verdict::kForward);
+  EXPECT_EQ(
+      m.on_event("message_delta", R"({"type":"message_delta","delta":{"stop_reason":"end_turn"},)"
+                                  R"("usage":{"output_tokens":5}})"),
+      Verdict::kForward);
   EXPECT_TRUE(m.reported());
   EXPECT_EQ(m.on_event("message_stop", R"({"type":"message_stop"})"), Verdict::kFinal);
   const meter::Usage u = m.usage(0, 0);
@@ -189,13 +189,16 @@ TEST(StreamMeter, AnthropicFoldsMessageStartAndCumulativeDeltas) {
 // left) is billed at least the content it relayed, and the drain waits for the real end.
 TEST(StreamMeter, AnAnthropicDeltaIsFinalOnlyWhenItEndsTheAnswer) {
   StreamMeter m(Surface::kAnthropic, false);
-  (void)m.on_event("message_start", R"({"message":{"usage":{"input_tokens":40,"output_tokens":1}}})");
-  (void)m.on_event("message_delta", R"({"delta":{"stop_reason":null},"usage":{"output_tokens":2}})");
+  (void)m.on_event("message_start",
+                   R"({"message":{"usage":{"input_tokens":40,"output_tokens":1}}})");
+  (void)m.on_event("message_delta",
+                   R"({"delta":{"stop_reason":null},"usage":{"output_tokens":2}})");
   EXPECT_FALSE(m.reported());
   for (int i = 0; i < 50; ++i) (void)m.on_event("content_block_delta", R"({"delta":{"text":"x"}})");
   EXPECT_FALSE(m.reported());
   EXPECT_EQ(m.usage(0, 50).output_tokens, 50);
-  (void)m.on_event("message_delta", R"({"delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":60}})");
+  (void)m.on_event("message_delta",
+                   R"({"delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":60}})");
   EXPECT_TRUE(m.reported());
   EXPECT_EQ(m.usage(0, 50).output_tokens, 60);
   // An upstream that goes on after saying it ended: its count runs again.
@@ -204,8 +207,10 @@ TEST(StreamMeter, AnAnthropicDeltaIsFinalOnlyWhenItEndsTheAnswer) {
   EXPECT_EQ(m.usage(0, 70).output_tokens, 70);
   // An ending delta without a count of its own leaves the earlier one a running count.
   StreamMeter n(Surface::kAnthropic, false);
-  (void)n.on_event("message_start", R"({"message":{"usage":{"input_tokens":40,"output_tokens":1}}})");
-  (void)n.on_event("message_delta", R"({"delta":{"stop_reason":null},"usage":{"output_tokens":2}})");
+  (void)n.on_event("message_start",
+                   R"({"message":{"usage":{"input_tokens":40,"output_tokens":1}}})");
+  (void)n.on_event("message_delta",
+                   R"({"delta":{"stop_reason":null},"usage":{"output_tokens":2}})");
   for (int i = 0; i < 50; ++i) (void)n.on_event("content_block_delta", R"({"delta":{"text":"x"}})");
   (void)n.on_event("message_delta", R"({"delta":{"stop_reason":"end_turn"}})");
   EXPECT_FALSE(n.reported());

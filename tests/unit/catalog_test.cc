@@ -82,7 +82,6 @@ TEST(Catalog, PremiumScalesEveryTokenPriceRoundingUp) {
   EXPECT_EQ(small.web_search_per_1k.nanos(), 10'000'000'000);
 }
 
-
 // What a reload keeps of an upstream is matched by what reaches it: the provider's name, API,
 // base URL, credentials and trust anchor, and the route's model and upstream model. Prices,
 // order and seeds may change.

@@ -86,7 +86,6 @@ TEST(RouteStats, SumsEveryThreadsBlockAndReadsQuantiles) {
   EXPECT_EQ(RouteSnapshot::quantile_ms(s[1].latency, 0.5), -1);  // nothing measured
 }
 
-
 // A reload's catalog starts its routes from what the same upstreams counted before: every
 // counter, both histograms and the circuit, route by route (here the routes swap places).
 TEST(RouteStats, CarriesARouteFromTheCatalogBefore) {
