@@ -2757,6 +2757,8 @@ Task<void> Gateway::answer_whole(http::UpstreamResponse& upstream, Surface surfa
                                  Responder& res, std::vector<Header>& headers, Bill& bill,
                                  std::optional<Gathered> gathered) {
   const bool built = gathered.has_value();
+  // Kept apart: closing an unpaid bill takes its record (the provider's name with it).
+  const std::string provider = bill.record.provider;
   Result<std::string> whole = std::string();
   if (built) {
     whole = std::move(gathered->body);
@@ -2843,7 +2845,7 @@ Task<void> Gateway::answer_whole(http::UpstreamResponse& upstream, Surface surfa
     co_await res.send(200, kJson, whole.value(), headers);  // JSON, though streamed upstream
     co_return;
   }
-  co_await relay_answer(res, surface, bill.record.provider, upstream, whole.value(), headers);
+  co_await relay_answer(res, surface, provider, upstream, whole.value(), headers);
 }
 
 Task<Result<Gateway::Gathered>> Gateway::gather(http::UpstreamResponse& upstream,

@@ -544,6 +544,10 @@ Task<Result<std::unique_ptr<UpstreamResponse>>> UpstreamPool::send(
         const ParseStatus status =
             parse_response_head(data, limits::kUpstreamHeaderBytesMax, impl->head, n);
         if (status == ParseStatus::kError) co_return malformed(ep, impl->head.error);
+        // A switch of protocols nobody asked for: what follows is not HTTP.
+        if (status == ParseStatus::kComplete && impl->head.status == 101) {
+          co_return malformed(ep, "101 Switching Protocols, never asked for");
+        }
         if (status == ParseStatus::kComplete && impl->head.status / 100 == 1) {
           conn->buffer.consume(n);
           continue;

@@ -375,6 +375,7 @@ TEST(UpstreamResponse, AChunkedStreamMayRunPastTheWholeBodyLimit) {
 // failed, how many connections the upstream accepted, and the pool's fresh retries.
 struct OneSend {
   bool failed = false;
+  std::string error;  // why, when it failed
   int accepted = 0;
   std::uint64_t fresh_retries = 0;
 };
@@ -391,6 +392,7 @@ OneSend send_once(std::function<void(int fd)> script) {
         endpoint, "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n\r\n", {},
         http::UpstreamTimeouts{});
     out.failed = !sent;
+    if (!sent) out.error = sent.status().message();
   });
   out.accepted = upstream.accepted();
   out.fresh_retries = pool.stats().fresh_retries;
@@ -405,6 +407,18 @@ TEST(UpstreamPool, ARequestIsNotSentAgainOnceItsAnswerHasBegun) {
   EXPECT_TRUE(sent.failed);
   EXPECT_EQ(sent.accepted, 1);
   EXPECT_EQ(sent.fresh_retries, 0u);
+}
+
+// A switch of protocols the request never asked for fails at once: what follows is not
+// HTTP. (It was skipped as an interim answer, and the raw bytes after it waited on as a head.)
+TEST(UpstreamPool, AnUnaskedSwitchOfProtocolsFails) {
+  const OneSend sent = send_once([](int fd) {
+    ScriptedUpstream::write_all(
+        fd, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nRAW");
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  });
+  EXPECT_TRUE(sent.failed);
+  EXPECT_NE(sent.error.find("101 Switching Protocols"), std::string::npos) << sent.error;
 }
 
 // One that closes before answering anything is tried once more on a fresh connection.

@@ -229,6 +229,7 @@ TEST(UpstreamFault, AnHtmlErrorPageComesInTheClientsErrorShape) {
   EXPECT_EQ(res.header("content-type"), "application/json");
   EXPECT_NE(res.body.find(R"("type":"invalid_request_error")"), std::string::npos) << res.body;
   EXPECT_EQ(res.body.find("<html>"), std::string::npos) << res.body;
+  EXPECT_NE(res.body.find("upstream 'faulty' answered HTTP 413"), std::string::npos) << res.body;
 }
 
 // A stream that fails before its first event (an error chunk first, as an overloaded
