@@ -547,6 +547,17 @@ const CLI::Validator kNotEmpty(
     },
     "");
 
+// An integer option's value, before its range is checked (which would call "abc" out of
+// range): digits only.
+const CLI::Validator kWholeNumber(
+    [](const std::string& value) {
+      const bool digits = !value.empty() && std::all_of(value.begin(), value.end(), [](char c) {
+        return c >= '0' && c <= '9';
+      });
+      return digits ? std::string() : "must be a whole number, got '" + value.substr(0, 40) + "'";
+    },
+    "");
+
 }  // namespace
 
 int run_turnpike(int argc, char** argv) {
@@ -573,6 +584,7 @@ int run_turnpike(int argc, char** argv) {
       ->check(kNotEmpty);
   serve_cmd->add_option("--threads", serve_opts.threads,
                         "I/O threads; overrides the config (0: one per core)")
+      ->check(kWholeNumber)
       ->check(CLI::Range(0, 256));
 
   std::string check_path;
@@ -712,14 +724,17 @@ int run_turnpike(int argc, char** argv) {
   std::int64_t key_expires_in = 0;
   key_create->add_option("--expires-in", key_expires_in,
                          "Seconds until the key expires (at most 100 years; default: never)")
+      ->check(kWholeNumber)
       ->check(CLI::Range(std::int64_t{1}, api::kKeyLifetimeSecondsMax));
   std::int64_t key_rpm = 0;
   std::int64_t key_tpm = 0;
   std::string key_budget;
   key_create->add_option("--rpm", key_rpm, "Requests per minute at most (default: no limit)")
+      ->check(kWholeNumber)
       ->check(CLI::Range(std::int64_t{1}, limits::kKeyRateMax));
   key_create->add_option("--tpm", key_tpm,
                          "Tokens (input and output) per minute at most (default: no limit)")
+      ->check(kWholeNumber)
       ->check(CLI::Range(std::int64_t{1}, limits::kKeyRateMax));
   key_create->add_option("--budget-usd", key_budget,
                          "What the key's requests may cost over its life, e.g. 25 or 0.50 "
@@ -739,6 +754,7 @@ int run_turnpike(int argc, char** argv) {
   key_rotate->add_option("--grace-seconds", grace_seconds,
                          "How long the old key keeps working (0 to 2592000)")
       ->required()
+      ->check(kWholeNumber)
       ->check(CLI::Range(0, 30 * 24 * 3600));
   offline_options(key_rotate);
   keys_cmd->require_subcommand(1);
@@ -781,21 +797,24 @@ int run_turnpike(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
+    // --help and --version end here too (exit 0).
+    if (e.get_exit_code() == 0) return app.exit(e);
+    std::string given = "turnpike";  // the command as far as it was understood
+    for (const CLI::App* at = &app; !at->get_subcommands().empty();) {
+      at = at->get_subcommands().front();
+      given += " " + at->get_name();
+    }
     // A mistyped command ("turnpike ledger verfy") is named, not reported as a missing one.
     if (dynamic_cast<const CLI::RequiredError*>(&e) != nullptr) {
-      std::string given = "turnpike";
-      for (const CLI::App* at = &app; !at->get_subcommands().empty();) {
-        at = at->get_subcommands().front();
-        given += " " + at->get_name();
-      }
       if (const std::vector<std::string> rest = app.remaining(true); !rest.empty()) {
         std::fprintf(stderr, "turnpike: unknown command '%s'; see %s --help\n",
                      rest.front().substr(0, 60).c_str(), given.c_str());
         return 2;
       }
     }
-    // --help and --version end here too (exit 0); every usage error exits 2.
-    return app.exit(e) == 0 ? 0 : 2;
+    // Every usage error exits 2, in one line.
+    std::fprintf(stderr, "%s: %s; see %s --help\n", given.c_str(), e.what(), given.c_str());
+    return 2;
   }
   for (const auto& [cmd, what] : not_built) {
     if (*cmd) {

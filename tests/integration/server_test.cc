@@ -849,6 +849,17 @@ TEST(Cli, UsageErrorsExitTwoAndUnbuiltSubcommandsSaySo) {
   EXPECT_NE(typo_out.find("unknown command 'verfy'; see turnpike ledger --help"), std::string::npos)
       << typo_out;
   EXPECT_NE(cli({"frob"}).second.find("unknown command 'frob'"), std::string::npos);
+  // Every other usage error is one line naming the command and where its help is.
+  const auto [threads, threads_out] = cli({"serve", "--threads", "abc"});
+  EXPECT_EQ(threads, std::optional<int>(2));
+  EXPECT_EQ(threads_out,
+            "turnpike serve: --threads: must be a whole number, got 'abc'; see turnpike serve "
+            "--help\n");
+  const auto [bare, bare_out] = cli({"ledger"});
+  EXPECT_EQ(bare, std::optional<int>(2));
+  EXPECT_NE(bare_out.find("turnpike ledger: A subcommand is required; see turnpike ledger --help"),
+            std::string::npos)
+      << bare_out;
 }
 
 // check-config refuses what serve would refuse at start-up, trust stores included.
