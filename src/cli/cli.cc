@@ -106,6 +106,9 @@ Status check_beyond_load(const ops::Config& config) {
   return api::check_store_uri(config.store);
 }
 
+// Below this many characters the admin key is warned of at start.
+constexpr std::size_t kAdminKeyAdvisedMin = 16;
+
 int serve(const ServeOptions& opts) {
   // Until the server takes them (http::Server::run), SIGTERM, SIGINT and SIGHUP wait: one
   // that comes during start-up is acted on once serving, rather than ending the process by
@@ -163,7 +166,12 @@ int serve(const ServeOptions& opts) {
     return 2;
   }
   if (services->admin_key.empty()) {
-    log::warn("admin API disabled: TURNPIKE_ADMIN_KEY is not set");
+    log::warn("admin API disabled: TURNPIKE_ADMIN_KEY is not set, or empty");
+  } else if (services->admin_key.size() < kAdminKeyAdvisedMin) {
+    // (Its length only: the key itself is never logged.)
+    log::warn("TURNPIKE_ADMIN_KEY is short: whoever reaches the port could guess it; use 32 or "
+              "more random characters (openssl rand -hex 24)",
+              {{"length", static_cast<std::int64_t>(services->admin_key.size())}});
   }
   if (!config.redis.empty()) {
     // (The URL itself is not logged: it may carry a password.)

@@ -862,6 +862,22 @@ TEST(Cli, UsageErrorsExitTwoAndUnbuiltSubcommandsSaySo) {
       << bare_out;
 }
 
+// An admin key short enough to guess is warned of at start, by its length only.
+TEST(Cli, AShortAdminKeyIsWarnedOf) {
+  TempDir dir;
+  const std::string config = dir.write(
+      "t.yaml", "listen: \"127.0.0.1:0\"\nproviders:\n  - { name: a, base_url: "
+                "\"http://127.0.0.1:1/v1\" }\nmodels:\n  - name: m\n    routes: [{provider: a, "
+                "input_per_mtok: \"1\", output_per_mtok: \"1\"}]\n");
+  Process gateway(bin("turnpike"), {"serve", "--config", config, "--data-dir", dir.path() + "/var"},
+                  {{"TURNPIKE_ADMIN_KEY", "hunter2"}});
+  ASSERT_GT(gateway.wait_listening(), 0) << gateway.log();
+  const std::string log = gateway.log();
+  EXPECT_NE(log.find(R"("msg":"TURNPIKE_ADMIN_KEY is short)"), std::string::npos) << log;
+  EXPECT_NE(log.find(R"("length":7)"), std::string::npos) << log;
+  EXPECT_EQ(log.find("hunter2"), std::string::npos) << log;
+}
+
 // check-config refuses what serve would refuse at start-up, trust stores included.
 TEST(Cli, CheckConfigLoadsTheTrustStoresServeWould) {
   TempDir dir;
