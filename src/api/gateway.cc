@@ -1416,6 +1416,15 @@ Task<void> Gateway::reject(unsigned status, std::string_view message, std::strin
   const Surface surface = surface_of(target);
   if (surface == Surface::kAnthropic) res.add_header("request-id", request_id);
   co_await send_error(res, surface, status, message);
+  if (state_->config().access_log) {
+    // Its method may be what was malformed: the path as far as it was read, and why.
+    const std::string_view path = target.substr(0, target.find('?'));
+    log::info("request", {{"request_id", request_id},
+                          {"path", path.substr(0, kMessagePathBytesMax)},
+                          {"status", res.status()},
+                          {"finished", res.finished() && !res.failed()},
+                          {"refused", "before the request was whole"}});
+  }
 }
 
 // The method a known non-proxy path takes ("" for an unknown path): another one is 405.

@@ -197,6 +197,16 @@ TEST(Server, AnHttp11RequestWithoutOneHostIs400) {
     const std::string got = c.read_until("}", 5s);
     EXPECT_EQ(got.substr(0, 12).substr(9), status) << head << " -> " << got;
   }
+  // A request refused before it was whole has its access log line too.
+  std::string log;
+  for (int i = 0; i < 50; ++i) {
+    log = stack.gateway->log();
+    if (log.find(R"("path":"/healthz","status":400)") != std::string::npos) break;
+    std::this_thread::sleep_for(20ms);
+  }
+  EXPECT_NE(log.find(R"("path":"/healthz","status":400,"finished":true,"refused":)"),
+            std::string::npos)
+      << log;
 }
 
 // Two credentials of one kind: which one counts would be anybody's guess (a proxy in front
