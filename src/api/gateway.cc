@@ -2623,8 +2623,13 @@ Task<Gateway::Answered> Gateway::send_with_fallback(const OperationInfo& info,
         if (error_first.value_or(false)) {
           failed = "sent an error event where its stream's first event belongs";
         }
-        // Past the limit of one event it is relayed as it is: the relay refuses it there.
-        if (error_first || opening.size() > limits::kSseEventBytesMax) break;
+        // Keep-alives alone, with no event begun after them, go to the client at once (a
+        // model that works for minutes before its first event keeps every hop alive with
+        // them); an event begun is read whole. Past the limit of one event it is relayed
+        // as it is: the relay refuses it there.
+        const bool pings_only =
+            !error_first && !opening.empty() && http::sse_complete_prefix(opening) == opening.size();
+        if (error_first || pings_only || opening.size() > limits::kSseEventBytesMax) break;
       }
       (*sent)->set_read_timeout(timeouts.idle_timeout_ms);
       if (!failed.empty()) {

@@ -993,9 +993,9 @@ TEST(Billing, AHoldDoesNotLapseWhileItsSettlementWaitsForTheStore) {
 }
 
 // An error where a stream's first event belongs fails the attempt (the next route could
-// answer; here none is left), however the upstream's bytes were split: after pings, and in
-// pieces that each hold no whole event. It was relayed as the answer when its first piece
-// held no whole event.
+// answer; here none is left), however the upstream's bytes were split: in pieces that each
+// hold no whole event. It was relayed as the answer when its first piece held no whole
+// event.
 TEST(Billing, AnErrorAsTheFirstEventFailsTheAttemptHoweverItIsSplit) {
   const CloserStack closer("error_first_split");
   ASSERT_GT(closer.port, 0) << closer.log();
@@ -1009,6 +1009,23 @@ TEST(Billing, AnErrorAsTheFirstEventFailsTheAttemptHoweverItIsSplit) {
   ASSERT_EQ(rows.size(), 1u);
   EXPECT_EQ(rows[0].status, 502);
   EXPECT_EQ(rows[0].cost, Money());
+}
+
+// Keep-alives before a stream's first event go to the client at once, its head with them: a
+// model that works a while before its first event keeps every hop between alive.
+TEST(Billing, KeepAlivesBeforeTheFirstEventGoOutAtOnce) {
+  const CloserStack closer("ping_then_slow");
+  ASSERT_GT(closer.port, 0) << closer.log();
+  RawConnection c(closer.port);
+  const std::string body = R"({"model":"m","stream":true,"messages":[]})";
+  ASSERT_TRUE(c.send("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
+                     closer.key + "\r\nContent-Type: application/json\r\nContent-Length: " +
+                     std::to_string(body.size()) + "\r\n\r\n" + body));
+  const std::string early = c.read_until(": keep-alive", 1000ms);
+  EXPECT_NE(early.find("HTTP/1.1 200"), std::string::npos) << early;
+  EXPECT_NE(early.find(": keep-alive"), std::string::npos) << early;
+  const std::string rest = c.read_until(" there", 5s);
+  EXPECT_NE(rest.find(" there"), std::string::npos) << rest;
 }
 
 // What a stream's end says, read as a client and the usage log see it: every choice of

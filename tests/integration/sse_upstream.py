@@ -9,8 +9,9 @@ vLLM-style error chunk, then `data: [DONE]`; `error_then_close` the error chunk,
 `data:` lines (one JSON text once joined). `early_usage` sends a usage chunk (1 output
 token) after the two words, then 20 more content chunks and a finish_reason;
 `finish_then_hang` sends the finish_reason and the usage, then neither `data: [DONE]` nor
-the end of the body for a minute; `error_first_split` sends a ping, then an error chunk as
-its first event in two pieces 50 ms apart, and closes. Prints {"msg":"listening","port":N} on stderr when ready.
+the end of the body for a minute; `error_first_split` sends an error chunk as its first
+event in two pieces 50 ms apart, and closes; `ping_then_slow` sends a keep-alive comment,
+then its answer 1.5 s later. Prints {"msg":"listening","port":N} on stderr when ready.
 """
 import http.server
 import json
@@ -34,8 +35,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
                          "Text/Event-Stream" if MODE == "mixed_case" else "text/event-stream")
         self.send_header("Connection", "close")
         self.end_headers()
+        if MODE == "ping_then_slow":
+            self.wfile.write(b": keep-alive\n\n")
+            self.wfile.flush()
+            time.sleep(1.5)
         if MODE == "error_first_split":
-            for piece in (b": ping\n\n", b'data: {"err',
+            for piece in (b'data: {"err',
                           b'or":{"message":"overloaded","type":"server_error"}}\n\n'):
                 self.wfile.write(piece)
                 self.wfile.flush()
