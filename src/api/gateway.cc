@@ -2599,7 +2599,7 @@ Task<Gateway::Answered> Gateway::send_with_fallback(const OperationInfo& info,
                             now + std::chrono::milliseconds(timeouts.idle_timeout_ms));
       if (falling_back) until = std::min(until, *deadline);
       // Read until the first event is whole, however the upstream's bytes were split (a
-      // piece with half an event, or pings only, decides nothing).
+      // piece with half an event decides nothing; keep-alives alone are passed on, below).
       std::string opening;
       Status read_failed;
       std::string_view failed;
