@@ -537,6 +537,10 @@ struct Bill {
   // it holds at most (see settle).
   bool capped = false;
   bool over_budget = false;  // what stopped it was the key's budget, not the balance
+  // Content events past which a stream is cut: well beyond the max_tokens the client asked
+  // for (0: it asked for none). A provider that ignores it would have the client pay for
+  // all it sends.
+  std::int64_t output_events_max = 0;
   std::chrono::steady_clock::time_point started;
   store::UsageRecord record;
   bool closed = false;  // settled or voided
@@ -1578,6 +1582,13 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
   if (op == Operation::kCountTokens) {  // free, and not limited: no model runs
     co_await count_tokens(info, req, res, plan, routes, bill);
     co_return;
+  }
+  if (body.max_tokens) {
+    // A content event carries a token at least, but not every one is a token (Anthropic's
+    // signature and citation deltas): the margin leaves an answer that keeps to its limit
+    // alone.
+    const std::int64_t asked = std::min(*body.max_tokens, meter::kTokensMax) * body.choices;
+    bill.output_events_max = asked + std::max<std::int64_t>(64, asked / 8);
   }
   if (grant->meter) {
     // The key's rates: this request and its tokens as far as known now (its estimated
@@ -3228,6 +3239,19 @@ Task<void> Gateway::relay_stream(http::UpstreamResponse& upstream, std::string f
       at += e.raw.size();
       const std::int64_t events_before = meter.content_events();
       const StreamMeter::Verdict verdict = meter.on_event(e.name, e.data);
+      if (bill.output_events_max > 0 && meter.content_events() > bill.output_events_max) {
+        // Far past the max_tokens asked for: the provider ignores it. Stopped before this
+        // event, and charged what its hold holds at most.
+        co_await write_run(begin);
+        bill.capped = true;
+        if (client_here) relayed = events_before;
+        route_broke();
+        co_await fail_stream(fmt::format(
+            "upstream '{}' sent far more output than the max_tokens asked for; the stream was "
+            "stopped after {} content events",
+            bill.record.provider, events_before));
+        co_return;
+      }
       if (look_again() && !reach_further()) {
         co_await write_run(begin);
         co_await stop_unpaid(events_before);  // not this event

@@ -1011,6 +1011,35 @@ TEST(Billing, AnErrorAsTheFirstEventFailsTheAttemptHoweverItIsSplit) {
   EXPECT_EQ(rows[0].cost, Money());
 }
 
+// A provider that ignores the max_tokens asked for has its stream cut well past it (a margin
+// for events that are no tokens), charged what the hold holds at most: the client does not
+// pay for all it sends. A limit it keeps to, or none asked for, changes nothing.
+TEST(Billing, AStreamFarPastTheMaxTokensAskedForIsCut) {
+  const CloserStack closer("long");
+  ASSERT_GT(closer.port, 0) << closer.log();
+  auto stream = [&](const std::string& max_tokens) {
+    return http_request(closer.port, "POST", "/v1/chat/completions",
+                        R"({"model":"m","stream":true,)" + max_tokens + R"("messages":[]})",
+                        bearer(closer.key));
+  };
+  const auto cut = stream(R"("max_tokens":5,)");
+  EXPECT_EQ(cut.status, 0) << cut.body;  // the chunked body never ended
+  const auto within = stream(R"("max_tokens":1000,)");
+  EXPECT_EQ(within.status, 200) << within.body;
+  EXPECT_NE(within.body.find("data: [DONE]"), std::string::npos);
+  const auto unbounded = stream("");
+  EXPECT_EQ(unbounded.status, 200) << unbounded.body;
+  const auto rows = usage_log(closer.port, bearer(closer.key));
+  ASSERT_EQ(rows.size(), 3u);
+  // In order: the cut one, billed what came before the cut; a limit kept to; none.
+  EXPECT_EQ(rows[0].status, 502);
+  EXPECT_LE(rows[0].output, 5 + 64 + 1);
+  EXPECT_EQ(rows[1].status, 200);
+  EXPECT_EQ(rows[1].output, 302);
+  EXPECT_EQ(rows[2].status, 200);
+  EXPECT_NE(closer.gateway->log().find("upstream stream broke after its head"), std::string::npos);
+}
+
 // Keep-alives before a stream's first event go to the client at once, its head with them: a
 // model that works a while before its first event keeps every hop between alive.
 TEST(Billing, KeepAlivesBeforeTheFirstEventGoOutAtOnce) {

@@ -11,7 +11,8 @@ token) after the two words, then 20 more content chunks and a finish_reason;
 `finish_then_hang` sends the finish_reason and the usage, then neither `data: [DONE]` nor
 the end of the body for a minute; `error_first_split` sends an error chunk as its first
 event in two pieces 50 ms apart, and closes; `ping_then_slow` sends a keep-alive comment,
-then its answer 1.5 s later. Prints {"msg":"listening","port":N} on stderr when ready.
+then its answer 1.5 s later; `long` sends 300 content chunks whatever max_tokens says, then
+a finish_reason, its usage and `data: [DONE]`. Prints {"msg":"listening","port":N} on stderr when ready.
 """
 import http.server
 import json
@@ -82,6 +83,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
                                                              "completion_tokens": 2}}))
             self.wfile.flush()
             time.sleep(60)
+        if MODE == "long":
+            for _ in range(300):
+                self.wfile.write(chunk({"choices": [{"index": 0, "delta": {"content": " x"}}]}))
+            self.wfile.write(chunk({"choices": [{"index": 0, "delta": {},
+                                                 "finish_reason": "length"}]}))
+            self.wfile.write(chunk({"choices": [], "usage": {"prompt_tokens": 4,
+                                                             "completion_tokens": 302}}))
+            self.wfile.write(b"data: [DONE]\n\n")
         if MODE == "split_usage":
             self.wfile.write(b'data: {"choices":[],\ndata: "usage":{"prompt_tokens":4,'
                              b'"completion_tokens":2}}\n\n')
