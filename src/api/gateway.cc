@@ -2842,9 +2842,21 @@ Task<void> Gateway::answer_whole(http::UpstreamResponse& upstream, Surface surfa
       // held at most (the hold is not extended for it).
       bill.capped = true;
     }
+    // Output reported far past the max_tokens asked for: a provider that ignored it, or
+    // miscounted. The answer goes out, charged what was held at most, as a guess is.
+    const bool overrun =
+        !estimated && bill.output_events_max > 0 && usage->output_tokens > bill.output_events_max;
+    if (overrun) {
+      log::warn("upstream reported far more output than the max_tokens asked for; charging what "
+                "was held at most",
+                {{"request_id", bill.record.request_id},
+                 {"provider", bill.record.provider},
+                 {"output_tokens", usage->output_tokens}});
+      bill.capped = true;
+    }
     bill.premium = served_premium(bill, *usage, /*warn=*/false);
     const Money owed = meter::price(with_search_calls(bill, *usage), bill.prices());
-    if (!estimated && !cover(bill, owed)) {
+    if (!estimated && !overrun && !cover(bill, owed)) {
       // Delivered, it would overdraw the account past one response's shortfall (or pass
       // the key's budget).
       co_await void_recorded(bill, bill.status_for(402));

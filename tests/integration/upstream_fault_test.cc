@@ -11,6 +11,7 @@
 #include <thread>
 #include <vector>
 
+#include "core/money.h"
 #include "integration/harness.h"
 
 namespace tp::test {
@@ -217,6 +218,21 @@ TEST(UpstreamFault, ACompressedAnswerIsARouteFailure) {
   const auto stream = streams.chat("solo", R"("stream":true,)");
   EXPECT_EQ(stream.status, 502) << stream.body;
   EXPECT_NE(stream.body.find("compressed"), std::string::npos) << stream.body;
+}
+
+// A whole answer whose usage claims far more output than the max_tokens asked for (a
+// provider that ignored it, or miscounted) is delivered and charged what was held at most:
+// it was charged all it claimed, past any balance, by the one response licensed to overdraw.
+TEST(UpstreamFault, AnAnswerClaimingFarMoreThanMaxTokensIsChargedItsHoldAtMost) {
+  const FaultStack stack("overreport");
+  ASSERT_GT(stack.port, 0) << stack.log();
+  const auto res = stack.chat("solo");  // max_tokens 10
+  ASSERT_EQ(res.status, 200) << res.body;
+  // 1,000,000 output tokens at 1 USD per million would be 1 USD.
+  const Money charged = Money::parse(res.header("x-turnpike-cost-usd")).value();
+  EXPECT_LT(charged, Money::parse("0.001").value()) << res.header("x-turnpike-cost-usd");
+  EXPECT_NE(stack.gateway->log().find("far more output than the max_tokens asked for"),
+            std::string::npos);
 }
 
 // A provider's error page that is not JSON keeps its status but comes in the client's own
