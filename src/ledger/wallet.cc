@@ -135,10 +135,17 @@ Result<HoldId> Wallet::hold(Money amount, std::int64_t expires_at_ms, std::int64
   if (amount <= Money()) return Status{ErrorKind::kInvalidRequest, "a hold must be positive"};
   const Money available_now = available(now_ms);
   if (available_now < amount) {
+    // Below zero by a response that cost more than its hold: said, or "0.00 available"
+    // would hide what a credit must first make up.
+    const std::string overdrawn =
+        available_now < Money()
+            ? fmt::format(" (overdrawn by {} USD)", (Money() - available_now).to_string())
+            : std::string();
     return Status{ErrorKind::kPaymentRequired,
-                  fmt::format("insufficient balance: {} USD available, {} USD needed for this "
-                              "request's worst case",
-                              std::max(available_now, Money()).to_string(), amount.to_string())};
+                  fmt::format("insufficient balance: {} USD available{}, {} USD needed for "
+                              "this request's worst case",
+                              std::max(available_now, Money()).to_string(), overdrawn,
+                              amount.to_string())};
   }
   const HoldId id = next_hold_++;
   Hold h{amount, expires_at_ms, {}};

@@ -76,7 +76,11 @@ TEST_F(WalletTest, ShortfallOverHoldMayOverdrawPaidByThatMuchOnly) {
   ASSERT_TRUE(wallet.post(*h, usd("1.30"), now));
   EXPECT_EQ(wallet.paid(), usd("-0.30"));
   EXPECT_EQ(ledger.balance(platform.revenue), usd("1.30"));
-  EXPECT_FALSE(wallet.hold(usd("0.01"), now + 1000, now));  // nothing left to hold
+  const auto refused = wallet.hold(usd("0.01"), now + 1000, now);  // nothing left to hold
+  ASSERT_FALSE(refused);
+  EXPECT_NE(refused.status().message().find("0.00 USD available (overdrawn by 0.30 USD), 0.01"),
+            std::string::npos)
+      << refused.status().message();
   ASSERT_TRUE(wallet.deposit_paid(usd("1"), now));
   EXPECT_EQ(wallet.available(now), usd("0.70"));
   expect_balanced();
