@@ -22,6 +22,44 @@
 namespace tp::ops {
 namespace {
 
+bool all_digits(std::string_view s) {
+  return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
+
+// redis://[[USER]:PASSWORD@]HOST[:PORT][/DB], HOST a name, an IPv4 address or [IPv6], PORT
+// 1..65535, DB a number.
+bool valid_redis_url(std::string_view url) {
+  constexpr std::string_view kScheme = "redis://";
+  if (!url.starts_with(kScheme)) return false;
+  url.remove_prefix(kScheme.size());
+  if (const std::size_t at = url.rfind('@'); at != std::string_view::npos)
+    url.remove_prefix(at + 1);
+  if (const std::size_t slash = url.find('/'); slash != std::string_view::npos) {
+    if (!all_digits(url.substr(slash + 1))) return false;
+    url = url.substr(0, slash);
+  }
+  std::string_view host = url;
+  std::optional<std::string_view> port;
+  if (url.starts_with('[')) {
+    const std::size_t close = url.find(']');
+    if (close == std::string_view::npos || close == 1) return false;
+    host = url.substr(0, close + 1);
+    const std::string_view rest = url.substr(close + 1);
+    if (!rest.empty()) {
+      if (rest.front() != ':') return false;
+      port = rest.substr(1);
+    }
+  } else if (const std::size_t colon = url.rfind(':'); colon != std::string_view::npos) {
+    host = url.substr(0, colon);
+    port = url.substr(colon + 1);
+  }
+  if (host.empty() || host.find_first_of(" \t/?#") != std::string_view::npos) return false;
+  if (!port) return true;
+  if (!all_digits(*port) || port->size() > 5) return false;
+  const int number = std::stoi(std::string(*port));
+  return number >= 1 && number <= 65535;
+}
+
 constexpr std::uint64_t kHour = 3'600'000;  // ms
 constexpr std::uint64_t kDay = 24 * kHour;
 
@@ -869,8 +907,9 @@ Result<Config> parse_config(std::string_view yaml, std::string_view source) {
       r.fail(root["store"], "store", "must be sqlite:FILE or postgres://...");
     }
     c.redis = r.string(root, "redis", "", "");
-    if (!c.redis.empty() && (!c.redis.starts_with("redis://") || c.redis.size() == 8)) {
-      r.fail(root["redis"], "redis", "must be redis://HOST:PORT");
+    if (!c.redis.empty() && !valid_redis_url(c.redis)) {
+      // (Not quoted: it may carry a password.)
+      r.fail(root["redis"], "redis", "must be redis://[USER:PASSWORD@]HOST[:PORT][/DB]");
     }
     if (const YAML::Node log = root["log"]; log.IsDefined() && !log.IsNull()) {
       r.check_keys(log, "log", {"level", "access"});

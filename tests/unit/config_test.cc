@@ -137,7 +137,17 @@ models: [])", "environment variable TP_SURELY_UNSET_VAR is not set");
   expect_error(std::string(kMinimal) + "listen: \"localhost:8080\"\n",
                "listen: 'localhost' is not an IP address");
   expect_error(std::string(kMinimal) + "store: \"sqlite:\"\n", "store: must be sqlite:FILE");
-  expect_error(std::string(kMinimal) + "redis: \"redis://\"\n", "redis: must be redis://HOST:PORT");
+  for (const char* bad :
+       {"redis://", "redis://:pw@host:notaport", "redis://host:0", "redis://host:65536",
+        "redis://host/x", "redis://[::1", "http://host:6379", "redis://host:"}) {
+    expect_error(std::string(kMinimal) + "redis: \"" + bad + "\"\n",
+                 "redis: must be redis://[USER:PASSWORD@]HOST[:PORT][/DB]");
+  }
+  for (const char* good : {"redis://127.0.0.1:6379", "redis://:pw@cache.internal:6380/2",
+                           "redis://user:p@ss@[::1]:6379", "redis://cache"}) {
+    EXPECT_TRUE(parse_config(std::string(kMinimal) + "redis: \"" + good + "\"\n", "t.yaml"))
+        << good;
+  }
   // Numbers are decimal: no hex, inf or nan.
   expect_error(R"(providers:
   - { name: a, base_url: "http://x/v1", rebate_percent: 0x10 }
