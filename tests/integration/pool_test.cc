@@ -117,26 +117,38 @@ TEST(UpstreamPool, AnIdleConnectionToAnAddressTheHostNoLongerHasIsLetGo) {
   EXPECT_EQ(pool.stats().reuses, 3u);
 }
 
-int listen_on_loopback(int& port);  // below
+// A listening socket on a free loopback port, with room for `backlog` unaccepted
+// connections: its descriptor, and the port in `port` (0 when it could not listen).
+int listen_on_loopback(int& port, int backlog = 16) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  port = 0;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), len) == 0 && ::listen(fd, backlog) == 0 &&
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
+    port = ntohs(addr.sin_port);
+  }
+  return fd;
+}
 
 // A listener whose queue is full and never accepted from: connects to it hear nothing, as
 // to an address whose route drops them.
 class BlackHole {
  public:
   BlackHole() {
-    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    int port = 0;
+    fd_ = listen_on_loopback(port, /*backlog=*/0);
+    if (port == 0) return;
+    port_ = static_cast<unsigned short>(port);
     sockaddr_in addr{};
     addr.sin_family = AF_INET;
     addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof addr;
-    if (::bind(fd_, reinterpret_cast<sockaddr*>(&addr), len) != 0 || ::listen(fd_, 0) != 0 ||
-        ::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-      return;
-    }
-    port_ = ntohs(addr.sin_port);
+    addr.sin_port = htons(port_);
     for (int i = 0; i < 4; ++i) {
       fillers_.push_back(::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0));
-      (void)::connect(fillers_.back(), reinterpret_cast<sockaddr*>(&addr), len);
+      (void)::connect(fillers_.back(), reinterpret_cast<sockaddr*>(&addr), sizeof addr);
     }
   }
   ~BlackHole() {
@@ -231,22 +243,6 @@ TEST(UpstreamPool, EachAddressGetsAShareOfTheConnectTimeout) {
   EXPECT_EQ(*silence, 0);
   EXPECT_NE(error.find("TLS handshake"), std::string::npos) << error;
   EXPECT_GE(took, 1800ms);
-}
-
-// A listening socket on a free loopback port: its descriptor, and the port in `port` (0
-// when it could not listen).
-int listen_on_loopback(int& port) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof addr;
-  port = 0;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), len) == 0 && ::listen(fd, 16) == 0 &&
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
-    port = ntohs(addr.sin_port);
-  }
-  return fd;
 }
 
 // A one-shot upstream on a thread: accepts connections, reads each request's head and
