@@ -541,6 +541,16 @@ struct Bill {
   // for (0: it asked for none). A provider that ignores it would have the client pay for
   // all it sends.
   std::int64_t output_events_max = 0;
+  // The most a provider's usage report is believed to say (0: no bound), set once the route
+  // that serves is known: output well beyond the max_tokens asked for (else the model's
+  // max_output_tokens), for each completion; input well beyond the model's context (not
+  // bounded when tools or searches may read more than one context's worth). A report past
+  // either is charged what was held at most (see believable). (Output past the model's
+  // max_output_tokens but within a max_tokens asked for is believed: a catalog may say less
+  // than the model can do, and that shortfall is the account's to pay.)
+  std::int64_t output_believed_max = 0;
+  std::int64_t input_believed_max = 0;
+  bool doubted = false;  // a report was past them: warned of, and the charge capped
   std::chrono::steady_clock::time_point started;
   store::UsageRecord record;
   bool closed = false;  // settled or voided
@@ -673,6 +683,37 @@ constexpr std::int64_t kToolPromptTokensMax = 1000;
 std::int64_t input_tokens_max(const RequestBody& body) {
   return static_cast<std::int64_t>(body.text.size() - body.media_bytes) +
          body.media_tokens_max + (body.has_tools ? kToolPromptTokensMax : 0);
+}
+
+// `tokens` and a margin: the larger of 64 and an eighth more. Usage past a bound by less is
+// a provider counting differently (events that are no tokens, another tokenizer); past it
+// by more, a provider that ignores the bound, or miscounts.
+std::int64_t with_margin(std::int64_t tokens) {
+  return tokens + std::max<std::int64_t>(64, tokens / 8);
+}
+
+// Whether a usage report is within what the request can have used (Bill::output_believed_max,
+// input_believed_max). One that is not caps the charge at what was held (the hold is not
+// extended for it), and is warned of once: without a bound, the one response licensed to
+// overdraw could take whatever a provider claimed.
+bool believable(Bill& bill, const meter::Usage& reported) {
+  if (bill.doubted) return false;
+  const std::int64_t input = reported.uncached_input() + reported.cached_tokens;
+  const bool output_past =
+      bill.output_believed_max > 0 && reported.output_tokens > bill.output_believed_max;
+  const bool input_past = bill.input_believed_max > 0 && input > bill.input_believed_max;
+  if (!output_past && !input_past) return true;
+  bill.doubted = true;
+  bill.capped = true;
+  log::warn(output_past ? "upstream reported far more output than the request's max_tokens (else "
+                          "its model's max_output_tokens) allows; charging what was held at most"
+                        : "upstream reported far more input than its model's context_tokens "
+                          "allows; charging what was held at most",
+            {{"request_id", bill.record.request_id},
+             {"provider", bill.record.provider},
+             {"output_tokens", reported.output_tokens},
+             {"input_tokens", input}});
+  return false;
 }
 
 // A typical count rather than a bound: the text a quarter of its bytes, base64 payloads as
@@ -1587,8 +1628,8 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
     // A content event carries a token at least, but not every one is a token (Anthropic's
     // signature and citation deltas): the margin leaves an answer that keeps to its limit
     // alone.
-    const std::int64_t asked = std::min(*body.max_tokens, meter::kTokensMax) * body.choices;
-    bill.output_events_max = asked + std::max<std::int64_t>(64, asked / 8);
+    bill.output_events_max =
+        with_margin(std::min(*body.max_tokens, meter::kTokensMax) * body.choices);
   }
   if (grant->meter) {
     // The key's rates: this request and its tokens as far as known now (its estimated
@@ -1670,6 +1711,12 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
   if (!route_at_fault(answered->status())) stats_->served(route.index, bill.flex);
   bill.record.provider = provider.name;
   bill.record.model = served.model->name;
+  bill.output_believed_max = with_margin(
+      std::min(body.max_tokens.value_or(served.model->max_output_tokens), meter::kTokensMax) *
+      body.choices);
+  if (!bill.embeddings && !body.has_tools && bill.search_calls == 0) {
+    bill.input_believed_max = with_margin(served.model->context_tokens);
+  }
   http::UpstreamResponse& upstream = *answered;
 
   RouteHeaders route_headers;
@@ -2842,18 +2889,10 @@ Task<void> Gateway::answer_whole(http::UpstreamResponse& upstream, Surface surfa
       // held at most (the hold is not extended for it).
       bill.capped = true;
     }
-    // Output reported far past the max_tokens asked for: a provider that ignored it, or
-    // miscounted. The answer goes out, charged what was held at most, as a guess is.
-    const bool overrun =
-        !estimated && bill.output_events_max > 0 && usage->output_tokens > bill.output_events_max;
-    if (overrun) {
-      log::warn("upstream reported far more output than the max_tokens asked for; charging what "
-                "was held at most",
-                {{"request_id", bill.record.request_id},
-                 {"provider", bill.record.provider},
-                 {"output_tokens", usage->output_tokens}});
-      bill.capped = true;
-    }
+    // Usage reported past what the request can have used: a provider that ignored its
+    // max_tokens, or miscounted. The answer goes out, charged what was held at most, as a
+    // guess is.
+    const bool overrun = !estimated && !believable(bill, *usage);
     bill.premium = served_premium(bill, *usage, /*warn=*/false);
     const Money owed = meter::price(with_search_calls(bill, *usage), bill.prices());
     if (!estimated && !overrun && !cover(bill, owed)) {
@@ -3161,6 +3200,11 @@ Task<void> Gateway::relay_stream(http::UpstreamResponse& upstream, std::string f
   };
   auto reach_further = [&] {
     usage_seen = meter.usage_reports();
+    if (!believable(bill, meter.usage(0, 0))) {
+      // Charged what it holds at most from here: the hold is not extended for it.
+      room = std::numeric_limits<std::int64_t>::max();
+      return true;
+    }
     const meter::Usage now = running(0);
     bill.premium = served_premium(bill, now, /*warn=*/false);
     prices = bill.prices();

@@ -1040,6 +1040,24 @@ TEST(Billing, AStreamFarPastTheMaxTokensAskedForIsCut) {
   EXPECT_NE(closer.gateway->log().find("upstream stream broke after its head"), std::string::npos);
 }
 
+// A stream whose final usage claims far more output than its model's max_output_tokens
+// (none asked for) ends as sent, charged what was held at most: its hold was extended to the
+// whole claim, by the one response licensed to overdraw.
+TEST(Billing, AStreamReportPastWhatTheModelCanDoIsChargedItsHoldAtMost) {
+  const CloserStack closer("overreport");
+  ASSERT_GT(closer.port, 0) << closer.log();
+  const auto res = http_request(closer.port, "POST", "/v1/chat/completions",
+                                R"({"model":"m","stream":true,"messages":[]})", bearer(closer.key));
+  EXPECT_EQ(res.status, 200) << res.body;
+  EXPECT_NE(res.body.find("data: [DONE]"), std::string::npos) << res.body;
+  const auto rows = usage_log(closer.port, bearer(closer.key));
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0].output, 1'000'000);  // the row shows what was reported
+  // The hold: the body's bytes of input and 4096 output tokens at 1 USD per million.
+  EXPECT_LE(rows[0].cost, Money::parse("0.0042").value());
+  EXPECT_NE(closer.gateway->log().find("its model's max_output_tokens) allows"), std::string::npos);
+}
+
 // Keep-alives before a stream's first event go to the client at once, its head with them: a
 // model that works a while before its first event keeps every hop between alive.
 TEST(Billing, KeepAlivesBeforeTheFirstEventGoOutAtOnce) {

@@ -11,7 +11,8 @@ answers HTTP N with an HTML page;
 `sse_close_first` a 200 event stream that closes before its first event; `drip` a whole
 chat completion whose body comes a byte every 50 ms; `late_end` a chunked event stream on a
 kept-alive connection whose last chunk comes 5 ms after `data: [DONE]`.
-`overreport` answers a whole chat completion whose usage says 1,000,000 output tokens.
+`overreport` answers a whole chat completion whose usage says 1,000,000 output tokens,
+`overreport_input` one whose usage says 1,000,000,000 input tokens.
 `early413` answers 413 before reading the body and closes (a large body's write then
 fails). Each connection is logged on stderr as {"msg":"connection"}.
 Each request is logged on stderr as {"msg":"request","accept_encoding":...}. Prints
@@ -82,6 +83,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
         elif MODE == "overreport":
             answer = dict(ANSWER, usage={"prompt_tokens": 5, "completion_tokens": 1000000,
                                          "total_tokens": 1000005})
+            self.answer(200, "application/json", json.dumps(answer).encode())
+        elif MODE == "overreport_input":
+            answer = dict(ANSWER, usage={"prompt_tokens": 1000000000, "completion_tokens": 1,
+                                         "total_tokens": 1000000001})
             self.answer(200, "application/json", json.dumps(answer).encode())
         elif MODE == "gzip_stream":
             body = b'data: {"choices":[{"index":0,"delta":{"content":"hi"}}]}\n\ndata: [DONE]\n\n'

@@ -132,9 +132,9 @@ TEST(KeyLimits, AnAnswerPastTheBudgetIsNotDelivered) {
   ASSERT_GT(stack.port, 0) << stack.gateway->log();
   const std::string key = create_key(stack.port, R"({"budget_usd":"0.01"})");
   ASSERT_FALSE(key.empty());
-  // 1,000,000 input tokens at 0.15 USD per million: 0.15 USD each, 15 times the budget.
+  // 100,000 input tokens at 0.15 USD per million: 0.015 USD each, 1.5 times the budget.
   const std::string dear =
-      R"({"model":"gpt-test","max_tokens":5,"messages":[],"sim":{"input_tokens":1000000}})";
+      R"({"model":"gpt-test","max_tokens":5,"messages":[],"sim":{"input_tokens":100000}})";
   const auto refused = chat(stack, key, dear);
   EXPECT_EQ(refused.status, 402) << refused.body;
   EXPECT_NE(refused.body.find(R"("code":"budget_exceeded")"), std::string::npos)
@@ -142,7 +142,7 @@ TEST(KeyLimits, AnAnswerPastTheBudgetIsNotDelivered) {
   EXPECT_NE(refused.body.find("key's budget"), std::string::npos) << refused.body;
   const auto stream = chat(stack, key,
                            R"({"model":"gpt-test","max_tokens":5,"stream":true,"messages":[],)"
-                           R"("sim":{"input_tokens":1000000}})");
+                           R"("sim":{"input_tokens":100000}})");
   EXPECT_EQ(stream.status, 0) << stream.body;  // cut without an end: not complete
   const auto rows =
       http_request(stack.port, "GET", "/api/usage", {}, {{"authorization", "Bearer " + key}});

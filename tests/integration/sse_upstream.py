@@ -12,7 +12,8 @@ token) after the two words, then 20 more content chunks and a finish_reason;
 the end of the body for a minute; `error_first_split` sends an error chunk as its first
 event in two pieces 50 ms apart, and closes; `ping_then_slow` sends a keep-alive comment,
 then its answer 1.5 s later; `long` sends 300 content chunks whatever max_tokens says, then
-a finish_reason, its usage and `data: [DONE]`. Prints {"msg":"listening","port":N} on stderr when ready.
+a finish_reason, its usage and `data: [DONE]`; `overreport` sends two content chunks,
+a finish_reason, a usage of 1,000,000 output tokens and `data: [DONE]`. Prints {"msg":"listening","port":N} on stderr when ready.
 """
 import http.server
 import json
@@ -90,6 +91,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
                                                  "finish_reason": "length"}]}))
             self.wfile.write(chunk({"choices": [], "usage": {"prompt_tokens": 4,
                                                              "completion_tokens": 302}}))
+            self.wfile.write(b"data: [DONE]\n\n")
+        if MODE == "overreport":
+            for word in ("Hi", " there"):
+                self.wfile.write(chunk({"choices": [{"index": 0, "delta": {"content": word}}]}))
+            self.wfile.write(chunk({"choices": [{"index": 0, "delta": {},
+                                                 "finish_reason": "stop"}]}))
+            self.wfile.write(chunk({"choices": [], "usage": {"prompt_tokens": 4,
+                                                             "completion_tokens": 1000000}}))
             self.wfile.write(b"data: [DONE]\n\n")
         if MODE == "split_usage":
             self.wfile.write(b'data: {"choices":[],\ndata: "usage":{"prompt_tokens":4,'

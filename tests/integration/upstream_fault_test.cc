@@ -231,8 +231,32 @@ TEST(UpstreamFault, AnAnswerClaimingFarMoreThanMaxTokensIsChargedItsHoldAtMost) 
   // 1,000,000 output tokens at 1 USD per million would be 1 USD.
   const Money charged = Money::parse(res.header("x-turnpike-cost-usd")).value();
   EXPECT_LT(charged, Money::parse("0.001").value()) << res.header("x-turnpike-cost-usd");
-  EXPECT_NE(stack.gateway->log().find("far more output than the max_tokens asked for"),
+  EXPECT_NE(stack.gateway->log().find("far more output than the request's max_tokens"),
             std::string::npos);
+}
+
+// Without a max_tokens a report is still bounded: output well past the model's
+// max_output_tokens (4096 here), input well past its context_tokens (128,000), is charged
+// what was held at most. Either was charged in full, past any balance, by the one response
+// licensed to overdraw (1,000 USD for the input claimed).
+TEST(UpstreamFault, AReportPastWhatTheModelCanDoIsChargedItsHoldAtMost) {
+  for (const std::string mode : {"overreport", "overreport_input"}) {
+    const FaultStack stack(mode);
+    ASSERT_GT(stack.port, 0) << stack.log();
+    const auto res = http_request(stack.port, "POST", "/v1/chat/completions",
+                                  R"({"model":"solo","messages":[]})",
+                                  {{"authorization", "Bearer " + stack.key}});
+    ASSERT_EQ(res.status, 200) << mode << ": " << res.body;
+    // The hold: the body's bytes of input and 4096 output tokens at 1 USD per million.
+    const Money charged = Money::parse(res.header("x-turnpike-cost-usd")).value();
+    EXPECT_LE(charged, Money::parse("0.0042").value()) << mode;
+    EXPECT_GT(charged, Money()) << mode;
+    EXPECT_NE(
+        stack.gateway->log().find(mode == "overreport" ? "its model's max_output_tokens) allows"
+                                                       : "its model's context_tokens allows"),
+        std::string::npos)
+        << mode;
+  }
 }
 
 // A provider's error page that is not JSON keeps its status but comes in the client's own
