@@ -13,6 +13,14 @@
 
 namespace tp::api {
 
+namespace {
+
+// Hold ids of one start: 2^40 of them (a million holds a second for twelve days), and
+// 2^23 starts before a hold id passes what a usage row's INTEGER holds.
+constexpr int kHoldIdBits = 40;
+
+}  // namespace
+
 Status check_store_uri(const std::string& store_uri) {
   if (!store_uri.starts_with("sqlite:")) {
     return Status{ErrorKind::kInvalidRequest,
@@ -61,6 +69,14 @@ Result<Services> open_services(const std::string& store_uri, const std::string& 
     log::warn("billing frozen since before this start", {{"reason", *open}});
   }
   if (auto s = (*db)->exec("BEGIN IMMEDIATE"); !s) return s;
+  // Each start numbers its holds from its own range of 2^40: a usage row's hold is its
+  // account's and this start's alone (see migration 16).
+  auto starts = store::count_start(**db);
+  if (!starts) {
+    (void)(*db)->exec("ROLLBACK");
+    return starts.status();
+  }
+  (*bank)->continue_holds_after(static_cast<ledger::HoldId>(*starts) << kHoldIdBits);
   const ledger::Reconciliation r = reconcile_books(**db, **bank, *freeze, "start");
   const auto [unrecorded, generation] = freeze->pending_record();  // a freeze it just set
   if (!unrecorded.empty()) {

@@ -59,11 +59,15 @@ Result<std::unique_ptr<Bank>> Bank::adopt(Ledger ledger, std::int64_t now_ms) {
     auto it = by_held.find(t.kind == TransferKind::kHold ? t.credit : t.debit);
     if (it != by_held.end()) it->second->recover(t);
   }
-  for (auto& [account, w] : bank->wallets_) {
-    w->return_stranded(now_ms);
-    w->continue_holds_after(last_hold);
-  }
+  for (auto& [account, w] : bank->wallets_) w->return_stranded(now_ms);
+  bank->continue_holds_after(last_hold);
   return bank;
+}
+
+void Bank::continue_holds_after(HoldId id) {
+  std::lock_guard lock(mu_);
+  holds_after_ = std::max(holds_after_, id);
+  for (auto& [account, w] : wallets_) w->continue_holds_after(holds_after_);
 }
 
 Wallet& Bank::wallet(std::int64_t account) {
@@ -72,6 +76,7 @@ Wallet& Bank::wallet(std::int64_t account) {
     it = wallets_.emplace(account, std::make_unique<Wallet>(ledger_, platform_,
                                                             customer_name(account)))
              .first;
+    it->second->continue_holds_after(holds_after_);
     below_[account] = below_mask(*it->second, 0);  // an empty wallet raises nothing
   }
   return *it->second;

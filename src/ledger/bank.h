@@ -60,6 +60,11 @@ class Bank {
   // raised expiring while it ran.
   static Result<std::unique_ptr<Bank>> adopt(Ledger ledger, std::int64_t now_ms);
 
+  // Every hold from now is numbered above `id`, in every wallet, new ones too: a gateway
+  // numbers its holds past those of earlier starts, which a hold that moved no money (a
+  // voided one, a zero-cost one) left in usage rows only.
+  void continue_holds_after(HoldId id);
+
   // Idempotent.
   void open_wallet(std::int64_t account);
   // A promo credit needs `expires_at_ms` after `now_ms` (kInvalidRequest); paid and trial
@@ -149,6 +154,7 @@ class Bank {
   Ledger ledger_;
   PlatformAccounts platform_;
   std::map<std::int64_t, std::unique_ptr<Wallet>> wallets_;
+  HoldId holds_after_ = 0;  // every wallet's holds are numbered above it
   std::vector<Money> thresholds_;                       // highest first
   std::unordered_map<std::int64_t, std::uint32_t> below_;  // per account: thresholds crossed
   std::vector<LowBalanceNotice> notices_;

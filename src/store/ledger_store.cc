@@ -166,6 +166,17 @@ Result<std::string> open_freeze(Database& db) {
   return *step == Statement::Step::kRow ? std::string(select->column_text(0)) : std::string();
 }
 
+Result<std::int64_t> count_start(Database& db) {
+  auto update = db.prepare("UPDATE gateway_starts SET starts = starts + 1 RETURNING starts");
+  if (!update) return update.status();
+  auto step = update->step();
+  if (!step) return step.status();
+  if (*step != Statement::Step::kRow) return Status{ErrorKind::kInternal, "no gateway_starts row"};
+  const std::int64_t starts = update->column_int(0);
+  if (auto done = update->step(); !done) return done.status();
+  return starts;
+}
+
 Status load_ledger(Database& db, ledger::Ledger& ledger) {
   if (ledger.account_count() != 0) {
     return {ErrorKind::kInternal, "load_ledger needs an empty ledger"};

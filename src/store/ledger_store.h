@@ -43,6 +43,10 @@ Status clear_freezes(Database& db, std::string_view note, std::int64_t at_ms);
 // The reason of the latest open freeze, or "" when none.
 Result<std::string> open_freeze(Database& db);
 
+// Counts a gateway's start (in the caller's transaction) and gives the number of starts so
+// far, this one included.
+Result<std::int64_t> count_start(Database& db);
+
 // Rebuilds `ledger` (which must be empty) from the database.
 Status load_ledger(Database& db, ledger::Ledger& ledger);
 

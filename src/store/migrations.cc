@@ -9,7 +9,7 @@ namespace tp::store {
 namespace {
 
 // Append only: a released migration never changes.
-constexpr std::array<std::string_view, 15> kMigrations = {
+constexpr std::array<std::string_view, 16> kMigrations = {
     // 1: the ledger journal.
     R"sql(
 CREATE TABLE ledger_accounts (
@@ -162,6 +162,13 @@ ALTER TABLE api_keys ADD COLUMN rpm INTEGER;
 ALTER TABLE api_keys ADD COLUMN tpm INTEGER;
 ALTER TABLE api_keys ADD COLUMN budget_nanos INTEGER;
 ALTER TABLE api_keys ADD COLUMN holder INTEGER;
+)sql",
+    // 16: how many times a gateway started on this store. Hold ids begin each start past
+    // every earlier start's (see Bank::continue_holds_after): a hold that moved no money
+    // left no transfer to continue after, and its id came again in a later usage row.
+    R"sql(
+CREATE TABLE gateway_starts (starts INTEGER NOT NULL);
+INSERT INTO gateway_starts (starts) VALUES (0);
 )sql",
 };
 

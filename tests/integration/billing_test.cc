@@ -1396,6 +1396,29 @@ std::int64_t store_value(const Stack& stack, const std::string& sql) {
   return step && *step == store::Statement::Step::kRow ? row->column_int(0) : -1;
 }
 
+// A usage row's hold is its account's alone, across restarts too: a hold that moved no money
+// (a voided request's) left no transfer, and the next start numbered its holds after the
+// last transfer's, giving the voided request's id again.
+TEST(Billing, HoldIdsAreNotUsedAgainAfterARestart) {
+  Stack stack("billing: { trial_usd: \"0\" }");
+  ASSERT_GT(stack.port, 0) << stack.gateway->log();
+  const std::string key = funded_key(stack.port, "1");
+  auto ask = [&](const std::string& model) {
+    return http_request(stack.port, "POST", "/v1/chat/completions",
+                        R"({"model":")" + model + R"(","max_tokens":5,"messages":[]})", bearer(key))
+        .status;
+  };
+  EXPECT_EQ(ask("gpt-test"), 200);    // a charge: its transfer names its hold
+  EXPECT_EQ(ask("dead-model"), 502);  // voided: its row alone names its hold
+  ASSERT_TRUE(stack.restart_gateway());
+  EXPECT_EQ(ask("gpt-test"), 200);
+  EXPECT_EQ(ask("dead-model"), 502);
+  std::this_thread::sleep_for(300ms);  // a voided request's row is written after it
+  EXPECT_EQ(store_value(stack, "SELECT COUNT(*) FROM usage_log WHERE account_id = 2"), 4);
+  EXPECT_EQ(store_value(stack, "SELECT COUNT(DISTINCT hold) FROM usage_log WHERE account_id = 2"),
+            4);
+}
+
 // Waits (20 s at most) until the gateway logged `count` failed commits.
 void await_failed_commits(const Stack& stack, std::size_t count) {
   for (int i = 0; i < 200 && log_count(stack, "store commit failed") < count; ++i) {

@@ -401,6 +401,22 @@ TEST(Bank, AHoldWritesNothingAndItsSettlementOneTransferPerBook) {
   EXPECT_EQ(bank->balance(1, now)->available, usd("3.5"));
 }
 
+// A start's floor for hold ids holds for the wallets it has and for those opened after it.
+TEST(Bank, HoldsAreNumberedAfterTheFloorInEveryWallet) {
+  const std::int64_t now = 1'000'000;
+  auto bank = Bank::create();
+  ASSERT_TRUE(bank->deposit(1, CreditKind::kPaid, usd("4"), std::nullopt, now));
+  bank->continue_holds_after(5000);
+  ASSERT_TRUE(bank->deposit(2, CreditKind::kPaid, usd("4"), std::nullopt, now));
+  for (const std::int64_t account : {1, 2}) {
+    auto h = bank->hold(account, usd("1"), now + 60'000, now);
+    ASSERT_TRUE(h);
+    EXPECT_EQ(h->id, 5001u) << account;
+  }
+  bank->continue_holds_after(10);  // never lowered
+  EXPECT_EQ(bank->hold(1, usd("1"), now + 60'000, now)->id, 5002u);
+}
+
 TEST(Bank, RestartReturnsWhatOlderVersionsLeftInHeld) {
   // A journal from before holds were reservations: 3 of paid moved to `held` for hold 7,
   // whose request never finished; hold 5 was held and posted.
