@@ -1717,6 +1717,17 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
   if (!bill.embeddings && !body.has_tools && bill.search_calls == 0) {
     bill.input_believed_max = with_margin(served.model->context_tokens);
   }
+  if (log::enabled(log::Level::kDebug)) {
+    log::debug("routed", {{"request_id", bill.record.request_id},
+                          {"model", served.model->name},
+                          {"provider", provider.name},
+                          {"upstream_model", route.upstream_model},
+                          {"score", served.score},
+                          {"candidates", plan.choice.ranked.size()},
+                          {"attempt", attempt + 1},
+                          {"flex", bill.flex},
+                          {"status", answered->status()}});
+  }
   http::UpstreamResponse& upstream = *answered;
 
   RouteHeaders route_headers;
@@ -3086,6 +3097,16 @@ Task<bool> Gateway::settle(Bill& bill, const meter::Usage& reported, int status)
   r.status = status;
   r.hold = bill.hold.id;
   r.latency_ms = elapsed_ms(bill);
+  if (log::enabled(log::Level::kDebug)) {
+    log::debug("settling", {{"request_id", r.request_id},
+                            {"status", status},
+                            {"cost_usd", r.cost.to_string()},
+                            {"held_usd", bill.covered.to_string()},
+                            {"input_tokens", r.input_tokens},
+                            {"cached_tokens", r.cached_tokens},
+                            {"output_tokens", r.output_tokens},
+                            {"capped", bill.capped}});
+  }
   // The charge is taken on the writer, in the batch whose transaction stores it: the row
   // and the transfers become durable together or not at all (see store::UsageBuffer).
   store::Writer::Work work = [bank, usage = state_->services().usage, hold = bill.hold,

@@ -3,19 +3,20 @@
 #include <fmt/format.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <array>
+#include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl.hpp>
-#include <boost/asio/connect.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/buffer_traits.hpp>
 #include <boost/beast/core/buffers_suffix.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
-#include <algorithm>
 #include <limits>
 #include <optional>
 
+#include "core/log.h"
 #include "http/deadline.h"
 
 namespace tp::http {
@@ -24,6 +25,17 @@ namespace ssl = asio::ssl;
 using tcp = asio::ip::tcp;
 using std::chrono::milliseconds;
 using SteadyTime = std::chrono::steady_clock::time_point;
+
+namespace {
+
+// "ADDRESS:PORT" ("[ADDRESS]:PORT" for IPv6), for debug lines.
+std::string endpoint_text(const tcp::endpoint& e) {
+  const std::string address = e.address().to_string();
+  return e.address().is_v6() ? fmt::format("[{}]:{}", address, e.port())
+                             : fmt::format("{}:{}", address, e.port());
+}
+
+}  // namespace
 
 struct UpstreamConnection {
   std::size_t endpoint_index = 0;
@@ -350,6 +362,10 @@ std::unique_ptr<UpstreamConnection> UpstreamPool::take_idle(const UpstreamEndpoi
       const std::shared_ptr<const Addresses> now = ep.addresses->addresses();
       if (std::find(now->begin(), now->end(), conn->remote) == now->end()) {
         ++stats_.moved;
+        if (log::enabled(log::Level::kDebug)) {
+          log::debug("pooled upstream connection let go: its host no longer resolves to it",
+                     {{"provider", ep.name}, {"address", endpoint_text(conn->remote)}});
+        }
         continue;
       }
       conn->address_generation = generation;
@@ -365,6 +381,9 @@ std::unique_ptr<UpstreamConnection> UpstreamPool::take_idle(const UpstreamEndpoi
           ::recv(conn->lowest().native_handle(), &probe, 1, MSG_PEEK | MSG_DONTWAIT);
       if (n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
         ++stats_.stale_retries;
+        log::debug(n > 0 ? "pooled upstream connection let go: bytes came that nobody asked for"
+                         : "pooled upstream connection let go: the upstream closed it",
+                   {{"provider", ep.name}});
         continue;
       }
     }
@@ -468,6 +487,11 @@ Task<Result<std::unique_ptr<UpstreamConnection>>> UpstreamPool::connect(
     conn->tls->set_verify_callback(ssl::host_name_verification(ep.url.host));
     auto [hec] = co_await conn->tls->async_handshake(ssl::stream_base::client, use_nothrow);
     if (hec) co_return upstream_error(ep, "TLS handshake", hec, conn->deadline->expired());
+  }
+  if (log::enabled(log::Level::kDebug)) {
+    log::debug("upstream connection opened", {{"provider", ep.name},
+                                              {"address", endpoint_text(conn->remote)},
+                                              {"tls", conn->tls.has_value()}});
   }
   co_return conn;
 }

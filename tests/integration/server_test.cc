@@ -101,6 +101,41 @@ TEST(Server, TheListeningLineIsWrittenAtEveryLogLevel) {
   EXPECT_GT(gateway.wait_listening(), 0) << gateway.log();
 }
 
+// log.level debug says, per request, where it went and what it cost, and when upstream
+// connections open; never the words of a prompt or an answer. At info none of it.
+TEST(Server, DebugLinesSayWhereARequestWentAndWhatItCost) {
+  Process sim(bin("turnpike-sim"), {"--listen", "127.0.0.1:0"});
+  const std::string up = std::to_string(sim.wait_listening());
+  for (const std::string level : {"debug", "info"}) {
+    TempDir dir;
+    const std::string config = dir.write(
+        "t.yaml", "listen: \"127.0.0.1:0\"\nlog: { level: " + level +
+                      " }\nproviders:\n  - { name: simmed, base_url: \"http://127.0.0.1:" + up +
+                      "/v1\" }\nmodels:\n  - name: m\n    routes: [{provider: simmed, "
+                      "input_per_mtok: \"1\", output_per_mtok: \"1\"}]\n");
+    const auto gateway = start_gateway(dir, config);
+    const int port = gateway->wait_listening();
+    ASSERT_GT(port, 0) << gateway->log();
+    const std::string key = create_key(port);
+    const auto res = http_request(
+        port, "POST", "/v1/chat/completions",
+        R"({"model":"m","messages":[{"role":"user","content":"zebra-quartz-prompt"}]})",
+        {{"authorization", "Bearer " + key}});
+    ASSERT_EQ(res.status, 200) << res.body;
+    const std::string id = res.header("x-request-id");
+    const std::string log = gateway->log();
+    const bool debug = level == "debug";
+    EXPECT_EQ(log.find(R"("msg":"routed","request_id":")" + id) != std::string::npos, debug) << log;
+    EXPECT_EQ(log.find(R"("msg":"settling","request_id":")" + id) != std::string::npos, debug)
+        << log;
+    EXPECT_EQ(
+        log.find(R"("msg":"upstream connection opened","provider":"simmed")") != std::string::npos,
+        debug)
+        << log;
+    EXPECT_EQ(log.find("zebra-quartz-prompt"), std::string::npos);
+  }
+}
+
 TEST(Server, SlowClientIsCutOffByHeaderTimeout) {
   Stack stack("limits: { header_timeout_ms: 1000 }");
   ASSERT_GT(stack.port, 0) << stack.gateway->log();
