@@ -740,6 +740,7 @@ Task<void> AdminApi::handle(http::Request& req, Responder& res) {
       co_await send_error(res, http_status(revoked.status().kind()), revoked.status().message());
       co_return;
     }
+    log::info("key revoked", {{"key", *id}});
     co_await res.send(204, "", "");
     co_return;
   }

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <openssl/crypto.h>
 
+#include <algorithm>
 #include <cstdlib>
 
 #include "core/clock.h"
@@ -108,9 +109,29 @@ Result<Services> open_services(const std::string& store_uri, const std::string& 
        [accounts](store::Database& db) { return accounts->persist(db); },
        [accounts](bool committed) { accounts->committed(committed); }});
   if (const char* admin = std::getenv("TURNPIKE_ADMIN_KEY"); admin != nullptr) {
-    services.admin_key = admin;
+    auto key = admin_key_from(admin);
+    if (!key) return key.status();
+    services.admin_key = std::move(key.value());
   }
   return services;
+}
+
+Result<std::string> admin_key_from(std::string_view value) {
+  // A header value's surrounding blanks never reach the comparison, so a key given with
+  // them (a file's newline) is taken without them; one with other control characters could
+  // never be presented. (The key itself is not shown.)
+  constexpr std::string_view kBlanks = " \t\r\n";
+  const std::size_t begin = value.find_first_not_of(kBlanks);
+  value = begin == std::string_view::npos
+              ? std::string_view()
+              : value.substr(begin, value.find_last_not_of(kBlanks) - begin + 1);
+  if (std::any_of(value.begin(), value.end(),
+                  [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; })) {
+    return Status{ErrorKind::kInvalidRequest,
+                  "TURNPIKE_ADMIN_KEY has control characters, which no request header can "
+                  "carry: the admin API could never be used (its value is not shown)"};
+  }
+  return std::string(value);
 }
 
 bool is_admin_key(std::string_view presented, const Services& services) {

@@ -48,6 +48,9 @@ Result<Services> open_services(const std::string& store_uri, const std::string& 
 
 // Whether `presented` is the admin key, compared in constant time; never when the admin
 // API is disabled (no key set).
+// The admin key as TURNPIKE_ADMIN_KEY gives it: without surrounding blanks (a file's
+// newline); kInvalidRequest when it has other control characters.
+Result<std::string> admin_key_from(std::string_view value);
 bool is_admin_key(std::string_view presented, const Services& services);
 
 // Stores the bank's new transfers and reconciles every balance with the stored books,

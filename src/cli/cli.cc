@@ -68,8 +68,11 @@ class DataDirLock {
     std::vector<std::pair<std::string, std::string>> paths = {
         {data_dir + "/turnpike.lock", data_dir}};
     if (store_uri.starts_with("sqlite:")) {
-      paths.emplace_back(api::sqlite_file(store_uri, data_dir) + ".lock",
-                         "the store " + store_uri.substr(7));
+      // Named by the file's real path: a symbolic link to a live gateway's store (or a path
+      // through one) must find that gateway's lock, not a lock of its own.
+      const std::string file = api::sqlite_file(store_uri, data_dir);
+      const std::filesystem::path real = std::filesystem::weakly_canonical(file, ec);
+      paths.emplace_back((ec ? file : real.string()) + ".lock", "the store " + store_uri.substr(7));
     }
     for (const auto& [path, what] : paths) {
       const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);

@@ -560,6 +560,9 @@ TEST_F(GatewayTest, KeysAreCheckedAndManagedThroughTheAdminApi) {
   // Revoked: 401 at once; a second revoke (a retry) is 204 too, an unknown key 404.
   EXPECT_EQ(http_request(stack_->port, "DELETE", "/admin/v1/keys/" + key_id, "", admin).status,
             204);
+  EXPECT_NE(stack_->gateway->log().find(R"("msg":"key revoked","key":)" +
+                                        key_id.substr(key_id.find('_') + 1)),
+            std::string::npos);
   expect_openai_error(post("/v1/embeddings", R"({"model":"embed-test","input":"x"})", as(key)),
                       401, "authentication_error");
   EXPECT_EQ(http_request(stack_->port, "DELETE", "/admin/v1/keys/" + key_id, "", admin).status,

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <fstream>
 #include <future>
@@ -82,11 +83,49 @@ TEST(Server, AStoreOutsideTheDataDirectoryIsLockedAndPrivate) {
   EXPECT_EQ(third.wait_exit(10s), std::optional<int>(2)) << third.log();
   EXPECT_NE(third.log().find("is in use by a running turnpike"), std::string::npos)
       << third.log();
+  // And an offline change naming it through a symbolic link: the link's own lock was free,
+  // and the change went into a live gateway's store behind its back.
+  const std::string link = shared.path() + "/alias.db";
+  ASSERT_EQ(::symlink((shared.path() + "/tp.db").c_str(), link.c_str()), 0);
+  Process offline(bin("turnpike"),
+                  {"accounts", "suspend", "acct_1", "--data-dir", shared.path() + "/offline",
+                   "--store", "sqlite:" + link},
+                  stack.gateway_env);
+  EXPECT_EQ(offline.wait_exit(10s), std::optional<int>(1)) << offline.log();
+  EXPECT_NE(offline.log().find("is in use by a running turnpike"), std::string::npos)
+      << offline.log();
   struct stat st {};
   ASSERT_EQ(::stat((shared.path() + "/tp.db").c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0600u);
   ASSERT_EQ(::stat((stack.dir.path() + "/var").c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0077, 0u);
+}
+
+// TURNPIKE_ADMIN_KEY is taken without surrounding blanks (a file's newline), which no header
+// can carry: with them the admin API could never be used. Other control characters refuse
+// the start, naming the variable but not showing its value.
+TEST(Server, TheAdminKeyIsTakenWithoutSurroundingBlanks) {
+  TempDir dir;
+  const std::string config =
+      dir.write("t.yaml",
+                "listen: \"127.0.0.1:0\"\nproviders:\n"
+                "  - { name: a, base_url: \"http://127.0.0.1:9/v1\" }\nmodels:\n  - name: m\n"
+                "    routes: [{provider: a, input_per_mtok: \"1\", output_per_mtok: \"1\"}]\n");
+  Process gateway(bin("turnpike"), {"serve", "--config", config, "--data-dir", dir.path() + "/var"},
+                  {{"TURNPIKE_ADMIN_KEY", std::string(" ") + kAdminKey + "\r\n"}});
+  const int port = gateway.wait_listening();
+  ASSERT_GT(port, 0) << gateway.log();
+  EXPECT_EQ(http_request(port, "GET", "/admin/v1/routes", {},
+                         {{"authorization", std::string("Bearer ") + kAdminKey}})
+                .status,
+            200);
+  Process refused(bin("turnpike"),
+                  {"serve", "--config", config, "--data-dir", dir.path() + "/other"},
+                  {{"TURNPIKE_ADMIN_KEY", std::string("secret\x01") + kAdminKey}});
+  EXPECT_EQ(refused.wait_exit(10s), std::optional<int>(2)) << refused.log();
+  EXPECT_NE(refused.log().find("TURNPIKE_ADMIN_KEY has control characters"), std::string::npos)
+      << refused.log();
+  EXPECT_EQ(refused.log().find("secret"), std::string::npos) << refused.log();
 }
 
 // Where it listens is logged at every log level: with port 0 nothing else would say it.
