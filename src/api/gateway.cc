@@ -209,15 +209,24 @@ bool route_at_fault(unsigned status) {
          status == 404;
 }
 
-// The output every candidate is scored at: the smallest of the models' output bounds, an
-// output each of them can give. Without max_tokens each model's own bound would make one
-// with a small max_output_tokens look cheap and fast whatever its prices. (Each route's
-// hold still covers its own model's bound.)
+// The output every candidate is scored at: the smallest of the candidate models' output
+// bounds, an output each of them can give. Without max_tokens each model's own bound would
+// make one with a small max_output_tokens look cheap and fast whatever its prices. (Each
+// route's hold still covers its own model's bound.) `candidate(i)`: whether models[i] kept
+// a route after the constraints; one that did not must not move the others' scores. (With
+// none left, the smallest of all, for explain to show.)
 std::int64_t scored_output(std::span<const catalog::Model* const> models,
+                           const std::function<bool(std::size_t)>& candidate,
                            const std::function<std::int64_t(const catalog::Model&)>& bound) {
-  std::int64_t out = std::numeric_limits<std::int64_t>::max();
-  for (const catalog::Model* m : models) out = std::min(out, bound(*m));
-  return out;
+  constexpr std::int64_t kNone = std::numeric_limits<std::int64_t>::max();
+  std::int64_t of_candidates = kNone;
+  std::int64_t of_all = kNone;
+  for (std::size_t i = 0; i < models.size(); ++i) {
+    const std::int64_t b = bound(*models[i]);
+    of_all = std::min(of_all, b);
+    if (candidate(i)) of_candidates = std::min(of_candidates, b);
+  }
+  return of_candidates != kNone ? of_candidates : of_all;
 }
 
 // For the client: how each route tried failed, in order, then `last` (how the answer that
@@ -2060,9 +2069,6 @@ Task<void> Gateway::explain(http::Request& req, Responder& res) {
   const catalog::PrivacyTier tier = options.tier;
   const Constraints constraints =
       constraints_for(Api::kOpenAI, body, *grant, options, rule, models);
-  // Every candidate scored at one output, as choose_route does.
-  const std::int64_t output =
-      scored_output(models, [&](const catalog::Model& m) { return output_bound(body, m); });
   struct Listed {
     const catalog::Model* model;
     const catalog::Route* route;
@@ -2070,20 +2076,27 @@ Task<void> Gateway::explain(http::Request& req, Responder& res) {
     std::optional<std::size_t> scored;  // index into candidates
   };
   std::vector<Listed> listed;
+  std::vector<bool> kept(models.size(), false);  // a model with a candidate route
+  for (std::size_t i = 0; i < models.size(); ++i) {
+    for (const catalog::Route& r : models[i]->routes) {
+      listed.push_back({models[i], &r, exclusion(*models[i], r, constraints), std::nullopt});
+      if (listed.back().excluded.empty()) kept[i] = true;
+    }
+  }
+  // Every candidate scored at one output, as choose_route does.
+  const std::int64_t output = scored_output(
+      models, [&](std::size_t i) { return kept[i]; },
+      [&](const catalog::Model& m) { return output_bound(body, m); });
   std::vector<router::Candidate> candidates;
   std::vector<std::size_t> candidate_provider;  // each candidate's provider
-  for (const catalog::Model* m : models) {
-    for (const catalog::Route& r : m->routes) {
-      Listed l{m, &r, exclusion(*m, r, constraints), std::nullopt};
-      if (l.excluded.empty()) {
-        l.scored = candidates.size();
-        candidates.push_back(
-            candidate_for(*m, r, prices_at(r, false, premium_for(r, constraints.priced).value()),
-                          input_tokens, output));
-        candidate_provider.push_back(r.provider);
-      }
-      listed.push_back(std::move(l));
-    }
+  for (Listed& l : listed) {
+    if (!l.excluded.empty()) continue;
+    l.scored = candidates.size();
+    candidates.push_back(
+        candidate_for(*l.model, *l.route,
+                      prices_at(*l.route, false, premium_for(*l.route, constraints.priced).value()),
+                      input_tokens, output));
+    candidate_provider.push_back(l.route->provider);
   }
   const std::vector<router::Terms> terms = router::score(candidates, weights);
   std::vector<std::size_t> order = router::rank(terms);
@@ -2230,17 +2243,24 @@ Gateway::RouteChoice Gateway::choose_route(
     }
     return choice;
   }
-  choice.scored_output = scored_output(models, output_tokens);
   std::vector<Ranked> routes;
-  std::vector<router::Candidate> candidates;
-  for (const catalog::Model* m : models) {
+  std::vector<bool> kept(models.size(), false);  // a model with an admitted route
+  for (std::size_t i = 0; i < models.size(); ++i) {
+    const catalog::Model* m = models[i];
     const std::int64_t output = output_tokens(*m);
     for (const catalog::Route& r : m->routes) {
       if (!admitted(*m, r)) continue;
       routes.push_back({&r, 0, m, output, false, premium_for(r, c.priced).value()});
-      candidates.push_back(
-          candidate_for(*m, r, routes.back().prices(), input_tokens, choice.scored_output));
+      kept[i] = true;
     }
+  }
+  choice.scored_output = scored_output(
+      models, [&](std::size_t i) { return kept[i]; }, output_tokens);
+  std::vector<router::Candidate> candidates;
+  candidates.reserve(routes.size());
+  for (const Ranked& r : routes) {
+    candidates.push_back(
+        candidate_for(*r.model, *r.route, r.prices(), input_tokens, choice.scored_output));
   }
   const std::vector<router::Terms> terms = router::score(candidates, weights);
   std::vector<std::size_t> order = router::rank(terms);

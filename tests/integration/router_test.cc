@@ -515,6 +515,40 @@ TEST(Router, AutoComparesModelsAtOneOutput) {
   }
 }
 
+// ... and that output is the smallest among the models left with a route: one the request may
+// not use (here a community provider's, for a confidential request) cut every candidate's
+// output to its own small bound, and so changed which model was cheapest.
+TEST(Router, AutoScoresAtTheOutputOfTheModelsItMayUse) {
+  Process sim(bin("turnpike-sim"), std::vector<std::string>{"--listen", "127.0.0.1:0"});
+  const int sim_port = sim.wait_listening();
+  const std::string url = "http://127.0.0.1:" + std::to_string(sim_port) + "/v1";
+  std::ostringstream y;
+  y << "listen: \"127.0.0.1:0\"\nproviders:\n"
+    << "  - { name: vault, base_url: \"" << url << "\", privacy_tier: confidential }\n"
+    << "  - { name: open, base_url: \"" << url << "\", privacy_tier: community }\n"
+    << "models:\n"
+    << "  - name: dear-in\n    quality: 0.8\n    routes:\n"
+    << "      - { provider: vault, input_per_mtok: \"100\", output_per_mtok: \"1\" }\n"
+    << "  - name: dear-out\n    quality: 0.8\n    routes:\n"
+    << "      - { provider: vault, input_per_mtok: \"0.1\", output_per_mtok: \"3\" }\n"
+    << "  - name: tiny\n    quality: 0.8\n    max_output_tokens: 50\n    routes:\n"
+    << "      - { provider: open, input_per_mtok: \"1\", output_per_mtok: \"1\" }\n";
+  const TestGateway gw(y.str());
+  ASSERT_GT(gw.port, 0) << gw.log();
+  const auto headers = gw.auth({{"x-turnpike-route-preference", "cost"}});
+  // At 4096 output tokens (the confidential models' bound) dear-in is the cheaper; at 50
+  // (tiny's) dear-out would be.
+  const std::string body =
+      R"({"model":"auto","privacy_tier":"confidential","messages":[{"role":"user","content":"hi"}]})";
+  const auto res = http_request(gw.port, "POST", "/v1/chat/completions", body, headers);
+  ASSERT_EQ(res.status, 200) << res.body;
+  EXPECT_EQ(res.header("x-turnpike-model"), "dear-in");
+  const auto explained = http_request(gw.port, "POST", "/v1/route/explain", body, headers);
+  EXPECT_NE(explained.body.find(R"("output_tokens":4096)"), std::string::npos) << explained.body;
+  EXPECT_NE(explained.body.find(R"("pick":{"model":"dear-in")"), std::string::npos)
+      << explained.body;
+}
+
 // The time to first byte that model `m`'s one route learned from one whole answer of 16
 // tokens, from a turnpike-sim started with `sim_args`, the route seeded with `seeds`
 // (`ttfb_ms: …, tokens_per_second: …`); -1 when explain says it was not measured.
