@@ -820,16 +820,22 @@ Task<void> AdminApi::create_account(http::Request& req, Responder& res) {
       if (!seen) return seen.status();
       if (*seen) return std::move((*seen)->body);
     }
+    // Its trial credit must fit before the account is made: a refusal after would leave the
+    // account in memory (and stored with the next batch) though the call failed.
+    const bool trial = kind == "customer" && services_.trial_credit > Money();
+    if (trial) {
+      if (Status s = services_.bank->check_deposit(services_.trial_credit); !s) return s;
+    }
     // One write: an account must never stand, even for a moment, without its allowlist.
     auto created = services_.directory->create_account(db, std::string(name), std::string(kind),
                                                        std::string(plan), policy, now_ms(),
                                                        models);
     if (!created) return created.status();
     services_.bank->open_wallet(created->id);
-    if (created->kind == "customer" && services_.trial_credit > Money()) {
-      auto trial = services_.bank->deposit(created->id, ledger::CreditKind::kTrial,
-                                           services_.trial_credit, std::nullopt, now_ms());
-      if (!trial) return trial.status();
+    if (trial) {
+      auto deposited = services_.bank->deposit(created->id, ledger::CreditKind::kTrial,
+                                               services_.trial_credit, std::nullopt, now_ms());
+      if (!deposited) return deposited.status();
     }
     std::string body = account_json(*created, nullptr);
     if (!idempotency_key.empty()) {

@@ -135,6 +135,11 @@ std::vector<LowBalanceNotice> Bank::take_low_balance_notices(std::size_t* droppe
   return out;
 }
 
+Status Bank::check_deposit(Money amount) const {
+  std::lock_guard lock(mu_);
+  return ledger_.check_range(platform_.world, amount);
+}
+
 void Bank::open_wallet(std::int64_t account) {
   std::lock_guard lock(mu_);
   wallet(account);

@@ -71,6 +71,10 @@ class Bank {
   // credit never expires, and `expires_at_ms` is not used for them.
   Result<TransferId> deposit(std::int64_t account, CreditKind kind, Money amount,
                              std::optional<std::int64_t> expires_at_ms, std::int64_t now_ms);
+  // Whether a deposit of `amount` fits the ledger's range (every deposit comes from the
+  // world account, whose balance is minus all of them): asked before what a refused deposit
+  // would leave half done, such as an account created for its trial credit.
+  Status check_deposit(Money amount) const;
   // Unused paid credit only (never trial or promo); kPaymentRequired past it.
   Result<TransferId> refund(std::int64_t account, Money amount, std::int64_t now_ms);
   Result<Balance> balance(std::int64_t account, std::int64_t now_ms) const;

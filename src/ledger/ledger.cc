@@ -20,6 +20,18 @@ std::string_view transfer_kind_name(TransferKind kind) {
   return "unknown";
 }
 
+Status Ledger::check_range(AccountId debit, Money amount) const {
+  const Account& from = accounts_.at(debit);
+  std::int64_t after = 0;
+  if (__builtin_sub_overflow(from.balance.nanos(), amount.nanos(), &after)) {
+    return Status{ErrorKind::kInvalidRequest,
+                  fmt::format("moving {} USD from {} would take its balance past what the "
+                              "ledger can hold (about ±9.2 billion USD)",
+                              amount.to_string(), from.name)};
+  }
+  return Status::ok();
+}
+
 AccountId Ledger::open(std::string name, Floor floor) {
   accounts_.push_back({std::move(name), floor, Money(), Money()});
   return static_cast<AccountId>(accounts_.size() - 1);

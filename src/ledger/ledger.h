@@ -77,6 +77,10 @@ class Ledger {
   Result<TransferId> transfer(AccountId debit, AccountId credit, Money amount, TransferKind kind,
                               std::uint64_t hold, std::int64_t at_ms, bool allow_overdraft = false);
 
+  // Whether `amount` can leave `debit` within the range a balance holds (the floor aside):
+  // the check transfer() makes, for a caller that must know before it changes anything.
+  Status check_range(AccountId debit, Money amount) const;
+
   // Applies a transfer read back from the store, as it was made: ids must follow on from
   // the journal and the accounts must exist; floors are not re-checked (they held when the
   // transfer was made, and an overdraft is legal).

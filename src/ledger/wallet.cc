@@ -91,6 +91,8 @@ Result<TransferId> Wallet::deposit_promo(Money amount, std::int64_t expires_at_m
   if (expires_at_ms <= now_ms) {
     return Status{ErrorKind::kInvalidRequest, "a promo lot must expire in the future"};
   }
+  // Checked before the lot's account opens: a refused deposit leaves nothing behind.
+  if (Status s = ledger_.check_range(platform_.world, amount); !s) return s;
   // Numbered by the ledger's account count, so names stay unique across expiries.
   const AccountId lot = ledger_.open(
       fmt::format("{}:promo:{}:expires={}", customer_, ledger_.account_count(), expires_at_ms),

@@ -1396,6 +1396,34 @@ std::int64_t store_value(const Stack& stack, const std::string& sql) {
   return step && *step == store::Statement::Step::kRow ? row->column_int(0) : -1;
 }
 
+// An account whose trial credit cannot be deposited (the ledger's range spent: about 9.2
+// billion USD deposited in all) is not made: the refusal used to leave it in memory, stored
+// with the next batch, and a retry under the same idempotency key made another.
+TEST(Billing, AnAccountWhoseTrialCannotBeDepositedIsNotMade) {
+  Stack stack;  // acct_1, with its 20 USD of trial credit
+  ASSERT_GT(stack.port, 0) << stack.gateway->log();
+  for (int i = 0; i < 10; ++i) {
+    const std::string amount = i < 9 ? "1000000000" : "223372010";  // under 20 USD left
+    const auto credited =
+        http_request(stack.port, "POST", "/admin/v1/accounts/acct_1/credits",
+                     R"({"amount_usd":")" + amount + R"(","kind":"paid","idempotency_key":"big)" +
+                         std::to_string(i) + R"("})",
+                     kAdmin);
+    ASSERT_EQ(credited.status, 200) << credited.body;
+  }
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    const auto refused = http_request(stack.port, "POST", "/admin/v1/accounts",
+                                      R"({"name":"victim","idempotency_key":"V1"})", kAdmin);
+    EXPECT_EQ(refused.status, 400) << refused.body;
+    EXPECT_NE(refused.body.find("past what the ledger can hold"), std::string::npos)
+        << refused.body;
+  }
+  std::this_thread::sleep_for(100ms);  // a batch after the refusals
+  EXPECT_EQ(http_request(stack.port, "GET", "/admin/v1/accounts/acct_2", {}, kAdmin).status, 404);
+  EXPECT_EQ(store_value(stack, "SELECT COUNT(*) FROM accounts"), 1);
+  EXPECT_TRUE(ledger_verifies(stack));
+}
+
 // A usage row's hold is its account's alone, across restarts too: a hold that moved no money
 // (a voided request's) left no transfer, and the next start numbered its holds after the
 // last transfer's, giving the voided request's id again.

@@ -562,6 +562,29 @@ TEST(Ledger, ATransferPastTheRangeIsRefusedNotFatal) {
   EXPECT_TRUE(l.verify().ok);
 }
 
+// A promo deposit past the range opens no lot account (an empty one was stored), and the
+// bank says beforehand whether a deposit fits.
+TEST(Ledger, ADepositPastTheRangeLeavesNothingBehind) {
+  Ledger l;
+  const PlatformAccounts platform = PlatformAccounts::open(l);
+  Wallet w(l, platform, "acct_1");
+  const Money big = Money::usd(4'000'000'000);
+  ASSERT_TRUE(w.deposit_paid(big, 0));
+  ASSERT_TRUE(w.deposit_paid(big, 0));
+  const std::size_t accounts = l.account_count();
+  const auto promo = w.deposit_promo(big, 10'000, 0);
+  ASSERT_FALSE(promo);
+  EXPECT_NE(promo.status().message().find("past what the ledger can hold"), std::string::npos);
+  EXPECT_EQ(l.account_count(), accounts);
+  EXPECT_TRUE(l.check_range(platform.world, Money::usd(1)));
+  EXPECT_FALSE(l.check_range(platform.world, big));
+  auto bank = Bank::create();
+  EXPECT_TRUE(bank->check_deposit(big));
+  ASSERT_TRUE(bank->deposit(1, CreditKind::kPaid, big, std::nullopt, 0));
+  ASSERT_TRUE(bank->deposit(1, CreditKind::kPaid, big, std::nullopt, 0));
+  EXPECT_FALSE(bank->check_deposit(big));
+}
+
 // What the ledger's property tests share: a seeded generator and `n` customer wallets
 // ("acct_0"...) on one ledger.
 struct RandomBooks {
