@@ -123,19 +123,35 @@ Task<void> send_error(Responder& res, unsigned status, std::string_view message)
 
 std::int64_t now_ms() { return SystemClock::instance().unix_millis(); }
 
-// A top-level amount given as a JSON string or number, read from the exact text the client
-// sent (a parsed double would not be exact). `body` is already validated JSON.
-std::optional<Money> exact_amount(std::string_view body, std::string_view key) {
-  for (const JsonMember& m : top_level_members(body)) {
-    if (m.key != key) continue;
-    std::string_view text = m.value;
-    if (text.size() >= 2 && text.front() == '"' && text.back() == '"') {
-      text = text.substr(1, text.size() - 2);
+// Whether the raw text of a member's key (escapes and all) names `key`.
+bool key_names(std::string_view raw, std::string_view key) {
+  if (raw.find('\\') == std::string_view::npos) return raw == key;
+  simdjson::dom::parser parser;
+  std::string_view unescaped;
+  std::string text(1, '"');
+  text.append(raw).push_back('"');
+  const simdjson::padded_string quoted(text);
+  return !parser.parse(quoted).get_string().get(unescaped) && unescaped == key;
+}
+
+// A top-level amount given as a JSON string (its value, escapes undone) or number (the
+// exact text the client sent: a parsed double would not be exact). `doc` is `body` parsed,
+// every member given once.
+std::optional<Money> exact_amount(std::string_view body, simdjson::dom::element doc,
+                                  std::string_view key) {
+  simdjson::dom::element value;
+  if (doc[key].get(value)) return std::nullopt;
+  std::optional<std::string_view> text;
+  if (value.is_string()) {
+    text = value.get_string().value_unsafe();
+  } else if (value.is_number()) {
+    for (const JsonMember& m : top_level_members(body)) {
+      if (key_names(m.key, key)) text = m.value;
     }
-    auto money = Money::parse(text);
-    return money ? std::optional<Money>(*money) : std::nullopt;
   }
-  return std::nullopt;
+  if (!text) return std::nullopt;
+  auto money = Money::parse(*text);
+  return money ? std::optional<Money>(*money) : std::nullopt;
 }
 
 // "" when every member of the object `doc` is one of `known`; else the client-facing error
@@ -184,7 +200,7 @@ std::string read_money_call(simdjson::dom::parser& parser, std::string_view body
                             std::span<const std::string_view> known, simdjson::dom::element& doc,
                             Money& amount, std::string_view& idempotency_key) {
   if (std::string error = read_object(parser, body, known, doc); !error.empty()) return error;
-  const std::optional<Money> parsed = exact_amount(body, "amount_usd");
+  const std::optional<Money> parsed = exact_amount(body, doc, "amount_usd");
   if (!parsed || *parsed <= Money()) {
     return "'amount_usd' must be a positive USD amount with at most 9 decimals, as a string or "
            "number";
@@ -214,7 +230,7 @@ std::string read_key_limits(std::string_view body, simdjson::dom::element doc,
     (rate == "rpm" ? out.rpm : out.tpm) = n;
   }
   if (doc["budget_usd"].error() != simdjson::NO_SUCH_FIELD && !doc["budget_usd"].is_null()) {
-    const std::optional<Money> budget = exact_amount(body, "budget_usd");
+    const std::optional<Money> budget = exact_amount(body, doc, "budget_usd");
     if (!budget || *budget <= Money() || *budget > Money::usd(limits::kMoneyCallUsdMax)) {
       return fmt::format("'budget_usd' must be a positive USD amount of at most {} with at most "
                          "9 decimals, as a string or number, or null for no budget",

@@ -1396,6 +1396,24 @@ std::int64_t store_value(const Stack& stack, const std::string& sql) {
   return step && *step == store::Statement::Step::kRow ? row->column_int(0) : -1;
 }
 
+// An amount is read as JSON reads it: a key or a string value written with escapes names the
+// same field and amount (both were refused as no amount at all).
+TEST(Billing, AnAmountWrittenWithEscapesIsTheSameAmount) {
+  Stack stack("billing: { trial_usd: \"0\" }");
+  ASSERT_GT(stack.port, 0) << stack.gateway->log();
+  const std::string path = "/admin/v1/accounts/acct_1/credits";
+  for (const std::string body :
+       {R"({"amount\u005fusd":2,"kind":"paid","idempotency_key":"a"})",
+        R"({"amount_usd":"\u0032","kind":"paid","idempotency_key":"b"})",
+        R"({"amount\u005fusd":"1.5","kind":"paid","idempotency_key":"c"})"}) {
+    const auto res = http_request(stack.port, "POST", path, body, kAdmin);
+    EXPECT_EQ(res.status, 200) << body << ": " << res.body;
+  }
+  const auto balance =
+      http_request(stack.port, "GET", "/admin/v1/accounts/acct_1/balance", {}, kAdmin);
+  EXPECT_NE(balance.body.find(R"("paid_usd":"5.50")"), std::string::npos) << balance.body;
+}
+
 // An account whose trial credit cannot be deposited (the ledger's range spent: about 9.2
 // billion USD deposited in all) is not made: the refusal used to leave it in memory, stored
 // with the next batch, and a retry under the same idempotency key made another.
