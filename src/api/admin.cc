@@ -19,8 +19,9 @@
 #include "core/ids.h"
 #include "core/json_writer.h"
 #include "core/limits.h"
-#include "core/rfc3339.h"
 #include "core/log.h"
+#include "core/rfc3339.h"
+#include "http/query.h"
 #include "store/ledger_store.h"
 
 namespace tp::api {
@@ -30,6 +31,9 @@ using http::Responder;
 using http::Task;
 
 constexpr std::string_view kJson = "application/json";
+// GET /accounts: accounts per page, unless `limit` says otherwise, and at most.
+constexpr std::size_t kAccountsPageDefault = 100;
+constexpr std::size_t kAccountsPageMax = 1000;
 
 void write_policy(json::Writer& w, const auth::RoutingPolicy& p) {
   w.field("privacy_tier", catalog::privacy_tier_name(p.privacy_tier)).key("routing_weights");
@@ -613,7 +617,7 @@ namespace {
 // The methods a known admin path takes, as an Allow header lists them ("" for an unknown
 // path): a known path called with another method is 405, not 404.
 std::string_view admin_methods(std::string_view path) {
-  if (path == "/accounts") return "POST";
+  if (path == "/accounts") return "GET, HEAD, POST";
   if (path.starts_with("/accounts/")) {
     const std::string_view rest = path.substr(10);
     const std::size_t slash = rest.find('/');
@@ -659,6 +663,10 @@ Task<void> AdminApi::handle(http::Request& req, Responder& res) {
 
   if (path == "/accounts" && method == "POST") {
     co_await create_account(req, res);
+    co_return;
+  }
+  if (path == "/accounts" && method == "GET") {
+    co_await list_accounts(target, res);
     co_return;
   }
   if (path.starts_with("/accounts/")) {
@@ -768,6 +776,67 @@ Task<void> AdminApi::handle(http::Request& req, Responder& res) {
   }
   co_await send_error(res, 404, fmt::format("unknown admin call: {} {}", method,
                                             target.substr(0, 200)));
+}
+
+Task<void> AdminApi::list_accounts(std::string_view target, Responder& res) {
+  auto params = http::parse_query(target);
+  if (!params) {
+    co_await send_error(res, 400, params.status().message());
+    co_return;
+  }
+  std::size_t limit = kAccountsPageDefault;
+  std::int64_t after = 0;
+  for (std::size_t i = 0; i < params->size(); ++i) {
+    const auto& [name, value] = (*params)[i];
+    for (std::size_t j = 0; j < i; ++j) {
+      if ((*params)[j].first == name) {
+        co_await send_error(res, 400,
+                            fmt::format("query parameter '{}' is given more than once",
+                                        json::utf8_prefix(name, 64)));
+        co_return;
+      }
+    }
+    if (name == "limit") {
+      std::size_t n = 0;
+      const auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), n);
+      if (ec != std::errc() || end != value.data() + value.size() || n < 1 ||
+          n > kAccountsPageMax) {
+        co_await send_error(res, 400,
+                            fmt::format("'limit' must be between 1 and {}", kAccountsPageMax));
+        co_return;
+      }
+      limit = n;
+    } else if (name == "after") {
+      const auto id = parse_numbered_id(value, "acct_");
+      if (!id) {
+        co_await send_error(res, 400, "'after' must be an account id (acct_N)");
+        co_return;
+      }
+      after = *id;
+    } else {
+      co_await send_error(res, 400,
+                          fmt::format("unknown query parameter '{}'; expected limit, after",
+                                      json::utf8_prefix(name, 64)));
+      co_return;
+    }
+  }
+  const std::vector<auth::Account> accounts = services_.directory->accounts();  // by id
+  auto from = std::upper_bound(accounts.begin(), accounts.end(), after,
+                               [](std::int64_t id, const auth::Account& a) { return id < a.id; });
+  const std::size_t left = static_cast<std::size_t>(accounts.end() - from);
+  const std::size_t shown = std::min(left, limit);
+  std::string out = R"({"object":"list","data":[)";
+  for (auto it = from; it != from + static_cast<std::ptrdiff_t>(shown); ++it) {
+    if (it != from) out += ',';
+    out += account_json(*it, nullptr);
+  }
+  auto id_or_null = [&](std::size_t i) {
+    return shown > 0 ? fmt::format(R"("acct_{}")", (from + static_cast<std::ptrdiff_t>(i))->id)
+                     : std::string("null");
+  };
+  fmt::format_to(std::back_inserter(out), R"(],"first_id":{},"last_id":{},"has_more":{}}})",
+                 id_or_null(0), id_or_null(shown - 1), left > shown);
+  co_await res.send(200, kJson, out);
 }
 
 Task<void> AdminApi::create_account(http::Request& req, Responder& res) {

@@ -26,6 +26,8 @@ class AdminApi {
 
  private:
   http::Task<void> create_account(http::Request& req, http::Responder& res);
+  // GET /accounts?limit=N&after=acct_N: a page of accounts, by id.
+  http::Task<void> list_accounts(std::string_view target, http::Responder& res);
   http::Task<void> create_key(std::int64_t account, http::Request& req, http::Responder& res);
   // PATCH /accounts/{id} {"privacy_tier"?, "routing_weights"?}: the account's routing policy.
   http::Task<void> set_policy(std::int64_t account, http::Request& req, http::Responder& res);

@@ -1396,6 +1396,43 @@ std::int64_t store_value(const Stack& stack, const std::string& sql) {
   return step && *step == store::Statement::Step::kRow ? row->column_int(0) : -1;
 }
 
+// The admin API lists accounts in pages by id, as OpenAI's lists page: `limit` of them
+// after `after`, with `has_more`; a bad parameter is 400.
+TEST(Billing, AccountsAreListedInPages) {
+  Stack stack;  // acct_1
+  ASSERT_GT(stack.port, 0) << stack.gateway->log();
+  for (const char* name : {"b", "c"}) {
+    ASSERT_EQ(http_request(stack.port, "POST", "/admin/v1/accounts",
+                           std::string(R"({"name":")") + name + R"("})", kAdmin)
+                  .status,
+              201);
+  }
+  const auto first = http_request(stack.port, "GET", "/admin/v1/accounts?limit=2", {}, kAdmin);
+  ASSERT_EQ(first.status, 200) << first.body;
+  EXPECT_NE(first.body.find(R"("object":"list","data":[{"id":"acct_1")"), std::string::npos)
+      << first.body;
+  EXPECT_NE(first.body.find(R"("first_id":"acct_1","last_id":"acct_2","has_more":true})"),
+            std::string::npos)
+      << first.body;
+  EXPECT_EQ(first.body.find(R"("id":"acct_3")"), std::string::npos) << first.body;
+  const auto rest = http_request(stack.port, "GET", "/admin/v1/accounts?after=acct_2", {}, kAdmin);
+  EXPECT_NE(rest.body.find(R"("data":[{"id":"acct_3","name":"c")"), std::string::npos) << rest.body;
+  EXPECT_NE(rest.body.find(R"("first_id":"acct_3","last_id":"acct_3","has_more":false})"),
+            std::string::npos)
+      << rest.body;
+  const auto none = http_request(stack.port, "GET", "/admin/v1/accounts?after=acct_9", {}, kAdmin);
+  EXPECT_EQ(none.body,
+            R"({"object":"list","data":[],"first_id":null,"last_id":null,"has_more":false})");
+  for (const std::string query :
+       {"limit=0", "limit=1001", "limit=x", "after=key_1", "limit=1&limit=2", "page=2"}) {
+    const auto bad = http_request(stack.port, "GET", "/admin/v1/accounts?" + query, {}, kAdmin);
+    EXPECT_EQ(bad.status, 400) << query << ": " << bad.body;
+    EXPECT_NE(bad.body.find(R"("type":"invalid_request_error")"), std::string::npos) << bad.body;
+  }
+  EXPECT_EQ(http_request(stack.port, "GET", "/admin/v1/accounts", {}, bearer(stack.key)).status,
+            401);
+}
+
 // An amount is read as JSON reads it: a key or a string value written with escapes names the
 // same field and amount (both were refused as no amount at all).
 TEST(Billing, AnAmountWrittenWithEscapesIsTheSameAmount) {

@@ -423,7 +423,7 @@ TEST_F(GatewayTest, ErrorsUseOpenAIShapeAndStatus) {
            {"DELETE", "/api/usage", "GET, HEAD"},
            {"GET", "/v1/route/explain", "POST"},
            {"POST", "/healthz", "GET, HEAD"},
-           {"GET", "/admin/v1/accounts", "POST"},
+           {"DELETE", "/admin/v1/accounts", "GET, HEAD, POST"},
            {"GET", "/admin/v1/accounts/acct_1/credits", "POST"},
            {"POST", "/admin/v1/accounts/acct_1/balance", "GET, HEAD"},
            {"DELETE", "/admin/v1/accounts/acct_1", "GET, HEAD, PATCH"},
