@@ -823,6 +823,12 @@ struct CloserStack {
     if (port > 0) key = create_key(port);
   }
   std::string log() const { return upstream.log() + (gateway ? gateway->log() : ""); }
+  // A chat-completion stream for model m; `extra`: more members, each followed by a comma.
+  HttpResponse stream(const std::string& extra = "") const {
+    return http_request(port, "POST", "/v1/chat/completions",
+                        R"({"model":"m","stream":true,)" + extra + R"("messages":[]})",
+                        bearer(key));
+  }
 };
 
 // A whole answer's flex attempt, streamed upstream and built: a usage chunk that more
@@ -862,8 +868,7 @@ TEST(Billing, AStreamEndedWithoutItsTerminatorIsWholeOnlyWhenItSaidItEnded) {
     ASSERT_GT(closer.port, 0) << closer.log();
     const int port = closer.port;
     const std::string& key = closer.key;
-    const auto res = http_request(port, "POST", "/v1/chat/completions",
-                                  R"({"model":"m","stream":true,"messages":[]})", bearer(key));
+    const auto res = closer.stream();
     const auto usage = http_request(port, "GET", "/api/usage", {}, bearer(key));
     if (mode != "cut") {
       EXPECT_EQ(res.status, 200) << mode << ": " << res.body;
@@ -999,8 +1004,7 @@ TEST(Billing, AHoldDoesNotLapseWhileItsSettlementWaitsForTheStore) {
 TEST(Billing, AnErrorAsTheFirstEventFailsTheAttemptHoweverItIsSplit) {
   const CloserStack closer("error_first_split");
   ASSERT_GT(closer.port, 0) << closer.log();
-  const auto res = http_request(closer.port, "POST", "/v1/chat/completions",
-                                R"({"model":"m","stream":true,"messages":[]})", bearer(closer.key));
+  const auto res = closer.stream();
   EXPECT_EQ(res.status, 502) << res.body;
   EXPECT_NE(res.body.find("sent an error event where its stream's first event belongs"),
             std::string::npos)
@@ -1017,17 +1021,12 @@ TEST(Billing, AnErrorAsTheFirstEventFailsTheAttemptHoweverItIsSplit) {
 TEST(Billing, AStreamFarPastTheMaxTokensAskedForIsCut) {
   const CloserStack closer("long");
   ASSERT_GT(closer.port, 0) << closer.log();
-  auto stream = [&](const std::string& max_tokens) {
-    return http_request(closer.port, "POST", "/v1/chat/completions",
-                        R"({"model":"m","stream":true,)" + max_tokens + R"("messages":[]})",
-                        bearer(closer.key));
-  };
-  const auto cut = stream(R"("max_tokens":5,)");
+  const auto cut = closer.stream(R"("max_tokens":5,)");
   EXPECT_EQ(cut.status, 0) << cut.body;  // the chunked body never ended
-  const auto within = stream(R"("max_tokens":1000,)");
+  const auto within = closer.stream(R"("max_tokens":1000,)");
   EXPECT_EQ(within.status, 200) << within.body;
   EXPECT_NE(within.body.find("data: [DONE]"), std::string::npos);
-  const auto unbounded = stream("");
+  const auto unbounded = closer.stream();
   EXPECT_EQ(unbounded.status, 200) << unbounded.body;
   const auto rows = usage_log(closer.port, bearer(closer.key));
   ASSERT_EQ(rows.size(), 3u);
@@ -1046,8 +1045,7 @@ TEST(Billing, AStreamFarPastTheMaxTokensAskedForIsCut) {
 TEST(Billing, AStreamReportPastWhatTheModelCanDoIsChargedItsHoldAtMost) {
   const CloserStack closer("overreport");
   ASSERT_GT(closer.port, 0) << closer.log();
-  const auto res = http_request(closer.port, "POST", "/v1/chat/completions",
-                                R"({"model":"m","stream":true,"messages":[]})", bearer(closer.key));
+  const auto res = closer.stream();
   EXPECT_EQ(res.status, 200) << res.body;
   EXPECT_NE(res.body.find("data: [DONE]"), std::string::npos) << res.body;
   const auto rows = usage_log(closer.port, bearer(closer.key));
