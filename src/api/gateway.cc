@@ -1174,7 +1174,7 @@ void Gateway::carry_from(const Gateway& before) {
 std::string Gateway::readiness_json(unsigned& status) const {
   std::vector<std::string> reasons;
   if (const ledger::Freeze& freeze = *state_->services().freeze; freeze.frozen()) {
-    reasons.push_back(fmt::format("billing is frozen: {}", freeze.reason()));
+    reasons.push_back(fmt::format("billing is frozen: {}", freeze.summary()));
   }
   const catalog::Catalog& cat = state_->catalog();
   const bool any_up = std::any_of(
@@ -1671,7 +1671,7 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
     const std::string message = fmt::format(
         "billing is frozen: {}. Billable requests are refused until an admin investigates and "
         "clears the freeze",
-        freeze.reason());
+        freeze.summary());
     co_await send_error(res, surface, 503, message, "billing_frozen");
     co_return;
   }

@@ -54,9 +54,14 @@ Result<std::unique_ptr<Maintenance>> Maintenance::start(const Services& services
         },
         [pending, n](const Status& committed) {
           if (!committed || pending->empty()) return;
-          log::info("low-balance notices delivered again after a restart",
-                    {{"count", static_cast<std::int64_t>(pending->size())}});
-          for (const store::PendingNotice& p : *pending) (void)n->deliver(p.id, p.notice);
+          std::int64_t queued = 0;
+          for (const store::PendingNotice& p : *pending) queued += n->deliver(p.id, p.notice);
+          log::info("low-balance notices delivered again after a restart", {{"count", queued}});
+          if (const auto left = static_cast<std::int64_t>(pending->size()) - queued; left > 0) {
+            // Their rows stay undelivered: the next start takes them up again.
+            log::warn("low-balance webhook queue full: notices left for the next start",
+                      {{"count", left}});
+          }
         });
   }
   return std::unique_ptr<Maintenance>(new Maintenance(services, billing, std::move(notifier)));

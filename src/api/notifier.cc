@@ -100,7 +100,9 @@ http::Task<Status> Notifier::post(const std::string& body) {
   http::UpstreamTimeouts timeouts{5'000, 10'000, 10'000};
   timeouts.cutoff = std::make_shared<const http::CoarseClock::time_point>(
       http::CoarseClock::now() + std::chrono::seconds(20));
-  auto sent = co_await pool_->send(endpoint_, head, body, timeouts);
+  // Each attempt posts once: a receiver that took the notice and closed without a word
+  // would otherwise get it twice per attempt.
+  auto sent = co_await pool_->send(endpoint_, head, body, timeouts, /*resend=*/false);
   if (!sent) co_return sent.status();
   http::UpstreamResponse& response = *sent.value();
   const unsigned status = response.status();

@@ -496,9 +496,11 @@ Task<Result<std::unique_ptr<UpstreamConnection>>> UpstreamPool::connect(
   co_return conn;
 }
 
-Task<Result<std::unique_ptr<UpstreamResponse>>> UpstreamPool::send(
-    const UpstreamEndpoint& ep, std::string_view head, std::string_view body,
-    const UpstreamTimeouts& timeouts) {
+Task<Result<std::unique_ptr<UpstreamResponse>>> UpstreamPool::send(const UpstreamEndpoint& ep,
+                                                                   std::string_view head,
+                                                                   std::string_view body,
+                                                                   const UpstreamTimeouts& timeouts,
+                                                                   bool resend) {
   int fresh_retries = 0;  // connections that could not be made
   int resends = 0;        // requests written and closed on without an answer
   for (;;) {
@@ -596,7 +598,8 @@ Task<Result<std::unique_ptr<UpstreamResponse>>> UpstreamPool::send(
     // write found it open, so a server that closes without a word after the write is
     // likelier to have the request than to have closed it idle, and each resend could run
     // it again.
-    if (!timed_out && !got_bytes && at_once && resends < limits::kUpstreamFreshRetriesMax) {
+    if (resend && !timed_out && !got_bytes && at_once &&
+        resends < limits::kUpstreamFreshRetriesMax) {
       ++resends;
       // A pooled one the server closed while it sat there, or a fresh one refused at once.
       ++(reused ? stats_.stale_retries : stats_.fresh_retries);

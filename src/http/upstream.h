@@ -151,10 +151,13 @@ class UpstreamPool {
   // Sends one request and reads the response headers. `head` is the full request head
   // (request line and headers, ending in an empty line); `body` follows it.
   // Errors: kUpstreamFailed (refused, reset, TLS, malformed), kUpstreamTimeout.
+  // `resend`: whether a request the server closed on at once, without a byte of answer, is
+  // sent again (once, on a fresh connection); a caller that counts its own attempts of a
+  // request that must not arrive twice (a webhook) says no.
   Task<Result<std::unique_ptr<UpstreamResponse>>> send(const UpstreamEndpoint& endpoint,
-                                                       std::string_view head,
-                                                       std::string_view body,
-                                                       const UpstreamTimeouts& timeouts);
+                                                       std::string_view head, std::string_view body,
+                                                       const UpstreamTimeouts& timeouts,
+                                                       bool resend = true);
 
   const UpstreamPoolStats& stats() const { return stats_; }
   std::size_t idle_connections(std::size_t endpoint_index) const;

@@ -14,6 +14,14 @@ namespace tp::ledger {
 class Freeze {
  public:
   bool frozen() const { return frozen_.load(std::memory_order_acquire); }
+  // What kind of freeze it is, for those who may not read its detail (every customer, and
+  // /readyz without authentication): the reason up to its first ": " ("reconciliation
+  // failed (nightly)", "the store failed to record a settlement"). The detail after it may
+  // name another account's request and amounts, or the store's internals.
+  std::string summary() const {
+    const std::string full = reason();
+    return full.substr(0, full.find(": "));
+  }
   std::string reason() const {
     std::lock_guard lock(mu_);
     return reason_;

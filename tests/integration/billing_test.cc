@@ -774,7 +774,9 @@ TEST(Billing, FailedReconciliationFreezesBillingUntilAnAdminClearsIt) {
   const auto ready = http_request(stack.port, "GET", "/readyz");
   EXPECT_EQ(ready.status, 503);
   EXPECT_NE(ready.body.find(R"("status":"not_ready")"), std::string::npos) << ready.body;
-  EXPECT_NE(ready.body.find("billing is frozen"), std::string::npos) << ready.body;
+  EXPECT_NE(ready.body.find("billing is frozen: reconciliation failed"), std::string::npos)
+      << ready.body;
+
   EXPECT_EQ(http_request(stack.port, "GET", "/healthz").status, 200);
   // Unbillable calls still work; the freeze survives a restart.
   EXPECT_EQ(http_request(stack.port, "GET", "/api/balance", {}, stack.auth()).status, 200);
@@ -792,6 +794,29 @@ TEST(Billing, FailedReconciliationFreezesBillingUntilAnAdminClearsIt) {
             409);
   const std::string log = stack.gateway->log();
   EXPECT_NE(log.find("billing freeze cleared"), std::string::npos);
+}
+
+// A freeze's detail (which account's request, its amounts; the store's internals) is for
+// the admin: a customer's 503 and /readyz (no key at all) name the kind of freeze only.
+TEST(Billing, AFreezesDetailIsForTheAdminOnly) {
+  Stack stack;
+  ASSERT_GT(stack.port, 0);
+  const std::string chat = R"({"model":"gpt-test","messages":[]})";
+  ASSERT_EQ(http_request(stack.port, "POST", "/v1/chat/completions", chat, stack.auth()).status,
+            200);
+  edit_store(stack, "UPDATE usage_log SET cost_nanos = cost_nanos + 1 WHERE id = 1");
+  const auto verify = http_request(stack.port, "GET", "/admin/v1/ledger/verify", {}, kAdmin);
+  EXPECT_NE(verify.body.find("of acct_1 cost"), std::string::npos) << verify.body;
+  const auto frozen = http_request(stack.port, "POST", "/v1/chat/completions", chat, stack.auth());
+  EXPECT_EQ(frozen.status, 503) << frozen.body;
+  const auto ready = http_request(stack.port, "GET", "/readyz");
+  EXPECT_EQ(ready.status, 503) << ready.body;
+  for (const std::string& body : {frozen.body, ready.body}) {
+    EXPECT_NE(body.find("billing is frozen: reconciliation failed (admin)"), std::string::npos)
+        << body;
+    EXPECT_EQ(body.find("acct_"), std::string::npos) << body;
+    EXPECT_EQ(body.find(" USD"), std::string::npos) << body;
+  }
 }
 
 // A gateway (one I/O thread, a key) whose model `m` goes to sse_upstream.py in `mode`
@@ -1667,6 +1692,10 @@ class WebhookReceiver {
         std::lock_guard lock(mu_);
         if (next_ < statuses_.size()) status = statuses_[next_++];
       }
+      if (status == -1) {  // took it, and closed without a word
+        ::close(c);
+        continue;
+      }
       if (status == 0) {
         tricklers_.emplace_back([this, c] {
           const std::string head = "HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n";
@@ -1749,6 +1778,57 @@ TEST(Billing, LowBalanceNoticeIsRecordedAndPostedWithRetries) {
   EXPECT_EQ(row->column_int(1), 2);
   EXPECT_EQ(row->column_int(2), 1);
   EXPECT_EQ(row->step().value(), store::Statement::Step::kDone);
+}
+
+// Each attempt posts a notice once: a receiver that takes it and closes without a word had
+// it posted twice per attempt (the upstream client's resend of a request closed on at once).
+TEST(Billing, EachWebhookAttemptPostsTheNoticeOnce) {
+  WebhookReceiver hook({-1, 200});
+  Stack stack(notice_config(hook, R"("0.0015")", 50));
+  ASSERT_GT(stack.port, 0);
+  const std::string key = funded_key(stack.port, "0.002");
+  ASSERT_EQ(notice_request(stack, key), 200);
+  auto delivered = [&] {
+    return stack.gateway->log().find("low-balance notice delivered") != std::string::npos;
+  };
+  for (int i = 0; i < 100 && !delivered(); ++i) std::this_thread::sleep_for(50ms);
+  ASSERT_TRUE(delivered()) << stack.gateway->log();
+  EXPECT_EQ(hook.bodies().size(), 2u);
+  EXPECT_EQ(store_value(stack, "SELECT attempts FROM low_balance_notices"), 2);
+}
+
+// Notices a stop left undelivered beyond what the queue holds (1000) are said to be left for
+// the next start; they were counted as sent again, and no word said otherwise.
+TEST(Billing, NoticesPastTheQueueAfterARestartAreSaidToBeLeft) {
+  WebhookReceiver hook({}, 1000ms);  // the first delivery holds the queue while it fills
+  Stack stack(notice_config(hook, R"("0.0015")", 50));
+  ASSERT_GT(stack.port, 0);
+  ASSERT_TRUE(stack.stop_gateway());
+  const std::string now = std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                             std::chrono::system_clock::now().time_since_epoch())
+                                             .count());
+  edit_store(stack,
+             "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1010) "
+             "INSERT INTO low_balance_notices (account_id, threshold_nanos, balance_nanos, at_ms) "
+             "SELECT 1, 1500000, 1000000, " +
+                 now + " FROM n");
+  ASSERT_TRUE(stack.start_gateway());
+  auto logged = [&] {
+    return stack.gateway->log().find("notices left for the next start") != std::string::npos;
+  };
+  for (int i = 0; i < 100 && !logged(); ++i) std::this_thread::sleep_for(50ms);
+  // The count after a line's text (-1: no such line).
+  auto count_after = [&](const std::string& text) -> long {
+    const std::string log = stack.gateway->log();
+    const std::size_t at = log.find(text + R"(","count":)");
+    return at == std::string::npos ? -1 : std::stol(log.substr(at + text.size() + 10));
+  };
+  const long queued = count_after("low-balance notices delivered again after a restart");
+  const long left = count_after("notices left for the next start");
+  // (The delivery thread may take the first off the queue while the rest go in.)
+  EXPECT_GE(queued, 1000) << stack.gateway->log().substr(0, 2000);
+  EXPECT_GE(left, 5);
+  EXPECT_EQ(queued + left, 1010);
 }
 
 // A receiver that answers 200 but trickles its body, never finishing it (each byte well
