@@ -507,12 +507,16 @@ int verify_ledger(const std::string& store_uri, const std::string& data_dir) {
     if (!problems) loaded = problems.status();
   }
   (void)(*db)->exec("COMMIT");
-  if (!loaded) {
+  if (!loaded && loaded.kind() == ErrorKind::kConflict) {
+    // Books that cannot even be replayed: the first of the problems verify exists to find.
+    problems = std::vector<std::string>{
+        fmt::format("reading the stored ledger failed: {}", loaded.message())};
+  } else if (!loaded) {
     std::fprintf(stderr, "turnpike: %s\n", loaded.message().c_str());
     return 2;
   }
-  const ledger::VerifyReport report = ledger.verify();
-  const bool ok = report.ok && problems->empty();
+  const ledger::VerifyReport report = loaded ? ledger.verify() : ledger::VerifyReport{};
+  const bool ok = loaded && report.ok && problems->empty();
   std::string out;
   json::Writer w(out);
   w.begin_object().field("ok", ok).field("transfers", static_cast<std::int64_t>(report.transfers));

@@ -73,7 +73,8 @@ Result<TransferId> Ledger::transfer(AccountId debit, AccountId credit, Money amo
 Status Ledger::replay(const Transfer& t) {
   if (t.id != next_id_ || t.debit >= accounts_.size() ||
       t.credit >= accounts_.size() || t.debit == t.credit || t.amount <= Money()) {
-    return {ErrorKind::kInternal, fmt::format("stored transfer {} does not follow the journal", t.id)};
+    return {ErrorKind::kConflict,
+            fmt::format("stored transfer {} does not follow the journal", t.id)};
   }
   accounts_[t.debit].balance -= t.amount;
   accounts_[t.credit].balance += t.amount;

@@ -192,7 +192,7 @@ Status load_ledger(Database& db, ledger::Ledger& ledger) {
                                     accounts->column_int(2) == 0 ? ledger::Floor::kNonNegative
                                                                  : ledger::Floor::kUnbounded);
     if (opened != id) {
-      return {ErrorKind::kInternal, fmt::format("ledger account ids not dense at {}", id)};
+      return {ErrorKind::kConflict, fmt::format("ledger account ids not dense at {}", id)};
     }
   }
   auto transfers = db.prepare(

@@ -47,7 +47,9 @@ Result<std::string> open_freeze(Database& db);
 // far, this one included.
 Result<std::int64_t> count_start(Database& db);
 
-// Rebuilds `ledger` (which must be empty) from the database.
+// Rebuilds `ledger` (which must be empty) from the database. kConflict when the stored
+// books cannot be replayed (ids not dense, a transfer naming no account): the store was
+// read, but what it holds is no ledger.
 Status load_ledger(Database& db, ledger::Ledger& ledger);
 
 }  // namespace tp::store

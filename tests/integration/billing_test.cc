@@ -1179,6 +1179,20 @@ TEST(Billing, VerifyFindsBooksThatBalanceButAreWrong) {
   edit("INSERT INTO usage_log SELECT * FROM kept; DROP TABLE kept");
   EXPECT_EQ(verify().first, std::optional<int>(0));
 
+  // A transfer gone from the middle of the journal: it cannot be replayed at all, which
+  // is a finding (exit 1), not a failure to look (exit 2).
+  edit(
+      "CREATE TABLE kept AS SELECT * FROM transfers WHERE id = 2; DELETE FROM transfers WHERE id = "
+      "2");
+  const auto [gap, gap_out] = verify();
+  EXPECT_EQ(gap, std::optional<int>(1)) << gap_out;
+  EXPECT_NE(gap_out.find(R"("ok":false)"), std::string::npos) << gap_out;
+  EXPECT_NE(gap_out.find("reading the stored ledger failed: stored transfer 3 does not follow"),
+            std::string::npos)
+      << gap_out;
+  edit("INSERT INTO transfers SELECT * FROM kept; DROP TABLE kept");
+  EXPECT_EQ(verify().first, std::optional<int>(0));
+
   // The trial deposit shrunk to a nano-dollar: the trial book went below zero.
   edit("UPDATE transfers SET amount_nanos = 1 WHERE id = (SELECT t.id FROM transfers t JOIN "
        "ledger_accounts a ON a.id = t.credit WHERE t.kind = 0 AND a.name LIKE '%:trial' LIMIT 1)");
