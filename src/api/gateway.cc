@@ -1567,7 +1567,8 @@ Task<void> Gateway::handle(http::Request& req, Responder& res) {
                        {.billing_frozen = services.freeze->frozen(),
                         .store_commits = store.commits,
                         .store_pieces = store.pieces,
-                        .store_log = store.log});
+                        .store_log = store.log,
+                        .notices = services.notice_counts.get()});
     co_await res.send(200, "text/plain; version=0.0.4", metrics);
   } else if (path == "/healthz" && method == "GET") {
     co_await res.send(200, kJson, R"({"status":"ok"})");

@@ -30,10 +30,10 @@ Result<std::unique_ptr<Maintenance>> Maintenance::start(const Services& services
   services.bank->set_low_balance_thresholds(billing.low_balance);
   std::unique_ptr<Notifier> notifier;
   if (!billing.low_balance_webhook.empty()) {
-    auto started = Notifier::start({billing.low_balance_webhook,
-                                    billing.low_balance_webhook_ca_file,
-                                    billing.low_balance_retry_ms, 5},
-                                   services.writer);
+    auto started =
+        Notifier::start({billing.low_balance_webhook, billing.low_balance_webhook_ca_file,
+                         billing.low_balance_retry_ms, 5, services.notice_counts},
+                        services.writer);
     if (!started) return started.status();
     notifier = std::move(started.value());
     Notifier* n = notifier.get();

@@ -80,6 +80,7 @@ bool Notifier::deliver(std::int64_t id, const ledger::LowBalanceNotice& notice) 
   if (loop_.stopped()) return false;
   if (pending_.fetch_add(1) >= kNoticeQueueMax) {
     pending_.fetch_sub(1);
+    if (options_.counts) ++options_.counts->dropped;
     return false;
   }
   loop_.inbox().post([this, item = Item{id, notice}] {
@@ -146,6 +147,7 @@ http::Task<void> Notifier::run() {
     const std::optional<std::int64_t> delivered =
         outcome ? std::optional<std::int64_t>(SystemClock::instance().unix_millis())
                 : std::nullopt;
+    if (options_.counts) ++(outcome ? options_.counts->delivered : options_.counts->failed);
     if (outcome) {
       log::info("low-balance notice delivered", {{"account", item.notice.account},
                                                  {"attempts", attempts}});

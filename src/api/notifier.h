@@ -11,6 +11,7 @@
 #include <memory>
 #include <string>
 
+#include "api/notice_counts.h"
 #include "http/loop_thread.h"
 #include "http/upstream.h"
 #include "ledger/bank.h"
@@ -25,6 +26,7 @@ struct NotifierOptions {
   std::string ca_file;                // extra trust anchor for https; empty: system store
   std::uint32_t first_retry_ms = 1000;  // doubles per attempt, capped at a minute
   int attempts_max = 5;
+  std::shared_ptr<NoticeCounts> counts;  // may be null
 };
 
 // The webhook body for `notice`.

@@ -210,6 +210,18 @@ std::string routes_metrics(const catalog::Catalog& catalog, const router::RouteS
                      gauges.store_log.pages, gauges.store_log.background_checkpoints,
                      gauges.store_log.writer_checkpoints, gauges.store_log.writer_pages,
                      gauges.store_log.restarts);
+  if (gauges.notices != nullptr) {
+    out += fmt::format(
+        "# HELP turnpike_low_balance_notices_total Low-balance notices handed to the webhook, "
+        "by outcome: delivered, failed (every attempt failed), dropped (the queue was full; "
+        "recorded, sent after the next start).\n"
+        "# TYPE turnpike_low_balance_notices_total counter\n"
+        "turnpike_low_balance_notices_total{{outcome=\"delivered\"}} {}\n"
+        "turnpike_low_balance_notices_total{{outcome=\"failed\"}} {}\n"
+        "turnpike_low_balance_notices_total{{outcome=\"dropped\"}} {}\n",
+        gauges.notices->delivered.load(), gauges.notices->failed.load(),
+        gauges.notices->dropped.load());
+  }
   return out;
 }
 

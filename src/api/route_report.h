@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <string>
 
+#include "api/notice_counts.h"
 #include "store/database.h"
 
 namespace tp::catalog {
@@ -26,6 +27,9 @@ struct GatewayGauges {
   std::uint64_t store_commits = 0;  // store transactions ended (Writer::Stats)
   std::uint64_t store_pieces = 0;   // pieces of work they carried
   store::Database::LogStats store_log;  // the store's write-ahead log
+  // Low-balance notices handed to the webhook: delivered, failed (every attempt), dropped
+  // (the queue full); all 0 without a webhook. Null: not shown.
+  const NoticeCounts* notices = nullptr;
 };
 
 // GET /metrics: the same statistics in the Prometheus text format (0.0.4), plus whether

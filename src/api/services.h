@@ -7,6 +7,7 @@
 #include <span>
 #include <string>
 
+#include "api/notice_counts.h"
 #include "auth/directory.h"
 #include "auth/keys.h"
 #include "ledger/bank.h"
@@ -29,6 +30,8 @@ struct Services {
   std::shared_ptr<store::AnswerBuffer> answers;
   // Low-balance notices, recorded with the batch that raised them (NoticeRecorder).
   std::shared_ptr<store::NoticeRecorder> notices;
+  // What became of the notices handed to the webhook (Notifier), for /metrics.
+  std::shared_ptr<NoticeCounts> notice_counts = std::make_shared<NoticeCounts>();
   Money trial_credit;     // granted to every new customer account
   std::string admin_key;  // empty: the admin API answers 403
 };

@@ -1809,6 +1809,12 @@ TEST(Billing, EachWebhookAttemptPostsTheNoticeOnce) {
   ASSERT_TRUE(delivered()) << stack.gateway->log();
   EXPECT_EQ(hook.bodies().size(), 2u);
   EXPECT_EQ(store_value(stack, "SELECT attempts FROM low_balance_notices"), 2);
+  const std::string metrics = http_request(stack.port, "GET", "/metrics").body;
+  EXPECT_NE(metrics.find(R"(turnpike_low_balance_notices_total{outcome="delivered"} 1)"),
+            std::string::npos)
+      << metrics;
+  EXPECT_NE(metrics.find(R"(turnpike_low_balance_notices_total{outcome="failed"} 0)"),
+            std::string::npos);
 }
 
 // Notices a stop left undelivered beyond what the queue holds (1000) are said to be left for
@@ -1843,6 +1849,11 @@ TEST(Billing, NoticesPastTheQueueAfterARestartAreSaidToBeLeft) {
   EXPECT_GE(queued, 1000) << stack.gateway->log().substr(0, 2000);
   EXPECT_GE(left, 5);
   EXPECT_EQ(queued + left, 1010);
+  const std::string metrics = http_request(stack.port, "GET", "/metrics").body;
+  EXPECT_NE(metrics.find(R"(turnpike_low_balance_notices_total{outcome="dropped"} )" +
+                         std::to_string(left) + "\n"),
+            std::string::npos)
+      << metrics;
 }
 
 // A receiver that answers 200 but trickles its body, never finishing it (each byte well
