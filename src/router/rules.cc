@@ -58,10 +58,19 @@ bool matches(const Rule& rule, const RuleSubject& s) {
 }
 
 bool covers(const Rule& earlier, const Rule& later) {
+  // A glob that is a literal prefix and one '*' ("*", "gpt-*") matches every name that
+  // starts with the prefix, so every name a later glob matches whose own literal start (up
+  // to its first wildcard) begins with it.
+  const std::size_t wild = earlier.model.find_first_of("*?");
+  const bool prefix_glob =
+      wild != std::string::npos && wild + 1 == earlier.model.size() && earlier.model.back() == '*';
   const bool model =
       earlier.model.empty() || earlier.model == later.model ||
       (!later.model.empty() && later.model.find_first_of("*?") == std::string::npos &&
-       glob_match(earlier.model, later.model));
+       glob_match(earlier.model, later.model)) ||
+      (prefix_glob &&
+       (wild == 0 || later.model.substr(0, later.model.find_first_of("*?"))
+                         .starts_with(std::string_view(earlier.model).substr(0, wild))));
   return model && (!earlier.account || earlier.account == later.account) &&
          (earlier.key_tag.empty() || earlier.key_tag == later.key_tag) &&
          (!earlier.privacy_tier || earlier.privacy_tier == later.privacy_tier);

@@ -651,8 +651,20 @@ models:
   expect_error(base + "    - { name: ms, match: { model: \"m*\" }, " + any_weights +
                    "    - { name: m, match: { model: m, privacy_tier: cloud }, pin: [b] }\n",
                "rule 'm' never applies: rule 'ms'");
+  // A prefix glob covers the globs under its prefix, and "*" every model: a weights-only
+  // "*" before an exclude left the exclude dead, unsaid.
+  expect_error(base + "    - { name: star, match: { model: \"*\" }, " + any_weights +
+                   "    - { name: late, match: { model: \"m*\" }, exclude: [a] }\n",
+               "rule 'late' never applies: rule 'star'");
+  expect_error(base + "    - { name: star, match: { model: \"*\" }, " + any_weights +
+                   "    - { name: late, match: { key_tag: x }, exclude: [a] }\n",
+               "rule 'late' never applies: rule 'star'");
+  expect_error(base + "    - { name: ms, match: { model: \"m*\" }, " + any_weights +
+                   "    - { name: late, match: { model: \"m**\" }, exclude: [a] }\n",
+               "rule 'late' never applies: rule 'ms'");
   for (const std::string& later :
-       {std::string("    - { match: { model: \"?\" }, pin: [b] }\n"),  // a glob: not compared
+       {std::string("    - { match: { model: \"?\" }, pin: [b] }\n"),  // not under "m"
+        std::string("    - { match: { model: \"*m\" }, pin: [b] }\n"),
         std::string("    - { match: { key_tag: y }, pin: [b] }\n")}) {
     const auto fine = parse_config(
         base + "    - { match: { model: \"m*\" }, " + any_weights + later, "t.yaml");
