@@ -145,17 +145,17 @@ std::optional<Money> exact_amount(std::string_view body, simdjson::dom::element 
                                   std::string_view key) {
   simdjson::dom::element value;
   if (doc[key].get(value)) return std::nullopt;
-  std::optional<std::string_view> text;
   if (value.is_string()) {
-    text = value.get_string().value_unsafe();
-  } else if (value.is_number()) {
-    for (const JsonMember& m : top_level_members(body)) {
-      if (key_names(m.key, key)) text = m.value;
-    }
+    auto money = Money::parse(value.get_string().value_unsafe());
+    return money ? std::optional<Money>(*money) : std::nullopt;
   }
-  if (!text) return std::nullopt;
-  auto money = Money::parse(*text);
-  return money ? std::optional<Money>(*money) : std::nullopt;
+  if (!value.is_number()) return std::nullopt;
+  for (const JsonMember& m : top_level_members(body)) {
+    if (!key_names(m.key, key)) continue;
+    auto money = Money::parse_json_number(m.value);
+    return money ? std::optional<Money>(*money) : std::nullopt;
+  }
+  return std::nullopt;
 }
 
 // "" when every member of the object `doc` is one of `known`; else the client-facing error

@@ -53,6 +53,52 @@ Result<Money> Money::parse(std::string_view text) {
   return Money(value);
 }
 
+Result<Money> Money::parse_json_number(std::string_view text) {
+  const std::size_t e = text.find_first_of("eE");
+  if (e == std::string_view::npos) return parse(text);
+  auto invalid = [&](std::string_view why) -> Status {
+    return {ErrorKind::kInvalidRequest, fmt::format("amount '{}' {}", text.substr(0, 40), why)};
+  };
+  std::string_view mantissa = text.substr(0, e);
+  std::string_view exponent = text.substr(e + 1);
+  const bool negative = mantissa.starts_with('-');
+  if (negative) mantissa.remove_prefix(1);
+  if (exponent.starts_with('+')) exponent.remove_prefix(1);
+  int shift = 0;
+  const auto [end, ec] = std::from_chars(exponent.data(), exponent.data() + exponent.size(), shift);
+  const std::size_t dot = mantissa.find('.');
+  const std::string_view whole = mantissa.substr(0, dot);
+  const std::string_view frac = dot == std::string_view::npos ? "" : mantissa.substr(dot + 1);
+  auto all_digits = [](std::string_view s) {
+    return !s.empty() && s.find_first_not_of("0123456789") == std::string_view::npos;
+  };
+  if (ec != std::errc() || end != exponent.data() + exponent.size() || !all_digits(whole) ||
+      (dot != std::string_view::npos && !all_digits(frac))) {
+    return invalid("is not a number");
+  }
+  std::string digits = std::string(whole) + std::string(frac);
+  if (digits.find_first_not_of('0') == std::string::npos) return Money();
+  // Past these the amount is out of range, or has more than 9 decimals, whatever its digits.
+  if (shift > 40) return invalid("is out of range");
+  if (shift < -40) return invalid("has more than 9 decimals");
+  // The point moves from after `whole` by `shift`; zeros fill either side.
+  const long point = static_cast<long>(whole.size()) + shift;
+  if (point <= 0) digits.insert(0, static_cast<std::size_t>(1 - point), '0');
+  if (point > static_cast<long>(digits.size())) {
+    digits.append(static_cast<std::size_t>(point) - digits.size(), '0');
+  }
+  const std::size_t at = static_cast<std::size_t>(std::max(point, 1L));
+  std::string decimal = digits.substr(0, at);
+  std::string rest = digits.substr(at);
+  while (!rest.empty() && rest.back() == '0') rest.pop_back();
+  if (!rest.empty()) decimal += "." + rest;
+  auto parsed = parse((negative ? "-" : "") + decimal);
+  if (parsed) return parsed;
+  // Said of the text as sent, not of the decimal it became.
+  const std::string& why = parsed.status().message();
+  return invalid(why.substr(std::min(why.size(), why.find("' ") + 2)));
+}
+
 std::string Money::to_string() const {
   // Work on the magnitude as unsigned so the most negative value prints correctly.
   const bool negative = nanos_ < 0;

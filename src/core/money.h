@@ -28,6 +28,9 @@ class Money {
   // "12", "0.15", "-3.000000001": optional '-', digits, optionally '.' and 1..9 digits.
   // No '+', exponent, spaces or leading '.'; kInvalidRequest (naming the problem) otherwise.
   static Result<Money> parse(std::string_view text);
+  // A JSON number's text, exponent forms included ("1e-9", "1.5E2"), parsed exactly: the
+  // same rules as parse once the exponent has moved the point.
+  static Result<Money> parse_json_number(std::string_view text);
 
   constexpr std::int64_t nanos() const { return nanos_; }
   constexpr bool is_zero() const { return nanos_ == 0; }

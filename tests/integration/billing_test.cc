@@ -1471,21 +1471,22 @@ TEST(Billing, AccountsAreListedInPages) {
 }
 
 // An amount is read as JSON reads it: a key or a string value written with escapes names the
-// same field and amount (both were refused as no amount at all).
+// same field and amount (both were refused as no amount at all), and a number in exponent
+// form is the same exact amount.
 TEST(Billing, AnAmountWrittenWithEscapesIsTheSameAmount) {
   Stack stack("billing: { trial_usd: \"0\" }");
   ASSERT_GT(stack.port, 0) << stack.gateway->log();
   const std::string path = "/admin/v1/accounts/acct_1/credits";
-  for (const std::string body :
-       {R"({"amount\u005fusd":2,"kind":"paid","idempotency_key":"a"})",
-        R"({"amount_usd":"\u0032","kind":"paid","idempotency_key":"b"})",
-        R"({"amount\u005fusd":"1.5","kind":"paid","idempotency_key":"c"})"}) {
+  for (const std::string body : {R"({"amount\u005fusd":2,"kind":"paid","idempotency_key":"a"})",
+                                 R"({"amount_usd":"\u0032","kind":"paid","idempotency_key":"b"})",
+                                 R"({"amount\u005fusd":"1.5","kind":"paid","idempotency_key":"c"})",
+                                 R"({"amount_usd":5E-1,"kind":"paid","idempotency_key":"d"})"}) {
     const auto res = http_request(stack.port, "POST", path, body, kAdmin);
     EXPECT_EQ(res.status, 200) << body << ": " << res.body;
   }
   const auto balance =
       http_request(stack.port, "GET", "/admin/v1/accounts/acct_1/balance", {}, kAdmin);
-  EXPECT_NE(balance.body.find(R"("paid_usd":"5.50")"), std::string::npos) << balance.body;
+  EXPECT_NE(balance.body.find(R"("paid_usd":"6.00")"), std::string::npos) << balance.body;
 }
 
 // An account whose trial credit cannot be deposited (the ledger's range spent: about 9.2

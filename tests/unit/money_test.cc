@@ -35,6 +35,34 @@ TEST(Money, RejectsEverythingElse) {
   }
 }
 
+// A JSON number in exponent form is the same exact amount; a decimal string is not one.
+TEST(Money, ParsesJsonNumbersInExponentFormExactly) {
+  const std::vector<std::pair<const char*, std::int64_t>> cases = {{"1e-9", 1},
+                                                                   {"1E-9", 1},
+                                                                   {"1.5e2", 150'000'000'000},
+                                                                   {"1.0e2", 100'000'000'000},
+                                                                   {"5E-1", 500'000'000},
+                                                                   {"12.5e-1", 1'250'000'000},
+                                                                   {"1e+0", 1'000'000'000},
+                                                                   {"-2e-9", -2},
+                                                                   {"0e99", 0},
+                                                                   {"0.000000001", 1},
+                                                                   {"100", 100'000'000'000}};
+  for (const auto& [text, nanos] : cases) {
+    const auto m = Money::parse_json_number(text);
+    ASSERT_TRUE(m) << text << ": " << m.status().message();
+    EXPECT_EQ(m->nanos(), nanos) << text;
+  }
+  for (const char* bad :
+       {"1e-10", "1.5e-9", "1e10", "1e400", "1e-400", "1e", "e5", "1e5.0", "1.e3", ".1e3"}) {
+    const auto m = Money::parse_json_number(bad);
+    EXPECT_FALSE(m) << bad;
+  }
+  EXPECT_NE(Money::parse_json_number("1e-10").status().message().find("'1e-10' has more than 9"),
+            std::string::npos)
+      << Money::parse_json_number("1e-10").status().message();
+}
+
 TEST(Money, PrintsWithTwoToNineDecimals) {
   EXPECT_EQ(Money::from_nanos(0).to_string(), "0.00");
   EXPECT_EQ(Money::usd(5).to_string(), "5.00");
