@@ -609,6 +609,18 @@ void watch_client(Bill& bill, http::Responder& res, std::chrono::milliseconds dr
   res.watch_client([cutoff = bill.cutoff, drain] { *cutoff = http::CoarseClock::now() + drain; });
 }
 
+// A flex attempt whose provider says it served another tier (OpenAI's `service_tier`:
+// "default" where flex was asked) is billed and recorded as standard: charged flex prices,
+// the customer would pay less than the operator and the row would claim a saving never made.
+void take_served_tier(Bill& bill, const meter::Usage& usage) {
+  if (!bill.flex || usage.service_tier.empty() || usage.service_tier == "flex") return;
+  bill.flex = false;
+  log::warn("upstream served a flex attempt at another tier; billed at standard prices",
+            {{"request_id", bill.record.request_id},
+             {"provider", bill.record.provider},
+             {"service_tier", json::utf8_prefix(usage.service_tier, 40)}});
+}
+
 // The multiplier of what served `bill`, where the provider says (Anthropic reports the speed
 // and region it served at: fast mode may fall back to standard, and a workspace's default
 // region applies to a request that names none); else that of what was asked. Each is taken
@@ -2925,6 +2937,7 @@ Task<void> Gateway::answer_whole(http::UpstreamResponse& upstream, Surface surfa
     // max_tokens, or miscounted. The answer goes out, charged what was held at most, as a
     // guess is.
     const bool overrun = !estimated && !believable(bill, *usage);
+    take_served_tier(bill, *usage);
     bill.premium = served_premium(bill, *usage, /*warn=*/false);
     const Money owed = meter::price(with_search_calls(bill, *usage), bill.prices());
     if (!estimated && !overrun && !cover(bill, owed)) {
@@ -3048,6 +3061,7 @@ Task<void> Gateway::relay_answer(Responder& res, Surface surface, std::string_vi
 Task<bool> Gateway::settle(Bill& bill, const meter::Usage& reported, int status) {
   bill.closed = true;
   const meter::Usage usage = with_search_calls(bill, reported);
+  take_served_tier(bill, usage);
   bill.premium = served_premium(bill, usage, /*warn=*/true);
   const auto now = std::chrono::steady_clock::now();
   if (status == 200 && !bill.flex) stats_->latency(bill.route->index, now - bill.sent_at);
@@ -3248,6 +3262,7 @@ Task<void> Gateway::relay_stream(http::UpstreamResponse& upstream, std::string f
       return true;
     }
     const meter::Usage now = running(0);
+    take_served_tier(bill, now);
     bill.premium = served_premium(bill, now, /*warn=*/false);
     prices = bill.prices();
     const meter::Usage ahead = running(std::max<std::int64_t>(64, now.output_tokens / 4));

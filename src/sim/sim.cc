@@ -130,6 +130,8 @@ void apply_knob(Knobs& k, std::string_view name, double value) {
   else if (name == "flex_ttft_ms") k.flex_ttft_ms = i;
   else if (name == "flex_429_rate") k.flex_429_rate = value;
   else if (name == "flex_unavailable") k.flex_unavailable = i;
+  else if (name == "flex_served_default")
+    k.flex_served_default = i;
   else if (name == "embedding_dims") k.embedding_dims = i;
   else if (name == "continuous_usage") k.continuous_usage = i;
   else if (name == "end_after_chunks") k.end_after_chunks = i;
@@ -144,14 +146,33 @@ void apply_knob(Knobs& k, std::string_view name, double value) {
   else if (name == "omit_usage") k.omit_usage = i;
 }
 
-constexpr std::array<std::string_view, 26> kKnobNames = {
-    "latency_ms",    "ttft_ms",          "tokens_per_second", "output_tokens",
-    "cached_tokens", "error_status",     "error_rate",        "drop_after_chunks",
-    "flex_ttft_ms",  "flex_429_rate",    "embedding_dims",    "stall_after_chunks",
-    "flex_unavailable", "input_tokens",  "tokens_per_chunk",  "continuous_usage",
-    "end_after_chunks", "cache_write_tokens", "cache_write_1h_tokens", "web_search_requests",
-    "audio_input_tokens", "audio_output_tokens", "fast_unavailable", "default_geo_us",
-    "default_priority", "omit_usage"};
+constexpr std::array<std::string_view, 27> kKnobNames = {"latency_ms",
+                                                         "ttft_ms",
+                                                         "tokens_per_second",
+                                                         "output_tokens",
+                                                         "cached_tokens",
+                                                         "error_status",
+                                                         "error_rate",
+                                                         "drop_after_chunks",
+                                                         "flex_ttft_ms",
+                                                         "flex_429_rate",
+                                                         "embedding_dims",
+                                                         "stall_after_chunks",
+                                                         "flex_unavailable",
+                                                         "input_tokens",
+                                                         "tokens_per_chunk",
+                                                         "continuous_usage",
+                                                         "end_after_chunks",
+                                                         "cache_write_tokens",
+                                                         "cache_write_1h_tokens",
+                                                         "web_search_requests",
+                                                         "audio_input_tokens",
+                                                         "audio_output_tokens",
+                                                         "fast_unavailable",
+                                                         "default_geo_us",
+                                                         "default_priority",
+                                                         "omit_usage",
+                                                         "flex_served_default"};
 
 // Header knobs: x-sim-latency-ms etc. Error status first so an explicit rate wins.
 void apply_header_knobs(const http::Request& req, Knobs& k) {
@@ -408,9 +429,9 @@ Task<void> SimHandler::chat(const Call& call, Responder& res) {
   const std::string_view finish = n < call.knobs.output_tokens ? "length" : "stop";
   // A request that names no tier gets the project's default (default_priority).
   const std::string_view tier =
-      call.flex ? "flex"
+      call.flex && call.knobs.flex_served_default == 0                          ? "flex"
       : call.priority || (call.knobs.default_priority != 0 && !call.asked_tier) ? "priority"
-                                                                                 : "default";
+                                                                                : "default";
   const std::int64_t first_wait = call.knobs.ttft_ms + (call.flex ? call.knobs.flex_ttft_ms : 0);
   const std::int64_t gap_ms = call.knobs.tokens_per_second > 0 ? 1000 / call.knobs.tokens_per_second : 0;
   // OpenAI counts audio tokens in prompt_tokens and completion_tokens, and splits them out
@@ -751,6 +772,10 @@ int run_sim(int argc, char** argv) {
   app.add_option("--flex-unavailable", k.flex_unavailable,
                  "1: refuse every flex request with 400 (a model without a flex tier)")
       ->capture_default_str();
+  app.add_option("--flex-served-default", k.flex_served_default,
+                 "1: a flex request is served (and reported) at the default tier")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1));
   app.add_option("--flex-429-rate", k.flex_429_rate, "Chance a flex request gets 429")
       ->capture_default_str()->check(CLI::Range(0.0, 1.0));
   app.add_option("--embedding-dims", k.embedding_dims, "Embedding vector length")

@@ -28,6 +28,7 @@ struct Knobs {
   std::int64_t flex_ttft_ms = 1000;     // extra wait for service_tier "flex"
   double flex_429_rate = 0.2;           // chance a flex request is refused with 429
   std::int64_t flex_unavailable = 0;    // 1: every flex request is refused with 400
+  std::int64_t flex_served_default = 0;  // 1: a flex request is served (and reported) at default
   std::int64_t embedding_dims = 8;
   std::int64_t continuous_usage = 0;    // 1: streams' chunks carry a running usage count
   std::int64_t end_after_chunks = -1;   // streams: end the body cleanly after N tokens

@@ -1535,6 +1535,28 @@ TEST(Router, FlexThatStartsInTimeServesAtFlexPricesAndRecordsTheStandardPrice) {
   EXPECT_NE(later.find(R"("service_tier":"standard")"), std::string::npos) << later;
 }
 
+// A flex attempt the provider says it served at another tier ("default") is billed and
+// recorded at standard prices: charged flex, the customer paid less than the operator and
+// the row claimed a saving never made.
+TEST(Router, AFlexAttemptServedAtTheDefaultTierIsBilledAsStandard) {
+  FlexUpstreams up;
+  ASSERT_GT(up.port, 0) << up.gateway->log();
+  for (const std::string extra : {"", R"("stream":true,)"}) {
+    const auto res =
+        up.chat("prompt-model", "00h-00m-05s", R"("sim":{"flex_served_default":1},)" + extra);
+    ASSERT_EQ(res.status, 200) << res.body;
+  }
+  const std::string usage = up.usage();
+  ASSERT_EQ(usage_rows(usage).size(), 2u) << usage;
+  for (const std::size_t at : usage_rows(usage)) {
+    EXPECT_EQ(string_field(usage, "service_tier", at), "standard") << usage;
+    EXPECT_EQ(string_field(usage, "standard_cost_usd", at), string_field(usage, "cost_usd", at))
+        << usage;
+  }
+  EXPECT_NE(up.gateway->log().find("upstream served a flex attempt at another tier"),
+            std::string::npos);
+}
+
 // A whole answer's flex attempt goes upstream as a stream, so that its start is seen: an
 // answer that takes longer than start_within to finish is still served by flex, whole.
 TEST(Router, FlexServesAWholeAnswerThatStartsInTimeAndEndsLater) {
