@@ -1730,7 +1730,6 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
   bill.route = &route;
   bill.flex = served.flex;
   bill.premium = served.premium;
-  if (!route_at_fault(answered->status())) stats_->served(route.index, bill.flex);
   bill.record.provider = provider.name;
   bill.record.model = served.model->name;
   bill.output_believed_max = with_margin(
@@ -1776,6 +1775,7 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
     co_return;
   }
   if (plan.stream && upstream.status() == 200 && upstream.is_event_stream()) {
+    stats_->served(route.index, bill.flex);  // its head and first event go to the client
     co_await relay_stream(upstream, std::move(sent.first_piece), surface, res, headers, bill,
                           ask_for_usage, plan.body.choices);
     co_return;
@@ -2891,7 +2891,7 @@ Task<void> Gateway::answer_whole(http::UpstreamResponse& upstream, Surface surfa
     if (upstream.status() / 100 == 2 && !bill.client_gone()) upstream_failed(*bill.route);
     const unsigned status = http_status(whole.status().kind());
     co_await void_recorded(bill, bill.status_for(status));
-    co_await send_error(res, surface, status, whole.status().message());
+    co_await send_error(res, surface, status, whole.status().message(), {}, headers);
     co_return;
   }
   std::string cost;
@@ -2920,6 +2920,9 @@ Task<void> Gateway::answer_whole(http::UpstreamResponse& upstream, Surface surfa
       co_return;
     }
     upstream_answered(*bill.route);
+    // Served once its body is known to be an answer: one that failed, or is none (above),
+    // reached the client as Turnpike's error.
+    stats_->served(bill.route->index, bill.flex);
     if (estimated) {
       log::warn("upstream reported no usage; billing an estimate",
                 {{"request_id", bill.record.request_id}, {"provider", bill.record.provider}});
@@ -2959,7 +2962,8 @@ Task<void> Gateway::answer_whole(http::UpstreamResponse& upstream, Surface surfa
     cost = bill.record.cost.to_string();
     headers.push_back({"x-turnpike-cost-usd", cost});
   } else {
-    // Refused upstream: nothing to pay.
+    // Refused upstream (the client's fault, relayed): nothing to pay.
+    stats_->served(bill.route->index, bill.flex);
     co_await void_recorded(bill, bill.status_for(upstream.status()));
   }
   if (built) {

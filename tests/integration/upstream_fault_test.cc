@@ -92,6 +92,9 @@ TEST(UpstreamFault, AWholeAnswerDrippingInIsCutAtTheAnswerTimeout) {
   EXPECT_EQ(res.status, 504) << res.body;
   EXPECT_NE(res.body.find("did not end its answer in time"), std::string::npos) << res.body;
   EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(4));
+  // The error names the route that failed, as any other answer does.
+  EXPECT_EQ(res.header("x-turnpike-provider"), "faulty");
+  EXPECT_EQ(res.header("x-turnpike-fallbacks"), "0");
 }
 
 // A server may answer a body too large before it has read it, and close: the write fails,
@@ -195,6 +198,12 @@ TEST(UpstreamFault, GarbageUnder200IsNotBilled) {
     const auto resting = stack.chat("solo");
     EXPECT_EQ(resting.status, 503) << mode << ": " << resting.body;
     EXPECT_NE(resting.body.find("no_healthy_route"), std::string::npos) << resting.body;
+    // Nothing of it went to the client as an answer: not one counts as served.
+    const std::string routes = http_request(stack.port, "GET", "/admin/v1/routes", {},
+                                            {{"authorization", std::string("Bearer ") + kAdminKey}})
+                                   .body;
+    EXPECT_NE(routes.find(R"("attempts":5,"served":0,"errors":5)"), std::string::npos)
+        << mode << ": " << routes;
   }
 }
 
