@@ -849,10 +849,12 @@ class Gateway final : public http::Handler {
     bool reported = false;  // the final usage came; else a running count, as for streams
   };
   // A whole (non-stream) response: read, settled from its usage, then sent with its cost.
-  // `gathered`: the answer built from the stream asked for instead (its body is read).
+  // `gathered`: the answer built from the stream asked for instead; `read`: its body, read
+  // already (send_with_fallback reads it where a failure could still fall back).
   Task<void> answer_whole(http::UpstreamResponse& upstream, Surface surface, Responder& res,
                           std::vector<Header>& headers, Bill& bill,
-                          std::optional<Gathered> gathered = std::nullopt);
+                          std::optional<Gathered> gathered = std::nullopt,
+                          std::optional<std::string> read = std::nullopt);
   // Reads to its end a stream asked for in place of a whole answer (a flex attempt, whose
   // start must be seen) and builds that answer: `choices` of them, within the answer
   // timeout from `sent_at`. Fails as the stream does (an error chunk, a cut, an end before
@@ -972,6 +974,9 @@ class Gateway final : public http::Handler {
     std::vector<std::string> failures;
     // A whole answer built from the stream its flex attempt was asked for as (gather).
     std::optional<Gathered> gathered;
+    // A whole answer's body, read before it was taken as the answer (a route after it could
+    // still be tried).
+    std::optional<std::string> body;
   };
   // Down the ranking until a route answers: a refused or failed connection, a timeout
   // before the response headers, a 5xx or a 429, a stream that fails before its first
@@ -1780,7 +1785,8 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
                           ask_for_usage, plan.body.choices);
     co_return;
   }
-  co_await answer_whole(upstream, surface, res, headers, bill, std::move(sent.gathered));
+  co_await answer_whole(upstream, surface, res, headers, bill, std::move(sent.gathered),
+                        std::move(sent.body));
 }
 
 std::optional<Refusal> Gateway::plan_request(Operation op, const OperationInfo& info,
@@ -2806,6 +2812,27 @@ Task<Gateway::Answered> Gateway::send_with_fallback(const OperationInfo& info,
       }
       out.gathered = std::move(whole.value());
     }
+    if (!stream && !gathering && !last && status / 100 == 2) {
+      // A whole answer's body comes after its head, and nothing has reached the client yet:
+      // one that fails (a reset, cut short, not ended within answer_timeout_ms) moves on to
+      // the next route, as a failed head does. (The last route's is read where it is
+      // answered.)
+      auto whole = co_await (*sent)->read_all(
+          limits::kUpstreamResponseBytesMax,
+          sent_at + std::chrono::milliseconds(timeouts.answer_timeout_ms));
+      if (!whole) {
+        attempt_failed(whole.status());
+        if (bill.client_gone()) break;  // nobody to answer, and no mark against the route
+        log::warn("upstream failed its answer's body; falling back",
+                  {{"request_id", bill.record.request_id},
+                   {"provider", p.name},
+                   {"error", whole.status().message()}});
+        upstream_failed(r);
+        stats_->fallback(r.index);
+        continue;
+      }
+      out.body = std::move(whole.value());
+    }
     bill.sent_at = sent_at;
     // A stream's headers come with its first token; a whole response's only at its end,
     // which says nothing about time to first token. Observed when the stream completes
@@ -2869,15 +2896,18 @@ Task<void> Gateway::count_tokens(const OperationInfo& info, const http::Request&
   co_await relay_answer(res, info.surface, provider.name, upstream, whole.value(), headers);
 }
 
-Task<void> Gateway::answer_whole(http::UpstreamResponse& upstream, Surface surface,
-                                 Responder& res, std::vector<Header>& headers, Bill& bill,
-                                 std::optional<Gathered> gathered) {
+Task<void> Gateway::answer_whole(http::UpstreamResponse& upstream, Surface surface, Responder& res,
+                                 std::vector<Header>& headers, Bill& bill,
+                                 std::optional<Gathered> gathered,
+                                 std::optional<std::string> read) {
   const bool built = gathered.has_value();
   // Kept apart: closing an unpaid bill takes its record (the provider's name with it).
   const std::string provider = bill.record.provider;
   Result<std::string> whole = std::string();
   if (built) {
     whole = std::move(gathered->body);
+  } else if (read) {
+    whole = std::move(*read);
   } else {
     // The whole answer within the answer timeout from the request, as its head was: a body
     // dripping in just within the idle timeout is not waited for past it.

@@ -97,6 +97,21 @@ TEST(UpstreamFault, AWholeAnswerDrippingInIsCutAtTheAnswerTimeout) {
   EXPECT_EQ(res.header("x-turnpike-fallbacks"), "0");
 }
 
+// A whole answer whose body fails after its head (cut short, or not ended in time) has
+// given the client nothing: the next route answers. On the last route it is the client's
+// error (above).
+TEST(UpstreamFault, AWholeAnswerWhoseBodyFailsFallsBack) {
+  for (const std::string mode : {"body_cut", "drip"}) {
+    const FaultStack stack(mode, "upstream: { answer_timeout_ms: 800, idle_timeout_ms: 400 }\n");
+    ASSERT_GT(stack.port, 0) << stack.log();
+    const auto res = stack.chat("m");
+    EXPECT_EQ(res.status, 200) << mode << ": " << res.body;
+    EXPECT_EQ(res.header("x-turnpike-provider"), "good") << mode;
+    EXPECT_EQ(res.header("x-turnpike-fallbacks"), "1") << mode;
+    EXPECT_EQ(stack.faulty_requests(), 1u) << mode;
+  }
+}
+
 // A server may answer a body too large before it has read it, and close: the write fails,
 // but the answer came, and it is the client's (413, its own fault), sent once, no mark
 // against the route.
