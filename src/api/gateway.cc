@@ -1375,6 +1375,13 @@ Task<void> Gateway::retrieve_model(std::string_view id, http::Request& req, Resp
 }
 
 Task<void> Gateway::own_balance(http::Request& req, Responder& res) {
+  if (is_admin_key(bearer_token(req), state_->services())) {
+    // Not unknown, as the generic answer would say: it has no account of its own.
+    co_await send_error(res, Surface::kOpenAI, 400,
+                        "the admin key has no balance of its own: ask GET "
+                        "/admin/v1/accounts/{id}/balance, or this call with a customer key");
+    co_return;
+  }
   const auth::KeyGrant* grant = co_await authenticate(bearer_token(req), Surface::kOpenAI, res);
   if (grant == nullptr) co_return;
   auto balance = state_->services().bank->balance(grant->account_id,
@@ -1674,7 +1681,11 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
         res.add_header("retry-after", seconds);
         res.add_header("retry-after-ms", millis);
       } else {
-        res.add_header("x-should-retry", "false");  // waiting would not help
+        // Larger than the limit: waiting would not help, which the SDKs' header says. Every
+        // 429 still carries a Retry-After (CONTRACT): the limit's window, after which the
+        // same request is refused the same way.
+        res.add_header("x-should-retry", "false");
+        res.add_header("retry-after", "60");
       }
       co_await send_error(res, surface, 429, refused->message, "rate_limit_exceeded");
       co_return;

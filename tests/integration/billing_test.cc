@@ -1470,6 +1470,18 @@ TEST(Billing, AccountsAreListedInPages) {
             401);
 }
 
+// The admin key on a customer's own call is told what it is (it has no account), not that
+// it is unknown.
+TEST(Billing, TheAdminKeyAsksForItsBalanceWhereAnAccountsIsKept) {
+  Stack stack;
+  ASSERT_GT(stack.port, 0) << stack.gateway->log();
+  const auto res = http_request(stack.port, "GET", "/api/balance", {}, kAdmin);
+  EXPECT_EQ(res.status, 400) << res.body;
+  EXPECT_NE(res.body.find("the admin key has no balance of its own"), std::string::npos)
+      << res.body;
+  EXPECT_EQ(http_request(stack.port, "GET", "/api/balance", {}, stack.auth()).status, 200);
+}
+
 // An amount is read as JSON reads it: a key or a string value written with escapes names the
 // same field and amount (both were refused as no amount at all), and a number in exponent
 // form is the same exact amount.

@@ -82,7 +82,7 @@ TEST(KeyLimits, TokensPerMinuteCountWhatRequestsUse) {
                           R"({"model":"gpt-test","max_tokens":100,"messages":[]})");
   EXPECT_EQ(never.status, 429) << never.body;
   EXPECT_EQ(never.header("x-should-retry"), "false");
-  EXPECT_EQ(never.header("retry-after"), "");
+  EXPECT_EQ(never.header("retry-after"), "60");  // CONTRACT: every 429 has one
   // The sim answers 10 output tokens and counts a quarter of the prompt as input: a few
   // requests use the minute's 60 tokens, and the next waits.
   const auto [served, last] = chat_until_refused(stack, key);
