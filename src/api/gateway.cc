@@ -2672,6 +2672,14 @@ Task<Gateway::Answered> Gateway::send_with_fallback(const OperationInfo& info,
     // those a fallback would not skip.
     const bool last = flex ? out.attempt + 1 == routes.size()
                            : !another_would_be_tried(out.attempt, std::chrono::steady_clock::now());
+    // Whether a failure now counts as a fallback, asked after a long wait (a stream's first
+    // event, a whole answer's body): the deadline may have passed meanwhile, and then no
+    // route follows this one (the request ends 504 naming the deadline).
+    auto moving_on = [&] {
+      if (flex) return !last;
+      const auto now = std::chrono::steady_clock::now();
+      return (!deadline || now < *deadline) && another_would_be_tried(out.attempt, now);
+    };
     if (!sent && flex && sent.status().kind() == ErrorKind::kUpstreamTimeout) {
       // Late is what flex may be: no mark against the route's health.
       log::info("flex tier did not start within start_within; trying the standard tier",
@@ -2765,7 +2773,7 @@ Task<Gateway::Answered> Gateway::send_with_fallback(const OperationInfo& info,
         log::warn("upstream stream failed at its start",
                   {{"request_id", bill.record.request_id}, {"provider", p.name}, {"what", failed}});
         upstream_failed(r);
-        if (!last) stats_->fallback(r.index);
+        if (moving_on()) stats_->fallback(r.index);
         continue;
       }
       out.first_piece = std::move(opening);
@@ -2834,12 +2842,11 @@ Task<Gateway::Answered> Gateway::send_with_fallback(const OperationInfo& info,
       if (!whole) {
         attempt_failed(whole.status());
         if (bill.client_gone()) break;  // nobody to answer, and no mark against the route
-        log::warn("upstream failed its answer's body; falling back",
-                  {{"request_id", bill.record.request_id},
-                   {"provider", p.name},
-                   {"error", whole.status().message()}});
+        log::warn("upstream failed its answer's body", {{"request_id", bill.record.request_id},
+                                                        {"provider", p.name},
+                                                        {"error", whole.status().message()}});
         upstream_failed(r);
-        stats_->fallback(r.index);
+        if (moving_on()) stats_->fallback(r.index);
         continue;
       }
       out.body = std::move(whole.value());

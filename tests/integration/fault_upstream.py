@@ -13,7 +13,8 @@ chat completion whose body comes a byte every 50 ms; `late_end` a chunked event 
 kept-alive connection whose last chunk comes 5 ms after `data: [DONE]`.
 `overreport` answers a whole chat completion whose usage says 1,000,000 output tokens,
 `overreport_input` one whose usage says 1,000,000,000 input tokens.
-`body_cut` answers 200 with a Content-Length of 500 and closes after 40 bytes.
+`body_cut` answers 200 with a Content-Length of 500 and closes after 40 bytes;
+`stream_head_hang` answers a 200 event-stream head, then nothing for 3 s.
 `early413` answers 413 before reading the body and closes (a large body's write then
 fails). Each connection is logged on stderr as {"msg":"connection"}.
 Each request is logged on stderr as {"msg":"request","accept_encoding":...}. Prints
@@ -109,6 +110,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 self.wfile.write(body[i:i + 1])
                 self.wfile.flush()
                 time.sleep(0.05)
+        elif MODE == "stream_head_hang":
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.flush()
+            time.sleep(3)
+            self.close_connection = True
         elif MODE == "body_cut":
             self.send_response(200)
             self.send_header("Content-Type", "application/json")

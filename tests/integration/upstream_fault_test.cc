@@ -112,6 +112,24 @@ TEST(UpstreamFault, AWholeAnswerWhoseBodyFailsFallsBack) {
   }
 }
 
+// A route whose stream's first event never came, after which the fallback deadline had
+// passed, is no fallback: the request did not move on (it was counted as one).
+TEST(UpstreamFault, AFailureAfterTheDeadlineIsNoFallback) {
+  const FaultStack stack("stream_head_hang",
+                         "upstream: { first_byte_timeout_ms: 200, answer_timeout_ms: 800, "
+                         "idle_timeout_ms: 400 }\nrouting: { fallback_deadline_ms: 300 }\n");
+  ASSERT_GT(stack.port, 0) << stack.log();
+  const auto res = stack.chat("m", R"("stream":true,)");
+  EXPECT_EQ(res.status, 504) << res.body;
+  EXPECT_NE(res.body.find("no further route was tried"), std::string::npos) << res.body;
+  const std::string routes = http_request(stack.port, "GET", "/admin/v1/routes", {},
+                                          {{"authorization", std::string("Bearer ") + kAdminKey}})
+                                 .body;
+  EXPECT_NE(routes.find(R"("attempts":1,"served":0,"errors":1,"rate_limited":0,"fallbacks":0)"),
+            std::string::npos)
+      << routes;
+}
+
 // A server may answer a body too large before it has read it, and close: the write fails,
 // but the answer came, and it is the client's (413, its own fault), sent once, no mark
 // against the route.
