@@ -2989,6 +2989,12 @@ Task<void> Gateway::answer_whole(http::UpstreamResponse& upstream, Surface surfa
     // guess is.
     const bool overrun = !estimated && !believable(bill, *usage);
     take_served_tier(bill, *usage);
+    if (!bill.flex) {
+      // Said before the report came (RouteHeaders): a whole answer's head is still unsent.
+      for (Header& h : headers) {
+        if (h.name == "x-turnpike-service-tier") h.value = "standard";
+      }
+    }
     bill.premium = served_premium(bill, *usage, /*warn=*/false);
     const Money owed = meter::price(with_search_calls(bill, *usage), bill.prices());
     if (!estimated && !overrun && !cover(bill, owed)) {

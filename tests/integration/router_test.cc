@@ -1545,6 +1545,10 @@ TEST(Router, AFlexAttemptServedAtTheDefaultTierIsBilledAsStandard) {
     const auto res =
         up.chat("prompt-model", "00h-00m-05s", R"("sim":{"flex_served_default":1},)" + extra);
     ASSERT_EQ(res.status, 200) << res.body;
+    // A whole answer's head goes after the report; a stream's went before it.
+    if (extra.empty()) {
+      EXPECT_EQ(res.header("x-turnpike-service-tier"), "standard");
+    }
   }
   const std::string usage = up.usage();
   ASSERT_EQ(usage_rows(usage).size(), 2u) << usage;
