@@ -645,23 +645,28 @@ models:
   // The first rule that matches applies: one an earlier rule always beats is refused (a dead
   // exclude would fail open). Globs are compared conservatively.
   const std::string any_weights = "weights: { quality: 1, cost: 0, latency: 0 } }\n";
-  expect_error(base + "    - { name: all, " + any_weights +
-                   "    - { name: late, match: { key_tag: batch }, exclude: [a] }\n",
-               "rule 'late' never applies: rule 'all' before it matches every request it matches");
-  expect_error(base + "    - { name: ms, match: { model: \"m*\" }, " + any_weights +
-                   "    - { name: m, match: { model: m, privacy_tier: cloud }, pin: [b] }\n",
-               "rule 'm' never applies: rule 'ms'");
+  // An `earlier` rule (its name and match) with weights only, then a `later` one.
+  auto expect_dead = [&](const std::string& earlier, const std::string& later,
+                         const std::string& message) {
+    expect_error(base + "    - { " + earlier + ", " + any_weights + "    - { " + later + " }\n",
+                 message);
+  };
+  expect_dead("name: all", "name: late, match: { key_tag: batch }, exclude: [a]",
+              "rule 'late' never applies: rule 'all' before it matches every request it matches");
+  expect_dead(R"(name: ms, match: { model: "m*" })",
+              "name: m, match: { model: m, privacy_tier: cloud }, pin: [b]",
+              "rule 'm' never applies: rule 'ms'");
   // A prefix glob covers the globs under its prefix, and "*" every model: a weights-only
   // "*" before an exclude left the exclude dead, unsaid.
-  expect_error(base + "    - { name: star, match: { model: \"*\" }, " + any_weights +
-                   "    - { name: late, match: { model: \"m*\" }, exclude: [a] }\n",
-               "rule 'late' never applies: rule 'star'");
-  expect_error(base + "    - { name: star, match: { model: \"*\" }, " + any_weights +
-                   "    - { name: late, match: { key_tag: x }, exclude: [a] }\n",
-               "rule 'late' never applies: rule 'star'");
-  expect_error(base + "    - { name: ms, match: { model: \"m*\" }, " + any_weights +
-                   "    - { name: late, match: { model: \"m**\" }, exclude: [a] }\n",
-               "rule 'late' never applies: rule 'ms'");
+  expect_dead(R"(name: star, match: { model: "*" })",
+              R"(name: late, match: { model: "m*" }, exclude: [a])",
+              "rule 'late' never applies: rule 'star'");
+  expect_dead(R"(name: star, match: { model: "*" })",
+              "name: late, match: { key_tag: x }, exclude: [a]",
+              "rule 'late' never applies: rule 'star'");
+  expect_dead(R"(name: ms, match: { model: "m*" })",
+              R"(name: late, match: { model: "m**" }, exclude: [a])",
+              "rule 'late' never applies: rule 'ms'");
   for (const std::string& later :
        {std::string("    - { match: { model: \"?\" }, pin: [b] }\n"),  // not under "m"
         std::string("    - { match: { model: \"*m\" }, pin: [b] }\n"),
