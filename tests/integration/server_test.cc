@@ -18,6 +18,15 @@
 namespace tp::test {
 namespace {
 
+// Writes into `dir` a config of one model `m` on one provider `a`, whose other fields are
+// `provider` (its base_url, say); `top`: top-level lines before it. Returns its path.
+std::string one_route_config(const TempDir& dir, const std::string& top,
+                             const std::string& provider) {
+  return dir.write("t.yaml", top + "providers:\n  - { name: a, " + provider +
+                                 " }\nmodels:\n  - name: m\n    routes: [{provider: a, "
+                                 "input_per_mtok: \"1\", output_per_mtok: \"1\"}]\n");
+}
+
 using namespace std::chrono_literals;
 
 std::string chat_request(const Stack& stack, const std::string& body, bool close = false) {
@@ -107,10 +116,7 @@ TEST(Server, AStoreOutsideTheDataDirectoryIsLockedAndPrivate) {
 TEST(Server, TheAdminKeyIsTakenWithoutSurroundingBlanks) {
   TempDir dir;
   const std::string config =
-      dir.write("t.yaml",
-                "listen: \"127.0.0.1:0\"\nproviders:\n"
-                "  - { name: a, base_url: \"http://127.0.0.1:9/v1\" }\nmodels:\n  - name: m\n"
-                "    routes: [{provider: a, input_per_mtok: \"1\", output_per_mtok: \"1\"}]\n");
+      one_route_config(dir, "listen: \"127.0.0.1:0\"\n", "base_url: \"http://127.0.0.1:9/v1\"");
   Process gateway(bin("turnpike"), {"serve", "--config", config, "--data-dir", dir.path() + "/var"},
                   {{"TURNPIKE_ADMIN_KEY", std::string(" ") + kAdminKey + "\r\n"}});
   const int port = gateway.wait_listening();
@@ -131,10 +137,9 @@ TEST(Server, TheAdminKeyIsTakenWithoutSurroundingBlanks) {
 // Where it listens is logged at every log level: with port 0 nothing else would say it.
 TEST(Server, TheListeningLineIsWrittenAtEveryLogLevel) {
   TempDir dir;
-  const std::string config = dir.write(
-      "t.yaml", "listen: \"127.0.0.1:0\"\nlog: { level: error }\nproviders:\n"
-                "  - { name: a, base_url: \"http://127.0.0.1:9/v1\" }\nmodels:\n  - name: m\n"
-                "    routes: [{provider: a, input_per_mtok: \"1\", output_per_mtok: \"1\"}]\n");
+  const std::string config =
+      one_route_config(dir, "listen: \"127.0.0.1:0\"\nlog: { level: error }\n",
+                       "base_url: \"http://127.0.0.1:9/v1\"");
   Process gateway(bin("turnpike"), {"serve", "--config", config, "--data-dir", dir.path() + "/var"},
                   {{"TURNPIKE_ADMIN_KEY", kAdminKey}});
   EXPECT_GT(gateway.wait_listening(), 0) << gateway.log();
@@ -949,10 +954,8 @@ TEST(Cli, UsageErrorsExitTwoAndUnbuiltSubcommandsSaySo) {
 // An admin key short enough to guess is warned of at start, by its length only.
 TEST(Cli, AShortAdminKeyIsWarnedOf) {
   TempDir dir;
-  const std::string config = dir.write(
-      "t.yaml", "listen: \"127.0.0.1:0\"\nproviders:\n  - { name: a, base_url: "
-                "\"http://127.0.0.1:1/v1\" }\nmodels:\n  - name: m\n    routes: [{provider: a, "
-                "input_per_mtok: \"1\", output_per_mtok: \"1\"}]\n");
+  const std::string config =
+      one_route_config(dir, "listen: \"127.0.0.1:0\"\n", "base_url: \"http://127.0.0.1:1/v1\"");
   Process gateway(bin("turnpike"), {"serve", "--config", config, "--data-dir", dir.path() + "/var"},
                   {{"TURNPIKE_ADMIN_KEY", "hunter2"}});
   ASSERT_GT(gateway.wait_listening(), 0) << gateway.log();
@@ -965,11 +968,8 @@ TEST(Cli, AShortAdminKeyIsWarnedOf) {
 // check-config refuses what serve would refuse at start-up, trust stores included.
 TEST(Cli, CheckConfigLoadsTheTrustStoresServeWould) {
   TempDir dir;
-  const std::string config = dir.write(
-      "t.yaml",
-      "providers:\n  - { name: a, base_url: \"https://127.0.0.1:1/v1\", ca_file: " +
-          dir.path() + "/missing.pem }\nmodels:\n  - name: m\n    routes: [{provider: a, "
-          "input_per_mtok: \"1\", output_per_mtok: \"1\"}]\n");
+  const std::string config = one_route_config(
+      dir, "", "base_url: \"https://127.0.0.1:1/v1\", ca_file: " + dir.path() + "/missing.pem");
   const auto [code, out] = cli({"check-config", config});
   EXPECT_EQ(code, std::optional<int>(2)) << out;
   EXPECT_NE(out.find("provider 'a': TLS trust store " + dir.path() + "/missing.pem"),
