@@ -71,6 +71,9 @@ ParseStatus parse_response_head(std::string_view data, std::size_t head_bytes_ma
                                 ResponseHead& head, std::size_t& head_bytes);
 
 bool iequals(std::string_view a, std::string_view b);
+// The position of the first CR or LF in `text` at or after `from`, or npos. A plain loop:
+// string_view::find_first_of calls memchr on its two-character set once per character.
+std::size_t find_line_break(std::string_view text, std::size_t from = 0);
 
 // The token of an `Authorization: Bearer TOKEN` value, the scheme in any case (RFC 9110
 // §11.1); empty for another scheme or none.

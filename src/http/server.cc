@@ -198,8 +198,8 @@ void Responder::append_head(unsigned status, std::string_view content_type,
     for (const Header& h : list) {
       // Every value is checked where it is made (config names, parsed upstream fields); a
       // line break that got past that would start a header of its own: dropped.
-      if (h.name.find_first_of("\r\n") != std::string_view::npos ||
-          h.value.find_first_of("\r\n") != std::string_view::npos) {
+      if (find_line_break(h.name) != std::string_view::npos ||
+          find_line_break(h.value) != std::string_view::npos) {
         continue;
       }
       head_ += h.name;

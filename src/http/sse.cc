@@ -1,6 +1,7 @@
 #include "http/sse.h"
 
 #include "core/assert.h"
+#include "http/http1.h"
 
 namespace tp::http {
 namespace {
@@ -79,7 +80,7 @@ bool SseEvents::next(Event& event) {
   bool have_data = false;
   std::string_view body = event.raw;
   while (!body.empty()) {
-    std::size_t eol = body.find_first_of("\r\n");
+    std::size_t eol = find_line_break(body);
     std::string_view line = body.substr(0, eol);
     if (eol == std::string_view::npos) {
       body = {};

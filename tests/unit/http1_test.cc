@@ -9,6 +9,16 @@ ParseStatus parse(std::string_view text, RequestHead& head, std::size_t& used) {
   return parse_request_head(text, 16 * 1024, head, used);
 }
 
+TEST(Http1, FindsLineBreaks) {
+  EXPECT_EQ(find_line_break(""), std::string_view::npos);
+  EXPECT_EQ(find_line_break("no break here"), std::string_view::npos);
+  EXPECT_EQ(find_line_break("a\rb"), 1u);
+  EXPECT_EQ(find_line_break("ab\n"), 2u);
+  EXPECT_EQ(find_line_break("\r\n", 1), 1u);
+  EXPECT_EQ(find_line_break("x\ny\rz", 2), 3u);
+  EXPECT_EQ(find_line_break("x\n", 2), std::string_view::npos);
+}
+
 TEST(Http1, ParsesRequestHead) {
   const std::string text =
       "POST /v1/chat/completions?x=1 HTTP/1.1\r\nHost: a\r\nContent-Length: 12\r\n"

@@ -105,6 +105,23 @@ TEST(Responder, EveryStatusLineHasAPlainReason) {
   }
 }
 
+// A header whose name or value holds a line break would start a header of its own: it is
+// dropped, and the others go out.
+TEST(Responder, AHeaderWithALineBreakIsDropped) {
+  const std::string got = wire(11, [](Responder& res) -> Task<void> {
+    res.add_header("x-kept", "yes");
+    res.add_header("x-bad", "a\r\nSet-Cookie: b");
+    const Header extra[] = {{"x-also-bad\n", "c"}, {"x-too", "d\re"}, {"x-extra", "ok"}};
+    co_await res.send(200, "application/json", "{}", extra);
+  });
+  EXPECT_NE(got.find("\r\nx-kept: yes\r\n"), std::string::npos) << got;
+  EXPECT_NE(got.find("\r\nx-extra: ok\r\n"), std::string::npos) << got;
+  EXPECT_EQ(got.find("Set-Cookie"), std::string::npos) << got;
+  EXPECT_EQ(got.find("x-bad"), std::string::npos) << got;
+  EXPECT_EQ(got.find("x-also-bad"), std::string::npos) << got;
+  EXPECT_EQ(got.find("x-too"), std::string::npos) << got;
+}
+
 TEST(Responder, AStreamWithNothingButItsEndStillSendsItsHead) {
   const std::string got = wire(11, [](Responder& res) -> Task<void> {
     EXPECT_TRUE(co_await res.begin_stream(200, "text/event-stream", {}, false));
