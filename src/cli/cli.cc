@@ -57,7 +57,10 @@ struct ServeOptions {
 // append transfers). Read-only commands do not need them.
 class DataDirLock {
  public:
-  static Result<DataDirLock> acquire(const std::string& data_dir, const std::string& store_uri) {
+  // `for_serve`: the refusal tells a second gateway what holds the directory, rather than
+  // pointing an offline change at the admin API.
+  static Result<DataDirLock> acquire(const std::string& data_dir, const std::string& store_uri,
+                                     bool for_serve = false) {
     std::error_code ec;
     std::filesystem::create_directories(data_dir, ec);
     if (ec) {
@@ -83,10 +86,15 @@ class DataDirLock {
       lock.fds_.push_back(fd);
       if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
         return Status{ErrorKind::kConflict,
-                      fmt::format("{} is in use by a running turnpike (serve or another "
-                                  "offline command); change a live gateway through the admin "
-                                  "API",
-                                  what)};
+                      for_serve ? fmt::format("{} is in use by a running turnpike (another "
+                                              "gateway, or an offline command): one gateway "
+                                              "serves a store; give this one its own "
+                                              "--data-dir",
+                                              what)
+                                : fmt::format("{} is in use by a running turnpike (serve or "
+                                              "another offline command); change a live "
+                                              "gateway through the admin API",
+                                              what)};
       }
     }
     return lock;
@@ -147,7 +155,7 @@ int serve(const ServeOptions& opts) {
                  ec.message().c_str());
     return 2;
   }
-  auto data_dir_lock = DataDirLock::acquire(opts.data_dir, config.store);
+  auto data_dir_lock = DataDirLock::acquire(opts.data_dir, config.store, /*for_serve=*/true);
   if (!data_dir_lock) {
     std::fprintf(stderr, "turnpike: %s\n", data_dir_lock.status().message().c_str());
     return 2;
@@ -281,9 +289,39 @@ Result<OfflineStore> open_offline(const std::string& store_uri, const std::strin
   return OfflineStore{std::move(db.value()), std::move(directory.value()), std::move(bank.value())};
 }
 
-// Runs `change` in one transaction and prints its JSON answer. Exit 0, or 1 with the error.
+// The file of an existing store, for a read-only tool (which creates nothing): an error
+// when it is not there, or cannot be looked at (a directory the user may not enter).
+Result<std::string> existing_store_file(const std::string& store_uri, const std::string& data_dir) {
+  if (!store_uri.starts_with("sqlite:")) {
+    return Status{ErrorKind::kInvalidRequest, "only sqlite: stores are supported"};
+  }
+  const std::string path = api::sqlite_file(store_uri, data_dir);
+  std::error_code ec;
+  const bool there = std::filesystem::exists(path, ec);
+  if (ec) {
+    return Status{ErrorKind::kInternal, fmt::format("cannot read {}: {}", path, ec.message())};
+  }
+  if (!there) return Status{ErrorKind::kNotFound, fmt::format("no store: {} does not exist", path)};
+  return path;
+}
+
+// Whether an offline change may make the store it names. Only creating an account may: a
+// mistyped --data-dir must not turn into a new, empty store that later commands then find.
+enum class NewStore { kRefused, kMade };
+
+// Runs `change` in one transaction and prints its JSON answer. Exit 0, or 1 with the error;
+// 2 when the store is missing and `new_store` refuses to make it.
 int offline_change(const std::string& store_uri, const std::string& data_dir,
-                   const std::function<Result<std::string>(OfflineStore&)>& change) {
+                   const std::function<Result<std::string>(OfflineStore&)>& change,
+                   NewStore new_store = NewStore::kRefused) {
+  // Before the lock, which makes the directory.
+  if (new_store == NewStore::kRefused && store_uri.starts_with("sqlite:")) {
+    if (auto file = existing_store_file(store_uri, data_dir); !file) {
+      std::fprintf(stderr, "turnpike: %s (is --data-dir the gateway's?)\n",
+                   file.status().message().c_str());
+      return 2;
+    }
+  }
   auto lock = DataDirLock::acquire(data_dir, store_uri);
   if (!lock) {
     std::fprintf(stderr, "turnpike: %s\n", lock.status().message().c_str());
@@ -319,22 +357,6 @@ int offline_change(const std::string& store_uri, const std::string& data_dir,
 }
 
 std::int64_t now_ms() { return SystemClock::instance().unix_millis(); }
-
-// The file of an existing store, for a read-only tool (which creates nothing): an error
-// when it is not there, or cannot be looked at (a directory the user may not enter).
-Result<std::string> existing_store_file(const std::string& store_uri, const std::string& data_dir) {
-  if (!store_uri.starts_with("sqlite:")) {
-    return Status{ErrorKind::kInvalidRequest, "only sqlite: stores are supported"};
-  }
-  const std::string path = api::sqlite_file(store_uri, data_dir);
-  std::error_code ec;
-  const bool there = std::filesystem::exists(path, ec);
-  if (ec) {
-    return Status{ErrorKind::kInternal, fmt::format("cannot read {}: {}", path, ec.message())};
-  }
-  if (!there) return Status{ErrorKind::kNotFound, fmt::format("no store: {} does not exist", path)};
-  return path;
-}
 
 // Opens an existing store for a read-only tool (WAL lets it read beside a live gateway).
 Result<std::unique_ptr<store::Database>> open_existing_store(const std::string& store_uri,
@@ -868,22 +890,25 @@ int run_turnpike(int argc, char** argv) {
       // The account goes where the gateway on that config looks for it.
       if (account_create->count("--store") == 0) offline_store = config->store;
     }
-    return offline_change(offline_store, offline_dir, [&](OfflineStore& st) -> Result<std::string> {
-      auth::RoutingPolicy policy;
-      policy.privacy_tier = *catalog::parse_privacy_tier(account_tier);
-      auto account =
-          st.directory->create_account(*st.db, account_name, account_kind, "", policy, now_ms());
-      if (!account) return account.status();
-      st.bank->open_wallet(account->id);
-      if (account_kind == "customer" && *trial > Money()) {
-        if (auto t = st.bank->deposit(account->id, ledger::CreditKind::kTrial, *trial,
-                                      std::nullopt, now_ms());
-            !t) {
-          return t.status();
-        }
-      }
-      return api::account_json(*account, nullptr);
-    });
+    return offline_change(
+        offline_store, offline_dir,
+        [&](OfflineStore& st) -> Result<std::string> {
+          auth::RoutingPolicy policy;
+          policy.privacy_tier = *catalog::parse_privacy_tier(account_tier);
+          auto account = st.directory->create_account(*st.db, account_name, account_kind, "",
+                                                      policy, now_ms());
+          if (!account) return account.status();
+          st.bank->open_wallet(account->id);
+          if (account_kind == "customer" && *trial > Money()) {
+            if (auto t = st.bank->deposit(account->id, ledger::CreditKind::kTrial, *trial,
+                                          std::nullopt, now_ms());
+                !t) {
+              return t.status();
+            }
+          }
+          return api::account_json(*account, nullptr);
+        },
+        NewStore::kMade);
   }
   if (*key_create) {
     auth::Directory::KeySpec spec{key_name, split_list(key_models), {}, split_list(key_tags),

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <filesystem>
 #include <fstream>
 #include <future>
 #include <iterator>
@@ -78,6 +79,10 @@ TEST(Server, AStoreOutsideTheDataDirectoryIsLockedAndPrivate) {
   EXPECT_EQ(second.wait_exit(10s), std::optional<int>(2)) << second.log();
   EXPECT_NE(second.log().find("is in use by a running turnpike"), std::string::npos)
       << second.log();
+  // A second gateway is told what to do about it, not pointed at the admin API.
+  EXPECT_NE(second.log().find("give this one its own --data-dir"), std::string::npos)
+      << second.log();
+  EXPECT_EQ(second.log().find("admin API"), std::string::npos) << second.log();
   // And a gateway naming another's own store (inside its data directory) by its path.
   Stack other;
   ASSERT_GT(other.port, 0) << other.gateway->log();
@@ -592,6 +597,33 @@ TEST(Cli, AccountCreationTakesTheConfiguredTrialCredit) {
                  var})
                 .first,
             std::optional<int>(2));
+}
+
+// Only creating an account may make a store. Any other change on a directory without one
+// (a mistyped --data-dir, or none given in another working directory) is refused with exit
+// 2 and makes nothing there; it used to make an empty store that later commands found.
+TEST(Cli, OfflineChangesOtherThanCreatingAnAccountNeedAStore) {
+  TempDir dir;
+  const std::string typo = dir.path() + "/typo";
+  const std::vector<std::vector<std::string>> changes = {
+      {"keys", "create", "--account", "acct_1"},
+      {"keys", "revoke", "key_1"},
+      {"accounts", "credit", "acct_1", "--amount-usd", "1", "--idempotency-key", "k"},
+      {"accounts", "suspend", "acct_1"},
+  };
+  for (std::vector<std::string> args : changes) {
+    args.insert(args.end(), {"--data-dir", typo});
+    const auto [code, out] = cli(args);
+    EXPECT_EQ(code, std::optional<int>(2)) << args[0] << " " << args[1] << ": " << out;
+    EXPECT_NE(out.find("no store: " + typo + "/turnpike.db does not exist"), std::string::npos)
+        << out;
+    EXPECT_FALSE(std::filesystem::exists(typo)) << args[0] << " " << args[1];
+  }
+  const auto [made, made_out] = cli({"accounts", "create", "--name", "A", "--data-dir", typo});
+  EXPECT_EQ(made, std::optional<int>(0)) << made_out;
+  EXPECT_EQ(
+      cli({"keys", "create", "--account", string_field(made_out, "id"), "--data-dir", typo}).first,
+      std::optional<int>(0));
 }
 
 // An offline change given the gateway's --config goes to that config's store (unless
