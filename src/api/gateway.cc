@@ -3429,7 +3429,7 @@ Task<void> Gateway::relay_stream(http::UpstreamResponse& upstream, std::string f
         co_return;
       }
       if (verdict == StreamMeter::Verdict::kForward) {
-        if (drop_usage_chunk) append_without_usage(edited, e.raw);
+        if (drop_usage_chunk) append_without_usage(edited, e.raw, e.data);
         continue;
       }
       co_await write_run(begin);
@@ -3492,7 +3492,10 @@ Task<void> Gateway::relay_stream(http::UpstreamResponse& upstream, std::string f
   http::SseEvents events(pending);
   for (http::SseEvents::Event e; events.next(e);) {
     if (meter.on_event(e.name, e.data) == StreamMeter::Verdict::kDrop) continue;
-    if (drop_usage_chunk) append_without_usage(tail, e.raw); else tail.append(e.raw);
+    if (drop_usage_chunk)
+      append_without_usage(tail, e.raw, e.data);
+    else
+      tail.append(e.raw);
   }
   // Ended without its terminator, without its final usage and before the upstream said
   // its answer was done, the stream was cut short (a connection closed early looks the

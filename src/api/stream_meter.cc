@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "core/json_scan.h"
+#include "http/http1.h"
 
 namespace tp::api {
 namespace {
@@ -204,20 +205,45 @@ std::optional<std::pair<std::size_t, std::size_t>> top_level_usage(std::string_v
 
 }  // namespace
 
-void append_without_usage(std::string& out, std::string_view event) {
+void append_without_usage(std::string& out, std::string_view raw, std::string_view data) {
   // Only where a usage may be (a cheap look), and only a top-level member of the chunk.
-  const std::size_t object = event.find('{');
-  if (event.find("\"usage\"") == std::string_view::npos || object == std::string_view::npos) {
-    out.append(event);
+  if (raw.find("\"usage\"") == std::string_view::npos) {
+    out.append(raw);
     return;
   }
-  const auto usage = top_level_usage(event.substr(object));
+  if (const std::size_t object = raw.find('{'); object != std::string_view::npos) {
+    if (const auto usage = top_level_usage(raw.substr(object))) {
+      out.append(raw.substr(0, object + usage->first));
+      out.append(raw.substr(object + usage->second));
+      return;
+    }
+  }
+  // A chunk spread over several data: lines, which SSE reads joined by line breaks: its
+  // other lines kept, it goes out as one data: line (JSON has a line break only between
+  // tokens, where a space does as well).
+  const std::size_t object = data.find('{');
+  const auto usage = data.find('\n') == std::string_view::npos || object == std::string_view::npos
+                         ? std::nullopt
+                         : top_level_usage(data.substr(object));
   if (!usage) {
-    out.append(event);  // none at the top, or not what it seemed: left alone
+    out.append(raw);  // none at the top, or not what it seemed: left alone
     return;
   }
-  out.append(event.substr(0, object + usage->first));
-  out.append(event.substr(object + usage->second));
+  for (std::size_t at = 0; at < raw.size();) {
+    std::size_t eol = http::find_line_break(raw, at);
+    if (eol == std::string_view::npos) eol = raw.size();
+    const std::string_view line = raw.substr(at, eol - at);
+    if (!line.empty() && !line.starts_with("data:") && line != "data") {
+      out.append(line).append(1, '\n');
+    }
+    at = eol + (raw.substr(eol).starts_with("\r\n") ? 2 : 1);
+  }
+  const std::size_t begin = out.size();
+  out.append("data: ");
+  out.append(data.substr(0, object + usage->first));
+  out.append(data.substr(object + usage->second));
+  std::replace(out.begin() + static_cast<std::ptrdiff_t>(begin), out.end(), '\n', ' ');
+  out.append("\n\n");
 }
 
 }  // namespace tp::api

@@ -70,7 +70,8 @@ class StreamMeter {
 // Appends one SSE event of an OpenAI stream to `out`, less its chunk's `usage` member (a
 // null, or a running count) when it has one: the usage Turnpike asked for on a client's
 // behalf puts one in every chunk, which the client did not ask for. An event without it is
-// appended as it is.
-void append_without_usage(std::string& out, std::string_view event);
+// appended as it is. `raw` is the event as received, `data` its data lines joined (what
+// http::SseEvents reads).
+void append_without_usage(std::string& out, std::string_view raw, std::string_view data);
 
 }  // namespace tp::api

@@ -7,6 +7,7 @@
 #include "api/usage_api.h"
 #include "core/rfc3339.h"
 #include "http/query.h"
+#include "http/sse.h"
 
 namespace tp::api {
 namespace {
@@ -102,7 +103,10 @@ TEST(StreamMeter, AUsageChunkTheAnswerWentOnAfterIsNotFinal) {
 TEST(StreamMeter, TheUsageAskedForOnTheClientsBehalfIsTakenOutOfEachChunk) {
   auto without = [](std::string_view event) {
     std::string out;
-    append_without_usage(out, event);
+    http::SseEvents events(event);
+    http::SseEvents::Event e;
+    if (!events.next(e)) return std::string(event);
+    append_without_usage(out, e.raw, e.data);
     return out;
   };
   EXPECT_EQ(without("data: {\"id\":\"c\",\"choices\":[{\"delta\":{\"content\":\"a\"}}],\"usage\":null}\n\n"),
@@ -127,6 +131,30 @@ TEST(StreamMeter, TheUsageAskedForOnTheClientsBehalfIsTakenOutOfEachChunk) {
   // A usage named in content is text, escaped: left alone; so is an event without usage.
   for (const char* kept : {"data: {\"choices\":[{\"delta\":{\"content\":\"\\\"usage\\\":null\"}}]}\n\n",
                            "data: [DONE]\n\n", "data: {\"usage\":null}\n\n"}) {
+    EXPECT_EQ(without(kept), kept);
+  }
+}
+
+// A chunk spread over several data: lines (SSE reads them joined) loses its usage too, and
+// goes out as one data: line; its other fields stay. A multi-line chunk without a
+// top-level usage is left as it came.
+TEST(StreamMeter, AUsageIsTakenOutOfAChunkSpreadOverSeveralLines) {
+  auto without = [](std::string_view event) {
+    std::string out;
+    http::SseEvents events(event);
+    http::SseEvents::Event e;
+    EXPECT_TRUE(events.next(e));
+    append_without_usage(out, e.raw, e.data);
+    return out;
+  };
+  EXPECT_EQ(without("data: {\"id\":\"c\",\ndata: \"choices\":[{\"delta\":{\"content\":\"a\"}}],\n"
+                    "data: \"usage\":{\"prompt_tokens\":10,\"completion_tokens\":1}}\n\n"),
+            "data: {\"id\":\"c\", \"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n");
+  EXPECT_EQ(without("id: 7\r\ndata: {\"choices\":[],\r\ndata: \"usage\":null}\r\n\r\n"),
+            "id: 7\ndata: {\"choices\":[]}\n\n");
+  for (const char* kept :
+       {"data: {\"choices\":[],\ndata: \"x\":{\"usage\":1}}\n\n",
+        "data: {\"choices\":\ndata: [{\"delta\":{\"content\":\"usage\"}}]}\n\n"}) {
     EXPECT_EQ(without(kept), kept);
   }
 }
