@@ -3333,10 +3333,11 @@ Task<void> Gateway::relay_stream(http::UpstreamResponse& upstream, std::string f
   auto stop_unpaid = [&](std::int64_t relayed_events) -> Task<void> {
     bill.capped = true;
     if (client_here) relayed = relayed_events;
-    log::warn("stream stopped: the account's balance covers no more",
-              {{"request_id", bill.record.request_id}});
     // The count its usage row shows: what the upstream reported, if more than the events.
     const Uncovered why = uncovered(bill);
+    log::warn(bill.over_budget ? "stream stopped: the key's budget covers no more"
+                               : "stream stopped: the account's balance covers no more",
+              {{"request_id", bill.record.request_id}});
     const std::string message = fmt::format(
         "{}: the {} does not cover a longer response; it was stopped after {} output tokens",
         why.reason, why.source, bill_usage().output_tokens);

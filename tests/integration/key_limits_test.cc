@@ -144,6 +144,10 @@ TEST(KeyLimits, AnAnswerPastTheBudgetIsNotDelivered) {
                            R"({"model":"gpt-test","max_tokens":5,"stream":true,"messages":[],)"
                            R"("sim":{"input_tokens":100000}})");
   EXPECT_EQ(stream.status, 0) << stream.body;  // cut without an end: not complete
+  // The log says what stopped it: the key's budget, not the account's balance.
+  EXPECT_NE(stack.gateway->log().find("stream stopped: the key's budget covers no more"),
+            std::string::npos)
+      << stack.gateway->log();
   const auto rows =
       http_request(stack.port, "GET", "/api/usage", {}, {{"authorization", "Bearer " + key}});
   const std::size_t first = rows.body.find(R"("status":402)");
