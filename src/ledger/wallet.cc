@@ -230,17 +230,41 @@ bool Wallet::sweep(const Lot& lot, HoldId hold, std::int64_t at_ms) {
 void Wallet::close(const Hold& hold, Money spent, HoldId id, std::int64_t now_ms) {
   held_total_ -= hold.amount;
   if (overdrawer_ == id) overdrawer_ = 0;
+  for (const Leg& leg : hold.legs) reserved(leg.source) -= leg.amount;
+  // The cost is drawn in spend order again, from what this hold reserved and what is
+  // unreserved now: books that other holds had reserved when this one began may be free
+  // again, and credit may have come since. So promo and trial are not left unspent while
+  // paid is charged. A lot past its time is spent only as far as this hold reserved on it
+  // (its request began before the expiry), and before any other book.
+  auto take = [&](AccountId source, Money most) {
+    const Money use = std::min(spent, most);
+    if (use <= Money()) return;
+    auto moved = ledger_.transfer(source, platform_.revenue, use, TransferKind::kPost, id, now_ms);
+    TP_CHECK(moved.is_ok());  // never more than the book holds unreserved
+    spent -= use;
+  };
   for (const Leg& leg : hold.legs) {
-    reserved(leg.source) -= leg.amount;
-    const Money use = std::min(spent, leg.amount);
-    if (use > Money()) {
-      // Reserved money is there to take; only paid can have been overdrawn meanwhile (by
-      // another response's shortfall), and then this charge is owed all the same.
-      auto moved = ledger_.transfer(leg.source, platform_.revenue, use, TransferKind::kPost, id,
-                                    now_ms, /*allow_overdraft=*/leg.source == paid_);
-      TP_CHECK(moved.is_ok());
-      spent -= use;
+    const Lot* l = lot(leg.source);
+    if (l != nullptr && l->expires_at_ms <= now_ms) {
+      take(leg.source, std::min(leg.amount, spendable(leg.source)));
     }
+  }
+  in_spend_order(now_ms, [&](AccountId source) {
+    take(source, spendable(source));
+    return spent > Money();
+  });
+  if (spent > Money()) {
+    // Only paid can fall short of what this hold reserved on it: another response's
+    // shortfall overdrew it meanwhile, and this charge is owed all the same.
+    const auto paid_leg = std::find_if(hold.legs.begin(), hold.legs.end(),
+                                       [&](const Leg& l) { return l.source == paid_; });
+    TP_CHECK(paid_leg != hold.legs.end() && spent <= paid_leg->amount);
+    auto moved = ledger_.transfer(paid_, platform_.revenue, spent, TransferKind::kPost, id, now_ms,
+                                  /*allow_overdraft=*/true);
+    TP_CHECK(moved.is_ok());
+    spent = Money();
+  }
+  for (const Leg& leg : hold.legs) {
     Lot* l = lot(leg.source);
     if (l == nullptr || !l->swept) continue;
     // The lot expired while this hold reserved part of it: that part goes where the rest

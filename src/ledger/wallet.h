@@ -7,10 +7,11 @@
 //
 // A request takes a hold for its worst case: a reservation against those books, kept in
 // memory only (a pending transfer). The books' ledger balances do not move until the hold
-// posts its actual cost, straight from the reserved books to revenue; the rest of the hold
-// is simply no longer reserved. A cost above the hold (the upstream answered longer than
-// estimated) is taken from the unreserved books and, only for that shortfall, may overdraw
-// `paid`. Holds also expire by themselves. Because a hold writes nothing, a request costs
+// posts its actual cost to revenue, drawn in spend order from what the hold reserved and
+// what is unreserved by then (other holds may have let go of trial or promo credit since);
+// the rest of the hold is simply no longer reserved. A cost above the hold (the upstream answered
+// longer than estimated) is taken from the unreserved books and, only for that shortfall, may
+// overdraw `paid`. Holds also expire by themselves. Because a hold writes nothing, a request costs
 // the journal one transfer per book it spends from, and a process that dies leaves no
 // hold behind to undo.
 //

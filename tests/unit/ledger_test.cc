@@ -60,6 +60,47 @@ TEST_F(WalletTest, PostChargesActualAndReleasesTheRestToItsSources) {
   expect_balanced();
 }
 
+// A settlement draws its cost in spend order from what is unreserved when it settles, not
+// only from the books its hold reserved: a hold that began while other holds reserved all
+// the trial credit must not charge paid once trial is free again.
+TEST_F(WalletTest, SettlementSpendsInSpendOrderWhatIsFreeWhenItSettles) {
+  ASSERT_TRUE(wallet.deposit_trial(usd("0.01"), now));
+  ASSERT_TRUE(wallet.deposit_paid(usd("1"), now));
+  auto a = wallet.hold(usd("0.03"), now + 60'000, now);  // all of trial, 0.02 of paid
+  auto b = wallet.hold(usd("0.02"), now + 60'000, now);  // paid only
+  ASSERT_TRUE(a && b);
+  EXPECT_EQ(wallet.trial(), usd("0"));
+  ASSERT_TRUE(wallet.post(*a, usd("0.0005"), now));
+  ASSERT_TRUE(wallet.post(*b, usd("0.0005"), now));
+  EXPECT_EQ(wallet.trial(), usd("0.009"));
+  EXPECT_EQ(wallet.paid(), usd("1"));
+  // Promo credit that came while a request ran goes first too.
+  auto c = wallet.hold(usd("0.5"), now + 60'000, now);
+  ASSERT_TRUE(c);
+  ASSERT_TRUE(wallet.deposit_promo(usd("0.1"), now + 100'000, now));
+  ASSERT_TRUE(wallet.post(*c, usd("0.15"), now));
+  EXPECT_EQ(wallet.promo(now), usd("0"));
+  EXPECT_EQ(wallet.trial(), usd("0"));
+  EXPECT_EQ(wallet.paid(), usd("0.959"));
+  expect_balanced();
+}
+
+// A lot that expired while a request ran is spent as far as that request's hold reserved
+// on it (the request began before its time), before any other book; the rest of the lot
+// is not.
+TEST_F(WalletTest, ALotPastItsTimeIsSpentOnlyAsFarAsTheHoldReservedOnIt) {
+  ASSERT_TRUE(wallet.deposit_promo(usd("0.5"), now + 1000, now));
+  ASSERT_TRUE(wallet.deposit_trial(usd("1"), now));
+  auto h = wallet.hold(usd("0.2"), now + 60'000, now);  // from the lot
+  ASSERT_TRUE(h);
+  ASSERT_TRUE(wallet.post(*h, usd("0.3"), now + 2000));  // the lot's 0.2, then trial
+  EXPECT_EQ(wallet.trial(), usd("0.9"));
+  EXPECT_EQ(wallet.expire(now + 2000, now + 2000).lots, 1u);
+  EXPECT_EQ(ledger.balance(platform.expired_credits), usd("0.3"));
+  EXPECT_EQ(ledger.balance(platform.revenue), usd("0.3"));
+  expect_balanced();
+}
+
 TEST_F(WalletTest, InsufficientBalanceSaysWhatIsAvailableAndNeeded) {
   ASSERT_TRUE(wallet.deposit_paid(usd("0.05"), now));
   auto h = wallet.hold(usd("0.10"), now + 1000, now);
@@ -663,9 +704,17 @@ TEST(LedgerProperty, RandomOperationsKeepEveryInvariant) {
                 shortfall_max[w] = std::max(shortfall_max[w], actual - held);
               }
             }
+            const std::size_t journal_before = ledger.journal().size();
             auto c = wallet.post(it->first, actual, now);
             ASSERT_TRUE(c) << c.status().message();
             EXPECT_EQ(*c, actual);
+            // Spend order at settlement: paid is charged only once promo and trial have
+            // nothing unreserved left.
+            for (std::size_t t = journal_before; t < ledger.journal().size(); ++t) {
+              if (ledger.journal()[t].debit != wallet.paid_account()) continue;
+              ASSERT_EQ(wallet.trial(), Money()) << "seed " << seed << " step " << step;
+              ASSERT_EQ(wallet.promo(now), Money()) << "seed " << seed << " step " << step;
+            }
             charged_total += actual;
             open[w].erase(it);
           }
