@@ -193,11 +193,6 @@ Result<Wallet::Covered> Wallet::cover(HoldId id, Money needed, std::int64_t now_
     }
     return left > Money();
   });
-  // A settlement spends its legs in order: keep them in spend order (a lot or trial credit
-  // that arrived while the request ran goes before paid).
-  std::stable_sort(h.legs.begin(), h.legs.end(), [&](const Leg& a, const Leg& b) {
-    return spend_rank(a.source) < spend_rank(b.source);
-  });
   Cover kind = Cover::kRefused;
   if (overdrawer_ == id) {
     kind = Cover::kOverdraft;
@@ -209,13 +204,6 @@ Result<Wallet::Covered> Wallet::cover(HoldId id, Money needed, std::int64_t now_
     kind = Cover::kOverdraft;
   }
   return Covered{kind, h.amount};
-}
-
-std::size_t Wallet::spend_rank(AccountId source) const {
-  for (std::size_t i = 0; i < lots_.size(); ++i) {
-    if (lots_[i].account == source) return i;
-  }
-  return source == trial_ ? lots_.size() : lots_.size() + 1;
 }
 
 bool Wallet::sweep(const Lot& lot, HoldId hold, std::int64_t at_ms) {

@@ -146,7 +146,8 @@ class Wallet {
   struct Hold {
     Money amount;
     std::int64_t expires_at_ms;
-    std::vector<Leg> legs;  // what it reserves on which book, in spend order
+    std::vector<Leg> legs;  // what it reserves on which book (its settlement draws in
+                            // spend order anew: close)
   };
 
   Wallet(Ledger& ledger, const PlatformAccounts& platform, std::string customer, AccountId paid,
@@ -162,8 +163,6 @@ class Wallet {
     if (take(trial_)) take(paid_);
   }
   Lot* lot(AccountId account);
-  // A book's place in the spend order: lots by expiry, then trial, then paid.
-  std::size_t spend_rank(AccountId source) const;
   // What open holds reserve on `source` (paid, trial or a lot).
   Money& reserved(AccountId source);
   // `source`'s balance less its reservations, never below zero.
