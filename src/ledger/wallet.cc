@@ -224,34 +224,34 @@ void Wallet::close(const Hold& hold, Money spent, HoldId id, std::int64_t now_ms
   // again, and credit may have come since. So promo and trial are not left unspent while
   // paid is charged. A lot past its time is spent only as far as this hold reserved on it
   // (its request began before the expiry), and before any other book.
-  auto take = [&](AccountId source, Money most) {
+  auto take = [&](AccountId source, Money most, bool overdraw) {
     const Money use = std::min(spent, most);
     if (use <= Money()) return;
-    auto moved = ledger_.transfer(source, platform_.revenue, use, TransferKind::kPost, id, now_ms);
-    TP_CHECK(moved.is_ok());  // never more than the book holds unreserved
+    auto moved =
+        ledger_.transfer(source, platform_.revenue, use, TransferKind::kPost, id, now_ms, overdraw);
+    TP_CHECK(moved.is_ok());  // never more than the book holds unreserved, but for paid
     spent -= use;
   };
+  Money paid_leg;
   for (const Leg& leg : hold.legs) {
+    if (leg.source == paid_) paid_leg += leg.amount;
     const Lot* l = lot(leg.source);
     if (l != nullptr && l->expires_at_ms <= now_ms) {
-      take(leg.source, std::min(leg.amount, spendable(leg.source)));
+      take(leg.source, std::min(leg.amount, spendable(leg.source)), false);
     }
   }
   in_spend_order(now_ms, [&](AccountId source) {
-    take(source, spendable(source));
-    return spent > Money();
+    if (source != paid_) {
+      take(source, spendable(source), false);
+      return spent > Money();
+    }
+    // Paid comes last, and only paid can fall short of what this hold reserved on it:
+    // another response's shortfall overdrew it meanwhile, and this charge is owed all the
+    // same (in the same transfer).
+    TP_CHECK(spent <= spendable(paid_) + paid_leg);
+    take(paid_, spent, true);
+    return false;
   });
-  if (spent > Money()) {
-    // Only paid can fall short of what this hold reserved on it: another response's
-    // shortfall overdrew it meanwhile, and this charge is owed all the same.
-    const auto paid_leg = std::find_if(hold.legs.begin(), hold.legs.end(),
-                                       [&](const Leg& l) { return l.source == paid_; });
-    TP_CHECK(paid_leg != hold.legs.end() && spent <= paid_leg->amount);
-    auto moved = ledger_.transfer(paid_, platform_.revenue, spent, TransferKind::kPost, id, now_ms,
-                                  /*allow_overdraft=*/true);
-    TP_CHECK(moved.is_ok());
-    spent = Money();
-  }
   for (const Leg& leg : hold.legs) {
     Lot* l = lot(leg.source);
     if (l == nullptr || !l->swept) continue;

@@ -85,6 +85,23 @@ TEST_F(WalletTest, SettlementSpendsInSpendOrderWhatIsFreeWhenItSettles) {
   expect_balanced();
 }
 
+// A hold whose paid reservation another response's shortfall overdrew is charged from paid
+// all the same, in one transfer (it was two: what paid had unreserved, then the rest).
+TEST_F(WalletTest, ASettlementTakesOneTransferFromPaidEvenWhenPaidWasOverdrawn) {
+  ASSERT_TRUE(wallet.deposit_paid(usd("0.01"), now));
+  auto z = wallet.hold(usd("0.002"), now + 60'000, now);
+  auto x = wallet.hold(usd("0.005"), now + 60'000, now);
+  ASSERT_TRUE(z && x);
+  EXPECT_EQ(wallet.cover(*x, usd("0.0098"), now)->kind, Wallet::Cover::kOverdraft);
+  ASSERT_TRUE(wallet.post(*x, usd("0.0098"), now));  // 0.0018 past all it could reserve
+  ASSERT_TRUE(wallet.post(*z, usd("0.0005"), now));  // paid has 0.0002 left of z's 0.002
+  std::size_t transfers = 0;
+  for (const Transfer& t : ledger.journal()) transfers += t.hold == *z ? 1 : 0;
+  EXPECT_EQ(transfers, 1u);
+  EXPECT_EQ(wallet.paid(), usd("-0.0003"));
+  expect_balanced();
+}
+
 // A lot that expired while a request ran is spent as far as that request's hold reserved
 // on it (the request began before its time), before any other book; the rest of the lot
 // is not.
