@@ -171,8 +171,10 @@ class Wallet {
   // in a transfer stamped `at_ms`. Whether it moved anything (an emptied lot has nothing
   // left to expire).
   bool sweep(const Lot& lot, HoldId hold, std::int64_t at_ms);
-  // Ends a hold's reservations, spending `spent` of it (legs in order) to revenue. What a
-  // swept lot no longer reserves follows its remainder to expired credits.
+  // Ends a hold's reservations and moves `spent` (at most the hold) to revenue, drawn in
+  // spend order from what is then unreserved, lots past their time only as far as the hold
+  // reserved on them. What a swept lot no longer reserves follows its remainder to expired
+  // credits.
   void close(const Hold& hold, Money spent, HoldId id, std::int64_t now_ms);
 
   Ledger& ledger_;
