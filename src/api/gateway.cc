@@ -2849,6 +2849,19 @@ Task<Gateway::Answered> Gateway::send_with_fallback(const OperationInfo& info,
         if (moving_on()) stats_->fallback(r.index);
         continue;
       }
+      // So does a body that is no answer (an HTML page, an error object under 200), which
+      // the client would get as 502. (A look for usage first: an answer has one, and then
+      // is not parsed twice.)
+      if (whole->find("\"usage\"") == std::string::npos &&
+          answer_shape(*whole) != AnswerShape::kObject) {
+        attempt_failed(Status{ErrorKind::kUpstreamFailed,
+                              fmt::format("upstream '{}' sent a malformed response", p.name)});
+        log::warn("upstream sent a malformed answer",
+                  {{"request_id", bill.record.request_id}, {"provider", p.name}});
+        upstream_failed(r);
+        if (moving_on()) stats_->fallback(r.index);
+        continue;
+      }
       out.body = std::move(whole.value());
     }
     bill.sent_at = sent_at;

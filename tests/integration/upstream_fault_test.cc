@@ -205,6 +205,20 @@ TEST(UpstreamFault, AnthropicsOverloadedIsAnUpstreamFailure) {
   EXPECT_EQ(stack.chat("solo").status, 502);
 }
 
+// A 200 that is not an answer (an HTML page, an error object) from a route with another
+// behind it: the next route answers, as after a failed head.
+TEST(UpstreamFault, GarbageUnder200FallsBackToTheNextRoute) {
+  for (const std::string mode : {"html200", "error200"}) {
+    const FaultStack stack(mode);
+    ASSERT_GT(stack.port, 0) << stack.log();
+    const auto served = stack.chat("m");
+    EXPECT_EQ(served.status, 200) << mode << ": " << served.body;
+    EXPECT_EQ(served.header("x-turnpike-provider"), "good") << mode;
+    EXPECT_EQ(served.header("x-turnpike-fallbacks"), "1") << mode;
+    EXPECT_EQ(stack.faulty_requests(), 1u) << mode;
+  }
+}
+
 // A 200 that is not an answer (an HTML page, an error object) is a failed request: 502,
 // and nothing charged.
 TEST(UpstreamFault, GarbageUnder200IsNotBilled) {
