@@ -448,9 +448,16 @@ Task<bool> AdminApi::answer_money_call(Responder& res, std::string_view idempote
                                        const std::function<Result<ledger::TransferId>()>& move) {
   // Whether the call got as far as an answer: a failure after that is the commit's.
   auto answered = std::make_shared<bool>(false);
-  auto work = [&, answered](store::Database& db) {
+  // Whether this call moved the money (a replay returns the first call's answer only).
+  auto moved = std::make_shared<bool>(false);
+  auto work = [&, answered, moved](store::Database& db) {
+    const std::function<Result<ledger::TransferId>()> counted = [&] {
+      auto transfer = move();
+      *moved = transfer.is_ok();
+      return transfer;
+    };
     auto answer = idempotent_move(db, services_.answers.get(), *services_.bank, idempotency_key,
-                                  request, account, move);
+                                  request, account, counted);
     *answered = answer.is_ok() && answer->status == 200;
     return answer;
   };
@@ -466,7 +473,7 @@ Task<bool> AdminApi::answer_money_call(Responder& res, std::string_view idempote
     co_return false;
   }
   co_await res.send(answer->status, kJson, answer->body);
-  co_return answer->status == 200;  // a refusal (kept under its key) moved nothing
+  co_return *moved && answer->status == 200;  // a refusal (kept under its key) moved nothing
 }
 
 Task<void> AdminApi::add_credits(std::int64_t account, http::Request& req, Responder& res) {

@@ -40,7 +40,7 @@ class AdminApi {
   http::Task<void> unfreeze(http::Request& req, http::Responder& res);
 
   // Runs idempotent_move on the writer and answers with its result (or its error).
-  // True when the answer was a success (first time or replay).
+  // True when this call moved the money: a success the first time, not a replay of one.
   http::Task<bool> answer_money_call(http::Responder& res, std::string_view idempotency_key,
                                      const std::string& request, std::int64_t account,
                                      const std::function<Result<ledger::TransferId>()>& move);

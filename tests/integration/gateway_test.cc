@@ -908,6 +908,46 @@ TEST(Admin, PathsMethodsAndBodiesOfKeysAndSuspension) {
             201);
 }
 
+// A replayed credit or refund answers the first call's result and moves nothing, and the
+// log says nothing moved: it used to log "credits added" for every replay.
+TEST(Credits, AReplayIsNotLoggedAsMoneyMoved) {
+  Stack stack;
+  ASSERT_GT(stack.port, 0) << stack.gateway->log();
+  const std::map<std::string, std::string> admin = {
+      {"authorization", std::string("Bearer ") + kAdminKey}};
+  const auto account =
+      http_request(stack.port, "POST", "/admin/v1/accounts", R"({"name":"Replays"})", admin);
+  ASSERT_EQ(account.status, 201) << account.body;
+  simdjson::dom::parser p;
+  const std::string base =
+      "/admin/v1/accounts/" + std::string(p.parse(account.body)["id"].get_string().value());
+  const std::string paid = R"({"amount_usd":"5","kind":"paid","idempotency_key":"c1"})";
+  const std::string refund = R"({"amount_usd":"1","idempotency_key":"r1"})";
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_EQ(http_request(stack.port, "POST", base + "/credits", paid, admin).status, 200);
+    ASSERT_EQ(http_request(stack.port, "POST", base + "/refunds", refund, admin).status, 200);
+  }
+  // A last call whose line is known: once it is in, every line before it is too.
+  ASSERT_EQ(http_request(stack.port, "POST", base + "/credits",
+                         R"({"amount_usd":"1","kind":"trial","idempotency_key":"t1"})", admin)
+                .status,
+            200);
+  std::string log;
+  for (int i = 0; i < 100 && log.find(R"("kind":"trial")") == std::string::npos; ++i) {
+    if (i > 0) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    log = stack.gateway->log();
+  }
+  auto count = [&](std::string_view what) {
+    std::size_t n = 0;
+    for (std::size_t at = log.find(what); at != std::string::npos; at = log.find(what, at + 1)) {
+      ++n;
+    }
+    return n;
+  };
+  EXPECT_EQ(count(R"("msg":"credits added")"), 2u) << log;
+  EXPECT_EQ(count(R"("msg":"refund")"), 1u) << log;
+}
+
 TEST(Credits, AdminCreditsAreExactIdempotentAndDurable) {
   Stack stack;
   ASSERT_GT(stack.port, 0) << stack.gateway->log();
