@@ -636,7 +636,11 @@ class RequestReader {
 
   RequestReader(const ServerLimits& limits, Deadline& deadline, Request& req)
       : limits_(limits), deadline_(deadline), req_(req) {
-    req_.body_.clear();
+    if (req_.body_.capacity() > kKeptBufferBytes) {
+      std::string().swap(req_.body_);
+    } else {
+      req_.body_.clear();
+    }
     deadline_.expires_after(milliseconds(limits_.idle_timeout_ms));
   }
 
@@ -801,6 +805,9 @@ Task<void> Server::serve_connection(Worker& worker, Socket socket) {
   // accepted just before, if its client has sent it already (Connection: close).
   for (bool first = true;; first = false) {
     if (worker.draining && (!first || socket.available(ignored) == 0)) break;
+    if (buffer.capacity() > kKeptBufferBytes && buffer.size() <= kKeptBufferBytes) {
+      buffer.shrink_to_fit();  // what a pipelined next request sent already stays
+    }
     RequestReader reader(limits_, deadline, req);
     RequestReader::Step step;
     boost::system::error_code read_error;

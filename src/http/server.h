@@ -32,6 +32,11 @@ namespace beast = boost::beast;
 
 // One request as read by the server: the head (its views point into storage the request
 // owns) and the whole body, de-chunked. Reused for every request on a connection.
+// What a connection keeps of its buffers between requests: a larger body's (or read
+// buffer's) memory is given back once its request is answered, so an idle kept-alive
+// connection holds at most this much, not the largest body it ever carried.
+inline constexpr std::size_t kKeptBufferBytes = 64 * 1024;
+
 class Request {
  public:
   std::string_view method() const { return head_.method; }
