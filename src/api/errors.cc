@@ -2,6 +2,7 @@
 
 #include <simdjson.h>
 
+#include "core/json_dom.h"
 #include "core/json_writer.h"
 
 namespace tp::api {
@@ -84,8 +85,7 @@ std::string error_message(std::string_view body) {
   simdjson::dom::parser parser;
   std::string_view message;
   simdjson::dom::element doc;
-  if (parser.parse(body.data(), body.size()).get(doc) ||
-      doc["error"]["message"].get_string().get(message)) {
+  if (json::parse_dom(parser, body, doc) || doc["error"]["message"].get_string().get(message)) {
     return {};
   }
   return std::string(message);
@@ -93,8 +93,9 @@ std::string error_message(std::string_view body) {
 
 AnswerShape answer_shape(std::string_view body) {
   simdjson::dom::parser parser;
+  simdjson::dom::element doc;
   simdjson::dom::object object;
-  if (parser.parse(body.data(), body.size()).get(object)) return AnswerShape::kNotAnObject;
+  if (json::parse_dom(parser, body, doc) || doc.get(object)) return AnswerShape::kNotAnObject;
   return object["error"].error() == simdjson::NO_SUCH_FIELD ? AnswerShape::kObject
                                                             : AnswerShape::kError;
 }

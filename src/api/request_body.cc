@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <array>
 
+#include "core/json_dom.h"
 #include "core/json_scan.h"
 #include "core/json_writer.h"
 
@@ -143,7 +144,7 @@ std::int64_t web_searches_max(simdjson::dom::element tools) {
 Result<RequestBody> parse_request_body(std::string_view text) {
   thread_local simdjson::dom::parser parser;
   simdjson::dom::element doc;
-  if (auto error = parser.parse(text.data(), text.size()).get(doc); error) {
+  if (auto error = json::parse_dom(parser, text, doc); error) {
     return invalid(fmt::format("request body is not valid JSON: {}",
                                simdjson::error_message(error)));
   }

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include "core/json_dom.h"
 #include "core/json_scan.h"
 #include "http/http1.h"
 
@@ -106,8 +107,9 @@ void StreamMeter::note_finish(std::string_view data) {
   }
   // Rare (once per choice): parsed, to see which choices this chunk ends.
   simdjson::dom::parser parser;
+  simdjson::dom::element doc;
   simdjson::dom::array choices;
-  if (parser.parse(data.data(), data.size()).get_object()["choices"].get_array().get(choices)) {
+  if (json::parse_dom(parser, data, doc) || doc["choices"].get_array().get(choices)) {
     return;
   }
   choice_finished_.resize(static_cast<std::size_t>(choices_));

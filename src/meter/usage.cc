@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "core/json_dom.h"
+
 namespace tp::meter {
 namespace {
 
@@ -108,8 +110,7 @@ std::optional<Usage> from_anthropic(simdjson::dom::element usage) {
 std::optional<simdjson::dom::element> usage_object(std::string_view json,
                                                    simdjson::dom::element& doc) {
   simdjson::dom::element usage;
-  if (parser().parse(json.data(), json.size()).get(doc) || doc["usage"].get(usage) ||
-      !usage.is_object()) {
+  if (json::parse_dom(parser(), json, doc) || doc["usage"].get(usage) || !usage.is_object()) {
     return std::nullopt;
   }
   return usage;
@@ -172,7 +173,7 @@ std::optional<Usage> anthropic_usage(std::string_view json) {
 bool AnthropicStreamUsage::on_event(std::string_view name, std::string_view data) {
   if (name != "message_start" && name != "message_delta") return false;
   simdjson::dom::element doc;
-  if (parser().parse(data.data(), data.size()).get(doc)) return false;
+  if (json::parse_dom(parser(), data, doc)) return false;
   simdjson::dom::element usage;
   if (name == "message_start") {
     if (doc["message"]["usage"].get(usage) || !usage.is_object()) return false;

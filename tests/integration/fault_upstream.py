@@ -11,6 +11,8 @@ answers HTTP N with an HTML page;
 `sse_close_first` a 200 event stream that closes before its first event; `drip` a whole
 chat completion whose body comes a byte every 50 ms; `late_end` a chunked event stream on a
 kept-alive connection whose last chunk comes 5 ms after `data: [DONE]`.
+`bignum` answers a whole chat completion with members holding numbers past 64 bits and past
+a double's range (valid JSON), usage 5 in and 7 out.
 `overreport` answers a whole chat completion whose usage says 1,000,000 output tokens,
 `overreport_input` one whose usage says 1,000,000,000 input tokens.
 `body_cut` answers 200 with a Content-Length of 500 and closes after 40 bytes;
@@ -82,6 +84,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
         elif MODE == "gzip":
             self.answer(200, "application/json", gzip.compress(json.dumps(ANSWER).encode()),
                         [("Content-Encoding", "gzip")])
+        elif MODE == "bignum":
+            answer = dict(ANSWER, usage={"prompt_tokens": 5, "completion_tokens": 7,
+                                         "total_tokens": 12}, x_id=10**30)
+            body = json.dumps(answer).replace('"x_id"', '"x_far": -1e400, "x_id"')
+            self.answer(200, "application/json", body.encode())
         elif MODE == "overreport":
             answer = dict(ANSWER, usage={"prompt_tokens": 5, "completion_tokens": 1000000,
                                          "total_tokens": 1000005})

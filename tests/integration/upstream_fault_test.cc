@@ -265,6 +265,22 @@ TEST(UpstreamFault, ACompressedAnswerIsARouteFailure) {
 // A whole answer whose usage claims far more output than the max_tokens asked for (a
 // provider that ignored it, or miscounted) is delivered and charged what was held at most:
 // it was charged all it claimed, past any balance, by the one response licensed to overdraw.
+// Numbers past 64 bits or past a double's range are valid JSON (a tool call's argument may
+// hold one): such an answer is relayed as sent and charged its usage. It was voided as
+// malformed (502, nothing charged) and counted against the route.
+TEST(UpstreamFault, AnAnswerWithNumbersPast64BitsIsRelayedAndCharged) {
+  const FaultStack stack("bignum");
+  ASSERT_GT(stack.port, 0) << stack.log();
+  for (int i = 0; i < 6; ++i) {  // past routing.breaker_failures, had they been failures
+    const auto res = stack.chat("solo");
+    ASSERT_EQ(res.status, 200) << res.body;
+    EXPECT_NE(res.body.find(R"("x_id": 1000000000000000000000000000000)"), std::string::npos)
+        << res.body;
+    EXPECT_NE(res.body.find(R"("x_far": -1e400)"), std::string::npos) << res.body;
+    EXPECT_EQ(res.header("x-turnpike-cost-usd"), "0.000012");  // 5 + 7 tokens at 1 USD/M
+  }
+}
+
 TEST(UpstreamFault, AnAnswerClaimingFarMoreThanMaxTokensIsChargedItsHoldAtMost) {
   const FaultStack stack("overreport");
   ASSERT_GT(stack.port, 0) << stack.log();

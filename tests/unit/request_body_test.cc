@@ -19,6 +19,18 @@ TEST(RequestBody, ReadsModelStreamAndOptions) {
   EXPECT_EQ(members[4].value, R"({"y":[1,"}"]})");
 }
 
+// Numbers past 64 bits or a double's range are valid JSON (a tool's schema may hold one):
+// the request is read, and forwarded as sent.
+TEST(RequestBody, NumbersPast64BitsAreValidJson) {
+  const std::string text =
+      R"({"model":"m","max_tokens":5,"messages":[],"tools":[{"type":"function","function":)"
+      R"({"name":"f","parameters":{"maximum":18446744073709551616}}}],"x_num":-1E+400})";
+  const auto body = parse_request_body(text);
+  ASSERT_TRUE(body) << body.status().message();
+  EXPECT_EQ(body->model, "m");
+  EXPECT_EQ(body->max_tokens, 5);
+}
+
 TEST(RequestBody, RejectsMalformedAndWrongTypes) {
   for (const char* bad : {"", "{", "[]", "\"s\"", R"({"model":1})", R"({"stream":"yes"})",
                           R"({"max_tokens":-1})", R"({"max_tokens":0})",

@@ -91,6 +91,24 @@ TEST(Usage, MalformedCountsReportNothing) {
   EXPECT_EQ(t.usage().input_tokens, 500);
 }
 
+// A member past 64 bits (valid JSON, which simdjson alone refuses) beside the usage does not
+// hide it: the report was ignored and the request billed its count of events.
+TEST(Usage, ANumberPast64BitsBesideTheUsageDoesNotHideIt) {
+  const auto u = openai_usage(
+      R"({"choices":[],"usage":{"prompt_tokens":11,"completion_tokens":5000,"total_tokens":5011},)"
+      R"("x_future":123456789012345678901234567890})");
+  ASSERT_TRUE(u);
+  EXPECT_EQ(u->output_tokens, 5000);
+  AnthropicStreamUsage s;
+  s.on_event(
+      "message_start",
+      R"({"type":"message_start","message":{"usage":{"input_tokens":3,"output_tokens":1}}})");
+  s.on_event("message_delta", R"({"type":"message_delta","delta":{"stop_reason":"end_turn",)"
+                              R"("x_future":1e400},"usage":{"output_tokens":5000}})");
+  EXPECT_EQ(s.usage().output_tokens, 5000);
+  EXPECT_EQ(s.usage().input_tokens, 3);
+}
+
 TEST(Usage, AnthropicBodyAndStream) {
   auto u = anthropic_usage(
       R"({"type":"message","usage":{"input_tokens":10,"cache_creation_input_tokens":2,)"
