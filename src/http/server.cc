@@ -384,6 +384,10 @@ struct Server::Worker {
   // Connections waiting for their next request; closed at once when a drain starts.
   boost::intrusive::list<IdleConnection> idle;
   std::size_t connections = 0;
+  // Connections refused at limits.connections_per_thread_max since the last line that said
+  // so, and when that line was written: at most one a second.
+  std::size_t refused = 0;
+  std::chrono::steady_clock::time_point refused_logged{};
   bool draining = false;
   bool cutting = false;  // the drain's time is up: every wait is being cut
   std::chrono::steady_clock::time_point drain_deadline{};
@@ -595,7 +599,16 @@ Task<void> Server::accept_loop(Worker& worker) {
       continue;
     }
     if (worker.connections >= limits_.connections_per_thread_max) {
-      log::warn("connection refused: per-thread limit", {{"limit", limits_.connections_per_thread_max}});
+      // A client that reconnects in a loop must not fill the log: a line a second at most,
+      // with how many were refused since the last.
+      ++worker.refused;
+      const auto now = std::chrono::steady_clock::now();
+      if (now - worker.refused_logged >= std::chrono::seconds(1)) {
+        log::warn("connections refused: per-thread limit",
+                  {{"limit", limits_.connections_per_thread_max}, {"refused", worker.refused}});
+        worker.refused = 0;
+        worker.refused_logged = now;
+      }
       continue;  // the socket closes as it leaves scope
     }
     asio::co_spawn(worker.ioc.get_executor(), serve_connection(worker, std::move(socket)),

@@ -325,6 +325,31 @@ TEST(Server, DuplicateCredentialsAre400AndACodedBodyIs415) {
   }
 }
 
+// Past limits.connections_per_thread_max a connection is closed at accept, and a client
+// that reconnects in a loop does not fill the log: a line a second at most per thread,
+// saying how many were refused (it was a line per connection).
+TEST(Server, ConnectionsPastTheLimitAreClosedAndLoggedOnceASecond) {
+  Stack stack("limits: { connections_per_thread_max: 2 }\n");  // 2 threads: 4 at most
+  ASSERT_GT(stack.port, 0) << stack.gateway->log();
+  std::vector<std::unique_ptr<RawConnection>> held;
+  std::size_t closed = 0;
+  for (int i = 0; i < 10; ++i) {
+    held.push_back(std::make_unique<RawConnection>(stack.port));
+    if (held.back()->closed_within(200ms)) ++closed;
+  }
+  EXPECT_GE(closed, 6u);
+  for (int i = 0; i < 40; ++i) RawConnection churn(stack.port);
+  std::this_thread::sleep_for(200ms);
+  const std::string log = stack.gateway->log();
+  std::size_t lines = 0;
+  for (std::size_t at = log.find("refused: per-thread limit"); at != std::string::npos;
+       at = log.find("refused: per-thread limit", at + 1)) {
+    ++lines;
+  }
+  EXPECT_GE(lines, 1u) << log;
+  EXPECT_LE(lines, 4u) << log;
+}
+
 // The gateway's resident memory, in KiB (VmRSS).
 long resident_kib(pid_t pid) {
   std::ifstream status("/proc/" + std::to_string(pid) + "/status");
