@@ -177,6 +177,18 @@ void reset(MessageHead& head) {
 
 }  // namespace
 
+std::string_view origin_form(std::string_view target) {
+  const std::size_t scheme_end = target.find("://");
+  if (target.empty() || target.front() == '/' || scheme_end == std::string_view::npos ||
+      !(iequals(target.substr(0, scheme_end), "http") ||
+        iequals(target.substr(0, scheme_end), "https"))) {
+    return target;
+  }
+  const std::size_t path = target.find_first_of("/?#", scheme_end + 3);
+  if (path == std::string_view::npos || target[path] != '/') return target;
+  return target.substr(path);
+}
+
 std::size_t find_line_break(std::string_view text, std::size_t from) {
   for (std::size_t i = from; i < text.size(); ++i) {
     if (text[i] == '\r' || text[i] == '\n') return i;
@@ -247,9 +259,13 @@ ParseStatus parse_request_head(std::string_view data, std::size_t head_bytes_max
       head.error = kRequestHeadTooLarge;
       return ParseStatus::kError;
     }
-    if (data.find("\n\n") != std::string_view::npos) {  // would never end: say so now
-      head.error = "request head lines must end in CRLF";
-      return ParseStatus::kError;
+    // A line ended by a bare LF would never let the head end (or ends it as an error):
+    // said now, not when the header timeout cuts the connection.
+    for (std::size_t i = data.find('\n'); i != std::string_view::npos; i = data.find('\n', i + 1)) {
+      if (i == 0 || data[i - 1] != '\r') {
+        head.error = "request head lines must end in CRLF";
+        return ParseStatus::kError;
+      }
     }
     return ParseStatus::kIncomplete;
   }
@@ -286,18 +302,7 @@ ParseStatus parse_request_head(std::string_view data, std::size_t head_bytes_max
                                                          : "malformed request line";
     return ParseStatus::kError;
   }
-  // A target in absolute form ("http://host/path", RFC 9112 §3.2.2, which servers must
-  // accept) stands for its path and query; Turnpike serves one origin, so the authority is
-  // not consulted. (Without a path it stays as it is, and no route matches it.)
-  if (const std::size_t scheme_end = head.target.find("://");
-      head.target.front() != '/' && scheme_end != std::string_view::npos &&
-      (iequals(head.target.substr(0, scheme_end), "http") ||
-       iequals(head.target.substr(0, scheme_end), "https"))) {
-    const std::size_t path = head.target.find_first_of("/?#", scheme_end + 3);
-    if (path != std::string_view::npos && head.target[path] == '/') {
-      head.target.remove_prefix(path);
-    }
-  }
+  head.target = origin_form(head.target);
   if (!parse_fields(text.substr(line_end + 2), head)) return ParseStatus::kError;
   head.expect_continue = iequals(head.header("expect"), "100-continue");
   head_bytes = skip + end;

@@ -71,6 +71,11 @@ ParseStatus parse_response_head(std::string_view data, std::size_t head_bytes_ma
                                 ResponseHead& head, std::size_t& head_bytes);
 
 bool iequals(std::string_view a, std::string_view b);
+// A target in absolute form ("http://host/path", RFC 9112 §3.2.2, which servers must
+// accept) stands for its path and query; Turnpike serves one origin, so the authority is
+// not consulted. Any other target (or one without a path) is returned as it is.
+std::string_view origin_form(std::string_view target);
+
 // The position of the first CR or LF in `text` at or after `from`, or npos. A plain loop:
 // string_view::find_first_of calls memchr on its two-character set once per character.
 std::size_t find_line_break(std::string_view text, std::size_t from = 0);

@@ -763,7 +763,7 @@ class RequestReader {
     const std::size_t begin = line.find(' ');
     if (begin == std::string_view::npos) return "";
     line.remove_prefix(begin + 1);
-    return line.substr(0, line.find_first_of(" \r\n"));
+    return origin_form(line.substr(0, line.find_first_of(" \r\n")));
   }
 
  private:

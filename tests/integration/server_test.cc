@@ -477,6 +477,13 @@ TEST(Server, HeadersOverLimitAre431) {
                                      {{"x-filler", std::string(20000, 'a')}});
   EXPECT_EQ(messages.status, 431);
   EXPECT_NE(messages.body.find(R"("type":"error")"), std::string::npos) << messages.body;
+  // So does a request line naming it in absolute form (it got OpenAI's shape).
+  RawConnection absolute(stack.port);
+  ASSERT_TRUE(absolute.send("POST http://h/v1/messages HTTP/1.1\r\nHost: x\r\nX-Filler: " +
+                            std::string(20000, 'a') + "\r\n\r\n"));
+  const std::string got = absolute.read_until("}}", 5s);
+  EXPECT_NE(got.find("HTTP/1.1 431"), std::string::npos) << got;
+  EXPECT_NE(got.find(R"("type":"error")"), std::string::npos) << got;
   // It still has a request id, where each SDK looks for one.
   EXPECT_TRUE(res.headers.count("x-request-id"));
   EXPECT_TRUE(messages.headers.count("request-id"));

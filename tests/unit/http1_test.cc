@@ -236,6 +236,24 @@ TEST(Http1, ABareLfHeadIsMalformedAtOnce) {
   EXPECT_EQ(head.error, "request head lines must end in CRLF");
   EXPECT_EQ(parse_request_head("GET / HTTP/1.1\r\nHost: x\r\n", 8192, head, bytes),
             ParseStatus::kIncomplete);
+  // A bare LF followed by a CRLF never makes the CRLF CRLF that ends a head: it waited for
+  // the header timeout (408).
+  for (const char* head_text : {"GET /healthz HTTP/1.1\nHost: x\n\r\n",
+                                "GET /healthz HTTP/1.1\r\nHost: x\n\r\n", "\nGET / HTTP/1.1\r\n"}) {
+    head = RequestHead{};
+    EXPECT_EQ(parse_request_head(head_text, 8192, head, bytes), ParseStatus::kError) << head_text;
+    EXPECT_EQ(head.error, "request head lines must end in CRLF") << head_text;
+  }
+}
+
+TEST(Http1, AnAbsoluteFormTargetStandsForItsPath) {
+  EXPECT_EQ(origin_form("http://h/v1/messages?x=1"), "/v1/messages?x=1");
+  EXPECT_EQ(origin_form("HTTPS://h:8/v1/models"), "/v1/models");
+  EXPECT_EQ(origin_form("/v1/models"), "/v1/models");
+  EXPECT_EQ(origin_form("http://h"), "http://h");    // no path: as it is
+  EXPECT_EQ(origin_form("ftp://h/x"), "ftp://h/x");  // not http
+  EXPECT_EQ(origin_form("*"), "*");
+  EXPECT_EQ(origin_form(""), "");
 }
 
 }  // namespace
