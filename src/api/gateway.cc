@@ -135,6 +135,7 @@ std::optional<std::int64_t> flex_duration_ms(std::string_view v) {
 // Upstream headers worth passing to the client: rate-limit information and the provider's
 // own request id (renamed, since x-request-id is Turnpike's).
 void forwardable_headers(const std::vector<http::HeaderField>& fields, std::vector<Header>& out) {
+  bool request_id = false;  // one x-upstream-request-id, of the first that names one
   for (const auto& f : fields) {
     const std::string_view name = f.name;
     auto starts = [&](std::string_view prefix) {
@@ -148,8 +149,10 @@ void forwardable_headers(const std::vector<http::HeaderField>& fields, std::vect
     if (starts("retry-after") || starts("x-ratelimit-") || starts("anthropic-ratelimit-") ||
         starts("openai-") || starts("x-should-retry")) {
       out.push_back({name, f.value});
-    } else if (starts("x-request-id") || starts("request-id")) {
+    } else if (!request_id &&
+               (http::iequals(name, "x-request-id") || http::iequals(name, "request-id"))) {
       out.push_back({"x-upstream-request-id", f.value});
+      request_id = true;
     }
   }
 }

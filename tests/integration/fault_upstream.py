@@ -12,7 +12,8 @@ answers HTTP N with an HTML page;
 chat completion whose body comes a byte every 50 ms; `late_end` a chunked event stream on a
 kept-alive connection whose last chunk comes 5 ms after `data: [DONE]`.
 `bignum` answers a whole chat completion with members holding numbers past 64 bits and past
-a double's range (valid JSON), usage 5 in and 7 out.
+a double's range (valid JSON), usage 5 in and 7 out, and both an `x-request-id` and a
+`request-id` header.
 `overreport` answers a whole chat completion whose usage says 1,000,000 output tokens,
 `overreport_input` one whose usage says 1,000,000,000 input tokens.
 `body_cut` answers 200 with a Content-Length of 500 and closes after 40 bytes;
@@ -88,7 +89,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             answer = dict(ANSWER, usage={"prompt_tokens": 5, "completion_tokens": 7,
                                          "total_tokens": 12}, x_id=10**30)
             body = json.dumps(answer).replace('"x_id"', '"x_far": -1e400, "x_id"')
-            self.answer(200, "application/json", body.encode())
+            self.answer(200, "application/json", body.encode(),
+                        [("x-request-id", "req_up_1"), ("request-id", "req_up_2")])
         elif MODE == "overreport":
             answer = dict(ANSWER, usage={"prompt_tokens": 5, "completion_tokens": 1000000,
                                          "total_tokens": 1000005})

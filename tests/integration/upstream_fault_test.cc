@@ -278,6 +278,9 @@ TEST(UpstreamFault, AnAnswerWithNumbersPast64BitsIsRelayedAndCharged) {
         << res.body;
     EXPECT_NE(res.body.find(R"("x_far": -1e400)"), std::string::npos) << res.body;
     EXPECT_EQ(res.header("x-turnpike-cost-usd"), "0.000012");  // 5 + 7 tokens at 1 USD/M
+    // The provider named its request id twice: the client gets it once (the last header
+    // of a name counts here; it was the second one's).
+    EXPECT_EQ(res.header("x-upstream-request-id"), "req_up_1");
   }
 }
 
