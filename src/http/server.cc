@@ -853,14 +853,15 @@ Task<void> Server::serve_connection(Worker& worker, Socket socket) {
       if (read_error && !timed_out && read_error != asio::error::eof) break;  // went away
       const unsigned status = timed_out ? 408 : read_error ? 400 : reader.error_status();
       const std::string message =
-          status == 413   ? fmt::format("request body exceeds the limit of {} bytes",
-                                        limits_.body_bytes_max)
+          status == 413
+              ? fmt::format("request body exceeds the limit of {} bytes", limits_.body_bytes_max)
           : status == 431 ? fmt::format("request headers exceed the limit of {} bytes",
                                         limits_.header_bytes_max)
           : status == 408 ? std::string("request not received in time")
           : read_error    ? std::string("malformed HTTP request: connection closed mid-request")
-          : status == 501 || status == 505 ? reader.error()
-                          : fmt::format("malformed HTTP request: {}", reader.error());
+          : status == 501 || status == 505 || status == 415
+              ? reader.error()
+              : fmt::format("malformed HTTP request: {}", reader.error());
       Responder res(socket, deadline, limits_, scratch, 11, /*keep_alive=*/false);
       co_await worker.handler->reject(status, message, reader.target(buffer), res);
       co_await linger(socket, deadline, buffer);
