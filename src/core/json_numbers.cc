@@ -19,17 +19,11 @@ std::size_t digits_end(std::string_view s, std::size_t i) {
 }  // namespace
 
 bool number_out_of_range(std::string_view token) {
-  const bool negative = token.starts_with('-');
-  const std::string_view unsigned_part = token.substr(negative ? 1 : 0);
   // -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?
-  std::size_t i = 0;
-  const std::string_view s = unsigned_part;
-  if (i >= s.size() || !is_digit(s[i])) return false;
-  if (s[i] == '0') {
-    ++i;
-  } else {
-    i = digits_end(s, i);
-  }
+  const bool negative = token.starts_with('-');
+  const std::string_view s = token.substr(negative ? 1 : 0);
+  if (s.empty() || !is_digit(s[0])) return false;
+  std::size_t i = s[0] == '0' ? 1 : digits_end(s, 0);
   const std::size_t integer_end = i;
   bool integer = true;
   if (i < s.size() && s[i] == '.') {
