@@ -833,6 +833,9 @@ class Gateway final : public http::Handler {
   Task<void> handle(http::Request& req, Responder& res) override;
   Task<void> reject(unsigned status, std::string_view message, std::string_view target,
                     Responder& res) override;
+  // A request on a /v1/ path whose key is refused (missing, unknown, revoked, expired, or
+  // its account suspended) is answered without its body: authentication comes first there.
+  bool wants_body(const http::Request& req) override;
   // No request is running on this Gateway (a replaced one may then be destroyed).
   bool idle() const { return *in_flight_ == 0; }
 
@@ -1081,6 +1084,14 @@ class Gateway final : public http::Handler {
   // Returns the grant, or sends the error and returns nullptr.
   Task<const auth::KeyGrant*> authenticate(std::string_view key, Surface surface,
                                            Responder& res);
+  // Why `key` is refused, or nullopt with `grant` set (authenticate, without answering).
+  struct KeyRefusal {
+    unsigned status;
+    std::string_view message;
+    std::string_view code;
+  };
+  std::optional<KeyRefusal> check_key(std::string_view key, Surface surface,
+                                      const auth::KeyGrant*& grant);
 
   std::shared_ptr<const GatewayState> state_;
   http::UpstreamPool pool_;
@@ -1123,6 +1134,10 @@ class GatewayHandler final : public http::Handler {
   // An idle thread takes the new state at once too: its statistics count in the route
   // report, and the old state (its catalog, its connections) is let go.
   void reloaded() override { catch_up(); }
+  bool wants_body(const http::Request& req) override {
+    catch_up();
+    return current_->wants_body(req);
+  }
   Task<void> reject(unsigned status, std::string_view message, std::string_view target,
                     Responder& res) override {
     if (hub_->version() != version_) refresh();
@@ -1436,32 +1451,37 @@ Task<void> Gateway::usage_log(http::Request& req, Responder& res) {
   co_await res.send(200, kJson, usage_page_json(*page, limit));
 }
 
-Task<const auth::KeyGrant*> Gateway::authenticate(std::string_view key, Surface surface,
-                                                  Responder& res) {
+std::optional<Gateway::KeyRefusal> Gateway::check_key(std::string_view key, Surface surface,
+                                                      const auth::KeyGrant*& grant) {
   const auth::Directory& directory = *state_->services().directory;
   if (const std::uint64_t v = directory.version(); v != keys_version_) {
     keys_ = directory.keys();
     keys_version_ = v;
   }
+  grant = nullptr;
   if (key.empty()) {
-    co_await send_error(res, surface, 401,
-                        surface == Surface::kAnthropic
-                            ? "missing API key: send it in the x-api-key header or as a bearer token"
-                            : "missing API key: send it as 'Authorization: Bearer KEY'");
-    co_return nullptr;
+    return KeyRefusal{401,
+                      surface == Surface::kAnthropic
+                          ? "missing API key: send it in the x-api-key header or as a bearer token"
+                          : "missing API key: send it as 'Authorization: Bearer KEY'",
+                      {}};
   }
-  const auth::KeyGrant* grant =
+  const auth::KeyGrant* found =
       auth::looks_like_key(key) ? keys_->find(state_->services().hasher->digest(key)) : nullptr;
-  if (grant == nullptr) {
-    co_await send_error(res, surface, 401, "invalid API key (unknown or revoked)");
-    co_return nullptr;
+  if (found == nullptr) return KeyRefusal{401, "invalid API key (unknown or revoked)", {}};
+  if (found->expires_ms && *found->expires_ms <= SystemClock::instance().unix_millis()) {
+    return KeyRefusal{401, "API key expired", {}};
   }
-  if (grant->expires_ms && *grant->expires_ms <= SystemClock::instance().unix_millis()) {
-    co_await send_error(res, surface, 401, "API key expired");
-    co_return nullptr;
-  }
-  if (grant->account_suspended) {
-    co_await send_error(res, surface, 403, "account suspended", "account_suspended");
+  if (found->account_suspended) return KeyRefusal{403, "account suspended", "account_suspended"};
+  grant = found;
+  return std::nullopt;
+}
+
+Task<const auth::KeyGrant*> Gateway::authenticate(std::string_view key, Surface surface,
+                                                  Responder& res) {
+  const auth::KeyGrant* grant = nullptr;
+  if (const auto refused = check_key(key, surface, grant)) {
+    co_await send_error(res, surface, refused->status, refused->message, refused->code);
     co_return nullptr;
   }
   co_return grant;
@@ -1485,6 +1505,15 @@ Surface surface_of(std::string_view path) {
                  path.starts_with("/v1/messages?")
              ? Surface::kAnthropic
              : Surface::kOpenAI;
+}
+
+bool Gateway::wants_body(const http::Request& req) {
+  const std::string_view target = req.target();
+  const std::string_view path = target.substr(0, target.find('?'));
+  if (!path.starts_with("/v1/")) return true;
+  const Surface surface = surface_of(path);
+  const auth::KeyGrant* grant = nullptr;
+  return !check_key(client_key(req, surface == Surface::kAnthropic), surface, grant);
 }
 
 Task<void> Gateway::reject(unsigned status, std::string_view message, std::string_view target,

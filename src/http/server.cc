@@ -751,6 +751,13 @@ class RequestReader {
   // Only a connection waiting for its next request may be closed at once by a drain.
   bool idle() const { return phase_ == Phase::kIdle; }
   bool started() const { return phase_ != Phase::kIdle; }
+  // After kSendContinue: the request is taken without its body (Handler::wants_body).
+  void skip_body() {
+    body_skipped_ = true;
+    req_.head_.chunked = false;
+    remaining_ = 0;
+  }
+  bool body_skipped() const { return body_skipped_; }
   std::size_t read_size() const { return phase_ == Phase::kBody ? 64 * 1024 : 8 * 1024; }
   unsigned error_status() const { return error_status_; }
   const std::string& error() const { return error_; }
@@ -787,6 +794,7 @@ class RequestReader {
   Request& req_;
   Phase phase_ = Phase::kIdle;
   std::uint64_t remaining_ = 0;
+  bool body_skipped_ = false;
   ChunkedDecoder chunked_;
   unsigned error_status_ = 400;
   std::string error_;
@@ -828,6 +836,10 @@ Task<void> Server::serve_connection(Worker& worker, Socket socket) {
       step = reader.parse(buffer);
       if (step == RequestReader::Step::kDone || step == RequestReader::Step::kError) break;
       if (step == RequestReader::Step::kSendContinue) {
+        if (!worker.handler->wants_body(req)) {  // refused whatever it sends: not invited
+          reader.skip_body();
+          continue;
+        }
         static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
         co_await asio::async_write(socket, asio::buffer(kContinue), use_nothrow);
         continue;
@@ -870,12 +882,18 @@ Task<void> Server::serve_connection(Worker& worker, Socket socket) {
 
     deadline.clear();  // the handler's own waits (upstream) have their own timeouts
     Responder res(socket, deadline, limits_, scratch, req.version(),
-                  req.keep_alive() && !worker.draining);
+                  req.keep_alive() && !worker.draining && !reader.body_skipped());
     if (req.method() == "HEAD") res.omit_body();
     co_await worker.handler->handle(req, res);
     if (!res.started()) {
       log::error("handler sent no response", {{"target", req.target()}});
       co_await worker.handler->reject(500, "internal error: no response", req.target(), res);
+    }
+    if (reader.body_skipped()) {
+      // Its client may send the body all the same: read and dropped before the close, so
+      // that the answer is not lost to a reset.
+      co_await linger(socket, deadline, buffer);
+      break;
     }
     if (!res.keep_alive()) break;
   }

@@ -197,6 +197,11 @@ class Handler {
   // After the hangup callback (a config reload), on this handler's thread: a chance to take
   // up what changed now rather than at its next request.
   virtual void reloaded() {}
+  // Asked of a request that waits for `100 Continue` before it sends its body (its head is
+  // parsed, no body read): false when handle() will refuse it whatever the body says (a
+  // missing or unknown key). It is then handled without its body, which is never invited,
+  // and its connection closes after the answer.
+  virtual bool wants_body(const Request& /*req*/) { return true; }
 };
 using HandlerFactory = std::function<std::unique_ptr<Handler>(asio::io_context&, Inbox&)>;
 

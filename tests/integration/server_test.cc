@@ -354,6 +354,41 @@ TEST(Server, ConnectionsPastTheLimitAreClosedAndLoggedOnceASecond) {
   EXPECT_LE(lines, 4u) << log;
 }
 
+// A request that waits for `100 Continue` is invited to send its body only when its key
+// would let it through: a missing or unknown key gets its 401 at once (in the shape of the
+// path's API), with the connection closed after it. It used to be invited to upload up to
+// body_bytes_max before being refused.
+TEST(Server, ARefusedKeyIsNotInvitedToSendItsBody) {
+  Stack stack;
+  ASSERT_GT(stack.port, 0);
+  const std::string body = R"({"model":"gpt-test","messages":[]})";
+  auto head = [&](const std::string& path, const std::string& auth) {
+    return "POST " + path + " HTTP/1.1\r\nHost: x\r\n" + auth +
+           "Content-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: " +
+           std::to_string(body.size()) + "\r\n\r\n";
+  };
+  for (const auto& [path, auth, shape] :
+       std::vector<std::tuple<std::string, std::string, std::string>>{
+           {"/v1/chat/completions", "", R"("error":{"message":"missing API key)"},
+           {"/v1/chat/completions", "Authorization: Bearer tp_sk_unknown\r\n",
+            R"("error":{"message":"invalid API key)"},
+           {"/v1/messages", "x-api-key: nope\r\n", R"("type":"error")"}}) {
+    RawConnection c(stack.port);
+    ASSERT_TRUE(c.send(head(path, auth)));
+    const std::string got = c.read_until("}", 5s);
+    EXPECT_TRUE(got.starts_with("HTTP/1.1 401")) << path << " " << auth << ": " << got;
+    EXPECT_NE(got.find(shape), std::string::npos) << got;
+    EXPECT_NE(got.find("Connection: close"), std::string::npos) << got;
+    EXPECT_TRUE(c.closed_within(2s)) << path;
+  }
+  // A key that works is invited, and served.
+  RawConnection ok(stack.port);
+  ASSERT_TRUE(ok.send(head("/v1/chat/completions", "Authorization: Bearer " + stack.key + "\r\n")));
+  EXPECT_EQ(ok.read_until("\r\n\r\n", 5s), "HTTP/1.1 100 Continue\r\n\r\n");
+  ASSERT_TRUE(ok.send(body));
+  EXPECT_NE(ok.read_until("chat.completion", 5s).find("HTTP/1.1 200"), std::string::npos);
+}
+
 // The gateway's resident memory, in KiB (VmRSS).
 long resident_kib(pid_t pid) {
   std::ifstream status("/proc/" + std::to_string(pid) + "/status");
