@@ -834,7 +834,8 @@ class Gateway final : public http::Handler {
   Task<void> reject(unsigned status, std::string_view message, std::string_view target,
                     Responder& res) override;
   // A request on a /v1/ path whose key is refused (missing, unknown, revoked, expired, or
-  // its account suspended) is answered without its body: authentication comes first there.
+  // its account suspended), or on an admin path without the admin key, is answered without
+  // its body: authentication comes first there.
   bool wants_body(const http::Request& req) override;
   // No request is running on this Gateway (a replaced one may then be destroyed).
   bool idle() const { return *in_flight_ == 0; }
@@ -1510,6 +1511,11 @@ Surface surface_of(std::string_view path) {
 bool Gateway::wants_body(const http::Request& req) {
   const std::string_view target = req.target();
   const std::string_view path = target.substr(0, target.find('?'));
+  if (path.starts_with("/admin/v1/")) {
+    const Services& services = state_->services();
+    const std::string_view token = http::bearer_token(req["authorization"]);
+    return !services.admin_key.empty() && !token.empty() && is_admin_key(token, services);
+  }
   if (!path.starts_with("/v1/")) return true;
   const Surface surface = surface_of(path);
   const auth::KeyGrant* grant = nullptr;

@@ -372,7 +372,9 @@ TEST(Server, ARefusedKeyIsNotInvitedToSendItsBody) {
            {"/v1/chat/completions", "", R"("error":{"message":"missing API key)"},
            {"/v1/chat/completions", "Authorization: Bearer tp_sk_unknown\r\n",
             R"("error":{"message":"invalid API key)"},
-           {"/v1/messages", "x-api-key: nope\r\n", R"("type":"error")"}}) {
+           {"/v1/messages", "x-api-key: nope\r\n", R"("type":"error")"},
+           {"/admin/v1/accounts", "Authorization: Bearer " + stack.key + "\r\n",
+            "wrong admin key"}}) {
     RawConnection c(stack.port);
     ASSERT_TRUE(c.send(head(path, auth)));
     const std::string got = c.read_until("}", 5s);
