@@ -3544,10 +3544,11 @@ Task<void> Gateway::relay_stream(http::UpstreamResponse& upstream, std::string f
   http::SseEvents events(pending);
   for (http::SseEvents::Event e; events.next(e);) {
     if (meter.on_event(e.name, e.data) == StreamMeter::Verdict::kDrop) continue;
-    if (drop_usage_chunk)
+    if (drop_usage_chunk) {
       append_without_usage(tail, e.raw, e.data);
-    else
+    } else {
       tail.append(e.raw);
+    }
   }
   // Ended without its terminator, without its final usage and before the upstream said
   // its answer was done, the stream was cut short (a connection closed early looks the
