@@ -85,16 +85,13 @@ class DataDirLock {
       }
       lock.fds_.push_back(fd);
       if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        const std::string_view advice =
+            for_serve ? "(another gateway, or an offline command): one gateway serves a "
+                        "store; give this one its own --data-dir"
+                      : "(serve or another offline command); change a live gateway through "
+                        "the admin API";
         return Status{ErrorKind::kConflict,
-                      for_serve ? fmt::format("{} is in use by a running turnpike (another "
-                                              "gateway, or an offline command): one gateway "
-                                              "serves a store; give this one its own "
-                                              "--data-dir",
-                                              what)
-                                : fmt::format("{} is in use by a running turnpike (serve or "
-                                              "another offline command); change a live "
-                                              "gateway through the admin API",
-                                              what)};
+                      fmt::format("{} is in use by a running turnpike {}", what, advice)};
       }
     }
     return lock;
