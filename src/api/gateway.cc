@@ -2706,24 +2706,24 @@ Task<Gateway::Answered> Gateway::send_with_fallback(const OperationInfo& info,
               1, left.count())));
       if (!started) sent = started;
     }
-    // After a flex attempt the first standard one always runs; after a standard one, only
-    // those a fallback would not skip.
-    const bool last = flex ? out.attempt + 1 == routes.size()
-                           : !another_would_be_tried(out.attempt, std::chrono::steady_clock::now());
-    // Whether a failure now counts as a fallback, asked after a long wait (a stream's first
-    // event, a whole answer's body): the deadline may have passed meanwhile, and then no
-    // route follows this one (the request ends 504 naming the deadline).
+    // Whether a route is left to follow this one should it fail now: after a flex attempt
+    // the first standard one always is; after a standard one, one that a fallback would not
+    // skip. Asked when needed: a stream's first event or a whole answer's body may take long.
+    auto routes_left = [&] {
+      if (flex) return out.attempt + 1 < routes.size();
+      return another_would_be_tried(out.attempt, std::chrono::steady_clock::now());
+    };
+    // Whether this one failing now is a fallback: a route is left, and the deadline has not
+    // passed (else the request ends 504 naming it, having moved on nowhere).
     auto moving_on = [&] {
-      if (flex) return !last;
-      const auto now = std::chrono::steady_clock::now();
-      return (!deadline || now < *deadline) && another_would_be_tried(out.attempt, now);
+      return routes_left() && (flex || std::chrono::steady_clock::now() < *deadline);
     };
     if (!sent && flex && sent.status().kind() == ErrorKind::kUpstreamTimeout) {
       // Late is what flex may be: no mark against the route's health.
       log::info("flex tier did not start within start_within; trying the standard tier",
                 {{"provider", p.name}, {"start_within_ms", flex_ms}});
       attempt_failed(sent.status());
-      stats_->fallback(r.index);
+      if (!bill.client_gone()) stats_->fallback(r.index);  // else nobody to answer (above)
       continue;
     }
     if (!sent && sent.status().kind() == ErrorKind::kUpstreamTimeout && cut_by_deadline()) {
@@ -2745,7 +2745,7 @@ Task<Gateway::Answered> Gateway::send_with_fallback(const OperationInfo& info,
         upstream_failed(r);
       }
       if (bill.client_gone()) break;  // nobody to answer: no fallback
-      if (!last) stats_->fallback(r.index);
+      if (moving_on()) stats_->fallback(r.index);
       continue;
     }
     const unsigned status = (*sent)->status();
@@ -2827,7 +2827,7 @@ Task<Gateway::Answered> Gateway::send_with_fallback(const OperationInfo& info,
                             fmt::format("upstream '{}' sent its answer compressed (content "
                                         "coding) though asked not to",
                                         p.name)});
-      if (!last) stats_->fallback(r.index);
+      if (moving_on()) stats_->fallback(r.index);
       continue;
     }
     // A whole 2xx answer is judged by its body (answer_whole, count_tokens): garbage under
@@ -2841,11 +2841,13 @@ Task<Gateway::Answered> Gateway::send_with_fallback(const OperationInfo& info,
     // A flex tier refusing in any way (it may not offer flex for this model at all) leaves
     // the standard tier to answer.
     const bool refused = route_at_fault(status) || status == 429 || (flex && status >= 300);
-    if (!last && refused) {
+    if (refused && routes_left()) {
       (void)co_await (*sent)->read_all(kErrorBodyDrainBytesMax);
-      log::warn("upstream refused; falling back",
+      const bool fallback = moving_on();
+      log::warn(fallback ? "upstream refused; falling back"
+                         : "upstream refused after the fallback deadline passed",
                 {{"request_id", bill.record.request_id}, {"provider", p.name}, {"status", status}});
-      stats_->fallback(r.index);
+      if (fallback) stats_->fallback(r.index);
       // What the request ends with should the routes after this one all be skipped after
       // all (their circuits may open while this answer is drained).
       attempt_failed(Status{ErrorKind::kUpstreamFailed,
@@ -2869,7 +2871,12 @@ Task<Gateway::Answered> Gateway::send_with_fallback(const OperationInfo& info,
       }
       out.gathered = std::move(whole.value());
     }
-    if (!stream && !gathering && !last && status / 100 == 2) {
+    // What the client gets as a whole answer: anything 2xx but the event stream it asked for
+    // (relayed), or one asked for in its place (gathered, above). A server may answer a
+    // stream request whole.
+    const bool answers_whole = status / 100 == 2 && !((stream || gathering) && status == 200 &&
+                                                      (*sent)->is_event_stream());
+    if (answers_whole && routes_left()) {
       // A whole answer's body comes after its head, and nothing has reached the client yet:
       // one that fails (a reset, cut short, not ended within answer_timeout_ms) moves on to
       // the next route, as a failed head does. (The last route's is read where it is

@@ -17,7 +17,8 @@ a double's range (valid JSON), usage 5 in and 7 out, and both an `x-request-id` 
 `overreport` answers a whole chat completion whose usage says 1,000,000 output tokens,
 `overreport_input` one whose usage says 1,000,000,000 input tokens.
 `body_cut` answers 200 with a Content-Length of 500 and closes after 40 bytes;
-`stream_head_hang` answers a 200 event-stream head, then nothing for 3 s.
+`stream_head_hang` answers a 200 event-stream head, then nothing for 3 s; `head_hang` answers
+a whole chat completion after 3 s; `late_status:N` answers as `status:N` does, after 0.5 s.
 `early413` answers 413 before reading the body and closes (a large body's write then
 fails). Each connection is logged on stderr as {"msg":"connection"}.
 Each request is logged on stderr as {"msg":"request","accept_encoding":...}. Prints
@@ -69,11 +70,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
                                      "accept_encoding": self.headers.get("Accept-Encoding")}) + "\n")
         sys.stderr.flush()
         html = b"<html><body><h1>Bad Gateway</h1></body></html>"
-        if MODE.startswith("status:"):
+        if MODE.startswith("status:") or MODE.startswith("late_status:"):
+            if MODE.startswith("late_"):
+                time.sleep(0.5)
             error = {"error": {"message": "Incorrect API key provided: sk-prov****1234",
                                "type": "invalid_request_error", "code": "invalid_api_key"}}
-            self.answer(int(MODE[7:]), "application/json", json.dumps(error).encode(),
+            self.answer(int(MODE.split(":")[1]), "application/json", json.dumps(error).encode(),
                         [("retry-after", "7")])
+        elif MODE == "head_hang":
+            time.sleep(3)
+            self.answer(200, "application/json", json.dumps(ANSWER).encode())
         elif MODE == "noretry":
             error = {"error": {"message": "quota", "type": "insufficient_quota"}}
             self.answer(429, "application/json", json.dumps(error).encode(),

@@ -39,20 +39,31 @@ struct FaultStack {
     const std::string good = std::to_string(sim.wait_listening());
     const std::string config = dir.write(
         "t.yaml",
-        "listen: \"127.0.0.1:0\"\n" + extra + "providers:\n"
-        "  - { name: faulty, api: openai, base_url: \"http://127.0.0.1:" + up + "/v1\" }\n"
-        "  - { name: faulty_an, api: anthropic, base_url: \"http://127.0.0.1:" + up + "/v1\" }\n"
-        "  - { name: good, api: openai, base_url: \"http://127.0.0.1:" + good + "/v1\" }\n"
-        "models:\n"
-        "  - name: m\n    routes:\n"
-        "      - { provider: faulty, input_per_mtok: \"0.1\", output_per_mtok: \"0.1\" }\n"
-        "      - { provider: good, input_per_mtok: \"1\", output_per_mtok: \"1\" }\n"
-        "  - name: solo\n    routes: [{ provider: faulty, input_per_mtok: \"1\", "
-        "output_per_mtok: \"1\" }]\n"
-        "  - name: roomy\n    context_tokens: 10000000\n    routes: [{ provider: faulty, "
-        "input_per_mtok: \"0.01\", output_per_mtok: \"0.01\" }]\n"
-        "  - name: solo_an\n    routes: [{ provider: faulty_an, input_per_mtok: \"1\", "
-        "output_per_mtok: \"1\" }]\n");
+        "listen: \"127.0.0.1:0\"\n" + extra +
+            "providers:\n"
+            "  - { name: faulty, api: openai, base_url: \"http://127.0.0.1:" +
+            up +
+            "/v1\" }\n"
+            "  - { name: faulty_an, api: anthropic, base_url: \"http://127.0.0.1:" +
+            up +
+            "/v1\" }\n"
+            "  - { name: good, api: openai, base_url: \"http://127.0.0.1:" +
+            good +
+            "/v1\" }\n"
+            "models:\n"
+            "  - name: m\n    routes:\n"
+            "      - { provider: faulty, input_per_mtok: \"0.1\", output_per_mtok: \"0.1\" }\n"
+            "      - { provider: good, input_per_mtok: \"1\", output_per_mtok: \"1\" }\n"
+            "  - name: solo\n    routes: [{ provider: faulty, input_per_mtok: \"1\", "
+            "output_per_mtok: \"1\" }]\n"
+            "  - name: roomy\n    context_tokens: 10000000\n    routes: [{ provider: faulty, "
+            "input_per_mtok: \"0.01\", output_per_mtok: \"0.01\" }]\n"
+            "  - name: solo_an\n    routes: [{ provider: faulty_an, input_per_mtok: \"1\", "
+            "output_per_mtok: \"1\" }]\n"
+            "  - name: flexm\n    routes:\n"
+            "      - { provider: faulty, input_per_mtok: \"2\", output_per_mtok: \"2\", "
+            "flex_input_per_mtok: \"1\", flex_output_per_mtok: \"1\" }\n"
+            "      - { provider: good, input_per_mtok: \"1\", output_per_mtok: \"1\" }\n");
     gateway = start_gateway(dir, config);
     port = gateway->wait_listening();
     if (port > 0) key = create_key(port);
@@ -109,6 +120,53 @@ TEST(UpstreamFault, AWholeAnswerWhoseBodyFailsFallsBack) {
     EXPECT_EQ(res.header("x-turnpike-provider"), "good") << mode;
     EXPECT_EQ(res.header("x-turnpike-fallbacks"), "1") << mode;
     EXPECT_EQ(stack.faulty_requests(), 1u) << mode;
+  }
+}
+
+// A whole answer where the client asked for a stream (a server may answer so), or where a
+// flex attempt was asked for one (to see it start), falls back as any whole answer does
+// when its body fails or is no answer: nothing has reached the client yet. (It ended 502.)
+TEST(UpstreamFault, AWholeAnswerInPlaceOfAStreamFallsBackWhenItFails) {
+  for (const std::string mode : {"body_cut", "html200", "error200"}) {
+    const FaultStack stack(mode, "upstream: { answer_timeout_ms: 800, idle_timeout_ms: 400 }\n");
+    ASSERT_GT(stack.port, 0) << stack.log();
+    const auto stream = stack.chat("m", R"("stream":true,)");
+    EXPECT_EQ(stream.status, 200) << mode << ": " << stream.body;
+    EXPECT_EQ(stream.header("x-turnpike-provider"), "good") << mode;
+    EXPECT_EQ(stream.header("x-turnpike-fallbacks"), "1") << mode;
+    EXPECT_NE(stream.body.find("data: [DONE]"), std::string::npos) << stream.body;
+    // The flex tier (only the faulty route has one) failing so leaves the standard tier to
+    // answer, whole or streamed.
+    for (const std::string extra : {"", R"("stream":true,)"}) {
+      const auto flex = stack.chat("flexm", extra + R"("start_within":"00h-00m-05s",)");
+      EXPECT_EQ(flex.status, 200) << mode << " " << extra << ": " << flex.body;
+      EXPECT_EQ(flex.header("x-turnpike-provider"), "good") << mode << " " << extra;
+      EXPECT_EQ(flex.header("x-turnpike-service-tier"), "standard") << mode << " " << extra;
+      EXPECT_EQ(flex.header("x-turnpike-fallbacks"), "1") << mode << " " << extra;
+    }
+    EXPECT_EQ(stack.faulty_requests(), 3u) << mode;
+  }
+}
+
+// A route that failed once the fallback deadline had passed is no fallback: the request
+// ends 504 naming the deadline, having moved on nowhere (it was counted as one), whether
+// the route gave no answer in time or a 500 after the deadline.
+TEST(UpstreamFault, AWholeAnswerFailingPastTheDeadlineIsNoFallback) {
+  const std::string limits =
+      "upstream: { answer_timeout_ms: 800 }\nrouting: { fallback_deadline_ms: 300 }\n";
+  for (const std::string mode : {"head_hang", "late_status:500"}) {
+    const FaultStack stack(mode, limits);
+    ASSERT_GT(stack.port, 0) << stack.log();
+    const auto res = stack.chat("m");
+    EXPECT_EQ(res.status, 504) << mode << ": " << res.body;
+    EXPECT_NE(res.body.find("no further route was tried"), std::string::npos) << res.body;
+    EXPECT_EQ(stack.faulty_requests(), 1u) << mode;
+    const std::string routes = http_request(stack.port, "GET", "/admin/v1/routes", {},
+                                            {{"authorization", std::string("Bearer ") + kAdminKey}})
+                                   .body;
+    EXPECT_NE(routes.find(R"("attempts":1,"served":0,"errors":1,"rate_limited":0,"fallbacks":0)"),
+              std::string::npos)
+        << mode << ": " << routes;
   }
 }
 
