@@ -17,6 +17,7 @@
 #include <cstring>
 
 #include "core/assert.h"
+#include "core/log.h"
 #include "store/database.h"
 
 namespace tp::auth {
@@ -238,6 +239,10 @@ Result<std::string> open_server_secret(store::Database& db, const std::string& d
   } else {
     source = path;
     secret = create_secret_file(dir, path);
+    // A new data directory (or a mistyped --data-dir): said, as keys made now need this
+    // file for as long as they live.
+    if (secret)
+      log::info("created a new server secret; back it up with the store", {{"path", path}});
   }
   if (!secret) return secret;
   const std::string check = secret_check(*secret);

@@ -1,22 +1,21 @@
 #include "cli/cli.h"
 
-#include <fmt/format.h>
-
-#include <CLI/CLI.hpp>
-#include <charconv>
-#include <cstdio>
-#include <functional>
-#include <filesystem>
-#include <thread>
-#include <utility>
-
 #include <fcntl.h>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <cerrno>
+#include <charconv>
+#include <cstdio>
 #include <cstring>
+#include <filesystem>
+#include <functional>
+#include <thread>
+#include <utility>
 
 #include "api/admin.h"
 #include "api/errors.h"
@@ -24,19 +23,19 @@
 #include "api/maintenance.h"
 #include "api/prober.h"
 #include "api/usage_api.h"
-#include "store/usage_store.h"
-#include "core/ids.h"
-#include "core/limits.h"
-#include "core/log.h"
-#include "ops/config.h"
 #include "auth/directory.h"
 #include "core/clock.h"
-#include "core/rfc3339.h"
+#include "core/ids.h"
 #include "core/json_writer.h"
+#include "core/limits.h"
+#include "core/log.h"
+#include "core/rfc3339.h"
 #include "ledger/bank.h"
+#include "ops/config.h"
 #include "store/ledger_store.h"
 #include "store/migrations.h"
 #include "store/sqlite.h"
+#include "store/usage_store.h"
 
 namespace tp::cli {
 namespace {
@@ -68,16 +67,21 @@ class DataDirLock {
                     fmt::format("cannot create the data directory {}: {}", data_dir, ec.message())};
     }
     DataDirLock lock;
-    std::vector<std::pair<std::string, std::string>> paths = {
-        {data_dir + "/turnpike.lock", data_dir}};
+    struct Held {
+      std::string lock;  // the lock file
+      std::string what;  // what it guards, as the refusal names it
+      std::string own;   // what a second gateway must have of its own
+    };
+    std::vector<Held> paths = {{data_dir + "/turnpike.lock", data_dir, "--data-dir"}};
     if (store_uri.starts_with("sqlite:")) {
       // Named by the file's real path: a symbolic link to a live gateway's store (or a path
       // through one) must find that gateway's lock, not a lock of its own.
       const std::string file = api::sqlite_file(store_uri, data_dir);
       const std::filesystem::path real = std::filesystem::weakly_canonical(file, ec);
-      paths.emplace_back((ec ? file : real.string()) + ".lock", "the store " + store_uri.substr(7));
+      paths.push_back({(ec ? file : real.string()) + ".lock", "the store " + store_uri.substr(7),
+                       "store (in the config)"});
     }
-    for (const auto& [path, what] : paths) {
+    for (const auto& [path, what, own] : paths) {
       const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
       if (fd < 0) {
         return Status{ErrorKind::kInternal, fmt::format("cannot open {}: {}", path,
@@ -85,9 +89,11 @@ class DataDirLock {
       }
       lock.fds_.push_back(fd);
       if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
-        const std::string_view advice =
-            for_serve ? "(another gateway, or an offline command): one gateway serves a "
-                        "store; give this one its own --data-dir"
+        const std::string advice =
+            for_serve ? fmt::format(
+                            "(another gateway, or an offline command): one gateway "
+                            "serves a store; give this one its own {}",
+                            own)
                       : "(serve or another offline command); change a live gateway through "
                         "the admin API";
         return Status{ErrorKind::kConflict,
@@ -106,6 +112,48 @@ class DataDirLock {
   DataDirLock() = default;
   std::vector<int> fds_;
 };
+
+// The routing rules of `config` that match an account `directory` does not hold: each
+// matches no request until that account is created (a mistyped id fails open).
+std::vector<std::string> unknown_rule_accounts(const ops::Config& config,
+                                               const auth::Directory& directory) {
+  std::vector<std::string> warnings;
+  for (const router::Rule& rule : config.rules) {
+    if (rule.account && !directory.account(*rule.account)) {
+      warnings.push_back(
+          fmt::format("routing rule '{}' matches account acct_{}, which does not "
+                      "exist: it applies to no request until that account is "
+                      "created",
+                      rule.name, *rule.account));
+    }
+  }
+  return warnings;
+}
+
+// The settings a reload leaves at their start-up values (see routing.md, Reload) that the
+// file `fresh` now gives otherwise than `started` did.
+std::vector<std::string_view> kept_until_restart(const ops::Config& started,
+                                                 const ops::Config& fresh) {
+  std::vector<std::string_view> kept;
+  if (started.listen_host != fresh.listen_host || started.listen_port != fresh.listen_port) {
+    kept.push_back("listen");
+  }
+  if (started.threads != fresh.threads) kept.push_back("threads");
+  if (started.store != fresh.store) kept.push_back("store");
+  if (started.redis != fresh.redis) kept.push_back("redis");
+  if (started.log_level != fresh.log_level || started.access_log != fresh.access_log) {
+    kept.push_back("log");
+  }
+  if (!(started.server == fresh.server)) kept.push_back("limits");
+  if (started.cors_origins != fresh.cors_origins) kept.push_back("cors");
+  if (started.upstream_idle_connections_max != fresh.upstream_idle_connections_max) {
+    kept.push_back("upstream.idle_connections_max");
+  }
+  ops::Billing billing = started.billing;
+  billing.hold_timeout_ms = fresh.billing.hold_timeout_ms;  // reloaded
+  if (!(billing == fresh.billing)) kept.push_back("billing (all but hold_timeout_ms)");
+  return kept;
+}
 
 // What a config must pass besides loading for serve to start on it: its CA files read, its
 // store one this build has. check-config and a reload ask the same.
@@ -128,10 +176,17 @@ int serve(const ServeOptions& opts) {
     return 2;
   }
   ops::Config& config = loaded.value();
+  const ops::Config from_file = config;  // before the flags override it (for reloads)
   bool level_ok = false;
   log::set_level(log::parse_level(config.log_level, &level_ok));
-  auto warn_of = [](const ops::Config& c) {
-    for (const std::string& w : c.warnings) log::warn("config", {{"warning", w}});
+  // A rule's account can be looked up once the store is open (`directory`).
+  std::shared_ptr<const auth::Directory> directory;
+  auto warn_of = [&directory](const ops::Config& c) {
+    std::vector<std::string> warnings = c.warnings;
+    if (directory) {
+      for (std::string& w : unknown_rule_accounts(c, *directory)) warnings.push_back(std::move(w));
+    }
+    for (const std::string& w : warnings) log::warn("config", {{"warning", w}});
   };
   warn_of(config);
   if (!opts.listen.empty()) {
@@ -164,10 +219,14 @@ int serve(const ServeOptions& opts) {
   auto services =
       api::open_services(config.store, opts.data_dir, config.billing.trial_credit, writer_spin);
   if (!services) {
-    std::fprintf(stderr, "turnpike: store: %s\n", services.status().message().c_str());
+    std::fprintf(stderr, "turnpike: %s\n", services.status().message().c_str());
     return 2;
   }
   const std::shared_ptr<store::Writer> writer = services->writer;
+  directory = services->directory;
+  for (const std::string& w : unknown_rule_accounts(config, *directory)) {
+    log::warn("config", {{"warning", w}});
+  }
   auto maintenance = api::Maintenance::start(services.value(), config.billing);
   if (!maintenance) {
     std::fprintf(stderr, "turnpike: %s\n", maintenance.status().message().c_str());
@@ -225,6 +284,12 @@ int serve(const ServeOptions& opts) {
               {{"models", fresh->catalog->models().size()},
                {"providers", fresh->catalog->providers().size()},
                {"rules", fresh->rules.size()}});
+    if (const auto kept = kept_until_restart(from_file, *fresh); !kept.empty()) {
+      log::warn(
+          "config reload: changed settings that keep their start-up values until a "
+          "restart",
+          {{"settings", fmt::format("{}", fmt::join(kept, ", "))}});
+    }
   });
   // A replaced state (its upstream pools, resolver thread and statistics) is freed within
   // a few seconds of its last request, not only at the next reload.
@@ -234,12 +299,16 @@ int serve(const ServeOptions& opts) {
     return 1;
   }
   // Written at every log level: the port may have been picked (port 0).
-  log::write_always(log::Level::kInfo, "listening", {{"host", config.listen_host},
-                          {"port", static_cast<int>(server.port())},
-                          {"threads", threads},
-                          {"models", config.catalog->models().size()},
-                          {"providers", config.catalog->providers().size()},
-                          {"version", kVersion}});
+  log::write_always(log::Level::kInfo, "listening",
+                    {{"host", config.listen_host},
+                     {"port", static_cast<int>(server.port())},
+                     {"threads", threads},
+                     {"models", config.catalog->models().size()},
+                     {"providers", config.catalog->providers().size()},
+                     {"rules", config.rules.size()},
+                     {"data_dir", opts.data_dir},
+                     {"store", api::sqlite_file(config.store, opts.data_dir)},
+                     {"version", kVersion}});
   server.run();
   if (prober) prober->stop();
   // Every I/O thread has stopped. Maintenance stops its thread and the webhook notifier,
@@ -604,7 +673,8 @@ int run_turnpike(int argc, char** argv) {
   app.require_subcommand(1);
 
   ServeOptions serve_opts;
-  CLI::App* serve_cmd = app.add_subcommand("serve", "Run the gateway until SIGTERM or SIGINT");
+  CLI::App* serve_cmd = app.add_subcommand(
+      "serve", "Run the gateway until SIGTERM or SIGINT (SIGHUP rereads the config file)");
   serve_cmd->add_option("--config,-c", serve_opts.config_path, "YAML config file (docs/config.md)")
       ->required();
   serve_cmd

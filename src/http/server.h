@@ -86,6 +86,8 @@ struct ServerLimits {
   std::size_t connections_per_thread_max = limits::kConnectionsPerThreadMax;
   // After a burst of work an I/O thread polls this long before it sleeps; 0 never polls.
   std::uint32_t io_spin_us = limits::kIoSpinMicros;
+
+  bool operator==(const ServerLimits&) const = default;
 };
 
 // Where a Responder builds its response head, kept by the connection so that its capacity

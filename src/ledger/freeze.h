@@ -16,7 +16,7 @@ class Freeze {
   bool frozen() const { return frozen_.load(std::memory_order_acquire); }
   // What kind of freeze it is, for those who may not read its detail (every customer, and
   // /readyz without authentication): the reason up to its first ": " ("reconciliation
-  // failed (nightly)", "the store failed to record a settlement"). The detail after it may
+  // failed (schedule)", "the store failed to record a settlement"). The detail after it may
   // name another account's request and amounts, or the store's internals.
   std::string summary() const {
     const std::string full = reason();

@@ -327,7 +327,8 @@ std::vector<catalog::Provider> parse_providers(const Reader& r, const YAML::Node
       }
       if (key.empty()) {
         r.fail(n["api_key_env"], path + ".api_key_env",
-               fmt::format("environment variable {} is not set", p.api_key_env));
+               fmt::format("environment variable {} is {}", p.api_key_env,
+                           value == nullptr ? "not set" : "empty"));
       }
       p.api_key = std::move(key);
     }
@@ -955,9 +956,11 @@ Result<Config> parse_config(std::string_view yaml, std::string_view source) {
         for (std::size_t i = 0; i < list.size(); ++i) {
           const std::string text = list[i].IsScalar() ? list[i].Scalar() : "";
           auto amount = Money::parse(text);
-          if (!amount || amount->is_negative()) {
+          if (!amount || amount->is_negative() || *amount > Money::usd(limits::kMoneyCallUsdMax)) {
             r.fail(list[i], fmt::format("billing.low_balance_usd[{}]", i),
-                   fmt::format("must be a non-negative USD amount like \"5\", got '{}'", text));
+                   fmt::format("must be a non-negative USD amount like \"5\" (at most {}), got "
+                               "'{}'",
+                               limits::kMoneyCallUsdMax, text));
           }
           c.billing.low_balance.push_back(*amount);
         }
@@ -1016,6 +1019,20 @@ Result<Config> parse_config(std::string_view yaml, std::string_view source) {
                      "twice upstream.idle_timeout_ms", pause);
     }
     auto providers = parse_providers(r, root);
+    for (const catalog::Provider& p : providers) {
+      if (!p.ca_file.empty() && p.base_url.starts_with("http://")) {
+        c.warnings.push_back(
+            fmt::format("providers[{}].ca_file is not used: provider '{}' is "
+                        "reached over http://, without TLS",
+                        p.index, p.name));
+      }
+    }
+    if (!c.billing.low_balance_webhook_ca_file.empty() &&
+        c.billing.low_balance_webhook.starts_with("http://")) {
+      c.warnings.push_back(
+          "billing.low_balance_webhook_ca_file is not used: the webhook is reached over "
+          "http://, without TLS");
+    }
     auto models = parse_models(r, root, providers);
     c.rules = parse_rules(r, root, providers, models, c.warnings);
     c.catalog = std::make_shared<const catalog::Catalog>(std::move(providers), std::move(models));

@@ -53,6 +53,8 @@ struct Billing {
   std::string low_balance_webhook;
   std::string low_balance_webhook_ca_file;
   std::uint32_t low_balance_retry_ms = 1000;
+
+  bool operator==(const Billing&) const = default;
 };
 
 struct Config {

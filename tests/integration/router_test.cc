@@ -1082,6 +1082,41 @@ void reload_with(ThreeUpstreams& up,
   ASSERT_GT(reloads(), before) << up.gateway->log();
 }
 
+// A rule naming an account the store does not hold applies to nobody (a mistyped id fails
+// open): start-up and each reload say so, and a reload says which changed settings wait
+// for a restart.
+TEST(Router, ARuleForAnAccountTheStoreDoesNotHoldIsWarnedOf) {
+  ThreeUpstreams up(
+      "routing: { rules: [ { name: ghost, match: { account: acct_999 }, exclude: [cheap] } ] }");
+  ASSERT_GT(up.port, 0) << up.gateway->log();
+  const auto count = [&](const std::string& text) {
+    const std::string log = up.gateway->log();
+    std::size_t n = 0;
+    for (std::size_t at = log.find(text); at != std::string::npos; at = log.find(text, at + 1)) {
+      ++n;
+    }
+    return n;
+  };
+  const std::string unknown = "which does not exist: it applies to no request until";
+  EXPECT_EQ(count("routing rule 'ghost' matches account acct_999, " + unknown), 1u)
+      << up.gateway->log();
+  // The key's account exists: a rule naming it is not warned of.
+  reload_with(up, {{"acct_999", "acct_1"},
+                   {"listen: \"127.0.0.1:0\"",
+                    "listen: \"127.0.0.1:0\"\nthreads: 3\n"
+                    "limits: { body_bytes_max: 2048 }"}});
+  EXPECT_EQ(count(unknown), 1u) << up.gateway->log();
+  // (The log line follows the reloaded one.)
+  for (int i = 0; i < 100 && count("keep their start-up values until a restart") == 0; ++i) {
+    std::this_thread::sleep_for(20ms);
+  }
+  EXPECT_EQ(count(R"("settings":"threads, limits")"), 1u) << up.gateway->log();
+  reload_with(up, {{"acct_1", "acct_998"}});
+  for (int i = 0; i < 100 && count(unknown) < 2; ++i) std::this_thread::sleep_for(20ms);
+  EXPECT_EQ(count("routing rule 'ghost' matches account acct_998, " + unknown), 1u)
+      << up.gateway->log();
+}
+
 // A reload keeps what each I/O thread learnt of an upstream that stays the same (its
 // circuit, latency averages and statistics), whatever else changed; a route to an upstream
 // that moved starts afresh.

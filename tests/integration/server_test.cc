@@ -65,6 +65,21 @@ TEST(Server, APortAnotherProcessListensOnIsRefused) {
   EXPECT_NE(second.log().find("Address already in use"), std::string::npos) << second.log();
 }
 
+// Start-up says where the gateway keeps its data, and that it made a new server secret
+// (which its keys will need for as long as they live).
+TEST(Server, StartUpSaysWhereItsDataIs) {
+  Stack stack;
+  ASSERT_GT(stack.port, 0) << stack.gateway->log();
+  const std::string log = stack.gateway->log();
+  const std::string var = stack.dir.path() + "/var";
+  EXPECT_NE(log.find(R"("data_dir":")" + var + R"(")"), std::string::npos) << log;
+  EXPECT_NE(log.find(R"("store":")" + var + R"(/turnpike.db")"), std::string::npos) << log;
+  EXPECT_NE(log.find(R"("msg":"created a new server secret; back it up with the store","path":")" +
+                     var + R"(/secret.key")"),
+            std::string::npos)
+      << log;
+}
+
 // A store outside the data directory is locked too: a second gateway with another data
 // directory naming the same file is refused (each would keep its own books over it). The
 // store is the user's only.
@@ -79,8 +94,9 @@ TEST(Server, AStoreOutsideTheDataDirectoryIsLockedAndPrivate) {
   EXPECT_EQ(second.wait_exit(10s), std::optional<int>(2)) << second.log();
   EXPECT_NE(second.log().find("is in use by a running turnpike"), std::string::npos)
       << second.log();
-  // A second gateway is told what to do about it, not pointed at the admin API.
-  EXPECT_NE(second.log().find("give this one its own --data-dir"), std::string::npos)
+  // A second gateway is told what to do about it (its own data directory would not do),
+  // not pointed at the admin API.
+  EXPECT_NE(second.log().find("give this one its own store (in the config)"), std::string::npos)
       << second.log();
   EXPECT_EQ(second.log().find("admin API"), std::string::npos) << second.log();
   // And a gateway naming another's own store (inside its data directory) by its path.
@@ -136,7 +152,7 @@ TEST(Server, TheAdminKeyIsTakenWithoutSurroundingBlanks) {
   EXPECT_EQ(refused.wait_exit(10s), std::optional<int>(2)) << refused.log();
   EXPECT_NE(refused.log().find("TURNPIKE_ADMIN_KEY has control characters"), std::string::npos)
       << refused.log();
-  EXPECT_EQ(refused.log().find("secret"), std::string::npos) << refused.log();
+  EXPECT_EQ(refused.log().find(kAdminKey), std::string::npos) << refused.log();
 }
 
 // Where it listens is logged at every log level: with port 0 nothing else would say it.

@@ -702,6 +702,40 @@ routing:
             "request it matches is refused (403)");
 }
 
+// A CA file where no TLS is spoken is read by nobody: a likely mistake, said.
+TEST(Config, ACaFileForAnHttpUrlIsWarnedOf) {
+  const auto c = parse_config(R"(providers:
+  - { name: a, base_url: "http://127.0.0.1:9000/v1", ca_file: /nonexistent.pem }
+  - { name: b, base_url: "https://b.example/v1", ca_file: /nonexistent.pem }
+models:
+  - name: m
+    routes: [{ provider: a, input_per_mtok: "1", output_per_mtok: "1" }]
+billing: { low_balance_webhook: "http://127.0.0.1:9/hook", low_balance_webhook_ca_file: /x.pem }
+)",
+                              "t.yaml");
+  ASSERT_TRUE(c) << c.status().message();
+  EXPECT_EQ(c->warnings,
+            (std::vector<std::string>{
+                "providers[0].ca_file is not used: provider 'a' is reached over http://, "
+                "without TLS",
+                "billing.low_balance_webhook_ca_file is not used: the webhook is reached over "
+                "http://, without TLS"}));
+}
+
+// A variable set but empty is not called unset; a threshold past what any balance can be
+// names the bound it passes.
+TEST(Config, EmptyVariablesAndHugeThresholdsAreNamedAsTheyAre) {
+  ::setenv("TP_EMPTY_VAR", "", 1);
+  expect_error(R"(providers:
+  - { name: a, base_url: "http://x/v1", api_key_env: TP_EMPTY_VAR }
+models: [])",
+               "environment variable TP_EMPTY_VAR is empty");
+  ::unsetenv("TP_EMPTY_VAR");
+  expect_error(std::string(kMinimal) + "billing: { low_balance_usd: [\"9999999999\"] }\n",
+               "billing.low_balance_usd[0]: must be a non-negative USD amount like \"5\" (at most "
+               "1000000000), got '9999999999'");
+}
+
 TEST(Config, CorsOriginsAreOriginsAsBrowsersSendThem) {
   const auto c = parse_config(std::string(kMinimal) +
                                   "cors: { allow_origins: [\"https://a.example:8443\", \"*\"] }\n",
