@@ -7,6 +7,7 @@
 #include <optional>
 #include <utility>
 
+#include "core/json_dom.h"
 #include "core/json_writer.h"
 
 namespace tp::api {
@@ -19,36 +20,58 @@ using Kind = JsonNode::Kind;
 constexpr std::array<std::string_view, 6> kKept = {"id",    "created",      "model",
                                                    "usage", "service_tier", "system_fingerprint"};
 
-JsonNode node_of(simdjson::dom::element e) {
-  JsonNode n;
-  switch (e.type()) {
-    case simdjson::dom::element_type::NULL_VALUE:
-      break;
-    case simdjson::dom::element_type::STRING:
+namespace od = simdjson::ondemand;
+
+// `v` as a node. Numbers and booleans keep their own text: one past 64 bits or a double's
+// range is valid JSON, and goes to the client as sent.
+simdjson::error_code node_of(od::value v, JsonNode& n) {
+  od::json_type type;
+  if (const auto error = v.type().get(type)) return error;
+  switch (type) {
+    case od::json_type::null:
+      n.kind = Kind::kNull;
+      return simdjson::SUCCESS;
+    case od::json_type::string: {
+      std::string_view text;
+      if (const auto error = v.get_string().get(text)) return error;
       n.kind = Kind::kString;
-      n.text = std::string(e.get_string().value_unsafe());
-      break;
-    case simdjson::dom::element_type::ARRAY: {
+      n.text = std::string(text);
+      return simdjson::SUCCESS;
+    }
+    case od::json_type::array: {
+      od::array array;
+      if (const auto error = v.get_array().get(array)) return error;
       n.kind = Kind::kArray;
-      const simdjson::dom::array array = e.get_array().value_unsafe();
-      for (simdjson::dom::element item : array) n.items.push_back(node_of(item));
-      break;
-    }
-    case simdjson::dom::element_type::OBJECT: {
-      n.kind = Kind::kObject;
-      const simdjson::dom::object object = e.get_object().value_unsafe();
-      for (auto [key, value] : object) {
-        n.keys.emplace_back(key);
-        n.items.push_back(node_of(value));
+      for (auto element : array) {
+        od::value item;
+        if (const auto error = element.get(item)) return error;
+        if (const auto error = node_of(item, n.items.emplace_back())) return error;
       }
-      break;
+      return simdjson::SUCCESS;
     }
-    default:  // a number or a boolean, as sent
+    case od::json_type::object: {
+      od::object object;
+      if (const auto error = v.get_object().get(object)) return error;
+      n.kind = Kind::kObject;
+      for (auto field : object) {
+        std::string_view key;
+        if (const auto error = field.unescaped_key().get(key)) return error;
+        n.keys.emplace_back(key);
+        if (const auto error = node_of(field.value(), n.items.emplace_back())) return error;
+      }
+      return simdjson::SUCCESS;
+    }
+    default: {  // a number or a boolean
+      std::string_view raw = v.raw_json_token();
+      while (!raw.empty() && (raw.back() == ' ' || raw.back() == '\t' || raw.back() == '\n' ||
+                              raw.back() == '\r')) {
+        raw.remove_suffix(1);
+      }
       n.kind = Kind::kRaw;
-      n.text = simdjson::minify(e);
-      break;
+      n.text = std::string(raw);
+      return simdjson::SUCCESS;
+    }
   }
-  return n;
 }
 
 JsonNode* member(JsonNode& n, std::string_view key) {
@@ -162,44 +185,67 @@ const JsonNode* JsonNode::find(std::string_view key) const {
 }
 
 Status WholeAnswer::add(std::string_view data) {
-  thread_local simdjson::dom::parser parser;
-  simdjson::dom::object chunk;
-  if (parser.parse(data.data(), data.size()).get_object().get(chunk)) {
+  // Checked whole first: the walk below reads only what it keeps, and on demand.
+  thread_local simdjson::dom::parser checker;
+  simdjson::dom::element checked;
+  if (json::parse_dom(checker, data, checked) != simdjson::SUCCESS || !checked.is_object()) {
     return failed("sent a stream chunk that is not a JSON object");
   }
+  thread_local od::parser parser;
+  const simdjson::padded_string padded(data);
+  od::document doc;
+  od::object chunk;
+  if (parser.iterate(padded).get(doc) || doc.get_object().get(chunk)) {
+    return failed("sent a stream chunk that is not a JSON object");
+  }
+  const Status unreadable = failed("sent a stream chunk that could not be read");
   top_.kind = Kind::kObject;
-  for (auto [key, value] : chunk) {
+  for (auto field : chunk) {
+    std::string_view key_view;
+    od::value value;
+    if (field.unescaped_key().get(key_view) || field.value().get(value)) return unreadable;
+    const std::string key(key_view);
     if (key == "choices") {
-      simdjson::dom::array list;
+      od::array list;
       if (value.get_array().get(list)) continue;
-      for (simdjson::dom::element c : list) {
+      for (auto element : list) {
+        od::object c;
+        if (element.get_object().get(c)) return failed("sent a choice without an integer index");
         std::int64_t index = 0;
-        if (c["index"].error() != simdjson::NO_SUCH_FIELD && c["index"].get_int64().get(index)) {
-          return failed("sent a choice without an integer index");
+        std::optional<JsonNode> delta;
+        std::optional<JsonNode> logprobs;
+        std::optional<JsonNode> reason;
+        for (auto member : c) {
+          std::string_view name;
+          od::value v;
+          if (member.unescaped_key().get(name) || member.value().get(v)) return unreadable;
+          if (name == "index") {
+            if (v.get_int64().get(index)) return failed("sent a choice without an integer index");
+          } else if (name == "delta" || name == "logprobs" || name == "finish_reason") {
+            std::optional<JsonNode>& node =
+                name == "delta" ? delta : (name == "logprobs" ? logprobs : reason);
+            if (node_of(v, node.emplace())) return unreadable;
+          }
         }
         if (index < 0 || index >= choices_asked_) {
           return failed("sent a choice index the request did not ask for");
         }
         Choice& choice = choices_[index];
-        if (simdjson::dom::element delta; !c["delta"].get(delta)) {
-          merge(choice.message, node_of(delta), {});
-        }
-        if (simdjson::dom::element logprobs; !c["logprobs"].get(logprobs)) {
-          merge(choice.logprobs, node_of(logprobs), {});
-        }
-        if (simdjson::dom::element reason; !c["finish_reason"].get(reason) && !reason.is_null()) {
-          choice.finish_reason = node_of(reason);
-        }
+        if (delta) merge(choice.message, *delta, {});
+        if (logprobs) merge(choice.logprobs, *logprobs, {});
+        if (reason && reason->kind != Kind::kNull) choice.finish_reason = std::move(*reason);
       }
       continue;
     }
-    if (value.is_null() || std::find(kKept.begin(), kKept.end(), key) == kKept.end()) continue;
-    const std::string name(key);
-    if (JsonNode* mine = member(top_, name)) {
-      *mine = node_of(value);
+    if (std::find(kKept.begin(), kKept.end(), key) == kKept.end()) continue;
+    JsonNode node;
+    if (node_of(value, node)) return unreadable;
+    if (node.kind == Kind::kNull) continue;
+    if (JsonNode* mine = member(top_, key)) {
+      *mine = std::move(node);
     } else {
-      top_.keys.push_back(name);
-      top_.items.push_back(node_of(value));
+      top_.keys.push_back(key);
+      top_.items.push_back(std::move(node));
     }
   }
   return Status::ok();

@@ -26,6 +26,29 @@ TEST(WholeAnswer, ContentChunksMakeOneMessageWithItsUsage) {
             R"("system_fingerprint":"fp_1"})");
 }
 
+// Valid JSON may hold a number past 64 bits or a double's range: the answer keeps it as
+// sent (it failed the chunk, and with it the flex attempt), as it keeps every number's own
+// text. What is not one JSON object still fails.
+TEST(WholeAnswer, NumbersStayAsSentWhateverTheirSize) {
+  WholeAnswer whole;
+  ASSERT_TRUE(whole.add(
+      R"({"id":"c","created":1700000000,"choices":[{"index":0,"delta":{"role":"assistant",)"
+      R"("content":"x","x_big":123456789012345678901234567890},"logprobs":{"content":)"
+      R"([{"token":"x","logprob":-0.5e-3 }]},"finish_reason":null}]})"));
+  ASSERT_TRUE(whole.add(R"({"id":"c","choices":[{"index":0,"delta":{},"finish_reason":"stop"}],)"
+                        R"("usage":{"prompt_tokens":5,"completion_tokens":1,"x_far":-1e400}})"));
+  EXPECT_EQ(whole.build(),
+            R"({"id":"c","object":"chat.completion","created":1700000000,"choices":[{"index":0,)"
+            R"("message":{"role":"assistant","content":"x","refusal":null,)"
+            R"("x_big":123456789012345678901234567890},"logprobs":{"content":[{"token":"x",)"
+            R"("logprob":-0.5e-3}]},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,)"
+            R"("completion_tokens":1,"x_far":-1e400}})");
+  for (const char* bad : {R"({"id":"c"} x)", "[1]", R"({"id":"c",})", R"({"choices":[1]})",
+                          R"({"choices":[{"index":"0"}]})", R"({"choices":[{"index":1e30}]})"}) {
+    EXPECT_FALSE(WholeAnswer().add(bad)) << bad;
+  }
+}
+
 TEST(WholeAnswer, ToolCallsMergeByIndexAndLoseIt) {
   WholeAnswer whole;
   for (const char* chunk : {
