@@ -2768,6 +2768,7 @@ Task<Gateway::Answered> Gateway::send_with_fallback(const OperationInfo& info,
       std::string opening;
       Status read_failed;
       std::string_view failed;
+      bool bom_looked_for = false;  // a byte order mark that starts it is dropped (drop_bom)
       for (;;) {
         const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
             until - std::chrono::steady_clock::now());
@@ -2784,6 +2785,7 @@ Task<Gateway::Answered> Gateway::send_with_fallback(const OperationInfo& info,
           break;
         }
         opening.append(*piece);
+        if (!bom_looked_for && !(bom_looked_for = http::drop_bom(opening))) continue;
         const std::optional<bool> error_first = opens_with_error(opening);
         if (error_first.value_or(false)) {
           failed = "sent an error event where its stream's first event belongs";
@@ -3100,6 +3102,7 @@ Task<Result<Gateway::Gathered>> Gateway::gather(http::UpstreamResponse& upstream
   http::SseFramer framer;
   std::string pending;
   std::size_t read = 0;
+  bool bom_looked_for = false;  // a byte order mark that starts it is dropped (drop_bom)
   for (bool done = false; !done;) {
     const auto left = std::chrono::ceil<std::chrono::milliseconds>(
         until - std::chrono::steady_clock::now());
@@ -3128,9 +3131,15 @@ Task<Result<Gateway::Gathered>> Gateway::gather(http::UpstreamResponse& upstream
       }
       pending.append(*piece);
     }
+    if (!bom_looked_for && !(bom_looked_for = http::drop_bom(pending)) && !done) continue;
     const std::size_t complete = framer.complete_prefix(pending);
     http::SseEvents events(std::string_view(pending).substr(0, complete));
     for (http::SseEvents::Event e; events.next(e);) {
+      if (e.raw.size() > limits::kSseEventBytesMax) {
+        co_return failed(
+            ErrorKind::kUpstreamFailed,
+            fmt::format("sent a stream event over {} bytes", limits::kSseEventBytesMax));
+      }
       if (meter.on_event(e.name, e.data) == StreamMeter::Verdict::kFinal) {
         done = true;
         break;
@@ -3402,6 +3411,18 @@ Task<void> Gateway::relay_stream(http::UpstreamResponse& upstream, std::string f
     co_await fail_stream(message, 402, why.code);
   };
 
+  // An upstream event past kSseEventBytesMax (one being read, or one a read completed) ends
+  // the stream with an error after what went before it.
+  auto event_over_limit = [&]() -> Task<void> {
+    if (client_here) relayed = meter.content_events();
+    log::warn("upstream event over limit", {{"request_id", bill.record.request_id},
+                                            {"provider", bill.record.provider},
+                                            {"bytes_max", limits::kSseEventBytesMax}});
+    route_broke();
+    co_await fail_stream(fmt::format("upstream '{}' sent a stream event over {} bytes",
+                                     bill.record.provider, limits::kSseEventBytesMax));
+  };
+
   // Whole events only go to the client; `pending` holds the tail of an unfinished one.
   std::string pending;
   http::SseFramer framer;  // where the complete events of `pending` + the next piece end
@@ -3461,12 +3482,18 @@ Task<void> Gateway::relay_stream(http::UpstreamResponse& upstream, std::string f
       edited.clear();
     };
     std::size_t at = 0;
-    std::optional<std::size_t> final_at;
+    std::optional<std::size_t> final_at;  // where the terminator begins, and ends
+    std::size_t final_end = 0;
     http::SseEvents events(buffer.substr(0, complete));
     http::SseEvents::Event e;
     while (events.next(e)) {
       const std::size_t begin = at;
       at += e.raw.size();
+      if (e.raw.size() > limits::kSseEventBytesMax) {  // whole within one read, or nearly
+        co_await write_run(begin);
+        co_await event_over_limit();
+        co_return;
+      }
       const std::int64_t events_before = meter.content_events();
       const StreamMeter::Verdict verdict = meter.on_event(e.name, e.data);
       if (bill.output_events_max > 0 && meter.content_events() > bill.output_events_max) {
@@ -3496,6 +3523,7 @@ Task<void> Gateway::relay_stream(http::UpstreamResponse& upstream, std::string f
       run_events = meter.content_events();
       if (verdict == StreamMeter::Verdict::kFinal) {
         final_at = begin;
+        final_end = at;
         break;
       }
     }
@@ -3507,7 +3535,8 @@ Task<void> Gateway::relay_stream(http::UpstreamResponse& upstream, std::string f
       const meter::Usage usage = bill_usage();
       const bool stored = co_await settle(bill, usage, ended_status());
       if (client_here && stored) {
-        co_await res.end_stream(buffer.substr(*final_at));
+        // The terminator ends the stream: what a server sends after it is not relayed.
+        co_await res.end_stream(buffer.substr(*final_at, final_end - *final_at));
         // The body's own end (a chunked body's last chunk) often comes in a write of its
         // own just after the terminator: read, the connection goes back to the pool rather
         // than closed, and the next stream needs no new handshake. Briefly (the deadline
@@ -3533,13 +3562,7 @@ Task<void> Gateway::relay_stream(http::UpstreamResponse& upstream, std::string f
     }
     framer.consumed(complete);
     if (pending.size() > limits::kSseEventBytesMax) {
-      if (client_here) relayed = meter.content_events();
-      log::warn("upstream event over limit", {{"request_id", bill.record.request_id},
-                                              {"provider", bill.record.provider},
-                                              {"bytes_max", limits::kSseEventBytesMax}});
-      route_broke();
-      co_await fail_stream(fmt::format("upstream '{}' sent a stream event over {} bytes",
-                                       bill.record.provider, limits::kSseEventBytesMax));
+      co_await event_over_limit();
       co_return;
     }
   }

@@ -213,12 +213,22 @@ void append_without_usage(std::string& out, std::string_view raw, std::string_vi
     out.append(raw);
     return;
   }
-  if (const std::size_t object = raw.find('{'); object != std::string_view::npos) {
-    if (const auto usage = top_level_usage(raw.substr(object))) {
-      out.append(raw.substr(0, object + usage->first));
-      out.append(raw.substr(object + usage->second));
-      return;
+  // One data: line: `data` lies within `raw` (a comment line before it may hold a brace).
+  const auto inside = [&](const char* p) {
+    return std::less_equal<const char*>()(raw.data(), p) &&
+           std::less_equal<const char*>()(p, raw.data() + raw.size());
+  };
+  if (!data.empty() && inside(data.data()) && inside(data.data() + data.size())) {
+    const std::size_t object = data.find('{');
+    const std::size_t offset = static_cast<std::size_t>(data.data() - raw.data()) + object;
+    if (const auto usage =
+            object == std::string_view::npos ? std::nullopt : top_level_usage(raw.substr(offset))) {
+      out.append(raw.substr(0, offset + usage->first));
+      out.append(raw.substr(offset + usage->second));
+    } else {
+      out.append(raw);  // none at the top, or not what it seemed: left alone
     }
+    return;
   }
   // A chunk spread over several data: lines, which SSE reads joined by line breaks: its
   // other lines kept, it goes out as one data: line (JSON has a line break only between

@@ -10,23 +10,28 @@ namespace {
 // just past the first blank line, a line terminator directly after another one, and returns
 // that position; or to where the bytes run out, returning npos. A leading blank line is
 // legal and ends an empty event. Either way `at` and `at_line_start` are left where the
-// scan goes on.
-std::size_t next_event_end(std::string_view s, std::size_t& at, bool& at_line_start) {
+// scan goes on. A CR ends its line at once, as the SSE standard reads it; when it is the
+// last byte, `after_cr` says so, and an LF that comes first in the next bytes is its CRLF's.
+std::size_t next_event_end(std::string_view s, std::size_t& at, bool& at_line_start,
+                           bool& after_cr) {
   for (std::size_t i = at; i < s.size(); ++i) {
     const char c = s[i];
+    if (after_cr) {
+      after_cr = false;
+      if (c == '\n') continue;
+    }
     if (c != '\n' && c != '\r') {
       at_line_start = false;
       continue;
     }
-    // A terminator: CRLF counts as one. A lone CR at the end of the data may be the start
-    // of a CRLF, so it is read again with more bytes.
+    // A terminator: CRLF counts as one.
     std::size_t next = i + 1;
     if (c == '\r') {
       if (next == s.size()) {
-        at = i;
-        return std::string_view::npos;
+        after_cr = true;
+      } else if (s[next] == '\n') {
+        ++next;
       }
-      if (s[next] == '\n') ++next;
     }
     if (at_line_start) {
       at = next;  // the next event starts on a line of its own
@@ -43,7 +48,8 @@ std::size_t next_event_end(std::string_view s, std::size_t& at, bool& at_line_st
 std::size_t end_of_first_event(std::string_view s) {
   std::size_t at = 0;
   bool at_line_start = true;
-  return next_event_end(s, at, at_line_start);
+  bool after_cr = false;
+  return next_event_end(s, at, at_line_start, after_cr);
 }
 
 std::string_view strip_value(std::string_view line, std::size_t colon) {
@@ -59,7 +65,7 @@ std::size_t sse_complete_prefix(std::string_view data) {
 }
 
 std::size_t SseFramer::complete_prefix(std::string_view data) {
-  for (std::size_t end; (end = next_event_end(data, scanned_, at_line_start_)) !=
+  for (std::size_t end; (end = next_event_end(data, scanned_, at_line_start_, after_cr_)) !=
                         std::string_view::npos;) {
     complete_ = end;
   }
@@ -70,6 +76,13 @@ void SseFramer::consumed(std::size_t n) {
   TP_ASSERT(n <= complete_);
   scanned_ -= n;
   complete_ -= n;
+}
+
+bool drop_bom(std::string& start) {
+  constexpr std::string_view kBom = "\xEF\xBB\xBF";
+  if (start.size() < kBom.size()) return !kBom.starts_with(start);
+  if (start.starts_with(kBom)) start.erase(0, kBom.size());
+  return true;
 }
 
 bool SseEvents::next(Event& event) {

@@ -27,8 +27,14 @@ class SseFramer {
  private:
   std::size_t scanned_ = 0;     // bytes scanned so far
   bool at_line_start_ = true;   // the scan's state there
+  bool after_cr_ = false;       // ...and whether the last byte scanned was a CR
   std::size_t complete_ = 0;    // the complete prefix found so far
 };
+
+// The SSE standard ignores one byte order mark (U+FEFF) at the start of a stream: drops it
+// from `start`, a stream's first bytes. False while they may still be the start of one
+// (fewer than its three bytes, each of them its own), for the caller to ask again with more.
+bool drop_bom(std::string& start);
 
 // Walks the complete events of a prefix returned above, one at a time.
 class SseEvents {

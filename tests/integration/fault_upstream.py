@@ -19,6 +19,11 @@ a double's range (valid JSON), usage 5 in and 7 out, and both an `x-request-id` 
 `body_cut` answers 200 with a Content-Length of 500 and closes after 40 bytes;
 `stream_head_hang` answers a 200 event-stream head, then nothing for 3 s; `head_hang` answers
 a whole chat completion after 3 s; `late_status:N` answers as `status:N` does, after 0.5 s.
+`sse_bom` answers an Anthropic event stream (input 7 tokens, output 3) that starts with a
+byte order mark; `sse_after_done` a chat stream with content after its `data: [DONE]`, in
+the same write; `sse_cr_stall` a chat stream whose first event ends in bare CRs, then
+nothing for 3 s; `sse_big_event` a chat stream whose first event is 4 MiB and one byte
+long, then `[DONE]`.
 `early413` answers 413 before reading the body and closes (a large body's write then
 fails). Each connection is logged on stderr as {"msg":"connection"}.
 Each request is logged on stderr as {"msg":"request","accept_encoding":...}. Prints
@@ -140,6 +145,47 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(json.dumps(ANSWER).encode()[:40])
             self.wfile.flush()
+            self.close_connection = True
+        elif MODE == "sse_bom":
+            events = [("message_start", {"type": "message_start", "message": {
+                          "id": "msg_1", "type": "message", "role": "assistant", "model": "m",
+                          "content": [], "stop_reason": None,
+                          "usage": {"input_tokens": 7, "output_tokens": 1}}}),
+                      ("content_block_start", {"type": "content_block_start", "index": 0,
+                                               "content_block": {"type": "text", "text": ""}}),
+                      ("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                               "delta": {"type": "text_delta", "text": "Hi"}}),
+                      ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+                      ("message_delta", {"type": "message_delta",
+                                         "delta": {"stop_reason": "end_turn"},
+                                         "usage": {"output_tokens": 3}}),
+                      ("message_stop", {"type": "message_stop"})]
+            body = "".join("event: %s\ndata: %s\n\n" % (name, json.dumps(data))
+                           for name, data in events)
+            self.answer(200, "text/event-stream", b"\xef\xbb\xbf" + body.encode())
+        elif MODE in ("sse_after_done", "sse_cr_stall", "sse_big_event"):
+            def chunk(content):
+                return json.dumps({"id": "c1", "object": "chat.completion.chunk", "model": "m",
+                                   "choices": [{"index": 0, "delta": {"content": content},
+                                                "finish_reason": None}]})
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            if MODE == "sse_cr_stall":
+                self.wfile.write(("data: " + chunk("Hi") + "\r\r").encode())
+                self.wfile.flush()
+                time.sleep(3)
+            elif MODE == "sse_big_event":
+                event = "data: " + chunk("") + "\n\n"
+                padding = 4 * 1024 * 1024 + 1 - len(event)
+                self.wfile.write(("data: " + chunk("x" * padding) + "\n\ndata: [DONE]\n\n").encode())
+            else:
+                usage = json.dumps({"id": "c1", "choices": [],
+                                    "usage": {"prompt_tokens": 5, "completion_tokens": 1,
+                                              "total_tokens": 6}})
+                self.wfile.write(("data: %s\n\ndata: %s\n\ndata: [DONE]\n\ndata: %s\n\n"
+                                  "data: [DONE]\n\n" % (chunk("Hi"), usage, chunk("LEAK"))).encode())
             self.close_connection = True
         elif MODE == "late_end":
             self.send_response(200)

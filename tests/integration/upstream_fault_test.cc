@@ -170,6 +170,62 @@ TEST(UpstreamFault, AWholeAnswerFailingPastTheDeadlineIsNoFallback) {
   }
 }
 
+// Streams as the SSE standard reads them, past what the common case shows: a byte order mark
+// first is no part of the first event (whose usage was missed, and the request billed an
+// estimate); an event ending in a bare CR is whole at once (it waited for the next byte,
+// which may never come); the terminator ends the stream (what followed it in the same
+// read reached the client); and an event that a read completes is held to the event limit
+// as one still arriving is.
+TEST(UpstreamFault, StreamsAreReadAsTheSseStandardReadsThem) {
+  const FaultStack bom("sse_bom");
+  ASSERT_GT(bom.port, 0) << bom.log();
+  const auto anthropic = http_request(
+      bom.port, "POST", "/v1/messages",
+      R"({"model":"solo_an","max_tokens":10,"stream":true,"messages":[{"role":"user","content":"hi"}]})",
+      {{"x-api-key", bom.key}, {"anthropic-version", "2023-06-01"}});
+  ASSERT_EQ(anthropic.status, 200) << anthropic.body;
+  EXPECT_NE(anthropic.body.find("event: message_stop"), std::string::npos) << anthropic.body;
+  const std::string rows =
+      http_request(bom.port, "GET", "/api/usage", {}, {{"authorization", "Bearer " + bom.key}})
+          .body;
+  EXPECT_NE(rows.find(R"("input_tokens":7,)"), std::string::npos) << rows;
+  EXPECT_NE(rows.find(R"("output_tokens":3,)"), std::string::npos) << rows;
+
+  const FaultStack after("sse_after_done");
+  ASSERT_GT(after.port, 0) << after.log();
+  const auto done = after.chat("solo", R"("stream":true,)");
+  ASSERT_EQ(done.status, 200) << done.body;
+  EXPECT_NE(done.body.find("Hi"), std::string::npos) << done.body;
+  EXPECT_NE(done.body.find("data: [DONE]"), std::string::npos) << done.body;
+  EXPECT_EQ(done.body.find("LEAK"), std::string::npos) << done.body;
+
+  const FaultStack cr("sse_cr_stall", "upstream: { idle_timeout_ms: 500 }\n");
+  ASSERT_GT(cr.port, 0) << cr.log();
+  // A stream cut after its head ends with an error event and no end of body: read raw,
+  // up to that event.
+  auto cut_stream = [](const FaultStack& stack) {
+    RawConnection raw(stack.port);
+    const std::string body = R"({"model":"solo","stream":true,"max_tokens":10,"messages":[]})";
+    EXPECT_TRUE(raw.send("POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer " +
+                         stack.key + "\r\nContent-Type: application/json\r\nContent-Length: " +
+                         std::to_string(body.size()) + "\r\n\r\n" + body));
+    return raw.read_until("upstream_error", std::chrono::seconds(10));
+  };
+  const std::string stalled = cut_stream(cr);
+  EXPECT_NE(stalled.find("HTTP/1.1 200"), std::string::npos) << stalled;
+  const std::size_t hi = stalled.find(R"("content": "Hi")");
+  EXPECT_NE(hi, std::string::npos) << stalled;
+  EXPECT_LT(hi, stalled.find("timed out")) << stalled;
+
+  const FaultStack big("sse_big_event");
+  ASSERT_GT(big.port, 0) << big.log();
+  const std::string huge = cut_stream(big);
+  EXPECT_NE(huge.find("HTTP/1.1 200"), std::string::npos) << huge.substr(0, 400);
+  EXPECT_LT(huge.size(), std::size_t{4096}) << huge.substr(0, 400);
+  EXPECT_NE(huge.find("sent a stream event over 4194304 bytes"), std::string::npos)
+      << huge.substr(0, 400);
+}
+
 // A route whose stream's first event never came, after which the fallback deadline had
 // passed, is no fallback: the request did not move on (it was counted as one).
 TEST(UpstreamFault, AFailureAfterTheDeadlineIsNoFallback) {

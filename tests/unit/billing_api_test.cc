@@ -123,6 +123,9 @@ TEST(StreamMeter, TheUsageAskedForOnTheClientsBehalfIsTakenOutOfEachChunk) {
   EXPECT_EQ(without("data: {\"x_groq\":{\"id\":\"r\",\"usage\":{\"a\":1}},\"usage\":null}\n\n"),
             "data: {\"x_groq\":{\"id\":\"r\",\"usage\":{\"a\":1}}}\n\n");
   EXPECT_EQ(without("data: {\"choices\":[] , \"usage\" : null }\n\n"), "data: {\"choices\":[] }\n\n");
+  // Lines before the data line (a comment, an id) may hold braces of their own.
+  EXPECT_EQ(without(": {k}\nid: {7}\ndata: {\"choices\":[],\"usage\":null}\n\n"),
+            ": {k}\nid: {7}\ndata: {\"choices\":[]}\n\n");
   // Not JSON as expected: left as it is.
   for (const char* odd : {"data: {\"choices\":[],\"usage\":{\"a\":\"}\n\n",
                           "data: {\"choices\":\"usage\",\"usage\"\n\n"}) {
