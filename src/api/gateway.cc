@@ -731,8 +731,10 @@ bool believable(Bill& bill, const meter::Usage& reported) {
   bill.capped = true;
   log::warn(output_past ? "upstream reported far more output than the request's max_tokens (else "
                           "its model's max_output_tokens) allows; charging what was held at most"
-                        : "upstream reported far more input than its model's context_tokens "
-                          "allows; charging what was held at most",
+            : bill.embeddings ? "upstream reported far more input than the embeddings request "
+                                "holds; charging what was held at most"
+                              : "upstream reported far more input than its model's "
+                                "context_tokens allows; charging what was held at most",
             {{"request_id", bill.record.request_id},
              {"provider", bill.record.provider},
              {"output_tokens", reported.output_tokens},
@@ -1280,7 +1282,12 @@ Result<ModelPage> anthropic_page(std::string_view target,
   if (!params) return params.status();
   std::size_t limit = 20;
   std::optional<std::string> after, before;
+  bool limit_given = false;
   for (const auto& [key, value] : *params) {
+    if ((key == "limit" && std::exchange(limit_given, true)) || (key == "after_id" && after) ||
+        (key == "before_id" && before)) {
+      return Status{ErrorKind::kInvalidRequest, fmt::format("'{}' is given twice", key)};
+    }
     if (key == "limit") {
       std::size_t n = 0;
       const auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), n);
@@ -1640,8 +1647,10 @@ Task<void> Gateway::handle(http::Request& req, Responder& res) {
     co_await res.send(status, kJson, readiness);
   } else if (const std::string_view allowed = methods_of(path); !allowed.empty()) {
     res.add_header("allow", allowed);
-    co_await send_error(res, Surface::kOpenAI, 405,
-                        fmt::format("{} accepts {} only", path, allowed));
+    // The models' paths answer in the shape their caller reads (models_surface).
+    co_await send_error(res,
+                        path.starts_with("/v1/models") ? models_surface(req) : Surface::kOpenAI,
+                        405, fmt::format("{} accepts {} only", path, allowed));
   } else {
     co_await send_error(res, surface_of(path), 404,
                         fmt::format("unknown path: {} {}", req.method(),
@@ -1786,11 +1795,18 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
   bill.premium = served.premium;
   bill.record.provider = provider.name;
   bill.record.model = served.model->name;
-  bill.output_believed_max = with_margin(
-      std::min(body.max_tokens.value_or(served.model->max_output_tokens), meter::kTokensMax) *
-      body.choices);
-  if (!bill.embeddings && !body.has_tools && bill.search_calls == 0) {
-    bill.input_believed_max = with_margin(served.model->context_tokens);
+  if (bill.embeddings) {
+    // No output; input past the model's context in a batch (each input is embedded on its
+    // own), never past the body's bytes.
+    bill.output_believed_max = with_margin(0);
+    bill.input_believed_max = with_margin(input_tokens_max(body));
+  } else {
+    bill.output_believed_max = with_margin(
+        std::min(body.max_tokens.value_or(served.model->max_output_tokens), meter::kTokensMax) *
+        body.choices);
+    if (!body.has_tools && bill.search_calls == 0) {
+      bill.input_believed_max = with_margin(served.model->context_tokens);
+    }
   }
   if (log::enabled(log::Level::kDebug)) {
     log::debug("routed", {{"request_id", bill.record.request_id},

@@ -204,11 +204,17 @@ TEST(Models, TheAnthropicListComesInPages) {
             std::string::npos);
   EXPECT_NE(page("").body.find(R"("has_more":false,"first_id":"a1","last_id":"a3")"),
             std::string::npos);
-  for (const std::string bad : {"?limit=0", "?limit=x", "?after_id=a1&before_id=a3"}) {
+  for (const std::string bad : {"?limit=0", "?limit=x", "?after_id=a1&before_id=a3",
+                                "?limit=1&limit=2", "?after_id=a1&after_id=a2"}) {
     const auto res = page(bad);
     EXPECT_EQ(res.status, 400) << bad;
     EXPECT_NE(res.body.find(R"("type":"error")"), std::string::npos) << res.body;  // its shape
   }
+  EXPECT_EQ(page("?limit=1&foo=bar").status, 200);
+  // A method the path does not take is refused in the caller's shape too.
+  const auto post = http_request(gw.port, "POST", "/v1/models", "{}", headers);
+  EXPECT_EQ(post.status, 405);
+  EXPECT_NE(post.body.find(R"("type":"error")"), std::string::npos) << post.body;
   // An id no longer listed (a reload, a narrower allowlist) ends the paging.
   EXPECT_NE(page("?after_id=gone").body.find(
                 R"({"data":[],"has_more":false,"first_id":null,"last_id":null})"),

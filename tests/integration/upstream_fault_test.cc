@@ -60,6 +60,8 @@ struct FaultStack {
             "input_per_mtok: \"0.01\", output_per_mtok: \"0.01\" }]\n"
             "  - name: solo_an\n    routes: [{ provider: faulty_an, input_per_mtok: \"1\", "
             "output_per_mtok: \"1\" }]\n"
+            "  - name: embed\n    kind: embeddings\n    routes: [{ provider: faulty, "
+            "input_per_mtok: \"1\", output_per_mtok: \"1\" }]\n"
             "  - name: flexm\n    routes:\n"
             "      - { provider: faulty, input_per_mtok: \"2\", output_per_mtok: \"2\", "
             "flex_input_per_mtok: \"1\", flex_output_per_mtok: \"1\" }\n"
@@ -432,6 +434,23 @@ TEST(UpstreamFault, AReportPastWhatTheModelCanDoIsChargedItsHoldAtMost) {
         std::string::npos)
         << mode;
   }
+}
+
+// An embeddings answer is bounded by its request too: no output, and input no more than the
+// body's bytes (a batch may pass the model's context). It was believed whatever it said: a
+// 90-byte request could cost 1,000 USD.
+TEST(UpstreamFault, AnEmbeddingsReportPastItsRequestIsChargedItsHoldAtMost) {
+  const FaultStack stack("overreport_input");
+  ASSERT_GT(stack.port, 0) << stack.log();
+  const auto res =
+      http_request(stack.port, "POST", "/v1/embeddings", R"({"model":"embed","input":"hi"})",
+                   {{"authorization", "Bearer " + stack.key}});
+  ASSERT_EQ(res.status, 200) << res.body;
+  const Money charged = Money::parse(res.header("x-turnpike-cost-usd")).value();
+  EXPECT_LE(charged, Money::parse("0.0001").value()) << res.header("x-turnpike-cost-usd");
+  EXPECT_NE(stack.gateway->log().find("far more input than the embeddings request holds"),
+            std::string::npos)
+      << stack.gateway->log();
 }
 
 // A provider's error page that is not JSON keeps its status but comes in the client's own
