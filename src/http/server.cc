@@ -386,8 +386,9 @@ struct Server::Worker {
   std::size_t connections = 0;
   // Connections refused at limits.connections_per_thread_max since the last line that said
   // so, and when that line was written: at most one a second.
-  std::size_t refused = 0;
+  std::size_t refused = 0;  // refused since the last line that said so
   std::chrono::steady_clock::time_point refused_logged{};
+  bool refused_line_due = false;  // a line is to say what was refused since (see accept_loop)
   bool draining = false;
   bool cutting = false;  // the drain's time is up: every wait is being cut
   std::chrono::steady_clock::time_point drain_deadline{};
@@ -587,6 +588,21 @@ Task<void> Server::run_chore(const Chore& chore) {
   }
 }
 
+void Server::log_refused(Worker& worker) {
+  log::warn("connections refused: per-thread limit",
+            {{"limit", limits_.connections_per_thread_max}, {"refused", worker.refused}});
+  worker.refused = 0;
+  worker.refused_logged = std::chrono::steady_clock::now();
+}
+
+Task<void> Server::log_refused_later(Worker& worker) {
+  Timer timer(worker.ioc.get_executor());
+  timer.expires_at(worker.refused_logged + std::chrono::seconds(1));
+  co_await timer.async_wait(use_nothrow);
+  worker.refused_line_due = false;
+  if (worker.refused > 0) log_refused(worker);
+}
+
 Task<void> Server::accept_loop(Worker& worker) {
   for (;;) {
     auto [ec, socket] = co_await worker.acceptor->async_accept(use_nothrow);
@@ -602,12 +618,11 @@ Task<void> Server::accept_loop(Worker& worker) {
       // A client that reconnects in a loop must not fill the log: a line a second at most,
       // with how many were refused since the last.
       ++worker.refused;
-      const auto now = std::chrono::steady_clock::now();
-      if (now - worker.refused_logged >= std::chrono::seconds(1)) {
-        log::warn("connections refused: per-thread limit",
-                  {{"limit", limits_.connections_per_thread_max}, {"refused", worker.refused}});
-        worker.refused = 0;
-        worker.refused_logged = now;
+      if (std::chrono::steady_clock::now() - worker.refused_logged >= std::chrono::seconds(1)) {
+        log_refused(worker);
+      } else if (!std::exchange(worker.refused_line_due, true)) {
+        // Said a second after the last line, should no refusal come to say it then.
+        asio::co_spawn(worker.ioc.get_executor(), log_refused_later(worker), asio::detached);
       }
       continue;  // the socket closes as it leaves scope
     }

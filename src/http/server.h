@@ -239,6 +239,10 @@ class Server {
  private:
   struct Worker;
   Task<void> accept_loop(Worker& worker);
+  // Logs the connections `worker` refused at its limit since the last such line, now, or
+  // (log_refused_later) a second after that line.
+  void log_refused(Worker& worker);
+  Task<void> log_refused_later(Worker& worker);
   Task<void> serve_connection(Worker& worker, Socket socket);
   Task<void> watch_drain(Worker& worker);
   struct Chore;

@@ -334,11 +334,14 @@ Task<Result<std::string>> UpstreamResponse::read_all(std::size_t limit,
 // ---------------------------------------------------------------------------------------
 // UpstreamPool
 
-UpstreamPool::UpstreamPool(asio::io_context& ioc, std::size_t endpoints, std::size_t idle_max)
+UpstreamPool::UpstreamPool(asio::io_context& ioc, std::size_t endpoints, std::size_t idle_max,
+                           std::chrono::milliseconds pooled_idle)
     : ioc_(ioc),
       deadlines_(std::make_unique<DeadlineTicker>(ioc)),
       idle_(endpoints),
-      idle_max_(idle_max) {}
+      idle_max_(idle_max),
+      pooled_idle_(pooled_idle),
+      sweep_timer_(ioc.get_executor()) {}
 
 UpstreamPool::~UpstreamPool() = default;
 
@@ -349,8 +352,7 @@ std::size_t UpstreamPool::idle_connections(std::size_t endpoint_index) const {
 std::unique_ptr<UpstreamConnection> UpstreamPool::take_idle(const UpstreamEndpoint& ep) {
   auto& list = idle_[ep.index];
   const std::uint64_t generation = ep.addresses->generation();
-  const auto oldest_allowed = std::chrono::steady_clock::now() -
-                              milliseconds(limits::kUpstreamPooledIdleMs);
+  const auto oldest_allowed = std::chrono::steady_clock::now() - pooled_idle_;
   // Most recently used first: it is the likeliest to still be open.
   while (!list.empty()) {
     std::unique_ptr<UpstreamConnection> conn = std::move(list.back());
@@ -392,16 +394,49 @@ std::unique_ptr<UpstreamConnection> UpstreamPool::take_idle(const UpstreamEndpoi
   return nullptr;
 }
 
+namespace {
+
+// Lets the connections of `list` (oldest first) that have been idle since before
+// `oldest_allowed` go.
+void drop_older(std::vector<std::unique_ptr<UpstreamConnection>>& list,
+                std::chrono::steady_clock::time_point oldest_allowed) {
+  list.erase(list.begin(), std::find_if(list.begin(), list.end(), [&](const auto& idle) {
+               return idle->idle_since >= oldest_allowed;
+             }));
+}
+
+}  // namespace
+
+void UpstreamPool::arm_sweep(std::chrono::steady_clock::time_point idle_since) {
+  sweep_armed_ = true;
+  sweep_timer_.expires_at(idle_since + pooled_idle_);
+  // A wait that was due when the pool went runs all the same, with no error: only `alive`
+  // says `this` is gone.
+  sweep_timer_.async_wait(
+      [this, alive = std::weak_ptr<const int>(alive_)](const boost::system::error_code& ec) {
+        if (ec || alive.expired()) return;
+        sweep_armed_ = false;
+        sweep();
+      });
+}
+
+void UpstreamPool::sweep() {
+  const auto oldest_allowed = std::chrono::steady_clock::now() - pooled_idle_;
+  std::optional<std::chrono::steady_clock::time_point> oldest;  // of those left
+  for (auto& list : idle_) {
+    drop_older(list, oldest_allowed);
+    if (!list.empty())
+      oldest = std::min(oldest.value_or(list.front()->idle_since), list.front()->idle_since);
+  }
+  if (oldest) arm_sweep(*oldest);
+}
+
 void UpstreamPool::give_back(std::unique_ptr<UpstreamConnection> conn) {
   auto& list = idle_[conn->endpoint_index];
   const auto now = std::chrono::steady_clock::now();
   // The oldest sit at the front, where take_idle (which takes the newest) never looks: let
-  // those past their time go here, or a pool that never drains keeps them open (a server
-  // that closed them leaves them in CLOSE-WAIT).
-  const auto oldest_allowed = now - milliseconds(limits::kUpstreamPooledIdleMs);
-  list.erase(list.begin(), std::find_if(list.begin(), list.end(), [&](const auto& idle) {
-               return idle->idle_since >= oldest_allowed;
-             }));
+  // those past their time go here too, or a busy pool that never drains keeps them open.
+  drop_older(list, now - pooled_idle_);
   if (list.size() >= idle_max_) return;  // closes it
   conn->idle_since = now;
   conn->deadline->clear();
@@ -418,6 +453,7 @@ void UpstreamPool::give_back(std::unique_ptr<UpstreamConnection> conn) {
     }
   }
   list.push_back(std::move(conn));
+  if (!sweep_armed_) arm_sweep(now);
 }
 
 std::optional<SteadyTime> UpstreamTimeouts::start_limit() const {

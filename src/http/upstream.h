@@ -144,8 +144,11 @@ class UpstreamPool {
  public:
   // Keeps at most `idle_max` idle connections per endpoint; more are closed when their
   // response ends, so a pool smaller than the concurrency churns connections.
+  // An idle connection is let go after `pooled_idle`, while the pool is used or not.
   UpstreamPool(asio::io_context& ioc, std::size_t endpoints,
-               std::size_t idle_max = limits::kUpstreamIdleConnectionsMax);
+               std::size_t idle_max = limits::kUpstreamIdleConnectionsMax,
+               std::chrono::milliseconds pooled_idle =
+                   std::chrono::milliseconds(limits::kUpstreamPooledIdleMs));
   ~UpstreamPool();
 
   // Sends one request and reads the response headers. `head` is the full request head
@@ -168,12 +171,20 @@ class UpstreamPool {
                                                             const UpstreamTimeouts& timeouts);
   std::unique_ptr<UpstreamConnection> take_idle(const UpstreamEndpoint& ep);
   void give_back(std::unique_ptr<UpstreamConnection> conn);
+  // Lets idle connections past `pooled_idle_` go while nothing else comes to the pool
+  // (its traffic stopped): left, those a server closed would stay in CLOSE-WAIT. Armed
+  // while any connection is idle, for when the oldest (idle since `idle_since`) is due.
+  void arm_sweep(std::chrono::steady_clock::time_point idle_since);
+  void sweep();
 
   asio::io_context& ioc_;
   std::shared_ptr<const int> alive_ = std::make_shared<const int>(0);  // see Impl::pool_alive
   std::unique_ptr<DeadlineTicker> deadlines_;  // outlives every connection below
   std::vector<std::vector<std::unique_ptr<UpstreamConnection>>> idle_;
   std::size_t idle_max_;
+  std::chrono::milliseconds pooled_idle_;
+  Timer sweep_timer_;
+  bool sweep_armed_ = false;
   UpstreamPoolStats stats_;
 };
 

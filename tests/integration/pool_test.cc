@@ -82,6 +82,30 @@ TEST(UpstreamPool, KeepsUpToItsIdleLimitAndReusesThem) {
   }
 }
 
+// An idle connection is let go once its idle time is up even when no request comes to the
+// pool again: a server that closed it would leave it in CLOSE-WAIT for as long as the
+// traffic stayed away (it was looked at only when the pool was next used).
+TEST(UpstreamPool, IdleConnectionsGoWhenTheirTimeIsUpWithoutTraffic) {
+  Process sim(bin("turnpike-sim"), {"--listen", "127.0.0.1:0", "--api-key", "sk-provider-secret"});
+  const int port = sim.wait_listening();
+  ASSERT_GT(port, 0);
+  http::HostResolver resolver;
+  auto url = http::parse_base_url("http://127.0.0.1:" + std::to_string(port) + "/v1");
+  ASSERT_TRUE(url);
+  const http::UpstreamEndpoint endpoint{"sim", *url, 0, nullptr,
+                                        resolver.add(url->host, url->port)};
+  http::asio::io_context ioc;
+  http::UpstreamPool pool(ioc, 1, /*idle_max=*/16, /*pooled_idle=*/300ms);
+  ASSERT_EQ(wave(ioc, pool, endpoint, 4), 4);
+  EXPECT_EQ(pool.idle_connections(0), 4u);
+  ioc.restart();
+  for (int i = 0; i < 300 && pool.idle_connections(0) > 0; ++i) ioc.run_for(10ms);
+  EXPECT_EQ(pool.idle_connections(0), 0u);
+  // The pool still serves, and keeps its new connections as before.
+  ASSERT_EQ(wave(ioc, pool, endpoint, 2), 2);
+  EXPECT_EQ(pool.idle_connections(0), 2u);
+}
+
 // When the host's addresses change (DNS moved the provider), an idle connection to an
 // address no longer among them is let go: the next request goes to the new one, however
 // busy the pool keeps its old connections.
