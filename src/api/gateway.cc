@@ -562,6 +562,7 @@ struct Bill {
   // than the model can do, and that shortfall is the account's to pay.)
   std::int64_t output_believed_max = 0;
   std::int64_t input_believed_max = 0;
+  std::int64_t searches_believed_max = 0;  // server-side web searches (always checked)
   bool doubted = false;  // a report was past them: warned of, and the charge capped
   std::chrono::steady_clock::time_point started;
   store::UsageRecord record;
@@ -723,22 +724,27 @@ std::int64_t with_margin(std::int64_t tokens) {
 bool believable(Bill& bill, const meter::Usage& reported) {
   if (bill.doubted) return false;
   const std::int64_t input = reported.uncached_input() + reported.cached_tokens;
-  const bool output_past =
-      bill.output_believed_max > 0 && reported.output_tokens > bill.output_believed_max;
-  const bool input_past = bill.input_believed_max > 0 && input > bill.input_believed_max;
-  if (!output_past && !input_past) return true;
+  std::string_view past;  // what the report claims more of than the request can have
+  if (bill.output_believed_max > 0 && reported.output_tokens > bill.output_believed_max) {
+    past =
+        "far more output than the request's max_tokens (else its model's max_output_tokens) "
+        "allows";
+  } else if (bill.input_believed_max > 0 && input > bill.input_believed_max) {
+    past = bill.embeddings ? "far more input than the embeddings request holds"
+                           : "far more input than its model's context_tokens allows";
+  } else if (reported.web_searches > bill.searches_believed_max) {
+    past = "more web searches than the request allows (its tools' max_uses)";
+  } else {
+    return true;
+  }
   bill.doubted = true;
   bill.capped = true;
-  log::warn(output_past ? "upstream reported far more output than the request's max_tokens (else "
-                          "its model's max_output_tokens) allows; charging what was held at most"
-            : bill.embeddings ? "upstream reported far more input than the embeddings request "
-                                "holds; charging what was held at most"
-                              : "upstream reported far more input than its model's "
-                                "context_tokens allows; charging what was held at most",
+  log::warn(fmt::format("upstream reported {}; charging what was held at most", past),
             {{"request_id", bill.record.request_id},
              {"provider", bill.record.provider},
              {"output_tokens", reported.output_tokens},
-             {"input_tokens", input}});
+             {"input_tokens", input},
+             {"web_searches", reported.web_searches}});
   return false;
 }
 
@@ -1795,6 +1801,7 @@ Task<void> Gateway::proxy(Operation op, http::Request& req, Responder& res,
   bill.premium = served.premium;
   bill.record.provider = provider.name;
   bill.record.model = served.model->name;
+  bill.searches_believed_max = body.web_searches_believed;
   if (bill.embeddings) {
     // No output; input past the model's context in a batch (each input is embedded on its
     // own), never past the body's bytes.
@@ -3379,25 +3386,35 @@ Task<void> Gateway::relay_stream(http::UpstreamResponse& upstream, std::string f
   auto running = [&](std::int64_t more_output) {
     meter::Usage u = meter.usage(bill.input_max, meter.content_events());
     u.output_tokens = std::max(u.output_tokens, meter.content_events()) + more_output;
-    return u;
+    return with_search_calls(bill, u);  // the search the request is by itself, too
   };
   // How many content events may come before the next look: output_room counts tokens, and
-  // reported output beyond the events counted uses some of them.
+  // reported output beyond the events counted uses some of them. An account's licence to
+  // overdraw lifts what its hold covers, never a key's budget (which has no overdraft).
   auto events_covered = [&] {
-    if (bill.hold.id == 0 || bill.may_overdraw) return std::numeric_limits<std::int64_t>::max();
+    std::optional<Money> limit;
+    if (!bill.may_overdraw) limit = bill.covered;
+    if (bill.key.has_budget()) {
+      limit = std::min(limit.value_or(bill.key.set_aside()), bill.key.set_aside());
+    }
+    if (bill.hold.id == 0 || !limit) return std::numeric_limits<std::int64_t>::max();
     const meter::Usage u = running(0);
-    return output_room(bill.covered, u, prices) - (u.output_tokens - meter.content_events());
+    return output_room(*limit, u, prices) - (u.output_tokens - meter.content_events());
   };
   std::int64_t room = events_covered();
   std::int64_t usage_seen = 0;  // meter.usage_reports() at the last look
   // Whether what the stream may cost changed since the last look: more events than its
-  // room, a usage report, or its hold found lapsed.
+  // room, a usage report, its hold found lapsed, or more output counted than the request
+  // can have (which a report would not be believed for either).
   auto look_again = [&] {
-    return meter.content_events() > room || meter.usage_reports() != usage_seen || bill.lapsed;
+    return meter.content_events() > room || meter.usage_reports() != usage_seen || bill.lapsed ||
+           (!bill.doubted && meter.content_events() > bill.output_believed_max);
   };
   auto reach_further = [&] {
     usage_seen = meter.usage_reports();
-    if (!believable(bill, meter.usage(0, 0))) {
+    meter::Usage told = meter.usage(0, 0);  // as reported, its output as counted if more
+    told.output_tokens = std::max(told.output_tokens, meter.content_events());
+    if (!believable(bill, told)) {
       // Charged what it holds at most from here: the hold is not extended for it.
       room = std::numeric_limits<std::int64_t>::max();
       return true;

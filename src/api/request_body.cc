@@ -121,22 +121,30 @@ void find_media(simdjson::dom::element e, RequestBody& body, int depth = 0) {
   }
 }
 
-// The searches a `tools` list may run on the provider's side: each web_search tool's
-// max_uses, or kWebSearchesHeld without one. (A malformed list is the upstream's to refuse.)
-std::int64_t web_searches_max(simdjson::dom::element tools) {
+// The searches a `tools` list may run on the provider's side, as held (each web_search
+// tool's max_uses, or kWebSearchesHeld without one) and as believed (max_uses, or
+// kWebSearchesBelievedMax). (A malformed list is the upstream's to refuse.)
+struct Searches {
+  std::int64_t held = 0;
+  std::int64_t believed = 0;
+};
+Searches web_searches_of(simdjson::dom::element tools) {
   constexpr std::int64_t kWebSearchesMax = 1'000'000;  // keeps the hold's arithmetic small
   simdjson::dom::array list;
-  if (tools.get_array().get(list)) return 0;
-  std::int64_t searches = 0;
+  if (tools.get_array().get(list)) return {};
+  Searches searches;
   for (simdjson::dom::element tool : list) {
     std::string_view type;
     if (tool["type"].get_string().get(type) || !type.starts_with("web_search")) continue;
     std::int64_t uses = 0;
-    searches += tool["max_uses"].get_int64().get(uses) || uses < 0
-                    ? kWebSearchesHeld
-                    : std::min<std::int64_t>(uses, kWebSearchesMax);
+    const bool bounded = !tool["max_uses"].get_int64().get(uses) && uses >= 0;
+    uses = std::min<std::int64_t>(uses, kWebSearchesMax);
+    searches.held += bounded ? uses : kWebSearchesHeld;
+    searches.believed += bounded ? uses : kWebSearchesBelievedMax;
   }
-  return std::min(searches, kWebSearchesMax);
+  searches.held = std::min(searches.held, kWebSearchesMax);
+  searches.believed = std::min(searches.believed, kWebSearchesMax);
+  return searches;
 }
 
 }  // namespace
@@ -176,7 +184,9 @@ Result<RequestBody> parse_request_body(std::string_view text) {
     } else if (key == "tools") {
       body.has_tools = true;
       // A second "tools" (which one the upstream keeps is its own) is held for too.
-      body.web_searches_max = std::max(body.web_searches_max, web_searches_max(value));
+      const Searches searches = web_searches_of(value);
+      body.web_searches_max = std::max(body.web_searches_max, searches.held);
+      body.web_searches_believed = std::max(body.web_searches_believed, searches.believed);
     } else if (key == "speed" || key == "inference_geo") {
       if (value.is_null()) continue;
       std::string_view option;
@@ -277,6 +287,7 @@ Result<RequestBody> parse_request_body(std::string_view text) {
   body.wants_audio |= messages && has_audio(*messages);
   if (messages && text.size() >= kMediaScanFromBytes) find_media(*messages, body);
   body.web_searches_max += body.web_search_options ? 1 : 0;
+  body.web_searches_believed += body.web_search_options ? 1 : 0;
   body.text = text;
   return body;
 }

@@ -18,6 +18,10 @@ inline constexpr std::int64_t kChoicesMax = 128;
 // Searches held for a web_search tool without max_uses (the provider sets no bound; more
 // are charged as a shortfall over the hold).
 inline constexpr std::int64_t kWebSearchesHeld = 10;
+// Searches a provider's count is believed up to for a web_search tool without max_uses: past
+// them (or past max_uses, or with no search asked for) the charge is capped at the hold, as
+// for a report past max_tokens.
+inline constexpr std::int64_t kWebSearchesBelievedMax = 100;
 
 // Top-level members Turnpike consumes itself and removes before forwarding (CONTRACT.md).
 inline constexpr std::string_view kOptionPrivacyTier = "privacy_tier";
@@ -61,6 +65,8 @@ struct RequestBody {
   // The most server-side web searches the request may run (Anthropic's web_search tool: its
   // max_uses, else kWebSearchesHeld; one for web_search_options), for the hold.
   std::int64_t web_searches_max = 0;
+  // The most a provider's count of them is believed (max_uses, else kWebSearchesBelievedMax).
+  std::int64_t web_searches_believed = 0;
   // Base64 payloads in the messages (images, documents, audio: see find_media), which are
   // not text and are counted apart: their bytes, and the input tokens they are taken to
   // be, typically and at most. Looked for only in bodies of kMediaScanFromBytes or more.

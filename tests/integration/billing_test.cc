@@ -931,35 +931,84 @@ struct OneSim {
   }
 };
 
-// A free route whose answer costs after all (a provider's search fee) is held like any
-// other charge: an account that cannot cover it does not get it, and is not overdrawn.
-TEST(Billing, AFreeRouteThatCostsAfterAllCannotOverdraw) {
+// Server-side searches are held for as the request declares them (a web_search tool's
+// max_uses, else 10), and a provider's count is believed only as far as the request allows
+// (max_uses, else 100; none without the tool): past it, the answer is charged what was
+// held at most. A count was believed whatever it said: one response reporting a million
+// searches took 10,000 USD from an account holding 1.
+TEST(Billing, ServerSideSearchesAreHeldForAndBelievedOnlyAsFarAsTheRequestAllows) {
   OneSim up("  - name: free\n    routes: [{ provider: an, input_per_mtok: \"0\", "
             "output_per_mtok: \"0\" }]\n",
             "billing: { trial_usd: \"0\" }");
   ASSERT_GT(up.port, 0) << up.gateway->log();
-  const std::string key = funded_key(up.port, "0.01");
-  const std::string body = R"({"model":"free","max_tokens":5,"messages":[{"role":"user","content":"hi"}],)"
-                           R"("sim":{"web_search_requests":50}})";
-  for (int i = 0; i < 3; ++i) {
-    const auto res = http_request(up.port, "POST", "/v1/messages", body,
-                                  {{"x-api-key", key}, {"anthropic-version", "2023-06-01"}});
-    EXPECT_EQ(res.status, 402) << res.body;  // 50 searches cost 0.50 USD: more than 0.01
+  const std::string key = funded_key(up.port, "1");
+  const std::map<std::string, std::string> auth = {{"x-api-key", key},
+                                                   {"anthropic-version", "2023-06-01"}};
+  auto ask = [&](const std::string& tools, int searches, bool stream) {
+    return http_request(
+        up.port, "POST", "/v1/messages",
+        R"({"model":"free","max_tokens":5,"messages":[{"role":"user","content":"hi"}],)" + tools +
+            R"("stream":)" + (stream ? "true" : "false") + R"(,"sim":{"web_search_requests":)" +
+            std::to_string(searches) + "}}",
+        auth);
+  };
+  const std::string unbounded = R"("tools":[{"type":"web_search_20250305","name":"web_search"}],)";
+  const std::string two =
+      R"("tools":[{"type":"web_search_20250305","name":"web_search","max_uses":2}],)";
+  const Money two_searches = Money::parse("0.02").value();  // at 10 USD per 1000
+  for (const bool stream : {false, true}) {
+    // Without the tool, the route is free and holds nothing: a count is not believed.
+    const Money start = available(up.port, key);
+    auto res = ask("", 1'000'000, stream);
+    EXPECT_EQ(res.status, 200) << res.body;
+    EXPECT_EQ(available(up.port, key), start) << stream;
+    // Past max_uses: charged the hold at most.
+    res = ask(two, 1'000'000, stream);
+    EXPECT_EQ(res.status, 200) << res.body;
+    EXPECT_GE(available(up.port, key), start - two_searches) << stream;
+    // Within it: charged.
+    const Money before = available(up.port, key);
+    res = ask(two, 2, stream);
+    EXPECT_EQ(res.status, 200) << res.body;
+    EXPECT_EQ(available(up.port, key), before - two_searches) << stream;
   }
-  // Streamed, it stops where the balance does, charged what it holds at most.
-  const auto streamed = http_request(
-      up.port, "POST", "/v1/messages",
-      R"({"model":"free","max_tokens":5,"stream":true,"messages":[{"role":"user","content":"hi"}],)"
-      R"("sim":{"web_search_requests":50}})",
-      {{"x-api-key", key}, {"anthropic-version", "2023-06-01"}});
-  EXPECT_GE(available(up.port, key), Money());
-  // Within the balance, it is charged.
-  const std::string few = R"({"model":"free","max_tokens":5,"messages":[{"role":"user","content":"hi"}],)"
-                          R"("sim":{"web_search_requests":0}})";
-  EXPECT_EQ(http_request(up.port, "POST", "/v1/messages", few,
-                         {{"x-api-key", key}, {"anthropic-version", "2023-06-01"}})
-                .status,
-            200);
+  // Without max_uses, ten searches are held (0.10 USD), and up to 100 believed: 50 cost
+  // 0.50 USD, past the hold, and the account covers them.
+  const Money before = available(up.port, key);
+  EXPECT_EQ(ask(unbounded, 50, false).status, 200);
+  EXPECT_EQ(available(up.port, key), before - Money::parse("0.50").value());
+  EXPECT_EQ(ask(unbounded, 1000, false).status, 200);  // past 100: the hold at most
+  EXPECT_GE(available(up.port, key), before - Money::parse("0.60").value());
+  const auto verify = http_request(up.port, "GET", "/admin/v1/ledger/verify", {}, kAdmin);
+  EXPECT_NE(verify.body.find(R"("ok":true)"), std::string::npos) << verify.body;
+  EXPECT_NE(up.gateway->log().find("more web searches than the request allows"), std::string::npos);
+}
+
+// A stream's running cost counts the search its request is by itself (OpenAI's
+// web_search_options): its tokens could use the part of the hold set aside for the search
+// fee, and the fee then overdrew the account at settlement without the account's one
+// overdraft, once for every such stream at once.
+TEST(Billing, AStreamsRunningCostCountsItsSearch) {
+  OneSim up(
+      "  - name: srch\n    routes: [{ provider: oa, input_per_mtok: \"3\", "
+      "output_per_mtok: \"15\", web_search_per_1k: \"25\" }]\n",
+      "billing: { trial_usd: \"0\" }");
+  ASSERT_GT(up.port, 0) << up.gateway->log();
+  // Each holds ~0.0255 USD (its body's bytes and 10 output tokens, and one search) and
+  // costs 0.04915 (8000 input tokens reported at the end, 10 output, the search).
+  const std::string key = funded_key(up.port, "0.06");
+  const std::string body =
+      R"({"model":"srch","stream":true,"max_tokens":10,"web_search_options":{},"messages":[],)"
+      R"("sim":{"input_tokens":8000,"output_tokens":10,"tokens_per_second":20}})";
+  std::vector<std::thread> streams;
+  for (int i = 0; i < 2; ++i) {
+    streams.emplace_back(
+        [&] { http_request(up.port, "POST", "/v1/chat/completions", body, bearer(key)); });
+  }
+  for (std::thread& t : streams) t.join();
+  // One of them may overdraw the account by its shortfall (0.06 − 0.04915 − what the other
+  // was charged, its hold at most); both overdrew it before (0.06 − 2 × 0.04915).
+  EXPECT_GE(available(up.port, key), Money::parse("-0.02").value());
   const auto verify = http_request(up.port, "GET", "/admin/v1/ledger/verify", {}, kAdmin);
   EXPECT_NE(verify.body.find(R"("ok":true)"), std::string::npos) << verify.body;
 }

@@ -24,6 +24,8 @@ byte order mark; `sse_after_done` a chat stream with content after its `data: [D
 the same write; `sse_cr_stall` a chat stream whose first event ends in bare CRs, then
 nothing for 3 s; `sse_big_event` a chat stream whose first event is 4 MiB and one byte
 long, then `[DONE]`.
+`sse_long_no_usage[:N]` a chat stream of N (default 5000) content chunks, then its finish and
+`[DONE]`, with no usage.
 `early413` answers 413 before reading the body and closes (a large body's write then
 fails). Each connection is logged on stderr as {"msg":"connection"}.
 Each request is logged on stderr as {"msg":"request","accept_encoding":...}. Prints
@@ -163,6 +165,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
             body = "".join("event: %s\ndata: %s\n\n" % (name, json.dumps(data))
                            for name, data in events)
             self.answer(200, "text/event-stream", b"\xef\xbb\xbf" + body.encode())
+        elif MODE.startswith("sse_long_no_usage"):
+            def event(delta, finish):
+                return ("data: " + json.dumps({"id": "c1", "object": "chat.completion.chunk",
+                                               "choices": [{"index": 0, "delta": delta,
+                                                            "finish_reason": finish}]})
+                        + "\n\n").encode()
+            chunks = int(MODE.split(":")[1]) if ":" in MODE else 5000
+            body = b"".join(event({"content": "x"}, None) for _ in range(chunks))
+            body += event({}, "stop") + b"data: [DONE]\n\n"
+            self.answer(200, "text/event-stream", body)
         elif MODE in ("sse_after_done", "sse_cr_stall", "sse_big_event"):
             def chunk(content):
                 return json.dumps({"id": "c1", "object": "chat.completion.chunk", "model": "m",

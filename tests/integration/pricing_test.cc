@@ -120,7 +120,8 @@ TEST(Pricing, AnthropicCacheWritesAndWebSearchesAreChargedAtTheirPrices) {
             (stream ? "true" : "false") +
             R"(,"messages":[{"role":"user","content":"look it up"}],"sim":{"input_tokens":40,)"
             R"("output_tokens":7,"cache_write_tokens":100,"cache_write_1h_tokens":60,)"
-            R"("web_search_requests":3}})",
+            R"("web_search_requests":3},"tools":[{"type":"web_search_20250305",)"
+            R"("name":"web_search","max_uses":5}]})",
         {{"x-api-key", stack.key}});
     ASSERT_EQ(res.status, 200) << res.body;
     const auto row = row_of(stack, res.header("x-request-id"));

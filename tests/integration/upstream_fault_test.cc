@@ -453,6 +453,41 @@ TEST(UpstreamFault, AnEmbeddingsReportPastItsRequestIsChargedItsHoldAtMost) {
       << stack.gateway->log();
 }
 
+// A stream that runs past what its account holds may take the account's one overdraft, but
+// never past its key's budget (which has no overdraft: it was never looked at again once
+// the overdraft was granted), nor past the output the request can have (the model's
+// max_output_tokens without a max_tokens: counted events were charged whatever their
+// number, where a usage report saying as much was capped at the hold).
+TEST(UpstreamFault, AStreamOnTheAccountsOverdraftKeepsToItsBudgetAndItsOutputBound) {
+  // The hold: ~60 input and 4096 output tokens at 1 USD per million; the stream counts 5000
+  // (0.005 USD), past what the account has.
+  const FaultStack stack("sse_long_no_usage", "billing: { trial_usd: \"0.0043\" }\n");
+  ASSERT_GT(stack.port, 0) << stack.log();
+  auto charged = [](const FaultStack& stack, const std::string& key) {
+    const auto res = http_request(stack.port, "POST", "/v1/chat/completions",
+                                  R"({"model":"solo","stream":true,"messages":[]})",
+                                  {{"authorization", "Bearer " + key}});
+    const std::string rows =
+        http_request(stack.port, "GET", "/api/usage", {}, {{"authorization", "Bearer " + key}})
+            .body;
+    const auto cost = Money::parse(string_field(rows, "cost_usd"));
+    EXPECT_TRUE(cost) << res.body.substr(0, 200) << rows;
+    return cost ? *cost : Money::usd(1000);
+  };
+  EXPECT_LE(charged(stack, create_key(stack.port)), Money::parse("0.0043").value());
+  EXPECT_NE(stack.gateway->log().find("far more output than the request's max_tokens"),
+            std::string::npos)
+      << stack.gateway->log();
+  // 4500 events are within the output bound (4096 and an eighth), past the account's
+  // 0.0043 USD and past the key's budget of 0.0044: it stops at the budget.
+  const FaultStack shorter("sse_long_no_usage:4500", "billing: { trial_usd: \"0.0043\" }\n");
+  ASSERT_GT(shorter.port, 0) << shorter.log();
+  const std::string budgeted = create_key(shorter.port, R"({"budget_usd":"0.0044"})");
+  EXPECT_LE(charged(shorter, budgeted), Money::parse("0.0044").value());
+  EXPECT_NE(shorter.gateway->log().find("the key's budget covers no more"), std::string::npos)
+      << shorter.gateway->log();
+}
+
 // A provider's error page that is not JSON keeps its status but comes in the client's own
 // error shape, which its SDK can read.
 TEST(UpstreamFault, AnHtmlErrorPageComesInTheClientsErrorShape) {
