@@ -3082,7 +3082,10 @@ Task<void> Gateway::answer_whole(http::UpstreamResponse& upstream, Surface surfa
     const Money owed = meter::price(with_search_calls(bill, *usage), bill.prices());
     if (!estimated && !overrun && !cover(bill, owed)) {
       // Delivered, it would overdraw the account past one response's shortfall (or pass
-      // the key's budget).
+      // the key's budget). Nothing is charged, but the provider did the work: its tokens
+      // count against the key's tpm, as a stream stopped so does.
+      bill.key.settle(usage->uncached_input() + usage->cached_tokens + usage->output_tokens,
+                      Money());
       co_await void_recorded(bill, bill.status_for(402));
       const Uncovered why = uncovered(bill);
       co_await send_error(res, surface, 402,

@@ -161,6 +161,24 @@ TEST(KeyLimits, AnAnswerPastTheBudgetIsNotDelivered) {
   EXPECT_EQ(chat(stack, key).status, 200);
 }
 
+// An answer refused for its cost (not delivered, charged nothing) still used its tokens
+// upstream: they count against the key's tpm, as a stopped stream's do. (Its estimate was
+// given back whole, so such requests passed the tpm without limit.)
+TEST(KeyLimits, AnAnswerRefusedForItsCostCountsItsTokens) {
+  Stack stack;
+  ASSERT_GT(stack.port, 0) << stack.gateway->log();
+  const std::string key = create_key(stack.port, R"({"tpm":5000,"budget_usd":"0.0001"})");
+  ASSERT_FALSE(key.empty());
+  // 10,000 input tokens at 0.15 USD per million: 0.0015 USD, past the budget.
+  const std::string dear =
+      R"({"model":"gpt-test","max_tokens":5,"messages":[],"sim":{"input_tokens":10000}})";
+  EXPECT_EQ(chat(stack, key, dear).status, 402);
+  // The minute's 5000 tokens are spent (and more): the next request waits.
+  const auto next = chat(stack, key);
+  EXPECT_EQ(next.status, 429) << next.body;
+  EXPECT_NE(next.body.find("5000 tokens per minute"), std::string::npos) << next.body;
+}
+
 // A stream whose reported input passes its hold asks the budget for more as it runs; the
 // account's headroom is no wider than the budget's, so a stream stopped at the budget is
 // charged within it.
