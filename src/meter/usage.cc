@@ -4,6 +4,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
+#include <string_view>
+#include <vector>
 
 #include "core/json_dom.h"
 
@@ -44,31 +47,69 @@ std::optional<std::int64_t> priced_count(simdjson::dom::element object, const ch
   return reported(object, key);
 }
 
+// A count that may be left out: absent (or null), reported, or malformed.
+struct MaybeCount {
+  std::optional<std::int64_t> value;
+  bool malformed = false;
+};
+MaybeCount maybe_count(simdjson::dom::element object, const char* key) {
+  simdjson::dom::element value;
+  if (object[key].get(value) || value.is_null()) return {};
+  const auto n = reported(object, key);
+  return {n, !n.has_value()};
+}
+
+// Whether no object in `value` (itself, or nested) names a member twice. A usage object that
+// does is malformed: the gateway would read one copy and a client another.
+bool members_unique(simdjson::dom::element value, int depth = 0) {
+  constexpr int kDepthMax = 8;  // a usage object is shallow
+  if (depth > kDepthMax) return false;
+  simdjson::dom::object object;
+  if (value.get_object().get(object)) return true;
+  std::vector<std::string_view> keys;
+  for (auto [key, member] : object) {
+    if (std::find(keys.begin(), keys.end(), key) != keys.end()) return false;
+    keys.push_back(key);
+    if (!members_unique(member, depth + 1)) return false;
+  }
+  return true;
+}
+
 simdjson::dom::parser& parser() {
   thread_local simdjson::dom::parser p;
   return p;
 }
 
-// Reads the cache counts `usage` reports into `u`, leaving the others as they were: reads,
-// and writes split by how long they are kept (all of them 5-minute ones when the split is
-// missing or does not add up).
-void take_cache(simdjson::dom::element usage, Usage& u) {
-  if (const auto read = reported(usage, "cache_read_input_tokens")) u.cached_tokens = *read;
-  const auto written = reported(usage, "cache_creation_input_tokens");
-  if (!written) return;
+// Reads the cache counts `usage` reports into `u`, leaving those it leaves out as they were:
+// reads, and writes split by how long they are kept (all of them 5-minute ones when the
+// split is missing or does not add up; the split's sum when it comes without a total).
+// False when a count is malformed: a dearer part must not become free (see priced_count).
+bool take_cache(simdjson::dom::element usage, Usage& u) {
+  const MaybeCount read = maybe_count(usage, "cache_read_input_tokens");
+  const MaybeCount written = maybe_count(usage, "cache_creation_input_tokens");
+  if (read.malformed || written.malformed) return false;
   simdjson::dom::element split;
   const bool has_split = !usage["cache_creation"].get(split) && split.is_object();
+  const MaybeCount five =
+      has_split ? maybe_count(split, "ephemeral_5m_input_tokens") : MaybeCount{};
+  const MaybeCount hour =
+      has_split ? maybe_count(split, "ephemeral_1h_input_tokens") : MaybeCount{};
+  const bool split_ok = !five.malformed && !hour.malformed && (five.value || hour.value);
+  if (!written.value && (five.malformed || hour.malformed)) return false;  // no count to go by
+  if (read.value) u.cached_tokens = *read.value;
+  const std::int64_t split_sum = five.value.value_or(0) + hour.value.value_or(0);
+  const std::optional<std::int64_t> total =
+      written.value ? written.value : (split_ok ? std::optional(split_sum) : std::nullopt);
+  if (!total) return true;
   // A message_delta repeats the total without the split message_start gave: kept.
-  if (!has_split && *written == u.cache_write_tokens + u.cache_write_1h_tokens) return;
-  u.cache_write_tokens = *written;
+  if (!split_ok && *total == u.cache_write_tokens + u.cache_write_1h_tokens) return true;
+  u.cache_write_tokens = *total;
   u.cache_write_1h_tokens = 0;
-  if (!has_split) return;
-  const auto five = reported(split, "ephemeral_5m_input_tokens");
-  const auto hour = reported(split, "ephemeral_1h_input_tokens");
-  if (five.value_or(0) + hour.value_or(0) == *written) {
-    u.cache_write_tokens = five.value_or(0);
-    u.cache_write_1h_tokens = hour.value_or(0);
+  if (split_ok && split_sum == *total) {
+    u.cache_write_tokens = five.value.value_or(0);
+    u.cache_write_1h_tokens = hour.value.value_or(0);
   }
+  return true;
 }
 
 // Reads a well-formed input count, with whatever cache counts are beside it, into `u`;
@@ -76,8 +117,10 @@ void take_cache(simdjson::dom::element usage, Usage& u) {
 bool take_input(simdjson::dom::element usage, Usage& u) {
   const std::optional<std::int64_t> input = reported(usage, "input_tokens");
   if (!input) return false;
-  u.input_tokens = *input;
-  take_cache(usage, u);
+  Usage taken = u;
+  taken.input_tokens = *input;
+  if (!take_cache(usage, taken)) return false;
+  u = taken;
   return true;
 }
 
@@ -110,7 +153,8 @@ std::optional<Usage> from_anthropic(simdjson::dom::element usage) {
 std::optional<simdjson::dom::element> usage_object(std::string_view json,
                                                    simdjson::dom::element& doc) {
   simdjson::dom::element usage;
-  if (json::parse_dom(parser(), json, doc) || doc["usage"].get(usage) || !usage.is_object()) {
+  if (json::parse_dom(parser(), json, doc) || doc["usage"].get(usage) || !usage.is_object() ||
+      !members_unique(usage)) {
     return std::nullopt;
   }
   return usage;
@@ -176,7 +220,9 @@ bool AnthropicStreamUsage::on_event(std::string_view name, std::string_view data
   if (json::parse_dom(parser(), data, doc)) return false;
   simdjson::dom::element usage;
   if (name == "message_start") {
-    if (doc["message"]["usage"].get(usage) || !usage.is_object()) return false;
+    if (doc["message"]["usage"].get(usage) || !usage.is_object() || !members_unique(usage)) {
+      return false;
+    }
     if (take_input(usage, usage_)) {
       usage_.output_tokens = count(usage, "output_tokens");
       (void)take_server_tools(usage, usage_);
@@ -184,7 +230,7 @@ bool AnthropicStreamUsage::on_event(std::string_view name, std::string_view data
     }
     return false;
   }
-  if (doc["usage"].get(usage) || !usage.is_object()) return false;
+  if (doc["usage"].get(usage) || !usage.is_object() || !members_unique(usage)) return false;
   // message_delta usage is cumulative: the latest value replaces the earlier one.
   const std::optional<std::int64_t> output = reported(usage, "output_tokens");
   if (!output) return false;
@@ -196,7 +242,7 @@ bool AnthropicStreamUsage::on_event(std::string_view name, std::string_view data
   if (take_input(usage, usage_)) {
     input_known_ = true;
   } else {
-    take_cache(usage, usage_);
+    (void)take_cache(usage, usage_);  // a malformed one keeps the counts before
   }
   return true;
 }

@@ -171,6 +171,52 @@ TEST(Usage, AnthropicBodyAndStream) {
   EXPECT_EQ(kept.usage().cache_write_1h_tokens, 800);
 }
 
+// Cache counts are priced apart (writes dearer than input): a malformed one makes the usage
+// report nothing (the estimate is billed), as a malformed audio or search count does; it
+// was taken as none, and the writes went free. A split without its total counts as its
+// sum; a split with a malformed member does not add up (all writes 5-minute ones).
+TEST(Usage, AnthropicCacheCountsAreReadAsStrictlyAsTheOthers) {
+  for (const char* bad :
+       {R"({"usage":{"input_tokens":100,"cache_read_input_tokens":200,"output_tokens":50,)"
+        R"("cache_creation_input_tokens":"300"}})",
+        R"({"usage":{"input_tokens":100,"cache_creation_input_tokens":300.5,"output_tokens":50}})",
+        R"({"usage":{"input_tokens":100,"cache_read_input_tokens":-200,"output_tokens":50}})",
+        R"({"usage":{"input_tokens":100,"output_tokens":50,"cache_creation":)"
+        R"({"ephemeral_5m_input_tokens":-1,"ephemeral_1h_input_tokens":200}}})"}) {
+    EXPECT_FALSE(anthropic_usage(bad)) << bad;
+  }
+  const auto split_alone =
+      anthropic_usage(R"({"usage":{"input_tokens":100,"output_tokens":50,"cache_creation":)"
+                      R"({"ephemeral_5m_input_tokens":100,"ephemeral_1h_input_tokens":200}}})");
+  ASSERT_TRUE(split_alone);
+  EXPECT_EQ(split_alone->cache_write_tokens, 100);
+  EXPECT_EQ(split_alone->cache_write_1h_tokens, 200);
+  const auto odd_split = anthropic_usage(
+      R"({"usage":{"input_tokens":100,"output_tokens":50,"cache_creation_input_tokens":300,)"
+      R"("cache_creation":{"ephemeral_5m_input_tokens":-100,"ephemeral_1h_input_tokens":300}}})");
+  ASSERT_TRUE(odd_split);
+  EXPECT_EQ(odd_split->cache_write_tokens, 300);
+  EXPECT_EQ(odd_split->cache_write_1h_tokens, 0);
+}
+
+// A usage object naming a member twice is read one way by the gateway (the first copy) and
+// another by the client's SDK (the last): it reports nothing, and the estimate is billed.
+TEST(Usage, AMemberGivenTwiceMakesTheUsageMalformed) {
+  EXPECT_FALSE(openai_usage(
+      R"({"usage":{"prompt_tokens":10,"completion_tokens":1,"completion_tokens":90}})", false));
+  EXPECT_FALSE(
+      openai_usage(R"({"usage":{"prompt_tokens":10,"completion_tokens":1,"prompt_tokens_details":)"
+                   R"({"cached_tokens":0,"cached_tokens":9}}})",
+                   false));
+  EXPECT_FALSE(
+      anthropic_usage(R"({"usage":{"input_tokens":10,"output_tokens":5,"input_tokens":5000}})"));
+  AnthropicStreamUsage s;
+  s.on_event("message_start",
+             R"({"message":{"usage":{"input_tokens":8,"input_tokens":800,"output_tokens":1}}})");
+  EXPECT_FALSE(s.seen());
+  EXPECT_TRUE(openai_usage(R"({"usage":{"prompt_tokens":10,"completion_tokens":1}})", false));
+}
+
 // OpenAI's audio tokens are part of its prompt and completion counts: audio_input_tokens is
 // the part of the uncached input that is audio, audio_output_tokens the part of the output.
 TEST(Usage, OpenAIAudioTokensArePartOfInputAndOutput) {
