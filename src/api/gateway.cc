@@ -3266,9 +3266,11 @@ Task<bool> Gateway::settle(Bill& bill, const meter::Usage& reported, int status)
   // Stopped for want of balance or budget: charged what it holds, and no more than its
   // key's budget set aside (the tokens stay as counted, so the row shows what the answer
   // would have cost). Without a hold, nothing (a free route whose cost never reached
-  // cover()).
-  const Money chargeable =
-      bill.key.has_budget() ? std::min(bill.covered, bill.key.set_aside()) : bill.covered;
+  // cover()). A stream that held the account's licence to overdraw went past its hold by
+  // right until its budget stopped it: what it relayed is charged, up to the budget.
+  Money chargeable = bill.covered;
+  if (bill.over_budget && bill.may_overdraw && !bill.doubted) chargeable = r.cost;
+  if (bill.key.has_budget()) chargeable = std::min(chargeable, bill.key.set_aside());
   if ((bill.capped || bill.hold.id == 0) && r.cost > chargeable) {
     r.cost = chargeable;
     r.input_cost = std::min(r.input_cost, r.cost);

@@ -483,9 +483,16 @@ TEST(UpstreamFault, AStreamOnTheAccountsOverdraftKeepsToItsBudgetAndItsOutputBou
   const FaultStack shorter("sse_long_no_usage:4500", "billing: { trial_usd: \"0.0043\" }\n");
   ASSERT_GT(shorter.port, 0) << shorter.log();
   const std::string budgeted = create_key(shorter.port, R"({"budget_usd":"0.0044"})");
-  EXPECT_LE(charged(shorter, budgeted), Money::parse("0.0044").value());
+  // Charged what it relayed up to the budget: the overdraft covered it past the account's
+  // 0.0043 (it was charged the account's 0.0043 alone, the rest relayed for nothing).
+  const Money stopped = charged(shorter, budgeted);
+  EXPECT_LE(stopped, Money::parse("0.0044").value());
+  EXPECT_GT(stopped, Money::parse("0.00435").value());
   EXPECT_NE(shorter.gateway->log().find("the key's budget covers no more"), std::string::npos)
       << shorter.gateway->log();
+  const auto verify = http_request(shorter.port, "GET", "/admin/v1/ledger/verify", {},
+                                   {{"authorization", std::string("Bearer ") + kAdminKey}});
+  EXPECT_NE(verify.body.find(R"("ok":true)"), std::string::npos) << verify.body;
 }
 
 // A provider's error page that is not JSON keeps its status but comes in the client's own
