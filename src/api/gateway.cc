@@ -819,10 +819,42 @@ void void_bill(const Services& services, Bill& bill, int status) {
   }
 }
 
+// Runs `renew` every `every` for as long as it lives, on `ioc`'s thread. A stream renews its
+// hold after each upstream read (keep_hold), and a client that reads slowly holds the relay
+// in its writes, where no read comes: the timer renews it there too.
+class HoldKeeper {
+ public:
+  HoldKeeper(asio::io_context& ioc, std::chrono::milliseconds every, std::function<void()> renew)
+      : timer_(ioc.get_executor()), every_(every), renew_(std::move(renew)) {
+    arm();
+  }
+  ~HoldKeeper() { *alive_ = false; }
+  HoldKeeper(const HoldKeeper&) = delete;
+  HoldKeeper& operator=(const HoldKeeper&) = delete;
+
+ private:
+  void arm() {
+    timer_.expires_after(every_);
+    // A wait that was due when the keeper went runs all the same, with no error: only
+    // `alive` says `this` is gone.
+    timer_.async_wait([this, alive = alive_](const boost::system::error_code& ec) {
+      if (ec || !*alive) return;
+      renew_();
+      arm();
+    });
+  }
+
+  http::Timer timer_;
+  std::chrono::milliseconds every_;
+  std::function<void()> renew_;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+};
+
 class Gateway final : public http::Handler {
  public:
   Gateway(asio::io_context& ioc, http::Inbox& inbox, std::shared_ptr<const GatewayState> state)
-      : state_(std::move(state)),
+      : ioc_(ioc),
+        state_(std::move(state)),
         pool_(ioc, state_->provider_count(), state_->config().upstream_idle_connections_max),
         admin_(state_->services(), inbox, ioc,
                [state = state_] {
@@ -1102,6 +1134,7 @@ class Gateway final : public http::Handler {
   std::optional<KeyRefusal> check_key(std::string_view key, Surface surface,
                                       const auth::KeyGrant*& grant);
 
+  asio::io_context& ioc_;
   std::shared_ptr<const GatewayState> state_;
   http::UpstreamPool pool_;
   AdminApi admin_;
@@ -3269,7 +3302,9 @@ Task<bool> Gateway::settle(Bill& bill, const meter::Usage& reported, int status)
   // cover()). A stream that held the account's licence to overdraw went past its hold by
   // right until its budget stopped it: what it relayed is charged, up to the budget.
   Money chargeable = bill.covered;
-  if (bill.over_budget && bill.may_overdraw && !bill.doubted) chargeable = r.cost;
+  if (bill.over_budget && bill.may_overdraw && !bill.doubted && !bill.lapsed) {
+    chargeable = r.cost;
+  }
   if (bill.key.has_budget()) chargeable = std::min(chargeable, bill.key.set_aside());
   if ((bill.capped || bill.hold.id == 0) && r.cost > chargeable) {
     r.cost = chargeable;
@@ -3328,6 +3363,12 @@ Task<void> Gateway::relay_stream(http::UpstreamResponse& upstream, std::string f
                                  std::span<const Header> headers, Bill& bill,
                                  bool drop_usage_chunk, std::int64_t choices) {
   StreamMeter meter(surface, drop_usage_chunk, choices);
+  // Renewed every quarter hold timeout while the relay runs: keep_hold renews it when half
+  // a timeout has passed since the last renewal, so it never comes near lapsing.
+  const HoldKeeper keeper(ioc_,
+                          std::chrono::milliseconds(std::max<std::uint32_t>(
+                              1, state_->config().billing.hold_timeout_ms / 4)),
+                          [this, &bill] { keep_hold(bill); });
   // The client's head goes out with the first events, in one write.
   bool client_here = co_await res.begin_stream(200, "text/event-stream", headers,
                                                first_piece.empty() && !upstream.body_buffered());

@@ -24,6 +24,8 @@ byte order mark; `sse_after_done` a chat stream with content after its `data: [D
 the same write; `sse_cr_stall` a chat stream whose first event ends in bare CRs, then
 nothing for 3 s; `sse_big_event` a chat stream whose first event is 4 MiB and one byte
 long, then `[DONE]`.
+`sse_large:N` a chat stream of N content chunks of 10,000 characters each, its usage
+(5 in, N out) and `[DONE]`, in one write.
 `sse_long_no_usage[:N]` a chat stream of N (default 5000) content chunks, then its finish and
 `[DONE]`, with no usage.
 `early413` answers 413 before reading the body and closes (a large body's write then
@@ -165,6 +167,18 @@ class Handler(http.server.BaseHTTPRequestHandler):
             body = "".join("event: %s\ndata: %s\n\n" % (name, json.dumps(data))
                            for name, data in events)
             self.answer(200, "text/event-stream", b"\xef\xbb\xbf" + body.encode())
+        elif MODE.startswith("sse_large:"):
+            chunks = int(MODE.split(":")[1])
+            piece = ("data: " + json.dumps({"id": "c1", "object": "chat.completion.chunk",
+                                            "choices": [{"index": 0,
+                                                         "delta": {"content": "x" * 10000},
+                                                         "finish_reason": None}]})
+                     + "\n\n").encode()
+            usage = json.dumps({"id": "c1", "choices": [],
+                                "usage": {"prompt_tokens": 5, "completion_tokens": chunks,
+                                          "total_tokens": 5 + chunks}})
+            self.answer(200, "text/event-stream",
+                        piece * chunks + ("data: %s\n\ndata: [DONE]\n\n" % usage).encode())
         elif MODE.startswith("sse_long_no_usage"):
             def event(delta, finish):
                 return ("data: " + json.dumps({"id": "c1", "object": "chat.completion.chunk",

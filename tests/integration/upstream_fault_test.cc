@@ -495,6 +495,35 @@ TEST(UpstreamFault, AStreamOnTheAccountsOverdraftKeepsToItsBudgetAndItsOutputBou
   EXPECT_NE(verify.body.find(R"("ok":true)"), std::string::npos) << verify.body;
 }
 
+// A stream's hold is renewed while its relay waits on a client that reads slowly, not only
+// after upstream reads: it lapsed there (after hold_timeout_ms), freeing money its
+// stream was still spending for another request to take.
+TEST(UpstreamFault, AStreamsHoldOutlastsASlowReader) {
+  const FaultStack stack("sse_large:200",  // 2 MB: more than the sockets buffer
+                         "upstream: { connect_timeout_ms: 100, first_byte_timeout_ms: 200, "
+                         "answer_timeout_ms: 300, idle_timeout_ms: 400 }\n"
+                         "routing: { fallback_deadline_ms: 250 }\n"
+                         "billing: { hold_timeout_ms: 1000 }\n");
+  ASSERT_GT(stack.port, 0) << stack.log();
+  RawConnection client(stack.port);
+  const std::string body = R"({"model":"solo","stream":true,"max_tokens":300,"messages":[]})";
+  ASSERT_TRUE(
+      client.send("POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\nAuthorization: "
+                  "Bearer " +
+                  stack.key +
+                  "\r\nContent-Type: application/json\r\n"
+                  "Content-Length: " +
+                  std::to_string(body.size()) + "\r\n\r\n" + body));
+  ASSERT_NE(client.read_until("\r\n\r\n", std::chrono::seconds(5)).find("200"), std::string::npos);
+  std::this_thread::sleep_for(std::chrono::milliseconds(2500));  // reads nothing
+  const std::string balance = http_request(stack.port, "GET", "/api/balance", {},
+                                           {{"authorization", "Bearer " + stack.key}})
+                                  .body;
+  EXPECT_NE(string_field(balance, "held_usd"), "0.00") << balance;
+  EXPECT_NE(client.read_until("data: [DONE]", std::chrono::seconds(20)).find("data: [DONE]"),
+            std::string::npos);
+}
+
 // A provider's error page that is not JSON keeps its status but comes in the client's own
 // error shape, which its SDK can read.
 TEST(UpstreamFault, AnHtmlErrorPageComesInTheClientsErrorShape) {
