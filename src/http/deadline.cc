@@ -55,6 +55,8 @@ std::atomic<bool> g_cut_everything{false};
 
 void DeadlineTicker::cut_everything() { g_cut_everything.store(true, std::memory_order_relaxed); }
 
+bool DeadlineTicker::cutting() { return g_cut_everything.load(std::memory_order_relaxed); }
+
 void DeadlineTicker::tick() {
   const auto now = Deadline::Clock::now();
   const bool cut = g_cut_everything.load(std::memory_order_relaxed);

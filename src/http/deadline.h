@@ -32,6 +32,8 @@ class DeadlineTicker {
   // time is up uses it, so that what still runs ends through its own failure paths (a cut
   // stream billed for what it relayed) while the store still takes settlements. Once.
   static void cut_everything();
+  // Whether cut_everything was called.
+  static bool cutting();
 
  private:
   friend class Deadline;

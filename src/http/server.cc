@@ -1,18 +1,15 @@
 #include "http/server.h"
 
-#include <signal.h>
-
-#include <pthread.h>
-#include <sched.h>
-
 #include <fmt/format.h>
+#include <linux/sockios.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
-
-#include <cerrno>
-#include <cstring>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -20,16 +17,18 @@
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
-#include <boost/beast/core/buffers_suffix.hpp>
 #include <boost/beast/core/buffer_traits.hpp>
+#include <boost/beast/core/buffers_suffix.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/status.hpp>
 #include <boost/intrusive/list.hpp>
+#include <cerrno>
 #include <charconv>
 #include <chrono>
+#include <cstring>
 
 #include "core/log.h"
 
@@ -229,14 +228,31 @@ Task<bool> Responder::write_rest(std::span<const asio::const_buffer> buffers,
                                  std::size_t written) {
   beast::buffers_suffix<std::span<const asio::const_buffer>> rest(buffers);
   rest.consume(written);
+  // The bytes the socket holds that the client has not acknowledged (-1: unknown).
+  const auto unacknowledged = [fd = socket_.native_handle()] {
+    int n = -1;
+    return ::ioctl(fd, SIOCOUTQ, &n) == 0 ? n : -1;
+  };
+  int queued = unacknowledged();
   // The timeout is for a client that stalls: each write that makes progress starts it
-  // again, so a slow reader of a large answer is not cut while it keeps reading.
+  // again, so a slow reader of a large answer is not cut while it keeps reading. So does
+  // a client that took bytes while no write could go on: the kernel wakes a writer only
+  // once half of TCP_NOTSENT_LOWAT has gone, which a slow reader may take longer for.
   boost::system::error_code ec;
   while (!ec && beast::buffer_bytes(rest) > 0) {
     deadline_.expires_after(milliseconds(limits_.write_timeout_ms));
     auto [wec, n] = co_await socket_.async_write_some(rest, use_nothrow);
-    ec = wec;
     rest.consume(n);
+    if (wec == asio::error::operation_aborted && deadline_.expired() &&
+        !DeadlineTicker::cutting()) {
+      const int now = unacknowledged();
+      if (now >= 0 && queued >= 0 && now < queued) {
+        queued = now;
+        continue;
+      }
+    }
+    ec = wec;
+    if (n > 0) queued = unacknowledged();
   }
   // Done: left armed, the deadline would cancel the socket later, and with it whatever
   // waits on it then (the client watch).

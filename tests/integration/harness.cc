@@ -244,6 +244,15 @@ std::string RawConnection::read_until(const std::string& marker,
   return got;
 }
 
+std::string RawConnection::read_some(std::size_t max, std::chrono::milliseconds timeout) {
+  std::string got(max, '\0');
+  pollfd p{fd_, POLLIN, 0};
+  if (fd_ < 0 || ::poll(&p, 1, static_cast<int>(timeout.count())) <= 0) return {};
+  const ssize_t n = ::recv(fd_, got.data(), max, 0);
+  got.resize(n > 0 ? static_cast<std::size_t>(n) : 0);
+  return got;
+}
+
 bool RawConnection::closed_within(std::chrono::milliseconds timeout) {
   const auto until = std::chrono::steady_clock::now() + timeout;
   while (fd_ >= 0) {

@@ -74,6 +74,9 @@ class RawConnection {
   std::string read_until(const std::string& marker, std::chrono::milliseconds timeout);
   // True when the peer closed (read returns 0 or an error) within the timeout.
   bool closed_within(std::chrono::milliseconds timeout);
+  // Reads what has come, `max` bytes at most, waiting up to `timeout` for the first;
+  // returns them (empty: nothing came, or the peer closed).
+  std::string read_some(std::size_t max, std::chrono::milliseconds timeout);
   // Sends FIN but keeps reading (a half-close).
   void shutdown_write();
   // Reads and discards until nothing came for `quiet`, or `limit` passed; returns the bytes.

@@ -524,6 +524,34 @@ TEST(UpstreamFault, AStreamsHoldOutlastsASlowReader) {
             std::string::npos);
 }
 
+// A client that reads a large stream slowly but steadily is not cut by the write timeout:
+// the kernel wakes a blocked writer only once half of what a client socket holds unsent
+// has gone, which such a reader takes longer than the timeout for, and it was cut although
+// it never stopped reading.
+TEST(UpstreamFault, ASlowButSteadyReaderIsNotCut) {
+  // The client's kernel opens its window (and so acknowledges) ~110 KiB at a time, every
+  // ~2.1 s at this reader's pace; the writer was woken only after two of those (once
+  // 128 KiB of the 256 KiB unsent had gone). The timeout lies between.
+  const FaultStack stack("sse_large:200", "limits: { write_timeout_ms: 3200 }\n");
+  ASSERT_GT(stack.port, 0) << stack.log();
+  RawConnection client(stack.port);
+  const std::string body = R"({"model":"solo","stream":true,"max_tokens":300,"messages":[]})";
+  ASSERT_TRUE(
+      client.send("POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\nAuthorization: "
+                  "Bearer " +
+                  stack.key +
+                  "\r\nContent-Type: application/json\r\n"
+                  "Content-Length: " +
+                  std::to_string(body.size()) + "\r\n\r\n" + body));
+  std::string got = client.read_some(16 * 1024, std::chrono::seconds(5));
+  for (int i = 0; i < 26; ++i) {  // 16 KiB every 300 ms for 7.8 s: over two timeouts
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    got += client.read_some(16 * 1024, std::chrono::milliseconds(100));
+  }
+  got += client.read_until("data: [DONE]", std::chrono::seconds(20));
+  EXPECT_NE(got.find("data: [DONE]"), std::string::npos) << got.size() << " bytes";
+}
+
 // A provider's error page that is not JSON keeps its status but comes in the client's own
 // error shape, which its SDK can read.
 TEST(UpstreamFault, AnHtmlErrorPageComesInTheClientsErrorShape) {
