@@ -2,9 +2,8 @@
 // idle limit, and only past it are closed and opened again. Against scripted upstreams: a
 // long chunked stream, and when a failed request is (not) sent again.
 
-#include <gtest/gtest.h>
-
 #include <arpa/inet.h>
+#include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -12,6 +11,7 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <functional>
+#include <optional>
 #include <thread>
 
 #include "http/resolve.h"
@@ -52,16 +52,26 @@ int wave(http::asio::io_context& ioc, http::UpstreamPool& pool,
   return ok;
 }
 
-TEST(UpstreamPool, KeepsUpToItsIdleLimitAndReusesThem) {
-  Process sim(bin("turnpike-sim"),
-              {"--listen", "127.0.0.1:0", "--api-key", "sk-provider-secret"});
-  const int port = sim.wait_listening();
-  ASSERT_GT(port, 0);
+// A turnpike-sim and the endpoint that reaches it (`endpoint` empty when it did not start).
+struct SimUpstream {
+  Process sim{bin("turnpike-sim"), {"--listen", "127.0.0.1:0", "--api-key", "sk-provider-secret"}};
   http::HostResolver resolver;
-  auto url = http::parse_base_url("http://127.0.0.1:" + std::to_string(port) + "/v1");
-  ASSERT_TRUE(url);
-  const http::UpstreamEndpoint endpoint{"sim", *url, 0, nullptr,
-                                        resolver.add(url->host, url->port)};
+  std::optional<http::UpstreamEndpoint> endpoint;
+
+  SimUpstream() {
+    const int port = sim.wait_listening();
+    auto url = http::parse_base_url("http://127.0.0.1:" + std::to_string(port) + "/v1");
+    if (port > 0 && url) {
+      endpoint.emplace(
+          http::UpstreamEndpoint{"sim", *url, 0, nullptr, resolver.add(url->host, url->port)});
+    }
+  }
+};
+
+TEST(UpstreamPool, KeepsUpToItsIdleLimitAndReusesThem) {
+  SimUpstream up;
+  ASSERT_TRUE(up.endpoint);
+  const http::UpstreamEndpoint& endpoint = *up.endpoint;
   http::asio::io_context ioc;
   {
     http::UpstreamPool pool(ioc, 1, /*idle_max=*/3);
@@ -86,14 +96,9 @@ TEST(UpstreamPool, KeepsUpToItsIdleLimitAndReusesThem) {
 // pool again: a server that closed it would leave it in CLOSE-WAIT for as long as the
 // traffic stayed away (it was looked at only when the pool was next used).
 TEST(UpstreamPool, IdleConnectionsGoWhenTheirTimeIsUpWithoutTraffic) {
-  Process sim(bin("turnpike-sim"), {"--listen", "127.0.0.1:0", "--api-key", "sk-provider-secret"});
-  const int port = sim.wait_listening();
-  ASSERT_GT(port, 0);
-  http::HostResolver resolver;
-  auto url = http::parse_base_url("http://127.0.0.1:" + std::to_string(port) + "/v1");
-  ASSERT_TRUE(url);
-  const http::UpstreamEndpoint endpoint{"sim", *url, 0, nullptr,
-                                        resolver.add(url->host, url->port)};
+  SimUpstream up;
+  ASSERT_TRUE(up.endpoint);
+  const http::UpstreamEndpoint& endpoint = *up.endpoint;
   http::asio::io_context ioc;
   http::UpstreamPool pool(ioc, 1, /*idle_max=*/16, /*pooled_idle=*/300ms);
   ASSERT_EQ(wave(ioc, pool, endpoint, 4), 4);

@@ -89,6 +89,17 @@ struct FaultStack {
                         {{"authorization", "Bearer " + key},
                          {"x-turnpike-route-preference", "cost"}});
   }
+  // A stream request to `solo` on a raw connection, read as its test reads it (a stream
+  // cut after its head has no end of body; a slow reader reads a little at a time).
+  std::unique_ptr<RawConnection> open_stream() const {
+    auto raw = std::make_unique<RawConnection>(port);
+    const std::string body = R"({"model":"solo","stream":true,"max_tokens":300,"messages":[]})";
+    EXPECT_TRUE(raw->send(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer " + key +
+        "\r\nContent-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) +
+        "\r\n\r\n" + body));
+    return raw;
+  }
   std::string balance() const {
     return http_request(port, "GET", "/api/balance", {}, {{"authorization", "Bearer " + key}})
         .body;
@@ -206,12 +217,7 @@ TEST(UpstreamFault, StreamsAreReadAsTheSseStandardReadsThem) {
   // A stream cut after its head ends with an error event and no end of body: read raw,
   // up to that event.
   auto cut_stream = [](const FaultStack& stack) {
-    RawConnection raw(stack.port);
-    const std::string body = R"({"model":"solo","stream":true,"max_tokens":10,"messages":[]})";
-    EXPECT_TRUE(raw.send("POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer " +
-                         stack.key + "\r\nContent-Type: application/json\r\nContent-Length: " +
-                         std::to_string(body.size()) + "\r\n\r\n" + body));
-    return raw.read_until("upstream_error", std::chrono::seconds(10));
+    return stack.open_stream()->read_until("upstream_error", std::chrono::seconds(10));
   };
   const std::string stalled = cut_stream(cr);
   EXPECT_NE(stalled.find("HTTP/1.1 200"), std::string::npos) << stalled;
@@ -505,15 +511,8 @@ TEST(UpstreamFault, AStreamsHoldOutlastsASlowReader) {
                          "routing: { fallback_deadline_ms: 250 }\n"
                          "billing: { hold_timeout_ms: 1000 }\n");
   ASSERT_GT(stack.port, 0) << stack.log();
-  RawConnection client(stack.port);
-  const std::string body = R"({"model":"solo","stream":true,"max_tokens":300,"messages":[]})";
-  ASSERT_TRUE(
-      client.send("POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\nAuthorization: "
-                  "Bearer " +
-                  stack.key +
-                  "\r\nContent-Type: application/json\r\n"
-                  "Content-Length: " +
-                  std::to_string(body.size()) + "\r\n\r\n" + body));
+  const auto stream = stack.open_stream();
+  RawConnection& client = *stream;
   ASSERT_NE(client.read_until("\r\n\r\n", std::chrono::seconds(5)).find("200"), std::string::npos);
   std::this_thread::sleep_for(std::chrono::milliseconds(2500));  // reads nothing
   const std::string balance = http_request(stack.port, "GET", "/api/balance", {},
@@ -534,15 +533,8 @@ TEST(UpstreamFault, ASlowButSteadyReaderIsNotCut) {
   // 128 KiB of the 256 KiB unsent had gone). The timeout lies between.
   const FaultStack stack("sse_large:200", "limits: { write_timeout_ms: 3200 }\n");
   ASSERT_GT(stack.port, 0) << stack.log();
-  RawConnection client(stack.port);
-  const std::string body = R"({"model":"solo","stream":true,"max_tokens":300,"messages":[]})";
-  ASSERT_TRUE(
-      client.send("POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\nAuthorization: "
-                  "Bearer " +
-                  stack.key +
-                  "\r\nContent-Type: application/json\r\n"
-                  "Content-Length: " +
-                  std::to_string(body.size()) + "\r\n\r\n" + body));
+  const auto stream = stack.open_stream();
+  RawConnection& client = *stream;
   std::string got = client.read_some(16 * 1024, std::chrono::seconds(5));
   for (int i = 0; i < 26; ++i) {  // 16 KiB every 300 ms for 7.8 s: over two timeouts
     std::this_thread::sleep_for(std::chrono::milliseconds(300));
