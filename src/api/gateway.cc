@@ -2501,7 +2501,9 @@ void Gateway::observe_speed(const catalog::Route& route, std::int64_t output_tok
 }
 
 void Gateway::keep_hold(Bill& bill) {
-  if (bill.hold.id == 0 || bill.lapsed) return;
+  // A bill being settled has its hold pinned until the post (settle): renewing it would
+  // shorten that, and a stalled thread could then let it lapse before the charge is posted.
+  if (bill.hold.id == 0 || bill.lapsed || bill.closed) return;
   const auto now = std::chrono::steady_clock::now();
   if (now < bill.renew_at) return;
   const std::uint32_t timeout = state_->config().billing.hold_timeout_ms;

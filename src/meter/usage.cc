@@ -3,6 +3,7 @@
 #include <simdjson.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <optional>
 #include <string_view>
@@ -59,17 +60,24 @@ MaybeCount maybe_count(simdjson::dom::element object, const char* key) {
   return {n, !n.has_value()};
 }
 
-// Whether no object in `value` (itself, or nested) names a member twice. A usage object that
-// does is malformed: the gateway would read one copy and a client another.
+// Whether no object in `value` (itself, or nested) names a member twice, and each has at
+// most kUsageMembersMax members. A usage object that names one twice is malformed: the
+// gateway would read one copy and a client another. One far larger than any provider sends
+// is too: its check must stay cheap on the I/O thread.
 bool members_unique(simdjson::dom::element value, int depth = 0) {
   constexpr int kDepthMax = 8;  // a usage object is shallow
   if (depth > kDepthMax) return false;
   simdjson::dom::object object;
   if (value.get_object().get(object)) return true;
-  std::vector<std::string_view> keys;
+  if (object.size() > kUsageMembersMax) return false;
+  std::array<std::string_view, kUsageMembersMax> keys;
+  std::size_t n = 0;
   for (auto [key, member] : object) {
-    if (std::find(keys.begin(), keys.end(), key) != keys.end()) return false;
-    keys.push_back(key);
+    if (std::find(keys.begin(), keys.begin() + static_cast<std::ptrdiff_t>(n), key) !=
+        keys.begin() + static_cast<std::ptrdiff_t>(n)) {
+      return false;
+    }
+    keys[n++] = key;
     if (!members_unique(member, depth + 1)) return false;
   }
   return true;

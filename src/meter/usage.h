@@ -21,6 +21,9 @@
 namespace tp::meter {
 
 // The most tokens one count may report (a billion): more is clamped.
+// Members a usage object (or one nested in it) may have: providers send about a dozen. One
+// with more is malformed (its answer is billed an estimate).
+inline constexpr std::size_t kUsageMembersMax = 64;
 inline constexpr std::int64_t kTokensMax = 1'000'000'000;
 // A search priced per thousand as tokens are per million: one search is a thousand tokens.
 inline constexpr std::int64_t kTokensPerSearch = 1'000'000 / 1'000;

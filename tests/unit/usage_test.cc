@@ -215,6 +215,11 @@ TEST(Usage, AMemberGivenTwiceMakesTheUsageMalformed) {
              R"({"message":{"usage":{"input_tokens":8,"input_tokens":800,"output_tokens":1}}})");
   EXPECT_FALSE(s.seen());
   EXPECT_TRUE(openai_usage(R"({"usage":{"prompt_tokens":10,"completion_tokens":1}})", false));
+  // One with more members than any provider sends is malformed too: its check stays cheap
+  // (a usage object of 150,000 members held an I/O thread for 13 s).
+  std::string wide = R"({"usage":{"prompt_tokens":10,"completion_tokens":1)";
+  for (std::size_t i = 0; i < kUsageMembersMax; ++i) wide += ",\"k" + std::to_string(i) + "\":0";
+  EXPECT_FALSE(openai_usage(wide + "}}", false));
 }
 
 // OpenAI's audio tokens are part of its prompt and completion counts: audio_input_tokens is
