@@ -179,16 +179,10 @@ int serve(const ServeOptions& opts) {
   const ops::Config from_file = config;  // before the flags override it (for reloads)
   bool level_ok = false;
   log::set_level(log::parse_level(config.log_level, &level_ok));
-  // A rule's account can be looked up once the store is open (`directory`).
-  std::shared_ptr<const auth::Directory> directory;
-  auto warn_of = [&directory](const ops::Config& c) {
-    std::vector<std::string> warnings = c.warnings;
-    if (directory) {
-      for (std::string& w : unknown_rule_accounts(c, *directory)) warnings.push_back(std::move(w));
-    }
+  auto warn = [](const std::vector<std::string>& warnings) {
     for (const std::string& w : warnings) log::warn("config", {{"warning", w}});
   };
-  warn_of(config);
+  warn(config.warnings);
   if (!opts.listen.empty()) {
     if (auto s = ops::parse_listen(opts.listen, config.listen_host, config.listen_port); !s) {
       std::fprintf(stderr, "turnpike: --listen: %s\n", s.message().c_str());
@@ -223,10 +217,9 @@ int serve(const ServeOptions& opts) {
     return 2;
   }
   const std::shared_ptr<store::Writer> writer = services->writer;
-  directory = services->directory;
-  for (const std::string& w : unknown_rule_accounts(config, *directory)) {
-    log::warn("config", {{"warning", w}});
-  }
+  // A rule's account can be looked up once the store is open.
+  const std::shared_ptr<const auth::Directory> directory = services->directory;
+  warn(unknown_rule_accounts(config, *directory));
   auto maintenance = api::Maintenance::start(services.value(), config.billing);
   if (!maintenance) {
     std::fprintf(stderr, "turnpike: %s\n", maintenance.status().message().c_str());
@@ -276,7 +269,8 @@ int serve(const ServeOptions& opts) {
       prober = api::Prober::start(hub->current());
       return;
     }
-    warn_of(*fresh);
+    warn(fresh->warnings);
+    warn(unknown_rule_accounts(*fresh, *directory));
     hub->publish(std::move(next.value()));
     prober = api::Prober::start(hub->current());
     log::info("config reloaded: providers, models, routing, upstream timeouts and the hold "

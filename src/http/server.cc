@@ -402,7 +402,7 @@ struct Server::Worker {
   std::size_t connections = 0;
   // Connections refused at limits.connections_per_thread_max since the last line that said
   // so, and when that line was written: at most one a second.
-  std::size_t refused = 0;  // refused since the last line that said so
+  std::size_t refused = 0;
   std::chrono::steady_clock::time_point refused_logged{};
   bool refused_line_due = false;  // a line is to say what was refused since (see accept_loop)
   bool draining = false;
